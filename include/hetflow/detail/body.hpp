@@ -1,0 +1,67 @@
+#pragma once
+// Type-erased task bodies: a callable (and later its result) living in a task's storage.
+#include <algorithm>
+#include <functional>
+#include <new>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+
+#include "hetflow/codelet.hpp"
+#include "hetflow/detail/task_api.hpp"
+
+namespace hetflow::detail {
+
+template <class F, class R>
+struct CallableBody {
+  static void run(void* storage, TaskContext& /*context*/) {
+    F* fn = std::launder(static_cast<F*>(storage));
+    struct Destroy {
+      F* fn;
+      bool done = false;
+      void now() {
+        fn->~F();
+        done = true;
+      }
+      ~Destroy() {
+        if (!done) fn->~F();
+      }
+    } destroy{fn};
+    if constexpr (std::is_void_v<R>) {
+      std::invoke(*fn);
+    } else {
+      R result = std::invoke(*fn);
+      destroy.now();
+      ::new (storage) R(std::move(result));
+    }
+  }
+  static void destroy_body(void* storage) noexcept { std::launder(static_cast<F*>(storage))->~F(); }
+  static void destroy_result(void* storage) noexcept {
+    if constexpr (!std::is_void_v<R>) std::launder(static_cast<R*>(storage))->~R();
+  }
+  static constexpr BodyOps ops{&run, &destroy_body, std::is_void_v<R> ? nullptr : &destroy_result, nullptr};
+  using Slot = std::conditional_t<std::is_void_v<R>, F, R>;  // what the storage holds at the end
+  static constexpr std::size_t size = std::max(sizeof(F), sizeof(Slot));
+  static constexpr std::size_t align = std::max(alignof(F), alignof(Slot));
+};
+
+/// Body of a codelet task: the codelet's implementation for the worker's arch, with an argument.
+void run_codelet(TaskContext& context);
+
+template <class A>
+struct CodeletBody {
+  static void run(void* storage, TaskContext& context) {
+    struct Destroy {
+      void* storage;
+      ~Destroy() { std::launder(static_cast<A*>(storage))->~A(); }
+    } destroy{storage};
+    run_codelet(context);
+  }
+  static void destroy_body(void* storage) noexcept { std::launder(static_cast<A*>(storage))->~A(); }
+  static constexpr BodyOps ops{&run, &destroy_body, nullptr, &typeid(A)};
+};
+
+inline constexpr BodyOps kCodeletWithoutArg{[](void*, TaskContext& context) { run_codelet(context); },
+                                             [](void*) noexcept {}, nullptr, nullptr};
+
+}  // namespace hetflow::detail

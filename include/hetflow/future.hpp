@@ -1,0 +1,126 @@
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "hetflow/detail/task_api.hpp"
+#include "hetflow/error.hpp"
+
+namespace hetflow {
+
+using TaskStatus = detail::TaskStatus;
+
+/// The untyped part of a Future: readiness, waiting, cancellation. Copies share the task.
+class FutureBase {
+ public:
+  FutureBase() noexcept = default;
+  FutureBase(const FutureBase& other) noexcept : core_(other.core_) {
+    if (core_ != nullptr) detail::retain(core_);
+  }
+  FutureBase(FutureBase&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
+  FutureBase& operator=(FutureBase other) noexcept {
+    std::swap(core_, other.core_);
+    return *this;
+  }
+  ~FutureBase() {
+    if (core_ != nullptr) detail::release(core_);
+  }
+
+  [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
+  /// True once the task has succeeded, failed or been cancelled.
+  [[nodiscard]] bool ready() const { return detail::is_finished(checked()); }
+  [[nodiscard]] TaskStatus status() const { return detail::status(checked()); }
+  /// Blocks until ready. Called from inside a task, the worker runs other tasks meanwhile.
+  void wait() const { detail::wait(checked()); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    return detail::wait_until(checked(), std::chrono::steady_clock::now() +
+                                             std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+  }
+  [[nodiscard]] bool wait_until(std::chrono::steady_clock::time_point deadline) const {
+    return detail::wait_until(checked(), deadline);
+  }
+  /// Cancels a task that has not started; returns false if it already started or finished.
+  bool cancel() { return detail::cancel(checked()); }
+  /// The failure, once ready; nullptr if the task succeeded or is not finished.
+  [[nodiscard]] std::exception_ptr error() const noexcept { return core_ ? detail::error_of(core_) : nullptr; }
+  [[nodiscard]] const char* name() const { return detail::name_of(checked()); }
+
+  /// Adopts a reference the engine handed out.
+  static FutureBase adopt(detail::TaskCore* core) noexcept {
+    FutureBase f;
+    f.core_ = core;
+    return f;
+  }
+  [[nodiscard]] detail::TaskCore* core() const noexcept { return core_; }
+
+ protected:
+  detail::TaskCore* checked() const {
+    if (core_ == nullptr) throw Error("hetflow::Future: this future is empty (default-constructed or moved from)");
+    return core_;
+  }
+  void wait_and_rethrow() const {
+    detail::wait(checked());
+    detail::rethrow_if_failed(core_);
+  }
+
+ private:
+  detail::TaskCore* core_ = nullptr;
+};
+
+/// The eventual result of a task. `get()` waits and returns the value or rethrows the failure.
+template <class T>
+class Future : public FutureBase {
+ public:
+  using value_type = T;
+  Future() noexcept = default;
+  explicit Future(FutureBase base) noexcept : FutureBase(std::move(base)) {}
+
+  const T& get() const& {
+    wait_and_rethrow();
+    return *static_cast<const T*>(detail::result_storage(core()));
+  }
+  T get() && {
+    wait_and_rethrow();
+    return std::move(*static_cast<T*>(detail::result_storage(core())));
+  }
+
+  /// Submits `fn(value)` to run after this task; it fails with DependencyError if this one fails.
+  template <class F>
+  auto then(F&& fn) const;
+};
+
+template <>
+class Future<void> : public FutureBase {
+ public:
+  using value_type = void;
+  Future() noexcept = default;
+  explicit Future(FutureBase base) noexcept : FutureBase(std::move(base)) {}
+
+  void get() const { wait_and_rethrow(); }
+
+  template <class F>
+  auto then(F&& fn) const;
+};
+
+/// Ready when every future is ready; fails with DependencyError if one of them fails.
+template <class T>
+auto when_all(const std::vector<Future<T>>& futures);
+Future<void> when_all(std::vector<FutureBase> futures);
+template <class... F>
+Future<void> when_all(const F&... futures) {
+  return when_all(std::vector<FutureBase>{FutureBase(futures)...});
+}
+
+/// Ready when the first of the futures is ready (succeeded, failed or cancelled); its value is
+/// that future's index. Needs at least one future.
+Future<std::size_t> when_any(std::vector<FutureBase> futures);
+template <class... F>
+Future<std::size_t> when_any(const F&... futures) {
+  return when_any(std::vector<FutureBase>{FutureBase(futures)...});
+}
+
+}  // namespace hetflow

@@ -1,0 +1,217 @@
+#pragma once
+#include <concepts>
+#include <cstddef>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <new>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "hetflow/access.hpp"
+#include "hetflow/arch.hpp"
+#include "hetflow/codelet.hpp"
+#include "hetflow/config.hpp"
+#include "hetflow/data.hpp"
+#include "hetflow/detail/body.hpp"
+#include "hetflow/ext/scheduler.hpp"
+#include "hetflow/future.hpp"
+
+namespace hetflow {
+
+namespace detail {
+class RuntimeImpl;
+}
+
+/// Everything about one task except its body.
+///
+///     rt.insert(scale, {.data = {RW(x)}, .priority = 2, .name = "scale x"});
+///     rt.submit({.after = {f}}, [] { ... });
+struct TaskOptions {
+  /// Registered data the task uses; dependencies are inferred from the modes.
+  std::initializer_list<DataAccess> data{};
+  /// Tasks this one must wait for, besides those inferred from data.
+  std::vector<FutureBase> after{};
+  /// Higher runs earlier, for schedulers that use priorities ("prio" and later "dmdas").
+  int priority = 0;
+  /// Shown in traces and error messages; defaults to the codelet's name, or "task".
+  std::string name{};
+  /// Architectures the task may run on (intersected with those the codelet implements).
+  ArchMask where = ArchMask::all();
+};
+
+class Runtime;
+
+/// Host access to a registered buffer, obtained from Runtime::acquire. Tasks that come after
+/// (in submission order) and conflict with the mode wait until it is released.
+class Acquisition {
+ public:
+  Acquisition() = default;
+  Acquisition(Acquisition&& other) noexcept;
+  Acquisition& operator=(Acquisition&& other) noexcept;
+  Acquisition(const Acquisition&) = delete;
+  Acquisition& operator=(const Acquisition&) = delete;
+  ~Acquisition();
+
+  [[nodiscard]] void* data() const noexcept { return data_; }
+  template <class T>
+  [[nodiscard]] T* as() const noexcept {
+    return static_cast<T*>(data_);
+  }
+  [[nodiscard]] bool active() const noexcept { return token_ != nullptr; }
+  void release();
+
+ private:
+  friend class Runtime;
+  Acquisition(Runtime* runtime, detail::TaskCore* token, void* data) noexcept
+      : runtime_(runtime), token_(token), data_(data) {}
+  Runtime* runtime_ = nullptr;
+  detail::TaskCore* token_ = nullptr;
+  void* data_ = nullptr;
+};
+
+/// The engine: workers, a scheduler, registered data and the tasks that run over them.
+///
+///     hetflow::Runtime rt;                      // one CPU worker per core, "ws" scheduler
+///     auto f = rt.submit([](int a) { return a + 1; }, 41);
+///     int answer = f.get();                     // 42
+///
+/// The destructor waits for everything submitted.
+class Runtime {
+ public:
+  explicit Runtime(Config config = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  /// Runs `fn(args...)` as a task; the future holds its result.
+  template <class F, class... Args>
+    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
+  auto submit(F&& fn, Args&&... args) {
+    return submit(TaskOptions{}, std::forward<F>(fn), std::forward<Args>(args)...);
+  }
+  template <class F, class... Args>
+    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
+  auto submit(const TaskOptions& options, F&& fn, Args&&... args) {
+    using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
+    auto bound = [fn = std::forward<F>(fn), ... args = std::forward<Args>(args)]() mutable -> R {
+      return std::invoke(fn, args...);
+    };
+    using Body = detail::CallableBody<decltype(bound), R>;
+    void* storage = nullptr;
+    detail::TaskCore* task = begin_task(options, nullptr, &Body::ops, Body::size, Body::align, &storage);
+    construct_body<decltype(bound)>(task, storage, std::move(bound));
+    return Future<R>(commit_task(task, options));
+  }
+
+  /// Runs the codelet's implementation for the worker it lands on, over `options.data`.
+  Future<void> insert(const Codelet& codelet, const TaskOptions& options = {});
+  /// The same, with an argument the implementation reads with `context.arg<A>()`.
+  template <class A>
+  Future<void> insert(const Codelet& codelet, const TaskOptions& options, A&& arg) {
+    using Arg = std::decay_t<A>;
+    using Body = detail::CodeletBody<Arg>;
+    void* storage = nullptr;
+    detail::TaskCore* task = begin_task(options, &codelet, &Body::ops, sizeof(Arg), alignof(Arg), &storage);
+    construct_body<Arg>(task, storage, std::forward<A>(arg));
+    return Future<void>(commit_task(task, options));
+  }
+
+  template <class T>
+  DataHandle register_variable(T& value, std::string name = {}) {
+    return register_data(&value, DataLayout::variable(sizeof(T)), std::move(name));
+  }
+  template <class T>
+  DataHandle register_vector(T* data, std::size_t n, std::string name = {}) {
+    return register_data(data, DataLayout::vector(n, sizeof(T)), std::move(name));
+  }
+  template <class T>
+  DataHandle register_matrix(T* data, std::size_t nx, std::size_t ny, std::size_t ld, std::string name = {}) {
+    return register_data(data, DataLayout::matrix(nx, ny, ld, sizeof(T)), std::move(name));
+  }
+  template <class T>
+  DataHandle register_block(T* data, std::span<const std::size_t> dims, std::span<const std::size_t> strides,
+                            std::string name = {}) {
+    if (dims.size() != strides.size()) throw InvalidArgument("register_block: dims and strides differ in length");
+    return register_data(data, DataLayout::block(dims.size(), dims.data(), strides.data(), sizeof(T)),
+                         std::move(name));
+  }
+  DataHandle register_data(void* ptr, const DataLayout& layout, std::string name = {});
+
+  /// Waits for the tasks submitted before that conflict with `mode`, brings the latest data to
+  /// the host, and holds later conflicting tasks back until the acquisition is released.
+  [[nodiscard]] Acquisition acquire(const DataHandle& handle, AccessMode mode);
+  /// Releases the most recent acquisition of `handle` still held (for code that keeps none).
+  void release(const DataHandle& handle);
+  /// Waits for the tasks using `handle`, leaves the latest data in the user's buffer and makes
+  /// the handle unusable for new tasks.
+  void unregister(const DataHandle& handle);
+
+  /// Blocks until every task submitted so far has finished.
+  void wait_all();
+  /// Waits for submitted work and stops the workers; later submissions throw ShutdownError.
+  void shutdown();
+  [[nodiscard]] bool is_shut_down() const noexcept;
+
+  [[nodiscard]] unsigned worker_count() const noexcept;
+  [[nodiscard]] std::span<const ext::WorkerInfo> workers() const noexcept;
+  [[nodiscard]] const std::string& scheduler_name() const noexcept;
+  /// The resolved configuration in force.
+  [[nodiscard]] const Config& config() const noexcept;
+  [[nodiscard]] detail::RuntimeImpl& impl() noexcept { return *impl_; }
+
+ private:
+  friend class Acquisition;
+  detail::TaskCore* begin_task(const TaskOptions& options, const Codelet* codelet, const detail::BodyOps* ops,
+                               std::size_t size, std::size_t align, void** storage);
+  FutureBase commit_task(detail::TaskCore* task, const TaskOptions& options);
+  void abort_task(detail::TaskCore* task) noexcept;
+  void release_acquisition(detail::TaskCore* token) noexcept;
+
+  template <class B, class V>
+  void construct_body(detail::TaskCore* task, void* storage, V&& value) {
+    try {
+      ::new (storage) B(std::forward<V>(value));
+    } catch (...) {
+      abort_task(task);
+      throw;
+    }
+  }
+
+  std::unique_ptr<detail::RuntimeImpl> impl_;
+};
+
+template <class T>
+template <class F>
+auto Future<T>::then(F&& fn) const {
+  return detail::owner(checked()).submit(
+      TaskOptions{.after = {*this}},
+      [self = *this, fn = std::forward<F>(fn)]() mutable { return std::invoke(fn, self.get()); });
+}
+
+template <class F>
+auto Future<void>::then(F&& fn) const {
+  return detail::owner(checked()).submit(TaskOptions{.after = {*this}}, std::forward<F>(fn));
+}
+
+template <class T>
+auto when_all(const std::vector<Future<T>>& futures) {
+  if constexpr (std::is_void_v<T>) {
+    return when_all(std::vector<FutureBase>(futures.begin(), futures.end()));
+  } else {
+    if (futures.empty()) throw InvalidArgument("when_all: needs at least one future");
+    Runtime& runtime = detail::owner(futures.front().core());
+    return runtime.submit(TaskOptions{.after = std::vector<FutureBase>(futures.begin(), futures.end())},
+                          [futures] {
+                            std::vector<T> values;
+                            values.reserve(futures.size());
+                            for (const auto& f : futures) values.push_back(f.get());
+                            return values;
+                          });
+  }
+}
+
+}  // namespace hetflow

@@ -1,0 +1,273 @@
+// The public Runtime: argument checks, then the engine.
+#include "hetflow/runtime.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "core/dependencies.hpp"
+#include "core/runtime_impl.hpp"
+#include "core/task_pool.hpp"
+#include "core/task_state.hpp"
+#include "hetflow/error.hpp"
+
+namespace hetflow {
+
+using detail::AccessRecord;
+using detail::HandleImpl;
+using detail::TaskCore;
+using detail::kNoBody;
+
+namespace {
+
+std::string quoted(const std::string& name) { return name.empty() ? std::string("(unnamed)") : "'" + name + "'"; }
+
+void check_mode(AccessMode mode, const char* where) {
+  if (mode != AccessMode::R && mode != AccessMode::W && mode != AccessMode::RW) {
+    throw InvalidArgument(std::string(where) + ": access mode " + std::to_string(static_cast<int>(mode)) +
+                          " is not R, W or RW");
+  }
+}
+
+HandleImpl& check_handle(const DataHandle& handle, const detail::RuntimeImpl& runtime, const char* where) {
+  HandleImpl* impl = handle.impl();
+  if (impl == nullptr) throw InvalidArgument(std::string(where) + ": empty DataHandle (never registered)");
+  if (impl->runtime != &runtime) {
+    throw InvalidArgument(std::string(where) + ": data handle " + quoted(impl->name) +
+                          " was registered with another runtime");
+  }
+  if (!impl->registered.load(std::memory_order_acquire)) {
+    throw InvalidArgument(std::string(where) + ": data handle " + quoted(impl->name) + " has been unregistered");
+  }
+  return *impl;
+}
+
+std::string arch_list(ArchMask mask) {
+  std::string text;
+  for (unsigned a = 0; a < kArchCount; ++a) {
+    if (!mask.contains(static_cast<Arch>(a))) continue;
+    if (!text.empty()) text += ", ";
+    text += arch_name(static_cast<Arch>(a));
+  }
+  return text.empty() ? "none" : text;
+}
+
+}  // namespace
+
+Runtime::Runtime(Config config) : impl_(std::make_unique<detail::RuntimeImpl>(*this, config.resolved())) {}
+
+Runtime::~Runtime() { impl_->shutdown(); }
+
+TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet, const detail::BodyOps* ops,
+                              std::size_t size, std::size_t align, void** storage) {
+  const char* what = codelet != nullptr ? "hetflow::Runtime::insert" : "hetflow::Runtime::submit";
+  auto task_label = [&] {
+    if (!options.name.empty()) return "'" + options.name + "'";
+    if (codelet != nullptr && !codelet->name.empty()) return "'" + codelet->name + "'";
+    return std::string("(unnamed)");
+  };
+  if (!impl_->accepting_from_this_thread()) {
+    throw ShutdownError(std::string(what) + ": cannot submit task " + task_label() +
+                        ": the runtime has been shut down");
+  }
+  ArchMask where = options.where & (codelet != nullptr ? codelet->archs() : ArchMask(Arch::cpu));
+  ArchMask present;
+  for (const auto& worker : impl_->worker_infos()) present = present | worker.arch;
+  if ((where & present).empty()) {
+    throw InvalidArgument(std::string(what) + ": no worker can run task " + task_label() + ": it runs on " +
+                          arch_list(where) + "; this runtime has workers for " + arch_list(present));
+  }
+  for (const DataAccess& access : options.data) {
+    check_mode(access.mode, what);
+    check_handle(access.handle, *impl_, what);
+  }
+  for (const FutureBase& predecessor : options.after) {
+    if (!predecessor.valid()) throw InvalidArgument(std::string(what) + ": an empty Future in TaskOptions::after");
+    if (&detail::owner(predecessor.core()) != this) {
+      throw InvalidArgument(std::string(what) + ": a Future in TaskOptions::after belongs to another runtime");
+    }
+  }
+
+  TaskCore* task = detail::allocate_task();
+  task->runtime = impl_.get();
+  task->ops = ops;
+  task->codelet = codelet;
+  task->priority = options.priority;
+  task->where = where & present;
+  task->sequence = impl_->next_sequence();
+  task->refs.store(2, std::memory_order_relaxed);  // the engine's and the future's
+  task->pending.store(1, std::memory_order_relaxed);
+  if (!options.name.empty()) task->name = std::make_unique<std::string>(options.name);
+
+  // One record per handle, with the modes of repeated mentions merged.
+  if (options.data.size() > TaskCore::kInlineAccesses) {
+    task->heap_accesses = new AccessRecord[options.data.size()];
+    task->flags |= TaskCore::kHeapAccesses;
+  }
+  AccessRecord* records = task->accesses();
+  std::size_t count = 0;
+  for (const DataAccess& access : options.data) {
+    HandleImpl* handle = access.handle.impl();
+    auto* end = records + count;
+    auto* same = std::find_if(records, end, [&](const AccessRecord& r) { return r.handle == handle; });
+    if (same != end) {
+      same->mode = static_cast<AccessMode>(static_cast<unsigned>(same->mode) | static_cast<unsigned>(access.mode));
+    } else {
+      records[count++] = {handle, access.mode};
+    }
+  }
+  task->access_count = static_cast<std::uint16_t>(count);
+
+  if (size <= TaskCore::kInlineStorage && align <= alignof(std::max_align_t)) {
+    *storage = task->inline_storage;
+  } else {
+    void* heap = ::operator new(size, std::align_val_t{detail::kHeapBodyAlign});
+    *reinterpret_cast<void**>(task->inline_storage) = heap;
+    task->flags |= TaskCore::kHeapStorage;
+    *storage = heap;
+  }
+  return task;
+}
+
+FutureBase Runtime::commit_task(TaskCore* task, const TaskOptions& options) {
+  impl_->submit(task, options.after);
+  return FutureBase::adopt(task);
+}
+
+void Runtime::abort_task(TaskCore* task) noexcept {
+  task->ops = nullptr;
+  detail::recycle_task(task);
+}
+
+Future<void> Runtime::insert(const Codelet& codelet, const TaskOptions& options) {
+  if (codelet.archs().empty()) {
+    throw InvalidArgument("hetflow::Runtime::insert: codelet '" + codelet.name + "' has no implementation");
+  }
+  void* storage = nullptr;
+  TaskCore* task = begin_task(options, &codelet, &detail::kCodeletWithoutArg, 0, 1, &storage);
+  return Future<void>(commit_task(task, options));
+}
+
+DataHandle Runtime::register_data(void* ptr, const DataLayout& layout, std::string name) {
+  if (ptr == nullptr) throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + quoted(name));
+  if (layout.elem_size == 0) throw InvalidArgument("hetflow::Runtime::register_data: element size is 0");
+  if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::register_data: the runtime has been shut down");
+  return DataHandle(impl_->register_data(ptr, layout, std::move(name)));
+}
+
+Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
+  check_mode(mode, "hetflow::Runtime::acquire");
+  if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::acquire: the runtime has been shut down");
+  HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::acquire");
+
+  TaskCore* token = impl_->submit_manual("acquire " + quoted(impl.name), &impl, mode, 1);
+  detail::wait_until_started(token);
+  void* data = detail::prepare_replica(impl, detail::kHostNode, writes(mode));
+  {
+    std::lock_guard guard(impl.dep_lock);
+    impl.acquisitions.push_back(token);
+  }
+  return Acquisition(this, token, data);
+}
+
+void Runtime::release_acquisition(TaskCore* token) noexcept {
+  HandleImpl& handle = *token->inline_accesses[0].handle;
+  {
+    std::lock_guard guard(handle.dep_lock);
+    auto it = std::find(handle.acquisitions.begin(), handle.acquisitions.end(), token);
+    if (it == handle.acquisitions.end()) return;  // already released through Runtime::release
+    handle.acquisitions.erase(it);
+  }
+  detail::complete_manual(token);
+}
+
+void Runtime::release(const DataHandle& handle) {
+  HandleImpl* impl = handle.impl();
+  if (impl == nullptr) throw InvalidArgument("hetflow::Runtime::release: empty DataHandle");
+  TaskCore* token = nullptr;
+  {
+    std::lock_guard guard(impl->dep_lock);
+    if (!impl->acquisitions.empty()) token = impl->acquisitions.back();
+  }
+  if (token == nullptr) {
+    throw InvalidArgument("hetflow::Runtime::release: data handle " + quoted(impl->name) + " is not acquired");
+  }
+  release_acquisition(token);
+}
+
+void Runtime::unregister(const DataHandle& handle) {
+  HandleImpl* impl = handle.impl();
+  if (impl == nullptr) throw InvalidArgument("hetflow::Runtime::unregister: empty DataHandle");
+  if (impl->runtime != impl_.get()) {
+    throw InvalidArgument("hetflow::Runtime::unregister: data handle " + quoted(impl->name) +
+                          " was registered with another runtime");
+  }
+  impl_->unregister(*impl);
+}
+
+void Runtime::wait_all() { impl_->wait_all(); }
+void Runtime::shutdown() { impl_->shutdown(); }
+bool Runtime::is_shut_down() const noexcept { return impl_->stopped(); }
+unsigned Runtime::worker_count() const noexcept { return static_cast<unsigned>(impl_->worker_infos().size()); }
+std::span<const ext::WorkerInfo> Runtime::workers() const noexcept { return impl_->worker_infos(); }
+const std::string& Runtime::scheduler_name() const noexcept { return impl_->scheduler_name(); }
+const Config& Runtime::config() const noexcept { return impl_->config; }
+
+Acquisition::Acquisition(Acquisition&& other) noexcept
+    : runtime_(std::exchange(other.runtime_, nullptr)),
+      token_(std::exchange(other.token_, nullptr)),
+      data_(std::exchange(other.data_, nullptr)) {}
+
+Acquisition& Acquisition::operator=(Acquisition&& other) noexcept {
+  if (this != &other) {
+    release();
+    runtime_ = std::exchange(other.runtime_, nullptr);
+    token_ = std::exchange(other.token_, nullptr);
+    data_ = std::exchange(other.data_, nullptr);
+  }
+  return *this;
+}
+
+Acquisition::~Acquisition() { release(); }
+
+void Acquisition::release() {
+  if (token_ == nullptr) return;
+  runtime_->release_acquisition(std::exchange(token_, nullptr));
+  data_ = nullptr;
+}
+
+}  // namespace hetflow
+
+namespace hetflow::detail {
+
+TaskCore* RuntimeImpl::submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs) {
+  TaskCore* token = allocate_task();
+  token->runtime = this;
+  token->ops = &kNoBody;
+  token->flags = TaskCore::kManual;
+  token->refs.store(refs, std::memory_order_relaxed);
+  token->pending.store(1, std::memory_order_relaxed);
+  token->name = std::make_unique<std::string>(std::move(name));
+  if (handle != nullptr) {
+    token->inline_accesses[0] = {handle, mode};
+    token->access_count = 1;
+  }
+  submit(token, {});
+  return token;
+}
+
+void RuntimeImpl::unregister(HandleImpl& handle) {
+  if (!handle.registered.exchange(false, std::memory_order_acq_rel)) return;
+  // Wait for every task that uses it and bring the latest version home.
+  TaskCore* token = submit_manual("unregister " + quoted(handle.name), &handle, AccessMode::RW, 1);
+  wait_until_started(token);
+  prepare_replica(handle, kHostNode, false);
+  complete_manual(token);
+  handle.forget_tasks();
+  std::lock_guard guard(registry_mutex_);
+  std::size_t index = handle.registry_index;
+  std::swap(registry_[index], registry_.back());
+  registry_[index]->registry_index = index;
+  registry_.pop_back();
+}
+
+}  // namespace hetflow::detail

@@ -1,0 +1,285 @@
+#include "core/runtime_impl.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/dependencies.hpp"
+#include "core/task_pool.hpp"
+#include "core/task_state.hpp"
+#include "drivers/cpu/topology.hpp"
+#include "hetflow/error.hpp"
+#include "hetflow/future.hpp"
+
+namespace hetflow::detail {
+namespace {
+
+thread_local WorkerState* tl_worker = nullptr;
+
+}  // namespace
+
+WorkerState* current_worker() noexcept { return tl_worker; }
+
+RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
+    : facade(runtime_facade), config(std::move(resolved_config)) {
+  nodes_.push_back(std::make_unique<HostMemoryNode>());
+  scheduler_name_ = *config.scheduler;
+  scheduler_ = ext::make_scheduler(scheduler_name_);
+  spin_ = std::chrono::microseconds(*config.spin_us);
+
+  const std::vector<int> cpus = *config.pin_workers ? pinning_order(*config.ncpus) : std::vector<int>{};
+  for (unsigned i = 0; i < *config.ncpus; ++i) {
+    auto worker = std::make_unique<WorkerState>();
+    worker->runtime = this;
+    worker->info = {static_cast<unsigned>(workers_.size()), Arch::cpu, kHostNode};
+    worker->pin_cpu = cpus.empty() ? -1 : cpus[i % cpus.size()];
+    workers_.push_back(std::move(worker));
+  }
+  for (const auto& driver : config.drivers) {
+    if (!driver) throw InvalidArgument("Config::drivers holds an empty driver");
+    for (unsigned i = 0; i < driver->worker_count(); ++i) {
+      auto worker = std::make_unique<WorkerState>();
+      worker->runtime = this;
+      worker->info = {static_cast<unsigned>(workers_.size()), driver->arch(), kHostNode};
+      worker->driver = driver.get();
+      worker->driver_index = i;
+      workers_.push_back(std::move(worker));
+    }
+  }
+  if (workers_.empty()) throw InvalidArgument("hetflow::Runtime: no workers (ncpus is 0 and no driver adds any)");
+  for (const auto& worker : workers_) worker_infos_.push_back(worker->info);
+  scheduler_->init(worker_infos_);
+  start_workers();
+}
+
+RuntimeImpl::~RuntimeImpl() { shutdown(); }
+
+void RuntimeImpl::start_workers() {
+  for (auto& worker : workers_) {
+    worker->thread = std::thread([this, w = worker.get()] { worker_loop(*w); });
+  }
+}
+
+bool RuntimeImpl::accepting_from_this_thread() const noexcept {
+  if (stopped_.load(std::memory_order_acquire)) return false;
+  if (!shutting_down_.load(std::memory_order_acquire)) return true;
+  // While shutting down, tasks may still add work to the graph being drained.
+  return tl_worker != nullptr && tl_worker->runtime == this;
+}
+
+void RuntimeImpl::submit(TaskCore* task, const std::vector<FutureBase>& after) {
+  if (!(task->flags & TaskCore::kManual)) outstanding_.fetch_add(1, std::memory_order_relaxed);
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) track_access(task, *accesses[i].handle, accesses[i].mode);
+  for (const FutureBase& predecessor : after) add_dependency(task, predecessor.core());
+  if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) make_ready(task);
+}
+
+void RuntimeImpl::make_ready(TaskCore* task) {
+  if (task->flags & TaskCore::kManual) {
+    task->error = nullptr;  // the application gets its data even after a failed writer
+    transition(task, TaskStatus::pending, TaskStatus::ready);
+    return;
+  }
+  if (task->error) {
+    set_final(task, TaskStatus::failed);
+    finish(task);
+    return;
+  }
+  if (!transition(task, TaskStatus::pending, TaskStatus::ready)) {
+    finish(task);  // cancelled while it waited
+    return;
+  }
+  push_ready(task);
+}
+
+void RuntimeImpl::push_ready(TaskCore* task) {
+  WorkerState* worker = tl_worker;
+  int from = (worker != nullptr && worker->runtime == this) ? static_cast<int>(worker->info.id) : ext::kExternalThread;
+  scheduler_->push(task, from);
+  for (unsigned arch = 0; arch < kArchCount; ++arch) {
+    if (task->where.contains(static_cast<Arch>(arch))) idle_[arch].notify_one();
+  }
+}
+
+void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
+  if (!transition(task, TaskStatus::ready, TaskStatus::running)) {
+    finish(task);  // cancelled after it was queued
+    return;
+  }
+  TaskContext context(task, &worker);
+  try {
+    if (nodes_.size() > 1) {
+      AccessRecord* accesses = task->accesses();
+      for (std::size_t i = 0; i < task->access_count; ++i) {
+        prepare_replica(*accesses[i].handle, worker.info.memory_node, writes(accesses[i].mode));
+      }
+    }
+    task->ops->run(task->storage(), context);
+    set_final(task, TaskStatus::done);
+  } catch (...) {
+    task->error = std::current_exception();
+    set_final(task, TaskStatus::failed);
+  }
+  task->ops = task->status() == TaskStatus::done ? task->ops : nullptr;  // body consumed; keep result ops
+  finish(task);
+}
+
+void RuntimeImpl::finish(TaskCore* task) noexcept {
+  // Dependents that fail without running are finished here too, iteratively.
+  std::vector<TaskCore*> newly_final;
+  finish_one(task, newly_final);
+  while (!newly_final.empty()) {
+    TaskCore* next = newly_final.back();
+    newly_final.pop_back();
+    finish_one(next, newly_final);
+  }
+}
+
+void RuntimeImpl::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept {
+  const TaskStatus outcome = task->status();
+  if (outcome != TaskStatus::done && task->ops != nullptr) {
+    task->ops->destroy_body(task->storage());  // never ran
+    task->ops = nullptr;
+  }
+  std::uintptr_t first;
+  std::vector<std::uintptr_t>* more;
+  {
+    std::lock_guard guard(task->lock);
+    task->released = true;
+    first = std::exchange(task->first_successor, 0);
+    more = std::exchange(task->more_successors, nullptr);
+  }
+  std::exception_ptr failure;
+  if (outcome != TaskStatus::done && (first != 0 || more != nullptr)) failure = dependency_error_for(task);
+
+  auto notify = [&](std::uintptr_t link) {
+    if (link & 1u) {
+      auto* callback = reinterpret_cast<CompletionCallback*>(link & ~std::uintptr_t{1});
+      callback->fn(callback, task);
+      return;
+    }
+    auto* successor = reinterpret_cast<TaskCore*>(link);
+    if (failure) {
+      std::lock_guard guard(successor->lock);
+      if (!successor->error) successor->error = failure;
+    }
+    if (successor->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (successor->error && !(successor->flags & TaskCore::kManual)) {
+      set_final(successor, TaskStatus::failed);
+      newly_final.push_back(successor);
+    } else if (!(successor->flags & TaskCore::kManual) &&
+               !transition(successor, TaskStatus::pending, TaskStatus::ready)) {
+      newly_final.push_back(successor);  // cancelled while it waited
+    } else if (successor->flags & TaskCore::kManual) {
+      make_ready(successor);
+    } else {
+      push_ready(successor);
+    }
+  };
+  if (first != 0) notify(first);
+  if (more != nullptr) {
+    for (std::uintptr_t link : *more) notify(link);
+    delete more;
+  }
+
+  if (!(task->flags & TaskCore::kManual)) {
+    if (outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+        all_done_waiters_.load(std::memory_order_seq_cst) > 0) {
+      all_done_epoch_.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake_all(all_done_epoch_);
+    }
+  }
+  release(task);
+}
+
+void RuntimeImpl::wait_all() {
+  if (tl_worker != nullptr && tl_worker->runtime == this) {
+    throw Error("hetflow: wait_all() called from inside a task would wait for that task itself");
+  }
+  while (outstanding_.load(std::memory_order_seq_cst) != 0) {
+    all_done_waiters_.fetch_add(1, std::memory_order_seq_cst);
+    std::uint32_t epoch = all_done_epoch_.load(std::memory_order_seq_cst);
+    if (outstanding_.load(std::memory_order_seq_cst) != 0) futex_wait(all_done_epoch_, epoch);
+    all_done_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+ext::SchedTask* RuntimeImpl::find_task(WorkerState& worker) {
+  const auto deadline = std::chrono::steady_clock::now() + spin_;
+  const auto yield_after = std::chrono::steady_clock::now() + spin_ / 4;
+  for (unsigned round = 0;; ++round) {
+    if (ext::SchedTask* task = scheduler_->pop(worker.info.id)) return task;
+    if ((round & 15u) == 15u) {
+      auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return nullptr;
+      if (now >= yield_after) std::this_thread::yield();
+    }
+    for (int i = 0; i < 16; ++i) cpu_relax();
+  }
+}
+
+void RuntimeImpl::worker_loop(WorkerState& worker) {
+  tl_worker = &worker;
+  if (worker.pin_cpu >= 0) pin_current_thread(worker.pin_cpu);
+  if (worker.driver != nullptr) worker.driver->start_worker(worker.driver_index);
+  IdleWorkers& idle = idle_[static_cast<unsigned>(worker.info.arch)];
+  for (;;) {
+    if (ext::SchedTask* task = scheduler_->pop(worker.info.id)) {
+      execute(static_cast<TaskCore*>(task), worker);
+      continue;
+    }
+    idle.begin_search();
+    if (ext::SchedTask* task = find_task(worker)) {
+      if (idle.end_search()) idle.notify_one();  // the last searcher found work: maybe there is more
+      execute(static_cast<TaskCore*>(task), worker);
+      continue;
+    }
+    std::uint32_t epoch = idle.prepare_wait();
+    idle.end_search();
+    if (ext::SchedTask* task = scheduler_->pop(worker.info.id)) {
+      idle.cancel_wait();
+      idle.notify_one();
+      execute(static_cast<TaskCore*>(task), worker);
+      continue;
+    }
+    if (stopping_.load(std::memory_order_acquire)) {
+      idle.cancel_wait();
+      break;
+    }
+    idle.commit_wait(epoch);
+  }
+  if (worker.driver != nullptr) worker.driver->stop_worker(worker.driver_index);
+  tl_worker = nullptr;
+}
+
+void RuntimeImpl::shutdown() {
+  if (tl_worker != nullptr && tl_worker->runtime == this) {
+    throw Error("hetflow: shutdown() called from inside a task would wait for that task itself");
+  }
+  std::lock_guard guard(shutdown_mutex_);
+  if (stopped_.load(std::memory_order_acquire)) return;
+  shutting_down_.store(true, std::memory_order_release);
+  wait_all();
+  std::vector<std::shared_ptr<HandleImpl>> handles;
+  {
+    std::lock_guard registry_guard(registry_mutex_);
+    handles = registry_;
+  }
+  for (auto& handle : handles) unregister(*handle);
+  stopping_.store(true, std::memory_order_release);
+  for (auto& idle : idle_) idle.notify_all();
+  for (auto& worker : workers_) {
+    if (worker->thread.joinable()) worker->thread.join();
+  }
+  stopped_.store(true, std::memory_order_release);
+}
+
+std::shared_ptr<HandleImpl> RuntimeImpl::register_data(void* ptr, const DataLayout& layout, std::string name) {
+  auto handle = std::make_shared<HandleImpl>(*this, ptr, layout, std::move(name));
+  std::lock_guard guard(registry_mutex_);
+  handle->registry_index = registry_.size();
+  registry_.push_back(handle);
+  return handle;
+}
+
+}  // namespace hetflow::detail

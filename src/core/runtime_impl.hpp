@@ -1,0 +1,103 @@
+#pragma once
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/idle_workers.hpp"
+#include "core/task.hpp"
+#include "core/worker.hpp"
+#include "data/handle.hpp"
+#include "data/memory_node.hpp"
+#include "hetflow/config.hpp"
+#include "hetflow/future.hpp"
+#include "hetflow/ext/scheduler.hpp"
+
+namespace hetflow {
+class Runtime;
+}
+
+namespace hetflow::detail {
+
+class RuntimeImpl {
+ public:
+  RuntimeImpl(Runtime& facade, Config config);
+  ~RuntimeImpl();
+  RuntimeImpl(const RuntimeImpl&) = delete;
+  RuntimeImpl& operator=(const RuntimeImpl&) = delete;
+
+  Runtime& facade;
+  const Config config;
+
+  // Task lifecycle
+  void submit(TaskCore* task, const std::vector<FutureBase>& after);
+  void make_ready(TaskCore* task);
+  void execute(TaskCore* task, WorkerState& worker);
+  /// The task's outcome is set: tell its dependents, count it done, drop the engine's reference.
+  void finish(TaskCore* task) noexcept;
+  /// Runs queued tasks on `worker` while waiting for `done()`.
+  template <class Done>
+  void help_while(WorkerState& worker, Done done);
+
+  /// Submits a task that is never scheduled: once its dependencies are met it is "started", and
+  /// it finishes when its owner calls complete_manual (acquisitions, gates). Not counted by wait_all.
+  TaskCore* submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs);
+
+  void wait_all();
+  void shutdown();
+  [[nodiscard]] bool accepting_from_this_thread() const noexcept;
+  [[nodiscard]] bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
+
+  // Data
+  std::shared_ptr<HandleImpl> register_data(void* ptr, const DataLayout& layout, std::string name);
+  void unregister(HandleImpl& handle);
+  [[nodiscard]] const std::vector<std::unique_ptr<MemoryNode>>& memory_nodes() const noexcept { return nodes_; }
+
+  [[nodiscard]] const std::vector<ext::WorkerInfo>& worker_infos() const noexcept { return worker_infos_; }
+  [[nodiscard]] const std::string& scheduler_name() const noexcept { return scheduler_name_; }
+  std::uint64_t next_sequence() noexcept { return sequence_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  void start_workers();
+  void worker_loop(WorkerState& worker);
+  ext::SchedTask* find_task(WorkerState& worker);
+  void push_ready(TaskCore* task);
+  void stop_workers();
+  void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
+
+  std::vector<std::unique_ptr<MemoryNode>> nodes_;
+  std::vector<ext::WorkerInfo> worker_infos_;
+  std::vector<std::unique_ptr<WorkerState>> workers_;
+  std::string scheduler_name_;
+  std::unique_ptr<ext::Scheduler> scheduler_;
+  std::array<IdleWorkers, kArchCount> idle_;
+  std::chrono::nanoseconds spin_{};
+
+  alignas(64) std::atomic<std::int64_t> outstanding_{0};
+  alignas(64) std::atomic<std::uint32_t> all_done_epoch_{0};
+  std::atomic<std::uint32_t> all_done_waiters_{0};
+  alignas(64) std::atomic<std::uint64_t> sequence_{0};
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopped_{false};
+  std::mutex shutdown_mutex_;
+
+  std::mutex registry_mutex_;
+  std::vector<std::shared_ptr<HandleImpl>> registry_;
+};
+
+template <class Done>
+void RuntimeImpl::help_while(WorkerState& worker, Done done) {
+  while (!done()) {
+    if (ext::SchedTask* task = scheduler_->pop(worker.info.id)) {
+      execute(static_cast<TaskCore*>(task), worker);
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+}  // namespace hetflow::detail

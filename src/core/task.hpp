@@ -1,0 +1,88 @@
+#pragma once
+// The engine's task record. Pooled: see task_pool.hpp.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hetflow/access.hpp"
+#include "hetflow/codelet.hpp"
+#include "hetflow/detail/task_api.hpp"
+#include "hetflow/ext/scheduler.hpp"
+#include "util/spin_lock.hpp"
+
+namespace hetflow::detail {
+
+class RuntimeImpl;
+class HandleImpl;
+
+struct AccessRecord {
+  HandleImpl* handle = nullptr;
+  AccessMode mode = AccessMode::R;
+};
+
+/// Someone to tell when a task finishes, besides its dependent tasks (when_any, bindings).
+struct CompletionCallback {
+  void (*fn)(CompletionCallback* self, TaskCore* finished) = nullptr;
+};
+
+inline constexpr BodyOps kNoBody{[](void*, TaskContext&) {}, [](void*) noexcept {}, nullptr, nullptr};
+
+struct TaskCore : ext::SchedTask {
+  static constexpr std::uint32_t kStatusMask = 0xff;
+  static constexpr std::uint32_t kWaitersBit = 0x100;
+  static constexpr std::size_t kInlineStorage = 40;
+  static constexpr std::size_t kInlineAccesses = 2;
+
+  enum Flags : std::uint8_t {
+    kManual = 1,         // never scheduled: made ready, then finished by its owner (acquisitions)
+    kHeapStorage = 2,    // the body did not fit inline: storage holds a pointer to it
+    kHeapAccesses = 4,   // more accesses than fit inline
+  };
+
+  std::atomic<std::uint32_t> state{static_cast<std::uint32_t>(TaskStatus::pending)};
+  std::atomic<std::uint32_t> refs{0};
+  std::atomic<std::int32_t> pending{0};
+  SpinLock lock;               // guards released, successors, dependency_error
+  bool released = false;       // successors have been told; later dependents need not wait
+  std::uint8_t flags = 0;
+  std::uint16_t access_count = 0;
+  RuntimeImpl* runtime = nullptr;
+  const BodyOps* ops = nullptr;
+  const Codelet* codelet = nullptr;
+  std::uintptr_t first_successor = 0;  // a TaskCore*, or a CompletionCallback* with the low bit set
+  std::vector<std::uintptr_t>* more_successors = nullptr;
+  std::exception_ptr error;  // own failure, or the DependencyError that keeps it from running
+  std::unique_ptr<std::string> name;
+  union {
+    AccessRecord inline_accesses[kInlineAccesses];
+    AccessRecord* heap_accesses;
+  };
+  alignas(16) std::byte inline_storage[kInlineStorage];
+
+  TaskCore() noexcept : inline_accesses{} {}
+
+  [[nodiscard]] TaskStatus status() const noexcept {
+    return static_cast<TaskStatus>(state.load(std::memory_order_acquire) & kStatusMask);
+  }
+  [[nodiscard]] void* storage() noexcept {
+    return (flags & kHeapStorage) ? *reinterpret_cast<void**>(inline_storage) : inline_storage;
+  }
+  [[nodiscard]] AccessRecord* accesses() noexcept {
+    return (flags & kHeapAccesses) ? heap_accesses : inline_accesses;
+  }
+  [[nodiscard]] const char* display_name() const noexcept {
+    if (name) return name->c_str();
+    if (codelet != nullptr && !codelet->name.empty()) return codelet->name.c_str();
+    return "task";
+  }
+};
+
+[[nodiscard]] constexpr bool is_final(TaskStatus status) noexcept {
+  return status == TaskStatus::done || status == TaskStatus::failed || status == TaskStatus::cancelled;
+}
+
+}  // namespace hetflow::detail

@@ -1,0 +1,204 @@
+// What futures and task bodies call into.
+#include <mutex>
+
+#include "core/runtime_impl.hpp"
+#include "core/task_pool.hpp"
+#include "core/task_state.hpp"
+#include "hetflow/runtime.hpp"
+
+namespace hetflow::detail {
+
+void retain(TaskCore* task) noexcept { task->refs.fetch_add(1, std::memory_order_relaxed); }
+
+void release(TaskCore* task) noexcept {
+  if (task->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) recycle_task(task);
+}
+
+TaskStatus status(const TaskCore* task) noexcept { return task->status(); }
+
+bool is_finished(const TaskCore* task) noexcept { return is_final(task->status()); }
+
+namespace {
+
+constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
+
+// A worker that waits runs other tasks meanwhile, so that waiting inside tasks cannot starve
+// the runtime of workers.
+bool worker_waits_for(TaskCore* task) {
+  WorkerState* worker = current_worker();
+  if (worker == nullptr || worker->runtime != task->runtime) return false;
+  task->runtime->help_while(*worker, [task] { return is_final(task->status()); });
+  return true;
+}
+
+}  // namespace
+
+void wait(TaskCore* task) {
+  if (is_final(task->status())) return;
+  if (worker_waits_for(task)) return;
+  block_until(task, kFinished, nullptr);
+}
+
+bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline) {
+  return block_until(task, kFinished, &deadline);
+}
+
+void wait_until_started(TaskCore* task) {
+  block_until(task, [](TaskStatus s) { return s != TaskStatus::pending; }, nullptr);
+}
+
+void complete_manual(TaskCore* task) noexcept {
+  set_final(task, TaskStatus::done);
+  task->runtime->finish(task);
+}
+
+void rethrow_if_failed(const TaskCore* task) {
+  switch (task->status()) {
+    case TaskStatus::failed: std::rethrow_exception(task->error);
+    case TaskStatus::cancelled:
+      throw CancelledError(std::string("task '") + task->display_name() + "' was cancelled");
+    default: return;
+  }
+}
+
+std::exception_ptr error_of(const TaskCore* task) noexcept {
+  switch (task->status()) {
+    case TaskStatus::failed: return task->error;
+    case TaskStatus::cancelled:
+      return std::make_exception_ptr(CancelledError(std::string("task '") + task->display_name() + "' was cancelled"));
+    default: return nullptr;
+  }
+}
+
+void add_completion_callback(TaskCore* task, CompletionCallback* callback) noexcept {
+  {
+    std::lock_guard guard(task->lock);
+    if (!task->released) {
+      auto link = reinterpret_cast<std::uintptr_t>(callback) | 1u;
+      if (task->first_successor == 0) {
+        task->first_successor = link;
+      } else {
+        if (task->more_successors == nullptr) task->more_successors = new std::vector<std::uintptr_t>();
+        task->more_successors->push_back(link);
+      }
+      return;
+    }
+  }
+  callback->fn(callback, task);
+}
+
+void* result_storage(TaskCore* task) noexcept { return task->storage(); }
+
+bool cancel(TaskCore* task) noexcept {
+  return transition(task, TaskStatus::pending, TaskStatus::cancelled) ||
+         transition(task, TaskStatus::ready, TaskStatus::cancelled);
+}
+
+Runtime& owner(const TaskCore* task) noexcept { return task->runtime->facade; }
+
+const char* name_of(const TaskCore* task) noexcept { return task->display_name(); }
+
+void run_codelet(TaskContext& context) {
+  const Codelet& codelet = *context.codelet();
+  const auto& implementation = codelet.implementation(context.arch());
+  implementation(context);
+}
+
+}  // namespace hetflow::detail
+
+namespace hetflow {
+
+using detail::TaskCore;
+
+std::size_t TaskContext::buffer_count() const noexcept { return task_->access_count; }
+
+DataView TaskContext::buffer(std::size_t index) const {
+  if (index >= task_->access_count) {
+    throw InvalidArgument("TaskContext::buffer: index " + std::to_string(index) + " but task '" +
+                          task_->display_name() + "' has " + std::to_string(task_->access_count) + " buffers");
+  }
+  detail::HandleImpl& handle = *task_->accesses()[index].handle;
+  return {handle.replicas[worker_->info.memory_node].ptr, handle.layout};
+}
+
+unsigned TaskContext::worker_id() const noexcept { return worker_->info.id; }
+Arch TaskContext::arch() const noexcept { return worker_->info.arch; }
+unsigned TaskContext::memory_node() const noexcept { return worker_->info.memory_node; }
+const char* TaskContext::task_name() const noexcept { return task_->display_name(); }
+const Codelet* TaskContext::codelet() const noexcept { return task_->codelet; }
+
+void* TaskContext::driver_state() const noexcept {
+  return worker_->driver != nullptr ? worker_->driver->worker_state(worker_->driver_index) : nullptr;
+}
+
+void* TaskContext::arg_storage(const std::type_info& type) const {
+  const std::type_info* stored = task_->ops != nullptr ? task_->ops->arg_type : nullptr;
+  if (stored == nullptr) {
+    throw InvalidArgument(std::string("TaskContext::arg: task '") + task_->display_name() + "' carries no argument");
+  }
+  if (*stored != type) {
+    throw InvalidArgument(std::string("TaskContext::arg: task '") + task_->display_name() + "' carries a " +
+                          stored->name() + ", not a " + type.name());
+  }
+  return task_->storage();
+}
+
+Future<void> when_all(std::vector<FutureBase> futures) {
+  if (futures.empty()) throw InvalidArgument("when_all: needs at least one future");
+  for (const auto& f : futures) {
+    if (!f.valid()) throw InvalidArgument("when_all: an empty future");
+  }
+  Runtime& runtime = detail::owner(futures.front().core());
+  return runtime.submit(TaskOptions{.after = std::move(futures), .name = "when_all"}, [] {});
+}
+
+namespace {
+
+// The first input to finish writes its index and opens the gate the result task waits for.
+struct WhenAnyState {
+  struct Link : detail::CompletionCallback {
+    WhenAnyState* state = nullptr;
+    std::size_t index = 0;
+  };
+  explicit WhenAnyState(std::size_t n) : links(n), outstanding(n) {}
+  std::vector<Link> links;
+  std::atomic<bool> decided{false};
+  std::atomic<std::size_t> outstanding;
+  std::shared_ptr<std::size_t> winner = std::make_shared<std::size_t>(0);
+  TaskCore* gate = nullptr;
+
+  static void on_finished(detail::CompletionCallback* self, TaskCore* /*finished*/) noexcept {
+    auto* link = static_cast<Link*>(self);
+    WhenAnyState* state = link->state;
+    if (!state->decided.exchange(true, std::memory_order_acq_rel)) {
+      *state->winner = link->index;
+      detail::complete_manual(state->gate);
+    }
+    if (state->outstanding.fetch_sub(1, std::memory_order_acq_rel) == 1) delete state;
+  }
+};
+
+}  // namespace
+
+Future<std::size_t> when_any(std::vector<FutureBase> futures) {
+  if (futures.empty()) throw InvalidArgument("when_any: needs at least one future");
+  for (const auto& f : futures) {
+    if (!f.valid()) throw InvalidArgument("when_any: an empty future");
+  }
+  Runtime& runtime = detail::owner(futures.front().core());
+  auto* state = new WhenAnyState(futures.size());
+  state->gate = runtime.impl().submit_manual("when_any gate", nullptr, AccessMode::R, 2);
+  auto winner = state->winner;
+  Future<std::size_t> result = runtime.submit(
+      TaskOptions{.after = {FutureBase::adopt(state->gate)}, .name = "when_any"}, [winner] { return *winner; });
+  for (std::size_t i = 0; i < futures.size(); ++i) {
+    WhenAnyState::Link& link = state->links[i];
+    link.fn = &WhenAnyState::on_finished;
+    link.state = state;
+    link.index = i;
+    detail::add_completion_callback(futures[i].core(), &link);
+  }
+  return result;
+}
+
+}  // namespace hetflow

@@ -1,0 +1,50 @@
+#pragma once
+// Moving a task through its states, and blocking until it gets somewhere.
+#include <chrono>
+
+#include "core/task.hpp"
+#include "util/futex.hpp"
+
+namespace hetflow::detail {
+
+/// Moves the task from `from` to `to` and wakes the threads waiting on it; returns false (and
+/// changes nothing) if it was not in `from` (it was cancelled meanwhile).
+inline bool transition(TaskCore* task, TaskStatus from, TaskStatus to) noexcept {
+  std::uint32_t old = task->state.load(std::memory_order_relaxed);
+  do {
+    if (static_cast<TaskStatus>(old & TaskCore::kStatusMask) != from) return false;
+  } while (!task->state.compare_exchange_weak(old, static_cast<std::uint32_t>(to), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed));
+  if (old & TaskCore::kWaitersBit) futex_wake_all(task->state);
+  return true;
+}
+
+inline void set_final(TaskCore* task, TaskStatus to) noexcept {
+  std::uint32_t old = task->state.exchange(static_cast<std::uint32_t>(to), std::memory_order_acq_rel);
+  if (old & TaskCore::kWaitersBit) futex_wake_all(task->state);
+}
+
+/// Blocks until `reached(status)` holds or the deadline passes; returns whether it holds.
+template <class Reached>
+bool block_until(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
+  for (;;) {
+    std::uint32_t word = task->state.load(std::memory_order_acquire);
+    if (reached(static_cast<TaskStatus>(word & TaskCore::kStatusMask))) return true;
+    if (!(word & TaskCore::kWaitersBit)) {
+      if (!task->state.compare_exchange_weak(word, word | TaskCore::kWaitersBit, std::memory_order_acq_rel)) continue;
+      word |= TaskCore::kWaitersBit;
+    }
+    if (!futex_wait(task->state, word, deadline)) {
+      return reached(task->status());
+    }
+  }
+}
+
+/// Blocks until a manual task (an acquisition) has its dependencies satisfied.
+void wait_until_started(TaskCore* task);
+/// Calls `callback` when the task finishes (at once if it has).
+void add_completion_callback(TaskCore* task, CompletionCallback* callback) noexcept;
+/// Finishes a manual task: the application is done with the data.
+void complete_manual(TaskCore* task) noexcept;
+
+}  // namespace hetflow::detail

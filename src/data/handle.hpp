@@ -1,0 +1,56 @@
+#pragma once
+// A registered buffer: its replicas on the memory nodes (MSI coherence) and what dependency
+// tracking needs (the last writer and the readers since).
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "hetflow/data.hpp"
+#include "util/spin_lock.hpp"
+
+namespace hetflow::detail {
+
+class RuntimeImpl;
+struct TaskCore;
+
+enum class ReplicaState : unsigned char { invalid, shared, owner };
+
+struct Replica {
+  ReplicaState state = ReplicaState::invalid;
+  void* ptr = nullptr;
+};
+
+class HandleImpl {
+ public:
+  HandleImpl(RuntimeImpl& runtime, void* host_ptr, const DataLayout& layout, std::string name);
+  ~HandleImpl();
+  HandleImpl(const HandleImpl&) = delete;
+  HandleImpl& operator=(const HandleImpl&) = delete;
+
+  RuntimeImpl* const runtime;
+  const DataLayout layout;
+  const std::string name;
+  std::atomic<bool> registered{true};
+  std::size_t registry_index = 0;  // position in the runtime's registry, guarded by its lock
+
+  // Dependency tracking (guarded by dep_lock). Holds a reference on each task it names.
+  SpinLock dep_lock;
+  TaskCore* last_writer = nullptr;
+  std::vector<TaskCore*> readers;
+  std::vector<TaskCore*> acquisitions;  // held by the application, most recent last
+
+  // Coherence (guarded by coherence_mutex). Replica 0 is the user's buffer in host RAM.
+  std::mutex coherence_mutex;
+  std::vector<Replica> replicas;
+
+  [[nodiscard]] void* host_ptr() const noexcept { return replicas[0].ptr; }
+  /// Drops the references on tracked tasks (at unregistration, when nothing is pending).
+  void forget_tasks() noexcept;
+};
+
+/// Makes the replica on `node` valid for `mode` and returns it: fetches the latest version if the
+/// local copy is invalid, and invalidates the other replicas when the access writes.
+void* prepare_replica(HandleImpl& handle, unsigned node, bool writes);
+
+}  // namespace hetflow::detail

@@ -1,0 +1,94 @@
+#pragma once
+// A work-stealing deque (Chase and Lev; memory orders after Le, Pop, Cohen and Zappa Nardelli,
+// PPoPP 2013). The owner pushes and pops at the bottom; any thread steals from the top.
+// Arrays that were outgrown are kept until the deque dies, so a thief never reads freed memory.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace hetflow::detail {
+
+template <class T>
+class ChaseLevDeque {
+  static_assert(std::is_pointer_v<T>);
+
+ public:
+  explicit ChaseLevDeque(std::int64_t capacity = 1024) {
+    arrays_.push_back(std::make_unique<Array>(capacity));
+    array_.store(arrays_.back().get(), std::memory_order_relaxed);
+  }
+
+  void push(T item) {
+    std::int64_t b = bottom_.load(std::memory_order_relaxed);
+    std::int64_t t = top_.load(std::memory_order_acquire);
+    Array* a = array_.load(std::memory_order_relaxed);
+    if (b - t > a->capacity - 1) a = grow(a, t, b);
+    a->put(b, item);
+    std::atomic_thread_fence(std::memory_order_release);
+    bottom_.store(b + 1, std::memory_order_relaxed);
+  }
+
+  T pop() {
+    std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
+    Array* a = array_.load(std::memory_order_relaxed);
+    bottom_.store(b, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    std::int64_t t = top_.load(std::memory_order_relaxed);
+    if (t > b) {
+      bottom_.store(b + 1, std::memory_order_relaxed);
+      return nullptr;
+    }
+    T item = a->get(b);
+    if (t == b) {
+      // The last item: race the thieves for it.
+      if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+        item = nullptr;
+      }
+      bottom_.store(b + 1, std::memory_order_relaxed);
+    }
+    return item;
+  }
+
+  /// Takes the oldest item, or nullptr if the deque looked empty or another thread won it.
+  T steal() {
+    std::int64_t t = top_.load(std::memory_order_acquire);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    std::int64_t b = bottom_.load(std::memory_order_acquire);
+    if (t >= b) return nullptr;
+    Array* a = array_.load(std::memory_order_acquire);
+    T item = a->get(t);
+    if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) return nullptr;
+    return item;
+  }
+
+  [[nodiscard]] bool looks_empty() const noexcept {
+    return top_.load(std::memory_order_relaxed) >= bottom_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  struct Array {
+    explicit Array(std::int64_t n) : capacity(n), mask(n - 1), items(new std::atomic<T>[static_cast<std::size_t>(n)]) {}
+    std::int64_t capacity;
+    std::int64_t mask;
+    std::unique_ptr<std::atomic<T>[]> items;
+    void put(std::int64_t i, T item) noexcept { items[static_cast<std::size_t>(i & mask)].store(item, std::memory_order_relaxed); }
+    T get(std::int64_t i) const noexcept { return items[static_cast<std::size_t>(i & mask)].load(std::memory_order_relaxed); }
+  };
+
+  Array* grow(Array* old, std::int64_t t, std::int64_t b) {
+    auto bigger = std::make_unique<Array>(old->capacity * 2);
+    for (std::int64_t i = t; i < b; ++i) bigger->put(i, old->get(i));
+    Array* raw = bigger.get();
+    arrays_.push_back(std::move(bigger));
+    array_.store(raw, std::memory_order_release);
+    return raw;
+  }
+
+  alignas(64) std::atomic<std::int64_t> top_{0};
+  alignas(64) std::atomic<std::int64_t> bottom_{0};
+  alignas(64) std::atomic<Array*> array_{nullptr};
+  std::vector<std::unique_ptr<Array>> arrays_;  // touched by the owner only
+};
+
+}  // namespace hetflow::detail

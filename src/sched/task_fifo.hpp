@@ -1,0 +1,47 @@
+#pragma once
+// A locked FIFO of scheduler tasks linked through SchedTask::sched_next, for the central and
+// per-worker queues of the simpler schedulers.
+#include <atomic>
+#include <mutex>
+
+#include "hetflow/ext/scheduler.hpp"
+
+namespace hetflow::detail {
+
+class TaskFifo {
+ public:
+  void push(ext::SchedTask* task) {
+    task->sched_next = nullptr;
+    std::lock_guard guard(mutex_);
+    if (tail_ != nullptr) {
+      tail_->sched_next = task;
+    } else {
+      head_ = task;
+    }
+    tail_ = task;
+    size_.fetch_add(1, std::memory_order_release);
+  }
+
+  /// The oldest task that `arch` may run, or nullptr.
+  ext::SchedTask* pop(Arch arch) {
+    if (size_.load(std::memory_order_acquire) == 0) return nullptr;
+    std::lock_guard guard(mutex_);
+    ext::SchedTask* previous = nullptr;
+    for (ext::SchedTask* task = head_; task != nullptr; previous = task, task = task->sched_next) {
+      if (!task->where.contains(arch)) continue;
+      (previous != nullptr ? previous->sched_next : head_) = task->sched_next;
+      if (tail_ == task) tail_ = previous;
+      size_.fetch_sub(1, std::memory_order_relaxed);
+      return task;
+    }
+    return nullptr;
+  }
+
+ private:
+  std::mutex mutex_;
+  ext::SchedTask* head_ = nullptr;
+  ext::SchedTask* tail_ = nullptr;
+  std::atomic<std::size_t> size_{0};
+};
+
+}  // namespace hetflow::detail
