@@ -19,7 +19,7 @@ std::string_view access_mode_name(AccessMode mode) noexcept;
 
 /// One data handle used by a task, with its access mode.
 struct DataAccess {
-  DataHandle handle;
+  DataHandle handle{};
   AccessMode mode = AccessMode::R;
 };
 

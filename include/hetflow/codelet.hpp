@@ -61,12 +61,12 @@ class PerfModelHook {
 struct Codelet {
   using Implementation = std::function<void(TaskContext&)>;
 
-  std::string name;
-  Implementation cpu;
-  Implementation cuda;
-  Implementation opencl;
-  Implementation process;
-  std::shared_ptr<PerfModelHook> model;
+  std::string name{};
+  Implementation cpu{};
+  Implementation cuda{};
+  Implementation opencl{};
+  Implementation process{};
+  std::shared_ptr<PerfModelHook> model{};
 
   [[nodiscard]] const Implementation& implementation(Arch arch) const noexcept {
     switch (arch) {

@@ -43,7 +43,7 @@ struct DataLayout {
 /// A buffer as one implementation sees it: the replica on the worker's memory node.
 struct DataView {
   void* ptr = nullptr;
-  DataLayout layout;
+  DataLayout layout{};
 
   template <class T>
   [[nodiscard]] T* as() const noexcept {

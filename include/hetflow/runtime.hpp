@@ -33,6 +33,9 @@ class RuntimeImpl;
 struct TaskOptions {
   /// Registered data the task uses; dependencies are inferred from the modes.
   std::initializer_list<DataAccess> data{};
+  /// More data, from a list built at run time (a std::vector<DataAccess>, say); the list must
+  /// live until the submitting call returns.
+  std::span<const DataAccess> data_list{};
   /// Tasks this one must wait for, besides those inferred from data.
   std::vector<FutureBase> after{};
   /// Higher runs earlier, for schedulers that use priorities ("prio" and later "dmdas").

@@ -41,6 +41,12 @@ HandleImpl& check_handle(const DataHandle& handle, const detail::RuntimeImpl& ru
   return *impl;
 }
 
+template <class Fn>
+void for_each_access(const TaskOptions& options, Fn fn) {
+  for (const DataAccess& access : options.data) fn(access);
+  for (const DataAccess& access : options.data_list) fn(access);
+}
+
 std::string arch_list(ArchMask mask) {
   std::string text;
   for (unsigned a = 0; a < kArchCount; ++a) {
@@ -76,10 +82,10 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
     throw InvalidArgument(std::string(what) + ": no worker can run task " + task_label() + ": it runs on " +
                           arch_list(where) + "; this runtime has workers for " + arch_list(present));
   }
-  for (const DataAccess& access : options.data) {
+  for_each_access(options, [&](const DataAccess& access) {
     check_mode(access.mode, what);
     check_handle(access.handle, *impl_, what);
-  }
+  });
   for (const FutureBase& predecessor : options.after) {
     if (!predecessor.valid()) throw InvalidArgument(std::string(what) + ": an empty Future in TaskOptions::after");
     if (&detail::owner(predecessor.core()) != this) {
@@ -99,13 +105,14 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   if (!options.name.empty()) task->name = std::make_unique<std::string>(options.name);
 
   // One record per handle, with the modes of repeated mentions merged.
-  if (options.data.size() > TaskCore::kInlineAccesses) {
-    task->heap_accesses = new AccessRecord[options.data.size()];
+  const std::size_t mentioned = options.data.size() + options.data_list.size();
+  if (mentioned > TaskCore::kInlineAccesses) {
+    task->heap_accesses = new AccessRecord[mentioned];
     task->flags |= TaskCore::kHeapAccesses;
   }
   AccessRecord* records = task->accesses();
   std::size_t count = 0;
-  for (const DataAccess& access : options.data) {
+  for_each_access(options, [&](const DataAccess& access) {
     HandleImpl* handle = access.handle.impl();
     auto* end = records + count;
     auto* same = std::find_if(records, end, [&](const AccessRecord& r) { return r.handle == handle; });
@@ -114,7 +121,7 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
     } else {
       records[count++] = {handle, access.mode};
     }
-  }
+  });
   task->access_count = static_cast<std::uint16_t>(count);
 
   if (size <= TaskCore::kInlineStorage && align <= alignof(std::max_align_t)) {

@@ -1,0 +1,52 @@
+# Set-up and entry points. `make run` and `make test` work from a fresh clone on Debian as root.
+SHELL := /bin/bash
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+BUILD_PACKAGES := cmake make g++ pkg-config libgtest-dev libhwloc-dev python3 python3-venv
+BENCH_PACKAGES := libstarpu-dev libtbb-dev
+SANITIZER_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHETFLOW_WERROR=ON -DHETFLOW_BUILD_BENCH=OFF -DHETFLOW_BUILD_EXAMPLES=OFF
+
+.PHONY: all deps build run test test-unit test-tsan test-asan bench install clean format
+
+all: build
+
+deps:
+	@scripts/install-deps.sh $(BUILD_PACKAGES)
+	@[ -x .venv/bin/python ] || python3 -m venv .venv
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DHETFLOW_WERROR=ON $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	./$(BUILD)/examples/cpp/tiled_gemm
+
+test: test-unit test-tsan test-asan
+
+test-unit: build
+	ctest --test-dir $(BUILD) -j$(JOBS) --output-on-failure
+
+# The concurrency tests again, under ThreadSanitizer and under AddressSanitizer + UBSan.
+test-tsan: deps
+	cmake -S . -B $(BUILD)-tsan $(SANITIZER_FLAGS) -DHETFLOW_SANITIZE=thread
+	cmake --build $(BUILD)-tsan -j$(JOBS)
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --test-dir $(BUILD)-tsan -L concurrency -j$(JOBS) --output-on-failure
+
+test-asan: deps
+	cmake -S . -B $(BUILD)-asan $(SANITIZER_FLAGS) "-DHETFLOW_SANITIZE=address;undefined"
+	cmake --build $(BUILD)-asan -j$(JOBS)
+	ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" ctest --test-dir $(BUILD)-asan -L concurrency -j$(JOBS) --output-on-failure
+
+bench: build
+	@scripts/install-deps.sh $(BENCH_PACKAGES)
+	HETFLOW_BENCH=./$(BUILD)/bench/hetflow-bench bash bench/overhead/compare.sh
+
+install: build
+	cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX))
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.hpp' '*.c')
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-tsan $(BUILD)-asan
