@@ -15,5 +15,7 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/hetflowConfigVersio
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/hetflowConfig.cmake ${CMAKE_CURRENT_BINARY_DIR}/hetflowConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/hetflow)
 
+# Relative to the .pc file, so the installed tree can be moved (or installed with --prefix).
+file(RELATIVE_PATH HETFLOW_PC_TO_PREFIX "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
 configure_file(cmake/hetflow.pc.in ${CMAKE_CURRENT_BINARY_DIR}/hetflow.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/hetflow.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
