@@ -7,5 +7,6 @@
 #include "hetflow/data.hpp"
 #include "hetflow/error.hpp"
 #include "hetflow/future.hpp"
+#include "hetflow/process.hpp"
 #include "hetflow/runtime.hpp"
 #include "hetflow/version.hpp"

@@ -1,4 +1,5 @@
 #pragma once
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <functional>
@@ -48,6 +49,11 @@ struct TaskOptions {
 
 class Runtime;
 
+/// What Runtime::submit accepts: a callable of the arguments, optionally after a TaskContext&.
+template <class F, class... Args>
+concept Submittable = std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> ||
+                      std::invocable<std::decay_t<F>&, TaskContext&, std::decay_t<Args>&...>;
+
 /// Host access to a registered buffer, obtained from Runtime::acquire. Tasks that come after
 /// (in submission order) and conflict with the mode wait until it is released.
 class Acquisition {
@@ -90,18 +96,25 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  /// Runs `fn(args...)` as a task; the future holds its result.
+  /// Runs `fn(args...)` as a task; the future holds its result. A callable whose first
+  /// parameter is a `TaskContext&` gets the context too (its buffers, its worker).
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
+    requires Submittable<F, Args...>
   auto submit(F&& fn, Args&&... args) {
     return submit(TaskOptions{}, std::forward<F>(fn), std::forward<Args>(args)...);
   }
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
+    requires Submittable<F, Args...>
   auto submit(const TaskOptions& options, F&& fn, Args&&... args) {
-    using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
-    auto bound = [fn = std::forward<F>(fn), ... args = std::forward<Args>(args)]() mutable -> R {
-      return std::invoke(fn, args...);
+    using Fn = std::decay_t<F>;
+    using R = typename detail::CallResult<Fn, std::decay_t<Args>...>::type;
+    auto bound = [fn = std::forward<F>(fn), ... args = std::forward<Args>(args)](TaskContext& context) mutable -> R {
+      if constexpr (detail::takes_context_v<Fn, std::decay_t<Args>...>) {
+        return std::invoke(fn, context, args...);
+      } else {
+        (void)context;
+        return std::invoke(fn, args...);
+      }
     };
     using Body = detail::CallableBody<decltype(bound), R>;
     void* storage = nullptr;
@@ -155,6 +168,8 @@ class Runtime {
 
   /// Blocks until every task submitted so far has finished.
   void wait_all();
+  /// The same with a deadline; returns false if work is still pending when it passes.
+  [[nodiscard]] bool wait_all_until(std::chrono::steady_clock::time_point deadline);
   /// Waits for submitted work and stops the workers; later submissions throw ShutdownError.
   void shutdown();
   [[nodiscard]] bool is_shut_down() const noexcept;

@@ -212,6 +212,7 @@ void Runtime::unregister(const DataHandle& handle) {
 }
 
 void Runtime::wait_all() { impl_->wait_all(); }
+bool Runtime::wait_all_until(std::chrono::steady_clock::time_point deadline) { return impl_->wait_all(&deadline); }
 void Runtime::shutdown() { impl_->shutdown(); }
 bool Runtime::is_shut_down() const noexcept { return impl_->stopped(); }
 unsigned Runtime::worker_count() const noexcept { return static_cast<unsigned>(impl_->worker_infos().size()); }

@@ -192,16 +192,19 @@ void RuntimeImpl::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final
   release(task);
 }
 
-void RuntimeImpl::wait_all() {
+bool RuntimeImpl::wait_all(const std::chrono::steady_clock::time_point* deadline) {
   if (tl_worker != nullptr && tl_worker->runtime == this) {
     throw Error("hetflow: wait_all() called from inside a task would wait for that task itself");
   }
   while (outstanding_.load(std::memory_order_seq_cst) != 0) {
     all_done_waiters_.fetch_add(1, std::memory_order_seq_cst);
     std::uint32_t epoch = all_done_epoch_.load(std::memory_order_seq_cst);
-    if (outstanding_.load(std::memory_order_seq_cst) != 0) futex_wait(all_done_epoch_, epoch);
+    bool in_time = true;
+    if (outstanding_.load(std::memory_order_seq_cst) != 0) in_time = futex_wait(all_done_epoch_, epoch, deadline);
     all_done_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+    if (!in_time) return outstanding_.load(std::memory_order_seq_cst) == 0;
   }
+  return true;
 }
 
 ext::SchedTask* RuntimeImpl::find_task(WorkerState& worker) {
@@ -228,6 +231,7 @@ void RuntimeImpl::worker_loop(WorkerState& worker) {
       execute(static_cast<TaskCore*>(task), worker);
       continue;
     }
+    if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
     idle.begin_search();
     if (ext::SchedTask* task = find_task(worker)) {
       if (idle.end_search()) idle.notify_one();  // the last searcher found work: maybe there is more

@@ -46,7 +46,8 @@ class RuntimeImpl {
   /// it finishes when its owner calls complete_manual (acquisitions, gates). Not counted by wait_all.
   TaskCore* submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs);
 
-  void wait_all();
+  /// Returns false if the deadline passed first.
+  bool wait_all(const std::chrono::steady_clock::time_point* deadline = nullptr);
   void shutdown();
   [[nodiscard]] bool accepting_from_this_thread() const noexcept;
   [[nodiscard]] bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }

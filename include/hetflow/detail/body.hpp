@@ -12,9 +12,25 @@
 
 namespace hetflow::detail {
 
+/// A callable may take the TaskContext as its first argument (to reach its buffers or its
+/// worker); its result type, either way.
+template <class F, class... Args>
+inline constexpr bool takes_context_v = std::is_invocable_v<F&, TaskContext&, Args&...>;
+
+template <class F, class... Args>
+struct CallResult {
+  using type = std::invoke_result_t<F&, Args&...>;
+};
+template <class F, class... Args>
+  requires takes_context_v<F, Args...>
+struct CallResult<F, Args...> {
+  using type = std::invoke_result_t<F&, TaskContext&, Args&...>;
+};
+
+/// The body of Runtime::submit: a callable taking the TaskContext, stored with its arguments.
 template <class F, class R>
 struct CallableBody {
-  static void run(void* storage, TaskContext& /*context*/) {
+  static void run(void* storage, TaskContext& context) {
     F* fn = std::launder(static_cast<F*>(storage));
     struct Destroy {
       F* fn;
@@ -28,9 +44,9 @@ struct CallableBody {
       }
     } destroy{fn};
     if constexpr (std::is_void_v<R>) {
-      std::invoke(*fn);
+      std::invoke(*fn, context);
     } else {
-      R result = std::invoke(*fn);
+      R result = std::invoke(*fn, context);
       destroy.now();
       ::new (storage) R(std::move(result));
     }

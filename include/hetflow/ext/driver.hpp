@@ -17,6 +17,9 @@ class Driver {
   [[nodiscard]] virtual unsigned worker_count() const = 0;
   /// On the worker's own thread, before its first task.
   virtual void start_worker(unsigned /*index*/) {}
+  /// On the worker's own thread, when it runs out of tasks (before it looks for more or sleeps):
+  /// the place to give back what it held on to between tasks (a lock, an interpreter).
+  virtual void worker_idle(unsigned /*index*/) {}
   /// On the worker's own thread, after its last task.
   virtual void stop_worker(unsigned /*index*/) {}
   [[nodiscard]] virtual void* worker_state(unsigned /*index*/) { return nullptr; }

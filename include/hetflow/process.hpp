@@ -1,0 +1,63 @@
+#pragma once
+// The process driver: workers that each drive one child process (a Python interpreter, say)
+// over a pair of pipes, the way a GPU driver thread drives a GPU. Implementations of the
+// `process` architecture reach their worker's channel with
+// `static_cast<hetflow::ProcessChannel*>(context.driver_state())`.
+//
+// Messages on the pipes: a 16-byte header (magic "HFW1", kind, part count, 0 — little-endian
+// uint32s), then each part as a little-endian uint64 length and its bytes. The child sends
+// kind 3 (ready) once when it starts.
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hetflow/error.hpp"
+#include "hetflow/ext/driver.hpp"
+
+namespace hetflow {
+
+/// The child process of a process worker died while running a task. The worker starts a new one.
+class WorkerCrashedError : public Error {
+ public:
+  using Error::Error;
+};
+
+struct ProcessMessage {
+  std::uint32_t kind = 0;
+  std::vector<std::string> parts{};
+};
+
+inline constexpr std::uint32_t kProcessReady = 3;
+
+/// One worker's connection to its child process. Used only by that worker's thread.
+class ProcessChannel {
+ public:
+  virtual ~ProcessChannel() = default;
+  /// Sends a message and returns the child's reply. If the child dies first, reaps it, starts a
+  /// new one and throws WorkerCrashedError saying how it died.
+  virtual ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts) = 0;
+  [[nodiscard]] virtual pid_t pid() const noexcept = 0;
+  [[nodiscard]] virtual unsigned index() const noexcept = 0;
+  /// Per-child memory of what was already sent (function code, say); cleared on restart.
+  [[nodiscard]] virtual bool knows(const std::string& key) const = 0;
+  virtual void remember(const std::string& key) = 0;
+};
+
+struct ProcessWorkersConfig {
+  /// The child's command; the driver appends the file descriptors it reads from and writes to.
+  std::vector<std::string> command{};
+  /// Added to the child's environment ("NAME=value"); HETFLOW_WORKER_ID is set too.
+  std::vector<std::string> environment{};
+  unsigned count = 0;
+  /// Message kind that asks a child to exit (sent at shutdown); 0 to just close its pipe.
+  std::uint32_t shutdown_kind = 0;
+};
+
+/// A driver of `count` process workers (architecture `process`), for Config::drivers.
+std::shared_ptr<ext::Driver> make_process_driver(ProcessWorkersConfig config);
+
+}  // namespace hetflow

@@ -1,0 +1,110 @@
+"""hetflow: tasks, futures and data over every core of the machine.
+
+>>> import hetflow
+>>> def add(a, b):
+...     return a + b
+>>> fut = hetflow.task_submit(add, 1, 2)     # runs in a worker, returns at once
+>>> hetflow.task_submit(add, fut, 10).result()
+13
+
+The runtime starts on first use. ``hetflow.init(ncpus=4, sched="ws", executor="process")``
+configures it (also as a context manager), ``hetflow.shutdown()`` stops it.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from hetflow import _runtime
+from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
+from hetflow._future import Future
+from hetflow._submit import DelayedFunction, TaskOptions, delayed, submit, task_submit
+
+__all__ = [
+    "CancelledError",
+    "DelayedFunction",
+    "DependencyError",
+    "Future",
+    "HetflowError",
+    "Session",
+    "TaskOptions",
+    "WorkerCrashedError",
+    "delayed",
+    "init",
+    "ncpus",
+    "shutdown",
+    "submit",
+    "task_submit",
+    "wait_for_all",
+]
+__version__ = "0.1.0"
+
+
+class Session:
+    """What ``hetflow.init()`` returns; as a context manager it shuts the runtime down on exit.
+
+    >>> with hetflow.init(ncpus=2, executor="thread"):
+    ...     hetflow.submit(print, "hello").result()
+    """
+
+    def __init__(self, runtime: _runtime.Runtime) -> None:
+        self.runtime = runtime
+
+    @property
+    def ncpus(self) -> int:
+        return self.runtime.ncpus
+
+    @property
+    def nprocs(self) -> int:
+        return self.runtime.nprocs
+
+    @property
+    def executor(self) -> str:
+        return self.runtime.executor
+
+    @property
+    def scheduler(self) -> str:
+        return self.runtime.scheduler
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if _runtime._current is self.runtime:
+            shutdown()
+        else:
+            self.runtime.shutdown()
+
+
+def init(
+    ncpus: Optional[int] = None,
+    sched: Optional[str] = None,
+    executor: Optional[str] = None,
+    nprocs: Optional[int] = None,
+    spin_us: Optional[int] = None,
+) -> Session:
+    """Starts (or restarts, after waiting for its work) the runtime.
+
+    ncpus: CPU workers (default: ``HETFLOW_NCPUS``, else the CPUs this process may use); more
+    workers than cores is allowed. sched: ``ws`` (default, or ``HETFLOW_SCHED``), ``eager``,
+    ``prio``, ``random``. executor: where tasks run unless told otherwise — ``process`` (default
+    on a Python with a GIL, or ``HETFLOW_EXECUTOR``) or ``thread``. nprocs: worker processes
+    for the process executor (default: ``HETFLOW_NPROCS``, else ncpus). spin_us: how long idle
+    workers poll before sleeping.
+    """
+    return Session(_runtime.start(ncpus=ncpus, sched=sched, executor=executor, nprocs=nprocs, spin_us=spin_us))
+
+
+def shutdown() -> None:
+    """Waits for submitted tasks, stops the workers and worker processes. A later call of any
+    hetflow function starts a fresh runtime."""
+    _runtime.stop()
+
+
+def wait_for_all(timeout: Optional[float] = None) -> bool:
+    """Waits for every task submitted so far; False if the timeout passed first."""
+    return _runtime.current().wait_all(timeout)
+
+
+def ncpus() -> int:
+    """The number of CPU workers of the running runtime."""
+    return _runtime.current().ncpus

@@ -1,0 +1,44 @@
+"""Futures among a task's arguments: finding them and replacing them by their values."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+_CONTAINERS = (list, tuple, dict)
+
+
+def _walk(value: Any, is_future: Callable[[Any], bool], found: list) -> None:
+    if is_future(value):
+        if not any(value is f for f in found):
+            found.append(value)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _walk(item, is_future, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _walk(item, is_future, found)
+
+
+def find_futures(args: tuple, kwargs: dict, is_future: Callable[[Any], bool]) -> list:
+    """The futures among the arguments, at top level or inside lists, tuples and dicts."""
+    found: list = []
+    for value in args:
+        if is_future(value) or isinstance(value, _CONTAINERS):
+            _walk(value, is_future, found)
+    for value in kwargs.values():
+        if is_future(value) or isinstance(value, _CONTAINERS):
+            _walk(value, is_future, found)
+    return found
+
+
+def substitute(value: Any, is_future: Callable[[Any], bool], resolve: Callable[[Any], Any]) -> Any:
+    """A copy of ``value`` with each future replaced by ``resolve(future)``, container types kept."""
+    if is_future(value):
+        return resolve(value)
+    if isinstance(value, list):
+        return [substitute(item, is_future, resolve) for item in value]
+    if isinstance(value, tuple):
+        items = [substitute(item, is_future, resolve) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return type(value)((key, substitute(item, is_future, resolve)) for key, item in value.items())
+    return value

@@ -1,0 +1,122 @@
+"""The exceptions hetflow raises, and how task outcomes become Python exceptions."""
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import traceback
+from typing import Any
+
+CancelledError = concurrent.futures.CancelledError
+
+
+class HetflowError(RuntimeError):
+    """An error of the hetflow engine itself."""
+
+
+class DependencyError(HetflowError):
+    """A task did not run because a task it depends on failed or was cancelled.
+
+    ``root_task`` names the task whose failure started it; ``root_exception`` (also the
+    ``__cause__``) is that failure.
+
+    >>> f = hetflow.submit(lambda: 1 / 0)
+    >>> g = hetflow.submit(lambda x: x + 1, f)
+    >>> g.result()
+    Traceback (most recent call last):
+    hetflow.DependencyError: dependency '<lambda>' failed: ZeroDivisionError: division by zero
+    """
+
+    def __init__(self, root_task: str, root_exception: BaseException) -> None:
+        super().__init__(f"dependency '{root_task}' failed: {type(root_exception).__name__}: {root_exception}")
+        self.root_task = root_task
+        self.root_exception = root_exception
+        self.__cause__ = root_exception
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.root_task, self.root_exception))
+
+
+class WorkerCrashedError(HetflowError):
+    """The worker process running the task died (segfault, ``os._exit``, a signal).
+
+    Only that task fails; the worker process is replaced and other tasks go on.
+    """
+
+
+class TaskTraceback(Exception):
+    """The traceback of a task, as text; set as the ``__cause__`` of the errors tasks raise."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\"\"\"\n{self.text}\"\"\""
+
+
+TaskTraceback.__module__ = "hetflow"
+
+_TRACEBACK_ATTRIBUTE = "__hetflow_traceback__"
+
+
+def freeze_exception(exception: BaseException) -> None:
+    """Called by the engine where a task raised: keeps the traceback as text and drops the frames.
+
+    The engine holds on to the exception; frames would keep everything they reference (module
+    globals, the futures in them) alive from C++, where the garbage collector cannot see.
+    """
+    text = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+    seen: set = set()
+    pending = [exception]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending.extend((current.__cause__, current.__context__))
+    try:
+        setattr(exception, _TRACEBACK_ATTRIBUTE, text)
+    except Exception:
+        pass
+
+
+def _detached(exception: BaseException) -> BaseException:
+    """A copy of an exception the engine holds, with the task's traceback.
+
+    Raising the engine's own object would add the caller's frames to its traceback, and those
+    frames (and all they reference) would then be kept alive from C++, out of the garbage
+    collector's sight.
+    """
+    try:
+        clone = copy.copy(exception)
+    except Exception:
+        clone = None
+    if clone is None or type(clone) is not type(exception):
+        return exception
+    text = getattr(exception, _TRACEBACK_ATTRIBUTE, None)
+    if text is not None:
+        clone.__cause__ = TaskTraceback(text)
+    else:
+        clone.__cause__ = exception.__cause__
+        clone.__context__ = exception.__context__
+        clone.__suppress_context__ = exception.__suppress_context__
+    return clone
+
+
+def exception_from_outcome(outcome: tuple) -> BaseException:
+    """Builds the exception a failed task's ``outcome()`` tuple describes."""
+    kind = outcome[0]
+    if kind == "python_error":
+        return _detached(outcome[1])
+    if kind == "remote_error":
+        from hetflow._serialize import unpack_error
+
+        return unpack_error([bytes(part) for part in outcome[1]])
+    if kind == "dependency_error":
+        return DependencyError(outcome[1], exception_from_outcome(outcome[2]))
+    if kind == "cancelled":
+        return CancelledError(outcome[1])
+    if kind == "crashed":
+        return WorkerCrashedError(outcome[1])
+    return HetflowError(outcome[2])

@@ -1,0 +1,206 @@
+"""hetflow.Future: the eventual result of a task."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from typing import Any, Callable, Generator, Optional
+
+from hetflow._errors import exception_from_outcome
+
+_LOGGER = logging.getLogger("hetflow")
+_UNSET: Any = object()
+
+# concurrent.futures' internal states, which concurrent.futures.wait/as_completed read.
+_PENDING = "PENDING"
+_RUNNING = "RUNNING"
+_CANCELLED_AND_NOTIFIED = "CANCELLED_AND_NOTIFIED"
+_FINISHED = "FINISHED"
+
+
+class Future(concurrent.futures.Future):
+    """The eventual result of a task submitted to hetflow.
+
+    It is a ``concurrent.futures.Future`` (so ``concurrent.futures.wait``, ``as_completed`` and
+    ``asyncio.wrap_future`` accept it), it can be awaited, and passing it to another task makes
+    that task wait for it and receive its value:
+
+    >>> fut1 = hetflow.submit(add, 1, 2)
+    >>> fut2 = hetflow.submit(sub, fut1, 1)   # runs after fut1, gets 3
+    >>> fut2.result()
+    2
+    >>> await fut2                             # inside a running asyncio loop
+    2
+
+    Completion is tracked by the engine; the Python-side machinery (conditions, callbacks) is
+    only set up when something asks for it, so an unobserved task costs no Python work.
+    """
+
+    # Deliberately not calling concurrent.futures.Future.__init__: its condition, waiter and
+    # callback lists are created on demand by the properties below.
+    # Defaults on the class: a future that nobody observes sets only three attributes.
+    _value: Any = _UNSET
+    _error: Optional[BaseException] = None
+    _cond: Optional[threading.Condition] = None
+    _waiter_list: Optional[list] = None
+    _callbacks: Optional[list] = None
+    _watched = False
+    _fired = False
+    # Guards the rarely used observer state of every future; contention is negligible.
+    _lock = threading.Lock()
+
+    def __init__(self, task: Any, runtime: Any, name: str) -> None:  # noqa: D107
+        self._task = task
+        self._runtime = runtime
+        self._name = name
+
+    # -- the concurrent.futures.Future interface -------------------------------------------
+    def done(self) -> bool:
+        """True once the task has succeeded, failed or been cancelled."""
+        return self._task.done()
+
+    def running(self) -> bool:
+        """True while the task runs on a worker."""
+        return self._task.status() == "running"
+
+    def cancelled(self) -> bool:
+        """True if the task was cancelled before it started."""
+        return self._task.status() == "cancelled"
+
+    def cancel(self) -> bool:
+        """Cancels the task if it has not started; its dependents then fail with DependencyError."""
+        return self._task.cancel() or self.cancelled()
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """Waits for the task (Ctrl-C interrupts the wait) and returns its value or raises its error."""
+        try:
+            self._wait(timeout)
+            return self._outcome_value()
+        finally:
+            self = None  # noqa: PLW0642 - a raised error's traceback must not keep this future alive
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        """Waits for the task and returns its exception, or None if it succeeded."""
+        self._wait(timeout)
+        self._settle()
+        if self.cancelled():
+            raise self._error  # concurrent.futures raises CancelledError here too
+        return self._error
+
+    def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
+        """Calls ``fn(future)`` when the task finishes (at once, in this thread, if it has)."""
+        with self._lock:
+            if not self._fired:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                self._watch()
+                return
+        self._call(fn)
+
+    def set_running_or_notify_cancel(self) -> bool:  # pragma: no cover - executors' hook, unused
+        return not self.cancelled()
+
+    def set_result(self, result: Any) -> None:
+        raise RuntimeError("hetflow.Future: the result is set by the task, not by set_result()")
+
+    def set_exception(self, exception: Optional[BaseException]) -> None:
+        raise RuntimeError("hetflow.Future: the outcome is set by the task, not by set_exception()")
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self) -> str:
+        return f"<hetflow.Future '{self._name}' {self._task.status()}>"
+
+    @property
+    def name(self) -> str:
+        """The task's name (its function's, unless given)."""
+        return self._name
+
+    # -- what concurrent.futures.wait / as_completed read ----------------------------------
+    @property
+    def _condition(self) -> threading.Condition:
+        with self._lock:
+            if self._cond is None:
+                self._cond = threading.Condition()
+            return self._cond
+
+    @property
+    def _state(self) -> str:
+        status = self._task.status()
+        if status == "cancelled":
+            return _CANCELLED_AND_NOTIFIED
+        if status in ("done", "failed"):
+            return _FINISHED
+        return _RUNNING if status == "running" else _PENDING
+
+    @property
+    def _waiters(self) -> list:
+        with self._lock:
+            if self._waiter_list is None:
+                self._waiter_list = []
+                self._watch()
+            return self._waiter_list
+
+    # -- internals ---------------------------------------------------------------------------
+    def _wait(self, timeout: Optional[float]) -> None:
+        if not self._task.done() and not self._task.wait(timeout):
+            raise TimeoutError(f"task '{self._name}' did not finish within {timeout} s")
+
+    def _settle(self) -> None:
+        """Turns the engine's outcome into a value or an exception, once."""
+        if self._value is not _UNSET or self._error is not None:
+            return
+        outcome = self._task.outcome()
+        kind = outcome[0]
+        if kind == "object":
+            self._value = outcome[1]
+        elif kind == "pickled":
+            from hetflow._serialize import loads_result
+
+            self._value = loads_result(bytes(outcome[1]))
+        else:
+            self._error = exception_from_outcome(outcome)
+
+    def _outcome_value(self) -> Any:
+        self._settle()
+        if self._error is not None:
+            try:
+                raise self._error
+            finally:
+                self = None  # noqa: PLW0642 - the traceback must not keep this future alive
+        return self._value
+
+    def _watch(self) -> None:
+        # Called with self._lock held.
+        if not self._watched:
+            self._watched = True
+            self._runtime.watch(self)
+
+    def _fire(self) -> None:
+        """Runs on the dispatcher thread once the task has finished."""
+        with self._lock:
+            self._fired = True
+            callbacks, self._callbacks = self._callbacks or [], None
+            waiters = list(self._waiter_list or [])
+            cond = self._cond
+        if waiters or cond is not None:
+            with self._condition:
+                for waiter in waiters:
+                    if self.cancelled():
+                        waiter.add_cancelled(self)
+                    elif self.exception() is not None:
+                        waiter.add_exception(self)
+                    else:
+                        waiter.add_result(self)
+                self._condition.notify_all()
+        for fn in callbacks:
+            self._call(fn)
+
+    def _call(self, fn: Callable[["Future"], Any]) -> None:
+        try:
+            fn(self)
+        except Exception:  # as concurrent.futures does: a failing callback must not stop others
+            _LOGGER.exception("exception calling callback for %r", self)

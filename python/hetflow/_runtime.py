@@ -1,0 +1,218 @@
+"""The runtime behind the module-level API: starting, configuring and stopping it."""
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import sys
+import threading
+from typing import Any, Callable, Optional
+
+from hetflow import _hetflow
+from hetflow._args import find_futures, substitute
+from hetflow._errors import freeze_exception
+from hetflow._future import Future
+
+EXECUTORS = ("thread", "process")
+
+
+def default_executor() -> str:
+    """``process`` on a Python with a GIL (real parallelism for pure Python), else ``thread``."""
+    gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)()
+    return "process" if gil_enabled else "thread"
+
+
+def check_executor(executor: str) -> str:
+    if executor not in EXECUTORS:
+        raise ValueError(f"hetflow: unknown executor {executor!r}; use 'thread' or 'process'")
+    return executor
+
+
+def _env_int(name: str) -> Optional[int]:
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"hetflow: {name}={text!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"hetflow: {name}={text!r} must not be negative")
+    return value
+
+
+def _is_future(value: Any) -> bool:
+    return isinstance(value, Future)
+
+
+def _resolve(future: Future) -> Any:
+    return future.result()
+
+
+class Runtime:
+    """One engine: CPU workers for the thread executor and worker processes for the process
+    executor. Made by ``hetflow.init()`` or on first use; see there."""
+
+    def __init__(
+        self,
+        ncpus: Optional[int] = None,
+        sched: Optional[str] = None,
+        executor: Optional[str] = None,
+        nprocs: Optional[int] = None,
+        spin_us: Optional[int] = None,
+    ) -> None:
+        if ncpus is not None and (not isinstance(ncpus, int) or ncpus < 1):
+            raise ValueError(f"hetflow.init: ncpus must be a positive int, not {ncpus!r}")
+        if sched is not None and sched not in _hetflow.schedulers():
+            raise ValueError(
+                f"hetflow.init: unknown scheduler {sched!r}; known schedulers: {', '.join(_hetflow.schedulers())}"
+            )
+        executor = executor or os.environ.get("HETFLOW_EXECUTOR") or default_executor()
+        self.executor = check_executor(executor)
+        if ncpus is None:
+            ncpus = _env_int("HETFLOW_NCPUS") or len(os.sched_getaffinity(0))
+        if nprocs is None:
+            nprocs = _env_int("HETFLOW_NPROCS")
+        if nprocs is None:
+            nprocs = ncpus
+        self.ncpus = ncpus
+        self.nprocs = nprocs
+        self._engine = _hetflow.Runtime(
+            ncpus=ncpus,
+            scheduler=sched,
+            nprocs=nprocs,
+            worker_command=[sys.executable, "-m", "hetflow._worker"],
+            worker_environment=[],
+            spin_us=spin_us,
+            dumps=_dumps_value,
+            freeze=freeze_exception,
+        )
+        self._registered: set = set()
+        self._dispatcher: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- submission ----------------------------------------------------------------------------
+    def submit(
+        self,
+        func: Callable[..., Any],
+        args: tuple,
+        kwargs: dict,
+        *,
+        executor: Optional[str] = None,
+        name: Optional[str] = None,
+        priority: int = 0,
+    ) -> Future:
+        if not callable(func):
+            raise TypeError(f"hetflow: {func!r} is not callable")
+        if self._closed:
+            raise RuntimeError("hetflow: cannot submit a task: the runtime has been shut down")
+        executor = check_executor(executor) if executor is not None else self.executor
+        if not isinstance(priority, int):
+            raise TypeError(f"hetflow: priority must be an int, not {type(priority).__name__}")
+        name = name or getattr(func, "__name__", None) or type(func).__name__
+        if executor == "process" and self.nprocs == 0:
+            raise ValueError("hetflow: executor='process' but the runtime has no worker processes (nprocs=0)")
+        if executor == "process":
+            from hetflow._serialize import pack_call
+
+            packed = pack_call(func, args, kwargs, _is_future)
+            if packed.func_key not in self._registered:
+                self._engine.register_function(packed.func_key, packed.func_bytes)
+                self._registered.add(packed.func_key)
+            deps = [f._task for f in packed.futures]
+            task = self._engine.submit_process(packed.func_key, packed.call_bytes, deps, name, priority)
+        else:
+            futures = find_futures(args, kwargs, _is_future) if args or kwargs else []
+            if futures:
+                call = functools.partial(_call_resolved, func, args, kwargs)
+            else:
+                call = functools.partial(func, *args, **kwargs)
+            task = self._engine.submit_thread(call, [f._task for f in futures], name, priority)
+        return Future(task, self, name)
+
+    # -- completion notices ----------------------------------------------------------------------
+    def watch(self, future: Future) -> None:
+        """Has ``future._fire()`` called on the dispatcher thread once its task finishes."""
+        with self._lock:
+            if self._dispatcher is None:
+                self._dispatcher = threading.Thread(target=self._dispatch, name="hetflow-completions", daemon=True)
+                self._dispatcher.start()
+        self._engine.watch(future._task, future)
+
+    def _dispatch(self) -> None:
+        while True:
+            for future in self._engine.drain_completions(100):
+                future._fire()
+            if self._engine.is_shut_down() and self._closed:
+                for future in self._engine.drain_completions(0):
+                    future._fire()
+                return
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def wait_all(self, timeout: Optional[float] = None) -> bool:
+        return self._engine.wait_all(timeout)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._engine.shutdown()
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher is not threading.current_thread():
+            dispatcher.join(timeout=5)
+
+    def workers(self) -> list:
+        return self._engine.workers()
+
+    @property
+    def scheduler(self) -> str:
+        return self._engine.scheduler_name()
+
+
+def _dumps_value(value: Any) -> bytes:
+    # cloudpickle is imported only once a process task needs it.
+    from hetflow._serialize import dumps_value
+
+    return dumps_value(value)
+
+
+def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    return func(*substitute(args, _is_future, _resolve), **substitute(kwargs, _is_future, _resolve))
+
+
+_current: Optional[Runtime] = None
+_current_lock = threading.RLock()
+
+
+def current() -> Runtime:
+    """The running runtime, started with defaults on first use."""
+    global _current
+    runtime = _current
+    if runtime is not None:
+        return runtime
+    with _current_lock:
+        if _current is None:
+            _current = Runtime()
+        return _current
+
+
+def start(**settings: Any) -> Runtime:
+    global _current
+    with _current_lock:
+        if _current is not None:
+            _current.shutdown()
+            _current = None
+        _current = Runtime(**settings)
+        return _current
+
+
+def stop() -> None:
+    global _current
+    with _current_lock:
+        if _current is not None:
+            _current.shutdown()
+            _current = None
+
+
+atexit.register(stop)

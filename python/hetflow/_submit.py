@@ -1,0 +1,126 @@
+"""Submitting work: task_submit / submit, the delayed decorator and per-call options."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, TypeVar, overload
+
+from hetflow import _runtime
+from hetflow._future import Future
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TaskOptions:
+    """Options for the tasks of one call: ``hetflow.task_submit.options(executor="thread")(f, x)``.
+
+    executor: ``"thread"`` (a CPU worker thread, under the GIL; right for numpy and other code
+    that releases it) or ``"process"`` (a worker interpreter process: pure Python in parallel).
+    name: shown in errors and traces. priority: higher runs earlier under the ``prio`` scheduler.
+    """
+
+    __slots__ = ("executor", "name", "priority")
+
+    def __init__(self, executor: Optional[str] = None, name: Optional[str] = None, priority: int = 0) -> None:
+        if executor is not None:
+            _runtime.check_executor(executor)
+        self.executor = executor
+        self.name = name
+        self.priority = priority
+
+    def merged(self, **changes: Any) -> "TaskOptions":
+        unknown = set(changes) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"hetflow: unknown task option(s) {', '.join(sorted(unknown))}; use {self.__slots__}")
+        values = {slot: getattr(self, slot) for slot in self.__slots__}
+        values.update({k: v for k, v in changes.items() if v is not None or k == "executor"})
+        return TaskOptions(**values)
+
+    def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        return _runtime.current().submit(
+            func, args, kwargs, executor=self.executor, name=self.name, priority=self.priority
+        )
+
+
+class _TaskSubmit:
+    """``task_submit(func, *args, **kwargs)`` runs ``func(*args, **kwargs)`` as a task.
+
+    >>> fut = hetflow.task_submit(add, 1, 2)
+    >>> fut.result()
+    3
+    >>> hetflow.task_submit.options(executor="thread", name="add")(add, 1, 2).result()
+    3
+
+    Futures among the arguments (also inside lists, tuples and dicts) make the task wait for
+    them, and it receives their values.
+    """
+
+    def __call__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        return _runtime.current().submit(func, args, kwargs)
+
+    def options(self, executor: Optional[str] = None, name: Optional[str] = None, priority: int = 0) -> Callable[..., Future]:
+        return TaskOptions(executor, name, priority).submit
+
+
+task_submit = _TaskSubmit()
+submit = task_submit
+
+
+class DelayedFunction:
+    """A function whose calls are submitted as tasks; made by ``@hetflow.delayed``."""
+
+    def __init__(self, func: Callable[..., Any], options: TaskOptions, perfmodel: Optional[str]) -> None:
+        if not callable(func):
+            raise TypeError(f"hetflow.delayed: {func!r} is not callable")
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.perfmodel = perfmodel
+        self._options = options if options.name else options.merged(name=getattr(func, "__name__", None))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Future:
+        return self._options.submit(self.func, *args, **kwargs)
+
+    def options(self, **changes: Any) -> "DelayedFunction":
+        """The same function with some task options changed, for one call or more:
+        ``add.options(executor="thread")(1, 2)``."""
+        return DelayedFunction(self.func, self._options.merged(**changes), self.perfmodel)
+
+    def __reduce__(self) -> Any:
+        # Sent to a worker process (inside another task, say) as the plain function.
+        return (_plain, (self.func,))
+
+
+def _plain(func: Callable[..., Any]) -> Callable[..., Any]:
+    return func
+
+
+@overload
+def delayed(func: F) -> DelayedFunction: ...
+@overload
+def delayed(
+    *, name: Optional[str] = None, priority: int = 0, perfmodel: Optional[str] = None, executor: Optional[str] = None
+) -> Callable[[F], DelayedFunction]: ...
+
+
+def delayed(
+    func: Optional[Callable[..., Any]] = None,
+    *,
+    name: Optional[str] = None,
+    priority: int = 0,
+    perfmodel: Optional[str] = None,
+    executor: Optional[str] = None,
+) -> Any:
+    """Makes calls of the decorated function submit tasks and return futures.
+
+    >>> @hetflow.delayed
+    ... def add(a, b):
+    ...     return a + b
+    >>> add(1, 2).result()
+    3
+    >>> @hetflow.delayed(name="mul", priority=2, executor="thread")
+    ... def mul(a, b):
+    ...     return a * b
+    """
+    options = TaskOptions(executor, name, priority)
+    if func is not None:
+        return DelayedFunction(func, options, perfmodel)
+    return lambda f: DelayedFunction(f, options, perfmodel)

@@ -1,0 +1,34 @@
+#include "gil_session.hpp"
+
+namespace hetflow::python {
+namespace {
+
+thread_local bool session_open = false;
+thread_local PyGILState_STATE session_state{};
+
+}  // namespace
+
+GilSession::Guard::Guard() {
+  if (PyGILState_Check()) return;  // this worker's session already holds it
+  if (!session_open) {
+    session_state = PyGILState_Ensure();
+    session_open = true;
+    return;
+  }
+  // The session is open but an outer task on this thread released the GIL to wait (and this
+  // worker runs other tasks meanwhile): take it for this task only.
+  nested_ = true;
+  nested_state_ = PyGILState_Ensure();
+}
+
+GilSession::Guard::~Guard() {
+  if (nested_) PyGILState_Release(nested_state_);
+}
+
+void GilSession::end() noexcept {
+  if (!session_open) return;
+  session_open = false;
+  if (Py_IsInitialized()) PyGILState_Release(session_state);
+}
+
+}  // namespace hetflow::python

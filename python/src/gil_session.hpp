@@ -1,0 +1,44 @@
+#pragma once
+// Python tasks on the engine's CPU workers. A worker that runs a Python task keeps the GIL for
+// the Python tasks that follow and gives it back when it runs out of work, so a stream of small
+// tasks costs one GIL hand-over per burst instead of one per task.
+#include <Python.h>
+
+#include "hetflow/ext/driver.hpp"
+
+namespace hetflow::python {
+
+class GilSession {
+ public:
+  /// Makes sure the calling worker holds the GIL until `end()` (or, when called while an outer
+  /// task on this thread has let the GIL go to wait, until the returned guard ends).
+  class Guard {
+   public:
+    Guard();
+    ~Guard();
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+
+   private:
+    bool nested_ = false;
+    PyGILState_STATE nested_state_{};
+  };
+  /// Gives the GIL back if this thread kept it.
+  static void end() noexcept;
+};
+
+/// The CPU workers of a Python runtime: plain CPU workers that end their GIL session when idle.
+class PythonThreadDriver final : public ext::Driver {
+ public:
+  explicit PythonThreadDriver(unsigned count) : count_(count) {}
+  [[nodiscard]] std::string_view name() const override { return "python-thread"; }
+  [[nodiscard]] Arch arch() const override { return Arch::cpu; }
+  [[nodiscard]] unsigned worker_count() const override { return count_; }
+  void worker_idle(unsigned /*index*/) override { GilSession::end(); }
+  void stop_worker(unsigned /*index*/) override { GilSession::end(); }
+
+ private:
+  unsigned count_;
+};
+
+}  // namespace hetflow::python

@@ -1,0 +1,389 @@
+// The _hetflow extension: the engine, seen from Python. The Python package (python/hetflow)
+// builds the public API on top of it.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "completions.hpp"
+#include "gil_session.hpp"
+#include "hetflow/hetflow.hpp"
+#include "hetflow/process.hpp"
+#include "task_result.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace hetflow::python {
+namespace {
+
+constexpr std::uint32_t kRun = 1;
+constexpr std::uint32_t kShutdown = 2;
+constexpr std::uint32_t kReplyResult = 1;
+constexpr std::uint32_t kReplyError = 2;
+constexpr auto kSignalCheckPeriod = std::chrono::milliseconds(50);
+
+using TaskFuture = Future<TaskResult>;
+
+// Blocks without the GIL until `ready()` or the timeout, checking for Ctrl-C every 50 ms.
+template <class WaitUntil>
+bool interruptible_wait(std::optional<double> timeout, WaitUntil wait_until) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = timeout ? start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                              std::chrono::duration<double>(*timeout))
+                                : std::chrono::steady_clock::time_point::max();
+  for (;;) {
+    auto slice_end = std::min(deadline, std::chrono::steady_clock::now() + kSignalCheckPeriod);
+    bool done;
+    {
+      nb::gil_scoped_release release;
+      done = wait_until(slice_end);
+    }
+    if (done) return true;
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+  }
+}
+
+// The exception being raised (with its traceback attached), taken off the error indicator.
+PyObject* fetch_exception() {
+  PyObject* type = nullptr;
+  PyObject* value = nullptr;
+  PyObject* traceback = nullptr;
+  PyErr_Fetch(&type, &value, &traceback);
+  PyErr_NormalizeException(&type, &value, &traceback);
+  if (traceback != nullptr && value != nullptr) PyException_SetTraceback(value, traceback);
+  Py_XDECREF(type);
+  Py_XDECREF(traceback);
+  return value;
+}
+
+std::string describe_python_exception(PyObject* exception) {
+  std::string text = Py_TYPE(exception)->tp_name;
+  if (PyObject* message = PyObject_Str(exception)) {
+    const char* utf8 = PyUnicode_AsUTF8(message);
+    if (utf8 != nullptr && *utf8 != '\0') text += std::string(": ") + utf8;
+    Py_DECREF(message);
+  }
+  PyErr_Clear();
+  return text;
+}
+
+nb::bytes as_bytes(const std::string& text) { return nb::bytes(text.data(), text.size()); }
+
+unsigned default_cpus() {
+  Config probe;
+  return *probe.resolved().ncpus;
+}
+
+/// A submitted task, from Python.
+class TaskRef {
+ public:
+  explicit TaskRef(TaskFuture future) : future_(std::move(future)) {}
+
+  [[nodiscard]] bool done() const { return future_.ready(); }
+  [[nodiscard]] std::string status() const {
+    switch (future_.status()) {
+      case TaskStatus::pending: return "pending";
+      case TaskStatus::ready: return "ready";
+      case TaskStatus::running: return "running";
+      case TaskStatus::done: return "done";
+      case TaskStatus::failed: return "failed";
+      case TaskStatus::cancelled: return "cancelled";
+    }
+    return "unknown";
+  }
+  bool wait(std::optional<double> timeout) const {
+    if (future_.ready()) return true;
+    return interruptible_wait(timeout, [this](auto until) { return future_.wait_until(until); });
+  }
+  bool cancel() { return future_.cancel(); }
+  [[nodiscard]] std::string name() const { return future_.name(); }
+
+  /// The outcome of a finished task, as a tuple the Python layer turns into a value or an error:
+  /// ("object", obj) | ("pickled", bytes) | ("python_error", exc) | ("remote_error", [bytes...]) |
+  /// ("dependency_error", root_task_name, root_outcome) | ("cancelled", message) |
+  /// ("crashed", message) | ("error", type_name, message)
+  [[nodiscard]] nb::tuple outcome() const {
+    if (!future_.ready()) throw nb::value_error("hetflow: the task has not finished");
+    if (future_.status() == TaskStatus::done) {
+      const TaskResult& result = future_.get();
+      if (result.is_pickled) return nb::make_tuple("pickled", as_bytes(result.pickled));
+      return nb::make_tuple("object", nb::borrow(result.object ? result.object.get() : Py_None));
+    }
+    return describe(future_.error());
+  }
+
+  [[nodiscard]] const TaskFuture& future() const noexcept { return future_; }
+
+  static nb::tuple describe(const std::exception_ptr& error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const PythonError& e) {
+      return nb::make_tuple("python_error", nb::borrow(e.exception()));
+    } catch (const RemoteError& e) {
+      nb::list parts;
+      for (const auto& part : e.parts()) parts.append(as_bytes(part));
+      return nb::make_tuple("remote_error", parts);
+    } catch (const DependencyError& e) {
+      return nb::make_tuple("dependency_error", e.root_task(), describe(e.root_cause()));
+    } catch (const CancelledError& e) {
+      return nb::make_tuple("cancelled", std::string(e.what()));
+    } catch (const WorkerCrashedError& e) {
+      return nb::make_tuple("crashed", std::string(e.what()));
+    } catch (const std::exception& e) {
+      return nb::make_tuple("error", std::string(typeid(e).name()), std::string(e.what()));
+    } catch (...) {
+      return nb::make_tuple("error", std::string("unknown"), std::string("an unknown C++ exception"));
+    }
+  }
+
+ private:
+  TaskFuture future_;
+};
+
+struct FunctionCode {
+  std::string key;
+  std::string bytes;
+};
+
+/// One engine with CPU workers (thread executor) and process workers (process executor).
+class PyRuntime {
+ public:
+  PyRuntime(std::optional<unsigned> ncpus, std::optional<std::string> scheduler, unsigned nprocs,
+            std::vector<std::string> worker_command, std::vector<std::string> worker_environment,
+            std::optional<unsigned> spin_us, nb::callable dumps, nb::callable freeze)
+      : dumps_(PyRef::borrow(dumps.ptr())), freeze_(PyRef::borrow(freeze.ptr())) {
+    Config config;
+    // The CPU workers come from the Python thread driver (GIL sessions), not the built-in one.
+    config.ncpus = 0;
+    config.drivers.push_back(std::make_shared<PythonThreadDriver>(ncpus.value_or(0) > 0 ? *ncpus : default_cpus()));
+    config.scheduler = std::move(scheduler);
+    config.spin_us = spin_us;
+    if (nprocs > 0) {
+      config.drivers.push_back(make_process_driver({.command = std::move(worker_command),
+                                                    .environment = std::move(worker_environment),
+                                                    .count = nprocs,
+                                                    .shutdown_kind = kShutdown}));
+    }
+    nb::gil_scoped_release release;  // process workers start (and import Python) meanwhile
+    runtime_ = std::make_unique<Runtime>(std::move(config));
+  }
+
+  ~PyRuntime() { shutdown(); }
+
+  TaskRef submit_thread(nb::callable fn, const std::vector<const TaskRef*>& deps, const std::string& name,
+                        int priority) {
+    TaskOptions options = options_for(deps, name, priority);
+    options.where = Arch::cpu;
+    auto body = [this, fn = PyRef::borrow(fn.ptr())]() -> TaskResult {
+      GilSession::Guard gil;
+      PyObject* value = PyObject_CallNoArgs(fn.get());
+      if (value == nullptr) {
+        PyObject* exception = fetch_exception();
+        if (PyObject* frozen = PyObject_CallOneArg(freeze_.get(), exception)) {
+          Py_DECREF(frozen);
+        } else {
+          PyErr_Clear();
+        }
+        std::string what = describe_python_exception(exception);
+        throw PythonError(std::move(what), PyRef::steal(exception));
+      }
+      TaskResult result;
+      result.object = PyRef::steal(value);
+      return result;
+    };
+    return TaskRef(runtime().submit(options, std::move(body)));
+  }
+
+  void register_function(const std::string& key, nb::bytes code) {
+    std::lock_guard guard(functions_mutex_);
+    auto& entry = functions_[key];
+    if (!entry) entry = std::make_shared<const FunctionCode>(FunctionCode{key, std::string(code.c_str(), code.size())});
+  }
+
+  TaskRef submit_process(const std::string& function_key, nb::bytes call, const std::vector<const TaskRef*>& deps,
+                         const std::string& name, int priority) {
+    std::shared_ptr<const FunctionCode> function;
+    {
+      std::lock_guard guard(functions_mutex_);
+      auto it = functions_.find(function_key);
+      if (it == functions_.end()) throw nb::value_error(("hetflow: unknown function key " + function_key).c_str());
+      function = it->second;
+    }
+    TaskOptions options = options_for(deps, name, priority);
+    options.where = Arch::process;
+    std::vector<TaskFuture> inputs;
+    inputs.reserve(deps.size());
+    for (const TaskRef* dep : deps) inputs.push_back(dep->future());
+    auto body = [this, function, call = std::string(call.c_str(), call.size()), inputs = std::move(inputs)](
+                    TaskContext& context) -> TaskResult { return run_in_process(context, *function, call, inputs); };
+    return TaskRef(runtime().submit(options, std::move(body)));
+  }
+
+  void watch(const TaskRef& task, nb::handle target) { completions_.watch(task.future(), target.ptr()); }
+
+  nb::list drain_completions(int timeout_ms) {
+    std::vector<PyRef> finished;
+    {
+      nb::gil_scoped_release release;
+      finished = completions_.drain(timeout_ms);
+    }
+    nb::list out;
+    for (auto& target : finished) out.append(nb::steal(target.new_reference()));
+    return out;
+  }
+
+  bool wait_all(std::optional<double> timeout) {
+    Runtime& rt = runtime();
+    return interruptible_wait(timeout, [&rt](auto until) { return rt.wait_all_until(until); });
+  }
+
+  void shutdown() {
+    if (!runtime_) return;
+    {
+      nb::gil_scoped_release release;
+      runtime_->shutdown();
+    }
+    completions_.close();
+  }
+
+  [[nodiscard]] bool is_shut_down() const { return !runtime_ || runtime_->is_shut_down(); }
+  [[nodiscard]] nb::list workers() {
+    nb::list out;
+    for (const auto& info : runtime().workers()) {
+      out.append(nb::make_tuple(info.id, std::string(arch_name(info.arch)), info.memory_node));
+    }
+    return out;
+  }
+  [[nodiscard]] std::string scheduler_name() { return runtime().scheduler_name(); }
+
+ private:
+  Runtime& runtime() {
+    if (!runtime_) throw std::runtime_error("hetflow: the runtime has been shut down");
+    return *runtime_;
+  }
+
+  static TaskOptions options_for(const std::vector<const TaskRef*>& deps, const std::string& name, int priority) {
+    TaskOptions options;
+    options.after.reserve(deps.size());
+    for (const TaskRef* dep : deps) options.after.push_back(dep->future());
+    options.name = name;
+    options.priority = priority;
+    return options;
+  }
+
+  // The value of a finished input, pickled for a worker process.
+  std::string pickled_input(const TaskFuture& input) {
+    const TaskResult& result = input.get();
+    if (result.is_pickled) return result.pickled;
+    nb::gil_scoped_acquire gil;
+    PyObject* value = result.object ? result.object.get() : Py_None;
+    PyObject* data = PyObject_CallOneArg(dumps_.get(), value);
+    if (data == nullptr) {
+      PyObject* exception = fetch_exception();
+      std::string what = "cannot send the result of '" + std::string(input.name()) +
+                         "' to a process worker: " + describe_python_exception(exception);
+      throw PythonError(std::move(what), PyRef::steal(exception));
+    }
+    std::string out(PyBytes_AsString(data), static_cast<std::size_t>(PyBytes_Size(data)));
+    Py_DECREF(data);
+    return out;
+  }
+
+  TaskResult run_in_process(TaskContext& context, const FunctionCode& function, const std::string& call,
+                            const std::vector<TaskFuture>& inputs) {
+    auto* channel = static_cast<ProcessChannel*>(context.driver_state());
+    std::vector<std::string> input_bytes;
+    input_bytes.reserve(inputs.size());
+    for (const auto& input : inputs) input_bytes.push_back(pickled_input(input));
+
+    char task_id[8];
+    const std::uint64_t id = next_task_id_++;
+    for (int i = 0; i < 8; ++i) task_id[i] = static_cast<char>((id >> (8 * i)) & 0xff);
+    const bool first_time = !channel->knows(function.key);
+    std::vector<std::string_view> parts{std::string_view(task_id, 8), function.key,
+                                        first_time ? std::string_view(function.bytes) : std::string_view(), call};
+    for (const auto& bytes : input_bytes) parts.emplace_back(bytes);
+    ProcessMessage reply = channel->call(kRun, parts);
+    if (first_time) channel->remember(function.key);
+    if (reply.kind == kReplyResult && reply.parts.size() >= 2) {
+      TaskResult result;
+      result.pickled = std::move(reply.parts[1]);
+      result.is_pickled = true;
+      return result;
+    }
+    if (reply.kind == kReplyError && reply.parts.size() >= 5) {
+      std::string what = reply.parts[2] + ": " + reply.parts[3];
+      throw RemoteError(std::move(what), std::move(reply.parts));
+    }
+    throw Error("hetflow: process worker " + std::to_string(channel->index()) + " sent an unexpected reply");
+  }
+
+  std::unique_ptr<Runtime> runtime_;
+  PyRef dumps_;
+  PyRef freeze_;  // keeps a task's traceback as text and drops its frames
+  CompletionQueue completions_;
+  std::mutex functions_mutex_;
+  std::unordered_map<std::string, std::shared_ptr<const FunctionCode>> functions_;
+  std::atomic<std::uint64_t> next_task_id_{1};
+};
+
+}  // namespace
+}  // namespace hetflow::python
+
+NB_MODULE(_hetflow, m) {
+  using namespace hetflow::python;
+  m.doc() = "The hetflow engine; use the hetflow package, not this module.";
+
+  nb::class_<TaskRef>(m, "TaskRef")
+      .def("done", &TaskRef::done)
+      .def("status", &TaskRef::status)
+      .def("wait", &TaskRef::wait, "timeout"_a = nb::none())
+      .def("cancel", &TaskRef::cancel)
+      .def("name", &TaskRef::name)
+      .def("outcome", &TaskRef::outcome);
+
+  nb::class_<PyRuntime>(m, "Runtime")
+      .def(nb::init<std::optional<unsigned>, std::optional<std::string>, unsigned, std::vector<std::string>,
+                    std::vector<std::string>, std::optional<unsigned>, nb::callable, nb::callable>(),
+           "ncpus"_a.none(), "scheduler"_a.none(), "nprocs"_a, "worker_command"_a, "worker_environment"_a,
+           "spin_us"_a.none(), "dumps"_a, "freeze"_a)
+      .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "name"_a, "priority"_a)
+      .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
+      .def("submit_process", &PyRuntime::submit_process, "function_key"_a, "call"_a, "deps"_a, "name"_a,
+           "priority"_a)
+      .def("watch", &PyRuntime::watch, "task"_a, "target"_a)
+      .def("drain_completions", &PyRuntime::drain_completions, "timeout_ms"_a)
+      .def("wait_all", &PyRuntime::wait_all, "timeout"_a = nb::none())
+      .def("shutdown", &PyRuntime::shutdown)
+      .def("is_shut_down", &PyRuntime::is_shut_down)
+      .def("workers", &PyRuntime::workers)
+      .def("scheduler_name", &PyRuntime::scheduler_name);
+
+  m.def("schedulers", [] {
+    std::vector<std::string> names;
+    for (const auto& entry : hetflow::ext::schedulers()) names.push_back(entry.name);
+    return names;
+  });
+
+  // Engine errors reach Python with the right type and their message.
+  nb::register_exception_translator([](const std::exception_ptr& error, void*) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const hetflow::ShutdownError& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (const hetflow::InvalidArgument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+}

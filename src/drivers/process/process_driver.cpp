@@ -1,0 +1,200 @@
+// Process workers: each worker thread owns one child process and talks to it over two pipes.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "drivers/process/wire.hpp"
+#include "hetflow/process.hpp"
+
+extern char** environ;
+
+namespace hetflow::detail {
+namespace {
+
+// The child finds its pipes at these descriptors; high enough not to collide with stdio.
+constexpr int kChildReadFd = 100;
+constexpr int kChildWriteFd = 101;
+
+std::string describe_exit(int status) {
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    const char* name = sigabbrev_np(sig);
+    return "killed by signal " + std::to_string(sig) + (name != nullptr ? std::string(" (SIG") + name + ")" : "");
+  }
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  return "stopped";
+}
+
+class Child final : public ProcessChannel {
+ public:
+  Child(const ProcessWorkersConfig& config, unsigned index) : config_(config), index_(index) {}
+  ~Child() override { stop(); }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  void start() {
+    int to_child[2];
+    int from_child[2];
+    if (::pipe2(to_child, O_CLOEXEC) != 0) throw Error(std::string("hetflow: pipe: ") + std::strerror(errno));
+    if (::pipe2(from_child, O_CLOEXEC) != 0) {
+      ::close(to_child[0]);
+      ::close(to_child[1]);
+      throw Error(std::string("hetflow: pipe: ") + std::strerror(errno));
+    }
+    std::vector<std::string> argv_storage = config_.command;
+    argv_storage.push_back(std::to_string(kChildReadFd));
+    argv_storage.push_back(std::to_string(kChildWriteFd));
+    std::vector<char*> argv;
+    for (auto& arg : argv_storage) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+
+    std::vector<std::string> env_storage;
+    for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
+    for (const auto& extra : config_.environment) env_storage.push_back(extra);
+    env_storage.push_back("HETFLOW_WORKER_ID=" + std::to_string(index_));
+    std::vector<char*> envp;
+    for (auto& entry : env_storage) envp.push_back(entry.data());
+    envp.push_back(nullptr);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, to_child[0], kChildReadFd);
+    posix_spawn_file_actions_adddup2(&actions, from_child[1], kChildWriteFd);
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    // Its own process group: a Ctrl-C at the terminal interrupts the host, not the workers.
+    posix_spawnattr_setpgroup(&attributes, 0);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigdefault(&attributes, &defaults);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    pid_t pid = 0;
+    int rc = ::posix_spawnp(&pid, argv[0], &actions, &attributes, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    ::close(to_child[0]);
+    ::close(from_child[1]);
+    if (rc != 0) {
+      ::close(to_child[1]);
+      ::close(from_child[0]);
+      throw Error("hetflow: cannot start process worker '" + config_.command[0] + "': " + std::strerror(rc));
+    }
+    pid_ = pid;
+    to_child_ = to_child[1];
+    from_child_ = from_child[0];
+    known_.clear();
+
+    auto ready = read_message(from_child_);
+    if (!ready || ready->kind != kProcessReady) {
+      std::string how = reap();
+      throw Error("hetflow: process worker " + std::to_string(index_) + " (" + config_.command[0] +
+                  ") did not start: " + how);
+    }
+  }
+
+  void stop() noexcept {
+    if (pid_ <= 0) return;
+    if (config_.shutdown_kind != 0) write_message(to_child_, config_.shutdown_kind, {});
+    reap();
+  }
+
+  ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts) override {
+    if (pid_ <= 0) start();
+    std::optional<ProcessMessage> reply;
+    if (write_message(to_child_, kind, parts)) reply = read_message(from_child_);
+    if (reply) return std::move(*reply);
+    const pid_t dead = pid_;
+    std::string how = reap();
+    std::string message = "process worker " + std::to_string(index_) + " (pid " + std::to_string(dead) + ") " + how +
+                          " while running this task; a new worker process replaces it";
+    try {
+      start();
+    } catch (const std::exception& e) {
+      message += std::string(" (restart failed: ") + e.what() + ")";
+    }
+    throw WorkerCrashedError(message);
+  }
+
+  [[nodiscard]] pid_t pid() const noexcept override { return pid_; }
+  [[nodiscard]] unsigned index() const noexcept override { return index_; }
+  [[nodiscard]] bool knows(const std::string& key) const override { return known_.count(key) != 0; }
+  void remember(const std::string& key) override { known_.insert(key); }
+
+ private:
+  // Closes the pipes and waits for the child; returns how it ended.
+  std::string reap() noexcept {
+    if (to_child_ >= 0) ::close(to_child_);
+    if (from_child_ >= 0) ::close(from_child_);
+    to_child_ = from_child_ = -1;
+    int status = 0;
+    pid_t result;
+    do {
+      result = ::waitpid(pid_, &status, 0);
+    } while (result < 0 && errno == EINTR);
+    pid_ = -1;
+    return result < 0 ? std::string("ended") : describe_exit(status);
+  }
+
+  const ProcessWorkersConfig& config_;
+  unsigned index_;
+  pid_t pid_ = -1;
+  int to_child_ = -1;
+  int from_child_ = -1;
+  std::set<std::string> known_;
+};
+
+class ProcessDriver final : public ext::Driver {
+ public:
+  explicit ProcessDriver(ProcessWorkersConfig config) : config_(std::move(config)) {
+    if (config_.command.empty()) throw InvalidArgument("process workers: the command is empty");
+    for (unsigned i = 0; i < config_.count; ++i) children_.push_back(std::make_unique<Child>(config_, i));
+  }
+  [[nodiscard]] std::string_view name() const override { return "process"; }
+  [[nodiscard]] Arch arch() const override { return Arch::process; }
+  [[nodiscard]] unsigned worker_count() const override { return config_.count; }
+
+  void start_worker(unsigned index) override {
+    // A write to a dead child must fail with EPIPE, not kill the host.
+    sigset_t pipe_signal;
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+    try {
+      children_[index]->start();
+    } catch (...) {
+      // Left stopped: the first task it gets tries again and fails with the reason.
+    }
+  }
+  void stop_worker(unsigned index) override { children_[index]->stop(); }
+  [[nodiscard]] void* worker_state(unsigned index) override {
+    return static_cast<ProcessChannel*>(children_[index].get());
+  }
+
+ private:
+  ProcessWorkersConfig config_;
+  std::vector<std::unique_ptr<Child>> children_;
+};
+
+}  // namespace
+}  // namespace hetflow::detail
+
+namespace hetflow {
+
+std::shared_ptr<ext::Driver> make_process_driver(ProcessWorkersConfig config) {
+  return std::make_shared<detail::ProcessDriver>(std::move(config));
+}
+
+}  // namespace hetflow

@@ -1,0 +1,99 @@
+#include "drivers/process/wire.hpp"
+
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+namespace hetflow::detail {
+namespace {
+
+constexpr char kMagic[4] = {'H', 'F', 'W', '1'};
+constexpr std::uint32_t kMaxParts = 1u << 16;
+
+void put32(char* out, std::uint32_t value) {
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((value >> (8 * i)) & 0xff);
+}
+void put64(char* out, std::uint64_t value) {
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((value >> (8 * i)) & 0xff);
+}
+std::uint64_t get(const char* in, int bytes) {
+  std::uint64_t value = 0;
+  for (int i = 0; i < bytes; ++i) value |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  return value;
+}
+
+bool write_all(int fd, std::vector<iovec>& pieces) {
+  std::size_t first = 0;
+  while (first < pieces.size()) {
+    int count = static_cast<int>(std::min<std::size_t>(pieces.size() - first, IOV_MAX));
+    ssize_t written = ::writev(fd, &pieces[first], count);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    auto left = static_cast<std::size_t>(written);
+    while (first < pieces.size() && left >= pieces[first].iov_len) left -= pieces[first++].iov_len;
+    if (left > 0) {
+      pieces[first].iov_base = static_cast<char*>(pieces[first].iov_base) + left;
+      pieces[first].iov_len -= left;
+    }
+  }
+  return true;
+}
+
+// false on end of file
+bool read_exact(int fd, char* out, std::size_t size) {
+  while (size > 0) {
+    ssize_t got = ::read(fd, out, size);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (got == 0) return false;
+    out += got;
+    size -= static_cast<std::size_t>(got);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts) {
+  std::array<char, 16> header{};
+  std::memcpy(header.data(), kMagic, 4);
+  put32(header.data() + 4, kind);
+  put32(header.data() + 8, static_cast<std::uint32_t>(parts.size()));
+  std::vector<std::array<char, 8>> lengths(parts.size());
+  std::vector<iovec> pieces;
+  pieces.reserve(1 + 2 * parts.size());
+  pieces.push_back({header.data(), header.size()});
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    put64(lengths[i].data(), parts[i].size());
+    pieces.push_back({lengths[i].data(), 8});
+    if (!parts[i].empty()) pieces.push_back({const_cast<char*>(parts[i].data()), parts[i].size()});
+  }
+  return write_all(fd, pieces);
+}
+
+std::optional<ProcessMessage> read_message(int fd) {
+  std::array<char, 16> header{};
+  if (!read_exact(fd, header.data(), header.size())) return std::nullopt;
+  if (std::memcmp(header.data(), kMagic, 4) != 0) throw Error("hetflow process worker: garbled message (bad magic)");
+  ProcessMessage message;
+  message.kind = static_cast<std::uint32_t>(get(header.data() + 4, 4));
+  auto count = static_cast<std::uint32_t>(get(header.data() + 8, 4));
+  if (count > kMaxParts) throw Error("hetflow process worker: garbled message (too many parts)");
+  message.parts.resize(count);
+  for (auto& part : message.parts) {
+    char length[8];
+    if (!read_exact(fd, length, 8)) return std::nullopt;
+    part.resize(get(length, 8));
+    if (!part.empty() && !read_exact(fd, part.data(), part.size())) return std::nullopt;
+  }
+  return message;
+}
+
+}  // namespace hetflow::detail
