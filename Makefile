@@ -7,25 +7,37 @@ BUILD_PACKAGES := cmake make g++ pkg-config libgtest-dev libhwloc-dev python3 py
 BENCH_PACKAGES := libstarpu-dev libtbb-dev
 SANITIZER_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHETFLOW_WERROR=ON -DHETFLOW_BUILD_BENCH=OFF -DHETFLOW_BUILD_EXAMPLES=OFF
 
-.PHONY: all deps build run test test-unit test-tsan test-asan bench install clean format
+PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: all deps build python run test test-unit test-python test-tsan test-asan bench bench-python install clean format
 
 all: build
 
 deps:
 	@scripts/install-deps.sh $(BUILD_PACKAGES)
-	@[ -x .venv/bin/python ] || python3 -m venv .venv
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check $(PYTHON_BUILD_DEPS)
 
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DHETFLOW_WERROR=ON $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j$(JOBS)
 
-run: build
+# The Python package, installed (editable) into .venv; rebuilds incrementally under build/python.
+python: deps
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e .
+
+run: build python
 	./$(BUILD)/examples/cpp/tiled_gemm
 
-test: test-unit test-tsan test-asan
+test: test-unit test-python test-tsan test-asan
 
 test-unit: build
 	ctest --test-dir $(BUILD) -j$(JOBS) --output-on-failure
+
+test-python: python
+	$(PY) -m pytest -q tests/python
 
 # The concurrency tests again, under ThreadSanitizer and under AddressSanitizer + UBSan.
 test-tsan: deps
@@ -38,9 +50,14 @@ test-asan: deps
 	cmake --build $(BUILD)-asan -j$(JOBS)
 	ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" ctest --test-dir $(BUILD)-asan -L concurrency -j$(JOBS) --output-on-failure
 
-bench: build
+bench: build bench-python
 	@scripts/install-deps.sh $(BENCH_PACKAGES)
 	HETFLOW_BENCH=./$(BUILD)/bench/hetflow-bench bash bench/overhead/compare.sh
+
+bench-python: python
+	$(PY) -m pip install -q --disable-pip-version-check joblib
+	$(PY) -m hetflow.bench overhead
+	$(PY) -m hetflow.bench scaling
 
 install: build
 	cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX))

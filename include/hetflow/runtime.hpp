@@ -43,7 +43,8 @@ struct TaskOptions {
   int priority = 0;
   /// Shown in traces and error messages; defaults to the codelet's name, or "task".
   std::string name{};
-  /// Architectures the task may run on (intersected with those the codelet implements).
+  /// Architectures the task may run on (intersected with those the codelet implements; a plain
+  /// callable runs on host threads: cpu and process workers).
   ArchMask where = ArchMask::all();
 };
 

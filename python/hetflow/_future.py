@@ -1,7 +1,6 @@
 """hetflow.Future: the eventual result of a task."""
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import threading
@@ -109,6 +108,8 @@ class Future(concurrent.futures.Future):
         raise RuntimeError("hetflow.Future: the outcome is set by the task, not by set_exception()")
 
     def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio
+
         return asyncio.wrap_future(self).__await__()
 
     def __repr__(self) -> str:

@@ -8,7 +8,6 @@ import sys
 import threading
 from typing import Any, Callable, Optional
 
-from hetflow import _hetflow
 from hetflow._args import find_futures, substitute
 from hetflow._errors import freeze_exception
 from hetflow._future import Future
@@ -17,7 +16,13 @@ EXECUTORS = ("thread", "process")
 
 
 def default_executor() -> str:
-    """``process`` on a Python with a GIL (real parallelism for pure Python), else ``thread``."""
+    """``process`` on a Python with a GIL (real parallelism for pure Python), else ``thread``.
+
+    Inside a worker process it is ``thread``: a task that submits tasks should not start a
+    second pool of processes.
+    """
+    if os.environ.get("HETFLOW_WORKER_ID") is not None:
+        return "thread"
     gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)()
     return "process" if gil_enabled else "thread"
 
@@ -61,6 +66,8 @@ class Runtime:
         nprocs: Optional[int] = None,
         spin_us: Optional[int] = None,
     ) -> None:
+        from hetflow import _hetflow, _protocol  # the engine loads on first use, not at import
+
         if ncpus is not None and (not isinstance(ncpus, int) or ncpus < 1):
             raise ValueError(f"hetflow.init: ncpus must be a positive int, not {ncpus!r}")
         if sched is not None and sched not in _hetflow.schedulers():
@@ -82,7 +89,7 @@ class Runtime:
             scheduler=sched,
             nprocs=nprocs,
             worker_command=[sys.executable, "-m", "hetflow._worker"],
-            worker_environment=[],
+            worker_environment=_protocol.worker_environment(),
             spin_us=spin_us,
             dumps=_dumps_value,
             freeze=freeze_exception,

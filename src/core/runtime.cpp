@@ -75,7 +75,8 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
     throw ShutdownError(std::string(what) + ": cannot submit task " + task_label() +
                         ": the runtime has been shut down");
   }
-  ArchMask where = options.where & (codelet != nullptr ? codelet->archs() : ArchMask(Arch::cpu));
+  // A plain callable runs on the worker's host thread: any CPU or process worker can run it.
+  ArchMask where = options.where & (codelet != nullptr ? codelet->archs() : Arch::cpu | Arch::process);
   ArchMask present;
   for (const auto& worker : impl_->worker_infos()) present = present | worker.arch;
   if ((where & present).empty()) {

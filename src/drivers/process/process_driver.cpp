@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -57,10 +58,17 @@ class Child final : public ProcessChannel {
     for (auto& arg : argv_storage) argv.push_back(arg.data());
     argv.push_back(nullptr);
 
+    std::vector<std::string> overrides = config_.environment;
+    overrides.push_back("HETFLOW_WORKER_ID=" + std::to_string(index_));
+    auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
     std::vector<std::string> env_storage;
-    for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
-    for (const auto& extra : config_.environment) env_storage.push_back(extra);
-    env_storage.push_back("HETFLOW_WORKER_ID=" + std::to_string(index_));
+    for (char** e = environ; *e != nullptr; ++e) {
+      std::string entry(*e);
+      bool replaced = std::any_of(overrides.begin(), overrides.end(),
+                                  [&](const std::string& o) { return name_of(o) == name_of(entry); });
+      if (!replaced) env_storage.push_back(std::move(entry));
+    }
+    env_storage.insert(env_storage.end(), overrides.begin(), overrides.end());
     std::vector<char*> envp;
     for (auto& entry : env_storage) envp.push_back(entry.data());
     envp.push_back(nullptr);

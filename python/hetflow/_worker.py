@@ -1,0 +1,205 @@
+"""A process worker: ``python -m hetflow._worker READ_FD WRITE_FD``.
+
+Started and driven by the host's process driver over two pipes (see ``_protocol``). It sends
+READY, then runs one RUN message at a time and answers each with RESULT or ERROR, until
+SHUTDOWN or end of file (exit status 0). Ctrl-C is ignored: the host handles it. A task's
+prints are flushed before its reply. ``HETFLOW_SYS_PATH`` (``_protocol.worker_environment()``),
+when set, goes first on ``sys.path``, so modules import here as they do in the host.
+
+Inside a task::
+
+    >>> from hetflow import _worker
+    >>> _worker.worker_id()        # HETFLOW_WORKER_ID set by the host, or None
+    2
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import traceback
+from types import TracebackType
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import _protocol as P
+from ._serialize import _KEEP, Placeholder, dumps_result, replace_nested
+
+EXIT_GRACE_S = 5.0  # at exit, threads a task left running get this long before os._exit
+
+
+def worker_id() -> Optional[int]:
+    """This worker's index as the host numbered it (``HETFLOW_WORKER_ID``), None if unset."""
+    try:
+        return int(os.environ[P.WORKER_ID_VARIABLE])
+    except (KeyError, ValueError):
+        return None
+
+
+def _adopt_host_sys_path() -> None:
+    host = [p for p in os.environ.get(P.SYS_PATH_VARIABLE, "").split(os.pathsep) if p]
+    if host:
+        sys.path[:] = host + [p for p in sys.path if p not in host]
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # a task may have replaced or closed them
+            pass
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _pickle_exception(exc: BaseException) -> bytes:
+    """The exception's pickle if it pickles and unpickles again, else b""."""
+    try:
+        data = dumps_result(exc)
+        pickle.loads(data)
+        return data
+    except Exception:
+        return b""
+
+
+def _task_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """``tb`` without its leading frames of this module (the worker's own)."""
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return tb
+
+
+def _error_parts(task_id: bytes, exc: BaseException, context: str = "") -> List[bytes]:
+    """The parts of an ERROR message for ``exc``, its traceback without the worker's frames."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<unprintable {type(exc).__name__} object>"
+    text = context + "".join(traceback.format_exception(type(exc), exc, _task_frames(exc.__traceback__)))
+    return [
+        task_id,
+        _pickle_exception(exc),
+        _type_name(type(exc)).encode("utf-8"),
+        message.encode("utf-8", errors="replace"),
+        text.encode("utf-8", errors="replace"),
+    ]
+
+
+class Worker:
+    """Serves RUN messages read from ``read_fd``, answering on ``write_fd``."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.functions: Dict[str, Callable[..., Any]] = {}
+
+    def serve(self) -> int:
+        """Runs until SHUTDOWN or end of file; returns the exit status (0)."""
+        P.write_message(self.write_fd, P.READY, [str(os.getpid()).encode("ascii")])
+        while True:
+            message = P.read_message(self.read_fd)
+            if message is None:
+                return 0
+            kind, parts = message
+            del message
+            if kind == P.SHUTDOWN:
+                return 0
+            if kind != P.RUN or len(parts) < 4 or len(parts[P.RUN_TASK_ID]) != 8:
+                raise P.ProtocolError(f"hetflow worker: unexpected message: kind {kind} with {len(parts)} parts")
+            reply_kind, reply = self.run(parts)
+            del parts  # let a task's inputs go before waiting for the next one
+            _flush_stdio()  # the task's prints reach the host before its result does
+            P.write_message(self.write_fd, reply_kind, reply)
+            del reply
+
+    def run(self, parts: List[bytearray]) -> Tuple[int, List[bytes]]:
+        """Runs the task of a RUN message's parts; returns the reply's kind and parts."""
+        task_id = bytes(parts[P.RUN_TASK_ID])
+        stage = "loading the task's function"
+        try:
+            func = self.function(bytes(parts[P.RUN_FUNC_KEY]).decode("utf-8"), parts[P.RUN_FUNC_BYTES])
+            stage = "loading the task's arguments"
+            args, kwargs = self.arguments(parts[P.RUN_CALL_BYTES], parts[P.RUN_DEPS :])
+        except BaseException as exc:
+            context = f"hetflow: process worker (pid {os.getpid()}) failed {stage}:\n"
+            return P.ERROR, _error_parts(task_id, exc, context)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:  # SystemExit too: the task failed, the worker goes on
+            return P.ERROR, _error_parts(task_id, exc)
+        finally:
+            del args, kwargs
+        try:
+            return P.RESULT, [task_id, dumps_result(result)]
+        except TypeError as exc:
+            exc.__traceback__ = None  # the pickling failed, not the task: no frames to show
+            return P.ERROR, _error_parts(task_id, exc)
+
+    def function(self, key: str, data: Any) -> Callable[..., Any]:
+        """The function cached under ``key``, loaded from ``data`` (cloudpickle) the first time."""
+        func = self.functions.get(key)
+        if func is None:
+            if not len(data):
+                raise RuntimeError(
+                    f"hetflow: process worker (pid {os.getpid()}) has no function under key {key!r} "
+                    "and the RUN message carried none (the host must send it the first time)"
+                )
+            func = self.functions[key] = pickle.loads(data)
+        return func
+
+    @staticmethod
+    def arguments(call: Any, deps: Sequence[Any]) -> Tuple[tuple, Dict[str, Any]]:
+        """``(args, kwargs)`` from the call pickle, each ``Placeholder(i)`` replaced by dep i."""
+        args, kwargs = pickle.loads(call)
+        if not deps:
+            return args, kwargs
+        values: Dict[int, Any] = {}
+
+        def fill(item: Any) -> Any:
+            if type(item) is not Placeholder:
+                return _KEEP
+            index = item.index
+            if index not in values:
+                if not 0 <= index < len(deps):
+                    raise IndexError(f"hetflow: Placeholder({index}) but the task has {len(deps)} dependencies")
+                values[index] = pickle.loads(deps[index])
+            return values[index]
+
+        return replace_nested(args, fill), replace_nested(kwargs, fill)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: ``main(["READ_FD", "WRITE_FD"])``; returns the exit status."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) != 2 or not all(a.isdigit() for a in argv):
+        print("usage: python -m hetflow._worker READ_FD WRITE_FD", file=sys.stderr)
+        return 2
+    read_fd, write_fd = int(argv[0]), int(argv[1])
+    for fd in (read_fd, write_fd):
+        os.set_inheritable(fd, False)  # a task's own subprocesses must not hold our pipes open
+    _adopt_host_sys_path()
+    try:
+        return Worker(read_fd, write_fd).serve()
+    except BrokenPipeError:  # the host is gone: nobody to answer
+        return 0
+    except P.ProtocolError as exc:
+        print(f"hetflow worker (pid {os.getpid()}): {exc}", file=sys.stderr)
+        return 2
+
+
+def _exit(status: int) -> None:
+    _flush_stdio()
+    # A non-daemon thread left running by a task would stall the interpreter's exit forever.
+    watchdog = threading.Timer(EXIT_GRACE_S, os._exit, (status,))
+    watchdog.daemon = True
+    watchdog.start()
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    _exit(main())
