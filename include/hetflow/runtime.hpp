@@ -71,7 +71,8 @@ class Acquisition {
   [[nodiscard]] T* as() const noexcept {
     return static_cast<T*>(data_);
   }
-  [[nodiscard]] bool active() const noexcept { return token_ != nullptr; }
+  /// False once released, through this object or through Runtime::release.
+  [[nodiscard]] bool active() const noexcept { return token_ != nullptr && !detail::is_finished(token_); }
   void release();
 
  private:
@@ -166,6 +167,9 @@ class Runtime {
   /// Waits for the tasks using `handle`, leaves the latest data in the user's buffer and makes
   /// the handle unusable for new tasks.
   void unregister(const DataHandle& handle);
+  /// The same without waiting: new tasks are refused at once, and the handle is let go when the
+  /// tasks already using it have finished (for buffers whose owner is going away).
+  void unregister_async(const DataHandle& handle);
 
   /// Blocks until every task submitted so far has finished.
   void wait_all();

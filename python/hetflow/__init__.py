@@ -15,11 +15,24 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from hetflow import _runtime
+from hetflow._arrays import RW, Access, R, W
+from hetflow._data import Acquired, array, empty, ones, zeros
 from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
 from hetflow._future import Future
 from hetflow._submit import DelayedFunction, TaskOptions, delayed, submit, task_submit
 
 __all__ = [
+    "Access",
+    "Acquired",
+    "R",
+    "RW",
+    "W",
+    "acquire",
+    "array",
+    "empty",
+    "ones",
+    "release",
+    "zeros",
     "CancelledError",
     "DelayedFunction",
     "DependencyError",
@@ -103,6 +116,25 @@ def shutdown() -> None:
 def wait_for_all(timeout: Optional[float] = None) -> bool:
     """Waits for every task submitted so far; False if the timeout passed first."""
     return _runtime.current().wait_all(timeout)
+
+
+def acquire(array: Any, mode: str = "RW") -> Acquired:
+    """Host access to an array that tasks may be using: waits for the earlier tasks that conflict
+    with ``mode`` ("R", "W" or "RW"), and holds later conflicting tasks back until released.
+
+    >>> with hetflow.acquire(a, "R") as view:
+    ...     print(view.sum())
+    """
+    from hetflow._arrays import check_mode
+
+    runtime = _runtime.current()
+    mode = check_mode(mode)
+    return Acquired(runtime.handles, array, runtime.handles.acquire(array, mode))
+
+
+def release(array: Any) -> None:
+    """Releases the most recent ``hetflow.acquire`` of ``array`` still held."""
+    _runtime.current().handles.release(array)
 
 
 def ncpus() -> int:

@@ -45,8 +45,9 @@ RESULT = 1
 ERROR = 2
 READY = 3
 
-# Index of each part of a RUN message; deps start at RUN_DEPS.
-RUN_TASK_ID, RUN_FUNC_KEY, RUN_FUNC_BYTES, RUN_CALL_BYTES, RUN_DEPS = 0, 1, 2, 3, 4
+# Index of each part of a RUN message; deps start at RUN_DEPS. RUN_ARRAYS is the array table:
+# one "segment-id fd host-pid offset nbytes" line per array the call's ArrayRefs stand for.
+RUN_TASK_ID, RUN_FUNC_KEY, RUN_FUNC_BYTES, RUN_CALL_BYTES, RUN_ARRAYS, RUN_DEPS = 0, 1, 2, 3, 4, 5
 # Index of each part of an ERROR message.
 ERROR_TASK_ID, ERROR_EXC_BYTES, ERROR_TYPE_NAME, ERROR_MESSAGE, ERROR_TRACEBACK = 0, 1, 2, 3, 4
 

@@ -95,6 +95,7 @@ class Runtime:
             freeze=freeze_exception,
         )
         self._registered: set = set()
+        self._handles: Optional[Any] = None
         self._dispatcher: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self._closed = False
@@ -120,23 +121,76 @@ class Runtime:
         name = name or getattr(func, "__name__", None) or type(func).__name__
         if executor == "process" and self.nprocs == 0:
             raise ValueError("hetflow: executor='process' but the runtime has no worker processes (nprocs=0)")
+        data = _find_data(args, kwargs)
         if executor == "process":
             from hetflow._serialize import pack_call
 
+            arrays: list = []
+            if data:
+                args, kwargs, arrays = self._data_for_process(args, kwargs)
             packed = pack_call(func, args, kwargs, _is_future)
             if packed.func_key not in self._registered:
                 self._engine.register_function(packed.func_key, packed.func_bytes)
                 self._registered.add(packed.func_key)
             deps = [f._task for f in packed.futures]
-            task = self._engine.submit_process(packed.func_key, packed.call_bytes, deps, name, priority)
+            task = self._engine.submit_process(packed.func_key, packed.call_bytes, deps, arrays, name, priority)
         else:
+            accesses: list = []
+            if data:
+                args, kwargs, accesses = self._data_for_thread(args, kwargs)
             futures = find_futures(args, kwargs, _is_future) if args or kwargs else []
             if futures:
                 call = functools.partial(_call_resolved, func, args, kwargs)
             else:
                 call = functools.partial(func, *args, **kwargs)
-            task = self._engine.submit_thread(call, [f._task for f in futures], name, priority)
+            task = self._engine.submit_thread(call, [f._task for f in futures], accesses, name, priority)
         return Future(task, self, name)
+
+    # -- data --------------------------------------------------------------------------------------
+    @property
+    def handles(self) -> Any:
+        if self._handles is None:
+            from hetflow._data import HandleRegistry
+
+            with self._lock:
+                if self._handles is None:
+                    self._handles = HandleRegistry(self._engine)
+        return self._handles
+
+    def _data_for_thread(self, args: tuple, kwargs: dict) -> tuple:
+        """Unwraps access marks; returns the engine accesses [(handle, mode)] of the arrays."""
+        accesses: list = []
+
+        def take(value: Any) -> Any:
+            value, mode = _unwrap(value)
+            if _is_array(value):
+                accesses.append((self.handles.handle(value, mode)[0], mode))
+            return value
+
+        return tuple(take(v) for v in args), {k: take(v) for k, v in kwargs.items()}, accesses
+
+    def _data_for_process(self, args: tuple, kwargs: dict) -> tuple:
+        """Replaces each array by an ArrayRef; returns the engine's array specs in ArrayRef order."""
+        from hetflow._arrays import ArrayRef
+
+        arrays: list = []
+        index_of: dict = {}
+
+        def take(value: Any) -> Any:
+            value, mode = _unwrap(value)
+            if not _is_array(value):
+                return value
+            index = index_of.get(id(value))
+            if index is None:
+                handle, address, nbytes = self.handles.handle(value, mode)
+                index = index_of[id(value)] = len(arrays)
+                arrays.append((handle, mode, address, nbytes, value))
+            elif "W" in mode and "W" not in arrays[index][1]:
+                entry = arrays[index]
+                arrays[index] = (entry[0], "RW", *entry[2:])
+            return ArrayRef.of(index, value)
+
+        return tuple(take(v) for v in args), {k: take(v) for k, v in kwargs.items()}, arrays
 
     # -- completion notices ----------------------------------------------------------------------
     def watch(self, future: Future) -> None:
@@ -182,6 +236,31 @@ def _dumps_value(value: Any) -> bytes:
     from hetflow._serialize import dumps_value
 
     return dumps_value(value)
+
+
+def _is_array(value: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.ndarray)
+
+
+def _unwrap(value: Any) -> tuple:
+    from hetflow._arrays import Access
+
+    if type(value) is Access:
+        return value.value, value.mode
+    return value, "R"
+
+
+def _find_data(args: tuple, kwargs: dict) -> bool:
+    """True if a top-level argument is an array or carries an access mode."""
+    numpy = sys.modules.get("numpy")
+    for value in (*args, *kwargs.values()):
+        kind = type(value)
+        if kind.__name__ == "Access" and kind.__module__ == "hetflow._arrays":
+            return True
+        if numpy is not None and isinstance(value, numpy.ndarray):
+            return True
+    return False
 
 
 def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

@@ -25,7 +25,7 @@ import cloudpickle
 from ._protocol import MAX_PARTS, RUN_DEPS
 
 PROTOCOL = 5
-MAX_FUTURES = MAX_PARTS - RUN_DEPS  # a RUN message carries one part per future after 4 others
+MAX_FUTURES = MAX_PARTS - RUN_DEPS  # a RUN message carries one part per future after the others
 _ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 _KEEP: Any = object()  # what a replace() callback returns to leave a leaf as it is
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, TypeVar, overload
+from typing import Any, Callable, Dict, Optional, TypeVar, overload
 
 from hetflow import _runtime
 from hetflow._future import Future
@@ -68,25 +68,55 @@ submit = task_submit
 class DelayedFunction:
     """A function whose calls are submitted as tasks; made by ``@hetflow.delayed``."""
 
-    def __init__(self, func: Callable[..., Any], options: TaskOptions, perfmodel: Optional[str]) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        options: TaskOptions,
+        perfmodel: Optional[str],
+        access: Optional[Dict[str, str]] = None,
+    ) -> None:
         if not callable(func):
             raise TypeError(f"hetflow.delayed: {func!r} is not callable")
         functools.update_wrapper(self, func)
         self.func = func
         self.perfmodel = perfmodel
+        self.access = _checked_access(func, access)
         self._options = options if options.name else options.merged(name=getattr(func, "__name__", None))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future:
+        if self.access:
+            from hetflow._data import names_with_modes
+
+            args, kwargs = names_with_modes(self.func, self.access, args, kwargs)
         return self._options.submit(self.func, *args, **kwargs)
 
     def options(self, **changes: Any) -> "DelayedFunction":
         """The same function with some task options changed, for one call or more:
         ``add.options(executor="thread")(1, 2)``."""
-        return DelayedFunction(self.func, self._options.merged(**changes), self.perfmodel)
+        return DelayedFunction(self.func, self._options.merged(**changes), self.perfmodel, self.access)
 
     def __reduce__(self) -> Any:
         # Sent to a worker process (inside another task, say) as the plain function.
         return (_plain, (self.func,))
+
+
+def _checked_access(func: Callable[..., Any], access: Optional[Dict[str, str]]) -> Dict[str, str]:
+    if not access:
+        return {}
+    import inspect
+
+    from hetflow._arrays import check_mode
+
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        parameters = None
+    checked = {}
+    for name, mode in access.items():
+        if parameters is not None and name not in parameters:
+            raise ValueError(f"hetflow.delayed: access names {name!r}, which is not a parameter of {func.__name__}")
+        checked[name] = check_mode(mode)
+    return checked
 
 
 def _plain(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -97,7 +127,12 @@ def _plain(func: Callable[..., Any]) -> Callable[..., Any]:
 def delayed(func: F) -> DelayedFunction: ...
 @overload
 def delayed(
-    *, name: Optional[str] = None, priority: int = 0, perfmodel: Optional[str] = None, executor: Optional[str] = None
+    *,
+    name: Optional[str] = None,
+    priority: int = 0,
+    perfmodel: Optional[str] = None,
+    executor: Optional[str] = None,
+    access: Optional[Dict[str, str]] = None,
 ) -> Callable[[F], DelayedFunction]: ...
 
 
@@ -108,6 +143,7 @@ def delayed(
     priority: int = 0,
     perfmodel: Optional[str] = None,
     executor: Optional[str] = None,
+    access: Optional[Dict[str, str]] = None,
 ) -> Any:
     """Makes calls of the decorated function submit tasks and return futures.
 
@@ -119,8 +155,11 @@ def delayed(
     >>> @hetflow.delayed(name="mul", priority=2, executor="thread")
     ... def mul(a, b):
     ...     return a * b
+    >>> @hetflow.delayed(access={"out": "W"})     # numpy arguments are read ("R") by default
+    ... def scale(out, a, factor):
+    ...     out[:] = a * factor
     """
     options = TaskOptions(executor, name, priority)
     if func is not None:
-        return DelayedFunction(func, options, perfmodel)
-    return lambda f: DelayedFunction(f, options, perfmodel)
+        return DelayedFunction(func, options, perfmodel, access)
+    return lambda f: DelayedFunction(f, options, perfmodel, access)

@@ -108,7 +108,7 @@ class Worker:
             del message
             if kind == P.SHUTDOWN:
                 return 0
-            if kind != P.RUN or len(parts) < 4 or len(parts[P.RUN_TASK_ID]) != 8:
+            if kind != P.RUN or len(parts) < P.RUN_DEPS or len(parts[P.RUN_TASK_ID]) != 8:
                 raise P.ProtocolError(f"hetflow worker: unexpected message: kind {kind} with {len(parts)} parts")
             reply_kind, reply = self.run(parts)
             del parts  # let a task's inputs go before waiting for the next one
@@ -124,6 +124,9 @@ class Worker:
             func = self.function(bytes(parts[P.RUN_FUNC_KEY]).decode("utf-8"), parts[P.RUN_FUNC_BYTES])
             stage = "loading the task's arguments"
             args, kwargs = self.arguments(parts[P.RUN_CALL_BYTES], parts[P.RUN_DEPS :])
+            if len(parts[P.RUN_ARRAYS]):
+                stage = "mapping the task's arrays"
+                args, kwargs = _with_arrays(args, kwargs, parts[P.RUN_ARRAYS])
         except BaseException as exc:
             context = f"hetflow: process worker (pid {os.getpid()}) failed {stage}:\n"
             return P.ERROR, _error_parts(task_id, exc, context)
@@ -170,6 +173,23 @@ class Worker:
             return values[index]
 
         return replace_nested(args, fill), replace_nested(kwargs, fill)
+
+
+def _with_arrays(args: tuple, kwargs: Dict[str, Any], table: Any) -> Tuple[tuple, Dict[str, Any]]:
+    """The call with each ArrayRef (the host puts them at top level) replaced by its array."""
+    from hetflow._arrays import ArrayRef, materialize
+
+    refs = sorted(
+        (v for v in (*args, *kwargs.values()) if type(v) is ArrayRef), key=lambda ref: ref.index
+    )
+    unique = list({ref.index: ref for ref in refs}.values())
+    arrays = materialize(table, unique)
+    by_index = {ref.index: array for ref, array in zip(unique, arrays)}
+
+    def swap(value: Any) -> Any:
+        return by_index[value.index] if type(value) is ArrayRef else value
+
+    return tuple(swap(v) for v in args), {k: swap(v) for k, v in kwargs.items()}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

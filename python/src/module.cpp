@@ -1,6 +1,9 @@
 // The _hetflow extension: the engine, seen from Python. The Python package (python/hetflow)
 // builds the public API on top of it.
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -16,6 +19,7 @@
 
 #include "completions.hpp"
 #include "gil_session.hpp"
+#include "shared_memory.hpp"
 #include "hetflow/hetflow.hpp"
 #include "hetflow/process.hpp"
 #include "task_result.hpp"
@@ -151,6 +155,43 @@ class TaskRef {
   TaskFuture future_;
 };
 
+/// A numpy array's buffer, registered with the engine for dependency tracking.
+class ArrayHandle {
+ public:
+  explicit ArrayHandle(DataHandle handle) : handle_(std::move(handle)) {}
+  [[nodiscard]] const DataHandle& handle() const noexcept { return handle_; }
+  [[nodiscard]] bool registered() const noexcept { return handle_.registered(); }
+
+ private:
+  DataHandle handle_;
+};
+
+/// Host access to an array, from PyRuntime::acquire.
+class PyAcquisition {
+ public:
+  explicit PyAcquisition(Acquisition acquisition) : acquisition_(std::move(acquisition)) {}
+  void release() {
+    nb::gil_scoped_release release;
+    acquisition_.release();
+  }
+  [[nodiscard]] bool active() const noexcept { return acquisition_.active(); }
+
+ private:
+  Acquisition acquisition_;
+};
+
+/// An array a process task uses: where it is, how the task uses it, and the array object,
+/// kept alive until the task is done.
+struct ArrayArgument {
+  std::uintptr_t address = 0;
+  std::size_t nbytes = 0;
+  bool writes = false;
+  PyRef array;
+};
+
+using ArraySpec = std::tuple<const ArrayHandle*, std::string, std::uintptr_t, std::size_t, nb::handle>;
+using AccessSpec = std::pair<const ArrayHandle*, std::string>;
+
 struct FunctionCode {
   std::string key;
   std::string bytes;
@@ -181,10 +222,12 @@ class PyRuntime {
 
   ~PyRuntime() { shutdown(); }
 
-  TaskRef submit_thread(nb::callable fn, const std::vector<const TaskRef*>& deps, const std::string& name,
-                        int priority) {
+  TaskRef submit_thread(nb::callable fn, const std::vector<const TaskRef*>& deps,
+                        const std::vector<AccessSpec>& accesses, const std::string& name, int priority) {
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::cpu;
+    std::vector<DataAccess> data = data_accesses(accesses);
+    options.data_list = data;
     auto body = [this, fn = PyRef::borrow(fn.ptr())]() -> TaskResult {
       GilSession::Guard gil;
       PyObject* value = PyObject_CallNoArgs(fn.get());
@@ -212,7 +255,7 @@ class PyRuntime {
   }
 
   TaskRef submit_process(const std::string& function_key, nb::bytes call, const std::vector<const TaskRef*>& deps,
-                         const std::string& name, int priority) {
+                         const std::vector<ArraySpec>& arrays, const std::string& name, int priority) {
     std::shared_ptr<const FunctionCode> function;
     {
       std::lock_guard guard(functions_mutex_);
@@ -222,12 +265,39 @@ class PyRuntime {
     }
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::process;
+    std::vector<AccessSpec> access_specs;
+    std::vector<ArrayArgument> array_arguments;
+    for (const auto& [handle, mode, address, nbytes, array] : arrays) {
+      access_specs.emplace_back(handle, mode);
+      array_arguments.push_back({address, nbytes, writes(parse_access_mode(mode)), PyRef::borrow(array.ptr())});
+    }
+    std::vector<DataAccess> data = data_accesses(access_specs);
+    options.data_list = data;
     std::vector<TaskFuture> inputs;
     inputs.reserve(deps.size());
     for (const TaskRef* dep : deps) inputs.push_back(dep->future());
-    auto body = [this, function, call = std::string(call.c_str(), call.size()), inputs = std::move(inputs)](
-                    TaskContext& context) -> TaskResult { return run_in_process(context, *function, call, inputs); };
+    auto body = [this, function, call = std::string(call.c_str(), call.size()), inputs = std::move(inputs),
+                 array_arguments = std::move(array_arguments)](TaskContext& context) -> TaskResult {
+      return run_in_process(context, *function, call, inputs, array_arguments);
+    };
     return TaskRef(runtime().submit(options, std::move(body)));
+  }
+
+  ArrayHandle register_array(std::uintptr_t address, std::size_t nbytes, const std::string& name) {
+    if (address == 0) throw nb::value_error("hetflow: cannot register an array without data");
+    return ArrayHandle(runtime().register_data(reinterpret_cast<void*>(address),
+                                               DataLayout::vector(nbytes, 1), name));
+  }
+
+  void unregister_async(const ArrayHandle& handle) {
+    if (runtime_ && !runtime_->is_shut_down()) runtime_->unregister_async(handle.handle());
+  }
+
+  PyAcquisition acquire(const ArrayHandle& handle, const std::string& mode) {
+    AccessMode access = parse_access_mode(mode);
+    Runtime& rt = runtime();
+    nb::gil_scoped_release release;
+    return PyAcquisition(rt.acquire(handle.handle(), access));
   }
 
   void watch(const TaskRef& task, nb::handle target) { completions_.watch(task.future(), target.ptr()); }
@@ -273,6 +343,13 @@ class PyRuntime {
     return *runtime_;
   }
 
+  static std::vector<DataAccess> data_accesses(const std::vector<AccessSpec>& specs) {
+    std::vector<DataAccess> data;
+    data.reserve(specs.size());
+    for (const auto& [handle, mode] : specs) data.push_back({handle->handle(), parse_access_mode(mode)});
+    return data;
+  }
+
   static TaskOptions options_for(const std::vector<const TaskRef*>& deps, const std::string& name, int priority) {
     TaskOptions options;
     options.after.reserve(deps.size());
@@ -300,9 +377,31 @@ class PyRuntime {
     return out;
   }
 
+  // Where the worker process finds each array: in the array's own shared segment (no copy), or
+  // in a scratch segment of this worker that the array is copied into (and, if written, back).
+  static std::string locate_arrays(const std::vector<ArrayArgument>& arrays, std::vector<Segment*>& copies) {
+    std::string table;
+    copies.assign(arrays.size(), nullptr);
+    for (std::size_t i = 0; i < arrays.size(); ++i) {
+      const ArrayArgument& array = arrays[i];
+      if (auto segment = SegmentRegistry::instance().find(array.address, array.nbytes)) {
+        table += segment->locate(array.address - reinterpret_cast<std::uintptr_t>(segment->base), array.nbytes);
+      } else {
+        Segment& scratch = scratch_segment(i, array.nbytes);
+        std::memcpy(scratch.base, reinterpret_cast<const void*>(array.address), array.nbytes);
+        copies[i] = &scratch;
+        table += scratch.locate(0, array.nbytes);
+      }
+      table += '\n';
+    }
+    return table;
+  }
+
   TaskResult run_in_process(TaskContext& context, const FunctionCode& function, const std::string& call,
-                            const std::vector<TaskFuture>& inputs) {
+                            const std::vector<TaskFuture>& inputs, const std::vector<ArrayArgument>& arrays) {
     auto* channel = static_cast<ProcessChannel*>(context.driver_state());
+    std::vector<Segment*> copies;
+    const std::string array_table = locate_arrays(arrays, copies);
     std::vector<std::string> input_bytes;
     input_bytes.reserve(inputs.size());
     for (const auto& input : inputs) input_bytes.push_back(pickled_input(input));
@@ -312,11 +411,17 @@ class PyRuntime {
     for (int i = 0; i < 8; ++i) task_id[i] = static_cast<char>((id >> (8 * i)) & 0xff);
     const bool first_time = !channel->knows(function.key);
     std::vector<std::string_view> parts{std::string_view(task_id, 8), function.key,
-                                        first_time ? std::string_view(function.bytes) : std::string_view(), call};
+                                        first_time ? std::string_view(function.bytes) : std::string_view(), call,
+                                        array_table};
     for (const auto& bytes : input_bytes) parts.emplace_back(bytes);
     ProcessMessage reply = channel->call(kRun, parts);
     if (first_time) channel->remember(function.key);
     if (reply.kind == kReplyResult && reply.parts.size() >= 2) {
+      for (std::size_t i = 0; i < arrays.size(); ++i) {
+        if (copies[i] != nullptr && arrays[i].writes) {
+          std::memcpy(reinterpret_cast<void*>(arrays[i].address), copies[i]->base, arrays[i].nbytes);
+        }
+      }
       TaskResult result;
       result.pickled = std::move(reply.parts[1]);
       result.is_pickled = true;
@@ -353,15 +458,23 @@ NB_MODULE(_hetflow, m) {
       .def("name", &TaskRef::name)
       .def("outcome", &TaskRef::outcome);
 
+  nb::class_<ArrayHandle>(m, "ArrayHandle").def("registered", &ArrayHandle::registered);
+  nb::class_<PyAcquisition>(m, "Acquisition")
+      .def("release", &PyAcquisition::release)
+      .def("active", &PyAcquisition::active);
+
   nb::class_<PyRuntime>(m, "Runtime")
       .def(nb::init<std::optional<unsigned>, std::optional<std::string>, unsigned, std::vector<std::string>,
                     std::vector<std::string>, std::optional<unsigned>, nb::callable, nb::callable>(),
            "ncpus"_a.none(), "scheduler"_a.none(), "nprocs"_a, "worker_command"_a, "worker_environment"_a,
            "spin_us"_a.none(), "dumps"_a, "freeze"_a)
-      .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "name"_a, "priority"_a)
+      .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a)
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
-      .def("submit_process", &PyRuntime::submit_process, "function_key"_a, "call"_a, "deps"_a, "name"_a,
-           "priority"_a)
+      .def("submit_process", &PyRuntime::submit_process, "function_key"_a, "call"_a, "deps"_a, "arrays"_a,
+           "name"_a, "priority"_a)
+      .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a)
+      .def("unregister_async", &PyRuntime::unregister_async, "handle"_a)
+      .def("acquire", &PyRuntime::acquire, "handle"_a, "mode"_a)
       .def("watch", &PyRuntime::watch, "task"_a, "target"_a)
       .def("drain_completions", &PyRuntime::drain_completions, "timeout_ms"_a)
       .def("wait_all", &PyRuntime::wait_all, "timeout"_a = nb::none())
@@ -369,6 +482,17 @@ NB_MODULE(_hetflow, m) {
       .def("is_shut_down", &PyRuntime::is_shut_down)
       .def("workers", &PyRuntime::workers)
       .def("scheduler_name", &PyRuntime::scheduler_name);
+
+  m.def(
+      "shared_bytes",
+      [](std::size_t nbytes) {
+        Segment segment = SegmentRegistry::instance().allocate(nbytes);
+        nb::capsule owner(segment.base, [](void* base) noexcept {
+          SegmentRegistry::instance().free(static_cast<std::byte*>(base));
+        });
+        return nb::ndarray<nb::numpy, std::uint8_t, nb::ndim<1>>(segment.base, {nbytes}, owner);
+      },
+      "nbytes"_a, "A uint8 numpy array of nbytes in memory that worker processes share.");
 
   m.def("schedulers", [] {
     std::vector<std::string> names;

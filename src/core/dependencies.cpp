@@ -32,9 +32,11 @@ namespace {
 
 constexpr std::size_t kReaderPruneThreshold = 64;
 
+// Drops the readers that succeeded. Those that failed or were cancelled stay: the next writer
+// depends on them and must fail too, however many readers came between.
 void prune_finished_readers(HandleImpl& handle) {
   std::erase_if(handle.readers, [](TaskCore* reader) {
-    if (!is_final(reader->status())) return false;
+    if (reader->status() != TaskStatus::done) return false;
     release(reader);
     return true;
   });

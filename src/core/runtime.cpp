@@ -105,7 +105,9 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   task->pending.store(1, std::memory_order_relaxed);
   if (!options.name.empty()) task->name = std::make_unique<std::string>(options.name);
 
-  // One record per handle, with the modes of repeated mentions merged.
+  // One record per mention, in the order given: TaskContext::buffer(i) is the i-th handle named.
+  // A handle named more than once gets the union of its modes in each of its records, and its
+  // dependencies are tracked once (RuntimeImpl::submit skips the repeats).
   const std::size_t mentioned = options.data.size() + options.data_list.size();
   if (mentioned > TaskCore::kInlineAccesses) {
     task->heap_accesses = new AccessRecord[mentioned];
@@ -113,16 +115,15 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   }
   AccessRecord* records = task->accesses();
   std::size_t count = 0;
-  for_each_access(options, [&](const DataAccess& access) {
-    HandleImpl* handle = access.handle.impl();
-    auto* end = records + count;
-    auto* same = std::find_if(records, end, [&](const AccessRecord& r) { return r.handle == handle; });
-    if (same != end) {
-      same->mode = static_cast<AccessMode>(static_cast<unsigned>(same->mode) | static_cast<unsigned>(access.mode));
-    } else {
-      records[count++] = {handle, access.mode};
+  for_each_access(options, [&](const DataAccess& access) { records[count++] = {access.handle.impl(), access.mode}; });
+  for (std::size_t i = 0; i < count; ++i) {
+    for (std::size_t j = i + 1; j < count; ++j) {
+      if (records[j].handle != records[i].handle) continue;
+      const auto both =
+          static_cast<AccessMode>(static_cast<unsigned>(records[i].mode) | static_cast<unsigned>(records[j].mode));
+      records[i].mode = records[j].mode = both;
     }
-  });
+  }
   task->access_count = static_cast<std::uint16_t>(count);
 
   if (size <= TaskCore::kInlineStorage && align <= alignof(std::max_align_t)) {
@@ -167,7 +168,9 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::acquire: the runtime has been shut down");
   HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::acquire");
 
-  TaskCore* token = impl_->submit_manual("acquire " + quoted(impl.name), &impl, mode, 1);
+  // Two references: the engine's (dropped when the acquisition is released, either way) and the
+  // Acquisition object's, so that the record stays this acquisition's until the object is done.
+  TaskCore* token = impl_->submit_manual("acquire " + quoted(impl.name), &impl, mode, 2);
   detail::wait_until_started(token);
   void* data = detail::prepare_replica(impl, detail::kHostNode, writes(mode));
   {
@@ -178,14 +181,21 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
 }
 
 void Runtime::release_acquisition(TaskCore* token) noexcept {
-  HandleImpl& handle = *token->inline_accesses[0].handle;
-  {
-    std::lock_guard guard(handle.dep_lock);
-    auto it = std::find(handle.acquisitions.begin(), handle.acquisitions.end(), token);
-    if (it == handle.acquisitions.end()) return;  // already released through Runtime::release
-    handle.acquisitions.erase(it);
+  // Done already if it was released through Runtime::release (its handle may be gone since).
+  if (token->status() != detail::TaskStatus::done) {
+    HandleImpl& handle = *token->inline_accesses[0].handle;
+    bool held = false;
+    {
+      std::lock_guard guard(handle.dep_lock);
+      auto it = std::find(handle.acquisitions.begin(), handle.acquisitions.end(), token);
+      if (it != handle.acquisitions.end()) {
+        handle.acquisitions.erase(it);
+        held = true;
+      }
+    }
+    if (held) detail::complete_manual(token);
   }
-  detail::complete_manual(token);
+  detail::release(token);  // the Acquisition object's reference
 }
 
 void Runtime::release(const DataHandle& handle) {
@@ -194,12 +204,15 @@ void Runtime::release(const DataHandle& handle) {
   TaskCore* token = nullptr;
   {
     std::lock_guard guard(impl->dep_lock);
-    if (!impl->acquisitions.empty()) token = impl->acquisitions.back();
+    if (!impl->acquisitions.empty()) {
+      token = impl->acquisitions.back();
+      impl->acquisitions.pop_back();
+    }
   }
   if (token == nullptr) {
     throw InvalidArgument("hetflow::Runtime::release: data handle " + quoted(impl->name) + " is not acquired");
   }
-  release_acquisition(token);
+  detail::complete_manual(token);  // the Acquisition object, if any, still holds its reference
 }
 
 void Runtime::unregister(const DataHandle& handle) {
@@ -210,6 +223,16 @@ void Runtime::unregister(const DataHandle& handle) {
                           " was registered with another runtime");
   }
   impl_->unregister(*impl);
+}
+
+void Runtime::unregister_async(const DataHandle& handle) {
+  HandleImpl* impl = handle.impl();
+  if (impl == nullptr) throw InvalidArgument("hetflow::Runtime::unregister_async: empty DataHandle");
+  if (impl->runtime != impl_.get()) {
+    throw InvalidArgument("hetflow::Runtime::unregister_async: data handle " + quoted(impl->name) +
+                          " was registered with another runtime");
+  }
+  impl_->unregister_async(*impl);
 }
 
 void Runtime::wait_all() { impl_->wait_all(); }
@@ -266,17 +289,43 @@ TaskCore* RuntimeImpl::submit_manual(std::string name, HandleImpl* handle, Acces
 
 void RuntimeImpl::unregister(HandleImpl& handle) {
   if (!handle.registered.exchange(false, std::memory_order_acq_rel)) return;
-  // Wait for every task that uses it and bring the latest version home.
   TaskCore* token = submit_manual("unregister " + quoted(handle.name), &handle, AccessMode::RW, 1);
   wait_until_started(token);
-  prepare_replica(handle, kHostNode, false);
+  complete_unregistration(token);
+}
+
+void RuntimeImpl::unregister_async(HandleImpl& handle) {
+  if (!handle.registered.exchange(false, std::memory_order_acq_rel)) return;
+  TaskCore* token = allocate_task();
+  token->runtime = this;
+  token->ops = &kNoBody;
+  token->flags = TaskCore::kManual | TaskCore::kUnregisters;
+  token->refs.store(1, std::memory_order_relaxed);
+  token->pending.store(1, std::memory_order_relaxed);
+  token->inline_accesses[0] = {&handle, AccessMode::RW};
+  token->access_count = 1;
+  submit(token, {});  // completes the unregistration at once, or when the last user finishes
+}
+
+// The token (RW on the handle) has started: no task uses the handle any more.
+void RuntimeImpl::complete_unregistration(TaskCore* token) noexcept {
+  HandleImpl& handle = *token->inline_accesses[0].handle;
+  std::shared_ptr<HandleImpl> keep;  // the registry may hold the last reference
+  try {
+    prepare_replica(handle, kHostNode, false);  // the latest version back in the user's buffer
+  } catch (...) {
+    // A failed copy home cannot be reported from here; the host buffer keeps what it had.
+  }
+  {
+    std::lock_guard guard(registry_mutex_);
+    std::size_t index = handle.registry_index;
+    keep = registry_[index];
+    std::swap(registry_[index], registry_.back());
+    registry_[index]->registry_index = index;
+    registry_.pop_back();
+  }
   complete_manual(token);
   handle.forget_tasks();
-  std::lock_guard guard(registry_mutex_);
-  std::size_t index = handle.registry_index;
-  std::swap(registry_[index], registry_.back());
-  registry_[index]->registry_index = index;
-  registry_.pop_back();
 }
 
 }  // namespace hetflow::detail

@@ -69,7 +69,11 @@ bool RuntimeImpl::accepting_from_this_thread() const noexcept {
 void RuntimeImpl::submit(TaskCore* task, const std::vector<FutureBase>& after) {
   if (!(task->flags & TaskCore::kManual)) outstanding_.fetch_add(1, std::memory_order_relaxed);
   AccessRecord* accesses = task->accesses();
-  for (std::size_t i = 0; i < task->access_count; ++i) track_access(task, *accesses[i].handle, accesses[i].mode);
+  for (std::size_t i = 0; i < task->access_count; ++i) {
+    // A handle named twice is tracked once: its records all carry the union of its modes.
+    const auto same = [&](const AccessRecord& r) { return r.handle == accesses[i].handle; };
+    if (std::none_of(accesses, accesses + i, same)) track_access(task, *accesses[i].handle, accesses[i].mode);
+  }
   for (const FutureBase& predecessor : after) add_dependency(task, predecessor.core());
   if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) make_ready(task);
 }
@@ -78,10 +82,11 @@ void RuntimeImpl::make_ready(TaskCore* task) {
   if (task->flags & TaskCore::kManual) {
     task->error = nullptr;  // the application gets its data even after a failed writer
     transition(task, TaskStatus::pending, TaskStatus::ready);
+    if (task->flags & TaskCore::kUnregisters) complete_unregistration(task);
     return;
   }
   if (task->error) {
-    set_final(task, TaskStatus::failed);
+    transition(task, TaskStatus::pending, TaskStatus::failed);  // a task cancelled meanwhile stays cancelled
     finish(task);
     return;
   }
@@ -165,7 +170,8 @@ void RuntimeImpl::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final
     }
     if (successor->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     if (successor->error && !(successor->flags & TaskCore::kManual)) {
-      set_final(successor, TaskStatus::failed);
+      // Not set_final: a task the application cancelled while it waited stays cancelled.
+      transition(successor, TaskStatus::pending, TaskStatus::failed);
       newly_final.push_back(successor);
     } else if (!(successor->flags & TaskCore::kManual) &&
                !transition(successor, TaskStatus::pending, TaskStatus::ready)) {

@@ -54,7 +54,10 @@ class RuntimeImpl {
 
   // Data
   std::shared_ptr<HandleImpl> register_data(void* ptr, const DataLayout& layout, std::string name);
+  /// Waits for the tasks using the handle, then unregisters it.
   void unregister(HandleImpl& handle);
+  /// Unregisters the handle once the tasks using it are done, without waiting for them.
+  void unregister_async(HandleImpl& handle);
   [[nodiscard]] const std::vector<std::unique_ptr<MemoryNode>>& memory_nodes() const noexcept { return nodes_; }
 
   [[nodiscard]] const std::vector<ext::WorkerInfo>& worker_infos() const noexcept { return worker_infos_; }
@@ -68,6 +71,7 @@ class RuntimeImpl {
   void push_ready(TaskCore* task);
   void stop_workers();
   void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
+  void complete_unregistration(TaskCore* token) noexcept;
 
   std::vector<std::unique_ptr<MemoryNode>> nodes_;
   std::vector<ext::WorkerInfo> worker_infos_;

@@ -41,6 +41,7 @@ struct TaskCore : ext::SchedTask {
     kManual = 1,         // never scheduled: made ready, then finished by its owner (acquisitions)
     kHeapStorage = 2,    // the body did not fit inline: storage holds a pointer to it
     kHeapAccesses = 4,   // more accesses than fit inline
+    kUnregisters = 8,    // a manual task that unregisters its handle as soon as it starts
   };
 
   std::atomic<std::uint32_t> state{static_cast<std::uint32_t>(TaskStatus::pending)};

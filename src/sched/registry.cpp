@@ -29,14 +29,19 @@ void register_scheduler(std::string name, std::string description, SchedulerFact
 
 std::unique_ptr<Scheduler> make_scheduler(std::string_view name) {
   Registry& r = registry();
-  std::lock_guard guard(r.mutex);
-  auto it = r.entries.find(name);
-  if (it == r.entries.end()) {
-    std::string known;
-    for (const auto& [known_name, entry] : r.entries) known += (known.empty() ? "" : ", ") + known_name;
-    throw InvalidArgument("unknown scheduler '" + std::string(name) + "'; known schedulers: " + known);
+  SchedulerFactory factory;
+  {
+    std::lock_guard guard(r.mutex);
+    auto it = r.entries.find(name);
+    if (it == r.entries.end()) {
+      std::string known;
+      for (const auto& [known_name, entry] : r.entries) known += (known.empty() ? "" : ", ") + known_name;
+      throw InvalidArgument("unknown scheduler '" + std::string(name) + "'; known schedulers: " + known);
+    }
+    factory = it->second.second;
   }
-  return it->second.second();
+  // Called without the lock: a factory may itself make or register schedulers.
+  return factory();
 }
 
 std::vector<SchedulerEntry> schedulers() {

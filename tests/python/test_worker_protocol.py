@@ -174,7 +174,7 @@ class Child:
         task_id = P.u64(self.next_id)
         self.next_id += 1
         deps = [S.dumps_value(f.value) for f in packed.futures]
-        self.send(P.RUN, [task_id, packed.func_key.encode(), packed.func_bytes if first else b"", packed.call_bytes, *deps])
+        self.send(P.RUN, [task_id, packed.func_key.encode(), packed.func_bytes if first else b"", packed.call_bytes, b"", *deps])
         reply = self.recv()
         assert reply is not None and bytes(reply[1][0]) == task_id
         return reply
@@ -280,7 +280,7 @@ def test_futures_become_their_values(child: Child) -> None:
 
 def test_placeholder_out_of_range_is_an_error(child: Child) -> None:
     packed = S.pack_call(structure, (S.Placeholder(3),), {}, lambda x: False)
-    child.send(P.RUN, [P.u64(1), packed.func_key.encode(), packed.func_bytes, packed.call_bytes, S.dumps_value(0)])
+    child.send(P.RUN, [P.u64(1), packed.func_key.encode(), packed.func_bytes, packed.call_bytes, b"", S.dumps_value(0)])
     kind, parts = child.recv()
     assert kind == P.ERROR
     assert b"Placeholder(3)" in parts[P.ERROR_MESSAGE]
@@ -304,7 +304,7 @@ def test_function_cache(child: Child) -> None:
     assert key in child.known
     assert child.run(square, 4) == 16  # sent without function bytes this time
     call = S.pack_call(square, (5,), {}, lambda x: False).call_bytes
-    child.send(P.RUN, [P.u64(77), b"never.sent#0", b"", call])
+    child.send(P.RUN, [P.u64(77), b"never.sent#0", b"", call, b""])
     kind, parts = child.recv()
     assert kind == P.ERROR and parts[0] == P.u64(77)
     exc = S.unpack_error([bytes(p) for p in parts])
@@ -420,7 +420,7 @@ def test_sigint_does_not_kill_the_worker(child: Child) -> None:
 
 def test_a_worker_that_dies_in_a_task_gives_end_of_file(child: Child) -> None:
     packed = S.pack_call(os._exit, (3,), {}, lambda x: False)
-    child.send(P.RUN, [P.u64(1), packed.func_key.encode(), packed.func_bytes, packed.call_bytes])
+    child.send(P.RUN, [P.u64(1), packed.func_key.encode(), packed.func_bytes, packed.call_bytes, b""])
     try:
         assert child.recv() is None
     except P.ProtocolError:
@@ -460,7 +460,7 @@ def test_bad_command_line() -> None:
 
 def test_loading_failure_is_reported(child: Child) -> None:
     call = pickle.dumps(((), {}))
-    child.send(P.RUN, [P.u64(2), b"broken#1", b"not a pickle", call])
+    child.send(P.RUN, [P.u64(2), b"broken#1", b"not a pickle", call, b""])
     kind, parts = child.recv()
     assert kind == P.ERROR
     assert b"loading the task's function" in parts[P.ERROR_TRACEBACK]
