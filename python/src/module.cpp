@@ -379,17 +379,18 @@ class PyRuntime {
 
   // Where the worker process finds each array: in the array's own shared segment (no copy), or
   // in a scratch segment of this worker that the array is copied into (and, if written, back).
-  static std::string locate_arrays(const std::vector<ArrayArgument>& arrays, std::vector<Segment*>& copies) {
+  // `copies[i]` is the scratch segment array i was copied into (base == nullptr: not copied).
+  static std::string locate_arrays(const std::vector<ArrayArgument>& arrays, std::vector<Segment>& copies) {
     std::string table;
-    copies.assign(arrays.size(), nullptr);
+    copies.assign(arrays.size(), Segment{});
     for (std::size_t i = 0; i < arrays.size(); ++i) {
       const ArrayArgument& array = arrays[i];
       if (auto segment = SegmentRegistry::instance().find(array.address, array.nbytes)) {
         table += segment->locate(array.address - reinterpret_cast<std::uintptr_t>(segment->base), array.nbytes);
       } else {
-        Segment& scratch = scratch_segment(i, array.nbytes);
+        const Segment& scratch = scratch_segment(i, array.nbytes);
         std::memcpy(scratch.base, reinterpret_cast<const void*>(array.address), array.nbytes);
-        copies[i] = &scratch;
+        copies[i] = scratch;
         table += scratch.locate(0, array.nbytes);
       }
       table += '\n';
@@ -400,7 +401,7 @@ class PyRuntime {
   TaskResult run_in_process(TaskContext& context, const FunctionCode& function, const std::string& call,
                             const std::vector<TaskFuture>& inputs, const std::vector<ArrayArgument>& arrays) {
     auto* channel = static_cast<ProcessChannel*>(context.driver_state());
-    std::vector<Segment*> copies;
+    std::vector<Segment> copies;
     const std::string array_table = locate_arrays(arrays, copies);
     std::vector<std::string> input_bytes;
     input_bytes.reserve(inputs.size());
@@ -418,8 +419,8 @@ class PyRuntime {
     if (first_time) channel->remember(function.key);
     if (reply.kind == kReplyResult && reply.parts.size() >= 2) {
       for (std::size_t i = 0; i < arrays.size(); ++i) {
-        if (copies[i] != nullptr && arrays[i].writes) {
-          std::memcpy(reinterpret_cast<void*>(arrays[i].address), copies[i]->base, arrays[i].nbytes);
+        if (copies[i].base != nullptr && arrays[i].writes) {
+          std::memcpy(reinterpret_cast<void*>(arrays[i].address), copies[i].base, arrays[i].nbytes);
         }
       }
       TaskResult result;

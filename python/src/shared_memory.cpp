@@ -83,7 +83,7 @@ std::optional<Segment> SegmentRegistry::find(std::uintptr_t address, std::size_t
   return std::nullopt;
 }
 
-Segment& scratch_segment(std::size_t slot, std::size_t size) {
+const Segment& scratch_segment(std::size_t slot, std::size_t size) {
   struct Scratch {
     std::vector<Segment> segments;
     ~Scratch() {

@@ -41,7 +41,7 @@ class SegmentRegistry {
 };
 
 /// A buffer the calling worker thread reuses for the arrays it copies in and out for a worker
-/// process; grown (replaced) when too small.
-Segment& scratch_segment(std::size_t slot, std::size_t size);
+/// process; grown (replaced) when too small. Valid until the next call with a larger size.
+const Segment& scratch_segment(std::size_t slot, std::size_t size);
 
 }  // namespace hetflow::python

@@ -1,0 +1,202 @@
+"""numpy arrays as task data: ordering by access mode, shared memory, host access."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+import hetflow
+
+EXECUTORS = ["thread", "process"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_runtime():
+    yield
+    hetflow.shutdown()
+
+
+def fill(out, value):
+    out[:] = value
+
+
+def add_into(out, a):
+    out += a
+
+
+def append_digit(out, digit):
+    # Not commutative: the result spells the order the tasks ran in.
+    out[0] = out[0] * 10 + digit
+
+
+def total(a):
+    return float(a.sum())
+
+
+def slow_total(a, delay):
+    time.sleep(delay)
+    return float(a.sum())
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("alloc", [np.zeros, hetflow.zeros], ids=["numpy", "shared"])
+def test_writes_are_ordered_and_seen_by_later_readers(executor, alloc):
+    hetflow.init(ncpus=2, executor=executor)
+    a, b = alloc(500), alloc(500)
+    hetflow.submit(fill, hetflow.W(a), 1.0)
+    hetflow.submit(fill, hetflow.W(b), 2.0)
+    for _ in range(20):
+        hetflow.submit(add_into, hetflow.RW(a), b)
+    assert hetflow.submit(total, a).result() == 500 * 41.0
+    hetflow.wait_for_all()
+    assert a[0] == 41.0 and b[-1] == 2.0  # the caller's own arrays hold the results
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_writers_run_in_submission_order(executor):
+    hetflow.init(ncpus=2, executor=executor)
+    out = np.zeros(1, dtype=np.int64)
+    for digit in range(1, 10):
+        hetflow.submit(append_digit, hetflow.RW(out), digit)
+    hetflow.wait_for_all()
+    assert out[0] == 123456789
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_writer_waits_for_earlier_readers(executor):
+    hetflow.init(ncpus=2, executor=executor)
+    a = np.ones(100)
+    reader = hetflow.submit(slow_total, a, 0.3)  # R by default
+    hetflow.submit(fill, hetflow.W(a), 5.0)
+    assert reader.result() == 100.0  # read before the write, although the write was ready first
+    hetflow.wait_for_all()
+    assert a[0] == 5.0
+
+
+def test_access_modes_from_delayed():
+    hetflow.init(ncpus=2, executor="process")
+    scale = hetflow.delayed(access={"out": "W"})(fill)
+    out = np.zeros(10)
+    scale(out, 3.0).result()
+    assert (out == 3.0).all()
+
+
+def test_access_names_must_be_parameters():
+    with pytest.raises(ValueError, match="'nope', which is not a parameter"):
+        hetflow.delayed(access={"nope": "RW"})(fill)
+
+
+def test_unknown_access_mode():
+    with pytest.raises(ValueError, match="unknown access mode 'X'"):
+        hetflow.RW  # noqa: B018 - the wrappers exist
+        hetflow.Access(np.zeros(1), "X")
+
+
+def test_writing_a_read_only_array_is_refused():
+    hetflow.init(ncpus=1, executor="thread")
+    a = np.zeros(4)
+    a.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        hetflow.submit(fill, hetflow.W(a), 1.0)
+
+
+def write_then_wait(a, flag_index):
+    # Writes into the host's array, then waits for the host to answer in the same memory.
+    a[0] = 1.0
+    deadline = time.time() + 10
+    while a[flag_index] == 0.0:
+        if time.time() > deadline:
+            return "no answer"
+        time.sleep(0.01)
+    return "answered"
+
+
+def test_shared_arrays_are_not_copied():
+    # Only memory shared without a copy lets the host see a write of a task that is still
+    # running, and the task see the host's answer.
+    hetflow.init(ncpus=1, executor="process")
+    a = hetflow.zeros(2)
+    task = hetflow.submit(write_then_wait, hetflow.RW(a), 1)
+    deadline = time.time() + 10
+    while a[0] == 0.0 and time.time() < deadline:
+        time.sleep(0.01)
+    assert a[0] == 1.0
+    a[1] = 1.0
+    assert task.result() == "answered"
+
+
+def pid_and_sum(a):
+    return os.getpid(), float(a.sum())
+
+
+def test_plain_arrays_are_copied_in_for_process_tasks():
+    hetflow.init(ncpus=1, executor="process")
+    a = np.arange(10.0)
+    pid, value = hetflow.submit(pid_and_sum, a).result()
+    assert pid != os.getpid() and value == 45.0
+
+
+def test_views_and_strides_reach_process_tasks_intact():
+    hetflow.init(ncpus=1, executor="process")
+    base = np.arange(24.0).reshape(4, 6)
+    for view in (base[:, ::2], base[::-1], base.T, base[1:3, 2:5]):
+        assert hetflow.submit(total, view).result() == float(view.sum())
+    shared = hetflow.array(base)
+    assert hetflow.submit(total, shared[::2, 1::3]).result() == float(base[::2, 1::3].sum())
+
+
+def test_shared_allocation_functions():
+    assert hetflow.empty((2, 3), dtype=np.int32).shape == (2, 3)
+    assert (hetflow.zeros(5) == 0).all()
+    assert (hetflow.ones((2, 2), dtype=np.float32) == 1).all()
+    copy = hetflow.array([[1, 2], [3, 4]])
+    assert copy.tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(ValueError, match="bad shape"):
+        hetflow.empty((-1, 2))
+
+
+def test_acquire_waits_for_writers_and_holds_later_tasks():
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(1, dtype=np.int64)
+    hetflow.submit(append_digit, hetflow.RW(a), 1)
+    with hetflow.acquire(a, "RW") as view:
+        assert view[0] == 1  # the earlier writer is done
+        later = hetflow.submit(append_digit, hetflow.RW(a), 2)
+        time.sleep(0.2)
+        assert not later.done()  # held back while the host has the array
+        view[0] = 7
+    later.result()
+    assert a[0] == 72
+
+
+def test_release_without_acquire_is_an_error():
+    hetflow.init(ncpus=1, executor="thread")
+    with pytest.raises(ValueError, match="not acquired"):
+        hetflow.release(np.zeros(3))
+
+
+def test_release_by_array():
+    hetflow.init(ncpus=1, executor="thread")
+    a = np.zeros(3)
+    hetflow.acquire(a, "W")
+    task = hetflow.submit(fill, hetflow.W(a), 2.0)
+    time.sleep(0.1)
+    assert not task.done()
+    hetflow.release(a)
+    task.result()
+    assert a[0] == 2.0
+
+
+def test_arrays_that_die_let_their_handles_go():
+    hetflow.init(ncpus=1, executor="thread")
+    runtime = hetflow._runtime.current()
+    for _ in range(50):
+        a = np.zeros(16)
+        hetflow.submit(fill, hetflow.W(a), 1.0).result()
+        del a
+    import gc
+
+    gc.collect()
+    assert len(runtime.handles._handles) <= 1
