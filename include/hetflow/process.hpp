@@ -10,7 +10,9 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,14 +34,23 @@ struct ProcessMessage {
 };
 
 inline constexpr std::uint32_t kProcessReady = 3;
+/// Replies have kinds below this; the child may send messages of other kinds while it works
+/// (requests to its host, answered through a call's handler).
+inline constexpr std::uint32_t kProcessFirstRequest = 4;
+
+/// Answers a request a child makes while it runs a task; the returned message, if any, is
+/// written back to the child.
+using ProcessRequestHandler = std::function<std::optional<ProcessMessage>(const ProcessMessage&)>;
 
 /// One worker's connection to its child process. Used only by that worker's thread.
 class ProcessChannel {
  public:
   virtual ~ProcessChannel() = default;
-  /// Sends a message and returns the child's reply. If the child dies first, reaps it, starts a
-  /// new one and throws WorkerCrashedError saying how it died.
-  virtual ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts) = 0;
+  /// Sends a message and returns the child's reply, passing the requests it makes meanwhile to
+  /// `on_request`. If the child dies first, reaps it, starts a new one and throws
+  /// WorkerCrashedError saying how it died.
+  virtual ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts,
+                              const ProcessRequestHandler& on_request = {}) = 0;
   [[nodiscard]] virtual pid_t pid() const noexcept = 0;
   [[nodiscard]] virtual unsigned index() const noexcept = 0;
   /// Per-child memory of what was already sent (function code, say); cleared on restart.

@@ -46,6 +46,9 @@ struct TaskOptions {
   /// Architectures the task may run on (intersected with those the codelet implements; a plain
   /// callable runs on host threads: cpu and process workers).
   ArchMask where = ArchMask::all();
+  /// Runs the task on this worker (its id in `Runtime::workers()`) and nowhere else, in the order
+  /// such tasks become ready; -1 lets the scheduler choose.
+  int worker = -1;
 };
 
 class Runtime;
@@ -180,6 +183,8 @@ class Runtime {
   [[nodiscard]] bool is_shut_down() const noexcept;
 
   [[nodiscard]] unsigned worker_count() const noexcept;
+  /// Tasks pinned to `worker` (TaskOptions::worker) that have not finished yet.
+  [[nodiscard]] std::size_t pinned_load(unsigned worker) const;
   [[nodiscard]] std::span<const ext::WorkerInfo> workers() const noexcept;
   [[nodiscard]] const std::string& scheduler_name() const noexcept;
   /// The resolved configuration in force.

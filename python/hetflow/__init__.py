@@ -19,9 +19,40 @@ from hetflow._arrays import RW, Access, R, W
 from hetflow._data import Acquired, array, empty, ones, zeros
 from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
 from hetflow._future import Future
+from hetflow._kernel import allreduce, barrier, bcast, recv, reduce, send
+from hetflow.offload import (
+    OffloadHandle,
+    coreid,
+    copy_from_device,
+    copy_to_device,
+    define_on_device,
+    numcores,
+    offload,
+    offload_multiple,
+    offload_single,
+    wait_all,
+    waitAll,
+)
 from hetflow._submit import DelayedFunction, TaskOptions, delayed, submit, task_submit
 
 __all__ = [
+    "OffloadHandle",
+    "allreduce",
+    "barrier",
+    "bcast",
+    "copy_from_device",
+    "copy_to_device",
+    "coreid",
+    "define_on_device",
+    "numcores",
+    "offload",
+    "offload_multiple",
+    "offload_single",
+    "recv",
+    "reduce",
+    "send",
+    "wait_all",
+    "waitAll",
     "Access",
     "Acquired",
     "R",

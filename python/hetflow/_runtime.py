@@ -89,7 +89,7 @@ class Runtime:
             scheduler=sched,
             nprocs=nprocs,
             worker_command=[sys.executable, "-m", "hetflow._worker"],
-            worker_environment=_protocol.worker_environment(),
+            worker_environment=[*_protocol.worker_environment(), f"HETFLOW_NUM_CORES={nprocs}"],
             spin_us=spin_us,
             dumps=_dumps_value,
             freeze=freeze_exception,
@@ -144,6 +144,31 @@ class Runtime:
             else:
                 call = functools.partial(func, *args, **kwargs)
             task = self._engine.submit_thread(call, [f._task for f in futures], accesses, name, priority)
+        return Future(task, self, name)
+
+    # -- cores (offload) ---------------------------------------------------------------------------
+    def open_launch(self, launch: int, size: int) -> None:
+        self._engine.open_launch(launch, size)
+
+    def core_load(self, core: int) -> int:
+        """Unfinished tasks pinned to core ``core`` (its process worker)."""
+        return self._engine.pinned_load(self.ncpus + core)
+
+    def submit_to_core(self, core: int, func: Callable[..., Any], args: tuple, name: str, launch: int = 0) -> Future:
+        """Runs ``func(*args)`` on process worker ``core`` only, after what was sent there before;
+        ``launch`` names the offload launch it is a kernel of (0: none)."""
+        if self._closed:
+            raise RuntimeError("hetflow: cannot submit a task: the runtime has been shut down")
+        from hetflow._serialize import pack_call
+
+        packed = pack_call(func, args, {}, _is_future)
+        if packed.func_key not in self._registered:
+            self._engine.register_function(packed.func_key, packed.func_bytes)
+            self._registered.add(packed.func_key)
+        deps = [f._task for f in packed.futures]
+        task = self._engine.submit_process(
+            packed.func_key, packed.call_bytes, deps, [], name, 0, worker=self.ncpus + core, launch=launch
+        )
         return Future(task, self, name)
 
     # -- data --------------------------------------------------------------------------------------

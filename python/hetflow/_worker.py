@@ -99,6 +99,9 @@ class Worker:
 
     def serve(self) -> int:
         """Runs until SHUTDOWN or end of file; returns the exit status (0)."""
+        from hetflow import _kernel
+
+        _kernel.attach(self.read_fd, self.write_fd)  # offload kernels talk to their host here
         P.write_message(self.write_fd, P.READY, [str(os.getpid()).encode("ascii")])
         while True:
             message = P.read_message(self.read_fd)

@@ -19,6 +19,7 @@
 
 #include "completions.hpp"
 #include "gil_session.hpp"
+#include "message_hub.hpp"
 #include "shared_memory.hpp"
 #include "hetflow/hetflow.hpp"
 #include "hetflow/process.hpp"
@@ -34,6 +35,12 @@ constexpr std::uint32_t kRun = 1;
 constexpr std::uint32_t kShutdown = 2;
 constexpr std::uint32_t kReplyResult = 1;
 constexpr std::uint32_t kReplyError = 2;
+// Requests of offload kernels to their host, and the answers.
+constexpr std::uint32_t kRequestSend = 4;
+constexpr std::uint32_t kRequestReceive = 5;
+constexpr std::uint32_t kAnswerValue = 6;
+constexpr std::uint32_t kAnswerFailed = 7;
+constexpr std::uint32_t kRequestBarrier = 8;
 constexpr auto kSignalCheckPeriod = std::chrono::milliseconds(50);
 
 using TaskFuture = Future<TaskResult>;
@@ -255,7 +262,8 @@ class PyRuntime {
   }
 
   TaskRef submit_process(const std::string& function_key, nb::bytes call, const std::vector<const TaskRef*>& deps,
-                         const std::vector<ArraySpec>& arrays, const std::string& name, int priority) {
+                         const std::vector<ArraySpec>& arrays, const std::string& name, int priority,
+                         int worker, std::uint64_t launch) {
     std::shared_ptr<const FunctionCode> function;
     {
       std::lock_guard guard(functions_mutex_);
@@ -265,6 +273,7 @@ class PyRuntime {
     }
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::process;
+    options.worker = worker;
     std::vector<AccessSpec> access_specs;
     std::vector<ArrayArgument> array_arguments;
     for (const auto& [handle, mode, address, nbytes, array] : arrays) {
@@ -277,8 +286,21 @@ class PyRuntime {
     inputs.reserve(deps.size());
     for (const TaskRef* dep : deps) inputs.push_back(dep->future());
     auto body = [this, function, call = std::string(call.c_str(), call.size()), inputs = std::move(inputs),
-                 array_arguments = std::move(array_arguments)](TaskContext& context) -> TaskResult {
-      return run_in_process(context, *function, call, inputs, array_arguments);
+                 array_arguments = std::move(array_arguments), launch](TaskContext& context) -> TaskResult {
+      if (launch == 0) return run_in_process(context, *function, call, inputs, array_arguments, launch);
+      // A kernel of an offload launch: its peers must not wait for it if it fails.
+      struct Done {
+        MessageHub& hub;
+        std::uint64_t launch;
+        ~Done() { hub.kernel_done(launch); }
+      } done{hub_, launch};
+      try {
+        return run_in_process(context, *function, call, inputs, array_arguments, launch);
+      } catch (const std::exception& e) {
+        hub_.fail(launch, "core " + std::to_string(static_cast<ProcessChannel*>(context.driver_state())->index()) +
+                              " failed: " + e.what());
+        throw;
+      }
     };
     return TaskRef(runtime().submit(options, std::move(body)));
   }
@@ -299,6 +321,10 @@ class PyRuntime {
     nb::gil_scoped_release release;
     return PyAcquisition(rt.acquire(handle.handle(), access));
   }
+
+  void open_launch(std::uint64_t launch, std::uint32_t size) { hub_.open(launch, size); }
+
+  std::size_t pinned_load(unsigned worker) { return runtime().pinned_load(worker); }
 
   void watch(const TaskRef& task, nb::handle target) { completions_.watch(task.future(), target.ptr()); }
 
@@ -398,8 +424,35 @@ class PyRuntime {
     return table;
   }
 
+  // Answers an offload kernel's send / receive / barrier.
+  std::optional<ProcessMessage> answer_kernel(const ProcessMessage& request, std::uint64_t launch,
+                                              std::uint32_t core) {
+    // Parts: the launch the kernel believes it is in, then the request's own.
+    if (request.parts.empty() || request.parts[0] != std::to_string(launch)) {
+      return ProcessMessage{kAnswerFailed, {"a request for another launch"}};
+    }
+    auto number = [&](std::size_t i) { return static_cast<std::uint32_t>(std::stoul(request.parts.at(i))); };
+    std::string failure;
+    switch (request.kind) {
+      case kRequestSend:
+        hub_.send(launch, core, number(1), request.parts.at(2));
+        return std::nullopt;
+      case kRequestReceive:
+        if (auto payload = hub_.receive(launch, core, number(1), failure)) {
+          return ProcessMessage{kAnswerValue, {std::move(*payload)}};
+        }
+        return ProcessMessage{kAnswerFailed, {failure}};
+      case kRequestBarrier:
+        if (hub_.barrier(launch, failure)) return ProcessMessage{kAnswerValue, {}};
+        return ProcessMessage{kAnswerFailed, {failure}};
+      default:
+        return ProcessMessage{kAnswerFailed, {"unknown request " + std::to_string(request.kind)}};
+    }
+  }
+
   TaskResult run_in_process(TaskContext& context, const FunctionCode& function, const std::string& call,
-                            const std::vector<TaskFuture>& inputs, const std::vector<ArrayArgument>& arrays) {
+                            const std::vector<TaskFuture>& inputs, const std::vector<ArrayArgument>& arrays,
+                            std::uint64_t launch) {
     auto* channel = static_cast<ProcessChannel*>(context.driver_state());
     std::vector<Segment> copies;
     const std::string array_table = locate_arrays(arrays, copies);
@@ -415,7 +468,13 @@ class PyRuntime {
                                         first_time ? std::string_view(function.bytes) : std::string_view(), call,
                                         array_table};
     for (const auto& bytes : input_bytes) parts.emplace_back(bytes);
-    ProcessMessage reply = channel->call(kRun, parts);
+    ProcessRequestHandler on_request;
+    if (launch != 0) {
+      on_request = [this, launch, core = channel->index()](const ProcessMessage& request) {
+        return answer_kernel(request, launch, core);
+      };
+    }
+    ProcessMessage reply = channel->call(kRun, parts, on_request);
     if (first_time) channel->remember(function.key);
     if (reply.kind == kReplyResult && reply.parts.size() >= 2) {
       for (std::size_t i = 0; i < arrays.size(); ++i) {
@@ -439,6 +498,7 @@ class PyRuntime {
   PyRef dumps_;
   PyRef freeze_;  // keeps a task's traceback as text and drops its frames
   CompletionQueue completions_;
+  MessageHub hub_;
   std::mutex functions_mutex_;
   std::unordered_map<std::string, std::shared_ptr<const FunctionCode>> functions_;
   std::atomic<std::uint64_t> next_task_id_{1};
@@ -472,7 +532,9 @@ NB_MODULE(_hetflow, m) {
       .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a)
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
       .def("submit_process", &PyRuntime::submit_process, "function_key"_a, "call"_a, "deps"_a, "arrays"_a,
-           "name"_a, "priority"_a)
+           "name"_a, "priority"_a, "worker"_a = -1, "launch"_a = 0)
+      .def("open_launch", &PyRuntime::open_launch, "launch"_a, "size"_a)
+      .def("pinned_load", &PyRuntime::pinned_load, "worker"_a)
       .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a)
       .def("unregister_async", &PyRuntime::unregister_async, "handle"_a)
       .def("acquire", &PyRuntime::acquire, "handle"_a, "mode"_a)

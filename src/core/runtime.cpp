@@ -87,6 +87,20 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
     check_mode(access.mode, what);
     check_handle(access.handle, *impl_, what);
   });
+  if (options.worker != -1) {
+    const auto& infos = impl_->worker_infos();
+    if (options.worker < 0 || static_cast<std::size_t>(options.worker) >= infos.size()) {
+      throw InvalidArgument(std::string(what) + ": task " + task_label() + " is pinned to worker " +
+                            std::to_string(options.worker) + ", but the workers are 0 to " +
+                            std::to_string(infos.size() - 1));
+    }
+    if (!where.contains(infos[static_cast<std::size_t>(options.worker)].arch)) {
+      throw InvalidArgument(std::string(what) + ": task " + task_label() + " is pinned to worker " +
+                            std::to_string(options.worker) + " (" +
+                            std::string(arch_name(infos[static_cast<std::size_t>(options.worker)].arch)) +
+                            "), which cannot run it: it runs on " + arch_list(where));
+    }
+  }
   for (const FutureBase& predecessor : options.after) {
     if (!predecessor.valid()) throw InvalidArgument(std::string(what) + ": an empty Future in TaskOptions::after");
     if (&detail::owner(predecessor.core()) != this) {
@@ -100,6 +114,7 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   task->codelet = codelet;
   task->priority = options.priority;
   task->where = where & present;
+  task->pinned_worker = options.worker;
   task->sequence = impl_->next_sequence();
   task->refs.store(2, std::memory_order_relaxed);  // the engine's and the future's
   task->pending.store(1, std::memory_order_relaxed);
@@ -239,6 +254,13 @@ void Runtime::wait_all() { impl_->wait_all(); }
 bool Runtime::wait_all_until(std::chrono::steady_clock::time_point deadline) { return impl_->wait_all(&deadline); }
 void Runtime::shutdown() { impl_->shutdown(); }
 bool Runtime::is_shut_down() const noexcept { return impl_->stopped(); }
+std::size_t Runtime::pinned_load(unsigned worker) const {
+  if (worker >= impl_->worker_infos().size()) {
+    throw InvalidArgument("hetflow::Runtime::pinned_load: no worker " + std::to_string(worker));
+  }
+  return impl_->pinned_load(worker);
+}
+
 unsigned Runtime::worker_count() const noexcept { return static_cast<unsigned>(impl_->worker_infos().size()); }
 std::span<const ext::WorkerInfo> Runtime::workers() const noexcept { return impl_->worker_infos(); }
 const std::string& Runtime::scheduler_name() const noexcept { return impl_->scheduler_name(); }

@@ -46,7 +46,10 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
     }
   }
   if (workers_.empty()) throw InvalidArgument("hetflow::Runtime: no workers (ncpus is 0 and no driver adds any)");
-  for (const auto& worker : workers_) worker_infos_.push_back(worker->info);
+  for (const auto& worker : workers_) {
+    worker_infos_.push_back(worker->info);
+    pinned_.push_back(std::make_unique<Pinned>());
+  }
   scheduler_->init(worker_infos_);
   start_workers();
 }
@@ -68,6 +71,7 @@ bool RuntimeImpl::accepting_from_this_thread() const noexcept {
 
 void RuntimeImpl::submit(TaskCore* task, const std::vector<FutureBase>& after) {
   if (!(task->flags & TaskCore::kManual)) outstanding_.fetch_add(1, std::memory_order_relaxed);
+  count_pinned(task);
   AccessRecord* accesses = task->accesses();
   for (std::size_t i = 0; i < task->access_count; ++i) {
     // A handle named twice is tracked once: its records all carry the union of its modes.
@@ -80,9 +84,11 @@ void RuntimeImpl::submit(TaskCore* task, const std::vector<FutureBase>& after) {
 
 void RuntimeImpl::make_ready(TaskCore* task) {
   if (task->flags & TaskCore::kManual) {
+    // Read before the transition: once started, the owner may complete and recycle the token.
+    const bool unregisters = (task->flags & TaskCore::kUnregisters) != 0;
     task->error = nullptr;  // the application gets its data even after a failed writer
     transition(task, TaskStatus::pending, TaskStatus::ready);
-    if (task->flags & TaskCore::kUnregisters) complete_unregistration(task);
+    if (unregisters) complete_unregistration(task);
     return;
   }
   if (task->error) {
@@ -98,11 +104,19 @@ void RuntimeImpl::make_ready(TaskCore* task) {
 }
 
 void RuntimeImpl::push_ready(TaskCore* task) {
+  if (task->pinned_worker >= 0) {
+    // Only that worker may take it: wake all of its kind, since wake-ups are not addressed.
+    const auto target = static_cast<unsigned>(task->pinned_worker);
+    pinned_[target]->queue.push(task);
+    idle_[static_cast<unsigned>(worker_infos_[target].arch)].notify_all();
+    return;
+  }
   WorkerState* worker = tl_worker;
   int from = (worker != nullptr && worker->runtime == this) ? static_cast<int>(worker->info.id) : ext::kExternalThread;
+  const ArchMask where = task->where;  // once pushed, the task may run and be recycled at any time
   scheduler_->push(task, from);
   for (unsigned arch = 0; arch < kArchCount; ++arch) {
-    if (task->where.contains(static_cast<Arch>(arch))) idle_[arch].notify_one();
+    if (where.contains(static_cast<Arch>(arch))) idle_[arch].notify_one();
   }
 }
 
@@ -188,6 +202,7 @@ void RuntimeImpl::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final
     delete more;
   }
 
+  if (task->pinned_worker >= 0) pinned_[static_cast<unsigned>(task->pinned_worker)]->load.fetch_sub(1);
   if (!(task->flags & TaskCore::kManual)) {
     if (outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
         all_done_waiters_.load(std::memory_order_seq_cst) > 0) {
@@ -213,11 +228,16 @@ bool RuntimeImpl::wait_all(const std::chrono::steady_clock::time_point* deadline
   return true;
 }
 
+ext::SchedTask* RuntimeImpl::next_task(WorkerState& worker) {
+  if (ext::SchedTask* task = pinned_[worker.info.id]->queue.pop(worker.info.arch)) return task;
+  return scheduler_->pop(worker.info.id);
+}
+
 ext::SchedTask* RuntimeImpl::find_task(WorkerState& worker) {
   const auto deadline = std::chrono::steady_clock::now() + spin_;
   const auto yield_after = std::chrono::steady_clock::now() + spin_ / 4;
   for (unsigned round = 0;; ++round) {
-    if (ext::SchedTask* task = scheduler_->pop(worker.info.id)) return task;
+    if (ext::SchedTask* task = next_task(worker)) return task;
     if ((round & 15u) == 15u) {
       auto now = std::chrono::steady_clock::now();
       if (now >= deadline) return nullptr;
@@ -233,7 +253,7 @@ void RuntimeImpl::worker_loop(WorkerState& worker) {
   if (worker.driver != nullptr) worker.driver->start_worker(worker.driver_index);
   IdleWorkers& idle = idle_[static_cast<unsigned>(worker.info.arch)];
   for (;;) {
-    if (ext::SchedTask* task = scheduler_->pop(worker.info.id)) {
+    if (ext::SchedTask* task = next_task(worker)) {
       execute(static_cast<TaskCore*>(task), worker);
       continue;
     }
@@ -246,7 +266,7 @@ void RuntimeImpl::worker_loop(WorkerState& worker) {
     }
     std::uint32_t epoch = idle.prepare_wait();
     idle.end_search();
-    if (ext::SchedTask* task = scheduler_->pop(worker.info.id)) {
+    if (ext::SchedTask* task = next_task(worker)) {
       idle.cancel_wait();
       idle.notify_one();
       execute(static_cast<TaskCore*>(task), worker);

@@ -10,6 +10,7 @@
 #include "core/idle_workers.hpp"
 #include "core/task.hpp"
 #include "core/worker.hpp"
+#include "sched/task_fifo.hpp"
 #include "data/handle.hpp"
 #include "data/memory_node.hpp"
 #include "hetflow/config.hpp"
@@ -61,6 +62,13 @@ class RuntimeImpl {
   [[nodiscard]] const std::vector<std::unique_ptr<MemoryNode>>& memory_nodes() const noexcept { return nodes_; }
 
   [[nodiscard]] const std::vector<ext::WorkerInfo>& worker_infos() const noexcept { return worker_infos_; }
+  /// Unfinished tasks pinned to `worker` (queued or running).
+  [[nodiscard]] std::size_t pinned_load(unsigned worker) const noexcept {
+    return pinned_[worker]->load.load(std::memory_order_acquire);
+  }
+  void count_pinned(TaskCore* task) noexcept {
+    if (task->pinned_worker >= 0) pinned_[static_cast<unsigned>(task->pinned_worker)]->load.fetch_add(1);
+  }
   [[nodiscard]] const std::string& scheduler_name() const noexcept { return scheduler_name_; }
   std::uint64_t next_sequence() noexcept { return sequence_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -68,6 +76,8 @@ class RuntimeImpl {
   void start_workers();
   void worker_loop(WorkerState& worker);
   ext::SchedTask* find_task(WorkerState& worker);
+  /// The worker's next task: one pinned to it first, else the scheduler's choice.
+  ext::SchedTask* next_task(WorkerState& worker);
   void push_ready(TaskCore* task);
   void stop_workers();
   void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
@@ -79,6 +89,11 @@ class RuntimeImpl {
   std::string scheduler_name_;
   std::unique_ptr<ext::Scheduler> scheduler_;
   std::array<IdleWorkers, kArchCount> idle_;
+  struct Pinned {
+    TaskFifo queue;
+    std::atomic<std::size_t> load{0};
+  };
+  std::vector<std::unique_ptr<Pinned>> pinned_;
   std::chrono::nanoseconds spin_{};
 
   alignas(64) std::atomic<std::int64_t> outstanding_{0};
@@ -97,7 +112,7 @@ class RuntimeImpl {
 template <class Done>
 void RuntimeImpl::help_while(WorkerState& worker, Done done) {
   while (!done()) {
-    if (ext::SchedTask* task = scheduler_->pop(worker.info.id)) {
+    if (ext::SchedTask* task = next_task(worker)) {
       execute(static_cast<TaskCore*>(task), worker);
     } else {
       std::this_thread::yield();

@@ -51,6 +51,7 @@ struct TaskCore : ext::SchedTask {
   bool released = false;       // successors have been told; later dependents need not wait
   std::uint8_t flags = 0;
   std::uint16_t access_count = 0;
+  std::int32_t pinned_worker = -1;  // runs on this worker only, bypassing the scheduler
   RuntimeImpl* runtime = nullptr;
   const BodyOps* ops = nullptr;
   const Codelet* codelet = nullptr;

@@ -99,6 +99,7 @@ void recycle_task(TaskCore* task) noexcept {
   task->flags = 0;
   task->released = false;
   task->access_count = 0;
+  task->pinned_worker = -1;
   task->state.store(static_cast<std::uint32_t>(TaskStatus::pending), std::memory_order_relaxed);
 
   FreeList& list = cache.list;

@@ -119,10 +119,23 @@ class Child final : public ProcessChannel {
     reap();
   }
 
-  ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts) override {
+  ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts,
+                      const ProcessRequestHandler& on_request) override {
     if (pid_ <= 0) start();
     std::optional<ProcessMessage> reply;
-    if (write_message(to_child_, kind, parts)) reply = read_message(from_child_);
+    if (write_message(to_child_, kind, parts)) {
+      while ((reply = read_message(from_child_)) && reply->kind >= kProcessFirstRequest) {
+        if (!on_request) throw Error("hetflow: process worker sent a request nobody answers (kind " +
+                                     std::to_string(reply->kind) + ")");
+        std::optional<ProcessMessage> answer = on_request(*reply);
+        if (!answer) continue;
+        std::vector<std::string_view> answer_parts(answer->parts.begin(), answer->parts.end());
+        if (!write_message(to_child_, answer->kind, answer_parts)) {
+          reply.reset();
+          break;
+        }
+      }
+    }
     if (reply) return std::move(*reply);
     const pid_t dead = pid_;
     std::string how = reap();

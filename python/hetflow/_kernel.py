@@ -1,0 +1,165 @@
+"""What offloaded kernels see inside a worker process ("core"): their core id, the other cores
+of their launch, messages among them, and the data that lives on the device.
+
+Every call here talks to the host over the worker's pipes: a request message, and for receive
+and barrier, the host's answer.
+"""
+from __future__ import annotations
+
+import operator
+import os
+import pickle
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+from hetflow import _protocol as P
+
+SEND, RECEIVE, VALUE, FAILED, BARRIER = 4, 5, 6, 7, 8
+OPERATORS: Dict[str, Callable[[Any, Any], Any]] = {
+    "sum": operator.add,
+    "prod": operator.mul,
+    "min": min,
+    "max": max,
+}
+
+_fds: Optional[Tuple[int, int]] = None
+_launch: Optional[Tuple[int, Tuple[int, ...]]] = None
+# Variables defined on this core with define_on_device / copy_to_device.
+device_data: Dict[str, Any] = {}
+
+
+class PeerFailed(RuntimeError):
+    """Another kernel of the same launch failed, so the message or barrier will never come."""
+
+
+def attach(read_fd: int, write_fd: int) -> None:
+    global _fds
+    _fds = (read_fd, write_fd)
+
+
+def coreid() -> int:
+    """This core's id (0 to numcores() - 1)."""
+    value = os.environ.get("HETFLOW_WORKER_ID")
+    if value is None or _fds is None:
+        raise RuntimeError("hetflow.coreid(): only inside a kernel running on a core (an @offload function)")
+    return int(value)
+
+
+def launch_cores() -> Tuple[int, ...]:
+    """The cores running the current launch, in increasing order."""
+    if _launch is None:
+        raise RuntimeError("hetflow: core-to-core messages are only possible inside an @offload kernel")
+    return _launch[1]
+
+
+def _request(kind: int, parts: Sequence[bytes], answer: bool) -> Any:
+    if _fds is None or _launch is None:
+        raise RuntimeError("hetflow: core-to-core messages are only possible inside an @offload kernel")
+    read_fd, write_fd = _fds
+    P.write_message(write_fd, kind, [str(_launch[0]).encode(), *parts])
+    if not answer:
+        return None
+    message = P.read_message(read_fd)
+    if message is None:
+        raise RuntimeError("hetflow: the host closed the connection")
+    reply, reply_parts = message
+    if reply == FAILED:
+        raise PeerFailed(bytes(reply_parts[0]).decode("utf-8", "replace"))
+    return reply_parts
+
+
+def _check_peer(core: int) -> None:
+    if core not in launch_cores():
+        raise ValueError(f"hetflow: core {core} is not running this launch (its cores are {list(launch_cores())})")
+
+
+def send(value: Any, core: int) -> None:
+    """Sends ``value`` to kernel ``core`` of this launch (does not wait for it to be received)."""
+    _check_peer(core)
+    import cloudpickle
+
+    _request(SEND, [str(core).encode(), cloudpickle.dumps(value, protocol=5)], answer=False)
+
+
+def recv(core: int) -> Any:
+    """The next value kernel ``core`` of this launch sent to this one (waits for it)."""
+    _check_peer(core)
+    parts = _request(RECEIVE, [str(core).encode()], answer=True)
+    return pickle.loads(parts[0])
+
+
+def barrier() -> None:
+    """Waits until every kernel of this launch has reached the barrier."""
+    _request(BARRIER, [], answer=True)
+
+
+def bcast(value: Any, root: int) -> Any:
+    """``value`` of core ``root``, on every core of the launch."""
+    _check_peer(root)
+    if coreid() == root:
+        for core in launch_cores():
+            if core != root:
+                send(value, core)
+        return value
+    return recv(root)
+
+
+def _combine(op: Union[str, Callable[[Any, Any], Any]]) -> Callable[[Any, Any], Any]:
+    if callable(op):
+        return op
+    if op not in OPERATORS:
+        raise ValueError(f"hetflow.reduce: unknown operator {op!r}; use sum, min, max, prod or a function")
+    return OPERATORS[op]
+
+
+def reduce(value: Any, op: Union[str, Callable[[Any, Any], Any]] = "sum", root: Optional[int] = None) -> Any:
+    """Combines every core's ``value`` with ``op`` (in core order) on ``root`` (default: the
+    launch's first core), which gets the result; the other cores get None."""
+    combine = _combine(op)
+    cores = launch_cores()
+    root = cores[0] if root is None else root
+    _check_peer(root)
+    if coreid() != root:
+        send(value, root)
+        return None
+    values = {root: value}
+    for core in cores:
+        if core != root:
+            values[core] = recv(core)
+    result = values[cores[0]]
+    for core in cores[1:]:
+        result = combine(result, values[core])
+    return result
+
+
+def allreduce(value: Any, op: Union[str, Callable[[Any, Any], Any]] = "sum") -> Any:
+    """Like reduce, with the result on every core."""
+    root = launch_cores()[0]
+    return bcast(reduce(value, op, root), root)
+
+
+# -- entry points the host submits to cores --------------------------------------------------------
+def run_kernel(launch: int, cores: Tuple[int, ...], func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """Runs one kernel of a launch, with the core's device data visible as globals."""
+    global _launch
+    _launch = (launch, tuple(cores))
+    namespace = getattr(func, "__globals__", None)
+    try:
+        if namespace is not None:
+            namespace.update(device_data)
+        return func(*args, **kwargs)
+    finally:
+        _launch = None
+        if namespace is not None:
+            for name in device_data:  # a kernel may rebind device data (``global x; x = ...``)
+                if name in namespace:
+                    device_data[name] = namespace[name]
+
+
+def store(name: str, value: Any) -> None:
+    device_data[name] = value
+
+
+def load(name: str) -> Any:
+    if name not in device_data:
+        raise NameError(f"hetflow: {name!r} is not defined on core {coreid()} (see define_on_device)")
+    return device_data[name]

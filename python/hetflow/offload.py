@@ -1,0 +1,233 @@
+"""ePython-style offload: run a function once on each of many cores.
+
+A *core* is a process worker of the runtime (its own interpreter); ``numcores()`` tells how
+many, and ``hetflow.init(ncpus=16)`` gives 16 on any machine.
+
+>>> from hetflow import offload
+>>> @offload
+... def helloworld(a, b):
+...     print("Hello World")
+...     return a + b
+>>> helloworld(10, 20)            # one value per core, by core id
+[30, 30, 30, ...]
+>>> h = helloworld(10, 20, target=[9, 10], asynchronous=True)
+>>> h.wait()
+[30, 30]
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import threading
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from hetflow import _kernel, _runtime
+from hetflow._future import Future
+
+Target = Union[int, Sequence[int], None]
+_LAUNCH_OPTIONS = ("asynchronous", "async", "auto", "target")
+_launch_ids = itertools.count(1)
+_launch_lock = threading.Lock()
+
+
+def numcores() -> int:
+    """The number of cores (process workers); inside a kernel, of the runtime that launched it."""
+    import os
+
+    inside = os.environ.get("HETFLOW_NUM_CORES")
+    if inside is not None and os.environ.get("HETFLOW_WORKER_ID") is not None:
+        return int(inside)
+    return _runtime.current().nprocs
+
+
+def coreid() -> int:
+    """The id of the core running the calling kernel."""
+    return _kernel.coreid()
+
+
+class OffloadHandle:
+    """The kernels of an asynchronous launch, one per core.
+
+    ``wait()`` returns their values ordered by core id; ``wait_any()`` returns ``(core, value)``
+    of a finished kernel and forgets it; ``test()`` is true once at least one has finished and
+    ``done()`` once all have. A kernel's exception is re-raised with the core id attached.
+    """
+
+    def __init__(self, futures: Dict[int, Future]) -> None:
+        self._futures = dict(sorted(futures.items()))
+
+    @property
+    def cores(self) -> List[int]:
+        return list(self._futures)
+
+    def wait(self) -> List[Any]:
+        return [_value(core, future) for core, future in self._futures.items()]
+
+    def wait_any(self) -> Tuple[int, Any]:
+        if not self._futures:
+            raise RuntimeError("hetflow: wait_any() on a handle whose kernels were all collected")
+        by_future = {future: core for core, future in self._futures.items()}
+        done, _ = concurrent.futures.wait(by_future, return_when=concurrent.futures.FIRST_COMPLETED)
+        core = min(by_future[future] for future in done)
+        future = self._futures.pop(core)
+        return core, _value(core, future)
+
+    def test(self) -> bool:
+        return any(future.done() for future in self._futures.values())
+
+    def done(self) -> bool:
+        return all(future.done() for future in self._futures.values())
+
+    def __repr__(self) -> str:
+        return f"<hetflow.OffloadHandle cores={self.cores} done={self.done()}>"
+
+
+def _value(core: int, future: Future) -> Any:
+    try:
+        return future.result()
+    except BaseException as error:
+        error.core = core  # type: ignore[attr-defined]
+        if hasattr(error, "add_note"):
+            error.add_note(f"raised by the kernel on core {core}")
+        raise
+
+
+def _cores(runtime: Any, auto: Optional[int], target: Target) -> List[int]:
+    count = runtime.nprocs
+    if count == 0:
+        raise ValueError("hetflow.offload: the runtime has no cores (nprocs=0)")
+    if auto is not None and target is not None:
+        raise ValueError("hetflow.offload: give auto or target, not both")
+    if target is not None:
+        cores = [target] if isinstance(target, int) else list(target)
+        if not cores:
+            raise ValueError("hetflow.offload: target names no core")
+        for core in cores:
+            if not isinstance(core, int) or not 0 <= core < count:
+                raise ValueError(f"hetflow.offload: core {core!r} does not exist; cores are 0 to {count - 1}")
+        if len(set(cores)) != len(cores):
+            raise ValueError(f"hetflow.offload: target {cores} names a core twice")
+        return sorted(cores)
+    if auto is not None:
+        if not isinstance(auto, int) or auto < 1:
+            raise ValueError(f"hetflow.offload: auto must be a positive number of cores, not {auto!r}")
+        if auto > count:
+            raise ValueError(f"hetflow.offload: auto={auto} but there are only {count} cores")
+        loads = [(runtime.core_load(core), core) for core in range(count)]
+        return sorted(core for _, core in sorted(loads)[:auto])
+    return list(range(count))
+
+
+def launch(func: Callable[..., Any], args: tuple, kwargs: dict, cores: Iterable[int]) -> OffloadHandle:
+    """Runs ``func(*args, **kwargs)`` once on each of ``cores``; kernels on busy cores queue."""
+    runtime = _runtime.current()
+    cores = tuple(cores)
+    with _launch_lock:
+        launch_id = next(_launch_ids)
+    runtime.open_launch(launch_id, len(cores))
+    name = getattr(func, "__name__", "kernel")
+    futures = {
+        core: runtime.submit_to_core(core, _kernel.run_kernel, (launch_id, cores, func, args, kwargs), name, launch_id)
+        for core in cores
+    }
+    return OffloadHandle(futures)
+
+
+class OffloadedFunction:
+    """A function whose calls run on many cores; made by ``@offload``."""
+
+    def __init__(self, func: Callable[..., Any], asynchronous: bool, auto: Optional[int], target: Target) -> None:
+        if not callable(func):
+            raise TypeError(f"hetflow.offload: {func!r} is not callable")
+        self.func = func
+        self.asynchronous = asynchronous
+        self.auto = auto
+        self.target = target
+        self.__name__ = getattr(func, "__name__", "kernel")
+        self.__doc__ = getattr(func, "__doc__", None)
+        self.__wrapped__ = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        asynchronous = kwargs.pop("asynchronous", kwargs.pop("async", self.asynchronous))
+        auto = kwargs.pop("auto", None)
+        target = kwargs.pop("target", None)
+        if auto is None and target is None:
+            auto, target = self.auto, self.target
+        handle = launch(self.func, args, kwargs, _cores(_runtime.current(), auto, target))
+        return handle if asynchronous else handle.wait()
+
+
+def _options(options: Dict[str, Any], where: str) -> Tuple[bool, Optional[int], Target]:
+    unknown = set(options) - set(_LAUNCH_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"{where}: unknown keyword {', '.join(sorted(unknown))}; use asynchronous (or async), auto or target"
+        )
+    asynchronous = options.get("asynchronous", options.get("async", False))
+    return bool(asynchronous), options.get("auto"), options.get("target")
+
+
+def offload(func: Optional[Callable[..., Any]] = None, **options: Any) -> Any:
+    """Runs the decorated function on every core (or ``auto=N`` idle ones, or ``target=[...]``);
+    ``asynchronous=True`` (or ``**{"async": True}``) returns an OffloadHandle instead of the list.
+    The same keywords given to a call override the decorator's for that call."""
+    asynchronous, auto, target = _options(options, "hetflow.offload")
+    if func is not None:
+        return OffloadedFunction(func, asynchronous, auto, target)
+    return lambda f: OffloadedFunction(f, asynchronous, auto, target)
+
+
+def offload_multiple(func: Optional[Callable[..., Any]] = None, *, cores: int = 1) -> Any:
+    """Asynchronous launch on ``cores`` idle cores: ``@offload_multiple(cores=8)``."""
+    if func is not None:
+        return OffloadedFunction(func, True, cores, None)
+    return lambda f: OffloadedFunction(f, True, cores, None)
+
+
+def offload_single(func: Optional[Callable[..., Any]] = None) -> Any:
+    """Asynchronous launch on one idle core: ``@offload_single``."""
+    if func is not None:
+        return OffloadedFunction(func, True, 1, None)
+    return lambda f: OffloadedFunction(f, True, 1, None)
+
+
+def wait_all(*handles: OffloadHandle) -> List[List[Any]]:
+    """The values of each handle's kernels (see OffloadHandle.wait), in the order given."""
+    return [handle.wait() for handle in handles]
+
+
+waitAll = wait_all
+
+
+# -- device-resident data -------------------------------------------------------------------------
+def _on_cores(func: Callable[..., Any], args: tuple, target: Target, asynchronous: bool) -> Any:
+    runtime = _runtime.current()
+    cores = _cores(runtime, None, target)
+    futures = {core: runtime.submit_to_core(core, func, args, func.__name__) for core in cores}
+    handle = OffloadHandle(futures)
+    return handle if asynchronous else handle.wait()
+
+
+def define_on_device(name: str, value: Any) -> None:
+    """Gives every core its own copy of ``value``, which kernels use as the global ``name`` and
+    which stays on the core between launches (changes made by kernels included)."""
+    _check_name(name)
+    _on_cores(_kernel.store, (name, value), None, False)
+
+
+def copy_to_device(name: str, value: Any, target: Target = None, asynchronous: bool = False) -> Any:
+    """Sets device variable ``name`` to ``value`` on the target cores (default: all)."""
+    _check_name(name)
+    result = _on_cores(_kernel.store, (name, value), target, asynchronous)
+    return result if asynchronous else None
+
+
+def copy_from_device(name: str, target: Target = None, asynchronous: bool = False) -> Any:
+    """The value of device variable ``name`` on each target core (default: all), by core id."""
+    _check_name(name)
+    return _on_cores(_kernel.load, (name,), target, asynchronous)
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"hetflow: a device variable needs a Python identifier as name, not {name!r}")

@@ -1,0 +1,45 @@
+#pragma once
+// Messages among the kernels of one offload launch (send / recv / barrier), relayed by the host:
+// each kernel's worker thread answers its child's requests from here. A failing kernel fails
+// its launch, so that no peer waits forever for it.
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <tuple>
+
+namespace hetflow::python {
+
+class MessageHub {
+ public:
+  /// Starts a launch of `size` kernels.
+  void open(std::uint64_t launch, std::uint32_t size);
+  void send(std::uint64_t launch, std::uint32_t from, std::uint32_t to, std::string payload);
+  /// The next message from `from` to `to`; the launch's failure reason if it failed first.
+  std::optional<std::string> receive(std::uint64_t launch, std::uint32_t to, std::uint32_t from,
+                                     std::string& failure);
+  /// Waits until all kernels of the launch reach it; false (with the reason) if it failed.
+  bool barrier(std::uint64_t launch, std::string& failure);
+  void fail(std::uint64_t launch, const std::string& reason);
+  /// One kernel of the launch is done; the launch is forgotten when all are.
+  void kernel_done(std::uint64_t launch);
+
+ private:
+  struct Launch {
+    std::uint32_t size = 0;
+    std::uint32_t running = 0;
+    std::uint32_t arrived = 0;
+    std::uint64_t generation = 0;
+    std::optional<std::string> failure;
+    std::map<std::pair<std::uint32_t, std::uint32_t>, std::deque<std::string>> boxes;  // (to, from)
+  };
+  Launch& launch_of(std::uint64_t launch);
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<std::uint64_t, Launch> launches_;
+};
+
+}  // namespace hetflow::python

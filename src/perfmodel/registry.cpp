@@ -1,0 +1,90 @@
+// PerfModelRegistry: the process's performance models by symbol, loaded on first use and saved
+// together (the engine saves them at shutdown).
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <set>
+#include <system_error>
+
+#include "hetflow/perfmodel.hpp"
+#include "perfmodel/storage.hpp"
+
+namespace hetflow {
+
+struct PerfModelRegistry::State {
+  std::mutex mutex;
+  // By file, so that a change of HETFLOW_HOME gives fresh models for the new directory.
+  std::map<std::filesystem::path, std::shared_ptr<PerfModel>> models;
+};
+
+PerfModelRegistry::PerfModelRegistry() : state_(std::make_unique<State>()) {}
+PerfModelRegistry::~PerfModelRegistry() = default;
+
+PerfModelRegistry& PerfModelRegistry::instance() {
+  // Never destroyed: the engine may save models while other static objects are being destroyed.
+  static auto* registry = new PerfModelRegistry();
+  return *registry;
+}
+
+std::filesystem::path PerfModelRegistry::directory() const { return detail::perfmodel_directory(); }
+
+std::shared_ptr<PerfModel> PerfModelRegistry::get(const std::string& symbol) {
+  validate_perfmodel_symbol(symbol);
+  std::filesystem::path file = detail::perfmodel_file(directory(), symbol);
+  std::lock_guard lock(state_->mutex);
+  auto& model = state_->models[file];
+  if (!model) {
+    try {
+      auto fresh = std::make_shared<PerfModel>(symbol, file);
+      fresh->load();
+      model = std::move(fresh);
+    } catch (...) {
+      state_->models.erase(file);
+      throw;
+    }
+  }
+  return model;
+}
+
+std::vector<std::string> PerfModelRegistry::list() {
+  const std::filesystem::path dir = directory();
+  std::set<std::string> symbols;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir, ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    if (std::string symbol = detail::symbol_of_file(it->path()); !symbol.empty()) symbols.insert(std::move(symbol));
+  }
+  {
+    std::lock_guard lock(state_->mutex);
+    for (const auto& [file, model] : state_->models) {
+      if (file.parent_path() == dir) symbols.insert(model->symbol());
+    }
+  }
+  return {symbols.begin(), symbols.end()};
+}
+
+void PerfModelRegistry::save_all() noexcept {
+  std::vector<std::shared_ptr<PerfModel>> models;
+  try {
+    std::lock_guard lock(state_->mutex);
+    models.reserve(state_->models.size());
+    for (const auto& [file, model] : state_->models) models.push_back(model);
+  } catch (const std::exception& e) {
+    detail::warn(std::string("could not save performance models: ") + e.what());
+    return;
+  }
+  for (const auto& model : models) {
+    try {
+      model->save();
+    } catch (const std::exception& e) {
+      detail::warn("could not save performance model '" + model->symbol() + "': " + e.what());
+    }
+  }
+}
+
+void PerfModelRegistry::reset() {
+  std::lock_guard lock(state_->mutex);
+  state_->models.clear();
+}
+
+}  // namespace hetflow

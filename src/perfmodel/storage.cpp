@@ -1,0 +1,386 @@
+// Performance model files: the versioned text format, atomic replacement, the directory lock,
+// symbol validation, and where the files live. The format is specified in docs/perfmodels.md.
+#include "perfmodel/storage.hpp"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <vector>
+
+#include "hetflow/error.hpp"
+#include "hetflow/perfmodel.hpp"
+
+namespace hetflow {
+
+std::optional<Arch> arch_from_name(std::string_view name) noexcept {
+  for (unsigned a = 0; a < kArchCount; ++a) {
+    const auto arch = static_cast<Arch>(a);
+    if (arch_name(arch) == name) return arch;
+  }
+  return std::nullopt;
+}
+
+void validate_perfmodel_symbol(std::string_view symbol) {
+  constexpr std::size_t kMaxLength = 200;
+  auto quoted = [&] { return "'" + std::string(symbol) + "'"; };
+  if (symbol.empty()) throw InvalidArgument("performance model symbol is empty");
+  if (symbol.size() > kMaxLength) {
+    throw InvalidArgument("performance model symbol " + quoted() + " is longer than " + std::to_string(kMaxLength) +
+                          " characters");
+  }
+  if (symbol.front() == '.') {
+    throw InvalidArgument("performance model symbol " + quoted() + " must not start with '.'");
+  }
+  for (char ch : symbol) {
+    const auto c = static_cast<unsigned char>(ch);
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '-' || c == '.' || c == '+' || c == ':' || c == '@';
+    if (!ok) {
+      std::string shown = c >= 0x20 && c < 0x7f ? std::string("'") + ch + "'" : "byte " + std::to_string(c);
+      throw InvalidArgument("performance model symbol " + quoted() + " contains " + shown +
+                            ": use letters, digits and _ - . + : @");
+    }
+  }
+}
+
+namespace detail {
+namespace {
+
+constexpr std::string_view kMagic = "hetflow-perfmodel";
+constexpr std::size_t kFixedFields = 9;  // arch size count mean m2 min max robust recent_count
+
+std::vector<std::string_view> split_fields(std::string_view line) {
+  std::vector<std::string_view> fields;
+  std::size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+    const std::size_t start = i;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
+    if (i > start) fields.push_back(line.substr(start, i - start));
+  }
+  return fields;
+}
+
+template <class T>
+std::optional<T> parse_number(std::string_view text) {
+  T value{};
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end) return std::nullopt;
+  return value;
+}
+
+std::optional<double> parse_seconds(std::string_view text) {
+  auto value = parse_number<double>(text);
+  if (!value || !std::isfinite(*value) || *value < 0) return std::nullopt;
+  return value;
+}
+
+void append_number(std::string& out, double value) {
+  char buffer[64];
+  auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof buffer, value);
+  out.append(buffer, ec == std::errc() ? ptr : buffer);
+}
+
+void append_number(std::string& out, std::uint64_t value) {
+  char buffer[32];
+  auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof buffer, value);
+  out.append(buffer, ec == std::errc() ? ptr : buffer);
+}
+
+ReadResult damaged(std::size_t line, std::string reason) {
+  ReadResult result;
+  result.status = ReadResult::Status::damaged;
+  result.line = line;
+  result.reason = std::move(reason);
+  return result;
+}
+
+// One measurement line; returns the reason it is bad, or "" when `key` and `history` are set.
+std::string parse_entry(const std::vector<std::string_view>& fields, std::pair<Arch, std::size_t>& key,
+                        History& history) {
+  if (fields.size() < kFixedFields) {
+    return "expected at least " + std::to_string(kFixedFields) + " fields, found " + std::to_string(fields.size());
+  }
+  auto arch = arch_from_name(fields[0]);
+  if (!arch) return "unknown architecture '" + std::string(fields[0]) + "'";
+  auto size = parse_number<std::uint64_t>(fields[1]);
+  if (!size) return "bad size '" + std::string(fields[1]) + "'";
+  auto count = parse_number<std::uint64_t>(fields[2]);
+  if (!count || *count == 0) return "bad count '" + std::string(fields[2]) + "'";
+  const char* names[] = {"mean", "m2", "min", "max", "robust"};
+  double values[5] = {};
+  for (std::size_t i = 0; i < 5; ++i) {
+    auto value = parse_seconds(fields[3 + i]);
+    if (!value) return std::string("bad ") + names[i] + " '" + std::string(fields[3 + i]) + "'";
+    values[i] = *value;
+  }
+  const double mean = values[0], m2 = values[1], min = values[2], max = values[3];
+  if (min > max || mean < min * (1 - 1e-9) || mean > max * (1 + 1e-9)) return "min <= mean <= max does not hold";
+  auto recent_count = parse_number<std::uint64_t>(fields[8]);
+  if (!recent_count || *recent_count > History::kRecent || *recent_count > *count) {
+    return "bad recent sample count '" + std::string(fields[8]) + "'";
+  }
+  if (fields.size() != kFixedFields + *recent_count) {
+    return "expected " + std::to_string(*recent_count) + " recent samples, found " +
+           std::to_string(fields.size() - kFixedFields);
+  }
+  std::vector<double> recent;
+  for (std::size_t i = kFixedFields; i < fields.size(); ++i) {
+    auto value = parse_seconds(fields[i]);
+    if (!value) return "bad sample '" + std::string(fields[i]) + "'";
+    recent.push_back(*value);
+  }
+  key = {*arch, static_cast<std::size_t>(*size)};
+  history = History::from_parts(*count, mean, m2, min, max, recent);
+  return {};
+}
+
+}  // namespace
+
+ReadResult parse_model_text(std::string_view text, std::string_view symbol) {
+  ReadResult result;
+  result.status = ReadResult::Status::loaded;
+  bool have_header = false;
+  bool have_symbol = false;
+  std::size_t line_number = 0;
+  while (!text.empty()) {
+    const std::size_t newline = text.find('\n');
+    std::string_view line = text.substr(0, newline);
+    text = newline == std::string_view::npos ? std::string_view{} : text.substr(newline + 1);
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const auto fields = split_fields(line);
+    if (!have_header) {
+      if (fields.size() != 2 || fields[0] != kMagic) {
+        return damaged(line_number, "not a hetflow performance model (expected '" + std::string(kMagic) + " " +
+                                        std::to_string(kPerfModelFormatVersion) + "')");
+      }
+      auto version = parse_number<int>(fields[1]);
+      if (!version || *version < 1) return damaged(line_number, "bad format version '" + std::string(fields[1]) + "'");
+      if (*version > kPerfModelFormatVersion) {
+        return damaged(line_number, "format version " + std::to_string(*version) +
+                                        " is newer than this hetflow's (" +
+                                        std::to_string(kPerfModelFormatVersion) + ")");
+      }
+      have_header = true;
+      continue;
+    }
+    if (fields.empty() || fields[0].front() == '#') continue;
+    if (!have_symbol) {
+      if (fields.size() != 2 || fields[0] != "symbol") return damaged(line_number, "expected 'symbol <name>'");
+      if (fields[1] != symbol) {
+        return damaged(line_number, "the file is for symbol '" + std::string(fields[1]) + "', not '" +
+                                        std::string(symbol) + "'");
+      }
+      have_symbol = true;
+      continue;
+    }
+    std::pair<Arch, std::size_t> key;
+    History history;
+    if (std::string reason = parse_entry(fields, key, history); !reason.empty()) return damaged(line_number, reason);
+    if (!result.contents.emplace(key, std::move(history)).second) {
+      return damaged(line_number, "a second line for " + std::string(arch_name(key.first)) + " size " +
+                                      std::to_string(key.second));
+    }
+  }
+  if (!have_header) return damaged(line_number, "empty file");
+  if (!have_symbol) return damaged(line_number, "no 'symbol' line");
+  return result;
+}
+
+ReadResult read_model_file(const std::filesystem::path& file, std::string_view symbol) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    std::error_code ec;
+    if (!std::filesystem::exists(file, ec) && !ec) return {};
+    return damaged(0, std::string("cannot be read: ") + std::strerror(errno));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return damaged(0, "read error");
+  return parse_model_text(text.str(), symbol);
+}
+
+std::string format_model(std::string_view symbol, const ModelContents& contents) {
+  std::string out;
+  out += kMagic;
+  out += ' ';
+  out += std::to_string(kPerfModelFormatVersion);
+  out += "\nsymbol ";
+  out += symbol;
+  out += "\n# arch size count mean m2 min max robust recent_count recent_samples... (seconds; see docs/perfmodels.md)\n";
+  for (const auto& [key, history] : contents) {
+    if (history.empty()) continue;
+    out += arch_name(key.first);
+    out += ' ';
+    append_number(out, static_cast<std::uint64_t>(key.second));
+    out += ' ';
+    append_number(out, history.count());
+    for (double value : {history.mean(), history.m2(), history.min(), history.max(), history.robust()}) {
+      out += ' ';
+      append_number(out, value);
+    }
+    const auto recent = history.recent();
+    out += ' ';
+    append_number(out, static_cast<std::uint64_t>(recent.size()));
+    for (double value : recent) {
+      out += ' ';
+      append_number(out, value);
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+void write_file_atomically(const std::filesystem::path& file, std::string_view text) {
+  static std::atomic<unsigned> counter{0};
+  const std::filesystem::path directory = file.parent_path();
+  std::error_code ec;
+  std::filesystem::create_directories(directory, ec);
+  if (ec) throw Error("cannot create " + directory.string() + ": " + ec.message());
+  const std::filesystem::path temp =
+      directory / ("." + file.filename().string() + ".tmp." + std::to_string(::getpid()) + "." +
+                   std::to_string(counter.fetch_add(1, std::memory_order_relaxed)));
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot create " + temp.string() + ": " + std::strerror(errno));
+  auto failure = [&](const char* step) {
+    const int error = errno;
+    if (fd >= 0) ::close(fd);
+    ::unlink(temp.c_str());
+    return Error("cannot write " + file.string() + " (" + step + " " + temp.string() + "): " + std::strerror(error));
+  };
+  const char* data = text.data();
+  std::size_t left = text.size();
+  while (left > 0) {
+    const ssize_t written = ::write(fd, data, left);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      throw failure("write");
+    }
+    data += written;
+    left -= static_cast<std::size_t>(written);
+  }
+  if (::fsync(fd) != 0) throw failure("fsync");
+  const int closed = ::close(fd);
+  fd = -1;  // released even when close reports an error
+  if (closed != 0) throw failure("close");
+  if (::rename(temp.c_str(), file.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(temp.c_str());
+    throw Error("cannot rename " + temp.string() + " to " + file.string() + ": " + std::strerror(error));
+  }
+  // Make the rename itself durable.
+  const int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+}
+
+DirectoryLock::DirectoryLock(const std::filesystem::path& directory) {
+  std::error_code ec;
+  std::filesystem::create_directories(directory, ec);
+  if (ec) throw Error("cannot create " + directory.string() + ": " + ec.message());
+  const std::filesystem::path lock_file = directory / ".lock";
+  fd_ = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error("cannot open " + lock_file.string() + ": " + std::strerror(errno));
+  while (::flock(fd_, LOCK_EX) != 0) {
+    if (errno == EINTR) continue;
+    const int error = errno;
+    ::close(fd_);
+    throw Error("cannot lock " + lock_file.string() + ": " + std::strerror(error));
+  }
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the lock
+}
+
+std::filesystem::path perfmodel_directory() {
+  if (const char* home = std::getenv("HETFLOW_HOME"); home != nullptr && *home != '\0') {
+    return std::filesystem::path(home) / "perfmodels";
+  }
+  std::filesystem::path user_home;
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    user_home = home;
+  } else {
+    std::vector<char> buffer(16384);
+    passwd entry{};
+    passwd* found = nullptr;
+    if (::getpwuid_r(::getuid(), &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr &&
+        found->pw_dir != nullptr) {
+      user_home = found->pw_dir;
+    } else {
+      user_home = ".";
+    }
+  }
+  return user_home / ".hetflow" / "perfmodels";
+}
+
+std::filesystem::path perfmodel_file(const std::filesystem::path& directory, std::string_view symbol) {
+  return directory / (std::string(symbol) + std::string(kPerfModelExtension));
+}
+
+std::string symbol_of_file(const std::filesystem::path& file) {
+  if (file.extension() != kPerfModelExtension) return {};
+  std::string symbol = file.stem().string();
+  try {
+    validate_perfmodel_symbol(symbol);
+  } catch (const InvalidArgument&) {
+    return {};
+  }
+  return symbol;
+}
+
+std::size_t default_calibration_samples() {
+  constexpr std::size_t kDefault = 10;
+  constexpr std::uint64_t kMax = 1'000'000;
+  const char* text = std::getenv("HETFLOW_CALIBRATE");
+  if (text == nullptr || *text == '\0') return kDefault;
+  auto value = parse_number<std::uint64_t>(text);
+  if (!value || *value < 1 || *value > kMax) {
+    throw InvalidArgument("HETFLOW_CALIBRATE='" + std::string(text) + "' is not a whole number from 1 to " +
+                          std::to_string(kMax) + " (measurements before a size counts as calibrated)");
+  }
+  return static_cast<std::size_t>(*value);
+}
+
+void warn(std::string_view message) noexcept {
+  try {
+    std::string line = "hetflow: warning: ";
+    line += message;
+    line += '\n';
+    const char* data = line.data();
+    std::size_t left = line.size();
+    while (left > 0) {
+      const ssize_t written = ::write(STDERR_FILENO, data, left);
+      if (written < 0 && errno == EINTR) continue;
+      if (written <= 0) return;
+      data += written;
+      left -= static_cast<std::size_t>(written);
+    }
+  } catch (...) {
+    // Out of memory while warning: nothing better to do.
+  }
+}
+
+std::string describe_damage(const std::filesystem::path& file, const ReadResult& result) {
+  std::string text = file.string();
+  if (result.line > 0) text += ":" + std::to_string(result.line);
+  return text + ": " + result.reason;
+}
+
+}  // namespace detail
+}  // namespace hetflow

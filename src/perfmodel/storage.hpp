@@ -1,0 +1,65 @@
+#pragma once
+// The on-disk side of performance models: the text format (docs/perfmodels.md), atomic writes,
+// the lock that serialises read-merge-write cycles between processes, and where models live.
+#include <cstddef>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "hetflow/arch.hpp"
+#include "perfmodel/history.hpp"
+
+namespace hetflow::detail {
+
+inline constexpr int kPerfModelFormatVersion = 1;
+inline constexpr std::string_view kPerfModelExtension = ".model";
+
+/// A model's measurements, by (architecture, size).
+using ModelContents = std::map<std::pair<Arch, std::size_t>, History>;
+
+struct ReadResult {
+  enum class Status { missing, loaded, damaged };
+  Status status = Status::missing;
+  ModelContents contents;
+  std::size_t line = 0;  ///< for damaged: the offending line (1-based; 0 when the file could not be read)
+  std::string reason;    ///< for damaged: what is wrong
+};
+
+/// Parses a model file; never throws for a bad file (the result says damaged, where and why).
+[[nodiscard]] ReadResult read_model_file(const std::filesystem::path& file, std::string_view symbol);
+[[nodiscard]] ReadResult parse_model_text(std::string_view text, std::string_view symbol);
+[[nodiscard]] std::string format_model(std::string_view symbol, const ModelContents& contents);
+
+/// Writes `text` to a temporary file beside `file`, fsyncs it, renames it over `file` and fsyncs
+/// the directory (created if needed). Throws hetflow::Error; the temporary file is removed on failure.
+void write_file_atomically(const std::filesystem::path& file, std::string_view text);
+
+/// An exclusive advisory lock (flock) on `<directory>/.lock`, held for the object's life.
+class DirectoryLock {
+ public:
+  explicit DirectoryLock(const std::filesystem::path& directory);
+  ~DirectoryLock();
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+/// $HETFLOW_HOME/perfmodels, else ~/.hetflow/perfmodels.
+[[nodiscard]] std::filesystem::path perfmodel_directory();
+/// `<directory>/<symbol>.model`.
+[[nodiscard]] std::filesystem::path perfmodel_file(const std::filesystem::path& directory, std::string_view symbol);
+/// The symbol a model file is for, or "" when `file` is not one (temporary, lock, damaged copy...).
+[[nodiscard]] std::string symbol_of_file(const std::filesystem::path& file);
+/// HETFLOW_CALIBRATE, else 10. Throws InvalidArgument for a malformed value.
+[[nodiscard]] std::size_t default_calibration_samples();
+
+/// "hetflow: warning: <message>" on stderr, in one write.
+void warn(std::string_view message) noexcept;
+/// "<file>:<line>: <reason>", or "<file>: <reason>" for line 0.
+[[nodiscard]] std::string describe_damage(const std::filesystem::path& file, const ReadResult& result);
+
+}  // namespace hetflow::detail
