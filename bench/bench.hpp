@@ -1,0 +1,19 @@
+#pragma once
+// What bench/main.cpp dispatches to: one entry point per subcommand, with its parsed flags.
+#include <cstddef>
+
+namespace hetflow::bench {
+
+struct OverheadOptions {
+  /// Tasks per timed workload (independent, chain, fanout).
+  std::size_t tasks = 100'000;
+  /// Timed runs per workload; the median is printed.
+  std::size_t repeat = 3;
+  /// Tasks held pending behind a blocked task to measure memory per pending task.
+  std::size_t pending = 1'000'000;
+};
+
+/// Prints `hetflow <workload>_ns_per_task <v>` lines and `hetflow pending_bytes_per_task <v>`.
+int run_overhead(const OverheadOptions& options);
+
+}  // namespace hetflow::bench

@@ -1,0 +1,150 @@
+// overhead: what hetflow costs per task when the tasks do nothing, on the workloads StarPU and
+// TBB are measured on beside this file (starpu.c, tbb.cpp; compare.sh runs all three):
+//
+//   independent  N empty codelet tasks, no data, submitted from the main thread, then wait_all
+//   chain        N tasks each RW on one registered variable: a serial dependency chain
+//   fanout       N tasks each RW on its own variable (registered before the timer starts)
+//   pending      resident bytes per task held pending behind a task that blocks
+//
+// The default scheduler is used (HETFLOW_SCHED and the other HETFLOW_* variables still apply).
+// Timings are the median of --repeat runs, each in ns per task from submitting the first task
+// to wait_all returning.
+#include "hetflow/hetflow.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bench.hpp"
+
+namespace hetflow::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const Codelet& noop() {
+  static const Codelet codelet{.name = "noop", .cpu = [](TaskContext&) {}};
+  return codelet;
+}
+
+double ns_per_task(Clock::time_point start, Clock::time_point end, std::size_t tasks) {
+  return std::chrono::duration<double, std::nano>(end - start).count() / static_cast<double>(tasks);
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
+}
+
+/// The process's resident set, from /proc/self/statm (its second field, in pages).
+long resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  long size_pages = 0;
+  long resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) throw std::runtime_error("cannot read /proc/self/statm");
+  return resident_pages * sysconf(_SC_PAGESIZE);
+}
+
+double independent(Runtime& runtime, std::size_t tasks) {
+  const Codelet& codelet = noop();
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < tasks; ++i) runtime.insert(codelet);
+  runtime.wait_all();
+  return ns_per_task(start, Clock::now(), tasks);
+}
+
+double chain(Runtime& runtime, std::size_t tasks) {
+  const Codelet& codelet = noop();
+  int value = 0;
+  const DataHandle handle = runtime.register_variable(value, "chain");
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < tasks; ++i) runtime.insert(codelet, {.data = {RW(handle)}});
+  runtime.wait_all();
+  const auto end = Clock::now();
+  runtime.unregister(handle);
+  return ns_per_task(start, end, tasks);
+}
+
+double fanout(Runtime& runtime, std::size_t tasks) {
+  const Codelet& codelet = noop();
+  std::vector<int> values(tasks);
+  std::vector<DataHandle> handles;
+  handles.reserve(tasks);
+  for (int& value : values) handles.push_back(runtime.register_variable(value));
+  const auto start = Clock::now();
+  for (const DataHandle& handle : handles) runtime.insert(codelet, {.data = {RW(handle)}});
+  runtime.wait_all();
+  const auto end = Clock::now();
+  for (const DataHandle& handle : handles) runtime.unregister(handle);
+  return ns_per_task(start, end, tasks);
+}
+
+/// Submits a task that blocks until released, then `tasks` tasks that depend on it (each RW on
+/// its variable, so they form a chain behind it), and returns the growth of the resident set
+/// over those submissions per task. Run it before anything else: task records are pooled and
+/// reused, so records left over from earlier workloads would hide part of the cost.
+double pending_bytes_per_task(Runtime& runtime, std::size_t tasks) {
+  const Codelet& codelet = noop();
+  int value = 0;
+  const DataHandle handle = runtime.register_variable(value, "pending");
+  std::atomic<bool> released{false};
+  const Future<void> blocker = runtime.submit(TaskOptions{.data = {RW(handle)}, .name = "blocker"},
+                                              [&released] { released.wait(false, std::memory_order_acquire); });
+
+  const long before = resident_bytes();
+  for (std::size_t i = 0; i < tasks; ++i) runtime.insert(codelet, {.data = {RW(handle)}});
+  const long after = resident_bytes();
+  if (blocker.ready()) throw std::logic_error("the blocking task finished before it was released");
+
+  released.store(true, std::memory_order_release);
+  released.notify_all();
+  runtime.wait_all();
+  runtime.unregister(handle);
+  return static_cast<double>(after - before) / static_cast<double>(tasks);
+}
+
+void print(const char* metric, double value) {
+  std::printf("hetflow %s %.0f\n", metric, value);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int run_overhead(const OverheadOptions& options) {
+  Runtime runtime;
+  std::fprintf(stderr, "# hetflow %s: scheduler %s, %u workers, spin %u us; %zu tasks, median of %zu runs\n",
+               HETFLOW_VERSION_STRING, runtime.scheduler_name().c_str(), runtime.worker_count(),
+               *runtime.config().spin_us, options.tasks, options.repeat);
+
+  const double pending = pending_bytes_per_task(runtime, options.pending);
+
+  struct Workload {
+    const char* metric;
+    double (*run)(Runtime&, std::size_t);
+  };
+  for (const Workload& workload : {Workload{"independent_ns_per_task", &independent},
+                                   Workload{"chain_ns_per_task", &chain}, Workload{"fanout_ns_per_task", &fanout}}) {
+    std::vector<double> runs;
+    std::string shown;
+    for (std::size_t r = 0; r < options.repeat; ++r) {
+      runs.push_back(workload.run(runtime, options.tasks));
+      shown += ' ';
+      shown += std::to_string(static_cast<long>(runs.back() + 0.5));
+    }
+    std::fprintf(stderr, "# %s runs:%s\n", workload.metric, shown.c_str());
+    print(workload.metric, median(runs));
+  }
+  std::fprintf(stderr, "# pending_bytes_per_task over %zu pending tasks\n", options.pending);
+  print("pending_bytes_per_task", pending);
+  return 0;
+}
+
+}  // namespace hetflow::bench
