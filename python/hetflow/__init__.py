@@ -75,6 +75,7 @@ __all__ = [
     "delayed",
     "init",
     "ncpus",
+    "perfmodel_plot",
     "shutdown",
     "submit",
     "task_submit",
@@ -166,6 +167,14 @@ def acquire(array: Any, mode: str = "RW") -> Acquired:
 def release(array: Any) -> None:
     """Releases the most recent ``hetflow.acquire`` of ``array`` still held."""
     _runtime.current().handles.release(array)
+
+
+def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
+    """Writes a PNG of what the performance model ``perfmodel`` learned (time against size per
+    architecture, spread and fitted curve) and returns its path."""
+    from hetflow.perfmodel import perfmodel_plot as plot
+
+    return plot(perfmodel, path)
 
 
 def ncpus() -> int:

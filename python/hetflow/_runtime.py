@@ -110,6 +110,8 @@ class Runtime:
         executor: Optional[str] = None,
         name: Optional[str] = None,
         priority: int = 0,
+        perfmodel: Optional[str] = None,
+        size: Optional[int] = None,
     ) -> Future:
         if not callable(func):
             raise TypeError(f"hetflow: {func!r} is not callable")

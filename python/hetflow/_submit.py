@@ -16,16 +16,27 @@ class TaskOptions:
     executor: ``"thread"`` (a CPU worker thread, under the GIL; right for numpy and other code
     that releases it) or ``"process"`` (a worker interpreter process: pure Python in parallel).
     name: shown in errors and traces. priority: higher runs earlier under the ``prio`` scheduler.
+    perfmodel: a symbol under which each task's run time is recorded, per architecture and
+    size; size: the size recorded (default: the total length of the arguments).
     """
 
-    __slots__ = ("executor", "name", "priority")
+    __slots__ = ("executor", "name", "priority", "perfmodel", "size")
 
-    def __init__(self, executor: Optional[str] = None, name: Optional[str] = None, priority: int = 0) -> None:
+    def __init__(
+        self,
+        executor: Optional[str] = None,
+        name: Optional[str] = None,
+        priority: int = 0,
+        perfmodel: Optional[str] = None,
+        size: Optional[int] = None,
+    ) -> None:
         if executor is not None:
             _runtime.check_executor(executor)
         self.executor = executor
         self.name = name
         self.priority = priority
+        self.perfmodel = perfmodel
+        self.size = size
 
     def merged(self, **changes: Any) -> "TaskOptions":
         unknown = set(changes) - set(self.__slots__)
@@ -37,7 +48,14 @@ class TaskOptions:
 
     def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         return _runtime.current().submit(
-            func, args, kwargs, executor=self.executor, name=self.name, priority=self.priority
+            func,
+            args,
+            kwargs,
+            executor=self.executor,
+            name=self.name,
+            priority=self.priority,
+            perfmodel=self.perfmodel,
+            size=self.size,
         )
 
 
@@ -57,8 +75,15 @@ class _TaskSubmit:
     def __call__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         return _runtime.current().submit(func, args, kwargs)
 
-    def options(self, executor: Optional[str] = None, name: Optional[str] = None, priority: int = 0) -> Callable[..., Future]:
-        return TaskOptions(executor, name, priority).submit
+    def options(
+        self,
+        executor: Optional[str] = None,
+        name: Optional[str] = None,
+        priority: int = 0,
+        perfmodel: Optional[str] = None,
+        size: Optional[int] = None,
+    ) -> Callable[..., Future]:
+        return TaskOptions(executor, name, priority, perfmodel, size).submit
 
 
 task_submit = _TaskSubmit()
@@ -159,7 +184,7 @@ def delayed(
     ... def scale(out, a, factor):
     ...     out[:] = a * factor
     """
-    options = TaskOptions(executor, name, priority)
+    options = TaskOptions(executor, name, priority, perfmodel)
     if func is not None:
         return DelayedFunction(func, options, perfmodel, access)
     return lambda f: DelayedFunction(f, options, perfmodel, access)

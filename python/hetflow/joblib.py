@@ -1,0 +1,335 @@
+"""joblib-style parallel loops on hetflow, as StarPU's Python interface has them, and a backend
+that runs the real joblib on hetflow.
+
+>>> from math import log10
+>>> from hetflow import joblib
+>>> joblib.Parallel(n_jobs=2)(joblib.delayed(log10)(10 ** i) for i in range(10))
+[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+
+The calls are cut into ``n_jobs`` blocks of consecutive calls (the first ``len % n_jobs`` blocks
+one call longer); each block is one task; results come back in input order.
+``delayed(f)(A, B)`` given alone, with numpy arrays (or generators) as arguments, instead cuts
+those arguments into ``n_jobs`` parts along their first axis and calls ``f`` on each part.
+
+To run existing joblib code on hetflow::
+
+    hetflow.joblib.register()
+    with joblib.parallel_config(backend="hetflow"):
+        joblib.Parallel(n_jobs=-1)(...)
+"""
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence
+
+import hetflow
+from hetflow import _runtime
+from hetflow._future import Future
+
+
+class DelayedCall(NamedTuple):
+    """A call to make later: what ``delayed(f)(*args, **kwargs)`` returns."""
+
+    function: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+
+
+def delayed(function: Callable[..., Any]) -> Callable[..., DelayedCall]:
+    """``delayed(f)(*args, **kwargs)`` describes the call ``f(*args, **kwargs)`` for Parallel."""
+    if not callable(function):
+        raise TypeError(f"hetflow.joblib.delayed: {function!r} is not callable")
+
+    def describe(*args: Any, **kwargs: Any) -> DelayedCall:
+        return DelayedCall(function, args, kwargs)
+
+    return describe
+
+
+def cpu_count() -> int:
+    """The number of CPU workers of the runtime."""
+    return _runtime.current().ncpus
+
+
+def block_count(n_jobs: Optional[int]) -> int:
+    """How many blocks ``n_jobs`` means: negative counts from the number of CPUs (-1: all)."""
+    if n_jobs is None:
+        return 1
+    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool):
+        raise TypeError(f"hetflow.joblib: n_jobs must be an int, not {n_jobs!r}")
+    if n_jobs == 0:
+        raise ValueError("hetflow.joblib: n_jobs=0 has no meaning; use 1 or more, or -1 for all CPUs")
+    if n_jobs > 0:
+        return n_jobs
+    cpus = cpu_count()
+    if n_jobs < -cpus - 1:
+        raise ValueError(f"hetflow.joblib: n_jobs={n_jobs} is out of range: there are {cpus} CPUs")
+    return max(cpus + 1 + n_jobs, 1)
+
+
+def partition(items: Sequence[Any], blocks: int) -> List[Sequence[Any]]:
+    """``items`` cut into ``blocks`` runs of consecutive items, the first ``len % blocks`` one
+    longer; one item each when there are fewer items than blocks."""
+    count = len(items)
+    if count < blocks:
+        return [items[i : i + 1] for i in range(count)]
+    short, longer = divmod(count, blocks)
+    cuts = [0]
+    for block in range(blocks):
+        cuts.append(cuts[-1] + short + (1 if block < longer else 0))
+    return [items[cuts[i] : cuts[i + 1]] for i in range(blocks)]
+
+
+def _run_block(calls: Sequence[DelayedCall]) -> List[Any]:
+    return [call.function(*call.args, **call.kwargs) for call in calls]
+
+
+def _is_array(value: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.ndarray)
+
+
+def _split_arguments(call: DelayedCall, blocks: int) -> List[tuple]:
+    """Per block: the call's arguments with arrays and generators cut along their first axis."""
+    import inspect
+
+    args = list(call.args)
+    if call.kwargs:  # keyword arguments in the order of the function's parameters
+        parameters = list(inspect.signature(call.function).parameters)
+        args += [call.kwargs[name] for name in parameters if name in call.kwargs]
+    split: List[Optional[List[Any]]] = []
+    lengths = set()
+    for value in args:
+        if _is_array(value):
+            if value.ndim == 0:
+                raise ValueError("hetflow.joblib: a 0-d array cannot be cut into blocks")
+            parts = [value[cut.start : cut.stop] for cut in _cuts(value.shape[0], blocks)]
+        elif isinstance(value, types.GeneratorType):
+            items = list(value)
+            parts = [items[cut.start : cut.stop] for cut in _cuts(len(items), blocks)]
+        else:
+            split.append(None)
+            continue
+        lengths.add(sum(len(part) for part in parts))
+        split.append(parts)
+    if len(lengths) > 1:
+        raise ValueError(f"hetflow.joblib: the arrays to cut have different lengths {sorted(lengths)}")
+    if not lengths:
+        raise ValueError("hetflow.joblib: delayed(f)(...) given alone needs numpy arrays or generators to cut")
+    count = len(next(parts for parts in split if parts is not None))
+    return [tuple(parts[i] if parts is not None else value for parts, value in zip(split, args)) for i in range(count)]
+
+
+def _cuts(length: int, blocks: int) -> List[slice]:
+    indices = list(range(length))
+    return [slice(run[0], run[-1] + 1) for run in partition(indices, blocks) if len(run)]
+
+
+def _marked(args: tuple) -> tuple:
+    """Array parts are written in place by many functions: mark them read-write."""
+    return tuple(hetflow.RW(value) if _is_array(value) else value for value in args)
+
+
+def _gather(block_results: List[Any]) -> Any:
+    """The results of the blocks of a cut call, in order, as StarPU's interface gives them."""
+    if any(result is None for result in block_results):
+        return None
+    if all(_is_array(result) for result in block_results):
+        import numpy
+
+        return numpy.concatenate(block_results)
+    flat: List[Any] = []
+    for result in block_results:
+        if isinstance(result, (list, tuple)):
+            flat.extend(result)
+        else:
+            flat.append(result)
+    return flat
+
+
+class Parallel:
+    """Runs delayed calls in ``n_jobs`` blocks, one task per block.
+
+    mode: ``"normal"`` returns the results; ``"future"`` returns at once an awaitable of the
+    per-block results (an asyncio future inside a running event loop, else a hetflow.Future),
+    and prints ``end_msg`` (if given) when they are ready. perfmodel: records each block's time
+    under that symbol, with the block's length as size. progress: a progress bar on a
+    terminal (tqdm when installed). executor: where the blocks run (default: the runtime's).
+    """
+
+    def __init__(
+        self,
+        mode: str = "normal",
+        n_jobs: Optional[int] = 1,
+        end_msg: Optional[str] = None,
+        perfmodel: Optional[str] = None,
+        progress: bool = False,
+        executor: Optional[str] = None,
+        name: Optional[str] = None,
+        **ignored: Any,
+    ) -> None:
+        if mode not in ("normal", "future"):
+            raise ValueError(f"hetflow.joblib.Parallel: mode must be 'normal' or 'future', not {mode!r}")
+        if executor is not None:
+            _runtime.check_executor(executor)
+        self.mode = mode
+        self.n_jobs = n_jobs
+        self.end_msg = end_msg
+        self.perfmodel = perfmodel
+        self.progress = progress
+        self.executor = executor
+        self.name = name
+
+    def __call__(self, iterable: Any) -> Any:
+        blocks = block_count(self.n_jobs)
+        if isinstance(iterable, DelayedCall):
+            futures = self._submit_cut(iterable, blocks)
+            finish: Callable[[List[Any]], Any] = _gather
+        else:
+            calls = list(iterable)
+            for call in calls:
+                if not isinstance(call, DelayedCall):
+                    raise TypeError(
+                        f"hetflow.joblib.Parallel: expected delayed(f)(...) calls, got {type(call).__name__}"
+                    )
+            futures = self._submit_blocks(calls, blocks)
+            finish = _flatten
+        if self.mode == "future":
+            return self._as_future(futures)
+        results = self._wait(futures)
+        return finish(results)
+
+    def _options(self, size: int, name: str) -> Callable[..., Future]:
+        return hetflow.task_submit.options(
+            executor=self.executor, name=self.name or name, perfmodel=self.perfmodel, size=size
+        )
+
+    def _submit_blocks(self, calls: List[DelayedCall], blocks: int) -> List[Future]:
+        name = getattr(calls[0].function, "__name__", "block") if calls else "block"
+        return [self._options(len(block), name)(_run_block, list(block)) for block in partition(calls, blocks)]
+
+    def _submit_cut(self, call: DelayedCall, blocks: int) -> List[Future]:
+        name = getattr(call.function, "__name__", "block")
+        futures = []
+        for args in _split_arguments(call, blocks):
+            size = max((len(a) for a in args if _is_array(a) or isinstance(a, list)), default=1)
+            futures.append(self._options(size, name)(call.function, *_marked(args)))
+        return futures
+
+    def _wait(self, futures: List[Future]) -> List[Any]:
+        if self.progress:
+            _show_progress(futures)
+        return [future.result() for future in futures]
+
+    def _as_future(self, futures: List[Future]) -> Any:
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            gathered = hetflow.task_submit.options(executor="thread", name="gather")(_collect, futures)
+            if self.end_msg is not None:
+                gathered.add_done_callback(lambda done: print(self.end_msg, done))
+            return gathered
+        gathered = asyncio.gather(*(asyncio.wrap_future(future) for future in futures))
+        if self.end_msg is not None:
+            gathered.add_done_callback(lambda done: print(self.end_msg, done))
+        return gathered
+
+
+parallel = Parallel
+
+
+def _collect(results: List[Any]) -> List[Any]:
+    return list(results)
+
+
+def _flatten(block_results: List[List[Any]]) -> List[Any]:
+    return [result for block in block_results for result in block]
+
+
+def _show_progress(futures: List[Future]) -> None:
+    import concurrent.futures
+
+    total = len(futures)
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is not None:
+        with tqdm(total=total, unit="block") as bar:
+            for _ in concurrent.futures.as_completed(futures):
+                bar.update(1)
+        return
+    if not sys.stderr.isatty():
+        return
+    for done, _ in enumerate(concurrent.futures.as_completed(futures), start=1):
+        filled = 30 * done // total
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} blocks")
+        sys.stderr.flush()
+    sys.stderr.write("\n")
+
+
+def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
+    """Plots what the performance model ``perfmodel`` learned; returns the PNG's path."""
+    return hetflow.perfmodel_plot(perfmodel=perfmodel, path=path)
+
+
+# -- a backend for the real joblib ----------------------------------------------------------------
+def register() -> None:
+    """Makes ``backend="hetflow"`` available to joblib (an optional dependency)."""
+    try:
+        import joblib
+    except ImportError as error:
+        raise ImportError("hetflow.joblib.register() needs joblib: pip install joblib") from error
+    joblib.register_parallel_backend("hetflow", _backend_class())
+
+
+def _backend_class() -> type:
+    from joblib._parallel_backends import ParallelBackendBase
+
+    class HetflowBackend(ParallelBackendBase):
+        """Runs joblib's batches of calls as hetflow tasks (the runtime's default executor)."""
+
+        supports_retrieve_callback = True
+        supports_timeout = True
+        uses_threads = False
+        supports_sharedmem = False
+
+        def effective_n_jobs(self, n_jobs: Optional[int]) -> int:
+            if n_jobs == 0:
+                raise ValueError("n_jobs == 0 in Parallel has no meaning")
+            workers = _runtime.current()
+            total = workers.nprocs if workers.executor == "process" else workers.ncpus
+            if n_jobs is None:
+                return 1
+            if n_jobs < 0:
+                return max(total + 1 + n_jobs, 1)
+            return n_jobs
+
+        def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
+            self.parallel = parallel
+            return self.effective_n_jobs(n_jobs)
+
+        def submit(self, func: Callable[[], Any], callback: Optional[Callable[[Any], Any]] = None) -> Future:
+            future = hetflow.task_submit(func)
+            if callback is not None:
+                future.add_done_callback(callback)
+            return future
+
+        def retrieve_result_callback(self, future: Future) -> Any:
+            return future.result()
+
+        def retrieve_result(self, out: Future, timeout: Optional[float] = None) -> Any:
+            return out.result(timeout)
+
+        def abort_everything(self, ensure_ready: bool = True) -> None:
+            pass  # tasks already running finish; joblib stops collecting their results
+
+        def get_nested_backend(self) -> Any:
+            from joblib._parallel_backends import ThreadingBackend
+
+            return ThreadingBackend(nesting_level=self.nesting_level + 1), None
+
+    return HetflowBackend
