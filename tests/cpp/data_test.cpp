@@ -1,0 +1,401 @@
+// Registered data: layouts of variables, vectors, matrices and blocks; host access through
+// acquire/release; unregistration; and the errors for unusable handles and access modes.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hetflow/hetflow.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using hetflow::AccessMode;
+using hetflow::Acquisition;
+using hetflow::Config;
+using hetflow::DataLayout;
+using hetflow::InvalidArgument;
+using hetflow::R;
+using hetflow::Runtime;
+using hetflow::RW;
+using hetflow::TaskOptions;
+using hetflow::W;
+
+constexpr auto kPatience = std::chrono::seconds(60);
+// How long the tests look for a task that must stay held back (it never runs early unless the
+// engine is wrong; a longer wait only makes the check stronger).
+constexpr auto kHeldBack = 30ms;
+
+TEST(Data, VariableLayout) {
+  Runtime rt;
+  double x = 1.5;
+  auto h = rt.register_variable(x, "x");
+  ASSERT_TRUE(h);
+  EXPECT_TRUE(h.registered());
+  EXPECT_EQ(h.name(), "x");
+  EXPECT_EQ(h.host_ptr(), &x);
+  const DataLayout& layout = h.layout();
+  EXPECT_EQ(layout.kind, DataLayout::Kind::variable);
+  EXPECT_EQ(layout.elem_size, sizeof(double));
+  EXPECT_EQ(layout.ndim, 0u);
+  EXPECT_EQ(layout.element_count(), 1u);
+  EXPECT_EQ(layout.payload_bytes(), sizeof(double));
+  EXPECT_EQ(layout.span_bytes(), sizeof(double));
+  EXPECT_EQ(layout.nx(), 1u);
+  EXPECT_EQ(layout.ny(), 1u);
+}
+
+TEST(Data, VectorLayout) {
+  Runtime rt;
+  std::vector<float> v(37);
+  auto h = rt.register_vector(v.data(), v.size(), "v");
+  const DataLayout& layout = h.layout();
+  EXPECT_EQ(layout.kind, DataLayout::Kind::vector);
+  EXPECT_EQ(layout.ndim, 1u);
+  EXPECT_EQ(layout.nx(), 37u);
+  EXPECT_EQ(layout.ny(), 1u);
+  EXPECT_EQ(layout.element_count(), 37u);
+  EXPECT_EQ(layout.payload_bytes(), 37 * sizeof(float));
+  EXPECT_EQ(layout.span_bytes(), 37 * sizeof(float));
+  EXPECT_EQ(h.host_ptr(), v.data());
+}
+
+TEST(Data, MatrixLayout) {
+  Runtime rt;
+  std::vector<double> m(5 * 4);
+  auto h = rt.register_matrix(m.data(), 3, 4, 5, "m");  // 3 rows used of a leading dimension 5
+  const DataLayout& layout = h.layout();
+  EXPECT_EQ(layout.kind, DataLayout::Kind::matrix);
+  EXPECT_EQ(layout.ndim, 2u);
+  EXPECT_EQ(layout.nx(), 3u);
+  EXPECT_EQ(layout.ny(), 4u);
+  EXPECT_EQ(layout.ld(), 5u);
+  EXPECT_EQ(layout.element_count(), 12u);
+  EXPECT_EQ(layout.payload_bytes(), 12 * sizeof(double));
+  EXPECT_EQ(layout.span_bytes(), (2 + 3 * 5 + 1) * sizeof(double));  // padding of the last column excluded
+
+  EXPECT_THROW((void)rt.register_matrix(m.data(), 6, 2, 5), InvalidArgument);  // ld < nx
+}
+
+TEST(Data, BlockLayout) {
+  Runtime rt;
+  std::vector<int> b(2 * 20);
+  const std::array<std::size_t, 3> dims{4, 3, 2};
+  const std::array<std::size_t, 3> strides{1, 5, 20};
+  auto h = rt.register_block(b.data(), std::span<const std::size_t>(dims), std::span<const std::size_t>(strides), "b");
+  const DataLayout& layout = h.layout();
+  EXPECT_EQ(layout.kind, DataLayout::Kind::block);
+  EXPECT_EQ(layout.ndim, 3u);
+  EXPECT_EQ(layout.nx(), 4u);
+  EXPECT_EQ(layout.ny(), 3u);
+  EXPECT_EQ(layout.nz(), 2u);
+  EXPECT_EQ(layout.ld(), 5u);
+  EXPECT_EQ(layout.strides[2], 20u);
+  EXPECT_EQ(layout.element_count(), 24u);
+  EXPECT_EQ(layout.span_bytes(), (3 + 2 * 5 + 1 * 20 + 1) * sizeof(int));
+}
+
+TEST(Data, BadLayoutsThrow) {
+  Runtime rt;
+  std::vector<int> b(100);
+  const std::array<std::size_t, 2> dims{4, 3};
+  const std::array<std::size_t, 2> not_contiguous{2, 8};
+  const std::array<std::size_t, 2> overlapping{1, 3};
+  const std::array<std::size_t, 1> short_strides{1};
+  EXPECT_THROW((void)rt.register_block(b.data(), std::span<const std::size_t>(dims),
+                                       std::span<const std::size_t>(not_contiguous)),
+               InvalidArgument);
+  EXPECT_THROW(
+      (void)rt.register_block(b.data(), std::span<const std::size_t>(dims), std::span<const std::size_t>(overlapping)),
+      InvalidArgument);
+  EXPECT_THROW((void)rt.register_block(b.data(), std::span<const std::size_t>(dims),
+                                       std::span<const std::size_t>(short_strides)),
+               InvalidArgument);
+  const std::size_t five_dims[5] = {1, 1, 1, 1, 1};
+  EXPECT_THROW((void)DataLayout::block(5, five_dims, five_dims, 4), InvalidArgument);
+  EXPECT_THROW((void)DataLayout::block(0, five_dims, five_dims, 4), InvalidArgument);
+
+  try {
+    (void)rt.register_data(nullptr, DataLayout::variable(4), "nothing");
+    ADD_FAILURE() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("nothing"), std::string::npos) << e.what();
+  }
+  int x = 0;
+  EXPECT_THROW((void)rt.register_data(&x, DataLayout::variable(0)), InvalidArgument);
+}
+
+TEST(Data, EmptyHandle) {
+  hetflow::DataHandle empty;
+  EXPECT_FALSE(empty);
+  EXPECT_FALSE(empty.registered());
+  EXPECT_THROW((void)empty.layout(), InvalidArgument);
+  EXPECT_THROW((void)empty.name(), InvalidArgument);
+  Runtime rt;
+  EXPECT_THROW((void)rt.submit(TaskOptions{.data = {R(empty)}}, [] {}), InvalidArgument);
+  EXPECT_THROW((void)rt.acquire(empty, AccessMode::R), InvalidArgument);
+  EXPECT_THROW(rt.unregister(empty), InvalidArgument);
+  EXPECT_THROW(rt.release(empty), InvalidArgument);
+}
+
+TEST(Data, AcquireWaitsForEarlierWriters) {
+  Runtime rt;
+  std::int64_t x = 0;
+  auto h = rt.register_variable(x);
+  for (int round = 1; round <= 20; ++round) {
+    (void)rt.submit(TaskOptions{.data = {RW(h)}}, [&x, round] {
+      if (round % 5 == 0) std::this_thread::sleep_for(1ms);
+      x = x * 3 + round;
+    });
+    std::int64_t expected = 0;
+    for (int i = 1; i <= round; ++i) expected = expected * 3 + i;
+    Acquisition a = rt.acquire(h, AccessMode::R);
+    ASSERT_TRUE(a.active());
+    EXPECT_EQ(a.data(), &x);
+    EXPECT_EQ(*a.as<std::int64_t>(), expected);
+  }
+}
+
+TEST(Data, AcquireHoldsBackLaterWriters) {
+  Runtime rt;
+  int x = 1;
+  auto h = rt.register_variable(x);
+  Acquisition a = rt.acquire(h, AccessMode::RW);
+  auto writer = rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { x = x * 10; });
+  EXPECT_FALSE(writer.wait_for(kHeldBack));
+  EXPECT_EQ(writer.status(), hetflow::TaskStatus::pending);
+  *a.as<int>() = 5;  // the application writes while it holds the data
+  a.release();
+  EXPECT_FALSE(a.active());
+  EXPECT_EQ(a.data(), nullptr);
+  a.release();  // a second release does nothing
+  writer.get();
+  Acquisition after = rt.acquire(h, AccessMode::R);
+  EXPECT_EQ(*after.as<int>(), 50);
+}
+
+TEST(Data, ReadAcquisitionHoldsBackWritersButNotReaders) {
+  Runtime rt;
+  int x = 4;
+  auto h = rt.register_variable(x);
+  std::optional<Acquisition> a(rt.acquire(h, AccessMode::R));
+  auto reader = rt.submit(TaskOptions{.data = {R(h)}}, [&x] { return x; });
+  EXPECT_TRUE(reader.wait_for(kPatience));  // readers share the data with the application
+  EXPECT_EQ(reader.get(), 4);
+  auto writer = rt.submit(TaskOptions{.data = {W(h)}}, [&x] { x = 8; });
+  EXPECT_FALSE(writer.wait_for(kHeldBack));
+  EXPECT_EQ(*a->as<int>(), 4);
+  a.reset();  // RAII release
+  writer.get();
+  EXPECT_EQ(*rt.acquire(h, AccessMode::R).as<int>(), 8);
+}
+
+TEST(Data, AcquisitionMovesAndReleasesOnce) {
+  Runtime rt;
+  int x = 0;
+  auto h = rt.register_variable(x);
+  Acquisition a = rt.acquire(h, AccessMode::W);
+  Acquisition b = std::move(a);
+  EXPECT_FALSE(a.active());  // NOLINT(bugprone-use-after-move): checking the moved-from state
+  EXPECT_TRUE(b.active());
+  Acquisition c;
+  EXPECT_FALSE(c.active());
+  c = std::move(b);
+  EXPECT_TRUE(c.active());
+  auto writer = rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { x += 1; });
+  EXPECT_FALSE(writer.wait_for(kHeldBack));
+  c = Acquisition();  // releases the held data
+  writer.get();
+  EXPECT_EQ(x, 1);
+}
+
+TEST(Data, RuntimeReleaseWithoutAcquisitionObject) {
+  Runtime rt;
+  int x = 2;
+  auto h = rt.register_variable(x, "x");
+  Acquisition a = rt.acquire(h, AccessMode::RW);
+  auto writer = rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { x *= 7; });
+  EXPECT_FALSE(writer.wait_for(kHeldBack));
+  rt.release(h);
+  EXPECT_FALSE(a.active());
+  writer.get();
+  EXPECT_EQ(x, 14);
+  try {
+    rt.release(h);
+    ADD_FAILURE() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("'x'"), std::string::npos) << e.what();
+  }
+  a.release();  // already released through the runtime: nothing more happens
+  EXPECT_EQ(x, 14);
+}
+
+TEST(Data, StaleAcquisitionDoesNotReleaseAnotherOne) {
+  // After Runtime::release, the Acquisition object that still exists must not touch the
+  // record the runtime reuses for the next acquisition.
+  Runtime rt;
+  int x = 0;
+  int y = 0;
+  auto hx = rt.register_variable(x, "x");
+  auto hy = rt.register_variable(y, "y");
+  Acquisition ax = rt.acquire(hx, AccessMode::RW);
+  rt.release(hx);
+  // A later writer of x: the runtime no longer needs the record of the acquisition of x.
+  rt.submit(TaskOptions{.data = {W(hx)}}, [&x] { x = 5; }).get();
+  Acquisition ay = rt.acquire(hy, AccessMode::RW);
+  ax.release();
+  auto writer = rt.submit(TaskOptions{.data = {W(hy)}}, [&y] { y = 1; });
+  EXPECT_FALSE(writer.wait_for(kHeldBack)) << "y was released by the stale acquisition of x";
+  EXPECT_EQ(y, 0);
+  EXPECT_NO_THROW(rt.release(hy));  // still held
+  writer.get();
+  EXPECT_EQ(y, 1);
+}
+
+TEST(Data, AcquisitionOutlivesItsHandle) {
+  Runtime rt;
+  int x = 1;
+  std::optional<Acquisition> a;
+  {
+    auto h = rt.register_variable(x, "short-lived");
+    a.emplace(rt.acquire(h, AccessMode::RW));
+    *a->as<int>() = 2;
+    rt.release(h);
+    rt.unregister(h);
+  }  // the last reference to the handle is gone
+  EXPECT_FALSE(a->active());
+  a.reset();  // must not touch the handle (ASan checks)
+  EXPECT_EQ(x, 2);
+}
+
+TEST(Data, AcquireAfterFailedWriterStillGivesData) {
+  Runtime rt;
+  int x = 3;
+  auto h = rt.register_variable(x);
+  auto failing = rt.submit(TaskOptions{.data = {RW(h)}}, [] { throw std::runtime_error("writer failed"); });
+  Acquisition a = rt.acquire(h, AccessMode::RW);
+  EXPECT_TRUE(failing.ready());
+  EXPECT_EQ(*a.as<int>(), 3);
+  *a.as<int>() = 4;
+  a.release();
+  // The failure does not outlive the acquisition: later tasks run.
+  auto next = rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { return ++x; });
+  EXPECT_EQ(next.get(), 5);
+}
+
+TEST(Data, UnregisterWaitsAndLeavesDataValid) {
+  Runtime rt;
+  std::vector<long> v(64, 1);
+  auto h = rt.register_vector(v.data(), v.size(), "v");
+  for (int i = 0; i < 50; ++i) {
+    (void)rt.submit(TaskOptions{.data = {RW(h)}}, [&v, i] {
+      if (i % 10 == 0) std::this_thread::sleep_for(200us);
+      for (auto& e : v) e = e * 2 + i;
+    });
+  }
+  rt.unregister(h);
+  long expected = 1;
+  for (int i = 0; i < 50; ++i) expected = expected * 2 + i;
+  for (long e : v) EXPECT_EQ(e, expected);
+  EXPECT_FALSE(h.registered());
+  EXPECT_EQ(h.host_ptr(), v.data());
+  EXPECT_EQ(h.layout().nx(), 64u);
+  EXPECT_EQ(h.name(), "v");
+  rt.unregister(h);  // twice: nothing to do
+}
+
+TEST(Data, UnregisteredHandleIsRejected) {
+  Runtime rt;
+  int x = 0;
+  auto h = rt.register_variable(x, "gone");
+  rt.unregister(h);
+  for (auto attempt :
+       {+[](Runtime&r, const hetflow::DataHandle&d) { (void)r.acquire(d, AccessMode::R); },
+        +[](Runtime&r, const hetflow::DataHandle&d) { (void)r.submit(TaskOptions{.data = {RW(d)}}, [] {}); },
+        +[](Runtime&r, const hetflow::DataHandle&d) {
+          static const hetflow::Codelet codelet{.name = "c", .cpu = [](hetflow::TaskContext&) {}};
+          (void)r.insert(codelet, {.data = {R(d)}});
+        }}) {
+    try {
+      attempt(rt, h);
+      ADD_FAILURE() << "expected InvalidArgument";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("gone"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("unregistered"), std::string::npos) << e.what();
+    }
+  }
+  // The same buffer can be registered again.
+  auto again = rt.register_variable(x, "again");
+  EXPECT_EQ(rt.submit(TaskOptions{.data = {RW(again)}}, [&x] { return ++x; }).get(), 1);
+}
+
+TEST(Data, HandleOfAnotherRuntimeIsRejected) {
+  Runtime a;
+  Runtime b;
+  int x = 0;
+  auto h = a.register_variable(x, "mine");
+  EXPECT_THROW((void)b.submit(TaskOptions{.data = {R(h)}}, [] {}), InvalidArgument);
+  EXPECT_THROW((void)b.acquire(h, AccessMode::R), InvalidArgument);
+  EXPECT_THROW(b.unregister(h), InvalidArgument);
+  EXPECT_TRUE(h.registered());
+}
+
+TEST(Data, BadAccessModeThrows) {
+  Runtime rt;
+  int x = 0;
+  auto h = rt.register_variable(x);
+  for (auto bad : {static_cast<AccessMode>(7), static_cast<AccessMode>(0), static_cast<AccessMode>(4)}) {
+    try {
+      (void)rt.submit(TaskOptions{.data = {{h, bad}}}, [] {});
+      ADD_FAILURE() << "expected InvalidArgument";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(std::to_string(static_cast<int>(bad))), std::string::npos) << e.what();
+    }
+    EXPECT_THROW((void)rt.acquire(h, bad), InvalidArgument);
+  }
+  // Nothing was left half-submitted: the handle is free.
+  EXPECT_EQ(rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { return ++x; }).get(), 1);
+}
+
+TEST(Data, AccessModeNames) {
+  EXPECT_EQ(hetflow::parse_access_mode("r"), AccessMode::R);
+  EXPECT_EQ(hetflow::parse_access_mode("W"), AccessMode::W);
+  EXPECT_EQ(hetflow::parse_access_mode("rw"), AccessMode::RW);
+  EXPECT_EQ(hetflow::access_mode_name(AccessMode::RW), "RW");
+  try {
+    (void)hetflow::parse_access_mode("RX");
+    ADD_FAILURE() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("RX"), std::string::npos);
+  }
+  EXPECT_TRUE(hetflow::reads(AccessMode::RW));
+  EXPECT_TRUE(hetflow::writes(AccessMode::RW));
+  EXPECT_FALSE(hetflow::writes(AccessMode::R));
+  EXPECT_FALSE(hetflow::reads(AccessMode::W));
+}
+
+TEST(Data, ShutdownUnregistersEverything) {
+  std::vector<int> values(8, 0);
+  std::vector<hetflow::DataHandle> handles;
+  {
+    Runtime rt;
+    for (auto& v : values) handles.push_back(rt.register_variable(v));
+    for (int round = 0; round < 10; ++round) {
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        (void)rt.submit(TaskOptions{.data = {RW(handles[i])}}, [&values, i] { values[i] += 1; });
+      }
+    }
+  }
+  for (int v : values) EXPECT_EQ(v, 10);
+  for (const auto& h : handles) EXPECT_FALSE(h.registered());
+}
+
+}  // namespace

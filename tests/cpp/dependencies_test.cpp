@@ -1,0 +1,297 @@
+// Dependencies inferred from data accesses in submission order (read after write, write after
+// read, write after write), explicit ones, and how failures travel along them.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hetflow/hetflow.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using hetflow::AccessMode;
+using hetflow::Config;
+using hetflow::DependencyError;
+using hetflow::Future;
+using hetflow::R;
+using hetflow::Runtime;
+using hetflow::RW;
+using hetflow::TaskOptions;
+using hetflow::TaskStatus;
+using hetflow::W;
+
+TEST(Dependencies, ReadAfterWrite) {
+  Runtime rt;
+  for (int round = 0; round < 50; ++round) {
+    int x = 0;
+    auto h = rt.register_variable(x);
+    (void)rt.submit(TaskOptions{.data = {W(h)}}, [&x, round] {
+      if (round % 10 == 0) std::this_thread::sleep_for(1ms);
+      x = round + 1;
+    });
+    auto reader = rt.submit(TaskOptions{.data = {R(h)}}, [&x] { return x; });
+    EXPECT_EQ(reader.get(), round + 1);
+    rt.unregister(h);
+  }
+}
+
+TEST(Dependencies, WriteAfterRead) {
+  Runtime rt;
+  for (int round = 0; round < 50; ++round) {
+    int x = 1;
+    auto h = rt.register_variable(x);
+    std::vector<Future<int>> readers;
+    for (int i = 0; i < 3; ++i) {
+      readers.push_back(rt.submit(TaskOptions{.data = {R(h)}}, [&x, round] {
+        if (round % 10 == 0) std::this_thread::sleep_for(1ms);
+        return x;
+      }));
+    }
+    (void)rt.submit(TaskOptions{.data = {W(h)}}, [&x] { x = 2; });
+    for (auto& r : readers) EXPECT_EQ(r.get(), 1);
+    rt.unregister(h);
+    EXPECT_EQ(x, 2);
+  }
+}
+
+TEST(Dependencies, WriteAfterWrite) {
+  Runtime rt;
+  for (int round = 0; round < 50; ++round) {
+    std::vector<int> log;  // written only by the tasks that write x, so ordered by x
+    int x = 0;
+    auto hx = rt.register_variable(x);
+    for (int i = 1; i <= 5; ++i) {
+      (void)rt.submit(TaskOptions{.data = {W(hx)}}, [&x, &log, i, round] {
+        if ((i + round) % 7 == 0) std::this_thread::sleep_for(500us);
+        log.push_back(i);
+        x = i;
+      });
+    }
+    rt.unregister(hx);
+    EXPECT_EQ(x, 5);
+    EXPECT_EQ(log, (std::vector<int>{1, 2, 3, 4, 5}));
+  }
+}
+
+TEST(Dependencies, ReadersRunConcurrently) {
+  Runtime rt(Config{.ncpus = 2});
+  int x = 0;
+  auto h = rt.register_variable(x);
+  // Each reader waits until both have started: they only finish if they run at the same time.
+  std::atomic<int> started{0};
+  auto reader = [&started] {
+    started.fetch_add(1);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (started.load() < 2) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::yield();
+    }
+    return true;
+  };
+  auto a = rt.submit(TaskOptions{.data = {R(h)}}, reader);
+  auto b = rt.submit(TaskOptions{.data = {R(h)}}, reader);
+  EXPECT_TRUE(a.get());
+  EXPECT_TRUE(b.get());
+}
+
+TEST(Dependencies, ChainOfReadWrites) {
+  Runtime rt;
+  std::uint64_t x = 1;
+  auto h = rt.register_variable(x);
+  const int n = static_cast<int>(hetflow::test::scaled(2000, 200));
+  std::uint64_t expected = 1;
+  for (int i = 0; i < n; ++i) {
+    (void)rt.submit(TaskOptions{.data = {RW(h)}},
+                    [&x, i] { x = x * 6364136223846793005ull + static_cast<unsigned>(i); });
+    expected = expected * 6364136223846793005ull + static_cast<unsigned>(i);
+  }
+  EXPECT_EQ(*rt.acquire(h, AccessMode::R).as<std::uint64_t>(), expected);
+}
+
+TEST(Dependencies, TwoHandlesInterleaved) {
+  // a += b; b += a; ... with reads and writes crossing between the two handles.
+  Runtime rt;
+  long a = 1, b = 1;
+  auto ha = rt.register_variable(a);
+  auto hb = rt.register_variable(b);
+  long ea = 1, eb = 1;
+  for (int i = 0; i < 40; ++i) {
+    if (i % 2 == 0) {
+      (void)rt.submit(TaskOptions{.data = {RW(ha), R(hb)}}, [&a, &b] { a += b; });
+      ea += eb;
+    } else {
+      (void)rt.submit(TaskOptions{.data = {R(ha), RW(hb)}}, [&a, &b] { b += a; });
+      eb += ea;
+    }
+  }
+  rt.wait_all();
+  EXPECT_EQ(a, ea);
+  EXPECT_EQ(b, eb);
+}
+
+TEST(Dependencies, ExplicitAfter) {
+  Runtime rt;
+  std::vector<int> order;
+  std::vector<Future<void>> chain;
+  for (int i = 0; i < 200; ++i) {
+    TaskOptions options;
+    if (!chain.empty()) options.after = {chain.back()};
+    chain.push_back(rt.submit(options, [&order, i] { order.push_back(i); }));
+  }
+  chain.back().get();
+  ASSERT_EQ(order.size(), 200u);
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(order[i], i);
+
+  // Fan-in: one task after several.
+  std::atomic<int> count{0};
+  std::vector<hetflow::FutureBase> parts;
+  for (int i = 0; i < 8; ++i) {
+    parts.push_back(rt.submit([&count] {
+      std::this_thread::sleep_for(200us);
+      count.fetch_add(1);
+    }));
+  }
+  auto joined = rt.submit(TaskOptions{.after = parts}, [&count] { return count.load(); });
+  EXPECT_EQ(joined.get(), 8);
+}
+
+TEST(Dependencies, ExplicitAfterOnFinishedTask) {
+  Runtime rt;
+  auto first = rt.submit([] { return 1; });
+  first.wait();
+  auto second = rt.submit(TaskOptions{.after = {first}}, [] { return 2; });
+  EXPECT_EQ(second.get(), 2);
+}
+
+TEST(Dependencies, SameHandleTwiceDoesNotDeadlock) {
+  Runtime rt;
+  int x = 1;
+  auto h = rt.register_variable(x);
+  (void)rt.submit(TaskOptions{.data = {W(h)}}, [&x] {
+    std::this_thread::sleep_for(1ms);
+    x = 2;
+  });
+  // Read and written by one task: it waits for the earlier writer and later tasks wait for it.
+  auto both = rt.submit(TaskOptions{.data = {R(h), W(h)}}, [&x] {
+    x = x * 10;
+    return x;
+  });
+  auto again = rt.submit(TaskOptions{.data = {RW(h), RW(h), R(h)}}, [&x] { return x += 1; });
+  auto reader = rt.submit(TaskOptions{.data = {R(h), R(h)}}, [&x] { return x; });
+  EXPECT_TRUE(reader.wait_for(60s));
+  EXPECT_EQ(both.get(), 20);
+  EXPECT_EQ(again.get(), 21);
+  EXPECT_EQ(reader.get(), 21);
+}
+
+TEST(Dependencies, SameHandleTwiceKeepsBufferPositions) {
+  Runtime rt;
+  int x = 3;
+  int y = 4;
+  auto hx = rt.register_variable(x, "x");
+  auto hy = rt.register_variable(y, "y");
+  hetflow::Codelet codelet{.name = "positions", .cpu = [](hetflow::TaskContext& ctx) {
+                             if (ctx.buffer_count() != 3) throw std::runtime_error("wrong buffer count");
+                             // buffer(i) is the i-th handle named, repeated ones included.
+                             int* first = ctx.buffer(0).as<int>();
+                             int* second = ctx.buffer(1).as<int>();
+                             int* third = ctx.buffer(2).as<int>();
+                             if (first != third) throw std::runtime_error("buffers 0 and 2 differ");
+                             *second = *first * 100 + *second;
+                           }};
+  EXPECT_NO_THROW(rt.insert(codelet, {.data = {R(hx), RW(hy), W(hx)}}).get());
+  EXPECT_EQ(*rt.acquire(hy, AccessMode::R).as<int>(), 304);
+}
+
+TEST(Dependencies, DataListBuiltAtRunTime) {
+  Runtime rt;
+  std::vector<long> values(10, 1);
+  std::vector<hetflow::DataHandle> handles;
+  for (auto& v : values) handles.push_back(rt.register_variable(v));
+  long total = 0;
+  auto htotal = rt.register_variable(total, "total");
+  // Each round: every value doubles, then one task sums them all (read through a run-time list).
+  for (int round = 0; round < 20; ++round) {
+    for (auto& h : handles) {
+      (void)rt.submit(TaskOptions{.data = {RW(h)}}, [](hetflow::TaskContext& ctx) { *ctx.buffer(0).as<long>() *= 2; });
+    }
+    std::vector<hetflow::DataAccess> reads;
+    for (auto& h : handles) reads.push_back(R(h));
+    (void)rt.submit(TaskOptions{.data = {RW(htotal)}, .data_list = reads}, [](hetflow::TaskContext& ctx) {
+      long sum = 0;
+      for (std::size_t i = 1; i < ctx.buffer_count(); ++i) sum += *ctx.buffer(i).as<long>();
+      *ctx.buffer(0).as<long>() += sum;
+    });
+  }
+  long expected = 0;
+  for (int round = 1; round <= 20; ++round) expected += 10L << round;
+  EXPECT_EQ(*rt.acquire(htotal, AccessMode::R).as<long>(), expected);
+}
+
+TEST(Dependencies, SameHandleInDataAndDataList) {
+  Runtime rt;
+  int x = 2;
+  auto h = rt.register_variable(x, "x");
+  const std::vector<hetflow::DataAccess> again{W(h)};
+  auto f = rt.submit(TaskOptions{.data = {R(h)}, .data_list = again}, [](hetflow::TaskContext& ctx) {
+    if (ctx.buffer_count() != 2 || ctx.buffer(0).ptr != ctx.buffer(1).ptr) throw std::runtime_error("buffers");
+    *ctx.buffer(1).as<int>() = *ctx.buffer(0).as<int>() * 3;
+  });
+  auto reader = rt.submit(TaskOptions{.data = {R(h)}}, [&x] { return x; });
+  EXPECT_NO_THROW(f.get());
+  EXPECT_EQ(reader.get(), 6);
+}
+
+TEST(Dependencies, FailureTravelsAlongData) {
+  Runtime rt;
+  int x = 0;
+  int y = 0;
+  auto hx = rt.register_variable(x, "x");
+  auto hy = rt.register_variable(y, "y");
+  auto bad = rt.submit(TaskOptions{.data = {W(hx)}, .name = "bad writer"}, [] { throw std::logic_error("oops"); });
+  auto raw = rt.submit(TaskOptions{.data = {R(hx), W(hy)}, .name = "raw"}, [] {});
+  auto waw = rt.submit(TaskOptions{.data = {W(hy)}, .name = "waw"}, [] {});
+  auto unrelated = rt.submit(TaskOptions{.name = "unrelated"}, [] { return 1; });
+  for (hetflow::FutureBase* f : std::initializer_list<hetflow::FutureBase*>{&raw, &waw}) {
+    f->wait();
+    ASSERT_EQ(f->status(), TaskStatus::failed) << f->name();
+    try {
+      std::rethrow_exception(f->error());
+    } catch (const DependencyError& e) {
+      EXPECT_EQ(e.root_task(), "bad writer");
+      EXPECT_THROW(std::rethrow_exception(e.root_cause()), std::logic_error);
+    }
+  }
+  EXPECT_THROW(bad.get(), std::logic_error);
+  EXPECT_EQ(unrelated.get(), 1);
+}
+
+// A later writer depends on the readers before it (write after read): when one of them failed,
+// the writer fails too, however many readers there were.
+TEST(Dependencies, FailedReaderFailsLaterWriter) {
+  for (int readers : {3, 200}) {
+    SCOPED_TRACE(readers);
+    Runtime rt;
+    int x = 0;
+    auto h = rt.register_variable(x, "x");
+    auto bad = rt.submit(TaskOptions{.data = {R(h)}, .name = "bad reader"}, [] { throw std::runtime_error("r"); });
+    bad.wait();
+    for (int i = 0; i < readers; ++i) (void)rt.submit(TaskOptions{.data = {R(h)}}, [] {});
+    rt.wait_all();
+    auto writer = rt.submit(TaskOptions{.data = {W(h)}, .name = "writer"}, [&x] { x = 1; });
+    try {
+      writer.get();
+      ADD_FAILURE() << "expected DependencyError";
+    } catch (const DependencyError& e) {
+      EXPECT_EQ(e.root_task(), "bad reader");
+    }
+    EXPECT_EQ(x, 0);
+  }
+}
+
+}  // namespace
