@@ -1,5 +1,7 @@
 // PerfModel: the measurements of one symbol, what it predicts from them, and its load/save
 // cycle (read, merge, write atomically) on top of storage.cpp.
+#include "hetflow/perfmodel.hpp"
+
 #include <array>
 #include <limits>
 #include <map>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "hetflow/error.hpp"
-#include "hetflow/perfmodel.hpp"
 #include "perfmodel/history.hpp"
 #include "perfmodel/storage.hpp"
 

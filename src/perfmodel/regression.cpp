@@ -12,8 +12,14 @@ namespace {
 
 struct Point {
   double log_n;
-  double n;
+  double dx;  // log_n minus the mean of log_n
   double t;
+};
+
+struct Points {
+  std::vector<Point> points;
+  double mean_x = 0;
+  double sxx = 0;  // sum of dx^2, the same for every c
 };
 
 struct Candidate {
@@ -25,30 +31,22 @@ struct Candidate {
 
 // a and b by least squares of log(t - c) on log(n); the error is the sum of squared relative
 // errors of a * n^b + c against t.
-Candidate fit_at(const std::vector<Point>& points, double c) {
+Candidate fit_at(const Points& data, double c) {
   Candidate out;
   out.c = c;
-  const double count = static_cast<double>(points.size());
-  double mean_x = 0;
-  double mean_y = 0;
-  for (const Point& p : points) {
-    mean_x += p.log_n;
-    mean_y += std::log(p.t - c);
+  double sum_y = 0;
+  double sxy = 0;  // sum of dx * y: dx sums to zero, so y needs no centring
+  for (const Point& p : data.points) {
+    const double y = std::log(p.t - c);
+    sum_y += y;
+    sxy += p.dx * y;
   }
-  mean_x /= count;
-  mean_y /= count;
-  double sxx = 0;
-  double sxy = 0;
-  for (const Point& p : points) {
-    const double dx = p.log_n - mean_x;
-    sxx += dx * dx;
-    sxy += dx * (std::log(p.t - c) - mean_y);
-  }
-  out.b = sxy / sxx;
-  out.a = std::exp(mean_y - out.b * mean_x);
+  out.b = sxy / data.sxx;
+  const double log_a = sum_y / static_cast<double>(data.points.size()) - out.b * data.mean_x;
+  out.a = std::exp(log_a);
   double error = 0;
-  for (const Point& p : points) {
-    const double relative = (out.a * std::pow(p.n, out.b) + c - p.t) / p.t;
+  for (const Point& p : data.points) {
+    const double relative = (std::exp(log_a + out.b * p.log_n) + c - p.t) / p.t;
     error += relative * relative;
   }
   out.error = std::isfinite(out.a) && std::isfinite(out.b) && std::isfinite(error)
@@ -62,6 +60,7 @@ Candidate fit_at(const std::vector<Point>& points, double c) {
 bool better(const Candidate& challenger, const Candidate& best) {
   constexpr double kRelativeTie = 1e-9;
   constexpr double kAbsoluteTie = 1e-20;
+  if (!std::isfinite(best.error)) return std::isfinite(challenger.error);
   return challenger.error < best.error - kRelativeTie * best.error - kAbsoluteTie;
 }
 
@@ -75,34 +74,38 @@ std::optional<double> PerfFit::operator()(std::size_t n) const noexcept {
 }
 
 PerfFit fit_power_law(std::span<const double> sizes, std::span<const double> seconds) {
-  std::vector<Point> points;
+  Points data;
+  std::vector<Point>& points = data.points;
   const std::size_t count = std::min(sizes.size(), seconds.size());
   for (std::size_t i = 0; i < count; ++i) {
     const double n = sizes[i];
     const double t = seconds[i];
-    if (n > 0 && t > 0 && std::isfinite(n) && std::isfinite(t)) points.push_back({std::log(n), n, t});
+    if (n > 0 && t > 0 && std::isfinite(n) && std::isfinite(t)) points.push_back({std::log(n), 0, t});
   }
   PerfFit fit;
   fit.points = points.size();
   if (points.size() < 3) return fit;
-  const auto [lowest, highest] =
-      std::minmax_element(points.begin(), points.end(), [](const Point& x, const Point& y) { return x.n < y.n; });
-  if (lowest->n == highest->n) return fit;  // one size repeated: no slope to fit
+  for (const Point& p : points) data.mean_x += p.log_n;
+  data.mean_x /= static_cast<double>(points.size());
+  for (Point& p : points) {
+    p.dx = p.log_n - data.mean_x;
+    data.sxx += p.dx * p.dx;
+  }
+  if (!(data.sxx > 0)) return fit;  // one size repeated: no slope to fit
 
-  const double t_min = std::min_element(points.begin(), points.end(), [](const Point& x, const Point& y) {
-                         return x.t < y.t;
-                       })->t;
+  const double t_min =
+      std::min_element(points.begin(), points.end(), [](const Point& x, const Point& y) { return x.t < y.t; })->t;
   // c in [0, t_min): an even grid, then points ever closer to t_min (constant-dominated data).
   constexpr int kGrid = 64;
   std::vector<double> grid;
   for (int k = 0; k < kGrid; ++k) grid.push_back(t_min * k / kGrid);
-  for (double gap = 1e-2; gap >= 1e-7; gap /= 10) grid.push_back(t_min * (1 - gap));
+  for (int k = 2; k <= 7; ++k) grid.push_back(t_min * (1 - std::pow(10.0, -k)));
   std::sort(grid.begin(), grid.end());
 
   Candidate best;
   std::size_t best_index = 0;
   for (std::size_t i = 0; i < grid.size(); ++i) {
-    Candidate candidate = fit_at(points, grid[i]);
+    Candidate candidate = fit_at(data, grid[i]);
     if (better(candidate, best)) {
       best = candidate;
       best_index = i;
@@ -116,21 +119,21 @@ PerfFit fit_power_law(std::span<const double> sizes, std::span<const double> sec
   const double ratio = (std::sqrt(5.0) - 1) / 2;
   double x1 = high - ratio * (high - low);
   double x2 = low + ratio * (high - low);
-  Candidate f1 = fit_at(points, x1);
-  Candidate f2 = fit_at(points, x2);
-  for (int iteration = 0; iteration < 60 && high - low > 1e-15 * t_min; ++iteration) {
+  Candidate f1 = fit_at(data, x1);
+  Candidate f2 = fit_at(data, x2);
+  for (int iteration = 0; iteration < 60 && high - low > 1e-10 * t_min; ++iteration) {
     if (f1.error <= f2.error) {
       high = x2;
       x2 = x1;
       f2 = f1;
       x1 = high - ratio * (high - low);
-      f1 = fit_at(points, x1);
+      f1 = fit_at(data, x1);
     } else {
       low = x1;
       x1 = x2;
       f1 = f2;
       x2 = low + ratio * (high - low);
-      f2 = fit_at(points, x2);
+      f2 = fit_at(data, x2);
     }
   }
   for (const Candidate& refined : {f1, f2}) {

@@ -170,8 +170,7 @@ ReadResult parse_model_text(std::string_view text, std::string_view symbol) {
       auto version = parse_number<int>(fields[1]);
       if (!version || *version < 1) return damaged(line_number, "bad format version '" + std::string(fields[1]) + "'");
       if (*version > kPerfModelFormatVersion) {
-        return damaged(line_number, "format version " + std::to_string(*version) +
-                                        " is newer than this hetflow's (" +
+        return damaged(line_number, "format version " + std::to_string(*version) + " is newer than this hetflow's (" +
                                         std::to_string(kPerfModelFormatVersion) + ")");
       }
       have_header = true;
@@ -181,8 +180,8 @@ ReadResult parse_model_text(std::string_view text, std::string_view symbol) {
     if (!have_symbol) {
       if (fields.size() != 2 || fields[0] != "symbol") return damaged(line_number, "expected 'symbol <name>'");
       if (fields[1] != symbol) {
-        return damaged(line_number, "the file is for symbol '" + std::string(fields[1]) + "', not '" +
-                                        std::string(symbol) + "'");
+        return damaged(line_number,
+                       "the file is for symbol '" + std::string(fields[1]) + "', not '" + std::string(symbol) + "'");
       }
       have_symbol = true;
       continue;
@@ -191,8 +190,8 @@ ReadResult parse_model_text(std::string_view text, std::string_view symbol) {
     History history;
     if (std::string reason = parse_entry(fields, key, history); !reason.empty()) return damaged(line_number, reason);
     if (!result.contents.emplace(key, std::move(history)).second) {
-      return damaged(line_number, "a second line for " + std::string(arch_name(key.first)) + " size " +
-                                      std::to_string(key.second));
+      return damaged(line_number,
+                     "a second line for " + std::string(arch_name(key.first)) + " size " + std::to_string(key.second));
     }
   }
   if (!have_header) return damaged(line_number, "empty file");
@@ -220,7 +219,8 @@ std::string format_model(std::string_view symbol, const ModelContents& contents)
   out += std::to_string(kPerfModelFormatVersion);
   out += "\nsymbol ";
   out += symbol;
-  out += "\n# arch size count mean m2 min max robust recent_count recent_samples... (seconds; see docs/perfmodels.md)\n";
+  out +=
+      "\n# arch size count mean m2 min max robust recent_count recent_samples... (seconds; see docs/perfmodels.md)\n";
   for (const auto& [key, history] : contents) {
     if (history.empty()) continue;
     out += arch_name(key.first);
@@ -250,9 +250,13 @@ void write_file_atomically(const std::filesystem::path& file, std::string_view t
   std::error_code ec;
   std::filesystem::create_directories(directory, ec);
   if (ec) throw Error("cannot create " + directory.string() + ": " + ec.message());
-  const std::filesystem::path temp =
-      directory / ("." + file.filename().string() + ".tmp." + std::to_string(::getpid()) + "." +
-                   std::to_string(counter.fetch_add(1, std::memory_order_relaxed)));
+  std::string temp_name = ".";  // hidden, and not named *.model: list() never shows it
+  temp_name += file.filename().string();
+  temp_name += ".tmp.";
+  temp_name += std::to_string(::getpid());
+  temp_name += '.';
+  temp_name += std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+  const std::filesystem::path temp = directory / temp_name;
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot create " + temp.string() + ": " + std::strerror(errno));
   auto failure = [&](const char* step) {
@@ -378,8 +382,13 @@ void warn(std::string_view message) noexcept {
 
 std::string describe_damage(const std::filesystem::path& file, const ReadResult& result) {
   std::string text = file.string();
-  if (result.line > 0) text += ":" + std::to_string(result.line);
-  return text + ": " + result.reason;
+  if (result.line > 0) {
+    text += ':';
+    text += std::to_string(result.line);
+  }
+  text += ": ";
+  text += result.reason;
+  return text;
 }
 
 }  // namespace detail

@@ -1,0 +1,264 @@
+"""Performance models: what hetflow has measured of each task symbol, as a table or a plot.
+
+A model holds, per architecture and data size, the count, mean, standard deviation, min, max and
+a robust estimate of the measured times, plus a regression ``t = a * size**b + c`` per
+architecture. Models live in ``$HETFLOW_HOME/perfmodels/<symbol>.model`` (default
+``~/.hetflow``); the format is described in docs/perfmodels.md.
+
+    python -m hetflow perfmodel list
+    python -m hetflow perfmodel show SYMBOL
+    python -m hetflow perfmodel plot SYMBOL [-o FILE]
+
+The process keeps one model per symbol (and ``HETFLOW_HOME``), read from disk on first use;
+measurements reach the disk with ``save_all()`` (the runtime also saves at shutdown).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+__all__ = [
+    "ARCHS",
+    "directory",
+    "entries",
+    "expected",
+    "fit",
+    "list_models",
+    "perfmodel_plot",
+    "record",
+    "save_all",
+    "show",
+]
+
+ARCHS = ("cpu", "cuda", "opencl", "process")
+
+Entry = Dict[str, Any]
+Fit = Tuple[float, float, float, bool]
+
+
+def _engine() -> Any:
+    from hetflow import _hetflow  # the extension loads on first use, not at import
+
+    return _hetflow
+
+
+def directory() -> str:
+    """Where models are stored: ``$HETFLOW_HOME/perfmodels`` (default ``~/.hetflow/perfmodels``)."""
+    return _engine().perfmodel_directory()
+
+
+def list_models() -> List[str]:
+    """The symbols with a model on disk (in ``directory()``) or measured by this process, sorted."""
+    return list(_engine().perfmodel_list())
+
+
+def record(symbol: str, arch: str, size: int, seconds: float) -> None:
+    """Records one measured run of ``symbol`` on ``arch`` for data of ``size`` (e.g. bytes)."""
+    _engine().perfmodel_record(symbol, arch, size, seconds)
+
+
+def entries(symbol: str) -> List[Entry]:
+    """One dict per (arch, size): arch, size, count, mean, stddev, min, max, robust (the estimate
+    used for predictions), calibrated. Times in seconds."""
+    return list(_engine().perfmodel_entries(symbol))
+
+
+def fit(symbol: str, arch: str) -> Fit:
+    """``(a, b, c, valid)`` of ``t = a * size**b + c`` over the calibrated sizes of ``arch``."""
+    return tuple(_engine().perfmodel_fit(symbol, arch))  # type: ignore[return-value]
+
+
+def expected(symbol: str, arch: str, size: int) -> Optional[float]:
+    """The predicted seconds, or None while the model cannot tell."""
+    return _engine().perfmodel_expected(symbol, arch, size)
+
+
+def save_all() -> None:
+    """Writes the measurements not yet saved, merged with what other processes saved meanwhile."""
+    _engine().perfmodel_save_all()
+
+
+def format_seconds(seconds: float, micro: str = "us") -> str:
+    """A time with a readable unit: ``70.12 ms``, ``190 us`` (``micro`` names microseconds)."""
+    if seconds == 0:
+        return "0 s"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), (micro, 1e-6)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.4g} {unit}"
+    return f"{seconds / 1e-9:.4g} ns"
+
+
+def format_size(size: float) -> str:
+    """A size with a decimal suffix: ``512``, ``64k``, ``1.5M`` (sizes are what was recorded:
+    bytes of data for codelets, item counts for some front ends)."""
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(size) >= scale:
+            return f"{size / scale:.4g}{suffix}"
+    return f"{size:.4g}"
+
+
+def describe_fit(model_fit: Fit) -> str:
+    a, b, c, valid = model_fit
+    if not valid:
+        return "no regression (fewer than 3 calibrated sizes)"
+    return f"t(n) = {a:.4g} * n^{b:.4g} + {format_seconds(c)}"
+
+
+def _by_arch(rows: List[Entry]) -> Dict[str, List[Entry]]:
+    groups: Dict[str, List[Entry]] = {}
+    for row in rows:
+        groups.setdefault(row["arch"], []).append(row)
+    for group in groups.values():
+        group.sort(key=lambda row: row["size"])
+    return {arch: groups[arch] for arch in ARCHS if arch in groups}
+
+
+def show(symbol: str) -> str:
+    """A readable table of the model of ``symbol``: one line per (arch, size), then the
+    regression of each architecture."""
+    engine = _engine()
+    rows = entries(symbol)
+    path = os.path.join(directory(), f"{symbol}.model")
+    lines = [f"performance model {symbol!r} ({path})"]
+    if not rows:
+        lines.append("no measurements")
+        return "\n".join(lines) + "\n"
+    lines.append(f"a size is calibrated after {engine.perfmodel_calibration_samples(symbol)} measurements")
+    lines.append("")
+    header = ("arch", "size", "count", "estimate", "mean", "stddev", "min", "max", "calibrated")
+    table = [header]
+    for arch, group in _by_arch(rows).items():
+        for row in group:
+            table.append(
+                (
+                    arch,
+                    str(row["size"]),
+                    str(row["count"]),
+                    format_seconds(row["robust"]),
+                    format_seconds(row["mean"]),
+                    format_seconds(row["stddev"]),
+                    format_seconds(row["min"]),
+                    format_seconds(row["max"]),
+                    "yes" if row["calibrated"] else "no",
+                )
+            )
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        cells = [line[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(line[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    lines.append("")
+    for arch in _by_arch(rows):
+        lines.append(f"{arch}: {describe_fit(fit(symbol, arch))}")
+    return "\n".join(lines) + "\n"
+
+
+def _import_matplotlib() -> Tuple[Any, Any, Any]:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter
+    except ImportError as exc:
+        raise ImportError(
+            "hetflow.perfmodel_plot needs matplotlib, which is not installed: pip install matplotlib"
+        ) from exc
+    return Figure, FigureCanvasAgg, FuncFormatter
+
+
+def _label_log_axis(axis: Any, text: Any, FuncFormatter: Any) -> None:
+    """Tick labels in readable units on a log axis: the decades, plus some of the ticks between
+    them when the axis spans little more than a decade (else every label would be a power of ten
+    or none at all)."""
+
+    def minor(value: float, _position: Any) -> str:
+        low, high = axis.get_view_interval()
+        if value <= 0 or low <= 0 or high <= low:
+            return ""
+        decades = math.log10(high / low)
+        coefficient = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
+        if decades > 1.5 or (decades > 0.6 and coefficient not in (2, 5)):
+            return ""
+        return text(value)
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _position: text(value)))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
+    """Plots the model of symbol ``perfmodel`` into a PNG file and returns its path.
+
+    Time against data size per architecture, on log-log axes: the robust estimate of each size
+    (filled markers for calibrated sizes, hollow ones for the others), the mean ± standard
+    deviation as a band, the min..max range as whiskers, and the fitted ``a * n^b + c`` curve
+    when there is one. Sizes (and times) of 0 cannot be placed on a log axis and are left out.
+
+    ``path`` defaults to ``$HETFLOW_HOME/perfmodels/<symbol>.png``. Raises ImportError when
+    matplotlib is missing and ValueError when there is nothing to plot. The figure is drawn with
+    the Agg canvas directly, so an application's pyplot backend is left alone.
+    """
+    Figure, FigureCanvasAgg, FuncFormatter = _import_matplotlib()
+    rows = [row for row in entries(perfmodel) if row["size"] > 0 and row["max"] > 0]
+    if not rows:
+        raise ValueError(
+            f"performance model {perfmodel!r} has no measurements with a size above 0 to plot "
+            f"(looked in {directory()})"
+        )
+    if path is None:
+        path = os.path.join(directory(), f"{perfmodel}.png")
+    path = os.fspath(path)
+
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    colors = {arch: f"C{i}" for i, arch in enumerate(ARCHS)}
+    for arch, group in _by_arch(rows).items():
+        color = colors[arch]
+        sizes = [row["size"] for row in group]
+        robust = [row["robust"] for row in group]
+        lower = [max(row["mean"] - row["stddev"], row["min"]) for row in group]
+        upper = [min(row["mean"] + row["stddev"], row["max"]) for row in group]
+        if len(group) > 1:
+            axes.fill_between(sizes, lower, upper, color=color, alpha=0.18, linewidth=0)
+        else:
+            axes.vlines(sizes, lower, upper, color=color, alpha=0.35, linewidth=6)
+        axes.vlines(sizes, [row["min"] for row in group], [row["max"] for row in group], color=color, alpha=0.6)
+        calibrated = [(s, r) for s, r, row in zip(sizes, robust, group) if row["calibrated"]]
+        uncalibrated = [(s, r) for s, r, row in zip(sizes, robust, group) if not row["calibrated"]]
+        runs = sum(row["count"] for row in group)
+        label: Optional[str] = f"{arch} ({runs} run{'' if runs == 1 else 's'})"
+        if calibrated:
+            axes.plot(*zip(*calibrated), "o", color=color, label=label)
+            label = None
+        if uncalibrated:
+            axes.plot(*zip(*uncalibrated), "o", color=color, markerfacecolor="none", label=label)
+        a, b, c, valid = fit(perfmodel, arch)
+        curve_drawn = False
+        if valid:
+            low, high = min(sizes) / 2, max(sizes) * 2
+            steps = 200
+            curve_x = [low * (high / low) ** (i / (steps - 1)) for i in range(steps)]
+            curve_y = [a * x**b + c for x in curve_x]
+            if all(math.isfinite(y) and y > 0 for y in curve_y):
+                fit_label = f"{arch} fit: {a:.3g}·n^{b:.3g} + {format_seconds(c, micro='µs')}"
+                axes.plot(curve_x, curve_y, "--", color=color, linewidth=1.5, label=fit_label)
+                curve_drawn = True
+        if not curve_drawn and len(group) > 1:
+            axes.plot(sizes, robust, color=color, linewidth=1, alpha=0.5)  # no fit: join the points
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    _label_log_axis(axes.xaxis, format_size, FuncFormatter)
+    _label_log_axis(axes.yaxis, lambda value: format_seconds(value, micro="µs"), FuncFormatter)
+    axes.set_xlabel("data size")
+    axes.set_ylabel("time per run")
+    axes.set_title(perfmodel, fontsize="large", pad=18)
+    axes.text(
+        0.5, 1.01, "markers: estimate (hollow: not yet calibrated) · band: mean ± stddev · bars: min to max",
+        transform=axes.transAxes, ha="center", va="bottom", fontsize="x-small", color="0.35",
+    )
+    axes.grid(True, which="major", alpha=0.4)
+    axes.grid(True, which="minor", alpha=0.15)
+    axes.legend(loc="best", fontsize="small")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    figure.savefig(path, format="png", dpi=120)
+    return path

@@ -1,0 +1,245 @@
+"""Performance models from Python: the _hetflow bindings, hetflow.perfmodel (table, plot) and
+``python -m hetflow perfmodel``.
+
+The model registry is a process-wide singleton, but it resolves HETFLOW_HOME on every call and
+keeps models by file; the ``home`` fixture points HETFLOW_HOME at a fresh directory and calls
+``perfmodel_reset()`` (forget the models held in memory) before and after each test.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hetflow import _hetflow, perfmodel
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HETFLOW_HOME", str(tmp_path))
+    monkeypatch.delenv("HETFLOW_CALIBRATE", raising=False)
+    _hetflow.perfmodel_reset()
+    yield tmp_path
+    _hetflow.perfmodel_reset()
+
+
+def power_law(a, b, c, n):
+    return a * n**b + c
+
+
+def record_power_law(symbol, arch, a, b, c, sizes, samples=10, noise=0.0, seed=0):
+    rng = random.Random(seed)
+    for n in sizes:
+        for _ in range(samples):
+            _hetflow.perfmodel_record(symbol, arch, n, power_law(a, b, c, n) * (1 + rng.gauss(0, noise)))
+
+
+def cli(home, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HETFLOW_")}
+    env["HETFLOW_HOME"] = str(home)
+    env["MPLBACKEND"] = "Agg"
+    return subprocess.run(
+        [sys.executable, "-m", "hetflow", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_directory_follows_hetflow_home(home):
+    assert _hetflow.perfmodel_directory() == str(home / "perfmodels")
+    assert perfmodel.directory() == str(home / "perfmodels")
+
+
+def test_record_entries_and_statistics(home):
+    for seconds in (1.0, 2.0, 3.0, 4.0):
+        _hetflow.perfmodel_record("stats", "cpu", 64, seconds)
+    _hetflow.perfmodel_record("stats", "cuda", 128, 0.5)
+    entries = _hetflow.perfmodel_entries("stats")
+    assert [(e["arch"], e["size"]) for e in entries] == [("cpu", 64), ("cuda", 128)]
+    cpu = entries[0]
+    assert cpu["count"] == 4
+    assert cpu["mean"] == pytest.approx(2.5)
+    assert cpu["stddev"] == pytest.approx(math.sqrt(5 / 3))
+    assert (cpu["min"], cpu["max"]) == (1.0, 4.0)
+    assert cpu["robust"] == pytest.approx(2.5)
+    assert cpu["calibrated"] is False
+    assert set(cpu) == {"arch", "size", "count", "mean", "stddev", "min", "max", "robust", "calibrated"}
+
+
+def test_outlier_does_not_move_the_estimate(home):
+    rng = random.Random(3)
+    for _ in range(20):
+        _hetflow.perfmodel_record("outlier", "cpu", 1 << 20, 70e-3 * (1 + rng.gauss(0, 0.005)))
+    _hetflow.perfmodel_record("outlier", "cpu", 1 << 20, 190e-6)
+    assert _hetflow.perfmodel_expected("outlier", "cpu", 1 << 20) == pytest.approx(70e-3, rel=0.01)
+
+
+def test_fit_and_expected(home):
+    a, b, c = 2e-9, 1.5, 5e-5
+    sizes = [1000 * 2**i for i in range(8)]
+    record_power_law("gemm", "cpu", a, b, c, sizes, noise=0.01)
+    fa, fb, fc, valid = _hetflow.perfmodel_fit("gemm", "cpu")
+    assert valid
+    assert fb == pytest.approx(b, abs=0.03)
+    assert fa == pytest.approx(a, rel=0.3)
+    assert fc == pytest.approx(c, rel=0.15)
+    # A calibrated size answers its own estimate; another size the regression.
+    assert _hetflow.perfmodel_expected("gemm", "cpu", 4000) == pytest.approx(power_law(a, b, c, 4000), rel=0.02)
+    assert _hetflow.perfmodel_expected("gemm", "cpu", 3000) == pytest.approx(power_law(a, b, c, 3000), rel=0.02)
+    assert perfmodel.fit("gemm", "cpu") == (fa, fb, fc, True)
+    # Nothing known about another architecture.
+    assert _hetflow.perfmodel_expected("gemm", "cuda", 3000) is None
+    assert _hetflow.perfmodel_fit("gemm", "cuda")[3] is False
+
+
+def test_expected_needs_calibration(home, monkeypatch):
+    for _ in range(9):
+        _hetflow.perfmodel_record("calib", "cpu", 10, 1e-3)
+    assert _hetflow.perfmodel_expected("calib", "cpu", 10) is None
+    _hetflow.perfmodel_record("calib", "cpu", 10, 1e-3)
+    assert _hetflow.perfmodel_expected("calib", "cpu", 10) == pytest.approx(1e-3)
+    monkeypatch.setenv("HETFLOW_CALIBRATE", "2")
+    _hetflow.perfmodel_record("calib2", "cpu", 10, 1e-3)
+    assert _hetflow.perfmodel_calibration_samples("calib2") == 2
+    assert _hetflow.perfmodel_expected("calib2", "cpu", 10) is None
+    _hetflow.perfmodel_record("calib2", "cpu", 10, 1e-3)
+    assert _hetflow.perfmodel_expected("calib2", "cpu", 10) == pytest.approx(1e-3)
+
+
+def test_bad_arguments(home):
+    with pytest.raises(ValueError, match="unknown architecture 'gpu'"):
+        _hetflow.perfmodel_record("ok", "gpu", 1, 1.0)
+    for symbol in ("", "a/b", "../up", ".hidden", "with space"):
+        with pytest.raises(ValueError, match="symbol"):
+            _hetflow.perfmodel_record(symbol, "cpu", 1, 1.0)
+    with pytest.raises(TypeError):
+        _hetflow.perfmodel_record("ok", "cpu", -1, 1.0)
+
+
+def test_save_and_reload(home):
+    record_power_law("saved", "cpu", 1e-9, 1.0, 1e-4, [1000, 10000, 100000])
+    _hetflow.perfmodel_record("saved", "process", 0, 0.25)
+    before = _hetflow.perfmodel_entries("saved")
+    assert not (home / "perfmodels" / "saved.model").exists()
+    _hetflow.perfmodel_save_all()
+    text = (home / "perfmodels" / "saved.model").read_text()
+    assert text.splitlines()[:2] == ["hetflow-perfmodel 1", "symbol saved"]
+    _hetflow.perfmodel_reset()
+    assert _hetflow.perfmodel_entries("saved") == before
+    assert _hetflow.perfmodel_list() == ["saved"]
+    assert perfmodel.list_models() == ["saved"]
+
+
+def test_damaged_file_is_reported_and_ignored(home, capfd):
+    directory = home / "perfmodels"
+    directory.mkdir()
+    bad = directory / "broken.model"
+    bad.write_text("hetflow-perfmodel 1\nsymbol broken\ncpu 10 x\n")
+    assert _hetflow.perfmodel_entries("broken") == []
+    err = capfd.readouterr().err
+    assert "warning" in err and f"{bad}:3" in err
+    assert "broken" in _hetflow.perfmodel_list()
+    # Recording and saving replaces it; the damaged file is kept aside.
+    _hetflow.perfmodel_record("broken", "cpu", 10, 1.0)
+    _hetflow.perfmodel_save_all()
+    assert "broken.model.damaged" in capfd.readouterr().err
+    assert (directory / "broken.model.damaged").exists()
+    _hetflow.perfmodel_reset()
+    assert [e["count"] for e in _hetflow.perfmodel_entries("broken")] == [1]
+
+
+def test_show_table(home):
+    record_power_law("table", "cpu", 1e-9, 1.0, 1e-4, [1000, 10000, 100000])
+    _hetflow.perfmodel_record("table", "cuda", 1000, 2e-5)
+    text = perfmodel.show("table")
+    assert "performance model 'table'" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("arch"))
+    for column in ("size", "count", "estimate", "mean", "stddev", "min", "max", "calibrated"):
+        assert column in header
+    assert any(line.split()[:3] == ["cpu", "10000", "10"] for line in lines)
+    assert any(line.startswith("cpu: t(n) = ") for line in lines)
+    assert any(line.startswith("cuda: no regression") for line in lines)
+    assert "no measurements" in perfmodel.show("empty")
+
+
+def test_plot_writes_a_png(home):
+    record_power_law("plotted", "cpu", 2e-9, 1.5, 5e-5, [1000 * 2**i for i in range(6)], noise=0.02)
+    record_power_law("plotted", "cuda", 1e-10, 1.0, 2e-5, [1000, 4000], samples=3)
+    path = perfmodel.perfmodel_plot("plotted")
+    assert path == str(home / "perfmodels" / "plotted.png")
+    data = Path(path).read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    custom = home / "out" / "custom.png"
+    assert perfmodel.perfmodel_plot("plotted", str(custom)) == str(custom)
+    assert custom.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_plot_with_nothing_to_plot(home):
+    with pytest.raises(ValueError, match="no measurements"):
+        perfmodel.perfmodel_plot("nothing")
+    _hetflow.perfmodel_record("size_zero", "cpu", 0, 1.0)
+    with pytest.raises(ValueError, match="no measurements"):
+        perfmodel.perfmodel_plot("size_zero")
+
+
+def test_plot_without_matplotlib(home, monkeypatch):
+    _hetflow.perfmodel_record("nompl", "cpu", 10, 1.0)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` fail
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        perfmodel.perfmodel_plot("nompl")
+
+
+def test_cli_list_show_plot(home):
+    record_power_law("clisym", "cpu", 1e-9, 1.0, 1e-4, [1000, 10000, 100000])
+    _hetflow.perfmodel_save_all()
+
+    listed = cli(home, "perfmodel", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == ["clisym"]
+
+    shown = cli(home, "perfmodel", "show", "clisym")
+    assert shown.returncode == 0, shown.stderr
+    assert "performance model 'clisym'" in shown.stdout and "cpu: t(n) =" in shown.stdout
+
+    out = home / "plot.png"
+    plotted = cli(home, "perfmodel", "plot", "clisym", "-o", str(out))
+    assert plotted.returncode == 0, plotted.stderr
+    assert plotted.stdout.strip() == str(out)
+    assert out.read_bytes().startswith(PNG_MAGIC)
+
+    default = cli(home, "perfmodel", "plot", "clisym")
+    assert default.returncode == 0, default.stderr
+    assert Path(default.stdout.strip()) == home / "perfmodels" / "clisym.png"
+
+
+def test_cli_errors(home):
+    missing = cli(home, "perfmodel", "show", "nosuch")
+    assert missing.returncode == 1
+    assert "no performance model 'nosuch'" in missing.stderr
+    assert cli(home, "perfmodel", "plot", "nosuch").returncode == 1
+    empty = cli(home, "perfmodel", "list")
+    assert empty.returncode == 0 and empty.stdout == "" and "no performance models" in empty.stderr
+    for args in ((), ("perfmodel",), ("perfmodel", "frobnicate"), ("perfmodel", "show")):
+        usage = cli(home, *args)
+        assert usage.returncode == 2, args
+        assert "usage:" in usage.stderr
+
+
+def test_cli_damaged_file(home):
+    directory = home / "perfmodels"
+    directory.mkdir()
+    (directory / "junk.model").write_text("not a model\n")
+    shown = cli(home, "perfmodel", "show", "junk")
+    assert shown.returncode == 0
+    assert "no measurements" in shown.stdout
+    assert f"{directory / 'junk.model'}:1" in shown.stderr
+    plotted = cli(home, "perfmodel", "plot", "junk")
+    assert plotted.returncode == 1 and "no measurements" in plotted.stderr
