@@ -7,7 +7,7 @@ BUILD_PACKAGES := cmake make g++ pkg-config libgtest-dev libhwloc-dev python3 py
 BENCH_PACKAGES := libstarpu-dev libtbb-dev
 SANITIZER_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHETFLOW_WERROR=ON -DHETFLOW_BUILD_BENCH=OFF -DHETFLOW_BUILD_EXAMPLES=OFF
 
-PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest
+PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplotlib joblib
 VENV := .venv
 PY := $(VENV)/bin/python
 

@@ -7,6 +7,7 @@
 #include "hetflow/data.hpp"
 #include "hetflow/error.hpp"
 #include "hetflow/future.hpp"
+#include "hetflow/perfmodel.hpp"
 #include "hetflow/process.hpp"
 #include "hetflow/runtime.hpp"
 #include "hetflow/version.hpp"

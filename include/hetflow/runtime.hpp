@@ -181,6 +181,11 @@ class Runtime {
   /// Waits for submitted work and stops the workers; later submissions throw ShutdownError.
   void shutdown();
   [[nodiscard]] bool is_shut_down() const noexcept;
+  /// Gives up on the submitted work: tasks that have not started are cancelled (their futures
+  /// raise CancelledError, dependents DependencyError) and drivers stop what they run where they
+  /// can (process workers are ended, their tasks fail). Running CPU tasks finish. Then call
+  /// shutdown(), which returns once the workers are idle.
+  void abort();
 
   [[nodiscard]] unsigned worker_count() const noexcept;
   /// Tasks pinned to `worker` (TaskOptions::worker) that have not finished yet.

@@ -90,7 +90,7 @@ class Future(concurrent.futures.Future):
     def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
         """Calls ``fn(future)`` when the task finishes (at once, in this thread, if it has)."""
         with self._lock:
-            if not self._fired:
+            if not self._fired and not self._task.done():
                 if self._callbacks is None:
                     self._callbacks = []
                 self._callbacks.append(fn)
@@ -147,7 +147,14 @@ class Future(concurrent.futures.Future):
 
     # -- internals ---------------------------------------------------------------------------
     def _wait(self, timeout: Optional[float]) -> None:
-        if not self._task.done() and not self._task.wait(timeout):
+        if self._task.done():
+            return
+        try:
+            finished = self._task.wait(timeout)
+        except KeyboardInterrupt:
+            self._runtime.interrupted = True  # at exit, do not wait for the work left
+            raise
+        if not finished:
             raise TimeoutError(f"task '{self._name}' did not finish within {timeout} s")
 
     def _settle(self) -> None:

@@ -54,6 +54,35 @@ def _resolve(future: Future) -> Any:
     return future.result()
 
 
+def resolve_settings(
+    ncpus: Optional[int], sched: Optional[str], executor: Optional[str], nprocs: Optional[int], spin_us: Optional[int]
+) -> tuple:
+    """Checks init()'s settings (before anything is stopped or started); returns the executor,
+    ncpus and nprocs with defaults filled in."""
+    from hetflow import _hetflow
+
+    def count(value: Any, name: str, least: int) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            kind = "a positive int" if least else "an int of 0 or more"
+            raise ValueError(f"hetflow.init: {name} must be {kind}, not {value!r}")
+
+    count(ncpus, "ncpus", 1)
+    count(nprocs, "nprocs", 0)
+    count(spin_us, "spin_us", 0)
+    if sched is not None and sched not in _hetflow.schedulers():
+        raise ValueError(
+            f"hetflow.init: unknown scheduler {sched!r}; known schedulers: {', '.join(_hetflow.schedulers())}"
+        )
+    executor = check_executor(executor or os.environ.get("HETFLOW_EXECUTOR") or default_executor())
+    if ncpus is None:
+        ncpus = _env_int("HETFLOW_NCPUS") or len(os.sched_getaffinity(0))
+    if nprocs is None:
+        nprocs = _env_int("HETFLOW_NPROCS")
+    if nprocs is None:
+        nprocs = ncpus
+    return executor, ncpus, nprocs
+
+
 class Runtime:
     """One engine: CPU workers for the thread executor and worker processes for the process
     executor. Made by ``hetflow.init()`` or on first use; see there."""
@@ -68,22 +97,10 @@ class Runtime:
     ) -> None:
         from hetflow import _hetflow, _protocol  # the engine loads on first use, not at import
 
-        if ncpus is not None and (not isinstance(ncpus, int) or ncpus < 1):
-            raise ValueError(f"hetflow.init: ncpus must be a positive int, not {ncpus!r}")
-        if sched is not None and sched not in _hetflow.schedulers():
-            raise ValueError(
-                f"hetflow.init: unknown scheduler {sched!r}; known schedulers: {', '.join(_hetflow.schedulers())}"
-            )
-        executor = executor or os.environ.get("HETFLOW_EXECUTOR") or default_executor()
-        self.executor = check_executor(executor)
-        if ncpus is None:
-            ncpus = _env_int("HETFLOW_NCPUS") or len(os.sched_getaffinity(0))
-        if nprocs is None:
-            nprocs = _env_int("HETFLOW_NPROCS")
-        if nprocs is None:
-            nprocs = ncpus
+        self.executor, ncpus, nprocs = resolve_settings(ncpus, sched, executor, nprocs, spin_us)
         self.ncpus = ncpus
         self.nprocs = nprocs
+        self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C)
         self._engine = _hetflow.Runtime(
             ncpus=ncpus,
             scheduler=sched,
@@ -135,7 +152,10 @@ class Runtime:
                 self._engine.register_function(packed.func_key, packed.func_bytes)
                 self._registered.add(packed.func_key)
             deps = [f._task for f in packed.futures]
-            task = self._engine.submit_process(packed.func_key, packed.call_bytes, deps, arrays, name, priority)
+            task = self._engine.submit_process(
+                packed.func_key, packed.call_bytes, deps, arrays, name, priority,
+                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0,
+            )
         else:
             accesses: list = []
             if data:
@@ -145,7 +165,10 @@ class Runtime:
                 call = functools.partial(_call_resolved, func, args, kwargs)
             else:
                 call = functools.partial(func, *args, **kwargs)
-            task = self._engine.submit_thread(call, [f._task for f in futures], accesses, name, priority)
+            task = self._engine.submit_thread(
+                call, [f._task for f in futures], accesses, name, priority,
+                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0,
+            )
         return Future(task, self, name)
 
     # -- cores (offload) ---------------------------------------------------------------------------
@@ -239,12 +262,27 @@ class Runtime:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def wait_all(self, timeout: Optional[float] = None) -> bool:
-        return self._engine.wait_all(timeout)
+        try:
+            return self._engine.wait_all(timeout)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
 
     def shutdown(self) -> None:
+        """Waits for the submitted work, then stops. If a wait on this runtime was interrupted
+        (Ctrl-C), or this wait is, it gives up instead: tasks not started are cancelled and the
+        worker processes are ended."""
         if self._closed:
             return
         self._closed = True
+        try:
+            if not self.interrupted:
+                while not self._engine.wait_all(0.2):
+                    pass
+        except KeyboardInterrupt:
+            self.interrupted = True
+        if self.interrupted:
+            self._engine.abort()
         self._engine.shutdown()
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread():
@@ -263,6 +301,26 @@ def _dumps_value(value: Any) -> bytes:
     from hetflow._serialize import dumps_value
 
     return dumps_value(value)
+
+
+def _size(args: tuple, kwargs: dict, size: Optional[int]) -> int:
+    """The size a task's time is recorded under: given, or the total length of its arguments
+    (elements of arrays and sequences, 1 for anything else)."""
+    if size is not None:
+        if not isinstance(size, int) or size < 0:
+            raise ValueError(f"hetflow: size must be a non-negative int, not {size!r}")
+        return size
+    total = 0
+    for value in (*args, *kwargs.values()):
+        value = getattr(value, "value", value) if type(value).__name__ == "Access" else value
+        length = getattr(value, "size", None) if _is_array(value) else None
+        if length is None:
+            try:
+                length = len(value)
+            except TypeError:
+                length = 1
+        total += int(length)
+    return total
 
 
 def _is_array(value: Any) -> bool:
@@ -312,6 +370,7 @@ def current() -> Runtime:
 
 def start(**settings: Any) -> Runtime:
     global _current
+    resolve_settings(**settings)  # a bad setting leaves the running runtime alone
     with _current_lock:
         if _current is not None:
             _current.shutdown()

@@ -20,6 +20,7 @@
 #include "completions.hpp"
 #include "gil_session.hpp"
 #include "message_hub.hpp"
+#include "perfmodel_bindings.hpp"
 #include "shared_memory.hpp"
 #include "hetflow/hetflow.hpp"
 #include "hetflow/process.hpp"
@@ -230,14 +231,17 @@ class PyRuntime {
   ~PyRuntime() { shutdown(); }
 
   TaskRef submit_thread(nb::callable fn, const std::vector<const TaskRef*>& deps,
-                        const std::vector<AccessSpec>& accesses, const std::string& name, int priority) {
+                        const std::vector<AccessSpec>& accesses, const std::string& name, int priority,
+                        const std::optional<std::string>& perfmodel, std::size_t size) {
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::cpu;
     std::vector<DataAccess> data = data_accesses(accesses);
     options.data_list = data;
-    auto body = [this, fn = PyRef::borrow(fn.ptr())]() -> TaskResult {
+    auto body = [this, fn = PyRef::borrow(fn.ptr()), model = model_for(perfmodel), size]() -> TaskResult {
       GilSession::Guard gil;
+      const auto start = std::chrono::steady_clock::now();
       PyObject* value = PyObject_CallNoArgs(fn.get());
+      if (model && value != nullptr) record(*model, Arch::cpu, size, start);
       if (value == nullptr) {
         PyObject* exception = fetch_exception();
         if (PyObject* frozen = PyObject_CallOneArg(freeze_.get(), exception)) {
@@ -263,7 +267,8 @@ class PyRuntime {
 
   TaskRef submit_process(const std::string& function_key, nb::bytes call, const std::vector<const TaskRef*>& deps,
                          const std::vector<ArraySpec>& arrays, const std::string& name, int priority,
-                         int worker, std::uint64_t launch) {
+                         int worker, std::uint64_t launch, const std::optional<std::string>& perfmodel,
+                         std::size_t size) {
     std::shared_ptr<const FunctionCode> function;
     {
       std::lock_guard guard(functions_mutex_);
@@ -286,8 +291,14 @@ class PyRuntime {
     inputs.reserve(deps.size());
     for (const TaskRef* dep : deps) inputs.push_back(dep->future());
     auto body = [this, function, call = std::string(call.c_str(), call.size()), inputs = std::move(inputs),
-                 array_arguments = std::move(array_arguments), launch](TaskContext& context) -> TaskResult {
-      if (launch == 0) return run_in_process(context, *function, call, inputs, array_arguments, launch);
+                 array_arguments = std::move(array_arguments), launch, model = model_for(perfmodel),
+                 size](TaskContext& context) -> TaskResult {
+      if (launch == 0) {
+        const auto start = std::chrono::steady_clock::now();
+        TaskResult result = run_in_process(context, *function, call, inputs, array_arguments, launch);
+        if (model) record(*model, Arch::process, size, start);
+        return result;
+      }
       // A kernel of an offload launch: its peers must not wait for it if it fails.
       struct Done {
         MessageHub& hub;
@@ -344,6 +355,10 @@ class PyRuntime {
     return interruptible_wait(timeout, [&rt](auto until) { return rt.wait_all_until(until); });
   }
 
+  void abort() {
+    if (runtime_ && !runtime_->is_shut_down()) runtime_->abort();
+  }
+
   void shutdown() {
     if (!runtime_) return;
     {
@@ -367,6 +382,16 @@ class PyRuntime {
   Runtime& runtime() {
     if (!runtime_) throw std::runtime_error("hetflow: the runtime has been shut down");
     return *runtime_;
+  }
+
+  static std::shared_ptr<PerfModel> model_for(const std::optional<std::string>& symbol) {
+    if (!symbol) return nullptr;
+    return PerfModelRegistry::instance().get(*symbol);  // checks the symbol: InvalidArgument -> ValueError
+  }
+
+  static void record(PerfModel& model, Arch arch, std::size_t size, std::chrono::steady_clock::time_point start) {
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    model.record(arch, size, took.count());
   }
 
   static std::vector<DataAccess> data_accesses(const std::vector<AccessSpec>& specs) {
@@ -510,6 +535,7 @@ class PyRuntime {
 NB_MODULE(_hetflow, m) {
   using namespace hetflow::python;
   m.doc() = "The hetflow engine; use the hetflow package, not this module.";
+  bind_perfmodel(m);
 
   nb::class_<TaskRef>(m, "TaskRef")
       .def("done", &TaskRef::done)
@@ -529,10 +555,11 @@ NB_MODULE(_hetflow, m) {
                     std::vector<std::string>, std::optional<unsigned>, nb::callable, nb::callable>(),
            "ncpus"_a.none(), "scheduler"_a.none(), "nprocs"_a, "worker_command"_a, "worker_environment"_a,
            "spin_us"_a.none(), "dumps"_a, "freeze"_a)
-      .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a)
+      .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a,
+           "perfmodel"_a = nb::none(), "size"_a = 0)
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
       .def("submit_process", &PyRuntime::submit_process, "function_key"_a, "call"_a, "deps"_a, "arrays"_a,
-           "name"_a, "priority"_a, "worker"_a = -1, "launch"_a = 0)
+           "name"_a, "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0)
       .def("open_launch", &PyRuntime::open_launch, "launch"_a, "size"_a)
       .def("pinned_load", &PyRuntime::pinned_load, "worker"_a)
       .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a)
@@ -542,6 +569,7 @@ NB_MODULE(_hetflow, m) {
       .def("drain_completions", &PyRuntime::drain_completions, "timeout_ms"_a)
       .def("wait_all", &PyRuntime::wait_all, "timeout"_a = nb::none())
       .def("shutdown", &PyRuntime::shutdown)
+      .def("abort", &PyRuntime::abort)
       .def("is_shut_down", &PyRuntime::is_shut_down)
       .def("workers", &PyRuntime::workers)
       .def("scheduler_name", &PyRuntime::scheduler_name);

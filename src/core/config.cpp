@@ -1,3 +1,4 @@
+#include <cctype>
 #include <cstdlib>
 #include <string>
 
@@ -22,7 +23,8 @@ unsigned parse_unsigned(const std::string& text, const char* variable, unsigned 
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != text.size() || text.empty() || text[0] == '-' || value < min || value > max) {
+  const bool digits_only = !text.empty() && std::isdigit(static_cast<unsigned char>(text[0])) != 0;
+  if (used != text.size() || !digits_only || value < min || value > max) {
     throw InvalidArgument(std::string(variable) + "='" + text + "' is not a whole number from " + std::to_string(min) +
                           " to " + std::to_string(max));
   }

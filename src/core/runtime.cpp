@@ -253,6 +253,7 @@ void Runtime::unregister_async(const DataHandle& handle) {
 void Runtime::wait_all() { impl_->wait_all(); }
 bool Runtime::wait_all_until(std::chrono::steady_clock::time_point deadline) { return impl_->wait_all(&deadline); }
 void Runtime::shutdown() { impl_->shutdown(); }
+void Runtime::abort() { impl_->abort(); }
 bool Runtime::is_shut_down() const noexcept { return impl_->stopped(); }
 std::size_t Runtime::pinned_load(unsigned worker) const {
   if (worker >= impl_->worker_infos().size()) {

@@ -9,6 +9,7 @@
 #include "drivers/cpu/topology.hpp"
 #include "hetflow/error.hpp"
 #include "hetflow/future.hpp"
+#include "hetflow/perfmodel.hpp"
 
 namespace hetflow::detail {
 namespace {
@@ -18,6 +19,13 @@ thread_local WorkerState* tl_worker = nullptr;
 }  // namespace
 
 WorkerState* current_worker() noexcept { return tl_worker; }
+
+std::size_t footprint(TaskCore* task) noexcept {
+  std::size_t bytes = 0;
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) bytes += accesses[i].handle->layout.payload_bytes();
+  return bytes;
+}
 
 RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
     : facade(runtime_facade), config(std::move(resolved_config)) {
@@ -121,6 +129,7 @@ void RuntimeImpl::push_ready(TaskCore* task) {
 }
 
 void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
+  if (aborting_.load(std::memory_order_acquire)) transition(task, TaskStatus::ready, TaskStatus::cancelled);
   if (!transition(task, TaskStatus::ready, TaskStatus::running)) {
     finish(task);  // cancelled after it was queued
     return;
@@ -133,7 +142,15 @@ void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
         prepare_replica(*accesses[i].handle, worker.info.memory_node, writes(accesses[i].mode));
       }
     }
-    task->ops->run(task->storage(), context);
+    PerfModelHook* model = task->codelet != nullptr ? task->codelet->model.get() : nullptr;
+    if (model != nullptr) {
+      const auto start = std::chrono::steady_clock::now();
+      task->ops->run(task->storage(), context);
+      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+      model->record(worker.info.arch, footprint(task), took.count());
+    } else {
+      task->ops->run(task->storage(), context);
+    }
     set_final(task, TaskStatus::done);
   } catch (...) {
     task->error = std::current_exception();
@@ -282,6 +299,11 @@ void RuntimeImpl::worker_loop(WorkerState& worker) {
   tl_worker = nullptr;
 }
 
+void RuntimeImpl::abort() {
+  aborting_.store(true, std::memory_order_release);
+  for (const auto& driver : config.drivers) driver->abort();
+}
+
 void RuntimeImpl::shutdown() {
   if (tl_worker != nullptr && tl_worker->runtime == this) {
     throw Error("hetflow: shutdown() called from inside a task would wait for that task itself");
@@ -301,6 +323,7 @@ void RuntimeImpl::shutdown() {
   for (auto& worker : workers_) {
     if (worker->thread.joinable()) worker->thread.join();
   }
+  PerfModelRegistry::instance().save_all();
   stopped_.store(true, std::memory_order_release);
 }
 

@@ -23,6 +23,9 @@ class Runtime;
 
 namespace hetflow::detail {
 
+/// The size a task's performance is modelled by: the bytes of the data it names.
+std::size_t footprint(TaskCore* task) noexcept;
+
 class RuntimeImpl {
  public:
   RuntimeImpl(Runtime& facade, Config config);
@@ -50,6 +53,9 @@ class RuntimeImpl {
   /// Returns false if the deadline passed first.
   bool wait_all(const std::chrono::steady_clock::time_point* deadline = nullptr);
   void shutdown();
+  /// From now on, tasks that have not started are cancelled instead of run, and drivers stop
+  /// what they are running where they can (process workers are ended).
+  void abort();
   [[nodiscard]] bool accepting_from_this_thread() const noexcept;
   [[nodiscard]] bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
 
@@ -102,6 +108,7 @@ class RuntimeImpl {
   alignas(64) std::atomic<std::uint64_t> sequence_{0};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> aborting_{false};
   std::atomic<bool> stopped_{false};
   std::mutex shutdown_mutex_;
 

@@ -77,7 +77,10 @@ thread_local ThreadCache cache;
 TaskCore* allocate_task() {
   FreeList& list = cache.list;
   if (list.head == nullptr && !global_pool().take(list)) list = global_pool().grow();
-  return list.pop();
+  TaskCore* task = list.pop();
+  // The next record was most likely last written by a worker: start fetching it now.
+  if (list.head != nullptr) __builtin_prefetch(list.head, 1);
+  return task;
 }
 
 void recycle_task(TaskCore* task) noexcept {

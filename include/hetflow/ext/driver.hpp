@@ -23,6 +23,9 @@ class Driver {
   /// On the worker's own thread, after its last task.
   virtual void stop_worker(unsigned /*index*/) {}
   [[nodiscard]] virtual void* worker_state(unsigned /*index*/) { return nullptr; }
+  /// Called from any thread when the runtime gives up on its work (Runtime::abort): stop what
+  /// the workers run if that is possible.
+  virtual void abort() {}
 };
 
 }  // namespace hetflow::ext

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -101,6 +102,8 @@ class Child final : public ProcessChannel {
       throw Error("hetflow: cannot start process worker '" + config_.command[0] + "': " + std::strerror(rc));
     }
     pid_ = pid;
+    running_pid_.store(pid, std::memory_order_release);
+    if (aborted_.load(std::memory_order_acquire)) ::kill(pid, SIGKILL);
     to_child_ = to_child[1];
     from_child_ = from_child[0];
     known_.clear();
@@ -121,6 +124,9 @@ class Child final : public ProcessChannel {
 
   ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts,
                       const ProcessRequestHandler& on_request) override {
+    if (aborted_.load(std::memory_order_acquire)) {
+      throw WorkerCrashedError("process worker " + std::to_string(index_) + " was ended: the runtime gave up on its work");
+    }
     if (pid_ <= 0) start();
     std::optional<ProcessMessage> reply;
     if (write_message(to_child_, kind, parts)) {
@@ -139,6 +145,10 @@ class Child final : public ProcessChannel {
     if (reply) return std::move(*reply);
     const pid_t dead = pid_;
     std::string how = reap();
+    if (aborted_.load(std::memory_order_acquire)) {
+      throw WorkerCrashedError("process worker " + std::to_string(index_) + " (pid " + std::to_string(dead) +
+                               ") was ended: the runtime gave up on its work");
+    }
     std::string message = "process worker " + std::to_string(index_) + " (pid " + std::to_string(dead) + ") " + how +
                           " while running this task; a new worker process replaces it";
     try {
@@ -147,6 +157,13 @@ class Child final : public ProcessChannel {
       message += std::string(" (restart failed: ") + e.what() + ")";
     }
     throw WorkerCrashedError(message);
+  }
+
+  /// Ends the child at once (from any thread); it is not restarted.
+  void kill_now() noexcept {
+    aborted_.store(true, std::memory_order_release);
+    const pid_t pid = running_pid_.load(std::memory_order_acquire);
+    if (pid > 0) ::kill(pid, SIGKILL);
   }
 
   [[nodiscard]] pid_t pid() const noexcept override { return pid_; }
@@ -166,12 +183,15 @@ class Child final : public ProcessChannel {
       result = ::waitpid(pid_, &status, 0);
     } while (result < 0 && errno == EINTR);
     pid_ = -1;
+    running_pid_.store(-1, std::memory_order_release);
     return result < 0 ? std::string("ended") : describe_exit(status);
   }
 
   const ProcessWorkersConfig& config_;
   unsigned index_;
   pid_t pid_ = -1;
+  std::atomic<pid_t> running_pid_{-1};  // pid_, for kill_now from other threads
+  std::atomic<bool> aborted_{false};
   int to_child_ = -1;
   int from_child_ = -1;
   std::set<std::string> known_;
@@ -200,6 +220,9 @@ class ProcessDriver final : public ext::Driver {
     }
   }
   void stop_worker(unsigned index) override { children_[index]->stop(); }
+  void abort() override {
+    for (auto& child : children_) child->kill_now();
+  }
   [[nodiscard]] void* worker_state(unsigned index) override {
     return static_cast<ProcessChannel*>(children_[index].get());
   }
