@@ -1,0 +1,162 @@
+"""hetflow futures in asyncio: ``await fut``, asyncio.wrap_future, gather, and the
+``python -m asyncio`` REPL."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import hetflow
+from hf_subprocess import Child
+
+EXECUTORS = ["thread", "process"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime():
+    hetflow.init(ncpus=2, executor="process")
+    yield
+    hetflow.shutdown()
+
+
+def add(a, b):
+    return a + b
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def submit_on(executor):
+    return hetflow.task_submit.options(executor=executor)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, timeout=30))
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_await_a_future(executor):
+    async def main():
+        return await submit_on(executor)(add, 20, 22)
+
+    assert run(main()) == 42
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_await_a_failing_future_raises_its_exception(executor):
+    async def main():
+        with pytest.raises(ValueError, match="async failure"):
+            await submit_on(executor)(fail, "async failure")
+        return "caught"
+
+    assert run(main()) == "caught"
+
+
+def test_await_a_dependent_of_a_failed_task_raises_dependency_error():
+    async def main():
+        failing = submit_on("process")(fail, "root")
+        dependent = submit_on("thread")(add, failing, 1)
+        with pytest.raises(hetflow.DependencyError) as info:
+            await dependent
+        return info.value.root_task
+
+    assert run(main()) == "fail"
+
+
+def test_await_a_finished_future():
+    future = hetflow.submit(add, 1, 2)
+    assert future.result(timeout=30) == 3
+
+    async def main():
+        return await future, await future
+
+    assert run(main()) == (3, 3)
+
+
+def test_wrap_future():
+    async def main():
+        wrapped = asyncio.wrap_future(hetflow.submit(add, 2, 3))
+        assert isinstance(wrapped, asyncio.Future)
+        return await wrapped
+
+    assert run(main()) == 5
+
+
+def test_gather_futures_of_both_executors():
+    async def main():
+        futures = [submit_on(EXECUTORS[i % 2])(add, i, i) for i in range(10)]
+        return await asyncio.gather(*futures)
+
+    assert run(main()) == [2 * i for i in range(10)]
+
+
+def test_gather_with_return_exceptions():
+    async def main():
+        return await asyncio.gather(hetflow.submit(add, 1, 1), hetflow.submit(fail, "no"), return_exceptions=True)
+
+    ok, error = run(main())
+    assert ok == 2 and isinstance(error, ValueError) and str(error) == "no"
+
+
+def test_awaiting_does_not_block_the_event_loop():
+    # The task finishes only once a coroutine on the loop has run; were the loop blocked by the
+    # await, the task would time out and return False.
+    opened = threading.Event()
+
+    async def open_later():
+        await asyncio.sleep(0.01)
+        opened.set()
+
+    async def main():
+        future = submit_on("thread")(opened.wait, 20)
+        results = await asyncio.gather(future, open_later())
+        return results[0]
+
+    assert run(main()) is True
+
+
+def test_asyncio_wait_for_times_out_on_a_long_task():
+    release = threading.Event()
+
+    async def main():
+        future = submit_on("thread")(release.wait, 20)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.wrap_future(future), timeout=0.05)
+        release.set()
+        return future.result(timeout=30)
+
+    assert run(main()) is True
+
+
+def test_tasks_submitted_from_a_coroutine_chain():
+    async def main():
+        first = hetflow.submit(add, 1, 1)
+        second = hetflow.submit(add, first, 1)
+        third = submit_on("thread")(add, second, first)
+        return await third
+
+    assert run(main()) == 5
+
+
+def test_await_in_the_asyncio_repl(tmp_path):
+    session = "\n".join(
+        [
+            "import hetflow",
+            "_ = hetflow.init(ncpus=2, executor='process')",
+            "fut = hetflow.submit(lambda x: x * 6, 7)",
+            "value = await fut",
+            "print('AWAITED', value)",
+            "print('GATHERED', await asyncio.gather(hetflow.submit(pow, 2, 10), fut))",
+            "print('WORKER', await hetflow.submit(__import__('os').getpid) != __import__('os').getpid())",
+            "",
+        ]
+    )
+    with Child(tmp_path, ["-m", "asyncio"], stdin_text=session) as child:
+        rc, out, err = child.finish()
+    assert rc == 0, err
+    assert "AWAITED 42" in out
+    assert "GATHERED [1024, 42]" in out
+    assert "WORKER True" in out
+    assert "Traceback" not in err, err

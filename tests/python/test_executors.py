@@ -1,0 +1,263 @@
+"""Where tasks run: the thread executor (worker threads of this process) and the process
+executor (persistent worker processes)."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+import hetflow
+from hf_subprocess import run_script
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime():
+    yield
+    hetflow.shutdown()
+
+
+counter = {"calls": 0}
+
+
+def where():
+    return os.getpid(), threading.get_ident()
+
+
+def sleepy_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def count_up():
+    counter["calls"] += 1
+    return counter["calls"]
+
+
+def meet(directory, me, expected):
+    """Waits until ``expected`` tasks have checked in under ``directory``: True if they all did,
+    which they can only do if they run at the same time."""
+    open(os.path.join(directory, f"{me}.in"), "w").close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if len([n for n in os.listdir(directory) if n.endswith(".in")]) >= expected:
+            return True, os.getpid()
+        time.sleep(0.005)
+    return False, os.getpid()
+
+
+def spin(n):
+    """Pure-Python CPU work, holding the GIL the whole time."""
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+# -- thread executor ----------------------------------------------------------------------------------
+def test_thread_tasks_run_in_a_worker_thread_of_this_process():
+    hetflow.init(ncpus=2, executor="thread")
+    pid, ident = hetflow.submit(where).result(timeout=30)
+    assert pid == os.getpid()
+    assert ident != threading.get_ident()
+    assert ident != threading.main_thread().ident
+
+
+def test_thread_tasks_share_this_processes_memory():
+    hetflow.init(ncpus=2, executor="thread")
+    box = []
+    hetflow.submit(box.append, "from a task").result(timeout=30)
+    assert box == ["from a task"]
+    before = counter["calls"]
+    assert hetflow.submit(count_up).result(timeout=30) == before + 1
+    assert counter["calls"] == before + 1
+
+
+def test_thread_tasks_use_the_cpu_workers():
+    hetflow.init(ncpus=2, executor="thread")
+    gate = threading.Barrier(2, timeout=20)
+    idents = [hetflow.submit(lambda: (gate.wait(), threading.get_ident())[1]) for _ in range(2)]
+    got = [f.result(timeout=30) for f in idents]  # both waited at the barrier: two threads at once
+    assert len(set(got)) == 2
+
+
+def test_thread_tasks_can_submit_tasks():
+    hetflow.init(ncpus=2, executor="thread")
+
+    def outer(x):
+        return hetflow.submit(lambda y: y * 2, x).result(timeout=30) + 1
+
+    assert hetflow.submit(outer, 20).result(timeout=30) == 41
+
+
+# -- process executor ---------------------------------------------------------------------------------
+def test_process_tasks_run_in_other_processes():
+    hetflow.init(ncpus=2, executor="process")
+    pid, _ = hetflow.submit(where).result(timeout=30)
+    assert pid != os.getpid()
+
+
+def test_process_tasks_run_in_parallel_in_distinct_workers(tmp_path):
+    hetflow.init(ncpus=2, executor="process")
+    futures = [hetflow.submit(meet, str(tmp_path), i, 2) for i in range(2)]
+    results = [f.result(timeout=30) for f in futures]
+    assert all(met for met, _ in results), "the two tasks did not run at the same time"
+    pids = {pid for _, pid in results}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_sleeping_process_tasks_spread_over_the_workers():
+    hetflow.init(ncpus=2, executor="process")
+    pids = {f.result(timeout=30) for f in [hetflow.submit(sleepy_pid, 0.1) for _ in range(6)]}
+    assert len(pids) > 1 and os.getpid() not in pids
+
+
+def test_pure_python_cpu_work_runs_in_the_workers():
+    hetflow.init(ncpus=2, executor="process")
+    futures = [hetflow.submit(spin, 200_000) for _ in range(4)]
+    assert [f.result(timeout=60) for f in futures] == [spin(200_000)] * 4
+
+
+def test_worker_processes_are_persistent():
+    hetflow.init(ncpus=2, executor="process", nprocs=1)
+    pids = {hetflow.submit(os.getpid).result(timeout=30) for _ in range(5)}
+    assert len(pids) == 1 and os.getpid() not in pids
+    # Module state in the worker survives between its tasks (and is not this process's).
+    before = counter["calls"]
+    assert [hetflow.submit(count_up).result(timeout=30) for _ in range(3)] == [1, 2, 3]
+    assert counter["calls"] == before
+
+
+def test_nprocs_sets_the_number_of_worker_processes():
+    hetflow.init(ncpus=2, executor="process", nprocs=1)
+    pids = {f.result(timeout=30) for f in [hetflow.submit(sleepy_pid, 0.05) for _ in range(4)]}
+    assert len(pids) == 1
+
+
+def test_process_tasks_run_lambdas_closures_and_nested_functions():
+    hetflow.init(ncpus=2, executor="process")
+    base = 10
+
+    def nested(x):
+        return x + base
+
+    assert hetflow.submit(lambda: base * 2).result(timeout=30) == 20
+    assert hetflow.submit(nested, 5).result(timeout=30) == 15
+    assert hetflow.submit(lambda f: f(1), nested).result(timeout=30) == 11
+
+
+def test_process_tasks_return_lambdas():
+    hetflow.init(ncpus=2, executor="process")
+    returned = hetflow.submit(lambda: (lambda y: y + 1)).result(timeout=30)
+    assert returned(1) == 2
+
+
+def test_an_unpicklable_result_fails_the_task_with_type_error():
+    hetflow.init(ncpus=2, executor="process")
+    future = hetflow.submit(threading.Lock)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        future.result(timeout=30)
+    assert hetflow.submit(sum, [1, 2]).result(timeout=30) == 3
+
+
+def test_an_unpicklable_thread_result_for_a_process_task_fails_the_dependent():
+    hetflow.init(ncpus=2, executor="process")
+    lock_future = hetflow.task_submit.options(executor="thread")(threading.Lock)
+    dependent = hetflow.submit(lambda lock: 1, lock_future)
+    with pytest.raises(TypeError, match="process worker"):
+        dependent.result(timeout=30)
+    assert lock_future.result(timeout=30).acquire(False)
+
+
+def test_tasks_inside_a_process_task_run_in_that_worker():
+    hetflow.init(ncpus=2, executor="process", nprocs=1)
+
+    def outer():
+        import hetflow as inner
+
+        return inner.submit(os.getpid).result(timeout=30), os.getpid()
+
+    inner_pid, outer_pid = hetflow.submit(outer).result(timeout=60)
+    assert inner_pid == outer_pid != os.getpid()
+
+
+def test_process_executor_with_more_workers_than_cores():
+    hetflow.init(ncpus=4, executor="process")
+    pids = {f.result(timeout=60) for f in [hetflow.submit(sleepy_pid, 0.1) for _ in range(8)]}
+    assert len(pids) > 1
+
+
+# -- in a child interpreter: __main__ and stdout --------------------------------------------------------
+def test_functions_and_classes_of_main_run_in_process_workers(tmp_path):
+    rc, out, err = run_script(
+        tmp_path,
+        """
+        import os
+        import hetflow
+
+        class Point:
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+
+        def norm1(p):
+            return abs(p.x) + abs(p.y), os.getpid()
+
+        def shift(p, dx):
+            return Point(p.x + dx, p.y)
+
+        if __name__ == "__main__":
+            hetflow.init(ncpus=2, executor="process")
+            value, pid = hetflow.submit(norm1, Point(3, -4)).result(timeout=30)
+            moved = hetflow.submit(shift, Point(1, 2), 10).result(timeout=30)
+            print("NORM", value, pid != os.getpid())
+            print("MOVED", type(moved).__name__, moved.x, moved.y)
+            k = 5
+            print("CLOSURE", hetflow.submit(lambda: k * k).result(timeout=30))
+        """,
+    )
+    assert rc == 0, err
+    assert "NORM 7 True" in out
+    assert "MOVED Point 11 2" in out
+    assert "CLOSURE 25" in out
+
+
+def test_print_in_a_process_task_reaches_the_hosts_stdout(tmp_path):
+    rc, out, err = run_script(
+        tmp_path,
+        """
+        import os
+        import hetflow
+
+        def talk(i):
+            print(f"hello from task {i} in", "worker" if os.getpid() != HOST else "host")
+            return i
+
+        HOST = os.getpid()
+        if __name__ == "__main__":
+            hetflow.init(ncpus=2, executor="process")
+            for i in range(3):
+                hetflow.submit(talk, i).result(timeout=30)
+                print(f"host after {i}", flush=True)
+        """,
+    )
+    assert rc == 0, err
+    lines = out.splitlines()
+    for i in range(3):
+        said = f"hello from task {i} in worker"
+        assert said in lines, out
+        # A task's prints are flushed before its result comes back.
+        assert lines.index(said) < lines.index(f"host after {i}")
+
+
+def test_print_in_a_thread_task_reaches_stdout(tmp_path):
+    rc, out, err = run_script(
+        tmp_path,
+        """
+        import hetflow
+        hetflow.init(ncpus=2, executor="thread")
+        hetflow.submit(print, "printed by a thread task").result(timeout=30)
+        """,
+    )
+    assert rc == 0, err
+    assert "printed by a thread task" in out.splitlines()

@@ -1,0 +1,306 @@
+"""Failures: a task's exception, its traceback, failing dependents, worker processes that die,
+and Ctrl-C."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+import hetflow
+from hf_subprocess import Child, leftovers, write_script
+
+EXECUTORS = ["thread", "process"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime():
+    hetflow.init(ncpus=2, executor="process")
+    yield
+    hetflow.shutdown()
+
+
+class AppError(Exception):
+    """An application's exception with extra state, importable by the worker processes."""
+
+    def __init__(self, message, code=0):
+        super().__init__(message, code)
+        self.code = code
+
+
+class NeedsTwoArguments(Exception):
+    """Pickles but does not unpickle: its __init__ needs two arguments, its args hold one."""
+
+    def __init__(self, a, b):
+        super().__init__(a)
+
+
+def parse_config(text):
+    raise KeyError(f"missing key in {text}")
+
+
+def raise_app_error(code):
+    raise AppError("application failed", code)
+
+
+def raise_needs_two():
+    raise NeedsTwoArguments("one", "two")
+
+
+def identity(x):
+    return x
+
+
+def add(a, b):
+    return a + b
+
+
+def pid():
+    return os.getpid()
+
+
+def exit_hard():
+    os._exit(3)
+
+
+def kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def segfault():
+    ctypes.string_at(0)
+
+
+def submit_on(executor, **options):
+    return hetflow.task_submit.options(executor=executor, **options)
+
+
+# -- a task's exception --------------------------------------------------------------------------------
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_result_reraises_the_tasks_exception_with_its_type(executor):
+    future = submit_on(executor)(parse_config, "app.toml")
+    with pytest.raises(KeyError) as info:
+        future.result(timeout=30)
+    assert info.value.args == ("missing key in app.toml",)
+
+
+def test_a_thread_tasks_traceback_is_the_cause():
+    future = submit_on("thread")(parse_config, "a")
+    with pytest.raises(KeyError) as info:
+        future.result(timeout=30)
+    cause = info.value.__cause__
+    assert type(cause).__name__ == "TaskTraceback"
+    assert "parse_config" in str(cause) and "KeyError" in str(cause)
+
+
+def test_a_process_tasks_traceback_is_the_cause():
+    future = submit_on("process")(parse_config, "a")
+    with pytest.raises(KeyError) as info:
+        future.result(timeout=30)
+    cause = info.value.__cause__
+    assert type(cause).__name__ == "RemoteTraceback"
+    assert "parse_config" in str(cause) and "KeyError" in str(cause)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_an_application_exception_keeps_its_class_and_state(executor):
+    with pytest.raises(AppError) as info:
+        submit_on(executor)(raise_app_error, 7).result(timeout=30)
+    assert info.value.code == 7
+    assert "raise_app_error" in str(info.value.__cause__)
+
+
+def test_an_exception_that_cannot_be_rebuilt_still_reports_its_type_and_message():
+    with pytest.raises(Exception) as info:
+        submit_on("process")(raise_needs_two).result(timeout=30)
+    text = str(info.value)
+    assert "NeedsTwoArguments" in text and "one" in text
+    assert "raise_needs_two" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_raising_again_gives_the_same_error(executor):
+    future = submit_on(executor)(parse_config, "x")
+    for _ in range(2):
+        with pytest.raises(KeyError, match="missing key in x"):
+            future.result(timeout=30)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_system_exit_in_a_task_fails_only_that_task(executor):
+    with pytest.raises(SystemExit):
+        submit_on(executor)(sys.exit, 3).result(timeout=30)
+    assert submit_on(executor)(add, 1, 2).result(timeout=30) == 3
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_failed_task_does_not_disturb_the_others(executor):
+    futures = [submit_on(executor)(parse_config, i) if i % 3 == 0 else submit_on(executor)(add, i, 0) for i in range(12)]
+    for i, future in enumerate(futures):
+        if i % 3 == 0:
+            with pytest.raises(KeyError):
+                future.result(timeout=30)
+        else:
+            assert future.result(timeout=30) == i
+
+
+# -- dependents of a failed task ------------------------------------------------------------------------
+@pytest.mark.parametrize("first", EXECUTORS)
+@pytest.mark.parametrize("second", EXECUTORS)
+def test_dependents_fail_with_dependency_error(first, second):
+    failing = submit_on(first)(parse_config, "cfg")
+    dependent = submit_on(second)(identity, failing)
+    with pytest.raises(hetflow.DependencyError) as info:
+        dependent.result(timeout=30)
+    error = info.value
+    assert error.root_task == "parse_config"
+    assert isinstance(error.root_exception, KeyError)
+    assert error.root_exception.args == ("missing key in cfg",)
+    assert error.__cause__ is error.root_exception
+    assert "parse_config" in str(error) and "KeyError" in str(error)
+    assert isinstance(error, hetflow.HetflowError) and isinstance(error, RuntimeError)
+
+
+def test_a_chain_of_dependents_names_the_root_task():
+    root = submit_on("process", name="root-step")(raise_app_error, 5)
+    level1 = submit_on("thread")(identity, root)
+    level2 = submit_on("process")(identity, [level1])
+    level3 = submit_on("thread")(add, 1, {"x": level2})
+    for future in (level1, level2, level3):
+        with pytest.raises(hetflow.DependencyError) as info:
+            future.result(timeout=30)
+        assert info.value.root_task == "root-step"
+        assert isinstance(info.value.root_exception, AppError)
+        assert info.value.root_exception.code == 5
+    with pytest.raises(AppError):
+        root.result(timeout=30)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_failed_dependency_in_a_keyword_or_container_fails_the_task(executor):
+    failing = submit_on(executor)(parse_config, "k")
+    ok = submit_on(executor)(add, 1, 1)
+    dependents = [
+        submit_on(executor)(add, 1, b=failing),
+        submit_on(executor)(identity, {"values": [ok, (failing,)]}),
+    ]
+    for dependent in dependents:
+        with pytest.raises(hetflow.DependencyError) as info:
+            dependent.result(timeout=30)
+        assert info.value.root_task == "parse_config"
+    assert ok.result(timeout=30) == 2
+
+
+def test_a_dependent_of_a_failed_task_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    failing = submit_on("thread")(parse_config, "z")
+    dependent = submit_on("process")(lambda _: marker.write_text("ran"), failing)
+    with pytest.raises(hetflow.DependencyError):
+        dependent.result(timeout=30)
+    assert hetflow.wait_for_all(timeout=30)
+    assert not marker.exists()
+
+
+def test_many_dependents_of_one_failure_all_fail_and_nothing_hangs():
+    failing = submit_on("thread")(parse_config, "wide")
+    dependents = [submit_on(EXECUTORS[i % 2])(identity, failing) for i in range(30)]
+    grandchildren = [submit_on("thread")(identity, d) for d in dependents]
+    assert hetflow.wait_for_all(timeout=30)
+    for future in dependents + grandchildren:
+        assert isinstance(future.exception(timeout=0), hetflow.DependencyError)
+        assert future.exception(timeout=0).root_task == "parse_config"
+
+
+# -- worker processes that die --------------------------------------------------------------------------
+@pytest.mark.parametrize("how", [exit_hard, kill_self, segfault], ids=["os._exit", "SIGKILL", "segfault"])
+def test_a_dying_worker_fails_only_its_task(how):
+    doomed = hetflow.submit(how)
+    others = [hetflow.submit(add, i, 0) for i in range(6)]
+    with pytest.raises(hetflow.WorkerCrashedError) as info:
+        doomed.result(timeout=30)
+    assert isinstance(info.value, hetflow.HetflowError)
+    assert [f.result(timeout=30) for f in others] == list(range(6))
+    # Later tasks complete, on a restarted worker among others.
+    after = {f.result(timeout=30) for f in [hetflow.submit(pid) for _ in range(6)]}
+    assert after and os.getpid() not in after
+    assert hetflow.submit(add, 2, 2).result(timeout=30) == 4
+
+
+def test_a_crashed_worker_is_replaced_by_a_new_process():
+    hetflow.init(ncpus=2, executor="process", nprocs=1)
+    first = hetflow.submit(pid).result(timeout=30)
+    with pytest.raises(hetflow.WorkerCrashedError) as info:
+        hetflow.submit(exit_hard).result(timeout=30)
+    assert str(first) in str(info.value)  # names the worker that died
+    second = hetflow.submit(pid).result(timeout=30)
+    assert second != first and second != os.getpid()
+
+
+def test_repeated_crashes_do_not_exhaust_the_workers():
+    hetflow.init(ncpus=2, executor="process", nprocs=1)
+    for _ in range(4):
+        with pytest.raises(hetflow.WorkerCrashedError):
+            hetflow.submit(kill_self).result(timeout=30)
+    assert hetflow.submit(add, 20, 22).result(timeout=30) == 42
+
+
+def test_dependents_of_a_crashed_task_fail_with_dependency_error():
+    doomed = submit_on("process", name="doomed")(segfault)
+    dependent = submit_on("thread")(identity, doomed)
+    with pytest.raises(hetflow.DependencyError) as info:
+        dependent.result(timeout=30)
+    assert info.value.root_task == "doomed"
+    assert isinstance(info.value.root_exception, hetflow.WorkerCrashedError)
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------------
+CTRL_C_SCRIPT = """
+import os, sys, time
+import hetflow
+
+hetflow.init(ncpus=2, executor=sys.argv[1])
+
+def long_task():
+    time.sleep(120)
+    return "finished"
+
+future = hetflow.submit(long_task)
+while not future.running():
+    time.sleep(0.01)
+print("WORKERS", hf_children(), flush=True)
+try:
+    print("WAITING", flush=True)
+    future.result()
+except KeyboardInterrupt:
+    print("INTERRUPTED", future.done(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_ctrl_c_interrupts_a_wait_on_result(tmp_path, executor):
+    script = write_script(tmp_path, CTRL_C_SCRIPT + "os._exit(0)  # this test is about the wait only\n")
+    with Child(tmp_path, [str(script), executor]) as child:
+        lines = child.readline_until("WAITING")
+        child.workers = eval(lines[0].split(" ", 1)[1])
+        time.sleep(0.2)  # time to block in result(); a signal a little earlier (in the try) is handled alike
+        os.kill(child.pid, signal.SIGINT)
+        # KeyboardInterrupt reached the caller of result() while the task still ran.
+        assert child.readline_until("INTERRUPTED")[-1] == "INTERRUPTED False"
+
+
+def test_ctrl_c_then_a_clean_exit_with_no_workers_left(tmp_path):
+    script = write_script(tmp_path, CTRL_C_SCRIPT)
+    with Child(tmp_path, [str(script), "process"]) as child:
+        lines = child.readline_until("WAITING")
+        child.workers = eval(lines[0].split(" ", 1)[1])
+        assert child.workers, "no worker processes found"
+        time.sleep(0.2)  # time to block in result(); a signal a little earlier (in the try) is handled alike
+        os.kill(child.pid, signal.SIGINT)
+        rc, out, err = child.finish()
+        assert "INTERRUPTED False" in out
+        assert rc == 0, err
+        assert "Traceback" not in err, err
+        assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"

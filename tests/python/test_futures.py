@@ -1,0 +1,345 @@
+"""hetflow.Future as a concurrent.futures.Future: result, done, exception, callbacks, cancel,
+running, concurrent.futures.wait and as_completed."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+
+import pytest
+
+import hetflow
+
+EXECUTORS = ["thread", "process"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime():
+    hetflow.init(ncpus=2, executor="thread")
+    yield
+    hetflow.shutdown()
+
+
+def add(a, b):
+    return a + b
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def submit_on(executor):
+    return hetflow.task_submit.options(executor=executor)
+
+
+class Gate:
+    """Thread tasks that hold a worker until the test opens the gate."""
+
+    def __init__(self):
+        self.started = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def hold(self, value=None):
+        self.started.release()
+        self.release.wait(timeout=30)
+        return value
+
+    def wait_started(self, count=1):
+        for _ in range(count):
+            assert self.started.acquire(timeout=30), "a task did not start"
+
+
+@pytest.fixture
+def gate():
+    g = Gate()
+    yield g
+    g.release.set()
+
+
+def test_future_is_a_concurrent_futures_future():
+    future = hetflow.submit(add, 1, 2)
+    assert isinstance(future, hetflow.Future)
+    assert isinstance(future, cf.Future)
+    assert future.result() == 3
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_result_done_and_exception_of_a_successful_task(executor):
+    future = submit_on(executor)(add, 2, 3)
+    assert future.result(timeout=30) == 5
+    assert future.done()
+    assert future.exception(timeout=30) is None
+    assert not future.running() and not future.cancelled()
+    assert future.result() == 5  # again
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_exception_of_a_failed_task(executor):
+    future = submit_on(executor)(fail, "bad value")
+    error = future.exception(timeout=30)
+    assert isinstance(error, ValueError) and str(error) == "bad value"
+    assert future.done() and not future.cancelled()
+    with pytest.raises(ValueError, match="bad value"):
+        future.result(timeout=30)
+
+
+def test_state_while_pending_and_running(gate):
+    running = [hetflow.submit(gate.hold, i) for i in range(2)]
+    gate.wait_started(2)
+    queued = hetflow.submit(add, 1, 1)
+    assert all(f.running() and not f.done() for f in running)
+    assert not queued.running() and not queued.done() and not queued.cancelled()
+    gate.release.set()
+    assert [f.result(timeout=30) for f in running] == [0, 1]
+    assert queued.result(timeout=30) == 2
+    assert not any(f.running() for f in running + [queued])
+
+
+def test_result_and_exception_time_out(gate):
+    future = hetflow.submit(gate.hold, "late")
+    gate.wait_started()
+    with pytest.raises(cf.TimeoutError):
+        future.result(timeout=0.05)
+    with pytest.raises(TimeoutError):  # the same class since Python 3.11; a TimeoutError either way
+        future.exception(timeout=0)
+    assert not future.done()
+    gate.release.set()
+    assert future.result(timeout=30) == "late"
+
+
+# -- callbacks ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_done_callback_is_called_once_with_the_future(executor, gate):
+    hold = hetflow.submit(gate.hold, 1)
+    future = submit_on(executor)(add, hold, 1)  # not finished before the callback is added
+    called = []
+    event = threading.Event()
+
+    def callback(f):
+        called.append(f)
+        event.set()
+
+    future.add_done_callback(callback)
+    assert called == []
+    gate.release.set()
+    assert event.wait(timeout=30)
+    assert future.result(timeout=30) == 2
+    assert hetflow.wait_for_all(timeout=30)
+    assert called == [future]
+
+
+def test_callbacks_run_in_order_and_see_the_outcome(gate):
+    hold = hetflow.submit(gate.hold, 10)
+    future = hetflow.submit(add, hold, 1)
+    seen = []
+    finished = threading.Event()
+    future.add_done_callback(lambda f: seen.append(("first", f.result())))
+    future.add_done_callback(lambda f: seen.append(("second", f.done())))
+    future.add_done_callback(lambda f: finished.set())
+    assert seen == []
+    gate.release.set()
+    assert finished.wait(timeout=30)
+    assert seen == [("first", 11), ("second", True)]
+
+
+def test_callback_added_after_completion_runs_at_once_in_the_caller():
+    future = hetflow.submit(add, 1, 1)
+    assert future.result(timeout=30) == 2
+    seen = []
+    future.add_done_callback(lambda f: seen.append((f, threading.get_ident())))
+    assert seen == [(future, threading.get_ident())]
+
+
+def test_callback_of_a_failed_task_sees_the_exception():
+    future = submit_on("process")(fail, "oops")
+    errors = []
+    event = threading.Event()
+
+    def callback(f):
+        errors.append(f.exception())
+        event.set()
+
+    future.add_done_callback(callback)
+    assert event.wait(timeout=30)
+    assert isinstance(errors[0], ValueError) and str(errors[0]) == "oops"
+
+
+def test_a_failing_callback_is_logged_and_does_not_stop_the_others(caplog, gate):
+    hold = hetflow.submit(gate.hold)
+    future = hetflow.submit(lambda _: 1, hold)
+    event = threading.Event()
+
+    def broken(f):
+        raise RuntimeError("callback broke")
+
+    future.add_done_callback(broken)
+    future.add_done_callback(lambda f: event.set())
+    with caplog.at_level(logging.ERROR, logger="hetflow"):
+        gate.release.set()
+        assert event.wait(timeout=30)
+    assert "callback broke" in caplog.text
+    assert future.result(timeout=30) == 1
+
+
+def test_set_result_and_set_exception_are_refused():
+    future = hetflow.submit(add, 1, 1)
+    with pytest.raises(RuntimeError):
+        future.set_result(3)
+    with pytest.raises(RuntimeError):
+        future.set_exception(ValueError())
+    assert future.result(timeout=30) == 2
+
+
+# -- cancel --------------------------------------------------------------------------------------------------
+def test_cancel_a_queued_task(gate):
+    holders = [hetflow.submit(gate.hold) for _ in range(2)]
+    gate.wait_started(2)
+    ran = []
+    queued = hetflow.submit(ran.append, "ran")
+    assert queued.cancel() is True
+    assert queued.cancelled() and queued.done() and not queued.running()
+    with pytest.raises(cf.CancelledError):
+        queued.result(timeout=30)
+    with pytest.raises(cf.CancelledError):
+        queued.exception(timeout=30)
+    gate.release.set()
+    assert hetflow.wait_for_all(timeout=30)
+    assert ran == []
+    assert all(h.result(timeout=0) is None for h in holders)
+
+
+def test_cancel_is_refused_once_running_or_done(gate):
+    running = hetflow.submit(gate.hold, "kept")
+    gate.wait_started()
+    assert running.cancel() is False
+    assert not running.cancelled()
+    gate.release.set()
+    assert running.result(timeout=30) == "kept"
+    assert running.cancel() is False and not running.cancelled()
+
+
+def test_cancel_a_task_waiting_for_a_dependency(gate):
+    hold = hetflow.submit(gate.hold, 1)
+    waiting = submit_on("process")(add, hold, 1)
+    assert waiting.cancel() is True
+    gate.release.set()
+    assert hold.result(timeout=30) == 1
+    with pytest.raises(cf.CancelledError):
+        waiting.result(timeout=30)
+    assert waiting.cancelled()
+
+
+def test_dependents_of_a_cancelled_task_fail_with_dependency_error(gate):
+    holders = [hetflow.submit(gate.hold) for _ in range(2)]
+    gate.wait_started(2)
+    queued = hetflow.task_submit.options(name="to-cancel")(add, 1, 1)
+    dependent = hetflow.submit(add, queued, 1)
+    assert queued.cancel()
+    gate.release.set()
+    with pytest.raises(hetflow.DependencyError) as info:
+        dependent.result(timeout=30)
+    assert info.value.root_task == "to-cancel"
+    assert isinstance(info.value.root_exception, cf.CancelledError)
+    assert not dependent.cancelled()
+    assert all(h.result(timeout=30) is None for h in holders)
+
+
+def test_cancelled_future_callbacks_run(gate):
+    holders = [hetflow.submit(gate.hold) for _ in range(2)]
+    gate.wait_started(2)
+    queued = hetflow.submit(add, 1, 1)
+    event = threading.Event()
+    seen = []
+    queued.add_done_callback(lambda f: (seen.append(f.cancelled()), event.set()))
+    assert queued.cancel()
+    gate.release.set()
+    assert event.wait(timeout=30)
+    assert seen == [True]
+    assert all(h.result(timeout=30) is None for h in holders)
+
+
+# -- concurrent.futures.wait / as_completed ------------------------------------------------------------
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_concurrent_futures_wait_all_completed(executor):
+    futures = [submit_on(executor)(add, i, 1) for i in range(10)]
+    done, not_done = cf.wait(futures, timeout=30)
+    assert done == set(futures) and not not_done
+    assert sorted(f.result() for f in done) == list(range(1, 11))
+
+
+def test_concurrent_futures_wait_first_completed(gate):
+    slow = hetflow.submit(gate.hold, "slow")
+    gate.wait_started()
+    fast = hetflow.submit(add, 1, 1)
+    done, not_done = cf.wait([slow, fast], timeout=30, return_when=cf.FIRST_COMPLETED)
+    assert done == {fast} and not_done == {slow}
+    gate.release.set()
+    assert slow.result(timeout=30) == "slow"
+
+
+def test_concurrent_futures_wait_first_exception(gate):
+    slow = hetflow.submit(gate.hold, "slow")
+    gate.wait_started()
+    failing = submit_on("process")(fail, "first")
+    done, not_done = cf.wait([slow, failing], timeout=30, return_when=cf.FIRST_EXCEPTION)
+    assert done == {failing} and not_done == {slow}
+    gate.release.set()
+
+
+def test_concurrent_futures_wait_times_out(gate):
+    slow = hetflow.submit(gate.hold)
+    gate.wait_started()
+    done, not_done = cf.wait([slow], timeout=0.05)
+    assert not done and not_done == {slow}
+
+
+def test_concurrent_futures_wait_on_finished_futures():
+    futures = [hetflow.submit(add, i, 0) for i in range(5)]
+    assert [f.result(timeout=30) for f in futures] == list(range(5))
+    done, not_done = cf.wait(futures, timeout=30)
+    assert done == set(futures) and not not_done
+
+
+def test_as_completed_yields_in_completion_order(gate):
+    slow = hetflow.submit(gate.hold, "slow")
+    gate.wait_started()
+    fast = [hetflow.submit(add, i, 0) for i in range(3)]
+    seen = []
+    for future in cf.as_completed([slow] + fast, timeout=30):
+        seen.append(future)
+        if len(seen) == 3:
+            gate.release.set()
+    assert set(seen[:3]) == set(fast) and seen[3] is slow
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_as_completed_with_failures_and_mixed_executors(executor):
+    futures = [submit_on(executor)(add, i, 0) for i in range(5)] + [submit_on(executor)(fail, "x")]
+    results, errors = [], []
+    for future in cf.as_completed(futures, timeout=30):
+        if future.exception() is None:
+            results.append(future.result())
+        else:
+            errors.append(future.exception())
+    assert sorted(results) == list(range(5))
+    assert len(errors) == 1 and isinstance(errors[0], ValueError)
+
+
+def test_as_completed_times_out(gate):
+    slow = hetflow.submit(gate.hold)
+    gate.wait_started()
+    with pytest.raises(cf.TimeoutError):
+        for _ in cf.as_completed([slow], timeout=0.05):
+            pass
+
+
+def test_result_waits_from_several_threads(gate):
+    future = hetflow.submit(gate.hold, 7)
+    results = []
+    waiters = [threading.Thread(target=lambda: results.append(future.result(timeout=30))) for _ in range(4)]
+    for t in waiters:
+        t.start()
+    gate.release.set()
+    for t in waiters:
+        t.join(timeout=30)
+    assert results == [7, 7, 7, 7]

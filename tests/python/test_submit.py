@@ -1,0 +1,288 @@
+"""Submitting work: task_submit/submit, per-call options, @delayed, futures as arguments and
+the errors bad input gets."""
+from __future__ import annotations
+
+import collections
+import os
+import threading
+
+import pytest
+
+import hetflow
+
+EXECUTORS = ["thread", "process"]
+Pair = collections.namedtuple("Pair", "left right")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime():
+    hetflow.init(ncpus=2, executor="process")
+    yield
+    hetflow.shutdown()
+
+
+def add(a, b):
+    return a + b
+
+
+def echo(*args, **kwargs):
+    return args, kwargs
+
+
+def where():
+    return os.getpid(), threading.get_ident()
+
+
+def describe(value):
+    return type(value).__name__, value
+
+
+@hetflow.delayed
+def mul(a, b):
+    """Multiplies."""
+    return a * b
+
+
+@hetflow.delayed(name="scaled", priority=3, perfmodel="scale-model", executor="thread")
+def scale(x, factor=2):
+    return x * factor, os.getpid()
+
+
+def submit_on(executor):
+    return hetflow.task_submit.options(executor=executor)
+
+
+# -- task_submit / submit ----------------------------------------------------------------------------
+def test_submit_is_task_submit():
+    assert hetflow.submit is hetflow.task_submit
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_submit_passes_positional_and_keyword_arguments(executor):
+    future = submit_on(executor)(echo, 1, "two", [3.0], key={"k": (4, None)})
+    assert isinstance(future, hetflow.Future)
+    assert future.result(timeout=30) == ((1, "two", [3.0]), {"key": {"k": (4, None)}})
+
+
+def test_submit_uses_the_default_executor():
+    assert hetflow.submit(where).result(timeout=30)[0] != os.getpid()
+    hetflow.init(ncpus=2, executor="thread")
+    assert hetflow.submit(where).result(timeout=30)[0] == os.getpid()
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_builtins_lambdas_and_closures_run(executor):
+    offset = 100
+    submit = submit_on(executor)
+    assert submit(sum, [1, 2, 3]).result(timeout=30) == 6
+    assert submit(lambda x: x * 3, 5).result(timeout=30) == 15
+    assert submit(lambda: offset + 1).result(timeout=30) == 101
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_returned_objects_come_back(executor):
+    value = submit_on(executor)(lambda: {"pair": Pair(1, [2, 3]), "bytes": b"\x00\xff", "none": None})
+    assert value.result(timeout=30) == {"pair": Pair(1, [2, 3]), "bytes": b"\x00\xff", "none": None}
+
+
+def test_many_tasks_all_complete():
+    futures = [hetflow.submit(add, i, i) for i in range(200)]
+    assert [f.result(timeout=60) for f in futures] == [2 * i for i in range(200)]
+
+
+# -- options ----------------------------------------------------------------------------------------------
+def test_options_executor_picks_where_the_task_runs():
+    thread_pid, thread_ident = submit_on("thread")(where).result(timeout=30)
+    process_pid, _ = submit_on("process")(where).result(timeout=30)
+    assert thread_pid == os.getpid() and thread_ident != threading.get_ident()
+    assert process_pid != os.getpid()
+
+
+def test_options_name_names_the_future():
+    future = hetflow.task_submit.options(name="my-task")(add, 1, 2)
+    assert future.name == "my-task"
+    assert "my-task" in repr(future)
+    assert future.result(timeout=30) == 3
+
+
+def test_the_default_name_is_the_functions():
+    assert hetflow.submit(add, 1, 2).name == "add"
+    assert hetflow.submit(lambda: 1).name == "<lambda>"
+
+
+def test_priority_orders_queued_tasks_under_the_prio_scheduler():
+    hetflow.init(ncpus=1, sched="prio", executor="thread")
+    started, release = threading.Event(), threading.Event()
+
+    def blocker():
+        started.set()
+        return release.wait(timeout=30)
+
+    first = hetflow.submit(blocker)
+    assert started.wait(timeout=30)
+    order = []
+    for priority in (1, 5, 3, 0, 9):
+        hetflow.task_submit.options(priority=priority)(order.append, priority)
+    release.set()
+    assert hetflow.wait_for_all(timeout=30)
+    assert first.result(timeout=0) is True
+    assert order == [9, 5, 3, 1, 0]
+
+
+def test_unknown_executor_option_raises_value_error():
+    with pytest.raises(ValueError, match="gpu"):
+        hetflow.task_submit.options(executor="gpu")
+
+
+def test_non_int_priority_raises_type_error():
+    with pytest.raises(TypeError, match="priority"):
+        hetflow.task_submit.options(priority="high")(add, 1, 2)
+
+
+# -- @delayed -------------------------------------------------------------------------------------
+def test_delayed_calls_submit_tasks():
+    future = mul(6, 7)
+    assert isinstance(future, hetflow.Future)
+    assert future.result(timeout=30) == 42
+    assert future.name == "mul"
+
+
+def test_delayed_keeps_the_functions_metadata():
+    assert isinstance(mul, hetflow.DelayedFunction)
+    assert mul.__name__ == "mul" and mul.__doc__ == "Multiplies."
+    assert mul.func(2, 3) == 6  # the plain function
+
+
+def test_delayed_with_options():
+    future = scale(5, factor=3)
+    assert future.name == "scaled"
+    value, pid = future.result(timeout=30)
+    assert value == 15 and pid == os.getpid()  # executor="thread"
+    assert scale.perfmodel == "scale-model"
+
+
+def test_delayed_options_returns_a_changed_copy():
+    in_process = scale.options(executor="process", name="scaled-in-process")
+    future = in_process(5)
+    assert future.name == "scaled-in-process"
+    value, pid = future.result(timeout=30)
+    assert value == 10 and pid != os.getpid()
+    # The original keeps its options.
+    assert scale(1).name == "scaled" and scale(1).result(timeout=30)[1] == os.getpid()
+    assert in_process.perfmodel == "scale-model"
+
+
+def test_delayed_futures_chain():
+    assert mul(mul(2, 3), mul(4, 5)).result(timeout=30) == 120
+
+
+def test_delayed_function_passed_to_a_process_task_arrives_as_the_plain_function():
+    assert hetflow.submit(lambda f: f(3, 4), mul).result(timeout=30) == 12
+
+
+def test_delayed_lambda_and_bad_inputs():
+    double = hetflow.delayed(lambda x: 2 * x)
+    assert double(21).result(timeout=30) == 42
+    with pytest.raises(TypeError, match="not callable"):
+        hetflow.delayed(42)
+    with pytest.raises(TypeError, match="colour"):
+        mul.options(colour="red")
+    with pytest.raises(ValueError, match="gpu"):
+        mul.options(executor="gpu")
+    with pytest.raises(ValueError, match="gpu"):
+        hetflow.delayed(executor="gpu")
+
+
+# -- futures as arguments ----------------------------------------------------------------------------
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_future_argument_is_replaced_by_its_value(executor):
+    submit = submit_on(executor)
+    first = submit(add, 1, 2)
+    assert submit(add, first, 10).result(timeout=30) == 13
+    assert submit(add, a=first, b=first).result(timeout=30) == 6
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_nested_future_arguments_are_replaced(executor):
+    submit = submit_on(executor)
+    one, two, three = submit(lambda: 1), submit(lambda: 2), submit(lambda: 3)
+    future = submit(echo, [one, (two, {"three": three})], mapping={"xs": [one, two], "t": (three,)})
+    assert future.result(timeout=30) == (([1, (2, {"three": 3})],), {"mapping": {"xs": [1, 2], "t": (3,)}})
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_container_types_are_kept_when_futures_are_replaced(executor):
+    submit = submit_on(executor)
+    one = submit(lambda: 1)
+    assert submit(describe, Pair(one, 2)).result(timeout=30) == ("Pair", Pair(1, 2))
+    assert submit(describe, (one,)).result(timeout=30) == ("tuple", (1,))
+    assert submit(describe, [one]).result(timeout=30) == ("list", [1])
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_dependent_task_waits_for_its_dependency(executor):
+    hetflow.init(ncpus=2, executor="thread")
+    release = threading.Event()
+    gate = hetflow.submit(lambda: release.wait(timeout=30) and "opened")
+    dependent = submit_on(executor)(lambda value: "after " + value, gate)
+    assert not dependent.done()
+    release.set()
+    assert dependent.result(timeout=30) == "after opened"
+
+
+@pytest.mark.parametrize("first, second", [("thread", "process"), ("process", "thread")])
+def test_dependencies_across_executors(first, second):
+    source = submit_on(first)(lambda: ([1, 2], os.getpid()))
+    sink = submit_on(second)(lambda value: (value[0] + [3], value[1], os.getpid()), source)
+    items, source_pid, sink_pid = sink.result(timeout=30)
+    assert items == [1, 2, 3]
+    assert (source_pid == os.getpid()) == (first == "thread")
+    assert (sink_pid == os.getpid()) == (second == "thread")
+
+
+def test_a_long_chain_alternating_executors():
+    future = submit_on("thread")(add, 0, 1)
+    for i in range(20):
+        future = submit_on(EXECUTORS[i % 2])(add, future, 1)
+    assert future.result(timeout=60) == 21
+
+
+def test_a_diamond_of_dependencies():
+    top = hetflow.submit(lambda: 1)
+    left = submit_on("thread")(add, top, 10)
+    right = submit_on("process")(add, top, 100)
+    bottom = hetflow.submit(lambda l, r, t: l + r + t, left, right, top)
+    assert bottom.result(timeout=30) == 11 + 101 + 1
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_non_callable_raises_type_error(executor):
+    with pytest.raises(TypeError, match="not callable"):
+        submit_on(executor)(42)
+    with pytest.raises(TypeError, match="not callable"):
+        hetflow.submit("add", 1, 2)
+
+
+def test_an_unpicklable_argument_for_the_process_executor_raises_type_error():
+    with pytest.raises(TypeError, match="argument 0") as info:
+        hetflow.submit(lambda lock: 1, threading.Lock())
+    assert "lock" in str(info.value) and "process worker" in str(info.value)
+    with pytest.raises(TypeError, match="keyword argument 'guard'"):
+        hetflow.submit(lambda guard: 1, guard=threading.Lock())
+    # The same argument is fine for the thread executor.
+    assert submit_on("thread")(lambda lock: lock.acquire(False), threading.Lock()).result(timeout=30) is True
+
+
+def test_an_unpicklable_function_for_the_process_executor_raises_type_error():
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match="process worker") as info:
+        hetflow.submit(lambda: lock.locked())
+    assert "lock" in str(info.value)
+    assert submit_on("thread")(lambda: lock.locked()).result(timeout=30) is False
+
+
+def test_a_failed_submission_leaves_the_runtime_usable():
+    with pytest.raises(TypeError):
+        hetflow.submit(lambda lock: 1, threading.Lock())
+    assert hetflow.submit(add, 1, 1).result(timeout=30) == 2
