@@ -115,6 +115,13 @@ class Future(concurrent.futures.Future):
     def __repr__(self) -> str:
         return f"<hetflow.Future '{self._name}' {self._task.status()}>"
 
+    def __reduce__(self) -> Any:
+        # Inside a task's arguments, a placeholder the worker fills with the value; elsewhere, an
+        # error (a future is a handle on this process's runtime).
+        from hetflow._serialize import packing
+
+        return packing.placeholder(self).__reduce__()
+
     @property
     def name(self) -> str:
         """The task's name (its function's, unless given)."""

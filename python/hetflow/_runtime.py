@@ -147,7 +147,7 @@ class Runtime:
             arrays: list = []
             if data:
                 args, kwargs, arrays = self._data_for_process(args, kwargs)
-            packed = pack_call(func, args, kwargs, _is_future)
+            packed = pack_call(func, args, kwargs, _is_future, reduces_to_placeholder=True)
             if packed.func_key not in self._registered:
                 self._engine.register_function(packed.func_key, packed.func_bytes)
                 self._registered.add(packed.func_key)
@@ -186,7 +186,7 @@ class Runtime:
             raise RuntimeError("hetflow: cannot submit a task: the runtime has been shut down")
         from hetflow._serialize import pack_call
 
-        packed = pack_call(func, args, {}, _is_future)
+        packed = pack_call(func, args, {}, _is_future, reduces_to_placeholder=True)
         if packed.func_key not in self._registered:
             self._engine.register_function(packed.func_key, packed.func_bytes)
             self._registered.add(packed.func_key)

@@ -206,8 +206,54 @@ def _remember_last(func: Any, entry: Tuple[str, bytes]) -> None:
 
 
 # -- calls ----------------------------------------------------------------------------------------
+class Packing(threading.local):
+    """The futures met while one call is pickled on this thread: a future type whose
+    ``__reduce__`` calls ``Packing.placeholder`` pickles as a Placeholder, without any walk over
+    the arguments in Python."""
+
+    futures: Optional[List[Any]] = None
+    index_of: Optional[Dict[int, int]] = None
+
+    def placeholder(self, future: Any) -> "Placeholder":
+        if self.futures is None or self.index_of is None:
+            raise TypeError("hetflow: a Future cannot be pickled; pass it as an argument of a task instead")
+        index = self.index_of.get(id(future))
+        if index is None:
+            index = self.index_of[id(future)] = len(self.futures)
+            self.futures.append(future)
+        return Placeholder(index)
+
+
+packing = Packing()
+
+
+def _pack_by_reduce(func: Any, args: tuple, kwargs: Dict[str, Any]) -> Tuple[bytes, List[Any]]:
+    """Pickles the call with futures reducing themselves to placeholders: the C pickler when it
+    can do it faithfully (nothing pickled by reference to ``__main__``, which workers lack),
+    cloudpickle otherwise."""
+    packing.futures, packing.index_of = [], {}
+    try:
+        try:
+            data = pickle.dumps((args, kwargs), protocol=PROTOCOL)
+            if b"__main__" not in data:
+                return data, packing.futures
+        except Exception:
+            pass
+        packing.futures, packing.index_of = [], {}
+        try:
+            return cloudpickle.dumps((args, kwargs), protocol=PROTOCOL), packing.futures
+        except Exception as exc:
+            raise _argument_error(func, (args, kwargs)) from exc
+    finally:
+        packing.futures = packing.index_of = None
+
+
 def pack_call(
-    func: Callable[..., Any], args: Any, kwargs: Optional[Dict[str, Any]], is_future: Callable[[Any], bool]
+    func: Callable[..., Any],
+    args: Any,
+    kwargs: Optional[Dict[str, Any]],
+    is_future: Callable[[Any], bool],
+    reduces_to_placeholder: bool = False,
 ) -> PackedCall:
     """Pickles a call for a process worker, futures swapped for placeholders.
 
@@ -217,6 +263,9 @@ def pack_call(
 
     >>> pc = pack_call(f, (1, fut), {"xs": [fut, 3]}, lambda x: isinstance(x, Future))
     >>> pc.futures == [fut]     # the worker gets f(1, v, xs=[v, 3]) with v the value of fut
+
+    ``reduces_to_placeholder``: the futures reduce themselves through ``packing`` (hetflow's
+    own do), so they are found wherever they are, while pickling, at the C pickler's speed.
     """
     func_key, func_bytes = function_entry(func)
     args = tuple(args)
@@ -224,6 +273,13 @@ def pack_call(
     if _all_plain(args) and _all_plain(kwargs.values()):
         # Numbers and strings: nothing to swap, and the C pickler is several times faster.
         return PackedCall(func_key, func_bytes, pickle.dumps((args, kwargs), protocol=PROTOCOL), [])
+    if reduces_to_placeholder:
+        call_bytes, found = _pack_by_reduce(func, args, kwargs)
+        if len(found) > MAX_FUTURES:
+            raise ValueError(
+                f"hetflow: a task can depend on at most {MAX_FUTURES} futures through its arguments, not {len(found)}"
+            )
+        return PackedCall(func_key, func_bytes, call_bytes, found)
     futures: List[Any] = []
     index_of: Dict[int, int] = {}
 

@@ -43,6 +43,18 @@ def _adopt_host_sys_path() -> None:
         sys.path[:] = host + [p for p in sys.path if p not in host]
 
 
+def _line_buffered_stdio() -> None:
+    """Each line a task prints reaches the shared stdout in one write, so the lines of workers
+    printing at once do not interleave (an inherited PYTHONUNBUFFERED would write a line's text
+    and its newline separately), and still as soon as the line is complete."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.reconfigure(line_buffering=True, write_through=False)
+        except (AttributeError, ValueError):
+            pass  # not a TextIOWrapper: leave it
+
+
 def _flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -206,6 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for fd in (read_fd, write_fd):
         os.set_inheritable(fd, False)  # a task's own subprocesses must not hold our pipes open
     _adopt_host_sys_path()
+    _line_buffered_stdio()
     try:
         return Worker(read_fd, write_fd).serve()
     except BrokenPipeError:  # the host is gone: nobody to answer

@@ -85,6 +85,12 @@ def _run_block(calls: Sequence[DelayedCall]) -> List[Any]:
     return [call.function(*call.args, **call.kwargs) for call in calls]
 
 
+def _run_same(function: Callable[..., Any], arguments: Sequence[tuple]) -> List[Any]:
+    """A block of calls of one function without keywords: sent as the function and a list of
+    argument tuples, several times cheaper to pickle than the calls themselves."""
+    return [function(*args) for args in arguments]
+
+
 def _is_array(value: Any) -> bool:
     numpy = sys.modules.get("numpy")
     return numpy is not None and isinstance(value, numpy.ndarray)
@@ -207,7 +213,14 @@ class Parallel:
 
     def _submit_blocks(self, calls: List[DelayedCall], blocks: int) -> List[Future]:
         name = getattr(calls[0].function, "__name__", "block") if calls else "block"
-        return [self._options(len(block), name)(_run_block, list(block)) for block in partition(calls, blocks)]
+        futures = []
+        for block in partition(calls, blocks):
+            function = block[0].function if block else None
+            if all(call.function is function and not call.kwargs for call in block):
+                futures.append(self._options(len(block), name)(_run_same, function, [call.args for call in block]))
+            else:
+                futures.append(self._options(len(block), name)(_run_block, list(block)))
+        return futures
 
     def _submit_cut(self, call: DelayedCall, blocks: int) -> List[Future]:
         name = getattr(call.function, "__name__", "block")

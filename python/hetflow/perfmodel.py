@@ -232,6 +232,9 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
         if uncalibrated:
             axes.plot(*zip(*uncalibrated), "o", color=color, markerfacecolor="none", label=label)
         a, b, c, valid = fit(perfmodel, arch)
+        if not valid and len(group) >= 3:
+            # Too few runs per size for the model's own fit: fit the points as measured.
+            a, b, c, valid = _engine().fit_power_law([float(s) for s in sizes], list(robust))
         curve_drawn = False
         if valid:
             low, high = min(sizes) / 2, max(sizes) * 2

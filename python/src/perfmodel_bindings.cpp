@@ -76,6 +76,15 @@ void bind_perfmodel(nb::module_& m) {
       "symbol"_a, "arch"_a, "(a, b, c, valid) of the regression t = a * size**b + c over the calibrated sizes.");
 
   m.def(
+      "fit_power_law",
+      [](const std::vector<double>& sizes, const std::vector<double>& seconds) {
+        if (sizes.size() != seconds.size()) throw nb::value_error("fit_power_law: sizes and seconds differ in length");
+        const PerfFit fit = hetflow::fit_power_law(sizes, seconds);
+        return std::make_tuple(fit.a, fit.b, fit.c, fit.valid);
+      },
+      "sizes"_a, "seconds"_a, "(a, b, c, valid) of the least-squares fit t = a * size**b + c to the points.");
+
+  m.def(
       "perfmodel_expected",
       [](const std::string& symbol, const std::string& arch, std::size_t size) -> std::optional<double> {
         return model_of(symbol)->expected(parse_arch(arch), size);
