@@ -1,5 +1,6 @@
 #pragma once
 #include <array>
+#include <exception>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -36,6 +37,18 @@ class TaskContext {
   [[nodiscard]] void* driver_state() const noexcept;
   /// The codelet being run, or nullptr for a plain callable.
   [[nodiscard]] const Codelet* codelet() const noexcept;
+
+  /// For drivers that send work in batches (one message for many tasks). Takes up to `max`
+  /// more tasks of the same kind as this one (the same body type) that this worker could run
+  /// right now, marks them running, and returns how many it took (it may be called again for
+  /// more; indices continue). Each must then be completed
+  /// with finish_companion(i, error); a companion not finished when this task's body returns
+  /// fails. companion_storage(i) is its body (Bound<F> for Runtime::submit(fn) tasks, see
+  /// detail/body.hpp), which the caller destroys, leaving the result there on success.
+  std::size_t take_companions(std::size_t max);
+  [[nodiscard]] void* companion_storage(std::size_t index) const;
+  [[nodiscard]] const char* companion_name(std::size_t index) const;
+  void finish_companion(std::size_t index, std::exception_ptr error);
 
   /// The argument given to Runtime::insert; throws InvalidArgument if T is not its type.
   template <class T>

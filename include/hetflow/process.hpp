@@ -51,6 +51,11 @@ class ProcessChannel {
   /// WorkerCrashedError saying how it died.
   virtual ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts,
                               const ProcessRequestHandler& on_request = {}) = 0;
+  /// The two halves of `call`, for sending several messages before reading the replies (in
+  /// order). `send` returns false if the child is gone: `receive` then reports how it ended
+  /// (WorkerCrashedError, after starting a new child).
+  virtual bool send(std::uint32_t kind, const std::vector<std::string_view>& parts) = 0;
+  virtual ProcessMessage receive(const ProcessRequestHandler& on_request = {}) = 0;
   [[nodiscard]] virtual pid_t pid() const noexcept = 0;
   [[nodiscard]] virtual unsigned index() const noexcept = 0;
   /// Per-child memory of what was already sent (function code, say); cleared on restart.

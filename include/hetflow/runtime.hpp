@@ -113,18 +113,11 @@ class Runtime {
   auto submit(const TaskOptions& options, F&& fn, Args&&... args) {
     using Fn = std::decay_t<F>;
     using R = typename detail::CallResult<Fn, std::decay_t<Args>...>::type;
-    auto bound = [fn = std::forward<F>(fn), ... args = std::forward<Args>(args)](TaskContext& context) mutable -> R {
-      if constexpr (detail::takes_context_v<Fn, std::decay_t<Args>...>) {
-        return std::invoke(fn, context, args...);
-      } else {
-        (void)context;
-        return std::invoke(fn, args...);
-      }
-    };
-    using Body = detail::CallableBody<decltype(bound), R>;
+    using Bound = detail::Bound<Fn, std::decay_t<Args>...>;
+    using Body = detail::CallableBody<Bound, R>;
     void* storage = nullptr;
     detail::TaskCore* task = begin_task(options, nullptr, &Body::ops, Body::size, Body::align, &storage);
-    construct_body<decltype(bound)>(task, storage, std::move(bound));
+    construct_body<Bound>(task, storage, Bound{std::forward<F>(fn), {std::forward<Args>(args)...}});
     return Future<R>(commit_task(task, options));
   }
 

@@ -21,7 +21,7 @@ OPERATORS: Dict[str, Callable[[Any, Any], Any]] = {
     "max": max,
 }
 
-_fds: Optional[Tuple[int, int]] = None
+_fds: Optional[Tuple[Any, int]] = None  # (the worker's reader of host messages, the fd to write to)
 _launch: Optional[Tuple[int, Tuple[int, ...]]] = None
 # Variables defined on this core with define_on_device / copy_to_device.
 device_data: Dict[str, Any] = {}
@@ -31,9 +31,9 @@ class PeerFailed(RuntimeError):
     """Another kernel of the same launch failed, so the message or barrier will never come."""
 
 
-def attach(read_fd: int, write_fd: int) -> None:
+def attach(reader: Any, write_fd: int) -> None:
     global _fds
-    _fds = (read_fd, write_fd)
+    _fds = (reader, write_fd)
 
 
 def coreid() -> int:
@@ -54,11 +54,11 @@ def launch_cores() -> Tuple[int, ...]:
 def _request(kind: int, parts: Sequence[bytes], answer: bool) -> Any:
     if _fds is None or _launch is None:
         raise RuntimeError("hetflow: core-to-core messages are only possible inside an @offload kernel")
-    read_fd, write_fd = _fds
+    reader, write_fd = _fds
     P.write_message(write_fd, kind, [str(_launch[0]).encode(), *parts])
     if not answer:
         return None
-    message = P.read_message(read_fd)
+    message = P.read_message(reader)
     if message is None:
         raise RuntimeError("hetflow: the host closed the connection")
     reply, reply_parts = message

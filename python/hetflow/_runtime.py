@@ -4,6 +4,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import pickle
 import sys
 import threading
 from typing import Any, Callable, Optional
@@ -11,6 +12,7 @@ from typing import Any, Callable, Optional
 from hetflow._args import find_futures, substitute
 from hetflow._errors import freeze_exception
 from hetflow._future import Future
+from hetflow._serialize import function_entry
 
 EXECUTORS = ("thread", "process")
 
@@ -111,7 +113,7 @@ class Runtime:
             dumps=_dumps_value,
             freeze=freeze_exception,
         )
-        self._registered: set = set()
+        self._function_ids: dict = {}  # function key -> the engine's id for it
         self._handles: Optional[Any] = None
         self._dispatcher: Optional[threading.Thread] = None
         self._lock = threading.Lock()
@@ -135,9 +137,19 @@ class Runtime:
         if self._closed:
             raise RuntimeError("hetflow: cannot submit a task: the runtime has been shut down")
         executor = check_executor(executor) if executor is not None else self.executor
-        if not isinstance(priority, int):
+        if type(priority) is not int:
             raise TypeError(f"hetflow: priority must be an int, not {type(priority).__name__}")
         name = name or getattr(func, "__name__", None) or type(func).__name__
+        if perfmodel is None and _all_plain(args, kwargs):
+            # The common case, kept short: nothing to wait for, no data, no model.
+            if executor == "thread":
+                task = self._engine.submit_thread(functools.partial(func, *args, **kwargs), _NONE, _NONE, name, priority)
+                return Future(task, self, name)
+            if self.nprocs:
+                key, code = function_entry(func)
+                call = pickle.dumps((args, kwargs), protocol=5)
+                task = self._engine.submit_process(self._function_id(key, code), call, _NONE, _NONE, name, priority)
+                return Future(task, self, name)
         if executor == "process" and self.nprocs == 0:
             raise ValueError("hetflow: executor='process' but the runtime has no worker processes (nprocs=0)")
         data = _find_data(args, kwargs)
@@ -148,12 +160,9 @@ class Runtime:
             if data:
                 args, kwargs, arrays = self._data_for_process(args, kwargs)
             packed = pack_call(func, args, kwargs, _is_future, reduces_to_placeholder=True)
-            if packed.func_key not in self._registered:
-                self._engine.register_function(packed.func_key, packed.func_bytes)
-                self._registered.add(packed.func_key)
             deps = [f._task for f in packed.futures]
             task = self._engine.submit_process(
-                packed.func_key, packed.call_bytes, deps, arrays, name, priority,
+                self._function_id(packed.func_key, packed.func_bytes), packed.call_bytes, deps, arrays, name, priority,
                 perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0,
             )
         else:
@@ -171,6 +180,12 @@ class Runtime:
             )
         return Future(task, self, name)
 
+    def _function_id(self, key: str, code: bytes) -> int:
+        function_id = self._function_ids.get(key)
+        if function_id is None:
+            function_id = self._function_ids[key] = self._engine.register_function(key, code)
+        return function_id
+
     # -- cores (offload) ---------------------------------------------------------------------------
     def open_launch(self, launch: int, size: int) -> None:
         self._engine.open_launch(launch, size)
@@ -187,12 +202,10 @@ class Runtime:
         from hetflow._serialize import pack_call
 
         packed = pack_call(func, args, {}, _is_future, reduces_to_placeholder=True)
-        if packed.func_key not in self._registered:
-            self._engine.register_function(packed.func_key, packed.func_bytes)
-            self._registered.add(packed.func_key)
         deps = [f._task for f in packed.futures]
         task = self._engine.submit_process(
-            packed.func_key, packed.call_bytes, deps, [], name, 0, worker=self.ncpus + core, launch=launch
+            self._function_id(packed.func_key, packed.func_bytes), packed.call_bytes, deps, [], name, 0,
+            worker=self.ncpus + core, launch=launch,
         )
         return Future(task, self, name)
 
@@ -334,6 +347,22 @@ def _unwrap(value: Any) -> tuple:
     if type(value) is Access:
         return value.value, value.mode
     return value, "R"
+
+
+_NONE: list = []
+_PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
+
+
+def _all_plain(args: tuple, kwargs: dict) -> bool:
+    """True when every argument is a number, string or None: no future, array or access mark."""
+    for value in args:
+        if type(value) not in _PLAIN:
+            return False
+    if kwargs:
+        for value in kwargs.values():
+            if type(value) not in _PLAIN:
+                return False
+    return True
 
 
 def _find_data(args: tuple, kwargs: dict) -> bool:

@@ -20,7 +20,6 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-import cloudpickle
 
 from ._protocol import MAX_PARTS, RUN_DEPS
 
@@ -85,6 +84,13 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return self.tb
+
+
+def _cloudpickle() -> Any:
+    """cloudpickle, imported when first needed (plain values never need it)."""
+    import cloudpickle
+
+    return cloudpickle
 
 
 # -- walking arguments ----------------------------------------------------------------------------
@@ -152,7 +158,7 @@ def _func_name(func: Any) -> str:
 
 def _pickle_function(func: Any) -> Tuple[str, bytes]:
     try:
-        data = cloudpickle.dumps(func, protocol=PROTOCOL)
+        data = _cloudpickle().dumps(func, protocol=PROTOCOL)
     except Exception as exc:
         raise TypeError(
             f"hetflow: cannot send {_describe(func)} to a process worker: {exc}; use executor='thread' for it"
@@ -241,7 +247,7 @@ def _pack_by_reduce(func: Any, args: tuple, kwargs: Dict[str, Any]) -> Tuple[byt
             pass
         packing.futures, packing.index_of = [], {}
         try:
-            return cloudpickle.dumps((args, kwargs), protocol=PROTOCOL), packing.futures
+            return _cloudpickle().dumps((args, kwargs), protocol=PROTOCOL), packing.futures
         except Exception as exc:
             raise _argument_error(func, (args, kwargs)) from exc
     finally:
@@ -298,7 +304,7 @@ def pack_call(
             f"hetflow: a task can depend on at most {MAX_FUTURES} futures through its arguments, not {len(futures)}"
         )
     try:
-        call_bytes = cloudpickle.dumps(call, protocol=PROTOCOL)
+        call_bytes = _cloudpickle().dumps(call, protocol=PROTOCOL)
     except Exception as exc:
         raise _argument_error(func, call) from exc
     return PackedCall(func_key, func_bytes, call_bytes, futures)
@@ -320,7 +326,7 @@ def _argument_error(func: Any, call: Tuple[tuple, Dict[str, Any]]) -> TypeError:
     named += [(f"keyword argument {k!r}", v) for k, v in call[1].items()]
     for what, value in named:
         try:
-            cloudpickle.dumps(value, protocol=PROTOCOL)
+            _cloudpickle().dumps(value, protocol=PROTOCOL)
         except Exception as exc:
             return TypeError(
                 f"hetflow: cannot send {what} of {_describe(func)} ({reprlib.repr(value)}) to a process worker: "
@@ -336,7 +342,7 @@ def dumps_value(value: Any) -> bytes:
     cloudpickle, so objects of classes from ``__main__`` travel too; TypeError if impossible.
     """
     try:
-        return cloudpickle.dumps(value, protocol=PROTOCOL)
+        return _cloudpickle().dumps(value, protocol=PROTOCOL)
     except Exception as exc:
         raise TypeError(
             f"hetflow: cannot send a value of type {_type_name(type(value))} to a process worker: {exc}"
@@ -353,7 +359,7 @@ def dumps_result(value: Any) -> bytes:
     except Exception:
         pass
     try:
-        return cloudpickle.dumps(value, protocol=PROTOCOL)
+        return _cloudpickle().dumps(value, protocol=PROTOCOL)
     except Exception as exc:
         raise TypeError(f"hetflow: the task's result of type {_type_name(type(value))} cannot be pickled: {exc}") from exc
 

@@ -73,7 +73,8 @@ class _TaskSubmit:
     """
 
     def __call__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
-        return _runtime.current().submit(func, args, kwargs)
+        runtime = _runtime._current or _runtime.current()
+        return runtime.submit(func, args, kwargs)
 
     def options(
         self,

@@ -14,6 +14,7 @@ Inside a task::
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -107,16 +108,19 @@ class Worker:
     def __init__(self, read_fd: int, write_fd: int) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
+        # One buffered reader for everything the host sends: a message costs one read, not one
+        # per header, length and part.
+        self.reader = io.BufferedReader(io.FileIO(read_fd, "rb", closefd=False), buffer_size=1 << 16)
         self.functions: Dict[str, Callable[..., Any]] = {}
 
     def serve(self) -> int:
         """Runs until SHUTDOWN or end of file; returns the exit status (0)."""
         from hetflow import _kernel
 
-        _kernel.attach(self.read_fd, self.write_fd)  # offload kernels talk to their host here
+        _kernel.attach(self.reader, self.write_fd)  # offload kernels talk to their host here
         P.write_message(self.write_fd, P.READY, [str(os.getpid()).encode("ascii")])
         while True:
-            message = P.read_message(self.read_fd)
+            message = P.read_message(self.reader)
             if message is None:
                 return 0
             kind, parts = message

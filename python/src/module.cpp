@@ -8,6 +8,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -25,6 +26,7 @@
 #include "hetflow/hetflow.hpp"
 #include "hetflow/process.hpp"
 #include "task_result.hpp"
+#include "hetflow/detail/body.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -203,6 +205,14 @@ using AccessSpec = std::pair<const ArrayHandle*, std::string>;
 struct FunctionCode {
   std::string key;
   std::string bytes;
+  // How long a call takes in a worker lately (seconds, moving average; negative: not measured
+  // yet): decides how many calls go to a worker together.
+  mutable std::atomic<double> recent_seconds{-1.0};
+
+  void measured(double seconds) const noexcept {
+    const double before = recent_seconds.load(std::memory_order_relaxed);
+    recent_seconds.store(before < 0 ? seconds : 0.8 * before + 0.2 * seconds, std::memory_order_relaxed);
+  }
 };
 
 /// One engine with CPU workers (thread executor) and process workers (process executor).
@@ -259,22 +269,28 @@ class PyRuntime {
     return TaskRef(runtime().submit(options, std::move(body)));
   }
 
-  void register_function(const std::string& key, nb::bytes code) {
+  /// Keeps a function's code; returns the id tasks name it by (the same for the same key).
+  std::size_t register_function(const std::string& key, nb::bytes code) {
     std::lock_guard guard(functions_mutex_);
-    auto& entry = functions_[key];
-    if (!entry) entry = std::make_shared<const FunctionCode>(FunctionCode{key, std::string(code.c_str(), code.size())});
+    auto [it, added] = function_ids_.emplace(key, functions_.size());
+    if (added) {
+      auto entry = std::make_shared<FunctionCode>();
+      entry->key = key;
+      entry->bytes.assign(code.c_str(), code.size());
+      functions_.push_back(std::move(entry));
+    }
+    return it->second;
   }
 
-  TaskRef submit_process(const std::string& function_key, nb::bytes call, const std::vector<const TaskRef*>& deps,
+  TaskRef submit_process(std::size_t function_id, nb::bytes call, const std::vector<const TaskRef*>& deps,
                          const std::vector<ArraySpec>& arrays, const std::string& name, int priority,
                          int worker, std::uint64_t launch, const std::optional<std::string>& perfmodel,
                          std::size_t size) {
     std::shared_ptr<const FunctionCode> function;
     {
       std::lock_guard guard(functions_mutex_);
-      auto it = functions_.find(function_key);
-      if (it == functions_.end()) throw nb::value_error(("hetflow: unknown function key " + function_key).c_str());
-      function = it->second;
+      if (function_id >= functions_.size()) throw nb::value_error("hetflow: unknown function id");
+      function = functions_[function_id];
     }
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::process;
@@ -287,33 +303,12 @@ class PyRuntime {
     }
     std::vector<DataAccess> data = data_accesses(access_specs);
     options.data_list = data;
-    std::vector<TaskFuture> inputs;
-    inputs.reserve(deps.size());
-    for (const TaskRef* dep : deps) inputs.push_back(dep->future());
-    auto body = [this, function, call = std::string(call.c_str(), call.size()), inputs = std::move(inputs),
-                 array_arguments = std::move(array_arguments), launch, model = model_for(perfmodel),
-                 size](TaskContext& context) -> TaskResult {
-      if (launch == 0) {
-        const auto start = std::chrono::steady_clock::now();
-        TaskResult result = run_in_process(context, *function, call, inputs, array_arguments, launch);
-        if (model) record(*model, Arch::process, size, start);
-        return result;
-      }
-      // A kernel of an offload launch: its peers must not wait for it if it fails.
-      struct Done {
-        MessageHub& hub;
-        std::uint64_t launch;
-        ~Done() { hub.kernel_done(launch); }
-      } done{hub_, launch};
-      try {
-        return run_in_process(context, *function, call, inputs, array_arguments, launch);
-      } catch (const std::exception& e) {
-        hub_.fail(launch, "core " + std::to_string(static_cast<ProcessChannel*>(context.driver_state())->index()) +
-                              " failed: " + e.what());
-        throw;
-      }
-    };
-    return TaskRef(runtime().submit(options, std::move(body)));
+    ProcessCall process_call{function, std::string(call.c_str(), call.size()), {}, std::move(array_arguments),
+                             model_for(perfmodel), size};
+    process_call.inputs.reserve(deps.size());
+    for (const TaskRef* dep : deps) process_call.inputs.push_back(dep->future());
+    if (launch == 0) return TaskRef(runtime().submit(options, BatchedBody{this, std::move(process_call)}));
+    return TaskRef(runtime().submit(options, KernelBody{this, std::move(process_call), launch}));
   }
 
   ArrayHandle register_array(std::uintptr_t address, std::size_t nbytes, const std::string& name) {
@@ -431,7 +426,8 @@ class PyRuntime {
   // Where the worker process finds each array: in the array's own shared segment (no copy), or
   // in a scratch segment of this worker that the array is copied into (and, if written, back).
   // `copies[i]` is the scratch segment array i was copied into (base == nullptr: not copied).
-  static std::string locate_arrays(const std::vector<ArrayArgument>& arrays, std::vector<Segment>& copies) {
+  static std::string locate_arrays(const std::vector<ArrayArgument>& arrays, std::vector<Segment>& copies,
+                                   std::size_t first_slot) {
     std::string table;
     copies.assign(arrays.size(), Segment{});
     for (std::size_t i = 0; i < arrays.size(); ++i) {
@@ -439,7 +435,7 @@ class PyRuntime {
       if (auto segment = SegmentRegistry::instance().find(array.address, array.nbytes)) {
         table += segment->locate(array.address - reinterpret_cast<std::uintptr_t>(segment->base), array.nbytes);
       } else {
-        const Segment& scratch = scratch_segment(i, array.nbytes);
+        const Segment& scratch = scratch_segment(first_slot + i, array.nbytes);
         std::memcpy(scratch.base, reinterpret_cast<const void*>(array.address), array.nbytes);
         copies[i] = scratch;
         table += scratch.locate(0, array.nbytes);
@@ -447,6 +443,157 @@ class PyRuntime {
       table += '\n';
     }
     return table;
+  }
+
+  // What a process task sends: the function, the pickled call, its inputs and its arrays.
+  struct ProcessCall {
+    std::shared_ptr<const FunctionCode> function;
+    std::string call;
+    std::vector<TaskFuture> inputs;
+    std::vector<ArrayArgument> arrays;
+    std::shared_ptr<PerfModel> model;
+    std::size_t size = 0;
+  };
+
+  // An ordinary process task: sent together with the ready tasks like it (run_batch).
+  struct BatchedBody {
+    PyRuntime* runtime;
+    ProcessCall call;
+    TaskResult operator()(TaskContext& context) { return runtime->run_batch(context, call); }
+  };
+
+  // A kernel of an offload launch: alone, answering its messages; its peers must not wait for
+  // it if it fails.
+  struct KernelBody {
+    PyRuntime* runtime;
+    ProcessCall call;
+    std::uint64_t launch;
+    TaskResult operator()(TaskContext& context) {
+      struct Done {
+        MessageHub& hub;
+        std::uint64_t launch;
+        ~Done() { hub.kernel_done(launch); }
+      } done{runtime->hub_, launch};
+      auto* channel = static_cast<ProcessChannel*>(context.driver_state());
+      try {
+        ProcessRequestHandler on_request = [this, core = channel->index()](const ProcessMessage& request) {
+          return runtime->answer_kernel(request, launch, core);
+        };
+        std::vector<Segment> copies;
+        const std::string table = locate_arrays(call.arrays, copies, 0);
+        std::vector<std::string> inputs = runtime->pickled_inputs(call);
+        char id[8];
+        ProcessMessage reply = channel->call(kRun, runtime->run_message(*channel, call, table, inputs, id), on_request);
+        return runtime->take_reply(*channel, call, copies, std::move(reply));
+      } catch (const std::exception& e) {
+        runtime->hub_.fail(launch, "core " + std::to_string(channel->index()) + " failed: " + e.what());
+        throw;
+      }
+    }
+  };
+
+  static constexpr std::size_t kMaxBatch = 32;
+  // A batch holds the calls expected to take this long together: short calls share a round
+  // trip, long ones (or ones never measured) go alone, so the workers share them.
+  static constexpr double kBatchSeconds = 0.002;
+  // Requests in flight stay below a pipe's capacity, so the host never blocks writing while the
+  // child blocks writing a reply the host is not reading yet.
+  static constexpr std::size_t kMaxBatchBytes = 32 * 1024;
+
+  // The lead task and the companions the engine hands over are sent as a window of requests,
+  // and their replies read in order. A child that dies fails the task it was running; the ones
+  // sent after it are sent again to its replacement.
+  TaskResult run_batch(TaskContext& context, ProcessCall& lead) {
+    using Stored = detail::Bound<BatchedBody>;
+    auto* channel = static_cast<ProcessChannel*>(context.driver_state());
+    std::size_t companions = 0;
+    double expected = lead.function->recent_seconds.load(std::memory_order_relaxed);
+    while (expected >= 0 && expected < kBatchSeconds && companions + 1 < kMaxBatch &&
+           context.take_companions(1) == 1) {
+      const double next = static_cast<Stored*>(context.companion_storage(companions))
+                              ->fn.call.function->recent_seconds.load(std::memory_order_relaxed);
+      ++companions;
+      expected = next < 0 ? kBatchSeconds : expected + next;  // an unmeasured one closes the batch
+    }
+
+    struct Item {
+      ProcessCall* call;
+      std::ptrdiff_t companion;  // -1: the lead
+      std::vector<Segment> copies;
+      std::size_t bytes = 0;
+      bool sent = false;
+      std::chrono::steady_clock::time_point sent_at{};
+    };
+    std::vector<Item> items;
+    items.push_back({&lead, -1, {}});
+    for (std::size_t i = 0; i < companions; ++i) {
+      items.push_back({&static_cast<Stored*>(context.companion_storage(i))->fn.call, static_cast<std::ptrdiff_t>(i), {}});
+    }
+
+    std::optional<TaskResult> lead_result;
+    std::exception_ptr lead_error;
+    auto settle = [&](Item& item, std::optional<TaskResult> result, std::exception_ptr error) {
+      if (item.companion < 0) {
+        lead_result = std::move(result);
+        lead_error = std::move(error);
+        return;
+      }
+      void* storage = context.companion_storage(static_cast<std::size_t>(item.companion));
+      static_cast<Stored*>(storage)->~Stored();
+      if (result) ::new (storage) TaskResult(std::move(*result));
+      context.finish_companion(static_cast<std::size_t>(item.companion), std::move(error));
+    };
+
+    std::size_t next_reply = 0;
+    std::size_t slot = 0;  // scratch segments: each array in flight needs its own
+    auto previous_reply = std::chrono::steady_clock::now();
+    while (next_reply < items.size()) {
+      // Send what fits in the window.
+      std::size_t in_flight = 0;
+      for (std::size_t k = next_reply; k < items.size() && items[k].sent; ++k) in_flight += items[k].bytes;
+      for (std::size_t k = next_reply; k < items.size(); ++k) {
+        Item& item = items[k];
+        if (item.sent) continue;
+        if (k > next_reply && in_flight >= kMaxBatchBytes) break;
+        try {
+          const std::string table = locate_arrays(item.call->arrays, item.copies, slot);
+          slot += item.call->arrays.size();
+          std::vector<std::string> inputs = pickled_inputs(*item.call);
+          char id[8];
+          std::vector<std::string_view> parts = run_message(*channel, *item.call, table, inputs, id);
+          for (auto part : parts) item.bytes += part.size() + 8;
+          channel->send(kRun, parts);  // a dead child shows when its reply is read
+          item.sent = true;
+          item.sent_at = std::chrono::steady_clock::now();
+          in_flight += item.bytes;
+        } catch (...) {
+          if (k != next_reply) break;  // settle it when its turn comes
+          settle(item, std::nullopt, std::current_exception());
+          ++next_reply;
+        }
+      }
+      if (next_reply >= items.size() || !items[next_reply].sent) continue;
+      Item& item = items[next_reply];
+      try {
+        ProcessMessage reply = channel->receive();
+        TaskResult result = take_reply(*channel, *item.call, item.copies, std::move(reply));
+        const auto now = std::chrono::steady_clock::now();
+        const std::chrono::duration<double> took = now - std::max(item.sent_at, previous_reply);
+        item.call->function->measured(took.count());
+        if (item.call->model) item.call->model->record(Arch::process, item.call->size, took.count());
+        previous_reply = now;
+        settle(item, std::move(result), nullptr);
+      } catch (const WorkerCrashedError&) {
+        settle(item, std::nullopt, std::current_exception());
+        for (std::size_t k = next_reply + 1; k < items.size(); ++k) items[k].sent = false;  // lost with the child
+        slot = 0;
+      } catch (...) {
+        settle(item, std::nullopt, std::current_exception());
+      }
+      ++next_reply;
+    }
+    if (lead_error) std::rethrow_exception(lead_error);
+    return std::move(*lead_result);
   }
 
   // Answers an offload kernel's send / receive / barrier.
@@ -475,36 +622,35 @@ class PyRuntime {
     }
   }
 
-  TaskResult run_in_process(TaskContext& context, const FunctionCode& function, const std::string& call,
-                            const std::vector<TaskFuture>& inputs, const std::vector<ArrayArgument>& arrays,
-                            std::uint64_t launch) {
-    auto* channel = static_cast<ProcessChannel*>(context.driver_state());
-    std::vector<Segment> copies;
-    const std::string array_table = locate_arrays(arrays, copies);
-    std::vector<std::string> input_bytes;
-    input_bytes.reserve(inputs.size());
-    for (const auto& input : inputs) input_bytes.push_back(pickled_input(input));
+  std::vector<std::string> pickled_inputs(const ProcessCall& call) {
+    std::vector<std::string> out;
+    out.reserve(call.inputs.size());
+    for (const auto& input : call.inputs) out.push_back(pickled_input(input));
+    return out;
+  }
 
-    char task_id[8];
-    const std::uint64_t id = next_task_id_++;
-    for (int i = 0; i < 8; ++i) task_id[i] = static_cast<char>((id >> (8 * i)) & 0xff);
-    const bool first_time = !channel->knows(function.key);
-    std::vector<std::string_view> parts{std::string_view(task_id, 8), function.key,
-                                        first_time ? std::string_view(function.bytes) : std::string_view(), call,
-                                        array_table};
-    for (const auto& bytes : input_bytes) parts.emplace_back(bytes);
-    ProcessRequestHandler on_request;
-    if (launch != 0) {
-      on_request = [this, launch, core = channel->index()](const ProcessMessage& request) {
-        return answer_kernel(request, launch, core);
-      };
-    }
-    ProcessMessage reply = channel->call(kRun, parts, on_request);
-    if (first_time) channel->remember(function.key);
+  // The parts of a RUN message; they point into `call`, `table`, `inputs` and `id`.
+  std::vector<std::string_view> run_message(ProcessChannel& channel, const ProcessCall& call, const std::string& table,
+                                            const std::vector<std::string>& inputs, char (&id)[8]) {
+    const std::uint64_t task_id = next_task_id_++;
+    for (int i = 0; i < 8; ++i) id[i] = static_cast<char>((task_id >> (8 * i)) & 0xff);
+    const FunctionCode& function = *call.function;
+    const bool first_time = !channel.knows(function.key);
+    if (first_time) channel.remember(function.key);  // forgotten if the child is replaced
+    std::vector<std::string_view> parts{std::string_view(id, 8), function.key,
+                                        first_time ? std::string_view(function.bytes) : std::string_view(),
+                                        call.call, table};
+    for (const auto& bytes : inputs) parts.emplace_back(bytes);
+    return parts;
+  }
+
+  // The task's result from the child's reply (arrays written are copied back), or its error.
+  static TaskResult take_reply(ProcessChannel& channel, const ProcessCall& call, const std::vector<Segment>& copies,
+                               ProcessMessage reply) {
     if (reply.kind == kReplyResult && reply.parts.size() >= 2) {
-      for (std::size_t i = 0; i < arrays.size(); ++i) {
-        if (copies[i].base != nullptr && arrays[i].writes) {
-          std::memcpy(reinterpret_cast<void*>(arrays[i].address), copies[i].base, arrays[i].nbytes);
+      for (std::size_t i = 0; i < call.arrays.size(); ++i) {
+        if (copies[i].base != nullptr && call.arrays[i].writes) {
+          std::memcpy(reinterpret_cast<void*>(call.arrays[i].address), copies[i].base, call.arrays[i].nbytes);
         }
       }
       TaskResult result;
@@ -516,7 +662,7 @@ class PyRuntime {
       std::string what = reply.parts[2] + ": " + reply.parts[3];
       throw RemoteError(std::move(what), std::move(reply.parts));
     }
-    throw Error("hetflow: process worker " + std::to_string(channel->index()) + " sent an unexpected reply");
+    throw Error("hetflow: process worker " + std::to_string(channel.index()) + " sent an unexpected reply");
   }
 
   std::unique_ptr<Runtime> runtime_;
@@ -525,7 +671,8 @@ class PyRuntime {
   CompletionQueue completions_;
   MessageHub hub_;
   std::mutex functions_mutex_;
-  std::unordered_map<std::string, std::shared_ptr<const FunctionCode>> functions_;
+  std::vector<std::shared_ptr<const FunctionCode>> functions_;
+  std::unordered_map<std::string, std::size_t> function_ids_;
   std::atomic<std::uint64_t> next_task_id_{1};
 };
 
@@ -558,7 +705,7 @@ NB_MODULE(_hetflow, m) {
       .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a,
            "perfmodel"_a = nb::none(), "size"_a = 0)
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
-      .def("submit_process", &PyRuntime::submit_process, "function_key"_a, "call"_a, "deps"_a, "arrays"_a,
+      .def("submit_process", &PyRuntime::submit_process, "function_id"_a, "call"_a, "deps"_a, "arrays"_a,
            "name"_a, "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0)
       .def("open_launch", &PyRuntime::open_launch, "launch"_a, "size"_a)
       .def("pinned_load", &PyRuntime::pinned_load, "worker"_a)

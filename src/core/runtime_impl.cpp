@@ -157,6 +157,56 @@ void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
     set_final(task, TaskStatus::failed);
   }
   task->ops = task->status() == TaskStatus::done ? task->ops : nullptr;  // body consumed; keep result ops
+  if (!worker.companions.empty()) {
+    for (std::size_t i = 0; i < worker.companions.size(); ++i) {
+      TaskCore* companion = worker.companions[i];
+      if (companion == nullptr) continue;
+      companion->ops->destroy_body(companion->storage());
+      companion->ops = nullptr;
+      finish_companion(worker, i,
+                       std::make_exception_ptr(Error(std::string("hetflow: the batch of '") + task->display_name() +
+                                                     "' this task was sent with did not complete it")));
+    }
+    worker.companions.clear();
+  }
+  finish(task);
+}
+
+std::size_t RuntimeImpl::take_companions(WorkerState& worker, const TaskCore* lead, std::size_t max) {
+  std::size_t taken = 0;
+  while (taken < max && worker.deferred == nullptr && !aborting_.load(std::memory_order_acquire)) {
+    auto* task = static_cast<TaskCore*>(next_task(worker));
+    if (task == nullptr) break;
+    if (task->ops != lead->ops || task->codelet != lead->codelet) {
+      worker.deferred = task;  // not of the kind: it runs after this batch
+      break;
+    }
+    if (!transition(task, TaskStatus::ready, TaskStatus::running)) {
+      finish(task);  // cancelled after it was queued
+      continue;
+    }
+    if (nodes_.size() > 1) {
+      AccessRecord* accesses = task->accesses();
+      for (std::size_t i = 0; i < task->access_count; ++i) {
+        prepare_replica(*accesses[i].handle, worker.info.memory_node, writes(accesses[i].mode));
+      }
+    }
+    worker.companions.push_back(task);
+    ++taken;
+  }
+  return taken;
+}
+
+void RuntimeImpl::finish_companion(WorkerState& worker, std::size_t index, std::exception_ptr error) noexcept {
+  TaskCore* task = std::exchange(worker.companions[index], nullptr);
+  if (task == nullptr) return;
+  if (error) {
+    task->error = std::move(error);
+    task->ops = nullptr;  // its body is gone; nothing to destroy later
+    set_final(task, TaskStatus::failed);
+  } else {
+    set_final(task, TaskStatus::done);
+  }
   finish(task);
 }
 
@@ -246,6 +296,7 @@ bool RuntimeImpl::wait_all(const std::chrono::steady_clock::time_point* deadline
 }
 
 ext::SchedTask* RuntimeImpl::next_task(WorkerState& worker) {
+  if (worker.deferred != nullptr) return std::exchange(worker.deferred, nullptr);
   if (ext::SchedTask* task = pinned_[worker.info.id]->queue.pop(worker.info.arch)) return task;
   return scheduler_->pop(worker.info.id);
 }

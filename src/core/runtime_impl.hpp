@@ -40,6 +40,8 @@ class RuntimeImpl {
   void submit(TaskCore* task, const std::vector<FutureBase>& after);
   void make_ready(TaskCore* task);
   void execute(TaskCore* task, WorkerState& worker);
+  std::size_t take_companions(WorkerState& worker, const TaskCore* lead, std::size_t max);
+  void finish_companion(WorkerState& worker, std::size_t index, std::exception_ptr error) noexcept;
   /// The task's outcome is set: tell its dependents, count it done, drop the engine's reference.
   void finish(TaskCore* task) noexcept;
   /// Runs queued tasks on `worker` while waiting for `done()`.

@@ -127,6 +127,23 @@ unsigned TaskContext::memory_node() const noexcept { return worker_->info.memory
 const char* TaskContext::task_name() const noexcept { return task_->display_name(); }
 const Codelet* TaskContext::codelet() const noexcept { return task_->codelet; }
 
+std::size_t TaskContext::take_companions(std::size_t max) {
+  return task_->runtime->take_companions(*worker_, task_, max);
+}
+
+void* TaskContext::companion_storage(std::size_t index) const { return worker_->companions.at(index)->storage(); }
+
+const char* TaskContext::companion_name(std::size_t index) const {
+  return worker_->companions.at(index)->display_name();
+}
+
+void TaskContext::finish_companion(std::size_t index, std::exception_ptr error) {
+  if (index >= worker_->companions.size() || worker_->companions[index] == nullptr) {
+    throw InvalidArgument("TaskContext::finish_companion: no unfinished companion " + std::to_string(index));
+  }
+  task_->runtime->finish_companion(*worker_, index, std::move(error));
+}
+
 void* TaskContext::driver_state() const noexcept {
   return worker_->driver != nullptr ? worker_->driver->worker_state(worker_->driver_index) : nullptr;
 }

@@ -1,6 +1,7 @@
 #pragma once
 #include <cstdint>
 #include <thread>
+#include <vector>
 
 #include "hetflow/ext/driver.hpp"
 #include "hetflow/ext/scheduler.hpp"
@@ -8,6 +9,7 @@
 namespace hetflow::detail {
 
 class RuntimeImpl;
+struct TaskCore;
 
 struct WorkerState {
   RuntimeImpl* runtime = nullptr;
@@ -16,6 +18,11 @@ struct WorkerState {
   unsigned driver_index = 0;
   int pin_cpu = -1;
   std::thread thread;
+  // Tasks run together with the one being executed (TaskContext::take_companions); nullptr
+  // once finished.
+  std::vector<TaskCore*> companions;
+  // A task taken while looking for companions that was not one: it runs next.
+  TaskCore* deferred = nullptr;
 };
 
 /// The worker the calling thread is, or nullptr for application threads.

@@ -257,4 +257,4 @@ def test_replace_nested_survives_cycles() -> None:
 
 
 def test_cloudpickle_is_the_only_dependency() -> None:
-    assert S.cloudpickle is cloudpickle
+    assert S._cloudpickle() is cloudpickle

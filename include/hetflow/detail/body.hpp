@@ -2,6 +2,7 @@
 // Type-erased task bodies: a callable (and later its result) living in a task's storage.
 #include <algorithm>
 #include <functional>
+#include <tuple>
 #include <new>
 #include <type_traits>
 #include <typeinfo>
@@ -25,6 +26,26 @@ template <class F, class... Args>
   requires takes_context_v<F, Args...>
 struct CallResult<F, Args...> {
   using type = std::invoke_result_t<F&, TaskContext&, Args&...>;
+};
+
+/// A callable stored with its arguments: what Runtime::submit keeps in a task.
+template <class F, class... Args>
+struct Bound {
+  F fn;
+  std::tuple<Args...> args;
+
+  decltype(auto) operator()(TaskContext& context) {
+    return std::apply(
+        [&](Args&... values) -> decltype(auto) {
+          if constexpr (takes_context_v<F, Args...>) {
+            return std::invoke(fn, context, values...);
+          } else {
+            (void)context;
+            return std::invoke(fn, values...);
+          }
+        },
+        args);
+  }
 };
 
 /// The body of Runtime::submit: a callable taking the TaskContext, stored with its arguments.

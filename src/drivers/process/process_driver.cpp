@@ -106,9 +106,10 @@ class Child final : public ProcessChannel {
     if (aborted_.load(std::memory_order_acquire)) ::kill(pid, SIGKILL);
     to_child_ = to_child[1];
     from_child_ = from_child[0];
+    reader_.emplace(from_child_);
     known_.clear();
 
-    auto ready = read_message(from_child_);
+    auto ready = reader_->read();
     if (!ready || ready->kind != kProcessReady) {
       std::string how = reap();
       throw Error("hetflow: process worker " + std::to_string(index_) + " (" + config_.command[0] +
@@ -124,13 +125,22 @@ class Child final : public ProcessChannel {
 
   ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts,
                       const ProcessRequestHandler& on_request) override {
+    send(kind, parts);
+    return receive(on_request);
+  }
+
+  bool send(std::uint32_t kind, const std::vector<std::string_view>& parts) override {
     if (aborted_.load(std::memory_order_acquire)) {
       throw WorkerCrashedError("process worker " + std::to_string(index_) + " was ended: the runtime gave up on its work");
     }
     if (pid_ <= 0) start();
+    return write_message(to_child_, kind, parts);
+  }
+
+  ProcessMessage receive(const ProcessRequestHandler& on_request) override {
     std::optional<ProcessMessage> reply;
-    if (write_message(to_child_, kind, parts)) {
-      while ((reply = read_message(from_child_)) && reply->kind >= kProcessFirstRequest) {
+    if (pid_ > 0) {
+      while ((reply = reader_->read()) && reply->kind >= kProcessFirstRequest) {
         if (!on_request) throw Error("hetflow: process worker sent a request nobody answers (kind " +
                                      std::to_string(reply->kind) + ")");
         std::optional<ProcessMessage> answer = on_request(*reply);
@@ -174,6 +184,7 @@ class Child final : public ProcessChannel {
  private:
   // Closes the pipes and waits for the child; returns how it ended.
   std::string reap() noexcept {
+    if (pid_ <= 0) return "was not running";  // waitpid(-1) would reap any child of the host
     if (to_child_ >= 0) ::close(to_child_);
     if (from_child_ >= 0) ::close(from_child_);
     to_child_ = from_child_ = -1;
@@ -194,6 +205,7 @@ class Child final : public ProcessChannel {
   std::atomic<bool> aborted_{false};
   int to_child_ = -1;
   int from_child_ = -1;
+  std::optional<MessageReader> reader_;
   std::set<std::string> known_;
 };
 

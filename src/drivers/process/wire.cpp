@@ -44,22 +44,34 @@ bool write_all(int fd, std::vector<iovec>& pieces) {
   return true;
 }
 
+}  // namespace
+
 // false on end of file
-bool read_exact(int fd, char* out, std::size_t size) {
+bool MessageReader::read_exact(char* out, std::size_t size) {
   while (size > 0) {
-    ssize_t got = ::read(fd, out, size);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return false;
+    if (begin_ == end_) {
+      if (size >= buffer_.size()) {  // a large part: straight into its place
+        ssize_t got = ::read(fd_, out, size);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return false;
+        out += got;
+        size -= static_cast<std::size_t>(got);
+        continue;
+      }
+      ssize_t got = ::read(fd_, buffer_.data(), buffer_.size());
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) return false;
+      begin_ = 0;
+      end_ = static_cast<std::size_t>(got);
     }
-    if (got == 0) return false;
-    out += got;
-    size -= static_cast<std::size_t>(got);
+    const std::size_t take = std::min(size, end_ - begin_);
+    std::memcpy(out, buffer_.data() + begin_, take);
+    begin_ += take;
+    out += take;
+    size -= take;
   }
   return true;
 }
-
-}  // namespace
 
 bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts) {
   std::array<char, 16> header{};
@@ -78,9 +90,9 @@ bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_vie
   return write_all(fd, pieces);
 }
 
-std::optional<ProcessMessage> read_message(int fd) {
+std::optional<ProcessMessage> MessageReader::read() {
   std::array<char, 16> header{};
-  if (!read_exact(fd, header.data(), header.size())) return std::nullopt;
+  if (!read_exact(header.data(), header.size())) return std::nullopt;
   if (std::memcmp(header.data(), kMagic, 4) != 0) throw Error("hetflow process worker: garbled message (bad magic)");
   ProcessMessage message;
   message.kind = static_cast<std::uint32_t>(get(header.data() + 4, 4));
@@ -89,9 +101,9 @@ std::optional<ProcessMessage> read_message(int fd) {
   message.parts.resize(count);
   for (auto& part : message.parts) {
     char length[8];
-    if (!read_exact(fd, length, 8)) return std::nullopt;
+    if (!read_exact(length, 8)) return std::nullopt;
     part.resize(get(length, 8));
-    if (!part.empty() && !read_exact(fd, part.data(), part.size())) return std::nullopt;
+    if (!part.empty() && !read_exact(part.data(), part.size())) return std::nullopt;
   }
   return message;
 }
