@@ -30,6 +30,7 @@ python: deps
 
 run: build python
 	./$(BUILD)/examples/cpp/tiled_gemm
+	$(PY) examples/python/tour.py
 
 test: test-unit test-python test-tsan test-asan
 
