@@ -10,6 +10,7 @@ import threading
 from typing import Any, Callable, Optional
 
 from hetflow._args import find_futures, substitute
+from hetflow._arrays import Access
 from hetflow._errors import freeze_exception
 from hetflow._future import Future
 from hetflow._serialize import function_entry
@@ -325,7 +326,7 @@ def _size(args: tuple, kwargs: dict, size: Optional[int]) -> int:
         return size
     total = 0
     for value in (*args, *kwargs.values()):
-        value = getattr(value, "value", value) if type(value).__name__ == "Access" else value
+        value = value.value if type(value) is Access else value
         length = getattr(value, "size", None) if _is_array(value) else None
         if length is None:
             try:

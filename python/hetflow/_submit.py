@@ -94,18 +94,11 @@ submit = task_submit
 class DelayedFunction:
     """A function whose calls are submitted as tasks; made by ``@hetflow.delayed``."""
 
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        options: TaskOptions,
-        perfmodel: Optional[str],
-        access: Optional[Dict[str, str]] = None,
-    ) -> None:
+    def __init__(self, func: Callable[..., Any], options: TaskOptions, access: Optional[Dict[str, str]] = None) -> None:
         if not callable(func):
             raise TypeError(f"hetflow.delayed: {func!r} is not callable")
         functools.update_wrapper(self, func)
         self.func = func
-        self.perfmodel = perfmodel
         self.access = _checked_access(func, access)
         self._options = options if options.name else options.merged(name=getattr(func, "__name__", None))
 
@@ -119,7 +112,12 @@ class DelayedFunction:
     def options(self, **changes: Any) -> "DelayedFunction":
         """The same function with some task options changed, for one call or more:
         ``add.options(executor="thread")(1, 2)``."""
-        return DelayedFunction(self.func, self._options.merged(**changes), self.perfmodel, self.access)
+        return DelayedFunction(self.func, self._options.merged(**changes), self.access)
+
+    @property
+    def perfmodel(self) -> Optional[str]:
+        """The symbol the calls' times are recorded under, if any."""
+        return self._options.perfmodel
 
     def __reduce__(self) -> Any:
         # Sent to a worker process (inside another task, say) as the plain function.
@@ -187,5 +185,5 @@ def delayed(
     """
     options = TaskOptions(executor, name, priority, perfmodel)
     if func is not None:
-        return DelayedFunction(func, options, perfmodel, access)
-    return lambda f: DelayedFunction(f, options, perfmodel, access)
+        return DelayedFunction(func, options, access)
+    return lambda f: DelayedFunction(f, options, access)

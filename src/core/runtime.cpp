@@ -28,14 +28,15 @@ void check_mode(AccessMode mode, const char* where) {
   }
 }
 
-HandleImpl& check_handle(const DataHandle& handle, const detail::RuntimeImpl& runtime, const char* where) {
+HandleImpl& check_handle(const DataHandle& handle, const detail::RuntimeImpl& runtime, const char* where,
+                         bool must_be_registered = true) {
   HandleImpl* impl = handle.impl();
   if (impl == nullptr) throw InvalidArgument(std::string(where) + ": empty DataHandle (never registered)");
   if (impl->runtime != &runtime) {
     throw InvalidArgument(std::string(where) + ": data handle " + quoted(impl->name) +
                           " was registered with another runtime");
   }
-  if (!impl->registered.load(std::memory_order_acquire)) {
+  if (must_be_registered && !impl->registered.load(std::memory_order_acquire)) {
     throw InvalidArgument(std::string(where) + ": data handle " + quoted(impl->name) + " has been unregistered");
   }
   return *impl;
@@ -230,24 +231,13 @@ void Runtime::release(const DataHandle& handle) {
   detail::complete_manual(token);  // the Acquisition object, if any, still holds its reference
 }
 
+// Unregistering twice is harmless: the second call finds nothing to do.
 void Runtime::unregister(const DataHandle& handle) {
-  HandleImpl* impl = handle.impl();
-  if (impl == nullptr) throw InvalidArgument("hetflow::Runtime::unregister: empty DataHandle");
-  if (impl->runtime != impl_.get()) {
-    throw InvalidArgument("hetflow::Runtime::unregister: data handle " + quoted(impl->name) +
-                          " was registered with another runtime");
-  }
-  impl_->unregister(*impl);
+  impl_->unregister(check_handle(handle, *impl_, "hetflow::Runtime::unregister", false));
 }
 
 void Runtime::unregister_async(const DataHandle& handle) {
-  HandleImpl* impl = handle.impl();
-  if (impl == nullptr) throw InvalidArgument("hetflow::Runtime::unregister_async: empty DataHandle");
-  if (impl->runtime != impl_.get()) {
-    throw InvalidArgument("hetflow::Runtime::unregister_async: data handle " + quoted(impl->name) +
-                          " was registered with another runtime");
-  }
-  impl_->unregister_async(*impl);
+  impl_->unregister_async(check_handle(handle, *impl_, "hetflow::Runtime::unregister_async", false));
 }
 
 void Runtime::wait_all() { impl_->wait_all(); }

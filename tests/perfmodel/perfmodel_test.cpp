@@ -1,6 +1,7 @@
 // Performance models: statistics, the robust estimate, the regression, storage (round trip,
 // atomic replacement, merging between processes, damaged files) and thread safety.
 #include "hetflow/perfmodel.hpp"
+#include "test_support.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -28,31 +29,7 @@ using hetflow::PerfModelRegistry;
 
 namespace {
 
-/// Sets (or unsets) an environment variable for the life of the object.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value) {
-      ::setenv(name, value->c_str(), 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_.c_str(), old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_.c_str());
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  std::string name_;
-  std::optional<std::string> old_;
-};
+using hetflow::test::ScopedEnv;
 
 /// A fresh HETFLOW_HOME for one test, removed afterwards; the registry forgets its models.
 class PerfModelStorage : public ::testing::Test {
