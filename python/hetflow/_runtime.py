@@ -343,8 +343,6 @@ def _is_array(value: Any) -> bool:
 
 
 def _unwrap(value: Any) -> tuple:
-    from hetflow._arrays import Access
-
     if type(value) is Access:
         return value.value, value.mode
     return value, "R"
@@ -368,14 +366,7 @@ def _all_plain(args: tuple, kwargs: dict) -> bool:
 
 def _find_data(args: tuple, kwargs: dict) -> bool:
     """True if a top-level argument is an array or carries an access mode."""
-    numpy = sys.modules.get("numpy")
-    for value in (*args, *kwargs.values()):
-        kind = type(value)
-        if kind.__name__ == "Access" and kind.__module__ == "hetflow._arrays":
-            return True
-        if numpy is not None and isinstance(value, numpy.ndarray):
-            return True
-    return False
+    return any(type(value) is Access or _is_array(value) for value in (*args, *kwargs.values()))
 
 
 def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
