@@ -1,0 +1,176 @@
+"""ePython-style offload: cores, launches, subsets, handles, messages among cores, device data."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import hetflow
+from hetflow import offload, offload_multiple, offload_single, wait_all, waitAll
+
+CORES = 4
+
+
+@pytest.fixture(autouse=True)
+def four_cores():
+    hetflow.init(ncpus=CORES)
+    yield
+    hetflow.shutdown()
+
+
+def where(a, b):
+    return hetflow.coreid(), os.getpid(), a + b
+
+
+def test_offload_runs_once_per_core_in_core_order():
+    values = offload(where)(1, 2)
+    assert [core for core, _, _ in values] == list(range(CORES))
+    assert len({pid for _, pid, _ in values}) == CORES
+    assert all(total == 3 for _, _, total in values)
+    assert hetflow.numcores() == CORES
+
+
+def test_decorator_arguments_and_call_overrides():
+    on_two = offload(target=[1, 3])(where)
+    assert [core for core, _, _ in on_two(0, 0)] == [1, 3]
+    assert [core for core, _, _ in on_two(0, 0, target=2)] == [2]
+    handle = on_two(0, 0, asynchronous=True)
+    assert isinstance(handle, hetflow.OffloadHandle)
+    assert [core for core, _, _ in handle.wait()] == [1, 3]
+    handle = offload(where)(5, 5, **{"async": True})  # ported code keeps its spelling
+    assert [value for _, _, value in handle.wait()] == [10] * CORES
+
+
+def test_auto_picks_idle_cores():
+    sleeper = offload(target=[0, 1], asynchronous=True)(time.sleep)
+    busy = sleeper(0.5)
+    chosen = [core for core, _, _ in offload(auto=2)(where)(0, 0)]
+    assert chosen == [2, 3]
+    busy.wait()
+
+
+def napper(seconds):
+    time.sleep(seconds * hetflow.coreid())
+    return hetflow.coreid()
+
+
+def test_handle_wait_any_test_done():
+    handle = offload(asynchronous=True)(napper)(0.3)
+    core, value = handle.wait_any()
+    assert core == value == 0  # core 0 sleeps least
+    assert handle.cores == [1, 2, 3]
+    assert not handle.test() and not handle.done()  # the finished one was collected
+    deadline = time.time() + 10
+    while not handle.test() and time.time() < deadline:
+        time.sleep(0.02)
+    assert handle.test()  # core 1 finished, not collected yet
+    assert handle.wait() == [1, 2, 3]
+    assert handle.done()
+
+
+def test_multiple_single_and_wait_all():
+    adder = offload_multiple(cores=3)(lambda a, b: a + b)
+    subtractor = offload_single(lambda a, b: a - b)
+    h1, h2 = adder(10, 20), subtractor(10, 20)
+    assert wait_all(h1, h2) == [[30, 30, 30], [-10]]
+    assert waitAll is wait_all
+
+
+def test_busy_cores_queue_launches_in_order():
+    log = offload(target=1, asynchronous=True)
+    first = log(time.sleep)(0.2)
+    second = log(lambda: time.time())()
+    start = time.time()
+    first.wait()
+    assert second.wait()[0] >= start  # ran after the sleep that was sent before it
+
+
+def ring():
+    me, cores = hetflow.coreid(), hetflow.numcores()
+    hetflow.send(me * 10, (me + 1) % cores)
+    received = hetflow.recv((me - 1) % cores)
+    hetflow.barrier()
+    return (
+        received,
+        hetflow.allreduce(me, "sum"),
+        hetflow.allreduce(me, "max"),
+        hetflow.allreduce(me + 1, "prod"),
+        hetflow.reduce(me, "min"),
+        hetflow.bcast(f"from {me}", 2),
+        hetflow.allreduce([me], lambda a, b: a + b),
+    )
+
+
+def test_messages_among_the_cores_of_a_launch():
+    results = offload(ring)()
+    for me, (received, total, biggest, product, smallest, broadcast, gathered) in enumerate(results):
+        assert received == ((me - 1) % CORES) * 10
+        assert (total, biggest, product) == (6, 3, 24)
+        assert smallest == (0 if me == 0 else None)  # reduce: on the launch's first core only
+        assert broadcast == "from 2"
+        assert gathered == [0, 1, 2, 3]
+
+
+def fail_on_core_one():
+    if hetflow.coreid() == 1:
+        raise ValueError("core one gives up")
+    return hetflow.recv(1)  # would wait forever for the failed core
+
+
+def test_a_failing_kernel_fails_its_peers_instead_of_hanging():
+    handle = offload(target=[0, 1], asynchronous=True)(fail_on_core_one)()
+    results = []
+    for core in (0, 1):
+        try:
+            results.append(handle.wait_any())
+        except Exception as error:  # noqa: BLE001
+            results.append((getattr(error, "core", None), type(error).__name__, str(error)))
+    by_core = {entry[0]: entry for entry in results}
+    assert by_core[1][1] == "ValueError" and "core one gives up" in by_core[1][2]
+    assert by_core[0][1] == "PeerFailed" and "core 1 failed" in by_core[0][2]
+
+
+def test_device_data_lives_on_each_core_between_launches():
+    hetflow.define_on_device("counter", 0)
+
+    @offload(target=[0, 2])
+    def bump():
+        global counter
+        counter += 1
+        return counter
+
+    assert bump() == [1, 1]
+    assert bump() == [2, 2]
+    assert hetflow.copy_from_device("counter") == [2, 0, 2, 0]
+    hetflow.copy_to_device("counter", 10, target=3)
+    assert hetflow.copy_from_device("counter", target=[3]) == [10]
+    handle = hetflow.copy_from_device("counter", asynchronous=True)
+    assert handle.wait() == [2, 0, 2, 10]
+
+
+def test_bad_launches_say_what_is_wrong():
+    kernel = offload(where)
+    with pytest.raises(ValueError, match="core 7 does not exist; cores are 0 to 3"):
+        kernel(0, 0, target=[1, 7])
+    with pytest.raises(ValueError, match="auto=5 but there are only 4 cores"):
+        kernel(0, 0, auto=5)
+    with pytest.raises(ValueError, match="auto or target, not both"):
+        kernel(0, 0, auto=1, target=1)
+    with pytest.raises(TypeError, match="unknown keyword cores"):
+        offload(cores=3)
+    with pytest.raises(ValueError, match="not 'x y'"):
+        hetflow.define_on_device("x y", 1)
+    with pytest.raises(RuntimeError, match="only inside a kernel"):
+        hetflow.coreid()
+
+
+def test_a_kernel_exception_names_its_core():
+    def picky():
+        if hetflow.coreid() == 2:
+            raise KeyError("two")
+        return True
+
+    with pytest.raises(KeyError) as raised:
+        offload(picky)()
+    assert raised.value.core == 2
