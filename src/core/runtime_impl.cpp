@@ -134,6 +134,10 @@ void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
     finish(task);  // cancelled after it was queued
     return;
   }
+  // A task run while a lead waits (help_while) has its own batch: the lead's companions are set
+  // aside, so that this task neither numbers its companions after them nor fails them when it ends.
+  std::vector<TaskCore*> waiting_lead_companions;
+  if (!worker.companions.empty()) waiting_lead_companions.swap(worker.companions);
   TaskContext context(task, &worker);
   try {
     if (nodes_.size() > 1) {
@@ -151,9 +155,11 @@ void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
     } else {
       task->ops->run(task->storage(), context);
     }
+    uncount_pinned(task);
     set_final(task, TaskStatus::done);
   } catch (...) {
     task->error = std::current_exception();
+    uncount_pinned(task);
     set_final(task, TaskStatus::failed);
   }
   task->ops = task->status() == TaskStatus::done ? task->ops : nullptr;  // body consumed; keep result ops
@@ -169,6 +175,7 @@ void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
     }
     worker.companions.clear();
   }
+  if (!waiting_lead_companions.empty()) worker.companions.swap(waiting_lead_companions);
   finish(task);
 }
 
@@ -200,6 +207,7 @@ std::size_t RuntimeImpl::take_companions(WorkerState& worker, const TaskCore* le
 void RuntimeImpl::finish_companion(WorkerState& worker, std::size_t index, std::exception_ptr error) noexcept {
   TaskCore* task = std::exchange(worker.companions[index], nullptr);
   if (task == nullptr) return;
+  uncount_pinned(task);
   if (error) {
     task->error = std::move(error);
     task->ops = nullptr;  // its body is gone; nothing to destroy later
@@ -269,7 +277,7 @@ void RuntimeImpl::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final
     delete more;
   }
 
-  if (task->pinned_worker >= 0) pinned_[static_cast<unsigned>(task->pinned_worker)]->load.fetch_sub(1);
+  uncount_pinned(task);  // if no outcome above did
   if (!(task->flags & TaskCore::kManual)) {
     if (outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
         all_done_waiters_.load(std::memory_order_seq_cst) > 0) {

@@ -77,6 +77,13 @@ class RuntimeImpl {
   void count_pinned(TaskCore* task) noexcept {
     if (task->pinned_worker >= 0) pinned_[static_cast<unsigned>(task->pinned_worker)]->load.fetch_add(1);
   }
+  /// Takes the task out of its worker's count, once: before its outcome is published (so that
+  /// whoever sees the outcome sees the lower count), or at the latest when it is finished.
+  void uncount_pinned(TaskCore* task) noexcept {
+    if (task->pinned_worker < 0) return;
+    pinned_[static_cast<unsigned>(task->pinned_worker)]->load.fetch_sub(1);
+    task->pinned_worker = -1;
+  }
   [[nodiscard]] const std::string& scheduler_name() const noexcept { return scheduler_name_; }
   std::uint64_t next_sequence() noexcept { return sequence_.fetch_add(1, std::memory_order_relaxed); }
 

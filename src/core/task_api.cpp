@@ -131,16 +131,27 @@ std::size_t TaskContext::take_companions(std::size_t max) {
   return task_->runtime->take_companions(*worker_, task_, max);
 }
 
-void* TaskContext::companion_storage(std::size_t index) const { return worker_->companions.at(index)->storage(); }
+namespace {
+
+detail::TaskCore* unfinished_companion(const detail::WorkerState& worker, std::size_t index, const char* where) {
+  if (index >= worker.companions.size() || worker.companions[index] == nullptr) {
+    throw InvalidArgument(std::string(where) + ": no unfinished companion " + std::to_string(index));
+  }
+  return worker.companions[index];
+}
+
+}  // namespace
+
+void* TaskContext::companion_storage(std::size_t index) const {
+  return unfinished_companion(*worker_, index, "TaskContext::companion_storage")->storage();
+}
 
 const char* TaskContext::companion_name(std::size_t index) const {
-  return worker_->companions.at(index)->display_name();
+  return unfinished_companion(*worker_, index, "TaskContext::companion_name")->display_name();
 }
 
 void TaskContext::finish_companion(std::size_t index, std::exception_ptr error) {
-  if (index >= worker_->companions.size() || worker_->companions[index] == nullptr) {
-    throw InvalidArgument("TaskContext::finish_companion: no unfinished companion " + std::to_string(index));
-  }
+  unfinished_companion(*worker_, index, "TaskContext::finish_companion");
   task_->runtime->finish_companion(*worker_, index, std::move(error));
 }
 

@@ -140,16 +140,26 @@ class Child final : public ProcessChannel {
   ProcessMessage receive(const ProcessRequestHandler& on_request) override {
     std::optional<ProcessMessage> reply;
     if (pid_ > 0) {
-      while ((reply = reader_->read()) && reply->kind >= kProcessFirstRequest) {
-        if (!on_request) throw Error("hetflow: process worker sent a request nobody answers (kind " +
-                                     std::to_string(reply->kind) + ")");
-        std::optional<ProcessMessage> answer = on_request(*reply);
-        if (!answer) continue;
-        std::vector<std::string_view> answer_parts(answer->parts.begin(), answer->parts.end());
-        if (!write_message(to_child_, answer->kind, answer_parts)) {
-          reply.reset();
-          break;
+      try {
+        while ((reply = reader_->read()) && reply->kind >= kProcessFirstRequest) {
+          if (!on_request) {
+            throw Error("hetflow: process worker sent a request nobody answers (kind " + std::to_string(reply->kind) +
+                        ")");
+          }
+          std::optional<ProcessMessage> answer = on_request(*reply);
+          if (!answer) continue;
+          std::vector<std::string_view> answer_parts(answer->parts.begin(), answer->parts.end());
+          if (!write_message(to_child_, answer->kind, answer_parts)) {
+            reply.reset();
+            break;
+          }
         }
+      } catch (...) {
+        // The conversation is out of step (an unanswered request, a garbled message): end the
+        // child, so that the next task starts with a fresh one rather than a stale reply.
+        ::kill(pid_, SIGKILL);
+        reap();
+        throw;
       }
     }
     if (reply) return std::move(*reply);

@@ -1,0 +1,249 @@
+// The process driver (hetflow::make_process_driver): tasks on process workers talk to their
+// child over its channel (call, send/receive, requests answered by a handler); a child that
+// dies fails its task with WorkerCrashedError and is replaced; a command that cannot start
+// fails tasks with a clear error; Runtime::abort() ends a stuck child. The child is
+// process_child.cpp, whose path CMake passes as HETFLOW_TEST_PROCESS_CHILD.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "hetflow/hetflow.hpp"
+#include "test_support.hpp"
+
+#ifndef HETFLOW_TEST_PROCESS_CHILD
+#error "HETFLOW_TEST_PROCESS_CHILD (the path of the test child program) is not defined"
+#endif
+
+namespace {
+
+using namespace std::chrono_literals;
+using hetflow::Arch;
+using hetflow::Config;
+using hetflow::ProcessChannel;
+using hetflow::ProcessMessage;
+using hetflow::Runtime;
+using hetflow::TaskContext;
+using hetflow::TaskOptions;
+using hetflow::WorkerCrashedError;
+using Parts = std::vector<std::string>;
+
+constexpr const char* kChild = HETFLOW_TEST_PROCESS_CHILD;
+
+// One CPU worker (id 0) and `count` process workers (ids 1...) running `command`.
+Config with_process_workers(unsigned count = 1, std::vector<std::string> command = {kChild},
+                            std::vector<std::string> environment = {}) {
+  return Config{
+      .ncpus = 1,
+      .drivers = {hetflow::make_process_driver(
+          {.command = std::move(command), .environment = std::move(environment), .count = count, .shutdown_kind = 2})}};
+}
+
+TaskOptions on_process() { return TaskOptions{.where = Arch::process}; }
+
+ProcessChannel& channel_of(TaskContext& ctx) {
+  auto* channel = static_cast<ProcessChannel*>(ctx.driver_state());
+  if (channel == nullptr) throw std::logic_error("task ran on a worker without a process channel");
+  return *channel;
+}
+
+// Expects `fn` to throw E whose message contains every one of `needles`.
+template <class E, class Fn>
+void expect_error(Fn fn, std::initializer_list<std::string> needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an exception";
+  } catch (const E& e) {
+    for (const auto& needle : needles) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+          << "message '" << e.what() << "' does not contain '" << needle << "'";
+    }
+  }
+}
+
+TEST(Process, CallRoundTrips) {
+  Runtime rt(with_process_workers(1, {kChild}, {"HETFLOW_TEST_GREETING=hello"}));
+  ASSERT_EQ(rt.worker_count(), 2u);
+  EXPECT_EQ(rt.workers()[1].arch, Arch::process);
+
+  std::string binary("a\0b\xff", 4);
+  std::string large(200 * 1024, 'x');  // more than a pipe holds at once
+  auto echoed = rt.submit(on_process(), [&](TaskContext& ctx) {
+    EXPECT_EQ(ctx.arch(), Arch::process);
+    ProcessMessage reply = channel_of(ctx).call(1, {"hello", "", binary, large});
+    EXPECT_EQ(reply.kind, 1u);
+    return reply.parts;
+  });
+  EXPECT_EQ(echoed.get(), (Parts{"hello", "", binary, large}));
+
+  // The channel is the child's: same pid, its own worker index, the configured environment.
+  auto facts = rt.submit(on_process(), [](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    EXPECT_EQ(channel.index(), 0u);
+    return Parts{std::to_string(channel.pid()), channel.call(1, {"pid"}).parts.at(0),
+                 channel.call(1, {"env", "HETFLOW_WORKER_ID"}).parts.at(0),
+                 channel.call(1, {"env", "HETFLOW_TEST_GREETING"}).parts.at(0)};
+  });
+  const Parts got = facts.get();
+  EXPECT_EQ(got[1], got[0]);
+  EXPECT_EQ(got[2], "0");
+  EXPECT_EQ(got[3], "hello");
+
+  // A CPU worker has no channel.
+  EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [](TaskContext& ctx) { return ctx.driver_state(); }).get(),
+            nullptr);
+}
+
+TEST(Process, SendSeveralThenReceiveTheRepliesInOrder) {
+  Runtime rt(with_process_workers());
+  auto replies = rt.submit(on_process(), [](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    const Parts words{"one", "two", "three", "four", "five"};
+    for (const auto& word : words) {
+      if (!channel.send(1, {word, "#" + word})) throw std::runtime_error("send failed");
+    }
+    Parts got;
+    for (std::size_t i = 0; i < words.size(); ++i) {
+      ProcessMessage reply = channel.receive();
+      EXPECT_EQ(reply.kind, 1u);
+      EXPECT_EQ(reply.parts.size(), 2u);
+      got.push_back(reply.parts.at(0));
+    }
+    return got;
+  });
+  EXPECT_EQ(replies.get(), (Parts{"one", "two", "three", "four", "five"}));
+}
+
+TEST(Process, CrashFailsTheTaskAndTheChildIsReplaced) {
+  Runtime rt(with_process_workers());
+  auto first_pid = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).pid(); }).get();
+  ASSERT_GT(first_pid, 0);
+
+  auto crashed = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"crash"}).parts; });
+  expect_error<WorkerCrashedError>([&] { (void)crashed.get(); }, {"exited with status 3", std::to_string(first_pid)});
+  auto dependent = rt.submit(TaskOptions{.after = {crashed}}, [] { return 1; });
+  EXPECT_THROW((void)dependent.get(), hetflow::DependencyError);
+
+  // The next task on that worker talks to a new child.
+  auto after = rt.submit(on_process(), [](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    return Parts{std::to_string(channel.pid()), channel.call(1, {"pid"}).parts.at(0),
+                 channel.call(1, {"still", "here"}).parts.at(1)};
+  });
+  const Parts got = after.get();
+  EXPECT_NE(got[0], std::to_string(first_pid));
+  EXPECT_EQ(got[1], got[0]);
+  EXPECT_EQ(got[2], "here");
+}
+
+TEST(Process, CrashAfterPipelinedSendsIsReported) {
+  Runtime rt(with_process_workers());
+  auto outcome = rt.submit(on_process(), [](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    channel.send(1, {"before"});
+    channel.send(1, {"crash"});
+    channel.send(1, {"never answered"});  // may find the pipe closed: that is allowed
+    Parts got{channel.receive().parts.at(0)};
+    try {
+      (void)channel.receive();
+      got.push_back("no crash reported");
+    } catch (const WorkerCrashedError& e) {
+      got.push_back(e.what());
+    }
+    got.push_back(channel.call(1, {"after"}).parts.at(0));
+    return got;
+  });
+  const Parts got = outcome.get();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0], "before");
+  EXPECT_NE(got[1].find("exited with status 3"), std::string::npos) << got[1];
+  EXPECT_EQ(got[2], "after");
+}
+
+TEST(Process, RequestsAreAnsweredThroughTheHandler) {
+  Runtime rt(with_process_workers());
+  auto answered = rt.submit(on_process(), [](TaskContext& ctx) {
+    std::vector<ProcessMessage> seen;
+    auto handler = [&seen](const ProcessMessage& request) -> std::optional<ProcessMessage> {
+      seen.push_back(request);
+      return ProcessMessage{6, {"answer to " + request.parts.at(0), std::to_string(request.parts.size())}};
+    };
+    ProcessMessage reply = channel_of(ctx).call(1, {"ask", "the question", "more"}, handler);
+    EXPECT_EQ(reply.kind, 1u);
+    EXPECT_EQ(seen.size(), 1u);
+    if (!seen.empty()) {
+      EXPECT_EQ(seen[0].kind, 4u);
+      EXPECT_EQ(seen[0].parts, (Parts{"the question", "more"}));
+    }
+    // The same through send/receive, and an ordinary call afterwards still lines up.
+    channel_of(ctx).send(1, {"ask", "again"});
+    Parts got = reply.parts;
+    got.push_back(channel_of(ctx).receive(handler).parts.at(0));
+    got.push_back(channel_of(ctx).call(1, {"plain"}).parts.at(0));
+    EXPECT_EQ(seen.size(), 2u);
+    return got;
+  });
+  EXPECT_EQ(answered.get(), (Parts{"answer to the question", "2", "answer to again", "plain"}));
+}
+
+TEST(Process, BadCommandFailsTasksWithAClearError) {
+  const std::string missing = "/nonexistent/hetflow-test-child";
+  {
+    Runtime rt(with_process_workers(1, {missing}));
+    for (int i = 0; i < 2; ++i) {  // every task says why, and the runtime carries on
+      auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
+      expect_error<hetflow::Error>([&] { (void)f.get(); }, {"cannot start process worker", missing});
+    }
+    EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [] { return 3; }).get(), 3);
+  }
+  {
+    // Starts, but exits before saying it is ready.
+    Runtime rt(with_process_workers(1, {kChild, "--exit-before-ready"}));
+    auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
+    expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not start", "exited with status 7"});
+  }
+  EXPECT_THROW((void)hetflow::make_process_driver({}), hetflow::InvalidArgument);
+}
+
+TEST(Process, AbortEndsAStuckChild) {
+  Runtime rt(with_process_workers());
+  hetflow::test::Signal started;
+  auto stuck = rt.submit(on_process(), [&started](TaskContext& ctx) {
+    started.raise();
+    return channel_of(ctx).call(1, {"hang"}).parts;
+  });
+  auto queued = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
+  started.wait();
+  std::this_thread::sleep_for(20ms);  // most likely the child has the message by now (either way it must end)
+  rt.abort();
+  expect_error<WorkerCrashedError>([&] { (void)stuck.get(); }, {"gave up"});
+  EXPECT_THROW((void)queued.get(), hetflow::CancelledError);
+  rt.shutdown();
+  EXPECT_TRUE(rt.is_shut_down());
+}
+
+TEST(Process, PinnedToEachProcessWorker) {
+  Runtime rt(with_process_workers(2));
+  ASSERT_EQ(rt.worker_count(), 3u);
+  auto ask = [&rt](int worker) {
+    return rt.submit(TaskOptions{.where = Arch::process, .worker = worker}, [](TaskContext& ctx) {
+      ProcessChannel& channel = channel_of(ctx);
+      return Parts{std::to_string(ctx.worker_id()), std::to_string(channel.index()),
+                   channel.call(1, {"pid"}).parts.at(0)};
+    });
+  };
+  const Parts one = ask(1).get();
+  const Parts two = ask(2).get();
+  EXPECT_EQ(one[0], "1");
+  EXPECT_EQ(one[1], "0");
+  EXPECT_EQ(two[0], "2");
+  EXPECT_EQ(two[1], "1");
+  EXPECT_NE(one[2], two[2]);  // a child each
+}
+
+}  // namespace

@@ -1,0 +1,160 @@
+// Runtime::unregister_async: returns at once while tasks still use the handle, refuses new tasks
+// on it right away, and lets the handle go once the tasks already using it are done, with their
+// data left in the user's buffer (also when the application drops its DataHandle first; ASan
+// builds check that nothing is used after it is freed, or leaked).
+#include <gtest/gtest.h>
+
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hetflow/hetflow.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using hetflow::Config;
+using hetflow::DataHandle;
+using hetflow::InvalidArgument;
+using hetflow::R;
+using hetflow::Runtime;
+using hetflow::RW;
+using hetflow::TaskContext;
+using hetflow::TaskOptions;
+using hetflow::test::Gate;
+using hetflow::test::Signal;
+
+// Expects `fn` to throw InvalidArgument whose message contains every one of `needles`.
+template <class Fn>
+void expect_invalid_argument(Fn fn, std::initializer_list<std::string> needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected hetflow::InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    for (const auto& needle : needles) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+          << "message '" << e.what() << "' does not contain '" << needle << "'";
+    }
+  }
+}
+
+// Writes 3 * i into element i, once the gate opens.
+auto gated_writer(Gate& gate, Signal& started) {
+  return [&gate, &started](TaskContext& ctx) {
+    started.raise();
+    gate.wait();
+    auto* values = ctx.buffer(0).as<int>();
+    for (std::size_t i = 0; i < ctx.buffer(0).elements(); ++i) values[i] = 3 * static_cast<int>(i);
+  };
+}
+
+long sum_of(TaskContext& ctx) {
+  const auto* values = ctx.buffer(0).as<int>();
+  return std::accumulate(values, values + ctx.buffer(0).elements(), 0L);
+}
+
+long expected_sum(std::size_t n) { return 3L * static_cast<long>(n * (n - 1) / 2); }
+
+TEST(UnregisterAsync, ReturnsWhileATaskUsesTheHandle) {
+  Runtime rt(Config{.ncpus = 2});
+  constexpr std::size_t n = 1000;
+  std::vector<int> data(n, -1);
+  DataHandle handle = rt.register_vector(data.data(), n, "samples");
+  Gate gate;
+  Signal started;
+  auto writer = rt.submit(TaskOptions{.data = {RW(handle)}}, gated_writer(gate, started));
+  auto reader = rt.submit(TaskOptions{.data = {R(handle)}}, sum_of);
+  started.wait();
+
+  rt.unregister_async(handle);  // returns although the writer is blocked
+  EXPECT_FALSE(writer.ready());
+  EXPECT_FALSE(reader.ready());
+  EXPECT_FALSE(handle.registered());
+  expect_invalid_argument([&] { (void)rt.submit(TaskOptions{.data = {R(handle)}}, sum_of); },
+                          {"'samples'", "unregistered"});
+  expect_invalid_argument([&] { (void)rt.acquire(handle, hetflow::AccessMode::R); }, {"'samples'", "unregistered"});
+  rt.unregister_async(handle);  // again: nothing more to do
+  rt.unregister(handle);        // and the waiting kind neither
+
+  gate.open();
+  rt.wait_all();
+  EXPECT_EQ(reader.get(), expected_sum(n));
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(data[i], 3 * static_cast<int>(i)) << "element " << i;
+}
+
+TEST(UnregisterAsync, HandleDroppedBeforeItsTasksFinish) {
+  Runtime rt(Config{.ncpus = 2});
+  constexpr std::size_t n = 4096;
+  std::vector<int> data(n, -1);
+  Gate gate;
+  Signal started;
+  hetflow::Future<long> reader;
+  {
+    DataHandle handle = rt.register_vector(data.data(), n, "short-lived");
+    (void)rt.submit(TaskOptions{.data = {RW(handle)}}, gated_writer(gate, started));
+    reader = rt.submit(TaskOptions{.data = {R(handle)}}, sum_of);
+    started.wait();
+    rt.unregister_async(handle);
+  }  // the application's last reference to the handle goes here
+  // Other data keeps working meanwhile.
+  int other = 1;
+  DataHandle other_handle = rt.register_variable(other, "other");
+  rt.submit(TaskOptions{.data = {RW(other_handle)}}, [](TaskContext& ctx) { *ctx.buffer(0).as<int>() += 1; }).get();
+  gate.open();
+  rt.wait_all();
+  EXPECT_EQ(reader.get(), expected_sum(n));
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(data[i], 3 * static_cast<int>(i)) << "element " << i;
+  rt.unregister(other_handle);
+  EXPECT_EQ(other, 2);
+}
+
+TEST(UnregisterAsync, UnusedHandleGoesAtOnce) {
+  Runtime rt(Config{.ncpus = 2});
+  std::vector<int> a(10, 1), b(10, 2), c(10, 3);
+  DataHandle ha = rt.register_vector(a.data(), a.size(), "a");
+  DataHandle hb = rt.register_vector(b.data(), b.size(), "b");
+  DataHandle hc = rt.register_vector(c.data(), c.size(), "c");
+  rt.unregister_async(hb);
+  EXPECT_FALSE(hb.registered());
+  EXPECT_EQ(b, std::vector<int>(10, 2));
+  // The handles registered around it still work.
+  auto twice = [](TaskContext& ctx) {
+    for (std::size_t i = 0; i < ctx.buffer(0).elements(); ++i) ctx.buffer(0).as<int>()[i] *= 2;
+  };
+  rt.submit(TaskOptions{.data = {RW(ha)}}, twice).get();
+  rt.submit(TaskOptions{.data = {RW(hc)}}, twice).get();
+  rt.unregister_async(hc);
+  rt.unregister(ha);
+  rt.wait_all();
+  EXPECT_EQ(a, std::vector<int>(10, 2));
+  EXPECT_EQ(c, std::vector<int>(10, 6));
+}
+
+TEST(UnregisterAsync, AfterAFailedTaskTheHandleStillGoes) {
+  Runtime rt(Config{.ncpus = 2});
+  std::vector<int> data(16, 5);
+  Gate gate;
+  Signal started;
+  {
+    DataHandle handle = rt.register_vector(data.data(), data.size(), "failing");
+    auto failing = rt.submit(TaskOptions{.data = {RW(handle)}}, [&](TaskContext& ctx) {
+      started.raise();
+      gate.wait();
+      ctx.buffer(0).as<int>()[0] = 6;
+      throw std::runtime_error("writer failed");
+    });
+    auto dependent = rt.submit(TaskOptions{.data = {R(handle)}}, sum_of);
+    started.wait();
+    rt.unregister_async(handle);
+    gate.open();
+    EXPECT_THROW(failing.get(), std::runtime_error);
+    EXPECT_THROW((void)dependent.get(), hetflow::DependencyError);
+  }
+  rt.wait_all();
+  EXPECT_EQ(data[0], 6);  // what the task wrote before it failed stays
+  EXPECT_EQ(data[1], 5);
+  rt.shutdown();
+}
+
+}  // namespace
