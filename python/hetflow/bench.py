@@ -121,18 +121,21 @@ def find_pi(darts: int, rounds: int) -> float:
     return mypi / rounds
 
 
-def scaling(darts: int) -> None:
+def scaling(darts: int, repeat: int = 3) -> None:
     cores = len(os.sched_getaffinity(0))
     tasks = 4 * cores
     times = {}
     for workers in (1, cores):
         with hetflow.init(ncpus=workers, executor="process", nprocs=workers):
             [f.result() for f in [hetflow.submit(add, i, 1) for i in range(workers)]]  # warm
-            start = time.perf_counter()
-            estimates = [f.result() for f in [hetflow.submit(find_pi, darts, 1) for _ in range(tasks)]]
-            times[workers] = time.perf_counter() - start
+            runs = []
+            for _ in range(repeat):  # the best of a few: the machine is shared
+                start = time.perf_counter()
+                estimates = [f.result() for f in [hetflow.submit(find_pi, darts, 1) for _ in range(tasks)]]
+                runs.append(time.perf_counter() - start)
+            times[workers] = min(runs)
         pi = sum(estimates) / len(estimates)
-        print(f"hetflow(process,{workers}) seconds {times[workers]:.3f} pi {pi:.4f}", flush=True)
+        print(f"hetflow(process,{workers}) seconds {times[workers]:.3f} (best of {repeat}) pi {pi:.4f}", flush=True)
     speedup = times[1] / times[cores]
     print(f"speedup {speedup:.2f} on {cores} cores ({speedup / cores:.2f} x cores; target >= 0.9)")
 
