@@ -14,6 +14,8 @@
 #include "hetflow/hetflow.hpp"
 #include "test_support.hpp"
 
+using hetflow::test::expect_invalid_argument;
+
 namespace {
 
 using hetflow::Config;
@@ -34,19 +36,6 @@ class HostCudaDriver final : public hetflow::ext::Driver {
   [[nodiscard]] unsigned worker_count() const override { return 1; }
 };
 
-// Expects `fn` to throw InvalidArgument whose message contains every one of `needles`.
-template <class Fn>
-void expect_invalid_argument(Fn fn, std::initializer_list<std::string> needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected hetflow::InvalidArgument";
-  } catch (const InvalidArgument& e) {
-    for (const auto& needle : needles) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-          << "message '" << e.what() << "' does not contain '" << needle << "'";
-    }
-  }
-}
 
 // The order in which tasks ran, written by the tasks (read by the test after wait_all).
 class RunLog {

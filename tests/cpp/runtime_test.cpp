@@ -17,20 +17,8 @@ using hetflow::Config;
 using hetflow::InvalidArgument;
 using hetflow::Runtime;
 using hetflow::test::ScopedEnv;
+using hetflow::test::expect_invalid_argument;
 
-// Expects `fn` to throw InvalidArgument whose message contains every one of `needles`.
-template <class Fn>
-void expect_invalid_argument(Fn fn, std::initializer_list<std::string> needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected hetflow::InvalidArgument";
-  } catch (const InvalidArgument& e) {
-    for (const auto& needle : needles) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-          << "message '" << e.what() << "' does not name '" << needle << "'";
-    }
-  }
-}
 
 TEST(Config, NcpusFromEnvironment) {
   ScopedEnv ncpus("HETFLOW_NCPUS", "3");

@@ -1,11 +1,16 @@
 #pragma once
 // Helpers shared by the test suites: environment overrides, size scaling, a gate tasks can
 // block on.
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdlib>
+#include <initializer_list>
 #include <optional>
 #include <string>
+
+#include "hetflow/error.hpp"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define HETFLOW_TEST_SANITIZED 1
@@ -101,5 +106,19 @@ class Signal {
  private:
   std::atomic<int> count_{0};
 };
+
+/// Expects `fn` to throw hetflow::InvalidArgument whose message contains every one of `needles`.
+template <class Fn>
+void expect_invalid_argument(Fn fn, std::initializer_list<std::string> needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected hetflow::InvalidArgument";
+  } catch (const hetflow::InvalidArgument& e) {
+    for (const auto& needle : needles) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+          << "message '" << e.what() << "' does not contain '" << needle << "'";
+    }
+  }
+}
 
 }  // namespace hetflow::test

@@ -12,6 +12,8 @@
 #include "hetflow/hetflow.hpp"
 #include "test_support.hpp"
 
+using hetflow::test::expect_invalid_argument;
+
 namespace {
 
 using hetflow::Config;
@@ -25,19 +27,6 @@ using hetflow::TaskOptions;
 using hetflow::test::Gate;
 using hetflow::test::Signal;
 
-// Expects `fn` to throw InvalidArgument whose message contains every one of `needles`.
-template <class Fn>
-void expect_invalid_argument(Fn fn, std::initializer_list<std::string> needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected hetflow::InvalidArgument";
-  } catch (const InvalidArgument& e) {
-    for (const auto& needle : needles) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-          << "message '" << e.what() << "' does not contain '" << needle << "'";
-    }
-  }
-}
 
 // Writes 3 * i into element i, once the gate opens.
 auto gated_writer(Gate& gate, Signal& started) {
