@@ -3,7 +3,8 @@ SHELL := /bin/bash
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
-BUILD_PACKAGES := cmake make g++ pkg-config libgtest-dev libhwloc-dev python3 python3-venv
+BUILD_PACKAGES := cmake make g++ pkg-config libgtest-dev libhwloc-dev python3 python3-venv \
+  ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd libopenblas-dev liblapacke-dev
 BENCH_PACKAGES := libstarpu-dev libtbb-dev
 SANITIZER_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHETFLOW_WERROR=ON -DHETFLOW_BUILD_BENCH=OFF -DHETFLOW_BUILD_EXAMPLES=OFF
 

@@ -1,4 +1,6 @@
 #pragma once
+#include <cstddef>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,11 +21,25 @@ class Driver;
 /// | scheduler     | HETFLOW_SCHED      | "ws"                                             |
 /// | pin_workers   | HETFLOW_PIN (0/1)  | false                                            |
 /// | spin_us       | HETFLOW_SPIN_US    | 50: how long an idle worker polls before sleeping |
+/// | trace_path    | HETFLOW_TRACE      | none: where to write a Chrome trace at shutdown   |
+/// | stats         | HETFLOW_STATS (0/1)| false: print worker and transfer statistics at shutdown |
+/// | simulate      | HETFLOW_SIMULATE   | none: a machine description (JSON) to simulate    |
+/// | memory_limits | HETFLOW_MEMORY_LIMITS | none: bytes per memory node, "1:64M,2:1G"     |
 struct Config {
   std::optional<unsigned> ncpus;
   std::optional<std::string> scheduler;
   std::optional<bool> pin_workers;
   std::optional<unsigned> spin_us;
+  /// A Chrome trace (JSON, opens in Perfetto) written there at shutdown; empty: none.
+  std::optional<std::string> trace_path;
+  /// Print per-worker and per-transfer statistics on stderr at shutdown.
+  std::optional<bool> stats;
+  /// Run in virtual time over the machine described in this JSON file (docs/simulation.md):
+  /// workers and memory nodes are virtual, task bodies are not run.
+  std::optional<std::string> simulate;
+  /// The most bytes the engine keeps on each listed memory node (node 0, host RAM, cannot be
+  /// limited). Beyond it, least-recently-used replicas are evicted.
+  std::map<unsigned, std::size_t> memory_limits;
   /// Extra kinds of workers (each driver brings its own), beside the CPU workers.
   std::vector<std::shared_ptr<ext::Driver>> drivers;
 

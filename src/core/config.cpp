@@ -1,5 +1,8 @@
 #include <cctype>
+#include <algorithm>
 #include <cstdlib>
+#include <map>
+#include <string_view>
 #include <string>
 
 #include "drivers/cpu/topology.hpp"
@@ -39,6 +42,44 @@ bool parse_bool(const std::string& text, const char* variable) {
 
 constexpr unsigned kMaxWorkers = 4096;
 
+std::size_t parse_bytes(std::string_view text, const std::string& what) {
+  std::size_t used = 0;
+  unsigned long long value = 0;
+  const std::string digits(text);
+  try {
+    value = std::stoull(digits, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || !std::isdigit(static_cast<unsigned char>(digits[0]))) {
+    throw InvalidArgument(what + ": '" + digits + "' is not a size in bytes (e.g. 65536, 64K, 512M, 2G)");
+  }
+  const std::string suffix = digits.substr(used);
+  unsigned long long scale = 1;
+  if (suffix == "K" || suffix == "KiB") scale = 1ull << 10;
+  else if (suffix == "M" || suffix == "MiB") scale = 1ull << 20;
+  else if (suffix == "G" || suffix == "GiB") scale = 1ull << 30;
+  else if (!suffix.empty()) throw InvalidArgument(what + ": unknown size suffix '" + suffix + "' (use K, M or G)");
+  return static_cast<std::size_t>(value * scale);
+}
+
+std::map<unsigned, std::size_t> parse_memory_limits(const std::string& text) {
+  std::map<unsigned, std::size_t> limits;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    const std::size_t colon = item.find(':');
+    if (colon == std::string::npos) {
+      throw InvalidArgument("HETFLOW_MEMORY_LIMITS='" + text + "': each item is NODE:BYTES, e.g. 1:64M");
+    }
+    const unsigned node = parse_unsigned(item.substr(0, colon), "HETFLOW_MEMORY_LIMITS node", 1, kMaxWorkers);
+    limits[node] = parse_bytes(std::string_view(item).substr(colon + 1), "HETFLOW_MEMORY_LIMITS");
+    start = comma + 1;
+  }
+  return limits;
+}
+
 }  // namespace
 
 Config Config::resolved() const {
@@ -58,6 +99,18 @@ Config Config::resolved() const {
   if (!out.spin_us) {
     auto text = env("HETFLOW_SPIN_US");
     out.spin_us = text ? parse_unsigned(*text, "HETFLOW_SPIN_US", 0, 1'000'000) : 50;
+  }
+  if (!out.trace_path) out.trace_path = env("HETFLOW_TRACE").value_or("");
+  if (!out.stats) {
+    auto text = env("HETFLOW_STATS");
+    out.stats = text ? parse_bool(*text, "HETFLOW_STATS") : false;
+  }
+  if (!out.simulate) out.simulate = env("HETFLOW_SIMULATE").value_or("");
+  if (out.memory_limits.empty()) {
+    if (auto text = env("HETFLOW_MEMORY_LIMITS")) out.memory_limits = parse_memory_limits(*text);
+  }
+  if (out.memory_limits.count(0) != 0) {
+    throw InvalidArgument("Config::memory_limits: node 0 is host RAM, which cannot be limited");
   }
   return out;
 }

@@ -7,7 +7,7 @@ namespace {
 
 class EagerScheduler final : public ext::Scheduler {
  public:
-  void init(std::span<const ext::WorkerInfo> workers) override {
+  void init(std::span<const ext::WorkerInfo> workers, ext::SchedulerContext& /*context*/) override {
     workers_.assign(workers.begin(), workers.end());
   }
   void push(ext::SchedTask* task, int /*from_worker*/) override { queue_.push(task); }

@@ -11,7 +11,7 @@ namespace {
 
 class PriorityScheduler final : public ext::Scheduler {
  public:
-  void init(std::span<const ext::WorkerInfo> workers) override {
+  void init(std::span<const ext::WorkerInfo> workers, ext::SchedulerContext& /*context*/) override {
     workers_.assign(workers.begin(), workers.end());
   }
 

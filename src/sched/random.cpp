@@ -13,7 +13,7 @@ namespace {
 
 class RandomScheduler final : public ext::Scheduler {
  public:
-  void init(std::span<const ext::WorkerInfo> workers) override {
+  void init(std::span<const ext::WorkerInfo> workers, ext::SchedulerContext& /*context*/) override {
     workers_.assign(workers.begin(), workers.end());
     queues_ = std::vector<TaskFifo>(workers.size());
   }

@@ -22,7 +22,7 @@ std::atomic<std::uint64_t> next_instance{1};
 
 class WorkStealingScheduler final : public ext::Scheduler {
  public:
-  void init(std::span<const ext::WorkerInfo> workers) override {
+  void init(std::span<const ext::WorkerInfo> workers, ext::SchedulerContext& /*context*/) override {
     for (const auto& info : workers) {
       auto slot = std::make_unique<Worker>(info.id);
       slot->arch = info.arch;

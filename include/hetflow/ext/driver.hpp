@@ -2,10 +2,13 @@
 // The driver contract: a driver brings one kind of worker (a GPU, an OpenCL device, a Python
 // interpreter process...). Each worker is a host thread that runs the engine's worker loop; the
 // driver prepares that thread and keeps per-worker state that implementations reach through
-// TaskContext::driver_state().
+// TaskContext::driver_state(). A driver for a device with its own memory gives each worker a
+// memory node (ext/memory_node.hpp); the engine then moves data there before each task.
+#include <memory>
 #include <string_view>
 
 #include "hetflow/arch.hpp"
+#include "hetflow/ext/memory_node.hpp"
 
 namespace hetflow::ext {
 
@@ -15,8 +18,15 @@ class Driver {
   [[nodiscard]] virtual std::string_view name() const = 0;
   [[nodiscard]] virtual Arch arch() const = 0;
   [[nodiscard]] virtual unsigned worker_count() const = 0;
+  /// The memory node worker `index` computes in, or nullptr for host RAM. Called once per worker
+  /// when the runtime starts; workers that return the same node share it.
+  [[nodiscard]] virtual std::shared_ptr<MemoryNode> memory_node(unsigned /*index*/) { return nullptr; }
   /// On the worker's own thread, before its first task.
   virtual void start_worker(unsigned /*index*/) {}
+  /// On the worker's own thread, after an implementation returned and before the task counts
+  /// as done: wait here for what the implementation queued (kernels on a stream). Throwing
+  /// fails the task.
+  virtual void finish_task(unsigned /*index*/) {}
   /// On the worker's own thread, when it runs out of tasks (before it looks for more or sleeps):
   /// the place to give back what it held on to between tasks (a lock, an interpreter).
   virtual void worker_idle(unsigned /*index*/) {}

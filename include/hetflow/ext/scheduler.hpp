@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,14 +32,34 @@ struct WorkerInfo {
   unsigned memory_node = 0;
 };
 
+/// What the engine tells a scheduler about tasks, data and time (ext/scheduler.hpp users: the
+/// model-driven schedulers). All calls are thread-safe and cheap enough to make on every push.
+class SchedulerContext {
+ public:
+  virtual ~SchedulerContext() = default;
+  /// Seconds on the runtime's clock: real time, or virtual time under simulation.
+  [[nodiscard]] virtual double now() const noexcept = 0;
+  /// Whether the task's codelet has a performance model.
+  [[nodiscard]] virtual bool has_model(const SchedTask& task) const = 0;
+  /// The expected run time in seconds of the task on `arch`, from its codelet's model for the
+  /// task's data sizes; nullopt while the model cannot tell yet (not calibrated) or has none.
+  [[nodiscard]] virtual std::optional<double> expected_duration(const SchedTask& task, Arch arch) const = 0;
+  /// Expected seconds to make the task's data valid on memory node `node` (0 when it all is
+  /// there already), from the measured bandwidth and latency between nodes.
+  [[nodiscard]] virtual double expected_transfer(const SchedTask& task, unsigned node) const = 0;
+  /// Starts moving the task's data to `node` ahead of need (never blocks, never required).
+  virtual void prefetch(const SchedTask& task, unsigned node) = 0;
+};
+
 /// `from_worker` in push: the task was pushed by a thread that is not one of the workers.
 inline constexpr int kExternalThread = -1;
 
 class Scheduler {
  public:
   virtual ~Scheduler() = default;
-  /// Called once, before any push, with every worker of the runtime.
-  virtual void init(std::span<const WorkerInfo> workers) = 0;
+  /// Called once, before any push, with every worker of the runtime. `context` outlives the
+  /// scheduler.
+  virtual void init(std::span<const WorkerInfo> workers, SchedulerContext& context) = 0;
   /// Takes a ready task. Called from any thread, concurrently.
   virtual void push(SchedTask* task, int from_worker) = 0;
   /// Gives a task `worker` can run (its arch is in task->where), or nullptr. Called by that

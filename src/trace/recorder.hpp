@@ -1,0 +1,39 @@
+#pragma once
+// What the engine records while it runs, for Config::trace_path (a Chrome trace) and
+// Config::stats (a summary on stderr at shutdown). Times are seconds on the engine's clock:
+// since the runtime started, or virtual seconds under simulation.
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hetflow/ext/scheduler.hpp"
+
+namespace hetflow::detail {
+
+class Recorder {
+ public:
+  /// `trace_path` empty: no trace file. `stats` false: no summary. `node_names[i]` names memory
+  /// node i.
+  Recorder(std::string trace_path, bool stats, std::vector<ext::WorkerInfo> workers,
+           std::vector<std::string> node_names);
+  ~Recorder();
+  Recorder(const Recorder&) = delete;
+  Recorder& operator=(const Recorder&) = delete;
+
+  /// One task run on `worker` from `start` to `end`; `bytes` is the size of the data it named.
+  /// Called by that worker's thread (or the simulator's), concurrently with other workers.
+  void task(unsigned worker, std::string_view name, std::size_t bytes, double start, double end);
+  /// One copy from memory node `from` to node `to`. Called from any thread.
+  void transfer(unsigned from, unsigned to, std::size_t bytes, double start, double end);
+  /// Writes the trace and prints the statistics (the first call only); `end` is when the run
+  /// ended. Never throws: a trace that cannot be written is reported on stderr.
+  void finish(double end) noexcept;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace hetflow::detail
