@@ -1,11 +1,23 @@
 #pragma once
 // OpenCL workers: one per OpenCL device, each with its device's global memory as a memory node.
-// Link hetflow::opencl and add the driver to the runtime:
+// Link hetflow::opencl (built when an OpenCL SDK is found) and add the driver to the runtime:
 //
 //   hetflow::Runtime rt(hetflow::Config{.drivers = {hetflow::opencl::make_driver()}});
 //
 // An OpenCL implementation enqueues on device(context).queue; the driver waits for that queue
-// before the task counts as done. Registered data arrive as cl_mem (see buffer()).
+// before the task counts as done. Registered data arrive as cl_mem (see buffer()). Copies to and
+// from the device go through a queue of their own, so they overlap with kernels.
+//
+//   void scale_opencl(hetflow::TaskContext& context) {
+//     namespace cl = hetflow::opencl;
+//     cl_kernel k = cl::kernel(context, kScaleSource, "scale");
+//     cl::set_args(k, cl::buffer(context, 0), 2.0f, static_cast<cl_uint>(context.buffer(0).nx()));
+//     size_t global = context.buffer(0).nx();
+//     cl::check(clEnqueueNDRangeKernel(cl::device(context).queue, k, 1, nullptr, &global, nullptr, 0, nullptr,
+//                                      nullptr), "clEnqueueNDRangeKernel");
+//   }
+//
+// docs/opencl.md has the details.
 #ifndef CL_TARGET_OPENCL_VERSION
 #define CL_TARGET_OPENCL_VERSION 120
 #endif
@@ -15,6 +27,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "hetflow/codelet.hpp"
 #include "hetflow/ext/driver.hpp"
@@ -31,7 +44,10 @@ struct DriverOptions {
   unsigned max_devices = 0;
 };
 
-/// A driver with one worker per matching device (none when no platform or device matches).
+/// A driver with one worker per matching device (none when no platform or device matches), in
+/// the order the platforms and their devices are listed. Throws InvalidArgument when
+/// HETFLOW_OPENCL_DEVICES is consulted and malformed, hetflow::Error when a device's context or
+/// queues cannot be created.
 [[nodiscard]] std::shared_ptr<ext::Driver> make_driver(DriverOptions options = {});
 
 /// What an OpenCL implementation works with: its worker's device.
@@ -40,6 +56,7 @@ struct Device {
   cl_device_id device = nullptr;
   cl_context context = nullptr;
   cl_command_queue queue = nullptr;  ///< in order; the driver waits for it after each task
+  cl_device_type type = 0;
   std::string name;
 };
 
@@ -48,14 +65,47 @@ struct Device {
 [[nodiscard]] const Device& device(const TaskContext& context);
 
 /// The kernel `name` from OpenCL C `source`, built for the worker's device the first time and
-/// cached per (device, source, options). Throws hetflow::Error with the build log when the
-/// program does not build, or when it has no such kernel.
+/// cached per (device, source, options); the cache owns the kernel. Throws hetflow::Error with
+/// the build log when the program does not build, or when it has no such kernel.
+///
+/// A worker runs one task at a time, but a task that waits on a future runs other tasks
+/// meanwhile: set a kernel's arguments and enqueue it without waiting in between.
 [[nodiscard]] cl_kernel kernel(const TaskContext& context, std::string_view source, std::string_view name,
                                std::string_view build_options = {});
 
 /// The i-th registered buffer of the task, as the cl_mem it is on the worker's device.
 [[nodiscard]] inline cl_mem buffer(const TaskContext& context, std::size_t index) {
   return static_cast<cl_mem>(context.buffer(index).ptr);
+}
+
+/// The name of an OpenCL status code ("CL_OUT_OF_RESOURCES"), or "unknown OpenCL error <code>".
+[[nodiscard]] std::string error_name(cl_int code);
+
+/// Throws hetflow::Error "hetflow::opencl: <what> failed: <error name>" unless `code` is
+/// CL_SUCCESS.
+void check(cl_int code, std::string_view what);
+
+/// A `__local` kernel argument of `bytes` bytes (for set_args).
+struct LocalMemory {
+  std::size_t bytes = 0;
+};
+
+/// Sets one kernel argument (clSetKernelArg), throwing hetflow::Error naming the argument's index.
+void set_arg(cl_kernel kernel, cl_uint index, std::size_t size, const void* value);
+
+/// Sets a kernel's arguments in order: cl_mem, scalars, plain structs, LocalMemory.
+template <class... Args>
+void set_args(cl_kernel kernel, const Args&... args) {
+  static_assert((std::is_trivially_copyable_v<Args> && ...), "OpenCL kernel arguments are copied bytewise");
+  cl_uint index = 0;
+  auto set_one = [&](const auto& arg) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(arg)>, LocalMemory>) {
+      set_arg(kernel, index++, arg.bytes, nullptr);
+    } else {
+      set_arg(kernel, index++, sizeof(arg), &arg);
+    }
+  };
+  (set_one(args), ...);
 }
 
 }  // namespace hetflow::opencl

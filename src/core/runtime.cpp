@@ -6,6 +6,7 @@
 
 #include "core/dependencies.hpp"
 #include "core/runtime_impl.hpp"
+#include "data/coherence.hpp"
 #include "core/task_pool.hpp"
 #include "core/task_state.hpp"
 #include "hetflow/error.hpp"
@@ -188,7 +189,7 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   // Acquisition object's, so that the record stays this acquisition's until the object is done.
   TaskCore* token = impl_->submit_manual("acquire " + quoted(impl.name), &impl, mode, 2);
   detail::wait_until_started(token);
-  void* data = detail::prepare_replica(impl, detail::kHostNode, writes(mode));
+  void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
   {
     std::lock_guard guard(impl.dep_lock);
     impl.acquisitions.push_back(token);
@@ -325,9 +326,13 @@ void RuntimeImpl::complete_unregistration(TaskCore* token) noexcept {
   HandleImpl& handle = *token->inline_accesses[0].handle;
   std::shared_ptr<HandleImpl> keep;  // the registry may hold the last reference
   try {
-    prepare_replica(handle, kHostNode, false);  // the latest version back in the user's buffer
+    prepare_replica(handle, kHostNode, AccessMode::R);  // the latest version back in the user's buffer
   } catch (...) {
     // A failed copy home cannot be reported from here; the host buffer keeps what it had.
+  }
+  drop_device_replicas(handle);
+  for (unsigned node = 1; node < node_count(); ++node) {
+    node_memory(node).device().host_buffer_removed(handle.host_ptr(), handle.layout.span_bytes());
   }
   {
     std::lock_guard guard(registry_mutex_);

@@ -6,6 +6,7 @@
 #include "core/dependencies.hpp"
 #include "core/task_pool.hpp"
 #include "core/task_state.hpp"
+#include "data/coherence.hpp"
 #include "drivers/cpu/topology.hpp"
 #include "hetflow/error.hpp"
 #include "hetflow/future.hpp"
@@ -29,7 +30,7 @@ std::size_t footprint(TaskCore* task) noexcept {
 
 RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
     : facade(runtime_facade), config(std::move(resolved_config)) {
-  nodes_.push_back(std::make_unique<HostMemoryNode>());
+  node_memory_.push_back(nullptr);
   scheduler_name_ = *config.scheduler;
   scheduler_ = ext::make_scheduler(scheduler_name_);
   spin_ = std::chrono::microseconds(*config.spin_us);
@@ -44,13 +45,12 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
   }
   for (const auto& driver : config.drivers) {
     if (!driver) throw InvalidArgument("Config::drivers holds an empty driver");
-    for (unsigned i = 0; i < driver->worker_count(); ++i) {
-      auto worker = std::make_unique<WorkerState>();
-      worker->runtime = this;
-      worker->info = {static_cast<unsigned>(workers_.size()), driver->arch(), kHostNode};
-      worker->driver = driver.get();
-      worker->driver_index = i;
-      workers_.push_back(std::move(worker));
+    add_workers(*driver);
+  }
+  for (const auto& [node, bytes] : config.memory_limits) {
+    if (node >= node_count()) {
+      throw InvalidArgument("Config::memory_limits names memory node " + std::to_string(node) + " but there are " +
+                            std::to_string(node_count()) + " (0 is host RAM)");
     }
   }
   if (workers_.empty()) throw InvalidArgument("hetflow::Runtime: no workers (ncpus is 0 and no driver adds any)");
@@ -58,9 +58,59 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
     worker_infos_.push_back(worker->info);
     pinned_.push_back(std::make_unique<Pinned>());
   }
-  scheduler_->init(worker_infos_);
+  if (!config.trace_path->empty() || *config.stats) {
+    recorder_ = std::make_unique<Recorder>(*config.trace_path, *config.stats, worker_infos_, node_names_);
+  }
+  scheduler_->init(worker_infos_, scheduler_context_);
   start_workers();
 }
+
+void RuntimeImpl::add_workers(ext::Driver& driver) {
+  for (unsigned i = 0; i < driver.worker_count(); ++i) {
+    auto worker = std::make_unique<WorkerState>();
+    worker->runtime = this;
+    unsigned node = kHostNode;
+    if (std::shared_ptr<ext::MemoryNode> memory = driver.memory_node(i)) {
+      auto known = std::find_if(node_memory_.begin() + 1, node_memory_.end(),
+                                [&](const auto& existing) { return &existing->device() == memory.get(); });
+      node = static_cast<unsigned>(known - node_memory_.begin());
+      if (known == node_memory_.end()) {
+        auto limit = config.memory_limits.find(node);
+        node_names_.push_back(memory->name());
+        node_memory_.push_back(std::make_unique<NodeMemory>(
+            *this, node, std::move(memory), limit != config.memory_limits.end() ? limit->second : 0));
+      }
+    }
+    worker->info = {static_cast<unsigned>(workers_.size()), driver.arch(), node};
+    worker->driver = &driver;
+    worker->driver_index = i;
+    workers_.push_back(std::move(worker));
+  }
+}
+
+double RuntimeImpl::now() const noexcept {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+}
+
+bool RuntimeImpl::has_model(TaskCore& task) const noexcept {
+  return task.codelet != nullptr && task.codelet->model != nullptr;
+}
+
+std::optional<double> RuntimeImpl::expected_duration(TaskCore& task, Arch arch) const {
+  if (!has_model(task)) return std::nullopt;
+  const auto* model = dynamic_cast<const PerfModel*>(task.codelet->model.get());
+  if (model == nullptr) return std::nullopt;
+  return model->expected(arch, footprint(&task));
+}
+
+double RuntimeImpl::expected_copy(unsigned from, unsigned to, std::size_t bytes) const noexcept {
+  if (from == to) return 0;
+  constexpr double kBandwidth = 10e9;  // bytes per second
+  constexpr double kLatency = 10e-6;
+  return kLatency + static_cast<double>(bytes) / kBandwidth;
+}
+
+void RuntimeImpl::prefetch(HandleImpl& handle, unsigned node) { detail::prefetch(handle, node); }
 
 RuntimeImpl::~RuntimeImpl() { shutdown(); }
 
@@ -140,21 +190,7 @@ void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
   if (!worker.companions.empty()) waiting_lead_companions.swap(worker.companions);
   TaskContext context(task, &worker);
   try {
-    if (nodes_.size() > 1) {
-      AccessRecord* accesses = task->accesses();
-      for (std::size_t i = 0; i < task->access_count; ++i) {
-        prepare_replica(*accesses[i].handle, worker.info.memory_node, writes(accesses[i].mode));
-      }
-    }
-    PerfModelHook* model = task->codelet != nullptr ? task->codelet->model.get() : nullptr;
-    if (model != nullptr) {
-      const auto start = std::chrono::steady_clock::now();
-      task->ops->run(task->storage(), context);
-      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-      model->record(worker.info.arch, footprint(task), took.count());
-    } else {
-      task->ops->run(task->storage(), context);
-    }
+    run_body(task, worker, context);
     uncount_pinned(task);
     set_final(task, TaskStatus::done);
   } catch (...) {
@@ -179,6 +215,47 @@ void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
   finish(task);
 }
 
+void RuntimeImpl::run_body(TaskCore* task, WorkerState& worker, TaskContext& context) {
+  const unsigned node = worker.info.memory_node;
+  AccessRecord* accesses = task->accesses();
+  std::size_t fetched = 0;
+  struct Unpin {
+    AccessRecord* accesses;
+    std::size_t& count;
+    unsigned node;
+    ~Unpin() {
+      for (std::size_t i = 0; i < count; ++i) unpin(*accesses[i].handle, node);
+    }
+  } unpin_at_exit{accesses, fetched, node};
+  if (node_count() > 1) {
+    // Every copy starts before the first is waited for, so that they overlap each other.
+    for (; fetched < task->access_count; ++fetched) fetch(*accesses[fetched].handle, node, reads(accesses[fetched].mode));
+    for (std::size_t i = 0; i < task->access_count; ++i) complete_fetch(*accesses[i].handle, node, accesses[i].mode);
+    if (node != kHostNode) look_ahead(worker);
+  }
+  PerfModelHook* model = task->codelet != nullptr ? task->codelet->model.get() : nullptr;
+  if (model == nullptr && !recorder_) {
+    task->ops->run(task->storage(), context);
+    if (worker.driver != nullptr) worker.driver->finish_task(worker.driver_index);
+    return;
+  }
+  const double start = now();
+  task->ops->run(task->storage(), context);
+  if (worker.driver != nullptr) worker.driver->finish_task(worker.driver_index);
+  const double end = now();
+  if (model != nullptr) model->record(worker.info.arch, footprint(task), end - start);
+  if (recorder_) recorder_->task(worker.info.id, task->display_name(), footprint(task), start, end);
+}
+
+void RuntimeImpl::look_ahead(WorkerState& worker) {
+  if (worker.deferred == nullptr) worker.deferred = static_cast<TaskCore*>(next_task(worker));
+  if (worker.deferred == nullptr) return;
+  AccessRecord* accesses = worker.deferred->accesses();
+  for (std::size_t i = 0; i < worker.deferred->access_count; ++i) {
+    if (reads(accesses[i].mode)) detail::prefetch(*accesses[i].handle, worker.info.memory_node);
+  }
+}
+
 std::size_t RuntimeImpl::take_companions(WorkerState& worker, const TaskCore* lead, std::size_t max) {
   std::size_t taken = 0;
   while (taken < max && worker.deferred == nullptr && !aborting_.load(std::memory_order_acquire)) {
@@ -192,10 +269,10 @@ std::size_t RuntimeImpl::take_companions(WorkerState& worker, const TaskCore* le
       finish(task);  // cancelled after it was queued
       continue;
     }
-    if (nodes_.size() > 1) {
+    if (node_count() > 1) {
       AccessRecord* accesses = task->accesses();
       for (std::size_t i = 0; i < task->access_count; ++i) {
-        prepare_replica(*accesses[i].handle, worker.info.memory_node, writes(accesses[i].mode));
+        prepare_replica(*accesses[i].handle, worker.info.memory_node, accesses[i].mode);
       }
     }
     worker.companions.push_back(task);
@@ -383,11 +460,13 @@ void RuntimeImpl::shutdown() {
     if (worker->thread.joinable()) worker->thread.join();
   }
   PerfModelRegistry::instance().save_all();
+  if (recorder_) recorder_->finish(now());
   stopped_.store(true, std::memory_order_release);
 }
 
 std::shared_ptr<HandleImpl> RuntimeImpl::register_data(void* ptr, const DataLayout& layout, std::string name) {
   auto handle = std::make_shared<HandleImpl>(*this, ptr, layout, std::move(name));
+  for (unsigned node = 1; node < node_count(); ++node) node_memory(node).device().host_buffer_added(ptr, layout.span_bytes());
   std::lock_guard guard(registry_mutex_);
   handle->registry_index = registry_.size();
   registry_.push_back(handle);

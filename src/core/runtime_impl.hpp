@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,8 +12,11 @@
 #include "core/task.hpp"
 #include "core/worker.hpp"
 #include "sched/task_fifo.hpp"
+#include "core/scheduler_context.hpp"
 #include "data/handle.hpp"
 #include "data/memory_node.hpp"
+#include "data/node_memory.hpp"
+#include "trace/recorder.hpp"
 #include "hetflow/config.hpp"
 #include "hetflow/future.hpp"
 #include "hetflow/ext/scheduler.hpp"
@@ -67,7 +71,24 @@ class RuntimeImpl {
   void unregister(HandleImpl& handle);
   /// Unregisters the handle once the tasks using it are done, without waiting for them.
   void unregister_async(HandleImpl& handle);
-  [[nodiscard]] const std::vector<std::unique_ptr<MemoryNode>>& memory_nodes() const noexcept { return nodes_; }
+  /// Memory nodes: 0 is host RAM, then one per distinct node the drivers' workers compute in.
+  [[nodiscard]] std::size_t node_count() const noexcept { return node_names_.size(); }
+  [[nodiscard]] const std::string& node_name(unsigned node) const { return node_names_[node]; }
+  /// A device node (node >= 1).
+  [[nodiscard]] NodeMemory& node_memory(unsigned node) const noexcept { return *node_memory_[node]; }
+  /// Starts bringing the handle's latest version to `node` (Runtime::prefetch).
+  void prefetch(HandleImpl& handle, unsigned node);
+
+  // Clock, statistics and models
+  /// Seconds since the runtime started (virtual seconds under simulation).
+  [[nodiscard]] double now() const noexcept;
+  void record_transfer(unsigned from, unsigned to, std::size_t bytes, double start, double end) {
+    if (recorder_) recorder_->transfer(from, to, bytes, start, end);
+  }
+  [[nodiscard]] bool has_model(TaskCore& task) const noexcept;
+  [[nodiscard]] std::optional<double> expected_duration(TaskCore& task, Arch arch) const;
+  /// Expected seconds to copy `bytes` from node `from` to node `to`.
+  [[nodiscard]] double expected_copy(unsigned from, unsigned to, std::size_t bytes) const noexcept;
 
   [[nodiscard]] const std::vector<ext::WorkerInfo>& worker_infos() const noexcept { return worker_infos_; }
   /// Unfinished tasks pinned to `worker` (queued or running).
@@ -97,8 +118,17 @@ class RuntimeImpl {
   void stop_workers();
   void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
   void complete_unregistration(TaskCore* token) noexcept;
+  void add_workers(ext::Driver& driver);
+  /// Makes the task's data valid on the worker's node and runs its body there.
+  void run_body(TaskCore* task, WorkerState& worker, TaskContext& context);
+  /// Starts moving the data of the task this worker runs next while the current one runs.
+  void look_ahead(WorkerState& worker);
 
-  std::vector<std::unique_ptr<MemoryNode>> nodes_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::vector<std::string> node_names_{"host"};
+  std::vector<std::unique_ptr<NodeMemory>> node_memory_;  // [0] empty: host RAM is the users' buffers
+  std::unique_ptr<Recorder> recorder_;
+  EngineSchedulerContext scheduler_context_{*this};
   std::vector<ext::WorkerInfo> worker_infos_;
   std::vector<std::unique_ptr<WorkerState>> workers_;
   std::string scheduler_name_;

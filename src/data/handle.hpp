@@ -2,11 +2,14 @@
 // A registered buffer: its replicas on the memory nodes (MSI coherence) and what dependency
 // tracking needs (the last writer and the readers since).
 #include <atomic>
+#include <list>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "hetflow/data.hpp"
+#include "hetflow/ext/memory_node.hpp"
 #include "util/spin_lock.hpp"
 
 namespace hetflow::detail {
@@ -18,7 +21,12 @@ enum class ReplicaState : unsigned char { invalid, shared, owner };
 
 struct Replica {
   ReplicaState state = ReplicaState::invalid;
-  void* ptr = nullptr;
+  void* ptr = nullptr;  // the node's buffer (device replicas: allocated on first use)
+  unsigned pins = 0;    // tasks about to use or using it: it must not be evicted
+  std::shared_ptr<ext::Transfer> pending;  // the copy that makes it valid, while in flight
+  double pending_since = 0;                // when that copy started (engine clock)
+  bool listed = false;                     // in its node's LRU list, at lru_position
+  std::list<HandleImpl*>::iterator lru_position{};
 };
 
 class HandleImpl {
@@ -49,8 +57,5 @@ class HandleImpl {
   void forget_tasks() noexcept;
 };
 
-/// Makes the replica on `node` valid for `mode` and returns it: fetches the latest version if the
-/// local copy is invalid, and invalidates the other replicas when the access writes.
-void* prepare_replica(HandleImpl& handle, unsigned node, bool writes);
 
 }  // namespace hetflow::detail

@@ -18,6 +18,7 @@ namespace {
 using hetflow::Config;
 using hetflow::Runtime;
 using hetflow::ext::SchedTask;
+using hetflow::ext::SchedulerContext;
 using hetflow::ext::WorkerInfo;
 
 std::atomic<int> lifo_pushes{0};

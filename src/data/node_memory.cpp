@@ -1,0 +1,136 @@
+#include "data/node_memory.hpp"
+
+#include <chrono>
+#include <thread>
+
+#include "core/runtime_impl.hpp"
+#include "data/handle.hpp"
+#include "data/memory_node.hpp"
+#include "hetflow/error.hpp"
+
+namespace hetflow::detail {
+namespace {
+
+std::string mebibytes(std::size_t bytes) {
+  return std::to_string(static_cast<double>(bytes) / (1 << 20)).substr(0, 8) + " MiB";
+}
+
+// Long enough for any task holding replicas to finish its work; a node that stays full beyond
+// it is reported instead of waited for forever.
+constexpr auto kFullNodePatience = std::chrono::seconds(60);
+
+}  // namespace
+
+NodeMemory::NodeMemory(RuntimeImpl& runtime, unsigned index, std::shared_ptr<ext::MemoryNode> node,
+                       std::size_t limit)
+    : runtime_(runtime),
+      index_(index),
+      node_(std::move(node)),
+      limit_(limit != 0 && node_->capacity() != 0 ? std::min(limit, node_->capacity())
+                                                   : (limit != 0 ? limit : node_->capacity())) {}
+
+NodeMemory::~NodeMemory() { free_cached(); }
+
+std::size_t NodeMemory::used() const {
+  std::lock_guard guard(mutex_);
+  return used_;
+}
+
+void* NodeMemory::allocate(HandleImpl& handle, std::size_t bytes, bool may_wait) {
+  if (limit_ != 0 && bytes > limit_) {
+    throw Error("hetflow: data '" + handle.name + "' (" + mebibytes(bytes) + ") does not fit on memory node " +
+                std::to_string(index_) + " (" + node_->name() + "), which holds at most " + mebibytes(limit_));
+  }
+  const auto give_up = std::chrono::steady_clock::now() + kFullNodePatience;
+  for (;;) {
+    {
+      std::lock_guard guard(mutex_);
+      auto cached = cached_.find(bytes);
+      if (cached != cached_.end()) {
+        void* buffer = cached->second;
+        cached_.erase(cached);
+        return buffer;
+      }
+      for (;;) {
+        if (limit_ == 0 || used_ + bytes <= limit_) {
+          if (void* buffer = node_->allocate(bytes)) {
+            used_ += bytes;
+            return buffer;
+          }
+        }
+        // No room: cached buffers of other sizes go first, then the least recently used replicas.
+        if (!cached_.empty()) {
+          free_cached();
+          continue;
+        }
+        if (!evict_one(handle)) break;
+      }
+    }
+    if (!may_wait) return nullptr;
+    if (std::chrono::steady_clock::now() > give_up) {
+      throw Error("hetflow: no room for data '" + handle.name + "' (" + mebibytes(bytes) + ") on memory node " +
+                  std::to_string(index_) + " (" + node_->name() + "): the rest is in use by running tasks");
+    }
+    // Whatever could make room is in use by tasks running now: they release it when they end.
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+bool NodeMemory::evict_one(HandleImpl& requester) {
+  for (auto it = lru_.begin(); it != lru_.end(); ++it) {
+    HandleImpl& victim = **it;
+    if (&victim == &requester) continue;
+    std::unique_lock victim_guard(victim.coherence_mutex, std::try_to_lock);
+    if (!victim_guard.owns_lock()) continue;  // in use right now; lock order forbids waiting
+    Replica& replica = victim.replicas[index_];
+    if (replica.pins != 0 || (replica.pending && !replica.pending->done())) continue;
+    replica.pending.reset();
+    const std::size_t bytes = victim.layout.span_bytes();
+    if (replica.state == ReplicaState::owner) {
+      // The only valid copy: home first.
+      const double start = runtime_.now();
+      node_->copy_to_host(victim.host_ptr(), replica.ptr, bytes);
+      runtime_.record_transfer(index_, kHostNode, bytes, start, runtime_.now());
+      victim.replicas[kHostNode].state = ReplicaState::owner;
+    }
+    replica.state = ReplicaState::invalid;
+    node_->free(replica.ptr, bytes);
+    replica.ptr = nullptr;
+    replica.listed = false;
+    used_ -= bytes;
+    lru_.erase(it);
+    return true;
+  }
+  return false;
+}
+
+void NodeMemory::touch(HandleImpl& handle) {
+  std::lock_guard guard(mutex_);
+  Replica& replica = handle.replicas[index_];
+  if (replica.listed) {
+    lru_.splice(lru_.end(), lru_, replica.lru_position);
+  } else {
+    replica.lru_position = lru_.insert(lru_.end(), &handle);
+    replica.listed = true;
+  }
+}
+
+void NodeMemory::release(HandleImpl& handle, void* buffer, std::size_t bytes) noexcept {
+  std::lock_guard guard(mutex_);
+  Replica& replica = handle.replicas[index_];
+  if (replica.listed) {
+    lru_.erase(replica.lru_position);
+    replica.listed = false;
+  }
+  cached_.emplace(bytes, buffer);
+}
+
+void NodeMemory::free_cached() noexcept {
+  for (auto& [bytes, buffer] : cached_) {
+    node_->free(buffer, bytes);
+    used_ -= bytes;
+  }
+  cached_.clear();
+}
+
+}  // namespace hetflow::detail

@@ -1,0 +1,129 @@
+#pragma once
+// The engine shared by the model-driven schedulers dm, dmda and dmdas (HEFT-like list
+// scheduling). Each ready task goes, when it is pushed, to the queue of the worker where it is
+// expected to complete first; the policy says what "expected" takes into account.
+//
+// Estimates, per worker (all in seconds on SchedulerContext::now()'s clock):
+//   running_end  when the task the worker popped last is expected to end;
+//   queued_work  the sum of what was charged for the tasks in its queue;
+//   free time    max(now, running_end) + queued_work.
+// A task's charge is its expected duration on the worker's architecture, plus, for dmda and
+// dmdas, the expected time to bring its data to the worker's memory node (the worker fetches
+// the data itself before running, so the transfer occupies it). When a worker pops a task,
+// running_end becomes now + that task's charge: a task that ended early or late therefore
+// corrects the estimate at the next pop, and an idle worker (a pop that finds nothing) has
+// running_end reset to now.
+//
+// Where a task goes (details in model_based.cpp):
+//   - model known on every eligible architecture: the least expected completion
+//     start + charge, where start is the free time (dmdas: only the queued work of equal or
+//     higher priority, since the task is queued ahead of the rest);
+//   - model present but not calibrated for some eligible architecture: the least-loaded worker
+//     of such an architecture (calibration spreading, so every architecture gets samples);
+//   - no model at all: the least expected completion with a nominal duration (a load balancer).
+//
+// Idle workers and wrong estimates: a worker whose own queue is empty takes the first task of
+// the most loaded peer of the same architecture (same memory node first). Tasks never move
+// between architectures, so the model's choice of architecture stands; within one architecture
+// the durations are the same, so taking a peer's task only helps. It also keeps the engine's
+// wake-ups sufficient: the engine wakes one worker per architecture, not the chosen one.
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <span>
+#include <vector>
+
+#include "hetflow/ext/scheduler.hpp"
+
+namespace hetflow::detail {
+
+/// What distinguishes dm, dmda and dmdas.
+struct ModelPolicy {
+  /// Count the expected data transfer to the worker's node in the completion time (dmda, dmdas).
+  bool count_transfers = false;
+  /// Ask the engine to start moving the data to the chosen node (not host) at once.
+  bool prefetch = false;
+  /// Order each worker's queue by priority (higher first), then submission order (dmdas);
+  /// otherwise each queue is first in, first out.
+  bool by_priority = false;
+  /// Completions whose time from now differs by at most this fraction count as equal. Among
+  /// equal ones the choice goes to the fewest queued tasks, then the lowest worker id, or first
+  /// to the least expected transfer when `prefer_local_data` is set.
+  double tie_tolerance = 1e-9;
+  bool prefer_local_data = false;
+};
+
+class ModelBasedScheduler : public ext::Scheduler {
+ public:
+  explicit ModelBasedScheduler(ModelPolicy policy);
+  ~ModelBasedScheduler() override;
+  ModelBasedScheduler(const ModelBasedScheduler&) = delete;
+  ModelBasedScheduler& operator=(const ModelBasedScheduler&) = delete;
+
+  void init(std::span<const ext::WorkerInfo> workers, ext::SchedulerContext& context) override;
+  void push(ext::SchedTask* task, int from_worker) override;
+  ext::SchedTask* pop(unsigned worker) override;
+
+ private:
+  // A queued task and what was charged for it, so that taking it off subtracts exactly what
+  // was added even if the model has learned more since.
+  struct Entry {
+    int rank = 0;             // the priority under by_priority, else 0
+    std::uint64_t order = 0;  // the submission sequence under by_priority, else the arrival
+    std::uint64_t arrival = 0;
+    ext::SchedTask* task = nullptr;
+    double charge = 0;
+  };
+  struct EntryOrder {
+    bool operator()(const Entry& a, const Entry& b) const noexcept {
+      if (a.rank != b.rank) return a.rank > b.rank;
+      if (a.order != b.order) return a.order < b.order;
+      return a.arrival < b.arrival;
+    }
+  };
+  struct PriorityWork {
+    double work = 0;
+    std::size_t tasks = 0;
+  };
+  struct Slot;
+  struct Estimates;
+  struct Choice {
+    Slot* slot = nullptr;
+    double charge = 0;
+  };
+
+  [[nodiscard]] Estimates estimate(const ext::SchedTask& task) const;
+  [[nodiscard]] Choice choose(const ext::SchedTask& task, const Estimates& estimates, double now) const;
+  [[nodiscard]] Slot* pick(std::span<Slot* const> candidates, std::span<const double> completions,
+                           std::span<const double> transfers, double now) const;
+  [[nodiscard]] double free_time(const Slot& slot, double now) const;
+  [[nodiscard]] double start_time(const Slot& slot, int priority, double now) const;
+  [[nodiscard]] double nominal_duration() const;
+  void charge(Slot& slot, const Entry& entry, std::optional<double> known_duration);
+  void discharge(Slot& slot, const Entry& entry);
+  [[nodiscard]] bool take_first(Slot& slot, Arch arch, Entry& out);
+  [[nodiscard]] Slot* steal(Slot& thief, Entry& out);
+
+  const ModelPolicy policy_;
+  ext::SchedulerContext* context_ = nullptr;
+  std::vector<std::unique_ptr<Slot>> slots_;  // in the order init gave the workers
+  std::vector<Slot*> by_id_;                  // worker id -> its slot (nullptr for gaps)
+  std::array<bool, kArchCount> arch_has_workers_{};
+  unsigned node_count_ = 0;
+
+  // The choice and all the accounting fields of the slots. Never held together with a slot's
+  // queue lock: push charges then enqueues, pop dequeues then discharges.
+  mutable std::mutex accounting_mutex_;
+  std::uint64_t next_arrival_ = 0;
+  double known_duration_sum_ = 0;  // of the known durations charged so far (for nominal_duration)
+  std::uint64_t known_duration_count_ = 0;
+  std::vector<ext::SchedTask*> unrunnable_;  // tasks no worker can run (the engine prevents it)
+};
+
+}  // namespace hetflow::detail
