@@ -166,6 +166,10 @@ class Runtime {
   /// The same without waiting: new tasks are refused at once, and the handle is let go when the
   /// tasks already using it have finished (for buffers whose owner is going away).
   void unregister_async(const DataHandle& handle);
+  /// Starts moving the latest version of `handle` to memory node `node` (see memory_nodes()) in
+  /// the background, after the tasks submitted before that write it, so that a task there later
+  /// finds it in place. Never waits; a hint the engine may drop when the node is full.
+  void prefetch(const DataHandle& handle, unsigned node);
 
   /// Blocks until every task submitted so far has finished.
   void wait_all();
@@ -184,6 +188,8 @@ class Runtime {
   /// Tasks pinned to `worker` (TaskOptions::worker) that have not finished yet.
   [[nodiscard]] std::size_t pinned_load(unsigned worker) const;
   [[nodiscard]] std::span<const ext::WorkerInfo> workers() const noexcept;
+  /// The memory nodes by number (WorkerInfo::memory_node): "host" first, then the devices'.
+  [[nodiscard]] std::vector<std::string> memory_nodes() const;
   [[nodiscard]] const std::string& scheduler_name() const noexcept;
   /// The resolved configuration in force.
   [[nodiscard]] const Config& config() const noexcept;

@@ -241,6 +241,22 @@ void Runtime::unregister_async(const DataHandle& handle) {
   impl_->unregister_async(check_handle(handle, *impl_, "hetflow::Runtime::unregister_async", false));
 }
 
+void Runtime::prefetch(const DataHandle& handle, unsigned node) {
+  HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::prefetch");
+  if (node >= impl_->node_count()) {
+    throw InvalidArgument("hetflow::Runtime::prefetch: no memory node " + std::to_string(node) + " (there are " +
+                          std::to_string(impl_->node_count()) + ", 0 being host RAM)");
+  }
+  if (node == detail::kHostNode) return;  // host-side accesses bring the data home themselves
+  impl_->submit_prefetch(impl, node);
+}
+
+std::vector<std::string> Runtime::memory_nodes() const {
+  std::vector<std::string> names;
+  for (unsigned node = 0; node < impl_->node_count(); ++node) names.push_back(impl_->node_name(node));
+  return names;
+}
+
 void Runtime::wait_all() { impl_->wait_all(); }
 bool Runtime::wait_all_until(std::chrono::steady_clock::time_point deadline) { return impl_->wait_all(&deadline); }
 void Runtime::shutdown() { impl_->shutdown(); }

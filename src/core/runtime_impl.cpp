@@ -110,7 +110,18 @@ double RuntimeImpl::expected_copy(unsigned from, unsigned to, std::size_t bytes)
   return kLatency + static_cast<double>(bytes) / kBandwidth;
 }
 
-void RuntimeImpl::prefetch(HandleImpl& handle, unsigned node) { detail::prefetch(handle, node); }
+void RuntimeImpl::submit_prefetch(HandleImpl& handle, unsigned node) {
+  TaskCore* token = allocate_task();
+  token->runtime = this;
+  token->ops = &kNoBody;
+  token->flags = TaskCore::kManual | TaskCore::kPrefetches;
+  token->priority = static_cast<int>(node);  // a manual task is never scheduled: the field is free
+  token->refs.store(1, std::memory_order_relaxed);
+  token->pending.store(1, std::memory_order_relaxed);
+  token->inline_accesses[0] = {&handle, AccessMode::R};
+  token->access_count = 1;
+  submit(token, {});
+}
 
 RuntimeImpl::~RuntimeImpl() { shutdown(); }
 
@@ -144,9 +155,14 @@ void RuntimeImpl::make_ready(TaskCore* task) {
   if (task->flags & TaskCore::kManual) {
     // Read before the transition: once started, the owner may complete and recycle the token.
     const bool unregisters = (task->flags & TaskCore::kUnregisters) != 0;
+    const bool prefetches = (task->flags & TaskCore::kPrefetches) != 0;
     task->error = nullptr;  // the application gets its data even after a failed writer
     transition(task, TaskStatus::pending, TaskStatus::ready);
     if (unregisters) complete_unregistration(task);
+    if (prefetches) {
+      detail::prefetch(*task->inline_accesses[0].handle, static_cast<unsigned>(task->priority));
+      complete_manual(task);
+    }
     return;
   }
   if (task->error) {

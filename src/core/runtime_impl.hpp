@@ -76,8 +76,9 @@ class RuntimeImpl {
   [[nodiscard]] const std::string& node_name(unsigned node) const { return node_names_[node]; }
   /// A device node (node >= 1).
   [[nodiscard]] NodeMemory& node_memory(unsigned node) const noexcept { return *node_memory_[node]; }
-  /// Starts bringing the handle's latest version to `node` (Runtime::prefetch).
-  void prefetch(HandleImpl& handle, unsigned node);
+  /// Starts bringing the handle's latest version to device node `node` once the tasks submitted
+  /// before that write it are done (Runtime::prefetch).
+  void submit_prefetch(HandleImpl& handle, unsigned node);
 
   // Clock, statistics and models
   /// Seconds since the runtime started (virtual seconds under simulation).

@@ -42,6 +42,7 @@ struct TaskCore : ext::SchedTask {
     kHeapStorage = 2,    // the body did not fit inline: storage holds a pointer to it
     kHeapAccesses = 4,   // more accesses than fit inline
     kUnregisters = 8,    // a manual task that unregisters its handle as soon as it starts
+    kPrefetches = 16,    // a manual task that starts a prefetch of its handle as soon as it starts
   };
 
   std::atomic<std::uint32_t> state{static_cast<std::uint32_t>(TaskStatus::pending)};

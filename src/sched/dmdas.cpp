@@ -1,1 +1,28 @@
-// placeholder until written
+// dmdas ("deque model, data aware, sorted"): dmda whose per-worker queues are ordered by
+// priority (higher first), then submission order. A task's expected start counts only the
+// queued work it does not jump ahead of, and completions within 1% of the best one go to the
+// worker needing the least data transfer (model_based.hpp).
+#include "sched/model_based.hpp"
+
+namespace hetflow::detail {
+namespace {
+
+// Within this fraction, completions are too close to call given how rough the estimates are,
+// and keeping the data where it is saves bus bandwidth for everyone else.
+constexpr double kTieTolerance = 0.01;
+
+class SortedDataAwareScheduler final : public ModelBasedScheduler {
+ public:
+  SortedDataAwareScheduler()
+      : ModelBasedScheduler(ModelPolicy{.count_transfers = true,
+                                        .prefetch = true,
+                                        .by_priority = true,
+                                        .tie_tolerance = kTieTolerance,
+                                        .prefer_local_data = true}) {}
+};
+
+}  // namespace
+}  // namespace hetflow::detail
+
+HETFLOW_REGISTER_SCHEDULER(dmdas, "dmda with per-worker queues ordered by priority",
+                           hetflow::detail::SortedDataAwareScheduler);

@@ -1,1 +1,357 @@
-// placeholder until written
+// The shared engine of dm, dmda and dmdas; the overview is in model_based.hpp.
+//
+// Choices left open by the idea of HEFT, and what this implementation does:
+//   - A push gathers its estimates (model, transfers, clock) before taking the accounting lock,
+//     so the engine's model lookups never run under it; the choice and the charge are one
+//     critical section, so concurrent pushes see each other's charges.
+//   - Calibration spreading: when the task's codelet has a model that cannot yet tell the
+//     duration on some eligible architecture, the task goes to the least-loaded worker (the
+//     earliest free time, then the fewest queued tasks, then the lowest id) among the workers
+//     of such architectures. It is charged the mean of its known durations on the other
+//     architectures, or the nominal duration when none is known.
+//   - The nominal duration (for tasks without a model, and uncalibrated ones with nothing
+//     known) is the mean of every known duration charged so far, 0 before there is one. With
+//     0, all workers look equally free and the fewest-queued-tasks tie-break spreads the tasks
+//     round-robin, so a model-less workload is still balanced by queue length.
+//   - dmdas estimates a task's start from the queued work of equal or higher priority only: the
+//     task is queued ahead of the rest. Queued tasks of the same priority are all counted as
+//     ahead of it (they usually are: they were submitted earlier).
+//   - Non-finite or negative estimates from the context are treated as unknown durations and
+//     as free transfers, so one bad number cannot poison a worker's accounting for good.
+#include "sched/model_based.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace hetflow::detail {
+
+struct ModelBasedScheduler::Slot {
+  ext::WorkerInfo info;
+  // Peers of the same architecture: those on the same memory node first, so that a thief
+  // prefers tasks whose data was sent (or prefetched) where it already is.
+  std::vector<Slot*> peers;
+  std::size_t same_node_peers = 0;
+
+  // The queue, under queue_mutex. `queued` mirrors its size so that empty queues are skipped
+  // without taking the lock (pop is called in a spin loop by idle workers).
+  std::mutex queue_mutex;
+  std::set<Entry, EntryOrder> queue;
+  std::atomic<std::size_t> queued{0};
+
+  // Accounting, under the scheduler's accounting_mutex_.
+  double running_end = 0;
+  double queued_work = 0;
+  std::size_t queued_tasks = 0;
+  std::map<int, PriorityWork, std::greater<>> work_by_priority;  // by_priority only
+
+  // Touched by the worker itself only: whether its running_end was already reset for the
+  // current stretch of empty pops (so a spinning worker takes the accounting lock once).
+  bool idle_noted = false;
+};
+
+struct ModelBasedScheduler::Estimates {
+  bool has_model = false;
+  std::array<bool, kArchCount> eligible{};  // in task.where and some worker has it
+  std::array<std::optional<double>, kArchCount> duration{};
+  std::vector<double> transfer;  // by memory node; empty when the policy ignores transfers
+};
+
+namespace {
+
+std::optional<double> usable_duration(std::optional<double> seconds) {
+  if (!seconds || !std::isfinite(*seconds) || *seconds < 0) return std::nullopt;
+  return seconds;
+}
+
+double usable_transfer(double seconds) { return std::isfinite(seconds) && seconds > 0 ? seconds : 0.0; }
+
+}  // namespace
+
+ModelBasedScheduler::ModelBasedScheduler(ModelPolicy policy) : policy_(policy) {}
+
+ModelBasedScheduler::~ModelBasedScheduler() = default;
+
+void ModelBasedScheduler::init(std::span<const ext::WorkerInfo> workers, ext::SchedulerContext& context) {
+  context_ = &context;
+  for (const ext::WorkerInfo& info : workers) {
+    auto slot = std::make_unique<Slot>();
+    slot->info = info;
+    arch_has_workers_[static_cast<unsigned>(info.arch)] = true;
+    node_count_ = std::max(node_count_, info.memory_node + 1);
+    if (by_id_.size() <= info.id) by_id_.resize(info.id + 1, nullptr);
+    by_id_[info.id] = slot.get();
+    slots_.push_back(std::move(slot));
+  }
+  const std::size_t n = slots_.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    Slot& self = *slots_[i];
+    std::vector<Slot*> same_node;
+    std::vector<Slot*> other_node;
+    // Starting after oneself, so that thieves with equal choices do not all pick the same victim.
+    for (std::size_t k = 1; k < n; ++k) {
+      Slot* peer = slots_[(i + k) % n].get();
+      if (peer->info.arch != self.info.arch) continue;
+      (peer->info.memory_node == self.info.memory_node ? same_node : other_node).push_back(peer);
+    }
+    self.same_node_peers = same_node.size();
+    self.peers = std::move(same_node);
+    self.peers.insert(self.peers.end(), other_node.begin(), other_node.end());
+  }
+}
+
+ModelBasedScheduler::Estimates ModelBasedScheduler::estimate(const ext::SchedTask& task) const {
+  Estimates estimates;
+  for (unsigned a = 0; a < kArchCount; ++a) {
+    estimates.eligible[a] = arch_has_workers_[a] && task.where.contains(static_cast<Arch>(a));
+  }
+  estimates.has_model = context_->has_model(task);
+  if (estimates.has_model) {
+    for (unsigned a = 0; a < kArchCount; ++a) {
+      if (estimates.eligible[a]) {
+        estimates.duration[a] = usable_duration(context_->expected_duration(task, static_cast<Arch>(a)));
+      }
+    }
+  }
+  if (policy_.count_transfers || policy_.prefer_local_data) {
+    estimates.transfer.assign(node_count_, 0.0);
+    std::vector<bool> asked(node_count_, false);
+    for (const auto& slot : slots_) {
+      const unsigned node = slot->info.memory_node;
+      if (asked[node] || !estimates.eligible[static_cast<unsigned>(slot->info.arch)]) continue;
+      asked[node] = true;
+      estimates.transfer[node] = usable_transfer(context_->expected_transfer(task, node));
+    }
+  }
+  return estimates;
+}
+
+double ModelBasedScheduler::free_time(const Slot& slot, double now) const {
+  return std::max(now, slot.running_end) + std::max(0.0, slot.queued_work);
+}
+
+double ModelBasedScheduler::start_time(const Slot& slot, int priority, double now) const {
+  if (!policy_.by_priority) return free_time(slot, now);
+  double ahead = 0;
+  for (const auto& [level, work] : slot.work_by_priority) {
+    if (level < priority) break;  // ordered from the highest priority down
+    ahead += work.work;
+  }
+  return std::max(now, slot.running_end) + std::max(0.0, ahead);
+}
+
+double ModelBasedScheduler::nominal_duration() const {
+  return known_duration_count_ == 0 ? 0.0 : known_duration_sum_ / static_cast<double>(known_duration_count_);
+}
+
+ModelBasedScheduler::Slot* ModelBasedScheduler::pick(std::span<Slot* const> candidates,
+                                                     std::span<const double> completions,
+                                                     std::span<const double> transfers, double now) const {
+  // Compared as time from now: a relative tolerance on absolute clock values would grow with
+  // the machine's uptime.
+  double best = std::numeric_limits<double>::infinity();
+  for (double completion : completions) best = std::min(best, completion - now);
+  const double limit = best + policy_.tie_tolerance * std::abs(best) + 1e-12;
+  Slot* chosen = nullptr;
+  double chosen_transfer = 0;
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    if (!(completions[i] - now <= limit)) continue;
+    Slot* slot = candidates[i];
+    const double transfer = policy_.prefer_local_data && !transfers.empty() ? transfers[i] : 0.0;
+    if (chosen != nullptr) {
+      if (transfer > chosen_transfer) continue;
+      if (transfer == chosen_transfer) {
+        if (slot->queued_tasks > chosen->queued_tasks) continue;
+        if (slot->queued_tasks == chosen->queued_tasks && slot->info.id > chosen->info.id) continue;
+      }
+    }
+    chosen = slot;
+    chosen_transfer = transfer;
+  }
+  // Only when every completion was NaN, which the sanitised estimates rule out.
+  return chosen != nullptr ? chosen : candidates.front();
+}
+
+ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& task, const Estimates& estimates,
+                                                        double now) const {
+  std::vector<Slot*> candidates;
+  for (const auto& slot : slots_) {
+    if (estimates.eligible[static_cast<unsigned>(slot->info.arch)]) candidates.push_back(slot.get());
+  }
+  if (candidates.empty()) return {};
+
+  auto transfer_to = [&](const Slot& slot) {
+    return estimates.transfer.empty() ? 0.0 : estimates.transfer[slot.info.memory_node];
+  };
+  auto counted_transfer = [&](const Slot& slot) { return policy_.count_transfers ? transfer_to(slot) : 0.0; };
+
+  double known_sum = 0;
+  unsigned known_count = 0;
+  bool some_unknown = false;
+  if (estimates.has_model) {
+    for (unsigned a = 0; a < kArchCount; ++a) {
+      if (!estimates.eligible[a]) continue;
+      if (estimates.duration[a]) {
+        known_sum += *estimates.duration[a];
+        ++known_count;
+      } else {
+        some_unknown = true;
+      }
+    }
+  }
+
+  std::vector<double> completions;
+  std::vector<double> transfers;
+  if (estimates.has_model && some_unknown) {
+    // Calibration spreading: only workers whose architecture still needs samples.
+    std::erase_if(candidates, [&](const Slot* slot) {
+      return estimates.duration[static_cast<unsigned>(slot->info.arch)].has_value();
+    });
+    for (const Slot* slot : candidates) {
+      completions.push_back(free_time(*slot, now));
+      transfers.push_back(transfer_to(*slot));
+    }
+    Slot* chosen = pick(candidates, completions, transfers, now);
+    const double duration = known_count > 0 ? known_sum / known_count : nominal_duration();
+    return {chosen, duration + counted_transfer(*chosen), std::nullopt};
+  }
+
+  const double nominal = nominal_duration();
+  for (const Slot* slot : candidates) {
+    const auto& known = estimates.duration[static_cast<unsigned>(slot->info.arch)];
+    const double duration = estimates.has_model ? *known : nominal;
+    completions.push_back(start_time(*slot, task.priority, now) + counted_transfer(*slot) + duration);
+    transfers.push_back(transfer_to(*slot));
+  }
+  Slot* chosen = pick(candidates, completions, transfers, now);
+  const auto arch = static_cast<unsigned>(chosen->info.arch);
+  const double duration = estimates.has_model ? *estimates.duration[arch] : nominal;
+  return {chosen, duration + counted_transfer(*chosen),
+          estimates.has_model ? estimates.duration[arch] : std::nullopt};
+}
+
+void ModelBasedScheduler::charge(Slot& slot, const Entry& entry, std::optional<double> known_duration) {
+  slot.queued_work += entry.charge;
+  ++slot.queued_tasks;
+  if (policy_.by_priority) {
+    PriorityWork& level = slot.work_by_priority[entry.rank];
+    level.work += entry.charge;
+    ++level.tasks;
+  }
+  if (known_duration) {
+    known_duration_sum_ += *known_duration;
+    ++known_duration_count_;
+  }
+}
+
+void ModelBasedScheduler::discharge(Slot& slot, const Entry& entry) {
+  slot.queued_work -= entry.charge;
+  // Exactly zero once the queue is empty, so rounding errors cannot accumulate.
+  if (--slot.queued_tasks == 0) slot.queued_work = 0;
+  if (policy_.by_priority) {
+    auto level = slot.work_by_priority.find(entry.rank);
+    if (level != slot.work_by_priority.end()) {
+      level->second.work -= entry.charge;
+      if (--level->second.tasks == 0) slot.work_by_priority.erase(level);
+    }
+  }
+}
+
+void ModelBasedScheduler::push(ext::SchedTask* task, int /*from_worker*/) {
+  const Estimates estimates = estimate(*task);
+  const double now = context_->now();
+  Slot* target = nullptr;
+  Entry entry;
+  {
+    std::lock_guard guard(accounting_mutex_);
+    const Choice choice = choose(*task, estimates, now);
+    if (choice.slot == nullptr) {
+      // No worker can run it; the engine refuses such tasks before they get here. Kept rather
+      // than handed to a worker that cannot run it.
+      unrunnable_.push_back(task);
+      return;
+    }
+    const std::uint64_t arrival = next_arrival_++;
+    entry = Entry{.rank = policy_.by_priority ? task->priority : 0,
+                  .order = policy_.by_priority ? task->sequence : arrival,
+                  .arrival = arrival,
+                  .task = task,
+                  .charge = choice.charge};
+    charge(*choice.slot, entry, choice.known_duration);
+    target = choice.slot;
+  }
+  // Before the task is queued: once queued it may run, finish and be recycled at any moment.
+  if (policy_.prefetch && target->info.memory_node != 0) {
+    try {
+      context_->prefetch(*task, target->info.memory_node);
+    } catch (...) {
+      // Prefetching is only a head start: the worker fetches the data itself before running.
+    }
+  }
+  {
+    std::lock_guard guard(target->queue_mutex);
+    target->queue.insert(entry);
+    target->queued.fetch_add(1, std::memory_order_release);
+  }
+}
+
+bool ModelBasedScheduler::take_first(Slot& slot, Arch arch, Entry& out) {
+  if (slot.queued.load(std::memory_order_acquire) == 0) return false;
+  std::lock_guard guard(slot.queue_mutex);
+  // Every queued task can run on the slot's architecture; the check is a safety net.
+  for (auto it = slot.queue.begin(); it != slot.queue.end(); ++it) {
+    if (!it->task->where.contains(arch)) continue;
+    out = *it;
+    slot.queue.erase(it);
+    slot.queued.fetch_sub(1, std::memory_order_relaxed);
+    return true;
+  }
+  return false;
+}
+
+ModelBasedScheduler::Slot* ModelBasedScheduler::steal(Slot& thief, Entry& out) {
+  const std::span<Slot* const> peers(thief.peers);
+  const std::span<Slot* const> tiers[] = {peers.first(thief.same_node_peers), peers.subspan(thief.same_node_peers)};
+  for (std::span<Slot* const> tier : tiers) {
+    // Each failed take means another worker emptied that queue meanwhile; bounded retries.
+    for (std::size_t attempt = 0; attempt < tier.size(); ++attempt) {
+      Slot* victim = nullptr;
+      std::size_t most = 0;
+      for (Slot* peer : tier) {
+        const std::size_t queued = peer->queued.load(std::memory_order_relaxed);
+        if (queued > most) {
+          most = queued;
+          victim = peer;
+        }
+      }
+      if (victim == nullptr) break;
+      if (take_first(*victim, thief.info.arch, out)) return victim;
+    }
+  }
+  return nullptr;
+}
+
+ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
+  Slot* self = worker < by_id_.size() ? by_id_[worker] : nullptr;
+  if (self == nullptr) return nullptr;
+  Entry entry;
+  Slot* source = take_first(*self, self->info.arch, entry) ? self : steal(*self, entry);
+  if (source == nullptr) {
+    if (!self->idle_noted) {
+      // Nothing runs on this worker now: whatever it ran ended, early or not.
+      const double now = context_->now();
+      std::lock_guard guard(accounting_mutex_);
+      self->running_end = now;
+      self->idle_noted = true;
+    }
+    return nullptr;
+  }
+  self->idle_noted = false;
+  const double now = context_->now();
+  std::lock_guard guard(accounting_mutex_);
+  discharge(*source, entry);
+  self->running_end = now + entry.charge;
+  return entry.task;
+}
+
+}  // namespace hetflow::detail

@@ -96,6 +96,7 @@ class ModelBasedScheduler : public ext::Scheduler {
   struct Choice {
     Slot* slot = nullptr;
     double charge = 0;
+    std::optional<double> known_duration;  // the model's duration on the chosen architecture
   };
 
   [[nodiscard]] Estimates estimate(const ext::SchedTask& task) const;

@@ -140,7 +140,7 @@ class Parser {
 
   void expect_word(std::string_view word) {
     const JsonPosition start = here();
-    if (text_.substr(pos_, word.size()) != word) fail_at(start, "unexpected " + describe_here());
+    if (text_.substr(pos_, word.size()) != word) fail_at(start, "expected '" + std::string(word) + "'");
     for (std::size_t i = 0; i < word.size(); ++i) advance();
   }
 

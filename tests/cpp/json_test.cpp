@@ -80,7 +80,7 @@ TEST(Json, UnderflowReadsAsZeroAndOverflowIsAnError) {
 }
 
 TEST(Json, ErrorsCarryOriginLineAndColumn) {
-  EXPECT_EQ(parse_error("{\n  \"a\": 1,\n  \"b\": tru\n}"), "doc.json:3:8: unexpected 't'");
+  EXPECT_EQ(parse_error("{\n  \"a\": 1,\n  \"b\": tru\n}"), "doc.json:3:8: expected 'true'");
   EXPECT_EQ(parse_error("[1, 2"), "doc.json:1:6: expected ',' or ']' in the array opened at 1:1, found end of text");
   EXPECT_EQ(parse_error("{\"a\" 1}"), "doc.json:1:6: expected ':' after the key, found '1'");
   EXPECT_EQ(parse_error("{\"a\": 1, \"a\": 2}"), "doc.json:1:10: key \"a\" appears twice in this object");

@@ -1,6 +1,8 @@
 #pragma once
 // Programs built for one device, by (source, build options), and their kernels by name. Used by
 // the one worker that drives the device, so it needs no lock.
+#include <cstddef>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>

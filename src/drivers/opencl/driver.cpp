@@ -1,0 +1,100 @@
+// The OpenCL driver: one worker per device, each with its device's memory as a memory node and
+// a cache of the programs built for it.
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "drivers/opencl/device.hpp"
+#include "drivers/opencl/device_memory.hpp"
+#include "drivers/opencl/program_cache.hpp"
+#include "hetflow/error.hpp"
+#include "hetflow/opencl.hpp"
+
+namespace hetflow::opencl {
+namespace detail {
+namespace {
+
+/// What TaskContext::driver_state() points to on an OpenCL worker.
+struct WorkerState {
+  WorkerState(std::shared_ptr<DeviceResources> resources, unsigned index)
+      : device(std::move(resources)), memory(std::make_shared<DeviceMemory>(device, index)), programs(*device) {}
+
+  std::shared_ptr<DeviceResources> device;
+  std::shared_ptr<DeviceMemory> memory;
+  ProgramCache programs;  // refers to *device, which outlives it
+};
+
+class OpenCLDriver final : public ext::Driver {
+ public:
+  explicit OpenCLDriver(const std::vector<DeviceId>& devices) {
+    workers_.reserve(devices.size());
+    for (const DeviceId& id : devices) {
+      const auto index = static_cast<unsigned>(workers_.size());
+      workers_.push_back(std::make_unique<WorkerState>(std::make_shared<DeviceResources>(id), index));
+    }
+  }
+
+  [[nodiscard]] std::string_view name() const override { return "opencl"; }
+  [[nodiscard]] Arch arch() const override { return Arch::opencl; }
+  [[nodiscard]] unsigned worker_count() const override { return static_cast<unsigned>(workers_.size()); }
+  [[nodiscard]] std::shared_ptr<ext::MemoryNode> memory_node(unsigned index) override { return worker(index).memory; }
+  [[nodiscard]] void* worker_state(unsigned index) override { return &worker(index); }
+
+  void finish_task(unsigned index) override {
+    const DeviceResources& device = *worker(index).device;
+    check(clFinish(device.compute_queue()), "clFinish after a task on device '" + device.name() + "'");
+  }
+
+ private:
+  WorkerState& worker(unsigned index) const {
+    if (index >= workers_.size()) {
+      throw InvalidArgument("hetflow::opencl: worker " + std::to_string(index) + " asked of a driver with " +
+                            std::to_string(workers_.size()) + " workers");
+    }
+    return *workers_[index];
+  }
+
+  std::vector<std::unique_ptr<WorkerState>> workers_;
+};
+
+WorkerState& worker_of(const TaskContext& context, const char* caller) {
+  if (context.arch() != Arch::opencl) {
+    throw Error(std::string("hetflow::opencl::") + caller + ": task '" + context.task_name() + "' runs on a " +
+                std::string(arch_name(context.arch())) + " worker, not an OpenCL one");
+  }
+  // Only this driver makes workers of the opencl architecture.
+  auto* state = static_cast<WorkerState*>(context.driver_state());
+  if (state == nullptr) {
+    throw Error(std::string("hetflow::opencl::") + caller + ": task '" + context.task_name() +
+                "' runs on a worker without OpenCL state");
+  }
+  return *state;
+}
+
+cl_device_type chosen_device_types(const DriverOptions& options) {
+  if (!options.device_types_set) {
+    const char* text = std::getenv("HETFLOW_OPENCL_DEVICES");
+    if (text != nullptr && *text != '\0') return parse_device_types(text);
+  }
+  return options.device_types;
+}
+
+}  // namespace
+}  // namespace detail
+
+std::shared_ptr<ext::Driver> make_driver(DriverOptions options) {
+  const cl_device_type types = detail::chosen_device_types(options);
+  if (types == 0) throw InvalidArgument("hetflow::opencl::make_driver: DriverOptions::device_types is empty");
+  return std::make_shared<detail::OpenCLDriver>(detail::find_devices(types, options.max_devices));
+}
+
+const Device& device(const TaskContext& context) { return detail::worker_of(context, "device").device->view(); }
+
+cl_kernel kernel(const TaskContext& context, std::string_view source, std::string_view name,
+                 std::string_view build_options) {
+  return detail::worker_of(context, "kernel").programs.kernel(source, name, build_options);
+}
+
+}  // namespace hetflow::opencl

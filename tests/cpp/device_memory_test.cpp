@@ -1,0 +1,318 @@
+// Data on device memory nodes: coherence between host RAM and a device node, the per-node
+// buffer cache, LRU eviction with write-back under a memory limit, prefetch, and failures. The
+// device is simulated in host memory by a test driver whose copies run on another thread, so
+// that everything here runs without an accelerator.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <numeric>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "hetflow/hetflow.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using hetflow::AccessMode;
+using hetflow::Arch;
+using hetflow::Codelet;
+using hetflow::Config;
+using hetflow::DataHandle;
+using hetflow::Runtime;
+using hetflow::TaskContext;
+
+class AsyncCopy final : public hetflow::ext::Transfer {
+ public:
+  explicit AsyncCopy(std::future<void> copy) : copy_(std::move(copy)) {}
+  void wait() override { copy_.get(); }
+  bool done() override { return copy_.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }
+
+ private:
+  std::future<void> copy_;
+};
+
+// Host memory posing as a device's: buffers are distinct from the user's, copies are counted.
+class FakeDeviceMemory final : public hetflow::ext::MemoryNode {
+ public:
+  std::string name() const override { return "fake0"; }
+  void* allocate(std::size_t bytes) override {
+    std::lock_guard guard(mutex_);
+    live_bytes += bytes;
+    peak_bytes = std::max(peak_bytes, live_bytes);
+    ++allocations;
+    void* buffer = ::operator new(bytes);
+    live.insert(buffer);
+    return buffer;
+  }
+  void free(void* buffer, std::size_t bytes) noexcept override {
+    std::lock_guard guard(mutex_);
+    live_bytes -= bytes;
+    live.erase(buffer);
+    ::operator delete(buffer);
+  }
+  std::unique_ptr<hetflow::ext::Transfer> copy_from_host(void* buffer, const void* host, std::size_t bytes) override {
+    copies_in.fetch_add(1);
+    return std::make_unique<AsyncCopy>(std::async(std::launch::async, [=] { std::memcpy(buffer, host, bytes); }));
+  }
+  void copy_to_host(void* host, const void* buffer, std::size_t bytes) override {
+    copies_out.fetch_add(1);
+    std::memcpy(host, buffer, bytes);
+  }
+  bool owns(const void* buffer) {
+    std::lock_guard guard(mutex_);
+    return live.count(const_cast<void*>(buffer)) != 0;
+  }
+
+  std::atomic<int> copies_in{0};
+  std::atomic<int> copies_out{0};
+  std::size_t live_bytes = 0;
+  std::size_t peak_bytes = 0;
+  int allocations = 0;
+
+ private:
+  std::mutex mutex_;
+  std::set<void*> live;
+};
+
+class FakeDeviceDriver final : public hetflow::ext::Driver {
+ public:
+  std::string_view name() const override { return "fake"; }
+  Arch arch() const override { return Arch::opencl; }
+  unsigned worker_count() const override { return 1; }
+  std::shared_ptr<hetflow::ext::MemoryNode> memory_node(unsigned) override { return memory; }
+  void finish_task(unsigned) override { finished.fetch_add(1); }
+
+  std::shared_ptr<FakeDeviceMemory> memory = std::make_shared<FakeDeviceMemory>();
+  std::atomic<int> finished{0};
+};
+
+struct Device {
+  std::shared_ptr<FakeDeviceDriver> driver = std::make_shared<FakeDeviceDriver>();
+  FakeDeviceMemory& memory() const { return *driver->memory; }
+};
+
+Config with_device(const Device& device, unsigned ncpus = 2, std::map<unsigned, std::size_t> limits = {}) {
+  Config config;
+  config.ncpus = ncpus;
+  config.drivers = {device.driver};
+  config.memory_limits = std::move(limits);
+  return config;
+}
+
+// x[i] += 1 on the host or on the device, checking that the buffer it gets is the right one.
+Codelet increment(const Device& device) {
+  Codelet codelet;
+  codelet.name = "increment";
+  auto body = [&memory = device.memory()](TaskContext& context) {
+    const bool on_device = context.arch() == Arch::opencl;
+    if (memory.owns(context.buffer(0).ptr) != on_device) throw hetflow::Error("buffer from the wrong node");
+    auto* x = context.buffer(0).as<int>();
+    for (std::size_t i = 0; i < context.buffer(0).elements(); ++i) x[i] += 1;
+  };
+  codelet.cpu = body;
+  codelet.opencl = body;
+  return codelet;
+}
+
+TEST(DeviceMemory, NodesAreListedAndWorkersComputeInTheirs) {
+  Device device;
+  Runtime rt(with_device(device));
+  EXPECT_EQ(rt.memory_nodes(), (std::vector<std::string>{"host", "fake0"}));
+  ASSERT_EQ(rt.worker_count(), 3u);
+  EXPECT_EQ(rt.workers()[0].memory_node, 0u);
+  EXPECT_EQ(rt.workers()[2].memory_node, 1u);
+  EXPECT_EQ(rt.workers()[2].arch, Arch::opencl);
+}
+
+TEST(DeviceMemory, DataCrossesBetweenHostAndDeviceInOneGraph) {
+  Device device;
+  const Codelet inc = increment(device);
+  std::vector<int> data(1000, 0);
+  {
+    Runtime rt(with_device(device));
+    DataHandle x = rt.register_vector(data.data(), data.size(), "x");
+    for (int round = 0; round < 5; ++round) {
+      rt.insert(inc, {.data = {RW(x)}, .where = Arch::cpu});
+      rt.insert(inc, {.data = {RW(x)}, .where = Arch::opencl});
+    }
+    rt.unregister(x);
+    EXPECT_EQ(data, std::vector<int>(1000, 10));
+  }
+  // Every device task needed the host's latest version, and every host task the device's.
+  EXPECT_EQ(device.memory().copies_in.load(), 5);
+  EXPECT_EQ(device.memory().copies_out.load(), 5);
+  EXPECT_EQ(device.driver->finished.load(), 5);
+}
+
+TEST(DeviceMemory, ValidReplicaIsNotCopiedAgain) {
+  Device device;
+  Codelet sum;
+  sum.name = "sum";
+  std::atomic<long> total{0};
+  sum.opencl = [&](TaskContext& context) {
+    const int* x = context.buffer(0).as<const int>();
+    total.fetch_add(std::accumulate(x, x + context.buffer(0).elements(), 0L));
+  };
+  std::vector<int> data(256);
+  std::iota(data.begin(), data.end(), 0);
+  Runtime rt(with_device(device));
+  DataHandle x = rt.register_vector(data.data(), data.size());
+  for (int i = 0; i < 20; ++i) rt.insert(sum, {.data = {R(x)}});
+  rt.wait_all();
+  EXPECT_EQ(total.load(), 20L * (255 * 256 / 2));
+  EXPECT_EQ(device.memory().copies_in.load(), 1);
+  EXPECT_EQ(device.memory().copies_out.load(), 0);  // the host's copy stayed valid
+}
+
+TEST(DeviceMemory, AcquireBringsTheDevicesVersionHome) {
+  Device device;
+  const Codelet inc = increment(device);
+  std::vector<int> data(64, 1);
+  Runtime rt(with_device(device));
+  DataHandle x = rt.register_vector(data.data(), data.size());
+  rt.insert(inc, {.data = {RW(x)}, .where = Arch::opencl});
+  {
+    hetflow::Acquisition held = rt.acquire(x, AccessMode::R);
+    EXPECT_EQ(held.as<int>()[0], 2);
+  }
+  EXPECT_EQ(device.memory().copies_out.load(), 1);
+  // A write on the host invalidates the device's copy: the next device task fetches again.
+  {
+    hetflow::Acquisition held = rt.acquire(x, AccessMode::RW);
+    held.as<int>()[0] = 100;
+  }
+  rt.insert(inc, {.data = {RW(x)}, .where = Arch::opencl});
+  rt.unregister(x);
+  EXPECT_EQ(data[0], 101);
+  EXPECT_EQ(data[1], 3);
+  EXPECT_EQ(device.memory().copies_in.load(), 2);
+}
+
+TEST(DeviceMemory, WriteOnlyAccessNeedsNoCopy) {
+  Device device;
+  Codelet fill;
+  fill.name = "fill";
+  fill.opencl = [](TaskContext& context) {
+    auto* x = context.buffer(0).as<int>();
+    std::fill(x, x + context.buffer(0).elements(), 7);
+  };
+  std::vector<int> data(128, 0);
+  Runtime rt(with_device(device));
+  DataHandle x = rt.register_vector(data.data(), data.size());
+  rt.insert(fill, {.data = {W(x)}});
+  rt.unregister(x);
+  EXPECT_EQ(data, std::vector<int>(128, 7));
+  EXPECT_EQ(device.memory().copies_in.load(), 0);
+  EXPECT_EQ(device.memory().copies_out.load(), 1);
+}
+
+TEST(DeviceMemory, LimitEvictsLeastRecentlyUsedAndWritesDirtyDataBack) {
+  Device device;
+  const Codelet inc = increment(device);
+  constexpr std::size_t kVectors = 12;
+  constexpr std::size_t kElements = 1024;
+  constexpr std::size_t kBytes = kElements * sizeof(int);
+  std::vector<std::vector<int>> data(kVectors, std::vector<int>(kElements, 0));
+  {
+    // Room for three vectors on the device, twelve in use.
+    Runtime rt(with_device(device, 2, {{1, 3 * kBytes}}));
+    std::vector<DataHandle> handles;
+    for (auto& vector : data) handles.push_back(rt.register_vector(vector.data(), kElements));
+    for (int round = 0; round < 3; ++round) {
+      for (auto& handle : handles) rt.insert(inc, {.data = {RW(handle)}, .where = Arch::opencl});
+    }
+    rt.wait_all();
+    EXPECT_LE(device.memory().peak_bytes, 3 * kBytes);
+    // The dirty replicas that were evicted went home before their buffers were freed.
+    EXPECT_GT(device.memory().copies_out.load(), 0);
+  }
+  for (const auto& vector : data) EXPECT_EQ(vector, std::vector<int>(kElements, 3));
+  EXPECT_EQ(device.memory().live_bytes, 0u);  // everything freed at shutdown
+}
+
+TEST(DeviceMemory, BuffersAreReusedAfterUnregistration) {
+  Device device;
+  const Codelet inc = increment(device);
+  std::vector<int> data(512, 0);
+  Runtime rt(with_device(device));
+  for (int i = 0; i < 10; ++i) {
+    DataHandle x = rt.register_vector(data.data(), data.size());
+    rt.insert(inc, {.data = {RW(x)}, .where = Arch::opencl});
+    rt.unregister(x);
+  }
+  EXPECT_EQ(data[0], 10);
+  EXPECT_EQ(device.memory().allocations, 1);
+}
+
+TEST(DeviceMemory, TaskDataLargerThanTheNodeFailsClearly) {
+  Device device;
+  const Codelet inc = increment(device);
+  std::vector<int> small(16, 0);
+  std::vector<int> large(4096, 0);
+  Runtime rt(with_device(device, 1, {{1, 1024}}));
+  DataHandle too_big = rt.register_vector(large.data(), large.size(), "large");
+  auto failed = rt.insert(inc, {.data = {RW(too_big)}, .where = Arch::opencl});
+  try {
+    failed.get();
+    FAIL() << "expected an error";
+  } catch (const hetflow::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("'large'"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("does not fit"), std::string::npos) << error.what();
+  }
+  // The runtime goes on: other data still runs there.
+  DataHandle fits = rt.register_vector(small.data(), small.size());
+  rt.insert(inc, {.data = {RW(fits)}, .where = Arch::opencl}).get();
+  rt.unregister(fits);
+  EXPECT_EQ(small[0], 1);
+}
+
+TEST(DeviceMemory, PrefetchMovesDataAheadOfTheTask) {
+  Device device;
+  const Codelet inc = increment(device);
+  std::vector<int> data(256, 5);
+  Runtime rt(with_device(device));
+  DataHandle x = rt.register_vector(data.data(), data.size());
+  rt.insert(inc, {.data = {RW(x)}, .where = Arch::cpu});
+  rt.prefetch(x, 1);  // after the host task that writes it
+  rt.wait_all();
+  EXPECT_EQ(device.memory().copies_in.load(), 1);
+  rt.insert(inc, {.data = {RW(x)}, .where = Arch::opencl});
+  rt.unregister(x);
+  EXPECT_EQ(device.memory().copies_in.load(), 1);  // the task found it in place
+  EXPECT_EQ(data[0], 7);
+  EXPECT_THROW(rt.prefetch(x, 1), hetflow::InvalidArgument);  // unregistered
+}
+
+TEST(DeviceMemory, BadNodeNumbersAreRefused) {
+  Device device;
+  std::vector<int> data(4);
+  Runtime rt(with_device(device));
+  DataHandle x = rt.register_vector(data.data(), data.size());
+  EXPECT_THROW(rt.prefetch(x, 2), hetflow::InvalidArgument);
+  Config config = with_device(device, 1, {{5, 1024}});
+  EXPECT_THROW(Runtime bad(config), hetflow::InvalidArgument);
+}
+
+TEST(DeviceMemory, ManyTasksOnBothSidesStayCoherent) {
+  Device device;
+  const Codelet inc = increment(device);
+  const int rounds = static_cast<int>(hetflow::test::scaled(200));
+  std::vector<std::vector<int>> data(8, std::vector<int>(256, 0));
+  {
+    Runtime rt(with_device(device, 2, {{1, 3 * 256 * sizeof(int)}}));
+    std::vector<DataHandle> handles;
+    for (auto& vector : data) handles.push_back(rt.register_vector(vector.data(), vector.size()));
+    for (int round = 0; round < rounds; ++round) {
+      for (auto& handle : handles) rt.insert(inc, {.data = {RW(handle)}});
+    }
+  }
+  for (const auto& vector : data) EXPECT_EQ(vector, std::vector<int>(256, rounds));
+}
+
+}  // namespace
