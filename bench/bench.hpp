@@ -16,4 +16,12 @@ struct OverheadOptions {
 /// Prints `hetflow <workload>_ns_per_task <v>` lines and `hetflow pending_bytes_per_task <v>`.
 int run_overhead(const OverheadOptions& options);
 
+struct SchedSimOptions {
+  /// Tiles per side of the simulated Cholesky factorisation.
+  std::size_t tiles = 16;
+};
+
+/// Prints `<scheduler> makespan_s <v>` per scheduler and `lower_bound makespan_s <v>`.
+int run_sched_sim(const SchedSimOptions& options);
+
 }  // namespace hetflow::bench

@@ -123,6 +123,7 @@ bool parse_flags(const Subcommand& command, std::span<const std::string_view> ar
 
 int main(int argc, char** argv) {
   hetflow::bench::OverheadOptions overhead;
+  hetflow::bench::SchedSimOptions sched_sim;
   const std::vector<Subcommand> commands{
       {"overhead",
        "per-task overhead of the default scheduler: independent, chain and fanout ns per task, and bytes per "
@@ -131,6 +132,10 @@ int main(int argc, char** argv) {
         {"--repeat", "timed runs per workload; the median is printed", &overhead.repeat},
         {"--pending", "tasks held pending behind a blocked one for the memory measurement", &overhead.pending}},
        [&overhead] { return hetflow::bench::run_overhead(overhead); }},
+      {"sched-sim",
+       "makespan of every scheduler on a tiled Cholesky simulated on 8 CPU cores + 2 GPUs, and a lower bound",
+       {{"--tiles", "tiles per side of the matrix", &sched_sim.tiles, 2}},
+       [&sched_sim] { return hetflow::bench::run_sched_sim(sched_sim); }},
   };
 
   const std::vector<std::string_view> args(argv + 1, argv + argc);

@@ -184,6 +184,9 @@ class Runtime {
   /// shutdown(), which returns once the workers are idle.
   void abort();
 
+  /// Seconds since the runtime started: virtual seconds in a simulation (Config::simulate),
+  /// where after wait_all() it is the makespan of the work.
+  [[nodiscard]] double elapsed() const noexcept;
   [[nodiscard]] unsigned worker_count() const noexcept;
   /// Tasks pinned to `worker` (TaskOptions::worker) that have not finished yet.
   [[nodiscard]] std::size_t pinned_load(unsigned worker) const;

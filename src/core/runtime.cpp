@@ -20,7 +20,7 @@ using detail::kNoBody;
 
 namespace {
 
-std::string quoted(const std::string& name) { return name.empty() ? std::string("(unnamed)") : "'" + name + "'"; }
+std::string display_quoted(const std::string& name) { return name.empty() ? std::string("(unnamed)") : "'" + name + "'"; }
 
 void check_mode(AccessMode mode, const char* where) {
   if (mode != AccessMode::R && mode != AccessMode::W && mode != AccessMode::RW) {
@@ -34,11 +34,11 @@ HandleImpl& check_handle(const DataHandle& handle, const detail::RuntimeImpl& ru
   HandleImpl* impl = handle.impl();
   if (impl == nullptr) throw InvalidArgument(std::string(where) + ": empty DataHandle (never registered)");
   if (impl->runtime != &runtime) {
-    throw InvalidArgument(std::string(where) + ": data handle " + quoted(impl->name) +
+    throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl->name) +
                           " was registered with another runtime");
   }
   if (must_be_registered && !impl->registered.load(std::memory_order_acquire)) {
-    throw InvalidArgument(std::string(where) + ": data handle " + quoted(impl->name) + " has been unregistered");
+    throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl->name) + " has been unregistered");
   }
   return *impl;
 }
@@ -79,6 +79,7 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   }
   // A plain callable runs on the worker's host thread: any CPU or process worker can run it.
   ArchMask where = options.where & (codelet != nullptr ? codelet->archs() : Arch::cpu | Arch::process);
+  if (impl_->simulating()) where = options.where & impl_->simulated_archs(codelet, options.name);
   ArchMask present;
   for (const auto& worker : impl_->worker_infos()) present = present | worker.arch;
   if ((where & present).empty()) {
@@ -174,7 +175,7 @@ Future<void> Runtime::insert(const Codelet& codelet, const TaskOptions& options)
 }
 
 DataHandle Runtime::register_data(void* ptr, const DataLayout& layout, std::string name) {
-  if (ptr == nullptr) throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + quoted(name));
+  if (ptr == nullptr) throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + display_quoted(name));
   if (layout.elem_size == 0) throw InvalidArgument("hetflow::Runtime::register_data: element size is 0");
   if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::register_data: the runtime has been shut down");
   return DataHandle(impl_->register_data(ptr, layout, std::move(name)));
@@ -187,7 +188,7 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
 
   // Two references: the engine's (dropped when the acquisition is released, either way) and the
   // Acquisition object's, so that the record stays this acquisition's until the object is done.
-  TaskCore* token = impl_->submit_manual("acquire " + quoted(impl.name), &impl, mode, 2);
+  TaskCore* token = impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2);
   detail::wait_until_started(token);
   void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
   {
@@ -227,7 +228,7 @@ void Runtime::release(const DataHandle& handle) {
     }
   }
   if (token == nullptr) {
-    throw InvalidArgument("hetflow::Runtime::release: data handle " + quoted(impl->name) + " is not acquired");
+    throw InvalidArgument("hetflow::Runtime::release: data handle " + display_quoted(impl->name) + " is not acquired");
   }
   detail::complete_manual(token);  // the Acquisition object, if any, still holds its reference
 }
@@ -269,6 +270,7 @@ std::size_t Runtime::pinned_load(unsigned worker) const {
   return impl_->pinned_load(worker);
 }
 
+double Runtime::elapsed() const noexcept { return impl_->now(); }
 unsigned Runtime::worker_count() const noexcept { return static_cast<unsigned>(impl_->worker_infos().size()); }
 std::span<const ext::WorkerInfo> Runtime::workers() const noexcept { return impl_->worker_infos(); }
 const std::string& Runtime::scheduler_name() const noexcept { return impl_->scheduler_name(); }
@@ -319,7 +321,7 @@ TaskCore* RuntimeImpl::submit_manual(std::string name, HandleImpl* handle, Acces
 
 void RuntimeImpl::unregister(HandleImpl& handle) {
   if (!handle.registered.exchange(false, std::memory_order_acq_rel)) return;
-  TaskCore* token = submit_manual("unregister " + quoted(handle.name), &handle, AccessMode::RW, 1);
+  TaskCore* token = submit_manual("unregister " + display_quoted(handle.name), &handle, AccessMode::RW, 1);
   wait_until_started(token);
   complete_unregistration(token);
 }

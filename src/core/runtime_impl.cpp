@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 
 #include "core/dependencies.hpp"
 #include "core/task_pool.hpp"
@@ -35,17 +36,21 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
   scheduler_ = ext::make_scheduler(scheduler_name_);
   spin_ = std::chrono::microseconds(*config.spin_us);
 
-  const std::vector<int> cpus = *config.pin_workers ? pinning_order(*config.ncpus) : std::vector<int>{};
-  for (unsigned i = 0; i < *config.ncpus; ++i) {
-    auto worker = std::make_unique<WorkerState>();
-    worker->runtime = this;
-    worker->info = {static_cast<unsigned>(workers_.size()), Arch::cpu, kHostNode};
-    worker->pin_cpu = cpus.empty() ? -1 : cpus[i % cpus.size()];
-    workers_.push_back(std::move(worker));
-  }
-  for (const auto& driver : config.drivers) {
-    if (!driver) throw InvalidArgument("Config::drivers holds an empty driver");
-    add_workers(*driver);
+  if (!config.simulate->empty()) {
+    add_simulated_workers();
+  } else {
+    const std::vector<int> cpus = *config.pin_workers ? pinning_order(*config.ncpus) : std::vector<int>{};
+    for (unsigned i = 0; i < *config.ncpus; ++i) {
+      auto worker = std::make_unique<WorkerState>();
+      worker->runtime = this;
+      worker->info = {static_cast<unsigned>(workers_.size()), Arch::cpu, kHostNode};
+      worker->pin_cpu = cpus.empty() ? -1 : cpus[i % cpus.size()];
+      workers_.push_back(std::move(worker));
+    }
+    for (const auto& driver : config.drivers) {
+      if (!driver) throw InvalidArgument("Config::drivers holds an empty driver");
+      add_workers(*driver);
+    }
   }
   for (const auto& [node, bytes] : config.memory_limits) {
     if (node >= node_count()) {
@@ -60,9 +65,31 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
   }
   if (!config.trace_path->empty() || *config.stats) {
     recorder_ = std::make_unique<Recorder>(*config.trace_path, *config.stats, worker_infos_, node_names_);
+    if (simulator_) simulator_->recorder = recorder_.get();
   }
   scheduler_->init(worker_infos_, scheduler_context_);
-  start_workers();
+  if (!simulating()) start_workers();
+}
+
+void RuntimeImpl::add_simulated_workers() {
+  simulator_ = std::make_unique<Simulator>(MachineSpec::load(*config.simulate), *config.simulate);
+  const MachineSpec& machine = simulator_->machine;
+  for (unsigned i = 0; i < machine.cpus + machine.gpus; ++i) {
+    auto worker = std::make_unique<WorkerState>();
+    worker->runtime = this;
+    worker->info = {i, Arch::cpu, kHostNode};
+    if (i >= machine.cpus) {
+      const unsigned gpu = i - machine.cpus;
+      const unsigned node = static_cast<unsigned>(node_names_.size());
+      auto limit = config.memory_limits.find(node);
+      node_names_.push_back(simulator_->gpu_memory[gpu]->name());
+      node_memory_.push_back(std::make_unique<NodeMemory>(*this, node, simulator_->gpu_memory[gpu],
+                                                          limit != config.memory_limits.end() ? limit->second : 0));
+      worker->info = {i, Arch::cuda, node};
+    }
+    workers_.push_back(std::move(worker));
+  }
+  simulator_->running.resize(workers_.size());
 }
 
 void RuntimeImpl::add_workers(ext::Driver& driver) {
@@ -89,14 +116,22 @@ void RuntimeImpl::add_workers(ext::Driver& driver) {
 }
 
 double RuntimeImpl::now() const noexcept {
+  if (simulator_) return simulator_->clock.load(std::memory_order_acquire);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
 }
 
+void RuntimeImpl::record_transfer(unsigned from, unsigned to, std::size_t bytes, double start, double end) {
+  if (simulator_) return;  // simulated copies book their own virtual time (SimulatedMemory)
+  if (recorder_) recorder_->transfer(from, to, bytes, start, end);
+}
+
 bool RuntimeImpl::has_model(TaskCore& task) const noexcept {
+  if (simulator_) return true;  // the machine's costs, or stored models
   return task.codelet != nullptr && task.codelet->model != nullptr;
 }
 
 std::optional<double> RuntimeImpl::expected_duration(TaskCore& task, Arch arch) const {
+  if (simulator_) return simulated_cost(task, arch);
   if (!has_model(task)) return std::nullopt;
   const auto* model = dynamic_cast<const PerfModel*>(task.codelet->model.get());
   if (model == nullptr) return std::nullopt;
@@ -105,6 +140,11 @@ std::optional<double> RuntimeImpl::expected_duration(TaskCore& task, Arch arch) 
 
 double RuntimeImpl::expected_copy(unsigned from, unsigned to, std::size_t bytes) const noexcept {
   if (from == to) return 0;
+  if (simulator_) {
+    const MachineSpec& machine = simulator_->machine;
+    const unsigned hops = from != kHostNode && to != kHostNode ? 2 : 1;
+    return hops * (machine.latency_s + static_cast<double>(bytes) / machine.bandwidth_bytes_per_s);
+  }
   constexpr double kBandwidth = 10e9;  // bytes per second
   constexpr double kLatency = 10e-6;
   return kLatency + static_cast<double>(bytes) / kBandwidth;
@@ -385,6 +425,9 @@ bool RuntimeImpl::wait_all(const std::chrono::steady_clock::time_point* deadline
   if (tl_worker != nullptr && tl_worker->runtime == this) {
     throw Error("hetflow: wait_all() called from inside a task would wait for that task itself");
   }
+  if (simulator_) {
+    simulate_while_waiting([this] { return outstanding_.load(std::memory_order_seq_cst) == 0; }, deadline);
+  }
   while (outstanding_.load(std::memory_order_seq_cst) != 0) {
     all_done_waiters_.fetch_add(1, std::memory_order_seq_cst);
     std::uint32_t epoch = all_done_epoch_.load(std::memory_order_seq_cst);
@@ -477,6 +520,10 @@ void RuntimeImpl::shutdown() {
   }
   PerfModelRegistry::instance().save_all();
   if (recorder_) recorder_->finish(now());
+  if (simulator_) {
+    std::fprintf(stderr, "hetflow: simulated %zu tasks on %s with %s: makespan %.6f s\n", simulator_->tasks_run,
+                 simulator_->origin.c_str(), scheduler_name_.c_str(), now());
+  }
   stopped_.store(true, std::memory_order_release);
 }
 

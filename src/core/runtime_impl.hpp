@@ -2,6 +2,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "data/handle.hpp"
 #include "data/memory_node.hpp"
 #include "data/node_memory.hpp"
+#include "sim/simulator.hpp"
 #include "trace/recorder.hpp"
 #include "hetflow/config.hpp"
 #include "hetflow/future.hpp"
@@ -83,13 +85,20 @@ class RuntimeImpl {
   // Clock, statistics and models
   /// Seconds since the runtime started (virtual seconds under simulation).
   [[nodiscard]] double now() const noexcept;
-  void record_transfer(unsigned from, unsigned to, std::size_t bytes, double start, double end) {
-    if (recorder_) recorder_->transfer(from, to, bytes, start, end);
-  }
+  void record_transfer(unsigned from, unsigned to, std::size_t bytes, double start, double end);
   [[nodiscard]] bool has_model(TaskCore& task) const noexcept;
   [[nodiscard]] std::optional<double> expected_duration(TaskCore& task, Arch arch) const;
   /// Expected seconds to copy `bytes` from node `from` to node `to`.
   [[nodiscard]] double expected_copy(unsigned from, unsigned to, std::size_t bytes) const noexcept;
+
+  // Simulation (src/sim/simulator.cpp)
+  [[nodiscard]] bool simulating() const noexcept { return simulator_ != nullptr; }
+  /// The architectures the machine gives `codelet` (or a plain task called `name`) a cost on.
+  [[nodiscard]] ArchMask simulated_archs(const Codelet* codelet, const std::string& name) const;
+  /// Advances virtual time until `reached()` or until the application must act; then, while
+  /// waiting on the application, looks again now and then (until the deadline, if any).
+  void simulate_while_waiting(const std::function<bool()>& reached,
+                              const std::chrono::steady_clock::time_point* deadline = nullptr);
 
   [[nodiscard]] const std::vector<ext::WorkerInfo>& worker_infos() const noexcept { return worker_infos_; }
   /// Unfinished tasks pinned to `worker` (queued or running).
@@ -124,11 +133,17 @@ class RuntimeImpl {
   void run_body(TaskCore* task, WorkerState& worker, TaskContext& context);
   /// Starts moving the data of the task this worker runs next while the current one runs.
   void look_ahead(WorkerState& worker);
+  void add_simulated_workers();
+  [[nodiscard]] std::optional<double> simulated_cost(TaskCore& task, Arch arch) const;
+  void simulate_until(const std::function<bool()>& reached);
+  void start_simulated(WorkerState& worker);
+  void complete_simulated(unsigned worker);
 
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::vector<std::string> node_names_{"host"};
   std::vector<std::unique_ptr<NodeMemory>> node_memory_;  // [0] empty: host RAM is the users' buffers
   std::unique_ptr<Recorder> recorder_;
+  std::unique_ptr<Simulator> simulator_;
   EngineSchedulerContext scheduler_context_{*this};
   std::vector<ext::WorkerInfo> worker_infos_;
   std::vector<std::unique_ptr<WorkerState>> workers_;

@@ -35,16 +35,22 @@ bool worker_waits_for(TaskCore* task) {
 
 void wait(TaskCore* task) {
   if (is_final(task->status())) return;
+  if (task->runtime->simulating()) task->runtime->simulate_while_waiting([task] { return is_final(task->status()); });
   if (worker_waits_for(task)) return;
   block_until(task, kFinished, nullptr);
 }
 
 bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline) {
+  if (task->runtime->simulating()) {
+    task->runtime->simulate_while_waiting([task] { return is_final(task->status()); }, &deadline);
+  }
   return block_until(task, kFinished, &deadline);
 }
 
 void wait_until_started(TaskCore* task) {
-  block_until(task, [](TaskStatus s) { return s != TaskStatus::pending; }, nullptr);
+  const auto started = [](TaskStatus s) { return s != TaskStatus::pending; };
+  if (task->runtime->simulating()) task->runtime->simulate_while_waiting([&] { return started(task->status()); });
+  block_until(task, started, nullptr);
 }
 
 void complete_manual(TaskCore* task) noexcept {

@@ -1,0 +1,208 @@
+// hetflow-bench sched-sim: every scheduler on a tiled Cholesky factorisation, simulated on a
+// machine of 8 CPU cores and 2 GPUs (HETFLOW_SIMULATE's engine, virtual time), next to a lower
+// bound on any schedule's makespan.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "bench.hpp"
+#include "hetflow/hetflow.hpp"
+
+namespace hetflow::bench {
+namespace {
+
+// Seconds per task on a 960 x 960 double tile (7.0 MiB): a core runs DGEMM (2 b^3 flops) at
+// 40 GFLOP/s, a GPU ten times faster; SYRK and TRSM (b^3) gain 6x and 4x on a GPU, and a tile's
+// POTRF (b^3 / 3), too small to fill a GPU, runs at 30 GFLOP/s on a core and half that on a GPU.
+struct KernelCost {
+  const char* name;
+  double cpu;
+  double cuda;
+};
+constexpr KernelCost kCosts[] = {
+    {"potrf", 9.83e-3, 19.66e-3},
+    {"trsm", 22.12e-3, 5.53e-3},
+    {"syrk", 22.12e-3, 3.69e-3},
+    {"gemm", 44.24e-3, 4.424e-3},
+};
+constexpr unsigned kCpus = 8;
+constexpr unsigned kGpus = 2;
+constexpr std::size_t kTile = 960;
+constexpr double kBandwidthGBs = 12.0;
+constexpr double kLatencyUs = 10.0;
+
+std::string machine_json() {
+  std::string json = "{\n  \"cpus\": " + std::to_string(kCpus) + ",\n  \"gpus\": " + std::to_string(kGpus) +
+                     ",\n  \"link\": {\"bandwidth_gbs\": " + std::to_string(kBandwidthGBs) +
+                     ", \"latency_us\": " + std::to_string(kLatencyUs) + "},\n  \"codelets\": {\n";
+  for (std::size_t i = 0; i < std::size(kCosts); ++i) {
+    json += "    \"" + std::string(kCosts[i].name) + "\": {\"cpu\": " + std::to_string(kCosts[i].cpu) +
+            ", \"cuda\": " + std::to_string(kCosts[i].cuda) + "}" + (i + 1 < std::size(kCosts) ? ",\n" : "\n");
+  }
+  return json + "  }\n}\n";
+}
+
+const KernelCost& cost_of(const std::string& name) {
+  for (const KernelCost& cost : kCosts) {
+    if (name == cost.name) return cost;
+  }
+  throw Error("sched-sim: no cost for " + name);
+}
+
+// The Cholesky task graph, for the lower bound: each task's kernel and predecessors.
+struct GraphTask {
+  std::string kernel;
+  std::vector<std::size_t> after;
+};
+
+class CholeskyGraph {
+ public:
+  explicit CholeskyGraph(std::size_t tiles) : tiles_(tiles), last_writer_(tiles * tiles, kNone) {}
+
+  // Calls submit(kernel, reads, written, priority) in the order of the right-looking algorithm
+  // and records the graph; tiles are numbered i + j * tiles (lower triangle).
+  template <class Submit>
+  void build(Submit submit) {
+    const std::size_t n = tiles_;
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto priority = [&](std::size_t extra) { return static_cast<int>(3 * (n - k) + extra); };
+      add("potrf", {}, at(k, k), priority(2), submit);
+      for (std::size_t i = k + 1; i < n; ++i) add("trsm", {at(k, k)}, at(i, k), priority(1), submit);
+      for (std::size_t i = k + 1; i < n; ++i) {
+        add("syrk", {at(i, k)}, at(i, i), priority(0), submit);
+        for (std::size_t j = k + 1; j < i; ++j) add("gemm", {at(i, k), at(j, k)}, at(i, j), priority(0), submit);
+      }
+    }
+  }
+  [[nodiscard]] const std::vector<GraphTask>& tasks() const noexcept { return tasks_; }
+  [[nodiscard]] std::size_t at(std::size_t i, std::size_t j) const noexcept { return i + j * tiles_; }
+
+ private:
+  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+
+  template <class Submit>
+  void add(const char* kernel, std::vector<std::size_t> reads, std::size_t written, int priority, Submit& submit) {
+    GraphTask task{kernel, {}};
+    for (std::size_t tile : reads) {
+      if (last_writer_[tile] != kNone) task.after.push_back(last_writer_[tile]);
+    }
+    if (last_writer_[written] != kNone) task.after.push_back(last_writer_[written]);
+    last_writer_[written] = tasks_.size();
+    tasks_.push_back(std::move(task));
+    submit(kernel, reads, written, priority);
+  }
+
+  std::size_t tiles_;
+  std::vector<std::size_t> last_writer_;
+  std::vector<GraphTask> tasks_;
+};
+
+// No schedule beats the longest chain of tasks each on its fastest architecture, nor the
+// work divided among all workers in the best proportions: with two kinds of workers, the
+// best fractional split gives the GPUs the kernels they speed up most (a fractional knapsack),
+// found by bisection on the makespan.
+double lower_bound(const std::vector<GraphTask>& tasks) {
+  std::vector<double> finish(tasks.size(), 0);
+  double critical_path = 0;
+  std::map<std::string, std::size_t> counts;
+  for (std::size_t t = 0; t < tasks.size(); ++t) {
+    const KernelCost& cost = cost_of(tasks[t].kernel);
+    double start = 0;
+    for (std::size_t before : tasks[t].after) start = std::max(start, finish[before]);
+    finish[t] = start + std::min(cost.cpu, cost.cuda);
+    critical_path = std::max(critical_path, finish[t]);
+    ++counts[tasks[t].kernel];
+  }
+  std::vector<KernelCost> by_gain(std::begin(kCosts), std::end(kCosts));
+  std::sort(by_gain.begin(), by_gain.end(),
+            [](const KernelCost& a, const KernelCost& b) { return a.cpu / a.cuda > b.cpu / b.cuda; });
+  auto feasible = [&](double makespan) {
+    double gpu_time = kGpus * makespan;
+    double cpu_time = kCpus * makespan;
+    for (const KernelCost& kernel : by_gain) {
+      const double count = static_cast<double>(counts[kernel.name]);
+      const double on_gpu = std::min(count, gpu_time / kernel.cuda);
+      gpu_time -= on_gpu * kernel.cuda;
+      cpu_time -= (count - on_gpu) * kernel.cpu;
+    }
+    return cpu_time >= 0;
+  };
+  double low = 0;
+  double high = 0;
+  for (const GraphTask& task : tasks) high += cost_of(task.kernel).cpu;
+  for (int round = 0; round < 100; ++round) {
+    const double middle = (low + high) / 2;
+    (feasible(middle) ? high : low) = middle;
+  }
+  return std::max(critical_path, high);
+}
+
+double simulate(const std::string& scheduler, const std::string& machine_file, std::size_t tiles) {
+  std::map<std::string, Codelet> codelets;
+  for (const KernelCost& cost : kCosts) {
+    Codelet codelet;
+    codelet.name = cost.name;
+    codelet.cpu = [](TaskContext&) {};  // never run: the machine gives the time
+    codelet.cuda = [](TaskContext&) {};
+    codelets[cost.name] = codelet;
+  }
+  Config config;
+  config.scheduler = scheduler;
+  config.simulate = machine_file;
+  Runtime rt(config);
+  // Nothing reads or writes the tiles in a simulation: they all name one buffer.
+  static std::vector<double> shared_tile(kTile * kTile);
+  std::vector<DataHandle> handles(tiles * tiles);
+  for (std::size_t j = 0; j < tiles; ++j) {
+    for (std::size_t i = j; i < tiles; ++i) {
+      handles[i + j * tiles] = rt.register_matrix(shared_tile.data(), kTile, kTile, kTile);
+    }
+  }
+  CholeskyGraph graph(tiles);
+  graph.build([&](const char* kernel, const std::vector<std::size_t>& reads, std::size_t written, int priority) {
+    std::vector<DataAccess> data;
+    for (std::size_t tile : reads) data.push_back(R(handles[tile]));
+    data.push_back(RW(handles[written]));
+    rt.insert(codelets.at(kernel), {.data_list = data, .priority = priority});
+  });
+  rt.wait_all();
+  const double makespan = rt.elapsed();
+  rt.shutdown();
+  return makespan;
+}
+
+}  // namespace
+
+int run_sched_sim(const SchedSimOptions& options) {
+  const std::filesystem::path machine_file =
+      std::filesystem::temp_directory_path() / ("hetflow-sched-sim-" + std::to_string(::getpid()) + ".json");
+  {
+    std::ofstream out(machine_file);
+    out << machine_json();
+  }
+  std::fprintf(stderr, "sched-sim: Cholesky of %zu x %zu tiles of %zu doubles on %u CPU cores + %u GPUs\n",
+               options.tiles, options.tiles, kTile, kCpus, kGpus);
+  int status = 0;
+  try {
+    for (const char* scheduler : {"eager", "prio", "ws", "random", "dm", "dmda", "dmdas"}) {
+      std::printf("%s makespan_s %.6f\n", scheduler, simulate(scheduler, machine_file.string(), options.tiles));
+      std::fflush(stdout);
+    }
+    CholeskyGraph graph(options.tiles);
+    graph.build([](const char*, const std::vector<std::size_t>&, std::size_t, int) {});
+    std::printf("lower_bound makespan_s %.6f\n", lower_bound(graph.tasks()));
+  } catch (...) {
+    std::filesystem::remove(machine_file);
+    throw;
+  }
+  std::filesystem::remove(machine_file);
+  return status;
+}
+
+}  // namespace hetflow::bench

@@ -1,0 +1,79 @@
+#pragma once
+// Virtual-time execution (Config::simulate): the real engine and scheduler run over the virtual
+// workers and memory nodes of a MachineSpec, on the threads that wait for results, one event at
+// a time, so that a run is deterministic. Task bodies are not run: a task takes what the
+// machine says its codelet costs on the worker's architecture, plus the time to move its data.
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "hetflow/ext/memory_node.hpp"
+#include "sim/machine.hpp"
+
+namespace hetflow::detail {
+
+struct TaskCore;
+class Recorder;
+struct Simulator;
+
+/// A copy in virtual time: it ends at `end` seconds.
+class SimulatedTransfer final : public ext::Transfer {
+ public:
+  SimulatedTransfer(const Simulator& simulator, double end) : simulator_(simulator), end_(end) {}
+  void wait() override {}  // the simulator starts the task that needs it at `end` at the earliest
+  [[nodiscard]] bool done() override;
+  [[nodiscard]] double end() const noexcept { return end_; }
+
+ private:
+  const Simulator& simulator_;
+  const double end_;
+};
+
+/// A GPU's memory in a simulation: it counts bytes, and its copies take virtual time on the
+/// GPU's link, one after another: asynchronous ones end later (SimulatedTransfer), synchronous
+/// ones delay the task being started.
+class SimulatedMemory final : public ext::MemoryNode {
+ public:
+  SimulatedMemory(Simulator& simulator, unsigned node, std::string name, std::size_t capacity)
+      : simulator_(simulator), node_(node), name_(std::move(name)), capacity_(capacity) {}
+  [[nodiscard]] std::string name() const override { return name_; }
+  [[nodiscard]] std::size_t capacity() const noexcept override { return capacity_; }
+  [[nodiscard]] void* allocate(std::size_t bytes) override;
+  void free(void* buffer, std::size_t bytes) noexcept override;
+  [[nodiscard]] std::unique_ptr<ext::Transfer> copy_from_host(void* buffer, const void* host, std::size_t bytes) override;
+  void copy_to_host(void* host, const void* buffer, std::size_t bytes) override;
+
+ private:
+  /// Books the link for a copy that may start at `earliest`; returns its end.
+  double book_link(unsigned from, unsigned to, std::size_t bytes, double earliest);
+
+  Simulator& simulator_;
+  const unsigned node_;
+  const std::string name_;
+  const std::size_t capacity_;
+  std::mutex mutex_;
+  double link_free_ = 0;  // when the link finishes the copies booked so far
+};
+
+struct Simulator {
+  Simulator(MachineSpec machine_spec, std::string origin);
+
+  const MachineSpec machine;
+  const std::string origin;  // the machine file, for messages
+  std::vector<std::shared_ptr<SimulatedMemory>> gpu_memory;  // gpu i is memory node i + 1
+  Recorder* recorder = nullptr;
+
+  struct Running {
+    TaskCore* task = nullptr;
+    double start = 0;
+    double end = 0;
+  };
+  std::mutex mutex;              // one thread advances virtual time at a time
+  std::vector<Running> running;  // per worker
+  std::atomic<double> clock{0};  // seconds of virtual time
+  double transfer_time = 0;      // synchronous copies made for the task being started, so far
+  std::size_t tasks_run = 0;
+};
+
+}  // namespace hetflow::detail
