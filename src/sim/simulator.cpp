@@ -71,7 +71,8 @@ std::optional<double> RuntimeImpl::simulated_cost(TaskCore& task, Arch arch) con
 }
 
 ArchMask RuntimeImpl::simulated_archs(const Codelet* codelet, const std::string& name) const {
-  const std::string key = codelet != nullptr && !codelet->name.empty() ? codelet->name : name;
+  // The name cost_name() gives the task once submitted.
+  const std::string key = codelet != nullptr && !codelet->name.empty() ? codelet->name : (name.empty() ? "task" : name);
   ArchMask archs;
   for (Arch arch : {Arch::cpu, Arch::cuda}) {
     const bool costed = simulator_->machine.costs.count(key) != 0 && simulator_->machine.costs.at(key).count(arch) != 0;
