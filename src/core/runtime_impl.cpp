@@ -63,6 +63,17 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
     worker_infos_.push_back(worker->info);
     pinned_.push_back(std::make_unique<Pinned>());
   }
+  std::vector<ext::MemoryNode*> devices{nullptr};
+  for (std::size_t node = 1; node < node_memory_.size(); ++node) devices.push_back(&node_memory_[node]->device());
+  bus_ = std::make_unique<BusModel>(std::move(devices));
+  if (simulator_) {
+    for (unsigned node = 1; node < node_count(); ++node) {
+      bus_->set(kHostNode, node, simulator_->machine.bandwidth_bytes_per_s, simulator_->machine.latency_s);
+      bus_->set(node, kHostNode, simulator_->machine.bandwidth_bytes_per_s, simulator_->machine.latency_s);
+    }
+  } else if (node_count() > 1) {
+    bus_->calibrate(PerfModelRegistry::instance().directory().parent_path());
+  }
   if (!config.trace_path->empty() || *config.stats) {
     recorder_ = std::make_unique<Recorder>(*config.trace_path, *config.stats, worker_infos_, node_names_);
     if (simulator_) simulator_->recorder = recorder_.get();
@@ -139,15 +150,7 @@ std::optional<double> RuntimeImpl::expected_duration(TaskCore& task, Arch arch) 
 }
 
 double RuntimeImpl::expected_copy(unsigned from, unsigned to, std::size_t bytes) const noexcept {
-  if (from == to) return 0;
-  if (simulator_) {
-    const MachineSpec& machine = simulator_->machine;
-    const unsigned hops = from != kHostNode && to != kHostNode ? 2 : 1;
-    return hops * (machine.latency_s + static_cast<double>(bytes) / machine.bandwidth_bytes_per_s);
-  }
-  constexpr double kBandwidth = 10e9;  // bytes per second
-  constexpr double kLatency = 10e-6;
-  return kLatency + static_cast<double>(bytes) / kBandwidth;
+  return bus_->expected(from, to, bytes);
 }
 
 void RuntimeImpl::submit_prefetch(HandleImpl& handle, unsigned node) {
@@ -290,14 +293,23 @@ void RuntimeImpl::run_body(TaskCore* task, WorkerState& worker, TaskContext& con
     if (node != kHostNode) look_ahead(worker);
   }
   PerfModelHook* model = task->codelet != nullptr ? task->codelet->model.get() : nullptr;
-  if (model == nullptr && !recorder_) {
+  const bool timed = model != nullptr || recorder_;
+  const double start = timed ? now() : 0;
+  try {
     task->ops->run(task->storage(), context);
-    if (worker.driver != nullptr) worker.driver->finish_task(worker.driver_index);
-    return;
+  } catch (...) {
+    // What the implementation queued before it threw must end before its buffers move.
+    if (worker.driver != nullptr) {
+      try {
+        worker.driver->finish_task(worker.driver_index);
+      } catch (...) {
+        // The implementation's own error is the one to report.
+      }
+    }
+    throw;
   }
-  const double start = now();
-  task->ops->run(task->storage(), context);
   if (worker.driver != nullptr) worker.driver->finish_task(worker.driver_index);
+  if (!timed) return;
   const double end = now();
   if (model != nullptr) model->record(worker.info.arch, footprint(task), end - start);
   if (recorder_) recorder_->task(worker.info.id, task->display_name(), footprint(task), start, end);

@@ -17,6 +17,7 @@
 #include "data/handle.hpp"
 #include "data/memory_node.hpp"
 #include "data/node_memory.hpp"
+#include "perfmodel/bus.hpp"
 #include "sim/simulator.hpp"
 #include "trace/recorder.hpp"
 #include "hetflow/config.hpp"
@@ -144,6 +145,7 @@ class RuntimeImpl {
   std::vector<std::unique_ptr<NodeMemory>> node_memory_;  // [0] empty: host RAM is the users' buffers
   std::unique_ptr<Recorder> recorder_;
   std::unique_ptr<Simulator> simulator_;
+  std::unique_ptr<BusModel> bus_;
   EngineSchedulerContext scheduler_context_{*this};
   std::vector<ext::WorkerInfo> worker_infos_;
   std::vector<std::unique_ptr<WorkerState>> workers_;

@@ -1,5 +1,8 @@
 #include "data/coherence.hpp"
 
+#include <array>
+#include <cstddef>
+#include <cstring>
 #include <mutex>
 
 #include "hetflow/access.hpp"
@@ -10,6 +13,64 @@
 
 namespace hetflow::detail {
 namespace {
+
+// A layout with gaps between its runs (a tile of a larger matrix) shares those gaps with other
+// data, maybe other handles: device buffers hold the whole span, but only the runs may be
+// written into the user's memory, and reading the gaps could race with a neighbour's writer.
+// Such copies go through a staging buffer in host RAM.
+[[nodiscard]] bool has_gaps(const DataLayout& layout) noexcept { return layout.payload_bytes() != layout.span_bytes(); }
+
+template <class Copy>
+void for_each_run(const DataLayout& layout, Copy copy) {
+  const std::size_t run = layout.nx() * layout.elem_size;
+  std::array<std::size_t, DataLayout::kMaxDims> index{};
+  const std::size_t runs = layout.nx() == 0 ? 0 : layout.element_count() / layout.nx();
+  for (std::size_t r = 0; r < runs; ++r) {
+    std::size_t offset = 0;
+    for (std::size_t d = 1; d < layout.ndim; ++d) offset += index[d] * layout.strides[d];
+    copy(offset * layout.elem_size, run);
+    for (std::size_t d = 1; d < layout.ndim; ++d) {
+      if (++index[d] < layout.dims[d]) break;
+      index[d] = 0;
+    }
+  }
+}
+
+/// An asynchronous copy from a staging buffer, which it keeps alive until the copy is done.
+class StagedTransfer final : public ext::Transfer {
+ public:
+  StagedTransfer(std::unique_ptr<ext::Transfer> copy, std::unique_ptr<std::byte[]> staging)
+      : copy_(std::move(copy)), staging_(std::move(staging)) {}
+  void wait() override { copy_->wait(); }
+  bool done() override { return copy_->done(); }
+
+ private:
+  std::unique_ptr<ext::Transfer> copy_;
+  std::unique_ptr<std::byte[]> staging_;
+};
+
+std::unique_ptr<ext::Transfer> copy_from_host(HandleImpl& handle, ext::MemoryNode& node, void* buffer) {
+  const DataLayout& layout = handle.layout;
+  if (!has_gaps(layout)) return node.copy_from_host(buffer, handle.host_ptr(), layout.span_bytes());
+  auto staging = std::make_unique<std::byte[]>(layout.span_bytes());
+  const auto* host = static_cast<const std::byte*>(handle.host_ptr());
+  for_each_run(layout, [&](std::size_t offset, std::size_t bytes) { std::memcpy(&staging[offset], host + offset, bytes); });
+  std::unique_ptr<ext::Transfer> copy = node.copy_from_host(buffer, staging.get(), layout.span_bytes());
+  if (!copy) return nullptr;
+  return std::make_unique<StagedTransfer>(std::move(copy), std::move(staging));
+}
+
+void copy_to_host(HandleImpl& handle, ext::MemoryNode& node, const void* buffer) {
+  const DataLayout& layout = handle.layout;
+  if (!has_gaps(layout)) {
+    node.copy_to_host(handle.host_ptr(), buffer, layout.span_bytes());
+    return;
+  }
+  auto staging = std::make_unique<std::byte[]>(layout.span_bytes());
+  node.copy_to_host(staging.get(), buffer, layout.span_bytes());
+  auto* host = static_cast<std::byte*>(handle.host_ptr());
+  for_each_run(layout, [&](std::size_t offset, std::size_t bytes) { std::memcpy(host + offset, &staging[offset], bytes); });
+}
 
 // Everything below runs with the handle's coherence mutex held.
 
@@ -26,14 +87,17 @@ void wait_all_pending(HandleImpl& handle) {
   for (unsigned node = 1; node < handle.replicas.size(); ++node) wait_pending(handle, node);
 }
 
+}  // namespace
+
 void copy_home(HandleImpl& handle, unsigned from) {
   Replica& source = handle.replicas[from];
   wait_pending(handle, from);
-  const std::size_t bytes = handle.layout.span_bytes();
   const double start = handle.runtime->now();
-  handle.runtime->node_memory(from).device().copy_to_host(handle.host_ptr(), source.ptr, bytes);
-  handle.runtime->record_transfer(from, kHostNode, bytes, start, handle.runtime->now());
+  copy_to_host(handle, handle.runtime->node_memory(from).device(), source.ptr);
+  handle.runtime->record_transfer(from, kHostNode, handle.layout.payload_bytes(), start, handle.runtime->now());
 }
+
+namespace {
 
 // Brings the latest version into host RAM when the host replica is invalid.
 void make_host_valid(HandleImpl& handle) {
@@ -69,7 +133,7 @@ bool start_fetch(HandleImpl& handle, unsigned node, bool needs_data, bool hint =
   if (local.state != ReplicaState::invalid || local.pending || !needs_data) return true;
   make_host_valid(handle);
   local.pending_since = handle.runtime->now();
-  std::unique_ptr<ext::Transfer> transfer = memory.device().copy_from_host(local.ptr, handle.host_ptr(), bytes);
+  std::unique_ptr<ext::Transfer> transfer = copy_from_host(handle, memory.device(), local.ptr);
   if (transfer) {
     local.pending = std::move(transfer);
   } else {

@@ -25,6 +25,9 @@ void* prepare_replica(HandleImpl& handle, unsigned node, AccessMode mode);
 void prefetch(HandleImpl& handle, unsigned node);
 /// Whether a valid copy is on `node` (or on its way there).
 [[nodiscard]] bool valid_on(HandleImpl& handle, unsigned node);
+/// Copies the replica on device node `from` into the user's buffer (only the data's own bytes,
+/// never the gaps between the rows of a tile). Called with the coherence mutex held.
+void copy_home(HandleImpl& handle, unsigned from);
 /// Gives the handle's device buffers back to their nodes (at unregistration, the latest version
 /// being home already).
 void drop_device_replicas(HandleImpl& handle) noexcept;

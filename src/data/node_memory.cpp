@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "core/runtime_impl.hpp"
+#include "data/coherence.hpp"
 #include "data/handle.hpp"
 #include "data/memory_node.hpp"
 #include "hetflow/error.hpp"
@@ -88,10 +89,7 @@ bool NodeMemory::evict_one(HandleImpl& requester) {
     replica.pending.reset();
     const std::size_t bytes = victim.layout.span_bytes();
     if (replica.state == ReplicaState::owner) {
-      // The only valid copy: home first.
-      const double start = runtime_.now();
-      node_->copy_to_host(victim.host_ptr(), replica.ptr, bytes);
-      runtime_.record_transfer(index_, kHostNode, bytes, start, runtime_.now());
+      copy_home(victim, index_);  // the only valid copy goes home first
       victim.replicas[kHostNode].state = ReplicaState::owner;
     }
     replica.state = ReplicaState::invalid;

@@ -299,6 +299,33 @@ TEST(DeviceMemory, BadNodeNumbersAreRefused) {
   EXPECT_THROW(Runtime bad(config), hetflow::InvalidArgument);
 }
 
+TEST(DeviceMemory, TilesOfOneMatrixDoNotOverwriteEachOther) {
+  Device device;
+  const Codelet inc = increment(device);
+  // A 4 x 2 column-major matrix cut into a top and a bottom 2 x 2 tile: their rows interleave.
+  std::vector<int> matrix(8, 0);
+  Runtime rt(with_device(device));
+  DataHandle top = rt.register_matrix(matrix.data(), 2, 2, 4, "top");
+  DataHandle bottom = rt.register_matrix(matrix.data() + 2, 2, 2, 4, "bottom");
+  Codelet matrix_inc;
+  matrix_inc.name = "matrix_inc";
+  auto body = [](TaskContext& context) {
+    const hetflow::DataView tile = context.buffer(0);
+    for (std::size_t col = 0; col < tile.ny(); ++col) {
+      for (std::size_t row = 0; row < tile.nx(); ++row) tile.as<int>()[col * tile.ld() + row] += 1;
+    }
+  };
+  matrix_inc.cpu = body;
+  matrix_inc.opencl = body;
+  rt.insert(matrix_inc, {.data = {RW(top)}, .where = Arch::opencl});
+  rt.insert(matrix_inc, {.data = {RW(bottom)}, .where = Arch::opencl});
+  rt.wait_all();
+  rt.insert(matrix_inc, {.data = {RW(bottom)}, .where = Arch::cpu}).get();  // bottom home, written there
+  rt.unregister(top);  // top home: must not bring the device's stale bottom rows along
+  rt.unregister(bottom);
+  EXPECT_EQ(matrix, (std::vector<int>{1, 1, 2, 2, 1, 1, 2, 2}));
+}
+
 TEST(DeviceMemory, ManyTasksOnBothSidesStayCoherent) {
   Device device;
   const Codelet inc = increment(device);
