@@ -47,7 +47,8 @@ struct DriverOptions {
 /// A driver with one worker per matching device (none when no platform or device matches), in
 /// the order the platforms and their devices are listed. Throws InvalidArgument when
 /// HETFLOW_OPENCL_DEVICES is consulted and malformed, hetflow::Error when a device's context or
-/// queues cannot be created.
+/// queues cannot be created. A driver serves one Runtime at a time (its workers' program caches
+/// are not shared between threads).
 [[nodiscard]] std::shared_ptr<ext::Driver> make_driver(DriverOptions options = {});
 
 /// What an OpenCL implementation works with: its worker's device.
@@ -93,7 +94,9 @@ struct LocalMemory {
 /// Sets one kernel argument (clSetKernelArg), throwing hetflow::Error naming the argument's index.
 void set_arg(cl_kernel kernel, cl_uint index, std::size_t size, const void* value);
 
-/// Sets a kernel's arguments in order: cl_mem, scalars, plain structs, LocalMemory.
+/// Sets a kernel's arguments in order: cl_mem, scalars, plain structs, LocalMemory. Each C++ type
+/// must be the kernel parameter's (cl_float for float, cl_uint for uint): values are copied as
+/// bytes, not converted.
 template <class... Args>
 void set_args(cl_kernel kernel, const Args&... args) {
   static_assert((std::is_trivially_copyable_v<Args> && ...), "OpenCL kernel arguments are copied bytewise");
