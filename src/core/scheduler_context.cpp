@@ -2,7 +2,6 @@
 
 #include "core/runtime_impl.hpp"
 #include "data/coherence.hpp"
-#include "data/memory_node.hpp"
 
 namespace hetflow::detail {
 namespace {
@@ -24,12 +23,9 @@ double EngineSchedulerContext::expected_transfer(const ext::SchedTask& task, uns
   double seconds = 0;
   AccessRecord* accesses = t.accesses();
   for (std::size_t i = 0; i < t.access_count; ++i) {
+    if (!reads(accesses[i].mode)) continue;
     HandleImpl& handle = *accesses[i].handle;
-    if (!reads(accesses[i].mode) || valid_on(handle, node)) continue;
-    const std::size_t bytes = handle.layout.span_bytes();
-    // Through the host when the latest version is on another device.
-    if (node != kHostNode) seconds += runtime_.expected_copy(kHostNode, node, bytes);
-    if (!valid_on(handle, kHostNode)) seconds += runtime_.expected_copy(node == kHostNode ? 1U : node, kHostNode, bytes);
+    seconds += runtime_.expected_copy(valid_source(handle, node), node, handle.layout.span_bytes());
   }
   return seconds;
 }

@@ -209,10 +209,14 @@ void prefetch(HandleImpl& handle, unsigned node) {
   }
 }
 
-bool valid_on(HandleImpl& handle, unsigned node) {
-  if (handle.replicas.size() == 1) return true;
+unsigned valid_source(HandleImpl& handle, unsigned node) {
+  if (handle.replicas.size() == 1) return node;
   std::lock_guard guard(handle.coherence_mutex);
-  return handle.replicas[node].state != ReplicaState::invalid;
+  if (handle.replicas[node].state != ReplicaState::invalid) return node;
+  for (unsigned other = 0; other < handle.replicas.size(); ++other) {
+    if (handle.replicas[other].state != ReplicaState::invalid) return other;
+  }
+  return kHostNode;  // unreachable: some replica is always valid
 }
 
 void drop_device_replicas(HandleImpl& handle) noexcept {

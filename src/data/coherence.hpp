@@ -23,8 +23,9 @@ void unpin(HandleImpl& handle, unsigned node) noexcept;
 void* prepare_replica(HandleImpl& handle, unsigned node, AccessMode mode);
 /// Starts bringing a valid copy to `node` ahead of need, unless one is there or on its way.
 void prefetch(HandleImpl& handle, unsigned node);
-/// Whether a valid copy is on `node` (or on its way there).
-[[nodiscard]] bool valid_on(HandleImpl& handle, unsigned node);
+/// A node holding a valid copy (or one on its way): `node` itself if it does, else host RAM if
+/// it does, else the lowest such device node.
+[[nodiscard]] unsigned valid_source(HandleImpl& handle, unsigned node);
 /// Copies the replica on device node `from` into the user's buffer (only the data's own bytes,
 /// never the gaps between the rows of a tile). Called with the coherence mutex held.
 void copy_home(HandleImpl& handle, unsigned from);

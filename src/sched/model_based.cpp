@@ -354,4 +354,20 @@ ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
   return entry.task;
 }
 
+std::vector<ext::SchedTask*> ModelBasedScheduler::queued_tasks(unsigned worker) const {
+  std::vector<ext::SchedTask*> tasks;
+  Slot* slot = worker < by_id_.size() ? by_id_[worker] : nullptr;
+  if (slot == nullptr) return tasks;
+  std::lock_guard guard(slot->queue_mutex);
+  for (const Entry& entry : slot->queue) tasks.push_back(entry.task);
+  return tasks;
+}
+
+double ModelBasedScheduler::expected_free(unsigned worker, double now) const {
+  Slot* slot = worker < by_id_.size() ? by_id_[worker] : nullptr;
+  if (slot == nullptr) return now;
+  std::lock_guard guard(accounting_mutex_);
+  return free_time(*slot, now);
+}
+
 }  // namespace hetflow::detail

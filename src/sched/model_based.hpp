@@ -27,6 +27,14 @@
 // between architectures, so the model's choice of architecture stands; within one architecture
 // the durations are the same, so taking a peer's task only helps. It also keeps the engine's
 // wake-ups sufficient: the engine wakes one worker per architecture, not the chosen one.
+// A worker of another architecture stays idle even when the chosen one runs late: the late
+// worker's estimate is corrected at its next pop (and an idle worker's at its first empty pop),
+// so later tasks go where workers are actually free. Every queued task is eventually run by its
+// worker or a peer, so nothing starves.
+//
+// A task that waits for a future runs other tasks meanwhile, through nested pops on the same
+// worker; each of those restarts running_end, so the waiting task's remaining time is not
+// counted until the worker pops again after it.
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -69,6 +77,11 @@ class ModelBasedScheduler : public ext::Scheduler {
   void init(std::span<const ext::WorkerInfo> workers, ext::SchedulerContext& context) override;
   void push(ext::SchedTask* task, int from_worker) override;
   ext::SchedTask* pop(unsigned worker) override;
+
+  /// For tests and diagnostics: the tasks in `worker`'s own queue, in the order it takes them.
+  [[nodiscard]] std::vector<ext::SchedTask*> queued_tasks(unsigned worker) const;
+  /// For tests and diagnostics: when `worker` is expected to be free, seen at time `now`.
+  [[nodiscard]] double expected_free(unsigned worker, double now) const;
 
  private:
   // A queued task and what was charged for it, so that taking it off subtracts exactly what
