@@ -88,7 +88,11 @@ def resolve_settings(
 
 class Runtime:
     """One engine: CPU workers for the thread executor and worker processes for the process
-    executor. Made by ``hetflow.init()`` or on first use; see there."""
+    executor. Made by ``hetflow.init()`` or on first use; see there.
+
+    trace: a path where a Chrome trace (JSON, opens in Perfetto) is written at shutdown; stats:
+    print per-worker and per-transfer statistics on stderr at shutdown. None leaves them to
+    ``HETFLOW_TRACE`` and ``HETFLOW_STATS`` (docs/traces.md)."""
 
     def __init__(
         self,
@@ -97,9 +101,17 @@ class Runtime:
         executor: Optional[str] = None,
         nprocs: Optional[int] = None,
         spin_us: Optional[int] = None,
+        trace: Optional[str] = None,
+        stats: Optional[bool] = None,
     ) -> None:
         from hetflow import _hetflow, _protocol  # the engine loads on first use, not at import
 
+        if trace is not None:
+            if not isinstance(trace, (str, os.PathLike)):
+                raise ValueError(f"hetflow.Runtime: trace must be a path, not {trace!r}")
+            trace = os.fspath(trace)
+        if stats is not None and not isinstance(stats, bool):
+            raise ValueError(f"hetflow.Runtime: stats must be True or False, not {stats!r}")
         self.executor, ncpus, nprocs = resolve_settings(ncpus, sched, executor, nprocs, spin_us)
         self.ncpus = ncpus
         self.nprocs = nprocs
@@ -113,6 +125,8 @@ class Runtime:
             spin_us=spin_us,
             dumps=_dumps_value,
             freeze=freeze_exception,
+            trace=trace,
+            stats=stats,
         )
         self._function_ids: dict = {}  # function key -> the engine's id for it
         self._handles: Optional[Any] = None

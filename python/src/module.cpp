@@ -220,7 +220,8 @@ class PyRuntime {
  public:
   PyRuntime(std::optional<unsigned> ncpus, std::optional<std::string> scheduler, unsigned nprocs,
             std::vector<std::string> worker_command, std::vector<std::string> worker_environment,
-            std::optional<unsigned> spin_us, nb::callable dumps, nb::callable freeze)
+            std::optional<unsigned> spin_us, nb::callable dumps, nb::callable freeze,
+            std::optional<std::string> trace, std::optional<bool> stats)
       : dumps_(PyRef::borrow(dumps.ptr())), freeze_(PyRef::borrow(freeze.ptr())) {
     Config config;
     // The CPU workers come from the Python thread driver (GIL sessions), not the built-in one.
@@ -228,6 +229,8 @@ class PyRuntime {
     config.drivers.push_back(std::make_shared<PythonThreadDriver>(ncpus.value_or(0) > 0 ? *ncpus : default_cpus()));
     config.scheduler = std::move(scheduler);
     config.spin_us = spin_us;
+    config.trace_path = std::move(trace);
+    config.stats = stats;
     if (nprocs > 0) {
       config.drivers.push_back(make_process_driver({.command = std::move(worker_command),
                                                     .environment = std::move(worker_environment),
@@ -699,9 +702,10 @@ NB_MODULE(_hetflow, m) {
 
   nb::class_<PyRuntime>(m, "Runtime")
       .def(nb::init<std::optional<unsigned>, std::optional<std::string>, unsigned, std::vector<std::string>,
-                    std::vector<std::string>, std::optional<unsigned>, nb::callable, nb::callable>(),
+                    std::vector<std::string>, std::optional<unsigned>, nb::callable, nb::callable,
+                    std::optional<std::string>, std::optional<bool>>(),
            "ncpus"_a.none(), "scheduler"_a.none(), "nprocs"_a, "worker_command"_a, "worker_environment"_a,
-           "spin_us"_a.none(), "dumps"_a, "freeze"_a)
+           "spin_us"_a.none(), "dumps"_a, "freeze"_a, "trace"_a.none() = nb::none(), "stats"_a.none() = nb::none())
       .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a,
            "perfmodel"_a = nb::none(), "size"_a = 0)
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)

@@ -32,7 +32,8 @@ class SpecReader {
   }
 
   /// Rejects members of `object` not among `known`, so that a misspelt key is not ignored.
-  void only_keys(const JsonValue& object, const std::string& path, std::initializer_list<std::string_view> known) const {
+  void only_keys(const JsonValue& object, const std::string& path,
+                 std::initializer_list<std::string_view> known) const {
     for (const auto& [key, value] : object.as_object()) {
       bool found = false;
       for (std::string_view name : known) found = found || name == key;
@@ -211,8 +212,8 @@ MachineSpec MachineSpec::parse(std::string_view json, std::string_view origin) {
 
   if (const auto* models = root.find("models")) {
     if (!models->is_string() || (models->as_string() != "costs" && models->as_string() != "stored")) {
-      const std::string got = models->is_string() ? "'" + models->as_string() + "'"
-                                                  : std::string(json_kind_name(models->kind()));
+      const std::string got =
+          models->is_string() ? "'" + models->as_string() + "'" : std::string(json_kind_name(models->kind()));
       reader.fail("models", "expected \"costs\" or \"stored\", got " + got);
     }
     spec.use_stored_models = models->as_string() == "stored";
@@ -229,8 +230,8 @@ MachineSpec MachineSpec::load(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) {
     const int error = errno;
-    throw InvalidArgument("machine description '" + file.string() + "' cannot be read: " +
-                          (error != 0 ? std::strerror(error) : "cannot open it"));
+    throw InvalidArgument("machine description '" + file.string() +
+                          "' cannot be read: " + (error != 0 ? std::strerror(error) : "cannot open it"));
   }
   std::ostringstream text;
   text << in.rdbuf();

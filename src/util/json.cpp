@@ -20,8 +20,7 @@ std::string position_text(JsonPosition position) {
 
 [[noreturn]] void wrong_kind(const JsonValue& value, JsonValue::Kind wanted) {
   throw InvalidArgument("JSON value at " + position_text(value.position()) + " is " +
-                        std::string(json_kind_name(value.kind())) + ", not " +
-                        std::string(json_kind_name(wanted)));
+                        std::string(json_kind_name(value.kind())) + ", not " + std::string(json_kind_name(wanted)));
 }
 
 void append_utf8(std::string& out, std::uint32_t code_point) {
@@ -348,7 +347,8 @@ class Parser {
         case 't': out += '\t'; break;
         case 'u': append_utf8(out, parse_unicode_escape(escape_position)); break;
         default:
-          fail_at(escape_position, std::string("unknown escape \\") + e + " (use \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)");
+          fail_at(escape_position,
+                  std::string("unknown escape \\") + e + " (use \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)");
       }
     }
   }

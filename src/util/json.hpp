@@ -76,8 +76,7 @@ struct JsonOptions {
 /// Parses one JSON value (RFC 8259), surrounded by optional whitespace. A malformed text throws
 /// InvalidArgument "<origin>:<line>:<column>: <what is wrong>". Nesting deeper than 256 levels
 /// is refused rather than risking the stack.
-[[nodiscard]] JsonValue parse_json(std::string_view text, std::string_view origin = "JSON",
-                                   JsonOptions options = {});
+[[nodiscard]] JsonValue parse_json(std::string_view text, std::string_view origin = "JSON", JsonOptions options = {});
 
 /// `text` as a JSON string literal, quotes included: quotes, backslashes and control characters
 /// are escaped, and bytes that are not valid UTF-8 become U+FFFD, so any text gives valid JSON.

@@ -1,12 +1,13 @@
 // The internal JSON reader: every kind of value, escapes, positions in errors, and the quoting
 // the trace writer relies on (what it writes must read back unchanged).
+#include "util/json.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
 
 #include "hetflow/error.hpp"
-#include "util/json.hpp"
 
 namespace {
 
@@ -92,9 +93,28 @@ TEST(Json, ErrorsCarryOriginLineAndColumn) {
 }
 
 TEST(Json, RejectsWhatTheGrammarForbids) {
-  for (const char* text : {"01", "-", "1.", ".5", "1e", "+1", "NaN", "Infinity", "[1 2]", "{\"a\":1,}", "'x'",
-                           "\"tab\there\"", "\"\\x\"", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"",
-                           "\"\\ud800\\u0041\"", "truth", "nul", "[", "{", "// comment\n1"}) {
+  for (const char* text : {"01",
+                           "-",
+                           "1.",
+                           ".5",
+                           "1e",
+                           "+1",
+                           "NaN",
+                           "Infinity",
+                           "[1 2]",
+                           "{\"a\":1,}",
+                           "'x'",
+                           "\"tab\there\"",
+                           "\"\\x\"",
+                           "\"\\u12\"",
+                           "\"\\ud800\"",
+                           "\"\\udc00\"",
+                           "\"\\ud800\\u0041\"",
+                           "truth",
+                           "nul",
+                           "[",
+                           "{",
+                           "// comment\n1"}) {
     EXPECT_NE(parse_error(text), "") << text;
   }
   EXPECT_NE(parse_error("\"\\q\"").find("unknown escape \\q"), std::string::npos);

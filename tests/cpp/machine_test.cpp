@@ -1,5 +1,7 @@
 // Machine descriptions for simulation: the documented example reads as documented, defaults
 // apply, costs evaluate, and every kind of mistake is an InvalidArgument naming the file and key.
+#include "sim/machine.hpp"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -8,7 +10,6 @@
 #include <string>
 
 #include "hetflow/error.hpp"
-#include "sim/machine.hpp"
 
 namespace {
 
@@ -121,9 +122,9 @@ TEST(Machine, GpuMemorySizes) {
   EXPECT_EQ(memory("\"64K\""), 64u << 10);
   EXPECT_EQ(memory("\"512M\""), 512u << 20);
   EXPECT_EQ(memory("\"3GiB\""), std::size_t{3} << 30);
-  EXPECT_NE(parse_error(R"({"cpus": 1, "gpu_memory": "16Q"})")
-                .find("machine.json: gpu_memory: '16Q' has an unknown suffix"),
-            std::string::npos);
+  EXPECT_NE(
+      parse_error(R"({"cpus": 1, "gpu_memory": "16Q"})").find("machine.json: gpu_memory: '16Q' has an unknown suffix"),
+      std::string::npos);
   EXPECT_NE(parse_error(R"({"cpus": 1, "gpu_memory": "G"})").find("gpu_memory: 'G' is not a size in bytes"),
             std::string::npos);
   EXPECT_NE(parse_error(R"({"cpus": 1, "gpu_memory": "99999999999999999999G"})").find("is too large"),
@@ -147,7 +148,8 @@ TEST(Machine, ErrorsNameTheFileAndTheKeyPath) {
             "machine.json: link.bandwidth: unknown key (known keys here: bandwidth_gbs, latency_us)");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"potrf": {"cpu": {"a": 1, "d": 2}}}})"),
             "machine.json: codelets.potrf.cpu.d: unknown key (known keys here: a, b, c)");
-  EXPECT_EQ(parse_error(R"({"gpus": 1})"), "machine.json: cpus: missing: the number of virtual CPU workers is required");
+  EXPECT_EQ(parse_error(R"({"gpus": 1})"),
+            "machine.json: cpus: missing: the number of virtual CPU workers is required");
   EXPECT_EQ(parse_error(R"({"cpus": "8"})"), "machine.json: cpus: expected a number, got a string");
   EXPECT_EQ(parse_error(R"({"cpus": -1})"), "machine.json: cpus: expected a whole number from 0 to 4096, not -1");
   EXPECT_EQ(parse_error(R"({"cpus": 2.5})"), "machine.json: cpus: expected a whole number from 0 to 4096, not 2.5");

@@ -1,0 +1,135 @@
+"""Traces and statistics from Python: Runtime(trace=..., stats=...) and HETFLOW_TRACE /
+HETFLOW_STATS. The trace is read back as JSON and checked track by track (docs/traces.md)."""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from hetflow._runtime import Runtime
+
+ENV_VARS = ("HETFLOW_NCPUS", "HETFLOW_SCHED", "HETFLOW_EXECUTOR", "HETFLOW_NPROCS", "HETFLOW_TRACE", "HETFLOW_STATS")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def square(x):
+    return x * x
+
+
+def run_tasks(runtime: Runtime, executor: str = "thread") -> None:
+    futures = [runtime.submit(square, (i,), {}, executor=executor, name="alpha") for i in range(6)]
+    futures += [runtime.submit(square, (i,), {}, executor=executor, name="beta \"quoted\"") for i in range(3)]
+    assert [f.result(timeout=30) for f in futures] == [i * i for i in range(6)] + [i * i for i in range(3)]
+
+
+def read_trace(path) -> tuple:
+    """(track name -> list of complete events on it, process names) of a Chrome trace."""
+    with open(path) as f:
+        trace = json.load(f)
+    names, slices, processes = {}, {}, {}
+    for event in trace["traceEvents"]:
+        key = (event["pid"], event.get("tid"))
+        if event["ph"] == "M":
+            if event["name"] == "thread_name":
+                names[key] = event["args"]["name"]
+            elif event["name"] == "process_name":
+                processes[event["pid"]] = event["args"]["name"]
+        else:
+            assert event["ph"] == "X", event
+            assert event["dur"] >= 0 and event["ts"] >= 0, event
+            slices.setdefault(key, []).append(event)
+    assert set(slices) <= set(names), "slices on tracks without a name"
+    return {names[key]: slices.get(key, []) for key in names}, processes
+
+
+def test_trace_has_a_track_per_worker_and_a_slice_per_task(tmp_path):
+    path = tmp_path / "trace.json"
+    runtime = Runtime(ncpus=2, executor="thread", nprocs=0, trace=str(path))
+    workers = runtime.workers()
+    run_tasks(runtime)
+    runtime.shutdown()
+
+    tracks, processes = read_trace(path)
+    assert processes[1] == "workers"
+    expected = {f"worker {wid} ({arch})" for wid, arch, _node in workers}
+    assert expected <= set(tracks)
+    tasks = Counter(e["name"] for name in expected for e in tracks[name] if e["cat"] == "task")
+    assert tasks == {"alpha": 6, 'beta "quoted"': 3}
+    for name in expected:
+        events = tracks[name]
+        assert all("bytes" in e["args"] for e in events if e["cat"] == "task")
+        # Tasks and idle slices tile the worker's track from 0 to the end, without gaps.
+        top_level, covered = [], 0.0
+        for e in sorted(events, key=lambda e: (e["ts"], -e["dur"])):
+            if e["ts"] >= covered - 1e-3:
+                top_level.append(e)
+                covered = e["ts"] + e["dur"]
+        assert top_level[0]["ts"] == 0
+        for before, after in zip(top_level, top_level[1:]):
+            assert after["ts"] == pytest.approx(before["ts"] + before["dur"], abs=1e-3)
+            assert not (before["cat"] == "idle" and after["cat"] == "idle")
+
+
+def test_trace_shows_process_workers(tmp_path):
+    path = tmp_path / "trace.json"
+    runtime = Runtime(ncpus=1, executor="process", nprocs=1, trace=path)  # a pathlib.Path is fine
+    run_tasks(runtime, executor="process")
+    runtime.shutdown()
+    tracks, _ = read_trace(path)
+    process_tracks = [name for name in tracks if name.endswith("(process)")]
+    assert len(process_tracks) == 1
+    names = Counter(e["name"] for e in tracks[process_tracks[0]] if e["cat"] == "task")
+    assert names == {"alpha": 6, 'beta "quoted"': 3}
+
+
+def test_trace_from_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "env-trace.json"
+    monkeypatch.setenv("HETFLOW_TRACE", str(path))
+    runtime = Runtime(ncpus=1, executor="thread", nprocs=0)
+    run_tasks(runtime)
+    runtime.shutdown()
+    tracks, _ = read_trace(path)
+    assert "worker 0 (cpu)" in tracks
+
+
+def test_stats_on_stderr(capfd):
+    runtime = Runtime(ncpus=2, executor="thread", nprocs=0, stats=True)
+    run_tasks(runtime)
+    runtime.shutdown()
+    err = capfd.readouterr().err
+    assert "hetflow stats:" in err, err
+    counts = {}
+    for wid in (0, 1):
+        row = re.search(rf"^\s*worker {wid} \(cpu\)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s*$", err, re.MULTILINE)
+        assert row is not None, err
+        counts[wid] = int(row.group(1))
+        assert 0 <= float(row.group(3)) <= 100
+    assert sum(counts.values()) == 9, err
+
+
+def test_code_overrides_the_environment(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("HETFLOW_STATS", "1")
+    runtime = Runtime(ncpus=1, executor="thread", nprocs=0, stats=False)
+    run_tasks(runtime)
+    runtime.shutdown()
+    assert "hetflow stats" not in capfd.readouterr().err
+
+
+def test_an_unwritable_trace_is_reported_not_raised(capfd):
+    runtime = Runtime(ncpus=1, executor="thread", nprocs=0, trace="/nonexistent-hetflow-dir/trace.json")
+    run_tasks(runtime)
+    runtime.shutdown()  # does not raise
+    assert "cannot write the trace '/nonexistent-hetflow-dir/trace.json'" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs", [{"trace": 5}, {"stats": "yes"}, {"stats": 1}])
+def test_bad_trace_settings_raise_value_error(kwargs):
+    with pytest.raises(ValueError, match="hetflow.Runtime"):
+        Runtime(ncpus=1, executor="thread", nprocs=0, **kwargs)
