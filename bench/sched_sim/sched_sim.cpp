@@ -3,6 +3,7 @@
 // bound on any schedule's makespan.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -55,53 +56,48 @@ const KernelCost& cost_of(const std::string& name) {
   throw Error("sched-sim: no cost for " + name);
 }
 
-// The Cholesky task graph, for the lower bound: each task's kernel and predecessors.
+// The Cholesky task graph: each task's kernel, tiles and predecessors, in submission order.
 struct GraphTask {
   std::string kernel;
-  std::vector<std::size_t> after;
+  std::vector<std::size_t> reads;  // tiles, numbered i + j * tiles
+  std::size_t written = 0;
+  std::vector<std::size_t> after;  // earlier tasks it depends on
+  int priority = 0;
 };
 
-class CholeskyGraph {
- public:
-  explicit CholeskyGraph(std::size_t tiles) : tiles_(tiles), last_writer_(tiles * tiles, kNone) {}
-
-  // Calls submit(kernel, reads, written, priority) in the order of the right-looking algorithm
-  // and records the graph; tiles are numbered i + j * tiles (lower triangle).
-  template <class Submit>
-  void build(Submit submit) {
-    const std::size_t n = tiles_;
-    for (std::size_t k = 0; k < n; ++k) {
-      const auto priority = [&](std::size_t extra) { return static_cast<int>(3 * (n - k) + extra); };
-      add("potrf", {}, at(k, k), priority(2), submit);
-      for (std::size_t i = k + 1; i < n; ++i) add("trsm", {at(k, k)}, at(i, k), priority(1), submit);
-      for (std::size_t i = k + 1; i < n; ++i) {
-        add("syrk", {at(i, k)}, at(i, i), priority(0), submit);
-        for (std::size_t j = k + 1; j < i; ++j) add("gemm", {at(i, k), at(j, k)}, at(i, j), priority(0), submit);
-      }
+// The right-looking algorithm. A task's priority is its upward rank: the longest expected path
+// from its start to the end of the graph, each task at its mean cost over the architectures
+// (in microseconds), so that the critical path goes first.
+std::vector<GraphTask> cholesky_graph(std::size_t tiles) {
+  std::vector<GraphTask> tasks;
+  std::vector<std::size_t> last_writer(tiles * tiles, static_cast<std::size_t>(-1));
+  const auto at = [tiles](std::size_t i, std::size_t j) { return i + j * tiles; };
+  const auto add = [&](const char* kernel, std::vector<std::size_t> reads, std::size_t written) {
+    GraphTask task{kernel, std::move(reads), written, {}, 0};
+    for (std::size_t tile : task.reads) {
+      if (last_writer[tile] != static_cast<std::size_t>(-1)) task.after.push_back(last_writer[tile]);
+    }
+    if (last_writer[written] != static_cast<std::size_t>(-1)) task.after.push_back(last_writer[written]);
+    last_writer[written] = tasks.size();
+    tasks.push_back(std::move(task));
+  };
+  for (std::size_t k = 0; k < tiles; ++k) {
+    add("potrf", {}, at(k, k));
+    for (std::size_t i = k + 1; i < tiles; ++i) add("trsm", {at(k, k)}, at(i, k));
+    for (std::size_t i = k + 1; i < tiles; ++i) {
+      add("syrk", {at(i, k)}, at(i, i));
+      for (std::size_t j = k + 1; j < i; ++j) add("gemm", {at(i, k), at(j, k)}, at(i, j));
     }
   }
-  [[nodiscard]] const std::vector<GraphTask>& tasks() const noexcept { return tasks_; }
-  [[nodiscard]] std::size_t at(std::size_t i, std::size_t j) const noexcept { return i + j * tiles_; }
-
- private:
-  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
-
-  template <class Submit>
-  void add(const char* kernel, std::vector<std::size_t> reads, std::size_t written, int priority, Submit& submit) {
-    GraphTask task{kernel, {}};
-    for (std::size_t tile : reads) {
-      if (last_writer_[tile] != kNone) task.after.push_back(last_writer_[tile]);
-    }
-    if (last_writer_[written] != kNone) task.after.push_back(last_writer_[written]);
-    last_writer_[written] = tasks_.size();
-    tasks_.push_back(std::move(task));
-    submit(kernel, reads, written, priority);
+  std::vector<double> rank(tasks.size(), 0);
+  for (std::size_t t = tasks.size(); t-- > 0;) {
+    const KernelCost& cost = cost_of(tasks[t].kernel);
+    rank[t] += (cost.cpu + cost.cuda) / 2;
+    for (std::size_t before : tasks[t].after) rank[before] = std::max(rank[before], rank[t]);
+    tasks[t].priority = static_cast<int>(rank[t] * 1e6);
   }
-
-  std::size_t tiles_;
-  std::vector<std::size_t> last_writer_;
-  std::vector<GraphTask> tasks_;
-};
+  return tasks;
+}
 
 // No schedule beats the longest chain of tasks each on its fastest architecture, nor the
 // work divided among all workers in the best proportions: with two kinds of workers, the
@@ -164,14 +160,15 @@ double simulate(const std::string& scheduler, const std::string& machine_file, s
       handles[i + j * tiles] = rt.register_matrix(shared_tile.data(), kTile, kTile, kTile);
     }
   }
-  CholeskyGraph graph(tiles);
-  graph.build([&](const char* kernel, const std::vector<std::size_t>& reads, std::size_t written, int priority) {
+  std::vector<Future<void>> tasks;
+  for (const GraphTask& task : cholesky_graph(tiles)) {
     std::vector<DataAccess> data;
-    for (std::size_t tile : reads) data.push_back(R(handles[tile]));
-    data.push_back(RW(handles[written]));
-    rt.insert(codelets.at(kernel), {.data_list = data, .priority = priority});
-  });
+    for (std::size_t tile : task.reads) data.push_back(R(handles[tile]));
+    data.push_back(RW(handles[task.written]));
+    tasks.push_back(rt.insert(codelets.at(task.kernel), {.data_list = data, .priority = task.priority}));
+  }
   rt.wait_all();
+  for (const Future<void>& task : tasks) task.get();  // a failed task would make the makespan meaningless
   const double makespan = rt.elapsed();
   rt.shutdown();
   return makespan;
@@ -194,9 +191,7 @@ int run_sched_sim(const SchedSimOptions& options) {
       std::printf("%s makespan_s %.6f\n", scheduler, simulate(scheduler, machine_file.string(), options.tiles));
       std::fflush(stdout);
     }
-    CholeskyGraph graph(options.tiles);
-    graph.build([](const char*, const std::vector<std::size_t>&, std::size_t, int) {});
-    std::printf("lower_bound makespan_s %.6f\n", lower_bound(graph.tasks()));
+    std::printf("lower_bound makespan_s %.6f\n", lower_bound(cholesky_graph(options.tiles)));
   } catch (...) {
     std::filesystem::remove(machine_file);
     throw;

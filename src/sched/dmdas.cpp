@@ -1,7 +1,8 @@
 // dmdas ("deque model, data aware, sorted"): dmda whose per-worker queues are ordered by
 // priority (higher first), then submission order. A task's expected start counts only the
-// queued work it does not jump ahead of, and completions within 1% of the best one go to the
-// worker needing the least data transfer (model_based.hpp).
+// queued work it does not jump ahead of, completions within 1% of the best one go to the
+// worker needing the least data transfer, and an architecture is weighed by how much it gains
+// on the task compared with the tasks it gains most on (model_based.hpp).
 #include "sched/model_based.hpp"
 
 namespace hetflow::detail {
@@ -18,7 +19,8 @@ class SortedDataAwareScheduler final : public ModelBasedScheduler {
                                         .prefetch = true,
                                         .by_priority = true,
                                         .tie_tolerance = kTieTolerance,
-                                        .prefer_local_data = true}) {}
+                                        .prefer_local_data = true,
+                                        .affinity_weight = 1.0}) {}
 };
 
 }  // namespace

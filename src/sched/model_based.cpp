@@ -217,17 +217,43 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
   }
 
   const double nominal = nominal_duration();
+  // With a prefetch, the copy starts now and overlaps the work queued before the task: it
+  // delays the task only if it lands after the worker would be free. Without, the worker
+  // makes the copy itself when it takes the task.
+  auto delay = [&](const Slot& slot, double start) {
+    if (!policy_.count_transfers) return 0.0;
+    return policy_.prefetch ? std::max(0.0, now + transfer_to(slot) - start) : transfer_to(slot);
+  };
+  // Affinity: an architecture that speeds this task up less than it speeds up the best-suited
+  // tasks is better kept for those; its completion is weighed up by what its time is worth.
+  double slowest = 0;
+  if (estimates.has_model) {
+    for (unsigned a = 0; a < kArchCount; ++a) {
+      if (estimates.eligible[a] && estimates.duration[a]) slowest = std::max(slowest, *estimates.duration[a]);
+    }
+  }
+    std::vector<double> delays;
   for (const Slot* slot : candidates) {
-    const auto& known = estimates.duration[static_cast<unsigned>(slot->info.arch)];
+    const auto arch_index = static_cast<unsigned>(slot->info.arch);
+    const auto& known = estimates.duration[arch_index];
     const double duration = estimates.has_model ? *known : nominal;
-    completions.push_back(start_time(*slot, task.priority, now) + counted_transfer(*slot) + duration);
+    const double start = start_time(*slot, task.priority, now);
+    delays.push_back(delay(*slot, start));
+    double penalty = 0;
+    if (policy_.affinity_weight > 0 && estimates.has_model && duration > 0) {
+      const double speedup = slowest / duration;
+      double& best_speedup = best_speedup_[arch_index];  // guarded by accounting_mutex_, held by push
+      best_speedup = std::max(best_speedup, speedup);
+      penalty = policy_.affinity_weight * duration * (best_speedup / speedup - 1);
+    }
+    completions.push_back(start + delays.back() + duration + penalty);
     transfers.push_back(transfer_to(*slot));
   }
   Slot* chosen = pick(candidates, completions, transfers, now);
+  const auto index = static_cast<std::size_t>(std::find(candidates.begin(), candidates.end(), chosen) - candidates.begin());
   const auto arch = static_cast<unsigned>(chosen->info.arch);
   const double duration = estimates.has_model ? *estimates.duration[arch] : nominal;
-  return {chosen, duration + counted_transfer(*chosen),
-          estimates.has_model ? estimates.duration[arch] : std::nullopt};
+  return {chosen, duration + delays[index], estimates.has_model ? estimates.duration[arch] : std::nullopt};
 }
 
 void ModelBasedScheduler::charge(Slot& slot, const Entry& entry, std::optional<double> known_duration) {
@@ -331,11 +357,57 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::steal(Slot& thief, Entry& out) {
   return nullptr;
 }
 
+ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, double& charge) {
+  // Bounded: an idle worker looks at the head of each queue, where waiting costs the most.
+  constexpr std::size_t kLookedAt = 16;
+  const double now = context_->now();
+  Slot* best_slot = nullptr;
+  Entry best;
+  double best_gain = 0;
+  double best_charge = 0;
+  for (const auto& victim : slots_) {
+    if (victim->info.arch == thief.info.arch || victim->queued.load(std::memory_order_acquire) == 0) continue;
+    double ahead;  // when the victim would start its queue
+    {
+      std::lock_guard guard(accounting_mutex_);
+      ahead = std::max(now, victim->running_end);
+    }
+    std::lock_guard guard(victim->queue_mutex);
+    std::size_t looked = 0;
+    for (auto it = victim->queue.begin(); it != victim->queue.end() && looked < kLookedAt; ++it, ++looked) {
+      ahead += it->charge;  // its expected completion there
+      if (!it->task->where.contains(thief.info.arch)) continue;
+      const std::optional<double> here = context_->expected_duration(*it->task, thief.info.arch);
+      if (!here) continue;
+      const double transfer =
+          policy_.count_transfers ? context_->expected_transfer(*it->task, thief.info.memory_node) : 0.0;
+      const double gain = ahead - (now + transfer + *here);
+      if (gain > best_gain) {
+        best_gain = gain;
+        best = *it;
+        best_slot = victim.get();
+        best_charge = transfer + *here;
+      }
+    }
+  }
+  if (best_slot == nullptr) return nullptr;
+  std::lock_guard guard(best_slot->queue_mutex);
+  auto it = best_slot->queue.find(best);
+  if (it == best_slot->queue.end() || it->task != best.task) return nullptr;  // taken meanwhile
+  out = *it;
+  best_slot->queue.erase(it);
+  best_slot->queued.fetch_sub(1, std::memory_order_relaxed);
+  charge = best_charge;
+  return best_slot;
+}
+
 ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
   Slot* self = worker < by_id_.size() ? by_id_[worker] : nullptr;
   if (self == nullptr) return nullptr;
   Entry entry;
   Slot* source = take_first(*self, self->info.arch, entry) ? self : steal(*self, entry);
+  double rescued_charge = -1;
+  if (source == nullptr) source = rescue(*self, entry, rescued_charge);
   if (source == nullptr) {
     if (!self->idle_noted) {
       // Nothing runs on this worker now: whatever it ran ended, early or not.
@@ -350,7 +422,7 @@ ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
   const double now = context_->now();
   std::lock_guard guard(accounting_mutex_);
   discharge(*source, entry);
-  self->running_end = now + entry.charge;
+  self->running_end = now + (rescued_charge >= 0 ? rescued_charge : entry.charge);
   return entry.task;
 }
 

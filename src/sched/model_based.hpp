@@ -23,10 +23,13 @@
 //   - no model at all: the least expected completion with a nominal duration (a load balancer).
 //
 // Idle workers and wrong estimates: a worker whose own queue is empty takes the first task of
-// the most loaded peer of the same architecture (same memory node first). Tasks never move
-// between architectures, so the model's choice of architecture stands; within one architecture
-// the durations are the same, so taking a peer's task only helps. It also keeps the engine's
-// wake-ups sufficient: the engine wakes one worker per architecture, not the chosen one.
+// the most loaded peer of the same architecture (same memory node first): within one
+// architecture the durations are the same, so taking a peer's task only helps. It also keeps
+// the engine's wake-ups sufficient: the engine wakes one worker per architecture, not the
+// chosen one. Failing that, it looks at the heads of the other architectures' queues for a
+// task it would finish (data transfer included) before that task's expected completion where
+// it waits, and takes the one that gains the most: the tail of a graph, where slow workers
+// queue behind the fast ones, is where list scheduling loses most.
 // A worker of another architecture stays idle even when the chosen one runs late: the late
 // worker's estimate is corrected at its next pop (and an idle worker's at its first empty pop),
 // so later tasks go where workers are actually free. Every queued task is eventually run by its
@@ -65,6 +68,11 @@ struct ModelPolicy {
   /// to the least expected transfer when `prefer_local_data` is set.
   double tie_tolerance = 1e-9;
   bool prefer_local_data = false;
+  /// Weighs up the completion on an architecture that speeds the task up less than the most it
+  /// has sped up any task: + weight * duration * (best speedup / this speedup - 1), speedups
+  /// taken against the slowest eligible architecture. Keeps a GPU for the kernels it gains most
+  /// on (dmdas); 0 turns it off.
+  double affinity_weight = 0;
 };
 
 class ModelBasedScheduler : public ext::Scheduler {
@@ -123,6 +131,9 @@ class ModelBasedScheduler : public ext::Scheduler {
   void discharge(Slot& slot, const Entry& entry);
   [[nodiscard]] bool take_first(Slot& slot, Arch arch, Entry& out);
   [[nodiscard]] Slot* steal(Slot& thief, Entry& out);
+  /// A task queued for a worker of another architecture that this idle one is expected to
+  /// finish sooner than it would be finished there; `charge` is what it costs here.
+  [[nodiscard]] Slot* rescue(Slot& thief, Entry& out, double& charge);
 
   const ModelPolicy policy_;
   ext::SchedulerContext* context_ = nullptr;
@@ -137,7 +148,8 @@ class ModelBasedScheduler : public ext::Scheduler {
   std::uint64_t next_arrival_ = 0;
   double known_duration_sum_ = 0;  // of the known durations charged so far (for nominal_duration)
   std::uint64_t known_duration_count_ = 0;
-  std::vector<ext::SchedTask*> unrunnable_;  // tasks no worker can run (the engine prevents it)
+  std::vector<ext::SchedTask*> unrunnable_;
+  mutable std::array<double, kArchCount> best_speedup_{};  // per architecture, for affinity_weight  // tasks no worker can run (the engine prevents it)
 };
 
 }  // namespace hetflow::detail
