@@ -126,17 +126,27 @@ def init(
     executor: Optional[str] = None,
     nprocs: Optional[int] = None,
     spin_us: Optional[int] = None,
+    trace: Optional[str] = None,
+    stats: Optional[bool] = None,
 ) -> Session:
     """Starts (or restarts, after waiting for its work) the runtime.
 
     ncpus: CPU workers (default: ``HETFLOW_NCPUS``, else the CPUs this process may use); more
     workers than cores is allowed. sched: ``ws`` (default, or ``HETFLOW_SCHED``), ``eager``,
-    ``prio``, ``random``. executor: where tasks run unless told otherwise — ``process`` (default
+    ``prio``, ``random``, ``dm``, ``dmda``, ``dmdas``. executor: where tasks run unless told otherwise — ``process`` (default
     on a Python with a GIL, or ``HETFLOW_EXECUTOR``) or ``thread``. nprocs: worker processes
     for the process executor (default: ``HETFLOW_NPROCS``, else ncpus). spin_us: how long idle
-    workers poll before sleeping.
+    workers poll before sleeping. trace: a path where a Chrome trace is written at shutdown
+    (default ``HETFLOW_TRACE``); stats: print worker statistics at shutdown (``HETFLOW_STATS``).
+
+    >>> with hetflow.init(ncpus=4, trace="trace.json"):
+    ...     hetflow.task_submit(print, "hello").result()
     """
-    return Session(_runtime.start(ncpus=ncpus, sched=sched, executor=executor, nprocs=nprocs, spin_us=spin_us))
+    return Session(
+        _runtime.start(
+            ncpus=ncpus, sched=sched, executor=executor, nprocs=nprocs, spin_us=spin_us, trace=trace, stats=stats
+        )
+    )
 
 
 def shutdown() -> None:

@@ -58,7 +58,13 @@ def _resolve(future: Future) -> Any:
 
 
 def resolve_settings(
-    ncpus: Optional[int], sched: Optional[str], executor: Optional[str], nprocs: Optional[int], spin_us: Optional[int]
+    ncpus: Optional[int],
+    sched: Optional[str],
+    executor: Optional[str],
+    nprocs: Optional[int],
+    spin_us: Optional[int],
+    trace: Optional[str] = None,
+    stats: Optional[bool] = None,
 ) -> tuple:
     """Checks init()'s settings (before anything is stopped or started); returns the executor,
     ncpus and nprocs with defaults filled in."""
@@ -69,6 +75,10 @@ def resolve_settings(
             kind = "a positive int" if least else "an int of 0 or more"
             raise ValueError(f"hetflow.init: {name} must be {kind}, not {value!r}")
 
+    if trace is not None and not isinstance(trace, (str, os.PathLike)):
+        raise ValueError(f"hetflow.Runtime: trace must be a path, not {trace!r}")
+    if stats is not None and not isinstance(stats, bool):
+        raise ValueError(f"hetflow.Runtime: stats must be True or False, not {stats!r}")
     count(ncpus, "ncpus", 1)
     count(nprocs, "nprocs", 0)
     count(spin_us, "spin_us", 0)
@@ -106,13 +116,9 @@ class Runtime:
     ) -> None:
         from hetflow import _hetflow, _protocol  # the engine loads on first use, not at import
 
+        self.executor, ncpus, nprocs = resolve_settings(ncpus, sched, executor, nprocs, spin_us, trace, stats)
         if trace is not None:
-            if not isinstance(trace, (str, os.PathLike)):
-                raise ValueError(f"hetflow.Runtime: trace must be a path, not {trace!r}")
             trace = os.fspath(trace)
-        if stats is not None and not isinstance(stats, bool):
-            raise ValueError(f"hetflow.Runtime: stats must be True or False, not {stats!r}")
-        self.executor, ncpus, nprocs = resolve_settings(ncpus, sched, executor, nprocs, spin_us)
         self.ncpus = ncpus
         self.nprocs = nprocs
         self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C)
