@@ -25,10 +25,11 @@ void SimulatedMemory::free(void* buffer, std::size_t /*bytes*/) noexcept { ::ope
 
 double SimulatedMemory::book_link(unsigned from, unsigned to, std::size_t bytes, double earliest) {
   std::lock_guard guard(mutex_);
-  const double start = std::max(earliest, link_free_);
-  link_free_ = start + simulator_.machine.latency_s + static_cast<double>(bytes) / simulator_.machine.bandwidth_bytes_per_s;
-  if (simulator_.recorder != nullptr) simulator_.recorder->transfer(from, to, bytes, start, link_free_);
-  return link_free_;
+  double& free = to == kHostNode ? to_host_free_ : to_device_free_;
+  const double start = std::max(earliest, free);
+  free = start + simulator_.machine.latency_s + static_cast<double>(bytes) / simulator_.machine.bandwidth_bytes_per_s;
+  if (simulator_.recorder != nullptr) simulator_.recorder->transfer(from, to, bytes, start, free);
+  return free;
 }
 
 std::unique_ptr<ext::Transfer> SimulatedMemory::copy_from_host(void* /*buffer*/, const void* /*host*/,

@@ -31,8 +31,8 @@ class SimulatedTransfer final : public ext::Transfer {
 };
 
 /// A GPU's memory in a simulation: it counts bytes, and its copies take virtual time on the
-/// GPU's link, one after another: asynchronous ones end later (SimulatedTransfer), synchronous
-/// ones delay the task being started.
+/// GPU's link, one after another in each direction (a PCIe link is full duplex): asynchronous
+/// ones end later (SimulatedTransfer), synchronous ones delay the task being started.
 class SimulatedMemory final : public ext::MemoryNode {
  public:
   SimulatedMemory(Simulator& simulator, unsigned node, std::string name, std::size_t capacity)
@@ -53,7 +53,8 @@ class SimulatedMemory final : public ext::MemoryNode {
   const std::string name_;
   const std::size_t capacity_;
   std::mutex mutex_;
-  double link_free_ = 0;  // when the link finishes the copies booked so far
+  double to_device_free_ = 0;  // when the link finishes the copies booked so far, each way
+  double to_host_free_ = 0;
 };
 
 struct Simulator {
