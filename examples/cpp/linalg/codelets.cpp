@@ -30,7 +30,8 @@ void TaskCounter::reset(unsigned workers) {
 }
 
 void TaskCounter::count(unsigned worker, Kernel kernel) noexcept {
-  if (worker < workers_) counts_[worker * kKernelCount + static_cast<std::size_t>(kernel)].fetch_add(1, std::memory_order_relaxed);
+  if (worker < workers_)
+    counts_[worker * kKernelCount + static_cast<std::size_t>(kernel)].fetch_add(1, std::memory_order_relaxed);
 }
 
 std::uint64_t TaskCounter::get(unsigned worker, Kernel kernel) const noexcept {
@@ -61,7 +62,7 @@ void TaskCounter::print(const hetflow::Runtime& runtime, std::FILE* out) const {
 }
 
 bool built_with_opencl() noexcept {
-#ifdef HETFLOW_LINALG_WITH_OPENCL
+#ifdef HETFLOW_EXAMPLE_WITH_OPENCL
   return true;
 #else
   return false;
@@ -69,7 +70,7 @@ bool built_with_opencl() noexcept {
 }
 
 bool built_with_cuda() noexcept {
-#ifdef HETFLOW_LINALG_WITH_CUDA
+#ifdef HETFLOW_EXAMPLE_WITH_CUDA
   return true;
 #else
   return false;
@@ -237,10 +238,10 @@ hetflow::Codelet make_codelet(Kernel kernel, TaskCounter* counter) {
   hetflow::Codelet codelet;
   codelet.name = std::string(kernel_name(kernel));
   codelet.cpu = counted(cpu_implementation(kernel), kernel, counter);
-#ifdef HETFLOW_LINALG_WITH_OPENCL
+#ifdef HETFLOW_EXAMPLE_WITH_OPENCL
   codelet.opencl = counted(detail::opencl_implementation(kernel), kernel, counter);
 #endif
-#ifdef HETFLOW_LINALG_WITH_CUDA
+#ifdef HETFLOW_EXAMPLE_WITH_CUDA
   codelet.cuda = counted(detail::cuda_implementation(kernel), kernel, counter);
 #endif
   codelet.model = hetflow::PerfModelRegistry::instance().get("linalg." + codelet.name);

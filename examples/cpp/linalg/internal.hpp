@@ -47,10 +47,10 @@ struct TrsmShape {
 /// the leading minor that is not positive, counted within the tile).
 [[noreturn]] void throw_not_positive_definite(const PotrfArgs& args, long info, std::string_view implementation);
 
-#ifdef HETFLOW_LINALG_WITH_OPENCL
+#ifdef HETFLOW_EXAMPLE_WITH_OPENCL
 [[nodiscard]] hetflow::Codelet::Implementation opencl_implementation(Kernel kernel);
 #endif
-#ifdef HETFLOW_LINALG_WITH_CUDA
+#ifdef HETFLOW_EXAMPLE_WITH_CUDA
 [[nodiscard]] hetflow::Codelet::Implementation cuda_implementation(Kernel kernel);
 #endif
 

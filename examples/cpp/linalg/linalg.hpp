@@ -7,13 +7,12 @@
 //
 // Tiles are column-major with a leading dimension (DataView::ld()), so a tile may be a block of a
 // larger matrix as well as a buffer of its own.
-#include <hetflow/hetflow.hpp>
-
 #include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <hetflow/hetflow.hpp>
 #include <memory>
 #include <string_view>
 

@@ -1,7 +1,6 @@
 // The OpenCL implementations: the kernels of opencl_kernels.cpp on the worker's device, built
 // and cached by the hetflow OpenCL driver.
 #include <hetflow/opencl.hpp>
-
 #include <string>
 
 #include "internal.hpp"
@@ -16,14 +15,15 @@ opencl::Target target_of(const hetflow::TaskContext& context) {
       .device = device.device,
       .context = device.context,
       .queue = device.queue,
-      .kernel = [&context](std::string_view name, std::string_view options) {
-        return hetflow::opencl::kernel(context, opencl::source(), name, options);
-      },
+      .kernel =
+          [&context](std::string_view name, std::string_view options) {
+            return hetflow::opencl::kernel(context, opencl::source(), name, options);
+          },
   };
 }
 
 opencl::Matrix cl_matrix(const hetflow::TaskContext& context, std::size_t index, const Matrix& m) {
-  return opencl::Matrix{hetflow::opencl::buffer(context, index), m.rows, m.cols, m.ld};
+  return opencl::Matrix{hetflow::opencl::buffer(context, index), m.rows, m.cols, m.ld, 0};
 }
 
 void opencl_gemm(hetflow::TaskContext& context) {

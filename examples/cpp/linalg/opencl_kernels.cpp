@@ -32,9 +32,12 @@ constexpr std::string_view kSource = R"CLC(
 #define TK 16
 
 __kernel void linalg_gemm(const int m, const int n, const int k, const int transa, const int transb,
-                          const double alpha, __global const double* A, const int lda,
-                          __global const double* B, const int ldb, const double beta,
-                          __global double* C, const int ldc, const int lower_only) {
+                          const double alpha, __global const double* A, const ulong offa, const int lda,
+                          __global const double* B, const ulong offb, const int ldb, const double beta,
+                          __global double* C, const ulong offc, const int ldc, const int lower_only) {
+  A += offa;
+  B += offb;
+  C += offc;
   /* +1 breaks the stride that would put a transposed load's column in one bank. */
   __local double As[TK][BLK + 1];
   __local double Bs[TK][BLK + 1];
@@ -93,11 +96,14 @@ __kernel void linalg_gemm(const int m, const int n, const int k, const int trans
 
 /* B (m x n) = B * L^-T, L lower triangular (n x n): row r of X solves L x^T = b^T by forward
    substitution. One work-item per row; the rows are independent, and neighbouring work-items
-   read neighbouring rows while all read the same element of L. */
-__kernel void linalg_trsm_rlt(const int m, const int n, __global const double* L, const int ldl,
-                              __global double* B, const int ldb) {
+   read neighbouring rows while all read the same element of L. The host gives it panels of a
+   few columns and leaves the rest of the work to linalg_gemm. */
+__kernel void linalg_trsm_rlt(const int m, const int n, __global const double* L, const ulong offl, const int ldl,
+                              __global double* B, const ulong offb, const int ldb) {
   const int r = get_global_id(0);
   if (r >= m) return;
+  L += offl;
+  B += offb;
   for (int j = 0; j < n; ++j) {
     double s = AT(B, r, j, ldb);
     for (int p = 0; p < j; ++p) s -= AT(B, r, p, ldb) * AT(L, j, p, ldl);
@@ -105,13 +111,16 @@ __kernel void linalg_trsm_rlt(const int m, const int n, __global const double* L
   }
 }
 
-/* Unblocked left-looking Cholesky of one n x n tile (lower) by one work-group. Column j: each
+/* Unblocked left-looking Cholesky of an n x n block (lower) by one work-group. Column j: each
    work-item updates some rows i >= j with the dot product of rows i and j over the finished
-   columns, then the pivot is checked and the column scaled. info = the order of the first minor
-   that is not positive (LAPACK's convention), 0 when none. */
-__kernel void linalg_potrf_lower(const int n, __global double* A, const int lda, __global int* info) {
+   columns, then the pivot is checked and the column scaled. On a pivot that is not positive,
+   *info becomes base + j + 1 (LAPACK's convention, counted from the start of the tile) unless an
+   earlier block already failed. */
+__kernel void linalg_potrf_lower(const int n, __global double* A, const ulong offa, const int lda,
+                                 __global int* info, const int base) {
   const int lid = get_local_id(0);
   const int nt = get_local_size(0);
+  A += offa;
   for (int j = 0; j < n; ++j) {
     for (int i = j + lid; i < n; i += nt) {
       double s = AT(A, i, j, lda);
@@ -122,7 +131,9 @@ __kernel void linalg_potrf_lower(const int n, __global double* A, const int lda,
     const double d = AT(A, j, j, lda);
     /* Every work-item sees the same pivot, so they all leave together. */
     if (!(d > 0.0)) {
-      if (lid == 0) *info = j + 1;
+      /* Set only if still 0. (A plain read-test-write here was miscompiled by PoCL 3.1: the
+         store never happened.) */
+      if (lid == 0) (void)atomic_cmpxchg(info, 0, base + j + 1);
       return;
     }
     const double root = sqrt(d);
@@ -134,7 +145,8 @@ __kernel void linalg_potrf_lower(const int n, __global double* A, const int lda,
 )CLC";
 
 void check(cl_int status, const char* what) {
-  if (status != CL_SUCCESS) throw hetflow::Error(std::string("linalg OpenCL: ") + what + " failed: " + status_text(status));
+  if (status != CL_SUCCESS)
+    throw hetflow::Error(std::string("linalg OpenCL: ") + what + " failed: " + status_text(status));
 }
 
 template <class T>
@@ -249,36 +261,59 @@ void require_double(cl_device_id device) {
   checked.insert(device);
 }
 
-void gemm(const Target& target, Transpose transa, Transpose transb, int m, int n, int k, double alpha,
-          const Matrix& a, const Matrix& b, double beta, const Matrix& c, bool lower_only) {
+void gemm(const Target& target, Transpose transa, Transpose transb, int m, int n, int k, double alpha, const Matrix& a,
+          const Matrix& b, double beta, const Matrix& c, bool lower_only) {
   if (m == 0 || n == 0) return;
   require_double(target.device);
   const GemmChoice choice = gemm_kernel(target);
   const int ta = transa == Transpose::yes ? 1 : 0;
   const int tb = transb == Transpose::yes ? 1 : 0;
   const int lower = lower_only ? 1 : 0;
-  set_args(choice.kernel, m, n, k, ta, tb, alpha, a.mem, a.ld, b.mem, b.ld, beta, c.mem, c.ld, lower);
+  set_args(choice.kernel, m, n, k, ta, tb, alpha, a.mem, a.offset, a.ld, b.mem, b.offset, b.ld, beta, c.mem, c.offset,
+           c.ld, lower);
   const auto threads = static_cast<std::size_t>(choice.variant.threads);
   const auto block = threads * static_cast<std::size_t>(choice.variant.work);
   const std::array<std::size_t, 2> local{threads, threads};
   const std::array<std::size_t, 2> global{round_up(static_cast<std::size_t>(m), block) / block * threads,
                                           round_up(static_cast<std::size_t>(n), block) / block * threads};
-  check(clEnqueueNDRangeKernel(target.queue, choice.kernel, 2, nullptr, global.data(), local.data(), 0, nullptr,
-                               nullptr),
-        "clEnqueueNDRangeKernel(linalg_gemm)");
+  check(
+      clEnqueueNDRangeKernel(target.queue, choice.kernel, 2, nullptr, global.data(), local.data(), 0, nullptr, nullptr),
+      "clEnqueueNDRangeKernel(linalg_gemm)");
 }
 
-void trsm_right_lower_transposed(const Target& target, int m, int n, const Matrix& l, const Matrix& b) {
-  if (m == 0 || n == 0) return;
-  require_double(target.device);
+namespace {
+
+// The triangular solve of a panel of at most kPanel columns: one work-item per row of B.
+void trsm_panel(const Target& target, int m, int n, const Matrix& l, const Matrix& b) {
   cl_kernel kernel = target.kernel("linalg_trsm_rlt", {});
-  set_args(kernel, m, n, l.mem, l.ld, b.mem, b.ld);
+  set_args(kernel, m, n, l.mem, l.offset, l.ld, b.mem, b.offset, b.ld);
   const std::size_t local = std::min<std::size_t>(64, kernel_work_group_size(kernel, target.device));
   const std::size_t global = round_up(static_cast<std::size_t>(m), local);
   check(clEnqueueNDRangeKernel(target.queue, kernel, 1, nullptr, &global, &local, 0, nullptr, nullptr),
         "clEnqueueNDRangeKernel(linalg_trsm_rlt)");
 }
 
+}  // namespace
+
+// Blocked by columns: X L^T = B with X = [X1 X2], L = [L11 0; L21 L22] gives X1 = B1 L11^-T
+// (a narrow panel, solved row by row), then X2 L22^T = B2 - X1 L21^T (the bulk of the work,
+// in the gemm kernel), and so on with L22.
+void trsm_right_lower_transposed(const Target& target, int m, int n, const Matrix& l, const Matrix& b) {
+  if (m == 0 || n == 0) return;
+  require_double(target.device);
+  for (int j = 0; j < n; j += kPanel) {
+    const int width = std::min(kPanel, n - j);
+    const Matrix b1 = b.block(0, j);
+    trsm_panel(target, m, width, l.block(j, j), b1);
+    if (j + width < n) {
+      gemm(target, Transpose::no, Transpose::yes, m, n - j - width, width, -1.0, b1, l.block(j + width, j), 1.0,
+           b.block(0, j + width), false);
+    }
+  }
+}
+
+// Blocked right-looking: factor the diagonal block (one work-group), solve the panel below it,
+// update the trailing lower triangle with the gemm kernel, and go on with it.
 int potrf_lower(const Target& target, int n, const Matrix& a) {
   if (n == 0) return 0;
   require_double(target.device);
@@ -286,11 +321,23 @@ int potrf_lower(const Target& target, int n, const Matrix& a) {
   int info = 0;
   Buffer info_buffer(target.context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof info, &info);
   const cl_mem info_mem = info_buffer.get();
-  set_args(kernel, n, a.mem, a.ld, info_mem);
-  // One work-group: its barriers are what order the columns.
-  const std::size_t size = std::min<std::size_t>(256, kernel_work_group_size(kernel, target.device));
-  check(clEnqueueNDRangeKernel(target.queue, kernel, 1, nullptr, &size, &size, 0, nullptr, nullptr),
-        "clEnqueueNDRangeKernel(linalg_potrf_lower)");
+  // One work-group per diagonal block: its barriers are what order the columns.
+  const std::size_t size = std::min<std::size_t>(kPanel, kernel_work_group_size(kernel, target.device));
+  for (int j = 0; j < n; j += kPanel) {
+    const int width = std::min(kPanel, n - j);
+    const Matrix a11 = a.block(j, j);
+    set_args(kernel, width, a11.mem, a11.offset, a11.ld, info_mem, j);
+    check(clEnqueueNDRangeKernel(target.queue, kernel, 1, nullptr, &size, &size, 0, nullptr, nullptr),
+          "clEnqueueNDRangeKernel(linalg_potrf_lower)");
+    const int rest = n - j - width;
+    if (rest > 0) {
+      const Matrix a21 = a.block(j + width, j);
+      trsm_panel(target, rest, width, a11, a21);
+      gemm(target, Transpose::no, Transpose::yes, rest, rest, width, -1.0, a21, a21, 1.0, a.block(j + width, j + width),
+           true);
+    }
+  }
+  // After a failed block the later ones compute garbage; info keeps the first failure.
   check(clEnqueueReadBuffer(target.queue, info_mem, CL_TRUE, 0, sizeof info, &info, 0, nullptr, nullptr),
         "clEnqueueReadBuffer(info)");
   return info;

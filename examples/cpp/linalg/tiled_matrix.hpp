@@ -2,10 +2,9 @@
 // An n x n matrix of doubles cut into square tiles of `tile` (the last row and column of tiles
 // are smaller when tile does not divide n), stored in one page-aligned allocation, and the data
 // handles of its tiles.
-#include <hetflow/hetflow.hpp>
-
 #include <cstddef>
 #include <cstdlib>
+#include <hetflow/hetflow.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
