@@ -33,6 +33,7 @@ python: deps
 
 run: build python
 	./$(BUILD)/examples/cpp/tiled_gemm
+	./$(BUILD)/examples/cpp/cholesky --check
 	$(PY) examples/python/tour.py
 
 test: test-unit test-python test-tsan test-asan

@@ -375,13 +375,20 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, 
     std::lock_guard guard(victim->queue_mutex);
     std::size_t looked = 0;
     for (auto it = victim->queue.begin(); it != victim->queue.end() && looked < kLookedAt; ++it, ++looked) {
+      const double starts_there = ahead;
       ahead += it->charge;  // its expected completion there
       if (!it->task->where.contains(thief.info.arch)) continue;
       const std::optional<double> here = context_->expected_duration(*it->task, thief.info.arch);
-      if (!here) continue;
+      const std::optional<double> there = context_->expected_duration(*it->task, victim->info.arch);
+      if (!here || !there) continue;
       const double transfer =
           policy_.count_transfers ? context_->expected_transfer(*it->task, thief.info.memory_node) : 0.0;
-      const double gain = ahead - (now + transfer + *here);
+      const double done_here = now + transfer + *here;
+      // A slower architecture takes a task only if it would be done before the task would even
+      // start where it waits: winning on paper by a long queue's length is not enough, since
+      // the estimates of a long queue drift and the task's dependents wait for the slow worker.
+      if (*here > *there && done_here > starts_there) continue;
+      const double gain = ahead - done_here;
       if (gain > best_gain) {
         best_gain = gain;
         best = *it;

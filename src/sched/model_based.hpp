@@ -26,10 +26,10 @@
 // the most loaded peer of the same architecture (same memory node first): within one
 // architecture the durations are the same, so taking a peer's task only helps. It also keeps
 // the engine's wake-ups sufficient: the engine wakes one worker per architecture, not the
-// chosen one. Failing that, it looks at the heads of the other architectures' queues for a
-// task it would finish (data transfer included) before that task's expected completion where
-// it waits, and takes the one that gains the most: the tail of a graph, where slow workers
-// queue behind the fast ones, is where list scheduling loses most.
+// chosen one. Failing that, it looks at the heads of the queues of architectures slower than
+// its own for the task, for a task it would finish (data transfer included) before that task's
+// expected completion where it waits, and takes the one that gains the most: the tail of a
+// graph, where slow workers hold tasks a fast one could run, is where list scheduling loses most.
 // A worker of another architecture stays idle even when the chosen one runs late: the late
 // worker's estimate is corrected at its next pop (and an idle worker's at its first empty pop),
 // so later tasks go where workers are actually free. Every queued task is eventually run by its

@@ -209,9 +209,11 @@ TEST(Simulation, GpuMemoryLimitEvictsInVirtualTime) {
   }
   rt.wait_all();
   for (auto& task : tasks) EXPECT_NO_THROW(task.get());  // evictions made room for every vector
-  // 16 tasks of 1 ms, each after its vector's upload (1 us); the write-backs of evicted
-  // vectors go the other way on the full-duplex link, at the same time.
-  EXPECT_NEAR(rt.elapsed(), 0.016 + 16e-6, 1e-9);
+  // 16 tasks of 1 ms, each after its vector's upload (1 us) at least; the write-backs of
+  // evicted vectors go the other way on the full-duplex link (schedulers that prefetch may
+  // evict a vector they bring back later: a few more copies).
+  EXPECT_GE(rt.elapsed(), 0.016 + 16e-6 - 1e-12);
+  EXPECT_LT(rt.elapsed(), 0.017);
 }
 
 TEST(Simulation, EnvironmentVariableSelectsIt) {
