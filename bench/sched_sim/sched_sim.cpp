@@ -3,7 +3,6 @@
 // bound on any schedule's makespan.
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>

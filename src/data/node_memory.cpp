@@ -85,7 +85,10 @@ bool NodeMemory::evict_one(HandleImpl& requester) {
     std::unique_lock victim_guard(victim.coherence_mutex, std::try_to_lock);
     if (!victim_guard.owns_lock()) continue;  // in use right now; lock order forbids waiting
     Replica& replica = victim.replicas[index_];
-    if (replica.pins != 0 || (replica.pending && !replica.pending->done())) continue;
+    // A replica still being copied in is left alone (a task is about to use it), except in a
+    // simulation, where time cannot pass here to let it land: the copy is dropped, its link
+    // time spent for nothing.
+    if (replica.pins != 0 || (replica.pending && !replica.pending->done() && !runtime_.simulating())) continue;
     replica.pending.reset();
     const std::size_t bytes = victim.layout.span_bytes();
     if (replica.state == ReplicaState::owner) {
