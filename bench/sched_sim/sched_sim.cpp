@@ -1,6 +1,8 @@
 // hetflow-bench sched-sim: every scheduler on a tiled Cholesky factorisation, simulated on a
 // machine of 8 CPU cores and 2 GPUs (HETFLOW_SIMULATE's engine, virtual time), next to a lower
 // bound on any schedule's makespan.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -8,8 +10,6 @@
 #include <map>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "bench.hpp"
 #include "hetflow/hetflow.hpp"

@@ -2,10 +2,10 @@
 // builds the public API on top of it.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
-#include <nanobind/stl/pair.h>
-#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <atomic>
@@ -20,13 +20,13 @@
 
 #include "completions.hpp"
 #include "gil_session.hpp"
+#include "hetflow/detail/body.hpp"
+#include "hetflow/hetflow.hpp"
+#include "hetflow/process.hpp"
 #include "message_hub.hpp"
 #include "perfmodel_bindings.hpp"
 #include "shared_memory.hpp"
-#include "hetflow/hetflow.hpp"
-#include "hetflow/process.hpp"
 #include "task_result.hpp"
-#include "hetflow/detail/body.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -220,8 +220,8 @@ class PyRuntime {
  public:
   PyRuntime(std::optional<unsigned> ncpus, std::optional<std::string> scheduler, unsigned nprocs,
             std::vector<std::string> worker_command, std::vector<std::string> worker_environment,
-            std::optional<unsigned> spin_us, nb::callable dumps, nb::callable freeze,
-            std::optional<std::string> trace, std::optional<bool> stats)
+            std::optional<unsigned> spin_us, nb::callable dumps, nb::callable freeze, std::optional<std::string> trace,
+            std::optional<bool> stats)
       : dumps_(PyRef::borrow(dumps.ptr())), freeze_(PyRef::borrow(freeze.ptr())) {
     Config config;
     // The CPU workers come from the Python thread driver (GIL sessions), not the built-in one.
@@ -286,9 +286,8 @@ class PyRuntime {
   }
 
   TaskRef submit_process(std::size_t function_id, nb::bytes call, const std::vector<const TaskRef*>& deps,
-                         const std::vector<ArraySpec>& arrays, const std::string& name, int priority,
-                         int worker, std::uint64_t launch, const std::optional<std::string>& perfmodel,
-                         std::size_t size) {
+                         const std::vector<ArraySpec>& arrays, const std::string& name, int priority, int worker,
+                         std::uint64_t launch, const std::optional<std::string>& perfmodel, std::size_t size) {
     std::shared_ptr<const FunctionCode> function;
     {
       std::lock_guard guard(functions_mutex_);
@@ -306,8 +305,8 @@ class PyRuntime {
     }
     std::vector<DataAccess> data = data_accesses(access_specs);
     options.data_list = data;
-    ProcessCall process_call{function, std::string(call.c_str(), call.size()), {}, std::move(array_arguments),
-                             model_for(perfmodel), size};
+    ProcessCall process_call{
+        function, std::string(call.c_str(), call.size()), {}, std::move(array_arguments), model_for(perfmodel), size};
     process_call.inputs.reserve(deps.size());
     for (const TaskRef* dep : deps) process_call.inputs.push_back(dep->future());
     if (launch == 0) return TaskRef(runtime().submit(options, BatchedBody{this, std::move(process_call)}));
@@ -316,8 +315,7 @@ class PyRuntime {
 
   ArrayHandle register_array(std::uintptr_t address, std::size_t nbytes, const std::string& name) {
     if (address == 0) throw nb::value_error("hetflow: cannot register an array without data");
-    return ArrayHandle(runtime().register_data(reinterpret_cast<void*>(address),
-                                               DataLayout::vector(nbytes, 1), name));
+    return ArrayHandle(runtime().register_data(reinterpret_cast<void*>(address), DataLayout::vector(nbytes, 1), name));
   }
 
   void unregister_async(const ArrayHandle& handle) {
@@ -511,8 +509,7 @@ class PyRuntime {
     auto* channel = static_cast<ProcessChannel*>(context.driver_state());
     std::size_t companions = 0;
     double expected = lead.function->recent_seconds.load(std::memory_order_relaxed);
-    while (expected >= 0 && expected < kBatchSeconds && companions + 1 < kMaxBatch &&
-           context.take_companions(1) == 1) {
+    while (expected >= 0 && expected < kBatchSeconds && companions + 1 < kMaxBatch && context.take_companions(1) == 1) {
       const double next = static_cast<Stored*>(context.companion_storage(companions))
                               ->fn.call.function->recent_seconds.load(std::memory_order_relaxed);
       ++companions;
@@ -530,7 +527,8 @@ class PyRuntime {
     std::vector<Item> items;
     items.push_back({&lead, -1, {}});
     for (std::size_t i = 0; i < companions; ++i) {
-      items.push_back({&static_cast<Stored*>(context.companion_storage(i))->fn.call, static_cast<std::ptrdiff_t>(i), {}});
+      items.push_back(
+          {&static_cast<Stored*>(context.companion_storage(i))->fn.call, static_cast<std::ptrdiff_t>(i), {}});
     }
 
     std::optional<TaskResult> lead_result;
@@ -600,8 +598,7 @@ class PyRuntime {
   }
 
   // Answers an offload kernel's send / receive / barrier.
-  std::optional<ProcessMessage> answer_kernel(const ProcessMessage& request, std::uint64_t launch,
-                                              std::uint32_t core) {
+  std::optional<ProcessMessage> answer_kernel(const ProcessMessage& request, std::uint64_t launch, std::uint32_t core) {
     // Parts: the launch the kernel believes it is in, then the request's own.
     if (request.parts.empty() || request.parts[0] != std::to_string(launch)) {
       return ProcessMessage{kAnswerFailed, {"a request for another launch"}};
@@ -609,9 +606,7 @@ class PyRuntime {
     auto number = [&](std::size_t i) { return static_cast<std::uint32_t>(std::stoul(request.parts.at(i))); };
     std::string failure;
     switch (request.kind) {
-      case kRequestSend:
-        hub_.send(launch, core, number(1), request.parts.at(2));
-        return std::nullopt;
+      case kRequestSend: hub_.send(launch, core, number(1), request.parts.at(2)); return std::nullopt;
       case kRequestReceive:
         if (auto payload = hub_.receive(launch, core, number(1), failure)) {
           return ProcessMessage{kAnswerValue, {std::move(*payload)}};
@@ -620,8 +615,7 @@ class PyRuntime {
       case kRequestBarrier:
         if (hub_.barrier(launch, failure)) return ProcessMessage{kAnswerValue, {}};
         return ProcessMessage{kAnswerFailed, {failure}};
-      default:
-        return ProcessMessage{kAnswerFailed, {"unknown request " + std::to_string(request.kind)}};
+      default: return ProcessMessage{kAnswerFailed, {"unknown request " + std::to_string(request.kind)}};
     }
   }
 
@@ -641,8 +635,8 @@ class PyRuntime {
     const bool first_time = !channel.knows(function.key);
     if (first_time) channel.remember(function.key);  // forgotten if the child is replaced
     std::vector<std::string_view> parts{std::string_view(id, 8), function.key,
-                                        first_time ? std::string_view(function.bytes) : std::string_view(),
-                                        call.call, table};
+                                        first_time ? std::string_view(function.bytes) : std::string_view(), call.call,
+                                        table};
     for (const auto& bytes : inputs) parts.emplace_back(bytes);
     return parts;
   }
@@ -709,8 +703,8 @@ NB_MODULE(_hetflow, m) {
       .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a,
            "perfmodel"_a = nb::none(), "size"_a = 0)
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
-      .def("submit_process", &PyRuntime::submit_process, "function_id"_a, "call"_a, "deps"_a, "arrays"_a,
-           "name"_a, "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0)
+      .def("submit_process", &PyRuntime::submit_process, "function_id"_a, "call"_a, "deps"_a, "arrays"_a, "name"_a,
+           "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0)
       .def("open_launch", &PyRuntime::open_launch, "launch"_a, "size"_a)
       .def("pinned_load", &PyRuntime::pinned_load, "worker"_a)
       .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a)
@@ -729,9 +723,8 @@ NB_MODULE(_hetflow, m) {
       "shared_bytes",
       [](std::size_t nbytes) {
         Segment segment = SegmentRegistry::instance().allocate(nbytes);
-        nb::capsule owner(segment.base, [](void* base) noexcept {
-          SegmentRegistry::instance().free(static_cast<std::byte*>(base));
-        });
+        nb::capsule owner(segment.base,
+                          [](void* base) noexcept { SegmentRegistry::instance().free(static_cast<std::byte*>(base)); });
         return nb::ndarray<nb::numpy, std::uint8_t, nb::ndim<1>>(segment.base, {nbytes}, owner);
       },
       "nbytes"_a, "A uint8 numpy array of nbytes in memory that worker processes share.");

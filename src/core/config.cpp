@@ -1,12 +1,13 @@
-#include <cctype>
+#include "hetflow/config.hpp"
+
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <map>
-#include <string_view>
 #include <string>
+#include <string_view>
 
 #include "drivers/cpu/topology.hpp"
-#include "hetflow/config.hpp"
 #include "hetflow/error.hpp"
 
 namespace hetflow {
@@ -56,10 +57,14 @@ std::size_t parse_bytes(std::string_view text, const std::string& what) {
   }
   const std::string suffix = digits.substr(used);
   unsigned long long scale = 1;
-  if (suffix == "K" || suffix == "KiB") scale = 1ull << 10;
-  else if (suffix == "M" || suffix == "MiB") scale = 1ull << 20;
-  else if (suffix == "G" || suffix == "GiB") scale = 1ull << 30;
-  else if (!suffix.empty()) throw InvalidArgument(what + ": unknown size suffix '" + suffix + "' (use K, M or G)");
+  if (suffix == "K" || suffix == "KiB")
+    scale = 1ull << 10;
+  else if (suffix == "M" || suffix == "MiB")
+    scale = 1ull << 20;
+  else if (suffix == "G" || suffix == "GiB")
+    scale = 1ull << 30;
+  else if (!suffix.empty())
+    throw InvalidArgument(what + ": unknown size suffix '" + suffix + "' (use K, M or G)");
   return static_cast<std::size_t>(value * scale);
 }
 

@@ -6,21 +6,23 @@
 
 #include "core/dependencies.hpp"
 #include "core/runtime_impl.hpp"
-#include "data/coherence.hpp"
 #include "core/task_pool.hpp"
 #include "core/task_state.hpp"
+#include "data/coherence.hpp"
 #include "hetflow/error.hpp"
 
 namespace hetflow {
 
 using detail::AccessRecord;
 using detail::HandleImpl;
-using detail::TaskCore;
 using detail::kNoBody;
+using detail::TaskCore;
 
 namespace {
 
-std::string display_quoted(const std::string& name) { return name.empty() ? std::string("(unnamed)") : "'" + name + "'"; }
+std::string display_quoted(const std::string& name) {
+  return name.empty() ? std::string("(unnamed)") : "'" + name + "'";
+}
 
 void check_mode(AccessMode mode, const char* where) {
   if (mode != AccessMode::R && mode != AccessMode::W && mode != AccessMode::RW) {
@@ -38,7 +40,8 @@ HandleImpl& check_handle(const DataHandle& handle, const detail::RuntimeImpl& ru
                           " was registered with another runtime");
   }
   if (must_be_registered && !impl->registered.load(std::memory_order_acquire)) {
-    throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl->name) + " has been unregistered");
+    throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl->name) +
+                          " has been unregistered");
   }
   return *impl;
 }
@@ -147,7 +150,7 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   if (size <= TaskCore::kInlineStorage && align <= alignof(std::max_align_t)) {
     *storage = task->inline_storage;
   } else {
-    void* heap = ::operator new(size, std::align_val_t{detail::kHeapBodyAlign});
+    void* heap = ::operator new (size, std::align_val_t{detail::kHeapBodyAlign});
     *reinterpret_cast<void**>(task->inline_storage) = heap;
     task->flags |= TaskCore::kHeapStorage;
     *storage = heap;
@@ -175,7 +178,8 @@ Future<void> Runtime::insert(const Codelet& codelet, const TaskOptions& options)
 }
 
 DataHandle Runtime::register_data(void* ptr, const DataLayout& layout, std::string name) {
-  if (ptr == nullptr) throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + display_quoted(name));
+  if (ptr == nullptr)
+    throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + display_quoted(name));
   if (layout.elem_size == 0) throw InvalidArgument("hetflow::Runtime::register_data: element size is 0");
   if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::register_data: the runtime has been shut down");
   return DataHandle(impl_->register_data(ptr, layout, std::move(name)));

@@ -115,8 +115,8 @@ void RuntimeImpl::add_workers(ext::Driver& driver) {
       if (known == node_memory_.end()) {
         auto limit = config.memory_limits.find(node);
         node_names_.push_back(memory->name());
-        node_memory_.push_back(std::make_unique<NodeMemory>(
-            *this, node, std::move(memory), limit != config.memory_limits.end() ? limit->second : 0));
+        node_memory_.push_back(std::make_unique<NodeMemory>(*this, node, std::move(memory),
+                                                            limit != config.memory_limits.end() ? limit->second : 0));
       }
     }
     worker->info = {static_cast<unsigned>(workers_.size()), driver.arch(), node};
@@ -288,7 +288,8 @@ void RuntimeImpl::run_body(TaskCore* task, WorkerState& worker, TaskContext& con
   } unpin_at_exit{accesses, fetched, node};
   if (node_count() > 1) {
     // Every copy starts before the first is waited for, so that they overlap each other.
-    for (; fetched < task->access_count; ++fetched) fetch(*accesses[fetched].handle, node, reads(accesses[fetched].mode));
+    for (; fetched < task->access_count; ++fetched)
+      fetch(*accesses[fetched].handle, node, reads(accesses[fetched].mode));
     for (std::size_t i = 0; i < task->access_count; ++i) complete_fetch(*accesses[i].handle, node, accesses[i].mode);
     if (node != kHostNode) look_ahead(worker);
   }
@@ -541,7 +542,8 @@ void RuntimeImpl::shutdown() {
 
 std::shared_ptr<HandleImpl> RuntimeImpl::register_data(void* ptr, const DataLayout& layout, std::string name) {
   auto handle = std::make_shared<HandleImpl>(*this, ptr, layout, std::move(name));
-  for (unsigned node = 1; node < node_count(); ++node) node_memory(node).device().host_buffer_added(ptr, layout.span_bytes());
+  for (unsigned node = 1; node < node_count(); ++node)
+    node_memory(node).device().host_buffer_added(ptr, layout.span_bytes());
   std::lock_guard guard(registry_mutex_);
   handle->registry_index = registry_.size();
   registry_.push_back(handle);

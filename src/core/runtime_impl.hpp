@@ -10,19 +10,19 @@
 #include <vector>
 
 #include "core/idle_workers.hpp"
+#include "core/scheduler_context.hpp"
 #include "core/task.hpp"
 #include "core/worker.hpp"
-#include "sched/task_fifo.hpp"
-#include "core/scheduler_context.hpp"
 #include "data/handle.hpp"
 #include "data/memory_node.hpp"
 #include "data/node_memory.hpp"
+#include "hetflow/config.hpp"
+#include "hetflow/ext/scheduler.hpp"
+#include "hetflow/future.hpp"
 #include "perfmodel/bus.hpp"
+#include "sched/task_fifo.hpp"
 #include "sim/simulator.hpp"
 #include "trace/recorder.hpp"
-#include "hetflow/config.hpp"
-#include "hetflow/future.hpp"
-#include "hetflow/ext/scheduler.hpp"
 
 namespace hetflow {
 class Runtime;

@@ -38,18 +38,18 @@ struct TaskCore : ext::SchedTask {
   static constexpr std::size_t kInlineAccesses = 2;
 
   enum Flags : std::uint8_t {
-    kManual = 1,         // never scheduled: made ready, then finished by its owner (acquisitions)
-    kHeapStorage = 2,    // the body did not fit inline: storage holds a pointer to it
-    kHeapAccesses = 4,   // more accesses than fit inline
-    kUnregisters = 8,    // a manual task that unregisters its handle as soon as it starts
-    kPrefetches = 16,    // a manual task that starts a prefetch of its handle as soon as it starts
+    kManual = 1,        // never scheduled: made ready, then finished by its owner (acquisitions)
+    kHeapStorage = 2,   // the body did not fit inline: storage holds a pointer to it
+    kHeapAccesses = 4,  // more accesses than fit inline
+    kUnregisters = 8,   // a manual task that unregisters its handle as soon as it starts
+    kPrefetches = 16,   // a manual task that starts a prefetch of its handle as soon as it starts
   };
 
   std::atomic<std::uint32_t> state{static_cast<std::uint32_t>(TaskStatus::pending)};
   std::atomic<std::uint32_t> refs{0};
   std::atomic<std::int32_t> pending{0};
-  SpinLock lock;               // guards released, successors, dependency_error
-  bool released = false;       // successors have been told; later dependents need not wait
+  SpinLock lock;          // guards released, successors, dependency_error
+  bool released = false;  // successors have been told; later dependents need not wait
   std::uint8_t flags = 0;
   std::uint16_t access_count = 0;
   std::int32_t pinned_worker = -1;  // runs on this worker only, bypassing the scheduler
@@ -74,9 +74,7 @@ struct TaskCore : ext::SchedTask {
   [[nodiscard]] void* storage() noexcept {
     return (flags & kHeapStorage) ? *reinterpret_cast<void**>(inline_storage) : inline_storage;
   }
-  [[nodiscard]] AccessRecord* accesses() noexcept {
-    return (flags & kHeapAccesses) ? heap_accesses : inline_accesses;
-  }
+  [[nodiscard]] AccessRecord* accesses() noexcept { return (flags & kHeapAccesses) ? heap_accesses : inline_accesses; }
   [[nodiscard]] const char* display_name() const noexcept {
     if (name) return name->c_str();
     if (codelet != nullptr && !codelet->name.empty()) return codelet->name.c_str();

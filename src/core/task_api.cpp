@@ -61,8 +61,7 @@ void complete_manual(TaskCore* task) noexcept {
 void rethrow_if_failed(const TaskCore* task) {
   switch (task->status()) {
     case TaskStatus::failed: std::rethrow_exception(task->error);
-    case TaskStatus::cancelled:
-      throw CancelledError(std::string("task '") + task->display_name() + "' was cancelled");
+    case TaskStatus::cancelled: throw CancelledError(std::string("task '") + task->display_name() + "' was cancelled");
     default: return;
   }
 }

@@ -5,11 +5,10 @@
 #include <cstring>
 #include <mutex>
 
-#include "hetflow/access.hpp"
-
 #include "core/runtime_impl.hpp"
 #include "data/memory_node.hpp"
 #include "data/node_memory.hpp"
+#include "hetflow/access.hpp"
 
 namespace hetflow::detail {
 namespace {
@@ -54,7 +53,8 @@ std::unique_ptr<ext::Transfer> copy_from_host(HandleImpl& handle, ext::MemoryNod
   if (!has_gaps(layout)) return node.copy_from_host(buffer, handle.host_ptr(), layout.span_bytes());
   auto staging = std::make_unique<std::byte[]>(layout.span_bytes());
   const auto* host = static_cast<const std::byte*>(handle.host_ptr());
-  for_each_run(layout, [&](std::size_t offset, std::size_t bytes) { std::memcpy(&staging[offset], host + offset, bytes); });
+  for_each_run(layout,
+               [&](std::size_t offset, std::size_t bytes) { std::memcpy(&staging[offset], host + offset, bytes); });
   std::unique_ptr<ext::Transfer> copy = node.copy_from_host(buffer, staging.get(), layout.span_bytes());
   if (!copy) return nullptr;
   return std::make_unique<StagedTransfer>(std::move(copy), std::move(staging));
@@ -69,7 +69,8 @@ void copy_to_host(HandleImpl& handle, ext::MemoryNode& node, const void* buffer)
   auto staging = std::make_unique<std::byte[]>(layout.span_bytes());
   node.copy_to_host(staging.get(), buffer, layout.span_bytes());
   auto* host = static_cast<std::byte*>(handle.host_ptr());
-  for_each_run(layout, [&](std::size_t offset, std::size_t bytes) { std::memcpy(host + offset, &staging[offset], bytes); });
+  for_each_run(layout,
+               [&](std::size_t offset, std::size_t bytes) { std::memcpy(host + offset, &staging[offset], bytes); });
 }
 
 // Everything below runs with the handle's coherence mutex held.

@@ -21,8 +21,8 @@ enum class ReplicaState : unsigned char { invalid, shared, owner };
 
 struct Replica {
   ReplicaState state = ReplicaState::invalid;
-  void* ptr = nullptr;  // the node's buffer (device replicas: allocated on first use)
-  unsigned pins = 0;    // tasks about to use or using it: it must not be evicted
+  void* ptr = nullptr;                     // the node's buffer (device replicas: allocated on first use)
+  unsigned pins = 0;                       // tasks about to use or using it: it must not be evicted
   std::shared_ptr<ext::Transfer> pending;  // the copy that makes it valid, while in flight
   double pending_since = 0;                // when that copy started (engine clock)
   bool listed = false;                     // in its node's LRU list, at lru_position
@@ -56,6 +56,5 @@ class HandleImpl {
   /// Drops the references on tracked tasks (at unregistration, when nothing is pending).
   void forget_tasks() noexcept;
 };
-
 
 }  // namespace hetflow::detail

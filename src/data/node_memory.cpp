@@ -22,13 +22,12 @@ constexpr auto kFullNodePatience = std::chrono::seconds(60);
 
 }  // namespace
 
-NodeMemory::NodeMemory(RuntimeImpl& runtime, unsigned index, std::shared_ptr<ext::MemoryNode> node,
-                       std::size_t limit)
+NodeMemory::NodeMemory(RuntimeImpl& runtime, unsigned index, std::shared_ptr<ext::MemoryNode> node, std::size_t limit)
     : runtime_(runtime),
       index_(index),
       node_(std::move(node)),
       limit_(limit != 0 && node_->capacity() != 0 ? std::min(limit, node_->capacity())
-                                                   : (limit != 0 ? limit : node_->capacity())) {}
+                                                  : (limit != 0 ? limit : node_->capacity())) {}
 
 NodeMemory::~NodeMemory() { free_cached(); }
 

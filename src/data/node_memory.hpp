@@ -49,9 +49,9 @@ class NodeMemory {
   const std::shared_ptr<ext::MemoryNode> node_;
   const std::size_t limit_;
   mutable std::mutex mutex_;
-  std::size_t used_ = 0;                       // bytes allocated from the node, cached ones included
+  std::size_t used_ = 0;                      // bytes allocated from the node, cached ones included
   std::multimap<std::size_t, void*> cached_;  // freed buffers by size
-  std::list<HandleImpl*> lru_;                 // handles with a buffer here, least recent first
+  std::list<HandleImpl*> lru_;                // handles with a buffer here, least recent first
 };
 
 }  // namespace hetflow::detail

@@ -33,23 +33,9 @@ constexpr int kBandwidthRepetitions = 3;
 // The smallest buffer worth timing for bandwidth; below it, latency dominates the copy.
 constexpr std::size_t kSmallestBandwidthBytes = std::size_t{64} << 10;
 
-std::vector<std::string_view> split_fields(std::string_view line) {
-  std::vector<std::string_view> fields;
-  std::size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
-    const std::size_t start = i;
-    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
-    if (i > start) fields.push_back(line.substr(start, i - start));
-  }
-  return fields;
-}
-
 std::optional<double> parse_double(std::string_view text) {
-  double value = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr != end || !std::isfinite(value)) return std::nullopt;
+  const std::optional<double> value = parse_number<double>(text);
+  if (!value || !std::isfinite(*value)) return std::nullopt;
   return value;
 }
 
@@ -71,9 +57,7 @@ bool valid_link(double bandwidth, double latency) {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // A buffer on a device node, freed when it goes.
 class DeviceBuffer {
@@ -272,7 +256,8 @@ std::string format_bus(const BusFileContents& contents) {
   out += "\nnode ";
   out += contents.node;
   out += "\n# direction bandwidth(bytes/s) latency(s) (see docs/perfmodels.md, Bus model)\n";
-  for (const auto& [name, link] : {std::pair{kHostToNode, contents.host_to_node}, std::pair{kNodeToHost, contents.node_to_host}}) {
+  for (const auto& [name, link] :
+       {std::pair{kHostToNode, contents.host_to_node}, std::pair{kNodeToHost, contents.node_to_host}}) {
     out += name;
     out += ' ';
     append_double(out, link.bandwidth);
@@ -373,8 +358,7 @@ void BusModel::calibrate(const std::filesystem::path& directory) {
       measured = measure(*node);
     } catch (const std::exception& e) {
       warn("cannot measure the transfers to memory node " + std::to_string(index) + " (" + name + "): " + e.what() +
-           "; assuming " + number(kDefaultBandwidth / 1e9) + " GB/s and " + number(kDefaultLatency * 1e6) +
-           " us");
+           "; assuming " + number(kDefaultBandwidth / 1e9) + " GB/s and " + number(kDefaultLatency * 1e6) + " us");
       continue;
     }
     store(0, index, measured.host_to_node);

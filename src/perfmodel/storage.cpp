@@ -60,27 +60,6 @@ namespace {
 constexpr std::string_view kMagic = "hetflow-perfmodel";
 constexpr std::size_t kFixedFields = 9;  // arch size count mean m2 min max robust recent_count
 
-std::vector<std::string_view> split_fields(std::string_view line) {
-  std::vector<std::string_view> fields;
-  std::size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
-    const std::size_t start = i;
-    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
-    if (i > start) fields.push_back(line.substr(start, i - start));
-  }
-  return fields;
-}
-
-template <class T>
-std::optional<T> parse_number(std::string_view text) {
-  T value{};
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr != end) return std::nullopt;
-  return value;
-}
-
 std::optional<double> parse_seconds(std::string_view text) {
   auto value = parse_number<double>(text);
   if (!value || !std::isfinite(*value) || *value < 0) return std::nullopt;
@@ -359,6 +338,18 @@ std::size_t default_calibration_samples() {
                           std::to_string(kMax) + " (measurements before a size counts as calibrated)");
   }
   return static_cast<std::size_t>(*value);
+}
+
+std::vector<std::string_view> split_fields(std::string_view line) {
+  std::vector<std::string_view> fields;
+  std::size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+    const std::size_t start = i;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
+    if (i > start) fields.push_back(line.substr(start, i - start));
+  }
+  return fields;
 }
 
 void warn(std::string_view message) noexcept {

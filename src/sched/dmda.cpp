@@ -14,5 +14,6 @@ class DataAwareScheduler final : public ModelBasedScheduler {
 }  // namespace
 }  // namespace hetflow::detail
 
-HETFLOW_REGISTER_SCHEDULER(dmda, "performance models and data transfers: each task to the worker expected to finish it first",
+HETFLOW_REGISTER_SCHEDULER(dmda,
+                           "performance models and data transfers: each task to the worker expected to finish it first",
                            hetflow::detail::DataAwareScheduler);

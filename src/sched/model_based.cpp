@@ -232,7 +232,7 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
       if (estimates.eligible[a] && estimates.duration[a]) slowest = std::max(slowest, *estimates.duration[a]);
     }
   }
-    std::vector<double> delays;
+  std::vector<double> delays;
   for (const Slot* slot : candidates) {
     const auto arch_index = static_cast<unsigned>(slot->info.arch);
     const auto& known = estimates.duration[arch_index];
@@ -250,7 +250,8 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
     transfers.push_back(transfer_to(*slot));
   }
   Slot* chosen = pick(candidates, completions, transfers, now);
-  const auto index = static_cast<std::size_t>(std::find(candidates.begin(), candidates.end(), chosen) - candidates.begin());
+  const auto index =
+      static_cast<std::size_t>(std::find(candidates.begin(), candidates.end(), chosen) - candidates.begin());
   const auto arch = static_cast<unsigned>(chosen->info.arch);
   const double duration = estimates.has_model ? *estimates.duration[arch] : nominal;
   return {chosen, duration + delays[index], estimates.has_model ? estimates.duration[arch] : std::nullopt};

@@ -1,18 +1,18 @@
 #include "sim/simulator.hpp"
 
 #include <algorithm>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <new>
 #include <thread>
 
 #include "core/runtime_impl.hpp"
 #include "core/task_state.hpp"
-#include "data/memory_node.hpp"
-#include "trace/recorder.hpp"
 #include "data/coherence.hpp"
+#include "data/memory_node.hpp"
 #include "hetflow/error.hpp"
 #include "hetflow/perfmodel.hpp"
+#include "trace/recorder.hpp"
 
 namespace hetflow::detail {
 
@@ -41,7 +41,8 @@ std::unique_ptr<ext::Transfer> SimulatedMemory::copy_from_host(void* /*buffer*/,
 void SimulatedMemory::copy_to_host(void* /*host*/, const void* /*buffer*/, std::size_t bytes) {
   // Made by the simulating thread for the task it starts (a write-back, a copy home).
   const double ready = simulator_.clock.load(std::memory_order_acquire) + simulator_.transfer_time;
-  simulator_.transfer_time = book_link(node_, kHostNode, bytes, ready) - simulator_.clock.load(std::memory_order_acquire);
+  simulator_.transfer_time =
+      book_link(node_, kHostNode, bytes, ready) - simulator_.clock.load(std::memory_order_acquire);
 }
 
 bool SimulatedTransfer::done() { return simulator_.clock.load(std::memory_order_acquire) >= end_; }
@@ -81,8 +82,9 @@ ArchMask RuntimeImpl::simulated_archs(const Codelet* codelet, const std::string&
     if (costed || modelled) archs = archs | arch;
   }
   if (archs.empty()) {
-    throw InvalidArgument("simulation: " + simulator_->origin + " gives no cost for codelet '" + key +
-                          "' (add it under \"codelets\", or use \"models\": \"stored\" with a codelet that has a model)");
+    throw InvalidArgument(
+        "simulation: " + simulator_->origin + " gives no cost for codelet '" + key +
+        "' (add it under \"codelets\", or use \"models\": \"stored\" with a codelet that has a model)");
   }
   return archs;
 }

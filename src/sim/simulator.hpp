@@ -41,7 +41,8 @@ class SimulatedMemory final : public ext::MemoryNode {
   [[nodiscard]] std::size_t capacity() const noexcept override { return capacity_; }
   [[nodiscard]] void* allocate(std::size_t bytes) override;
   void free(void* buffer, std::size_t bytes) noexcept override;
-  [[nodiscard]] std::unique_ptr<ext::Transfer> copy_from_host(void* buffer, const void* host, std::size_t bytes) override;
+  [[nodiscard]] std::unique_ptr<ext::Transfer> copy_from_host(void* buffer, const void* host,
+                                                              std::size_t bytes) override;
   void copy_to_host(void* host, const void* buffer, std::size_t bytes) override;
 
  private:
@@ -61,7 +62,7 @@ struct Simulator {
   Simulator(MachineSpec machine_spec, std::string origin);
 
   const MachineSpec machine;
-  const std::string origin;  // the machine file, for messages
+  const std::string origin;                                  // the machine file, for messages
   std::vector<std::shared_ptr<SimulatedMemory>> gpu_memory;  // gpu i is memory node i + 1
   Recorder* recorder = nullptr;
 

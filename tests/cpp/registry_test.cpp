@@ -28,7 +28,9 @@ std::atomic<int> lifo_instances{0};
 class LifoScheduler final : public hetflow::ext::Scheduler {
  public:
   LifoScheduler() { lifo_instances.fetch_add(1); }
-  void init(std::span<const WorkerInfo> workers, SchedulerContext& /*context*/) override { workers_.assign(workers.begin(), workers.end()); }
+  void init(std::span<const WorkerInfo> workers, SchedulerContext& /*context*/) override {
+    workers_.assign(workers.begin(), workers.end());
+  }
   void push(SchedTask* task, int /*from_worker*/) override {
     lifo_pushes.fetch_add(1);
     std::lock_guard guard(mutex_);
@@ -125,7 +127,9 @@ TEST(Registry, RegisteredAtRunTime) {
   class Counting final : public hetflow::ext::Scheduler {
    public:
     Counting() : inner_(hetflow::ext::make_scheduler("eager")) { made.fetch_add(1); }
-    void init(std::span<const WorkerInfo> workers, SchedulerContext& context) override { inner_->init(workers, context); }
+    void init(std::span<const WorkerInfo> workers, SchedulerContext& context) override {
+      inner_->init(workers, context);
+    }
     void push(SchedTask* task, int from) override {
       pushed.fetch_add(1);
       inner_->push(task, from);

@@ -1,8 +1,7 @@
 // The CUDA driver: kernels and cuBLAS/cuSOLVER on CUDA workers, data moving between host and
 // GPU memory, eviction under a memory limit, and the driver's behaviour where there is no GPU.
-#include <gtest/gtest.h>
-
 #include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
@@ -136,7 +135,8 @@ TEST_F(CudaGpu, VectorCodeletGivesTheSameResultsOnCpuAndGpu) {
     const double y = static_cast<double>(i % 97) + 2.0 * x;
     if (x_gpu[i] != x_cpu[i] || x_gpu[i] != x || std::abs(y_gpu[i] - y_cpu[i]) > 1e-12 * std::abs(y) ||
         std::abs(y_cpu[i] - y) > 1e-12 * std::abs(y)) {
-      if (++mismatches <= 5) ADD_FAILURE() << "at " << i << ": cpu " << y_cpu[i] << ", gpu " << y_gpu[i] << ", want " << y;
+      if (++mismatches <= 5)
+        ADD_FAILURE() << "at " << i << ": cpu " << y_cpu[i] << ", gpu " << y_gpu[i] << ", want " << y;
     }
   }
   EXPECT_EQ(mismatches, 0u);
@@ -154,7 +154,8 @@ TEST_F(CudaGpu, CublasDgemmOnAMatrixTileMatchesACpuLoop) {
   for (int j = 0; j < n; ++j) {
     for (int i = 0; i < m; ++i) {
       double sum = 0;
-      for (int p = 0; p < k; ++p) sum += a[static_cast<std::size_t>(i + p * m)] * b[static_cast<std::size_t>(p + j * k)];
+      for (int p = 0; p < k; ++p)
+        sum += a[static_cast<std::size_t>(i + p * m)] * b[static_cast<std::size_t>(p + j * k)];
       double& cij = want[static_cast<std::size_t>((row0 + i) + (col0 + j) * ldc)];
       cij = sum + 0.5 * cij;
     }
@@ -177,7 +178,8 @@ TEST_F(CudaGpu, CublasDgemmOnAMatrixTileMatchesACpuLoop) {
         cublasDgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(cv.nx()), static_cast<int>(cv.ny()),
                     static_cast<int>(av.ny()), &alpha, av.as<double>(), static_cast<int>(av.ld()), bv.as<double>(),
                     static_cast<int>(bv.ld()), &beta, cv.as<double>(), static_cast<int>(cv.ld()));
-    if (status != CUBLAS_STATUS_SUCCESS) throw hetflow::Error(std::string("cublasDgemm: ") + cublasGetStatusString(status));
+    if (status != CUBLAS_STATUS_SUCCESS)
+      throw hetflow::Error(std::string("cublasDgemm: ") + cublasGetStatusString(status));
   };
   {
     Runtime rt(Config{.ncpus = 1, .drivers = {hetflow::cuda::make_driver()}});
@@ -191,8 +193,9 @@ TEST_F(CudaGpu, CublasDgemmOnAMatrixTileMatchesACpuLoop) {
   std::size_t mismatches = 0;
   for (std::size_t i = 0; i < c.size(); ++i) {
     if (std::abs(c[i] - want[i]) > 1e-12 * std::max(1.0, std::abs(want[i]))) {
-      if (++mismatches <= 5) ADD_FAILURE() << "element " << i << " (row " << i % ldc << ", column " << i / ldc << "): "
-                                           << c[i] << ", want " << want[i];
+      if (++mismatches <= 5)
+        ADD_FAILURE() << "element " << i << " (row " << i % ldc << ", column " << i / ldc << "): " << c[i] << ", want "
+                      << want[i];
     }
   }
   EXPECT_EQ(mismatches, 0u);
@@ -305,9 +308,8 @@ TEST_F(CudaGpu, MemoryLimitSmallerThanTheDataEvictsAndKeepsResultsRight) {
   Observations seen;
   const Codelet axpy = axpy_codelet(seen);
   {
-    Runtime rt(Config{.ncpus = 1,
-                      .memory_limits = {{1, 3 * bytes}},
-                      .drivers = {hetflow::cuda::make_driver({.max_devices = 1})}});
+    Runtime rt(Config{
+        .ncpus = 1, .memory_limits = {{1, 3 * bytes}}, .drivers = {hetflow::cuda::make_driver({.max_devices = 1})}});
     std::vector<DataHandle> handles;
     for (auto& v : data) handles.push_back(rt.register_vector(v.data(), n));
     for (std::size_t round = 0; round < rounds; ++round) {
@@ -465,7 +467,8 @@ TEST(CudaDriver, EnvironmentLimitsTheGpus) {
   }
   // A count chosen in code wins: the environment is not even read.
   ScopedEnv broken("HETFLOW_NCUDA", "abc");
-  EXPECT_EQ(hetflow::cuda::make_driver({.max_devices = 1})->worker_count(), std::min(1u, hetflow::cuda::device_count()));
+  EXPECT_EQ(hetflow::cuda::make_driver({.max_devices = 1})->worker_count(),
+            std::min(1u, hetflow::cuda::device_count()));
 }
 
 TEST(CudaDriver, AccessorsThrowOutsideCudaWorkers) {

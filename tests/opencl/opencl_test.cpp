@@ -4,6 +4,8 @@
 //
 // The tests that need a device skip when there is none, unless HETFLOW_REQUIRE_OPENCL=1 (set by
 // CTest, with HETFLOW_OPENCL_DEVICES=all so that a CPU device such as PoCL's counts): then they fail.
+#include "hetflow/opencl.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
-#include "hetflow/opencl.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -123,8 +124,8 @@ Codelet make_shift_scale(std::atomic<int>& opencl_runs) {
             const hetflow::DataView b = context.buffer(1);
             for (std::size_t j = 0; j < b.ny(); ++j) {
               for (std::size_t i = 0; i < b.nx(); ++i) {
-                b.as<float>()[j * b.ld() + i] = alpha * a.as<float>()[j * a.ld() + i] + static_cast<float>(i) +
-                                                 100.0f * static_cast<float>(j);
+                b.as<float>()[j * b.ld() + i] =
+                    alpha * a.as<float>()[j * a.ld() + i] + static_cast<float>(i) + 100.0f * static_cast<float>(j);
               }
             }
           },
@@ -203,8 +204,8 @@ TEST(OpenCLDeviceSelection, CodeWinsOverTheEnvironment) {
 }
 
 TEST(OpenCLDeviceSelection, EmptyTypesAreRefused) {
-  hetflow::test::expect_invalid_argument(
-      [] { (void)cl::make_driver({.device_types = 0, .device_types_set = true}); }, {"device_types"});
+  hetflow::test::expect_invalid_argument([] { (void)cl::make_driver({.device_types = 0, .device_types_set = true}); },
+                                         {"device_types"});
 }
 
 TEST(OpenCLDeviceSelection, ListsAndMaxDevices) {
@@ -364,8 +365,8 @@ TEST_F(OpenCL, MatrixTilesLeaveWhatIsBetweenTheirColumnsAlone) {
   EXPECT_EQ(opencl_runs.load(), 1);
   for (std::size_t j = 0; j < n; ++j) {
     for (std::size_t i = 0; i < ld; ++i) {
-      const float expected = i < n ? 2.0f + static_cast<float>(i) + 100.0f * static_cast<float>(j)
-                                   : -before[j * ld + i];
+      const float expected =
+          i < n ? 2.0f + static_cast<float>(i) + 100.0f * static_cast<float>(j) : -before[j * ld + i];
       ASSERT_EQ(whole[j * ld + i], expected) << (i < n ? "top" : "bottom") << " tile at row " << i << ", column " << j;
     }
   }
@@ -504,16 +505,16 @@ __kernel void reverse_groups(__global const float* in, __global float* out, __lo
 }
 )CLC";
   constexpr std::size_t kGroup = 8;
-  const Codelet reverse{.name = "reverse groups", .opencl = [&](TaskContext& context) {
-                          cl_kernel k = cl::kernel(context, kReverse, "reverse_groups");
-                          cl::set_args(k, cl::buffer(context, 0), cl::buffer(context, 1),
-                                       cl::LocalMemory{kGroup * sizeof(float)});
-                          std::size_t global = context.buffer(0).nx();
-                          std::size_t local = kGroup;
-                          cl::check(clEnqueueNDRangeKernel(cl::device(context).queue, k, 1, nullptr, &global, &local, 0,
-                                                           nullptr, nullptr),
-                                    "clEnqueueNDRangeKernel");
-                        }};
+  const Codelet reverse{
+      .name = "reverse groups", .opencl = [&](TaskContext& context) {
+        cl_kernel k = cl::kernel(context, kReverse, "reverse_groups");
+        cl::set_args(k, cl::buffer(context, 0), cl::buffer(context, 1), cl::LocalMemory{kGroup * sizeof(float)});
+        std::size_t global = context.buffer(0).nx();
+        std::size_t local = kGroup;
+        cl::check(
+            clEnqueueNDRangeKernel(cl::device(context).queue, k, 1, nullptr, &global, &local, 0, nullptr, nullptr),
+            "clEnqueueNDRangeKernel");
+      }};
   std::vector<float> in(4 * kGroup);
   for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i);
   std::vector<float> out(in.size(), -1.0f);
@@ -557,7 +558,7 @@ class CountingMemory final : public hetflow::ext::MemoryNode {
     inner_->free(buffer, bytes);
   }
   [[nodiscard]] std::unique_ptr<hetflow::ext::Transfer> copy_from_host(void* buffer, const void* host,
-                                                                      std::size_t bytes) override {
+                                                                       std::size_t bytes) override {
     return inner_->copy_from_host(buffer, host, bytes);
   }
   void copy_to_host(void* host, const void* buffer, std::size_t bytes) override {
@@ -649,8 +650,7 @@ TEST_F(OpenCL, EvictionUnderAMemoryLimitKeepsResultsRight) {
 
 TEST_F(OpenCL, DeviceAndKernelOutsideAnOpenCLWorkerThrow) {
   Runtime rt(config());
-  const Codelet misplaced{.name = "misplaced",
-                          .cpu = [](TaskContext& context) { (void)cl::device(context); }};
+  const Codelet misplaced{.name = "misplaced", .cpu = [](TaskContext& context) { (void)cl::device(context); }};
   try {
     rt.insert(misplaced, {.where = Arch::cpu}).get();
     ADD_FAILURE() << "expected hetflow::Error";
@@ -660,9 +660,8 @@ TEST_F(OpenCL, DeviceAndKernelOutsideAnOpenCLWorkerThrow) {
     EXPECT_NE(message.find("'misplaced'"), std::string::npos) << message;
     EXPECT_NE(message.find("not an OpenCL one"), std::string::npos) << message;
   }
-  const Codelet misplaced_kernel{.name = "misplaced kernel", .cpu = [](TaskContext& context) {
-                                   (void)cl::kernel(context, kVectorSource, "axpy");
-                                 }};
+  const Codelet misplaced_kernel{.name = "misplaced kernel",
+                                 .cpu = [](TaskContext& context) { (void)cl::kernel(context, kVectorSource, "axpy"); }};
   EXPECT_THROW(rt.insert(misplaced_kernel, {.where = Arch::cpu}).get(), hetflow::Error);
 }
 

@@ -52,7 +52,7 @@ class FakeNode final : public hetflow::ext::MemoryNode {
     std::free(buffer);
   }
   [[nodiscard]] std::unique_ptr<hetflow::ext::Transfer> copy_from_host(void* buffer, const void* host,
-                                                                      std::size_t bytes) override {
+                                                                       std::size_t bytes) override {
     copies_in.fetch_add(1);
     std::memcpy(buffer, host, bytes);
     return std::make_unique<CountedTransfer>(waits);
@@ -216,7 +216,8 @@ TEST(BusModel, DamagedFileIsMeasuredAgainWithAWarning) {
     bus.calibrate(dir.path());
     const std::string err = testing::internal::GetCapturedStderr();
     EXPECT_NE(err.find("hetflow: warning: ignoring damaged bus model " + file.string()), std::string::npos)
-        << "for:\n" << text << "stderr: " << err;
+        << "for:\n"
+        << text << "stderr: " << err;
     EXPECT_GT(node.calls(), 0) << "measured again for:\n" << text;
     EXPECT_TRUE(usable(bus.link(0, 1)));
     // The new measurement replaced the damaged file.

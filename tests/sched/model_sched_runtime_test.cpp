@@ -18,9 +18,9 @@ namespace {
 using hetflow::Codelet;
 using hetflow::Config;
 using hetflow::PerfModel;
+using hetflow::R;
 using hetflow::Runtime;
 using hetflow::RW;
-using hetflow::R;
 using hetflow::TaskContext;
 
 class ModelSchedRuntime : public ::testing::TestWithParam<std::string> {};
@@ -86,7 +86,8 @@ TEST_P(ModelSchedRuntime, CodeletTasksWithAPerfModelAllCompleteCorrectly) {
   EXPECT_EQ(runs.load(), expected_runs);
   for (std::size_t v = 0; v < kVectors; ++v) {
     EXPECT_EQ(data[v][0], expected_first[v]) << "vector " << v;
-    for (std::size_t i = 1; i < kLength; ++i) ASSERT_EQ(data[v][i], expected_rest[v]) << "vector " << v << " [" << i << "]";
+    for (std::size_t i = 1; i < kLength; ++i)
+      ASSERT_EQ(data[v][i], expected_rest[v]) << "vector " << v << " [" << i << "]";
   }
   // Every run was measured into the model.
   std::uint64_t measured = 0;

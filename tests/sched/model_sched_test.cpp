@@ -70,9 +70,7 @@ constexpr unsigned kCpu = static_cast<unsigned>(Arch::cpu);
 constexpr unsigned kCuda = static_cast<unsigned>(Arch::cuda);
 
 // Two CPU workers on host memory and one CUDA worker on node 1.
-std::vector<WorkerInfo> two_cpus_one_gpu() {
-  return {{0, Arch::cpu, 0}, {1, Arch::cpu, 0}, {2, Arch::cuda, 1}};
-}
+std::vector<WorkerInfo> two_cpus_one_gpu() { return {{0, Arch::cpu, 0}, {1, Arch::cpu, 0}, {2, Arch::cuda, 1}}; }
 
 struct Rig {
   Rig(const std::string& name, std::vector<WorkerInfo> worker_list) : workers(std::move(worker_list)) {

@@ -22,7 +22,7 @@ namespace hetflow::ext {
 struct SchedTask {
   SchedTask* sched_next = nullptr;
   int priority = 0;
-  ArchMask where;           // architectures the task may run on
+  ArchMask where;              // architectures the task may run on
   std::uint64_t sequence = 0;  // submission order
 };
 
@@ -87,6 +87,7 @@ struct SchedulerRegistration {
 
 }  // namespace hetflow::ext
 
-#define HETFLOW_REGISTER_SCHEDULER(NAME, DESCRIPTION, TYPE)                     \
-  static const ::hetflow::ext::SchedulerRegistration hetflow_scheduler_##NAME{ \
-      #NAME, DESCRIPTION, [] { return std::unique_ptr<::hetflow::ext::Scheduler>(new TYPE()); }}
+#define HETFLOW_REGISTER_SCHEDULER(NAME, DESCRIPTION, TYPE)                                   \
+  static const ::hetflow::ext::SchedulerRegistration hetflow_scheduler_##NAME {               \
+#NAME, DESCRIPTION, [] { return std::unique_ptr<::hetflow::ext::Scheduler>(new TYPE()); } \
+  }

@@ -1,8 +1,8 @@
 #pragma once
 // Owning wrappers for OpenCL objects: each releases its object once, when it goes away.
-#include "hetflow/opencl.hpp"
-
 #include <utility>
+
+#include "hetflow/opencl.hpp"
 
 namespace hetflow::opencl::detail {
 

@@ -53,7 +53,8 @@ cl_device_type parse_device_types(std::string_view text) {
     } else if (item == "all") {
       types |= CL_DEVICE_TYPE_ALL;
     } else {
-      const std::string what = item.empty() ? std::string("an empty item") : "unknown device type '" + std::string(item) + "'";
+      const std::string what =
+          item.empty() ? std::string("an empty item") : "unknown device type '" + std::string(item) + "'";
       throw InvalidArgument(std::string(kDevicesVariable) + "='" + std::string(text) + "': " + what + " (" +
                             std::string(usage) + ")");
     }
@@ -96,9 +97,10 @@ DeviceResources::DeviceResources(DeviceId id) {
   view_.device = id.device;
   view_.name = device_string(id.device, CL_DEVICE_NAME, "CL_DEVICE_NAME");
   view_.type = device_value<cl_device_type>(id.device, CL_DEVICE_TYPE, "CL_DEVICE_TYPE");
-  global_memory_ = static_cast<std::size_t>(device_value<cl_ulong>(id.device, CL_DEVICE_GLOBAL_MEM_SIZE, "CL_DEVICE_GLOBAL_MEM_SIZE"));
-  max_allocation_ =
-      static_cast<std::size_t>(device_value<cl_ulong>(id.device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, "CL_DEVICE_MAX_MEM_ALLOC_SIZE"));
+  global_memory_ = static_cast<std::size_t>(
+      device_value<cl_ulong>(id.device, CL_DEVICE_GLOBAL_MEM_SIZE, "CL_DEVICE_GLOBAL_MEM_SIZE"));
+  max_allocation_ = static_cast<std::size_t>(
+      device_value<cl_ulong>(id.device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, "CL_DEVICE_MAX_MEM_ALLOC_SIZE"));
 
   const std::string where = " for device '" + view_.name + "'";
   const cl_context_properties properties[] = {CL_CONTEXT_PLATFORM, reinterpret_cast<cl_context_properties>(id.platform),

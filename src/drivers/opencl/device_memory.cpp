@@ -58,7 +58,8 @@ class EventTransfer final : public ext::Transfer {
 }  // namespace
 
 DeviceMemory::DeviceMemory(std::shared_ptr<const DeviceResources> device, unsigned index)
-    : device_(std::move(device)), name_("opencl" + std::to_string(index)),
+    : device_(std::move(device)),
+      name_("opencl" + std::to_string(index)),
       capacity_(usable_capacity(device_->global_memory())) {}
 
 void* DeviceMemory::allocate(std::size_t bytes) {

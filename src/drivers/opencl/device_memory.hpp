@@ -18,7 +18,8 @@ class DeviceMemory final : public ext::MemoryNode {
   [[nodiscard]] std::size_t capacity() const noexcept override { return capacity_; }
   [[nodiscard]] void* allocate(std::size_t bytes) override;
   void free(void* buffer, std::size_t bytes) noexcept override;
-  [[nodiscard]] std::unique_ptr<ext::Transfer> copy_from_host(void* buffer, const void* host, std::size_t bytes) override;
+  [[nodiscard]] std::unique_ptr<ext::Transfer> copy_from_host(void* buffer, const void* host,
+                                                              std::size_t bytes) override;
   void copy_to_host(void* host, const void* buffer, std::size_t bytes) override;
 
  private:

@@ -100,8 +100,8 @@ void check(cl_int code, std::string_view what) {
 void set_arg(cl_kernel kernel, cl_uint index, std::size_t size, const void* value) {
   const cl_int status = clSetKernelArg(kernel, index, size, value);
   if (status == CL_SUCCESS) return;
-  std::string message = "hetflow::opencl: setting argument " + std::to_string(index) + " (" + std::to_string(size) +
-                        " bytes) of kernel";
+  std::string message =
+      "hetflow::opencl: setting argument " + std::to_string(index) + " (" + std::to_string(size) + " bytes) of kernel";
   char name[256] = {};
   if (clGetKernelInfo(kernel, CL_KERNEL_FUNCTION_NAME, sizeof(name) - 1, name, nullptr) == CL_SUCCESS) {
     message += " '" + std::string(name) + "'";

@@ -36,7 +36,8 @@ std::string kernel_names(cl_program program) {
 }  // namespace
 
 cl_kernel ProgramCache::kernel(std::string_view source, std::string_view name, std::string_view options) {
-  if (source.empty()) throw InvalidArgument("hetflow::opencl::kernel: the source of kernel '" + std::string(name) + "' is empty");
+  if (source.empty())
+    throw InvalidArgument("hetflow::opencl::kernel: the source of kernel '" + std::string(name) + "' is empty");
   if (name.empty()) throw InvalidArgument("hetflow::opencl::kernel: the kernel name is empty");
 
   auto program = programs_.find(KeyView{source, options});
