@@ -226,6 +226,7 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
   };
   // Affinity: an architecture that speeds this task up less than it speeds up the best-suited
   // tasks is better kept for those; its completion is weighed up by what its time is worth.
+  // The slowest architecture for the task gains nothing on it and is not weighed up.
   double slowest = 0;
   if (estimates.has_model) {
     for (unsigned a = 0; a < kArchCount; ++a) {
@@ -244,7 +245,7 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
       const double speedup = slowest / duration;
       double& best_speedup = best_speedup_[arch_index];  // guarded by accounting_mutex_, held by push
       best_speedup = std::max(best_speedup, speedup);
-      penalty = policy_.affinity_weight * duration * (best_speedup / speedup - 1);
+      if (speedup > 1) penalty = policy_.affinity_weight * duration * (best_speedup / speedup - 1);
     }
     completions.push_back(start + delays.back() + duration + penalty);
     transfers.push_back(transfer_to(*slot));

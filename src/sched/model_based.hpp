@@ -68,10 +68,10 @@ struct ModelPolicy {
   /// to the least expected transfer when `prefer_local_data` is set.
   double tie_tolerance = 1e-9;
   bool prefer_local_data = false;
-  /// Weighs up the completion on an architecture that speeds the task up less than the most it
-  /// has sped up any task: + weight * duration * (best speedup / this speedup - 1), speedups
-  /// taken against the slowest eligible architecture. Keeps a GPU for the kernels it gains most
-  /// on (dmdas); 0 turns it off.
+  /// Weighs up the completion on an architecture that speeds the task up (against the slowest
+  /// eligible one) less than the most it has sped up any task: + weight * duration * (best
+  /// speedup / this speedup - 1). Keeps a GPU for the kernels it gains most on (dmdas); the
+  /// slowest architecture for a task is never weighed up; 0 turns it off.
   double affinity_weight = 0;
 };
 
