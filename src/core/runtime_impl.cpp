@@ -287,6 +287,7 @@ void RuntimeImpl::run_body(TaskCore* task, WorkerState& worker, TaskContext& con
     }
   } unpin_at_exit{accesses, fetched, node};
   if (node_count() > 1) {
+    if (node != kHostNode) check_fits(task, node);
     // Every copy starts before the first is waited for, so that they overlap each other.
     for (; fetched < task->access_count; ++fetched)
       fetch(*accesses[fetched].handle, node, reads(accesses[fetched].mode));
@@ -314,6 +315,30 @@ void RuntimeImpl::run_body(TaskCore* task, WorkerState& worker, TaskContext& con
   const double end = now();
   if (model != nullptr) model->record(worker.info.arch, footprint(task), end - start);
   if (recorder_) recorder_->task(worker.info.id, task->display_name(), footprint(task), start, end);
+}
+
+void RuntimeImpl::check_fits(TaskCore* task, unsigned node) const {
+  const std::size_t limit = node_memory(node).limit();
+  if (limit == 0) return;
+  const std::string where = "memory node " + std::to_string(node) + " (" + node_name(node) + "), which holds at most " +
+                            std::to_string(limit) + " bytes";
+  std::size_t bytes = 0;
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) {
+    const HandleImpl& handle = *accesses[i].handle;
+    const auto same = [&](const AccessRecord& r) { return r.handle == accesses[i].handle; };
+    if (std::any_of(accesses, accesses + i, same)) continue;
+    const std::size_t span = handle.layout.span_bytes();
+    if (span > limit) {
+      throw Error("hetflow: data '" + handle.name + "' (" + std::to_string(span) + " bytes) does not fit on " + where);
+    }
+    bytes += span;
+  }
+  if (bytes > limit) {
+    // Its buffers must all be there at once: no eviction can make room.
+    throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
+                " bytes of data at once on " + where);
+  }
 }
 
 void RuntimeImpl::look_ahead(WorkerState& worker) {

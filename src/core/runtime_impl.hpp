@@ -132,6 +132,8 @@ class RuntimeImpl {
   void add_workers(ext::Driver& driver);
   /// Makes the task's data valid on the worker's node and runs its body there.
   void run_body(TaskCore* task, WorkerState& worker, TaskContext& context);
+  /// Throws if the task's data, all on `node` at once, cannot fit there.
+  void check_fits(TaskCore* task, unsigned node) const;
   /// Starts moving the data of the task this worker runs next while the current one runs.
   void look_ahead(WorkerState& worker);
   void add_simulated_workers();

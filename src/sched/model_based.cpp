@@ -48,6 +48,9 @@ struct ModelBasedScheduler::Slot {
   // Touched by the worker itself only: whether its running_end was already reset for the
   // current stretch of empty pops (so a spinning worker takes the accounting lock once).
   bool idle_noted = false;
+  // When it may next look at other architectures' queues (rescue): not on every empty pop of a
+  // spinning worker, which would take their locks and the models' in a tight loop.
+  double next_rescue = 0;
 };
 
 struct ModelBasedScheduler::Estimates {
@@ -359,6 +362,13 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::steal(Slot& thief, Entry& out) {
   return nullptr;
 }
 
+namespace {
+
+// How long an idle worker waits before it looks at other architectures' queues again.
+constexpr double kRescueInterval = 200e-6;
+
+}  // namespace
+
 ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, double& charge) {
   // Bounded: an idle worker looks at the head of each queue, where waiting costs the most.
   constexpr std::size_t kLookedAt = 16;
@@ -416,7 +426,13 @@ ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
   Entry entry;
   Slot* source = take_first(*self, self->info.arch, entry) ? self : steal(*self, entry);
   double rescued_charge = -1;
-  if (source == nullptr) source = rescue(*self, entry, rescued_charge);
+  if (source == nullptr) {
+    const double now = context_->now();
+    if (now >= self->next_rescue) {
+      source = rescue(*self, entry, rescued_charge);
+      if (source == nullptr) self->next_rescue = now + kRescueInterval;
+    }
+  }
   if (source == nullptr) {
     if (!self->idle_noted) {
       // Nothing runs on this worker now: whatever it ran ended, early or not.

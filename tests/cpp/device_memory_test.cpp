@@ -272,6 +272,24 @@ TEST(DeviceMemory, TaskDataLargerThanTheNodeFailsClearly) {
   EXPECT_EQ(small[0], 1);
 }
 
+TEST(DeviceMemory, TaskWhoseDataTogetherExceedTheNodeFailsAtOnce) {
+  Device device;
+  Codelet add;
+  add.name = "add";
+  add.opencl = [](TaskContext&) {};
+  std::vector<int> a(200), b(200);  // 800 bytes each: each fits in 1024, both do not
+  Runtime rt(with_device(device, 1, {{1, 1024}}));
+  DataHandle ha = rt.register_vector(a.data(), a.size(), "a");
+  DataHandle hb = rt.register_vector(b.data(), b.size(), "b");
+  try {
+    rt.insert(add, {.data = {R(ha), RW(hb)}}).get();
+    FAIL() << "expected an error";
+  } catch (const hetflow::Error& error) {
+    // Said at once, not after waiting for room that could never come.
+    EXPECT_NE(std::string(error.what()).find("1600 bytes of data at once"), std::string::npos) << error.what();
+  }
+}
+
 TEST(DeviceMemory, PrefetchMovesDataAheadOfTheTask) {
   Device device;
   const Codelet inc = increment(device);
