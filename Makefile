@@ -34,6 +34,7 @@ python: deps
 run: build python
 	./$(BUILD)/examples/cpp/tiled_gemm
 	./$(BUILD)/examples/cpp/cholesky --check
+	HETFLOW_OPENCL_DEVICES=all ./$(BUILD)/examples/cpp/cholesky --opencl --sched dmdas --repeat 3 --check
 	$(PY) examples/python/tour.py
 
 test: test-unit test-python test-tsan test-asan
