@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 #include <future>
+#include <map>
 #include <mutex>
 #include <numeric>
 #include <set>
@@ -342,6 +343,28 @@ TEST(DeviceMemory, TilesOfOneMatrixDoNotOverwriteEachOther) {
   rt.unregister(top);  // top home: must not bring the device's stale bottom rows along
   rt.unregister(bottom);
   EXPECT_EQ(matrix, (std::vector<int>{1, 1, 2, 2, 1, 1, 2, 2}));
+}
+
+TEST(DeviceMemory, LimitsComeFromTheEnvironmentWhenCodeSetsNone) {
+  {
+    hetflow::test::ScopedEnv env("HETFLOW_MEMORY_LIMITS", "1:64M,2:1G");
+    const Config config = Config{}.resolved();
+    EXPECT_EQ(config.memory_limits, (std::map<unsigned, std::size_t>{{1, 64u << 20}, {2, std::size_t{1} << 30}}));
+    Config in_code;
+    in_code.memory_limits = {{1, 4096}};
+    EXPECT_EQ(in_code.resolved().memory_limits, (std::map<unsigned, std::size_t>{{1, 4096}}));
+  }
+  for (const char* bad : {"1:lots", "1:64X", "64M", "0:1M", ":1M"}) {
+    hetflow::test::ScopedEnv env("HETFLOW_MEMORY_LIMITS", bad);
+    try {
+      (void)Config{}.resolved();
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const hetflow::InvalidArgument& error) {
+      const std::string what = error.what();
+      EXPECT_TRUE(what.find("HETFLOW_MEMORY_LIMITS") != std::string::npos || what.find("node 0") != std::string::npos)
+          << what;
+    }
+  }
 }
 
 TEST(DeviceMemory, ManyTasksOnBothSidesStayCoherent) {
