@@ -373,6 +373,11 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, 
   // Bounded: an idle worker looks at the head of each queue, where waiting costs the most.
   constexpr std::size_t kLookedAt = 16;
   const double now = context_->now();
+  double thief_free;  // a worker that looks ahead pops while its current task still runs
+  {
+    std::lock_guard guard(accounting_mutex_);
+    thief_free = std::max(now, thief.running_end);
+  }
   Slot* best_slot = nullptr;
   Entry best;
   double best_gain = 0;
@@ -395,7 +400,7 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, 
       if (!here || !there) continue;
       const double transfer =
           policy_.count_transfers ? context_->expected_transfer(*it->task, thief.info.memory_node) : 0.0;
-      const double done_here = now + transfer + *here;
+      const double done_here = thief_free + transfer + *here;
       // A slower architecture takes a task only if it would be done before the task would even
       // start where it waits: winning on paper by a long queue's length is not enough, since
       // the estimates of a long queue drift and the task's dependents wait for the slow worker.
