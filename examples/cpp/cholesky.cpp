@@ -111,6 +111,7 @@ int run(int argc, char** argv) {
 
   hetflow::Runtime rt(linalg::make_config(options));
   if (!linalg::describe_runtime(rt, options)) return linalg::kNoWorkerExitStatus;
+  linalg::prepare_devices(rt);
   counter.reset(rt.worker_count());
   std::printf("cholesky: n = %zu, tiles of %zu (%zu x %zu, layout %s), %u run%s\n", n, options.tile,
               matrix.tile_count(), matrix.tile_count(), std::string(linalg::layout_name(options.layout)).c_str(),

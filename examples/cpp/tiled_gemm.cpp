@@ -86,6 +86,7 @@ int run(int argc, char** argv) {
 
   hetflow::Runtime rt(linalg::make_config(options));
   if (!linalg::describe_runtime(rt, options)) return linalg::kNoWorkerExitStatus;
+  linalg::prepare_devices(rt);
   counter.reset(rt.worker_count());
   const std::size_t tiles = a_tiles.tile_count();
   std::printf(

@@ -32,6 +32,10 @@
 #include "hetflow/codelet.hpp"
 #include "hetflow/ext/driver.hpp"
 
+namespace hetflow {
+class Runtime;
+}
+
 namespace hetflow::opencl {
 
 struct DriverOptions {
@@ -73,6 +77,14 @@ struct Device {
 /// meanwhile: set a kernel's arguments and enqueue it without waiting in between.
 [[nodiscard]] cl_kernel kernel(const TaskContext& context, std::string_view source, std::string_view name,
                                std::string_view build_options = {});
+
+/// Builds the program of `source` with `build_options` now, for the device of every OpenCL
+/// worker of `rt` (a task pinned to each), into the cache that kernel() reads. The first tasks
+/// then do not wait for the compiler, and a program that does not build is reported before any
+/// work depends on it: throws hetflow::Error with the build log, after every build has ended.
+///
+///     hetflow::opencl::prepare_program(rt, kSource);  // before submitting the tasks
+void prepare_program(Runtime& rt, std::string_view source, std::string_view build_options = {});
 
 /// The i-th registered buffer of the task, as the cl_mem it is on the worker's device.
 [[nodiscard]] inline cl_mem buffer(const TaskContext& context, std::size_t index) {

@@ -303,6 +303,7 @@ void RuntimeImpl::run_body(TaskCore* task, WorkerState& worker, TaskContext& con
     // What the implementation queued before it threw must end before its buffers move.
     if (worker.driver != nullptr) {
       try {
+        static_cast<void>(worker.driver->take_setup_seconds(worker.driver_index));
         worker.driver->finish_task(worker.driver_index);
       } catch (...) {
         // The implementation's own error is the one to report.
@@ -310,10 +311,14 @@ void RuntimeImpl::run_body(TaskCore* task, WorkerState& worker, TaskContext& con
     }
     throw;
   }
-  if (worker.driver != nullptr) worker.driver->finish_task(worker.driver_index);
+  double setup = 0;
+  if (worker.driver != nullptr) {
+    setup = worker.driver->take_setup_seconds(worker.driver_index);
+    worker.driver->finish_task(worker.driver_index);
+  }
   if (!timed) return;
   const double end = now();
-  if (model != nullptr) model->record(worker.info.arch, footprint(task), end - start);
+  if (model != nullptr) model->record(worker.info.arch, footprint(task), std::max(0.0, end - start - setup));
   if (recorder_) recorder_->task(worker.info.id, task->display_name(), footprint(task), start, end);
 }
 

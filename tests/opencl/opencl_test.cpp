@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
+#include "hetflow/perfmodel.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -462,6 +464,83 @@ TEST_F(OpenCL, BuildErrorCarriesTheBuildLog) {
     EXPECT_NE(message.find("no_such_identifier_xq"), std::string::npos) << message;
   }
   EXPECT_EQ(k, nullptr);
+}
+
+// Build options no earlier build in this process (nor a compiler's cache on disk) has seen.
+std::string fresh_build_options() {
+  static std::atomic<unsigned> counter{0};
+  return "-DHETFLOW_TEST_NONCE=" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + "_" +
+         std::to_string(counter++);
+}
+
+TEST_F(OpenCL, PreparedProgramServesTheKernelsOfItsSource) {
+  Runtime rt(config());
+  const std::string options = fresh_build_options();
+  cl::prepare_program(rt, kVectorSource, options);
+  cl_kernel k = nullptr;
+  rt.insert(kKernelProbe, {.where = Arch::opencl}, KernelRequest{kVectorSource, "axpy", options.c_str(), &k}).get();
+  ASSERT_NE(k, nullptr);
+  cl_program program = nullptr;
+  ASSERT_EQ(clGetKernelInfo(k, CL_KERNEL_PROGRAM, sizeof(program), &program, nullptr), CL_SUCCESS);
+  cl_device_id device = nullptr;
+  ASSERT_EQ(clGetProgramInfo(program, CL_PROGRAM_DEVICES, sizeof(device), &device, nullptr), CL_SUCCESS);
+  std::string built_with(options.size() + 64, '\0');
+  std::size_t length = 0;
+  ASSERT_EQ(
+      clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_OPTIONS, built_with.size(), built_with.data(), &length),
+      CL_SUCCESS);
+  built_with.resize(length > 0 ? length - 1 : 0);
+  EXPECT_NE(built_with.find(options), std::string::npos) << built_with;
+}
+
+TEST_F(OpenCL, PrepareProgramReportsABuildFailureWithItsLog) {
+  Runtime rt(config());
+  constexpr const char* kBroken = "__kernel void broken(__global float* x) { x[0] = prepared_but_undeclared; }";
+  try {
+    cl::prepare_program(rt, kBroken);
+    ADD_FAILURE() << "expected hetflow::Error";
+  } catch (const hetflow::Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("CL_BUILD_PROGRAM_FAILURE"), std::string::npos) << message;
+    EXPECT_NE(message.find("prepared_but_undeclared"), std::string::npos) << message;
+  }
+  // The runtime goes on: later work is not affected by the failed build.
+  cl_kernel k = nullptr;
+  rt.insert(kKernelProbe, {.where = Arch::opencl}, KernelRequest{kVectorSource, "axpy", "", &k}).get();
+  EXPECT_NE(k, nullptr);
+}
+
+TEST(OpenCLPrepare, WithoutOpenCLWorkersDoesNothing) {
+  Runtime rt(Config{.ncpus = 1});
+  EXPECT_NO_THROW(cl::prepare_program(rt, "this is not OpenCL C"));
+}
+
+TEST_F(OpenCL, BuildTimeIsNotLearnedByThePerformanceModel) {
+  auto model = std::make_shared<hetflow::PerfModel>("opencl-build-probe");
+  struct Probe {
+    std::string options;
+    double kernel_call_seconds = 0;
+  };
+  Codelet probe{.name = "build probe",
+                .opencl =
+                    [](TaskContext& context) {
+                      auto* request = context.arg<Probe*>();
+                      const auto started = std::chrono::steady_clock::now();
+                      static_cast<void>(cl::kernel(context, kVectorSource, "axpy", request->options));
+                      request->kernel_call_seconds =
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+                    },
+                .model = model};
+  Probe first{fresh_build_options()};
+  {
+    Runtime rt(config());
+    rt.insert(probe, {.where = Arch::opencl}, &first).get();
+  }
+  const auto entries = model->entries();
+  ASSERT_EQ(entries.size(), 1U);
+  EXPECT_EQ(entries[0].count, 1U);
+  // The kernel() call built the program; what the model learned is the task without the build.
+  EXPECT_LT(entries[0].max, first.kernel_call_seconds);
 }
 
 TEST_F(OpenCL, UnknownKernelNameIsNamed) {

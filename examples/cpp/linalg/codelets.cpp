@@ -61,6 +61,12 @@ void TaskCounter::print(const hetflow::Runtime& runtime, std::FILE* out) const {
   std::fprintf(out, "\n");
 }
 
+void prepare_devices([[maybe_unused]] hetflow::Runtime& runtime) {
+#ifdef HETFLOW_EXAMPLE_WITH_OPENCL
+  detail::prepare_opencl(runtime);
+#endif
+}
+
 bool built_with_opencl() noexcept {
 #ifdef HETFLOW_EXAMPLE_WITH_OPENCL
   return true;

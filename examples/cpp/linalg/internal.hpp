@@ -49,6 +49,7 @@ struct TrsmShape {
 
 #ifdef HETFLOW_EXAMPLE_WITH_OPENCL
 [[nodiscard]] hetflow::Codelet::Implementation opencl_implementation(Kernel kernel);
+void prepare_opencl(hetflow::Runtime& runtime);
 #endif
 #ifdef HETFLOW_EXAMPLE_WITH_CUDA
 [[nodiscard]] hetflow::Codelet::Implementation cuda_implementation(Kernel kernel);

@@ -84,6 +84,11 @@ class Codelets {
   hetflow::Codelet potrf;
 };
 
+/// Builds the OpenCL kernels for every OpenCL worker of `runtime` now (nothing without one), so
+/// that the first tasks there do not wait for the compiler. Throws hetflow::Error with the build
+/// log when they do not build.
+void prepare_devices(hetflow::Runtime& runtime);
+
 /// Whether this build has the OpenCL / CUDA implementations (and drivers).
 [[nodiscard]] bool built_with_opencl() noexcept;
 [[nodiscard]] bool built_with_cuda() noexcept;

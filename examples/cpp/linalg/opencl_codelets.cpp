@@ -66,4 +66,9 @@ hetflow::Codelet::Implementation opencl_implementation(Kernel kernel) {
   return {};
 }
 
+void prepare_opencl(hetflow::Runtime& runtime) {
+  hetflow::opencl::prepare_program(runtime, opencl::source());
+  hetflow::opencl::prepare_program(runtime, opencl::source(), opencl::preferred_gemm_options());
+}
+
 }  // namespace linalg::detail

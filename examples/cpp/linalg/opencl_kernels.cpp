@@ -224,6 +224,8 @@ class Buffer {
 
 }  // namespace
 
+std::string preferred_gemm_options() { return gemm_options(kGemmVariants.front()); }
+
 std::string_view source() noexcept { return kSource; }
 
 std::string status_text(cl_int status) {

@@ -18,6 +18,10 @@ namespace linalg::opencl {
 /// The program source: kernels linalg_gemm, linalg_trsm_rlt and linalg_potrf_lower.
 [[nodiscard]] std::string_view source() noexcept;
 
+/// The build options of the gemm kernel's first choice (a device whose work-groups are too small
+/// for it gets another, built when first needed).
+[[nodiscard]] std::string preferred_gemm_options();
+
 /// Where a launch goes: a device, its in-order queue, and the kernel `name` of source() built
 /// with `options` (cached by whoever provides it).
 struct Target {

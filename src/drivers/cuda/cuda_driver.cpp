@@ -7,6 +7,7 @@
 // a worker thread must find its own device current when its next kernel launches.
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
@@ -262,9 +263,25 @@ struct WorkerContext {
   Stream compute;
   BlasHandle blas;
   SolverHandle solver;
+  double setup_seconds = 0;  // creating handles inside the task now running
   // Why start_worker could not set the worker up: its tasks then fail with this, instead of the
   // whole process ending on an exception in a worker thread.
   std::string failure;
+};
+
+/// Counts the time until it goes out of scope as setup of the worker's current task.
+class SetupTimer {
+ public:
+  explicit SetupTimer(WorkerContext& worker) : worker_(worker), started_(std::chrono::steady_clock::now()) {}
+  ~SetupTimer() {
+    worker_.setup_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  }
+  SetupTimer(const SetupTimer&) = delete;
+  SetupTimer& operator=(const SetupTimer&) = delete;
+
+ private:
+  WorkerContext& worker_;
+  std::chrono::steady_clock::time_point started_;
 };
 
 class CudaDriver final : public ext::Driver {
@@ -301,6 +318,10 @@ class CudaDriver final : public ext::Driver {
     } catch (const Error& error) {
       worker.failure = error.what();
     }
+  }
+
+  [[nodiscard]] double take_setup_seconds(unsigned index) override {
+    return std::exchange(workers_.at(index)->setup_seconds, 0.0);
   }
 
   void finish_task(unsigned index) override {
@@ -406,6 +427,7 @@ cudaStream_t stream(const TaskContext& context) { return worker_of(context, "str
 cublasHandle_t cublas(const TaskContext& context) {
   WorkerContext& worker = worker_of(context, "cublas");
   if (!worker.blas) {
+    const SetupTimer timer(worker);
     cublasHandle_t handle = nullptr;
     const cublasStatus_t created = cublasCreate(&handle);
     if (created != CUBLAS_STATUS_SUCCESS) {
@@ -424,6 +446,7 @@ cublasHandle_t cublas(const TaskContext& context) {
 cusolverDnHandle_t cusolver(const TaskContext& context) {
   WorkerContext& worker = worker_of(context, "cusolver");
   if (!worker.solver) {
+    const SetupTimer timer(worker);
     cusolverDnHandle_t handle = nullptr;
     const cusolverStatus_t created = cusolverDnCreate(&handle);
     if (created != CUSOLVER_STATUS_SUCCESS) {

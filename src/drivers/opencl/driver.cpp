@@ -11,6 +11,7 @@
 #include "drivers/opencl/program_cache.hpp"
 #include "hetflow/error.hpp"
 #include "hetflow/opencl.hpp"
+#include "hetflow/runtime.hpp"
 
 namespace hetflow::opencl {
 namespace detail {
@@ -41,6 +42,9 @@ class OpenCLDriver final : public ext::Driver {
   [[nodiscard]] unsigned worker_count() const override { return static_cast<unsigned>(workers_.size()); }
   [[nodiscard]] std::shared_ptr<ext::MemoryNode> memory_node(unsigned index) override { return worker(index).memory; }
   [[nodiscard]] void* worker_state(unsigned index) override { return &worker(index); }
+  [[nodiscard]] double take_setup_seconds(unsigned index) override {
+    return worker(index).programs.take_build_seconds();
+  }
 
   void finish_task(unsigned index) override {
     const DeviceResources& device = *worker(index).device;
@@ -95,6 +99,28 @@ const Device& device(const TaskContext& context) { return detail::worker_of(cont
 cl_kernel kernel(const TaskContext& context, std::string_view source, std::string_view name,
                  std::string_view build_options) {
   return detail::worker_of(context, "kernel").programs.kernel(source, name, build_options);
+}
+
+void prepare_program(Runtime& rt, std::string_view source, std::string_view build_options) {
+  struct Request {
+    std::string_view source;
+    std::string_view options;
+  };
+  static const Codelet builder{
+      .name = "opencl program build", .opencl = [](TaskContext& context) {
+        const Request& request = context.arg<Request>();
+        static_cast<void>(
+            detail::worker_of(context, "prepare_program").programs.program(request.source, request.options));
+      }};
+  std::vector<Future<void>> builds;
+  for (const ext::WorkerInfo& worker : rt.workers()) {
+    if (worker.arch != Arch::opencl) continue;
+    builds.push_back(rt.insert(builder, {.where = Arch::opencl, .worker = static_cast<int>(worker.id)},
+                               Request{source, build_options}));
+  }
+  // Every build reads `source`: all must end before this returns, failed or not.
+  for (const Future<void>& build : builds) build.wait();
+  for (const Future<void>& build : builds) build.get();
 }
 
 }  // namespace hetflow::opencl

@@ -1,5 +1,6 @@
 #include "drivers/opencl/program_cache.hpp"
 
+#include <chrono>
 #include <utility>
 
 #include "drivers/opencl/device.hpp"
@@ -36,39 +37,55 @@ std::string kernel_names(cl_program program) {
 }  // namespace
 
 cl_kernel ProgramCache::kernel(std::string_view source, std::string_view name, std::string_view options) {
-  if (source.empty())
-    throw InvalidArgument("hetflow::opencl::kernel: the source of kernel '" + std::string(name) + "' is empty");
   if (name.empty()) throw InvalidArgument("hetflow::opencl::kernel: the kernel name is empty");
-
-  auto program = programs_.find(KeyView{source, options});
-  if (program == programs_.end()) {
-    // Built before it goes into the cache, so a program that fails is tried again next time
-    // rather than remembered broken.
-    OwnedProgram built = build(source, name, options);
-    program = programs_.emplace(Key{std::string(source), std::string(options)}, Program{std::move(built), {}}).first;
-  }
-  auto& kernels = program->second.kernels;
+  Program& program = find_or_build(source, options, name);
+  auto& kernels = program.kernels;
   auto found = kernels.find(name);
   if (found == kernels.end()) {
-    OwnedKernel created = create_kernel(program->second.program.get(), name);
+    OwnedKernel created = create_kernel(program.program.get(), name);
     found = kernels.emplace(std::string(name), std::move(created)).first;
   }
   return found->second.get();
 }
 
-OwnedProgram ProgramCache::build(std::string_view source, std::string_view name, std::string_view options) const {
+cl_program ProgramCache::program(std::string_view source, std::string_view options) {
+  return find_or_build(source, options, {}).program.get();
+}
+
+ProgramCache::Program& ProgramCache::find_or_build(std::string_view source, std::string_view options,
+                                                   std::string_view for_kernel) {
+  if (source.empty()) {
+    throw InvalidArgument(for_kernel.empty() ? std::string("hetflow::opencl: the program source is empty")
+                                             : "hetflow::opencl::kernel: the source of kernel '" +
+                                                   std::string(for_kernel) + "' is empty");
+  }
+  auto program = programs_.find(KeyView{source, options});
+  if (program == programs_.end()) {
+    // Built before it goes into the cache, so a program that fails is tried again next time
+    // rather than remembered broken.
+    const auto started = std::chrono::steady_clock::now();
+    OwnedProgram built = build(source, for_kernel, options);
+    build_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    program = programs_.emplace(Key{std::string(source), std::string(options)}, Program{std::move(built), {}}).first;
+  }
+  return program->second;
+}
+
+OwnedProgram ProgramCache::build(std::string_view source, std::string_view for_kernel, std::string_view options) const {
+  const std::string what =
+      for_kernel.empty() ? std::string("the program") : "the program of kernel '" + std::string(for_kernel) + "'";
   const char* text = source.data();
   const std::size_t length = source.size();
   cl_int status = CL_SUCCESS;
   OwnedProgram program(clCreateProgramWithSource(device_.context(), 1, &text, &length, &status));
-  check(status, "clCreateProgramWithSource for kernel '" + std::string(name) + "'");
+  check(status, "clCreateProgramWithSource for " + what);
 
   const std::string options_text(options);  // OpenCL wants it terminated
   const cl_device_id device = device_.device();
   status = clBuildProgram(program.get(), 1, &device, options_text.c_str(), nullptr, nullptr);
   if (status != CL_SUCCESS) {
-    std::string message = "hetflow::opencl: the program of kernel '" + std::string(name) +
-                          "' does not build for device '" + device_.name() + "' (" + error_name(status) + ")";
+    std::string message =
+        "hetflow::opencl: " + what + " does not build for device '" + device_.name() + "' (" + error_name(status) + ")";
     if (!options_text.empty()) message += " with options '" + options_text + "'";
     message += "; build log:\n" + build_log(program.get(), device);
     throw Error(message);

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "drivers/opencl/cl_handle.hpp"
 
@@ -21,8 +22,15 @@ class ProgramCache {
   /// when the program does not build, or naming the kernel when the program has none so named.
   [[nodiscard]] cl_kernel kernel(std::string_view source, std::string_view name, std::string_view options);
 
+  /// The program of (source, options), built on first use. Throws hetflow::Error with the build
+  /// log when it does not build.
+  cl_program program(std::string_view source, std::string_view options);
+
   /// How many programs have been built (for tests and statistics).
   [[nodiscard]] std::size_t program_count() const noexcept { return programs_.size(); }
+
+  /// Seconds spent building programs since the last call.
+  [[nodiscard]] double take_build_seconds() noexcept { return std::exchange(build_seconds_, 0.0); }
 
  private:
   struct Key {
@@ -52,11 +60,15 @@ class ProgramCache {
     std::map<std::string, OwnedKernel, std::less<>> kernels;
   };
 
-  [[nodiscard]] OwnedProgram build(std::string_view source, std::string_view name, std::string_view options) const;
+  Program& find_or_build(std::string_view source, std::string_view options, std::string_view for_kernel);
+
+  [[nodiscard]] OwnedProgram build(std::string_view source, std::string_view for_kernel,
+                                   std::string_view options) const;
   [[nodiscard]] OwnedKernel create_kernel(cl_program program, std::string_view name) const;
 
   const DeviceResources& device_;
   std::map<Key, Program, KeyOrder> programs_;
+  double build_seconds_ = 0;
 };
 
 }  // namespace hetflow::opencl::detail

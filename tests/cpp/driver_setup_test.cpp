@@ -1,0 +1,97 @@
+// One-off preparation a driver reports for a task (building a program, creating a library
+// handle) is not learned by the task's performance model: the next run will not pay it.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+
+#include "hetflow/ext/driver.hpp"
+#include "hetflow/hetflow.hpp"
+#include "hetflow/perfmodel.hpp"
+
+namespace {
+
+using hetflow::Arch;
+using hetflow::Codelet;
+using hetflow::Config;
+using hetflow::PerfModel;
+using hetflow::Runtime;
+using hetflow::TaskContext;
+
+// One opencl-architecture worker computing in host RAM; its implementations tell it how long
+// they spent preparing, as a device library would.
+class SetupReportingDriver final : public hetflow::ext::Driver {
+ public:
+  [[nodiscard]] std::string_view name() const override { return "setup-reporting"; }
+  [[nodiscard]] Arch arch() const override { return Arch::opencl; }
+  [[nodiscard]] unsigned worker_count() const override { return 1; }
+  [[nodiscard]] double take_setup_seconds(unsigned /*index*/) override {
+    ++takes;
+    return pending_setup.exchange(0.0);
+  }
+
+  std::atomic<double> pending_setup{0.0};
+  std::atomic<int> takes{0};
+};
+
+// Sleeps as long as a program build might, and reports it as setup.
+void prepare(SetupReportingDriver& driver, std::chrono::milliseconds how_long) {
+  const auto started = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(how_long);
+  driver.pending_setup = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+}
+
+TEST(DriverSetup, IsLeftOutOfWhatTheModelLearns) {
+  auto driver = std::make_shared<SetupReportingDriver>();
+  auto model = std::make_shared<PerfModel>("setup-probe");
+  constexpr auto kSetup = std::chrono::milliseconds(100);
+  Codelet probe{.name = "setup probe",
+                .opencl =
+                    [&driver = *driver, kSetup](TaskContext& context) {
+                      if (context.arg<bool>()) prepare(driver, kSetup);
+                    },
+                .model = model};
+  {
+    Runtime rt(Config{.ncpus = 1, .drivers = {driver}});
+    rt.insert(probe, {.where = Arch::opencl}, true).get();
+    rt.insert(probe, {.where = Arch::opencl}, false).get();
+  }
+  const auto entries = model->entries();
+  ASSERT_EQ(entries.size(), 1U);
+  EXPECT_EQ(entries[0].arch, Arch::opencl);
+  EXPECT_EQ(entries[0].count, 2U);
+  // Learned with the setup, the first run would be the longest by the whole sleep.
+  EXPECT_LT(entries[0].max, std::chrono::duration<double>(kSetup).count());
+  EXPECT_EQ(driver->takes.load(), 2);
+}
+
+TEST(DriverSetup, OfAFailedTaskIsNotChargedToTheNext) {
+  auto driver = std::make_shared<SetupReportingDriver>();
+  auto model = std::make_shared<PerfModel>("setup-failure-probe");
+  constexpr auto kSetup = std::chrono::milliseconds(100);
+  Codelet probe{.name = "setup failure probe",
+                .opencl =
+                    [&driver = *driver, kSetup](TaskContext& context) {
+                      if (!context.arg<bool>()) return;
+                      prepare(driver, kSetup);
+                      throw std::runtime_error("the program does not build");
+                    },
+                .model = model};
+  {
+    Runtime rt(Config{.ncpus = 1, .drivers = {driver}});
+    EXPECT_THROW(rt.insert(probe, {.where = Arch::opencl}, true).get(), std::runtime_error);
+    rt.insert(probe, {.where = Arch::opencl}, false).get();
+  }
+  EXPECT_EQ(driver->takes.load(), 2) << "the failed task's setup is taken when it fails";
+  EXPECT_EQ(driver->pending_setup.load(), 0.0);
+  const auto entries = model->entries();
+  ASSERT_EQ(entries.size(), 1U);
+  EXPECT_EQ(entries[0].count, 1U) << "a failed run is not a measurement";
+  EXPECT_GT(entries[0].max, 0.0) << "the run after the failure is not reduced by its setup";
+}
+
+}  // namespace
