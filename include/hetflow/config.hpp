@@ -18,7 +18,7 @@ class Driver;
 /// | field         | environment        | default                                          |
 /// |---------------|--------------------|--------------------------------------------------|
 /// | ncpus         | HETFLOW_NCPUS      | the number of CPUs this process may run on       |
-/// | scheduler     | HETFLOW_SCHED      | "ws"                                             |
+/// | scheduler     | HETFLOW_SCHED      | "ws"; "dmdas" with CUDA/OpenCL workers or simulate |
 /// | pin_workers   | HETFLOW_PIN (0/1)  | false                                            |
 /// | spin_us       | HETFLOW_SPIN_US    | 50: how long an idle worker polls before sleeping |
 /// | trace_path    | HETFLOW_TRACE      | none: where to write a Chrome trace at shutdown   |

@@ -9,6 +9,7 @@
 
 #include "drivers/cpu/topology.hpp"
 #include "hetflow/error.hpp"
+#include "hetflow/ext/driver.hpp"
 
 namespace hetflow {
 namespace {
@@ -85,6 +86,18 @@ std::map<unsigned, std::size_t> parse_memory_limits(const std::string& text) {
   return limits;
 }
 
+// Work stealing is the fastest on host threads but keeps tasks on the architecture they were
+// submitted for; with devices, the choice between them is the scheduler's main job.
+std::string default_scheduler(const Config& config) {
+  if (config.simulate && !config.simulate->empty()) return "dmdas";
+  for (const auto& driver : config.drivers) {
+    if (driver && driver->worker_count() > 0 && (driver->arch() == Arch::cuda || driver->arch() == Arch::opencl)) {
+      return "dmdas";
+    }
+  }
+  return "ws";
+}
+
 }  // namespace
 
 Config Config::resolved() const {
@@ -96,7 +109,6 @@ Config Config::resolved() const {
     throw InvalidArgument("Config::ncpus=" + std::to_string(*out.ncpus) + " is more than " +
                           std::to_string(kMaxWorkers));
   }
-  if (!out.scheduler) out.scheduler = env("HETFLOW_SCHED").value_or("ws");
   if (!out.pin_workers) {
     auto text = env("HETFLOW_PIN");
     out.pin_workers = text ? parse_bool(*text, "HETFLOW_PIN") : false;
@@ -111,6 +123,8 @@ Config Config::resolved() const {
     out.stats = text ? parse_bool(*text, "HETFLOW_STATS") : false;
   }
   if (!out.simulate) out.simulate = env("HETFLOW_SIMULATE").value_or("");
+  // After `simulate`, which it depends on.
+  if (!out.scheduler) out.scheduler = env("HETFLOW_SCHED").value_or(default_scheduler(out));
   if (out.memory_limits.empty()) {
     if (auto text = env("HETFLOW_MEMORY_LIMITS")) out.memory_limits = parse_memory_limits(*text);
   }

@@ -4,10 +4,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "hetflow/ext/driver.hpp"
 #include "hetflow/hetflow.hpp"
 #include "test_support.hpp"
 
@@ -56,6 +58,40 @@ TEST(Config, DefaultsWithoutEnvironment) {
   Runtime rt;
   EXPECT_EQ(rt.scheduler_name(), "ws");
   EXPECT_EQ(rt.worker_count(), *resolved.ncpus);
+}
+
+// A driver of device workers with no device behind them: only its architecture counts here.
+class DeviceArchDriver final : public hetflow::ext::Driver {
+ public:
+  DeviceArchDriver(hetflow::Arch arch, unsigned workers) : arch_(arch), workers_(workers) {}
+  [[nodiscard]] std::string_view name() const override { return "device-arch"; }
+  [[nodiscard]] hetflow::Arch arch() const override { return arch_; }
+  [[nodiscard]] unsigned worker_count() const override { return workers_; }
+
+ private:
+  hetflow::Arch arch_;
+  unsigned workers_;
+};
+
+TEST(Config, DefaultSchedulerIsModelDrivenWithDevices) {
+  ScopedEnv sched("HETFLOW_SCHED", std::nullopt);
+  ScopedEnv simulate("HETFLOW_SIMULATE", std::nullopt);
+  using hetflow::Arch;
+  auto with = [](Arch arch, unsigned workers) {
+    return Config{.drivers = {std::make_shared<DeviceArchDriver>(arch, workers)}}.resolved().scheduler;
+  };
+  EXPECT_EQ(with(Arch::cuda, 1), "dmdas");
+  EXPECT_EQ(with(Arch::opencl, 2), "dmdas");
+  EXPECT_EQ(with(Arch::opencl, 0), "ws") << "a driver that found no device adds no device worker";
+  EXPECT_EQ(with(Arch::process, 2), "ws") << "process workers are host threads";
+  EXPECT_EQ(Config{.simulate = "machine.json"}.resolved().scheduler, "dmdas");
+  // Chosen in code or in the environment, the scheduler stays.
+  EXPECT_EQ((Config{.scheduler = "eager", .drivers = {std::make_shared<DeviceArchDriver>(Arch::cuda, 1)}}
+                 .resolved()
+                 .scheduler),
+            "eager");
+  ScopedEnv chosen("HETFLOW_SCHED", "prio");
+  EXPECT_EQ(with(Arch::cuda, 1), "prio");
 }
 
 TEST(Config, CodeWinsOverEnvironment) {
