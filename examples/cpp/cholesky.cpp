@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -29,11 +30,50 @@ namespace {
 using linalg::GemmArgs;
 using linalg::Transpose;
 
-// Priorities follow the critical path potrf(k) -> trsm(k+1, k) -> syrk(k+1, k) -> potrf(k+1):
-// 3 levels per step, lowered by how far a task's tiles are from the next panel, so that the
-// tasks that unlock the next step run first and the far trailing updates fill the gaps.
-int priority(std::size_t tiles, std::size_t k, std::size_t i, std::size_t j) {
-  return static_cast<int>(3 * (tiles - k) - (i - k) - (j - k));
+// The tasks of the right-looking factorisation, in submission order: potrf(k), the trsm(i, k),
+// then for each i the syrk(i, k) and the gemm(i, j, k). Calls visit(kernel, i, j, k).
+template <class Visit>
+void for_each_task(std::size_t tiles, Visit&& visit) {
+  for (std::size_t k = 0; k < tiles; ++k) {
+    visit(linalg::Kernel::potrf, k, k, k);
+    for (std::size_t i = k + 1; i < tiles; ++i) visit(linalg::Kernel::trsm, i, k, k);
+    for (std::size_t i = k + 1; i < tiles; ++i) {
+      visit(linalg::Kernel::syrk, i, i, k);
+      for (std::size_t j = k + 1; j < i; ++j) visit(linalg::Kernel::gemm, i, j, k);
+    }
+  }
+}
+
+// Each task's priority, in submission order: its upward rank, the longest chain of work from its
+// start to the end of the factorisation, in units of b^3 / 3 flops (potrf 1, trsm 3, syrk 3,
+// gemm 6). The longest chains go first (late in the graph, the trailing updates of the last
+// tiles as much as the panel), and the tasks with most slack fill the gaps: on a slow device
+// too, where finishing late does not delay the end.
+std::vector<int> upward_ranks(std::size_t tiles) {
+  struct Node {
+    int weight;
+    std::vector<std::size_t> before;  // the tasks that last wrote its tiles
+  };
+  std::vector<Node> nodes;
+  std::vector<std::size_t> last_writer(tiles * tiles, SIZE_MAX);
+  for_each_task(tiles, [&](linalg::Kernel kernel, std::size_t i, std::size_t j, std::size_t k) {
+    Node node{kernel == linalg::Kernel::potrf ? 1 : kernel == linalg::Kernel::gemm ? 6 : 3, {}};
+    std::vector<std::size_t> tiles_used{i + j * tiles};  // the one it writes
+    if (kernel != linalg::Kernel::potrf) tiles_used.push_back(i + k * tiles);
+    if (kernel == linalg::Kernel::trsm) tiles_used.push_back(k + k * tiles);
+    if (kernel == linalg::Kernel::gemm) tiles_used.push_back(j + k * tiles);
+    for (std::size_t tile : tiles_used) {
+      if (last_writer[tile] != SIZE_MAX) node.before.push_back(last_writer[tile]);
+    }
+    last_writer[i + j * tiles] = nodes.size();
+    nodes.push_back(std::move(node));
+  });
+  std::vector<int> rank(nodes.size(), 0);
+  for (std::size_t t = nodes.size(); t-- > 0;) {
+    rank[t] += nodes[t].weight;
+    for (std::size_t before : nodes[t].before) rank[before] = std::max(rank[before], rank[t]);
+  }
+  return rank;
 }
 
 std::string tile_name(const char* kernel, std::size_t i, std::size_t j, std::size_t k) {
@@ -48,38 +88,42 @@ std::vector<hetflow::Future<void>> submit_cholesky(hetflow::Runtime& rt, const l
   using hetflow::R;
   using hetflow::RW;
   const std::size_t tiles = matrix.tile_count();
+  const std::vector<int> priorities = upward_ranks(tiles);
   std::vector<hetflow::Future<void>> futures;
-  for (std::size_t k = 0; k < tiles; ++k) {
-    futures.push_back(rt.insert(codelets.potrf,
-                                {.data = {RW(a(k, k))},
-                                 .priority = priority(tiles, k, k, k),
-                                 .name = tile_name("potrf", k, k, k),
-                                 .where = where},
-                                linalg::PotrfArgs{.tile = k, .offset = matrix.start(k)}));
-    for (std::size_t i = k + 1; i < tiles; ++i) {
-      futures.push_back(rt.insert(codelets.trsm, {.data = {R(a(k, k)), RW(a(i, k))},
-                                                  .priority = priority(tiles, k, i, k),
-                                                  .name = tile_name("trsm", i, k, k),
-                                                  .where = where}));
-    }
-    for (std::size_t i = k + 1; i < tiles; ++i) {
-      futures.push_back(rt.insert(codelets.syrk,
-                                  {.data = {R(a(i, k)), RW(a(i, i))},
-                                   .priority = priority(tiles, k, i, i),
-                                   .name = tile_name("syrk", i, i, k),
-                                   .where = where},
-                                  linalg::SyrkArgs{.alpha = -1.0, .beta = 1.0}));
-      for (std::size_t j = k + 1; j < i; ++j) {
+  for_each_task(tiles, [&](linalg::Kernel kernel, std::size_t i, std::size_t j, std::size_t k) {
+    const int priority = priorities[futures.size()];
+    switch (kernel) {
+      case linalg::Kernel::potrf:
+        futures.push_back(rt.insert(
+            codelets.potrf,
+            {.data = {RW(a(k, k))}, .priority = priority, .name = tile_name("potrf", k, k, k), .where = where},
+            linalg::PotrfArgs{.tile = k, .offset = matrix.start(k)}));
+        break;
+      case linalg::Kernel::trsm:
+        futures.push_back(rt.insert(codelets.trsm, {.data = {R(a(k, k)), RW(a(i, k))},
+                                                    .priority = priority,
+                                                    .name = tile_name("trsm", i, k, k),
+                                                    .where = where}));
+        break;
+      case linalg::Kernel::syrk:
+        futures.push_back(rt.insert(codelets.syrk,
+                                    {.data = {R(a(i, k)), RW(a(i, i))},
+                                     .priority = priority,
+                                     .name = tile_name("syrk", i, i, k),
+                                     .where = where},
+                                    linalg::SyrkArgs{.alpha = -1.0, .beta = 1.0}));
+        break;
+      case linalg::Kernel::gemm:
         futures.push_back(
             rt.insert(codelets.gemm,
                       {.data = {R(a(i, k)), R(a(j, k)), RW(a(i, j))},
-                       .priority = priority(tiles, k, i, j),
+                       .priority = priority,
                        .name = tile_name("gemm", i, j, k),
                        .where = where},
                       GemmArgs{.transa = Transpose::no, .transb = Transpose::yes, .alpha = -1.0, .beta = 1.0}));
-      }
+        break;
     }
-  }
+  });
   return futures;
 }
 
