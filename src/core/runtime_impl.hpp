@@ -82,6 +82,8 @@ class RuntimeImpl {
   /// Starts bringing the handle's latest version to device node `node` once the tasks submitted
   /// before that write it are done (Runtime::prefetch).
   void submit_prefetch(HandleImpl& handle, unsigned node);
+  /// Wakes an idle worker of `arch`, if one sleeps (a scheduler moved a task to its kind).
+  void wake_one(Arch arch) noexcept { idle_[static_cast<unsigned>(arch)].notify_one(); }
 
   // Clock, statistics and models
   /// Seconds since the runtime started (virtual seconds under simulation).

@@ -38,4 +38,6 @@ void EngineSchedulerContext::prefetch(const ext::SchedTask& task, unsigned node)
   }
 }
 
+void EngineSchedulerContext::wake(Arch arch) { runtime_.wake_one(arch); }
+
 }  // namespace hetflow::detail

@@ -15,6 +15,7 @@ class EngineSchedulerContext final : public ext::SchedulerContext {
   [[nodiscard]] std::optional<double> expected_duration(const ext::SchedTask& task, Arch arch) const override;
   [[nodiscard]] double expected_transfer(const ext::SchedTask& task, unsigned node) const override;
   void prefetch(const ext::SchedTask& task, unsigned node) override;
+  void wake(Arch arch) override;
 
  private:
   RuntimeImpl& runtime_;

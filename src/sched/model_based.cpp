@@ -143,6 +143,23 @@ double ModelBasedScheduler::start_time(const Slot& slot, int priority, double no
   return std::max(now, slot.running_end) + std::max(0.0, ahead);
 }
 
+double ModelBasedScheduler::transfer_delay(const Slot& slot, const Estimates& estimates, double start,
+                                           double now) const {
+  if (!policy_.count_transfers || estimates.transfer.empty()) return 0.0;
+  const double transfer = estimates.transfer[slot.info.memory_node];
+  // With a prefetch, the copy starts now and overlaps the work queued before the task: it
+  // delays the task only if it lands after the worker would be free. Without, the worker
+  // makes the copy itself when it takes the task.
+  return policy_.prefetch ? std::max(0.0, now + transfer - start) : transfer;
+}
+
+double ModelBasedScheduler::affinity_penalty(unsigned arch, double duration, double slowest) const {
+  if (policy_.affinity_weight <= 0 || duration <= 0) return 0.0;
+  const double speedup = slowest / duration;
+  if (speedup <= 1) return 0.0;
+  return policy_.affinity_weight * duration * std::max(0.0, best_speedup_[arch] / speedup - 1);
+}
+
 double ModelBasedScheduler::nominal_duration() const {
   return known_duration_count_ == 0 ? 0.0 : known_duration_sum_ / static_cast<double>(known_duration_count_);
 }
@@ -220,13 +237,7 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
   }
 
   const double nominal = nominal_duration();
-  // With a prefetch, the copy starts now and overlaps the work queued before the task: it
-  // delays the task only if it lands after the worker would be free. Without, the worker
-  // makes the copy itself when it takes the task.
-  auto delay = [&](const Slot& slot, double start) {
-    if (!policy_.count_transfers) return 0.0;
-    return policy_.prefetch ? std::max(0.0, now + transfer_to(slot) - start) : transfer_to(slot);
-  };
+  auto delay = [&](const Slot& slot, double start) { return transfer_delay(slot, estimates, start, now); };
   // Affinity: an architecture that speeds this task up less than it speeds up the best-suited
   // tasks is better kept for those; its completion is weighed up by what its time is worth.
   // The slowest architecture for the task gains nothing on it and is not weighed up.
@@ -245,10 +256,9 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
     delays.push_back(delay(*slot, start));
     double penalty = 0;
     if (policy_.affinity_weight > 0 && estimates.has_model && duration > 0) {
-      const double speedup = slowest / duration;
       double& best_speedup = best_speedup_[arch_index];  // guarded by accounting_mutex_, held by push
-      best_speedup = std::max(best_speedup, speedup);
-      if (speedup > 1) penalty = policy_.affinity_weight * duration * (best_speedup / speedup - 1);
+      best_speedup = std::max(best_speedup, slowest / duration);
+      penalty = affinity_penalty(arch_index, duration, slowest);
     }
     completions.push_back(start + delays.back() + duration + penalty);
     transfers.push_back(transfer_to(*slot));
@@ -425,11 +435,77 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, 
   return best_slot;
 }
 
+bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry) {
+  const Estimates estimates = estimate(*entry.task);
+  if (!estimates.has_model) return false;
+  const std::optional<double> here = estimates.duration[static_cast<unsigned>(self.info.arch)];
+  if (!here) return false;
+  double slowest = 0;
+  for (unsigned a = 0; a < kArchCount; ++a) {
+    if (estimates.eligible[a] && estimates.duration[a]) slowest = std::max(slowest, *estimates.duration[a]);
+  }
+  const double now = context_->now();
+  Slot* target = nullptr;
+  Entry moved = entry;
+  {
+    std::lock_guard guard(accounting_mutex_);
+    const double free = std::max(now, self.running_end);
+    const double mine = free + transfer_delay(self, estimates, free, now) + *here - now +
+                        affinity_penalty(static_cast<unsigned>(self.info.arch), *here, slowest);
+    double best = mine * (1 - policy_.tie_tolerance);  // beyond the estimates' precision only
+    for (const auto& slot : slots_) {
+      const auto arch = static_cast<unsigned>(slot->info.arch);
+      if (slot->info.arch == self.info.arch || !estimates.eligible[arch]) continue;
+      const std::optional<double> duration = estimates.duration[arch];
+      if (!duration || *duration >= *here) continue;  // only to a faster architecture
+      const double start = start_time(*slot, entry.task->priority, now);
+      const double charge = transfer_delay(*slot, estimates, start, now) + *duration;
+      const double done = start + charge - now + affinity_penalty(arch, *duration, slowest);
+      if (done < best) {
+        best = done;
+        target = slot.get();
+        moved.charge = charge;
+      }
+    }
+    if (target == nullptr) return false;
+    discharge(self, entry);
+    moved.arrival = next_arrival_++;
+    if (!policy_.by_priority) moved.order = moved.arrival;
+    charge(*target, moved, std::nullopt);  // its duration was counted in the nominal one already
+  }
+  if (policy_.prefetch && target->info.memory_node != 0) {
+    try {
+      context_->prefetch(*moved.task, target->info.memory_node);
+    } catch (...) {
+      // Only a head start, as in push.
+    }
+  }
+  {
+    std::lock_guard guard(target->queue_mutex);
+    target->queue.insert(moved);
+    target->queued.fetch_add(1, std::memory_order_release);
+  }
+  context_->wake(target->info.arch);
+  return true;
+}
+
 ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
   Slot* self = worker < by_id_.size() ? by_id_[worker] : nullptr;
   if (self == nullptr) return nullptr;
   Entry entry;
-  Slot* source = take_first(*self, self->info.arch, entry) ? self : steal(*self, entry);
+  Slot* source = nullptr;
+  // Placed when it became ready, a task may have a faster worker free sooner by now (the queues
+  // went faster than estimated): it is handed over rather than run late on a slow one.
+  constexpr unsigned kMostHandOvers = 16;  // per pop, so that a pop stays short
+  for (unsigned handed = 0; take_first(*self, self->info.arch, entry);) {
+    if (handed < kMostHandOvers && hand_over(*self, entry)) {
+      ++handed;
+      continue;
+    }
+    source = self;
+    break;
+  }
+  if (source == nullptr) source = steal(*self, entry);
   double rescued_charge = -1;
   if (source == nullptr) {
     const double now = context_->now();

@@ -30,6 +30,14 @@
 // its own for the task, for a task it would finish (data transfer included) before that task's
 // expected completion where it waits, and takes the one that gains the most: the tail of a
 // graph, where slow workers hold tasks a fast one could run, is where list scheduling loses most.
+//
+// The choice made at push is checked again when the worker takes the task from its queue
+// (possibly long after, and ahead of time when it looks ahead): if a worker of an architecture
+// faster on the task is now expected to finish it sooner, by more than the tie tolerance, the
+// task moves to that worker's queue (and a worker of its kind is woken). The tail of a graph
+// is where this counts: a slow device would otherwise start a task the fast one is about to be
+// free for, and everything after it would wait.
+//
 // A worker of another architecture stays idle even when the chosen one runs late: the late
 // worker's estimate is corrected at its next pop (and an idle worker's at its first empty pop),
 // so later tasks go where workers are actually free. Every queued task is eventually run by its
@@ -127,6 +135,14 @@ class ModelBasedScheduler : public ext::Scheduler {
   [[nodiscard]] double free_time(const Slot& slot, double now) const;
   [[nodiscard]] double start_time(const Slot& slot, int priority, double now) const;
   [[nodiscard]] double nominal_duration() const;
+  /// What the policy's affinity weight adds to a completion on `arch` (model_based.hpp, ModelPolicy).
+  [[nodiscard]] double affinity_penalty(unsigned arch, double duration, double slowest) const;
+  /// How long the task's data transfer delays it on `slot` when the worker would start it at
+  /// `start` (0 when the policy ignores transfers).
+  [[nodiscard]] double transfer_delay(const Slot& slot, const Estimates& estimates, double start, double now) const;
+  /// Moves `entry`, just taken from `self`'s queue, to a worker of a faster architecture expected
+  /// to finish it sooner, if there is one; returns whether it did.
+  [[nodiscard]] bool hand_over(Slot& self, const Entry& entry);
   void charge(Slot& slot, const Entry& entry, std::optional<double> known_duration);
   void discharge(Slot& slot, const Entry& entry);
   [[nodiscard]] bool take_first(Slot& slot, Arch arch, Entry& out);

@@ -161,8 +161,14 @@ void RuntimeImpl::simulate_until(const std::function<bool()>& reached) {
   std::lock_guard guard(simulator_->mutex);
   for (;;) {
     if (reached()) return;
-    for (auto& worker : workers_) {
-      if (simulator_->running[worker->info.id].task == nullptr) start_simulated(*worker);
+    // Again while some worker started a task: a pop may hand a task to a worker already asked.
+    for (bool started = true; started;) {
+      started = false;
+      for (auto& worker : workers_) {
+        if (simulator_->running[worker->info.id].task != nullptr) continue;
+        start_simulated(*worker);
+        started = started || simulator_->running[worker->info.id].task != nullptr;
+      }
     }
     // The next event: the earliest end, the lowest worker number among equals.
     int next = -1;

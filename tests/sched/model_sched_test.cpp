@@ -54,6 +54,8 @@ class FakeContext final : public hetflow::ext::SchedulerContext {
     std::lock_guard guard(mutex_);
     prefetches_.emplace_back(fake(task).id, node);
   }
+  void wake(Arch arch) override { wakes_[static_cast<unsigned>(arch)].fetch_add(1); }
+  [[nodiscard]] unsigned wakes(Arch arch) const { return wakes_[static_cast<unsigned>(arch)].load(); }
   [[nodiscard]] std::vector<std::pair<int, unsigned>> prefetches() const {
     std::lock_guard guard(mutex_);
     return prefetches_;
@@ -64,6 +66,7 @@ class FakeContext final : public hetflow::ext::SchedulerContext {
   std::atomic<double> clock_{0};
   mutable std::mutex mutex_;
   std::vector<std::pair<int, unsigned>> prefetches_;
+  std::array<std::atomic<unsigned>, kArchCount> wakes_{};
 };
 
 constexpr unsigned kCpu = static_cast<unsigned>(Arch::cpu);
@@ -260,6 +263,43 @@ TEST_P(AllModelSchedulers, PopsCorrectTheExpectedFreeTime) {
   FakeTask& next = s.task(Arch::cpu | Arch::cuda, 2.0, 2.5);
   s.scheduler->push(&next, -1);
   EXPECT_EQ(s.owner_of(next), 0);
+}
+
+// A task placed on a slow worker while the fast one looked busy is handed to the fast one when
+// the slow one comes to take it and the fast one will be free sooner after all.
+TEST_P(AllModelSchedulers, PopHandsATaskToAFasterWorkerThatFreedUp) {
+  Rig s(GetParam(), {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
+  s.scheduler->push(&s.task(Arch::cpu, 20.0, std::nullopt), -1);
+  ASSERT_NE(s.scheduler->pop(0), nullptr);  // the CPU worker is busy until 20
+  s.scheduler->push(&s.task(Arch::cpu, 1.0, std::nullopt), -1);
+  FakeTask& small = s.task(Arch::cpu | Arch::cuda, 1.0, 10.0);  // 10x faster on the CPU
+  s.scheduler->push(&small, -1);
+  ASSERT_EQ(s.owner_of(small), 1) << "the GPU finishes it at 10, the CPU at 22";
+
+  s.context.set_now(2.0);  // the first CPU task ended early: the CPU will be free at 3
+  ASSERT_NE(s.scheduler->pop(0), nullptr);
+  EXPECT_EQ(s.scheduler->pop(1), nullptr) << "handed over, not run 10 s on the GPU";
+  EXPECT_EQ(s.owner_of(small), 0);
+  EXPECT_GE(s.context.wakes(Arch::cpu), 1U) << "a sleeping CPU worker must hear of it";
+  EXPECT_DOUBLE_EQ(s.scheduler->expected_free(1, 2.0), 2.0) << "the GPU is charged nothing for it";
+  EXPECT_DOUBLE_EQ(s.scheduler->expected_free(0, 2.0), 4.0);
+  s.context.set_now(3.0);
+  EXPECT_EQ(s.scheduler->pop(0), &small);
+}
+
+TEST_P(AllModelSchedulers, PopKeepsATaskWhenNoFasterWorkerIsFreeSooner) {
+  Rig s(GetParam(), {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
+  s.scheduler->push(&s.task(Arch::cpu, 20.0, std::nullopt), -1);
+  ASSERT_NE(s.scheduler->pop(0), nullptr);
+  s.scheduler->push(&s.task(Arch::cpu, 20.0, std::nullopt), -1);
+  FakeTask& small = s.task(Arch::cpu | Arch::cuda, 1.0, 10.0);
+  s.scheduler->push(&small, -1);
+  ASSERT_EQ(s.owner_of(small), 1);
+
+  s.context.set_now(2.0);
+  ASSERT_NE(s.scheduler->pop(0), nullptr);  // busy until 22 now
+  EXPECT_EQ(s.scheduler->pop(1), &small);
+  EXPECT_EQ(s.context.wakes(Arch::cpu), 0U);
 }
 
 // A worker with nothing queued takes from a peer of its architecture rather than idle while

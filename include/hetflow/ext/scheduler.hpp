@@ -49,6 +49,10 @@ class SchedulerContext {
   [[nodiscard]] virtual double expected_transfer(const SchedTask& task, unsigned node) const = 0;
   /// Starts moving the task's data to `node` ahead of need (never blocks, never required).
   virtual void prefetch(const SchedTask& task, unsigned node) = 0;
+  /// Wakes an idle worker of `arch`, if one sleeps: call it after making a task available to
+  /// workers of `arch` other than through push (a pop that hands a task to another worker's
+  /// queue). Push wakes workers itself.
+  virtual void wake(Arch arch) = 0;
 };
 
 /// `from_worker` in push: the task was pushed by a thread that is not one of the workers.
