@@ -347,7 +347,7 @@ void RuntimeImpl::check_fits(TaskCore* task, unsigned node) const {
 }
 
 void RuntimeImpl::look_ahead(WorkerState& worker) {
-  if (worker.deferred == nullptr) worker.deferred = static_cast<TaskCore*>(next_task(worker));
+  if (worker.deferred == nullptr) worker.deferred = static_cast<TaskCore*>(next_task(worker, true));
   if (worker.deferred == nullptr) return;
   AccessRecord* accesses = worker.deferred->accesses();
   for (std::size_t i = 0; i < worker.deferred->access_count; ++i) {
@@ -482,10 +482,10 @@ bool RuntimeImpl::wait_all(const std::chrono::steady_clock::time_point* deadline
   return true;
 }
 
-ext::SchedTask* RuntimeImpl::next_task(WorkerState& worker) {
+ext::SchedTask* RuntimeImpl::next_task(WorkerState& worker, bool ahead) {
   if (worker.deferred != nullptr) return std::exchange(worker.deferred, nullptr);
   if (ext::SchedTask* task = pinned_[worker.info.id]->queue.pop(worker.info.arch)) return task;
-  return scheduler_->pop(worker.info.id);
+  return ahead ? scheduler_->pop_ahead(worker.info.id) : scheduler_->pop(worker.info.id);
 }
 
 ext::SchedTask* RuntimeImpl::find_task(WorkerState& worker) {

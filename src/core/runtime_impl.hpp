@@ -126,7 +126,8 @@ class RuntimeImpl {
   void worker_loop(WorkerState& worker);
   ext::SchedTask* find_task(WorkerState& worker);
   /// The worker's next task: one pinned to it first, else the scheduler's choice.
-  ext::SchedTask* next_task(WorkerState& worker);
+  /// `ahead`: the worker still runs a task and takes its next one early (look_ahead).
+  ext::SchedTask* next_task(WorkerState& worker, bool ahead = false);
   void push_ready(TaskCore* task);
   void stop_workers();
   void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;

@@ -379,14 +379,14 @@ constexpr double kRescueInterval = 200e-6;
 
 }  // namespace
 
-ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, double& charge) {
+ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, bool ahead, Entry& out, double& charge) {
   // Bounded: an idle worker looks at the head of each queue, where waiting costs the most.
   constexpr std::size_t kLookedAt = 16;
   const double now = context_->now();
-  double thief_free;  // a worker that looks ahead pops while its current task still runs
+  double thief_free;
   {
     std::lock_guard guard(accounting_mutex_);
-    thief_free = std::max(now, thief.running_end);
+    thief_free = free_from(thief, ahead, now);
   }
   Slot* best_slot = nullptr;
   Entry best;
@@ -394,16 +394,16 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, 
   double best_charge = 0;
   for (const auto& victim : slots_) {
     if (victim->info.arch == thief.info.arch || victim->queued.load(std::memory_order_acquire) == 0) continue;
-    double ahead;  // when the victim would start its queue
+    double victim_done;  // when the victim would end the tasks looked at so far
     {
       std::lock_guard guard(accounting_mutex_);
-      ahead = std::max(now, victim->running_end);
+      victim_done = std::max(now, victim->running_end);
     }
     std::lock_guard guard(victim->queue_mutex);
     std::size_t looked = 0;
     for (auto it = victim->queue.begin(); it != victim->queue.end() && looked < kLookedAt; ++it, ++looked) {
-      const double starts_there = ahead;
-      ahead += it->charge;  // its expected completion there
+      const double starts_there = victim_done;
+      victim_done += it->charge;  // its expected completion there
       if (!it->task->where.contains(thief.info.arch)) continue;
       const std::optional<double> here = context_->expected_duration(*it->task, thief.info.arch);
       const std::optional<double> there = context_->expected_duration(*it->task, victim->info.arch);
@@ -415,7 +415,7 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, 
       // start where it waits: winning on paper by a long queue's length is not enough, since
       // the estimates of a long queue drift and the task's dependents wait for the slow worker.
       if (*here > *there && done_here > starts_there) continue;
-      const double gain = ahead - done_here;
+      const double gain = victim_done - done_here;
       if (gain > best_gain) {
         best_gain = gain;
         best = *it;
@@ -435,7 +435,7 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, Entry& out, 
   return best_slot;
 }
 
-bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry) {
+bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry, bool ahead) {
   const Estimates estimates = estimate(*entry.task);
   if (!estimates.has_model) return false;
   const std::optional<double> here = estimates.duration[static_cast<unsigned>(self.info.arch)];
@@ -449,7 +449,7 @@ bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry) {
   Entry moved = entry;
   {
     std::lock_guard guard(accounting_mutex_);
-    const double free = std::max(now, self.running_end);
+    const double free = free_from(self, ahead, now);
     const double mine = free + transfer_delay(self, estimates, free, now) + *here - now +
                         affinity_penalty(static_cast<unsigned>(self.info.arch), *here, slowest);
     double best = mine * (1 - policy_.tie_tolerance);  // beyond the estimates' precision only
@@ -489,7 +489,15 @@ bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry) {
   return true;
 }
 
-ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
+ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) { return take(worker, false); }
+
+ext::SchedTask* ModelBasedScheduler::pop_ahead(unsigned worker) { return take(worker, true); }
+
+double ModelBasedScheduler::free_from(const Slot& slot, bool ahead, double now) const {
+  return ahead ? std::max(now, slot.running_end) : now;
+}
+
+ext::SchedTask* ModelBasedScheduler::take(unsigned worker, bool ahead) {
   Slot* self = worker < by_id_.size() ? by_id_[worker] : nullptr;
   if (self == nullptr) return nullptr;
   Entry entry;
@@ -498,7 +506,7 @@ ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
   // went faster than estimated): it is handed over rather than run late on a slow one.
   constexpr unsigned kMostHandOvers = 16;  // per pop, so that a pop stays short
   for (unsigned handed = 0; take_first(*self, self->info.arch, entry);) {
-    if (handed < kMostHandOvers && hand_over(*self, entry)) {
+    if (handed < kMostHandOvers && hand_over(*self, entry, ahead)) {
       ++handed;
       continue;
     }
@@ -510,12 +518,12 @@ ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
   if (source == nullptr) {
     const double now = context_->now();
     if (now >= self->next_rescue) {
-      source = rescue(*self, entry, rescued_charge);
+      source = rescue(*self, ahead, entry, rescued_charge);
       if (source == nullptr) self->next_rescue = now + kRescueInterval;
     }
   }
   if (source == nullptr) {
-    if (!self->idle_noted) {
+    if (!ahead && !self->idle_noted) {
       // Nothing runs on this worker now: whatever it ran ended, early or not.
       const double now = context_->now();
       std::lock_guard guard(accounting_mutex_);
@@ -528,7 +536,7 @@ ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) {
   const double now = context_->now();
   std::lock_guard guard(accounting_mutex_);
   discharge(*source, entry);
-  self->running_end = now + (rescued_charge >= 0 ? rescued_charge : entry.charge);
+  self->running_end = free_from(*self, ahead, now) + (rescued_charge >= 0 ? rescued_charge : entry.charge);
   return entry.task;
 }
 

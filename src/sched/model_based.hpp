@@ -10,9 +10,10 @@
 // A task's charge is its expected duration on the worker's architecture, plus, for dmda and
 // dmdas, the expected time to bring its data to the worker's memory node (the worker fetches
 // the data itself before running, so the transfer occupies it). When a worker pops a task,
-// running_end becomes now + that task's charge: a task that ended early or late therefore
-// corrects the estimate at the next pop, and an idle worker (a pop that finds nothing) has
-// running_end reset to now.
+// running_end becomes now + that task's charge (for a worker that looks ahead, pop_ahead: its
+// current task's expected end + that charge): a task that ended early or late therefore
+// corrects the estimate at the next pop, and an idle worker (a pop, not a pop_ahead, that finds
+// nothing) has running_end reset to now.
 //
 // Where a task goes (details in model_based.cpp):
 //   - model known on every eligible architecture: the least expected completion
@@ -93,6 +94,7 @@ class ModelBasedScheduler : public ext::Scheduler {
   void init(std::span<const ext::WorkerInfo> workers, ext::SchedulerContext& context) override;
   void push(ext::SchedTask* task, int from_worker) override;
   ext::SchedTask* pop(unsigned worker) override;
+  ext::SchedTask* pop_ahead(unsigned worker) override;
 
   /// For tests and diagnostics: the tasks in `worker`'s own queue, in the order it takes them.
   [[nodiscard]] std::vector<ext::SchedTask*> queued_tasks(unsigned worker) const;
@@ -142,14 +144,19 @@ class ModelBasedScheduler : public ext::Scheduler {
   [[nodiscard]] double transfer_delay(const Slot& slot, const Estimates& estimates, double start, double now) const;
   /// Moves `entry`, just taken from `self`'s queue, to a worker of a faster architecture expected
   /// to finish it sooner, if there is one; returns whether it did.
-  [[nodiscard]] bool hand_over(Slot& self, const Entry& entry);
+  [[nodiscard]] bool hand_over(Slot& self, const Entry& entry, bool ahead);
   void charge(Slot& slot, const Entry& entry, std::optional<double> known_duration);
   void discharge(Slot& slot, const Entry& entry);
   [[nodiscard]] bool take_first(Slot& slot, Arch arch, Entry& out);
   [[nodiscard]] Slot* steal(Slot& thief, Entry& out);
   /// A task queued for a worker of another architecture that this idle one is expected to
   /// finish sooner than it would be finished there; `charge` is what it costs here.
-  [[nodiscard]] Slot* rescue(Slot& thief, Entry& out, double& charge);
+  [[nodiscard]] Slot* rescue(Slot& thief, bool ahead, Entry& out, double& charge);
+  /// pop and pop_ahead.
+  [[nodiscard]] ext::SchedTask* take(unsigned worker, bool ahead);
+  /// When the worker can start a task it takes now: now, or after its current task when it
+  /// looks ahead.
+  [[nodiscard]] double free_from(const Slot& slot, bool ahead, double now) const;
 
   const ModelPolicy policy_;
   ext::SchedulerContext* context_ = nullptr;

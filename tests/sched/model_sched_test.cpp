@@ -265,6 +265,44 @@ TEST_P(AllModelSchedulers, PopsCorrectTheExpectedFreeTime) {
   EXPECT_EQ(s.owner_of(next), 0);
 }
 
+// A worker that looks ahead takes its next task while the current one runs: that task starts
+// when the current one ends, and an empty look finds the worker busy still, not idle.
+TEST_P(AllModelSchedulers, LookingAheadCountsTheTaskStillRunning) {
+  Rig s(GetParam(), {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
+  for (int i = 0; i < 2; ++i) s.scheduler->push(&s.task(Arch::cpu, 2.0, std::nullopt), -1);
+  ASSERT_NE(s.scheduler->pop(0), nullptr);
+  s.context.set_now(0.5);
+  ASSERT_NE(s.scheduler->pop_ahead(0), nullptr);
+  EXPECT_DOUBLE_EQ(s.scheduler->expected_free(0, 0.5), 4.0);
+  s.context.set_now(1.0);
+  EXPECT_EQ(s.scheduler->pop_ahead(0), nullptr);
+  EXPECT_DOUBLE_EQ(s.scheduler->expected_free(0, 1.0), 4.0);
+  EXPECT_EQ(s.scheduler->pop(0), nullptr);  // now it is idle
+  EXPECT_DOUBLE_EQ(s.scheduler->expected_free(0, 1.0), 1.0);
+}
+
+// Looking ahead, a slow worker counts the task it still runs: a task it would start only after
+// that goes to a faster worker that will be done sooner, though not sooner than the slow one
+// could have been had it been free now.
+TEST_P(AllModelSchedulers, LookingAheadHandsOverWhatTheCurrentTaskWouldDelay) {
+  Rig s(GetParam(), {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
+  s.scheduler->push(&s.task(Arch::cpu, 25.0, std::nullopt), -1);
+  ASSERT_NE(s.scheduler->pop(0), nullptr);  // the CPU is expected busy until 25
+  s.scheduler->push(&s.task(Arch::cpu, 12.0, std::nullopt), -1);
+  s.scheduler->push(&s.task(Arch::cuda, std::nullopt, 10.0), -1);
+  ASSERT_NE(s.scheduler->pop(1), nullptr);                      // the GPU is busy until 10
+  FakeTask& small = s.task(Arch::cpu | Arch::cuda, 1.0, 10.0);  // 10x faster on the CPU
+  s.scheduler->push(&small, -1);
+  ASSERT_EQ(s.owner_of(small), 1) << "GPU done at 20, CPU at 38";
+
+  s.context.set_now(1.0);
+  ASSERT_NE(s.scheduler->pop(0), nullptr);  // the first CPU task ended early: busy until 13
+  s.context.set_now(1.5);
+  // The GPU would be done at 20 (10 if it were free now), the CPU at 14.
+  EXPECT_EQ(s.scheduler->pop_ahead(1), nullptr);
+  EXPECT_EQ(s.owner_of(small), 0);
+}
+
 // A task placed on a slow worker while the fast one looked busy is handed to the fast one when
 // the slow one comes to take it and the fast one will be free sooner after all.
 TEST_P(AllModelSchedulers, PopHandsATaskToAFasterWorkerThatFreedUp) {

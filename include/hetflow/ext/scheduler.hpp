@@ -69,6 +69,9 @@ class Scheduler {
   /// Gives a task `worker` can run (its arch is in task->where), or nullptr. Called by that
   /// worker only, concurrently with other workers' pops and any pushes.
   virtual SchedTask* pop(unsigned worker) = 0;
+  /// Like pop, by a worker that still runs a task and prepares its next one (starts moving its
+  /// data): the task given starts when the current one ends.
+  virtual SchedTask* pop_ahead(unsigned worker) { return pop(worker); }
 };
 
 using SchedulerFactory = std::function<std::unique_ptr<Scheduler>()>;
