@@ -38,27 +38,35 @@ class SetupReportingDriver final : public hetflow::ext::Driver {
   std::atomic<int> takes{0};
 };
 
+constexpr auto kSetup = std::chrono::milliseconds(100);
+
 // Sleeps as long as a program build might, and reports it as setup.
-void prepare(SetupReportingDriver& driver, std::chrono::milliseconds how_long) {
+void prepare(SetupReportingDriver& driver) {
   const auto started = std::chrono::steady_clock::now();
-  std::this_thread::sleep_for(how_long);
+  std::this_thread::sleep_for(kSetup);
   driver.pending_setup = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+}
+
+// A codelet whose task with argument `true` prepares first, then fails if `fail_after_setup`.
+Codelet probe(SetupReportingDriver& driver, const std::shared_ptr<PerfModel>& model, bool fail_after_setup) {
+  return Codelet{.name = "setup probe",
+                 .opencl =
+                     [&driver, fail_after_setup](TaskContext& context) {
+                       if (!context.arg<bool>()) return;
+                       prepare(driver);
+                       if (fail_after_setup) throw std::runtime_error("the program does not build");
+                     },
+                 .model = model};
 }
 
 TEST(DriverSetup, IsLeftOutOfWhatTheModelLearns) {
   auto driver = std::make_shared<SetupReportingDriver>();
   auto model = std::make_shared<PerfModel>("setup-probe");
-  constexpr auto kSetup = std::chrono::milliseconds(100);
-  Codelet probe{.name = "setup probe",
-                .opencl =
-                    [&driver = *driver, kSetup](TaskContext& context) {
-                      if (context.arg<bool>()) prepare(driver, kSetup);
-                    },
-                .model = model};
+  const Codelet codelet = probe(*driver, model, false);
   {
     Runtime rt(Config{.ncpus = 1, .drivers = {driver}});
-    rt.insert(probe, {.where = Arch::opencl}, true).get();
-    rt.insert(probe, {.where = Arch::opencl}, false).get();
+    rt.insert(codelet, {.where = Arch::opencl}, true).get();
+    rt.insert(codelet, {.where = Arch::opencl}, false).get();
   }
   const auto entries = model->entries();
   ASSERT_EQ(entries.size(), 1U);
@@ -72,19 +80,11 @@ TEST(DriverSetup, IsLeftOutOfWhatTheModelLearns) {
 TEST(DriverSetup, OfAFailedTaskIsNotChargedToTheNext) {
   auto driver = std::make_shared<SetupReportingDriver>();
   auto model = std::make_shared<PerfModel>("setup-failure-probe");
-  constexpr auto kSetup = std::chrono::milliseconds(100);
-  Codelet probe{.name = "setup failure probe",
-                .opencl =
-                    [&driver = *driver, kSetup](TaskContext& context) {
-                      if (!context.arg<bool>()) return;
-                      prepare(driver, kSetup);
-                      throw std::runtime_error("the program does not build");
-                    },
-                .model = model};
+  const Codelet codelet = probe(*driver, model, true);
   {
     Runtime rt(Config{.ncpus = 1, .drivers = {driver}});
-    EXPECT_THROW(rt.insert(probe, {.where = Arch::opencl}, true).get(), std::runtime_error);
-    rt.insert(probe, {.where = Arch::opencl}, false).get();
+    EXPECT_THROW(rt.insert(codelet, {.where = Arch::opencl}, true).get(), std::runtime_error);
+    rt.insert(codelet, {.where = Arch::opencl}, false).get();
   }
   EXPECT_EQ(driver->takes.load(), 2) << "the failed task's setup is taken when it fails";
   EXPECT_EQ(driver->pending_setup.load(), 0.0);
