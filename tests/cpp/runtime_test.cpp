@@ -18,9 +18,8 @@ namespace {
 using hetflow::Config;
 using hetflow::InvalidArgument;
 using hetflow::Runtime;
-using hetflow::test::ScopedEnv;
 using hetflow::test::expect_invalid_argument;
-
+using hetflow::test::ScopedEnv;
 
 TEST(Config, NcpusFromEnvironment) {
   ScopedEnv ncpus("HETFLOW_NCPUS", "3");
