@@ -80,6 +80,7 @@ void ModelBasedScheduler::init(std::span<const ext::WorkerInfo> workers, ext::Sc
   for (const ext::WorkerInfo& info : workers) {
     auto slot = std::make_unique<Slot>();
     slot->info = info;
+    several_archs_ = several_archs_ || (!slots_.empty() && info.arch != slots_.front()->info.arch);
     arch_has_workers_[static_cast<unsigned>(info.arch)] = true;
     node_count_ = std::max(node_count_, info.memory_node + 1);
     if (by_id_.size() <= info.id) by_id_.resize(info.id + 1, nullptr);
@@ -436,6 +437,7 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, bool ahead, 
 }
 
 bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry, bool ahead) {
+  if (!several_archs_) return false;  // no model lookups on the pop path of a CPU-only runtime
   const Estimates estimates = estimate(*entry.task);
   if (!estimates.has_model) return false;
   const std::optional<double> here = estimates.duration[static_cast<unsigned>(self.info.arch)];

@@ -163,6 +163,7 @@ class ModelBasedScheduler : public ext::Scheduler {
   std::vector<std::unique_ptr<Slot>> slots_;  // in the order init gave the workers
   std::vector<Slot*> by_id_;                  // worker id -> its slot (nullptr for gaps)
   std::array<bool, kArchCount> arch_has_workers_{};
+  bool several_archs_ = false;  // workers of more than one architecture
   unsigned node_count_ = 0;
 
   // The choice and all the accounting fields of the slots. Never held together with a slot's
