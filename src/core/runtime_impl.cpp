@@ -297,13 +297,14 @@ void RuntimeImpl::run_body(TaskCore* task, WorkerState& worker, TaskContext& con
   PerfModelHook* model = task->codelet != nullptr ? task->codelet->model.get() : nullptr;
   const bool timed = model != nullptr || recorder_;
   const double start = timed ? now() : 0;
+  const double nested_at_start = worker.nested_seconds;
   try {
     task->ops->run(task->storage(), context);
   } catch (...) {
     // What the implementation queued before it threw must end before its buffers move.
     if (worker.driver != nullptr) {
       try {
-        static_cast<void>(worker.driver->take_setup_seconds(worker.driver_index));
+        static_cast<void>(take_setup_seconds(worker));
         worker.driver->finish_task(worker.driver_index);
       } catch (...) {
         // The implementation's own error is the one to report.
@@ -311,15 +312,17 @@ void RuntimeImpl::run_body(TaskCore* task, WorkerState& worker, TaskContext& con
     }
     throw;
   }
-  double setup = 0;
-  if (worker.driver != nullptr) {
-    setup = worker.driver->take_setup_seconds(worker.driver_index);
-    worker.driver->finish_task(worker.driver_index);
-  }
+  const double setup = take_setup_seconds(worker);
+  if (worker.driver != nullptr) worker.driver->finish_task(worker.driver_index);
   if (!timed) return;
   const double end = now();
-  if (model != nullptr) model->record(worker.info.arch, footprint(task), std::max(0.0, end - start - setup));
+  const double not_its_own = setup + (worker.nested_seconds - nested_at_start);
+  if (model != nullptr) model->record(worker.info.arch, footprint(task), std::max(0.0, end - start - not_its_own));
   if (recorder_) recorder_->task(worker.info.id, task->display_name(), footprint(task), start, end);
+}
+
+double RuntimeImpl::take_setup_seconds(WorkerState& worker) {
+  return worker.driver != nullptr ? worker.driver->take_setup_seconds(worker.driver_index) : 0.0;
 }
 
 void RuntimeImpl::check_fits(TaskCore* task, unsigned node) const {

@@ -51,7 +51,8 @@ class RuntimeImpl {
   void finish_companion(WorkerState& worker, std::size_t index, std::exception_ptr error) noexcept;
   /// The task's outcome is set: tell its dependents, count it done, drop the engine's reference.
   void finish(TaskCore* task) noexcept;
-  /// Runs queued tasks on `worker` while waiting for `done()`.
+  /// Runs queued tasks on `worker` while waiting for `done()`; their time, and the setup the
+  /// waiting task reported before them, is counted in `worker.nested_seconds` (run_body).
   template <class Done>
   void help_while(WorkerState& worker, Done done);
 
@@ -135,6 +136,8 @@ class RuntimeImpl {
   void add_workers(ext::Driver& driver);
   /// Makes the task's data valid on the worker's node and runs its body there.
   void run_body(TaskCore* task, WorkerState& worker, TaskContext& context);
+  /// The one-off setup `worker`'s driver reported since it was last asked (0 for CPU workers).
+  [[nodiscard]] static double take_setup_seconds(WorkerState& worker);
   /// Throws if the task's data, all on `node` at once, cannot fit there.
   void check_fits(TaskCore* task, unsigned node) const;
   /// Starts moving the data of the task this worker runs next while the current one runs.
@@ -182,7 +185,12 @@ template <class Done>
 void RuntimeImpl::help_while(WorkerState& worker, Done done) {
   while (!done()) {
     if (ext::SchedTask* task = next_task(worker)) {
+      const double nested_before = worker.nested_seconds;
+      const double waiting_task_setup = take_setup_seconds(worker);
+      const double started = now();
       execute(static_cast<TaskCore*>(task), worker);
+      // Set, not added: what the nested task's own waits counted is inside its duration.
+      worker.nested_seconds = nested_before + waiting_task_setup + (now() - started);
     } else {
       std::this_thread::yield();
     }

@@ -23,6 +23,9 @@ struct WorkerState {
   std::vector<TaskCore*> companions;
   // A task taken while looking for companions that was not one: it runs next.
   TaskCore* deferred = nullptr;
+  // Seconds, accumulated over the worker's life, spent running tasks nested in a task that waited
+  // for a future (help_while): a task's model learns its time less what this grew by meanwhile.
+  double nested_seconds = 0;
 };
 
 /// The worker the calling thread is, or nullptr for application threads.

@@ -1,5 +1,6 @@
-// One-off preparation a driver reports for a task (building a program, creating a library
-// handle) is not learned by the task's performance model: the next run will not pay it.
+// What a task's performance model learns leaves out what is not the task's own: the one-off
+// preparation a driver reports for it (building a program, creating a library handle), which
+// the next run will not pay, and the tasks its worker ran while it waited for a future.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -92,6 +93,61 @@ TEST(DriverSetup, OfAFailedTaskIsNotChargedToTheNext) {
   ASSERT_EQ(entries.size(), 1U);
   EXPECT_EQ(entries[0].count, 1U) << "a failed run is not a measurement";
   EXPECT_GT(entries[0].max, 0.0) << "the run after the failure is not reduced by its setup";
+}
+
+// A task that submits `inner` and waits for it; with one worker, the worker runs `inner` while
+// it waits. With `prepare_first`, it reports a setup before submitting.
+Codelet waiting_for(Runtime*& rt, const Codelet& inner, const std::shared_ptr<PerfModel>& model,
+                    SetupReportingDriver* prepare_first) {
+  auto body = [&rt, inner, prepare_first](TaskContext&) {
+    if (prepare_first != nullptr) prepare(*prepare_first);
+    rt->insert(inner, {.where = prepare_first != nullptr ? Arch::opencl : Arch::cpu}).get();
+  };
+  Codelet codelet{.name = "waiting probe", .model = model};
+  (prepare_first != nullptr ? codelet.opencl : codelet.cpu) = body;
+  return codelet;
+}
+
+TEST(NestedTasks, AreNotLearnedAsTheWaitingTasksTime) {
+  auto outer_model = std::make_shared<PerfModel>("nested-outer-probe");
+  auto inner_model = std::make_shared<PerfModel>("nested-inner-probe");
+  const Codelet inner{
+      .name = "sleeper", .cpu = [](TaskContext&) { std::this_thread::sleep_for(kSetup); }, .model = inner_model};
+  Runtime* rt = nullptr;
+  const Codelet outer = waiting_for(rt, inner, outer_model, nullptr);
+  {
+    Runtime runtime(Config{.ncpus = 1});
+    rt = &runtime;
+    runtime.insert(outer, {}).get();
+  }
+  const auto inner_entries = inner_model->entries();
+  ASSERT_EQ(inner_entries.size(), 1U);
+  EXPECT_GE(inner_entries[0].min, std::chrono::duration<double>(kSetup).count() * 0.9);
+  const auto outer_entries = outer_model->entries();
+  ASSERT_EQ(outer_entries.size(), 1U);
+  EXPECT_LT(outer_entries[0].max, inner_entries[0].min / 2) << "the waiting task learned the sleeper's time";
+}
+
+TEST(DriverSetup, BeforeAWaitIsTheWaitingTasksNotTheNestedOnes) {
+  auto driver = std::make_shared<SetupReportingDriver>();
+  auto outer_model = std::make_shared<PerfModel>("nested-setup-outer-probe");
+  auto inner_model = std::make_shared<PerfModel>("nested-setup-inner-probe");
+  const Codelet inner{.name = "quick", .opencl = [](TaskContext&) {}, .model = inner_model};
+  Runtime* rt = nullptr;
+  const Codelet outer = waiting_for(rt, inner, outer_model, driver.get());
+  {
+    Runtime runtime(Config{.ncpus = 1, .drivers = {driver}});
+    rt = &runtime;
+    runtime.insert(outer, {}).get();
+  }
+  const auto outer_entries = outer_model->entries();
+  ASSERT_EQ(outer_entries.size(), 1U);
+  EXPECT_LT(outer_entries[0].max, std::chrono::duration<double>(kSetup).count())
+      << "the waiting task learned its own setup";
+  const auto inner_entries = inner_model->entries();
+  ASSERT_EQ(inner_entries.size(), 1U);
+  EXPECT_EQ(inner_entries[0].count, 1U);
+  EXPECT_EQ(driver->pending_setup.load(), 0.0);
 }
 
 }  // namespace

@@ -27,10 +27,11 @@ class Driver {
   /// as done: wait here for what the implementation queued (kernels on a stream). Throwing
   /// fails the task.
   virtual void finish_task(unsigned /*index*/) {}
-  /// On the worker's own thread, after an implementation returned or threw (before finish_task):
-  /// how many seconds of it went to one-off preparation (building a program, creating a library
-  /// handle), then forgotten. The performance model does not learn them: the next run of the
-  /// task will not pay them.
+  /// On the worker's own thread, after an implementation returned or threw (before finish_task),
+  /// and before a task waiting for a future runs another task on the worker: how many seconds
+  /// went to one-off preparation (building a program, creating a library handle) since the last
+  /// call, then forgotten. The performance model does not learn them: the next run of the task
+  /// will not pay them.
   [[nodiscard]] virtual double take_setup_seconds(unsigned /*index*/) { return 0; }
   /// On the worker's own thread, when it runs out of tasks (before it looks for more or sleeps):
   /// the place to give back what it held on to between tasks (a lock, an interpreter).
