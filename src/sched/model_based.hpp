@@ -172,9 +172,8 @@ class ModelBasedScheduler : public ext::Scheduler {
   std::uint64_t next_arrival_ = 0;
   double known_duration_sum_ = 0;  // of the known durations charged so far (for nominal_duration)
   std::uint64_t known_duration_count_ = 0;
-  std::vector<ext::SchedTask*> unrunnable_;
-  mutable std::array<double, kArchCount>
-      best_speedup_{};  // per architecture, for affinity_weight  // tasks no worker can run (the engine prevents it)
+  std::vector<ext::SchedTask*> unrunnable_;                // tasks no worker can run (the engine prevents it)
+  mutable std::array<double, kArchCount> best_speedup_{};  // per architecture, for affinity_weight
 };
 
 }  // namespace hetflow::detail
