@@ -19,9 +19,12 @@ int run_overhead(const OverheadOptions& options);
 struct SchedSimOptions {
   /// Tiles per side of the simulated Cholesky factorisation.
   std::size_t tiles = 16;
+  /// Bandwidth of the link between the host and each GPU, in GB/s.
+  std::size_t bandwidth_gbs = 12;
 };
 
-/// Prints `<scheduler> makespan_s <v>` per scheduler and `lower_bound makespan_s <v>`.
+/// Prints `<scheduler> makespan_s <v>` per scheduler and `lower_bound makespan_s <v>`; the
+/// ratios the scheduling targets are stated in go to stderr.
 int run_sched_sim(const SchedSimOptions& options);
 
 }  // namespace hetflow::bench

@@ -48,9 +48,9 @@ void print_subcommand_help(const Subcommand& command, std::FILE* out) {
   for (const Flag& flag : command.flags) std::fprintf(out, " [%s N]", flag.name.data());
   std::fprintf(out, "\n\n%s\n\nflags:\n", command.summary.data());
   for (const Flag& flag : command.flags) {
-    std::fprintf(out, "  %-12s %s (default %zu)\n", flag.name.data(), flag.help.data(), *flag.value);
+    std::fprintf(out, "  %-16s %s (default %zu)\n", flag.name.data(), flag.help.data(), *flag.value);
   }
-  std::fprintf(out, "  %-12s %s\n", "--help", "show this help");
+  std::fprintf(out, "  %-16s %s\n", "--help", "show this help");
 }
 
 void print_help(std::span<const Subcommand> commands, std::FILE* out) {
@@ -134,7 +134,8 @@ int main(int argc, char** argv) {
        [&overhead] { return hetflow::bench::run_overhead(overhead); }},
       {"sched-sim",
        "makespan of every scheduler on a tiled Cholesky simulated on 8 CPU cores + 2 GPUs, and a lower bound",
-       {{"--tiles", "tiles per side of the matrix", &sched_sim.tiles, 2}},
+       {{"--tiles", "tiles per side of the matrix", &sched_sim.tiles, 2},
+        {"--bandwidth-gbs", "GB/s of the link between the host and each GPU", &sched_sim.bandwidth_gbs}},
        [&sched_sim] { return hetflow::bench::run_sched_sim(sched_sim); }},
   };
 
