@@ -23,6 +23,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <memory_resource>
+#include <set>
 
 namespace hetflow::detail {
 
@@ -33,17 +36,20 @@ struct ModelBasedScheduler::Slot {
   std::vector<Slot*> peers;
   std::size_t same_node_peers = 0;
 
-  // The queue, under queue_mutex. `queued` mirrors its size so that empty queues are skipped
-  // without taking the lock (pop is called in a spin loop by idle workers).
-  std::mutex queue_mutex;
-  std::set<Entry, EntryOrder> queue;
+  // The queue, under queue_mutex, its nodes recycled by its own pool. `queued` mirrors its size
+  // so that empty queues are skipped without taking the lock (pop is called in a spin loop by
+  // idle workers).
+  AdaptiveMutex queue_mutex;
+  std::pmr::unsynchronized_pool_resource queue_memory;
+  std::pmr::set<Entry, EntryOrder> queue{&queue_memory};
   std::atomic<std::size_t> queued{0};
 
   // Accounting, under the scheduler's accounting_mutex_.
   double running_end = 0;
   double queued_work = 0;
   std::size_t queued_tasks = 0;
-  std::map<int, PriorityWork, std::greater<>> work_by_priority;  // by_priority only
+  std::pmr::unsynchronized_pool_resource accounting_memory;
+  std::pmr::map<int, PriorityWork, std::greater<>> work_by_priority{&accounting_memory};  // by_priority only
 
   // Touched by the worker itself only: whether its running_end was already reset for the
   // current stretch of empty pops (so a spinning worker takes the accounting lock once).
@@ -83,6 +89,8 @@ void ModelBasedScheduler::init(std::span<const ext::WorkerInfo> workers, ext::Sc
     several_archs_ = several_archs_ || (!slots_.empty() && info.arch != slots_.front()->info.arch);
     arch_has_workers_[static_cast<unsigned>(info.arch)] = true;
     node_count_ = std::max(node_count_, info.memory_node + 1);
+    if (node_archs_.size() < node_count_) node_archs_.resize(node_count_);
+    node_archs_[info.memory_node][static_cast<unsigned>(info.arch)] = true;
     if (by_id_.size() <= info.id) by_id_.resize(info.id + 1, nullptr);
     by_id_[info.id] = slot.get();
     slots_.push_back(std::move(slot));
@@ -104,8 +112,8 @@ void ModelBasedScheduler::init(std::span<const ext::WorkerInfo> workers, ext::Sc
   }
 }
 
-ModelBasedScheduler::Estimates ModelBasedScheduler::estimate(const ext::SchedTask& task) const {
-  Estimates estimates;
+void ModelBasedScheduler::estimate(const ext::SchedTask& task, Estimates& estimates) const {
+  estimates.duration = {};
   for (unsigned a = 0; a < kArchCount; ++a) {
     estimates.eligible[a] = arch_has_workers_[a] && task.where.contains(static_cast<Arch>(a));
   }
@@ -117,17 +125,18 @@ ModelBasedScheduler::Estimates ModelBasedScheduler::estimate(const ext::SchedTas
       }
     }
   }
+  estimates.transfer.clear();
   if (policy_.count_transfers || policy_.prefer_local_data) {
-    estimates.transfer.assign(node_count_, 0.0);
-    std::vector<bool> asked(node_count_, false);
-    for (const auto& slot : slots_) {
-      const unsigned node = slot->info.memory_node;
-      if (asked[node] || !estimates.eligible[static_cast<unsigned>(slot->info.arch)]) continue;
-      asked[node] = true;
-      estimates.transfer[node] = usable_transfer(context_->expected_transfer(task, node));
+    estimates.transfer.resize(node_count_, 0.0);
+    for (unsigned node = 0; node < node_count_; ++node) {
+      for (unsigned a = 0; a < kArchCount; ++a) {
+        if (node_archs_[node][a] && estimates.eligible[a]) {
+          estimates.transfer[node] = usable_transfer(context_->expected_transfer(task, node));
+          break;
+        }
+      }
     }
   }
-  return estimates;
 }
 
 double ModelBasedScheduler::free_time(const Slot& slot, double now) const {
@@ -195,7 +204,8 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::pick(std::span<Slot* const> cand
 
 ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& task, const Estimates& estimates,
                                                         double now) const {
-  std::vector<Slot*> candidates;
+  std::vector<Slot*>& candidates = candidates_;
+  candidates.clear();
   for (const auto& slot : slots_) {
     if (estimates.eligible[static_cast<unsigned>(slot->info.arch)]) candidates.push_back(slot.get());
   }
@@ -221,8 +231,10 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
     }
   }
 
-  std::vector<double> completions;
-  std::vector<double> transfers;
+  std::vector<double>& completions = completions_;
+  std::vector<double>& transfers = transfers_;
+  completions.clear();
+  transfers.clear();
   if (estimates.has_model && some_unknown) {
     // Calibration spreading: only workers whose architecture still needs samples.
     std::erase_if(candidates, [&](const Slot* slot) {
@@ -248,7 +260,8 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
       if (estimates.eligible[a] && estimates.duration[a]) slowest = std::max(slowest, *estimates.duration[a]);
     }
   }
-  std::vector<double> delays;
+  std::vector<double>& delays = delays_;
+  delays.clear();
   for (const Slot* slot : candidates) {
     const auto arch_index = static_cast<unsigned>(slot->info.arch);
     const auto& known = estimates.duration[arch_index];
@@ -300,7 +313,8 @@ void ModelBasedScheduler::discharge(Slot& slot, const Entry& entry) {
 }
 
 void ModelBasedScheduler::push(ext::SchedTask* task, int /*from_worker*/) {
-  const Estimates estimates = estimate(*task);
+  thread_local Estimates estimates;
+  estimate(*task, estimates);
   const double now = context_->now();
   Slot* target = nullptr;
   Entry entry;
@@ -438,7 +452,8 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, bool ahead, 
 
 bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry, bool ahead) {
   if (!several_archs_) return false;  // no model lookups on the pop path of a CPU-only runtime
-  const Estimates estimates = estimate(*entry.task);
+  thread_local Estimates estimates;
+  estimate(*entry.task, estimates);
   if (!estimates.has_model) return false;
   const std::optional<double> here = estimates.duration[static_cast<unsigned>(self.info.arch)];
   if (!here) return false;

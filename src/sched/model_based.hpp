@@ -51,15 +51,13 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <set>
 #include <span>
 #include <vector>
 
 #include "hetflow/ext/scheduler.hpp"
+#include "util/adaptive_mutex.hpp"
 
 namespace hetflow::detail {
 
@@ -130,7 +128,9 @@ class ModelBasedScheduler : public ext::Scheduler {
     std::optional<double> known_duration;  // the model's duration on the chosen architecture
   };
 
-  [[nodiscard]] Estimates estimate(const ext::SchedTask& task) const;
+  /// Fills `out`, reusing its storage: the push and pop paths keep one per thread, so that a
+  /// warm scheduler does not allocate per task.
+  void estimate(const ext::SchedTask& task, Estimates& out) const;
   [[nodiscard]] Choice choose(const ext::SchedTask& task, const Estimates& estimates, double now) const;
   [[nodiscard]] Slot* pick(std::span<Slot* const> candidates, std::span<const double> completions,
                            std::span<const double> transfers, double now) const;
@@ -163,12 +163,18 @@ class ModelBasedScheduler : public ext::Scheduler {
   std::vector<std::unique_ptr<Slot>> slots_;  // in the order init gave the workers
   std::vector<Slot*> by_id_;                  // worker id -> its slot (nullptr for gaps)
   std::array<bool, kArchCount> arch_has_workers_{};
-  bool several_archs_ = false;  // workers of more than one architecture
+  std::vector<std::array<bool, kArchCount>> node_archs_;  // per memory node, the architectures computing there
+  bool several_archs_ = false;                            // workers of more than one architecture
   unsigned node_count_ = 0;
 
   // The choice and all the accounting fields of the slots. Never held together with a slot's
   // queue lock: push charges then enqueues, pop dequeues then discharges.
-  mutable std::mutex accounting_mutex_;
+  mutable AdaptiveMutex accounting_mutex_;
+  // choose()'s working lists, kept between pushes so that they do not allocate.
+  mutable std::vector<Slot*> candidates_;
+  mutable std::vector<double> completions_;
+  mutable std::vector<double> transfers_;
+  mutable std::vector<double> delays_;
   std::uint64_t next_arrival_ = 0;
   double known_duration_sum_ = 0;  // of the known durations charged so far (for nominal_duration)
   std::uint64_t known_duration_count_ = 0;
