@@ -198,12 +198,8 @@ std::string parse_bus_text(std::string_view text, std::string_view node, BusFile
   std::size_t line_number = 0;
   auto at = [&](const std::string& reason) { return "line " + std::to_string(line_number) + ": " + reason; };
   while (!text.empty()) {
-    const std::size_t newline = text.find('\n');
-    std::string_view line = text.substr(0, newline);
-    text = newline == std::string_view::npos ? std::string_view{} : text.substr(newline + 1);
     ++line_number;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    const auto fields = split_fields(line);
+    const auto fields = split_fields(take_line(text));
     if (!have_header) {
       if (fields.size() != 2 || fields[0] != kBusMagic) {
         return at("not a hetflow bus model (expected '" + std::string(kBusMagic) + " " +

@@ -135,12 +135,8 @@ ReadResult parse_model_text(std::string_view text, std::string_view symbol) {
   bool have_symbol = false;
   std::size_t line_number = 0;
   while (!text.empty()) {
-    const std::size_t newline = text.find('\n');
-    std::string_view line = text.substr(0, newline);
-    text = newline == std::string_view::npos ? std::string_view{} : text.substr(newline + 1);
     ++line_number;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    const auto fields = split_fields(line);
+    const auto fields = split_fields(take_line(text));
     if (!have_header) {
       if (fields.size() != 2 || fields[0] != kMagic) {
         return damaged(line_number, "not a hetflow performance model (expected '" + std::string(kMagic) + " " +
@@ -338,6 +334,14 @@ std::size_t default_calibration_samples() {
                           std::to_string(kMax) + " (measurements before a size counts as calibrated)");
   }
   return static_cast<std::size_t>(*value);
+}
+
+std::string_view take_line(std::string_view& text) {
+  const std::size_t newline = text.find('\n');
+  std::string_view line = text.substr(0, newline);
+  text = newline == std::string_view::npos ? std::string_view{} : text.substr(newline + 1);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line;
 }
 
 std::vector<std::string_view> split_fields(std::string_view line) {

@@ -61,6 +61,8 @@ class DirectoryLock {
 /// HETFLOW_CALIBRATE, else 10. Throws InvalidArgument for a malformed value.
 [[nodiscard]] std::size_t default_calibration_samples();
 
+/// Takes the first line off `text` (without its "\n" or "\r\n") and returns it.
+[[nodiscard]] std::string_view take_line(std::string_view& text);
 /// The whitespace-separated fields of a line of a text file (models, bus files).
 [[nodiscard]] std::vector<std::string_view> split_fields(std::string_view line);
 
