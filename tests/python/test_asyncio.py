@@ -9,8 +9,8 @@ import pytest
 
 import hetflow
 from hf_subprocess import Child
+from hf_tasks import EXECUTORS, add, fail, submit_on
 
-EXECUTORS = ["thread", "process"]
 
 
 @pytest.fixture(autouse=True)
@@ -18,18 +18,6 @@ def _fresh_runtime():
     hetflow.init(ncpus=2, executor="process")
     yield
     hetflow.shutdown()
-
-
-def add(a, b):
-    return a + b
-
-
-def fail(message):
-    raise ValueError(message)
-
-
-def submit_on(executor):
-    return hetflow.task_submit.options(executor=executor)
 
 
 def run(coro):

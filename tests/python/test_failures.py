@@ -12,8 +12,8 @@ import pytest
 
 import hetflow
 from hf_subprocess import Child, leftovers, write_script
+from hf_tasks import EXECUTORS, add, submit_on
 
-EXECUTORS = ["thread", "process"]
 
 
 @pytest.fixture(autouse=True)
@@ -54,10 +54,6 @@ def identity(x):
     return x
 
 
-def add(a, b):
-    return a + b
-
-
 def pid():
     return os.getpid()
 
@@ -72,10 +68,6 @@ def kill_self():
 
 def segfault():
     ctypes.string_at(0)
-
-
-def submit_on(executor, **options):
-    return hetflow.task_submit.options(executor=executor, **options)
 
 
 # -- a task's exception --------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 import hetflow
+from hf_tasks import EXECUTORS, add, submit_on
 
-EXECUTORS = ["thread", "process"]
 Pair = collections.namedtuple("Pair", "left right")
 
 
@@ -19,10 +19,6 @@ def _fresh_runtime():
     hetflow.init(ncpus=2, executor="process")
     yield
     hetflow.shutdown()
-
-
-def add(a, b):
-    return a + b
 
 
 def echo(*args, **kwargs):
@@ -46,10 +42,6 @@ def mul(a, b):
 @hetflow.delayed(name="scaled", priority=3, perfmodel="scale-model", executor="thread")
 def scale(x, factor=2):
     return x * factor, os.getpid()
-
-
-def submit_on(executor):
-    return hetflow.task_submit.options(executor=executor)
 
 
 # -- task_submit / submit ----------------------------------------------------------------------------

@@ -1,0 +1,24 @@
+"""Task functions and helpers shared by the Python test modules. Not a test module.
+
+The functions live at module level, so that process workers receive them by reference, as they
+would a user's."""
+from __future__ import annotations
+
+from typing import Any
+
+import hetflow
+
+EXECUTORS = ["thread", "process"]
+
+
+def add(a, b):
+    return a + b
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def submit_on(executor: str, **options: Any):
+    """``task_submit`` with per-call options: ``submit_on("process")(add, 1, 2)``."""
+    return hetflow.task_submit.options(executor=executor, **options)
