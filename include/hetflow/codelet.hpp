@@ -1,7 +1,7 @@
 #pragma once
 #include <array>
-#include <exception>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>

@@ -19,8 +19,7 @@ class MessageHub {
   void open(std::uint64_t launch, std::uint32_t size);
   void send(std::uint64_t launch, std::uint32_t from, std::uint32_t to, std::string payload);
   /// The next message from `from` to `to`; the launch's failure reason if it failed first.
-  std::optional<std::string> receive(std::uint64_t launch, std::uint32_t to, std::uint32_t from,
-                                     std::string& failure);
+  std::optional<std::string> receive(std::uint64_t launch, std::uint32_t to, std::uint32_t from, std::string& failure);
   /// Waits until all kernels of the launch reach it; false (with the reason) if it failed.
   bool barrier(std::uint64_t launch, std::string& failure);
   void fail(std::uint64_t launch, const std::string& reason);

@@ -83,8 +83,12 @@ class ChaseLevDeque {
     std::int64_t capacity;
     std::int64_t mask;
     std::unique_ptr<std::atomic<T>[]> items;
-    void put(std::int64_t i, T item) noexcept { items[static_cast<std::size_t>(i & mask)].store(item, std::memory_order_relaxed); }
-    T get(std::int64_t i) const noexcept { return items[static_cast<std::size_t>(i & mask)].load(std::memory_order_relaxed); }
+    void put(std::int64_t i, T item) noexcept {
+      items[static_cast<std::size_t>(i & mask)].store(item, std::memory_order_relaxed);
+    }
+    T get(std::int64_t i) const noexcept {
+      return items[static_cast<std::size_t>(i & mask)].load(std::memory_order_relaxed);
+    }
   };
 
   Array* grow(Array* old, std::int64_t t, std::int64_t b) {

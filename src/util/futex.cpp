@@ -23,8 +23,8 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
     relative.tv_nsec = static_cast<long>(ns % 1'000'000'000);
     timeout = &relative;
   }
-  long rc = syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
-                    nullptr, 0);
+  long rc =
+      syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout, nullptr, 0);
   return !(rc == -1 && errno == ETIMEDOUT);
 }
 

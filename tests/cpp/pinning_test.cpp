@@ -36,7 +36,6 @@ class HostCudaDriver final : public hetflow::ext::Driver {
   [[nodiscard]] unsigned worker_count() const override { return 1; }
 };
 
-
 // The order in which tasks ran, written by the tasks (read by the test after wait_all).
 class RunLog {
  public:

@@ -27,7 +27,6 @@ using hetflow::TaskOptions;
 using hetflow::test::Gate;
 using hetflow::test::Signal;
 
-
 // Writes 3 * i into element i, once the gate opens.
 auto gated_writer(Gate& gate, Signal& started) {
   return [&gate, &started](TaskContext& ctx) {

@@ -1,7 +1,6 @@
 // Performance models: statistics, the robust estimate, the regression, storage (round trip,
 // atomic replacement, merging between processes, damaged files) and thread safety.
 #include "hetflow/perfmodel.hpp"
-#include "test_support.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -21,6 +20,7 @@
 
 #include "hetflow/codelet.hpp"
 #include "hetflow/error.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
 using hetflow::Arch;

@@ -131,7 +131,8 @@ class Child final : public ProcessChannel {
 
   bool send(std::uint32_t kind, const std::vector<std::string_view>& parts) override {
     if (aborted_.load(std::memory_order_acquire)) {
-      throw WorkerCrashedError("process worker " + std::to_string(index_) + " was ended: the runtime gave up on its work");
+      throw WorkerCrashedError("process worker " + std::to_string(index_) +
+                               " was ended: the runtime gave up on its work");
     }
     if (pid_ <= 0) start();
     return write_message(to_child_, kind, parts);
