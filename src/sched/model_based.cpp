@@ -508,7 +508,12 @@ bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry, bool ahead) 
 
 ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) { return take(worker, false); }
 
-ext::SchedTask* ModelBasedScheduler::pop_ahead(unsigned worker) { return take(worker, true); }
+ext::SchedTask* ModelBasedScheduler::pop_ahead(unsigned worker) {
+  // The data of every queued task is already on its way (push prefetches): taking the next task
+  // early would only take it out of reach of a peer that frees up first, and of the hand-over.
+  if (policy_.prefetch) return nullptr;
+  return take(worker, true);
+}
 
 double ModelBasedScheduler::free_from(const Slot& slot, bool ahead, double now) const {
   return ahead ? std::max(now, slot.running_end) : now;

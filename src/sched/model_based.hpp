@@ -10,8 +10,8 @@
 // A task's charge is its expected duration on the worker's architecture, plus, for dmda and
 // dmdas, the expected time to bring its data to the worker's memory node (the worker fetches
 // the data itself before running, so the transfer occupies it). When a worker pops a task,
-// running_end becomes now + that task's charge (for a worker that looks ahead, pop_ahead: its
-// current task's expected end + that charge): a task that ended early or late therefore
+// running_end becomes now + that task's charge (for a worker that looks ahead, pop_ahead, which
+// only dm serves: its current task's expected end + that charge): a task that ended early or late therefore
 // corrects the estimate at the next pop, and an idle worker (a pop, not a pop_ahead, that finds
 // nothing) has running_end reset to now.
 //
@@ -65,7 +65,8 @@ namespace hetflow::detail {
 struct ModelPolicy {
   /// Count the expected data transfer to the worker's node in the completion time (dmda, dmdas).
   bool count_transfers = false;
-  /// Ask the engine to start moving the data to the chosen node (not host) at once.
+  /// Ask the engine to start moving the data to the chosen node (not host) at once; a worker's
+  /// look-ahead (pop_ahead) is then declined, since it would move nothing sooner.
   bool prefetch = false;
   /// Order each worker's queue by priority (higher first), then submission order (dmdas);
   /// otherwise each queue is first in, first out.

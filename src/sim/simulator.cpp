@@ -34,7 +34,7 @@ double SimulatedMemory::book_link(unsigned from, unsigned to, std::size_t bytes,
 
 std::unique_ptr<ext::Transfer> SimulatedMemory::copy_from_host(void* /*buffer*/, const void* /*host*/,
                                                                std::size_t bytes) {
-  const double now = simulator_.clock.load(std::memory_order_acquire);
+  const double now = std::max(simulator_.clock.load(std::memory_order_acquire), simulator_.copies_from);
   return std::make_unique<SimulatedTransfer>(simulator_, book_link(kHostNode, node_, bytes, now));
 }
 
@@ -127,6 +127,13 @@ void RuntimeImpl::start_simulated(WorkerState& worker) {
     }
     const double start = std::max(now() + simulator_->transfer_time, data_ready);
     simulator_->running[worker.info.id] = {task, start, start + *cost};
+    if (node != kHostNode) {
+      // As a device worker does once its task's data is there (run_body): it takes its next task
+      // and starts that one's copies while this one runs.
+      simulator_->copies_from = start;
+      look_ahead(worker);
+      simulator_->copies_from = 0;
+    }
   } catch (...) {
     task->error = std::current_exception();
     task->ops->destroy_body(task->storage());

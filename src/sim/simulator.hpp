@@ -75,6 +75,7 @@ struct Simulator {
   std::vector<Running> running;  // per worker
   std::atomic<double> clock{0};  // seconds of virtual time
   double transfer_time = 0;      // synchronous copies made for the task being started, so far
+  double copies_from = 0;        // asynchronous copies start no earlier (a device worker's look-ahead)
   std::size_t tasks_run = 0;
 };
 

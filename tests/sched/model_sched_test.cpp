@@ -265,10 +265,24 @@ TEST_P(AllModelSchedulers, PopsCorrectTheExpectedFreeTime) {
   EXPECT_EQ(s.owner_of(next), 0);
 }
 
-// A worker that looks ahead takes its next task while the current one runs: that task starts
-// when the current one ends, and an empty look finds the worker busy still, not idle.
-TEST_P(AllModelSchedulers, LookingAheadCountsTheTaskStillRunning) {
-  Rig s(GetParam(), {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
+// dmda and dmdas send each task's data where they place it when they place it: a worker that
+// would look ahead is refused, and the task stays queued, within reach of its peers.
+TEST(ModelSched, DataAwareSchedulersDeclineToLookAhead) {
+  for (const std::string name : {"dmda", "dmdas"}) {
+    Rig s(name, {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
+    for (int i = 0; i < 2; ++i) s.scheduler->push(&s.task(Arch::cpu, 2.0, std::nullopt), -1);
+    ASSERT_NE(s.scheduler->pop(0), nullptr) << name;
+    EXPECT_EQ(s.scheduler->pop_ahead(0), nullptr) << name;
+    EXPECT_EQ(s.queue_of(0).size(), 1U) << name;
+    EXPECT_NE(s.scheduler->pop(0), nullptr) << name;
+  }
+}
+
+// A worker that looks ahead (dm: the others decline) takes its next task while the current one
+// runs: that task starts when the current one ends, and an empty look finds the worker busy
+// still, not idle.
+TEST(ModelSched, LookingAheadCountsTheTaskStillRunning) {
+  Rig s("dm", {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
   for (int i = 0; i < 2; ++i) s.scheduler->push(&s.task(Arch::cpu, 2.0, std::nullopt), -1);
   ASSERT_NE(s.scheduler->pop(0), nullptr);
   s.context.set_now(0.5);
@@ -284,8 +298,8 @@ TEST_P(AllModelSchedulers, LookingAheadCountsTheTaskStillRunning) {
 // Looking ahead, a slow worker counts the task it still runs: a task it would start only after
 // that goes to a faster worker that will be done sooner, though not sooner than the slow one
 // could have been had it been free now.
-TEST_P(AllModelSchedulers, LookingAheadHandsOverWhatTheCurrentTaskWouldDelay) {
-  Rig s(GetParam(), {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
+TEST(ModelSched, LookingAheadHandsOverWhatTheCurrentTaskWouldDelay) {
+  Rig s("dm", {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
   s.scheduler->push(&s.task(Arch::cpu, 25.0, std::nullopt), -1);
   ASSERT_NE(s.scheduler->pop(0), nullptr);  // the CPU is expected busy until 25
   s.scheduler->push(&s.task(Arch::cpu, 12.0, std::nullopt), -1);

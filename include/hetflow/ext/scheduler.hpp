@@ -70,7 +70,8 @@ class Scheduler {
   /// worker only, concurrently with other workers' pops and any pushes.
   virtual SchedTask* pop(unsigned worker) = 0;
   /// Like pop, by a worker that still runs a task and prepares its next one (starts moving its
-  /// data): the task given starts when the current one ends.
+  /// data): the task given starts when the current one ends. nullptr declines (a scheduler that
+  /// already moves each task's data when it places it gains nothing by committing early).
   virtual SchedTask* pop_ahead(unsigned worker) { return pop(worker); }
 };
 
