@@ -98,30 +98,27 @@ std::vector<GraphTask> cholesky_graph(std::size_t tiles) {
   return tasks;
 }
 
-// No schedule beats the longest chain of tasks each on its fastest architecture, nor the
-// work divided among all workers in the best proportions: with two kinds of workers, the
-// best fractional split gives the GPUs the kernels they speed up most (a fractional knapsack),
-// found by bisection on the makespan.
-double lower_bound(const std::vector<GraphTask>& tasks) {
-  std::vector<double> finish(tasks.size(), 0);
-  double critical_path = 0;
-  std::map<std::string, std::size_t> counts;
-  for (std::size_t t = 0; t < tasks.size(); ++t) {
-    const KernelCost& cost = cost_of(tasks[t].kernel);
-    double start = 0;
-    for (std::size_t before : tasks[t].after) start = std::max(start, finish[before]);
-    finish[t] = start + std::min(cost.cpu, cost.cuda);
-    critical_path = std::max(critical_path, finish[t]);
-    ++counts[tasks[t].kernel];
-  }
+double fastest(const GraphTask& task) {
+  const KernelCost& cost = cost_of(task.kernel);
+  return std::min(cost.cpu, cost.cuda);
+}
+
+// The least time in which all workers can do the given tasks, each task split at will between
+// the two kinds of workers: the best split gives the GPUs the kernels they speed up most (a
+// fractional knapsack), found by bisection on the time.
+double work_bound(const std::map<std::string, std::size_t>& counts) {
   std::vector<KernelCost> by_gain(std::begin(kCosts), std::end(kCosts));
   std::sort(by_gain.begin(), by_gain.end(),
             [](const KernelCost& a, const KernelCost& b) { return a.cpu / a.cuda > b.cpu / b.cuda; });
+  auto count_of = [&counts](const KernelCost& kernel) {
+    const auto found = counts.find(kernel.name);
+    return found == counts.end() ? 0.0 : static_cast<double>(found->second);
+  };
   auto feasible = [&](double makespan) {
     double gpu_time = kGpus * makespan;
     double cpu_time = kCpus * makespan;
     for (const KernelCost& kernel : by_gain) {
-      const double count = static_cast<double>(counts[kernel.name]);
+      const double count = count_of(kernel);
       const double on_gpu = std::min(count, gpu_time / kernel.cuda);
       gpu_time -= on_gpu * kernel.cuda;
       cpu_time -= (count - on_gpu) * kernel.cpu;
@@ -130,12 +127,59 @@ double lower_bound(const std::vector<GraphTask>& tasks) {
   };
   double low = 0;
   double high = 0;
-  for (const GraphTask& task : tasks) high += cost_of(task.kernel).cpu;
+  for (const KernelCost& kernel : kCosts) high += count_of(kernel) * kernel.cpu;
   for (int round = 0; round < 100; ++round) {
     const double middle = (low + high) / 2;
     (feasible(middle) ? high : low) = middle;
   }
-  return std::max(critical_path, high);
+  return high;
+}
+
+struct Bounds {
+  // max(critical path, work): the longest chain of tasks each on its fastest architecture, and
+  // all the work divided among all workers in the best proportions.
+  double simple = 0;
+  // A tighter one: a task can start no sooner than the chain before it allows (its head) and
+  // must leave time for the chain after it (its tail), so the tasks whose head is at least h and
+  // tail at least t all run within [h, makespan - t]: makespan >= h + t + their work bound.
+  double windowed = 0;
+};
+
+Bounds lower_bounds(const std::vector<GraphTask>& tasks) {
+  std::vector<double> head(tasks.size(), 0);
+  std::vector<double> tail(tasks.size(), 0);
+  for (std::size_t t = 0; t < tasks.size(); ++t) {
+    for (std::size_t before : tasks[t].after) head[t] = std::max(head[t], head[before] + fastest(tasks[before]));
+  }
+  for (std::size_t t = tasks.size(); t-- > 0;) {
+    for (std::size_t before : tasks[t].after) tail[before] = std::max(tail[before], tail[t] + fastest(tasks[t]));
+  }
+  double critical_path = 0;
+  std::map<std::string, std::size_t> all;
+  for (std::size_t t = 0; t < tasks.size(); ++t) {
+    critical_path = std::max(critical_path, head[t] + fastest(tasks[t]) + tail[t]);
+    ++all[tasks[t].kernel];
+  }
+  Bounds bounds;
+  bounds.simple = std::max(critical_path, work_bound(all));
+  bounds.windowed = bounds.simple;
+  std::vector<double> heads = head;
+  std::vector<double> tails = tail;
+  for (std::vector<double>* values : {&heads, &tails}) {
+    std::sort(values->begin(), values->end());
+    values->erase(std::unique(values->begin(), values->end()), values->end());
+  }
+  for (double from : heads) {
+    for (double to_end : tails) {
+      std::map<std::string, std::size_t> window;
+      for (std::size_t t = 0; t < tasks.size(); ++t) {
+        if (head[t] >= from && tail[t] >= to_end) ++window[tasks[t].kernel];
+      }
+      if (window.empty()) break;  // longer tails leave fewer tasks still
+      bounds.windowed = std::max(bounds.windowed, from + to_end + work_bound(window));
+    }
+  }
+  return bounds;
 }
 
 // A plan made with the whole graph and every cost known in advance, data transfers left out
@@ -218,12 +262,17 @@ int run_sched_sim(const SchedSimOptions& options) {
       std::fflush(stdout);
     }
     const std::vector<GraphTask> graph = cholesky_graph(options.tiles);
-    const double bound = lower_bound(graph);
+    const Bounds bounds = lower_bounds(graph);
+    const double bound = bounds.simple;
     std::printf("lower_bound makespan_s %.6f\n", bound);
     std::fflush(stdout);
     std::fprintf(stderr, "sched-sim: dmdas / lower bound %.2f, eager / dmda %.2f, eager / dmdas %.2f\n",
                  makespans["dmdas"] / bound, makespans["eager"] / makespans["dmda"],
                  makespans["eager"] / makespans["dmdas"]);
+    std::fprintf(stderr,
+                 "sched-sim: a tighter lower bound (each task within its head and tail chains) %.6f s: no schedule is "
+                 "more than %.2f x better than eager\n",
+                 bounds.windowed, makespans["eager"] / bounds.windowed);
     const double plan = offline_plan(graph);
     std::fprintf(stderr, "sched-sim: offline HEFT plan without transfers %.6f s, dmdas / that plan %.2f\n", plan,
                  makespans["dmdas"] / plan);
