@@ -11,9 +11,9 @@
 // dmdas, the expected time to bring its data to the worker's memory node (the worker fetches
 // the data itself before running, so the transfer occupies it). When a worker pops a task,
 // running_end becomes now + that task's charge (for a worker that looks ahead, pop_ahead, which
-// only dm serves: its current task's expected end + that charge): a task that ended early or late therefore
-// corrects the estimate at the next pop, and an idle worker (a pop, not a pop_ahead, that finds
-// nothing) has running_end reset to now.
+// only dm serves: its current task's expected end + that charge): a task that ended early or
+// late therefore corrects the estimate at the next pop, and an idle worker (a pop, not a
+// pop_ahead, that finds nothing) has running_end reset to now.
 //
 // Where a task goes (details in model_based.cpp):
 //   - model known on every eligible architecture: the least expected completion
