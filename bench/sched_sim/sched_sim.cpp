@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -103,31 +104,33 @@ double fastest(const GraphTask& task) {
   return std::min(cost.cpu, cost.cuda);
 }
 
-// The least time in which all workers can do the given tasks, each task split at will between
+std::size_t kernel_index(const std::string& name) { return static_cast<std::size_t>(&cost_of(name) - kCosts); }
+
+// Tasks counted per kernel, in the order of kCosts.
+using KernelCounts = std::array<double, std::size(kCosts)>;
+
+// The least time in which all workers can do the counted tasks, each task split at will between
 // the two kinds of workers: the best split gives the GPUs the kernels they speed up most (a
 // fractional knapsack), found by bisection on the time.
-double work_bound(const std::map<std::string, std::size_t>& counts) {
-  std::vector<KernelCost> by_gain(std::begin(kCosts), std::end(kCosts));
-  std::sort(by_gain.begin(), by_gain.end(),
-            [](const KernelCost& a, const KernelCost& b) { return a.cpu / a.cuda > b.cpu / b.cuda; });
-  auto count_of = [&counts](const KernelCost& kernel) {
-    const auto found = counts.find(kernel.name);
-    return found == counts.end() ? 0.0 : static_cast<double>(found->second);
-  };
+double work_bound(const KernelCounts& counts) {
+  std::array<std::size_t, std::size(kCosts)> by_gain{};
+  std::iota(by_gain.begin(), by_gain.end(), std::size_t{0});
+  std::sort(by_gain.begin(), by_gain.end(), [](std::size_t a, std::size_t b) {
+    return kCosts[a].cpu / kCosts[a].cuda > kCosts[b].cpu / kCosts[b].cuda;
+  });
   auto feasible = [&](double makespan) {
     double gpu_time = kGpus * makespan;
     double cpu_time = kCpus * makespan;
-    for (const KernelCost& kernel : by_gain) {
-      const double count = count_of(kernel);
-      const double on_gpu = std::min(count, gpu_time / kernel.cuda);
-      gpu_time -= on_gpu * kernel.cuda;
-      cpu_time -= (count - on_gpu) * kernel.cpu;
+    for (std::size_t k : by_gain) {
+      const double on_gpu = std::min(counts[k], gpu_time / kCosts[k].cuda);
+      gpu_time -= on_gpu * kCosts[k].cuda;
+      cpu_time -= (counts[k] - on_gpu) * kCosts[k].cpu;
     }
     return cpu_time >= 0;
   };
   double low = 0;
   double high = 0;
-  for (const KernelCost& kernel : kCosts) high += count_of(kernel) * kernel.cpu;
+  for (std::size_t k = 0; k < counts.size(); ++k) high += counts[k] * kCosts[k].cpu;
   for (int round = 0; round < 100; ++round) {
     const double middle = (low + high) / 2;
     (feasible(middle) ? high : low) = middle;
@@ -155,28 +158,30 @@ Bounds lower_bounds(const std::vector<GraphTask>& tasks) {
     for (std::size_t before : tasks[t].after) tail[before] = std::max(tail[before], tail[t] + fastest(tasks[t]));
   }
   double critical_path = 0;
-  std::map<std::string, std::size_t> all;
+  KernelCounts all{};
   for (std::size_t t = 0; t < tasks.size(); ++t) {
     critical_path = std::max(critical_path, head[t] + fastest(tasks[t]) + tail[t]);
-    ++all[tasks[t].kernel];
+    ++all[kernel_index(tasks[t].kernel)];
   }
   Bounds bounds;
   bounds.simple = std::max(critical_path, work_bound(all));
   bounds.windowed = bounds.simple;
+  // For each head h, the tasks from h on, by decreasing tail: a window grows by one task at a
+  // time as the tail t it asks for shrinks.
   std::vector<double> heads = head;
-  std::vector<double> tails = tail;
-  for (std::vector<double>* values : {&heads, &tails}) {
-    std::sort(values->begin(), values->end());
-    values->erase(std::unique(values->begin(), values->end()), values->end());
-  }
+  std::sort(heads.begin(), heads.end());
+  heads.erase(std::unique(heads.begin(), heads.end()), heads.end());
+  std::vector<std::size_t> by_tail(tasks.size());
+  std::iota(by_tail.begin(), by_tail.end(), std::size_t{0});
+  std::sort(by_tail.begin(), by_tail.end(), [&tail](std::size_t a, std::size_t b) { return tail[a] > tail[b]; });
   for (double from : heads) {
-    for (double to_end : tails) {
-      std::map<std::string, std::size_t> window;
-      for (std::size_t t = 0; t < tasks.size(); ++t) {
-        if (head[t] >= from && tail[t] >= to_end) ++window[tasks[t].kernel];
-      }
-      if (window.empty()) break;  // longer tails leave fewer tasks still
-      bounds.windowed = std::max(bounds.windowed, from + to_end + work_bound(window));
+    KernelCounts window{};
+    for (std::size_t i = 0; i < by_tail.size(); ++i) {
+      const std::size_t t = by_tail[i];
+      if (head[t] < from) continue;
+      ++window[kernel_index(tasks[t].kernel)];
+      const bool last_of_its_tail = i + 1 == by_tail.size() || tail[by_tail[i + 1]] < tail[t];
+      if (last_of_its_tail) bounds.windowed = std::max(bounds.windowed, from + tail[t] + work_bound(window));
     }
   }
   return bounds;
