@@ -336,19 +336,21 @@ void ModelBasedScheduler::push(ext::SchedTask* task, int /*from_worker*/) {
     charge(*choice.slot, entry, choice.known_duration);
     target = choice.slot;
   }
+  enqueue(*target, entry);
+}
+
+void ModelBasedScheduler::enqueue(Slot& target, const Entry& entry) {
   // Before the task is queued: once queued it may run, finish and be recycled at any moment.
-  if (policy_.prefetch && target->info.memory_node != 0) {
+  if (policy_.prefetch && target.info.memory_node != 0) {
     try {
-      context_->prefetch(*task, target->info.memory_node);
+      context_->prefetch(*entry.task, target.info.memory_node);
     } catch (...) {
       // Prefetching is only a head start: the worker fetches the data itself before running.
     }
   }
-  {
-    std::lock_guard guard(target->queue_mutex);
-    target->queue.insert(entry);
-    target->queued.fetch_add(1, std::memory_order_release);
-  }
+  std::lock_guard guard(target.queue_mutex);
+  target.queue.insert(entry);
+  target.queued.fetch_add(1, std::memory_order_release);
 }
 
 bool ModelBasedScheduler::take_first(Slot& slot, Arch arch, Entry& out) {
@@ -490,18 +492,7 @@ bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry, bool ahead) 
     if (!policy_.by_priority) moved.order = moved.arrival;
     charge(*target, moved, std::nullopt);  // its duration was counted in the nominal one already
   }
-  if (policy_.prefetch && target->info.memory_node != 0) {
-    try {
-      context_->prefetch(*moved.task, target->info.memory_node);
-    } catch (...) {
-      // Only a head start, as in push.
-    }
-  }
-  {
-    std::lock_guard guard(target->queue_mutex);
-    target->queue.insert(moved);
-    target->queued.fetch_add(1, std::memory_order_release);
-  }
+  enqueue(*target, moved);
   context_->wake(target->info.arch);
   return true;
 }

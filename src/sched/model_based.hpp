@@ -146,6 +146,8 @@ class ModelBasedScheduler : public ext::Scheduler {
   /// Moves `entry`, just taken from `self`'s queue, to a worker of a faster architecture expected
   /// to finish it sooner, if there is one; returns whether it did.
   [[nodiscard]] bool hand_over(Slot& self, const Entry& entry, bool ahead);
+  /// Starts moving the task's data to `target`'s node (when the policy prefetches), then queues it there.
+  void enqueue(Slot& target, const Entry& entry);
   void charge(Slot& slot, const Entry& entry, std::optional<double> known_duration);
   void discharge(Slot& slot, const Entry& entry);
   [[nodiscard]] bool take_first(Slot& slot, Arch arch, Entry& out);
