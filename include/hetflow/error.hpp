@@ -29,7 +29,8 @@ class CancelledError : public Error {
   using Error::Error;
 };
 
-/// The task did not run because a task it depends on failed or was cancelled.
+/// The task did not run because a task whose output it needs (one that was to write data it
+/// reads, or one named in TaskOptions::after) failed or was cancelled.
 /// `root_cause()` is the original failure; `root_task()` names the task that raised it.
 class DependencyError : public Error {
  public:

@@ -94,6 +94,10 @@ class Acquisition {
 ///     int answer = f.get();                     // 42
 ///
 /// The destructor waits for everything submitted.
+///
+/// A runtime belongs to the process that created it: in a child made by fork() (where its
+/// worker threads do not exist) submitting, waiting and acquiring throw hetflow::Error, and
+/// shutdown() and the destructor return at once. The child can create a Runtime of its own.
 class Runtime {
  public:
   explicit Runtime(Config config = {});

@@ -104,7 +104,17 @@ Config Config::resolved() const {
   Config out = *this;
   if (!out.ncpus) {
     auto text = env("HETFLOW_NCPUS");
-    out.ncpus = text ? parse_unsigned(*text, "HETFLOW_NCPUS", 0, kMaxWorkers) : detail::available_cpu_count();
+    if (text) {
+      // 0 is no default: a runtime without CPU workers is asked for in code (Config::ncpus).
+      try {
+        out.ncpus = parse_unsigned(*text, "HETFLOW_NCPUS", 1, kMaxWorkers);
+      } catch (const InvalidArgument&) {
+        throw InvalidArgument("HETFLOW_NCPUS must be a positive whole number, not '" + *text + "' (at most " +
+                              std::to_string(kMaxWorkers) + "; unset, one worker per CPU this process may use)");
+      }
+    } else {
+      out.ncpus = detail::available_cpu_count();
+    }
   } else if (*out.ncpus > kMaxWorkers) {
     throw InvalidArgument("Config::ncpus=" + std::to_string(*out.ncpus) + " is more than " +
                           std::to_string(kMaxWorkers));

@@ -6,12 +6,12 @@
 
 namespace hetflow::detail {
 
-void add_dependency(TaskCore* task, TaskCore* predecessor) {
+void add_dependency(TaskCore* task, TaskCore* predecessor, EdgeKind kind) {
   if (predecessor == task) return;
   std::unique_lock guard(predecessor->lock);
   if (predecessor->released) {
     guard.unlock();
-    if (predecessor->status() != TaskStatus::done) {
+    if (kind == EdgeKind::data && predecessor->status() != TaskStatus::done) {
       std::exception_ptr error = dependency_error_for(predecessor);
       std::lock_guard task_guard(task->lock);
       if (!task->error) task->error = std::move(error);
@@ -19,6 +19,7 @@ void add_dependency(TaskCore* task, TaskCore* predecessor) {
     return;
   }
   auto link = reinterpret_cast<std::uintptr_t>(task);
+  if (kind == EdgeKind::ordering) link |= TaskCore::kOrderingLink;
   if (predecessor->first_successor == 0) {
     predecessor->first_successor = link;
   } else {
@@ -32,11 +33,11 @@ namespace {
 
 constexpr std::size_t kReaderPruneThreshold = 64;
 
-// Drops the readers that succeeded. Those that failed or were cancelled stay: the next writer
-// depends on them and must fail too, however many readers came between.
+// Drops the readers that have finished, whatever their outcome: a reader leaves the data as it
+// found it, so the next writer has nothing to wait for or to inherit from them.
 void prune_finished_readers(HandleImpl& handle) {
   std::erase_if(handle.readers, [](TaskCore* reader) {
-    if (reader->status() != TaskStatus::done) return false;
+    if (!is_final(reader->status())) return false;
     release(reader);
     return true;
   });
@@ -44,28 +45,48 @@ void prune_finished_readers(HandleImpl& handle) {
 
 }  // namespace
 
+// Only reading an unsuccessful writer's output fails a task (a data edge). Every other conflict
+// is an ordering edge: after a failed or cancelled reader the data is as it was, and a write-only
+// access makes a new version whatever came before.
 void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode) {
   std::lock_guard guard(handle.dep_lock);
   if (!writes(mode)) {
-    if (handle.last_writer != nullptr) add_dependency(task, handle.last_writer);
+    if (handle.last_writer != nullptr) add_dependency(task, handle.last_writer, EdgeKind::data);
     if (handle.readers.size() >= kReaderPruneThreshold) prune_finished_readers(handle);
     retain(task);
     handle.readers.push_back(task);
     return;
   }
   if (!handle.readers.empty()) {
-    // The readers themselves waited for the last writer.
+    // The readers themselves waited for the last writer; a read-write access still takes the
+    // last writer's outcome (the edge is free once that writer has finished well).
     for (TaskCore* reader : handle.readers) {
-      add_dependency(task, reader);
+      add_dependency(task, reader, EdgeKind::ordering);
       release(reader);
     }
     handle.readers.clear();
+    if (reads(mode) && handle.last_writer != nullptr) add_dependency(task, handle.last_writer, EdgeKind::data);
   } else if (handle.last_writer != nullptr) {
-    add_dependency(task, handle.last_writer);
+    add_dependency(task, handle.last_writer, reads(mode) ? EdgeKind::data : EdgeKind::ordering);
   }
   retain(task);
   if (handle.last_writer != nullptr) release(handle.last_writer);
   handle.last_writer = task;
+}
+
+void forgive_failed_writer(HandleImpl& handle) {
+  std::lock_guard guard(handle.dep_lock);
+  TaskCore* writer = handle.last_writer;
+  if (writer == nullptr) return;
+  const TaskStatus outcome = writer->status();
+  if (outcome != TaskStatus::failed && outcome != TaskStatus::cancelled) return;
+  {
+    // A writer cancelled while it still waits has not finished: it stays the one to read after.
+    std::lock_guard writer_guard(writer->lock);
+    if (!writer->released) return;
+  }
+  handle.last_writer = nullptr;
+  release(writer);
 }
 
 std::exception_ptr dependency_error_for(TaskCore* task) {

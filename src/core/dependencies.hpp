@@ -6,12 +6,23 @@
 
 namespace hetflow::detail {
 
+/// What an edge carries besides order. A data edge (reading what the predecessor wrote, an
+/// explicit `after`) fails the successor when the predecessor fails or is cancelled; an
+/// ordering edge (anything after a reader, a write-only access after a writer) only delays it.
+enum class EdgeKind : unsigned char { data, ordering };
+
 /// `task` (being submitted, its pending count held up by the submitter) waits for `predecessor`.
-/// If the predecessor already finished with a failure, the failure is recorded on `task`.
-void add_dependency(TaskCore* task, TaskCore* predecessor);
+/// If the predecessor already finished with a failure and the edge is a data edge, the failure
+/// is recorded on `task`.
+void add_dependency(TaskCore* task, TaskCore* predecessor, EdgeKind kind = EdgeKind::data);
 
 /// Records `task`'s access to `handle` and makes it wait for the conflicting earlier accesses.
 void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode);
+
+/// An acquisition has started on `handle`: if the last writer failed (or was cancelled) and has
+/// finished, the application now holds the data as it is, and tasks submitted from now on read
+/// that, not the failure.
+void forgive_failed_writer(HandleImpl& handle);
 
 /// The error a dependent of the failed (or cancelled) `task` gets: a DependencyError naming the
 /// original failure.

@@ -66,11 +66,20 @@ std::string arch_list(ArchMask mask) {
 
 Runtime::Runtime(Config config) : impl_(std::make_unique<detail::RuntimeImpl>(*this, config.resolved())) {}
 
-Runtime::~Runtime() { impl_->shutdown(); }
+Runtime::~Runtime() {
+  if (impl_->forked()) {
+    // A forked child holds a copy of the engine whose worker threads exist only in the parent:
+    // nothing can be joined, waited for or torn down, so the copy is left as it is.
+    static_cast<void>(impl_.release());
+    return;
+  }
+  impl_->shutdown();
+}
 
 TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet, const detail::BodyOps* ops,
                               std::size_t size, std::size_t align, void** storage) {
   const char* what = codelet != nullptr ? "hetflow::Runtime::insert" : "hetflow::Runtime::submit";
+  impl_->check_not_forked(what);
   auto task_label = [&] {
     if (!options.name.empty()) return "'" + options.name + "'";
     if (codelet != nullptr && !codelet->name.empty()) return "'" + codelet->name + "'";
@@ -181,12 +190,14 @@ DataHandle Runtime::register_data(void* ptr, const DataLayout& layout, std::stri
   if (ptr == nullptr)
     throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + display_quoted(name));
   if (layout.elem_size == 0) throw InvalidArgument("hetflow::Runtime::register_data: element size is 0");
+  impl_->check_not_forked("hetflow::Runtime::register_data");
   if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::register_data: the runtime has been shut down");
   return DataHandle(impl_->register_data(ptr, layout, std::move(name)));
 }
 
 Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   check_mode(mode, "hetflow::Runtime::acquire");
+  impl_->check_not_forked("hetflow::Runtime::acquire");
   if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::acquire: the runtime has been shut down");
   HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::acquire");
 
@@ -194,6 +205,7 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   // Acquisition object's, so that the record stays this acquisition's until the object is done.
   TaskCore* token = impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2);
   detail::wait_until_started(token);
+  detail::forgive_failed_writer(impl);  // the application takes the data as it is: a new version
   void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
   {
     std::lock_guard guard(impl.dep_lock);
@@ -239,14 +251,17 @@ void Runtime::release(const DataHandle& handle) {
 
 // Unregistering twice is harmless: the second call finds nothing to do.
 void Runtime::unregister(const DataHandle& handle) {
+  impl_->check_not_forked("hetflow::Runtime::unregister");
   impl_->unregister(check_handle(handle, *impl_, "hetflow::Runtime::unregister", false));
 }
 
 void Runtime::unregister_async(const DataHandle& handle) {
+  impl_->check_not_forked("hetflow::Runtime::unregister_async");
   impl_->unregister_async(check_handle(handle, *impl_, "hetflow::Runtime::unregister_async", false));
 }
 
 void Runtime::prefetch(const DataHandle& handle, unsigned node) {
+  impl_->check_not_forked("hetflow::Runtime::prefetch");
   HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::prefetch");
   if (node >= impl_->node_count()) {
     throw InvalidArgument("hetflow::Runtime::prefetch: no memory node " + std::to_string(node) + " (there are " +
@@ -262,9 +277,18 @@ std::vector<std::string> Runtime::memory_nodes() const {
   return names;
 }
 
-void Runtime::wait_all() { impl_->wait_all(); }
-bool Runtime::wait_all_until(std::chrono::steady_clock::time_point deadline) { return impl_->wait_all(&deadline); }
-void Runtime::shutdown() { impl_->shutdown(); }
+void Runtime::wait_all() {
+  impl_->check_not_forked("hetflow::Runtime::wait_all");
+  impl_->wait_all();
+}
+bool Runtime::wait_all_until(std::chrono::steady_clock::time_point deadline) {
+  impl_->check_not_forked("hetflow::Runtime::wait_all_until");
+  return impl_->wait_all(&deadline);
+}
+void Runtime::shutdown() {
+  if (impl_->forked()) return;  // nothing of it runs in a forked child: nothing to stop (see ~Runtime)
+  impl_->shutdown();
+}
 void Runtime::abort() { impl_->abort(); }
 bool Runtime::is_shut_down() const noexcept { return impl_->stopped(); }
 std::size_t Runtime::pinned_load(unsigned worker) const {
@@ -308,6 +332,7 @@ void Acquisition::release() {
 namespace hetflow::detail {
 
 TaskCore* RuntimeImpl::submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs) {
+  check_not_forked("hetflow");
   TaskCore* token = allocate_task();
   token->runtime = this;
   token->ops = &kNoBody;

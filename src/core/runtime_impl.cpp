@@ -1,5 +1,9 @@
 #include "core/runtime_impl.hpp"
 
+#include <cxxabi.h>
+#include <pthread.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +22,19 @@ namespace {
 
 thread_local WorkerState* tl_worker = nullptr;
 
+// Counts the forks this process descends through (a child handler adds one), so that telling a
+// forked child from the process that started a runtime costs one load, not a system call.
+std::atomic<std::uint64_t> fork_generation{0};
+
+std::uint64_t watch_forks() {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { fork_generation.fetch_add(1, std::memory_order_relaxed); });
+    return true;
+  }();
+  static_cast<void>(registered);
+  return fork_generation.load(std::memory_order_relaxed);
+}
+
 }  // namespace
 
 WorkerState* current_worker() noexcept { return tl_worker; }
@@ -30,7 +47,10 @@ std::size_t footprint(TaskCore* task) noexcept {
 }
 
 RuntimeImpl::RuntimeImpl(Runtime& runtime_facade, Config resolved_config)
-    : facade(runtime_facade), config(std::move(resolved_config)) {
+    : facade(runtime_facade),
+      config(std::move(resolved_config)),
+      owner_pid_(static_cast<long>(::getpid())),
+      fork_generation_(watch_forks()) {
   node_memory_.push_back(nullptr);
   scheduler_name_ = *config.scheduler;
   scheduler_ = ext::make_scheduler(scheduler_name_);
@@ -174,6 +194,16 @@ void RuntimeImpl::start_workers() {
   }
 }
 
+bool RuntimeImpl::forked() const noexcept {
+  return fork_generation.load(std::memory_order_relaxed) != fork_generation_;
+}
+
+void RuntimeImpl::check_not_forked(const char* where) const {
+  if (!forked()) return;
+  throw Error(std::string(where) + ": this runtime was started in process " + std::to_string(owner_pid_) +
+              "; a forked child cannot use it; create a new Runtime");
+}
+
 bool RuntimeImpl::accepting_from_this_thread() const noexcept {
   if (stopped_.load(std::memory_order_acquire)) return false;
   if (!shutting_down_.load(std::memory_order_acquire)) return true;
@@ -252,6 +282,8 @@ void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
     run_body(task, worker, context);
     uncount_pinned(task);
     set_final(task, TaskStatus::done);
+  } catch (const abi::__forced_unwind&) {
+    throw;  // the thread is being ended (pthread_exit: Python ends threads that outlive it)
   } catch (...) {
     task->error = std::current_exception();
     uncount_pinned(task);
@@ -422,17 +454,18 @@ void RuntimeImpl::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final
     first = std::exchange(task->first_successor, 0);
     more = std::exchange(task->more_successors, nullptr);
   }
+  // Made once, for the first successor that reads what this task failed to produce.
   std::exception_ptr failure;
-  if (outcome != TaskStatus::done && (first != 0 || more != nullptr)) failure = dependency_error_for(task);
 
   auto notify = [&](std::uintptr_t link) {
-    if (link & 1u) {
-      auto* callback = reinterpret_cast<CompletionCallback*>(link & ~std::uintptr_t{1});
+    if (link & TaskCore::kCallbackLink) {
+      auto* callback = reinterpret_cast<CompletionCallback*>(link & ~TaskCore::kLinkTags);
       callback->fn(callback, task);
       return;
     }
-    auto* successor = reinterpret_cast<TaskCore*>(link);
-    if (failure) {
+    auto* successor = reinterpret_cast<TaskCore*>(link & ~TaskCore::kLinkTags);
+    if (outcome != TaskStatus::done && !(link & TaskCore::kOrderingLink)) {
+      if (!failure) failure = dependency_error_for(task);
       std::lock_guard guard(successor->lock);
       if (!successor->error) successor->error = failure;
     }
@@ -538,6 +571,7 @@ void RuntimeImpl::worker_loop(WorkerState& worker) {
   }
   if (worker.driver != nullptr) worker.driver->stop_worker(worker.driver_index);
   tl_worker = nullptr;
+  worker.exited.store(true, std::memory_order_release);
 }
 
 void RuntimeImpl::abort() {
@@ -571,6 +605,41 @@ void RuntimeImpl::shutdown() {
                  simulator_->origin.c_str(), scheduler_name_.c_str(), now());
   }
   stopped_.store(true, std::memory_order_release);
+}
+
+unsigned RuntimeImpl::shutdown_until(std::chrono::steady_clock::time_point deadline) {
+  if (tl_worker != nullptr && tl_worker->runtime == this) {
+    throw Error("hetflow: shutdown() called from inside a task would wait for that task itself");
+  }
+  {
+    std::lock_guard guard(shutdown_mutex_);
+    if (stopped_.load(std::memory_order_acquire)) return 0;
+    shutting_down_.store(true, std::memory_order_release);
+    if (!wait_all(&deadline)) {
+      // Free workers see `stopping_` and leave; a worker still in a task cannot be stopped.
+      stopping_.store(true, std::memory_order_release);
+      for (auto& idle : idle_) idle.notify_all();
+      const auto grace = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+      unsigned left = 0;
+      for (auto& worker : workers_) {
+        while (!worker->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < grace) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        if (!worker->thread.joinable()) continue;
+        if (worker->exited.load(std::memory_order_acquire)) {
+          worker->thread.join();
+        } else {
+          worker->thread.detach();
+          ++left;
+        }
+      }
+      PerfModelRegistry::instance().save_all();
+      stopped_.store(true, std::memory_order_release);
+      return left;
+    }
+  }
+  shutdown();
+  return 0;
 }
 
 std::shared_ptr<HandleImpl> RuntimeImpl::register_data(void* ptr, const DataLayout& layout, std::string name) {

@@ -66,7 +66,21 @@ class RuntimeImpl {
   /// From now on, tasks that have not started are cancelled instead of run, and drivers stop
   /// what they are running where they can (process workers are ended).
   void abort();
+  /// From now on, tasks that have not started are cancelled instead of run; running ones go on.
+  void cancel_pending() noexcept { aborting_.store(true, std::memory_order_release); }
+  /// shutdown() for a runtime that may have workers stuck in tasks that never return: waits
+  /// for the work until `deadline`, stops the workers that are free by then (they end their
+  /// drivers' workers: process workers are reaped) and leaves the others running, detached.
+  /// Returns how many were left; if any, this object must never be destroyed (they use it).
+  unsigned shutdown_until(std::chrono::steady_clock::time_point deadline);
+  /// Submitted tasks not finished yet (what wait_all waits for).
+  [[nodiscard]] std::int64_t outstanding() const noexcept { return outstanding_.load(std::memory_order_acquire); }
   [[nodiscard]] bool accepting_from_this_thread() const noexcept;
+  /// Whether this is a forked child of the process that started the runtime: its worker
+  /// threads do not exist here, so nothing submitted would ever run.
+  [[nodiscard]] bool forked() const noexcept;
+  /// Throws hetflow::Error, saying so, in a forked child (see forked()).
+  void check_not_forked(const char* where) const;
   [[nodiscard]] bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
 
   // Data
@@ -149,6 +163,8 @@ class RuntimeImpl {
   void complete_simulated(unsigned worker);
 
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  const long owner_pid_;                 // the process that started the runtime
+  const std::uint64_t fork_generation_;  // how many forks this process descends through, then
   std::vector<std::string> node_names_{"host"};
   std::vector<std::unique_ptr<NodeMemory>> node_memory_;  // [0] empty: host RAM is the users' buffers
   std::unique_ptr<Recorder> recorder_;

@@ -36,6 +36,11 @@ struct TaskCore : ext::SchedTask {
   static constexpr std::uint32_t kWaitersBit = 0x100;
   static constexpr std::size_t kInlineStorage = 40;
   static constexpr std::size_t kInlineAccesses = 2;
+  /// Successor links: bit 0 marks a CompletionCallback*; bit 1 a successor task that waits for
+  /// this one only for order (see EdgeKind), so that this one's failure does not fail it.
+  static constexpr std::uintptr_t kCallbackLink = 1;
+  static constexpr std::uintptr_t kOrderingLink = 2;
+  static constexpr std::uintptr_t kLinkTags = 3;
 
   enum Flags : std::uint8_t {
     kManual = 1,        // never scheduled: made ready, then finished by its owner (acquisitions)
@@ -56,7 +61,7 @@ struct TaskCore : ext::SchedTask {
   RuntimeImpl* runtime = nullptr;
   const BodyOps* ops = nullptr;
   const Codelet* codelet = nullptr;
-  std::uintptr_t first_successor = 0;  // a TaskCore*, or a CompletionCallback* with the low bit set
+  std::uintptr_t first_successor = 0;  // a tagged link: see kCallbackLink, kOrderingLink
   std::vector<std::uintptr_t>* more_successors = nullptr;
   std::exception_ptr error;  // own failure, or the DependencyError that keeps it from running
   std::unique_ptr<std::string> name;
@@ -81,6 +86,8 @@ struct TaskCore : ext::SchedTask {
     return "task";
   }
 };
+
+static_assert(alignof(TaskCore) > TaskCore::kLinkTags, "successor links keep their tags in a TaskCore*'s low bits");
 
 [[nodiscard]] constexpr bool is_final(TaskStatus status) noexcept {
   return status == TaskStatus::done || status == TaskStatus::failed || status == TaskStatus::cancelled;

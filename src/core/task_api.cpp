@@ -23,11 +23,18 @@ namespace {
 constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
 
 // A worker that waits runs other tasks meanwhile, so that waiting inside tasks cannot starve
-// the runtime of workers.
-bool worker_waits_for(TaskCore* task) {
+// the runtime of workers: the task waited for may be queued behind the waiting one. With a
+// deadline, it stops taking tasks once the deadline has passed (a task it took may overrun it).
+template <class Reached>
+bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
   WorkerState* worker = current_worker();
   if (worker == nullptr || worker->runtime != task->runtime) return false;
-  task->runtime->help_while(*worker, [task] { return is_final(task->status()); });
+  if (deadline == nullptr) {
+    task->runtime->help_while(*worker, [&] { return reached(task->status()); });
+  } else {
+    task->runtime->help_while(*worker,
+                              [&] { return reached(task->status()) || std::chrono::steady_clock::now() >= *deadline; });
+  }
   return true;
 }
 
@@ -35,21 +42,26 @@ bool worker_waits_for(TaskCore* task) {
 
 void wait(TaskCore* task) {
   if (is_final(task->status())) return;
+  task->runtime->check_not_forked("hetflow::Future::wait");
   if (task->runtime->simulating()) task->runtime->simulate_while_waiting([task] { return is_final(task->status()); });
-  if (worker_waits_for(task)) return;
+  if (worker_waits_for(task, kFinished, nullptr)) return;
   block_until(task, kFinished, nullptr);
 }
 
 bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline) {
+  if (is_final(task->status())) return true;
+  task->runtime->check_not_forked("hetflow::Future::wait_until");
   if (task->runtime->simulating()) {
     task->runtime->simulate_while_waiting([task] { return is_final(task->status()); }, &deadline);
   }
+  if (worker_waits_for(task, kFinished, &deadline)) return is_final(task->status());
   return block_until(task, kFinished, &deadline);
 }
 
 void wait_until_started(TaskCore* task) {
   const auto started = [](TaskStatus s) { return s != TaskStatus::pending; };
   if (task->runtime->simulating()) task->runtime->simulate_while_waiting([&] { return started(task->status()); });
+  if (worker_waits_for(task, started, nullptr)) return;
   block_until(task, started, nullptr);
 }
 
@@ -79,7 +91,7 @@ void add_completion_callback(TaskCore* task, CompletionCallback* callback) noexc
   {
     std::lock_guard guard(task->lock);
     if (!task->released) {
-      auto link = reinterpret_cast<std::uintptr_t>(callback) | 1u;
+      auto link = reinterpret_cast<std::uintptr_t>(callback) | TaskCore::kCallbackLink;
       if (task->first_successor == 0) {
         task->first_successor = link;
       } else {
@@ -219,6 +231,7 @@ Future<std::size_t> when_any(std::vector<FutureBase> futures) {
     if (!f.valid()) throw InvalidArgument("when_any: an empty future");
   }
   Runtime& runtime = detail::owner(futures.front().core());
+  runtime.impl().check_not_forked("hetflow::when_any");
   auto* state = new WhenAnyState(futures.size());
   state->gate = runtime.impl().submit_manual("when_any gate", nullptr, AccessMode::R, 2);
   auto winner = state->winner;

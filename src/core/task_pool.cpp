@@ -1,5 +1,7 @@
 #include "core/task_pool.hpp"
 
+#include <pthread.h>
+
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -42,6 +44,8 @@ class GlobalPool {
     batches_.pop_back();
     return true;
   }
+  void lock() { mutex_.lock(); }
+  void unlock() { mutex_.unlock(); }
   // Slabs are never returned: records are reused for the life of the process.
   FreeList grow() {
     auto* slab = static_cast<TaskCore*>(::operator new(sizeof(TaskCore) * kSlab, std::align_val_t{alignof(TaskCore)}));
@@ -59,7 +63,13 @@ class GlobalPool {
 };
 
 GlobalPool& global_pool() {
-  static auto* pool = new GlobalPool();  // outlives every thread's cache
+  static auto* pool = [] {
+    auto* created = new GlobalPool();  // outlives every thread's cache
+    // A fork while another thread holds the lock would leave it held for ever in the child,
+    // where a new runtime allocates tasks.
+    ::pthread_atfork([] { global_pool().lock(); }, [] { global_pool().unlock(); }, [] { global_pool().unlock(); });
+    return created;
+  }();
   return *pool;
 }
 

@@ -1,4 +1,5 @@
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -26,6 +27,8 @@ struct WorkerState {
   // Seconds, accumulated over the worker's life, spent running tasks nested in a task that waited
   // for a future (help_while): a task's model learns its time less what this grew by meanwhile.
   double nested_seconds = 0;
+  // Set as the worker's thread leaves its loop: RuntimeImpl::shutdown_until joins only these.
+  std::atomic<bool> exited{false};
 };
 
 /// The worker the calling thread is, or nullptr for application threads.

@@ -174,18 +174,13 @@ Measured measure(ext::MemoryNode& node) {
   return result;
 }
 
-// The file's text, or nullopt when it does not exist; throws Error when it cannot be read.
+// The file's text, or nullopt when it does not exist; throws Error when it cannot be read, or
+// is not a regular file of reasonable size.
 std::optional<std::string> read_text(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    std::error_code ec;
-    if (!std::filesystem::exists(file, ec) && !ec) return std::nullopt;
-    throw Error(std::string("cannot be read: ") + std::strerror(errno));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw Error("read error");
-  return text.str();
+  FileRead read = read_regular_file(file);
+  if (read.status == FileRead::Status::missing) return std::nullopt;
+  if (read.status == FileRead::Status::refused) throw Error(read.reason);
+  return std::move(read.text);
 }
 
 }  // namespace
@@ -360,6 +355,9 @@ void BusModel::calibrate(const std::filesystem::path& directory) {
     store(0, index, measured.host_to_node);
     store(index, 0, measured.node_to_host);
     try {
+      std::error_code ec;
+      std::filesystem::create_directories(file.parent_path(), ec);
+      if (ec) throw Error("cannot create " + file.parent_path().string() + ": " + ec.message());
       write_file_atomically(file, format_bus({name, measured.host_to_node, measured.node_to_host}));
     } catch (const std::exception& e) {
       warn("cannot save the bus model of " + name + " (it will be measured again next time): " + e.what());

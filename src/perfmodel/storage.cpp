@@ -175,16 +175,10 @@ ReadResult parse_model_text(std::string_view text, std::string_view symbol) {
 }
 
 ReadResult read_model_file(const std::filesystem::path& file, std::string_view symbol) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    std::error_code ec;
-    if (!std::filesystem::exists(file, ec) && !ec) return {};
-    return damaged(0, std::string("cannot be read: ") + std::strerror(errno));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return damaged(0, "read error");
-  return parse_model_text(text.str(), symbol);
+  FileRead read = read_regular_file(file);
+  if (read.status == FileRead::Status::missing) return {};
+  if (read.status == FileRead::Status::refused) return damaged(0, read.reason);
+  return parse_model_text(read.text, symbol);
 }
 
 std::string format_model(std::string_view symbol, const ModelContents& contents) {
@@ -217,55 +211,6 @@ std::string format_model(std::string_view symbol, const ModelContents& contents)
     out += '\n';
   }
   return out;
-}
-
-void write_file_atomically(const std::filesystem::path& file, std::string_view text) {
-  static std::atomic<unsigned> counter{0};
-  const std::filesystem::path directory = file.parent_path();
-  std::error_code ec;
-  std::filesystem::create_directories(directory, ec);
-  if (ec) throw Error("cannot create " + directory.string() + ": " + ec.message());
-  std::string temp_name = ".";  // hidden, and not named *.model: list() never shows it
-  temp_name += file.filename().string();
-  temp_name += ".tmp.";
-  temp_name += std::to_string(::getpid());
-  temp_name += '.';
-  temp_name += std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
-  const std::filesystem::path temp = directory / temp_name;
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error("cannot create " + temp.string() + ": " + std::strerror(errno));
-  auto failure = [&](const char* step) {
-    const int error = errno;
-    if (fd >= 0) ::close(fd);
-    ::unlink(temp.c_str());
-    return Error("cannot write " + file.string() + " (" + step + " " + temp.string() + "): " + std::strerror(error));
-  };
-  const char* data = text.data();
-  std::size_t left = text.size();
-  while (left > 0) {
-    const ssize_t written = ::write(fd, data, left);
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      throw failure("write");
-    }
-    data += written;
-    left -= static_cast<std::size_t>(written);
-  }
-  if (::fsync(fd) != 0) throw failure("fsync");
-  const int closed = ::close(fd);
-  fd = -1;  // released even when close reports an error
-  if (closed != 0) throw failure("close");
-  if (::rename(temp.c_str(), file.c_str()) != 0) {
-    const int error = errno;
-    ::unlink(temp.c_str());
-    throw Error("cannot rename " + temp.string() + " to " + file.string() + ": " + std::strerror(error));
-  }
-  // Make the rename itself durable.
-  const int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
 }
 
 DirectoryLock::DirectoryLock(const std::filesystem::path& directory) {

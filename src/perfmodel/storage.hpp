@@ -14,6 +14,7 @@
 
 #include "hetflow/arch.hpp"
 #include "perfmodel/history.hpp"
+#include "util/atomic_file.hpp"  // write_file_atomically, read_regular_file: how model files are accessed
 
 namespace hetflow::detail {
 
@@ -31,14 +32,11 @@ struct ReadResult {
   std::string reason;    ///< for damaged: what is wrong
 };
 
-/// Parses a model file; never throws for a bad file (the result says damaged, where and why).
+/// Parses a model file; never throws for a bad file (the result says damaged, where and why:
+/// also when it is not a regular file, or larger than kMaxReadBytes).
 [[nodiscard]] ReadResult read_model_file(const std::filesystem::path& file, std::string_view symbol);
 [[nodiscard]] ReadResult parse_model_text(std::string_view text, std::string_view symbol);
 [[nodiscard]] std::string format_model(std::string_view symbol, const ModelContents& contents);
-
-/// Writes `text` to a temporary file beside `file`, fsyncs it, renames it over `file` and fsyncs
-/// the directory (created if needed). Throws hetflow::Error; the temporary file is removed on failure.
-void write_file_atomically(const std::filesystem::path& file, std::string_view text);
 
 /// An exclusive advisory lock (flock) on `<directory>/.lock`, held for the object's life.
 class DirectoryLock {

@@ -10,13 +10,11 @@
 // idle slices exactly fill the gaps between tasks and rounding cannot unnest nested slices.
 #include "trace/recorder.hpp"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -29,12 +27,12 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <system_error>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "hetflow/error.hpp"
+#include "util/atomic_file.hpp"
 #include "util/json.hpp"
 #include "util/spin_lock.hpp"
 
@@ -208,61 +206,6 @@ std::string formatted(const char* format, double value) {
   const int length = std::snprintf(text.data(), text.size(), format, value);
   return std::string(text.data(), static_cast<std::size_t>(std::clamp(length, 0, 63)));
 }
-
-/// A file that appears under its final name complete or not at all: written to a temporary
-/// name in the same directory, then renamed over the target.
-class AtomicFile {
- public:
-  explicit AtomicFile(std::string target) : target_(std::move(target)) {
-    static std::atomic<unsigned> counter{0};
-    temporary_ = target_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
-    fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "cannot create " + temporary_);
-  }
-  ~AtomicFile() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-      ::unlink(temporary_.c_str());
-    }
-  }
-  AtomicFile(const AtomicFile&) = delete;
-  AtomicFile& operator=(const AtomicFile&) = delete;
-
-  /// Takes the text in `buffer` (which is left empty).
-  void write(std::string& buffer) {
-    std::size_t done = 0;
-    while (done < buffer.size()) {
-      const ssize_t written = ::write(fd_, buffer.data() + done, buffer.size() - done);
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        throw std::system_error(errno, std::generic_category(), "cannot write " + temporary_);
-      }
-      done += static_cast<std::size_t>(written);
-    }
-    buffer.clear();
-  }
-
-  // No fsync: readers never see a partial trace (the rename is atomic), and surviving a machine
-  // crash is not worth making shutdown wait for the disk (seconds for a large trace).
-  void commit() {
-    const int fd = std::exchange(fd_, -1);
-    if (::close(fd) != 0) {
-      const int error = errno;
-      ::unlink(temporary_.c_str());
-      throw std::system_error(error, std::generic_category(), "cannot write " + temporary_);
-    }
-    if (::rename(temporary_.c_str(), target_.c_str()) != 0) {
-      const int error = errno;
-      ::unlink(temporary_.c_str());
-      throw std::system_error(error, std::generic_category(), "cannot rename " + temporary_);
-    }
-  }
-
- private:
-  std::string target_;
-  std::string temporary_;
-  int fd_ = -1;
-};
 
 /// Columns padded to their widest cell: the first left-aligned, the others right-aligned.
 class Table {
@@ -490,7 +433,9 @@ void Recorder::State::write_trace(Nanos end) const {
     first = false;
   };
   auto flush_if_full = [&] {
-    if (out.size() >= kFlushAt) file.write(out);
+    if (out.size() < kFlushAt) return;
+    file.write(out);
+    out.clear();
   };
   auto metadata = [&](int pid, std::optional<std::size_t> tid, std::string_view what, std::string_view key,
                       const std::string& value) {

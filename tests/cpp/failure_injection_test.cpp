@@ -1,8 +1,9 @@
 // Failure injection: random task graphs where some tasks throw and some are cancelled. The test
-// works out which tasks depend, through the dependencies inferred from data (read after write,
-// write after read, write after write, in submission order), on a failed or cancelled one, and
-// checks that exactly those fail with DependencyError naming one of their failed ancestors, that
-// the failing ones fail with their own exception, and that all the others run, and run right.
+// replays the graph in submission order and works out which tasks read (R or RW) a version of a
+// variable that a failed or cancelled task was to write, and checks that exactly those fail
+// with DependencyError naming one of their failed ancestors, that the failing ones fail with
+// their own exception, and that all the others run, and run right. A failed or cancelled reader
+// leaves the variable as it was; a write-only access starts a new version.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -43,35 +44,25 @@ struct Expectation {
 // took effect.
 std::vector<Expectation> expected_outcomes(const std::vector<DagTask>& dag, const std::vector<bool>& cancelled) {
   std::vector<Expectation> out(dag.size());
-  std::vector<int> last_writer(kHandles, -1);
-  std::vector<std::vector<std::uint32_t>> readers(kHandles);
+  // The task whose output each variable holds (-1: the initial value); readers do not change it.
+  std::vector<int> version_of(kHandles, -1);
   for (const DagTask& t : dag) {
-    std::vector<std::uint32_t> preds;
-    for (std::size_t k = 0; k < t.count; ++k) {
-      const std::uint32_t h = t.handles[k];
-      if (last_writer[h] >= 0) preds.push_back(static_cast<std::uint32_t>(last_writer[h]));              // RAW, WAW
-      if (hetflow::writes(t.modes[k])) preds.insert(preds.end(), readers[h].begin(), readers[h].end());  // WAR
-    }
-    for (std::size_t k = 0; k < t.count; ++k) {
-      const std::uint32_t h = t.handles[k];
-      if (hetflow::writes(t.modes[k])) {
-        last_writer[h] = static_cast<int>(t.id);
-        readers[h].clear();
-      } else {
-        readers[h].push_back(t.id);
-      }
-    }
     Expectation& e = out[t.id];
     bool tainted = false;
-    for (std::uint32_t p : preds) {
-      const Expectation& pe = out[p];
-      if (pe.outcome == Outcome::done) continue;
+    for (std::size_t k = 0; k < t.count; ++k) {
+      const int writer = version_of[t.handles[k]];
+      if (!hetflow::reads(t.modes[k]) || writer < 0) continue;
+      const Expectation& we = out[static_cast<std::size_t>(writer)];
+      if (we.outcome == Outcome::done) continue;
       tainted = true;
-      if (pe.outcome == Outcome::dependency_failure) {
-        e.roots.insert(e.roots.end(), pe.roots.begin(), pe.roots.end());
+      if (we.outcome == Outcome::dependency_failure) {
+        e.roots.insert(e.roots.end(), we.roots.begin(), we.roots.end());
       } else {
-        e.roots.push_back(p);  // it failed or was cancelled itself
+        e.roots.push_back(static_cast<std::uint32_t>(writer));  // it failed or was cancelled itself
       }
+    }
+    for (std::size_t k = 0; k < t.count; ++k) {
+      if (hetflow::writes(t.modes[k])) version_of[t.handles[k]] = static_cast<int>(t.id);
     }
     std::sort(e.roots.begin(), e.roots.end());
     e.roots.erase(std::unique(e.roots.begin(), e.roots.end()), e.roots.end());
@@ -100,7 +91,7 @@ TEST(FailureInjection, ExactlyTheDependentsOfFailuresFail) {
   Runtime rt;
   for (std::size_t round = 0; round < rounds; ++round) {
     SCOPED_TRACE(hetflow::test::numbered("round ", round));
-    // Fresh variables each round: a failure taints a variable's later users for good.
+    // Fresh variables each round, so that each round starts from known values.
     std::vector<std::uint64_t> values(kHandles);
     std::vector<std::uint64_t> model(kHandles);
     std::vector<DataHandle> handles;

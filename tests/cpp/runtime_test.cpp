@@ -154,8 +154,11 @@ TEST(Config, UnknownSchedulerThrows) {
 TEST(Config, ZeroOrTooManyWorkersThrow) {
   expect_invalid_argument([] { Runtime rt(Config{.ncpus = 0}); }, {"no workers"});
   expect_invalid_argument([] { Runtime rt(Config{.ncpus = 100000}); }, {"100000"});
+  // In the environment, 0 is a mistake, not a request for no CPU workers.
   ScopedEnv ncpus("HETFLOW_NCPUS", "0");
-  expect_invalid_argument([] { Runtime rt; }, {"no workers"});
+  expect_invalid_argument([] { (void)Config{}.resolved(); },
+                          {"HETFLOW_NCPUS must be a positive whole number, not '0'"});
+  expect_invalid_argument([] { Runtime rt; }, {"HETFLOW_NCPUS must be a positive whole number, not '0'"});
 }
 
 TEST(Runtime, SubmitReturnsResults) {

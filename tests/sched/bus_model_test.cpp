@@ -1,6 +1,7 @@
 // The bus model: transfer estimates between memory nodes, measured once per device node and
 // kept on disk. A fake node (host memory underneath) counts what the measurement asks of it.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -225,6 +226,32 @@ TEST(BusModel, DamagedFileIsMeasuredAgainWithAWarning) {
     BusModel reread({nullptr, &again});
     reread.calibrate(dir.path());
     EXPECT_EQ(again.calls(), 0) << "for:\n" << text;
+  }
+}
+
+// A bus file that is a FIFO or a link to /dev/zero would block start-up or eat memory: it is
+// skipped with a warning saying why, and left where it is.
+TEST(BusModel, FileThatIsNotRegularIsSkippedWithAWarning) {
+  for (const char* kind : {"a FIFO", "a character device"}) {
+    TempDir dir;
+    const fs::path file = dir.path() / "bus" / "fake0.txt";
+    fs::create_directories(file.parent_path());
+    if (std::string(kind) == "a FIFO") {
+      ASSERT_EQ(::mkfifo(file.c_str(), 0600), 0);
+    } else {
+      fs::create_symlink("/dev/zero", file);
+    }
+    FakeNode node("fake0");
+    BusModel bus({nullptr, &node});
+    testing::internal::CaptureStderr();
+    bus.calibrate(dir.path());
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("hetflow: warning: ignoring damaged bus model " + file.string() + ": it is " + kind),
+              std::string::npos)
+        << err;
+    EXPECT_GT(node.calls(), 0);  // measured instead
+    EXPECT_TRUE(usable(bus.link(0, 1)));
+    EXPECT_FALSE(fs::is_regular_file(fs::symlink_status(file)));  // not replaced
   }
 }
 

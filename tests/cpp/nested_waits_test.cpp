@@ -1,0 +1,148 @@
+// Waiting inside a task, on every wait path (wait_for, wait_until, get, when_all, then,
+// acquire), runs other tasks meanwhile: a task may wait for a task queued behind it even on one
+// worker. A wait with a deadline still returns false once the deadline has passed.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "hetflow/hetflow.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using hetflow::AccessMode;
+using hetflow::Config;
+using hetflow::Future;
+using hetflow::R;
+using hetflow::Runtime;
+using hetflow::RW;
+using hetflow::TaskOptions;
+using hetflow::W;
+using hetflow::test::Gate;
+using Clock = std::chrono::steady_clock;
+
+// Long enough that a correct engine never reaches it: it only keeps a broken one from hanging.
+constexpr auto kPatience = 30s;
+
+TEST(NestedWaits, WaitForATaskSubmittedFromInside) {
+  Runtime rt(Config{.ncpus = 1});
+  auto outer = rt.submit([&rt] {
+    auto inner = rt.submit([] { return 20; });
+    auto other = rt.submit([] { return 22; });
+    const bool in_time = inner.wait_for(kPatience) && other.wait_until(Clock::now() + kPatience);
+    return in_time ? inner.get() + other.get() : -1;
+  });
+  EXPECT_EQ(outer.get(), 42);
+}
+
+// The awaited task was queued before the waiting one started and sits behind it.
+TEST(NestedWaits, WaitForATaskQueuedBehind) {
+  for (bool until : {false, true}) {
+    SCOPED_TRACE(until);
+    Runtime rt(Config{.ncpus = 1});
+    Gate gate;
+    auto behind = std::make_shared<Future<int>>();
+    auto outer = rt.submit([&gate, behind, until] {
+      gate.wait();
+      const bool in_time = until ? behind->wait_until(Clock::now() + kPatience) : behind->wait_for(kPatience);
+      return in_time ? behind->get() : -1;
+    });
+    *behind = rt.submit([] { return 7; });
+    gate.open();
+    EXPECT_EQ(outer.get(), 7);
+  }
+}
+
+// The awaited task depends on a write queued behind the waiting task.
+TEST(NestedWaits, WaitForATaskWhoseInputIsQueuedBehind) {
+  Runtime rt(Config{.ncpus = 1});
+  int x = 0;
+  auto h = rt.register_variable(x, "x");
+  Gate gate;
+  auto reader = std::make_shared<Future<int>>();
+  auto outer = rt.submit([&gate, reader] {
+    gate.wait();
+    return reader->wait_for(kPatience) ? reader->get() : -1;
+  });
+  (void)rt.submit(TaskOptions{.data = {W(h)}}, [&x] { x = 5; });
+  *reader = rt.submit(TaskOptions{.data = {R(h)}}, [&x] { return x + 1; });
+  gate.open();
+  EXPECT_EQ(outer.get(), 6);
+}
+
+// Nothing can run the awaited task until the application releases its acquisition: the wait
+// gives up at its deadline instead of helping for ever.
+TEST(NestedWaits, DeadlineRespectedWhenTheAwaitedTaskIsBlocked) {
+  for (unsigned ncpus : {1u, 2u}) {
+    SCOPED_TRACE(ncpus);
+    Runtime rt(Config{.ncpus = ncpus});
+    int x = 0;
+    auto h = rt.register_variable(x, "x");
+    auto acquisition = rt.acquire(h, AccessMode::RW);
+    auto blocked = rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { return ++x; });
+    auto outer = rt.submit([blocked] {
+      const bool past = blocked.wait_until(Clock::now() - 1s);
+      const bool soon = blocked.wait_for(10ms);
+      return past || soon;
+    });
+    EXPECT_FALSE(outer.get());
+    EXPECT_FALSE(blocked.ready());
+    acquisition.release();
+    EXPECT_EQ(blocked.get(), 1);
+  }
+}
+
+// get() on when_all and on a continuation, from inside a task on one worker.
+TEST(NestedWaits, WhenAllAndThenInsideATask) {
+  Runtime rt(Config{.ncpus = 1});
+  auto outer = rt.submit([&rt] {
+    auto a = rt.submit([] { return 1; });
+    auto b = rt.submit([] { return 2; });
+    auto all = hetflow::when_all(a, b);
+    if (!all.wait_for(kPatience)) return -1;
+    auto doubled = b.then([](int v) { return v * 10; });
+    auto any = hetflow::when_any(std::vector<hetflow::FutureBase>{a, doubled});
+    (void)any.get();
+    return a.get() + doubled.get();
+  });
+  EXPECT_EQ(outer.get(), 21);
+}
+
+// An acquisition from inside a task runs the writer it waits for, queued behind the task.
+TEST(NestedWaits, AcquireInsideATaskRunsTheWriterItWaitsFor) {
+  Runtime rt(Config{.ncpus = 1});
+  int x = 0;
+  auto h = rt.register_variable(x, "x");
+  Gate gate;
+  auto outer = rt.submit([&rt, &gate, h] {
+    gate.wait();
+    auto acquisition = rt.acquire(h, AccessMode::R);
+    return *acquisition.as<int>();
+  });
+  (void)rt.submit(TaskOptions{.data = {W(h)}}, [&x] { x = 9; });
+  gate.open();
+  EXPECT_EQ(outer.get(), 9);
+}
+
+// Three levels of tasks that each wait with a deadline for a child, on one and two workers.
+TEST(NestedWaits, NestedWaitsWithDeadlines) {
+  for (unsigned ncpus : {1u, 2u}) {
+    SCOPED_TRACE(ncpus);
+    Runtime rt(Config{.ncpus = ncpus});
+    struct Level {
+      static int run(Runtime& rt, int depth) {
+        if (depth == 0) return 1;
+        auto child = rt.submit([&rt, depth] { return run(rt, depth - 1); });
+        return child.wait_for(kPatience) ? child.get() + 1 : -100;
+      }
+    };
+    std::vector<Future<int>> top;
+    for (int i = 0; i < 20; ++i) top.push_back(rt.submit([&rt] { return Level::run(rt, 3); }));
+    for (auto& f : top) EXPECT_EQ(f.get(), 4);
+  }
+}
+
+}  // namespace
