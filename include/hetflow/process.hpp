@@ -56,6 +56,11 @@ class ProcessChannel {
   /// (WorkerCrashedError, after starting a new child).
   virtual bool send(std::uint32_t kind, const std::vector<std::string_view>& parts) = 0;
   virtual ProcessMessage receive(const ProcessRequestHandler& on_request = {}) = 0;
+  /// Replaces a child that died while it had no work (killed while idle, say), or starts one if
+  /// none runs (throws Error if it cannot), so that a task is not failed by a death it did not
+  /// see. Call it before building a message that depends on `knows`: a child replaced later
+  /// knows nothing. (`send` replaces such a child itself only while nothing is remembered.)
+  virtual void prepare() {}
   [[nodiscard]] virtual pid_t pid() const noexcept = 0;
   [[nodiscard]] virtual unsigned index() const noexcept = 0;
   /// Per-child memory of what was already sent (function code, say); cleared on restart.

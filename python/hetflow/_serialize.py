@@ -156,10 +156,34 @@ def _func_name(func: Any) -> str:
     return f"{module}.{name}"
 
 
+def _out_of_descriptors(exc: BaseException) -> Optional[OSError]:
+    """A clear error if ``exc`` (or what caused it) is a process running out of descriptors:
+    loading cloudpickle is often the first thing to hit the limit, and "cannot send the
+    function" would point at the wrong culprit."""
+    import errno
+
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            limit = "" if soft == resource.RLIM_INFINITY else f" (limit {soft}, ulimit -n)"
+            return OSError(
+                exc.errno,
+                f"hetflow: cannot prepare a process task: this process ran out of file descriptors{limit}; "
+                "raise the limit (ulimit -n), or keep fewer files, sockets and shared arrays open at once",
+            )
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _pickle_function(func: Any) -> Tuple[str, bytes]:
     try:
         data = _cloudpickle().dumps(func, protocol=PROTOCOL)
     except Exception as exc:
+        descriptors = _out_of_descriptors(exc)
+        if descriptors is not None:
+            raise descriptors from exc
         raise TypeError(
             f"hetflow: cannot send {_describe(func)} to a process worker: {exc}; use executor='thread' for it"
         ) from exc

@@ -20,6 +20,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -28,6 +29,29 @@ from . import _protocol as P
 from ._serialize import _KEEP, Placeholder, dumps_result, replace_nested
 
 EXIT_GRACE_S = 5.0  # at exit, threads a task left running get this long before os._exit
+HOST_PID_VARIABLE = "HETFLOW_HOST_PID"  # set by the host's process driver
+PR_SET_PDEATHSIG = 1  # prctl option, from <linux/prctl.h>
+SWEEP_PERIOD_MS = 1000  # how often an idle worker lets go of shared arrays the host freed
+
+
+# Before 3.11 (no -P), the command runs the worker after dropping the working directory that
+# ``-c`` put first on sys.path.
+_BOOTSTRAP = (
+    "import sys; del sys.path[0]; import runpy; "
+    "runpy.run_module('hetflow._worker', run_name='__main__', alter_sys=True)"
+)
+
+
+def command(python: str = sys.executable) -> List[str]:
+    """The command that starts a worker (the host appends its two descriptors).
+
+    The working directory is not searched for modules, as ``python -m`` would search it first:
+    a stray ``traceback.py`` or ``json.py`` there would run in every worker. Modules the host
+    imports still import here (``HETFLOW_SYS_PATH``).
+    """
+    if sys.version_info >= (3, 11):
+        return [python, "-P", "-m", "hetflow._worker"]
+    return [python, "-c", _BOOTSTRAP]
 
 
 def worker_id() -> Optional[int]:
@@ -70,12 +94,14 @@ def _type_name(cls: type) -> str:
 
 
 def _pickle_exception(exc: BaseException) -> bytes:
-    """The exception's pickle if it pickles and unpickles again, else b""."""
+    """The exception's pickle if it pickles and unpickles again, else b"" (the host then
+    rebuilds it from its type name and text). Whatever its __reduce__ or __init__ raise,
+    KeyboardInterrupt and SystemExit included, ends here: it must not end the worker."""
     try:
         data = dumps_result(exc)
         pickle.loads(data)
         return data
-    except Exception:
+    except BaseException:
         return b""
 
 
@@ -87,16 +113,29 @@ def _task_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
 
 
 def _error_parts(task_id: bytes, exc: BaseException, context: str = "") -> List[bytes]:
-    """The parts of an ERROR message for ``exc``, its traceback without the worker's frames."""
+    """The parts of an ERROR message for ``exc``, its traceback without the worker's frames.
+
+    Each step has a fallback, and each step catches BaseException: the exception is the task's
+    own object, and its __str__, __reduce__ or __repr__ may raise anything (KeyboardInterrupt,
+    SystemExit), which must fail the task, not end the worker.
+    """
+    cls = type(exc)
+    try:
+        type_name = _type_name(cls)
+    except BaseException:
+        type_name = getattr(cls, "__name__", "Exception")
     try:
         message = str(exc)
-    except Exception:
-        message = f"<unprintable {type(exc).__name__} object>"
-    text = context + "".join(traceback.format_exception(type(exc), exc, _task_frames(exc.__traceback__)))
+    except BaseException:
+        message = f"<unprintable {cls.__name__} object>"
+    try:
+        text = context + "".join(traceback.format_exception(cls, exc, _task_frames(exc.__traceback__)))
+    except BaseException:
+        text = f"{context}{type_name}: {message}\n(hetflow: the traceback could not be formatted)\n"
     return [
         task_id,
         _pickle_exception(exc),
-        _type_name(type(exc)).encode("utf-8"),
+        type_name.encode("utf-8", errors="replace"),
         message.encode("utf-8", errors="replace"),
         text.encode("utf-8", errors="replace"),
     ]
@@ -160,6 +199,15 @@ class Worker:
         except TypeError as exc:
             exc.__traceback__ = None  # the pickling failed, not the task: no frames to show
             return P.ERROR, _error_parts(task_id, exc)
+        except BaseException as exc:  # a __reduce__ that raises KeyboardInterrupt, say
+            try:
+                what = f"{type(exc).__name__}: {exc}"
+            except BaseException:
+                what = type(exc).__name__
+            error = TypeError(
+                f"hetflow: the task's result of type {_type_name(type(result))} cannot be pickled: {what}"
+            )
+            return P.ERROR, _error_parts(task_id, error)
 
     def function(self, key: str, data: Any) -> Callable[..., Any]:
         """The function cached under ``key``, loaded from ``data`` (cloudpickle) the first time."""
@@ -218,9 +266,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(argv) != 2 or not all(a.isdigit() for a in argv):
         print("usage: python -m hetflow._worker READ_FD WRITE_FD", file=sys.stderr)
         return 2
+    _die_with_host()
     read_fd, write_fd = int(argv[0]), int(argv[1])
     for fd in (read_fd, write_fd):
         os.set_inheritable(fd, False)  # a task's own subprocesses must not hold our pipes open
+    _watch_host_pipe(read_fd)
     _adopt_host_sys_path()
     _line_buffered_stdio()
     try:
@@ -230,6 +280,71 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except P.ProtocolError as exc:
         print(f"hetflow worker (pid {os.getpid()}): {exc}", file=sys.stderr)
         return 2
+
+
+def _die_with_host() -> None:
+    """Ends this process when the host does (killed, crashed), even in the middle of a task.
+
+    The kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG); if the host died before
+    that was set, this process is an orphan already and exits now. A thread also watches the
+    host's end of the request pipe: when it closes (the host died, or exec'd another program)
+    a task still running gets EXIT_GRACE_S to end before the process exits.
+    """
+    host_text = os.environ.get(HOST_PID_VARIABLE, "")
+    host = int(host_text) if host_text.isdigit() else None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the pipe watcher below still ends an orphan
+    if host is not None and os.getppid() != host and not _alive(host):
+        os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _arrays_loaded() -> bool:
+    return "hetflow._arrays" in sys.modules
+
+
+def _watch_host_pipe(read_fd: int) -> None:
+    """Starts a daemon thread that ends the process once the host's end of ``read_fd`` closes."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(read_fd, 0)  # hang-up and errors only: requests are the main thread's
+        try:
+            while not poller.poll(SWEEP_PERIOD_MS):
+                if _arrays_loaded():
+                    from hetflow._arrays import forget_freed_segments
+
+                    forget_freed_segments()
+        except OSError:
+            return
+        if os.getppid() != parent:  # the host is gone: nobody reads what this process does
+            os._exit(1)
+        # The host closed the pipe on purpose (shutdown): the main thread reads the end of the
+        # requests and exits; a task that does not end in time must not keep the process alive.
+        time.sleep(EXIT_GRACE_S)
+        _flush_stdio()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="hetflow-host-watch", daemon=True).start()
 
 
 def _exit(status: int) -> None:

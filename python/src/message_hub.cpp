@@ -24,13 +24,19 @@ std::optional<std::string> MessageHub::receive(std::uint64_t launch, std::uint32
   std::unique_lock guard(mutex_);
   Launch& state = launch_of(launch);
   auto& box = state.boxes[{to, from}];
-  changed_.wait(guard, [&] { return !box.empty() || state.failure.has_value(); });
+  changed_.wait(guard, [&] { return !box.empty() || state.failure.has_value() || state.ended.count(from) != 0; });
   if (!box.empty()) {
     std::string payload = std::move(box.front());
     box.pop_front();
     return payload;
   }
-  failure = *state.failure;
+  if (state.failure) {
+    failure = *state.failure;
+  } else {
+    failure = "core " + std::to_string(from) + "'s kernel ended without sending the message core " +
+              std::to_string(to) + " waits for (recv(" + std::to_string(from) + ") on core " + std::to_string(to) +
+              " has no matching send)";
+  }
   return std::nullopt;
 }
 
@@ -38,15 +44,24 @@ bool MessageHub::barrier(std::uint64_t launch, std::string& failure) {
   std::unique_lock guard(mutex_);
   Launch& state = launch_of(launch);
   const std::uint64_t generation = state.generation;
+  // A kernel that has ended never reaches this barrier: it cannot complete.
+  auto ended_first = [&] {
+    return "core " + std::to_string(*state.ended.begin()) + "'s kernel ended without reaching the barrier";
+  };
+  if (state.failure || !state.ended.empty()) {
+    failure = state.failure ? *state.failure : ended_first();
+    return false;
+  }
   if (++state.arrived == state.size) {
     state.arrived = 0;
     ++state.generation;
     changed_.notify_all();
     return true;
   }
-  changed_.wait(guard, [&] { return state.generation != generation || state.failure.has_value(); });
+  changed_.wait(guard,
+                [&] { return state.generation != generation || state.failure.has_value() || !state.ended.empty(); });
   if (state.generation != generation) return true;
-  failure = *state.failure;
+  failure = state.failure ? *state.failure : ended_first();
   return false;
 }
 
@@ -59,10 +74,15 @@ void MessageHub::fail(std::uint64_t launch, const std::string& reason) {
   changed_.notify_all();
 }
 
-void MessageHub::kernel_done(std::uint64_t launch) {
-  std::lock_guard guard(mutex_);
-  auto it = launches_.find(launch);
-  if (it != launches_.end() && it->second.running > 0 && --it->second.running == 0) launches_.erase(it);
+void MessageHub::kernel_done(std::uint64_t launch, std::uint32_t core) {
+  {
+    std::lock_guard guard(mutex_);
+    auto it = launches_.find(launch);
+    if (it == launches_.end()) return;
+    it->second.ended.insert(core);
+    if (it->second.running > 0 && --it->second.running == 0) launches_.erase(it);
+  }
+  changed_.notify_all();
 }
 
 }  // namespace hetflow::python

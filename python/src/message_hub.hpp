@@ -1,13 +1,15 @@
 #pragma once
 // Messages among the kernels of one offload launch (send / recv / barrier), relayed by the host:
 // each kernel's worker thread answers its child's requests from here. A failing kernel fails
-// its launch, so that no peer waits forever for it.
+// its launch, and a kernel that ends fails the receives and barriers that only it could have
+// satisfied, so that no peer waits forever for it.
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 
@@ -18,13 +20,15 @@ class MessageHub {
   /// Starts a launch of `size` kernels.
   void open(std::uint64_t launch, std::uint32_t size);
   void send(std::uint64_t launch, std::uint32_t from, std::uint32_t to, std::string payload);
-  /// The next message from `from` to `to`; the launch's failure reason if it failed first.
+  /// The next message from `from` to `to`; nullopt with the reason in `failure` if the launch
+  /// failed first, or if the kernel of `from` ended without sending it.
   std::optional<std::string> receive(std::uint64_t launch, std::uint32_t to, std::uint32_t from, std::string& failure);
-  /// Waits until all kernels of the launch reach it; false (with the reason) if it failed.
+  /// Waits until all kernels of the launch reach it; false (with the reason) if the launch
+  /// failed or one of its kernels ended without reaching it.
   bool barrier(std::uint64_t launch, std::string& failure);
   void fail(std::uint64_t launch, const std::string& reason);
-  /// One kernel of the launch is done; the launch is forgotten when all are.
-  void kernel_done(std::uint64_t launch);
+  /// The kernel of `core` is done; the launch is forgotten when all are.
+  void kernel_done(std::uint64_t launch, std::uint32_t core);
 
  private:
   struct Launch {
@@ -33,6 +37,7 @@ class MessageHub {
     std::uint32_t arrived = 0;
     std::uint64_t generation = 0;
     std::optional<std::string> failure;
+    std::set<std::uint32_t> ended;                                                     // cores whose kernel is done
     std::map<std::pair<std::uint32_t, std::uint32_t>, std::deque<std::string>> boxes;  // (to, from)
   };
   Launch& launch_of(std::uint64_t launch);

@@ -1,6 +1,7 @@
 #include "shared_memory.hpp"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,19 +16,39 @@ namespace hetflow::python {
 namespace {
 
 std::atomic<std::uint64_t> next_segment_id{1};
+std::atomic<std::size_t> scratch_total{0};
+
+// Each shared array holds a descriptor for as long as it lives: running out of them is the
+// likely failure with many arrays, and the message says what to change.
+std::string describe_error(int error) {
+  std::string text = std::strerror(error);
+  if (error == EMFILE || error == ENFILE) {
+    rlimit limit{};
+    text += error == EMFILE ? ": this process ran out of file descriptors" : ": the system ran out of file descriptors";
+    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+      text += " (limit " + std::to_string(limit.rlim_cur) + ")";
+    }
+    text +=
+        "; every shared array (hetflow.empty, zeros, array) holds one while it lives: raise the limit "
+        "(ulimit -n, or resource.setrlimit(resource.RLIMIT_NOFILE, ...)) or keep fewer shared arrays alive";
+  }
+  return text;
+}
 
 }  // namespace
 
 std::string Segment::locate(std::size_t offset, std::size_t nbytes) const {
   return std::to_string(id) + " " + std::to_string(fd) + " " + std::to_string(::getpid()) + " " +
-         std::to_string(offset) + " " + std::to_string(nbytes);
+         std::to_string(offset) + " " + std::to_string(nbytes) + (scratch ? " scratch" : "");
 }
 
 Segment create_segment(std::size_t size) {
   Segment segment;
   segment.size = size == 0 ? 1 : size;
   segment.fd = ::memfd_create("hetflow", MFD_CLOEXEC);
-  if (segment.fd < 0) throw Error(std::string("hetflow: memfd_create: ") + std::strerror(errno));
+  if (segment.fd < 0) {
+    throw Error("hetflow: cannot create shared memory of " + std::to_string(size) + " bytes: " + describe_error(errno));
+  }
   if (::ftruncate(segment.fd, static_cast<off_t>(segment.size)) != 0) {
     int error = errno;
     ::close(segment.fd);
@@ -83,21 +104,55 @@ std::optional<Segment> SegmentRegistry::find(std::uintptr_t address, std::size_t
   return std::nullopt;
 }
 
-const Segment& scratch_segment(std::size_t slot, std::size_t size) {
-  struct Scratch {
-    std::vector<Segment> segments;
-    ~Scratch() {
-      for (const auto& segment : segments) destroy_segment(segment);
-    }
-  };
+namespace {
+
+struct Scratch {
+  std::vector<Segment> segments;  // by slot; base == nullptr: none
+  ~Scratch() {
+    for (auto& segment : segments) release(segment);
+  }
+  static void release(Segment& segment) noexcept {
+    if (segment.base == nullptr) return;
+    scratch_total.fetch_sub(segment.size, std::memory_order_relaxed);
+    destroy_segment(segment);
+    segment = Segment{};
+  }
+};
+
+Scratch& thread_scratch() {
   thread_local Scratch scratch;
+  return scratch;
+}
+
+}  // namespace
+
+const Segment& scratch_segment(std::size_t slot, std::size_t size) {
+  Scratch& scratch = thread_scratch();
   if (scratch.segments.size() <= slot) scratch.segments.resize(slot + 1);
   Segment& segment = scratch.segments[slot];
   if (segment.size < size || segment.base == nullptr) {
-    destroy_segment(segment);
+    Scratch::release(segment);
     segment = create_segment(std::max(size, std::size_t{1} << 16));
+    segment.scratch = true;
+    scratch_total.fetch_add(segment.size, std::memory_order_relaxed);
   }
   return segment;
 }
+
+void trim_scratch() noexcept {
+  Scratch& scratch = thread_scratch();
+  std::size_t kept = 0;
+  for (auto& segment : scratch.segments) {
+    if (segment.base == nullptr) continue;
+    if (segment.size <= kScratchKeptSegmentBytes && kept + segment.size <= kScratchKeptBytes) {
+      kept += segment.size;
+    } else {
+      Scratch::release(segment);
+    }
+  }
+  while (!scratch.segments.empty() && scratch.segments.back().base == nullptr) scratch.segments.pop_back();
+}
+
+std::size_t scratch_bytes() noexcept { return scratch_total.load(std::memory_order_relaxed); }
 
 }  // namespace hetflow::python

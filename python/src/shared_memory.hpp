@@ -18,8 +18,9 @@ struct Segment {
   int fd = -1;
   std::byte* base = nullptr;
   std::size_t size = 0;
+  bool scratch = false;  // a worker thread's copy buffer (scratch_segment), freed at its discretion
 
-  /// "id fd pid offset nbytes": how a worker finds `nbytes` at `offset` of this segment.
+  /// "id fd pid offset nbytes[ scratch]": how a worker finds `nbytes` at `offset` of this segment.
   [[nodiscard]] std::string locate(std::size_t offset, std::size_t nbytes) const;
 };
 
@@ -41,7 +42,21 @@ class SegmentRegistry {
 };
 
 /// A buffer the calling worker thread reuses for the arrays it copies in and out for a worker
-/// process; grown (replaced) when too small. Valid until the next call with a larger size.
+/// process; grown (replaced) when too small. Valid until the next call with a larger size, or
+/// the next trim_scratch.
 const Segment& scratch_segment(std::size_t slot, std::size_t size);
+
+/// What the calling thread's scratch segments may keep between tasks: each at most
+/// kScratchKeptSegmentBytes, all together at most kScratchKeptBytes. Worker processes keep
+/// their mappings of scratch segments within the same bounds (hetflow/_arrays.py).
+inline constexpr std::size_t kScratchKeptSegmentBytes = std::size_t{4} << 20;
+inline constexpr std::size_t kScratchKeptBytes = std::size_t{16} << 20;
+
+/// Frees the calling thread's scratch segments beyond those bounds; called once the replies of
+/// the tasks using them are in, so that one large array does not stay copied for ever.
+void trim_scratch() noexcept;
+
+/// The bytes of all threads' scratch segments (for tests and diagnostics).
+std::size_t scratch_bytes() noexcept;
 
 }  // namespace hetflow::python

@@ -3,7 +3,11 @@
 // dies fails its task with WorkerCrashedError and is replaced; a command that cannot start
 // fails tasks with a clear error; Runtime::abort() ends a stuck child. The child is
 // process_child.cpp, whose path CMake passes as HETFLOW_TEST_PROCESS_CHILD.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <memory>
@@ -244,6 +248,59 @@ TEST(Process, PinnedToEachProcessWorker) {
   EXPECT_EQ(two[0], "2");
   EXPECT_EQ(two[1], "1");
   EXPECT_NE(one[2], two[2]);  // a child each
+}
+
+// Waits until the child has exited, without reaping it (the driver does).
+void await_exit(pid_t pid) {
+  for (int i = 0; i < 1000; ++i) {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return;  // reaped
+    if (info.si_pid == pid) return;
+    std::this_thread::sleep_for(5ms);
+  }
+  FAIL() << "child " << pid << " did not exit";
+}
+
+TEST(Process, AChildThatDiedIdleIsReplacedBeforeItGetsWork) {
+  Runtime rt(with_process_workers());
+  auto pid_of = [&rt] {
+    return rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"pid"}).parts.at(0); }).get();
+  };
+  const std::string first = pid_of();
+  ::kill(std::stoi(first), SIGKILL);
+  await_exit(std::stoi(first));
+  const std::string second = pid_of();  // not a WorkerCrashedError: the dead child had no work
+  EXPECT_NE(second, first);
+
+  // What the dead child was sent is not assumed of its replacement once prepare() has run.
+  rt.submit(on_process(), [](TaskContext& ctx) { channel_of(ctx).remember("function"); }).get();
+  ::kill(std::stoi(second), SIGKILL);
+  await_exit(std::stoi(second));
+  auto after = rt.submit(on_process(), [](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    channel.prepare();
+    return Parts{channel.knows("function") ? "knows" : "new", channel.call(1, {"pid"}).parts.at(0)};
+  });
+  const Parts got = after.get();
+  EXPECT_EQ(got[0], "new");
+  EXPECT_NE(got[1], second);
+}
+
+TEST(Process, ChildrenStartWhateverDescriptorsTheHostHasOpen) {
+  // The pipes land on every descriptor around 100 (where the child's ends once were fixed).
+  for (int target = 94; target < 104; ++target) {
+    std::vector<int> opened;
+    while (opened.empty() || opened.back() < target - 1) opened.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    {
+      Runtime rt(with_process_workers(2));
+      for (int i = 0; i < 2; ++i) {
+        auto echoed = rt.submit(TaskOptions{.where = Arch::process, .worker = 1 + i},
+                                [](TaskContext& ctx) { return channel_of(ctx).call(1, {"ok"}).parts.at(0); });
+        EXPECT_EQ(echoed.get(), "ok") << "descriptors open up to " << target;
+      }
+    }
+    for (int fd : opened) ::close(fd);
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,8 +11,10 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "drivers/process/wire.hpp"
@@ -22,9 +25,31 @@ extern char** environ;
 namespace hetflow::detail {
 namespace {
 
-// The child finds its pipes at these descriptors; high enough not to collide with stdio.
-constexpr int kChildReadFd = 100;
-constexpr int kChildWriteFd = 101;
+// Where the child finds its pipes: the two lowest descriptors above stdio that are neither
+// pipe end moved there. A target that is a source would make its dup2 a no-op that keeps the
+// close-on-exec flag, or overwrite the other end before that end is moved.
+std::pair<int, int> child_descriptors(int read_source, int write_source) {
+  int targets[2];
+  int found = 0;
+  for (int fd = 3; found < 2; ++fd) {
+    if (fd != read_source && fd != write_source) targets[found++] = fd;
+  }
+  return {targets[0], targets[1]};
+}
+
+// What to say when a system call fails; running out of descriptors gets the limit and a remedy,
+// since the call that hits it is rarely the one that used them up.
+std::string describe_error(int error) {
+  std::string text = std::strerror(error);
+  if (error == EMFILE || error == ENFILE) {
+    rlimit limit{};
+    const bool known = ::getrlimit(RLIMIT_NOFILE, &limit) == 0;
+    text += error == EMFILE ? ": this process ran out of file descriptors" : ": the system ran out of file descriptors";
+    if (known && limit.rlim_cur != RLIM_INFINITY) text += " (limit " + std::to_string(limit.rlim_cur) + ", ulimit -n)";
+    text += "; raise the limit (ulimit -n), or keep fewer files, sockets and shared arrays open at once";
+  }
+  return text;
+}
 
 std::string describe_exit(int status) {
   if (WIFSIGNALED(status)) {
@@ -46,21 +71,28 @@ class Child final : public ProcessChannel {
   void start() {
     int to_child[2];
     int from_child[2];
-    if (::pipe2(to_child, O_CLOEXEC) != 0) throw Error(std::string("hetflow: pipe: ") + std::strerror(errno));
+    if (::pipe2(to_child, O_CLOEXEC) != 0) {
+      throw Error("hetflow: cannot create the pipes of process worker " + std::to_string(index_) + ": " +
+                  describe_error(errno));
+    }
     if (::pipe2(from_child, O_CLOEXEC) != 0) {
+      const int error = errno;
       ::close(to_child[0]);
       ::close(to_child[1]);
-      throw Error(std::string("hetflow: pipe: ") + std::strerror(errno));
+      throw Error("hetflow: cannot create the pipes of process worker " + std::to_string(index_) + ": " +
+                  describe_error(error));
     }
+    const auto [child_read_fd, child_write_fd] = child_descriptors(to_child[0], from_child[1]);
     std::vector<std::string> argv_storage = config_.command;
-    argv_storage.push_back(std::to_string(kChildReadFd));
-    argv_storage.push_back(std::to_string(kChildWriteFd));
+    argv_storage.push_back(std::to_string(child_read_fd));
+    argv_storage.push_back(std::to_string(child_write_fd));
     std::vector<char*> argv;
     for (auto& arg : argv_storage) argv.push_back(arg.data());
     argv.push_back(nullptr);
 
     std::vector<std::string> overrides = config_.environment;
     overrides.push_back("HETFLOW_WORKER_ID=" + std::to_string(index_));
+    overrides.push_back("HETFLOW_HOST_PID=" + std::to_string(::getpid()));  // the child ends itself with its host
     auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
     std::vector<std::string> env_storage;
     for (char** e = environ; *e != nullptr; ++e) {
@@ -76,8 +108,8 @@ class Child final : public ProcessChannel {
 
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, to_child[0], kChildReadFd);
-    posix_spawn_file_actions_adddup2(&actions, from_child[1], kChildWriteFd);
+    posix_spawn_file_actions_adddup2(&actions, to_child[0], child_read_fd);
+    posix_spawn_file_actions_adddup2(&actions, from_child[1], child_write_fd);
     posix_spawnattr_t attributes;
     posix_spawnattr_init(&attributes);
     // Its own process group: a Ctrl-C at the terminal interrupts the host, not the workers.
@@ -99,9 +131,11 @@ class Child final : public ProcessChannel {
     if (rc != 0) {
       ::close(to_child[1]);
       ::close(from_child[0]);
-      throw Error("hetflow: cannot start process worker '" + config_.command[0] + "': " + std::strerror(rc));
+      throw Error("hetflow: cannot start process worker '" + config_.command[0] + "': " + describe_error(rc));
     }
     pid_ = pid;
+    exit_status_.reset();
+    in_flight_ = 0;
     running_pid_.store(pid, std::memory_order_release);
     if (aborted_.load(std::memory_order_acquire)) ::kill(pid, SIGKILL);
     to_child_ = to_child[1];
@@ -134,7 +168,12 @@ class Child final : public ProcessChannel {
       throw WorkerCrashedError("process worker " + std::to_string(index_) +
                                " was ended: the runtime gave up on its work");
     }
+    // A child that died while idle is replaced here only if the message cannot assume anything
+    // the dead child knew (see prepare). With replies outstanding, its death is reported by
+    // `receive`, to the task it was running.
+    if (pid_ > 0 && in_flight_ == 0 && known_.empty() && has_exited()) reap();
     if (pid_ <= 0) start();
+    ++in_flight_;
     return write_message(to_child_, kind, parts);
   }
 
@@ -163,7 +202,10 @@ class Child final : public ProcessChannel {
         throw;
       }
     }
-    if (reply) return std::move(*reply);
+    if (reply) {
+      if (in_flight_ > 0) --in_flight_;
+      return std::move(*reply);
+    }
     const pid_t dead = pid_;
     std::string how = reap();
     if (aborted_.load(std::memory_order_acquire)) {
@@ -180,6 +222,13 @@ class Child final : public ProcessChannel {
     throw WorkerCrashedError(message);
   }
 
+  void prepare() override {
+    if (aborted_.load(std::memory_order_acquire)) return;  // send says so
+    // Only the task a child was running may fail with it: one that died idle is replaced first.
+    if (pid_ > 0 && in_flight_ == 0 && has_exited()) reap();
+    if (pid_ <= 0) start();
+  }
+
   /// Ends the child at once (from any thread); it is not restarted.
   void kill_now() noexcept {
     aborted_.store(true, std::memory_order_release);
@@ -193,17 +242,32 @@ class Child final : public ProcessChannel {
   void remember(const std::string& key) override { known_.insert(key); }
 
  private:
+  // Whether the child has ended (it is then a zombie, its status kept for `reap`).
+  bool has_exited() noexcept {
+    if (exit_status_) return true;
+    int status = 0;
+    pid_t result;
+    do {
+      result = ::waitpid(pid_, &status, WNOHANG);
+    } while (result < 0 && errno == EINTR);
+    if (result != pid_) return false;
+    exit_status_ = status;
+    return true;
+  }
+
   // Closes the pipes and waits for the child; returns how it ended.
   std::string reap() noexcept {
     if (pid_ <= 0) return "was not running";  // waitpid(-1) would reap any child of the host
     if (to_child_ >= 0) ::close(to_child_);
     if (from_child_ >= 0) ::close(from_child_);
     to_child_ = from_child_ = -1;
-    int status = 0;
-    pid_t result;
-    do {
-      result = ::waitpid(pid_, &status, 0);
-    } while (result < 0 && errno == EINTR);
+    int status = exit_status_.value_or(0);
+    pid_t result = pid_;
+    while (!exit_status_ && (result = ::waitpid(pid_, &status, 0)) < 0 && errno == EINTR) {
+    }
+    exit_status_.reset();
+    in_flight_ = 0;
+    known_.clear();  // a replacement knows nothing
     pid_ = -1;
     running_pid_.store(-1, std::memory_order_release);
     return result < 0 ? std::string("ended") : describe_exit(status);
@@ -214,6 +278,8 @@ class Child final : public ProcessChannel {
   pid_t pid_ = -1;
   std::atomic<pid_t> running_pid_{-1};  // pid_, for kill_now from other threads
   std::atomic<bool> aborted_{false};
+  std::optional<int> exit_status_;  // set once waitpid has reaped the child
+  std::size_t in_flight_ = 0;       // requests sent whose replies have not been read
   int to_child_ = -1;
   int from_child_ = -1;
   std::optional<MessageReader> reader_;
