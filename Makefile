@@ -14,7 +14,7 @@ PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplot
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all deps build python run test test-unit test-python test-tsan test-asan bench bench-python install clean format
+.PHONY: all deps build python run test test-unit test-python test-tsan test-asan stress bench bench-python install clean format
 
 all: build
 
@@ -55,6 +55,15 @@ test-asan: deps
 	cmake -S . -B $(BUILD)-asan $(SANITIZER_FLAGS) "-DHETFLOW_SANITIZE=address;undefined"
 	cmake --build $(BUILD)-asan -j$(JOBS)
 	ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" ctest --test-dir $(BUILD)-asan -L concurrency -j$(JOBS) --output-on-failure
+
+# Long randomized checks, not part of `make test`: the oracle over numpy views with a million
+# tasks (it prints the tasks checked, mismatches and failures injected), then the C++ stress
+# suite (STRESS_SCALE multiplies its sizes).
+ORACLE_TASKS ?= 1000000
+STRESS_SCALE ?= 1
+stress: build python
+	HETFLOW_ORACLE_TASKS=$(ORACLE_TASKS) $(PY) -m pytest -q -s tests/python/test_oracle.py -k random_programs
+	HETFLOW_TEST_SCALE=$(STRESS_SCALE) ctest --test-dir $(BUILD) -R '^stress\.' -j$(JOBS) --output-on-failure
 
 bench: build bench-python
 	@scripts/install-deps.sh $(BENCH_PACKAGES)

@@ -113,11 +113,15 @@ class Session:
     def __enter__(self) -> "Session":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def shutdown(self, timeout: Optional[float] = None, cancel_futures: bool = False) -> None:
+        """Shuts this session's runtime down, as ``hetflow.shutdown(timeout, cancel_futures)``."""
         if _runtime._current is self.runtime:
-            shutdown()
+            shutdown(timeout, cancel_futures)
         else:
-            self.runtime.shutdown()
+            self.runtime.shutdown(timeout, cancel_futures)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
 
 
 def init(
@@ -149,10 +153,19 @@ def init(
     )
 
 
-def shutdown() -> None:
-    """Waits for submitted tasks, stops the workers and worker processes. A later call of any
-    hetflow function starts a fresh runtime."""
-    _runtime.stop()
+def shutdown(timeout: Optional[float] = None, cancel_futures: bool = False) -> None:
+    """Waits for the submitted tasks, then stops the workers and worker processes. A later call
+    of any hetflow function starts a fresh runtime.
+
+    timeout: seconds to wait at most (None: as long as the tasks take). When it passes, the
+    tasks not started are cancelled (their futures raise ``CancelledError``) and the worker
+    processes are ended (their tasks raise ``WorkerCrashedError``); a thread-executor task that
+    still runs cannot be stopped and is left to finish on its own, but shutdown returns.
+    cancel_futures: cancel the tasks not started first, and wait only for the running ones.
+    Ctrl-C while it waits gives the work up the same way, then raises KeyboardInterrupt.
+    Inside a task it raises RuntimeError (it would wait for that task itself).
+    """
+    _runtime.stop(timeout, cancel_futures)
 
 
 def wait_for_all(timeout: Optional[float] = None) -> bool:

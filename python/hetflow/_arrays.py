@@ -4,10 +4,12 @@ Imported by worker processes too, so it loads numpy only when an array is actual
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import threading
 from collections import OrderedDict
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 MODES = ("R", "W", "RW")
 
@@ -66,11 +68,12 @@ def span(array: Any) -> Tuple[int, int, int]:
 
 
 class ArrayRef:
-    """Stands for the i-th array of a task sent to a worker process; the worker maps it."""
+    """Stands for the i-th array of a task sent to a worker process; the worker maps it. ``dtype``:
+    a dtype string, or the dtype itself when structured."""
 
     __slots__ = ("index", "dtype", "shape", "strides", "first")
 
-    def __init__(self, index: int, dtype: str, shape: tuple, strides: tuple, first: int) -> None:
+    def __init__(self, index: int, dtype: Any, shape: tuple, strides: tuple, first: int) -> None:
         self.index = index
         self.dtype = dtype
         self.shape = shape
@@ -81,37 +84,109 @@ class ArrayRef:
         return (ArrayRef, (self.index, self.dtype, self.shape, self.strides, self.first))
 
     @staticmethod
-    def of(index: int, array: Any) -> "ArrayRef":
-        return ArrayRef(index, array.dtype.str, array.shape, array.strides, span(array)[2])
+    def of(index: int, array: Any, first: Optional[int] = None) -> "ArrayRef":
+        """``first``: element 0's offset from the lowest byte, when known (see ``span``)."""
+        dtype = array.dtype
+        # A plain dtype travels as its short string; a structured one whole (its field names,
+        # offsets and nesting are not in dtype.str).
+        described = dtype.str if dtype.names is None else dtype
+        return ArrayRef(index, described, array.shape, array.strides, span(array)[2] if first is None else first)
 
 
 # -- in a worker process --------------------------------------------------------------------------
 _MAPPINGS_KEPT = 64
-_mappings: "OrderedDict[int, mmap.mmap]" = OrderedDict()
+# segment id -> (mapping, host fd, host pid, inode): the inode tells whether the host still holds
+# that segment (see forget_freed_segments).
+_mappings: "OrderedDict[int, Tuple[mmap.mmap, int, int, int]]" = OrderedDict()
+_mappings_lock = threading.Lock()  # the host-pipe watcher thread sweeps them
+# The host's scratch segments (plain arrays copied for a task) come and go with its tasks: their
+# mappings are kept within the bounds the host keeps the segments in (python/src/shared_memory.hpp),
+# so that a freed one is not kept alive here; a larger one is unmapped when its task's arrays go.
+_SCRATCH_KEPT_SEGMENT_BYTES = 4 << 20
+_SCRATCH_KEPT_BYTES = 16 << 20
+_scratch_mappings: "OrderedDict[int, mmap.mmap]" = OrderedDict()
 
 
-def _mapping(segment_id: int, fd: int, pid: int) -> mmap.mmap:
-    mapping = _mappings.get(segment_id)
-    if mapping is not None:
-        _mappings.move_to_end(segment_id)
+def _mapping(segment_id: int, fd: int, pid: int, scratch: bool = False) -> mmap.mmap:
+    if scratch:
+        mapping = _scratch_mappings.get(segment_id)
+        if mapping is not None:
+            _scratch_mappings.move_to_end(segment_id)
+            return mapping
+    else:
+        with _mappings_lock:
+            entry = _mappings.get(segment_id)
+            if entry is not None:
+                _mappings.move_to_end(segment_id)
+                return entry[0]
+    try:
+        file = open(f"/proc/{pid}/fd/{fd}", "r+b", buffering=0)
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        raise OSError(exc.errno, _out_of_descriptors(exc)) from exc
+    with file:
+        status = os.fstat(file.fileno())
+        mapping = mmap.mmap(file.fileno(), status.st_size)
+    if scratch:
+        if len(mapping) <= _SCRATCH_KEPT_SEGMENT_BYTES:
+            _scratch_mappings[segment_id] = mapping
+            kept = sum(len(m) for m in _scratch_mappings.values())
+            while kept > _SCRATCH_KEPT_BYTES:
+                kept -= len(_scratch_mappings.popitem(last=False)[1])
         return mapping
-    with open(f"/proc/{pid}/fd/{fd}", "r+b", buffering=0) as file:
-        mapping = mmap.mmap(file.fileno(), os.fstat(file.fileno()).st_size)
-    _mappings[segment_id] = mapping
-    while len(_mappings) > _MAPPINGS_KEPT:
-        _mappings.popitem(last=False)  # arrays still using it keep the memory mapped
+    with _mappings_lock:
+        _mappings[segment_id] = (mapping, fd, pid, status.st_ino)
+        while len(_mappings) > _MAPPINGS_KEPT:
+            _mappings.popitem(last=False)  # arrays still using it keep the memory mapped
     return mapping
 
 
+def forget_freed_segments() -> int:
+    """Drops the mappings of shared arrays the host has freed (its descriptor for the segment is
+    closed, or now names another file), so that a worker does not keep their memory alive.
+    Returns how many were dropped; arrays a task still holds keep their own mapping."""
+    with _mappings_lock:
+        entries = list(_mappings.items())
+    freed = []
+    for segment_id, (_, fd, pid, inode) in entries:
+        try:
+            alive = os.stat(f"/proc/{pid}/fd/{fd}").st_ino == inode
+        except OSError:
+            alive = False
+        if not alive:
+            freed.append(segment_id)
+    with _mappings_lock:
+        for segment_id in freed:
+            _mappings.pop(segment_id, None)
+    return len(freed)
+
+
+def _out_of_descriptors(exc: OSError) -> str:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limit = "" if soft == resource.RLIM_INFINITY else f" (limit {soft})"
+    whose = "this worker process" if exc.errno == errno.EMFILE else "the system"
+    return (
+        f"hetflow: cannot map a task's array: {whose} ran out of file descriptors{limit}; raise the "
+        "limit (ulimit -n, or resource.setrlimit(resource.RLIMIT_NOFILE, ...) before hetflow starts) "
+        "or have the task's own code keep fewer files open"
+    )
+
+
 def materialize(table: bytes, refs: List["ArrayRef"]) -> List[Any]:
-    """The arrays of a RUN message: its array table (one "id fd pid offset nbytes" line each)."""
+    """The arrays of a RUN message: its array table (one "id fd pid offset nbytes" line each,
+    followed by " scratch" for the host's scratch segments)."""
     import numpy
 
     arrays = []
     lines = bytes(table).decode("ascii").splitlines()
     for line, ref in zip(lines, refs):
-        segment_id, fd, pid, offset, nbytes = (int(field) for field in line.split())
-        buffer = memoryview(_mapping(segment_id, fd, pid))[offset : offset + nbytes]
+        fields = line.split()
+        segment_id, fd, pid, offset, nbytes = (int(field) for field in fields[:5])
+        scratch = fields[5:] == ["scratch"]
+        buffer = memoryview(_mapping(segment_id, fd, pid, scratch))[offset : offset + nbytes]
         arrays.append(
             numpy.ndarray(ref.shape, dtype=numpy.dtype(ref.dtype), buffer=buffer, offset=ref.first, strides=ref.strides)
         )

@@ -1,6 +1,7 @@
 """numpy arrays registered with the engine: handles, shared allocation, host access."""
 from __future__ import annotations
 
+import bisect
 import threading
 import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -17,54 +18,224 @@ def _root(array: Any) -> Any:
     return array
 
 
-class HandleRegistry:
-    """One engine data handle per array buffer (by address and extent) of a runtime.
+# Deciding whether two views share an element is exact for slices, steps and tiles well within
+# this effort; a pair it cannot decide counts as overlapping (ordered, never a race).
+_OVERLAP_EFFORT = 1000
+_MODE_BITS = {"R": 1, "W": 2, "RW": 3}
+_BIT_MODES = {1: "R", 2: "W", 3: "RW"}
 
-    A handle lives as long as the array that owns the memory; then it is let go once the tasks
-    using it are done. Views of different extents are different data for the engine: tasks on
-    overlapping but unequal views are not ordered against each other.
+
+class _Probe:
+    """Exposes an address layout to numpy without the memory's owner (nothing kept alive)."""
+
+    def __init__(self, interface: dict) -> None:
+        self.__array_interface__ = interface
+
+
+class View:
+    """One view (element 0's address, shape, strides, item size) of a root buffer, and the
+    engine handle that stands for it. ``overlaps`` maps each other view of the same root that
+    shares an element with this one to whether that view lies inside this one's bytes."""
+
+    __slots__ = ("key", "handle", "low", "high", "dense", "overlaps", "probe")
+
+    def __init__(self, key: tuple, handle: Any, low: int, high: int, dense: bool, probe: Any) -> None:
+        self.key = key
+        self.handle = handle
+        self.low = low
+        self.high = high
+        self.dense = dense
+        self.overlaps: Dict["View", bool] = {}
+        self.probe = probe
+
+    def holds(self, other: "View") -> bool:
+        """Every byte of ``other`` is one of this view's: writing all of this view rewrites it."""
+        return self.dense and self.low <= other.low and other.high <= self.high
+
+
+class _Root:
+    """The views met so far of one root buffer. To find the views whose spans meet a new one's,
+    they are kept sorted by lowest address in classes of similar span (a power of two apart at
+    most): within a class, the scan back from the new view's end stops one longest span before
+    its start, so that tiles next to the whole matrix are not all visited for each new tile."""
+
+    __slots__ = ("ref", "views", "classes")
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+        self.views: Dict[tuple, View] = {}
+        self.classes: Dict[int, Tuple[List[int], List[View], List[int]]] = {}  # lows, views, [longest]
+
+
+def mirror_mode(view: View, mode: str, other: View, other_inside: bool) -> str:
+    """The access a task with ``mode`` on ``view`` also declares on the overlapping ``other``.
+
+    Reads and read-writes carry over as they are. A write-only access rewrites ``other`` only if
+    ``other`` lies wholly inside ``view``; otherwise part of ``other`` keeps its old contents,
+    so the access counts as read-write there (it must not start a new version of data it
+    leaves partly as it was, nor hide an earlier failed writer of that part)."""
+    if mode != "W" or other_inside:
+        return mode
+    return "RW"
+
+
+class HandleRegistry:
+    """The engine data handles of a runtime's arrays: one per distinct view of a root buffer.
+
+    Views whose elements overlap are ordered by their access modes: a task on a view also
+    declares its access (see ``mirror_mode``) on every view met so far that shares an element
+    with it, so that whichever of two overlapping views came first, both tasks meet on its
+    handle. Views that share no element (``a[:50]`` / ``a[50:]``, ``a[0::2]`` / ``a[1::2]``,
+    column blocks, tiles) stay independent. A root's handles live as long as the root array,
+    then are let go once the tasks using them are done.
     """
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
-        self._lock = threading.Lock()
-        self._handles: Dict[Tuple[int, int], Tuple[Any, Any]] = {}
-        self._acquired: Dict[Tuple[int, int], List[Any]] = {}
+        # Re-entrant: a root dying during a registration (garbage collection) forgets its views.
+        self._lock = threading.RLock()
+        self._roots: Dict[int, _Root] = {}
+        self._recent: Dict[int, tuple] = {}  # id(array) -> (weakref, shape, strides, View)
+        self._acquired: Dict[tuple, List[Any]] = {}
 
-    def handle(self, array: Any, mode: str) -> Tuple[Any, int, int]:
-        """The handle of ``array``'s buffer, with its address and size."""
+    @property
+    def _handles(self) -> Dict[tuple, View]:
+        """Every view registered, by key (for inspection and tests)."""
+        with self._lock:
+            return {key: view for root in self._roots.values() for key, view in root.views.items()}
+
+    def view(self, array: Any, mode: str) -> View:
+        """The registered view of ``array`` (registered now if new)."""
         if "W" in mode and not array.flags.writeable:
             raise ValueError(f"hetflow: access mode {mode} on a read-only array")
-        address, nbytes, _ = span(array)
-        key = (address, nbytes)
+        recent = self._recent.get(id(array))
+        if recent is not None and recent[0]() is array and recent[1] == array.shape and recent[2] == array.strides:
+            return recent[3]
+        interface = array.__array_interface__
+        first = interface["data"][0]
+        key = (first, array.shape, array.strides, array.itemsize)
+        root_array = _root(array)
         with self._lock:
-            entry = self._handles.get(key)
-            if entry is not None and entry[1]() is not None:
-                return entry[0], address, nbytes
-            root = _root(array)
-            handle = self._engine.register_array(address, max(nbytes, 1), f"array@{address:#x}")
-            self._handles[key] = (handle, weakref.ref(root))
-        weakref.finalize(root, self._forget, key, handle)
-        return handle, address, nbytes
+            root = self._roots.get(id(root_array))
+            if root is None or root.ref() is not root_array:
+                root = self._roots[id(root_array)] = _Root(weakref.ref(root_array))
+                weakref.finalize(root_array, self._forget, id(root_array), root)
+            view = root.views.get(key)
+            if view is None:
+                view = self._add(root, array, key, first)
+            if len(self._recent) >= 4096:
+                self._recent.clear()
+            try:
+                self._recent[id(array)] = (weakref.ref(array), array.shape, array.strides, view)
+            except TypeError:
+                pass  # an ndarray subclass without weak references: looked up each time
+        return view
 
-    def _forget(self, key: Tuple[int, int], handle: Any) -> None:
+    def _add(self, root: _Root, array: Any, key: tuple, first: int) -> View:
+        import numpy
+
+        low, nbytes, _ = span(array)
+        high = low + nbytes
+        handle = self._engine.register_array(low, max(nbytes, 1), f"array@{first:#x}")
+        probe = numpy.asarray(
+            _Probe(
+                {
+                    "data": (first, False),
+                    "shape": array.shape,
+                    "strides": array.strides,
+                    "typestr": f"|V{array.itemsize}",
+                    "version": 3,
+                }
+            )
+        )
+        dense = _dense(array.shape, array.strides, array.itemsize)
+        view = View(key, handle, low, high, dense, probe)
+        root.views[key] = view
+        if not nbytes:
+            return view  # no element: overlaps nothing
+        for lows, views, longest in root.classes.values():
+            index = bisect.bisect_left(lows, high)  # views[:index] start below this one's end
+            while index > 0:
+                index -= 1
+                other = views[index]
+                if other.low + longest[0] <= low:
+                    break
+                if other.high <= low:
+                    continue
+                try:
+                    shared = numpy.shares_memory(probe, other.probe, max_work=_OVERLAP_EFFORT)
+                except numpy.exceptions.TooHardError:
+                    shared = True
+                if shared:
+                    view.overlaps[other] = view.holds(other)
+                    other.overlaps[view] = other.holds(view)
+        lows, views, longest = root.classes.setdefault(nbytes.bit_length(), ([], [], [0]))
+        position = bisect.bisect_right(lows, low)
+        lows.insert(position, low)
+        views.insert(position, view)
+        longest[0] = max(longest[0], nbytes)
+        return view
+
+    def overlapping(self, view: View) -> List[Tuple[View, bool]]:
+        """The other views sharing an element with ``view``, each with whether it lies inside."""
         with self._lock:
-            entry = self._handles.get(key)
-            if entry is not None and entry[0] is handle:
-                del self._handles[key]
-        self._engine.unregister_async(handle)
+            return list(view.overlaps.items())
+
+    def accesses(self, array: Any, mode: str, into: Dict[Any, int]) -> View:
+        """Adds the engine accesses of a task's ``mode`` on ``array`` to ``into`` (handle ->
+        mode bits, merged with what the task declares already); returns the array's view."""
+        view = self.view(array, mode)
+        into[view.handle] = into.get(view.handle, 0) | _MODE_BITS[mode]
+        if view.overlaps:
+            for other, inside in self.overlapping(view):
+                bits = _MODE_BITS[mirror_mode(view, mode, other, inside)]
+                into[other.handle] = into.get(other.handle, 0) | bits
+        return view
+
+    def handle(self, array: Any, mode: str) -> Tuple[Any, int, int]:
+        """The handle of ``array``'s view, with its lowest address and the bytes it spans."""
+        view = self.view(array, mode)
+        return view.handle, view.low, view.high - view.low
+
+    def _forget(self, root_id: int, root: _Root) -> None:
+        with self._lock:
+            if self._roots.get(root_id) is root:
+                del self._roots[root_id]
+            views = list(root.views.values())
+            root.views.clear()
+            for view in views:
+                view.overlaps.clear()
+        for view in views:
+            self._engine.unregister_async(view.handle)
 
     def acquire(self, array: Any, mode: str) -> Any:
-        handle, address, nbytes = self.handle(array, mode)
-        acquisition = self._engine.acquire(handle, mode)
+        """Host access to ``array``'s view. It waits for the earlier tasks on the views that
+        overlap it (without taking them over: their versions and failures stay theirs), then
+        acquires the view's own handle, which later tasks on overlapping views also declare."""
+        if not _is_ndarray(array):
+            raise TypeError(
+                f"hetflow.acquire takes a numpy array, not {type(array).__name__}; "
+                "only numpy arrays are tracked as task data"
+            )
+        view = self.view(array, mode)
+        others = self.overlapping(view)
+        if others:
+            wait_mode = "R" if mode == "R" else "RW"
+            task = self._engine.submit_thread(
+                _nothing, [], [(other.handle, wait_mode) for other, _ in others], "acquire (overlapping views)", 0
+            )
+            task.wait(None)  # its outcome does not matter: only that the earlier tasks are done
+        acquisition = self._engine.acquire(view.handle, mode)
         with self._lock:
-            self._acquired.setdefault((address, nbytes), []).append(acquisition)
+            self._acquired.setdefault(view.key, []).append(acquisition)
         return acquisition
 
     def release(self, array: Any, acquisition: Optional[Any] = None) -> None:
-        address, nbytes, _ = span(array)
+        if not _is_ndarray(array):
+            raise TypeError(f"hetflow.release takes a numpy array, not {type(array).__name__}")
+        key = (array.__array_interface__["data"][0], array.shape, array.strides, array.itemsize)
         with self._lock:
-            held = self._acquired.get((address, nbytes), [])
+            held = self._acquired.get(key, [])
             if acquisition is None:
                 if not held:
                     raise ValueError("hetflow.release: this array is not acquired")
@@ -74,6 +245,31 @@ class HandleRegistry:
             else:
                 return  # released already
         acquisition.release()
+
+
+def _dense(shape: tuple, strides: tuple, itemsize: int) -> bool:
+    """The elements fill every byte of the view's span, each once (in any order and direction)."""
+    expected = itemsize
+    for stride, extent in sorted((abs(stride), extent) for extent, stride in zip(shape, strides) if extent > 1):
+        if stride != expected:
+            return False
+        expected *= extent
+    return True
+
+
+def _nothing() -> None:
+    return None
+
+
+def _is_ndarray(value: Any) -> bool:
+    import numpy
+
+    return isinstance(value, numpy.ndarray)
+
+
+def engine_accesses(into: Dict[Any, int]) -> List[Tuple[Any, str]]:
+    """``[(handle, mode)]`` from the merged mode bits of ``HandleRegistry.accesses``."""
+    return [(handle, _BIT_MODES[bits]) for handle, bits in into.items()]
 
 
 class Acquired:

@@ -16,6 +16,12 @@ _PENDING = "PENDING"
 _RUNNING = "RUNNING"
 _CANCELLED_AND_NOTIFIED = "CANCELLED_AND_NOTIFIED"
 _FINISHED = "FINISHED"
+# A finished task's final state and the waiter method that tells a waiter about it.
+_FINAL_STATES = {
+    "done": (_FINISHED, "add_result"),
+    "failed": (_FINISHED, "add_exception"),
+    "cancelled": (_CANCELLED_AND_NOTIFIED, "add_cancelled"),
+}
 
 
 class Future(concurrent.futures.Future):
@@ -46,6 +52,9 @@ class Future(concurrent.futures.Future):
     _callbacks: Optional[list] = None
     _watched = False
     _fired = False
+    # The final state as concurrent.futures.wait/as_completed see it; set once, under the
+    # condition, together with telling the waiters (as concurrent.futures.Future.set_result).
+    _final_state: Optional[str] = None
     # Guards the rarely used observer state of every future; contention is negligible.
     _lock = threading.Lock()
 
@@ -137,11 +146,22 @@ class Future(concurrent.futures.Future):
 
     @property
     def _state(self) -> str:
+        # The standard library reads this twice while holding the condition (wait() decides what
+        # is done, then counts what is not) and installs a waiter in between: the state must not
+        # become final behind its back. A thread that holds the condition sees the stored state;
+        # the transition comes from _fire (the watch is installed) once the condition is free.
+        final = self._final_state
+        if final is not None:
+            return final
         status = self._task.status()
-        if status == "cancelled":
-            return _CANCELLED_AND_NOTIFIED
-        if status in ("done", "failed"):
-            return _FINISHED
+        if status in _FINAL_STATES:
+            condition = self._condition
+            if not condition._is_owned():  # type: ignore[attr-defined]
+                self._finish()
+                return self._final_state  # type: ignore[return-value]
+            with self._lock:
+                self._watch()
+            return _RUNNING
         return _RUNNING if status == "running" else _PENDING
 
     @property
@@ -149,13 +169,15 @@ class Future(concurrent.futures.Future):
         with self._lock:
             if self._waiter_list is None:
                 self._waiter_list = []
-                self._watch()
+                if self._final_state is None:
+                    self._watch()
             return self._waiter_list
 
     # -- internals ---------------------------------------------------------------------------
     def _wait(self, timeout: Optional[float]) -> None:
         if self._task.done():
             return
+        self._runtime.check_usable(self._name)
         try:
             finished = self._task.wait(timeout)
         except KeyboardInterrupt:
@@ -177,7 +199,10 @@ class Future(concurrent.futures.Future):
 
             self._value = loads_result(bytes(outcome[1]))
         else:
-            self._error = exception_from_outcome(outcome)
+            error = exception_from_outcome(outcome)
+            if kind in ("cancelled", "crashed") and self._runtime.gave_up is not None:
+                error.args = (f"{error} ({self._runtime.gave_up})",)
+            self._error = error
 
     def _outcome_value(self) -> Any:
         self._settle()
@@ -194,23 +219,24 @@ class Future(concurrent.futures.Future):
             self._watched = True
             self._runtime.watch(self)
 
+    def _finish(self) -> None:
+        """Makes the state final and tells the waiters, once, under the condition; the task
+        has finished."""
+        with self._condition:
+            if self._final_state is not None:
+                return
+            state, tell = _FINAL_STATES[self._task.status()]
+            self._final_state = state
+            for waiter in list(self._waiter_list or ()):
+                getattr(waiter, tell)(self)
+            self._condition.notify_all()
+
     def _fire(self) -> None:
         """Runs on the dispatcher thread once the task has finished."""
         with self._lock:
             self._fired = True
             callbacks, self._callbacks = self._callbacks or [], None
-            waiters = list(self._waiter_list or [])
-            cond = self._cond
-        if waiters or cond is not None:
-            with self._condition:
-                for waiter in waiters:
-                    if self.cancelled():
-                        waiter.add_cancelled(self)
-                    elif self.exception() is not None:
-                        waiter.add_exception(self)
-                    else:
-                        waiter.add_result(self)
-                self._condition.notify_all()
+        self._finish()
         for fn in callbacks:
             self._call(fn)
 

@@ -7,15 +7,23 @@ import os
 import pickle
 import sys
 import threading
-from typing import Any, Callable, Optional
+import time
+import weakref
+from typing import Any, Callable, List, Optional
 
 from hetflow._args import find_futures, substitute
 from hetflow._arrays import Access
-from hetflow._errors import freeze_exception
+from hetflow._errors import CancelledError, freeze_exception
 from hetflow._future import Future
 from hetflow._serialize import function_entry
 
 EXECUTORS = ("thread", "process")
+# Far beyond any machine, yet small enough for the engine (and the system) to take.
+MAX_NCPUS = 4096
+MAX_NPROCS = 1024
+MAX_SPIN_US = 10_000_000
+# After an abort, how long the work given up on has to end before its workers are left behind.
+_ABORT_GRACE_S = 0.5
 
 
 def default_executor() -> str:
@@ -31,7 +39,7 @@ def default_executor() -> str:
 
 
 def check_executor(executor: str) -> str:
-    if executor not in EXECUTORS:
+    if not isinstance(executor, str) or executor not in EXECUTORS:
         raise ValueError(f"hetflow: unknown executor {executor!r}; use 'thread' or 'process'")
     return executor
 
@@ -47,6 +55,37 @@ def _env_int(name: str) -> Optional[int]:
     if value < 0:
         raise ValueError(f"hetflow: {name}={text!r} must not be negative")
     return value
+
+
+# The engine keeps priorities in a C int.
+MIN_PRIORITY = -(2**31)
+MAX_PRIORITY = 2**31 - 1
+
+
+def check_priority(priority: Any) -> int:
+    """A task priority: an int (not a bool) in the engine's range; higher runs earlier."""
+    if type(priority) is not int:
+        raise TypeError(
+            f"hetflow: priority must be an int (higher runs earlier, 0 by default), not {type(priority).__name__} "
+            f"{priority!r}"
+        )
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(f"hetflow: priority={priority} is out of range; use an int from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    return priority
+
+
+def check_name(name: Any) -> Optional[str]:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"hetflow: name must be a str (shown in errors and traces) or None, not {type(name).__name__}")
+    return name
+
+
+def _checked_timeout(timeout: Any, where: str) -> Optional[float]:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout or timeout < 0:
+        raise ValueError(f"{where}: timeout must be None (no limit) or a number of seconds >= 0, not {timeout!r}")
+    return float(timeout) if timeout < 1e9 else None  # longer than any run: no limit
 
 
 def _is_future(value: Any) -> bool:
@@ -70,29 +109,34 @@ def resolve_settings(
     ncpus and nprocs with defaults filled in."""
     from hetflow import _hetflow
 
-    def count(value: Any, name: str, least: int) -> None:
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
-            kind = "a positive int" if least else "an int of 0 or more"
-            raise ValueError(f"hetflow.init: {name} must be {kind}, not {value!r}")
+    def count(value: Any, name: str, least: int, most: int, unit: str) -> None:
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"hetflow.init: {name} must be an int from {least} to {most}, not {value!r}")
+        if not least <= value <= most:
+            raise ValueError(f"hetflow.init: {name}={value} is out of range; use {least} to {most} {unit}")
 
     if trace is not None and not isinstance(trace, (str, os.PathLike)):
         raise ValueError(f"hetflow.Runtime: trace must be a path, not {trace!r}")
     if stats is not None and not isinstance(stats, bool):
         raise ValueError(f"hetflow.Runtime: stats must be True or False, not {stats!r}")
-    count(ncpus, "ncpus", 1)
-    count(nprocs, "nprocs", 0)
-    count(spin_us, "spin_us", 0)
-    if sched is not None and sched not in _hetflow.schedulers():
+    count(ncpus, "ncpus", 1, MAX_NCPUS, "CPU workers")
+    count(nprocs, "nprocs", 0, MAX_NPROCS, "worker processes")
+    count(spin_us, "spin_us", 0, MAX_SPIN_US, "microseconds")
+    if sched is not None and (not isinstance(sched, str) or sched not in _hetflow.schedulers()):
         raise ValueError(
             f"hetflow.init: unknown scheduler {sched!r}; known schedulers: {', '.join(_hetflow.schedulers())}"
         )
     executor = check_executor(executor or os.environ.get("HETFLOW_EXECUTOR") or default_executor())
     if ncpus is None:
         ncpus = _env_int("HETFLOW_NCPUS") or len(os.sched_getaffinity(0))
+        count(ncpus, "ncpus (HETFLOW_NCPUS)", 1, MAX_NCPUS, "CPU workers")
     if nprocs is None:
         nprocs = _env_int("HETFLOW_NPROCS")
+        count(nprocs, "nprocs (HETFLOW_NPROCS)", 0, MAX_NPROCS, "worker processes")
     if nprocs is None:
-        nprocs = ncpus
+        nprocs = min(ncpus, MAX_NPROCS)
     return executor, ncpus, nprocs
 
 
@@ -114,7 +158,7 @@ class Runtime:
         trace: Optional[str] = None,
         stats: Optional[bool] = None,
     ) -> None:
-        from hetflow import _hetflow, _protocol  # the engine loads on first use, not at import
+        from hetflow import _hetflow, _protocol, _worker  # the engine loads on first use, not at import
 
         self.executor, ncpus, nprocs = resolve_settings(ncpus, sched, executor, nprocs, spin_us, trace, stats)
         if trace is not None:
@@ -126,7 +170,7 @@ class Runtime:
             ncpus=ncpus,
             scheduler=sched,
             nprocs=nprocs,
-            worker_command=[sys.executable, "-m", "hetflow._worker"],
+            worker_command=_worker.command(),
             worker_environment=[*_protocol.worker_environment(), f"HETFLOW_NUM_CORES={nprocs}"],
             spin_us=spin_us,
             dumps=_dumps_value,
@@ -139,6 +183,10 @@ class Runtime:
         self._dispatcher: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self._closed = False
+        self._shutdown_lock = threading.Lock()
+        self._generation = _fork_generation  # a forked child has another: this engine is not there
+        self.gave_up: Optional[str] = None  # why shutdown gave up on unfinished work, if it did
+        _live.add(self)
 
     # -- submission ----------------------------------------------------------------------------
     def submit(
@@ -156,10 +204,12 @@ class Runtime:
         if not callable(func):
             raise TypeError(f"hetflow: {func!r} is not callable")
         if self._closed:
-            raise RuntimeError("hetflow: cannot submit a task: the runtime has been shut down")
+            raise RuntimeError(self._closed_message())
         executor = check_executor(executor) if executor is not None else self.executor
-        if type(priority) is not int:
-            raise TypeError(f"hetflow: priority must be an int, not {type(priority).__name__}")
+        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            check_priority(priority)
+        if name is not None and type(name) is not str:
+            check_name(name)
         name = name or getattr(func, "__name__", None) or type(func).__name__
         if perfmodel is None and _all_plain(args, kwargs):
             # The common case, kept short: nothing to wait for, no data, no model.
@@ -178,13 +228,14 @@ class Runtime:
             from hetflow._serialize import pack_call
 
             arrays: list = []
+            order: list = []
             if data:
-                args, kwargs, arrays = self._data_for_process(args, kwargs)
+                args, kwargs, arrays, order = self._data_for_process(args, kwargs)
             packed = pack_call(func, args, kwargs, _is_future, reduces_to_placeholder=True)
             deps = [f._task for f in packed.futures]
             task = self._engine.submit_process(
                 self._function_id(packed.func_key, packed.func_bytes), packed.call_bytes, deps, arrays, name, priority,
-                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0,
+                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, order=order,
             )
         else:
             accesses: list = []
@@ -219,7 +270,7 @@ class Runtime:
         """Runs ``func(*args)`` on process worker ``core`` only, after what was sent there before;
         ``launch`` names the offload launch it is a kernel of (0: none)."""
         if self._closed:
-            raise RuntimeError("hetflow: cannot submit a task: the runtime has been shut down")
+            raise RuntimeError(self._closed_message())
         from hetflow._serialize import pack_call
 
         packed = pack_call(func, args, {}, _is_future, reduces_to_placeholder=True)
@@ -242,85 +293,212 @@ class Runtime:
         return self._handles
 
     def _data_for_thread(self, args: tuple, kwargs: dict) -> tuple:
-        """Unwraps access marks; returns the engine accesses [(handle, mode)] of the arrays."""
-        accesses: list = []
+        """Unwraps access marks; returns the engine accesses [(handle, mode)] of the arrays (their
+        own views' and, for ordering, the overlapping views')."""
+        from hetflow._data import engine_accesses
+
+        handles = self.handles
+        merged: dict = {}
 
         def take(value: Any) -> Any:
             value, mode = _unwrap(value)
             if _is_array(value):
-                accesses.append((self.handles.handle(value, mode)[0], mode))
+                handles.accesses(value, mode, merged)
+            elif mode != "R":
+                raise TypeError(_not_data_message(value, mode))
             return value
 
-        return tuple(take(v) for v in args), {k: take(v) for k, v in kwargs.items()}, accesses
+        args, kwargs = tuple(take(v) for v in args), {k: take(v) for k, v in kwargs.items()}
+        return args, kwargs, engine_accesses(merged)
 
     def _data_for_process(self, args: tuple, kwargs: dict) -> tuple:
-        """Replaces each array by an ArrayRef; returns the engine's array specs in ArrayRef order."""
+        """Replaces each array by an ArrayRef; returns the engine's array specs in ArrayRef order
+        and the accesses on overlapping views that order the task without reaching it."""
         from hetflow._arrays import ArrayRef
+        from hetflow._data import _BIT_MODES, _MODE_BITS
 
-        arrays: list = []
-        index_of: dict = {}
+        handles = self.handles
+        merged: dict = {}
+        entries: list = []  # [view, array, the task's own mode bits], in ArrayRef order
+        index_of: dict = {}  # view -> index: one array in the worker per distinct view
 
         def take(value: Any) -> Any:
             value, mode = _unwrap(value)
             if not _is_array(value):
+                if mode != "R":
+                    raise TypeError(_not_data_message(value, mode))
                 return value
-            index = index_of.get(id(value))
+            if value.dtype.hasobject:
+                raise TypeError(
+                    f"hetflow: an array of dtype {value.dtype} cannot reach a worker process: object arrays "
+                    "hold pointers into this process; pass a list or use executor='thread'"
+                )
+            view = handles.accesses(value, mode, merged)
+            index = index_of.get(view)
             if index is None:
-                handle, address, nbytes = self.handles.handle(value, mode)
-                index = index_of[id(value)] = len(arrays)
-                arrays.append((handle, mode, address, nbytes, value))
-            elif "W" in mode and "W" not in arrays[index][1]:
-                entry = arrays[index]
-                arrays[index] = (entry[0], "RW", *entry[2:])
-            return ArrayRef.of(index, value)
+                index = index_of[view] = len(entries)
+                entries.append([view, value, _MODE_BITS[mode]])
+            else:
+                entries[index][2] |= _MODE_BITS[mode]
+            return ArrayRef.of(index, value, view.key[0] - view.low)
 
-        return tuple(take(v) for v in args), {k: take(v) for k, v in kwargs.items()}, arrays
+        args, kwargs = tuple(take(v) for v in args), {k: take(v) for k, v in kwargs.items()}
+        arrays = []
+        for view, array, own in entries:
+            engine_mode = _BIT_MODES[merged.pop(view.handle)]
+            arrays.append(
+                (
+                    view.handle, engine_mode, bool(own & 2), view.low, view.high - view.low, view.key[0] - view.low,
+                    array.shape, array.strides, array.itemsize, array,
+                )
+            )
+        order = [(handle, _BIT_MODES[bits]) for handle, bits in merged.items()]
+        return args, kwargs, arrays, order
 
     # -- completion notices ----------------------------------------------------------------------
     def watch(self, future: Future) -> None:
         """Has ``future._fire()`` called on the dispatcher thread once its task finishes."""
+        self.check_usable(future.name)
         with self._lock:
+            self._engine.watch(future._task, future)
+            # After shutdown the dispatcher ends once nothing is left; a later watch (of a task
+            # finished by then, notified at once) starts another.
             if self._dispatcher is None:
                 self._dispatcher = threading.Thread(target=self._dispatch, name="hetflow-completions", daemon=True)
                 self._dispatcher.start()
-        self._engine.watch(future._task, future)
 
     def _dispatch(self) -> None:
         while True:
             for future in self._engine.drain_completions(100):
                 future._fire()
             if self._engine.is_shut_down() and self._closed:
-                for future in self._engine.drain_completions(0):
+                with self._lock:
+                    last = self._engine.drain_completions(0)
+                    if not last:
+                        self._dispatcher = None
+                        return
+                for future in last:
                     future._fire()
-                return
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def check_usable(self, task_name: str) -> None:
+        """Raises instead of letting a caller wait for a task that will never finish here: one
+        submitted before this process was forked, or one that shutdown gave up on."""
+        if self._generation != _fork_generation:
+            raise RuntimeError(
+                f"hetflow: task '{task_name}' belongs to the runtime of the parent process, from before "
+                "this process was forked; it does not run here. Submit it again in this process."
+            )
+        if self.gave_up is not None and self._engine.is_shut_down():
+            raise CancelledError(f"task '{task_name}' did not finish: {self.gave_up}")
+
+    def inside_task(self) -> bool:
+        """True on a worker thread of this runtime (in a thread-executor task)."""
+        return self._engine.inside_task()
+
     def wait_all(self, timeout: Optional[float] = None) -> bool:
+        if self._engine.inside_task():
+            raise RuntimeError(
+                "hetflow.wait_for_all() cannot be called inside a task: it would wait for that task itself; "
+                "wait for the futures it needs instead"
+            )
         try:
-            return self._engine.wait_all(timeout)
+            return self._engine.wait_all(_checked_timeout(timeout, "hetflow.wait_for_all"))
         except KeyboardInterrupt:
             self.interrupted = True
             raise
 
-    def shutdown(self) -> None:
-        """Waits for the submitted work, then stops. If a wait on this runtime was interrupted
-        (Ctrl-C), or this wait is, it gives up instead: tasks not started are cancelled and the
-        worker processes are ended."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if not self.interrupted:
-                while not self._engine.wait_all(0.2):
-                    pass
-        except KeyboardInterrupt:
-            self.interrupted = True
-        if self.interrupted:
-            self._engine.abort()
-        self._engine.shutdown()
+    def shutdown(
+        self, timeout: Optional[float] = None, cancel_futures: bool = False, *, idle_timeout: Optional[float] = None
+    ) -> None:
+        """Waits for the submitted work (at most ``timeout`` seconds; None: as long as it takes),
+        then stops. ``cancel_futures``: the tasks not started yet are cancelled first.
+        ``idle_timeout``: gives up once that many seconds pass without a task finishing.
+
+        Giving up (time out, Ctrl-C now or in an earlier wait on this runtime) cancels the tasks
+        not started and ends the worker processes, so that their futures fail; thread-executor
+        tasks still running cannot be stopped: their workers are left to finish them, detached.
+        A Ctrl-C is raised again once the work is given up."""
+        timeout = _checked_timeout(timeout, "hetflow.shutdown")
+        if not isinstance(cancel_futures, bool):
+            raise TypeError(f"hetflow.shutdown: cancel_futures must be True or False, not {cancel_futures!r}")
+        if not self._closed and self._engine.inside_task():
+            raise RuntimeError(
+                "hetflow.shutdown() cannot be called inside a task of the runtime it would stop: it would "
+                "wait for that task itself; call it from the program that submitted the work"
+            )
+        with self._shutdown_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if cancel_futures:
+                self._engine.cancel_pending()
+            try:
+                why = (
+                    "an earlier wait on the runtime was interrupted (Ctrl-C)"
+                    if self.interrupted
+                    else self._wait_for_work(timeout, idle_timeout)
+                )
+            except KeyboardInterrupt:
+                self.interrupted = True
+                self._give_up("hetflow.shutdown() was interrupted (Ctrl-C)")
+                self._join_dispatcher()
+                raise
+            if why is None:
+                self._engine.shutdown()
+            else:
+                self._give_up(why)
+        self._join_dispatcher()
+
+    def _wait_for_work(self, timeout: Optional[float], idle_timeout: Optional[float]) -> Optional[str]:
+        """Waits for every submitted task; None once they are done, else why it stopped waiting:
+        ``timeout`` passed, or ``idle_timeout`` passed without a task finishing."""
+        late = f"hetflow.shutdown(timeout={timeout!r}) ended it: the work was not finished in time"
+        if idle_timeout is None:
+            return None if self._engine.wait_all(timeout) else late
+        now = time.monotonic()
+        deadline = float("inf") if timeout is None else now + timeout
+        unfinished = self._engine.outstanding()
+        progress_at = now
+        while True:
+            step = min(0.2, max(0.0, deadline - now), max(0.0, progress_at + idle_timeout - now))
+            if self._engine.wait_all(step):
+                return None
+            now = time.monotonic()
+            count = self._engine.outstanding()
+            if count != unfinished:
+                unfinished, progress_at = count, now
+            if now >= deadline:
+                return late
+            if now >= progress_at + idle_timeout:
+                return (
+                    f"hetflow ended it at interpreter exit: no task had finished for {idle_timeout:g} s "
+                    "(HETFLOW_EXIT_TIMEOUT)"
+                )
+
+    abandoned_tasks = 0  # unfinished tasks when shutdown gave up
+
+    def _give_up(self, reason: str) -> None:
+        """Cancels the tasks not started, ends the worker processes and stops; workers still
+        in a task by then are left running, with the engine they use."""
+        self.gave_up = reason
+        self.abandoned_tasks = self._engine.outstanding()
+        self._engine.abort()
+        if self._engine.shutdown_within(_ABORT_GRACE_S):
+            _abandoned.append(self._engine)  # its remaining workers still use it: never destroyed
+
+    def _join_dispatcher(self) -> None:
         dispatcher = self._dispatcher
-        if dispatcher is not None and dispatcher is not threading.current_thread():
+        if dispatcher is not None and dispatcher is not threading.current_thread() and self._engine.is_shut_down():
             dispatcher.join(timeout=5)
+
+    def _closed_message(self) -> str:
+        if self._generation != _fork_generation:
+            return (
+                "hetflow: this runtime belongs to the parent process, from before this process was forked; "
+                "hetflow calls here start a new one (hetflow.init() or first use)"
+            )
+        return "hetflow: cannot submit a task: the runtime has been shut down"
 
     def workers(self) -> list:
         return self._engine.workers()
@@ -362,6 +540,15 @@ def _is_array(value: Any) -> bool:
     return numpy is not None and isinstance(value, numpy.ndarray)
 
 
+def _not_data_message(value: Any, mode: str) -> str:
+    return (
+        f"hetflow: access mode {mode} needs a numpy array, not {type(value).__name__}: only numpy arrays "
+        "are tracked as task data (a worker process would get a copy and its writes would be lost). "
+        "Use hetflow.zeros / hetflow.array (or numpy.frombuffer for bytes-like objects), or pass the "
+        "value unmarked (read) and return what the task makes"
+    )
+
+
 def _unwrap(value: Any) -> tuple:
     if type(value) is Access:
         return value.value, value.mode
@@ -395,6 +582,12 @@ def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
 
 _current: Optional[Runtime] = None
 _current_lock = threading.RLock()
+# Changes in a forked child: runtimes made before belong to the parent.
+_fork_generation = 0
+_live: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+# Engines never destroyed: their workers are still in tasks that shutdown gave up on, or (in a
+# forked child) they have no threads here and destroying them would wait for ever.
+_abandoned: List[Any] = []
 
 
 def current() -> Runtime:
@@ -409,23 +602,105 @@ def current() -> Runtime:
         return _current
 
 
+def _refuse_inside_task(what: str) -> None:
+    runtime = _current
+    if runtime is not None and not runtime._closed and runtime.inside_task():
+        raise RuntimeError(
+            f"hetflow.{what}() cannot be called inside a task: it would stop the runtime that runs the task "
+            "and wait for that task itself; call it from the program that submitted the work"
+        )
+
+
 def start(**settings: Any) -> Runtime:
     global _current
     resolve_settings(**settings)  # a bad setting leaves the running runtime alone
+    _refuse_inside_task("init")
     with _current_lock:
         if _current is not None:
-            _current.shutdown()
-            _current = None
+            try:
+                _current.shutdown()
+            finally:
+                _current = None
         _current = Runtime(**settings)
         return _current
 
 
-def stop() -> None:
+def stop(timeout: Optional[float] = None, cancel_futures: bool = False) -> None:
     global _current
+    _checked_timeout(timeout, "hetflow.shutdown")
+    _refuse_inside_task("shutdown")
     with _current_lock:
         if _current is not None:
-            _current.shutdown()
-            _current = None
+            try:
+                _current.shutdown(timeout, cancel_futures)
+            finally:
+                _current = None
 
 
-atexit.register(stop)
+EXIT_TIMEOUT_DEFAULT = 60.0
+
+
+def exit_timeout() -> Optional[float]:
+    """HETFLOW_EXIT_TIMEOUT: seconds without a task finishing after which the interpreter's exit
+    stops waiting for the work (default 60; ``none``: wait for ever; 0: do not wait)."""
+    text = os.environ.get("HETFLOW_EXIT_TIMEOUT", "").strip()
+    if not text:
+        return EXIT_TIMEOUT_DEFAULT
+    if text.lower() in ("none", "inf", "never"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        print(
+            f"hetflow: HETFLOW_EXIT_TIMEOUT={text!r} is not a number of seconds >= 0 or 'none'; "
+            f"using {EXIT_TIMEOUT_DEFAULT:g}",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT_DEFAULT
+    return value
+
+
+def _at_exit() -> None:
+    """Waits for the work while it makes progress; gives up (cancels what has not started,
+    ends the worker processes) after HETFLOW_EXIT_TIMEOUT seconds without a task finishing."""
+    global _current
+    with _current_lock:
+        runtime, _current = _current, None
+    if runtime is None or runtime._generation != _fork_generation:
+        return
+    if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+        runtime.interrupted = True  # the program ended on Ctrl-C: do not wait for its work
+    idle = exit_timeout()
+    if idle is None:
+        runtime.shutdown()
+    else:
+        runtime.shutdown(idle_timeout=idle)
+    if runtime.gave_up is not None and not runtime.interrupted:
+        count = runtime.abandoned_tasks
+        print(
+            f"hetflow: exiting without {count} unfinished task{'s' if count != 1 else ''}: {runtime.gave_up}",
+            file=sys.stderr,
+        )
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts afresh: the runtimes it inherited have no threads here, so they are
+    let go of without being shut down, and hetflow calls start a new one."""
+    global _current, _current_lock, _fork_generation
+    _fork_generation += 1
+    _current = None
+    _current_lock = threading.RLock()  # another thread may have held it at the fork
+    for runtime in list(_live):
+        runtime._engine.forget()
+        runtime._closed = True
+        runtime._shutdown_lock = threading.Lock()
+        runtime._lock = threading.Lock()
+        _abandoned.append(runtime)
+    _live.clear()
+    Future._lock = threading.Lock()
+
+
+atexit.register(_at_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -32,6 +32,10 @@ class TaskOptions:
     ) -> None:
         if executor is not None:
             _runtime.check_executor(executor)
+        _runtime.check_priority(priority)
+        _runtime.check_name(name)
+        if perfmodel is not None and not isinstance(perfmodel, str):
+            raise TypeError(f"hetflow: perfmodel must be a symbol (str) or None, not {type(perfmodel).__name__}")
         self.executor = executor
         self.name = name
         self.priority = priority
@@ -125,6 +129,13 @@ class DelayedFunction:
 
 
 def _checked_access(func: Callable[..., Any], access: Optional[Dict[str, str]]) -> Dict[str, str]:
+    if access is None:
+        return {}
+    if not isinstance(access, dict):
+        raise TypeError(
+            f"hetflow.delayed: access must be a dict of parameter name -> mode ('R', 'W' or 'RW'), "
+            f"e.g. access={{'out': 'W'}}, not {type(access).__name__} {access!r}"
+        )
     if not access:
         return {}
     import inspect
@@ -137,8 +148,12 @@ def _checked_access(func: Callable[..., Any], access: Optional[Dict[str, str]]) 
         parameters = None
     checked = {}
     for name, mode in access.items():
+        if not isinstance(name, str):
+            raise TypeError(f"hetflow.delayed: access keys are parameter names (str), not {name!r}")
         if parameters is not None and name not in parameters:
             raise ValueError(f"hetflow.delayed: access names {name!r}, which is not a parameter of {func.__name__}")
+        if not isinstance(mode, str) or mode.upper() not in ("R", "W", "RW"):
+            raise ValueError(f"hetflow.delayed: access[{name!r}] is {mode!r}; a mode is 'R', 'W' or 'RW'")
         checked[name] = check_mode(mode)
     return checked
 

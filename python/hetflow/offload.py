@@ -99,7 +99,7 @@ def _cores(runtime: Any, auto: Optional[int], target: Target) -> List[int]:
     if auto is not None and target is not None:
         raise ValueError("hetflow.offload: give auto or target, not both")
     if target is not None:
-        cores = [target] if isinstance(target, int) else list(target)
+        cores = _target_cores(target)
         if not cores:
             raise ValueError("hetflow.offload: target names no core")
         for core in cores:
@@ -109,7 +109,7 @@ def _cores(runtime: Any, auto: Optional[int], target: Target) -> List[int]:
             raise ValueError(f"hetflow.offload: target {cores} names a core twice")
         return sorted(cores)
     if auto is not None:
-        if not isinstance(auto, int) or auto < 1:
+        if not isinstance(auto, int) or isinstance(auto, bool) or auto < 1:
             raise ValueError(f"hetflow.offload: auto must be a positive number of cores, not {auto!r}")
         if auto > count:
             raise ValueError(f"hetflow.offload: auto={auto} but there are only {count} cores")
@@ -157,6 +157,24 @@ class OffloadedFunction:
         return handle if asynchronous else handle.wait()
 
 
+def _target_cores(target: Any) -> List[int]:
+    """The cores ``target`` names: one core id (an int), or a list (tuple, range) of them."""
+    if isinstance(target, int) and not isinstance(target, bool):
+        return [target]
+    if not isinstance(target, (list, tuple, range, set, frozenset)):
+        raise TypeError(
+            f"hetflow.offload: target must be a core id (an int) or a list of core ids, not "
+            f"{type(target).__name__} {target!r}"
+        )
+    cores = list(target)
+    for core in cores:
+        if not isinstance(core, int) or isinstance(core, bool):
+            raise TypeError(
+                f"hetflow.offload: target names {core!r} ({type(core).__name__}); core ids are ints"
+            )
+    return cores
+
+
 def _options(options: Dict[str, Any], where: str) -> Tuple[bool, Optional[int], Target]:
     unknown = set(options) - set(_LAUNCH_OPTIONS)
     if unknown:
@@ -164,6 +182,8 @@ def _options(options: Dict[str, Any], where: str) -> Tuple[bool, Optional[int], 
             f"{where}: unknown keyword {', '.join(sorted(unknown))}; use asynchronous (or async), auto or target"
         )
     asynchronous = options.get("asynchronous", options.get("async", False))
+    if options.get("target") is not None:
+        _target_cores(options["target"])  # a wrong type fails where it is written
     return bool(asynchronous), options.get("auto"), options.get("target")
 
 

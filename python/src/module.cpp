@@ -8,6 +8,7 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -19,6 +20,8 @@
 #include <vector>
 
 #include "completions.hpp"
+#include "core/runtime_impl.hpp"
+#include "core/worker.hpp"
 #include "gil_session.hpp"
 #include "hetflow/detail/body.hpp"
 #include "hetflow/hetflow.hpp"
@@ -191,15 +194,24 @@ class PyAcquisition {
 };
 
 /// An array a process task uses: where it is, how the task uses it, and the array object,
-/// kept alive until the task is done.
+/// kept alive until the task is done. A view copied into a scratch segment keeps its offsets
+/// there; only its own elements travel, so that tasks on disjoint views of one plain array (every
+/// other element, column blocks) never copy back over each other's results.
 struct ArrayArgument {
-  std::uintptr_t address = 0;
-  std::size_t nbytes = 0;
-  bool writes = false;
+  std::uintptr_t address = 0;  // the lowest byte of the view
+  std::size_t nbytes = 0;      // the bytes between its lowest and highest element, inclusive
+  bool writes = false;         // the task's own access writes it: copied back after the task
+  std::size_t first = 0;       // element 0, in bytes from `address`
+  std::vector<std::ptrdiff_t> shape;
+  std::vector<std::ptrdiff_t> strides;  // in bytes, as numpy has them (negative ones too)
+  std::size_t itemsize = 0;
   PyRef array;
 };
 
-using ArraySpec = std::tuple<const ArrayHandle*, std::string, std::uintptr_t, std::size_t, nb::handle>;
+// handle, engine mode, copied back, lowest address, bytes spanned, element 0's offset, shape,
+// strides, item size, the array.
+using ArraySpec = std::tuple<const ArrayHandle*, std::string, bool, std::uintptr_t, std::size_t, std::size_t,
+                             std::vector<std::ptrdiff_t>, std::vector<std::ptrdiff_t>, std::size_t, nb::handle>;
 using AccessSpec = std::pair<const ArrayHandle*, std::string>;
 
 struct FunctionCode {
@@ -287,7 +299,8 @@ class PyRuntime {
 
   TaskRef submit_process(std::size_t function_id, nb::bytes call, const std::vector<const TaskRef*>& deps,
                          const std::vector<ArraySpec>& arrays, const std::string& name, int priority, int worker,
-                         std::uint64_t launch, const std::optional<std::string>& perfmodel, std::size_t size) {
+                         std::uint64_t launch, const std::optional<std::string>& perfmodel, std::size_t size,
+                         const std::vector<AccessSpec>& order) {
     std::shared_ptr<const FunctionCode> function;
     {
       std::lock_guard guard(functions_mutex_);
@@ -297,11 +310,15 @@ class PyRuntime {
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::process;
     options.worker = worker;
-    std::vector<AccessSpec> access_specs;
+    std::vector<AccessSpec> access_specs = order;  // overlapping views: for ordering only
     std::vector<ArrayArgument> array_arguments;
-    for (const auto& [handle, mode, address, nbytes, array] : arrays) {
+    for (const auto& [handle, mode, copy_back, address, nbytes, first, shape, strides, itemsize, array] : arrays) {
+      if (shape.size() != strides.size() || first >= std::max<std::size_t>(nbytes, 1)) {
+        throw nb::value_error("hetflow: inconsistent array description");
+      }
       access_specs.emplace_back(handle, mode);
-      array_arguments.push_back({address, nbytes, writes(parse_access_mode(mode)), PyRef::borrow(array.ptr())});
+      array_arguments.push_back(
+          {address, nbytes, copy_back, first, shape, strides, itemsize, PyRef::borrow(array.ptr())});
     }
     std::vector<DataAccess> data = data_accesses(access_specs);
     options.data_list = data;
@@ -353,6 +370,51 @@ class PyRuntime {
 
   void abort() {
     if (runtime_ && !runtime_->is_shut_down()) runtime_->abort();
+  }
+
+  /// Tasks not started yet are cancelled instead of run; running ones go on.
+  void cancel_pending() {
+    if (runtime_ && !runtime_->is_shut_down()) runtime_->impl().cancel_pending();
+  }
+
+  /// Lets go of the engine without stopping or destroying it: in a forked child, where its
+  /// threads do not exist (stopping it would wait for ever) and its locks may be held for good.
+  void forget() {
+    static_cast<void>(runtime_.release());
+    nb::set_leak_warnings(false);
+  }
+
+  /// Submitted tasks not finished yet.
+  [[nodiscard]] std::int64_t outstanding() const {
+    return runtime_ && !runtime_->is_shut_down() ? runtime_->impl().outstanding() : 0;
+  }
+
+  /// Whether the calling thread is one of this runtime's workers (a thread task runs there).
+  [[nodiscard]] bool inside_task() const {
+    const detail::WorkerState* worker = detail::current_worker();
+    return worker != nullptr && runtime_ && worker->runtime == &runtime_->impl();
+  }
+
+  /// Shuts down, waiting for the work at most `timeout` seconds; workers still in a task then
+  /// are left running (a thread task cannot be stopped), and so is the engine they use, which
+  /// is let go of without being destroyed. Returns how many workers were left.
+  unsigned shutdown_within(double timeout) {
+    if (!runtime_) return 0;
+    unsigned left = 0;
+    {
+      nb::gil_scoped_release release;
+      left = runtime_->impl().shutdown_until(std::chrono::steady_clock::now() +
+                                             std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                 std::chrono::duration<double>(std::max(timeout, 0.0))));
+    }
+    if (left > 0) {
+      static_cast<void>(runtime_.release());  // still used by the workers left running
+      nb::set_leak_warnings(false);           // the Python objects they hold are kept on purpose
+    } else {
+      shutdown();
+    }
+    completions_.close();
+    return left;
   }
 
   void shutdown() {
@@ -424,6 +486,62 @@ class PyRuntime {
     return out;
   }
 
+  // Copies the elements of `array` (and no byte between them) from `from` to `to`, both laid out
+  // like the view's span: element 0 at `first`. Runs of adjacent elements go in one memcpy; a
+  // contiguous view is a single one.
+  static void copy_elements(std::byte* to, const std::byte* from, const ArrayArgument& array) {
+    struct Dim {
+      std::ptrdiff_t extent;
+      std::ptrdiff_t stride;
+    };
+    std::vector<Dim> dims;
+    std::ptrdiff_t offset = static_cast<std::ptrdiff_t>(array.first);
+    for (std::size_t k = 0; k < array.shape.size(); ++k) {
+      const std::ptrdiff_t extent = array.shape[k];
+      std::ptrdiff_t stride = array.strides[k];
+      if (extent <= 0) return;                   // no elements
+      if (extent == 1 || stride == 0) continue;  // the same addresses either way
+      if (stride < 0) {                          // the same set of addresses, walked upwards
+        offset += (extent - 1) * stride;
+        stride = -stride;
+      }
+      dims.push_back({extent, stride});
+    }
+    std::sort(dims.begin(), dims.end(), [](const Dim& a, const Dim& b) { return a.stride > b.stride; });
+    std::vector<Dim> merged;
+    for (const Dim& dim : dims) {
+      if (!merged.empty() && merged.back().stride == dim.extent * dim.stride) {
+        merged.back() = {merged.back().extent * dim.extent, dim.stride};
+      } else {
+        merged.push_back(dim);
+      }
+    }
+    const auto itemsize = static_cast<std::ptrdiff_t>(array.itemsize);
+    std::ptrdiff_t run = itemsize;
+    if (!merged.empty() && merged.back().stride == itemsize) {
+      run = merged.back().extent * itemsize;
+      merged.pop_back();
+    }
+    std::ptrdiff_t reach = offset + run;
+    for (const Dim& dim : merged) reach += (dim.extent - 1) * dim.stride;
+    if (offset < 0 || reach > static_cast<std::ptrdiff_t>(array.nbytes)) {
+      throw Error("hetflow: an array's layout lies outside its span");
+    }
+    std::vector<std::ptrdiff_t> index(merged.size(), 0);
+    for (;;) {
+      std::memcpy(to + offset, from + offset, static_cast<std::size_t>(run));
+      std::size_t k = merged.size();
+      for (; k > 0; --k) {
+        Dim& dim = merged[k - 1];
+        offset += dim.stride;
+        if (++index[k - 1] < dim.extent) break;
+        offset -= dim.extent * dim.stride;
+        index[k - 1] = 0;
+      }
+      if (k == 0) return;
+    }
+  }
+
   // Where the worker process finds each array: in the array's own shared segment (no copy), or
   // in a scratch segment of this worker that the array is copied into (and, if written, back).
   // `copies[i]` is the scratch segment array i was copied into (base == nullptr: not copied).
@@ -437,7 +555,7 @@ class PyRuntime {
         table += segment->locate(array.address - reinterpret_cast<std::uintptr_t>(segment->base), array.nbytes);
       } else {
         const Segment& scratch = scratch_segment(first_slot + i, array.nbytes);
-        std::memcpy(scratch.base, reinterpret_cast<const void*>(array.address), array.nbytes);
+        copy_elements(scratch.base, reinterpret_cast<const std::byte*>(array.address), array);
         copies[i] = scratch;
         table += scratch.locate(0, array.nbytes);
       }
@@ -463,6 +581,15 @@ class PyRuntime {
     TaskResult operator()(TaskContext& context) { return runtime->run_batch(context, call); }
   };
 
+  // Once a task's replies are in (or it failed), the scratch segments its arrays were copied
+  // into are trimmed: a large array passed once is not kept copied for the worker's lifetime.
+  struct ScratchTrim {
+    ScratchTrim() = default;
+    ScratchTrim(const ScratchTrim&) = delete;
+    ScratchTrim& operator=(const ScratchTrim&) = delete;
+    ~ScratchTrim() { trim_scratch(); }
+  };
+
   // A kernel of an offload launch: alone, answering its messages; its peers must not wait for
   // it if it fails.
   struct KernelBody {
@@ -470,12 +597,15 @@ class PyRuntime {
     ProcessCall call;
     std::uint64_t launch;
     TaskResult operator()(TaskContext& context) {
+      auto* channel = static_cast<ProcessChannel*>(context.driver_state());
+      // However the kernel ends, its peers stop waiting for messages from it.
       struct Done {
         MessageHub& hub;
         std::uint64_t launch;
-        ~Done() { hub.kernel_done(launch); }
-      } done{runtime->hub_, launch};
-      auto* channel = static_cast<ProcessChannel*>(context.driver_state());
+        std::uint32_t core;
+        ~Done() { hub.kernel_done(launch, core); }
+      } done{runtime->hub_, launch, channel->index()};
+      const ScratchTrim trim;
       try {
         ProcessRequestHandler on_request = [this, core = channel->index()](const ProcessMessage& request) {
           return runtime->answer_kernel(request, launch, core);
@@ -506,6 +636,7 @@ class PyRuntime {
   // sent after it are sent again to its replacement.
   TaskResult run_batch(TaskContext& context, ProcessCall& lead) {
     using Stored = detail::Bound<BatchedBody>;
+    const ScratchTrim trim;
     auto* channel = static_cast<ProcessChannel*>(context.driver_state());
     std::size_t companions = 0;
     double expected = lead.function->recent_seconds.load(std::memory_order_relaxed);
@@ -629,6 +760,7 @@ class PyRuntime {
   // The parts of a RUN message; they point into `call`, `table`, `inputs` and `id`.
   std::vector<std::string_view> run_message(ProcessChannel& channel, const ProcessCall& call, const std::string& table,
                                             const std::vector<std::string>& inputs, char (&id)[8]) {
+    channel.prepare();  // an idle child that died is replaced before `knows` is asked
     const std::uint64_t task_id = next_task_id_++;
     for (int i = 0; i < 8; ++i) id[i] = static_cast<char>((task_id >> (8 * i)) & 0xff);
     const FunctionCode& function = *call.function;
@@ -647,7 +779,7 @@ class PyRuntime {
     if (reply.kind == kReplyResult && reply.parts.size() >= 2) {
       for (std::size_t i = 0; i < call.arrays.size(); ++i) {
         if (copies[i].base != nullptr && call.arrays[i].writes) {
-          std::memcpy(reinterpret_cast<void*>(call.arrays[i].address), copies[i].base, call.arrays[i].nbytes);
+          copy_elements(reinterpret_cast<std::byte*>(call.arrays[i].address), copies[i].base, call.arrays[i]);
         }
       }
       TaskResult result;
@@ -704,7 +836,8 @@ NB_MODULE(_hetflow, m) {
            "perfmodel"_a = nb::none(), "size"_a = 0)
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
       .def("submit_process", &PyRuntime::submit_process, "function_id"_a, "call"_a, "deps"_a, "arrays"_a, "name"_a,
-           "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0)
+           "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0,
+           "order"_a = std::vector<AccessSpec>{})
       .def("open_launch", &PyRuntime::open_launch, "launch"_a, "size"_a)
       .def("pinned_load", &PyRuntime::pinned_load, "worker"_a)
       .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a)
@@ -715,6 +848,11 @@ NB_MODULE(_hetflow, m) {
       .def("wait_all", &PyRuntime::wait_all, "timeout"_a = nb::none())
       .def("shutdown", &PyRuntime::shutdown)
       .def("abort", &PyRuntime::abort)
+      .def("cancel_pending", &PyRuntime::cancel_pending)
+      .def("inside_task", &PyRuntime::inside_task)
+      .def("outstanding", &PyRuntime::outstanding)
+      .def("forget", &PyRuntime::forget)
+      .def("shutdown_within", &PyRuntime::shutdown_within, "timeout"_a)
       .def("is_shut_down", &PyRuntime::is_shut_down)
       .def("workers", &PyRuntime::workers)
       .def("scheduler_name", &PyRuntime::scheduler_name);
@@ -728,6 +866,9 @@ NB_MODULE(_hetflow, m) {
         return nb::ndarray<nb::numpy, std::uint8_t, nb::ndim<1>>(segment.base, {nbytes}, owner);
       },
       "nbytes"_a, "A uint8 numpy array of nbytes in memory that worker processes share.");
+
+  m.def("scratch_bytes", &scratch_bytes,
+        "Bytes of the scratch shared memory that plain arrays are copied into for worker processes.");
 
   m.def("schedulers", [] {
     std::vector<std::string> names;

@@ -331,3 +331,42 @@ def test_result_waits_from_several_threads(gate):
     for t in waiters:
         t.join(timeout=30)
     assert results == [7, 7, 7, 7]
+
+
+# -- many waits on futures that finish while wait() looks at them -----------------------------------------
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_wait_and_as_completed_never_miss_a_future_finishing_meanwhile(executor):
+    # wait() reads each future's state twice under its condition and installs a waiter in
+    # between; a future finishing in that window must be counted exactly once, or wait()
+    # returns too early (ALL_COMPLETED with futures left over) or never returns.
+    submit = submit_on(executor)
+    modes = [cf.ALL_COMPLETED, cf.FIRST_EXCEPTION, cf.FIRST_COMPLETED]
+    for i in range(4000):
+        futures = [submit(add, i, 1), submit(add, i, 2), submit(add, i, 3)]
+        if i % 4 == 0:
+            futures.append(submit(fail, "x"))
+        mode = modes[i % 3]
+        done, not_done = cf.wait(futures, timeout=30, return_when=mode)
+        assert done | not_done == set(futures) and not done & not_done
+        assert all(f.done() for f in done), (i, mode)
+        assert done, (i, mode)
+        if mode == cf.ALL_COMPLETED:
+            assert not not_done, (i, mode, [f.done() for f in futures])
+        elif mode == cf.FIRST_EXCEPTION and not_done:
+            assert any(f.exception() is not None for f in done), (i, mode)
+        if i % 5 == 0:
+            seen = list(cf.as_completed(futures, timeout=30))
+            assert len(seen) == len(futures) and set(seen) == set(futures), i
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_wait_and_as_completed_after_shutdown(executor):
+    futures = [submit_on(executor)(add, i, 1) for i in range(10)]
+    futures[0].add_done_callback(lambda f: None)  # the completion dispatcher has run
+    hetflow.shutdown()
+    done, not_done = cf.wait(futures, timeout=30)
+    assert done == set(futures) and not not_done
+    assert set(cf.as_completed(futures, timeout=30)) == set(futures)
+    seen = []
+    futures[1].add_done_callback(seen.append)
+    assert seen == [futures[1]]

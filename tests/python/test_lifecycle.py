@@ -3,12 +3,15 @@ variables, exit of the interpreter."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import threading
+import time
 
 import pytest
 
 import hetflow
-from hf_subprocess import leftovers, run_script
+from hf_subprocess import Child, leftovers, run_script, write_script
 
 ENV_VARS = ("HETFLOW_NCPUS", "HETFLOW_SCHED", "HETFLOW_EXECUTOR", "HETFLOW_NPROCS")
 
@@ -320,3 +323,294 @@ def test_exit_without_shutdown_after_process_tasks_on_shared_arrays_is_clean(tmp
     assert leftovers(workers) == {}, "worker processes outlived the interpreter"
     for bad in ("leaked", "resource_tracker", "Traceback", "Exception ignored", "Warning"):
         assert bad not in err, err
+
+
+# -- shutdown that cannot hang ---------------------------------------------------------------------
+STUCK = """
+import os, sys, time
+import hetflow
+
+def forever():
+    import time
+    while True:
+        time.sleep(0.02)
+
+def inc(x):
+    return x + 1
+
+def outcome(future):
+    try:
+        return repr(future.result(timeout=30))
+    except BaseException as error:
+        return f"{type(error).__name__}: {error}"
+
+hetflow.init(ncpus=2, executor=EXECUTOR)
+stuck = [hetflow.submit(forever) for _ in range(2)]
+queued = [hetflow.submit(inc, i) for i in range(4)]
+workers = hf_children()
+print("WORKERS", workers)
+"""
+
+
+def _workers(out):
+    return eval(out.split("WORKERS ", 1)[1].splitlines()[0])
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_shutdown_with_a_timeout_returns_although_tasks_never_return(tmp_path, executor):
+    rc, out, err = run_script(
+        tmp_path,
+        f"EXECUTOR = {executor!r}\n"
+        + STUCK
+        + """
+hetflow.shutdown(timeout=0.5)
+for future in stuck + queued:
+    print("OUTCOME", outcome(future))
+print("AGAIN", hetflow.submit(inc, 1).result(timeout=30))
+""",
+    )
+    assert rc == 0, err
+    outcomes = [line[len("OUTCOME ") :] for line in out.splitlines() if line.startswith("OUTCOME")]
+    assert len(outcomes) == 6
+    for text in outcomes:
+        assert text.startswith(("CancelledError", "WorkerCrashedError")), text
+        assert "shutdown(timeout=0.5)" in text, text
+    assert "AGAIN 2" in out
+    assert leftovers(_workers(out)) == {}, "worker processes outlived the interpreter"
+    assert "Traceback" not in err and "FATAL" not in err and "leaked" not in err, err
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_shutdown_cancel_futures_cancels_what_has_not_started(tmp_path, executor):
+    rc, out, err = run_script(
+        tmp_path,
+        f"""
+import os, time
+import hetflow
+
+def slow(marker):
+    open(marker, "w").close()
+    time.sleep(0.3)
+    return "slow"
+
+def inc(x):
+    return x + 1
+
+hetflow.init(ncpus=1, nprocs=1, executor={executor!r})
+marker = os.path.abspath("started")
+running = hetflow.submit(slow, marker)
+while not os.path.exists(marker):
+    time.sleep(0.005)
+queued = [hetflow.submit(inc, i) for i in range(5)]
+hetflow.shutdown(cancel_futures=True)
+print("RUNNING", running.result(timeout=0))
+print("CANCELLED", [f.cancelled() for f in queued])
+""",
+    )
+    assert rc == 0, err
+    assert "RUNNING slow" in out
+    assert "CANCELLED [True, True, True, True, True]" in out
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_exit_gives_up_after_hetflow_exit_timeout_without_progress(tmp_path, executor):
+    rc, out, err = run_script(
+        tmp_path,
+        f"EXECUTOR = {executor!r}\n" + STUCK + 'os.environ["HETFLOW_EXIT_TIMEOUT"] = "1"\n',
+    )
+    assert rc == 0, err
+    assert re.search(r"hetflow: exiting without 6 unfinished tasks: .*HETFLOW_EXIT_TIMEOUT", err), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert leftovers(_workers(out)) == {}, "worker processes outlived the interpreter"
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_tasks_left_running_at_exit_still_complete(tmp_path, executor):
+    rc, out, err = run_script(
+        tmp_path,
+        f"""
+import sys, time
+import hetflow
+
+def work(i):
+    time.sleep(0.05)
+    sys.stdout.write(f"DONE {{i}};")  # one write: the lines of two threads do not mix
+    sys.stdout.flush()
+
+hetflow.init(ncpus=2, executor={executor!r})
+for i in range(8):
+    hetflow.submit(work, i)
+""",
+    )
+    assert rc == 0, err
+    assert sorted(int(i) for i in re.findall(r"DONE (\d+);", out)) == list(range(8)), out
+    assert err == "", err
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_ctrl_c_during_shutdown_gives_the_work_up_and_propagates(tmp_path, executor):
+    script = write_script(
+        tmp_path,
+        f"EXECUTOR = {executor!r}\n"
+        + STUCK
+        + """
+print("READY", flush=True)
+try:
+    hetflow.shutdown()
+finally:
+    print("OUTCOME", outcome(stuck[0]), flush=True)
+""",
+    )
+    with Child(tmp_path, [str(script)]) as child:
+        lines = child.readline_until("READY")
+        child.workers = _workers("\n".join(lines))
+        time.sleep(0.3)  # shutdown() is waiting by now
+        os.kill(child.pid, signal.SIGINT)
+        rc, out, err = child.finish()
+    assert rc != 0
+    assert "KeyboardInterrupt" in err, err
+    assert "OUTCOME" in out and "interrupted (Ctrl-C)" in out, out
+    assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
+
+
+def test_ctrl_c_then_a_later_shutdown_does_not_hang(tmp_path):
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import _thread, threading
+import hetflow
+
+def forever():
+    import time
+    while True:
+        time.sleep(0.02)
+
+hetflow.init(ncpus=2, executor="thread")
+stuck = hetflow.submit(forever)
+threading.Timer(0.3, _thread.interrupt_main).start()
+try:
+    stuck.result()
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+hetflow.shutdown()
+print("SHUT DOWN")
+""",
+    )
+    assert rc == 0, err
+    assert "INTERRUPTED" in out and "SHUT DOWN" in out
+
+
+# -- calls that would stop the runtime from inside one of its tasks ---------------------------------------
+def _call_inside(what):
+    try:
+        if what == "shutdown":
+            hetflow.shutdown()
+        elif what == "init":
+            hetflow.init(ncpus=1, executor="thread")
+        else:
+            hetflow.wait_for_all()
+    except RuntimeError as error:
+        return str(error)
+    return "no error"
+
+
+@pytest.mark.parametrize("what", ["shutdown", "init", "wait_for_all"])
+def test_stopping_or_waiting_for_the_runtime_inside_a_thread_task_is_refused(what):
+    hetflow.init(ncpus=2, executor="thread")
+    message = hetflow.submit(_call_inside, what).result(timeout=30)
+    assert f"hetflow.{what}() cannot be called inside a task" in message
+    # The runtime is intact: nothing was half closed.
+    assert hetflow.submit(inc, 1).result(timeout=30) == 2
+    assert hetflow.ncpus() == 2
+
+
+def test_hetflow_calls_inside_a_process_task_use_the_workers_own_runtime():
+    hetflow.init(ncpus=1, executor="process")
+    assert hetflow.submit(_call_inside, "shutdown").result(timeout=30) == "no error"
+    assert hetflow.submit(inc, 1).result(timeout=30) == 2
+
+
+# -- fork ----------------------------------------------------------------------------------------
+FORK_PRELUDE = """
+import os, sys, threading
+import hetflow
+
+def inc(x):
+    return x + 1
+
+hetflow.init(ncpus=2, executor=EXECUTOR)
+print("PARENT", hetflow.submit(inc, 1).result(timeout=30), flush=True)
+release = threading.Event()
+inherited = hetflow.task_submit.options(executor="thread")(release.wait, 30)
+"""
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_forked_child_starts_a_fresh_runtime(tmp_path, executor):
+    rc, out, err = run_script(
+        tmp_path,
+        f"EXECUTOR = {executor!r}\n"
+        + FORK_PRELUDE
+        + """
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        print("CHILD", [hetflow.submit(inc, i).result(timeout=30) for i in range(3)], flush=True)
+        try:
+            inherited.result(timeout=30)
+        except RuntimeError as error:
+            print("INHERITED", error, flush=True)
+        hetflow.shutdown()
+        code = 0
+    finally:
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+release.set()
+print("STATUS", status, inherited.result(timeout=30), flush=True)
+""",
+    )
+    assert rc == 0, err
+    assert "PARENT 2" in out and "CHILD [1, 2, 3]" in out, out + err
+    assert "INHERITED" in out and "forked" in out, out
+    assert "STATUS 0 True" in out
+
+
+def test_multiprocessing_fork_children_run_tasks(tmp_path):
+    rc, out, err = run_script(
+        tmp_path,
+        "EXECUTOR = 'thread'\n"
+        + FORK_PRELUDE
+        + """
+import multiprocessing
+
+def in_child(i):
+    return hetflow.submit(inc, i).result(timeout=30)
+
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    print("POOL", pool.map(in_child, range(6), chunksize=1), flush=True)
+release.set()
+""",
+    )
+    assert rc == 0, err
+    assert "POOL [1, 2, 3, 4, 5, 6]" in out, out + err
+
+
+def test_joblib_multiprocessing_backend_runs_tasks(tmp_path):
+    pytest.importorskip("joblib")
+    rc, out, err = run_script(
+        tmp_path,
+        "EXECUTOR = 'thread'\n"
+        + FORK_PRELUDE
+        + """
+import joblib
+
+def in_child(i):
+    return hetflow.submit(inc, i).result(timeout=30)
+
+print("JOBLIB", joblib.Parallel(n_jobs=2, backend="multiprocessing")(joblib.delayed(in_child)(i) for i in range(6)))
+release.set()
+""",
+    )
+    assert rc == 0, err
+    assert "JOBLIB [1, 2, 3, 4, 5, 6]" in out, out + err

@@ -1,0 +1,148 @@
+"""Bad arguments get errors that say what was wrong and what is accepted (TypeError or
+ValueError naming the parameter), never a binding layer's signature dump or an AttributeError,
+and a bad call loses nothing already submitted."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import hetflow
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime():
+    yield
+    hetflow.shutdown()
+
+
+def f(a, b=1):
+    return a + b
+
+
+def _no_dump(error: BaseException) -> None:
+    text = str(error)
+    assert "incompatible function arguments" not in text and "supported" not in text, text
+    assert not isinstance(error, AttributeError)
+
+
+# -- init ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "settings, parameter, accepted",
+    [
+        ({"ncpus": 10**30}, "ncpus", "1 to 4096"),
+        ({"ncpus": 2, "nprocs": 10**30}, "nprocs", "0 to 1024"),
+        ({"ncpus": 2, "spin_us": 10**30}, "spin_us", "microseconds"),
+        ({"ncpus": 2, "spin_us": -1}, "spin_us", "0 to"),
+        ({"ncpus": True}, "ncpus", "an int"),
+        ({"ncpus": 2, "nprocs": 1.5}, "nprocs", "an int"),
+        ({"ncpus": 2, "sched": 5}, "scheduler", "ws"),
+        ({"ncpus": 2, "executor": 3}, "executor", "'thread' or 'process'"),
+    ],
+)
+def test_bad_init_settings_name_the_parameter_and_what_is_accepted(settings, parameter, accepted):
+    with pytest.raises((TypeError, ValueError)) as info:
+        hetflow.init(**settings)
+    _no_dump(info.value)
+    assert parameter in str(info.value) and accepted in str(info.value)
+
+
+def test_a_bad_init_leaves_the_running_runtime_and_its_work_alone():
+    hetflow.init(ncpus=2, executor="thread")
+    release = threading.Event()
+    running = hetflow.submit(release.wait, 30)
+    queued = [hetflow.submit(f, i) for i in range(5)]
+    with pytest.raises(ValueError, match="ncpus"):
+        hetflow.init(ncpus=10**30)
+    release.set()
+    assert running.result(timeout=30) is True
+    assert [q.result(timeout=30) for q in queued] == [1, 2, 3, 4, 5]
+    assert hetflow.ncpus() == 2
+
+
+# -- task options ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("priority", [True, 1.5, "high", None])
+def test_priority_of_a_wrong_type_is_a_type_error(priority):
+    with pytest.raises(TypeError, match="priority must be an int") as info:
+        hetflow.task_submit.options(priority=priority)(f, 1)
+    _no_dump(info.value)
+
+
+def test_priority_out_of_the_engines_range_is_a_value_error():
+    with pytest.raises(ValueError, match=r"priority=.* is out of range; use an int from -2147483648 to 2147483647"):
+        hetflow.task_submit.options(priority=10**30, executor="process")(f, 1)
+    with pytest.raises(ValueError, match="priority"):
+        hetflow.delayed(priority=-(2**40))(f)
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_negative_priorities_are_accepted(executor):
+    # Under the prio scheduler, lower than the default 0.
+    assert hetflow.task_submit.options(priority=-5, executor=executor)(f, 1).result(timeout=30) == 2
+
+
+@pytest.mark.parametrize("name", [5, b"bytes", ["x"]])
+def test_name_of_a_wrong_type_is_a_type_error(name):
+    with pytest.raises(TypeError, match="name must be a str"):
+        hetflow.task_submit.options(name=name)(f, 1)
+    with pytest.raises(TypeError, match="name must be a str"):
+        hetflow.delayed(name=name)(f)
+
+
+def test_bad_options_at_decoration_time():
+    with pytest.raises(TypeError, match="priority must be an int"):
+        hetflow.delayed(priority="x")(f)
+
+
+def test_a_bad_submission_loses_nothing_already_submitted():
+    hetflow.init(ncpus=2, executor="thread")
+    release = threading.Event()
+    running = hetflow.submit(release.wait, 30)
+    queued = [hetflow.submit(f, i) for i in range(5)]
+    for bad in ({"priority": 1.5}, {"priority": 10**30}, {"name": 3}):
+        with pytest.raises((TypeError, ValueError)):
+            hetflow.task_submit.options(**bad)(f, 1)
+    release.set()
+    assert running.result(timeout=30) is True
+    assert [q.result(timeout=30) for q in queued] == [1, 2, 3, 4, 5]
+
+
+# -- delayed(access=...) ---------------------------------------------------------------------------
+@pytest.mark.parametrize("access", ["RW", ["a"], ("a", "R")])
+def test_access_must_be_a_dict_of_parameter_names_to_modes(access):
+    with pytest.raises(TypeError, match="access must be a dict of parameter name -> mode") as info:
+        hetflow.delayed(access=access)(f)
+    _no_dump(info.value)
+
+
+def test_access_names_a_parameter_of_the_function():
+    with pytest.raises(ValueError, match="'c', which is not a parameter of f"):
+        hetflow.delayed(access={"c": "R"})(f)
+
+
+@pytest.mark.parametrize("mode", ["X", "rw+", 1, None])
+def test_access_modes_are_r_w_or_rw(mode):
+    with pytest.raises(ValueError, match=r"access\['a'\] is .*'R', 'W' or 'RW'"):
+        hetflow.delayed(access={"a": mode})(f)
+
+
+# -- offload target ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", [1.0, "0", True, [0, 1.0], [None]])
+def test_offload_target_of_a_wrong_type_is_a_type_error(target):
+    hetflow.init(ncpus=2, nprocs=2)
+    with pytest.raises(TypeError, match="target") as info:
+        hetflow.offload(f)(1, target=target)
+    _no_dump(info.value)
+    with pytest.raises(TypeError, match="target"):
+        hetflow.offload(target=target)(f)
+
+
+# -- shutdown ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("timeout", [-1, "1", float("nan")])
+def test_shutdown_timeout_must_be_seconds(timeout):
+    hetflow.init(ncpus=1, executor="thread")
+    future = hetflow.submit(f, 1)
+    with pytest.raises(ValueError, match="timeout must be None"):
+        hetflow.shutdown(timeout=timeout)
+    assert future.result(timeout=30) == 2
+    assert hetflow.submit(f, 2).result(timeout=30) == 3  # the runtime is still running

@@ -1,0 +1,234 @@
+"""numpy views as task data: copy-back of a view's own elements, ordering of overlapping views,
+parallelism of disjoint ones, dtypes, and access modes on values that are not arrays."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import hetflow
+
+EXECUTORS = ["thread", "process"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_runtime():
+    yield
+    hetflow.shutdown()
+
+
+def fill(out, value):
+    out[...] = value
+
+
+def append_digit(out, digit):
+    # Not commutative: the result spells the order the tasks ran in.
+    out[...] = out * 10 + digit
+
+
+# -- copy-back of plain (non-shared) arrays --------------------------------------------------------
+@pytest.mark.parametrize(
+    "split",
+    [
+        lambda a: [a[0::2], a[1::2]],
+        lambda a: [a[::-2], a[-2::-2]],
+        lambda a: [a[:5000], a[5000:]],
+        lambda a: [a[0::3], a[1::3], a[2::3]],
+    ],
+    ids=["even-odd", "negative-steps", "halves", "thirds"],
+)
+def test_tasks_on_disjoint_views_of_a_plain_array_keep_each_others_writes(split):
+    hetflow.init(ncpus=2, executor="process")
+    a = np.zeros(10000)
+    parts = split(a)
+    for round_ in range(3):
+        for value, part in enumerate(parts, start=1):
+            hetflow.task_submit(fill, hetflow.RW(part), float(value + 10 * round_))
+    hetflow.wait_for_all()
+    for value, part in enumerate(split(a), start=1):
+        assert (part == value + 20).all()
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_column_blocks_and_tiles_of_a_plain_matrix(order):
+    hetflow.init(ncpus=2, executor="process")
+    m = np.zeros((64, 100), order=order)
+    hetflow.task_submit(fill, hetflow.W(m[:, :50]), 1.0)
+    hetflow.task_submit(fill, hetflow.W(m[:, 50:]), 2.0)
+    hetflow.wait_for_all()
+    assert (m[:, :50] == 1.0).all() and (m[:, 50:] == 2.0).all()
+
+    tiles = [(i, j) for i in range(0, 64, 16) for j in range(0, 100, 25)]
+    for n, (i, j) in enumerate(tiles):
+        hetflow.task_submit(fill, hetflow.W(m[i : i + 16, j : j + 25]), float(n))
+    hetflow.wait_for_all()
+    for n, (i, j) in enumerate(tiles):
+        assert (m[i : i + 16, j : j + 25] == n).all()
+
+
+def test_a_strided_write_leaves_the_elements_between_alone():
+    hetflow.init(ncpus=1, executor="process")
+    a = np.arange(20.0)
+    hetflow.task_submit(fill, hetflow.W(a[3:17:4]), -1.0).result()
+    expected = np.arange(20.0)
+    expected[3:17:4] = -1.0
+    assert (a == expected).all()
+
+
+# -- ordering of overlapping views ------------------------------------------------------------------
+def overlapping_views(a):
+    return [a, a[10:20], a[::2], a[15:], a[:-1], a[::-3], a[10:11]]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("alloc", [np.zeros, hetflow.zeros], ids=["numpy", "shared"])
+def test_tasks_on_overlapping_views_run_in_submission_order(executor, alloc):
+    hetflow.init(ncpus=2, executor=executor)
+    a = alloc(40, dtype=np.int64)
+    expected = np.zeros(40, dtype=np.int64)
+    for digit in range(1, 10):
+        for view, replayed in zip(overlapping_views(a), overlapping_views(expected)):
+            hetflow.task_submit(append_digit, hetflow.RW(view), digit)
+            append_digit(replayed, digit)
+    hetflow.wait_for_all()
+    assert (a == expected).all()
+
+
+def read_sum(a):
+    return int(a.sum())
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_reader_of_a_view_sees_an_earlier_write_of_the_whole_array(executor):
+    hetflow.init(ncpus=2, executor=executor)
+    a = np.zeros(1000, dtype=np.int64)
+    sums = []
+    for value in range(1, 30):
+        hetflow.task_submit(fill, hetflow.W(a), value)
+        sums.append(hetflow.task_submit(read_sum, a[100:200:3]))
+    assert [s.result() for s in sums] == [v * len(range(100, 200, 3)) for v in range(1, 30)]
+
+
+def meet(barrier, out, value):
+    # Returns only if the other task runs at the same time.
+    barrier.wait(timeout=10)
+    out[...] = value
+
+
+@pytest.mark.parametrize(
+    "shape, split",
+    [
+        (100, lambda a: (a[:50], a[50:])),
+        (100, lambda a: (a[0::2], a[1::2])),
+        ((10, 10), lambda a: (a[:, :5], a[:, 5:])),
+        ((10, 10), lambda a: (a[:5, :5], a[5:, :5])),
+    ],
+    ids=["halves", "even-odd", "column-blocks", "tiles"],
+)
+def test_tasks_on_disjoint_views_run_in_parallel(shape, split):
+    hetflow.init(ncpus=2, executor="thread")
+    first, second = split(np.zeros(shape))
+    barrier = threading.Barrier(2)
+    f1 = hetflow.task_submit(meet, barrier, hetflow.RW(first), 1.0)
+    f2 = hetflow.task_submit(meet, barrier, hetflow.RW(second), 2.0)
+    f1.result()
+    f2.result()
+    assert (first == 1.0).all() and (second == 2.0).all()
+
+
+def test_tiles_are_independent_and_the_whole_matrix_orders_after_them():
+    hetflow.init(ncpus=2, executor="thread")
+    m = np.zeros((64, 64))
+    registry = hetflow._runtime.current().handles
+    tiles = [m[i : i + 8, j : j + 8] for i in range(0, 64, 8) for j in range(0, 64, 8)]
+    for tile in tiles:
+        registry.view(tile, "RW")
+    assert all(not registry.view(tile, "R").overlaps for tile in tiles)
+    whole = registry.view(m, "R")
+    assert len(whole.overlaps) == len(tiles)
+    assert all(list(registry.view(tile, "R").overlaps) == [whole] for tile in tiles)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_acquire_of_a_view_waits_for_tasks_on_overlapping_views(executor):
+    hetflow.init(ncpus=2, executor=executor)
+    a = np.zeros(100, dtype=np.int64)
+    for digit in range(1, 6):
+        hetflow.task_submit(append_digit, hetflow.RW(a), digit)
+    with hetflow.acquire(a[40:60], "R") as view:
+        assert (view == 12345).all()
+    for digit in range(6, 9):
+        hetflow.task_submit(append_digit, hetflow.RW(a[::2]), digit)
+    with hetflow.acquire(a, "R") as whole:
+        assert (whole[::2] == 12345678).all() and (whole[1::2] == 12345).all()
+
+
+# -- dtypes -----------------------------------------------------------------------------------------
+def set_first(items):
+    items[0] = "changed"
+
+
+def test_object_arrays_are_refused_by_process_tasks():
+    hetflow.init(ncpus=1, executor="process")
+    items = np.array(["a", None, 3], dtype=object)
+    for mark in (hetflow.R, hetflow.W, hetflow.RW):
+        with pytest.raises(TypeError, match="object arrays hold pointers into this process"):
+            hetflow.task_submit(set_first, mark(items))
+    with pytest.raises(TypeError, match="executor='thread'"):
+        hetflow.task_submit(set_first, items)
+
+
+def test_object_arrays_work_in_thread_tasks():
+    hetflow.init(ncpus=1, executor="thread")
+    items = np.array(["a", None, 3], dtype=object)
+    hetflow.task_submit(set_first, hetflow.RW(items)).result()
+    assert items[0] == "changed"
+
+
+def bump_structured(records):
+    assert records.dtype.names == ("id", "pos", "name")
+    records["id"] += 100
+    records["pos"][:, 1] = records["id"] * 2.0
+    return records["name"].tolist()
+
+
+@pytest.mark.parametrize("alloc", ["numpy", "shared"])
+def test_structured_arrays_keep_their_fields_in_process_tasks(alloc):
+    hetflow.init(ncpus=1, executor="process")
+    dtype = np.dtype([("id", "<i4"), ("pos", "<f8", (2,)), ("name", "S4")], align=True)
+    records = np.zeros(5, dtype=dtype)
+    if alloc == "shared":
+        records = hetflow.zeros(5, dtype=dtype)
+    records["id"] = np.arange(5)
+    records["name"] = [b"a", b"b", b"c", b"d", b"e"]
+    names = hetflow.task_submit(bump_structured, hetflow.RW(records[1:4])).result()
+    assert names == [b"b", b"c", b"d"]
+    assert records["id"].tolist() == [0, 101, 102, 103, 4]
+    assert records["pos"][:, 1].tolist() == [0.0, 202.0, 204.0, 206.0, 0.0]
+
+
+# -- access modes on values that are not arrays ---------------------------------------------------
+def append_one(items):
+    items.append(1)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("value", [[], {}, bytearray(4)], ids=["list", "dict", "bytearray"])
+@pytest.mark.parametrize("mark", [hetflow.W, hetflow.RW], ids=["W", "RW"])
+def test_write_modes_on_non_arrays_are_refused(executor, value, mark):
+    hetflow.init(ncpus=1, executor=executor)
+    with pytest.raises(TypeError, match="needs a numpy array.*numpy.frombuffer"):
+        hetflow.task_submit(append_one, mark(value))
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_reading_a_non_array_is_allowed(executor):
+    hetflow.init(ncpus=1, executor=executor)
+    assert hetflow.task_submit(len, hetflow.R([1, 2, 3])).result() == 3
+
+
+def test_acquire_of_a_non_array_is_a_type_error():
+    hetflow.init(ncpus=1, executor="thread")
+    with pytest.raises(TypeError, match="takes a numpy array, not list"):
+        hetflow.acquire([1, 2, 3])
