@@ -57,12 +57,14 @@ test-asan: deps
 	ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" ctest --test-dir $(BUILD)-asan -L concurrency -j$(JOBS) --output-on-failure
 
 # Long randomized checks, not part of `make test`: the oracle over numpy views with a million
-# tasks (it prints the tasks checked, mismatches and failures injected), then the C++ stress
-# suite (STRESS_SCALE multiplies its sizes).
+# tasks (it prints the tasks checked, mismatches and failures injected), worker processes killed
+# at random over FAULT_ROUNDS rounds, then the C++ stress suite (STRESS_SCALE multiplies its sizes).
 ORACLE_TASKS ?= 1000000
+FAULT_ROUNDS ?= 100
 STRESS_SCALE ?= 1
 stress: build python
 	HETFLOW_ORACLE_TASKS=$(ORACLE_TASKS) $(PY) -m pytest -q -s tests/python/test_oracle.py -k random_programs
+	HETFLOW_FAULT_ROUNDS=$(FAULT_ROUNDS) $(PY) -m pytest -q -s tests/python/test_fault_injection.py
 	HETFLOW_TEST_SCALE=$(STRESS_SCALE) ctest --test-dir $(BUILD) -R '^stress\.' -j$(JOBS) --output-on-failure
 
 bench: build bench-python

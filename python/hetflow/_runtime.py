@@ -130,7 +130,13 @@ def resolve_settings(
         )
     executor = check_executor(executor or os.environ.get("HETFLOW_EXECUTOR") or default_executor())
     if ncpus is None:
-        ncpus = _env_int("HETFLOW_NCPUS") or len(os.sched_getaffinity(0))
+        ncpus = _env_int("HETFLOW_NCPUS")
+        if ncpus == 0:
+            raise ValueError(
+                "hetflow: HETFLOW_NCPUS must be a positive whole number, not '0' (unset it for one worker per CPU)"
+            )
+        if ncpus is None:
+            ncpus = len(os.sched_getaffinity(0))
         count(ncpus, "ncpus (HETFLOW_NCPUS)", 1, MAX_NCPUS, "CPU workers")
     if nprocs is None:
         nprocs = _env_int("HETFLOW_NPROCS")

@@ -146,3 +146,9 @@ def test_shutdown_timeout_must_be_seconds(timeout):
         hetflow.shutdown(timeout=timeout)
     assert future.result(timeout=30) == 2
     assert hetflow.submit(f, 2).result(timeout=30) == 3  # the runtime is still running
+
+
+def test_hetflow_ncpus_zero_is_an_error_not_the_default(monkeypatch):
+    monkeypatch.setenv("HETFLOW_NCPUS", "0")
+    with pytest.raises(ValueError, match="HETFLOW_NCPUS must be a positive whole number"):
+        hetflow.init()
