@@ -209,7 +209,7 @@ class Runtime:
     ) -> Future:
         if not callable(func):
             raise TypeError(f"hetflow: {func!r} is not callable")
-        if self._closed:
+        if self._closed and not self._takes_follow_ups():
             raise RuntimeError(self._closed_message())
         executor = check_executor(executor) if executor is not None else self.executor
         if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
@@ -275,7 +275,7 @@ class Runtime:
     def submit_to_core(self, core: int, func: Callable[..., Any], args: tuple, name: str, launch: int = 0) -> Future:
         """Runs ``func(*args)`` on process worker ``core`` only, after what was sent there before;
         ``launch`` names the offload launch it is a kernel of (0: none)."""
-        if self._closed:
+        if self._closed and not self._takes_follow_ups():
             raise RuntimeError(self._closed_message())
         from hetflow._serialize import pack_call
 
@@ -439,6 +439,7 @@ class Runtime:
             self._closed = True
             if cancel_futures:
                 self._engine.cancel_pending()
+            self._draining = True
             try:
                 why = (
                     "an earlier wait on the runtime was interrupted (Ctrl-C)"
@@ -446,10 +447,12 @@ class Runtime:
                     else self._wait_for_work(timeout, idle_timeout)
                 )
             except KeyboardInterrupt:
+                self._draining = False
                 self.interrupted = True
                 self._give_up("hetflow.shutdown() was interrupted (Ctrl-C)")
                 self._join_dispatcher()
                 raise
+            self._draining = False
             if why is None:
                 self._engine.shutdown()
             else:
@@ -464,16 +467,16 @@ class Runtime:
             return None if self._engine.wait_all(timeout) else late
         now = time.monotonic()
         deadline = float("inf") if timeout is None else now + timeout
-        unfinished = self._engine.outstanding()
+        finished = self._engine.finished()
         progress_at = now
         while True:
             step = min(0.2, max(0.0, deadline - now), max(0.0, progress_at + idle_timeout - now))
             if self._engine.wait_all(step):
                 return None
             now = time.monotonic()
-            count = self._engine.outstanding()
-            if count != unfinished:
-                unfinished, progress_at = count, now
+            count = self._engine.finished()
+            if count != finished:
+                finished, progress_at = count, now
             if now >= deadline:
                 return late
             if now >= progress_at + idle_timeout:
@@ -497,6 +500,13 @@ class Runtime:
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread() and self._engine.is_shut_down():
             dispatcher.join(timeout=5)
+
+    _draining = False  # shutdown is waiting for the submitted work
+
+    def _takes_follow_ups(self) -> bool:
+        """While shutdown waits for the work, the tasks of that work may still submit the tasks
+        that continue it (a chain where each link submits the next); other threads may not."""
+        return self._draining and self._generation == _fork_generation and self._engine.inside_task()
 
     def _closed_message(self) -> str:
         if self._generation != _fork_generation:
@@ -673,9 +683,19 @@ def _at_exit() -> None:
     ends the worker processes) after HETFLOW_EXIT_TIMEOUT seconds without a task finishing."""
     global _current
     with _current_lock:
-        runtime, _current = _current, None
+        runtime = _current
     if runtime is None or runtime._generation != _fork_generation:
         return
+    try:
+        _shut_down_at_exit(runtime)
+    finally:
+        with _current_lock:
+            if _current is runtime:
+                _current = None
+
+
+def _shut_down_at_exit(runtime: Runtime) -> None:
+    # The runtime stays the current one meanwhile: its tasks may submit follow-ups to it.
     if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
         runtime.interrupted = True  # the program ended on Ctrl-C: do not wait for its work
     idle = exit_timeout()

@@ -281,7 +281,9 @@ class PyRuntime {
       result.object = PyRef::steal(value);
       return result;
     };
-    return TaskRef(runtime().submit(options, std::move(body)));
+    TaskRef task(runtime().submit(options, std::move(body)));
+    submitted_.fetch_add(1, std::memory_order_relaxed);
+    return task;
   }
 
   /// Keeps a function's code; returns the id tasks name it by (the same for the same key).
@@ -326,6 +328,7 @@ class PyRuntime {
         function, std::string(call.c_str(), call.size()), {}, std::move(array_arguments), model_for(perfmodel), size};
     process_call.inputs.reserve(deps.size());
     for (const TaskRef* dep : deps) process_call.inputs.push_back(dep->future());
+    submitted_.fetch_add(1, std::memory_order_relaxed);
     if (launch == 0) return TaskRef(runtime().submit(options, BatchedBody{this, std::move(process_call)}));
     return TaskRef(runtime().submit(options, KernelBody{this, std::move(process_call), launch}));
   }
@@ -387,6 +390,13 @@ class PyRuntime {
   /// Submitted tasks not finished yet.
   [[nodiscard]] std::int64_t outstanding() const {
     return runtime_ && !runtime_->is_shut_down() ? runtime_->impl().outstanding() : 0;
+  }
+
+  /// Tasks submitted from Python that have finished (or been cancelled): grows while work
+  /// progresses, even when each finished task submits the next.
+  [[nodiscard]] std::uint64_t finished() const {
+    const auto submitted = static_cast<std::int64_t>(submitted_.load(std::memory_order_relaxed));
+    return static_cast<std::uint64_t>(std::max<std::int64_t>(0, submitted - outstanding()));
   }
 
   /// Whether the calling thread is one of this runtime's workers (a thread task runs there).
@@ -803,6 +813,7 @@ class PyRuntime {
   std::vector<std::shared_ptr<const FunctionCode>> functions_;
   std::unordered_map<std::string, std::size_t> function_ids_;
   std::atomic<std::uint64_t> next_task_id_{1};
+  std::atomic<std::uint64_t> submitted_{0};
 };
 
 }  // namespace
@@ -851,6 +862,7 @@ NB_MODULE(_hetflow, m) {
       .def("cancel_pending", &PyRuntime::cancel_pending)
       .def("inside_task", &PyRuntime::inside_task)
       .def("outstanding", &PyRuntime::outstanding)
+      .def("finished", &PyRuntime::finished)
       .def("forget", &PyRuntime::forget)
       .def("shutdown_within", &PyRuntime::shutdown_within, "timeout"_a)
       .def("is_shut_down", &PyRuntime::is_shut_down)

@@ -447,6 +447,31 @@ for i in range(8):
     assert err == "", err
 
 
+def test_a_chain_that_submits_its_next_link_counts_as_progress_at_exit(tmp_path):
+    # The number of unfinished tasks stays at one all along; the links still finish.
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import os, sys, time
+import hetflow
+
+def link(i):
+    time.sleep(0.3)
+    sys.stdout.write(f"LINK {i};")
+    sys.stdout.flush()
+    if i < 6:
+        hetflow.submit(link, i + 1)
+
+os.environ["HETFLOW_EXIT_TIMEOUT"] = "1"
+hetflow.init(ncpus=2, executor="thread")
+hetflow.submit(link, 1)
+""",
+    )
+    assert rc == 0, err
+    assert re.findall(r"LINK (\d+);", out) == [str(i) for i in range(1, 7)], out
+    assert err == "", err
+
+
 @pytest.mark.parametrize("executor", ["thread", "process"])
 def test_ctrl_c_during_shutdown_gives_the_work_up_and_propagates(tmp_path, executor):
     script = write_script(
