@@ -219,6 +219,11 @@ class HandleRegistry:
             )
         view = self.view(array, mode)
         others = self.overlapping(view)
+        if self._engine.running_task_uses([view.handle] + [other.handle for other, _ in others]):
+            raise RuntimeError(
+                "hetflow.acquire: the calling task uses this array (or a view overlapping it) itself, so "
+                "acquiring it would wait for that task; the task already has access to it"
+            )
         if others:
             wait_mode = "R" if mode == "R" else "RW"
             task = self._engine.submit_thread(

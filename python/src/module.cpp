@@ -405,6 +405,16 @@ class PyRuntime {
     return worker != nullptr && runtime_ && worker->runtime == &runtime_->impl();
   }
 
+  /// Whether the task the calling thread runs declared access to one of `handles`: acquiring
+  /// them there would wait for that very task.
+  [[nodiscard]] bool running_task_uses(const std::vector<const ArrayHandle*>& handles) const {
+    if (!runtime_) return false;
+    for (const ArrayHandle* handle : handles) {
+      if (detail::running_task_uses(&runtime_->impl(), handle->handle().impl())) return true;
+    }
+    return false;
+  }
+
   /// Shuts down, waiting for the work at most `timeout` seconds; workers still in a task then
   /// are left running (a thread task cannot be stopped), and so is the engine they use, which
   /// is let go of without being destroyed. Returns how many workers were left.
@@ -861,6 +871,7 @@ NB_MODULE(_hetflow, m) {
       .def("abort", &PyRuntime::abort)
       .def("cancel_pending", &PyRuntime::cancel_pending)
       .def("inside_task", &PyRuntime::inside_task)
+      .def("running_task_uses", &PyRuntime::running_task_uses, "handles"_a)
       .def("outstanding", &PyRuntime::outstanding)
       .def("finished", &PyRuntime::finished)
       .def("forget", &PyRuntime::forget)

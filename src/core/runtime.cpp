@@ -200,6 +200,10 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   impl_->check_not_forked("hetflow::Runtime::acquire");
   if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::acquire: the runtime has been shut down");
   HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::acquire");
+  if (detail::running_task_uses(impl_.get(), &impl)) {
+    throw InvalidArgument("hetflow::Runtime::acquire: the calling task uses " + display_quoted(impl.name) +
+                          " itself, so acquiring it would wait for that task; use the task's own access to it");
+  }
 
   // Two references: the engine's (dropped when the acquisition is released, either way) and the
   // Acquisition object's, so that the record stays this acquisition's until the object is done.

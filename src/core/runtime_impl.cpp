@@ -39,6 +39,17 @@ std::uint64_t watch_forks() {
 
 WorkerState* current_worker() noexcept { return tl_worker; }
 
+bool running_task_uses(const RuntimeImpl* runtime, const HandleImpl* handle) noexcept {
+  const WorkerState* worker = tl_worker;
+  if (worker == nullptr || worker->runtime != runtime || worker->running == nullptr) return false;
+  TaskCore* task = worker->running;
+  const AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) {
+    if (accesses[i].handle == handle) return true;
+  }
+  return false;
+}
+
 std::size_t footprint(TaskCore* task) noexcept {
   std::size_t bytes = 0;
   AccessRecord* accesses = task->accesses();
@@ -278,6 +289,11 @@ void RuntimeImpl::execute(TaskCore* task, WorkerState& worker) {
   std::vector<TaskCore*> waiting_lead_companions;
   if (!worker.companions.empty()) waiting_lead_companions.swap(worker.companions);
   TaskContext context(task, &worker);
+  struct Running {
+    WorkerState& worker;
+    TaskCore* outer;
+    ~Running() { worker.running = outer; }
+  } running{worker, std::exchange(worker.running, task)};
   try {
     run_body(task, worker, context);
     uncount_pinned(task);

@@ -10,6 +10,7 @@
 namespace hetflow::detail {
 
 class RuntimeImpl;
+struct HandleImpl;
 struct TaskCore;
 
 struct WorkerState {
@@ -27,11 +28,17 @@ struct WorkerState {
   // Seconds, accumulated over the worker's life, spent running tasks nested in a task that waited
   // for a future (help_while): a task's model learns its time less what this grew by meanwhile.
   double nested_seconds = 0;
+  // The task whose body this worker runs (the innermost one while it helps during a wait).
+  TaskCore* running = nullptr;
   // Set as the worker's thread leaves its loop: RuntimeImpl::shutdown_until joins only these.
   std::atomic<bool> exited{false};
 };
 
 /// The worker the calling thread is, or nullptr for application threads.
 WorkerState* current_worker() noexcept;
+
+/// Whether the calling thread runs a task of `runtime` that declared access to `handle`: such a
+/// task acquiring the handle would wait for itself.
+bool running_task_uses(const RuntimeImpl* runtime, const HandleImpl* handle) noexcept;
 
 }  // namespace hetflow::detail

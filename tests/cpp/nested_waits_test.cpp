@@ -127,6 +127,23 @@ TEST(NestedWaits, AcquireInsideATaskRunsTheWriterItWaitsFor) {
   EXPECT_EQ(outer.get(), 9);
 }
 
+// A task that acquires data it declared itself would wait for itself: refused, not a hang.
+TEST(NestedWaits, AcquiringTheTasksOwnDataIsRefused) {
+  Runtime rt(Config{.ncpus = 1});
+  int x = 0;
+  int y = 0;
+  auto hx = rt.register_variable(x, "x");
+  auto hy = rt.register_variable(y, "y");
+  auto task = rt.submit(TaskOptions{.data = {RW(hx)}}, [&rt, hx, hy] {
+    EXPECT_THROW(static_cast<void>(rt.acquire(hx, AccessMode::R)), hetflow::InvalidArgument);
+    auto other = rt.acquire(hy, AccessMode::RW);  // data the task does not use is fine
+    *other.as<int>() = 5;
+  });
+  ASSERT_TRUE(task.wait_for(kPatience));
+  task.get();
+  EXPECT_EQ(y, 5);
+}
+
 // Three levels of tasks that each wait with a deadline for a child, on one and two workers.
 TEST(NestedWaits, NestedWaitsWithDeadlines) {
   for (unsigned ncpus : {1u, 2u}) {

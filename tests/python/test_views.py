@@ -232,3 +232,22 @@ def test_acquire_of_a_non_array_is_a_type_error():
     hetflow.init(ncpus=1, executor="thread")
     with pytest.raises(TypeError, match="takes a numpy array, not list"):
         hetflow.acquire([1, 2, 3])
+
+
+def test_a_task_acquiring_its_own_array_gets_an_error_not_a_hang():
+    other = np.zeros(3)  # not an argument of the task: the task does not use it
+
+    def grab(whole):
+        try:
+            with hetflow.acquire(whole[2:5], "R"):  # overlaps the array the task writes
+                return "acquired"
+        except RuntimeError as error:
+            message = str(error)
+        with hetflow.acquire(other, "RW") as view:
+            view[0] = 7.0
+        return message
+
+    with hetflow.init(ncpus=1, executor="thread"):
+        message = hetflow.submit(grab, hetflow.RW(np.zeros(10))).result(timeout=30)
+    assert "would wait for that task" in message
+    assert other[0] == 7.0
