@@ -238,7 +238,8 @@ class PyRuntime {
     Config config;
     // The CPU workers come from the Python thread driver (GIL sessions), not the built-in one.
     config.ncpus = 0;
-    config.drivers.push_back(std::make_shared<PythonThreadDriver>(ncpus.value_or(0) > 0 ? *ncpus : default_cpus()));
+    cpu_workers_ = ncpus.value_or(0) > 0 ? *ncpus : default_cpus();
+    config.drivers.push_back(std::make_shared<PythonThreadDriver>(cpu_workers_));
     config.scheduler = std::move(scheduler);
     config.spin_us = spin_us;
     config.trace_path = std::move(trace);
@@ -330,7 +331,10 @@ class PyRuntime {
     for (const TaskRef* dep : deps) process_call.inputs.push_back(dep->future());
     submitted_.fetch_add(1, std::memory_order_relaxed);
     if (launch == 0) return TaskRef(runtime().submit(options, BatchedBody{this, std::move(process_call)}));
-    return TaskRef(runtime().submit(options, KernelBody{this, std::move(process_call), launch}));
+    // Process workers follow the CPU workers; a kernel is pinned to its core's worker.
+    const auto core = static_cast<std::uint32_t>(worker - static_cast<int>(cpu_workers_));
+    return TaskRef(runtime().submit(
+        options, KernelBody{this, std::move(process_call), launch, std::make_shared<KernelEnd>(hub_, launch, core)}));
   }
 
   ArrayHandle register_array(std::uintptr_t address, std::size_t nbytes, const std::string& name) {
@@ -612,19 +616,27 @@ class PyRuntime {
 
   // A kernel of an offload launch: alone, answering its messages; its peers must not wait for
   // it if it fails.
+  // Tells the launch's hub that a kernel is over, however it ends: run, failed, or never run
+  // (cancelled, or failed by a dependency), so that its peers stop waiting for messages from it.
+  // Held by the kernel's body, which the engine destroys once the kernel is over.
+  struct KernelEnd {
+    KernelEnd(MessageHub& hub, std::uint64_t launch, std::uint32_t core) : hub(hub), launch(launch), core(core) {}
+    KernelEnd(const KernelEnd&) = delete;
+    KernelEnd& operator=(const KernelEnd&) = delete;
+    ~KernelEnd() { hub.kernel_done(launch, core); }
+    MessageHub& hub;
+    std::uint64_t launch;
+    std::uint32_t core;
+  };
+
   struct KernelBody {
     PyRuntime* runtime;
     ProcessCall call;
     std::uint64_t launch;
+    std::shared_ptr<KernelEnd> end;
     TaskResult operator()(TaskContext& context) {
       auto* channel = static_cast<ProcessChannel*>(context.driver_state());
-      // However the kernel ends, its peers stop waiting for messages from it.
-      struct Done {
-        MessageHub& hub;
-        std::uint64_t launch;
-        std::uint32_t core;
-        ~Done() { hub.kernel_done(launch, core); }
-      } done{runtime->hub_, launch, channel->index()};
+      const std::shared_ptr<KernelEnd> done = std::move(end);  // reported as this call returns
       const ScratchTrim trim;
       try {
         ProcessRequestHandler on_request = [this, core = channel->index()](const ProcessMessage& request) {
@@ -824,6 +836,7 @@ class PyRuntime {
   std::unordered_map<std::string, std::size_t> function_ids_;
   std::atomic<std::uint64_t> next_task_id_{1};
   std::atomic<std::uint64_t> submitted_{0};
+  unsigned cpu_workers_ = 0;
 };
 
 }  // namespace

@@ -324,6 +324,34 @@ def test_waiting_for_a_kernel_that_has_ended_fails_instead_of_hanging(tmp_path, 
     assert failure and "core 1's kernel ended without" in failure[0], out
 
 
+CANCELLED_PEER_SCRIPT = """
+import time
+import hetflow
+from hetflow import _runtime
+
+def receive_from_one():
+    return hetflow.recv(1)
+
+hetflow.init(ncpus=2, executor="process", nprocs=2)
+busy = _runtime.current().submit_to_core(1, time.sleep, (1.0,), "busy")  # core 1's kernel waits behind it
+handle = hetflow.offload(target=[0, 1], asynchronous=True)(receive_from_one)()
+print("CANCELLED", handle._futures[1].cancel(), flush=True)
+try:
+    print("VALUE", handle._futures[0].result(timeout=8), flush=True)
+except Exception as error:
+    print("ERROR", type(error).__name__, error, flush=True)
+"""
+
+
+def test_waiting_for_a_kernel_that_was_cancelled_before_it_ran_fails(tmp_path):
+    script = write_script(tmp_path, CANCELLED_PEER_SCRIPT)
+    with Child(tmp_path, [str(script)]) as child:
+        rc, out, err = child.finish()
+    assert rc == 0, err
+    assert "CANCELLED True" in out, out
+    assert "core 1's kernel ended without" in out, out
+
+
 # -- scratch shared memory ------------------------------------------------------------------------------
 def total(array):
     return float(array.sum())
