@@ -10,7 +10,7 @@ BENCH_PACKAGES := libstarpu-dev libtbb-dev
 SANITIZER_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHETFLOW_WERROR=ON -DHETFLOW_BUILD_BENCH=OFF -DHETFLOW_BUILD_EXAMPLES=OFF \
   -DHETFLOW_WITH_CUDA=OFF -DHETFLOW_WITH_OPENCL=OFF
 
-PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplotlib joblib
+PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplotlib joblib dask
 VENV := .venv
 PY := $(VENV)/bin/python
 

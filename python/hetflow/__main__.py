@@ -1,4 +1,5 @@
-"""Command line tools: ``python -m hetflow perfmodel list | show SYMBOL | plot SYMBOL [-o FILE]``.
+"""Command line tools: ``python -m hetflow info`` and
+``python -m hetflow perfmodel list | show SYMBOL | plot SYMBOL [-o FILE]``.
 
 Exit status: 0 on success, 1 when the command could not do its work (no such model, nothing to
 plot, matplotlib missing, a bad symbol), 2 for a malformed command line.
@@ -6,14 +7,22 @@ plot, matplotlib missing, a bad symbol), 2 for a malformed command line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hetflow", description="hetflow command line tools")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    commands.add_parser(
+        "info",
+        help="show the version, drivers, workers and settings",
+        description="Shows what hetflow would use here: its version and drivers, the workers, scheduler and "
+        "executor it would start with (from the HETFLOW_* variables and the machine), the devices found and "
+        "where models live. Starts no workers.",
+    )
     perfmodel = commands.add_parser(
         "perfmodel",
         help="inspect performance models",
@@ -66,8 +75,83 @@ def _perfmodel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info_lines() -> List[Tuple[str, str]]:
+    """What ``info`` prints, as (label, value) pairs; reads settings and files, starts nothing."""
+    import hetflow
+    from hetflow import _hetflow, _runtime, perfmodel
+
+    executor, ncpus, nprocs = _runtime.resolve_settings(None, os.environ.get("HETFLOW_SCHED") or None, None, None, None)
+    scheduler = os.environ.get("HETFLOW_SCHED") or "ws"
+    import numpy
+
+    models = perfmodel.list_models()
+    return [
+        ("hetflow", f"{hetflow.__version__} (Python {sys.version.split()[0]}, numpy {numpy.__version__})"),
+        ("extension", _hetflow.__file__),
+        # python/CMakeLists.txt links the extension to the core library only: the OpenCL and CUDA
+        # drivers are for C++ programs.
+        ("drivers", "cpu (worker threads), process (worker processes); OpenCL and CUDA: C++ library only"),
+        ("topology", "hwloc" if _loaded("libhwloc") else "the process affinity mask (no hwloc)"),
+        ("cpu workers", f"{ncpus}" + (" (HETFLOW_NCPUS)" if os.environ.get("HETFLOW_NCPUS") else " (CPUs usable)")),
+        ("process workers", f"{nprocs}" + (" (HETFLOW_NPROCS)" if os.environ.get("HETFLOW_NPROCS") else "")),
+        ("opencl", _opencl_found()),
+        ("cuda", _cuda_found()),
+        ("scheduler", f"{scheduler} (known: {', '.join(_hetflow.schedulers())})"),
+        ("executor", f"{executor}" + (" (HETFLOW_EXECUTOR)" if os.environ.get("HETFLOW_EXECUTOR") else " (default)")),
+        ("models", f"{perfmodel.directory()} ({len(models)} model{'' if len(models) == 1 else 's'})"),
+        ("optional", ", ".join(_optional(name) for name in ("joblib", "dask", "tqdm", "matplotlib"))),
+    ]
+
+
+def _loaded(library: str) -> bool:
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return any(library in line for line in maps)
+    except OSError:
+        return False
+
+
+def _opencl_found() -> str:
+    directory = os.environ.get("OCL_ICD_VENDORS") or "/etc/OpenCL/vendors"
+    try:
+        icds = sorted(name[: -len(".icd")] for name in os.listdir(directory) if name.endswith(".icd"))
+    except OSError:
+        icds = []
+    return f"platforms {', '.join(icds)} ({directory})" if icds else "no platform installed"
+
+
+def _cuda_found() -> str:
+    try:
+        gpus = os.listdir("/proc/driver/nvidia/gpus")
+    except OSError:
+        gpus = []
+    return f"{len(gpus)} NVIDIA GPU{'' if len(gpus) == 1 else 's'}" if gpus else "no NVIDIA GPU"
+
+
+def _optional(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return f"{name} {metadata.version(name)}"
+    except metadata.PackageNotFoundError:
+        return f"{name} (not installed)"
+
+
+def _info() -> int:
+    try:
+        lines = _info_lines()
+    except ValueError as exc:
+        return _fail(f"a HETFLOW_* variable has a bad value: {exc}")
+    width = max(len(label) for label, _ in lines) + 1
+    for label, value in lines:
+        print(f"{label + ':':<{width}} {value}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "info":
+        return _info()
     if args.command == "perfmodel":
         return _perfmodel(args)
     return 2  # unreachable: argparse rejects unknown commands

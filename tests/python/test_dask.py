@@ -1,0 +1,137 @@
+"""hetflow.dask.get: Dask graphs (dask.array, dask.delayed, plain dicts) computed on hetflow."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+
+import numpy as np  # noqa: E402
+
+import hetflow  # noqa: E402
+import hetflow.dask  # noqa: E402
+from hetflow import _runtime  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime():
+    hetflow.init(ncpus=2, nprocs=2)
+    yield
+    hetflow.shutdown()
+
+
+def inc(x):
+    return x + 1
+
+
+def add(x, y):
+    return x + y
+
+
+def test_sum_of_a_chunked_array():
+    values = np.arange(10_000, dtype=np.float64).reshape(100, 100)
+    x = da.from_array(values, chunks=(25, 30))
+    (total, column_sums) = dask.compute(x.sum(), x.sum(axis=0), scheduler=hetflow.dask.get)
+    assert total == values.sum()
+    np.testing.assert_allclose(column_sums, values.sum(axis=0))
+
+
+def test_matrix_product():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((120, 90)), rng.random((90, 60))
+    product = (da.from_array(a, chunks=(40, 30)) @ da.from_array(b, chunks=(30, 20))).compute(
+        scheduler=hetflow.dask.get
+    )
+    np.testing.assert_allclose(product, a @ b)
+
+
+def test_the_tasks_run_as_hetflow_tasks():
+    where = dask.delayed(lambda: _runtime.current().inside_task())()
+    assert where.compute(scheduler=hetflow.dask.get) is True
+    assert where.compute(scheduler="sync") is False
+
+
+def test_diamond_runs_the_shared_task_once():
+    calls = []
+    lock = threading.Lock()
+
+    def source(x):
+        with lock:
+            calls.append(x)
+        return x * 10
+
+    top = dask.delayed(source)(4)
+    left, right = dask.delayed(inc)(top), dask.delayed(inc)(dask.delayed(inc)(top))
+    bottom = dask.delayed(add)(left, right)
+    assert bottom.compute(scheduler=hetflow.dask.get) == 41 + 42
+    assert calls == [4]
+
+
+def test_diamond_on_the_process_executor():
+    top = dask.delayed(inc)(1)
+    bottom = dask.delayed(add)(dask.delayed(inc)(top), dask.delayed(inc)(top))
+    assert dask.compute(bottom, top, scheduler=hetflow.dask.get, executor="process") == (6, 2)
+
+
+def test_nested_keys_of_a_plain_graph():
+    dsk = {"a": 1, "b": (inc, "a"), "c": (add, "a", "b"), "d": (sum, ["a", "b", "c"]), "e": "a"}
+    assert hetflow.dask.get(dsk, "c") == 3
+    assert hetflow.dask.get(dsk, [["c", "d"], "b", [["e"]]]) == [[3, 6], 2, [[1]]]
+    assert hetflow.dask.get(dsk, []) == []
+
+
+class Boom(ValueError):
+    pass
+
+
+def test_a_failing_task_raises_its_own_error_and_its_dependents_do_not_run():
+    ran = []
+
+    def fail(x):
+        raise Boom(f"bad input {x}")
+
+    def after(x):
+        ran.append(x)
+        return x
+
+    bad = dask.delayed(after)(dask.delayed(fail)(dask.delayed(inc)(1)))
+    good = dask.delayed(inc)(5)
+    with pytest.raises(Boom, match="bad input 2"):
+        dask.compute(good, bad, scheduler=hetflow.dask.get)
+    with pytest.raises(Boom, match="bad input 2"):
+        bad.compute(scheduler=hetflow.dask.get, executor="process")
+    assert ran == []
+    # The runtime is still usable afterwards.
+    assert good.compute(scheduler=hetflow.dask.get) == 6
+
+
+def test_bad_arguments_say_what_is_accepted():
+    from dask._task_spec import Task, TaskRef
+
+    dsk = {"a": 1, "b": (inc, "a")}
+    with pytest.raises(KeyError, match="'z' is not in the graph"):
+        hetflow.dask.get(dsk, ["b", "z"])
+    with pytest.raises(KeyError, match="depends on 'missing'"):
+        hetflow.dask.get({"c": Task("c", inc, TaskRef("missing"))}, "c")
+    with pytest.raises(TypeError, match="unknown option.*'num_workers'.*accepted: executor"):
+        hetflow.dask.get(dsk, "b", num_workers=4)
+    with pytest.raises(ValueError, match="unknown executor 'gpu'"):
+        hetflow.dask.get(dsk, "b", executor="gpu")
+    with pytest.raises(TypeError, match="expected a Dask graph"):
+        hetflow.dask.get([1, 2], "b")
+
+
+@pytest.mark.skipif(not hasattr(hetflow, "Executor"), reason="hetflow.Executor is not available")
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_hetflow_executor_is_a_dask_scheduler(kind):
+    def fail(x):
+        raise Boom(f"bad input {x}")
+
+    x = da.from_array(np.arange(1000.0), chunks=100)
+    with hetflow.Executor(2, executor=kind) as pool:
+        assert dask.compute(x.sum(), (x * 2).max(), scheduler=pool) == (499500.0, 1998.0)
+        with pytest.raises(Boom, match="bad input 3"):
+            dask.delayed(fail)(3).compute(scheduler=pool)
+

@@ -1,0 +1,55 @@
+"""``python -m hetflow info``: what hetflow would use on this machine, without starting workers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import hetflow
+
+
+def info(home, **variables):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HETFLOW_")}
+    env["HETFLOW_HOME"] = str(home)
+    env.update(variables)
+    return subprocess.run(
+        [sys.executable, "-m", "hetflow", "info"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def fields(stdout):
+    lines = stdout.splitlines()
+    assert all(": " in line for line in lines), lines
+    return dict((label.strip(), value.strip()) for label, value in (line.split(":", 1) for line in lines))
+
+
+def test_info_shows_version_drivers_workers_and_settings(tmp_path):
+    done = info(tmp_path, HETFLOW_NCPUS="3", HETFLOW_NPROCS="1", HETFLOW_SCHED="prio", HETFLOW_EXECUTOR="thread")
+    assert done.returncode == 0, done.stderr
+    shown = fields(done.stdout)
+    assert shown["hetflow"].startswith(hetflow.__version__ + " (Python ")
+    assert shown["extension"].endswith((".so", ".pyd")) and os.path.exists(shown["extension"])
+    assert shown["drivers"].startswith("cpu (worker threads), process (worker processes)")
+    assert shown["cpu workers"] == "3 (HETFLOW_NCPUS)"
+    assert shown["process workers"] == "1 (HETFLOW_NPROCS)"
+    assert shown["scheduler"].startswith("prio (known: ") and "dmdas" in shown["scheduler"]
+    assert shown["executor"] == "thread (HETFLOW_EXECUTOR)"
+    assert shown["models"] == f"{tmp_path / 'perfmodels'} (0 models)"
+    assert {"topology", "opencl", "cuda", "optional"} <= set(shown)
+    assert "joblib" in shown["optional"] and "dask" in shown["optional"]
+
+
+def test_info_defaults_follow_the_machine(tmp_path):
+    done = info(tmp_path)
+    assert done.returncode == 0, done.stderr
+    shown = fields(done.stdout)
+    assert shown["cpu workers"] == f"{len(os.sched_getaffinity(0))} (CPUs usable)"
+    assert shown["scheduler"].startswith("ws (")
+    assert shown["executor"].endswith("(default)")
+
+
+def test_info_reports_a_bad_variable(tmp_path):
+    done = info(tmp_path, HETFLOW_SCHED="fastest")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert "bad value" in done.stderr and "unknown scheduler 'fastest'" in done.stderr
