@@ -57,6 +57,10 @@ MAX_PARTS = 1 << 16
 # Environment variables the host sets for a worker.
 WORKER_ID_VARIABLE = "HETFLOW_WORKER_ID"  # the worker's index
 SYS_PATH_VARIABLE = "HETFLOW_SYS_PATH"  # the host's sys.path, os.pathsep-separated; put first in the worker's
+# The host's multiprocessing authkey as hex: a worker that shares it can use the host's
+# multiprocessing.Manager() proxies handed to its tasks.
+AUTHKEY_VARIABLE = "HETFLOW_AUTHKEY"
+INITIALIZER_VARIABLE = "HETFLOW_INITIALIZER"  # hetflow.init's (initializer, initargs), pickled, as hex
 
 Channel = Union[int, BinaryIO]
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -85,14 +89,16 @@ def worker_environment() -> List[str]:
     import modules (those functions are pickled by reference from) the way the host does.
 
     >>> worker_environment()
-    ['HETFLOW_SYS_PATH=/home/me/project:/usr/lib/python311.zip:...']
+    ['HETFLOW_SYS_PATH=/home/me/project:/usr/lib/python311.zip:...', 'HETFLOW_AUTHKEY=5f0c...']
     """
     paths: List[str] = []
     for entry in sys.path:
         path = os.path.abspath(entry) if entry else os.getcwd()
         if path not in paths:
             paths.append(path)
-    return [f"{SYS_PATH_VARIABLE}={os.pathsep.join(paths)}"]
+    from multiprocessing.process import current_process
+
+    return [f"{SYS_PATH_VARIABLE}={os.pathsep.join(paths)}", f"{AUTHKEY_VARIABLE}={current_process().authkey.hex()}"]
 
 
 # -- writing ------------------------------------------------------------------------------------

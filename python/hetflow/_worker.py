@@ -68,6 +68,29 @@ def _adopt_host_sys_path() -> None:
         sys.path[:] = host + [p for p in sys.path if p not in host]
 
 
+def _adopt_host_authkey() -> None:
+    authkey = os.environ.get(P.AUTHKEY_VARIABLE)
+    if authkey:
+        from multiprocessing.process import current_process
+
+        current_process().authkey = bytes.fromhex(authkey)
+
+
+def _run_initializer() -> Optional[BaseException]:
+    """Runs hetflow.init's initializer; what it raised, if it did, for every task to report."""
+    pickled = os.environ.get(P.INITIALIZER_VARIABLE)
+    if not pickled:
+        return None
+    try:
+        initializer, initargs = pickle.loads(bytes.fromhex(pickled))
+        initializer(*initargs)
+    except BaseException as exc:
+        return exc
+    finally:
+        _flush_stdio()
+    return None
+
+
 def _line_buffered_stdio() -> None:
     """Each line a task prints reaches the shared stdout in one write, so the lines of workers
     printing at once do not interleave (an inherited PYTHONUNBUFFERED would write a line's text
@@ -151,6 +174,7 @@ class Worker:
         # per header, length and part.
         self.reader = io.BufferedReader(io.FileIO(read_fd, "rb", closefd=False), buffer_size=1 << 16)
         self.functions: Dict[str, Callable[..., Any]] = {}
+        self.broken: Optional[BaseException] = None  # what the initializer raised
 
     def serve(self) -> int:
         """Runs until SHUTDOWN or end of file; returns the exit status (0)."""
@@ -179,6 +203,9 @@ class Worker:
         task_id = bytes(parts[P.RUN_TASK_ID])
         stage = "loading the task's function"
         try:
+            if self.broken is not None:
+                stage = "running the initializer given to hetflow.init"
+                raise self.broken
             func = self.function(bytes(parts[P.RUN_FUNC_KEY]).decode("utf-8"), parts[P.RUN_FUNC_BYTES])
             stage = "loading the task's arguments"
             args, kwargs = self.arguments(parts[P.RUN_CALL_BYTES], parts[P.RUN_DEPS :])
@@ -272,9 +299,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.set_inheritable(fd, False)  # a task's own subprocesses must not hold our pipes open
     _watch_host_pipe(read_fd)
     _adopt_host_sys_path()
+    _adopt_host_authkey()
     _line_buffered_stdio()
     try:
-        return Worker(read_fd, write_fd).serve()
+        worker = Worker(read_fd, write_fd)
+        worker.broken = _run_initializer()
+        return worker.serve()
     except BrokenPipeError:  # the host is gone: nobody to answer
         return 0
     except P.ProtocolError as exc:

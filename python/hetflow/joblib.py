@@ -291,24 +291,54 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
 
 # -- a backend for the real joblib ----------------------------------------------------------------
 def register() -> None:
-    """Makes ``backend="hetflow"`` available to joblib (an optional dependency)."""
+    """Makes ``backend="hetflow"`` available to joblib (an optional dependency).
+
+    Every batch also registers it in the worker that runs it, so that a task may itself call
+    ``joblib.Parallel(backend="hetflow")``; inside a worker process that nested loop runs on the
+    worker's threads (the default executor there), never on a second pool of processes.
+    """
     try:
         import joblib
     except ImportError as error:
         raise ImportError("hetflow.joblib.register() needs joblib: pip install joblib") from error
+    global _registered
     joblib.register_parallel_backend("hetflow", _backend_class())
+    _registered = True
+
+
+_registered = False
+
+
+def _run_batch(batch: Callable[[], Any]) -> Any:
+    """Runs one of joblib's batches of calls; a worker registers the backend at its first batch."""
+    if not _registered:
+        register()
+    return batch()
 
 
 def _backend_class() -> type:
-    from joblib._parallel_backends import ParallelBackendBase
+    import threading
 
-    class HetflowBackend(ParallelBackendBase):
-        """Runs joblib's batches of calls as hetflow tasks (the runtime's default executor)."""
+    from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
+
+    class HetflowBackend(AutoBatchingMixin, ParallelBackendBase):
+        """Runs joblib's batches of calls as hetflow tasks (the runtime's default executor).
+
+        Batches grow while they take less than 0.2 s, as with joblib's own process backends.
+        When joblib aborts (a call failed, ``timeout=`` was reached, a ``return_as="generator"``
+        output was closed early), the batches not started yet are cancelled; those already
+        running finish, and their results are dropped.
+        """
 
         supports_retrieve_callback = True
         supports_timeout = True
         uses_threads = False
         supports_sharedmem = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._pending: set = set()
+            self._pending_lock = threading.Lock()
 
         def effective_n_jobs(self, n_jobs: Optional[int]) -> int:
             if n_jobs == 0:
@@ -326,10 +356,17 @@ def _backend_class() -> type:
             return self.effective_n_jobs(n_jobs)
 
         def submit(self, func: Callable[[], Any], callback: Optional[Callable[[Any], Any]] = None) -> Future:
-            future = hetflow.task_submit(func)
+            future = hetflow.task_submit(_run_batch, func)
+            with self._pending_lock:
+                self._pending.add(future)
+            future.add_done_callback(self._forget)
             if callback is not None:
                 future.add_done_callback(callback)
             return future
+
+        def _forget(self, future: Future) -> None:
+            with self._pending_lock:
+                self._pending.discard(future)
 
         def retrieve_result_callback(self, future: Future) -> Any:
             return future.result()
@@ -338,7 +375,11 @@ def _backend_class() -> type:
             return out.result(timeout)
 
         def abort_everything(self, ensure_ready: bool = True) -> None:
-            pass  # tasks already running finish; joblib stops collecting their results
+            with self._pending_lock:
+                pending = list(self._pending)
+                self._pending.clear()
+            for future in pending:
+                future.cancel()  # a no-op for the batches already running
 
         def get_nested_backend(self) -> Any:
             from joblib._parallel_backends import ThreadingBackend

@@ -128,3 +128,156 @@ def test_real_joblib_runs_on_hetflow():
         assert joblib.Parallel(n_jobs=-1)(joblib.delayed(square)(i) for i in range(20)) == [i * i for i in range(20)]
         with pytest.raises(ZeroDivisionError):
             joblib.Parallel(n_jobs=2)(joblib.delayed(lambda x: 1 / x)(i) for i in range(3))
+
+
+# -- the joblib backend ---------------------------------------------------------------------------
+def slow_marked(i, directory, fail_at):
+    import os
+    import time
+
+    if i == fail_at:
+        raise KeyError(f"call {i} failed")
+    time.sleep(0.2)
+    open(os.path.join(directory, str(i)), "w").close()
+    return i
+
+
+@pytest.fixture
+def joblib():
+    module = pytest.importorskip("joblib", reason="joblib is an optional dependency")
+    hj.register()
+    return module
+
+
+def _ran(directory):
+    hetflow.wait_for_all()  # the batches already running when joblib gave up
+    return len(list(directory.iterdir()))
+
+
+def test_an_error_cancels_the_calls_not_started(joblib, tmp_path):
+    calls = (joblib.delayed(slow_marked)(i, str(tmp_path), 2) for i in range(50))
+    with pytest.raises(KeyError, match="call 2 failed"):
+        joblib.Parallel(n_jobs=3, backend="hetflow", batch_size=1, pre_dispatch="all")(calls)
+    assert _ran(tmp_path) < 25  # 49 without the cancelling
+
+
+def test_a_timeout_cancels_the_calls_not_started(joblib, tmp_path):
+    calls = (joblib.delayed(slow_marked)(i, str(tmp_path), -1) for i in range(50))
+    import multiprocessing
+
+    with pytest.raises(multiprocessing.TimeoutError):  # the error joblib raises
+        joblib.Parallel(n_jobs=3, backend="hetflow", batch_size=1, pre_dispatch="all", timeout=0.01)(calls)
+    assert _ran(tmp_path) < 25  # 50 without the cancelling
+
+
+def test_a_generator_closed_early_cancels_the_calls_not_started(joblib, tmp_path):
+    calls = (joblib.delayed(slow_marked)(i, str(tmp_path), -1) for i in range(50))
+    output = joblib.Parallel(n_jobs=3, backend="hetflow", batch_size=1, pre_dispatch="all", return_as="generator")(
+        calls
+    )
+    assert next(output) == 0
+    with pytest.warns(UserWarning, match="cancelled"):  # joblib's note on the work given up
+        output.close()
+    assert _ran(tmp_path) < 25  # 50 without the cancelling
+
+
+def pid_of(_):
+    import os
+
+    return os.getpid()
+
+
+def nested_pids(i):
+    import os
+
+    import joblib
+
+    inner = joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(pid_of)(j) for j in range(4))
+    return os.getpid(), set(inner)
+
+
+def test_nested_parallel_runs_on_the_worker_threads(joblib):
+    hetflow.shutdown()
+    hetflow.init(ncpus=2, executor="process")
+    for outer, inner in joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(nested_pids)(i) for i in range(2)):
+        assert outer != __import__("os").getpid()
+        assert inner == {outer}  # no processes started inside the worker
+
+
+def append_to(shared, i):
+    shared.append(i)
+
+
+def test_manager_proxies_work_in_the_worker_processes(joblib):
+    import multiprocessing
+
+    hetflow.shutdown()
+    hetflow.init(ncpus=2, executor="process")
+    with multiprocessing.Manager() as manager:
+        shared = manager.list()
+        joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(append_to)(shared, i) for i in range(6))
+        assert sorted(shared) == list(range(6))
+
+
+def test_short_calls_are_batched_and_progress_is_printed(joblib, monkeypatch, capsys):
+    submitted = []
+    submit = hetflow.task_submit
+
+    def counting_submit(*args, **kwargs):
+        submitted.append(args[0])
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(hetflow, "task_submit", counting_submit)
+    calls = (joblib.delayed(square)(i) for i in range(2000))
+    assert joblib.Parallel(n_jobs=2, backend="hetflow", verbose=10)(calls) == [i * i for i in range(2000)]
+    assert len(submitted) < 500  # one task a call without the batching
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert "Batch computation too fast" in text and "Done 2000 out of 2000" in text
+
+
+_setting = {}
+
+
+def set_setting(value):
+    import os
+
+    _setting["value"] = value
+    _setting["pid"] = os.getpid()
+
+
+def read_setting(_):
+    import os
+
+    return _setting.get("value"), _setting.get("pid") == os.getpid()
+
+
+def fail_setup_in_workers():
+    import os
+
+    if os.environ.get("HETFLOW_WORKER_ID") is not None:
+        raise OSError("no licence server")
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_init_runs_the_initializer_in_each_worker(joblib, executor):
+    hetflow.shutdown()
+    hetflow.init(ncpus=2, executor=executor, initializer=set_setting, initargs=("ready",))
+    results = joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(read_setting)(i) for i in range(4))
+    assert results == [("ready", True)] * 4
+
+
+def test_a_failed_initializer_fails_the_tasks_with_its_error():
+    hetflow.shutdown()
+    hetflow.init(ncpus=1, executor="process", nprocs=1, initializer=fail_setup_in_workers)
+    with pytest.raises(OSError, match="no licence server"):
+        hetflow.task_submit(read_setting, 0).result()
+
+
+def test_bad_initializer_settings_are_refused():
+    with pytest.raises(ValueError, match="initializer must be callable"):
+        hetflow.init(initializer="setup")
+    with pytest.raises(ValueError, match="initargs must be a tuple"):
+        hetflow.init(initializer=set_setting, initargs=[1])
+    with pytest.raises(ValueError, match="initargs given without an initializer"):
+        hetflow.init(initargs=(1,))

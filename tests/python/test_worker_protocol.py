@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import array
 import io
+import multiprocessing
 import os
 import pickle
 import select
@@ -113,7 +114,8 @@ def test_garbled_input() -> None:
 
 
 def test_worker_environment() -> None:
-    (entry,) = P.worker_environment()
+    entry, authkey = P.worker_environment()
+    assert authkey == f"HETFLOW_AUTHKEY={multiprocessing.current_process().authkey.hex()}"
     name, _, value = entry.partition("=")
     assert name == "HETFLOW_SYS_PATH"
     paths = value.split(os.pathsep)
