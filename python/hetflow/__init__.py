@@ -12,7 +12,7 @@ configures it (also as a context manager), ``hetflow.shutdown()`` stops it.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hetflow import _runtime
 from hetflow._arrays import RW, Access, R, W
@@ -34,6 +34,7 @@ from hetflow.offload import (
     waitAll,
 )
 from hetflow._submit import DelayedFunction, TaskOptions, delayed, submit, task_submit
+from hetflow.executor import Executor, map
 
 __all__ = [
     "OffloadHandle",
@@ -67,6 +68,7 @@ __all__ = [
     "CancelledError",
     "DelayedFunction",
     "DependencyError",
+    "Executor",
     "Future",
     "HetflowError",
     "Session",
@@ -74,6 +76,7 @@ __all__ = [
     "WorkerCrashedError",
     "delayed",
     "init",
+    "map",
     "ncpus",
     "perfmodel_plot",
     "shutdown",
@@ -132,6 +135,8 @@ def init(
     spin_us: Optional[int] = None,
     trace: Optional[str] = None,
     stats: Optional[bool] = None,
+    initializer: Optional[Callable[..., Any]] = None,
+    initargs: tuple = (),
 ) -> Session:
     """Starts (or restarts, after waiting for its work) the runtime.
 
@@ -142,13 +147,24 @@ def init(
     for the process executor (default: ``HETFLOW_NPROCS``, else ncpus). spin_us: how long idle
     workers poll before sleeping. trace: a path where a Chrome trace is written at shutdown
     (default ``HETFLOW_TRACE``); stats: print worker statistics at shutdown (``HETFLOW_STATS``).
+    initializer: called as ``initializer(*initargs)`` once in each worker process when it starts
+    (a task on a worker whose initializer raised fails with that error), and once here for the
+    thread workers, which share this process's state.
 
     >>> with hetflow.init(ncpus=4, trace="trace.json"):
     ...     hetflow.task_submit(print, "hello").result()
     """
     return Session(
         _runtime.start(
-            ncpus=ncpus, sched=sched, executor=executor, nprocs=nprocs, spin_us=spin_us, trace=trace, stats=stats
+            ncpus=ncpus,
+            sched=sched,
+            executor=executor,
+            nprocs=nprocs,
+            spin_us=spin_us,
+            trace=trace,
+            stats=stats,
+            initializer=initializer,
+            initargs=initargs,
         )
     )
 
@@ -168,9 +184,37 @@ def shutdown(timeout: Optional[float] = None, cancel_futures: bool = False) -> N
     _runtime.stop(timeout, cancel_futures)
 
 
-def wait_for_all(timeout: Optional[float] = None) -> bool:
-    """Waits for every task submitted so far; False if the timeout passed first."""
-    return _runtime.current().wait_all(timeout)
+def wait_for_all(timeout: Optional[float] = None, progress: bool = False) -> bool:
+    """Waits for every task submitted so far; False if the timeout passed first.
+
+    progress: show how many of the tasks unfinished at the call are done (a tqdm bar when tqdm
+    is installed, else a line on stderr); tasks they submit meanwhile are counted in."""
+    runtime = _runtime.current()
+    if not progress or runtime.inside_task():
+        return runtime.wait_all(timeout)  # inside a task it raises, before any progress is shown
+    return _wait_with_progress(runtime, timeout)
+
+
+def _wait_with_progress(runtime: _runtime.Runtime, timeout: Optional[float]) -> bool:
+    import time
+
+    from hetflow._progress import Progress
+
+    engine = runtime._engine
+    deadline = None if timeout is None else time.monotonic() + _runtime._checked_timeout(timeout, "hetflow.wait_for_all")
+    start = engine.finished()
+    bar = Progress(engine.outstanding())
+    finished = False
+    try:
+        while True:
+            step = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
+            finished = runtime.wait_all(step)
+            done = engine.finished() - start
+            bar.update(done - bar.done, total=max(bar.total, done + engine.outstanding()))
+            if finished or (deadline is not None and time.monotonic() >= deadline):
+                return finished
+    finally:
+        bar.close(complete=finished)
 
 
 def acquire(array: Any, mode: str = "RW") -> Acquired:

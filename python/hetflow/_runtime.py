@@ -104,6 +104,8 @@ def resolve_settings(
     spin_us: Optional[int],
     trace: Optional[str] = None,
     stats: Optional[bool] = None,
+    initializer: Optional[Callable[..., Any]] = None,
+    initargs: tuple = (),
 ) -> tuple:
     """Checks init()'s settings (before anything is stopped or started); returns the executor,
     ncpus and nprocs with defaults filled in."""
@@ -121,6 +123,12 @@ def resolve_settings(
         raise ValueError(f"hetflow.Runtime: trace must be a path, not {trace!r}")
     if stats is not None and not isinstance(stats, bool):
         raise ValueError(f"hetflow.Runtime: stats must be True or False, not {stats!r}")
+    if initializer is not None and not callable(initializer):
+        raise ValueError(f"hetflow.init: initializer must be callable (or None), not {initializer!r}")
+    if not isinstance(initargs, tuple):
+        raise ValueError(f"hetflow.init: initargs must be a tuple of arguments for the initializer, not {initargs!r}")
+    if initargs and initializer is None:
+        raise ValueError("hetflow.init: initargs given without an initializer to call with them")
     count(ncpus, "ncpus", 1, MAX_NCPUS, "CPU workers")
     count(nprocs, "nprocs", 0, MAX_NPROCS, "worker processes")
     count(spin_us, "spin_us", 0, MAX_SPIN_US, "microseconds")
@@ -163,10 +171,19 @@ class Runtime:
         spin_us: Optional[int] = None,
         trace: Optional[str] = None,
         stats: Optional[bool] = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: tuple = (),
     ) -> None:
         from hetflow import _hetflow, _protocol, _worker  # the engine loads on first use, not at import
 
-        self.executor, ncpus, nprocs = resolve_settings(ncpus, sched, executor, nprocs, spin_us, trace, stats)
+        self.executor, ncpus, nprocs = resolve_settings(
+            ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs
+        )
+        environment = [*_protocol.worker_environment(), f"HETFLOW_NUM_CORES={nprocs}"]
+        if initializer is not None:
+            if nprocs:  # pickled first: a refusal leaves nothing run
+                environment.append(f"{_protocol.INITIALIZER_VARIABLE}={_pickled_initializer(initializer, initargs)}")
+            initializer(*initargs)  # for the thread workers: they share this process's state
         if trace is not None:
             trace = os.fspath(trace)
         self.ncpus = ncpus
@@ -177,7 +194,7 @@ class Runtime:
             scheduler=sched,
             nprocs=nprocs,
             worker_command=_worker.command(),
-            worker_environment=[*_protocol.worker_environment(), f"HETFLOW_NUM_CORES={nprocs}"],
+            worker_environment=environment,
             spin_us=spin_us,
             dumps=_dumps_value,
             freeze=freeze_exception,
@@ -522,6 +539,16 @@ class Runtime:
     @property
     def scheduler(self) -> str:
         return self._engine.scheduler_name()
+
+
+def _pickled_initializer(initializer: Callable[..., Any], initargs: tuple) -> str:
+    """The initializer and its arguments as hex, for the worker processes' environment."""
+    from hetflow._serialize import _cloudpickle
+
+    try:
+        return _cloudpickle().dumps((initializer, initargs)).hex()
+    except Exception as error:
+        raise ValueError(f"hetflow.init: the initializer and its initargs cannot be pickled: {error}") from error
 
 
 def _dumps_value(value: Any) -> bytes:

@@ -65,6 +65,30 @@ def mp_pool(n: int, workers: int) -> float:
         return time.perf_counter() - start
 
 
+def incr(x: int) -> int:
+    return x + 1
+
+
+def hetflow_map(n: int, workers: int) -> float:
+    with hetflow.init(ncpus=1, executor="process", nprocs=workers):
+        hetflow.map(incr, range(4 * workers), chunksize=1)  # warm the workers
+        start = time.perf_counter()
+        results = hetflow.map(incr, range(n))
+        elapsed = time.perf_counter() - start
+    _check(results, n)
+    return elapsed
+
+
+def mp_pool_map(n: int, workers: int) -> float:
+    with mp.Pool(workers) as pool:
+        pool.map(incr, range(4 * workers), chunksize=1)
+        start = time.perf_counter()
+        results = pool.map(incr, range(n))
+        elapsed = time.perf_counter() - start
+    _check(results, n)
+    return elapsed
+
+
 def joblib_loky(n: int, workers: int) -> Optional[float]:
     try:
         from joblib import Parallel, delayed
@@ -73,6 +97,28 @@ def joblib_loky(n: int, workers: int) -> Optional[float]:
     start = time.perf_counter()
     _check(Parallel(n_jobs=workers)(delayed(add)(i, 1) for i in range(n)), n)
     return time.perf_counter() - start
+
+
+def joblib_warm(n: int, workers: int, backend: str) -> Optional[float]:
+    """One more ``joblib.Parallel`` call on workers already started by a first one."""
+    try:
+        import joblib
+    except ImportError:
+        return None
+    if backend == "hetflow":
+        from hetflow.joblib import register
+
+        hetflow.init(ncpus=workers, executor="process", nprocs=workers)
+        register()
+    try:
+        with joblib.parallel_config(backend=backend, n_jobs=workers):
+            _check(joblib.Parallel()(joblib.delayed(add)(i, 1) for i in range(n)), n)  # warm
+            start = time.perf_counter()
+            _check(joblib.Parallel()(joblib.delayed(add)(i, 1) for i in range(n)), n)
+            return time.perf_counter() - start
+    finally:
+        if backend == "hetflow":
+            hetflow.shutdown()
 
 
 def overhead(n: int) -> None:
@@ -93,12 +139,20 @@ def overhead(n: int) -> None:
     run(f"ProcessPoolExecutor({workers}),warm", lambda: process_pool_warm(n, workers))
     run(f"multiprocessing.Pool({workers}).starmap,batched", lambda: mp_pool(n, workers))
     run("joblib.Parallel(loky)", lambda: joblib_loky(n, workers))
+    # Existing joblib code on hetflow's backend, beside loky, both warm (auto-batched calls).
+    run("hetflow-joblib", lambda: joblib_warm(n, workers, "hetflow"))
+    run("joblib-loky", lambda: joblib_warm(n, workers, "loky"))
+    # One call for many short tasks: hetflow.map chunks them, as Pool.map does (same workers).
+    run("hetflow-map", lambda: hetflow_map(n, workers))
+    run("multiprocessing-pool-map", lambda: mp_pool_map(n, workers))
 
     print("# ratios (lower is better for hetflow)")
     pairs = [
         ("hetflow(thread)", f"ThreadPoolExecutor({workers})", "target <= 0.33"),
         ("hetflow(process)", f"ProcessPoolExecutor({workers}),warm", "target <= 0.25"),
         ("hetflow(process)", "joblib.Parallel(loky)", "target < 1"),
+        ("hetflow-joblib", "joblib-loky", "target < 1"),
+        ("hetflow-map", "multiprocessing-pool-map", "hetflow-map target <= 1500 ns_per_task"),
     ]
     for ours, theirs, target in pairs:
         if ours in ns and theirs in ns:

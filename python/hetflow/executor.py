@@ -1,0 +1,363 @@
+"""``hetflow.Executor`` (a ``concurrent.futures.Executor``) and ``hetflow.map``."""
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import math
+import os
+import pickle
+import threading
+import time
+import traceback
+import weakref
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+
+from hetflow import _runtime
+from hetflow._future import Future
+from hetflow._progress import Progress
+
+# Chunks per worker when the chunk size is picked automatically: enough to even out uneven tasks,
+# few enough that each chunk's fixed cost vanishes beside its elements.
+_CHUNKS_PER_WORKER = 4
+
+
+class Executor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` whose tasks run on a hetflow runtime of its own.
+
+    >>> with hetflow.Executor(4) as ex:                 # 4 worker processes
+    ...     list(ex.map(pow, [2, 3], [5, 2]))
+    [32, 9]
+
+    Each executor starts its own runtime, with ``max_workers`` workers, and ``shutdown`` (or
+    the end of the ``with`` block) stops that runtime only: the module's runtime
+    (``hetflow.submit``, ``hetflow.init``) and other executors are left alone. Its futures are
+    ``hetflow.Future`` objects; they may be passed to further tasks of the same executor, which
+    then wait for them.
+
+    max_workers: workers (default: the CPUs this process may use). executor: ``"process"``
+    (worker interpreter processes: pure Python in parallel; the default on a Python with a GIL)
+    or ``"thread"`` (worker threads of this process). sched: the scheduler (``hetflow.init``'s
+    names). spin_us: how long idle workers poll before they sleep.
+    """
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        executor: Optional[str] = None,
+        sched: Optional[str] = None,
+        *,
+        spin_us: Optional[int] = None,
+    ) -> None:
+        if max_workers is not None:
+            if not isinstance(max_workers, int) or isinstance(max_workers, bool):
+                raise TypeError(f"hetflow.Executor: max_workers must be an int or None, not {max_workers!r}")
+            if not 1 <= max_workers <= _runtime.MAX_NPROCS:
+                raise ValueError(
+                    f"hetflow.Executor: max_workers={max_workers}; it must be greater than 0 "
+                    f"(and at most {_runtime.MAX_NPROCS})"
+                )
+        kind = _runtime.check_executor(executor) if executor is not None else _runtime.default_executor()
+        if max_workers is None:
+            max_workers = min(len(os.sched_getaffinity(0)), _runtime.MAX_NPROCS)
+        # The process executor's tasks run on the process workers; one CPU worker is enough.
+        ncpus, nprocs = (max_workers, 0) if kind == "thread" else (1, max_workers)
+        self._runtime = _runtime.Runtime(ncpus=ncpus, sched=sched, executor=kind, nprocs=nprocs, spin_us=spin_us)
+        self._max_workers = max_workers
+        self._lock = threading.Lock()
+        self._shut_down = False
+        # Dropped without shutdown: the work still finishes, without blocking whoever dropped it.
+        self._finalizer = weakref.finalize(self, _release, self._runtime)
+        self._finalizer.atexit = False  # at exit, _at_exit waits for the work instead
+        _unstopped.add(self._runtime)
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers
+
+    @property
+    def executor(self) -> str:
+        """``"process"`` or ``"thread"``."""
+        return self._runtime.executor
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Runs ``fn(*args, **kwargs)`` as a task; returns its ``hetflow.Future``."""
+        with self._lock:
+            if self._shut_down:
+                raise RuntimeError("hetflow.Executor: cannot schedule new futures after shutdown")
+            return self._runtime.submit(fn, args, kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: Optional[int] = 1,
+        progress: bool = False,
+    ) -> Iterator[Any]:
+        """``fn`` over the elements of ``iterables`` taken together (stopping at the shortest).
+
+        The calls are submitted at once; the iterator returned yields their results in input
+        order as they come. ``timeout``: seconds from this call after which ``next()`` raises
+        ``TimeoutError``. A call's exception is raised by ``next()`` at that call's position.
+        chunksize: calls per task (more for many short calls); None picks one from the number
+        of calls and workers. progress: show finished calls (a tqdm bar, else a line on stderr).
+        Closing the iterator early (or losing it) cancels the calls not started.
+        """
+        deadline = None if timeout is None else time.monotonic() + _checked_timeout(timeout)
+        chunksize = _checked_chunksize(chunksize)
+        with self._lock:
+            if self._shut_down:
+                raise RuntimeError("hetflow.Executor: cannot schedule new futures after shutdown")
+            chunks = _submit(self._runtime, fn, iterables, chunksize, None)
+        return _results(chunks, deadline, progress)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stops the executor's runtime; later submissions raise ``RuntimeError``.
+
+        wait: return once the submitted work is done and the workers have stopped (else at once;
+        the work still finishes, and the interpreter waits for it at exit). cancel_futures:
+        cancel the tasks not started yet (their futures raise ``CancelledError``); without
+        waiting, they are cancelled as the workers reach them, so none of them runs."""
+        with self._lock:
+            self._shut_down = True
+        self._finalizer.detach()
+        runtime = self._runtime
+        if wait:
+            runtime.shutdown(cancel_futures=cancel_futures)
+            return
+        if cancel_futures:
+            runtime._engine.cancel_pending()  # before returning: nothing queued starts after this
+        if not runtime._closed:
+            _release(runtime)
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._shut_down else "running"
+        return f"<hetflow.Executor {self.executor} max_workers={self._max_workers} {state}>"
+
+
+# The runtimes of executors not shut down yet; at interpreter exit each is stopped as the
+# module's runtime is (waiting while its tasks make progress).
+_unstopped: "weakref.WeakSet[_runtime.Runtime]" = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    for runtime in list(_unstopped):
+        if not runtime._closed and runtime._generation == _runtime._fork_generation:
+            _runtime._shut_down_at_exit(runtime)
+
+
+atexit.register(_at_exit)
+
+
+def _release(runtime: _runtime.Runtime) -> None:
+    """Stops ``runtime`` once its work is done, from a thread the interpreter waits for at exit."""
+    try:
+        threading.Thread(target=runtime.shutdown, name="hetflow-executor-shutdown").start()
+    except RuntimeError:  # the interpreter is exiting: no new threads
+        runtime.shutdown(idle_timeout=_runtime.exit_timeout())
+
+
+def map(
+    fn: Callable[..., Any],
+    *iterables: Iterable[Any],
+    chunksize: Optional[int] = None,
+    executor: Union[None, str, Executor] = None,
+    progress: bool = False,
+) -> List[Any]:
+    """``[fn(*args) for args in zip(*iterables)]``, computed by tasks; the list is in input order.
+
+    >>> hetflow.map(pow, range(5), [2] * 5)
+    [0, 1, 4, 9, 16]
+
+    Made for many short calls: they are grouped into chunks, one task per chunk (chunksize=None
+    picks about four chunks per worker; give a number to choose). executor: ``"process"`` or
+    ``"thread"`` for the module's runtime (default: its executor), or a ``hetflow.Executor``
+    to run on. The first failing call's exception is raised (once the calls before it are
+    done); the calls not started then are cancelled. progress: show finished calls.
+    """
+    chunksize = _checked_chunksize(chunksize)
+    if isinstance(executor, Executor):
+        with executor._lock:
+            if executor._shut_down:
+                raise RuntimeError("hetflow.map: the executor has been shut down")
+            chunks = _submit(executor._runtime, fn, iterables, chunksize, None)
+    else:
+        if executor is not None:
+            if not isinstance(executor, str):
+                raise TypeError(
+                    f"hetflow.map: executor must be 'process', 'thread', a hetflow.Executor or None, not {executor!r}"
+                )
+            _runtime.check_executor(executor)
+        chunks = _submit(_runtime.current(), fn, iterables, chunksize, executor)
+    return list(_results(chunks, None, progress))
+
+
+# -- chunks ------------------------------------------------------------------------------------
+def _checked_chunksize(chunksize: Any) -> Optional[int]:
+    if chunksize is None:
+        return None
+    if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
+        raise ValueError(
+            f"hetflow: chunksize must be an int >= 1 (calls per task) or None (automatic), not {chunksize!r}"
+        )
+    return chunksize
+
+
+def _checked_timeout(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+        raise ValueError(f"hetflow.Executor.map: timeout must be None or a number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+def _workers(runtime: _runtime.Runtime, executor: str) -> int:
+    return runtime.nprocs if executor == "process" and runtime.nprocs else runtime.ncpus
+
+
+def _submit(
+    runtime: _runtime.Runtime,
+    fn: Callable[..., Any],
+    iterables: Tuple[Iterable[Any], ...],
+    chunksize: Optional[int],
+    executor: Optional[str],
+) -> List[Tuple[Future, int]]:
+    """Submits the calls, ``chunksize`` per task; returns (future, calls) per task in order.
+    A future of one call (``calls == 0``) gives its value; a chunk's gives a _ChunkOutcome."""
+    if not callable(fn):
+        raise TypeError(f"hetflow: {fn!r} is not callable")
+    if not iterables:
+        raise TypeError("hetflow: map() needs at least one iterable of arguments")
+    kind = executor or runtime.executor
+    if kind == "process" and runtime.nprocs == 0:
+        raise ValueError("hetflow: executor='process' but the runtime has no worker processes (nprocs=0)")
+    # One iterable (the common case): its elements are the arguments, with no tuple for each.
+    star = len(iterables) > 1
+    calls = list(zip(*iterables)) if star else list(iterables[0])
+    if chunksize is None:
+        chunksize = max(1, math.ceil(len(calls) / (_CHUNKS_PER_WORKER * _workers(runtime, kind))))
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    chunks: List[Tuple[Future, int]] = []
+    try:
+        if chunksize == 1:
+            for args in calls:
+                chunks.append((runtime.submit(fn, args if star else (args,), {}, executor=executor), 0))
+            return chunks
+        if kind == "process":
+            # Pickled here, once per chunk: the task's arguments are then plain bytes, which
+            # take the engine's shortest path.
+            from hetflow._serialize import function_entry
+
+            fn_bytes = function_entry(fn)[1]
+            for start in range(0, len(calls), chunksize):
+                part = calls[start : start + chunksize]
+                try:
+                    target, args = _run_pickled_chunk, (fn_bytes, _dumps_calls(part), star)
+                except TypeError:
+                    # Futures among the arguments: the general path waits for them and sends
+                    # their values (and names what cannot be sent at all).
+                    target, args = _run_chunk_in_process, (fn, part, star)
+                chunks.append((runtime.submit(target, args, {}, executor=kind, name=name), len(part)))
+        else:
+            for start in range(0, len(calls), chunksize):
+                part = calls[start : start + chunksize]
+                chunks.append((runtime.submit(_run_chunk, (fn, part, star), {}, executor=kind, name=name), len(part)))
+    except BaseException:
+        for future, _ in chunks:
+            future.cancel()
+        raise
+    return chunks
+
+
+def _dumps_calls(calls: list) -> bytes:
+    try:
+        return pickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        from hetflow._serialize import dumps_value
+
+        return dumps_value(calls)  # cloudpickle: lambdas and classes of __main__ among the arguments
+
+
+_ChunkOutcome = Tuple[list, Optional[BaseException], Optional[str]]
+
+
+def _run_chunk(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome:
+    """Runs the calls in order; stops at the first failing one and hands back its exception
+    with the results before it, so that the caller raises it at its own position."""
+    results = []
+    append = results.append
+    try:
+        if star:
+            for args in calls:
+                append(fn(*args))
+        else:
+            for arg in calls:
+                append(fn(arg))
+    except Exception as exc:
+        return results, exc, None
+    return results, None, None
+
+
+_loaded: dict = {}  # a worker process's functions, by their pickled bytes
+
+
+def _run_pickled_chunk(fn_bytes: bytes, calls_bytes: bytes, star: bool) -> _ChunkOutcome:
+    fn = _loaded.get(fn_bytes)
+    if fn is None:
+        if len(_loaded) > 64:
+            _loaded.clear()
+        fn = _loaded[fn_bytes] = pickle.loads(fn_bytes)
+    return _run_chunk_in_process(fn, pickle.loads(calls_bytes), star)
+
+
+def _run_chunk_in_process(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome:
+    """_run_chunk in a worker process: the exception travels pickled, its traceback as text."""
+    results, exc, _ = _run_chunk(fn, calls, star)
+    if exc is None:
+        return results, None, None
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        raise exc from None  # fails the whole chunk; the task's error machinery describes it
+    exc.__traceback__ = None
+    return results, exc, text
+
+
+def _results(chunks: List[Tuple[Future, int]], deadline: Optional[float], progress: bool) -> Iterator[Any]:
+    """The calls' results in input order; raises a call's exception at its position."""
+    bar = Progress(sum(count or 1 for _, count in chunks)) if progress else None
+    if bar is not None:
+        for future, count in chunks:
+            future.add_done_callback(lambda _, n=count or 1: bar.update(n))
+    return _result_iterator(chunks, deadline, bar)
+
+
+def _result_iterator(
+    chunks: List[Tuple[Future, int]], deadline: Optional[float], bar: Optional[Progress]
+) -> Iterator[Any]:
+    chunks.reverse()  # popped from the end: a result is let go of once yielded
+    try:
+        while chunks:
+            future, count = chunks[-1]
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                value = future.result(timeout)
+            except TimeoutError:
+                raise TimeoutError("hetflow: map's results were not all ready within its timeout") from None
+            chunks.pop()
+            del future
+            if count == 0:
+                yield value
+                continue
+            results, exc, text = value
+            yield from results
+            if exc is not None:
+                if text is not None:
+                    from hetflow._serialize import RemoteTraceback
+
+                    exc.__cause__ = RemoteTraceback(text)
+                raise exc
+    finally:
+        for future, _ in chunks:
+            future.cancel()
+        if bar is not None:
+            bar.close(complete=not chunks)

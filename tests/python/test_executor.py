@@ -1,0 +1,374 @@
+"""hetflow.Executor (a concurrent.futures.Executor), hetflow.map and progress reporting."""
+from __future__ import annotations
+
+import builtins
+import concurrent.futures
+import io
+import os
+import sys
+import threading
+import types
+
+import pytest
+
+import hetflow
+from hetflow import _progress, _runtime
+
+KINDS = ["thread", "process"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime():
+    yield
+    hetflow.shutdown()
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def ex(request):
+    with hetflow.Executor(2, executor=request.param) as executor:
+        yield executor
+
+
+def square(x):
+    return x * x
+
+
+def add3(a, b, c):
+    return a + b + c
+
+
+def fail_at(x, bad):
+    if x == bad:
+        raise ValueError(f"bad {x}")
+    return x
+
+
+def started_then(started, event, value):
+    started.set()
+    return wait_then(event, value)
+
+
+def wait_then(event, value):
+    if not event.wait(10):
+        raise AssertionError("the test did not release the task")
+    return value
+
+
+# -- submit and map ------------------------------------------------------------------------------
+def test_is_a_concurrent_futures_executor(ex):
+    assert isinstance(ex, concurrent.futures.Executor)
+    future = ex.submit(add3, 1, 2, c=3)
+    assert isinstance(future, hetflow.Future)
+    assert future.result() == 6
+    done, _ = concurrent.futures.wait([ex.submit(square, i) for i in range(5)])
+    assert sorted(f.result() for f in done) == [0, 1, 4, 9, 16]
+
+
+def test_submit_takes_fn_positionally_only(ex):
+    assert ex.submit(dict, fn=1).result() == {"fn": 1}
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, None])
+def test_map_keeps_input_order(ex, chunksize):
+    assert list(ex.map(square, range(20), chunksize=chunksize)) == [x * x for x in range(20)]
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_map_zips_iterables_and_stops_at_the_shortest(ex, chunksize):
+    result = ex.map(add3, range(10), range(100, 107), iter([1000] * 50), chunksize=chunksize)
+    assert list(result) == [1100 + 2 * i for i in range(7)]
+    assert list(ex.map(square, [], chunksize=chunksize)) == []
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_map_raises_at_the_failing_position(ex, chunksize):
+    results = ex.map(fail_at, range(10), [5] * 10, chunksize=chunksize)
+    assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="bad 5"):
+        next(results)
+
+
+def test_map_failure_in_a_process_chunk_carries_the_remote_traceback():
+    with hetflow.Executor(1, executor="process") as executor:
+        with pytest.raises(ValueError, match="bad 2") as info:
+            list(executor.map(fail_at, range(4), [2] * 4, chunksize=4))
+    assert "fail_at" in str(info.value.__cause__)
+
+
+def test_map_consumes_its_input_at_once_and_its_results_lazily():
+    release = threading.Event()
+    with hetflow.Executor(2, executor="thread") as executor:
+        taken = []
+
+        def inputs():
+            for i in range(3):
+                taken.append(i)
+                yield i
+
+        results = executor.map(wait_then, [release] * 3, inputs())
+        assert taken == [0, 1, 2]  # submitted at the call, like concurrent.futures
+        release.set()
+        assert next(results) == 0
+        assert list(results) == [1, 2]
+
+
+def test_map_timeout_counts_from_the_call():
+    release = threading.Event()
+    with hetflow.Executor(1, executor="thread") as executor:
+        results = executor.map(wait_then, [release, release], ["a", "b"], timeout=0.05)
+        with pytest.raises(TimeoutError):
+            next(results)
+        release.set()
+
+
+def record(log, event, value):
+    log.append(value)
+    return wait_then(event, value)
+
+
+def test_closing_the_map_iterator_cancels_the_calls_not_started():
+    go, release, log = threading.Event(), threading.Event(), []
+    go.set()
+    with hetflow.Executor(1, executor="thread") as executor:
+        results = executor.map(record, [log] * 4, [go, release, release, release], range(4))
+        assert next(results) == 0
+        results.close()
+        release.set()
+    assert log in ([0], [0, 1])  # the second call may have started; the others never run
+
+
+def test_cancel_a_queued_future():
+    release = threading.Event()
+    with hetflow.Executor(1, executor="thread") as executor:
+        running = executor.submit(wait_then, release, 1)
+        queued = executor.submit(square, 3)
+        assert queued.cancel()
+        assert queued.cancelled()
+        release.set()
+        assert running.result() == 1
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.result()
+
+
+def test_bad_arguments_are_refused_with_what_is_accepted():
+    with pytest.raises(ValueError, match="greater than 0"):
+        hetflow.Executor(0)
+    with pytest.raises(ValueError, match="'thread' or 'process'"):
+        hetflow.Executor(1, executor="gpu")
+    with hetflow.Executor(1, executor="thread") as executor:
+        with pytest.raises(ValueError, match="chunksize"):
+            executor.map(square, range(3), chunksize=0)
+        with pytest.raises(TypeError, match="not callable"):
+            executor.map(5, range(3))
+
+
+# -- workers and shutdown ------------------------------------------------------------------------
+def test_max_workers_run_together():
+    barrier = threading.Barrier(3, timeout=10)
+    with hetflow.Executor(3, executor="thread") as executor:
+        assert executor.max_workers == 3
+        assert all(f.result() == 1 for f in [executor.submit(lambda: barrier.wait() * 0 + 1) for _ in range(3)])
+
+
+def test_process_executor_uses_its_own_worker_processes():
+    with hetflow.Executor(2, executor="process") as executor:
+        assert executor._runtime.nprocs == 2
+        pids = {f.result() for f in [executor.submit(os.getpid) for _ in range(8)]}
+        assert os.getpid() not in pids
+
+
+def test_shutdown_stops_only_the_executors_runtime():
+    assert hetflow.submit(square, 2).result() == 4
+    module_runtime = _runtime._current
+    with hetflow.Executor(1, executor="thread") as executor:
+        assert executor.submit(square, 3).result() == 9
+    assert _runtime._current is module_runtime and not module_runtime._closed
+    assert hetflow.submit(square, 4).result() == 16
+
+
+def test_submit_and_map_after_shutdown_raise_runtime_error():
+    executor = hetflow.Executor(1, executor="thread")
+    executor.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(square, 1)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.map(square, [1])
+    executor.shutdown()  # a second shutdown is harmless
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shutdown_while_busy_waits_for_the_work(kind):
+    executor = hetflow.Executor(2, executor=kind)
+    futures = [executor.submit(square, i) for i in range(50)]
+    executor.shutdown(wait=True)
+    assert all(f.done() for f in futures)
+    assert [f.result() for f in futures] == [i * i for i in range(50)]
+
+
+def test_shutdown_without_waiting_returns_while_tasks_run():
+    release = threading.Event()
+    executor = hetflow.Executor(1, executor="thread")
+    running = executor.submit(wait_then, release, "done")
+    queued = executor.submit(square, 5)
+    executor.shutdown(wait=False)
+    assert not running.done()  # shutdown did not wait for it
+    release.set()
+    assert running.result() == "done" and queued.result() == 25
+    executor.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_cancel_futures_cancels_the_queued_tasks(wait):
+    started, release = threading.Event(), threading.Event()
+    executor = hetflow.Executor(1, executor="thread")
+    running = executor.submit(started_then, started, release, "ran")
+    queued = [executor.submit(square, i) for i in range(5)]
+    assert started.wait(10)
+    if wait:
+        threading.Timer(0.05, release.set).start()
+    executor.shutdown(wait=wait, cancel_futures=True)
+    if wait:
+        assert all(f.cancelled() for f in queued)
+    release.set()
+    assert running.result() == "ran"
+    executor.shutdown()
+    # Without waiting, the queued tasks are cancelled as the worker reaches them: none runs.
+    assert all(f.cancelled() for f in queued)
+
+
+def test_executors_left_running_finish_their_work_at_exit(tmp_path):
+    from hf_subprocess import run_script
+
+    rc, out, err = run_script(
+        tmp_path,
+        """
+        import time
+        import hetflow
+
+        def slow(x):
+            time.sleep(0.2)
+            return x
+
+        def report(future):
+            print("DONE", future.result(), flush=True)
+
+        if __name__ == "__main__":
+            kept = hetflow.Executor(1, executor="process")
+            kept.submit(slow, "kept").add_done_callback(report)
+            dropped = hetflow.Executor(1, executor="thread")
+            dropped.submit(slow, "dropped").add_done_callback(report)
+            del dropped
+        """,
+    )
+    assert rc == 0, err
+    assert sorted(out.split()) == ["DONE", "DONE", "dropped", "kept"]
+    assert "leaked" not in err
+
+
+# -- hetflow.map ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("executor", [None, "thread", "process"])
+def test_map_returns_a_list_in_input_order(executor):
+    expected = [x * x for x in range(1000)]
+    assert hetflow.map(square, range(1000), executor=executor) == expected
+    assert hetflow.map(square, range(10), chunksize=1, executor=executor) == expected[:10]
+    assert hetflow.map(add3, range(5), range(5), range(9), chunksize=2, executor=executor) == [3 * i for i in range(5)]
+
+
+def test_map_on_an_executor_and_its_errors():
+    with hetflow.Executor(2, executor="thread") as executor:
+        assert hetflow.map(square, range(7), executor=executor) == [x * x for x in range(7)]
+    with pytest.raises(RuntimeError, match="shut down"):
+        hetflow.map(square, range(7), executor=executor)
+    with pytest.raises(ValueError, match="bad 3"):
+        hetflow.map(fail_at, range(10), [3] * 10, chunksize=4)
+    with pytest.raises(TypeError, match="executor must be"):
+        hetflow.map(square, range(3), executor=2)
+    with pytest.raises(TypeError, match="at least one iterable"):
+        hetflow.map(square)
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_map_waits_for_futures_among_its_arguments(executor):
+    futures = [hetflow.submit(square, i) for i in range(12)]
+    assert hetflow.map(square, futures, chunksize=4, executor=executor) == [i**4 for i in range(12)]
+    with pytest.raises(ValueError, match="bad 9"):
+        hetflow.map(fail_at, futures, [9] * 12, chunksize=4, executor=executor)
+
+
+def test_map_sends_lambdas_and_their_arguments_to_processes():
+    assert hetflow.map(lambda f, x: f(x), [lambda v: v + 1] * 4, range(4), executor="process") == [1, 2, 3, 4]
+
+
+# -- progress ------------------------------------------------------------------------------------
+@pytest.fixture
+def no_tqdm(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # makes `import tqdm` raise ImportError
+
+
+def test_map_progress_without_tqdm_prints_a_line_per_interval_and_at_the_end(no_tqdm, capsys):
+    assert hetflow.map(square, range(100), executor="thread", progress=True) == [x * x for x in range(100)]
+    err = capsys.readouterr().err
+    assert err.endswith("hetflow: 100/100 tasks done\n")
+    assert "\r" not in err  # not a terminal: whole lines only
+
+
+def test_executor_map_progress_without_tqdm(no_tqdm, capsys):
+    with hetflow.Executor(1, executor="thread") as executor:
+        assert list(executor.map(square, range(9), chunksize=2, progress=True)) == [x * x for x in range(9)]
+    assert capsys.readouterr().err.endswith("hetflow: 9/9 tasks done\n")
+
+
+def test_progress_on_a_terminal_redraws_one_line(no_tqdm, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(_progress, "TTY_INTERVAL_S", 0.0)
+    stream = Terminal()
+    with _progress.Progress(3, stream=stream) as bar:
+        for _ in range(3):
+            bar.update(1)
+    text = stream.getvalue()
+    assert text.startswith("\rhetflow: 0/3 tasks done\rhetflow: 1/3 tasks done")
+    assert text.endswith("\rhetflow: 3/3 tasks done\n")
+
+
+def test_wait_for_all_progress_without_tqdm(no_tqdm, capsys):
+    hetflow.init(ncpus=2, executor="thread")
+    futures = [hetflow.submit(square, i) for i in range(30)]
+    assert hetflow.wait_for_all(progress=True) is True
+    assert all(f.done() for f in futures)
+    assert capsys.readouterr().err.endswith("hetflow: 30/30 tasks done\n")
+
+
+def test_progress_uses_tqdm_when_importable(monkeypatch, capsys):
+    bars = []
+
+    class FakeBar:
+        def __init__(self, total, unit, desc):
+            self.total, self.n, self.closed = total, 0, False
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def refresh(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeBar))
+    assert hetflow.map(square, range(40), executor="thread", chunksize=3, progress=True)[-1] == 39 * 39
+    assert [(b.total, b.n, b.closed) for b in bars] == [(40, 40, True)]
+    assert capsys.readouterr().err == ""  # the bar draws, not hetflow
+
+
+def test_progress_with_the_real_tqdm(capsys):
+    pytest.importorskip("tqdm")
+    assert hetflow.map(square, range(20), executor="thread", progress=True) == [x * x for x in range(20)]
+    assert "20/20" in capsys.readouterr().err
+
+
+def test_map_is_not_the_builtin():
+    assert hetflow.map is not builtins.map
