@@ -173,13 +173,16 @@ class Runtime:
         stats: Optional[bool] = None,
         initializer: Optional[Callable[..., Any]] = None,
         initargs: tuple = (),
+        worker_environment: Optional[dict] = None,
     ) -> None:
+        """``worker_environment``: more variables for the worker processes (name -> value)."""
         from hetflow import _hetflow, _protocol, _worker  # the engine loads on first use, not at import
 
         self.executor, ncpus, nprocs = resolve_settings(
             ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs
         )
         environment = [*_protocol.worker_environment(), f"HETFLOW_NUM_CORES={nprocs}"]
+        environment += [f"{name}={value}" for name, value in (worker_environment or {}).items()]
         if initializer is not None:
             if nprocs:  # pickled first: a refusal leaves nothing run
                 environment.append(f"{_protocol.INITIALIZER_VARIABLE}={_pickled_initializer(initializer, initargs)}")
@@ -188,6 +191,8 @@ class Runtime:
             trace = os.fspath(trace)
         self.ncpus = ncpus
         self.nprocs = nprocs
+        self.initializer = initializer
+        self.initargs = initargs
         self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C)
         self._engine = _hetflow.Runtime(
             ncpus=ncpus,
@@ -474,6 +479,17 @@ class Runtime:
                 self._engine.shutdown()
             else:
                 self._give_up(why)
+        self._join_dispatcher()
+
+    def terminate(self, reason: str) -> None:
+        """Gives up at once: cancels the tasks not started, ends the worker processes (their tasks
+        fail, saying ``reason``) and stops; thread-executor tasks still running are left to finish,
+        detached. Nothing more may be submitted."""
+        with self._shutdown_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._give_up(reason)
         self._join_dispatcher()
 
     def _wait_for_work(self, timeout: Optional[float], idle_timeout: Optional[float]) -> Optional[str]:

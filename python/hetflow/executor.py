@@ -37,7 +37,10 @@ class Executor(concurrent.futures.Executor):
     max_workers: workers (default: the CPUs this process may use). executor: ``"process"``
     (worker interpreter processes: pure Python in parallel; the default on a Python with a GIL)
     or ``"thread"`` (worker threads of this process). sched: the scheduler (``hetflow.init``'s
-    names). spin_us: how long idle workers poll before they sleep.
+    names). spin_us: how long idle workers poll before they sleep. initializer, initargs:
+    ``initializer(*initargs)`` runs once in each worker process before its first task (for
+    thread workers: once, here, before the executor starts); if it raises, the tasks of that
+    worker fail with its error, as with ``concurrent.futures``' executors.
     """
 
     def __init__(
@@ -47,6 +50,9 @@ class Executor(concurrent.futures.Executor):
         sched: Optional[str] = None,
         *,
         spin_us: Optional[int] = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: tuple = (),
+        _worker_environment: Optional[dict] = None,
     ) -> None:
         if max_workers is not None:
             if not isinstance(max_workers, int) or isinstance(max_workers, bool):
@@ -61,7 +67,10 @@ class Executor(concurrent.futures.Executor):
             max_workers = min(len(os.sched_getaffinity(0)), _runtime.MAX_NPROCS)
         # The process executor's tasks run on the process workers; one CPU worker is enough.
         ncpus, nprocs = (max_workers, 0) if kind == "thread" else (1, max_workers)
-        self._runtime = _runtime.Runtime(ncpus=ncpus, sched=sched, executor=kind, nprocs=nprocs, spin_us=spin_us)
+        self._runtime = _runtime.Runtime(
+            ncpus=ncpus, sched=sched, executor=kind, nprocs=nprocs, spin_us=spin_us, initializer=initializer,
+            initargs=initargs, worker_environment=_worker_environment,
+        )
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._shut_down = False
@@ -129,6 +138,14 @@ class Executor(concurrent.futures.Executor):
             runtime._engine.cancel_pending()  # before returning: nothing queued starts after this
         if not runtime._closed:
             _release(runtime)
+
+    def _terminate(self, reason: str) -> None:
+        """Gives up at once: tasks not started are cancelled, worker processes ended (their
+        tasks fail with ``reason``); running thread tasks are left to finish, detached."""
+        with self._lock:
+            self._shut_down = True
+        self._finalizer.detach()
+        self._runtime.terminate(reason)
 
     def __repr__(self) -> str:
         state = "shut down" if self._shut_down else "running"

@@ -263,25 +263,14 @@ def _flatten(block_results: List[List[Any]]) -> List[Any]:
 
 
 def _show_progress(futures: List[Future]) -> None:
+    """Shows finished blocks (a tqdm bar when tqdm is installed, else a line on stderr) until all are."""
     import concurrent.futures
 
-    total = len(futures)
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is not None:
-        with tqdm(total=total, unit="block") as bar:
-            for _ in concurrent.futures.as_completed(futures):
-                bar.update(1)
-        return
-    if not sys.stderr.isatty():
-        return
-    for done, _ in enumerate(concurrent.futures.as_completed(futures), start=1):
-        filled = 30 * done // total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} blocks")
-        sys.stderr.flush()
-    sys.stderr.write("\n")
+    from hetflow._progress import Progress
+
+    with Progress(len(futures)) as bar:
+        for _ in concurrent.futures.as_completed(futures):
+            bar.update(1)
 
 
 def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
@@ -293,97 +282,23 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
 def register() -> None:
     """Makes ``backend="hetflow"`` available to joblib (an optional dependency).
 
-    Every batch also registers it in the worker that runs it, so that a task may itself call
-    ``joblib.Parallel(backend="hetflow")``; inside a worker process that nested loop runs on the
-    worker's threads (the default executor there), never on a second pool of processes.
+    >>> hetflow.joblib.register()
+    >>> with joblib.parallel_config(backend="hetflow", n_jobs=4):
+    ...     joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(3))
+    [0, 1, 2]
+
+    The batches run on a pool of ``n_jobs`` workers of the backend's own, reused by later loops
+    with the same settings; large numpy arrays reach the worker processes once, through shared
+    memory (joblib's ``max_nbytes`` and ``mmap_mode``); see docs/python.md. Every batch also
+    registers the backend in the worker that runs it, so that a task may itself call
+    ``joblib.Parallel(backend="hetflow")``; inside a worker process that nested loop runs on
+    threads, never on a second pool of processes.
     """
     try:
         import joblib
     except ImportError as error:
         raise ImportError("hetflow.joblib.register() needs joblib: pip install joblib") from error
-    global _registered
-    joblib.register_parallel_backend("hetflow", _backend_class())
-    _registered = True
+    from hetflow import _joblib_backend
 
-
-_registered = False
-
-
-def _run_batch(batch: Callable[[], Any]) -> Any:
-    """Runs one of joblib's batches of calls; a worker registers the backend at its first batch."""
-    if not _registered:
-        register()
-    return batch()
-
-
-def _backend_class() -> type:
-    import threading
-
-    from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
-
-    class HetflowBackend(AutoBatchingMixin, ParallelBackendBase):
-        """Runs joblib's batches of calls as hetflow tasks (the runtime's default executor).
-
-        Batches grow while they take less than 0.2 s, as with joblib's own process backends.
-        When joblib aborts (a call failed, ``timeout=`` was reached, a ``return_as="generator"``
-        output was closed early), the batches not started yet are cancelled; those already
-        running finish, and their results are dropped.
-        """
-
-        supports_retrieve_callback = True
-        supports_timeout = True
-        uses_threads = False
-        supports_sharedmem = False
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._pending: set = set()
-            self._pending_lock = threading.Lock()
-
-        def effective_n_jobs(self, n_jobs: Optional[int]) -> int:
-            if n_jobs == 0:
-                raise ValueError("n_jobs == 0 in Parallel has no meaning")
-            workers = _runtime.current()
-            total = workers.nprocs if workers.executor == "process" else workers.ncpus
-            if n_jobs is None:
-                return 1
-            if n_jobs < 0:
-                return max(total + 1 + n_jobs, 1)
-            return n_jobs
-
-        def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
-            self.parallel = parallel
-            return self.effective_n_jobs(n_jobs)
-
-        def submit(self, func: Callable[[], Any], callback: Optional[Callable[[Any], Any]] = None) -> Future:
-            future = hetflow.task_submit(_run_batch, func)
-            with self._pending_lock:
-                self._pending.add(future)
-            future.add_done_callback(self._forget)
-            if callback is not None:
-                future.add_done_callback(callback)
-            return future
-
-        def _forget(self, future: Future) -> None:
-            with self._pending_lock:
-                self._pending.discard(future)
-
-        def retrieve_result_callback(self, future: Future) -> Any:
-            return future.result()
-
-        def retrieve_result(self, out: Future, timeout: Optional[float] = None) -> Any:
-            return out.result(timeout)
-
-        def abort_everything(self, ensure_ready: bool = True) -> None:
-            with self._pending_lock:
-                pending = list(self._pending)
-                self._pending.clear()
-            for future in pending:
-                future.cancel()  # a no-op for the batches already running
-
-        def get_nested_backend(self) -> Any:
-            from joblib._parallel_backends import ThreadingBackend
-
-            return ThreadingBackend(nesting_level=self.nesting_level + 1), None
-
-    return HetflowBackend
+    joblib.register_parallel_backend("hetflow", _joblib_backend.backend_class())
+    _joblib_backend.registered = True

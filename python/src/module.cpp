@@ -903,6 +903,17 @@ NB_MODULE(_hetflow, m) {
       },
       "nbytes"_a, "A uint8 numpy array of nbytes in memory that worker processes share.");
 
+  m.def(
+      "locate_shared",
+      [](std::uintptr_t address, std::size_t nbytes) -> std::optional<std::string> {
+        auto segment = SegmentRegistry::instance().find(address, nbytes);
+        if (!segment) return std::nullopt;
+        return segment->locate(address - reinterpret_cast<std::uintptr_t>(segment->base), nbytes);
+      },
+      "address"_a, "nbytes"_a,
+      "Where a worker process finds [address, address + nbytes) of a shared array (\"id fd pid offset "
+      "nbytes\"), or None when that memory is not in a shared segment.");
+
   m.def("scratch_bytes", &scratch_bytes,
         "Bytes of the scratch shared memory that plain arrays are copied into for worker processes.");
 

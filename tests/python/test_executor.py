@@ -372,3 +372,39 @@ def test_progress_with_the_real_tqdm(capsys):
 
 def test_map_is_not_the_builtin():
     assert hetflow.map is not builtins.map
+
+
+_initialized = []
+
+
+def remember_start(tag):
+    _initialized.append((tag, os.getpid()))
+
+
+def starts_here(_):
+    return os.getpid(), list(_initialized)
+
+
+def refuse_to_start():
+    if os.environ.get("HETFLOW_WORKER_ID") is not None:
+        raise PermissionError("no licence here")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_executor_initializer_runs_once_in_each_worker(kind):
+    _initialized.clear()
+    with hetflow.Executor(2, executor=kind, initializer=remember_start, initargs=("ready",)) as executor:
+        seen = list(executor.map(starts_here, range(8)))
+    for pid, started in seen:
+        assert started == [("ready", pid)]  # thread workers: once, in this process
+
+
+def test_a_failed_executor_initializer_fails_that_workers_tasks():
+    with hetflow.Executor(1, executor="process", initializer=refuse_to_start) as executor:
+        with pytest.raises(PermissionError, match="no licence here"):
+            executor.submit(square, 3).result()
+
+
+def test_bad_executor_initializer_is_refused():
+    with pytest.raises(ValueError, match="initializer must be callable"):
+        hetflow.Executor(1, initializer=42)

@@ -281,3 +281,233 @@ def test_bad_initializer_settings_are_refused():
         hetflow.init(initializer=set_setting, initargs=[1])
     with pytest.raises(ValueError, match="initargs given without an initializer"):
         hetflow.init(initargs=(1,))
+
+
+# -- the backend's pool: running batches stopped on abort, n_jobs, thread limits, shared inputs -----
+def _alive(pid):
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stuck_after_marking(i, directory):
+    """Call 0 fails once another call is running; the others mark their pid and never end."""
+    import os
+    import time
+
+    if i == 0:
+        for _ in range(400):
+            if os.listdir(directory):
+                raise KeyError("call 0 failed")
+            time.sleep(0.05)
+        raise AssertionError("no other call started")
+    with open(os.path.join(directory, str(os.getpid())), "w"):
+        pass
+    time.sleep(600)
+
+
+def _marked_pids(directory):
+    return [int(name) for name in __import__("os").listdir(directory)]
+
+
+def _wait_until_gone(pids):
+    import time
+
+    for _ in range(200):
+        if not any(_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_error_ends_the_batches_still_running(joblib, tmp_path):
+    with pytest.raises(KeyError, match="call 0 failed"):
+        joblib.Parallel(n_jobs=2, backend="hetflow", batch_size=1)(
+            joblib.delayed(stuck_after_marking)(i, str(tmp_path)) for i in range(2)
+        )
+    pids = _marked_pids(tmp_path)
+    assert pids and _wait_until_gone(pids)  # they would sleep for 10 minutes otherwise
+
+
+def sleep_marked(i, directory):
+    import os
+    import time
+
+    with open(os.path.join(directory, str(os.getpid())), "w"):
+        pass
+    time.sleep(600)
+
+
+def test_a_timeout_ends_the_batches_still_running(joblib, tmp_path):
+    import multiprocessing
+
+    joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(square)(i) for i in range(2))  # workers started
+    with pytest.raises(multiprocessing.TimeoutError):
+        joblib.Parallel(n_jobs=2, backend="hetflow", batch_size=1, timeout=5)(
+            joblib.delayed(sleep_marked)(i, str(tmp_path)) for i in range(2)
+        )
+    pids = _marked_pids(tmp_path)
+    assert pids and _wait_until_gone(pids)
+
+
+def test_a_pool_survives_an_abort_for_the_next_loop(joblib, tmp_path):
+    with pytest.raises(KeyError):
+        joblib.Parallel(n_jobs=2, backend="hetflow", batch_size=1)(
+            joblib.delayed(stuck_after_marking)(i, str(tmp_path)) for i in range(2)
+        )
+    assert joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(square)(i) for i in range(5)) == [0, 1, 4, 9, 16]
+
+
+def meet(barrier, _):
+    import os
+
+    barrier.wait(timeout=30)  # broken unless every worker is in a call at once
+    return os.getpid()
+
+
+@pytest.mark.parametrize("n_jobs", [2, 5])
+def test_n_jobs_workers_exactly_even_beyond_the_runtimes(joblib, n_jobs):
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager:
+        barrier = manager.Barrier(n_jobs)
+        pids = joblib.Parallel(n_jobs=n_jobs, backend="hetflow", batch_size=1)(
+            joblib.delayed(meet)(barrier, i) for i in range(2 * n_jobs)
+        )
+    assert len(set(pids)) == n_jobs  # 5 > the runtime's 3 workers
+
+
+def test_negative_n_jobs_count_from_the_runtimes_workers(joblib):
+    with joblib.parallel_config(backend="hetflow"):
+        assert joblib.effective_n_jobs(-1) == 3
+        assert joblib.effective_n_jobs(-2) == 2
+        assert joblib.effective_n_jobs(-9) == 1
+
+
+def test_one_job_runs_here_and_threads_are_this_process(joblib):
+    import os
+
+    assert joblib.Parallel(n_jobs=1, backend="hetflow")(joblib.delayed(pid_of)(i) for i in range(3)) == [os.getpid()] * 3
+    threads = joblib.Parallel(n_jobs=2, backend="hetflow", prefer="threads")(joblib.delayed(pid_of)(i) for i in range(4))
+    assert threads == [os.getpid()] * 4
+
+
+def thread_settings(_):
+    import os
+
+    return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def test_worker_processes_limit_blas_and_openmp_threads(joblib, monkeypatch):
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    expected = str(max(joblib.cpu_count() // 2, 1))
+    settings = joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(thread_settings)(i) for i in range(2))
+    assert settings == [dict.fromkeys(settings[0], expected)] * 2
+    with joblib.parallel_config(backend="hetflow", inner_max_num_threads=3):
+        settings = joblib.Parallel(n_jobs=2)(joblib.delayed(thread_settings)(i) for i in range(2))
+    assert settings == [dict.fromkeys(settings[0], "3")] * 2
+
+
+def blas_threads(_):
+    from threadpoolctl import threadpool_info
+
+    import numpy
+
+    numpy.ones((4, 4)) @ numpy.ones((4, 4))
+    return {pool["num_threads"] for pool in threadpool_info()}
+
+
+def test_blas_in_the_workers_uses_the_limit(joblib):
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl reads the BLAS thread counts")
+    with joblib.parallel_config(backend="hetflow", inner_max_num_threads=1):
+        assert joblib.Parallel(n_jobs=2)(joblib.delayed(blas_threads)(i) for i in range(2)) == [{1}, {1}]
+
+
+_started = []
+
+
+def count_start(tag):
+    import os
+
+    _started.append((tag, os.getpid()))
+
+
+def starts_seen(_):
+    import os
+
+    return os.getpid(), list(_started)
+
+
+def test_backend_initializer_runs_once_in_each_worker(joblib):
+    with joblib.parallel_config(backend="hetflow", initializer=count_start, initargs=("ready",)):
+        seen = joblib.Parallel(n_jobs=2, batch_size=1)(joblib.delayed(starts_seen)(i) for i in range(6))
+    for pid, started in seen:
+        assert started == [("ready", pid)]
+
+
+def describe(array, _):
+    return type(array).__name__, array.flags.writeable, float(array.sum())
+
+
+def test_large_arrays_reach_the_workers_once_through_shared_memory(joblib, monkeypatch):
+    from hetflow import _data
+
+    copies = []
+    empty = _data.empty
+    monkeypatch.setattr(_data, "empty", lambda *a, **k: copies.append(a) or empty(*a, **k))
+    big, small = np.arange(400_000, dtype=np.float64), np.arange(10.0)
+    seen = joblib.Parallel(n_jobs=2, backend="hetflow", batch_size=1)(
+        joblib.delayed(describe)(array, i) for i in range(8) for array in (big, small)
+    )
+    assert seen == [("memmap", False, float(big.sum())), ("ndarray", True, float(small.sum()))] * 8
+    assert len(copies) == 1  # once for the call, not once per task
+
+
+def write_first(array, value):
+    array[0] = value
+    return float(array[0])
+
+
+def test_mmap_modes(joblib):
+    big = np.zeros(300_000)
+    run = lambda mode, **kw: joblib.Parallel(n_jobs=2, backend="hetflow", mmap_mode=mode, **kw)(  # noqa: E731
+        joblib.delayed(write_first)(big, v) for v in (1.0, 2.0)
+    )
+    with pytest.raises(ValueError, match="read-only"):
+        run("r")
+    assert run("c") == [1.0, 2.0] and big[0] == 0  # writes stay in the task
+    assert run(None) == [1.0, 2.0] and big[0] == 0  # copies
+    assert run("r", max_nbytes=None) == [1.0, 2.0] and big[0] == 0
+    shared = hetflow.zeros(300_000)
+    assert joblib.Parallel(n_jobs=2, backend="hetflow", mmap_mode="r+")(
+        joblib.delayed(write_first)(shared, 5.0) for _ in range(2)
+    ) == [5.0, 5.0]
+    assert shared[0] == 5.0  # hetflow's shared memory is mapped, not copied
+
+
+def test_bad_mmap_mode_is_refused(joblib):
+    with pytest.raises(ValueError, match="mmap_mode"):
+        joblib.Parallel(n_jobs=2, backend="hetflow", mmap_mode="x")(joblib.delayed(square)(i) for i in range(2))
+
+
+def test_loops_in_two_threads_at_once(joblib):
+    import concurrent.futures
+
+    def loop(offset):
+        return joblib.Parallel(n_jobs=2, backend="hetflow", batch_size=1)(
+            joblib.delayed(square)(offset + i) for i in range(30)
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(2) as threads:
+        results = list(threads.map(loop, (0, 100)))
+    assert results == [[i * i for i in range(30)], [(100 + i) ** 2 for i in range(30)]]
+
+
+def test_progress_line_for_hetflow_joblib_parallel(capsys):
+    assert hj.Parallel(n_jobs=2, progress=True)(hj.delayed(square)(i) for i in range(6)) == [0, 1, 4, 9, 16, 25]
+    assert "hetflow: 2/2 tasks done" in capsys.readouterr().err

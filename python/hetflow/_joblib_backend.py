@@ -1,0 +1,379 @@
+"""The ``"hetflow"`` backend of the real joblib (``hetflow.joblib.register()``).
+
+Each ``Parallel`` call checks out a pool of exactly ``n_jobs`` workers (a ``hetflow.Executor``)
+and gives it back at the end, so that the next loop with the same settings finds its workers
+started, as joblib's own process backend does. A pool is never shared by two calls running at
+once: aborting one call (a failed call, ``timeout=``, a generator closed early) ends that call's
+worker processes only, and nothing of it keeps running.
+
+Large numpy arrays (``max_nbytes``, ``mmap_mode``) are copied once per call into shared memory
+and reach every batch of the call as a mapping of that copy: read-only with ``mmap_mode="r"``
+(joblib's default), private to the task with ``"c"``, shared with ``"r+"``/``"w+"``. Arrays
+already in hetflow's shared memory (``hetflow.empty`` and friends) are not copied at all.
+"""
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import pickle
+import sys
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from hetflow import _runtime
+from hetflow._future import Future
+
+registered = False  # in this process: set by hetflow.joblib.register()
+
+# Pools kept for later loops once their call is over; more are shut down, oldest first.
+_IDLE_POOLS_KEPT = 2
+_MMAP_MODES = ("r", "r+", "w+", "c")
+
+
+def backend_class() -> type:
+    from joblib._parallel_backends import (
+        AutoBatchingMixin,
+        FallbackToBackend,
+        ParallelBackendBase,
+        SequentialBackend,
+        ThreadingBackend,
+    )
+
+    class HetflowBackend(AutoBatchingMixin, ParallelBackendBase):
+        """Runs joblib's batches of calls as hetflow tasks on a pool of ``n_jobs`` workers.
+
+        Batches grow while they take less than 0.2 s, as with joblib's own process backends.
+        ``n_jobs=1`` runs the calls in this process, as joblib's backends do. ``prefer="threads"``
+        gives a pool of threads; otherwise the pool has the kind of workers hetflow runs (worker
+        processes on a Python with a GIL). Backend options (``joblib.parallel_config(backend=
+        "hetflow", ...)``): ``initializer``/``initargs`` run once in each worker (default:
+        ``hetflow.init``'s), ``inner_max_num_threads`` limits BLAS/OpenMP threads in the worker
+        processes (default: CPUs // n_jobs, unless the variables are set already).
+        """
+
+        supports_retrieve_callback = True
+        supports_timeout = True
+        supports_inner_max_num_threads = True
+        uses_threads = False
+        supports_sharedmem = False
+
+        def __init__(
+            self,
+            nesting_level: Optional[int] = None,
+            inner_max_num_threads: Optional[int] = None,
+            initializer: Optional[Callable[..., Any]] = None,
+            initargs: tuple = (),
+            **backend_kwargs: Any,
+        ) -> None:
+            super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads, **backend_kwargs)
+            if initializer is not None and not callable(initializer):
+                raise ValueError(f"hetflow backend: initializer must be callable (or None), not {initializer!r}")
+            if not isinstance(initargs, tuple):
+                raise ValueError(f"hetflow backend: initargs must be a tuple, not {initargs!r}")
+            self.initializer = initializer
+            self.initargs = initargs
+            self._settings: Optional[_PoolSettings] = None
+            self._pool: Optional[Any] = None
+            self._shared: Optional[_SharedInputs] = None
+            self._pending: set = set()
+            self._pending_lock = threading.Lock()
+
+        def effective_n_jobs(self, n_jobs: Optional[int]) -> int:
+            if n_jobs == 0:
+                raise ValueError("n_jobs == 0 in Parallel has no meaning")
+            if n_jobs is None:
+                return 1
+            if n_jobs < 0:
+                return max(_cpus() + 1 + n_jobs, 1)
+            return n_jobs
+
+        def configure(
+            self,
+            n_jobs: int = 1,
+            parallel: Any = None,
+            prefer: Optional[str] = None,
+            require: Optional[str] = None,
+            max_nbytes: Optional[int] = None,
+            mmap_mode: Optional[str] = None,
+            **ignored: Any,  # temp_folder, verbose, context: joblib's own pools' settings
+        ) -> int:
+            n_jobs = self.effective_n_jobs(n_jobs)
+            if n_jobs == 1:
+                raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+            if mmap_mode is not None and mmap_mode not in _MMAP_MODES:
+                raise ValueError(f"hetflow backend: mmap_mode must be one of {_MMAP_MODES} or None, not {mmap_mode!r}")
+            self.parallel = parallel
+            self._release_pool()
+            kind = "thread" if prefer == "threads" else _default_kind()
+            initializer, initargs = self.initializer, self.initargs
+            if initializer is None:
+                initializer, initargs = _init_initializer()
+            environment = self._prepare_worker_env(n_jobs) if kind == "process" else {}
+            self._settings = _PoolSettings(kind, n_jobs, initializer, initargs, environment)
+            self._pool = _pools.take(self._settings)
+            memmapping = kind == "process" and max_nbytes is not None and mmap_mode is not None
+            self._shared = _SharedInputs(max_nbytes, mmap_mode) if memmapping else None
+            return n_jobs
+
+        def submit(self, func: Callable[[], Any], callback: Optional[Callable[[Any], Any]] = None) -> Future:
+            if self._pool is None:
+                if self._settings is None:
+                    raise RuntimeError("hetflow backend: submit() before configure()")
+                self._pool = _pools.take(self._settings)
+            if self._shared is not None:
+                future = self._pool.submit(_run_pickled_batch, self._shared.dumps(func))
+            else:
+                future = self._pool.submit(_run_batch, func)
+            with self._pending_lock:
+                self._pending.add(future)
+            future.add_done_callback(self._forget)
+            if callback is not None:
+                future.add_done_callback(callback)
+            return future
+
+        def _forget(self, future: Future) -> None:
+            with self._pending_lock:
+                self._pending.discard(future)
+
+        def retrieve_result_callback(self, future: Future) -> Any:
+            return future.result()
+
+        def retrieve_result(self, out: Future, timeout: Optional[float] = None) -> Any:
+            return out.result(timeout)
+
+        def abort_everything(self, ensure_ready: bool = True) -> None:
+            """Cancels the batches not started; ends this call's worker processes when batches
+            are still running in them (a pool of threads lets them finish, results dropped)."""
+            with self._pending_lock:
+                pending = list(self._pending)
+                self._pending.clear()
+            running = [future for future in pending if not future.cancel() and not future.done()]
+            pool = self._pool
+            if running and pool is not None and pool.executor == "process":
+                self._pool = None
+                pool._terminate("joblib gave up on the loop (a call failed, it timed out, or its output was closed)")
+            if not ensure_ready:
+                self._release_pool()
+
+        def terminate(self) -> None:
+            self._release_pool()
+            self._shared = None
+            self.reset_batch_stats()
+
+        def _release_pool(self) -> None:
+            pool, self._pool = self._pool, None
+            if pool is not None and self._settings is not None:
+                _pools.give_back(self._settings, pool)
+
+        def get_nested_backend(self) -> Any:
+            return ThreadingBackend(nesting_level=self.nesting_level + 1), None
+
+    return HetflowBackend
+
+
+# -- in the workers -------------------------------------------------------------------------------
+def _register_here() -> None:
+    global registered
+    if not registered:
+        from hetflow import joblib as hetflow_joblib
+
+        hetflow_joblib.register()
+
+
+def _run_batch(batch: Callable[[], Any]) -> Any:
+    """Runs one of joblib's batches of calls; a worker registers the backend at its first batch."""
+    _register_here()
+    return batch()
+
+
+def _run_pickled_batch(payload: bytes) -> Any:
+    """A batch pickled with its large arrays replaced by references to shared memory."""
+    _register_here()
+    return pickle.loads(payload)()
+
+
+def _attach(location: str, dtype: Any, shape: tuple, strides: tuple, first: int, mode: str) -> Any:
+    """The worker's view of a shared input array: a ``numpy.memmap`` over the host's copy."""
+    import numpy
+
+    from hetflow import _arrays
+
+    segment_id, fd, pid, offset, nbytes = (int(field) for field in location.split()[:5])
+    if mode == "c":  # writes stay in this mapping: pages are copied as they are written
+        with open(f"/proc/{pid}/fd/{fd}", "rb", buffering=0) as file:
+            mapping = mmap.mmap(file.fileno(), os.fstat(file.fileno()).st_size, access=mmap.ACCESS_COPY)
+    else:
+        mapping = _arrays._mapping(segment_id, fd, pid)
+    buffer = memoryview(mapping)[offset : offset + nbytes]
+    array = numpy.ndarray(shape, dtype=dtype, buffer=buffer, offset=first, strides=strides)
+    if mode == "r":
+        array.flags.writeable = False
+    return array.view(numpy.memmap)
+
+
+# -- in the host ----------------------------------------------------------------------------------
+class _SharedInputs:
+    """The large arrays of one Parallel call, each copied once into shared memory; the copies
+    live as long as the call (this object)."""
+
+    def __init__(self, max_nbytes: int, mmap_mode: str) -> None:
+        self.max_nbytes = max_nbytes
+        self.mmap_mode = mmap_mode
+        self._lock = threading.Lock()
+        # id(array) -> (array, its reduction); holding the array keeps the id its own.
+        self._reduced: Dict[int, Tuple[Any, tuple]] = {}
+
+    def dumps(self, batch: Any) -> bytes:
+        buffer = io.BytesIO()
+        _batch_pickler()(buffer, self).dump(batch)
+        return buffer.getvalue()
+
+    def reduce(self, array: Any) -> Optional[tuple]:
+        """How ``array`` travels: a reference to shared memory, or None (pickled whole)."""
+        if array.nbytes < self.max_nbytes or array.nbytes == 0 or array.dtype.hasobject:
+            return None
+        with self._lock:
+            entry = self._reduced.get(id(array))
+            if entry is None:
+                entry = self._reduced[id(array)] = (array, self._share(array))
+        return entry[1]
+
+    def _share(self, array: Any) -> tuple:
+        import numpy
+
+        from hetflow import _data, _hetflow
+        from hetflow._arrays import span
+
+        low, nbytes, first = span(array)
+        location = _hetflow.locate_shared(low, nbytes)
+        if location is not None:  # already shared memory: no copy
+            return (_attach, (location, array.dtype, array.shape, array.strides, first, self.mmap_mode))
+        order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+        copy = _data.empty(array.shape, array.dtype, order=order)
+        numpy.copyto(copy, array)
+        low, nbytes, first = span(copy)
+        location = _hetflow.locate_shared(low, nbytes)
+        self._reduced[id(copy)] = (copy, ())  # kept for as long as the call
+        return (_attach, (location, copy.dtype, copy.shape, copy.strides, first, self.mmap_mode))
+
+
+_pickler_class: Optional[type] = None
+
+
+def _batch_pickler() -> type:
+    """cloudpickle's pickler, with large numpy arrays sent as references to shared memory."""
+    global _pickler_class
+    if _pickler_class is None:
+        from hetflow._serialize import _cloudpickle
+
+        cloudpickle = _cloudpickle()
+
+        class BatchPickler(cloudpickle.Pickler):
+            def __init__(self, file: Any, shared: _SharedInputs) -> None:
+                super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+                self._shared = shared
+
+            def reducer_override(self, obj: Any) -> Any:
+                numpy = sys.modules.get("numpy")
+                if numpy is not None and isinstance(obj, numpy.ndarray):
+                    reduced = self._shared.reduce(obj)
+                    if reduced is not None:
+                        return reduced
+                return super().reducer_override(obj)
+
+        _pickler_class = BatchPickler
+    return _pickler_class
+
+
+class _PoolSettings:
+    """What makes two pools interchangeable."""
+
+    __slots__ = ("kind", "n_jobs", "initializer", "initargs", "environment", "_key")
+
+    def __init__(
+        self, kind: str, n_jobs: int, initializer: Optional[Callable[..., Any]], initargs: tuple, environment: dict
+    ) -> None:
+        self.kind = kind
+        self.n_jobs = n_jobs
+        self.initializer = initializer
+        self.initargs = initargs
+        self.environment = environment
+        # The initializer and its arguments by identity: arguments need not be hashable.
+        self._key = (kind, n_jobs, id(initializer), id(initargs), tuple(sorted(environment.items())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _PoolSettings) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def make(self) -> Any:
+        from hetflow.executor import Executor
+
+        return Executor(
+            self.n_jobs, self.kind, initializer=self.initializer, initargs=self.initargs,
+            _worker_environment=self.environment,
+        )
+
+
+class _Pools:
+    """Pools not in use by a call, by settings: a call takes one (or starts one) and gives it back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: "OrderedDict[Tuple[_PoolSettings, int], Tuple[_PoolSettings, Any]]" = OrderedDict()
+        self._pid = os.getpid()
+
+    def take(self, settings: _PoolSettings) -> Any:
+        with self._lock:
+            self._forget_after_fork()
+            for key, (kept, pool) in self._idle.items():
+                if kept == settings and not pool._shut_down:
+                    del self._idle[key]
+                    return pool
+        return settings.make()
+
+    def give_back(self, settings: _PoolSettings, pool: Any) -> None:
+        if pool._shut_down:
+            return
+        with self._lock:
+            self._forget_after_fork()
+            self._idle[(settings, id(pool))] = (settings, pool)
+            surplus: List[Any] = []
+            while len(self._idle) > _IDLE_POOLS_KEPT:
+                surplus.append(self._idle.popitem(last=False)[1][1])
+        for old in surplus:
+            old.shutdown(wait=False)
+
+    def _forget_after_fork(self) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's pools are not here
+            self._idle.clear()
+            self._pid = os.getpid()
+
+
+_pools = _Pools()
+
+
+def _cpus() -> int:
+    """What ``n_jobs=-1`` means: the workers of the running hetflow runtime, else the CPUs hetflow
+    would use (``HETFLOW_NCPUS``, else those this process may run on)."""
+    runtime = _runtime._current
+    if runtime is not None and not runtime._closed:
+        return runtime.nprocs if runtime.executor == "process" and runtime.nprocs else runtime.ncpus
+    return _runtime.resolve_settings(None, None, None, None, None)[1]
+
+
+def _default_kind() -> str:
+    runtime = _runtime._current
+    if runtime is not None and not runtime._closed:
+        return runtime.executor
+    return _runtime.default_executor()
+
+
+def _init_initializer() -> Tuple[Optional[Callable[..., Any]], tuple]:
+    runtime = _runtime._current
+    if runtime is not None and not runtime._closed:
+        return runtime.initializer, runtime.initargs
+    return None, ()
