@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "hetflow/data.hpp"
+#include "hetflow/export.hpp"
 
 namespace hetflow {
 
@@ -11,8 +12,8 @@ namespace hetflow {
 enum class AccessMode : std::uint8_t { R = 1, W = 2, RW = 3 };
 
 /// "R", "W" or "RW" (case-insensitive); anything else throws InvalidArgument naming the bad text.
-AccessMode parse_access_mode(std::string_view text);
-std::string_view access_mode_name(AccessMode mode) noexcept;
+HETFLOW_API AccessMode parse_access_mode(std::string_view text);
+HETFLOW_API std::string_view access_mode_name(AccessMode mode) noexcept;
 
 [[nodiscard]] constexpr bool reads(AccessMode mode) noexcept { return (static_cast<unsigned>(mode) & 1u) != 0; }
 [[nodiscard]] constexpr bool writes(AccessMode mode) noexcept { return (static_cast<unsigned>(mode) & 2u) != 0; }

@@ -2,6 +2,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "hetflow/export.hpp"
+
 namespace hetflow {
 
 /// A kind of processor a task implementation can run on.
@@ -9,7 +11,7 @@ enum class Arch : std::uint8_t { cpu = 0, cuda = 1, opencl = 2, process = 3 };
 
 inline constexpr unsigned kArchCount = 4;
 
-std::string_view arch_name(Arch arch) noexcept;
+HETFLOW_API std::string_view arch_name(Arch arch) noexcept;
 
 /// A set of architectures, e.g. the ones a task may run on.
 class ArchMask {

@@ -10,6 +10,7 @@
 #include "hetflow/arch.hpp"
 #include "hetflow/data.hpp"
 #include "hetflow/error.hpp"
+#include "hetflow/export.hpp"
 
 namespace hetflow {
 
@@ -22,7 +23,7 @@ struct WorkerState;
 /// argument, and where it runs.
 struct Codelet;
 
-class TaskContext {
+class HETFLOW_API TaskContext {
  public:
   TaskContext(detail::TaskCore* task, detail::WorkerState* worker) noexcept : task_(task), worker_(worker) {}
 
@@ -63,7 +64,7 @@ class TaskContext {
 };
 
 /// Per-task hook for performance models: called with the measured time of each run.
-class PerfModelHook {
+class HETFLOW_API PerfModelHook {
  public:
   virtual ~PerfModelHook() = default;
   virtual void record(Arch arch, std::size_t footprint, double seconds) = 0;

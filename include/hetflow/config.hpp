@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "hetflow/export.hpp"
+
 namespace hetflow {
 
 namespace ext {
@@ -25,7 +27,7 @@ class Driver;
 /// | stats         | HETFLOW_STATS (0/1)| false: print worker and transfer statistics at shutdown |
 /// | simulate      | HETFLOW_SIMULATE   | none: a machine description (JSON) to simulate    |
 /// | memory_limits | HETFLOW_MEMORY_LIMITS | none: bytes per memory node, "1:64M,2:1G"     |
-struct Config {
+struct HETFLOW_API Config {
   std::optional<unsigned> ncpus;
   std::optional<std::string> scheduler;
   std::optional<bool> pin_workers;

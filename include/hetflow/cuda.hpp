@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "hetflow/codelet.hpp"
+#include "hetflow/export.hpp"
 #include "hetflow/ext/driver.hpp"
 
 namespace hetflow::cuda {
@@ -33,19 +34,19 @@ struct DriverOptions {
 };
 
 /// The GPUs the CUDA runtime reports (0 when there is none, or no driver).
-[[nodiscard]] unsigned device_count() noexcept;
+[[nodiscard]] HETFLOW_API unsigned device_count() noexcept;
 
 /// A driver with one worker per GPU (none when there is no GPU). Throws InvalidArgument when
 /// HETFLOW_NCUDA is not a whole number. A driver serves one runtime at a time.
-[[nodiscard]] std::shared_ptr<ext::Driver> make_driver(DriverOptions options = {});
+[[nodiscard]] HETFLOW_API std::shared_ptr<ext::Driver> make_driver(DriverOptions options = {});
 
 /// The GPU of the worker running `context`'s task; throws hetflow::Error outside a CUDA worker.
-[[nodiscard]] int device(const TaskContext& context);
+[[nodiscard]] HETFLOW_API int device(const TaskContext& context);
 /// The stream the task's kernels go to.
-[[nodiscard]] cudaStream_t stream(const TaskContext& context);
+[[nodiscard]] HETFLOW_API cudaStream_t stream(const TaskContext& context);
 /// A cuBLAS handle of the worker, bound to stream(context); made on first use.
-[[nodiscard]] cublasHandle_t cublas(const TaskContext& context);
+[[nodiscard]] HETFLOW_API cublasHandle_t cublas(const TaskContext& context);
 /// A cuSOLVER dense handle of the worker, bound to stream(context); made on first use.
-[[nodiscard]] cusolverDnHandle_t cusolver(const TaskContext& context);
+[[nodiscard]] HETFLOW_API cusolverDnHandle_t cusolver(const TaskContext& context);
 
 }  // namespace hetflow::cuda

@@ -4,6 +4,8 @@
 #include <memory>
 #include <string>
 
+#include "hetflow/export.hpp"
+
 namespace hetflow {
 
 namespace detail {
@@ -13,7 +15,7 @@ class HandleImpl;
 /// The shape of a registered buffer. Sizes and strides count elements, not bytes.
 /// A matrix is `nx` contiguous elements by `ny` with `ld` elements between the starts of
 /// consecutive runs of nx (column-major, as BLAS and LAPACK expect: ld >= nx).
-struct DataLayout {
+struct HETFLOW_API DataLayout {
   enum class Kind : unsigned char { variable, vector, matrix, block };
   static constexpr std::size_t kMaxDims = 4;
 
@@ -58,7 +60,7 @@ struct DataView {
 
 /// A registered buffer. Copies refer to the same registration. Obtained from
 /// `Runtime::register_*`; stays valid (but unusable for new tasks) after `Runtime::unregister`.
-class DataHandle {
+class HETFLOW_API DataHandle {
  public:
   DataHandle() = default;
   explicit DataHandle(std::shared_ptr<detail::HandleImpl> impl) noexcept : impl_(std::move(impl)) {}

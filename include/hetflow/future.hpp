@@ -8,6 +8,7 @@
 
 #include "hetflow/detail/task_api.hpp"
 #include "hetflow/error.hpp"
+#include "hetflow/export.hpp"
 
 namespace hetflow {
 
@@ -109,7 +110,7 @@ class Future<void> : public FutureBase {
 /// Ready when every future is ready; fails with DependencyError if one of them fails.
 template <class T>
 auto when_all(const std::vector<Future<T>>& futures);
-Future<void> when_all(std::vector<FutureBase> futures);
+HETFLOW_API Future<void> when_all(std::vector<FutureBase> futures);
 template <class... F>
 Future<void> when_all(const F&... futures) {
   return when_all(std::vector<FutureBase>{FutureBase(futures)...});
@@ -117,7 +118,7 @@ Future<void> when_all(const F&... futures) {
 
 /// Ready when the first of the futures is ready (succeeded, failed or cancelled); its value is
 /// that future's index. Needs at least one future.
-Future<std::size_t> when_any(std::vector<FutureBase> futures);
+HETFLOW_API Future<std::size_t> when_any(std::vector<FutureBase> futures);
 template <class... F>
 Future<std::size_t> when_any(const F&... futures) {
   return when_any(std::vector<FutureBase>{FutureBase(futures)...});

@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include "hetflow/codelet.hpp"
+#include "hetflow/export.hpp"
 #include "hetflow/ext/driver.hpp"
 
 namespace hetflow {
@@ -53,7 +54,7 @@ struct DriverOptions {
 /// HETFLOW_OPENCL_DEVICES is consulted and malformed, hetflow::Error when a device's context or
 /// queues cannot be created. A driver serves one Runtime at a time (its workers' program caches
 /// are not shared between threads).
-[[nodiscard]] std::shared_ptr<ext::Driver> make_driver(DriverOptions options = {});
+[[nodiscard]] HETFLOW_API std::shared_ptr<ext::Driver> make_driver(DriverOptions options = {});
 
 /// What an OpenCL implementation works with: its worker's device.
 struct Device {
@@ -67,7 +68,7 @@ struct Device {
 
 /// The device of the worker running `context`'s task. Throws hetflow::Error outside an OpenCL
 /// worker.
-[[nodiscard]] const Device& device(const TaskContext& context);
+[[nodiscard]] HETFLOW_API const Device& device(const TaskContext& context);
 
 /// The kernel `name` from OpenCL C `source`, built for the worker's device the first time and
 /// cached per (device, source, options); the cache owns the kernel. Throws hetflow::Error with
@@ -75,8 +76,8 @@ struct Device {
 ///
 /// A worker runs one task at a time, but a task that waits on a future runs other tasks
 /// meanwhile: set a kernel's arguments and enqueue it without waiting in between.
-[[nodiscard]] cl_kernel kernel(const TaskContext& context, std::string_view source, std::string_view name,
-                               std::string_view build_options = {});
+[[nodiscard]] HETFLOW_API cl_kernel kernel(const TaskContext& context, std::string_view source, std::string_view name,
+                                           std::string_view build_options = {});
 
 /// Builds the program of `source` with `build_options` now, for the device of every OpenCL
 /// worker of `rt` (a task pinned to each), into the cache that kernel() reads. The first tasks
@@ -84,7 +85,7 @@ struct Device {
 /// work depends on it: throws hetflow::Error with the build log, after every build has ended.
 ///
 ///     hetflow::opencl::prepare_program(rt, kSource);  // before submitting the tasks
-void prepare_program(Runtime& rt, std::string_view source, std::string_view build_options = {});
+HETFLOW_API void prepare_program(Runtime& rt, std::string_view source, std::string_view build_options = {});
 
 /// The i-th registered buffer of the task, as the cl_mem it is on the worker's device.
 [[nodiscard]] inline cl_mem buffer(const TaskContext& context, std::size_t index) {
@@ -92,11 +93,11 @@ void prepare_program(Runtime& rt, std::string_view source, std::string_view buil
 }
 
 /// The name of an OpenCL status code ("CL_OUT_OF_RESOURCES"), or "unknown OpenCL error <code>".
-[[nodiscard]] std::string error_name(cl_int code);
+[[nodiscard]] HETFLOW_API std::string error_name(cl_int code);
 
 /// Throws hetflow::Error "hetflow::opencl: <what> failed: <error name>" unless `code` is
 /// CL_SUCCESS.
-void check(cl_int code, std::string_view what);
+HETFLOW_API void check(cl_int code, std::string_view what);
 
 /// A `__local` kernel argument of `bytes` bytes (for set_args).
 struct LocalMemory {
@@ -104,7 +105,7 @@ struct LocalMemory {
 };
 
 /// Sets one kernel argument (clSetKernelArg), throwing hetflow::Error naming the argument's index.
-void set_arg(cl_kernel kernel, cl_uint index, std::size_t size, const void* value);
+HETFLOW_API void set_arg(cl_kernel kernel, cl_uint index, std::size_t size, const void* value);
 
 /// Sets a kernel's arguments in order: cl_mem, scalars, plain structs, LocalMemory. Each C++ type
 /// must be the kernel parameter's (cl_float for float, cl_uint for uint): values are copied as

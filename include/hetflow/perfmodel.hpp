@@ -14,6 +14,7 @@
 
 #include "hetflow/arch.hpp"
 #include "hetflow/codelet.hpp"
+#include "hetflow/export.hpp"
 
 namespace hetflow {
 
@@ -30,7 +31,7 @@ struct PerfEntry {
 };
 
 /// The regression t(n) = a * n^b + c over the calibrated sizes of one architecture.
-struct PerfFit {
+struct HETFLOW_API PerfFit {
   double a = 0;
   double b = 0;
   double c = 0;
@@ -44,14 +45,14 @@ struct PerfFit {
 /// skipped): for each c on a grid refined around its best value, b and log(a) come from least
 /// squares on log(t - c) against log(n); the c kept is the one with the least sum of squared
 /// relative errors. Constant data gives b = 0, proportional data c = 0.
-[[nodiscard]] PerfFit fit_power_law(std::span<const double> sizes, std::span<const double> seconds);
+[[nodiscard]] HETFLOW_API PerfFit fit_power_law(std::span<const double> sizes, std::span<const double> seconds);
 
 /// The architecture called `name` ("cpu", "cuda", "opencl", "process"), or nullopt.
-[[nodiscard]] std::optional<Arch> arch_from_name(std::string_view name) noexcept;
+[[nodiscard]] HETFLOW_API std::optional<Arch> arch_from_name(std::string_view name) noexcept;
 
 /// Throws InvalidArgument unless `symbol` can name a model file: 1 to 200 characters among
 /// letters, digits and `_ - . + : @`, not starting with '.'.
-void validate_perfmodel_symbol(std::string_view symbol);
+HETFLOW_API void validate_perfmodel_symbol(std::string_view symbol);
 
 /// The performance model of one symbol: a history per (architecture, size) and a regression per
 /// architecture. Thread-safe; `record` is cheap (a lock, a map lookup, O(1) updates).
@@ -64,7 +65,7 @@ void validate_perfmodel_symbol(std::string_view symbol);
 /// A size is calibrated once it has `calibration_samples()` measurements (default 10, or
 /// HETFLOW_CALIBRATE). `expected` answers the robust estimate of a calibrated size, else the
 /// regression over that architecture's calibrated sizes when there are at least 3, else nullopt.
-class PerfModel : public PerfModelHook {
+class HETFLOW_API PerfModel : public PerfModelHook {
  public:
   /// A model held in memory only (`save` throws), e.g. for tests.
   explicit PerfModel(std::string symbol);
@@ -116,7 +117,7 @@ class PerfModel : public PerfModelHook {
 /// The directory is resolved on each call: $HETFLOW_HOME/perfmodels, or ~/.hetflow/perfmodels
 /// when HETFLOW_HOME is unset. Models are kept by file, so changing HETFLOW_HOME gives fresh
 /// models for the new directory while the old ones keep their own files.
-class PerfModelRegistry {
+class HETFLOW_API PerfModelRegistry {
  public:
   static PerfModelRegistry& instance();
 

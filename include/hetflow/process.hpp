@@ -18,12 +18,13 @@
 #include <vector>
 
 #include "hetflow/error.hpp"
+#include "hetflow/export.hpp"
 #include "hetflow/ext/driver.hpp"
 
 namespace hetflow {
 
 /// The child process of a process worker died while running a task. The worker starts a new one.
-class WorkerCrashedError : public Error {
+class HETFLOW_API WorkerCrashedError : public Error {
  public:
   using Error::Error;
 };
@@ -43,7 +44,7 @@ inline constexpr std::uint32_t kProcessFirstRequest = 4;
 using ProcessRequestHandler = std::function<std::optional<ProcessMessage>(const ProcessMessage&)>;
 
 /// One worker's connection to its child process. Used only by that worker's thread.
-class ProcessChannel {
+class HETFLOW_API ProcessChannel {
  public:
   virtual ~ProcessChannel() = default;
   /// Sends a message and returns the child's reply, passing the requests it makes meanwhile to
@@ -79,6 +80,6 @@ struct ProcessWorkersConfig {
 };
 
 /// A driver of `count` process workers (architecture `process`), for Config::drivers.
-std::shared_ptr<ext::Driver> make_process_driver(ProcessWorkersConfig config);
+HETFLOW_API std::shared_ptr<ext::Driver> make_process_driver(ProcessWorkersConfig config);
 
 }  // namespace hetflow

@@ -18,13 +18,14 @@
 #include "hetflow/config.hpp"
 #include "hetflow/data.hpp"
 #include "hetflow/detail/body.hpp"
+#include "hetflow/export.hpp"
 #include "hetflow/ext/scheduler.hpp"
 #include "hetflow/future.hpp"
 
 namespace hetflow {
 
 namespace detail {
-class RuntimeImpl;
+class Engine;
 }
 
 /// Everything about one task except its body.
@@ -55,12 +56,12 @@ class Runtime;
 
 /// What Runtime::submit accepts: a callable of the arguments, optionally after a TaskContext&.
 template <class F, class... Args>
-concept Submittable = std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> ||
-                      std::invocable<std::decay_t<F>&, TaskContext&, std::decay_t<Args>&...>;
+concept Submittable = std::invocable < std::decay_t<F>
+&, std::decay_t<Args>&... > || std::invocable<std::decay_t<F>&, TaskContext&, std::decay_t<Args>&...>;
 
 /// Host access to a registered buffer, obtained from Runtime::acquire. Tasks that come after
 /// (in submission order) and conflict with the mode wait until it is released.
-class Acquisition {
+class HETFLOW_API Acquisition {
  public:
   Acquisition() = default;
   Acquisition(Acquisition&& other) noexcept;
@@ -98,7 +99,7 @@ class Acquisition {
 /// A runtime belongs to the process that created it: in a child made by fork() (where its
 /// worker threads do not exist) submitting, waiting and acquiring throw hetflow::Error, and
 /// shutdown() and the destructor return at once. The child can create a Runtime of its own.
-class Runtime {
+class HETFLOW_API Runtime {
  public:
   explicit Runtime(Config config = {});
   ~Runtime();
@@ -108,12 +109,12 @@ class Runtime {
   /// Runs `fn(args...)` as a task; the future holds its result. A callable whose first
   /// parameter is a `TaskContext&` gets the context too (its buffers, its worker).
   template <class F, class... Args>
-    requires Submittable<F, Args...>
+  requires Submittable<F, Args...>
   auto submit(F&& fn, Args&&... args) {
     return submit(TaskOptions{}, std::forward<F>(fn), std::forward<Args>(args)...);
   }
   template <class F, class... Args>
-    requires Submittable<F, Args...>
+  requires Submittable<F, Args...>
   auto submit(const TaskOptions& options, F&& fn, Args&&... args) {
     using Fn = std::decay_t<F>;
     using R = typename detail::CallResult<Fn, std::decay_t<Args>...>::type;
@@ -154,8 +155,7 @@ class Runtime {
   DataHandle register_block(T* data, std::span<const std::size_t> dims, std::span<const std::size_t> strides,
                             std::string name = {}) {
     if (dims.size() != strides.size()) throw InvalidArgument("register_block: dims and strides differ in length");
-    return register_data(data, DataLayout::block(dims.size(), dims.data(), strides.data(), sizeof(T)),
-                         std::move(name));
+    return register_data(data, DataLayout::block(dims.size(), dims.data(), strides.data(), sizeof(T)), std::move(name));
   }
   DataHandle register_data(void* ptr, const DataLayout& layout, std::string name = {});
 
@@ -187,6 +187,21 @@ class Runtime {
   /// can (process workers are ended, their tasks fail). Running CPU tasks finish. Then call
   /// shutdown(), which returns once the workers are idle.
   void abort();
+  /// From now on, tasks that have not started are cancelled instead of run (their futures raise
+  /// CancelledError); unlike abort(), what is running goes on, process workers included.
+  void cancel_pending() noexcept;
+  /// Tasks submitted and not finished yet: what wait_all() waits for.
+  [[nodiscard]] std::size_t unfinished_tasks() const noexcept;
+  /// shutdown() for work that may never end: waits for the submitted work until `deadline`, then
+  /// stops the workers that are free and leaves those still inside a task running, detached.
+  /// Returns how many were left. If any were, this Runtime must never be destroyed, since they
+  /// still use it: let go of it on purpose (leak it). Returns 0 at once in a forked child.
+  [[nodiscard]] unsigned shutdown_until(std::chrono::steady_clock::time_point deadline);
+  /// Whether the calling thread is one of this runtime's workers (running one of its tasks).
+  [[nodiscard]] bool on_worker_thread() const noexcept;
+  /// Whether the task the calling thread runs for this runtime declared access to `handle`:
+  /// acquiring the handle there would wait for that very task.
+  [[nodiscard]] bool current_task_uses(const DataHandle& handle) const noexcept;
 
   /// Seconds since the runtime started: virtual seconds in a simulation (Config::simulate),
   /// where after wait_all() it is the makespan of the work.
@@ -200,7 +215,7 @@ class Runtime {
   [[nodiscard]] const std::string& scheduler_name() const noexcept;
   /// The resolved configuration in force.
   [[nodiscard]] const Config& config() const noexcept;
-  [[nodiscard]] detail::RuntimeImpl& impl() noexcept { return *impl_; }
+  [[nodiscard]] detail::Engine& impl() noexcept { return *impl_; }
 
  private:
   friend class Acquisition;
@@ -220,7 +235,7 @@ class Runtime {
     }
   }
 
-  std::unique_ptr<detail::RuntimeImpl> impl_;
+  std::unique_ptr<detail::Engine> impl_;
 };
 
 template <class T>
@@ -243,13 +258,12 @@ auto when_all(const std::vector<Future<T>>& futures) {
   } else {
     if (futures.empty()) throw InvalidArgument("when_all: needs at least one future");
     Runtime& runtime = detail::owner(futures.front().core());
-    return runtime.submit(TaskOptions{.after = std::vector<FutureBase>(futures.begin(), futures.end())},
-                          [futures] {
-                            std::vector<T> values;
-                            values.reserve(futures.size());
-                            for (const auto& f : futures) values.push_back(f.get());
-                            return values;
-                          });
+    return runtime.submit(TaskOptions{.after = std::vector<FutureBase>(futures.begin(), futures.end())}, [futures] {
+      std::vector<T> values;
+      values.reserve(futures.size());
+      for (const auto& f : futures) values.push_back(f.get());
+      return values;
+    });
   }
 }
 

@@ -7,9 +7,9 @@
 #include <string>
 #include <string_view>
 
-#include "drivers/cpu/topology.hpp"
 #include "hetflow/error.hpp"
 #include "hetflow/ext/driver.hpp"
+#include "platform/topology.hpp"
 
 namespace hetflow {
 namespace {

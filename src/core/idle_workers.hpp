@@ -31,6 +31,11 @@ class IdleWorkers {
     waiters_.fetch_sub(1, std::memory_order_seq_cst);
   }
 
+  /// Whether a worker is looking for work or asleep (a snapshot).
+  [[nodiscard]] bool any_idle() const noexcept {
+    return searching_.load(std::memory_order_relaxed) > 0 || waiters_.load(std::memory_order_relaxed) > 0;
+  }
+
   /// Called after making work available.
   void notify_one() noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst);

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "core/dependencies.hpp"
-#include "core/runtime_impl.hpp"
+#include "core/engine.hpp"
 #include "core/task_pool.hpp"
 #include "core/task_state.hpp"
 #include "data/coherence.hpp"
@@ -31,11 +31,11 @@ void check_mode(AccessMode mode, const char* where) {
   }
 }
 
-HandleImpl& check_handle(const DataHandle& handle, const detail::RuntimeImpl& runtime, const char* where,
+HandleImpl& check_handle(const DataHandle& handle, const detail::Engine& runtime, const char* where,
                          bool must_be_registered = true) {
   HandleImpl* impl = handle.impl();
   if (impl == nullptr) throw InvalidArgument(std::string(where) + ": empty DataHandle (never registered)");
-  if (impl->runtime != &runtime) {
+  if (impl->context != &runtime) {
     throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl->name) +
                           " was registered with another runtime");
   }
@@ -64,7 +64,19 @@ std::string arch_list(ArchMask mask) {
 
 }  // namespace
 
-Runtime::Runtime(Config config) : impl_(std::make_unique<detail::RuntimeImpl>(*this, config.resolved())) {}
+namespace {
+
+// The one place that chooses how tasks run: on worker threads, or in virtual time on the machine
+// a simulation describes.
+std::unique_ptr<detail::Engine> make_engine(Runtime& facade, Config config) {
+  std::unique_ptr<detail::Execution> execution =
+      config.simulate->empty() ? detail::make_threaded_execution() : detail::make_simulated_execution(*config.simulate);
+  return std::make_unique<detail::Engine>(facade, std::move(config), std::move(execution));
+}
+
+}  // namespace
+
+Runtime::Runtime(Config config) : impl_(make_engine(*this, config.resolved())) {}
 
 Runtime::~Runtime() {
   if (impl_->forked()) {
@@ -137,7 +149,7 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
 
   // One record per mention, in the order given: TaskContext::buffer(i) is the i-th handle named.
   // A handle named more than once gets the union of its modes in each of its records, and its
-  // dependencies are tracked once (RuntimeImpl::submit skips the repeats).
+  // dependencies are tracked once (Engine::submit skips the repeats).
   const std::size_t mentioned = options.data.size() + options.data_list.size();
   if (mentioned > TaskCore::kInlineAccesses) {
     task->heap_accesses = new AccessRecord[mentioned];
@@ -294,6 +306,21 @@ void Runtime::shutdown() {
   impl_->shutdown();
 }
 void Runtime::abort() { impl_->abort(); }
+void Runtime::cancel_pending() noexcept { impl_->cancel_pending(); }
+std::size_t Runtime::unfinished_tasks() const noexcept {
+  return static_cast<std::size_t>(std::max<std::int64_t>(0, impl_->outstanding()));
+}
+unsigned Runtime::shutdown_until(std::chrono::steady_clock::time_point deadline) {
+  if (impl_->forked()) return 0;  // as shutdown(): nothing of it runs in a forked child
+  return impl_->shutdown_until(deadline);
+}
+bool Runtime::on_worker_thread() const noexcept {
+  const detail::WorkerState* worker = detail::current_worker();
+  return worker != nullptr && worker->runtime == impl_.get();
+}
+bool Runtime::current_task_uses(const DataHandle& handle) const noexcept {
+  return handle.impl() != nullptr && detail::running_task_uses(impl_.get(), handle.impl());
+}
 bool Runtime::is_shut_down() const noexcept { return impl_->stopped(); }
 std::size_t Runtime::pinned_load(unsigned worker) const {
   if (worker >= impl_->worker_infos().size()) {
@@ -335,7 +362,7 @@ void Acquisition::release() {
 
 namespace hetflow::detail {
 
-TaskCore* RuntimeImpl::submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs) {
+TaskCore* Engine::submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs) {
   check_not_forked("hetflow");
   TaskCore* token = allocate_task();
   token->runtime = this;
@@ -352,14 +379,14 @@ TaskCore* RuntimeImpl::submit_manual(std::string name, HandleImpl* handle, Acces
   return token;
 }
 
-void RuntimeImpl::unregister(HandleImpl& handle) {
+void Engine::unregister(HandleImpl& handle) {
   if (!handle.registered.exchange(false, std::memory_order_acq_rel)) return;
   TaskCore* token = submit_manual("unregister " + display_quoted(handle.name), &handle, AccessMode::RW, 1);
   wait_until_started(token);
   complete_unregistration(token);
 }
 
-void RuntimeImpl::unregister_async(HandleImpl& handle) {
+void Engine::unregister_async(HandleImpl& handle) {
   if (!handle.registered.exchange(false, std::memory_order_acq_rel)) return;
   TaskCore* token = allocate_task();
   token->runtime = this;
@@ -373,7 +400,7 @@ void RuntimeImpl::unregister_async(HandleImpl& handle) {
 }
 
 // The token (RW on the handle) has started: no task uses the handle any more.
-void RuntimeImpl::complete_unregistration(TaskCore* token) noexcept {
+void Engine::complete_unregistration(TaskCore* token) noexcept {
   HandleImpl& handle = *token->inline_accesses[0].handle;
   std::shared_ptr<HandleImpl> keep;  // the registry may hold the last reference
   try {

@@ -1,6 +1,6 @@
 #include "core/scheduler_context.hpp"
 
-#include "core/runtime_impl.hpp"
+#include "core/engine.hpp"
 #include "data/coherence.hpp"
 
 namespace hetflow::detail {

@@ -5,11 +5,11 @@
 
 namespace hetflow::detail {
 
-class RuntimeImpl;
+class Engine;
 
 class EngineSchedulerContext final : public ext::SchedulerContext {
  public:
-  explicit EngineSchedulerContext(RuntimeImpl& runtime) noexcept : runtime_(runtime) {}
+  explicit EngineSchedulerContext(Engine& runtime) noexcept : runtime_(runtime) {}
   [[nodiscard]] double now() const noexcept override;
   [[nodiscard]] bool has_model(const ext::SchedTask& task) const override;
   [[nodiscard]] std::optional<double> expected_duration(const ext::SchedTask& task, Arch arch) const override;
@@ -18,7 +18,7 @@ class EngineSchedulerContext final : public ext::SchedulerContext {
   void wake(Arch arch) override;
 
  private:
-  RuntimeImpl& runtime_;
+  Engine& runtime_;
 };
 
 }  // namespace hetflow::detail

@@ -16,17 +16,12 @@
 
 namespace hetflow::detail {
 
-class RuntimeImpl;
+class Engine;
 class HandleImpl;
 
 struct AccessRecord {
   HandleImpl* handle = nullptr;
   AccessMode mode = AccessMode::R;
-};
-
-/// Someone to tell when a task finishes, besides its dependent tasks (when_any, bindings).
-struct CompletionCallback {
-  void (*fn)(CompletionCallback* self, TaskCore* finished) = nullptr;
 };
 
 inline constexpr BodyOps kNoBody{[](void*, TaskContext&) {}, [](void*) noexcept {}, nullptr, nullptr};
@@ -58,7 +53,7 @@ struct TaskCore : ext::SchedTask {
   std::uint8_t flags = 0;
   std::uint16_t access_count = 0;
   std::int32_t pinned_worker = -1;  // runs on this worker only, bypassing the scheduler
-  RuntimeImpl* runtime = nullptr;
+  Engine* runtime = nullptr;
   const BodyOps* ops = nullptr;
   const Codelet* codelet = nullptr;
   std::uintptr_t first_successor = 0;  // a tagged link: see kCallbackLink, kOrderingLink

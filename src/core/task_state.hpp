@@ -42,8 +42,6 @@ bool block_until(TaskCore* task, Reached reached, const std::chrono::steady_cloc
 
 /// Blocks until a manual task (an acquisition) has its dependencies satisfied.
 void wait_until_started(TaskCore* task);
-/// Calls `callback` when the task finishes (at once if it has).
-void add_completion_callback(TaskCore* task, CompletionCallback* callback) noexcept;
 /// Finishes a manual task: the application is done with the data.
 void complete_manual(TaskCore* task) noexcept;
 

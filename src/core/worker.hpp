@@ -9,12 +9,12 @@
 
 namespace hetflow::detail {
 
-class RuntimeImpl;
+class Engine;
 struct HandleImpl;
 struct TaskCore;
 
 struct WorkerState {
-  RuntimeImpl* runtime = nullptr;
+  Engine* runtime = nullptr;
   ext::WorkerInfo info;
   ext::Driver* driver = nullptr;  // nullptr for the built-in CPU workers
   unsigned driver_index = 0;
@@ -30,15 +30,17 @@ struct WorkerState {
   double nested_seconds = 0;
   // The task whose body this worker runs (the innermost one while it helps during a wait).
   TaskCore* running = nullptr;
-  // Set as the worker's thread leaves its loop: RuntimeImpl::shutdown_until joins only these.
+  // Set as the worker's thread leaves its loop: ThreadedExecution::stop_free_workers joins only these.
   std::atomic<bool> exited{false};
 };
 
 /// The worker the calling thread is, or nullptr for application threads.
 WorkerState* current_worker() noexcept;
+/// The calling thread becomes `worker`'s (nullptr: no worker's any more).
+void set_current_worker(WorkerState* worker) noexcept;
 
 /// Whether the calling thread runs a task of `runtime` that declared access to `handle`: such a
 /// task acquiring the handle would wait for itself.
-bool running_task_uses(const RuntimeImpl* runtime, const HandleImpl* handle) noexcept;
+bool running_task_uses(const Engine* runtime, const HandleImpl* handle) noexcept;
 
 }  // namespace hetflow::detail

@@ -5,8 +5,7 @@
 #include <cstring>
 #include <mutex>
 
-#include "core/runtime_impl.hpp"
-#include "data/memory_node.hpp"
+#include "data/data_context.hpp"
 #include "data/node_memory.hpp"
 #include "hetflow/access.hpp"
 
@@ -80,8 +79,8 @@ void wait_pending(HandleImpl& handle, unsigned node) {
   if (!replica.pending) return;
   std::shared_ptr<ext::Transfer> transfer = std::move(replica.pending);
   transfer->wait();
-  handle.runtime->record_transfer(kHostNode, node, handle.layout.span_bytes(), replica.pending_since,
-                                  handle.runtime->now());
+  handle.context->record_transfer(kHostNode, node, handle.layout.span_bytes(), replica.pending_since,
+                                  handle.context->now());
 }
 
 void wait_all_pending(HandleImpl& handle) {
@@ -93,9 +92,9 @@ void wait_all_pending(HandleImpl& handle) {
 void copy_home(HandleImpl& handle, unsigned from) {
   Replica& source = handle.replicas[from];
   wait_pending(handle, from);
-  const double start = handle.runtime->now();
-  copy_to_host(handle, handle.runtime->node_memory(from).device(), source.ptr);
-  handle.runtime->record_transfer(from, kHostNode, handle.layout.payload_bytes(), start, handle.runtime->now());
+  const double start = handle.context->now();
+  copy_to_host(handle, handle.context->node_memory(from).device(), source.ptr);
+  handle.context->record_transfer(from, kHostNode, handle.layout.payload_bytes(), start, handle.context->now());
 }
 
 namespace {
@@ -125,7 +124,7 @@ bool start_fetch(HandleImpl& handle, unsigned node, bool needs_data, bool hint =
     if (needs_data) make_host_valid(handle);
     return true;
   }
-  NodeMemory& memory = handle.runtime->node_memory(node);
+  NodeMemory& memory = handle.context->node_memory(node);
   const std::size_t bytes = handle.layout.span_bytes();
   if (hint && handle.replicas[kHostNode].state == ReplicaState::invalid) return false;
   if (local.ptr == nullptr) local.ptr = memory.allocate(handle, bytes, /*may_wait=*/!hint);
@@ -133,12 +132,12 @@ bool start_fetch(HandleImpl& handle, unsigned node, bool needs_data, bool hint =
   memory.touch(handle);
   if (local.state != ReplicaState::invalid || local.pending || !needs_data) return true;
   make_host_valid(handle);
-  local.pending_since = handle.runtime->now();
+  local.pending_since = handle.context->now();
   std::unique_ptr<ext::Transfer> transfer = copy_from_host(handle, memory.device(), local.ptr);
   if (transfer) {
     local.pending = std::move(transfer);
   } else {
-    handle.runtime->record_transfer(kHostNode, node, bytes, local.pending_since, handle.runtime->now());
+    handle.context->record_transfer(kHostNode, node, bytes, local.pending_since, handle.context->now());
   }
   // Valid as far as coherence goes: whoever uses it waits for `pending` first.
   for (Replica& replica : handle.replicas) {
@@ -234,7 +233,7 @@ void drop_device_replicas(HandleImpl& handle) noexcept {
       replica.pending.reset();
     }
     if (replica.ptr != nullptr) {
-      handle.runtime->node_memory(node).release(handle, replica.ptr, handle.layout.span_bytes());
+      handle.context->node_memory(node).release(handle, replica.ptr, handle.layout.span_bytes());
     }
     replica.ptr = nullptr;
     replica.state = ReplicaState::invalid;

@@ -1,7 +1,6 @@
 #include "data/handle.hpp"
 
-#include "core/runtime_impl.hpp"
-#include "core/task.hpp"
+#include "hetflow/detail/task_api.hpp"
 #include "hetflow/error.hpp"
 
 namespace hetflow {
@@ -24,8 +23,8 @@ bool DataHandle::registered() const noexcept { return impl_ && impl_->registered
 
 namespace hetflow::detail {
 
-HandleImpl::HandleImpl(RuntimeImpl& rt, void* host_ptr, const DataLayout& data_layout, std::string data_name)
-    : runtime(&rt), layout(data_layout), name(std::move(data_name)), replicas(rt.node_count()) {
+HandleImpl::HandleImpl(DataContext& owner, void* host_ptr, const DataLayout& data_layout, std::string data_name)
+    : context(&owner), layout(data_layout), name(std::move(data_name)), replicas(owner.node_count()) {
   replicas[kHostNode].state = ReplicaState::owner;
   replicas[kHostNode].ptr = host_ptr;
 }

@@ -8,13 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "data/data_context.hpp"
 #include "hetflow/data.hpp"
 #include "hetflow/ext/memory_node.hpp"
 #include "util/spin_lock.hpp"
 
 namespace hetflow::detail {
 
-class RuntimeImpl;
 struct TaskCore;
 
 enum class ReplicaState : unsigned char { invalid, shared, owner };
@@ -31,12 +31,12 @@ struct Replica {
 
 class HandleImpl {
  public:
-  HandleImpl(RuntimeImpl& runtime, void* host_ptr, const DataLayout& layout, std::string name);
+  HandleImpl(DataContext& context, void* host_ptr, const DataLayout& layout, std::string name);
   ~HandleImpl();
   HandleImpl(const HandleImpl&) = delete;
   HandleImpl& operator=(const HandleImpl&) = delete;
 
-  RuntimeImpl* const runtime;
+  DataContext* const context;  // the engine that registered it
   const DataLayout layout;
   const std::string name;
   std::atomic<bool> registered{true};

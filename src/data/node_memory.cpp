@@ -3,10 +3,9 @@
 #include <chrono>
 #include <thread>
 
-#include "core/runtime_impl.hpp"
 #include "data/coherence.hpp"
+#include "data/data_context.hpp"
 #include "data/handle.hpp"
-#include "data/memory_node.hpp"
 #include "hetflow/error.hpp"
 
 namespace hetflow::detail {
@@ -22,8 +21,8 @@ constexpr auto kFullNodePatience = std::chrono::seconds(60);
 
 }  // namespace
 
-NodeMemory::NodeMemory(RuntimeImpl& runtime, unsigned index, std::shared_ptr<ext::MemoryNode> node, std::size_t limit)
-    : runtime_(runtime),
+NodeMemory::NodeMemory(DataContext& context, unsigned index, std::shared_ptr<ext::MemoryNode> node, std::size_t limit)
+    : context_(context),
       index_(index),
       node_(std::move(node)),
       limit_(limit != 0 && node_->capacity() != 0 ? std::min(limit, node_->capacity())
@@ -68,7 +67,7 @@ void* NodeMemory::allocate(HandleImpl& handle, std::size_t bytes, bool may_wait)
     }
     if (!may_wait) return nullptr;
     // In a simulation nothing runs beside this thread: waiting could not make room.
-    if (runtime_.simulating() || std::chrono::steady_clock::now() > give_up) {
+    if (context_.simulating() || std::chrono::steady_clock::now() > give_up) {
       throw Error("hetflow: no room for data '" + handle.name + "' (" + mebibytes(bytes) + ") on memory node " +
                   std::to_string(index_) + " (" + node_->name() + "): the rest is in use by running tasks");
     }
@@ -87,7 +86,7 @@ bool NodeMemory::evict_one(HandleImpl& requester) {
     // A replica still being copied in is left alone (a task is about to use it), except in a
     // simulation, where time cannot pass here to let it land: the copy is dropped, its link
     // time spent for nothing.
-    if (replica.pins != 0 || (replica.pending && !replica.pending->done() && !runtime_.simulating())) continue;
+    if (replica.pins != 0 || (replica.pending && !replica.pending->done() && !context_.simulating())) continue;
     replica.pending.reset();
     const std::size_t bytes = victim.layout.span_bytes();
     if (replica.state == ReplicaState::owner) {

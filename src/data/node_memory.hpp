@@ -13,13 +13,13 @@
 
 namespace hetflow::detail {
 
+class DataContext;
 class HandleImpl;
-class RuntimeImpl;
 
 class NodeMemory {
  public:
   /// `limit` 0: the node's own capacity (or, when it reports none, whatever allocate gives).
-  NodeMemory(RuntimeImpl& runtime, unsigned index, std::shared_ptr<ext::MemoryNode> node, std::size_t limit);
+  NodeMemory(DataContext& context, unsigned index, std::shared_ptr<ext::MemoryNode> node, std::size_t limit);
   ~NodeMemory();
   NodeMemory(const NodeMemory&) = delete;
   NodeMemory& operator=(const NodeMemory&) = delete;
@@ -44,7 +44,7 @@ class NodeMemory {
   bool evict_one(HandleImpl& requester);
   void free_cached() noexcept;
 
-  RuntimeImpl& runtime_;
+  DataContext& context_;
   const unsigned index_;
   const std::shared_ptr<ext::MemoryNode> node_;
   const std::size_t limit_;

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -18,6 +17,8 @@
 
 #include "hetflow/error.hpp"
 #include "perfmodel/storage.hpp"
+#include "util/number_format.hpp"
+#include "util/text_fields.hpp"
 
 namespace hetflow::detail {
 namespace {
@@ -37,18 +38,6 @@ std::optional<double> parse_double(std::string_view text) {
   const std::optional<double> value = parse_number<double>(text);
   if (!value || !std::isfinite(*value)) return std::nullopt;
   return value;
-}
-
-void append_double(std::string& out, double value) {
-  char buffer[64];
-  auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof buffer, value);
-  out.append(buffer, ec == std::errc() ? ptr : buffer);
-}
-
-std::string number(double value) {
-  std::string out;
-  append_double(out, value);
-  return out;
 }
 
 bool valid_link(double bandwidth, double latency) {
@@ -251,9 +240,9 @@ std::string format_bus(const BusFileContents& contents) {
        {std::pair{kHostToNode, contents.host_to_node}, std::pair{kNodeToHost, contents.node_to_host}}) {
     out += name;
     out += ' ';
-    append_double(out, link.bandwidth);
+    append_number(out, link.bandwidth);
     out += ' ';
-    append_double(out, link.latency);
+    append_number(out, link.latency);
     out += '\n';
   }
   return out;
@@ -349,7 +338,8 @@ void BusModel::calibrate(const std::filesystem::path& directory) {
       measured = measure(*node);
     } catch (const std::exception& e) {
       warn("cannot measure the transfers to memory node " + std::to_string(index) + " (" + name + "): " + e.what() +
-           "; assuming " + number(kDefaultBandwidth / 1e9) + " GB/s and " + number(kDefaultLatency * 1e6) + " us");
+           "; assuming " + format_number(kDefaultBandwidth / 1e9) + " GB/s and " +
+           format_number(kDefaultLatency * 1e6) + " us");
       continue;
     }
     store(0, index, measured.host_to_node);

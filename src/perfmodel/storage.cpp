@@ -9,7 +9,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +19,8 @@
 
 #include "hetflow/error.hpp"
 #include "hetflow/perfmodel.hpp"
+#include "util/number_format.hpp"
+#include "util/text_fields.hpp"
 
 namespace hetflow {
 
@@ -64,18 +65,6 @@ std::optional<double> parse_seconds(std::string_view text) {
   auto value = parse_number<double>(text);
   if (!value || !std::isfinite(*value) || *value < 0) return std::nullopt;
   return value;
-}
-
-void append_number(std::string& out, double value) {
-  char buffer[64];
-  auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof buffer, value);
-  out.append(buffer, ec == std::errc() ? ptr : buffer);
-}
-
-void append_number(std::string& out, std::uint64_t value) {
-  char buffer[32];
-  auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof buffer, value);
-  out.append(buffer, ec == std::errc() ? ptr : buffer);
 }
 
 ReadResult damaged(std::size_t line, std::string reason) {
@@ -279,26 +268,6 @@ std::size_t default_calibration_samples() {
                           std::to_string(kMax) + " (measurements before a size counts as calibrated)");
   }
   return static_cast<std::size_t>(*value);
-}
-
-std::string_view take_line(std::string_view& text) {
-  const std::size_t newline = text.find('\n');
-  std::string_view line = text.substr(0, newline);
-  text = newline == std::string_view::npos ? std::string_view{} : text.substr(newline + 1);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  return line;
-}
-
-std::vector<std::string_view> split_fields(std::string_view line) {
-  std::vector<std::string_view> fields;
-  std::size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
-    const std::size_t start = i;
-    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
-    if (i > start) fields.push_back(line.substr(start, i - start));
-  }
-  return fields;
 }
 
 void warn(std::string_view message) noexcept {

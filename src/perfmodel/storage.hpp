@@ -1,16 +1,12 @@
 #pragma once
 // The on-disk side of performance models: the text format (docs/perfmodels.md), atomic writes,
 // the lock that serialises read-merge-write cycles between processes, and where models live.
-#include <charconv>
 #include <cstddef>
 #include <filesystem>
 #include <map>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
-#include <vector>
 
 #include "hetflow/arch.hpp"
 #include "perfmodel/history.hpp"
@@ -58,21 +54,6 @@ class DirectoryLock {
 [[nodiscard]] std::string symbol_of_file(const std::filesystem::path& file);
 /// HETFLOW_CALIBRATE, else 10. Throws InvalidArgument for a malformed value.
 [[nodiscard]] std::size_t default_calibration_samples();
-
-/// Takes the first line off `text` (without its "\n" or "\r\n") and returns it.
-[[nodiscard]] std::string_view take_line(std::string_view& text);
-/// The whitespace-separated fields of a line of a text file (models, bus files).
-[[nodiscard]] std::vector<std::string_view> split_fields(std::string_view line);
-
-/// The whole of `text` as a number, or nullopt.
-template <class T>
-[[nodiscard]] std::optional<T> parse_number(std::string_view text) {
-  T value{};
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr != end) return std::nullopt;
-  return value;
-}
 
 /// "hetflow: warning: <message>" on stderr, in one write.
 void warn(std::string_view message) noexcept;

@@ -22,6 +22,8 @@ class TaskFifo {
     size_.fetch_add(1, std::memory_order_release);
   }
 
+  [[nodiscard]] bool empty() const noexcept { return size_.load(std::memory_order_acquire) == 0; }
+
   /// The oldest task that `arch` may run, or nullptr.
   ext::SchedTask* pop(Arch arch) {
     if (size_.load(std::memory_order_acquire) == 0) return nullptr;

@@ -6,10 +6,9 @@
 #include <new>
 #include <thread>
 
-#include "core/runtime_impl.hpp"
+#include "core/engine.hpp"
 #include "core/task_state.hpp"
 #include "data/coherence.hpp"
-#include "data/memory_node.hpp"
 #include "hetflow/error.hpp"
 #include "hetflow/perfmodel.hpp"
 #include "trace/recorder.hpp"
@@ -64,7 +63,40 @@ std::string cost_name(const TaskCore& task) {
 
 }  // namespace
 
-std::optional<double> RuntimeImpl::simulated_cost(TaskCore& task, Arch arch) const {
+std::unique_ptr<Execution> make_simulated_execution(std::string machine_file) {
+  return std::make_unique<SimulatedExecution>(std::move(machine_file));
+}
+
+void SimulatedExecution::add_workers(Engine& engine) {
+  engine_ = &engine;
+  simulator_ = std::make_unique<Simulator>(MachineSpec::load(machine_file_), machine_file_);
+  const MachineSpec& machine = simulator_->machine;
+  for (unsigned i = 0; i < machine.cpus + machine.gpus; ++i) {
+    if (i < machine.cpus) {
+      engine.add_worker(Arch::cpu, kHostNode);
+    } else {
+      const unsigned node = engine.add_memory_node(simulator_->gpu_memory[i - machine.cpus]);
+      engine.add_worker(Arch::cuda, node);
+    }
+  }
+  simulator_->running.resize(engine.workers().size());
+}
+
+void SimulatedExecution::model_bus(BusModel& bus, std::size_t node_count) {
+  for (unsigned node = 1; node < node_count; ++node) {
+    bus.set(kHostNode, node, simulator_->machine.bandwidth_bytes_per_s, simulator_->machine.latency_s);
+    bus.set(node, kHostNode, simulator_->machine.bandwidth_bytes_per_s, simulator_->machine.latency_s);
+  }
+}
+
+void SimulatedExecution::start(Engine& engine) { simulator_->recorder = engine.recorder(); }
+
+void SimulatedExecution::report(const std::string& scheduler_name, double end) const {
+  std::fprintf(stderr, "hetflow: simulated %zu tasks on %s with %s: makespan %.6f s\n", simulator_->tasks_run,
+               simulator_->origin.c_str(), scheduler_name.c_str(), end);
+}
+
+std::optional<double> SimulatedExecution::cost(TaskCore& task, Arch arch) const {
   const std::size_t bytes = footprint(&task);
   if (auto seconds = simulator_->machine.cost(cost_name(task), arch, bytes)) return seconds;
   if (!simulator_->machine.use_stored_models || task.codelet == nullptr) return std::nullopt;
@@ -72,7 +104,7 @@ std::optional<double> RuntimeImpl::simulated_cost(TaskCore& task, Arch arch) con
   return model != nullptr ? model->expected(arch, bytes) : std::nullopt;
 }
 
-ArchMask RuntimeImpl::simulated_archs(const Codelet* codelet, const std::string& name) const {
+ArchMask SimulatedExecution::costed_archs(const Codelet* codelet, const std::string& name) const {
   // The name cost_name() gives the task once submitted.
   const std::string key = codelet != nullptr && !codelet->name.empty() ? codelet->name : (name.empty() ? "task" : name);
   ArchMask archs;
@@ -89,17 +121,12 @@ ArchMask RuntimeImpl::simulated_archs(const Codelet* codelet, const std::string&
   return archs;
 }
 
-void RuntimeImpl::start_simulated(WorkerState& worker) {
-  auto* task = static_cast<TaskCore*>(next_task(worker));
-  if (task == nullptr) return;
-  if (aborting_.load(std::memory_order_acquire)) transition(task, TaskStatus::ready, TaskStatus::cancelled);
-  if (!transition(task, TaskStatus::ready, TaskStatus::running)) {
-    finish(task);
-    return;
-  }
+void SimulatedExecution::start_task(WorkerState& worker) {
+  auto* task = static_cast<TaskCore*>(engine_->next_task(worker));
+  if (task == nullptr || !engine_->begin(task)) return;
   const unsigned node = worker.info.memory_node;
-  simulator_->transfer_time = 0;  // synchronous copies the coherence makes below add to it
-  double data_ready = now();      // when the last asynchronous copy the task needs lands
+  simulator_->transfer_time = 0;       // synchronous copies the coherence makes below add to it
+  double data_ready = engine_->now();  // when the last asynchronous copy the task needs lands
   try {
     AccessRecord* accesses = task->accesses();
     for (std::size_t i = 0; i < task->access_count; ++i) {
@@ -120,60 +147,53 @@ void RuntimeImpl::start_simulated(WorkerState& worker) {
       }
       complete_fetch(handle, node, accesses[i].mode);
     }
-    const std::optional<double> cost = simulated_cost(*task, worker.info.arch);
-    if (!cost) {
+    const std::optional<double> seconds = cost(*task, worker.info.arch);
+    if (!seconds) {
       throw Error("simulation: no cost for task '" + std::string(task->display_name()) + "' on " +
                   std::string(arch_name(worker.info.arch)));
     }
-    const double start = std::max(now() + simulator_->transfer_time, data_ready);
-    simulator_->running[worker.info.id] = {task, start, start + *cost};
+    const double start = std::max(engine_->now() + simulator_->transfer_time, data_ready);
+    simulator_->running[worker.info.id] = {task, start, start + *seconds};
     if (node != kHostNode) {
       // As a device worker does once its task's data is there (run_body): it takes its next task
       // and starts that one's copies while this one runs.
       simulator_->copies_from = start;
-      look_ahead(worker);
+      engine_->look_ahead(worker);
       simulator_->copies_from = 0;
     }
   } catch (...) {
-    task->error = std::current_exception();
     task->ops->destroy_body(task->storage());
-    task->ops = nullptr;
-    uncount_pinned(task);
-    set_final(task, TaskStatus::failed);
-    finish(task);
+    engine_->conclude(task, std::current_exception());
   }
 }
 
-void RuntimeImpl::complete_simulated(unsigned worker) {
+void SimulatedExecution::complete_task(unsigned worker) {
   const Simulator::Running run = std::exchange(simulator_->running[worker], {});
   TaskCore* task = run.task;
   simulator_->clock.store(run.end, std::memory_order_release);
   ++simulator_->tasks_run;
-  if (recorder_) recorder_->task(worker, task->display_name(), footprint(task), run.start, run.end);
+  if (simulator_->recorder != nullptr) {
+    simulator_->recorder->task(worker, task->display_name(), footprint(task), run.start, run.end);
+  }
   const bool has_result = task->ops->destroy_result != nullptr;
   task->ops->destroy_body(task->storage());
   task->ops = nullptr;
-  uncount_pinned(task);
-  if (has_result) {
-    task->error = std::make_exception_ptr(
-        Error(std::string("simulation: task '") + task->display_name() + "' has no result: task bodies are not run"));
-    set_final(task, TaskStatus::failed);
-  } else {
-    set_final(task, TaskStatus::done);
-  }
-  finish(task);
+  engine_->conclude(task, has_result
+                              ? std::make_exception_ptr(Error(std::string("simulation: task '") + task->display_name() +
+                                                              "' has no result: task bodies are not run"))
+                              : nullptr);
 }
 
-void RuntimeImpl::simulate_until(const std::function<bool()>& reached) {
+void SimulatedExecution::simulate_until(const std::function<bool()>& reached) {
   std::lock_guard guard(simulator_->mutex);
   for (;;) {
     if (reached()) return;
     // Again while some worker started a task: a pop may hand a task to a worker already asked.
     for (bool started = true; started;) {
       started = false;
-      for (auto& worker : workers_) {
+      for (const auto& worker : engine_->workers()) {
         if (simulator_->running[worker->info.id].task != nullptr) continue;
-        start_simulated(*worker);
+        start_task(*worker);
         started = started || simulator_->running[worker->info.id].task != nullptr;
       }
     }
@@ -186,12 +206,12 @@ void RuntimeImpl::simulate_until(const std::function<bool()>& reached) {
       }
     }
     if (next < 0) return;  // nothing can run until another thread acts (a release, a submission)
-    complete_simulated(static_cast<unsigned>(next));
+    complete_task(static_cast<unsigned>(next));
   }
 }
 
-void RuntimeImpl::simulate_while_waiting(const std::function<bool()>& reached,
-                                         const std::chrono::steady_clock::time_point* deadline) {
+void SimulatedExecution::progress_while_waiting(const std::function<bool()>& reached,
+                                                const std::chrono::steady_clock::time_point* deadline) {
   for (;;) {
     simulate_until(reached);
     if (reached()) return;

@@ -6,8 +6,10 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
+#include "core/execution.hpp"
 #include "hetflow/ext/memory_node.hpp"
 #include "sim/machine.hpp"
 
@@ -16,6 +18,7 @@ namespace hetflow::detail {
 struct TaskCore;
 class Recorder;
 struct Simulator;
+struct WorkerState;
 
 /// A copy in virtual time: it ends at `end` seconds.
 class SimulatedTransfer final : public ext::Transfer {
@@ -77,6 +80,37 @@ struct Simulator {
   double transfer_time = 0;      // synchronous copies made for the task being started, so far
   double copies_from = 0;        // asynchronous copies start no earlier (a device worker's look-ahead)
   std::size_t tasks_run = 0;
+};
+
+/// The workers and memory nodes of the machine `machine_file` describes, run in virtual time by
+/// the threads that wait for results (progress_while_waiting).
+class SimulatedExecution final : public Execution {
+ public:
+  explicit SimulatedExecution(std::string machine_file) : machine_file_(std::move(machine_file)) {}
+  void add_workers(Engine& engine) override;
+  void model_bus(BusModel& bus, std::size_t node_count) override;
+  void start(Engine& engine) override;
+  void stop() override {}
+  unsigned stop_free_workers() override { return 0; }  // no threads of its own
+  void report(const std::string& scheduler_name, double end) const override;
+  [[nodiscard]] const std::atomic<double>* virtual_clock() const noexcept override { return &simulator_->clock; }
+  [[nodiscard]] std::optional<double> cost(TaskCore& task, Arch arch) const override;
+  [[nodiscard]] ArchMask costed_archs(const Codelet* codelet, const std::string& name) const override;
+  void progress_while_waiting(const std::function<bool()>& reached,
+                              const std::chrono::steady_clock::time_point* deadline) override;
+
+ private:
+  /// Advances virtual time until `reached()` or until nothing can run without the application.
+  void simulate_until(const std::function<bool()>& reached);
+  /// Gives the idle `worker` its next task, if there is one, starting at the earliest virtual time it can.
+  void start_task(WorkerState& worker);
+  /// Ends the task `worker` runs: virtual time moves to its end.
+  void complete_task(unsigned worker);
+
+  const std::string machine_file_;
+  Engine* engine_ = nullptr;
+  // Made with the workers: the machine file is read after the engine made its scheduler.
+  std::unique_ptr<Simulator> simulator_;
 };
 
 }  // namespace hetflow::detail

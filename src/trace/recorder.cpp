@@ -13,9 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
-#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -34,6 +32,7 @@
 #include "hetflow/error.hpp"
 #include "util/atomic_file.hpp"
 #include "util/json.hpp"
+#include "util/number_format.hpp"
 #include "util/spin_lock.hpp"
 
 namespace hetflow::detail {
@@ -181,30 +180,18 @@ struct LinkTotals {
   double seconds = 0;
 };
 
-void append_int(std::string& out, std::uint64_t value) {
-  std::array<char, 24> digits{};
-  const auto result = std::to_chars(digits.data(), digits.data() + digits.size(), value);
-  out.append(digits.data(), result.ptr);
-}
-
 // Microseconds with three decimals (the trace format's unit, at nanosecond resolution).
 void append_micros(std::string& out, Nanos nanos) {
   if (nanos < 0) {
     out += '-';
     nanos = -nanos;
   }
-  append_int(out, static_cast<std::uint64_t>(nanos / 1000));
+  append_number(out, static_cast<std::uint64_t>(nanos / 1000));
   const auto fraction = static_cast<unsigned>(nanos % 1000);
   out += '.';
   out += static_cast<char>('0' + fraction / 100);
   out += static_cast<char>('0' + fraction / 10 % 10);
   out += static_cast<char>('0' + fraction % 10);
-}
-
-std::string formatted(const char* format, double value) {
-  std::array<char, 64> text{};
-  const int length = std::snprintf(text.data(), text.size(), format, value);
-  return std::string(text.data(), static_cast<std::size_t>(std::clamp(length, 0, 63)));
 }
 
 /// Columns padded to their widest cell: the first left-aligned, the others right-aligned.
@@ -441,10 +428,10 @@ void Recorder::State::write_trace(Nanos end) const {
                       const std::string& value) {
     begin_event();
     out += "{\"ph\":\"M\",\"pid\":";
-    append_int(out, static_cast<std::uint64_t>(pid));
+    append_number(out, static_cast<std::uint64_t>(pid));
     if (tid) {
       out += ",\"tid\":";
-      append_int(out, *tid);
+      append_number(out, *tid);
     }
     out += ",\"name\":\"";
     out += what;
@@ -458,9 +445,9 @@ void Recorder::State::write_trace(Nanos end) const {
                    Nanos finish) {
     begin_event();
     out += "{\"ph\":\"X\",\"pid\":";
-    append_int(out, static_cast<std::uint64_t>(pid));
+    append_number(out, static_cast<std::uint64_t>(pid));
     out += ",\"tid\":";
-    append_int(out, tid);
+    append_number(out, tid);
     out += ",\"name\":";
     out += quoted_name;
     out += ",\"cat\":\"";
@@ -492,7 +479,7 @@ void Recorder::State::write_trace(Nanos end) const {
       idle_until(task.start);
       slice(kWorkersPid, tid, quoted_names[task.name], "task", task.start, task.end);
       out += ",\"args\":{\"bytes\":";
-      append_int(out, task.bytes);
+      append_number(out, task.bytes);
       out += "}}";
       covered_until = std::max(covered_until, task.end);
       flush_if_full();
@@ -528,7 +515,7 @@ void Recorder::State::write_trace(Nanos end) const {
         lane->second = finish;
         slice(kTransfersPid, lane->first, "\"transfer\"", "transfer", start, finish);
         out += ",\"args\":{\"bytes\":";
-        append_int(out, transfer->bytes);
+        append_number(out, transfer->bytes);
         out += ",\"from\":";
         append_json_quoted(out, node_names[transfer->from]);
         out += ",\"to\":";
@@ -546,14 +533,14 @@ void Recorder::State::write_trace(Nanos end) const {
 void Recorder::State::print_stats(Nanos end) const {
   const double end_seconds = to_seconds(end);
   std::string out =
-      "hetflow stats: " + std::to_string(workers.size()) + " workers, " + formatted("%.6f", end_seconds) + " s\n";
+      "hetflow stats: " + std::to_string(workers.size()) + " workers, " + format_fixed(end_seconds, 6) + " s\n";
   Table worker_table;
   worker_table.row({"worker", "tasks", "busy s", "busy %"});
   for (std::size_t w = 0; w < workers.size(); ++w) {
     const WorkerLog& log = *logs[w];
     const double busy = to_seconds(busy_of(log, tracing()));
-    worker_table.row({worker_label(workers[w]), std::to_string(log.tasks), formatted("%.6f", busy),
-                      end > 0 ? formatted("%.1f", 100.0 * busy / end_seconds) : "-"});
+    worker_table.row({worker_label(workers[w]), std::to_string(log.tasks), format_fixed(busy, 6),
+                      end > 0 ? format_fixed(100.0 * busy / end_seconds, 1) : "-"});
   }
   worker_table.print_to(out, "  ");
   if (!links.empty()) {
@@ -562,8 +549,8 @@ void Recorder::State::print_stats(Nanos end) const {
     for (const auto& [link, totals] : links) {
       link_table.row(
           {link_label(link.first, link.second), std::to_string(totals.count), std::to_string(totals.bytes),
-           formatted("%.6f", totals.seconds),
-           totals.seconds > 0 ? formatted("%.2f", static_cast<double>(totals.bytes) / totals.seconds / 1e9) : "-"});
+           format_fixed(totals.seconds, 6),
+           totals.seconds > 0 ? format_fixed(static_cast<double>(totals.bytes) / totals.seconds / 1e9, 2) : "-"});
     }
     link_table.print_to(out, "  ");
   }

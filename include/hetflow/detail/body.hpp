@@ -2,14 +2,15 @@
 // Type-erased task bodies: a callable (and later its result) living in a task's storage.
 #include <algorithm>
 #include <functional>
-#include <tuple>
 #include <new>
+#include <tuple>
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
 
 #include "hetflow/codelet.hpp"
 #include "hetflow/detail/task_api.hpp"
+#include "hetflow/export.hpp"
 
 namespace hetflow::detail {
 
@@ -23,7 +24,7 @@ struct CallResult {
   using type = std::invoke_result_t<F&, Args&...>;
 };
 template <class F, class... Args>
-  requires takes_context_v<F, Args...>
+requires takes_context_v<F, Args...>
 struct CallResult<F, Args...> {
   using type = std::invoke_result_t<F&, TaskContext&, Args&...>;
 };
@@ -83,7 +84,7 @@ struct CallableBody {
 };
 
 /// Body of a codelet task: the codelet's implementation for the worker's arch, with an argument.
-void run_codelet(TaskContext& context);
+HETFLOW_API void run_codelet(TaskContext& context);
 
 template <class A>
 struct CodeletBody {
@@ -99,6 +100,6 @@ struct CodeletBody {
 };
 
 inline constexpr BodyOps kCodeletWithoutArg{[](void*, TaskContext& context) { run_codelet(context); },
-                                             [](void*) noexcept {}, nullptr, nullptr};
+                                            [](void*) noexcept {}, nullptr, nullptr};
 
 }  // namespace hetflow::detail

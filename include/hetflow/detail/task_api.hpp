@@ -6,6 +6,8 @@
 #include <exception>
 #include <typeinfo>
 
+#include "hetflow/export.hpp"
+
 namespace hetflow {
 class Runtime;
 class TaskContext;
@@ -30,18 +32,29 @@ struct BodyOps {
 
 enum class TaskStatus : unsigned char { pending, ready, running, done, failed, cancelled };
 
-void retain(TaskCore* task) noexcept;
-void release(TaskCore* task) noexcept;
-[[nodiscard]] TaskStatus status(const TaskCore* task) noexcept;
-[[nodiscard]] bool is_finished(const TaskCore* task) noexcept;
-void wait(TaskCore* task);
-[[nodiscard]] bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline);
+HETFLOW_API void retain(TaskCore* task) noexcept;
+HETFLOW_API void release(TaskCore* task) noexcept;
+[[nodiscard]] HETFLOW_API TaskStatus status(const TaskCore* task) noexcept;
+[[nodiscard]] HETFLOW_API bool is_finished(const TaskCore* task) noexcept;
+HETFLOW_API void wait(TaskCore* task);
+[[nodiscard]] HETFLOW_API bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline);
 /// Rethrows the task's failure (its own exception, a DependencyError or a CancelledError).
-void rethrow_if_failed(const TaskCore* task);
-[[nodiscard]] std::exception_ptr error_of(const TaskCore* task) noexcept;
-[[nodiscard]] void* result_storage(TaskCore* task) noexcept;
-bool cancel(TaskCore* task) noexcept;
-[[nodiscard]] Runtime& owner(const TaskCore* task) noexcept;
-[[nodiscard]] const char* name_of(const TaskCore* task) noexcept;
+HETFLOW_API void rethrow_if_failed(const TaskCore* task);
+[[nodiscard]] HETFLOW_API std::exception_ptr error_of(const TaskCore* task) noexcept;
+[[nodiscard]] HETFLOW_API void* result_storage(TaskCore* task) noexcept;
+HETFLOW_API bool cancel(TaskCore* task) noexcept;
+[[nodiscard]] HETFLOW_API Runtime& owner(const TaskCore* task) noexcept;
+[[nodiscard]] HETFLOW_API const char* name_of(const TaskCore* task) noexcept;
+
+/// Someone to tell when a task finishes, besides its dependent tasks (when_any, language
+/// bindings that report completions to their own event loop).
+struct CompletionCallback {
+  /// Called once, on the thread that finishes the task (or the one adding the callback, if the
+  /// task has finished already): it must neither throw nor block.
+  void (*fn)(CompletionCallback* self, TaskCore* finished) = nullptr;
+};
+/// Calls `callback->fn` when the task finishes (at once if it has); the callback must live
+/// until then.
+HETFLOW_API void add_completion_callback(TaskCore* task, CompletionCallback* callback) noexcept;
 
 }  // namespace hetflow::detail

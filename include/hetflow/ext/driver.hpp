@@ -8,11 +8,12 @@
 #include <string_view>
 
 #include "hetflow/arch.hpp"
+#include "hetflow/export.hpp"
 #include "hetflow/ext/memory_node.hpp"
 
 namespace hetflow::ext {
 
-class Driver {
+class HETFLOW_API Driver {
  public:
   virtual ~Driver() = default;
   [[nodiscard]] virtual std::string_view name() const = 0;

@@ -11,10 +11,12 @@
 #include <memory>
 #include <string>
 
+#include "hetflow/export.hpp"
+
 namespace hetflow::ext {
 
 /// An asynchronous copy in flight.
-class Transfer {
+class HETFLOW_API Transfer {
  public:
   virtual ~Transfer() = default;
   /// Blocks until the copy has completed; throws hetflow::Error if it failed.
@@ -23,7 +25,7 @@ class Transfer {
   [[nodiscard]] virtual bool done() = 0;
 };
 
-class MemoryNode {
+class HETFLOW_API MemoryNode {
  public:
   virtual ~MemoryNode() = default;
   /// For traces and statistics, e.g. "cuda0", "opencl0".

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "hetflow/arch.hpp"
+#include "hetflow/export.hpp"
 
 namespace hetflow::ext {
 
@@ -34,7 +35,7 @@ struct WorkerInfo {
 
 /// What the engine tells a scheduler about tasks, data and time (ext/scheduler.hpp users: the
 /// model-driven schedulers). All calls are thread-safe and cheap enough to make on every push.
-class SchedulerContext {
+class HETFLOW_API SchedulerContext {
  public:
   virtual ~SchedulerContext() = default;
   /// Seconds on the runtime's clock: real time, or virtual time under simulation.
@@ -58,7 +59,7 @@ class SchedulerContext {
 /// `from_worker` in push: the task was pushed by a thread that is not one of the workers.
 inline constexpr int kExternalThread = -1;
 
-class Scheduler {
+class HETFLOW_API Scheduler {
  public:
   virtual ~Scheduler() = default;
   /// Called once, before any push, with every worker of the runtime. `context` outlives the
@@ -78,14 +79,14 @@ class Scheduler {
 using SchedulerFactory = std::function<std::unique_ptr<Scheduler>()>;
 
 /// Makes a scheduler available by name to Config::scheduler and HETFLOW_SCHED.
-void register_scheduler(std::string name, std::string description, SchedulerFactory factory);
-[[nodiscard]] std::unique_ptr<Scheduler> make_scheduler(std::string_view name);
+HETFLOW_API void register_scheduler(std::string name, std::string description, SchedulerFactory factory);
+[[nodiscard]] HETFLOW_API std::unique_ptr<Scheduler> make_scheduler(std::string_view name);
 
 struct SchedulerEntry {
   std::string name;
   std::string description;
 };
-[[nodiscard]] std::vector<SchedulerEntry> schedulers();
+[[nodiscard]] HETFLOW_API std::vector<SchedulerEntry> schedulers();
 
 struct SchedulerRegistration {
   SchedulerRegistration(std::string name, std::string description, SchedulerFactory factory) {

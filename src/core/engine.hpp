@@ -1,4 +1,7 @@
 #pragma once
+// The engine: the life of a task, from submission through its dependencies and the ready queues
+// to its one end (conclude, then finish). Which workers run tasks, and how, is an Execution's
+// (execution.hpp); the data layer sees the engine only as its DataContext.
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -7,21 +10,23 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "core/execution.hpp"
 #include "core/idle_workers.hpp"
 #include "core/scheduler_context.hpp"
 #include "core/task.hpp"
+#include "core/task_state.hpp"
 #include "core/worker.hpp"
+#include "data/data_context.hpp"
 #include "data/handle.hpp"
-#include "data/memory_node.hpp"
 #include "data/node_memory.hpp"
 #include "hetflow/config.hpp"
 #include "hetflow/ext/scheduler.hpp"
 #include "hetflow/future.hpp"
 #include "perfmodel/bus.hpp"
 #include "sched/task_fifo.hpp"
-#include "sim/simulator.hpp"
 #include "trace/recorder.hpp"
 
 namespace hetflow {
@@ -33,12 +38,13 @@ namespace hetflow::detail {
 /// The size a task's performance is modelled by: the bytes of the data it names.
 std::size_t footprint(TaskCore* task) noexcept;
 
-class RuntimeImpl {
+class Engine final : public DataContext {
  public:
-  RuntimeImpl(Runtime& facade, Config config);
-  ~RuntimeImpl();
-  RuntimeImpl(const RuntimeImpl&) = delete;
-  RuntimeImpl& operator=(const RuntimeImpl&) = delete;
+  /// Tasks run as `execution` has its workers run them.
+  Engine(Runtime& facade, Config config, std::unique_ptr<Execution> execution);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
 
   Runtime& facade;
   const Config config;
@@ -46,15 +52,32 @@ class RuntimeImpl {
   // Task lifecycle
   void submit(TaskCore* task, const std::vector<FutureBase>& after);
   void make_ready(TaskCore* task);
-  void execute(TaskCore* task, WorkerState& worker);
+  /// The worker's next task: one pinned to it first, else the scheduler's choice.
+  /// `ahead`: the worker still runs a task and takes its next one early (look_ahead).
+  ext::SchedTask* next_task(WorkerState& worker, bool ahead = false) {
+    if (worker.deferred != nullptr) return std::exchange(worker.deferred, nullptr);
+    if (ext::SchedTask* task = pinned_[worker.info.id]->queue.pop(worker.info.arch)) return task;
+    ext::SchedTask* task = ahead ? scheduler_->pop_ahead(worker.info.id) : scheduler_->pop(worker.info.id);
+    if (task != nullptr) count_ready(task->where, -1);
+    return task;
+  }
+  /// Starts a task a worker took. False if it was cancelled meanwhile or the runtime aborts: then
+  /// it is finished here, cancelled.
+  bool begin(TaskCore* task) noexcept {
+    if (aborting_.load(std::memory_order_acquire)) transition(task, TaskStatus::ready, TaskStatus::cancelled);
+    if (transition(task, TaskStatus::ready, TaskStatus::running)) return true;
+    finish(task);
+    return false;
+  }
+  /// Starts moving the data of the task this worker runs next while the current one runs.
+  void look_ahead(WorkerState& worker);
   std::size_t take_companions(WorkerState& worker, const TaskCore* lead, std::size_t max);
   void finish_companion(WorkerState& worker, std::size_t index, std::exception_ptr error) noexcept;
+  /// The one way a task that started ends: publishes its outcome (done, or failed with `error`, its
+  /// body gone), then finishes it.
+  void conclude(TaskCore* task, std::exception_ptr error) noexcept;
   /// The task's outcome is set: tell its dependents, count it done, drop the engine's reference.
   void finish(TaskCore* task) noexcept;
-  /// Runs queued tasks on `worker` while waiting for `done()`; their time, and the setup the
-  /// waiting task reported before them, is counted in `worker.nested_seconds` (run_body).
-  template <class Done>
-  void help_while(WorkerState& worker, Done done);
 
   /// Submits a task that is never scheduled: once its dependencies are met it is "started", and
   /// it finishes when its owner calls complete_manual (acquisitions, gates). Not counted by wait_all.
@@ -83,6 +106,13 @@ class RuntimeImpl {
   void check_not_forked(const char* where) const;
   [[nodiscard]] bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
 
+  // Workers (the execution adds them while the engine is built)
+  /// Adds memory node `memory` (once: a node added before keeps its number); returns its number.
+  unsigned add_memory_node(std::shared_ptr<ext::MemoryNode> memory);
+  /// Adds a worker of `arch` computing in memory node `node`; it is numbered in the order added.
+  WorkerState& add_worker(Arch arch, unsigned node);
+  [[nodiscard]] const std::vector<std::unique_ptr<WorkerState>>& workers() const noexcept { return workers_; }
+
   // Data
   std::shared_ptr<HandleImpl> register_data(void* ptr, const DataLayout& layout, std::string name);
   /// Waits for the tasks using the handle, then unregisters it.
@@ -90,33 +120,41 @@ class RuntimeImpl {
   /// Unregisters the handle once the tasks using it are done, without waiting for them.
   void unregister_async(HandleImpl& handle);
   /// Memory nodes: 0 is host RAM, then one per distinct node the drivers' workers compute in.
-  [[nodiscard]] std::size_t node_count() const noexcept { return node_names_.size(); }
+  [[nodiscard]] std::size_t node_count() const noexcept override { return node_names_.size(); }
   [[nodiscard]] const std::string& node_name(unsigned node) const { return node_names_[node]; }
   /// A device node (node >= 1).
-  [[nodiscard]] NodeMemory& node_memory(unsigned node) const noexcept { return *node_memory_[node]; }
+  [[nodiscard]] NodeMemory& node_memory(unsigned node) const noexcept override { return *node_memory_[node]; }
   /// Starts bringing the handle's latest version to device node `node` once the tasks submitted
   /// before that write it are done (Runtime::prefetch).
   void submit_prefetch(HandleImpl& handle, unsigned node);
   /// Wakes an idle worker of `arch`, if one sleeps (a scheduler moved a task to its kind).
-  void wake_one(Arch arch) noexcept { idle_[static_cast<unsigned>(arch)].notify_one(); }
+  void wake_one(Arch arch) noexcept {
+    if (idle_ != nullptr) idle_[static_cast<unsigned>(arch)].notify_one();
+  }
 
   // Clock, statistics and models
   /// Seconds since the runtime started (virtual seconds under simulation).
-  [[nodiscard]] double now() const noexcept;
-  void record_transfer(unsigned from, unsigned to, std::size_t bytes, double start, double end);
+  [[nodiscard]] double now() const noexcept override;
+  void record_transfer(unsigned from, unsigned to, std::size_t bytes, double start, double end) override;
   [[nodiscard]] bool has_model(TaskCore& task) const noexcept;
   [[nodiscard]] std::optional<double> expected_duration(TaskCore& task, Arch arch) const;
   /// Expected seconds to copy `bytes` from node `from` to node `to`.
   [[nodiscard]] double expected_copy(unsigned from, unsigned to, std::size_t bytes) const noexcept;
+  /// Where tasks' times go (HETFLOW_TRACE, HETFLOW_STATS); nullptr when nowhere.
+  [[nodiscard]] Recorder* recorder() const noexcept { return recorder_.get(); }
 
-  // Simulation (src/sim/simulator.cpp)
-  [[nodiscard]] bool simulating() const noexcept { return simulator_ != nullptr; }
+  // Simulation: the execution keeps a virtual clock
+  [[nodiscard]] bool simulating() const noexcept override { return clock_ != nullptr; }
   /// The architectures the machine gives `codelet` (or a plain task called `name`) a cost on.
-  [[nodiscard]] ArchMask simulated_archs(const Codelet* codelet, const std::string& name) const;
+  [[nodiscard]] ArchMask simulated_archs(const Codelet* codelet, const std::string& name) const {
+    return execution_->costed_archs(codelet, name);
+  }
   /// Advances virtual time until `reached()` or until the application must act; then, while
   /// waiting on the application, looks again now and then (until the deadline, if any).
   void simulate_while_waiting(const std::function<bool()>& reached,
-                              const std::chrono::steady_clock::time_point* deadline = nullptr);
+                              const std::chrono::steady_clock::time_point* deadline = nullptr) {
+    execution_->progress_while_waiting(reached, deadline);
+  }
 
   [[nodiscard]] const std::vector<ext::WorkerInfo>& worker_infos() const noexcept { return worker_infos_; }
   /// Unfinished tasks pinned to `worker` (queued or running).
@@ -137,58 +175,47 @@ class RuntimeImpl {
   std::uint64_t next_sequence() noexcept { return sequence_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
-  void start_workers();
-  void worker_loop(WorkerState& worker);
-  ext::SchedTask* find_task(WorkerState& worker);
-  /// The worker's next task: one pinned to it first, else the scheduler's choice.
-  /// `ahead`: the worker still runs a task and takes its next one early (look_ahead).
-  ext::SchedTask* next_task(WorkerState& worker, bool ahead = false);
   void push_ready(TaskCore* task);
-  void stop_workers();
+  /// Ready tasks in the scheduler that workers of each kind may take, kept for all kinds but CPU
+  /// threads (whose path is the hottest and which do not batch): take_companions leaves one for
+  /// each other worker of its kind.
+  void count_ready(ArchMask where, std::int64_t change) noexcept {
+    if (where == ArchMask(Arch::cpu)) return;
+    for (unsigned arch = 1; arch < kArchCount; ++arch) {
+      if (where.contains(static_cast<Arch>(arch))) ready_for_[arch].fetch_add(change, std::memory_order_relaxed);
+    }
+  }
+  std::array<std::atomic<std::int64_t>, kArchCount> ready_for_{};
   void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
   void complete_unregistration(TaskCore* token) noexcept;
-  void add_workers(ext::Driver& driver);
-  /// Makes the task's data valid on the worker's node and runs its body there.
-  void run_body(TaskCore* task, WorkerState& worker, TaskContext& context);
-  /// The one-off setup `worker`'s driver reported since it was last asked (0 for CPU workers).
-  [[nodiscard]] static double take_setup_seconds(WorkerState& worker);
-  /// Throws if the task's data, all on `node` at once, cannot fit there.
-  void check_fits(TaskCore* task, unsigned node) const;
-  /// Starts moving the data of the task this worker runs next while the current one runs.
-  void look_ahead(WorkerState& worker);
-  void add_simulated_workers();
-  [[nodiscard]] std::optional<double> simulated_cost(TaskCore& task, Arch arch) const;
-  void simulate_until(const std::function<bool()>& reached);
-  void start_simulated(WorkerState& worker);
-  void complete_simulated(unsigned worker);
 
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   const long owner_pid_;                 // the process that started the runtime
   const std::uint64_t fork_generation_;  // how many forks this process descends through, then
+  // Declared first, destroyed last: what it added (workers, memory nodes) may refer to it.
+  const std::unique_ptr<Execution> execution_;
+  const std::atomic<double>* clock_ = nullptr;  // the execution's virtual clock, if it keeps one
+  IdleWorkers* idle_ = nullptr;                 // the execution's sleeping workers, per arch, if any
   std::vector<std::string> node_names_{"host"};
   std::vector<std::unique_ptr<NodeMemory>> node_memory_;  // [0] empty: host RAM is the users' buffers
   std::unique_ptr<Recorder> recorder_;
-  std::unique_ptr<Simulator> simulator_;
   std::unique_ptr<BusModel> bus_;
   EngineSchedulerContext scheduler_context_{*this};
   std::vector<ext::WorkerInfo> worker_infos_;
   std::vector<std::unique_ptr<WorkerState>> workers_;
   std::string scheduler_name_;
   std::unique_ptr<ext::Scheduler> scheduler_;
-  std::array<IdleWorkers, kArchCount> idle_;
   struct Pinned {
     TaskFifo queue;
     std::atomic<std::size_t> load{0};
   };
   std::vector<std::unique_ptr<Pinned>> pinned_;
-  std::chrono::nanoseconds spin_{};
 
   alignas(64) std::atomic<std::int64_t> outstanding_{0};
   alignas(64) std::atomic<std::uint32_t> all_done_epoch_{0};
   std::atomic<std::uint32_t> all_done_waiters_{0};
   alignas(64) std::atomic<std::uint64_t> sequence_{0};
   std::atomic<bool> shutting_down_{false};
-  std::atomic<bool> stopping_{false};
   std::atomic<bool> aborting_{false};
   std::atomic<bool> stopped_{false};
   std::mutex shutdown_mutex_;
@@ -196,21 +223,5 @@ class RuntimeImpl {
   std::mutex registry_mutex_;
   std::vector<std::shared_ptr<HandleImpl>> registry_;
 };
-
-template <class Done>
-void RuntimeImpl::help_while(WorkerState& worker, Done done) {
-  while (!done()) {
-    if (ext::SchedTask* task = next_task(worker)) {
-      const double nested_before = worker.nested_seconds;
-      const double waiting_task_setup = take_setup_seconds(worker);
-      const double started = now();
-      execute(static_cast<TaskCore*>(task), worker);
-      // Set, not added: what the nested task's own waits counted is inside its duration.
-      worker.nested_seconds = nested_before + waiting_task_setup + (now() - started);
-    } else {
-      std::this_thread::yield();
-    }
-  }
-}
 
 }  // namespace hetflow::detail

@@ -1,4 +1,4 @@
-#include "drivers/cpu/topology.hpp"
+#include "platform/topology.hpp"
 
 #include <pthread.h>
 #include <sched.h>

@@ -1,0 +1,438 @@
+#include "core/engine.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/dependencies.hpp"
+#include "core/task_pool.hpp"
+#include "core/task_state.hpp"
+#include "data/coherence.hpp"
+#include "hetflow/error.hpp"
+#include "hetflow/future.hpp"
+#include "hetflow/perfmodel.hpp"
+
+namespace hetflow::detail {
+namespace {
+
+thread_local WorkerState* tl_worker = nullptr;
+
+// Counts the forks this process descends through (a child handler adds one), so that telling a
+// forked child from the process that started a runtime costs one load, not a system call.
+std::atomic<std::uint64_t> fork_generation{0};
+
+std::uint64_t watch_forks() {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { fork_generation.fetch_add(1, std::memory_order_relaxed); });
+    return true;
+  }();
+  static_cast<void>(registered);
+  return fork_generation.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+WorkerState* current_worker() noexcept { return tl_worker; }
+
+void set_current_worker(WorkerState* worker) noexcept { tl_worker = worker; }
+
+bool running_task_uses(const Engine* runtime, const HandleImpl* handle) noexcept {
+  const WorkerState* worker = tl_worker;
+  if (worker == nullptr || worker->runtime != runtime || worker->running == nullptr) return false;
+  TaskCore* task = worker->running;
+  const AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) {
+    if (accesses[i].handle == handle) return true;
+  }
+  return false;
+}
+
+std::size_t footprint(TaskCore* task) noexcept {
+  std::size_t bytes = 0;
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) bytes += accesses[i].handle->layout.payload_bytes();
+  return bytes;
+}
+
+Engine::Engine(Runtime& runtime_facade, Config resolved_config, std::unique_ptr<Execution> execution)
+    : facade(runtime_facade),
+      config(std::move(resolved_config)),
+      owner_pid_(static_cast<long>(::getpid())),
+      fork_generation_(watch_forks()),
+      execution_(std::move(execution)) {
+  node_memory_.push_back(nullptr);
+  scheduler_name_ = *config.scheduler;
+  scheduler_ = ext::make_scheduler(scheduler_name_);
+  execution_->add_workers(*this);
+  clock_ = execution_->virtual_clock();
+  idle_ = execution_->idle_workers();
+  for (const auto& [node, bytes] : config.memory_limits) {
+    if (node >= node_count()) {
+      throw InvalidArgument("Config::memory_limits names memory node " + std::to_string(node) + " but there are " +
+                            std::to_string(node_count()) + " (0 is host RAM)");
+    }
+  }
+  if (workers_.empty()) throw InvalidArgument("hetflow::Runtime: no workers (ncpus is 0 and no driver adds any)");
+  for (const auto& worker : workers_) {
+    worker_infos_.push_back(worker->info);
+    pinned_.push_back(std::make_unique<Pinned>());
+  }
+  std::vector<ext::MemoryNode*> devices{nullptr};
+  for (std::size_t node = 1; node < node_memory_.size(); ++node) devices.push_back(&node_memory_[node]->device());
+  bus_ = std::make_unique<BusModel>(std::move(devices));
+  execution_->model_bus(*bus_, node_count());
+  if (!config.trace_path->empty() || *config.stats) {
+    recorder_ = std::make_unique<Recorder>(*config.trace_path, *config.stats, worker_infos_, node_names_);
+  }
+  scheduler_->init(worker_infos_, scheduler_context_);
+  execution_->start(*this);
+}
+
+unsigned Engine::add_memory_node(std::shared_ptr<ext::MemoryNode> memory) {
+  auto known = std::find_if(node_memory_.begin() + 1, node_memory_.end(),
+                            [&](const auto& existing) { return &existing->device() == memory.get(); });
+  const auto node = static_cast<unsigned>(known - node_memory_.begin());
+  if (known == node_memory_.end()) {
+    auto limit = config.memory_limits.find(node);
+    node_names_.push_back(memory->name());
+    node_memory_.push_back(std::make_unique<NodeMemory>(*this, node, std::move(memory),
+                                                        limit != config.memory_limits.end() ? limit->second : 0));
+  }
+  return node;
+}
+
+WorkerState& Engine::add_worker(Arch arch, unsigned node) {
+  auto worker = std::make_unique<WorkerState>();
+  worker->runtime = this;
+  worker->info = {static_cast<unsigned>(workers_.size()), arch, node};
+  workers_.push_back(std::move(worker));
+  return *workers_.back();
+}
+
+double Engine::now() const noexcept {
+  if (clock_ != nullptr) return clock_->load(std::memory_order_acquire);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+}
+
+void Engine::record_transfer(unsigned from, unsigned to, std::size_t bytes, double start, double end) {
+  if (simulating()) return;  // simulated copies book their own virtual time (SimulatedMemory)
+  if (recorder_) recorder_->transfer(from, to, bytes, start, end);
+}
+
+bool Engine::has_model(TaskCore& task) const noexcept {
+  if (simulating()) return true;  // the machine's costs, or stored models
+  return task.codelet != nullptr && task.codelet->model != nullptr;
+}
+
+std::optional<double> Engine::expected_duration(TaskCore& task, Arch arch) const {
+  if (simulating()) return execution_->cost(task, arch);
+  if (!has_model(task)) return std::nullopt;
+  const auto* model = dynamic_cast<const PerfModel*>(task.codelet->model.get());
+  if (model == nullptr) return std::nullopt;
+  return model->expected(arch, footprint(&task));
+}
+
+double Engine::expected_copy(unsigned from, unsigned to, std::size_t bytes) const noexcept {
+  return bus_->expected(from, to, bytes);
+}
+
+void Engine::submit_prefetch(HandleImpl& handle, unsigned node) {
+  TaskCore* token = allocate_task();
+  token->runtime = this;
+  token->ops = &kNoBody;
+  token->flags = TaskCore::kManual | TaskCore::kPrefetches;
+  token->priority = static_cast<int>(node);  // a manual task is never scheduled: the field is free
+  token->refs.store(1, std::memory_order_relaxed);
+  token->pending.store(1, std::memory_order_relaxed);
+  token->inline_accesses[0] = {&handle, AccessMode::R};
+  token->access_count = 1;
+  submit(token, {});
+}
+
+Engine::~Engine() { shutdown(); }
+
+bool Engine::forked() const noexcept { return fork_generation.load(std::memory_order_relaxed) != fork_generation_; }
+
+void Engine::check_not_forked(const char* where) const {
+  if (!forked()) return;
+  throw Error(std::string(where) + ": this runtime was started in process " + std::to_string(owner_pid_) +
+              "; a forked child cannot use it; create a new Runtime");
+}
+
+bool Engine::accepting_from_this_thread() const noexcept {
+  if (stopped_.load(std::memory_order_acquire)) return false;
+  if (!shutting_down_.load(std::memory_order_acquire)) return true;
+  // While shutting down, tasks may still add work to the graph being drained.
+  return tl_worker != nullptr && tl_worker->runtime == this;
+}
+
+void Engine::submit(TaskCore* task, const std::vector<FutureBase>& after) {
+  if (!(task->flags & TaskCore::kManual)) outstanding_.fetch_add(1, std::memory_order_relaxed);
+  count_pinned(task);
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) {
+    // A handle named twice is tracked once: its records all carry the union of its modes.
+    const auto same = [&](const AccessRecord& r) { return r.handle == accesses[i].handle; };
+    if (std::none_of(accesses, accesses + i, same)) track_access(task, *accesses[i].handle, accesses[i].mode);
+  }
+  for (const FutureBase& predecessor : after) add_dependency(task, predecessor.core());
+  if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) make_ready(task);
+}
+
+void Engine::make_ready(TaskCore* task) {
+  if (task->flags & TaskCore::kManual) {
+    // Read before the transition: once started, the owner may complete and recycle the token.
+    const bool unregisters = (task->flags & TaskCore::kUnregisters) != 0;
+    const bool prefetches = (task->flags & TaskCore::kPrefetches) != 0;
+    task->error = nullptr;  // the application gets its data even after a failed writer
+    transition(task, TaskStatus::pending, TaskStatus::ready);
+    if (unregisters) complete_unregistration(task);
+    if (prefetches) {
+      detail::prefetch(*task->inline_accesses[0].handle, static_cast<unsigned>(task->priority));
+      complete_manual(task);
+    }
+    return;
+  }
+  if (task->error) {
+    transition(task, TaskStatus::pending, TaskStatus::failed);  // a task cancelled meanwhile stays cancelled
+    finish(task);
+    return;
+  }
+  if (!transition(task, TaskStatus::pending, TaskStatus::ready)) {
+    finish(task);  // cancelled while it waited
+    return;
+  }
+  push_ready(task);
+}
+
+void Engine::push_ready(TaskCore* task) {
+  if (task->pinned_worker >= 0) {
+    // Only that worker may take it: wake all of its kind, since wake-ups are not addressed.
+    const auto target = static_cast<unsigned>(task->pinned_worker);
+    pinned_[target]->queue.push(task);
+    if (idle_ != nullptr) idle_[static_cast<unsigned>(worker_infos_[target].arch)].notify_all();
+    return;
+  }
+  WorkerState* worker = tl_worker;
+  int from = (worker != nullptr && worker->runtime == this) ? static_cast<int>(worker->info.id) : ext::kExternalThread;
+  const ArchMask where = task->where;  // once pushed, the task may run and be recycled at any time
+  count_ready(where, 1);
+  scheduler_->push(task, from);
+  if (idle_ == nullptr) return;
+  for (unsigned arch = 0; arch < kArchCount; ++arch) {
+    if (where.contains(static_cast<Arch>(arch))) idle_[arch].notify_one();
+  }
+}
+
+void Engine::look_ahead(WorkerState& worker) {
+  if (worker.deferred == nullptr) worker.deferred = static_cast<TaskCore*>(next_task(worker, true));
+  if (worker.deferred == nullptr) return;
+  AccessRecord* accesses = worker.deferred->accesses();
+  for (std::size_t i = 0; i < worker.deferred->access_count; ++i) {
+    if (reads(accesses[i].mode)) detail::prefetch(*accesses[i].handle, worker.info.memory_node);
+  }
+}
+
+std::size_t Engine::take_companions(WorkerState& worker, const TaskCore* lead, std::size_t max) {
+  // Companions run one after the other on this worker: a task another worker of this kind could
+  // start is left to it (one ready task per other worker, and none while one is idle), so that
+  // tasks that could run side by side (and may wait for each other) are never serialized.
+  const unsigned arch = static_cast<unsigned>(worker.info.arch);
+  IdleWorkers* idle = idle_ != nullptr ? &idle_[arch] : nullptr;
+  const auto peers = static_cast<std::int64_t>(
+      std::count_if(worker_infos_.begin(), worker_infos_.end(),
+                    [&](const ext::WorkerInfo& info) { return info.arch == worker.info.arch; }) -
+      1);
+  std::size_t taken = 0;
+  while (taken < max && worker.deferred == nullptr && !aborting_.load(std::memory_order_acquire) &&
+         (idle == nullptr || !idle->any_idle())) {
+    if (pinned_[worker.info.id]->queue.empty() && arch != 0 &&
+        ready_for_[arch].load(std::memory_order_relaxed) <= peers) {
+      break;
+    }
+    auto* task = static_cast<TaskCore*>(next_task(worker));
+    if (task == nullptr) break;
+    if (task->ops != lead->ops || task->codelet != lead->codelet) {
+      worker.deferred = task;  // not of the kind: it runs after this batch
+      break;
+    }
+    if (!transition(task, TaskStatus::ready, TaskStatus::running)) {
+      finish(task);  // cancelled after it was queued
+      continue;
+    }
+    if (node_count() > 1) {
+      AccessRecord* accesses = task->accesses();
+      for (std::size_t i = 0; i < task->access_count; ++i) {
+        prepare_replica(*accesses[i].handle, worker.info.memory_node, accesses[i].mode);
+      }
+    }
+    worker.companions.push_back(task);
+    ++taken;
+  }
+  return taken;
+}
+
+void Engine::finish_companion(WorkerState& worker, std::size_t index, std::exception_ptr error) noexcept {
+  TaskCore* task = std::exchange(worker.companions[index], nullptr);
+  if (task != nullptr) conclude(task, std::move(error));
+}
+
+void Engine::conclude(TaskCore* task, std::exception_ptr error) noexcept {
+  uncount_pinned(task);
+  if (error) {
+    task->error = std::move(error);
+    task->ops = nullptr;  // its body is gone; no result to destroy later
+    set_final(task, TaskStatus::failed);
+  } else {
+    set_final(task, TaskStatus::done);  // the result, if any, stays for the future (ops destroy it)
+  }
+  finish(task);
+}
+
+void Engine::finish(TaskCore* task) noexcept {
+  // Dependents that fail without running are finished here too, iteratively.
+  std::vector<TaskCore*> newly_final;
+  finish_one(task, newly_final);
+  while (!newly_final.empty()) {
+    TaskCore* next = newly_final.back();
+    newly_final.pop_back();
+    finish_one(next, newly_final);
+  }
+}
+
+void Engine::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept {
+  const TaskStatus outcome = task->status();
+  if (outcome != TaskStatus::done && task->ops != nullptr) {
+    task->ops->destroy_body(task->storage());  // never ran
+    task->ops = nullptr;
+  }
+  std::uintptr_t first;
+  std::vector<std::uintptr_t>* more;
+  {
+    std::lock_guard guard(task->lock);
+    task->released = true;
+    first = std::exchange(task->first_successor, 0);
+    more = std::exchange(task->more_successors, nullptr);
+  }
+  // Made once, for the first successor that reads what this task failed to produce.
+  std::exception_ptr failure;
+
+  auto notify = [&](std::uintptr_t link) {
+    if (link & TaskCore::kCallbackLink) {
+      auto* callback = reinterpret_cast<CompletionCallback*>(link & ~TaskCore::kLinkTags);
+      callback->fn(callback, task);
+      return;
+    }
+    auto* successor = reinterpret_cast<TaskCore*>(link & ~TaskCore::kLinkTags);
+    if (outcome != TaskStatus::done && !(link & TaskCore::kOrderingLink)) {
+      if (!failure) failure = dependency_error_for(task);
+      std::lock_guard guard(successor->lock);
+      if (!successor->error) successor->error = failure;
+    }
+    if (successor->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (successor->error && !(successor->flags & TaskCore::kManual)) {
+      // Not set_final: a task the application cancelled while it waited stays cancelled.
+      transition(successor, TaskStatus::pending, TaskStatus::failed);
+      newly_final.push_back(successor);
+    } else if (!(successor->flags & TaskCore::kManual) &&
+               !transition(successor, TaskStatus::pending, TaskStatus::ready)) {
+      newly_final.push_back(successor);  // cancelled while it waited
+    } else if (successor->flags & TaskCore::kManual) {
+      make_ready(successor);
+    } else {
+      push_ready(successor);
+    }
+  };
+  if (first != 0) notify(first);
+  if (more != nullptr) {
+    for (std::uintptr_t link : *more) notify(link);
+    delete more;
+  }
+
+  uncount_pinned(task);  // if no outcome above did
+  if (!(task->flags & TaskCore::kManual)) {
+    if (outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+        all_done_waiters_.load(std::memory_order_seq_cst) > 0) {
+      all_done_epoch_.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake_all(all_done_epoch_);
+    }
+  }
+  release(task);
+}
+
+bool Engine::wait_all(const std::chrono::steady_clock::time_point* deadline) {
+  if (tl_worker != nullptr && tl_worker->runtime == this) {
+    throw Error("hetflow: wait_all() called from inside a task would wait for that task itself");
+  }
+  if (simulating()) {
+    simulate_while_waiting([this] { return outstanding_.load(std::memory_order_seq_cst) == 0; }, deadline);
+  }
+  while (outstanding_.load(std::memory_order_seq_cst) != 0) {
+    all_done_waiters_.fetch_add(1, std::memory_order_seq_cst);
+    std::uint32_t epoch = all_done_epoch_.load(std::memory_order_seq_cst);
+    bool in_time = true;
+    if (outstanding_.load(std::memory_order_seq_cst) != 0) in_time = futex_wait(all_done_epoch_, epoch, deadline);
+    all_done_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+    if (!in_time) return outstanding_.load(std::memory_order_seq_cst) == 0;
+  }
+  return true;
+}
+
+void Engine::abort() {
+  aborting_.store(true, std::memory_order_release);
+  for (const auto& driver : config.drivers) driver->abort();
+}
+
+void Engine::shutdown() {
+  if (tl_worker != nullptr && tl_worker->runtime == this) {
+    throw Error("hetflow: shutdown() called from inside a task would wait for that task itself");
+  }
+  std::lock_guard guard(shutdown_mutex_);
+  if (stopped_.load(std::memory_order_acquire)) return;
+  shutting_down_.store(true, std::memory_order_release);
+  wait_all();
+  std::vector<std::shared_ptr<HandleImpl>> handles;
+  {
+    std::lock_guard registry_guard(registry_mutex_);
+    handles = registry_;
+  }
+  for (auto& handle : handles) unregister(*handle);
+  execution_->stop();
+  PerfModelRegistry::instance().save_all();
+  if (recorder_) recorder_->finish(now());
+  execution_->report(scheduler_name_, now());
+  stopped_.store(true, std::memory_order_release);
+}
+
+unsigned Engine::shutdown_until(std::chrono::steady_clock::time_point deadline) {
+  if (tl_worker != nullptr && tl_worker->runtime == this) {
+    throw Error("hetflow: shutdown() called from inside a task would wait for that task itself");
+  }
+  {
+    std::lock_guard guard(shutdown_mutex_);
+    if (stopped_.load(std::memory_order_acquire)) return 0;
+    shutting_down_.store(true, std::memory_order_release);
+    if (!wait_all(&deadline)) {
+      const unsigned left = execution_->stop_free_workers();
+      PerfModelRegistry::instance().save_all();
+      stopped_.store(true, std::memory_order_release);
+      return left;
+    }
+  }
+  shutdown();
+  return 0;
+}
+
+std::shared_ptr<HandleImpl> Engine::register_data(void* ptr, const DataLayout& layout, std::string name) {
+  auto handle = std::make_shared<HandleImpl>(*this, ptr, layout, std::move(name));
+  for (unsigned node = 1; node < node_count(); ++node)
+    node_memory(node).device().host_buffer_added(ptr, layout.span_bytes());
+  std::lock_guard guard(registry_mutex_);
+  handle->registry_index = registry_.size();
+  registry_.push_back(handle);
+  return handle;
+}
+
+}  // namespace hetflow::detail

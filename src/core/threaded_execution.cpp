@@ -1,0 +1,246 @@
+#include "core/threaded_execution.hpp"
+
+#include <cxxabi.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "core/task_state.hpp"
+#include "data/coherence.hpp"
+#include "hetflow/error.hpp"
+#include "hetflow/perfmodel.hpp"
+#include "perfmodel/bus.hpp"
+#include "platform/topology.hpp"
+#include "trace/recorder.hpp"
+#include "util/cpu_relax.hpp"
+
+namespace hetflow::detail {
+namespace {
+
+/// Throws if the task's data, all on `node` at once, cannot fit there.
+void check_fits(const Engine& engine, TaskCore* task, unsigned node) {
+  const std::size_t limit = engine.node_memory(node).limit();
+  if (limit == 0) return;
+  const std::string where = "memory node " + std::to_string(node) + " (" + engine.node_name(node) +
+                            "), which holds at most " + std::to_string(limit) + " bytes";
+  std::size_t bytes = 0;
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) {
+    const HandleImpl& handle = *accesses[i].handle;
+    const auto same = [&](const AccessRecord& r) { return r.handle == accesses[i].handle; };
+    if (std::any_of(accesses, accesses + i, same)) continue;
+    const std::size_t span = handle.layout.span_bytes();
+    if (span > limit) {
+      throw Error("hetflow: data '" + handle.name + "' (" + std::to_string(span) + " bytes) does not fit on " + where);
+    }
+    bytes += span;
+  }
+  if (bytes > limit) {
+    // Its buffers must all be there at once: no eviction can make room.
+    throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
+                " bytes of data at once on " + where);
+  }
+}
+
+/// Makes the task's data valid on the worker's node and runs its body there.
+void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& context) {
+  const unsigned node = worker.info.memory_node;
+  AccessRecord* accesses = task->accesses();
+  std::size_t fetched = 0;
+  struct Unpin {
+    AccessRecord* accesses;
+    std::size_t& count;
+    unsigned node;
+    ~Unpin() {
+      for (std::size_t i = 0; i < count; ++i) unpin(*accesses[i].handle, node);
+    }
+  } unpin_at_exit{accesses, fetched, node};
+  if (engine.node_count() > 1) {
+    if (node != kHostNode) check_fits(engine, task, node);
+    // Every copy starts before the first is waited for, so that they overlap each other.
+    for (; fetched < task->access_count; ++fetched)
+      fetch(*accesses[fetched].handle, node, reads(accesses[fetched].mode));
+    for (std::size_t i = 0; i < task->access_count; ++i) complete_fetch(*accesses[i].handle, node, accesses[i].mode);
+    if (node != kHostNode) engine.look_ahead(worker);
+  }
+  PerfModelHook* model = task->codelet != nullptr ? task->codelet->model.get() : nullptr;
+  Recorder* recorder = engine.recorder();
+  const bool timed = model != nullptr || recorder != nullptr;
+  const double start = timed ? engine.now() : 0;
+  const double nested_at_start = worker.nested_seconds;
+  try {
+    task->ops->run(task->storage(), context);
+  } catch (...) {
+    // What the implementation queued before it threw must end before its buffers move.
+    if (worker.driver != nullptr) {
+      try {
+        static_cast<void>(take_setup_seconds(worker));
+        worker.driver->finish_task(worker.driver_index);
+      } catch (...) {
+        // The implementation's own error is the one to report.
+      }
+    }
+    throw;
+  }
+  const double setup = take_setup_seconds(worker);
+  if (worker.driver != nullptr) worker.driver->finish_task(worker.driver_index);
+  if (!timed) return;
+  const double end = engine.now();
+  const double not_its_own = setup + (worker.nested_seconds - nested_at_start);
+  if (model != nullptr) model->record(worker.info.arch, footprint(task), std::max(0.0, end - start - not_its_own));
+  if (recorder != nullptr) recorder->task(worker.info.id, task->display_name(), footprint(task), start, end);
+}
+
+}  // namespace
+
+std::unique_ptr<Execution> make_threaded_execution() { return std::make_unique<ThreadedExecution>(); }
+
+void execute(Engine& engine, TaskCore* task, WorkerState& worker) {
+  if (!engine.begin(task)) return;  // cancelled after it was queued
+  // A task run while a lead waits (help_while) has its own batch: the lead's companions are set
+  // aside, so that this task neither numbers its companions after them nor fails them when it ends.
+  std::vector<TaskCore*> waiting_lead_companions;
+  if (!worker.companions.empty()) waiting_lead_companions.swap(worker.companions);
+  TaskContext context(task, &worker);
+  struct Running {
+    WorkerState& worker;
+    TaskCore* outer;
+    ~Running() { worker.running = outer; }
+  } running{worker, std::exchange(worker.running, task)};
+  std::exception_ptr error;
+  try {
+    run_body(engine, task, worker, context);
+  } catch (const abi::__forced_unwind&) {
+    throw;  // the thread is being ended (pthread_exit: Python ends threads that outlive it)
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (!worker.companions.empty()) {
+    for (std::size_t i = 0; i < worker.companions.size(); ++i) {
+      TaskCore* companion = worker.companions[i];
+      if (companion == nullptr) continue;
+      companion->ops->destroy_body(companion->storage());
+      companion->ops = nullptr;
+      engine.finish_companion(
+          worker, i,
+          std::make_exception_ptr(Error(std::string("hetflow: the batch of '") + task->display_name() +
+                                        "' this task was sent with did not complete it")));
+    }
+    worker.companions.clear();
+  }
+  if (!waiting_lead_companions.empty()) worker.companions.swap(waiting_lead_companions);
+  engine.conclude(task, std::move(error));
+}
+
+void ThreadedExecution::add_workers(Engine& engine) {
+  const Config& config = engine.config;
+  const std::vector<int> cpus = *config.pin_workers ? pinning_order(*config.ncpus) : std::vector<int>{};
+  for (unsigned i = 0; i < *config.ncpus; ++i) {
+    engine.add_worker(Arch::cpu, kHostNode).pin_cpu = cpus.empty() ? -1 : cpus[i % cpus.size()];
+  }
+  for (const auto& driver : config.drivers) {
+    if (!driver) throw InvalidArgument("Config::drivers holds an empty driver");
+    for (unsigned i = 0; i < driver->worker_count(); ++i) {
+      std::shared_ptr<ext::MemoryNode> memory = driver->memory_node(i);
+      const unsigned node = memory ? engine.add_memory_node(std::move(memory)) : kHostNode;
+      WorkerState& worker = engine.add_worker(driver->arch(), node);
+      worker.driver = driver.get();
+      worker.driver_index = i;
+    }
+  }
+}
+
+void ThreadedExecution::model_bus(BusModel& bus, std::size_t node_count) {
+  if (node_count > 1) bus.calibrate(PerfModelRegistry::instance().directory().parent_path());
+}
+
+void ThreadedExecution::start(Engine& engine) {
+  engine_ = &engine;
+  spin_ = std::chrono::microseconds(*engine.config.spin_us);
+  for (const auto& worker : engine.workers()) {
+    worker->thread = std::thread([this, w = worker.get()] { worker_loop(*w); });
+  }
+}
+
+void ThreadedExecution::stop() {
+  stopping_.store(true, std::memory_order_release);
+  for (auto& idle : idle_) idle.notify_all();
+  for (const auto& worker : engine_->workers()) {
+    if (worker->thread.joinable()) worker->thread.join();
+  }
+}
+
+unsigned ThreadedExecution::stop_free_workers() {
+  // Free workers see `stopping_` and leave; a worker still in a task cannot be stopped.
+  stopping_.store(true, std::memory_order_release);
+  for (auto& idle : idle_) idle.notify_all();
+  const auto grace = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+  unsigned left = 0;
+  for (const auto& worker : engine_->workers()) {
+    while (!worker->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < grace) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (!worker->thread.joinable()) continue;
+    if (worker->exited.load(std::memory_order_acquire)) {
+      worker->thread.join();
+    } else {
+      worker->thread.detach();
+      ++left;
+    }
+  }
+  return left;
+}
+
+ext::SchedTask* ThreadedExecution::find_task(WorkerState& worker) {
+  const auto deadline = std::chrono::steady_clock::now() + spin_;
+  const auto yield_after = std::chrono::steady_clock::now() + spin_ / 4;
+  for (unsigned round = 0;; ++round) {
+    if (ext::SchedTask* task = engine_->next_task(worker)) return task;
+    if ((round & 15u) == 15u) {
+      auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return nullptr;
+      if (now >= yield_after) std::this_thread::yield();
+    }
+    for (int i = 0; i < 16; ++i) cpu_relax();
+  }
+}
+
+void ThreadedExecution::worker_loop(WorkerState& worker) {
+  Engine& engine = *engine_;
+  set_current_worker(&worker);
+  if (worker.pin_cpu >= 0) pin_current_thread(worker.pin_cpu);
+  if (worker.driver != nullptr) worker.driver->start_worker(worker.driver_index);
+  IdleWorkers& idle = idle_[static_cast<unsigned>(worker.info.arch)];
+  for (;;) {
+    if (ext::SchedTask* task = engine.next_task(worker)) {
+      execute(engine, static_cast<TaskCore*>(task), worker);
+      continue;
+    }
+    if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
+    idle.begin_search();
+    if (ext::SchedTask* task = find_task(worker)) {
+      if (idle.end_search()) idle.notify_one();  // the last searcher found work: maybe there is more
+      execute(engine, static_cast<TaskCore*>(task), worker);
+      continue;
+    }
+    std::uint32_t epoch = idle.prepare_wait();
+    idle.end_search();
+    if (ext::SchedTask* task = engine.next_task(worker)) {
+      idle.cancel_wait();
+      idle.notify_one();
+      execute(engine, static_cast<TaskCore*>(task), worker);
+      continue;
+    }
+    if (stopping_.load(std::memory_order_acquire)) {
+      idle.cancel_wait();
+      break;
+    }
+    idle.commit_wait(epoch);
+  }
+  if (worker.driver != nullptr) worker.driver->stop_worker(worker.driver_index);
+  set_current_worker(nullptr);
+  worker.exited.store(true, std::memory_order_release);
+}
+
+}  // namespace hetflow::detail
