@@ -154,19 +154,8 @@ def init(
     >>> with hetflow.init(ncpus=4, trace="trace.json"):
     ...     hetflow.task_submit(print, "hello").result()
     """
-    return Session(
-        _runtime.start(
-            ncpus=ncpus,
-            sched=sched,
-            executor=executor,
-            nprocs=nprocs,
-            spin_us=spin_us,
-            trace=trace,
-            stats=stats,
-            initializer=initializer,
-            initargs=initargs,
-        )
-    )
+    settings = _runtime.Settings(ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs)
+    return Session(_runtime.start(settings))
 
 
 def shutdown(timeout: Optional[float] = None, cancel_futures: bool = False) -> None:
@@ -201,7 +190,8 @@ def _wait_with_progress(runtime: _runtime.Runtime, timeout: Optional[float]) -> 
     from hetflow._progress import Progress
 
     engine = runtime._engine
-    deadline = None if timeout is None else time.monotonic() + _runtime._checked_timeout(timeout, "hetflow.wait_for_all")
+    limit = _runtime._checked_timeout(timeout, "hetflow.wait_for_all")  # None: no limit
+    deadline = None if limit is None else time.monotonic() + limit
     start = engine.finished()
     bar = Progress(engine.outstanding())
     finished = False

@@ -80,7 +80,8 @@ def _info_lines() -> List[Tuple[str, str]]:
     import hetflow
     from hetflow import _hetflow, _runtime, perfmodel
 
-    executor, ncpus, nprocs = _runtime.resolve_settings(None, os.environ.get("HETFLOW_SCHED") or None, None, None, None)
+    settings = _runtime.Settings(sched=os.environ.get("HETFLOW_SCHED") or None).resolved()
+    executor, ncpus, nprocs = settings.executor, settings.ncpus, settings.nprocs
     scheduler = os.environ.get("HETFLOW_SCHED") or "ws"
     import numpy
 
@@ -99,7 +100,7 @@ def _info_lines() -> List[Tuple[str, str]]:
         ("scheduler", f"{scheduler} (known: {', '.join(_hetflow.schedulers())})"),
         ("executor", f"{executor}" + (" (HETFLOW_EXECUTOR)" if os.environ.get("HETFLOW_EXECUTOR") else " (default)")),
         ("models", f"{perfmodel.directory()} ({len(models)} model{'' if len(models) == 1 else 's'})"),
-        ("optional", ", ".join(_optional(name) for name in ("joblib", "dask", "tqdm", "matplotlib"))),
+        ("optional", ", ".join(_optional(name) for name in ("joblib", "dask", "tqdm", "matplotlib", "threadpoolctl", "pyopencl", "cupy-cuda13x"))),
     ]
 
 

@@ -163,7 +163,8 @@ class HandleRegistry:
                 if other.high <= low:
                     continue
                 try:
-                    shared = numpy.shares_memory(probe, other.probe, max_work=_OVERLAP_EFFORT)
+                    # numpy's stubs allow only -1 and 0, but any bound is documented and works
+                    shared = numpy.shares_memory(probe, other.probe, max_work=_OVERLAP_EFFORT)  # type: ignore[arg-type]
                 except numpy.exceptions.TooHardError:
                     shared = True
                 if shared:
@@ -320,7 +321,7 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
     from hetflow import _hetflow
 
     raw = _hetflow.shared_bytes(count * dtype.itemsize)
-    return numpy.ndarray(shape, dtype=dtype, buffer=raw, order=order)
+    return numpy.ndarray(shape, dtype=dtype, buffer=raw, order="F" if order == "F" else "C")
 
 
 def zeros(shape: Any, dtype: Any = float, order: str = "C") -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import traceback
-from typing import Any
+from typing import Any, List, Optional
 
 CancelledError = concurrent.futures.CancelledError
 
@@ -67,7 +67,7 @@ def freeze_exception(exception: BaseException) -> None:
     """
     text = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
     seen: set = set()
-    pending = [exception]
+    pending: List[Optional[BaseException]] = [exception]
     while pending:
         current = pending.pop()
         if current is None or id(current) in seen:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from typing import Any, Callable, Generator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Generator, Optional
 
 from hetflow._errors import exception_from_outcome
 
@@ -86,15 +86,16 @@ class Future(concurrent.futures.Future):
             self._wait(timeout)
             return self._outcome_value()
         finally:
-            self = None  # noqa: PLW0642 - a raised error's traceback must not keep this future alive
+            del self  # a raised error's traceback must not keep this future alive
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         """Waits for the task and returns its exception, or None if it succeeded."""
         self._wait(timeout)
         self._settle()
-        if self.cancelled():
-            raise self._error  # concurrent.futures raises CancelledError here too
-        return self._error
+        error = self._error
+        if error is not None and self.cancelled():
+            raise error  # concurrent.futures raises CancelledError here too
+        return error
 
     def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
         """Calls ``fn(future)`` when the task finishes (at once, in this thread, if it has)."""
@@ -137,15 +138,13 @@ class Future(concurrent.futures.Future):
         return self._name
 
     # -- what concurrent.futures.wait / as_completed read ----------------------------------
-    @property
-    def _condition(self) -> threading.Condition:
+    def _condition_now(self) -> threading.Condition:
         with self._lock:
             if self._cond is None:
                 self._cond = threading.Condition()
             return self._cond
 
-    @property
-    def _state(self) -> str:
+    def _state_now(self) -> str:
         # The standard library reads this twice while holding the condition (wait() decides what
         # is done, then counts what is not) and installs a waiter in between: the state must not
         # become final behind its back. A thread that holds the condition sees the stored state;
@@ -164,14 +163,24 @@ class Future(concurrent.futures.Future):
             return _RUNNING
         return _RUNNING if status == "running" else _PENDING
 
-    @property
-    def _waiters(self) -> list:
+    def _waiters_now(self) -> list:
         with self._lock:
             if self._waiter_list is None:
                 self._waiter_list = []
                 if self._final_state is None:
                     self._watch()
             return self._waiter_list
+
+    # Properties, made on demand; to type checkers the attributes that the standard library (and
+    # the protocol its stubs give as_completed) expect.
+    if TYPE_CHECKING:
+        _condition: threading.Condition
+        _state: str
+        _waiters: list
+    else:
+        _condition = property(_condition_now)
+        _state = property(_state_now)
+        _waiters = property(_waiters_now)
 
     # -- internals ---------------------------------------------------------------------------
     def _wait(self, timeout: Optional[float]) -> None:
@@ -210,7 +219,7 @@ class Future(concurrent.futures.Future):
             try:
                 raise self._error
             finally:
-                self = None  # noqa: PLW0642 - the traceback must not keep this future alive
+                del self  # the traceback must not keep this future alive
         return self._value
 
     def _watch(self) -> None:

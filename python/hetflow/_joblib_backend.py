@@ -20,7 +20,7 @@ import pickle
 import sys
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 from hetflow import _runtime
 from hetflow._future import Future
@@ -68,10 +68,7 @@ def backend_class() -> type:
             **backend_kwargs: Any,
         ) -> None:
             super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads, **backend_kwargs)
-            if initializer is not None and not callable(initializer):
-                raise ValueError(f"hetflow backend: initializer must be callable (or None), not {initializer!r}")
-            if not isinstance(initargs, tuple):
-                raise ValueError(f"hetflow backend: initargs must be a tuple, not {initargs!r}")
+            _check_initializer(initializer, initargs)
             self.initializer = initializer
             self.initargs = initargs
             self._settings: Optional[_PoolSettings] = None
@@ -97,6 +94,8 @@ def backend_class() -> type:
             require: Optional[str] = None,
             max_nbytes: Optional[int] = None,
             mmap_mode: Optional[str] = None,
+            initializer: Optional[Callable[..., Any]] = None,
+            initargs: Optional[tuple] = None,
             **ignored: Any,  # temp_folder, verbose, context: joblib's own pools' settings
         ) -> int:
             n_jobs = self.effective_n_jobs(n_jobs)
@@ -107,14 +106,18 @@ def backend_class() -> type:
             self.parallel = parallel
             self._release_pool()
             kind = "thread" if prefer == "threads" else _default_kind()
-            initializer, initargs = self.initializer, self.initargs
+            if initializer is not None or initargs is not None:  # Parallel(initializer=...) over the backend's
+                _check_initializer(initializer, initargs)
+                initargs = () if initargs is None else initargs
+            else:
+                initializer, initargs = self.initializer, self.initargs
             if initializer is None:
                 initializer, initargs = _init_initializer()
             environment = self._prepare_worker_env(n_jobs) if kind == "process" else {}
             self._settings = _PoolSettings(kind, n_jobs, initializer, initargs, environment)
             self._pool = _pools.take(self._settings)
-            memmapping = kind == "process" and max_nbytes is not None and mmap_mode is not None
-            self._shared = _SharedInputs(max_nbytes, mmap_mode) if memmapping else None
+            large = max_nbytes if mmap_mode is not None else None
+            self._shared = _SharedInputs(large, mmap_mode) if kind == "process" else None
             return n_jobs
 
         def submit(self, func: Callable[[], Any], callback: Optional[Callable[[Any], Any]] = None) -> Future:
@@ -189,9 +192,31 @@ def _run_batch(batch: Callable[[], Any]) -> Any:
 
 
 def _run_pickled_batch(payload: bytes) -> Any:
-    """A batch pickled with its large arrays replaced by references to shared memory."""
+    """A batch pickled with its arrays replaced by references to shared memory or their files."""
     _register_here()
-    return pickle.loads(payload)()
+    return [_plain(result) for result in pickle.loads(payload)()]
+
+
+def _plain(result: Any) -> Any:
+    """A mapped input returned (or in a returned tuple/list) travels back as a plain array: numpy
+    pickles a memmap with no file behind it without its byte order."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return result
+    if isinstance(result, numpy.memmap):
+        return numpy.asarray(result)
+    if type(result) in (tuple, list) and any(isinstance(item, numpy.memmap) for item in result):
+        return type(result)(numpy.asarray(item) if isinstance(item, numpy.memmap) else item for item in result)
+    return result
+
+
+def _reopen(filename: str, mode: str, start: int, nbytes: int, dtype: Any, shape: tuple, strides: tuple, first: int) -> Any:
+    """The worker's view of an input that is a file-backed ``numpy.memmap`` (or a view of one):
+    the same file, mapped again, so that writes reach it."""
+    import numpy
+
+    raw = numpy.memmap(filename, dtype=numpy.uint8, mode=cast(Any, mode), offset=start, shape=(nbytes,))
+    return numpy.ndarray(shape, dtype=dtype, buffer=raw, offset=first, strides=strides).view(numpy.memmap)
 
 
 def _attach(location: str, dtype: Any, shape: tuple, strides: tuple, first: int, mode: str) -> Any:
@@ -218,7 +243,7 @@ class _SharedInputs:
     """The large arrays of one Parallel call, each copied once into shared memory; the copies
     live as long as the call (this object)."""
 
-    def __init__(self, max_nbytes: int, mmap_mode: str) -> None:
+    def __init__(self, max_nbytes: Optional[int], mmap_mode: Optional[str]) -> None:
         self.max_nbytes = max_nbytes
         self.mmap_mode = mmap_mode
         self._lock = threading.Lock()
@@ -231,8 +256,13 @@ class _SharedInputs:
         return buffer.getvalue()
 
     def reduce(self, array: Any) -> Optional[tuple]:
-        """How ``array`` travels: a reference to shared memory, or None (pickled whole)."""
-        if array.nbytes < self.max_nbytes or array.nbytes == 0 or array.dtype.hasobject:
+        """How ``array`` travels: a reference to its file or to shared memory, or None (pickled whole)."""
+        if array.nbytes == 0 or array.dtype.hasobject:
+            return None
+        by_file = _by_file(array)
+        if by_file is not None:
+            return by_file
+        if self.max_nbytes is None or array.nbytes <= self.max_nbytes:
             return None
         with self._lock:
             entry = self._reduced.get(id(array))
@@ -259,6 +289,33 @@ class _SharedInputs:
         return (_attach, (location, copy.dtype, copy.shape, copy.strides, first, self.mmap_mode))
 
 
+def _by_file(array: Any) -> Optional[tuple]:
+    """A view of a file-backed ``numpy.memmap`` travels as where it is in that file (any size), as
+    joblib sends it: the worker maps the file again, in the memmap's own mode."""
+    import numpy
+
+    from hetflow._arrays import span
+
+    # The memmap that made the mapping: its data is at `offset` in the file (views of it carry
+    # the same offset and filename, but start elsewhere).
+    backing = array
+    while isinstance(backing, numpy.ndarray) and not isinstance(backing.base, mmap.mmap):
+        backing = backing.base
+    if not isinstance(backing, numpy.memmap) or not backing.filename or backing.offset is None:
+        return None
+    low, nbytes, first = span(array)
+    start = backing.offset + (low - backing.ctypes.data)
+    mode = {"w+": "r+", "readonly": "r", "write": "r+", "readwrite": "r+", "copyonwrite": "c"}.get(backing.mode, backing.mode)
+    return (_reopen, (backing.filename, mode, start, nbytes, array.dtype, array.shape, array.strides, first))
+
+
+def _check_initializer(initializer: Any, initargs: Any) -> None:
+    if initializer is not None and not callable(initializer):
+        raise ValueError(f"hetflow backend: initializer must be callable (or None), not {initializer!r}")
+    if initargs is not None and not isinstance(initargs, tuple):
+        raise ValueError(f"hetflow backend: initargs must be a tuple, not {initargs!r}")
+
+
 _pickler_class: Optional[type] = None
 
 
@@ -268,7 +325,7 @@ def _batch_pickler() -> type:
     if _pickler_class is None:
         from hetflow._serialize import _cloudpickle
 
-        cloudpickle = _cloudpickle()
+        cloudpickle: Any = _cloudpickle()
 
         class BatchPickler(cloudpickle.Pickler):
             def __init__(self, file: Any, shared: _SharedInputs) -> None:
@@ -300,8 +357,7 @@ class _PoolSettings:
         self.initializer = initializer
         self.initargs = initargs
         self.environment = environment
-        # The initializer and its arguments by identity: arguments need not be hashable.
-        self._key = (kind, n_jobs, id(initializer), id(initargs), tuple(sorted(environment.items())))
+        self._key = (kind, n_jobs, initializer, _hashable(initargs), tuple(sorted(environment.items())))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _PoolSettings) and self._key == other._key
@@ -316,6 +372,15 @@ class _PoolSettings:
             self.n_jobs, self.kind, initializer=self.initializer, initargs=self.initargs,
             _worker_environment=self.environment,
         )
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` if it can be compared by equality in a key, else its identity."""
+    try:
+        hash(value)
+    except TypeError:
+        return ("object at", id(value))
+    return value
 
 
 class _Pools:
@@ -362,7 +427,7 @@ def _cpus() -> int:
     runtime = _runtime._current
     if runtime is not None and not runtime._closed:
         return runtime.nprocs if runtime.executor == "process" and runtime.nprocs else runtime.ncpus
-    return _runtime.resolve_settings(None, None, None, None, None)[1]
+    return cast(int, _runtime.Settings().resolved().ncpus)
 
 
 def _default_kind() -> str:

@@ -13,7 +13,6 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from hetflow import _protocol as P
 
-SEND, RECEIVE, VALUE, FAILED, BARRIER = 4, 5, 6, 7, 8
 OPERATORS: Dict[str, Callable[[Any, Any], Any]] = {
     "sum": operator.add,
     "prod": operator.mul,
@@ -62,7 +61,7 @@ def _request(kind: int, parts: Sequence[bytes], answer: bool) -> Any:
     if message is None:
         raise RuntimeError("hetflow: the host closed the connection")
     reply, reply_parts = message
-    if reply == FAILED:
+    if reply == P.FAILED:
         raise PeerFailed(bytes(reply_parts[0]).decode("utf-8", "replace"))
     return reply_parts
 
@@ -77,19 +76,19 @@ def send(value: Any, core: int) -> None:
     _check_peer(core)
     import cloudpickle
 
-    _request(SEND, [str(core).encode(), cloudpickle.dumps(value, protocol=5)], answer=False)
+    _request(P.SEND, [str(core).encode(), cloudpickle.dumps(value, protocol=5)], answer=False)
 
 
 def recv(core: int) -> Any:
     """The next value kernel ``core`` of this launch sent to this one (waits for it)."""
     _check_peer(core)
-    parts = _request(RECEIVE, [str(core).encode()], answer=True)
+    parts = _request(P.RECEIVE, [str(core).encode()], answer=True)
     return pickle.loads(parts[0])
 
 
 def barrier() -> None:
     """Waits until every kernel of this launch has reached the barrier."""
-    _request(BARRIER, [], answer=True)
+    _request(P.BARRIER, [], answer=True)
 
 
 def bcast(value: Any, root: int) -> Any:

@@ -11,7 +11,9 @@ no parts.
 
 Child -> host: ``READY`` (3) once at start, parts ``[pid as ASCII]``; ``RESULT`` (1), parts
 ``[task_id, result pickle]``; ``ERROR`` (2), parts ``[task_id, exception pickle or b"",
-"module.QualName", str(exc), traceback text]``.
+"module.QualName", str(exc), traceback text]``. A kernel of an offload launch may also send
+``SEND`` (4), ``RECEIVE`` (5) and ``BARRIER`` (8) while it runs, answered with ``VALUE`` (6) or
+``FAILED`` (7).
 
 >>> r, w = os.pipe()
 >>> write_message(w, RUN, [u64(7), b"mod.f#1", b"", b"..."])
@@ -37,6 +39,9 @@ HEADER = struct.Struct("<4sIII")  # magic, kind, nparts, reserved
 LENGTH = struct.Struct("<Q")
 HEADER_SIZE = HEADER.size  # 16
 
+# Message kinds. The extension has the same table (python/src/protocol.hpp, exported as
+# _hetflow.message_kinds(); the protocol tests check that they agree): workers read this one,
+# without the extension.
 # Host -> child.
 RUN = 1
 SHUTDOWN = 2
@@ -44,6 +49,24 @@ SHUTDOWN = 2
 RESULT = 1
 ERROR = 2
 READY = 3
+# An offload kernel's requests to its host while it runs (child -> host), and the host's answers.
+SEND = 4
+RECEIVE = 5
+VALUE = 6
+FAILED = 7
+BARRIER = 8
+MESSAGE_KINDS = {
+    "RUN": RUN,
+    "SHUTDOWN": SHUTDOWN,
+    "RESULT": RESULT,
+    "ERROR": ERROR,
+    "READY": READY,
+    "SEND": SEND,
+    "RECEIVE": RECEIVE,
+    "VALUE": VALUE,
+    "FAILED": FAILED,
+    "BARRIER": BARRIER,
+}
 
 # Index of each part of a RUN message; deps start at RUN_DEPS. RUN_ARRAYS is the array table:
 # one "segment-id fd host-pid offset nbytes" line per array the call's ArrayRefs stand for.

@@ -9,13 +9,14 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, List, Optional
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Dict, List, Optional, Union, cast
 
 from hetflow._args import find_futures, substitute
 from hetflow._arrays import Access
 from hetflow._errors import CancelledError, freeze_exception
 from hetflow._future import Future
-from hetflow._serialize import function_entry
+from hetflow._serialize import all_plain, function_entry, is_array
 
 EXECUTORS = ("thread", "process")
 # Far beyond any machine, yet small enough for the engine (and the system) to take.
@@ -96,62 +97,94 @@ def _resolve(future: Future) -> Any:
     return future.result()
 
 
-def resolve_settings(
-    ncpus: Optional[int],
-    sched: Optional[str],
-    executor: Optional[str],
-    nprocs: Optional[int],
-    spin_us: Optional[int],
-    trace: Optional[str] = None,
-    stats: Optional[bool] = None,
-    initializer: Optional[Callable[..., Any]] = None,
-    initargs: tuple = (),
-) -> tuple:
-    """Checks init()'s settings (before anything is stopped or started); returns the executor,
-    ncpus and nprocs with defaults filled in."""
-    from hetflow import _hetflow
+@dataclass(frozen=True)
+class Settings:
+    """A runtime's settings, as ``hetflow.init`` and :class:`Runtime` take them (see
+    ``hetflow.init`` for each), checked when made: a bad one raises ValueError before anything
+    is stopped or started. None leaves a setting to its environment variable or default, which
+    :meth:`resolved` fills in.
 
-    def count(value: Any, name: str, least: int, most: int, unit: str) -> None:
-        if value is None:
-            return
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"hetflow.init: {name} must be an int from {least} to {most}, not {value!r}")
-        if not least <= value <= most:
-            raise ValueError(f"hetflow.init: {name}={value} is out of range; use {least} to {most} {unit}")
+    >>> Settings(ncpus=4, executor="thread").resolved().nprocs    # HETFLOW_NPROCS, else ncpus
+    4
+    """
 
-    if trace is not None and not isinstance(trace, (str, os.PathLike)):
-        raise ValueError(f"hetflow.Runtime: trace must be a path, not {trace!r}")
-    if stats is not None and not isinstance(stats, bool):
-        raise ValueError(f"hetflow.Runtime: stats must be True or False, not {stats!r}")
-    if initializer is not None and not callable(initializer):
-        raise ValueError(f"hetflow.init: initializer must be callable (or None), not {initializer!r}")
-    if not isinstance(initargs, tuple):
-        raise ValueError(f"hetflow.init: initargs must be a tuple of arguments for the initializer, not {initargs!r}")
-    if initargs and initializer is None:
-        raise ValueError("hetflow.init: initargs given without an initializer to call with them")
-    count(ncpus, "ncpus", 1, MAX_NCPUS, "CPU workers")
-    count(nprocs, "nprocs", 0, MAX_NPROCS, "worker processes")
-    count(spin_us, "spin_us", 0, MAX_SPIN_US, "microseconds")
-    if sched is not None and (not isinstance(sched, str) or sched not in _hetflow.schedulers()):
-        raise ValueError(
-            f"hetflow.init: unknown scheduler {sched!r}; known schedulers: {', '.join(_hetflow.schedulers())}"
-        )
-    executor = check_executor(executor or os.environ.get("HETFLOW_EXECUTOR") or default_executor())
-    if ncpus is None:
-        ncpus = _env_int("HETFLOW_NCPUS")
-        if ncpus == 0:
-            raise ValueError(
-                "hetflow: HETFLOW_NCPUS must be a positive whole number, not '0' (unset it for one worker per CPU)"
-            )
+    ncpus: Optional[int] = None
+    sched: Optional[str] = None
+    executor: Optional[str] = None
+    nprocs: Optional[int] = None
+    spin_us: Optional[int] = None
+    trace: Optional[Union[str, "os.PathLike[str]"]] = None
+    stats: Optional[bool] = None
+    initializer: Optional[Callable[..., Any]] = None
+    initargs: tuple = ()
+
+    def __post_init__(self) -> None:
+        trace, stats, initializer, initargs = self.trace, self.stats, self.initializer, self.initargs
+        if trace is not None and not isinstance(trace, (str, os.PathLike)):
+            raise ValueError(f"hetflow.Runtime: trace must be a path, not {trace!r}")
+        if stats is not None and not isinstance(stats, bool):
+            raise ValueError(f"hetflow.Runtime: stats must be True or False, not {stats!r}")
+        if initializer is not None and not callable(initializer):
+            raise ValueError(f"hetflow.init: initializer must be callable (or None), not {initializer!r}")
+        if not isinstance(initargs, tuple):
+            raise ValueError(f"hetflow.init: initargs must be a tuple of arguments for the initializer, not {initargs!r}")
+        if initargs and initializer is None:
+            raise ValueError("hetflow.init: initargs given without an initializer to call with them")
+        _check_count(self.ncpus, "ncpus", 1, MAX_NCPUS, "CPU workers")
+        _check_count(self.nprocs, "nprocs", 0, MAX_NPROCS, "worker processes")
+        _check_count(self.spin_us, "spin_us", 0, MAX_SPIN_US, "microseconds")
+        if self.sched is not None:
+            from hetflow import _hetflow
+
+            if not isinstance(self.sched, str) or self.sched not in _hetflow.schedulers():
+                raise ValueError(
+                    f"hetflow.init: unknown scheduler {self.sched!r}; known schedulers: {', '.join(_hetflow.schedulers())}"
+                )
+        if self.executor:  # an empty one is left to HETFLOW_EXECUTOR, as None is
+            check_executor(self.executor)
+
+    def resolved(self) -> "Settings":
+        """These settings with the executor, ncpus and nprocs filled in from the environment
+        (``HETFLOW_EXECUTOR``, ``HETFLOW_NCPUS``, ``HETFLOW_NPROCS``) or the defaults, and the
+        trace path as a str."""
+        executor = check_executor(self.executor or os.environ.get("HETFLOW_EXECUTOR") or default_executor())
+        ncpus = self.ncpus
         if ncpus is None:
-            ncpus = len(os.sched_getaffinity(0))
-        count(ncpus, "ncpus (HETFLOW_NCPUS)", 1, MAX_NCPUS, "CPU workers")
-    if nprocs is None:
-        nprocs = _env_int("HETFLOW_NPROCS")
-        count(nprocs, "nprocs (HETFLOW_NPROCS)", 0, MAX_NPROCS, "worker processes")
-    if nprocs is None:
-        nprocs = min(ncpus, MAX_NPROCS)
-    return executor, ncpus, nprocs
+            ncpus = _env_int("HETFLOW_NCPUS")
+            if ncpus == 0:
+                raise ValueError(
+                    "hetflow: HETFLOW_NCPUS must be a positive whole number, not '0' (unset it for one worker per CPU)"
+                )
+            if ncpus is None:
+                ncpus = len(os.sched_getaffinity(0))
+            _check_count(ncpus, "ncpus (HETFLOW_NCPUS)", 1, MAX_NCPUS, "CPU workers")
+        nprocs = self.nprocs
+        if nprocs is None:
+            nprocs = _env_int("HETFLOW_NPROCS")
+            _check_count(nprocs, "nprocs (HETFLOW_NPROCS)", 0, MAX_NPROCS, "worker processes")
+        if nprocs is None:
+            nprocs = min(ncpus, MAX_NPROCS)
+        trace = os.fspath(self.trace) if self.trace is not None else None
+        return replace(self, executor=executor, ncpus=ncpus, nprocs=nprocs, trace=trace)
+
+    def as_keywords(self) -> Dict[str, Any]:
+        """The settings as keyword arguments of :class:`Runtime`."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+def _check_count(value: Any, name: str, least: int, most: int, unit: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"hetflow.init: {name} must be an int from {least} to {most}, not {value!r}")
+    if not least <= value <= most:
+        raise ValueError(f"hetflow.init: {name}={value} is out of range; use {least} to {most} {unit}")
+
+
+def resolve_settings(*args: Any, **kwargs: Any) -> tuple:
+    """``(executor, ncpus, nprocs)`` of ``Settings(*args, **kwargs)`` with the defaults filled in."""
+    settings = Settings(*args, **kwargs).resolved()
+    return settings.executor, settings.ncpus, settings.nprocs
 
 
 class Runtime:
@@ -169,26 +202,30 @@ class Runtime:
         executor: Optional[str] = None,
         nprocs: Optional[int] = None,
         spin_us: Optional[int] = None,
-        trace: Optional[str] = None,
+        trace: Optional[Union[str, "os.PathLike[str]"]] = None,
         stats: Optional[bool] = None,
         initializer: Optional[Callable[..., Any]] = None,
         initargs: tuple = (),
         worker_environment: Optional[dict] = None,
+        initialize_here: bool = True,
     ) -> None:
-        """``worker_environment``: more variables for the worker processes (name -> value)."""
+        """``worker_environment``: more variables for the worker processes (name -> value).
+        ``initialize_here``: run the initializer in this process too, for the thread workers
+        (False when only the worker processes run tasks)."""
         from hetflow import _hetflow, _protocol, _worker  # the engine loads on first use, not at import
 
-        self.executor, ncpus, nprocs = resolve_settings(
-            ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs
-        )
+        settings = Settings(ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs).resolved()
+        self.settings = settings
+        # Resolved settings have these filled in, and the trace path as a str.
+        self.executor = cast(str, settings.executor)
+        ncpus, nprocs = cast(int, settings.ncpus), cast(int, settings.nprocs)
         environment = [*_protocol.worker_environment(), f"HETFLOW_NUM_CORES={nprocs}"]
         environment += [f"{name}={value}" for name, value in (worker_environment or {}).items()]
         if initializer is not None:
             if nprocs:  # pickled first: a refusal leaves nothing run
                 environment.append(f"{_protocol.INITIALIZER_VARIABLE}={_pickled_initializer(initializer, initargs)}")
-            initializer(*initargs)  # for the thread workers: they share this process's state
-        if trace is not None:
-            trace = os.fspath(trace)
+            if initialize_here:
+                initializer(*initargs)  # for the thread workers: they share this process's state
         self.ncpus = ncpus
         self.nprocs = nprocs
         self.initializer = initializer
@@ -196,15 +233,15 @@ class Runtime:
         self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C)
         self._engine = _hetflow.Runtime(
             ncpus=ncpus,
-            scheduler=sched,
+            scheduler=settings.sched,
             nprocs=nprocs,
             worker_command=_worker.command(),
             worker_environment=environment,
-            spin_us=spin_us,
+            spin_us=settings.spin_us,
             dumps=_dumps_value,
             freeze=freeze_exception,
-            trace=trace,
-            stats=stats,
+            trace=cast(Optional[str], settings.trace),
+            stats=settings.stats,
         )
         self._function_ids: dict = {}  # function key -> the engine's id for it
         self._handles: Optional[Any] = None
@@ -239,15 +276,15 @@ class Runtime:
         if name is not None and type(name) is not str:
             check_name(name)
         name = name or getattr(func, "__name__", None) or type(func).__name__
-        if perfmodel is None and _all_plain(args, kwargs):
+        if perfmodel is None and all_plain(args) and (not kwargs or all_plain(kwargs.values())):
             # The common case, kept short: nothing to wait for, no data, no model.
             if executor == "thread":
                 task = self._engine.submit_thread(functools.partial(func, *args, **kwargs), _NONE, _NONE, name, priority)
                 return Future(task, self, name)
             if self.nprocs:
                 key, code = function_entry(func)
-                call = pickle.dumps((args, kwargs), protocol=5)
-                task = self._engine.submit_process(self._function_id(key, code), call, _NONE, _NONE, name, priority)
+                call_bytes = pickle.dumps((args, kwargs), protocol=5)
+                task = self._engine.submit_process(self._function_id(key, code), call_bytes, _NONE, _NONE, name, priority)
                 return Future(task, self, name)
         if executor == "process" and self.nprocs == 0:
             raise ValueError("hetflow: executor='process' but the runtime has no worker processes (nprocs=0)")
@@ -330,7 +367,7 @@ class Runtime:
 
         def take(value: Any) -> Any:
             value, mode = _unwrap(value)
-            if _is_array(value):
+            if is_array(value):
                 handles.accesses(value, mode, merged)
             elif mode != "R":
                 raise TypeError(_not_data_message(value, mode))
@@ -352,7 +389,7 @@ class Runtime:
 
         def take(value: Any) -> Any:
             value, mode = _unwrap(value)
-            if not _is_array(value):
+            if not is_array(value):
                 if mode != "R":
                     raise TypeError(_not_data_message(value, mode))
                 return value
@@ -584,7 +621,7 @@ def _size(args: tuple, kwargs: dict, size: Optional[int]) -> int:
     total = 0
     for value in (*args, *kwargs.values()):
         value = value.value if type(value) is Access else value
-        length = getattr(value, "size", None) if _is_array(value) else None
+        length = getattr(value, "size", None) if is_array(value) else None
         if length is None:
             try:
                 length = len(value)
@@ -592,11 +629,6 @@ def _size(args: tuple, kwargs: dict, size: Optional[int]) -> int:
                 length = 1
         total += int(length)
     return total
-
-
-def _is_array(value: Any) -> bool:
-    numpy = sys.modules.get("numpy")
-    return numpy is not None and isinstance(value, numpy.ndarray)
 
 
 def _not_data_message(value: Any, mode: str) -> str:
@@ -615,24 +647,11 @@ def _unwrap(value: Any) -> tuple:
 
 
 _NONE: list = []
-_PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
-
-
-def _all_plain(args: tuple, kwargs: dict) -> bool:
-    """True when every argument is a number, string or None: no future, array or access mark."""
-    for value in args:
-        if type(value) not in _PLAIN:
-            return False
-    if kwargs:
-        for value in kwargs.values():
-            if type(value) not in _PLAIN:
-                return False
-    return True
 
 
 def _find_data(args: tuple, kwargs: dict) -> bool:
     """True if a top-level argument is an array or carries an access mode."""
-    return any(type(value) is Access or _is_array(value) for value in (*args, *kwargs.values()))
+    return any(type(value) is Access or is_array(value) for value in (*args, *kwargs.values()))
 
 
 def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -670,9 +689,10 @@ def _refuse_inside_task(what: str) -> None:
         )
 
 
-def start(**settings: Any) -> Runtime:
+def start(settings: Settings) -> Runtime:
+    """Replaces the current runtime (after waiting for its work) with one of ``settings``."""
     global _current
-    resolve_settings(**settings)  # a bad setting leaves the running runtime alone
+    settings.resolved()  # a bad setting from the environment leaves the running runtime alone
     _refuse_inside_task("init")
     with _current_lock:
         if _current is not None:
@@ -680,7 +700,7 @@ def start(**settings: Any) -> Runtime:
                 _current.shutdown()
             finally:
                 _current = None
-        _current = Runtime(**settings)
+        _current = Runtime(**settings.as_keywords())
         return _current
 
 

@@ -18,7 +18,7 @@ import reprlib
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 
 from ._protocol import MAX_PARTS, RUN_DEPS
@@ -162,18 +162,19 @@ def _out_of_descriptors(exc: BaseException) -> Optional[OSError]:
     function" would point at the wrong culprit."""
     import errno
 
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+    cause: Optional[BaseException] = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
             import resource
 
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             limit = "" if soft == resource.RLIM_INFINITY else f" (limit {soft}, ulimit -n)"
             return OSError(
-                exc.errno,
+                cause.errno,
                 f"hetflow: cannot prepare a process task: this process ran out of file descriptors{limit}; "
                 "raise the limit (ulimit -n), or keep fewer files, sockets and shared arrays open at once",
             )
-        exc = exc.__cause__ or exc.__context__
+        cause = cause.__cause__ or cause.__context__
     return None
 
 
@@ -300,7 +301,7 @@ def pack_call(
     func_key, func_bytes = function_entry(func)
     args = tuple(args)
     kwargs = dict(kwargs or {})
-    if _all_plain(args) and _all_plain(kwargs.values()):
+    if all_plain(args) and all_plain(kwargs.values()):
         # Numbers and strings: nothing to swap, and the C pickler is several times faster.
         return PackedCall(func_key, func_bytes, pickle.dumps((args, kwargs), protocol=PROTOCOL), [])
     if reduces_to_placeholder:
@@ -337,11 +338,19 @@ def pack_call(
 _PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
 
 
-def _all_plain(values: Any) -> bool:
+def all_plain(values: Iterable[Any]) -> bool:
+    """True when every value is a number, string, bytes or None (not a subclass): nothing in it
+    can be a future, an array or an access mark, and the C pickler takes it as it is."""
     for value in values:
         if type(value) not in _PLAIN:
             return False
     return True
+
+
+def is_array(value: Any) -> bool:
+    """Whether ``value`` is a numpy array (numpy is not imported for the question)."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.ndarray)
 
 
 def _argument_error(func: Any, call: Tuple[tuple, Dict[str, Any]]) -> TypeError:
@@ -369,7 +378,7 @@ def dumps_value(value: Any) -> bytes:
         return _cloudpickle().dumps(value, protocol=PROTOCOL)
     except Exception as exc:
         raise TypeError(
-            f"hetflow: cannot send a value of type {_type_name(type(value))} to a process worker: {exc}"
+            f"hetflow: cannot send a value of type {type_name(type(value))} to a process worker: {exc}"
         ) from exc
 
 
@@ -385,7 +394,7 @@ def dumps_result(value: Any) -> bytes:
     try:
         return _cloudpickle().dumps(value, protocol=PROTOCOL)
     except Exception as exc:
-        raise TypeError(f"hetflow: the task's result of type {_type_name(type(value))} cannot be pickled: {exc}") from exc
+        raise TypeError(f"hetflow: the task's result of type {type_name(type(value))} cannot be pickled: {exc}") from exc
 
 
 def loads_result(data: Any) -> Any:
@@ -398,7 +407,8 @@ def loads_result(data: Any) -> Any:
 
 
 # -- errors ---------------------------------------------------------------------------------------
-def _type_name(cls: type) -> str:
+def type_name(cls: type) -> str:
+    """``module.QualName`` of a class, as error messages and ERROR replies name it."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -419,7 +429,7 @@ def unpack_error(parts: List[Any]) -> BaseException:
     """
     if len(parts) < 5:
         raise ValueError(f"hetflow: an ERROR message has 5 parts, not {len(parts)}")
-    exc_bytes, type_name, message, tb = parts[1], _text(parts[2]), _text(parts[3]), _text(parts[4])
+    exc_bytes, class_name, message, tb = parts[1], _text(parts[2]), _text(parts[3]), _text(parts[4])
     exc: Optional[BaseException] = None
     if len(exc_bytes):
         try:
@@ -429,7 +439,7 @@ def unpack_error(parts: List[Any]) -> BaseException:
         if isinstance(loaded, BaseException):
             exc = loaded
     if exc is None:
-        exc = RemoteTaskError(type_name, message)
+        exc = RemoteTaskError(class_name, message)
     if tb:
         exc.__cause__ = RemoteTraceback(tb)
     _add_note(exc, "hetflow: raised in a process worker (executor='process'); its traceback is shown above")

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _protocol as P
-from ._serialize import _KEEP, Placeholder, dumps_result, replace_nested
+from ._serialize import _KEEP, Placeholder, dumps_result, replace_nested, type_name
 
 EXIT_GRACE_S = 5.0  # at exit, threads a task left running get this long before os._exit
 HOST_PID_VARIABLE = "HETFLOW_HOST_PID"  # set by the host's process driver
@@ -97,9 +97,10 @@ def _line_buffered_stdio() -> None:
     and its newline separately), and still as soon as the line is complete."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            if stream is not None:
-                stream.reconfigure(line_buffering=True, write_through=False)
-        except (AttributeError, ValueError):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(line_buffering=True, write_through=False)
+        except ValueError:
             pass  # not a TextIOWrapper: leave it
 
 
@@ -110,10 +111,6 @@ def _flush_stdio() -> None:
                 stream.flush()
         except Exception:  # a task may have replaced or closed them
             pass
-
-
-def _type_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _pickle_exception(exc: BaseException) -> bytes:
@@ -144,9 +141,9 @@ def _error_parts(task_id: bytes, exc: BaseException, context: str = "") -> List[
     """
     cls = type(exc)
     try:
-        type_name = _type_name(cls)
+        class_name = type_name(cls)
     except BaseException:
-        type_name = getattr(cls, "__name__", "Exception")
+        class_name = getattr(cls, "__name__", "Exception")
     try:
         message = str(exc)
     except BaseException:
@@ -154,11 +151,11 @@ def _error_parts(task_id: bytes, exc: BaseException, context: str = "") -> List[
     try:
         text = context + "".join(traceback.format_exception(cls, exc, _task_frames(exc.__traceback__)))
     except BaseException:
-        text = f"{context}{type_name}: {message}\n(hetflow: the traceback could not be formatted)\n"
+        text = f"{context}{class_name}: {message}\n(hetflow: the traceback could not be formatted)\n"
     return [
         task_id,
         _pickle_exception(exc),
-        type_name.encode("utf-8", errors="replace"),
+        class_name.encode("utf-8", errors="replace"),
         message.encode("utf-8", errors="replace"),
         text.encode("utf-8", errors="replace"),
     ]
@@ -232,7 +229,7 @@ class Worker:
             except BaseException:
                 what = type(exc).__name__
             error = TypeError(
-                f"hetflow: the task's result of type {_type_name(type(result))} cannot be pickled: {what}"
+                f"hetflow: the task's result of type {type_name(type(result))} cannot be pickled: {what}"
             )
             return P.ERROR, _error_parts(task_id, error)
 

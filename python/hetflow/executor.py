@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import functools
 import math
 import os
 import pickle
@@ -38,8 +39,8 @@ class Executor(concurrent.futures.Executor):
     (worker interpreter processes: pure Python in parallel; the default on a Python with a GIL)
     or ``"thread"`` (worker threads of this process). sched: the scheduler (``hetflow.init``'s
     names). spin_us: how long idle workers poll before they sleep. initializer, initargs:
-    ``initializer(*initargs)`` runs once in each worker process before its first task (for
-    thread workers: once, here, before the executor starts); if it raises, the tasks of that
+    ``initializer(*initargs)`` runs once in each worker process before its first task, not in
+    this process (for thread workers: once, here, before the executor starts); if it raises, the tasks of that
     worker fail with its error, as with ``concurrent.futures``' executors.
     """
 
@@ -69,7 +70,7 @@ class Executor(concurrent.futures.Executor):
         ncpus, nprocs = (max_workers, 0) if kind == "thread" else (1, max_workers)
         self._runtime = _runtime.Runtime(
             ncpus=ncpus, sched=sched, executor=kind, nprocs=nprocs, spin_us=spin_us, initializer=initializer,
-            initargs=initargs, worker_environment=_worker_environment,
+            initargs=initargs, worker_environment=_worker_environment, initialize_here=kind == "thread",
         )
         self._max_workers = max_workers
         self._lock = threading.Lock()
@@ -255,8 +256,8 @@ def _submit(
     chunks: List[Tuple[Future, int]] = []
     try:
         if chunksize == 1:
-            for args in calls:
-                chunks.append((runtime.submit(fn, args if star else (args,), {}, executor=executor), 0))
+            for call in calls:
+                chunks.append((runtime.submit(fn, call if star else (call,), {}, executor=executor), 0))
             return chunks
         if kind == "process":
             # Pickled here, once per chunk: the task's arguments are then plain bytes, which
@@ -266,6 +267,8 @@ def _submit(
             fn_bytes = function_entry(fn)[1]
             for start in range(0, len(calls), chunksize):
                 part = calls[start : start + chunksize]
+                target: Callable[..., _ChunkOutcome]
+                args: tuple
                 try:
                     target, args = _run_pickled_chunk, (fn_bytes, _dumps_calls(part), star)
                 except TypeError:
@@ -299,7 +302,7 @@ _ChunkOutcome = Tuple[list, Optional[BaseException], Optional[str]]
 def _run_chunk(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome:
     """Runs the calls in order; stops at the first failing one and hands back its exception
     with the results before it, so that the caller raises it at its own position."""
-    results = []
+    results: List[Any] = []
     append = results.append
     try:
         if star:
@@ -339,12 +342,16 @@ def _run_chunk_in_process(fn: Callable[..., Any], calls: list, star: bool) -> _C
     return results, exc, text
 
 
+def _count_done(bar: Progress, count: int, _: Future) -> None:
+    bar.update(count)
+
+
 def _results(chunks: List[Tuple[Future, int]], deadline: Optional[float], progress: bool) -> Iterator[Any]:
     """The calls' results in input order; raises a call's exception at its position."""
     bar = Progress(sum(count or 1 for _, count in chunks)) if progress else None
     if bar is not None:
         for future, count in chunks:
-            future.add_done_callback(lambda _, n=count or 1: bar.update(n))
+            future.add_done_callback(functools.partial(_count_done, bar, count or 1))
     return _result_iterator(chunks, deadline, bar)
 
 

@@ -19,13 +19,13 @@ To run existing joblib code on hetflow::
 """
 from __future__ import annotations
 
-import sys
 import types
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence
 
 import hetflow
 from hetflow import _runtime
 from hetflow._future import Future
+from hetflow._serialize import is_array
 
 
 class DelayedCall(NamedTuple):
@@ -91,11 +91,6 @@ def _run_same(function: Callable[..., Any], arguments: Sequence[tuple]) -> List[
     return [function(*args) for args in arguments]
 
 
-def _is_array(value: Any) -> bool:
-    numpy = sys.modules.get("numpy")
-    return numpy is not None and isinstance(value, numpy.ndarray)
-
-
 def _split_arguments(call: DelayedCall, blocks: int) -> List[tuple]:
     """Per block: the call's arguments with arrays and generators cut along their first axis."""
     import inspect
@@ -107,7 +102,7 @@ def _split_arguments(call: DelayedCall, blocks: int) -> List[tuple]:
     split: List[Optional[List[Any]]] = []
     lengths = set()
     for value in args:
-        if _is_array(value):
+        if is_array(value):
             if value.ndim == 0:
                 raise ValueError("hetflow.joblib: a 0-d array cannot be cut into blocks")
             parts = [value[cut.start : cut.stop] for cut in _cuts(value.shape[0], blocks)]
@@ -134,14 +129,14 @@ def _cuts(length: int, blocks: int) -> List[slice]:
 
 def _marked(args: tuple) -> tuple:
     """Array parts are written in place by many functions: mark them read-write."""
-    return tuple(hetflow.RW(value) if _is_array(value) else value for value in args)
+    return tuple(hetflow.RW(value) if is_array(value) else value for value in args)
 
 
 def _gather(block_results: List[Any]) -> Any:
     """The results of the blocks of a cut call, in order, as StarPU's interface gives them."""
     if any(result is None for result in block_results):
         return None
-    if all(_is_array(result) for result in block_results):
+    if all(is_array(result) for result in block_results):
         import numpy
 
         return numpy.concatenate(block_results)
@@ -226,7 +221,7 @@ class Parallel:
         name = getattr(call.function, "__name__", "block")
         futures = []
         for args in _split_arguments(call, blocks):
-            size = max((len(a) for a in args if _is_array(a) or isinstance(a, list)), default=1)
+            size = max((len(a) for a in args if is_array(a) or isinstance(a, list)), default=1)
             futures.append(self._options(size, name)(call.function, *_marked(args)))
         return futures
 
@@ -245,10 +240,10 @@ class Parallel:
             if self.end_msg is not None:
                 gathered.add_done_callback(lambda done: print(self.end_msg, done))
             return gathered
-        gathered = asyncio.gather(*(asyncio.wrap_future(future) for future in futures))
+        awaited = asyncio.gather(*(asyncio.wrap_future(future) for future in futures))
         if self.end_msg is not None:
-            gathered.add_done_callback(lambda done: print(self.end_msg, done))
-        return gathered
+            awaited.add_done_callback(lambda done: print(self.end_msg, done))
+        return awaited
 
 
 parallel = Parallel

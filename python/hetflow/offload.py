@@ -66,7 +66,7 @@ class OffloadHandle:
     def wait_any(self) -> Tuple[int, Any]:
         if not self._futures:
             raise RuntimeError("hetflow: wait_any() on a handle whose kernels were all collected")
-        by_future = {future: core for core, future in self._futures.items()}
+        by_future: Dict[concurrent.futures.Future, int] = {future: core for core, future in self._futures.items()}
         done, _ = concurrent.futures.wait(by_future, return_when=concurrent.futures.FIRST_COMPLETED)
         core = min(by_future[future] for future in done)
         future = self._futures.pop(core)

@@ -66,7 +66,7 @@ def entries(symbol: str) -> List[Entry]:
 
 def fit(symbol: str, arch: str) -> Fit:
     """``(a, b, c, valid)`` of ``t = a * size**b + c`` over the calibrated sizes of ``arch``."""
-    return tuple(_engine().perfmodel_fit(symbol, arch))  # type: ignore[return-value]
+    return tuple(_engine().perfmodel_fit(symbol, arch))
 
 
 def expected(symbol: str, arch: str, size: int) -> Optional[float]:

@@ -2,7 +2,7 @@
 
 #include <chrono>
 
-#include "core/task_state.hpp"
+#include "hetflow/detail/task_api.hpp"
 
 namespace hetflow::python {
 

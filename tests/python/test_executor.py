@@ -408,3 +408,33 @@ def test_a_failed_executor_initializer_fails_that_workers_tasks():
 def test_bad_executor_initializer_is_refused():
     with pytest.raises(ValueError, match="initializer must be callable"):
         hetflow.Executor(1, initializer=42)
+
+
+def test_a_process_executors_initializer_does_not_run_here():
+    _initialized.clear()
+    with hetflow.Executor(1, executor="process", initializer=remember_start, initargs=("worker",)) as executor:
+        pid, started = executor.submit(starts_here, 0).result()
+    assert started == [("worker", pid)] and _initialized == []
+
+
+def run_call(call, *args):
+    return call(*args)
+
+
+def meet_peer(barrier):
+    barrier.wait(10)  # broken unless the other call runs at the same time
+    return os.getpid()
+
+
+def test_short_tasks_are_not_grouped_while_a_worker_is_idle():
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager, hetflow.Executor(2, "process") as executor:
+        barrier = manager.Barrier(2)
+        for _ in range(4):
+            # The function has been quick so far: tasks of it would go two by two to one worker.
+            assert [f.result() for f in [executor.submit(run_call, square, i) for i in range(40)]] == [
+                i * i for i in range(40)
+            ]
+            pids = {f.result() for f in [executor.submit(run_call, meet_peer, barrier) for _ in range(2)]}
+            assert len(pids) == 2

@@ -511,3 +511,37 @@ def test_loops_in_two_threads_at_once(joblib):
 def test_progress_line_for_hetflow_joblib_parallel(capsys):
     assert hj.Parallel(n_jobs=2, progress=True)(hj.delayed(square)(i) for i in range(6)) == [0, 1, 4, 9, 16, 25]
     assert "hetflow: 2/2 tasks done" in capsys.readouterr().err
+
+
+def fill_with(view, value):
+    view[...] = value
+    return view.tolist()
+
+
+def test_views_of_file_backed_memmaps_are_mapped_again_not_copied(joblib, tmp_path):
+    mapped = np.memmap(tmp_path / "data", dtype=np.float64, shape=(100,), mode="w+", offset=16)
+    mapped[:] = np.arange(100)
+    views = [mapped[10:13], mapped[::-40], mapped.reshape(10, 10)[2:4, 1:3]]
+    expected = [view.tolist() for view in views]
+    assert joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(np.ndarray.tolist)(v) for v in views) == expected
+    joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(fill_with)(v, -1.0) for v in views)
+    assert all((view == -1.0).all() for view in views)  # the workers wrote into the file
+    assert mapped[9] == 9.0 and mapped[14] == 14.0
+
+
+def test_initializer_given_to_parallel(joblib):
+    seen = joblib.Parallel(n_jobs=2, backend="hetflow", batch_size=1, initializer=count_start, initargs=("given",))(
+        joblib.delayed(starts_seen)(i) for i in range(4)
+    )
+    for pid, started in seen:
+        assert started == [("given", pid)]
+
+
+def same(array):
+    return array
+
+
+def test_returned_inputs_keep_their_byte_order(joblib):
+    big_endian = np.arange(300_000, dtype=">i4")
+    returned = joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(same)(big_endian) for _ in range(2))
+    assert all(type(r) is np.ndarray and r.dtype == big_endian.dtype and (r == big_endian).all() for r in returned)

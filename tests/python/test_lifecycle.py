@@ -222,6 +222,30 @@ def test_bad_environment_values_raise_value_error(monkeypatch, name, value):
         hetflow.init(**settings)
 
 
+def test_settings_are_checked_when_made_and_filled_in_from_the_environment(monkeypatch, tmp_path):
+    from dataclasses import FrozenInstanceError
+
+    from hetflow._runtime import Settings
+
+    with pytest.raises(ValueError, match="ncpus"):
+        Settings(ncpus=0)
+    with pytest.raises(ValueError, match="initargs"):
+        Settings(initargs=(1,))
+    monkeypatch.setenv("HETFLOW_NPROCS", "1")
+    monkeypatch.setenv("HETFLOW_EXECUTOR", "thread")
+    settings = Settings(ncpus=3, trace=tmp_path / "trace.json").resolved()
+    assert (settings.executor, settings.ncpus, settings.nprocs) == ("thread", 3, 1)
+    assert settings.trace == str(tmp_path / "trace.json")
+    with pytest.raises(FrozenInstanceError):
+        settings.ncpus = 4
+
+
+def test_a_wait_longer_than_any_run_with_progress_has_no_limit():
+    hetflow.init(ncpus=1, executor="thread")
+    hetflow.submit(inc, 1)
+    assert hetflow.wait_for_all(timeout=1e12, progress=True)
+
+
 # -- bad arguments to init ---------------------------------------------------------------------------
 def test_unknown_scheduler_raises_value_error_naming_the_known_ones():
     with pytest.raises(ValueError, match="no-such") as info:

@@ -123,6 +123,15 @@ def test_worker_environment() -> None:
     assert str(Path(__file__).resolve().parent) in paths  # pytest put the test directory there
 
 
+def test_message_kinds_agree_with_the_extension() -> None:
+    """Workers read the kinds from _protocol (they run without the extension); the host's are
+    the extension's: both tables must say the same."""
+    from hetflow import _hetflow
+
+    assert P.MESSAGE_KINDS == _hetflow.message_kinds()
+    assert all(getattr(P, name) == kind for name, kind in P.MESSAGE_KINDS.items())
+
+
 def test_bad_arguments_to_write() -> None:
     with pytest.raises(TypeError, match="not str"):
         P.encode_message(P.RUN, ["text"])  # type: ignore[list-item]

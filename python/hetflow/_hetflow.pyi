@@ -1,0 +1,144 @@
+"""The hetflow engine; use the hetflow package, not this module."""
+
+from collections.abc import Callable, Sequence
+from typing import Annotated
+
+import numpy
+from numpy.typing import NDArray
+
+
+def perfmodel_record(symbol: str, arch: str, size: int, seconds: float) -> None:
+    """
+    Records one measured run of `symbol` on `arch` for data of `size`, in seconds.
+    """
+
+def perfmodel_entries(symbol: str) -> list:
+    """
+    The measurements of `symbol`: one dict per (arch, size) with count, mean, stddev, min, max, robust (the estimate used for predictions, seconds) and calibrated.
+    """
+
+def perfmodel_fit(symbol: str, arch: str) -> tuple[float, float, float, bool]:
+    """
+    (a, b, c, valid) of the regression t = a * size**b + c over the calibrated sizes.
+    """
+
+def fit_power_law(sizes: Sequence[float], seconds: Sequence[float]) -> tuple[float, float, float, bool]:
+    """
+    (a, b, c, valid) of the least-squares fit t = a * size**b + c to the points.
+    """
+
+def perfmodel_expected(symbol: str, arch: str, size: int) -> float | None:
+    """The predicted seconds, or None when the model cannot tell yet."""
+
+def perfmodel_calibration_samples(symbol: str) -> int:
+    """
+    How many measurements make a size calibrated (HETFLOW_CALIBRATE, default 10).
+    """
+
+def perfmodel_list() -> list[str]:
+    """The symbols with a model on disk or in memory, sorted."""
+
+def perfmodel_save_all() -> None:
+    """
+    Saves every model with unsaved measurements (failures are reported on stderr).
+    """
+
+def perfmodel_directory() -> str:
+    """
+    Where models are stored: $HETFLOW_HOME/perfmodels (default ~/.hetflow/perfmodels).
+    """
+
+def perfmodel_reset() -> None:
+    """
+    Forgets the models held in memory, unsaved measurements included (for tests).
+    """
+
+class TaskRef:
+    def done(self) -> bool: ...
+
+    def status(self) -> str: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+    def cancel(self) -> bool: ...
+
+    def name(self) -> str: ...
+
+    def outcome(self) -> tuple: ...
+
+class ArrayHandle:
+    def registered(self) -> bool: ...
+
+class Acquisition:
+    def release(self) -> None: ...
+
+    def active(self) -> bool: ...
+
+class Runtime:
+    def __init__(self, ncpus: int | None, scheduler: str | None, nprocs: int, worker_command: Sequence[str], worker_environment: Sequence[str], spin_us: int | None, dumps: Callable, freeze: Callable, trace: str | None = None, stats: bool | None = None) -> None: ...
+
+    def submit_thread(self, fn: Callable, deps: Sequence[TaskRef], accesses: Sequence[tuple[ArrayHandle, str]], name: str, priority: int, perfmodel: str | None = None, size: int = 0) -> TaskRef: ...
+
+    def register_function(self, key: str, code: bytes) -> int: ...
+
+    def submit_process(self, function_id: int, call: bytes, deps: Sequence[TaskRef], arrays: Sequence[tuple[ArrayHandle, str, bool, int, int, int, Sequence[int], Sequence[int], int, object]], name: str, priority: int, worker: int = -1, launch: int = 0, perfmodel: str | None = None, size: int = 0, order: Sequence[tuple[ArrayHandle, str]] = []) -> TaskRef: ...
+
+    def open_launch(self, launch: int, size: int) -> None: ...
+
+    def pinned_load(self, worker: int) -> int: ...
+
+    def register_array(self, address: int, nbytes: int, name: str) -> ArrayHandle: ...
+
+    def unregister_async(self, handle: ArrayHandle) -> None: ...
+
+    def acquire(self, handle: ArrayHandle, mode: str) -> Acquisition: ...
+
+    def watch(self, task: TaskRef, target: object) -> None: ...
+
+    def drain_completions(self, timeout_ms: int) -> list: ...
+
+    def wait_all(self, timeout: float | None = None) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def cancel_pending(self) -> None: ...
+
+    def inside_task(self) -> bool: ...
+
+    def running_task_uses(self, handles: Sequence[ArrayHandle]) -> bool: ...
+
+    def outstanding(self) -> int: ...
+
+    def finished(self) -> int: ...
+
+    def forget(self) -> None: ...
+
+    def shutdown_within(self, timeout: float) -> int: ...
+
+    def is_shut_down(self) -> bool: ...
+
+    def workers(self) -> list: ...
+
+    def scheduler_name(self) -> str: ...
+
+def shared_bytes(nbytes: int) -> Annotated[NDArray[numpy.uint8], dict(shape=(None,))]:
+    """A uint8 numpy array of nbytes in memory that worker processes share."""
+
+def locate_shared(address: int, nbytes: int) -> str | None:
+    """
+    Where a worker process finds [address, address + nbytes) of a shared array ("id fd pid offset nbytes"), or None when that memory is not in a shared segment.
+    """
+
+def scratch_bytes() -> int:
+    """
+    Bytes of the scratch shared memory that plain arrays are copied into for worker processes.
+    """
+
+def message_kinds() -> dict:
+    """
+    The kinds of the messages between the host and its worker processes, by name.
+    """
+
+def schedulers() -> list[str]: ...
