@@ -6,15 +6,17 @@ CMAKE_FLAGS ?=
 BUILD_PACKAGES := cmake make g++ pkg-config libgtest-dev libhwloc-dev python3 python3-venv \
   ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd libopenblas-dev liblapacke-dev
 BENCH_PACKAGES := libstarpu-dev libtbb-dev
+DOCS_PACKAGES := doxygen
 # The device drivers stay out of the sanitizer builds: their vendor libraries are not instrumented.
 SANITIZER_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHETFLOW_WERROR=ON -DHETFLOW_BUILD_BENCH=OFF -DHETFLOW_BUILD_EXAMPLES=OFF \
   -DHETFLOW_WITH_CUDA=OFF -DHETFLOW_WITH_OPENCL=OFF
 
-PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplotlib joblib dask
+PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplotlib joblib dask mypy threadpoolctl
+DOCS_PYTHON_DEPS := sphinx breathe myst-parser furo
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all deps build python run test test-unit test-python test-tsan test-asan stress bench bench-python install clean format
+.PHONY: all deps build python run test test-unit test-python test-types test-tsan test-asan stress bench bench-python install clean format stubs
 
 all: build
 
@@ -37,13 +39,22 @@ run: build python
 	HETFLOW_OPENCL_DEVICES=all ./$(BUILD)/examples/cpp/cholesky --opencl --sched dmdas --repeat 3 --check
 	$(PY) examples/python/tour.py
 
-test: test-unit test-python test-tsan test-asan
+test: test-unit test-python test-types test-tsan test-asan
 
 test-unit: build
 	ctest --test-dir $(BUILD) -j$(JOBS) --output-on-failure
 
 test-python: python
 	$(PY) -m pytest -q tests/python
+
+# The type check of the Python package (settings in pyproject.toml), against the extension's
+# checked-in stubs.
+test-types: deps
+	$(PY) -m mypy
+
+# Regenerates the extension's stubs (python/hetflow/_hetflow.pyi) after its bindings change.
+stubs: python
+	$(PY) -m nanobind.stubgen -m hetflow._hetflow -o python/hetflow/_hetflow.pyi
 
 # The concurrency tests again, under ThreadSanitizer and under AddressSanitizer + UBSan.
 test-tsan: deps
@@ -72,11 +83,26 @@ bench: build bench-python
 	HETFLOW_BENCH=./$(BUILD)/bench/hetflow-bench bash bench/overhead/compare.sh
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 16
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 32
+	BUILD=$(BUILD) bash bench/taskbench/metg.sh stencil_1d
 
 bench-python: python
 	$(PY) -m pip install -q --disable-pip-version-check joblib
 	$(PY) -m hetflow.bench overhead
 	$(PY) -m hetflow.bench scaling
+
+# The documentation site, not part of `make test`: the guides (docs/*.md) and the API reference
+# of the C++ headers (Doxygen XML through breathe, docs/Doxyfile) and of the Python package
+# (autodoc, without building the extension), in $(BUILD)/docs/html. Warnings are shown; they do
+# not fail the build.
+.PHONY: docs
+DOCS_OUT := $(abspath $(BUILD))/docs
+docs: deps
+	@scripts/install-deps.sh $(DOCS_PACKAGES)
+	@$(PY) -m pip install -q --disable-pip-version-check $(DOCS_PYTHON_DEPS)
+	@mkdir -p $(DOCS_OUT)
+	HETFLOW_DOCS_BUILD=$(DOCS_OUT) doxygen docs/Doxyfile
+	HETFLOW_DOXYGEN_XML=$(DOCS_OUT)/doxygen/xml $(PY) -m sphinx -q -b html -d $(DOCS_OUT)/doctrees docs $(DOCS_OUT)/html
+	@echo "documentation: $(DOCS_OUT)/html/index.html"
 
 install: build
 	cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX))
