@@ -619,4 +619,13 @@ int App::report(double elapsed_seconds) const {
   return 0;
 }
 
+int guarded_main(int argc, char** argv, int (*run)(int, char**)) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "error: %s\n", error.what());
+    return 1;
+  }
+}
+
 }  // namespace taskbench

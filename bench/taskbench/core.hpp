@@ -123,6 +123,9 @@ class App {
 };
 
 using Clock = std::chrono::steady_clock;
+/// `run(argc, argv)`, with an exception printed as an error and exit status 1.
+int guarded_main(int argc, char** argv, int (*run)(int, char**));
+
 [[nodiscard]] inline double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
