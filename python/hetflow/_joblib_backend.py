@@ -247,8 +247,9 @@ class _SharedInputs:
         self.max_nbytes = max_nbytes
         self.mmap_mode = mmap_mode
         self._lock = threading.Lock()
-        # id(array) -> (array, its reduction); holding the array keeps the id its own.
-        self._reduced: Dict[int, Tuple[Any, tuple]] = {}
+        # id(array) -> (array, the shared memory it travels in, its reduction): holding the array
+        # keeps the id its own, holding the shared copy keeps it alive for as long as the call.
+        self._reduced: Dict[int, Tuple[Any, Any, tuple]] = {}
 
     def dumps(self, batch: Any) -> bytes:
         buffer = io.BytesIO()
@@ -264,29 +265,35 @@ class _SharedInputs:
             return by_file
         if self.max_nbytes is None or array.nbytes <= self.max_nbytes:
             return None
+        from hetflow import _hetflow
+        from hetflow._arrays import span
+
         with self._lock:
             entry = self._reduced.get(id(array))
             if entry is None:
-                entry = self._reduced[id(array)] = (array, self._share(array))
-        return entry[1]
+                shared = self._shared(array)
+                low, nbytes, first = span(shared)
+                location = _hetflow.locate_shared(low, nbytes)
+                reduction = (_attach, (location, shared.dtype, shared.shape, shared.strides, first, self.mmap_mode))
+                entry = self._reduced[id(array)] = (array, shared, reduction)
+        return entry[2]
 
-    def _share(self, array: Any) -> tuple:
+    @staticmethod
+    def _shared(array: Any) -> Any:
+        """``array`` if it is in hetflow's shared memory already, else a copy there."""
         import numpy
 
         from hetflow import _data, _hetflow
+
         from hetflow._arrays import span
 
-        low, nbytes, first = span(array)
-        location = _hetflow.locate_shared(low, nbytes)
-        if location is not None:  # already shared memory: no copy
-            return (_attach, (location, array.dtype, array.shape, array.strides, first, self.mmap_mode))
+        low, nbytes, _ = span(array)
+        if _hetflow.locate_shared(low, nbytes) is not None:
+            return array
         order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
         copy = _data.empty(array.shape, array.dtype, order=order)
         numpy.copyto(copy, array)
-        low, nbytes, first = span(copy)
-        location = _hetflow.locate_shared(low, nbytes)
-        self._reduced[id(copy)] = (copy, ())  # kept for as long as the call
-        return (_attach, (location, copy.dtype, copy.shape, copy.strides, first, self.mmap_mode))
+        return copy
 
 
 def _by_file(array: Any) -> Optional[tuple]:
