@@ -217,6 +217,18 @@ void record_failure(std::string message) {
   if (all.messages.size() < kFailuresKept) all.messages.push_back(std::move(message));
 }
 
+long failure_count() {
+  Failures& all = failures();
+  const std::lock_guard lock(all.mutex);
+  return all.count;
+}
+
+std::vector<std::string> failure_messages() {
+  Failures& all = failures();
+  const std::lock_guard lock(all.mutex);
+  return all.messages;
+}
+
 void TaskGraph::Free::operator()(std::byte* p) const noexcept { std::free(p); }
 
 long TaskGraph::offset_at(long step) const {

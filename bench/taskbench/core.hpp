@@ -101,6 +101,9 @@ class TaskGraph {
 /// Whether any check failed so far; the first failures are kept for the report.
 [[nodiscard]] bool failed();
 void record_failure(std::string message);
+/// How many checks failed so far, and the messages of the first of them.
+[[nodiscard]] long failure_count();
+[[nodiscard]] std::vector<std::string> failure_messages();
 
 /// The command line and the graphs it describes. Flags follow the original Task Bench:
 /// -steps -width -type -radix -period -fraction -kernel -iter -output -scratch -sample

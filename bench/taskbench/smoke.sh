@@ -4,7 +4,11 @@
 # and dependencies as the serial core for the same flags. Then checks that the checks catch a
 # task run before its inputs exist. Not part of the tests: it runs the competitors too.
 #
+# The Python front (taskbench.py) runs too where its core library is built and a python with
+# hetflow is found: hetflow-py-thread and hetflow-py-process, and dask where dask is installed.
+#
 # Usage: bench/taskbench/smoke.sh [BUILD_DIR]    (default: build)
+# Environment: PYTHON (default: .venv/bin/python here, then python3), SYSTEMS (which to run)
 # Prints one line per failure and closes with "N passed, N failed".
 set -uo pipefail
 
@@ -16,10 +20,17 @@ if [ ! -x "$bin/taskbench-selftest" ]; then
   echo "smoke.sh: no Task Bench programs under $bin (build with -DHETFLOW_BUILD_BENCH=ON)" >&2
   exit 1
 fi
-systems=()
-for system in hetflow openmp tbb starpu; do
-  [ -x "$bin/taskbench-$system" ] && systems+=("$system")
-done
+source "$here/python_systems.sh"
+if [ -n "${SYSTEMS:-}" ]; then
+  read -r -a systems <<<"$SYSTEMS"
+else
+  systems=()
+  for system in hetflow openmp tbb starpu; do
+    [ -x "$bin/taskbench-$system" ] && systems+=("$system")
+  done
+  read -r -a found <<<"$(python_systems)"
+  systems+=("${found[@]}")
+fi
 echo "# systems: ${systems[*]}" >&2
 export STARPU_SILENT=1
 
@@ -56,7 +67,8 @@ check() {  # check FLAGS...: every system against the serial core
     return
   fi
   for system in "${systems[@]}"; do
-    if timeout 120 "$bin/taskbench-$system" "$@" >"$tmp/out" 2>&1 && [ "$(counts "$tmp/out")" == "$(counts "$tmp/core")" ]; then
+    set_runner "$system"
+    if timeout 120 "${runner[@]}" "$@" >"$tmp/out" 2>&1 && [ "$(counts "$tmp/out")" == "$(counts "$tmp/core")" ]; then
       passed=$((passed + 1))
     else
       echo "FAILED $system: $*" && sed 's/^/    /' "$tmp/out" | tail -5
@@ -88,6 +100,21 @@ else
   echo "FAILED: a task run before its inputs failed without saying why" && sed 's/^/    /' "$tmp/out" | tail -5
   failed=$((failed + 1))
 fi
+
+# The same through the Python front: a graph run in the wrong order must fail the run.
+for system in "${systems[@]}"; do
+  [[ $system == hetflow-py-* || $system == dask ]] || continue
+  set_runner "$system"
+  if "${runner[@]}" --wrong-order -steps 4 -width 4 -type stencil_1d >"$tmp/out" 2>&1; then
+    echo "FAILED $system: a graph run in the wrong order went unnoticed"
+    failed=$((failed + 1))
+  elif grep -q "a dependency was not respected" "$tmp/out"; then
+    passed=$((passed + 1))
+  else
+    echo "FAILED $system: a graph run in the wrong order failed without saying why" && sed 's/^/    /' "$tmp/out" | tail -5
+    failed=$((failed + 1))
+  fi
+done
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
