@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import Any, List, Optional, Tuple
 
 MODES = ("R", "W", "RW")
+_CANONICAL_MODES = frozenset(MODES)
 
 
 def check_mode(mode: str) -> str:
@@ -31,7 +32,7 @@ class Access:
 
     def __init__(self, value: Any, mode: str) -> None:
         self.value = value
-        self.mode = check_mode(mode)
+        self.mode = mode if type(mode) is str and mode in _CANONICAL_MODES else check_mode(mode)
 
     def __repr__(self) -> str:
         return f"hetflow.{self.mode}({self.value!r})"

@@ -14,9 +14,10 @@ from typing import Any, Callable, Dict, List, Optional, Union, cast
 
 from hetflow._args import find_futures, substitute
 from hetflow._arrays import Access
+from hetflow._data import engine_accesses
 from hetflow._errors import CancelledError, freeze_exception
 from hetflow._future import Future
-from hetflow._serialize import all_plain, function_entry, is_array
+from hetflow._serialize import _PLAIN, all_plain, function_entry, is_array
 
 EXECUTORS = ("thread", "process")
 # Far beyond any machine, yet small enough for the engine (and the system) to take.
@@ -288,6 +289,12 @@ class Runtime:
                 return Future(task, self, name)
         if executor == "process" and self.nprocs == 0:
             raise ValueError("hetflow: executor='process' but the runtime has no worker processes (nprocs=0)")
+        if executor == "thread" and perfmodel is None and not kwargs:
+            plain_and_arrays = self._arrays_and_plain(args)
+            if plain_and_arrays is not None:
+                call_args, accesses = plain_and_arrays
+                task = self._engine.submit_thread(functools.partial(func, *call_args), _NONE, accesses, name, priority)
+                return Future(task, self, name)
         data = _find_data(args, kwargs)
         if executor == "process":
             from hetflow._serialize import pack_call
@@ -360,8 +367,6 @@ class Runtime:
     def _data_for_thread(self, args: tuple, kwargs: dict) -> tuple:
         """Unwraps access marks; returns the engine accesses [(handle, mode)] of the arrays (their
         own views' and, for ordering, the overlapping views')."""
-        from hetflow._data import engine_accesses
-
         handles = self.handles
         merged: dict = {}
 
@@ -375,6 +380,33 @@ class Runtime:
 
         args, kwargs = tuple(take(v) for v in args), {k: take(v) for k, v in kwargs.items()}
         return args, kwargs, engine_accesses(merged)
+
+    def _arrays_and_plain(self, args: tuple) -> Optional[tuple]:
+        """The arguments and engine accesses of a thread task whose arguments are all plain values,
+        numpy arrays or marked numpy arrays, found in one pass (the common case of a task graph
+        over arrays); None for anything else (futures, containers, marked non-arrays), which
+        ``_data_for_thread`` and the futures' search handle."""
+        ndarray = _ndarray_type()
+        handles = self.handles
+        merged: dict = {}
+        call_args = []
+        for value in args:
+            kind = type(value)
+            if kind in _PLAIN:
+                call_args.append(value)
+                continue
+            if kind is Access:
+                mode = value.mode
+                value = value.value
+                if type(value) is not ndarray:
+                    return None
+            elif kind is ndarray:
+                mode = "R"
+            else:
+                return None
+            handles.accesses(value, mode, merged)
+            call_args.append(value)
+        return call_args, engine_accesses(merged) if merged else _NONE
 
     def _data_for_process(self, args: tuple, kwargs: dict) -> tuple:
         """Replaces each array by an ArrayRef; returns the engine's array specs in ArrayRef order
@@ -647,6 +679,12 @@ def _unwrap(value: Any) -> tuple:
 
 
 _NONE: list = []
+
+
+def _ndarray_type() -> Optional[type]:
+    """numpy.ndarray if numpy is loaded (nothing else can be an array then), else None."""
+    numpy = sys.modules.get("numpy")
+    return None if numpy is None else numpy.ndarray
 
 
 def _find_data(args: tuple, kwargs: dict) -> bool:
