@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 BUILD_PACKAGES := cmake make g++ pkg-config libgtest-dev libhwloc-dev python3 python3-venv \
-  ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd libopenblas-dev liblapacke-dev
+  ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd libopenblas-dev liblapacke-dev libcli11-dev
 BENCH_PACKAGES := libstarpu-dev libtbb-dev
 DOCS_PACKAGES := doxygen
 # The device drivers stay out of the sanitizer builds: their vendor libraries are not instrumented.
@@ -83,6 +83,10 @@ bench: build bench-python
 	HETFLOW_BENCH=./$(BUILD)/bench/hetflow-bench bash bench/overhead/compare.sh
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 16
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 32
+	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 16 --machine bench/sched_sim/k40.json --precision single
+	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 32 --machine bench/sched_sim/k40.json --precision single
+	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 16 --machine bench/sched_sim/gh200.json
+	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 32 --machine bench/sched_sim/gh200.json
 	BUILD=$(BUILD) bash bench/taskbench/metg.sh stencil_1d
 
 bench-python: python

@@ -1,6 +1,8 @@
 #pragma once
 // What bench/main.cpp dispatches to: one entry point per subcommand, with its parsed flags.
 #include <cstddef>
+#include <optional>
+#include <string>
 
 namespace hetflow::bench {
 
@@ -19,12 +21,17 @@ int run_overhead(const OverheadOptions& options);
 struct SchedSimOptions {
   /// Tiles per side of the simulated Cholesky factorisation.
   std::size_t tiles = 16;
-  /// Bandwidth of the link between the host and each GPU, in GB/s.
-  std::size_t bandwidth_gbs = 12;
+  /// The machine description to simulate (bench/sched_sim/*.json); empty: the built-in one,
+  /// bench/sched_sim/legacy.json.
+  std::string machine;
+  /// "double" or "single": the tiles' elements, which sizes the data the simulated copies move.
+  std::string precision = "double";
+  /// Replaces the machine's host <-> GPU link bandwidth, in GB/s.
+  std::optional<double> bandwidth_gbs;
 };
 
-/// Prints `<scheduler> makespan_s <v>` per scheduler and `lower_bound makespan_s <v>`; the
-/// ratios the scheduling targets are stated in go to stderr.
+/// Prints `<scheduler> makespan_s <v>` per scheduler, `lower_bound makespan_s <v>` and
+/// `offline_plan makespan_s <v>`; the ratios the scheduling targets are stated in go to stderr.
 int run_sched_sim(const SchedSimOptions& options);
 
 }  // namespace hetflow::bench

@@ -1,14 +1,18 @@
 // hetflow-bench: hetflow's benchmarks, one subcommand per workload family.
 //
 //     hetflow-bench overhead --tasks 100000 --repeat 3
+//     hetflow-bench sched-sim --machine bench/sched_sim/k40.json --precision single --tiles 16
 //
 // Every subcommand prints `<system> <metric> <value>` lines on stdout, the form the competitor
-// programs beside each workload print too, so that a script can put them side by side.
+// programs beside each workload print too, so that a script can put them side by side. A
+// command line that cannot be run exits with 2, naming what is wrong; --help exits with 0.
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <functional>
-#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -20,165 +24,152 @@
 namespace {
 
 constexpr std::string_view kProgram = "hetflow-bench";
+constexpr int kUsageError = 2;
 
-// Names and help texts are string literals, so their data() is NUL-terminated for printf.
+/// A whole number of at least `min`; CLI11 checks the text before converting it.
+CLI::Validator at_least(std::size_t min) {
+  return CLI::Validator(
+      [min](std::string& text) -> std::string {
+        std::size_t value = 0;
+        const char* end = text.data() + text.size();
+        auto [ptr, ec] = std::from_chars(text.data(), end, value);
+        if (text.empty() || ptr != end || ec == std::errc::invalid_argument) {
+          return "expects a whole number, got '" + text + "'";
+        }
+        if (ec == std::errc::result_out_of_range) return "'" + text + "' is too large";
+        if (value < min) return "must be at least " + std::to_string(min) + ", got " + text;
+        return {};
+      },
+      "", "");
+}
 
-/// A `--name N` flag of a subcommand: a whole number of at least `min`.
-struct Flag {
-  std::string_view name;
-  std::string_view help;
-  std::size_t* value;
-  std::size_t min = 1;
-};
+/// A finite number above 0.
+CLI::Validator above_zero() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        const char* end = text.data() + text.size();
+        auto [ptr, ec] = std::from_chars(text.data(), end, value);
+        if (text.empty() || ptr != end || ec != std::errc{}) return "expects a number, got '" + text + "'";
+        if (!(value > 0) || !std::isfinite(value)) return "must be more than 0, got " + text;
+        return {};
+      },
+      "", "");
+}
+
+/// What CLI11 left over on `command`'s line, the first unknown flag first, with the flags it knows.
+std::string unexpected(const CLI::App& command) {
+  const std::vector<std::string> left = command.remaining();
+  if (left.empty()) return "unexpected arguments";
+  const auto flag = std::find_if(left.begin(), left.end(), [](const std::string& arg) { return arg.starts_with("-"); });
+  std::string known;
+  for (const CLI::Option* option : command.get_options()) known += (known.empty() ? "" : ", ") + option->get_name();
+  return flag != left.end() ? "unknown flag '" + *flag + "' (flags: " + known + ")"
+                            : "unexpected argument '" + left.front() + "'";
+}
 
 struct Subcommand {
-  std::string_view name;
-  std::string_view summary;
-  std::vector<Flag> flags;
+  CLI::App* app;
   std::function<int()> run;
 };
-
-/// Thrown for command lines that cannot be run; main prints it with a pointer to --help.
-struct UsageError {
-  std::string message;
-};
-
-void print_subcommand_help(const Subcommand& command, std::FILE* out) {
-  std::fprintf(out, "usage: %s %s", kProgram.data(), command.name.data());
-  for (const Flag& flag : command.flags) std::fprintf(out, " [%s N]", flag.name.data());
-  std::fprintf(out, "\n\n%s\n\nflags:\n", command.summary.data());
-  for (const Flag& flag : command.flags) {
-    std::fprintf(out, "  %-16s %s (default %zu)\n", flag.name.data(), flag.help.data(), *flag.value);
-  }
-  std::fprintf(out, "  %-16s %s\n", "--help", "show this help");
-}
-
-void print_help(std::span<const Subcommand> commands, std::FILE* out) {
-  std::fprintf(out, "usage: %s <subcommand> [flags]\n       %s <subcommand> --help\n\n", kProgram.data(),
-               kProgram.data());
-  std::fprintf(out, "hetflow %s benchmarks. Each prints '<system> <metric> <value>' lines.\n\nsubcommands:\n",
-               HETFLOW_VERSION_STRING);
-  for (const Subcommand& command : commands) {
-    std::fprintf(out, "  %-10s %s\n", command.name.data(), command.summary.data());
-  }
-}
-
-std::string known_names(std::span<const Subcommand> commands) {
-  std::string text;
-  for (const Subcommand& command : commands) text += (text.empty() ? "" : ", ") + std::string(command.name);
-  return text;
-}
-
-std::string known_flags(const Subcommand& command) {
-  std::string text;
-  for (const Flag& flag : command.flags) text += std::string(flag.name) + ", ";
-  return text + "--help";
-}
-
-std::size_t parse_count(const Flag& flag, std::string_view text) {
-  std::size_t value = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc{} || ptr != end || text.empty()) {
-    throw UsageError{std::string(flag.name) + " expects a whole number, got '" + std::string(text) + "'"};
-  }
-  if (value < flag.min) {
-    throw UsageError{std::string(flag.name) + " must be at least " + std::to_string(flag.min) + ", got " +
-                     std::string(text)};
-  }
-  return value;
-}
-
-/// Parses `--name N` and `--name=N`; returns false if --help was asked for.
-bool parse_flags(const Subcommand& command, std::span<const std::string_view> args) {
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    std::string_view arg = args[i];
-    if (arg == "--help" || arg == "-h") return false;
-    std::string_view name = arg;
-    std::string_view value;
-    bool inline_value = false;
-    if (auto equals = arg.find('='); arg.starts_with("--") && equals != std::string_view::npos) {
-      name = arg.substr(0, equals);
-      value = arg.substr(equals + 1);
-      inline_value = true;
-    }
-    const Flag* flag = nullptr;
-    for (const Flag& candidate : command.flags) {
-      if (candidate.name == name) flag = &candidate;
-    }
-    if (flag == nullptr) {
-      const char* what = arg.starts_with("-") ? "unknown flag" : "unexpected argument";
-      throw UsageError{std::string(what) + " '" + std::string(arg) + "' (flags: " + known_flags(command) + ")"};
-    }
-    if (!inline_value) {
-      if (i + 1 == args.size()) throw UsageError{std::string(name) + " needs a value"};
-      value = args[++i];
-    }
-    *flag->value = parse_count(*flag, value);
-  }
-  return true;
-}
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  CLI::App app("hetflow " HETFLOW_VERSION_STRING " benchmarks. Each prints '<system> <metric> <value>' lines.",
+               std::string(kProgram));
+  app.set_version_flag("--version", std::string(kProgram) + " " + HETFLOW_VERSION_STRING);
+  app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();
+
   hetflow::bench::OverheadOptions overhead;
+  CLI::App* overhead_app = app.add_subcommand(
+      "overhead",
+      "per-task overhead of the default scheduler: independent, chain and fanout ns per task, and bytes per "
+      "pending task");
+  overhead_app->add_option("--tasks", overhead.tasks, "tasks per timed workload")->check(at_least(1))->type_name("N");
+  overhead_app->add_option("--repeat", overhead.repeat, "timed runs per workload; the median is printed")
+      ->check(at_least(1))
+      ->type_name("N");
+  overhead_app
+      ->add_option("--pending", overhead.pending, "tasks held pending behind a blocked one for the memory measurement")
+      ->check(at_least(1))
+      ->type_name("N");
+
   hetflow::bench::SchedSimOptions sched_sim;
+  CLI::App* sched_sim_app = app.add_subcommand(
+      "sched-sim",
+      "makespan of every scheduler on a tiled Cholesky simulated on a machine described by a file (default: 8 CPU "
+      "cores + 2 GPUs), with lower bounds and an offline plan");
+  sched_sim_app->add_option("--tiles", sched_sim.tiles, "tiles per side of the matrix, at least 2")
+      ->check(at_least(2))
+      ->type_name("N");
+  sched_sim_app
+      ->add_option("--machine", sched_sim.machine,
+                   "machine description to simulate (bench/sched_sim/*.json; default: the built-in legacy.json)")
+      ->check(CLI::ExistingFile.description(""))
+      ->type_name("FILE");
+  sched_sim_app
+      ->add_option("--precision", sched_sim.precision,
+                   "the tiles' elements, which sizes the copies: single for k40.json, whose costs were measured "
+                   "on floats")
+      ->check(CLI::IsMember({"double", "single"}).description(""))
+      ->type_name("double|single");
+  sched_sim_app
+      ->add_option("--bandwidth-gbs", sched_sim.bandwidth_gbs,
+                   "GB/s of the link between the host and each GPU, instead of the machine's")
+      ->check(above_zero())
+      ->type_name("B");
+
   const std::vector<Subcommand> commands{
-      {"overhead",
-       "per-task overhead of the default scheduler: independent, chain and fanout ns per task, and bytes per "
-       "pending task",
-       {{"--tasks", "tasks per timed workload", &overhead.tasks},
-        {"--repeat", "timed runs per workload; the median is printed", &overhead.repeat},
-        {"--pending", "tasks held pending behind a blocked one for the memory measurement", &overhead.pending}},
-       [&overhead] { return hetflow::bench::run_overhead(overhead); }},
-      {"sched-sim",
-       "makespan of every scheduler on a tiled Cholesky simulated on 8 CPU cores + 2 GPUs, and a lower bound",
-       {{"--tiles", "tiles per side of the matrix", &sched_sim.tiles, 2},
-        {"--bandwidth-gbs", "GB/s of the link between the host and each GPU", &sched_sim.bandwidth_gbs}},
-       [&sched_sim] { return hetflow::bench::run_sched_sim(sched_sim); }},
+      {overhead_app, [&overhead] { return hetflow::bench::run_overhead(overhead); }},
+      {sched_sim_app, [&sched_sim] { return hetflow::bench::run_sched_sim(sched_sim); }},
   };
 
-  const std::vector<std::string_view> args(argv + 1, argv + argc);
-  if (args.empty()) {
-    print_help(commands, stderr);
-    return 2;
+  if (argc == 1) {
+    std::fputs(app.help().c_str(), stderr);
+    return kUsageError;
   }
-  if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    print_help(commands, stdout);
+  const std::string_view first = argv[1];
+  if (first == "help") {
+    std::fputs(app.help().c_str(), stdout);
     return 0;
   }
-  if (args[0] == "--version") {
-    std::printf("%s %s\n", kProgram.data(), HETFLOW_VERSION_STRING);
-    return 0;
+  const bool known_first = first == "-h" || first == "--help" || first == "--version" ||
+                           std::any_of(commands.begin(), commands.end(),
+                                       [first](const Subcommand& command) { return command.app->get_name() == first; });
+  if (!known_first) {
+    std::string names;
+    for (const Subcommand& command : commands) names += (names.empty() ? "" : ", ") + command.app->get_name();
+    std::fprintf(stderr, "%s: unknown %s '%s' (subcommands: %s)\nrun '%s --help' for usage\n", kProgram.data(),
+                 first.starts_with("-") ? "flag" : "subcommand", argv[1], names.c_str(), kProgram.data());
+    return kUsageError;
   }
-
-  const Subcommand* command = nullptr;
-  for (const Subcommand& candidate : commands) {
-    if (candidate.name == args[0]) command = &candidate;
-  }
-  if (command == nullptr) {
-    const char* what = args[0].starts_with("-") ? "unknown flag" : "unknown subcommand";
-    std::fprintf(stderr, "%s: %s '%.*s' (subcommands: %s)\nrun '%s --help' for usage\n", kProgram.data(), what,
-                 static_cast<int>(args[0].size()), args[0].data(), known_names(commands).c_str(), kProgram.data());
-    return 2;
-  }
-
   try {
-    if (!parse_flags(*command, std::span(args).subspan(1))) {
-      print_subcommand_help(*command, stdout);
-      return 0;
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    if (error.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+      return app.exit(error);  // --help, --version
     }
-  } catch (const UsageError& error) {
-    std::fprintf(stderr, "%s %s: %s\nrun '%s %s --help' for usage\n", kProgram.data(), command->name.data(),
-                 error.message.c_str(), kProgram.data(), command->name.data());
-    return 2;
+    std::string where(kProgram);
+    std::string message = error.what();
+    for (const Subcommand& command : commands) {
+      if (!command.app->parsed()) continue;
+      where += " " + command.app->get_name();
+      if (dynamic_cast<const CLI::ExtrasError*>(&error) != nullptr) message = unexpected(*command.app);
+    }
+    std::fprintf(stderr, "%s: %s\nrun '%s --help' for usage\n", where.c_str(), message.c_str(), where.c_str());
+    return kUsageError;
   }
 
-  try {
-    return command->run();
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "%s %s: error: %s\n", kProgram.data(), command->name.data(), error.what());
-    return 1;
+  for (const Subcommand& command : commands) {
+    if (!command.app->parsed()) continue;
+    try {
+      return command.run();
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "%s %s: error: %s\n", kProgram.data(), command.app->get_name().c_str(), error.what());
+      return 1;
+    }
   }
+  return kUsageError;  // require_subcommand(1) leaves no other way here
 }

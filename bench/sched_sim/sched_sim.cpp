@@ -1,6 +1,6 @@
 // hetflow-bench sched-sim: every scheduler on a tiled Cholesky factorisation, simulated on a
-// machine of 8 CPU cores and 2 GPUs (HETFLOW_SIMULATE's engine, virtual time), next to a lower
-// bound on any schedule's makespan.
+// machine described by a file (bench/sched_sim/*.json; HETFLOW_SIMULATE's engine, virtual
+// time), next to lower bounds on any schedule's makespan and an offline plan.
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,51 +14,18 @@
 #include <vector>
 
 #include "bench.hpp"
+#include "default_machine.hpp"
 #include "hetflow/hetflow.hpp"
+#include "sched_sim/machine.hpp"
 
 namespace hetflow::bench {
 namespace {
 
-// Seconds per task on a 960 x 960 double tile (7.0 MiB): a core runs DGEMM (2 b^3 flops) at
-// 40 GFLOP/s, a GPU ten times faster; SYRK and TRSM (b^3) gain 6x and 4x on a GPU, and a tile's
-// POTRF (b^3 / 3), too small to fill a GPU, runs at 30 GFLOP/s on a core and half that on a GPU.
-struct KernelCost {
-  const char* name;
-  double cpu;
-  double cuda;
-};
-constexpr KernelCost kCosts[] = {
-    {"potrf", 9.83e-3, 19.66e-3},
-    {"trsm", 22.12e-3, 5.53e-3},
-    {"syrk", 22.12e-3, 3.69e-3},
-    {"gemm", 44.24e-3, 4.424e-3},
-};
-constexpr unsigned kCpus = 8;
-constexpr unsigned kGpus = 2;
 constexpr std::size_t kTile = 960;
-constexpr double kLatencyUs = 10.0;
-
-std::string machine_json(std::size_t bandwidth_gbs) {
-  std::string json = "{\n  \"cpus\": " + std::to_string(kCpus) + ",\n  \"gpus\": " + std::to_string(kGpus) +
-                     ",\n  \"link\": {\"bandwidth_gbs\": " + std::to_string(bandwidth_gbs) +
-                     ", \"latency_us\": " + std::to_string(kLatencyUs) + "},\n  \"codelets\": {\n";
-  for (std::size_t i = 0; i < std::size(kCosts); ++i) {
-    json += "    \"" + std::string(kCosts[i].name) + "\": {\"cpu\": " + std::to_string(kCosts[i].cpu) +
-            ", \"cuda\": " + std::to_string(kCosts[i].cuda) + "}" + (i + 1 < std::size(kCosts) ? ",\n" : "\n");
-  }
-  return json + "  }\n}\n";
-}
-
-const KernelCost& cost_of(const std::string& name) {
-  for (const KernelCost& cost : kCosts) {
-    if (name == cost.name) return cost;
-  }
-  throw Error("sched-sim: no cost for " + name);
-}
 
 // The Cholesky task graph: each task's kernel, tiles and predecessors, in submission order.
 struct GraphTask {
-  std::string kernel;
+  Kernel kernel = Kernel::potrf;
   std::vector<std::size_t> reads;  // tiles, numbered i + j * tiles
   std::size_t written = 0;
   std::vector<std::size_t> after;  // earlier tasks it depends on
@@ -68,11 +35,11 @@ struct GraphTask {
 // The right-looking algorithm. A task's priority is its upward rank: the longest expected path
 // from its start to the end of the graph, each task at its mean cost over the architectures
 // (in microseconds), so that the critical path goes first.
-std::vector<GraphTask> cholesky_graph(std::size_t tiles) {
+std::vector<GraphTask> cholesky_graph(const SchedSimMachine& machine, std::size_t tiles) {
   std::vector<GraphTask> tasks;
   std::vector<std::size_t> last_writer(tiles * tiles, static_cast<std::size_t>(-1));
   const auto at = [tiles](std::size_t i, std::size_t j) { return i + j * tiles; };
-  const auto add = [&](const char* kernel, std::vector<std::size_t> reads, std::size_t written) {
+  const auto add = [&](Kernel kernel, std::vector<std::size_t> reads, std::size_t written) {
     GraphTask task{kernel, std::move(reads), written, {}, 0};
     for (std::size_t tile : task.reads) {
       if (last_writer[tile] != static_cast<std::size_t>(-1)) task.after.push_back(last_writer[tile]);
@@ -82,16 +49,16 @@ std::vector<GraphTask> cholesky_graph(std::size_t tiles) {
     tasks.push_back(std::move(task));
   };
   for (std::size_t k = 0; k < tiles; ++k) {
-    add("potrf", {}, at(k, k));
-    for (std::size_t i = k + 1; i < tiles; ++i) add("trsm", {at(k, k)}, at(i, k));
+    add(Kernel::potrf, {}, at(k, k));
+    for (std::size_t i = k + 1; i < tiles; ++i) add(Kernel::trsm, {at(k, k)}, at(i, k));
     for (std::size_t i = k + 1; i < tiles; ++i) {
-      add("syrk", {at(i, k)}, at(i, i));
-      for (std::size_t j = k + 1; j < i; ++j) add("gemm", {at(i, k), at(j, k)}, at(i, j));
+      add(Kernel::syrk, {at(i, k)}, at(i, i));
+      for (std::size_t j = k + 1; j < i; ++j) add(Kernel::gemm, {at(i, k), at(j, k)}, at(i, j));
     }
   }
   std::vector<double> rank(tasks.size(), 0);
   for (std::size_t t = tasks.size(); t-- > 0;) {
-    const KernelCost& cost = cost_of(tasks[t].kernel);
+    const KernelCost& cost = machine.cost(tasks[t].kernel);
     rank[t] += (cost.cpu + cost.cuda) / 2;
     for (std::size_t before : tasks[t].after) rank[before] = std::max(rank[before], rank[t]);
     tasks[t].priority = static_cast<int>(rank[t] * 1e6);
@@ -99,46 +66,53 @@ std::vector<GraphTask> cholesky_graph(std::size_t tiles) {
   return tasks;
 }
 
-double fastest(const GraphTask& task) {
-  const KernelCost& cost = cost_of(task.kernel);
-  return std::min(cost.cpu, cost.cuda);
-}
+// Tasks counted per kernel, in the order of Kernel.
+using KernelCounts = std::array<double, kKernelNames.size()>;
 
-std::size_t kernel_index(const std::string& name) { return static_cast<std::size_t>(&cost_of(name) - kCosts); }
+class Bounds {
+ public:
+  explicit Bounds(const SchedSimMachine& machine) : machine_(machine) {}
 
-// Tasks counted per kernel, in the order of kCosts.
-using KernelCounts = std::array<double, std::size(kCosts)>;
-
-// The least time in which all workers can do the counted tasks, each task split at will between
-// the two kinds of workers: the best split gives the GPUs the kernels they speed up most (a
-// fractional knapsack), found by bisection on the time.
-double work_bound(const KernelCounts& counts) {
-  std::array<std::size_t, std::size(kCosts)> by_gain{};
-  std::iota(by_gain.begin(), by_gain.end(), std::size_t{0});
-  std::sort(by_gain.begin(), by_gain.end(), [](std::size_t a, std::size_t b) {
-    return kCosts[a].cpu / kCosts[a].cuda > kCosts[b].cpu / kCosts[b].cuda;
-  });
-  auto feasible = [&](double makespan) {
-    double gpu_time = kGpus * makespan;
-    double cpu_time = kCpus * makespan;
-    for (std::size_t k : by_gain) {
-      const double on_gpu = std::min(counts[k], gpu_time / kCosts[k].cuda);
-      gpu_time -= on_gpu * kCosts[k].cuda;
-      cpu_time -= (counts[k] - on_gpu) * kCosts[k].cpu;
-    }
-    return cpu_time >= 0;
-  };
-  double low = 0;
-  double high = 0;
-  for (std::size_t k = 0; k < counts.size(); ++k) high += counts[k] * kCosts[k].cpu;
-  for (int round = 0; round < 100; ++round) {
-    const double middle = (low + high) / 2;
-    (feasible(middle) ? high : low) = middle;
+  [[nodiscard]] double fastest(const GraphTask& task) const {
+    const KernelCost& cost = machine_.cost(task.kernel);
+    return machine_.gpus == 0 ? cost.cpu : machine_.cpus == 0 ? cost.cuda : std::min(cost.cpu, cost.cuda);
   }
-  return high;
-}
 
-struct Bounds {
+  // The least time in which all workers can do the counted tasks, each task split at will
+  // between the two kinds of workers: the best split gives the GPUs the kernels they speed up
+  // most (a fractional knapsack), found by bisection on the time.
+  [[nodiscard]] double work_bound(const KernelCounts& counts) const {
+    const auto& costs = machine_.costs;
+    std::array<std::size_t, kKernelNames.size()> by_gain{};
+    std::iota(by_gain.begin(), by_gain.end(), std::size_t{0});
+    std::sort(by_gain.begin(), by_gain.end(), [&costs](std::size_t a, std::size_t b) {
+      return costs[a].cpu / costs[a].cuda > costs[b].cpu / costs[b].cuda;
+    });
+    auto feasible = [&](double makespan) {
+      double gpu_time = machine_.gpus * makespan;
+      double cpu_time = machine_.cpus * makespan;
+      for (std::size_t k : by_gain) {
+        const double on_gpu = std::min(counts[k], gpu_time / costs[k].cuda);
+        gpu_time -= on_gpu * costs[k].cuda;
+        cpu_time -= (counts[k] - on_gpu) * costs[k].cpu;
+      }
+      return cpu_time >= 0;
+    };
+    double low = 0;
+    double high = 0;
+    for (std::size_t k = 0; k < counts.size(); ++k) high += counts[k] * std::max(costs[k].cpu, costs[k].cuda);
+    for (int round = 0; round < 100; ++round) {
+      const double middle = (low + high) / 2;
+      (feasible(middle) ? high : low) = middle;
+    }
+    return high;
+  }
+
+ private:
+  const SchedSimMachine& machine_;
+};
+
+struct LowerBounds {
   // max(critical path, work): the longest chain of tasks each on its fastest architecture, and
   // all the work divided among all workers in the best proportions.
   double simple = 0;
@@ -148,23 +122,28 @@ struct Bounds {
   double windowed = 0;
 };
 
-Bounds lower_bounds(const std::vector<GraphTask>& tasks) {
+LowerBounds lower_bounds(const SchedSimMachine& machine, const std::vector<GraphTask>& tasks) {
+  const Bounds bounds_of(machine);
   std::vector<double> head(tasks.size(), 0);
   std::vector<double> tail(tasks.size(), 0);
   for (std::size_t t = 0; t < tasks.size(); ++t) {
-    for (std::size_t before : tasks[t].after) head[t] = std::max(head[t], head[before] + fastest(tasks[before]));
+    for (std::size_t before : tasks[t].after) {
+      head[t] = std::max(head[t], head[before] + bounds_of.fastest(tasks[before]));
+    }
   }
   for (std::size_t t = tasks.size(); t-- > 0;) {
-    for (std::size_t before : tasks[t].after) tail[before] = std::max(tail[before], tail[t] + fastest(tasks[t]));
+    for (std::size_t before : tasks[t].after) {
+      tail[before] = std::max(tail[before], tail[t] + bounds_of.fastest(tasks[t]));
+    }
   }
   double critical_path = 0;
   KernelCounts all{};
   for (std::size_t t = 0; t < tasks.size(); ++t) {
-    critical_path = std::max(critical_path, head[t] + fastest(tasks[t]) + tail[t]);
-    ++all[kernel_index(tasks[t].kernel)];
+    critical_path = std::max(critical_path, head[t] + bounds_of.fastest(tasks[t]) + tail[t]);
+    ++all[static_cast<unsigned>(tasks[t].kernel)];
   }
-  Bounds bounds;
-  bounds.simple = std::max(critical_path, work_bound(all));
+  LowerBounds bounds;
+  bounds.simple = std::max(critical_path, bounds_of.work_bound(all));
   bounds.windowed = bounds.simple;
   // For each head h, the tasks from h on, by decreasing tail: a window grows by one task at a
   // time as the tail t it asks for shrinks.
@@ -179,9 +158,9 @@ Bounds lower_bounds(const std::vector<GraphTask>& tasks) {
     for (std::size_t i = 0; i < by_tail.size(); ++i) {
       const std::size_t t = by_tail[i];
       if (head[t] < from) continue;
-      ++window[kernel_index(tasks[t].kernel)];
+      ++window[static_cast<unsigned>(tasks[t].kernel)];
       const bool last_of_its_tail = i + 1 == by_tail.size() || tail[by_tail[i + 1]] < tail[t];
-      if (last_of_its_tail) bounds.windowed = std::max(bounds.windowed, from + tail[t] + work_bound(window));
+      if (last_of_its_tail) bounds.windowed = std::max(bounds.windowed, from + tail[t] + bounds_of.work_bound(window));
     }
   }
   return bounds;
@@ -190,18 +169,19 @@ Bounds lower_bounds(const std::vector<GraphTask>& tasks) {
 // A plan made with the whole graph and every cost known in advance, data transfers left out
 // (HEFT: tasks by decreasing upward rank, each to the worker that would finish it first): not a
 // bound, but what a strong offline list scheduler reaches, to measure the online ones against.
-double offline_plan(const std::vector<GraphTask>& tasks) {
+double offline_plan(const SchedSimMachine& machine, const std::vector<GraphTask>& tasks) {
   std::vector<std::size_t> order(tasks.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   std::stable_sort(order.begin(), order.end(),
                    [&tasks](std::size_t a, std::size_t b) { return tasks[a].priority > tasks[b].priority; });
-  std::vector<double> cpu_free(kCpus, 0);
-  std::vector<double> gpu_free(kGpus, 0);
+  constexpr double kNever = 1e300;
+  std::vector<double> cpu_free(std::max(machine.cpus, 1U), machine.cpus == 0 ? kNever : 0.0);
+  std::vector<double> gpu_free(std::max(machine.gpus, 1U), machine.gpus == 0 ? kNever : 0.0);
   std::vector<double> finish(tasks.size(), 0);
   for (std::size_t t : order) {  // by rank is a topological order: a task outranks its successors
     double ready = 0;
     for (std::size_t before : tasks[t].after) ready = std::max(ready, finish[before]);
-    const KernelCost& cost = cost_of(tasks[t].kernel);
+    const KernelCost& cost = machine.cost(tasks[t].kernel);
     const auto cpu = std::min_element(cpu_free.begin(), cpu_free.end());
     const auto gpu = std::min_element(gpu_free.begin(), gpu_free.end());
     const double on_cpu = std::max(*cpu, ready) + cost.cpu;
@@ -212,21 +192,21 @@ double offline_plan(const std::vector<GraphTask>& tasks) {
   return *std::max_element(finish.begin(), finish.end());
 }
 
-double simulate(const std::string& scheduler, const std::string& machine_file, std::size_t tiles) {
-  std::map<std::string, Codelet> codelets;
-  for (const KernelCost& cost : kCosts) {
-    Codelet codelet;
-    codelet.name = cost.name;
-    codelet.cpu = [](TaskContext&) {};  // never run: the machine gives the time
-    codelet.cuda = [](TaskContext&) {};
-    codelets[cost.name] = codelet;
+template <typename Element>
+double simulate(const std::string& scheduler, const std::string& machine_file, const SchedSimMachine& machine,
+                std::size_t tiles) {
+  std::array<Codelet, kKernelNames.size()> codelets;
+  for (std::size_t k = 0; k < kKernelNames.size(); ++k) {
+    codelets[k].name = std::string(kKernelNames[k]);
+    codelets[k].cpu = [](TaskContext&) {};  // never run: the machine gives the time
+    codelets[k].cuda = [](TaskContext&) {};
   }
   Config config;
   config.scheduler = scheduler;
   config.simulate = machine_file;
   Runtime rt(config);
   // Nothing reads or writes the tiles in a simulation: they all name one buffer.
-  static std::vector<double> shared_tile(kTile * kTile);
+  static std::vector<Element> shared_tile(kTile * kTile);
   std::vector<DataHandle> handles(tiles * tiles);
   for (std::size_t j = 0; j < tiles; ++j) {
     for (std::size_t i = j; i < tiles; ++i) {
@@ -234,11 +214,12 @@ double simulate(const std::string& scheduler, const std::string& machine_file, s
     }
   }
   std::vector<Future<void>> tasks;
-  for (const GraphTask& task : cholesky_graph(tiles)) {
+  for (const GraphTask& task : cholesky_graph(machine, tiles)) {
     std::vector<DataAccess> data;
     for (std::size_t tile : task.reads) data.push_back(R(handles[tile]));
     data.push_back(RW(handles[task.written]));
-    tasks.push_back(rt.insert(codelets.at(task.kernel), {.data_list = data, .priority = task.priority}));
+    tasks.push_back(
+        rt.insert(codelets[static_cast<unsigned>(task.kernel)], {.data_list = data, .priority = task.priority}));
   }
   rt.wait_all();
   for (const Future<void>& task : tasks) task.get();  // a failed task would make the makespan meaningless
@@ -250,26 +231,41 @@ double simulate(const std::string& scheduler, const std::string& machine_file, s
 }  // namespace
 
 int run_sched_sim(const SchedSimOptions& options) {
+  const bool single = options.precision == "single";
+  if (!single && options.precision != "double") throw InvalidArgument("unknown precision '" + options.precision + "'");
+  const std::size_t tile_bytes = kTile * kTile * (single ? sizeof(float) : sizeof(double));
+  SchedSimMachine machine = options.machine.empty()
+                                ? SchedSimMachine::parse(kDefaultMachineJson, kDefaultMachineName, tile_bytes)
+                                : SchedSimMachine::load(options.machine, tile_bytes);
+  if (options.bandwidth_gbs) machine.bandwidth_gbs = *options.bandwidth_gbs;
+  const std::string machine_name = options.machine.empty() ? std::string(kDefaultMachineName)
+                                                           : std::filesystem::path(options.machine).filename().string();
+
   const std::filesystem::path machine_file =
       std::filesystem::temp_directory_path() / ("hetflow-sched-sim-" + std::to_string(::getpid()) + ".json");
   {
     std::ofstream out(machine_file);
-    out << machine_json(options.bandwidth_gbs);
+    out << machine.to_json();
   }
   std::fprintf(stderr,
-               "sched-sim: Cholesky of %zu x %zu tiles of %zu doubles on %u CPU cores + %u GPUs linked at %zu GB/s\n",
-               options.tiles, options.tiles, kTile, kCpus, kGpus, options.bandwidth_gbs);
+               "sched-sim: Cholesky of %zu x %zu tiles of %zu x %zu %ss on %s: %u CPU cores + %u GPUs linked at "
+               "%g GB/s\n",
+               options.tiles, options.tiles, kTile, kTile, single ? "float" : "double", machine_name.c_str(),
+               machine.cpus, machine.gpus, machine.bandwidth_gbs);
   try {
     std::map<std::string, double> makespans;
     for (const char* scheduler : {"eager", "prio", "ws", "random", "dm", "dmda", "dmdas"}) {
-      makespans[scheduler] = simulate(scheduler, machine_file.string(), options.tiles);
+      makespans[scheduler] = single ? simulate<float>(scheduler, machine_file.string(), machine, options.tiles)
+                                    : simulate<double>(scheduler, machine_file.string(), machine, options.tiles);
       std::printf("%s makespan_s %.6f\n", scheduler, makespans[scheduler]);
       std::fflush(stdout);
     }
-    const std::vector<GraphTask> graph = cholesky_graph(options.tiles);
-    const Bounds bounds = lower_bounds(graph);
+    const std::vector<GraphTask> graph = cholesky_graph(machine, options.tiles);
+    const LowerBounds bounds = lower_bounds(machine, graph);
     const double bound = bounds.simple;
+    const double plan = offline_plan(machine, graph);
     std::printf("lower_bound makespan_s %.6f\n", bound);
+    std::printf("offline_plan makespan_s %.6f\n", plan);
     std::fflush(stdout);
     std::fprintf(stderr, "sched-sim: dmdas / lower bound %.2f, eager / dmda %.2f, eager / dmdas %.2f\n",
                  makespans["dmdas"] / bound, makespans["eager"] / makespans["dmda"],
@@ -278,7 +274,6 @@ int run_sched_sim(const SchedSimOptions& options) {
                  "sched-sim: a tighter lower bound (each task within its head and tail chains) %.6f s: no schedule is "
                  "more than %.2f x better than eager\n",
                  bounds.windowed, makespans["eager"] / bounds.windowed);
-    const double plan = offline_plan(graph);
     std::fprintf(stderr, "sched-sim: offline HEFT plan without transfers %.6f s, dmdas / that plan %.2f\n", plan,
                  makespans["dmdas"] / plan);
   } catch (...) {

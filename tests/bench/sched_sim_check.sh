@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# hetflow-bench sched-sim: one makespan line per scheduler and the lower bound, in the form the
-# benchmark promises, and no schedule beats either lower bound it reports (a bound that some
-# schedule beat would be wrong). Usage: sched_sim_check.sh <hetflow-bench> [TILES]
+# hetflow-bench sched-sim: one makespan line per scheduler, the lower bound and the offline plan,
+# in the form the benchmark promises, on the built-in machine and on each machine file; no
+# schedule beats either lower bound it reports (a bound that some schedule beat would be
+# wrong); the built-in machine is legacy.json; and bad command lines and machine files are
+# refused with a message that names the problem.
+# Usage: sched_sim_check.sh <hetflow-bench> <directory of the machine files> [TILES]
 set -euo pipefail
 bench=$1
-tiles=${2:-6}
-errors=$(mktemp)
-trap 'rm -f "$errors"' EXIT
-out=$("$bench" sched-sim --tiles "$tiles" 2>"$errors")
+machines=$2
+tiles=${3:-6}
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+errors=$scratch/stderr
+out=
 
 fail() {
   echo "sched_sim_check: $*" >&2
@@ -17,25 +22,71 @@ fail() {
 }
 
 number='[0-9]+\.[0-9]+'
-expected=(eager prio ws random dm dmda dmdas lower_bound)
-[ "$(echo "$out" | wc -l)" -eq ${#expected[@]} ] || fail "expected ${#expected[@]} lines"
-declare -A makespan
-for name in "${expected[@]}"; do
-  line=$(echo "$out" | grep -E "^$name makespan_s $number\$") || fail "no line '$name makespan_s <seconds>'"
-  makespan[$name]=${line##* }
-done
-tighter=$(sed -nE "s/.*tighter lower bound .* ($number) s: .*/\1/p" "$errors")
-plan=$(sed -nE "s/.*offline HEFT plan without transfers ($number) s.*/\1/p" "$errors")
-[ -n "$tighter" ] || fail "no tighter lower bound on stderr"
-[ -n "$plan" ] || fail "no offline plan on stderr"
+schedulers=(eager prio ws random dm dmda dmdas)
+expected=("${schedulers[@]}" lower_bound offline_plan)
 
-bound=${makespan[lower_bound]}
-awk -v simple="$bound" -v tighter="$tighter" 'BEGIN { exit !(tighter + 1e-9 >= simple) }' ||
-  fail "the tighter bound $tighter is below the simple one $bound"
-for name in eager prio ws random dm dmda dmdas; do
-  awk -v m="${makespan[$name]}" -v b="$tighter" 'BEGIN { exit !(m + 1e-9 >= b) }' ||
-    fail "$name finished in ${makespan[$name]} s, under the lower bound $tighter s"
+# Runs sched-sim with the given flags and checks its output and bounds.
+check_run() {
+  out=$("$bench" sched-sim --tiles "$tiles" "$@" 2>"$errors") || fail "sched-sim $* failed"
+  [ "$(echo "$out" | wc -l)" -eq ${#expected[@]} ] || fail "sched-sim $*: expected ${#expected[@]} lines"
+  declare -A makespan
+  for name in "${expected[@]}"; do
+    line=$(echo "$out" | grep -E "^$name makespan_s $number\$") || fail "sched-sim $*: no line '$name makespan_s <seconds>'"
+    makespan[$name]=${line##* }
+  done
+  tighter=$(sed -nE "s/.*tighter lower bound .* ($number) s: .*/\1/p" "$errors")
+  plan=$(sed -nE "s/.*offline HEFT plan without transfers ($number) s.*/\1/p" "$errors")
+  [ -n "$tighter" ] || fail "sched-sim $*: no tighter lower bound on stderr"
+  [ "$plan" = "${makespan[offline_plan]}" ] || fail "sched-sim $*: the offline plan differs on stdout and stderr"
+  bound=${makespan[lower_bound]}
+  awk -v simple="$bound" -v tighter="$tighter" 'BEGIN { exit !(tighter + 1e-9 >= simple) }' ||
+    fail "sched-sim $*: the tighter bound $tighter is below the simple one $bound"
+  for name in "${schedulers[@]}" offline_plan; do
+    awk -v m="${makespan[$name]}" -v b="$tighter" 'BEGIN { exit !(m + 1e-9 >= b) }' ||
+      fail "sched-sim $*: $name finished in ${makespan[$name]} s, under the lower bound $tighter s"
+  done
+}
+
+check_run
+built_in=$out
+check_run --machine "$machines/legacy.json"
+[ "$out" = "$built_in" ] || fail "the built-in machine and legacy.json give different makespans"
+check_run --machine "$machines/k40.json" --precision single
+check_run --machine "$machines/gh200.json"
+check_run --machine "$machines/legacy.json" --bandwidth-gbs 1e5
+
+# Refused: exit status 2 for a command line, 1 for a machine file, and a message naming it.
+expect_refusal() {
+  local status=$1 message=$2
+  shift 2
+  out=
+  set +e
+  "$bench" "$@" >/dev/null 2>"$errors"
+  local got=$?
+  set -e
+  [ "$got" -eq "$status" ] || fail "'$*' exited with $got, not $status"
+  grep -qF -- "$message" "$errors" || fail "'$*': no '$message' on stderr"
+}
+expect_refusal 2 "--tiles: expects a whole number, got 'many'" sched-sim --tiles many
+expect_refusal 2 "--tiles: must be at least 2, got 1" sched-sim --tiles 1
+expect_refusal 2 "--bandwidth-gbs: must be more than 0, got 0" sched-sim --bandwidth-gbs 0
+expect_refusal 2 "--bandwidth-gbs: expects a number, got 'fast'" sched-sim --bandwidth-gbs fast
+expect_refusal 2 "--machine: File does not exist: $scratch/none.json" sched-sim --machine "$scratch/none.json"
+expect_refusal 2 "--precision: half not in" sched-sim --precision half
+expect_refusal 2 "unknown flag '--tile' (flags: --help, --tiles, --machine" sched-sim --tile 4
+expect_refusal 2 "unknown subcommand 'sched'" sched --tiles 4
+expect_refusal 2 "--tasks: must be at least 1, got 0" overhead --tasks 0
+echo '{"cpus": 2, "gpus": 1, "opencl": 1, "codelets": {}}' >"$scratch/opencl.json"
+expect_refusal 1 "opencl.json: opencl: not used by sched-sim" sched-sim --machine "$scratch/opencl.json"
+printf '{"cpus": 2,\n "gpus": 1,}\n' >"$scratch/comma.json"
+expect_refusal 1 "comma.json:2:" sched-sim --machine "$scratch/comma.json"
+sed 's/"cuda": 8251.1e-6/"cuda": "fast"/' "$machines/k40.json" >"$scratch/text.json"
+expect_refusal 1 "text.json: codelets.potrf.cuda: expected seconds" sched-sim --machine "$scratch/text.json"
+
+help=$("$bench" sched-sim --help) || fail "sched-sim --help failed"
+for flag in --tiles --machine --precision --bandwidth-gbs; do
+  echo "$help" | grep -qF -- "$flag" || fail "sched-sim --help does not mention $flag"
 done
-awk -v p="$plan" -v b="$tighter" 'BEGIN { exit !(p + 1e-9 >= b) }' ||
-  fail "the offline plan takes $plan s, under the lower bound $tighter s"
-echo "sched-sim at $tiles x $tiles tiles: every makespan at or above the bounds ($bound, $tighter s)"
+"$bench" --help | grep -qF sched-sim || fail "--help does not list sched-sim"
+echo "sched-sim at $tiles x $tiles tiles on the built-in machine, legacy.json, k40.json and gh200.json: every" \
+  "makespan at or above the bounds; bad command lines and machine files refused"
