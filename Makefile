@@ -16,7 +16,7 @@ DOCS_PYTHON_DEPS := sphinx breathe myst-parser furo
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all deps build python run test test-unit test-python test-types test-tsan test-asan stress bench bench-python install clean format stubs
+.PHONY: all deps build python run test test-unit test-python test-types test-tsan test-asan stress bench bench-deps bench-python install clean format stubs
 
 all: build
 
@@ -78,8 +78,11 @@ stress: build python
 	HETFLOW_FAULT_ROUNDS=$(FAULT_ROUNDS) $(PY) -m pytest -q -s tests/python/test_fault_injection.py
 	HETFLOW_TEST_SCALE=$(STRESS_SCALE) ctest --test-dir $(BUILD) -R '^stress\.' -j$(JOBS) --output-on-failure
 
-bench: build bench-python
+# The competitors' packages come first, so that the build finds them and makes their programs.
+bench-deps: deps
 	@scripts/install-deps.sh $(BENCH_PACKAGES)
+
+bench: bench-deps build bench-python
 	HETFLOW_BENCH=./$(BUILD)/bench/hetflow-bench bash bench/overhead/compare.sh
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 16
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 32
