@@ -91,6 +91,7 @@ bench: bench-deps build bench-python
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 16 --machine bench/sched_sim/gh200.json
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 32 --machine bench/sched_sim/gh200.json
 	BUILD=$(BUILD) bash bench/taskbench/metg.sh stencil_1d
+	HETFLOW_BUILD=$(BUILD) bash bench/cholesky/fidelity.sh
 
 bench-python: python
 	$(PY) -m pip install -q --disable-pip-version-check joblib
