@@ -74,6 +74,15 @@ void copy_to_host(HandleImpl& handle, ext::MemoryNode& node, const void* buffer)
 
 // Everything below runs with the handle's coherence mutex held.
 
+// The copy of the owner's version that chained prefetches start from (start_chained_prefetch)
+// is out of date, or no longer needed: host RAM has the version, or a write makes a new one.
+void drop_staged_copy(HandleImpl& handle) {
+  Replica& host = handle.replicas[kHostNode];
+  if (!host.pending) return;
+  std::shared_ptr<ext::Transfer> staged = std::move(host.pending);
+  staged->wait();  // it reads the owner's buffer, which may change or go once it is dropped
+}
+
 void wait_pending(HandleImpl& handle, unsigned node) {
   Replica& replica = handle.replicas[node];
   if (!replica.pending) return;
@@ -85,6 +94,7 @@ void wait_pending(HandleImpl& handle, unsigned node) {
 
 void wait_all_pending(HandleImpl& handle) {
   for (unsigned node = 1; node < handle.replicas.size(); ++node) wait_pending(handle, node);
+  drop_staged_copy(handle);
 }
 
 }  // namespace
@@ -95,28 +105,74 @@ void copy_home(HandleImpl& handle, unsigned from) {
   const double start = handle.context->now();
   copy_to_host(handle, handle.context->node_memory(from).device(), source.ptr);
   handle.context->record_transfer(from, kHostNode, handle.layout.payload_bytes(), start, handle.context->now());
+  drop_staged_copy(handle);
 }
 
 namespace {
 
-// Brings the latest version into host RAM when the host replica is invalid.
+// Brings the latest version into host RAM when the host replica is invalid: from the owner, whose
+// copy is there already, rather than from a replica that a prefetch may still be filling.
 void make_host_valid(HandleImpl& handle) {
   Replica& host = handle.replicas[kHostNode];
   if (host.state != ReplicaState::invalid) return;
+  unsigned from = kHostNode;
   for (unsigned other = 1; other < handle.replicas.size(); ++other) {
-    if (handle.replicas[other].state != ReplicaState::invalid) {
-      copy_home(handle, other);
-      for (Replica& replica : handle.replicas) {
-        if (replica.state == ReplicaState::owner) replica.state = ReplicaState::shared;
-      }
-      host.state = ReplicaState::shared;
-      return;
+    const ReplicaState state = handle.replicas[other].state;
+    if (state == ReplicaState::owner) {
+      from = other;
+      break;
     }
+    if (state == ReplicaState::shared && from == kHostNode) from = other;
   }
+  if (from == kHostNode) return;  // unreachable: some replica is always valid
+  copy_home(handle, from);
+  for (Replica& replica : handle.replicas) {
+    if (replica.state == ReplicaState::owner) replica.state = ReplicaState::shared;
+  }
+  host.state = ReplicaState::shared;
 }
 
-// `hint`: a prefetch, which neither waits for room nor copies between devices. Returns false
-// when it gave up.
+// A prefetch to device `node` of data whose latest version only another device holds (host RAM
+// invalid): a device -> host -> device chain that nobody waits for, where both nodes can make
+// one (ChainedCopies); otherwise it gives up (returns false), and the copy is made, through
+// copy_to_host, when the task that reads the data starts. The source stays the owner (host RAM
+// lacks its version), so that nothing is lost when either replica is evicted: reads replicate,
+// only a write makes a replica the only valid one. The new replica is shared, valid once its
+// `pending` copy lands. The copy to host memory goes to a staging buffer, never to the user's,
+// and is made once per version: the host replica's `pending` keeps it (a StagedCopy) for the
+// chains to other devices, until host RAM gets the version or a write makes a new one.
+bool start_chained_prefetch(HandleImpl& handle, unsigned node) {
+  unsigned from = kHostNode;
+  for (unsigned other = 1; other < handle.replicas.size(); ++other) {
+    if (other != node && handle.replicas[other].state == ReplicaState::owner) from = other;
+  }
+  if (from == kHostNode) return false;
+  Replica& source = handle.replicas[from];
+  Replica& local = handle.replicas[node];
+  if (source.pending || local.pending) return false;  // neither happens while host RAM is invalid
+  NodeMemory& target_memory = handle.context->node_memory(node);
+  auto* source_copies = dynamic_cast<ChainedCopies*>(&handle.context->node_memory(from).device());
+  auto* target_copies = dynamic_cast<ChainedCopies*>(&target_memory.device());
+  if (source_copies == nullptr || target_copies == nullptr) return false;
+  const std::size_t bytes = handle.layout.span_bytes();
+  if (local.ptr == nullptr) local.ptr = target_memory.allocate(handle, bytes, /*may_wait=*/false);
+  if (local.ptr == nullptr) return false;
+  target_memory.touch(handle);
+  Replica& host = handle.replicas[kHostNode];
+  auto staged = std::dynamic_pointer_cast<StagedCopy>(host.pending);
+  if (!staged) {
+    staged = std::make_shared<StagedCopy>(bytes);  // the whole span, gaps included
+    staged->set_copy(source_copies->start_copy_to_host(staged->staging(), source.ptr, bytes));
+    host.pending = staged;
+  }
+  local.pending_since = handle.context->now();
+  local.pending = target_copies->copy_from_host_after(local.ptr, bytes, std::move(staged));
+  local.state = ReplicaState::shared;
+  return true;
+}
+
+// `hint`: a prefetch, which neither waits for room nor copies between devices other than by a
+// chain nobody waits for (start_chained_prefetch). Returns false when it gave up.
 // `needs_data` false: the access overwrites everything (W), so only the buffer is needed.
 bool start_fetch(HandleImpl& handle, unsigned node, bool needs_data, bool hint = false) {
   Replica& local = handle.replicas[node];
@@ -126,7 +182,7 @@ bool start_fetch(HandleImpl& handle, unsigned node, bool needs_data, bool hint =
   }
   NodeMemory& memory = handle.context->node_memory(node);
   const std::size_t bytes = handle.layout.span_bytes();
-  if (hint && handle.replicas[kHostNode].state == ReplicaState::invalid) return false;
+  if (hint && handle.replicas[kHostNode].state == ReplicaState::invalid) return start_chained_prefetch(handle, node);
   if (local.ptr == nullptr) local.ptr = memory.allocate(handle, bytes, /*may_wait=*/!hint);
   if (local.ptr == nullptr) return false;
   memory.touch(handle);
@@ -222,6 +278,11 @@ unsigned valid_source(HandleImpl& handle, unsigned node) {
 void drop_device_replicas(HandleImpl& handle) noexcept {
   if (handle.replicas.size() == 1) return;
   std::lock_guard guard(handle.coherence_mutex);
+  try {
+    drop_staged_copy(handle);
+  } catch (...) {
+    // Its staging buffer goes either way.
+  }
   for (unsigned node = 1; node < handle.replicas.size(); ++node) {
     Replica& replica = handle.replicas[node];
     if (replica.pending) {

@@ -21,7 +21,9 @@ void* complete_fetch(HandleImpl& handle, unsigned node, AccessMode mode);
 void unpin(HandleImpl& handle, unsigned node) noexcept;
 /// fetch + complete_fetch + unpin: for host-side accesses outside tasks (acquire, unregister).
 void* prepare_replica(HandleImpl& handle, unsigned node, AccessMode mode);
-/// Starts bringing a valid copy to `node` ahead of need, unless one is there or on its way.
+/// Starts bringing a valid copy to `node` ahead of need, unless one is there or on its way. From
+/// a copy only another device holds, only where both devices chain copies (ChainedCopies in
+/// node_memory.hpp): the task that reads it then gets it through host RAM when it starts.
 void prefetch(HandleImpl& handle, unsigned node);
 /// A node holding a valid copy (or one on its way): `node` itself if it does, else host RAM if
 /// it does, else the lowest such device node.

@@ -19,6 +19,16 @@ std::string mebibytes(std::size_t bytes) {
 // it is reported instead of waited for forever.
 constexpr auto kFullNodePatience = std::chrono::seconds(60);
 
+// Whether a copy into another replica of `handle` than the one on `node` (or into the staging
+// buffer of chained prefetches, kept by the host replica) is still in flight.
+bool copying_elsewhere(HandleImpl& handle, unsigned node) {
+  for (unsigned other = 0; other < handle.replicas.size(); ++other) {
+    const Replica& replica = handle.replicas[other];
+    if (other != node && replica.pending && !replica.pending->done()) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 NodeMemory::NodeMemory(DataContext& context, unsigned index, std::shared_ptr<ext::MemoryNode> node, std::size_t limit)
@@ -87,6 +97,9 @@ bool NodeMemory::evict_one(HandleImpl& requester) {
     // simulation, where time cannot pass here to let it land: the copy is dropped, its link
     // time spent for nothing.
     if (replica.pins != 0 || (replica.pending && !replica.pending->done() && !context_.simulating())) continue;
+    // Nor is the source of a copy to another device still in flight (a chained prefetch, which
+    // reads the owner's buffer), which must not be freed under it.
+    if (replica.state == ReplicaState::owner && !context_.simulating() && copying_elsewhere(victim, index_)) continue;
     replica.pending.reset();
     const std::size_t bytes = victim.layout.span_bytes();
     if (replica.state == ReplicaState::owner) {

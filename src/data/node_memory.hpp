@@ -16,6 +16,52 @@ namespace hetflow::detail {
 class DataContext;
 class HandleImpl;
 
+/// A copy of a device's buffer into host memory of its own (a staging buffer, never the user's),
+/// which copies to other devices follow (ChainedCopies): one per version of the data, however
+/// many devices it goes to.
+class StagedCopy final : public ext::Transfer {
+ public:
+  /// `bytes` of staging; the copy into it (nullptr: none yet, or landed already) is set once.
+  explicit StagedCopy(std::size_t bytes) : staging_(std::make_unique_for_overwrite<std::byte[]>(bytes)) {}
+  void set_copy(std::unique_ptr<ext::Transfer> copy) noexcept { copy_ = std::move(copy); }
+  [[nodiscard]] std::byte* staging() const noexcept { return staging_.get(); }
+  /// The copy into staging() while in flight (what the device node returned), else nullptr.
+  [[nodiscard]] ext::Transfer* copy() const noexcept { return copy_.get(); }
+  void wait() override {
+    if (copy_) copy_->wait();
+  }
+  [[nodiscard]] bool done() override { return !copy_ || copy_->done(); }
+
+ private:
+  std::unique_ptr<std::byte[]> staging_;
+  std::unique_ptr<ext::Transfer> copy_;
+};
+
+/// What a device memory node may offer beyond ext::MemoryNode: a copy from another device's
+/// buffer through host memory that nobody waits for, so that data only another device holds
+/// can be prefetched (device -> host -> device) ahead of the task that reads it, as data in
+/// host RAM is. The simulator's nodes offer it; the CUDA and OpenCL drivers' nodes do not (yet):
+/// such data then moves when the task that reads it is started, through copy_to_host.
+class ChainedCopies {
+ public:
+  /// Starts copying `bytes` from `buffer` on this node into host memory at `host`; nullptr when
+  /// the copy has completed already. `host` stays alive and untouched until it completes.
+  [[nodiscard]] virtual std::unique_ptr<ext::Transfer> start_copy_to_host(void* host, const void* buffer,
+                                                                          std::size_t bytes) = 0;
+  /// Starts copying `bytes` from `source`'s staging buffer into `buffer` on this node once
+  /// `source`'s copy (made by start_copy_to_host of another node) has landed, without waiting
+  /// for it. The transfer returned keeps `source` until it no longer needs it, and completes
+  /// after both copies.
+  [[nodiscard]] virtual std::unique_ptr<ext::Transfer> copy_from_host_after(void* buffer, std::size_t bytes,
+                                                                            std::shared_ptr<StagedCopy> source) = 0;
+
+ protected:
+  ChainedCopies() = default;
+  ~ChainedCopies() = default;
+  ChainedCopies(const ChainedCopies&) = default;
+  ChainedCopies& operator=(const ChainedCopies&) = default;
+};
+
 class NodeMemory {
  public:
   /// `limit` 0: the node's own capacity (or, when it reports none, whatever allocate gives).

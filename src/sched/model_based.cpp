@@ -167,7 +167,13 @@ double ModelBasedScheduler::affinity_penalty(unsigned arch, double duration, dou
   if (policy_.affinity_weight <= 0 || duration <= 0) return 0.0;
   const double speedup = slowest / duration;
   if (speedup <= 1) return 0.0;
-  return policy_.affinity_weight * duration * std::max(0.0, best_speedup_[arch] / speedup - 1);
+  const double worth = policy_.affinity_weight * duration * std::max(0.0, best_speedup_[arch] / speedup - 1);
+  // At most what the task gains here over the slowest architecture: keeping this one for other
+  // kernels may even the two out, never make the task wait longer than it would take there. So
+  // affinity alone sends a task to a slower architecture only if that one can start it sooner.
+  // Without the bound, a GPU hundreds of times faster than a core on GEMM would look too dear,
+  // even idle, for a POTRF it runs ten times faster than a core.
+  return std::min(worth, slowest - duration);
 }
 
 double ModelBasedScheduler::nominal_duration() const {
@@ -339,18 +345,42 @@ void ModelBasedScheduler::push(ext::SchedTask* task, int /*from_worker*/) {
   enqueue(*target, entry);
 }
 
+void ModelBasedScheduler::prefetch_for(const Slot& slot, const ext::SchedTask& task) {
+  try {
+    context_->prefetch(task, slot.info.memory_node);
+  } catch (...) {
+    // Prefetching is only a head start: the worker fetches the data itself before running.
+  }
+}
+
+bool ModelBasedScheduler::prefetches(const Slot& slot) const { return policy_.prefetch && slot.info.memory_node != 0; }
+
 void ModelBasedScheduler::enqueue(Slot& target, const Entry& entry) {
-  // Before the task is queued: once queued it may run, finish and be recycled at any moment.
-  if (policy_.prefetch && target.info.memory_node != 0) {
-    try {
-      context_->prefetch(*entry.task, target.info.memory_node);
-    } catch (...) {
-      // Prefetching is only a head start: the worker fetches the data itself before running.
+  if (prefetches(target)) {
+    std::size_t ahead = 0;
+    {
+      std::lock_guard guard(target.queue_mutex);
+      for (auto it = target.queue.begin();
+           it != target.queue.end() && ahead < policy_.prefetch_window && EntryOrder{}(*it, entry); ++it) {
+        ++ahead;
+      }
     }
+    // Before the task is queued: once queued it may run, finish and be recycled at any moment.
+    if (ahead < policy_.prefetch_window) prefetch_for(target, *entry.task);
   }
   std::lock_guard guard(target.queue_mutex);
   target.queue.insert(entry);
   target.queued.fetch_add(1, std::memory_order_release);
+}
+
+void ModelBasedScheduler::prefetch_window_of(Slot& slot) {
+  if (!prefetches(slot) || slot.queued.load(std::memory_order_acquire) == 0) return;
+  // Under the queue's lock, which keeps the tasks queued (and alive); a prefetch never waits.
+  std::lock_guard guard(slot.queue_mutex);
+  std::size_t looked = 0;
+  for (auto it = slot.queue.begin(); it != slot.queue.end() && looked < policy_.prefetch_window; ++it, ++looked) {
+    prefetch_for(slot, *it->task);
+  }
 }
 
 bool ModelBasedScheduler::take_first(Slot& slot, Arch arch, Entry& out) {
@@ -500,7 +530,7 @@ bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry, bool ahead) 
 ext::SchedTask* ModelBasedScheduler::pop(unsigned worker) { return take(worker, false); }
 
 ext::SchedTask* ModelBasedScheduler::pop_ahead(unsigned worker) {
-  // The data of every queued task is already on its way (push prefetches): taking the next task
+  // The data of the first queued tasks is already on its way (prefetch window): taking the next task
   // early would only take it out of reach of a peer that frees up first, and of the hand-over.
   if (policy_.prefetch) return nullptr;
   return take(worker, true);
@@ -546,6 +576,8 @@ ext::SchedTask* ModelBasedScheduler::take(unsigned worker, bool ahead) {
     return nullptr;
   }
   self->idle_noted = false;
+  // The queue moved up: the data of the tasks now within its first few is to be on its way.
+  prefetch_window_of(*source);
   const double now = context_->now();
   std::lock_guard guard(accounting_mutex_);
   discharge(*source, entry);

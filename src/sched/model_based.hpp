@@ -65,9 +65,13 @@ namespace hetflow::detail {
 struct ModelPolicy {
   /// Count the expected data transfer to the worker's node in the completion time (dmda, dmdas).
   bool count_transfers = false;
-  /// Ask the engine to start moving the data to the chosen node (not host) at once; a worker's
-  /// look-ahead (pop_ahead) is then declined, since it would move nothing sooner.
+  /// Ask the engine to start moving the data to the chosen node (not host) ahead of the task;
+  /// a worker's look-ahead (pop_ahead) is then declined, since it would move nothing sooner.
   bool prefetch = false;
+  /// With `prefetch`: only for the tasks among the first this many of their worker's queue, when
+  /// they are queued or when the queue moves up. A node's link makes its copies one after another:
+  /// the data of tasks queued far behind would hold up that of the tasks about to run.
+  std::size_t prefetch_window = 2;
   /// Order each worker's queue by priority (higher first), then submission order (dmdas);
   /// otherwise each queue is first in, first out.
   bool by_priority = false;
@@ -78,7 +82,8 @@ struct ModelPolicy {
   bool prefer_local_data = false;
   /// Weighs up the completion on an architecture that speeds the task up (against the slowest
   /// eligible one) less than the most it has sped up any task: + weight * duration * (best
-  /// speedup / this speedup - 1). Keeps a GPU for the kernels it gains most on (dmdas); the
+  /// speedup / this speedup - 1), but never more than the task's time on the slowest eligible
+  /// architecture minus its time here. Keeps a GPU for the kernels it gains most on (dmdas); the
   /// slowest architecture for a task is never weighed up; 0 turns it off.
   double affinity_weight = 0;
 };
@@ -146,8 +151,15 @@ class ModelBasedScheduler : public ext::Scheduler {
   /// Moves `entry`, just taken from `self`'s queue, to a worker of a faster architecture expected
   /// to finish it sooner, if there is one; returns whether it did.
   [[nodiscard]] bool hand_over(Slot& self, const Entry& entry, bool ahead);
-  /// Starts moving the task's data to `target`'s node (when the policy prefetches), then queues it there.
+  /// Queues the task on `target`, starting to move its data to `target`'s node when the policy
+  /// prefetches and it is queued within the prefetch window.
   void enqueue(Slot& target, const Entry& entry);
+  /// Whether the policy prefetches to `slot`'s node (a device's).
+  [[nodiscard]] bool prefetches(const Slot& slot) const;
+  void prefetch_for(const Slot& slot, const ext::SchedTask& task);
+  /// Prefetches the data of the tasks within the prefetch window of `slot`'s queue (those whose
+  /// data is on its way already cost a look).
+  void prefetch_window_of(Slot& slot);
   void charge(Slot& slot, const Entry& entry, std::optional<double> known_duration);
   void discharge(Slot& slot, const Entry& entry);
   [[nodiscard]] bool take_first(Slot& slot, Arch arch, Entry& out);

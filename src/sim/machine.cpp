@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "hetflow/error.hpp"
+#include "perfmodel/bus.hpp"
 #include "util/json.hpp"
 
 namespace hetflow::detail {
@@ -115,7 +116,7 @@ class SpecReader {
       bad("has an unknown suffix");
     }
     if (overflow || count > std::numeric_limits<std::size_t>::max() / scale) bad("is too large");
-    if (count == 0) bad("must be more than 0 (leave gpu_memory out for unlimited memory)");
+    if (count == 0) bad("must be more than 0 (leave " + path + " out for unlimited memory)");
     return count * scale;
   }
 
@@ -145,6 +146,10 @@ class SpecReader {
 
 }  // namespace
 
+double MachineSpec::Link::seconds(std::size_t bytes) const {
+  return latency_s + static_cast<double>(bytes) / bandwidth_bytes_per_s;
+}
+
 double MachineSpec::Cost::operator()(std::size_t bytes) const {
   // With a = 0 the size plays no part (and a huge n^b cannot turn 0 * inf into NaN).
   if (a == 0) return c;
@@ -165,24 +170,51 @@ MachineSpec MachineSpec::parse(std::string_view json, std::string_view origin) {
   if (!root.is_object()) {
     reader.fail("", "a machine description is a JSON object, not " + std::string(json_kind_name(root.kind())));
   }
-  reader.only_keys(root, "", {"cpus", "gpus", "gpu_memory", "link", "codelets", "models"});
+  reader.only_keys(
+      root, "",
+      {"cpus", "gpus", "gpu_memory", "opencl", "opencl_memory", "opencl_copy_engine", "link", "codelets", "models"});
 
   MachineSpec spec;
   const JsonValue* cpus = root.find("cpus");
   if (cpus == nullptr) reader.fail("cpus", "missing: the number of virtual CPU workers is required");
   spec.cpus = reader.worker_count(*cpus, "cpus");
   if (const auto* gpus = root.find("gpus")) spec.gpus = reader.worker_count(*gpus, "gpus");
-  if (spec.cpus + spec.gpus == 0) reader.fail("cpus", "the machine has no workers (cpus and gpus are both 0)");
+  if (const auto* opencl = root.find("opencl")) spec.opencl = reader.worker_count(*opencl, "opencl");
+  if (spec.cpus + spec.gpus + spec.opencl == 0) {
+    reader.fail("cpus", "the machine has no workers (cpus, gpus and opencl are all 0)");
+  }
+  if (spec.cpus + spec.gpus + spec.opencl > kMaxWorkers) {
+    reader.fail("cpus", "the machine has " + std::to_string(spec.cpus + spec.gpus + spec.opencl) +
+                            " workers in all (cpus + gpus + opencl), more than " + std::to_string(kMaxWorkers));
+  }
   if (const auto* memory = root.find("gpu_memory")) spec.gpu_memory = reader.bytes(*memory, "gpu_memory");
+  if (const auto* memory = root.find("opencl_memory")) spec.opencl_memory = reader.bytes(*memory, "opencl_memory");
+  if (const auto* engine = root.find("opencl_copy_engine")) {
+    if (!engine->is_bool()) {
+      reader.fail("opencl_copy_engine", "expected true or false, got " + std::string(json_kind_name(engine->kind())));
+    }
+    spec.opencl_copy_engine = engine->as_bool();
+  }
 
   if (const auto* link = root.find("link")) {
-    reader.object(*link, "link");
-    reader.only_keys(*link, "link", {"bandwidth_gbs", "latency_us"});
-    if (const auto* bandwidth = link->find("bandwidth_gbs")) {
-      spec.bandwidth_bytes_per_s = reader.positive(*bandwidth, "link.bandwidth_gbs") * 1e9;
-    }
-    if (const auto* latency = link->find("latency_us")) {
-      spec.latency_s = reader.non_negative(*latency, "link.latency_us") * 1e-6;
+    if (link->is_string()) {
+      if (link->as_string() != "stored") {
+        reader.fail("link", "expected \"stored\" or {\"bandwidth_gbs\": ..., \"latency_us\": ...}, got '" +
+                                link->as_string() + "'");
+      }
+      spec.use_stored_links = true;
+    } else {
+      if (!link->is_object()) {
+        reader.fail("link", "expected \"stored\" or {\"bandwidth_gbs\": ..., \"latency_us\": ...}, got " +
+                                std::string(json_kind_name(link->kind())));
+      }
+      reader.only_keys(*link, "link", {"bandwidth_gbs", "latency_us"});
+      if (const auto* bandwidth = link->find("bandwidth_gbs")) {
+        spec.link.bandwidth_bytes_per_s = reader.positive(*bandwidth, "link.bandwidth_gbs") * 1e9;
+      }
+      if (const auto* latency = link->find("latency_us")) {
+        spec.link.latency_s = reader.non_negative(*latency, "link.latency_us") * 1e-6;
+      }
     }
   }
 
@@ -200,10 +232,12 @@ MachineSpec MachineSpec::parse(std::string_view json, std::string_view origin) {
           arch = Arch::cpu;
         } else if (arch_text == "cuda") {
           arch = Arch::cuda;
-        } else if (arch_text == "opencl" || arch_text == "process") {
-          reader.fail(arch_path, "architecture '" + arch_text + "' cannot be simulated (use cpu or cuda)");
+        } else if (arch_text == "opencl") {
+          arch = Arch::opencl;
+        } else if (arch_text == "process") {
+          reader.fail(arch_path, "architecture 'process' cannot be simulated (use cpu, cuda or opencl)");
         } else {
-          reader.fail(arch_path, "unknown architecture '" + arch_text + "' (use cpu or cuda)");
+          reader.fail(arch_path, "unknown architecture '" + arch_text + "' (use cpu, cuda or opencl)");
         }
         entry[arch] = reader.cost(cost, arch_path);
       }
@@ -219,6 +253,37 @@ MachineSpec MachineSpec::parse(std::string_view json, std::string_view origin) {
     spec.use_stored_models = models->as_string() == "stored";
   }
   return spec;
+}
+
+std::vector<std::string> MachineSpec::device_node_names() const {
+  std::vector<std::string> names;
+  for (unsigned gpu = 0; gpu < gpus; ++gpu) names.push_back("cuda" + std::to_string(gpu));
+  for (unsigned device = 0; device < opencl; ++device) names.push_back("opencl" + std::to_string(device));
+  return names;
+}
+
+MachineSpec::DeviceLinks MachineSpec::device_links(const std::string& node_name, const std::filesystem::path& home,
+                                                   std::string_view origin) const {
+  if (!use_stored_links) return {.to_device = link, .to_host = link};
+  const std::filesystem::path file = home / "bus" / bus_file_name(node_name);
+  const std::string what = std::string(origin) + ": link: \"stored\" takes the link of memory node '" + node_name +
+                           "' from its stored bus model '" + file.string() + "', ";
+  const std::string measure = " (a run of the program on the real device, with the same HETFLOW_HOME, measures it)";
+  std::error_code ignored;
+  if (!std::filesystem::is_regular_file(file, ignored)) {
+    throw InvalidArgument(what + "which does not exist" + measure);
+  }
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in || in.bad()) throw InvalidArgument(what + "which cannot be read" + measure);
+  BusFileContents contents;
+  const std::string problem = parse_bus_text(text.str(), node_name, contents);
+  if (!problem.empty()) throw InvalidArgument(what + "which is damaged: " + problem + measure);
+  return {.to_device = {.bandwidth_bytes_per_s = contents.host_to_node.bandwidth,
+                        .latency_s = contents.host_to_node.latency},
+          .to_host = {.bandwidth_bytes_per_s = contents.node_to_host.bandwidth,
+                      .latency_s = contents.node_to_host.latency}};
 }
 
 MachineSpec MachineSpec::load(const std::filesystem::path& file) {

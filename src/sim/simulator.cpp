@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <new>
 #include <thread>
 
@@ -24,16 +25,27 @@ void SimulatedMemory::free(void* buffer, std::size_t /*bytes*/) noexcept { ::ope
 
 double SimulatedMemory::book_link(unsigned from, unsigned to, std::size_t bytes, double earliest) {
   std::lock_guard guard(mutex_);
-  double& free = to == kHostNode ? to_host_free_ : to_device_free_;
+  double& free = copies_use_compute_ ? device_free_ : to == kHostNode ? to_host_free_ : to_device_free_;
   const double start = std::max(earliest, free);
-  free = start + simulator_.machine.latency_s + static_cast<double>(bytes) / simulator_.machine.bandwidth_bytes_per_s;
+  free = start + (to == kHostNode ? links_.to_host : links_.to_device).seconds(bytes);
   if (simulator_.recorder != nullptr) simulator_.recorder->transfer(from, to, bytes, start, free);
   return free;
 }
 
+double SimulatedMemory::book_kernel(double ready, double seconds) {
+  if (!copies_use_compute_) return ready;
+  std::lock_guard guard(mutex_);
+  const double start = std::max(ready, device_free_);
+  device_free_ = start + seconds;
+  return start;
+}
+
 std::unique_ptr<ext::Transfer> SimulatedMemory::copy_from_host(void* /*buffer*/, const void* /*host*/,
                                                                std::size_t bytes) {
-  const double now = std::max(simulator_.clock.load(std::memory_order_acquire), simulator_.copies_from);
+  // After the synchronous copies the task being started made already: a tile that only another
+  // device holds comes home from there first.
+  const double now =
+      std::max(simulator_.clock.load(std::memory_order_acquire) + simulator_.transfer_time, simulator_.copies_from);
   return std::make_unique<SimulatedTransfer>(simulator_, book_link(kHostNode, node_, bytes, now));
 }
 
@@ -44,13 +56,32 @@ void SimulatedMemory::copy_to_host(void* /*host*/, const void* /*buffer*/, std::
       book_link(node_, kHostNode, bytes, ready) - simulator_.clock.load(std::memory_order_acquire);
 }
 
+std::unique_ptr<ext::Transfer> SimulatedMemory::start_copy_to_host(void* /*host*/, const void* /*buffer*/,
+                                                                   std::size_t bytes) {
+  const double now = std::max(simulator_.clock.load(std::memory_order_acquire), simulator_.copies_from);
+  return std::make_unique<SimulatedTransfer>(simulator_, book_link(node_, kHostNode, bytes, now));
+}
+
+std::unique_ptr<ext::Transfer> SimulatedMemory::copy_from_host_after(void* /*buffer*/, std::size_t bytes,
+                                                                     std::shared_ptr<StagedCopy> source) {
+  double earliest = std::max(simulator_.clock.load(std::memory_order_acquire), simulator_.copies_from);
+  const auto* leg = dynamic_cast<const SimulatedTransfer*>(source->copy());
+  if (leg != nullptr) earliest = std::max(earliest, leg->end());
+  return std::make_unique<SimulatedTransfer>(simulator_, book_link(kHostNode, node_, bytes, earliest));
+}
+
 bool SimulatedTransfer::done() { return simulator_.clock.load(std::memory_order_acquire) >= end_; }
 
 Simulator::Simulator(MachineSpec machine_spec, std::string machine_origin)
     : machine(std::move(machine_spec)), origin(std::move(machine_origin)) {
-  for (unsigned gpu = 0; gpu < machine.gpus; ++gpu) {
-    gpu_memory.push_back(
-        std::make_shared<SimulatedMemory>(*this, gpu + 1, "cuda" + std::to_string(gpu), machine.gpu_memory));
+  // Where a real run keeps its bus model (ThreadedExecution::model_bus), for "link": "stored".
+  const std::filesystem::path home = PerfModelRegistry::instance().directory().parent_path();
+  const std::vector<std::string> names = machine.device_node_names();
+  for (unsigned device = 0; device < names.size(); ++device) {
+    const bool gpu = device < machine.gpus;
+    device_memory.push_back(std::make_shared<SimulatedMemory>(
+        *this, device + 1, names[device], gpu ? machine.gpu_memory : machine.opencl_memory,
+        machine.device_links(names[device], home, origin), !gpu && !machine.opencl_copy_engine));
   }
 }
 
@@ -71,21 +102,19 @@ void SimulatedExecution::add_workers(Engine& engine) {
   engine_ = &engine;
   simulator_ = std::make_unique<Simulator>(MachineSpec::load(machine_file_), machine_file_);
   const MachineSpec& machine = simulator_->machine;
-  for (unsigned i = 0; i < machine.cpus + machine.gpus; ++i) {
-    if (i < machine.cpus) {
-      engine.add_worker(Arch::cpu, kHostNode);
-    } else {
-      const unsigned node = engine.add_memory_node(simulator_->gpu_memory[i - machine.cpus]);
-      engine.add_worker(Arch::cuda, node);
-    }
+  for (unsigned cpu = 0; cpu < machine.cpus; ++cpu) engine.add_worker(Arch::cpu, kHostNode);
+  for (unsigned device = 0; device < simulator_->device_memory.size(); ++device) {
+    const unsigned node = engine.add_memory_node(simulator_->device_memory[device]);
+    engine.add_worker(device < machine.gpus ? Arch::cuda : Arch::opencl, node);
   }
   simulator_->running.resize(engine.workers().size());
 }
 
 void SimulatedExecution::model_bus(BusModel& bus, std::size_t node_count) {
   for (unsigned node = 1; node < node_count; ++node) {
-    bus.set(kHostNode, node, simulator_->machine.bandwidth_bytes_per_s, simulator_->machine.latency_s);
-    bus.set(node, kHostNode, simulator_->machine.bandwidth_bytes_per_s, simulator_->machine.latency_s);
+    const MachineSpec::DeviceLinks& links = simulator_->device_memory[node - 1]->links();
+    bus.set(kHostNode, node, links.to_device.bandwidth_bytes_per_s, links.to_device.latency_s);
+    bus.set(node, kHostNode, links.to_host.bandwidth_bytes_per_s, links.to_host.latency_s);
   }
 }
 
@@ -108,7 +137,7 @@ ArchMask SimulatedExecution::costed_archs(const Codelet* codelet, const std::str
   // The name cost_name() gives the task once submitted.
   const std::string key = codelet != nullptr && !codelet->name.empty() ? codelet->name : (name.empty() ? "task" : name);
   ArchMask archs;
-  for (Arch arch : {Arch::cpu, Arch::cuda}) {
+  for (Arch arch : {Arch::cpu, Arch::cuda, Arch::opencl}) {
     const bool costed = simulator_->machine.costs.count(key) != 0 && simulator_->machine.costs.at(key).count(arch) != 0;
     const bool modelled = simulator_->machine.use_stored_models && codelet != nullptr && codelet->model != nullptr;
     if (costed || modelled) archs = archs | arch;
@@ -138,11 +167,14 @@ void SimulatedExecution::start_task(WorkerState& worker) {
         ~Unpin() { unpin(handle, node); }
       } unpin_after{handle, node};
       if (handle.replicas.size() > 1) {
+        // What complete_fetch waits for on threads: the copy to this node, and for a writer
+        // every copy in flight (they read or fill buffers it is about to make stale).
+        const bool writer = writes(accesses[i].mode);
         std::lock_guard guard(handle.coherence_mutex);
-        for (const Replica& replica : handle.replicas) {
-          if (const auto* copy = dynamic_cast<const SimulatedTransfer*>(replica.pending.get())) {
-            data_ready = std::max(data_ready, copy->end());
-          }
+        for (unsigned replica = 0; replica < handle.replicas.size(); ++replica) {
+          if (!writer && replica != node) continue;
+          const auto* copy = dynamic_cast<const SimulatedTransfer*>(handle.replicas[replica].pending.get());
+          if (copy != nullptr) data_ready = std::max(data_ready, copy->end());
         }
       }
       complete_fetch(handle, node, accesses[i].mode);
@@ -152,7 +184,9 @@ void SimulatedExecution::start_task(WorkerState& worker) {
       throw Error("simulation: no cost for task '" + std::string(task->display_name()) + "' on " +
                   std::string(arch_name(worker.info.arch)));
     }
-    const double start = std::max(engine_->now() + simulator_->transfer_time, data_ready);
+    double start = std::max(engine_->now() + simulator_->transfer_time, data_ready);
+    simulator_->transfer_time = 0;  // what the copies started from here on wait for is copies_from
+    if (node != kHostNode) start = simulator_->device_memory[node - 1]->book_kernel(start, *seconds);
     simulator_->running[worker.info.id] = {task, start, start + *seconds};
     if (node != kHostNode) {
       // As a device worker does once its task's data is there (run_body): it takes its next task
@@ -160,8 +194,10 @@ void SimulatedExecution::start_task(WorkerState& worker) {
       simulator_->copies_from = start;
       engine_->look_ahead(worker);
       simulator_->copies_from = 0;
+      simulator_->transfer_time = 0;
     }
   } catch (...) {
+    simulator_->transfer_time = 0;
     task->ops->destroy_body(task->storage());
     engine_->conclude(task, std::current_exception());
   }
@@ -171,6 +207,7 @@ void SimulatedExecution::complete_task(unsigned worker) {
   const Simulator::Running run = std::exchange(simulator_->running[worker], {});
   TaskCore* task = run.task;
   simulator_->clock.store(run.end, std::memory_order_release);
+  simulator_->transfer_time = 0;  // no task is being started: a copy made now starts now
   ++simulator_->tasks_run;
   if (simulator_->recorder != nullptr) {
     simulator_->recorder->task(worker, task->display_name(), footprint(task), run.start, run.end);
@@ -186,15 +223,31 @@ void SimulatedExecution::complete_task(unsigned worker) {
 
 void SimulatedExecution::simulate_until(const std::function<bool()>& reached) {
   std::lock_guard guard(simulator_->mutex);
+  const auto& workers = engine_->workers();
+  int ended = -1;  // the worker whose task ended last
   for (;;) {
     if (reached()) return;
+    // The idle workers pop in worker order, the one whose task just ended last: as on threads,
+    // where that worker first pushes the dependents its task released, each push waking an idle
+    // worker that takes the task at once, and looks for its next task after the last push. A
+    // device worker that took its next task ahead (look-ahead) has nothing to look for: it
+    // starts that task first, and its kernel is queued before the copies of those it woke.
     // Again while some worker started a task: a pop may hand a task to a worker already asked.
+    std::vector<std::size_t>& order = simulator_->pop_order;
+    order.clear();
+    const bool ended_goes_first = ended >= 0 && workers[static_cast<std::size_t>(ended)]->deferred != nullptr;
+    if (ended_goes_first) order.push_back(static_cast<std::size_t>(ended));
+    for (std::size_t index = 0; index < workers.size(); ++index) {
+      if (static_cast<int>(index) != ended) order.push_back(index);
+    }
+    if (ended >= 0 && !ended_goes_first) order.push_back(static_cast<std::size_t>(ended));
     for (bool started = true; started;) {
       started = false;
-      for (const auto& worker : engine_->workers()) {
-        if (simulator_->running[worker->info.id].task != nullptr) continue;
-        start_task(*worker);
-        started = started || simulator_->running[worker->info.id].task != nullptr;
+      for (std::size_t index : order) {
+        WorkerState& worker = *workers[index];
+        if (simulator_->running[worker.info.id].task != nullptr) continue;
+        start_task(worker);
+        started = started || simulator_->running[worker.info.id].task != nullptr;
       }
     }
     // The next event: the earliest end, the lowest worker number among equals.
@@ -207,6 +260,7 @@ void SimulatedExecution::simulate_until(const std::function<bool()>& reached) {
     }
     if (next < 0) return;  // nothing can run until another thread acts (a release, a submission)
     complete_task(static_cast<unsigned>(next));
+    ended = next;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/execution.hpp"
+#include "data/node_memory.hpp"
 #include "hetflow/ext/memory_node.hpp"
 #include "sim/machine.hpp"
 
@@ -33,13 +34,21 @@ class SimulatedTransfer final : public ext::Transfer {
   const double end_;
 };
 
-/// A GPU's memory in a simulation: it counts bytes, and its copies take virtual time on the
-/// GPU's link, one after another in each direction (a PCIe link is full duplex): asynchronous
-/// ones end later (SimulatedTransfer), synchronous ones delay the task being started.
-class SimulatedMemory final : public ext::MemoryNode {
+/// A device's memory in a simulation (a GPU's, an OpenCL device's): it counts bytes, and its
+/// copies take virtual time on the device's link, one after another in each direction (a PCIe
+/// link is full duplex): asynchronous ones end later (SimulatedTransfer), synchronous ones delay
+/// the task being started. A device without a copy engine (`copies_use_compute`) does one thing
+/// at a time, a copy either way or a kernel, in the order they come.
+class SimulatedMemory final : public ext::MemoryNode, public ChainedCopies {
  public:
-  SimulatedMemory(Simulator& simulator, unsigned node, std::string name, std::size_t capacity)
-      : simulator_(simulator), node_(node), name_(std::move(name)), capacity_(capacity) {}
+  SimulatedMemory(Simulator& simulator, unsigned node, std::string name, std::size_t capacity,
+                  MachineSpec::DeviceLinks links, bool copies_use_compute)
+      : simulator_(simulator),
+        node_(node),
+        name_(std::move(name)),
+        capacity_(capacity),
+        links_(links),
+        copies_use_compute_(copies_use_compute) {}
   [[nodiscard]] std::string name() const override { return name_; }
   [[nodiscard]] std::size_t capacity() const noexcept override { return capacity_; }
   [[nodiscard]] void* allocate(std::size_t bytes) override;
@@ -47,6 +56,15 @@ class SimulatedMemory final : public ext::MemoryNode {
   [[nodiscard]] std::unique_ptr<ext::Transfer> copy_from_host(void* buffer, const void* host,
                                                               std::size_t bytes) override;
   void copy_to_host(void* host, const void* buffer, std::size_t bytes) override;
+  [[nodiscard]] std::unique_ptr<ext::Transfer> start_copy_to_host(void* host, const void* buffer,
+                                                                  std::size_t bytes) override;
+  [[nodiscard]] std::unique_ptr<ext::Transfer> copy_from_host_after(void* buffer, std::size_t bytes,
+                                                                    std::shared_ptr<StagedCopy> source) override;
+  [[nodiscard]] const MachineSpec::DeviceLinks& links() const noexcept { return links_; }
+  /// Books the device for a kernel whose data is there at `ready` and that takes `seconds`;
+  /// returns its start: `ready`, or later on a device whose compute units are still making the
+  /// copies booked before it.
+  double book_kernel(double ready, double seconds);
 
  private:
   /// Books the link for a copy that may start at `earliest`; returns its end.
@@ -56,17 +74,21 @@ class SimulatedMemory final : public ext::MemoryNode {
   const unsigned node_;
   const std::string name_;
   const std::size_t capacity_;
+  const MachineSpec::DeviceLinks links_;
+  const bool copies_use_compute_;
   std::mutex mutex_;
   double to_device_free_ = 0;  // when the link finishes the copies booked so far, each way
   double to_host_free_ = 0;
+  double device_free_ = 0;  // copies_use_compute_: when the copies and kernels booked so far end
 };
 
 struct Simulator {
   Simulator(MachineSpec machine_spec, std::string origin);
 
   const MachineSpec machine;
-  const std::string origin;                                  // the machine file, for messages
-  std::vector<std::shared_ptr<SimulatedMemory>> gpu_memory;  // gpu i is memory node i + 1
+  const std::string origin;  // the machine file, for messages
+  // The GPUs' nodes then the OpenCL devices': device_memory[i] is memory node i + 1.
+  std::vector<std::shared_ptr<SimulatedMemory>> device_memory;
   Recorder* recorder = nullptr;
 
   struct Running {
@@ -74,11 +96,12 @@ struct Simulator {
     double start = 0;
     double end = 0;
   };
-  std::mutex mutex;              // one thread advances virtual time at a time
-  std::vector<Running> running;  // per worker
-  std::atomic<double> clock{0};  // seconds of virtual time
-  double transfer_time = 0;      // synchronous copies made for the task being started, so far
-  double copies_from = 0;        // asynchronous copies start no earlier (a device worker's look-ahead)
+  std::mutex mutex;                    // one thread advances virtual time at a time
+  std::vector<Running> running;        // per worker
+  std::vector<std::size_t> pop_order;  // the workers in the order they pop, after each event
+  std::atomic<double> clock{0};        // seconds of virtual time
+  double transfer_time = 0;            // synchronous copies made for the task being started, so far
+  double copies_from = 0;              // asynchronous copies start no earlier (a device worker's look-ahead)
   std::size_t tasks_run = 0;
 };
 

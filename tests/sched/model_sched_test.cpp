@@ -514,6 +514,33 @@ TEST(ModelSched, DmdasCountsOnlyTheWorkAheadOfAHighPriorityTask) {
   }
 }
 
+// dmdas keeps a GPU for the kernels it speeds up most, but weighing a completion up by affinity
+// adds at most what the task gains there over the slowest architecture: affinity alone sends a
+// task to the slower one only when that one would start it sooner.
+TEST(ModelSched, DmdasAffinityNeverOutweighsTheTasksOwnGain) {
+  Rig s("dmdas", {{0, Arch::cpu, 0}, {1, Arch::cuda, 1}});
+  // A kernel the GPU runs 100 x faster than a core sets the best speedup.
+  FakeTask& gemm = s.task(Arch::cpu | Arch::cuda, 100.0, 1.0);
+  s.scheduler->push(&gemm, -1);
+  ASSERT_EQ(s.owner_of(gemm), 1);
+  ASSERT_EQ(s.scheduler->pop(1), &gemm);  // expected to end at 1 s
+  s.context.set_now(2.0);
+  // 4 x faster on the GPU, its data there: its GPU time, worth 1 x (100 / 4 - 1) = 24 s to
+  // GEMMs, weighs at most 4 - 1 = 3 s, so the GPU (2 + 1 + 3 = 6 s) beats the core, which
+  // starts as soon but needs a copy first (2 + 0.5 + 4 = 6.5 s).
+  FakeTask& first = s.task(Arch::cpu | Arch::cuda, 4.0, 1.0, 10);
+  first.transfer[0] = 0.5;
+  s.scheduler->push(&first, -1);
+  EXPECT_EQ(s.owner_of(first), 1);
+  ASSERT_EQ(s.scheduler->pop(1), &first);  // the GPU is busy until 3 s
+  // The same task again: the GPU would start it 1 s later than the core (3 + 1 + 3 = 7 s), and
+  // the core takes it, although the GPU would finish it first without the weighing (4 s).
+  FakeTask& second = s.task(Arch::cpu | Arch::cuda, 4.0, 1.0, 10);
+  second.transfer[0] = 0.5;
+  s.scheduler->push(&second, -1);
+  EXPECT_EQ(s.owner_of(second), 0);
+}
+
 // Two GPUs: when the completions are within 1%, dmdas keeps the task where its data is.
 TEST(ModelSched, DmdasBreaksNearTiesTowardTheDataAndDmdaDoesNot) {
   const std::vector<WorkerInfo> workers = {{0, Arch::cuda, 1}, {1, Arch::cuda, 2}};

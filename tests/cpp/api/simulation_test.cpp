@@ -231,6 +231,139 @@ TEST(Simulation, GpuMemoryLimitEvictsInVirtualTime) {
   EXPECT_LT(rt.elapsed(), 0.017);
 }
 
+const char* kOneCpuOneOpencl(bool copy_engine) {
+  return copy_engine ? R"({
+  "cpus": 1, "opencl": 1,
+  "link": {"bandwidth_gbs": 1.0, "latency_us": 0},
+  "codelets": {"work": {"cpu": 0.010, "opencl": 0.001}, "long": {"opencl": 0.005}, "host_only": {"cpu": 0.002}}
+})"
+                     : R"({
+  "cpus": 1, "opencl": 1, "opencl_copy_engine": false,
+  "link": {"bandwidth_gbs": 1.0, "latency_us": 0},
+  "codelets": {"work": {"cpu": 0.010, "opencl": 0.001}, "long": {"opencl": 0.005}, "host_only": {"cpu": 0.002}}
+})";
+}
+
+Codelet for_opencl(const char* name) {
+  Codelet codelet = named(name);
+  codelet.opencl = codelet.cpu;
+  return codelet;
+}
+
+TEST(Simulation, OpenclDevicesAreWorkersWithTheirOwnNodes) {
+  MachineFile machine(R"({"cpus": 1, "gpus": 1, "opencl": 2, "codelets": {"work": {"opencl": 0.001}}})");
+  Runtime rt(simulated(machine));
+  ASSERT_EQ(rt.worker_count(), 4u);
+  EXPECT_EQ(rt.workers()[1].arch, Arch::cuda);
+  EXPECT_EQ(rt.workers()[2].arch, Arch::opencl);
+  EXPECT_EQ(rt.workers()[3].arch, Arch::opencl);
+  EXPECT_EQ(rt.workers()[3].memory_node, 3u);
+  EXPECT_EQ(rt.memory_nodes(), (std::vector<std::string>{"host", "cuda0", "opencl0", "opencl1"}));
+  const Codelet work = for_opencl("work");
+  for (int i = 0; i < 4; ++i) rt.insert(work);
+  rt.wait_all();
+  EXPECT_NEAR(rt.elapsed(), 0.002, 1e-9);  // two rounds of 1 ms on the two OpenCL devices
+}
+
+// A device whose compute units make its copies (an OpenCL device on the CPU) uploads the data of
+// the task it looks ahead to only once its kernel is over; one with a copy engine overlaps them.
+TEST(Simulation, DeviceWithoutCopyEngineCopiesBetweenKernels) {
+  for (const bool copy_engine : {true, false}) {
+    MachineFile machine(kOneCpuOneOpencl(copy_engine));
+    const Codelet work = for_opencl("work");
+    Runtime rt(simulated(machine, "eager"));
+    std::vector<double> first(125'000);  // 1 MB each: 1 ms on the 1 GB/s link
+    std::vector<double> second(125'000);
+    rt.insert(work, {.data = {R(rt.register_vector(first.data(), first.size()))}, .where = Arch::opencl});
+    rt.insert(work, {.data = {R(rt.register_vector(second.data(), second.size()))}, .where = Arch::opencl});
+    rt.wait_all();
+    // upload, work, (upload during the work with an engine,) upload, work
+    EXPECT_NEAR(rt.elapsed(), copy_engine ? 0.003 : 0.004, 1e-9) << "copy engine " << copy_engine;
+  }
+}
+
+// Without a copy engine, a CPU task that needs what a device computed waits for the kernel the
+// device runs before its copy home can start. A device worker that took its next task ahead
+// starts it as soon as its task ends, before the CPU worker it woke asks for the data.
+TEST(Simulation, CopyHomeWaitsForTheKernelOfADeviceWithoutCopyEngine) {
+  for (const bool copy_engine : {true, false}) {
+    MachineFile machine(kOneCpuOneOpencl(copy_engine));
+    const Codelet work = for_opencl("work");
+    const Codelet long_work = for_opencl("long");
+    const Codelet host_only = named("host_only");
+    Runtime rt(simulated(machine, "eager"));
+    std::vector<double> x(125'000);  // 1 MB: 1 ms on the link
+    std::vector<double> y(125'000);
+    DataHandle x_handle = rt.register_vector(x.data(), x.size());
+    DataHandle y_handle = rt.register_vector(y.data(), y.size());
+    rt.insert(work, {.data = {RW(x_handle)}, .where = Arch::opencl});
+    rt.insert(long_work, {.data = {RW(y_handle)}, .where = Arch::opencl});
+    auto home = rt.insert(host_only, {.data = {R(x_handle)}, .where = Arch::cpu});
+    rt.wait_all();
+    // x up 0-1 ms, work 1-2 ms. With an engine: y up 1-2, long 2-7, x home 2-3, host_only 3-5.
+    // Without: y up 2-3 (after work), long 3-8, x home 8-9, host_only 9-11.
+    EXPECT_NEAR(rt.elapsed(), copy_engine ? 0.007 : 0.011, 1e-9) << "copy engine " << copy_engine;
+  }
+}
+
+// A task that only reads data does not wait for a copy of it to another node (as on threads):
+// here the upload the OpenCL device starts for the task it looks ahead to, queued behind its
+// long kernel.
+TEST(Simulation, ReaderDoesNotWaitForACopyToAnotherNode) {
+  MachineFile machine(kOneCpuOneOpencl(false));
+  const Codelet work = for_opencl("work");
+  const Codelet long_work = for_opencl("long");
+  const Codelet host_only = named("host_only");
+  Runtime rt(simulated(machine, "eager"));
+  std::vector<double> x(125'000);  // 1 MB: 1 ms on the link
+  std::vector<double> y(125'000);
+  std::vector<double> z(1);
+  DataHandle x_handle = rt.register_vector(x.data(), x.size());
+  DataHandle y_handle = rt.register_vector(y.data(), y.size());
+  DataHandle z_handle = rt.register_vector(z.data(), z.size());
+  rt.insert(long_work, {.data = {RW(y_handle)}, .where = Arch::opencl});
+  rt.insert(work, {.data = {R(x_handle)}, .where = Arch::opencl});
+  rt.insert(host_only, {.data = {RW(z_handle)}, .where = Arch::cpu});
+  auto reader = rt.insert(host_only, {.data = {R(x_handle), RW(z_handle)}, .where = Arch::cpu});
+  rt.wait_all();
+  // y up 0-1 ms, long 1-6, x up 6-7 (looked ahead to at 1), work 7-8. The CPU runs its first
+  // task 0-2 and the reader of x 2-4, not after x's upload.
+  EXPECT_NEAR(rt.elapsed(), 0.008, 1e-9);
+}
+
+// "link": "stored" takes each device's link, each way, from the bus model of the node's name
+// that a real run stored under HETFLOW_HOME.
+TEST(Simulation, StoredLinkComesFromTheBusModel) {
+  const auto home = std::filesystem::temp_directory_path() / ("hetflow-sim-bus-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(home / "bus");
+  std::ofstream(home / "bus" / "opencl0.txt")
+      << "hetflow-bus 1\nnode opencl0\nhost_to_node 2e9 0\nnode_to_host 1e9 0.001\n";
+  hetflow::test::ScopedEnv env("HETFLOW_HOME", home.string());
+  {
+    MachineFile machine(R"({"cpus": 1, "opencl": 1, "link": "stored", "codelets": {"work": {"opencl": 0.001},
+                            "host_only": {"cpu": 0.002}}})");
+    const Codelet work = for_opencl("work");
+    const Codelet host_only = named("host_only");
+    Runtime rt(simulated(machine));
+    std::vector<double> data(250'000);  // 2 MB
+    DataHandle x = rt.register_vector(data.data(), data.size());
+    rt.insert(work, {.data = {RW(x)}, .where = Arch::opencl});
+    rt.insert(host_only, {.data = {R(x)}, .where = Arch::cpu});
+    rt.wait_all();
+    // up at 2 GB/s: 1 ms; work 1 ms; home at 1 GB/s after 1 ms of latency: 3 ms; host_only 2 ms.
+    EXPECT_NEAR(rt.elapsed(), 0.007, 1e-9);
+  }
+  std::filesystem::remove(home / "bus" / "opencl0.txt");
+  MachineFile machine(R"({"cpus": 1, "opencl": 1, "link": "stored"})");
+  try {
+    Runtime rt(simulated(machine));
+    FAIL() << "expected InvalidArgument";
+  } catch (const hetflow::InvalidArgument& error) {
+    EXPECT_NE(std::string(error.what()).find("stored bus model"), std::string::npos) << error.what();
+  }
+  std::filesystem::remove_all(home);
+}
+
 TEST(Simulation, EnvironmentVariableSelectsIt) {
   MachineFile machine(kTwoCpusOneGpu);
   hetflow::test::ScopedEnv env("HETFLOW_SIMULATE", machine.path());

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "hetflow/error.hpp"
 
@@ -63,8 +64,9 @@ TEST(Machine, ReadsTheDocumentedExample) {
   EXPECT_EQ(spec.cpus, 8u);
   EXPECT_EQ(spec.gpus, 2u);
   EXPECT_EQ(spec.gpu_memory, std::size_t{16} << 30);
-  EXPECT_DOUBLE_EQ(spec.bandwidth_bytes_per_s, 12e9);
-  EXPECT_DOUBLE_EQ(spec.latency_s, 10e-6);
+  EXPECT_DOUBLE_EQ(spec.link.bandwidth_bytes_per_s, 12e9);
+  EXPECT_DOUBLE_EQ(spec.link.latency_s, 10e-6);
+  EXPECT_FALSE(spec.use_stored_links);
   EXPECT_FALSE(spec.use_stored_models);
   ASSERT_EQ(spec.costs.size(), 2u);
 
@@ -81,14 +83,18 @@ TEST(Machine, DefaultsForWhatIsLeftOut) {
   EXPECT_EQ(spec.cpus, 3u);
   EXPECT_EQ(spec.gpus, 0u);
   EXPECT_EQ(spec.gpu_memory, 0u);  // unlimited
-  EXPECT_DOUBLE_EQ(spec.bandwidth_bytes_per_s, 12e9);
-  EXPECT_DOUBLE_EQ(spec.latency_s, 10e-6);
+  EXPECT_EQ(spec.opencl, 0u);
+  EXPECT_EQ(spec.opencl_memory, 0u);
+  EXPECT_TRUE(spec.opencl_copy_engine);
+  EXPECT_DOUBLE_EQ(spec.link.bandwidth_bytes_per_s, 12e9);
+  EXPECT_DOUBLE_EQ(spec.link.latency_s, 10e-6);
+  EXPECT_FALSE(spec.use_stored_links);
   EXPECT_TRUE(spec.costs.empty());
   EXPECT_FALSE(spec.use_stored_models);
 
   const MachineSpec partial_link = MachineSpec::parse(R"({"cpus": 0, "gpus": 1, "link": {"latency_us": 0}})", "m");
-  EXPECT_DOUBLE_EQ(partial_link.bandwidth_bytes_per_s, 12e9);
-  EXPECT_DOUBLE_EQ(partial_link.latency_s, 0.0);
+  EXPECT_DOUBLE_EQ(partial_link.link.bandwidth_bytes_per_s, 12e9);
+  EXPECT_DOUBLE_EQ(partial_link.link.latency_s, 0.0);
 }
 
 TEST(Machine, StoredModelsAndCostForms) {
@@ -139,11 +145,13 @@ TEST(Machine, GpuMemorySizes) {
 
 TEST(Machine, ErrorsNameTheFileAndTheKeyPath) {
   EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"gemm": {"gpu": 1}}})"),
-            "machine.json: codelets.gemm.gpu: unknown architecture 'gpu' (use cpu or cuda)");
-  EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"gemm": {"opencl": 1}}})"),
-            "machine.json: codelets.gemm.opencl: architecture 'opencl' cannot be simulated (use cpu or cuda)");
+            "machine.json: codelets.gemm.gpu: unknown architecture 'gpu' (use cpu, cuda or opencl)");
+  EXPECT_EQ(
+      parse_error(R"({"cpus": 1, "codelets": {"gemm": {"process": 1}}})"),
+      "machine.json: codelets.gemm.process: architecture 'process' cannot be simulated (use cpu, cuda or opencl)");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "gpu": 2})"),
-            "machine.json: gpu: unknown key (known keys here: cpus, gpus, gpu_memory, link, codelets, models)");
+            "machine.json: gpu: unknown key (known keys here: cpus, gpus, gpu_memory, opencl, opencl_memory, "
+            "opencl_copy_engine, link, codelets, models)");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "link": {"bandwidth": 3}})"),
             "machine.json: link.bandwidth: unknown key (known keys here: bandwidth_gbs, latency_us)");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"potrf": {"cpu": {"a": 1, "d": 2}}}})"),
@@ -153,14 +161,16 @@ TEST(Machine, ErrorsNameTheFileAndTheKeyPath) {
   EXPECT_EQ(parse_error(R"({"cpus": "8"})"), "machine.json: cpus: expected a number, got a string");
   EXPECT_EQ(parse_error(R"({"cpus": -1})"), "machine.json: cpus: expected a whole number from 0 to 4096, not -1");
   EXPECT_EQ(parse_error(R"({"cpus": 2.5})"), "machine.json: cpus: expected a whole number from 0 to 4096, not 2.5");
-  EXPECT_EQ(parse_error(R"({"cpus": 0})"), "machine.json: cpus: the machine has no workers (cpus and gpus are both 0)");
+  EXPECT_EQ(parse_error(R"({"cpus": 0})"),
+            "machine.json: cpus: the machine has no workers (cpus, gpus and opencl are all 0)");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "gpus": 5000})"),
             "machine.json: gpus: expected a whole number from 0 to 4096, not 5000");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "link": {"bandwidth_gbs": 0}})"),
             "machine.json: link.bandwidth_gbs: must be more than 0, not 0");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "link": {"latency_us": -2}})"),
             "machine.json: link.latency_us: must be 0 or more, not -2");
-  EXPECT_EQ(parse_error(R"({"cpus": 1, "link": 5})"), "machine.json: link: expected an object, got a number");
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "link": 5})"),
+            "machine.json: link: expected \"stored\" or {\"bandwidth_gbs\": ..., \"latency_us\": ...}, got a number");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"gemm": {"cpu": -0.5}}})"),
             "machine.json: codelets.gemm.cpu: must be 0 or more, not -0.5");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"gemm": {"cpu": {"b": -1}}}})"),
@@ -176,6 +186,77 @@ TEST(Machine, ErrorsNameTheFileAndTheKeyPath) {
   EXPECT_EQ(parse_error(R"({"cpus": 1, "models": true})"),
             "machine.json: models: expected \"costs\" or \"stored\", got a boolean");
   EXPECT_EQ(parse_error("[1]"), "machine.json: a machine description is a JSON object, not an array");
+}
+
+TEST(Machine, OpenclDevices) {
+  const MachineSpec spec = MachineSpec::parse(R"({"cpus": 1, "gpus": 2, "opencl": 2, "opencl_memory": "1G",
+      "opencl_copy_engine": false, "codelets": {"gemm": {"opencl": 0.02, "cpu": 0.001}}})",
+                                              "m.json");
+  EXPECT_EQ(spec.opencl, 2u);
+  EXPECT_EQ(spec.opencl_memory, std::size_t{1} << 30);
+  EXPECT_FALSE(spec.opencl_copy_engine);
+  EXPECT_DOUBLE_EQ(spec.cost("gemm", Arch::opencl, 100).value(), 0.02);
+  // The GPUs' nodes come first, then the OpenCL devices', named as their drivers name them.
+  EXPECT_EQ(spec.device_node_names(), (std::vector<std::string>{"cuda0", "cuda1", "opencl0", "opencl1"}));
+  EXPECT_EQ(MachineSpec::parse(R"({"cpus": 0, "opencl": 1})", "m").opencl, 1u);  // OpenCL workers alone
+
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "opencl": 1.5})"),
+            "machine.json: opencl: expected a whole number from 0 to 4096, not 1.5");
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "opencl": -1})"),
+            "machine.json: opencl: expected a whole number from 0 to 4096, not -1");
+  EXPECT_EQ(parse_error(R"({"cpus": 4000, "opencl": 97})"),
+            "machine.json: cpus: the machine has 4097 workers in all (cpus + gpus + opencl), more than 4096");
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "opencl_copy_engine": "no"})"),
+            "machine.json: opencl_copy_engine: expected true or false, got a string");
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "opencl_memory": "0"})"),
+            "machine.json: opencl_memory: '0' must be more than 0 (leave opencl_memory out for unlimited memory) (a "
+            "whole number with an optional K, M or G suffix, e.g. \"16G\")");
+}
+
+TEST(Machine, LinkBothWaysOrStored) {
+  const TempDir home;
+  const MachineSpec given = MachineSpec::parse(R"({"cpus": 1, "opencl": 1, "link": {"bandwidth_gbs": 2}})", "m");
+  const MachineSpec::DeviceLinks both = given.device_links("opencl0", home.path(), "m");
+  EXPECT_DOUBLE_EQ(both.to_device.bandwidth_bytes_per_s, 2e9);
+  EXPECT_DOUBLE_EQ(both.to_host.bandwidth_bytes_per_s, 2e9);
+  EXPECT_DOUBLE_EQ(both.to_host.latency_s, 10e-6);
+  EXPECT_NEAR(both.to_device.seconds(2000), 10e-6 + 1e-6, 1e-15);
+
+  const MachineSpec stored = MachineSpec::parse(R"({"cpus": 1, "opencl": 1, "link": "stored"})", "machine.json");
+  EXPECT_TRUE(stored.use_stored_links);
+  const auto file = home.path() / "bus" / "opencl0.txt";
+  try {
+    (void)stored.device_links("opencl0", home.path(), "machine.json");
+    FAIL() << "a missing bus model gave a link";
+  } catch (const InvalidArgument& error) {
+    EXPECT_EQ(std::string(error.what()),
+              "machine.json: link: \"stored\" takes the link of memory node 'opencl0' from its stored bus model '" +
+                  file.string() +
+                  "', which does not exist (a run of the program on the real device, with the same HETFLOW_HOME, "
+                  "measures it)");
+  }
+
+  std::filesystem::create_directories(file.parent_path());
+  std::ofstream(file) << "hetflow-bus 1\nnode opencl0\nhost_to_node 3e10 1.5e-05\nnode_to_host 2e10 2.5e-05\n";
+  const MachineSpec::DeviceLinks measured = stored.device_links("opencl0", home.path(), "machine.json");
+  EXPECT_DOUBLE_EQ(measured.to_device.bandwidth_bytes_per_s, 3e10);
+  EXPECT_DOUBLE_EQ(measured.to_device.latency_s, 1.5e-5);
+  EXPECT_DOUBLE_EQ(measured.to_host.bandwidth_bytes_per_s, 2e10);
+  EXPECT_DOUBLE_EQ(measured.to_host.latency_s, 2.5e-5);
+
+  std::ofstream(file) << "hetflow-bus 1\nnode opencl0\nhost_to_node 3e10 1.5e-05\n";
+  try {
+    (void)stored.device_links("opencl0", home.path(), "machine.json");
+    FAIL() << "a damaged bus model gave a link";
+  } catch (const InvalidArgument& error) {
+    EXPECT_NE(std::string(error.what()).find("'" + file.string() + "', which is damaged: no 'node_to_host' line"),
+              std::string::npos)
+        << error.what();
+  }
+
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "link": "measured"})"),
+            "machine.json: link: expected \"stored\" or {\"bandwidth_gbs\": ..., \"latency_us\": ...}, got "
+            "'measured'");
 }
 
 TEST(Machine, SyntaxErrorsGiveLineAndColumn) {
@@ -197,7 +278,7 @@ TEST(Machine, LoadsAFileAndNamesItInErrors) {
     FAIL() << "a bad description loaded";
   } catch (const InvalidArgument& error) {
     EXPECT_EQ(std::string(error.what()),
-              bad.string() + ": codelets.gemm.gpu: unknown architecture 'gpu' (use cpu or cuda)");
+              bad.string() + ": codelets.gemm.gpu: unknown architecture 'gpu' (use cpu, cuda or opencl)");
   }
 
   const auto missing = dir.path() / "missing.json";
