@@ -32,6 +32,7 @@
 #   RUN_SECONDS  kernel time aimed at per run (default 0.25); steps are capped by MAX_STEPS
 #   MAX_STEPS    the most steps of one run (default 5000)
 #   PY_MAX_STEPS the most steps of one run of the Python front (default 1000)
+#   NEAREST_RADIX  the nearest pattern's radix (default 5, as in Task Bench's METG figures)
 #   DROP_BELOW   efficiency under which a system stops (default 0.1; 0 runs every system throughout)
 #   REPEAT       runs per sweep point, of which the fastest counts (default 1)
 #   OUT          where metg.tsv and metg.png go (default: a new temporary directory)
@@ -136,6 +137,7 @@ pattern_flags() {
       local most=$(((cores + radix - 1) / radix))
       echo "-radix $radix -period $((most < 3 ? most : 3))"
       ;;
+    nearest) echo "-radix ${NEAREST_RADIX:-5}" ;;  # the radix Task Bench's METG figures use
     *) echo "" ;;
   esac
 }
