@@ -147,14 +147,16 @@ def backend_class() -> type:
             return out.result(timeout)
 
         def abort_everything(self, ensure_ready: bool = True) -> None:
-            """Cancels the batches not started; ends this call's worker processes when batches
-            are still running in them (a pool of threads lets them finish, results dropped)."""
+            """Cancels the batches not started; when batches still run, gives up on this call's
+            pool: its worker processes are ended, or its threads let the calls finish, detached,
+            their results dropped (the interpreter does not wait for them at exit, as for the
+            threads of joblib's own backend)."""
             with self._pending_lock:
                 pending = list(self._pending)
                 self._pending.clear()
             running = [future for future in pending if not future.cancel() and not future.done()]
             pool = self._pool
-            if running and pool is not None and pool.executor == "process":
+            if running and pool is not None:
                 self._pool = None
                 pool._terminate("joblib gave up on the loop (a call failed, it timed out, or its output was closed)")
             if not ensure_ready:
