@@ -122,15 +122,15 @@ class Settings:
     def __post_init__(self) -> None:
         trace, stats, initializer, initargs = self.trace, self.stats, self.initializer, self.initargs
         if trace is not None and not isinstance(trace, (str, os.PathLike)):
-            raise ValueError(f"hetflow.Runtime: trace must be a path, not {trace!r}")
+            raise ValueError(f"hetflow: trace must be a path, not {trace!r}")
         if stats is not None and not isinstance(stats, bool):
-            raise ValueError(f"hetflow.Runtime: stats must be True or False, not {stats!r}")
+            raise ValueError(f"hetflow: stats must be True or False, not {stats!r}")
         if initializer is not None and not callable(initializer):
-            raise ValueError(f"hetflow.init: initializer must be callable (or None), not {initializer!r}")
+            raise ValueError(f"hetflow: initializer must be callable (or None), not {initializer!r}")
         if not isinstance(initargs, tuple):
-            raise ValueError(f"hetflow.init: initargs must be a tuple of arguments for the initializer, not {initargs!r}")
+            raise ValueError(f"hetflow: initargs must be a tuple of arguments for the initializer, not {initargs!r}")
         if initargs and initializer is None:
-            raise ValueError("hetflow.init: initargs given without an initializer to call with them")
+            raise ValueError("hetflow: initargs given without an initializer to call with them")
         _check_count(self.ncpus, "ncpus", 1, MAX_NCPUS, "CPU workers")
         _check_count(self.nprocs, "nprocs", 0, MAX_NPROCS, "worker processes")
         _check_count(self.spin_us, "spin_us", 0, MAX_SPIN_US, "microseconds")
@@ -139,7 +139,7 @@ class Settings:
 
             if not isinstance(self.sched, str) or self.sched not in _hetflow.schedulers():
                 raise ValueError(
-                    f"hetflow.init: unknown scheduler {self.sched!r}; known schedulers: {', '.join(_hetflow.schedulers())}"
+                    f"hetflow: unknown scheduler {self.sched!r}; known schedulers: {', '.join(_hetflow.schedulers())}"
                 )
         if self.executor:  # an empty one is left to HETFLOW_EXECUTOR, as None is
             check_executor(self.executor)
@@ -177,9 +177,9 @@ def _check_count(value: Any, name: str, least: int, most: int, unit: str) -> Non
     if value is None:
         return
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"hetflow.init: {name} must be an int from {least} to {most}, not {value!r}")
+        raise ValueError(f"hetflow: {name} must be an int from {least} to {most}, not {value!r}")
     if not least <= value <= most:
-        raise ValueError(f"hetflow.init: {name}={value} is out of range; use {least} to {most} {unit}")
+        raise ValueError(f"hetflow: {name}={value} is out of range; use {least} to {most} {unit}")
 
 
 def resolve_settings(*args: Any, **kwargs: Any) -> tuple:
@@ -633,7 +633,7 @@ def _pickled_initializer(initializer: Callable[..., Any], initargs: tuple) -> st
     try:
         return _cloudpickle().dumps((initializer, initargs)).hex()
     except Exception as error:
-        raise ValueError(f"hetflow.init: the initializer and its initargs cannot be pickled: {error}") from error
+        raise ValueError(f"hetflow: the initializer and its initargs cannot be pickled: {error}") from error
 
 
 def _dumps_value(value: Any) -> bytes:
