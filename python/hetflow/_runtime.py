@@ -292,8 +292,10 @@ class Runtime:
         if executor == "thread" and perfmodel is None and not kwargs:
             plain_and_arrays = self._arrays_and_plain(args)
             if plain_and_arrays is not None:
-                call_args, accesses = plain_and_arrays
-                task = self._engine.submit_thread(functools.partial(func, *call_args), _NONE, accesses, name, priority)
+                call_args, array_accesses = plain_and_arrays
+                task = self._engine.submit_thread(
+                    functools.partial(func, *call_args), _NONE, array_accesses, name, priority
+                )
                 return Future(task, self, name)
         data = _find_data(args, kwargs)
         if executor == "process":
