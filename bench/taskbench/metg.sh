@@ -69,15 +69,7 @@ if ! [[ $drop_below =~ ^(0|0?\.[0-9]+)$ ]]; then
 fi
 source "$here/python_systems.sh"
 read -r -a python_front <<<"$(python_systems)"
-if [ -n "${SYSTEMS:-}" ]; then
-  read -r -a systems <<<"$SYSTEMS"
-else
-  systems=()
-  for system in hetflow openmp tbb starpu; do
-    [ -x "$bin/taskbench-$system" ] && systems+=("$system")
-  done
-  systems+=("${python_front[@]}")
-fi
+set_systems
 if [ ${#systems[@]} -eq 0 ]; then
   echo "metg.sh: no Task Bench programs under $bin (build with -DHETFLOW_BUILD_BENCH=ON, or set BUILD)" >&2
   exit 1

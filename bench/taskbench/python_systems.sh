@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2154,SC2034  # root and bin come from, and runner goes to, the sourcing script
-# Sourced by smoke.sh and metg.sh: which systems of the Python front (taskbench.py) can run here,
-# and the command line of any system. Expects `root` (this repository) and `bin` (the build's
+# Sourced by smoke.sh and metg.sh: which systems run (the C++ programs built, and those of the
+# Python front, taskbench.py, that can run here), and the command line of any system. Expects `root` (this repository) and `bin` (the build's
 # bench/taskbench) to be set; PYTHON chooses the python (default: .venv/bin/python, then python3).
 #
 #   hetflow-py-thread   taskbench.py --system hetflow-thread   (hetflow's thread executor)
@@ -28,6 +28,23 @@ python_systems() {
   echo -n "hetflow-py-thread hetflow-py-process"
   "$python" -c 'import dask.threaded' 2>/dev/null && echo -n " dask"
   echo
+}
+
+# The systems to run, in the array `systems`: those SYSTEMS names, else every C++ program built
+# and the Python front's systems that can run.
+set_systems() {
+  if [ -n "${SYSTEMS:-}" ]; then
+    read -r -a systems <<<"$SYSTEMS"
+    return
+  fi
+  local system
+  systems=()
+  for system in hetflow openmp tbb starpu; do
+    [ -x "$bin/taskbench-$system" ] && systems+=("$system")
+  done
+  local found
+  read -r -a found <<<"$(python_systems)"
+  systems+=("${found[@]}")
 }
 
 # set_runner SYSTEM: the command that runs SYSTEM, in the array `runner`.

@@ -21,16 +21,7 @@ if [ ! -x "$bin/taskbench-selftest" ]; then
   exit 1
 fi
 source "$here/python_systems.sh"
-if [ -n "${SYSTEMS:-}" ]; then
-  read -r -a systems <<<"$SYSTEMS"
-else
-  systems=()
-  for system in hetflow openmp tbb starpu; do
-    [ -x "$bin/taskbench-$system" ] && systems+=("$system")
-  done
-  read -r -a found <<<"$(python_systems)"
-  systems+=("${found[@]}")
-fi
+set_systems
 echo "# systems: ${systems[*]}" >&2
 export STARPU_SILENT=1
 
