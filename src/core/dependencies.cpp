@@ -1,5 +1,6 @@
 #include "core/dependencies.hpp"
 
+#include <algorithm>
 #include <mutex>
 
 #include "hetflow/error.hpp"
@@ -34,13 +35,16 @@ namespace {
 constexpr std::size_t kReaderPruneThreshold = 64;
 
 // Drops the readers that have finished, whatever their outcome: a reader leaves the data as it
-// found it, so the next writer has nothing to wait for or to inherit from them.
+// found it, so the next writer has nothing to wait for or to inherit from them. The next pruning
+// waits until the readers left have doubled, so that many readers still pending (behind a
+// writer, say) cost a scan now and then, not one per new reader.
 void prune_finished_readers(HandleImpl& handle) {
   std::erase_if(handle.readers, [](TaskCore* reader) {
     if (!is_final(reader->status())) return false;
     release(reader);
     return true;
   });
+  handle.prune_readers_at = std::max(kReaderPruneThreshold, 2 * handle.readers.size());
 }
 
 }  // namespace
@@ -52,7 +56,7 @@ void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode) {
   std::lock_guard guard(handle.dep_lock);
   if (!writes(mode)) {
     if (handle.last_writer != nullptr) add_dependency(task, handle.last_writer, EdgeKind::data);
-    if (handle.readers.size() >= kReaderPruneThreshold) prune_finished_readers(handle);
+    if (handle.readers.size() >= handle.prune_readers_at) prune_finished_readers(handle);
     retain(task);
     handle.readers.push_back(task);
     return;
@@ -65,6 +69,7 @@ void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode) {
       release(reader);
     }
     handle.readers.clear();
+    handle.prune_readers_at = kReaderPruneThreshold;
     if (reads(mode) && handle.last_writer != nullptr) add_dependency(task, handle.last_writer, EdgeKind::data);
   } else if (handle.last_writer != nullptr) {
     add_dependency(task, handle.last_writer, reads(mode) ? EdgeKind::data : EdgeKind::ordering);

@@ -46,6 +46,7 @@ class HandleImpl {
   SpinLock dep_lock;
   TaskCore* last_writer = nullptr;
   std::vector<TaskCore*> readers;
+  std::size_t prune_readers_at = 64;    // readers' size at which finished ones are dropped next
   std::vector<TaskCore*> acquisitions;  // held by the application, most recent last
 
   // Coherence (guarded by coherence_mutex). Replica 0 is the user's buffer in host RAM.
