@@ -12,10 +12,11 @@ configures it (also as a context manager), ``hetflow.shutdown()`` stops it.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from hetflow import _runtime
 from hetflow._arrays import RW, Access, R, W
+from hetflow._codelet import Codelet, opencl_program
 from hetflow._data import Acquired, array, empty, ones, zeros
 from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
 from hetflow._future import Future
@@ -66,6 +67,7 @@ __all__ = [
     "release",
     "zeros",
     "CancelledError",
+    "Codelet",
     "DelayedFunction",
     "DependencyError",
     "Executor",
@@ -76,8 +78,10 @@ __all__ = [
     "WorkerCrashedError",
     "delayed",
     "init",
+    "insert",
     "map",
     "ncpus",
+    "opencl_program",
     "perfmodel_plot",
     "shutdown",
     "submit",
@@ -137,6 +141,8 @@ def init(
     stats: Optional[bool] = None,
     initializer: Optional[Callable[..., Any]] = None,
     initargs: tuple = (),
+    opencl: Optional[Union[bool, str]] = None,
+    cuda: Optional[bool] = None,
 ) -> Session:
     """Starts (or restarts, after waiting for its work) the runtime.
 
@@ -150,12 +156,40 @@ def init(
     initializer: called as ``initializer(*initargs)`` once in each worker process when it starts
     (a task on a worker whose initializer raised fails with that error), and once here for the
     thread workers, which share this process's state.
+    opencl: add a worker per OpenCL GPU or accelerator (``"all"``: CPU devices too, as PoCL's);
+    cuda: add a worker per NVIDIA GPU; None: added when ``HETFLOW_OPENCL_DEVICES`` /
+    ``HETFLOW_NCUDA`` is set. Codelets (``hetflow.insert``) run on them; with devices the
+    default scheduler is ``dmdas``.
 
     >>> with hetflow.init(ncpus=4, trace="trace.json"):
     ...     hetflow.task_submit(print, "hello").result()
     """
-    settings = _runtime.Settings(ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs)
+    settings = _runtime.Settings(
+        ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs, opencl, cuda
+    )
     return Session(_runtime.start(settings))
+
+
+def insert(
+    codelet: Codelet, *args: Any, priority: int = 0, where: Optional[str] = None, name: Optional[str] = None
+) -> Future:
+    """Runs ``codelet`` over ``args`` on a worker that has an implementation for it, after the
+    tasks whose data it needs: arrays marked ``hetflow.R``/``W``/``RW`` (unmarked arrays are
+    read), futures (their values are passed) and plain values, in that order to the
+    implementation. ``where``: ``"cpu"``, ``"opencl"`` or ``"cuda"`` forces a kind of worker;
+    None lets the scheduler choose among the codelet's implementations.
+
+    The engine copies arrays to the device that runs the task and keeps them there for the next
+    tasks; ``result()`` of the returned future, ``hetflow.wait_for_all()`` and
+    ``hetflow.acquire`` bring them back to host memory. Arrays that are not contiguous, or that
+    share elements with another view in use, are used on the host only.
+
+    >>> gemm = hetflow.Codelet("gemm", cpu=gemm_numpy, cuda=gemm_cupy, model="gemm")
+    >>> hetflow.insert(gemm, hetflow.RW(c), a, b).result()
+    """
+    from hetflow._codelet import insert as insert_codelet
+
+    return insert_codelet(_runtime.current(), codelet, args, priority, where, name)
 
 
 def shutdown(timeout: Optional[float] = None, cancel_futures: bool = False) -> None:

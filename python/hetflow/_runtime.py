@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Dict, List, Optional, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from hetflow._args import find_futures, substitute
 from hetflow._arrays import Access
@@ -118,9 +118,15 @@ class Settings:
     stats: Optional[bool] = None
     initializer: Optional[Callable[..., Any]] = None
     initargs: tuple = ()
+    opencl: Optional[Union[bool, str]] = None
+    cuda: Optional[bool] = None
 
     def __post_init__(self) -> None:
         trace, stats, initializer, initargs = self.trace, self.stats, self.initializer, self.initargs
+        if self.opencl is not None and self.opencl not in (True, False, "all"):
+            raise ValueError(f"hetflow: opencl must be True, False, 'all' (CPU devices too) or None, not {self.opencl!r}")
+        if self.cuda is not None and not isinstance(self.cuda, bool):
+            raise ValueError(f"hetflow: cuda must be True, False or None, not {self.cuda!r}")
         if trace is not None and not isinstance(trace, (str, os.PathLike)):
             raise ValueError(f"hetflow: trace must be a path, not {trace!r}")
         if stats is not None and not isinstance(stats, bool):
@@ -188,6 +194,38 @@ def resolve_settings(*args: Any, **kwargs: Any) -> tuple:
     return settings.executor, settings.ncpus, settings.nprocs
 
 
+def device_modules(settings: Settings) -> List[Tuple[str, Any, Any]]:
+    """The device drivers a runtime of ``settings`` adds: ``(kind, driver, describer)`` each.
+
+    ``opencl`` / ``cuda`` None: the driver is added when ``HETFLOW_OPENCL_DEVICES`` /
+    ``HETFLOW_NCUDA`` (a number above 0) is set, else not."""
+    opencl, cuda = settings.opencl, settings.cuda
+    if opencl is None:
+        opencl = bool(os.environ.get("HETFLOW_OPENCL_DEVICES"))
+    if cuda is None:
+        cuda = bool(_env_int("HETFLOW_NCUDA"))
+    devices: List[Tuple[str, Any, Any]] = []
+    if opencl:
+        module = _device_module("opencl", "an OpenCL SDK (Debian: ocl-icd-opencl-dev opencl-c-headers)")
+        devices.append(("opencl", module.driver(0, opencl == "all"), module.describer()))
+    if cuda:
+        module = _device_module("cuda", "the CUDA toolkit (nvcc on PATH)")
+        devices.append(("cuda", module.driver(0), module.describer()))
+    return devices
+
+
+def _device_module(kind: str, needs: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(f"hetflow._hetflow_{kind}")
+    except ImportError as error:
+        raise ImportError(
+            f"hetflow: this build of hetflow has no {kind} driver: it is built when {needs} is found "
+            f"while hetflow is installed ({error})"
+        ) from None
+
+
 class Runtime:
     """One engine: CPU workers for the thread executor and worker processes for the process
     executor. Made by ``hetflow.init()`` or on first use; see there.
@@ -207,6 +245,8 @@ class Runtime:
         stats: Optional[bool] = None,
         initializer: Optional[Callable[..., Any]] = None,
         initargs: tuple = (),
+        opencl: Optional[Union[bool, str]] = None,
+        cuda: Optional[bool] = None,
         worker_environment: Optional[dict] = None,
         initialize_here: bool = True,
     ) -> None:
@@ -215,7 +255,10 @@ class Runtime:
         (False when only the worker processes run tasks)."""
         from hetflow import _hetflow, _protocol, _worker  # the engine loads on first use, not at import
 
-        settings = Settings(ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs).resolved()
+        settings = Settings(
+            ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs, opencl, cuda
+        ).resolved()
+        devices = device_modules(settings)
         self.settings = settings
         # Resolved settings have these filled in, and the trace path as a str.
         self.executor = cast(str, settings.executor)
@@ -232,9 +275,12 @@ class Runtime:
         self.initializer = initializer
         self.initargs = initargs
         self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C)
+        scheduler = settings.sched
+        if devices and scheduler is None and not os.environ.get("HETFLOW_SCHED"):
+            scheduler = "dmdas"  # chooses per task from the learned models where each kind runs best
         self._engine = _hetflow.Runtime(
             ncpus=ncpus,
-            scheduler=settings.sched,
+            scheduler=scheduler,
             nprocs=nprocs,
             worker_command=_worker.command(),
             worker_environment=environment,
@@ -243,8 +289,12 @@ class Runtime:
             freeze=freeze_exception,
             trace=cast(Optional[str], settings.trace),
             stats=settings.stats,
+            devices=devices,
         )
         self._function_ids: dict = {}  # function key -> the engine's id for it
+        self._codelet_ids: Dict[Any, int] = {}  # hetflow.Codelet -> the engine's codelet
+        self._worker_archs = frozenset(arch for _, arch, _ in self._engine.workers())
+        self._device_writes: Dict[int, Any] = {}  # id -> array written by a task that may run on a device
         self._handles: Optional[Any] = None
         self._dispatcher: Optional[threading.Thread] = None
         self._lock = threading.Lock()
@@ -331,6 +381,46 @@ class Runtime:
         if function_id is None:
             function_id = self._function_ids[key] = self._engine.register_function(key, code)
         return function_id
+
+    # -- codelets ----------------------------------------------------------------------------------
+    def worker_archs(self) -> frozenset:
+        """The kinds of worker the runtime has ("cpu", "process", "opencl", "cuda")."""
+        return self._worker_archs
+
+    def submit_codelet(
+        self, codelet: Any, runner: Any, deps: list, accesses: list, name: str, priority: int, archs: Sequence[str]
+    ) -> Future:
+        from hetflow._codelet import CodeletFuture
+
+        if self._closed and not self._takes_follow_ups():
+            raise RuntimeError(self._closed_message())
+        check_priority(priority)
+        codelet_id = self._codelet_ids.get(codelet)
+        if codelet_id is None:
+            with self._lock:
+                codelet_id = self._codelet_ids.get(codelet)
+                if codelet_id is None:
+                    codelet_id = self._codelet_ids[codelet] = self._engine.register_codelet(
+                        codelet.name, list(codelet.archs), codelet.model
+                    )
+        task = self._engine.submit_codelet(codelet_id, runner, deps, accesses, name, priority, list(archs))
+        return CodeletFuture(task, self, name)
+
+    def note_device_writes(self, arrays: Sequence[Any]) -> None:
+        """Arrays that a task that may run on a device writes: wait_all brings them home."""
+        with self._lock:
+            for array in arrays:
+                self._device_writes[id(array)] = array
+
+    def bring_home(self, arrays: Sequence[Any]) -> None:
+        """Makes host memory hold the latest version of each array (its copy on a device, if that
+        is the only valid one, is copied back); waits for the tasks that write them first."""
+        if not arrays or self._closed:
+            return
+        handles = self.handles
+        for array in arrays:
+            handle, _, _ = handles.handle(array, "R")
+            self._engine.acquire(handle, "R").release()
 
     # -- cores (offload) ---------------------------------------------------------------------------
     def open_launch(self, launch: int, size: int) -> None:
@@ -502,10 +592,15 @@ class Runtime:
                 "wait for the futures it needs instead"
             )
         try:
-            return self._engine.wait_all(_checked_timeout(timeout, "hetflow.wait_for_all"))
+            finished = self._engine.wait_all(_checked_timeout(timeout, "hetflow.wait_for_all"))
         except KeyboardInterrupt:
             self.interrupted = True
             raise
+        if finished and self._device_writes:
+            with self._lock:
+                written, self._device_writes = list(self._device_writes.values()), {}
+            self.bring_home(written)
+        return finished
 
     def shutdown(
         self, timeout: Optional[float] = None, cancel_futures: bool = False, *, idle_timeout: Optional[float] = None

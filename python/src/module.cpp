@@ -17,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "codelets.hpp"
 #include "completions.hpp"
+#include "device_module.hpp"
 #include "gil_session.hpp"
 #include "hetflow/hetflow.hpp"
 #include "hetflow/process.hpp"
@@ -65,14 +67,16 @@ unsigned default_cpus() {
   return *probe.resolved().ncpus;
 }
 
-/// A submitted task, from Python.
+/// A submitted task, from Python: a plain task, whose result the engine keeps, or a codelet
+/// task, whose runner keeps the implementation's return value (its `value` attribute).
 class TaskRef {
  public:
-  explicit TaskRef(TaskFuture future) : future_(std::move(future)) {}
+  explicit TaskRef(TaskFuture future) : base_(future), typed_(std::move(future)) {}
+  TaskRef(FutureBase future, PyRef runner) : base_(std::move(future)), runner_(std::move(runner)) {}
 
-  [[nodiscard]] bool done() const { return future_.ready(); }
+  [[nodiscard]] bool done() const { return base_.ready(); }
   [[nodiscard]] std::string status() const {
-    switch (future_.status()) {
+    switch (base_.status()) {
       case TaskStatus::pending: return "pending";
       case TaskStatus::ready: return "ready";
       case TaskStatus::running: return "running";
@@ -83,27 +87,36 @@ class TaskRef {
     return "unknown";
   }
   bool wait(std::optional<double> timeout) const {
-    if (future_.ready()) return true;
-    return interruptible_wait(timeout, [this](auto until) { return future_.wait_until(until); });
+    if (base_.ready()) return true;
+    return interruptible_wait(timeout, [this](auto until) { return base_.wait_until(until); });
   }
-  bool cancel() { return future_.cancel(); }
-  [[nodiscard]] std::string name() const { return future_.name(); }
+  bool cancel() { return base_.cancel(); }
+  [[nodiscard]] std::string name() const { return base_.name(); }
 
   /// The outcome of a finished task, as a tuple the Python layer turns into a value or an error:
   /// ("object", obj) | ("pickled", bytes) | ("python_error", exc) | ("remote_error", [bytes...]) |
   /// ("dependency_error", root_task_name, root_outcome) | ("cancelled", message) |
   /// ("crashed", message) | ("error", type_name, message)
   [[nodiscard]] nb::tuple outcome() const {
-    if (!future_.ready()) throw nb::value_error("hetflow: the task has not finished");
-    if (future_.status() == TaskStatus::done) {
-      const TaskResult& result = future_.get();
+    if (!base_.ready()) throw nb::value_error("hetflow: the task has not finished");
+    if (base_.status() == TaskStatus::done) {
+      if (runner_) return nb::make_tuple("object", nb::borrow(runner_.get()).attr("value"));
+      const TaskResult& result = typed_.get();
       if (result.is_pickled) return nb::make_tuple("pickled", as_bytes(result.pickled));
       return nb::make_tuple("object", nb::borrow(result.object ? result.object.get() : Py_None));
     }
-    return describe(future_.error());
+    return describe(base_.error());
   }
 
-  [[nodiscard]] const TaskFuture& future() const noexcept { return future_; }
+  [[nodiscard]] const FutureBase& future() const noexcept { return base_; }
+  /// The future with the engine-kept result that a process task receives as an argument.
+  [[nodiscard]] const TaskFuture& result_future() const {
+    if (!typed_.valid()) {
+      throw nb::type_error(
+          "hetflow: a codelet task's future cannot be an argument of a process task; pass the arrays it wrote");
+    }
+    return typed_;
+  }
 
   static nb::tuple describe(const std::exception_ptr& error) {
     try {
@@ -128,7 +141,9 @@ class TaskRef {
   }
 
  private:
-  TaskFuture future_;
+  FutureBase base_;
+  TaskFuture typed_;
+  PyRef runner_;
 };
 
 /// A numpy array's buffer, registered with the engine for dependency tracking.
@@ -161,6 +176,8 @@ class PyAcquisition {
 using ArraySpec = std::tuple<const ArrayHandle*, std::string, bool, std::uintptr_t, std::size_t, std::size_t,
                              std::vector<std::ptrdiff_t>, std::vector<std::ptrdiff_t>, std::size_t, nb::handle>;
 using AccessSpec = std::pair<const ArrayHandle*, std::string>;
+// "cuda" or "opencl", the driver capsule and the task description capsule of a device module.
+using DeviceSpec = std::tuple<std::string, nb::object, nb::object>;
 
 /// One engine with CPU workers (thread executor) and process workers (process executor).
 class PyRuntime {
@@ -168,8 +185,8 @@ class PyRuntime {
   PyRuntime(std::optional<unsigned> ncpus, std::optional<std::string> scheduler, unsigned nprocs,
             std::vector<std::string> worker_command, std::vector<std::string> worker_environment,
             std::optional<unsigned> spin_us, nb::callable dumps, nb::callable freeze, std::optional<std::string> trace,
-            std::optional<bool> stats)
-      : freeze_(PyRef::borrow(freeze.ptr())), process_tasks_(PyRef::borrow(dumps.ptr())) {
+            std::optional<bool> stats, const std::vector<DeviceSpec>& devices)
+      : freeze_(PyRef::borrow(freeze.ptr())), codelets_(freeze_.get()), process_tasks_(PyRef::borrow(dumps.ptr())) {
     Config config;
     // The CPU workers come from the Python thread driver (GIL sessions), not the built-in one.
     config.ncpus = 0;
@@ -185,8 +202,40 @@ class PyRuntime {
                                                     .count = nprocs,
                                                     .shutdown_kind = message::kShutdown}));
     }
+    for (const auto& [arch_text, driver, describe] : devices) {
+      const Arch arch = arch_text == "cuda" ? Arch::cuda : Arch::opencl;
+      config.drivers.push_back(driver_from_capsule(driver.ptr()));
+      codelets_.add_device(arch, describe_from_capsule(describe.ptr()));
+    }
     nb::gil_scoped_release release;  // process workers start (and import Python) meanwhile
     runtime_ = std::make_unique<Runtime>(std::move(config));
+  }
+
+  /// An engine codelet for a hetflow.Codelet: its id for submit_codelet.
+  std::size_t register_codelet(const std::string& name, const std::vector<std::string>& archs,
+                               const std::optional<std::string>& perfmodel) {
+    return codelets_.add(name, archs, perfmodel);
+  }
+
+  /// A codelet task: the implementation for the worker it lands on calls `runner(arch, info)`.
+  TaskRef submit_codelet(std::size_t codelet_id, nb::callable runner, const std::vector<const TaskRef*>& deps,
+                         const std::vector<AccessSpec>& accesses, const std::string& name, int priority,
+                         const std::vector<std::string>& where) {
+    const Codelet& codelet = codelets_.get(codelet_id);
+    TaskOptions options = options_for(deps, name, priority);
+    ArchMask mask;
+    for (const std::string& arch_text : where) {
+      if (arch_text == "cpu") mask = mask | Arch::cpu;
+      if (arch_text == "cuda") mask = mask | Arch::cuda;
+      if (arch_text == "opencl") mask = mask | Arch::opencl;
+    }
+    options.where = mask;
+    std::vector<DataAccess> data = data_accesses(accesses);
+    options.data_list = data;
+    PyRef task_runner = PyRef::borrow(runner.ptr());
+    FutureBase future = runtime().insert(codelet, options, PyRef::borrow(runner.ptr()));
+    submitted_.fetch_add(1, std::memory_order_relaxed);
+    return TaskRef(std::move(future), std::move(task_runner));
   }
 
   ~PyRuntime() { shutdown(); }
@@ -201,18 +250,8 @@ class PyRuntime {
     auto body = [this, fn = PyRef::borrow(fn.ptr()), model = model_for(perfmodel), size]() -> TaskResult {
       GilSession::Guard gil;
       const auto start = std::chrono::steady_clock::now();
-      PyObject* value = PyObject_CallNoArgs(fn.get());
-      if (model && value != nullptr) record(*model, Arch::cpu, size, start);
-      if (value == nullptr) {
-        PyObject* exception = fetch_exception();
-        if (PyObject* frozen = PyObject_CallOneArg(freeze_.get(), exception)) {
-          Py_DECREF(frozen);
-        } else {
-          PyErr_Clear();
-        }
-        std::string what = describe_python_exception(exception);
-        throw PythonError(std::move(what), PyRef::steal(exception));
-      }
+      PyObject* value = call_or_throw(fn.get(), nullptr, freeze_.get());
+      if (model) record(*model, Arch::cpu, size, start);
       TaskResult result;
       result.object = PyRef::steal(value);
       return result;
@@ -250,7 +289,7 @@ class PyRuntime {
     ProcessCall process_call{
         function, std::string(call.c_str(), call.size()), {}, std::move(array_arguments), model_for(perfmodel), size};
     process_call.inputs.reserve(deps.size());
-    for (const TaskRef* dep : deps) process_call.inputs.push_back(dep->future());
+    for (const TaskRef* dep : deps) process_call.inputs.push_back(dep->result_future());
     submitted_.fetch_add(1, std::memory_order_relaxed);
     if (launch == 0) return TaskRef(runtime().submit(options, BatchedBody{&process_tasks_, std::move(process_call)}));
     // Process workers follow the CPU workers; a kernel is pinned to its core's worker.
@@ -413,6 +452,7 @@ class PyRuntime {
 
   std::unique_ptr<Runtime> runtime_;
   PyRef freeze_;  // keeps a task's traceback as text and drops its frames
+  CodeletTable codelets_;
   CompletionQueue completions_;
   MessageHub hub_;
   FunctionRegistry functions_;
@@ -445,9 +485,13 @@ NB_MODULE(_hetflow, m) {
   nb::class_<PyRuntime>(m, "Runtime")
       .def(nb::init<std::optional<unsigned>, std::optional<std::string>, unsigned, std::vector<std::string>,
                     std::vector<std::string>, std::optional<unsigned>, nb::callable, nb::callable,
-                    std::optional<std::string>, std::optional<bool>>(),
+                    std::optional<std::string>, std::optional<bool>, const std::vector<DeviceSpec>&>(),
            "ncpus"_a.none(), "scheduler"_a.none(), "nprocs"_a, "worker_command"_a, "worker_environment"_a,
-           "spin_us"_a.none(), "dumps"_a, "freeze"_a, "trace"_a.none() = nb::none(), "stats"_a.none() = nb::none())
+           "spin_us"_a.none(), "dumps"_a, "freeze"_a, "trace"_a.none() = nb::none(), "stats"_a.none() = nb::none(),
+           "devices"_a = std::vector<DeviceSpec>{})
+      .def("register_codelet", &PyRuntime::register_codelet, "name"_a, "archs"_a, "perfmodel"_a.none())
+      .def("submit_codelet", &PyRuntime::submit_codelet, "codelet"_a, "runner"_a, "deps"_a, "accesses"_a, "name"_a,
+           "priority"_a, "where"_a)
       .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a,
            "perfmodel"_a = nb::none(), "size"_a = 0)
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)

@@ -1,0 +1,283 @@
+"""Codelets: one function with implementations for CPU workers, OpenCL devices and GPUs, run
+over numpy arrays whose copies the engine moves between host and device memory."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from hetflow._arrays import Access
+from hetflow._future import Future
+
+ARCHS = ("cpu", "opencl", "cuda")
+
+
+class Codelet:
+    """A named function with one implementation per kind of worker, for :func:`hetflow.insert`.
+
+    Each implementation is called with the task's arguments in the order given to ``insert``;
+    the arrays arrive as what that kind of worker works on:
+
+    - ``cpu(*args)``: the numpy arrays themselves, on a CPU worker (as a thread task);
+    - ``opencl(*args)``: ``pyopencl.array.Array`` objects over the device's copies, all on the
+      worker's in-order queue (``a.queue``); enqueue on it and return, without waiting;
+    - ``cuda(*args)``: CuPy arrays over the GPU's copies, with the worker's stream as CuPy's
+      current stream; launch and return, without synchronizing.
+
+    The task is done when the implementation has returned and, on a device, when the work it
+    enqueued has finished. ``model``: the symbol of a performance model (``hetflow.perfmodel``)
+    that learns each implementation's time, which ``dmdas`` uses to choose where tasks run.
+
+    >>> scale = hetflow.Codelet("scale", cpu=lambda x, f: numpy.multiply(x, f, out=x),
+    ...                         cuda=lambda x, f: x.__imul__(f))
+    >>> hetflow.insert(scale, hetflow.RW(a), 2.0).result()
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cpu: Optional[Callable[..., Any]] = None,
+        opencl: Optional[Callable[..., Any]] = None,
+        cuda: Optional[Callable[..., Any]] = None,
+        model: Optional[str] = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"hetflow.Codelet: name must be a non-empty str, not {name!r}")
+        implementations = {"cpu": cpu, "opencl": opencl, "cuda": cuda}
+        for arch, implementation in implementations.items():
+            if implementation is not None and not callable(implementation):
+                raise TypeError(f"hetflow.Codelet {name!r}: {arch} must be callable, not {implementation!r}")
+        if all(implementation is None for implementation in implementations.values()):
+            raise ValueError(f"hetflow.Codelet {name!r}: give at least one implementation (cpu, opencl or cuda)")
+        if model is not None and not isinstance(model, str):
+            raise TypeError(f"hetflow.Codelet {name!r}: model must be a performance model's symbol (a str), not {model!r}")
+        self.name = name
+        self.cpu = cpu
+        self.opencl = opencl
+        self.cuda = cuda
+        self.model = model
+
+    @property
+    def archs(self) -> Tuple[str, ...]:
+        """The kinds of worker this codelet has an implementation for."""
+        return tuple(arch for arch in ARCHS if getattr(self, arch) is not None)
+
+    def __repr__(self) -> str:
+        return f"hetflow.Codelet({self.name!r}, {', '.join(self.archs)})"
+
+
+class _Call:
+    """A codelet task's runner: the engine calls it on the worker the task lands on, with that
+    worker's kind and what its device module says about the task; it keeps the value."""
+
+    __slots__ = ("codelet", "args", "slots", "futures", "value")
+
+    def __init__(self, codelet: Codelet, args: list, slots: Dict[int, Tuple[int, Any]], futures: list) -> None:
+        self.codelet = codelet
+        self.args = args  # the call's arguments, the arrays unwrapped
+        self.slots = slots  # argument position -> (buffer index, array)
+        self.futures = futures  # argument position -> its future, resolved at run time
+        self.value: Any = None
+
+    def __call__(self, arch: str, info: Any) -> None:
+        args = list(self.args)
+        for position, future in self.futures:
+            args[position] = future.result()
+        if arch == "cuda":
+            self.value = _run_cuda(self.codelet.cuda, args, self.slots, info)
+        elif arch == "opencl":
+            self.value = _run_opencl(self.codelet.opencl, args, self.slots, info)
+        else:
+            self.value = self.codelet.cpu(*args)  # type: ignore[misc]
+
+
+class CodeletFuture(Future):
+    """A codelet task's future: ``result()`` also brings the arrays the task wrote back to host
+    memory, so that the program reads what the task wrote wherever it ran."""
+
+    _written: Sequence[Any] = ()
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """Waits for the task, brings the arrays it wrote home, and returns its value."""
+        value = super().result(timeout)
+        self._runtime.bring_home(self._written)
+        return value
+
+
+def _missing_extra(package: str, extra: str, kind: str) -> ImportError:
+    return ImportError(
+        f"hetflow: {kind} implementations need {package}, which is not installed "
+        f"(pip install 'hetflow[{extra}]')"
+    )
+
+
+def _run_cuda(implementation: Any, args: list, slots: Dict[int, Tuple[int, Any]], info: Any) -> Any:
+    try:
+        import cupy
+    except ImportError:
+        raise _missing_extra("CuPy", "cuda", "CUDA") from None
+    device, stream_pointer, buffers = info
+    with cupy.cuda.Device(device):
+        for position, (index, array) in slots.items():
+            address, nbytes = buffers[index]
+            memory = cupy.cuda.UnownedMemory(address, nbytes, None, device)
+            offset = _first_element_offset(array)
+            args[position] = cupy.ndarray(
+                array.shape, array.dtype, cupy.cuda.MemoryPointer(memory, offset), strides=array.strides
+            )
+        with cupy.cuda.ExternalStream(stream_pointer, device):
+            return implementation(*args)
+
+
+_opencl_queues: Dict[int, Any] = {}
+_opencl_lock = threading.Lock()
+
+
+def _opencl_queue(pointer: int) -> Any:
+    """The pyopencl queue over one of the driver's queues, made once."""
+    found = _opencl_queues.get(pointer)
+    if found is None:
+        import pyopencl
+
+        with _opencl_lock:
+            found = _opencl_queues.get(pointer)
+            if found is None:
+                found = _opencl_queues[pointer] = pyopencl.CommandQueue.from_int_ptr(pointer, retain=True)
+    return found
+
+
+def _run_opencl(implementation: Any, args: list, slots: Dict[int, Tuple[int, Any]], info: Any) -> Any:
+    try:
+        import pyopencl
+        import pyopencl.array
+    except ImportError:
+        raise _missing_extra("pyopencl", "opencl", "OpenCL") from None
+    _context_pointer, queue_pointer, _device_pointer, buffers = info
+    queue = _opencl_queue(queue_pointer)
+    for position, (index, array) in slots.items():
+        address, _nbytes = buffers[index]
+        buffer = pyopencl.Buffer.from_int_ptr(address, retain=True)
+        args[position] = pyopencl.array.Array(
+            queue, array.shape, array.dtype, strides=array.strides, data=buffer, offset=_first_element_offset(array)
+        )
+    return implementation(*args)
+
+
+def _first_element_offset(array: Any) -> int:
+    from hetflow._arrays import span
+
+    return span(array)[2]
+
+
+_programs: Dict[Tuple[int, str, str], Any] = {}
+_programs_lock = threading.Lock()
+
+
+def opencl_program(context: Any, source: str, options: str = "") -> Any:
+    """The ``pyopencl.Program`` of OpenCL C ``source`` built for ``context`` (a
+    ``pyopencl.Context``, or an array or queue of it), built once and kept for the next tasks.
+
+    >>> def scale_opencl(x, factor):
+    ...     program = hetflow.opencl_program(x, SOURCE)
+    ...     program.scale(x.queue, x.shape, None, x.data, numpy.float64(factor))
+    """
+    context = getattr(context, "context", context)
+    key = (context.int_ptr, source, options)
+    program = _programs.get(key)
+    if program is None:
+        import pyopencl
+
+        with _programs_lock:
+            program = _programs.get(key)
+            if program is None:
+                program = pyopencl.Program(context, source).build(options=options)
+                _programs[key] = program
+    return program
+
+
+def insert(
+    runtime: Any, codelet: Codelet, args: tuple, priority: int, where: Optional[str], name: Optional[str]
+) -> CodeletFuture:
+    """Submits ``codelet`` over ``args`` to ``runtime``; see :func:`hetflow.insert`."""
+    import numpy
+
+    from hetflow._data import engine_accesses
+
+    if not isinstance(codelet, Codelet):
+        raise TypeError(f"hetflow.insert takes a hetflow.Codelet first, not {type(codelet).__name__}")
+    archs = _allowed_archs(codelet, where)
+    handles = runtime.handles
+    merged: Dict[Any, int] = {}
+    call_args: List[Any] = []
+    arrays: List[Tuple[int, Any, Any]] = []  # (position, array, its view)
+    futures: List[Tuple[int, Future]] = []
+    written: List[Any] = []
+    on_host_only = False
+    for position, value in enumerate(args):
+        mode = "R"
+        if isinstance(value, Access):
+            mode, value = value.mode, value.value
+            if not isinstance(value, numpy.ndarray):
+                raise TypeError(
+                    f"hetflow.insert: {codelet.name!r} argument {position} is marked {mode} but is a "
+                    f"{type(value).__name__}; only numpy arrays are task data"
+                )
+        if isinstance(value, numpy.ndarray):
+            view = handles.accesses(value, mode, merged)
+            arrays.append((position, value, view))
+            if mode != "R":
+                written.append(value)
+            # A device copy covers one view; views that share elements with others are kept
+            # coherent through host memory, so a task on them runs on the host.
+            if view.overlaps or not (value.flags.c_contiguous or value.flags.f_contiguous):
+                on_host_only = True
+        elif isinstance(value, Future):
+            futures.append((position, value))
+        call_args.append(value)
+    if on_host_only and archs != ("cpu",):
+        if "cpu" not in archs:
+            raise ValueError(
+                f"hetflow.insert: {codelet.name!r} must run on {'/'.join(archs)}, but one of its arrays is not "
+                "contiguous or shares elements with another array view in use: such arrays are used on the host "
+                "only (give the codelet a cpu implementation, or pass contiguous arrays that do not overlap)"
+            )
+        archs = ("cpu",)
+    _check_workers(runtime, codelet, archs)
+    accesses = engine_accesses(merged)
+    buffer_index = {handle: index for index, (handle, _) in enumerate(accesses)}
+    slots = {position: (buffer_index[view.handle], array) for position, array, view in arrays}
+    runner = _Call(codelet, call_args, slots, futures)
+    future = runtime.submit_codelet(codelet, runner, [f._task for _, f in futures], accesses, name or codelet.name,
+                                    priority, archs)
+    if written and archs != ("cpu",):
+        future._written = tuple(written)
+        runtime.note_device_writes(written)
+    return future
+
+
+def _allowed_archs(codelet: Codelet, where: Optional[str]) -> Tuple[str, ...]:
+    archs = codelet.archs
+    if where is None or where == "any":
+        return archs
+    if where not in ARCHS:
+        raise ValueError(f"hetflow.insert: where must be one of {', '.join(ARCHS)} or 'any', not {where!r}")
+    if where not in archs:
+        raise ValueError(
+            f"hetflow.insert: where={where!r} but codelet {codelet.name!r} has no {where} implementation "
+            f"(it has: {', '.join(archs)})"
+        )
+    return (where,)
+
+
+def _check_workers(runtime: Any, codelet: Codelet, archs: Sequence[str]) -> None:
+    present = runtime.worker_archs()
+    if any(arch in present for arch in archs):
+        return
+    if len(archs) == 1 and archs[0] in ("cuda", "opencl"):
+        raise ValueError(
+            f"hetflow.insert: {codelet.name!r} can run only on {archs[0]} workers and the runtime has none "
+            f"(start it with hetflow.init({archs[0]}=True) on a machine with such a device)"
+        )
+    raise ValueError(
+        f"hetflow.insert: no worker of the runtime can run {codelet.name!r} (it runs on {', '.join(archs)}; "
+        f"the runtime has {', '.join(sorted(present))} workers)"
+    )
