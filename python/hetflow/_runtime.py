@@ -275,12 +275,9 @@ class Runtime:
         self.initializer = initializer
         self.initargs = initargs
         self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C)
-        scheduler = settings.sched
-        if devices and scheduler is None and not os.environ.get("HETFLOW_SCHED"):
-            scheduler = "dmdas"  # chooses per task from the learned models where each kind runs best
         self._engine = _hetflow.Runtime(
             ncpus=ncpus,
-            scheduler=scheduler,
+            scheduler=settings.sched,  # None: the engine's default, dmdas when there are devices
             nprocs=nprocs,
             worker_command=_worker.command(),
             worker_environment=environment,

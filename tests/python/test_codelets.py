@@ -1,0 +1,232 @@
+"""Codelets with CPU and OpenCL implementations (hetflow.Codelet, hetflow.insert), on PoCL's CPU
+device: mixed graphs, data coherent between host and device, eviction, failures, bad input.
+
+pyopencl and an OpenCL platform are optional dependencies; with HETFLOW_TEST_REQUIRE_OPENCL=1
+(as `make test` sets it) their absence fails these tests instead of skipping them."""
+import os
+
+import numpy as np
+import pytest
+
+import hetflow
+
+_REQUIRED = os.environ.get("HETFLOW_TEST_REQUIRE_OPENCL") == "1"
+
+
+def _opencl_or_skip():
+    try:
+        import pyopencl
+
+        platforms = pyopencl.get_platforms()
+        from hetflow import _hetflow_opencl  # noqa: F401
+    except Exception as error:  # ImportError, or pyopencl's LogicError without a platform
+        if _REQUIRED:
+            pytest.fail(f"OpenCL is required here (HETFLOW_TEST_REQUIRE_OPENCL=1) but unusable: {error}")
+        pytest.skip(f"no usable OpenCL (pyopencl, a platform, hetflow's OpenCL module): {error}")
+    if not platforms:
+        pytest.skip("no OpenCL platform")
+
+
+SCALE_SOURCE = """
+__kernel void scale(__global double *x, double factor) {
+    size_t i = get_global_id(0);
+    x[i] *= factor;
+}
+"""
+
+ran_on = []
+
+
+def scale_cpu(x, factor):
+    ran_on.append("cpu")
+    x *= factor
+
+
+def scale_opencl(x, factor):
+    import pyopencl
+
+    ran_on.append("opencl")
+    program = hetflow.opencl_program(x, SCALE_SOURCE)
+    kernel = pyopencl.Kernel(program, "scale")
+    kernel(x.queue, (x.size,), None, x.data, np.float64(factor))
+
+
+def add_opencl(y, x):
+    ran_on.append("opencl")
+    y += x  # pyopencl.array arithmetic, enqueued on the worker's queue
+
+
+def add_cpu(y, x):
+    ran_on.append("cpu")
+    y += x
+
+
+scale = hetflow.Codelet("scale", cpu=scale_cpu, opencl=scale_opencl)
+scale_device_only = hetflow.Codelet("scale_device", opencl=scale_opencl)
+add = hetflow.Codelet("add", cpu=add_cpu, opencl=add_opencl)
+
+
+@pytest.fixture
+def runtime():
+    _opencl_or_skip()
+    ran_on.clear()
+    session = hetflow.init(ncpus=2, executor="thread", opencl="all")
+    yield session.runtime
+    hetflow.shutdown()
+
+
+def test_runtime_has_an_opencl_worker_and_defaults_to_dmdas(runtime):
+    assert "opencl" in runtime.worker_archs()
+    assert runtime._engine.scheduler_name() == "dmdas"
+
+
+def test_device_then_host_then_device_each_sees_the_last_write(runtime):
+    a = np.arange(1000, dtype=np.float64)
+    hetflow.insert(scale, hetflow.RW(a), 2.0, where="opencl")
+    hetflow.insert(scale, hetflow.RW(a), 3.0, where="cpu")  # must read the device's result
+    last = hetflow.insert(scale, hetflow.RW(a), 5.0, where="opencl")  # must read the host's
+    last.result()  # brings the array home
+    np.testing.assert_array_equal(a, np.arange(1000) * 30.0)
+    assert ran_on == ["opencl", "cpu", "opencl"]
+
+
+def test_plain_thread_tasks_and_codelets_share_arrays(runtime):
+    a = np.ones(256)
+    b = np.zeros(256)
+
+    def fill(out, value):
+        out[:] = value
+
+    hetflow.submit(fill, hetflow.W(b), 4.0)  # a plain Python task writes b on the host
+    hetflow.insert(add, hetflow.RW(a), b, where="opencl")  # a += b on the device
+    total = hetflow.submit(np.sum, a)  # a plain task reads a: must see the device's write
+    assert total.result() == 256 * 5.0
+    hetflow.insert(scale, hetflow.RW(b), 0.5, where="opencl")
+    hetflow.wait_for_all()  # brings b home too
+    np.testing.assert_array_equal(b, np.full(256, 2.0))
+
+
+def test_process_tasks_see_device_writes(runtime):
+    a = np.arange(64, dtype=np.float64)
+    hetflow.insert(scale, hetflow.RW(a), 3.0, where="opencl")
+    assert hetflow.task_submit.options(executor="process")(np.sum, a).result() == 3.0 * 63 * 64 / 2
+
+
+def test_a_long_chain_alternating_sides_gives_the_exact_result(runtime):
+    a = np.ones(4096)
+    expected = np.ones(4096)
+    rng = np.random.default_rng(7)
+    for step in range(40):
+        where = "opencl" if rng.random() < 0.5 else "cpu"
+        factor = float(rng.integers(1, 3))
+        hetflow.insert(scale, hetflow.RW(a), factor, where=where, name=f"step {step}")
+        expected *= factor
+    hetflow.wait_for_all()
+    np.testing.assert_array_equal(a, expected)
+
+
+def test_the_scheduler_chooses_when_not_forced_and_results_are_right(runtime):
+    arrays = [np.full(512, float(i)) for i in range(16)]
+    futures = [hetflow.insert(scale, hetflow.RW(x), 2.0) for x in arrays]
+    for future in futures:
+        future.result()
+    for i, x in enumerate(arrays):
+        np.testing.assert_array_equal(x, np.full(512, 2.0 * i))
+    assert set(ran_on) <= {"cpu", "opencl"} and len(ran_on) == 16
+
+
+def test_eviction_under_a_small_device_limit_keeps_every_result(monkeypatch):
+    _opencl_or_skip()
+    monkeypatch.setenv("HETFLOW_MEMORY_LIMITS", "1:64K")  # 8 arrays of 8K fit; 24 do not
+    hetflow.init(ncpus=1, executor="thread", opencl="all")
+    try:
+        arrays = [np.full(1024, float(i)) for i in range(24)]
+        for _ in range(3):
+            for x in arrays:
+                hetflow.insert(scale, hetflow.RW(x), 2.0, where="opencl")
+        hetflow.wait_for_all()
+        for i, x in enumerate(arrays):
+            np.testing.assert_array_equal(x, np.full(1024, 8.0 * i))
+    finally:
+        hetflow.shutdown()
+
+
+def test_an_error_in_a_device_implementation_fails_its_task_and_dependents_only(runtime):
+    def broken(x):
+        raise ValueError("bad kernel arguments")
+
+    failing = hetflow.Codelet("broken", opencl=broken)
+    a = np.ones(32)
+    first = hetflow.insert(failing, hetflow.RW(a), where="opencl")
+    after = hetflow.insert(scale, hetflow.RW(a), 2.0, where="opencl")
+    with pytest.raises(ValueError, match="bad kernel arguments"):
+        first.result()
+    with pytest.raises(hetflow.DependencyError):
+        after.result()
+    b = np.ones(32)
+    hetflow.insert(scale, hetflow.RW(b), 2.0, where="opencl").result()
+    np.testing.assert_array_equal(b, np.full(32, 2.0))
+
+
+def test_a_kernel_that_does_not_build_fails_its_task_with_the_build_log(runtime):
+    def bad_source(x):
+        hetflow.opencl_program(x, "__kernel void k(__global double *x) { x[0] = undefined_name; }")
+
+    with pytest.raises(Exception, match="undefined_name|build"):
+        hetflow.insert(hetflow.Codelet("bad", opencl=bad_source), hetflow.RW(np.ones(4))).result()
+
+
+def test_views_and_overlapping_arrays_run_on_the_host(runtime):
+    a = np.arange(100, dtype=np.float64)
+    hetflow.insert(scale, hetflow.RW(a[::2]), 2.0).result()  # not contiguous: host only
+    whole = np.arange(16, dtype=np.float64)
+    hetflow.submit(np.sum, whole[:8]).result()  # a view of `whole` in use
+    hetflow.insert(scale, hetflow.RW(whole), 3.0).result()  # overlaps it: host only
+    assert ran_on == ["cpu", "cpu"]
+    expected = np.arange(100, dtype=np.float64)
+    expected[::2] *= 2
+    np.testing.assert_array_equal(a, expected)
+    np.testing.assert_array_equal(whole, np.arange(16) * 3.0)
+    with pytest.raises(ValueError, match="contiguous"):
+        hetflow.insert(scale_device_only, hetflow.RW(a[::2]), 2.0)
+
+
+def test_futures_as_arguments_pass_their_values(runtime):
+    factor = hetflow.submit(lambda: 4.0)
+    a = np.ones(8)
+    hetflow.insert(scale, hetflow.RW(a), factor, where="opencl").result()
+    np.testing.assert_array_equal(a, np.full(8, 4.0))
+
+
+def test_bad_input_is_refused_with_a_clear_error(runtime):
+    with pytest.raises(ValueError, match="no cuda implementation"):
+        hetflow.insert(scale, hetflow.RW(np.ones(4)), 2.0, where="cuda")
+    with pytest.raises(ValueError, match="where must be"):
+        hetflow.insert(scale, hetflow.RW(np.ones(4)), 2.0, where="gpu")
+    with pytest.raises(TypeError, match="only numpy arrays"):
+        hetflow.insert(scale, hetflow.RW([1.0, 2.0]), 2.0)
+    with pytest.raises(TypeError, match="hetflow.Codelet first"):
+        hetflow.insert(scale_cpu, np.ones(4))
+    with pytest.raises(ValueError, match="at least one implementation"):
+        hetflow.Codelet("empty")
+    with pytest.raises(TypeError, match="must be callable"):
+        hetflow.Codelet("x", cpu=3)
+
+
+def test_a_device_only_codelet_without_such_workers_is_refused():
+    hetflow.init(ncpus=1, executor="thread", opencl=False, cuda=False)
+    try:
+        with pytest.raises(ValueError, match=r"only on opencl workers and the runtime has none.*opencl=True"):
+            hetflow.insert(scale_device_only, hetflow.RW(np.ones(4)), 2.0)
+        a = np.ones(4)
+        hetflow.insert(scale, hetflow.RW(a), 2.0).result()  # the cpu implementation runs
+        np.testing.assert_array_equal(a, np.full(4, 2.0))
+    finally:
+        hetflow.shutdown()
+
+
+def test_bad_device_settings_are_refused():
+    with pytest.raises(ValueError, match="opencl must be"):
+        hetflow.init(opencl="gpu")
+    with pytest.raises(ValueError, match="cuda must be"):
+        hetflow.init(cuda="yes")
