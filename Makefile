@@ -11,7 +11,7 @@ DOCS_PACKAGES := doxygen
 SANITIZER_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHETFLOW_WERROR=ON -DHETFLOW_BUILD_BENCH=OFF -DHETFLOW_BUILD_EXAMPLES=OFF \
   -DHETFLOW_WITH_CUDA=OFF -DHETFLOW_WITH_OPENCL=OFF
 
-PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplotlib joblib dask mypy threadpoolctl
+PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplotlib joblib dask mypy threadpoolctl pyopencl
 DOCS_PYTHON_DEPS := sphinx breathe myst-parser furo
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -38,14 +38,16 @@ run: build python
 	./$(BUILD)/examples/cpp/cholesky --check
 	HETFLOW_OPENCL_DEVICES=all ./$(BUILD)/examples/cpp/cholesky --opencl --sched dmdas --repeat 3 --check
 	$(PY) examples/python/tour.py
+	$(PY) examples/python/tiled_gemm.py --n 1024 --tile 256 --opencl --repeat 3 --check
 
 test: test-unit test-python test-types test-tsan test-asan
 
 test-unit: build
 	ctest --test-dir $(BUILD) -j$(JOBS) --output-on-failure
 
+# The OpenCL codelet tests run on PoCL's CPU device, which `make deps` installs: they must not skip.
 test-python: python
-	$(PY) -m pytest -q tests/python
+	HETFLOW_TEST_REQUIRE_OPENCL=1 $(PY) -m pytest -q tests/python
 
 # The type check of the Python package (settings in pyproject.toml), against the extension's
 # checked-in stubs.

@@ -44,6 +44,10 @@ struct DriverOptions {
 [[nodiscard]] HETFLOW_API int device(const TaskContext& context);
 /// The stream the task's kernels go to.
 [[nodiscard]] HETFLOW_API cudaStream_t stream(const TaskContext& context);
+/// Seconds the running implementation spent on one-off preparation of its own (compiling a
+/// kernel it keeps, say): the performance model does not learn them. Throws hetflow::Error
+/// outside a CUDA worker.
+HETFLOW_API void add_setup_seconds(const TaskContext& context, double seconds);
 /// A cuBLAS handle of the worker, bound to stream(context); made on first use.
 [[nodiscard]] HETFLOW_API cublasHandle_t cublas(const TaskContext& context);
 /// A cuSOLVER dense handle of the worker, bound to stream(context); made on first use.

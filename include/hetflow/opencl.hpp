@@ -87,6 +87,10 @@ struct Device {
 ///     hetflow::opencl::prepare_program(rt, kSource);  // before submitting the tasks
 HETFLOW_API void prepare_program(Runtime& rt, std::string_view source, std::string_view build_options = {});
 
+/// Seconds the running implementation spent on one-off preparation of its own (a program it
+/// built and keeps, through other OpenCL bindings): the performance model does not learn them,
+/// as it does not learn the builds of kernel(). Throws hetflow::Error outside an OpenCL worker.
+HETFLOW_API void add_setup_seconds(const TaskContext& context, double seconds);
 /// The i-th registered buffer of the task, as the cl_mem it is on the worker's device.
 [[nodiscard]] inline cl_mem buffer(const TaskContext& context, std::size_t index) {
   return static_cast<cl_mem>(context.buffer(index).ptr);

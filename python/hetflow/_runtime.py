@@ -194,8 +194,9 @@ def resolve_settings(*args: Any, **kwargs: Any) -> tuple:
     return settings.executor, settings.ncpus, settings.nprocs
 
 
-def device_modules(settings: Settings) -> List[Tuple[str, Any, Any]]:
-    """The device drivers a runtime of ``settings`` adds: ``(kind, driver, describer)`` each.
+def device_modules(settings: Settings) -> List[Tuple[str, Any, Any, Any]]:
+    """The device drivers a runtime of ``settings`` adds: ``(kind, driver, describer, setup
+    note)`` each (capsules the engine reads).
 
     ``opencl`` / ``cuda`` None: the driver is added when ``HETFLOW_OPENCL_DEVICES`` /
     ``HETFLOW_NCUDA`` (a number above 0) is set, else not."""
@@ -204,13 +205,13 @@ def device_modules(settings: Settings) -> List[Tuple[str, Any, Any]]:
         opencl = bool(os.environ.get("HETFLOW_OPENCL_DEVICES"))
     if cuda is None:
         cuda = bool(_env_int("HETFLOW_NCUDA"))
-    devices: List[Tuple[str, Any, Any]] = []
+    devices: List[Tuple[str, Any, Any, Any]] = []
     if opencl:
         module = _device_module("opencl", "an OpenCL SDK (Debian: ocl-icd-opencl-dev opencl-c-headers)")
-        devices.append(("opencl", module.driver(0, opencl == "all"), module.describer()))
+        devices.append(("opencl", module.driver(0, opencl == "all"), module.describer(), module.setup_note()))
     if cuda:
         module = _device_module("cuda", "the CUDA toolkit (nvcc on PATH)")
-        devices.append(("cuda", module.driver(0), module.describer()))
+        devices.append(("cuda", module.driver(0), module.describer(), module.setup_note()))
     return devices
 
 

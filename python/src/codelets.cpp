@@ -98,9 +98,14 @@ void CodeletTable::run(TaskContext& context, Arch arch) const {
     throw PythonError(std::move(what), PyRef::steal(exception));
   }
   PyObject* args = Py_BuildValue("(sN)", std::string(arch_name(arch)).c_str(), info);
-  if (args == nullptr) throw PythonError("hetflow: could not build a codelet's arguments", PyRef::steal(fetch_exception()));
+  if (args == nullptr)
+    throw PythonError("hetflow: could not build a codelet's arguments", PyRef::steal(fetch_exception()));
   PyRef args_ref = PyRef::steal(args);
-  Py_DECREF(call_or_throw(runner, args, freeze_));
+  // The runner returns the seconds the implementation spent building what it keeps.
+  PyRef setup = PyRef::steal(call_or_throw(runner, args, freeze_));
+  const double setup_seconds = PyFloat_Check(setup.get()) ? PyFloat_AsDouble(setup.get()) : 0.0;
+  const NoteSetup note_setup = note_setup_[static_cast<unsigned>(arch)];
+  if (setup_seconds > 0 && note_setup != nullptr) note_setup(context, setup_seconds);
 }
 
 }  // namespace hetflow::python

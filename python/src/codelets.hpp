@@ -1,7 +1,8 @@
 #pragma once
 // hetflow.Codelet from Python: one engine codelet per Python codelet, each implementation a call
 // of the task's runner (a Python callable, the task's argument) with the architecture's name and
-// what the device module says about the task (None on a CPU worker).
+// what the device module says about the task (None on a CPU worker); the runner returns the
+// seconds the implementation spent on one-off preparation, which the model does not learn.
 #include <Python.h>
 
 #include <array>
@@ -27,8 +28,10 @@ class CodeletTable {
   /// `freeze` lives as long as the table's owner.
   explicit CodeletTable(PyObject* freeze) : freeze_(freeze) {}
 
-  void add_device(Arch arch, DescribeTask describe) { describe_[static_cast<unsigned>(arch)] = describe; }
-  [[nodiscard]] bool has_device(Arch arch) const { return describe_[static_cast<unsigned>(arch)] != nullptr; }
+  void add_device(Arch arch, DescribeTask describe, NoteSetup note_setup) {
+    describe_[static_cast<unsigned>(arch)] = describe;
+    note_setup_[static_cast<unsigned>(arch)] = note_setup;
+  }
 
   /// A new engine codelet with an implementation for each of `archs` ("cpu", "cuda",
   /// "opencl"); its model, when given, is the performance model of that symbol. Returns its id.
@@ -41,6 +44,7 @@ class CodeletTable {
 
   PyObject* freeze_;
   std::array<DescribeTask, kArchCount> describe_{};
+  std::array<NoteSetup, kArchCount> note_setup_{};
   mutable std::mutex mutex_;
   std::deque<Codelet> codelets_;  // a deque: tasks hold pointers to its elements
 };

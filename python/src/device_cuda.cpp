@@ -22,6 +22,10 @@ PyObject* describe_cuda_task(const hetflow::TaskContext& context) {
   }
 }
 
+void note_setup(const hetflow::TaskContext& context, double seconds) {
+  hetflow::cuda::add_setup_seconds(context, seconds);
+}
+
 }  // namespace
 
 NB_MODULE(_hetflow_cuda, m) {
@@ -31,4 +35,5 @@ NB_MODULE(_hetflow_cuda, m) {
     return nb::steal(hetflow::python::driver_capsule(hetflow::cuda::make_driver({.max_devices = max_devices})));
   });
   m.def("describer", [] { return nb::steal(hetflow::python::describe_capsule(&describe_cuda_task)); });
+  m.def("setup_note", [] { return nb::steal(hetflow::python::note_setup_capsule(&note_setup)); });
 }

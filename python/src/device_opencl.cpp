@@ -28,6 +28,10 @@ PyObject* describe_opencl_task(const hetflow::TaskContext& context) {
   }
 }
 
+void note_setup(const hetflow::TaskContext& context, double seconds) {
+  hetflow::opencl::add_setup_seconds(context, seconds);
+}
+
 }  // namespace
 
 NB_MODULE(_hetflow_opencl, m) {
@@ -42,4 +46,5 @@ NB_MODULE(_hetflow_opencl, m) {
     return nb::steal(hetflow::python::driver_capsule(hetflow::opencl::make_driver(options)));
   });
   m.def("describer", [] { return nb::steal(hetflow::python::describe_capsule(&describe_opencl_task)); });
+  m.def("setup_note", [] { return nb::steal(hetflow::python::note_setup_capsule(&note_setup)); });
 }

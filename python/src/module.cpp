@@ -176,8 +176,8 @@ class PyAcquisition {
 using ArraySpec = std::tuple<const ArrayHandle*, std::string, bool, std::uintptr_t, std::size_t, std::size_t,
                              std::vector<std::ptrdiff_t>, std::vector<std::ptrdiff_t>, std::size_t, nb::handle>;
 using AccessSpec = std::pair<const ArrayHandle*, std::string>;
-// "cuda" or "opencl", the driver capsule and the task description capsule of a device module.
-using DeviceSpec = std::tuple<std::string, nb::object, nb::object>;
+// "cuda" or "opencl", and the driver, task description and setup time capsules of a device module.
+using DeviceSpec = std::tuple<std::string, nb::object, nb::object, nb::object>;
 
 /// One engine with CPU workers (thread executor) and process workers (process executor).
 class PyRuntime {
@@ -202,10 +202,10 @@ class PyRuntime {
                                                     .count = nprocs,
                                                     .shutdown_kind = message::kShutdown}));
     }
-    for (const auto& [arch_text, driver, describe] : devices) {
+    for (const auto& [arch_text, driver, describe, note_setup] : devices) {
       const Arch arch = arch_text == "cuda" ? Arch::cuda : Arch::opencl;
       config.drivers.push_back(driver_from_capsule(driver.ptr()));
-      codelets_.add_device(arch, describe_from_capsule(describe.ptr()));
+      codelets_.add_device(arch, describe_from_capsule(describe.ptr()), note_setup_from_capsule(note_setup.ptr()));
     }
     nb::gil_scoped_release release;  // process workers start (and import Python) meanwhile
     runtime_ = std::make_unique<Runtime>(std::move(config));

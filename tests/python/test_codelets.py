@@ -4,6 +4,7 @@ device: mixed graphs, data coherent between host and device, eviction, failures,
 pyopencl and an OpenCL platform are optional dependencies; with HETFLOW_TEST_REQUIRE_OPENCL=1
 (as `make test` sets it) their absence fails these tests instead of skipping them."""
 import os
+import time
 
 import numpy as np
 import pytest
@@ -230,3 +231,42 @@ def test_bad_device_settings_are_refused():
         hetflow.init(opencl="gpu")
     with pytest.raises(ValueError, match="cuda must be"):
         hetflow.init(cuda="yes")
+
+
+def test_a_program_build_inside_a_task_is_left_out_of_its_model(runtime, monkeypatch):
+    import uuid
+
+    import pyopencl
+
+    from hetflow import perfmodel
+
+    real_build = pyopencl.Program.build
+
+    def slow_build(self, *args, **kwargs):
+        time.sleep(2.0)  # a build far longer than the task itself
+        return real_build(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyopencl.Program, "build", slow_build)
+    tag = uuid.uuid4().hex
+    source = SCALE_SOURCE + f"// {tag}\n"
+
+    def scale_fresh(x, factor):
+        program = hetflow.opencl_program(x, source)
+        pyopencl.Kernel(program, "scale")(x.queue, (x.size,), None, x.data, np.float64(factor))
+
+    codelet = hetflow.Codelet("fresh", opencl=scale_fresh, model=f"build_left_out_{tag}")
+    a = np.ones(1024)
+    started = time.perf_counter()
+    hetflow.insert(codelet, hetflow.RW(a), 2.0, where="opencl").result()
+    assert time.perf_counter() - started >= 2.0  # the build did happen inside the task
+    np.testing.assert_array_equal(a, np.full(1024, 2.0))
+    recorded = [entry for entry in perfmodel.entries(f"build_left_out_{tag}") if entry["arch"] == "opencl"]
+    assert recorded and recorded[0]["count"] == 1
+    assert recorded[0]["max"] < 1.0, recorded  # the task's own time, without the 2 s build
+
+
+def test_acquire_brings_a_device_write_home(runtime):
+    a = np.arange(32, dtype=np.float64)
+    hetflow.insert(scale, hetflow.RW(a), 2.0, where="opencl")  # no result(), no wait
+    with hetflow.acquire(a, "R") as view:
+        np.testing.assert_array_equal(view, np.arange(32) * 2.0)

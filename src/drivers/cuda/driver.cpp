@@ -156,4 +156,8 @@ int device(const TaskContext& context) { return detail::worker_of(context, "devi
 
 cudaStream_t stream(const TaskContext& context) { return detail::worker_of(context, "stream").compute.get(); }
 
+void add_setup_seconds(const TaskContext& context, double seconds) {
+  detail::worker_of(context, "add_setup_seconds").setup_seconds += seconds;
+}
+
 }  // namespace hetflow::cuda

@@ -96,6 +96,10 @@ std::shared_ptr<ext::Driver> make_driver(DriverOptions options) {
 
 const Device& device(const TaskContext& context) { return detail::worker_of(context, "device").device->view(); }
 
+void add_setup_seconds(const TaskContext& context, double seconds) {
+  detail::worker_of(context, "add_setup_seconds").programs.add_build_seconds(seconds);
+}
+
 cl_kernel kernel(const TaskContext& context, std::string_view source, std::string_view name,
                  std::string_view build_options) {
   return detail::worker_of(context, "kernel").programs.kernel(source, name, build_options);

@@ -31,6 +31,8 @@ class ProgramCache {
 
   /// Seconds spent building programs since the last call.
   [[nodiscard]] double take_build_seconds() noexcept { return std::exchange(build_seconds_, 0.0); }
+  /// Counts a build made outside the cache (by an implementation's own OpenCL bindings).
+  void add_build_seconds(double seconds) noexcept { build_seconds_ += seconds; }
 
  private:
   struct Key {
