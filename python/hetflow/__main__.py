@@ -89,9 +89,7 @@ def _info_lines() -> List[Tuple[str, str]]:
     return [
         ("hetflow", f"{hetflow.__version__} (Python {sys.version.split()[0]}, numpy {numpy.__version__})"),
         ("extension", _hetflow.__file__),
-        # python/CMakeLists.txt links the extension to the core library only: the OpenCL and CUDA
-        # drivers are for C++ programs.
-        ("drivers", "cpu (worker threads), process (worker processes); OpenCL and CUDA: C++ library only"),
+        ("drivers", "cpu (worker threads), process (worker processes); " + _device_modules()),
         ("topology", "hwloc" if _loaded("libhwloc") else "the process affinity mask (no hwloc)"),
         ("cpu workers", f"{ncpus}" + (" (HETFLOW_NCPUS)" if os.environ.get("HETFLOW_NCPUS") else " (CPUs usable)")),
         ("process workers", f"{nprocs}" + (" (HETFLOW_NPROCS)" if os.environ.get("HETFLOW_NPROCS") else "")),
@@ -102,6 +100,17 @@ def _info_lines() -> List[Tuple[str, str]]:
         ("models", f"{perfmodel.directory()} ({len(models)} model{'' if len(models) == 1 else 's'})"),
         ("optional", ", ".join(_optional(name) for name in ("joblib", "dask", "tqdm", "matplotlib", "threadpoolctl", "pyopencl", "cupy-cuda13x"))),
     ]
+
+
+def _device_modules() -> str:
+    """The device modules of this build (found, not loaded: they bring the vendor libraries)."""
+    import importlib.util
+
+    built = [kind for kind, module in (("opencl", "_hetflow_opencl"), ("cuda", "_hetflow_cuda"))
+             if importlib.util.find_spec(f"hetflow.{module}") is not None]
+    if not built:
+        return "no device modules (no OpenCL SDK or CUDA toolkit when hetflow was built)"
+    return ", ".join(built) + " (codelets: hetflow.init(opencl=..., cuda=...))"
 
 
 def _loaded(library: str) -> bool:
