@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Gathers, from this Debian machine's installed packages, what scripts/gpu-check.sh needs beside
 # the CUDA toolkit, for a GPU machine that cannot install packages: GoogleTest (libgtest-dev, with
-# the GoogleMock archives its CMake files name),
-# OpenBLAS and LAPACKE (libopenblas-dev, liblapacke-dev) with the libraries they load, and
-# pkg-config. The folder is self-contained (pkg-config files relative to their own place):
+# the GoogleMock archives its CMake files name), OpenBLAS and LAPACKE (libopenblas-dev,
+# liblapacke-dev) with the libraries they load, and pkg-config. The folder is self-contained (pkg-config files relative to their own place):
 #
 #   scripts/gpu-bundle-deps.sh .gpu-deps
 #   HETFLOW_DEPS_PREFIX=$PWD/.gpu-deps scripts/gpu-check.sh      # on the GPU machine
