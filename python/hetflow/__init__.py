@@ -12,7 +12,7 @@ configures it (also as a context manager), ``hetflow.shutdown()`` stops it.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from hetflow import _runtime
 from hetflow._arrays import RW, Access, R, W
@@ -143,6 +143,7 @@ def init(
     initargs: tuple = (),
     opencl: Optional[Union[bool, str]] = None,
     cuda: Optional[bool] = None,
+    memory_limits: Optional[Dict[int, int]] = None,
 ) -> Session:
     """Starts (or restarts, after waiting for its work) the runtime.
 
@@ -159,13 +160,15 @@ def init(
     opencl: add a worker per OpenCL GPU or accelerator (``"all"``: CPU devices too, as PoCL's);
     cuda: add a worker per NVIDIA GPU; None: added when ``HETFLOW_OPENCL_DEVICES`` /
     ``HETFLOW_NCUDA`` is set. Codelets (``hetflow.insert``) run on them; with devices the
-    default scheduler is ``dmdas``.
+    default scheduler is ``dmdas``. memory_limits: bytes the engine may keep on each device
+    memory node (1, 2, ... in the order of the device workers), ``{1: 256 << 20}``; least
+    recently used copies are written back and evicted beyond it (``HETFLOW_MEMORY_LIMITS``).
 
     >>> with hetflow.init(ncpus=4, trace="trace.json"):
     ...     hetflow.task_submit(print, "hello").result()
     """
     settings = _runtime.Settings(
-        ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs, opencl, cuda
+        ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs, opencl, cuda, memory_limits
     )
     return Session(_runtime.start(settings))
 

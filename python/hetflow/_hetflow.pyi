@@ -1,6 +1,6 @@
 """The hetflow engine; use the hetflow package, not this module."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated
 
 import numpy
@@ -75,7 +75,7 @@ class Acquisition:
     def active(self) -> bool: ...
 
 class Runtime:
-    def __init__(self, ncpus: int | None, scheduler: str | None, nprocs: int, worker_command: Sequence[str], worker_environment: Sequence[str], spin_us: int | None, dumps: Callable, freeze: Callable, trace: str | None = None, stats: bool | None = None, devices: Sequence[tuple[str, object, object, object]] = []) -> None: ...
+    def __init__(self, ncpus: int | None, scheduler: str | None, nprocs: int, worker_command: Sequence[str], worker_environment: Sequence[str], spin_us: int | None, dumps: Callable, freeze: Callable, trace: str | None = None, stats: bool | None = None, devices: Sequence[tuple[str, object, object, object]] = [], memory_limits: Mapping[int, int] = {}) -> None: ...
 
     def register_codelet(self, name: str, archs: Sequence[str], perfmodel: str | None) -> int: ...
 

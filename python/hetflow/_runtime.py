@@ -120,6 +120,7 @@ class Settings:
     initargs: tuple = ()
     opencl: Optional[Union[bool, str]] = None
     cuda: Optional[bool] = None
+    memory_limits: Optional[Dict[int, int]] = None
 
     def __post_init__(self) -> None:
         trace, stats, initializer, initargs = self.trace, self.stats, self.initializer, self.initargs
@@ -127,6 +128,8 @@ class Settings:
             raise ValueError(f"hetflow: opencl must be True, False, 'all' (CPU devices too) or None, not {self.opencl!r}")
         if self.cuda is not None and not isinstance(self.cuda, bool):
             raise ValueError(f"hetflow: cuda must be True, False or None, not {self.cuda!r}")
+        if self.memory_limits is not None:
+            _check_memory_limits(self.memory_limits)
         if trace is not None and not isinstance(trace, (str, os.PathLike)):
             raise ValueError(f"hetflow: trace must be a path, not {trace!r}")
         if stats is not None and not isinstance(stats, bool):
@@ -177,6 +180,19 @@ class Settings:
     def as_keywords(self) -> Dict[str, Any]:
         """The settings as keyword arguments of :class:`Runtime`."""
         return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+def _check_memory_limits(limits: Any) -> None:
+    if not isinstance(limits, dict):
+        raise ValueError(f"hetflow: memory_limits must be a dict of device node -> bytes, not {limits!r}")
+    for node, size in limits.items():
+        if not isinstance(node, int) or isinstance(node, bool) or node < 1:
+            raise ValueError(
+                f"hetflow: memory_limits: {node!r} is not a device memory node (1, 2, ... in the order of the "
+                "device workers; node 0, host memory, has no limit)"
+            )
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"hetflow: memory_limits[{node}] must be a positive number of bytes, not {size!r}")
 
 
 def _check_count(value: Any, name: str, least: int, most: int, unit: str) -> None:
@@ -248,6 +264,7 @@ class Runtime:
         initargs: tuple = (),
         opencl: Optional[Union[bool, str]] = None,
         cuda: Optional[bool] = None,
+        memory_limits: Optional[Dict[int, int]] = None,
         worker_environment: Optional[dict] = None,
         initialize_here: bool = True,
     ) -> None:
@@ -257,7 +274,7 @@ class Runtime:
         from hetflow import _hetflow, _protocol, _worker  # the engine loads on first use, not at import
 
         settings = Settings(
-            ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs, opencl, cuda
+            ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs, opencl, cuda, memory_limits
         ).resolved()
         devices = device_modules(settings)
         self.settings = settings
@@ -288,6 +305,7 @@ class Runtime:
             trace=cast(Optional[str], settings.trace),
             stats=settings.stats,
             devices=devices,
+            memory_limits=settings.memory_limits or {},
         )
         self._function_ids: dict = {}  # function key -> the engine's id for it
         self._codelet_ids: Dict[Any, int] = {}  # hetflow.Codelet -> the engine's codelet

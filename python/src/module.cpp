@@ -3,6 +3,7 @@
 // process_tasks.cpp, offload kernels' messages in kernel_messages.cpp.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -185,7 +187,8 @@ class PyRuntime {
   PyRuntime(std::optional<unsigned> ncpus, std::optional<std::string> scheduler, unsigned nprocs,
             std::vector<std::string> worker_command, std::vector<std::string> worker_environment,
             std::optional<unsigned> spin_us, nb::callable dumps, nb::callable freeze, std::optional<std::string> trace,
-            std::optional<bool> stats, const std::vector<DeviceSpec>& devices)
+            std::optional<bool> stats, const std::vector<DeviceSpec>& devices,
+            std::map<unsigned, std::size_t> memory_limits)
       : freeze_(PyRef::borrow(freeze.ptr())), codelets_(freeze_.get()), process_tasks_(PyRef::borrow(dumps.ptr())) {
     Config config;
     // The CPU workers come from the Python thread driver (GIL sessions), not the built-in one.
@@ -196,6 +199,7 @@ class PyRuntime {
     config.spin_us = spin_us;
     config.trace_path = std::move(trace);
     config.stats = stats;
+    config.memory_limits = std::move(memory_limits);  // empty: HETFLOW_MEMORY_LIMITS, else none
     if (nprocs > 0) {
       config.drivers.push_back(make_process_driver({.command = std::move(worker_command),
                                                     .environment = std::move(worker_environment),
@@ -485,10 +489,11 @@ NB_MODULE(_hetflow, m) {
   nb::class_<PyRuntime>(m, "Runtime")
       .def(nb::init<std::optional<unsigned>, std::optional<std::string>, unsigned, std::vector<std::string>,
                     std::vector<std::string>, std::optional<unsigned>, nb::callable, nb::callable,
-                    std::optional<std::string>, std::optional<bool>, const std::vector<DeviceSpec>&>(),
+                    std::optional<std::string>, std::optional<bool>, const std::vector<DeviceSpec>&,
+                    std::map<unsigned, std::size_t>>(),
            "ncpus"_a.none(), "scheduler"_a.none(), "nprocs"_a, "worker_command"_a, "worker_environment"_a,
            "spin_us"_a.none(), "dumps"_a, "freeze"_a, "trace"_a.none() = nb::none(), "stats"_a.none() = nb::none(),
-           "devices"_a = std::vector<DeviceSpec>{})
+           "devices"_a = std::vector<DeviceSpec>{}, "memory_limits"_a = std::map<unsigned, std::size_t>{})
       .def("register_codelet", &PyRuntime::register_codelet, "name"_a, "archs"_a, "perfmodel"_a.none())
       .def("submit_codelet", &PyRuntime::submit_codelet, "codelet"_a, "runner"_a, "deps"_a, "accesses"_a, "name"_a,
            "priority"_a, "where"_a)

@@ -136,10 +136,9 @@ def test_the_scheduler_chooses_when_not_forced_and_results_are_right(runtime):
     assert set(ran_on) <= {"cpu", "opencl"} and len(ran_on) == 16
 
 
-def test_eviction_under_a_small_device_limit_keeps_every_result(monkeypatch):
+def test_eviction_under_a_small_device_limit_keeps_every_result():
     _opencl_or_skip()
-    monkeypatch.setenv("HETFLOW_MEMORY_LIMITS", "1:64K")  # 8 arrays of 8K fit; 24 do not
-    hetflow.init(ncpus=1, executor="thread", opencl="all")
+    hetflow.init(ncpus=1, executor="thread", opencl="all", memory_limits={1: 64 << 10})  # 8 arrays of 8K fit
     try:
         arrays = [np.full(1024, float(i)) for i in range(24)]
         for _ in range(3):
@@ -231,6 +230,10 @@ def test_bad_device_settings_are_refused():
         hetflow.init(opencl="gpu")
     with pytest.raises(ValueError, match="cuda must be"):
         hetflow.init(cuda="yes")
+    with pytest.raises(ValueError, match="not a device memory node"):
+        hetflow.init(memory_limits={0: 1 << 20})
+    with pytest.raises(ValueError, match="positive number of bytes"):
+        hetflow.init(memory_limits={1: "64M"})
 
 
 def test_a_program_build_inside_a_task_is_left_out_of_its_model(runtime, monkeypatch):
