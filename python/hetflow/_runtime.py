@@ -431,8 +431,8 @@ class Runtime:
     def bring_home(self, arrays: Sequence[Any]) -> None:
         """Makes host memory hold the latest version of each array (its copy on a device, if that
         is the only valid one, is copied back); waits for the tasks that write them first."""
-        if not arrays or self._closed:
-            return
+        if not arrays or self._closed or self._engine.inside_task():
+            return  # a task gets its arrays through its own accesses; acquiring there could wait for itself
         handles = self.handles
         for array in arrays:
             handle, _, _ = handles.handle(array, "R")

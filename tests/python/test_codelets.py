@@ -273,3 +273,12 @@ def test_acquire_brings_a_device_write_home(runtime):
     hetflow.insert(scale, hetflow.RW(a), 2.0, where="opencl")  # no result(), no wait
     with hetflow.acquire(a, "R") as view:
         np.testing.assert_array_equal(view, np.arange(32) * 2.0)
+
+
+def test_codelet_futures_passed_to_tasks_do_not_wait_inside_them(runtime):
+    b = np.ones(16)
+    made = hetflow.insert(hetflow.Codelet("value", cpu=lambda x: 3.0), b, where="cpu")
+    hetflow.insert(scale, hetflow.RW(b), made, where="opencl").result()
+    np.testing.assert_array_equal(b, np.full(16, 3.0))
+    total = hetflow.submit(lambda f, x: f + x.sum(), made, b)  # a thread task gets the value
+    assert total.result() == 3.0 + 48.0
