@@ -162,6 +162,13 @@ class HETFLOW_API Runtime {
   /// Waits for the tasks submitted before that conflict with `mode`, brings the latest data to
   /// the host, and holds later conflicting tasks back until the acquisition is released.
   [[nodiscard]] Acquisition acquire(const DataHandle& handle, AccessMode mode);
+  /// The same without waiting: `ready` is called with the acquisition once the tasks submitted
+  /// before that conflict with `mode` are done and the latest data are in host memory — on the
+  /// thread that finished the last of them (a worker), or on this one if none is left. Later
+  /// conflicting tasks wait until it is released, from any thread. For code that hands the data
+  /// to something asynchronous (a network transfer, say) and releases when that completes:
+  /// `ready` must not block; if it throws, the acquisition is released and the error dropped.
+  void acquire_then(const DataHandle& handle, AccessMode mode, std::function<void(Acquisition)> ready);
   /// Releases the most recent acquisition of `handle` still held (for code that keeps none).
   void release(const DataHandle& handle);
   /// Waits for the tasks using `handle`, leaves the latest data in the user's buffer and makes

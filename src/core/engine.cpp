@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <new>
 
 #include "core/dependencies.hpp"
 #include "core/task_pool.hpp"
@@ -186,8 +187,16 @@ void Engine::make_ready(TaskCore* task) {
     // Read before the transition: once started, the owner may complete and recycle the token.
     const bool unregisters = (task->flags & TaskCore::kUnregisters) != 0;
     const bool prefetches = (task->flags & TaskCore::kPrefetches) != 0;
+    ManualCallback on_start;
+    if (task->flags & TaskCore::kCallsBack) {
+      auto* stored = std::launder(reinterpret_cast<ManualCallback*>(task->inline_storage));
+      on_start = std::move(*stored);
+      stored->~ManualCallback();
+      task->flags &= static_cast<std::uint8_t>(~TaskCore::kCallsBack);
+    }
     task->error = nullptr;  // the application gets its data even after a failed writer
     transition(task, TaskStatus::pending, TaskStatus::ready);
+    if (on_start) on_start(task);
     if (unregisters) complete_unregistration(task);
     if (prefetches) {
       detail::prefetch(*task->inline_accesses[0].handle, static_cast<unsigned>(task->priority));

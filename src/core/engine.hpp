@@ -81,7 +81,8 @@ class Engine final : public DataContext {
 
   /// Submits a task that is never scheduled: once its dependencies are met it is "started", and
   /// it finishes when its owner calls complete_manual (acquisitions, gates). Not counted by wait_all.
-  TaskCore* submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs);
+  TaskCore* submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs,
+                          ManualCallback on_start = {});
 
   /// Returns false if the deadline passed first.
   bool wait_all(const std::chrono::steady_clock::time_point* deadline = nullptr);

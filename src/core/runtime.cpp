@@ -2,6 +2,7 @@
 #include "hetflow/runtime.hpp"
 
 #include <algorithm>
+#include <new>
 #include <string>
 
 #include "core/dependencies.hpp"
@@ -230,6 +231,27 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   return Acquisition(this, token, data);
 }
 
+void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::function<void(Acquisition)> ready) {
+  check_mode(mode, "hetflow::Runtime::acquire_then");
+  impl_->check_not_forked("hetflow::Runtime::acquire_then");
+  if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::acquire_then: the runtime has been shut down");
+  if (!ready) throw InvalidArgument("hetflow::Runtime::acquire_then: no function to call");
+  HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::acquire_then");
+  auto on_start = [this, &impl, mode, ready = std::move(ready)](TaskCore* token) {
+    detail::forgive_failed_writer(impl);
+    void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
+    {
+      std::lock_guard guard(impl.dep_lock);
+      impl.acquisitions.push_back(token);
+    }
+    try {
+      ready(Acquisition(this, token, data));  // an acquisition `ready` did not keep is released
+    } catch (...) {  // NOLINT(bugprone-empty-catch): documented; the engine's thread must go on
+    }
+  };
+  impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2, std::move(on_start));
+}
+
 void Runtime::release_acquisition(TaskCore* token) noexcept {
   // Done already if it was released through Runtime::release (its handle may be gone since).
   if (token->status() != detail::TaskStatus::done) {
@@ -362,12 +384,18 @@ void Acquisition::release() {
 
 namespace hetflow::detail {
 
-TaskCore* Engine::submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs) {
+TaskCore* Engine::submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs,
+                                ManualCallback on_start) {
   check_not_forked("hetflow");
   TaskCore* token = allocate_task();
   token->runtime = this;
   token->ops = &kNoBody;
   token->flags = TaskCore::kManual;
+  if (on_start) {
+    static_assert(sizeof(ManualCallback) <= TaskCore::kInlineStorage);
+    new (token->inline_storage) ManualCallback(std::move(on_start));
+    token->flags |= TaskCore::kCallsBack;
+  }
   token->refs.store(refs, std::memory_order_relaxed);
   token->pending.store(1, std::memory_order_relaxed);
   token->name = std::make_unique<std::string>(std::move(name));

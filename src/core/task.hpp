@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,11 +19,15 @@ namespace hetflow::detail {
 
 class Engine;
 class HandleImpl;
+struct TaskCore;
 
 struct AccessRecord {
   HandleImpl* handle = nullptr;
   AccessMode mode = AccessMode::R;
 };
+
+/// What a kCallsBack manual task calls when it starts (with itself), kept in its inline storage.
+using ManualCallback = std::function<void(TaskCore*)>;
 
 inline constexpr BodyOps kNoBody{[](void*, TaskContext&) {}, [](void*) noexcept {}, nullptr, nullptr};
 
@@ -43,6 +48,7 @@ struct TaskCore : ext::SchedTask {
     kHeapAccesses = 4,  // more accesses than fit inline
     kUnregisters = 8,   // a manual task that unregisters its handle as soon as it starts
     kPrefetches = 16,   // a manual task that starts a prefetch of its handle as soon as it starts
+    kCallsBack = 32,    // a manual task that calls the ManualCallback in its storage when it starts
   };
 
   std::atomic<std::uint32_t> state{static_cast<std::uint32_t>(TaskStatus::pending)};

@@ -48,7 +48,7 @@ class GlobalPool {
   void unlock() { mutex_.unlock(); }
   // Slabs are never returned: records are reused for the life of the process.
   FreeList grow() {
-    auto* slab = static_cast<TaskCore*>(::operator new(sizeof(TaskCore) * kSlab, std::align_val_t{alignof(TaskCore)}));
+    auto* slab = static_cast<TaskCore*>(::operator new (sizeof(TaskCore) * kSlab, std::align_val_t{alignof(TaskCore)}));
     FreeList list;
     for (std::size_t i = 0; i < kSlab; ++i) list.push(::new (&slab[i]) TaskCore());
     std::lock_guard guard(mutex_);
@@ -98,9 +98,12 @@ void recycle_task(TaskCore* task) noexcept {
     task->ops->destroy_result(task->storage());
   }
   if (task->flags & TaskCore::kHeapStorage) {
-    ::operator delete(*reinterpret_cast<void**>(task->inline_storage), std::align_val_t{kHeapBodyAlign});
+    ::operator delete (*reinterpret_cast<void**>(task->inline_storage), std::align_val_t{kHeapBodyAlign});
   }
   if (task->flags & TaskCore::kHeapAccesses) delete[] task->heap_accesses;
+  if (task->flags & TaskCore::kCallsBack) {  // a callback never called: its task never started
+    std::launder(reinterpret_cast<ManualCallback*>(task->inline_storage))->~ManualCallback();
+  }
   delete task->more_successors;
   task->more_successors = nullptr;
   task->first_successor = 0;

@@ -1,0 +1,176 @@
+// Runtime::acquire_then: host access handed to a callback once the data are ready, released
+// later from any thread, ordered with tasks like a blocking acquisition.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "hetflow/hetflow.hpp"
+
+namespace {
+
+using hetflow::AccessMode;
+using hetflow::Acquisition;
+
+// An acquisition handed over to another thread, which releases it when told to.
+class Holder {
+ public:
+  void take(Acquisition acquisition) {
+    std::lock_guard lock(mutex_);
+    held_ = std::move(acquisition);
+    changed_.notify_all();
+  }
+  void wait_until_held() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return held_.has_value(); });
+  }
+  void release() {
+    std::lock_guard lock(mutex_);
+    held_->release();
+  }
+  int* data() {
+    std::lock_guard lock(mutex_);
+    return held_->as<int>();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::optional<Acquisition> held_;
+};
+
+TEST(AcquireThen, CalledAtOnceOnTheCallerWhenNothingConflicts) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+  int value = 7;
+  auto handle = rt.register_variable(value);
+  std::thread::id called_on;
+  int seen = 0;
+  rt.acquire_then(handle, AccessMode::R, [&](Acquisition acquisition) {
+    called_on = std::this_thread::get_id();
+    seen = *acquisition.as<int>();
+  });
+  EXPECT_EQ(called_on, std::this_thread::get_id());
+  EXPECT_EQ(seen, 7);
+  rt.submit({.data = {hetflow::RW(handle)}}, [&] { value += 1; }).get();  // released: not held back
+  EXPECT_EQ(value, 8);
+}
+
+TEST(AcquireThen, WaitsForEarlierWritersAndHoldsLaterTasksUntilReleased) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+  int value = 0;
+  auto handle = rt.register_variable(value);
+  std::atomic<bool> writer_may_finish{false};
+  rt.submit({.data = {hetflow::W(handle)}}, [&] {
+    while (!writer_may_finish.load()) std::this_thread::yield();
+    value = 41;
+  });
+  Holder holder;
+  std::atomic<bool> called{false};
+  rt.acquire_then(handle, AccessMode::RW, [&](Acquisition acquisition) {
+    called = true;
+    holder.take(std::move(acquisition));
+  });
+  EXPECT_FALSE(called.load());  // the writer has not finished
+  auto later = rt.submit({.data = {hetflow::R(handle)}}, [&] { return value; });
+  writer_may_finish = true;
+  holder.wait_until_held();
+  EXPECT_EQ(*holder.data(), 41);
+  *holder.data() = 42;
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(later.ready());  // held back by the acquisition
+  std::thread releaser([&] { holder.release(); });
+  EXPECT_EQ(later.get(), 42);
+  releaser.join();
+}
+
+TEST(AcquireThen, AWriteThroughTheAcquisitionIsSeenByLaterReaders) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+  std::vector<int> data(64, 1);
+  auto handle = rt.register_vector(data.data(), data.size());
+  rt.submit({.data = {hetflow::RW(handle)}}, [&] {
+    for (int& x : data) x *= 3;
+  });
+  rt.acquire_then(handle, AccessMode::RW, [](Acquisition acquisition) {
+    for (int i = 0; i < 64; ++i) acquisition.as<int>()[i] += i;
+  });  // released when the callback returns without keeping it
+  auto sum = rt.submit({.data = {hetflow::R(handle)}}, [&] {
+    int total = 0;
+    for (int x : data) total += x;
+    return total;
+  });
+  EXPECT_EQ(sum.get(), 64 * 3 + 63 * 64 / 2);
+}
+
+TEST(AcquireThen, ACallbackThatThrowsReleasesTheData) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+  int value = 0;
+  auto handle = rt.register_variable(value);
+  rt.submit({.data = {hetflow::W(handle)}}, [&] { value = 5; });
+  rt.acquire_then(handle, AccessMode::RW,
+                  [](Acquisition /*acquisition*/) { throw std::runtime_error("refused by the callback"); });
+  EXPECT_EQ(rt.submit({.data = {hetflow::R(handle)}}, [&] { return value; }).get(), 5);
+}
+
+TEST(AcquireThen, BadCallsAreRefused) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 1});
+  int value = 0;
+  auto handle = rt.register_variable(value);
+  EXPECT_THROW(rt.acquire_then(handle, AccessMode::R, {}), hetflow::InvalidArgument);
+  EXPECT_THROW(rt.acquire_then(hetflow::DataHandle{}, AccessMode::R, [](Acquisition) {}), hetflow::InvalidArgument);
+}
+
+// Transfers in flight over many handles: each round's acquisitions are released by another
+// thread in any order while tasks keep submitting; every task sees every earlier update.
+TEST(AcquireThen, ManyAcquisitionsReleasedElsewhereKeepTheOrderOfUpdates) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 4});
+  constexpr int kHandles = 8, kRounds = 200;
+  std::vector<long> values(kHandles, 0);
+  std::vector<hetflow::DataHandle> handles;
+  for (long& value : values) handles.push_back(rt.register_variable(value));
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<Acquisition> pending;
+  bool done = false;
+  std::thread releaser([&] {
+    std::unique_lock lock(mutex);
+    for (;;) {
+      changed.wait(lock, [&] { return done || !pending.empty(); });
+      if (pending.empty() && done) return;
+      Acquisition acquisition = std::move(pending.back());
+      pending.pop_back();
+      lock.unlock();
+      *acquisition.as<long>() += 1000;  // the "received" update
+      acquisition.release();
+      lock.lock();
+    }
+  });
+  for (int round = 0; round < kRounds; ++round) {
+    for (int h = 0; h < kHandles; ++h) {
+      rt.submit({.data = {hetflow::RW(handles[h])}}, [&values, h] { values[h] += 1; });
+      rt.acquire_then(handles[h], AccessMode::RW, [&](Acquisition acquisition) {
+        std::lock_guard lock(mutex);
+        pending.push_back(std::move(acquisition));
+        changed.notify_one();
+      });
+    }
+  }
+  std::vector<hetflow::Future<long>> last;
+  for (int h = 0; h < kHandles; ++h) {
+    last.push_back(rt.submit({.data = {hetflow::R(handles[h])}}, [&values, h] { return values[h]; }));
+  }
+  for (int h = 0; h < kHandles; ++h) EXPECT_EQ(last[h].get(), kRounds * 1001L);
+  {
+    std::lock_guard lock(mutex);
+    done = true;
+    changed.notify_one();
+  }
+  releaser.join();
+}
+
+}  // namespace
