@@ -105,3 +105,32 @@ def test_starpu_joblib_perfmodel(tmp_path):
     plot = Path(lines[-1].split("plot written to ", 1)[1])
     assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "perfmodels" / "log.model").exists()
+
+
+def run_tiled_cholesky(tmp_path, *args: str) -> str:
+    """Runs the tiled Cholesky example with its own performance models; returns what it printed."""
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "tiled_cholesky.py"), "--n", "256", "--tile", "64", "--check", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HETFLOW_HOME": str(tmp_path)},
+        cwd=EXAMPLES,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "runs: first" in completed.stdout and ": OK" in completed.stdout, completed.stdout
+    return completed.stdout
+
+
+def test_tiled_cholesky_on_cpu_workers(tmp_path):
+    output = run_tiled_cholesky(tmp_path, "--where", "cpu", "--repeat", "2")
+    assert "workers: cpu," in output and "2 runs:" in output
+
+
+@pytest.mark.parametrize("placement", [["--where", "opencl"], []], ids=["opencl", "dmdas-chooses"])
+def test_tiled_cholesky_with_opencl(tmp_path, placement):
+    from test_codelets import _opencl_or_skip
+
+    _opencl_or_skip()
+    output = run_tiled_cholesky(tmp_path, "--opencl", "--repeat", "2", *placement)
+    assert "opencl" in output.splitlines()[0] and "scheduler dmdas" in output
