@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU and the CUDA toolkit: builds hetflow with the CUDA driver, runs
 # every CUDA test (C++ and Python), the GPU benchmarks (tiled GEMM against one cuBLAS call, tiled
-# Cholesky against one cuSOLVER potrf, the Python tiled GEMM against one CuPy matmul), the whole
-# C++ suite on all cores, and prints a summary.
+# Cholesky against one cuSOLVER potrf, the Python tiled GEMM and Cholesky against one CuPy call),
+# the whole C++ suite on all cores, and prints a summary.
 # Sized to finish within 8 minutes on 16 cores; each step has its own time limit.
 #
 #   scripts/gpu-check.sh                      # packages installed (make deps)
@@ -84,14 +84,16 @@ if step python-build 200 "$python" -m pip install -q --no-build-isolation --no-d
   python_gemm=("$python" examples/python/tiled_gemm.py --cuda --where cuda --n "$gemm_n" --repeat 3 --cupy)
   step python-gemm-tile4096 120 "${python_gemm[@]}" --tile 4096
   step python-gemm-tile2048 120 "${python_gemm[@]}" --tile 2048
+  step python-cholesky 120 "$python" examples/python/tiled_cholesky.py --cuda --where cuda --n "$cholesky_n" \
+    --tile 2048 --repeat 3 --cupy
 fi
 
 echo
 echo "=== gpu-check summary ($((SECONDS - started)) s; logs in $logs)"
 printf '%s\n' "${summary[@]}"
 for name in gemm-tile4096 gemm-tile2048 cholesky-tile2048 cholesky-tile1024 cholesky-dmdas python-gemm-tile4096 \
-  python-gemm-tile2048; do
-  [[ -f $logs/$name.log ]] && grep -h "runs: first\|^cublasDgemm\|^cusolverDnDpotrf\|^cupy.matmul" "$logs/$name.log" |
+  python-gemm-tile2048 python-cholesky; do
+  [[ -f $logs/$name.log ]] && grep -h "runs: first\|^cublasDgemm\|^cusolverDnDpotrf\|^cupy\." "$logs/$name.log" |
     sed "s/^/$name: /"
 done
 grep -h -A30 "tests passed\|tests failed" "$logs"/*tests.log 2>/dev/null | grep -v "^$\|sec\*proc\|Label Time\|Total Test time"
