@@ -2,6 +2,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -77,15 +78,22 @@ class HETFLOW_API Acquisition {
   }
   /// False once released, through this object or through Runtime::release.
   [[nodiscard]] bool active() const noexcept { return token_ != nullptr && !detail::is_finished(token_); }
+  /// When the task that last wrote the data failed (or was cancelled), its error: the data are
+  /// what it left. nullptr otherwise.
+  [[nodiscard]] const std::exception_ptr& failure() const noexcept { return failure_; }
   void release();
+  /// Releases, marking the data as not produced (for a write whose source failed elsewhere):
+  /// the tasks after it that read the data fail with a DependencyError whose cause is `error`.
+  void release_failed(std::exception_ptr error);
 
  private:
   friend class Runtime;
-  Acquisition(Runtime* runtime, detail::TaskCore* token, void* data) noexcept
-      : runtime_(runtime), token_(token), data_(data) {}
+  Acquisition(Runtime* runtime, detail::TaskCore* token, void* data, std::exception_ptr failure) noexcept
+      : runtime_(runtime), token_(token), data_(data), failure_(std::move(failure)) {}
   Runtime* runtime_ = nullptr;
   detail::TaskCore* token_ = nullptr;
   void* data_ = nullptr;
+  std::exception_ptr failure_;
 };
 
 /// The engine: workers, a scheduler, registered data and the tasks that run over them.
@@ -230,7 +238,7 @@ class HETFLOW_API Runtime {
                                std::size_t size, std::size_t align, void** storage);
   FutureBase commit_task(detail::TaskCore* task, const TaskOptions& options);
   void abort_task(detail::TaskCore* task) noexcept;
-  void release_acquisition(detail::TaskCore* token) noexcept;
+  void release_acquisition(detail::TaskCore* token, std::exception_ptr error = nullptr) noexcept;
 
   template <class B, class V>
   void construct_body(detail::TaskCore* task, void* storage, V&& value) {

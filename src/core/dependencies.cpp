@@ -79,19 +79,21 @@ void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode) {
   handle.last_writer = task;
 }
 
-void forgive_failed_writer(HandleImpl& handle) {
+std::exception_ptr forgive_failed_writer(HandleImpl& handle) {
   std::lock_guard guard(handle.dep_lock);
   TaskCore* writer = handle.last_writer;
-  if (writer == nullptr) return;
+  if (writer == nullptr) return nullptr;
   const TaskStatus outcome = writer->status();
-  if (outcome != TaskStatus::failed && outcome != TaskStatus::cancelled) return;
+  if (outcome != TaskStatus::failed && outcome != TaskStatus::cancelled) return nullptr;
   {
     // A writer cancelled while it still waits has not finished: it stays the one to read after.
     std::lock_guard writer_guard(writer->lock);
-    if (!writer->released) return;
+    if (!writer->released) return nullptr;
   }
+  std::exception_ptr failure = writer->error;
   handle.last_writer = nullptr;
   release(writer);
+  return failure;
 }
 
 std::exception_ptr dependency_error_for(TaskCore* task) {

@@ -21,8 +21,8 @@ void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode);
 
 /// An acquisition has started on `handle`: if the last writer failed (or was cancelled) and has
 /// finished, the application now holds the data as it is, and tasks submitted from now on read
-/// that, not the failure.
-void forgive_failed_writer(HandleImpl& handle);
+/// that, not the failure. Returns that writer's error (nullptr if there was none).
+std::exception_ptr forgive_failed_writer(HandleImpl& handle);
 
 /// The error a dependent of the failed (or cancelled) `task` gets: a DependencyError naming the
 /// original failure.

@@ -67,7 +67,9 @@ void wait_until_started(TaskCore* task) {
   block_until(task, started, nullptr);
 }
 
-void complete_manual(TaskCore* task) noexcept { task->runtime->conclude(task, nullptr); }
+void complete_manual(TaskCore* task, std::exception_ptr error) noexcept {
+  task->runtime->conclude(task, std::move(error));
+}
 
 void rethrow_if_failed(const TaskCore* task) {
   switch (task->status()) {

@@ -222,13 +222,14 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   // Acquisition object's, so that the record stays this acquisition's until the object is done.
   TaskCore* token = impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2);
   detail::wait_until_started(token);
-  detail::forgive_failed_writer(impl);  // the application takes the data as it is: a new version
+  // The application takes the data as it is: a new version.
+  std::exception_ptr failure = detail::forgive_failed_writer(impl);
   void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
   {
     std::lock_guard guard(impl.dep_lock);
     impl.acquisitions.push_back(token);
   }
-  return Acquisition(this, token, data);
+  return Acquisition(this, token, data, std::move(failure));
 }
 
 void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::function<void(Acquisition)> ready) {
@@ -238,21 +239,21 @@ void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::funct
   if (!ready) throw InvalidArgument("hetflow::Runtime::acquire_then: no function to call");
   HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::acquire_then");
   auto on_start = [this, &impl, mode, ready = std::move(ready)](TaskCore* token) {
-    detail::forgive_failed_writer(impl);
+    std::exception_ptr failure = detail::forgive_failed_writer(impl);
     void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
     {
       std::lock_guard guard(impl.dep_lock);
       impl.acquisitions.push_back(token);
     }
     try {
-      ready(Acquisition(this, token, data));  // an acquisition `ready` did not keep is released
+      ready(Acquisition(this, token, data, std::move(failure)));  // released unless `ready` keeps it
     } catch (...) {  // NOLINT(bugprone-empty-catch): documented; the engine's thread must go on
     }
   };
   impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2, std::move(on_start));
 }
 
-void Runtime::release_acquisition(TaskCore* token) noexcept {
+void Runtime::release_acquisition(TaskCore* token, std::exception_ptr error) noexcept {
   // Done already if it was released through Runtime::release (its handle may be gone since).
   if (token->status() != detail::TaskStatus::done) {
     HandleImpl& handle = *token->inline_accesses[0].handle;
@@ -265,7 +266,7 @@ void Runtime::release_acquisition(TaskCore* token) noexcept {
         held = true;
       }
     }
-    if (held) detail::complete_manual(token);
+    if (held) detail::complete_manual(token, std::move(error));
   }
   detail::release(token);  // the Acquisition object's reference
 }
@@ -360,7 +361,8 @@ const Config& Runtime::config() const noexcept { return impl_->config; }
 Acquisition::Acquisition(Acquisition&& other) noexcept
     : runtime_(std::exchange(other.runtime_, nullptr)),
       token_(std::exchange(other.token_, nullptr)),
-      data_(std::exchange(other.data_, nullptr)) {}
+      data_(std::exchange(other.data_, nullptr)),
+      failure_(std::move(other.failure_)) {}
 
 Acquisition& Acquisition::operator=(Acquisition&& other) noexcept {
   if (this != &other) {
@@ -368,6 +370,7 @@ Acquisition& Acquisition::operator=(Acquisition&& other) noexcept {
     runtime_ = std::exchange(other.runtime_, nullptr);
     token_ = std::exchange(other.token_, nullptr);
     data_ = std::exchange(other.data_, nullptr);
+    failure_ = std::move(other.failure_);
   }
   return *this;
 }
@@ -377,6 +380,13 @@ Acquisition::~Acquisition() { release(); }
 void Acquisition::release() {
   if (token_ == nullptr) return;
   runtime_->release_acquisition(std::exchange(token_, nullptr));
+  data_ = nullptr;
+}
+
+void Acquisition::release_failed(std::exception_ptr error) {
+  if (token_ == nullptr) return;
+  if (!error) throw InvalidArgument("hetflow::Acquisition::release_failed: no error given");
+  runtime_->release_acquisition(std::exchange(token_, nullptr), std::move(error));
   data_ = nullptr;
 }
 

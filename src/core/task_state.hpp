@@ -42,7 +42,8 @@ bool block_until(TaskCore* task, Reached reached, const std::chrono::steady_cloc
 
 /// Blocks until a manual task (an acquisition) has its dependencies satisfied.
 void wait_until_started(TaskCore* task);
-/// Finishes a manual task: the application is done with the data.
-void complete_manual(TaskCore* task) noexcept;
+/// Finishes a manual task: the application is done with the data (which it did not produce,
+/// when `error` is given: the task fails with it).
+void complete_manual(TaskCore* task, std::exception_ptr error = nullptr) noexcept;
 
 }  // namespace hetflow::detail

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -115,6 +116,41 @@ TEST(AcquireThen, ACallbackThatThrowsReleasesTheData) {
   rt.acquire_then(handle, AccessMode::RW,
                   [](Acquisition /*acquisition*/) { throw std::runtime_error("refused by the callback"); });
   EXPECT_EQ(rt.submit({.data = {hetflow::R(handle)}}, [&] { return value; }).get(), 5);
+}
+
+TEST(AcquireThen, TheAcquisitionNamesTheFailureOfTheLastWriter) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+  int value = 0;
+  auto handle = rt.register_variable(value);
+  rt.submit({.data = {hetflow::W(handle)}}, [] { throw std::runtime_error("writer broke"); });
+  std::exception_ptr seen;
+  rt.acquire_then(handle, AccessMode::R, [&](Acquisition acquisition) { seen = acquisition.failure(); });
+  rt.wait_all();
+  ASSERT_TRUE(seen);
+  EXPECT_THROW(std::rethrow_exception(seen), std::runtime_error);
+  // The acquisition took the data as they were: a new version, which a reader gets.
+  EXPECT_NO_THROW(rt.submit({.data = {hetflow::R(handle)}}, [] {}).get());
+}
+
+TEST(AcquireThen, ReleasingAsFailedFailsTheLaterReaders) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+  int value = 0;
+  auto handle = rt.register_variable(value);
+  rt.acquire_then(handle, AccessMode::W, [](Acquisition acquisition) {
+    acquisition.release_failed(std::make_exception_ptr(hetflow::Error("the message never came")));
+  });
+  auto reader = rt.submit({.data = {hetflow::R(handle)}}, [] {});
+  try {
+    reader.get();
+    FAIL() << "the reader ran on data that were not produced";
+  } catch (const hetflow::DependencyError& error) {
+    EXPECT_NE(std::string(error.what()).find("the message never came"), std::string::npos) << error.what();
+  }
+  auto writer = rt.submit({.data = {hetflow::W(handle)}}, [&] { value = 3; });  // a new version
+  EXPECT_NO_THROW(writer.get());
+  EXPECT_EQ(rt.submit({.data = {hetflow::R(handle)}}, [&] { return value; }).get(), 3);
+  Acquisition none;
+  EXPECT_NO_THROW(none.release_failed(nullptr));  // nothing held: nothing to do
 }
 
 TEST(AcquireThen, BadCallsAreRefused) {
