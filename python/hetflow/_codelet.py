@@ -138,8 +138,8 @@ _opencl_queues: Dict[int, Any] = {}
 _opencl_lock = threading.Lock()
 
 
-def _opencl_queue(pointer: int) -> Any:
-    """The pyopencl queue over one of the driver's queues, made once."""
+def _opencl_queue(pointer: int) -> Tuple[Any, Any]:
+    """The pyopencl queue over one of the driver's queues, and its context, made once."""
     found = _opencl_queues.get(pointer)
     if found is None:
         import pyopencl
@@ -147,7 +147,8 @@ def _opencl_queue(pointer: int) -> Any:
         with _opencl_lock:
             found = _opencl_queues.get(pointer)
             if found is None:
-                found = _opencl_queues[pointer] = pyopencl.CommandQueue.from_int_ptr(pointer, retain=True)
+                queue = pyopencl.CommandQueue.from_int_ptr(pointer, retain=True)
+                found = _opencl_queues[pointer] = (queue, queue.context)
     return found
 
 
@@ -158,14 +159,25 @@ def _run_opencl(implementation: Any, args: list, slots: Dict[int, Tuple[int, Any
     except ImportError:
         raise _missing_extra("pyopencl", "opencl", "OpenCL") from None
     _context_pointer, queue_pointer, _device_pointer, buffers = info
-    queue = _opencl_queue(queue_pointer)
+    queue, context = _opencl_queue(queue_pointer)
     for position, (index, array) in slots.items():
         address, _nbytes = buffers[index]
-        buffer = pyopencl.Buffer.from_int_ptr(address, retain=True)
-        args[position] = pyopencl.array.Array(
-            queue, array.shape, array.dtype, strides=array.strides, data=buffer, offset=_first_element_offset(array)
+        args[position] = _opencl_array(
+            pyopencl.array.Array, queue, context, array, pyopencl.Buffer.from_int_ptr(address, retain=True)
         )
     return implementation(*args)
+
+
+def _opencl_array(array_type: Any, queue: Any, context: Any, like: Any, buffer: Any) -> Any:
+    """A pyopencl array over ``buffer`` shaped like the numpy array ``like``. The constructor's
+    checks cost ~10 us, most of a small task; the arguments here are already checked, so its
+    fast path is taken where this pyopencl has it."""
+    offset = _first_element_offset(like)
+    try:
+        return array_type(queue, like.shape, like.dtype, strides=like.strides, data=buffer, offset=offset,
+                          _fast=True, _size=like.size, _context=context, _queue=queue)
+    except TypeError:
+        return array_type(queue, like.shape, like.dtype, strides=like.strides, data=buffer, offset=offset)
 
 
 def _first_element_offset(array: Any) -> int:

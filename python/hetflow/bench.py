@@ -271,7 +271,9 @@ def hetflow_opencl_chain(tasks: int, repeat: int) -> Tuple[float, Any]:
     worker, and the device it ran on."""
     import numpy
 
-    with hetflow.init(executor="thread", opencl="all"):
+    # One CPU worker and no worker processes: the chain runs on the OpenCL worker alone, and
+    # idle workers would only take cores from it (and from PoCL's threads).
+    with hetflow.init(ncpus=1, nprocs=0, executor="thread", opencl="all"):
         x = numpy.zeros(16)
         for _ in range(20):  # builds the program, starts the worker, puts x on the device
             hetflow.insert(INCREMENT, hetflow.RW(x), where="opencl")
