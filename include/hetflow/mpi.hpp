@@ -1,0 +1,146 @@
+#pragma once
+// hetflow across processes (MPI ranks): SPMD and owner-computes. Every rank runs the same program,
+// registers the same data with an owner rank and submits the same tasks in the same order; a
+// task runs on the rank that owns the data it writes, and hetflow moves the data it reads there.
+//
+//   hetflow::Runtime rt;
+//   hetflow::mpi::Context mpi(rt, hetflow::mpi::world());        // MPI started if it was not
+//   std::vector<double> tile(b * b);                              // on every rank (used where needed)
+//   auto a = mpi.register_data(tile.data(), hetflow::DataLayout::vector(b * b, sizeof(double)),
+//                              /*owner=*/ i % mpi.size(), /*tag=*/ i);
+//   mpi.insert(update, {.data = {hetflow::RW(a), hetflow::R(x)}});  // runs on a's owner
+//   mpi.wait_all();                                               // every rank: all work done
+//
+// The protocol only depends on what every rank submits, so each rank knows, without asking,
+// which rank holds the latest version of each piece of data: a copy received once is reused by
+// later readers on that rank until a task writes the data. See docs/mpi.md.
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "hetflow/access.hpp"
+#include "hetflow/codelet.hpp"
+#include "hetflow/data.hpp"
+#include "hetflow/export.hpp"
+#include "hetflow/future.hpp"
+#include "hetflow/runtime.hpp"
+
+namespace hetflow::mpi {
+
+/// Messages between the ranks of one program: point-to-point byte transfers and a barrier, all
+/// non-blocking. `done` callbacks run on the transport's own thread and must not block.
+class HETFLOW_API Transport {
+ public:
+  virtual ~Transport() = default;
+  [[nodiscard]] virtual int rank() const = 0;
+  [[nodiscard]] virtual int size() const = 0;
+  /// The largest tag a message may carry (MPI_TAG_UB for MPI).
+  [[nodiscard]] virtual int max_tag() const = 0;
+  /// Starts sending `bytes` bytes at `data` to `peer`; `done` is called once the buffer may be
+  /// reused. Messages between two ranks with one tag arrive in the order they were sent.
+  virtual void send(int peer, int tag, const void* data, std::size_t bytes, std::function<void()> done) = 0;
+  /// Starts receiving `bytes` bytes from `peer` into `data`; `done` is called once they are there.
+  virtual void receive(int peer, int tag, void* data, std::size_t bytes, std::function<void()> done) = 0;
+  /// A barrier that does not block: `done` is called once every rank has entered it.
+  virtual void barrier(std::function<void()> done) = 0;
+};
+
+/// The ranks of MPI_COMM_WORLD (over a duplicate of it). MPI is initialised (thread level
+/// MULTIPLE) if the program has not done it, and then finalised at exit; a program that
+/// initialised MPI itself keeps it. One thread of the transport makes every MPI call; it polls
+/// while messages are in flight and sleeps when there are none. Throws hetflow::Error when MPI
+/// cannot give thread level MULTIPLE or SERIALIZED.
+[[nodiscard]] HETFLOW_API std::shared_ptr<Transport> world();
+
+/// `ranks` transports that connect threads of this process as if they were ranks (for tests:
+/// the protocol without mpirun). Transport i is rank i.
+[[nodiscard]] HETFLOW_API std::vector<std::shared_ptr<Transport>> loopback(int ranks);
+
+/// Where a task runs, when not on the owner of the first data it writes.
+struct Placement {
+  int rank = -1;                 ///< this rank, if >= 0
+  const DataHandle* owner_of{};  ///< else the owner of this handle, if set
+};
+
+/// Messages and bytes sent to one peer.
+struct PeerStats {
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;
+};
+
+/// One rank's side of a distributed program over a Runtime and a Transport. Every call that
+/// registers data, submits tasks or flushes must be made by every rank, in the same order (from
+/// one thread of each rank).
+class HETFLOW_API Context {
+ public:
+  Context(Runtime& runtime, std::shared_ptr<Transport> transport);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  [[nodiscard]] int rank() const noexcept;
+  [[nodiscard]] int size() const noexcept;
+
+  /// Registers data owned by `owner`, messages about it carrying `tag` (unique per handle, below
+  /// Transport::max_tag(), which hetflow keeps for itself; allocate_tags() hands out ranges). On the owner `ptr` is the
+  /// data; elsewhere it is where a copy is received when one is needed, or nullptr to let
+  /// hetflow allocate it then. Layouts must be contiguous (a vector, or a matrix with ld == nx).
+  DataHandle register_data(void* ptr, const DataLayout& layout, int owner, int tag, std::string name = {});
+  /// `count` consecutive tags no other allocate_tags() call returns; the first one.
+  int allocate_tags(int count);
+
+  /// Submits the codelet where it runs (see Placement; by default the owner of the first data it
+  /// writes, else of the first it reads), and the transfers that bring it the data it reads.
+  /// The future is that of the task on the rank that runs it; on the others it is empty
+  /// (valid() is false).
+  Future<void> insert(const Codelet& codelet, const TaskOptions& options, Placement placement = {});
+  /// The same, with an argument the implementation reads with `context.arg<A>()`.
+  template <class A>
+  requires(!std::same_as<std::decay_t<A>, Placement>) Future<void> insert(const Codelet& codelet,
+                                                                          const TaskOptions& options, A&& arg,
+                                                                          Placement placement = {}) {
+    TaskOptions local;
+    std::vector<DataAccess> data;
+    if (!plan(codelet, options, placement, local, data)) return Future<void>{};
+    return runtime().insert(codelet, local, std::forward<A>(arg));
+  }
+
+  /// The rank that holds the latest version of `handle` (the owner, or the last rank that
+  /// wrote it).
+  [[nodiscard]] int holder(const DataHandle& handle) const;
+  /// Drops the copies of `handle` received for reading (every rank but the holder's): the next
+  /// reader elsewhere receives it again. flush_all() does it for every handle.
+  void flush(const DataHandle& handle);
+  void flush_all();
+
+  /// Waits, on every rank, until every task and transfer submitted on every rank is done.
+  /// The ranks meet in a barrier that does not block the transport's thread.
+  ///
+  /// With HETFLOW_MPI_CHECK=1 the ranks first compare what they submitted since the last
+  /// wait_all (a hash per task) and, if it differs, every rank throws hetflow::Error naming the
+  /// first task that differs instead of waiting for transfers that will never match. When
+  /// nothing moves for HETFLOW_MPI_WATCHDOG seconds (default 60; 0: never), the transfers still
+  /// pending are printed on stderr, once per stall.
+  void wait_all();
+
+  /// Messages and bytes this rank sent to each peer (indexed by rank).
+  [[nodiscard]] std::vector<PeerStats> sent() const;
+
+ private:
+  /// Updates the protocol's state for a task and posts its transfers; true when the task runs
+  /// here, with `local` (over `data`) the options to submit it with.
+  bool plan(const Codelet& codelet, const TaskOptions& options, Placement placement, TaskOptions& local,
+            std::vector<DataAccess>& data);
+  [[nodiscard]] Runtime& runtime() const noexcept;
+
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hetflow::mpi
