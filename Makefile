@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 BUILD_PACKAGES := cmake make g++ pkg-config libgtest-dev libhwloc-dev python3 python3-venv \
-  ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd libopenblas-dev liblapacke-dev libcli11-dev
+  ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd libopenblas-dev liblapacke-dev libcli11-dev openmpi-bin libopenmpi-dev
 BENCH_PACKAGES := libstarpu-dev libtbb-dev
 DOCS_PACKAGES := doxygen
 # The device drivers stay out of the sanitizer builds: their vendor libraries are not instrumented.
@@ -36,6 +36,7 @@ python: deps
 run: build python
 	./$(BUILD)/examples/cpp/tiled_gemm
 	./$(BUILD)/examples/cpp/cholesky --check
+	[ ! -x $(BUILD)/examples/cpp/mpi_cholesky ] || OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --timeout 300 -np 4 ./$(BUILD)/examples/cpp/mpi_cholesky --n 1024 --tile 128 --check
 	HETFLOW_OPENCL_DEVICES=all ./$(BUILD)/examples/cpp/cholesky --opencl --sched dmdas --repeat 3 --check
 	$(PY) examples/python/tour.py
 	$(PY) examples/python/tiled_gemm.py --n 1024 --tile 256 --opencl --repeat 3 --check

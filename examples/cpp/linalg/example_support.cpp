@@ -227,6 +227,20 @@ std::vector<double> random_spd_matrix(std::size_t n, std::uint64_t seed) {
   return a;
 }
 
+void fill_random_spd_block(double* out, std::size_t ld, std::size_t n, std::uint64_t seed, std::size_t first_row,
+                           std::size_t first_col, std::size_t rows, std::size_t cols) {
+  for (std::size_t c = 0; c < cols; ++c) {
+    const std::size_t col = first_col + c;
+    for (std::size_t r = 0; r < rows; ++r) {
+      const std::size_t row = first_row + r;
+      // random_spd_matrix draws entry (row, col) of the lower triangle and mirrors it above.
+      double value = uniform(seed, std::min(row, col) * n + std::max(row, col));
+      if (row == col) value += static_cast<double>(n);
+      out[c * ld + r] = value;
+    }
+  }
+}
+
 bool report_failures(const std::vector<hetflow::Future<void>>& futures, const char* program) {
   std::size_t failed = 0;
   std::string first;             // the first task that failed on its own

@@ -58,6 +58,11 @@ inline constexpr int kNoWorkerExitStatus = 77;
 [[nodiscard]] std::vector<double> random_matrix(std::size_t n, std::uint64_t seed);
 /// A symmetric matrix made positive definite by a dominant diagonal (random in [-1, 1) + n).
 [[nodiscard]] std::vector<double> random_spd_matrix(std::size_t n, std::uint64_t seed);
+/// Rows [first_row, first_row + rows) of columns [first_col, first_col + cols) of
+/// random_spd_matrix(n, seed), the same values, written column-major with leading dimension ld
+/// into `out`: a process that holds some tiles of the matrix fills them without the rest.
+void fill_random_spd_block(double* out, std::size_t ld, std::size_t n, std::uint64_t seed, std::size_t first_row,
+                           std::size_t first_col, std::size_t rows, std::size_t cols);
 
 /// Waits for every future; prints the first failure that is not a dependency's (and how many
 /// tasks failed) on stderr. Returns whether all succeeded.
