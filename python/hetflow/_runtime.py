@@ -310,7 +310,9 @@ class Runtime:
         self._function_ids: dict = {}  # function key -> the engine's id for it
         self._codelet_ids: Dict[Any, int] = {}  # hetflow.Codelet -> the engine's codelet
         self._worker_archs = frozenset(arch for _, arch, _ in self._engine.workers())
-        self._device_writes: Dict[int, Any] = {}  # id -> array written by a task that may run on a device
+        # Arrays written by tasks that may run on a device, until wait_all brings them home; weakly
+        # held, so that a program that never waits for everything does not keep them all alive.
+        self._device_writes: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
         self._handles: Optional[Any] = None
         self._dispatcher: Optional[threading.Thread] = None
         self._lock = threading.Lock()
@@ -426,7 +428,10 @@ class Runtime:
         """Arrays that a task that may run on a device writes: wait_all brings them home."""
         with self._lock:
             for array in arrays:
-                self._device_writes[id(array)] = array
+                try:
+                    self._device_writes[id(array)] = array
+                except TypeError:  # an ndarray subclass without weak references: result() still works
+                    pass
 
     def bring_home(self, arrays: Sequence[Any]) -> None:
         """Makes host memory hold the latest version of each array (its copy on a device, if that
@@ -614,7 +619,8 @@ class Runtime:
             raise
         if finished and self._device_writes:
             with self._lock:
-                written, self._device_writes = list(self._device_writes.values()), {}
+                written = list(self._device_writes.values())
+                self._device_writes.clear()
             self.bring_home(written)
         return finished
 
