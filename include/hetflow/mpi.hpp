@@ -129,7 +129,8 @@ class HETFLOW_API Context {
   /// pending are printed on stderr, once per stall.
   void wait_all();
 
-  /// Messages and bytes this rank sent to each peer (indexed by rank).
+  /// Messages and bytes this rank sent to each peer (indexed by rank). With HETFLOW_MPI_STATS=1
+  /// each rank prints them on stderr when its context is destroyed.
   [[nodiscard]] std::vector<PeerStats> sent() const;
 
  private:

@@ -325,6 +325,17 @@ Context::Context(Runtime& runtime, std::shared_ptr<Transport> transport)
     : impl_(std::make_unique<Impl>(runtime, std::move(transport))) {}
 
 Context::~Context() {
+  if (const char* stats = std::getenv("HETFLOW_MPI_STATS"); stats != nullptr && std::string_view(stats) == "1") {
+    std::string text;
+    for (std::size_t peer = 0; peer < impl_->sent.size(); ++peer) {
+      if (impl_->sent[peer].messages == 0) continue;
+      text += "hetflow::mpi: " + rank_text(impl_->rank) + " sent " + std::to_string(impl_->sent[peer].messages) +
+              " messages, " + std::to_string(impl_->sent[peer].bytes) + " bytes to " +
+              rank_text(static_cast<int>(peer)) + "\n";
+    }
+    if (text.empty()) text = "hetflow::mpi: " + rank_text(impl_->rank) + " sent nothing\n";
+    std::fputs(text.c_str(), stderr);
+  }
   // Transfers hold references to the entries: let them end first. After the ranks diverged some
   // never will: then the state is left to them rather than freed under them.
   std::unique_lock lock(impl_->transfer_mutex);

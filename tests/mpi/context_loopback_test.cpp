@@ -309,6 +309,22 @@ TEST(MpiContext, TheWatchdogShowsTheTransfersThatDoNotMove) {
   EXPECT_NE(printed.find("receive 'x'"), std::string::npos) << printed;
 }
 
+TEST(MpiContext, StatisticsArePrintedWhenAskedFor) {
+  setenv("HETFLOW_MPI_STATS", "1", 1);
+  testing::internal::CaptureStderr();
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 1.0), y(4, 0.0);
+    auto hx = context.register_data(x.data(), doubles(4), 1, 0);
+    auto hy = context.register_data(y.data(), doubles(4), 0, 1);
+    context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});  // x: 1 -> 0
+    context.wait_all();
+  });
+  const std::string printed = testing::internal::GetCapturedStderr();
+  unsetenv("HETFLOW_MPI_STATS");
+  EXPECT_NE(printed.find("rank 1 sent 2 messages, 40 bytes to rank 0"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("rank 0 sent nothing"), std::string::npos) << printed;
+}
+
 TEST(MpiContext, BadRegistrationsAndInsertsAreRefused) {
   spmd(2, [](mpi::Context& context) {
     std::vector<double> x(4, 0.0);
