@@ -114,6 +114,14 @@ class HETFLOW_API Context {
   /// The rank that holds the latest version of `handle` (the owner, or the last rank that
   /// wrote it).
   [[nodiscard]] int holder(const DataHandle& handle) const;
+  /// The owner of `handle` now.
+  [[nodiscard]] int owner(const DataHandle& handle) const;
+  /// Brings the latest version of `handle` to `rank` (a transfer, if it does not hold it): there,
+  /// tasks and acquisitions submitted after see it (`Runtime::acquire` reads it on the host).
+  void get_on(const DataHandle& handle, int rank);
+  /// Makes `rank` the owner of `handle`, bringing it the latest version: the tasks that write
+  /// `handle` run there from now on.
+  void migrate(const DataHandle& handle, int rank);
   /// Drops the copies of `handle` received for reading (every rank but the holder's): the next
   /// reader elsewhere receives it again. flush_all() does it for every handle.
   void flush(const DataHandle& handle);

@@ -213,6 +213,15 @@ struct Context::Impl {
     if (--in_flight == 0) transfers_done.notify_all();
   }
 
+  /// Posts the transfer that gives `rank` the latest version of `entry`, unless it has it.
+  void bring(Entry& entry, int destination) {
+    if (entry.valid[static_cast<std::size_t>(destination)]) return;
+    const int source = holder_of(entry);
+    if (rank == source) post_send(entry, destination);
+    if (rank == destination) post_receive(entry, source);
+    entry.valid[static_cast<std::size_t>(destination)] = 1;
+  }
+
   void count_sent(int destination, std::size_t bytes) {
     std::lock_guard lock(transfer_mutex);
     auto& peer = sent[static_cast<std::size_t>(destination)];
@@ -457,12 +466,7 @@ bool Context::plan(const Codelet& codelet, const TaskOptions& options, Placement
   }
 
   for (std::size_t i = 0; i < data.size(); ++i) {
-    Entry& entry = *used[i];
-    if (!reads(data[i].mode) || entry.valid[static_cast<std::size_t>(executor)]) continue;
-    const int source = impl.holder_of(entry);
-    if (impl.rank == source) impl.post_send(entry, executor);
-    if (impl.rank == executor) impl.post_receive(entry, source);
-    entry.valid[static_cast<std::size_t>(executor)] = 1;
+    if (reads(data[i].mode)) impl.bring(*used[i], executor);
   }
   for (std::size_t i = 0; i < data.size(); ++i) {
     if (!writes(data[i].mode)) continue;
@@ -481,6 +485,33 @@ bool Context::plan(const Codelet& codelet, const TaskOptions& options, Placement
   local.where = options.where;
   local.worker = options.worker;
   return true;
+}
+
+int Context::owner(const DataHandle& handle) const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->entry_of(handle, "owner").owner;
+}
+
+void Context::get_on(const DataHandle& handle, int rank) {
+  Impl& impl = *impl_;
+  if (rank < 0 || rank >= impl.size) {
+    throw InvalidArgument("hetflow::mpi::Context::get_on: " + std::to_string(rank) + " is not a rank (there are " +
+                          std::to_string(impl.size) + ")");
+  }
+  std::lock_guard lock(impl.mutex);
+  impl.bring(impl.entry_of(handle, "get_on"), rank);
+}
+
+void Context::migrate(const DataHandle& handle, int rank) {
+  Impl& impl = *impl_;
+  if (rank < 0 || rank >= impl.size) {
+    throw InvalidArgument("hetflow::mpi::Context::migrate: " + std::to_string(rank) + " is not a rank (there are " +
+                          std::to_string(impl.size) + ")");
+  }
+  std::lock_guard lock(impl.mutex);
+  Entry& entry = impl.entry_of(handle, "migrate");
+  impl.bring(entry, rank);
+  entry.owner = rank;
 }
 
 int Context::holder(const DataHandle& handle) const {

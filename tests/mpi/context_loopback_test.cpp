@@ -309,6 +309,39 @@ TEST(MpiContext, TheWatchdogShowsTheTransfersThatDoNotMove) {
   EXPECT_NE(printed.find("receive 'x'"), std::string::npos) << printed;
 }
 
+TEST(MpiContext, MigratedDataIsWrittenOnItsNewOwner) {
+  spmd(3, [](mpi::Context& context) {
+    const int me = context.rank();
+    std::vector<double> x(8, me == 0 ? 2.0 : 0.0);
+    auto hx = context.register_data(x.data(), doubles(8), 0, 0);
+    context.migrate(hx, 2);
+    EXPECT_EQ(context.owner(hx), 2);
+    auto future = context.insert(kScale, {.data = {hetflow::RW(hx)}}, 3.0);  // now on rank 2
+    EXPECT_EQ(future.valid(), me == 2);
+    context.wait_all();
+    if (me == 2) {
+      EXPECT_EQ(x[7], 6.0);
+    }
+    EXPECT_EQ(context.sent()[2].messages, me == 0 ? 2u : 0u);  // one transfer, by the migration
+  });
+}
+
+TEST(MpiContext, GetOnBringsTheLatestVersionToARank) {
+  spmd(2, [](mpi::Context& context) {
+    const int me = context.rank();
+    std::vector<double> x(8, me == 0 ? 1.0 : 0.0);
+    auto hx = context.register_data(x.data(), doubles(8), 0, 0);
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 5.0);  // on rank 0
+    context.get_on(hx, 1);
+    context.get_on(hx, 1);  // already there: nothing more is sent
+    context.wait_all();
+    EXPECT_EQ(x[0], 5.0);  // on both ranks
+    EXPECT_EQ(context.sent()[1].messages, me == 0 ? 2u : 0u);
+    EXPECT_THROW(context.get_on(hx, 2), hetflow::InvalidArgument);
+    EXPECT_THROW(context.migrate(hx, -1), hetflow::InvalidArgument);
+  });
+}
+
 TEST(MpiContext, StatisticsArePrintedWhenAskedFor) {
   setenv("HETFLOW_MPI_STATS", "1", 1);
   testing::internal::CaptureStderr();
