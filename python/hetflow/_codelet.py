@@ -116,6 +116,10 @@ def _missing_extra(package: str, extra: str, kind: str) -> ImportError:
     )
 
 
+# Arrays reach devices only when contiguous with positive strides (see insert): element 0 is the
+# first byte of the device copy.
+
+
 def _run_cuda(implementation: Any, args: list, slots: Dict[int, Tuple[int, Any]], info: Any) -> Any:
     try:
         import cupy
@@ -126,10 +130,8 @@ def _run_cuda(implementation: Any, args: list, slots: Dict[int, Tuple[int, Any]]
         for position, (index, array) in slots.items():
             address, nbytes = buffers[index]
             memory = cupy.cuda.UnownedMemory(address, nbytes, None, device)
-            offset = _first_element_offset(array)
-            args[position] = cupy.ndarray(
-                array.shape, array.dtype, cupy.cuda.MemoryPointer(memory, offset), strides=array.strides
-            )
+            args[position] = cupy.ndarray(array.shape, array.dtype, cupy.cuda.MemoryPointer(memory, 0),
+                                          strides=array.strides)
         with cupy.cuda.ExternalStream(stream_pointer, device):
             return implementation(*args)
 
@@ -172,18 +174,11 @@ def _opencl_array(array_type: Any, queue: Any, context: Any, like: Any, buffer: 
     """A pyopencl array over ``buffer`` shaped like the numpy array ``like``. The constructor's
     checks cost ~10 us, most of a small task; the arguments here are already checked, so its
     fast path is taken where this pyopencl has it."""
-    offset = _first_element_offset(like)
     try:
-        return array_type(queue, like.shape, like.dtype, strides=like.strides, data=buffer, offset=offset,
+        return array_type(queue, like.shape, like.dtype, strides=like.strides, data=buffer,
                           _fast=True, _size=like.size, _context=context, _queue=queue)
     except TypeError:
-        return array_type(queue, like.shape, like.dtype, strides=like.strides, data=buffer, offset=offset)
-
-
-def _first_element_offset(array: Any) -> int:
-    from hetflow._arrays import span
-
-    return span(array)[2]
+        return array_type(queue, like.shape, like.dtype, strides=like.strides, data=buffer)
 
 
 _programs: Dict[Tuple[int, str, str], Any] = {}
