@@ -1,5 +1,6 @@
 """Codelets with CUDA implementations over CuPy arrays, on a GPU: they skip, saying why, on a
-machine without a GPU, CuPy or hetflow's CUDA module, and run on one (scripts/gpu-check.sh)."""
+machine without a GPU, CuPy or hetflow's CUDA module, and run on one (scripts/gpu-check.sh).
+The last one checks, where there is no GPU, that a GPU-only codelet is refused with the reason."""
 import numpy as np
 import pytest
 
@@ -123,3 +124,24 @@ def test_an_error_in_a_cuda_implementation_fails_its_task_and_dependents_only(ru
     b = np.ones(64)
     hetflow.insert(scale, hetflow.RW(b), 2.0, where="cuda").result()
     np.testing.assert_array_equal(b, np.full(64, 2.0))
+
+
+def test_without_a_gpu_a_cuda_only_codelet_is_refused_with_the_reason():
+    try:
+        from hetflow import _hetflow_cuda
+    except ImportError as error:
+        with pytest.raises(ImportError, match="no cuda driver"):
+            hetflow.init(cuda=True)
+        pytest.skip(f"(checked the error of a build without CUDA) {error}")
+    if _hetflow_cuda.device_count() > 0:
+        pytest.skip("a GPU is present: the other tests of this file run on it")
+    hetflow.init(ncpus=1, executor="thread", cuda=True)
+    try:
+        assert "cuda" not in hetflow._runtime.current().worker_archs()
+        with pytest.raises(ValueError, match=r"only on cuda workers and the runtime has none"):
+            hetflow.insert(hetflow.Codelet("gpu_only", cuda=scale_cuda), hetflow.RW(np.ones(4)), 2.0)
+        a = np.ones(4)
+        hetflow.insert(scale, hetflow.RW(a), 2.0).result()  # the cpu implementation runs instead
+        np.testing.assert_array_equal(a, np.full(4, 2.0))
+    finally:
+        hetflow.shutdown()
