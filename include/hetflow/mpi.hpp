@@ -49,7 +49,23 @@ class HETFLOW_API Transport {
   virtual void receive(int peer, int tag, void* data, std::size_t bytes, std::function<void()> done) = 0;
   /// A barrier that does not block: `done` is called once every rank has entered it.
   virtual void barrier(std::function<void()> done) = 0;
+  /// The ranks that run on this machine, and this rank's place among them; 0 of 1 for
+  /// transports whose ranks share no machine with other processes.
+  [[nodiscard]] virtual int local_rank() const { return 0; }
+  [[nodiscard]] virtual int local_ranks() const { return 1; }
 };
+
+/// When several ranks of `transport` run on this machine, restricts this process to its share of
+/// the CPUs it may use (the local rank i of k gets the i-th of k slices of that set, at least
+/// one CPU each), so that a Runtime made afterwards, with its defaults, runs one worker per CPU
+/// of that share and ranks do not compete for cores. Returns the CPUs of the share. Call it
+/// before creating the Runtime.
+///
+///     auto transport = hetflow::mpi::world();
+///     hetflow::mpi::share_node(*transport);
+///     hetflow::Runtime rt;                        // its workers on this rank's cores
+///     hetflow::mpi::Context mpi(rt, transport);
+HETFLOW_API unsigned share_node(const Transport& transport);
 
 /// The ranks of MPI_COMM_WORLD (over a duplicate of it). MPI is initialised (thread level
 /// MULTIPLE) if the program has not done it, and then finalised at exit; a program that

@@ -489,6 +489,13 @@ MpiTransport::MpiTransport(MPI_Comm comm, MpiTransportOptions options) {
   int found = 0;
   check_setup(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_upper_bound, &found), "MPI_Comm_get_attr(MPI_TAG_UB)");
   max_tag_ = found != 0 && tag_upper_bound != nullptr ? *tag_upper_bound : 32767;  // the least MPI allows
+  // The ranks sharing this machine's memory: those that share its cores.
+  MPI_Comm local = MPI_COMM_NULL;
+  check_setup(MPI_Comm_split_type(duplicate, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local),
+              "MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)");
+  check_setup(MPI_Comm_rank(local, &local_rank_), "MPI_Comm_rank (machine)");
+  check_setup(MPI_Comm_size(local, &local_ranks_), "MPI_Comm_size (machine)");
+  check_setup(MPI_Comm_free(&local), "MPI_Comm_free (machine)");
   thread_ = std::thread([engine = engine_] { engine->run(); });
 }
 

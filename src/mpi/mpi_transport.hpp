@@ -51,6 +51,8 @@ class MpiTransport final : public Transport {
   [[nodiscard]] int rank() const override { return rank_; }
   [[nodiscard]] int size() const override { return size_; }
   [[nodiscard]] int max_tag() const override { return max_tag_; }
+  [[nodiscard]] int local_rank() const override { return local_rank_; }
+  [[nodiscard]] int local_ranks() const override { return local_ranks_; }
   void send(int peer, int tag, const void* data, std::size_t bytes, std::function<void()> done) override;
   void receive(int peer, int tag, void* data, std::size_t bytes, std::function<void()> done) override;
   void barrier(std::function<void()> done) override;
@@ -61,6 +63,8 @@ class MpiTransport final : public Transport {
   int rank_ = 0;
   int size_ = 0;
   int max_tag_ = 0;
+  int local_rank_ = 0;
+  int local_ranks_ = 1;
   // Shared with the progress thread, which keeps it alive if the transport is destroyed from
   // one of its own `done` callbacks (the thread is then detached and ends after draining).
   std::shared_ptr<ProgressEngine> engine_;
