@@ -108,9 +108,9 @@ def main() -> int:
 
     session = hetflow.init(executor="thread", sched=options.sched, opencl="all" if options.opencl else False,
                            cuda=options.cuda)
-    workers = sorted(session.runtime.worker_archs() - {"process"})
+    workers = sorted(session.worker_kinds - {"process"})
     print(f"tiled_gemm.py: n = {options.n}, tiles of {options.tile}, workers: {', '.join(workers)}, "
-          f"scheduler {session.runtime._engine.scheduler_name()}, tasks on: {options.where or 'any'}")
+          f"scheduler {session.scheduler}, tasks on: {options.where or 'any'}")
     seconds = []
     for _ in range(options.repeat):
         start = time.perf_counter()

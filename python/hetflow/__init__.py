@@ -114,6 +114,11 @@ class Session:
         return self.runtime.executor
 
     @property
+    def worker_kinds(self) -> frozenset:
+        """The kinds of worker: ``cpu``, ``process``, and ``opencl`` / ``cuda`` with devices."""
+        return self.runtime.worker_archs()
+
+    @property
     def scheduler(self) -> str:
         return self.runtime.scheduler
 

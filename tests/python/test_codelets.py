@@ -77,8 +77,9 @@ def runtime():
 
 
 def test_runtime_has_an_opencl_worker_and_defaults_to_dmdas(runtime):
-    assert "opencl" in runtime.worker_archs()
-    assert runtime._engine.scheduler_name() == "dmdas"
+    session = hetflow.Session(runtime)
+    assert "opencl" in session.worker_kinds
+    assert session.scheduler == "dmdas"
 
 
 def test_device_then_host_then_device_each_sees_the_last_write(runtime):
