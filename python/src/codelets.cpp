@@ -5,16 +5,13 @@
 #include "task_result.hpp"
 
 namespace hetflow::python {
-namespace {
 
-std::optional<Arch> implementation_arch(const std::string& name) {
+Arch implementation_arch(const std::string& name) {
   for (Arch arch : {Arch::cpu, Arch::cuda, Arch::opencl}) {
     if (name == arch_name(arch)) return arch;
   }
-  return std::nullopt;
+  throw InvalidArgument("hetflow: no Python codelet implementation for '" + name + "'");
 }
-
-}  // namespace
 
 PyObject* call_or_throw(PyObject* callable, PyObject* args, PyObject* freeze) {
   PyObject* value = args == nullptr ? PyObject_CallNoArgs(callable) : PyObject_Call(callable, args, nullptr);
@@ -34,10 +31,9 @@ std::size_t CodeletTable::add(const std::string& name, const std::vector<std::st
   Codelet codelet;
   codelet.name = name;
   for (const std::string& arch_text : archs) {
-    const std::optional<Arch> arch = implementation_arch(arch_text);
-    if (!arch) throw InvalidArgument("hetflow: no Python codelet implementation for '" + arch_text + "'");
-    Codelet::Implementation implementation = [this, arch = *arch](TaskContext& context) { run(context, arch); };
-    switch (*arch) {
+    const Arch arch = implementation_arch(arch_text);
+    Codelet::Implementation implementation = [this, arch](TaskContext& context) { run(context, arch); };
+    switch (arch) {
       case Arch::cpu: codelet.cpu = std::move(implementation); break;
       case Arch::cuda: codelet.cuda = std::move(implementation); break;
       case Arch::opencl: codelet.opencl = std::move(implementation); break;

@@ -19,6 +19,9 @@
 
 namespace hetflow::python {
 
+/// The kind of worker named "cpu", "cuda" or "opencl"; throws InvalidArgument for other names.
+Arch implementation_arch(const std::string& name);
+
 /// Runs a Python task's callable and turns a Python exception into a PythonError (its
 /// traceback frozen to text by `freeze`, so that the frames are not kept).
 PyObject* call_or_throw(PyObject* callable, PyObject* args, PyObject* freeze);

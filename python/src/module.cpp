@@ -207,9 +207,9 @@ class PyRuntime {
                                                     .shutdown_kind = message::kShutdown}));
     }
     for (const auto& [arch_text, driver, describe, note_setup] : devices) {
-      const Arch arch = arch_text == "cuda" ? Arch::cuda : Arch::opencl;
       config.drivers.push_back(driver_from_capsule(driver.ptr()));
-      codelets_.add_device(arch, describe_from_capsule(describe.ptr()), note_setup_from_capsule(note_setup.ptr()));
+      codelets_.add_device(implementation_arch(arch_text), describe_from_capsule(describe.ptr()),
+                           note_setup_from_capsule(note_setup.ptr()));
     }
     nb::gil_scoped_release release;  // process workers start (and import Python) meanwhile
     runtime_ = std::make_unique<Runtime>(std::move(config));
@@ -228,11 +228,7 @@ class PyRuntime {
     const Codelet& codelet = codelets_.get(codelet_id);
     TaskOptions options = options_for(deps, name, priority);
     ArchMask mask;
-    for (const std::string& arch_text : where) {
-      if (arch_text == "cpu") mask = mask | Arch::cpu;
-      if (arch_text == "cuda") mask = mask | Arch::cuda;
-      if (arch_text == "opencl") mask = mask | Arch::opencl;
-    }
+    for (const std::string& arch_text : where) mask = mask | implementation_arch(arch_text);
     options.where = mask;
     std::vector<DataAccess> data = data_accesses(accesses);
     options.data_list = data;

@@ -35,6 +35,20 @@ struct Entry {
   DataHandle local;
   std::vector<char> valid;               // valid[r]: rank r holds the latest version
   std::unique_ptr<std::byte[]> storage;  // a copy's home on a rank that gave no buffer
+
+  /// After a write on `rank`, or a flush: its copy is the only valid one.
+  void only_on(int rank) {
+    std::fill(valid.begin(), valid.end(), 0);
+    valid[static_cast<std::size_t>(rank)] = 1;
+  }
+};
+
+// A transfer not finished yet, for the watchdog (described only when it speaks).
+struct Pending {
+  const Entry* entry = nullptr;
+  int peer = 0;
+  bool sending = false;
+  bool posted = false;  // given to the transport (else waiting for the local tasks before it)
 };
 
 std::string rank_text(int rank) { return "rank " + std::to_string(rank); }
@@ -68,6 +82,13 @@ struct Context::Impl {
                               "(0: never)");
       }
       watchdog_seconds = seconds;
+    }
+  }
+
+  void check_rank(int candidate, const std::string& what) const {
+    if (candidate < 0 || candidate >= size) {
+      throw InvalidArgument("hetflow::mpi::Context::" + what + " " + std::to_string(candidate) +
+                            " is not a rank (there are " + std::to_string(size) + ")");
     }
   }
 
@@ -172,18 +193,25 @@ struct Context::Impl {
                : exchange->first_difference + static_cast<std::int64_t>(checked - exchange->mine.size());
   }
 
-  // The transfers not finished, as text, for the watchdog.
-  std::uint64_t note_pending(std::string what) {
+  // Every transfer is noted until it ends, so that the watchdog can say what is left.
+  std::uint64_t note_pending(const Entry& entry, int peer, bool sending) {
     std::lock_guard lock(transfer_mutex);
-    pending.emplace(++last_transfer_id, std::move(what));
+    ++in_flight;
+    pending.emplace(++last_transfer_id, Pending{&entry, peer, sending, false});
     return last_transfer_id;
   }
-  void update_pending(std::uint64_t id, const char* state) {
+  void note_posted(std::uint64_t id) {
     std::lock_guard lock(transfer_mutex);
-    auto it = pending.find(id);
-    if (it == pending.end()) return;
-    const auto colon = it->second.rfind(": ");
-    it->second = it->second.substr(0, colon) + ": " + state;
+    if (auto it = pending.find(id); it != pending.end()) it->second.posted = true;
+  }
+  static std::string describe_pending(const Pending& transfer) {
+    const Entry& entry = *transfer.entry;
+    return std::string(transfer.sending ? "send '" : "receive '") + entry.local.name() + "' (tag " +
+           std::to_string(entry.tag) + ", " + std::to_string(entry.bytes) + " bytes) " +
+           (transfer.sending ? "to " : "from ") + rank_text(transfer.peer) + ": " +
+           (!transfer.posted   ? "waiting for the tasks before it here"
+            : transfer.sending ? "posted, not yet matched by the receiver"
+                               : "posted, nothing received yet");
   }
 
   Entry& entry_of(const DataHandle& handle, const char* caller) {
@@ -202,10 +230,6 @@ struct Context::Impl {
     return static_cast<int>(first - entry.valid.begin());
   }
 
-  void started_transfer() {
-    std::lock_guard lock(transfer_mutex);
-    ++in_flight;
-  }
   void finished_transfer(std::uint64_t id) {
     std::lock_guard lock(transfer_mutex);
     pending.erase(id);
@@ -241,12 +265,9 @@ struct Context::Impl {
   };
 
   void post_send(Entry& entry, int destination) {
-    started_transfer();
-    const std::uint64_t id = note_pending("send '" + entry.local.name() + "' (tag " + std::to_string(entry.tag) + ", " +
-                                          std::to_string(entry.bytes) + " bytes) to " + rank_text(destination) +
-                                          ": waiting for the tasks before it here");
+    const std::uint64_t id = note_pending(entry, destination, true);
     runtime.acquire_then(entry.local, AccessMode::R, [this, &entry, destination, id](Acquisition acquisition) {
-      update_pending(id, "posted, not yet matched by the receiver");
+      note_posted(id);
       auto transfer = std::make_shared<Transfer>(std::move(acquisition));
       if (const std::exception_ptr& failure = transfer->acquisition.failure()) {
         transfer->error =
@@ -274,12 +295,9 @@ struct Context::Impl {
   }
 
   void post_receive(Entry& entry, int source) {
-    started_transfer();
-    const std::uint64_t id = note_pending("receive '" + entry.local.name() + "' (tag " + std::to_string(entry.tag) +
-                                          ", " + std::to_string(entry.bytes) + " bytes) from " + rank_text(source) +
-                                          ": waiting for the tasks before it here");
+    const std::uint64_t id = note_pending(entry, source, false);
     runtime.acquire_then(entry.local, AccessMode::W, [this, &entry, source, id](Acquisition acquisition) {
-      update_pending(id, "posted, nothing received yet");
+      note_posted(id);
       auto transfer = std::make_shared<Transfer>(std::move(acquisition));
       const auto received = [this, transfer, &entry, source, id] {
         if (transfer->error.empty()) {
@@ -319,7 +337,7 @@ struct Context::Impl {
   std::condition_variable transfers_done;
   std::size_t in_flight = 0;
   std::vector<PeerStats> sent;
-  std::map<std::uint64_t, std::string> pending;
+  std::map<std::uint64_t, Pending> pending;
   std::uint64_t last_transfer_id = 0;
   std::chrono::steady_clock::time_point last_progress = std::chrono::steady_clock::now();
   double watchdog_seconds = 60;
@@ -363,10 +381,7 @@ int Context::size() const noexcept { return impl_->size; }
 
 DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner, int tag, std::string name) {
   Impl& impl = *impl_;
-  if (owner < 0 || owner >= impl.size) {
-    throw InvalidArgument("hetflow::mpi::Context::register_data: owner " + std::to_string(owner) +
-                          " is not a rank (there are " + std::to_string(impl.size) + ")");
-  }
+  impl.check_rank(owner, "register_data: owner");
   if (tag < 0 || tag >= impl.control_tag()) {
     throw InvalidArgument("hetflow::mpi::Context::register_data: tag " + std::to_string(tag) + " is outside 0.." +
                           std::to_string(impl.control_tag() - 1) + " (the transport's largest tag, " +
@@ -390,8 +405,8 @@ DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner
   entry->owner = owner;
   entry->tag = tag;
   entry->bytes = layout.payload_bytes();
-  entry->valid.assign(static_cast<std::size_t>(impl.size), 0);
-  entry->valid[static_cast<std::size_t>(owner)] = 1;
+  entry->valid.resize(static_cast<std::size_t>(impl.size));
+  entry->only_on(owner);
   if (ptr == nullptr) {
     entry->storage = std::make_unique<std::byte[]>(std::max<std::size_t>(entry->bytes, 1));
     ptr = entry->storage.get();
@@ -451,10 +466,7 @@ bool Context::plan(const Codelet& codelet, const TaskOptions& options, Placement
 
   int executor = -1;
   if (placement.rank >= 0) {
-    if (placement.rank >= impl.size) {
-      throw InvalidArgument("hetflow::mpi::Context::insert: Placement::rank " + std::to_string(placement.rank) +
-                            " is not a rank (there are " + std::to_string(impl.size) + ")");
-    }
+    impl.check_rank(placement.rank, "insert: Placement::rank");
     executor = placement.rank;
   } else if (placement.owner_of != nullptr) {
     executor = impl.entry_of(*placement.owner_of, "insert").owner;
@@ -469,9 +481,7 @@ bool Context::plan(const Codelet& codelet, const TaskOptions& options, Placement
     if (reads(data[i].mode)) impl.bring(*used[i], executor);
   }
   for (std::size_t i = 0; i < data.size(); ++i) {
-    if (!writes(data[i].mode)) continue;
-    std::fill(used[i]->valid.begin(), used[i]->valid.end(), 0);
-    used[i]->valid[static_cast<std::size_t>(executor)] = 1;
+    if (writes(data[i].mode)) used[i]->only_on(executor);
   }
   if (impl.check) impl.record_submission(codelet, options, executor, data, used);
   if (executor != impl.rank) return false;
@@ -494,20 +504,14 @@ int Context::owner(const DataHandle& handle) const {
 
 void Context::get_on(const DataHandle& handle, int rank) {
   Impl& impl = *impl_;
-  if (rank < 0 || rank >= impl.size) {
-    throw InvalidArgument("hetflow::mpi::Context::get_on: " + std::to_string(rank) + " is not a rank (there are " +
-                          std::to_string(impl.size) + ")");
-  }
+  impl.check_rank(rank, "get_on:");
   std::lock_guard lock(impl.mutex);
   impl.bring(impl.entry_of(handle, "get_on"), rank);
 }
 
 void Context::migrate(const DataHandle& handle, int rank) {
   Impl& impl = *impl_;
-  if (rank < 0 || rank >= impl.size) {
-    throw InvalidArgument("hetflow::mpi::Context::migrate: " + std::to_string(rank) + " is not a rank (there are " +
-                          std::to_string(impl.size) + ")");
-  }
+  impl.check_rank(rank, "migrate:");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "migrate");
   impl.bring(entry, rank);
@@ -522,18 +526,12 @@ int Context::holder(const DataHandle& handle) const {
 void Context::flush(const DataHandle& handle) {
   std::lock_guard lock(impl_->mutex);
   Entry& entry = impl_->entry_of(handle, "flush");
-  const int keep = impl_->holder_of(entry);
-  std::fill(entry.valid.begin(), entry.valid.end(), 0);
-  entry.valid[static_cast<std::size_t>(keep)] = 1;
+  entry.only_on(impl_->holder_of(entry));
 }
 
 void Context::flush_all() {
   std::lock_guard lock(impl_->mutex);
-  for (auto& [key, entry] : impl_->entries) {
-    const int keep = impl_->holder_of(*entry);
-    std::fill(entry->valid.begin(), entry->valid.end(), 0);
-    entry->valid[static_cast<std::size_t>(keep)] = 1;
-  }
+  for (auto& [key, entry] : impl_->entries) entry->only_on(impl_->holder_of(*entry));
 }
 
 void Context::wait_all() {
@@ -565,7 +563,7 @@ void Context::wait_all() {
       reported = true;
       std::string text = "hetflow::mpi watchdog: " + rank_text(impl.rank) + ": no transfer has finished for " +
                          std::to_string(static_cast<long>(still.count())) + " s; pending:\n";
-      for (const auto& [id, what] : impl.pending) text += "  " + what + "\n";
+      for (const auto& [id, transfer] : impl.pending) text += "  " + Impl::describe_pending(transfer) + "\n";
       std::fputs(text.c_str(), stderr);
     }
   }
