@@ -69,9 +69,7 @@ __kernel void gemm(__global double *c, __global const double *a, __global const 
 
 
 def opencl_kernel(x, name: str):
-    import pyopencl
-
-    return pyopencl.Kernel(hetflow.opencl_program(x, CHOLESKY_SOURCE), name)
+    return hetflow.opencl_kernel(x, CHOLESKY_SOURCE, name)
 
 
 def potrf_cpu(a):

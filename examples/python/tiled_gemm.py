@@ -35,10 +35,7 @@ def gemm_cpu(c, a, b, beta):
 
 
 def gemm_opencl(c, a, b, beta):
-    import pyopencl
-
-    program = hetflow.opencl_program(c, GEMM_SOURCE)
-    kernel = pyopencl.Kernel(program, "gemm")
+    kernel = hetflow.opencl_kernel(c, GEMM_SOURCE, "gemm")
     kernel(c.queue, c.shape, None, c.data, a.data, b.data, np.int32(c.shape[0]), np.float64(beta))
 
 

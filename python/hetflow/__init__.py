@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from hetflow import _runtime
 from hetflow._arrays import RW, Access, R, W
-from hetflow._codelet import Codelet, opencl_program
+from hetflow._codelet import Codelet, opencl_kernel, opencl_program
 from hetflow._data import Acquired, array, empty, ones, zeros
 from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
 from hetflow._future import Future
@@ -81,6 +81,7 @@ __all__ = [
     "insert",
     "map",
     "ncpus",
+    "opencl_kernel",
     "opencl_program",
     "perfmodel_plot",
     "shutdown",

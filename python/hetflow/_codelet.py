@@ -210,6 +210,31 @@ def opencl_program(context: Any, source: str, options: str = "") -> Any:
     return program
 
 
+_kernels: Dict[Tuple[int, str], Any] = {}
+
+
+def opencl_kernel(context: Any, source: str, name: str, options: str = "") -> Any:
+    """The ``pyopencl.Kernel`` ``name`` of ``opencl_program(context, source, options)``, made once
+    and kept: making one costs more than a small launch on some platforms (about 170 us on
+    PoCL). Its arguments are set at each launch; meant for device implementations, which a
+    device's single worker runs one at a time, so no two threads use one kernel at once.
+
+    >>> def scale_opencl(x, factor):
+    ...     hetflow.opencl_kernel(x, SOURCE, "scale")(x.queue, x.shape, None, x.data, numpy.float64(factor))
+    """
+    program = opencl_program(context, source, options)
+    key = (program.int_ptr, name)
+    kernel = _kernels.get(key)
+    if kernel is None:
+        import pyopencl
+
+        with _programs_lock:
+            kernel = _kernels.get(key)
+            if kernel is None:
+                kernel = _kernels[key] = pyopencl.Kernel(program, name)
+    return kernel
+
+
 def insert(
     runtime: Any, codelet: Codelet, args: tuple, priority: int, where: Optional[str], name: Optional[str]
 ) -> CodeletFuture:

@@ -214,27 +214,12 @@ __kernel void gemm(__global double *c, __global const double *a, __global const 
 }
 """
 
-_kernels: Dict[Tuple[int, str], Any] = {}
-
-
-def _kernel(program: Any, name: str) -> Any:
-    """One ``pyopencl.Kernel`` per program, made once: on PoCL making one costs more than a tiny
-    launch. Each device has its own program and a single worker, so no two threads share one."""
-    import pyopencl
-
-    key = (program.int_ptr, name)
-    kernel = _kernels.get(key)
-    if kernel is None:
-        kernel = _kernels[key] = pyopencl.Kernel(program, name)
-    return kernel
-
-
 _increment_device: List[Any] = [None]  # the pyopencl.Device the last increment task ran on
 
 
 def increment_opencl(x: Any) -> None:
     _increment_device[0] = x.queue.device
-    _kernel(hetflow.opencl_program(x, INCREMENT_SOURCE), "increment")(x.queue, x.shape, None, x.data)
+    hetflow.opencl_kernel(x, INCREMENT_SOURCE, "increment")(x.queue, x.shape, None, x.data)
 
 
 INCREMENT = hetflow.Codelet("bench_increment", opencl=increment_opencl)
@@ -335,7 +320,7 @@ def gemm_opencl(c: Any, a: Any, b: Any, accumulate: bool) -> None:
     import numpy
 
     _gemm_ran_on.append("opencl")
-    kernel = _kernel(hetflow.opencl_program(c, GEMM_SOURCE), "gemm")
+    kernel = hetflow.opencl_kernel(c, GEMM_SOURCE, "gemm")
     kernel(c.queue, c.shape, None, c.data, a.data, b.data, numpy.int32(c.shape[0]), numpy.int32(accumulate))
 
 

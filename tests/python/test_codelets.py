@@ -44,12 +44,8 @@ def scale_cpu(x, factor):
 
 
 def scale_opencl(x, factor):
-    import pyopencl
-
     ran_on.append("opencl")
-    program = hetflow.opencl_program(x, SCALE_SOURCE)
-    kernel = pyopencl.Kernel(program, "scale")
-    kernel(x.queue, (x.size,), None, x.data, np.float64(factor))
+    hetflow.opencl_kernel(x, SCALE_SOURCE, "scale")(x.queue, (x.size,), None, x.data, np.float64(factor))
 
 
 def add_opencl(y, x):
