@@ -51,6 +51,9 @@ struct Pending {
   bool posted = false;  // given to the transport (else waiting for the local tasks before it)
 };
 
+// The longest error text a transfer carries (both sides cut it there, so that they agree).
+constexpr std::size_t kLongestError = std::size_t{1} << 20;
+
 std::string rank_text(int rank) { return "rank " + std::to_string(rank); }
 
 std::string describe(const std::exception_ptr& error) {
@@ -272,6 +275,7 @@ struct Context::Impl {
       if (const std::exception_ptr& failure = transfer->acquisition.failure()) {
         transfer->error =
             "the task that wrote '" + entry.local.name() + "' on " + rank_text(rank) + " failed: " + describe(failure);
+        transfer->error.resize(std::min<std::size_t>(transfer->error.size(), kLongestError));
         transfer->error_length = transfer->error.size();
       }
       transfer->messages_left = transfer->error.empty() ? 2 : 3;
@@ -317,8 +321,7 @@ struct Context::Impl {
                              receive_data();
                              return;
                            }
-                           constexpr std::uint64_t kLongestError = 1 << 20;
-                           transfer->error.resize(std::min(transfer->error_length, kLongestError));
+                           transfer->error.resize(std::min<std::uint64_t>(transfer->error_length, kLongestError));
                            transport->receive(source, entry.tag, transfer->error.data(), transfer->error.size(),
                                               receive_data);
                          });
