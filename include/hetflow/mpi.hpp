@@ -19,7 +19,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -78,10 +80,28 @@ HETFLOW_API unsigned share_node(const Transport& transport);
 /// the protocol without mpirun). Transport i is rank i.
 [[nodiscard]] HETFLOW_API std::vector<std::shared_ptr<Transport>> loopback(int ranks);
 
+/// The owner of data of which every rank has its own copy (Context::register_data): it is never
+/// sent, and a task whose data are all of this kind runs on every rank, each on its own copy.
+inline constexpr int kEveryRank = -1;
+
 /// Where a task runs, when not on the owner of the first data it writes.
 struct Placement {
   int rank = -1;                 ///< this rank, if >= 0
   const DataHandle* owner_of{};  ///< else the owner of this handle, if set
+};
+
+/// A task to submit on this rank, from Context::route: its options, whose data_list is `data`
+/// (so it moves, but does not copy).
+struct LocalTask {
+  LocalTask() = default;
+  LocalTask(LocalTask&&) noexcept = default;  // the data's buffer moves with them
+  LocalTask& operator=(LocalTask&&) noexcept = default;
+  LocalTask(const LocalTask&) = delete;
+  LocalTask& operator=(const LocalTask&) = delete;
+  ~LocalTask() = default;
+
+  std::vector<DataAccess> data;
+  TaskOptions options;
 };
 
 /// Messages and bytes sent to one peer.
@@ -103,16 +123,19 @@ class HETFLOW_API Context {
   [[nodiscard]] int rank() const noexcept;
   [[nodiscard]] int size() const noexcept;
 
-  /// Registers data owned by `owner`, messages about it carrying `tag` (unique per handle, below
-  /// Transport::max_tag(), which hetflow keeps for itself; allocate_tags() hands out ranges). On the owner `ptr` is the
-  /// data; elsewhere it is where a copy is received when one is needed, or nullptr to let
-  /// hetflow allocate it then. Layouts must be contiguous (a vector, or a matrix with ld == nx).
+  /// Registers data owned by `owner` (a rank, or kEveryRank), messages about it carrying `tag`
+  /// (unique per handle, below Transport::max_tag(), which hetflow keeps for itself;
+  /// allocate_tags() hands out ranges). On the owner `ptr` is the data; elsewhere it is where a
+  /// copy is received when one is needed, or nullptr to let hetflow reserve the memory, which
+  /// the system then gives only once a copy lands there. Data every rank owns needs `ptr` on
+  /// every rank. Layouts must be contiguous (a vector, or a matrix with ld == nx).
   DataHandle register_data(void* ptr, const DataLayout& layout, int owner, int tag, std::string name = {});
   /// `count` consecutive tags no other allocate_tags() call returns; the first one.
   int allocate_tags(int count);
 
   /// Submits the codelet where it runs (see Placement; by default the owner of the first data it
-  /// writes, else of the first it reads), and the transfers that bring it the data it reads.
+  /// writes, else of the first it reads, else of the first it reduces into; a task whose data
+  /// every rank owns runs on every rank), and the transfers that bring it the data it reads.
   /// The future is that of the task on the rank that runs it; on the others it is empty
   /// (valid() is false).
   Future<void> insert(const Codelet& codelet, const TaskOptions& options, Placement placement = {});
@@ -121,11 +144,25 @@ class HETFLOW_API Context {
   requires(!std::same_as<std::decay_t<A>, Placement>) Future<void> insert(const Codelet& codelet,
                                                                           const TaskOptions& options, A&& arg,
                                                                           Placement placement = {}) {
-    TaskOptions local;
-    std::vector<DataAccess> data;
-    if (!plan(codelet, options, placement, local, data)) return Future<void>{};
-    return runtime().insert(codelet, local, std::forward<A>(arg));
+    std::optional<LocalTask> local = route(options, placement, codelet.name);
+    if (!local) return Future<void>{};
+    return runtime().insert(codelet, local->options, std::forward<A>(arg));
   }
+
+  /// The rank a task with these options runs on (as insert decides), or kEveryRank.
+  [[nodiscard]] int executor(const TaskOptions& options, Placement placement = {}) const;
+  /// The protocol's side of submitting a task, for code that submits it to the Runtime itself
+  /// (a language binding, say): the transfers it needs are posted and the state updated as
+  /// insert does; when it runs on this rank the result holds the options to submit it with (its
+  /// data as this rank holds them), else it is empty. `label` names it in the submission check.
+  std::optional<LocalTask> route(const TaskOptions& options, Placement placement = {}, std::string_view label = "task");
+
+  /// How tasks that name `handle` Redux contribute to it: each rank that runs some gathers them
+  /// in a buffer of its own, which `init` (one access, W) first sets to a neutral value; at the
+  /// next other access to `handle` (or flush, get_on, migrate, wait_all) every rank's buffer is
+  /// sent to the owner, where `combine` (RW(into), R(contribution)) adds it in. Contributions
+  /// on the owner go straight into the data. The codelets must outlive the context.
+  void set_reduction(const DataHandle& handle, const Codelet& init, const Codelet& combine);
 
   /// The rank that holds the latest version of `handle` (the owner, or the last rank that
   /// wrote it).
@@ -158,10 +195,6 @@ class HETFLOW_API Context {
   [[nodiscard]] std::vector<PeerStats> sent() const;
 
  private:
-  /// Updates the protocol's state for a task and posts its transfers; true when the task runs
-  /// here, with `local` (over `data`) the options to submit it with.
-  bool plan(const Codelet& codelet, const TaskOptions& options, Placement placement, TaskOptions& local,
-            std::vector<DataAccess>& data);
   [[nodiscard]] Runtime& runtime() const noexcept;
 
   struct Impl;

@@ -25,7 +25,8 @@ AccessMode parse_access_mode(std::string_view text) {
   if (upper == "R") return AccessMode::R;
   if (upper == "W") return AccessMode::W;
   if (upper == "RW") return AccessMode::RW;
-  throw InvalidArgument("unknown access mode '" + std::string(text) + "': use R, W or RW");
+  if (upper == "REDUX") return AccessMode::Redux;
+  throw InvalidArgument("unknown access mode '" + std::string(text) + "': use R, W, RW or REDUX");
 }
 
 std::string_view access_mode_name(AccessMode mode) noexcept {
@@ -33,6 +34,7 @@ std::string_view access_mode_name(AccessMode mode) noexcept {
     case AccessMode::R: return "R";
     case AccessMode::W: return "W";
     case AccessMode::RW: return "RW";
+    case AccessMode::Redux: return "REDUX";
   }
   return "?";
 }

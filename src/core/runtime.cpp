@@ -25,10 +25,12 @@ std::string display_quoted(const std::string& name) {
   return name.empty() ? std::string("(unnamed)") : "'" + name + "'";
 }
 
-void check_mode(AccessMode mode, const char* where) {
-  if (mode != AccessMode::R && mode != AccessMode::W && mode != AccessMode::RW) {
+// A task may also name data Redux (run as RW here); acquisitions may not.
+void check_mode(AccessMode mode, const char* where, bool task = false) {
+  if (mode != AccessMode::R && mode != AccessMode::W && mode != AccessMode::RW &&
+      (!task || mode != AccessMode::Redux)) {
     throw InvalidArgument(std::string(where) + ": access mode " + std::to_string(static_cast<int>(mode)) +
-                          " is not R, W or RW");
+                          (task ? " is not R, W, RW or Redux" : " is not R, W or RW"));
   }
 }
 
@@ -112,7 +114,7 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
                           arch_list(where) + "; this runtime has workers for " + arch_list(present));
   }
   for_each_access(options, [&](const DataAccess& access) {
-    check_mode(access.mode, what);
+    check_mode(access.mode, what, /*task=*/true);
     check_handle(access.handle, *impl_, what);
   });
   if (options.worker != -1) {

@@ -23,18 +23,40 @@
 
 #include "hetflow/error.hpp"
 #include "hetflow/mpi.hpp"
+#include "mpi/host_buffer.hpp"
 
 namespace hetflow::mpi {
 
 namespace {
 
-struct Entry {
-  int owner = 0;
+// What a transfer moves: a handle of this rank's runtime, under one tag.
+struct Channel {
+  DataHandle local;
   int tag = 0;
   std::size_t bytes = 0;
-  DataHandle local;
-  std::vector<char> valid;               // valid[r]: rank r holds the latest version
-  std::unique_ptr<std::byte[]> storage;  // a copy's home on a rank that gave no buffer
+  HostBuffer storage;  // its memory, where hetflow allocated it
+};
+
+// Redux contributions to one piece of data, gathered between two other accesses to it.
+struct Reduction {
+  const Codelet* init = nullptr;
+  const Codelet* combine = nullptr;
+  int tag = 0;  // the contributions' messages (the data's own tag carries its versions)
+  bool open = false;
+  std::vector<char> contributed;                     // contributed[r]: rank r ran a contribution
+  std::unique_ptr<Channel> mine;                     // this rank's contributions, off the owner
+  std::map<int, std::unique_ptr<Channel>> incoming;  // on the owner: each contributor's, received
+};
+
+struct Entry {
+  int owner = 0;
+  Channel data;
+  DataLayout layout;
+  std::vector<char> valid;  // valid[r]: rank r holds the latest version
+  std::unique_ptr<Reduction> reduction;
+
+  [[nodiscard]] bool everywhere() const { return owner == kEveryRank; }
+  [[nodiscard]] const std::string& name() const { return data.local.name(); }
 
   /// After a write on `rank`, or a flush: its copy is the only valid one.
   void only_on(int rank) {
@@ -45,7 +67,7 @@ struct Entry {
 
 // A transfer not finished yet, for the watchdog (described only when it speaks).
 struct Pending {
-  const Entry* entry = nullptr;
+  const Channel* channel = nullptr;
   int peer = 0;
   bool sending = false;
   bool posted = false;  // given to the transport (else waiting for the local tasks before it)
@@ -55,6 +77,7 @@ struct Pending {
 constexpr std::size_t kLongestError = std::size_t{1} << 20;
 
 std::string rank_text(int rank) { return "rank " + std::to_string(rank); }
+std::string where_text(int rank) { return rank == kEveryRank ? "every rank" : rank_text(rank); }
 
 std::string describe(const std::exception_ptr& error) {
   try {
@@ -98,7 +121,7 @@ struct Context::Impl {
   /// The tag of hetflow's own messages (the submission check): the transport's largest.
   [[nodiscard]] int control_tag() const { return transport->max_tag(); }
 
-  void record_submission(const Codelet& codelet, const TaskOptions& options, int executor,
+  void record_submission(std::string_view label, const TaskOptions& options, int executor,
                          const std::vector<DataAccess>& data, const std::vector<Entry*>& used) {
     std::uint64_t hash = 1469598103934665603ULL;  // FNV-1a
     const auto mix = [&hash](std::uint64_t value) {
@@ -107,15 +130,15 @@ struct Context::Impl {
         hash *= 1099511628211ULL;
       }
     };
-    for (char c : codelet.name) mix(static_cast<unsigned char>(c));
+    for (char c : label) mix(static_cast<unsigned char>(c));
     mix(static_cast<std::uint64_t>(executor));
     mix(static_cast<std::uint64_t>(static_cast<std::int64_t>(options.priority)));
     std::string described = "task " + std::to_string(submissions.size()) + " ('" +
-                            (options.name.empty() ? codelet.name : options.name) + "' on " + rank_text(executor);
+                            (options.name.empty() ? std::string(label) : options.name) + "' on " + where_text(executor);
     for (std::size_t i = 0; i < data.size(); ++i) {
-      mix(static_cast<std::uint64_t>(used[i]->tag));
+      mix(static_cast<std::uint64_t>(used[i]->data.tag));
       mix(static_cast<std::uint64_t>(data[i].mode));
-      described += ", " + std::string(access_mode_name(data[i].mode)) + " tag " + std::to_string(used[i]->tag);
+      described += ", " + std::string(access_mode_name(data[i].mode)) + " tag " + std::to_string(used[i]->data.tag);
     }
     submissions.push_back(hash);
     descriptions.push_back(described + ")");
@@ -197,10 +220,10 @@ struct Context::Impl {
   }
 
   // Every transfer is noted until it ends, so that the watchdog can say what is left.
-  std::uint64_t note_pending(const Entry& entry, int peer, bool sending) {
+  std::uint64_t note_pending(const Channel& channel, int peer, bool sending) {
     std::lock_guard lock(transfer_mutex);
     ++in_flight;
-    pending.emplace(++last_transfer_id, Pending{&entry, peer, sending, false});
+    pending.emplace(++last_transfer_id, Pending{&channel, peer, sending, false});
     return last_transfer_id;
   }
   void note_posted(std::uint64_t id) {
@@ -208,9 +231,9 @@ struct Context::Impl {
     if (auto it = pending.find(id); it != pending.end()) it->second.posted = true;
   }
   static std::string describe_pending(const Pending& transfer) {
-    const Entry& entry = *transfer.entry;
-    return std::string(transfer.sending ? "send '" : "receive '") + entry.local.name() + "' (tag " +
-           std::to_string(entry.tag) + ", " + std::to_string(entry.bytes) + " bytes) " +
+    const Channel& channel = *transfer.channel;
+    return std::string(transfer.sending ? "send '" : "receive '") + channel.local.name() + "' (tag " +
+           std::to_string(channel.tag) + ", " + std::to_string(channel.bytes) + " bytes) " +
            (transfer.sending ? "to " : "from ") + rank_text(transfer.peer) + ": " +
            (!transfer.posted   ? "waiting for the tasks before it here"
             : transfer.sending ? "posted, not yet matched by the receiver"
@@ -226,11 +249,108 @@ struct Context::Impl {
     }
     return *it->second;
   }
+  [[nodiscard]] const Entry& entry_of(const DataHandle& handle, const char* caller) const {
+    return const_cast<Impl*>(this)->entry_of(handle, caller);
+  }
 
-  [[nodiscard]] int holder_of(const Entry& entry) const {
+  [[nodiscard]] static int holder_of(const Entry& entry) {
+    if (entry.everywhere()) return kEveryRank;
     if (entry.valid[static_cast<std::size_t>(entry.owner)]) return entry.owner;
     const auto first = std::find(entry.valid.begin(), entry.valid.end(), 1);
     return static_cast<int>(first - entry.valid.begin());
+  }
+
+  /// A handle of this rank's runtime over memory hetflow allocates.
+  Channel make_channel(const DataLayout& layout, int tag, std::string name) {
+    Channel channel;
+    channel.tag = tag;
+    channel.bytes = layout.payload_bytes();
+    channel.storage = HostBuffer(channel.bytes);
+    channel.local = runtime.register_data(channel.storage.data(), layout, std::move(name));
+    return channel;
+  }
+
+  /// Where a task runs: the placement's choice, else the owner of the first data it writes
+  /// (not counting Redux), else of the first it reads, else of the first it reduces into; a task
+  /// whose data every rank owns runs on every rank.
+  int choose_executor(const std::vector<DataAccess>& data, const std::vector<Entry*>& used, Placement placement) const {
+    if (placement.rank >= 0) {
+      check_rank(placement.rank, "insert: Placement::rank");
+      return placement.rank;
+    }
+    if (placement.owner_of != nullptr) return entry_of(*placement.owner_of, "insert").owner;
+    const auto first_owner = [&](auto&& wanted) {
+      for (std::size_t i = 0; i < data.size(); ++i) {
+        if (!used[i]->everywhere() && wanted(data[i].mode)) return used[i]->owner;
+      }
+      return kEveryRank;
+    };
+    int executor = first_owner([](AccessMode mode) { return mode != AccessMode::Redux && writes(mode); });
+    if (executor == kEveryRank) executor = first_owner([](AccessMode mode) { return mode == AccessMode::R; });
+    if (executor == kEveryRank) executor = first_owner([](AccessMode mode) { return mode == AccessMode::Redux; });
+    return executor;
+  }
+
+  /// Posts the transfer that gives `rank` the latest version of `entry`, unless it has it.
+  void bring(Entry& entry, int destination) {
+    if (entry.everywhere() || entry.valid[static_cast<std::size_t>(destination)]) return;
+    const int source = holder_of(entry);
+    if (rank == source) post_send(entry.data, destination);
+    if (rank == destination) post_receive(entry.data, source);
+    entry.valid[static_cast<std::size_t>(destination)] = 1;
+  }
+
+  /// A Redux access by a task on `executor`: opens the reduction (the latest version on the
+  /// owner, the only valid one from now on) and, the first time `executor` contributes, starts
+  /// its buffer there. Returns the handle the task uses on this rank, if it runs here.
+  DataHandle contribute(Entry& entry, int executor) {
+    Reduction& reduction = *entry.reduction;
+    if (!reduction.open) {
+      bring(entry, entry.owner);
+      entry.only_on(entry.owner);
+      std::fill(reduction.contributed.begin(), reduction.contributed.end(), 0);
+      reduction.open = true;
+    }
+    if (executor == entry.owner) return entry.data.local;
+    if (!reduction.contributed[static_cast<std::size_t>(executor)]) {
+      reduction.contributed[static_cast<std::size_t>(executor)] = 1;
+      if (rank == executor) {
+        if (!reduction.mine) {
+          reduction.mine = std::make_unique<Channel>(
+              make_channel(entry.layout, reduction.tag, entry.name() + " (contributions on " + rank_text(rank) + ")"));
+        }
+        runtime.insert(*reduction.init,
+                       {.data = {W(reduction.mine->local)}, .name = "init contributions to '" + entry.name() + "'"});
+      }
+    }
+    return rank == executor ? reduction.mine->local : DataHandle{};
+  }
+
+  /// Sends every contributor's buffer to the owner, which adds each into the data.
+  void finish_reduction(Entry& entry) {
+    Reduction& reduction = *entry.reduction;
+    if (!reduction.open) return;
+    reduction.open = false;
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer == entry.owner || !reduction.contributed[static_cast<std::size_t>(peer)]) continue;
+      if (rank == peer) post_send(*reduction.mine, entry.owner);
+      if (rank != entry.owner) continue;
+      auto& incoming = reduction.incoming[peer];
+      if (!incoming) {
+        incoming = std::make_unique<Channel>(
+            make_channel(entry.layout, reduction.tag, entry.name() + " (contributions from " + rank_text(peer) + ")"));
+      }
+      post_receive(*incoming, peer);
+      runtime.insert(*reduction.combine,
+                     {.data = {RW(entry.data.local), R(incoming->local)},
+                      .name = "combine contributions to '" + entry.name() + "' from " + rank_text(peer)});
+    }
+  }
+
+  void finish_reductions() {
+    for (Entry* entry : in_order) {
+      if (entry->reduction) finish_reduction(*entry);
+    }
   }
 
   void finished_transfer(std::uint64_t id) {
@@ -238,15 +358,6 @@ struct Context::Impl {
     pending.erase(id);
     last_progress = std::chrono::steady_clock::now();
     if (--in_flight == 0) transfers_done.notify_all();
-  }
-
-  /// Posts the transfer that gives `rank` the latest version of `entry`, unless it has it.
-  void bring(Entry& entry, int destination) {
-    if (entry.valid[static_cast<std::size_t>(destination)]) return;
-    const int source = holder_of(entry);
-    if (rank == source) post_send(entry, destination);
-    if (rank == destination) post_receive(entry, source);
-    entry.valid[static_cast<std::size_t>(destination)] = 1;
   }
 
   void count_sent(int destination, std::size_t bytes) {
@@ -257,8 +368,8 @@ struct Context::Impl {
   }
 
   // A transfer is a header (the length of an error text, 0 when the data are good), the text if
-  // any, then the data, all under the data's tag: a reader elsewhere of data whose writer failed
-  // fails too, instead of running on what the failed task left.
+  // any, then the data, all under the channel's tag: a reader elsewhere of data whose writer
+  // failed fails too, instead of running on what the failed task left.
   struct Transfer {
     explicit Transfer(Acquisition held) : acquisition(std::move(held)) {}
     Acquisition acquisition;
@@ -267,14 +378,14 @@ struct Context::Impl {
     int messages_left = 0;
   };
 
-  void post_send(Entry& entry, int destination) {
-    const std::uint64_t id = note_pending(entry, destination, true);
-    runtime.acquire_then(entry.local, AccessMode::R, [this, &entry, destination, id](Acquisition acquisition) {
+  void post_send(Channel& channel, int destination) {
+    const std::uint64_t id = note_pending(channel, destination, true);
+    runtime.acquire_then(channel.local, AccessMode::R, [this, &channel, destination, id](Acquisition acquisition) {
       note_posted(id);
       auto transfer = std::make_shared<Transfer>(std::move(acquisition));
       if (const std::exception_ptr& failure = transfer->acquisition.failure()) {
-        transfer->error =
-            "the task that wrote '" + entry.local.name() + "' on " + rank_text(rank) + " failed: " + describe(failure);
+        transfer->error = "the task that wrote '" + channel.local.name() + "' on " + rank_text(rank) +
+                          " failed: " + describe(failure);
         transfer->error.resize(std::min<std::size_t>(transfer->error.size(), kLongestError));
         transfer->error_length = transfer->error.size();
       }
@@ -287,45 +398,74 @@ struct Context::Impl {
         transfer->acquisition.release();
         finished_transfer(id);
       };
-      transport->send(destination, entry.tag, &transfer->error_length, sizeof transfer->error_length, sent_one);
+      transport->send(destination, channel.tag, &transfer->error_length, sizeof transfer->error_length, sent_one);
       count_sent(destination, sizeof transfer->error_length);
       if (!transfer->error.empty()) {
-        transport->send(destination, entry.tag, transfer->error.data(), transfer->error.size(), sent_one);
+        transport->send(destination, channel.tag, transfer->error.data(), transfer->error.size(), sent_one);
         count_sent(destination, transfer->error.size());
       }
-      transport->send(destination, entry.tag, transfer->acquisition.data(), entry.bytes, sent_one);
-      count_sent(destination, entry.bytes);
+      transport->send(destination, channel.tag, transfer->acquisition.data(), channel.bytes, sent_one);
+      count_sent(destination, channel.bytes);
     });
   }
 
-  void post_receive(Entry& entry, int source) {
-    const std::uint64_t id = note_pending(entry, source, false);
-    runtime.acquire_then(entry.local, AccessMode::W, [this, &entry, source, id](Acquisition acquisition) {
+  void post_receive(Channel& channel, int source) {
+    const std::uint64_t id = note_pending(channel, source, false);
+    runtime.acquire_then(channel.local, AccessMode::W, [this, &channel, source, id](Acquisition acquisition) {
       note_posted(id);
       auto transfer = std::make_shared<Transfer>(std::move(acquisition));
-      const auto received = [this, transfer, &entry, source, id] {
+      const auto received = [this, transfer, &channel, source, id] {
         if (transfer->error.empty()) {
           transfer->acquisition.release();
         } else {
-          transfer->acquisition.release_failed(std::make_exception_ptr(
-              Error("hetflow::mpi: '" + entry.local.name() + "' from " + rank_text(source) + ": " + transfer->error)));
+          transfer->acquisition.release_failed(std::make_exception_ptr(Error(
+              "hetflow::mpi: '" + channel.local.name() + "' from " + rank_text(source) + ": " + transfer->error)));
         }
         finished_transfer(id);
       };
-      const auto receive_data = [this, transfer, &entry, source, received] {
-        transport->receive(source, entry.tag, transfer->acquisition.data(), entry.bytes, received);
+      const auto receive_data = [this, transfer, &channel, source, received] {
+        transport->receive(source, channel.tag, transfer->acquisition.data(), channel.bytes, received);
       };
-      transport->receive(source, entry.tag, &transfer->error_length, sizeof transfer->error_length,
-                         [this, transfer, &entry, source, receive_data] {
+      transport->receive(source, channel.tag, &transfer->error_length, sizeof transfer->error_length,
+                         [this, transfer, &channel, source, receive_data] {
                            if (transfer->error_length == 0) {
                              receive_data();
                              return;
                            }
                            transfer->error.resize(std::min<std::uint64_t>(transfer->error_length, kLongestError));
-                           transport->receive(source, entry.tag, transfer->error.data(), transfer->error.size(),
+                           transport->receive(source, channel.tag, transfer->error.data(), transfer->error.size(),
                                               receive_data);
                          });
     });
+  }
+
+  /// Claims `tag` for one piece of data (or its contributions).
+  void claim_tag(int tag, const char* caller) {
+    if (tag < 0 || tag >= control_tag()) {
+      throw InvalidArgument(std::string("hetflow::mpi::Context::") + caller + ": tag " + std::to_string(tag) +
+                            " is outside 0.." + std::to_string(control_tag() - 1) + " (the transport's largest tag, " +
+                            std::to_string(control_tag()) + ", is hetflow's own)");
+    }
+    if (!tags.insert(tag).second) {
+      throw InvalidArgument(std::string("hetflow::mpi::Context::") + caller + ": tag " + std::to_string(tag) +
+                            " is already used by other data; each piece of data needs its own");
+    }
+  }
+
+  /// `count` consecutive tags that no data uses, after those handed out before.
+  int free_tags(int count) {
+    int first = next_allocated_tag;
+    for (;;) {
+      if (first > control_tag() - count) {
+        throw InvalidArgument("hetflow::mpi::Context::allocate_tags: no " + std::to_string(count) +
+                              " free consecutive tags below " + std::to_string(control_tag()));
+      }
+      const auto clash = tags.lower_bound(first);
+      if (clash == tags.end() || *clash >= first + count) break;
+      first = *clash + 1;
+    }
+    next_allocated_tag = first + count;
+    return first;
   }
 
   Runtime& runtime;
@@ -334,6 +474,7 @@ struct Context::Impl {
   int size = 1;
   std::mutex mutex;  // the protocol's state: entries, tags
   std::unordered_map<const detail::HandleImpl*, std::unique_ptr<Entry>> entries;
+  std::vector<Entry*> in_order;  // as registered: the same order on every rank
   std::set<int> tags;
   int next_allocated_tag = 0;
   std::mutex transfer_mutex;  // in_flight, sent, pending, last_progress
@@ -384,74 +525,89 @@ int Context::size() const noexcept { return impl_->size; }
 
 DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner, int tag, std::string name) {
   Impl& impl = *impl_;
-  impl.check_rank(owner, "register_data: owner");
-  if (tag < 0 || tag >= impl.control_tag()) {
-    throw InvalidArgument("hetflow::mpi::Context::register_data: tag " + std::to_string(tag) + " is outside 0.." +
-                          std::to_string(impl.control_tag() - 1) + " (the transport's largest tag, " +
-                          std::to_string(impl.control_tag()) + ", is hetflow's own)");
-  }
+  if (owner != kEveryRank) impl.check_rank(owner, "register_data: owner");
   if (layout.span_bytes() != layout.payload_bytes()) {
     throw InvalidArgument(
         "hetflow::mpi::Context::register_data: the layout has gaps (a matrix with ld > nx, or "
         "a strided block); distributed data must be contiguous");
   }
-  if (ptr == nullptr && owner == impl.rank) {
-    throw InvalidArgument("hetflow::mpi::Context::register_data: the owner (" + rank_text(owner) +
-                          ", this one) must give the data's buffer");
+  if (ptr == nullptr && (owner == impl.rank || owner == kEveryRank)) {
+    throw InvalidArgument("hetflow::mpi::Context::register_data: " +
+                          std::string(owner == kEveryRank ? "data every rank owns needs its buffer on every rank"
+                                                          : "the owner (" + rank_text(owner) +
+                                                                ", this one) must give the data's buffer"));
   }
   std::lock_guard lock(impl.mutex);
-  if (!impl.tags.insert(tag).second) {
-    throw InvalidArgument("hetflow::mpi::Context::register_data: tag " + std::to_string(tag) +
-                          " is already used by other data; each piece of data needs its own");
-  }
+  impl.claim_tag(tag, "register_data");
   auto entry = std::make_unique<Entry>();
   entry->owner = owner;
-  entry->tag = tag;
-  entry->bytes = layout.payload_bytes();
-  entry->valid.resize(static_cast<std::size_t>(impl.size));
-  entry->only_on(owner);
-  if (ptr == nullptr) {
-    entry->storage = std::make_unique<std::byte[]>(std::max<std::size_t>(entry->bytes, 1));
-    ptr = entry->storage.get();
+  entry->layout = layout;
+  entry->data.tag = tag;
+  entry->data.bytes = layout.payload_bytes();
+  entry->valid.assign(static_cast<std::size_t>(impl.size), owner == kEveryRank ? 1 : 0);
+  if (owner != kEveryRank) entry->only_on(owner);
+  try {
+    if (ptr == nullptr) {
+      entry->data.storage = HostBuffer(entry->data.bytes);
+      ptr = entry->data.storage.data();
+    }
+    entry->data.local = impl.runtime.register_data(ptr, layout, std::move(name));
+  } catch (...) {
+    impl.tags.erase(tag);
+    throw;
   }
-  entry->local = impl.runtime.register_data(ptr, layout, std::move(name));
-  DataHandle handle = entry->local;
+  DataHandle handle = entry->data.local;
+  impl.in_order.push_back(entry.get());
   impl.entries.emplace(handle.impl(), std::move(entry));
   return handle;
 }
 
 int Context::allocate_tags(int count) {
-  Impl& impl = *impl_;
   if (count < 1) throw InvalidArgument("hetflow::mpi::Context::allocate_tags: count must be at least 1");
+  std::lock_guard lock(impl_->mutex);
+  return impl_->free_tags(count);
+}
+
+void Context::set_reduction(const DataHandle& handle, const Codelet& init, const Codelet& combine) {
+  Impl& impl = *impl_;
   std::lock_guard lock(impl.mutex);
-  // The next free run after the last one handed out; tags given to register_data are skipped.
-  int first = impl.next_allocated_tag;
-  for (;;) {
-    if (first > impl.control_tag() - count) {
-      throw InvalidArgument("hetflow::mpi::Context::allocate_tags: no " + std::to_string(count) +
-                            " free consecutive tags below " + std::to_string(impl.control_tag()));
-    }
-    const auto clash = impl.tags.lower_bound(first);
-    if (clash == impl.tags.end() || *clash >= first + count) break;
-    first = *clash + 1;
+  Entry& entry = impl.entry_of(handle, "set_reduction");
+  if (entry.everywhere()) {
+    throw InvalidArgument("hetflow::mpi::Context::set_reduction: '" + entry.name() +
+                          "' is owned by every rank: each rank's copy is its own, there is nothing to combine");
   }
-  impl.next_allocated_tag = first + count;
-  return first;
+  for (const Codelet* codelet : {&init, &combine}) {
+    if (codelet->archs().empty()) {
+      throw InvalidArgument("hetflow::mpi::Context::set_reduction: codelet '" + codelet->name +
+                            "' has no implementation");
+    }
+  }
+  if (!entry.reduction) {
+    auto reduction = std::make_unique<Reduction>();
+    reduction->tag = impl.free_tags(1);
+    impl.claim_tag(reduction->tag, "set_reduction");
+    reduction->contributed.assign(static_cast<std::size_t>(impl.size), 0);
+    entry.reduction = std::move(reduction);
+  } else {
+    impl.finish_reduction(entry);  // the contributions so far combine the old way
+  }
+  entry.reduction->init = &init;
+  entry.reduction->combine = &combine;
 }
 
 Runtime& Context::runtime() const noexcept { return impl_->runtime; }
 
 Future<void> Context::insert(const Codelet& codelet, const TaskOptions& options, Placement placement) {
-  TaskOptions local;
-  std::vector<DataAccess> data;
-  if (!plan(codelet, options, placement, local, data)) return Future<void>{};
-  return impl_->runtime.insert(codelet, local);
+  std::optional<LocalTask> local = route(options, placement, codelet.name);
+  if (!local) return Future<void>{};
+  return impl_->runtime.insert(codelet, local->options);
 }
 
-bool Context::plan(const Codelet& codelet, const TaskOptions& options, Placement placement, TaskOptions& local,
-                   std::vector<DataAccess>& data) {
-  Impl& impl = *impl_;
-  // The task's accesses, each handle once (modes merged), in the order given.
+namespace {
+
+// A task's accesses, each handle once (modes merged), in the order given.
+std::vector<DataAccess> merged_accesses(const TaskOptions& options) {
+  std::vector<DataAccess> data;
   const auto add = [&data](const DataAccess& access) {
     auto same = std::find_if(data.begin(), data.end(), [&](const DataAccess& d) { return d.handle == access.handle; });
     if (same == data.end()) {
@@ -462,42 +618,66 @@ bool Context::plan(const Codelet& codelet, const TaskOptions& options, Placement
   };
   for (const DataAccess& access : options.data) add(access);
   for (const DataAccess& access : options.data_list) add(access);
+  return data;
+}
 
-  std::lock_guard lock(impl.mutex);
+}  // namespace
+
+int Context::executor(const TaskOptions& options, Placement placement) const {
+  const Impl& impl = *impl_;
+  const std::vector<DataAccess> data = merged_accesses(options);
+  std::lock_guard lock(impl_->mutex);
   std::vector<Entry*> used;
-  for (const DataAccess& access : data) used.push_back(&impl.entry_of(access.handle, "insert"));
+  for (const DataAccess& access : data) used.push_back(&impl_->entry_of(access.handle, "executor"));
+  return impl.choose_executor(data, used, placement);
+}
 
-  int executor = -1;
-  if (placement.rank >= 0) {
-    impl.check_rank(placement.rank, "insert: Placement::rank");
-    executor = placement.rank;
-  } else if (placement.owner_of != nullptr) {
-    executor = impl.entry_of(*placement.owner_of, "insert").owner;
-  } else {
-    for (std::size_t i = 0; i < data.size() && executor < 0; ++i) {
-      if (writes(data[i].mode)) executor = used[i]->owner;
+std::optional<LocalTask> Context::route(const TaskOptions& options, Placement placement, std::string_view label) {
+  Impl& impl = *impl_;
+  std::vector<DataAccess> data = merged_accesses(options);
+  std::lock_guard lock(impl.mutex);
+  // Everything is checked before the state changes: a refused task leaves every rank as it was.
+  std::vector<Entry*> used;
+  for (const DataAccess& access : data) {
+    Entry& entry = impl.entry_of(access.handle, "insert");
+    if (access.mode == AccessMode::Redux && !entry.reduction) {
+      throw InvalidArgument("hetflow::mpi::Context::insert: task '" +
+                            (options.name.empty() ? std::string(label) : options.name) + "' names '" + entry.name() +
+                            "' Redux, but " +
+                            (entry.everywhere() ? std::string("it is owned by every rank")
+                                                : std::string("no reduction was set for it (Context::set_reduction)")));
     }
-    if (executor < 0) executor = used.empty() ? 0 : used.front()->owner;
+    used.push_back(&entry);
   }
+  const int executor = impl.choose_executor(data, used, placement);
 
   for (std::size_t i = 0; i < data.size(); ++i) {
-    if (reads(data[i].mode)) impl.bring(*used[i], executor);
+    if (data[i].mode != AccessMode::Redux && used[i]->reduction) impl.finish_reduction(*used[i]);
   }
   for (std::size_t i = 0; i < data.size(); ++i) {
-    if (writes(data[i].mode)) used[i]->only_on(executor);
+    if (reads(data[i].mode) && data[i].mode != AccessMode::Redux) impl.bring(*used[i], executor);
   }
-  if (impl.check) impl.record_submission(codelet, options, executor, data, used);
-  if (executor != impl.rank) return false;
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    if (data[i].mode == AccessMode::Redux) {
+      data[i] = {impl.contribute(*used[i], executor), AccessMode::RW};
+    } else if (writes(data[i].mode) && !used[i]->everywhere()) {
+      used[i]->only_on(executor);
+    }
+  }
+  if (impl.check) impl.record_submission(label, options, executor, data, used);
+  if (executor != kEveryRank && executor != impl.rank) return std::nullopt;
 
-  local.data_list = data;
+  std::optional<LocalTask> local(std::in_place);
+  local->data = std::move(data);
+  local->options.data_list = local->data;
   for (const FutureBase& before : options.after) {
-    if (before.valid()) local.after.push_back(before);  // another rank's task: ordered through data
+    if (before.valid()) local->options.after.push_back(before);  // another rank's task: ordered through data
   }
-  local.priority = options.priority;
-  local.name = options.name;
-  local.where = options.where;
-  local.worker = options.worker;
-  return true;
+  local->options.priority = options.priority;
+  local->options.name = options.name;
+  local->options.where = options.where;
+  local->options.worker = options.worker;
+  return local;
 }
 
 int Context::owner(const DataHandle& handle) const {
@@ -509,7 +689,9 @@ void Context::get_on(const DataHandle& handle, int rank) {
   Impl& impl = *impl_;
   impl.check_rank(rank, "get_on:");
   std::lock_guard lock(impl.mutex);
-  impl.bring(impl.entry_of(handle, "get_on"), rank);
+  Entry& entry = impl.entry_of(handle, "get_on");
+  if (entry.reduction) impl.finish_reduction(entry);
+  impl.bring(entry, rank);
 }
 
 void Context::migrate(const DataHandle& handle, int rank) {
@@ -517,28 +699,42 @@ void Context::migrate(const DataHandle& handle, int rank) {
   impl.check_rank(rank, "migrate:");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "migrate");
+  if (entry.everywhere()) {
+    throw InvalidArgument("hetflow::mpi::Context::migrate: '" + entry.name() +
+                          "' is owned by every rank; it cannot move to one");
+  }
+  if (entry.reduction) impl.finish_reduction(entry);
   impl.bring(entry, rank);
   entry.owner = rank;
 }
 
 int Context::holder(const DataHandle& handle) const {
   std::lock_guard lock(impl_->mutex);
-  return impl_->holder_of(impl_->entry_of(handle, "holder"));
+  return Impl::holder_of(impl_->entry_of(handle, "holder"));
 }
 
 void Context::flush(const DataHandle& handle) {
   std::lock_guard lock(impl_->mutex);
   Entry& entry = impl_->entry_of(handle, "flush");
-  entry.only_on(impl_->holder_of(entry));
+  if (entry.everywhere()) return;
+  if (entry.reduction) impl_->finish_reduction(entry);
+  entry.only_on(Impl::holder_of(entry));
 }
 
 void Context::flush_all() {
   std::lock_guard lock(impl_->mutex);
-  for (auto& [key, entry] : impl_->entries) entry->only_on(impl_->holder_of(*entry));
+  impl_->finish_reductions();
+  for (Entry* entry : impl_->in_order) {
+    if (!entry->everywhere()) entry->only_on(Impl::holder_of(*entry));
+  }
 }
 
 void Context::wait_all() {
   Impl& impl = *impl_;
+  {
+    std::lock_guard lock(impl.mutex);
+    impl.finish_reductions();
+  }
   if (impl.check) {
     const std::int64_t first = impl.compare_submissions();
     if (first >= 0) {

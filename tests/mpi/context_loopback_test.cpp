@@ -1,10 +1,12 @@
 // The owner-computes protocol over the loopback transport: ranks are threads of this process,
 // each with its own Runtime, all running the same program (as they would under mpirun).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <numeric>
@@ -378,6 +380,187 @@ TEST(MpiContext, BadRegistrationsAndInsertsAreRefused) {
     EXPECT_GE(context.allocate_tags(5), first + 10);
     context.wait_all();
   });
+}
+
+// Reductions: y = sum of x_i over blocks spread on every rank; each rank adds its blocks into a
+// buffer of its own, which reaches the owner of y once, when y is next read.
+const Codelet kZero{.name = "zero", .cpu = [](TaskContext& context) {
+                      const auto x = context.buffer(0);
+                      for (std::size_t i = 0; i < x.elements(); ++i) x.as<double>()[i] = 0.0;
+                    }};
+const Codelet kAccumulate{.name = "accumulate", .cpu = kAdd.cpu};  // RW(into), R(from)
+
+TEST(MpiContext, ReduxContributionsFromEveryRankAreCombinedOnTheOwnerAtTheNextRead) {
+  spmd(3, [](mpi::Context& context) {
+    const int me = context.rank();
+    constexpr int kBlocks = 9;
+    std::vector<std::vector<double>> blocks(kBlocks, std::vector<double>(4, 0.0));
+    std::vector<hetflow::DataHandle> handles;
+    for (int b = 0; b < kBlocks; ++b) {
+      if (b % 3 == me)
+        std::fill(blocks[static_cast<std::size_t>(b)].begin(), blocks[static_cast<std::size_t>(b)].end(), b + 1.0);
+      handles.push_back(context.register_data(blocks[static_cast<std::size_t>(b)].data(), doubles(4), b % 3, b));
+    }
+    std::vector<double> sum(4, me == 1 ? 100.0 : 0.0), seen(4, 0.0);
+    auto hsum = context.register_data(sum.data(), doubles(4), /*owner=*/1, 20, "sum");
+    auto hseen = context.register_data(seen.data(), doubles(4), /*owner=*/2, 21, "seen");
+    context.set_reduction(hsum, kZero, kAccumulate);
+    for (int b = 0; b < kBlocks; ++b) {
+      auto future =
+          context.insert(kAdd, {.data = {hetflow::Redux(hsum), hetflow::R(handles[static_cast<std::size_t>(b)])}});
+      EXPECT_EQ(future.valid(), b % 3 == me);  // on the block's owner: no block moves
+    }
+    EXPECT_EQ(context.holder(hsum), 1);
+    context.insert(kAdd, {.data = {hetflow::RW(hseen), hetflow::R(hsum)}});  // on 2: reads the total
+    context.wait_all();
+    const double total = 100.0 + 45.0;
+    if (me == 1) {
+      EXPECT_EQ(sum[0], total);
+    }
+    if (me == 2) {
+      EXPECT_EQ(seen[3], total);
+    }
+    // Ranks 0 and 2 each sent their contributions once (header and data); rank 1 sent the total
+    // to rank 2.
+    const auto sent = context.sent();
+    EXPECT_EQ(sent[1].messages, me == 1 ? 0u : 2u);
+    EXPECT_EQ(sent[2].messages, me == 1 ? 2u : 0u);
+  });
+}
+
+TEST(MpiContext, ReductionsRepeatAndWaitAllCombinesTheLastOne) {
+  spmd(2, [](mpi::Context& context) {
+    const int me = context.rank();
+    std::vector<double> one(2, 1.0), total(2, 0.0), snapshot(2, 0.0);
+    auto hone = context.register_data(one.data(), doubles(2), mpi::kEveryRank, 0, "one");
+    auto htotal = context.register_data(total.data(), doubles(2), 0, 1, "total");
+    auto hsnapshot = context.register_data(snapshot.data(), doubles(2), 0, 2, "snapshot");
+    context.set_reduction(htotal, kZero, kAccumulate);
+    for (int round = 0; round < 3; ++round) {
+      for (int rank = 0; rank < 2; ++rank) {
+        for (int i = 0; i < 5; ++i) {
+          context.insert(kAdd, {.data = {hetflow::Redux(htotal), hetflow::R(hone)}}, mpi::Placement{.rank = rank});
+        }
+      }
+      if (round == 1) context.insert(kAdd, {.data = {hetflow::W(hsnapshot), hetflow::R(htotal)}});  // after 2 rounds
+    }
+    context.wait_all();
+    if (me == 0) {
+      EXPECT_EQ(snapshot[1], 20.0);  // W then add: the snapshot saw 2 rounds of 10 contributions
+      EXPECT_EQ(total[0], 30.0);
+    }
+    // Rank 1's contributions went once before the snapshot's read and once at wait_all.
+    EXPECT_EQ(context.sent()[0].messages, me == 1 ? 4u : 0u);
+  });
+}
+
+TEST(MpiContext, AFailedContributionFailsTheReadersOfTheResult) {
+  static const Codelet broken{.name = "broken", .cpu = [](TaskContext&) { throw std::runtime_error("NaN seen"); }};
+  spmd(2, [](mpi::Context& context) {
+    const int me = context.rank();
+    std::vector<double> total(2, 0.0), out(2, 0.0);
+    auto htotal = context.register_data(total.data(), doubles(2), 0, 0, "total");
+    auto hout = context.register_data(out.data(), doubles(2), 0, 1, "out");
+    context.set_reduction(htotal, kZero, kAccumulate);
+    context.insert(broken, {.data = {hetflow::Redux(htotal)}}, mpi::Placement{.rank = 1});
+    auto reader = context.insert(kAdd, {.data = {hetflow::RW(hout), hetflow::R(htotal)}});
+    context.wait_all();
+    if (me == 0) {
+      try {
+        reader.get();
+        ADD_FAILURE() << "the reader ran on a sum with a failed contribution";
+      } catch (const hetflow::DependencyError& error) {
+        const std::string what = error.what();
+        EXPECT_NE(what.find("rank 1"), std::string::npos) << what;
+        EXPECT_NE(what.find("NaN seen"), std::string::npos) << what;
+      }
+    }
+  });
+}
+
+TEST(MpiContext, ReduxNeedsAReductionAndARefusedTaskChangesNothing) {
+  spmd(2, [](mpi::Context& context) {
+    const int me = context.rank();
+    std::vector<double> x(2, me == 0 ? 3.0 : 0.0), y(2, 0.0);
+    auto hx = context.register_data(x.data(), doubles(2), 0, 0, "x");
+    auto hy = context.register_data(y.data(), doubles(2), 1, 1, "y");
+    try {
+      context.insert(kAdd, {.data = {hetflow::Redux(hy), hetflow::R(hx)}});
+      ADD_FAILURE() << "Redux without a reduction was accepted";
+    } catch (const hetflow::InvalidArgument& error) {
+      EXPECT_NE(std::string(error.what()).find("set_reduction"), std::string::npos) << error.what();
+    }
+    context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});
+    context.wait_all();
+    if (me == 1) {
+      EXPECT_EQ(y[0], 3.0);
+    }
+    EXPECT_EQ(context.sent()[1].messages, me == 0 ? 2u : 0u);  // one transfer: the refused task sent nothing
+  });
+}
+
+TEST(MpiContext, DataEveryRankOwnsIsNeverSentAndItsTasksRunEverywhere) {
+  spmd(3, [](mpi::Context& context) {
+    const int me = context.rank();
+    std::vector<double> mine(4, 0.0), y(4, 0.0);
+    auto hmine = context.register_data(mine.data(), doubles(4), mpi::kEveryRank, 0, "mine");
+    auto hy = context.register_data(y.data(), doubles(4), 2, 1, "y");
+    static const Codelet fill_rank{.name = "fill_rank", .cpu = [](TaskContext& task) {
+                                     const auto x = task.buffer(0);
+                                     for (std::size_t i = 0; i < x.elements(); ++i)
+                                       x.as<double>()[i] = task.arg<double>();
+                                   }};
+    auto everywhere = context.insert(fill_rank, {.data = {hetflow::W(hmine)}}, static_cast<double>(me + 1));
+    EXPECT_TRUE(everywhere.valid());  // runs on every rank, each on its own copy
+    EXPECT_EQ(context.executor({.data = {hetflow::W(hmine)}}), mpi::kEveryRank);
+    EXPECT_EQ(context.holder(hmine), mpi::kEveryRank);
+    context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hmine)}});  // on 2, with 2's own copy
+    context.wait_all();
+    EXPECT_EQ(mine[0], me + 1.0);
+    if (me == 2) {
+      EXPECT_EQ(y[0], 3.0);
+    }
+    for (const auto& peer : context.sent()) EXPECT_EQ(peer.messages, 0u);
+    EXPECT_THROW(context.migrate(hmine, 1), hetflow::InvalidArgument);
+    EXPECT_THROW(context.set_reduction(hmine, kZero, kAccumulate), hetflow::InvalidArgument);
+    EXPECT_THROW(context.register_data(nullptr, doubles(4), mpi::kEveryRank, 5), hetflow::InvalidArgument);
+  });
+}
+
+long resident_kib() {
+  std::FILE* status = std::fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (status != nullptr) {
+    if (std::fscanf(status, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(status);
+  }
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+TEST(MpiContext, RanksThatNeverNeedDataUseNoMemoryForIt) {
+  constexpr std::size_t kDoubles = std::size_t{64} << 20;  // 512 MiB a handle
+  std::vector<double> small(4, 2.0);
+  const long before = resident_kib();
+  std::atomic<long> largest_growth{0};
+  spmd(3, [&](mpi::Context& context) {
+    const int me = context.rank();
+    // Only rank 0 owns data; every other rank leaves the buffers to hetflow.
+    std::vector<hetflow::DataHandle> big;
+    std::vector<std::unique_ptr<double[]>> owned;
+    for (int i = 0; i < 3; ++i) {
+      if (me == 0) owned.push_back(std::unique_ptr<double[]>(new double[kDoubles]));  // not touched
+      big.push_back(context.register_data(me == 0 ? owned.back().get() : nullptr, doubles(kDoubles), 0, i));
+    }
+    auto hsmall = context.register_data(me == 0 ? small.data() : nullptr, doubles(4), 0, 10, "small");
+    context.get_on(hsmall, 2);  // a small copy lands on rank 2: memory given where it is written
+    context.wait_all();
+    long growth = resident_kib() - before;
+    long seen = largest_growth.load();
+    while (growth > seen && !largest_growth.compare_exchange_weak(seen, growth)) {
+    }
+  });
+  // Three ranks' views of 1.5 GiB of data: only the owner's, untouched, exists.
+  EXPECT_LT(largest_growth.load(), 256L << 10) << "KiB";
 }
 
 }  // namespace

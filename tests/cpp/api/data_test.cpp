@@ -352,7 +352,7 @@ TEST(Data, BadAccessModeThrows) {
   Runtime rt;
   int x = 0;
   auto h = rt.register_variable(x);
-  for (auto bad : {static_cast<AccessMode>(7), static_cast<AccessMode>(0), static_cast<AccessMode>(4)}) {
+  for (auto bad : {static_cast<AccessMode>(6), static_cast<AccessMode>(0), static_cast<AccessMode>(4)}) {
     try {
       (void)rt.submit(TaskOptions{.data = {{h, bad}}}, [] {});
       ADD_FAILURE() << "expected InvalidArgument";
@@ -365,11 +365,33 @@ TEST(Data, BadAccessModeThrows) {
   EXPECT_EQ(rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { return ++x; }).get(), 1);
 }
 
+// On one runtime contributions are tasks that read and write the data, one after the other: none
+// is lost, and a reader after them sees their sum.
+TEST(Data, ReduxContributionsRunOneAfterTheOther) {
+  Runtime rt(Config{.ncpus = 4});
+  long sum = 0;
+  auto h = rt.register_variable(sum, "sum");
+  for (int i = 1; i <= 200; ++i) {
+    rt.submit(TaskOptions{.data = {hetflow::Redux(h)}}, [&sum, i] {
+      const long before = sum;
+      std::this_thread::yield();
+      sum = before + i;
+    });
+  }
+  long seen = 0;
+  rt.submit(TaskOptions{.data = {R(h)}}, [&] { seen = sum; });
+  rt.wait_all();
+  EXPECT_EQ(seen, 200 * 201 / 2);
+  EXPECT_THROW((void)rt.acquire(h, AccessMode::Redux), InvalidArgument);
+}
+
 TEST(Data, AccessModeNames) {
   EXPECT_EQ(hetflow::parse_access_mode("r"), AccessMode::R);
   EXPECT_EQ(hetflow::parse_access_mode("W"), AccessMode::W);
   EXPECT_EQ(hetflow::parse_access_mode("rw"), AccessMode::RW);
   EXPECT_EQ(hetflow::access_mode_name(AccessMode::RW), "RW");
+  EXPECT_EQ(hetflow::parse_access_mode("redux"), AccessMode::Redux);
+  EXPECT_EQ(hetflow::access_mode_name(AccessMode::Redux), "REDUX");
   try {
     (void)hetflow::parse_access_mode("RX");
     ADD_FAILURE() << "expected InvalidArgument";
