@@ -76,6 +76,16 @@ HETFLOW_API unsigned share_node(const Transport& transport);
 /// cannot give thread level MULTIPLE or SERIALIZED.
 [[nodiscard]] HETFLOW_API std::shared_ptr<Transport> world();
 
+/// The ranks of a communicator the program made (`communicator` points to its MPI_Comm: `&comm`
+/// in C or C++, `MPI._addressof(comm)` with mpi4py), over a duplicate of it, with world()'s
+/// thread and rules; MPI is used as the program set it up, which finalises it. Every rank of
+/// the communicator calls it.
+[[nodiscard]] HETFLOW_API std::shared_ptr<Transport> over_communicator(const void* communicator);
+
+/// Ends every rank of the program (MPI_Abort over MPI_COMM_WORLD, with `code`): for a rank that
+/// cannot go on, so that the others do not wait for it for ever. Initialises MPI if needed.
+[[noreturn]] HETFLOW_API void abort_all(int code);
+
 /// `ranks` transports that connect threads of this process as if they were ranks (for tests:
 /// the protocol without mpirun). Transport i is rank i.
 [[nodiscard]] HETFLOW_API std::vector<std::shared_ptr<Transport>> loopback(int ranks);

@@ -59,10 +59,11 @@ class _Root:
     most): within a class, the scan back from the new view's end stops one longest span before
     its start, so that tiles next to the whole matrix are not all visited for each new tile."""
 
-    __slots__ = ("ref", "views", "classes")
+    __slots__ = ("ref", "views", "classes", "distributed")
 
     def __init__(self, ref: Any) -> None:
         self.ref = ref
+        self.distributed = False  # registered with hetflow.mpi: only the array itself is task data
         self.views: Dict[tuple, View] = {}
         self.classes: Dict[int, Tuple[List[int], List[View], List[int]]] = {}  # lows, views, [longest]
 
@@ -122,6 +123,11 @@ class HandleRegistry:
                 weakref.finalize(root_array, self._forget, id(root_array), root)
             view = root.views.get(key)
             if view is None:
+                if root.distributed:
+                    raise ValueError(
+                        "hetflow.mpi: this is a view of an array registered with hetflow.mpi.register; only the "
+                        "registered array itself can be task data (register tiles as arrays of their own)"
+                    )
                 view = self._add(root, array, key, first)
             if len(self._recent) >= 4096:
                 self._recent.clear()
@@ -131,12 +137,36 @@ class HandleRegistry:
                 pass  # an ndarray subclass without weak references: looked up each time
         return view
 
-    def _add(self, root: _Root, array: Any, key: tuple, first: int) -> View:
+    def adopt(self, array: Any, register: Any) -> Any:
+        """Registers the whole of ``array`` (contiguous, met here for the first time) through
+        ``register(address, nbytes)``, which returns its handle: hetflow.mpi's distributed arrays.
+        Views of it are refused from then on."""
+        interface = array.__array_interface__
+        first = interface["data"][0]
+        key = (first, array.shape, array.strides, array.itemsize)
+        root_array = _root(array)
+        with self._lock:
+            root = self._roots.get(id(root_array))
+            if root is not None and root.ref() is root_array and root.views:
+                raise ValueError(
+                    "hetflow.mpi.register: this array (or the array it is a view of) was already used as task data "
+                    "or registered; register arrays before their first task"
+                )
+            root = self._roots[id(root_array)] = _Root(weakref.ref(root_array))
+            weakref.finalize(root_array, self._forget, id(root_array), root)
+            view = self._add(root, array, key, first, register)
+            root.distributed = True
+        return view.handle
+
+    def _add(self, root: _Root, array: Any, key: tuple, first: int, register: Any = None) -> View:
         import numpy
 
         low, nbytes, _ = span(array)
         high = low + nbytes
-        handle = self._engine.register_array(low, max(nbytes, 1), f"array@{first:#x}")
+        if register is not None:
+            handle = register(low, max(nbytes, 1))
+        else:
+            handle = self._engine.register_array(low, max(nbytes, 1), f"array@{first:#x}")
         probe = numpy.asarray(
             _Probe(
                 {

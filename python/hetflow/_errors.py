@@ -36,6 +36,21 @@ class DependencyError(HetflowError):
         return (type(self), (self.root_task, self.root_exception))
 
 
+class ElsewhereError(HetflowError):
+    """The task ran on another MPI rank (hetflow.mpi): its value is there, not here.
+
+    ``rank`` is the rank that ran it. Values reach other ranks through distributed arrays
+    (``hetflow.mpi.register``, ``hetflow.mpi.gather``)."""
+
+    def __init__(self, task: str, rank: int) -> None:
+        super().__init__(f"task '{task}' ran on rank {rank}, not on this one: its value is there")
+        self.task = task
+        self.rank = rank
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.task, self.rank))
+
+
 class WorkerCrashedError(HetflowError):
     """The worker process running the task died (segfault, ``os._exit``, a signal).
 
@@ -119,4 +134,6 @@ def exception_from_outcome(outcome: tuple) -> BaseException:
         return CancelledError(outcome[1])
     if kind == "crashed":
         return WorkerCrashedError(outcome[1])
+    if kind == "elsewhere":
+        return ElsewhereError(outcome[2], outcome[1])
     return HetflowError(outcome[2])

@@ -63,6 +63,13 @@ class Future(concurrent.futures.Future):
         self._runtime = runtime
         self._name = name
 
+    @property
+    def rank(self) -> Optional[int]:
+        """With ``hetflow.mpi``: the rank that runs the task (``hetflow.mpi.EVERY_RANK``: every
+        rank); None for a task over no distributed array, which every rank runs."""
+        rank: Optional[int] = self._task.rank()
+        return rank
+
     # -- the concurrent.futures.Future interface -------------------------------------------
     def done(self) -> bool:
         """True once the task has succeeded, failed or been cancelled."""

@@ -320,6 +320,8 @@ class Runtime:
         self._shutdown_lock = threading.Lock()
         self._generation = _fork_generation  # a forked child has another: this engine is not there
         self.gave_up: Optional[str] = None  # why shutdown gave up on unfinished work, if it did
+        # Called before the engine stops, with whether the work finished (hetflow.mpi's context).
+        self._before_stop: List[Callable[[bool], None]] = []
         _live.add(self)
 
     # -- submission ----------------------------------------------------------------------------
@@ -334,7 +336,10 @@ class Runtime:
         priority: int = 0,
         perfmodel: Optional[str] = None,
         size: Optional[int] = None,
+        on: Optional[int] = None,
     ) -> Future:
+        """``on``: with hetflow.mpi, the rank that runs the task (default: the owner of the
+        distributed arrays it writes)."""
         if not callable(func):
             raise TypeError(f"hetflow: {func!r} is not callable")
         if self._closed and not self._takes_follow_ups():
@@ -348,12 +353,16 @@ class Runtime:
         if perfmodel is None and all_plain(args) and (not kwargs or all_plain(kwargs.values())):
             # The common case, kept short: nothing to wait for, no data, no model.
             if executor == "thread":
-                task = self._engine.submit_thread(functools.partial(func, *args, **kwargs), _NONE, _NONE, name, priority)
+                task = self._engine.submit_thread(
+                    functools.partial(func, *args, **kwargs), _NONE, _NONE, name, priority, on=on
+                )
                 return Future(task, self, name)
             if self.nprocs:
                 key, code = function_entry(func)
                 call_bytes = pickle.dumps((args, kwargs), protocol=5)
-                task = self._engine.submit_process(self._function_id(key, code), call_bytes, _NONE, _NONE, name, priority)
+                task = self._engine.submit_process(
+                    self._function_id(key, code), call_bytes, _NONE, _NONE, name, priority, on=on
+                )
                 return Future(task, self, name)
         if executor == "process" and self.nprocs == 0:
             raise ValueError("hetflow: executor='process' but the runtime has no worker processes (nprocs=0)")
@@ -362,7 +371,7 @@ class Runtime:
             if plain_and_arrays is not None:
                 call_args, array_accesses = plain_and_arrays
                 task = self._engine.submit_thread(
-                    functools.partial(func, *call_args), _NONE, array_accesses, name, priority
+                    functools.partial(func, *call_args), _NONE, array_accesses, name, priority, on=on
                 )
                 return Future(task, self, name)
         data = _find_data(args, kwargs)
@@ -377,7 +386,7 @@ class Runtime:
             deps = [f._task for f in packed.futures]
             task = self._engine.submit_process(
                 self._function_id(packed.func_key, packed.func_bytes), packed.call_bytes, deps, arrays, name, priority,
-                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, order=order,
+                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, order=order, on=on,
             )
         else:
             accesses: list = []
@@ -390,7 +399,7 @@ class Runtime:
                 call = functools.partial(func, *args, **kwargs)
             task = self._engine.submit_thread(
                 call, [f._task for f in futures], accesses, name, priority,
-                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0,
+                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, on=on,
             )
         return Future(task, self, name)
 
@@ -659,15 +668,26 @@ class Runtime:
             except KeyboardInterrupt:
                 self._draining = False
                 self.interrupted = True
+                self._run_before_stop(False)
                 self._give_up("hetflow.shutdown() was interrupted (Ctrl-C)")
                 self._join_dispatcher()
                 raise
             self._draining = False
+            self._run_before_stop(why is None)
             if why is None:
                 self._engine.shutdown()
             else:
                 self._give_up(why)
         self._join_dispatcher()
+
+    def before_stop(self, hook: Callable[[bool], None]) -> None:
+        """Has ``hook(finished)`` called when the runtime stops, before its engine does."""
+        self._before_stop.append(hook)
+
+    def _run_before_stop(self, finished: bool) -> None:
+        hooks, self._before_stop = self._before_stop, []
+        for hook in reversed(hooks):
+            hook(finished)
 
     def terminate(self, reason: str) -> None:
         """Gives up at once: cancels the tasks not started, ends the worker processes (their tasks
@@ -677,6 +697,7 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
+            self._run_before_stop(False)
             self._give_up(reason)
         self._join_dispatcher()
 

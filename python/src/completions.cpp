@@ -17,6 +17,10 @@ struct CompletionQueue::Watch : detail::CompletionCallback {
 };
 
 void CompletionQueue::watch(const FutureBase& task, PyObject* target) {
+  if (!task.valid()) {  // a task that runs on another MPI rank: finished here
+    post(PyRef::borrow(target));
+    return;
+  }
   auto* watch = new Watch();
   watch->fn = &Watch::fire;
   watch->queue = this;

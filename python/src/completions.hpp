@@ -15,7 +15,8 @@ namespace hetflow::python {
 
 class CompletionQueue {
  public:
-  /// Queues `target` (a reference is taken; the caller holds the GIL) once `task` finishes.
+  /// Queues `target` (a reference is taken; the caller holds the GIL) once `task` finishes (at
+  /// once for an empty future: a task that runs on another MPI rank).
   void watch(const FutureBase& task, PyObject* target);
   /// Waits (without the GIL) up to `timeout_ms` for finished tasks; returns their targets.
   std::vector<PyRef> drain(int timeout_ms);

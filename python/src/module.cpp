@@ -24,9 +24,11 @@
 #include "device_module.hpp"
 #include "gil_session.hpp"
 #include "hetflow/hetflow.hpp"
+#include "hetflow/mpi.hpp"
 #include "hetflow/process.hpp"
 #include "kernel_messages.hpp"
 #include "message_hub.hpp"
+#include "mpi_router.hpp"
 #include "perfmodel_bindings.hpp"
 #include "process_tasks.hpp"
 #include "protocol.hpp"
@@ -76,8 +78,22 @@ class TaskRef {
   explicit TaskRef(TaskFuture future) : base_(future), typed_(std::move(future)) {}
   TaskRef(FutureBase future, PyRef runner) : base_(std::move(future)), runner_(std::move(runner)) {}
 
-  [[nodiscard]] bool done() const { return base_.ready(); }
+  /// A task over distributed arrays that runs on another MPI rank: finished here, its value there.
+  static TaskRef elsewhere(int rank, std::string name) {
+    TaskRef task{TaskFuture{}};
+    task.rank_ = rank;
+    task.name_ = std::move(name);
+    return task;
+  }
+
+  /// The MPI rank that runs the task (hetflow::mpi::kEveryRank: every rank), if it was
+  /// submitted over distributed arrays.
+  [[nodiscard]] std::optional<int> rank() const noexcept { return rank_; }
+  void set_rank(std::optional<int> rank) noexcept { rank_ = rank; }
+
+  [[nodiscard]] bool done() const { return !base_.valid() || base_.ready(); }
   [[nodiscard]] std::string status() const {
+    if (!base_.valid()) return "done";
     switch (base_.status()) {
       case TaskStatus::pending: return "pending";
       case TaskStatus::ready: return "ready";
@@ -89,17 +105,18 @@ class TaskRef {
     return "unknown";
   }
   bool wait(std::optional<double> timeout) const {
-    if (base_.ready()) return true;
+    if (done()) return true;
     return interruptible_wait(timeout, [this](auto until) { return base_.wait_until(until); });
   }
-  bool cancel() { return base_.cancel(); }
-  [[nodiscard]] std::string name() const { return base_.name(); }
+  bool cancel() { return base_.valid() && base_.cancel(); }
+  [[nodiscard]] std::string name() const { return base_.valid() ? base_.name() : name_; }
 
   /// The outcome of a finished task, as a tuple the Python layer turns into a value or an error:
   /// ("object", obj) | ("pickled", bytes) | ("python_error", exc) | ("remote_error", [bytes...]) |
   /// ("dependency_error", root_task_name, root_outcome) | ("cancelled", message) |
   /// ("crashed", message) | ("error", type_name, message)
   [[nodiscard]] nb::tuple outcome() const {
+    if (!base_.valid()) return nb::make_tuple("elsewhere", rank_.value_or(-1), name_);
     if (!base_.ready()) throw nb::value_error("hetflow: the task has not finished");
     if (base_.status() == TaskStatus::done) {
       if (runner_) return nb::make_tuple("object", nb::borrow(runner_.get()).attr("value"));
@@ -146,17 +163,23 @@ class TaskRef {
   FutureBase base_;
   TaskFuture typed_;
   PyRef runner_;
+  std::optional<int> rank_;
+  std::string name_;  // of a task that runs elsewhere
 };
 
 /// A numpy array's buffer, registered with the engine for dependency tracking.
 class ArrayHandle {
  public:
-  explicit ArrayHandle(DataHandle handle) : handle_(std::move(handle)) {}
+  explicit ArrayHandle(DataHandle handle, bool distributed = false)
+      : handle_(std::move(handle)), distributed_(distributed) {}
   [[nodiscard]] const DataHandle& handle() const noexcept { return handle_; }
   [[nodiscard]] bool registered() const noexcept { return handle_.registered(); }
+  /// Registered with hetflow.mpi: tasks over it run owner-computes.
+  [[nodiscard]] bool distributed() const noexcept { return distributed_; }
 
  private:
   DataHandle handle_;
+  bool distributed_ = false;
 };
 
 /// Host access to an array, from PyRuntime::acquire.
@@ -226,6 +249,8 @@ class PyRuntime {
                          const std::vector<AccessSpec>& accesses, const std::string& name, int priority,
                          const std::vector<std::string>& where) {
     const Codelet& codelet = codelets_.get(codelet_id);
+    const std::optional<int> rank = route(accesses, deps, std::nullopt, name);
+    if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     TaskOptions options = options_for(deps, name, priority);
     ArchMask mask;
     for (const std::string& arch_text : where) mask = mask | implementation_arch(arch_text);
@@ -235,14 +260,18 @@ class PyRuntime {
     PyRef task_runner = PyRef::borrow(runner.ptr());
     FutureBase future = runtime().insert(codelet, options, PyRef::borrow(runner.ptr()));
     submitted_.fetch_add(1, std::memory_order_relaxed);
-    return TaskRef(std::move(future), std::move(task_runner));
+    TaskRef task(std::move(future), std::move(task_runner));
+    task.set_rank(rank);
+    return task;
   }
 
   ~PyRuntime() { shutdown(); }
 
   TaskRef submit_thread(nb::callable fn, const std::vector<const TaskRef*>& deps,
                         const std::vector<AccessSpec>& accesses, const std::string& name, int priority,
-                        const std::optional<std::string>& perfmodel, std::size_t size) {
+                        const std::optional<std::string>& perfmodel, std::size_t size, std::optional<int> on) {
+    const std::optional<int> rank = route(accesses, deps, on, name);
+    if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::cpu;
     std::vector<DataAccess> data = data_accesses(accesses);
@@ -258,6 +287,7 @@ class PyRuntime {
     };
     TaskRef task(runtime().submit(options, std::move(body)));
     submitted_.fetch_add(1, std::memory_order_relaxed);
+    task.set_rank(rank);
     return task;
   }
 
@@ -269,7 +299,11 @@ class PyRuntime {
   TaskRef submit_process(std::size_t function_id, nb::bytes call, const std::vector<const TaskRef*>& deps,
                          const std::vector<ArraySpec>& arrays, const std::string& name, int priority, int worker,
                          std::uint64_t launch, const std::optional<std::string>& perfmodel, std::size_t size,
-                         const std::vector<AccessSpec>& order) {
+                         const std::vector<AccessSpec>& order, std::optional<int> on) {
+    std::vector<AccessSpec> all_accesses = order;
+    for (const auto& spec : arrays) all_accesses.emplace_back(std::get<0>(spec), std::get<1>(spec));
+    const std::optional<int> rank = route(all_accesses, deps, on, name);
+    if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     std::shared_ptr<const FunctionCode> function = functions_.get(function_id);
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::process;
@@ -291,7 +325,11 @@ class PyRuntime {
     process_call.inputs.reserve(deps.size());
     for (const TaskRef* dep : deps) process_call.inputs.push_back(dep->result_future());
     submitted_.fetch_add(1, std::memory_order_relaxed);
-    if (launch == 0) return TaskRef(runtime().submit(options, BatchedBody{&process_tasks_, std::move(process_call)}));
+    if (launch == 0) {
+      TaskRef task(runtime().submit(options, BatchedBody{&process_tasks_, std::move(process_call)}));
+      task.set_rank(rank);
+      return task;
+    }
     // Process workers follow the CPU workers; a kernel is pinned to its core's worker.
     const auto core = static_cast<std::uint32_t>(worker - static_cast<int>(cpu_workers_));
     return TaskRef(runtime().submit(options, KernelBody{&process_tasks_, &hub_, std::move(process_call), launch,
@@ -319,6 +357,24 @@ class PyRuntime {
   std::size_t pinned_load(unsigned worker) { return runtime().pinned_load(worker); }
 
   void watch(const TaskRef& task, nb::handle target) { completions_.watch(task.future(), target.ptr()); }
+
+  // -- MPI (hetflow.mpi) ---------------------------------------------------------------------
+  /// The engine, for the MPI module's context (valid while this runtime is).
+  nb::object engine_capsule() {
+    PyObject* capsule = PyCapsule_New(&runtime(), kEngineCapsule, nullptr);
+    if (capsule == nullptr) throw nb::python_error();
+    return nb::steal(capsule);
+  }
+
+  /// Routes tasks over distributed arrays through the MPI module's router (None: no more).
+  void set_router(nb::handle capsule) {
+    router_ = capsule.is_none() ? nullptr : from_capsule<std::shared_ptr<Router>>(capsule.ptr(), kRouterCapsule);
+  }
+
+  /// The handle of an array the MPI module registered.
+  static ArrayHandle adopt_distributed(nb::handle capsule) {
+    return ArrayHandle(from_capsule<DataHandle>(capsule.ptr(), kDataHandleCapsule), /*distributed=*/true);
+  }
 
   nb::list drain_completions(int timeout_ms) {
     std::vector<PyRef> finished;
@@ -424,6 +480,72 @@ class PyRuntime {
     return *runtime_;
   }
 
+  /// With hetflow.mpi: where a task runs, for a task over distributed arrays or placed on a
+  /// rank (`on`), after the transfers it needs are posted; nullopt for an ordinary task (on
+  /// every rank, each on its own). Everything is checked before anything is posted, the same
+  /// way on every rank, so that a refused task leaves the ranks in step.
+  std::optional<int> route(const std::vector<AccessSpec>& specs, const std::vector<const TaskRef*>& deps,
+                           std::optional<int> on, const std::string& name) {
+    if (!router_) {
+      if (on) throw nb::value_error("hetflow: on= places a task on an MPI rank: call hetflow.mpi.init() first");
+      return std::nullopt;
+    }
+    std::vector<DataAccess> distributed;
+    bool writes_plain = false;
+    for (const auto& [handle, mode] : specs) {
+      const AccessMode access = parse_access_mode(mode);
+      if (handle->distributed()) {
+        distributed.push_back({handle->handle(), access});
+      } else if (writes(access)) {
+        writes_plain = true;
+      }
+    }
+    std::optional<int> rank;
+    if (!distributed.empty() || on) {
+      if (runtime().on_worker_thread()) {
+        throw nb::value_error(
+            ("hetflow.mpi: task '" + name +
+             "' uses distributed arrays but is submitted from inside a task, which runs on one rank only; "
+             "every rank's program must submit it")
+                .c_str());
+      }
+      TaskOptions options;
+      options.data_list = distributed;
+      options.name = name;
+      rank = router_->executor(options, on);
+      if (writes_plain && *rank != mpi::kEveryRank) {
+        throw nb::value_error(("hetflow.mpi: task '" + name + "' runs on rank " + std::to_string(*rank) +
+                               " only, but writes an array that is not distributed, which would then differ "
+                               "between ranks; register it with hetflow.mpi.register(array, owner) "
+                               "(owner=hetflow.mpi.EVERY_RANK to give each rank its own)")
+                                  .c_str());
+      }
+    }
+    const int runs_on = rank.value_or(mpi::kEveryRank);
+    for (const TaskRef* dep : deps) {
+      const std::optional<int> dep_rank = dep->rank();
+      if (dep_rank && *dep_rank != mpi::kEveryRank && *dep_rank != runs_on) {
+        throw nb::value_error(("hetflow.mpi: task '" + name + "' runs on " +
+                               (runs_on == mpi::kEveryRank ? std::string("every rank") : "rank " + std::to_string(runs_on)) +
+                               " and takes the value of task '" + dep->name() + "', which ran on rank " +
+                               std::to_string(*dep_rank) +
+                               " only; values reach other ranks through distributed arrays")
+                                  .c_str());
+      }
+    }
+    if (rank) {
+      TaskOptions options;
+      options.data_list = distributed;
+      options.name = name;
+      router_->route(options, on, name);
+    }
+    return rank;
+  }
+
+  [[nodiscard]] bool runs_elsewhere(std::optional<int> rank) const {
+    return rank && *rank != mpi::kEveryRank && *rank != router_->rank();
+  }
+
   static std::shared_ptr<PerfModel> model_for(const std::optional<std::string>& symbol) {
     if (!symbol) return nullptr;
     return PerfModelRegistry::instance().get(*symbol);  // checks the symbol: InvalidArgument -> ValueError
@@ -444,13 +566,16 @@ class PyRuntime {
   static TaskOptions options_for(const std::vector<const TaskRef*>& deps, const std::string& name, int priority) {
     TaskOptions options;
     options.after.reserve(deps.size());
-    for (const TaskRef* dep : deps) options.after.push_back(dep->future());
+    for (const TaskRef* dep : deps) {
+      if (dep->future().valid()) options.after.push_back(dep->future());
+    }
     options.name = name;
     options.priority = priority;
     return options;
   }
 
   std::unique_ptr<Runtime> runtime_;
+  std::shared_ptr<Router> router_;  // with hetflow.mpi
   PyRef freeze_;  // keeps a task's traceback as text and drops its frames
   CodeletTable codelets_;
   CompletionQueue completions_;
@@ -471,6 +596,7 @@ NB_MODULE(_hetflow, m) {
 
   nb::class_<TaskRef>(m, "TaskRef")
       .def("done", &TaskRef::done)
+      .def("rank", &TaskRef::rank)
       .def("status", &TaskRef::status)
       .def("wait", &TaskRef::wait, "timeout"_a = nb::none())
       .def("cancel", &TaskRef::cancel)
@@ -494,17 +620,20 @@ NB_MODULE(_hetflow, m) {
       .def("submit_codelet", &PyRuntime::submit_codelet, "codelet"_a, "runner"_a, "deps"_a, "accesses"_a, "name"_a,
            "priority"_a, "where"_a)
       .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a,
-           "perfmodel"_a = nb::none(), "size"_a = 0)
+           "perfmodel"_a = nb::none(), "size"_a = 0, "on"_a = nb::none())
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
       .def("submit_process", &PyRuntime::submit_process, "function_id"_a, "call"_a, "deps"_a, "arrays"_a, "name"_a,
            "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0,
-           "order"_a = std::vector<AccessSpec>{})
+           "order"_a = std::vector<AccessSpec>{}, "on"_a = nb::none())
       .def("open_launch", &PyRuntime::open_launch, "launch"_a, "size"_a)
       .def("pinned_load", &PyRuntime::pinned_load, "worker"_a)
       .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a)
       .def("unregister_async", &PyRuntime::unregister_async, "handle"_a)
       .def("acquire", &PyRuntime::acquire, "handle"_a, "mode"_a)
       .def("watch", &PyRuntime::watch, "task"_a, "target"_a)
+      .def("engine_capsule", &PyRuntime::engine_capsule)
+      .def("set_router", &PyRuntime::set_router, "router"_a.none())
+      .def_static("adopt_distributed", &PyRuntime::adopt_distributed, "handle"_a)
       .def("drain_completions", &PyRuntime::drain_completions, "timeout_ms"_a)
       .def("wait_all", &PyRuntime::wait_all, "timeout"_a = nb::none())
       .def("shutdown", &PyRuntime::shutdown)

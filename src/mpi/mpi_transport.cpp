@@ -565,4 +565,24 @@ std::shared_ptr<Transport> world() {
   return instance;
 }
 
+void abort_all(int code) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized == 0) MPI_Init(nullptr, nullptr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort does not return; if it did, this process ends all the same
+}
+
+std::shared_ptr<Transport> over_communicator(const void* communicator) {
+  if (communicator == nullptr) throw InvalidArgument("hetflow::mpi::over_communicator: no communicator");
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized == 0) {
+    throw InvalidArgument("hetflow::mpi::over_communicator: MPI is not initialised, so no communicator exists yet");
+  }
+  const MPI_Comm comm = *static_cast<const MPI_Comm*>(communicator);
+  if (comm == MPI_COMM_NULL) throw InvalidArgument("hetflow::mpi::over_communicator: the communicator is MPI_COMM_NULL");
+  return std::make_shared<detail::MpiTransport>(comm);
+}
+
 }  // namespace hetflow::mpi

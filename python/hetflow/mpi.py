@@ -1,0 +1,402 @@
+"""hetflow across MPI ranks: every rank runs the same program, owner-computes.
+
+Every rank registers the same numpy arrays with an owner rank and submits the same tasks in the
+same order; a task over registered arrays runs on the owner of the arrays it writes (or where
+``on=`` says), and hetflow sends it the arrays it reads. Tasks over no registered array run on
+every rank, as without MPI. Run the program under ``mpirun``::
+
+    import numpy as np
+    import hetflow, hetflow.mpi as hm
+
+    hm.init()                                    # MPI_COMM_WORLD (or hm.init(comm) with mpi4py)
+    tiles = [np.zeros(1000) for _ in range(8)]
+    for i, tile in enumerate(tiles):
+        hm.register(tile, owner=i % hm.size())   # the same calls on every rank
+    hetflow.task_submit(np.add, tiles[0], tiles[1], hetflow.W(tiles[2]))   # on tile 2's owner
+    hm.gather(tiles[2], root=0)                  # its latest version on rank 0 too
+    hm.wait_all()                                # every rank: everything is done
+
+A future is real on the rank that runs its task; elsewhere it is finished and its ``result()``
+raises ``ElsewhereError``. ``future.rank`` says where the task ran. See docs/mpi.md.
+"""
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar
+
+from hetflow import _runtime
+from hetflow._errors import ElsewhereError
+from hetflow._future import Future
+
+#: The owner of an array every rank has its own copy of: never sent; a task whose registered
+#: arrays are all of this kind runs on every rank, each on its own copy.
+EVERY_RANK = -1
+
+__all__ = [
+    "EVERY_RANK",
+    "ElsewhereError",
+    "block_cyclic",
+    "broadcast",
+    "distribute",
+    "flush",
+    "gather",
+    "get_on",
+    "holder",
+    "init",
+    "migrate",
+    "owner",
+    "rank",
+    "register",
+    "sent",
+    "size",
+    "task_submit",
+    "wait_all",
+]
+
+K = TypeVar("K", bound=Hashable)
+
+# How long the context may take at exit to finish the transfers still in flight before the
+# program leaves without them (another rank failed, say).
+_EXIT_WAIT_S = 30.0
+
+
+class _State:
+    def __init__(self, context: Any, runtime: Any) -> None:
+        self.context = context
+        self.runtime = runtime
+        self.rank: int = context.rank()
+        self.size: int = context.size()
+        self.arrays: Dict[int, Tuple[Any, Any]] = {}  # id(array) -> (array, handle capsule): kept alive
+
+
+_state: Optional[_State] = None
+_lock = threading.Lock()
+_abandoned: List[Any] = []  # contexts left at exit with transfers in flight: never destroyed
+
+
+def _module() -> Any:
+    try:
+        from hetflow import _hetflow_mpi
+    except ImportError as error:
+        raise ImportError(
+            "hetflow.mpi: this hetflow was built without MPI; install Open MPI's development files "
+            "(Debian: libopenmpi-dev openmpi-bin) and reinstall hetflow"
+        ) from error
+    return _hetflow_mpi
+
+
+def init(comm: Any = None, *, share_node: bool = True, abort_on_error: bool = True) -> None:
+    """Joins the ranks of ``comm`` (an mpi4py communicator; default: MPI_COMM_WORLD). MPI is
+    initialised (thread level MULTIPLE) unless mpi4py or the program did it; hetflow then
+    finalises it at exit. Every rank calls it, before its first task over distributed arrays.
+
+    ``share_node``: ranks on one machine split its CPUs, each runtime starting one worker per
+    CPU of its share (only when the runtime has not started yet; ``hetflow.init(ncpus=...)``
+    before this call decides instead).
+
+    ``abort_on_error``: a rank that ends on an uncaught exception (Ctrl-C included) ends every
+    rank (MPI_Abort) once its traceback is printed, instead of leaving the others waiting for
+    it for ever.
+
+    >>> from mpi4py import MPI
+    >>> hetflow.mpi.init(MPI.COMM_WORLD.Split(color, key))
+    """
+    global _state
+    module = _module()
+    with _lock:
+        if _state is not None:
+            raise RuntimeError("hetflow.mpi.init: already called in this process")
+        address = None
+        if comm is not None:
+            try:
+                from mpi4py import MPI
+            except ImportError as error:
+                raise TypeError("hetflow.mpi.init: comm must be an mpi4py communicator (mpi4py is not installed)") from error
+            if not isinstance(comm, MPI.Comm):
+                raise TypeError(f"hetflow.mpi.init: comm must be an mpi4py communicator, not {type(comm).__name__}")
+            address = MPI._addressof(comm)
+        transport = module.Transport(address)
+        if share_node and _runtime._current is None:
+            transport.share_node()
+        runtime = _runtime.current()
+        context = module.Context(runtime._engine.engine_capsule(), transport)
+        runtime._engine.set_router(context.router())
+        _state = _State(context, runtime)
+        runtime.before_stop(_closer(_state))
+    if abort_on_error:
+        _abort_on_uncaught(module)
+    # After mpi4py's own exit handler was registered (at its import): this one runs before it.
+    atexit.register(_close_at_exit)
+
+
+def _abort_on_uncaught(module: Any) -> None:
+    previous = sys.excepthook
+
+    def hook(kind: Any, value: Any, traceback: Any) -> None:
+        previous(kind, value, traceback)
+        state = _state
+        if state is not None and state.size > 1:
+            print(
+                f"hetflow.mpi: rank {state.rank} ended on an uncaught {kind.__name__}; ending every rank (MPI_Abort)",
+                file=sys.stderr,
+                flush=True,
+            )
+            module.abort_all(1)
+
+    sys.excepthook = hook
+
+
+def _closer(state: _State) -> Callable[[bool], None]:
+    def close(finished: bool) -> None:
+        _close(state, wait=finished)
+
+    return close
+
+
+def _close(state: _State, wait: bool) -> None:
+    """Ends the context: waits for the transfers in flight (at most _EXIT_WAIT_S), or leaves
+    them when the work was given up."""
+    global _state
+    with _lock:
+        if _state is state:
+            _state = None
+    try:
+        state.runtime._engine.set_router(None)
+    except RuntimeError:
+        pass  # the engine is gone already
+    if not wait:
+        _abandoned.append(state.context)
+        return
+    closer = threading.Thread(target=state.context.close, name="hetflow-mpi-close", daemon=True)
+    closer.start()
+    closer.join(_EXIT_WAIT_S)
+    if closer.is_alive():
+        _abandoned.append(state.context)
+        print(
+            f"hetflow.mpi: rank {state.rank}: transfers still in flight after {_EXIT_WAIT_S:.0f} s at exit "
+            "(did another rank fail, or skip a call every rank makes?); leaving without them",
+            file=sys.stderr,
+        )
+
+
+def _close_at_exit() -> None:
+    state = _state
+    if state is not None:
+        _close(state, wait=True)
+
+
+def _current() -> _State:
+    state = _state
+    if state is None:
+        raise RuntimeError("hetflow.mpi: call hetflow.mpi.init() first (on every rank)")
+    return state
+
+
+def rank() -> int:
+    """This process's rank."""
+    return _current().rank
+
+
+def size() -> int:
+    """How many ranks run the program."""
+    return _current().size
+
+
+def _checked_rank(value: Any, what: str, allow_every: bool = False) -> int:
+    state = _current()
+    if type(value) is not int and not (hasattr(value, "__index__") and not isinstance(value, bool)):
+        raise TypeError(f"hetflow.mpi.{what}: a rank is an int, not {type(value).__name__}")
+    value = int(value)
+    if allow_every and value == EVERY_RANK:
+        return value
+    if not 0 <= value < state.size:
+        every = " or hetflow.mpi.EVERY_RANK" if allow_every else ""
+        raise ValueError(f"hetflow.mpi.{what}: rank {value} is not one of 0..{state.size - 1}{every}")
+    return value
+
+
+def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optional[str] = None) -> Any:
+    """Registers ``array`` (a contiguous numpy array) as distributed data owned by rank ``owner``
+    (or ``EVERY_RANK``), and returns it. Every rank registers its own array of the same size
+    with the same owner, in the same order: on the owner it is the data, elsewhere it is where
+    a copy lands when a task there reads it. ``tag`` (default: the next free one) names its
+    messages. The array is kept alive by hetflow from now on; views of it are not task data.
+
+    >>> a = hetflow.mpi.register(np.zeros(1000), owner=1)
+    """
+    import numpy
+
+    state = _current()
+    if not isinstance(array, numpy.ndarray):
+        raise TypeError(f"hetflow.mpi.register: takes a numpy array, not {type(array).__name__}")
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        raise ValueError("hetflow.mpi.register: the array must be contiguous (numpy.ascontiguousarray makes a copy)")
+    if not array.flags.writeable:
+        raise ValueError("hetflow.mpi.register: the array must be writeable (copies of it are received into it)")
+    if array.dtype.hasobject:
+        raise TypeError(f"hetflow.mpi.register: an array of dtype {array.dtype} holds pointers; it cannot be sent")
+    owner = _checked_rank(owner, "register", allow_every=True)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"hetflow.mpi.register: name must be a str, not {type(name).__name__}")
+    with _lock:
+        if id(array) in state.arrays:
+            raise ValueError("hetflow.mpi.register: this array is registered already")
+        chosen = state.context.allocate_tags(1) if tag is None else tag
+        if not isinstance(chosen, int):
+            raise TypeError(f"hetflow.mpi.register: tag must be an int, not {type(chosen).__name__}")
+        label = name or f"array {chosen}"
+        capsules: List[Any] = []
+
+        def register_handle(address: int, nbytes: int) -> Any:
+            capsules.append(state.context.register_array(address, nbytes, owner, chosen, label))
+            return state.runtime._engine.adopt_distributed(capsules[0])
+
+        state.runtime.handles.adopt(array, register_handle)
+        state.arrays[id(array)] = (array, capsules[0])
+    return array
+
+
+def distribute(arrays: Mapping[K, Any], owner: Callable[[K], int]) -> Mapping[K, Any]:
+    """Registers every array of ``arrays`` with the owner ``owner(key)`` gives, in the mapping's
+    order (the same on every rank); returns ``arrays``.
+
+    >>> tiles = {(i, j): np.zeros((b, b)) for i in range(n) for j in range(i + 1)}
+    >>> hetflow.mpi.distribute(tiles, hetflow.mpi.block_cyclic())   # 2-D block-cyclic
+    """
+    for key, array in arrays.items():
+        register(array, owner(key), name=f"{key}")
+    return arrays
+
+
+def block_cyclic(rows: Optional[int] = None, columns: Optional[int] = None) -> Callable[[Any], int]:
+    """The owner of tile ``(i, j)`` on a ``rows`` x ``columns`` grid of ranks, 2-D block-cyclic:
+    ``(i % rows) * columns + j % columns``. Default: the most square grid of every rank."""
+    count = size()
+    if rows is None and columns is None:
+        rows = max(r for r in range(1, int(count**0.5) + 1) if count % r == 0)
+    if rows is None:
+        rows = count // int(columns)  # type: ignore[arg-type]
+    if columns is None:
+        columns = count // rows
+    if rows < 1 or columns < 1 or rows * columns > count:
+        raise ValueError(f"hetflow.mpi.block_cyclic: a {rows} x {columns} grid does not fit {count} ranks")
+    grid_rows, grid_columns = rows, columns
+
+    def owner(key: Any) -> int:
+        i, j = key
+        return (i % grid_rows) * grid_columns + j % grid_columns
+
+    return owner
+
+
+def _capsule(array: Any, what: str) -> Any:
+    state = _current()
+    record = state.arrays.get(id(array))
+    if record is None or record[0] is not array:
+        raise ValueError(f"hetflow.mpi.{what}: the array was not registered with hetflow.mpi.register")
+    return record[1]
+
+
+def task_submit(func: Callable[..., Any], *args: Any, on: Optional[Any] = None, **options: Any) -> Future:
+    """``hetflow.task_submit`` with a placement: ``on`` is a rank, or a registered array whose
+    owner runs the task. Other keywords are task options (executor, name, priority, ...);
+    the function's own keyword arguments go through ``functools.partial``.
+
+    >>> hetflow.mpi.task_submit(report, hetflow.R(total), on=0)   # on rank 0, total sent there
+    """
+    state = _current()
+    if on is not None and not isinstance(on, int):
+        on = state.context.owner(_capsule(on, "task_submit"))
+    elif on is not None:
+        on = _checked_rank(on, "task_submit")
+    unknown = set(options) - {"executor", "name", "priority", "perfmodel", "size"}
+    if unknown:
+        raise TypeError(f"hetflow.mpi.task_submit: unknown option(s) {', '.join(sorted(unknown))}")
+    return state.runtime.submit(func, args, {}, on=on, **options)
+
+
+def owner(array: Any) -> int:
+    """The rank that owns ``array`` now (EVERY_RANK for arrays every rank owns)."""
+    return int(_current().context.owner(_capsule(array, "owner")))
+
+
+def holder(array: Any) -> int:
+    """The rank that holds the latest version of ``array`` (the owner, or the last writer)."""
+    return int(_current().context.holder(_capsule(array, "holder")))
+
+
+def get_on(array: Any, rank: int) -> None:
+    """Sends the latest version of ``array`` to ``rank`` unless it has it; there, tasks and
+    ``hetflow.acquire`` see it from now on. Every rank calls it."""
+    _current().context.get_on(_capsule(array, "get_on"), _checked_rank(rank, "get_on"))
+
+
+def migrate(array: Any, rank: int) -> None:
+    """Makes ``rank`` the owner of ``array`` (its latest version sent there): the tasks that
+    write it run there from now on. Every rank calls it."""
+    _current().context.migrate(_capsule(array, "migrate"), _checked_rank(rank, "migrate"))
+
+
+def gather(arrays: Any, root: Optional[int] = 0) -> None:
+    """Brings the latest version of each of ``arrays`` (one array or a sequence) to ``root``,
+    or to every rank with ``root=None``, and waits there until it has arrived: on return the
+    root's arrays hold the values. Every rank calls it; the others do not wait.
+
+    >>> hetflow.mpi.gather(tiles, root=0)
+    >>> if hetflow.mpi.rank() == 0: print(np.block(...))
+    """
+    state = _current()
+    group = _as_list(arrays)
+    targets = range(state.size) if root is None else [_checked_rank(root, "gather")]
+    for array in group:
+        capsule = _capsule(array, "gather")
+        for target in targets:
+            state.context.get_on(capsule, target)
+    if root is None or root == state.rank:
+        from hetflow import _runtime as runtime_module
+
+        handles = runtime_module.current().handles
+        for array in group:
+            handles.acquire(array, "R").release()
+
+
+def broadcast(arrays: Any) -> None:
+    """``gather(arrays, root=None)``: the latest version of each array on every rank."""
+    gather(arrays, root=None)
+
+
+def _as_list(arrays: Any) -> List[Any]:
+    import numpy
+
+    if isinstance(arrays, numpy.ndarray):
+        return [arrays]
+    if isinstance(arrays, Mapping):
+        return list(arrays.values())
+    if isinstance(arrays, Sequence):
+        return list(arrays)
+    raise TypeError(f"hetflow.mpi: expected a numpy array or a sequence of them, not {type(arrays).__name__}")
+
+
+def flush(arrays: Any = None) -> None:
+    """Drops the copies received for reading (of ``arrays``, or of every array): the next reader
+    elsewhere receives the data again. Every rank calls it."""
+    state = _current()
+    if arrays is None:
+        state.context.flush_all()
+        return
+    for array in _as_list(arrays):
+        state.context.flush(_capsule(array, "flush"))
+
+
+def wait_all() -> None:
+    """Waits, on every rank, until every task and transfer submitted on every rank is done.
+    Every rank calls it (it ends in a barrier that does not block hetflow's MPI thread)."""
+    state = _current()
+    state.context.wait_all()
+
+
+def sent() -> List[Tuple[int, int]]:
+    """(messages, bytes) this rank sent to each rank so far."""
+    return [(int(m), int(b)) for m, b in _current().context.sent()]

@@ -1,0 +1,157 @@
+// _hetflow_mpi: hetflow::mpi for the Python package (hetflow.mpi). A context over the engine of
+// a hetflow runtime and the ranks of MPI_COMM_WORLD, or of a communicator of mpi4py's; the main
+// extension submits tasks over distributed arrays through its router.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "hetflow/hetflow.hpp"
+#include "hetflow/mpi.hpp"
+#include "mpi_router.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace hetflow::python {
+namespace {
+
+class ContextRouter final : public Router {
+ public:
+  ContextRouter(Runtime& runtime, std::shared_ptr<mpi::Transport> transport) : context_(runtime, std::move(transport)) {}
+  [[nodiscard]] int rank() const override { return context_.rank(); }
+  [[nodiscard]] int executor(const TaskOptions& options, std::optional<int> rank) const override {
+    return context_.executor(options, placement(rank));
+  }
+  void route(const TaskOptions& options, std::optional<int> rank, std::string_view label) override {
+    static_cast<void>(context_.route(options, placement(rank), label));
+  }
+  [[nodiscard]] mpi::Context& context() noexcept { return context_; }
+
+ private:
+  static mpi::Placement placement(std::optional<int> rank) { return {.rank = rank.value_or(-1)}; }
+  mpi::Context context_;
+};
+
+/// The ranks: of MPI_COMM_WORLD, or of the communicator at `communicator` (an MPI_Comm's address).
+class RankTransport {
+ public:
+  explicit RankTransport(std::optional<std::uintptr_t> communicator)
+      : transport_(communicator ? mpi::over_communicator(reinterpret_cast<const void*>(*communicator))
+                                : mpi::world()) {}
+  [[nodiscard]] int rank() const { return transport_->rank(); }
+  [[nodiscard]] int size() const { return transport_->size(); }
+  /// This rank's share of the machine's CPUs (before the runtime starts): how many.
+  unsigned share_node() { return mpi::share_node(*transport_); }
+  [[nodiscard]] const std::shared_ptr<mpi::Transport>& get() const noexcept { return transport_; }
+
+ private:
+  std::shared_ptr<mpi::Transport> transport_;
+};
+
+const DataHandle& handle_of(nb::handle capsule) { return from_capsule<DataHandle>(capsule.ptr(), kDataHandleCapsule); }
+
+/// One rank's context, over the engine given as a capsule (kept alive by the caller).
+class RankContext {
+ public:
+  RankContext(nb::handle engine, const RankTransport& transport) {
+    auto* runtime = static_cast<Runtime*>(PyCapsule_GetPointer(engine.ptr(), kEngineCapsule));
+    if (runtime == nullptr) throw nb::python_error();
+    router_ = std::make_shared<ContextRouter>(*runtime, transport.get());
+  }
+
+  [[nodiscard]] int rank() const { return context().rank(); }
+  [[nodiscard]] int size() const { return context().size(); }
+
+  /// The router for the main extension, as a capsule.
+  nb::object router() {
+    PyObject* capsule = owning_capsule<std::shared_ptr<Router>>(router_, kRouterCapsule);
+    if (capsule == nullptr) throw nb::python_error();
+    return nb::steal(capsule);
+  }
+
+  /// Registers `nbytes` bytes at `address`; the handle as a capsule.
+  nb::object register_array(std::uintptr_t address, std::size_t nbytes, int owner, int tag, const std::string& name) {
+    DataHandle handle = context().register_data(reinterpret_cast<void*>(address),
+                                                DataLayout::vector(std::max<std::size_t>(nbytes, 1), 1), owner, tag,
+                                                name);
+    PyObject* capsule = owning_capsule<DataHandle>(std::move(handle), kDataHandleCapsule);
+    if (capsule == nullptr) throw nb::python_error();
+    return nb::steal(capsule);
+  }
+
+  int allocate_tags(int count) { return context().allocate_tags(count); }
+  [[nodiscard]] int owner(nb::handle handle) const { return context().owner(handle_of(handle)); }
+  [[nodiscard]] int holder(nb::handle handle) const { return context().holder(handle_of(handle)); }
+  void get_on(nb::handle handle, int rank) { context().get_on(handle_of(handle), rank); }
+  void migrate(nb::handle handle, int rank) { context().migrate(handle_of(handle), rank); }
+  void flush(nb::handle handle) { context().flush(handle_of(handle)); }
+  void flush_all() { context().flush_all(); }
+
+  void wait_all() {
+    mpi::Context& waited = context();
+    nb::gil_scoped_release release;  // the tasks waited for need it
+    waited.wait_all();
+  }
+
+  [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> sent() const {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+    for (const auto& peer : context().sent()) out.emplace_back(peer.messages, peer.bytes);
+    return out;
+  }
+
+  /// Ends the context: waits for the transfers still in flight (not for the tasks).
+  void close() {
+    std::shared_ptr<ContextRouter> router = std::move(router_);
+    nb::gil_scoped_release release;
+    router.reset();
+  }
+
+ private:
+  [[nodiscard]] mpi::Context& context() const {
+    if (!router_) throw std::runtime_error("hetflow.mpi: the context has been closed");
+    return router_->context();
+  }
+
+  std::shared_ptr<ContextRouter> router_;
+};
+
+}  // namespace
+}  // namespace hetflow::python
+
+NB_MODULE(_hetflow_mpi, m) {
+  using namespace hetflow::python;
+  m.doc() = "hetflow across MPI ranks; use hetflow.mpi, not this module.";
+  m.attr("EVERY_RANK") = hetflow::mpi::kEveryRank;
+  m.def("abort_all", &hetflow::mpi::abort_all, "code"_a);
+  nb::class_<RankTransport>(m, "Transport")
+      .def(nb::init<std::optional<std::uintptr_t>>(), "communicator"_a = nb::none())
+      .def("rank", &RankTransport::rank)
+      .def("size", &RankTransport::size)
+      .def("share_node", &RankTransport::share_node);
+  nb::class_<RankContext>(m, "Context")
+      .def(nb::init<nb::handle, const RankTransport&>(), "engine"_a, "transport"_a)
+      .def("rank", &RankContext::rank)
+      .def("size", &RankContext::size)
+      .def("router", &RankContext::router)
+      .def("register_array", &RankContext::register_array, "address"_a, "nbytes"_a, "owner"_a, "tag"_a, "name"_a)
+      .def("allocate_tags", &RankContext::allocate_tags, "count"_a)
+      .def("owner", &RankContext::owner, "handle"_a)
+      .def("holder", &RankContext::holder, "handle"_a)
+      .def("get_on", &RankContext::get_on, "handle"_a, "rank"_a)
+      .def("migrate", &RankContext::migrate, "handle"_a, "rank"_a)
+      .def("flush", &RankContext::flush, "handle"_a)
+      .def("flush_all", &RankContext::flush_all)
+      .def("wait_all", &RankContext::wait_all)
+      .def("sent", &RankContext::sent)
+      .def("close", &RankContext::close);
+}
