@@ -11,7 +11,7 @@ DOCS_PACKAGES := doxygen
 SANITIZER_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHETFLOW_WERROR=ON -DHETFLOW_BUILD_BENCH=OFF -DHETFLOW_BUILD_EXAMPLES=OFF \
   -DHETFLOW_WITH_CUDA=OFF -DHETFLOW_WITH_OPENCL=OFF
 
-PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplotlib joblib dask mypy threadpoolctl pyopencl
+PYTHON_BUILD_DEPS := scikit-build-core nanobind cloudpickle numpy pytest matplotlib joblib dask mypy threadpoolctl pyopencl mpi4py
 DOCS_PYTHON_DEPS := sphinx breathe myst-parser furo
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -40,15 +40,17 @@ run: build python
 	HETFLOW_OPENCL_DEVICES=all ./$(BUILD)/examples/cpp/cholesky --opencl --sched dmdas --repeat 3 --check
 	$(PY) examples/python/tour.py
 	$(PY) examples/python/tiled_gemm.py --n 1024 --tile 256 --opencl --repeat 3 --check
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --timeout 300 -np 4 $(PY) examples/python/mpi_cholesky.py --n 1024 --tile 128 --check
 
 test: test-unit test-python test-types test-tsan test-asan
 
 test-unit: build
 	ctest --test-dir $(BUILD) -j$(JOBS) --output-on-failure
 
-# The OpenCL codelet tests run on PoCL's CPU device, which `make deps` installs: they must not skip.
+# The OpenCL codelet tests run on PoCL's CPU device, and the MPI ones under Open MPI's mpirun,
+# which `make deps` installs: they must not skip.
 test-python: python
-	HETFLOW_TEST_REQUIRE_OPENCL=1 $(PY) -m pytest -q tests/python
+	HETFLOW_TEST_REQUIRE_OPENCL=1 HETFLOW_TEST_REQUIRE_MPI=1 $(PY) -m pytest -q tests/python
 
 # The type check of the Python package (settings in pyproject.toml), against the extension's
 # checked-in stubs.
@@ -93,6 +95,7 @@ bench: bench-deps build bench-python
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 32 --machine bench/sched_sim/k40.json --precision single
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 16 --machine bench/sched_sim/gh200.json
 	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 32 --machine bench/sched_sim/gh200.json
+	./$(BUILD)/bench/hetflow-bench sched-sim --tiles 64 --machine bench/sched_sim/k40.json --precision single --nodes 16
 	BUILD=$(BUILD) bash bench/taskbench/metg.sh stencil_1d
 	HETFLOW_BUILD=$(BUILD) bash bench/cholesky/fidelity.sh
 

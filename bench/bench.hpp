@@ -28,10 +28,18 @@ struct SchedSimOptions {
   std::string precision = "double";
   /// Replaces the machine's host <-> GPU link bandwidth, in GB/s.
   std::optional<double> bandwidth_gbs;
+  /// Simulates this many copies of the machine joined by a network, running the distributed
+  /// Cholesky of examples/cpp/mpi_cholesky.cpp (docs/simulation.md, "Several nodes").
+  std::optional<unsigned> nodes;
+  /// The network between the nodes: each node's link, in Gb/s (bits), and a message's latency.
+  double network_gbps = 100;
+  double network_latency_us = 1.5;
 };
 
 /// Prints `<scheduler> makespan_s <v>` per scheduler, `lower_bound makespan_s <v>` and
 /// `offline_plan makespan_s <v>`; the ratios the scheduling targets are stated in go to stderr.
+/// With `nodes`: `<scheduler> makespan_s <v>` and `<scheduler> gflops <v>` per scheduler,
+/// `network transfers <n>`, `network bytes <n>` and `lower_bound makespan_s <v>`.
 int run_sched_sim(const SchedSimOptions& options);
 
 }  // namespace hetflow::bench

@@ -57,6 +57,20 @@ CLI::Validator above_zero() {
       "", "");
 }
 
+/// A finite number of 0 or more.
+CLI::Validator zero_or_more() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        const char* end = text.data() + text.size();
+        auto [ptr, ec] = std::from_chars(text.data(), end, value);
+        if (text.empty() || ptr != end || ec != std::errc{}) return "expects a number, got '" + text + "'";
+        if (!(value >= 0) || !std::isfinite(value)) return "must be 0 or more, got " + text;
+        return {};
+      },
+      "", "");
+}
+
 /// What CLI11 left over on `command`'s line, the first unknown flag first, with the flags it knows.
 std::string unexpected(const CLI::App& command) {
   const std::vector<std::string> left = command.remaining();
@@ -120,6 +134,25 @@ int main(int argc, char** argv) {
                    "GB/s of the link between the host and each GPU, instead of the machine's")
       ->check(above_zero())
       ->type_name("B");
+  CLI::Option* nodes_option =
+      sched_sim_app
+          ->add_option("--nodes", sched_sim.nodes,
+                       "simulate the distributed Cholesky (examples/cpp/mpi_cholesky.cpp) on N copies of the machine "
+                       "joined by a network")
+          ->check(at_least(1))
+          ->type_name("N");
+  sched_sim_app
+      ->add_option("--network-gbps", sched_sim.network_gbps,
+                   "with --nodes: Gb/s of each node's network link (the default: InfiniBand EDR's)")
+      ->check(above_zero())
+      ->needs(nodes_option)
+      ->type_name("B");
+  sched_sim_app
+      ->add_option("--network-latency-us", sched_sim.network_latency_us,
+                   "with --nodes: microseconds a message takes besides its bytes' time")
+      ->check(zero_or_more())
+      ->needs(nodes_option)
+      ->type_name("US");
 
   const std::vector<Subcommand> commands{
       {overhead_app, [&overhead] { return hetflow::bench::run_overhead(overhead); }},

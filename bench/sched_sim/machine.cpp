@@ -152,11 +152,21 @@ SchedSimMachine SchedSimMachine::load(const std::string& file, std::size_t tile_
   return parse(text.str(), file, tile_bytes);
 }
 
-std::string SchedSimMachine::to_json() const {
+std::string SchedSimMachine::to_json() const { return description(1, std::nullopt); }
+
+std::string SchedSimMachine::cluster_json(unsigned nodes, double send_seconds) const {
+  return description(nodes, send_seconds);
+}
+
+std::string SchedSimMachine::description(unsigned nodes, std::optional<double> send_seconds) const {
   std::string json;
   char line[256];
-  std::snprintf(line, sizeof line, "{\n  \"cpus\": %u,\n  \"gpus\": %u,\n", cpus, gpus);
+  std::snprintf(line, sizeof line, "{\n  \"cpus\": %u,\n  \"gpus\": %u,\n", cpus * nodes, gpus * nodes);
   json += line;
+  if (send_seconds) {
+    std::snprintf(line, sizeof line, "  \"opencl\": %u,\n", nodes);
+    json += line;
+  }
   if (gpu_memory_json) json += "  \"gpu_memory\": " + *gpu_memory_json + ",\n";
   std::snprintf(line, sizeof line,
                 "  \"link\": {\"bandwidth_gbs\": %.17g, \"latency_us\": %.17g},\n  \"codelets\": {\n", bandwidth_gbs,
@@ -164,7 +174,11 @@ std::string SchedSimMachine::to_json() const {
   json += line;
   for (std::size_t k = 0; k < kKernelNames.size(); ++k) {
     std::snprintf(line, sizeof line, "    \"%s\": {\"cpu\": %.17g, \"cuda\": %.17g}%s\n", kKernelNames[k].data(),
-                  costs[k].cpu, costs[k].cuda, k + 1 < kKernelNames.size() ? "," : "");
+                  costs[k].cpu, costs[k].cuda, k + 1 < kKernelNames.size() || send_seconds.has_value() ? "," : "");
+    json += line;
+  }
+  if (send_seconds) {
+    std::snprintf(line, sizeof line, "    \"%s\": {\"opencl\": %.17g}\n", kSendName.data(), *send_seconds);
     json += line;
   }
   return json + "  }\n}\n";

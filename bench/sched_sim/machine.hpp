@@ -17,6 +17,8 @@ enum class Kernel : unsigned { potrf, trsm, syrk, gemm };
 inline constexpr std::array<std::string_view, 4> kKernelNames{"potrf", "trsm", "syrk", "gemm"};
 /// How many tiles a task of each kernel names (its data, for costs that depend on the size).
 inline constexpr std::array<std::size_t, 4> kKernelTiles{1, 2, 2, 3};
+/// The codelet of a tile's trip from one node to another, on a cluster of machines.
+inline constexpr std::string_view kSendName = "send";
 
 struct KernelCost {
   double cpu = 0;   // seconds on one CPU core
@@ -43,6 +45,13 @@ struct SchedSimMachine {
 
   /// The description the simulator runs: these figures, each cost a constant.
   [[nodiscard]] std::string to_json() const;
+  /// `nodes` copies of this machine as one description: their cores and GPUs, and one OpenCL
+  /// device per node that stands for its network card, which runs only the codelet "send", in
+  /// `send_seconds` (docs/simulation.md, "Several nodes").
+  [[nodiscard]] std::string cluster_json(unsigned nodes, double send_seconds) const;
+
+ private:
+  [[nodiscard]] std::string description(unsigned nodes, std::optional<double> send_seconds) const;
 };
 
 }  // namespace hetflow::bench

@@ -2,8 +2,10 @@
 # hetflow-bench sched-sim: one makespan line per scheduler, the lower bound and the offline plan,
 # in the form the benchmark promises, on the built-in machine and on each machine file; no
 # schedule beats either lower bound it reports (a bound that some schedule beat would be
-# wrong); the built-in machine is legacy.json; and bad command lines and machine files are
-# refused with a message that names the problem.
+# wrong); the built-in machine is legacy.json; with --nodes, the distributed Cholesky on one
+# node is the single-machine run, on more nodes it sends tiles (as many as the real protocol
+# sends) and beats no bound; and bad command lines and machine files are refused with a message
+# that names the problem.
 # Usage: sched_sim_check.sh <hetflow-bench> <directory of the machine files> [TILES]
 set -euo pipefail
 bench=$1
@@ -55,6 +57,68 @@ check_run --machine "$machines/k40.json" --precision single
 check_run --machine "$machines/gh200.json"
 check_run --machine "$machines/legacy.json" --bandwidth-gbs 1e5
 
+# --nodes: per scheduler a makespan and a rate, then the network's transfers and bytes and the
+# lower bound. Leaves the makespans in `nodes_makespan` and the counts in `transfers`, `bytes`.
+declare -A nodes_makespan
+transfers=
+bytes=
+check_nodes() {
+  local nodes=$1
+  shift
+  out=$("$bench" sched-sim --nodes "$nodes" "$@" 2>"$errors") || fail "sched-sim --nodes $nodes $* failed"
+  [ "$(echo "$out" | wc -l)" -eq $((2 * ${#schedulers[@]} + 3)) ] || fail "sched-sim --nodes $nodes $*: unexpected lines"
+  local name line
+  for name in "${schedulers[@]}" lower_bound; do
+    line=$(echo "$out" | grep -E "^$name makespan_s $number\$") ||
+      fail "sched-sim --nodes $nodes $*: no line '$name makespan_s <seconds>'"
+    nodes_makespan[$name]=${line##* }
+  done
+  for name in "${schedulers[@]}"; do
+    echo "$out" | grep -qE "^$name gflops $number\$" || fail "sched-sim --nodes $nodes $*: no line '$name gflops <rate>'"
+    awk -v m="${nodes_makespan[$name]}" -v b="${nodes_makespan[lower_bound]}" 'BEGIN { exit !(m + 1e-9 >= b) }' ||
+      fail "sched-sim --nodes $nodes $*: $name finished in ${nodes_makespan[$name]} s, under the lower bound"
+  done
+  transfers=$(echo "$out" | sed -nE 's/^network transfers ([0-9]+)$/\1/p')
+  bytes=$(echo "$out" | sed -nE 's/^network bytes ([0-9]+)$/\1/p')
+  if [ -z "$transfers" ] || [ -z "$bytes" ]; then fail "sched-sim --nodes $nodes $*: no network transfers or bytes"; fi
+  if [ "$nodes" -eq 1 ]; then
+    [ "$transfers" -eq 0 ] || fail "sched-sim --nodes 1 $*: $transfers transfers on one node"
+  else
+    if [ "$transfers" -eq 0 ] || [ "$bytes" -eq 0 ]; then fail "sched-sim --nodes $nodes $*: no tile crossed the network"; fi
+  fi
+}
+
+# One node is the single machine: the same makespans and lower bound.
+same_as_single_machine() {
+  check_run "$@"
+  local -A single
+  local name
+  for name in "${schedulers[@]}" lower_bound; do
+    single[$name]=$(echo "$out" | sed -nE "s/^$name makespan_s ($number)\$/\1/p")
+  done
+  check_nodes 1 --tiles "$tiles" "$@"
+  for name in "${schedulers[@]}" lower_bound; do
+    [ "${nodes_makespan[$name]}" = "${single[$name]}" ] ||
+      fail "sched-sim --nodes 1 $*: $name ${nodes_makespan[$name]} s, on the machine alone ${single[$name]} s"
+  done
+}
+same_as_single_machine
+same_as_single_machine --machine "$machines/k40.json" --precision single
+check_nodes 4 --tiles "$tiles"
+check_nodes 16 --tiles "$tiles" --machine "$machines/k40.json" --precision single
+check_nodes 2 --tiles "$tiles" --machine "$machines/gh200.json"
+# 8 x 8 tiles: 28 tiles sent on 2 x 1 nodes and 56 on 2 x 2, what the real protocol sends
+# (docs/performance.md, "Across MPI ranks"): each tile version once to each node that reads it.
+check_nodes 2 --tiles 8
+[ "$transfers" -eq 28 ] || fail "8 x 8 tiles on 2 nodes: $transfers transfers, not 28"
+check_nodes 4 --tiles 8
+[ "$transfers" -eq 56 ] || fail "8 x 8 tiles on 4 nodes: $transfers transfers, not 56"
+[ "$bytes" -eq $((56 * 960 * 960 * 8)) ] || fail "8 x 8 tiles on 4 nodes: $bytes bytes, not 56 double tiles"
+fast_bound=${nodes_makespan[lower_bound]}
+check_nodes 4 --tiles 8 --network-gbps 1 --network-latency-us 100
+awk -v slow="${nodes_makespan[lower_bound]}" -v fast="$fast_bound" 'BEGIN { exit !(slow > fast) }' ||
+  fail "a slower network gave the lower bound ${nodes_makespan[lower_bound]} s, not above $fast_bound s"
+
 # Refused: exit status 2 for a command line, 1 for a machine file, and a message naming it.
 expect_refusal() {
   local status=$1 message=$2
@@ -76,6 +140,11 @@ expect_refusal 2 "--precision: half not in" sched-sim --precision half
 expect_refusal 2 "unknown flag '--tile' (flags: --help, --tiles, --machine" sched-sim --tile 4
 expect_refusal 2 "unknown subcommand 'sched'" sched --tiles 4
 expect_refusal 2 "--tasks: must be at least 1, got 0" overhead --tasks 0
+expect_refusal 2 "--nodes: must be at least 1, got 0" sched-sim --nodes 0
+expect_refusal 2 "--network-gbps: must be more than 0, got 0" sched-sim --nodes 2 --network-gbps 0
+expect_refusal 2 "--network-latency-us: must be 0 or more, got -1" sched-sim --nodes 2 --network-latency-us -1
+expect_refusal 2 "--network-gbps requires --nodes" sched-sim --network-gbps 10
+expect_refusal 1 "--nodes: 16 nodes of gh200.json make 4624 workers" sched-sim --nodes 16 --machine "$machines/gh200.json"
 echo '{"cpus": 2, "gpus": 1, "opencl": 1, "codelets": {}}' >"$scratch/opencl.json"
 expect_refusal 1 "opencl.json: opencl: not used by sched-sim" sched-sim --machine "$scratch/opencl.json"
 printf '{"cpus": 2,\n "gpus": 1,}\n' >"$scratch/comma.json"
@@ -84,9 +153,10 @@ sed 's/"cuda": 8251.1e-6/"cuda": "fast"/' "$machines/k40.json" >"$scratch/text.j
 expect_refusal 1 "text.json: codelets.potrf.cuda: expected seconds" sched-sim --machine "$scratch/text.json"
 
 help=$("$bench" sched-sim --help) || fail "sched-sim --help failed"
-for flag in --tiles --machine --precision --bandwidth-gbs; do
+for flag in --tiles --machine --precision --bandwidth-gbs --nodes --network-gbps --network-latency-us; do
   echo "$help" | grep -qF -- "$flag" || fail "sched-sim --help does not mention $flag"
 done
 "$bench" --help | grep -qF sched-sim || fail "--help does not list sched-sim"
 echo "sched-sim at $tiles x $tiles tiles on the built-in machine, legacy.json, k40.json and gh200.json: every" \
-  "makespan at or above the bounds; bad command lines and machine files refused"
+  "makespan at or above the bounds; --nodes 1 the single machine, more nodes send the tiles the protocol" \
+  "sends; bad command lines and machine files refused"
