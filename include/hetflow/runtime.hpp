@@ -9,6 +9,7 @@
 #include <new>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -228,6 +229,13 @@ class HETFLOW_API Runtime {
   /// The memory nodes by number (WorkerInfo::memory_node): "host" first, then the devices'.
   [[nodiscard]] std::vector<std::string> memory_nodes() const;
   [[nodiscard]] const std::string& scheduler_name() const noexcept;
+
+  /// Seconds since the runtime started: the clock of its trace (virtual under simulation).
+  [[nodiscard]] double now() const noexcept;
+  /// Shows, with a trace (Config::trace_path), a message exchanged with another process on track
+  /// `track` of the trace's "messages" process ("to rank 1", say), named `name`, from `start` to
+  /// `end` (now()'s clock). hetflow::mpi records its transfers between ranks this way.
+  void trace_message(std::string_view track, std::string_view name, std::size_t bytes, double start, double end);
   /// The resolved configuration in force.
   [[nodiscard]] const Config& config() const noexcept;
   [[nodiscard]] detail::Engine& impl() noexcept { return *impl_; }

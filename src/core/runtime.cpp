@@ -357,6 +357,13 @@ std::size_t Runtime::pinned_load(unsigned worker) const {
 double Runtime::elapsed() const noexcept { return impl_->now(); }
 unsigned Runtime::worker_count() const noexcept { return static_cast<unsigned>(impl_->worker_infos().size()); }
 std::span<const ext::WorkerInfo> Runtime::workers() const noexcept { return impl_->worker_infos(); }
+
+double Runtime::now() const noexcept { return impl_->now(); }
+
+void Runtime::trace_message(std::string_view track, std::string_view name, std::size_t bytes, double start,
+                            double end) {
+  if (detail::Recorder* recorder = impl_->recorder()) recorder->message(track, name, bytes, start, end);
+}
 const std::string& Runtime::scheduler_name() const noexcept { return impl_->scheduler_name(); }
 const Config& Runtime::config() const noexcept { return impl_->config; }
 

@@ -376,6 +376,7 @@ struct Context::Impl {
     std::uint64_t error_length = 0;
     std::string error;
     int messages_left = 0;
+    double posted_at = 0;  // on the runtime's clock, for the trace
   };
 
   void post_send(Channel& channel, int destination) {
@@ -383,6 +384,7 @@ struct Context::Impl {
     runtime.acquire_then(channel.local, AccessMode::R, [this, &channel, destination, id](Acquisition acquisition) {
       note_posted(id);
       auto transfer = std::make_shared<Transfer>(std::move(acquisition));
+      transfer->posted_at = runtime.now();
       if (const std::exception_ptr& failure = transfer->acquisition.failure()) {
         transfer->error = "the task that wrote '" + channel.local.name() + "' on " + rank_text(rank) +
                           " failed: " + describe(failure);
@@ -390,11 +392,13 @@ struct Context::Impl {
         transfer->error_length = transfer->error.size();
       }
       transfer->messages_left = transfer->error.empty() ? 2 : 3;
-      const auto sent_one = [this, transfer, id] {
+      const auto sent_one = [this, transfer, &channel, destination, id] {
         {
           std::lock_guard lock(transfer_mutex);
           if (--transfer->messages_left > 0) return;
         }
+        runtime.trace_message("to " + rank_text(destination), channel.local.name(), channel.bytes, transfer->posted_at,
+                              runtime.now());
         transfer->acquisition.release();
         finished_transfer(id);
       };
@@ -414,7 +418,10 @@ struct Context::Impl {
     runtime.acquire_then(channel.local, AccessMode::W, [this, &channel, source, id](Acquisition acquisition) {
       note_posted(id);
       auto transfer = std::make_shared<Transfer>(std::move(acquisition));
+      transfer->posted_at = runtime.now();
       const auto received = [this, transfer, &channel, source, id] {
+        runtime.trace_message("from " + rank_text(source), channel.local.name(), channel.bytes, transfer->posted_at,
+                              runtime.now());
         if (transfer->error.empty()) {
           transfer->acquisition.release();
         } else {

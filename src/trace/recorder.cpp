@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -37,6 +38,32 @@
 
 namespace hetflow::detail {
 namespace {
+
+// "%r" in a trace path is the MPI rank mpirun gave the process (0 outside mpirun), "%p" its
+// process id, "%%" a "%": ranks of one program, started with one HETFLOW_TRACE, write a file each.
+std::string expand_trace_path(const std::string& path) {
+  if (path.find('%') == std::string::npos) return path;
+  std::string rank = "0";
+  for (const char* variable : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}) {
+    if (const char* value = std::getenv(variable); value != nullptr && *value != '\0') {
+      rank = value;
+      break;
+    }
+  }
+  std::string expanded;
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '%' && i + 1 < path.size()) {
+      const char next = path[i + 1];
+      if (next == 'r' || next == 'p' || next == '%') {
+        expanded += next == 'r' ? rank : next == 'p' ? std::to_string(::getpid()) : std::string("%");
+        ++i;
+        continue;
+      }
+    }
+    expanded += path[i];
+  }
+  return expanded;
+}
 
 using Nanos = std::int64_t;
 
@@ -174,6 +201,14 @@ struct TransferRecord {
   double end;
 };
 
+struct MessageRecord {
+  std::string track;
+  std::string name;
+  std::size_t bytes;
+  double start;
+  double end;
+};
+
 struct LinkTotals {
   std::uint64_t count = 0;
   std::uint64_t bytes = 0;
@@ -248,6 +283,7 @@ struct Recorder::State {
   bool transfers_closed = false;
   std::vector<TransferRecord> transfers;                      // with a trace
   std::map<std::pair<unsigned, unsigned>, LinkTotals> links;  // per (from, to)
+  std::vector<MessageRecord> messages;                        // with a trace
 
   std::atomic<bool> finished{false};
 
@@ -282,7 +318,7 @@ Recorder::Recorder(std::string trace_path, bool stats, std::vector<ext::WorkerIn
     }
   }
   State& state = *state_;
-  state.trace_path = std::move(trace_path);
+  state.trace_path = expand_trace_path(trace_path);
   state.stats = stats;
   state.workers = std::move(workers);
   state.node_names = std::move(node_names);
@@ -330,6 +366,14 @@ void Recorder::transfer(unsigned from, unsigned to, std::size_t bytes, double st
   totals.bytes += bytes;
   totals.seconds += std::max(0.0, end - start);
   if (state.tracing()) state.transfers.push_back({from, to, bytes, start, end});
+}
+
+void Recorder::message(std::string_view track, std::string_view name, std::size_t bytes, double start, double end) {
+  State& state = *state_;
+  if (!state.tracing()) return;
+  std::lock_guard guard(state.transfer_mutex);
+  if (state.transfers_closed) return;
+  state.messages.push_back({std::string(track), std::string(name), bytes, start, end});
 }
 
 void Recorder::finish(double end) noexcept {
@@ -401,14 +445,16 @@ Nanos Recorder::State::latest_end() const {
     for (const Slice& slice : log->sorted) latest = std::max(latest, slice.end);
   }
   for (const auto& transfer : transfers) latest = std::max(latest, to_nanos(transfer.end));
+  for (const auto& message : messages) latest = std::max(latest, to_nanos(message.end));
   return latest;
 }
 
 void Recorder::State::write_trace(Nanos end) const {
-  // Worker tracks are process 1, transfer tracks process 2; thread ids start at 1 (some viewers
-  // treat 0 specially).
+  // Worker tracks are process 1, transfer tracks process 2, message tracks process 3; thread ids
+  // start at 1 (some viewers treat 0 specially).
   constexpr int kWorkersPid = 1;
   constexpr int kTransfersPid = 2;
+  constexpr int kMessagesPid = 3;
   constexpr std::size_t kFlushAt = std::size_t{1} << 20;
 
   AtomicFile file(trace_path);
@@ -487,42 +533,64 @@ void Recorder::State::write_trace(Nanos end) const {
     idle_until(end);
   }
 
+  // Slices on tracks (per link, or per peer) that overlap in time (prefetches, messages in
+  // flight together) go on lanes of their own: a track shows only properly nested slices.
+  std::size_t next_tid = 1;
+  auto lanes_of_track = [&](int pid, const std::string& label, auto records, auto&& write) {
+    std::stable_sort(records.begin(), records.end(), [](const auto* a, const auto* b) { return a->start < b->start; });
+    std::vector<std::pair<std::size_t, Nanos>> lanes;  // tid, end of its last slice
+    for (const auto* record : records) {
+      const Nanos start = to_nanos(record->start);
+      const Nanos finish = std::max(start, to_nanos(record->end));
+      auto lane = std::find_if(lanes.begin(), lanes.end(), [&](const auto& l) { return l.second <= start; });
+      if (lane == lanes.end()) {
+        const std::size_t tid = next_tid++;
+        std::string lane_label = label;
+        if (!lanes.empty()) lane_label += " (" + std::to_string(lanes.size() + 1) + ")";
+        metadata(pid, tid, "thread_name", "name", json_quote(lane_label));
+        metadata(pid, tid, "thread_sort_index", "sort_index", std::to_string(tid));
+        lanes.emplace_back(tid, finish);
+        lane = lanes.end() - 1;
+      }
+      lane->second = finish;
+      write(*record, lane->first, start, finish);
+      flush_if_full();
+    }
+  };
+
   if (!transfers.empty()) {
     metadata(kTransfersPid, std::nullopt, "process_name", "name", "\"transfers\"");
     metadata(kTransfersPid, std::nullopt, "process_sort_index", "sort_index", "2");
-    // Per (from, to), copies that overlap in time (prefetches, say) go on separate lanes: a
-    // track shows only properly nested slices.
     std::map<std::pair<unsigned, unsigned>, std::vector<const TransferRecord*>> by_link;
     for (const auto& transfer : transfers) by_link[{transfer.from, transfer.to}].push_back(&transfer);
-    std::size_t next_tid = 1;
     for (auto& [link, list] : by_link) {
-      std::stable_sort(list.begin(), list.end(),
-                       [](const TransferRecord* a, const TransferRecord* b) { return a->start < b->start; });
-      std::vector<std::pair<std::size_t, Nanos>> lanes;  // tid, end of its last slice
-      for (const TransferRecord* transfer : list) {
-        const Nanos start = to_nanos(transfer->start);
-        const Nanos finish = std::max(start, to_nanos(transfer->end));
-        auto lane = std::find_if(lanes.begin(), lanes.end(), [&](const auto& l) { return l.second <= start; });
-        if (lane == lanes.end()) {
-          const std::size_t tid = next_tid++;
-          std::string label = "transfers " + link_label(link.first, link.second);
-          if (!lanes.empty()) label += " (" + std::to_string(lanes.size() + 1) + ")";
-          metadata(kTransfersPid, tid, "thread_name", "name", json_quote(label));
-          metadata(kTransfersPid, tid, "thread_sort_index", "sort_index", std::to_string(tid));
-          lanes.emplace_back(tid, finish);
-          lane = lanes.end() - 1;
-        }
-        lane->second = finish;
-        slice(kTransfersPid, lane->first, "\"transfer\"", "transfer", start, finish);
-        out += ",\"args\":{\"bytes\":";
-        append_number(out, transfer->bytes);
-        out += ",\"from\":";
-        append_json_quoted(out, node_names[transfer->from]);
-        out += ",\"to\":";
-        append_json_quoted(out, node_names[transfer->to]);
-        out += "}}";
-        flush_if_full();
-      }
+      lanes_of_track(kTransfersPid, "transfers " + link_label(link.first, link.second), list,
+                     [&](const TransferRecord& transfer, std::size_t tid, Nanos start, Nanos finish) {
+                       slice(kTransfersPid, tid, "\"transfer\"", "transfer", start, finish);
+                       out += ",\"args\":{\"bytes\":";
+                       append_number(out, transfer.bytes);
+                       out += ",\"from\":";
+                       append_json_quoted(out, node_names[transfer.from]);
+                       out += ",\"to\":";
+                       append_json_quoted(out, node_names[transfer.to]);
+                       out += "}}";
+                     });
+    }
+  }
+
+  if (!messages.empty()) {
+    metadata(kMessagesPid, std::nullopt, "process_name", "name", "\"messages\"");
+    metadata(kMessagesPid, std::nullopt, "process_sort_index", "sort_index", "3");
+    std::map<std::string, std::vector<const MessageRecord*>> by_track;
+    for (const auto& message : messages) by_track[message.track].push_back(&message);
+    for (auto& [track, list] : by_track) {
+      lanes_of_track(kMessagesPid, track, list,
+                     [&](const MessageRecord& message, std::size_t tid, Nanos start, Nanos finish) {
+                       slice(kMessagesPid, tid, json_quote(message.name), "message", start, finish);
+                       out += ",\"args\":{\"bytes\":";
+                       append_number(out, message.bytes);
+                       out += "}}";
+                     });
     }
   }
   out += "\n]}\n";

@@ -32,6 +32,10 @@ class Recorder {
   /// One copy from memory node `from` to node `to`. Called from any thread. InvalidArgument for
   /// a node without a name. Ignored after finish().
   void transfer(unsigned from, unsigned to, std::size_t bytes, double start, double end);
+  /// One message exchanged with another process (an MPI rank) on the track `track` ("to rank 1")
+  /// of the trace's "messages" process, named after what it carries. Called from any thread.
+  /// Recorded only with a trace, and not after finish().
+  void message(std::string_view track, std::string_view name, std::size_t bytes, double start, double end);
   /// Writes the trace and prints the statistics (the first call only); `end` is when the run
   /// ended. Never throws: a trace that cannot be written is reported on stderr.
   void finish(double end) noexcept;

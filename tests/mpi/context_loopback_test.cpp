@@ -8,8 +8,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <numeric>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -26,15 +28,17 @@ using hetflow::DataLayout;
 using hetflow::TaskContext;
 namespace mpi = hetflow::mpi;
 
-// Runs `program(context)` on `ranks` threads, each a rank with its own runtime.
-void spmd(int ranks, const std::function<void(mpi::Context&)>& program) {
+// Runs `program(context)` on `ranks` threads, each a rank with its own runtime (configured by
+// `configure(rank)` when given).
+void spmd(int ranks, const std::function<void(mpi::Context&)>& program,
+          const std::function<hetflow::Config(int)>& configure = nullptr) {
   auto transports = mpi::loopback(ranks);
   std::vector<std::thread> threads;
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(ranks));
   for (int rank = 0; rank < ranks; ++rank) {
     threads.emplace_back([&, rank] {
       try {
-        hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+        hetflow::Runtime rt(configure ? configure(rank) : hetflow::Config{.ncpus = 2});
         mpi::Context context(rt, transports[static_cast<std::size_t>(rank)]);
         program(context);
       } catch (...) {
@@ -525,6 +529,35 @@ TEST(MpiContext, DataEveryRankOwnsIsNeverSentAndItsTasksRunEverywhere) {
     EXPECT_THROW(context.set_reduction(hmine, kZero, kAccumulate), hetflow::InvalidArgument);
     EXPECT_THROW(context.register_data(nullptr, doubles(4), mpi::kEveryRank, 5), hetflow::InvalidArgument);
   });
+}
+
+TEST(MpiContext, TransfersBetweenRanksAreInTheTrace) {
+  const std::string directory = testing::TempDir();
+  const auto trace_of = [&](int rank) { return directory + "/mpi_trace_" + std::to_string(rank) + ".json"; };
+  spmd(
+      2,
+      [](mpi::Context& context) {
+        std::vector<double> x(16, 1.0), y(16, 0.0);
+        auto hx = context.register_data(x.data(), doubles(16), 0, 0, "x");
+        auto hy = context.register_data(y.data(), doubles(16), 1, 1, "y");
+        context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});
+        context.wait_all();
+      },
+      [&](int rank) { return hetflow::Config{.ncpus = 1, .trace_path = trace_of(rank)}; });
+  const auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  const std::string sender = read(trace_of(0));
+  const std::string receiver = read(trace_of(1));
+  EXPECT_NE(sender.find("\"messages\""), std::string::npos) << sender;
+  EXPECT_NE(sender.find("\"to rank 1\""), std::string::npos) << sender;
+  EXPECT_NE(receiver.find("\"from rank 0\""), std::string::npos) << receiver;
+  EXPECT_NE(receiver.find("\"name\":\"x\""), std::string::npos) << receiver;
+  std::remove(trace_of(0).c_str());
+  std::remove(trace_of(1).c_str());
 }
 
 long resident_kib() {

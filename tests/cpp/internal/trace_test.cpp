@@ -226,6 +226,39 @@ TEST(Trace, OverlappingTransfersGoOnSeparateLanes) {
   EXPECT_DOUBLE_EQ(bytes_of(second[0]), 2);
 }
 
+TEST(Trace, MessagesGetATrackPerPeerNamedAfterTheirData) {
+  const TempDir dir;
+  const std::string path = dir.file("trace.json");
+  Recorder recorder(path, false, two_workers(), two_nodes());
+  recorder.message("to rank 1", "tile (2, 0)", 4096, 0.1, 0.3);
+  recorder.message("to rank 1", "tile (3, 0)", 4096, 0.2, 0.4);  // in flight with the first
+  recorder.message("from rank 2", "x", 8, 0.5, 0.6);
+  recorder.finish(1.0);
+  const Trace trace = read_trace(path);
+  EXPECT_EQ(trace.processes.at(3), "messages");
+  const auto first = trace.slices("to rank 1", "message");
+  const auto second = trace.slices("to rank 1 (2)", "message");
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(first[0].name, "tile (2, 0)");
+  EXPECT_DOUBLE_EQ(first[0].dur, 200000);
+  EXPECT_DOUBLE_EQ(bytes_of(second[0]), 4096);
+  const auto received = trace.slices("from rank 2", "message");
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].name, "x");
+}
+
+TEST(Trace, ThePathMayNameTheRankAndTheProcess) {
+  const TempDir dir;
+  setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+  {
+    Recorder recorder(dir.file("trace.%r.%p.100%%.json"), false, two_workers(), two_nodes());
+    recorder.finish(1.0);
+  }
+  unsetenv("OMPI_COMM_WORLD_RANK");
+  EXPECT_TRUE(std::filesystem::exists(dir.file("trace.3." + std::to_string(getpid()) + ".100%.json")));
+}
+
 TEST(Trace, NamesAreEscaped) {
   const TempDir dir;
   const std::string path = dir.file("trace.json");
