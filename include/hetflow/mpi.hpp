@@ -57,11 +57,13 @@ class HETFLOW_API Transport {
   [[nodiscard]] virtual int local_ranks() const { return 1; }
 };
 
-/// When several ranks of `transport` run on this machine, restricts this process to its share of
-/// the CPUs it may use (the local rank i of k gets the i-th of k slices of that set, at least
-/// one CPU each), so that a Runtime made afterwards, with its defaults, runs one worker per CPU
-/// of that share and ranks do not compete for cores. Returns the CPUs of the share. Call it
-/// before creating the Runtime.
+/// When several ranks of `transport` run on this machine, restricts this process to its share
+/// of the CPUs it may use (the local rank i of k gets the i-th of k slices of that set, at least
+/// one CPU each) and of its GPUs (GPUs i, i + k, ... of those CUDA_VISIBLE_DEVICES lists, or of
+/// every GPU the NVIDIA driver shows; GPU i % n when there are fewer than ranks), so that a
+/// Runtime made afterwards, with its defaults, runs one worker per CPU of that share and drives
+/// those GPUs only: ranks do not compete for cores or devices. Returns the CPUs of the share.
+/// Call it before creating the Runtime (and before anything starts CUDA).
 ///
 ///     auto transport = hetflow::mpi::world();
 ///     hetflow::mpi::share_node(*transport);

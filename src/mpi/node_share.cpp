@@ -1,9 +1,12 @@
-// Ranks on one machine split its CPUs: each process restricts itself to its slice before its
-// runtime starts, so that the runtime's defaults (one worker per CPU it may use, pinned within
-// them) give each rank its own cores.
+// Ranks on one machine split its CPUs and GPUs: each process restricts itself to its share
+// before its runtime starts, so that the runtime's defaults (one worker per CPU it may use,
+// pinned within them; every GPU CUDA shows) give each rank its own cores and devices.
+#include <dirent.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -12,6 +15,48 @@
 #include "hetflow/mpi.hpp"
 
 namespace hetflow::mpi {
+
+namespace {
+
+// The GPUs this process may use, as CUDA names them: CUDA_VISIBLE_DEVICES's list when it is
+// set, else one index per GPU the NVIDIA driver shows; none without one.
+std::vector<std::string> visible_gpus() {
+  std::vector<std::string> gpus;
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); visible != nullptr) {
+    std::string list = visible;
+    for (std::size_t start = 0; start <= list.size();) {
+      const std::size_t comma = std::min(list.find(',', start), list.size());
+      if (comma > start) gpus.push_back(list.substr(start, comma - start));
+      start = comma + 1;
+    }
+    return gpus;
+  }
+  if (DIR* driver = opendir("/proc/driver/nvidia/gpus")) {
+    int count = 0;
+    while (const dirent* entry = readdir(driver)) {
+      if (entry->d_name[0] != '.') ++count;
+    }
+    closedir(driver);
+    for (int gpu = 0; gpu < count; ++gpu) gpus.push_back(std::to_string(gpu));
+  }
+  return gpus;
+}
+
+// Local rank `rank` of `ranks` keeps GPUs rank, rank + ranks, ... (GPU rank % n when there are
+// fewer GPUs than ranks), through CUDA_VISIBLE_DEVICES, which CUDA reads when it starts.
+void share_gpus(std::size_t rank, std::size_t ranks) {
+  const std::vector<std::string> gpus = visible_gpus();
+  if (gpus.empty()) return;
+  std::string share;
+  for (std::size_t gpu = rank % gpus.size(); gpu < gpus.size(); gpu += ranks) {
+    if (!share.empty()) share += ',';
+    share += gpus[gpu];
+    if (gpus.size() < ranks) break;
+  }
+  setenv("CUDA_VISIBLE_DEVICES", share.c_str(), 1);
+}
+
+}  // namespace
 
 unsigned share_node(const Transport& transport) {
   cpu_set_t usable;
@@ -25,7 +70,9 @@ unsigned share_node(const Transport& transport) {
   }
   const auto ranks = static_cast<std::size_t>(transport.local_ranks());
   const auto rank = static_cast<std::size_t>(transport.local_rank());
-  if (ranks <= 1 || cpus.empty()) return static_cast<unsigned>(cpus.size());
+  if (ranks <= 1) return static_cast<unsigned>(cpus.size());
+  share_gpus(rank, ranks);
+  if (cpus.empty()) return 0;
 
   cpu_set_t share;
   CPU_ZERO(&share);

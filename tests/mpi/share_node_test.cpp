@@ -5,6 +5,8 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
@@ -50,6 +52,28 @@ TEST(ShareNode, RanksOnOneMachineTakeDisjointSlicesAndTheRuntimeFollows) {
   }
   hetflow::Runtime rt;
   EXPECT_EQ(rt.worker_count(), share);
+}
+
+// GPUs are dealt round-robin between the ranks of a machine through CUDA_VISIBLE_DEVICES (the
+// list given here stands for eight GPUs; no GPU is needed).
+TEST(ShareNode, RanksOnOneMachineTakeTheirOwnGpus) {
+  auto transport = hetflow::mpi::world();
+  setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7", 1);
+  static_cast<void>(hetflow::mpi::share_node(*transport));
+  const char* share = std::getenv("CUDA_VISIBLE_DEVICES");
+  ASSERT_NE(share, nullptr);
+  const int rank = transport->local_rank();
+  const int ranks = transport->local_ranks();
+  std::string expected;
+  for (int gpu = rank; gpu < 8; gpu += ranks) {
+    if (!expected.empty()) expected += ',';
+    expected += std::to_string(gpu);
+  }
+  EXPECT_EQ(std::string(share), expected);
+  // Fewer GPUs than ranks: each rank one of them, shared.
+  setenv("CUDA_VISIBLE_DEVICES", "5", 1);
+  static_cast<void>(hetflow::mpi::share_node(*transport));
+  EXPECT_EQ(std::string(std::getenv("CUDA_VISIBLE_DEVICES")), "5");
 }
 
 }  // namespace
