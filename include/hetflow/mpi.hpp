@@ -146,8 +146,10 @@ class HETFLOW_API Context {
   int allocate_tags(int count);
 
   /// Submits the codelet where it runs (see Placement; by default the owner of the first data it
-  /// writes, else of the first it reads, else of the first it reduces into; a task whose data
-  /// every rank owns runs on every rank), and the transfers that bring it the data it reads.
+  /// writes; a task that writes nothing runs where the fewest bytes it reads must be sent, the
+  /// owner of the first data it reads on a tie; one that only reduces, on the owner of the first
+  /// data it reduces into; one whose data every rank owns, on every rank), and the transfers
+  /// that bring it the data it reads.
   /// The future is that of the task on the rank that runs it; on the others it is empty
   /// (valid() is false).
   Future<void> insert(const Codelet& codelet, const TaskOptions& options, Placement placement = {});
@@ -184,6 +186,11 @@ class HETFLOW_API Context {
   /// Brings the latest version of `handle` to `rank` (a transfer, if it does not hold it): there,
   /// tasks and acquisitions submitted after see it (`Runtime::acquire` reads it on the host).
   void get_on(const DataHandle& handle, int rank);
+  /// get_on for every rank, through a tree: each rank that has the latest version sends it on,
+  /// so that the holder sends log2(size()) copies rather than size() - 1.
+  void broadcast(const DataHandle& handle);
+  /// get_on(handle, rank) for each of `handles`.
+  void gather(const std::vector<DataHandle>& handles, int rank);
   /// Makes `rank` the owner of `handle`, bringing it the latest version: the tasks that write
   /// `handle` run there from now on.
   void migrate(const DataHandle& handle, int rank);

@@ -341,29 +341,31 @@ def migrate(array: Any, rank: int) -> None:
 
 def gather(arrays: Any, root: Optional[int] = 0) -> None:
     """Brings the latest version of each of ``arrays`` (one array or a sequence) to ``root``,
-    or to every rank with ``root=None``, and waits there until it has arrived: on return the
-    root's arrays hold the values. Every rank calls it; the others do not wait.
+    or to every rank with ``root=None`` (``broadcast``), and waits there until it has arrived:
+    on return the arrays there hold the values. Every rank calls it; the others do not wait.
 
     >>> hetflow.mpi.gather(tiles, root=0)
     >>> if hetflow.mpi.rank() == 0: print(np.block(...))
     """
     state = _current()
     group = _as_list(arrays)
-    targets = range(state.size) if root is None else [_checked_rank(root, "gather")]
-    for array in group:
-        capsule = _capsule(array, "gather")
-        for target in targets:
+    capsules = [_capsule(array, "gather") for array in group]
+    if root is None:
+        for capsule in capsules:
+            state.context.broadcast(capsule)  # through a tree of ranks
+    else:
+        target = _checked_rank(root, "gather")
+        for capsule in capsules:
             state.context.get_on(capsule, target)
     if root is None or root == state.rank:
-        from hetflow import _runtime as runtime_module
-
-        handles = runtime_module.current().handles
+        handles = state.runtime.handles
         for array in group:
             handles.acquire(array, "R").release()
 
 
 def broadcast(arrays: Any) -> None:
-    """``gather(arrays, root=None)``: the latest version of each array on every rank."""
+    """``gather(arrays, root=None)``: the latest version of each array on every rank, sent
+    through a tree (each rank that has it passes it on)."""
     gather(arrays, root=None)
 
 

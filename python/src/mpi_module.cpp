@@ -27,7 +27,8 @@ namespace {
 
 class ContextRouter final : public Router {
  public:
-  ContextRouter(Runtime& runtime, std::shared_ptr<mpi::Transport> transport) : context_(runtime, std::move(transport)) {}
+  ContextRouter(Runtime& runtime, std::shared_ptr<mpi::Transport> transport)
+      : context_(runtime, std::move(transport)) {}
   [[nodiscard]] int rank() const override { return context_.rank(); }
   [[nodiscard]] int executor(const TaskOptions& options, std::optional<int> rank) const override {
     return context_.executor(options, placement(rank));
@@ -46,8 +47,8 @@ class ContextRouter final : public Router {
 class RankTransport {
  public:
   explicit RankTransport(std::optional<std::uintptr_t> communicator)
-      : transport_(communicator ? mpi::over_communicator(reinterpret_cast<const void*>(*communicator))
-                                : mpi::world()) {}
+      : transport_(communicator ? mpi::over_communicator(reinterpret_cast<const void*>(*communicator)) : mpi::world()) {
+  }
   [[nodiscard]] int rank() const { return transport_->rank(); }
   [[nodiscard]] int size() const { return transport_->size(); }
   /// This rank's share of the machine's CPUs (before the runtime starts): how many.
@@ -81,9 +82,8 @@ class RankContext {
 
   /// Registers `nbytes` bytes at `address`; the handle as a capsule.
   nb::object register_array(std::uintptr_t address, std::size_t nbytes, int owner, int tag, const std::string& name) {
-    DataHandle handle = context().register_data(reinterpret_cast<void*>(address),
-                                                DataLayout::vector(std::max<std::size_t>(nbytes, 1), 1), owner, tag,
-                                                name);
+    DataHandle handle = context().register_data(
+        reinterpret_cast<void*>(address), DataLayout::vector(std::max<std::size_t>(nbytes, 1), 1), owner, tag, name);
     PyObject* capsule = owning_capsule<DataHandle>(std::move(handle), kDataHandleCapsule);
     if (capsule == nullptr) throw nb::python_error();
     return nb::steal(capsule);
@@ -94,6 +94,7 @@ class RankContext {
   [[nodiscard]] int holder(nb::handle handle) const { return context().holder(handle_of(handle)); }
   void get_on(nb::handle handle, int rank) { context().get_on(handle_of(handle), rank); }
   void migrate(nb::handle handle, int rank) { context().migrate(handle_of(handle), rank); }
+  void broadcast(nb::handle handle) { context().broadcast(handle_of(handle)); }
   void flush(nb::handle handle) { context().flush(handle_of(handle)); }
   void flush_all() { context().flush_all(); }
 
@@ -149,6 +150,7 @@ NB_MODULE(_hetflow_mpi, m) {
       .def("holder", &RankContext::holder, "handle"_a)
       .def("get_on", &RankContext::get_on, "handle"_a, "rank"_a)
       .def("migrate", &RankContext::migrate, "handle"_a, "rank"_a)
+      .def("broadcast", &RankContext::broadcast, "handle"_a)
       .def("flush", &RankContext::flush, "handle"_a)
       .def("flush_all", &RankContext::flush_all)
       .def("wait_all", &RankContext::wait_all)

@@ -286,15 +286,46 @@ struct Context::Impl {
       return kEveryRank;
     };
     int executor = first_owner([](AccessMode mode) { return mode != AccessMode::Redux && writes(mode); });
-    if (executor == kEveryRank) executor = first_owner([](AccessMode mode) { return mode == AccessMode::R; });
+    if (executor == kEveryRank)
+      executor = least_moved(data, used, first_owner([](AccessMode mode) { return mode == AccessMode::R; }));
     if (executor == kEveryRank) executor = first_owner([](AccessMode mode) { return mode == AccessMode::Redux; });
     return executor;
+  }
+
+  /// For a task that writes nothing: the rank that already holds the most of what it reads
+  /// (fewest bytes to receive), `preferred` on a tie, else the lowest such rank.
+  int least_moved(const std::vector<DataAccess>& data, const std::vector<Entry*>& used, int preferred) const {
+    if (preferred == kEveryRank) return kEveryRank;
+    const auto missing_on = [&](int candidate) {
+      std::size_t bytes = 0;
+      for (std::size_t i = 0; i < data.size(); ++i) {
+        if (data[i].mode == AccessMode::R && !used[i]->valid[static_cast<std::size_t>(candidate)]) {
+          bytes += used[i]->data.bytes;
+        }
+      }
+      return bytes;
+    };
+    int best = preferred;
+    std::size_t fewest = missing_on(preferred);
+    for (int candidate = 0; candidate < size && fewest > 0; ++candidate) {
+      const std::size_t bytes = missing_on(candidate);
+      if (bytes < fewest) {
+        best = candidate;
+        fewest = bytes;
+      }
+    }
+    return best;
   }
 
   /// Posts the transfer that gives `rank` the latest version of `entry`, unless it has it.
   void bring(Entry& entry, int destination) {
     if (entry.everywhere() || entry.valid[static_cast<std::size_t>(destination)]) return;
-    const int source = holder_of(entry);
+    transfer(entry, holder_of(entry), destination);
+  }
+
+  /// Sends the latest version of `entry` from `source`, which holds it (or will, once the
+  /// transfers to it posted before are done), to `destination`.
+  void transfer(Entry& entry, int source, int destination) {
     if (rank == source) post_send(entry.data, destination);
     if (rank == destination) post_receive(entry.data, source);
     entry.valid[static_cast<std::size_t>(destination)] = 1;
@@ -699,6 +730,28 @@ void Context::get_on(const DataHandle& handle, int rank) {
   Entry& entry = impl.entry_of(handle, "get_on");
   if (entry.reduction) impl.finish_reduction(entry);
   impl.bring(entry, rank);
+}
+
+void Context::broadcast(const DataHandle& handle) {
+  Impl& impl = *impl_;
+  std::lock_guard lock(impl.mutex);
+  Entry& entry = impl.entry_of(handle, "broadcast");
+  if (entry.everywhere()) return;
+  if (entry.reduction) impl.finish_reduction(entry);
+  // In rounds, each rank that holds the latest version sends it to one that does not: every rank
+  // has it after log2(size) rounds instead of after size - 1 sends from one rank.
+  for (;;) {
+    std::vector<int> holders;
+    std::vector<int> missing;
+    for (int peer = 0; peer < impl.size; ++peer)
+      (entry.valid[static_cast<std::size_t>(peer)] ? holders : missing).push_back(peer);
+    if (missing.empty()) break;
+    for (std::size_t i = 0; i < holders.size() && i < missing.size(); ++i) impl.transfer(entry, holders[i], missing[i]);
+  }
+}
+
+void Context::gather(const std::vector<DataHandle>& handles, int rank) {
+  for (const DataHandle& handle : handles) get_on(handle, rank);
 }
 
 void Context::migrate(const DataHandle& handle, int rank) {

@@ -531,6 +531,45 @@ TEST(MpiContext, DataEveryRankOwnsIsNeverSentAndItsTasksRunEverywhere) {
   });
 }
 
+TEST(MpiContext, ATaskThatWritesNothingRunsWhereTheLeastDataMustMove) {
+  static const Codelet total{.name = "total", .cpu = [](TaskContext&) {}};
+  spmd(3, [](mpi::Context& context) {
+    std::vector<double> small(2, 1.0), big(1000, 1.0), other(1000, 1.0);
+    auto hsmall = context.register_data(small.data(), doubles(2), 0, 0, "small");
+    auto hbig = context.register_data(big.data(), doubles(1000), 1, 1, "big");
+    auto hother = context.register_data(other.data(), doubles(1000), 2, 2, "other");
+    // Reads small (rank 0) and big (rank 1): rank 1 receives 16 bytes, rank 0 would receive 8000.
+    EXPECT_EQ(context.executor({.data = {hetflow::R(hsmall), hetflow::R(hbig)}}), 1);
+    // A tie (big on 1, other on 2): the owner of the first data read.
+    EXPECT_EQ(context.executor({.data = {hetflow::R(hother), hetflow::R(hbig)}}), 2);
+    // Copies count: once rank 0 holds big too, it needs nothing sent.
+    context.get_on(hbig, 0);
+    EXPECT_EQ(context.executor({.data = {hetflow::R(hsmall), hetflow::R(hbig)}}), 0);
+    auto future = context.insert(total, {.data = {hetflow::R(hsmall), hetflow::R(hbig)}});
+    EXPECT_EQ(future.valid(), context.rank() == 0);
+    context.wait_all();
+    EXPECT_EQ(context.sent()[0].messages, context.rank() == 1 ? 2u : 0u);  // only get_on's transfer
+  });
+}
+
+TEST(MpiContext, BroadcastSendsThroughATreeAndEveryRankGetsTheLatestVersion) {
+  spmd(5, [](mpi::Context& context) {
+    const int me = context.rank();
+    std::vector<double> x(4, me == 2 ? 7.0 : 0.0);
+    auto hx = context.register_data(x.data(), doubles(4), 2, 0, "x");
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 3.0);  // on 2: 21
+    context.broadcast(hx);
+    context.broadcast(hx);  // every rank has it: nothing more
+    context.wait_all();
+    EXPECT_EQ(x[3], 21.0) << "rank " << me;
+    std::uint64_t copies = 0;
+    for (const auto& peer : context.sent()) copies += peer.messages / 2;
+    // Rounds of 1, 2, then 1 send (2 -> 0; 0 -> 1, 2 -> 3; 0 -> 4): no rank sends more than 2
+    // copies, where the owner alone would send 4.
+    EXPECT_EQ(copies, me == 0 || me == 2 ? 2u : 0u) << "rank " << me;
+  });
+}
+
 TEST(MpiContext, TransfersBetweenRanksAreInTheTrace) {
   const std::string directory = testing::TempDir();
   const auto trace_of = [&](int rank) { return directory + "/mpi_trace_" + std::to_string(rank) + ".json"; };
