@@ -96,6 +96,18 @@ assert hm.owner(w) == 1
 assert thread(scale, hetflow.RW(w), 2.0).rank == 1
 expect_raises(ValueError, lambda: hm.task_submit(scale, hetflow.RW(w), 2.0, on=ranks), ["not one of"])
 
+# Codelets too run owner-computes.
+def scale_cpu(x, factor):
+    x *= factor
+
+
+scale_codelet = hetflow.Codelet("scale", cpu=scale_cpu)
+v = hm.register(np.ones(4) if me == last else np.zeros(4), owner=last, name="v")
+inserted = hetflow.insert(scale_codelet, hetflow.RW(v), 5.0)
+assert inserted.rank == last, inserted.rank
+hm.broadcast(v)
+assert v[2] == 5.0, (me, v)
+
 # Data every rank owns: never sent; a task over it alone runs on every rank.
 mine = hm.register(np.zeros(8), owner=hm.EVERY_RANK, name="mine")
 hm.wait_all()
