@@ -846,6 +846,11 @@ _live: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
 _abandoned: List[Any] = []
 
 
+# Why no new runtime may start in this process, if none may: hetflow.mpi's arrays would be plain
+# arrays to it, and tasks over them would run on every rank instead of on their owners.
+refusal_to_start: Optional[str] = None
+
+
 def current() -> Runtime:
     """The running runtime, started with defaults on first use."""
     global _current
@@ -854,6 +859,8 @@ def current() -> Runtime:
         return runtime
     with _current_lock:
         if _current is None:
+            if refusal_to_start is not None:
+                raise RuntimeError(refusal_to_start)
             _current = Runtime()
         return _current
 
@@ -872,6 +879,8 @@ def start(settings: Settings) -> Runtime:
     global _current
     settings.resolved()  # a bad setting from the environment leaves the running runtime alone
     _refuse_inside_task("init")
+    if refusal_to_start is not None:
+        raise RuntimeError(refusal_to_start)
     with _current_lock:
         if _current is not None:
             try:

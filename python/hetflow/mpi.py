@@ -106,7 +106,7 @@ def init(comm: Any = None, *, share_node: bool = True, abort_on_error: bool = Tr
     global _state
     module = _module()
     with _lock:
-        if _state is not None:
+        if _state is not None or _runtime.refusal_to_start is not None:
             raise RuntimeError("hetflow.mpi.init: already called in this process")
         address = None
         if comm is not None:
@@ -150,6 +150,11 @@ def _abort_on_uncaught(module: Any) -> None:
 
 def _closer(state: _State) -> Callable[[bool], None]:
     def close(finished: bool) -> None:
+        _runtime.refusal_to_start = (
+            "hetflow: the runtime that served hetflow.mpi was shut down, and no other may start in this "
+            "process (its distributed arrays would be plain arrays to it): an MPI program keeps one runtime, "
+            "shut down at its end"
+        )
         _close(state, wait=finished)
 
     return close

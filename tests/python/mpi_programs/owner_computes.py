@@ -141,4 +141,8 @@ if me == last:
     assert "rank 0" in str(error), error
 
 hm.wait_all()
+# Shut down, no other runtime starts: the arrays above would be plain arrays to it.
+hetflow.shutdown()
+expect_raises(RuntimeError, lambda: hetflow.task_submit(len, "abc"), ["served hetflow.mpi"])
+expect_raises(RuntimeError, lambda: hetflow.init(executor="thread"), ["served hetflow.mpi"])
 print(f"rank {me}: owner-computes checks passed ({mode})", flush=True)
