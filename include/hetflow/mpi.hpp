@@ -171,11 +171,12 @@ class HETFLOW_API Context {
   /// data as this rank holds them), else it is empty. `label` names it in the submission check.
   std::optional<LocalTask> route(const TaskOptions& options, Placement placement = {}, std::string_view label = "task");
 
-  /// How tasks that name `handle` Redux contribute to it: each rank that runs some gathers them
-  /// in a buffer of its own, which `init` (one access, W) first sets to a neutral value; at the
-  /// next other access to `handle` (or flush, get_on, migrate, wait_all) every rank's buffer is
-  /// sent to the owner, where `combine` (RW(into), R(contribution)) adds it in. Contributions
-  /// on the owner go straight into the data. The codelets must outlive the context.
+  /// How tasks that name `handle` Redux contribute to it: each rank other than the owner that
+  /// runs some gathers them in its own copy of the data (out of date from the first contribution
+  /// on anyway), which `init` (one access, W) first sets to a neutral value; at the next other
+  /// access to `handle` (or flush, get_on, broadcast, migrate, wait_all) each such copy is sent
+  /// to the owner, where `combine` (RW(into), R(contribution)) adds it in. Contributions on the
+  /// owner go straight into the data. The codelets must outlive the context.
   void set_reduction(const DataHandle& handle, const Codelet& init, const Codelet& combine);
 
   /// The rank that holds the latest version of `handle` (the owner, or the last rank that

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional, Union
 
 from hetflow import _runtime
-from hetflow._arrays import RW, Access, R, W
+from hetflow._arrays import REDUX, RW, Access, R, W
 from hetflow._codelet import Codelet, opencl_kernel, opencl_program
 from hetflow._data import Acquired, array, empty, ones, zeros
 from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
@@ -58,6 +58,7 @@ __all__ = [
     "Access",
     "Acquired",
     "R",
+    "REDUX",
     "RW",
     "W",
     "acquire",
@@ -261,6 +262,8 @@ def acquire(array: Any, mode: str = "RW") -> Acquired:
 
     runtime = _runtime.current()
     mode = check_mode(mode)
+    if mode == "REDUX":
+        raise ValueError("hetflow.acquire: REDUX is a mode for tasks that contribute; acquire with 'R', 'W' or 'RW'")
     return Acquired(runtime.handles, array, runtime.handles.acquire(array, mode))
 
 

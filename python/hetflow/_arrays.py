@@ -11,13 +11,13 @@ import threading
 from collections import OrderedDict
 from typing import Any, List, Optional, Tuple
 
-MODES = ("R", "W", "RW")
+MODES = ("R", "W", "RW", "REDUX")
 _CANONICAL_MODES = frozenset(MODES)
 
 
 def check_mode(mode: str) -> str:
     if not isinstance(mode, str) or mode.upper() not in MODES:
-        raise ValueError(f"hetflow: unknown access mode {mode!r}; use 'R', 'W' or 'RW'")
+        raise ValueError(f"hetflow: unknown access mode {mode!r}; use 'R', 'W', 'RW' or 'REDUX'")
     return mode.upper()
 
 
@@ -51,6 +51,14 @@ def W(value: Any) -> Access:
 def RW(value: Any) -> Access:
     """Marks an argument as read and written by the task."""
     return Access(value, "RW")
+
+
+def REDUX(value: Any) -> Access:
+    """Marks an argument as one the task adds a contribution to, in any order with the other
+    contributions (``total += ...``). One process runs such tasks one after the other, as RW;
+    across MPI ranks each rank gathers its own and they are combined on the owner
+    (``hetflow.mpi.set_reduction``)."""
+    return Access(value, "REDUX")
 
 
 def span(array: Any) -> Tuple[int, int, int]:

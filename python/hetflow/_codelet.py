@@ -84,15 +84,20 @@ class _Call:
         """Runs the implementation for ``arch``; returns the seconds it spent building what it
         keeps (programs), which the performance model leaves out."""
         args = list(self.args)
-        for position, future in self.futures:
+        # Runs once: what it holds goes now, so that a future kept in a module's globals is no
+        # cycle (future -> task -> runner -> implementation -> those globals) that the garbage
+        # collector cannot see through the engine.
+        codelet, slots, futures = self.codelet, self.slots, self.futures
+        self.codelet = self.args = self.slots = self.futures = None  # type: ignore[assignment]
+        for position, future in futures:
             args[position] = Future.result(future)  # a dependency: finished; its arrays reach us through accesses
         _setup.seconds = 0.0
         if arch == "cuda":
-            self.value = _run_cuda(self.codelet.cuda, args, self.slots, info)
+            self.value = _run_cuda(codelet.cuda, args, slots, info)
         elif arch == "opencl":
-            self.value = _run_opencl(self.codelet.opencl, args, self.slots, info)
+            self.value = _run_opencl(codelet.opencl, args, slots, info)
         else:
-            self.value = self.codelet.cpu(*args)  # type: ignore[misc]
+            self.value = codelet.cpu(*args)  # type: ignore[misc]
         return _setup.seconds
 
 

@@ -21,8 +21,9 @@ def _root(array: Any) -> Any:
 # Deciding whether two views share an element is exact for slices, steps and tiles well within
 # this effort; a pair it cannot decide counts as overlapping (ordered, never a race).
 _OVERLAP_EFFORT = 1000
-_MODE_BITS = {"R": 1, "W": 2, "RW": 3}
-_BIT_MODES = {1: "R", 2: "W", 3: "RW"}
+# REDUX reads and writes, and more: merged with any other mode it stays REDUX.
+_MODE_BITS = {"R": 1, "W": 2, "RW": 3, "REDUX": 7}
+_BIT_MODES = {1: "R", 2: "W", 3: "RW", 7: "REDUX"}
 
 
 class _Probe:
@@ -107,7 +108,7 @@ class HandleRegistry:
 
     def view(self, array: Any, mode: str) -> View:
         """The registered view of ``array`` (registered now if new)."""
-        if "W" in mode and not array.flags.writeable:
+        if mode != "R" and not array.flags.writeable:
             raise ValueError(f"hetflow: access mode {mode} on a read-only array")
         recent = self._recent.get(id(array))
         if recent is not None and recent[0]() is array and recent[1] == array.shape and recent[2] == array.strides:

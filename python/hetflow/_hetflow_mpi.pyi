@@ -1,5 +1,6 @@
 """hetflow across MPI ranks; use hetflow.mpi, not this module."""
 
+from collections.abc import Callable
 
 
 EVERY_RANK: int = -1
@@ -37,6 +38,8 @@ class Context:
     def migrate(self, handle: object, rank: int) -> None: ...
 
     def broadcast(self, handle: object) -> None: ...
+
+    def set_reduction(self, handle: object, init: Callable, combine: Callable, name: str) -> None: ...
 
     def flush(self, handle: object) -> None: ...
 

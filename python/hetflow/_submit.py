@@ -133,14 +133,14 @@ def _checked_access(func: Callable[..., Any], access: Optional[Dict[str, str]]) 
         return {}
     if not isinstance(access, dict):
         raise TypeError(
-            f"hetflow.delayed: access must be a dict of parameter name -> mode ('R', 'W' or 'RW'), "
+            f"hetflow.delayed: access must be a dict of parameter name -> mode ('R', 'W', 'RW' or 'REDUX'), "
             f"e.g. access={{'out': 'W'}}, not {type(access).__name__} {access!r}"
         )
     if not access:
         return {}
     import inspect
 
-    from hetflow._arrays import check_mode
+    from hetflow._arrays import MODES, check_mode
 
     try:
         parameters = inspect.signature(func).parameters
@@ -152,8 +152,8 @@ def _checked_access(func: Callable[..., Any], access: Optional[Dict[str, str]]) 
             raise TypeError(f"hetflow.delayed: access keys are parameter names (str), not {name!r}")
         if parameters is not None and name not in parameters:
             raise ValueError(f"hetflow.delayed: access names {name!r}, which is not a parameter of {func.__name__}")
-        if not isinstance(mode, str) or mode.upper() not in ("R", "W", "RW"):
-            raise ValueError(f"hetflow.delayed: access[{name!r}] is {mode!r}; a mode is 'R', 'W' or 'RW'")
+        if not isinstance(mode, str) or mode.upper() not in MODES:
+            raise ValueError(f"hetflow.delayed: access[{name!r}] is {mode!r}; a mode is 'R', 'W', 'RW' or 'REDUX'")
         checked[name] = check_mode(mode)
     return checked
 

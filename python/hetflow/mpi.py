@@ -50,6 +50,7 @@ __all__ = [
     "rank",
     "register",
     "sent",
+    "set_reduction",
     "size",
     "task_submit",
     "wait_all",
@@ -384,6 +385,58 @@ def _as_list(arrays: Any) -> List[Any]:
     if isinstance(arrays, Sequence):
         return list(arrays)
     raise TypeError(f"hetflow.mpi: expected a numpy array or a sequence of them, not {type(arrays).__name__}")
+
+
+def set_reduction(array: Any, combine: Any, neutral: Any = None) -> None:
+    """Lets tasks contribute to ``array`` with ``hetflow.REDUX(array)``: each rank gathers the
+    contributions of the tasks it runs in its own copy, first set to ``neutral``; at the next
+    other use of the array (or ``wait_all``) the copies are combined into the owner's.
+    ``combine`` is a numpy ufunc (``numpy.add``, ``numpy.maximum``; ``neutral`` defaults to its
+    identity) or a function ``combine(into, contribution)`` that updates ``into`` in place. Every
+    rank calls it, before the first contribution.
+
+    >>> total = hetflow.mpi.register(np.zeros(3), owner=0)
+    >>> hetflow.mpi.set_reduction(total, np.add)
+    >>> for i, block in enumerate(blocks):     # each on its block's owner
+    ...     hetflow.task_submit(lambda t, b: t.__iadd__(b.sum(axis=0)), hetflow.REDUX(total), block)
+    """
+    import ctypes
+
+    import numpy
+
+    state = _current()
+    capsule = _capsule(array, "set_reduction")
+    if isinstance(combine, numpy.ufunc):
+        if neutral is None:
+            if combine.identity is None:
+                raise ValueError(f"hetflow.mpi.set_reduction: numpy.{combine.__name__} has no identity; give neutral=")
+            neutral = combine.identity
+        ufunc = combine
+
+        def combine_arrays(into: Any, contribution: Any) -> None:
+            ufunc(into, contribution, out=into)
+
+    elif callable(combine):
+        if neutral is None:
+            raise ValueError("hetflow.mpi.set_reduction: give neutral=, the value contributions start from")
+        combine_arrays = combine
+    else:
+        raise TypeError(f"hetflow.mpi.set_reduction: combine must be a numpy ufunc or a function, not {combine!r}")
+    shape, dtype, nbytes = array.shape, array.dtype, array.nbytes
+    fortran = not array.flags.c_contiguous
+
+    def at(address: int) -> Any:
+        memory = (ctypes.c_char * max(nbytes, 1)).from_address(address)
+        return numpy.ndarray(shape, dtype=dtype, buffer=memory, order="F" if fortran else "C")
+
+    def init(address: int) -> None:
+        at(address)[...] = neutral
+
+    def combine_at(into: int, contribution: int) -> None:
+        combine_arrays(at(into), at(contribution))
+
+    name = getattr(combine, "__name__", "reduction")
+    state.context.set_reduction(capsule, init, combine_at, name)
 
 
 def flush(arrays: Any = None) -> None:

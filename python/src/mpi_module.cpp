@@ -9,6 +9,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,6 +26,47 @@ using namespace nb::literals;
 namespace hetflow::python {
 namespace {
 
+/// Runs a Python function from a reduction's codelet on a CPU worker: `function(address, ...)`
+/// with the addresses of the task's buffers. A Python error becomes a hetflow::Error with its
+/// text, so that nothing Python is left to release without the GIL.
+void call_with_buffers(PyObject* function, const TaskContext& context) {
+  const PyGILState_STATE gil = PyGILState_Ensure();
+  PyObject* arguments = PyTuple_New(static_cast<Py_ssize_t>(context.buffer_count()));
+  for (std::size_t i = 0; arguments != nullptr && i < context.buffer_count(); ++i) {
+    PyTuple_SET_ITEM(arguments, static_cast<Py_ssize_t>(i),
+                     PyLong_FromUnsignedLongLong(reinterpret_cast<std::uintptr_t>(context.buffer(i).ptr)));
+  }
+  PyObject* result = arguments != nullptr ? PyObject_Call(function, arguments, nullptr) : nullptr;
+  Py_XDECREF(arguments);
+  if (result != nullptr) {
+    Py_DECREF(result);
+    PyGILState_Release(gil);
+    return;
+  }
+  std::string text = "a Python error";
+#if PY_VERSION_HEX >= 0x030C0000
+  PyObject* error = PyErr_GetRaisedException();
+#else
+  PyObject* kind = nullptr;
+  PyObject* error = nullptr;
+  PyObject* traceback = nullptr;
+  PyErr_Fetch(&kind, &error, &traceback);
+  PyErr_NormalizeException(&kind, &error, &traceback);
+  Py_XDECREF(kind);
+  Py_XDECREF(traceback);
+#endif
+  if (error != nullptr) {
+    PyObject* described = PyObject_Str(error);
+    const char* utf8 = described != nullptr ? PyUnicode_AsUTF8(described) : nullptr;
+    text = std::string(Py_TYPE(error)->tp_name) + ": " + (utf8 != nullptr ? utf8 : "?");
+    Py_XDECREF(described);
+    Py_DECREF(error);
+  }
+  PyErr_Clear();
+  PyGILState_Release(gil);
+  throw Error("hetflow.mpi: the reduction's function failed: " + text);
+}
+
 class ContextRouter final : public Router {
  public:
   ContextRouter(Runtime& runtime, std::shared_ptr<mpi::Transport> transport)
@@ -38,8 +80,19 @@ class ContextRouter final : public Router {
   }
   [[nodiscard]] mpi::Context& context() noexcept { return context_; }
 
+  /// A reduction whose init and combine call Python functions (kept alive by the caller for the
+  /// context's lifetime).
+  void set_reduction(const DataHandle& handle, PyObject* init, PyObject* combine, const std::string& name) {
+    const Codelet& init_codelet = codelets_.emplace_back(
+        Codelet{.name = "init " + name, .cpu = [init](TaskContext& task) { call_with_buffers(init, task); }});
+    const Codelet& combine_codelet = codelets_.emplace_back(
+        Codelet{.name = "combine " + name, .cpu = [combine](TaskContext& task) { call_with_buffers(combine, task); }});
+    context_.set_reduction(handle, init_codelet, combine_codelet);
+  }
+
  private:
   static mpi::Placement placement(std::optional<int> rank) { return {.rank = rank.value_or(-1)}; }
+  std::deque<Codelet> codelets_;  // outlive the context's tasks: destroyed after it
   mpi::Context context_;
 };
 
@@ -95,6 +148,15 @@ class RankContext {
   void get_on(nb::handle handle, int rank) { context().get_on(handle_of(handle), rank); }
   void migrate(nb::handle handle, int rank) { context().migrate(handle_of(handle), rank); }
   void broadcast(nb::handle handle) { context().broadcast(handle_of(handle)); }
+
+  /// `init(address)` sets a rank's contributions to the neutral value, `combine(into, from)` adds
+  /// one rank's into the data (addresses of the buffers).
+  void set_reduction(nb::handle handle, nb::callable init, nb::callable combine, const std::string& name) {
+    if (!router_) context();  // says it is closed
+    functions_.push_back(init);
+    functions_.push_back(combine);
+    router_->set_reduction(handle_of(handle), init.ptr(), combine.ptr(), name);
+  }
   void flush(nb::handle handle) { context().flush(handle_of(handle)); }
   void flush_all() { context().flush_all(); }
 
@@ -124,6 +186,7 @@ class RankContext {
   }
 
   std::shared_ptr<ContextRouter> router_;
+  std::vector<nb::object> functions_;  // the reductions' Python functions
 };
 
 }  // namespace
@@ -151,6 +214,7 @@ NB_MODULE(_hetflow_mpi, m) {
       .def("get_on", &RankContext::get_on, "handle"_a, "rank"_a)
       .def("migrate", &RankContext::migrate, "handle"_a, "rank"_a)
       .def("broadcast", &RankContext::broadcast, "handle"_a)
+      .def("set_reduction", &RankContext::set_reduction, "handle"_a, "init"_a, "combine"_a, "name"_a)
       .def("flush", &RankContext::flush, "handle"_a)
       .def("flush_all", &RankContext::flush_all)
       .def("wait_all", &RankContext::wait_all)

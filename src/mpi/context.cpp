@@ -43,8 +43,10 @@ struct Reduction {
   const Codelet* combine = nullptr;
   int tag = 0;  // the contributions' messages (the data's own tag carries its versions)
   bool open = false;
-  std::vector<char> contributed;                     // contributed[r]: rank r ran a contribution
-  std::unique_ptr<Channel> mine;                     // this rank's contributions, off the owner
+  std::vector<char> contributed;  // contributed[r]: rank r ran a contribution
+  // Off the owner, a rank gathers its contributions in its own copy of the data (which the
+  // reduction makes out of date anyway), sent under the reduction's tag.
+  Channel outgoing;
   std::map<int, std::unique_ptr<Channel>> incoming;  // on the owner: each contributor's, received
 };
 
@@ -332,9 +334,9 @@ struct Context::Impl {
   }
 
   /// A Redux access by a task on `executor`: opens the reduction (the latest version on the
-  /// owner, the only valid one from now on) and, the first time `executor` contributes, starts
-  /// its buffer there. Returns the handle the task uses on this rank, if it runs here.
-  DataHandle contribute(Entry& entry, int executor) {
+  /// owner, the only valid one from now on) and, the first time `executor` contributes off the
+  /// owner, sets its copy of the data to the neutral value there.
+  void contribute(Entry& entry, int executor) {
     Reduction& reduction = *entry.reduction;
     if (!reduction.open) {
       bring(entry, entry.owner);
@@ -342,19 +344,12 @@ struct Context::Impl {
       std::fill(reduction.contributed.begin(), reduction.contributed.end(), 0);
       reduction.open = true;
     }
-    if (executor == entry.owner) return entry.data.local;
-    if (!reduction.contributed[static_cast<std::size_t>(executor)]) {
-      reduction.contributed[static_cast<std::size_t>(executor)] = 1;
-      if (rank == executor) {
-        if (!reduction.mine) {
-          reduction.mine = std::make_unique<Channel>(
-              make_channel(entry.layout, reduction.tag, entry.name() + " (contributions on " + rank_text(rank) + ")"));
-        }
-        runtime.insert(*reduction.init,
-                       {.data = {W(reduction.mine->local)}, .name = "init contributions to '" + entry.name() + "'"});
-      }
+    if (executor == entry.owner || reduction.contributed[static_cast<std::size_t>(executor)]) return;
+    reduction.contributed[static_cast<std::size_t>(executor)] = 1;
+    if (rank == executor) {
+      runtime.insert(*reduction.init,
+                     {.data = {W(entry.data.local)}, .name = "init contributions to '" + entry.name() + "'"});
     }
-    return rank == executor ? reduction.mine->local : DataHandle{};
   }
 
   /// Sends every contributor's buffer to the owner, which adds each into the data.
@@ -364,7 +359,7 @@ struct Context::Impl {
     reduction.open = false;
     for (int peer = 0; peer < size; ++peer) {
       if (peer == entry.owner || !reduction.contributed[static_cast<std::size_t>(peer)]) continue;
-      if (rank == peer) post_send(*reduction.mine, entry.owner);
+      if (rank == peer) post_send(reduction.outgoing, entry.owner);
       if (rank != entry.owner) continue;
       auto& incoming = reduction.incoming[peer];
       if (!incoming) {
@@ -625,6 +620,9 @@ void Context::set_reduction(const DataHandle& handle, const Codelet& init, const
     reduction->tag = impl.free_tags(1);
     impl.claim_tag(reduction->tag, "set_reduction");
     reduction->contributed.assign(static_cast<std::size_t>(impl.size), 0);
+    reduction->outgoing.local = entry.data.local;
+    reduction->outgoing.tag = reduction->tag;
+    reduction->outgoing.bytes = entry.data.bytes;
     entry.reduction = std::move(reduction);
   } else {
     impl.finish_reduction(entry);  // the contributions so far combine the old way
@@ -697,7 +695,7 @@ std::optional<LocalTask> Context::route(const TaskOptions& options, Placement pl
   }
   for (std::size_t i = 0; i < data.size(); ++i) {
     if (data[i].mode == AccessMode::Redux) {
-      data[i] = {impl.contribute(*used[i], executor), AccessMode::RW};
+      impl.contribute(*used[i], executor);
     } else if (writes(data[i].mode) && !used[i]->everywhere()) {
       used[i]->only_on(executor);
     }

@@ -122,7 +122,7 @@ def test_access_names_a_parameter_of_the_function():
 
 @pytest.mark.parametrize("mode", ["X", "rw+", 1, None])
 def test_access_modes_are_r_w_or_rw(mode):
-    with pytest.raises(ValueError, match=r"access\['a'\] is .*'R', 'W' or 'RW'"):
+    with pytest.raises(ValueError, match=r"access\['a'\] is .*'R', 'W', 'RW' or 'REDUX'"):
         hetflow.delayed(access={"a": mode})(f)
 
 

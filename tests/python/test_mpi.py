@@ -62,6 +62,7 @@ def _run(ranks: int, *command: str, needs_mpi4py: bool = False) -> str:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
+    assert "nanobind: leaked" not in output, output  # nothing of hetflow's left alive at exit
     return output
 
 

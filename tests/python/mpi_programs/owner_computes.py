@@ -121,6 +121,33 @@ assert [m for m, _ in hm.sent()] == [m for m, _ in before], "data every rank own
 if me == 1:
     assert z[0] == 3.0 + 1.0, z
 
+# Reductions: contributions on every rank, combined on the owner at the next read.
+total = hm.register(np.full(3, 100.0) if me == 0 else np.zeros(3), owner=0, name="total")
+hm.set_reduction(total, np.add)
+for i in range(2 * ranks):
+    hm.task_submit(lambda t, k: t.__iadd__(k), hetflow.REDUX(total), float(i), on=i % ranks,
+                   executor="thread" if i % 2 else "process")
+largest = hm.register(np.zeros(2), owner=last, name="largest")
+hm.set_reduction(largest, np.maximum, neutral=-np.inf)
+for rank in range(ranks):
+    hm.task_submit(lambda t, k: np.maximum(t, k, out=t), hetflow.REDUX(largest), float(rank * 10), on=rank)
+hm.broadcast([total, largest])
+expected = 100.0 + sum(range(2 * ranks))
+assert total[0] == expected and largest[1] == 10.0 * last, (me, total, largest)
+
+
+def failing_combine(into, contribution):
+    raise OverflowError("does not fit")
+
+
+bounded = hm.register(np.zeros(1), owner=0, name="bounded")
+hm.set_reduction(bounded, failing_combine, neutral=0.0)
+hm.task_submit(lambda t: t.__iadd__(1.0), hetflow.REDUX(bounded), on=last, executor="thread")
+check = hm.task_submit(lambda b: float(b[0]), bounded, on=0, executor="thread")
+hm.wait_all()
+if me == 0:
+    expect_raises(hetflow.DependencyError, check.result, ["does not fit"])
+
 # Views of registered arrays are not task data.
 expect_raises(ValueError, lambda: thread(scale, hetflow.RW(y[:4]), 2.0), ["view"])
 
