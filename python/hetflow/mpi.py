@@ -22,6 +22,7 @@ raises ``ElsewhereError``. ``future.rank`` says where the task ran. See docs/mpi
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar
@@ -57,6 +58,10 @@ __all__ = [
 ]
 
 K = TypeVar("K", bound=Hashable)
+
+# What a rank's worker processes inherit, for rank() and size() in process-executor tasks.
+_RANK_VARIABLE = "HETFLOW_MPI_RANK"
+_SIZE_VARIABLE = "HETFLOW_MPI_SIZE"
 
 # How long the context may take at exit to finish the transfers still in flight before the
 # program leaves without them (another rank failed, say).
@@ -119,8 +124,12 @@ def init(comm: Any = None, *, share_node: bool = True, abort_on_error: bool = Tr
                 raise TypeError(f"hetflow.mpi.init: comm must be an mpi4py communicator, not {type(comm).__name__}")
             address = MPI._addressof(comm)
         transport = module.Transport(address)
-        if share_node and _runtime._current is None:
-            transport.share_node()
+        if _runtime._current is None:
+            if share_node:
+                transport.share_node()
+            # Worker processes started from here on inherit them: rank() and size() work there.
+            os.environ[_RANK_VARIABLE] = str(transport.rank())
+            os.environ[_SIZE_VARIABLE] = str(transport.size())
         runtime = _runtime.current()
         context = module.Context(runtime._engine.engine_capsule(), transport)
         runtime._engine.set_router(context.router())
@@ -200,14 +209,22 @@ def _current() -> _State:
     return state
 
 
+def _from_parent(variable: str) -> Optional[int]:
+    """In a worker process of a rank's runtime: what the rank told it."""
+    text = os.environ.get(variable)
+    return int(text) if _state is None and text is not None and text.isdigit() else None
+
+
 def rank() -> int:
-    """This process's rank."""
-    return _current().rank
+    """This process's rank (in a process-executor task: the rank whose runtime runs it)."""
+    inherited = _from_parent(_RANK_VARIABLE)
+    return inherited if inherited is not None else _current().rank
 
 
 def size() -> int:
     """How many ranks run the program."""
-    return _current().size
+    inherited = _from_parent(_SIZE_VARIABLE)
+    return inherited if inherited is not None else _current().size
 
 
 def _checked_rank(value: Any, what: str, allow_every: bool = False) -> int:

@@ -61,6 +61,9 @@ else:
     error = expect_raises(hm.ElsewhereError, future.result, [f"rank {last}"])
     assert error.rank == last and future.done()
 
+# Worker processes know their rank.
+assert process(lambda: (hm.rank(), hm.size())).result() == (me, ranks)
+
 # The process executor: the same, in a worker process.
 z = hm.register(np.zeros(8), owner=1, name="z")
 future = process(add_into, y, hetflow.RW(z))
