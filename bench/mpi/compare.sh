@@ -9,18 +9,23 @@
 #
 # then the ratios, hetflow over starpu-mpi. Bytes are what all ranks sent during one
 # factorisation: hetflow's Context::sent(), StarPU's STARPU_COMM_STATS=1 report; tiles_sent
-# divides them by the bytes of one tile in each program's precision.
+# divides them by the bytes of one tile in each program's precision. hetflow's count includes the
+# 8-byte header it sends before each tile; StarPU's counts the tiles only, not the envelope it
+# sends before each.
 #
 #   bench/mpi/compare.sh [RANKS...]     (default 1 2 4; N: matrix order, default 2048; TILE:
 #                                       default 256, must divide N; ROUNDS: launches of each
 #                                       program per rank count, default 3, the best one kept;
+#                                       PRECISION: hetflow's, single (default) or double;
 #                                       HETFLOW_BUILD: the build folder, default build)
 #
 # Both use a 2-D block-cyclic distribution over a P x Q grid as square as can be (P >= Q): tile
 # (i, j) on rank (i % P) * Q + j % Q for hetflow, on rank i % P + (j % Q) * P for StarPU's
 # example, the same partition of the tiles with the ranks numbered otherwise. StarPU 1.3's
-# example computes in single precision (sgemm, ssyrk, strsm), hetflow's in double: its flops are
-# cheaper and its tiles half the bytes.
+# example computes in single precision (sgemm, ssyrk, strsm, spotrf), and so does hetflow's by
+# default (--precision single, its float kernels on CPU workers): both then do the same flops on
+# tiles of the same bytes. PRECISION=double runs hetflow in double, whose flops cost more and
+# whose tiles are twice the bytes: its rates and bytes are then not those of the same work.
 #
 # The ranks share the machine: each gets the same number of CPU workers in both programs
 # (--ncpus, STARPU_NCPU): WORKERS, default max(1, cores / R). Nothing is pinned (mpirun
@@ -37,12 +42,18 @@ ranks_list=("$@")
 n=${N:-2048}
 tile=${TILE:-256}
 rounds=${ROUNDS:-3}
+precision=${PRECISION:-single}
 build=${HETFLOW_BUILD:-build}
 hetflow="$build/examples/cpp/mpi_cholesky"
 [ -x "$hetflow" ] || {
   echo "build the examples with MPI first (make build, with openmpi-bin libopenmpi-dev): $hetflow is missing" >&2
   exit 1
 }
+case "$precision" in
+  single) element_bytes=4 ;;
+  double) element_bytes=8 ;;
+  *) echo "PRECISION is single or double, not '$precision'" >&2; exit 1 ;;
+esac
 (( n % tile == 0 )) || { echo "TILE ($tile) must divide N ($n): StarPU's example takes a number of blocks" >&2; exit 1; }
 
 starpu_example() { dpkg -L starpu-examples 2>/dev/null | grep '/mpi/mpi_cholesky$' | head -n 1; }
@@ -70,7 +81,7 @@ mpirun=(mpirun --timeout 300 --bind-to none)
 
 nblocks=$((n / tile))
 echo "# mpi_cholesky n=$n tile=$tile ($nblocks x $nblocks tiles), $cores cores, best of $rounds launches;" \
-  "hetflow in double precision, StarPU-MPI $(dpkg-query -W -f '${Version}' starpu-examples) in single"
+  "hetflow in $precision precision, StarPU-MPI $(dpkg-query -W -f '${Version}' starpu-examples) in single"
 
 is_number() { [[ "$1" =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
 larger() { awk -v a="$1" -v b="$2" 'BEGIN { print (b + 0 > a + 0) ? b : a }'; }
@@ -90,7 +101,8 @@ for ranks in "${ranks_list[@]}"; do
   # The programs take turns, so that a slow spell of a shared machine falls on both.
   for ((round = 0; round < rounds; ++round)); do
     out="$work/hetflow.out"
-    "${mpirun[@]}" -np "$ranks" "$hetflow" --n "$n" --tile "$tile" --ncpus "$workers" >"$out" 2>&1 ||
+    "${mpirun[@]}" -np "$ranks" "$hetflow" --n "$n" --tile "$tile" --precision "$precision" --ncpus "$workers" \
+      >"$out" 2>&1 ||
       { cat "$out" >&2; echo "hetflow's mpi_cholesky failed with $ranks ranks" >&2; exit 1; }
     gflops=$(sed -n 's/^time [0-9.]* s, \([0-9.]*\) GFLOP\/s.*/\1/p' "$out")
     is_number "$gflops" || { cat "$out" >&2; echo "no rate in hetflow's output" >&2; exit 1; }
@@ -106,7 +118,8 @@ for ranks in "${ranks_list[@]}"; do
   done
   result[hetflow_gflops_$ranks]=$hetflow_gflops result[starpu_gflops_$ranks]=$starpu_gflops
   result[hetflow_bytes_$ranks]=${hetflow_bytes:-0} result[starpu_bytes_$ranks]=${starpu_bytes:-0}
-  result[hetflow_tiles_$ranks]=$(awk -v b="${hetflow_bytes:-0}" -v t="$tile" 'BEGIN { printf "%.1f\n", b / (t * t * 8) }')
+  result[hetflow_tiles_$ranks]=$(awk -v b="${hetflow_bytes:-0}" -v t="$tile" -v e="$element_bytes" \
+    'BEGIN { printf "%.1f\n", b / (t * t * e) }')
   result[starpu_tiles_$ranks]=$(awk -v b="${starpu_bytes:-0}" -v t="$tile" 'BEGIN { printf "%.1f\n", b / (t * t * 4) }')
   echo "# ranks $ranks: $workers CPU worker(s) per rank"
   if ((ranks * (workers + 1) > cores)); then

@@ -5,12 +5,17 @@
 // the tile it writes, and hetflow sends it the tiles it reads. Each rank generates only the
 // tiles it owns.
 //
-//   mpirun -np 4 mpi_cholesky [--n N] [--tile B] [--repeat R] [--check] [--ncpus N] [--cusolver] ...
-//                                                     (--help lists all)
+//   mpirun -np 4 mpi_cholesky [--n N] [--tile B] [--precision single|double] [--repeat R] [--check]
+//                             [--ncpus N] [--cusolver] ...     (--help lists all)
+//
+// In double precision (the default) the tasks run the tile codelets of linalg/ on any
+// architecture; in single precision (--precision single) the tiles are floats and the tasks
+// run this file's float kernels (OpenBLAS, LAPACKE) on CPU workers only.
 //
 // Rank 0 prints the times, and the bytes and messages all ranks sent. With --check it gathers
-// L (one read task per tile placed on rank 0) and compares it with LAPACKE_dpotrf of the whole
-// matrix; every rank exits 1 when the check or a task fails.
+// L (one read task per tile placed on rank 0) and compares it with LAPACKE_dpotrf (spotrf) of
+// the whole matrix; every rank exits 1 when the check or a task fails.
+#include <cblas.h>
 #include <lapacke.h>
 #include <mpi.h>
 
@@ -21,10 +26,14 @@
 #include <cstdio>
 #include <exception>
 #include <hetflow/mpi.hpp>
+#include <limits>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "linalg/example_support.hpp"
+#include "linalg/internal.hpp"
 #include "linalg/linalg.hpp"
 #ifdef HETFLOW_EXAMPLE_WITH_CUDA
 #include "linalg/vendor_reference.hpp"
@@ -35,9 +44,81 @@ namespace {
 using hetflow::R;
 using hetflow::RW;
 using linalg::GemmArgs;
+using linalg::PotrfArgs;
+using linalg::SyrkArgs;
 using linalg::Transpose;
 
 constexpr std::uint64_t kSeed = 42;  // cholesky.cpp's matrix
+
+enum class Precision : unsigned char { single, double_ };
+
+const char* precision_name(Precision precision) { return precision == Precision::single ? "single" : "double"; }
+
+template <class Real>
+constexpr const char* potrf_name() {
+  return std::is_same_v<Real, float> ? "LAPACKE_spotrf" : "LAPACKE_dpotrf";
+}
+
+// The tile kernels in single precision, CPU only: linalg's codelets (and their arguments) with
+// float tiles. Their models are their own ("linalg.sgemm", ...): a float tile costs less.
+float* float_tile(const hetflow::DataView& view, const char* what) {
+  if (view.layout.kind != hetflow::DataLayout::Kind::matrix || view.layout.elem_size != sizeof(float)) {
+    throw hetflow::InvalidArgument(std::string("linalg ") + what + " must be a registered matrix of floats");
+  }
+  return view.as<float>();
+}
+
+int ld_of(const hetflow::DataView& view) { return linalg::detail::blas_int(view.ld(), "a leading dimension"); }
+int rows_of(const hetflow::DataView& view) { return linalg::detail::blas_int(view.nx(), "a tile's rows"); }
+int cols_of(const hetflow::DataView& view) { return linalg::detail::blas_int(view.ny(), "a tile's columns"); }
+
+CBLAS_TRANSPOSE cblas_transpose(Transpose transpose) { return transpose == Transpose::no ? CblasNoTrans : CblasTrans; }
+
+void cpu_sgemm(hetflow::TaskContext& context) {
+  const auto& args = context.arg<GemmArgs>();
+  const hetflow::DataView a = context.buffer(0), b = context.buffer(1), c = context.buffer(2);
+  const int k = args.transa == Transpose::no ? cols_of(a) : rows_of(a);
+  cblas_sgemm(CblasColMajor, cblas_transpose(args.transa), cblas_transpose(args.transb), rows_of(c), cols_of(c), k,
+              static_cast<float>(args.alpha), float_tile(a, "sgemm A"), ld_of(a), float_tile(b, "sgemm B"), ld_of(b),
+              static_cast<float>(args.beta), float_tile(c, "sgemm C"), ld_of(c));
+}
+
+void cpu_ssyrk(hetflow::TaskContext& context) {
+  const auto& args = context.arg<SyrkArgs>();
+  const hetflow::DataView a = context.buffer(0), c = context.buffer(1);
+  cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, rows_of(c), cols_of(a), static_cast<float>(args.alpha),
+              float_tile(a, "ssyrk A"), ld_of(a), static_cast<float>(args.beta), float_tile(c, "ssyrk C"), ld_of(c));
+}
+
+void cpu_strsm(hetflow::TaskContext& context) {
+  const hetflow::DataView l = context.buffer(0), b = context.buffer(1);
+  cblas_strsm(CblasColMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, rows_of(b), cols_of(b), 1.0F,
+              float_tile(l, "strsm L"), ld_of(l), float_tile(b, "strsm B"), ld_of(b));
+}
+
+void cpu_spotrf(hetflow::TaskContext& context) {
+  const auto& args = context.arg<PotrfArgs>();
+  const hetflow::DataView a = context.buffer(0);
+  const lapack_int info = LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'L', rows_of(a), float_tile(a, "spotrf A"), ld_of(a));
+  if (info != 0) linalg::detail::throw_not_positive_definite(args, info, "cpu");
+}
+
+hetflow::Codelet single_codelet(const char* name, hetflow::Codelet::Implementation cpu) {
+  return hetflow::Codelet{.name = name,
+                          .cpu = std::move(cpu),
+                          .model = hetflow::PerfModelRegistry::instance().get(std::string("linalg.") + name)};
+}
+
+// The members linalg::Codelets has, for the same submission code.
+struct SingleCodelets {
+  hetflow::Codelet gemm = single_codelet("sgemm", cpu_sgemm);
+  hetflow::Codelet syrk = single_codelet("ssyrk", cpu_ssyrk);
+  hetflow::Codelet trsm = single_codelet("strsm", cpu_strsm);
+  hetflow::Codelet potrf = single_codelet("spotrf", cpu_spotrf);
+};
+
+template <class Real>
+using CodeletsOf = std::conditional_t<std::is_same_v<Real, float>, SingleCodelets, linalg::Codelets>;
 
 // P x Q ranks, P * Q = ranks, as square as can be with P >= Q (P = ranks, Q = 1 for a prime).
 struct ProcessGrid {
@@ -64,8 +145,9 @@ std::string tile_name(std::size_t i, std::size_t j) {
   return name;
 }
 
-// The tiles of the lower triangle, registered with the context on every rank: the owner's
-// buffer on the owner, hetflow's memory for received copies elsewhere.
+// The tiles of the lower triangle, of Real (float or double), registered with the context on
+// every rank: the owner's buffer on the owner, hetflow's memory for received copies elsewhere.
+template <class Real>
 class DistributedTiles {
  public:
   DistributedTiles(hetflow::mpi::Context& mpi, const ProcessGrid& grid, std::size_t n, std::size_t tile)
@@ -77,13 +159,13 @@ class DistributedTiles {
     for (std::size_t j = 0; j < tiles_; ++j) {
       for (std::size_t i = j; i < tiles_; ++i) {
         const int owner = grid.owner(i, j);
-        double* data = nullptr;
+        Real* data = nullptr;
         if (owner == mpi.rank()) {
           owned_[index(i, j)].resize(extent(i) * extent(j));
           data = owned_[index(i, j)].data();
         }
         handles_[index(i, j)] =
-            mpi.register_data(data, hetflow::DataLayout::matrix(extent(i), extent(j), extent(i), sizeof(double)), owner,
+            mpi.register_data(data, hetflow::DataLayout::matrix(extent(i), extent(j), extent(i), sizeof(Real)), owner,
                               tag++, tile_name(i, j));
       }
     }
@@ -98,23 +180,31 @@ class DistributedTiles {
   [[nodiscard]] bool owns(std::size_t i, std::size_t j) const noexcept { return !owned_[index(i, j)].empty(); }
   [[nodiscard]] std::size_t owned_count() const noexcept {
     return static_cast<std::size_t>(
-        std::count_if(owned_.begin(), owned_.end(), [](const std::vector<double>& tile) { return !tile.empty(); }));
+        std::count_if(owned_.begin(), owned_.end(), [](const std::vector<Real>& tile) { return !tile.empty(); }));
   }
 
   // Writes the input matrix into the tiles this rank owns, through host acquisitions (the
-  // latest copy of a tile may be on a device); call when no task is pending.
+  // latest copy of a tile may be on a device); call when no task is pending. In single
+  // precision the values are the double ones rounded.
   void fill(hetflow::Runtime& rt, bool indefinite) {
+    std::vector<double> values;
     for (std::size_t j = 0; j < tiles_; ++j) {
       for (std::size_t i = j; i < tiles_; ++i) {
         if (!owns(i, j)) continue;
         hetflow::Acquisition tile = rt.acquire(handles_[index(i, j)], hetflow::AccessMode::W);
-        linalg::fill_random_spd_block(tile.as<double>(), extent(i), n_, kSeed, start(i), start(j), extent(i),
-                                      extent(j));
+        Real* const elements = tile.as<Real>();
+        if constexpr (std::is_same_v<Real, double>) {
+          linalg::fill_random_spd_block(elements, extent(i), n_, kSeed, start(i), start(j), extent(i), extent(j));
+        } else {
+          values.resize(extent(i) * extent(j));
+          linalg::fill_random_spd_block(values.data(), extent(i), n_, kSeed, start(i), start(j), extent(i), extent(j));
+          std::transform(values.begin(), values.end(), elements, [](double value) { return static_cast<Real>(value); });
+        }
         // A negative pivot half-way down, as cholesky --indefinite makes.
         const std::size_t middle = n_ / 2;
         if (indefinite && i == j && middle / tile_ == i) {
           const std::size_t offset = middle - start(i);
-          tile.as<double>()[offset * extent(i) + offset] = -1.0;
+          elements[offset * extent(i) + offset] = -1;
         }
       }
     }
@@ -127,7 +217,7 @@ class DistributedTiles {
   std::size_t tile_;
   std::size_t tiles_;
   std::vector<hetflow::DataHandle> handles_;  // column by column; the upper triangle's are empty
-  std::vector<std::vector<double>> owned_;    // the buffers of this rank's tiles
+  std::vector<std::vector<Real>> owned_;      // the buffers of this rank's tiles
 };
 
 std::string task_name(const char* kernel, std::size_t i, std::size_t j, std::size_t k) {
@@ -142,8 +232,9 @@ int priority_of(std::size_t tiles, std::size_t i, std::size_t j, std::size_t k) 
 
 // Submits the right-looking factorisation on every rank; returns the futures of the tasks that
 // run on this one.
-std::vector<hetflow::Future<void>> submit_cholesky(hetflow::mpi::Context& mpi, const linalg::Codelets& codelets,
-                                                   const DistributedTiles& a, hetflow::ArchMask where) {
+template <class Real>
+std::vector<hetflow::Future<void>> submit_cholesky(hetflow::mpi::Context& mpi, const CodeletsOf<Real>& codelets,
+                                                   const DistributedTiles<Real>& a, hetflow::ArchMask where) {
   const std::size_t tiles = a.count();
   std::vector<hetflow::Future<void>> futures;
   const auto keep = [&](hetflow::Future<void> future) {
@@ -183,17 +274,19 @@ std::vector<hetflow::Future<void>> submit_cholesky(hetflow::mpi::Context& mpi, c
 }
 
 // Where a gathered tile goes in rank 0's copy of the whole (column-major, n x n) matrix.
+template <class Real>
 struct GatherArgs {
-  double* matrix;
+  Real* matrix;
   std::size_t n;
   std::size_t row;
   std::size_t col;
 };
 
+template <class Real>
 void copy_tile_into_matrix(hetflow::TaskContext& context) {
-  const GatherArgs& args = context.arg<GatherArgs>();
+  const auto& args = context.arg<GatherArgs<Real>>();
   const hetflow::DataView tile = context.buffer(0);
-  const double* from = tile.as<const double>();
+  const Real* from = tile.as<const Real>();
   for (std::size_t c = 0; c < tile.ny(); ++c) {
     std::copy_n(from + c * tile.ld(), tile.nx(), args.matrix + (args.col + c) * args.n + args.row);
   }
@@ -201,50 +294,67 @@ void copy_tile_into_matrix(hetflow::TaskContext& context) {
 
 // Rank 0's copy of L (the lower triangle; what is above it is left as it was), one read task
 // per tile placed on rank 0.
-void gather_factor(hetflow::mpi::Context& mpi, const hetflow::Codelet& gather, const DistributedTiles& a,
-                   std::vector<double>& matrix, std::size_t n) {
+template <class Real>
+void gather_factor(hetflow::mpi::Context& mpi, const hetflow::Codelet& gather, const DistributedTiles<Real>& a,
+                   std::vector<Real>& matrix, std::size_t n) {
   for (std::size_t j = 0; j < a.count(); ++j) {
     for (std::size_t i = j; i < a.count(); ++i) {
       mpi.insert(gather, {.data = {R(a(i, j))}, .where = hetflow::Arch::cpu},
-                 GatherArgs{.matrix = matrix.data(), .n = n, .row = a.start(i), .col = a.start(j)},
+                 GatherArgs<Real>{.matrix = matrix.data(), .n = n, .row = a.start(i), .col = a.start(j)},
                  hetflow::mpi::Placement{.rank = 0});
     }
   }
   mpi.wait_all();
 }
 
-// Factors the whole matrix with LAPACKE_dpotrf on this rank (all its CPUs) and prints the time;
-// the factor lands in `reference`.
-void factor_on_host(std::vector<double>& reference, std::size_t n) {
-  reference = linalg::random_spd_matrix(n, kSeed);
+// Factors the whole matrix (in Real) with LAPACKE_dpotrf or LAPACKE_spotrf on this rank (all
+// its CPUs) and prints the time; the factor lands in `reference`.
+template <class Real>
+void factor_on_host(std::vector<Real>& reference, std::size_t n) {
+  const std::vector<double> input = linalg::random_spd_matrix(n, kSeed);
+  reference.assign(input.begin(), input.end());
   linalg::set_host_blas_threads(linalg::host_cpu_count());
   const auto start = std::chrono::steady_clock::now();
-  const lapack_int info =
-      LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', static_cast<lapack_int>(n), reference.data(), static_cast<lapack_int>(n));
+  lapack_int info = 0;
+  if constexpr (std::is_same_v<Real, float>) {
+    info =
+        LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', static_cast<lapack_int>(n), reference.data(), static_cast<lapack_int>(n));
+  } else {
+    info =
+        LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', static_cast<lapack_int>(n), reference.data(), static_cast<lapack_int>(n));
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   linalg::set_host_blas_threads(1);
-  if (info != 0) throw hetflow::Error("LAPACKE_dpotrf on rank 0 failed too (info " + std::to_string(info) + ")");
-  std::printf("rank 0 LAPACKE_dpotrf of the whole matrix (%d threads): %.4f s, %s\n", linalg::host_cpu_count(), seconds,
+  if (info != 0) {
+    throw hetflow::Error(std::string(potrf_name<Real>()) + " on rank 0 failed too (info " + std::to_string(info) + ")");
+  }
+  std::printf("rank 0 %s of the whole matrix (%d threads): %.4f s, %s\n", potrf_name<Real>(), linalg::host_cpu_count(),
+              seconds,
               linalg::rate_text(static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / 3.0, seconds)
                   .c_str());
 }
 
-// Compares rank 0's gathered L with LAPACKE_dpotrf of the whole matrix; prints and returns
-// whether it passes.
-bool check_factor(const std::vector<double>& factor, std::size_t n) {
-  std::vector<double> reference;
+// Compares rank 0's gathered L with LAPACKE_dpotrf (spotrf) of the whole matrix; prints and
+// returns whether it passes.
+template <class Real>
+bool check_factor(const std::vector<Real>& factor, std::size_t n) {
+  std::vector<Real> reference;
   factor_on_host(reference, n);
   double largest = 0, worst = 0;
   for (std::size_t j = 0; j < n; ++j) {
     for (std::size_t i = j; i < n; ++i) {
-      largest = std::max(largest, std::abs(reference[j * n + i]));
-      worst = std::max(worst, std::abs(reference[j * n + i] - factor[j * n + i]));
+      const double expected = reference[j * n + i];
+      largest = std::max(largest, std::abs(expected));
+      worst = std::max(worst, std::abs(expected - static_cast<double>(factor[j * n + i])));
     }
   }
   const double relative = worst / largest;
-  // As in cholesky.cpp: a small multiple of n * epsilon whatever the order of the operations.
-  const double tolerance = 1e-14 * static_cast<double>(n) + 1e-13;
-  std::printf("check against LAPACKE_dpotrf: max |L - L_lapack| / max |L_lapack| = %.3e (tolerance %.1e): %s\n",
+  // As in cholesky.cpp: a small multiple of n * epsilon whatever the order of the operations
+  // (in double 1e-14 n + 1e-13, about 45 (n + 10) epsilon), for Real's epsilon.
+  const double epsilon = std::numeric_limits<Real>::epsilon();
+  const double tolerance =
+      (1e-14 * static_cast<double>(n) + 1e-13) * (epsilon / std::numeric_limits<double>::epsilon());
+  std::printf("check against %s: max |L - L_lapack| / max |L_lapack| = %.3e (tolerance %.1e): %s\n", potrf_name<Real>(),
               relative, tolerance, relative <= tolerance ? "OK" : "FAILED");
   return relative <= tolerance;
 }
@@ -263,13 +373,15 @@ bool all_ranks(bool ok) {
   return all == 1;
 }
 
+template <class Real>
 int run(const linalg::ExampleOptions& options) {
   const std::size_t n = options.n;
   const double flops = static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / 3.0;
+  const Precision precision = std::is_same_v<Real, float> ? Precision::single : Precision::double_;
 
   // Declared before the runtime: the codelets must outlive every task.
-  const linalg::Codelets codelets;
-  const hetflow::Codelet gather{.name = "gather_tile", .cpu = copy_tile_into_matrix};
+  const CodeletsOf<Real> codelets;
+  const hetflow::Codelet gather{.name = "gather_tile", .cpu = copy_tile_into_matrix<Real>};
   linalg::set_host_blas_threads(1);  // one BLAS thread per tile task; hetflow supplies the parallelism
 
   hetflow::Runtime rt(linalg::make_config(options));
@@ -284,12 +396,13 @@ int run(const linalg::ExampleOptions& options) {
   if (runnable == 0) return linalg::kNoWorkerExitStatus;
   if (rt.config().simulate.value_or("").empty()) linalg::prepare_devices(rt);
 
-  DistributedTiles a(mpi, grid, n, options.tile);
+  DistributedTiles<Real> a(mpi, grid, n, options.tile);
   if (rank == 0) {
     std::printf(
-        "mpi_cholesky: n = %zu, tiles of %zu (%zu x %zu), %d ranks in a %d x %d grid (block-cyclic), %u run%s\n", n,
-        options.tile, a.count(), a.count(), mpi.size(), grid.rows, grid.cols, options.repeat,
-        options.repeat == 1 ? "" : "s");
+        "mpi_cholesky: n = %zu, tiles of %zu (%zu x %zu), %s precision, %d ranks in a %d x %d grid (block-cyclic), "
+        "%u run%s\n",
+        n, options.tile, a.count(), a.count(), precision_name(precision), mpi.size(), grid.rows, grid.cols,
+        options.repeat, options.repeat == 1 ? "" : "s");
   }
 
   const std::string program = "mpi_cholesky (rank " + std::to_string(rank) + ")";
@@ -303,7 +416,7 @@ int run(const linalg::ExampleOptions& options) {
     mpi.flush_all();
     mpi.wait_all();  // nothing pending: the ranks meet, and start the clock together
     const auto start = std::chrono::steady_clock::now();
-    const std::vector<hetflow::Future<void>> futures = submit_cholesky(mpi, codelets, a, options.where);
+    const std::vector<hetflow::Future<void>> futures = submit_cholesky<Real>(mpi, codelets, a, options.where);
     mpi.wait_all();
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     tasks_here += futures.size();
@@ -345,13 +458,13 @@ int run(const linalg::ExampleOptions& options) {
 
   int status = 0;
   if (options.check) {
-    std::vector<double> factor(rank == 0 ? n * n : 0);
+    std::vector<Real> factor(rank == 0 ? n * n : 0);
     gather_factor(mpi, gather, a, factor, n);
     if (rank == 0 && !check_factor(factor, n)) status = 1;
     MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD);
   }
 #ifdef HETFLOW_EXAMPLE_WITH_CUDA
-  if (options.vendor && rank == 0) {
+  if (std::is_same_v<Real, double> && options.vendor && rank == 0) {
     int info = 0;
     const std::vector<double> input = linalg::random_spd_matrix(n, kSeed);
     const double vendor = linalg::cusolver_dpotrf_seconds(n, input.data(), options.repeat, info);
@@ -365,15 +478,48 @@ int run(const linalg::ExampleOptions& options) {
   return status;
 }
 
+// Takes --precision P out of the arguments (parse_options reads the others); exits 2 on a mistake.
+Precision take_precision(std::vector<char*>& arguments) {
+  Precision precision = Precision::double_;
+  for (std::size_t i = 1; i < arguments.size();) {
+    if (std::string_view(arguments[i]) != "--precision") {
+      ++i;
+      continue;
+    }
+    if (i + 1 == arguments.size()) {
+      std::fprintf(stderr, "mpi_cholesky: --precision needs a value: single or double\n");
+      std::exit(2);
+    }
+    const std::string_view value = arguments[i + 1];
+    if (value == "single") {
+      precision = Precision::single;
+    } else if (value == "double") {
+      precision = Precision::double_;
+    } else {
+      std::fprintf(stderr, "mpi_cholesky: --precision takes single or double, not '%s' (--help lists the options)\n",
+                   std::string(value).c_str());
+      std::exit(2);
+    }
+    arguments.erase(arguments.begin() + static_cast<std::ptrdiff_t>(i),
+                    arguments.begin() + static_cast<std::ptrdiff_t>(i + 2));
+  }
+  return precision;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   // Parsed before MPI starts: --help and mistakes exit at once.
+  std::vector<char*> arguments(argv, argv + argc);
+  const Precision precision = take_precision(arguments);
   linalg::ExampleOptions options = linalg::parse_options(
-      argc, argv,
+      static_cast<int>(arguments.size()), arguments.data(),
       {.program = "mpi_cholesky",
        .summary = "Tiled Cholesky factorisation A = L L^T of a random SPD matrix across MPI ranks (hetflow::mpi); "
-                  "run under mpirun.",
+                  "run under mpirun.\n\n"
+                  "  --precision P  double (default) or single: the tiles' elements. In single precision the tasks\n"
+                  "                 run float OpenBLAS/LAPACKE kernels on CPU workers only (no OpenCL or CUDA\n"
+                  "                 kernels, no --cusolver); the other options are listed below.",
        .default_n = 2048,
        .default_tile = 256,
        .vendor_flag = "--cusolver",
@@ -381,6 +527,11 @@ int main(int argc, char** argv) {
        .has_indefinite = true});
   if (options.layout != linalg::Layout::tiles) {
     std::fprintf(stderr, "mpi_cholesky: --layout full is not supported: each tile is a buffer of its own\n");
+    return 2;
+  }
+  if (precision == Precision::single && (!options.where.contains(hetflow::Arch::cpu) || options.vendor)) {
+    std::fprintf(stderr, "mpi_cholesky: --precision single runs on CPU workers only (--where cpu or any, no %s)\n",
+                 "--cusolver");
     return 2;
   }
   // The program calls MPI itself (the totals, the check's verdict) beside hetflow's own thread.
@@ -393,7 +544,7 @@ int main(int argc, char** argv) {
   }
   int status = 0;
   try {
-    status = run(options);
+    status = precision == Precision::single ? run<float>(options) : run<double>(options);
   } catch (const std::exception& error) {
     // The other ranks would wait for this one forever.
     std::fprintf(stderr, "mpi_cholesky: %s\n", error.what());
