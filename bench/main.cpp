@@ -43,32 +43,26 @@ CLI::Validator at_least(std::size_t min) {
       "", "");
 }
 
-/// A finite number above 0.
-CLI::Validator above_zero() {
+/// A finite number for which `accepted` holds (`requirement` says what it must be).
+CLI::Validator finite_number(bool (*accepted)(double), std::string requirement) {
   return CLI::Validator(
-      [](std::string& text) -> std::string {
+      [accepted, requirement = std::move(requirement)](std::string& text) -> std::string {
         double value = 0;
         const char* end = text.data() + text.size();
         auto [ptr, ec] = std::from_chars(text.data(), end, value);
         if (text.empty() || ptr != end || ec != std::errc{}) return "expects a number, got '" + text + "'";
-        if (!(value > 0) || !std::isfinite(value)) return "must be more than 0, got " + text;
+        if (!accepted(value) || !std::isfinite(value)) return "must be " + requirement + ", got " + text;
         return {};
       },
       "", "");
 }
 
-/// A finite number of 0 or more.
+CLI::Validator above_zero() {
+  return finite_number([](double value) { return value > 0; }, "more than 0");
+}
+
 CLI::Validator zero_or_more() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        double value = 0;
-        const char* end = text.data() + text.size();
-        auto [ptr, ec] = std::from_chars(text.data(), end, value);
-        if (text.empty() || ptr != end || ec != std::errc{}) return "expects a number, got '" + text + "'";
-        if (!(value >= 0) || !std::isfinite(value)) return "must be 0 or more, got " + text;
-        return {};
-      },
-      "", "");
+  return finite_number([](double value) { return value >= 0; }, "0 or more");
 }
 
 /// What CLI11 left over on `command`'s line, the first unknown flag first, with the flags it knows.

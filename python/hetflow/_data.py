@@ -113,15 +113,10 @@ class HandleRegistry:
         recent = self._recent.get(id(array))
         if recent is not None and recent[0]() is array and recent[1] == array.shape and recent[2] == array.strides:
             return recent[3]
-        interface = array.__array_interface__
-        first = interface["data"][0]
+        first = array.__array_interface__["data"][0]
         key = (first, array.shape, array.strides, array.itemsize)
-        root_array = _root(array)
         with self._lock:
-            root = self._roots.get(id(root_array))
-            if root is None or root.ref() is not root_array:
-                root = self._roots[id(root_array)] = _Root(weakref.ref(root_array))
-                weakref.finalize(root_array, self._forget, id(root_array), root)
+            root = self._root_of(array)
             view = root.views.get(key)
             if view is None:
                 if root.distributed:
@@ -142,22 +137,28 @@ class HandleRegistry:
         """Registers the whole of ``array`` (contiguous, met here for the first time) through
         ``register(address, nbytes)``, which returns its handle: hetflow.mpi's distributed arrays.
         Views of it are refused from then on."""
-        interface = array.__array_interface__
-        first = interface["data"][0]
+        first = array.__array_interface__["data"][0]
         key = (first, array.shape, array.strides, array.itemsize)
-        root_array = _root(array)
         with self._lock:
-            root = self._roots.get(id(root_array))
-            if root is not None and root.ref() is root_array and root.views:
+            root = self._root_of(array)
+            if root.views:
                 raise ValueError(
                     "hetflow.mpi.register: this array (or the array it is a view of) was already used as task data "
                     "or registered; register arrays before their first task"
                 )
-            root = self._roots[id(root_array)] = _Root(weakref.ref(root_array))
-            weakref.finalize(root_array, self._forget, id(root_array), root)
             view = self._add(root, array, key, first, register)
             root.distributed = True
         return view.handle
+
+    def _root_of(self, array: Any) -> _Root:
+        """The views met so far of ``array``'s root buffer (none yet for a new one); called with
+        the lock held."""
+        root_array = _root(array)
+        root = self._roots.get(id(root_array))
+        if root is None or root.ref() is not root_array:
+            root = self._roots[id(root_array)] = _Root(weakref.ref(root_array))
+            weakref.finalize(root_array, self._forget, id(root_array), root)
+        return root
 
     def _add(self, root: _Root, array: Any, key: tuple, first: int, register: Any = None) -> View:
         import numpy
