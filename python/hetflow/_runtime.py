@@ -435,10 +435,13 @@ class Runtime:
 
     def note_device_writes(self, arrays: Sequence[Any]) -> None:
         """Arrays that a task that may run on a device writes: wait_all brings them home."""
+        writes = self._device_writes
         with self._lock:
             for array in arrays:
+                if writes.get(id(array)) is array:
+                    continue  # noted already (a weak reference costs more than this look-up)
                 try:
-                    self._device_writes[id(array)] = array
+                    writes[id(array)] = array
                 except TypeError:  # an ndarray subclass without weak references: result() still works
                     pass
 
