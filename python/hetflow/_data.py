@@ -134,18 +134,26 @@ class HandleRegistry:
         return view
 
     def adopt(self, array: Any, register: Any) -> Any:
-        """Registers the whole of ``array`` (contiguous, met here for the first time) through
-        ``register(address, nbytes)``, which returns its handle: hetflow.mpi's distributed arrays.
-        Views of it are refused from then on."""
+        """Registers the whole of ``array`` (contiguous) through ``register(address, nbytes)``,
+        which returns its handle: hetflow.mpi's distributed arrays. Several views of one buffer
+        may be registered so (row blocks of one matrix, say) if they share no byte; other views
+        of that buffer are refused from then on."""
         first = array.__array_interface__["data"][0]
         key = (first, array.shape, array.strides, array.itemsize)
+        low, nbytes, _ = span(array)
         with self._lock:
             root = self._root_of(array)
-            if root.views:
+            if root.views and not root.distributed:
                 raise ValueError(
-                    "hetflow.mpi.register: this array (or the array it is a view of) was already used as task data "
-                    "or registered; register arrays before their first task"
+                    "hetflow.mpi.register: this array (or the array it is a view of) was already used as task data; "
+                    "register arrays before their first task"
                 )
+            for other in root.views.values():
+                if low < other.high and other.low < low + max(nbytes, 1):
+                    raise ValueError(
+                        "hetflow.mpi.register: this array shares memory with one registered already; each piece of "
+                        "distributed data needs memory of its own"
+                    )
             view = self._add(root, array, key, first, register)
             root.distributed = True
         return view.handle

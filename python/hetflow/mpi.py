@@ -74,7 +74,8 @@ class _State:
         self.runtime = runtime
         self.rank: int = context.rank()
         self.size: int = context.size()
-        self.arrays: Dict[int, Tuple[Any, Any]] = {}  # id(array) -> (array, handle capsule): kept alive
+        # _key(array) -> (array, handle capsule); the arrays are kept alive while registered.
+        self.arrays: Dict[tuple, Tuple[Any, Any]] = {}
 
 
 _state: Optional[_State] = None
@@ -264,7 +265,7 @@ def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optiona
     if name is not None and not isinstance(name, str):
         raise TypeError(f"hetflow.mpi.register: name must be a str, not {type(name).__name__}")
     with _lock:
-        if id(array) in state.arrays:
+        if _key(array) in state.arrays:
             raise ValueError("hetflow.mpi.register: this array is registered already")
         chosen = state.context.allocate_tags(1) if tag is None else tag
         if not isinstance(chosen, int):
@@ -277,8 +278,13 @@ def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optiona
             return state.runtime._engine.adopt_distributed(capsules[0])
 
         state.runtime.handles.adopt(array, register_handle)
-        state.arrays[id(array)] = (array, capsules[0])
+        state.arrays[_key(array)] = (array, capsules[0])
     return array
+
+
+def _key(array: Any) -> tuple:
+    """The same for every numpy array over the same elements (a view made again, say)."""
+    return (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
 
 
 def distribute(arrays: Mapping[K, Any], owner: Callable[[K], int]) -> Mapping[K, Any]:
@@ -315,9 +321,11 @@ def block_cyclic(rows: Optional[int] = None, columns: Optional[int] = None) -> C
 
 
 def _capsule(array: Any, what: str) -> Any:
+    import numpy
+
     state = _current()
-    record = state.arrays.get(id(array))
-    if record is None or record[0] is not array:
+    record = state.arrays.get(_key(array)) if isinstance(array, numpy.ndarray) else None
+    if record is None:
         raise ValueError(f"hetflow.mpi.{what}: the array was not registered with hetflow.mpi.register")
     return record[1]
 

@@ -154,6 +154,16 @@ if me == 0:
 # Views of registered arrays are not task data.
 expect_raises(ValueError, lambda: thread(scale, hetflow.RW(y[:4]), 2.0), ["view"])
 
+# Row blocks of one matrix, each registered with its own owner; overlapping ones are refused.
+matrix = np.zeros((2 * ranks, 3))
+blocks = [hm.register(matrix[2 * r : 2 * r + 2], owner=r, name=f"rows {r}") for r in range(ranks)]
+expect_raises(ValueError, lambda: hm.register(matrix[1:3], owner=0), ["shares memory"])
+for r in range(ranks):
+    assert thread(lambda b, v: b.fill(v), hetflow.W(blocks[r]), float(r + 1)).rank == r
+hm.gather(matrix[2 * last : 2 * last + 2], root=0)  # a view made again names the same block
+if me == 0:
+    assert matrix[2 * last, 0] == last + 1.0 and matrix[0, 2] == 1.0, matrix
+
 
 # A failure reaches the readers on other ranks, naming the rank and the cause.
 def broken(out):
