@@ -525,12 +525,12 @@ class PyRuntime {
     for (const TaskRef* dep : deps) {
       const std::optional<int> dep_rank = dep->rank();
       if (dep_rank && *dep_rank != mpi::kEveryRank && *dep_rank != runs_on) {
-        throw nb::value_error(("hetflow.mpi: task '" + name + "' runs on " +
-                               (runs_on == mpi::kEveryRank ? std::string("every rank") : "rank " + std::to_string(runs_on)) +
-                               " and takes the value of task '" + dep->name() + "', which ran on rank " +
-                               std::to_string(*dep_rank) +
-                               " only; values reach other ranks through distributed arrays")
-                                  .c_str());
+        throw nb::value_error(
+            ("hetflow.mpi: task '" + name + "' runs on " +
+             (runs_on == mpi::kEveryRank ? std::string("every rank") : "rank " + std::to_string(runs_on)) +
+             " and takes the value of task '" + dep->name() + "', which ran on rank " + std::to_string(*dep_rank) +
+             " only; values reach other ranks through distributed arrays")
+                .c_str());
       }
     }
     if (rank) {
@@ -576,7 +576,7 @@ class PyRuntime {
 
   std::unique_ptr<Runtime> runtime_;
   std::shared_ptr<Router> router_;  // with hetflow.mpi
-  PyRef freeze_;  // keeps a task's traceback as text and drops its frames
+  PyRef freeze_;                    // keeps a task's traceback as text and drops its frames
   CodeletTable codelets_;
   CompletionQueue completions_;
   MessageHub hub_;

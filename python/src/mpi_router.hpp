@@ -37,9 +37,8 @@ inline constexpr const char* kRouterCapsule = "hetflow.router";
 template <class T>
 PyObject* owning_capsule(T value, const char* name) {
   auto* owned = new T(std::move(value));
-  PyObject* capsule = PyCapsule_New(owned, name, [](PyObject* self) {
-    delete static_cast<T*>(PyCapsule_GetPointer(self, PyCapsule_GetName(self)));
-  });
+  PyObject* capsule = PyCapsule_New(
+      owned, name, [](PyObject* self) { delete static_cast<T*>(PyCapsule_GetPointer(self, PyCapsule_GetName(self))); });
   if (capsule == nullptr) delete owned;
   return capsule;
 }

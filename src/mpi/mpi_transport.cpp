@@ -581,7 +581,8 @@ std::shared_ptr<Transport> over_communicator(const void* communicator) {
     throw InvalidArgument("hetflow::mpi::over_communicator: MPI is not initialised, so no communicator exists yet");
   }
   const MPI_Comm comm = *static_cast<const MPI_Comm*>(communicator);
-  if (comm == MPI_COMM_NULL) throw InvalidArgument("hetflow::mpi::over_communicator: the communicator is MPI_COMM_NULL");
+  if (comm == MPI_COMM_NULL)
+    throw InvalidArgument("hetflow::mpi::over_communicator: the communicator is MPI_COMM_NULL");
   return std::make_shared<detail::MpiTransport>(comm);
 }
 
