@@ -501,6 +501,9 @@ class PyRuntime {
       }
     }
     std::optional<int> rank;
+    TaskOptions options;
+    options.data_list = distributed;
+    options.name = name;
     if (!distributed.empty() || on) {
       if (runtime().on_worker_thread()) {
         throw nb::value_error(
@@ -509,9 +512,6 @@ class PyRuntime {
              "every rank's program must submit it")
                 .c_str());
       }
-      TaskOptions options;
-      options.data_list = distributed;
-      options.name = name;
       rank = router_->executor(options, on);
       if (writes_plain && *rank != mpi::kEveryRank) {
         throw nb::value_error(("hetflow.mpi: task '" + name + "' runs on rank " + std::to_string(*rank) +
@@ -533,12 +533,7 @@ class PyRuntime {
                 .c_str());
       }
     }
-    if (rank) {
-      TaskOptions options;
-      options.data_list = distributed;
-      options.name = name;
-      router_->route(options, on, name);
-    }
+    if (rank) router_->route(options, on, name);
     return rank;
   }
 
