@@ -59,11 +59,13 @@ class HETFLOW_API Transport {
 
 /// When several ranks of `transport` run on this machine, restricts this process to its share
 /// of the CPUs it may use (the local rank i of k gets the i-th of k slices of that set, at least
-/// one CPU each) and of its GPUs (GPUs i, i + k, ... of those CUDA_VISIBLE_DEVICES lists, or of
-/// every GPU the NVIDIA driver shows; GPU i % n when there are fewer than ranks), so that a
-/// Runtime made afterwards, with its defaults, runs one worker per CPU of that share and drives
-/// those GPUs only: ranks do not compete for cores or devices. Returns the CPUs of the share.
-/// Call it before creating the Runtime (and before anything starts CUDA).
+/// one CPU each) and of its devices: GPUs i, i + k, ... of those the NVIDIA driver shows
+/// (through CUDA_VISIBLE_DEVICES, unless the launcher or the user set it), OpenCL devices the
+/// same way (through HETFLOW_OPENCL_SHARE, unless set); one shared device each when there are
+/// fewer than ranks. A Runtime made afterwards, with its defaults, then runs one worker per CPU
+/// of that share and drives those devices only: ranks do not compete for cores or devices.
+/// Returns the CPUs of the share. Call it before creating the Runtime (and before anything
+/// starts CUDA).
 ///
 ///     auto transport = hetflow::mpi::world();
 ///     hetflow::mpi::share_node(*transport);

@@ -13,47 +13,39 @@
 
 #include "hetflow/error.hpp"
 #include "hetflow/mpi.hpp"
+#include "util/device_share.hpp"
 
 namespace hetflow::mpi {
 
 namespace {
 
-// The GPUs this process may use, as CUDA names them: CUDA_VISIBLE_DEVICES's list when it is
-// set, else one index per GPU the NVIDIA driver shows; none without one.
-std::vector<std::string> visible_gpus() {
-  std::vector<std::string> gpus;
-  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); visible != nullptr) {
-    std::string list = visible;
-    for (std::size_t start = 0; start <= list.size();) {
-      const std::size_t comma = std::min(list.find(',', start), list.size());
-      if (comma > start) gpus.push_back(list.substr(start, comma - start));
-      start = comma + 1;
-    }
-    return gpus;
-  }
+// How many GPUs the NVIDIA driver shows on this machine (none without one).
+std::size_t machine_gpus() {
+  std::size_t count = 0;
   if (DIR* driver = opendir("/proc/driver/nvidia/gpus")) {
-    int count = 0;
     while (const dirent* entry = readdir(driver)) {
       if (entry->d_name[0] != '.') ++count;
     }
     closedir(driver);
-    for (int gpu = 0; gpu < count; ++gpu) gpus.push_back(std::to_string(gpu));
   }
-  return gpus;
+  return count;
 }
 
-// Local rank `rank` of `ranks` keeps GPUs rank, rank + ranks, ... (GPU rank % n when there are
-// fewer GPUs than ranks), through CUDA_VISIBLE_DEVICES, which CUDA reads when it starts.
-void share_gpus(std::size_t rank, std::size_t ranks) {
-  const std::vector<std::string> gpus = visible_gpus();
-  if (gpus.empty()) return;
-  std::string share;
-  for (std::size_t gpu = rank % gpus.size(); gpu < gpus.size(); gpu += ranks) {
-    if (!share.empty()) share += ',';
-    share += gpus[gpu];
-    if (gpus.size() < ranks) break;
+// Local rank `rank` of `ranks` keeps its share of the machine's GPUs (detail::dealt_share)
+// through CUDA_VISIBLE_DEVICES, which CUDA reads when it starts, and of the OpenCL devices
+// through HETFLOW_OPENCL_SHARE, which hetflow's OpenCL driver reads. Either already set (by the
+// launcher, which may have given each rank its own GPUs, or by the user) is left as it is.
+void share_devices(std::size_t rank, std::size_t ranks) {
+  if (std::getenv("CUDA_VISIBLE_DEVICES") == nullptr) {
+    std::string share;
+    for (std::size_t gpu : detail::dealt_share(machine_gpus(), rank, ranks)) {
+      if (!share.empty()) share += ',';
+      share += std::to_string(gpu);
+    }
+    if (!share.empty()) setenv("CUDA_VISIBLE_DEVICES", share.c_str(), 1);
   }
-  setenv("CUDA_VISIBLE_DEVICES", share.c_str(), 1);
+  const std::string opencl_share = std::to_string(rank) + "/" + std::to_string(ranks);
+  setenv("HETFLOW_OPENCL_SHARE", opencl_share.c_str(), /*overwrite=*/0);
 }
 
 }  // namespace
@@ -71,7 +63,7 @@ unsigned share_node(const Transport& transport) {
   const auto ranks = static_cast<std::size_t>(transport.local_ranks());
   const auto rank = static_cast<std::size_t>(transport.local_rank());
   if (ranks <= 1) return static_cast<unsigned>(cpus.size());
-  share_gpus(rank, ranks);
+  share_devices(rank, ranks);
   if (cpus.empty()) return 0;
 
   cpu_set_t share;

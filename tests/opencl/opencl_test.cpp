@@ -222,6 +222,29 @@ TEST(OpenCLDeviceSelection, ListsAndMaxDevices) {
   EXPECT_EQ(one->worker_count(), std::min(1u, all->worker_count()));
 }
 
+// The ranks of a machine (HETFLOW_OPENCL_SHARE, set by hetflow::mpi::share_node) take their
+// share of its devices: every device dealt once between them, or one each, shared, when there
+// are fewer devices than ranks.
+TEST(OpenCLDeviceSelection, ProcessesSharingTheMachineTakeTheirShare) {
+  const auto everything = cl::DriverOptions{.device_types = CL_DEVICE_TYPE_ALL, .device_types_set = true};
+  const unsigned all = cl::make_driver(everything)->worker_count();
+  unsigned dealt = 0;
+  for (const char* share : {"0/2", "1/2"}) {
+    ScopedEnv env("HETFLOW_OPENCL_SHARE", share);
+    const unsigned mine = cl::make_driver(everything)->worker_count();
+    EXPECT_EQ(mine, all == 0 ? 0u : all < 2 ? 1u : (all + (share[0] == '0' ? 1 : 0)) / 2) << share;
+    dealt += mine;
+  }
+  if (all >= 2) {
+    EXPECT_EQ(dealt, all);
+  }
+  for (const char* bad : {"2/2", "1/0", "a/2", "1", "1/2x", "-1/2"}) {
+    ScopedEnv env("HETFLOW_OPENCL_SHARE", bad);
+    hetflow::test::expect_invalid_argument([] { (void)cl::make_driver(); },
+                                           {"HETFLOW_OPENCL_SHARE", std::string("'") + bad + "'"});
+  }
+}
+
 // ---- the driver and its memory node, without an engine ------------------------------------------
 
 TEST_F(OpenCL, DriverGivesEachWorkerOneMemoryNodeAndState) {

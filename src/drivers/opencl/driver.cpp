@@ -1,8 +1,10 @@
 // The OpenCL driver: one worker per device, each with its device's memory as a memory node and
 // a cache of the programs built for it.
+#include <charconv>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "hetflow/error.hpp"
 #include "hetflow/opencl.hpp"
 #include "hetflow/runtime.hpp"
+#include "util/device_share.hpp"
 
 namespace hetflow::opencl {
 namespace detail {
@@ -85,13 +88,37 @@ cl_device_type chosen_device_types(const DriverOptions& options) {
   return options.device_types;
 }
 
+// HETFLOW_OPENCL_SHARE="i/k": this process is the i-th of k sharing the machine's devices (the
+// MPI ranks of a node; hetflow::mpi::share_node sets it) and takes its share of those found.
+std::vector<DeviceId> shared_out(std::vector<DeviceId> found) {
+  const char* text = std::getenv("HETFLOW_OPENCL_SHARE");
+  if (text == nullptr || *text == '\0') return found;
+  const std::string_view share_text(text);
+  const char* end = share_text.data() + share_text.size();
+  unsigned part = 0;
+  unsigned parts = 0;
+  const auto [slash, part_error] = std::from_chars(share_text.data(), end, part);
+  const auto [last, parts_error] = slash != end && *slash == '/'
+                                       ? std::from_chars(slash + 1, end, parts)
+                                       : std::from_chars_result{slash, std::errc::invalid_argument};
+  if (part_error != std::errc{} || parts_error != std::errc{} || last != end || parts == 0 || part >= parts) {
+    throw InvalidArgument(std::string("HETFLOW_OPENCL_SHARE='") + text +
+                          "': give i/k, this process's place among the k that share the devices (0 <= i < k)");
+  }
+  std::vector<DeviceId> share;
+  for (std::size_t index : hetflow::detail::dealt_share(found.size(), part, parts)) share.push_back(found[index]);
+  return share;
+}
+
 }  // namespace
 }  // namespace detail
 
 std::shared_ptr<ext::Driver> make_driver(DriverOptions options) {
   const cl_device_type types = detail::chosen_device_types(options);
   if (types == 0) throw InvalidArgument("hetflow::opencl::make_driver: DriverOptions::device_types is empty");
-  return std::make_shared<detail::OpenCLDriver>(detail::find_devices(types, options.max_devices));
+  std::vector<detail::DeviceId> devices = detail::shared_out(detail::find_devices(types, 0));
+  if (options.max_devices != 0 && devices.size() > options.max_devices) devices.resize(options.max_devices);
+  return std::make_shared<detail::OpenCLDriver>(devices);
 }
 
 const Device& device(const TaskContext& context) { return detail::worker_of(context, "device").device->view(); }

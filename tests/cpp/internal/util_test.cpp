@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "util/device_share.hpp"
 #include "util/number_format.hpp"
 #include "util/text_fields.hpp"
 
@@ -106,6 +107,19 @@ TEST(TextFields, ParseNumberTakesTheWholeTextOnly) {
   // A view into a longer text: only the view's characters count.
   const std::string_view line = "12345";
   EXPECT_EQ(parse_number<int>(line.substr(0, 2)), 12);
+}
+
+// Ranks of a machine deal its devices round-robin; with fewer devices than ranks, each rank
+// gets one, shared.
+TEST(DeviceShare, DevicesAreDealtRoundRobinAndSharedWhenTooFew) {
+  using hetflow::detail::dealt_share;
+  using Share = std::vector<std::size_t>;
+  EXPECT_EQ(dealt_share(8, 1, 3), (Share{1, 4, 7}));
+  EXPECT_EQ(dealt_share(8, 2, 3), (Share{2, 5}));
+  EXPECT_EQ(dealt_share(4, 0, 1), (Share{0, 1, 2, 3}));
+  EXPECT_EQ(dealt_share(2, 3, 4), (Share{1}));
+  EXPECT_EQ(dealt_share(1, 2, 4), (Share{0}));
+  EXPECT_TRUE(dealt_share(0, 0, 2).empty());
 }
 
 }  // namespace
