@@ -479,7 +479,22 @@ def wait_all() -> None:
     """Waits, on every rank, until every task and transfer submitted on every rank is done.
     Every rank calls it (it ends in a barrier that does not block hetflow's MPI thread)."""
     state = _current()
-    state.context.wait_all()
+    # Waited for on a thread of its own, so that Ctrl-C reaches this one meanwhile (and, with
+    # abort_on_error, ends every rank rather than leaving them in the barrier).
+    failure: List[BaseException] = []
+
+    def wait() -> None:
+        try:
+            state.context.wait_all()
+        except BaseException as error:  # noqa: B902 - handed to the caller as it is
+            failure.append(error)
+
+    waiter = threading.Thread(target=wait, name="hetflow-mpi-wait-all", daemon=True)
+    waiter.start()
+    while waiter.is_alive():
+        waiter.join(0.1)
+    if failure:
+        raise failure[0]
 
 
 def sent() -> List[Tuple[int, int]]:

@@ -120,6 +120,7 @@ class TaskRef {
     if (!base_.ready()) throw nb::value_error("hetflow: the task has not finished");
     if (base_.status() == TaskStatus::done) {
       if (runner_) return nb::make_tuple("object", nb::borrow(runner_.get()).attr("value"));
+      if (!typed_.valid()) return nb::make_tuple("object", nb::none());  // a runner the collector took
       const TaskResult& result = typed_.get();
       if (result.is_pickled) return nb::make_tuple("pickled", as_bytes(result.pickled));
       return nb::make_tuple("object", nb::borrow(result.object ? result.object.get() : Py_None));
@@ -128,6 +129,9 @@ class TaskRef {
   }
 
   [[nodiscard]] const FutureBase& future() const noexcept { return base_; }
+  /// The codelet runner this task keeps (for the garbage collector), and letting go of it.
+  [[nodiscard]] PyObject* runner() const noexcept { return runner_.get(); }
+  void drop_runner() noexcept { runner_.reset(); }
   /// The future with the engine-kept result that a process task receives as an argument.
   [[nodiscard]] const TaskFuture& result_future() const {
     if (!typed_.valid()) {
@@ -581,6 +585,24 @@ class PyRuntime {
   unsigned cpu_workers_ = 0;
 };
 
+// A codelet task's runner may refer back to its future (through the implementation's globals,
+// say): these let the garbage collector see that reference and break such cycles.
+int task_ref_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));
+  if (!nb::inst_ready(self)) return 0;
+  Py_VISIT(nb::inst_ptr<TaskRef>(self)->runner());
+  return 0;
+}
+
+int task_ref_clear(PyObject* self) {
+  if (nb::inst_ready(self)) nb::inst_ptr<TaskRef>(self)->drop_runner();
+  return 0;
+}
+
+PyType_Slot task_ref_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(task_ref_traverse)},
+                                {Py_tp_clear, reinterpret_cast<void*>(task_ref_clear)},
+                                {0, nullptr}};
+
 }  // namespace
 }  // namespace hetflow::python
 
@@ -589,7 +611,7 @@ NB_MODULE(_hetflow, m) {
   m.doc() = "The hetflow engine; use the hetflow package, not this module.";
   bind_perfmodel(m);
 
-  nb::class_<TaskRef>(m, "TaskRef")
+  nb::class_<TaskRef>(m, "TaskRef", nb::type_slots(task_ref_slots))
       .def("done", &TaskRef::done)
       .def("rank", &TaskRef::rank)
       .def("status", &TaskRef::status)
