@@ -106,6 +106,24 @@ def test_a_rank_that_fails_ends_every_rank_instead_of_leaving_them_waiting():
     assert "time limit" not in output, output  # ended by the failing rank, not by mpirun's timeout
 
 
+def test_ctrl_c_reaches_a_program_waiting_in_wait_all():
+    program = (
+        "import _thread, threading, time, numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init(abort_on_error=False)\n"
+        "a = hm.register(np.zeros(1), owner=0)\n"
+        "hetflow.task_submit.options(executor='thread')(lambda x: time.sleep(3), hetflow.RW(a))\n"
+        "threading.Timer(0.5, _thread.interrupt_main).start()\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    hm.wait_all()\n"
+        "except KeyboardInterrupt:\n"
+        "    print(f'interrupted after {time.monotonic() - start:.1f} s', flush=True)\n"
+        "hm.wait_all()\n"
+    )
+    output = _run(1, "-c", program)
+    assert "interrupted after 0." in output, output
+
+
 def test_without_init_distributed_calls_say_what_to_do():
     import hetflow.mpi as hm
 
