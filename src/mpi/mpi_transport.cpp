@@ -282,6 +282,11 @@ class ProgressEngine {
     [[nodiscard]] bool long_message() const { return kind != Operation::Kind::barrier && bytes >= long_message_bytes; }
   };
 
+  // What a message of the wrong size means in a hetflow program.
+  static constexpr const char* kDisagreement =
+      " (the ranks disagree on the message: did they register this data with different sizes, or "
+      "submit different work? HETFLOW_MPI_CHECK=1 finds the first task that differs)";
+
   // One MPI request in flight: its flight and, for a receive, the bytes the chunk must bring.
   struct RequestInfo {
     std::size_t flight = 0;
@@ -304,7 +309,10 @@ class ProgressEngine {
   // An MPI call of the progress thread failed: the ranks can no longer agree on what was sent,
   // and there is no caller to throw to, so the program stops with a message.
   [[noreturn]] void fail(const std::string& what, int code) const {
-    std::fprintf(stderr, "hetflow::mpi: %s: %s\n", what.c_str(), mpi_error_text(code).c_str());
+    int error_class = MPI_SUCCESS;
+    MPI_Error_class(code, &error_class);
+    std::fprintf(stderr, "hetflow::mpi: %s: %s%s\n", what.c_str(), mpi_error_text(code).c_str(),
+                 error_class == MPI_ERR_TRUNCATE ? kDisagreement : "");
     std::fflush(stderr);
     MPI_Abort(comm_, 1);
     std::abort();
@@ -385,10 +393,8 @@ class ProgressEngine {
         int received = 0;
         MPI_Get_count(&status, MPI_BYTE, &received);
         if (received != info.expected_count) {
-          std::fprintf(stderr,
-                       "hetflow::mpi: %s: a message of %d bytes arrived where %d were expected (the ranks disagree "
-                       "on the message)\n",
-                       describe(flight).c_str(), received, info.expected_count);
+          std::fprintf(stderr, "hetflow::mpi: %s: a message of %d bytes arrived where %d were expected%s\n",
+                       describe(flight).c_str(), received, info.expected_count, kDisagreement);
           std::fflush(stderr);
           MPI_Abort(comm_, 1);
           std::abort();

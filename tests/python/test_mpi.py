@@ -106,6 +106,28 @@ def test_a_rank_that_fails_ends_every_rank_instead_of_leaving_them_waiting():
     assert "time limit" not in output, output  # ended by the failing rank, not by mpirun's timeout
 
 
+def test_ranks_that_register_different_sizes_are_told_so_instead_of_hanging():
+    mpirun = _mpirun_or_skip()
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "a = hm.register(np.ones(10 if hm.rank() == 0 else 5), owner=0)\n"
+        "b = hm.register(np.zeros(1), owner=1)\n"
+        "hetflow.task_submit.options(executor='thread')(lambda x, y: None, a, hetflow.RW(b))\n"
+        "hm.wait_all()\n"
+    )
+    result = subprocess.run(
+        [mpirun, "--timeout", "100", "-np", "2", sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **_MPI_ENVIRONMENT},
+        timeout=130,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "different sizes" in output and "time limit" not in output, output
+
+
 def test_ctrl_c_reaches_a_program_waiting_in_wait_all():
     program = (
         "import _thread, threading, time, numpy as np, hetflow, hetflow.mpi as hm\n"
