@@ -83,6 +83,22 @@ inline std::vector<std::uint8_t> pattern(int sender, std::size_t message, std::s
   return data;
 }
 
+/// What a rank sends around a ring (message i: `sizes[i]` bytes of its pattern) and the zeroed
+/// buffers it receives the previous rank's into.
+struct RingMessages {
+  std::vector<std::vector<std::uint8_t>> outgoing;
+  std::vector<std::vector<std::uint8_t>> incoming;
+};
+
+inline RingMessages ring_messages(int rank, const std::vector<std::size_t>& sizes) {
+  RingMessages messages;
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    messages.outgoing.push_back(pattern(rank, i, sizes[i]));
+    messages.incoming.emplace_back(sizes[i], std::uint8_t{0});
+  }
+  return messages;
+}
+
 /// The index of the first byte that differs from the pattern, or -1 (for readable failures of
 /// large buffers).
 inline long long first_mismatch(const std::vector<std::uint8_t>& data, int sender, std::size_t message) {

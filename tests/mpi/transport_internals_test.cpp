@@ -20,7 +20,7 @@ namespace {
 using hetflow::mpi::detail::MpiTransport;
 using hetflow::test::Completions;
 using hetflow::test::first_mismatch;
-using hetflow::test::pattern;
+using hetflow::test::ring_messages;
 
 // Messages of several sizes around the chunk size, one tag, around a ring: each arrives whole and
 // in its place, the chunks of one never mixed with those of the next.
@@ -33,12 +33,7 @@ TEST(MpiTransportChunks, LongMessagesGoInChunksAndKeepTheirOrder) {
   const std::vector<std::size_t> sizes = {1001, 5, 250'000, 0, 1000, 999, 2000, 64'001};
   constexpr int tag = 7;
 
-  std::vector<std::vector<std::uint8_t>> outgoing;
-  std::vector<std::vector<std::uint8_t>> incoming;
-  for (std::size_t i = 0; i < sizes.size(); ++i) {
-    outgoing.push_back(pattern(rank, i, sizes[i]));
-    incoming.emplace_back(sizes[i], std::uint8_t{0});
-  }
+  auto [outgoing, incoming] = ring_messages(rank, sizes);
   Completions sent;
   Completions received;
   for (std::size_t i = 0; i < sizes.size(); ++i) {

@@ -22,6 +22,7 @@ namespace {
 using hetflow::test::Completions;
 using hetflow::test::first_mismatch;
 using hetflow::test::pattern;
+using hetflow::test::ring_messages;
 namespace mpi = hetflow::mpi;
 
 TEST(MpiTransport, WorldIsOneTransportOverTheRanksOfMpi) {
@@ -77,12 +78,7 @@ TEST(MpiTransport, RingCarriesMessagesOfSeveralSizes) {
   const std::vector<std::size_t> sizes = {0, 1, 13, 4096, 65537, std::size_t{1} << 20};
   constexpr int tags = 100;
 
-  std::vector<std::vector<std::uint8_t>> outgoing;
-  std::vector<std::vector<std::uint8_t>> incoming;
-  for (std::size_t i = 0; i < sizes.size(); ++i) {
-    outgoing.push_back(pattern(rank, i, sizes[i]));
-    incoming.emplace_back(sizes[i], std::uint8_t{0});
-  }
+  auto [outgoing, incoming] = ring_messages(rank, sizes);
   Completions sent;
   Completions received;
   for (std::size_t i = 0; i < sizes.size(); ++i) {
