@@ -99,6 +99,10 @@ struct Context::Impl {
     rank = transport->rank();
     size = transport->size();
     sent.resize(static_cast<std::size_t>(size));
+    for (int peer = 0; peer < size; ++peer) {
+      to_track.push_back("to " + rank_text(peer));
+      from_track.push_back("from " + rank_text(peer));
+    }
     const char* check_text = std::getenv("HETFLOW_MPI_CHECK");
     check = check_text != nullptr && std::string_view(check_text) == "1";
     if (const char* watchdog_text = std::getenv("HETFLOW_MPI_WATCHDOG")) {
@@ -423,8 +427,8 @@ struct Context::Impl {
           std::lock_guard lock(transfer_mutex);
           if (--transfer->messages_left > 0) return;
         }
-        runtime.trace_message("to " + rank_text(destination), channel.local.name(), channel.bytes, transfer->posted_at,
-                              runtime.now());
+        runtime.trace_message(to_track[static_cast<std::size_t>(destination)], channel.local.name(), channel.bytes,
+                              transfer->posted_at, runtime.now());
         transfer->acquisition.release();
         finished_transfer(id);
       };
@@ -446,8 +450,8 @@ struct Context::Impl {
       auto transfer = std::make_shared<Transfer>(std::move(acquisition));
       transfer->posted_at = runtime.now();
       const auto received = [this, transfer, &channel, source, id] {
-        runtime.trace_message("from " + rank_text(source), channel.local.name(), channel.bytes, transfer->posted_at,
-                              runtime.now());
+        runtime.trace_message(from_track[static_cast<std::size_t>(source)], channel.local.name(), channel.bytes,
+                              transfer->posted_at, runtime.now());
         if (transfer->error.empty()) {
           transfer->acquisition.release();
         } else {
@@ -514,6 +518,8 @@ struct Context::Impl {
   std::condition_variable transfers_done;
   std::size_t in_flight = 0;
   std::vector<PeerStats> sent;
+  std::vector<std::string> to_track;  // the trace's track names, per peer
+  std::vector<std::string> from_track;
   std::map<std::uint64_t, Pending> pending;
   std::uint64_t last_transfer_id = 0;
   std::chrono::steady_clock::time_point last_progress = std::chrono::steady_clock::now();
