@@ -80,7 +80,6 @@ class _State:
 
 _state: Optional[_State] = None
 _lock = threading.Lock()
-_abandoned: List[Any] = []  # contexts left at exit with transfers in flight: never destroyed
 
 
 def _module() -> Any:
@@ -183,13 +182,13 @@ def _close(state: _State, wait: bool) -> None:
     except RuntimeError:
         pass  # the engine is gone already
     if not wait:
-        _abandoned.append(state.context)
+        state.context.forget()
         return
     closer = threading.Thread(target=state.context.close, name="hetflow-mpi-close", daemon=True)
     closer.start()
     closer.join(_EXIT_WAIT_S)
     if closer.is_alive():
-        _abandoned.append(state.context)
+        state.context.forget()
         print(
             f"hetflow.mpi: rank {state.rank}: transfers still in flight after {_EXIT_WAIT_S:.0f} s at exit "
             "(did another rank fail, or skip a call every rank makes?); leaving without them",
@@ -206,8 +205,27 @@ def _close_at_exit() -> None:
 def _current() -> _State:
     state = _state
     if state is None:
+        if _forked_from is not None:
+            raise RuntimeError(
+                f"hetflow.mpi: this process was forked from rank {_forked_from}; a forked child is not an MPI "
+                "rank (MPI does not follow a fork), so it cannot take part in the distributed program"
+            )
         raise RuntimeError("hetflow.mpi: call hetflow.mpi.init() first (on every rank)")
     return state
+
+
+_forked_from: Optional[int] = None  # in a forked child of a rank: that rank
+
+
+def _after_fork_in_child() -> None:
+    global _state, _forked_from
+    if _state is not None:
+        _forked_from = _state.rank
+        _state.context.forget()  # the parent's: never ended here
+    _state = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _from_parent(variable: str) -> Optional[int]:

@@ -172,6 +172,10 @@ class RankContext {
     return out;
   }
 
+  /// Lets go of the context without ending it: in a forked child, or at exit with transfers
+  /// that will not finish (ending it would wait for them).
+  void forget() { static_cast<void>(new std::shared_ptr<ContextRouter>(std::move(router_))); }
+
   /// Ends the context: waits for the transfers still in flight (not for the tasks).
   void close() {
     std::shared_ptr<ContextRouter> router = std::move(router_);
@@ -219,5 +223,6 @@ NB_MODULE(_hetflow_mpi, m) {
       .def("flush_all", &RankContext::flush_all)
       .def("wait_all", &RankContext::wait_all)
       .def("sent", &RankContext::sent)
-      .def("close", &RankContext::close);
+      .def("close", &RankContext::close)
+      .def("forget", &RankContext::forget);
 }

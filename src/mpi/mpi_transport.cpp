@@ -3,6 +3,8 @@
 // `done` callbacks.
 #include "mpi/mpi_transport.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <climits>
 #include <condition_variable>
@@ -115,7 +117,9 @@ class MpiProcess {
   }
 
   ~MpiProcess() {
-    if (!initialised_here_) return;
+    // A forked child inherits this object but not MPI, nor the transports' threads: it leaves
+    // MPI to the process that started it.
+    if (!initialised_here_ || ::getpid() != owner_pid_) return;
     {
       std::unique_lock lock(users_->mutex);
       users_->changed.wait_for(lock, exit_wait,
@@ -132,6 +136,7 @@ class MpiProcess {
   }
 
   bool initialised_here_ = false;
+  pid_t owner_pid_ = ::getpid();
   std::string refusal_;
   std::shared_ptr<MpiUsers> users_ = std::make_shared<MpiUsers>();
 };
@@ -506,6 +511,13 @@ MpiTransport::MpiTransport(MPI_Comm comm, MpiTransportOptions options) {
 }
 
 MpiTransport::~MpiTransport() {
+  if (::getpid() != created_in_) {
+    // A forked child inherits the transport but neither its thread nor MPI, which are the
+    // parent's: it lets go of both without touching them.
+    static_cast<void>(new std::thread(std::move(thread_)));
+    static_cast<void>(new std::shared_ptr<ProgressEngine>(std::move(engine_)));
+    return;
+  }
   engine_->request_stop();
   if (thread_.get_id() == std::this_thread::get_id()) {
     // Destroyed from one of its own callbacks: the thread drains and ends by itself.

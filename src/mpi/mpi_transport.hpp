@@ -17,6 +17,7 @@
 // that fails on the progress thread (a message longer or shorter than its receive, a peer gone)
 // ends every rank with MPI_Abort, after saying which message failed.
 #include <mpi.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstddef>
@@ -69,6 +70,7 @@ class MpiTransport final : public Transport {
   // one of its own `done` callbacks (the thread is then detached and ends after draining).
   std::shared_ptr<ProgressEngine> engine_;
   std::thread thread_;
+  pid_t created_in_ = ::getpid();  // a forked child destroys it without touching MPI
 };
 
 }  // namespace hetflow::mpi::detail

@@ -128,6 +128,30 @@ def test_ranks_that_register_different_sizes_are_told_so_instead_of_hanging():
     assert "different sizes" in output and "time limit" not in output, output
 
 
+def test_a_forked_child_of_a_rank_is_told_it_is_not_one_and_exits_at_once():
+    program = (
+        "import os, sys, numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "a = hm.register(np.zeros(4), owner=0)\n"
+        "hetflow.task_submit.options(executor='thread')(lambda x: x.fill(1), hetflow.W(a))\n"
+        "hm.wait_all()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        hm.wait_all()\n"
+        "    except RuntimeError as error:\n"
+        "        print('child:', error, flush=True)\n"
+        "    sys.exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(f'rank {hm.rank()}: child ended with {status}', flush=True)\n"
+        "hm.broadcast(a)\n"
+        "assert a[3] == 1.0\n"
+    )
+    output = _run(2, "-c", program)
+    assert output.count("is not an MPI rank") == 2 and "child ended with 0" in output, output
+    assert "still in use at exit" not in output, output  # the child left MPI to its parent
+
+
 def test_ctrl_c_reaches_a_program_waiting_in_wait_all():
     program = (
         "import _thread, threading, time, numpy as np, hetflow, hetflow.mpi as hm\n"
