@@ -31,7 +31,7 @@ def get(dsk: Any, keys: Any, executor: str = "thread", priority: int = 0, **kwar
     """Computes ``keys`` of the Dask graph ``dsk`` on hetflow and returns their values.
 
     ``keys`` is one key or a list of keys, lists nested as deep as needed; the result has the same
-    structure. Use it as ``dask.compute(x, scheduler=hetflow.dask.get)`` or
+    structure, with tuples for the lists (as Dask's own ``get`` functions return). Use it as ``dask.compute(x, scheduler=hetflow.dask.get)`` or
     ``x.compute(scheduler=hetflow.dask.get, executor="process")``.
 
     executor: ``"thread"`` (default; right for numpy chunks) or ``"process"``.
@@ -150,6 +150,6 @@ def _flat_keys(keys: Any) -> List[Hashable]:
 
 
 def _nested(keys: Any, results: Dict[Hashable, Any]) -> Any:
-    if isinstance(keys, list):
-        return [_nested(item, results) for item in keys]
+    if isinstance(keys, list):  # a tuple back, as Dask's own get functions give
+        return tuple(_nested(item, results) for item in keys)
     return results[keys]

@@ -78,8 +78,8 @@ def test_diamond_on_the_process_executor():
 def test_nested_keys_of_a_plain_graph():
     dsk = {"a": 1, "b": (inc, "a"), "c": (add, "a", "b"), "d": (sum, ["a", "b", "c"]), "e": "a"}
     assert hetflow.dask.get(dsk, "c") == 3
-    assert hetflow.dask.get(dsk, [["c", "d"], "b", [["e"]]]) == [[3, 6], 2, [[1]]]
-    assert hetflow.dask.get(dsk, []) == []
+    assert hetflow.dask.get(dsk, [["c", "d"], "b", [["e"]]]) == ((3, 6), 2, ((1,),))
+    assert hetflow.dask.get(dsk, []) == ()
 
 
 class Boom(ValueError):
@@ -135,3 +135,15 @@ def test_a_hetflow_executor_is_a_dask_scheduler(kind):
         with pytest.raises(Boom, match="bad input 3"):
             dask.delayed(fail)(3).compute(scheduler=pool)
 
+
+
+# Dask's own tests of foreign `get` functions: every expectation Dask has of a scheduler.
+from dask.utils_test import GetFunctionTestMixin  # noqa: E402
+
+
+class TestDasksGetFunctionSuiteOnThreads(GetFunctionTestMixin):
+    get = staticmethod(hetflow.dask.get)
+
+
+class TestDasksGetFunctionSuiteOnProcesses(GetFunctionTestMixin):
+    get = staticmethod(lambda dsk, keys, **options: hetflow.dask.get(dsk, keys, executor="process", **options))
