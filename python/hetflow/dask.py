@@ -31,7 +31,8 @@ def get(dsk: Any, keys: Any, executor: str = "thread", priority: int = 0, **kwar
     """Computes ``keys`` of the Dask graph ``dsk`` on hetflow and returns their values.
 
     ``keys`` is one key or a list of keys, lists nested as deep as needed; the result has the same
-    structure, with tuples for the lists (as Dask's own ``get`` functions return). Use it as ``dask.compute(x, scheduler=hetflow.dask.get)`` or
+    structure, with tuples for the lists (as Dask's own ``get`` functions return). Use it as
+    ``dask.compute(x, scheduler=hetflow.dask.get)`` or
     ``x.compute(scheduler=hetflow.dask.get, executor="process")``.
 
     executor: ``"thread"`` (default; right for numpy chunks) or ``"process"``.
