@@ -157,7 +157,7 @@ def init(
     ncpus: CPU workers (default: ``HETFLOW_NCPUS``, else the CPUs this process may use); more
     workers than cores is allowed. sched: ``ws`` (default, or ``HETFLOW_SCHED``), ``eager``,
     ``prio``, ``random``, ``dm``, ``dmda``, ``dmdas``. executor: where tasks run unless told otherwise — ``process`` (default
-    on a Python with a GIL, or ``HETFLOW_EXECUTOR``) or ``thread``. nprocs: worker processes
+    on a Python with a GIL, or ``HETFLOW_EXECUTOR``) or ``thread`` (the default with nprocs=0). nprocs: worker processes
     for the process executor (default: ``HETFLOW_NPROCS``, else ncpus). spin_us: how long idle
     workers poll before sleeping. trace: a path where a Chrome trace is written at shutdown
     (default ``HETFLOW_TRACE``); stats: print worker statistics at shutdown (``HETFLOW_STATS``).

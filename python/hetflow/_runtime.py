@@ -157,7 +157,7 @@ class Settings:
         """These settings with the executor, ncpus and nprocs filled in from the environment
         (``HETFLOW_EXECUTOR``, ``HETFLOW_NCPUS``, ``HETFLOW_NPROCS``) or the defaults, and the
         trace path as a str."""
-        executor = check_executor(self.executor or os.environ.get("HETFLOW_EXECUTOR") or default_executor())
+        chosen = self.executor or os.environ.get("HETFLOW_EXECUTOR") or None
         ncpus = self.ncpus
         if ncpus is None:
             ncpus = _env_int("HETFLOW_NCPUS")
@@ -174,6 +174,17 @@ class Settings:
             _check_count(nprocs, "nprocs (HETFLOW_NPROCS)", 0, MAX_NPROCS, "worker processes")
         if nprocs is None:
             nprocs = min(ncpus, MAX_NPROCS)
+        if chosen is None:
+            # Without worker processes the default could run nothing: tasks go to threads.
+            executor = "thread" if nprocs == 0 else default_executor()
+        else:
+            executor = check_executor(chosen)
+            if executor == "process" and nprocs == 0:
+                origin = "executor='process'" if self.executor else "HETFLOW_EXECUTOR=process"
+                raise ValueError(
+                    f"hetflow: {origin} runs tasks in worker processes, but nprocs=0 starts none; "
+                    "give nprocs >= 1 or use executor='thread'"
+                )
         trace = os.fspath(self.trace) if self.trace is not None else None
         return replace(self, executor=executor, ncpus=ncpus, nprocs=nprocs, trace=trace)
 

@@ -271,6 +271,22 @@ def test_negative_nprocs_raises_value_error():
         hetflow.init(ncpus=2, nprocs=-1)
 
 
+def test_without_worker_processes_tasks_run_on_threads_by_default(monkeypatch):
+    monkeypatch.delenv("HETFLOW_EXECUTOR", raising=False)
+    hetflow.init(ncpus=2, nprocs=0)
+    assert hetflow.submit(inc, 1).result(timeout=30) == 2
+    assert hetflow.task_submit(threading.get_ident).result(timeout=30) != threading.get_ident()
+
+
+@pytest.mark.parametrize("through_environment", [False, True])
+def test_the_process_executor_without_worker_processes_is_refused_at_init(monkeypatch, through_environment):
+    monkeypatch.setenv("HETFLOW_EXECUTOR", "process")
+    options = {} if through_environment else {"executor": "process"}
+    origin = "HETFLOW_EXECUTOR=process" if through_environment else "executor='process'"
+    with pytest.raises(ValueError, match=f"{re.escape(origin)}.*nprocs=0"):
+        hetflow.init(ncpus=2, nprocs=0, **options)
+
+
 def test_process_tasks_without_worker_processes_raise_value_error():
     hetflow.init(ncpus=2, executor="thread", nprocs=0)
     with pytest.raises(ValueError, match="nprocs=0"):
