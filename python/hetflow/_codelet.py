@@ -283,8 +283,9 @@ def insert(
         if "cpu" not in archs:
             raise ValueError(
                 f"hetflow.insert: {codelet.name!r} must run on {'/'.join(archs)}, but one of its arrays is not "
-                "contiguous or shares elements with another array view in use: such arrays are used on the host "
-                "only (give the codelet a cpu implementation, or pass contiguous arrays that do not overlap)"
+                "contiguous, or shares elements with another view of its buffer that was passed to a task (for "
+                "as long as the buffer lives): such arrays are used on the host only (give the codelet a cpu "
+                "implementation, or pass contiguous arrays that no other task's view overlaps)"
             )
         archs = ("cpu",)
     _check_workers(runtime, codelet, archs)
