@@ -186,6 +186,15 @@ class HETFLOW_API Runtime {
   /// The same without waiting: new tasks are refused at once, and the handle is let go when the
   /// tasks already using it have finished (for buffers whose owner is going away).
   void unregister_async(const DataHandle& handle);
+  /// For data the application writes in host memory directly, without acquiring it, once it has
+  /// waited for the tasks using it (numpy arrays in Python do): a device's copy of it that
+  /// matched host memory before the application last waited (note_application_waited) is
+  /// copied again from host memory before its next use. Other data (the default) is assumed to
+  /// change on the host only through acquire, and keeps its device copies.
+  void watch_host_writes(const DataHandle& handle);
+  /// The application has just seen tasks end (it waited for them) and may now write the host
+  /// memory of watched data (watch_host_writes). Cheap: a counter, process-wide.
+  static void note_application_waited() noexcept;
   /// Starts moving the latest version of `handle` to memory node `node` (see memory_nodes()) in
   /// the background, after the tasks submitted before that write it, so that a task there later
   /// finds it in place. Never waits; a hint the engine may drop when the node is full.

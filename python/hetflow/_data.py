@@ -173,10 +173,15 @@ class HandleRegistry:
 
         low, nbytes, _ = span(array)
         high = low + nbytes
+        # A buffer whose owning array is read-only is taken at its word: device copies of it stay
+        # valid across the program's waits. Any other may be written directly once it waited.
+        host_writable = bool(_root(array).flags.writeable)
         if register is not None:
             handle = register(low, max(nbytes, 1))
+            if host_writable:
+                self._engine.watch_host_writes(handle)
         else:
-            handle = self._engine.register_array(low, max(nbytes, 1), f"array@{first:#x}")
+            handle = self._engine.register_array(low, max(nbytes, 1), f"array@{first:#x}", host_writable)
         probe = numpy.asarray(
             _Probe(
                 {
@@ -274,6 +279,9 @@ class HandleRegistry:
         acquisition = self._engine.acquire(view.handle, mode)
         with self._lock:
             self._acquired.setdefault(view.key, []).append(acquisition)
+        from hetflow import _hetflow
+
+        _hetflow.note_application_waited()  # the program may write the array directly now
         return acquisition
 
     def release(self, array: Any, acquisition: Optional[Any] = None) -> None:

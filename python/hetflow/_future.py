@@ -73,7 +73,10 @@ class Future(concurrent.futures.Future):
     # -- the concurrent.futures.Future interface -------------------------------------------
     def done(self) -> bool:
         """True once the task has succeeded, failed or been cancelled."""
-        return self._task.done()
+        if not self._task.done():
+            return False
+        self._runtime.saw_tasks_end()
+        return True
 
     def running(self) -> bool:
         """True while the task runs on a worker."""
@@ -204,6 +207,7 @@ class Future(concurrent.futures.Future):
 
     def _settle(self) -> None:
         """Turns the engine's outcome into a value or an exception, once."""
+        self._runtime.saw_tasks_end()
         if self._value is not _UNSET or self._error is not None:
             return
         outcome = self._task.outcome()
@@ -243,6 +247,7 @@ class Future(concurrent.futures.Future):
                 return
             state, tell = _FINAL_STATES[self._task.status()]
             self._final_state = state
+            self._runtime.saw_tasks_end()
             for waiter in list(self._waiter_list or ()):
                 getattr(waiter, tell)(self)
             self._condition.notify_all()
@@ -257,6 +262,7 @@ class Future(concurrent.futures.Future):
             self._call(fn)
 
     def _call(self, fn: Callable[["Future"], Any]) -> None:
+        self._runtime.saw_tasks_end()
         try:
             fn(self)
         except Exception:  # as concurrent.futures does: a failing callback must not stop others

@@ -93,7 +93,9 @@ class Runtime:
 
     def pinned_load(self, worker: int) -> int: ...
 
-    def register_array(self, address: int, nbytes: int, name: str) -> ArrayHandle: ...
+    def register_array(self, address: int, nbytes: int, name: str, host_writable: bool) -> ArrayHandle: ...
+
+    def watch_host_writes(self, array: ArrayHandle) -> None: ...
 
     def unregister_async(self, handle: ArrayHandle) -> None: ...
 
@@ -152,6 +154,11 @@ def scratch_bytes() -> int:
 def message_kinds() -> dict:
     """
     The kinds of the messages between the host and its worker processes, by name.
+    """
+
+def note_application_waited() -> None:
+    """
+    The program has seen tasks end and may now write its arrays directly: device copies made before are copied again from host memory before their next use (read-only arrays excepted).
     """
 
 def schedulers() -> list[str]: ...

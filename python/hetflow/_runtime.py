@@ -318,6 +318,9 @@ class Runtime:
             devices=devices,
             memory_limits=settings.memory_limits or {},
         )
+        # Called wherever the program learns that tasks ended (a wait, done(), a callback): it
+        # may then write its arrays directly, so device copies made before are not trusted.
+        self.saw_tasks_end: Callable[[], None] = _hetflow.note_application_waited
         self._function_ids: dict = {}  # function key -> the engine's id for it
         self._codelet_ids: Dict[Any, int] = {}  # hetflow.Codelet -> the engine's codelet
         self._worker_archs = frozenset(arch for _, arch, _ in self._engine.workers())
@@ -465,6 +468,7 @@ class Runtime:
         for array in arrays:
             handle, _, _ = handles.handle(array, "R")
             self._engine.acquire(handle, "R").release()
+        self.saw_tasks_end()  # after the copies home, which count as matching the devices' copies
 
     # -- cores (offload) ---------------------------------------------------------------------------
     def open_launch(self, launch: int, size: int) -> None:
@@ -645,6 +649,7 @@ class Runtime:
                 written = list(self._device_writes.values())
                 self._device_writes.clear()
             self.bring_home(written)
+        self.saw_tasks_end()
         return finished
 
     def shutdown(

@@ -511,6 +511,7 @@ def wait_all() -> None:
     waiter.start()
     while waiter.is_alive():
         waiter.join(0.1)
+    state.runtime.saw_tasks_end()  # the program may write its arrays directly now
     if failure:
         raise failure[0]
 

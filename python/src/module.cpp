@@ -340,10 +340,16 @@ class PyRuntime {
                                                         std::make_shared<KernelEnd>(hub_, launch, core)}));
   }
 
-  ArrayHandle register_array(std::uintptr_t address, std::size_t nbytes, const std::string& name) {
+  /// `host_writable`: the program may write the array directly between its waits (so device
+  /// copies made before its last wait are not trusted); false for read-only numpy arrays.
+  ArrayHandle register_array(std::uintptr_t address, std::size_t nbytes, const std::string& name, bool host_writable) {
     if (address == 0) throw nb::value_error("hetflow: cannot register an array without data");
-    return ArrayHandle(runtime().register_data(reinterpret_cast<void*>(address), DataLayout::vector(nbytes, 1), name));
+    ArrayHandle array(runtime().register_data(reinterpret_cast<void*>(address), DataLayout::vector(nbytes, 1), name));
+    if (host_writable) runtime().watch_host_writes(array.handle());
+    return array;
   }
+
+  void watch_host_writes(const ArrayHandle& array) { runtime().watch_host_writes(array.handle()); }
 
   void unregister_async(const ArrayHandle& handle) {
     if (runtime_ && !runtime_->is_shut_down()) runtime_->unregister_async(handle.handle());
@@ -644,7 +650,8 @@ NB_MODULE(_hetflow, m) {
            "order"_a = std::vector<AccessSpec>{}, "on"_a = nb::none())
       .def("open_launch", &PyRuntime::open_launch, "launch"_a, "size"_a)
       .def("pinned_load", &PyRuntime::pinned_load, "worker"_a)
-      .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a)
+      .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a, "host_writable"_a)
+      .def("watch_host_writes", &PyRuntime::watch_host_writes, "array"_a)
       .def("unregister_async", &PyRuntime::unregister_async, "handle"_a)
       .def("acquire", &PyRuntime::acquire, "handle"_a, "mode"_a)
       .def("watch", &PyRuntime::watch, "task"_a, "target"_a)
@@ -698,6 +705,10 @@ NB_MODULE(_hetflow, m) {
         return kinds;
       },
       "The kinds of the messages between the host and its worker processes, by name.");
+
+  m.def("note_application_waited", &hetflow::Runtime::note_application_waited,
+        "The program has seen tasks end and may now write its arrays directly: device copies made "
+        "before are copied again from host memory before their next use (read-only arrays excepted).");
 
   m.def("schedulers", [] {
     std::vector<std::string> names;

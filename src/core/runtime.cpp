@@ -312,6 +312,13 @@ void Runtime::prefetch(const DataHandle& handle, unsigned node) {
   impl_->submit_prefetch(impl, node);
 }
 
+void Runtime::watch_host_writes(const DataHandle& handle) {
+  HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::watch_host_writes");
+  impl.host_writes_watched.store(true, std::memory_order_relaxed);
+}
+
+void Runtime::note_application_waited() noexcept { detail::application_waits.fetch_add(1, std::memory_order_relaxed); }
+
 std::vector<std::string> Runtime::memory_nodes() const {
   std::vector<std::string> names;
   for (unsigned node = 0; node < impl_->node_count(); ++node) names.push_back(impl_->node_name(node));

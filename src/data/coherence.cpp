@@ -97,6 +97,20 @@ void wait_all_pending(HandleImpl& handle) {
   drop_staged_copy(handle);
 }
 
+// A device replica of data the application writes directly in host RAM once it has waited
+// (host_writes_watched) is trusted while host RAM is valid only if it matched host RAM after
+// the application's latest wait; otherwise it is dropped and copied again. One with a copy in
+// flight was started since the data was last handed to tasks and is kept.
+void distrust_if_host_may_differ(HandleImpl& handle, unsigned node) {
+  Replica& local = handle.replicas[node];
+  if (local.state == ReplicaState::invalid || local.pending ||
+      !handle.host_writes_watched.load(std::memory_order_relaxed) ||
+      handle.replicas[kHostNode].state == ReplicaState::invalid) {
+    return;
+  }
+  if (local.matched_host_at != application_waits.load(std::memory_order_relaxed)) local.state = ReplicaState::invalid;
+}
+
 }  // namespace
 
 void copy_home(HandleImpl& handle, unsigned from) {
@@ -126,8 +140,10 @@ void make_host_valid(HandleImpl& handle) {
   }
   if (from == kHostNode) return;  // unreachable: some replica is always valid
   copy_home(handle, from);
+  const std::uint64_t waits = application_waits.load(std::memory_order_relaxed);
   for (Replica& replica : handle.replicas) {
     if (replica.state == ReplicaState::owner) replica.state = ReplicaState::shared;
+    replica.matched_host_at = waits;
   }
   host.state = ReplicaState::shared;
 }
@@ -186,8 +202,10 @@ bool start_fetch(HandleImpl& handle, unsigned node, bool needs_data, bool hint =
   if (local.ptr == nullptr) local.ptr = memory.allocate(handle, bytes, /*may_wait=*/!hint);
   if (local.ptr == nullptr) return false;
   memory.touch(handle);
+  if (needs_data) distrust_if_host_may_differ(handle, node);
   if (local.state != ReplicaState::invalid || local.pending || !needs_data) return true;
   make_host_valid(handle);
+  local.matched_host_at = application_waits.load(std::memory_order_relaxed);
   local.pending_since = handle.context->now();
   std::unique_ptr<ext::Transfer> transfer = copy_from_host(handle, memory.device(), local.ptr);
   if (transfer) {
@@ -257,6 +275,7 @@ void prefetch(HandleImpl& handle, unsigned node) {
   if (handle.replicas.size() == 1 || node == kHostNode) return;
   std::unique_lock guard(handle.coherence_mutex, std::try_to_lock);
   if (!guard.owns_lock()) return;  // busy: a hint is not worth waiting for
+  distrust_if_host_may_differ(handle, node);
   if (handle.replicas[node].state != ReplicaState::invalid) return;
   try {
     start_fetch(handle, node, /*needs_data=*/true, /*hint=*/true);

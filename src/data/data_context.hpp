@@ -5,11 +5,17 @@
 //
 // Memory nodes are numbered: host RAM is node 0 (the users' own buffers), then each device
 // node follows (see ext/memory_node.hpp for a device's memory, NodeMemory for its buffers).
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 
 namespace hetflow::detail {
 
 inline constexpr unsigned kHostNode = 0;
+
+/// How many times the application has waited for tasks (Runtime::note_application_waited);
+/// process-wide, as the application's arrays may be any runtime's.
+inline std::atomic<std::uint64_t> application_waits{0};
 
 class NodeMemory;
 

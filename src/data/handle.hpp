@@ -2,6 +2,7 @@
 // A registered buffer: its replicas on the memory nodes (MSI coherence) and what dependency
 // tracking needs (the last writer and the readers since).
 #include <atomic>
+#include <cstdint>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,7 @@ struct Replica {
   void* ptr = nullptr;                     // the node's buffer (device replicas: allocated on first use)
   unsigned pins = 0;                       // tasks about to use or using it: it must not be evicted
   std::shared_ptr<ext::Transfer> pending;  // the copy that makes it valid, while in flight
+  std::uint64_t matched_host_at = 0;       // device replicas: application_waits() when host RAM last held the same
   double pending_since = 0;                // when that copy started (engine clock)
   bool listed = false;                     // in its node's LRU list, at lru_position
   std::list<HandleImpl*>::iterator lru_position{};
@@ -40,6 +42,9 @@ class HandleImpl {
   const DataLayout layout;
   const std::string name;
   std::atomic<bool> registered{true};
+  // The application may write host RAM directly once it has waited (Runtime::watch_host_writes):
+  // a device replica that matched host RAM before the latest wait is not trusted to still do.
+  std::atomic<bool> host_writes_watched{false};
   std::size_t registry_index = 0;  // position in the runtime's registry, guarded by its lock
 
   // Dependency tracking (guarded by dep_lock). Holds a reference on each task it names.

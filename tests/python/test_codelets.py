@@ -279,3 +279,74 @@ def test_codelet_futures_passed_to_tasks_do_not_wait_inside_them(runtime):
     np.testing.assert_array_equal(b, np.full(16, 3.0))
     total = hetflow.submit(lambda f, x: f + x.sum(), made, b)  # a thread task gets the value
     assert total.result() == 3.0 + 48.0
+
+
+# -- host writes between waits ----------------------------------------------------------------------
+# A program may write its arrays directly once it has waited (result(), wait_for_all(), done(), a
+# callback, concurrent.futures.wait): a device's copy made before then must not stand for them.
+
+
+def _two_waits(kind, future):
+    if kind == "result":
+        future.result()
+    elif kind == "wait_for_all":
+        hetflow.wait_for_all()
+    elif kind == "done":
+        while not future.done():
+            time.sleep(0.001)
+    elif kind == "concurrent.futures.wait":
+        import concurrent.futures
+
+        concurrent.futures.wait([future])
+    elif kind == "callback":
+        import threading
+
+        called = threading.Event()
+        future.add_done_callback(lambda _: called.set())
+        assert called.wait(30)
+
+
+@pytest.mark.parametrize("kind", ["result", "wait_for_all", "done", "concurrent.futures.wait", "callback"])
+def test_a_host_write_after_a_wait_reaches_the_next_device_task(runtime, kind):
+    data = np.ones(128)
+    out = np.zeros(128)
+    for step in range(1, 4):
+        data[:] = step  # an input written on the host: its copy on the device is out of date
+        future = hetflow.insert(add, hetflow.RW(out), data, where="opencl")
+        _two_waits(kind, future)
+        hetflow.wait_for_all()  # brings out home
+        np.testing.assert_array_equal(out, np.full(128, step * (step + 1) / 2))
+    written = np.ones(64)
+    for step in range(3):  # an array the device writes, rewritten on the host each time
+        future = hetflow.insert(scale, hetflow.RW(written), 2.0, where="opencl")
+        _two_waits(kind, future)
+        hetflow.wait_for_all()
+        np.testing.assert_array_equal(written, np.full(64, 2.0))
+        written[:] = 1.0
+
+
+def _uploads(trace_path):
+    import json
+
+    events = json.loads(trace_path.read_text())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    return sum(1 for e in events if e.get("cat") == "transfer" and e["args"].get("from") == "host")
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_a_read_only_array_stays_on_the_device_across_waits(tmp_path, read_only):
+    _opencl_or_skip()
+    trace = tmp_path / "trace.json"
+    hetflow.init(ncpus=2, executor="thread", opencl="all", trace=str(trace))
+    try:
+        constant = np.arange(256, dtype=np.float64)
+        constant.setflags(write=not read_only)  # read-only: numpy's word that it does not change
+        out = np.zeros(256)
+        for _ in range(3):
+            hetflow.insert(add, hetflow.RW(out), constant, where="opencl").result()
+        np.testing.assert_array_equal(out, 3 * np.arange(256.0))
+    finally:
+        hetflow.shutdown()
+    # `out` goes up at each task (brought home by each result(), which the program may write
+    # after); `constant` once if read-only, else after each wait too.
+    assert _uploads(trace) == (4 if read_only else 6)

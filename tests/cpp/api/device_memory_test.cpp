@@ -171,6 +171,38 @@ TEST(DeviceMemory, ValidReplicaIsNotCopiedAgain) {
   EXPECT_EQ(device.memory().copies_out.load(), 0);  // the host's copy stayed valid
 }
 
+// Data the application writes directly between its waits (watch_host_writes): a device copy that
+// matched host RAM before the latest note_application_waited is made again; other data keeps it.
+TEST(DeviceMemory, WatchedDataIsCopiedAgainAfterTheApplicationWaited) {
+  Device device;
+  Codelet sum;
+  sum.name = "sum";
+  std::atomic<long> total{0};
+  sum.opencl = [&](TaskContext& context) {
+    const int* x = context.buffer(0).as<const int>();
+    total.fetch_add(std::accumulate(x, x + context.buffer(0).elements(), 0L));
+  };
+  std::vector<int> watched(100, 1);
+  std::vector<int> trusted(100, 1);
+  Runtime rt(with_device(device));
+  DataHandle w = rt.register_vector(watched.data(), watched.size());
+  DataHandle t = rt.register_vector(trusted.data(), trusted.size());
+  rt.watch_host_writes(w);
+  rt.insert(sum, {.data = {R(w)}});
+  rt.insert(sum, {.data = {R(t)}});
+  rt.wait_all();
+  EXPECT_EQ(device.memory().copies_in.load(), 2);
+  Runtime::note_application_waited();
+  std::fill(watched.begin(), watched.end(), 5);  // written directly, as Python programs do
+  total = 0;
+  rt.insert(sum, {.data = {R(w)}});
+  rt.insert(sum, {.data = {R(t)}});
+  rt.insert(sum, {.data = {R(w)}});  // no wait in between: the new copy stands
+  rt.wait_all();
+  EXPECT_EQ(total.load(), 500L + 100L + 500L);
+  EXPECT_EQ(device.memory().copies_in.load(), 3);
+}
+
 TEST(DeviceMemory, AcquireBringsTheDevicesVersionHome) {
   Device device;
   const Codelet inc = increment(device);
