@@ -177,6 +177,8 @@ class HETFLOW_API Runtime {
   /// conflicting tasks wait until it is released, from any thread. For code that hands the data
   /// to something asynchronous (a network transfer, say) and releases when that completes:
   /// `ready` must not block; if it throws, the acquisition is released and the error dropped.
+  /// Unlike acquire, it does not take the data as a new version: when the writer before it
+  /// failed (`failure()`), the tasks after it that read the data fail as well.
   void acquire_then(const DataHandle& handle, AccessMode mode, std::function<void(Acquisition)> ready);
   /// Releases the most recent acquisition of `handle` still held (for code that keeps none).
   void release(const DataHandle& handle);

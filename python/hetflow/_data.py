@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bisect
+import ctypes
 import threading
 import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -17,6 +18,11 @@ def _root(array: Any) -> Any:
         array = array.base
     return array
 
+
+# What the handles of empty arrays stand for (they have no byte of their own); shared by all of
+# them, kept for the life of the process: what lands in it is never read.
+_EMPTY_STAND_IN = ctypes.create_string_buffer(8)
+_EMPTY_STAND_IN_ADDRESS = ctypes.addressof(_EMPTY_STAND_IN)
 
 # Deciding whether two views share an element is exact for slices, steps and tiles well within
 # this effort; a pair it cannot decide counts as overlapping (ordered, never a race).
@@ -149,7 +155,7 @@ class HandleRegistry:
                     "register arrays before their first task"
                 )
             for other in root.views.values():
-                if low < other.high and other.low < low + max(nbytes, 1):
+                if nbytes and other.high > other.low and low < other.high and other.low < low + nbytes:
                     raise ValueError(
                         "hetflow.mpi.register: this array shares memory with one registered already; each piece of "
                         "distributed data needs memory of its own"
@@ -173,15 +179,19 @@ class HandleRegistry:
 
         low, nbytes, _ = span(array)
         high = low + nbytes
+        # An empty array has no byte of its own (numpy points it into other memory, or one past
+        # the end of its buffer), so its handle stands for a byte of hetflow's: a copy home or a
+        # message into it must never land in the program's memory.
+        address = low if nbytes else _EMPTY_STAND_IN_ADDRESS
         # A buffer whose owning array is read-only is taken at its word: device copies of it stay
         # valid across the program's waits. Any other may be written directly once it waited.
         host_writable = bool(_root(array).flags.writeable)
         if register is not None:
-            handle = register(low, max(nbytes, 1))
+            handle = register(address, max(nbytes, 1))
             if host_writable:
                 self._engine.watch_host_writes(handle)
         else:
-            handle = self._engine.register_array(low, max(nbytes, 1), f"array@{first:#x}", host_writable)
+            handle = self._engine.register_array(address, max(nbytes, 1), f"array@{first:#x}", host_writable)
         probe = numpy.asarray(
             _Probe(
                 {

@@ -288,6 +288,8 @@ def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optiona
         chosen = state.context.allocate_tags(1) if tag is None else tag
         if not isinstance(chosen, int):
             raise TypeError(f"hetflow.mpi.register: tag must be an int, not {type(chosen).__name__}")
+        if not 0 <= chosen < 2**31:
+            raise ValueError(f"hetflow.mpi.register: tag {chosen} is not an MPI tag (0 up to the MPI library's MPI_TAG_UB)")
         label = name or f"array {chosen}"
         capsules: List[Any] = []
 
@@ -355,11 +357,13 @@ def task_submit(func: Callable[..., Any], *args: Any, on: Optional[Any] = None, 
 
     >>> hetflow.mpi.task_submit(report, hetflow.R(total), on=0)   # on rank 0, total sent there
     """
+    import numpy
+
     state = _current()
-    if on is not None and not isinstance(on, int):
+    if isinstance(on, numpy.ndarray):  # a registered array: its owner
         on = state.context.owner(_capsule(on, "task_submit"))
     elif on is not None:
-        on = _checked_rank(on, "task_submit")
+        on = _checked_rank(on, "task_submit")  # an int, a numpy integer; anything else is refused
     unknown = set(options) - {"executor", "name", "priority", "perfmodel", "size"}
     if unknown:
         raise TypeError(f"hetflow.mpi.task_submit: unknown option(s) {', '.join(sorted(unknown))}")

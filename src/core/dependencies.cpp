@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <utility>
 
 #include "hetflow/error.hpp"
 
@@ -79,21 +80,35 @@ void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode) {
   handle.last_writer = task;
 }
 
-std::exception_ptr forgive_failed_writer(HandleImpl& handle) {
+std::exception_ptr failure_read_by(TaskCore* token) {
+  std::exception_ptr error;
+  {
+    std::lock_guard guard(token->lock);
+    error = std::exchange(token->error, nullptr);  // the token itself does not fail
+  }
+  if (!error) return nullptr;
+  try {
+    std::rethrow_exception(error);
+  } catch (const DependencyError& dependency) {
+    if (dependency.root_cause()) return dependency.root_cause();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): not wrapped: the writer's own error
+  }
+  return error;
+}
+
+void forgive_failed_writer(HandleImpl& handle) {
   std::lock_guard guard(handle.dep_lock);
   TaskCore* writer = handle.last_writer;
-  if (writer == nullptr) return nullptr;
+  if (writer == nullptr) return;
   const TaskStatus outcome = writer->status();
-  if (outcome != TaskStatus::failed && outcome != TaskStatus::cancelled) return nullptr;
+  if (outcome != TaskStatus::failed && outcome != TaskStatus::cancelled) return;
   {
     // A writer cancelled while it still waits has not finished: it stays the one to read after.
     std::lock_guard writer_guard(writer->lock);
-    if (!writer->released) return nullptr;
+    if (!writer->released) return;
   }
-  std::exception_ptr failure = writer->error;
   handle.last_writer = nullptr;
   release(writer);
-  return failure;
 }
 
 std::exception_ptr dependency_error_for(TaskCore* task) {

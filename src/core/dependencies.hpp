@@ -19,10 +19,13 @@ void add_dependency(TaskCore* task, TaskCore* predecessor, EdgeKind kind = EdgeK
 /// Records `task`'s access to `handle` and makes it wait for the conflicting earlier accesses.
 void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode);
 
-/// An acquisition has started on `handle`: if the last writer failed (or was cancelled) and has
-/// finished, the application now holds the data as it is, and tasks submitted from now on read
-/// that, not the failure. Returns that writer's error (nullptr if there was none).
-std::exception_ptr forgive_failed_writer(HandleImpl& handle);
+/// The failure of the writer whose output the started acquisition `token` reads (its data
+/// edge): nullptr when that writer succeeded, or when the acquisition does not read.
+std::exception_ptr failure_read_by(TaskCore* token);
+/// The program takes the data as they are (Runtime::acquire): a failed writer that is still
+/// the handle's last one is forgotten, so that the tasks submitted from now on read a new
+/// version rather than fail.
+void forgive_failed_writer(HandleImpl& handle);
 
 /// The error a dependent of the failed (or cancelled) `task` gets: a DependencyError naming the
 /// original failure.

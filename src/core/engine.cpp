@@ -194,7 +194,9 @@ void Engine::make_ready(TaskCore* task) {
       stored->~ManualCallback();
       task->flags &= static_cast<std::uint8_t>(~TaskCore::kCallsBack);
     }
-    task->error = nullptr;  // the application gets its data even after a failed writer
+    // The application gets its data even after a failed writer (the token does not fail): an
+    // acquisition takes that writer's error for itself (failure_read_by); other tokens drop it.
+    if (unregisters || prefetches || task->access_count != 1) task->error = nullptr;
     transition(task, TaskStatus::pending, TaskStatus::ready);
     if (on_start) on_start(task);
     if (unregisters) complete_unregistration(task);

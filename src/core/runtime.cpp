@@ -224,8 +224,9 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   // Acquisition object's, so that the record stays this acquisition's until the object is done.
   TaskCore* token = impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2);
   detail::wait_until_started(token);
-  // The application takes the data as it is: a new version.
-  std::exception_ptr failure = detail::forgive_failed_writer(impl);
+  // The application takes the data as they are: a new version.
+  std::exception_ptr failure = detail::failure_read_by(token);
+  detail::forgive_failed_writer(impl);
   void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
   {
     std::lock_guard guard(impl.dep_lock);
@@ -241,7 +242,8 @@ void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::funct
   if (!ready) throw InvalidArgument("hetflow::Runtime::acquire_then: no function to call");
   HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::acquire_then");
   auto on_start = [this, &impl, mode, ready = std::move(ready)](TaskCore* token) {
-    std::exception_ptr failure = detail::forgive_failed_writer(impl);
+    // Handed on as they are (a send, say): a failure stays with the data for the tasks after.
+    std::exception_ptr failure = detail::failure_read_by(token);
     void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
     {
       std::lock_guard guard(impl.dep_lock);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <condition_variable>
 #include <cstdint>
@@ -65,6 +66,10 @@ class MpiProcess {
  public:
   static MpiProcess& instance() {
     static MpiProcess process;
+    // Registered after the object, so called before its destructor: the exit status, which a
+    // destructor cannot see.
+    static const bool watching_exit = ::on_exit(note_exit_status, nullptr) == 0;
+    (void)watching_exit;
     return process;
   }
 
@@ -120,6 +125,15 @@ class MpiProcess {
     // A forked child inherits this object but not MPI, nor the transports' threads: it leaves
     // MPI to the process that started it.
     if (!initialised_here_ || ::getpid() != owner_pid_) return;
+    if (const int status = exit_status_.load(); status != 0) {
+      // MPI_Finalize waits for the other ranks, which may be waiting for this one (sys.exit(3)
+      // halfway through a program): unfinalised, the launcher sees a failed rank and ends the job.
+      std::fprintf(stderr,
+                   "hetflow::mpi: this rank exits with status %d; MPI is left unfinalised, so that the "
+                   "launcher ends every rank\n",
+                   status);
+      return;
+    }
     {
       std::unique_lock lock(users_->mutex);
       users_->changed.wait_for(lock, exit_wait,
@@ -135,6 +149,9 @@ class MpiProcess {
     if (finalized == 0) MPI_Finalize();
   }
 
+  static void note_exit_status(int status, void* /*unused*/) { exit_status_.store(status); }
+
+  static inline std::atomic<int> exit_status_{0};
   bool initialised_here_ = false;
   pid_t owner_pid_ = ::getpid();
   std::string refusal_;
@@ -601,6 +618,12 @@ std::shared_ptr<Transport> over_communicator(const void* communicator) {
   const MPI_Comm comm = *static_cast<const MPI_Comm*>(communicator);
   if (comm == MPI_COMM_NULL)
     throw InvalidArgument("hetflow::mpi::over_communicator: the communicator is MPI_COMM_NULL");
+  int inter = 0;
+  if (MPI_Comm_test_inter(comm, &inter) == MPI_SUCCESS && inter != 0) {
+    throw InvalidArgument(
+        "hetflow::mpi::over_communicator: this is an intercommunicator (two groups); hetflow's ranks form one "
+        "group: pass an intracommunicator (MPI_Intercomm_merge makes one of it)");
+  }
   return std::make_shared<detail::MpiTransport>(comm);
 }
 

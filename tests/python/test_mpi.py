@@ -182,3 +182,34 @@ def test_without_init_distributed_calls_say_what_to_do():
     with pytest.raises(ValueError, match=r"hetflow.mpi.init\(\)"):
         _runtime.current().submit(print, (), {}, on=0)
     assert hetflow.task_submit(len, "abc").result() == 3
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_failures_travel_with_their_data_and_empty_pieces_stay_put(ranks):
+    output = _run(ranks, str(PROGRAMS / "failures_and_edges.py"))
+    for rank in range(ranks):
+        assert f"rank {rank}: failure and edge checks passed" in output, output
+
+
+def test_a_rank_that_exits_with_a_status_ends_every_rank():
+    mpirun = _mpirun_or_skip()
+    program = (
+        "import sys, time, numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "a = hm.register(np.zeros(4), owner=1)\n"
+        "hetflow.task_submit.options(executor='thread')(lambda x: x.fill(1), hetflow.W(a))\n"
+        "if hm.rank() == 1:\n"
+        "    time.sleep(0.2)\n"
+        "    sys.exit(3)\n"  # not an exception Python hands to sys.excepthook
+        "hm.wait_all()\n"  # would wait for rank 1 for ever
+    )
+    result = subprocess.run(
+        [mpirun, "--timeout", "100", "-np", "2", sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **_MPI_ENVIRONMENT},
+        timeout=130,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "exits with status 3" in output and "time limit" not in output, output

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -128,7 +129,44 @@ TEST(AcquireThen, TheAcquisitionNamesTheFailureOfTheLastWriter) {
   rt.wait_all();
   ASSERT_TRUE(seen);
   EXPECT_THROW(std::rethrow_exception(seen), std::runtime_error);
-  // The acquisition took the data as they were: a new version, which a reader gets.
+  // Handed on as they were (a send, say): the failure stays with the data for later readers.
+  EXPECT_THROW(rt.submit({.data = {hetflow::R(handle)}}, [] {}).get(), hetflow::DependencyError);
+}
+
+// The failure an acquisition reports is that of the writer before it, even when a later writer,
+// submitted after the acquisition, is the data's last writer by the time it starts.
+TEST(AcquireThen, TheFailureReportedIsThatOfTheWriterBeforeTheAcquisition) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+  int value = 0;
+  auto handle = rt.register_variable(value);
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  rt.submit({.data = {hetflow::W(handle)}}, [opened] {
+    opened.wait();
+    throw std::runtime_error("writer broke");
+  });
+  std::exception_ptr seen;
+  rt.acquire_then(handle, AccessMode::R, [&](Acquisition acquisition) { seen = acquisition.failure(); });
+  auto rewrite = rt.submit({.data = {hetflow::W(handle)}}, [&] { value = 7; });
+  gate.set_value();
+  rt.wait_all();
+  ASSERT_TRUE(seen);
+  EXPECT_THROW(std::rethrow_exception(seen), std::runtime_error);
+  EXPECT_NO_THROW(rewrite.get());  // a write-only access makes a new version
+  EXPECT_EQ(rt.submit({.data = {hetflow::R(handle)}}, [&] { return value; }).get(), 7);
+}
+
+// Runtime::acquire is the program taking the data as they are: a new version for later readers.
+TEST(AcquireThen, AnAcquireTakesTheDataAsANewVersion) {
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+  int value = 0;
+  auto handle = rt.register_variable(value);
+  rt.submit({.data = {hetflow::W(handle)}}, [] { throw std::runtime_error("writer broke"); });
+  {
+    Acquisition held = rt.acquire(handle, AccessMode::R);
+    ASSERT_TRUE(held.failure());
+    EXPECT_THROW(std::rethrow_exception(held.failure()), std::runtime_error);
+  }
   EXPECT_NO_THROW(rt.submit({.data = {hetflow::R(handle)}}, [] {}).get());
 }
 

@@ -1,0 +1,86 @@
+"""hetflow.mpi under mpirun (2 ranks or more): failures that travel with their data, empty
+pieces of a buffer, placements given as numpy integers, refusals. Every rank checks what it
+sees; a failed check ends every rank with a non-zero status."""
+import numpy as np
+
+import hetflow
+import hetflow.mpi as hm
+
+hm.init()
+me, ranks = hm.rank(), hm.size()
+thread = hetflow.task_submit.options(executor="thread")
+
+
+def update(a, step):
+    a += 1.0
+    if step == 2:
+        raise ArithmeticError(f"diverged at step {step}")
+
+
+def copy_into(out, a):
+    out[:] = a
+
+
+# A failure on rank 0 reaches rank 1's readers of every later step, although rank 0 keeps
+# writing the data after it (each step's transfer carries the failure of the writer before it).
+x = hm.register(np.zeros(8), owner=0, name="x")
+history = [hm.register(np.zeros(8), owner=1, name=f"history {s}") for s in range(5)]
+readers = []
+for step in range(5):
+    thread(update, hetflow.RW(x), step)
+    readers.append(thread(copy_into, hetflow.W(history[step]), x))
+hm.wait_all()
+if me == 1:
+    for step, reader in enumerate(readers):
+        try:
+            reader.result()
+            assert step < 2, f"the reader of step {step} ran on what the failed update left"
+            assert history[step][0] == step + 1.0, (step, history[step])
+        except hetflow.DependencyError as error:
+            assert step >= 2 and "diverged at step 2" in str(error) and "rank 0" in str(error), (step, error)
+
+# Sending the failed data elsewhere does not clear the failure where it was written.
+y = hm.register(np.zeros(4), owner=0, name="y")
+mine = hm.register(np.zeros(4), owner=0, name="mine")
+theirs = hm.register(np.zeros(4), owner=1, name="theirs")
+thread(update, hetflow.RW(y), 2)
+thread(copy_into, hetflow.W(theirs), y)  # on rank 1: fails
+hm.wait_all()
+later = thread(copy_into, hetflow.W(mine), y)  # on rank 0, after the transfer
+hm.wait_all()
+if me == 0:
+    try:
+        later.result()
+        raise AssertionError("a later reader on the writer's rank ran on the failed data")
+    except hetflow.DependencyError as error:
+        assert "diverged" in str(error), error
+
+# Empty pieces of a buffer have no byte of their own: registering them beside the others is
+# fine, and moving them never writes into the program's memory.
+matrix = np.zeros((ranks - 1, 3))
+blocks = np.array_split(matrix, ranks)  # the last block is empty
+for r, block in enumerate(blocks):
+    hm.register(block, owner=r, name=f"rows {r}")
+plain = np.full(4, 10 * me + 1, np.uint8)  # never registered
+tail = hm.register(plain[4:], owner=ranks - 1, name="empty tail")
+thread(lambda t: None, hetflow.W(tail))
+hm.gather(tail, root=0)
+hm.wait_all()
+assert plain.tolist() == [10 * me + 1] * 4, (me, plain)
+
+# A placement may be any integer, numpy's included; anything else is refused clearly.
+loads = np.array([5.0, 1.0] + [9.0] * (ranks - 2))
+target = hm.register(np.zeros(2), owner=0, name="target")
+assert hm.task_submit(lambda a: a.fill(1.0), hetflow.W(target), on=np.argmin(loads), executor="thread").rank == 1
+try:
+    hm.task_submit(lambda a: None, hetflow.W(target), on=1.0)
+    raise AssertionError("on=1.0 was accepted")
+except TypeError as error:
+    assert "a rank is an int" in str(error), error
+try:
+    hm.register(np.zeros(2), owner=0, tag=2**40)
+    raise AssertionError("tag=2**40 was accepted")
+except ValueError as error:
+    assert "not an MPI tag" in str(error), error
+hm.wait_all()
+print(f"rank {me}: failure and edge checks passed", flush=True)
