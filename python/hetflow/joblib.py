@@ -20,7 +20,7 @@ To run existing joblib code on hetflow::
 from __future__ import annotations
 
 import types
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import hetflow
 from hetflow import _runtime
@@ -91,17 +91,14 @@ def _run_same(function: Callable[..., Any], arguments: Sequence[tuple]) -> List[
     return [function(*args) for args in arguments]
 
 
-def _split_arguments(call: DelayedCall, blocks: int) -> List[tuple]:
-    """Per block: the call's arguments with arrays and generators cut along their first axis."""
-    import inspect
-
-    args = list(call.args)
-    if call.kwargs:  # keyword arguments in the order of the function's parameters
-        parameters = list(inspect.signature(call.function).parameters)
-        args += [call.kwargs[name] for name in parameters if name in call.kwargs]
+def _split_arguments(call: DelayedCall, blocks: int) -> List[Tuple[tuple, Dict[str, Any]]]:
+    """Per block: the call's positional and keyword arguments, with arrays and generators cut
+    along their first axis (keywords stay keywords)."""
+    names = list(call.kwargs)
+    values = list(call.args) + [call.kwargs[name] for name in names]
     split: List[Optional[List[Any]]] = []
     lengths = set()
-    for value in args:
+    for value in values:
         if is_array(value):
             if value.ndim == 0:
                 raise ValueError("hetflow.joblib: a 0-d array cannot be cut into blocks")
@@ -119,7 +116,12 @@ def _split_arguments(call: DelayedCall, blocks: int) -> List[tuple]:
     if not lengths:
         raise ValueError("hetflow.joblib: delayed(f)(...) given alone needs numpy arrays or generators to cut")
     count = len(next(parts for parts in split if parts is not None))
-    return [tuple(parts[i] if parts is not None else value for parts, value in zip(split, args)) for i in range(count)]
+    positional = len(call.args)
+    blocks_of_arguments = []
+    for i in range(count):
+        block = [parts[i] if parts is not None else value for parts, value in zip(split, values)]
+        blocks_of_arguments.append((tuple(block[:positional]), dict(zip(names, block[positional:]))))
+    return blocks_of_arguments
 
 
 def _cuts(length: int, blocks: int) -> List[slice]:
@@ -220,9 +222,11 @@ class Parallel:
     def _submit_cut(self, call: DelayedCall, blocks: int) -> List[Future]:
         name = getattr(call.function, "__name__", "block")
         futures = []
-        for args in _split_arguments(call, blocks):
-            size = max((len(a) for a in args if is_array(a) or isinstance(a, list)), default=1)
-            futures.append(self._options(size, name)(call.function, *_marked(args)))
+        for args, kwargs in _split_arguments(call, blocks):
+            cut = [*args, *kwargs.values()]
+            size = max((len(a) for a in cut if is_array(a) or isinstance(a, list)), default=1)
+            marked = {key: hetflow.RW(value) if is_array(value) else value for key, value in kwargs.items()}
+            futures.append(self._options(size, name)(call.function, *_marked(args), **marked))
         return futures
 
     def _wait(self, futures: List[Future]) -> List[Any]:

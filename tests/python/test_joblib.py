@@ -97,6 +97,25 @@ def test_cut_results_are_joined():
     assert gen_result == [1, 2, 3, 4, 5]
 
 
+def scaled_into(x, factor=2.0, out=None, *, offset=0.0):
+    out[:] = x * factor + offset
+
+
+def sums_with(a, b=10, c=100):
+    return [float(v) + b + c for v in a]
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_keyword_arguments_of_a_cut_call_stay_keywords(executor):
+    x = np.arange(6.0)
+    out = np.zeros(6)
+    hj.Parallel(n_jobs=2, executor=executor)(hj.delayed(scaled_into)(x, out=out, offset=1.0))  # cut too
+    np.testing.assert_array_equal(out, x * 2.0 + 1.0)
+    assert hj.Parallel(n_jobs=2, executor=executor)(hj.delayed(sums_with)(np.arange(4.0), c=1)) == [
+        11.0, 12.0, 13.0, 14.0
+    ]
+
+
 def test_cut_arrays_of_different_lengths_are_refused():
     with pytest.raises(ValueError, match="different lengths"):
         hj.Parallel(n_jobs=2)(hj.delayed(add_into)(np.zeros(4), np.zeros(5), np.zeros(4)))
