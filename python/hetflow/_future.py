@@ -73,7 +73,7 @@ class Future(concurrent.futures.Future):
     # -- the concurrent.futures.Future interface -------------------------------------------
     def done(self) -> bool:
         """True once the task has succeeded, failed or been cancelled."""
-        if not self._task.done():
+        if not self._task.done() and self._status() != "cancelled":
             return False
         self._runtime.saw_tasks_end()
         return True
@@ -84,7 +84,7 @@ class Future(concurrent.futures.Future):
 
     def cancelled(self) -> bool:
         """True if the task was cancelled before it started."""
-        return self._task.status() == "cancelled"
+        return self._status() == "cancelled"
 
     def cancel(self) -> bool:
         """Cancels the task if it has not started; its dependents then fail with DependencyError."""
@@ -162,7 +162,7 @@ class Future(concurrent.futures.Future):
         final = self._final_state
         if final is not None:
             return final
-        status = self._task.status()
+        status = self._status()
         if status in _FINAL_STATES:
             condition = self._condition
             if not condition._is_owned():  # type: ignore[attr-defined]
@@ -193,6 +193,14 @@ class Future(concurrent.futures.Future):
         _waiters = property(_waiters_now)
 
     # -- internals ---------------------------------------------------------------------------
+    def _status(self) -> str:
+        """The task's status, a task that a shutdown gave up on before it started counting as
+        cancelled at once (the engine cancels it only when a worker next looks at it)."""
+        status: str = self._task.status()
+        if status in ("pending", "ready") and self._runtime.abandoned():
+            return "cancelled"
+        return status
+
     def _wait(self, timeout: Optional[float]) -> None:
         if self._task.done():
             return
@@ -234,10 +242,11 @@ class Future(concurrent.futures.Future):
         return self._value
 
     def _watch(self) -> None:
-        # Called with self._lock held.
+        # Called with self._lock held. Marked once watched: a refusal (a task of a parent
+        # process) leaves it to be asked again.
         if not self._watched:
-            self._watched = True
             self._runtime.watch(self)
+            self._watched = True
 
     def _finish(self) -> None:
         """Makes the state final and tells the waiters, once, under the condition; the task
@@ -245,7 +254,7 @@ class Future(concurrent.futures.Future):
         with self._condition:
             if self._final_state is not None:
                 return
-            state, tell = _FINAL_STATES[self._task.status()]
+            state, tell = _FINAL_STATES[self._status()]
             self._final_state = state
             self._runtime.saw_tasks_end()
             for waiter in list(self._waiter_list or ()):
@@ -253,11 +262,17 @@ class Future(concurrent.futures.Future):
             self._condition.notify_all()
 
     def _fire(self) -> None:
-        """Runs on the dispatcher thread once the task has finished."""
+        """Runs on the dispatcher thread once the task has finished. The callbacks run on a
+        thread of their own: one that waits (for other futures, say) holds back only them,
+        not the completions that would end its wait."""
         with self._lock:
             self._fired = True
             callbacks, self._callbacks = self._callbacks or [], None
         self._finish()
+        if callbacks:
+            self._runtime.call_back(self._call_all, callbacks)
+
+    def _call_all(self, callbacks: list) -> None:
         for fn in callbacks:
             self._call(fn)
 
@@ -265,5 +280,5 @@ class Future(concurrent.futures.Future):
         self._runtime.saw_tasks_end()
         try:
             fn(self)
-        except Exception:  # as concurrent.futures does: a failing callback must not stop others
+        except BaseException:  # as concurrent.futures does, and SystemExit too: others still run
             _LOGGER.exception("exception calling callback for %r", self)

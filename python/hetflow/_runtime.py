@@ -5,6 +5,7 @@ import atexit
 import functools
 import os
 import pickle
+import queue
 import sys
 import threading
 import time
@@ -329,6 +330,8 @@ class Runtime:
         self._device_writes: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
         self._handles: Optional[Any] = None
         self._dispatcher: Optional[threading.Thread] = None
+        self._callback_thread: Optional[threading.Thread] = None
+        self._callback_queue: "queue.SimpleQueue[Optional[Tuple[Callable[[list], None], list]]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
         self._shutdown_lock = threading.Lock()
@@ -595,7 +598,14 @@ class Runtime:
     # -- completion notices ----------------------------------------------------------------------
     def watch(self, future: Future) -> None:
         """Has ``future._fire()`` called on the dispatcher thread once its task finishes."""
-        self.check_usable(future.name)
+        finished = future._task.done()
+        if finished and self.abandoned() or not finished and future._status() == "cancelled":
+            # Done, or given up by shutdown before it started (it never runs): the engine, left to
+            # the workers still in a task, is not asked.
+            threading.Thread(target=future._fire, name="hetflow-given-up", daemon=True).start()
+            return
+        if not finished:
+            self.check_usable(future.name)
         with self._lock:
             self._engine.watch(future._task, future)
             # After shutdown the dispatcher ends once nothing is left; a later watch (of a task
@@ -603,6 +613,25 @@ class Runtime:
             if self._dispatcher is None:
                 self._dispatcher = threading.Thread(target=self._dispatch, name="hetflow-completions", daemon=True)
                 self._dispatcher.start()
+
+    def call_back(self, call: Callable[[list], None], callbacks: list) -> None:
+        """Runs ``call(callbacks)`` on the callback thread, in the order asked."""
+        with self._lock:
+            if self._callback_thread is None:
+                self._callback_thread = threading.Thread(
+                    target=self._run_callbacks, name="hetflow-callbacks", daemon=True
+                )
+                self._callback_thread.start()
+        self._callback_queue.put((call, callbacks))
+
+    def _run_callbacks(self) -> None:
+        while True:
+            item = self._callback_queue.get()
+            if item is None:  # from _join_dispatcher, at shutdown
+                return
+            call, callbacks = item
+            call(callbacks)  # catches what the callbacks raise
+            del item, call, callbacks  # a future kept here would keep its task (and the engine) alive
 
     def _dispatch(self) -> None:
         while True:
@@ -626,8 +655,12 @@ class Runtime:
                 f"hetflow: task '{task_name}' belongs to the runtime of the parent process, from before "
                 "this process was forked; it does not run here. Submit it again in this process."
             )
-        if self.gave_up is not None and self._engine.is_shut_down():
+        if self.abandoned():
             raise CancelledError(f"task '{task_name}' did not finish: {self.gave_up}")
+
+    def abandoned(self) -> bool:
+        """True once shutdown gave up on unfinished work: tasks not started then never run."""
+        return self.gave_up is not None and self._engine.is_shut_down()
 
     def inside_task(self) -> bool:
         """True on a worker thread of this runtime (in a thread-executor task)."""
@@ -761,6 +794,12 @@ class Runtime:
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread() and self._engine.is_shut_down():
             dispatcher.join(timeout=5)
+        with self._lock:
+            callback_thread, self._callback_thread = self._callback_thread, None
+        if callback_thread is not None:
+            self._callback_queue.put(None)  # after the callbacks queued so far
+            if callback_thread is not threading.current_thread():
+                callback_thread.join(timeout=5)
 
     _draining = False  # shutdown is waiting for the submitted work
 

@@ -370,3 +370,37 @@ def test_wait_and_as_completed_after_shutdown(executor):
     seen = []
     futures[1].add_done_callback(seen.append)
     assert seen == [futures[1]]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_callback_may_wait_for_other_futures(executor):
+    # Callbacks run beside the thread that delivers completions: a callback waiting for another
+    # task's completion does not hold that completion back.
+    seen = {}
+    called = threading.Event()
+
+    def callback(_):
+        other = submit_on(executor)(add, 1, 1)
+        done, _ = cf.wait([other], timeout=30)
+        seen["wait"] = [f.result() for f in done]
+        later = submit_on(executor)(add, 2, 2)
+        seen["as_completed"] = [f.result() for f in cf.as_completed([later], timeout=30)]
+        called.set()
+
+    submit_on(executor)(add, 0, 0).add_done_callback(callback)
+    assert called.wait(60), "the callback never ended"
+    assert seen == {"wait": [2], "as_completed": [4]}
+
+
+def test_a_callback_that_raises_system_exit_does_not_stop_the_others(caplog):
+    def leave(_):
+        raise SystemExit("a callback calls sys.exit")
+
+    later = threading.Event()
+    with caplog.at_level(logging.ERROR, logger="hetflow"):
+        hetflow.submit(add, 1, 1).add_done_callback(leave)
+        hetflow.submit(add, 2, 2).add_done_callback(lambda _: later.set())
+        assert later.wait(30), "callbacks stopped after one raised SystemExit"
+        done, _ = cf.wait([hetflow.submit(add, 3, 3)], timeout=30)
+    assert len(done) == 1
+    assert "a callback calls sys.exit" in caplog.text

@@ -421,6 +421,40 @@ print("AGAIN", hetflow.submit(inc, 1).result(timeout=30))
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
+def test_after_shutdown_gave_up_futures_say_what_became_of_their_tasks(tmp_path, executor):
+    rc, out, err = run_script(
+        tmp_path,
+        f"EXECUTOR = {executor!r}\n"
+        + """
+import concurrent.futures as cf
+import hetflow, time
+
+def forever():
+    while True:
+        time.sleep(0.02)
+
+hetflow.init(ncpus=1, executor=EXECUTOR)
+finished = hetflow.submit(abs, -1)
+finished.result(timeout=30)
+stuck = hetflow.submit(forever)
+queued = [hetflow.submit(abs, -2) for _ in range(3)]
+time.sleep(0.3)
+hetflow.shutdown(timeout=0.3)
+done, not_done = cf.wait([finished] + queued, timeout=30)
+print("DONE", len(done), "NOT_DONE", len(not_done))
+print("QUEUED", [(f.done(), f.cancelled()) for f in queued])
+print("FINISHED", finished.done(), finished.result())
+print("AS_COMPLETED", len(list(cf.as_completed([finished] + queued, timeout=30))))
+""",
+    )
+    assert rc == 0, err
+    assert "DONE 4 NOT_DONE 0" in out, out  # the finished task, and the queued ones cancelled
+    assert "QUEUED [(True, True), (True, True), (True, True)]" in out, out
+    assert "FINISHED True 1" in out and "AS_COMPLETED 4" in out, out
+    assert "Traceback" not in err and "leaked" not in err and "terminate" not in err, err
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
 def test_shutdown_cancel_futures_cancels_what_has_not_started(tmp_path, executor):
     rc, out, err = run_script(
         tmp_path,
