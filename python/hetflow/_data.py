@@ -5,7 +5,7 @@ import bisect
 import ctypes
 import threading
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from hetflow._arrays import check_mode, span
 
@@ -104,7 +104,8 @@ class HandleRegistry:
         self._lock = threading.RLock()
         self._roots: Dict[int, _Root] = {}
         self._recent: Dict[int, tuple] = {}  # id(array) -> (weakref, shape, strides, View)
-        self._acquired: Dict[tuple, List[Any]] = {}
+        # view key -> [(acquisition, mode, the thread that acquired)], most recent last
+        self._acquired: Dict[tuple, List[Tuple[Any, str, int]]] = {}
 
     @property
     def _handles(self) -> Dict[tuple, View]:
@@ -280,19 +281,33 @@ class HandleRegistry:
                 "hetflow.acquire: the calling task uses this array (or a view overlapping it) itself, so "
                 "acquiring it would wait for that task; the task already has access to it"
             )
+        self._refuse_waiting_for_this_thread(view, mode, others)
         if others:
             wait_mode = "R" if mode == "R" else "RW"
             task = self._engine.submit_thread(
                 _nothing, [], [(other.handle, wait_mode) for other, _ in others], "acquire (overlapping views)", 0
             )
-            task.wait(None)  # its outcome does not matter: only that the earlier tasks are done
-        acquisition = self._engine.acquire(view.handle, mode)
+            _interruptible(lambda: task.wait(None))  # its outcome does not matter: only that they are done
+        acquisition = _interruptible(lambda: self._engine.acquire(view.handle, mode), _release)
         with self._lock:
-            self._acquired.setdefault(view.key, []).append(acquisition)
+            self._acquired.setdefault(view.key, []).append((acquisition, mode, threading.get_ident()))
         from hetflow import _hetflow
 
         _hetflow.note_application_waited()  # the program may write the array directly now
         return acquisition
+
+    def _refuse_waiting_for_this_thread(self, view: View, mode: str, others: List[Tuple[View, bool]]) -> None:
+        """An acquisition this thread holds, of the view or of one overlapping it, that the new one
+        would wait for could never be released: refused rather than waited for."""
+        me = threading.get_ident()
+        with self._lock:
+            for key in [view.key] + [other.key for other, _ in others]:
+                for _, held_mode, thread in self._acquired.get(key, ()):
+                    if thread == me and (held_mode != "R" or mode != "R"):
+                        raise RuntimeError(
+                            f"hetflow.acquire: this thread holds an acquisition ({held_mode}) of this array, or of "
+                            f"a view overlapping it, that this one ({mode}) would wait for; release it first"
+                        )
 
     def release(self, array: Any, acquisition: Optional[Any] = None) -> None:
         if not _is_ndarray(array):
@@ -303,11 +318,12 @@ class HandleRegistry:
             if acquisition is None:
                 if not held:
                     raise ValueError("hetflow.release: this array is not acquired")
-                acquisition = held.pop()
-            elif acquisition in held:
-                held.remove(acquisition)
+                acquisition = held.pop()[0]
             else:
-                return  # released already
+                position = next((i for i, entry in enumerate(held) if entry[0] is acquisition), None)
+                if position is None:
+                    return  # released already
+                del held[position]
         acquisition.release()
 
 
@@ -323,6 +339,48 @@ def _dense(shape: tuple, strides: tuple, itemsize: int) -> bool:
 
 def _nothing() -> None:
     return None
+
+
+def _release(acquisition: Any) -> None:
+    acquisition.release()
+
+
+def _interruptible(wait: Callable[[], Any], undo: Optional[Callable[[Any], None]] = None) -> Any:
+    """``wait()`` on a thread of its own, so that Ctrl-C reaches this one meanwhile; on Ctrl-C
+    (or another exception here), what ``wait`` returns later goes to ``undo``."""
+    outcome: List[Any] = []
+    given_up = threading.Event()
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            value = wait()
+        except BaseException as error:  # noqa: B902 - handed to the caller as it is
+            outcome.append((False, error))
+            return
+        with lock:
+            if not given_up.is_set():
+                outcome.append((True, value))
+                return
+        if undo is not None:
+            undo(value)
+
+    waiter = threading.Thread(target=run, name="hetflow-acquire", daemon=True)
+    waiter.start()
+    try:
+        while waiter.is_alive():
+            waiter.join(0.05)
+    except BaseException:
+        with lock:
+            given_up.set()
+            taken = outcome[:]
+        if taken and taken[0][0] and undo is not None:
+            undo(taken[0][1])  # it arrived just before the interruption: nobody will hold it
+        raise
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value
+    return value
 
 
 def _is_ndarray(value: Any) -> bool:

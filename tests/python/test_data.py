@@ -171,6 +171,55 @@ def test_acquire_waits_for_writers_and_holds_later_tasks():
     assert a[0] == 72
 
 
+def test_an_acquisition_that_would_wait_for_one_this_thread_holds_is_refused():
+    hetflow.init(ncpus=1, executor="thread")
+    a = np.zeros(8)
+    with hetflow.acquire(a, "RW"):
+        with pytest.raises(RuntimeError, match="this thread holds an acquisition"):
+            hetflow.acquire(a, "R")
+        with pytest.raises(RuntimeError, match="this thread holds an acquisition"):
+            hetflow.acquire(a[:4], "RW")  # an overlapping view
+    with hetflow.acquire(a, "R"), hetflow.acquire(a, "R"):  # readers do not wait for each other
+        pass
+    assert hetflow.submit(fill, hetflow.W(a), 1.0).result(timeout=30) is None
+
+
+def test_ctrl_c_interrupts_an_acquire_and_the_data_is_not_left_held(tmp_path):
+    from hf_subprocess import run_script
+
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import os, signal, threading, time
+import numpy as np
+import hetflow
+
+hetflow.init(ncpus=2, executor="thread")
+a = np.zeros(4)
+started = threading.Event()
+
+def slow(x):
+    started.set()
+    time.sleep(1.5)
+    x += 1
+
+hetflow.submit(slow, hetflow.RW(a))
+started.wait(30)
+threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    hetflow.acquire(a, "R")
+    print("NOT INTERRUPTED")
+except KeyboardInterrupt:
+    print("INTERRUPTED")
+after = hetflow.submit(lambda x: float(x[0]), hetflow.RW(a))
+print("AFTER", after.result(timeout=30))  # the acquisition that came later was let go
+""",
+    )
+    assert rc == 0, err
+    assert "INTERRUPTED" in out and "NOT INTERRUPTED" not in out, out
+    assert "AFTER 1.0" in out, out
+
+
 def test_release_without_acquire_is_an_error():
     hetflow.init(ncpus=1, executor="thread")
     with pytest.raises(ValueError, match="not acquired"):
