@@ -50,7 +50,7 @@ class TaskOptions:
         values.update({k: v for k, v in changes.items() if v is not None or k == "executor"})
         return TaskOptions(**values)
 
-    def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         return _runtime.current().submit(
             func,
             args,
@@ -76,7 +76,7 @@ class _TaskSubmit:
     them, and it receives their values.
     """
 
-    def __call__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    def __call__(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         runtime = _runtime._current or _runtime.current()
         return runtime.submit(func, args, kwargs)
 
@@ -152,6 +152,14 @@ def _checked_access(func: Callable[..., Any], access: Optional[Dict[str, str]]) 
             raise TypeError(f"hetflow.delayed: access keys are parameter names (str), not {name!r}")
         if parameters is not None and name not in parameters:
             raise ValueError(f"hetflow.delayed: access names {name!r}, which is not a parameter of {func.__name__}")
+        if parameters is not None and parameters[name].kind in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        ):
+            raise ValueError(
+                f"hetflow.delayed: access names {name!r}, which gathers several arguments (*{name} or **{name}); "
+                "mark those arguments themselves at the call (hetflow.RW(array), ...)"
+            )
         if not isinstance(mode, str) or mode.upper() not in MODES:
             raise ValueError(f"hetflow.delayed: access[{name!r}] is {mode!r}; a mode is 'R', 'W', 'RW' or 'REDUX'")
         checked[name] = check_mode(mode)

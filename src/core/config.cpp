@@ -125,7 +125,7 @@ Config Config::resolved() const {
   }
   if (!out.spin_us) {
     auto text = env("HETFLOW_SPIN_US");
-    out.spin_us = text ? parse_unsigned(*text, "HETFLOW_SPIN_US", 0, 1'000'000) : 50;
+    out.spin_us = text ? parse_unsigned(*text, "HETFLOW_SPIN_US", 0, 10'000'000) : 50;
   }
   if (!out.trace_path) out.trace_path = env("HETFLOW_TRACE").value_or("");
   if (!out.stats) {

@@ -278,3 +278,30 @@ def test_a_failed_submission_leaves_the_runtime_usable():
     with pytest.raises(TypeError):
         hetflow.submit(lambda lock: 1, threading.Lock())
     assert hetflow.submit(add, 1, 1).result(timeout=30) == 2
+
+
+def apply_to(func, x):
+    return func(x)
+
+
+def test_a_function_with_a_parameter_named_func_takes_it_by_keyword():
+    hetflow.init(ncpus=1, executor="thread")
+    assert hetflow.task_submit(apply_to, func=abs, x=-3).result(timeout=30) == 3
+    assert hetflow.task_submit.options(executor="thread")(apply_to, func=abs, x=-4).result(timeout=30) == 4
+
+
+def test_access_on_a_parameter_that_gathers_several_arguments_is_refused():
+    def scale_all(factor, *arrays):
+        for array in arrays:
+            array *= factor
+
+    with pytest.raises(ValueError, match="gathers several arguments"):
+        hetflow.delayed(access={"arrays": "RW"})(scale_all)
+
+
+def test_a_future_of_another_runtime_is_refused_with_a_clear_error():
+    with hetflow.Executor(1, executor="thread") as first, hetflow.Executor(1, executor="thread") as second:
+        future = first.submit(add, 1, 2)
+        with pytest.raises(ValueError, match="future of a task of another runtime.*future.result"):
+            second.submit(add, future, 1)
+        assert second.submit(add, future.result(), 1).result(timeout=30) == 4

@@ -141,6 +141,15 @@ TEST(Config, BadBooleanAndSpinInEnvironmentThrow) {
     ScopedEnv spin("HETFLOW_SPIN_US", "fast");
     expect_invalid_argument([] { Runtime rt; }, {"HETFLOW_SPIN_US", "fast"});
   }
+  {
+    // The documented range, as Config::spin_us and the Python init take it: up to 10 s.
+    ScopedEnv spin("HETFLOW_SPIN_US", "10000000");
+    EXPECT_EQ(Config{}.resolved().spin_us, 10'000'000u);
+  }
+  {
+    ScopedEnv spin("HETFLOW_SPIN_US", "10000001");
+    expect_invalid_argument([] { Runtime rt; }, {"HETFLOW_SPIN_US", "10000001"});
+  }
 }
 
 TEST(Config, UnknownSchedulerThrows) {
