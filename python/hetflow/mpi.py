@@ -517,7 +517,12 @@ def wait_all() -> None:
         waiter.join(0.1)
     state.runtime.saw_tasks_end()  # the program may write its arrays directly now
     if failure:
-        raise failure[0]
+        error = failure[0]
+        if type(error) is RuntimeError:  # the engine's own errors (the ranks diverged, say)
+            from hetflow._errors import HetflowError
+
+            raise HetflowError(str(error)) from None
+        raise error
 
 
 def sent() -> List[Tuple[int, int]]:

@@ -213,3 +213,31 @@ def test_a_rank_that_exits_with_a_status_ends_every_rank():
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "exits with status 3" in output and "time limit" not in output, output
+
+
+def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
+    mpirun = _mpirun_or_skip()
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "x = hm.register(np.zeros(4), owner=0)\n"
+        "y = hm.register(np.zeros(4), owner=hm.size() - 1)\n"
+        "run = hetflow.task_submit.options(executor='thread')\n"
+        "for i in range(3 + (1 if hm.rank() == 0 else 0)):\n"  # rank 0 submits one task more
+        "    run(lambda a, b: a.__iadd__(b), hetflow.RW(y), x)\n"
+        "try:\n"
+        "    hm.wait_all()\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print(f'rank {hm.rank()}: {error}', flush=True)\n"
+    )
+    result = subprocess.run(
+        [mpirun, "--timeout", "100", "-np", "2", sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **_MPI_ENVIRONMENT, "HETFLOW_MPI_CHECK": "1"},
+        timeout=130,
+    )
+    output = result.stdout + result.stderr
+    for rank in range(2):
+        assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
+    assert "time limit" not in output, output
