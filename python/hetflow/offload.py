@@ -27,6 +27,9 @@ from hetflow._future import Future
 Target = Union[int, Sequence[int], None]
 _LAUNCH_OPTIONS = ("asynchronous", "async", "auto", "target")
 _launch_ids = itertools.count(1)
+# Held while a launch gets its id and sends its kernels to its cores, so that launches reach
+# every core in the same order: were launch A first on one core and launch B first on another,
+# kernels of A and B waiting in barrier() (or recv) would wait on each other for ever.
 _launch_lock = threading.Lock()
 
 
@@ -122,14 +125,18 @@ def launch(func: Callable[..., Any], args: tuple, kwargs: dict, cores: Iterable[
     """Runs ``func(*args, **kwargs)`` once on each of ``cores``; kernels on busy cores queue."""
     runtime = _runtime.current()
     cores = tuple(cores)
+    name = getattr(func, "__name__", "kernel")
+    # Submitting only queues the kernels (it never waits for a core), so the lock is held briefly
+    # and asynchronous launches still return at once.
     with _launch_lock:
         launch_id = next(_launch_ids)
-    runtime.open_launch(launch_id, len(cores))
-    name = getattr(func, "__name__", "kernel")
-    futures = {
-        core: runtime.submit_to_core(core, _kernel.run_kernel, (launch_id, cores, func, args, kwargs), name, launch_id)
-        for core in cores
-    }
+        runtime.open_launch(launch_id, len(cores))
+        futures = {
+            core: runtime.submit_to_core(
+                core, _kernel.run_kernel, (launch_id, cores, func, args, kwargs), name, launch_id
+            )
+            for core in cores
+        }
     return OffloadHandle(futures)
 
 

@@ -174,3 +174,53 @@ def test_a_kernel_exception_names_its_core():
     with pytest.raises(KeyError) as raised:
         offload(picky)()
     assert raised.value.core == 2
+
+
+
+def barrier_then_core(payload):
+    hetflow.barrier()
+    return hetflow.coreid()
+
+
+def test_concurrent_launches_from_threads_do_not_deadlock():
+    # A launch sends its kernel to the cores one at a time; were launches of two threads to reach
+    # the cores in different orders, their kernels' barriers would wait on each other for ever.
+    import concurrent.futures
+    import sys
+    import threading
+
+    threads_count, launches = 4, 25
+    payload = list(range(20_000))  # some pickling per core, so a thread switch can fall between cores
+    kernel = offload(barrier_then_core, asynchronous=True)
+    handles = [[] for _ in range(threads_count)]
+    errors = []
+
+    def launch_many(i):
+        try:
+            for _ in range(launches):
+                handles[i].append(kernel(payload))
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: without the fix, mixed orders come at once
+    try:
+        threads = [threading.Thread(target=launch_many, args=(i,), daemon=True) for i in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)  # asynchronous launches return at once
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(thread.is_alive() for thread in threads), "asynchronous launches blocked"
+    assert not errors, errors
+    futures = [future for mine in handles for handle in mine for future in handle._futures.values()]
+    assert len(futures) == threads_count * launches * CORES
+    # Waits with a timeout (it takes about a second when it works) rather than in handle.wait(),
+    # which would hang for ever on a deadlock.
+    done, not_done = concurrent.futures.wait(futures, timeout=30)
+    if not_done:
+        hetflow.shutdown(timeout=1)  # ends the deadlocked worker processes
+    assert not not_done, f"{len(not_done)} of {len(futures)} kernels deadlocked in barrier()"
+    for mine in handles:
+        assert [handle.wait() for handle in mine] == [list(range(CORES))] * launches
