@@ -7,16 +7,23 @@
 >>> raise unpack_error(error_parts)               # an ERROR message's parts, task id included
 
 Functions are pickled with cloudpickle (by value for ``__main__``, lambdas and closures, by
-reference for functions of importable modules) once per function object; the key names the
-function and a hash of its pickle, so equal pickles share a key and a worker keeps one copy.
+reference for functions of importable modules); the key names the function and a hash of its
+pickle, so equal pickles share a key and a worker keeps one copy. A function sent by value is
+pickled again when what its pickle captured changed (a global it uses rebound or mutated in
+place, a closure cell, its defaults...): cheap identity checks, at each submission, say when.
+The main script of a multiprocessing child started with spawn or forkserver (``__mp_main__``)
+is sent by value as ``__main__`` is: the worker processes cannot import it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import pickle
 import reprlib
 import sys
 import threading
+import types
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
@@ -93,6 +100,52 @@ def _cloudpickle() -> Any:
     return cloudpickle
 
 
+# Modules whose functions and classes travel by value: workers cannot import them. In a child
+# that multiprocessing started with spawn or forkserver, the main script is ``__mp_main__``.
+_MAIN_MODULES = ("__main__", "__mp_main__")
+_pickler: Any = None
+
+
+def _pickler_class() -> Any:
+    """cloudpickle's Pickler, made to pickle ``__mp_main__``'s functions and classes by value
+    (cloudpickle sends them by reference, and no worker has that module)."""
+    global _pickler
+    if _pickler is None:
+        cloudpickle = _cloudpickle()
+        base = cloudpickle.Pickler
+        module = getattr(cloudpickle, "cloudpickle", cloudpickle)
+        class_reduce = getattr(module, "_dynamic_class_reduce", None)
+        if class_reduce is None or not hasattr(base, "_dynamic_function_reduce") or not hasattr(base, "reducer_override"):
+            _pickler = base  # an unknown cloudpickle: __mp_main__ as cloudpickle treats it
+        else:
+            reduce_class: Callable[[Any], Any] = class_reduce
+
+            class Pickler(base):  # type: ignore[misc, valid-type]
+                def reducer_override(self, obj: Any) -> Any:
+                    kind = type(obj)
+                    if (kind is types.FunctionType or isinstance(obj, type)) and getattr(
+                        obj, "__module__", None
+                    ) == "__mp_main__":
+                        if kind is types.FunctionType:
+                            return self._dynamic_function_reduce(obj)
+                        return reduce_class(obj)
+                    return super().reducer_override(obj)
+
+            _pickler = Pickler
+    return _pickler
+
+
+def _cloud_dumps(obj: Any) -> bytes:
+    """``cloudpickle.dumps(obj)``, with ``__mp_main__`` sent by value as ``__main__`` is."""
+    if "__mp_main__" in sys.modules:
+        pickler = _pickler if _pickler is not None else _pickler_class()
+    else:  # the usual case: cloudpickle's own Pickler, without one more call per object
+        pickler = _cloudpickle().Pickler
+    with io.BytesIO() as file:
+        pickler(file, protocol=PROTOCOL).dump(obj)
+        return file.getvalue()
+
+
 # -- walking arguments ----------------------------------------------------------------------------
 def replace_nested(value: Any, replace: Callable[[Any], Any]) -> Any:
     """``value`` with each leaf ``x`` for which ``replace(x)`` is not ``_KEEP`` swapped for it.
@@ -139,8 +192,10 @@ def replace_nested(value: Any, replace: Callable[[Any], Any]) -> Any:
 
 # -- functions ------------------------------------------------------------------------------------
 _func_lock = threading.Lock()
-_func_weak: "weakref.WeakKeyDictionary[Any, Tuple[str, bytes]]" = weakref.WeakKeyDictionary()
-_func_strong: Dict[Any, Tuple[str, bytes]] = {}  # hashable callables that take no weak reference
+# Each callable's ((func_key, func_bytes), watch list): see function_entry and _watch.
+_Cached = Tuple[Tuple[str, bytes], Any]
+_func_weak: "weakref.WeakKeyDictionary[Any, _Cached]" = weakref.WeakKeyDictionary()
+_func_strong: Dict[Any, _Cached] = {}  # hashable callables that take no weak reference
 
 
 def _describe(obj: Any) -> str:
@@ -180,7 +235,7 @@ def _out_of_descriptors(exc: BaseException) -> Optional[OSError]:
 
 def _pickle_function(func: Any) -> Tuple[str, bytes]:
     try:
-        data = _cloudpickle().dumps(func, protocol=PROTOCOL)
+        data = _cloud_dumps(func)
     except Exception as exc:
         descriptors = _out_of_descriptors(exc)
         if descriptors is not None:
@@ -193,47 +248,332 @@ def _pickle_function(func: Any) -> Tuple[str, bytes]:
 
 
 def function_entry(func: Any) -> Tuple[str, bytes]:
-    """``(func_key, func_bytes)`` for a callable, pickled once per function object.
+    """``(func_key, func_bytes)`` for a callable, pickled once per function object, and again
+    when something its pickle captured by value changed (see ``_watch``).
 
     Cached weakly where the callable allows (a cached closure does not outlive its users);
     unhashable callables are pickled on every call (their key still dedupes in the workers).
     """
     last = _last_function
     if last is not None and last[0] is func:
-        return last[1]
+        watch = last[1][1]
+        if watch is None or (watch is not _ALWAYS and _unchanged(watch)):
+            return last[1][0]
     if not callable(func):
         raise TypeError(f"hetflow: {reprlib.repr(func)} is not callable")
     try:
         hash(func)
     except TypeError:
         return _pickle_function(func)
+    cached: Optional[_Cached]
     with _func_lock:
         try:
-            entry = _func_weak.get(func)
+            cached = _func_weak.get(func)
             weak = True
         except TypeError:  # no weak references to it
-            entry = _func_strong.get(func)
+            cached = _func_strong.get(func)
             weak = False
-    if entry is not None:
-        _remember_last(func, entry)
-        return entry
-    entry = _pickle_function(func)  # outside the lock: may be slow; a race only pickles twice
+    if cached is not None:
+        watch = cached[1]
+        if watch is None or (watch is not _ALWAYS and _unchanged(watch)):
+            _remember_last(func, cached)
+            return cached[0]
+    # Outside the lock: may be slow; a race only pickles twice. The watch list is made before
+    # the pickle: a change in between then shows at the next check (one pickle too many).
+    watch = _watch(func)
+    fresh = (_pickle_function(func), watch)
     with _func_lock:
         if weak:
-            entry = _func_weak.setdefault(func, entry)
+            _func_weak[func] = fresh
         else:
-            entry = _func_strong.setdefault(func, entry)
-    _remember_last(func, entry)
-    return entry
+            _func_strong[func] = fresh
+    _remember_last(func, fresh)
+    return fresh[0]
 
 
 # The function submitted last, for the common case of many tasks of one function in a row.
-_last_function: Optional[Tuple[Any, Tuple[str, bytes]]] = None
+_last_function: Optional[Tuple[Any, _Cached]] = None
 
 
-def _remember_last(func: Any, entry: Tuple[str, bytes]) -> None:
+def _remember_last(func: Any, cached: _Cached) -> None:
     global _last_function
-    _last_function = (func, entry)
+    _last_function = (func, cached)
+
+
+# -- what a function's pickle captured ------------------------------------------------------------
+# cloudpickle sends a function of __main__ (or a lambda, a closure) by value: its code, the
+# current values of the globals it names, its closure cells, defaults and attributes, and the
+# same for the functions and classes of __main__ they use. The pickle is cached, so each value
+# it captured is watched: a name rebound (an identity check) or a mutable value changed in place
+# (its pickle compared) makes the next submission pickle the function again, as loky would at
+# every call. Numbers, strings, tuples of them, modules and whatever travels by reference need
+# no more than the identity check. The checks hold what they watch weakly where it allows: a
+# cached closure, and what it holds, must not outlive their users.
+_MISSING: Any = object()
+_ALWAYS: Any = object()  # a watch list that says: pickle again at each submission
+_SKIPPED_CLASS_ATTRIBUTES = frozenset(
+    {
+        "__annotations__", "__dataclass_fields__", "__dataclass_params__", "__doc__", "__dict__", "__weakref__",
+        "__slotnames__",  # copyreg's cache
+    }
+)
+_STABLE_TYPES = (
+    types.BuiltinFunctionType, types.WrapperDescriptorType, types.MethodDescriptorType,
+    types.GetSetDescriptorType, types.MemberDescriptorType, types.ClassMethodDescriptorType,
+    types.CodeType,
+)
+_FUNCTION, _ATTRIBUTES, _MAPPING, _PICKLE = range(4)
+
+
+class _Ref(weakref.ref):
+    """A weak reference made by ``_hold`` (no value of the user's is one)."""
+
+    __slots__ = ()
+
+
+def _hold(value: Any) -> Any:
+    """``value`` held weakly when it allows, else itself; ``_held`` gives it back."""
+    if type(value) in _ATOMS or value is _MISSING:
+        return value
+    try:
+        return _Ref(value)
+    except TypeError:
+        return value
+
+
+def _held(hold: Any) -> Any:
+    """What ``_hold`` held (None when it is gone)."""
+    return hold() if type(hold) is _Ref else hold
+
+
+def _same(hold: Any, current: Any) -> bool:
+    return hold is current or (type(hold) is _Ref and current is not None and hold() is current)
+
+
+def _by_reference(obj: Any) -> bool:
+    """Whether cloudpickle sends a function or class by reference (its module is importable)."""
+    if getattr(obj, "__module__", None) in _MAIN_MODULES:
+        return False
+    module = _cloudpickle()
+    should = getattr(getattr(module, "cloudpickle", module), "_should_pickle_by_reference", None)
+    if should is None:  # an unknown cloudpickle: importable top-level names only
+        name = getattr(obj, "__qualname__", "")
+        return "<" not in name and getattr(obj, "__module__", None) in sys.modules
+    try:
+        return bool(should(obj))
+    except Exception:
+        return False
+
+
+def _code_globals(code: types.CodeType) -> Tuple[str, ...]:
+    """The global names a code object (and those nested in it) may read, as cloudpickle sees them."""
+    module = _cloudpickle()
+    extract = getattr(getattr(module, "cloudpickle", module), "_extract_code_globals", None)
+    if extract is not None:
+        try:
+            return tuple(extract(code))
+        except Exception:
+            pass
+    names: List[str] = []
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        names.extend(current.co_names)
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    return tuple(dict.fromkeys(names))
+
+
+def _watch(func: Any) -> Any:
+    """The checks that tell whether ``func``'s pickle is still current: None when nothing it
+    captured can change (sent by reference), ``_ALWAYS`` when that cannot be told cheaply."""
+    if type(func) is types.FunctionType and _by_reference(func):
+        return None
+    checks: List[tuple] = []
+    try:
+        ok = _watch_value(func, checks, set())
+    except Exception:
+        ok = False
+    if not ok:
+        return _ALWAYS
+    return checks or None
+
+
+def _watch_value(value: Any, checks: List[tuple], seen: set) -> bool:
+    """Adds to ``checks`` what tells whether ``value`` (as the function's pickle holds it) changed;
+    False when nothing cheap can (the function is then pickled at each submission)."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return True
+    if kind is tuple or kind is frozenset:
+        return all(_watch_value(item, checks, seen) for item in value)
+    if id(value) in seen:
+        return True
+    seen.add(id(value))
+    if kind is types.FunctionType:
+        return _by_reference(value) or _watch_function(value, checks, seen)
+    if isinstance(value, type):
+        return _by_reference(value) or _watch_class(value, checks, seen)
+    if kind is types.ModuleType:
+        return value.__name__ in sys.modules and value.__name__ not in _MAIN_MODULES
+    if isinstance(value, _STABLE_TYPES):
+        owner = getattr(value, "__self__", None)
+        return owner is None or type(owner) is types.ModuleType or _watch_value(owner, checks, seen)
+    if kind is types.MethodType:
+        return _watch_value(value.__func__, checks, seen) and _watch_value(value.__self__, checks, seen)
+    if kind is staticmethod or kind is classmethod:
+        return _watch_value(value.__func__, checks, seen)
+    if kind is property:
+        return all(_watch_value(f, checks, seen) for f in (value.fget, value.fset, value.fdel))
+    if kind is functools.partial:
+        names = ("func", "args", "keywords")
+        checks.append((_ATTRIBUTES, _hold(value), names, tuple(_hold(getattr(value, n)) for n in names)))
+        return (
+            _watch_value(value.func, checks, seen)
+            and _watch_value(value.args, checks, seen)
+            and _watch_value(value.keywords, checks, seen)
+        )
+    # A value that may change in place (a dict, a list, an object): its pickle is compared, the
+    # C pickler's where it can (what it names in __main__, such as the class of an object, is
+    # watched as well), cloudpickle's otherwise (slower: a class of __main__ is pickled whole).
+    try:
+        data: Optional[bytes] = pickle.dumps(value, protocol=PROTOCOL)
+    except Exception:
+        data = None
+    if data is not None:
+        named = _named_in_main(value) if b"_main__" in data else []
+        if named is not None and all(_watch_value(obj, checks, seen) for obj in named):
+            checks.append((_PICKLE, _hold(value), data, False))
+            return True
+    checks.append((_PICKLE, _hold(value), _cloud_dumps(value), True))  # raises if it cannot be sent at all
+    return True
+
+
+class _NamedInMain(pickle._Pickler):
+    """The pure-Python pickler, noting the functions and classes it names in ``__main__``."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), protocol=PROTOCOL)
+        self.named: List[Any] = []
+
+    def save_global(self, obj: Any, name: Optional[str] = None) -> None:
+        if getattr(obj, "__module__", None) in _MAIN_MODULES:
+            self.named.append(obj)
+        super().save_global(obj, name)  # type: ignore[misc]
+
+
+def _named_in_main(value: Any) -> Optional[List[Any]]:
+    """The functions and classes of ``__main__`` that ``value``'s pickle names (None if unsure).
+    Slow (pure Python), but only run when a watch list is made."""
+    pickler = _NamedInMain()
+    try:
+        pickler.dump(value)
+    except Exception:
+        return None
+    return pickler.named
+
+
+def _watch_function(func: types.FunctionType, checks: List[tuple], seen: set) -> bool:
+    # One check for all of it: the common case (a function of __main__, a few globals, no
+    # closure, no attributes) then costs one pass over its global names.
+    namespace = func.__globals__
+    global_names = _code_globals(func.__code__)
+    values = tuple(namespace.get(name, _MISSING) for name in global_names)
+    contents = []
+    for cell in func.__closure__ or ():
+        try:
+            contents.append(cell.cell_contents)
+        except ValueError:  # empty
+            contents.append(_MISSING)
+    attributes = func.__dict__
+    checks.append((
+        _FUNCTION, _Ref(func), func.__code__, func.__defaults__, func.__kwdefaults__, attributes,
+        global_names, tuple(_hold(v) for v in values), tuple(_hold(v) for v in contents),
+        {k: _hold(v) for k, v in attributes.items()} if attributes else None,
+    ))
+    watched = [*values, *contents, *attributes.values(), func.__defaults__]
+    if func.__kwdefaults__ is not None:
+        watched.append(func.__kwdefaults__)
+    return all(_watch_value(v, checks, seen) for v in watched if v is not _MISSING)
+
+
+def _watch_class(cls: type, checks: List[tuple], seen: set) -> bool:
+    checks.append((_ATTRIBUTES, _hold(cls), ("__bases__",), (cls.__bases__,)))
+    return _watch_namespace(cls, _SKIPPED_CLASS_ATTRIBUTES, checks, seen) and all(
+        _watch_value(base, checks, seen) for base in cls.__bases__
+    )
+
+
+def _watch_namespace(obj: Any, skipped: Any, checks: List[tuple], seen: set) -> bool:
+    """Watches ``obj.__dict__`` (a class's, a function's attributes): its keys, the identity of
+    each value, and each value as ``_watch_value`` does (but those in ``skipped``)."""
+    snapshot = dict(obj.__dict__)
+    checks.append((_MAPPING, _hold(obj), {k: _hold(v) for k, v in snapshot.items()}))
+    return all(_watch_value(v, checks, seen) for k, v in snapshot.items() if k not in skipped)
+
+
+def _unchanged(checks: List[tuple]) -> bool:
+    """Whether everything ``_watch`` recorded is as it was (False also when a check fails or
+    something it watched is gone)."""
+    missing = _MISSING
+    try:
+        for check in checks:
+            what = check[0]
+            owner = check[1]
+            if type(owner) is _Ref:
+                owner = owner()
+                if owner is None:
+                    return False
+            if what == _FUNCTION:
+                _, _, code, defaults, kwdefaults, attributes, names, holds, cells, snapshot = check
+                if (
+                    owner.__code__ is not code
+                    or owner.__defaults__ is not defaults
+                    or owner.__kwdefaults__ is not kwdefaults
+                    or owner.__dict__ is not attributes
+                ):
+                    return False
+                if names:
+                    namespace = owner.__globals__
+                    for name, hold in zip(names, holds):
+                        value = namespace.get(name, missing)
+                        if value is not hold and not (type(hold) is _Ref and value is not None and hold() is value):
+                            return False
+                if cells:
+                    for cell, hold in zip(owner.__closure__, cells):
+                        try:
+                            value = cell.cell_contents
+                        except ValueError:
+                            value = missing
+                        if value is not hold and not (type(hold) is _Ref and value is not None and hold() is value):
+                            return False
+                if snapshot is None:
+                    if attributes:
+                        return False
+                elif not _same_mapping(attributes, snapshot):
+                    return False
+            elif what == _ATTRIBUTES:
+                for name, hold in zip(check[2], check[3]):
+                    if not _same(hold, getattr(owner, name)):
+                        return False
+            elif what == _MAPPING:
+                if not _same_mapping(owner.__dict__, check[2]):
+                    return False
+            else:  # _PICKLE: owner is the value
+                data = _cloud_dumps(owner) if check[3] else pickle.dumps(owner, protocol=PROTOCOL)
+                if data != check[2]:
+                    return False
+        return True
+    except Exception:
+        return False
+
+
+def _same_mapping(mapping: Any, snapshot: Dict[str, Any]) -> bool:
+    if len(mapping) != len(snapshot):
+        return False
+    for name, hold in snapshot.items():
+        if not _same(hold, mapping.get(name, _MISSING)):
+            return False
+    return True
 
 
 # -- calls ----------------------------------------------------------------------------------------
@@ -260,19 +600,20 @@ packing = Packing()
 
 def _pack_by_reduce(func: Any, args: tuple, kwargs: Dict[str, Any]) -> Tuple[bytes, List[Any]]:
     """Pickles the call with futures reducing themselves to placeholders: the C pickler when it
-    can do it faithfully (nothing pickled by reference to ``__main__``, which workers lack),
+    can do it faithfully (nothing pickled by reference to ``__main__`` or ``__mp_main__``,
+    which workers lack),
     cloudpickle otherwise."""
     packing.futures, packing.index_of = [], {}
     try:
         try:
             data = pickle.dumps((args, kwargs), protocol=PROTOCOL)
-            if b"__main__" not in data:
+            if b"_main__" not in data:  # neither __main__ nor __mp_main__
                 return data, packing.futures
         except Exception:
             pass
         packing.futures, packing.index_of = [], {}
         try:
-            return _cloudpickle().dumps((args, kwargs), protocol=PROTOCOL), packing.futures
+            return _cloud_dumps((args, kwargs)), packing.futures
         except Exception as exc:
             raise _argument_error(func, (args, kwargs)) from exc
     finally:
@@ -329,7 +670,7 @@ def pack_call(
             f"hetflow: a task can depend on at most {MAX_FUTURES} futures through its arguments, not {len(futures)}"
         )
     try:
-        call_bytes = _cloudpickle().dumps(call, protocol=PROTOCOL)
+        call_bytes = _cloud_dumps(call)
     except Exception as exc:
         raise _argument_error(func, call) from exc
     return PackedCall(func_key, func_bytes, call_bytes, futures)
@@ -359,7 +700,7 @@ def _argument_error(func: Any, call: Tuple[tuple, Dict[str, Any]]) -> TypeError:
     named += [(f"keyword argument {k!r}", v) for k, v in call[1].items()]
     for what, value in named:
         try:
-            _cloudpickle().dumps(value, protocol=PROTOCOL)
+            _cloud_dumps(value)
         except Exception as exc:
             return TypeError(
                 f"hetflow: cannot send {what} of {_describe(func)} ({reprlib.repr(value)}) to a process worker: "
@@ -375,7 +716,7 @@ def dumps_value(value: Any) -> bytes:
     cloudpickle, so objects of classes from ``__main__`` travel too; TypeError if impossible.
     """
     try:
-        return _cloudpickle().dumps(value, protocol=PROTOCOL)
+        return _cloud_dumps(value)
     except Exception as exc:
         raise TypeError(
             f"hetflow: cannot send a value of type {type_name(type(value))} to a process worker: {exc}"
@@ -392,7 +733,7 @@ def dumps_result(value: Any) -> bytes:
     except Exception:
         pass
     try:
-        return _cloudpickle().dumps(value, protocol=PROTOCOL)
+        return _cloud_dumps(value)
     except Exception as exc:
         raise TypeError(f"hetflow: the task's result of type {type_name(type(value))} cannot be pickled: {exc}") from exc
 

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _protocol as P
-from ._serialize import _KEEP, Placeholder, dumps_result, replace_nested, type_name
+from ._serialize import Placeholder, dumps_result, type_name
 
 EXIT_GRACE_S = 5.0  # at exit, threads a task left running get this long before os._exit
 HOST_PID_VARIABLE = "HETFLOW_HOST_PID"  # set by the host's process driver
@@ -171,6 +171,9 @@ class Worker:
         # per header, length and part.
         self.reader = io.BufferedReader(io.FileIO(read_fd, "rb", closefd=False), buffer_size=1 << 16)
         self.functions: Dict[str, Callable[..., Any]] = {}
+        # Functions that failed to load, with what they raised: the host sends a function's
+        # bytes once, so later tasks of it must fail with the same error, not a missing key.
+        self.failed: Dict[str, Tuple[BaseException, Optional[TracebackType]]] = {}
         self.broken: Optional[BaseException] = None  # what the initializer raised
 
     def serve(self) -> int:
@@ -234,36 +237,67 @@ class Worker:
             return P.ERROR, _error_parts(task_id, error)
 
     def function(self, key: str, data: Any) -> Callable[..., Any]:
-        """The function cached under ``key``, loaded from ``data`` (cloudpickle) the first time."""
+        """The function cached under ``key``, loaded from ``data`` (cloudpickle) the first time.
+
+        A function that fails to load raises the same error for every task of it (the host
+        sends its bytes only once)."""
         func = self.functions.get(key)
         if func is None:
+            failed = self.failed.get(key)
+            if failed is not None:
+                raise failed[0].with_traceback(failed[1])
             if not len(data):
                 raise RuntimeError(
                     f"hetflow: process worker (pid {os.getpid()}) has no function under key {key!r} "
                     "and the RUN message carried none (the host must send it the first time)"
                 )
-            func = self.functions[key] = pickle.loads(data)
+            try:
+                func = pickle.loads(data)
+            except BaseException as exc:
+                if isinstance(exc, Exception):  # not KeyboardInterrupt and the like: may pass
+                    self.failed[key] = (exc, exc.__traceback__)
+                raise
+            self.functions[key] = func
         return func
 
     @staticmethod
     def arguments(call: Any, deps: Sequence[Any]) -> Tuple[tuple, Dict[str, Any]]:
-        """``(args, kwargs)`` from the call pickle, each ``Placeholder(i)`` replaced by dep i."""
-        args, kwargs = pickle.loads(call)
+        """``(args, kwargs)`` from the call pickle, each ``Placeholder(i)`` replaced by dep i,
+        wherever the pickle rebuilds it (inside sets, dict keys, objects' state...)."""
         if not deps:
-            return args, kwargs
-        values: Dict[int, Any] = {}
+            return pickle.loads(call)
+        return _ResolvingUnpickler(io.BytesIO(call), deps).load()
 
-        def fill(item: Any) -> Any:
-            if type(item) is not Placeholder:
-                return _KEEP
-            index = item.index
-            if index not in values:
-                if not 0 <= index < len(deps):
-                    raise IndexError(f"hetflow: Placeholder({index}) but the task has {len(deps)} dependencies")
-                values[index] = pickle.loads(deps[index])
-            return values[index]
 
-        return replace_nested(args, fill), replace_nested(kwargs, fill)
+_PLACEHOLDER_NAME = (Placeholder.__module__, Placeholder.__qualname__)
+
+
+class _ResolvingUnpickler(pickle.Unpickler):
+    """Rebuilds each ``Placeholder(i)`` of a call pickle as the value of dependency ``i``.
+
+    A Placeholder pickles as a call of its class (``__reduce__``); loading that class here gives
+    a function that returns the value instead, so a future is resolved wherever pickle rebuilds
+    it, at no cost for the rest of the pickle (``find_class`` runs once per class it names).
+    """
+
+    def __init__(self, file: Any, deps: Sequence[Any]) -> None:
+        super().__init__(file)
+        self.deps = deps
+        self.values: Dict[int, Any] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == _PLACEHOLDER_NAME:
+            return self.value
+        return super().find_class(module, name)
+
+    def value(self, index: int) -> Any:
+        values = self.values
+        if index not in values:
+            deps = self.deps
+            if type(index) is not int or not 0 <= index < len(deps):
+                raise IndexError(f"hetflow: Placeholder({index}) but the task has {len(deps)} dependencies")
+            values[index] = pickle.loads(deps[index])
+        return values[index]
 
 
 def _with_arrays(args: tuple, kwargs: Dict[str, Any], table: Any) -> Tuple[tuple, Dict[str, Any]]:

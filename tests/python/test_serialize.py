@@ -176,6 +176,139 @@ def test_unhashable_and_unweakrefable_callables() -> None:
     assert S.pack_call(len, ("ab",), {}, is_fut).func_key.startswith("builtins.len#")
 
 
+# -- functions sent by value see the current values of what they use -----------------------------
+def from_main(source: str) -> dict:
+    """A namespace where ``source`` ran as the main script does (functions of ``__main__``)."""
+    namespace: dict = {"__name__": "__main__"}
+    exec(source, namespace)
+    return namespace
+
+
+def run_sent(func: Any, *args: Any) -> Any:
+    """Calls ``func`` as a worker would: from the bytes of its current entry."""
+    return pickle.loads(S.pack_call(func, args, {}, is_fut).func_bytes)(*args)
+
+
+def test_main_function_sees_rebound_globals() -> None:
+    ns = from_main("SCALE = 1\ndef f(x):\n    return x * SCALE\n")
+    f = ns["f"]
+    first = S.pack_call(f, (2,), {}, is_fut)
+    assert pickle.loads(first.func_bytes)(2) == 2
+    assert S.pack_call(f, (3,), {}, is_fut).func_bytes is first.func_bytes  # unchanged: cached
+    ns["SCALE"] = 10
+    second = S.pack_call(f, (2,), {}, is_fut)
+    assert second.func_key != first.func_key and pickle.loads(second.func_bytes)(2) == 20
+    ns["SCALE"] = 1  # back to the first pickle, and its key
+    assert S.pack_call(f, (2,), {}, is_fut).func_key == first.func_key
+
+
+def test_main_function_sees_globals_mutated_in_place() -> None:
+    ns = from_main("CONFIG = {'k': 1, 'deep': [1]}\ndef g():\n    return CONFIG['k'] + CONFIG['deep'][0]\n")
+    g = ns["g"]
+    assert run_sent(g) == 2
+    ns["CONFIG"]["k"] = 5
+    assert run_sent(g) == 6
+    ns["CONFIG"]["deep"].append(0)
+    ns["CONFIG"]["deep"][0] = 7
+    assert run_sent(g) == 12
+
+
+def test_main_function_sees_changes_in_what_it_calls() -> None:
+    ns = from_main(
+        "def helper(x):\n    return x + 1\n"
+        "class Box:\n    factor = 2\n    def scaled(self, x):\n        return x * self.factor\n"
+        "def h(x):\n    return Box().scaled(helper(x))\n"
+    )
+    h = ns["h"]
+    assert run_sent(h, 1) == 4
+    exec("def helper(x):\n    return x + 100\n", ns)  # rebound: the new helper
+    assert run_sent(h, 1) == 202
+    ns["Box"].factor = 3  # a class attribute of __main__ changed in place
+    assert run_sent(h, 1) == 303
+    exec("def other(self, x):\n    return -x\n", ns)
+    ns["Box"].scaled = ns["other"]
+    assert run_sent(h, 1) == -101
+
+
+def test_closures_defaults_and_new_globals_are_watched() -> None:
+    box = [1]
+    k = 1
+
+    def closure(x: int) -> int:
+        return x * k + box[0]
+
+    assert run_sent(closure, 1) == 2
+    k = 10
+    assert run_sent(closure, 1) == 11
+    box[0] = 5
+    assert run_sent(closure, 1) == 15
+    ns = from_main("def late(x, y=1, *, z=2):\n    return x + y + z + LATE\n")
+    late = ns["late"]
+    with pytest.raises(NameError):
+        run_sent(late, 0)
+    ns["LATE"] = 100  # a global defined after the first submission
+    assert run_sent(late, 0) == 103
+    late.__defaults__ = (10,)
+    late.__kwdefaults__["z"] = 20
+    assert run_sent(late, 0) == 130
+
+
+def test_objects_of_main_classes_are_watched(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    main = types.ModuleType("__main__")
+    monkeypatch.setitem(sys.modules, "__main__", main)  # a script's own __main__, as pickle sees it
+    exec(
+        "class Cfg:\n    def __init__(self):\n        self.scale = 2\n    def go(self, x):\n        return x * self.scale\n"
+        "cfg = Cfg()\ndef use(x):\n    return cfg.go(x)\n",
+        main.__dict__,
+    )
+    assert run_sent(main.use, 1) == 2
+    checks = S._watch(main.use)
+    assert all(not c[3] for c in checks if c[0] == S._PICKLE)  # the C pickler's bytes compared, not cloudpickle's
+    main.cfg.scale = 5  # the object changed in place
+    assert run_sent(main.use, 1) == 5
+    exec("def go(self, x):\n    return -x * self.scale\n", main.__dict__)
+    main.Cfg.go = main.go  # its class changed
+    assert run_sent(main.use, 1) == -5
+
+
+def test_functions_by_reference_need_no_checks() -> None:
+    assert S._watch(double) is None
+    ns = from_main("import math\nN = 3\ndef f(x):\n    return math.sqrt(x) * N\n")
+    checks = S._watch(ns["f"])
+    assert checks is not None and checks is not S._ALWAYS and len(checks) == 1  # identities only
+
+
+def test_watched_closures_do_not_outlive_their_users() -> None:
+    import weakref
+
+    ns = from_main("def rec(n):\n    return 0 if n == 0 else rec(n - 1)\n")
+    alive = weakref.ref(ns["rec"])
+    S.pack_call(ns["rec"], (1,), {}, is_fut)
+    S.pack_call(double, (1,), {}, is_fut)  # no longer the last function sent
+    del ns
+    gc.collect()
+    assert alive() is None
+
+
+# -- __mp_main__: the main script of a multiprocessing child (spawn, forkserver) ------------------
+def test_functions_and_classes_of_mp_main_travel_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    module = types.ModuleType("__mp_main__")
+    monkeypatch.setitem(sys.modules, "__mp_main__", module)
+    exec("class K:\n    def __init__(self, v):\n        self.v = v\ndef sq(x):\n    return x.v * x.v\n", module.__dict__)
+    packed = S.pack_call(module.sq, (module.K(3),), {}, is_fut, reduces_to_placeholder=True)
+    assert packed.func_key.startswith("__mp_main__.sq#")
+    assert S.loads_result(S.dumps_value(module.K(1))).v == 1
+    value = S.dumps_value(module.K(4))
+    monkeypatch.delitem(sys.modules, "__mp_main__")  # as in a worker, which lacks that module
+    args, kwargs = pickle.loads(packed.call_bytes)
+    assert pickle.loads(packed.func_bytes)(*args) == 9
+    assert pickle.loads(value).v == 4
+
+
 # -- values and results ---------------------------------------------------------------------------
 def test_values_and_results() -> None:
     assert S.loads_result(S.dumps_value({"a": [1, 2]})) == {"a": [1, 2]}

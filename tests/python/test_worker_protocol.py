@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import dataclasses
 import io
 import multiprocessing
 import os
@@ -179,7 +180,8 @@ class Child:
 
     def run_raw(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Sends a RUN (futures are Fut objects) and returns the reply ``(kind, parts)``."""
-        packed = S.pack_call(func, args, kwargs, lambda x: isinstance(x, Fut))
+        reduces = any(isinstance(a, ReducingFut) for a in (*args, *kwargs.values()))
+        packed = S.pack_call(func, args, kwargs, lambda x: isinstance(x, Fut), reduces_to_placeholder=reduces)
         first = packed.func_key not in self.known
         self.known.add(packed.func_key)
         task_id = P.u64(self.next_id)
@@ -237,6 +239,22 @@ def structure(a: Any, b: Any = None, **rest: Any) -> Any:
     return {"a": a, "b": b, "rest": rest}
 
 
+class ReducingFut(Fut):
+    """A stand-in for hetflow's own futures: pickles as a Placeholder wherever it is."""
+
+    def __reduce__(self) -> Any:
+        return S.packing.placeholder(self).__reduce__()
+
+
+@dataclasses.dataclass
+class Box:
+    v: Any
+
+
+class MyList(list):
+    pass
+
+
 class LockedError(Exception):
     """Does not pickle: it holds a lock."""
 
@@ -289,6 +307,25 @@ def test_futures_become_their_values(child: Child) -> None:
     assert type(out["b"][0]["y"]) is tuple
 
 
+def test_futures_anywhere_become_their_values(child: Child) -> None:
+    f1, f2 = ReducingFut(41), ReducingFut("two")
+    out = child.run(
+        structure,
+        {f1},
+        b=(frozenset([f1, f2]), {f2: 1}, Box(f1), MyList([f2, f1]), [[[[f1]]]]),
+        c=ReducingFut([1, 2]),
+    )
+    assert out["a"] == {41}
+    frozen, keyed, box, mine, deep = out["b"]
+    assert frozen == frozenset([41, "two"]) and keyed == {"two": 1} and deep == [[[[41]]]]
+    assert type(box) is Box and box.v == 41
+    assert type(mine) is MyList and mine == ["two", 41]
+    assert out["rest"] == {"c": [1, 2]}
+    shared = ReducingFut([0])
+    x, y = child.run(lambda a, b: (a, b), shared, Box(shared))
+    assert x == [0] and y.v is x  # one value per future, shared as the future was
+
+
 def test_placeholder_out_of_range_is_an_error(child: Child) -> None:
     packed = S.pack_call(structure, (S.Placeholder(3),), {}, lambda x: False)
     child.send(P.RUN, [P.u64(1), packed.func_key.encode(), packed.func_bytes, packed.call_bytes, b"", S.dumps_value(0)])
@@ -322,6 +359,16 @@ def test_function_cache(child: Child) -> None:
     assert isinstance(exc, RuntimeError)
     assert "no function under key 'never.sent#0'" in str(exc)
     assert child.run(square, 6) == 36
+
+
+def test_function_from_main_sees_the_current_globals(child: Child) -> None:
+    namespace: dict = {"__name__": "__main__"}
+    exec("SCALE = 1\nCONFIG = {'k': 1}\ndef f(x):\n    return x * SCALE + CONFIG['k']\n", namespace)
+    assert child.run(namespace["f"], 2) == 3
+    namespace["SCALE"] = 10
+    assert child.run(namespace["f"], 2) == 21
+    namespace["CONFIG"]["k"] = 5
+    assert child.run(namespace["f"], 2) == 25
 
 
 def test_exception_comes_back_with_type_message_and_traceback(child: Child) -> None:
@@ -475,4 +522,18 @@ def test_loading_failure_is_reported(child: Child) -> None:
     kind, parts = child.recv()
     assert kind == P.ERROR
     assert b"loading the task's function" in parts[P.ERROR_TRACEBACK]
+    assert child.run(module_level_add, 5) == 5
+
+
+def test_a_function_that_failed_to_load_fails_each_of_its_tasks_the_same(child: Child) -> None:
+    call = pickle.dumps(((), {}))
+    missing = b"cno_such_module_for_hetflow\nf\n."  # a pickle of a function of a missing module
+    for task_id, data in [(3, missing), (4, b""), (5, b"")]:  # the host sends the bytes once
+        child.send(P.RUN, [P.u64(task_id), b"missing.f#1", data, call, b""])
+        kind, parts = child.recv()
+        assert kind == P.ERROR and parts[0] == P.u64(task_id)
+        exc = S.unpack_error([bytes(p) for p in parts])
+        assert isinstance(exc, ModuleNotFoundError), exc
+        assert "no_such_module_for_hetflow" in str(exc)
+        assert b"loading the task's function" in parts[P.ERROR_TRACEBACK]
     assert child.run(module_level_add, 5) == 5
