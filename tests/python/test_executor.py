@@ -333,12 +333,21 @@ def test_progress_on_a_terminal_redraws_one_line(no_tqdm, monkeypatch):
     assert text.endswith("\rhetflow: 3/3 tasks done\n")
 
 
-def test_wait_for_all_progress_without_tqdm(no_tqdm, capsys):
+def test_wait_for_all_progress_without_tqdm(no_tqdm, capsys, monkeypatch):
     hetflow.init(ncpus=2, executor="thread")
-    futures = [hetflow.submit(square, i) for i in range(30)]
+    opened = threading.Event()
+    gate = hetflow.submit(opened.wait, 30)  # the 30 tasks wait for it: all unfinished at the call
+
+    class OpensTheGate(_progress.Progress):  # once the bar has counted what is unfinished
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.set()
+
+    monkeypatch.setattr(_progress, "Progress", OpensTheGate)
+    futures = [hetflow.submit(lambda _, i: square(i), gate, i) for i in range(30)]
     assert hetflow.wait_for_all(progress=True) is True
     assert all(f.done() for f in futures)
-    assert capsys.readouterr().err.endswith("hetflow: 30/30 tasks done\n")
+    assert capsys.readouterr().err.endswith("hetflow: 31/31 tasks done\n")
 
 
 def test_progress_uses_tqdm_when_importable(monkeypatch, capsys):
