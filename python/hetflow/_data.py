@@ -309,6 +309,15 @@ class HandleRegistry:
                             f"a view overlapping it, that this one ({mode}) would wait for; release it first"
                         )
 
+    def release_all(self) -> None:
+        """Releases every acquisition still held (at interpreter exit: the tasks behind them
+        can then run)."""
+        with self._lock:
+            held = [entry[0] for entries in self._acquired.values() for entry in entries]
+            self._acquired.clear()
+        for acquisition in held:
+            acquisition.release()
+
     def release(self, array: Any, acquisition: Optional[Any] = None) -> None:
         if not _is_ndarray(array):
             raise TypeError(f"hetflow.release takes a numpy array, not {type(array).__name__}")

@@ -1006,6 +1006,8 @@ def _shut_down_at_exit(runtime: Runtime) -> None:
     # The runtime stays the current one meanwhile: its tasks may submit follow-ups to it.
     if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
         runtime.interrupted = True  # the program ended on Ctrl-C: do not wait for its work
+    if runtime._handles is not None:
+        runtime._handles.release_all()  # the program can no longer release what it holds
     idle = exit_timeout()
     if idle is None:
         runtime.shutdown()

@@ -421,6 +421,30 @@ print("AGAIN", hetflow.submit(inc, 1).result(timeout=30))
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
+def test_exit_with_an_acquisition_held_releases_it_and_runs_the_tasks_behind_it(tmp_path, executor):
+    rc, out, err = run_script(
+        tmp_path,
+        f"EXECUTOR = {executor!r}\n"
+        + """
+import hetflow, numpy as np
+
+def mark(a):
+    a += 1
+    print("RAN", flush=True)
+
+hetflow.init(ncpus=1, executor=EXECUTOR)
+a = np.zeros(3)
+hetflow.acquire(a, "RW")  # never released by the program
+hetflow.submit(mark, hetflow.RW(a))
+print("EXITING", flush=True)
+""",
+    )
+    assert rc == 0, err
+    assert "EXITING" in out and "RAN" in out, out  # the task ran at exit instead of waiting 60 s
+    assert "unfinished" not in err and "leaked" not in err, err
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
 def test_after_shutdown_gave_up_futures_say_what_became_of_their_tasks(tmp_path, executor):
     rc, out, err = run_script(
         tmp_path,
