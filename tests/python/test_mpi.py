@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 
@@ -66,6 +67,20 @@ def _run(ranks: int, *command: str, needs_mpi4py: bool = False) -> str:
     return output
 
 
+def _run_program(program: str, ranks: int = 2, **environment: str) -> Tuple[int, str]:
+    """``python -c program`` on ``ranks`` ranks: its exit status and output, whatever they are
+    (mpirun's own time limit, far beyond what these take, says so in the output)."""
+    mpirun = _mpirun_or_skip()
+    result = subprocess.run(
+        [mpirun, "--timeout", "100", "-np", str(ranks), sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **_MPI_ENVIRONMENT, **environment},
+        timeout=130,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("ranks", [2, 4])
 @pytest.mark.parametrize("mode", ["world", "mpi4py-first", "mpi4py-after"])
 def test_owner_computes_on_every_rank(ranks, mode):
@@ -83,7 +98,6 @@ def test_the_distributed_cholesky_matches_numpy(ranks):
 
 
 def test_a_rank_that_fails_ends_every_rank_instead_of_leaving_them_waiting():
-    mpirun = _mpirun_or_skip()
     program = (
         "import numpy as np, hetflow, hetflow.mpi as hm\n"
         "hm.init()\n"
@@ -92,22 +106,13 @@ def test_a_rank_that_fails_ends_every_rank_instead_of_leaving_them_waiting():
         "    raise SystemError('rank 1 gives up')\n"
         "hm.gather(a, root=0)\n"  # would wait for rank 1 for ever
     )
-    environment = {**os.environ, **_MPI_ENVIRONMENT}
-    result = subprocess.run(
-        [mpirun, "--timeout", "100", "-np", "2", sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=130,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    returncode, output = _run_program(program)
+    assert returncode != 0, output
     assert "rank 1 gives up" in output and "ending every rank" in output, output
     assert "time limit" not in output, output  # ended by the failing rank, not by mpirun's timeout
 
 
 def test_ranks_that_register_different_sizes_are_told_so_instead_of_hanging():
-    mpirun = _mpirun_or_skip()
     program = (
         "import numpy as np, hetflow, hetflow.mpi as hm\n"
         "hm.init()\n"
@@ -116,15 +121,8 @@ def test_ranks_that_register_different_sizes_are_told_so_instead_of_hanging():
         "hetflow.task_submit.options(executor='thread')(lambda x, y: None, a, hetflow.RW(b))\n"
         "hm.wait_all()\n"
     )
-    result = subprocess.run(
-        [mpirun, "--timeout", "100", "-np", "2", sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **_MPI_ENVIRONMENT},
-        timeout=130,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    returncode, output = _run_program(program)
+    assert returncode != 0, output
     assert "different sizes" in output and "time limit" not in output, output
 
 
@@ -192,7 +190,6 @@ def test_failures_travel_with_their_data_and_empty_pieces_stay_put(ranks):
 
 
 def test_a_rank_that_exits_with_a_status_ends_every_rank():
-    mpirun = _mpirun_or_skip()
     program = (
         "import sys, time, numpy as np, hetflow, hetflow.mpi as hm\n"
         "hm.init()\n"
@@ -203,20 +200,12 @@ def test_a_rank_that_exits_with_a_status_ends_every_rank():
         "    sys.exit(3)\n"  # not an exception Python hands to sys.excepthook
         "hm.wait_all()\n"  # would wait for rank 1 for ever
     )
-    result = subprocess.run(
-        [mpirun, "--timeout", "100", "-np", "2", sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **_MPI_ENVIRONMENT},
-        timeout=130,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    returncode, output = _run_program(program)
+    assert returncode != 0, output
     assert "exits with status 3" in output and "time limit" not in output, output
 
 
 def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
-    mpirun = _mpirun_or_skip()
     program = (
         "import numpy as np, hetflow, hetflow.mpi as hm\n"
         "hm.init()\n"
@@ -230,14 +219,7 @@ def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
         "except hetflow.HetflowError as error:\n"
         "    print(f'rank {hm.rank()}: {error}', flush=True)\n"
     )
-    result = subprocess.run(
-        [mpirun, "--timeout", "100", "-np", "2", sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **_MPI_ENVIRONMENT, "HETFLOW_MPI_CHECK": "1"},
-        timeout=130,
-    )
-    output = result.stdout + result.stderr
+    _, output = _run_program(program, HETFLOW_MPI_CHECK="1")
     for rank in range(2):
         assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
     assert "time limit" not in output, output

@@ -151,15 +151,21 @@ TEST(DeviceMemory, DataCrossesBetweenHostAndDeviceInOneGraph) {
   EXPECT_EQ(device.driver->finished.load(), 5);
 }
 
-TEST(DeviceMemory, ValidReplicaIsNotCopiedAgain) {
-  Device device;
+// Adds the elements of its read-only buffer to `total`, on the device only.
+Codelet summing_on_the_device(std::atomic<long>& total) {
   Codelet sum;
   sum.name = "sum";
-  std::atomic<long> total{0};
-  sum.opencl = [&](TaskContext& context) {
+  sum.opencl = [&total](TaskContext& context) {
     const int* x = context.buffer(0).as<const int>();
     total.fetch_add(std::accumulate(x, x + context.buffer(0).elements(), 0L));
   };
+  return sum;
+}
+
+TEST(DeviceMemory, ValidReplicaIsNotCopiedAgain) {
+  Device device;
+  std::atomic<long> total{0};
+  const Codelet sum = summing_on_the_device(total);
   std::vector<int> data(256);
   std::iota(data.begin(), data.end(), 0);
   Runtime rt(with_device(device));
@@ -175,13 +181,8 @@ TEST(DeviceMemory, ValidReplicaIsNotCopiedAgain) {
 // matched host RAM before the latest note_application_waited is made again; other data keeps it.
 TEST(DeviceMemory, WatchedDataIsCopiedAgainAfterTheApplicationWaited) {
   Device device;
-  Codelet sum;
-  sum.name = "sum";
   std::atomic<long> total{0};
-  sum.opencl = [&](TaskContext& context) {
-    const int* x = context.buffer(0).as<const int>();
-    total.fetch_add(std::accumulate(x, x + context.buffer(0).elements(), 0L));
-  };
+  const Codelet sum = summing_on_the_device(total);
   std::vector<int> watched(100, 1);
   std::vector<int> trusted(100, 1);
   Runtime rt(with_device(device));
