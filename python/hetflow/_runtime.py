@@ -18,7 +18,7 @@ from hetflow._arrays import Access
 from hetflow._data import engine_accesses
 from hetflow._errors import CancelledError, freeze_exception
 from hetflow._future import Future
-from hetflow._serialize import _PLAIN, all_plain, function_entry, is_array
+from hetflow._serialize import _PLAIN, all_plain, function_for_call, is_array
 
 EXECUTORS = ("thread", "process")
 # Far beyond any machine, yet small enough for the engine (and the system) to take.
@@ -375,8 +375,8 @@ class Runtime:
                 )
                 return Future(task, self, name)
             if self.nprocs:
-                key, code = function_entry(func)
-                call_bytes = pickle.dumps((args, kwargs), protocol=5)
+                key, code, args, inline = function_for_call(func, args)
+                call_bytes = _dumps_value((args, kwargs)) if inline else pickle.dumps((args, kwargs), protocol=5)
                 task = self._engine.submit_process(
                     self._function_id(key, code), call_bytes, _NONE, _NONE, name, priority, on=on
                 )

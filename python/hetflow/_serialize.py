@@ -192,8 +192,13 @@ def replace_nested(value: Any, replace: Callable[[Any], Any]) -> Any:
 
 # -- functions ------------------------------------------------------------------------------------
 _func_lock = threading.Lock()
-# Each callable's ((func_key, func_bytes), watch list): see function_entry and _watch.
-_Cached = Tuple[Tuple[str, bytes], Any]
+# Each callable's ((func_key, func_bytes), watch list, versions sent): see function_entry and _watch.
+_Cached = Tuple[Tuple[str, bytes], Any, int]
+# Every version of a function stays registered with the engine and its workers, so a function
+# whose captured values change at every submission (a loop counter it reads as a global) would
+# grow them without end: past this many versions it travels with each call instead (call_inline).
+_MOST_VERSIONS = 32
+_INLINE: Any = object()  # the watch list of such a function
 _func_weak: "weakref.WeakKeyDictionary[Any, _Cached]" = weakref.WeakKeyDictionary()
 _func_strong: Dict[Any, _Cached] = {}  # hashable callables that take no weak reference
 
@@ -257,7 +262,7 @@ def function_entry(func: Any) -> Tuple[str, bytes]:
     last = _last_function
     if last is not None and last[0] is func:
         watch = last[1][1]
-        if watch is None or (watch is not _ALWAYS and _unchanged(watch)):
+        if watch is None or watch is _INLINE or (watch is not _ALWAYS and _unchanged(watch)):
             return last[1][0]
     if not callable(func):
         raise TypeError(f"hetflow: {reprlib.repr(func)} is not callable")
@@ -275,13 +280,17 @@ def function_entry(func: Any) -> Tuple[str, bytes]:
             weak = False
     if cached is not None:
         watch = cached[1]
-        if watch is None or (watch is not _ALWAYS and _unchanged(watch)):
+        if watch is None or watch is _INLINE or (watch is not _ALWAYS and _unchanged(watch)):
             _remember_last(func, cached)
             return cached[0]
     # Outside the lock: may be slow; a race only pickles twice. The watch list is made before
     # the pickle: a change in between then shows at the next check (one pickle too many).
     watch = _watch(func)
-    fresh = (_pickle_function(func), watch)
+    entry = _pickle_function(func)
+    versions = 1 if cached is None else cached[2] + (entry[0] != cached[0][0])
+    if versions > _MOST_VERSIONS and watch is not None:
+        watch, entry = _INLINE, _inline_entry()
+    fresh = (entry, watch, versions)
     with _func_lock:
         if weak:
             _func_weak[func] = fresh
@@ -289,6 +298,26 @@ def function_entry(func: Any) -> Tuple[str, bytes]:
             _func_strong[func] = fresh
     _remember_last(func, fresh)
     return fresh[0]
+
+
+def call_inline(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Runs in a worker for a function that travels with its call (see ``function_for_call``)."""
+    return func(*args, **kwargs)
+
+
+def _inline_entry() -> Tuple[str, bytes]:
+    return function_entry(call_inline)  # importable: sent by reference, registered once
+
+
+def function_for_call(func: Any, args: tuple) -> Tuple[str, bytes, tuple, bool]:
+    """``(func_key, func_bytes, args, inline)`` for a call of ``func``: its registered entry, or,
+    for a function whose captured values changed at more than ``_MOST_VERSIONS`` submissions
+    (``inline``), ``call_inline``'s, with the function itself put first among the arguments:
+    it is then pickled by value with each call, as loky does."""
+    key, data = function_entry(func)
+    if func is not call_inline and key == _inline_entry()[0]:
+        return key, data, (func, *args), True
+    return key, data, args, False
 
 
 # The function submitted last, for the common case of many tasks of one function in a row.
@@ -639,8 +668,7 @@ def pack_call(
     ``reduces_to_placeholder``: the futures reduce themselves through ``packing`` (hetflow's
     own do), so they are found wherever they are, while pickling, at the C pickler's speed.
     """
-    func_key, func_bytes = function_entry(func)
-    args = tuple(args)
+    func_key, func_bytes, args, _ = function_for_call(func, tuple(args))
     kwargs = dict(kwargs or {})
     if all_plain(args) and all_plain(kwargs.values()):
         # Numbers and strings: nothing to swap, and the C pickler is several times faster.

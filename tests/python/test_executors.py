@@ -261,3 +261,29 @@ def test_print_in_a_thread_task_reaches_stdout(tmp_path):
     )
     assert rc == 0, err
     assert "printed by a thread task" in out.splitlines()
+
+
+def test_a_main_function_whose_globals_change_at_every_call_stays_right_in_bounded_memory(tmp_path):
+    # Each change of what it captures is a new version of the function; past a few dozen it
+    # travels with its calls instead of being registered again and again.
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import hetflow
+from hetflow import _serialize
+
+hetflow.init(ncpus=1, nprocs=1, executor="process")
+step = 0
+
+def scaled(x):
+    return x * step
+
+results = []
+for step in range(2 * _serialize._MOST_VERSIONS + 10):
+    results.append(hetflow.task_submit(scaled, 1).result(timeout=30))
+print("RIGHT", results == list(range(2 * _serialize._MOST_VERSIONS + 10)))
+print("REGISTERED", len(hetflow._runtime.current()._function_ids) <= _serialize._MOST_VERSIONS + 2)
+""",
+    )
+    assert rc == 0, err
+    assert "RIGHT True" in out and "REGISTERED True" in out, out
