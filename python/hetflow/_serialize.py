@@ -137,10 +137,11 @@ def _pickler_class() -> Any:
 
 def _cloud_dumps(obj: Any) -> bytes:
     """``cloudpickle.dumps(obj)``, with ``__mp_main__`` sent by value as ``__main__`` is."""
+    cloudpickle = _cloudpickle()  # loaded on first use (which may fail: out of descriptors)
     if "__mp_main__" in sys.modules:
         pickler = _pickler if _pickler is not None else _pickler_class()
     else:  # the usual case: cloudpickle's own Pickler, without one more call per object
-        pickler = _cloudpickle().Pickler
+        pickler = cloudpickle.Pickler
     with io.BytesIO() as file:
         pickler(file, protocol=PROTOCOL).dump(obj)
         return file.getvalue()
