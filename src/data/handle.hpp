@@ -25,7 +25,7 @@ struct Replica {
   void* ptr = nullptr;                     // the node's buffer (device replicas: allocated on first use)
   unsigned pins = 0;                       // tasks about to use or using it: it must not be evicted
   std::shared_ptr<ext::Transfer> pending;  // the copy that makes it valid, while in flight
-  std::uint64_t matched_host_at = 0;       // device replicas: application_waits() when host RAM last held the same
+  std::uint64_t matched_host_at = 0;       // device replicas: application_waits when host RAM last held the same
   double pending_since = 0;                // when that copy started (engine clock)
   bool listed = false;                     // in its node's LRU list, at lru_position
   std::list<HandleImpl*>::iterator lru_position{};
