@@ -84,9 +84,15 @@ class Future : public FutureBase {
     wait_and_rethrow();
     return *static_cast<const T*>(detail::result_storage(core()));
   }
+  /// The value, moved out when this future is the task's only one; copied while other copies
+  /// of it (or `then` and `when_all` tasks over it) may still read it, if T can be copied.
   T get() && {
     wait_and_rethrow();
-    return std::move(*static_cast<T*>(detail::result_storage(core())));
+    T& value = *static_cast<T*>(detail::result_storage(core()));
+    if constexpr (std::is_copy_constructible_v<T>) {
+      if (!detail::only_reference(core())) return value;
+    }
+    return std::move(value);
   }
 
   /// Submits `fn(value)` to run after this task; it fails with DependencyError if this one fails.

@@ -188,6 +188,10 @@ class HETFLOW_API Runtime {
   /// The same without waiting: new tasks are refused at once, and the handle is let go when the
   /// tasks already using it have finished (for buffers whose owner is going away).
   void unregister_async(const DataHandle& handle);
+  /// unregister_async for a buffer about to be freed whose contents nobody wants (a Python array
+  /// being destroyed): the tasks already using it still run, but no copy (a device's version, a
+  /// write-back on eviction) lands in the buffer any more.
+  void discard(const DataHandle& handle);
   /// For data the application writes in host memory directly, without acquiring it, once it has
   /// waited for the tasks using it (numpy arrays in Python do): a device's copy of it that
   /// matched host memory before the application last waited (note_application_waited) is

@@ -263,7 +263,7 @@ class HandleRegistry:
             for view in views:
                 view.overlaps.clear()
         for view in views:
-            self._engine.unregister_async(view.handle)
+            self._engine.discard(view.handle)  # its memory goes with the array: nothing may land there
 
     def acquire(self, array: Any, mode: str) -> Any:
         """Host access to ``array``'s view. It waits for the earlier tasks on the views that

@@ -355,6 +355,11 @@ class PyRuntime {
     if (runtime_ && !runtime_->is_shut_down()) runtime_->unregister_async(handle.handle());
   }
 
+  /// The array is being destroyed: its handle goes without any copy into its memory.
+  void discard(const ArrayHandle& handle) {
+    if (runtime_ && !runtime_->is_shut_down()) runtime_->discard(handle.handle());
+  }
+
   PyAcquisition acquire(const ArrayHandle& handle, const std::string& mode) {
     AccessMode access = parse_access_mode(mode);
     Runtime& rt = runtime();
@@ -661,6 +666,7 @@ NB_MODULE(_hetflow, m) {
       .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a, "host_writable"_a)
       .def("watch_host_writes", &PyRuntime::watch_host_writes, "array"_a)
       .def("unregister_async", &PyRuntime::unregister_async, "handle"_a)
+      .def("discard", &PyRuntime::discard, "handle"_a)
       .def("acquire", &PyRuntime::acquire, "handle"_a, "mode"_a)
       .def("watch", &PyRuntime::watch, "task"_a, "target"_a)
       .def("engine_capsule", &PyRuntime::engine_capsule)

@@ -89,6 +89,23 @@ Engine::Engine(Runtime& runtime_facade, Config resolved_config, std::unique_ptr<
   }
   scheduler_->init(worker_infos_, scheduler_context_);
   execution_->start(*this);
+  std::lock_guard guard(live_engines_mutex());
+  live_engines().insert(this);
+}
+
+std::mutex& Engine::live_engines_mutex() {
+  static auto* mutex = new std::mutex;  // never destroyed: engines may end during static destruction
+  return *mutex;
+}
+
+std::unordered_set<const Engine*>& Engine::live_engines() {
+  static auto* engines = new std::unordered_set<const Engine*>;
+  return *engines;
+}
+
+bool Engine::alive(const Engine* engine) {
+  std::lock_guard guard(live_engines_mutex());
+  return live_engines().contains(engine);
 }
 
 unsigned Engine::add_memory_node(std::shared_ptr<ext::MemoryNode> memory) {
@@ -152,7 +169,11 @@ void Engine::submit_prefetch(HandleImpl& handle, unsigned node) {
   submit(token, {});
 }
 
-Engine::~Engine() { shutdown(); }
+Engine::~Engine() {
+  shutdown();
+  std::lock_guard guard(live_engines_mutex());
+  live_engines().erase(this);
+}
 
 bool Engine::forked() const noexcept { return fork_generation.load(std::memory_order_relaxed) != fork_generation_; }
 

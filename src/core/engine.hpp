@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -48,6 +49,9 @@ class Engine final : public DataContext {
 
   Runtime& facade;
   const Config config;
+
+  /// Whether `engine` is a constructed engine not yet destroyed (futures outlive their engine).
+  [[nodiscard]] static bool alive(const Engine* engine);
 
   // Task lifecycle
   void submit(TaskCore* task, const std::vector<FutureBase>& after);
@@ -218,6 +222,8 @@ class Engine final : public DataContext {
   alignas(64) std::atomic<std::uint64_t> sequence_{0};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> aborting_{false};
+  static std::mutex& live_engines_mutex();
+  static std::unordered_set<const Engine*>& live_engines();
   std::atomic<bool> stopped_{false};
   std::mutex shutdown_mutex_;
 

@@ -107,12 +107,20 @@ void add_completion_callback(TaskCore* task, CompletionCallback* callback) noexc
 
 void* result_storage(TaskCore* task) noexcept { return task->storage(); }
 
+bool only_reference(const TaskCore* task) noexcept { return task->refs.load(std::memory_order_acquire) == 1; }
+
 bool cancel(TaskCore* task) noexcept {
   return transition(task, TaskStatus::pending, TaskStatus::cancelled) ||
          transition(task, TaskStatus::ready, TaskStatus::cancelled);
 }
 
-Runtime& owner(const TaskCore* task) noexcept { return task->runtime->facade; }
+Runtime& owner(const TaskCore* task) {
+  if (!Engine::alive(task->runtime)) {
+    throw ShutdownError(std::string("hetflow: the Runtime that ran task '") + task->display_name() +
+                        "' has been destroyed: its future still gives its value, but no task can follow it there");
+  }
+  return task->runtime->facade;
+}
 
 const char* name_of(const TaskCore* task) noexcept { return task->display_name(); }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "core/dependencies.hpp"
 #include "core/engine.hpp"
@@ -303,6 +304,17 @@ void Runtime::unregister_async(const DataHandle& handle) {
   impl_->unregister_async(check_handle(handle, *impl_, "hetflow::Runtime::unregister_async", false));
 }
 
+void Runtime::discard(const DataHandle& handle) {
+  impl_->check_not_forked("hetflow::Runtime::discard");
+  HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::discard", false);
+  impl.host_gone.store(true, std::memory_order_release);
+  {
+    // A copy home already under way ends before the buffer may go; later ones see the flag.
+    std::lock_guard guard(impl.coherence_mutex);
+  }
+  impl_->unregister_async(impl);
+}
+
 void Runtime::prefetch(const DataHandle& handle, unsigned node) {
   impl_->check_not_forked("hetflow::Runtime::prefetch");
   HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::prefetch");
@@ -436,7 +448,12 @@ TaskCore* Engine::submit_manual(std::string name, HandleImpl* handle, AccessMode
 }
 
 void Engine::unregister(HandleImpl& handle) {
-  if (!handle.registered.exchange(false, std::memory_order_acq_rel)) return;
+  if (!handle.registered.exchange(false, std::memory_order_acq_rel)) {
+    // Being let go already (unregister_async, another thread): on return the latest data must be
+    // in the user's buffer all the same.
+    while (!handle.let_go.load(std::memory_order_acquire)) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    return;
+  }
   TaskCore* token = submit_manual("unregister " + display_quoted(handle.name), &handle, AccessMode::RW, 1);
   wait_until_started(token);
   complete_unregistration(token);
@@ -460,7 +477,8 @@ void Engine::complete_unregistration(TaskCore* token) noexcept {
   HandleImpl& handle = *token->inline_accesses[0].handle;
   std::shared_ptr<HandleImpl> keep;  // the registry may hold the last reference
   try {
-    prepare_replica(handle, kHostNode, AccessMode::R);  // the latest version back in the user's buffer
+    // The latest version back in the user's buffer, unless that is gone (discard).
+    if (!handle.host_gone.load(std::memory_order_acquire)) prepare_replica(handle, kHostNode, AccessMode::R);
   } catch (...) {
     // A failed copy home cannot be reported from here; the host buffer keeps what it had.
   }
@@ -478,6 +496,7 @@ void Engine::complete_unregistration(TaskCore* token) noexcept {
   }
   complete_manual(token);
   handle.forget_tasks();
+  handle.let_go.store(true, std::memory_order_release);
 }
 
 }  // namespace hetflow::detail

@@ -116,6 +116,7 @@ void distrust_if_host_may_differ(HandleImpl& handle, unsigned node) {
 void copy_home(HandleImpl& handle, unsigned from) {
   Replica& source = handle.replicas[from];
   wait_pending(handle, from);
+  if (handle.host_gone.load(std::memory_order_acquire)) return;  // its buffer is being freed (discard)
   const double start = handle.context->now();
   copy_to_host(handle, handle.context->node_memory(from).device(), source.ptr);
   handle.context->record_transfer(from, kHostNode, handle.layout.payload_bytes(), start, handle.context->now());

@@ -29,7 +29,8 @@ void prefetch(HandleImpl& handle, unsigned node);
 /// it does, else the lowest such device node.
 [[nodiscard]] unsigned valid_source(HandleImpl& handle, unsigned node);
 /// Copies the replica on device node `from` into the user's buffer (only the data's own bytes,
-/// never the gaps between the rows of a tile). Called with the coherence mutex held.
+/// never the gaps between the rows of a tile), unless that buffer is gone (host_gone). Called
+/// with the coherence mutex held.
 void copy_home(HandleImpl& handle, unsigned from);
 /// Gives the handle's device buffers back to their nodes (at unregistration, the latest version
 /// being home already).

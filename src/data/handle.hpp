@@ -45,6 +45,10 @@ class HandleImpl {
   // The application may write host RAM directly once it has waited (Runtime::watch_host_writes):
   // a device replica that matched host RAM before the latest wait is not trusted to still do.
   std::atomic<bool> host_writes_watched{false};
+  // The application's buffer is going away (Runtime::discard): nothing is copied into it any more.
+  std::atomic<bool> host_gone{false};
+  // Set once the engine has let go of it (after unregistration): unregister waits for it.
+  std::atomic<bool> let_go{false};
   std::size_t registry_index = 0;  // position in the runtime's registry, guarded by its lock
 
   // Dependency tracking (guarded by dep_lock). Holds a reference on each task it names.

@@ -350,3 +350,37 @@ def test_a_read_only_array_stays_on_the_device_across_waits(tmp_path, read_only)
     # `out` goes up at each task (brought home by each result(), which the program may write
     # after); `constant` once if read-only, else after each wait too.
     assert _uploads(trace) == (4 if read_only else 6)
+
+
+@pytest.mark.parametrize("limit", [None, 1 << 20])
+def test_arrays_dropped_with_their_futures_while_devices_write_them_are_let_go_safely(tmp_path, limit):
+    # The array (and its memory) goes while the device still writes it: the device's version must
+    # not be copied into the freed memory (it corrupted the heap). In a child: a crash is its own.
+    from hf_subprocess import run_script
+
+    _opencl_or_skip()
+    rc, out, err = run_script(
+        tmp_path,
+        f"LIMIT = {limit!r}\n"
+        + """
+import numpy as np, hetflow
+
+SOURCE = "__kernel void scale(__global double *x, double f) { x[get_global_id(0)] *= f; }"
+
+def scale_opencl(x, f):
+    hetflow.opencl_kernel(x, SOURCE, "scale")(x.queue, (x.size,), None, x.data, np.float64(f))
+
+scale = hetflow.Codelet("scale", opencl=scale_opencl)
+hetflow.init(ncpus=1, executor="thread", opencl="all", **({"memory_limits": {1: LIMIT}} if LIMIT else {}))
+for _ in range(300):
+    a = np.ones(20000)
+    hetflow.insert(scale, hetflow.RW(a), 2.0, where="opencl")  # the future is dropped too
+    del a
+hetflow.wait_for_all()
+kept = np.ones(16)
+hetflow.insert(scale, hetflow.RW(kept), 3.0, where="opencl").result()
+print("KEPT", kept[0])
+""",
+    )
+    assert rc == 0, err
+    assert "KEPT 3.0" in out, out

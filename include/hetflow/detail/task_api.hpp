@@ -42,8 +42,11 @@ HETFLOW_API void wait(TaskCore* task);
 HETFLOW_API void rethrow_if_failed(const TaskCore* task);
 [[nodiscard]] HETFLOW_API std::exception_ptr error_of(const TaskCore* task) noexcept;
 [[nodiscard]] HETFLOW_API void* result_storage(TaskCore* task) noexcept;
+/// Whether the caller's reference is the task's only one (no copy of its future elsewhere).
+[[nodiscard]] HETFLOW_API bool only_reference(const TaskCore* task) noexcept;
 HETFLOW_API bool cancel(TaskCore* task) noexcept;
-[[nodiscard]] HETFLOW_API Runtime& owner(const TaskCore* task) noexcept;
+/// The Runtime the task belongs to; ShutdownError once that Runtime has been destroyed.
+[[nodiscard]] HETFLOW_API Runtime& owner(const TaskCore* task);
 [[nodiscard]] HETFLOW_API const char* name_of(const TaskCore* task) noexcept;
 
 /// Someone to tell when a task finishes, besides its dependent tasks (when_any, language

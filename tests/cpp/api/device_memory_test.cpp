@@ -204,6 +204,26 @@ TEST(DeviceMemory, WatchedDataIsCopiedAgainAfterTheApplicationWaited) {
   EXPECT_EQ(device.memory().copies_in.load(), 3);
 }
 
+// A buffer about to be freed (a Python array being destroyed): the device's newer version of it,
+// written by a task still running, must never land in it.
+TEST(DeviceMemory, ADiscardedHandlesDeviceVersionNeverLandsInItsBuffer) {
+  Device device;
+  const Codelet inc = increment(device);
+  std::vector<int> data(64, 1);
+  Runtime rt(with_device(device));
+  DataHandle x = rt.register_vector(data.data(), data.size());
+  hetflow::test::Gate gate;
+  rt.submit({.data = {RW(x)}, .where = Arch::cpu}, [&gate] { gate.wait(); });  // holds the next one back
+  rt.insert(inc, {.data = {RW(x)}, .where = Arch::opencl});
+  rt.discard(x);
+  std::fill(data.begin(), data.end(), -7);  // "freed": another owner's bytes now
+  gate.open();
+  rt.wait_all();
+  EXPECT_FALSE(x.registered());
+  EXPECT_EQ(data, std::vector<int>(64, -7));
+  EXPECT_EQ(device.memory().copies_out.load(), 0);
+}
+
 TEST(DeviceMemory, AcquireBringsTheDevicesVersionHome) {
   Device device;
   const Codelet inc = increment(device);

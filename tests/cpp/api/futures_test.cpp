@@ -98,6 +98,37 @@ TEST(Futures, EmptyFutureThrows) {
   EXPECT_EQ(moved.get(), 1);
 }
 
+TEST(Futures, MovingTheValueOutLeavesItToTheOtherCopies) {
+  Runtime rt(Config{.ncpus = 2});
+  Gate gate;
+  auto first = rt.submit([] { return std::string("hello"); });
+  auto later = rt.submit([&gate] {
+    gate.wait();
+    return std::string("world");
+  });
+  auto both = hetflow::when_all(std::vector<Future<std::string>>{first, later});
+  auto size = first.then([](const std::string& text) { return text.size(); });
+  Future<std::string> copy = first;
+  EXPECT_EQ(std::move(first).get(), "hello");  // others still hold the task: copied, not moved
+  gate.open();
+  EXPECT_EQ(both.get(), (std::vector<std::string>{"hello", "world"}));
+  EXPECT_EQ(size.get(), 5u);
+  EXPECT_EQ(copy.get(), "hello");
+  EXPECT_EQ(std::move(copy).get(), "hello");
+}
+
+TEST(Futures, ContinuingAFutureWhoseRuntimeIsGoneIsRefused) {
+  Future<int> orphan;
+  {
+    Runtime rt(Config{.ncpus = 1});
+    orphan = rt.submit([] { return 3; });
+  }
+  EXPECT_EQ(orphan.get(), 3);  // the value stays
+  EXPECT_THROW((void)orphan.then([](int value) { return value; }), hetflow::ShutdownError);
+  EXPECT_THROW((void)hetflow::when_all(orphan), hetflow::ShutdownError);
+  EXPECT_THROW((void)hetflow::when_any(orphan), hetflow::ShutdownError);
+}
+
 TEST(Futures, CopiesShareTheTask) {
   Runtime rt;
   Gate gate;

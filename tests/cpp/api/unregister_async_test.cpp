@@ -63,12 +63,13 @@ TEST(UnregisterAsync, ReturnsWhileATaskUsesTheHandle) {
                           {"'samples'", "unregistered"});
   expect_invalid_argument([&] { (void)rt.acquire(handle, hetflow::AccessMode::R); }, {"'samples'", "unregistered"});
   rt.unregister_async(handle);  // again: nothing more to do
-  rt.unregister(handle);        // and the waiting kind neither
 
   gate.open();
+  rt.unregister(handle);  // the waiting kind waits for the unregistration under way to end
+  EXPECT_TRUE(writer.ready());
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(data[i], 3 * static_cast<int>(i)) << "element " << i;
   rt.wait_all();
   EXPECT_EQ(reader.get(), expected_sum(n));
-  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(data[i], 3 * static_cast<int>(i)) << "element " << i;
 }
 
 TEST(UnregisterAsync, HandleDroppedBeforeItsTasksFinish) {
