@@ -199,6 +199,8 @@ _Cached = Tuple[Tuple[str, bytes], Any, int]
 # whose captured values change at every submission (a loop counter it reads as a global) would
 # grow them without end: past this many versions it travels with each call instead (call_inline).
 _MOST_VERSIONS = 32
+# Captured values whose pickle is larger are watched for rebinding only (see _watch_value).
+_LARGEST_COMPARED = 1 << 20
 _INLINE: Any = object()  # the watch list of such a function
 _func_weak: "weakref.WeakKeyDictionary[Any, _Cached]" = weakref.WeakKeyDictionary()
 _func_strong: Dict[Any, _Cached] = {}  # hashable callables that take no weak reference
@@ -465,10 +467,17 @@ def _watch_value(value: Any, checks: List[tuple], seen: set) -> bool:
     # A value that may change in place (a dict, a list, an object): its pickle is compared, the
     # C pickler's where it can (what it names in __main__, such as the class of an object, is
     # watched as well), cloudpickle's otherwise (slower: a class of __main__ is pickled whole).
+    # A large one (a big array) is watched for rebinding only: pickling it at each submission
+    # would cost more than most tasks; changes made in place to it are not seen (documented).
+    nbytes = getattr(value, "nbytes", None)
+    if type(nbytes) is int and nbytes > _LARGEST_COMPARED:
+        return True
     try:
         data: Optional[bytes] = pickle.dumps(value, protocol=PROTOCOL)
     except Exception:
         data = None
+    if data is not None and len(data) > _LARGEST_COMPARED:
+        return True
     if data is not None:
         named = _named_in_main(value) if b"_main__" in data else []
         if named is not None and all(_watch_value(obj, checks, seen) for obj in named):

@@ -391,3 +391,16 @@ def test_replace_nested_survives_cycles() -> None:
 
 def test_cloudpickle_is_the_only_dependency() -> None:
     assert S._cloudpickle() is cloudpickle
+
+
+def test_a_large_global_is_watched_for_rebinding_only():
+    from hetflow import _serialize as S
+
+    namespace: dict = {"__name__": "__main__"}
+    exec("import numpy\nBIG = numpy.ones(300_000)\ndef f(i):\n    return BIG[i]\n", namespace)
+    func = namespace["f"]
+    key = S.function_entry(func)[0]
+    namespace["BIG"][0] = 5.0  # in place, past the size compared: not seen (documented)
+    assert S.function_entry(func)[0] == key
+    namespace["BIG"] = namespace["BIG"].copy()  # rebound: seen
+    assert S.function_entry(func)[0] != key
