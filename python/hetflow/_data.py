@@ -287,8 +287,8 @@ class HandleRegistry:
             task = self._engine.submit_thread(
                 _nothing, [], [(other.handle, wait_mode) for other, _ in others], "acquire (overlapping views)", 0
             )
-            _interruptible(lambda: task.wait(None))  # its outcome does not matter: only that they are done
-        acquisition = _interruptible(lambda: self._engine.acquire(view.handle, mode), _release)
+            interruptible(lambda: task.wait(None))  # its outcome does not matter: only that they are done
+        acquisition = interruptible(lambda: self._engine.acquire(view.handle, mode), _release)
         with self._lock:
             self._acquired.setdefault(view.key, []).append((acquisition, mode, threading.get_ident()))
         from hetflow import _hetflow
@@ -354,7 +354,7 @@ def _release(acquisition: Any) -> None:
     acquisition.release()
 
 
-def _interruptible(wait: Callable[[], Any], undo: Optional[Callable[[Any], None]] = None) -> Any:
+def interruptible(wait: Callable[[], Any], undo: Optional[Callable[[Any], None]] = None) -> Any:
     """``wait()`` on a thread of its own, so that Ctrl-C reaches this one meanwhile; on Ctrl-C
     (or another exception here), what ``wait`` returns later goes to ``undo``."""
     outcome: List[Any] = []

@@ -129,9 +129,9 @@ def _cuts(length: int, blocks: int) -> List[slice]:
     return [slice(run[0], run[-1] + 1) for run in partition(indices, blocks) if len(run)]
 
 
-def _marked(args: tuple) -> tuple:
-    """Array parts are written in place by many functions: mark them read-write."""
-    return tuple(hetflow.RW(value) if is_array(value) else value for value in args)
+def _marked(value: Any) -> Any:
+    """Array parts are written in place by many functions: marked read-write."""
+    return hetflow.RW(value) if is_array(value) else value
 
 
 def _gather(block_results: List[Any]) -> Any:
@@ -225,8 +225,9 @@ class Parallel:
         for args, kwargs in _split_arguments(call, blocks):
             cut = [*args, *kwargs.values()]
             size = max((len(a) for a in cut if is_array(a) or isinstance(a, list)), default=1)
-            marked = {key: hetflow.RW(value) if is_array(value) else value for key, value in kwargs.items()}
-            futures.append(self._options(size, name)(call.function, *_marked(args), **marked))
+            futures.append(self._options(size, name)(
+                call.function, *map(_marked, args), **{key: _marked(value) for key, value in kwargs.items()}
+            ))
         return futures
 
     def _wait(self, futures: List[Future]) -> List[Any]:

@@ -500,29 +500,20 @@ def flush(arrays: Any = None) -> None:
 def wait_all() -> None:
     """Waits, on every rank, until every task and transfer submitted on every rank is done.
     Every rank calls it (it ends in a barrier that does not block hetflow's MPI thread)."""
+    from hetflow._data import interruptible
+    from hetflow._errors import HetflowError
+
     state = _current()
     # Waited for on a thread of its own, so that Ctrl-C reaches this one meanwhile (and, with
     # abort_on_error, ends every rank rather than leaving them in the barrier).
-    failure: List[BaseException] = []
-
-    def wait() -> None:
-        try:
-            state.context.wait_all()
-        except BaseException as error:  # noqa: B902 - handed to the caller as it is
-            failure.append(error)
-
-    waiter = threading.Thread(target=wait, name="hetflow-mpi-wait-all", daemon=True)
-    waiter.start()
-    while waiter.is_alive():
-        waiter.join(0.1)
-    state.runtime.saw_tasks_end()  # the program may write its arrays directly now
-    if failure:
-        error = failure[0]
-        if type(error) is RuntimeError:  # the engine's own errors (the ranks diverged, say)
-            from hetflow._errors import HetflowError
-
-            raise HetflowError(str(error)) from None
-        raise error
+    try:
+        interruptible(state.context.wait_all)
+    except RuntimeError as error:
+        if type(error) is not RuntimeError:
+            raise
+        raise HetflowError(str(error)) from None  # the engine's own errors (the ranks diverged, say)
+    finally:
+        state.runtime.saw_tasks_end()  # the program may write its arrays directly now
 
 
 def sent() -> List[Tuple[int, int]]:

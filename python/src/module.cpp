@@ -573,19 +573,11 @@ class PyRuntime {
     return data;
   }
 
-  TaskOptions options_for(const std::vector<const TaskRef*>& deps, const std::string& name, int priority) {
+  static TaskOptions options_for(const std::vector<const TaskRef*>& deps, const std::string& name, int priority) {
     TaskOptions options;
     options.after.reserve(deps.size());
     for (const TaskRef* dep : deps) {
-      if (!dep->future().valid()) continue;
-      if (&hetflow::detail::owner(dep->future().core()) != runtime_.get()) {
-        throw nb::value_error(
-            ("hetflow: task '" + name +
-             "' is given the future of a task of another runtime (another hetflow.Executor's, or one shut down "
-             "since), which cannot order it: pass that future's value (future.result()) instead")
-                .c_str());
-      }
-      options.after.push_back(dep->future());
+      if (dep->future().valid()) options.after.push_back(dep->future());
     }
     options.name = name;
     options.priority = priority;

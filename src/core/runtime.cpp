@@ -135,7 +135,10 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   for (const FutureBase& predecessor : options.after) {
     if (!predecessor.valid()) throw InvalidArgument(std::string(what) + ": an empty Future in TaskOptions::after");
     if (&detail::owner(predecessor.core()) != this) {
-      throw InvalidArgument(std::string(what) + ": a Future in TaskOptions::after belongs to another runtime");
+      throw InvalidArgument(std::string(what) + ": task " + task_label() +
+                            " is given (in TaskOptions::after, or as an argument in Python) the future of a task of "
+                            "another runtime, which cannot order it: pass that future's value instead "
+                            "(future.result() in Python, get() in C++)");
     }
   }
 
