@@ -2,6 +2,7 @@
 #include "hetflow/runtime.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <new>
 #include <string>
 #include <thread>
@@ -114,6 +115,12 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
     throw InvalidArgument(std::string(what) + ": no worker can run task " + task_label() + ": it runs on " +
                           arch_list(where) + "; this runtime has workers for " + arch_list(present));
   }
+  if (const std::size_t mentioned = options.data.size() + options.data_list.size();
+      mentioned > std::numeric_limits<decltype(TaskCore::access_count)>::max()) {
+    throw InvalidArgument(std::string(what) + ": task " + task_label() + " names " + std::to_string(mentioned) +
+                          " data accesses; a task may name at most " +
+                          std::to_string(std::numeric_limits<decltype(TaskCore::access_count)>::max()));
+  }
   for_each_access(options, [&](const DataAccess& access) {
     check_mode(access.mode, what, /*task=*/true);
     check_handle(access.handle, *impl_, what);
@@ -158,10 +165,7 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   // A handle named more than once gets the union of its modes in each of its records, and its
   // dependencies are tracked once (Engine::submit skips the repeats).
   const std::size_t mentioned = options.data.size() + options.data_list.size();
-  if (mentioned > TaskCore::kInlineAccesses) {
-    task->heap_accesses = new AccessRecord[mentioned];
-    task->flags |= TaskCore::kHeapAccesses;
-  }
+  detail::allocate_accesses(task, mentioned);
   AccessRecord* records = task->accesses();
   std::size_t count = 0;
   for_each_access(options, [&](const DataAccess& access) { records[count++] = {access.handle.impl(), access.mode}; });

@@ -7,12 +7,14 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hetflow/access.hpp"
 #include "hetflow/codelet.hpp"
 #include "hetflow/detail/task_api.hpp"
 #include "hetflow/ext/scheduler.hpp"
+#include "util/block_pool.hpp"
 #include "util/spin_lock.hpp"
 
 namespace hetflow::detail {
@@ -31,11 +33,90 @@ using ManualCallback = std::function<void(TaskCore*)>;
 
 inline constexpr BodyOps kNoBody{[](void*, TaskContext&) {}, [](void*) noexcept {}, nullptr, nullptr};
 
+/// A task's successor links, in the order added: the first few inline, since a task of a regular
+/// graph has few, the rest in pooled chunks. A link is never 0.
+class SuccessorLinks {
+ public:
+  static constexpr std::size_t kInline = 2;
+
+  SuccessorLinks() = default;
+  SuccessorLinks(SuccessorLinks&& other) noexcept { steal(other); }
+  SuccessorLinks& operator=(SuccessorLinks&& other) noexcept {
+    if (this != &other) {
+      free_chunks();
+      steal(other);
+    }
+    return *this;
+  }
+  ~SuccessorLinks() { free_chunks(); }
+
+  void add(std::uintptr_t link) {
+    for (std::uintptr_t& slot : inline_) {
+      if (slot == 0) {
+        slot = link;
+        return;
+      }
+    }
+    if (last_ == nullptr || last_->links[Chunk::kLinks - 1] != 0) {
+      auto* chunk = ::new (Chunks::allocate()) Chunk{};
+      (last_ == nullptr ? first_ : last_->next) = chunk;
+      last_ = chunk;
+    }
+    for (std::uintptr_t& slot : last_->links) {
+      if (slot == 0) {
+        slot = link;
+        return;
+      }
+    }
+  }
+  /// Moves the links out, leaving none here.
+  [[nodiscard]] SuccessorLinks take() noexcept { return std::move(*this); }
+  template <class Fn>
+  void for_each(Fn&& fn) const {
+    for (std::uintptr_t link : inline_) {
+      if (link == 0) return;
+      fn(link);
+    }
+    for (const Chunk* chunk = first_; chunk != nullptr; chunk = chunk->next) {
+      for (std::uintptr_t link : chunk->links) {
+        if (link == 0) return;
+        fn(link);
+      }
+    }
+  }
+
+ private:
+  struct Chunk {
+    static constexpr std::size_t kLinks = 7;
+    std::uintptr_t links[kLinks] = {};
+    Chunk* next = nullptr;
+  };
+  using Chunks = BlockPool<sizeof(Chunk), alignof(Chunk)>;
+
+  void steal(SuccessorLinks& other) noexcept {
+    for (std::size_t i = 0; i < kInline; ++i) inline_[i] = std::exchange(other.inline_[i], 0);
+    first_ = std::exchange(other.first_, nullptr);
+    last_ = std::exchange(other.last_, nullptr);
+  }
+  void free_chunks() noexcept {
+    while (first_ != nullptr) {
+      Chunk* next = first_->next;
+      Chunks::recycle(first_);
+      first_ = next;
+    }
+    last_ = nullptr;
+  }
+
+  std::uintptr_t inline_[kInline] = {};
+  Chunk* first_ = nullptr;
+  Chunk* last_ = nullptr;
+};
+
 struct TaskCore : ext::SchedTask {
   static constexpr std::uint32_t kStatusMask = 0xff;
   static constexpr std::uint32_t kWaitersBit = 0x100;
   static constexpr std::size_t kInlineStorage = 40;
-  static constexpr std::size_t kInlineAccesses = 2;
+  static constexpr std::size_t kInlineAccesses = 4;
   /// Successor links: bit 0 marks a CompletionCallback*; bit 1 a successor task that waits for
   /// this one only for order (see EdgeKind), so that this one's failure does not fail it.
   static constexpr std::uintptr_t kCallbackLink = 1;
@@ -62,9 +143,8 @@ struct TaskCore : ext::SchedTask {
   Engine* runtime = nullptr;
   const BodyOps* ops = nullptr;
   const Codelet* codelet = nullptr;
-  std::uintptr_t first_successor = 0;  // a tagged link: see kCallbackLink, kOrderingLink
-  std::vector<std::uintptr_t>* more_successors = nullptr;
-  std::exception_ptr error;  // own failure, or the DependencyError that keeps it from running
+  SuccessorLinks successors;  // tagged links: see kCallbackLink, kOrderingLink
+  std::exception_ptr error;   // own failure, or the DependencyError that keeps it from running
   std::unique_ptr<std::string> name;
   union {
     AccessRecord inline_accesses[kInlineAccesses];

@@ -1,7 +1,6 @@
 #pragma once
-// Task records come from a pool: each thread keeps a free list, and full lists move between
-// threads in batches (tasks are typically made by the submitting thread and freed by workers),
-// so steady-state submission never reaches the general allocator.
+// Task records, and their access lists up to a few, come from pools (util/block_pool.hpp), so
+// steady-state submission never reaches the general allocator.
 #include "core/task.hpp"
 
 namespace hetflow::detail {
@@ -11,5 +10,7 @@ inline constexpr std::size_t kHeapBodyAlign = 64;
 TaskCore* allocate_task();
 /// Resets the record (destroys its result, name, error...) and returns it to the pool.
 void recycle_task(TaskCore* task) noexcept;
+/// Makes room for `count` access records (TaskCore::accesses()) in a new task.
+void allocate_accesses(TaskCore* task, std::size_t count);
 
 }  // namespace hetflow::detail
