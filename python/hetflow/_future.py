@@ -4,6 +4,8 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional
 
 from hetflow._errors import exception_from_outcome
@@ -22,6 +24,55 @@ _FINAL_STATES = {
     "failed": (_FINISHED, "add_exception"),
     "cancelled": (_CANCELLED_AND_NOTIFIED, "add_cancelled"),
 }
+
+
+# How long a task waiting in concurrent.futures.wait/as_completed runs other tasks for the future
+# it waits for before it looks at the others again.
+_HELP_SLICE_S = 0.02
+
+
+class _HelpingEvent(threading.Event):
+    """The event of a ``concurrent.futures`` waiter installed from inside a task: waiting on it
+    runs the runtime's tasks meanwhile, as ``Future.result()`` does there (the task waited for
+    may be queued behind the waiting one, on the only worker), and refuses a wait that could
+    never end."""
+
+    def __init__(self, replaced: threading.Event) -> None:
+        super().__init__()
+        if replaced.is_set():
+            self.set()
+        self.futures: list = []  # weak references to the hetflow futures waited for
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            remaining = _HELP_SLICE_S if deadline is None else min(_HELP_SLICE_S, deadline - time.monotonic())
+            if remaining <= 0:
+                break
+            unfinished = [f for f in (ref() for ref in self.futures) if f is not None and not f._task.done()]
+            if unfinished:
+                unfinished[0]._task.wait(remaining)
+            else:  # the rest are other kinds of futures, or the event is about to be set
+                super().wait(remaining)
+        return self.is_set()
+
+
+class _Waiters(list):
+    """A future's ``concurrent.futures`` waiters. One installed by a task of the future's runtime
+    gets a helping event (``_HelpingEvent``): that task's worker must not idle while it waits."""
+
+    def __init__(self, future: "Future") -> None:
+        super().__init__()
+        self._future = weakref.ref(future)
+
+    def append(self, waiter: Any) -> None:
+        future = self._future()
+        if future is not None and future._runtime.inside_task():
+            event = waiter.event
+            if not isinstance(event, _HelpingEvent):
+                event = waiter.event = _HelpingEvent(event)
+            event.futures.append(self._future)
+        super().append(waiter)
 
 
 class Future(concurrent.futures.Future):
@@ -176,7 +227,7 @@ class Future(concurrent.futures.Future):
     def _waiters_now(self) -> list:
         with self._lock:
             if self._waiter_list is None:
-                self._waiter_list = []
+                self._waiter_list = _Waiters(self)
                 if self._final_state is None:
                     self._watch()
             return self._waiter_list

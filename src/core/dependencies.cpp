@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <mutex>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "hetflow/error.hpp"
 
@@ -22,13 +24,33 @@ void add_dependency(TaskCore* task, TaskCore* predecessor, EdgeKind kind) {
   }
   auto link = reinterpret_cast<std::uintptr_t>(task);
   if (kind == EdgeKind::ordering) link |= TaskCore::kOrderingLink;
-  if (predecessor->first_successor == 0) {
-    predecessor->first_successor = link;
-  } else {
-    if (predecessor->more_successors == nullptr) predecessor->more_successors = new std::vector<std::uintptr_t>();
-    predecessor->more_successors->push_back(link);
-  }
+  predecessor->successors.add(link);
   task->pending.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool waits_for(TaskCore* later, TaskCore* earlier, std::size_t budget) {
+  std::vector<TaskCore*> to_visit{earlier};
+  std::unordered_set<TaskCore*> seen{earlier};
+  std::vector<TaskCore*> successors;
+  while (!to_visit.empty()) {
+    TaskCore* task = to_visit.back();
+    to_visit.pop_back();
+    successors.clear();
+    {
+      std::lock_guard guard(task->lock);
+      task->successors.for_each([&](std::uintptr_t link) {
+        if (!(link & TaskCore::kCallbackLink))
+          successors.push_back(reinterpret_cast<TaskCore*>(link & ~TaskCore::kLinkTags));
+      });
+    }
+    for (TaskCore* successor : successors) {
+      if (successor == later) return true;
+      if (!seen.insert(successor).second) continue;
+      if (seen.size() > budget) return false;
+      to_visit.push_back(successor);
+    }
+  }
+  return false;
 }
 
 namespace {

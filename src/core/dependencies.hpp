@@ -27,6 +27,12 @@ std::exception_ptr failure_read_by(TaskCore* token);
 /// version rather than fail.
 void forgive_failed_writer(HandleImpl& handle);
 
+/// Whether `later` cannot start before `earlier` ends: it is among the tasks that wait for
+/// `earlier`, directly or through others. `earlier` must not have finished (its successors then
+/// cannot have either, so every task looked at is alive). Looks at `budget` tasks at most and
+/// answers false beyond.
+bool waits_for(TaskCore* later, TaskCore* earlier, std::size_t budget);
+
 /// The error a dependent of the failed (or cancelled) `task` gets: a DependencyError naming the
 /// original failure.
 std::exception_ptr dependency_error_for(TaskCore* task);

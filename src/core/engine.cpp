@@ -41,11 +41,12 @@ void set_current_worker(WorkerState* worker) noexcept { tl_worker = worker; }
 
 bool running_task_uses(const Engine* runtime, const HandleImpl* handle) noexcept {
   const WorkerState* worker = tl_worker;
-  if (worker == nullptr || worker->runtime != runtime || worker->running == nullptr) return false;
-  TaskCore* task = worker->running;
-  const AccessRecord* accesses = task->accesses();
-  for (std::size_t i = 0; i < task->access_count; ++i) {
-    if (accesses[i].handle == handle) return true;
+  if (worker == nullptr || worker->runtime != runtime) return false;
+  for (const RunningFrame* frame = worker->running; frame != nullptr; frame = frame->outer) {
+    const AccessRecord* accesses = frame->task->accesses();
+    for (std::size_t i = 0; i < frame->task->access_count; ++i) {
+      if (accesses[i].handle == handle) return true;
+    }
   }
   return false;
 }
@@ -340,13 +341,11 @@ void Engine::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noe
     task->ops->destroy_body(task->storage());  // never ran
     task->ops = nullptr;
   }
-  std::uintptr_t first;
-  std::vector<std::uintptr_t>* more;
+  SuccessorLinks successors;
   {
     std::lock_guard guard(task->lock);
     task->released = true;
-    first = std::exchange(task->first_successor, 0);
-    more = std::exchange(task->more_successors, nullptr);
+    successors = task->successors.take();
   }
   // Made once, for the first successor that reads what this task failed to produce.
   std::exception_ptr failure;
@@ -377,11 +376,7 @@ void Engine::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noe
       push_ready(successor);
     }
   };
-  if (first != 0) notify(first);
-  if (more != nullptr) {
-    for (std::uintptr_t link : *more) notify(link);
-    delete more;
-  }
+  successors.for_each(notify);
 
   uncount_pinned(task);  // if no outcome above did
   if (!(task->flags & TaskCore::kManual)) {

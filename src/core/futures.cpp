@@ -1,7 +1,9 @@
 // What futures call into: waiting, outcomes, cancellation, completion callbacks; when_all and
 // when_any.
 #include <mutex>
+#include <string>
 
+#include "core/dependencies.hpp"
 #include "core/engine.hpp"
 #include "core/task_pool.hpp"
 #include "core/task_state.hpp"
@@ -27,10 +29,28 @@ constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
 // A worker that waits runs other tasks meanwhile, so that waiting inside tasks cannot starve
 // the runtime of workers: the task waited for may be queued behind the waiting one. With a
 // deadline, it stops taking tasks once the deadline has passed (a task it took may overrun it).
+// Tasks looked at, at most, to tell whether a wait inside a task would never end.
+constexpr std::size_t kDeadlockSearchBudget = 10000;
+
+// A task that waits for a task that waits for it (reads what it writes, say) would wait for
+// ever: refused, with what would have hung.
+void refuse_wait_for_successor(const WorkerState& worker, TaskCore* awaited) {
+  for (const RunningFrame* frame = worker.running; frame != nullptr; frame = frame->outer) {
+    if (!waits_for(awaited, frame->task, kDeadlockSearchBudget)) continue;
+    const std::string waiter = frame->task->display_name();
+    throw Error("hetflow: task '" + std::string(worker.running->task->display_name()) + "' waits for task '" +
+                awaited->display_name() + "', which cannot start before task '" + waiter +
+                "' ends (it accesses data that '" + waiter +
+                "' accesses, or waits for a task that does): the wait would never end; wait for it outside '" + waiter +
+                "'");
+  }
+}
+
 template <class Reached>
 bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
   WorkerState* worker = current_worker();
   if (worker == nullptr || worker->runtime != task->runtime) return false;
+  if (!reached(task->status())) refuse_wait_for_successor(*worker, task);
   if (deadline == nullptr) {
     help_while(*task->runtime, *worker, [&] { return reached(task->status()); });
   } else {
@@ -93,12 +113,7 @@ void add_completion_callback(TaskCore* task, CompletionCallback* callback) noexc
     std::lock_guard guard(task->lock);
     if (!task->released) {
       auto link = reinterpret_cast<std::uintptr_t>(callback) | TaskCore::kCallbackLink;
-      if (task->first_successor == 0) {
-        task->first_successor = link;
-      } else {
-        if (task->more_successors == nullptr) task->more_successors = new std::vector<std::uintptr_t>();
-        task->more_successors->push_back(link);
-      }
+      task->successors.add(link);
       return;
     }
   }

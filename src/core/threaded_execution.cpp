@@ -103,11 +103,12 @@ void execute(Engine& engine, TaskCore* task, WorkerState& worker) {
   std::vector<TaskCore*> waiting_lead_companions;
   if (!worker.companions.empty()) waiting_lead_companions.swap(worker.companions);
   TaskContext context(task, &worker);
+  const RunningFrame frame{task, worker.running};
   struct Running {
     WorkerState& worker;
-    TaskCore* outer;
+    const RunningFrame* outer;
     ~Running() { worker.running = outer; }
-  } running{worker, std::exchange(worker.running, task)};
+  } running{worker, std::exchange(worker.running, &frame)};
   std::exception_ptr error;
   try {
     run_body(engine, task, worker, context);

@@ -13,6 +13,13 @@ class Engine;
 struct HandleImpl;
 struct TaskCore;
 
+/// A task whose body a worker runs; `outer` is the one that was waiting (help_while) when this
+/// one started on the same thread, or nullptr.
+struct RunningFrame {
+  TaskCore* task = nullptr;
+  const RunningFrame* outer = nullptr;
+};
+
 struct WorkerState {
   Engine* runtime = nullptr;
   ext::WorkerInfo info;
@@ -28,8 +35,9 @@ struct WorkerState {
   // Seconds, accumulated over the worker's life, spent running tasks nested in a task that waited
   // for a future (help_while): a task's model learns its time less what this grew by meanwhile.
   double nested_seconds = 0;
-  // The task whose body this worker runs (the innermost one while it helps during a wait).
-  TaskCore* running = nullptr;
+  // The tasks whose bodies this worker runs, innermost first (more than one while it helps
+  // during a wait).
+  const RunningFrame* running = nullptr;
   // Set as the worker's thread leaves its loop: ThreadedExecution::stop_free_workers joins only these.
   std::atomic<bool> exited{false};
 };
@@ -39,8 +47,8 @@ WorkerState* current_worker() noexcept;
 /// The calling thread becomes `worker`'s (nullptr: no worker's any more).
 void set_current_worker(WorkerState* worker) noexcept;
 
-/// Whether the calling thread runs a task of `runtime` that declared access to `handle`: such a
-/// task acquiring the handle would wait for itself.
+/// Whether the calling thread runs a task of `runtime` that declared access to `handle` (or
+/// waits for a task it runs meanwhile that does): acquiring the handle would wait for that task.
 bool running_task_uses(const Engine* runtime, const HandleImpl* handle) noexcept;
 
 }  // namespace hetflow::detail

@@ -2,8 +2,11 @@
 meanwhile, with or without a timeout, so that nested waits complete even on one or two workers."""
 from __future__ import annotations
 
+import concurrent.futures
+import re
 from typing import Optional
 
+import numpy as np
 import pytest
 
 import hetflow
@@ -66,3 +69,84 @@ def test_a_short_timeout_inside_a_task_still_expires():
         view[0] = 4
         assert hetflow.task_submit(waits_briefly).result(timeout=PATIENCE) == "timed out"
     assert hetflow.wait_for_all(timeout=PATIENCE)
+
+
+WAYS_TO_WAIT = {
+    "result": lambda f: f.result(),
+    "exception": lambda f: f.exception(),
+    "cf.wait": lambda f: concurrent.futures.wait([f]),
+    "cf.wait-first": lambda f: concurrent.futures.wait([f], return_when=concurrent.futures.FIRST_COMPLETED),
+    "cf.as_completed": lambda f: list(concurrent.futures.as_completed([f])),
+    "cf.as_completed-timeout": lambda f: list(concurrent.futures.as_completed([f], timeout=PATIENCE)),
+}
+
+
+@pytest.mark.parametrize("way", WAYS_TO_WAIT)
+def test_every_way_to_wait_runs_the_child_on_the_only_worker(way):
+    hetflow.init(ncpus=1, executor="thread")
+
+    def parent():
+        child = hetflow.task_submit(lambda: 21)
+        WAYS_TO_WAIT[way](child)
+        return child.result() * 2
+
+    assert hetflow.task_submit(parent).result(timeout=PATIENCE) == 42
+
+
+def test_concurrent_futures_wait_inside_a_task_mixes_hetflow_and_other_futures():
+    hetflow.init(ncpus=1, executor="thread")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+
+        def parent():
+            theirs = pool.submit(lambda: 1)
+            ours = hetflow.task_submit(lambda: 2)
+            done, not_done = concurrent.futures.wait([theirs, ours])
+            return len(done), len(not_done), theirs.result() + ours.result()
+
+        assert hetflow.task_submit(parent).result(timeout=PATIENCE) == (2, 0, 3)
+
+
+def test_a_wait_inside_a_task_with_a_timeout_still_expires_in_concurrent_futures():
+    hetflow.init(ncpus=1, executor="thread")
+    gate = hetflow.empty(1, dtype="int64")
+
+    def waits_briefly():
+        reader = hetflow.task_submit(lambda a: int(a[0]), hetflow.R(gate))
+        done, _ = concurrent.futures.wait([reader], timeout=0.05)
+        return len(done)
+
+    with hetflow.acquire(gate, "W") as view:
+        view[0] = 4
+        assert hetflow.task_submit(waits_briefly).result(timeout=PATIENCE) == 0
+    assert hetflow.wait_for_all(timeout=PATIENCE)
+
+
+@pytest.mark.parametrize("way", WAYS_TO_WAIT)
+@pytest.mark.parametrize("ncpus", [1, 2])
+def test_waiting_for_a_child_that_needs_the_parents_data_is_refused(way, ncpus):
+    """The child reads what the parent writes, so it cannot start before the parent ends: the
+    wait would never end. It is refused at once, and the child runs once the parent has ended
+    (or fails with it, if the parent lets the refusal end it)."""
+    hetflow.init(ncpus=ncpus, executor="thread")
+    data = np.zeros(4)
+    children = []
+
+    def parent(x, catch):
+        x[:] = 1
+        children.append(hetflow.task_submit(lambda y: float(y.sum()), hetflow.R(x)))
+        try:
+            WAYS_TO_WAIT[way](children[-1])
+        except RuntimeError as refusal:
+            if not catch:
+                raise
+            return str(refusal)
+        return "waited"
+
+    refusal = hetflow.task_submit(parent, hetflow.RW(data), True).result(timeout=PATIENCE)
+    assert re.search(r"task 'parent' waits for task '<lambda>'.*would never end", refusal), refusal
+    assert children[-1].result(timeout=PATIENCE) == 4.0
+
+    with pytest.raises(RuntimeError, match="would never end"):
+        hetflow.task_submit(parent, hetflow.RW(data), False).result(timeout=PATIENCE)
+    with pytest.raises(hetflow.DependencyError, match="'parent' failed"):
+        children[-1].result(timeout=PATIENCE)

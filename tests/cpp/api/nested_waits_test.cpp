@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
@@ -142,6 +143,71 @@ TEST(NestedWaits, AcquiringTheTasksOwnDataIsRefused) {
   ASSERT_TRUE(task.wait_for(kPatience));
   task.get();
   EXPECT_EQ(y, 5);
+}
+
+// A task that waits for a task needing its own data (directly, or through a task that does)
+// would wait for ever: every wait path refuses, at once, naming both tasks; the task waited for
+// runs once the waiting task has ended.
+TEST(NestedWaits, WaitingForATaskThatWaitsForTheWaiterIsRefused) {
+  for (int path = 0; path < 4; ++path) {
+    SCOPED_TRACE(path);
+    Runtime rt(Config{.ncpus = 2});
+    int x = 0;
+    int y = 0;
+    auto hx = rt.register_variable(x, "x");
+    auto hy = rt.register_variable(y, "y");
+    std::string refusal;
+    auto child = std::make_shared<Future<int>>();
+    auto parent = rt.submit(TaskOptions{.data = {RW(hx)}, .name = "parent"}, [&, child, path] {
+      x = 3;
+      // The child reads y after a writer of y that reads x: it waits for the parent through it.
+      (void)rt.submit(TaskOptions{.data = {R(hx), W(hy)}}, [&] { y = x * 2; });
+      *child = rt.submit(TaskOptions{.data = {R(hy)}, .name = "child"}, [&] { return y + 1; });
+      try {
+        switch (path) {
+          case 0: child->wait(); break;
+          case 1: (void)child->wait_for(kPatience); break;
+          case 2: (void)child->wait_until(Clock::now() + kPatience); break;
+          default: (void)hetflow::when_all(*child).get(); break;
+        }
+      } catch (const hetflow::Error& e) {
+        refusal = e.what();
+      }
+    });
+    ASSERT_TRUE(parent.wait_for(kPatience));
+    parent.get();
+    const std::string awaited = path == 3 ? "when_all" : "child";
+    EXPECT_NE(refusal.find("task 'parent' waits for task '" + awaited + "'"), std::string::npos) << refusal;
+    EXPECT_NE(refusal.find("would never end"), std::string::npos) << refusal;
+    EXPECT_EQ(child->get(), 7);
+  }
+}
+
+// The same from a task run while an outer task waits: the outer task holds its data too.
+TEST(NestedWaits, WaitingForATaskThatWaitsForAnOuterWaiterIsRefused) {
+  Runtime rt(Config{.ncpus = 1});
+  int x = 0;
+  auto hx = rt.register_variable(x, "x");
+  std::string refusal;
+  auto reader = std::make_shared<Future<int>>();
+  auto outer = rt.submit(TaskOptions{.data = {W(hx)}, .name = "outer"}, [&, reader] {
+    x = 4;
+    *reader = rt.submit(TaskOptions{.data = {R(hx)}, .name = "reader"}, [&] { return x; });
+    auto inner = rt.submit(TaskOptions{.name = "inner"}, [&, reader] {
+      try {
+        (void)reader->wait_for(kPatience);
+      } catch (const hetflow::Error& e) {
+        refusal = e.what();
+      }
+    });
+    inner.get();  // one worker: this worker runs it while it waits
+  });
+  ASSERT_TRUE(outer.wait_for(kPatience));
+  outer.get();
+  EXPECT_NE(refusal.find("task 'inner' waits for task 'reader', which cannot start before task 'outer' ends"),
+            std::string::npos)
+      << refusal;
+  EXPECT_EQ(reader->get(), 4);
 }
 
 // Three levels of tasks that each wait with a deadline for a child, on one and two workers.
