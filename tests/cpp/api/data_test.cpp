@@ -365,6 +365,36 @@ TEST(Data, BadAccessModeThrows) {
   EXPECT_EQ(rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { return ++x; }).get(), 1);
 }
 
+// Tasks with many accesses: their records outgrow the task's inline ones and the pooled lists
+// (more than 8), and past 65535 the task is refused, saying so.
+TEST(Data, ManyAccessesInOneTask) {
+  Runtime rt(Config{.ncpus = 2});
+  std::vector<int> values(300, 1);
+  std::vector<hetflow::DataHandle> handles;
+  for (int& v : values) handles.push_back(rt.register_variable(v));
+  for (std::size_t count : {3u, 5u, 8u, 9u, 300u}) {
+    SCOPED_TRACE(count);
+    std::vector<hetflow::DataAccess> accesses;
+    for (std::size_t i = 0; i < count; ++i) accesses.push_back(i == 0 ? RW(handles[0]) : R(handles[i]));
+    auto sum = rt.submit(TaskOptions{.data_list = accesses}, [&values, count] {
+      int total = 0;
+      for (std::size_t i = 1; i < count; ++i) total += values[i];
+      values[0] = total;
+      return total;
+    });
+    EXPECT_EQ(sum.get(), static_cast<int>(count) - 1);
+  }
+  const std::vector<hetflow::DataAccess> too_many(65536, R(handles[1]));
+  try {
+    (void)rt.submit(TaskOptions{.data_list = too_many}, [] {});
+    ADD_FAILURE() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("names 65536 data accesses; a task may name at most 65535"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(rt.submit(TaskOptions{.data = {RW(handles[1])}}, [&values] { return ++values[1]; }).get(), 2);
+}
+
 // On one runtime contributions are tasks that read and write the data, one after the other: none
 // is lost, and a reader after them sees their sum.
 TEST(Data, ReduxContributionsRunOneAfterTheOther) {
