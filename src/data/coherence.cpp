@@ -99,16 +99,22 @@ void wait_all_pending(HandleImpl& handle) {
 
 // A device replica of data the application writes directly in host RAM once it has waited
 // (host_writes_watched) is trusted while host RAM is valid only if it matched host RAM after
-// the application's latest wait; otherwise it is dropped and copied again. One with a copy in
-// flight was started since the data was last handed to tasks and is kept.
-void distrust_if_host_may_differ(HandleImpl& handle, unsigned node) {
+// the application's latest wait; otherwise it is dropped and copied again. That holds for a
+// replica whose copy is still in flight too: a prefetch made for a task that then ran on another
+// worker is never collected, and the application may have waited and written host RAM since.
+// Without `may_wait` (a prefetch, which never waits) such a copy is left to the task's own fetch.
+void distrust_if_host_may_differ(HandleImpl& handle, unsigned node, bool may_wait) {
   Replica& local = handle.replicas[node];
-  if (local.state == ReplicaState::invalid || local.pending ||
-      !handle.host_writes_watched.load(std::memory_order_relaxed) ||
-      handle.replicas[kHostNode].state == ReplicaState::invalid) {
+  if (local.state == ReplicaState::invalid || !handle.host_writes_watched.load(std::memory_order_relaxed) ||
+      handle.replicas[kHostNode].state == ReplicaState::invalid ||
+      local.matched_host_at == application_waits.load(std::memory_order_relaxed)) {
     return;
   }
-  if (local.matched_host_at != application_waits.load(std::memory_order_relaxed)) local.state = ReplicaState::invalid;
+  if (local.pending) {
+    if (!may_wait) return;
+    wait_pending(handle, node);  // it still writes the buffer: it lands before a new copy does
+  }
+  local.state = ReplicaState::invalid;
 }
 
 }  // namespace
@@ -203,7 +209,7 @@ bool start_fetch(HandleImpl& handle, unsigned node, bool needs_data, bool hint =
   if (local.ptr == nullptr) local.ptr = memory.allocate(handle, bytes, /*may_wait=*/!hint);
   if (local.ptr == nullptr) return false;
   memory.touch(handle);
-  if (needs_data) distrust_if_host_may_differ(handle, node);
+  if (needs_data) distrust_if_host_may_differ(handle, node, /*may_wait=*/!hint);
   if (local.state != ReplicaState::invalid || local.pending || !needs_data) return true;
   make_host_valid(handle);
   local.matched_host_at = application_waits.load(std::memory_order_relaxed);
@@ -276,7 +282,7 @@ void prefetch(HandleImpl& handle, unsigned node) {
   if (handle.replicas.size() == 1 || node == kHostNode) return;
   std::unique_lock guard(handle.coherence_mutex, std::try_to_lock);
   if (!guard.owns_lock()) return;  // busy: a hint is not worth waiting for
-  distrust_if_host_may_differ(handle, node);
+  distrust_if_host_may_differ(handle, node, /*may_wait=*/false);
   if (handle.replicas[node].state != ReplicaState::invalid) return;
   try {
     start_fetch(handle, node, /*needs_data=*/true, /*hint=*/true);

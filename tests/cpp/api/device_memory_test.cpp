@@ -204,6 +204,26 @@ TEST(DeviceMemory, WatchedDataIsCopiedAgainAfterTheApplicationWaited) {
   EXPECT_EQ(device.memory().copies_in.load(), 3);
 }
 
+// A prefetch whose task ran elsewhere (or never came) is still in flight, or landed uncollected,
+// when the application waits and writes host RAM: the next device task gets the new data.
+TEST(DeviceMemory, AnUncollectedPrefetchIsNotTrustedAfterTheApplicationWaited) {
+  Device device;
+  std::atomic<long> total{0};
+  const Codelet sum = summing_on_the_device(total);
+  std::vector<int> data(100, 1);
+  Runtime rt(with_device(device));
+  DataHandle h = rt.register_vector(data.data(), data.size());
+  rt.watch_host_writes(h);
+  rt.prefetch(h, 1);
+  rt.wait_all();
+  Runtime::note_application_waited();
+  std::fill(data.begin(), data.end(), 5);
+  rt.insert(sum, {.data = {R(h)}});
+  rt.wait_all();
+  EXPECT_EQ(total.load(), 500L);
+  EXPECT_EQ(device.memory().copies_in.load(), 2);
+}
+
 // A buffer about to be freed (a Python array being destroyed): the device's newer version of it,
 // written by a task still running, must never land in it.
 TEST(DeviceMemory, ADiscardedHandlesDeviceVersionNeverLandsInItsBuffer) {
