@@ -27,6 +27,8 @@ MAX_NPROCS = 1024
 MAX_SPIN_US = 10_000_000
 # After an abort, how long the work given up on has to end before its workers are left behind.
 _ABORT_GRACE_S = 0.5
+# Device writes noted (Runtime.note_device_writes) beyond which those of freed buffers are dropped.
+_DEVICE_WRITES_PURGE_AT = 1024
 
 
 def default_executor() -> str:
@@ -327,7 +329,9 @@ class Runtime:
         self._worker_archs = frozenset(arch for _, arch, _ in self._engine.workers())
         # Arrays written by tasks that may run on a device, until wait_all brings them home; weakly
         # held, so that a program that never waits for everything does not keep them all alive.
-        self._device_writes: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+        # view key -> (weak reference to the view's root array, view): see note_device_writes
+        self._device_writes: Dict[tuple, Tuple[Any, Any]] = {}
+        self._device_writes_purge_at = _DEVICE_WRITES_PURGE_AT
         self._handles: Optional[Any] = None
         self._dispatcher: Optional[threading.Thread] = None
         self._callback_thread: Optional[threading.Thread] = None
@@ -451,26 +455,35 @@ class Runtime:
         return CodeletFuture(task, self, name)
 
     def note_device_writes(self, arrays: Sequence[Any]) -> None:
-        """Arrays that a task that may run on a device writes: wait_all brings them home."""
-        writes = self._device_writes
+        """Arrays that a task that may run on a device writes: wait_all brings them home. Their
+        views are kept (an array passed may be a temporary view), for as long as their buffer
+        lives."""
+        from hetflow._data import _root
+
+        handles = self.handles
         with self._lock:
+            writes = self._device_writes
             for array in arrays:
-                if writes.get(id(array)) is array:
-                    continue  # noted already (a weak reference costs more than this look-up)
-                try:
-                    writes[id(array)] = array
-                except TypeError:  # an ndarray subclass without weak references: result() still works
-                    pass
+                view = handles.view(array, "R")
+                if view.key not in writes:
+                    writes[view.key] = (weakref.ref(_root(array)), view)
+            if len(writes) > self._device_writes_purge_at:  # buffers freed since: nothing to bring home
+                for key in [key for key, (root, _) in writes.items() if root() is None]:
+                    del writes[key]
+                self._device_writes_purge_at = max(_DEVICE_WRITES_PURGE_AT, 2 * len(writes))
 
     def bring_home(self, arrays: Sequence[Any]) -> None:
         """Makes host memory hold the latest version of each array (its copy on a device, if that
         is the only valid one, is copied back); waits for the tasks that write them first."""
-        if not arrays or self._closed or self._engine.inside_task():
+        if arrays:
+            handles = self.handles
+            self._bring_views_home([handles.view(array, "R") for array in arrays])
+
+    def _bring_views_home(self, views: Sequence[Any]) -> None:
+        if not views or self._closed or self._engine.inside_task():
             return  # a task gets its arrays through its own accesses; acquiring there could wait for itself
-        handles = self.handles
-        for array in arrays:
-            handle, _, _ = handles.handle(array, "R")
-            self._engine.acquire(handle, "R").release()
+        for view in views:
+            self._engine.acquire(view.handle, "R").release()
         self.saw_tasks_end()  # after the copies home, which count as matching the devices' copies
 
     # -- cores (offload) ---------------------------------------------------------------------------
@@ -679,9 +692,10 @@ class Runtime:
             raise
         if finished and self._device_writes:
             with self._lock:
-                written = list(self._device_writes.values())
+                # The roots are held meanwhile: a buffer freed now would take its handles with it.
+                alive = [(root(), view) for root, view in self._device_writes.values()]
                 self._device_writes.clear()
-            self.bring_home(written)
+            self._bring_views_home([view for root, view in alive if root is not None])
         self.saw_tasks_end()
         return finished
 

@@ -3,6 +3,7 @@ device: mixed graphs, data coherent between host and device, eviction, failures,
 
 pyopencl and an OpenCL platform are optional dependencies; with HETFLOW_TEST_REQUIRE_OPENCL=1
 (as `make test` sets it) their absence fails these tests instead of skipping them."""
+import gc
 import os
 import time
 
@@ -108,6 +109,17 @@ def test_process_tasks_see_device_writes(runtime):
     a = np.arange(64, dtype=np.float64)
     hetflow.insert(scale, hetflow.RW(a), 3.0, where="opencl")
     assert hetflow.task_submit.options(executor="process")(np.sum, a).result() == 3.0 * 63 * 64 / 2
+
+
+def test_wait_for_all_brings_home_what_a_device_wrote_through_a_temporary_view(runtime):
+    a = np.ones(1000)
+    b = np.ones(1000)
+    hetflow.insert(scale, hetflow.RW(a[:500]), 2.0, where="opencl")  # the view is gone at once
+    hetflow.insert(scale, hetflow.RW(b[500:]), 3.0, where="opencl")
+    gc.collect()
+    hetflow.wait_for_all()
+    np.testing.assert_array_equal(a, np.r_[np.full(500, 2.0), np.ones(500)])
+    np.testing.assert_array_equal(b, np.r_[np.ones(500), np.full(500, 3.0)])
 
 
 def test_a_long_chain_alternating_sides_gives_the_exact_result(runtime):
