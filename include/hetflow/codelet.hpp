@@ -63,7 +63,9 @@ class HETFLOW_API TaskContext {
   detail::WorkerState* worker_;
 };
 
-/// Per-task hook for performance models: called with the measured time of each run.
+/// Per-task hook for performance models: called with the measured time of each run, after the
+/// task's body succeeded. An exception from `record` does not fail the task: it is reported on
+/// stderr (once per process).
 class HETFLOW_API PerfModelHook {
  public:
   virtual ~PerfModelHook() = default;

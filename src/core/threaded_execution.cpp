@@ -3,6 +3,7 @@
 #include <cxxabi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -11,12 +12,33 @@
 #include "hetflow/error.hpp"
 #include "hetflow/perfmodel.hpp"
 #include "perfmodel/bus.hpp"
+#include "perfmodel/storage.hpp"
 #include "platform/topology.hpp"
 #include "trace/recorder.hpp"
 #include "util/cpu_relax.hpp"
 
 namespace hetflow::detail {
 namespace {
+
+// A model that cannot record a run (a hook that throws) does not undo the task's result; it is
+// said once per process.
+void record_run(PerfModelHook& model, TaskCore* task, Arch arch, double seconds) {
+  std::string failure;
+  try {
+    model.record(arch, footprint(task), seconds);
+    return;
+  } catch (const abi::__forced_unwind&) {
+    throw;
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "an exception that is not a std::exception";
+  }
+  static std::atomic<bool> warned{false};
+  if (warned.exchange(true)) return;
+  warn(std::string("the performance model of '") + task->display_name() + "' could not record a run (" + failure +
+       "); the task's result stands (said once)");
+}
 
 /// Throws if the task's data, all on `node` at once, cannot fit there.
 void check_fits(const Engine& engine, TaskCore* task, unsigned node) {
@@ -88,7 +110,7 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
   if (!timed) return;
   const double end = engine.now();
   const double not_its_own = setup + (worker.nested_seconds - nested_at_start);
-  if (model != nullptr) model->record(worker.info.arch, footprint(task), std::max(0.0, end - start - not_its_own));
+  if (model != nullptr) record_run(*model, task, worker.info.arch, std::max(0.0, end - start - not_its_own));
   if (recorder != nullptr) recorder->task(worker.info.id, task->display_name(), footprint(task), start, end);
 }
 

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -301,6 +302,32 @@ TEST(Codelets, ExplicitDependenciesBetweenCodelets) {
   previous.get();
   ASSERT_EQ(order.size(), 100u);
   for (int i = 0; i < 100; ++i) EXPECT_EQ(order[i], i);
+}
+
+// A performance model hook that throws does not fail the task whose run it was told of: the
+// result stands, and the failure is said once on stderr.
+TEST(Codelets, AThrowingModelHookLeavesTheTaskDone) {
+  struct Throwing final : hetflow::PerfModelHook {
+    std::atomic<int> calls{0};
+    void record(Arch, std::size_t, double) override {
+      ++calls;
+      throw std::runtime_error("disk full");
+    }
+  };
+  auto hook = std::make_shared<Throwing>();
+  Codelet codelet{.name = "modelled", .cpu = [](TaskContext&) {}};
+  codelet.model = hook;
+  Runtime rt(Config{.ncpus = 2});
+  testing::internal::CaptureStderr();
+  std::vector<hetflow::Future<void>> runs;
+  for (int i = 0; i < 5; ++i) runs.push_back(rt.insert(codelet, {}));
+  for (auto& run : runs) EXPECT_NO_THROW(run.get());
+  rt.wait_all();
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(hook->calls.load(), 5);
+  EXPECT_NE(said.find("the performance model of 'modelled' could not record a run (disk full)"), std::string::npos)
+      << said;
+  EXPECT_EQ(said.find("could not record", said.find("could not record") + 1), std::string::npos) << said;
 }
 
 }  // namespace
