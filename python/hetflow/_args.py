@@ -1,25 +1,28 @@
 """Futures among a task's arguments: finding them and replacing them by their values."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
-_CONTAINERS = (list, tuple, dict)
+_CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
 def _walk(value: Any, is_future: Callable[[Any], bool], found: list) -> None:
     if is_future(value):
         if not any(value is f for f in found):
             found.append(value)
-    elif isinstance(value, (list, tuple)):
+    elif isinstance(value, (list, tuple, set, frozenset)):
         for item in value:
             _walk(item, is_future, found)
     elif isinstance(value, dict):
-        for item in value.values():
+        for key, item in value.items():
+            _walk(key, is_future, found)
             _walk(item, is_future, found)
 
 
 def find_futures(args: tuple, kwargs: dict, is_future: Callable[[Any], bool]) -> list:
-    """The futures among the arguments, at top level or inside lists, tuples and dicts."""
+    """The futures among the arguments, at top level or inside lists, tuples, sets and dicts
+    (keys too)."""
     found: list = []
     for value in args:
         if is_future(value) or isinstance(value, _CONTAINERS):
@@ -39,6 +42,14 @@ def substitute(value: Any, is_future: Callable[[Any], bool], resolve: Callable[[
     if isinstance(value, tuple):
         items = [substitute(item, is_future, resolve) for item in value]
         return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, (set, frozenset)):
+        return type(value)(substitute(item, is_future, resolve) for item in value)
     if isinstance(value, dict):
-        return type(value)((key, substitute(item, is_future, resolve)) for key, item in value.items())
+        pairs = [(substitute(key, is_future, resolve), substitute(item, is_future, resolve)) for key, item in value.items()]
+        if type(value) is dict:
+            return dict(pairs)
+        resolved = copy.copy(value)  # keeps what a subclass holds besides its items (a defaultdict's factory)
+        resolved.clear()
+        resolved.update(pairs)
+        return resolved
     return value

@@ -72,7 +72,7 @@ class _TaskSubmit:
     >>> hetflow.task_submit.options(executor="thread", name="add")(add, 1, 2).result()
     3
 
-    Futures among the arguments (also inside lists, tuples and dicts) make the task wait for
+    Futures among the arguments (also inside lists, tuples, sets and dicts) make the task wait for
     them, and it receives their values.
     """
 

@@ -212,6 +212,18 @@ def test_container_types_are_kept_when_futures_are_replaced(executor):
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
+def test_futures_in_sets_and_dict_keys_are_replaced(executor):
+    submit = submit_on(executor)
+    one, two = submit(lambda: 1), submit(lambda: 2)
+    assert submit(describe, {one, two}).result(timeout=30) == ("set", {1, 2})
+    assert submit(describe, frozenset([one])).result(timeout=30) == ("frozenset", frozenset([1]))
+    assert submit(describe, {one: "a", "b": two}).result(timeout=30) == ("dict", {1: "a", "b": 2})
+    counts = collections.defaultdict(int, {"k": one})
+    kind, value = submit(describe, counts).result(timeout=30)
+    assert (kind, value, value.default_factory) == ("defaultdict", {"k": 1}, int)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_a_dependent_task_waits_for_its_dependency(executor):
     hetflow.init(ncpus=2, executor="thread")
     release = threading.Event()
