@@ -13,6 +13,7 @@
 #include <numeric>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
@@ -59,7 +60,10 @@ class FakeDeviceMemory final : public hetflow::ext::MemoryNode {
   }
   std::unique_ptr<hetflow::ext::Transfer> copy_from_host(void* buffer, const void* host, std::size_t bytes) override {
     copies_in.fetch_add(1);
-    return std::make_unique<AsyncCopy>(std::async(std::launch::async, [=] { std::memcpy(buffer, host, bytes); }));
+    return std::make_unique<AsyncCopy>(std::async(std::launch::async, [=, this] {
+      std::memcpy(buffer, host, bytes);
+      copies_landed.fetch_add(1);
+    }));
   }
   void copy_to_host(void* host, const void* buffer, std::size_t bytes) override {
     copies_out.fetch_add(1);
@@ -71,6 +75,7 @@ class FakeDeviceMemory final : public hetflow::ext::MemoryNode {
   }
 
   std::atomic<int> copies_in{0};
+  std::atomic<int> copies_landed{0};
   std::atomic<int> copies_out{0};
   std::size_t live_bytes = 0;
   std::size_t peak_bytes = 0;
@@ -216,6 +221,7 @@ TEST(DeviceMemory, AnUncollectedPrefetchIsNotTrustedAfterTheApplicationWaited) {
   rt.watch_host_writes(h);
   rt.prefetch(h, 1);
   rt.wait_all();
+  while (device.memory().copies_landed.load() == 0) std::this_thread::yield();  // landed, never collected
   Runtime::note_application_waited();
   std::fill(data.begin(), data.end(), 5);
   rt.insert(sum, {.data = {R(h)}});
