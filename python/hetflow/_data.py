@@ -11,12 +11,19 @@ from hetflow._arrays import check_mode, span
 
 
 def _root(array: Any) -> Any:
-    """The array that owns (or wraps the owner of) the memory: it outlives every view."""
+    """The array that owns (or wraps the owner of) the memory: it outlives every view. Views
+    made through another object are followed to their array too: numpy's stride tricks
+    (``as_strided``, ``sliding_window_view``) wrap it in an object whose ``base`` it is, and
+    ``np.asarray(memoryview(a))`` keeps the memoryview, whose ``obj`` it is."""
     import numpy
 
-    while isinstance(array.base, numpy.ndarray):
-        array = array.base
-    return array
+    while True:
+        base = array.base
+        if not isinstance(base, numpy.ndarray):
+            base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+            if not isinstance(base, numpy.ndarray):
+                return array
+        array = base
 
 
 # What the handles of empty arrays stand for (they have no byte of their own); shared by all of
@@ -44,10 +51,11 @@ class View:
     engine handle that stands for it. ``overlaps`` maps each other view of the same root that
     shares an element with this one to whether that view lies inside this one's bytes."""
 
-    __slots__ = ("key", "handle", "low", "high", "dense", "overlaps", "probe")
+    __slots__ = ("key", "handle", "low", "high", "dense", "overlaps", "probe", "root")
 
-    def __init__(self, key: tuple, handle: Any, low: int, high: int, dense: bool, probe: Any) -> None:
+    def __init__(self, key: tuple, handle: Any, low: int, high: int, dense: bool, probe: Any, root: "_Root") -> None:
         self.key = key
+        self.root = root  # the root buffer's views: its array lives as long as this view's handle
         self.handle = handle
         self.low = low
         self.high = high
@@ -66,10 +74,11 @@ class _Root:
     most): within a class, the scan back from the new view's end stops one longest span before
     its start, so that tiles next to the whole matrix are not all visited for each new tile."""
 
-    __slots__ = ("ref", "views", "classes", "distributed")
+    __slots__ = ("ref", "low", "views", "classes", "distributed")
 
-    def __init__(self, ref: Any) -> None:
+    def __init__(self, ref: Any, low: int) -> None:
         self.ref = ref
+        self.low = low  # of its buffer (HandleRegistry's spans)
         self.distributed = False  # registered with hetflow.mpi: only the array itself is task data
         self.views: Dict[tuple, View] = {}
         self.classes: Dict[int, Tuple[List[int], List[View], List[int]]] = {}  # lows, views, [longest]
@@ -103,6 +112,9 @@ class HandleRegistry:
         # Re-entrant: a root dying during a registration (garbage collection) forgets its views.
         self._lock = threading.RLock()
         self._roots: Dict[int, _Root] = {}
+        # The roots' buffers, sorted by lowest address: [low], [(high, root)]
+        self._span_lows: List[int] = []
+        self._span_roots: List[Tuple[int, _Root]] = []
         self._recent: Dict[int, tuple] = {}  # id(array) -> (weakref, shape, strides, View)
         # view key -> [(acquisition, mode, the thread that acquired)], most recent last
         self._acquired: Dict[tuple, List[Tuple[Any, str, int]]] = {}
@@ -171,9 +183,27 @@ class HandleRegistry:
         root_array = _root(array)
         root = self._roots.get(id(root_array))
         if root is None or root.ref() is not root_array:
-            root = self._roots[id(root_array)] = _Root(weakref.ref(root_array))
+            low, nbytes, _ = span(root_array)
+            holder = self._root_holding(low, low + nbytes)
+            if holder is not None:
+                return holder
+            root = self._roots[id(root_array)] = _Root(weakref.ref(root_array), low)
             weakref.finalize(root_array, self._forget, id(root_array), root)
+            if nbytes:
+                index = bisect.bisect_right(self._span_lows, low)
+                self._span_lows.insert(index, low)
+                self._span_roots.insert(index, (low + nbytes, root))
         return root
+
+    def _root_holding(self, low: int, high: int) -> Optional[_Root]:
+        """A live root whose buffer holds the bytes from ``low`` to ``high``: an array over its
+        memory that numpy cannot follow back to it (``np.ctypeslib.as_array`` of its address,
+        say) is a view of it. Called with the lock held."""
+        index = bisect.bisect_right(self._span_lows, low) - 1
+        if index < 0 or high <= low:
+            return None
+        end, root = self._span_roots[index]
+        return root if high <= end and root.ref() is not None else None
 
     def _add(self, root: _Root, array: Any, key: tuple, first: int, register: Any = None) -> View:
         import numpy
@@ -205,7 +235,7 @@ class HandleRegistry:
             )
         )
         dense = _dense(array.shape, array.strides, array.itemsize)
-        view = View(key, handle, low, high, dense, probe)
+        view = View(key, handle, low, high, dense, probe, root)
         root.views[key] = view
         if not nbytes:
             return view  # no element: overlaps nothing
@@ -258,6 +288,12 @@ class HandleRegistry:
         with self._lock:
             if self._roots.get(root_id) is root:
                 del self._roots[root_id]
+            index = bisect.bisect_left(self._span_lows, root.low)
+            while index < len(self._span_lows) and self._span_lows[index] == root.low:
+                if self._span_roots[index][1] is root:
+                    del self._span_lows[index], self._span_roots[index]
+                    break
+                index += 1
             views = list(root.views.values())
             root.views.clear()
             for view in views:

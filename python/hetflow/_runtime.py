@@ -458,15 +458,13 @@ class Runtime:
         """Arrays that a task that may run on a device writes: wait_all brings them home. Their
         views are kept (an array passed may be a temporary view), for as long as their buffer
         lives."""
-        from hetflow._data import _root
-
         handles = self.handles
         with self._lock:
             writes = self._device_writes
             for array in arrays:
                 view = handles.view(array, "R")
                 if view.key not in writes:
-                    writes[view.key] = (weakref.ref(_root(array)), view)
+                    writes[view.key] = (view.root.ref, view)
             if len(writes) > self._device_writes_purge_at:  # buffers freed since: nothing to bring home
                 for key in [key for key, (root, _) in writes.items() if root() is None]:
                     del writes[key]

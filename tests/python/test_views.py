@@ -2,6 +2,7 @@
 parallelism of disjoint ones, dtypes, and access modes on values that are not arrays."""
 from __future__ import annotations
 
+import ctypes
 import threading
 
 import numpy as np
@@ -93,6 +94,48 @@ def test_tasks_on_overlapping_views_run_in_submission_order(executor, alloc):
             append_digit(replayed, digit)
     hetflow.wait_for_all()
     assert (a == expected).all()
+
+
+def views_numpy_cannot_trace_by_base(a):
+    """Views of ``a`` made through another object: numpy's stride tricks, a memoryview, ctypes."""
+    return {
+        "as_strided": np.lib.stride_tricks.as_strided(a, shape=(a.size - 2, 3), strides=(a.itemsize,) * 2),
+        "sliding_window_view": np.lib.stride_tricks.sliding_window_view(a, 3, writeable=True),
+        "memoryview": np.asarray(memoryview(a)),
+        "ctypes": np.ctypeslib.as_array((ctypes.c_int64 * a.size).from_address(a.ctypes.data)),
+    }
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("kind", ["as_strided", "sliding_window_view", "memoryview", "ctypes"])
+def test_views_made_through_other_objects_are_ordered_with_the_array(executor, kind):
+    hetflow.init(ncpus=2, executor=executor)
+    a = np.zeros(12, dtype=np.int64)
+    expected = np.zeros(12, dtype=np.int64)
+    for digit in range(1, 4):
+        for target in (a, views_numpy_cannot_trace_by_base(a)[kind]):
+            hetflow.task_submit(append_digit, hetflow.RW(target), digit)
+        append_digit(expected, digit)
+        append_digit(views_numpy_cannot_trace_by_base(expected)[kind], digit)
+    hetflow.wait_for_all()
+    assert (a == expected).all(), (a, expected)
+
+
+@pytest.mark.parametrize("kind", ["as_strided", "sliding_window_view", "memoryview", "ctypes"])
+def test_acquire_of_a_view_made_through_another_object_waits_for_the_writer(kind):
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(12, dtype=np.int64)
+    gate = threading.Event()
+
+    def slow_fill(out):
+        gate.wait(timeout=30)
+        out[...] = 7
+
+    hetflow.task_submit(slow_fill, hetflow.W(a))
+    view = views_numpy_cannot_trace_by_base(a)[kind]
+    threading.Timer(0.2, gate.set).start()
+    with hetflow.acquire(view, "R") as seen:
+        assert (seen == 7).all()
 
 
 def read_sum(a):
