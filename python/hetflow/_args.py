@@ -38,7 +38,8 @@ def substitute(value: Any, is_future: Callable[[Any], bool], resolve: Callable[[
     if is_future(value):
         return resolve(value)
     if isinstance(value, list):
-        return [substitute(item, is_future, resolve) for item in value]
+        items = [substitute(item, is_future, resolve) for item in value]
+        return items if type(value) is list else _refilled(value, items)
     if isinstance(value, tuple):
         items = [substitute(item, is_future, resolve) for item in value]
         return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
@@ -46,10 +47,19 @@ def substitute(value: Any, is_future: Callable[[Any], bool], resolve: Callable[[
         return type(value)(substitute(item, is_future, resolve) for item in value)
     if isinstance(value, dict):
         pairs = [(substitute(key, is_future, resolve), substitute(item, is_future, resolve)) for key, item in value.items()]
-        if type(value) is dict:
-            return dict(pairs)
-        resolved = copy.copy(value)  # keeps what a subclass holds besides its items (a defaultdict's factory)
-        resolved.clear()
-        resolved.update(pairs)
-        return resolved
+        return dict(pairs) if type(value) is dict else _refilled(value, pairs)
     return value
+
+
+def _refilled(container: Any, items: list) -> Any:
+    """A copy of a list or dict subclass holding ``items`` (a dict's as pairs): what the subclass
+    keeps besides its items (a defaultdict's factory, attributes) and its own ``__init__`` are
+    left alone, and items are stored one by one (``Counter.update`` would count them)."""
+    refilled = copy.copy(container)
+    refilled.clear()
+    if isinstance(refilled, dict):
+        for key, item in items:
+            refilled[key] = item
+    else:
+        refilled.extend(items)
+    return refilled

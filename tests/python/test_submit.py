@@ -223,6 +223,30 @@ def test_futures_in_sets_and_dict_keys_are_replaced(executor):
     assert (kind, value, value.default_factory) == ("defaultdict", {"k": 1}, int)
 
 
+class Tagged(dict):
+    """A dict subclass whose constructor takes something else than items."""
+
+    def __init__(self, tag, **items):
+        super().__init__(**items)
+        self.tag = tag
+
+
+class Items(list):
+    pass
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_subclasses_of_containers_keep_their_type_and_contents(executor):
+    submit = submit_on(executor)
+    one = submit(lambda: 1)
+    assert submit(describe, collections.Counter({"k": one})).result(timeout=30) == ("Counter", {"k": 1})
+    kind, tagged = submit(describe, Tagged("t", k=one)).result(timeout=30)
+    assert (kind, tagged, tagged.tag) == ("Tagged", {"k": 1}, "t")
+    assert submit(describe, Items([one, 2])).result(timeout=30) == ("Items", [1, 2])
+    ordered = collections.OrderedDict([("b", one), ("a", 2)])
+    assert list(submit(describe, ordered).result(timeout=30)[1].items()) == [("b", 1), ("a", 2)]
+
+
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_a_dependent_task_waits_for_its_dependency(executor):
     hetflow.init(ncpus=2, executor="thread")
