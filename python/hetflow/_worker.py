@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from . import _protocol as P
 from ._serialize import Placeholder, dumps_result, type_name
@@ -77,18 +77,66 @@ def _adopt_host_authkey() -> None:
 
 
 def _run_initializer() -> Optional[BaseException]:
-    """Runs hetflow.init's initializer; what it raised, if it did, for every task to report."""
+    """Runs hetflow.init's initializer; what it raised, if it did, for every task to report.
+
+    An Exception is reported as it is. SystemExit, KeyboardInterrupt and the like are reported
+    inside a RuntimeError (the original as its cause): re-raised as they are by a task's
+    result(), they would end the host program, or unwind it as if Ctrl-C had been pressed.
+    A process the initializer forked ends when the initializer returns there or raises.
+    """
     pickled = os.environ.get(P.INITIALIZER_VARIABLE)
     if not pickled:
         return None
+    pid = os.getpid()
     try:
         initializer, initargs = pickle.loads(bytes.fromhex(pickled))
         initializer(*initargs)
     except BaseException as exc:
-        return exc
+        if os.getpid() != pid:
+            _end_forked_child(exc)
+        if isinstance(exc, Exception):
+            return exc
+        try:
+            what = repr(exc)
+        except BaseException:
+            what = type(exc).__name__
+        error = RuntimeError(
+            f"hetflow: the initializer given to hetflow.init raised {what} in this worker process, "
+            "so it runs no tasks"
+        )
+        exc.__traceback__ = _task_frames(exc.__traceback__)  # the initializer's frames only
+        error.__cause__ = exc
+        return error
     finally:
         _flush_stdio()
+    if os.getpid() != pid:
+        _end_forked_child(None)
     return None
+
+
+def _end_forked_child(exc: Optional[BaseException]) -> NoReturn:
+    """Ends a process that a task (or the initializer) forked and that came back into the
+    worker's code, by returning (status 0) or raising (SystemExit: its code; else status 1 and
+    the traceback on stderr), as such a child of a plain script would end. Only the worker
+    itself speaks to the host: the child must not read its requests or answer them."""
+    status = 0
+    try:
+        if isinstance(exc, SystemExit):
+            code = exc.code
+            if code is None:
+                status = 0
+            elif isinstance(code, int):
+                status = code & 0xFF
+            else:
+                status = 1
+                print(code, file=sys.stderr)
+        elif exc is not None:
+            status = 1
+            traceback.print_exception(type(exc), exc, _task_frames(exc.__traceback__), file=sys.stderr)
+    except BaseException:
+        pass
+    _flush_stdio()
+    os._exit(status)
 
 
 def _line_buffered_stdio() -> None:
@@ -175,6 +223,14 @@ class Worker:
         # bytes once, so later tasks of it must fail with the same error, not a missing key.
         self.failed: Dict[str, Tuple[BaseException, Optional[TracebackType]]] = {}
         self.broken: Optional[BaseException] = None  # what the initializer raised
+        # The worker's process: a process a task forks must never read or answer requests.
+        self.pid = os.getpid()
+
+    def _leave_if_forked(self, exc: Optional[BaseException] = None) -> None:
+        """Ends this process if it is not the worker's but a child a task forked (see
+        ``_end_forked_child``); ``exc``: what the task's code raised, if it did."""
+        if os.getpid() != self.pid:
+            _end_forked_child(exc)
 
     def serve(self) -> int:
         """Runs until SHUTDOWN or end of file; returns the exit status (0)."""
@@ -183,6 +239,7 @@ class Worker:
         _kernel.attach(self.reader, self.write_fd)  # offload kernels talk to their host here
         P.write_message(self.write_fd, P.READY, [str(os.getpid()).encode("ascii")])
         while True:
+            self._leave_if_forked()
             message = P.read_message(self.reader)
             if message is None:
                 return 0
@@ -193,6 +250,8 @@ class Worker:
             if kind != P.RUN or len(parts) < P.RUN_DEPS or len(parts[P.RUN_TASK_ID]) != 8:
                 raise P.ProtocolError(f"hetflow worker: unexpected message: kind {kind} with {len(parts)} parts")
             reply_kind, reply = self.run(parts)
+            if os.getpid() != self.pid:  # forked where run() does not look (a __reduce__, say)
+                _end_forked_child(None if reply_kind == P.RESULT else RuntimeError("the task failed"))
             del parts  # let a task's inputs go before waiting for the next one
             _flush_stdio()  # the task's prints reach the host before its result does
             P.write_message(self.write_fd, reply_kind, reply)
@@ -213,14 +272,17 @@ class Worker:
                 stage = "mapping the task's arrays"
                 args, kwargs = _with_arrays(args, kwargs, parts[P.RUN_ARRAYS])
         except BaseException as exc:
+            self._leave_if_forked(exc)  # a function or argument whose unpickling forked
             context = f"hetflow: process worker (pid {os.getpid()}) failed {stage}:\n"
             return P.ERROR, _error_parts(task_id, exc, context)
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:  # SystemExit too: the task failed, the worker goes on
+            self._leave_if_forked(exc)  # a child the task forked raised: it ends with that
             return P.ERROR, _error_parts(task_id, exc)
         finally:
             del args, kwargs
+        self._leave_if_forked()  # a child the task forked returned: it ends, status 0
         try:
             return P.RESULT, [task_id, dumps_result(result)]
         except TypeError as exc:
@@ -329,6 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for fd in (read_fd, write_fd):
         os.set_inheritable(fd, False)  # a task's own subprocesses must not hold our pipes open
     _watch_host_pipe(read_fd)
+    _forget_pipes_after_fork(read_fd, write_fd)
     _adopt_host_sys_path()
     _adopt_host_authkey()
     _line_buffered_stdio()
@@ -341,6 +404,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except P.ProtocolError as exc:
         print(f"hetflow worker (pid {os.getpid()}): {exc}", file=sys.stderr)
         return 2
+
+
+def _forget_pipes_after_fork(read_fd: int, write_fd: int) -> None:
+    """A process a task forks does not keep the worker's pipes: it must not speak to the host
+    (offload kernels' calls there fail instead of taking the worker's requests), and a child
+    that outlives the worker must not hide the worker's end from the host."""
+
+    def in_child() -> None:
+        kernel = sys.modules.get("hetflow._kernel")
+        if kernel is not None:
+            kernel._fds = None  # type: ignore[attr-defined]
+        for fd in (read_fd, write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    os.register_at_fork(after_in_child=in_child)
 
 
 def _die_with_host() -> None:
