@@ -343,7 +343,8 @@ def _batch_pickler() -> type:
 
             def reducer_override(self, obj: Any) -> Any:
                 numpy = sys.modules.get("numpy")
-                if numpy is not None and isinstance(obj, numpy.ndarray):
+                # A subclass (a masked array) is pickled whole: its mask would not travel in shared memory.
+                if numpy is not None and (type(obj) is numpy.ndarray or isinstance(obj, numpy.memmap)):
                     reduced = self._shared.reduce(obj)
                     if reduced is not None:
                         return reduced

@@ -579,6 +579,8 @@ class Runtime:
                 if mode != "R":
                     raise TypeError(_not_data_message(value, mode))
                 return value
+            if not _plain_array(value):
+                return _subclass_by_value(handles, value, mode)
             if value.dtype.hasobject:
                 raise TypeError(
                     f"hetflow: an array of dtype {value.dtype} cannot reach a worker process: object arrays "
@@ -895,6 +897,25 @@ def _ndarray_type() -> Optional[type]:
     """numpy.ndarray if numpy is loaded (nothing else can be an array then), else None."""
     numpy = sys.modules.get("numpy")
     return None if numpy is None else numpy.ndarray
+
+
+def _plain_array(array: Any) -> bool:
+    """An ndarray or a memmap: its elements are all there is to it."""
+    numpy = sys.modules["numpy"]
+    return type(array) is numpy.ndarray or isinstance(array, numpy.memmap)
+
+
+def _subclass_by_value(handles: Any, array: Any, mode: str) -> Any:
+    """An ndarray subclass (a masked array, a matrix) for a process task: pickled with what it
+    holds besides its elements (a mask), once the tasks writing it have ended; never written."""
+    if mode != "R":
+        raise TypeError(
+            f"hetflow: a process task cannot write a {type(array).__name__} (access mode {mode}): a worker "
+            "process gets a copy of it, and what the subclass holds besides its elements (a mask, say) could "
+            "not come back; write it in a thread task, or pass its plain elements (numpy.asarray(x))"
+        )
+    handles.acquire(array, "R").release()
+    return array
 
 
 def _find_data(args: tuple, kwargs: dict) -> bool:

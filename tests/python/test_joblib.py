@@ -487,6 +487,18 @@ def test_large_arrays_reach_the_workers_once_through_shared_memory(joblib, monke
     assert len(copies) == 1  # once for the call, not once per task
 
 
+def masked_mean(array):
+    return type(array).__name__, float(array.mean())
+
+
+def test_a_large_masked_array_keeps_its_mask(joblib):
+    big = np.ma.masked_array(np.ones(200_000), mask=np.zeros(200_000, dtype=bool))
+    big[::2] = 1000.0
+    big[::2] = np.ma.masked
+    seen = joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(masked_mean)(big) for _ in range(2))
+    assert seen == [("MaskedArray", 1.0)] * 2
+
+
 def write_first(array, value):
     array[0] = value
     return float(array[0])

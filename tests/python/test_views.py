@@ -207,6 +207,51 @@ def test_acquire_of_a_view_waits_for_tasks_on_overlapping_views(executor):
         assert (whole[::2] == 12345678).all() and (whole[1::2] == 12345).all()
 
 
+# -- ndarray subclasses -----------------------------------------------------------------------------
+def masked_mean(x):
+    return type(x).__name__, float(x.mean())
+
+
+def square(m):
+    return type(m).__name__, (m * m).tolist()
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_subclasses_keep_what_they_hold_in_every_executor(executor):
+    hetflow.init(ncpus=2, executor=executor)
+    masked = np.ma.masked_array([1.0, 2.0, 1000.0], mask=[False, False, True])
+    assert hetflow.task_submit(masked_mean, masked).result(timeout=30) == ("MaskedArray", 1.5)
+    matrix = np.matrix([[1.0, 2.0], [3.0, 4.0]])
+    assert hetflow.task_submit(square, matrix).result(timeout=30) == ("matrix", [[7.0, 10.0], [15.0, 22.0]])
+    assert [r[1] for r in hetflow.map(masked_mean, [masked, masked])] == [1.5, 1.5]
+
+
+def test_a_process_task_reads_a_subclass_after_its_earlier_writer():
+    hetflow.init(ncpus=2, executor="process")
+    masked = np.ma.masked_array(np.zeros(3), mask=[False, False, True])
+    gate = threading.Event()
+
+    def slow_fill(x):
+        gate.wait(timeout=30)
+        x[...] = 4.0
+
+    hetflow.task_submit.options(executor="thread")(slow_fill, hetflow.W(masked))
+    threading.Timer(0.2, gate.set).start()
+    assert hetflow.task_submit(masked_mean, masked).result(timeout=30) == ("MaskedArray", 4.0)
+
+
+@pytest.mark.parametrize("mark", [hetflow.W, hetflow.RW])
+def test_a_process_task_may_not_write_a_subclass(mark):
+    hetflow.init(ncpus=2, executor="process")
+    masked = np.ma.masked_array(np.zeros(3), mask=[False, False, True])
+    with pytest.raises(TypeError, match="cannot write a MaskedArray"):
+        hetflow.task_submit(fill, mark(masked), 1.0)
+    replayed = masked.copy()
+    fill(replayed, 1.0)
+    assert hetflow.task_submit.options(executor="thread")(fill, mark(masked), 1.0).result(timeout=30) is None
+    assert masked.tolist() == replayed.tolist()
+
+
 # -- dtypes -----------------------------------------------------------------------------------------
 def set_first(items):
     items[0] = "changed"
