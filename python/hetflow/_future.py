@@ -8,7 +8,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional
 
-from hetflow._errors import exception_from_outcome
+from hetflow._errors import CancelledError, exception_from_outcome
 
 _LOGGER = logging.getLogger("hetflow")
 _UNSET: Any = object()
@@ -131,7 +131,7 @@ class Future(concurrent.futures.Future):
 
     def running(self) -> bool:
         """True while the task runs on a worker."""
-        return self._task.status() == "running"
+        return self._status() == "running"
 
     def cancelled(self) -> bool:
         """True if the task was cancelled before it started."""
@@ -184,7 +184,7 @@ class Future(concurrent.futures.Future):
         return asyncio.wrap_future(self).__await__()
 
     def __repr__(self) -> str:
-        return f"<hetflow.Future '{self._name}' {self._task.status()}>"
+        return f"<hetflow.Future '{self._name}' {self._status()}>"
 
     def __reduce__(self) -> Any:
         # Inside a task's arguments, a placeholder the worker fills with the value; elsewhere, an
@@ -245,10 +245,13 @@ class Future(concurrent.futures.Future):
 
     # -- internals ---------------------------------------------------------------------------
     def _status(self) -> str:
-        """The task's status, a task that a shutdown gave up on before it started counting as
-        cancelled at once (the engine cancels it only when a worker next looks at it)."""
+        """The task's status. A task that a shutdown gave up on counts as cancelled from then on:
+        one not started at once (the engine cancels it only when a worker next looks at it), and
+        one still running too, whatever it gives when it ends, detached."""
         status: str = self._task.status()
-        if status in ("pending", "ready") and self._runtime.abandoned():
+        if status in ("pending", "ready", "running") and self._runtime.abandoned():
+            return "cancelled"
+        if status == "done" and self._task.finished_after_abort():
             return "cancelled"
         return status
 
@@ -268,6 +271,9 @@ class Future(concurrent.futures.Future):
         """Turns the engine's outcome into a value or an exception, once."""
         self._runtime.saw_tasks_end()
         if self._value is not _UNSET or self._error is not None:
+            return
+        if self._task.finished_after_abort() and self._task.status() == "done":  # detached, given up
+            self._error = CancelledError(f"task '{self._name}' did not finish: {self._runtime.gave_up}")
             return
         outcome = self._task.outcome()
         kind = outcome[0]
@@ -317,8 +323,11 @@ class Future(concurrent.futures.Future):
         thread of their own: one that waits (for other futures, say) holds back only them,
         not the completions that would end its wait."""
         with self._lock:
+            if self._fired:
+                return  # fired when shutdown gave up on it, then again when it ended
             self._fired = True
             callbacks, self._callbacks = self._callbacks or [], None
+        self._runtime.unwatch(self)
         self._finish()
         if callbacks:
             self._runtime.call_back(self._call_all, callbacks)

@@ -331,6 +331,7 @@ class Runtime:
         # held, so that a program that never waits for everything does not keep them all alive.
         # view key -> (weak reference to the view's root array, view): see note_device_writes
         self._device_writes: Dict[tuple, Tuple[Any, Any]] = {}
+        self._watched: "weakref.WeakSet[Future]" = weakref.WeakSet()  # futures whose completion is watched
         self._device_writes_purge_at = _DEVICE_WRITES_PURGE_AT
         self._handles: Optional[Any] = None
         self._dispatcher: Optional[threading.Thread] = None
@@ -621,11 +622,16 @@ class Runtime:
             self.check_usable(future.name)
         with self._lock:
             self._engine.watch(future._task, future)
+            self._watched.add(future)
             # After shutdown the dispatcher ends once nothing is left; a later watch (of a task
             # finished by then, notified at once) starts another.
             if self._dispatcher is None:
                 self._dispatcher = threading.Thread(target=self._dispatch, name="hetflow-completions", daemon=True)
                 self._dispatcher.start()
+
+    def unwatch(self, future: Future) -> None:
+        with self._lock:
+            self._watched.discard(future)
 
     def call_back(self, call: Callable[[list], None], callbacks: list) -> None:
         """Runs ``call(callbacks)`` on the callback thread, in the order asked."""
@@ -803,6 +809,12 @@ class Runtime:
         self._engine.abort()
         if self._engine.shutdown_within(_ABORT_GRACE_S):
             _abandoned.append(self._engine)  # its remaining workers still use it: never destroyed
+        # The futures given up on are cancelled now: their waiters and callbacks are told, before
+        # the callback thread stops (a task left running may never end).
+        with self._lock:
+            watched = list(self._watched)
+        for future in watched:
+            future._fire()
 
     def _join_dispatcher(self) -> None:
         dispatcher = self._dispatcher

@@ -92,6 +92,10 @@ class TaskRef {
   void set_rank(std::optional<int> rank) noexcept { rank_ = rank; }
 
   [[nodiscard]] bool done() const { return !base_.valid() || base_.ready(); }
+  /// Finished only after its runtime gave up on the work (see detail::finished_after_abort).
+  [[nodiscard]] bool finished_after_abort() const {
+    return base_.valid() && hetflow::detail::finished_after_abort(base_.core());
+  }
   [[nodiscard]] std::string status() const {
     if (!base_.valid()) return "done";
     switch (base_.status()) {
@@ -626,6 +630,7 @@ NB_MODULE(_hetflow, m) {
       .def("done", &TaskRef::done)
       .def("rank", &TaskRef::rank)
       .def("status", &TaskRef::status)
+      .def("finished_after_abort", &TaskRef::finished_after_abort)
       .def("wait", &TaskRef::wait, "timeout"_a = nb::none())
       .def("cancel", &TaskRef::cancel)
       .def("name", &TaskRef::name)

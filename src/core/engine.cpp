@@ -314,12 +314,13 @@ void Engine::finish_companion(WorkerState& worker, std::size_t index, std::excep
 
 void Engine::conclude(TaskCore* task, std::exception_ptr error) noexcept {
   uncount_pinned(task);
+  const std::uint32_t marks = aborted_.load(std::memory_order_acquire) ? TaskCore::kAfterAbortBit : 0;
   if (error) {
     task->error = std::move(error);
     task->ops = nullptr;  // its body is gone; no result to destroy later
-    set_final(task, TaskStatus::failed);
+    set_final(task, TaskStatus::failed, marks);
   } else {
-    set_final(task, TaskStatus::done);  // the result, if any, stays for the future (ops destroy it)
+    set_final(task, TaskStatus::done, marks);  // the result, if any, stays for the future (ops destroy it)
   }
   finish(task);
 }
@@ -408,6 +409,7 @@ bool Engine::wait_all(const std::chrono::steady_clock::time_point* deadline) {
 }
 
 void Engine::abort() {
+  aborted_.store(true, std::memory_order_release);
   aborting_.store(true, std::memory_order_release);
   for (const auto& driver : config.drivers) driver->abort();
 }

@@ -222,6 +222,7 @@ class Engine final : public DataContext {
   alignas(64) std::atomic<std::uint64_t> sequence_{0};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> aborting_{false};
+  std::atomic<bool> aborted_{false};  // abort(), not cancel_pending(): the work was given up
   static std::mutex& live_engines_mutex();
   static std::unordered_set<const Engine*>& live_engines();
   std::atomic<bool> stopped_{false};

@@ -22,6 +22,10 @@ TaskStatus status(const TaskCore* task) noexcept { return task->status(); }
 
 bool is_finished(const TaskCore* task) noexcept { return is_final(task->status()); }
 
+bool finished_after_abort(const TaskCore* task) noexcept {
+  return (task->state.load(std::memory_order_acquire) & TaskCore::kAfterAbortBit) != 0;
+}
+
 namespace {
 
 constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };

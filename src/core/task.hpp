@@ -115,6 +115,7 @@ class SuccessorLinks {
 struct TaskCore : ext::SchedTask {
   static constexpr std::uint32_t kStatusMask = 0xff;
   static constexpr std::uint32_t kWaitersBit = 0x100;
+  static constexpr std::uint32_t kAfterAbortBit = 0x200;  // reached its final state after Engine::abort
   static constexpr std::size_t kInlineStorage = 40;
   static constexpr std::size_t kInlineAccesses = 4;
   /// Successor links: bit 0 marks a CompletionCallback*; bit 1 a successor task that waits for

@@ -19,8 +19,9 @@ inline bool transition(TaskCore* task, TaskStatus from, TaskStatus to) noexcept 
   return true;
 }
 
-inline void set_final(TaskCore* task, TaskStatus to) noexcept {
-  std::uint32_t old = task->state.exchange(static_cast<std::uint32_t>(to), std::memory_order_acq_rel);
+/// `marks`: bits kept with the final status (kAfterAbortBit).
+inline void set_final(TaskCore* task, TaskStatus to, std::uint32_t marks = 0) noexcept {
+  std::uint32_t old = task->state.exchange(static_cast<std::uint32_t>(to) | marks, std::memory_order_acq_rel);
   if (old & TaskCore::kWaitersBit) futex_wake_all(task->state);
 }
 

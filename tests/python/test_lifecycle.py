@@ -478,6 +478,48 @@ print("AS_COMPLETED", len(list(cf.as_completed([finished] + queued, timeout=30))
     assert "Traceback" not in err and "leaked" not in err and "terminate" not in err, err
 
 
+def test_a_thread_task_left_running_by_shutdown_stays_cancelled_when_it_ends(tmp_path):
+    """shutdown(timeout) gives up on a thread task that is still running (it goes on, detached):
+    its future is cancelled from then on, consistently, before and after the task ends, and the
+    waiters and callbacks installed before the give-up are told at once."""
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import threading, time
+import concurrent.futures as cf
+import hetflow
+
+release = threading.Event()
+def slow():
+    release.wait(30)
+    return 2
+
+hetflow.init(ncpus=1, executor="thread")
+stuck = hetflow.submit(slow)
+called = []
+stuck.add_done_callback(lambda f: called.append(f.cancelled()))
+woken = []
+waiter = threading.Thread(target=lambda: woken.append(len(cf.wait([stuck], timeout=30)[0])))
+waiter.start()
+time.sleep(0.2)
+hetflow.shutdown(timeout=0.2)
+waiter.join(30)
+def outcome():
+    try:
+        return stuck.result(timeout=0)
+    except cf.CancelledError:
+        return "CancelledError"
+print("GIVEN UP", stuck.done(), stuck.cancelled(), stuck.running(), outcome(), woken, called)
+release.set()
+time.sleep(0.3)
+print("ENDED", stuck.done(), stuck.cancelled(), stuck.running(), outcome())
+""",
+    )
+    assert rc == 0, err
+    assert "GIVEN UP True True False CancelledError [1] [True]" in out, out
+    assert "ENDED True True False CancelledError" in out, out
+
+
 @pytest.mark.parametrize("executor", ["thread", "process"])
 def test_shutdown_cancel_futures_cancels_what_has_not_started(tmp_path, executor):
     rc, out, err = run_script(

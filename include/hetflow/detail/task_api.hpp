@@ -36,6 +36,9 @@ HETFLOW_API void retain(TaskCore* task) noexcept;
 HETFLOW_API void release(TaskCore* task) noexcept;
 [[nodiscard]] HETFLOW_API TaskStatus status(const TaskCore* task) noexcept;
 [[nodiscard]] HETFLOW_API bool is_finished(const TaskCore* task) noexcept;
+/// Whether the task ended after its runtime gave up on the work (Runtime::abort): it was still
+/// running then (the Python layer counts it as cancelled, whatever it gave later).
+[[nodiscard]] HETFLOW_API bool finished_after_abort(const TaskCore* task) noexcept;
 HETFLOW_API void wait(TaskCore* task);
 [[nodiscard]] HETFLOW_API bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline);
 /// Rethrows the task's failure (its own exception, a DependencyError or a CancelledError).

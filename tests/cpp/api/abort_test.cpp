@@ -28,6 +28,8 @@ TEST(Abort, TasksNotStartedAreCancelled) {
   Gate gate;
   Signal started;
   std::atomic<int> ran{0};
+  auto before = rt.submit([] { return 1; });
+  ASSERT_EQ(before.get(), 1);
   auto running = rt.submit(TaskOptions{.name = "running"}, [&] {
     started.raise();
     gate.wait();
@@ -42,6 +44,9 @@ TEST(Abort, TasksNotStartedAreCancelled) {
   rt.abort();
   gate.open();
   EXPECT_EQ(running.get(), 7);  // it had started: it finishes, and its result stands
+  // ... marked as having ended after the work was given up (the Python layer cancels it).
+  EXPECT_TRUE(hetflow::detail::finished_after_abort(running.core()));
+  EXPECT_FALSE(hetflow::detail::finished_after_abort(before.core()));
   try {
     (void)queued.get();
     ADD_FAILURE() << "a queued task ran after abort";
