@@ -337,14 +337,38 @@ void Engine::finish(TaskCore* task) noexcept {
 }
 
 void Engine::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept {
-  const TaskStatus outcome = task->status();
-  if (outcome != TaskStatus::done && task->ops != nullptr) {
+  if (task->status() != TaskStatus::done && task->ops != nullptr) {
     task->ops->destroy_body(task->storage());  // never ran
     task->ops = nullptr;
   }
+  tell_successors(task, newly_final);
+  uncount_pinned(task);  // if no outcome above did
+  if (!(task->flags & TaskCore::kManual)) {
+    if (outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+        all_done_waiters_.load(std::memory_order_seq_cst) > 0) {
+      all_done_epoch_.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake_all(all_done_epoch_);
+    }
+  }
+  release(task);
+}
+
+void Engine::cancel_queued(TaskCore* task) noexcept {
+  std::vector<TaskCore*> newly_final;
+  tell_successors(task, newly_final);
+  while (!newly_final.empty()) {
+    TaskCore* next = newly_final.back();
+    newly_final.pop_back();
+    finish_one(next, newly_final);
+  }
+}
+
+void Engine::tell_successors(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept {
+  const TaskStatus outcome = task->status();
   SuccessorLinks successors;
   {
     std::lock_guard guard(task->lock);
+    if (task->released) return;  // told already: a queued task cancelled (cancel_queued)
     task->released = true;
     successors = task->successors.take();
   }
@@ -378,16 +402,6 @@ void Engine::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noe
     }
   };
   successors.for_each(notify);
-
-  uncount_pinned(task);  // if no outcome above did
-  if (!(task->flags & TaskCore::kManual)) {
-    if (outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
-        all_done_waiters_.load(std::memory_order_seq_cst) > 0) {
-      all_done_epoch_.fetch_add(1, std::memory_order_seq_cst);
-      futex_wake_all(all_done_epoch_);
-    }
-  }
-  release(task);
 }
 
 bool Engine::wait_all(const std::chrono::steady_clock::time_point* deadline) {

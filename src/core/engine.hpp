@@ -82,6 +82,9 @@ class Engine final : public DataContext {
   void conclude(TaskCore* task, std::exception_ptr error) noexcept;
   /// The task's outcome is set: tell its dependents, count it done, drop the engine's reference.
   void finish(TaskCore* task) noexcept;
+  /// A task cancelled while queued: its dependents, callbacks and waiting acquisitions are told
+  /// now rather than when a worker takes it from the queue (which then finishes it).
+  void cancel_queued(TaskCore* task) noexcept;
 
   /// Submits a task that is never scheduled: once its dependencies are met it is "started", and
   /// it finishes when its owner calls complete_manual (acquisitions, gates). Not counted by wait_all.
@@ -192,6 +195,8 @@ class Engine final : public DataContext {
   }
   std::array<std::atomic<std::int64_t>, kArchCount> ready_for_{};
   void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
+  /// Once per task (the first caller): marks it released and notifies its successor links.
+  void tell_successors(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
   void complete_unregistration(TaskCore* token) noexcept;
 
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -129,8 +129,12 @@ void* result_storage(TaskCore* task) noexcept { return task->storage(); }
 bool only_reference(const TaskCore* task) noexcept { return task->refs.load(std::memory_order_acquire) == 1; }
 
 bool cancel(TaskCore* task) noexcept {
-  return transition(task, TaskStatus::pending, TaskStatus::cancelled) ||
-         transition(task, TaskStatus::ready, TaskStatus::cancelled);
+  // A pending task's dependents hear of it when its own dependencies end: told earlier, one
+  // that only waits for it for order could overtake a task it waits for through it.
+  if (transition(task, TaskStatus::pending, TaskStatus::cancelled)) return true;
+  if (!transition(task, TaskStatus::ready, TaskStatus::cancelled)) return false;
+  task->runtime->cancel_queued(task);
+  return true;
 }
 
 Runtime& owner(const TaskCore* task) {

@@ -452,10 +452,9 @@ TEST(Futures, CancelQueuedTask) {
   } catch (const CancelledError& e) {
     EXPECT_NE(std::string(e.what()).find("victim"), std::string::npos) << e.what();
   }
-  gate.open();
-  blocker.get();
+  // Told at once, while the worker is still busy: its dependents fail, and its data is free.
   for (FutureBase* f : std::initializer_list<FutureBase*>{&after, &reader}) {
-    f->wait();
+    ASSERT_TRUE(f->wait_for(std::chrono::seconds(30)));
     EXPECT_EQ(f->status(), TaskStatus::failed);
     try {
       std::rethrow_exception(f->error());
@@ -464,9 +463,17 @@ TEST(Futures, CancelQueuedTask) {
       EXPECT_THROW(std::rethrow_exception(e.root_cause()), CancelledError);
     }
   }
+  {
+    auto acquired = rt.acquire(handle, hetflow::AccessMode::RW);
+    *acquired.as<int>() = 5;
+  }
+  EXPECT_EQ(blocker.status(), TaskStatus::running);
+  gate.open();
+  blocker.get();
   EXPECT_FALSE(ran.load());
   rt.wait_all();
   EXPECT_EQ(victim.status(), TaskStatus::cancelled);
+  EXPECT_EQ(x, 5);
 }
 
 TEST(Futures, CancelPendingTask) {
