@@ -1041,6 +1041,8 @@ def _at_exit() -> None:
         return
     try:
         _shut_down_at_exit(runtime)
+    except KeyboardInterrupt:  # shutdown gave the work up; a traceback of this handler tells nothing more
+        print(f"hetflow: interrupted at exit (Ctrl-C): {runtime.abandoned_tasks} unfinished task(s) given up", file=sys.stderr)
     finally:
         with _current_lock:
             if _current is runtime:

@@ -638,6 +638,20 @@ finally:
     assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
 
 
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_ctrl_c_while_the_interpreter_waits_at_exit_gives_the_work_up_in_one_line(tmp_path, executor):
+    script = write_script(tmp_path, f"EXECUTOR = {executor!r}\n" + STUCK + '\nprint("READY", flush=True)\n')
+    with Child(tmp_path, [str(script)]) as child:
+        lines = child.readline_until("READY")
+        child.workers = _workers("\n".join(lines))
+        time.sleep(0.5)  # the interpreter waits at exit by now
+        os.kill(child.pid, signal.SIGINT)
+        rc, out, err = child.finish()
+    assert "hetflow: interrupted at exit (Ctrl-C): 6 unfinished task(s) given up" in err, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
+
+
 def test_ctrl_c_then_a_later_shutdown_does_not_hang(tmp_path):
     rc, out, err = run_script(
         tmp_path,
