@@ -499,12 +499,18 @@ def ones(shape: Any, dtype: Any = float, order: str = "C") -> Any:
     return array
 
 
-def array(data: Any, dtype: Any = None) -> Any:
-    """A copy of ``data`` (anything numpy.asarray takes) in shared memory (see ``hetflow.empty``)."""
+def array(data: Any, dtype: Any = None, order: str = "K") -> Any:
+    """A copy of ``data`` (anything numpy.asarray takes) in shared memory (see ``hetflow.empty``).
+    ``order``: "C", "F", or "K" (the default, as numpy.array): Fortran order for a source laid
+    out so, else C."""
     import numpy
 
+    if order not in ("K", "C", "F"):
+        raise ValueError(f"hetflow.array: order must be 'K', 'C' or 'F', not {order!r}")
     source = numpy.asarray(data, dtype=dtype)
-    copy = empty(source.shape, source.dtype)
+    if order == "K":
+        order = "F" if source.flags.f_contiguous and not source.flags.c_contiguous else "C"
+    copy = empty(source.shape, source.dtype, order)
     copy[...] = source
     return copy
 

@@ -153,6 +153,12 @@ def test_shared_allocation_functions():
     assert (hetflow.ones((2, 2), dtype=np.float32) == 1).all()
     copy = hetflow.array([[1, 2], [3, 4]])
     assert copy.tolist() == [[1, 2], [3, 4]]
+    fortran = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    assert hetflow.array(fortran).flags.f_contiguous and hetflow.array(fortran).tolist() == fortran.tolist()
+    assert hetflow.array(fortran, order="C").flags.c_contiguous
+    assert hetflow.array(np.arange(6.0).reshape(2, 3)).flags.c_contiguous
+    with pytest.raises(ValueError, match="order must be"):
+        hetflow.array([1], order="X")
     with pytest.raises(ValueError, match="bad shape"):
         hetflow.empty((-1, 2))
 
