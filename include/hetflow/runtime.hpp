@@ -169,7 +169,10 @@ class HETFLOW_API Runtime {
   DataHandle register_data(void* ptr, const DataLayout& layout, std::string name = {});
 
   /// Waits for the tasks submitted before that conflict with `mode`, brings the latest data to
-  /// the host, and holds later conflicting tasks back until the acquisition is released.
+  /// the host, and holds later conflicting tasks back until the acquisition is released. Throws
+  /// InvalidArgument rather than waiting for ever when the calling thread holds an acquisition
+  /// of the handle that this one would wait for (either one not R), or runs a task that uses it
+  /// (an acquisition counts as the thread's that made it, wherever it was moved since).
   [[nodiscard]] Acquisition acquire(const DataHandle& handle, AccessMode mode);
   /// The same without waiting: `ready` is called with the acquisition once the tasks submitted
   /// before that conflict with `mode` are done and the latest data are in host memory — on the

@@ -228,6 +228,19 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
                           " itself, so acquiring it would wait for that task; use the task's own access to it");
   }
 
+  {
+    // One this thread holds that the new one would wait for could never be released.
+    std::lock_guard guard(impl.dep_lock);
+    for (const auto& held : impl.acquisitions) {
+      const AccessMode held_mode = held.token->inline_accesses[0].mode;
+      if (held.holder == std::this_thread::get_id() && (held_mode != AccessMode::R || mode != AccessMode::R)) {
+        throw InvalidArgument("hetflow::Runtime::acquire: this thread holds an acquisition (" +
+                              std::string(access_mode_name(held_mode)) + ") of " + display_quoted(impl.name) +
+                              " that this one (" + std::string(access_mode_name(mode)) +
+                              ") would wait for; release it first");
+      }
+    }
+  }
   // Two references: the engine's (dropped when the acquisition is released, either way) and the
   // Acquisition object's, so that the record stays this acquisition's until the object is done.
   TaskCore* token = impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2);
@@ -238,7 +251,7 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
   {
     std::lock_guard guard(impl.dep_lock);
-    impl.acquisitions.push_back(token);
+    impl.acquisitions.push_back({token, std::this_thread::get_id()});
   }
   return Acquisition(this, token, data, std::move(failure));
 }
@@ -255,7 +268,7 @@ void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::funct
     void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
     {
       std::lock_guard guard(impl.dep_lock);
-      impl.acquisitions.push_back(token);
+      impl.acquisitions.push_back({token, {}});
     }
     try {
       ready(Acquisition(this, token, data, std::move(failure)));  // released unless `ready` keeps it
@@ -272,7 +285,8 @@ void Runtime::release_acquisition(TaskCore* token, std::exception_ptr error) noe
     bool held = false;
     {
       std::lock_guard guard(handle.dep_lock);
-      auto it = std::find(handle.acquisitions.begin(), handle.acquisitions.end(), token);
+      auto it = std::find_if(handle.acquisitions.begin(), handle.acquisitions.end(),
+                             [token](const auto& acquisition) { return acquisition.token == token; });
       if (it != handle.acquisitions.end()) {
         handle.acquisitions.erase(it);
         held = true;
@@ -290,7 +304,7 @@ void Runtime::release(const DataHandle& handle) {
   {
     std::lock_guard guard(impl->dep_lock);
     if (!impl->acquisitions.empty()) {
-      token = impl->acquisitions.back();
+      token = impl->acquisitions.back().token;
       impl->acquisitions.pop_back();
     }
   }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "data/data_context.hpp"
@@ -55,8 +56,12 @@ class HandleImpl {
   SpinLock dep_lock;
   TaskCore* last_writer = nullptr;
   std::vector<TaskCore*> readers;
-  std::size_t prune_readers_at = 64;    // readers' size at which finished ones are dropped next
-  std::vector<TaskCore*> acquisitions;  // held by the application, most recent last
+  std::size_t prune_readers_at = 64;  // readers' size at which finished ones are dropped next
+  struct HeldAcquisition {
+    TaskCore* token = nullptr;
+    std::thread::id holder{};  // the thread that acquired (none for acquire_then's)
+  };
+  std::vector<HeldAcquisition> acquisitions;  // held by the application, most recent last
 
   // Coherence (guarded by coherence_mutex). Replica 0 is the user's buffer in host RAM.
   std::mutex coherence_mutex;

@@ -198,6 +198,33 @@ TEST(Data, ReadAcquisitionHoldsBackWritersButNotReaders) {
   EXPECT_EQ(*rt.acquire(h, AccessMode::R).as<int>(), 8);
 }
 
+// An acquisition this thread holds that a new one would wait for could never be released:
+// refused, naming both; two reads share the data; another thread simply waits.
+TEST(Data, AcquiringWhatThisThreadHoldsInAConflictingModeIsRefused) {
+  Runtime rt;
+  int x = 4;
+  auto h = rt.register_variable(x, "x");
+  for (auto [held_mode, new_mode] : {std::pair{AccessMode::R, AccessMode::RW}, std::pair{AccessMode::RW, AccessMode::R},
+                                     std::pair{AccessMode::W, AccessMode::W}}) {
+    Acquisition held = rt.acquire(h, held_mode);
+    try {
+      (void)rt.acquire(h, new_mode);
+      ADD_FAILURE() << "expected InvalidArgument";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("this thread holds an acquisition"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("'x'"), std::string::npos) << e.what();
+    }
+  }
+  Acquisition first = rt.acquire(h, AccessMode::R);
+  EXPECT_EQ(*rt.acquire(h, AccessMode::R).as<int>(), 4);
+  std::thread other([&] { *rt.acquire(h, AccessMode::RW).as<int>() = 6; });  // waits for the release
+  std::this_thread::sleep_for(kHeldBack);
+  EXPECT_EQ(x, 4);
+  first.release();
+  other.join();
+  EXPECT_EQ(*rt.acquire(h, AccessMode::R).as<int>(), 6);
+}
+
 TEST(Data, AcquisitionMovesAndReleasesOnce) {
   Runtime rt;
   int x = 0;
