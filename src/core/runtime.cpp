@@ -2,6 +2,8 @@
 #include "hetflow/runtime.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <limits>
 #include <new>
 #include <string>
@@ -22,6 +24,14 @@ using detail::kNoBody;
 using detail::TaskCore;
 
 namespace {
+
+// A number for the calling thread, never given to another one (a std::thread::id is reused once
+// its thread has ended: a thread that acquired and ended must not be taken for a new one).
+std::uint64_t thread_number() noexcept {
+  static std::atomic<std::uint64_t> next{1};
+  thread_local const std::uint64_t mine = next.fetch_add(1, std::memory_order_relaxed);
+  return mine;
+}
 
 std::string display_quoted(const std::string& name) {
   return name.empty() ? std::string("(unnamed)") : "'" + name + "'";
@@ -233,7 +243,7 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
     std::lock_guard guard(impl.dep_lock);
     for (const auto& held : impl.acquisitions) {
       const AccessMode held_mode = held.token->inline_accesses[0].mode;
-      if (held.holder == std::this_thread::get_id() && (held_mode != AccessMode::R || mode != AccessMode::R)) {
+      if (held.holder == thread_number() && (held_mode != AccessMode::R || mode != AccessMode::R)) {
         throw InvalidArgument("hetflow::Runtime::acquire: this thread holds an acquisition (" +
                               std::string(access_mode_name(held_mode)) + ") of " + display_quoted(impl.name) +
                               " that this one (" + std::string(access_mode_name(mode)) +
@@ -251,7 +261,7 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
   {
     std::lock_guard guard(impl.dep_lock);
-    impl.acquisitions.push_back({token, std::this_thread::get_id()});
+    impl.acquisitions.push_back({token, thread_number()});
   }
   return Acquisition(this, token, data, std::move(failure));
 }
@@ -268,7 +278,7 @@ void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::funct
     void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
     {
       std::lock_guard guard(impl.dep_lock);
-      impl.acquisitions.push_back({token, {}});
+      impl.acquisitions.push_back({token, 0});
     }
     try {
       ready(Acquisition(this, token, data, std::move(failure)));  // released unless `ready` keeps it

@@ -7,7 +7,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "data/data_context.hpp"
@@ -59,7 +58,7 @@ class HandleImpl {
   std::size_t prune_readers_at = 64;  // readers' size at which finished ones are dropped next
   struct HeldAcquisition {
     TaskCore* token = nullptr;
-    std::thread::id holder{};  // the thread that acquired (none for acquire_then's)
+    std::uint64_t holder = 0;  // the thread that acquired (detail::thread_number), 0 for acquire_then's
   };
   std::vector<HeldAcquisition> acquisitions;  // held by the application, most recent last
 
