@@ -834,8 +834,15 @@ class Runtime:
         that continue it (a chain where each link submits the next); other threads may not."""
         return self._draining and self._generation == _fork_generation and self._engine.inside_task()
 
+    made_for = "hetflow"  # what made it, for messages: "hetflow.Executor" for an executor's own
+
     def _closed_message(self) -> str:
         if self._generation != _fork_generation:
+            if self.made_for != "hetflow":
+                return (
+                    f"hetflow: this {self.made_for} belongs to the parent process, from before this process was "
+                    f"forked; make a new {self.made_for} here"
+                )
             return (
                 "hetflow: this runtime belongs to the parent process, from before this process was forked; "
                 "hetflow calls here start a new one (hetflow.init() or first use)"

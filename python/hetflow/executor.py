@@ -72,6 +72,7 @@ class Executor(concurrent.futures.Executor):
             ncpus=ncpus, sched=sched, executor=kind, nprocs=nprocs, spin_us=spin_us, initializer=initializer,
             initargs=initargs, worker_environment=_worker_environment, initialize_here=kind == "thread",
         )
+        self._runtime.made_for = "hetflow.Executor"
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._shut_down = False

@@ -755,6 +755,33 @@ print("STATUS", status, inherited.result(timeout=30), flush=True)
     assert "STATUS 0 True" in out
 
 
+def test_an_executor_inherited_by_a_forked_child_says_to_make_a_new_one(tmp_path):
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import os
+import hetflow
+
+with hetflow.Executor(1, executor="thread") as executor:
+    print("PARENT", executor.submit(abs, -1).result(timeout=30), flush=True)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            executor.submit(abs, -2)
+        except RuntimeError as error:
+            print("CHILD", error, flush=True)
+        with hetflow.Executor(1, executor="thread") as mine:
+            print("OWN", mine.submit(abs, -3).result(timeout=30), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+""",
+    )
+    assert rc == 0, err
+    assert "PARENT 1" in out and "OWN 3" in out, out + err
+    assert "CHILD hetflow: this hetflow.Executor belongs to the parent process" in out, out
+    assert "make a new hetflow.Executor here" in out, out
+
+
 def test_multiprocessing_fork_children_run_tasks(tmp_path):
     rc, out, err = run_script(
         tmp_path,
