@@ -103,11 +103,8 @@ def _detached(exception: BaseException) -> BaseException:
     frames (and all they reference) would then be kept alive from C++, out of the garbage
     collector's sight.
     """
-    try:
-        clone = copy.copy(exception)
-    except Exception:
-        clone = None
-    if clone is None or type(clone) is not type(exception):
+    clone = _copied(exception)
+    if clone is None:
         return exception
     text = getattr(exception, _TRACEBACK_ATTRIBUTE, None)
     if text is not None:
@@ -117,6 +114,26 @@ def _detached(exception: BaseException) -> BaseException:
         clone.__context__ = exception.__context__
         clone.__suppress_context__ = exception.__suppress_context__
     return clone
+
+
+def _copied(exception: BaseException) -> Optional[BaseException]:
+    """A shallow copy of ``exception``; for a type whose ``__init__`` cannot be called again with
+    its ``args`` (extra required parameters), made without it. None if neither works."""
+    kind = type(exception)
+    try:
+        clone = copy.copy(exception)
+        if type(clone) is kind:
+            return clone
+    except Exception:
+        pass
+    try:
+        clone = kind.__new__(kind, *exception.args)
+        clone.args = exception.args
+        if hasattr(exception, "__dict__"):
+            clone.__dict__.update(exception.__dict__)
+        return clone
+    except Exception:
+        return None
 
 
 def exception_from_outcome(outcome: tuple) -> BaseException:

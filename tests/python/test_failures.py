@@ -3,10 +3,12 @@ and Ctrl-C."""
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import sys
 import time
+import weakref
 
 import pytest
 
@@ -111,6 +113,29 @@ def test_an_exception_that_cannot_be_rebuilt_still_reports_its_type_and_message(
     text = str(info.value)
     assert "NeedsTwoArguments" in text and "one" in text
     assert "raise_needs_two" in str(info.value.__cause__)
+
+
+class Bulky:
+    """Something a caller's frame holds, to see whether a raised error keeps that frame alive."""
+
+
+def test_a_thread_tasks_exception_that_cannot_be_copied_keeps_no_caller_frame_alive():
+    """The engine holds the task's exception; raising that object itself would add the caller's
+    frames to it, kept alive from C++. An exception whose __init__ takes more than its args is
+    copied without calling __init__."""
+
+    def wait_in_a_frame():
+        bulky = Bulky()
+        future = submit_on("thread")(raise_needs_two)
+        try:
+            future.result(timeout=30)
+        except NeedsTwoArguments as error:
+            assert error.args == ("one",)
+        return weakref.ref(bulky)
+
+    held = wait_in_a_frame()
+    gc.collect()
+    assert held() is None
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
