@@ -21,7 +21,7 @@ from typing import Any, Dict, Hashable, List
 
 from hetflow import _runtime
 from hetflow._errors import CancelledError, DependencyError
-from hetflow._future import Future
+from hetflow._future import Future, wait_failing_fast
 from hetflow._submit import TaskOptions
 
 __all__ = ["get"]
@@ -55,6 +55,8 @@ def get(dsk: Any, keys: Any, executor: str = "thread", priority: int = 0, **kwar
     values: Dict[Hashable, Any] = {}
     try:
         _submit_graph(graph, wanted, options, values)
+        # A failure reaches the wanted keys through their dependencies at once.
+        wait_failing_fast([values[key] for key in wanted if isinstance(values[key], Future)], _result)
         return _nested(keys, {key: _result(values[key]) for key in wanted})
     except BaseException:
         for value in values.values():

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Se
 
 import hetflow
 from hetflow import _runtime
-from hetflow._future import Future
+from hetflow._future import Future, wait_failing_fast
 from hetflow._serialize import is_array
 
 
@@ -233,6 +233,7 @@ class Parallel:
     def _wait(self, futures: List[Future]) -> List[Any]:
         if self.progress:
             _show_progress(futures)
+        wait_failing_fast(futures)
         return [future.result() for future in futures]
 
     def _as_future(self, futures: List[Future]) -> Any:

@@ -107,6 +107,30 @@ def test_a_failing_task_raises_its_own_error_and_its_dependents_do_not_run():
     assert good.compute(scheduler=hetflow.dask.get) == 6
 
 
+def test_a_failure_is_raised_at_once_without_waiting_for_the_other_keys():
+    hetflow.init(ncpus=2, executor="thread")
+    release = threading.Event()
+    ran = []
+
+    def slow_step(x):
+        ran.append(x)
+        release.wait(timeout=10)  # bounds a broken run
+        return x + 1
+
+    def fail():
+        raise Boom("failed at once")
+
+    chain = dask.delayed(slow_step)(0)
+    for step in range(1, 4):
+        chain = dask.delayed(slow_step)(chain)
+    try:
+        with pytest.raises(Boom, match="failed at once"):
+            dask.compute(chain, dask.delayed(fail)(), scheduler=hetflow.dask.get)
+        assert len(ran) <= 1  # raised while the first step still waited
+    finally:
+        release.set()
+
+
 def test_bad_arguments_say_what_is_accepted():
     from dask._task_spec import Task, TaskRef
 

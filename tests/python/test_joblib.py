@@ -539,6 +539,25 @@ def test_loops_in_two_threads_at_once(joblib):
     assert results == [[i * i for i in range(30)], [(100 + i) ** 2 for i in range(30)]]
 
 
+def test_hetflow_joblib_raises_a_failure_without_waiting_for_the_calls_before_it():
+    import threading
+
+    release = threading.Event()
+
+    def call(i):
+        if i == 1:
+            raise ValueError("call 1 failed")
+        release.wait(timeout=10)  # bounds a broken run
+        return i
+
+    try:
+        with pytest.raises(ValueError, match="call 1 failed"):
+            hj.Parallel(n_jobs=2, executor="thread")(hj.delayed(call)(i) for i in range(2))
+        assert not release.is_set()
+    finally:
+        release.set()
+
+
 def test_progress_line_for_hetflow_joblib_parallel(capsys):
     assert hj.Parallel(n_jobs=2, progress=True)(hj.delayed(square)(i) for i in range(6)) == [0, 1, 4, 9, 16, 25]
     assert "hetflow: 2/2 tasks done" in capsys.readouterr().err
