@@ -18,6 +18,7 @@ import io
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 import time
@@ -249,7 +250,10 @@ class Worker:
                 return 0
             if kind != P.RUN or len(parts) < P.RUN_DEPS or len(parts[P.RUN_TASK_ID]) != 8:
                 raise P.ProtocolError(f"hetflow worker: unexpected message: kind {kind} with {len(parts)} parts")
+            started = time.perf_counter()
             reply_kind, reply = self.run(parts)
+            if reply_kind == P.RESULT:  # the host's performance models learn the time spent here
+                reply.append(struct.pack("<d", time.perf_counter() - started))
             if os.getpid() != self.pid:  # forked where run() does not look (a __reduce__, say)
                 _end_forked_child(None if reply_kind == P.RESULT else RuntimeError("the task failed"))
             del parts  # let a task's inputs go before waiting for the next one

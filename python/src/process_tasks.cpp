@@ -114,9 +114,16 @@ std::string locate_arrays(const std::vector<ArrayArgument>& arrays, std::vector<
 }
 
 // The task's result from the child's reply (arrays written are copied back), or its error.
+// `worker_seconds`, if given, gets the time the child reported it spent on the task (0 if none).
 TaskResult take_reply(ProcessChannel& channel, const ProcessCall& call, const std::vector<Segment>& copies,
-                      ProcessMessage reply) {
+                      ProcessMessage reply, double* worker_seconds = nullptr) {
   if (reply.kind == message::kResult && reply.parts.size() >= 2) {
+    if (worker_seconds != nullptr) {
+      *worker_seconds = 0;
+      if (reply.parts.size() >= 3 && reply.parts[2].size() == sizeof(double)) {
+        std::memcpy(worker_seconds, reply.parts[2].data(), sizeof(double));
+      }
+    }
     for (std::size_t i = 0; i < call.arrays.size(); ++i) {
       if (copies[i].base != nullptr && call.arrays[i].writes) {
         copy_elements(reinterpret_cast<std::byte*>(call.arrays[i].address), copies[i].base, call.arrays[i]);
@@ -230,11 +237,15 @@ TaskResult ProcessTaskHost::run_batch(TaskContext& context, ProcessCall& lead) {
     Item& item = items[next_reply];
     try {
       ProcessMessage reply = channel->receive();
-      TaskResult result = take_reply(*channel, *item.call, item.copies, std::move(reply));
+      double worker_seconds = 0;
+      TaskResult result = take_reply(*channel, *item.call, item.copies, std::move(reply), &worker_seconds);
       const auto now = std::chrono::steady_clock::now();
-      const std::chrono::duration<double> took = now - std::max(item.sent_at, previous_reply);
-      item.call->function->measured(took.count());
-      if (item.call->model) item.call->model->record(Arch::process, item.call->size, took.count());
+      // The child's own time: replies read late would make the host's guess too long for one
+      // task and too short for the next.
+      const std::chrono::duration<double> guessed = now - std::max(item.sent_at, previous_reply);
+      const double took = worker_seconds > 0 ? worker_seconds : guessed.count();
+      item.call->function->measured(took);
+      if (item.call->model) item.call->model->record(Arch::process, item.call->size, took);
       previous_reply = now;
       settle(item, std::move(result), nullptr);
     } catch (const WorkerCrashedError&) {

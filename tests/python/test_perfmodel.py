@@ -243,3 +243,30 @@ def test_cli_damaged_file(home):
     assert f"{directory / 'junk.model'}:1" in shown.stderr
     plotted = cli(home, "perfmodel", "plot", "junk")
     assert plotted.returncode == 1 and "no measurements" in plotted.stderr
+
+
+def busy(seconds):
+    import time
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        pass
+    return seconds
+
+
+def test_process_tasks_sent_in_batches_record_the_time_each_took(home):
+    """A worker process runs several tasks back to back: each records the time the worker spent
+    on it, never less than its own busy loop (the host's reading of the replies does not split
+    the time between them)."""
+    import hetflow
+
+    hetflow.init(ncpus=2, nprocs=2, executor="process")
+    try:
+        submit = hetflow.task_submit.options(perfmodel="busy_loop", size=1)
+        for _ in range(4):
+            assert [f.result(timeout=60) for f in [submit(busy, 0.005) for _ in range(8)]] == [0.005] * 8
+    finally:
+        hetflow.shutdown()
+    entry = perfmodel.entries("busy_loop")[0]
+    assert entry["count"] == 32
+    assert entry["min"] >= 0.005, entry
