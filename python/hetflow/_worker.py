@@ -14,6 +14,8 @@ Inside a task::
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import io
 import os
 import pickle
@@ -113,6 +115,36 @@ def _run_initializer() -> Optional[BaseException]:
     if os.getpid() != pid:
         _end_forked_child(None)
     return None
+
+
+class _JoblibWatcher(importlib.abc.MetaPathFinder):
+    """Registers hetflow's joblib backend when a task first imports joblib, so that it may ask
+    for ``backend="hetflow"`` as the host does (without importing joblib in every worker)."""
+
+    def __init__(self) -> None:
+        self.looking = False
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "joblib" or self.looking:
+            return None
+        self.looking = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.looking = False
+        loader = getattr(spec, "loader", None) if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run_module = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run_module(module)
+            from hetflow import joblib as hetflow_joblib
+
+            hetflow_joblib.register()
+
+        loader.exec_module = exec_module  # this import's loader only
+        return spec
 
 
 def _end_forked_child(exc: Optional[BaseException]) -> NoReturn:
@@ -395,6 +427,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for fd in (read_fd, write_fd):
         os.set_inheritable(fd, False)  # a task's own subprocesses must not hold our pipes open
     _watch_host_pipe(read_fd)
+    if "joblib" not in sys.modules:
+        sys.meta_path.insert(0, _JoblibWatcher())
     _forget_pipes_after_fork(read_fd, write_fd)
     _adopt_host_sys_path()
     _adopt_host_authkey()

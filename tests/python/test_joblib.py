@@ -539,6 +539,20 @@ def test_loops_in_two_threads_at_once(joblib):
     assert results == [[i * i for i in range(30)], [(100 + i) ** 2 for i in range(30)]]
 
 
+def inner_parallel_sum(n):
+    from joblib import Parallel, delayed  # imported by the task itself, in the worker
+
+    return sum(Parallel(n_jobs=2, backend="hetflow")(delayed(abs)(-i) for i in range(n)))
+
+
+def test_a_process_task_may_ask_joblib_for_the_hetflow_backend():
+    hetflow.joblib.register()
+    hetflow.init(ncpus=2, executor="process")
+    assert hetflow.submit(inner_parallel_sum, 10).result(timeout=60) == 45
+    with hetflow.Executor(2) as executor:
+        assert executor.submit(inner_parallel_sum, 20).result(timeout=60) == 190
+
+
 def test_hetflow_joblib_raises_a_failure_without_waiting_for_the_calls_before_it():
     import threading
 
