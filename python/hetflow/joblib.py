@@ -125,6 +125,9 @@ def _split_arguments(call: DelayedCall, blocks: int) -> List[Tuple[tuple, Dict[s
 
 
 def _cuts(length: int, blocks: int) -> List[slice]:
+    """The blocks' slices; one empty block for nothing to cut (the function still runs once)."""
+    if length == 0:
+        return [slice(0, 0)]
     indices = list(range(length))
     return [slice(run[0], run[-1] + 1) for run in partition(indices, blocks) if len(run)]
 

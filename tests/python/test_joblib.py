@@ -539,6 +539,17 @@ def test_loops_in_two_threads_at_once(joblib):
     assert results == [[i * i for i in range(30)], [(100 + i) ** 2 for i in range(30)]]
 
 
+def double(x):
+    return x * 2
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3)])
+def test_an_empty_array_given_to_a_cut_call_runs_it_once(shape):
+    hetflow.init(ncpus=2, executor="thread")
+    result = hj.Parallel(n_jobs=2)(hj.delayed(double)(np.zeros(shape)))
+    assert isinstance(result, np.ndarray) and result.shape == shape
+
+
 def inner_parallel_sum(n):
     from joblib import Parallel, delayed  # imported by the task itself, in the worker
 
