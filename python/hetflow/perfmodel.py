@@ -15,6 +15,7 @@ measurements reach the disk with ``save_all()`` (the runtime also saves at shutd
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -55,7 +56,11 @@ def list_models() -> List[str]:
 
 def record(symbol: str, arch: str, size: int, seconds: float) -> None:
     """Records one measured run of ``symbol`` on ``arch`` for data of ``size`` (e.g. bytes)."""
-    _engine().perfmodel_record(symbol, arch, size, seconds)
+    if type(size) is bool or not isinstance(size, numbers.Integral) or not 0 <= size < 2**64:
+        raise ValueError(f"hetflow.perfmodel.record: size must be a whole number from 0 to 2**64 - 1, not {size!r}")
+    if type(seconds) is bool or not isinstance(seconds, numbers.Real) or not 0 <= seconds < math.inf:
+        raise ValueError(f"hetflow.perfmodel.record: seconds must be a finite number >= 0, not {seconds!r}")
+    _engine().perfmodel_record(symbol, arch, int(size), float(seconds))
 
 
 def entries(symbol: str) -> List[Entry]:
@@ -200,8 +205,8 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
     rows = [row for row in entries(perfmodel) if row["size"] > 0 and row["max"] > 0]
     if not rows:
         raise ValueError(
-            f"performance model {perfmodel!r} has no measurements with a size above 0 to plot "
-            f"(looked in {directory()})"
+            f"performance model {perfmodel!r} has no measurements with a size and a time above 0 to plot "
+            f"(on log axes; looked in {directory()})"
         )
     if path is None:
         path = os.path.join(directory(), f"{perfmodel}.png")

@@ -119,6 +119,13 @@ def test_bad_arguments(home):
             _hetflow.perfmodel_record(symbol, "cpu", 1, 1.0)
     with pytest.raises(TypeError):
         _hetflow.perfmodel_record("ok", "cpu", -1, 1.0)
+    for size in (-1, 1.5, True, 2**64):
+        with pytest.raises(ValueError, match="size must be a whole number"):
+            perfmodel.record("ok", "cpu", size, 1.0)
+    for seconds in (-0.1, float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="seconds must be a finite number"):
+            perfmodel.record("ok", "cpu", 1, seconds)
+    assert perfmodel.entries("ok") == []  # nothing half-recorded
 
 
 def test_save_and_reload(home):
