@@ -186,7 +186,9 @@ class Future(concurrent.futures.Future):
         return asyncio.wrap_future(self).__await__()
 
     def __repr__(self) -> str:
-        return f"<hetflow.Future '{self._name}' {self._status()}>"
+        status = self._status()
+        # "ready" (its dependencies met) reads as "its result is ready"
+        return f"<hetflow.Future '{self._name}' {'queued' if status == 'ready' else status}>"
 
     def __reduce__(self) -> Any:
         # Inside a task's arguments, a placeholder the worker fills with the value; elsewhere, an

@@ -233,6 +233,17 @@ def test_dependents_of_a_cancelled_task_fail_with_dependency_error(gate):
     assert all(h.result(timeout=30) is None for h in holders)
 
 
+def test_repr_says_what_became_of_the_task(gate):
+    holders = [hetflow.submit(gate.hold) for _ in range(2)]
+    gate.wait_started(2)
+    queued = hetflow.task_submit.options(name="later")(add, 1, 1)
+    assert repr(queued) == "<hetflow.Future 'later' queued>"
+    assert repr(holders[0]).endswith(" running>")
+    gate.release.set()
+    assert queued.result(timeout=30) == 2
+    assert repr(queued) == "<hetflow.Future 'later' done>"
+
+
 def test_cancelled_future_callbacks_run(gate):
     holders = [hetflow.submit(gate.hold) for _ in range(2)]
     gate.wait_started(2)
