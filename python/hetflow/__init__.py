@@ -21,6 +21,7 @@ from hetflow._data import Acquired, array, empty, ones, zeros
 from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
 from hetflow._future import Future
 from hetflow._kernel import allreduce, barrier, bcast, recv, reduce, send
+from hetflow._serialize import RemoteTaskError
 from hetflow.offload import (
     OffloadHandle,
     coreid,
@@ -71,6 +72,7 @@ __all__ = [
     "Codelet",
     "DelayedFunction",
     "DependencyError",
+    "RemoteTaskError",
     "Executor",
     "Future",
     "HetflowError",
