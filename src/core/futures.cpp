@@ -30,9 +30,6 @@ namespace {
 
 constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
 
-// A worker that waits runs other tasks meanwhile, so that waiting inside tasks cannot starve
-// the runtime of workers: the task waited for may be queued behind the waiting one. With a
-// deadline, it stops taking tasks once the deadline has passed (a task it took may overrun it).
 // Tasks looked at, at most, to tell whether a wait inside a task would never end.
 constexpr std::size_t kDeadlockSearchBudget = 10000;
 
@@ -50,6 +47,9 @@ void refuse_wait_for_successor(const WorkerState& worker, TaskCore* awaited) {
   }
 }
 
+// A worker that waits runs other tasks meanwhile, so that waiting inside tasks cannot starve
+// the runtime of workers: the task waited for may be queued behind the waiting one. With a
+// deadline, it stops taking tasks once the deadline has passed (a task it took may overrun it).
 template <class Reached>
 bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
   WorkerState* worker = current_worker();
