@@ -413,8 +413,9 @@ def test_a_callback_that_raises_system_exit_does_not_stop_the_others(caplog):
 
     later = threading.Event()
     with caplog.at_level(logging.ERROR, logger="hetflow"):
-        hetflow.submit(add, 1, 1).add_done_callback(leave)
-        hetflow.submit(add, 2, 2).add_done_callback(lambda _: later.set())
+        future = hetflow.submit(add, 1, 1)
+        future.add_done_callback(leave)  # a future's callbacks run in order, after this one's log
+        future.add_done_callback(lambda _: later.set())
         assert later.wait(30), "callbacks stopped after one raised SystemExit"
         done, _ = cf.wait([hetflow.submit(add, 3, 3)], timeout=30)
     assert len(done) == 1
