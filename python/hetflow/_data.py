@@ -31,6 +31,8 @@ def _root(array: Any) -> Any:
 _EMPTY_STAND_IN = ctypes.create_string_buffer(8)
 _EMPTY_STAND_IN_ADDRESS = ctypes.addressof(_EMPTY_STAND_IN)
 
+# Roots whose buffers start below a new array's that _root_holding looks at for one holding it.
+_NESTED_ROOTS_LOOKED_AT = 16
 # Deciding whether two views share an element is exact for slices, steps and tiles well within
 # this effort; a pair it cannot decide counts as overlapping (ordered, never a race).
 _OVERLAP_EFFORT = 1000
@@ -199,11 +201,16 @@ class HandleRegistry:
         """A live root whose buffer holds the bytes from ``low`` to ``high``: an array over its
         memory that numpy cannot follow back to it (``np.ctypeslib.as_array`` of its address,
         say) is a view of it. Called with the lock held."""
-        index = bisect.bisect_right(self._span_lows, low) - 1
-        if index < 0 or high <= low:
+        if high <= low:
             return None
-        end, root = self._span_roots[index]
-        return root if high <= end and root.ref() is not None else None
+        # Roots' buffers seldom nest (a small one met before a large one around it): the few
+        # starting just below are looked at.
+        first = bisect.bisect_right(self._span_lows, low) - 1
+        for index in range(first, max(first - _NESTED_ROOTS_LOOKED_AT, -1), -1):
+            end, root = self._span_roots[index]
+            if high <= end and root.ref() is not None:
+                return root
+        return None
 
     def _add(self, root: _Root, array: Any, key: tuple, first: int, register: Any = None) -> View:
         import numpy

@@ -44,6 +44,10 @@ class _HelpingEvent(threading.Event):
         if replaced.is_set():
             self.set()
         self.futures: list = []  # weak references to the hetflow futures waited for
+        # Those that cannot end before the waiting task does: id -> the refusal (fixed once known:
+        # a task's dependencies are set when it is submitted)
+        self._never: dict = {}
+        self._checked: set = set()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -52,11 +56,27 @@ class _HelpingEvent(threading.Event):
             if remaining <= 0:
                 break
             unfinished = [f for f in (ref() for ref in self.futures) if f is not None and not f._task.done()]
-            if unfinished:
-                unfinished[0]._task.wait(remaining)
-            else:  # the rest are other kinds of futures, or the event is about to be set
+            helpable = [f for f in unfinished if self._may_end(f)]
+            if helpable:
+                helpable[0]._task.wait(remaining)
+            elif unfinished and deadline is None:
+                # Nothing here can end: a wait for all of them, or for the first, would never end.
+                # (Another kind of future among those waited for could end a FIRST_COMPLETED
+                # wait; give such a wait a timeout.)
+                raise self._never[id(unfinished[0])]
+            else:  # other kinds of futures, the deadline, or the event about to be set
                 super().wait(remaining)
         return self.is_set()
+
+    def _may_end(self, future: "Future") -> bool:
+        key = id(future)
+        if key not in self._checked:
+            self._checked.add(key)
+            try:
+                future._task.check_wait_can_end()
+            except RuntimeError as refusal:
+                self._never[key] = refusal
+        return key not in self._never
 
 
 class _Waiters(list):
@@ -255,9 +275,16 @@ class Future(concurrent.futures.Future):
         status: str = self._task.status()
         if status in ("pending", "ready", "running") and self._runtime.abandoned():
             return "cancelled"
-        if status == "done" and self._task.finished_after_abort():
+        if status in ("done", "failed") and self._abandoned_when_it_ended():
             return "cancelled"
         return status
+
+    def _abandoned_when_it_ended(self) -> bool:
+        """Ended after shutdown gave up on it, detached: cancelled whatever it gave, unless its
+        worker process was ended (WorkerCrashedError, as the give-up says)."""
+        return self._task.finished_after_abort() and (
+            self._task.status() == "done" or self._task.outcome()[0] != "crashed"
+        )
 
     def _wait(self, timeout: Optional[float]) -> None:
         if self._task.done():
@@ -276,7 +303,7 @@ class Future(concurrent.futures.Future):
         self._runtime.saw_tasks_end()
         if self._value is not _UNSET or self._error is not None:
             return
-        if self._task.finished_after_abort() and self._task.status() == "done":  # detached, given up
+        if self._abandoned_when_it_ended():
             self._error = CancelledError(f"task '{self._name}' did not finish: {self._runtime.gave_up}")
             return
         outcome = self._task.outcome()
@@ -355,6 +382,9 @@ def wait_failing_fast(futures: "list[Future]", raise_failure: Callable[["Future"
 
     The futures are waited for in order; while one is unfinished, those after it are looked at
     now and then for a failure, at most a twentieth of the time."""
+    for future in futures:
+        if not future.done():
+            future._task.check_wait_can_end()  # inside a task: waited for in slices, never refused
     for index, future in enumerate(futures):
         pause = _FAIL_FAST_PAUSE_S
         while not future.done():

@@ -92,6 +92,10 @@ class TaskRef {
   void set_rank(std::optional<int> rank) noexcept { rank_ = rank; }
 
   [[nodiscard]] bool done() const { return !base_.valid() || base_.ready(); }
+  /// Raises RuntimeError inside a task that this one waits for (see detail::check_wait_can_end).
+  void check_wait_can_end() const {
+    if (base_.valid()) hetflow::detail::check_wait_can_end(base_.core());
+  }
   /// Finished only after its runtime gave up on the work (see detail::finished_after_abort).
   [[nodiscard]] bool finished_after_abort() const {
     return base_.valid() && hetflow::detail::finished_after_abort(base_.core());
@@ -110,6 +114,8 @@ class TaskRef {
   }
   bool wait(std::optional<double> timeout) const {
     if (done()) return true;
+    // Waited for in slices (for Ctrl-C), each with a deadline, which the engine never refuses.
+    if (!timeout) check_wait_can_end();
     return interruptible_wait(timeout, [this](auto until) { return base_.wait_until(until); });
   }
   bool cancel() { return base_.valid() && base_.cancel(); }
@@ -631,6 +637,7 @@ NB_MODULE(_hetflow, m) {
       .def("rank", &TaskRef::rank)
       .def("status", &TaskRef::status)
       .def("finished_after_abort", &TaskRef::finished_after_abort)
+      .def("check_wait_can_end", &TaskRef::check_wait_can_end)
       .def("wait", &TaskRef::wait, "timeout"_a = nb::none())
       .def("cancel", &TaskRef::cancel)
       .def("name", &TaskRef::name)

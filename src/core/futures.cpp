@@ -31,7 +31,7 @@ namespace {
 constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
 
 // Tasks looked at, at most, to tell whether a wait inside a task would never end.
-constexpr std::size_t kDeadlockSearchBudget = 10000;
+constexpr std::size_t kDeadlockSearchBudget = 2000;
 
 // A task that waits for a task that waits for it (reads what it writes, say) would wait for
 // ever: refused, with what would have hung.
@@ -50,11 +50,12 @@ void refuse_wait_for_successor(const WorkerState& worker, TaskCore* awaited) {
 // A worker that waits runs other tasks meanwhile, so that waiting inside tasks cannot starve
 // the runtime of workers: the task waited for may be queued behind the waiting one. With a
 // deadline, it stops taking tasks once the deadline has passed (a task it took may overrun it).
+// A wait with a deadline is not refused: it cannot hang, and it ends as it says (false).
 template <class Reached>
 bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
   WorkerState* worker = current_worker();
   if (worker == nullptr || worker->runtime != task->runtime) return false;
-  if (!reached(task->status())) refuse_wait_for_successor(*worker, task);
+  if (deadline == nullptr && !reached(task->status())) refuse_wait_for_successor(*worker, task);
   if (deadline == nullptr) {
     help_while(*task->runtime, *worker, [&] { return reached(task->status()); });
   } else {
@@ -65,6 +66,12 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
 }
 
 }  // namespace
+
+void check_wait_can_end(TaskCore* task) {
+  WorkerState* worker = current_worker();
+  if (worker == nullptr || worker->runtime != task->runtime || is_final(task->status())) return;
+  refuse_wait_for_successor(*worker, task);
+}
 
 void wait(TaskCore* task) {
   if (is_final(task->status())) return;

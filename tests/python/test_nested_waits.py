@@ -121,7 +121,7 @@ def test_a_wait_inside_a_task_with_a_timeout_still_expires_in_concurrent_futures
     assert hetflow.wait_for_all(timeout=PATIENCE)
 
 
-@pytest.mark.parametrize("way", WAYS_TO_WAIT)
+@pytest.mark.parametrize("way", [way for way in WAYS_TO_WAIT if not way.endswith("-timeout")])
 @pytest.mark.parametrize("ncpus", [1, 2])
 def test_waiting_for_a_child_that_needs_the_parents_data_is_refused(way, ncpus):
     """The child reads what the parent writes, so it cannot start before the parent ends: the
@@ -150,3 +150,43 @@ def test_waiting_for_a_child_that_needs_the_parents_data_is_refused(way, ncpus):
         hetflow.task_submit(parent, hetflow.RW(data), False).result(timeout=PATIENCE)
     with pytest.raises(hetflow.DependencyError, match="'parent' failed"):
         children[-1].result(timeout=PATIENCE)
+
+
+TIMED_WAYS = {
+    "result": (lambda f: f.result(timeout=0.1), TimeoutError),
+    "cf.wait": (lambda f: concurrent.futures.wait([f], timeout=0.1)[0], None),
+    "cf.as_completed": (lambda f: list(concurrent.futures.as_completed([f], timeout=0.1)), TimeoutError),
+}
+
+
+@pytest.mark.parametrize("way", TIMED_WAYS)
+def test_a_timed_wait_for_a_child_that_needs_the_parents_data_times_out(way):
+    """With a timeout, the same wait cannot hang: it ends as it says, at the timeout."""
+    hetflow.init(ncpus=2, executor="thread")
+    data = np.zeros(4)
+    children = []
+    wait, raises = TIMED_WAYS[way]
+
+    def parent(x):
+        x[:] = 1
+        children.append(hetflow.task_submit(lambda y: float(y.sum()), hetflow.R(x)))
+        try:
+            return len(wait(children[0]))
+        except TimeoutError:
+            return "timed out"
+
+    assert hetflow.task_submit(parent, hetflow.RW(data)).result(timeout=PATIENCE) == ("timed out" if raises else 0)
+    assert children[0].result(timeout=PATIENCE) == 4.0
+
+
+def test_first_completed_inside_a_task_returns_the_future_that_can_end():
+    hetflow.init(ncpus=2, executor="thread")
+    data = np.zeros(4)
+
+    def parent(x):
+        stuck = hetflow.task_submit(lambda y: float(y.sum()), hetflow.R(x))  # needs this task's x
+        free = hetflow.task_submit(lambda: "free")
+        done, _ = concurrent.futures.wait([stuck, free], return_when=concurrent.futures.FIRST_COMPLETED)
+        return [f.result() for f in done]
+
+    assert hetflow.task_submit(parent, hetflow.RW(data)).result(timeout=PATIENCE) == ["free"]

@@ -40,6 +40,9 @@ HETFLOW_API void release(TaskCore* task) noexcept;
 /// running then (the Python layer counts it as cancelled, whatever it gave later).
 [[nodiscard]] HETFLOW_API bool finished_after_abort(const TaskCore* task) noexcept;
 HETFLOW_API void wait(TaskCore* task);
+/// Throws hetflow::Error if the calling thread runs a task of `task`'s runtime that `task` waits
+/// for (directly or through other tasks): waiting for it without a deadline would never end.
+HETFLOW_API void check_wait_can_end(TaskCore* task);
 [[nodiscard]] HETFLOW_API bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline);
 /// Rethrows the task's failure (its own exception, a DependencyError or a CancelledError).
 HETFLOW_API void rethrow_if_failed(const TaskCore* task);
