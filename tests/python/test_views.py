@@ -138,6 +138,23 @@ def test_acquire_of_a_view_made_through_another_object_waits_for_the_writer(kind
         assert (seen == 7).all()
 
 
+def test_an_array_inside_a_root_around_a_smaller_root_is_ordered_with_the_outer_one():
+    hetflow.init(ncpus=2, executor="thread")
+    buffer = bytearray(800)
+    small = np.frombuffer(memoryview(buffer)[80:160], dtype=np.int64)  # a root met first
+    hetflow.task_submit(fill, hetflow.W(small), 1).result(timeout=30)
+    whole = np.frombuffer(buffer, dtype=np.int64)  # a root around it
+    inner = np.frombuffer(memoryview(buffer)[400:480], dtype=np.int64)  # inside whole, not small
+    expected = np.zeros(100, dtype=np.int64)
+    expected[10:20] = 1  # what the task on small wrote
+    for digit in range(1, 5):
+        for target, replayed in ((whole, expected), (inner, expected[50:60])):
+            hetflow.task_submit(append_digit, hetflow.RW(target), digit)
+            append_digit(replayed, digit)
+    hetflow.wait_for_all()
+    assert (whole == expected).all(), (whole, expected)
+
+
 def read_sum(a):
     return int(a.sum())
 
