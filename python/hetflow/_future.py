@@ -48,6 +48,9 @@ class _HelpingEvent(threading.Event):
         # a task's dependencies are set when it is submitted)
         self._never: dict = {}
         self._checked: set = set()
+        # The waiter needs every future (ALL_COMPLETED; the standard library's waiter for it has
+        # stop_on_exception False), not the first one to end (FIRST_COMPLETED, as_completed).
+        self.needs_all = False
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -55,18 +58,24 @@ class _HelpingEvent(threading.Event):
             remaining = _HELP_SLICE_S if deadline is None else min(_HELP_SLICE_S, deadline - time.monotonic())
             if remaining <= 0:
                 break
-            unfinished = [f for f in (ref() for ref in self.futures) if f is not None and not f._task.done()]
+            futures = [f for f in (ref() for ref in self.futures) if f is not None]
+            unfinished = [f for f in futures if not f._task.done()]
             helpable = [f for f in unfinished if self._may_end(f)]
             if helpable:
                 helpable[0]._task.wait(remaining)
-            elif unfinished and deadline is None:
-                # Nothing here can end: a wait for all of them, or for the first, would never end.
-                # (Another kind of future among those waited for could end a FIRST_COMPLETED
-                # wait; give such a wait a timeout.)
+            elif unfinished and deadline is None and (self.needs_all or not self._notice_coming(futures)):
+                # What is left can never end: a wait for all of it, or for the next one to end,
+                # would never end. (Another kind of future among those waited for could end a
+                # FIRST_COMPLETED wait: give such a wait a timeout.)
                 raise self._never[id(unfinished[0])]
             else:  # other kinds of futures, the deadline, or the event about to be set
                 super().wait(remaining)
         return self.is_set()
+
+    @staticmethod
+    def _notice_coming(futures: list) -> bool:
+        """A future has ended but not told its waiters yet (the completions thread will)."""
+        return any(f._task.done() and f._final_state is None for f in futures)
 
     def _may_end(self, future: "Future") -> bool:
         key = id(future)
@@ -93,6 +102,7 @@ class _Waiters(list):
             event = waiter.event
             if not isinstance(event, _HelpingEvent):
                 event = waiter.event = _HelpingEvent(event)
+                event.needs_all = getattr(waiter, "stop_on_exception", None) is False
             event.futures.append(self._future)
         super().append(waiter)
 

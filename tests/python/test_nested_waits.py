@@ -190,3 +190,21 @@ def test_first_completed_inside_a_task_returns_the_future_that_can_end():
         return [f.result() for f in done]
 
     assert hetflow.task_submit(parent, hetflow.RW(data)).result(timeout=PATIENCE) == ["free"]
+
+
+def test_as_completed_inside_a_task_yields_what_can_end_then_refuses_the_rest():
+    hetflow.init(ncpus=2, executor="thread")
+    data = np.zeros(4)
+
+    def parent(x):
+        stuck = hetflow.task_submit(lambda y: float(y.sum()), hetflow.R(x))
+        free = hetflow.task_submit(lambda: "free")
+        got = []
+        try:
+            for future in concurrent.futures.as_completed([free, stuck]):
+                got.append(future.result())
+        except RuntimeError as refusal:
+            got.append("would never end" in str(refusal))
+        return got
+
+    assert hetflow.task_submit(parent, hetflow.RW(data)).result(timeout=PATIENCE) == ["free", True]
