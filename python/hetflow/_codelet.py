@@ -256,7 +256,7 @@ def insert(
     call_args: List[Any] = []
     arrays: List[Tuple[int, Any, Any]] = []  # (position, array, its view)
     futures: List[Tuple[int, Future]] = []
-    written: List[Any] = []
+    written: List[Tuple[Any, Any]] = []  # (array, its view)
     on_host_only = False
     for position, value in enumerate(args):
         mode = "R"
@@ -271,7 +271,7 @@ def insert(
             view = handles.accesses(value, mode, merged)
             arrays.append((position, value, view))
             if mode != "R":
-                written.append(value)
+                written.append((value, view))
             # A device copy covers one view; views that share elements with others are kept
             # coherent through host memory, so a task on them runs on the host.
             if view.overlaps or not (value.flags.c_contiguous or value.flags.f_contiguous):
@@ -296,8 +296,8 @@ def insert(
     future = runtime.submit_codelet(codelet, runner, [f._task for _, f in futures], accesses, name or codelet.name,
                                     priority, archs)
     if written and archs != ("cpu",):
-        future._written = tuple(written)
-        runtime.note_device_writes(written)
+        future._written = tuple(array for array, _ in written)
+        runtime.note_device_writes([view for _, view in written])
     return future
 
 

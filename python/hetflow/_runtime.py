@@ -455,15 +455,13 @@ class Runtime:
         task = self._engine.submit_codelet(codelet_id, runner, deps, accesses, name, priority, list(archs))
         return CodeletFuture(task, self, name)
 
-    def note_device_writes(self, arrays: Sequence[Any]) -> None:
-        """Arrays that a task that may run on a device writes: wait_all brings them home. Their
-        views are kept (an array passed may be a temporary view), for as long as their buffer
-        lives."""
-        handles = self.handles
+    def note_device_writes(self, views: Sequence[Any]) -> None:
+        """The views of the arrays that a task that may run on a device writes: wait_all brings
+        them home. They are kept (an array passed may be a temporary view), for as long as their
+        buffer lives."""
         with self._lock:
             writes = self._device_writes
-            for array in arrays:
-                view = handles.view(array, "R")
+            for view in views:
                 if view.key not in writes:
                     writes[view.key] = (view.root.ref, view)
             if len(writes) > self._device_writes_purge_at:  # buffers freed since: nothing to bring home

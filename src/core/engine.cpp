@@ -326,9 +326,13 @@ void Engine::conclude(TaskCore* task, std::exception_ptr error) noexcept {
 }
 
 void Engine::finish(TaskCore* task) noexcept {
-  // Dependents that fail without running are finished here too, iteratively.
   std::vector<TaskCore*> newly_final;
   finish_one(task, newly_final);
+  finish_all(newly_final);
+}
+
+void Engine::finish_all(std::vector<TaskCore*>& newly_final) noexcept {
+  // Dependents that fail without running are finished here too, iteratively.
   while (!newly_final.empty()) {
     TaskCore* next = newly_final.back();
     newly_final.pop_back();
@@ -356,11 +360,7 @@ void Engine::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noe
 void Engine::cancel_queued(TaskCore* task) noexcept {
   std::vector<TaskCore*> newly_final;
   tell_successors(task, newly_final);
-  while (!newly_final.empty()) {
-    TaskCore* next = newly_final.back();
-    newly_final.pop_back();
-    finish_one(next, newly_final);
-  }
+  finish_all(newly_final);
 }
 
 void Engine::tell_successors(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept {

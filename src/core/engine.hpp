@@ -195,6 +195,8 @@ class Engine final : public DataContext {
   }
   std::array<std::atomic<std::int64_t>, kArchCount> ready_for_{};
   void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
+  /// finish_one for each task of `newly_final`, and for those their ends make final in turn.
+  void finish_all(std::vector<TaskCore*>& newly_final) noexcept;
   /// Once per task (the first caller): marks it released and notifies its successor links.
   void tell_successors(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
   void complete_unregistration(TaskCore* token) noexcept;
