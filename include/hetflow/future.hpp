@@ -34,7 +34,9 @@ class FutureBase {
   /// True once the task has succeeded, failed or been cancelled.
   [[nodiscard]] bool ready() const { return detail::is_finished(checked()); }
   [[nodiscard]] TaskStatus status() const { return detail::status(checked()); }
-  /// Blocks until ready. Called from inside a task, the worker runs other tasks meanwhile.
+  /// Blocks until ready. Called from inside a task, the worker runs other tasks meanwhile. Throws
+  /// hetflow::Error rather than waiting for ever when the task waits for the calling task or for an
+  /// acquisition the calling thread holds (directly or through other tasks).
   void wait() const { detail::wait(checked()); }
   template <class Rep, class Period>
   [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) const {

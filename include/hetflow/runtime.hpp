@@ -209,7 +209,8 @@ class HETFLOW_API Runtime {
   /// finds it in place. Never waits; a hint the engine may drop when the node is full.
   void prefetch(const DataHandle& handle, unsigned node);
 
-  /// Blocks until every task submitted so far has finished.
+  /// Blocks until every task submitted so far has finished. Throws hetflow::Error rather than
+  /// waiting for ever when one of them waits for an acquisition the calling thread holds.
   void wait_all();
   /// The same with a deadline; returns false if work is still pending when it passes.
   [[nodiscard]] bool wait_all_until(std::chrono::steady_clock::time_point deadline);

@@ -331,11 +331,12 @@ class HandleRegistry:
                 _nothing, [], [(other.handle, wait_mode) for other, _ in others], "acquire (overlapping views)", 0
             )
             interruptible(lambda: task.wait(None))  # its outcome does not matter: only that they are done
-        acquisition = interruptible(lambda: self._engine.acquire(view.handle, mode), _release)
-        with self._lock:
-            self._acquired.setdefault(view.key, []).append((acquisition, mode, threading.get_ident()))
         from hetflow import _hetflow
 
+        holder = _hetflow.thread_number()  # this thread holds it, though a helper thread waits for it
+        acquisition = interruptible(lambda: self._engine.acquire(view.handle, mode, holder), _release)
+        with self._lock:
+            self._acquired.setdefault(view.key, []).append((acquisition, mode, threading.get_ident()))
         _hetflow.note_application_waited()  # the program may write the array directly now
         return acquisition
 
@@ -351,6 +352,11 @@ class HandleRegistry:
                             f"hetflow.acquire: this thread holds an acquisition ({held_mode}) of this array, or of "
                             f"a view overlapping it, that this one ({mode}) would wait for; release it first"
                         )
+
+    def held(self, view: View) -> bool:
+        """Whether the program holds an acquisition of the view (which brought its data home)."""
+        with self._lock:
+            return bool(self._acquired.get(view.key))
 
     def release_all(self) -> None:
         """Releases every acquisition still held (at interpreter exit: the tasks behind them

@@ -105,7 +105,7 @@ class Runtime:
 
     def discard(self, handle: ArrayHandle) -> None: ...
 
-    def acquire(self, handle: ArrayHandle, mode: str) -> Acquisition: ...
+    def acquire(self, handle: ArrayHandle, mode: str, holder: int | None = None) -> Acquisition: ...
 
     def watch(self, task: TaskRef, target: object) -> None: ...
 
@@ -165,6 +165,11 @@ def message_kinds() -> dict:
 def note_application_waited() -> None:
     """
     The program has seen tasks end and may now write its arrays directly: device copies made before are copied again from host memory before their next use (read-only arrays excepted).
+    """
+
+def thread_number() -> int:
+    """
+    A number for the calling thread, never given to another one: acquisitions are held by it.
     """
 
 def schedulers() -> list[str]: ...

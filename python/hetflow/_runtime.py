@@ -480,7 +480,8 @@ class Runtime:
         if not views or self._closed or self._engine.inside_task():
             return  # a task gets its arrays through its own accesses; acquiring there could wait for itself
         for view in views:
-            self._engine.acquire(view.handle, "R").release()
+            if not self.handles.held(view):  # acquiring it again could wait for that acquisition
+                self._engine.acquire(view.handle, "R").release()
         self.saw_tasks_end()  # after the copies home, which count as matching the devices' copies
 
     # -- cores (offload) ---------------------------------------------------------------------------

@@ -370,10 +370,16 @@ class PyRuntime {
     if (runtime_ && !runtime_->is_shut_down()) runtime_->discard(handle.handle());
   }
 
-  PyAcquisition acquire(const ArrayHandle& handle, const std::string& mode) {
+  /// On `holder`'s behalf if given (thread_number() of the thread that asked: this may be a
+  /// helper thread that keeps the asking one interruptible).
+  PyAcquisition acquire(const ArrayHandle& handle, const std::string& mode, std::optional<std::uint64_t> holder) {
     AccessMode access = parse_access_mode(mode);
     Runtime& rt = runtime();
     nb::gil_scoped_release release;
+    struct ActingFor {
+      std::uint64_t previous;
+      ~ActingFor() { hetflow::detail::act_for_thread(previous); }
+    } acting{hetflow::detail::act_for_thread(holder.value_or(0))};
     return PyAcquisition(rt.acquire(handle.handle(), access));
   }
 
@@ -414,6 +420,8 @@ class PyRuntime {
 
   bool wait_all(std::optional<double> timeout) {
     Runtime& rt = runtime();
+    // Waited for in slices (for Ctrl-C), each with a deadline, which the engine never refuses.
+    if (!timeout) hetflow::detail::check_wait_all_can_end(rt);
     return interruptible_wait(timeout, [&rt](auto until) { return rt.wait_all_until(until); });
   }
 
@@ -671,7 +679,7 @@ NB_MODULE(_hetflow, m) {
       .def("watch_host_writes", &PyRuntime::watch_host_writes, "array"_a)
       .def("unregister_async", &PyRuntime::unregister_async, "handle"_a)
       .def("discard", &PyRuntime::discard, "handle"_a)
-      .def("acquire", &PyRuntime::acquire, "handle"_a, "mode"_a)
+      .def("acquire", &PyRuntime::acquire, "handle"_a, "mode"_a, "holder"_a = nb::none())
       .def("watch", &PyRuntime::watch, "task"_a, "target"_a)
       .def("engine_capsule", &PyRuntime::engine_capsule)
       .def("set_router", &PyRuntime::set_router, "router"_a.none())
@@ -727,6 +735,9 @@ NB_MODULE(_hetflow, m) {
   m.def("note_application_waited", &hetflow::Runtime::note_application_waited,
         "The program has seen tasks end and may now write its arrays directly: device copies made "
         "before are copied again from host memory before their next use (read-only arrays excepted).");
+
+  m.def("thread_number", &hetflow::detail::thread_number,
+        "A number for the calling thread, never given to another one: acquisitions are held by it.");
 
   m.def("schedulers", [] {
     std::vector<std::string> names;

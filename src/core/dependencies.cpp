@@ -28,7 +28,11 @@ void add_dependency(TaskCore* task, TaskCore* predecessor, EdgeKind kind) {
   task->pending.fetch_add(1, std::memory_order_relaxed);
 }
 
-bool waits_for(TaskCore* later, TaskCore* earlier, std::size_t budget) {
+namespace {
+
+// Whether a task for which `found` holds waits for `earlier`, directly or through others.
+template <class Found>
+bool reaches(TaskCore* earlier, Found found, std::size_t budget) {
   std::vector<TaskCore*> to_visit{earlier};
   std::unordered_set<TaskCore*> seen{earlier};
   std::vector<TaskCore*> successors;
@@ -44,13 +48,25 @@ bool waits_for(TaskCore* later, TaskCore* earlier, std::size_t budget) {
       });
     }
     for (TaskCore* successor : successors) {
-      if (successor == later) return true;
+      if (found(successor)) return true;
       if (!seen.insert(successor).second) continue;
       if (seen.size() > budget) return false;
       to_visit.push_back(successor);
     }
   }
   return false;
+}
+
+}  // namespace
+
+bool waits_for(TaskCore* later, TaskCore* earlier, std::size_t budget) {
+  return reaches(
+      earlier, [later](const TaskCore* task) { return task == later; }, budget);
+}
+
+bool some_task_waits_for(TaskCore* earlier, std::size_t budget) {
+  return reaches(
+      earlier, [](const TaskCore* task) { return !(task->flags & TaskCore::kManual); }, budget);
 }
 
 namespace {

@@ -32,6 +32,9 @@ void forgive_failed_writer(HandleImpl& handle);
 /// cannot have either, so every task looked at is alive). Looks at `budget` tasks at most and
 /// answers false beyond.
 bool waits_for(TaskCore* later, TaskCore* earlier, std::size_t budget);
+/// Whether a task (not an acquisition or another manual task) waits for `earlier`, directly or
+/// through others: what wait_all waits for. The same conditions as waits_for.
+bool some_task_waits_for(TaskCore* earlier, std::size_t budget);
 
 /// The error a dependent of the failed (or cancelled) `task` gets: a DependencyError naming the
 /// original failure.

@@ -404,6 +404,29 @@ void Engine::tell_successors(TaskCore* task, std::vector<TaskCore*>& newly_final
   successors.for_each(notify);
 }
 
+void Engine::note_acquired(TaskCore* token, std::uint64_t holder) {
+  std::lock_guard guard(held_mutex_);
+  held_.push_back({token, holder});
+  held_count_.store(held_.size(), std::memory_order_release);
+}
+
+void Engine::note_released(TaskCore* token) noexcept {
+  std::lock_guard guard(held_mutex_);
+  std::erase_if(held_, [token](const Held& held) { return held.token == token; });
+  held_count_.store(held_.size(), std::memory_order_release);
+}
+
+TaskCore* Engine::held_acquisition_that(std::uint64_t holder, const std::function<bool(TaskCore*)>& blocks) const {
+  if (held_count_.load(std::memory_order_acquire) == 0) return nullptr;
+  std::lock_guard guard(held_mutex_);  // note_released waits: the tokens stay unfinished
+  for (const Held& held : held_) {
+    if (held.holder != holder || !blocks(held.token)) continue;
+    retain(held.token);
+    return held.token;
+  }
+  return nullptr;
+}
+
 bool Engine::wait_all(const std::chrono::steady_clock::time_point* deadline) {
   if (tl_worker != nullptr && tl_worker->runtime == this) {
     throw Error("hetflow: wait_all() called from inside a task would wait for that task itself");

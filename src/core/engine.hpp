@@ -91,6 +91,15 @@ class Engine final : public DataContext {
   TaskCore* submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs,
                           ManualCallback on_start = {});
 
+  /// The application holds the started acquisition `token` on thread `holder` (thread_number();
+  /// 0: nobody's in particular, acquire_then's), until note_released.
+  void note_acquired(TaskCore* token, std::uint64_t holder);
+  void note_released(TaskCore* token) noexcept;
+  /// An acquisition thread `holder` holds for which `blocks(token)` is true, retained (the caller
+  /// releases it), or nullptr. None is released meanwhile: the tasks after one stay pending.
+  [[nodiscard]] TaskCore* held_acquisition_that(std::uint64_t holder,
+                                                const std::function<bool(TaskCore*)>& blocks) const;
+
   /// Returns false if the deadline passed first.
   bool wait_all(const std::chrono::steady_clock::time_point* deadline = nullptr);
   void shutdown();
@@ -234,6 +243,14 @@ class Engine final : public DataContext {
   static std::unordered_set<const Engine*>& live_engines();
   std::atomic<bool> stopped_{false};
   std::mutex shutdown_mutex_;
+
+  struct Held {
+    TaskCore* token;
+    std::uint64_t holder;
+  };
+  mutable std::mutex held_mutex_;
+  std::vector<Held> held_;
+  std::atomic<std::size_t> held_count_{0};  // held_.size(), read without the lock
 
   std::mutex registry_mutex_;
   std::vector<std::shared_ptr<HandleImpl>> registry_;

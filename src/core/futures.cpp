@@ -47,6 +47,19 @@ void refuse_wait_for_successor(const WorkerState& worker, TaskCore* awaited) {
   }
 }
 
+// A thread that waits for a task that cannot start before the thread releases an acquisition it
+// holds (the task reads what it acquired to write, say) would wait for ever: refused.
+void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
+  TaskCore* holding = awaited->runtime->held_acquisition_that(
+      thread_number(), [awaited](TaskCore* token) { return waits_for(awaited, token, kDeadlockSearchBudget); });
+  if (holding == nullptr) return;
+  const std::string message = "hetflow: waiting for task '" + std::string(awaited->display_name()) +
+                              "', which cannot start before this thread releases what it holds (" +
+                              holding->display_name() + "): the wait would never end; release it first";
+  release(holding);
+  throw Error(message);
+}
+
 // A worker that waits runs other tasks meanwhile, so that waiting inside tasks cannot starve
 // the runtime of workers: the task waited for may be queued behind the waiting one. With a
 // deadline, it stops taking tasks once the deadline has passed (a task it took may overrun it).
@@ -55,7 +68,10 @@ template <class Reached>
 bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
   WorkerState* worker = current_worker();
   if (worker == nullptr || worker->runtime != task->runtime) return false;
-  if (deadline == nullptr && !reached(task->status())) refuse_wait_for_successor(*worker, task);
+  if (deadline == nullptr && !reached(task->status())) {
+    refuse_wait_for_successor(*worker, task);
+    refuse_wait_behind_own_acquisition(task);
+  }
   if (deadline == nullptr) {
     help_while(*task->runtime, *worker, [&] { return reached(task->status()); });
   } else {
@@ -68,9 +84,22 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
 }  // namespace
 
 void check_wait_can_end(TaskCore* task) {
+  if (is_final(task->status())) return;
   WorkerState* worker = current_worker();
-  if (worker == nullptr || worker->runtime != task->runtime || is_final(task->status())) return;
-  refuse_wait_for_successor(*worker, task);
+  if (worker != nullptr && worker->runtime == task->runtime) refuse_wait_for_successor(*worker, task);
+  refuse_wait_behind_own_acquisition(task);
+}
+
+void check_wait_all_can_end(Runtime& runtime) {
+  Engine& engine = runtime.impl();
+  TaskCore* holding = engine.held_acquisition_that(
+      thread_number(), [](TaskCore* token) { return some_task_waits_for(token, kDeadlockSearchBudget); });
+  if (holding == nullptr) return;
+  const std::string message =
+      "hetflow: waiting for every task would never end: tasks submitted wait for what this thread holds (" +
+      std::string(holding->display_name()) + "); release it first";
+  release(holding);
+  throw Error(message);
 }
 
 void wait(TaskCore* task) {
@@ -78,6 +107,7 @@ void wait(TaskCore* task) {
   task->runtime->check_not_forked("hetflow::Future::wait");
   if (task->runtime->simulating()) task->runtime->simulate_while_waiting([task] { return is_final(task->status()); });
   if (worker_waits_for(task, kFinished, nullptr)) return;
+  refuse_wait_behind_own_acquisition(task);
   block_until(task, kFinished, nullptr);
 }
 

@@ -22,16 +22,9 @@ using detail::AccessRecord;
 using detail::HandleImpl;
 using detail::kNoBody;
 using detail::TaskCore;
+using detail::thread_number;
 
 namespace {
-
-// A number for the calling thread, never given to another one (a std::thread::id is reused once
-// its thread has ended: a thread that acquired and ended must not be taken for a new one).
-std::uint64_t thread_number() noexcept {
-  static std::atomic<std::uint64_t> next{1};
-  thread_local const std::uint64_t mine = next.fetch_add(1, std::memory_order_relaxed);
-  return mine;
-}
 
 std::string display_quoted(const std::string& name) {
   return name.empty() ? std::string("(unnamed)") : "'" + name + "'";
@@ -263,6 +256,7 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
     std::lock_guard guard(impl.dep_lock);
     impl.acquisitions.push_back({token, thread_number()});
   }
+  impl_->note_acquired(token, thread_number());
   return Acquisition(this, token, data, std::move(failure));
 }
 
@@ -302,6 +296,7 @@ void Runtime::release_acquisition(TaskCore* token, std::exception_ptr error) noe
         held = true;
       }
     }
+    impl_->note_released(token);
     if (held) detail::complete_manual(token, std::move(error));
   }
   detail::release(token);  // the Acquisition object's reference
@@ -318,6 +313,7 @@ void Runtime::release(const DataHandle& handle) {
       impl->acquisitions.pop_back();
     }
   }
+  if (token != nullptr) impl_->note_released(token);
   if (token == nullptr) {
     throw InvalidArgument("hetflow::Runtime::release: data handle " + display_quoted(impl->name) + " is not acquired");
   }
@@ -372,6 +368,7 @@ std::vector<std::string> Runtime::memory_nodes() const {
 
 void Runtime::wait_all() {
   impl_->check_not_forked("hetflow::Runtime::wait_all");
+  detail::check_wait_all_can_end(*this);
   impl_->wait_all();
 }
 bool Runtime::wait_all_until(std::chrono::steady_clock::time_point deadline) {
@@ -454,6 +451,18 @@ void Acquisition::release_failed(std::exception_ptr error) {
 }  // namespace hetflow
 
 namespace hetflow::detail {
+
+namespace {
+thread_local std::uint64_t tl_acting_for = 0;
+}  // namespace
+
+std::uint64_t thread_number() noexcept {
+  static std::atomic<std::uint64_t> next{1};
+  thread_local const std::uint64_t mine = next.fetch_add(1, std::memory_order_relaxed);
+  return tl_acting_for != 0 ? tl_acting_for : mine;
+}
+
+std::uint64_t act_for_thread(std::uint64_t number) noexcept { return std::exchange(tl_acting_for, number); }
 
 TaskCore* Engine::submit_manual(std::string name, HandleImpl* handle, AccessMode mode, std::uint32_t refs,
                                 ManualCallback on_start) {

@@ -122,6 +122,18 @@ def test_wait_for_all_brings_home_what_a_device_wrote_through_a_temporary_view(r
     np.testing.assert_array_equal(b, np.r_[np.ones(500), np.full(500, 3.0)])
 
 
+def test_wait_for_all_while_holding_an_array_a_device_wrote(runtime):
+    a = np.ones(1000)
+    scaled = hetflow.insert(scale, hetflow.RW(a), 2.0, where="opencl")
+    deadline = time.monotonic() + 30
+    while not scaled.done() and time.monotonic() < deadline:
+        time.sleep(0.01)  # done() brings nothing home: the write stays on the device
+    with hetflow.acquire(a, "RW") as view:
+        view[0] = 9.0
+        assert hetflow.wait_for_all(timeout=30)  # it hung: bringing the array home waited for this hold
+    np.testing.assert_array_equal(a, np.r_[9.0, np.full(999, 2.0)])
+
+
 def test_a_long_chain_alternating_sides_gives_the_exact_result(runtime):
     a = np.ones(4096)
     expected = np.ones(4096)

@@ -190,6 +190,31 @@ def test_an_acquisition_that_would_wait_for_one_this_thread_holds_is_refused():
     assert hetflow.submit(fill, hetflow.W(a), 1.0).result(timeout=30) is None
 
 
+def test_waiting_for_a_task_behind_an_acquisition_this_thread_holds_is_refused():
+    import concurrent.futures
+    import threading
+
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(8)
+    out = np.zeros(8)
+    with hetflow.acquire(a[:4], "W") as view:  # a view: the task on the whole array waits for it too
+        copy = hetflow.submit(np.copyto, hetflow.W(out), hetflow.R(a))
+        with pytest.raises(RuntimeError, match="cannot start before this thread releases what it holds"):
+            copy.result()
+        with pytest.raises(RuntimeError, match="waiting for every task would never end"):
+            hetflow.wait_for_all()
+        with pytest.raises(concurrent.futures.TimeoutError):
+            copy.result(timeout=0.05)  # a wait with a deadline ends at it
+        assert hetflow.submit(int, 3).result(timeout=30) == 3  # tasks behind nothing still run
+        elsewhere = threading.Thread(target=copy.result)  # another thread may wait for the release
+        elsewhere.start()
+        view[:] = 5
+    elsewhere.join(timeout=30)
+    assert not elsewhere.is_alive()
+    assert hetflow.wait_for_all(timeout=30)
+    assert list(out) == [5, 5, 5, 5, 0, 0, 0, 0]
+
+
 def test_ctrl_c_interrupts_an_acquire_and_the_data_is_not_left_held(tmp_path):
     from hf_subprocess import run_script
 

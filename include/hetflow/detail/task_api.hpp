@@ -3,6 +3,7 @@
 // Not for direct use.
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <typeinfo>
 
@@ -40,9 +41,20 @@ HETFLOW_API void release(TaskCore* task) noexcept;
 /// running then (the Python layer counts it as cancelled, whatever it gave later).
 [[nodiscard]] HETFLOW_API bool finished_after_abort(const TaskCore* task) noexcept;
 HETFLOW_API void wait(TaskCore* task);
-/// Throws hetflow::Error if the calling thread runs a task of `task`'s runtime that `task` waits
-/// for (directly or through other tasks): waiting for it without a deadline would never end.
+/// Throws hetflow::Error if the calling thread runs a task of `task`'s runtime, or holds an
+/// acquisition, that `task` waits for (directly or through other tasks): waiting for it without
+/// a deadline would never end.
 HETFLOW_API void check_wait_can_end(TaskCore* task);
+/// Throws hetflow::Error if the calling thread holds an acquisition that a submitted task waits
+/// for: Runtime::wait_all would never end.
+HETFLOW_API void check_wait_all_can_end(Runtime& runtime);
+/// A number for the calling thread, never given to another one (a std::thread::id is reused once
+/// its thread has ended): acquisitions are held by it.
+[[nodiscard]] HETFLOW_API std::uint64_t thread_number() noexcept;
+/// From now on the calling thread counts as thread `number` (thread_number() gives it; 0: as
+/// itself again), for a binding that waits on a helper thread (to stay interruptible) and acquires
+/// for its caller. Returns what it counted as before.
+HETFLOW_API std::uint64_t act_for_thread(std::uint64_t number) noexcept;
 [[nodiscard]] HETFLOW_API bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline);
 /// Rethrows the task's failure (its own exception, a DependencyError or a CancelledError).
 HETFLOW_API void rethrow_if_failed(const TaskCore* task);

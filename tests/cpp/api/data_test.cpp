@@ -225,6 +225,45 @@ TEST(Data, AcquiringWhatThisThreadHoldsInAConflictingModeIsRefused) {
   EXPECT_EQ(*rt.acquire(h, AccessMode::R).as<int>(), 6);
 }
 
+// A thread waiting, without a deadline, for a task that cannot start before the thread releases
+// what it holds (directly or through another task) would wait for ever: refused, naming both.
+// A wait with a deadline ends at it, and another thread's wait is a wait.
+TEST(Data, WaitingForATaskBehindAnAcquisitionThisThreadHoldsIsRefused) {
+  Runtime rt;
+  int x = 4;
+  int y = 0;
+  auto hx = rt.register_variable(x, "x");
+  auto hy = rt.register_variable(y, "y");
+  std::optional<Acquisition> held(rt.acquire(hx, AccessMode::W));
+  auto reader = rt.submit(TaskOptions{.data = {R(hx), W(hy)}, .name = "reader"}, [&] { y = x; });
+  auto after = rt.submit(TaskOptions{.data = {R(hy)}, .name = "after"}, [&] { return y; });
+  auto unrelated = rt.submit(TaskOptions{.name = "unrelated"}, [] { return 1; });
+  EXPECT_EQ(unrelated.get(), 1);
+  for (auto* future : {static_cast<hetflow::FutureBase*>(&reader), static_cast<hetflow::FutureBase*>(&after)}) {
+    try {
+      future->wait();
+      ADD_FAILURE() << "expected hetflow::Error";
+    } catch (const hetflow::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("releases what it holds (acquire 'x')"), std::string::npos) << e.what();
+    }
+  }
+  try {
+    rt.wait_all();
+    ADD_FAILURE() << "expected hetflow::Error";
+  } catch (const hetflow::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("waiting for every task would never end"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(after.wait_for(kHeldBack));
+  EXPECT_FALSE(rt.wait_all_until(std::chrono::steady_clock::now() + kHeldBack));
+  std::thread other([&] { EXPECT_EQ(after.get(), 7); });  // waits for the release
+  *held->as<int>() = 7;
+  std::this_thread::sleep_for(kHeldBack);
+  held.reset();
+  other.join();
+  rt.wait_all();
+  EXPECT_EQ(y, 7);
+}
+
 TEST(Data, AcquisitionMovesAndReleasesOnce) {
   Runtime rt;
   int x = 0;
