@@ -89,6 +89,7 @@ class HETFLOW_API Acquisition {
 
  private:
   friend class Runtime;
+  void end(std::exception_ptr error) noexcept;
   Acquisition(Runtime* runtime, detail::TaskCore* token, void* data, std::exception_ptr failure) noexcept
       : runtime_(runtime), token_(token), data_(data), failure_(std::move(failure)) {}
   Runtime* runtime_ = nullptr;
@@ -214,7 +215,10 @@ class HETFLOW_API Runtime {
   void wait_all();
   /// The same with a deadline; returns false if work is still pending when it passes.
   [[nodiscard]] bool wait_all_until(std::chrono::steady_clock::time_point deadline);
-  /// Waits for submitted work and stops the workers; later submissions throw ShutdownError.
+  /// Waits for submitted work and stops the workers; later submissions throw ShutdownError. The
+  /// acquisitions the calling thread still holds are released first (so are they by ~Runtime):
+  /// the tasks behind them see the data as the program left them, and releasing one afterwards
+  /// does nothing.
   void shutdown();
   [[nodiscard]] bool is_shut_down() const noexcept;
   /// Gives up on the submitted work: tasks that have not started are cancelled (their futures

@@ -214,7 +214,9 @@ def shutdown(timeout: Optional[float] = None, cancel_futures: bool = False) -> N
     still runs cannot be stopped and is left to finish on its own, but shutdown returns.
     cancel_futures: cancel the tasks not started first, and wait only for the running ones.
     Ctrl-C while it waits gives the work up the same way, then raises KeyboardInterrupt.
-    Inside a task it raises RuntimeError (it would wait for that task itself).
+    Inside a task it raises RuntimeError (it would wait for that task itself). The arrays the
+    calling thread still holds (``hetflow.acquire``) are released first: the tasks behind them
+    see what the program wrote.
     """
     _runtime.stop(timeout, cancel_futures)
 

@@ -358,12 +358,13 @@ class HandleRegistry:
         with self._lock:
             return bool(self._acquired.get(view.key))
 
-    def release_all(self) -> None:
-        """Releases every acquisition still held (at interpreter exit: the tasks behind them
-        can then run)."""
+    def release_all(self, thread: Optional[int] = None) -> None:
+        """Releases every acquisition still held, or those ``thread`` holds (at interpreter exit,
+        or when that thread shuts the runtime down: the tasks behind them can then run)."""
         with self._lock:
-            held = [entry[0] for entries in self._acquired.values() for entry in entries]
-            self._acquired.clear()
+            held = [entry[0] for entries in self._acquired.values() for entry in entries if thread in (None, entry[2])]
+            for entries in self._acquired.values():
+                entries[:] = [entry for entry in entries if thread not in (None, entry[2])]
         for acquisition in held:
             acquisition.release()
 

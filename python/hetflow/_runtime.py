@@ -727,6 +727,8 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
+            if self._handles is not None:
+                self._handles.release_all(threading.get_ident())  # the work behind them would wait for ever
             if cancel_futures:
                 self._engine.cancel_pending()
             self._draining = True

@@ -416,6 +416,29 @@ void Engine::note_released(TaskCore* token) noexcept {
   held_count_.store(held_.size(), std::memory_order_release);
 }
 
+void Engine::release_held_by(std::uint64_t holder) noexcept {
+  std::vector<TaskCore*> tokens;
+  {
+    std::lock_guard guard(held_mutex_);
+    std::erase_if(held_, [&](const Held& held) {
+      if (held.holder != holder) return false;
+      tokens.push_back(held.token);
+      return true;
+    });
+    held_count_.store(held_.size(), std::memory_order_release);
+  }
+  for (TaskCore* token : tokens) {
+    HandleImpl& handle = *token->inline_accesses[0].handle;
+    bool held = false;
+    {
+      std::lock_guard guard(handle.dep_lock);
+      held = std::erase_if(handle.acquisitions,
+                           [token](const auto& acquisition) { return acquisition.token == token; }) > 0;
+    }
+    if (held) complete_manual(token);  // unless released meanwhile (moved to another thread)
+  }
+}
+
 TaskCore* Engine::held_acquisition_that(std::uint64_t holder, const std::function<bool(TaskCore*)>& blocks) const {
   if (held_count_.load(std::memory_order_acquire) == 0) return nullptr;
   std::lock_guard guard(held_mutex_);  // note_released waits: the tokens stay unfinished
@@ -458,6 +481,7 @@ void Engine::shutdown() {
   std::lock_guard guard(shutdown_mutex_);
   if (stopped_.load(std::memory_order_acquire)) return;
   shutting_down_.store(true, std::memory_order_release);
+  release_held_by(thread_number());
   wait_all();
   std::vector<std::shared_ptr<HandleImpl>> handles;
   {
@@ -480,6 +504,7 @@ unsigned Engine::shutdown_until(std::chrono::steady_clock::time_point deadline) 
     std::lock_guard guard(shutdown_mutex_);
     if (stopped_.load(std::memory_order_acquire)) return 0;
     shutting_down_.store(true, std::memory_order_release);
+    release_held_by(thread_number());
     if (!wait_all(&deadline)) {
       const unsigned left = execution_->stop_free_workers();
       PerfModelRegistry::instance().save_all();

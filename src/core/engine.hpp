@@ -95,6 +95,9 @@ class Engine final : public DataContext {
   /// 0: nobody's in particular, acquire_then's), until note_released.
   void note_acquired(TaskCore* token, std::uint64_t holder);
   void note_released(TaskCore* token) noexcept;
+  /// Releases the acquisitions thread `holder` holds (a shutdown on that thread would wait for
+  /// them for ever): the tasks behind them go on with the data as the program left them.
+  void release_held_by(std::uint64_t holder) noexcept;
   /// An acquisition thread `holder` holds for which `blocks(token)` is true, retained (the caller
   /// releases it), or nullptr. None is released meanwhile: the tasks after one stay pending.
   [[nodiscard]] TaskCore* held_acquisition_that(std::uint64_t holder,

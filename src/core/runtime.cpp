@@ -435,17 +435,24 @@ Acquisition& Acquisition::operator=(Acquisition&& other) noexcept {
 
 Acquisition::~Acquisition() { release(); }
 
-void Acquisition::release() {
-  if (token_ == nullptr) return;
-  runtime_->release_acquisition(std::exchange(token_, nullptr));
-  data_ = nullptr;
-}
+void Acquisition::release() { end(nullptr); }
 
 void Acquisition::release_failed(std::exception_ptr error) {
   if (token_ == nullptr) return;
   if (!error) throw InvalidArgument("hetflow::Acquisition::release_failed: no error given");
-  runtime_->release_acquisition(std::exchange(token_, nullptr), std::move(error));
+  end(std::move(error));
+}
+
+void Acquisition::end(std::exception_ptr error) noexcept {
+  if (token_ == nullptr) return;
+  TaskCore* token = std::exchange(token_, nullptr);
   data_ = nullptr;
+  if (detail::is_finished(token)) {
+    // Released already: through Runtime::release, or by the runtime's shutdown (gone, maybe).
+    detail::release(token);
+    return;
+  }
+  runtime_->release_acquisition(token, std::move(error));
 }
 
 }  // namespace hetflow

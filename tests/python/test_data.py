@@ -215,6 +215,18 @@ def test_waiting_for_a_task_behind_an_acquisition_this_thread_holds_is_refused()
     assert list(out) == [5, 5, 5, 5, 0, 0, 0, 0]
 
 
+def test_shutdown_releases_what_the_calling_thread_holds():
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(4)
+    b = np.zeros(4)
+    with hetflow.acquire(a, "W") as view:
+        view[:] = 3
+        copy = hetflow.submit(np.copyto, hetflow.W(b), hetflow.R(a))
+        hetflow.shutdown(timeout=60)  # it hung: the copy waited for this hold
+        assert copy.done() and list(b) == [3, 3, 3, 3]
+    # a release after the shutdown (leaving the with block) does nothing
+
+
 def test_ctrl_c_interrupts_an_acquire_and_the_data_is_not_left_held(tmp_path):
     from hf_subprocess import run_script
 

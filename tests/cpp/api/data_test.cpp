@@ -516,4 +516,37 @@ TEST(Data, ShutdownUnregistersEverything) {
   for (const auto& h : handles) EXPECT_FALSE(h.registered());
 }
 
+// A runtime destroyed while this thread holds acquisitions would wait for them for ever: they
+// are released (the task behind one sees what the program wrote), and the acquisition objects,
+// released after the runtime is gone, do nothing. One held by another thread is waited for.
+TEST(Data, ShutdownReleasesTheAcquisitionsThisThreadHolds) {
+  int x = 1;
+  int y = 0;
+  int w = 0;
+  std::optional<Acquisition> held;
+  std::thread other;
+  {
+    Runtime rt;
+    auto hx = rt.register_variable(x, "x");
+    auto hy = rt.register_variable(y, "y");
+    auto hw = rt.register_variable(w, "w");
+    held.emplace(rt.acquire(hx, AccessMode::W));
+    (void)rt.submit(TaskOptions{.data = {R(hx), W(hy)}}, [&] { y = x; });
+    *held->as<int>() = 5;
+    std::atomic<bool> acquired{false};
+    other = std::thread([&rt, &acquired, hw] {
+      Acquisition mine = rt.acquire(hw, AccessMode::RW);
+      acquired = true;
+      std::this_thread::sleep_for(kHeldBack);
+      *mine.as<int>() = 6;
+    });
+    while (!acquired) std::this_thread::yield();
+  }
+  other.join();
+  EXPECT_EQ(y, 5);
+  EXPECT_EQ(w, 6);
+  EXPECT_FALSE(held->active());
+  held.reset();
+}
+
 }  // namespace
