@@ -123,9 +123,13 @@ Config Config::resolved() const {
     auto text = env("HETFLOW_PIN");
     out.pin_workers = text ? parse_bool(*text, "HETFLOW_PIN") : false;
   }
+  constexpr unsigned kMostSpinUs = 10'000'000;
   if (!out.spin_us) {
     auto text = env("HETFLOW_SPIN_US");
-    out.spin_us = text ? parse_unsigned(*text, "HETFLOW_SPIN_US", 0, 10'000'000) : 50;
+    out.spin_us = text ? parse_unsigned(*text, "HETFLOW_SPIN_US", 0, kMostSpinUs) : 50;
+  } else if (*out.spin_us > kMostSpinUs) {
+    throw InvalidArgument("Config::spin_us=" + std::to_string(*out.spin_us) + " is more than " +
+                          std::to_string(kMostSpinUs) + " (10 s)");
   }
   if (!out.trace_path) out.trace_path = env("HETFLOW_TRACE").value_or("");
   if (!out.stats) {

@@ -185,14 +185,30 @@ void Engine::check_not_forked(const char* where) const {
 }
 
 bool Engine::accepting_from_this_thread() const noexcept {
-  if (stopped_.load(std::memory_order_acquire)) return false;
-  if (!shutting_down_.load(std::memory_order_acquire)) return true;
+  if (stopped_.load(std::memory_order_seq_cst)) return false;
+  if (!shutting_down_.load(std::memory_order_seq_cst)) return true;
   // While shutting down, tasks may still add work to the graph being drained.
   return tl_worker != nullptr && tl_worker->runtime == this;
 }
 
+bool Engine::admit_task() noexcept {
+  // Counted before shutting_down_ is read, as shutdown sets it before wait_all reads the count
+  // (both sequentially consistent): either shutdown waits for this task, or it is refused here.
+  outstanding_.fetch_add(1, std::memory_order_seq_cst);
+  if (accepting_from_this_thread()) return true;
+  count_task_done();
+  return false;
+}
+
+void Engine::count_task_done() noexcept {
+  if (outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+      all_done_waiters_.load(std::memory_order_seq_cst) > 0) {
+    all_done_epoch_.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake_all(all_done_epoch_);
+  }
+}
+
 void Engine::submit(TaskCore* task, const std::vector<FutureBase>& after) {
-  if (!(task->flags & TaskCore::kManual)) outstanding_.fetch_add(1, std::memory_order_relaxed);
   count_pinned(task);
   AccessRecord* accesses = task->accesses();
   for (std::size_t i = 0; i < task->access_count; ++i) {
@@ -347,13 +363,7 @@ void Engine::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noe
   }
   tell_successors(task, newly_final);
   uncount_pinned(task);  // if no outcome above did
-  if (!(task->flags & TaskCore::kManual)) {
-    if (outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
-        all_done_waiters_.load(std::memory_order_seq_cst) > 0) {
-      all_done_epoch_.fetch_add(1, std::memory_order_seq_cst);
-      futex_wake_all(all_done_epoch_);
-    }
-  }
+  if (!(task->flags & TaskCore::kManual)) count_task_done();
   release(task);
 }
 
@@ -480,7 +490,7 @@ void Engine::shutdown() {
   }
   std::lock_guard guard(shutdown_mutex_);
   if (stopped_.load(std::memory_order_acquire)) return;
-  shutting_down_.store(true, std::memory_order_release);
+  shutting_down_.store(true, std::memory_order_seq_cst);
   release_held_by(thread_number());
   wait_all();
   std::vector<std::shared_ptr<HandleImpl>> handles;
@@ -503,7 +513,7 @@ unsigned Engine::shutdown_until(std::chrono::steady_clock::time_point deadline) 
   {
     std::lock_guard guard(shutdown_mutex_);
     if (stopped_.load(std::memory_order_acquire)) return 0;
-    shutting_down_.store(true, std::memory_order_release);
+    shutting_down_.store(true, std::memory_order_seq_cst);
     release_held_by(thread_number());
     if (!wait_all(&deadline)) {
       const unsigned left = execution_->stop_free_workers();

@@ -54,6 +54,10 @@ class Engine final : public DataContext {
   [[nodiscard]] static bool alive(const Engine* engine);
 
   // Task lifecycle
+  /// Counts a task about to be submitted (not a manual one) in what wait_all waits for; false,
+  /// counting nothing, when this thread may not submit any more (shutdown: the task would be lost).
+  [[nodiscard]] bool admit_task() noexcept;
+  /// Submits a task: admitted first unless manual.
   void submit(TaskCore* task, const std::vector<FutureBase>& after);
   void make_ready(TaskCore* task);
   /// The worker's next task: one pinned to it first, else the scheduler's choice.
@@ -206,6 +210,7 @@ class Engine final : public DataContext {
     }
   }
   std::array<std::atomic<std::int64_t>, kArchCount> ready_for_{};
+  void count_task_done() noexcept;
   void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
   /// finish_one for each task of `newly_final`, and for those their ends make final in turn.
   void finish_all(std::vector<TaskCore*>& newly_final) noexcept;

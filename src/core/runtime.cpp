@@ -194,6 +194,12 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
 }
 
 FutureBase Runtime::commit_task(TaskCore* task, const TaskOptions& options) {
+  if (!impl_->admit_task()) {  // the shutdown began after begin_task looked
+    std::string name = task->display_name();
+    task->ops->destroy_body(task->storage());
+    abort_task(task);
+    throw ShutdownError("hetflow::Runtime::submit: cannot submit task '" + name + "': the runtime has been shut down");
+  }
   impl_->submit(task, options.after);
   return FutureBase::adopt(task);
 }

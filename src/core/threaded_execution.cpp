@@ -222,7 +222,7 @@ ext::SchedTask* ThreadedExecution::find_task(WorkerState& worker) {
     if (ext::SchedTask* task = engine_->next_task(worker)) return task;
     if ((round & 15u) == 15u) {
       auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) return nullptr;
+      if (now >= deadline || stopping_.load(std::memory_order_acquire)) return nullptr;
       if (now >= yield_after) std::this_thread::yield();
     }
     for (int i = 0; i < 16; ++i) cpu_relax();

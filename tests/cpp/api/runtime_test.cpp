@@ -150,6 +150,19 @@ TEST(Config, BadBooleanAndSpinInEnvironmentThrow) {
     ScopedEnv spin("HETFLOW_SPIN_US", "10000001");
     expect_invalid_argument([] { Runtime rt; }, {"HETFLOW_SPIN_US", "10000001"});
   }
+  expect_invalid_argument([] { Runtime rt(Config{.spin_us = 10'000'001}); }, {"Config::spin_us=10000001"});
+}
+
+// Workers polling for work (a long spin_us) leave at once when the runtime stops: destroying
+// an idle runtime took the whole spin time.
+TEST(Config, ALongSpinDoesNotDelayTheShutdown) {
+  const auto start = std::chrono::steady_clock::now();
+  {
+    Runtime rt(Config{.ncpus = 2, .spin_us = 10'000'000});
+    EXPECT_EQ(rt.submit([] { return 1; }).get(), 1);
+  }
+  // Not a speed check: a worker that went on polling would hold the destructor for the 10 s.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(9));
 }
 
 TEST(Config, UnknownSchedulerThrows) {
@@ -229,6 +242,41 @@ TEST(Runtime, DestructorWaitsForSubmittedWork) {
   }
   EXPECT_EQ(done.load(), 20);
   EXPECT_EQ(nested.load(), 20);
+}
+
+// Threads submitting while the runtime shuts down: a submission either throws ShutdownError or
+// gives a task that runs (one accepted just as the shutdown began was left queued for ever).
+TEST(Runtime, SubmissionsRacingShutdownRunOrAreRefused) {
+  for (int round = 0; round < 30; ++round) {
+    std::atomic<long> accepted{0};
+    std::atomic<long> ran{0};
+    std::vector<std::vector<hetflow::Future<void>>> futures(3);
+    {
+      Runtime rt(Config{.ncpus = 2});
+      std::atomic<bool> stop{false};
+      std::vector<std::thread> submitters;
+      for (auto& mine : futures) {
+        submitters.emplace_back([&] {
+          while (!stop) {
+            try {
+              mine.push_back(rt.submit([&ran] { ++ran; }));
+              ++accepted;
+            } catch (const hetflow::ShutdownError&) {
+              std::this_thread::yield();
+            }
+          }
+        });
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      rt.shutdown();
+      stop = true;
+      for (auto& submitter : submitters) submitter.join();
+      for (const auto& mine : futures) {
+        for (const auto& future : mine) ASSERT_TRUE(future.ready()) << "round " << round;
+      }
+    }
+    EXPECT_EQ(ran.load(), accepted.load()) << "round " << round;
+  }
 }
 
 TEST(Runtime, WaitAllWaitsForEverything) {
