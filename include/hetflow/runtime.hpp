@@ -172,8 +172,9 @@ class HETFLOW_API Runtime {
   /// Waits for the tasks submitted before that conflict with `mode`, brings the latest data to
   /// the host, and holds later conflicting tasks back until the acquisition is released. Throws
   /// InvalidArgument rather than waiting for ever when the calling thread holds an acquisition
-  /// of the handle that this one would wait for (either one not R), or runs a task that uses it
-  /// (an acquisition counts as the thread's that made it, wherever it was moved since).
+  /// that this one would wait for (of the handle, either one not R, or through the tasks between
+  /// them), or runs a task that uses it (an acquisition counts as the thread's that made it,
+  /// wherever it was moved since).
   [[nodiscard]] Acquisition acquire(const DataHandle& handle, AccessMode mode);
   /// The same without waiting: `ready` is called with the acquisition once the tasks submitted
   /// before that conflict with `mode` are done and the latest data are in host memory — on the
@@ -187,7 +188,8 @@ class HETFLOW_API Runtime {
   /// Releases the most recent acquisition of `handle` still held (for code that keeps none).
   void release(const DataHandle& handle);
   /// Waits for the tasks using `handle`, leaves the latest data in the user's buffer and makes
-  /// the handle unusable for new tasks.
+  /// the handle unusable for new tasks. Throws InvalidArgument, leaving the handle as it is, when
+  /// the calling task uses it or the calling thread holds an acquisition of it.
   void unregister(const DataHandle& handle);
   /// The same without waiting: new tasks are refused at once, and the handle is let go when the
   /// tasks already using it have finished (for buffers whose owner is going away).

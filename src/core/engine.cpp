@@ -225,6 +225,7 @@ void Engine::make_ready(TaskCore* task) {
     // Read before the transition: once started, the owner may complete and recycle the token.
     const bool unregisters = (task->flags & TaskCore::kUnregisters) != 0;
     const bool prefetches = (task->flags & TaskCore::kPrefetches) != 0;
+    const bool abandoned = (task->flags & TaskCore::kAbandoned) != 0;
     ManualCallback on_start;
     if (task->flags & TaskCore::kCallsBack) {
       auto* stored = std::launder(reinterpret_cast<ManualCallback*>(task->inline_storage));
@@ -242,6 +243,7 @@ void Engine::make_ready(TaskCore* task) {
       detail::prefetch(*task->inline_accesses[0].handle, static_cast<unsigned>(task->priority));
       complete_manual(task);
     }
+    if (abandoned) complete_manual(task);
     return;
   }
   if (task->error) {

@@ -125,6 +125,7 @@ void wait_until_started(TaskCore* task) {
   const auto started = [](TaskStatus s) { return s != TaskStatus::pending; };
   if (task->runtime->simulating()) task->runtime->simulate_while_waiting([&] { return started(task->status()); });
   if (worker_waits_for(task, started, nullptr)) return;
+  if (!started(task->status())) refuse_wait_behind_own_acquisition(task);
   block_until(task, started, nullptr);
 }
 

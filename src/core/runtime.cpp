@@ -253,7 +253,15 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   // Two references: the engine's (dropped when the acquisition is released, either way) and the
   // Acquisition object's, so that the record stays this acquisition's until the object is done.
   TaskCore* token = impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2);
-  detail::wait_until_started(token);
+  try {
+    detail::wait_until_started(token);
+  } catch (const Error& refusal) {
+    // It waits for the calling task, or for an acquisition this thread holds, through other
+    // tasks: it cannot start before this returns, and ends as soon as it starts.
+    token->flags |= TaskCore::kAbandoned;
+    detail::release(token);  // the reference the Acquisition would have had
+    throw InvalidArgument(std::string("hetflow::Runtime::acquire: ") + refusal.what());
+  }
   // The application takes the data as they are: a new version.
   std::exception_ptr failure = detail::failure_read_by(token);
   detail::forgive_failed_writer(impl);
@@ -329,7 +337,22 @@ void Runtime::release(const DataHandle& handle) {
 // Unregistering twice is harmless: the second call finds nothing to do.
 void Runtime::unregister(const DataHandle& handle) {
   impl_->check_not_forked("hetflow::Runtime::unregister");
-  impl_->unregister(check_handle(handle, *impl_, "hetflow::Runtime::unregister", false));
+  HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::unregister", false);
+  // What unregistering would wait for for ever, refused while the handle is still usable.
+  if (detail::running_task_uses(impl_.get(), &impl)) {
+    throw InvalidArgument("hetflow::Runtime::unregister: the calling task uses " + display_quoted(impl.name) +
+                          " itself, so unregistering it would wait for that task; unregister it after the task");
+  }
+  {
+    std::lock_guard guard(impl.dep_lock);
+    for (const auto& held : impl.acquisitions) {
+      if (held.holder == thread_number()) {
+        throw InvalidArgument("hetflow::Runtime::unregister: this thread holds an acquisition of " +
+                              display_quoted(impl.name) + ", which unregistering it would wait for; release it first");
+      }
+    }
+  }
+  impl_->unregister(impl);
 }
 
 void Runtime::unregister_async(const DataHandle& handle) {
@@ -508,7 +531,15 @@ void Engine::unregister(HandleImpl& handle) {
     return;
   }
   TaskCore* token = submit_manual("unregister " + display_quoted(handle.name), &handle, AccessMode::RW, 1);
-  wait_until_started(token);
+  try {
+    wait_until_started(token);
+  } catch (...) {
+    // Refused: the token cannot start before the caller returns (it waits for the calling task
+    // or for an acquisition this thread holds). It lets the handle go when it starts, as
+    // unregister_async does, rather than stay in the graph for ever.
+    token->flags |= TaskCore::kUnregisters;
+    throw;
+  }
   complete_unregistration(token);
 }
 

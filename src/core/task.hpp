@@ -131,6 +131,7 @@ struct TaskCore : ext::SchedTask {
     kUnregisters = 8,   // a manual task that unregisters its handle as soon as it starts
     kPrefetches = 16,   // a manual task that starts a prefetch of its handle as soon as it starts
     kCallsBack = 32,    // a manual task that calls the ManualCallback in its storage when it starts
+    kAbandoned = 64,    // a manual task its owner gave up waiting for (refused): it ends as it starts
   };
 
   std::atomic<std::uint32_t> state{static_cast<std::uint32_t>(TaskStatus::pending)};

@@ -264,6 +264,43 @@ TEST(Data, WaitingForATaskBehindAnAcquisitionThisThreadHoldsIsRefused) {
   EXPECT_EQ(y, 7);
 }
 
+// The same through a task: held R, then a task writing, then a new acquisition on this thread
+// that waits for that task. Refused; the refused acquisition holds nothing back afterwards.
+TEST(Data, AcquiringBehindATaskThatWaitsForWhatThisThreadHoldsIsRefused) {
+  Runtime rt;
+  int x = 1;
+  auto h = rt.register_variable(x, "x");
+  for (AccessMode mode : {AccessMode::R, AccessMode::W}) {
+    std::optional<Acquisition> held(rt.acquire(h, AccessMode::R));
+    auto increment = rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { ++x; });
+    EXPECT_THROW((void)rt.acquire(h, mode), InvalidArgument);
+    held.reset();
+    increment.get();
+    auto reader = rt.submit(TaskOptions{.data = {R(h)}}, [&x] { return x; });
+    EXPECT_TRUE(reader.wait_for(kPatience));
+    EXPECT_EQ(reader.get(), mode == AccessMode::R ? 2 : 3);  // the refused W changed nothing
+  }
+  EXPECT_EQ(*rt.acquire(h, AccessMode::RW).as<int>(), 3);
+}
+
+// Unregistering what the calling task uses, or what this thread holds, would wait for ever:
+// refused, and the handle stays usable.
+TEST(Data, UnregisteringWhatThisThreadUsesIsRefused) {
+  Runtime rt;
+  int x = 0;
+  auto h = rt.register_variable(x, "x");
+  auto inside = rt.submit(TaskOptions{.data = {R(h)}}, [&rt, h] { rt.unregister(h); });
+  EXPECT_THROW(inside.get(), InvalidArgument);
+  {
+    Acquisition held = rt.acquire(h, AccessMode::R);
+    EXPECT_THROW(rt.unregister(h), InvalidArgument);
+  }
+  EXPECT_TRUE(h.registered());
+  rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { ++x; }).get();
+  rt.unregister(h);
+  EXPECT_EQ(x, 1);
+}
+
 TEST(Data, AcquisitionMovesAndReleasesOnce) {
   Runtime rt;
   int x = 0;
