@@ -67,15 +67,17 @@ void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
 template <class Reached>
 bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
   WorkerState* worker = current_worker();
-  if (worker == nullptr || worker->runtime != task->runtime) return false;
+  if (worker == nullptr) return false;
   if (deadline == nullptr && !reached(task->status())) {
-    refuse_wait_for_successor(*worker, task);
+    if (worker->runtime == task->runtime) refuse_wait_for_successor(*worker, task);
     refuse_wait_behind_own_acquisition(task);
   }
+  // Runs its own runtime's tasks, also while waiting for another runtime's: that one's task may
+  // wait for a task of this one.
   if (deadline == nullptr) {
-    help_while(*task->runtime, *worker, [&] { return reached(task->status()); });
+    help_while(*worker->runtime, *worker, [&] { return reached(task->status()); });
   } else {
-    help_while(*task->runtime, *worker,
+    help_while(*worker->runtime, *worker,
                [&] { return reached(task->status()) || std::chrono::steady_clock::now() >= *deadline; });
   }
   return true;

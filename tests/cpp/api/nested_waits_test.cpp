@@ -235,4 +235,27 @@ TEST(NestedWaits, NestedWaitsWithDeadlines) {
   }
 }
 
+// A task of runtime A waiting for a task of runtime B runs A's tasks meanwhile: B's task may
+// wait for one of A's (one worker each: it waited for ever).
+TEST(NestedWaits, WaitingForAnotherRuntimesTaskRunsThisRuntimesTasks) {
+  Runtime a(Config{.ncpus = 1});
+  Runtime b(Config{.ncpus = 1});
+  Gate a_waits;
+  Gate b_may_wait;
+  Future<int> later_on_a;
+  auto on_b = b.submit([&b_may_wait, &later_on_a] {
+    b_may_wait.wait();
+    return later_on_a.wait_for(kPatience) ? later_on_a.get() + 1 : -1;
+  });
+  auto on_a = a.submit([&a_waits, &on_b] {
+    a_waits.open();
+    return on_b.wait_for(kPatience) ? on_b.get() + 1 : -1;
+  });
+  a_waits.wait();                            // on_a holds A's only worker
+  later_on_a = a.submit([] { return 40; });  // queued on A
+  b_may_wait.open();
+  ASSERT_TRUE(on_a.wait_for(kPatience));
+  EXPECT_EQ(on_a.get(), 42);
+}
+
 }  // namespace
