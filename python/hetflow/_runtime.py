@@ -334,6 +334,7 @@ class Runtime:
         self._watched: "weakref.WeakSet[Future]" = weakref.WeakSet()  # futures whose completion is watched
         self._device_writes_purge_at = _DEVICE_WRITES_PURGE_AT
         self._handles: Optional[Any] = None
+        self._core_markers: Dict[int, Any] = {}  # per core, a byte whose W orders the work sent there
         self._dispatcher: Optional[threading.Thread] = None
         self._callback_thread: Optional[threading.Thread] = None
         self._callback_queue: "queue.SimpleQueue[Optional[Tuple[Callable[[list], None], list]]]" = queue.SimpleQueue()
@@ -503,9 +504,18 @@ class Runtime:
         deps = [f._task for f in packed.futures]
         task = self._engine.submit_process(
             self._function_id(packed.func_key, packed.func_bytes), packed.call_bytes, deps, [], name, 0,
-            worker=self.ncpus + core, launch=launch,
+            worker=self.ncpus + core, launch=launch, order=[(self._core_order(core), "W")],
         )
         return Future(task, self, name)
+
+    def _core_order(self, core: int) -> Any:
+        """The handle every submission to ``core`` writes, for order only: one waiting for a future
+        would otherwise be overtaken by those sent after it (and a launch's kernels could run in
+        different orders on different cores, each waiting at a barrier for the others)."""
+        import numpy
+
+        marker = self._core_markers.setdefault(core, numpy.zeros(1, dtype=numpy.uint8))
+        return self.handles.view(marker, "W").handle
 
     # -- data --------------------------------------------------------------------------------------
     @property

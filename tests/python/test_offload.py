@@ -149,6 +149,35 @@ def test_device_data_lives_on_each_core_between_launches():
     assert handle.wait() == [2, 0, 2, 10]
 
 
+def slow_value(value):
+    time.sleep(0.2)
+    return value
+
+
+def test_a_launch_waiting_for_a_future_is_not_overtaken_on_its_cores():
+    hetflow.define_on_device("x", 1)
+
+    @offload(asynchronous=True)
+    def multiply(by):
+        global x
+        x = x * by
+        return x
+
+    @offload(asynchronous=True)
+    def add(amount):
+        global x
+        x = x + amount
+        return x
+
+    three = hetflow.task_submit(slow_value, 3)
+    first = multiply(three, target=[1, 2])
+    second = add(10, target=[1, 2])  # ran first: x was 11, then 33
+    assert first.wait() == [3, 3]
+    assert second.wait() == [13, 13]
+    hetflow.copy_to_device("x", hetflow.task_submit(slow_value, 7), target=3, asynchronous=True)
+    assert hetflow.copy_from_device("x") == [1, 13, 13, 7]
+
+
 def test_bad_launches_say_what_is_wrong():
     kernel = offload(where)
     with pytest.raises(ValueError, match="core 7 does not exist; cores are 0 to 3"):
