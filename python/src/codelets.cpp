@@ -1,5 +1,6 @@
 #include "codelets.hpp"
 
+#include "finalizing.hpp"
 #include "gil_session.hpp"
 #include "python_errors.hpp"
 #include "task_result.hpp"
@@ -62,7 +63,7 @@ class ImplementationGil {
     if (arch == Arch::cpu) {
       session_.emplace();
     } else {
-      state_ = PyGILState_Ensure();
+      state_ = ensure_gil();
     }
   }
   ~ImplementationGil() {

@@ -1,5 +1,7 @@
 #include "gil_session.hpp"
 
+#include "finalizing.hpp"
+
 namespace hetflow::python {
 namespace {
 
@@ -11,14 +13,14 @@ thread_local PyGILState_STATE session_state{};
 GilSession::Guard::Guard() {
   if (PyGILState_Check()) return;  // this worker's session already holds it
   if (!session_open) {
-    session_state = PyGILState_Ensure();
+    session_state = ensure_gil();
     session_open = true;
     return;
   }
   // The session is open but an outer task on this thread released the GIL to wait (and this
   // worker runs other tasks meanwhile): take it for this task only.
   nested_ = true;
-  nested_state_ = PyGILState_Ensure();
+  nested_state_ = ensure_gil();
 }
 
 GilSession::Guard::~Guard() {

@@ -22,6 +22,7 @@
 #include "codelets.hpp"
 #include "completions.hpp"
 #include "device_module.hpp"
+#include "finalizing.hpp"
 #include "gil_session.hpp"
 #include "hetflow/hetflow.hpp"
 #include "hetflow/mpi.hpp"
@@ -55,7 +56,7 @@ bool interruptible_wait(std::optional<double> timeout, WaitUntil wait_until) {
     auto slice_end = std::min(deadline, std::chrono::steady_clock::now() + kSignalCheckPeriod);
     bool done;
     {
-      nb::gil_scoped_release release;
+      GilReleased release;
       done = wait_until(slice_end);
     }
     if (done) return true;
@@ -201,7 +202,7 @@ class PyAcquisition {
  public:
   explicit PyAcquisition(Acquisition acquisition) : acquisition_(std::move(acquisition)) {}
   void release() {
-    nb::gil_scoped_release release;
+    GilReleased release;
     acquisition_.release();
   }
   [[nodiscard]] bool active() const noexcept { return acquisition_.active(); }
@@ -248,7 +249,7 @@ class PyRuntime {
       codelets_.add_device(implementation_arch(arch_text), describe_from_capsule(describe.ptr()),
                            note_setup_from_capsule(note_setup.ptr()));
     }
-    nb::gil_scoped_release release;  // process workers start (and import Python) meanwhile
+    GilReleased release;  // process workers start (and import Python) meanwhile
     runtime_ = std::make_unique<Runtime>(std::move(config));
   }
 
@@ -375,7 +376,7 @@ class PyRuntime {
   PyAcquisition acquire(const ArrayHandle& handle, const std::string& mode, std::optional<std::uint64_t> holder) {
     AccessMode access = parse_access_mode(mode);
     Runtime& rt = runtime();
-    nb::gil_scoped_release release;
+    GilReleased release;
     struct ActingFor {
       std::uint64_t previous;
       ~ActingFor() { hetflow::detail::act_for_thread(previous); }
@@ -410,7 +411,7 @@ class PyRuntime {
   nb::list drain_completions(int timeout_ms) {
     std::vector<PyRef> finished;
     {
-      nb::gil_scoped_release release;
+      GilReleased release;
       finished = completions_.drain(timeout_ms);
     }
     nb::list out;
@@ -473,7 +474,7 @@ class PyRuntime {
     if (!runtime_) return 0;
     unsigned left = 0;
     {
-      nb::gil_scoped_release release;
+      GilReleased release;
       left = runtime_->shutdown_until(std::chrono::steady_clock::now() +
                                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                           std::chrono::duration<double>(std::max(timeout, 0.0))));
@@ -491,7 +492,7 @@ class PyRuntime {
   void shutdown() {
     if (!runtime_) return;
     {
-      nb::gil_scoped_release release;
+      GilReleased release;
       runtime_->shutdown();
     }
     completions_.close();

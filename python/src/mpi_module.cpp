@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "finalizing.hpp"
 #include "hetflow/hetflow.hpp"
 #include "hetflow/mpi.hpp"
 #include "mpi_router.hpp"
@@ -30,7 +31,7 @@ namespace {
 /// with the addresses of the task's buffers. A Python error becomes a hetflow::Error with its
 /// text, so that nothing Python is left to release without the GIL.
 void call_with_buffers(PyObject* function, const TaskContext& context) {
-  const PyGILState_STATE gil = PyGILState_Ensure();
+  const PyGILState_STATE gil = ensure_gil();
   PyObject* arguments = PyTuple_New(static_cast<Py_ssize_t>(context.buffer_count()));
   for (std::size_t i = 0; arguments != nullptr && i < context.buffer_count(); ++i) {
     PyTuple_SET_ITEM(arguments, static_cast<Py_ssize_t>(i),
@@ -162,7 +163,7 @@ class RankContext {
 
   void wait_all() {
     mpi::Context& waited = context();
-    nb::gil_scoped_release release;  // the tasks waited for need it
+    GilReleased release;  // the tasks waited for need it
     waited.wait_all();
   }
 
@@ -179,7 +180,7 @@ class RankContext {
   /// Ends the context: waits for the transfers still in flight (not for the tasks).
   void close() {
     std::shared_ptr<ContextRouter> router = std::move(router_);
-    nb::gil_scoped_release release;
+    GilReleased release;
     router.reset();
   }
 

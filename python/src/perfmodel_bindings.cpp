@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "finalizing.hpp"
 #include "hetflow/perfmodel.hpp"
 
 namespace nb = nanobind;
@@ -28,7 +29,7 @@ Arch parse_arch(const std::string& name) {
 
 // Finding a model may read its file: done without the GIL.
 std::shared_ptr<PerfModel> model_of(const std::string& symbol) {
-  nb::gil_scoped_release release;
+  GilReleased release;
   return PerfModelRegistry::instance().get(symbol);
 }
 
@@ -99,7 +100,7 @@ void bind_perfmodel(nb::module_& m) {
   m.def(
       "perfmodel_list",
       [] {
-        nb::gil_scoped_release release;
+        GilReleased release;
         return PerfModelRegistry::instance().list();
       },
       "The symbols with a model on disk or in memory, sorted.");
@@ -107,7 +108,7 @@ void bind_perfmodel(nb::module_& m) {
   m.def(
       "perfmodel_save_all",
       [] {
-        nb::gil_scoped_release release;
+        GilReleased release;
         PerfModelRegistry::instance().save_all();
       },
       "Saves every model with unsaved measurements (failures are reported on stderr).");

@@ -9,6 +9,7 @@
 #include <new>
 #include <optional>
 
+#include "finalizing.hpp"
 #include "hetflow/detail/body.hpp"
 #include "protocol.hpp"
 #include "python_errors.hpp"
@@ -277,7 +278,7 @@ TaskResult ProcessTaskHost::run_alone(TaskContext& context, const ProcessCall& c
 std::string ProcessTaskHost::pickled_input(const TaskFuture& input) {
   const TaskResult& result = input.get();
   if (result.is_pickled) return result.pickled;
-  nb::gil_scoped_acquire gil;
+  GilHeld gil;
   PyObject* value = result.object ? result.object.get() : Py_None;
   PyObject* data = PyObject_CallOneArg(dumps_.get(), value);
   if (data == nullptr) {

@@ -5,6 +5,8 @@
 
 #include <utility>
 
+#include "finalizing.hpp"
+
 namespace hetflow::python {
 
 class PyRef {
@@ -36,7 +38,7 @@ class PyRef {
   void reset() noexcept {
     PyObject* object = std::exchange(object_, nullptr);
     if (object == nullptr || !Py_IsInitialized()) return;
-    PyGILState_STATE state = PyGILState_Ensure();
+    PyGILState_STATE state = ensure_gil();
     Py_DECREF(object);
     PyGILState_Release(state);
   }

@@ -652,6 +652,24 @@ def test_ctrl_c_while_the_interpreter_waits_at_exit_gives_the_work_up_in_one_lin
     assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
 
 
+def test_two_ctrl_c_at_exit_end_the_program_without_aborting(tmp_path):
+    # The second Ctrl-C cuts the exit wait short: threads of the engine (a worker's task, the
+    # completions thread) then wanted the GIL of a finalizing interpreter, which ended them with
+    # pthread_exit, and the C++ frames they unwound through aborted the process.
+    script = write_script(
+        tmp_path, 'EXECUTOR = "thread"\n' + STUCK + '\nstuck[0].add_done_callback(print)\nprint("READY", flush=True)\n'
+    )
+    with Child(tmp_path, [str(script)]) as child:
+        child.readline_until("READY")
+        time.sleep(0.5)  # the interpreter waits at exit by now
+        os.kill(child.pid, signal.SIGINT)
+        time.sleep(0.2)
+        os.kill(child.pid, signal.SIGINT)
+        rc, out, err = child.finish()
+    assert rc != -signal.SIGABRT, err
+    assert "terminate called" not in err and "Fatal Python error" not in err, err
+
+
 def test_ctrl_c_then_a_later_shutdown_does_not_hang(tmp_path):
     rc, out, err = run_script(
         tmp_path,
