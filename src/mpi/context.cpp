@@ -710,7 +710,9 @@ std::optional<LocalTask> Context::route(const TaskOptions& options, Placement pl
   if (executor != kEveryRank && executor != impl.rank) return std::nullopt;
 
   std::optional<LocalTask> local(std::in_place);
-  local->data = std::move(data);
+  // As given, a handle named twice too: the task's buffers are numbered in this order.
+  local->data = options.data;
+  local->data.insert(local->data.end(), options.data_list.begin(), options.data_list.end());
   local->options.data_list = local->data;
   for (const FutureBase& before : options.after) {
     if (before.valid()) local->options.after.push_back(before);  // another rank's task: ordered through data

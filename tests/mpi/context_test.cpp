@@ -134,6 +134,27 @@ TEST(MpiContext, ATaskRunsOnTheOwnerOfWhatItWritesAndGetsWhatItReads) {
   });
 }
 
+// A handle named twice keeps its two buffers, numbered as given, as in Runtime::insert (the
+// second went missing: buffer 2 was out of range, or the task read the wrong data).
+TEST(MpiContext, AHandleNamedTwiceKeepsItsBuffersInTheOrderGiven) {
+  static const Codelet sum_of_the_rest{.name = "sum of the rest", .cpu = [](TaskContext& context) {
+                                         auto out = context.buffer(0).as<double>();
+                                         out[0] = 0;
+                                         for (std::size_t b = 1; b < context.buffer_count(); ++b)
+                                           out[0] += context.buffer(b).as<const double>()[0];
+                                       }};
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(1, context.rank() == 0 ? 3.0 : 0.0), y(1, 0.0);
+    auto hx = context.register_data(x.data(), doubles(1), 0, 1);
+    auto hy = context.register_data(y.data(), doubles(1), 1, 2);
+    context.insert(sum_of_the_rest, {.data = {hetflow::W(hy), hetflow::R(hx), hetflow::R(hx)}});
+    context.wait_all();
+    if (context.rank() == 1) {
+      EXPECT_EQ(y[0], 6.0);
+    }
+  });
+}
+
 TEST(MpiContext, ACopyIsReusedByLaterReadersUntilItsDataIsWritten) {
   spmd(2, [](mpi::Context& context) {
     const int me = context.rank();
