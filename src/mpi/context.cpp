@@ -93,9 +93,40 @@ std::string describe(const std::exception_ptr& error) {
 
 }  // namespace
 
+// A transport's tags and messages are one Context's: two Contexts over one transport (world()
+// twice, say) would take each other's messages.
+class TransportClaim {
+ public:
+  explicit TransportClaim(const Transport* transport) : transport_(transport) {
+    if (transport == nullptr) throw InvalidArgument("hetflow::mpi::Context: no transport");
+    std::lock_guard guard(mutex());
+    if (!claimed().insert(transport).second) {
+      throw InvalidArgument(
+          "hetflow::mpi::Context: this transport already serves another Context (their messages would cross); "
+          "keep one Context, or give the other a communicator of its own (over_communicator of an MPI_Comm_dup)");
+    }
+  }
+  ~TransportClaim() {
+    std::lock_guard guard(mutex());
+    claimed().erase(transport_);
+  }
+  TransportClaim(const TransportClaim&) = delete;
+  TransportClaim& operator=(const TransportClaim&) = delete;
+
+ private:
+  static std::mutex& mutex() {
+    static std::mutex instance;
+    return instance;
+  }
+  static std::set<const Transport*>& claimed() {
+    static std::set<const Transport*> instance;
+    return instance;
+  }
+  const Transport* transport_;
+};
+
 struct Context::Impl {
-  Impl(Runtime& rt, std::shared_ptr<Transport> link) : runtime(rt), transport(std::move(link)) {
-    if (!transport) throw InvalidArgument("hetflow::mpi::Context: no transport");
+  Impl(Runtime& rt, std::shared_ptr<Transport> link) : runtime(rt), claim(link.get()), transport(std::move(link)) {
     rank = transport->rank();
     size = transport->size();
     sent.resize(static_cast<std::size_t>(size));
@@ -506,6 +537,7 @@ struct Context::Impl {
   }
 
   Runtime& runtime;
+  TransportClaim claim;
   std::shared_ptr<Transport> transport;
   int rank = 0;
   int size = 1;

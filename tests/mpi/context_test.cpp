@@ -155,6 +155,19 @@ TEST(MpiContext, AHandleNamedTwiceKeepsItsBuffersInTheOrderGiven) {
   });
 }
 
+// Two Contexts over one transport would take each other's messages: the second is refused
+// while the first lives.
+TEST(MpiContext, ATransportServesOneContextAtATime) {
+  auto transports = mpi::loopback(1);
+  hetflow::Runtime rt(default_config(0));
+  {
+    mpi::Context first(rt, transports[0]);
+    EXPECT_THROW(mpi::Context(rt, transports[0]), hetflow::InvalidArgument);
+  }
+  mpi::Context again(rt, transports[0]);
+  EXPECT_EQ(again.size(), 1);
+}
+
 TEST(MpiContext, ACopyIsReusedByLaterReadersUntilItsDataIsWritten) {
   spmd(2, [](mpi::Context& context) {
     const int me = context.rank();
