@@ -12,6 +12,21 @@
 
 namespace hetflow {
 
+namespace detail {
+/// Now plus `timeout`, saturated: a timeout longer than the clock can count (seconds::max(), say)
+/// never passes, and one of zero or less has passed already.
+template <class Rep, class Period>
+[[nodiscard]] std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point now = Clock::now();
+  if (timeout <= timeout.zero()) return now;
+  if (std::chrono::duration<double>(timeout) >= std::chrono::duration<double>(Clock::time_point::max() - now)) {
+    return Clock::time_point::max();
+  }
+  return now + std::chrono::duration_cast<Clock::duration>(timeout);
+}
+}  // namespace detail
+
 using TaskStatus = detail::TaskStatus;
 
 /// The untyped part of a Future: readiness, waiting, cancellation. Copies share the task.
@@ -40,8 +55,7 @@ class FutureBase {
   void wait() const { detail::wait(checked()); }
   template <class Rep, class Period>
   [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return detail::wait_until(checked(), std::chrono::steady_clock::now() +
-                                             std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+    return detail::wait_until(checked(), detail::deadline_after(timeout));
   }
   [[nodiscard]] bool wait_until(std::chrono::steady_clock::time_point deadline) const {
     return detail::wait_until(checked(), deadline);

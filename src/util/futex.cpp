@@ -16,8 +16,9 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
   timespec relative{};
   const timespec* timeout = nullptr;
   if (deadline != nullptr) {
-    auto left = *deadline - std::chrono::steady_clock::now();
-    if (left <= std::chrono::steady_clock::duration::zero()) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (*deadline <= now) return false;  // compared first: time_point::min() - now overflows
+    auto left = *deadline - now;
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
     relative.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
     relative.tv_nsec = static_cast<long>(ns % 1'000'000'000);

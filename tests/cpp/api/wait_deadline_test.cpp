@@ -88,4 +88,23 @@ TEST(WaitDeadline, TaskHeldBackByAnAcquisition) {
   EXPECT_EQ(value, 40);
 }
 
+// Deadlines at the ends of the clock: one long past returns at once (it waited for the work),
+// and a timeout longer than the clock can count waits for the task (it returned false at once).
+TEST(WaitDeadline, DeadlinesAtTheEndsOfTheClock) {
+  Runtime rt(Config{.ncpus = 1});
+  Gate gate;
+  auto task = rt.submit([&gate] { gate.wait(); });
+  EXPECT_FALSE(task.wait_until(Clock::time_point::min()));
+  EXPECT_FALSE(rt.wait_all_until(Clock::time_point::min()));
+  EXPECT_FALSE(task.wait_for(-1s));
+  std::thread opener([&gate] {
+    std::this_thread::sleep_for(50ms);
+    gate.open();
+  });
+  EXPECT_TRUE(task.wait_for(std::chrono::seconds::max()));
+  opener.join();
+  EXPECT_TRUE(task.wait_for(std::chrono::hours(24 * 365 * 1000)));
+  EXPECT_TRUE(rt.wait_all_until(Clock::time_point::max()));
+}
+
 }  // namespace
