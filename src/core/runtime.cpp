@@ -14,6 +14,7 @@
 #include "core/task_pool.hpp"
 #include "core/task_state.hpp"
 #include "data/coherence.hpp"
+#include "data/layout.hpp"
 #include "hetflow/error.hpp"
 
 namespace hetflow {
@@ -222,6 +223,7 @@ DataHandle Runtime::register_data(void* ptr, const DataLayout& layout, std::stri
   if (ptr == nullptr)
     throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + display_quoted(name));
   if (layout.elem_size == 0) throw InvalidArgument("hetflow::Runtime::register_data: element size is 0");
+  detail::check_layout(layout, "hetflow::Runtime::register_data");
   impl_->check_not_forked("hetflow::Runtime::register_data");
   if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::register_data: the runtime has been shut down");
   return DataHandle(impl_->register_data(ptr, layout, std::move(name)));

@@ -1,6 +1,7 @@
+#include "data/layout.hpp"
+
 #include <string>
 
-#include "hetflow/data.hpp"
 #include "hetflow/error.hpp"
 
 namespace hetflow {
@@ -38,7 +39,6 @@ DataLayout DataLayout::block(std::size_t ndim, const std::size_t* dims, const st
     throw InvalidArgument("DataLayout::block: " + std::to_string(ndim) + " dimensions; 1 to " +
                           std::to_string(kMaxDims) + " are supported");
   }
-  if (strides[0] != 1) throw InvalidArgument("DataLayout::block: the first dimension must be contiguous (stride 1)");
   DataLayout layout;
   layout.kind = Kind::block;
   layout.elem_size = elem_size;
@@ -46,12 +46,8 @@ DataLayout DataLayout::block(std::size_t ndim, const std::size_t* dims, const st
   for (std::size_t d = 0; d < ndim; ++d) {
     layout.dims[d] = dims[d];
     layout.strides[d] = strides[d];
-    if (d > 0 && strides[d] < strides[d - 1] * dims[d - 1]) {
-      throw InvalidArgument("DataLayout::block: stride " + std::to_string(strides[d]) + " of dimension " +
-                            std::to_string(d) + " overlaps the previous dimension (needs at least " +
-                            std::to_string(strides[d - 1] * dims[d - 1]) + ")");
-    }
   }
+  detail::check_layout(layout, "DataLayout::block");
   return layout;
 }
 
@@ -69,3 +65,45 @@ std::size_t DataLayout::span_bytes() const noexcept {
 }
 
 }  // namespace hetflow
+
+namespace hetflow::detail {
+
+namespace {
+
+[[nodiscard]] bool multiply(std::size_t a, std::size_t b, std::size_t& product) noexcept {
+  return !__builtin_mul_overflow(a, b, &product);
+}
+
+}  // namespace
+
+void check_layout(const DataLayout& layout, const std::string& where) {
+  const auto refuse = [&where](const std::string& why) { throw InvalidArgument(where + ": " + why); };
+  if (layout.ndim > DataLayout::kMaxDims) {
+    refuse(std::to_string(layout.ndim) + " dimensions; at most " + std::to_string(DataLayout::kMaxDims) +
+           " are supported");
+  }
+  if (layout.ndim == 0) return;  // a variable: one element
+  if (layout.strides[0] != 1) refuse("the first dimension must be contiguous (stride 1)");
+  std::size_t elements = 1;
+  std::size_t last = 0;  // the offset of the last element, in elements
+  for (std::size_t d = 0; d < layout.ndim; ++d) {
+    std::size_t extent = 0;  // what dimensions 0..d-1 span, in elements
+    if (d > 0 && (!multiply(layout.strides[d - 1], layout.dims[d - 1], extent) || layout.strides[d] < extent)) {
+      refuse("stride " + std::to_string(layout.strides[d]) + " of dimension " + std::to_string(d) +
+             " overlaps the previous dimension (needs at least " +
+             std::to_string(layout.strides[d - 1] * layout.dims[d - 1]) + ")");
+    }
+    std::size_t reach = 0;
+    if (!multiply(elements, layout.dims[d], elements) ||
+        (layout.dims[d] > 0 &&
+         (!multiply(layout.dims[d] - 1, layout.strides[d], reach) || __builtin_add_overflow(last, reach, &last)))) {
+      refuse("the dimensions hold more elements than a size_t counts");
+    }
+  }
+  std::size_t bytes = 0;
+  if (elements > 0 && (!multiply(last + 1, layout.elem_size, bytes) || last + 1 == 0)) {
+    refuse("the data span more bytes than a size_t counts");
+  }
+}
+
+}  // namespace hetflow::detail

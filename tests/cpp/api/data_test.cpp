@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -131,6 +132,23 @@ TEST(Data, BadLayoutsThrow) {
   }
   int x = 0;
   EXPECT_THROW((void)rt.register_data(&x, DataLayout::variable(0)), InvalidArgument);
+
+  // Sizes beyond what size_t counts (they wrapped to 0 bytes), and layouts set by hand that the
+  // factories would refuse.
+  constexpr std::size_t kHuge = std::numeric_limits<std::size_t>::max() / 4 + 1;
+  EXPECT_THROW((void)DataLayout::vector(kHuge, 8), InvalidArgument);
+  EXPECT_THROW((void)DataLayout::matrix(1ULL << 33, 1ULL << 33, 1ULL << 33, 8), InvalidArgument);
+  DataLayout nine_dims = DataLayout::vector(4, sizeof(int));
+  nine_dims.ndim = 9;
+  DataLayout small_ld = DataLayout::matrix(4, 2, 4, sizeof(int));
+  small_ld.strides[1] = 1;
+  DataLayout strided = DataLayout::vector(4, sizeof(int));
+  strided.strides[0] = 3;
+  DataLayout wrapped = DataLayout::vector(4, sizeof(int));
+  wrapped.dims[0] = kHuge;
+  for (const DataLayout& layout : {nine_dims, small_ld, strided, wrapped}) {
+    EXPECT_THROW((void)rt.register_data(b.data(), layout), InvalidArgument);
+  }
 }
 
 TEST(Data, EmptyHandle) {
