@@ -101,7 +101,9 @@ class Future : public FutureBase {
     return *static_cast<const T*>(detail::result_storage(core()));
   }
   /// The value, moved out when this future is the task's only one; copied while other copies
-  /// of it (or `then` and `when_all` tasks over it) may still read it, if T can be copied.
+  /// of it (or `then` and `when_all` tasks over it) may still read it, if T can be copied. A
+  /// value that cannot be copied is moved out all the same: a `then` continuation or another
+  /// copy reading it afterwards sees what the move left (read it through `get()` on an lvalue).
   T get() && {
     wait_and_rethrow();
     T& value = *static_cast<T*>(detail::result_storage(core()));

@@ -196,7 +196,9 @@ class HETFLOW_API Runtime {
   void unregister_async(const DataHandle& handle);
   /// unregister_async for a buffer about to be freed whose contents nobody wants (a Python array
   /// being destroyed): the tasks already using it still run, but no copy (a device's version, a
-  /// write-back on eviction) lands in the buffer any more.
+  /// write-back on eviction) lands in the buffer any more. Tasks on CPU workers use the buffer
+  /// itself: free it only once the tasks using it have ended (Python arrays are kept alive by
+  /// the tasks that name them).
   void discard(const DataHandle& handle);
   /// For data the application writes in host memory directly, without acquiring it, once it has
   /// waited for the tasks using it (numpy arrays in Python do): a device's copy of it that

@@ -128,7 +128,8 @@ void SimulatedExecution::report(const std::string& scheduler_name, double end) c
 std::optional<double> SimulatedExecution::cost(TaskCore& task, Arch arch) const {
   const std::size_t bytes = footprint(&task);
   if (auto seconds = simulator_->machine.cost(cost_name(task), arch, bytes)) return seconds;
-  if (!simulator_->machine.use_stored_models || task.codelet == nullptr) return std::nullopt;
+  if (task.codelet == nullptr) return 0.0;  // a plain callable the machine gives no cost: bookkeeping
+  if (!simulator_->machine.use_stored_models) return std::nullopt;
   const auto* model = dynamic_cast<const PerfModel*>(task.codelet->model.get());
   return model != nullptr ? model->expected(arch, bytes) : std::nullopt;
 }
@@ -142,6 +143,7 @@ ArchMask SimulatedExecution::costed_archs(const Codelet* codelet, const std::str
     const bool modelled = simulator_->machine.use_stored_models && codelet != nullptr && codelet->model != nullptr;
     if (costed || modelled) archs = archs | arch;
   }
+  if (archs.empty() && codelet == nullptr) return ArchMask(Arch::cpu);  // when_all, when_any, bookkeeping
   if (archs.empty()) {
     throw InvalidArgument(
         "simulation: " + simulator_->origin + " gives no cost for codelet '" + key +

@@ -164,6 +164,21 @@ TEST(Simulation, FuturesAcquisitionsAndCallbacksWork) {
   EXPECT_TRUE(later.wait_for(std::chrono::seconds(10)));
 }
 
+// A void callable the machine gives no cost takes no time on a CPU worker: when_all and then
+// work without cost entries of their own (they were refused as codelets without a cost).
+TEST(Simulation, CallablesWithoutACostTakeNoTime) {
+  MachineFile machine(kTwoCpusOneGpu);
+  const Codelet host_only = named("host_only");
+  Runtime rt(simulated(machine));
+  auto first = rt.insert(host_only);
+  auto second = rt.insert(host_only);
+  auto both = hetflow::when_all({first, second});
+  auto after = both.then([] {});
+  auto plain = rt.submit(hetflow::TaskOptions{.after = {after}, .name = "bookkeeping"}, [] {});
+  plain.get();
+  EXPECT_NEAR(rt.elapsed(), 0.002, 1e-9);  // the two codelets side by side, nothing after them
+}
+
 TEST(Simulation, TasksWithResultsFailClearly) {
   MachineFile machine(R"({"cpus": 1, "codelets": {"task": {"cpu": 0.001}}})");
   Runtime rt(simulated(machine));
