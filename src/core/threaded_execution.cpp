@@ -103,6 +103,8 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
         // The implementation's own error is the one to report.
       }
     }
+    // The worker was busy all the same: the trace and the statistics show the failed run.
+    if (recorder != nullptr) recorder->task(worker.info.id, task->display_name(), footprint(task), start, engine.now());
     throw;
   }
   const double setup = take_setup_seconds(worker);

@@ -3,16 +3,19 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "hetflow/error.hpp"
+#include "hetflow/hetflow.hpp"
 #include "trace/recorder.hpp"
 #include "util/json.hpp"
 
@@ -145,6 +148,20 @@ TEST(Trace, OneTrackPerWorkerWithTasksAndIdleSlices) {
   EXPECT_EQ(idle[0].name, "idle");
   EXPECT_DOUBLE_EQ(idle[0].ts, 0);
   EXPECT_DOUBLE_EQ(idle[0].dur, 1e6);
+}
+
+// A task that throws ran all the same: its slice is in the trace (it showed as idle time).
+TEST(Trace, AFailedTaskHasItsSlice) {
+  const TempDir dir;
+  const std::string path = dir.file("trace.json");
+  {
+    hetflow::Runtime rt(hetflow::Config{.ncpus = 1, .trace_path = path});
+    auto failing = rt.submit(hetflow::TaskOptions{.name = "fails"}, [] { throw std::runtime_error("no"); });
+    EXPECT_THROW(failing.get(), std::runtime_error);
+  }
+  const Trace trace = read_trace(path);
+  const auto& slices = trace.tracks.at("worker 0 (cpu)");
+  EXPECT_TRUE(std::any_of(slices.begin(), slices.end(), [](const auto& slice) { return slice.name == "fails"; }));
 }
 
 TEST(Trace, NoIdleSliceBetweenBackToBackTasks) {
