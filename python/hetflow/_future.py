@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -191,7 +192,12 @@ class Future(concurrent.futures.Future):
         return error
 
     def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
-        """Calls ``fn(future)`` when the task finishes (at once, in this thread, if it has)."""
+        """Calls ``fn(future)`` when the task finishes (at once, in this thread, if it has).
+        Added from a running asyncio event loop, it is called in that loop, as asyncio's futures
+        call theirs (``asyncio.wait`` over hetflow futures relies on it)."""
+        loop = _running_loop()
+        if loop is not None:
+            fn = _LoopCallback(loop, fn)
         with self._lock:
             if not self._fired and not self._task.done():
                 if self._callbacks is None:
@@ -200,6 +206,20 @@ class Future(concurrent.futures.Future):
                 self._watch()
                 return
         self._call(fn)
+
+    def remove_done_callback(self, fn: Callable[["Future"], Any]) -> int:
+        """Removes every pending ``fn`` added by ``add_done_callback``; returns how many (as
+        asyncio's futures do)."""
+        with self._lock:
+            kept = [
+                callback
+                for callback in self._callbacks or []
+                if callback is not fn and getattr(callback, "function", None) is not fn
+            ]
+            removed = len(self._callbacks or []) - len(kept)
+            if self._callbacks is not None:
+                self._callbacks = kept
+        return removed
 
     def set_running_or_notify_cancel(self) -> bool:  # pragma: no cover - executors' hook, unused
         return not self.cancelled()
@@ -213,6 +233,11 @@ class Future(concurrent.futures.Future):
     def __await__(self) -> Generator[Any, None, Any]:
         import asyncio
 
+        if not self.done() and self._runtime.inside_task():
+            # In a task, the worker would sit in the event loop instead of running the task
+            # awaited: it waits as result() does, running other tasks meanwhile (the loop's other
+            # coroutines wait too).
+            self._wait(None)
         return asyncio.wrap_future(self).__await__()
 
     def __repr__(self) -> str:
@@ -384,6 +409,32 @@ class Future(concurrent.futures.Future):
         except BaseException:  # as concurrent.futures does, and SystemExit too: others still run
             _LOGGER.exception("exception calling callback for %r", self)
 
+
+
+def _running_loop() -> Any:
+    """The asyncio event loop running in this thread, if any."""
+    if "asyncio" not in sys.modules:
+        return None
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _LoopCallback:
+    """A done-callback called in the event loop that added it."""
+
+    def __init__(self, loop: Any, function: Callable[["Future"], Any]) -> None:
+        self.loop = loop
+        self.function = function
+
+    def __call__(self, future: "Future") -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.function, future)
+        except RuntimeError:  # the loop has closed: nobody is left to tell
+            pass
 
 
 def wait_failing_fast(futures: "list[Future]", raise_failure: Callable[["Future"], Any] = Future.result) -> None:

@@ -128,6 +128,36 @@ def test_tasks_submitted_from_a_coroutine_chain():
     assert run(main()) == 5
 
 
+def test_asyncio_wait_over_hetflow_futures():
+    # asyncio.wait adds its done-callbacks to the futures themselves: they ran on hetflow's
+    # thread, outside the loop, and the wait never ended.
+    import time
+
+    async def main():
+        futures = [hetflow.task_submit.options(executor="thread")(time.sleep, 0.05 * i) for i in range(4)]
+        first, rest = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        assert futures[0] in first and len(first) + len(rest) == 4
+        done, pending = await asyncio.wait(futures, timeout=30)
+        return len(done), len(pending)
+
+    assert run(main()) == (4, 0)
+
+
+def test_await_inside_a_thread_task_runs_other_tasks_meanwhile():
+    # The only worker awaited inside its task: it sat in the event loop, and the task awaited
+    # never ran.
+    hetflow.shutdown()
+    hetflow.init(ncpus=1, executor="thread")
+
+    def outer():
+        async def body():
+            return await hetflow.submit(add, 1, 2)
+
+        return asyncio.run(body())
+
+    assert hetflow.submit(outer).result(timeout=30) == 3
+
+
 def test_await_in_the_asyncio_repl(tmp_path):
     session = "\n".join(
         [
