@@ -64,6 +64,17 @@ class OffloadHandle:
         return list(self._futures)
 
     def wait(self) -> List[Any]:
+        concurrent.futures.wait(list(self._futures.values()))
+        # A kernel that failed fails the peers waiting for it (PeerFailed): its own error is the
+        # one to raise, whichever core it ran on.
+        failed = [
+            (core, future)
+            for core, future in self._futures.items()
+            if not future.cancelled() and future.exception() is not None
+        ]
+        causes = [(core, future) for core, future in failed if not isinstance(future.exception(), _kernel.PeerFailed)]
+        for core, future in causes or failed:
+            _value(core, future)
         return [_value(core, future) for core, future in self._futures.items()]
 
     def wait_any(self) -> Tuple[int, Any]:
@@ -86,13 +97,13 @@ class OffloadHandle:
 
 
 def _value(core: int, future: Future) -> Any:
-    try:
+    error = None if future.cancelled() else future.exception()  # a Ctrl-C meanwhile is not the kernel's
+    if error is None:
         return future.result()
-    except BaseException as error:
-        error.core = core  # type: ignore[attr-defined]
-        if hasattr(error, "add_note"):
-            error.add_note(f"raised by the kernel on core {core}")
-        raise
+    error.core = core  # type: ignore[attr-defined]
+    if hasattr(error, "add_note"):
+        error.add_note(f"raised by the kernel on core {core}")
+    raise error
 
 
 def _cores(runtime: Any, auto: Optional[int], target: Target) -> List[int]:

@@ -129,6 +129,10 @@ def test_a_failing_kernel_fails_its_peers_instead_of_hanging():
     by_core = {entry[0]: entry for entry in results}
     assert by_core[1][1] == "ValueError" and "core one gives up" in by_core[1][2]
     assert by_core[0][1] == "PeerFailed" and "core 1 failed" in by_core[0][2]
+    # wait() raises the failing kernel's own error, not the first core's PeerFailed
+    with pytest.raises(ValueError, match="core one gives up") as raised:
+        offload(target=[0, 1], asynchronous=True)(fail_on_core_one)().wait()
+    assert raised.value.core == 1
 
 
 def test_device_data_lives_on_each_core_between_launches():
