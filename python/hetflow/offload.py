@@ -134,6 +134,15 @@ def _cores(runtime: Any, auto: Optional[int], target: Target) -> List[int]:
 
 def launch(func: Callable[..., Any], args: tuple, kwargs: dict, cores: Iterable[int]) -> OffloadHandle:
     """Runs ``func(*args, **kwargs)`` once on each of ``cores``; kernels on busy cores queue."""
+    from hetflow._arrays import Access
+
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Access):
+            raise TypeError(
+                f"hetflow: {getattr(func, '__name__', 'kernel')}: a kernel takes its arguments as values (each core "
+                f"gets its own copy); hetflow.{value.mode}(...) marks are for tasks. Return what a kernel computes, "
+                "or keep it on the cores with define_on_device / copy_from_device"
+            )
     runtime = _runtime.current()
     cores = tuple(cores)
     name = getattr(func, "__name__", "kernel")

@@ -196,6 +196,10 @@ def test_bad_launches_say_what_is_wrong():
         hetflow.define_on_device("x y", 1)
     with pytest.raises(RuntimeError, match="only inside a kernel"):
         hetflow.coreid()
+    import numpy as np
+
+    with pytest.raises(TypeError, match="marks are for tasks"):
+        kernel(hetflow.RW(np.zeros(4)), 0)
 
 
 def test_a_kernel_exception_names_its_core():
