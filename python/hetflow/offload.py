@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import numbers
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -123,8 +124,9 @@ def _cores(runtime: Any, auto: Optional[int], target: Target) -> List[int]:
             raise ValueError(f"hetflow.offload: target {cores} names a core twice")
         return sorted(cores)
     if auto is not None:
-        if not isinstance(auto, int) or isinstance(auto, bool) or auto < 1:
+        if not isinstance(auto, numbers.Integral) or isinstance(auto, bool) or auto < 1:
             raise ValueError(f"hetflow.offload: auto must be a positive number of cores, not {auto!r}")
+        auto = int(auto)
         if auto > count:
             raise ValueError(f"hetflow.offload: auto={auto} but there are only {count} cores")
         loads = [(runtime.core_load(core), core) for core in range(count)]

@@ -464,7 +464,7 @@ TaskCore* Engine::held_acquisition_that(std::uint64_t holder, const std::functio
 
 bool Engine::wait_all(const std::chrono::steady_clock::time_point* deadline) {
   if (tl_worker != nullptr && tl_worker->runtime == this) {
-    throw Error("hetflow: wait_all() called from inside a task would wait for that task itself");
+    throw Error("hetflow: wait_all() (or wait_all_until) called from inside a task would wait for that task itself");
   }
   if (simulating()) {
     simulate_while_waiting([this] { return outstanding_.load(std::memory_order_seq_cst) == 0; }, deadline);

@@ -1,5 +1,9 @@
 // What task bodies call into: TaskContext (their buffers, worker, companions, argument), and
 // running a codelet's implementation for the worker's architecture.
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "core/engine.hpp"
@@ -68,6 +72,18 @@ void* TaskContext::driver_state() const noexcept {
   return worker_->driver != nullptr ? worker_->driver->worker_state(worker_->driver_index) : nullptr;
 }
 
+namespace {
+
+// A type's name as written in C++ ("double", not the mangled "d").
+std::string readable(const std::type_info& type) {
+  int status = 0;
+  std::unique_ptr<char, decltype(&std::free)> name(abi::__cxa_demangle(type.name(), nullptr, nullptr, &status),
+                                                   &std::free);
+  return status == 0 && name ? std::string(name.get()) : std::string(type.name());
+}
+
+}  // namespace
+
 void* TaskContext::arg_storage(const std::type_info& type) const {
   const std::type_info* stored = task_->ops != nullptr ? task_->ops->arg_type : nullptr;
   if (stored == nullptr) {
@@ -75,7 +91,7 @@ void* TaskContext::arg_storage(const std::type_info& type) const {
   }
   if (*stored != type) {
     throw InvalidArgument(std::string("TaskContext::arg: task '") + task_->display_name() + "' carries a " +
-                          stored->name() + ", not a " + type.name());
+                          readable(*stored) + ", not a " + readable(type));
   }
   return task_->storage();
 }

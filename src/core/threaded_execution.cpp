@@ -54,7 +54,8 @@ void check_fits(const Engine& engine, TaskCore* task, unsigned node) {
     if (std::any_of(accesses, accesses + i, same)) continue;
     const std::size_t span = handle.layout.span_bytes();
     if (span > limit) {
-      throw Error("hetflow: data '" + handle.name + "' (" + std::to_string(span) + " bytes) does not fit on " + where);
+      throw Error("hetflow: data " + handle.display_name() + " (" + std::to_string(span) + " bytes) does not fit on " +
+                  where);
     }
     bytes += span;
   }

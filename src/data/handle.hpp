@@ -67,6 +67,8 @@ class HandleImpl {
   std::vector<Replica> replicas;
 
   [[nodiscard]] void* host_ptr() const noexcept { return replicas[0].ptr; }
+  /// The name as messages show it: quoted, or "(unnamed)".
+  [[nodiscard]] std::string display_name() const { return name.empty() ? "(unnamed)" : "'" + name + "'"; }
   /// Drops the references on tracked tasks (at unregistration, when nothing is pending).
   void forget_tasks() noexcept;
 };

@@ -47,7 +47,7 @@ std::size_t NodeMemory::used() const {
 
 void* NodeMemory::allocate(HandleImpl& handle, std::size_t bytes, bool may_wait) {
   if (limit_ != 0 && bytes > limit_) {
-    throw Error("hetflow: data '" + handle.name + "' (" + mebibytes(bytes) + ") does not fit on memory node " +
+    throw Error("hetflow: data " + handle.display_name() + " (" + mebibytes(bytes) + ") does not fit on memory node " +
                 std::to_string(index_) + " (" + node_->name() + "), which holds at most " + mebibytes(limit_));
   }
   const auto give_up = std::chrono::steady_clock::now() + kFullNodePatience;

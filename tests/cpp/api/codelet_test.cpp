@@ -154,6 +154,7 @@ TEST(Codelets, ArgumentOfTheWrongTypeThrows) {
     ADD_FAILURE() << "expected InvalidArgument";
   } catch (const InvalidArgument& e) {
     EXPECT_NE(std::string(e.what()).find("wants a double"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("carries a int, not a double"), std::string::npos) << e.what();
   }
   try {
     rt.insert(wrong).get();
