@@ -77,6 +77,9 @@ struct ProcessWorkersConfig {
   unsigned count = 0;
   /// Message kind that asks a child to exit (sent at shutdown); 0 to just close its pipe.
   std::uint32_t shutdown_kind = 0;
+  /// Seconds a child has to say it is ready once started; one that does not is ended, and the
+  /// task that needed it fails saying so (0: no limit).
+  double start_timeout_s = 120;
 };
 
 /// A driver of `count` process workers (architecture `process`), for Config::drivers.

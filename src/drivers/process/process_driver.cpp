@@ -1,5 +1,6 @@
 // Process workers: each worker thread owns one child process and talks to it over two pipes.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -24,6 +26,22 @@ extern char** environ;
 
 namespace hetflow::detail {
 namespace {
+
+// Whether `fd` has something to read (or its writer closed it) within `seconds` (0: no limit).
+bool readable_within(int fd, double seconds) {
+  if (seconds <= 0) return true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() < 0) return false;
+    pollfd watched{fd, POLLIN, 0};
+    const int rc = ::poll(&watched, 1, static_cast<int>(std::min<long long>(left.count() + 1, 1 << 30)));
+    if (rc > 0) return true;
+    if (rc == 0) return false;
+    if (errno != EINTR) return true;  // the read that follows reports what went wrong
+  }
+}
 
 // Where the child finds its pipes: the two lowest descriptors above stdio that are neither
 // pipe end moved there. A target that is a source would make its dup2 a no-op that keeps the
@@ -143,6 +161,13 @@ class Child final : public ProcessChannel {
     reader_.emplace(from_child_);
     known_.clear();
 
+    if (!readable_within(from_child_, config_.start_timeout_s)) {
+      ::kill(pid_, SIGKILL);
+      std::string how = reap();
+      throw Error("hetflow: process worker " + std::to_string(index_) + " (" + config_.command[0] +
+                  ") did not say it was ready within " + std::to_string(config_.start_timeout_s) +
+                  " s (ProcessWorkersConfig::start_timeout_s), and was ended: " + how);
+    }
     auto ready = reader_->read();
     if (!ready || ready->kind != kProcessReady) {
       std::string how = reap();

@@ -211,6 +211,14 @@ TEST(Process, BadCommandFailsTasksWithAClearError) {
     auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
     expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not start", "exited with status 7"});
   }
+  {
+    // Starts and never says it is ready (it waited for it for ever): ended at the time limit.
+    Runtime rt(Config{.ncpus = 1,
+                      .drivers = {hetflow::make_process_driver(
+                          {.command = {"/bin/sleep", "1000"}, .count = 1, .start_timeout_s = 0.3})}});
+    auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
+    expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not say it was ready within", "was ended"});
+  }
   EXPECT_THROW((void)hetflow::make_process_driver({}), hetflow::InvalidArgument);
 }
 
