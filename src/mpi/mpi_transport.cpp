@@ -238,6 +238,7 @@ class ProgressEngine {
         queued_.clear();
         if (stopping_ && !stop_deadline) stop_deadline = Clock::now() + options_.shutdown_wait;
       }
+      stop_if_mpi_finalized(batch.size());
       bool progressed = !batch.empty();
       for (Operation& operation : batch) post(std::move(operation));
       batch.clear();
@@ -326,6 +327,20 @@ class ProgressEngine {
       case Operation::Kind::barrier: return "barrier";
     }
     return "operation";
+  }
+
+  // The program finalized MPI with transfers still to make: any MPI call now is an error (a
+  // crash inside MPI, or its own abort without a word on why); said plainly instead.
+  void stop_if_mpi_finalized(std::size_t queued) const {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized == 0) return;
+    std::fprintf(stderr,
+                 "hetflow::mpi: the program finalized MPI (MPI_Finalize) while rank %d had %zu transfers queued or "
+                 "in flight; wait for them first (Context::wait_all, hetflow.mpi.wait_all)\n",
+                 rank(), queued + in_flight_);
+    std::fflush(stderr);
+    std::abort();
   }
 
   // An MPI call of the progress thread failed: the ranks can no longer agree on what was sent,

@@ -223,3 +223,29 @@ def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
     for rank in range(2):
         assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
     assert "time limit" not in output, output
+
+
+def test_finalizing_mpi_with_transfers_in_flight_says_so():
+    # The program finalizes MPI itself before waiting: the transport's next MPI call crashed
+    # inside MPI, or MPI aborted without a word on why.
+    _mpirun_or_skip(needs_mpi4py=True)
+    code, output = _run_program(
+        """
+import time
+from mpi4py import MPI
+import numpy as np
+import hetflow, hetflow.mpi as hm
+hm.init(MPI.COMM_WORLD)
+x = hm.register(np.full(1000, 3.0) if hm.rank() == 0 else np.zeros(1000), owner=0)
+y = hm.register(np.zeros(1000), owner=1)
+def slow_copy(dst, src):
+    time.sleep(0.5)
+    dst[...] = src
+hetflow.task_submit.options(executor="thread")(slow_copy, hetflow.W(y), x)
+MPI.Finalize()
+time.sleep(2)
+"""
+    )
+    assert code != 0, output
+    assert "the program finalized MPI (MPI_Finalize) while rank" in output, output
+    assert "Segmentation fault" not in output, output
