@@ -175,6 +175,15 @@ struct Context::Impl {
     for (std::size_t i = 0; i < data.size(); ++i) {
       mix(static_cast<std::uint64_t>(used[i]->data.tag));
       mix(static_cast<std::uint64_t>(data[i].mode));
+      // The shape too: data registered with other dimensions or strides elsewhere (an array in
+      // the other memory order, say) would be received as garbage of the same size.
+      const DataLayout& layout = used[i]->layout;
+      mix(layout.elem_size);
+      mix(layout.ndim);
+      for (std::size_t d = 0; d < layout.ndim && d < DataLayout::kMaxDims; ++d) {
+        mix(layout.dims[d]);
+        mix(layout.strides[d]);
+      }
       described += ", " + std::string(access_mode_name(data[i].mode)) + " tag " + std::to_string(used[i]->data.tag);
     }
     submissions.push_back(hash);

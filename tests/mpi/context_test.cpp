@@ -374,6 +374,21 @@ TEST(MpiContext, RanksThatSubmitDifferentWorkAreToldWhereWithTheCheck) {
   unsetenv("HETFLOW_MPI_CHECK");
 }
 
+// The same bytes registered as a 4 x 2 matrix on one rank and 2 x 4 on the other would arrive
+// transposed: the check tells.
+TEST(MpiContext, DataOfOtherShapesOnOtherRanksAreToldWithTheCheck) {
+  setenv("HETFLOW_MPI_CHECK", "1", 1);
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> m(8, 1.0);
+    const bool wide = context.rank() == 1;
+    auto hm = context.register_data(m.data(), DataLayout::matrix(wide ? 4 : 2, wide ? 2 : 4, wide ? 4 : 2, 8), 0, 3);
+    context.insert(kScale, {.data = {hetflow::RW(hm)}}, 2.0);
+    EXPECT_THROW(context.wait_all(), hetflow::Error);
+    context.wait_all();
+  });
+  unsetenv("HETFLOW_MPI_CHECK");
+}
+
 TEST(MpiContext, TheWatchdogShowsTheTransfersThatDoNotMove) {
   setenv("HETFLOW_MPI_WATCHDOG", "0.5", 1);
   testing::internal::CaptureStderr();
