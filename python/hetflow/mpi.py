@@ -22,6 +22,7 @@ raises ``ElsewhereError``. ``future.rank`` says where the task ran. See docs/mpi
 from __future__ import annotations
 
 import atexit
+import numbers
 import os
 import sys
 import threading
@@ -286,8 +287,9 @@ def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optiona
         if _key(array) in state.arrays:
             raise ValueError("hetflow.mpi.register: this array is registered already")
         chosen = state.context.allocate_tags(1) if tag is None else tag
-        if not isinstance(chosen, int):
+        if not isinstance(chosen, numbers.Integral) or isinstance(chosen, bool):
             raise TypeError(f"hetflow.mpi.register: tag must be an int, not {type(chosen).__name__}")
+        chosen = int(chosen)
         if not 0 <= chosen < 2**31:
             raise ValueError(f"hetflow.mpi.register: tag {chosen} is not an MPI tag (0 up to the MPI library's MPI_TAG_UB)")
         label = name or f"array {chosen}"

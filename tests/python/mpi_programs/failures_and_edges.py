@@ -82,5 +82,11 @@ try:
     raise AssertionError("tag=2**40 was accepted")
 except ValueError as error:
     assert "not an MPI tag" in str(error), error
+try:
+    hm.register(np.zeros(2), owner=0, tag=True)
+    raise AssertionError("tag=True was accepted")
+except TypeError as error:
+    assert "tag must be an int" in str(error), error
+numpy_tagged = hm.register(np.zeros(2), owner=0, tag=np.int64(4000))  # numpy's integers are ints
 hm.wait_all()
 print(f"rank {me}: failure and edge checks passed", flush=True)
