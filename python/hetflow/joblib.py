@@ -247,12 +247,18 @@ class Parallel:
         except RuntimeError:
             gathered = hetflow.task_submit.options(executor="thread", name="gather")(_collect, futures)
             if self.end_msg is not None:
-                gathered.add_done_callback(lambda done: print(self.end_msg, done))
+                gathered.add_done_callback(self._announce)
             return gathered
         awaited = asyncio.gather(*(asyncio.wrap_future(future) for future in futures))
         if self.end_msg is not None:
-            awaited.add_done_callback(lambda done: print(self.end_msg, done))
+            awaited.add_done_callback(self._announce)
         return awaited
+
+    def _announce(self, done: Any) -> None:
+        """Prints ``end_msg`` once the results are there (not when the wait was cancelled or a
+        block failed)."""
+        if not done.cancelled() and done.exception() is None:
+            print(self.end_msg, done)
 
 
 parallel = Parallel

@@ -72,6 +72,19 @@ def test_future_mode_in_a_running_loop_prints_end_msg(capsys):
     assert capsys.readouterr().out.startswith("ready! <_GatheringFuture finished")
 
 
+def test_end_msg_is_not_printed_when_the_wait_is_cancelled(capsys):
+    import time
+
+    async def main():
+        fut = hj.parallel(mode="future", n_jobs=2, end_msg="ready!")(hj.delayed(time.sleep)(0.5) for _ in range(2))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(fut, 0.05)
+        await asyncio.sleep(0.1)  # the cancellation's callbacks have run
+
+    asyncio.run(main())
+    assert "ready!" not in capsys.readouterr().out
+
+
 def add_into(a, b, out):
     out[:] = a + b
 
