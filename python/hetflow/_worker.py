@@ -206,6 +206,35 @@ def _pickle_exception(exc: BaseException) -> bytes:
         return b""
 
 
+def _with_its_source_file(func: Any) -> Any:
+    """``func``, its code naming the file it was written in again, and that of the functions it
+    calls by name. Functions of the host's main script travel by value, and cloudpickle names
+    their code's file ``<dynamic-code>``: their tracebacks would show neither the script nor its
+    lines."""
+    pending, seen = [func], set()
+    while pending and len(seen) < 1000:
+        current = pending.pop()
+        code = getattr(current, "__code__", None)
+        globals_ = getattr(current, "__globals__", None)
+        if id(current) in seen or code is None or not isinstance(globals_, dict):
+            continue
+        seen.add(id(current))
+        source = globals_.get("__file__")
+        if code.co_filename != "<dynamic-code>" or not isinstance(source, str):
+            continue
+        try:
+            current.__code__ = _renamed(code, source)
+        except (AttributeError, TypeError, ValueError):
+            continue  # a callable whose code cannot be replaced keeps it
+        pending.extend(value for value in globals_.values() if hasattr(value, "__code__"))
+    return func
+
+
+def _renamed(code: Any, source: str) -> Any:
+    consts = tuple(_renamed(c, source) if isinstance(c, type(code)) else c for c in code.co_consts)
+    return code.replace(co_filename=source, co_consts=consts)
+
+
 def _task_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
     """``tb`` without its leading frames of this module (the worker's own)."""
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
@@ -355,8 +384,8 @@ class Worker:
                 if isinstance(exc, Exception):  # not KeyboardInterrupt and the like: may pass
                     self.failed[key] = (exc, exc.__traceback__)
                 raise
-            self.functions[key] = func
-        return func
+            self.functions[key] = _with_its_source_file(func)
+        return self.functions[key]
 
     @staticmethod
     def arguments(call: Any, deps: Sequence[Any]) -> Tuple[tuple, Dict[str, Any]]:

@@ -152,3 +152,33 @@ def test_hetflow_ncpus_zero_is_an_error_not_the_default(monkeypatch):
     monkeypatch.setenv("HETFLOW_NCPUS", "0")
     with pytest.raises(ValueError, match="HETFLOW_NCPUS must be a positive whole number"):
         hetflow.init()
+
+
+def test_a_process_tasks_traceback_shows_the_scripts_file_and_lines(tmp_path):
+    # Functions of the main script travel by value, their code's file renamed <dynamic-code>:
+    # the traceback showed neither the script nor its lines.
+    from hf_subprocess import run_script
+
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import hetflow
+
+def inner(x):
+    return 1 / x
+
+def outer(x):
+    return inner(x - 1)
+
+hetflow.init(ncpus=1, nprocs=1, executor="process")
+try:
+    hetflow.submit(outer, 1).result(timeout=60)
+except ZeroDivisionError as error:
+    print(error.__cause__)
+""",
+    )
+    assert rc == 0, err
+    assert "<dynamic-code>" not in out, out
+    import re
+
+    assert re.search(r'script\.py", line \d+, in inner\n\s+return 1 / x', out), out
