@@ -90,6 +90,7 @@ class HETFLOW_API Acquisition {
  private:
   friend class Runtime;
   void end(std::exception_ptr error) noexcept;
+  void disown() noexcept;
   Acquisition(Runtime* runtime, detail::TaskCore* token, void* data, std::exception_ptr failure) noexcept
       : runtime_(runtime), token_(token), data_(data), failure_(std::move(failure)) {}
   Runtime* runtime_ = nullptr;
@@ -173,8 +174,8 @@ class HETFLOW_API Runtime {
   /// the host, and holds later conflicting tasks back until the acquisition is released. Throws
   /// InvalidArgument rather than waiting for ever when the calling thread holds an acquisition
   /// that this one would wait for (of the handle, either one not R, or through the tasks between
-  /// them), or runs a task that uses it (an acquisition counts as the thread's that made it,
-  /// wherever it was moved since).
+  /// them), or runs a task that uses it. An acquisition counts as the thread's that made it
+  /// until the object is moved: then as nobody's (whoever holds it may release it).
   [[nodiscard]] Acquisition acquire(const DataHandle& handle, AccessMode mode);
   /// The same without waiting: `ready` is called with the acquisition once the tasks submitted
   /// before that conflict with `mode` are done and the latest data are in host memory — on the
@@ -189,7 +190,9 @@ class HETFLOW_API Runtime {
   void release(const DataHandle& handle);
   /// Waits for the tasks using `handle`, leaves the latest data in the user's buffer and makes
   /// the handle unusable for new tasks. Throws InvalidArgument, leaving the handle as it is, when
-  /// the calling task uses it or the calling thread holds an acquisition of it.
+  /// the calling task uses it or the calling thread holds an acquisition of it; when it would
+  /// wait for those through other tasks, InvalidArgument too, and the handle is unregistered
+  /// once the tasks using it end (as by unregister_async).
   void unregister(const DataHandle& handle);
   /// The same without waiting: new tasks are refused at once, and the handle is let go when the
   /// tasks already using it have finished (for buffers whose owner is going away).
@@ -220,9 +223,9 @@ class HETFLOW_API Runtime {
   /// The same with a deadline; returns false if work is still pending when it passes.
   [[nodiscard]] bool wait_all_until(std::chrono::steady_clock::time_point deadline);
   /// Waits for submitted work and stops the workers; later submissions throw ShutdownError. The
-  /// acquisitions the calling thread still holds are released first (so are they by ~Runtime):
-  /// the tasks behind them see the data as the program left them, and releasing one afterwards
-  /// does nothing.
+  /// acquisitions the calling thread made and that are still held (moved since or not) are
+  /// released first (so are they by ~Runtime): the tasks behind them see the data as the program
+  /// left them, and releasing one afterwards does nothing.
   void shutdown();
   [[nodiscard]] bool is_shut_down() const noexcept;
   /// Gives up on the submitted work: tasks that have not started are cancelled (their futures

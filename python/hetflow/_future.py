@@ -193,11 +193,12 @@ class Future(concurrent.futures.Future):
 
     def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
         """Calls ``fn(future)`` when the task finishes (at once, in this thread, if it has).
-        Added from a running asyncio event loop, it is called in that loop, as asyncio's futures
-        call theirs (``asyncio.wait`` over hetflow futures relies on it)."""
-        loop = _running_loop()
-        if loop is not None:
-            fn = _LoopCallback(loop, fn)
+        asyncio's own callbacks (``asyncio.wait`` and ``as_completed`` add them to the futures
+        they are given) are called in the event loop that added them, as asyncio expects."""
+        if getattr(fn, "__module__", None) == "asyncio.tasks":
+            loop = _running_loop()
+            if loop is not None:
+                fn = _LoopCallback(loop, fn)
         with self._lock:
             if not self._fired and not self._task.done():
                 if self._callbacks is None:
@@ -234,11 +235,22 @@ class Future(concurrent.futures.Future):
         import asyncio
 
         if not self.done() and self._runtime.inside_task():
-            # In a task, the worker would sit in the event loop instead of running the task
-            # awaited: it waits as result() does, running other tasks meanwhile (the loop's other
-            # coroutines wait too).
-            self._wait(None)
+            return self._await_in_task().__await__()
         return asyncio.wrap_future(self).__await__()
+
+    async def _await_in_task(self) -> Any:
+        """An await inside a task. The event loop keeps its turn (another coroutine may be what
+        the task awaited waits for), but a task nobody has started after a slice may be queued
+        behind this worker (one worker: it would wait for ever): then this worker runs tasks for
+        a slice, as result() would."""
+        import asyncio
+
+        self._task.check_wait_can_end()
+        while not self.done():
+            await asyncio.sleep(_AWAIT_SLICE_S)
+            if self._task.status() in ("pending", "ready"):
+                self._task.wait(_AWAIT_SLICE_S)
+        return self.result()
 
     def __repr__(self) -> str:
         status = self._status()
@@ -409,6 +421,10 @@ class Future(concurrent.futures.Future):
         except BaseException:  # as concurrent.futures does, and SystemExit too: others still run
             _LOGGER.exception("exception calling callback for %r", self)
 
+
+
+# How long an await inside a task waits (running other tasks) before the loop gets a turn.
+_AWAIT_SLICE_S = 0.002
 
 
 def _running_loop() -> Any:

@@ -198,17 +198,19 @@ class ArrayHandle {
 };
 
 /// Host access to an array, from PyRuntime::acquire.
+/// Held by pointer: moving an Acquisition would make it nobody's, and a Python acquisition stays
+/// its asking thread's (Runtime::acquire).
 class PyAcquisition {
  public:
-  explicit PyAcquisition(Acquisition acquisition) : acquisition_(std::move(acquisition)) {}
+  explicit PyAcquisition(std::unique_ptr<Acquisition> acquisition) : acquisition_(std::move(acquisition)) {}
   void release() {
     GilReleased release;
-    acquisition_.release();
+    acquisition_->release();
   }
-  [[nodiscard]] bool active() const noexcept { return acquisition_.active(); }
+  [[nodiscard]] bool active() const noexcept { return acquisition_->active(); }
 
  private:
-  Acquisition acquisition_;
+  std::unique_ptr<Acquisition> acquisition_;
 };
 
 // handle, engine mode, copied back, lowest address, bytes spanned, element 0's offset, shape,
@@ -381,7 +383,8 @@ class PyRuntime {
       std::uint64_t previous;
       ~ActingFor() { hetflow::detail::act_for_thread(previous); }
     } acting{hetflow::detail::act_for_thread(holder.value_or(0))};
-    return PyAcquisition(rt.acquire(handle.handle(), access));
+    // Built in place from the prvalue: not moved (see PyAcquisition).
+    return PyAcquisition(std::unique_ptr<Acquisition>(new Acquisition(rt.acquire(handle.handle(), access))));
   }
 
   void open_launch(std::uint64_t launch, std::uint32_t size) { hub_.open(launch, size); }

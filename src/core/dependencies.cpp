@@ -66,7 +66,12 @@ bool waits_for(TaskCore* later, TaskCore* earlier, std::size_t budget) {
 
 bool some_task_waits_for(TaskCore* earlier, std::size_t budget) {
   return reaches(
-      earlier, [](const TaskCore* task) { return !(task->flags & TaskCore::kManual); }, budget);
+      earlier,
+      [](TaskCore* task) {
+        std::lock_guard guard(task->lock);  // its owner may be setting other flags (give_up_on_start)
+        return !(task->flags & TaskCore::kManual);
+      },
+      budget);
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <new>
+#include <thread>
 
 #include "core/dependencies.hpp"
 #include "core/task_pool.hpp"
@@ -170,8 +171,18 @@ void Engine::submit_prefetch(HandleImpl& handle, unsigned node) {
   submit(token, {});
 }
 
+bool Engine::give_up_on_start(TaskCore* token, std::uint8_t flag) noexcept {
+  std::lock_guard guard(token->lock);
+  if (token->status() != TaskStatus::pending) return false;
+  token->flags |= flag;
+  return true;
+}
+
 Engine::~Engine() {
   shutdown();
+  // An application thread may still be inside conclude for an acquisition it released, after
+  // the tasks waiting for it (shutdown's) were told.
+  while (concluding_from_outside_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   std::lock_guard guard(live_engines_mutex());
   live_engines().erase(this);
 }
@@ -222,10 +233,6 @@ void Engine::submit(TaskCore* task, const std::vector<FutureBase>& after) {
 
 void Engine::make_ready(TaskCore* task) {
   if (task->flags & TaskCore::kManual) {
-    // Read before the transition: once started, the owner may complete and recycle the token.
-    const bool unregisters = (task->flags & TaskCore::kUnregisters) != 0;
-    const bool prefetches = (task->flags & TaskCore::kPrefetches) != 0;
-    const bool abandoned = (task->flags & TaskCore::kAbandoned) != 0;
     ManualCallback on_start;
     if (task->flags & TaskCore::kCallsBack) {
       auto* stored = std::launder(reinterpret_cast<ManualCallback*>(task->inline_storage));
@@ -233,10 +240,21 @@ void Engine::make_ready(TaskCore* task) {
       stored->~ManualCallback();
       task->flags &= static_cast<std::uint8_t>(~TaskCore::kCallsBack);
     }
-    // The application gets its data even after a failed writer (the token does not fail): an
-    // acquisition takes that writer's error for itself (failure_read_by); other tokens drop it.
-    if (unregisters || prefetches || task->access_count != 1) task->error = nullptr;
-    transition(task, TaskStatus::pending, TaskStatus::ready);
+    bool unregisters = false;
+    bool prefetches = false;
+    bool abandoned = false;
+    {
+      // Read before the transition (once started, the owner may complete and recycle the token),
+      // and with it: an owner giving up on the token sets its flags under this lock.
+      std::lock_guard guard(task->lock);
+      unregisters = (task->flags & TaskCore::kUnregisters) != 0;
+      prefetches = (task->flags & TaskCore::kPrefetches) != 0;
+      abandoned = (task->flags & TaskCore::kAbandoned) != 0;
+      // The application gets its data even after a failed writer (the token does not fail): an
+      // acquisition takes that writer's error for itself (failure_read_by); other tokens drop it.
+      if (unregisters || prefetches || task->access_count != 1) task->error = nullptr;
+      transition(task, TaskStatus::pending, TaskStatus::ready);
+    }
     if (on_start) on_start(task);
     if (unregisters) complete_unregistration(task);
     if (prefetches) {
@@ -418,7 +436,7 @@ void Engine::tell_successors(TaskCore* task, std::vector<TaskCore*>& newly_final
 
 void Engine::note_acquired(TaskCore* token, std::uint64_t holder) {
   std::lock_guard guard(held_mutex_);
-  held_.push_back({token, holder});
+  held_.push_back({token, holder, holder});
   held_count_.store(held_.size(), std::memory_order_release);
 }
 
@@ -428,12 +446,12 @@ void Engine::note_released(TaskCore* token) noexcept {
   held_count_.store(held_.size(), std::memory_order_release);
 }
 
-void Engine::release_held_by(std::uint64_t holder) noexcept {
+void Engine::release_made_by(std::uint64_t maker) noexcept {
   std::vector<TaskCore*> tokens;
   {
     std::lock_guard guard(held_mutex_);
     std::erase_if(held_, [&](const Held& held) {
-      if (held.holder != holder) return false;
+      if (held.maker != maker) return false;
       tokens.push_back(held.token);
       return true;
     });
@@ -448,6 +466,20 @@ void Engine::release_held_by(std::uint64_t holder) noexcept {
                            [token](const auto& acquisition) { return acquisition.token == token; }) > 0;
     }
     if (held) complete_manual(token);  // unless released meanwhile (moved to another thread)
+  }
+}
+
+void Engine::disown(TaskCore* token) noexcept {
+  {
+    std::lock_guard guard(held_mutex_);
+    for (Held& held : held_) {
+      if (held.token == token) held.holder = 0;
+    }
+  }
+  HandleImpl& handle = *token->inline_accesses[0].handle;
+  std::lock_guard guard(handle.dep_lock);
+  for (auto& held : handle.acquisitions) {
+    if (held.token == token) held.holder = 0;
   }
 }
 
@@ -493,7 +525,7 @@ void Engine::shutdown() {
   std::lock_guard guard(shutdown_mutex_);
   if (stopped_.load(std::memory_order_acquire)) return;
   shutting_down_.store(true, std::memory_order_seq_cst);
-  release_held_by(thread_number());
+  release_made_by(thread_number());
   wait_all();
   std::vector<std::shared_ptr<HandleImpl>> handles;
   {
@@ -516,7 +548,7 @@ unsigned Engine::shutdown_until(std::chrono::steady_clock::time_point deadline) 
     std::lock_guard guard(shutdown_mutex_);
     if (stopped_.load(std::memory_order_acquire)) return 0;
     shutting_down_.store(true, std::memory_order_seq_cst);
-    release_held_by(thread_number());
+    release_made_by(thread_number());
     if (!wait_all(&deadline)) {
       const unsigned left = execution_->stop_free_workers();
       PerfModelRegistry::instance().save_all();

@@ -99,13 +99,24 @@ class Engine final : public DataContext {
   /// 0: nobody's in particular, acquire_then's), until note_released.
   void note_acquired(TaskCore* token, std::uint64_t holder);
   void note_released(TaskCore* token) noexcept;
-  /// Releases the acquisitions thread `holder` holds (a shutdown on that thread would wait for
-  /// them for ever): the tasks behind them go on with the data as the program left them.
-  void release_held_by(std::uint64_t holder) noexcept;
+  /// The acquisition object moved: whoever holds it now may release it, so no thread's waits
+  /// are refused on its account any more.
+  void disown(TaskCore* token) noexcept;
+  /// Releases the acquisitions thread `maker` made and that are still held, moved since or not
+  /// (a shutdown on that thread would wait for them for ever): the tasks behind them go on with
+  /// the data as the program left them.
+  void release_made_by(std::uint64_t maker) noexcept;
   /// An acquisition thread `holder` holds for which `blocks(token)` is true, retained (the caller
   /// releases it), or nullptr. None is released meanwhile: the tasks after one stay pending.
   [[nodiscard]] TaskCore* held_acquisition_that(std::uint64_t holder,
                                                 const std::function<bool(TaskCore*)>& blocks) const;
+
+  /// The owner of the manual task `token` gives up waiting for it to start (the wait was
+  /// refused): `flag` (kAbandoned, kUnregisters) makes it end, or unregister, as it starts.
+  /// False if it has started already: the owner then ends it itself.
+  [[nodiscard]] bool give_up_on_start(TaskCore* token, std::uint8_t flag) noexcept;
+  /// complete_manual's, from threads that are not the engine's, while they conclude.
+  std::atomic<unsigned> concluding_from_outside_{0};
 
   /// Returns false if the deadline passed first.
   bool wait_all(const std::chrono::steady_clock::time_point* deadline = nullptr);
@@ -254,7 +265,8 @@ class Engine final : public DataContext {
 
   struct Held {
     TaskCore* token;
-    std::uint64_t holder;
+    std::uint64_t holder;  // 0 once the acquisition object moved (disown)
+    std::uint64_t maker;   // the thread that acquired: its shutdown releases it
   };
   mutable std::mutex held_mutex_;
   std::vector<Held> held_;

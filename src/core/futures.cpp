@@ -132,7 +132,10 @@ void wait_until_started(TaskCore* task) {
 }
 
 void complete_manual(TaskCore* task, std::exception_ptr error) noexcept {
-  task->runtime->conclude(task, std::move(error));
+  Engine& engine = *task->runtime;
+  engine.concluding_from_outside_.fetch_add(1, std::memory_order_acq_rel);
+  engine.conclude(task, std::move(error));
+  engine.concluding_from_outside_.fetch_sub(1, std::memory_order_acq_rel);  // its last touch of the engine
 }
 
 void rethrow_if_failed(const TaskCore* task) {

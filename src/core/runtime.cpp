@@ -259,8 +259,8 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
     detail::wait_until_started(token);
   } catch (const Error& refusal) {
     // It waits for the calling task, or for an acquisition this thread holds, through other
-    // tasks: it cannot start before this returns, and ends as soon as it starts.
-    token->flags |= TaskCore::kAbandoned;
+    // tasks: it ends as soon as it starts (at once, if that was released meanwhile).
+    if (!impl_->give_up_on_start(token, TaskCore::kAbandoned)) detail::complete_manual(token);
     detail::release(token);  // the reference the Acquisition would have had
     throw InvalidArgument(std::string("hetflow::Runtime::acquire: ") + refusal.what());
   }
@@ -451,7 +451,9 @@ Acquisition::Acquisition(Acquisition&& other) noexcept
     : runtime_(std::exchange(other.runtime_, nullptr)),
       token_(std::exchange(other.token_, nullptr)),
       data_(std::exchange(other.data_, nullptr)),
-      failure_(std::move(other.failure_)) {}
+      failure_(std::move(other.failure_)) {
+  disown();
+}
 
 Acquisition& Acquisition::operator=(Acquisition&& other) noexcept {
   if (this != &other) {
@@ -460,8 +462,14 @@ Acquisition& Acquisition::operator=(Acquisition&& other) noexcept {
     token_ = std::exchange(other.token_, nullptr);
     data_ = std::exchange(other.data_, nullptr);
     failure_ = std::move(other.failure_);
+    disown();
   }
   return *this;
+}
+
+void Acquisition::disown() noexcept {
+  // Moved, it may be released by another thread: nobody's waits are refused on its account.
+  if (token_ != nullptr && !detail::is_finished(token_)) runtime_->impl().disown(token_);
 }
 
 Acquisition::~Acquisition() { release(); }
@@ -535,12 +543,13 @@ void Engine::unregister(HandleImpl& handle) {
   TaskCore* token = submit_manual("unregister " + display_quoted(handle.name), &handle, AccessMode::RW, 1);
   try {
     wait_until_started(token);
-  } catch (...) {
-    // Refused: the token cannot start before the caller returns (it waits for the calling task
-    // or for an acquisition this thread holds). It lets the handle go when it starts, as
-    // unregister_async does, rather than stay in the graph for ever.
-    token->flags |= TaskCore::kUnregisters;
-    throw;
+  } catch (const Error& refusal) {
+    // It waits for the calling task or for an acquisition this thread holds, through other
+    // tasks: it lets the handle go when it starts, as unregister_async does, rather than stay
+    // in the graph for ever (at once, if that was released meanwhile).
+    if (!give_up_on_start(token, TaskCore::kUnregisters)) complete_unregistration(token);
+    throw InvalidArgument("hetflow::Runtime::unregister: " + std::string(refusal.what()) +
+                          "; the handle is unregistered once the tasks using it end, as by unregister_async");
   }
   complete_unregistration(token);
 }

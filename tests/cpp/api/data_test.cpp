@@ -252,7 +252,7 @@ TEST(Data, WaitingForATaskBehindAnAcquisitionThisThreadHoldsIsRefused) {
   int y = 0;
   auto hx = rt.register_variable(x, "x");
   auto hy = rt.register_variable(y, "y");
-  std::optional<Acquisition> held(rt.acquire(hx, AccessMode::W));
+  Acquisition held = rt.acquire(hx, AccessMode::W);
   auto reader = rt.submit(TaskOptions{.data = {R(hx), W(hy)}, .name = "reader"}, [&] { y = x; });
   auto after = rt.submit(TaskOptions{.data = {R(hy)}, .name = "after"}, [&] { return y; });
   auto unrelated = rt.submit(TaskOptions{.name = "unrelated"}, [] { return 1; });
@@ -274,12 +274,23 @@ TEST(Data, WaitingForATaskBehindAnAcquisitionThisThreadHoldsIsRefused) {
   EXPECT_FALSE(after.wait_for(kHeldBack));
   EXPECT_FALSE(rt.wait_all_until(std::chrono::steady_clock::now() + kHeldBack));
   std::thread other([&] { EXPECT_EQ(after.get(), 7); });  // waits for the release
-  *held->as<int>() = 7;
+  *held.as<int>() = 7;
   std::this_thread::sleep_for(kHeldBack);
-  held.reset();
+  held.release();
   other.join();
   rt.wait_all();
   EXPECT_EQ(y, 7);
+
+  // Moved to another thread that releases it, an acquisition is nobody's: waiting here is a wait.
+  Acquisition moved = rt.acquire(hx, AccessMode::W);
+  auto later = rt.submit(TaskOptions{.data = {R(hx)}}, [&x] { return x; });
+  std::thread releaser([acquisition = std::move(moved)]() mutable {
+    std::this_thread::sleep_for(kHeldBack);
+    *acquisition.as<int>() = 9;
+    acquisition.release();
+  });
+  EXPECT_EQ(later.get(), 9);
+  releaser.join();
 }
 
 // The same through a task: held R, then a task writing, then a new acquisition on this thread
@@ -289,10 +300,10 @@ TEST(Data, AcquiringBehindATaskThatWaitsForWhatThisThreadHoldsIsRefused) {
   int x = 1;
   auto h = rt.register_variable(x, "x");
   for (AccessMode mode : {AccessMode::R, AccessMode::W}) {
-    std::optional<Acquisition> held(rt.acquire(h, AccessMode::R));
+    Acquisition held = rt.acquire(h, AccessMode::R);  // not moved: this thread's
     auto increment = rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { ++x; });
     EXPECT_THROW((void)rt.acquire(h, mode), InvalidArgument);
-    held.reset();
+    held.release();
     increment.get();
     auto reader = rt.submit(TaskOptions{.data = {R(h)}}, [&x] { return x; });
     EXPECT_TRUE(reader.wait_for(kPatience));
