@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 from types import TracebackType
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
 from . import _protocol as P
 from ._serialize import Placeholder, dumps_result, type_name
@@ -211,7 +211,8 @@ def _with_its_source_file(func: Any) -> Any:
     calls by name. Functions of the host's main script travel by value, and cloudpickle names
     their code's file ``<dynamic-code>``: their tracebacks would show neither the script nor its
     lines."""
-    pending, seen = [func], set()
+    pending: List[Any] = [func]
+    seen: Set[int] = set()
     while pending and len(seen) < 1000:
         current = pending.pop()
         code = getattr(current, "__code__", None)
