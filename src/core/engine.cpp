@@ -171,6 +171,12 @@ void Engine::submit_prefetch(HandleImpl& handle, unsigned node) {
   submit(token, {});
 }
 
+void Engine::conclude_manual(TaskCore* task, std::exception_ptr error) noexcept {
+  concluding_manual_.fetch_add(1, std::memory_order_acq_rel);
+  conclude(task, std::move(error));
+  concluding_manual_.fetch_sub(1, std::memory_order_acq_rel);  // its last touch of the engine
+}
+
 bool Engine::give_up_on_start(TaskCore* token, std::uint8_t flag) noexcept {
   std::lock_guard guard(token->lock);
   if (token->status() != TaskStatus::pending) return false;
@@ -182,7 +188,7 @@ Engine::~Engine() {
   shutdown();
   // An application thread may still be inside conclude for an acquisition it released, after
   // the tasks waiting for it (shutdown's) were told.
-  while (concluding_from_outside_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  while (concluding_manual_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   std::lock_guard guard(live_engines_mutex());
   live_engines().erase(this);
 }

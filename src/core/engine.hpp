@@ -84,6 +84,9 @@ class Engine final : public DataContext {
   /// The one way a task that started ends: publishes its outcome (done, or failed with `error`, its
   /// body gone), then finishes it.
   void conclude(TaskCore* task, std::exception_ptr error) noexcept;
+  /// conclude for a manual task (complete_manual), which its owner may end from any thread: the
+  /// destructor waits for such a call to return.
+  void conclude_manual(TaskCore* task, std::exception_ptr error) noexcept;
   /// The task's outcome is set: tell its dependents, count it done, drop the engine's reference.
   void finish(TaskCore* task) noexcept;
   /// A task cancelled while queued: its dependents, callbacks and waiting acquisitions are told
@@ -115,8 +118,6 @@ class Engine final : public DataContext {
   /// refused): `flag` (kAbandoned, kUnregisters) makes it end, or unregister, as it starts.
   /// False if it has started already: the owner then ends it itself.
   [[nodiscard]] bool give_up_on_start(TaskCore* token, std::uint8_t flag) noexcept;
-  /// complete_manual's, from threads that are not the engine's, while they conclude.
-  std::atomic<unsigned> concluding_from_outside_{0};
 
   /// Returns false if the deadline passed first.
   bool wait_all(const std::chrono::steady_clock::time_point* deadline = nullptr);
@@ -270,7 +271,8 @@ class Engine final : public DataContext {
   };
   mutable std::mutex held_mutex_;
   std::vector<Held> held_;
-  std::atomic<std::size_t> held_count_{0};  // held_.size(), read without the lock
+  std::atomic<std::size_t> held_count_{0};      // held_.size(), read without the lock
+  std::atomic<unsigned> concluding_manual_{0};  // conclude_manual calls under way
 
   std::mutex registry_mutex_;
   std::vector<std::shared_ptr<HandleImpl>> registry_;

@@ -1,5 +1,6 @@
 // What futures call into: waiting, outcomes, cancellation, completion callbacks; when_all and
 // when_any.
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -49,15 +50,25 @@ void refuse_wait_for_successor(const WorkerState& worker, TaskCore* awaited) {
 
 // A thread that waits for a task that cannot start before the thread releases an acquisition it
 // holds (the task reads what it acquired to write, say) would wait for ever: refused.
-void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
-  TaskCore* holding = awaited->runtime->held_acquisition_that(
-      thread_number(), [awaited](TaskCore* token) { return waits_for(awaited, token, kDeadlockSearchBudget); });
+// Throws Error, saying `why(its name)`, if the calling thread holds an acquisition for which
+// `blocks(token)` is true.
+template <class Why>
+void refuse_if_holding(Engine& engine, const std::function<bool(TaskCore*)>& blocks, Why why) {
+  TaskCore* holding = engine.held_acquisition_that(thread_number(), blocks);
   if (holding == nullptr) return;
-  const std::string message = "hetflow: waiting for task '" + std::string(awaited->display_name()) +
-                              "', which cannot start before this thread releases what it holds (" +
-                              holding->display_name() + "): the wait would never end; release it first";
+  const std::string message = why(std::string(holding->display_name()));
   release(holding);
   throw Error(message);
+}
+
+void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
+  refuse_if_holding(
+      *awaited->runtime, [awaited](TaskCore* token) { return waits_for(awaited, token, kDeadlockSearchBudget); },
+      [awaited](const std::string& held) {
+        return "hetflow: waiting for task '" + std::string(awaited->display_name()) +
+               "', which cannot start before this thread releases what it holds (" + held +
+               "): the wait would never end; release it first";
+      });
 }
 
 // A worker that waits runs other tasks meanwhile, so that waiting inside tasks cannot starve
@@ -93,15 +104,12 @@ void check_wait_can_end(TaskCore* task) {
 }
 
 void check_wait_all_can_end(Runtime& runtime) {
-  Engine& engine = runtime.impl();
-  TaskCore* holding = engine.held_acquisition_that(
-      thread_number(), [](TaskCore* token) { return some_task_waits_for(token, kDeadlockSearchBudget); });
-  if (holding == nullptr) return;
-  const std::string message =
-      "hetflow: waiting for every task would never end: tasks submitted wait for what this thread holds (" +
-      std::string(holding->display_name()) + "); release it first";
-  release(holding);
-  throw Error(message);
+  refuse_if_holding(
+      runtime.impl(), [](TaskCore* token) { return some_task_waits_for(token, kDeadlockSearchBudget); },
+      [](const std::string& held) {
+        return "hetflow: waiting for every task would never end: tasks submitted wait for what this thread holds (" +
+               held + "); release it first";
+      });
 }
 
 void wait(TaskCore* task) {
@@ -132,10 +140,7 @@ void wait_until_started(TaskCore* task) {
 }
 
 void complete_manual(TaskCore* task, std::exception_ptr error) noexcept {
-  Engine& engine = *task->runtime;
-  engine.concluding_from_outside_.fetch_add(1, std::memory_order_acq_rel);
-  engine.conclude(task, std::move(error));
-  engine.concluding_from_outside_.fetch_sub(1, std::memory_order_acq_rel);  // its last touch of the engine
+  task->runtime->conclude_manual(task, std::move(error));
 }
 
 void rethrow_if_failed(const TaskCore* task) {

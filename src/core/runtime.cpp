@@ -31,6 +31,17 @@ std::string display_quoted(const std::string& name) {
   return name.empty() ? std::string("(unnamed)") : "'" + name + "'";
 }
 
+// The mode of an acquisition of `handle` the calling thread holds (one that writes, with
+// `writes_only`), if any.
+std::optional<AccessMode> held_by_this_thread(HandleImpl& handle, bool writes_only) {
+  std::lock_guard guard(handle.dep_lock);
+  for (const auto& held : handle.acquisitions) {
+    const AccessMode held_mode = held.token->inline_accesses[0].mode;
+    if (held.holder == thread_number() && (!writes_only || held_mode != AccessMode::R)) return held_mode;
+  }
+  return std::nullopt;
+}
+
 // A task may also name data Redux (run as RW here); acquisitions may not.
 void check_mode(AccessMode mode, const char* where, bool task = false) {
   if (mode != AccessMode::R && mode != AccessMode::W && mode != AccessMode::RW &&
@@ -239,18 +250,12 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
                           " itself, so acquiring it would wait for that task; use the task's own access to it");
   }
 
-  {
-    // One this thread holds that the new one would wait for could never be released.
-    std::lock_guard guard(impl.dep_lock);
-    for (const auto& held : impl.acquisitions) {
-      const AccessMode held_mode = held.token->inline_accesses[0].mode;
-      if (held.holder == thread_number() && (held_mode != AccessMode::R || mode != AccessMode::R)) {
-        throw InvalidArgument("hetflow::Runtime::acquire: this thread holds an acquisition (" +
-                              std::string(access_mode_name(held_mode)) + ") of " + display_quoted(impl.name) +
-                              " that this one (" + std::string(access_mode_name(mode)) +
-                              ") would wait for; release it first");
-      }
-    }
+  // One this thread holds that the new one would wait for could never be released.
+  if (const auto held_mode = held_by_this_thread(impl, mode == AccessMode::R)) {
+    throw InvalidArgument("hetflow::Runtime::acquire: this thread holds an acquisition (" +
+                          std::string(access_mode_name(*held_mode)) + ") of " + display_quoted(impl.name) +
+                          " that this one (" + std::string(access_mode_name(mode)) +
+                          ") would wait for; release it first");
   }
   // Two references: the engine's (dropped when the acquisition is released, either way) and the
   // Acquisition object's, so that the record stays this acquisition's until the object is done.
@@ -345,14 +350,9 @@ void Runtime::unregister(const DataHandle& handle) {
     throw InvalidArgument("hetflow::Runtime::unregister: the calling task uses " + display_quoted(impl.name) +
                           " itself, so unregistering it would wait for that task; unregister it after the task");
   }
-  {
-    std::lock_guard guard(impl.dep_lock);
-    for (const auto& held : impl.acquisitions) {
-      if (held.holder == thread_number()) {
-        throw InvalidArgument("hetflow::Runtime::unregister: this thread holds an acquisition of " +
-                              display_quoted(impl.name) + ", which unregistering it would wait for; release it first");
-      }
-    }
+  if (held_by_this_thread(impl, false)) {
+    throw InvalidArgument("hetflow::Runtime::unregister: this thread holds an acquisition of " +
+                          display_quoted(impl.name) + ", which unregistering it would wait for; release it first");
   }
   impl_->unregister(impl);
 }
