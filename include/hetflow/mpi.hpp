@@ -51,6 +51,15 @@ class HETFLOW_API Transport {
   virtual void receive(int peer, int tag, void* data, std::size_t bytes, std::function<void()> done) = 0;
   /// A barrier that does not block: `done` is called once every rank has entered it.
   virtual void barrier(std::function<void()> done) = 0;
+  /// For ranks that gave up on the messages between them: cancels every receive not complete
+  /// (its `done` is never called, and its buffer is not written once `done` here runs), and stops
+  /// waiting for the sends not complete when the transport ends (their `done` may still come).
+  /// Once every rank has cancelled, no send buffer is read any more. Returns false, without
+  /// calling `done`, when the transport cannot cancel (the default).
+  virtual bool cancel_pending(std::function<void()> done) {
+    static_cast<void>(done);
+    return false;
+  }
   /// The ranks that run on this machine, and this rank's place among them; 0 of 1 for
   /// transports whose ranks share no machine with other processes.
   [[nodiscard]] virtual int local_rank() const { return 0; }
@@ -207,7 +216,9 @@ class HETFLOW_API Context {
   ///
   /// With HETFLOW_MPI_CHECK=1 the ranks first compare what they submitted since the last
   /// wait_all (a hash per task) and, if it differs, every rank throws hetflow::Error naming the
-  /// first task that differs instead of waiting for transfers that will never match. When
+  /// first task that differs instead of waiting for transfers that will never match: the ranks
+  /// first give up on the transfers between them (the tasks that read what never came fail) and
+  /// wait for their other tasks; the context's calls then throw (docs/mpi.md). When
   /// nothing moves for HETFLOW_MPI_WATCHDOG seconds (default 60; 0: never), the transfers still
   /// pending are printed on stderr, once per stall.
   void wait_all();

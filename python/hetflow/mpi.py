@@ -501,7 +501,12 @@ def flush(arrays: Any = None) -> None:
 
 def wait_all() -> None:
     """Waits, on every rank, until every task and transfer submitted on every rank is done.
-    Every rank calls it (it ends in a barrier that does not block hetflow's MPI thread)."""
+    Every rank calls it (it ends in a barrier that does not block hetflow's MPI thread).
+
+    With ``HETFLOW_MPI_CHECK=1`` it raises ``HetflowError`` on every rank when the ranks
+    submitted different work, after giving up on the transfers between them (the tasks that read
+    what never came fail) and waiting for the other tasks; the ranks' distributed calls raise from
+    then on (docs/mpi.md)."""
     from hetflow._data import interruptible
     from hetflow._errors import HetflowError
 

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "hetflow/error.hpp"
@@ -67,12 +69,38 @@ struct Entry {
   }
 };
 
-// A transfer not finished yet, for the watchdog (described only when it speaks).
+// A transfer is a header (the length of an error text, 0 when the data are good), the text if
+// any, then the data, all under the channel's tag: a reader elsewhere of data whose writer
+// failed fails too, instead of running on what the failed task left.
+struct Transfer {
+  Transfer(Acquisition held, bool outgoing) : acquisition(std::move(held)), sending(outgoing) {}
+  Acquisition acquisition;
+  bool sending;
+  std::uint64_t error_length = 0;
+  std::string error;
+  double posted_at = 0;  // on the runtime's clock, for the trace
+  // Whoever ends the transfer first: its last message, or the context giving up on the ranks'
+  // messages. Once settled, a late message touches nothing else (the context may be gone).
+  std::mutex mutex;
+  int messages_left = 0;
+  bool settled = false;
+
+  /// True for the caller that settles it: the last of its messages, or every one with `give_up`.
+  bool settle(bool give_up) {
+    std::lock_guard lock(mutex);
+    if (settled || (!give_up && --messages_left > 0)) return false;
+    settled = true;
+    return true;
+  }
+};
+
+// A transfer not finished yet, for the watchdog (described only when it speaks) and for giving
+// up on it.
 struct Pending {
   const Channel* channel = nullptr;
   int peer = 0;
   bool sending = false;
-  bool posted = false;  // given to the transport (else waiting for the local tasks before it)
+  std::shared_ptr<Transfer> posted;  // given to the transport (else waiting for the local tasks before it)
 };
 
 // The longest error text a transfer carries (both sides cut it there, so that they agree).
@@ -146,6 +174,13 @@ struct Context::Impl {
       }
       watchdog_seconds = seconds;
     }
+  }
+
+  /// After a divergence the ranks no longer agree on where the data are: nothing more goes.
+  void refuse_if_diverged(const char* caller) const {
+    if (!diverged) return;
+    throw Error(std::string("hetflow::mpi::Context::") + caller +
+                ": this context cannot be used any more (its runtime can): at an earlier wait_all, " + divergence);
   }
 
   void check_rank(int candidate, const std::string& what) const {
@@ -269,12 +304,12 @@ struct Context::Impl {
   std::uint64_t note_pending(const Channel& channel, int peer, bool sending) {
     std::lock_guard lock(transfer_mutex);
     ++in_flight;
-    pending.emplace(++last_transfer_id, Pending{&channel, peer, sending, false});
+    pending.emplace(++last_transfer_id, Pending{&channel, peer, sending, nullptr});
     return last_transfer_id;
   }
-  void note_posted(std::uint64_t id) {
+  void note_posted(std::uint64_t id, const std::shared_ptr<Transfer>& transfer) {
     std::lock_guard lock(transfer_mutex);
-    if (auto it = pending.find(id); it != pending.end()) it->second.posted = true;
+    if (auto it = pending.find(id); it != pending.end()) it->second.posted = transfer;
   }
   static std::string describe_pending(const Pending& transfer) {
     const Channel& channel = *transfer.channel;
@@ -437,83 +472,161 @@ struct Context::Impl {
     peer.bytes += bytes;
   }
 
-  // A transfer is a header (the length of an error text, 0 when the data are good), the text if
-  // any, then the data, all under the channel's tag: a reader elsewhere of data whose writer
-  // failed fails too, instead of running on what the failed task left.
-  struct Transfer {
-    explicit Transfer(Acquisition held) : acquisition(std::move(held)) {}
-    Acquisition acquisition;
-    std::uint64_t error_length = 0;
-    std::string error;
-    int messages_left = 0;
-    double posted_at = 0;  // on the runtime's clock, for the trace
-  };
-
   void post_send(Channel& channel, int destination) {
     const std::uint64_t id = note_pending(channel, destination, true);
     runtime.acquire_then(channel.local, AccessMode::R, [this, &channel, destination, id](Acquisition acquisition) {
-      note_posted(id);
-      auto transfer = std::make_shared<Transfer>(std::move(acquisition));
-      transfer->posted_at = runtime.now();
-      if (const std::exception_ptr& failure = transfer->acquisition.failure()) {
-        transfer->error = "the task that wrote '" + channel.local.name() + "' on " + rank_text(rank) +
-                          " failed: " + describe(failure);
-        transfer->error.resize(std::min<std::size_t>(transfer->error.size(), kLongestError));
-        transfer->error_length = transfer->error.size();
-      }
-      transfer->messages_left = transfer->error.empty() ? 2 : 3;
-      const auto sent_one = [this, transfer, &channel, destination, id] {
-        {
-          std::lock_guard lock(transfer_mutex);
-          if (--transfer->messages_left > 0) return;
-        }
-        runtime.trace_message(to_track[static_cast<std::size_t>(destination)], channel.local.name(), channel.bytes,
-                              transfer->posted_at, runtime.now());
-        transfer->acquisition.release();
-        finished_transfer(id);
-      };
-      transport->send(destination, channel.tag, &transfer->error_length, sizeof transfer->error_length, sent_one);
-      count_sent(destination, sizeof transfer->error_length);
-      if (!transfer->error.empty()) {
-        transport->send(destination, channel.tag, transfer->error.data(), transfer->error.size(), sent_one);
-        count_sent(destination, transfer->error.size());
-      }
-      transport->send(destination, channel.tag, transfer->acquisition.data(), channel.bytes, sent_one);
-      count_sent(destination, channel.bytes);
+      auto transfer = std::make_shared<Transfer>(std::move(acquisition), true);
+      if (post_unless_given_up([&] { start_send(transfer, channel, destination, id); })) return;
+      transfer->acquisition.release();
+      finished_transfer(id);
     });
+  }
+
+  void start_send(const std::shared_ptr<Transfer>& transfer, const Channel& channel, int destination,
+                  std::uint64_t id) {
+    note_posted(id, transfer);
+    transfer->posted_at = runtime.now();
+    if (const std::exception_ptr& failure = transfer->acquisition.failure()) {
+      transfer->error =
+          "the task that wrote '" + channel.local.name() + "' on " + rank_text(rank) + " failed: " + describe(failure);
+      transfer->error.resize(std::min<std::size_t>(transfer->error.size(), kLongestError));
+      transfer->error_length = transfer->error.size();
+    }
+    transfer->messages_left = transfer->error.empty() ? 2 : 3;
+    const auto sent_one = [this, transfer, &channel, destination, id] {
+      if (!transfer->settle(false)) return;
+      runtime.trace_message(to_track[static_cast<std::size_t>(destination)], channel.local.name(), channel.bytes,
+                            transfer->posted_at, runtime.now());
+      transfer->acquisition.release();
+      finished_transfer(id);
+    };
+    transport->send(destination, channel.tag, &transfer->error_length, sizeof transfer->error_length, sent_one);
+    count_sent(destination, sizeof transfer->error_length);
+    if (!transfer->error.empty()) {
+      transport->send(destination, channel.tag, transfer->error.data(), transfer->error.size(), sent_one);
+      count_sent(destination, transfer->error.size());
+    }
+    transport->send(destination, channel.tag, transfer->acquisition.data(), channel.bytes, sent_one);
+    count_sent(destination, channel.bytes);
   }
 
   void post_receive(Channel& channel, int source) {
     const std::uint64_t id = note_pending(channel, source, false);
     runtime.acquire_then(channel.local, AccessMode::W, [this, &channel, source, id](Acquisition acquisition) {
-      note_posted(id);
-      auto transfer = std::make_shared<Transfer>(std::move(acquisition));
-      transfer->posted_at = runtime.now();
-      const auto received = [this, transfer, &channel, source, id] {
-        runtime.trace_message(from_track[static_cast<std::size_t>(source)], channel.local.name(), channel.bytes,
-                              transfer->posted_at, runtime.now());
-        if (transfer->error.empty()) {
-          transfer->acquisition.release();
-        } else {
-          transfer->acquisition.release_failed(std::make_exception_ptr(Error(
-              "hetflow::mpi: '" + channel.local.name() + "' from " + rank_text(source) + ": " + transfer->error)));
-        }
-        finished_transfer(id);
-      };
-      const auto receive_data = [this, transfer, &channel, source, received] {
-        transport->receive(source, channel.tag, transfer->acquisition.data(), channel.bytes, received);
-      };
-      transport->receive(source, channel.tag, &transfer->error_length, sizeof transfer->error_length,
-                         [this, transfer, &channel, source, receive_data] {
-                           if (transfer->error_length == 0) {
-                             receive_data();
-                             return;
-                           }
-                           transfer->error.resize(std::min<std::uint64_t>(transfer->error_length, kLongestError));
+      auto transfer = std::make_shared<Transfer>(std::move(acquisition), false);
+      if (post_unless_given_up([&] { start_receive(transfer, channel, source, id); })) return;
+      transfer->acquisition.release_failed(never_received(channel, source));
+      finished_transfer(id);
+    });
+  }
+
+  void start_receive(const std::shared_ptr<Transfer>& transfer, const Channel& channel, int source, std::uint64_t id) {
+    note_posted(id, transfer);
+    transfer->posted_at = runtime.now();
+    transfer->messages_left = 1;
+    const auto received = [this, transfer, &channel, source, id] {
+      if (!transfer->settle(false)) return;
+      runtime.trace_message(from_track[static_cast<std::size_t>(source)], channel.local.name(), channel.bytes,
+                            transfer->posted_at, runtime.now());
+      if (transfer->error.empty()) {
+        transfer->acquisition.release();
+      } else {
+        transfer->acquisition.release_failed(std::make_exception_ptr(
+            Error("hetflow::mpi: '" + channel.local.name() + "' from " + rank_text(source) + ": " + transfer->error)));
+      }
+      finished_transfer(id);
+    };
+    const auto receive_data = [this, transfer, &channel, source, received] {
+      post_unless_given_up(
+          [&] { transport->receive(source, channel.tag, transfer->acquisition.data(), channel.bytes, received); });
+    };
+    transport->receive(source, channel.tag, &transfer->error_length, sizeof transfer->error_length,
+                       [this, transfer, &channel, source, receive_data] {
+                         if (transfer->error_length == 0) {
+                           receive_data();
+                           return;
+                         }
+                         transfer->error.resize(std::min<std::uint64_t>(transfer->error_length, kLongestError));
+                         post_unless_given_up([&] {
                            transport->receive(source, channel.tag, transfer->error.data(), transfer->error.size(),
                                               receive_data);
                          });
+                       });
+  }
+
+  // Runs `post` (calls to the transport) unless the context gave up on the ranks' messages, under
+  // the posting lock: what it posts reaches the transport before the cancellation does.
+  bool post_unless_given_up(const std::function<void()>& post) {
+    std::lock_guard posting(posting_mutex);
+    if (gave_up) return false;
+    post();
+    return true;
+  }
+
+  [[nodiscard]] std::exception_ptr never_received(const Channel& channel, int source) const {
+    return std::make_exception_ptr(
+        Error("hetflow::mpi: '" + channel.local.name() + "' never came from " + rank_text(source) + ": " + divergence));
+  }
+
+  // Waits until the transport calls the callback `start` hands it; false if `start` returns false.
+  static bool wait_on_transport(const std::function<bool(std::function<void()>)>& start) {
+    struct Meeting {
+      std::mutex mutex;
+      std::condition_variable met;
+      bool done = false;
+    };
+    auto meeting = std::make_shared<Meeting>();  // the transport's thread may still hold it after the wait
+    if (!start([meeting] {
+          std::lock_guard lock(meeting->mutex);
+          meeting->done = true;
+          meeting->met.notify_all();
+        })) {
+      return false;
+    }
+    std::unique_lock lock(meeting->mutex);
+    meeting->met.wait(lock, [&meeting] { return meeting->done; });
+    return true;
+  }
+
+  // The ranks diverged: every rank gives up on the messages between them, so that nothing waits
+  // for one that will never come. Receives are cancelled, and once every rank has cancelled its
+  // own (a barrier) no send buffer is read any more: sends are released, receives released as
+  // failed (the tasks that read their data fail, naming the divergence), and those still waiting
+  // for local tasks end so when they start. Then the local tasks are waited for, so that none
+  // runs on after wait_all throws. False when the transport cannot cancel: its transfers are
+  // left as they are.
+  bool give_up_on_transfers() {
+    {
+      std::lock_guard posting(posting_mutex);
+      gave_up = true;
+    }
+    if (!wait_on_transport([this](std::function<void()> done) { return transport->cancel_pending(std::move(done)); }))
+      return false;
+    wait_on_transport([this](std::function<void()> done) {
+      transport->barrier(std::move(done));
+      return true;
     });
+    std::vector<std::pair<std::uint64_t, Pending>> posted;
+    {
+      std::lock_guard lock(transfer_mutex);
+      for (const auto& [id, transfer] : pending) {
+        if (transfer.posted && transfer.posted->settle(true)) posted.emplace_back(id, transfer);
+      }
+    }
+    for (const auto& [id, transfer] : posted) {
+      if (transfer.sending) {
+        transfer.posted->acquisition.release();
+      } else {
+        transfer.posted->acquisition.release_failed(never_received(*transfer.channel, transfer.peer));
+      }
+      finished_transfer(id);
+    }
+    try {
+      runtime.wait_all();
+    } catch (const Error&) {
+      // The program holds an acquisition a task waits for: the divergence is still what to tell.
+    }
+    return true;
   }
 
   /// Claims `tag` for one piece of data (or its contributions).
@@ -567,6 +680,9 @@ struct Context::Impl {
   double watchdog_seconds = 60;
   bool check = false;  // HETFLOW_MPI_CHECK=1
   bool diverged = false;
+  std::string divergence;                  // what the check found, once it did
+  std::recursive_mutex posting_mutex;      // gave_up, and the calls that post to the transport
+  bool gave_up = false;                    // on the ranks' messages, after a divergence
   std::vector<std::uint64_t> submissions;  // a hash per task, with the check
   std::vector<std::string> descriptions;
   std::size_t checked = 0;  // submissions compared at the last wait_all
@@ -605,6 +721,7 @@ int Context::size() const noexcept { return impl_->size; }
 
 DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner, int tag, std::string name) {
   Impl& impl = *impl_;
+  impl.refuse_if_diverged("register_data");
   if (owner != kEveryRank) impl.check_rank(owner, "register_data: owner");
   if (layout.span_bytes() != layout.payload_bytes()) {
     throw InvalidArgument(
@@ -643,6 +760,7 @@ DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner
 }
 
 int Context::allocate_tags(int count) {
+  impl_->refuse_if_diverged("allocate_tags");
   if (count < 1) throw InvalidArgument("hetflow::mpi::Context::allocate_tags: count must be at least 1");
   std::lock_guard lock(impl_->mutex);
   return impl_->free_tags(count);
@@ -650,6 +768,7 @@ int Context::allocate_tags(int count) {
 
 void Context::set_reduction(const DataHandle& handle, const Codelet& init, const Codelet& combine) {
   Impl& impl = *impl_;
+  impl.refuse_if_diverged("set_reduction");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "set_reduction");
   if (entry.everywhere()) {
@@ -717,6 +836,7 @@ int Context::executor(const TaskOptions& options, Placement placement) const {
 
 std::optional<LocalTask> Context::route(const TaskOptions& options, Placement placement, std::string_view label) {
   Impl& impl = *impl_;
+  impl.refuse_if_diverged("insert");
   std::vector<DataAccess> data = merged_accesses(options);
   std::lock_guard lock(impl.mutex);
   // Everything is checked before the state changes: a refused task leaves every rank as it was.
@@ -772,6 +892,7 @@ int Context::owner(const DataHandle& handle) const {
 
 void Context::get_on(const DataHandle& handle, int rank) {
   Impl& impl = *impl_;
+  impl.refuse_if_diverged("get_on");
   impl.check_rank(rank, "get_on:");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "get_on");
@@ -781,6 +902,7 @@ void Context::get_on(const DataHandle& handle, int rank) {
 
 void Context::broadcast(const DataHandle& handle) {
   Impl& impl = *impl_;
+  impl.refuse_if_diverged("broadcast");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "broadcast");
   if (entry.everywhere()) return;
@@ -803,6 +925,7 @@ void Context::gather(const std::vector<DataHandle>& handles, int rank) {
 
 void Context::migrate(const DataHandle& handle, int rank) {
   Impl& impl = *impl_;
+  impl.refuse_if_diverged("migrate");
   impl.check_rank(rank, "migrate:");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "migrate");
@@ -821,6 +944,7 @@ int Context::holder(const DataHandle& handle) const {
 }
 
 void Context::flush(const DataHandle& handle) {
+  impl_->refuse_if_diverged("flush");
   std::lock_guard lock(impl_->mutex);
   Entry& entry = impl_->entry_of(handle, "flush");
   if (entry.everywhere()) return;
@@ -829,6 +953,7 @@ void Context::flush(const DataHandle& handle) {
 }
 
 void Context::flush_all() {
+  impl_->refuse_if_diverged("flush_all");
   std::lock_guard lock(impl_->mutex);
   impl_->finish_reductions();
   for (Entry* entry : impl_->in_order) {
@@ -838,6 +963,7 @@ void Context::flush_all() {
 
 void Context::wait_all() {
   Impl& impl = *impl_;
+  impl.refuse_if_diverged("wait_all");
   {
     std::lock_guard lock(impl.mutex);
     impl.finish_reductions();
@@ -847,11 +973,12 @@ void Context::wait_all() {
     if (first >= 0) {
       impl.diverged = true;
       const auto index = static_cast<std::size_t>(first);
-      throw Error(
-          "hetflow::mpi: the ranks did not submit the same work (HETFLOW_MPI_CHECK): the first that differs "
-          "is " +
+      impl.divergence =
+          "the ranks did not submit the same work (HETFLOW_MPI_CHECK): the first that differs is " +
           (index < impl.descriptions.size() ? impl.descriptions[index] + " here"
-                                            : "task " + std::to_string(index) + ", which this rank did not submit"));
+                                            : "task " + std::to_string(index) + ", which this rank did not submit");
+      impl.give_up_on_transfers();
+      throw Error("hetflow::mpi: " + impl.divergence);
     }
   }
   // Tasks and transfers, in slices, so that the watchdog can speak when nothing moves.
@@ -873,19 +1000,10 @@ void Context::wait_all() {
       std::fputs(text.c_str(), stderr);
     }
   }
-  struct Meeting {
-    std::mutex mutex;
-    std::condition_variable met;
-    bool everyone = false;
-  };
-  auto meeting = std::make_shared<Meeting>();  // the transport's thread may still hold it after the wait
-  impl.transport->barrier([meeting] {
-    std::lock_guard lock(meeting->mutex);
-    meeting->everyone = true;
-    meeting->met.notify_all();
+  Impl::wait_on_transport([&impl](std::function<void()> done) {
+    impl.transport->barrier(std::move(done));
+    return true;
   });
-  std::unique_lock lock(meeting->mutex);
-  meeting->met.wait(lock, [&meeting] { return meeting->everyone; });
 }
 
 std::vector<PeerStats> Context::sent() const {

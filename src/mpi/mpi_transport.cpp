@@ -162,7 +162,7 @@ class MpiProcess {
 
 // One request of the program, queued for the progress thread.
 struct Operation {
-  enum class Kind : std::uint8_t { send, receive, barrier };
+  enum class Kind : std::uint8_t { send, receive, barrier, cancel };
   Kind kind = Kind::barrier;
   int peer = -1;
   int tag = 0;
@@ -238,15 +238,26 @@ class ProgressEngine {
         queued_.clear();
         if (stopping_ && !stop_deadline) stop_deadline = Clock::now() + options_.shutdown_wait;
       }
-      stop_if_mpi_finalized(batch.size());
+      if (mpi_finalized_with_only_orphans(batch.size())) return;
       bool progressed = !batch.empty();
-      for (Operation& operation : batch) post(std::move(operation));
+      for (Operation& operation : batch) {
+        if (operation.kind == Operation::Kind::cancel) {
+          cancel_in_flight();
+          finished.push_back(std::move(operation.done));
+        } else {
+          post(std::move(operation));
+        }
+      }
       batch.clear();
       progressed = poll(finished) || progressed;
       for (auto& done : finished) {
         if (done) done();
       }
       finished.clear();
+      if (stop_deadline && in_flight_ > 0 && in_flight_ == orphaned_) {
+        let_go_of_requests();
+        return;
+      }
       if (stop_deadline && in_flight_ > 0 && Clock::now() >= *stop_deadline) {
         abandon();
         return;
@@ -301,6 +312,7 @@ class ProgressEngine {
     int tag = 0;
     std::size_t bytes = 0;
     std::size_t requests_left = 0;
+    bool orphaned = false;  // a send left in flight by cancel_pending: stopping does not wait for it
     std::function<void()> done;
     [[nodiscard]] bool long_message() const { return kind != Operation::Kind::barrier && bytes >= long_message_bytes; }
   };
@@ -325,16 +337,19 @@ class ProgressEngine {
         return "receive of " + std::to_string(flight.bytes) + " bytes from rank " + std::to_string(flight.peer) +
                " with tag " + std::to_string(flight.tag);
       case Operation::Kind::barrier: return "barrier";
+      case Operation::Kind::cancel: return "cancellation";
     }
     return "operation";
   }
 
   // The program finalized MPI with transfers still to make: any MPI call now is an error (a
-  // crash inside MPI, or its own abort without a word on why); said plainly instead.
-  void stop_if_mpi_finalized(std::size_t queued) const {
+  // crash inside MPI, or its own abort without a word on why); said plainly instead. True when
+  // only sends given up on are left: the thread then stops without another MPI call.
+  [[nodiscard]] bool mpi_finalized_with_only_orphans(std::size_t queued) const {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (finalized == 0) return;
+    if (finalized == 0) return false;
+    if (queued == 0 && in_flight_ == orphaned_) return true;
     std::fprintf(stderr,
                  "hetflow::mpi: the program finalized MPI (MPI_Finalize) while rank %d had %zu transfers queued or "
                  "in flight; wait for them first (Context::wait_all, hetflow.mpi.wait_all)\n",
@@ -353,6 +368,42 @@ class ProgressEngine {
     std::fflush(stderr);
     MPI_Abort(comm_, 1);
     std::abort();
+  }
+
+  // cancel_pending: the receives in flight are cancelled and waited for (a wait that MPI makes
+  // local once a request is cancelled), none of their callbacks called; the sends stay in flight
+  // as orphans.
+  void cancel_in_flight() {
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < requests_.size(); ++i) {
+      const std::size_t index = request_info_[i].flight;
+      Flight& flight = flights_[index];
+      if (flight.kind == Operation::Kind::receive) {
+        MPI_Cancel(&requests_[i]);
+        MPI_Wait(&requests_[i], MPI_STATUS_IGNORE);
+        if (--flight.requests_left == 0) retire(index);
+        continue;
+      }
+      if (flight.kind == Operation::Kind::send && !flight.orphaned) {
+        flight.orphaned = true;
+        ++orphaned_;
+      }
+      requests_[kept] = requests_[i];
+      request_info_[kept] = request_info_[i];
+      ++kept;
+    }
+    requests_.resize(kept);
+    request_info_.resize(kept);
+  }
+
+  // A flight whose requests are all complete: its slot is free again.
+  void retire(std::size_t index) {
+    Flight& flight = flights_[index];
+    flight.done = nullptr;
+    free_flights_.push_back(index);
+    --in_flight_;
+    if (flight.orphaned) --orphaned_;
+    if (flight.long_message()) long_bytes_in_flight_ -= flight.bytes;
   }
 
   std::size_t new_flight(Flight flight) {
@@ -439,10 +490,7 @@ class ProgressEngine {
       }
       if (--flight.requests_left == 0) {
         finished.push_back(std::move(flight.done));
-        flight.done = nullptr;
-        free_flights_.push_back(info.flight);
-        --in_flight_;
-        if (flight.long_message()) long_bytes_in_flight_ -= flight.bytes;
+        retire(info.flight);
       }
     }
     // Completed requests were set to MPI_REQUEST_NULL: drop them, keeping the others in order.
@@ -474,6 +522,10 @@ class ProgressEngine {
                  rank(), in_flight_, static_cast<long long>(options_.shutdown_wait.count()), what.c_str(),
                  listed > 5 ? "; ..." : "");
     std::fflush(stderr);
+    let_go_of_requests();
+  }
+
+  void let_go_of_requests() {
     for (std::size_t i = 0; i < requests_.size(); ++i) {
       switch (flights_[request_info_[i].flight].kind) {
         case Operation::Kind::receive:
@@ -481,7 +533,8 @@ class ProgressEngine {
           MPI_Request_free(&requests_[i]);
           break;
         case Operation::Kind::send: MPI_Request_free(&requests_[i]); break;
-        case Operation::Kind::barrier: break;
+        case Operation::Kind::barrier:
+        case Operation::Kind::cancel: break;
       }
     }
     requests_.clear();
@@ -508,6 +561,7 @@ class ProgressEngine {
   std::vector<Flight> flights_;
   std::vector<std::size_t> free_flights_;
   std::size_t in_flight_ = 0;
+  std::size_t orphaned_ = 0;  // of in_flight_, sends cancel_pending gave up on
   std::size_t long_bytes_in_flight_ = 0;
   std::vector<MPI_Request> requests_;
   std::vector<RequestInfo> request_info_;
@@ -593,6 +647,17 @@ void MpiTransport::receive(int peer, int tag, void* data, std::size_t bytes, std
                     .receive_data = static_cast<std::byte*>(data),
                     .bytes = bytes,
                     .done = std::move(done)});
+}
+
+bool MpiTransport::cancel_pending(std::function<void()> done) {
+  engine_->enqueue({.kind = Operation::Kind::cancel,
+                    .peer = -1,
+                    .tag = 0,
+                    .send_data = nullptr,
+                    .receive_data = nullptr,
+                    .bytes = 0,
+                    .done = std::move(done)});
+  return true;
 }
 
 void MpiTransport::barrier(std::function<void()> done) {

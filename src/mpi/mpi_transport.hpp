@@ -57,6 +57,7 @@ class MpiTransport final : public Transport {
   void send(int peer, int tag, const void* data, std::size_t bytes, std::function<void()> done) override;
   void receive(int peer, int tag, void* data, std::size_t bytes, std::function<void()> done) override;
   void barrier(std::function<void()> done) override;
+  bool cancel_pending(std::function<void()> done) override;
 
  private:
   void check_message(const char* call, int peer, int tag, const void* data, std::size_t bytes) const;

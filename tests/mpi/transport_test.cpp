@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -247,6 +249,37 @@ TEST(MpiTransport, BarrierCompletesOnceEveryRankEnteredIt) {
   Completions many;
   for (std::size_t i = 0; i < barriers; ++i) transport->barrier(many.callback());
   many.wait(barriers, "50 barriers");
+}
+
+// Ranks that give up on their messages (a context after a divergence): a receive nobody sends
+// to is cancelled and never completes, and a send nobody receives no longer holds the
+// transport's end (it waited the whole shutdown wait, then said it stopped with work unfinished).
+TEST(MpiTransport, CancelledReceivesNeverCompleteAndSendsLetGoOfDoNotHoldTheEnd) {
+  MPI_Comm comm = MPI_COMM_NULL;
+  ASSERT_EQ(MPI_Comm_dup(MPI_COMM_WORLD, &comm), MPI_SUCCESS);
+  auto transport = mpi::over_communicator(&comm);
+  const int rank = transport->rank();
+  const int size = transport->size();
+  constexpr int tag = 500;
+  std::vector<std::uint8_t> outgoing(std::size_t{1} << 20, 1);  // past the eager limit
+  std::vector<std::uint8_t> incoming(std::size_t{1} << 20, 0);
+  std::atomic<int> completed{0};
+  transport->receive((rank + size - 1) % size, tag, incoming.data(), incoming.size(), [&completed] { ++completed; });
+  transport->send((rank + 1) % size, tag + 1, outgoing.data(), outgoing.size(), [&completed] { ++completed; });
+  Completions cancelled;
+  ASSERT_TRUE(transport->cancel_pending(cancelled.callback()));
+  cancelled.wait(1, "the cancellation");
+  Completions met;
+  transport->barrier(met.callback());
+  met.wait(1, "the barrier after the cancellation");
+  EXPECT_EQ(completed.load(), 0);
+  EXPECT_EQ(std::count(incoming.begin(), incoming.end(), 0), static_cast<std::ptrdiff_t>(incoming.size()));
+  testing::internal::CaptureStderr();
+  transport.reset();
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(said.find("unfinished"), std::string::npos) << said;
+  EXPECT_EQ(completed.load(), 0);
+  MPI_Comm_free(&comm);
 }
 
 }  // namespace

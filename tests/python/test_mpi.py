@@ -212,17 +212,34 @@ def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
         "x = hm.register(np.zeros(4), owner=0)\n"
         "y = hm.register(np.zeros(4), owner=hm.size() - 1)\n"
         "run = hetflow.task_submit.options(executor='thread')\n"
-        "for i in range(3 + (1 if hm.rank() == 0 else 0)):\n"  # rank 0 submits one task more
+        "for i in range(3):\n"
         "    run(lambda a, b: a.__iadd__(b), hetflow.RW(y), x)\n"
+        "extra = None\n"
+        "if hm.rank() == 0:\n"  # one task more, which waits for y from a rank that never sends it
+        "    extra = run(lambda a, b: a.__iadd__(b), hetflow.RW(x), y)\n"
         "try:\n"
         "    hm.wait_all()\n"
         "except hetflow.HetflowError as error:\n"
         "    print(f'rank {hm.rank()}: {error}', flush=True)\n"
+        "if extra is not None:\n"
+        "    try:\n"
+        "        extra.result(timeout=5)\n"
+        "        print('the extra task ran', flush=True)\n"
+        "    except hetflow.DependencyError as error:\n"
+        "        print(f'extra task: {error}', flush=True)\n"
+        "try:\n"
+        "    hm.wait_all()\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print(f'rank {hm.rank()} again: {error}', flush=True)\n"
     )
-    _, output = _run_program(program, HETFLOW_MPI_CHECK="1")
+    returncode, output = _run_program(program, HETFLOW_MPI_CHECK="1")
     for rank in range(2):
         assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
-    assert "time limit" not in output, output
+        assert f"rank {rank} again: " in output and "cannot be used any more" in output, output
+    # The task that waited for a transfer the other rank never makes fails, saying why, and the
+    # program ends (the runtime waited for that task for ever).
+    assert "extra task: " in output and "never came from rank 1" in output, output
+    assert returncode == 0 and "time limit" not in output, output
 
 
 def test_finalizing_mpi_with_transfers_in_flight_says_so():
