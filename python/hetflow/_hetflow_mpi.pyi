@@ -1,6 +1,6 @@
 """hetflow across MPI ranks; use hetflow.mpi, not this module."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 EVERY_RANK: int = -1
@@ -25,7 +25,7 @@ class Context:
 
     def router(self) -> object: ...
 
-    def register_array(self, address: int, nbytes: int, owner: int, tag: int, name: str) -> object: ...
+    def register_array(self, address: int, nbytes: int, itemsize: int, dims: Sequence[int], owner: int, tag: int, name: str) -> object: ...
 
     def allocate_tags(self, count: int) -> int: ...
 

@@ -296,12 +296,25 @@ def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optiona
         capsules: List[Any] = []
 
         def register_handle(address: int, nbytes: int) -> Any:
-            capsules.append(state.context.register_array(address, nbytes, owner, chosen, label))
+            dims = _dims_contiguous_first(array)
+            capsules.append(state.context.register_array(address, nbytes, array.itemsize, dims, owner, chosen, label))
             return state.runtime._engine.adopt_distributed(capsules[0])
 
         state.runtime.handles.adopt(array, register_handle)
         state.arrays[_key(array)] = (array, capsules[0])
     return array
+
+
+def _dims_contiguous_first(array: Any) -> List[int]:
+    """The dimensions of a contiguous array, the contiguous one first, the outermost merged past
+    four: what the submission check (``HETFLOW_MPI_CHECK``) compares between the ranks, with the
+    item size, so that an array of another shape, dtype size or memory order elsewhere is told."""
+    if array.size == 0:
+        return []
+    dims = [int(d) for d in (array.shape if not array.flags.c_contiguous else reversed(array.shape))] or [1]
+    while len(dims) > 4:
+        dims[-2] *= dims.pop()
+    return dims
 
 
 def _key(array: Any) -> tuple:

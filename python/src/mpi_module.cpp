@@ -134,10 +134,19 @@ class RankContext {
     return nb::steal(capsule);
   }
 
-  /// Registers `nbytes` bytes at `address`; the handle as a capsule.
-  nb::object register_array(std::uintptr_t address, std::size_t nbytes, int owner, int tag, const std::string& name) {
-    DataHandle handle = context().register_data(
-        reinterpret_cast<void*>(address), DataLayout::vector(std::max<std::size_t>(nbytes, 1), 1), owner, tag, name);
+  /// Registers `nbytes` bytes at `address`, elements of `itemsize` bytes in dimensions `dims`
+  /// (the contiguous one first, at most DataLayout::kMaxDims; empty for an empty array): the
+  /// submission check compares the layouts, so arrays of another dtype, shape or memory order on
+  /// other ranks are told. The handle as a capsule.
+  nb::object register_array(std::uintptr_t address, std::size_t nbytes, std::size_t itemsize,
+                            const std::vector<std::size_t>& dims, int owner, int tag, const std::string& name) {
+    DataLayout layout = DataLayout::vector(std::max<std::size_t>(nbytes, 1), 1);
+    if (nbytes > 0 && !dims.empty()) {
+      std::vector<std::size_t> strides(dims.size(), 1);
+      for (std::size_t d = 1; d < dims.size(); ++d) strides[d] = strides[d - 1] * dims[d - 1];
+      layout = DataLayout::block(dims.size(), dims.data(), strides.data(), itemsize);
+    }
+    DataHandle handle = context().register_data(reinterpret_cast<void*>(address), layout, owner, tag, name);
     PyObject* capsule = owning_capsule<DataHandle>(std::move(handle), kDataHandleCapsule);
     if (capsule == nullptr) throw nb::python_error();
     return nb::steal(capsule);
@@ -212,7 +221,8 @@ NB_MODULE(_hetflow_mpi, m) {
       .def("rank", &RankContext::rank)
       .def("size", &RankContext::size)
       .def("router", &RankContext::router)
-      .def("register_array", &RankContext::register_array, "address"_a, "nbytes"_a, "owner"_a, "tag"_a, "name"_a)
+      .def("register_array", &RankContext::register_array, "address"_a, "nbytes"_a, "itemsize"_a, "dims"_a, "owner"_a,
+           "tag"_a, "name"_a)
       .def("allocate_tags", &RankContext::allocate_tags, "count"_a)
       .def("owner", &RankContext::owner, "handle"_a)
       .def("holder", &RankContext::holder, "handle"_a)

@@ -242,6 +242,30 @@ def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
     assert returncode == 0 and "time limit" not in output, output
 
 
+@pytest.mark.parametrize(
+    "elsewhere",
+    ["np.zeros(24, np.float32)", "np.zeros((4, 3))", "np.zeros((3, 4), order='F')", "np.zeros(12, np.int64)"],
+)
+def test_arrays_of_another_shape_dtype_size_or_order_elsewhere_are_told_with_hetflow_mpi_check(elsewhere):
+    # Rank 1 registers the same number of bytes as rank 0's (3, 4) float64 array, shaped otherwise:
+    # each rank would read the other's bytes as garbage.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        f"a = hm.register(np.zeros((3, 4)) if hm.rank() == 0 else {elsewhere}, owner=0)\n"
+        "hetflow.task_submit.options(executor='thread')(lambda x: x.fill(1), hetflow.W(a))\n"
+        "try:\n"
+        "    hm.wait_all()\n"
+        "    print(f'rank {hm.rank()}: unnoticed', flush=True)\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print(f'rank {hm.rank()}: {error}', flush=True)\n"
+    )
+    returncode, output = _run_program(program, HETFLOW_MPI_CHECK="1")
+    for rank in range(2):
+        assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
+    assert returncode == 0, output
+
+
 def test_finalizing_mpi_with_transfers_in_flight_says_so():
     # The program finalizes MPI itself before waiting: the transport's next MPI call crashed
     # inside MPI, or MPI aborted without a word on why.
