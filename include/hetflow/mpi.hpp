@@ -220,7 +220,8 @@ class HETFLOW_API Context {
   /// first give up on the transfers between them (the tasks that read what never came fail) and
   /// wait for their other tasks; the context's calls then throw (docs/mpi.md). When
   /// nothing moves for HETFLOW_MPI_WATCHDOG seconds (default 60; 0: never), the transfers still
-  /// pending are printed on stderr, once per stall.
+  /// pending are printed on stderr, once per stall; so is a wait that long for the other ranks to
+  /// call wait_all.
   void wait_all();
 
   /// Messages and bytes this rank sent to each peer (indexed by rank). With HETFLOW_MPI_STATS=1

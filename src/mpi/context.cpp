@@ -569,7 +569,9 @@ struct Context::Impl {
   }
 
   // Waits until the transport calls the callback `start` hands it; false if `start` returns false.
-  static bool wait_on_transport(const std::function<bool(std::function<void()>)>& start) {
+  // `stalled` is called once if that takes more than `patience` seconds (0: never).
+  static bool wait_on_transport(const std::function<bool(std::function<void()>)>& start, double patience = 0,
+                                const std::function<void()>& stalled = {}) {
     struct Meeting {
       std::mutex mutex;
       std::condition_variable met;
@@ -584,7 +586,13 @@ struct Context::Impl {
       return false;
     }
     std::unique_lock lock(meeting->mutex);
-    meeting->met.wait(lock, [&meeting] { return meeting->done; });
+    const auto done = [&meeting] { return meeting->done; };
+    if (patience > 0 && !meeting->met.wait_for(lock, std::chrono::duration<double>(patience), done)) {
+      lock.unlock();
+      stalled();
+      lock.lock();
+    }
+    meeting->met.wait(lock, done);
     return true;
   }
 
@@ -1000,10 +1008,21 @@ void Context::wait_all() {
       std::fputs(text.c_str(), stderr);
     }
   }
-  Impl::wait_on_transport([&impl](std::function<void()> done) {
-    impl.transport->barrier(std::move(done));
-    return true;
-  });
+  // A rank that returned early, or calls wait_all once more than the others, leaves them here.
+  Impl::wait_on_transport(
+      [&impl](std::function<void()> done) {
+        impl.transport->barrier(std::move(done));
+        return true;
+      },
+      impl.watchdog_seconds,
+      [&impl] {
+        std::fputs(("hetflow::mpi watchdog: " + rank_text(impl.rank) + ": its work is done and it has waited for " +
+                    std::to_string(static_cast<long>(impl.watchdog_seconds)) +
+                    " s in wait_all for the other ranks to call wait_all too (did one return early, or does this "
+                    "one call it once more than they do?)\n")
+                       .c_str(),
+                   stderr);
+      });
 }
 
 std::vector<PeerStats> Context::sent() const {

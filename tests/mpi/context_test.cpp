@@ -464,6 +464,26 @@ TEST(MpiContext, TheWatchdogShowsTheTransfersThatDoNotMove) {
   }
 }
 
+// One rank comes to wait_all late (it might never): the others, their work done, say that they
+// wait for it there.
+TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateForWaitAll) {
+  setenv("HETFLOW_MPI_WATCHDOG", "0.5", 1);
+  testing::internal::CaptureStderr();
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 3.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+    if (context.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    context.wait_all();
+  });
+  const std::string printed = testing::internal::GetCapturedStderr();
+  unsetenv("HETFLOW_MPI_WATCHDOG");
+  if (sees_rank(0)) {
+    EXPECT_NE(printed.find("watchdog: rank 0: its work is done"), std::string::npos) << printed;
+  }
+  EXPECT_EQ(printed.find("watchdog: rank 1: its work is done"), std::string::npos) << printed;
+}
+
 TEST(MpiContext, MigratedDataIsWrittenOnItsNewOwner) {
   spmd(3, [](mpi::Context& context) {
     const int me = context.rank();
