@@ -167,6 +167,16 @@ def note_application_waited() -> None:
     The program has seen tasks end and may now write its arrays directly: device copies made before are copied again from host memory before their next use (read-only arrays excepted).
     """
 
+def close_gil_gate() -> None:
+    """
+    At exit, after hetflow's last work: threads of this module that want the GIL back wait for the process to end from now on (finalizing Python would end them through C++ frames).
+    """
+
+def open_gil_gate() -> None:
+    """
+    hetflow is used again after its exit handler (by a later one): its threads take the GIL as before.
+    """
+
 def thread_number() -> int:
     """
     A number for the calling thread, never given to another one: acquisitions are held by it.

@@ -287,6 +287,7 @@ class Runtime:
         (False when only the worker processes run tasks)."""
         from hetflow import _hetflow, _protocol, _worker  # the engine loads on first use, not at import
 
+        _hetflow.open_gil_gate()  # a runtime started by an exit handler that runs after hetflow's
         settings = Settings(
             ncpus, sched, executor, nprocs, spin_us, trace, stats, initializer, initargs, opencl, cuda, memory_limits
         ).resolved()
@@ -1055,16 +1056,28 @@ def _at_exit() -> None:
     global _current
     with _current_lock:
         runtime = _current
-    if runtime is None or runtime._generation != _fork_generation:
-        return
     try:
+        if runtime is None or runtime._generation != _fork_generation:
+            return
         _shut_down_at_exit(runtime)
     except KeyboardInterrupt:  # shutdown gave the work up; a traceback of this handler tells nothing more
+        assert runtime is not None
         print(f"hetflow: interrupted at exit (Ctrl-C): {runtime.abandoned_tasks} unfinished task(s) given up", file=sys.stderr)
     finally:
         with _current_lock:
             if _current is runtime:
                 _current = None
+        _close_gil_gates()
+
+
+def _close_gil_gates() -> None:
+    """hetflow's threads (and the program's threads inside hetflow's calls) that want the GIL
+    back from now on wait for the process to end: Python is about to finalize, and ends such a
+    thread in a way that aborts the process through C++ frames (python/src/finalizing.hpp)."""
+    for name in ("hetflow._hetflow", "hetflow._hetflow_mpi"):  # those loaded (on first use)
+        module = sys.modules.get(name)
+        if module is not None:
+            module.close_gil_gate()
 
 
 def _shut_down_at_exit(runtime: Runtime) -> None:

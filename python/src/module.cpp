@@ -740,6 +740,15 @@ NB_MODULE(_hetflow, m) {
         "The program has seen tasks end and may now write its arrays directly: device copies made "
         "before are copied again from host memory before their next use (read-only arrays excepted).");
 
+  m.def(
+      "close_gil_gate", [] { hetflow::python::close_gil_gate(std::chrono::seconds(1)); },
+      "At exit, after hetflow's last work: threads of this module that want the GIL back wait for the "
+      "process to end from now on (finalizing Python would end them through C++ frames).");
+
+  m.def(
+      "open_gil_gate", [] { hetflow::python::gil_gate().closed.store(false); },
+      "hetflow is used again after its exit handler (by a later one): its threads take the GIL as before.");
+
   m.def("thread_number", &hetflow::detail::thread_number,
         "A number for the calling thread, never given to another one: acquisitions are held by it.");
 

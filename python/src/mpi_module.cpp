@@ -8,6 +8,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -211,6 +212,7 @@ NB_MODULE(_hetflow_mpi, m) {
   m.doc() = "hetflow across MPI ranks; use hetflow.mpi, not this module.";
   m.attr("EVERY_RANK") = hetflow::mpi::kEveryRank;
   m.def("abort_all", &hetflow::mpi::abort_all, "code"_a);
+  m.def("close_gil_gate", [] { close_gil_gate(std::chrono::seconds(1)); });
   nb::class_<RankTransport>(m, "Transport")
       .def(nb::init<std::optional<std::uintptr_t>>(), "communicator"_a = nb::none())
       .def("rank", &RankTransport::rank)

@@ -670,6 +670,32 @@ def test_two_ctrl_c_at_exit_end_the_program_without_aborting(tmp_path):
     assert "terminate called" not in err and "Fatal Python error" not in err, err
 
 
+def test_threads_waiting_on_tasks_while_the_interpreter_finalizes_do_not_abort_it(tmp_path):
+    # Daemon threads loop over submit + result() while the program ends without waiting: one
+    # that had checked that Python was not finalizing, and waited for the GIL when it began,
+    # was ended by Python through the C++ frames of result(), which aborted the process (about
+    # one run in 40). A race: several runs, each of which could abort.
+    code = """
+import os, threading, time
+os.environ["HETFLOW_EXIT_TIMEOUT"] = "0"
+import hetflow
+
+def loop():
+    while True:
+        try:
+            hetflow.task_submit(abs, -1).result()
+        except hetflow.HetflowError:
+            pass
+
+for _ in range(4):
+    threading.Thread(target=loop, daemon=True).start()
+time.sleep(0.2)
+"""
+    for _ in range(25):
+        rc, out, err = run_script(tmp_path, code)
+        assert rc != -signal.SIGABRT and "terminate called" not in err and "Fatal Python error" not in err, err
+
+
 def test_ctrl_c_then_a_later_shutdown_does_not_hang(tmp_path):
     rc, out, err = run_script(
         tmp_path,
