@@ -1,54 +1,109 @@
-"""Futures among a task's arguments: finding them and replacing them by their values."""
+"""Futures among a task's arguments: finding them and replacing them by their values.
+
+Only the containers that hold a future (at any depth) are copied, with values in place of the
+futures; every other argument reaches the task as the object itself, so a task that fills a list
+or a dict given beside a future fills the caller's, and an object passed twice arrives as one.
+The walk keeps to an explicit stack and remembers what it has seen: containers that hold
+themselves, and nestings deeper than Python's recursion limit, are fine."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+import itertools
+from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
-def _walk(value: Any, is_future: Callable[[Any], bool], found: list) -> None:
-    if is_future(value):
-        if not any(value is f for f in found):
-            found.append(value)
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for item in value:
-            _walk(item, is_future, found)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _walk(key, is_future, found)
-            _walk(item, is_future, found)
+# Values that are never futures nor hold any, skipped without a call.
+_ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
 
-def find_futures(args: tuple, kwargs: dict, is_future: Callable[[Any], bool]) -> list:
-    """The futures among the arguments, at top level or inside lists, tuples, sets and dicts
-    (keys too)."""
-    found: list = []
-    for value in args:
-        if is_future(value) or isinstance(value, _CONTAINERS):
-            _walk(value, is_future, found)
-    for value in kwargs.values():
-        if is_future(value) or isinstance(value, _CONTAINERS):
-            _walk(value, is_future, found)
-    return found
+def _items(value: Any) -> Iterator[Any]:
+    """A container's items (a dict's keys and values, in turn)."""
+    return itertools.chain.from_iterable(value.items()) if isinstance(value, dict) else iter(value)
 
 
-def substitute(value: Any, is_future: Callable[[Any], bool], resolve: Callable[[Any], Any]) -> Any:
-    """A copy of ``value`` with each future replaced by ``resolve(future)``, container types kept."""
-    if is_future(value):
-        return resolve(value)
-    if isinstance(value, list):
-        items = [substitute(item, is_future, resolve) for item in value]
-        return items if type(value) is list else _refilled(value, items)
-    if isinstance(value, tuple):
-        items = [substitute(item, is_future, resolve) for item in value]
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if isinstance(value, (set, frozenset)):
-        return type(value)(substitute(item, is_future, resolve) for item in value)
-    if isinstance(value, dict):
-        pairs = [(substitute(key, is_future, resolve), substitute(item, is_future, resolve)) for key, item in value.items()]
-        return dict(pairs) if type(value) is dict else _refilled(value, pairs)
-    return value
+class FutureSearch:
+    """The futures among a task's arguments (in the order first met, each once), and which
+    containers hold one, at top level or inside lists, tuples, sets and dicts (keys too)."""
+
+    def __init__(self, args: tuple, kwargs: dict, is_future: Callable[[Any], bool]) -> None:
+        self.is_future = is_future
+        self.futures: List[Any] = []
+        self.holders: Set[int] = set()  # ids of the containers that hold a future, at any depth
+        seen_futures: Set[int] = set()
+        visited: Set[int] = set()
+        for top in (*args, *kwargs.values()):
+            if type(top) in _ATOMS:
+                continue
+            if is_future(top):
+                if id(top) not in seen_futures:
+                    seen_futures.add(id(top))
+                    self.futures.append(top)
+                continue
+            if not isinstance(top, _CONTAINERS) or id(top) in visited:
+                continue
+            # Depth first; a container is left once its items are done (then it is known whether
+            # one of them holds a future), and its iterator resumes where it was after a child.
+            visited.add(id(top))
+            stack: List[Tuple[Any, Iterator[Any]]] = [(top, _items(top))]
+            while stack:
+                container, items = stack[-1]
+                for child in items:
+                    if type(child) in _ATOMS:
+                        continue
+                    if is_future(child):
+                        self.holders.add(id(container))
+                        if id(child) not in seen_futures:
+                            seen_futures.add(id(child))
+                            self.futures.append(child)
+                    elif isinstance(child, _CONTAINERS):
+                        if id(child) not in visited:
+                            visited.add(id(child))
+                            stack.append((child, _items(child)))
+                            break
+                        if id(child) in self.holders:
+                            self.holders.add(id(container))
+                else:
+                    stack.pop()
+                    if id(container) in self.holders and stack:
+                        self.holders.add(id(stack[-1][0]))
+
+    def substitute(self, value: Any, resolve: Callable[[Any], Any], copies: Dict[int, Any]) -> Any:
+        """``value`` itself, or, when it is a future or holds one, its value or a copy with
+        ``resolve(future)`` in place of each future, container types kept. ``copies`` maps the
+        containers copied so far (one copy per container, however often it is named)."""
+        if self.is_future(value):
+            return resolve(value)
+        if id(value) not in self.holders or not isinstance(value, _CONTAINERS):
+            return value
+        if id(value) in copies:
+            return copies[id(value)]
+        copies[id(value)] = value  # a container inside itself: the inner mention stays the original
+
+        def each(item: Any) -> Any:
+            return self.substitute(item, resolve, copies)
+
+        result: Any
+        if isinstance(value, list):
+            items = [each(item) for item in value]
+            result = items if type(value) is list else _refilled(value, items)
+        elif isinstance(value, tuple):
+            items = [each(item) for item in value]
+            try:
+                result = type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+            except TypeError as error:
+                raise TypeError(
+                    f"hetflow: cannot rebuild a {type(value).__name__} with the values of the futures it holds "
+                    f"(its constructor does not take its items: {error}); pass the futures outside it"
+                ) from None
+        elif isinstance(value, (set, frozenset)):
+            result = type(value)(each(item) for item in value)
+        else:
+            pairs = [(each(key), each(item)) for key, item in value.items()]
+            result = dict(pairs) if type(value) is dict else _refilled(value, pairs)
+        copies[id(value)] = result
+        return result
 
 
 def _refilled(container: Any, items: list) -> Any:

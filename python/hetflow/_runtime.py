@@ -13,7 +13,7 @@ import weakref
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
-from hetflow._args import find_futures, substitute
+from hetflow._args import FutureSearch
 from hetflow._arrays import Access
 from hetflow._data import engine_accesses
 from hetflow._errors import CancelledError, freeze_exception
@@ -416,13 +416,13 @@ class Runtime:
             accesses: list = []
             if data:
                 args, kwargs, accesses = self._data_for_thread(args, kwargs)
-            futures = find_futures(args, kwargs, _is_future) if args or kwargs else []
-            if futures:
-                call = functools.partial(_call_resolved, func, args, kwargs)
+            search = FutureSearch(args, kwargs, _is_future) if args or kwargs else None
+            if search is not None and search.futures:
+                call = functools.partial(_call_resolved, func, args, kwargs, search)
             else:
                 call = functools.partial(func, *args, **kwargs)
             task = self._engine.submit_thread(
-                call, [f._task for f in futures], accesses, name, priority,
+                call, [f._task for f in search.futures] if search is not None else [], accesses, name, priority,
                 perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, on=on,
             )
         return Future(task, self, name)
@@ -954,8 +954,12 @@ def _find_data(args: tuple, kwargs: dict) -> bool:
     return any(type(value) is Access or is_array(value) for value in (*args, *kwargs.values()))
 
 
-def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    return func(*substitute(args, _is_future, _resolve), **substitute(kwargs, _is_future, _resolve))
+def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict, search: FutureSearch) -> Any:
+    copies: dict = {}
+    return func(
+        *[search.substitute(value, _resolve, copies) for value in args],
+        **{key: search.substitute(value, _resolve, copies) for key, value in kwargs.items()},
+    )
 
 
 _current: Optional[Runtime] = None

@@ -247,6 +247,56 @@ def test_subclasses_of_containers_keep_their_type_and_contents(executor):
     assert list(submit(describe, ordered).result(timeout=30)[1].items()) == [("b", 1), ("a", 2)]
 
 
+def test_a_thread_task_given_a_future_gets_the_other_arguments_themselves():
+    # The containers beside a future (or holding none) were copied too: a task filling a list
+    # or a dict it was given beside a future filled a copy, and its writes were lost.
+    submit = submit_on("thread")
+    one = submit(lambda: 1)
+    out, results, shared = [], {}, []
+    submit(lambda x, sink: sink.append(x), one, out).result(timeout=30)
+    submit(lambda sink, x: sink.update(v=x), results, one).result(timeout=30)
+    submit(lambda job: job["sink"].append(job["x"]), {"x": one, "sink": out}).result(timeout=30)
+    assert out == [1, 1] and results == {"v": 1}
+    assert submit(lambda x, a, b: a is b is shared, one, shared, shared).result(timeout=30)
+    # A container holding a future twice, or named twice, is copied once.
+    pair = [one, one]
+    first, second = submit(lambda x, y: (x, y), pair, pair).result(timeout=30)
+    assert first == [1, 1] and first is second and pair[0] is one
+
+
+def test_thread_task_arguments_that_hold_themselves_or_nest_deeply():
+    submit = submit_on("thread")
+    one = submit(lambda: 1)
+    looped = [one]
+    looped.append(looped)  # a list that holds itself, and a future
+    value = submit(lambda x: (x[0], x[1][0]), looped).result(timeout=30)
+    assert value[0] == 1
+    chain: tuple = ()
+    for i in range(5000):  # deeper than Python's recursion limit
+        chain = (i, chain)
+    assert submit(lambda x, c: x + c[0], one, chain).result(timeout=30) == 1 + 4999
+
+
+def test_a_task_given_many_futures_in_a_list_gets_their_values():
+    submit = submit_on("thread")
+    futures = [submit(lambda i=i: i) for i in range(20000)]
+    assert submit(sum, futures).result(timeout=60) == sum(range(20000))
+
+
+class Positional(tuple):
+    """A tuple subclass whose constructor does not take its items."""
+
+    def __new__(cls, a, b):
+        return super().__new__(cls, (a, b))
+
+
+def test_a_container_that_cannot_be_rebuilt_with_the_values_is_refused_clearly():
+    submit = submit_on("thread")
+    one = submit(lambda: 1)
+    with pytest.raises(TypeError, match="cannot rebuild a Positional"):
+        submit(lambda p: p, Positional(one, 2)).result(timeout=30)
+
+
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_a_dependent_task_waits_for_its_dependency(executor):
     hetflow.init(ncpus=2, executor="thread")
