@@ -108,6 +108,9 @@ class HETFLOW_API PerfModel : public PerfModelHook {
   [[nodiscard]] bool dirty() const;
 
  private:
+  friend class PerfModelRegistry;  // holds the model still across a fork()
+  void hold_for_fork() noexcept;
+  void release_after_fork(bool in_child) noexcept;
   struct State;
   std::unique_ptr<State> state_;
 };
@@ -137,6 +140,12 @@ class HETFLOW_API PerfModelRegistry {
 
   PerfModelRegistry(const PerfModelRegistry&) = delete;
   PerfModelRegistry& operator=(const PerfModelRegistry&) = delete;
+
+  /// Around fork() (registered with pthread_atfork): no model is being saved or changed while
+  /// the process forks, and a child forgets the measurements its parent has not saved yet (the
+  /// parent saves them; both did, counting them twice).
+  void hold_for_fork() noexcept;
+  void release_after_fork(bool in_child) noexcept;
 
  private:
   PerfModelRegistry();

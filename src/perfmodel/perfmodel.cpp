@@ -99,6 +99,13 @@ struct PerfModel::State {
     slots = std::move(fresh);
     invalidate_fits();
   }
+  // A forked child's: the measurements not saved yet are the parent's to save.
+  void discard_pending() {
+    for (auto& by_size : slots) {
+      for (auto& [size, slot] : by_size) slot.pending = History{};
+    }
+    dirty = false;
+  }
   // Puts measurements taken out by take_pending back, before those recorded since.
   void restore_pending(const ModelContents& taken) {
     for (const auto& [key, history] : taken) {
@@ -192,6 +199,17 @@ void PerfModel::set_calibration_samples(std::size_t samples) {
 bool PerfModel::dirty() const {
   std::lock_guard lock(state_->mutex);
   return state_->dirty;
+}
+
+void PerfModel::hold_for_fork() noexcept {
+  state_->save_mutex.lock();
+  state_->mutex.lock();
+}
+
+void PerfModel::release_after_fork(bool in_child) noexcept {
+  if (in_child) state_->discard_pending();
+  state_->mutex.unlock();
+  state_->save_mutex.unlock();
 }
 
 bool PerfModel::load() {

@@ -1,5 +1,7 @@
 // PerfModelRegistry: the process's performance models by symbol, loaded on first use and saved
 // together (the engine saves them at shutdown).
+#include <pthread.h>
+
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -22,8 +24,25 @@ PerfModelRegistry::~PerfModelRegistry() = default;
 
 PerfModelRegistry& PerfModelRegistry::instance() {
   // Never destroyed: the engine may save models while other static objects are being destroyed.
-  static auto* registry = new PerfModelRegistry();
+  static auto* registry = [] {
+    auto* made = new PerfModelRegistry();
+    ::pthread_atfork([] { instance().hold_for_fork(); }, [] { instance().release_after_fork(false); },
+                     [] { instance().release_after_fork(true); });
+    return made;
+  }();
   return *registry;
+}
+
+// In the order get() and save() take them: the registry's, then each model's save lock and its
+// own. A save in progress ends before the fork (its file lock is not inherited while held).
+void PerfModelRegistry::hold_for_fork() noexcept {
+  state_->mutex.lock();
+  for (const auto& [file, model] : state_->models) model->hold_for_fork();
+}
+
+void PerfModelRegistry::release_after_fork(bool in_child) noexcept {
+  for (const auto& [file, model] : state_->models) model->release_after_fork(in_child);
+  state_->mutex.unlock();
 }
 
 std::filesystem::path PerfModelRegistry::directory() const { return detail::perfmodel_directory(); }

@@ -7,14 +7,17 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "hetflow/error.hpp"
@@ -209,16 +212,32 @@ DirectoryLock::DirectoryLock(const std::filesystem::path& directory) {
   const std::filesystem::path lock_file = directory / ".lock";
   fd_ = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error("cannot open " + lock_file.string() + ": " + std::strerror(errno));
-  while (::flock(fd_, LOCK_EX) != 0) {
-    if (errno == EINTR) continue;
+  // Saves take milliseconds: a lock held for long is a process stopped (Ctrl-Z) or stuck in its
+  // save, and waiting for it would hold this program's shutdown, and its exit, for as long.
+  const auto deadline = std::chrono::steady_clock::now() + kLockPatience;
+  auto pause = std::chrono::milliseconds(1);
+  while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
+    if (error == EINTR) continue;
+    if (error == EWOULDBLOCK && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(100));
+      continue;
+    }
     ::close(fd_);
-    throw Error("cannot lock " + lock_file.string() + ": " + std::strerror(error));
+    throw Error(error == EWOULDBLOCK
+                    ? lock_file.string() + " has been held by another process for " +
+                          std::to_string(kLockPatience.count()) +
+                          " s (one stopped or stuck while saving its models?); the measurements stay in memory"
+                    : "cannot lock " + lock_file.string() + ": " + std::strerror(error));
   }
 }
 
 DirectoryLock::~DirectoryLock() {
-  if (fd_ >= 0) ::close(fd_);  // closing releases the lock
+  if (fd_ < 0) return;
+  // Unlocked before closing: a child forked meanwhile would keep the lock with its copy.
+  ::flock(fd_, LOCK_UN);
+  ::close(fd_);
 }
 
 std::filesystem::path perfmodel_directory() {

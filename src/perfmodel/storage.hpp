@@ -34,9 +34,11 @@ struct ReadResult {
 [[nodiscard]] ReadResult parse_model_text(std::string_view text, std::string_view symbol);
 [[nodiscard]] std::string format_model(std::string_view symbol, const ModelContents& contents);
 
-/// An exclusive advisory lock (flock) on `<directory>/.lock`, held for the object's life.
+/// An exclusive advisory lock (flock) on `<directory>/.lock`, held for the object's life. Throws
+/// hetflow::Error when another process has held it for kLockPatience.
 class DirectoryLock {
  public:
+  static constexpr std::chrono::seconds kLockPatience{10};
   explicit DirectoryLock(const std::filesystem::path& directory);
   ~DirectoryLock();
   DirectoryLock(const DirectoryLock&) = delete;

@@ -2,12 +2,16 @@
 // atomic replacement, merging between processes, damaged files) and thread safety.
 #include "hetflow/perfmodel.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -504,6 +508,99 @@ TEST_F(PerfModelStorage, ConcurrentProcessesNeitherCorruptNorLoseMeasurements) {
     const std::string name = entry.path().filename().string();
     EXPECT_TRUE(name == "multiprocess.model" || name == ".lock") << "left behind: " << name;
   }
+}
+
+// Waits for a child up to `patience`; false (and the child killed) if it has not ended by then.
+bool child_ended_well(pid_t pid, std::chrono::seconds patience) {
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// A forked child inherited the measurements its parent had not saved, and saved them as its own
+// when it saved: the parent saved them too, and the file counted them twice.
+TEST_F(PerfModelStorage, AForkedChildSavesItsOwnMeasurementsOnly) {
+  auto model = PerfModelRegistry::instance().get("forked");
+  for (int i = 0; i < 100; ++i) model->record(Arch::cpu, 8, 1.0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto inherited = PerfModelRegistry::instance().get("forked");
+    for (int i = 0; i < 5; ++i) inherited->record(Arch::cpu, 8, 2.0);
+    PerfModelRegistry::instance().save_all();
+    ::_exit(0);
+  }
+  ASSERT_TRUE(child_ended_well(pid, std::chrono::seconds(30)));
+  PerfModelRegistry::instance().save_all();
+  PerfModel check("forked", model_file("forked"));
+  ASSERT_TRUE(check.load());
+  const auto* cpu = find_entry(check.entries(), Arch::cpu, 8);
+  ASSERT_NE(cpu, nullptr);
+  EXPECT_EQ(cpu->count, 105u);
+}
+
+// A fork while another thread saved left the child with the model's lock taken for good (it
+// hung at its own save), and with the file lock, which then held every other program's saves.
+TEST_F(PerfModelStorage, AForkDuringASaveLeavesTheChildFreeToSave) {
+  auto model = PerfModelRegistry::instance().get("busy");
+  std::atomic<bool> saving{true};
+  std::thread saver([&] {
+    while (saving.load()) {
+      for (std::size_t size = 0; size < 2000; ++size) model->record(Arch::cpu, size, 1.0);
+      PerfModelRegistry::instance().save_all();
+    }
+  });
+  int hung = 0;
+  for (int round = 0; round < 20; ++round) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      PerfModelRegistry::instance().get("busy")->record(Arch::cpu, 1, 1.0);
+      PerfModelRegistry::instance().save_all();
+      ::_exit(0);
+    }
+    if (!child_ended_well(pid, std::chrono::seconds(20))) {
+      ++hung;
+      break;
+    }
+  }
+  saving.store(false);
+  saver.join();
+  EXPECT_EQ(hung, 0);
+  // The lock is free: a save of this process goes through.
+  model->record(Arch::cpu, 1, 1.0);
+  EXPECT_NO_THROW(model->save());
+}
+
+// A process stopped in its save (Ctrl-Z) held every other program's saves, and their exits, for
+// as long: a save now gives up after a while, saying why, and keeps the measurements.
+TEST_F(PerfModelStorage, ASaveGivesUpOnALockHeldForLong) {
+  PerfModel model("locked", model_file("locked"));
+  model.record(Arch::cpu, 4, 1.0);
+  fs::create_directories(directory());
+  const int holder = ::open((directory() / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(holder, 0);
+  ASSERT_EQ(::flock(holder, LOCK_EX), 0);  // another open file: as another process would
+  try {
+    model.save();
+    ADD_FAILURE() << "the save went through a held lock";
+  } catch (const hetflow::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("has been held by another process"), std::string::npos) << error.what();
+  }
+  EXPECT_TRUE(model.dirty());
+  ::close(holder);
+  model.save();
+  PerfModel check("locked", model_file("locked"));
+  ASSERT_TRUE(check.load());
+  EXPECT_EQ(find_entry(check.entries(), Arch::cpu, 4)->count, 1u);
 }
 
 TEST_F(PerfModelStorage, ReadersNeverSeeAPartialFile) {
