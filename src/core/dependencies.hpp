@@ -27,6 +27,9 @@ std::exception_ptr failure_read_by(TaskCore* token);
 /// version rather than fail.
 void forgive_failed_writer(HandleImpl& handle);
 
+/// Tasks looked at, at most, to tell whether a wait inside a task would never end.
+inline constexpr std::size_t kDeadlockSearchBudget = 2000;
+
 /// Whether `later` cannot start before `earlier` ends: it is among the tasks that wait for
 /// `earlier`, directly or through others. `earlier` must not have finished (its successors then
 /// cannot have either, so every task looked at is alive). Looks at `budget` tasks at most and

@@ -31,9 +31,6 @@ namespace {
 
 constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
 
-// Tasks looked at, at most, to tell whether a wait inside a task would never end.
-constexpr std::size_t kDeadlockSearchBudget = 2000;
-
 // A task that waits for a task that waits for it (reads what it writes, say) would wait for
 // ever: refused, with what would have hung.
 void refuse_wait_for_successor(const WorkerState& worker, TaskCore* awaited) {
@@ -85,11 +82,14 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
   }
   // Runs its own runtime's tasks, also while waiting for another runtime's: that one's task may
   // wait for a task of this one.
+  TaskCore* own = worker->runtime == task->runtime ? task : nullptr;
   if (deadline == nullptr) {
-    help_while(*worker->runtime, *worker, [&] { return reached(task->status()); });
+    help_while(
+        *worker->runtime, *worker, [&] { return reached(task->status()); }, own);
   } else {
-    help_while(*worker->runtime, *worker,
-               [&] { return reached(task->status()) || std::chrono::steady_clock::now() >= *deadline; });
+    help_while(
+        *worker->runtime, *worker,
+        [&] { return reached(task->status()) || std::chrono::steady_clock::now() >= *deadline; }, own);
   }
   return true;
 }

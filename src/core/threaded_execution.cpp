@@ -40,29 +40,75 @@ void record_run(PerfModelHook& model, TaskCore* task, Arch arch, double seconds)
        "); the task's result stands (said once)");
 }
 
-/// Throws if the task's data, all on `node` at once, cannot fit there.
-void check_fits(const Engine& engine, TaskCore* task, unsigned node) {
+/// Whether `task` names `handle`.
+bool names(TaskCore* task, const HandleImpl* handle) {
+  const AccessRecord* accesses = task->accesses();
+  return std::any_of(accesses, accesses + task->access_count,
+                     [&](const AccessRecord& r) { return r.handle == handle; });
+}
+
+/// The bytes on the worker's node held by the tasks waiting on this worker below `task` (the
+/// ones it helps while they wait): they stay there until `task` ends. Each handle once, and none
+/// that `task` names itself.
+std::size_t held_below(TaskCore* task, const RunningFrame* waiting) {
+  std::size_t bytes = 0;
+  for (const RunningFrame* frame = waiting; frame != nullptr; frame = frame->outer) {
+    const AccessRecord* accesses = frame->task->accesses();
+    for (std::size_t i = 0; i < frame->task->access_count; ++i) {
+      const HandleImpl* handle = accesses[i].handle;
+      if (names(task, handle) ||
+          std::any_of(accesses, accesses + i, [&](const AccessRecord& r) { return r.handle == handle; })) {
+        continue;
+      }
+      bool counted = false;
+      for (const RunningFrame* inner = waiting; inner != frame && !counted; inner = inner->outer) {
+        counted = names(inner->task, handle);
+      }
+      if (!counted) bytes += handle->layout.span_bytes();
+    }
+  }
+  return bytes;
+}
+
+/// The bytes of `task`'s data (each handle once), and the node's limit (0: none).
+std::pair<std::size_t, std::size_t> footprint_and_limit(const Engine& engine, TaskCore* task, unsigned node) {
   const std::size_t limit = engine.node_memory(node).limit();
-  if (limit == 0) return;
-  const std::string where = "memory node " + std::to_string(node) + " (" + engine.node_name(node) +
-                            "), which holds at most " + std::to_string(limit) + " bytes";
   std::size_t bytes = 0;
   AccessRecord* accesses = task->accesses();
   for (std::size_t i = 0; i < task->access_count; ++i) {
-    const HandleImpl& handle = *accesses[i].handle;
     const auto same = [&](const AccessRecord& r) { return r.handle == accesses[i].handle; };
-    if (std::any_of(accesses, accesses + i, same)) continue;
-    const std::size_t span = handle.layout.span_bytes();
-    if (span > limit) {
-      throw Error("hetflow: data " + handle.display_name() + " (" + std::to_string(span) + " bytes) does not fit on " +
-                  where);
+    if (!std::any_of(accesses, accesses + i, same)) bytes += accesses[i].handle->layout.span_bytes();
+  }
+  return {bytes, limit};
+}
+
+/// Throws if the task's data, all on `node` at once, cannot fit there beside what the tasks
+/// waiting below it on this worker (`waiting`) hold.
+void check_fits(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting) {
+  const auto [bytes, limit] = footprint_and_limit(engine, task, node);
+  if (limit == 0) return;
+  const std::string where = "memory node " + std::to_string(node) + " (" + engine.node_name(node) +
+                            "), which holds at most " + std::to_string(limit) + " bytes";
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) {
+    const HandleImpl& handle = *accesses[i].handle;
+    if (handle.layout.span_bytes() > limit) {
+      throw Error("hetflow: data " + handle.display_name() + " (" + std::to_string(handle.layout.span_bytes()) +
+                  " bytes) does not fit on " + where);
     }
-    bytes += span;
   }
   if (bytes > limit) {
     // Its buffers must all be there at once: no eviction can make room.
     throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
                 " bytes of data at once on " + where);
+  }
+  // Nor can the tasks waiting below it on this thread release theirs before it ends.
+  if (const std::size_t held = held_below(task, waiting); held > limit - bytes) {
+    throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
+                " bytes of data at once on " + where +
+                ", of which tasks waiting inside themselves on this worker (it " + "runs while they wait) hold " +
+                std::to_string(held) +
+                " until it ends: it could never fit; raise the memory limit, or wait for it outside a task");
   }
 }
 
@@ -80,7 +126,7 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
     }
   } unpin_at_exit{accesses, fetched, node};
   if (engine.node_count() > 1) {
-    if (node != kHostNode) check_fits(engine, task, node);
+    if (node != kHostNode) check_fits(engine, task, node, worker.running->outer);
     // Every copy starts before the first is waited for, so that they overlap each other.
     for (; fetched < task->access_count; ++fetched)
       fetch(*accesses[fetched].handle, node, reads(accesses[fetched].mode));
@@ -120,6 +166,13 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
 }  // namespace
 
 std::unique_ptr<Execution> make_threaded_execution() { return std::make_unique<ThreadedExecution>(); }
+
+bool fits_beside_waiting(const Engine& engine, TaskCore* task, const WorkerState& worker) {
+  const unsigned node = worker.info.memory_node;
+  if (node == kHostNode || engine.node_count() == 1) return true;
+  const auto [bytes, limit] = footprint_and_limit(engine, task, node);
+  return limit == 0 || (bytes <= limit && held_below(task, worker.running) <= limit - bytes);
+}
 
 void execute(Engine& engine, TaskCore* task, WorkerState& worker) {
   if (!engine.begin(task)) return;  // cancelled after it was queued

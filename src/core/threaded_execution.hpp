@@ -7,6 +7,7 @@
 #include <chrono>
 #include <thread>
 
+#include "core/dependencies.hpp"
 #include "core/engine.hpp"
 #include "core/execution.hpp"
 #include "core/idle_workers.hpp"
@@ -50,16 +51,33 @@ void execute(Engine& engine, TaskCore* task, WorkerState& worker);
   return worker.driver != nullptr ? worker.driver->take_setup_seconds(worker.driver_index) : 0.0;
 }
 
-/// Runs queued tasks on `worker` while waiting for `done()`; their time, and the setup the
-/// waiting task reported before them, is counted in `worker.nested_seconds` (see execute).
+/// Whether `task`'s data fit on `worker`'s node beside what the tasks waiting on it hold (they
+/// keep it until the task run nested above them ends).
+[[nodiscard]] bool fits_beside_waiting(const Engine& engine, TaskCore* task, const WorkerState& worker);
+
+/// Runs queued tasks on `worker` while waiting for `done()` (for `awaited`, when it is a task of
+/// this engine); their time, and the setup the waiting task reported before them, is counted in
+/// `worker.nested_seconds` (see execute). A task whose data cannot fit beside what the waiting
+/// tasks hold is set aside until the wait ends (it runs next), unless `awaited` waits for it:
+/// then it runs and fails saying why, rather than nobody ever running it.
 template <class Done>
-void help_while(Engine& engine, WorkerState& worker, Done done) {
+void help_while(Engine& engine, WorkerState& worker, Done done, TaskCore* awaited = nullptr) {
+  TaskCore* set_aside = nullptr;
   while (!done()) {
-    if (ext::SchedTask* task = engine.next_task(worker)) {
+    if (ext::SchedTask* next = engine.next_task(worker)) {
+      auto* task = static_cast<TaskCore*>(next);
+      if (task == set_aside ||
+          (!fits_beside_waiting(engine, task, worker) &&
+           !(awaited != nullptr && (awaited == task || waits_for(awaited, task, kDeadlockSearchBudget))))) {
+        set_aside = task;
+        worker.deferred = task;  // next_task gives it back first: it runs once the wait is over
+        std::this_thread::yield();
+        continue;
+      }
       const double nested_before = worker.nested_seconds;
       const double waiting_task_setup = take_setup_seconds(worker);
       const double started = engine.now();
-      execute(engine, static_cast<TaskCore*>(task), worker);
+      execute(engine, task, worker);
       // Set, not added: what the nested task's own waits counted is inside its duration.
       worker.nested_seconds = nested_before + waiting_task_setup + (engine.now() - started);
     } else {

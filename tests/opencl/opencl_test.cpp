@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
@@ -746,6 +747,61 @@ TEST_F(OpenCL, EvictionUnderAMemoryLimitKeepsResultsRight) {
   for (std::size_t v = 0; v < vectors; ++v) {
     for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(data[v][i], expected[v][i]) << "vector " << v << " at " << i;
   }
+}
+
+// ---- waits inside device tasks under a memory limit ----------------------------------------------
+
+// A device task that waits for a future runs other tasks of its worker meanwhile; one whose data
+// cannot fit beside what the waiting task holds (until it ends) used to wait for room for ever.
+struct NestedUnderALimit {
+  static constexpr std::size_t kFloats = 6000;  // 24,000 bytes: two fit in the limit, three do not
+  static constexpr std::size_t kLimit = 64 * 1024;
+  std::vector<float> a = std::vector<float>(kFloats), b = std::vector<float>(kFloats), c = std::vector<float>(kFloats);
+};
+
+TEST_F(OpenCL, ATaskThatCannotFitBesideAWaitingTaskRunsOnceTheWaitIsOver) {
+  NestedUnderALimit data;
+  Runtime rt(Config{.ncpus = 1, .memory_limits = {{1, NestedUnderALimit::kLimit}}, .drivers = {driver_}});
+  std::atomic<bool> waiter_done{false};
+  std::atomic<bool> ran_after_the_wait{false};
+  const Codelet waiter{.name = "waiter", .opencl = [&](TaskContext&) {
+                         rt.submit([] { std::this_thread::sleep_for(std::chrono::milliseconds(200)); }).get();
+                         waiter_done = true;
+                       }};
+  const Codelet both{.name = "both", .opencl = [&](TaskContext&) { ran_after_the_wait = waiter_done.load(); }};
+  auto ha = rt.register_vector(data.a.data(), data.a.size());
+  auto hb = rt.register_vector(data.b.data(), data.b.size());
+  auto hc = rt.register_vector(data.c.data(), data.c.size());
+  auto first = rt.insert(waiter, {.data = {RW(ha)}, .where = Arch::opencl});
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the waiter waits by now
+  auto second = rt.insert(both, {.data = {RW(hb), RW(hc)}, .where = Arch::opencl});
+  ASSERT_TRUE(first.wait_for(std::chrono::seconds(60)));
+  ASSERT_TRUE(second.wait_for(std::chrono::seconds(60)));
+  EXPECT_NO_THROW(first.get());
+  EXPECT_NO_THROW(second.get());
+  EXPECT_TRUE(ran_after_the_wait.load());
+  rt.wait_all();
+}
+
+TEST_F(OpenCL, AWaitedTaskThatCannotFitBesideItsWaiterFailsSayingWhy) {
+  NestedUnderALimit data;
+  Runtime rt(Config{.ncpus = 1, .memory_limits = {{1, NestedUnderALimit::kLimit}}, .drivers = {driver_}});
+  auto ha = rt.register_vector(data.a.data(), data.a.size());
+  auto hb = rt.register_vector(data.b.data(), data.b.size());
+  auto hc = rt.register_vector(data.c.data(), data.c.size());
+  const Codelet both{.name = "both", .opencl = [](TaskContext&) {}};
+  std::string told;
+  const Codelet waiter{.name = "waiter", .opencl = [&](TaskContext&) {
+                         try {
+                           rt.insert(both, {.data = {RW(hb), RW(hc)}, .where = Arch::opencl}).get();
+                         } catch (const hetflow::Error& error) {
+                           told = error.what();
+                         }
+                       }};
+  auto first = rt.insert(waiter, {.data = {RW(ha)}, .where = Arch::opencl});
+  ASSERT_TRUE(first.wait_for(std::chrono::seconds(60))) << "the wait inside the task never ended";
+  first.get();
+  EXPECT_NE(told.find("could never fit"), std::string::npos) << told;
 }
 
 // ---- misuse --------------------------------------------------------------------------------------
