@@ -115,7 +115,10 @@ void check_wait_all_can_end(Runtime& runtime) {
 void wait(TaskCore* task) {
   if (is_final(task->status())) return;
   task->runtime->check_not_forked("hetflow::Future::wait");
-  if (task->runtime->simulating()) task->runtime->simulate_while_waiting([task] { return is_final(task->status()); });
+  if (task->runtime->simulating()) {
+    check_wait_can_end(task);  // the simulation would look for ever for a way on
+    task->runtime->simulate_while_waiting([task] { return is_final(task->status()); });
+  }
   if (worker_waits_for(task, kFinished, nullptr)) return;
   refuse_wait_behind_own_acquisition(task);
   block_until(task, kFinished, nullptr);
@@ -133,7 +136,10 @@ bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline) 
 
 void wait_until_started(TaskCore* task) {
   const auto started = [](TaskStatus s) { return s != TaskStatus::pending; };
-  if (task->runtime->simulating()) task->runtime->simulate_while_waiting([&] { return started(task->status()); });
+  if (task->runtime->simulating() && !started(task->status())) {
+    check_wait_can_end(task);
+    task->runtime->simulate_while_waiting([&] { return started(task->status()); });
+  }
   if (worker_waits_for(task, started, nullptr)) return;
   if (!started(task->status())) refuse_wait_behind_own_acquisition(task);
   block_until(task, started, nullptr);

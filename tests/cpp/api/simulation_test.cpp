@@ -164,6 +164,27 @@ TEST(Simulation, FuturesAcquisitionsAndCallbacksWork) {
   EXPECT_TRUE(later.wait_for(std::chrono::seconds(10)));
 }
 
+// A wait for a task behind an acquisition this thread holds is refused in a simulation as in a
+// real run (the simulation looked for ever for a way on).
+TEST(Simulation, WaitsBehindAnAcquisitionThisThreadHoldsAreRefused) {
+  MachineFile machine(kTwoCpusOneGpu);
+  const Codelet host_only = named("host_only");
+  Runtime rt(simulated(machine));
+  std::vector<double> x_data(4, 1.0), y_data(4, 1.0);
+  DataHandle x = rt.register_vector(x_data.data(), x_data.size());
+  DataHandle y = rt.register_vector(y_data.data(), y_data.size());
+  hetflow::Acquisition held = rt.acquire(x, hetflow::AccessMode::W);
+  auto behind = rt.insert(host_only, {.data = {RW(x), RW(y)}});
+  EXPECT_THROW(behind.get(), hetflow::Error);
+  EXPECT_THROW(behind.then([] {}).get(), hetflow::Error);
+  EXPECT_THROW(hetflow::when_all(behind).get(), hetflow::Error);
+  EXPECT_THROW(static_cast<void>(rt.acquire(y, hetflow::AccessMode::R)), hetflow::InvalidArgument);
+  EXPECT_THROW(rt.wait_all(), hetflow::Error);
+  EXPECT_FALSE(behind.wait_for(std::chrono::milliseconds(50)));
+  held.release();
+  EXPECT_NO_THROW(behind.get());
+}
+
 // A void callable the machine gives no cost takes no time on a CPU worker: when_all and then
 // work without cost entries of their own (they were refused as codelets without a cost).
 TEST(Simulation, CallablesWithoutACostTakeNoTime) {
