@@ -19,6 +19,10 @@ namespace hetflow::detail {
 namespace {
 
 constexpr unsigned kMaxWorkers = 4096;  // as Config::ncpus
+// The most a cost's seconds (c, the factor a) and its exponent (b) may be: beyond, virtual time
+// would overflow to inf, then NaN.
+constexpr double kMaxCostSeconds = 1e9;
+constexpr double kMaxCostExponent = 4;
 
 std::string join_path(const std::string& parent, std::string_view key) {
   return parent.empty() ? std::string(key) : parent + "." + std::string(key);
@@ -121,17 +125,23 @@ class SpecReader {
   }
 
   MachineSpec::Cost cost(const JsonValue& value, const std::string& path) const {
-    if (value.is_number()) return {.a = 0, .b = 0, .c = non_negative(value, path)};
+    if (value.is_number()) return {.a = 0, .b = 0, .c = at_most(value, path, kMaxCostSeconds)};
     if (!value.is_object()) {
       fail(path, "expected seconds (a number) or {\"a\": ..., \"b\": ..., \"c\": ...} for a * n^b + c, got " +
                      std::string(json_kind_name(value.kind())));
     }
     only_keys(value, path, {"a", "b", "c"});
     MachineSpec::Cost cost;
-    if (const auto* a = value.find("a")) cost.a = non_negative(*a, join_path(path, "a"));
-    if (const auto* b = value.find("b")) cost.b = non_negative(*b, join_path(path, "b"));
-    if (const auto* c = value.find("c")) cost.c = non_negative(*c, join_path(path, "c"));
+    if (const auto* a = value.find("a")) cost.a = at_most(*a, join_path(path, "a"), kMaxCostSeconds);
+    if (const auto* b = value.find("b")) cost.b = at_most(*b, join_path(path, "b"), kMaxCostExponent);
+    if (const auto* c = value.find("c")) cost.c = at_most(*c, join_path(path, "c"), kMaxCostSeconds);
     return cost;
+  }
+
+  double at_most(const JsonValue& value, const std::string& path, double most) const {
+    const double x = non_negative(value, path);
+    if (x > most) fail(path, "must be at most " + shown(most) + ", not " + shown(x));
+    return x;
   }
 
   static std::string shown(double x) {

@@ -126,6 +126,13 @@ void SimulatedExecution::report(const std::string& scheduler_name, double end) c
 }
 
 std::optional<double> SimulatedExecution::cost(TaskCore& task, Arch arch) const {
+  // What the schedulers weigh stays finite: a task too long to simulate fails when it starts.
+  std::optional<double> seconds = unbounded_cost(task, arch);
+  if (seconds && !(*seconds <= kLongestTask)) seconds = kLongestTask;
+  return seconds;
+}
+
+std::optional<double> SimulatedExecution::unbounded_cost(TaskCore& task, Arch arch) const {
   const std::size_t bytes = footprint(&task);
   if (auto seconds = simulator_->machine.cost(cost_name(task), arch, bytes)) return seconds;
   if (task.codelet == nullptr) return 0.0;  // a plain callable the machine gives no cost: bookkeeping
@@ -181,10 +188,16 @@ void SimulatedExecution::start_task(WorkerState& worker) {
       }
       complete_fetch(handle, node, accesses[i].mode);
     }
-    const std::optional<double> seconds = cost(*task, worker.info.arch);
+    const std::optional<double> seconds = unbounded_cost(*task, worker.info.arch);
     if (!seconds) {
       throw Error("simulation: no cost for task '" + std::string(task->display_name()) + "' on " +
                   std::string(arch_name(worker.info.arch)));
+    }
+    if (!(*seconds <= kLongestTask)) {
+      throw Error("simulation: task '" + std::string(task->display_name()) + "' would take " +
+                  std::to_string(*seconds) + " s on " + std::string(arch_name(worker.info.arch)) + " (its cost for " +
+                  std::to_string(footprint(task)) + " bytes), more than the " + std::to_string(kLongestTask) +
+                  " s a simulation counts in");
     }
     double start = std::max(engine_->now() + simulator_->transfer_time, data_ready);
     simulator_->transfer_time = 0;  // what the copies started from here on wait for is copies_from

@@ -117,12 +117,18 @@ class SimulatedExecution final : public Execution {
   unsigned stop_free_workers() override { return 0; }  // no threads of its own
   void report(const std::string& scheduler_name, double end) const override;
   [[nodiscard]] const std::atomic<double>* virtual_clock() const noexcept override { return &simulator_->clock; }
+  /// The longest task a simulation runs: virtual time stays finite (costs of 1e308 s overflowed
+  /// it to inf, then NaN).
+  static constexpr double kLongestTask = 1e9;
+  /// At most kLongestTask.
   [[nodiscard]] std::optional<double> cost(TaskCore& task, Arch arch) const override;
   [[nodiscard]] ArchMask costed_archs(const Codelet* codelet, const std::string& name) const override;
   void progress_while_waiting(const std::function<bool()>& reached,
                               const std::chrono::steady_clock::time_point* deadline) override;
 
  private:
+  /// The task's cost from the machine file or its model, however long.
+  [[nodiscard]] std::optional<double> unbounded_cost(TaskCore& task, Arch arch) const;
   /// Advances virtual time until `reached()` or until nothing can run without the application.
   void simulate_until(const std::function<bool()>& reached);
   /// Gives the idle `worker` its next task, if there is one, starting at the earliest virtual time it can.

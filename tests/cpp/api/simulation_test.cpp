@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -242,6 +243,28 @@ TEST(Simulation, MissingOrBadMachineFilesAreReported) {
   }
   MachineFile bad(R"({"cpus": -1})");
   EXPECT_THROW(Runtime rt(simulated(bad)), hetflow::InvalidArgument);
+}
+
+// Costs of 1e308 s overflowed virtual time to inf, then NaN: they are refused, and a task whose
+// cost for its size is beyond what a simulation counts in fails saying so.
+TEST(Simulation, CostsTooLongToSimulateAreRefused) {
+  for (const char* json : {R"({"cpus": 1, "codelets": {"work": {"cpu": 1e308}}})",
+                           R"({"cpus": 1, "codelets": {"work": {"cpu": {"a": 1e300, "b": 300}}}})"}) {
+    MachineFile machine(json);
+    EXPECT_THROW(Runtime rt(simulated(machine)), hetflow::InvalidArgument) << json;
+  }
+  MachineFile steep(R"({"cpus": 2, "codelets": {"work": {"cpu": {"a": 1e9, "b": 4}}, "host_only": {"cpu": 1}}})");
+  Runtime rt(simulated(steep));
+  std::vector<double> data(1 << 16, 1.0);
+  DataHandle x = rt.register_vector(data.data(), data.size());
+  try {
+    rt.insert(named("work"), {.data = {RW(x)}}).get();
+    ADD_FAILURE() << "a task of 1e28 s was simulated";
+  } catch (const hetflow::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("more than"), std::string::npos) << error.what();
+  }
+  rt.insert(named("host_only"), {}).get();
+  EXPECT_TRUE(std::isfinite(rt.elapsed()));
 }
 
 TEST(Simulation, GpuMemoryLimitEvictsInVirtualTime) {
