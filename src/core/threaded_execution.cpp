@@ -82,36 +82,6 @@ std::pair<std::size_t, std::size_t> footprint_and_limit(const Engine& engine, Ta
   return {bytes, limit};
 }
 
-/// Throws if the task's data, all on `node` at once, cannot fit there beside what the tasks
-/// waiting below it on this worker (`waiting`) hold.
-void check_fits(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting) {
-  const auto [bytes, limit] = footprint_and_limit(engine, task, node);
-  if (limit == 0) return;
-  const std::string where = "memory node " + std::to_string(node) + " (" + engine.node_name(node) +
-                            "), which holds at most " + std::to_string(limit) + " bytes";
-  AccessRecord* accesses = task->accesses();
-  for (std::size_t i = 0; i < task->access_count; ++i) {
-    const HandleImpl& handle = *accesses[i].handle;
-    if (handle.layout.span_bytes() > limit) {
-      throw Error("hetflow: data " + handle.display_name() + " (" + std::to_string(handle.layout.span_bytes()) +
-                  " bytes) does not fit on " + where);
-    }
-  }
-  if (bytes > limit) {
-    // Its buffers must all be there at once: no eviction can make room.
-    throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
-                " bytes of data at once on " + where);
-  }
-  // Nor can the tasks waiting below it on this thread release theirs before it ends.
-  if (const std::size_t held = held_below(task, waiting); held > limit - bytes) {
-    throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
-                " bytes of data at once on " + where +
-                ", of which tasks waiting inside themselves on this worker (it " + "runs while they wait) hold " +
-                std::to_string(held) +
-                " until it ends: it could never fit; raise the memory limit, or wait for it outside a task");
-  }
-}
-
 /// Makes the task's data valid on the worker's node and runs its body there.
 void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& context) {
   const unsigned node = worker.info.memory_node;
@@ -166,6 +136,34 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
 }  // namespace
 
 std::unique_ptr<Execution> make_threaded_execution() { return std::make_unique<ThreadedExecution>(); }
+
+void check_fits(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting) {
+  const auto [bytes, limit] = footprint_and_limit(engine, task, node);
+  if (limit == 0) return;
+  const std::string where = "memory node " + std::to_string(node) + " (" + engine.node_name(node) +
+                            "), which holds at most " + std::to_string(limit) + " bytes";
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) {
+    const HandleImpl& handle = *accesses[i].handle;
+    if (handle.layout.span_bytes() > limit) {
+      throw Error("hetflow: data " + handle.display_name() + " (" + std::to_string(handle.layout.span_bytes()) +
+                  " bytes) does not fit on " + where);
+    }
+  }
+  if (bytes > limit) {
+    // Its buffers must all be there at once: no eviction can make room.
+    throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
+                " bytes of data at once on " + where);
+  }
+  // Nor can the tasks waiting below it on this thread release theirs before it ends.
+  if (const std::size_t held = held_below(task, waiting); held > limit - bytes) {
+    throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
+                " bytes of data at once on " + where +
+                ", of which tasks waiting inside themselves on this worker (it " + "runs while they wait) hold " +
+                std::to_string(held) +
+                " until it ends: it could never fit; raise the memory limit, or wait for it outside a task");
+  }
+}
 
 bool fits_beside_waiting(const Engine& engine, TaskCore* task, const WorkerState& worker) {
   const unsigned node = worker.info.memory_node;

@@ -51,6 +51,10 @@ void execute(Engine& engine, TaskCore* task, WorkerState& worker);
   return worker.driver != nullptr ? worker.driver->take_setup_seconds(worker.driver_index) : 0.0;
 }
 
+/// Throws if the task's data, all on `node` at once, cannot fit there beside what the tasks
+/// waiting below it on this worker (`waiting`, nullptr for none) hold.
+void check_fits(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting);
+
 /// Whether `task`'s data fit on `worker`'s node beside what the tasks waiting on it hold (they
 /// keep it until the task run nested above them ends).
 [[nodiscard]] bool fits_beside_waiting(const Engine& engine, TaskCore* task, const WorkerState& worker);

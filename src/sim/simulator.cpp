@@ -9,6 +9,7 @@
 
 #include "core/engine.hpp"
 #include "core/task_state.hpp"
+#include "core/threaded_execution.hpp"
 #include "data/coherence.hpp"
 #include "hetflow/error.hpp"
 #include "hetflow/perfmodel.hpp"
@@ -166,6 +167,7 @@ void SimulatedExecution::start_task(WorkerState& worker) {
   simulator_->transfer_time = 0;       // synchronous copies the coherence makes below add to it
   double data_ready = engine_->now();  // when the last asynchronous copy the task needs lands
   try {
+    if (node != kHostNode) check_fits(*engine_, task, node, nullptr);  // as a real worker does
     AccessRecord* accesses = task->accesses();
     for (std::size_t i = 0; i < task->access_count; ++i) {
       HandleImpl& handle = *accesses[i].handle;

@@ -245,6 +245,22 @@ TEST(Simulation, MissingOrBadMachineFilesAreReported) {
   EXPECT_THROW(Runtime rt(simulated(bad)), hetflow::InvalidArgument);
 }
 
+// As on a real device: a task whose data cannot all be on the device at once fails saying so
+// (the simulation ran it).
+TEST(Simulation, ATaskWhoseDataCannotFitOnTheDeviceFails) {
+  MachineFile machine(R"({"cpus": 1, "gpus": 1, "gpu_memory": "4K", "codelets": {"work": {"cuda": 0.001}}})");
+  Runtime rt(simulated(machine));
+  std::vector<double> a(384), b(384);  // 3 KiB each: each fits, both do not
+  DataHandle ha = rt.register_vector(a.data(), a.size());
+  DataHandle hb = rt.register_vector(b.data(), b.size());
+  try {
+    rt.insert(named("work"), {.data = {RW(ha), RW(hb)}}).get();
+    ADD_FAILURE() << "the simulation ran a task whose data do not fit on the device";
+  } catch (const hetflow::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("bytes of data at once"), std::string::npos) << error.what();
+  }
+}
+
 // Costs of 1e308 s overflowed virtual time to inf, then NaN: they are refused, and a task whose
 // cost for its size is beyond what a simulation counts in fails saying so.
 TEST(Simulation, CostsTooLongToSimulateAreRefused) {
