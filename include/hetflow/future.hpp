@@ -143,6 +143,10 @@ Future<void> when_all(const F&... futures) {
 /// Ready when the first of the futures is ready (succeeded, failed or cancelled); its value is
 /// that future's index. Needs at least one future.
 HETFLOW_API Future<std::size_t> when_any(std::vector<FutureBase> futures);
+template <class T>
+Future<std::size_t> when_any(const std::vector<Future<T>>& futures) {
+  return when_any(std::vector<FutureBase>(futures.begin(), futures.end()));
+}
 template <class... F>
 Future<std::size_t> when_any(const F&... futures) {
   return when_any(std::vector<FutureBase>{FutureBase(futures)...});

@@ -402,6 +402,13 @@ TEST(Futures, WhenAnyGivesFirstReady) {
   EXPECT_LT(done.get(), 2u);
 
   EXPECT_THROW((void)hetflow::when_any(std::vector<FutureBase>{}), hetflow::InvalidArgument);
+
+  // A vector of typed futures, as when_all takes (it did not compile: the variadic form took it).
+  std::vector<hetflow::Future<void>> chores{rt.submit([] {}), rt.submit([] {})};
+  EXPECT_LT(hetflow::when_any(chores).get(), 2u);
+  const std::vector<hetflow::Future<int>> numbers{slow, fast};
+  EXPECT_LT(hetflow::when_any(numbers).get(), 2u);
+  EXPECT_THROW((void)hetflow::when_any(std::vector<hetflow::Future<int>>{}), hetflow::InvalidArgument);
 }
 
 TEST(Futures, WhenAnyCountsAFailureAsReady) {
