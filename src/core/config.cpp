@@ -80,7 +80,15 @@ std::map<unsigned, std::size_t> parse_memory_limits(const std::string& text) {
       throw InvalidArgument("HETFLOW_MEMORY_LIMITS='" + text + "': each item is NODE:BYTES, e.g. 1:64M");
     }
     const unsigned node = parse_unsigned(item.substr(0, colon), "HETFLOW_MEMORY_LIMITS node", 1, kMaxWorkers);
-    limits[node] = parse_bytes(std::string_view(item).substr(colon + 1), "HETFLOW_MEMORY_LIMITS");
+    const std::size_t bytes = parse_bytes(std::string_view(item).substr(colon + 1), "HETFLOW_MEMORY_LIMITS");
+    if (bytes == 0) {
+      throw InvalidArgument("HETFLOW_MEMORY_LIMITS='" + text + "': node " + std::to_string(node) +
+                            " is given 0 bytes (leave it out for no limit)");
+    }
+    if (!limits.emplace(node, bytes).second) {
+      throw InvalidArgument("HETFLOW_MEMORY_LIMITS='" + text + "': node " + std::to_string(node) +
+                            " is given a limit twice");
+    }
     start = comma + 1;
   }
   return limits;
@@ -144,6 +152,12 @@ Config Config::resolved() const {
   }
   if (out.memory_limits.count(0) != 0) {
     throw InvalidArgument("Config::memory_limits: node 0 is host RAM, which cannot be limited");
+  }
+  for (const auto& [node, bytes] : out.memory_limits) {
+    if (bytes == 0) {
+      throw InvalidArgument("Config::memory_limits: node " + std::to_string(node) +
+                            " is given 0 bytes (leave it out for no limit)");
+    }
   }
   return out;
 }

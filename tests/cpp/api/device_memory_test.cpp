@@ -432,8 +432,11 @@ TEST(DeviceMemory, LimitsComeFromTheEnvironmentWhenCodeSetsNone) {
     Config in_code;
     in_code.memory_limits = {{1, 4096}};
     EXPECT_EQ(in_code.resolved().memory_limits, (std::map<unsigned, std::size_t>{{1, 4096}}));
+    in_code.memory_limits = {{1, 0}};
+    EXPECT_THROW((void)in_code.resolved(), hetflow::InvalidArgument);
   }
-  for (const char* bad : {"1:lots", "1:64X", "64M", "0:1M", ":1M"}) {
+  // A limit of 0 bytes, or two for one node, were taken (0 as no limit, the last of two).
+  for (const char* bad : {"1:lots", "1:64X", "64M", "0:1M", ":1M", "1:0", "1:1K,1:2K"}) {
     hetflow::test::ScopedEnv env("HETFLOW_MEMORY_LIMITS", bad);
     try {
       (void)Config{}.resolved();
