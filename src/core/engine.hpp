@@ -141,6 +141,8 @@ class Engine final : public DataContext {
   /// Throws hetflow::Error, saying so, in a forked child (see forked()).
   void check_not_forked(const char* where) const;
   [[nodiscard]] bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
+  /// shutdown() has begun (it unregisters every handle before it is done).
+  [[nodiscard]] bool shutting_down() const noexcept { return shutting_down_.load(std::memory_order_acquire); }
 
   // Workers (the execution adds them while the engine is built)
   /// Adds memory node `memory` (once: a node added before keeps its number); returns its number.

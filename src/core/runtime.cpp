@@ -60,6 +60,10 @@ HandleImpl& check_handle(const DataHandle& handle, const detail::Engine& runtime
                           " was registered with another runtime");
   }
   if (must_be_registered && !impl->registered.load(std::memory_order_acquire)) {
+    if (runtime.shutting_down()) {
+      throw ShutdownError(std::string(where) + ": the runtime is shutting down (data handle " +
+                          display_quoted(impl->name) + " was unregistered by it)");
+    }
     throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl->name) +
                           " has been unregistered");
   }

@@ -279,6 +279,38 @@ TEST(Runtime, SubmissionsRacingShutdownRunOrAreRefused) {
   }
 }
 
+// Acquisitions racing a shutdown either hold the data or are refused with ShutdownError (they
+// said the handle had been unregistered, as shutdown unregisters every handle).
+TEST(Runtime, AcquisitionsRacingShutdownAreRefusedAsSuch) {
+  for (int round = 0; round < 10; ++round) {
+    std::atomic<long> misnamed{0};
+    Runtime rt(Config{.ncpus = 2});
+    std::vector<int> values(4, 0);
+    std::vector<hetflow::DataHandle> handles;
+    for (int& value : values) handles.push_back(rt.register_variable(value));
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> acquirers;
+    for (std::size_t t = 0; t < 3; ++t) {
+      acquirers.emplace_back([&, t] {
+        while (!stop) {
+          try {
+            static_cast<void>(rt.acquire(handles[t], hetflow::AccessMode::R));
+          } catch (const hetflow::ShutdownError&) {
+            std::this_thread::yield();
+          } catch (const hetflow::InvalidArgument&) {
+            ++misnamed;
+          }
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    rt.shutdown();
+    stop = true;
+    for (auto& acquirer : acquirers) acquirer.join();
+    EXPECT_EQ(misnamed.load(), 0) << "round " << round;
+  }
+}
+
 TEST(Runtime, WaitAllWaitsForEverything) {
   Runtime rt(Config{.ncpus = 2});
   std::atomic<int> done{0};
