@@ -79,7 +79,9 @@ class HETFLOW_API PerfModel : public PerfModelHook {
   /// The model's file; empty for a memory-only model.
   [[nodiscard]] const std::filesystem::path& file() const noexcept;
 
-  /// Records one measured run. Negative or non-finite times are ignored.
+  /// The longest run a model records (about 31 years): what lies beyond is no measurement.
+  static constexpr double kLongestRun = 1e9;
+  /// Records one measured run. Negative, non-finite or longer than kLongestRun, it is ignored.
   void record(Arch arch, std::size_t size, double seconds) override;
 
   [[nodiscard]] std::optional<double> expected(Arch arch, std::size_t size) const;

@@ -54,12 +54,20 @@ def list_models() -> List[str]:
     return list(_engine().perfmodel_list())
 
 
+# The longest run a model records (PerfModel::kLongestRun): squares of longer ones would overflow
+# the deviation kept in the file.
+LONGEST_RUN = 1e9
+
+
 def record(symbol: str, arch: str, size: int, seconds: float) -> None:
     """Records one measured run of ``symbol`` on ``arch`` for data of ``size`` (e.g. bytes)."""
     if type(size) is bool or not isinstance(size, numbers.Integral) or not 0 <= size < 2**64:
         raise ValueError(f"hetflow.perfmodel.record: size must be a whole number from 0 to 2**64 - 1, not {size!r}")
-    if type(seconds) is bool or not isinstance(seconds, numbers.Real) or not 0 <= seconds < math.inf:
-        raise ValueError(f"hetflow.perfmodel.record: seconds must be a finite number >= 0, not {seconds!r}")
+    if type(seconds) is bool or not isinstance(seconds, numbers.Real) or not 0 <= seconds <= LONGEST_RUN:
+        raise ValueError(
+            f"hetflow.perfmodel.record: seconds must be a number from 0 to {LONGEST_RUN:g} (about 31 years), "
+            f"not {seconds!r}"
+        )
     _engine().perfmodel_record(symbol, arch, int(size), float(seconds))
 
 

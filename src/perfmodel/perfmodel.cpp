@@ -133,7 +133,9 @@ const std::string& PerfModel::symbol() const noexcept { return state_->symbol; }
 const std::filesystem::path& PerfModel::file() const noexcept { return state_->file; }
 
 void PerfModel::record(Arch arch, std::size_t size, double seconds) {
-  if (!(seconds >= 0) || seconds == std::numeric_limits<double>::infinity()) return;  // NaN, negative, inf
+  // NaN, negative, inf, and runs longer than any a task takes: their squares would overflow the
+  // deviation, and the file written would be refused as damaged when read.
+  if (!(seconds >= 0) || !(seconds <= kLongestRun)) return;
   if (index_of(arch) >= kArchCount) return;
   std::lock_guard lock(state_->mutex);
   Slot& slot = state_->slots[index_of(arch)][size];

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -62,11 +63,13 @@ namespace detail {
 namespace {
 
 constexpr std::string_view kMagic = "hetflow-perfmodel";
+constexpr std::uint64_t kMostRuns = std::uint64_t{1} << 53;
 constexpr std::size_t kFixedFields = 9;  // arch size count mean m2 min max robust recent_count
 
-std::optional<double> parse_seconds(std::string_view text) {
+/// A number of seconds: finite, 0 or more, at most `most`.
+std::optional<double> parse_seconds(std::string_view text, double most = PerfModel::kLongestRun) {
   auto value = parse_number<double>(text);
-  if (!value || !std::isfinite(*value) || *value < 0) return std::nullopt;
+  if (!value || !std::isfinite(*value) || *value < 0 || *value > most) return std::nullopt;
   return value;
 }
 
@@ -89,11 +92,13 @@ std::string parse_entry(const std::vector<std::string_view>& fields, std::pair<A
   auto size = parse_number<std::uint64_t>(fields[1]);
   if (!size) return "bad size '" + std::string(fields[1]) + "'";
   auto count = parse_number<std::uint64_t>(fields[2]);
-  if (!count || *count == 0) return "bad count '" + std::string(fields[2]) + "'";
+  // Counts stay exact in doubles (the merge weighs means by them) and sums of two cannot wrap.
+  if (!count || *count == 0 || *count > kMostRuns) return "bad count '" + std::string(fields[2]) + "'";
   const char* names[] = {"mean", "m2", "min", "max", "robust"};
   double values[5] = {};
   for (std::size_t i = 0; i < 5; ++i) {
-    auto value = parse_seconds(fields[3 + i]);
+    // m2, a sum of squared deviations, is not a time: finite is all it must be.
+    auto value = parse_seconds(fields[3 + i], i == 1 ? std::numeric_limits<double>::max() : PerfModel::kLongestRun);
     if (!value) return std::string("bad ") + names[i] + " '" + std::string(fields[3 + i]) + "'";
     values[i] = *value;
   }

@@ -122,10 +122,21 @@ def test_bad_arguments(home):
     for size in (-1, 1.5, True, 2**64):
         with pytest.raises(ValueError, match="size must be a whole number"):
             perfmodel.record("ok", "cpu", size, 1.0)
-    for seconds in (-0.1, float("nan"), float("inf"), "1"):
-        with pytest.raises(ValueError, match="seconds must be a finite number"):
+    # 1e300 s: its square overflowed the file's deviation, and the next load dropped the model.
+    for seconds in (-0.1, float("nan"), float("inf"), "1", 1e300):
+        with pytest.raises(ValueError, match="seconds must be a number from 0 to 1e"):
             perfmodel.record("ok", "cpu", 1, seconds)
     assert perfmodel.entries("ok") == []  # nothing half-recorded
+
+
+def test_runs_too_long_to_be_measurements_leave_the_file_readable(home):
+    _hetflow.perfmodel_record("long", "cpu", 1, 1e300)  # the engine's own path: ignored
+    for _ in range(3):
+        _hetflow.perfmodel_record("long", "cpu", 1, 1e-5)
+    perfmodel.save_all()
+    _hetflow.perfmodel_reset()
+    (entry,) = _hetflow.perfmodel_entries("long")
+    assert entry["count"] == 3 and entry["max"] == 1e-5
 
 
 def test_save_and_reload(home):
