@@ -86,7 +86,23 @@ class Child final : public ProcessChannel {
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
 
+  // A child killed while it starts (the OOM killer, an operator) is replaced: the task it was
+  // started for never ran. One that dies that way every time is a worker that cannot start.
   void start() {
+    constexpr int kAttempts = 3;
+    for (int attempt = 1;; ++attempt) {
+      std::optional<std::string> died = start_once();
+      if (!died) return;
+      if (attempt == kAttempts || aborted_.load(std::memory_order_acquire)) {
+        throw Error("hetflow: process worker " + std::to_string(index_) + " (" + config_.command[0] +
+                    ") did not start: " + *died + (attempt > 1 ? " (" + std::to_string(attempt) + " times)" : ""));
+      }
+    }
+  }
+
+  // Starts the child; how it ended if it died before saying it was ready. Throws when it cannot
+  // be started, or did not say anything in time.
+  std::optional<std::string> start_once() {
     int to_child[2];
     int from_child[2];
     if (::pipe2(to_child, O_CLOEXEC) != 0) {
@@ -169,11 +185,8 @@ class Child final : public ProcessChannel {
                   " s (ProcessWorkersConfig::start_timeout_s), and was ended: " + how);
     }
     auto ready = reader_->read();
-    if (!ready || ready->kind != kProcessReady) {
-      std::string how = reap();
-      throw Error("hetflow: process worker " + std::to_string(index_) + " (" + config_.command[0] +
-                  ") did not start: " + how);
-    }
+    if (!ready || ready->kind != kProcessReady) return reap();
+    return std::nullopt;
   }
 
   void stop() noexcept {
