@@ -14,12 +14,12 @@ namespace hetflow {
 
 namespace detail {
 /// Now plus `timeout`, saturated: a timeout longer than the clock can count (seconds::max(), say)
-/// never passes, and one of zero or less has passed already.
+/// never passes, and one of zero or less (or NaN) has passed already.
 template <class Rep, class Period>
 [[nodiscard]] std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point now = Clock::now();
-  if (timeout <= timeout.zero()) return now;
+  if (!(timeout > timeout.zero())) return now;  // NaN too
   if (std::chrono::duration<double>(timeout) >= std::chrono::duration<double>(Clock::time_point::max() - now)) {
     return Clock::time_point::max();
   }

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <optional>
@@ -48,9 +49,10 @@ constexpr auto kSignalCheckPeriod = std::chrono::milliseconds(50);
 // Blocks without the GIL until `ready()` or the timeout, checking for Ctrl-C every 50 ms.
 template <class WaitUntil>
 bool interruptible_wait(std::optional<double> timeout, WaitUntil wait_until) {
-  const auto start = std::chrono::steady_clock::now();
-  const auto deadline = timeout ? start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                              std::chrono::duration<double>(*timeout))
+  if (timeout && std::isnan(*timeout)) throw nb::value_error("hetflow: a timeout of NaN seconds");
+  // Saturated: a timeout past what the clock counts (inf, 1e10 s) never passes (it overflowed
+  // into the past, and the wait gave up at once).
+  const auto deadline = timeout ? hetflow::detail::deadline_after(std::chrono::duration<double>(*timeout))
                                 : std::chrono::steady_clock::time_point::max();
   for (;;) {
     auto slice_end = std::min(deadline, std::chrono::steady_clock::now() + kSignalCheckPeriod);
@@ -478,9 +480,7 @@ class PyRuntime {
     unsigned left = 0;
     {
       GilReleased release;
-      left = runtime_->shutdown_until(std::chrono::steady_clock::now() +
-                                      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                          std::chrono::duration<double>(std::max(timeout, 0.0))));
+      left = runtime_->shutdown_until(hetflow::detail::deadline_after(std::chrono::duration<double>(timeout)));
     }
     if (left > 0) {
       static_cast<void>(runtime_.release());  // still used by the workers left running

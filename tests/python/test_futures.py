@@ -96,6 +96,20 @@ def test_result_and_exception_time_out(gate):
     assert future.result(timeout=30) == "late"
 
 
+def test_timeouts_longer_than_the_clock_counts_wait_for_the_task(gate):
+    # 9.3e9 s and more overflowed the deadline into the past: the wait gave up at once, saying
+    # the task had not finished in inf s.
+    future = hetflow.submit(gate.hold, "late")
+    gate.wait_started()
+    threading.Timer(0.2, gate.release.set).start()
+    assert future.result(timeout=float("inf")) == "late"
+    later = hetflow.submit(lambda: "later")
+    assert later.exception(timeout=1e10) is None
+    assert list(hetflow.Executor(1, executor="thread").map(abs, [-1], timeout=float("inf"))) == [1]
+    with pytest.raises(ValueError, match="NaN"):
+        hetflow.submit(time.sleep, 0.5).result(timeout=float("nan"))
+
+
 # -- callbacks ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_done_callback_is_called_once_with_the_future(executor, gate):
