@@ -11,7 +11,7 @@ import threading
 import time
 import traceback
 import weakref
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Generator, Iterable, Iterator, List, Optional, Tuple, Union
 
 from hetflow import _runtime
 from hetflow._future import Future
@@ -353,12 +353,43 @@ def _results(chunks: List[Tuple[Future, int]], deadline: Optional[float], progre
     if bar is not None:
         for future, count in chunks:
             future.add_done_callback(functools.partial(_count_done, bar, count or 1))
-    return _result_iterator(chunks, deadline, bar)
+    return _MapResults(chunks, deadline, bar)
+
+
+class _MapResults:
+    """What ``Executor.map`` returns: its results in order (a generator underneath) and, closed
+    or lost before the first ``next()`` too, the calls not started cancelled (a generator never
+    started runs no ``finally``: all the calls ran)."""
+
+    def __init__(self, chunks: List[Tuple[Future, int]], deadline: Optional[float], bar: Optional[Progress]) -> None:
+        self._chunks = chunks
+        self._bar = bar
+        self._started = False
+        self._results = _result_iterator(chunks, deadline, bar)
+
+    def __iter__(self) -> "_MapResults":
+        return self
+
+    def __next__(self) -> Any:
+        self._started = True
+        return next(self._results)
+
+    def close(self) -> None:
+        if not self._started:
+            self._started = True
+            for future, _ in self._chunks:
+                future.cancel()
+            if self._bar is not None:
+                self._bar.close(complete=not self._chunks)
+        self._results.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _result_iterator(
     chunks: List[Tuple[Future, int]], deadline: Optional[float], bar: Optional[Progress]
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     chunks.reverse()  # popped from the end: a result is let go of once yielded
     try:
         while chunks:

@@ -137,6 +137,19 @@ def test_closing_the_map_iterator_cancels_the_calls_not_started():
     assert log in ([0], [0, 1])  # the second call may have started; the others never run
 
 
+@pytest.mark.parametrize("how", ["close", "lose"])
+def test_a_map_iterator_closed_or_lost_before_its_first_result_cancels_the_calls(how):
+    # A generator never started runs no finally: every call ran.
+    release, log = threading.Event(), []
+    with hetflow.Executor(1, executor="thread") as executor:
+        results = executor.map(record, [log] * 4, [release] * 4, range(4))
+        if how == "close":
+            results.close()
+        del results
+        release.set()
+    assert log in ([], [0])  # the first call may have started; the others never run
+
+
 def test_cancel_a_queued_future():
     release = threading.Event()
     with hetflow.Executor(1, executor="thread") as executor:
