@@ -312,7 +312,7 @@ def _run_chunk(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome
         else:
             for arg in calls:
                 append(fn(arg))
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit and the like too: raised at their position
         return results, exc, None
     return results, None, None
 
@@ -338,7 +338,11 @@ def _run_chunk_in_process(fn: Callable[..., Any], calls: list, star: bool) -> _C
     try:
         pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception:
-        raise exc from None  # fails the whole chunk; the task's error machinery describes it
+        # It cannot travel as itself: what it was does, as a single task's would, and the results
+        # before it still come back.
+        from hetflow._serialize import RemoteTaskError
+
+        exc = RemoteTaskError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc))
     exc.__traceback__ = None
     return results, exc, text
 

@@ -43,6 +43,23 @@ def fail_at(x, bad):
     return x
 
 
+def exit_at(x, bad):
+    if x == bad:
+        raise SystemExit(f"exit {x}")
+    return x
+
+
+class Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("this exception does not pickle")
+
+
+def unpicklable_at(x, bad):
+    if x == bad:
+        raise Unpicklable(f"bad {x}")
+    return x
+
+
 def started_then(started, event, value):
     started.set()
     return wait_then(event, value)
@@ -85,6 +102,19 @@ def test_map_raises_at_the_failing_position(ex, chunksize):
     results = ex.map(fail_at, range(10), [5] * 10, chunksize=chunksize)
     assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="bad 5"):
+        next(results)
+
+
+# A chunk failing with what is not an Exception (SystemExit), or, in a worker process, with an
+# exception that does not pickle, lost the results of the calls before it in that chunk.
+def test_map_yields_the_chunks_results_before_any_failing_call(ex):
+    results = ex.map(exit_at, range(10), [5] * 10, chunksize=10)
+    assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(SystemExit, match="exit 5"):
+        next(results)
+    results = ex.map(unpicklable_at, range(10), [5] * 10, chunksize=10)
+    assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(Exception, match="bad 5"):
         next(results)
 
 
