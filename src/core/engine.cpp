@@ -558,6 +558,10 @@ unsigned Engine::shutdown_until(std::chrono::steady_clock::time_point deadline) 
     if (!wait_all(&deadline)) {
       const unsigned left = execution_->stop_free_workers();
       PerfModelRegistry::instance().save_all();
+      // The trace and the statistics as they stand: this engine may never be destroyed (its
+      // workers left in a task use it), and the tasks still running are not waited for.
+      if (recorder_) recorder_->finish(now());
+      execution_->report(scheduler_name_, now());
       stopped_.store(true, std::memory_order_release);
       return left;
     }

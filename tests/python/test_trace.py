@@ -77,6 +77,22 @@ def test_trace_has_a_track_per_worker_and_a_slice_per_task(tmp_path):
             assert not (before["cat"] == "idle" and after["cat"] == "idle")
 
 
+def test_a_shutdown_that_gives_up_on_a_running_task_still_writes_the_trace(tmp_path):
+    # The engine is then never destroyed (a worker is left in the task), which wrote nothing.
+    import threading
+
+    path = tmp_path / "trace.json"
+    runtime = Runtime(ncpus=2, executor="thread", nprocs=0, trace=str(path))
+    release = threading.Event()
+    runtime.submit(release.wait, (30,), {}, executor="thread", name="stuck")
+    runtime.submit(abs, (-1,), {}, executor="thread", name="quick").result(timeout=30)
+    runtime.shutdown(timeout=0.1)
+    release.set()
+    tracks, _ = read_trace(path)
+    names = {e["name"] for events in tracks.values() for e in events if e["cat"] == "task"}
+    assert "quick" in names
+
+
 def test_trace_shows_process_workers(tmp_path):
     path = tmp_path / "trace.json"
     runtime = Runtime(ncpus=1, executor="process", nprocs=1, trace=path)  # a pathlib.Path is fine
