@@ -1072,6 +1072,13 @@ def _at_exit() -> None:
             if _current is runtime:
                 _current = None
         _close_gil_gates()
+        # A future kept in a global holds its runtime, whose engine holds the task's exception,
+        # whose class's methods hold the module's globals: a cycle through C++ that the garbage
+        # collector cannot see, so the runtime outlives the interpreter (shut down already, its
+        # trace written). The process ends anyway; nanobind need not list those objects.
+        engine_module = sys.modules.get("hetflow._hetflow")
+        if engine_module is not None:
+            engine_module.expect_objects_at_exit()
 
 
 def _close_gil_gates() -> None:
