@@ -18,7 +18,7 @@ from hetflow._arrays import Access
 from hetflow._data import engine_accesses
 from hetflow._errors import CancelledError, freeze_exception
 from hetflow._future import Future
-from hetflow._serialize import _PLAIN, all_plain, function_for_call, is_array
+from hetflow._serialize import _PLAIN, all_plain, function_for_call, is_array, utf8_text
 
 EXECUTORS = ("thread", "process")
 # Far beyond any machine, yet small enough for the engine (and the system) to take.
@@ -373,7 +373,7 @@ class Runtime:
             check_priority(priority)
         if name is not None and type(name) is not str:
             check_name(name)
-        name = name or getattr(func, "__name__", None) or type(func).__name__
+        name = utf8_text(name or getattr(func, "__name__", None) or type(func).__name__)
         if perfmodel is None and all_plain(args) and (not kwargs or all_plain(kwargs.values())):
             # The common case, kept short: nothing to wait for, no data, no model.
             if executor == "thread":

@@ -216,7 +216,17 @@ def _describe(obj: Any) -> str:
 def _func_name(func: Any) -> str:
     module = getattr(func, "__module__", None) or type(func).__module__
     name = getattr(func, "__qualname__", None) or type(func).__qualname__
-    return f"{module}.{name}"
+    return utf8_text(f"{module}.{name}")
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as the engine takes names (UTF-8): lone surrogates, which no UTF-8 holds, as
+    escapes (``\\udcff``) rather than an error from deep inside the submission."""
+    if not isinstance(text, str):
+        text = str(text)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _out_of_descriptors(exc: BaseException) -> Optional[OSError]:

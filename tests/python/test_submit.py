@@ -283,6 +283,17 @@ def test_a_task_given_many_futures_in_a_list_gets_their_values():
     assert submit(sum, futures).result(timeout=60) == sum(range(20000))
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_names_no_utf8_holds_are_shown_escaped(executor):
+    # A lone surrogate in a task's name (or its function's) failed deep in the submission.
+    def seven():
+        return 7
+
+    seven.__name__ = seven.__qualname__ = "bad\udcffname"
+    assert submit_on(executor)(seven).result(timeout=30) == 7
+    assert submit_on(executor, name="also \udcff bad")(abs, -3).result(timeout=30) == 3
+
+
 class Positional(tuple):
     """A tuple subclass whose constructor does not take its items."""
 
