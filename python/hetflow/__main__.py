@@ -81,6 +81,7 @@ def _info_lines() -> List[Tuple[str, str]]:
     from hetflow import _hetflow, _runtime, perfmodel
 
     settings = _runtime.Settings(sched=os.environ.get("HETFLOW_SCHED") or None).resolved()
+    _hetflow.check_environment()  # the engine's own: HETFLOW_SPIN_US, HETFLOW_STATS, ...
     executor, ncpus, nprocs = settings.executor, settings.ncpus, settings.nprocs
     scheduler = os.environ.get("HETFLOW_SCHED") or "ws"
     import numpy

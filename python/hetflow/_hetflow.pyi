@@ -172,6 +172,11 @@ def close_gil_gate() -> None:
     At exit, after hetflow's last work: threads of this module that want the GIL back wait for the process to end from now on (finalizing Python would end them through C++ frames).
     """
 
+def check_environment() -> None:
+    """
+    Reads the engine's HETFLOW_* variables as a runtime would; ValueError naming a bad one.
+    """
+
 def expect_objects_at_exit() -> None:
     """
     At exit: hetflow's objects still referenced then (a future in a global, whose exception's class refers to the module that holds the future) are reclaimed with the process, unreported.

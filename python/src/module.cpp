@@ -746,6 +746,10 @@ NB_MODULE(_hetflow, m) {
       "process to end from now on (finalizing Python would end them through C++ frames).");
 
   m.def(
+      "check_environment", [] { static_cast<void>(hetflow::Config{}.resolved()); },
+      "Reads the engine's HETFLOW_* variables as a runtime would; ValueError naming a bad one.");
+
+  m.def(
       "expect_objects_at_exit", [] { nb::set_leak_warnings(false); },
       "At exit: hetflow's objects still referenced then (a future in a global, whose exception's "
       "class refers to the module that holds the future) are reclaimed with the process, unreported.");

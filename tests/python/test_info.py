@@ -53,3 +53,10 @@ def test_info_reports_a_bad_variable(tmp_path):
     assert done.returncode == 1
     assert done.stdout == ""
     assert "bad value" in done.stderr and "unknown scheduler 'fastest'" in done.stderr
+
+
+def test_info_reports_the_engines_own_variables_as_a_runtime_would(tmp_path):
+    # These stopped every runtime from starting while info said nothing wrong.
+    for variable, value, said in [("HETFLOW_STATS", "maybe", "not a boolean"), ("HETFLOW_SPIN_US", "1e9", "HETFLOW_SPIN_US")]:
+        done = info(tmp_path, **{variable: value})
+        assert done.returncode == 1 and said in done.stderr, done.stderr
