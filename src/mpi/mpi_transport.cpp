@@ -649,25 +649,21 @@ void MpiTransport::receive(int peer, int tag, void* data, std::size_t bytes, std
                     .done = std::move(done)});
 }
 
+// An operation that moves no data (a barrier, a cancellation).
+Operation without_data(Operation::Kind kind, std::function<void()> done) {
+  Operation operation;
+  operation.kind = kind;
+  operation.done = std::move(done);
+  return operation;
+}
+
 bool MpiTransport::cancel_pending(std::function<void()> done) {
-  engine_->enqueue({.kind = Operation::Kind::cancel,
-                    .peer = -1,
-                    .tag = 0,
-                    .send_data = nullptr,
-                    .receive_data = nullptr,
-                    .bytes = 0,
-                    .done = std::move(done)});
+  engine_->enqueue(without_data(Operation::Kind::cancel, std::move(done)));
   return true;
 }
 
 void MpiTransport::barrier(std::function<void()> done) {
-  engine_->enqueue({.kind = Operation::Kind::barrier,
-                    .peer = -1,
-                    .tag = 0,
-                    .send_data = nullptr,
-                    .receive_data = nullptr,
-                    .bytes = 0,
-                    .done = std::move(done)});
+  engine_->enqueue(without_data(Operation::Kind::barrier, std::move(done)));
 }
 
 }  // namespace detail
