@@ -54,8 +54,9 @@ class HETFLOW_API Transport {
   /// For ranks that gave up on the messages between them: cancels every receive not complete
   /// (its `done` is never called, and its buffer is not written once `done` here runs), and stops
   /// waiting for the sends not complete when the transport ends (their `done` may still come).
-  /// Once every rank has cancelled, no send buffer is read any more. Returns false, without
-  /// calling `done`, when the transport cannot cancel (the default).
+  /// Once every rank has cancelled, no send buffer is read any more, unless a receive posted
+  /// afterwards (by a new Context over the same transport) takes the send. Returns false,
+  /// without calling `done`, when the transport cannot cancel (the default).
   virtual bool cancel_pending(std::function<void()> done) {
     static_cast<void>(done);
     return false;

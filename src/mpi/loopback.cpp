@@ -60,12 +60,11 @@ class Fabric {
     deliver(send.data, send.bytes, std::move(send.done), receive);
   }
 
-  // Messages are copied when they meet, so what has not met yet can simply be forgotten: the
-  // receives posted by `rank` and its sends that no receive took.
+  // Messages are copied when they meet, so a receive not met yet can simply be forgotten. Sends
+  // stay: a peer may still take one it was about to ask for (the answer of the submission check).
   void cancel_pending(int rank, std::function<void()> done) {
     std::lock_guard lock(mutex_);
     std::erase_if(receives_, [rank](const auto& waiting) { return std::get<1>(waiting.first) == rank; });
-    std::erase_if(sends_, [rank](const auto& waiting) { return std::get<0>(waiting.first) == rank; });
     completions_.push_back(std::move(done));
     wake_.notify_one();
   }

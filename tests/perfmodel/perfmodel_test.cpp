@@ -542,7 +542,8 @@ TEST_F(PerfModelStorage, AForkedChildSavesItsOwnMeasurementsOnly) {
   PerfModelRegistry::instance().save_all();
   PerfModel check("forked", model_file("forked"));
   ASSERT_TRUE(check.load());
-  const auto* cpu = find_entry(check.entries(), Arch::cpu, 8);
+  const auto entries = check.entries();
+  const auto* cpu = find_entry(entries, Arch::cpu, 8);
   ASSERT_NE(cpu, nullptr);
   EXPECT_EQ(cpu->count, 105u);
 }

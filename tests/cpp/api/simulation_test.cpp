@@ -253,8 +253,9 @@ TEST(Simulation, ATaskWhoseDataCannotFitOnTheDeviceFails) {
   std::vector<double> a(384), b(384);  // 3 KiB each: each fits, both do not
   DataHandle ha = rt.register_vector(a.data(), a.size());
   DataHandle hb = rt.register_vector(b.data(), b.size());
+  const Codelet work = named("work");  // a codelet outlives its tasks
   try {
-    rt.insert(named("work"), {.data = {RW(ha), RW(hb)}}).get();
+    rt.insert(work, {.data = {RW(ha), RW(hb)}}).get();
     ADD_FAILURE() << "the simulation ran a task whose data do not fit on the device";
   } catch (const hetflow::Error& error) {
     EXPECT_NE(std::string(error.what()).find("bytes of data at once"), std::string::npos) << error.what();
@@ -273,13 +274,15 @@ TEST(Simulation, CostsTooLongToSimulateAreRefused) {
   Runtime rt(simulated(steep));
   std::vector<double> data(1 << 16, 1.0);
   DataHandle x = rt.register_vector(data.data(), data.size());
+  const Codelet work = named("work");  // a codelet outlives its tasks
+  const Codelet host_only = named("host_only");
   try {
-    rt.insert(named("work"), {.data = {RW(x)}}).get();
+    rt.insert(work, {.data = {RW(x)}}).get();
     ADD_FAILURE() << "a task of 1e28 s was simulated";
   } catch (const hetflow::Error& error) {
     EXPECT_NE(std::string(error.what()).find("more than"), std::string::npos) << error.what();
   }
-  rt.insert(named("host_only"), {}).get();
+  rt.insert(host_only, {}).get();
   EXPECT_TRUE(std::isfinite(rt.elapsed()));
 }
 
