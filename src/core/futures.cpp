@@ -72,10 +72,26 @@ void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
 // the runtime of workers: the task waited for may be queued behind the waiting one. With a
 // deadline, it stops taking tasks once the deadline has passed (a task it took may overrun it).
 // A wait with a deadline is not refused: it cannot hang, and it ends as it says (false).
+// Each wait inside a task runs the next task on the same stack: past this many, the worker's
+// stack (8 MiB) would overflow (a segfault at about 12,000 in C++).
+constexpr std::size_t kMostNestedWaits = 2000;
+
+void refuse_nesting_too_deep(const WorkerState& worker) {
+  std::size_t depth = 0;
+  for (const RunningFrame* frame = worker.running; frame != nullptr; frame = frame->outer) {
+    if (++depth < kMostNestedWaits) continue;
+    throw Error("hetflow: task '" + std::string(worker.running->task->display_name()) + "' waits inside " +
+                std::to_string(kMostNestedWaits) +
+                " tasks that wait on this worker (each runs the next on its thread's stack, which would "
+                "overflow); wait for fewer levels inside tasks, or outside them");
+  }
+}
+
 template <class Reached>
 bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
   WorkerState* worker = current_worker();
   if (worker == nullptr) return false;
+  if (!reached(task->status())) refuse_nesting_too_deep(*worker);
   if (deadline == nullptr && !reached(task->status())) {
     if (worker->runtime == task->runtime) refuse_wait_for_successor(*worker, task);
     refuse_wait_behind_own_acquisition(task);

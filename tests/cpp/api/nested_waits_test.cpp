@@ -39,6 +39,25 @@ TEST(NestedWaits, WaitForATaskSubmittedFromInside) {
   EXPECT_EQ(outer.get(), 42);
 }
 
+// Tasks that each wait for the next one they submit, on one worker: every wait runs the next task
+// on the same stack, which overflowed (a segfault past about 12,000 levels). Too deep a nesting
+// fails the innermost wait, and with it the chain, saying why; a deep one still works.
+long nest(Runtime& rt, long levels) {
+  if (levels == 0) return 0;
+  return rt.submit([&rt, levels] { return nest(rt, levels - 1); }).get() + 1;
+}
+
+TEST(NestedWaits, NestingTooDeepForTheStackFailsSayingWhy) {
+  Runtime rt(Config{.ncpus = 1});
+  EXPECT_EQ(rt.submit([&rt] { return nest(rt, 1500); }).get(), 1500);
+  try {
+    static_cast<void>(rt.submit([&rt] { return nest(rt, 20000); }).get());
+    ADD_FAILURE() << "20,000 nested waits on one worker's stack went through";
+  } catch (const hetflow::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("waits inside"), std::string::npos) << error.what();
+  }
+}
+
 // The awaited task was queued before the waiting one started and sits behind it.
 TEST(NestedWaits, WaitForATaskQueuedBehind) {
   for (bool until : {false, true}) {
