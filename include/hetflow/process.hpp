@@ -80,6 +80,9 @@ struct ProcessWorkersConfig {
   /// Seconds a child has to say it is ready once started; one that does not is ended, and the
   /// task that needed it fails saying so (0: no limit).
   double start_timeout_s = 120;
+  /// Seconds a child has to exit once asked (shutdown_kind, then its pipe closed) when the
+  /// runtime stops; one still there is killed (SIGKILL), so that stopping never waits on it.
+  double stop_timeout_s = 5;
 };
 
 /// A driver of `count` process workers (architecture `process`), for Config::drivers.

@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -192,6 +193,14 @@ class Child final : public ProcessChannel {
   void stop() noexcept {
     if (pid_ <= 0) return;
     if (config_.shutdown_kind != 0) write_message(to_child_, config_.shutdown_kind, {});
+    // Its pipe closed too, a child that keeps running (it ignores both, or a fork of the host
+    // holds the pipe open) is ended rather than waited for.
+    ::close(to_child_);
+    to_child_ = -1;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(config_.stop_timeout_s);
+    while (!has_exited() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (!has_exited()) ::kill(pid_, SIGKILL);
     reap();
   }
 
@@ -328,6 +337,13 @@ class ProcessDriver final : public ext::Driver {
  public:
   explicit ProcessDriver(ProcessWorkersConfig config) : config_(std::move(config)) {
     if (config_.command.empty()) throw InvalidArgument("process workers: the command is empty");
+    for (const auto& [seconds, name] :
+         {std::pair{config_.start_timeout_s, "start_timeout_s"}, std::pair{config_.stop_timeout_s, "stop_timeout_s"}}) {
+      if (!(seconds >= 0 && seconds <= 1e9)) {
+        throw InvalidArgument(std::string("process workers: ProcessWorkersConfig::") + name + " is " +
+                              std::to_string(seconds) + "; give seconds from 0 to 1e9");
+      }
+    }
     for (unsigned i = 0; i < config_.count; ++i) children_.push_back(std::make_unique<Child>(config_, i));
   }
   [[nodiscard]] std::string_view name() const override { return "process"; }

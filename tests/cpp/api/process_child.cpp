@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -107,6 +108,12 @@ int main(int argc, char** argv) {
   out_fd = std::atoi(argv[argc - 1]);
 
   write_message(kReady, {std::to_string(::getpid())});
+  if (std::strcmp(argv[1], "--deaf") == 0) {
+    // Ignores what it is sent, its pipe closing, SIGTERM and SIGHUP: only SIGKILL ends it.
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGHUP, SIG_IGN);
+    for (;;) ::pause();
+  }
   Message message;
   while (read_message(message)) {
     if (message.kind == kExit) return 0;

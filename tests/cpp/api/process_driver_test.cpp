@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -220,6 +221,29 @@ TEST(Process, BadCommandFailsTasksWithAClearError) {
     expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not say it was ready within", "was ended"});
   }
   EXPECT_THROW((void)hetflow::make_process_driver({}), hetflow::InvalidArgument);
+}
+
+// A child that ignores the request to exit, its pipe closing and SIGTERM held the runtime's end
+// (and shutdown_until's) for ever: it is killed once stop_timeout_s has passed.
+TEST(Process, StoppingDoesNotWaitForEverForAChildThatWillNotExit) {
+  std::atomic<bool> ended{false};
+  std::thread stopper([&ended] {
+    {
+      Runtime rt(Config{.ncpus = 1,
+                        .drivers = {hetflow::make_process_driver(
+                            {.command = {kChild, "--deaf"}, .count = 1, .shutdown_kind = 2, .stop_timeout_s = 0.2})}});
+      EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [] { return 1; }).get(), 1);
+    }
+    ended = true;
+  });
+  for (int i = 0; i < 3000 && !ended; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!ended) {
+    stopper.detach();
+    FAIL() << "the runtime still waits for its process worker to exit after 30 s";
+  }
+  stopper.join();
+  EXPECT_THROW((void)hetflow::make_process_driver({.command = {kChild}, .stop_timeout_s = -1}),
+               hetflow::InvalidArgument);
 }
 
 TEST(Process, AbortEndsAStuckChild) {
