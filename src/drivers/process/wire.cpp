@@ -3,6 +3,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -102,8 +103,17 @@ std::optional<ProcessMessage> MessageReader::read() {
   for (auto& part : message.parts) {
     char length[8];
     if (!read_exact(length, 8)) return std::nullopt;
-    part.resize(get(length, 8));
-    if (!part.empty() && !read_exact(part.data(), part.size())) return std::nullopt;
+    const std::uint64_t announced = get(length, 8);
+    if (announced > part.max_size()) throw Error("hetflow process worker: garbled message (a part too long)");
+    // Grown as the bytes arrive: a length the child got wrong (or a child that dies mid-message)
+    // must not make the host allocate what never comes.
+    constexpr std::size_t kStep = std::size_t{64} << 20;
+    for (std::size_t have = 0; have < announced;) {
+      const std::size_t step = std::min<std::uint64_t>(announced - have, kStep);
+      part.resize(have + step);
+      if (!read_exact(part.data() + have, step)) return std::nullopt;
+      have += step;
+    }
   }
   return message;
 }

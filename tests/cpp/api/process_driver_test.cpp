@@ -246,6 +246,18 @@ TEST(Process, StoppingDoesNotWaitForEverForAChildThatWillNotExit) {
                hetflow::InvalidArgument);
 }
 
+// The host allocated whatever length a reply announced before reading it: 1e11 bytes failed the
+// task with bad_alloc (less would take the host's memory for bytes that never came).
+TEST(Process, AReplyAnnouncingMoreThanItSendsIsACrashNotAnAllocation) {
+  Runtime rt(with_process_workers());
+  auto f = rt.submit(on_process(), [](TaskContext& ctx) {
+    return channel_of(ctx).call(1, {"claim", "100000000000"}).parts;
+  });
+  expect_error<hetflow::WorkerCrashedError>([&] { (void)f.get(); }, {"exited with status 0"});
+  auto again = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"echo"}).parts; });
+  EXPECT_EQ(again.get(), std::vector<std::string>{"echo"});
+}
+
 TEST(Process, AbortEndsAStuckChild) {
   Runtime rt(with_process_workers());
   hetflow::test::Signal started;
