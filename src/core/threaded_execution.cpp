@@ -95,6 +95,14 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
       for (std::size_t i = 0; i < count; ++i) unpin(*accesses[i].handle, node);
     }
   } unpin_at_exit{accesses, fetched, node};
+  if (worker.running->outer != nullptr && worker.driver != nullptr &&
+      worker.driver->mid_exchange(worker.driver_index)) {
+    throw Error("hetflow: task '" + std::string(task->display_name()) + "' would run on worker " +
+                std::to_string(worker.info.id) + " while task '" + worker.running->outer->task->display_name() +
+                "', which waits there for it, is in the middle of an exchange with that worker's driver (a " +
+                "process worker's reply still to read: they would take each other's replies); wait for it before " +
+                "sending, or outside the task");
+  }
   if (engine.node_count() > 1) {
     if (node != kHostNode) check_fits(engine, task, node, worker.running->outer);
     // Every copy starts before the first is waited for, so that they overlap each other.
@@ -165,7 +173,8 @@ void check_fits(const Engine& engine, TaskCore* task, unsigned node, const Runni
   }
 }
 
-bool fits_beside_waiting(const Engine& engine, TaskCore* task, const WorkerState& worker) {
+bool may_run_nested(const Engine& engine, TaskCore* task, const WorkerState& worker) {
+  if (worker.driver != nullptr && worker.driver->mid_exchange(worker.driver_index)) return false;
   const unsigned node = worker.info.memory_node;
   if (node == kHostNode || engine.node_count() == 1) return true;
   const auto [bytes, limit] = footprint_and_limit(engine, task, node);

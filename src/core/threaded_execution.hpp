@@ -55,15 +55,16 @@ void execute(Engine& engine, TaskCore* task, WorkerState& worker);
 /// waiting below it on this worker (`waiting`, nullptr for none) hold.
 void check_fits(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting);
 
-/// Whether `task`'s data fit on `worker`'s node beside what the tasks waiting on it hold (they
-/// keep it until the task run nested above them ends).
-[[nodiscard]] bool fits_beside_waiting(const Engine& engine, TaskCore* task, const WorkerState& worker);
+/// Whether `task` may run on `worker` above the tasks waiting there: its data fit on the node
+/// beside what they hold (they keep it until it ends), and the one waiting is not in the middle
+/// of an exchange with the worker's driver (Driver::mid_exchange).
+[[nodiscard]] bool may_run_nested(const Engine& engine, TaskCore* task, const WorkerState& worker);
 
 /// Runs queued tasks on `worker` while waiting for `done()` (for `awaited`, when it is a task of
 /// this engine); their time, and the setup the waiting task reported before them, is counted in
-/// `worker.nested_seconds` (see execute). A task whose data cannot fit beside what the waiting
-/// tasks hold is set aside until the wait ends (it runs next), unless `awaited` waits for it:
-/// then it runs and fails saying why, rather than nobody ever running it.
+/// `worker.nested_seconds` (see execute). A task that may not run above the waiting ones
+/// (may_run_nested) is set aside until the wait ends (it runs next), unless `awaited` waits for
+/// it: then it runs and fails saying why, rather than nobody ever running it.
 template <class Done>
 void help_while(Engine& engine, WorkerState& worker, Done done, TaskCore* awaited = nullptr) {
   TaskCore* set_aside = nullptr;
@@ -71,7 +72,7 @@ void help_while(Engine& engine, WorkerState& worker, Done done, TaskCore* awaite
     if (ext::SchedTask* next = engine.next_task(worker)) {
       auto* task = static_cast<TaskCore*>(next);
       if (task == set_aside ||
-          (!fits_beside_waiting(engine, task, worker) &&
+          (!may_run_nested(engine, task, worker) &&
            !(awaited != nullptr && (awaited == task || waits_for(awaited, task, kDeadlockSearchBudget))))) {
         set_aside = task;
         worker.deferred = task;  // next_task gives it back first: it runs once the wait is over

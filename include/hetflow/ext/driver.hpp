@@ -40,6 +40,10 @@ class HETFLOW_API Driver {
   /// On the worker's own thread, after its last task.
   virtual void stop_worker(unsigned /*index*/) {}
   [[nodiscard]] virtual void* worker_state(unsigned /*index*/) { return nullptr; }
+  /// On the worker's own thread: whether the task running there is in the middle of an exchange
+  /// that another task run meanwhile on this worker (while it waits for a future) would break
+  /// into (a process worker's request sent, its reply not read yet). Such a task is not run then.
+  [[nodiscard]] virtual bool mid_exchange(unsigned /*index*/) const { return false; }
   /// Called from any thread when the runtime gives up on its work (Runtime::abort): stop what
   /// the workers run if that is possible.
   virtual void abort() {}

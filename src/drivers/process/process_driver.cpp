@@ -284,6 +284,8 @@ class Child final : public ProcessChannel {
   }
 
   [[nodiscard]] pid_t pid() const noexcept override { return pid_; }
+  /// Replies still to read: a task using the channel now would take them.
+  [[nodiscard]] bool awaiting_replies() const noexcept { return pid_ > 0 && in_flight_ > 0; }
   [[nodiscard]] unsigned index() const noexcept override { return index_; }
   [[nodiscard]] bool knows(const std::string& key) const override { return known_.count(key) != 0; }
   void remember(const std::string& key) override { known_.insert(key); }
@@ -363,6 +365,7 @@ class ProcessDriver final : public ext::Driver {
     }
   }
   void stop_worker(unsigned index) override { children_[index]->stop(); }
+  [[nodiscard]] bool mid_exchange(unsigned index) const override { return children_[index]->awaiting_replies(); }
   void abort() override {
     for (auto& child : children_) child->kill_now();
   }

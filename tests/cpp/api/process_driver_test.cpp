@@ -258,6 +258,36 @@ TEST(Process, AReplyAnnouncingMoreThanItSendsIsACrashNotAnAllocation) {
   EXPECT_EQ(again.get(), std::vector<std::string>{"echo"});
 }
 
+// A process task that waits between sending a request and reading its reply: a task run on its
+// worker meanwhile used the same channel, and the two took each other's replies. Such a task is
+// set aside until the wait is over; when the wait is for that very task, it fails saying why.
+TEST(Process, ATaskWaitingMidExchangeKeepsItsWorkersRepliesToItself) {
+  Runtime rt(with_process_workers());
+  const auto on_worker_1 = TaskOptions{.worker = 1};
+  const auto exchange = [](TaskContext& ctx, const char* text) { return channel_of(ctx).call(1, {text}).parts; };
+  hetflow::Future<std::vector<std::string>> inner;
+  auto outer = rt.submit(on_worker_1, [&](TaskContext& ctx) {
+    channel_of(ctx).send(1, {"outer"});
+    inner = rt.submit(on_worker_1, [&exchange](TaskContext& c) { return exchange(c, "inner"); });
+    rt.submit(TaskOptions{.where = Arch::cpu}, [] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }).get();  // the inner task is set aside meanwhile
+    return channel_of(ctx).receive().parts;
+  });
+  EXPECT_EQ(outer.get(), std::vector<std::string>{"outer"});
+  EXPECT_EQ(inner.get(), std::vector<std::string>{"inner"});
+
+  hetflow::Future<std::vector<std::string>> awaited;
+  auto waiting = rt.submit(on_worker_1, [&](TaskContext& ctx) {
+    channel_of(ctx).send(1, {"waiting"});
+    awaited = rt.submit(on_worker_1, [&exchange](TaskContext& c) { return exchange(c, "awaited"); });
+    awaited.wait();
+    return channel_of(ctx).receive().parts;
+  });
+  EXPECT_EQ(waiting.get(), std::vector<std::string>{"waiting"});
+  expect_error<hetflow::Error>([&] { (void)awaited.get(); }, {"in the middle of an exchange"});
+}
+
 TEST(Process, AbortEndsAStuckChild) {
   Runtime rt(with_process_workers());
   hetflow::test::Signal started;
