@@ -2,8 +2,8 @@
 // file, task costs from it, deterministic makespans, transfers on the links, and clear errors.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
