@@ -1,5 +1,8 @@
 // What futures call into: waiting, outcomes, cancellation, completion callbacks; when_all and
 // when_any.
+#include <pthread.h>
+
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -72,19 +75,36 @@ void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
 // the runtime of workers: the task waited for may be queued behind the waiting one. With a
 // deadline, it stops taking tasks once the deadline has passed (a task it took may overrun it).
 // A wait with a deadline is not refused: it cannot hang, and it ends as it says (false).
-// Each wait inside a task runs the next task on the same stack: past this many, the worker's
-// stack (8 MiB) would overflow (a segfault at about 12,000 in C++).
-constexpr std::size_t kMostNestedWaits = 2000;
+// Each wait inside a task runs the next task on the same stack, which overflowed (a segfault at
+// about 12,000 levels in C++, far fewer under a sanitizer): a wait is refused when less than this
+// is left of the thread's stack for the tasks it would run.
+constexpr std::size_t kStackKeptForTasks = std::size_t{1} << 20;
+
+// The lowest address of the calling thread's stack (it grows down), 0 if unknown.
+std::uintptr_t stack_floor() noexcept {
+  thread_local const std::uintptr_t floor = [] {
+    pthread_attr_t attributes;
+    if (pthread_getattr_np(pthread_self(), &attributes) != 0) return std::uintptr_t{0};
+    void* low = nullptr;
+    std::size_t size = 0;
+    const int found = pthread_attr_getstack(&attributes, &low, &size);
+    pthread_attr_destroy(&attributes);
+    return found == 0 ? reinterpret_cast<std::uintptr_t>(low) : std::uintptr_t{0};
+  }();
+  return floor;
+}
 
 void refuse_nesting_too_deep(const WorkerState& worker) {
+  const std::uintptr_t floor = stack_floor();
+  const char here = 0;
+  const auto position = reinterpret_cast<std::uintptr_t>(&here);
+  if (floor == 0 || worker.running == nullptr || position - floor > kStackKeptForTasks) return;
   std::size_t depth = 0;
-  for (const RunningFrame* frame = worker.running; frame != nullptr; frame = frame->outer) {
-    if (++depth < kMostNestedWaits) continue;
-    throw Error("hetflow: task '" + std::string(worker.running->task->display_name()) + "' waits inside " +
-                std::to_string(kMostNestedWaits) +
-                " tasks that wait on this worker (each runs the next on its thread's stack, which would "
-                "overflow); wait for fewer levels inside tasks, or outside them");
-  }
+  for (const RunningFrame* frame = worker.running; frame != nullptr; frame = frame->outer) ++depth;
+  throw Error("hetflow: task '" + std::string(worker.running->task->display_name()) + "' waits inside " +
+              std::to_string(depth - 1) +
+              " tasks that wait on this worker, each running the next on the thread's stack, which is nearly used "
+              "up; wait for fewer levels inside tasks, or outside them");
 }
 
 template <class Reached>
