@@ -381,10 +381,7 @@ class _MapResults:
     def close(self) -> None:
         if not self._started:
             self._started = True
-            for future, _ in self._chunks:
-                future.cancel()
-            if self._bar is not None:
-                self._bar.close(complete=not self._chunks)
+            _give_up(self._chunks, self._bar)
         self._results.close()
 
     def __del__(self) -> None:
@@ -417,7 +414,12 @@ def _result_iterator(
                     exc.__cause__ = RemoteTraceback(text)
                 raise exc
     finally:
-        for future, _ in chunks:
-            future.cancel()
-        if bar is not None:
-            bar.close(complete=not chunks)
+        _give_up(chunks, bar)
+
+
+def _give_up(chunks: List[Tuple[Future, int]], bar: Optional[Progress]) -> None:
+    """The calls whose results were not taken are cancelled (those not started), the bar closed."""
+    for future, _ in chunks:
+        future.cancel()
+    if bar is not None:
+        bar.close(complete=not chunks)
