@@ -70,16 +70,25 @@ std::size_t held_below(TaskCore* task, const RunningFrame* waiting) {
   return bytes;
 }
 
-/// The bytes of `task`'s data (each handle once), and the node's limit (0: none).
-std::pair<std::size_t, std::size_t> footprint_and_limit(const Engine& engine, TaskCore* task, unsigned node) {
-  const std::size_t limit = engine.node_memory(node).limit();
+/// What `task` needs on a node against what the node has: its data (each handle once), the
+/// node's limit (0: none), and what the tasks waiting below it on this worker hold there.
+struct Room {
   std::size_t bytes = 0;
+  std::size_t limit = 0;
+  std::size_t held = 0;
+  [[nodiscard]] bool enough() const { return limit == 0 || (bytes <= limit && held <= limit - bytes); }
+};
+
+Room room_for(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting) {
+  Room room{.limit = engine.node_memory(node).limit()};
+  if (room.limit == 0) return room;
   AccessRecord* accesses = task->accesses();
   for (std::size_t i = 0; i < task->access_count; ++i) {
     const auto same = [&](const AccessRecord& r) { return r.handle == accesses[i].handle; };
-    if (!std::any_of(accesses, accesses + i, same)) bytes += accesses[i].handle->layout.span_bytes();
+    if (!std::any_of(accesses, accesses + i, same)) room.bytes += accesses[i].handle->layout.span_bytes();
   }
-  return {bytes, limit};
+  if (room.bytes <= room.limit) room.held = held_below(task, waiting);
+  return room;
 }
 
 /// Makes the task's data valid on the worker's node and runs its body there.
@@ -146,39 +155,33 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
 std::unique_ptr<Execution> make_threaded_execution() { return std::make_unique<ThreadedExecution>(); }
 
 void check_fits(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting) {
-  const auto [bytes, limit] = footprint_and_limit(engine, task, node);
-  if (limit == 0) return;
+  const Room room = room_for(engine, task, node, waiting);
+  if (room.enough()) return;
   const std::string where = "memory node " + std::to_string(node) + " (" + engine.node_name(node) +
-                            "), which holds at most " + std::to_string(limit) + " bytes";
+                            "), which holds at most " + std::to_string(room.limit) + " bytes";
   AccessRecord* accesses = task->accesses();
   for (std::size_t i = 0; i < task->access_count; ++i) {
     const HandleImpl& handle = *accesses[i].handle;
-    if (handle.layout.span_bytes() > limit) {
+    if (handle.layout.span_bytes() > room.limit) {
       throw Error("hetflow: data " + handle.display_name() + " (" + std::to_string(handle.layout.span_bytes()) +
                   " bytes) does not fit on " + where);
     }
   }
-  if (bytes > limit) {
-    // Its buffers must all be there at once: no eviction can make room.
-    throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
-                " bytes of data at once on " + where);
-  }
+  const std::string needs =
+      "hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(room.bytes) + " bytes";
+  // Its buffers must all be there at once: no eviction can make room.
+  if (room.bytes > room.limit) throw Error(needs + " of data at once on " + where);
   // Nor can the tasks waiting below it on this thread release theirs before it ends.
-  if (const std::size_t held = held_below(task, waiting); held > limit - bytes) {
-    throw Error("hetflow: task '" + std::string(task->display_name()) + "' needs " + std::to_string(bytes) +
-                " bytes of data at once on " + where +
-                ", of which tasks waiting inside themselves on this worker (it " + "runs while they wait) hold " +
-                std::to_string(held) +
-                " until it ends: it could never fit; raise the memory limit, or wait for it outside a task");
-  }
+  throw Error(needs + " of data at once on " + where +
+              ", of which tasks waiting inside themselves on this worker (it runs while they wait) hold " +
+              std::to_string(room.held) +
+              " until it ends: it could never fit; raise the memory limit, or wait for it outside a task");
 }
 
 bool may_run_nested(const Engine& engine, TaskCore* task, const WorkerState& worker) {
   if (worker.driver != nullptr && worker.driver->mid_exchange(worker.driver_index)) return false;
   const unsigned node = worker.info.memory_node;
-  if (node == kHostNode || engine.node_count() == 1) return true;
-  const auto [bytes, limit] = footprint_and_limit(engine, task, node);
-  return limit == 0 || (bytes <= limit && held_below(task, worker.running) <= limit - bytes);
+  return node == kHostNode || engine.node_count() == 1 || room_for(engine, task, node, worker.running).enough();
 }
 
 void execute(Engine& engine, TaskCore* task, WorkerState& worker) {
