@@ -167,9 +167,9 @@ def note_application_waited() -> None:
     The program has seen tasks end and may now write its arrays directly: device copies made before are copied again from host memory before their next use (read-only arrays excepted).
     """
 
-def close_gil_gate() -> None:
+def close_gil_gate(patience_s: float) -> None:
     """
-    At exit, after hetflow's last work: threads of this module that want the GIL back wait for the process to end from now on (finalizing Python would end them through C++ frames).
+    At exit, after hetflow's last work: threads of this module that want the GIL back wait for the process to end from now on (finalizing Python would end them through C++ frames); waits up to patience_s for those already on their way to it.
     """
 
 def check_environment() -> None:

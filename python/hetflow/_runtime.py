@@ -1081,6 +1081,10 @@ def _at_exit() -> None:
             engine_module.expect_objects_at_exit()
 
 
+# How long the exit handler lets go of the GIL for threads already on their way to it.
+_GIL_GATE_PATIENCE_S = 1.0
+
+
 def _close_gil_gates() -> None:
     """hetflow's threads (and the program's threads inside hetflow's calls) that want the GIL
     back from now on wait for the process to end: Python is about to finalize, and ends such a
@@ -1088,7 +1092,7 @@ def _close_gil_gates() -> None:
     for name in ("hetflow._hetflow", "hetflow._hetflow_mpi"):  # those loaded (on first use)
         module = sys.modules.get(name)
         if module is not None:
-            module.close_gil_gate()
+            module.close_gil_gate(_GIL_GATE_PATIENCE_S)
 
 
 def _shut_down_at_exit(runtime: Runtime) -> None:

@@ -55,6 +55,21 @@ inline void wait_at_closed_gate(GilGate& gate) noexcept {
   }
 }
 
+[[noreturn]] inline void wait_for_the_process_to_end() noexcept {
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+/// Runs `call`, which may take the GIL or run Python code (that may let go of the GIL and take it
+/// back); if Python ends the thread meanwhile, the thread waits for the process to end instead.
+template <class Call>
+inline auto unless_python_ends_the_thread(Call& call) noexcept {
+  try {
+    return call();
+  } catch (const __cxxabiv1::__forced_unwind&) {
+    wait_for_the_process_to_end();
+  }
+}
+
 /// Runs `take` (which returns holding the GIL) through the gate; the main thread, which
 /// finalizes the interpreter and may take the GIL back meanwhile, goes straight through.
 template <class Take>
@@ -64,13 +79,13 @@ inline auto through_gil_gate(Take take) noexcept {
   for (;;) {
     gate.passing.fetch_add(1);
     if (!gate.closed.load() && !interpreter_finalizing()) {
-      auto taken = take();
+      auto taken = unless_python_ends_the_thread(take);
       gate.passing.fetch_sub(1);
       return taken;
     }
     gate.passing.fetch_sub(1);
     wait_at_closed_gate(gate);
-    while (interpreter_finalizing()) std::this_thread::sleep_for(std::chrono::hours(1));
+    if (interpreter_finalizing()) wait_for_the_process_to_end();
   }
 }
 

@@ -30,7 +30,12 @@ GilSession::Guard::~Guard() {
 void GilSession::end() noexcept {
   if (!session_open) return;
   session_open = false;
-  if (Py_IsInitialized()) PyGILState_Release(session_state);
+  if (!Py_IsInitialized()) return;
+  auto release = [] {  // clears the thread's state: may run Python code, which may let go of the GIL
+    PyGILState_Release(session_state);
+    return true;
+  };
+  unless_python_ends_the_thread(release);
 }
 
 }  // namespace hetflow::python

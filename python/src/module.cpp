@@ -741,9 +741,14 @@ NB_MODULE(_hetflow, m) {
         "before are copied again from host memory before their next use (read-only arrays excepted).");
 
   m.def(
-      "close_gil_gate", [] { hetflow::python::close_gil_gate(std::chrono::seconds(1)); },
+      "close_gil_gate",
+      [](double patience_s) {
+        hetflow::python::close_gil_gate(std::chrono::milliseconds(static_cast<long>(patience_s * 1000)));
+      },
+      "patience_s"_a,
       "At exit, after hetflow's last work: threads of this module that want the GIL back wait for the "
-      "process to end from now on (finalizing Python would end them through C++ frames).");
+      "process to end from now on (finalizing Python would end them through C++ frames); waits up to "
+      "patience_s for those already on their way to it.");
 
   m.def(
       "check_environment", [] { static_cast<void>(hetflow::Config{}.resolved()); },

@@ -212,7 +212,10 @@ NB_MODULE(_hetflow_mpi, m) {
   m.doc() = "hetflow across MPI ranks; use hetflow.mpi, not this module.";
   m.attr("EVERY_RANK") = hetflow::mpi::kEveryRank;
   m.def("abort_all", &hetflow::mpi::abort_all, "code"_a);
-  m.def("close_gil_gate", [] { close_gil_gate(std::chrono::seconds(1)); });
+  m.def(
+      "close_gil_gate",
+      [](double patience_s) { close_gil_gate(std::chrono::milliseconds(static_cast<long>(patience_s * 1000))); },
+      "patience_s"_a);
   nb::class_<RankTransport>(m, "Transport")
       .def(nb::init<std::optional<std::uintptr_t>>(), "communicator"_a = nb::none())
       .def("rank", &RankTransport::rank)

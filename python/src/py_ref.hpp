@@ -39,7 +39,11 @@ class PyRef {
     PyObject* object = std::exchange(object_, nullptr);
     if (object == nullptr || !Py_IsInitialized()) return;
     PyGILState_STATE state = ensure_gil();
-    Py_DECREF(object);
+    auto drop = [object] {  // may run Python code (a __del__), which may let go of the GIL
+      Py_DECREF(object);
+      return true;
+    };
+    unless_python_ends_the_thread(drop);
     PyGILState_Release(state);
   }
   [[nodiscard]] PyObject* get() const noexcept { return object_; }

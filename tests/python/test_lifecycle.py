@@ -670,15 +670,19 @@ def test_two_ctrl_c_at_exit_end_the_program_without_aborting(tmp_path):
     assert "terminate called" not in err and "Fatal Python error" not in err, err
 
 
-def test_threads_waiting_on_tasks_while_the_interpreter_finalizes_do_not_abort_it(tmp_path):
+@pytest.mark.parametrize("patience", ["default", "none"])
+def test_threads_waiting_on_tasks_while_the_interpreter_finalizes_do_not_abort_it(tmp_path, patience):
     # Daemon threads loop over submit + result() while the program ends without waiting: one
     # that had checked that Python was not finalizing, and waited for the GIL when it began,
     # was ended by Python through the C++ frames of result(), which aborted the process (about
-    # one run in 40). A race: several runs, each of which could abort.
+    # one run in 40). The exit handler waits a while for such threads; with no patience at all
+    # (as when another thread holds the GIL for longer in one C call) they are ended while they
+    # wait (one run in 20 aborted). A race: several runs, each of which could abort.
     code = """
 import os, threading, time
 os.environ["HETFLOW_EXIT_TIMEOUT"] = "0"
 import hetflow
+""" + ("hetflow._runtime._GIL_GATE_PATIENCE_S = 0.0\n" if patience == "none" else "") + """
 
 def loop():
     while True:
