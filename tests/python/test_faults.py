@@ -177,6 +177,29 @@ def test_a_result_whose_pickling_interrupts_fails_only_its_task():
     assert hetflow.submit(pid).result(timeout=DEADLINE_S) == before
 
 
+def leave_a_process_behind_and_die(pid_file):
+    orphan = os.fork()
+    if orphan == 0:  # holds the worker's pipes open, unused
+        time.sleep(120)
+        os._exit(0)
+    Path(pid_file).write_text(str(orphan))
+    os._exit(4)
+
+
+def test_a_worker_that_dies_leaving_a_process_of_its_own_behind_fails_its_task(tmp_path):
+    # That process keeps the worker's pipes open: their end of file never came, and the host
+    # waited for the reply as long as it lived.
+    hetflow.init(ncpus=2, executor="process", nprocs=1)
+    pid_file = tmp_path / "orphan"
+    try:
+        with pytest.raises(hetflow.WorkerCrashedError, match="exited with status 4"):
+            hetflow.submit(leave_a_process_behind_and_die, str(pid_file)).result(timeout=DEADLINE_S)
+        assert hetflow.submit(add, 1, 2).result(timeout=DEADLINE_S) == 3
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
 # -- descriptors ------------------------------------------------------------------------------------
 def occupy_descriptors_below(target):
     """Opens /dev/null until every descriptor below ``target`` is in use; returns those opened."""

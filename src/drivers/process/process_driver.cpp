@@ -175,7 +175,10 @@ class Child final : public ProcessChannel {
     if (aborted_.load(std::memory_order_acquire)) ::kill(pid, SIGKILL);
     to_child_ = to_child[1];
     from_child_ = from_child[0];
-    reader_.emplace(from_child_);
+    // Writes wait with an eye on the child rather than block for ever on a full pipe that a
+    // process it started holds open after it died.
+    ::fcntl(to_child_, F_SETFL, ::fcntl(to_child_, F_GETFL) | O_NONBLOCK);
+    reader_.emplace(from_child_, child_ended());
     known_.clear();
 
     if (!readable_within(from_child_, config_.start_timeout_s)) {
@@ -192,7 +195,7 @@ class Child final : public ProcessChannel {
 
   void stop() noexcept {
     if (pid_ <= 0) return;
-    if (config_.shutdown_kind != 0) write_message(to_child_, config_.shutdown_kind, {});
+    if (config_.shutdown_kind != 0) write_message(to_child_, config_.shutdown_kind, {}, child_ended());
     // Its pipe closed too, a child that keeps running (it ignores both, or a fork of the host
     // holds the pipe open) is ended rather than waited for.
     ::close(to_child_);
@@ -221,7 +224,7 @@ class Child final : public ProcessChannel {
     if (pid_ > 0 && in_flight_ == 0 && known_.empty() && has_exited()) reap();
     if (pid_ <= 0) start();
     ++in_flight_;
-    return write_message(to_child_, kind, parts);
+    return write_message(to_child_, kind, parts, child_ended());
   }
 
   ProcessMessage receive(const ProcessRequestHandler& on_request) override {
@@ -236,7 +239,7 @@ class Child final : public ProcessChannel {
           std::optional<ProcessMessage> answer = on_request(*reply);
           if (!answer) continue;
           std::vector<std::string_view> answer_parts(answer->parts.begin(), answer->parts.end());
-          if (!write_message(to_child_, answer->kind, answer_parts)) {
+          if (!write_message(to_child_, answer->kind, answer_parts, child_ended())) {
             reply.reset();
             break;
           }
@@ -292,6 +295,10 @@ class Child final : public ProcessChannel {
 
  private:
   // Whether the child has ended (it is then a zombie, its status kept for `reap`).
+  PeerEnded child_ended() {
+    return [this] { return has_exited(); };
+  }
+
   bool has_exited() noexcept {
     if (exit_status_) return true;
     int status = 0;

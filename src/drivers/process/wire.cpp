@@ -1,5 +1,6 @@
 #include "drivers/process/wire.hpp"
 
+#include <poll.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -26,13 +27,29 @@ std::uint64_t get(const char* in, int bytes) {
   return value;
 }
 
-bool write_all(int fd, std::vector<iovec>& pieces) {
+// Waits until `fd` is ready for `events` (or closed, or failed: the call that follows says
+// which); false if the peer ended with `fd` still not ready. What the peer wrote before it ended
+// is read all the same.
+bool ready_unless_ended(int fd, short events, const PeerEnded& ended) {
+  constexpr int kCheckEveryMs = 100;
+  for (bool last_look = false;;) {
+    pollfd watched{fd, events, 0};
+    const int rc = ::poll(&watched, 1, last_look ? 0 : ended ? kCheckEveryMs : -1);
+    if (rc > 0 || (rc < 0 && errno != EINTR)) return true;
+    if (rc < 0) continue;
+    if (last_look) return false;
+    last_look = ended();
+  }
+}
+
+bool write_all(int fd, std::vector<iovec>& pieces, const PeerEnded& ended) {
   std::size_t first = 0;
   while (first < pieces.size()) {
     int count = static_cast<int>(std::min<std::size_t>(pieces.size() - first, IOV_MAX));
     ssize_t written = ::writev(fd, &pieces[first], count);
     if (written < 0) {
       if (errno == EINTR) continue;
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) && ready_unless_ended(fd, POLLOUT, ended)) continue;
       return false;
     }
     auto left = static_cast<std::size_t>(written);
@@ -51,6 +68,7 @@ bool write_all(int fd, std::vector<iovec>& pieces) {
 bool MessageReader::read_exact(char* out, std::size_t size) {
   while (size > 0) {
     if (begin_ == end_) {
+      if (ended_ && !ready_unless_ended(fd_, POLLIN, ended_)) return false;
       if (size >= buffer_.size()) {  // a large part: straight into its place
         ssize_t got = ::read(fd_, out, size);
         if (got < 0 && errno == EINTR) continue;
@@ -74,7 +92,7 @@ bool MessageReader::read_exact(char* out, std::size_t size) {
   return true;
 }
 
-bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts) {
+bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts, const PeerEnded& ended) {
   std::array<char, 16> header{};
   std::memcpy(header.data(), kMagic, 4);
   put32(header.data() + 4, kind);
@@ -88,7 +106,7 @@ bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_vie
     pieces.push_back({lengths[i].data(), 8});
     if (!parts[i].empty()) pieces.push_back({const_cast<char*>(parts[i].data()), parts[i].size()});
   }
-  return write_all(fd, pieces);
+  return write_all(fd, pieces, ended);
 }
 
 std::optional<ProcessMessage> MessageReader::read() {

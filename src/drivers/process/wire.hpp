@@ -1,6 +1,7 @@
 #pragma once
 // The framing of messages on a process worker's pipes (see hetflow/process.hpp).
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -9,20 +10,27 @@
 
 namespace hetflow::detail {
 
-/// Writes one message; returns false if the pipe is closed.
-bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts);
+/// Whether the process at the other end of a pipe has ended. A process it started may hold the
+/// pipe open after it, so the pipe alone would never tell.
+using PeerEnded = std::function<bool()>;
+
+/// Writes one message (`fd` may be non-blocking); returns false if the pipe is closed, or if
+/// `ended` says so while the pipe stays full.
+bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts, const PeerEnded& ended = {});
 
 /// Reads messages from a pipe through a buffer: one read() per message usually, rather than one
 /// per header, length and part.
 class MessageReader {
  public:
-  explicit MessageReader(int fd) : fd_(fd), buffer_(1 << 16) {}
-  /// One message; nullopt on end of file (at any point). Throws Error on a garbled stream.
+  explicit MessageReader(int fd, PeerEnded ended = {}) : fd_(fd), ended_(std::move(ended)), buffer_(1 << 16) {}
+  /// One message; nullopt on end of file (at any point), or once `ended` says so with nothing
+  /// left to read. Throws Error on a garbled stream.
   std::optional<ProcessMessage> read();
 
  private:
   bool read_exact(char* out, std::size_t size);
   int fd_;
+  PeerEnded ended_;
   std::vector<char> buffer_;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;

@@ -4,6 +4,9 @@
 // It sends kind 3 (ready) with its pid as text, then answers each kind 1 message by its first
 // part:
 //   "crash"       exits at once with status 3, without replying
+//   "orphan" PATH leaves a process of its own behind that holds both pipes open, unused, for up
+//                 to two minutes (its pid written to PATH), then exits with status 5, without
+//                 replying
 //   "hang"        never replies (it waits for its pipe to close, or to be killed)
 //   "pid"         replies with its pid as text
 //   "env" NAME    replies with the value of the environment variable NAME ("" if unset)
@@ -12,6 +15,7 @@
 //   anything else is echoed back (kind 1, the same parts)
 // It exits on kind 2 or when the host closes its pipe. Started with "--exit-before-ready" as its
 // first argument it exits with status 7 before saying it is ready.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -122,6 +126,22 @@ int main(int argc, char** argv) {
       write_message(kReply, {"unexpected kind " + std::to_string(message.kind)});
     } else if (first == "crash") {
       ::_exit(3);
+    } else if (first == "orphan") {
+      const pid_t orphan = ::fork();
+      if (orphan == 0) {
+        const int null_fd = ::open("/dev/null", O_RDWR);  // not the test's output, which its runner reads to the end
+        ::dup2(null_fd, STDOUT_FILENO);
+        ::dup2(null_fd, STDERR_FILENO);
+        ::sleep(120);
+        ::_exit(0);
+      }
+      const std::string text = std::to_string(orphan);
+      const int pid_fd = ::open(message.parts.at(1).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (pid_fd >= 0) {
+        static_cast<void>(::write(pid_fd, text.data(), text.size()));
+        ::close(pid_fd);
+      }
+      ::_exit(5);
     } else if (first == "hang") {
       // Never replies; reads (and ignores) what comes until the host's end of the pipe closes,
       // so that a host killed meanwhile leaves no child behind.

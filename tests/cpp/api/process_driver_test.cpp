@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -168,6 +169,32 @@ TEST(Process, CrashAfterPipelinedSendsIsReported) {
   EXPECT_EQ(got[0], "before");
   EXPECT_NE(got[1].find("exited with status 3"), std::string::npos) << got[1];
   EXPECT_EQ(got[2], "after");
+}
+
+TEST(Process, AChildThatDiesWhileAProcessItStartedHoldsItsPipesIsNoticed) {
+  // The pipes never close while the orphan lives, and the orphan reads nothing: the large
+  // message fills the pipe to the dead child, and the reply never comes.
+  const std::string pid_file = testing::TempDir() + "hetflow-orphan-" + std::to_string(::getpid());
+  Runtime rt(with_process_workers());
+  auto outcome = rt.submit(on_process(), [&](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    channel.send(1, {"orphan", pid_file});
+    static_cast<void>(channel.send(1, {std::string(std::size_t{1} << 20, 'x')}));
+    try {
+      (void)channel.receive();
+      return std::string("no crash reported");
+    } catch (const WorkerCrashedError& e) {
+      return std::string(e.what());
+    }
+  });
+  const std::string got = outcome.get();
+  if (FILE* file = std::fopen(pid_file.c_str(), "r")) {
+    int orphan = 0;
+    if (std::fscanf(file, "%d", &orphan) == 1 && orphan > 0) ::kill(orphan, SIGKILL);
+    std::fclose(file);
+    std::remove(pid_file.c_str());
+  }
+  EXPECT_NE(got.find("exited with status 5"), std::string::npos) << got;
 }
 
 TEST(Process, RequestsAreAnsweredThroughTheHandler) {
