@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <set>
@@ -222,7 +223,7 @@ class Child final : public ProcessChannel {
     // the dead child knew (see prepare). With replies outstanding, its death is reported by
     // `receive`, to the task it was running.
     if (pid_ > 0 && in_flight_ == 0 && known_.empty() && has_exited()) reap();
-    if (pid_ <= 0) start();
+    start_if_stopped();
     ++in_flight_;
     return write_message(to_child_, kind, parts, child_ended());
   }
@@ -272,11 +273,15 @@ class Child final : public ProcessChannel {
     throw WorkerCrashedError(message);
   }
 
+  /// The worker's first start failed (with `error`, for its first task to report rather than
+  /// wait for another start that would likely fail the same way).
+  void failed_to_start(std::exception_ptr error) noexcept { start_failure_ = std::move(error); }
+
   void prepare() override {
     if (aborted_.load(std::memory_order_acquire)) return;  // send says so
     // Only the task a child was running may fail with it: one that died idle is replaced first.
     if (pid_ > 0 && in_flight_ == 0 && has_exited()) reap();
-    if (pid_ <= 0) start();
+    start_if_stopped();
   }
 
   /// Ends the child at once (from any thread); it is not restarted.
@@ -295,6 +300,12 @@ class Child final : public ProcessChannel {
 
  private:
   // Whether the child has ended (it is then a zombie, its status kept for `reap`).
+  void start_if_stopped() {
+    if (pid_ > 0) return;
+    if (start_failure_) std::rethrow_exception(std::exchange(start_failure_, nullptr));
+    start();
+  }
+
   PeerEnded child_ended() {
     return [this] { return has_exited(); };
   }
@@ -340,6 +351,7 @@ class Child final : public ProcessChannel {
   int from_child_ = -1;
   std::optional<MessageReader> reader_;
   std::set<std::string> known_;
+  std::exception_ptr start_failure_;
 };
 
 class ProcessDriver final : public ext::Driver {
@@ -368,7 +380,8 @@ class ProcessDriver final : public ext::Driver {
     try {
       children_[index]->start();
     } catch (...) {
-      // Left stopped: the first task it gets tries again and fails with the reason.
+      // Left stopped: its first task fails with the reason, the next ones try again.
+      children_[index]->failed_to_start(std::current_exception());
     }
   }
   void stop_worker(unsigned index) override { children_[index]->stop(); }
