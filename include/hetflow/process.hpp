@@ -53,8 +53,9 @@ class HETFLOW_API ProcessChannel {
   virtual ProcessMessage call(std::uint32_t kind, const std::vector<std::string_view>& parts,
                               const ProcessRequestHandler& on_request = {}) = 0;
   /// The two halves of `call`, for sending several messages before reading the replies (in
-  /// order). `send` returns false if the child is gone: `receive` then reports how it ended
-  /// (WorkerCrashedError, after starting a new child).
+  /// order). Messages of any size may be sent so: replies that come while `send` waits for room
+  /// in the pipe are kept for `receive`. `send` returns false if the child is gone: `receive`
+  /// then reports how it ended (WorkerCrashedError, after starting a new child).
   virtual bool send(std::uint32_t kind, const std::vector<std::string_view>& parts) = 0;
   virtual ProcessMessage receive(const ProcessRequestHandler& on_request = {}) = 0;
   /// Replaces a child that died while it had no work (killed while idle, say), or starts one if

@@ -196,12 +196,15 @@ class Child final : public ProcessChannel {
 
   void stop() noexcept {
     if (pid_ <= 0) return;
-    if (config_.shutdown_kind != 0) write_message(to_child_, config_.shutdown_kind, {}, child_ended());
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(config_.stop_timeout_s);
+    if (config_.shutdown_kind != 0) {
+      auto ended_or_late = [this, deadline] { return has_exited() || std::chrono::steady_clock::now() >= deadline; };
+      write_message(to_child_, config_.shutdown_kind, {}, ended_or_late, &*reader_);
+    }
     // Its pipe closed too, a child that keeps running (it ignores both, or a fork of the host
     // holds the pipe open) is ended rather than waited for.
     ::close(to_child_);
     to_child_ = -1;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(config_.stop_timeout_s);
     while (!has_exited() && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     if (!has_exited()) ::kill(pid_, SIGKILL);
@@ -225,7 +228,7 @@ class Child final : public ProcessChannel {
     if (pid_ > 0 && in_flight_ == 0 && known_.empty() && has_exited()) reap();
     start_if_stopped();
     ++in_flight_;
-    return write_message(to_child_, kind, parts, child_ended());
+    return write_message(to_child_, kind, parts, child_ended(), &*reader_);
   }
 
   ProcessMessage receive(const ProcessRequestHandler& on_request) override {
@@ -240,7 +243,7 @@ class Child final : public ProcessChannel {
           std::optional<ProcessMessage> answer = on_request(*reply);
           if (!answer) continue;
           std::vector<std::string_view> answer_parts(answer->parts.begin(), answer->parts.end());
-          if (!write_message(to_child_, answer->kind, answer_parts, child_ended())) {
+          if (!write_message(to_child_, answer->kind, answer_parts, child_ended(), &*reader_)) {
             reply.reset();
             break;
           }

@@ -42,14 +42,33 @@ bool ready_unless_ended(int fd, short events, const PeerEnded& ended) {
   }
 }
 
-bool write_all(int fd, std::vector<iovec>& pieces, const PeerEnded& ended) {
+// ready_unless_ended for writing to `fd`, taking what the peer writes back into `replies`
+// meanwhile.
+bool writable_unless_ended(int fd, const PeerEnded& ended, MessageReader* replies) {
+  if (replies == nullptr) return ready_unless_ended(fd, POLLOUT, ended);
+  constexpr int kCheckEveryMs = 100;
+  pollfd watched[2] = {{fd, POLLOUT, 0}, {replies->fd(), POLLIN, 0}};
+  for (bool last_look = false;;) {
+    const int rc = ::poll(watched, 2, last_look ? 0 : ended ? kCheckEveryMs : -1);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0 || watched[0].revents != 0) return true;
+    if (watched[1].revents != 0) {
+      if (!replies->take_available()) watched[1].fd = -1;  // the peer closed its end: nothing more comes
+      continue;
+    }
+    if (last_look) return false;
+    last_look = ended();
+  }
+}
+
+bool write_all(int fd, std::vector<iovec>& pieces, const PeerEnded& ended, MessageReader* replies) {
   std::size_t first = 0;
   while (first < pieces.size()) {
     int count = static_cast<int>(std::min<std::size_t>(pieces.size() - first, IOV_MAX));
     ssize_t written = ::writev(fd, &pieces[first], count);
     if (written < 0) {
       if (errno == EINTR) continue;
-      if ((errno == EAGAIN || errno == EWOULDBLOCK) && ready_unless_ended(fd, POLLOUT, ended)) continue;
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) && writable_unless_ended(fd, ended, replies)) continue;
       return false;
     }
     auto left = static_cast<std::size_t>(written);
@@ -63,6 +82,22 @@ bool write_all(int fd, std::vector<iovec>& pieces, const PeerEnded& ended) {
 }
 
 }  // namespace
+
+bool MessageReader::take_available() {
+  if (begin_ == end_) begin_ = end_ = 0;
+  if (end_ == buffer_.size()) {
+    if (begin_ > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    } else {
+      buffer_.resize(buffer_.size() * 2);
+    }
+  }
+  const ssize_t got = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
+  if (got > 0) end_ += static_cast<std::size_t>(got);
+  return got > 0 || (got < 0 && (errno == EINTR || errno == EAGAIN));
+}
 
 // false on end of file
 bool MessageReader::read_exact(char* out, std::size_t size) {
@@ -92,7 +127,8 @@ bool MessageReader::read_exact(char* out, std::size_t size) {
   return true;
 }
 
-bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts, const PeerEnded& ended) {
+bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts, const PeerEnded& ended,
+                   MessageReader* replies) {
   std::array<char, 16> header{};
   std::memcpy(header.data(), kMagic, 4);
   put32(header.data() + 4, kind);
@@ -106,7 +142,7 @@ bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_vie
     pieces.push_back({lengths[i].data(), 8});
     if (!parts[i].empty()) pieces.push_back({const_cast<char*>(parts[i].data()), parts[i].size()});
   }
-  return write_all(fd, pieces, ended);
+  return write_all(fd, pieces, ended, replies);
 }
 
 std::optional<ProcessMessage> MessageReader::read() {

@@ -14,9 +14,14 @@ namespace hetflow::detail {
 /// pipe open after it, so the pipe alone would never tell.
 using PeerEnded = std::function<bool()>;
 
+class MessageReader;
+
 /// Writes one message (`fd` may be non-blocking); returns false if the pipe is closed, or if
-/// `ended` says so while the pipe stays full.
-bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts, const PeerEnded& ended = {});
+/// `ended` says so while the pipe stays full. While the pipe is full, what the peer writes back
+/// is taken into `replies` (a peer that answers each message before it reads the next waits on
+/// its full pipe back as long as this waits on it).
+bool write_message(int fd, std::uint32_t kind, const std::vector<std::string_view>& parts, const PeerEnded& ended = {},
+                   MessageReader* replies = nullptr);
 
 /// Reads messages from a pipe through a buffer: one read() per message usually, rather than one
 /// per header, length and part.
@@ -26,6 +31,10 @@ class MessageReader {
   /// One message; nullopt on end of file (at any point), or once `ended` says so with nothing
   /// left to read. Throws Error on a garbled stream.
   std::optional<ProcessMessage> read();
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  /// Takes what the pipe holds into the buffer, for `read` (the pipe is readable); false at end
+  /// of file or on an error (which `read` then reports).
+  bool take_available();
 
  private:
   bool read_exact(char* out, std::size_t size);

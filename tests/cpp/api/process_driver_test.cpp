@@ -125,6 +125,24 @@ TEST(Process, SendSeveralThenReceiveTheRepliesInOrder) {
   EXPECT_EQ(replies.get(), (Parts{"one", "two", "three", "four", "five"}));
 }
 
+TEST(Process, SendingSeveralLargeMessagesBeforeReadingTheRepliesDoesNotDeadlock) {
+  // The child echoes each message before it reads the next: with both pipes full, it waited to
+  // write its reply while the host waited to write the next message.
+  Runtime rt(with_process_workers());
+  constexpr int kMessages = 8;
+  constexpr std::size_t kBytes = 200 * 1024;
+  auto replies = rt.submit(on_process(), [](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    for (int i = 0; i < kMessages; ++i) EXPECT_TRUE(channel.send(1, {std::string(kBytes, static_cast<char>('a' + i))}));
+    Parts got;
+    for (int i = 0; i < kMessages; ++i) got.push_back(channel.receive().parts.at(0));
+    return got;
+  });
+  const Parts got = replies.get();
+  ASSERT_EQ(got.size(), std::size_t{kMessages});
+  for (int i = 0; i < kMessages; ++i) EXPECT_EQ(got[i], std::string(kBytes, static_cast<char>('a' + i))) << i;
+}
+
 TEST(Process, CrashFailsTheTaskAndTheChildIsReplaced) {
   Runtime rt(with_process_workers());
   auto first_pid = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).pid(); }).get();
