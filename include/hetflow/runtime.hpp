@@ -265,7 +265,8 @@ class HETFLOW_API Runtime {
   [[nodiscard]] double now() const noexcept;
   /// Shows, with a trace (Config::trace_path), a message exchanged with another process on track
   /// `track` of the trace's "messages" process ("to rank 1", say), named `name`, from `start` to
-  /// `end` (now()'s clock). hetflow::mpi records its transfers between ranks this way.
+  /// `end` (now()'s clock, 0 <= start <= end <= now(), else InvalidArgument). hetflow::mpi
+  /// records its transfers between ranks this way.
   void trace_message(std::string_view track, std::string_view name, std::size_t bytes, double start, double end);
   /// The resolved configuration in force.
   [[nodiscard]] const Config& config() const noexcept;

@@ -446,6 +446,13 @@ double Runtime::now() const noexcept { return impl_->now(); }
 
 void Runtime::trace_message(std::string_view track, std::string_view name, std::size_t bytes, double start,
                             double end) {
+  const double now = impl_->now();
+  if (!(start >= 0 && start <= end && end <= now)) {  // NaN too
+    throw InvalidArgument("hetflow: trace_message: a message from " + std::to_string(start) + " s to " +
+                          std::to_string(end) +
+                          " s; give the times of a message already exchanged, on now()'s clock (" +
+                          "0 <= start <= end <= " + std::to_string(now) + ")");
+  }
   if (detail::Recorder* recorder = impl_->recorder()) recorder->message(track, name, bytes, start, end);
 }
 const std::string& Runtime::scheduler_name() const noexcept { return impl_->scheduler_name(); }

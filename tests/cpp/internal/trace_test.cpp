@@ -485,6 +485,25 @@ TEST(Trace, NothingAskedNothingWritten) {
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
 
+TEST(Trace, MessagesOffTheRuntimesClockAreRefused) {
+  const auto path = std::filesystem::temp_directory_path() / ("hetflow-messages-" + std::to_string(::getpid()));
+  {
+    hetflow::Runtime rt(hetflow::Config{.ncpus = 1u, .trace_path = path.string()});
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const double now = rt.now();
+    for (auto [start, end] : {std::pair{std::nan(""), now}, std::pair{0.0, std::nan("")}, std::pair{0.0, 1e300},
+                              std::pair{now, now / 2}, std::pair{-1.0, now}, std::pair{0.0, now + 3600}}) {
+      EXPECT_THROW(rt.trace_message("to rank 1", "x", 8, start, end), InvalidArgument) << start << " to " << end;
+    }
+    rt.trace_message("to rank 1", "kept", 8, now / 2, now);
+  }
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(path);
+  EXPECT_NE(text.find("kept"), std::string::npos);
+  EXPECT_EQ(text.find("\"x\""), std::string::npos);
+}
+
 TEST(Trace, BadArgumentsAreInvalidArgument) {
   Recorder recorder("", true, two_workers(), two_nodes());
   try {
