@@ -257,7 +257,8 @@ class HETFLOW_API Runtime {
   /// Tasks pinned to `worker` (TaskOptions::worker) that have not finished yet.
   [[nodiscard]] std::size_t pinned_load(unsigned worker) const;
   [[nodiscard]] std::span<const ext::WorkerInfo> workers() const noexcept;
-  /// The memory nodes by number (WorkerInfo::memory_node): "host" first, then the devices'.
+  /// The memory nodes by number (WorkerInfo::memory_node): "host" first, then the devices'
+  /// (each name once: a device named like one before it gets "#2", "#3"...).
   [[nodiscard]] std::vector<std::string> memory_nodes() const;
   [[nodiscard]] const std::string& scheduler_name() const noexcept;
 

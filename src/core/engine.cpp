@@ -21,6 +21,19 @@ namespace {
 
 thread_local WorkerState* tl_worker = nullptr;
 
+// Two drivers may name their devices alike ("opencl0" from each of two OpenCL platforms); the
+// trace, the statistics and the bus models tell nodes apart by name.
+std::string unique_node_name(const std::vector<std::string>& names, const std::string& name) {
+  auto taken = [&](const std::string& candidate) {
+    return std::find(names.begin(), names.end(), candidate) != names.end();
+  };
+  if (!taken(name)) return name;
+  for (unsigned copy = 2;; ++copy) {
+    std::string candidate = name + "#" + std::to_string(copy);
+    if (!taken(candidate)) return candidate;
+  }
+}
+
 // Counts the forks this process descends through (a child handler adds one), so that telling a
 // forked child from the process that started a runtime costs one load, not a system call.
 std::atomic<std::uint64_t> fork_generation{0};
@@ -85,7 +98,7 @@ Engine::Engine(Runtime& runtime_facade, Config resolved_config, std::unique_ptr<
   std::vector<ext::MemoryNode*> devices{nullptr};
   for (std::size_t node = 1; node < node_memory_.size(); ++node) devices.push_back(&node_memory_[node]->device());
   bus_ = std::make_unique<BusModel>(std::move(devices));
-  execution_->model_bus(*bus_, node_count());
+  execution_->model_bus(*bus_, node_names_);
   if (!config.trace_path->empty() || *config.stats) {
     recorder_ = std::make_unique<Recorder>(*config.trace_path, *config.stats, worker_infos_, node_names_);
   }
@@ -116,7 +129,7 @@ unsigned Engine::add_memory_node(std::shared_ptr<ext::MemoryNode> memory) {
   const auto node = static_cast<unsigned>(known - node_memory_.begin());
   if (known == node_memory_.end()) {
     auto limit = config.memory_limits.find(node);
-    node_names_.push_back(memory->name());
+    node_names_.push_back(unique_node_name(node_names_, memory->name()));
     node_memory_.push_back(std::make_unique<NodeMemory>(*this, node, std::move(memory),
                                                         limit != config.memory_limits.end() ? limit->second : 0));
   }

@@ -33,8 +33,9 @@ class Execution {
 
   /// Adds the workers, and the memory nodes they compute in, to the engine being built.
   virtual void add_workers(Engine& engine) = 0;
-  /// Sets what a copy between two of the engine's `node_count` memory nodes is expected to cost.
-  virtual void model_bus(BusModel& bus, std::size_t node_count) = 0;
+  /// Sets what a copy between two of the engine's memory nodes (named `node_names`, host first)
+  /// is expected to cost.
+  virtual void model_bus(BusModel& bus, const std::vector<std::string>& node_names) = 0;
   /// The engine is complete (scheduler, recorder): tasks may run from now on.
   virtual void start(Engine& engine) = 0;
   /// Ends the workers; no work is left.

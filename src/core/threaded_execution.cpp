@@ -240,8 +240,8 @@ void ThreadedExecution::add_workers(Engine& engine) {
   }
 }
 
-void ThreadedExecution::model_bus(BusModel& bus, std::size_t node_count) {
-  if (node_count > 1) bus.calibrate(PerfModelRegistry::instance().directory().parent_path());
+void ThreadedExecution::model_bus(BusModel& bus, const std::vector<std::string>& node_names) {
+  if (node_names.size() > 1) bus.calibrate(PerfModelRegistry::instance().directory().parent_path(), node_names);
 }
 
 void ThreadedExecution::start(Engine& engine) {

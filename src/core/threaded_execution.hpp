@@ -18,7 +18,7 @@ namespace hetflow::detail {
 class ThreadedExecution final : public Execution {
  public:
   void add_workers(Engine& engine) override;
-  void model_bus(BusModel& bus, std::size_t node_count) override;
+  void model_bus(BusModel& bus, const std::vector<std::string>& node_names) override;
   void start(Engine& engine) override;
   void stop() override;
   unsigned stop_free_workers() override;

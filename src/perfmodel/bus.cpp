@@ -311,10 +311,16 @@ double BusModel::expected(unsigned from, unsigned to, std::size_t bytes) const n
 }
 
 void BusModel::calibrate(const std::filesystem::path& directory) {
-  for (unsigned index = 1; index < nodes_.size(); ++index) {
+  std::vector<std::string> names;
+  for (ext::MemoryNode* node : nodes_) names.push_back(node != nullptr ? node->name() : std::string());
+  calibrate(directory, names);
+}
+
+void BusModel::calibrate(const std::filesystem::path& directory, const std::vector<std::string>& names) {
+  for (unsigned index = 1; index < nodes_.size() && index < names.size(); ++index) {
     ext::MemoryNode* node = nodes_[index];
     if (node == nullptr) continue;
-    const std::string name = node->name();
+    const std::string& name = names[index];
     const std::filesystem::path file = directory / "bus" / bus_file_name(name);
 
     std::string damage;

@@ -58,12 +58,14 @@ class BusModel {
   BusModel(const BusModel&) = delete;
   BusModel& operator=(const BusModel&) = delete;
 
-  /// For each device node: loads "<directory>/bus/<name>.txt" if present and valid; otherwise
-  /// measures host->node and node->host (latency: the median of 8-byte copies; bandwidth: from
-  /// the fastest of a few 8 MiB copies, smaller when the node has no room) and saves the file
-  /// atomically. A damaged file is reported on stderr and replaced by a new measurement; a node
-  /// that fails to measure (or a file that cannot be written) is reported and keeps the
-  /// defaults (or the measured numbers). Never throws for those.
+  /// For each device node (named `names[node]`, unique): loads "<directory>/bus/<name>.txt" if
+  /// present and valid; otherwise measures host->node and node->host (latency: the median of
+  /// 8-byte copies; bandwidth: from the fastest of a few 8 MiB copies, smaller when the node has
+  /// no room) and saves the file atomically. A damaged file is reported on stderr and replaced by a new measurement; a
+  /// node that fails to measure (or a file that cannot be written) is reported and keeps the defaults (or the measured
+  /// numbers). Never throws for those.
+  void calibrate(const std::filesystem::path& directory, const std::vector<std::string>& names);
+  /// calibrate with the names the nodes give themselves.
   void calibrate(const std::filesystem::path& directory);
 
   /// Sets one direction (the simulator describes its machine this way). A link between two

@@ -111,8 +111,8 @@ void SimulatedExecution::add_workers(Engine& engine) {
   simulator_->running.resize(engine.workers().size());
 }
 
-void SimulatedExecution::model_bus(BusModel& bus, std::size_t node_count) {
-  for (unsigned node = 1; node < node_count; ++node) {
+void SimulatedExecution::model_bus(BusModel& bus, const std::vector<std::string>& node_names) {
+  for (unsigned node = 1; node < node_names.size(); ++node) {
     const MachineSpec::DeviceLinks& links = simulator_->device_memory[node - 1]->links();
     bus.set(kHostNode, node, links.to_device.bandwidth_bytes_per_s, links.to_device.latency_s);
     bus.set(node, kHostNode, links.to_host.bandwidth_bytes_per_s, links.to_host.latency_s);

@@ -111,7 +111,7 @@ class SimulatedExecution final : public Execution {
  public:
   explicit SimulatedExecution(std::string machine_file) : machine_file_(std::move(machine_file)) {}
   void add_workers(Engine& engine) override;
-  void model_bus(BusModel& bus, std::size_t node_count) override;
+  void model_bus(BusModel& bus, const std::vector<std::string>& node_names) override;
   void start(Engine& engine) override;
   void stop() override {}
   unsigned stop_free_workers() override { return 0; }  // no threads of its own

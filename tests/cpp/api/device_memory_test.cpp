@@ -136,6 +136,15 @@ TEST(DeviceMemory, NodesAreListedAndWorkersComputeInTheirs) {
   EXPECT_EQ(rt.workers()[2].arch, Arch::opencl);
 }
 
+TEST(DeviceMemory, NodesOfDriversThatNameTheirDevicesAlikeGetNamesOfTheirOwn) {
+  Device first;
+  Device second;
+  Config config = with_device(first);
+  config.drivers.push_back(second.driver);
+  Runtime rt(config);
+  EXPECT_EQ(rt.memory_nodes(), (std::vector<std::string>{"host", "fake0", "fake0#2"}));
+}
+
 TEST(DeviceMemory, DataCrossesBetweenHostAndDeviceInOneGraph) {
   Device device;
   const Codelet inc = increment(device);
