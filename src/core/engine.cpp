@@ -296,9 +296,11 @@ void Engine::make_ready(TaskCore* task) {
 }
 
 void Engine::push_ready(TaskCore* task) {
-  if (task->pinned_worker >= 0) {
+  // Cancelled meanwhile, it may have been taken out of its worker's count (-1): the scheduler
+  // then queues it, and whoever takes it finishes it.
+  if (const std::int32_t pinned = std::atomic_ref<std::int32_t>(task->pinned_worker).load(); pinned >= 0) {
     // Only that worker may take it: wake all of its kind, since wake-ups are not addressed.
-    const auto target = static_cast<unsigned>(task->pinned_worker);
+    const auto target = static_cast<unsigned>(pinned);
     pinned_[target]->queue.push(task);
     if (idle_ != nullptr) idle_[static_cast<unsigned>(worker_infos_[target].arch)].notify_all();
     return;
@@ -407,6 +409,7 @@ void Engine::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noe
 }
 
 void Engine::cancel_queued(TaskCore* task) noexcept {
+  uncount_pinned(task);
   std::vector<TaskCore*> newly_final;
   tell_successors(task, newly_final);
   finish_all(newly_final);

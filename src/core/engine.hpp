@@ -203,11 +203,11 @@ class Engine final : public DataContext {
     if (task->pinned_worker >= 0) pinned_[static_cast<unsigned>(task->pinned_worker)]->load.fetch_add(1);
   }
   /// Takes the task out of its worker's count, once: before its outcome is published (so that
-  /// whoever sees the outcome sees the lower count), or at the latest when it is finished.
+  /// whoever sees the outcome sees the lower count), or at the latest when it is finished. A
+  /// task cancelled in its queue is taken out by the canceller while the worker may take it.
   void uncount_pinned(TaskCore* task) noexcept {
-    if (task->pinned_worker < 0) return;
-    pinned_[static_cast<unsigned>(task->pinned_worker)]->load.fetch_sub(1);
-    task->pinned_worker = -1;
+    const std::int32_t worker = std::atomic_ref<std::int32_t>(task->pinned_worker).exchange(-1);
+    if (worker >= 0) pinned_[static_cast<unsigned>(worker)]->load.fetch_sub(1);
   }
   [[nodiscard]] const std::string& scheduler_name() const noexcept { return scheduler_name_; }
   std::uint64_t next_sequence() noexcept { return sequence_.fetch_add(1, std::memory_order_relaxed); }

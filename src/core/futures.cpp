@@ -221,7 +221,10 @@ bool only_reference(const TaskCore* task) noexcept { return task->refs.load(std:
 bool cancel(TaskCore* task) noexcept {
   // A pending task's dependents hear of it when its own dependencies end: told earlier, one
   // that only waits for it for order could overtake a task it waits for through it.
-  if (transition(task, TaskStatus::pending, TaskStatus::cancelled)) return true;
+  if (transition(task, TaskStatus::pending, TaskStatus::cancelled)) {
+    task->runtime->uncount_pinned(task);
+    return true;
+  }
   if (!transition(task, TaskStatus::ready, TaskStatus::cancelled)) return false;
   task->runtime->cancel_queued(task);
   return true;

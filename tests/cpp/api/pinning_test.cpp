@@ -126,8 +126,13 @@ TEST(Pinning, PinnedLoadCountsUnfinishedTasks) {
   auto cancelled = rt.submit(TaskOptions{.worker = 1}, [] { return 2; });
   auto predecessor = rt.submit([&predecessor_gate] { predecessor_gate.wait(); });
   auto waiting = rt.submit(TaskOptions{.after = {predecessor}, .worker = 1}, [] { return 3; });  // not ready yet
+  auto cancelled_waiting = rt.submit(TaskOptions{.after = {predecessor}, .worker = 1}, [] { return 5; });
+  EXPECT_EQ(rt.pinned_load(1), 7u);
+  // Cancelled tasks no longer count, though they are still in the worker's queue, or wait for
+  // their predecessor.
   EXPECT_TRUE(cancelled.cancel());
-  EXPECT_EQ(rt.pinned_load(1), 6u);
+  EXPECT_TRUE(cancelled_waiting.cancel());
+  EXPECT_EQ(rt.pinned_load(1), 5u);
   EXPECT_EQ(rt.pinned_load(0), 0u);  // unpinned tasks are not counted
 
   gate.open();
@@ -135,6 +140,7 @@ TEST(Pinning, PinnedLoadCountsUnfinishedTasks) {
   EXPECT_THROW((void)failing.get(), std::runtime_error);
   EXPECT_THROW((void)after_failing.get(), hetflow::DependencyError);  // finished without running
   EXPECT_THROW((void)cancelled.get(), hetflow::CancelledError);
+  EXPECT_THROW((void)cancelled_waiting.get(), hetflow::CancelledError);
   predecessor_gate.open();
   EXPECT_EQ(waiting.get(), 3);
   rt.wait_all();
