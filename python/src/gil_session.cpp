@@ -8,6 +8,24 @@ namespace {
 thread_local bool session_open = false;
 thread_local PyGILState_STATE session_state{};
 
+// Makes `loop` (nullptr: none) the thread's running asyncio event loop; returns the one before
+// (a new reference, nullptr if none). Nothing to do where asyncio was never imported.
+PyObject* set_running_loop(PyObject* loop) {
+  PyObject* events = PyDict_GetItemString(PyImport_GetModuleDict(), "asyncio.events");  // borrowed
+  if (events == nullptr) return nullptr;
+  Py_INCREF(events);
+  PyObject* before = PyObject_CallMethod(events, "_get_running_loop", nullptr);
+  if (before != nullptr && (before != Py_None || loop != nullptr)) {
+    if (PyObject* done = PyObject_CallMethod(events, "_set_running_loop", "O", loop != nullptr ? loop : Py_None)) {
+      Py_DECREF(done);
+    }
+  }
+  PyErr_Clear();
+  Py_DECREF(events);
+  if (before == Py_None) Py_CLEAR(before);
+  return before;
+}
+
 }  // namespace
 
 GilSession::Guard::Guard() {
@@ -21,10 +39,14 @@ GilSession::Guard::Guard() {
   // worker runs other tasks meanwhile): take it for this task only.
   nested_ = true;
   nested_state_ = ensure_gil();
+  outer_loop_ = set_running_loop(nullptr);
 }
 
 GilSession::Guard::~Guard() {
-  if (nested_) PyGILState_Release(nested_state_);
+  if (!nested_) return;
+  if (outer_loop_ != nullptr) Py_XDECREF(set_running_loop(outer_loop_));
+  Py_XDECREF(outer_loop_);
+  PyGILState_Release(nested_state_);
 }
 
 void GilSession::end() noexcept {

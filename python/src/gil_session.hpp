@@ -12,6 +12,8 @@ class GilSession {
  public:
   /// Makes sure the calling worker holds the GIL until `end()` (or, when called while an outer
   /// task on this thread has let the GIL go to wait, until the returned guard ends).
+  /// A task run so, while an outer task waits, does not see the outer task's running asyncio
+  /// event loop (the loop is the thread's: asyncio.run in the task would refuse to start).
   class Guard {
    public:
     Guard();
@@ -22,6 +24,7 @@ class GilSession {
    private:
     bool nested_ = false;
     PyGILState_STATE nested_state_{};
+    PyObject* outer_loop_ = nullptr;  // set aside while this task runs
   };
   /// Gives the GIL back if this thread kept it.
   static void end() noexcept;

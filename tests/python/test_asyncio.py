@@ -158,6 +158,32 @@ def test_await_inside_a_thread_task_runs_other_tasks_meanwhile():
     assert hetflow.submit(outer).result(timeout=30) == 3
 
 
+def doubled_in_an_event_loop(x):
+    async def body():
+        await asyncio.sleep(0)
+        return 2 * x
+
+    return asyncio.run(body())
+
+
+@pytest.mark.parametrize("how", ["await", "result"])
+def test_a_task_run_while_another_awaits_on_its_worker_has_an_event_loop_of_its_own(how):
+    # Run on the worker whose task waits inside asyncio.run, it saw that task's running loop:
+    # its own asyncio.run refused to start ("cannot be called from a running event loop").
+    hetflow.shutdown()
+    hetflow.init(ncpus=1, executor="thread")
+
+    def outer(x):
+        async def body():
+            inner = hetflow.submit(doubled_in_an_event_loop, x)
+            return await inner if how == "await" else inner.result(timeout=30)
+
+        in_loop = asyncio.run(body())
+        return in_loop, hetflow.submit(doubled_in_an_event_loop, x + 1).result(timeout=30)
+
+    assert hetflow.submit(outer, 21).result(timeout=30) == (42, 44)
+
+
 def test_await_in_the_asyncio_repl(tmp_path):
     session = "\n".join(
         [
