@@ -20,7 +20,7 @@ from hetflow._codelet import Codelet, opencl_kernel, opencl_program
 from hetflow._data import Acquired, array, empty, ones, zeros
 from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
 from hetflow._future import Future
-from hetflow._kernel import allreduce, barrier, bcast, recv, reduce, send
+from hetflow._kernel import PeerFailed, allreduce, barrier, bcast, recv, reduce, send
 from hetflow._serialize import RemoteTaskError
 from hetflow.offload import (
     OffloadHandle,
@@ -76,6 +76,7 @@ __all__ = [
     "Executor",
     "Future",
     "HetflowError",
+    "PeerFailed",
     "Session",
     "TaskOptions",
     "WorkerCrashedError",

@@ -27,7 +27,8 @@ device_data: Dict[str, Any] = {}
 
 
 class PeerFailed(RuntimeError):
-    """Another kernel of the same launch failed, so the message or barrier will never come."""
+    """A message or barrier of a launch that will never come: another kernel failed or ended
+    without it, or every kernel still running waits for another (``hetflow.PeerFailed``)."""
 
 
 def attach(reader: Any, write_fd: int) -> None:

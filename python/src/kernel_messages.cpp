@@ -24,7 +24,7 @@ std::optional<ProcessMessage> answer_kernel_request(MessageHub& hub, const Proce
       }
       return ProcessMessage{message::kFailed, {failure}};
     case message::kBarrier:
-      if (hub.barrier(launch, failure)) return ProcessMessage{message::kValue, {}};
+      if (hub.barrier(launch, core, failure)) return ProcessMessage{message::kValue, {}};
       return ProcessMessage{message::kFailed, {failure}};
     default: return ProcessMessage{message::kFailed, {"unknown request " + std::to_string(request.kind)}};
   }

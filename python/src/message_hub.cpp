@@ -19,12 +19,40 @@ void MessageHub::send(std::uint64_t launch, std::uint32_t from, std::uint32_t to
   changed_.notify_all();
 }
 
+bool MessageHub::wait_may_end(Launch& state, std::uint32_t core, Launch::Wait wait) {
+  state.waiting[core] = wait;
+  if (state.failure || state.waiting.size() < state.running) return true;  // a kernel still runs (or starts)
+  for (const auto& [waiter, what] : state.waiting) {
+    if (what.from ? !state.boxes[{waiter, *what.from}].empty() || state.ended.count(*what.from) != 0
+                  : what.generation != state.generation) {
+      return true;  // woken already
+    }
+  }
+  std::string waits;
+  for (const auto& [waiter, what] : state.waiting) {
+    waits += (waits.empty() ? "" : ", ") + std::string("core ") + std::to_string(waiter) +
+             (what.from ? " in recv(" + std::to_string(*what.from) + ")" : std::string(" at the barrier"));
+  }
+  state.failure =
+      "every kernel still running waits for a message or a barrier that none of them sends or reaches (" + waits + ")";
+  changed_.notify_all();
+  return false;
+}
+
 std::optional<std::string> MessageHub::receive(std::uint64_t launch, std::uint32_t to, std::uint32_t from,
                                                std::string& failure) {
   std::unique_lock guard(mutex_);
   Launch& state = launch_of(launch);
   auto& box = state.boxes[{to, from}];
-  changed_.wait(guard, [&] { return !box.empty() || state.failure.has_value() || state.ended.count(from) != 0; });
+  if (box.empty() && from == to && !state.failure) {
+    failure = "recv(" + std::to_string(from) + ") on core " + std::to_string(to) +
+              " waits for a message from its own core that was not sent first: it would wait for ever";
+    return std::nullopt;
+  }
+  if (box.empty() && wait_may_end(state, to, {.from = from})) {
+    changed_.wait(guard, [&] { return !box.empty() || state.failure.has_value() || state.ended.count(from) != 0; });
+  }
+  state.waiting.erase(to);
   if (!box.empty()) {
     std::string payload = std::move(box.front());
     box.pop_front();
@@ -40,7 +68,7 @@ std::optional<std::string> MessageHub::receive(std::uint64_t launch, std::uint32
   return std::nullopt;
 }
 
-bool MessageHub::barrier(std::uint64_t launch, std::string& failure) {
+bool MessageHub::barrier(std::uint64_t launch, std::uint32_t core, std::string& failure) {
   std::unique_lock guard(mutex_);
   Launch& state = launch_of(launch);
   const std::uint64_t generation = state.generation;
@@ -58,8 +86,11 @@ bool MessageHub::barrier(std::uint64_t launch, std::string& failure) {
     changed_.notify_all();
     return true;
   }
-  changed_.wait(guard,
-                [&] { return state.generation != generation || state.failure.has_value() || !state.ended.empty(); });
+  if (wait_may_end(state, core, {.generation = generation})) {
+    changed_.wait(guard,
+                  [&] { return state.generation != generation || state.failure.has_value() || !state.ended.empty(); });
+  }
+  state.waiting.erase(core);
   if (state.generation != generation) return true;
   failure = state.failure ? *state.failure : ended_first();
   return false;

@@ -2,7 +2,8 @@
 // Messages among the kernels of one offload launch (send / recv / barrier), relayed by the host:
 // each kernel's worker thread answers its child's requests from here. A failing kernel fails
 // its launch, and a kernel that ends fails the receives and barriers that only it could have
-// satisfied, so that no peer waits forever for it.
+// satisfied, so that no peer waits forever for it; nor do kernels that all wait for each other
+// (a receive from its own core with nothing sent, two cores receiving from each other first).
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -25,7 +26,7 @@ class MessageHub {
   std::optional<std::string> receive(std::uint64_t launch, std::uint32_t to, std::uint32_t from, std::string& failure);
   /// Waits until all kernels of the launch reach it; false (with the reason) if the launch
   /// failed or one of its kernels ended without reaching it.
-  bool barrier(std::uint64_t launch, std::string& failure);
+  bool barrier(std::uint64_t launch, std::uint32_t core, std::string& failure);
   void fail(std::uint64_t launch, const std::string& reason);
   /// The kernel of `core` is done; the launch is forgotten when all are.
   void kernel_done(std::uint64_t launch, std::uint32_t core);
@@ -39,8 +40,16 @@ class MessageHub {
     std::optional<std::string> failure;
     std::set<std::uint32_t> ended;                                                     // cores whose kernel is done
     std::map<std::pair<std::uint32_t, std::uint32_t>, std::deque<std::string>> boxes;  // (to, from)
+    struct Wait {
+      std::optional<std::uint32_t> from;  // a receive from that core; none: the barrier
+      std::uint64_t generation = 0;       // the barrier's, when it began to wait
+    };
+    std::map<std::uint32_t, Wait> waiting;  // by core: what its kernel waits for
   };
   Launch& launch_of(std::uint64_t launch);
+  /// Registers `core`'s wait; if every kernel still to end now waits for what none of them can
+  /// give any more, fails the launch (saying so) and returns false.
+  bool wait_may_end(Launch& state, std::uint32_t core, Launch::Wait wait);
   std::mutex mutex_;
   std::condition_variable changed_;
   std::map<std::uint64_t, Launch> launches_;

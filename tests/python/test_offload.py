@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -133,6 +134,32 @@ def test_a_failing_kernel_fails_its_peers_instead_of_hanging():
     with pytest.raises(ValueError, match="core one gives up") as raised:
         offload(target=[0, 1], asynchronous=True)(fail_on_core_one)().wait()
     assert raised.value.core == 1
+
+
+def wait_for_each_other(mode):
+    me = hetflow.coreid()
+    other = 1 - me
+    if mode == "own core":
+        return hetflow.recv(me) if me == 1 else "core 0 ends"
+    if mode == "each other":
+        return hetflow.recv(other)
+    if me == 0:  # "barrier and recv"
+        hetflow.barrier()
+    return hetflow.recv(other)
+
+
+@pytest.mark.parametrize(
+    "mode, says",
+    [
+        ("own core", "recv(1) on core 1 waits for a message from its own core"),
+        ("each other", "every kernel still running waits"),
+        ("barrier and recv", "core 0 at the barrier, core 1 in recv(0)"),
+    ],
+)
+def test_kernels_that_can_only_wait_for_each_other_fail_instead_of_hanging(mode, says):
+    with pytest.raises(hetflow.PeerFailed, match=re.escape(says)):
+        offload(target=[0, 1])(wait_for_each_other)(mode)
+    assert offload(target=[0, 1])(lambda: hetflow.coreid())() == [0, 1]  # the cores are free again
 
 
 def test_device_data_lives_on_each_core_between_launches():
