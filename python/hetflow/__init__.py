@@ -269,7 +269,12 @@ def acquire(array: Any, mode: str = "RW") -> Acquired:
     mode = check_mode(mode)
     if mode == "REDUX":
         raise ValueError("hetflow.acquire: REDUX is a mode for tasks that contribute; acquire with 'R', 'W' or 'RW'")
-    return Acquired(runtime.handles, array, runtime.handles.acquire(array, mode))
+    try:
+        acquired = runtime.handles.acquire(array, mode)
+    except KeyboardInterrupt:
+        runtime.interrupted = True  # at exit, do not wait for the work left
+        raise
+    return Acquired(runtime.handles, array, acquired)
 
 
 def release(array: Any) -> None:

@@ -34,17 +34,37 @@ _FAIL_FAST_PAUSE_S = 0.05
 _HELP_SLICE_S = 0.02
 
 
-class _HelpingEvent(threading.Event):
+class _WaiterEvent(threading.Event):
+    """The event of a ``concurrent.futures`` waiter on hetflow futures: a wait on it that Ctrl-C
+    interrupts makes their runtimes give up at exit, as an interrupted ``result()`` does."""
+
+    def __init__(self, replaced: threading.Event) -> None:
+        super().__init__()
+        if replaced.is_set():
+            self.set()
+        self.futures: list = list(getattr(replaced, "futures", ()))  # weak references to the futures waited for
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        try:
+            return self._wait(timeout)
+        except KeyboardInterrupt:
+            for future in (ref() for ref in self.futures):
+                if future is not None:
+                    future._runtime.interrupted = True
+            raise
+
+    def _wait(self, timeout: Optional[float]) -> bool:
+        return threading.Event.wait(self, timeout)
+
+
+class _HelpingEvent(_WaiterEvent):
     """The event of a ``concurrent.futures`` waiter installed from inside a task: waiting on it
     runs the runtime's tasks meanwhile, as ``Future.result()`` does there (the task waited for
     may be queued behind the waiting one, on the only worker), and refuses a wait that could
     never end."""
 
     def __init__(self, replaced: threading.Event) -> None:
-        super().__init__()
-        if replaced.is_set():
-            self.set()
-        self.futures: list = []  # weak references to the hetflow futures waited for
+        super().__init__(replaced)
         # Those that cannot end before the waiting task does: id -> the refusal (fixed once known:
         # a task's dependencies are set when it is submitted)
         self._never: dict = {}
@@ -53,7 +73,7 @@ class _HelpingEvent(threading.Event):
         # stop_on_exception False), not the first one to end (FIRST_COMPLETED, as_completed).
         self.needs_all = False
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
+    def _wait(self, timeout: Optional[float]) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.is_set():
             remaining = _HELP_SLICE_S if deadline is None else min(_HELP_SLICE_S, deadline - time.monotonic())
@@ -70,7 +90,7 @@ class _HelpingEvent(threading.Event):
                 # FIRST_COMPLETED wait: give such a wait a timeout.)
                 raise self._never[id(unfinished[0])]
             else:  # other kinds of futures, the deadline, or the event about to be set
-                super().wait(remaining)
+                threading.Event.wait(self, remaining)
         return self.is_set()
 
     @staticmethod
@@ -90,8 +110,9 @@ class _HelpingEvent(threading.Event):
 
 
 class _Waiters(list):
-    """A future's ``concurrent.futures`` waiters. One installed by a task of the future's runtime
-    gets a helping event (``_HelpingEvent``): that task's worker must not idle while it waits."""
+    """A future's ``concurrent.futures`` waiters, whose events are made ``_WaiterEvent``s. One
+    installed by a task of the future's runtime gets a helping event (``_HelpingEvent``): that
+    task's worker must not idle while it waits."""
 
     def __init__(self, future: "Future") -> None:
         super().__init__()
@@ -99,11 +120,15 @@ class _Waiters(list):
 
     def append(self, waiter: Any) -> None:
         future = self._future()
-        if future is not None and future._runtime.inside_task():
+        if future is not None:
             event = waiter.event
-            if not isinstance(event, _HelpingEvent):
-                event = waiter.event = _HelpingEvent(event)
-                event.needs_all = getattr(waiter, "stop_on_exception", None) is False
+            inside = future._runtime.inside_task()
+            if inside and not isinstance(event, _HelpingEvent):
+                helping = waiter.event = _HelpingEvent(event)
+                helping.needs_all = getattr(waiter, "stop_on_exception", None) is False
+                event = helping
+            elif not isinstance(event, _WaiterEvent):
+                event = waiter.event = _WaiterEvent(event)
             event.futures.append(self._future)
         super().append(waiter)
 

@@ -308,6 +308,50 @@ def test_ctrl_c_interrupts_a_wait_on_result(tmp_path, executor):
         assert child.readline_until("INTERRUPTED")[-1] == "INTERRUPTED False"
 
 
+INTERRUPTED_WAIT_SCRIPT = """
+import concurrent.futures, os, sys, time
+import hetflow
+
+os.environ["HETFLOW_EXIT_TIMEOUT"] = "3600"  # an exit that waited for the stuck task would hang
+hetflow.init(ncpus=2, executor="process")
+
+def stuck(array=None):
+    time.sleep(600)
+
+array = hetflow.zeros(4)
+future = hetflow.submit(stuck, hetflow.RW(array))
+handle = hetflow.offload(target=[1], asynchronous=True)(stuck)()
+while not future.running():
+    time.sleep(0.01)
+wait = {
+    "result": future.result,
+    "concurrent.futures.wait": lambda: concurrent.futures.wait([future]),
+    "as_completed": lambda: next(concurrent.futures.as_completed([future])),
+    "offload": handle.wait,
+    "acquire": lambda: hetflow.acquire(array, "R"),
+}[sys.argv[1]]
+try:
+    print("WAITING", flush=True)
+    wait()
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+"""
+
+
+@pytest.mark.parametrize("wait", ["result", "concurrent.futures.wait", "as_completed", "offload", "acquire"])
+def test_after_an_interrupted_wait_the_exit_gives_the_work_up_at_once(tmp_path, wait):
+    # Only result() and wait_for_all() marked their runtime interrupted: after the others the
+    # exit waited for the stuck tasks (HETFLOW_EXIT_TIMEOUT without progress).
+    script = write_script(tmp_path, INTERRUPTED_WAIT_SCRIPT)
+    with Child(tmp_path, [str(script), wait]) as child:
+        child.readline_until("WAITING")
+        time.sleep(0.2)  # time to block in the wait; a signal a little earlier (in the try) is handled alike
+        os.kill(child.pid, signal.SIGINT)
+        rc, out, err = child.finish()
+    assert "INTERRUPTED" in out, err
+    assert rc == 0, err
+
+
 def test_ctrl_c_then_a_clean_exit_with_no_workers_left(tmp_path):
     script = write_script(tmp_path, CTRL_C_SCRIPT)
     with Child(tmp_path, [str(script), "process"]) as child:
