@@ -635,9 +635,11 @@ class Runtime:
             self._watched.add(future)
             # After shutdown the dispatcher ends once nothing is left; a later watch (of a task
             # finished by then, notified at once) starts another.
+            # Kept once started: a Ctrl-C while it starts leaves none, and the next watch starts one.
             if self._dispatcher is None:
-                self._dispatcher = threading.Thread(target=self._dispatch, name="hetflow-completions", daemon=True)
-                self._dispatcher.start()
+                dispatcher = threading.Thread(target=self._dispatch, name="hetflow-completions", daemon=True)
+                dispatcher.start()
+                self._dispatcher = dispatcher
 
     def unwatch(self, future: Future) -> None:
         with self._lock:
@@ -646,11 +648,10 @@ class Runtime:
     def call_back(self, call: Callable[[list], None], callbacks: list) -> None:
         """Runs ``call(callbacks)`` on the callback thread, in the order asked."""
         with self._lock:
-            if self._callback_thread is None:
-                self._callback_thread = threading.Thread(
-                    target=self._run_callbacks, name="hetflow-callbacks", daemon=True
-                )
-                self._callback_thread.start()
+            if self._callback_thread is None:  # kept once started, as the dispatcher
+                callback_thread = threading.Thread(target=self._run_callbacks, name="hetflow-callbacks", daemon=True)
+                callback_thread.start()
+                self._callback_thread = callback_thread
         self._callback_queue.put((call, callbacks))
 
     def _run_callbacks(self) -> None:

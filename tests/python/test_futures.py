@@ -439,3 +439,27 @@ def test_a_callback_that_raises_system_exit_does_not_stop_the_others(caplog):
             time.sleep(0.01)
     assert len(done) == 1
     assert "a callback calls sys.exit" in caplog.text
+
+
+def test_a_ctrl_c_while_the_completions_thread_starts_leaves_futures_working(monkeypatch):
+    # The thread was kept before it had started: interrupted there, no callback ever ran again,
+    # concurrent.futures.wait never returned, and the exit failed to join it.
+    hetflow.shutdown()
+    hetflow.init(ncpus=2, executor="thread")
+    start = threading.Thread.start
+
+    def interrupted_once(self):
+        if self.name == "hetflow-completions":
+            monkeypatch.setattr(threading.Thread, "start", start)
+            raise KeyboardInterrupt
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        hetflow.submit(time.sleep, 0.05).add_done_callback(lambda _: None)
+    ran = threading.Event()
+    hetflow.submit(time.sleep, 0.05).add_done_callback(lambda _: ran.set())
+    assert ran.wait(30), "callbacks stopped after the interrupt"
+    done, _ = cf.wait([hetflow.submit(time.sleep, 0.05)], timeout=30)
+    assert len(done) == 1
+    hetflow.shutdown()
