@@ -2,12 +2,15 @@
 #include "hetflow/runtime.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <limits>
 #include <new>
+#include <span>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/dependencies.hpp"
 #include "core/engine.hpp"
@@ -51,6 +54,50 @@ void check_mode(AccessMode mode, const char* where, bool task = false) {
   }
 }
 
+[[noreturn]] void refuse_unregistered(const HandleImpl& impl, const detail::Engine& runtime, const char* where) {
+  if (runtime.shutting_down()) {
+    throw ShutdownError(std::string(where) + ": the runtime is shutting down (data handle " +
+                        display_quoted(impl.name) + " was unregistered by it)");
+  }
+  throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl.name) + " has been unregistered");
+}
+
+// A submission holds an unregister of its handles off (Engine::unregister waits for it) while
+// it puts its task in the graph, where the unregistration's token then comes after the task; a
+// submission that an unregister began before is refused. (Checked only when the task was built,
+// a task could come after the token, and run once the buffer was the application's again.) The
+// handles are kept apart from the task, which may have run and gone by the end.
+class SubmissionOn {
+ public:
+  SubmissionOn(const AccessRecord* records, std::size_t count) {
+    if (count > inline_.size()) spilled_.resize(count);
+    HandleImpl** handles = count > inline_.size() ? spilled_.data() : inline_.data();
+    for (std::size_t i = 0; i < count; ++i) {
+      handles[i] = records[i].handle;
+      handles[i]->submitting.fetch_add(1);
+    }
+    handles_ = std::span<HandleImpl* const>(handles, count);
+  }
+  ~SubmissionOn() {
+    for (HandleImpl* handle : handles_) handle->submitting.fetch_sub(1);
+  }
+  SubmissionOn(const SubmissionOn&) = delete;
+  SubmissionOn& operator=(const SubmissionOn&) = delete;
+
+  /// The first of the handles unregistered meanwhile, if any.
+  [[nodiscard]] const HandleImpl* unregistered() const {
+    for (const HandleImpl* handle : handles_) {
+      if (!handle->registered.load()) return handle;
+    }
+    return nullptr;
+  }
+
+ private:
+  std::array<HandleImpl*, 4> inline_{};
+  std::vector<HandleImpl*> spilled_;
+  std::span<HandleImpl* const> handles_;
+};
+
 HandleImpl& check_handle(const DataHandle& handle, const detail::Engine& runtime, const char* where,
                          bool must_be_registered = true) {
   HandleImpl* impl = handle.impl();
@@ -59,14 +106,8 @@ HandleImpl& check_handle(const DataHandle& handle, const detail::Engine& runtime
     throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl->name) +
                           " was registered with another runtime");
   }
-  if (must_be_registered && !impl->registered.load(std::memory_order_acquire)) {
-    if (runtime.shutting_down()) {
-      throw ShutdownError(std::string(where) + ": the runtime is shutting down (data handle " +
-                          display_quoted(impl->name) + " was unregistered by it)");
-    }
-    throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl->name) +
-                          " has been unregistered");
-  }
+  if (must_be_registered && !impl->registered.load(std::memory_order_acquire))
+    refuse_unregistered(*impl, runtime, where);
   return *impl;
 }
 
@@ -210,14 +251,27 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
 }
 
 FutureBase Runtime::commit_task(TaskCore* task, const TaskOptions& options) {
-  if (!impl_->admit_task()) {  // the shutdown began after begin_task looked
-    std::string name = task->display_name();
-    task->ops->destroy_body(task->storage());
-    abort_task(task);
-    throw ShutdownError("hetflow::Runtime::submit: cannot submit task '" + name + "': the runtime has been shut down");
+  std::exception_ptr refusal;
+  {
+    const SubmissionOn submission(task->accesses(), task->access_count);
+    if (const HandleImpl* gone = submission.unregistered()) {
+      try {
+        refuse_unregistered(*gone, *impl_, "hetflow::Runtime::submit");
+      } catch (const Error&) {
+        refusal = std::current_exception();
+      }
+    } else if (impl_->admit_task()) {
+      impl_->submit(task, options.after);
+      return FutureBase::adopt(task);
+    } else {  // the shutdown began after begin_task looked
+      refusal = std::make_exception_ptr(ShutdownError("hetflow::Runtime::submit: cannot submit task '" +
+                                                      std::string(task->display_name()) +
+                                                      "': the runtime has been shut down"));
+    }
   }
-  impl_->submit(task, options.after);
-  return FutureBase::adopt(task);
+  task->ops->destroy_body(task->storage());
+  abort_task(task);
+  std::rethrow_exception(refusal);
 }
 
 void Runtime::abort_task(TaskCore* task) noexcept {
@@ -263,7 +317,12 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   }
   // Two references: the engine's (dropped when the acquisition is released, either way) and the
   // Acquisition object's, so that the record stays this acquisition's until the object is done.
-  TaskCore* token = impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2);
+  const AccessRecord record{&impl, mode};
+  TaskCore* token = [&] {
+    const SubmissionOn submission(&record, 1);
+    if (submission.unregistered() != nullptr) refuse_unregistered(impl, *impl_, "hetflow::Runtime::acquire");
+    return impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2);
+  }();
   try {
     detail::wait_until_started(token);
   } catch (const Error& refusal) {
@@ -304,6 +363,9 @@ void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::funct
     } catch (...) {  // NOLINT(bugprone-empty-catch): documented; the engine's thread must go on
     }
   };
+  const AccessRecord record{&impl, mode};
+  const SubmissionOn submission(&record, 1);
+  if (submission.unregistered() != nullptr) refuse_unregistered(impl, *impl_, "hetflow::Runtime::acquire_then");
   impl_->submit_manual("acquire " + display_quoted(impl.name), &impl, mode, 2, std::move(on_start));
 }
 
@@ -511,6 +573,11 @@ namespace hetflow::detail {
 
 namespace {
 thread_local std::uint64_t tl_acting_for = 0;
+
+// Waits for the submissions that found `handle` registered to have put their tasks in the graph.
+void wait_for_submissions_on(const HandleImpl& handle) {
+  while (handle.submitting.load() != 0) std::this_thread::yield();
+}
 }  // namespace
 
 std::uint64_t thread_number() noexcept {
@@ -545,12 +612,13 @@ TaskCore* Engine::submit_manual(std::string name, HandleImpl* handle, AccessMode
 }
 
 void Engine::unregister(HandleImpl& handle) {
-  if (!handle.registered.exchange(false, std::memory_order_acq_rel)) {
+  if (!handle.registered.exchange(false)) {
     // Being let go already (unregister_async, another thread): on return the latest data must be
     // in the user's buffer all the same.
     while (!handle.let_go.load(std::memory_order_acquire)) std::this_thread::sleep_for(std::chrono::microseconds(200));
     return;
   }
+  wait_for_submissions_on(handle);
   TaskCore* token = submit_manual("unregister " + display_quoted(handle.name), &handle, AccessMode::RW, 1);
   try {
     wait_until_started(token);
@@ -566,7 +634,8 @@ void Engine::unregister(HandleImpl& handle) {
 }
 
 void Engine::unregister_async(HandleImpl& handle) {
-  if (!handle.registered.exchange(false, std::memory_order_acq_rel)) return;
+  if (!handle.registered.exchange(false)) return;
+  wait_for_submissions_on(handle);
   TaskCore* token = allocate_task();
   token->runtime = this;
   token->ops = &kNoBody;

@@ -42,6 +42,9 @@ class HandleImpl {
   const DataLayout layout;
   const std::string name;
   std::atomic<bool> registered{true};
+  // Submissions that found it registered and are putting their task in the graph: unregister
+  // waits for them, so that its token comes after their tasks (see SubmissionOn).
+  std::atomic<unsigned> submitting{0};
   // The application may write host RAM directly once it has waited (Runtime::watch_host_writes):
   // a device replica that matched host RAM before the latest wait is not trusted to still do.
   std::atomic<bool> host_writes_watched{false};

@@ -469,6 +469,38 @@ TEST(Data, UnregisteredHandleIsRejected) {
   EXPECT_EQ(rt.submit(TaskOptions{.data = {RW(again)}}, [&x] { return ++x; }).get(), 1);
 }
 
+TEST(Data, NoTaskAcceptedDuringAnUnregisterRunsAfterIt) {
+  // A task checked against the handle before unregister began, but put in the graph after its
+  // token, ran once unregister had returned (the application frees its buffer then).
+  Runtime rt(Config{.ncpus = 2u});
+  const int rounds = static_cast<int>(hetflow::test::scaled(200, 20));
+  int late = 0;
+  for (int round = 0; round < rounds; ++round) {
+    std::vector<long> buffer(8, 0);
+    auto handle = rt.register_vector(buffer.data(), buffer.size());
+    std::atomic<bool> unregistered{false};
+    std::atomic<int> ran_after{0};
+    const hetflow::Codelet touch{.name = "touch", .cpu = [&](hetflow::TaskContext& context) {
+                                   if (unregistered.load()) ran_after.fetch_add(1);
+                                   context.buffer(0).as<long>()[0] += 1;
+                                 }};
+    std::thread submitter([&] {
+      try {
+        for (;;) (void)rt.insert(touch, {.data = {RW(handle)}});
+      } catch (const InvalidArgument&) {
+        // the handle is unregistered: the loop ends
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::microseconds(50 * (round % 20)));
+    rt.unregister(handle);
+    unregistered.store(true);
+    submitter.join();
+    rt.wait_all();
+    late += ran_after.load();
+  }
+  EXPECT_EQ(late, 0) << "task bodies ran on a buffer after unregister() returned";
+}
+
 TEST(Data, HandleOfAnotherRuntimeIsRejected) {
   Runtime a;
   Runtime b;
