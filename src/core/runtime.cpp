@@ -167,7 +167,15 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
                         ": the runtime has been shut down");
   }
   // A plain callable runs on the worker's host thread: any CPU or process worker can run it.
-  ArchMask where = options.where & (codelet != nullptr ? codelet->archs() : Arch::cpu | Arch::process);
+  const ArchMask runnable = codelet != nullptr ? codelet->archs() : Arch::cpu | Arch::process;
+  ArchMask where = options.where & runnable;
+  if (where.empty()) {
+    throw InvalidArgument(std::string(what) + ": task " + task_label() + " may run on " + arch_list(options.where) +
+                          " (TaskOptions::where), but " +
+                          (codelet != nullptr ? "its codelet has implementations for " + arch_list(runnable)
+                                              : "a callable runs on " + arch_list(runnable)) +
+                          " only");
+  }
   if (impl_->simulating()) where = options.where & impl_->simulated_archs(codelet, options.name);
   ArchMask present;
   for (const auto& worker : impl_->worker_infos()) present = present | worker.arch;
