@@ -29,25 +29,10 @@ std::uint64_t get(const char* in, int bytes) {
 
 // Waits until `fd` is ready for `events` (or closed, or failed: the call that follows says
 // which); false if the peer ended with `fd` still not ready. What the peer wrote before it ended
-// is read all the same.
-bool ready_unless_ended(int fd, short events, const PeerEnded& ended) {
+// is read all the same, and so is, into `replies` meanwhile, what it writes back.
+bool ready_unless_ended(int fd, short events, const PeerEnded& ended, MessageReader* replies = nullptr) {
   constexpr int kCheckEveryMs = 100;
-  for (bool last_look = false;;) {
-    pollfd watched{fd, events, 0};
-    const int rc = ::poll(&watched, 1, last_look ? 0 : ended ? kCheckEveryMs : -1);
-    if (rc > 0 || (rc < 0 && errno != EINTR)) return true;
-    if (rc < 0) continue;
-    if (last_look) return false;
-    last_look = ended();
-  }
-}
-
-// ready_unless_ended for writing to `fd`, taking what the peer writes back into `replies`
-// meanwhile.
-bool writable_unless_ended(int fd, const PeerEnded& ended, MessageReader* replies) {
-  if (replies == nullptr) return ready_unless_ended(fd, POLLOUT, ended);
-  constexpr int kCheckEveryMs = 100;
-  pollfd watched[2] = {{fd, POLLOUT, 0}, {replies->fd(), POLLIN, 0}};
+  pollfd watched[2] = {{fd, events, 0}, {replies != nullptr ? replies->fd() : -1, POLLIN, 0}};  // -1: not watched
   for (bool last_look = false;;) {
     const int rc = ::poll(watched, 2, last_look ? 0 : ended ? kCheckEveryMs : -1);
     if (rc < 0 && errno == EINTR) continue;
@@ -68,7 +53,7 @@ bool write_all(int fd, std::vector<iovec>& pieces, const PeerEnded& ended, Messa
     ssize_t written = ::writev(fd, &pieces[first], count);
     if (written < 0) {
       if (errno == EINTR) continue;
-      if ((errno == EAGAIN || errno == EWOULDBLOCK) && writable_unless_ended(fd, ended, replies)) continue;
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) && ready_unless_ended(fd, POLLOUT, ended, replies)) continue;
       return false;
     }
     auto left = static_cast<std::size_t>(written);
