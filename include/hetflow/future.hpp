@@ -140,8 +140,9 @@ Future<void> when_all(const F&... futures) {
   return when_all(std::vector<FutureBase>{FutureBase(futures)...});
 }
 
-/// Ready when the first of the futures is ready (succeeded, failed or cancelled); its value is
-/// that future's index. Needs at least one future.
+/// Ready when the first of the futures is ready (succeeded, failed or cancelled), at once,
+/// whether a worker is free or not; its value is that future's index. It starts at once, so it
+/// cannot be cancelled. Needs at least one future.
 HETFLOW_API Future<std::size_t> when_any(std::vector<FutureBase> futures);
 template <class T>
 Future<std::size_t> when_any(const std::vector<Future<T>>& futures) {

@@ -267,15 +267,16 @@ struct WhenAnyState {
   std::vector<Link> links;
   std::atomic<bool> decided{false};
   std::atomic<std::size_t> outstanding;
-  std::shared_ptr<std::size_t> winner = std::make_shared<std::size_t>(0);
-  TaskCore* gate = nullptr;
+  // Ended by the first input to end, with its index as the value: no worker needs to be free
+  // for it (a task would wait for one).
+  TaskCore* result = nullptr;
 
   static void on_finished(detail::CompletionCallback* self, TaskCore* /*finished*/) noexcept {
     auto* link = static_cast<Link*>(self);
     WhenAnyState* state = link->state;
     if (!state->decided.exchange(true, std::memory_order_acq_rel)) {
-      *state->winner = link->index;
-      detail::complete_manual(state->gate);
+      *static_cast<std::size_t*>(detail::result_storage(state->result)) = link->index;
+      detail::complete_manual(state->result);
     }
     if (state->outstanding.fetch_sub(1, std::memory_order_acq_rel) == 1) delete state;
   }
@@ -291,10 +292,10 @@ Future<std::size_t> when_any(std::vector<FutureBase> futures) {
   Runtime& runtime = detail::owner(futures.front().core());
   runtime.impl().check_not_forked("hetflow::when_any");
   auto* state = new WhenAnyState(futures.size());
-  state->gate = runtime.impl().submit_manual("when_any gate", nullptr, AccessMode::R, 2);
-  auto winner = state->winner;
-  Future<std::size_t> result = runtime.submit(
-      TaskOptions{.after = {FutureBase::adopt(state->gate)}, .name = "when_any"}, [winner] { return *winner; });
+  state->result = runtime.impl().submit_manual("when_any", nullptr, AccessMode::R, 2);
+  // Started: it cannot be cancelled, as it ends when its inputs do.
+  transition(state->result, TaskStatus::ready, TaskStatus::running);
+  Future<std::size_t> result(FutureBase::adopt(state->result));
   for (std::size_t i = 0; i < futures.size(); ++i) {
     WhenAnyState::Link& link = state->links[i];
     link.fn = &WhenAnyState::on_finished;

@@ -411,6 +411,28 @@ TEST(Futures, WhenAnyGivesFirstReady) {
   EXPECT_THROW((void)hetflow::when_any(std::vector<hetflow::Future<int>>{}), hetflow::InvalidArgument);
 }
 
+TEST(Futures, WhenAnyIsReadyWhileTheOnlyWorkerIsBusy) {
+  // Its value came from a task, which waited for the worker: here, until the gate opened, which
+  // only the value lets happen (another runtime's task waited for it the same way, and hung).
+  Runtime rt(Config{.ncpus = 1u});
+  auto done = rt.submit([] { return 2; });
+  done.wait();
+  Gate gate;
+  Signal busy;
+  auto occupying = rt.submit([&] {
+    busy.raise();
+    gate.wait();
+    return 1;
+  });
+  busy.wait();
+  auto any = hetflow::when_any(occupying, done);
+  EXPECT_TRUE(any.wait_for(std::chrono::seconds(30)));
+  EXPECT_EQ(any.get(), 1u);
+  EXPECT_FALSE(any.cancel());  // started with its inputs
+  gate.open();
+  EXPECT_EQ(occupying.get(), 1);
+}
+
 TEST(Futures, WhenAnyCountsAFailureAsReady) {
   Runtime rt;
   Gate gate;
