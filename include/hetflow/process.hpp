@@ -73,7 +73,9 @@ class HETFLOW_API ProcessChannel {
 struct ProcessWorkersConfig {
   /// The child's command; the driver appends the file descriptors it reads from and writes to.
   std::vector<std::string> command{};
-  /// Added to the child's environment ("NAME=value"); HETFLOW_WORKER_ID is set too.
+  /// Added to the child's environment ("NAME=value"); HETFLOW_WORKER_ID (the worker's index) and
+  /// HETFLOW_WORKER_START (1 for the worker's first child, 2 for the one that replaces it...) are
+  /// set too.
   std::vector<std::string> environment{};
   unsigned count = 0;
   /// Message kind that asks a child to exit (sent at shutdown); 0 to just close its pipe.

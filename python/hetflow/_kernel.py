@@ -161,5 +161,11 @@ def store(name: str, value: Any) -> None:
 
 def load(name: str) -> Any:
     if name not in device_data:
+        if int(os.environ.get("HETFLOW_WORKER_START", "1")) > 1:
+            raise NameError(
+                f"hetflow: {name!r} is not defined on core {coreid()}: the core's process was replaced after the one "
+                "before it died, and what was defined there went with it; define it again (define_on_device, "
+                "copy_to_device)"
+            )
         raise NameError(f"hetflow: {name!r} is not defined on core {coreid()} (see define_on_device)")
     return device_data[name]

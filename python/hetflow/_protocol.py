@@ -21,7 +21,8 @@ Child -> host: ``READY`` (3) once at start, parts ``[pid as ASCII]``; ``RESULT``
 (1, [bytearray(b'\\x07\\x00\\x00\\x00\\x00\\x00\\x00\\x00'), bytearray(b'mod.f#1'), bytearray(b''), bytearray(b'...')])
 
 The child is started as ``python -m hetflow._worker READ_FD WRITE_FD``; the host may set
-``HETFLOW_WORKER_ID`` (its index) and ``HETFLOW_SYS_PATH`` (see :func:`worker_environment`).
+``HETFLOW_WORKER_ID`` (its index), ``HETFLOW_WORKER_START`` (1 for the worker's first process, 2 for
+the one that replaces it...) and ``HETFLOW_SYS_PATH`` (see :func:`worker_environment`).
 
 Both functions take a raw file descriptor (``int``, read/written with ``os.readv``/``os.writev``
 loops that handle short transfers; EINTR is retried by Python) or a binary file object

@@ -162,6 +162,21 @@ def test_kernels_that_can_only_wait_for_each_other_fail_instead_of_hanging(mode,
     assert offload(target=[0, 1])(lambda: hetflow.coreid())() == [0, 1]  # the cores are free again
 
 
+def end_this_process():
+    os.kill(os.getpid(), 9)
+
+
+def test_device_data_lost_with_a_core_that_died_says_so():
+    hetflow.define_on_device("counter", 5)
+    with pytest.raises(hetflow.WorkerCrashedError):
+        offload(target=[0])(end_this_process)()
+    with pytest.raises(NameError, match="the core's process was replaced after the one before it died"):
+        hetflow.copy_from_device("counter", target=[0])
+    assert hetflow.copy_from_device("counter", target=[1]) == [5]  # the other cores keep theirs
+    hetflow.copy_to_device("counter", 6, target=[0])
+    assert hetflow.copy_from_device("counter", target=[0]) == [6]
+
+
 def test_device_data_lives_on_each_core_between_launches():
     hetflow.define_on_device("counter", 0)
 

@@ -128,6 +128,7 @@ class Child final : public ProcessChannel {
 
     std::vector<std::string> overrides = config_.environment;
     overrides.push_back("HETFLOW_WORKER_ID=" + std::to_string(index_));
+    overrides.push_back("HETFLOW_WORKER_START=" + std::to_string(++starts_));
     overrides.push_back("HETFLOW_HOST_PID=" + std::to_string(::getpid()));  // the child ends itself with its host
     auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
     std::vector<std::string> env_storage;
@@ -355,6 +356,7 @@ class Child final : public ProcessChannel {
   std::optional<MessageReader> reader_;
   std::set<std::string> known_;
   std::exception_ptr start_failure_;
+  unsigned starts_ = 0;  // children started so far
 };
 
 class ProcessDriver final : public ext::Driver {
