@@ -242,6 +242,11 @@ def offload_single(func: Optional[Callable[..., Any]] = None) -> Any:
 
 def wait_all(*handles: OffloadHandle) -> List[List[Any]]:
     """The values of each handle's kernels (see OffloadHandle.wait), in the order given."""
+    for handle in handles:
+        if not isinstance(handle, OffloadHandle):
+            raise TypeError(
+                f"hetflow.wait_all takes the handles of asynchronous offloads (OffloadHandle), not {type(handle).__name__}"
+            )
     return [handle.wait() for handle in handles]
 
 

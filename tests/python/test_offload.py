@@ -76,6 +76,8 @@ def test_multiple_single_and_wait_all():
     h1, h2 = adder(10, 20), subtractor(10, 20)
     assert wait_all(h1, h2) == [[30, 30, 30], [-10]]
     assert waitAll is wait_all
+    with pytest.raises(TypeError, match="not int"):
+        wait_all(h1, 3)
 
 
 def test_busy_cores_queue_launches_in_order():
