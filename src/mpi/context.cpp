@@ -293,7 +293,17 @@ struct Context::Impl {
       }
     }
     std::unique_lock lock(exchange->mutex);
-    exchange->changed.wait(lock, [&exchange] { return exchange->answered; });
+    const auto answered = [&exchange] { return exchange->answered; };
+    if (watchdog_seconds > 0 &&
+        !exchange->changed.wait_for(lock, std::chrono::duration<double>(watchdog_seconds), answered)) {
+      std::fputs(("hetflow::mpi watchdog: " + rank_text(rank) + ": it has waited for " +
+                  std::to_string(static_cast<long>(watchdog_seconds)) +
+                  " s in wait_all for the other ranks to compare the work they submitted (HETFLOW_MPI_CHECK): did "
+                  "one return early, or does this one call wait_all once more than they do?\n")
+                     .c_str(),
+                 stderr);
+    }
+    exchange->changed.wait(lock, answered);
     checked = submissions.size();
     return exchange->first_difference < 0
                ? -1

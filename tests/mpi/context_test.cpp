@@ -484,6 +484,29 @@ TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateForWaitAll) {
   EXPECT_EQ(printed.find("watchdog: rank 1: its work is done"), std::string::npos) << printed;
 }
 
+// The same with HETFLOW_MPI_CHECK: the ranks compare their work first, and the one waiting for
+// the late one to do so said nothing (for ever, if that one never came).
+TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateToCompareItsWork) {
+  setenv("HETFLOW_MPI_WATCHDOG", "0.5", 1);
+  setenv("HETFLOW_MPI_CHECK", "1", 1);
+  testing::internal::CaptureStderr();
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 3.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+    if (context.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    context.wait_all();
+  });
+  const std::string printed = testing::internal::GetCapturedStderr();
+  unsetenv("HETFLOW_MPI_CHECK");
+  unsetenv("HETFLOW_MPI_WATCHDOG");
+  if (sees_rank(0)) {
+    EXPECT_NE(printed.find("watchdog: rank 0: it has waited"), std::string::npos) << printed;
+    EXPECT_NE(printed.find("to compare the work they submitted"), std::string::npos) << printed;
+  }
+  EXPECT_EQ(printed.find("watchdog: rank 1: it has waited"), std::string::npos) << printed;
+}
+
 TEST(MpiContext, MigratedDataIsWrittenOnItsNewOwner) {
   spmd(3, [](mpi::Context& context) {
     const int me = context.rank();
