@@ -464,9 +464,8 @@ TEST(MpiContext, TheWatchdogShowsTheTransfersThatDoNotMove) {
   }
 }
 
-// One rank comes to wait_all late (it might never): the others, their work done, say that they
-// wait for it there.
-TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateForWaitAll) {
+// Rank 1 comes to wait_all 1.5 s late (it might never): what the watchdog (after 0.5 s) printed.
+std::string printed_while_a_rank_is_late_for_wait_all() {
   setenv("HETFLOW_MPI_WATCHDOG", "0.5", 1);
   testing::internal::CaptureStderr();
   spmd(2, [](mpi::Context& context) {
@@ -476,8 +475,14 @@ TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateForWaitAll) {
     if (context.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
     context.wait_all();
   });
-  const std::string printed = testing::internal::GetCapturedStderr();
+  std::string printed = testing::internal::GetCapturedStderr();
   unsetenv("HETFLOW_MPI_WATCHDOG");
+  return printed;
+}
+
+// The others, their work done, say that they wait for the late one there.
+TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateForWaitAll) {
+  const std::string printed = printed_while_a_rank_is_late_for_wait_all();
   if (sees_rank(0)) {
     EXPECT_NE(printed.find("watchdog: rank 0: its work is done"), std::string::npos) << printed;
   }
@@ -487,19 +492,9 @@ TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateForWaitAll) {
 // The same with HETFLOW_MPI_CHECK: the ranks compare their work first, and the one waiting for
 // the late one to do so said nothing (for ever, if that one never came).
 TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateToCompareItsWork) {
-  setenv("HETFLOW_MPI_WATCHDOG", "0.5", 1);
   setenv("HETFLOW_MPI_CHECK", "1", 1);
-  testing::internal::CaptureStderr();
-  spmd(2, [](mpi::Context& context) {
-    std::vector<double> x(4, 3.0);
-    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
-    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
-    if (context.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    context.wait_all();
-  });
-  const std::string printed = testing::internal::GetCapturedStderr();
+  const std::string printed = printed_while_a_rank_is_late_for_wait_all();
   unsetenv("HETFLOW_MPI_CHECK");
-  unsetenv("HETFLOW_MPI_WATCHDOG");
   if (sees_rank(0)) {
     EXPECT_NE(printed.find("watchdog: rank 0: it has waited"), std::string::npos) << printed;
     EXPECT_NE(printed.find("to compare the work they submitted"), std::string::npos) << printed;
