@@ -27,6 +27,7 @@ class Driver;
 /// | stats         | HETFLOW_STATS (0/1)| false: print worker and transfer statistics at shutdown |
 /// | simulate      | HETFLOW_SIMULATE   | none: a machine description (JSON) to simulate    |
 /// | memory_limits | HETFLOW_MEMORY_LIMITS | none: bytes per memory node, "1:64M,2:1G"     |
+/// | spare_threads | HETFLOW_SPARE_THREADS | 4096: threads that may stand in for workers whose task waits |
 struct HETFLOW_API Config {
   std::optional<unsigned> ncpus;
   std::optional<std::string> scheduler;
@@ -42,6 +43,12 @@ struct HETFLOW_API Config {
   /// The most bytes the engine keeps on each listed memory node (node 0, host RAM, cannot be
   /// limited). Beyond it, least-recently-used replicas are evicted.
   std::map<unsigned, std::size_t> memory_limits;
+  /// The most threads, beyond one per worker, that run a worker's tasks while the task on its
+  /// own thread waits for a future (0 to 65536). Once they are all in use, such a wait fails
+  /// (a wait with a deadline waits without one). 0: a waiting worker runs other tasks on top of
+  /// the waiting one, on its stack, which hangs if one of them waits for a task that needs the
+  /// one below to end.
+  std::optional<unsigned> spare_threads;
   /// Extra kinds of workers (each driver brings its own), beside the CPU workers.
   std::vector<std::shared_ptr<ext::Driver>> drivers;
 

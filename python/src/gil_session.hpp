@@ -39,6 +39,7 @@ class PythonThreadDriver final : public ext::Driver {
   [[nodiscard]] unsigned worker_count() const override { return count_; }
   void worker_idle(unsigned /*index*/) override { GilSession::end(); }
   void stop_worker(unsigned /*index*/) override { GilSession::end(); }
+  [[nodiscard]] bool spare_threads_may_run(unsigned /*index*/) const override { return true; }
 
  private:
   unsigned count_;

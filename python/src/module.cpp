@@ -46,7 +46,16 @@ namespace {
 
 constexpr auto kSignalCheckPeriod = std::chrono::milliseconds(50);
 
-// Blocks without the GIL until `ready()` or the timeout, checking for Ctrl-C every 50 ms.
+// Whether the calling thread is Python's main thread, the one its signal handlers run on.
+bool on_main_thread() {
+  static const unsigned long main_ident =
+      nb::cast<unsigned long>(nb::module_::import_("threading").attr("main_thread")().attr("ident"));
+  return PyThread_get_thread_ident() == main_ident;
+}
+
+// Blocks without the GIL until `ready()` or the timeout, checking for Ctrl-C every 50 ms on the
+// main thread. Other threads wait in one piece: a task that waits lends its worker to another
+// thread until its wait ends, which each piece would take back.
 template <class WaitUntil>
 bool interruptible_wait(std::optional<double> timeout, WaitUntil wait_until) {
   if (timeout && std::isnan(*timeout)) throw nb::value_error("hetflow: a timeout of NaN seconds");
@@ -54,8 +63,10 @@ bool interruptible_wait(std::optional<double> timeout, WaitUntil wait_until) {
   // into the past, and the wait gave up at once).
   const auto deadline = timeout ? hetflow::detail::deadline_after(std::chrono::duration<double>(*timeout))
                                 : std::chrono::steady_clock::time_point::max();
+  const bool checks_signals = on_main_thread();
   for (;;) {
-    auto slice_end = std::min(deadline, std::chrono::steady_clock::now() + kSignalCheckPeriod);
+    auto slice_end =
+        checks_signals ? std::min(deadline, std::chrono::steady_clock::now() + kSignalCheckPeriod) : deadline;
     bool done;
     {
       GilReleased release;
@@ -117,6 +128,11 @@ class TaskRef {
   }
   bool wait(std::optional<double> timeout) const {
     if (done()) return true;
+    if (!timeout && !on_main_thread()) {
+      GilReleased release;
+      base_.wait();  // refused, rather than hang, where it could never end
+      return true;
+    }
     // Waited for in slices (for Ctrl-C), each with a deadline, which the engine never refuses.
     if (!timeout) check_wait_can_end();
     return interruptible_wait(timeout, [this](auto until) { return base_.wait_until(until); });

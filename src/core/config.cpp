@@ -139,6 +139,14 @@ Config Config::resolved() const {
     throw InvalidArgument("Config::spin_us=" + std::to_string(*out.spin_us) + " is more than " +
                           std::to_string(kMostSpinUs) + " (10 s)");
   }
+  constexpr unsigned kMostSpareThreads = 65536;
+  if (!out.spare_threads) {
+    auto text = env("HETFLOW_SPARE_THREADS");
+    out.spare_threads = text ? parse_unsigned(*text, "HETFLOW_SPARE_THREADS", 0, kMostSpareThreads) : 4096;
+  } else if (*out.spare_threads > kMostSpareThreads) {
+    throw InvalidArgument("Config::spare_threads=" + std::to_string(*out.spare_threads) + " is more than " +
+                          std::to_string(kMostSpareThreads));
+  }
   if (!out.trace_path) out.trace_path = env("HETFLOW_TRACE").value_or("");
   if (!out.stats) {
     auto text = env("HETFLOW_STATS");

@@ -193,6 +193,10 @@ class Engine final : public DataContext {
                               const std::chrono::steady_clock::time_point* deadline = nullptr) {
     execution_->progress_while_waiting(reached, deadline);
   }
+  /// See Execution::lend_worker_while.
+  Execution::Lending lend_worker_while(WorkerState& worker, const std::function<void()>& block) {
+    return execution_->lend_worker_while(worker, block);
+  }
 
   [[nodiscard]] const std::vector<ext::WorkerInfo>& worker_infos() const noexcept { return worker_infos_; }
   /// Unfinished tasks pinned to `worker` (queued or running).

@@ -23,6 +23,7 @@ class BusModel;
 class IdleWorkers;
 class Engine;
 struct TaskCore;
+struct WorkerState;
 
 class Execution {
  public:
@@ -60,6 +61,17 @@ class Execution {
   /// Runs tasks for a thread that waits until `reached()`, while it can (until the deadline, if any).
   virtual void progress_while_waiting(const std::function<bool()>& reached,
                                       const std::chrono::steady_clock::time_point* deadline) = 0;
+  enum class Lending {
+    lent,            // the wait is over, and the worker back
+    not_lendable,    // a driver's worker, a simulation, a runtime stopping, or no spares at all
+    no_thread_left,  // Config::spare_threads are all in use, or the system has no thread to give
+  };
+  /// For the thread running `worker`'s task, about to wait: runs `block` (which returns once the
+  /// wait is over) with the worker lent to another thread meanwhile, and takes it back before
+  /// returning. Where the worker cannot be lent, says why without calling `block`.
+  virtual Lending lend_worker_while(WorkerState& /*worker*/, const std::function<void()>& /*block*/) {
+    return Lending::not_lendable;
+  }
 };
 
 /// Worker threads running task bodies: one per CPU worker, one per driver worker.

@@ -71,13 +71,18 @@ void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
       });
 }
 
-// A worker that waits runs other tasks meanwhile, so that waiting inside tasks cannot starve
-// the runtime of workers: the task waited for may be queued behind the waiting one. With a
-// deadline, it stops taking tasks once the deadline has passed (a task it took may overrun it).
-// A wait with a deadline is not refused: it cannot hang, and it ends as it says (false).
-// Each wait inside a task runs the next task on the same stack, which overflowed (a segfault at
-// about 12,000 levels in C++, far fewer under a sanitizer): a wait is refused when less than this
-// is left of the thread's stack for the tasks it would run.
+// A task that waits inside its body must not keep its worker idle: the task waited for may be
+// queued behind it, on the only worker. It runs on its own stack what the task waited for needs
+// (that task, or one it waits for), a few levels deep at most; otherwise it lends its worker to a
+// spare thread and blocks. Running unrelated tasks on top of the waiting one, as a worker does
+// that cannot be lent (help_while), hangs when one of them waits for a task that needs the one
+// below it to end.
+// With a deadline, it stops once the deadline has passed (a task run meanwhile, on its stack or
+// by the spare it takes the worker back from, may overrun it). A wait with a deadline is not
+// refused: it cannot hang, and it ends as it says (false).
+// Each wait that runs a task on the same stack takes some of it, which overflowed (a segfault at
+// about 12,000 levels in C++, far fewer under a sanitizer): such a wait is refused when less than
+// this is left of the thread's stack for the tasks it would run.
 constexpr std::size_t kStackKeptForTasks = std::size_t{1} << 20;
 
 // The lowest address of the calling thread's stack (it grows down), 0 if unknown.
@@ -94,17 +99,50 @@ std::uintptr_t stack_floor() noexcept {
   return floor;
 }
 
+// How many tasks run on the worker's thread, one above the other (the innermost waits, if more).
+std::size_t nesting(const WorkerState& worker) {
+  std::size_t depth = 0;
+  for (const RunningFrame* frame = worker.running; frame != nullptr; frame = frame->outer) ++depth;
+  return depth;
+}
+
 void refuse_nesting_too_deep(const WorkerState& worker) {
   const std::uintptr_t floor = stack_floor();
   const char here = 0;
   const auto position = reinterpret_cast<std::uintptr_t>(&here);
   if (floor == 0 || worker.running == nullptr || position - floor > kStackKeptForTasks) return;
-  std::size_t depth = 0;
-  for (const RunningFrame* frame = worker.running; frame != nullptr; frame = frame->outer) ++depth;
   throw Error("hetflow: task '" + std::string(worker.running->task->display_name()) + "' waits inside " +
-              std::to_string(depth - 1) +
+              std::to_string(nesting(worker) - 1) +
               " tasks that wait on this worker, each running the next on the thread's stack, which is nearly used "
               "up; wait for fewer levels inside tasks, or outside them");
+}
+
+// How many tasks a waiting thread runs on its own stack, one above the other, for the tasks it
+// waits for; deeper, it lends its worker instead (a Python task nests a few dozen frames).
+constexpr std::size_t kMostNestedOnAStack = 8;
+
+// The worker's next task if the waiting task may run it on its stack: `awaited` itself, or a
+// task `awaited` waits for. Any other is given back to the worker, to run next; nullptr then.
+TaskCore* take_for_awaited(Engine& engine, WorkerState& worker, TaskCore* awaited) {
+  if (awaited == nullptr || nesting(worker) >= kMostNestedOnAStack) return nullptr;
+  auto* task = static_cast<TaskCore*>(engine.next_task(worker));
+  if (task == nullptr) return nullptr;
+  if ((task == awaited || waits_for(awaited, task, kDeadlockSearchBudget)) && may_run_nested(engine, task, worker)) {
+    return task;
+  }
+  worker.deferred = task;
+  return nullptr;
+}
+
+[[noreturn]] void refuse_wait_without_thread(const WorkerState& worker, TaskCore* awaited) {
+  const std::string waiter =
+      worker.running != nullptr ? "task '" + std::string(worker.running->task->display_name()) + "'" : "a worker";
+  throw Error("hetflow: " + waiter + " waits for task '" + awaited->display_name() +
+              "', but every thread that may stand in for a worker whose task waits (" +
+              std::to_string(*worker.runtime->config.spare_threads) +
+              ", Config::spare_threads or HETFLOW_SPARE_THREADS) is in use, or the system gave no more: give what "
+              "it waits for as a dependency of the task (TaskOptions::after, data, a future passed as an argument) "
+              "rather than waiting inside it");
 }
 
 template <class Reached>
@@ -116,16 +154,26 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
     if (worker->runtime == task->runtime) refuse_wait_for_successor(*worker, task);
     refuse_wait_behind_own_acquisition(task);
   }
-  // Runs its own runtime's tasks, also while waiting for another runtime's: that one's task may
-  // wait for a task of this one.
+  Engine& engine = *worker->runtime;
+  // Another runtime's task may wait for a task of this one: this worker goes on running them.
   TaskCore* own = worker->runtime == task->runtime ? task : nullptr;
-  if (deadline == nullptr) {
-    help_while(
-        *worker->runtime, *worker, [&] { return reached(task->status()); }, own);
-  } else {
-    help_while(
-        *worker->runtime, *worker,
-        [&] { return reached(task->status()) || std::chrono::steady_clock::now() >= *deadline; }, own);
+  const auto done = [&] {
+    return reached(task->status()) || (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline);
+  };
+  while (!done()) {
+    if (TaskCore* next = take_for_awaited(engine, *worker, own)) {
+      run_nested(engine, next, *worker);
+      continue;
+    }
+    switch (engine.lend_worker_while(*worker, [&] { static_cast<void>(block_until(task, reached, deadline)); })) {
+      case Execution::Lending::lent: break;
+      case Execution::Lending::not_lendable: help_while(engine, *worker, done, own); break;
+      case Execution::Lending::no_thread_left:
+        // Running unrelated tasks on top of this one could hang; a wait with a deadline cannot.
+        if (deadline == nullptr) refuse_wait_without_thread(*worker, task);
+        static_cast<void>(block_until(task, reached, deadline));
+        break;
+    }
   }
   return true;
 }

@@ -247,38 +247,173 @@ void ThreadedExecution::model_bus(BusModel& bus, const std::vector<std::string>&
 void ThreadedExecution::start(Engine& engine) {
   engine_ = &engine;
   spin_ = std::chrono::microseconds(*engine.config.spin_us);
+  most_threads_ = engine.workers().size() + *engine.config.spare_threads;
   for (const auto& worker : engine.workers()) {
-    worker->thread = std::thread([this, w = worker.get()] { worker_loop(*w); });
+    WorkerThread& thread = threads_.emplace_back();
+    thread.thread = std::thread([this, &thread, w = worker.get()] {
+      if (w->driver != nullptr) w->driver->start_worker(w->driver_index);
+      thread_main(thread, w);
+    });
   }
+}
+
+void ThreadedExecution::wake_parked() {
+  std::lock_guard lock(threads_mutex_);
+  for (WorkerThread* thread : parked_) thread->wake.notify_one();
 }
 
 void ThreadedExecution::stop() {
   stopping_.store(true, std::memory_order_release);
   for (auto& idle : idle_) idle.notify_all();
-  for (const auto& worker : engine_->workers()) {
-    if (worker->thread.joinable()) worker->thread.join();
+  wake_parked();
+  // No thread is added once stopping_ is set (hand_over checks it under threads_mutex_).
+  for (WorkerThread& thread : threads_) {
+    if (thread.thread.joinable()) thread.thread.join();
   }
 }
 
 unsigned ThreadedExecution::stop_free_workers() {
-  // Free workers see `stopping_` and leave; a worker still in a task cannot be stopped.
+  // Free threads see `stopping_` and leave; one still in a task cannot be stopped.
   stopping_.store(true, std::memory_order_release);
   for (auto& idle : idle_) idle.notify_all();
+  wake_parked();
   const auto grace = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
   unsigned left = 0;
-  for (const auto& worker : engine_->workers()) {
-    while (!worker->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < grace) {
+  for (WorkerThread& thread : threads_) {
+    while (!thread.exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < grace) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    if (!worker->thread.joinable()) continue;
-    if (worker->exited.load(std::memory_order_acquire)) {
-      worker->thread.join();
+    if (!thread.thread.joinable()) continue;
+    if (thread.exited.load(std::memory_order_acquire)) {
+      thread.thread.join();
     } else {
-      worker->thread.detach();
+      thread.thread.detach();
       ++left;
     }
   }
   return left;
+}
+
+namespace {
+
+bool may_be_lent(const WorkerState& worker) {
+  return worker.driver == nullptr || worker.driver->spare_threads_may_run(worker.driver_index);
+}
+
+// The CPU this thread was pinned to, -1 for none.
+thread_local int tl_pinned_cpu = -1;
+
+}  // namespace
+
+Execution::Lending ThreadedExecution::lend_worker_while(WorkerState& worker, const std::function<void()>& block) {
+  if (!may_be_lent(worker) || most_threads_ == engine_->workers().size() || stopping_.load(std::memory_order_acquire)) {
+    return Lending::not_lendable;
+  }
+  // What belongs to the task running on this thread stays with it; the next thread starts bare.
+  std::vector<TaskCore*> companions;
+  companions.swap(worker.companions);
+  const RunningFrame* running = std::exchange(worker.running, nullptr);
+  const double nested_seconds = worker.nested_seconds;
+  struct Restore {
+    WorkerState& worker;
+    std::vector<TaskCore*>& companions;
+    const RunningFrame* running;
+    double nested_seconds;
+    ~Restore() {
+      worker.companions.swap(companions);
+      worker.running = running;
+      worker.nested_seconds = nested_seconds;
+    }
+  } restore{worker, companions, running, nested_seconds};
+  if (const Lending lending = hand_over(worker); lending != Lending::lent) return lending;
+  struct TakeBack {
+    ThreadedExecution& execution;
+    WorkerState& worker;
+    ~TakeBack() { execution.take_back(worker); }
+  } take_back_at_exit{*this, worker};
+  block();
+  return Lending::lent;
+}
+
+Execution::Lending ThreadedExecution::hand_over(WorkerState& worker) {
+  if (hand_back(worker)) return Lending::lent;
+  std::lock_guard lock(threads_mutex_);
+  if (stopping_.load(std::memory_order_acquire)) return Lending::not_lendable;
+  if (!parked_.empty()) {
+    WorkerThread* spare = parked_.back();
+    parked_.pop_back();
+    spare->lent = &worker;
+    spare->wake.notify_one();
+    return Lending::lent;
+  }
+  if (threads_.size() >= most_threads_) return Lending::no_thread_left;
+  WorkerThread& spare = threads_.emplace_back();
+  try {
+    spare.thread = std::thread([this, &spare, w = &worker] { thread_main(spare, w); });
+  } catch (const std::system_error&) {
+    threads_.pop_back();
+    return Lending::no_thread_left;
+  }
+  return Lending::lent;
+}
+
+namespace {
+
+// With the seat's lock held.
+bool hand_back_locked(WorkerSeat& seat) {
+  if (seat.asking.load(std::memory_order_relaxed) == 0) return false;
+  seat.asking.fetch_sub(1, std::memory_order_relaxed);
+  ++seat.handed;
+  seat.handed_back.notify_all();
+  return true;
+}
+
+}  // namespace
+
+bool ThreadedExecution::hand_back(WorkerState& worker) {
+  std::lock_guard lock(worker.seat.mutex);
+  return hand_back_locked(worker.seat);
+}
+
+void ThreadedExecution::take_back(WorkerState& worker) {
+  WorkerSeat& seat = worker.seat;
+  std::unique_lock lock(seat.mutex);
+  if (!seat.held) {  // every thread left it as the runtime stopped: this task still ends on it
+    seat.held = true;
+    return;
+  }
+  seat.asking.fetch_add(1, std::memory_order_release);
+  lock.unlock();
+  idle_[static_cast<unsigned>(worker.info.arch)].notify_all();  // the thread running it may sleep
+  lock.lock();
+  seat.handed_back.wait(lock, [&] { return seat.handed > 0; });
+  --seat.handed;
+}
+
+WorkerState* ThreadedExecution::park(WorkerThread& self) {
+  std::unique_lock lock(threads_mutex_);
+  parked_.push_back(&self);
+  self.wake.wait(lock, [&] { return self.lent != nullptr || stopping_.load(std::memory_order_acquire); });
+  if (self.lent == nullptr) {
+    std::erase(parked_, &self);
+    return nullptr;
+  }
+  return std::exchange(self.lent, nullptr);
+}
+
+void ThreadedExecution::thread_main(WorkerThread& self, WorkerState* worker) {
+  while (worker != nullptr) {
+    set_current_worker(worker);
+    if (worker->pin_cpu >= 0 && worker->pin_cpu != tl_pinned_cpu) {
+      pin_current_thread(worker->pin_cpu);
+      tl_pinned_cpu = worker->pin_cpu;
+    }
+    const Left left = worker_loop(*worker);
+    set_current_worker(nullptr);
+    if (left == Left::stopping) break;
+    worker = park(self);
+  }
+  self.exited.store(true, std::memory_order_release);
 }
 
 ext::SchedTask* ThreadedExecution::find_task(WorkerState& worker) {
@@ -288,20 +423,29 @@ ext::SchedTask* ThreadedExecution::find_task(WorkerState& worker) {
     if (ext::SchedTask* task = engine_->next_task(worker)) return task;
     if ((round & 15u) == 15u) {
       auto now = std::chrono::steady_clock::now();
-      if (now >= deadline || stopping_.load(std::memory_order_acquire)) return nullptr;
+      if (now >= deadline || stopping_.load(std::memory_order_acquire) ||
+          worker.seat.asking.load(std::memory_order_relaxed) > 0) {
+        return nullptr;
+      }
       if (now >= yield_after) std::this_thread::yield();
     }
     for (int i = 0; i < 16; ++i) cpu_relax();
   }
 }
 
-void ThreadedExecution::worker_loop(WorkerState& worker) {
+ThreadedExecution::Left ThreadedExecution::worker_loop(WorkerState& worker) {
   Engine& engine = *engine_;
-  set_current_worker(&worker);
-  if (worker.pin_cpu >= 0) pin_current_thread(worker.pin_cpu);
-  if (worker.driver != nullptr) worker.driver->start_worker(worker.driver_index);
   IdleWorkers& idle = idle_[static_cast<unsigned>(worker.info.arch)];
+  const auto leave = [&worker] {
+    if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
+    return Left::handed_back;
+  };
   for (;;) {
+    // A thread whose wait is over takes the worker back between two tasks (not with a task
+    // taken already: it runs next on this worker, which that thread's task may also defer to).
+    if (worker.seat.asking.load(std::memory_order_acquire) > 0 && worker.deferred == nullptr && hand_back(worker)) {
+      return leave();
+    }
     if (ext::SchedTask* task = engine.next_task(worker)) {
       execute(engine, static_cast<TaskCore*>(task), worker);
       continue;
@@ -321,15 +465,25 @@ void ThreadedExecution::worker_loop(WorkerState& worker) {
       execute(engine, static_cast<TaskCore*>(task), worker);
       continue;
     }
+    if (worker.seat.asking.load(std::memory_order_acquire) > 0) {
+      idle.cancel_wait();
+      continue;
+    }
     if (stopping_.load(std::memory_order_acquire)) {
       idle.cancel_wait();
       break;
     }
     idle.commit_wait(epoch);
   }
+  // The last thread to leave the worker stops it; one whose wait ends later still finishes its
+  // task on it (take_back).
+  {
+    std::lock_guard lock(worker.seat.mutex);
+    if (hand_back_locked(worker.seat)) return leave();
+    worker.seat.held = false;
+  }
   if (worker.driver != nullptr) worker.driver->stop_worker(worker.driver_index);
-  set_current_worker(nullptr);
-  worker.exited.store(true, std::memory_order_release);
+  return Left::stopping;
 }
 
 }  // namespace hetflow::detail

@@ -1,11 +1,17 @@
 #pragma once
 // Tasks run by threads: one per worker, each taking tasks from the engine (its pinned ones, then
 // the scheduler's), spinning a while when there are none, then sleeping until one is made ready.
-// A worker waiting inside a task for a future runs other tasks meanwhile (help_while).
+// A task that waits for a future inside its body runs what the awaited task needs on its own
+// stack, then lends its worker to a spare thread and blocks until the wait is over (see
+// futures.cpp); where no spare may stand in, the worker runs other tasks meanwhile (help_while).
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "core/dependencies.hpp"
 #include "core/engine.hpp"
@@ -30,16 +36,41 @@ class ThreadedExecution final : public Execution {
   }
   void progress_while_waiting(const std::function<bool()>& /*reached*/,
                               const std::chrono::steady_clock::time_point* /*deadline*/) override {}
+  Lending lend_worker_while(WorkerState& worker, const std::function<void()>& block) override;
 
  private:
-  void worker_loop(WorkerState& worker);
+  /// A thread that runs workers' tasks: first its own worker's, later any worker lent to it.
+  struct WorkerThread {
+    std::thread thread;
+    std::atomic<bool> exited{false};
+    WorkerState* lent = nullptr;  // the worker it is to run next (threads_mutex_)
+    std::condition_variable wake;
+  };
+  enum class Left { stopping, handed_back };
+
+  void thread_main(WorkerThread& self, WorkerState* worker);
+  /// Runs the worker's tasks until the runtime stops or a thread asks for the worker back.
+  Left worker_loop(WorkerState& worker);
   /// Spins (then yields) for a task until the spin time is over; nullptr if none came.
   ext::SchedTask* find_task(WorkerState& worker);
+  /// Gives the worker to a thread whose wait is over (asking), or to a parked or new spare
+  /// thread.
+  Lending hand_over(WorkerState& worker);
+  /// Hands the worker back to a thread asking for it; false if none asks.
+  static bool hand_back(WorkerState& worker);
+  void take_back(WorkerState& worker);
+  /// Waits, parked, for a worker to run; nullptr once the runtime stops.
+  WorkerState* park(WorkerThread& self);
+  void wake_parked();
 
   Engine* engine_ = nullptr;
   std::array<IdleWorkers, kArchCount> idle_;
   std::chrono::nanoseconds spin_{};
   std::atomic<bool> stopping_{false};
+  std::mutex threads_mutex_;
+  std::deque<WorkerThread> threads_;  // one per worker, then the spares
+  std::vector<WorkerThread*> parked_;
+  std::size_t most_threads_ = 0;
 };
 
 /// Runs the task on `worker` (this thread): starts it, makes its data valid on the worker's node,
@@ -60,11 +91,21 @@ void check_fits(const Engine& engine, TaskCore* task, unsigned node, const Runni
 /// of an exchange with the worker's driver (Driver::mid_exchange).
 [[nodiscard]] bool may_run_nested(const Engine& engine, TaskCore* task, const WorkerState& worker);
 
+/// Runs `task` on `worker` above the task waiting there; its time, and the setup the waiting task
+/// reported before it, is counted in `worker.nested_seconds` (see execute).
+inline void run_nested(Engine& engine, TaskCore* task, WorkerState& worker) {
+  const double nested_before = worker.nested_seconds;
+  const double waiting_task_setup = take_setup_seconds(worker);
+  const double started = engine.now();
+  execute(engine, task, worker);
+  // Set, not added: what the nested task's own waits counted is inside its duration.
+  worker.nested_seconds = nested_before + waiting_task_setup + (engine.now() - started);
+}
+
 /// Runs queued tasks on `worker` while waiting for `done()` (for `awaited`, when it is a task of
-/// this engine); their time, and the setup the waiting task reported before them, is counted in
-/// `worker.nested_seconds` (see execute). A task that may not run above the waiting ones
-/// (may_run_nested) is set aside until the wait ends (it runs next), unless `awaited` waits for
-/// it: then it runs and fails saying why, rather than nobody ever running it.
+/// this engine). A task that may not run above the waiting ones (may_run_nested) is set aside
+/// until the wait ends (it runs next), unless `awaited` waits for it: then it runs and fails
+/// saying why, rather than nobody ever running it.
 template <class Done>
 void help_while(Engine& engine, WorkerState& worker, Done done, TaskCore* awaited = nullptr) {
   TaskCore* set_aside = nullptr;
@@ -79,12 +120,7 @@ void help_while(Engine& engine, WorkerState& worker, Done done, TaskCore* awaite
         std::this_thread::yield();
         continue;
       }
-      const double nested_before = worker.nested_seconds;
-      const double waiting_task_setup = take_setup_seconds(worker);
-      const double started = engine.now();
-      execute(engine, task, worker);
-      // Set, not added: what the nested task's own waits counted is inside its duration.
-      worker.nested_seconds = nested_before + waiting_task_setup + (engine.now() - started);
+      run_nested(engine, task, worker);
     } else {
       std::this_thread::yield();
     }

@@ -1,7 +1,8 @@
 #pragma once
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
-#include <thread>
+#include <mutex>
 #include <vector>
 
 #include "hetflow/ext/driver.hpp"
@@ -20,13 +21,25 @@ struct RunningFrame {
   const RunningFrame* outer = nullptr;
 };
 
+/// Which thread runs a worker's tasks: one at a time. The thread of a task that waits for a future
+/// lends the worker to a spare thread and blocks; once its wait is over it asks for the worker
+/// back, and the thread running it hands it back between two tasks (ThreadedExecution).
+struct WorkerSeat {
+  std::mutex mutex;
+  std::condition_variable handed_back;
+  bool held = true;     // a thread runs the worker (false once the last one has left it at the end)
+  unsigned handed = 0;  // handed back to threads asking for it, not taken yet
+  // Threads whose wait is over, asking for the worker back; read between tasks without the lock.
+  std::atomic<unsigned> asking{0};
+};
+
 struct WorkerState {
   Engine* runtime = nullptr;
   ext::WorkerInfo info;
   ext::Driver* driver = nullptr;  // nullptr for the built-in CPU workers
   unsigned driver_index = 0;
   int pin_cpu = -1;
-  std::thread thread;
+  WorkerSeat seat;
   // Tasks run together with the one being executed (TaskContext::take_companions); nullptr
   // once finished.
   std::vector<TaskCore*> companions;
@@ -35,11 +48,9 @@ struct WorkerState {
   // Seconds, accumulated over the worker's life, spent running tasks nested in a task that waited
   // for a future (help_while): a task's model learns its time less what this grew by meanwhile.
   double nested_seconds = 0;
-  // The tasks whose bodies this worker runs, innermost first (more than one while it helps
-  // during a wait).
+  // The tasks whose bodies this worker's thread runs, innermost first (more than one while it
+  // helps during a wait). A thread that lends the worker keeps its own, and its companions.
   const RunningFrame* running = nullptr;
-  // Set as the worker's thread leaves its loop: ThreadedExecution::stop_free_workers joins only these.
-  std::atomic<bool> exited{false};
 };
 
 /// The worker the calling thread is, or nullptr for application threads.

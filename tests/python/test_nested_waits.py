@@ -1,9 +1,11 @@
 """Thread-executor tasks that wait for tasks they submit: the waiting worker runs other tasks
-meanwhile, with or without a timeout, so that nested waits complete even on one or two workers."""
+meanwhile (the task waited for on the waiting one's stack, others on a spare thread it lends the
+worker to), with or without a timeout, so that nested waits complete even on one or two workers."""
 from __future__ import annotations
 
 import concurrent.futures
 import re
+import threading
 from typing import Optional
 
 import numpy as np
@@ -47,6 +49,30 @@ def test_a_fan_out_of_tasks_each_waiting_on_a_child(ncpus, timeout):
     hetflow.init(ncpus=ncpus, executor="thread")
     futures = [hetflow.task_submit(waits_for_child, i, timeout) for i in range(20)]
     assert [f.result(timeout=PATIENCE) for f in futures] == [i * 2 + 1 for i in range(20)]
+
+
+@pytest.mark.parametrize("sched", ["ws", "eager", "dmda", "random"])
+@pytest.mark.parametrize("timeout", [None, PATIENCE], ids=["no-timeout", "timeout"])
+def test_a_chain_of_tasks_each_waiting_for_the_one_before(sched, timeout):
+    """Nothing tells the engine that task i waits for task i - 1: all of them start before the
+    first one ends (it waits at a gate). Run on top of each other they hung under dmda and random;
+    each waits on a thread of its own now."""
+    hetflow.init(ncpus=2, executor="thread", sched=sched)
+    gate = threading.Event()
+    chain = [hetflow.task_submit(lambda: gate.wait(PATIENCE) and 0)]
+    for _ in range(150):
+        before = chain[-1]  # in the closure, not an argument: not a dependency
+        chain.append(hetflow.task_submit(lambda before=before: before.result(timeout=timeout) + 1))
+    gate.set()
+    assert chain[-1].result(timeout=PATIENCE) == 150
+
+
+def test_nested_waits_deeper_than_the_recursion_limit_on_one_stack():
+    """Each level waits for the next on one worker: the waiting task runs the one it waits for on
+    its own stack a few levels deep, then another thread stands in. On one stack, Python's
+    recursion limit ended it at about 350 levels (RecursionError)."""
+    hetflow.init(ncpus=1, executor="thread")
+    assert hetflow.task_submit(nested, 600, None).result(timeout=PATIENCE) == 600
 
 
 def test_a_short_timeout_inside_a_task_still_expires():

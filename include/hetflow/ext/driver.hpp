@@ -44,6 +44,12 @@ class HETFLOW_API Driver {
   /// that another task run meanwhile on this worker (while it waits for a future) would break
   /// into (a process worker's request sent, its reply not read yet). Such a task is not run then.
   [[nodiscard]] virtual bool mid_exchange(unsigned /*index*/) const { return false; }
+  /// Whether another thread may run worker `index`'s tasks while the task on the worker's thread
+  /// waits for a future: the waiting thread then blocks, a spare thread stands in for it, and it
+  /// takes the worker back between two of the spare's tasks once its wait is over. Only for
+  /// drivers that keep no state on the worker's thread; worker_idle is then called on each thread
+  /// that leaves the worker, and stop_worker on each that leaves it at the end.
+  [[nodiscard]] virtual bool spare_threads_may_run(unsigned /*index*/) const { return false; }
   /// Called from any thread when the runtime gives up on its work (Runtime::abort): stop what
   /// the workers run if that is possible.
   virtual void abort() {}

@@ -1,11 +1,12 @@
 // Waiting inside a task, on every wait path (wait_for, wait_until, get, when_all, then,
-// acquire), runs other tasks meanwhile: a task may wait for a task queued behind it even on one
-// worker. A wait with a deadline still returns false once the deadline has passed.
+// acquire), lets the worker run other tasks meanwhile: a task may wait for a task queued behind it
+// even on one worker. A wait with a deadline still returns false once the deadline has passed.
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
@@ -39,11 +40,9 @@ TEST(NestedWaits, WaitForATaskSubmittedFromInside) {
   EXPECT_EQ(outer.get(), 42);
 }
 
-// Tasks that each wait for the next one they submit, on one worker: every wait runs the next task
-// on the same stack, which overflowed (a segfault past about 12,000 levels). A wait with too
-// little of the stack left fails, and with it the chain, saying why; a deep nesting still works.
-// Each level takes 64 KiB of the stack besides the engine's frames: the stack runs short within
-// about a hundred levels, in any build.
+// Tasks that each wait for the next one they submit, on one worker. A waiting task runs the one
+// it waits for on its own stack a few levels deep, then lends its worker to a spare thread: a deep
+// nesting works. Each level takes 64 KiB of the stack besides the engine's frames.
 long nest(Runtime& rt, long levels) {
   if (levels == 0) return 0;
   volatile char stack_use[64 * 1024];
@@ -51,8 +50,16 @@ long nest(Runtime& rt, long levels) {
   return rt.submit([&rt, levels] { return nest(rt, levels - 1); }).get() + 1 + (stack_use[0] - stack_use[0]);
 }
 
-TEST(NestedWaits, NestingTooDeepForTheStackFailsSayingWhy) {
+TEST(NestedWaits, DeepNestingGoesOnOnSpareThreads) {
   Runtime rt(Config{.ncpus = 1});
+  EXPECT_EQ(rt.submit([&rt] { return nest(rt, 1000); }).get(), 1000);
+}
+
+// Without spare threads every level runs on the same stack, which overflowed (a segfault past
+// about 12,000 levels): a wait with too little of the stack left fails, and with it the chain,
+// saying why. The stack runs short within about a hundred levels, in any build.
+TEST(NestedWaits, NestingTooDeepForTheStackFailsSayingWhyWithoutSpareThreads) {
+  Runtime rt(Config{.ncpus = 1, .spare_threads = 0});
   EXPECT_EQ(rt.submit([&rt] { return nest(rt, 40); }).get(), 40);
   try {
     static_cast<void>(rt.submit([&rt] { return nest(rt, 1000); }).get());
@@ -60,6 +67,133 @@ TEST(NestedWaits, NestingTooDeepForTheStackFailsSayingWhy) {
   } catch (const hetflow::Error& error) {
     EXPECT_NE(std::string(error.what()).find("waits inside"), std::string::npos) << error.what();
   }
+}
+
+// Task i waits inside its body for task i - 1, which nothing tells the engine: every task may
+// start before the one it waits for, here all of them (the first waits at a gate). Run on top of
+// each other, waiting tasks hung (a task above waiting for one below it, on another worker),
+// under every scheduler but eager and ws; each now waits on a thread of its own.
+TEST(NestedWaits, ChainOfTasksEachWaitingForThePreviousOne) {
+  Runtime rt(Config{.ncpus = 2});
+  constexpr long kLength = 300;
+  Gate gate;
+  std::vector<Future<long>> chain{rt.submit([&gate] {
+    gate.wait();
+    return 0L;
+  })};
+  for (long i = 1; i < kLength; ++i) {
+    chain.push_back(rt.submit([previous = chain.back()] { return previous.get() + 1; }));
+  }
+  gate.open();
+  ASSERT_TRUE(chain.back().wait_for(kPatience));
+  EXPECT_EQ(chain.back().get(), kLength - 1);
+}
+
+// Tasks pinned to two workers, each waiting for the last one on the other worker (hung from
+// three round trips).
+TEST(NestedWaits, PinnedTasksWaitingForEachOtherInTurn) {
+  Runtime rt(Config{.ncpus = 2});
+  constexpr long kRounds = 100;
+  std::vector<Future<long>> on_0{rt.submit(TaskOptions{.worker = 0}, [] { return 0L; })};
+  std::vector<Future<long>> on_1{rt.submit(TaskOptions{.worker = 1}, [f = on_0.back()] { return f.get() + 1; })};
+  for (long i = 1; i < kRounds; ++i) {
+    on_0.push_back(rt.submit(TaskOptions{.worker = 0}, [f = on_1.back()] { return f.get() + 1; }));
+    on_1.push_back(rt.submit(TaskOptions{.worker = 1}, [f = on_0.back()] { return f.get() + 1; }));
+  }
+  ASSERT_TRUE(on_1.back().wait_for(kPatience));
+  EXPECT_EQ(on_1.back().get(), 2 * kRounds - 1);
+}
+
+// The same across two runtimes of one worker each (hung from four round trips).
+TEST(NestedWaits, TwoRuntimesTasksWaitingForEachOtherInTurn) {
+  Runtime a(Config{.ncpus = 1});
+  Runtime b(Config{.ncpus = 1});
+  constexpr long kRounds = 100;
+  std::vector<Future<long>> on_a{a.submit([] { return 0L; })};
+  std::vector<Future<long>> on_b{b.submit([f = on_a.back()] { return f.get() + 1; })};
+  for (long i = 1; i < kRounds; ++i) {
+    on_a.push_back(a.submit([f = on_b.back()] { return f.get() + 1; }));
+    on_b.push_back(b.submit([f = on_a.back()] { return f.get() + 1; }));
+  }
+  ASSERT_TRUE(on_b.back().wait_for(kPatience));
+  EXPECT_EQ(on_b.back().get(), 2 * kRounds - 1);
+}
+
+// Once every spare thread stands in for a waiting task, one more wait without a deadline fails
+// saying so, rather than run unrelated tasks on top of it (which could hang); a wait with a
+// deadline waits until it. The tasks already waiting, and the runtime, go on.
+TEST(NestedWaits, WaitsBeyondTheSpareThreadsFailSayingWhy) {
+  for (bool with_deadline : {false, true}) {
+    SCOPED_TRACE(with_deadline);
+    Runtime rt(Config{.ncpus = 2, .spare_threads = 2});
+    Gate gate;
+    auto first = rt.submit(TaskOptions{.worker = 0}, [&gate] {
+      gate.wait();
+      return 1;
+    });
+    // Worker 1's thread and the two spares each take one waiting task: the last two find no
+    // thread left.
+    std::vector<Future<int>> waiting;
+    for (int i = 0; i < 4; ++i) {
+      waiting.push_back(rt.submit(TaskOptions{.worker = 1}, [first, with_deadline] {
+        if (with_deadline) return first.wait_for(100ms) ? first.get() : 0;
+        return first.get();
+      }));
+    }
+    if (with_deadline) {
+      for (auto& w : waiting) EXPECT_EQ(w.get(), 0);  // `first` waits at the gate all along
+      gate.open();
+    } else {
+      ASSERT_TRUE(waiting[3].wait_for(kPatience));
+      EXPECT_FALSE(waiting[1].ready());
+      gate.open();
+      for (int i = 0; i < 4; ++i) {
+        if (i < 2) {
+          EXPECT_EQ(waiting[i].get(), 1);
+          continue;
+        }
+        try {
+          static_cast<void>(waiting[i].get());
+          ADD_FAILURE() << "waiting task " << i << " found a thread";
+        } catch (const hetflow::Error& error) {
+          EXPECT_NE(std::string(error.what()).find("Config::spare_threads"), std::string::npos) << error.what();
+        }
+      }
+    }
+    EXPECT_EQ(rt.submit([] { return 5; }).get(), 5);
+  }
+}
+
+// A task resumes from its wait with what it had: it still runs on a worker of its runtime, and
+// still uses its data, while the task that ran on its worker meanwhile did not.
+TEST(NestedWaits, AWaitingTaskResumesAsItWas) {
+  Runtime rt(Config{.ncpus = 2});
+  int x = 0;
+  auto h = rt.register_variable(x, "x");
+  Gate release_blocker;
+  auto blocker = rt.submit(TaskOptions{.worker = 1}, [&release_blocker] {
+    release_blocker.wait();
+    return 2;
+  });
+  Gate waiting;
+  auto waiter = rt.submit(TaskOptions{.data = {RW(h)}, .worker = 0}, [&] {
+    waiting.open();
+    const int got = blocker.get();
+    x = got;
+    return rt.on_worker_thread() && rt.current_task_uses(h);
+  });
+  waiting.wait();
+  // Runs on worker 0, lent while `waiter` waits.
+  auto meanwhile = rt.submit(TaskOptions{.worker = 0}, [&] {
+    const bool uses = rt.current_task_uses(h);
+    release_blocker.open();
+    return uses;
+  });
+  ASSERT_TRUE(meanwhile.wait_for(kPatience));
+  EXPECT_FALSE(meanwhile.get());
+  ASSERT_TRUE(waiter.wait_for(kPatience));
+  EXPECT_TRUE(waiter.get());
+  EXPECT_EQ(x, 2);
 }
 
 // The awaited task was queued before the waiting one started and sits behind it.
