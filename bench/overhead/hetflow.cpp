@@ -4,6 +4,8 @@
 //   independent  N empty codelet tasks, no data, submitted from the main thread, then wait_all
 //   chain        N tasks each RW on one registered variable: a serial dependency chain
 //   fanout       N tasks each RW on its own variable (registered before the timer starts)
+//   nested_wait  N/5 tasks submitted from the main thread, each submitting 4 children and waiting
+//                for them one by one inside its body (the time is per task, children included)
 //   pending      resident bytes per task held pending behind a task that blocks
 //
 // The default scheduler is used (HETFLOW_SCHED and the other HETFLOW_* variables still apply).
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -87,6 +90,23 @@ double fanout(Runtime& runtime, std::size_t tasks) {
   return ns_per_task(start, end, tasks);
 }
 
+double nested_wait(Runtime& runtime, std::size_t tasks) {
+  constexpr std::size_t kChildren = 4;
+  const std::size_t parents = std::max<std::size_t>(1, tasks / (kChildren + 1));
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < parents; ++i) {
+    static_cast<void>(runtime.submit([&runtime] {
+      std::array<Future<int>, kChildren> children;
+      for (std::size_t c = 0; c < kChildren; ++c) children[c] = runtime.submit([c] { return static_cast<int>(c); });
+      int sum = 0;
+      for (auto& child : children) sum += child.get();
+      return sum;
+    }));
+  }
+  runtime.wait_all();
+  return ns_per_task(start, Clock::now(), parents * (kChildren + 1));
+}
+
 /// Submits a task that blocks until released, then `tasks` tasks that depend on it (each RW on
 /// its variable, so they form a chain behind it), and returns the growth of the resident set
 /// over those submissions per task. Run it before anything else: task records are pooled and
@@ -120,9 +140,10 @@ void print(const char* metric, double value) {
 
 int run_overhead(const OverheadOptions& options) {
   Runtime runtime;
-  std::fprintf(stderr, "# hetflow %s: scheduler %s, %u workers, spin %u us; %zu tasks, median of %zu runs\n",
+  std::fprintf(stderr,
+               "# hetflow %s: scheduler %s, %u workers, spin %u us, %u spare threads; %zu tasks, median of %zu runs\n",
                HETFLOW_VERSION_STRING, runtime.scheduler_name().c_str(), runtime.worker_count(),
-               *runtime.config().spin_us, options.tasks, options.repeat);
+               *runtime.config().spin_us, *runtime.config().spare_threads, options.tasks, options.repeat);
 
   const double pending = pending_bytes_per_task(runtime, options.pending);
 
@@ -130,8 +151,9 @@ int run_overhead(const OverheadOptions& options) {
     const char* metric;
     double (*run)(Runtime&, std::size_t);
   };
-  for (const Workload& workload : {Workload{"independent_ns_per_task", &independent},
-                                   Workload{"chain_ns_per_task", &chain}, Workload{"fanout_ns_per_task", &fanout}}) {
+  for (const Workload& workload :
+       {Workload{"independent_ns_per_task", &independent}, Workload{"chain_ns_per_task", &chain},
+        Workload{"fanout_ns_per_task", &fanout}, Workload{"nested_wait_ns_per_task", &nested_wait}}) {
     std::vector<double> runs;
     std::string shown;
     for (std::size_t r = 0; r < options.repeat; ++r) {

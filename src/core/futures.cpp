@@ -38,6 +38,15 @@ constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
 // ever: refused, with what would have hung.
 void refuse_wait_for_successor(const WorkerState& worker, TaskCore* awaited) {
   for (const RunningFrame* frame = worker.running; frame != nullptr; frame = frame->outer) {
+    if (frame->task == awaited) {
+      const std::string waiter = worker.running->task->display_name();
+      throw Error(frame == worker.running
+                      ? "hetflow: task '" + waiter + "' waits for itself: the wait would never end"
+                      : "hetflow: task '" + waiter + "' waits for task '" + awaited->display_name() +
+                            "', which waits below it on this thread (it runs there while that task waits) and "
+                            "cannot go on before it ends: the wait would never end; wait for it outside '" +
+                            awaited->display_name() + "'");
+    }
     if (!waits_for(awaited, frame->task, kDeadlockSearchBudget)) continue;
     const std::string waiter = frame->task->display_name();
     throw Error("hetflow: task '" + std::string(worker.running->task->display_name()) + "' waits for task '" +
@@ -121,15 +130,19 @@ void refuse_nesting_too_deep(const WorkerState& worker) {
 // waits for; deeper, it lends its worker instead (a Python task nests a few dozen frames).
 constexpr std::size_t kMostNestedOnAStack = 8;
 
-// The worker's next task if the waiting task may run it on its stack: `awaited` itself, or a
-// task `awaited` waits for. Any other is given back to the worker, to run next; nullptr then.
+// The worker's next task if the waiting task may run it on its stack: one it submitted itself
+// (a fork-join parent runs its children), or, for a task of this runtime (`awaited`, else
+// nullptr), that task or one it waits for. Any other is given back to the worker, to run next;
+// nullptr then. None of these needs the waiting task to end first, unless it waits for it: a
+// wait for a task below on the stack is refused (refuse_wait_for_successor).
 TaskCore* take_for_awaited(Engine& engine, WorkerState& worker, TaskCore* awaited) {
-  if (awaited == nullptr || nesting(worker) >= kMostNestedOnAStack) return nullptr;
+  if (worker.running == nullptr || nesting(worker) >= kMostNestedOnAStack) return nullptr;
   auto* task = static_cast<TaskCore*>(engine.next_task(worker));
   if (task == nullptr) return nullptr;
-  if ((task == awaited || waits_for(awaited, task, kDeadlockSearchBudget)) && may_run_nested(engine, task, worker)) {
-    return task;
-  }
+  const bool its_child =
+      task->parent_sequence == worker.running->task->sequence + 1 && task->runtime == worker.running->task->runtime;
+  const bool needed = awaited != nullptr && (task == awaited || waits_for(awaited, task, kDeadlockSearchBudget));
+  if ((its_child || needed) && may_run_nested(engine, task, worker)) return task;
   worker.deferred = task;
   return nullptr;
 }

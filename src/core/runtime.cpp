@@ -225,6 +225,9 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   task->where = where & present;
   task->pinned_worker = options.worker;
   task->sequence = impl_->next_sequence();
+  if (const detail::WorkerState* worker = detail::current_worker(); worker != nullptr && worker->running != nullptr) {
+    task->parent_sequence = worker->running->task->sequence + 1;
+  }
   task->refs.store(2, std::memory_order_relaxed);  // the engine's and the future's
   task->pending.store(1, std::memory_order_relaxed);
   if (!options.name.empty()) task->name = std::make_unique<std::string>(options.name);

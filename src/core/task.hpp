@@ -142,6 +142,9 @@ struct TaskCore : ext::SchedTask {
   std::uint8_t flags = 0;
   std::uint16_t access_count = 0;
   std::int32_t pinned_worker = -1;  // runs on this worker only, bypassing the scheduler
+  // The sequence + 1 of the task whose body submitted this one (0: submitted outside a task): a
+  // task waiting inside its body may run its own children on its stack.
+  std::uint64_t parent_sequence = 0;
   Engine* runtime = nullptr;
   const BodyOps* ops = nullptr;
   const Codelet* codelet = nullptr;

@@ -164,6 +164,43 @@ TEST(NestedWaits, WaitsBeyondTheSpareThreadsFailSayingWhy) {
   }
 }
 
+// A task waiting for itself, or for the task below it on its thread (its parent, which runs it on
+// top while waiting for it), could never go on: refused, saying which.
+TEST(NestedWaits, WaitingForItselfOrTheTaskBelowIsRefused) {
+  Runtime rt(Config{.ncpus = 1});
+  Gate submitted;
+  auto self = std::make_shared<Future<std::string>>();
+  *self = rt.submit(TaskOptions{.name = "narcissus"}, [&submitted, self]() -> std::string {
+    submitted.wait();
+    try {
+      self->wait();
+    } catch (const hetflow::Error& e) {
+      return e.what();
+    }
+    return "";
+  });
+  submitted.open();
+  EXPECT_NE(self->get().find("task 'narcissus' waits for itself"), std::string::npos) << self->get();
+
+  auto parent = std::make_shared<Future<std::string>>();
+  *parent = rt.submit(TaskOptions{.name = "parent"}, [&rt, &submitted, parent]() -> std::string {
+    submitted.wait();
+    auto child = rt.submit(TaskOptions{.name = "child"}, [parent]() -> std::string {
+      try {
+        parent->wait();
+      } catch (const hetflow::Error& e) {
+        return e.what();
+      }
+      return "";
+    });
+    return child.get();
+  });
+  const std::string refusal = parent->get();
+  EXPECT_NE(refusal.find("task 'child' waits for task 'parent', which waits below it on this thread"),
+            std::string::npos)
+      << refusal;
+}
+
 // A task resumes from its wait with what it had: it still runs on a worker of its runtime, and
 // still uses its data, while the task that ran on its worker meanwhile did not.
 TEST(NestedWaits, AWaitingTaskResumesAsItWas) {
