@@ -49,7 +49,8 @@ class FutureBase {
   /// True once the task has succeeded, failed or been cancelled.
   [[nodiscard]] bool ready() const { return detail::is_finished(checked()); }
   [[nodiscard]] TaskStatus status() const { return detail::status(checked()); }
-  /// Blocks until ready. Called from inside a task, the worker runs other tasks meanwhile. Throws
+  /// Blocks until ready. Called from inside a task, the worker runs other tasks meanwhile (on this
+  /// thread those the task submitted or waits for, others on a spare thread). Throws
   /// hetflow::Error rather than waiting for ever when the task waits for the calling task or for an
   /// acquisition the calling thread holds (directly or through other tasks).
   void wait() const { detail::wait(checked()); }
