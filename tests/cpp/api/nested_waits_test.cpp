@@ -182,9 +182,10 @@ TEST(NestedWaits, WaitingForItselfOrTheTaskBelowIsRefused) {
   submitted.open();
   EXPECT_NE(self->get().find("task 'narcissus' waits for itself"), std::string::npos) << self->get();
 
+  Gate parent_submitted;
   auto parent = std::make_shared<Future<std::string>>();
-  *parent = rt.submit(TaskOptions{.name = "parent"}, [&rt, &submitted, parent]() -> std::string {
-    submitted.wait();
+  *parent = rt.submit(TaskOptions{.name = "parent"}, [&rt, &parent_submitted, parent]() -> std::string {
+    parent_submitted.wait();
     auto child = rt.submit(TaskOptions{.name = "child"}, [parent]() -> std::string {
       try {
         parent->wait();
@@ -195,6 +196,7 @@ TEST(NestedWaits, WaitingForItselfOrTheTaskBelowIsRefused) {
     });
     return child.get();
   });
+  parent_submitted.open();
   const std::string refusal = parent->get();
   EXPECT_NE(refusal.find("task 'child' waits for task 'parent', which waits below it on this thread"),
             std::string::npos)
