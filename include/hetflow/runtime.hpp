@@ -240,8 +240,10 @@ class HETFLOW_API Runtime {
   [[nodiscard]] std::size_t unfinished_tasks() const noexcept;
   /// shutdown() for work that may never end: waits for the submitted work until `deadline`, then
   /// stops the workers that are free and leaves those still inside a task running, detached
-  /// (the trace and the statistics are written then, as they stand). Returns how many were
-  /// left. If any were, this Runtime must never be destroyed, since they still use it: let go
+  /// (the trace and the statistics are written then, as they stand). Returns how many threads
+  /// were left, those of workers and the spare threads standing in for workers whose task waits
+  /// (Config::spare_threads): more than worker_count() when tasks wait inside their bodies.
+  /// If any were, this Runtime must never be destroyed, since they still use it: let go
   /// of it on purpose (leak it). Returns 0 at once in a forked child.
   [[nodiscard]] unsigned shutdown_until(std::chrono::steady_clock::time_point deadline);
   /// Whether the calling thread is one of this runtime's workers (running one of its tasks).

@@ -357,22 +357,14 @@ Execution::Lending ThreadedExecution::hand_over(WorkerState& worker) {
   return Lending::lent;
 }
 
-namespace {
-
-// With the seat's lock held.
-bool hand_back_locked(WorkerSeat& seat) {
+bool ThreadedExecution::hand_back(WorkerState& worker) {
+  WorkerSeat& seat = worker.seat;
+  std::lock_guard lock(seat.mutex);
   if (seat.asking.load(std::memory_order_relaxed) == 0) return false;
   seat.asking.fetch_sub(1, std::memory_order_relaxed);
   ++seat.handed;
   seat.handed_back.notify_all();
   return true;
-}
-
-}  // namespace
-
-bool ThreadedExecution::hand_back(WorkerState& worker) {
-  std::lock_guard lock(worker.seat.mutex);
-  return hand_back_locked(worker.seat);
 }
 
 void ThreadedExecution::take_back(WorkerState& worker) {
@@ -436,19 +428,28 @@ ext::SchedTask* ThreadedExecution::find_task(WorkerState& worker) {
 ThreadedExecution::Left ThreadedExecution::worker_loop(WorkerState& worker) {
   Engine& engine = *engine_;
   IdleWorkers& idle = idle_[static_cast<unsigned>(worker.info.arch)];
-  const auto leave = [&worker] {
+  // Only the thread running the worker hands it back, so one that sees a thread asking will.
+  // What it held on to between tasks (the GIL) goes first, for the asking thread to take.
+  const auto hand_back_and_leave = [this, &worker] {
     if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
+    hand_back(worker);
     return Left::handed_back;
   };
+  // Woken from its sleep, a worker searches as the others do: one that finds a task while others
+  // sleep wakes one of them too. Taking its task without it, the woken worker left the other
+  // tasks pushed meanwhile (whose pushes woke nobody while it searched) to sleeping workers.
+  bool woken = false;
   for (;;) {
     // A thread whose wait is over takes the worker back between two tasks (not with a task
     // taken already: it runs next on this worker, which that thread's task may also defer to).
-    if (worker.seat.asking.load(std::memory_order_acquire) > 0 && worker.deferred == nullptr && hand_back(worker)) {
-      return leave();
+    if (worker.seat.asking.load(std::memory_order_acquire) > 0 && worker.deferred == nullptr) {
+      return hand_back_and_leave();
     }
-    if (ext::SchedTask* task = engine.next_task(worker)) {
-      execute(engine, static_cast<TaskCore*>(task), worker);
-      continue;
+    if (!std::exchange(woken, false)) {
+      if (ext::SchedTask* task = engine.next_task(worker)) {
+        execute(engine, static_cast<TaskCore*>(task), worker);
+        continue;
+      }
     }
     if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
     idle.begin_search();
@@ -474,14 +475,17 @@ ThreadedExecution::Left ThreadedExecution::worker_loop(WorkerState& worker) {
       break;
     }
     idle.commit_wait(epoch);
+    woken = true;
   }
   // The last thread to leave the worker stops it; one whose wait ends later still finishes its
   // task on it (take_back).
+  bool asked = false;
   {
     std::lock_guard lock(worker.seat.mutex);
-    if (hand_back_locked(worker.seat)) return leave();
-    worker.seat.held = false;
+    asked = worker.seat.asking.load(std::memory_order_relaxed) > 0;
+    worker.seat.held = asked;
   }
+  if (asked) return hand_back_and_leave();
   if (worker.driver != nullptr) worker.driver->stop_worker(worker.driver_index);
   return Left::stopping;
 }
