@@ -406,7 +406,11 @@ def _release(acquisition: Any) -> None:
 
 def interruptible(wait: Callable[[], Any], undo: Optional[Callable[[Any], None]] = None) -> Any:
     """``wait()`` on a thread of its own, so that Ctrl-C reaches this one meanwhile; on Ctrl-C
-    (or another exception here), what ``wait`` returns later goes to ``undo``."""
+    (or another exception here), what ``wait`` returns later goes to ``undo``. Off the main
+    thread, which alone gets Ctrl-C, ``wait()`` runs here: a task waiting on its worker's thread
+    lends the worker meanwhile, which it cannot do while another thread waits for it."""
+    if threading.current_thread() is not threading.main_thread():
+        return wait()
     outcome: List[Any] = []
     given_up = threading.Event()
     lock = threading.Lock()

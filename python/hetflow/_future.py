@@ -265,16 +265,16 @@ class Future(concurrent.futures.Future):
 
     async def _await_in_task(self) -> Any:
         """An await inside a task. The event loop keeps its turn (another coroutine may be what
-        the task awaited waits for), but a task nobody has started after a slice may be queued
-        behind this worker (one worker: it would wait for ever): then this worker runs tasks for
-        a slice, as result() would."""
+        the task awaited waits for), but between turns the task waits a slice as result() would:
+        the task awaited, or what it waits for, may be queued behind this worker (one worker: it
+        would wait for ever), which runs it or another thread's tasks meanwhile. Sleeping in the
+        event loop instead kept the worker from the tasks the awaited one waited for."""
         import asyncio
 
         self._task.check_wait_can_end()
         while not self.done():
-            await asyncio.sleep(_AWAIT_SLICE_S)
-            if self._task.status() in ("pending", "ready"):
-                self._task.wait(_AWAIT_SLICE_S)
+            await asyncio.sleep(0)
+            self._task.wait(_AWAIT_SLICE_S)
         return self.result()
 
     def __repr__(self) -> str:

@@ -336,7 +336,10 @@ Execution::Lending ThreadedExecution::lend_worker_while(WorkerState& worker, con
 }
 
 Execution::Lending ThreadedExecution::hand_over(WorkerState& worker) {
-  if (hand_back(worker)) return Lending::lent;
+  // A thread asking for the worker back gets it first, unless a task is waiting to run on it
+  // (deferred): a spare runs that one first. Handed between tasks that each wait in turn (event
+  // loops waiting in slices), the worker ran none of the queued tasks they waited for.
+  if (worker.deferred == nullptr && hand_back(worker)) return Lending::lent;
   std::lock_guard lock(threads_mutex_);
   if (stopping_.load(std::memory_order_acquire)) return Lending::not_lendable;
   if (!parked_.empty()) {

@@ -158,6 +158,28 @@ def test_await_inside_a_thread_task_runs_other_tasks_meanwhile():
     assert hetflow.submit(outer).result(timeout=30) == 3
 
 
+def waits_for_a_leaf(x):
+    return hetflow.submit(lambda: x).result(timeout=30)
+
+
+@pytest.mark.parametrize("sched", ["eager", "dmdas", "random", "ws"])
+def test_tasks_awaiting_tasks_that_wait_inside_their_bodies(sched):
+    # Each task's event loop awaits tasks that wait for a leaf task. Sleeping in the event loop
+    # between its slices of waiting, the awaiting tasks kept both workers from the leaves (4 or 5
+    # runs in 5 hung with eager, dmdas and random).
+    hetflow.shutdown()
+    hetflow.init(ncpus=2, executor="thread", sched=sched)
+
+    def outer(i):
+        async def body():
+            return sum(await asyncio.gather(*[hetflow.submit(waits_for_a_leaf, i + j) for j in range(3)]))
+
+        return asyncio.run(body())
+
+    futures = [hetflow.submit(outer, i) for i in range(3)]
+    assert [f.result(timeout=60) for f in futures] == [3 * i + 3 for i in range(3)]
+
+
 def doubled_in_an_event_loop(x):
     async def body():
         await asyncio.sleep(0)

@@ -75,6 +75,32 @@ def test_nested_waits_deeper_than_the_recursion_limit_on_one_stack():
     assert hetflow.task_submit(nested, 600, None).result(timeout=PATIENCE) == 600
 
 
+@pytest.mark.parametrize("sched", ["eager", "dmdas", "ws"])
+def test_acquire_inside_tasks_behind_writers(sched):
+    """The acquisition waited on a thread of its own while the task's thread waited for that one:
+    the worker neither ran the writers nor let another thread run them (hung with eager from two
+    such tasks, and with dmdas)."""
+    hetflow.init(ncpus=2, executor="thread", sched=sched)
+    counter = np.zeros(1)
+
+    def increment(x):
+        x += 1
+
+    def read_under_acquisition():
+        with hetflow.acquire(counter, "R") as view:
+            return float(view[0])
+
+    readers = []
+    for _ in range(4):
+        hetflow.submit(increment, hetflow.RW(counter))
+        readers.append(hetflow.submit(read_under_acquisition))
+    seen = [r.result(timeout=PATIENCE) for r in readers]
+    # Each reader's acquisition comes after the increments submitted before the reader.
+    assert all(i + 1 <= value <= 4 for i, value in enumerate(seen)), seen
+    hetflow.wait_for_all()
+    assert counter[0] == 4
+
+
 def test_a_short_timeout_inside_a_task_still_expires():
     hetflow.init(ncpus=1, executor="thread")
     gate = hetflow.empty(1, dtype="int64")
