@@ -81,17 +81,17 @@ void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
 }
 
 // A task that waits inside its body must not keep its worker idle: the task waited for may be
-// queued behind it, on the only worker. It runs on its own stack what the task waited for needs
-// (that task, or one it waits for), a few levels deep at most; otherwise it lends its worker to a
-// spare thread and blocks. Running unrelated tasks on top of the waiting one, as a worker does
+// queued behind it, on the only worker. It runs on its own stack the tasks it submitted and what
+// the task waited for needs (that task, or one it waits for), kMostNestedOnAStack levels deep at
+// most; otherwise it lends its worker to a spare thread and blocks. Running unrelated tasks on top of the waiting one, as a worker does
 // that cannot be lent (help_while), hangs when one of them waits for a task that needs the one
 // below it to end.
 // With a deadline, it stops once the deadline has passed (a task run meanwhile, on its stack or
 // by the spare it takes the worker back from, may overrun it). A wait with a deadline is not
 // refused: it cannot hang, and it ends as it says (false).
 // Each wait that runs a task on the same stack takes some of it, which overflowed (a segfault at
-// about 12,000 levels in C++, far fewer under a sanitizer): such a wait is refused when less than
-// this is left of the thread's stack for the tasks it would run.
+// about 12,000 levels in C++, far fewer under a sanitizer): with less than this left of the
+// thread's stack, a waiting task lends its worker, and one that cannot refuses the wait.
 constexpr std::size_t kStackKeptForTasks = std::size_t{1} << 20;
 
 // The lowest address of the calling thread's stack (it grows down), 0 if unknown.

@@ -1,9 +1,10 @@
 #pragma once
 // Tasks run by threads: one per worker, each taking tasks from the engine (its pinned ones, then
 // the scheduler's), spinning a while when there are none, then sleeping until one is made ready.
-// A task that waits for a future inside its body runs what the awaited task needs on its own
-// stack, then lends its worker to a spare thread and blocks until the wait is over (see
-// futures.cpp); where no spare may stand in, the worker runs other tasks meanwhile (help_while).
+// A task that waits for a future inside its body runs the tasks it submitted and what the awaited
+// task needs on its own stack, else lends its worker to a spare thread and blocks until the wait
+// is over (see futures.cpp); where no spare may stand in, the worker runs other tasks meanwhile
+// (help_while).
 #include <array>
 #include <atomic>
 #include <chrono>
