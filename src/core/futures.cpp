@@ -83,9 +83,9 @@ void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
 // A task that waits inside its body must not keep its worker idle: the task waited for may be
 // queued behind it, on the only worker. It runs on its own stack the tasks it submitted and what
 // the task waited for needs (that task, or one it waits for), kMostNestedOnAStack levels deep at
-// most; otherwise it lends its worker to a spare thread and blocks. Running unrelated tasks on top of the waiting one, as a worker does
-// that cannot be lent (help_while), hangs when one of them waits for a task that needs the one
-// below it to end.
+// most; otherwise it lends its worker to a spare thread and blocks. Running unrelated tasks on
+// top of the waiting one, as a worker that cannot be lent does (help_while), hangs when one of
+// them waits for a task that needs the one below it to end.
 // With a deadline, it stops once the deadline has passed (a task run meanwhile, on its stack or
 // by the spare it takes the worker back from, may overrun it). A wait with a deadline is not
 // refused: it cannot hang, and it ends as it says (false).
