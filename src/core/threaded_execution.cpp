@@ -306,7 +306,7 @@ thread_local int tl_pinned_cpu = -1;
 }  // namespace
 
 Execution::Lending ThreadedExecution::lend_worker_while(WorkerState& worker, const std::function<void()>& block) {
-  if (!may_be_lent(worker) || most_threads_ == engine_->workers().size() || stopping_.load(std::memory_order_acquire)) {
+  if (!may_be_lent(worker) || *engine_->config.spare_threads == 0 || stopping_.load(std::memory_order_acquire)) {
     return Lending::not_lendable;
   }
   // What belongs to the task running on this thread stays with it; the next thread starts bare.
