@@ -78,19 +78,30 @@ def span(array: Any) -> Tuple[int, int, int]:
 
 class ArrayRef:
     """Stands for the i-th array of a task sent to a worker process; the worker maps it. ``dtype``:
-    a dtype string, or the dtype itself when structured."""
+    a dtype string, or the dtype itself when structured.
 
-    __slots__ = ("index", "dtype", "shape", "strides", "first")
+    ``together``: None, or ``(group, offset, nbytes, phase, writes)`` for a view that shares
+    elements with another view of the same task and root, one of them written: the worker puts
+    the views of ``group`` over one buffer of ``nbytes`` (the span covering them, its lowest byte
+    at ``phase`` modulo 64), this view's lowest byte at ``offset``, so that they alias as in the
+    host (see ``alias_overlapping``)."""
 
-    def __init__(self, index: int, dtype: Any, shape: tuple, strides: tuple, first: int) -> None:
+    __slots__ = ("index", "dtype", "shape", "strides", "first", "together")
+
+    def __init__(
+        self, index: int, dtype: Any, shape: tuple, strides: tuple, first: int, together: Optional[tuple] = None
+    ) -> None:
         self.index = index
         self.dtype = dtype
         self.shape = shape
         self.strides = strides
         self.first = first
+        self.together = together
 
     def __reduce__(self) -> Any:
-        return (ArrayRef, (self.index, self.dtype, self.shape, self.strides, self.first))
+        if self.together is None:
+            return (ArrayRef, (self.index, self.dtype, self.shape, self.strides, self.first))
+        return (ArrayRef, (self.index, self.dtype, self.shape, self.strides, self.first, self.together))
 
     @staticmethod
     def of(index: int, array: Any, first: Optional[int] = None) -> "ArrayRef":
@@ -184,9 +195,10 @@ def _out_of_descriptors(exc: OSError) -> str:
     )
 
 
-def materialize(table: bytes, refs: List["ArrayRef"]) -> List[Any]:
+def materialize(table: bytes, refs: List["ArrayRef"], copied: Optional[List[bool]] = None) -> List[Any]:
     """The arrays of a RUN message: its array table (one "id fd pid offset nbytes" line each,
-    followed by " scratch" for the host's scratch segments)."""
+    followed by " scratch" for the host's scratch segments). ``copied``, if given, gets whether
+    each array is a copy in a scratch segment (not the program's own shared memory)."""
     import numpy
 
     arrays = []
@@ -195,8 +207,41 @@ def materialize(table: bytes, refs: List["ArrayRef"]) -> List[Any]:
         fields = line.split()
         segment_id, fd, pid, offset, nbytes = (int(field) for field in fields[:5])
         scratch = fields[5:] == ["scratch"]
+        if copied is not None:
+            copied.append(scratch)
         buffer = memoryview(_mapping(segment_id, fd, pid, scratch))[offset : offset + nbytes]
         arrays.append(
             numpy.ndarray(ref.shape, dtype=numpy.dtype(ref.dtype), buffer=buffer, offset=ref.first, strides=ref.strides)
         )
     return arrays
+
+
+def alias_overlapping(refs: List["ArrayRef"], arrays: List[Any], copied: List[bool]) -> List[Tuple[Any, Any]]:
+    """Puts the copied views of each group (``ArrayRef.together``) over one buffer of their own,
+    filled from their copies, so that what the task writes through one view shows through the
+    others, as in the host. Replaces them in ``arrays``; returns the ``(copy, view)`` pairs to
+    copy back once the task has returned (the written views: the host copies their elements
+    home from their copies, each copy holding the same final values where views overlap)."""
+    groups: dict = {}
+    for i, ref in enumerate(refs):
+        if ref.together is not None and copied[i]:
+            groups.setdefault(ref.together[0], []).append(i)
+    back: List[Tuple[Any, Any]] = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue  # the others are in shared memory: they alias there already
+        import numpy
+
+        nbytes, phase = refs[members[0]].together[2:4]
+        raw = numpy.empty(nbytes + 128, dtype=numpy.uint8)
+        start = (-raw.ctypes.data) % 64 + phase  # aligned as the host's span is
+        buffer = raw[start : start + nbytes]
+        for i in members:
+            ref, copy = refs[i], arrays[i]
+            offset = ref.together[1] + ref.first
+            view = numpy.ndarray(ref.shape, dtype=copy.dtype, buffer=buffer, offset=offset, strides=ref.strides)
+            view[...] = copy  # every copy came from the host's memory at once: they agree where they meet
+            if ref.together[4]:
+                back.append((copy, view))
+            arrays[i] = view
+    return back

@@ -583,6 +583,7 @@ class Runtime:
         merged: dict = {}
         entries: list = []  # [view, array, the task's own mode bits], in ArrayRef order
         index_of: dict = {}  # view -> index: one array in the worker per distinct view
+        refs: list = []
 
         def take(value: Any) -> Any:
             value, mode = _unwrap(value)
@@ -604,9 +605,13 @@ class Runtime:
                 entries.append([view, value, _MODE_BITS[mode]])
             else:
                 entries[index][2] |= _MODE_BITS[mode]
-            return ArrayRef.of(index, value, view.key[0] - view.low)
+            ref = ArrayRef.of(index, value, view.key[0] - view.low)
+            refs.append(ref)
+            return ref
 
         args, kwargs = tuple(take(v) for v in args), {k: take(v) for k, v in kwargs.items()}
+        if len(entries) > 1:
+            _alias_overlapping_views(handles, entries, index_of, refs)
         arrays = []
         for view, array, own in entries:
             engine_mode = _BIT_MODES[merged.pop(view.handle)]
@@ -929,6 +934,50 @@ def _ndarray_type() -> Optional[type]:
     """numpy.ndarray if numpy is loaded (nothing else can be an array then), else None."""
     numpy = sys.modules.get("numpy")
     return None if numpy is None else numpy.ndarray
+
+
+def _alias_overlapping_views(handles: Any, entries: list, index_of: dict, refs: list) -> None:
+    """Marks the ArrayRefs of a process task's views that share elements, one of them written, to
+    be put over one buffer in the worker (``ArrayRef.together``): each view is copied to the
+    worker on its own, and without this the task would write one copy and the other copy,
+    stale, would be copied home over it. ``entries``: [view, array, own mode bits] by index."""
+    parent = list(range(len(entries)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    joined = False
+    for i, (view, _, _) in enumerate(entries):
+        if not view.overlaps:
+            continue
+        if len(view.overlaps) < len(entries):
+            others = [index_of[other] for other, _ in handles.overlapping(view) if other in index_of]
+        else:
+            others = [j for j, entry in enumerate(entries) if entry[0] in view.overlaps]
+        for j in others:
+            a, b = find(i), find(j)
+            if a != b:
+                parent[a] = b
+                joined = True
+    if not joined:
+        return
+    groups: dict = {}
+    for i in range(len(entries)):
+        groups.setdefault(find(i), []).append(i)
+    together: dict = {}
+    for group, members in groups.items():
+        if len(members) < 2 or not any(entries[i][2] & 2 for i in members):
+            continue  # only read: separate copies read the same
+        low = min(entries[i][0].low for i in members)
+        high = max(entries[i][0].high for i in members)
+        for i in members:
+            view = entries[i][0]
+            together[i] = (group, view.low - low, high - low, low % 64, bool(entries[i][2] & 2))
+    for ref in refs:
+        ref.together = together.get(ref.index)
 
 
 def _plain_array(array: Any) -> bool:

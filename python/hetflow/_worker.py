@@ -334,9 +334,10 @@ class Worker:
             func = self.function(bytes(parts[P.RUN_FUNC_KEY]).decode("utf-8"), parts[P.RUN_FUNC_BYTES])
             stage = "loading the task's arguments"
             args, kwargs = self.arguments(parts[P.RUN_CALL_BYTES], parts[P.RUN_DEPS :])
+            back: List[Tuple[Any, Any]] = []
             if len(parts[P.RUN_ARRAYS]):
                 stage = "mapping the task's arrays"
-                args, kwargs = _with_arrays(args, kwargs, parts[P.RUN_ARRAYS])
+                args, kwargs = _with_arrays(args, kwargs, parts[P.RUN_ARRAYS], back)
         except BaseException as exc:
             self._leave_if_forked(exc)  # a function or argument whose unpickling forked
             context = f"hetflow: process worker (pid {os.getpid()}) failed {stage}:\n"
@@ -349,6 +350,13 @@ class Worker:
         finally:
             del args, kwargs
         self._leave_if_forked()  # a child the task forked returned: it ends, status 0
+        if back:
+            try:
+                for copy, view in back:  # overlapping views: into the copies the host copies home
+                    copy[...] = view
+            except BaseException as exc:
+                return P.ERROR, _error_parts(task_id, exc)
+            del back
         try:
             return P.RESULT, [task_id, dumps_result(result)]
         except TypeError as exc:
@@ -428,19 +436,39 @@ class _ResolvingUnpickler(pickle.Unpickler):
         return values[index]
 
 
-def _with_arrays(args: tuple, kwargs: Dict[str, Any], table: Any) -> Tuple[tuple, Dict[str, Any]]:
-    """The call with each ArrayRef (the host puts them at top level) replaced by its array."""
-    from hetflow._arrays import ArrayRef, materialize
+def _with_arrays(
+    args: tuple, kwargs: Dict[str, Any], table: Any, back: Optional[List[Tuple[Any, Any]]] = None
+) -> Tuple[tuple, Dict[str, Any]]:
+    """The call with each ArrayRef (the host puts them at top level) replaced by its array.
+
+    Overlapping copied views of one task, one of them written, are put over one buffer (see
+    ``alias_overlapping``); ``back`` gets the ``(copy, view)`` pairs to copy once the task returns."""
+    from hetflow._arrays import ArrayRef, alias_overlapping, materialize
 
     refs = sorted(
         (v for v in (*args, *kwargs.values()) if type(v) is ArrayRef), key=lambda ref: ref.index
     )
     unique = list({ref.index: ref for ref in refs}.values())
-    arrays = materialize(table, unique)
+    copied: List[bool] = []
+    arrays = materialize(table, unique, copied)
+    if any(ref.together is not None for ref in unique):
+        pairs = alias_overlapping(unique, arrays, copied)
+        if back is not None:
+            back.extend(pairs)
     by_index = {ref.index: array for ref, array in zip(unique, arrays)}
+    dtypes = {ref.index: ref.dtype for ref in unique}
 
     def swap(value: Any) -> Any:
-        return by_index[value.index] if type(value) is ArrayRef else value
+        if type(value) is not ArrayRef:
+            return value
+        array = by_index[value.index]
+        if value.dtype != dtypes[value.index]:
+            # One view (same bytes, shape, strides, item size) passed under another dtype too:
+            # each argument keeps its own dtype, over the same memory.
+            import numpy
+
+            return array.view(numpy.dtype(value.dtype))
+        return array
 
     return tuple(swap(v) for v in args), {k: swap(v) for k, v in kwargs.items()}
 
