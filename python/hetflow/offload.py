@@ -65,7 +65,8 @@ class OffloadHandle:
         return list(self._futures)
 
     def wait(self) -> List[Any]:
-        concurrent.futures.wait(list(self._futures.values()))
+        for future in self._futures.values():
+            future._wait(None)  # a wait that can never end (behind an acquisition held here) raises
         # A kernel that failed fails the peers waiting for it (PeerFailed): its own error is the
         # one to raise, whichever core it ran on.
         failed = [
@@ -148,6 +149,7 @@ def launch(func: Callable[..., Any], args: tuple, kwargs: dict, cores: Iterable[
     runtime = _runtime.current()
     cores = tuple(cores)
     name = getattr(func, "__name__", "kernel")
+    args, kwargs = _after_writers(runtime, args, kwargs, name)
     # Submitting only queues the kernels (it never waits for a core), so the lock is held briefly
     # and asynchronous launches still return at once.
     with _launch_lock:
@@ -160,6 +162,36 @@ def launch(func: Callable[..., Any], args: tuple, kwargs: dict, cores: Iterable[
             for core in cores
         }
     return OffloadHandle(futures)
+
+
+def _after_writers(runtime: Any, args: tuple, kwargs: dict, name: str) -> Tuple[tuple, dict]:
+    """``args`` and ``kwargs`` with each numpy array among them (at top level, as for a task)
+    replaced by a Future of its copy, made by a task that reads it: the kernels, which wait for
+    the futures among their arguments, get the array as it is once the tasks submitted before
+    that write it have ended, and tasks submitted later that write it wait for the copy.
+    Submitting only queues the copy, so an asynchronous launch still returns at once."""
+    from hetflow._serialize import is_array
+
+    copies: Dict[int, Future] = {}
+
+    def take(value: Any) -> Any:
+        if not is_array(value):
+            return value
+        future = copies.get(id(value))
+        if future is None:
+            future = copies[id(value)] = runtime.submit(
+                _copy, (value,), {}, executor="thread", name=f"{name}: argument copy"
+            )
+        return future
+
+    if not any(is_array(value) for value in (*args, *kwargs.values())):
+        return args, kwargs
+    return tuple(take(value) for value in args), {key: take(value) for key, value in kwargs.items()}
+
+
+def _copy(array: Any) -> Any:
+    # Kept as it is now: the cores get it later, when later tasks may have written the array.
+    return array.copy(order="K")
 
 
 class OffloadedFunction:
@@ -257,6 +289,7 @@ waitAll = wait_all
 def _on_cores(func: Callable[..., Any], args: tuple, target: Target, asynchronous: bool) -> Any:
     runtime = _runtime.current()
     cores = _cores(runtime, None, target)
+    args, _ = _after_writers(runtime, args, {}, func.__name__)
     futures = {core: runtime.submit_to_core(core, func, args, func.__name__) for core in cores}
     handle = OffloadHandle(futures)
     return handle if asynchronous else handle.wait()

@@ -305,3 +305,84 @@ def test_concurrent_launches_from_threads_do_not_deadlock():
     assert not not_done, f"{len(not_done)} of {len(futures)} kernels deadlocked in barrier()"
     for mine in handles:
         assert [handle.wait() for handle in mine] == [list(range(CORES))] * launches
+
+
+def fill_slowly(array, value):
+    time.sleep(0.3)  # makes the race likely: the launch comes while the task still writes
+    array[:] = value
+
+
+def array_total(array):
+    return float(array.sum())
+
+
+def test_a_kernel_gets_its_array_arguments_after_the_tasks_writing_them():
+    import numpy as np
+
+    for a in (np.zeros(4), hetflow.zeros(4)):
+        hetflow.task_submit(fill_slowly, hetflow.RW(a), 7)
+        assert offload(array_total)(a) == [28.0] * CORES
+        hetflow.task_submit(fill_slowly, hetflow.W(a[:2]), 1)  # a view of it: ordered too
+        assert offload(array_total, target=[0, 2])(array=a) == [16.0, 16.0]  # a keyword argument
+        # A task writing it after the launch waits for the kernels' copy.
+        handle = offload(array_total, asynchronous=True)(a)
+        hetflow.task_submit(fill_slowly, hetflow.RW(a), 0)
+        assert handle.wait() == [16.0] * CORES
+    assert hetflow.task_submit(np.sum, a).result() == 0.0
+
+
+def test_an_asynchronous_launch_waits_for_the_writers_of_its_arrays_without_blocking():
+    import threading
+
+    import numpy as np
+
+    a = np.zeros(4)
+    gate = threading.Event()
+    safety = threading.Timer(60, gate.set)  # a launch that blocked would otherwise hang for ever
+    safety.start()
+    try:
+        hetflow.task_submit.options(executor="thread")(lambda x: (gate.wait(), x.fill(7)), hetflow.RW(a))
+        handle = offload(array_total, asynchronous=True)(a)
+        assert not gate.is_set(), "the launch waited for the writer instead of returning at once"
+        gate.set()
+        assert handle.wait() == [28.0] * CORES
+    finally:
+        safety.cancel()
+
+
+def test_device_data_from_an_array_is_taken_after_the_tasks_writing_it():
+    import numpy as np
+
+    a = np.zeros(3)
+    hetflow.task_submit(fill_slowly, hetflow.RW(a), 2)
+    hetflow.define_on_device("d", a)
+    hetflow.task_submit(fill_slowly, hetflow.RW(a), 5)
+    hetflow.copy_to_device("d", a, target=[1, 3])
+    hetflow.task_submit(fill_slowly, hetflow.RW(a), 6)
+    handle = hetflow.copy_to_device("d", a, target=2, asynchronous=True)
+    hetflow.task_submit(fill_slowly, hetflow.RW(a), 9)  # after the copy: not in it
+    handle.wait()
+    assert [value.tolist() for value in hetflow.copy_from_device("d")] == [[2.0] * 3, [5.0] * 3, [6.0] * 3, [5.0] * 3]
+
+
+def fail_writing(array):
+    raise ValueError("the writer failed")
+
+
+def test_a_kernel_whose_array_writer_failed_fails():
+    import numpy as np
+
+    a = np.zeros(2)
+    hetflow.task_submit(fail_writing, hetflow.RW(a))
+    with pytest.raises(hetflow.DependencyError, match="the writer failed"):
+        offload(array_total, target=0)(a)
+
+
+def test_a_launch_behind_an_acquisition_this_thread_holds_is_refused():
+    import numpy as np
+
+    a = np.ones(2)
+    with hetflow.acquire(a, "W"):
+        with pytest.raises(RuntimeError, match="release it first"):
+            offload(array_total, target=0)(a)
+    assert offload(array_total, target=0)(a) == [2.0]
