@@ -54,6 +54,8 @@ class FutureBase {
   /// hetflow::Error rather than waiting for ever when the task waits for the calling task or for an
   /// acquisition the calling thread holds (directly or through other tasks).
   void wait() const { detail::wait(checked()); }
+  /// Called from inside a task, the worker goes to a spare thread meanwhile (nothing runs on this
+  /// thread's stack), and the wait may end after the deadline by the rest of that thread's task.
   template <class Rep, class Period>
   [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
     return detail::wait_until(checked(), detail::deadline_after(timeout));

@@ -344,14 +344,12 @@ std::size_t Engine::take_companions(WorkerState& worker, const TaskCore* lead, s
     }
     auto* task = static_cast<TaskCore*>(next_task(worker));
     if (task == nullptr) break;
-    if (task->ops != lead->ops || task->codelet != lead->codelet) {
+    // Read as the thread running it, were it claimed meanwhile, may write it (conclude).
+    if (std::atomic_ref(task->ops).load(std::memory_order_relaxed) != lead->ops || task->codelet != lead->codelet) {
       worker.deferred = task;  // not of the kind: it runs after this batch
       break;
     }
-    if (!transition(task, TaskStatus::ready, TaskStatus::running)) {
-      finish(task);  // cancelled after it was queued
-      continue;
-    }
+    if (!begin(task)) continue;  // cancelled, or claimed, after it was queued
     if (node_count() > 1) {
       AccessRecord* accesses = task->accesses();
       for (std::size_t i = 0; i < task->access_count; ++i) {
@@ -374,7 +372,8 @@ void Engine::conclude(TaskCore* task, std::exception_ptr error) noexcept {
   const std::uint32_t marks = aborted_.load(std::memory_order_acquire) ? TaskCore::kAfterAbortBit : 0;
   if (error) {
     task->error = std::move(error);
-    task->ops = nullptr;  // its body is gone; no result to destroy later
+    // Its body is gone; no result to destroy later.
+    std::atomic_ref(task->ops).store(nullptr, std::memory_order_relaxed);
     set_final(task, TaskStatus::failed, marks);
   } else {
     set_final(task, TaskStatus::done, marks);  // the result, if any, stays for the future (ops destroy it)

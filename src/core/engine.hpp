@@ -18,6 +18,7 @@
 #include "core/idle_workers.hpp"
 #include "core/scheduler_context.hpp"
 #include "core/task.hpp"
+#include "core/task_pool.hpp"
 #include "core/task_state.hpp"
 #include "core/worker.hpp"
 #include "data/data_context.hpp"
@@ -70,12 +71,29 @@ class Engine final : public DataContext {
     return task;
   }
   /// Starts a task a worker took. False if it was cancelled meanwhile or the runtime aborts: then
-  /// it is finished here, cancelled.
+  /// it is finished here, cancelled. False too for the queue's entry of a task claimed meanwhile
+  /// (claim): the entry is dropped.
   bool begin(TaskCore* task) noexcept {
     if (aborting_.load(std::memory_order_acquire)) transition(task, TaskStatus::ready, TaskStatus::cancelled);
     if (transition(task, TaskStatus::ready, TaskStatus::running)) return true;
-    finish(task);
+    if (task->state.load(std::memory_order_acquire) & TaskCore::kClaimedBit) {
+      drop_claimed_entry(task);
+    } else {
+      finish(task);
+    }
     return false;
+  }
+  /// Starts a queued task for a task that waits for it, to run on the waiting task's thread
+  /// (run_started) ahead of the scheduler's turn. Its queue's entry stays, and whoever takes it
+  /// from the queue drops it (begin): no scheduler needs to find it. Only a task with no data and
+  /// no codelet (schedulers look at those of the tasks they hold, and the entry may outlive both).
+  /// False, changing nothing, if it is not queued or the runtime aborts.
+  bool claim(TaskCore* task) noexcept {
+    if (task->access_count != 0 || task->codelet != nullptr || (task->flags & TaskCore::kManual) ||
+        aborting_.load(std::memory_order_acquire)) {
+      return false;
+    }
+    return transition(task, TaskStatus::ready, TaskStatus::running, TaskCore::kClaimedBit);
   }
   /// Starts moving the data of the task this worker runs next while the current one runs.
   void look_ahead(WorkerState& worker);

@@ -2,6 +2,7 @@
 // when_any.
 #include <pthread.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -81,14 +82,17 @@ void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
 }
 
 // A task that waits inside its body must not keep its worker idle: the task waited for may be
-// queued behind it, on the only worker. It runs on its own stack the tasks it submitted and what
-// the task waited for needs (that task, or one it waits for), kMostNestedOnAStack levels deep at
-// most; otherwise it lends its worker to a spare thread and blocks. Running unrelated tasks on
+// queued behind it, on the only worker. It runs on its own stack the task it waits for, taken
+// from whichever queue holds it (may_claim), and, from its worker's queues, the tasks it
+// submitted and what the task waited for needs (one it waits for), kMostNestedOnAStack levels
+// deep at most; otherwise it lends its worker to a spare thread and blocks. Running unrelated tasks on
 // top of the waiting one, as a worker that cannot be lent does (help_while), hangs when one of
 // them waits for a task that needs the one below it to end.
-// With a deadline, it stops once the deadline has passed (a task run meanwhile, on its stack or
-// by the spare it takes the worker back from, may overrun it). A wait with a deadline is not
-// refused: it cannot hang, and it ends as it says (false).
+// With a deadline it runs nothing on its stack, where a task could outlast the deadline, or wait
+// for what the waiting task does once its wait has timed out: it lends its worker, and stops
+// once the deadline has passed (the spare it takes the worker back from may overrun it by the
+// rest of a task). A wait with a deadline is not refused: it cannot hang, and it ends as it says
+// (false).
 // Each wait that runs a task on the same stack takes some of it, which overflowed (a segfault at
 // about 12,000 levels in C++, far fewer under a sanitizer): with less than this left of the
 // thread's stack, a waiting task lends its worker, and one that cannot refuses the wait.
@@ -138,13 +142,29 @@ void refuse_nesting_too_deep(const WorkerState& worker) {
 // times past 32.
 constexpr std::size_t kMostNestedOnAStack = 32;
 
+// Whether the task running on the worker, waiting, may run another on its stack.
+bool may_nest(const WorkerState& worker) {
+  return worker.running != nullptr && nesting(worker) < kMostNestedOnAStack && !stack_short();
+}
+
+// Whether a task waiting on `worker` may take `awaited` from another queue, or from behind
+// other tasks, to run it on its stack (Engine::claim). Under a scheduler with one queue (eager,
+// dm...), a recursive fork-join would otherwise leave its children to spare threads until the
+// width of the recursion waited at once. Only a task that may run on this worker's architecture
+// alone: where a faster one may run it, the scheduler's choice stands. Tried after the worker's
+// own next task (take_for_awaited), which leaves no entry behind in a queue.
+bool may_claim(const Engine& engine, const WorkerState& worker, TaskCore* awaited) {
+  if (awaited->status() != TaskStatus::ready || awaited->where != ArchMask(worker.info.arch)) return false;
+  const std::int32_t pinned = std::atomic_ref<std::int32_t>(awaited->pinned_worker).load();
+  return (pinned < 0 || pinned == static_cast<std::int32_t>(worker.info.id)) && may_run_nested(engine, awaited, worker);
+}
+
 // The worker's next task if the waiting task may run it on its stack: one it submitted itself
 // (a fork-join parent runs its children), or, for a task of this runtime (`awaited`, else
 // nullptr), that task or one it waits for. Any other is given back to the worker, to run next;
 // nullptr then. None of these needs the waiting task to end first, unless it waits for it: a
 // wait for a task below on the stack is refused (refuse_wait_for_successor).
 TaskCore* take_for_awaited(Engine& engine, WorkerState& worker, TaskCore* awaited) {
-  if (worker.running == nullptr || nesting(worker) >= kMostNestedOnAStack || stack_short()) return nullptr;
   auto* task = static_cast<TaskCore*>(engine.next_task(worker));
   if (task == nullptr) return nullptr;
   const bool its_child =
@@ -161,8 +181,9 @@ TaskCore* take_for_awaited(Engine& engine, WorkerState& worker, TaskCore* awaite
   throw Error("hetflow: " + waiter + " waits for task '" + awaited->display_name() +
               "', but every thread that may stand in for a worker whose task waits (" +
               std::to_string(*worker.runtime->config.spare_threads) +
-              ", Config::spare_threads or HETFLOW_SPARE_THREADS) is in use, or the system gave no more: give what "
-              "it waits for as a dependency of the task (TaskOptions::after, data, a future passed as an argument) "
+              ", Config::spare_threads or HETFLOW_SPARE_THREADS) is in use, or the system gave no more: raise that "
+              "limit, or give what it waits for as a dependency of the task (TaskOptions::after, data, a future passed "
+              "as an argument) "
               "rather than waiting inside it");
 }
 
@@ -181,9 +202,15 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
     return reached(task->status()) || (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline);
   };
   while (!done()) {
-    if (TaskCore* next = take_for_awaited(engine, *worker, own)) {
-      run_nested(engine, next, *worker);
-      continue;
+    if (deadline == nullptr && may_nest(*worker)) {
+      if (TaskCore* next = take_for_awaited(engine, *worker, own)) {
+        run_nested(engine, next, *worker);
+        continue;
+      }
+      if (own != nullptr && may_claim(engine, *worker, own) && engine.claim(own)) {
+        run_nested(engine, own, *worker, /*claimed=*/true);
+        continue;
+      }
     }
     switch (engine.lend_worker_while(*worker, [&] { static_cast<void>(block_until(task, reached, deadline)); })) {
       case Execution::Lending::lent: break;

@@ -116,6 +116,14 @@ struct TaskCore : ext::SchedTask {
   static constexpr std::uint32_t kStatusMask = 0xff;
   static constexpr std::uint32_t kWaitersBit = 0x100;
   static constexpr std::uint32_t kAfterAbortBit = 0x200;  // reached its final state after Engine::abort
+  // Started by a task that waits for it (Engine::claim) while still queued. The queue's entry
+  // holds no reference: the record stays in the pool's hands until both the entry has been
+  // taken (kEntryDroppedBit) and the last reference dropped (kContentsGoneBit); whichever comes
+  // second returns it to the pool (task_pool.cpp). These bits outlive the status changes.
+  static constexpr std::uint32_t kClaimedBit = 0x400;
+  static constexpr std::uint32_t kEntryDroppedBit = 0x800;
+  static constexpr std::uint32_t kContentsGoneBit = 0x1000;
+  static constexpr std::uint32_t kClaimBits = kClaimedBit | kEntryDroppedBit | kContentsGoneBit;
   static constexpr std::size_t kInlineStorage = 40;
   static constexpr std::size_t kInlineAccesses = 4;
   /// Successor links: bit 0 marks a CompletionCallback*; bit 1 a successor task that waits for

@@ -17,7 +17,11 @@ using AccessBlocks = BlockPool<sizeof(AccessRecord) * kPooledAccesses, alignof(A
 
 TaskCore* allocate_task() { return ::new (TaskBlocks::allocate()) TaskCore(); }
 
-void recycle_task(TaskCore* task) noexcept {
+namespace {
+
+// What the record holds for its task (its result, body, error), beside what a scheduler, or a
+// worker that took a claimed task's entry (Engine::claim) before it was claimed, may still read.
+void release_contents(TaskCore* task) noexcept {
   if (task->status() == TaskStatus::done && task->ops != nullptr && task->ops->destroy_result != nullptr) {
     task->ops->destroy_result(task->storage());
   }
@@ -34,8 +38,28 @@ void recycle_task(TaskCore* task) noexcept {
   if (task->flags & TaskCore::kCallsBack) {  // a callback never called: its task never started
     std::launder(reinterpret_cast<ManualCallback*>(task->inline_storage))->~ManualCallback();
   }
+  task->error = nullptr;
+}
+
+void return_to_pool(TaskCore* task) noexcept {
   task->~TaskCore();
   TaskBlocks::recycle(task);
+}
+
+}  // namespace
+
+void recycle_task(TaskCore* task) noexcept {
+  release_contents(task);
+  if (!(task->state.load(std::memory_order_acquire) & TaskCore::kClaimedBit) ||
+      (task->state.fetch_or(TaskCore::kContentsGoneBit, std::memory_order_acq_rel) & TaskCore::kEntryDroppedBit)) {
+    return_to_pool(task);
+  }
+}
+
+void drop_claimed_entry(TaskCore* task) noexcept {
+  if (task->state.fetch_or(TaskCore::kEntryDroppedBit, std::memory_order_acq_rel) & TaskCore::kContentsGoneBit) {
+    return_to_pool(task);
+  }
 }
 
 void allocate_accesses(TaskCore* task, std::size_t count) {

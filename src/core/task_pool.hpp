@@ -8,8 +8,12 @@ namespace hetflow::detail {
 inline constexpr std::size_t kHeapBodyAlign = 64;
 
 TaskCore* allocate_task();
-/// Resets the record (destroys its result, name, error...) and returns it to the pool.
+/// Resets the record (destroys its result, name, error...) and returns it to the pool, once its
+/// last reference is dropped; a claimed task's record stays until its queue entry is dropped too.
 void recycle_task(TaskCore* task) noexcept;
+/// A claimed task's queue entry was taken (Engine::begin): returns the record to the pool if its
+/// last reference is gone already.
+void drop_claimed_entry(TaskCore* task) noexcept;
 /// Makes room for `count` access records (TaskCore::accesses()) in a new task.
 void allocate_accesses(TaskCore* task, std::size_t count);
 

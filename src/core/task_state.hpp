@@ -7,21 +7,24 @@
 
 namespace hetflow::detail {
 
-/// Moves the task from `from` to `to` and wakes the threads waiting on it; returns false (and
-/// changes nothing) if it was not in `from` (it was cancelled meanwhile).
-inline bool transition(TaskCore* task, TaskStatus from, TaskStatus to) noexcept {
+/// Moves the task from `from` to `to` (with `marks`: kClaimedBit) and wakes the threads waiting
+/// on it; returns false (and changes nothing) if it was not in `from` (it was cancelled meanwhile).
+inline bool transition(TaskCore* task, TaskStatus from, TaskStatus to, std::uint32_t marks = 0) noexcept {
   std::uint32_t old = task->state.load(std::memory_order_relaxed);
   do {
     if (static_cast<TaskStatus>(old & TaskCore::kStatusMask) != from) return false;
-  } while (!task->state.compare_exchange_weak(old, static_cast<std::uint32_t>(to), std::memory_order_acq_rel,
+  } while (!task->state.compare_exchange_weak(old, static_cast<std::uint32_t>(to) | marks, std::memory_order_acq_rel,
                                               std::memory_order_relaxed));
   if (old & TaskCore::kWaitersBit) futex_wake_all(task->state);
   return true;
 }
 
-/// `marks`: bits kept with the final status (kAfterAbortBit).
+/// `marks`: bits kept with the final status (kAfterAbortBit). The claim bits stay as they are.
 inline void set_final(TaskCore* task, TaskStatus to, std::uint32_t marks = 0) noexcept {
-  std::uint32_t old = task->state.exchange(static_cast<std::uint32_t>(to) | marks, std::memory_order_acq_rel);
+  std::uint32_t old = task->state.load(std::memory_order_relaxed);
+  while (!task->state.compare_exchange_weak(old, static_cast<std::uint32_t>(to) | marks | (old & TaskCore::kClaimBits),
+                                            std::memory_order_acq_rel, std::memory_order_relaxed)) {
+  }
   if (old & TaskCore::kWaitersBit) futex_wake_all(task->state);
 }
 

@@ -185,7 +185,10 @@ bool may_run_nested(const Engine& engine, TaskCore* task, const WorkerState& wor
 }
 
 void execute(Engine& engine, TaskCore* task, WorkerState& worker) {
-  if (!engine.begin(task)) return;  // cancelled after it was queued
+  if (engine.begin(task)) run_started(engine, task, worker);
+}
+
+void run_started(Engine& engine, TaskCore* task, WorkerState& worker) {
   // A task run while a lead waits (help_while) has its own batch: the lead's companions are set
   // aside, so that this task neither numbers its companions after them nor fails them when it ends.
   std::vector<TaskCore*> waiting_lead_companions;

@@ -77,6 +77,8 @@ class ThreadedExecution final : public Execution {
 /// Runs the task on `worker` (this thread): starts it, makes its data valid on the worker's node,
 /// runs its body and its companions, and ends it.
 void execute(Engine& engine, TaskCore* task, WorkerState& worker);
+/// execute for a task started already (Engine::claim).
+void run_started(Engine& engine, TaskCore* task, WorkerState& worker);
 
 /// The one-off setup `worker`'s driver reported since it was last asked (0 for CPU workers).
 [[nodiscard]] inline double take_setup_seconds(WorkerState& worker) {
@@ -92,13 +94,18 @@ void check_fits(const Engine& engine, TaskCore* task, unsigned node, const Runni
 /// of an exchange with the worker's driver (Driver::mid_exchange).
 [[nodiscard]] bool may_run_nested(const Engine& engine, TaskCore* task, const WorkerState& worker);
 
-/// Runs `task` on `worker` above the task waiting there; its time, and the setup the waiting task
-/// reported before it, is counted in `worker.nested_seconds` (see execute).
-inline void run_nested(Engine& engine, TaskCore* task, WorkerState& worker) {
+/// Runs `task` on `worker` above the task waiting there (`claimed`: started already, by
+/// Engine::claim); its time, and the setup the waiting task reported before it, is counted in
+/// `worker.nested_seconds` (see execute).
+inline void run_nested(Engine& engine, TaskCore* task, WorkerState& worker, bool claimed = false) {
   const double nested_before = worker.nested_seconds;
   const double waiting_task_setup = take_setup_seconds(worker);
   const double started = engine.now();
-  execute(engine, task, worker);
+  if (claimed) {
+    run_started(engine, task, worker);
+  } else {
+    execute(engine, task, worker);
+  }
   // Set, not added: what the nested task's own waits counted is inside its duration.
   worker.nested_seconds = nested_before + waiting_task_setup + (engine.now() - started);
 }

@@ -65,7 +65,10 @@ class HETFLOW_API Scheduler {
   /// Called once, before any push, with every worker of the runtime. `context` outlives the
   /// scheduler.
   virtual void init(std::span<const WorkerInfo> workers, SchedulerContext& context) = 0;
-  /// Takes a ready task. Called from any thread, concurrently.
+  /// Takes a ready task. Called from any thread, concurrently. A task waiting inside its body
+  /// for this one may run it before any worker pops it (on the waiting task's worker, when the
+  /// task may run on that architecture only); the worker that pops it then drops it and pops
+  /// again, so the scheduler still sees one pop per push.
   virtual void push(SchedTask* task, int from_worker) = 0;
   /// Gives a task `worker` can run (its arch is in task->where), or nullptr. Called by that
   /// worker only, concurrently with other workers' pops and any pushes.

@@ -3,6 +3,8 @@
 // even on one worker. A wait with a deadline still returns false once the deadline has passed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -66,6 +68,83 @@ TEST(NestedWaits, NestingTooDeepForTheStackFailsSayingWhyWithoutSpareThreads) {
     ADD_FAILURE() << "1,000 nested waits of 64 KiB each on one worker's stack went through";
   } catch (const hetflow::Error& error) {
     EXPECT_NE(std::string(error.what()).find("waits inside"), std::string::npos) << error.what();
+  }
+}
+
+long fib(Runtime& rt, long n) {
+  if (n < 2) return n;
+  auto smaller = rt.submit([&rt, n] { return fib(rt, n - 2); });
+  auto larger = rt.submit([&rt, n] { return fib(rt, n - 1); });
+  return larger.get() + smaller.get();
+}
+
+// A recursive fork-join (8,361 tasks) under every scheduler, with few spare threads: a waiting
+// task takes the one it waits for from whichever queue holds it and runs it on its stack. It
+// used to run only the tasks it popped itself: under a scheduler with one queue (all but ws) the
+// oldest went to spare threads, as many as the recursion was wide (about 4,000 for fib(19)),
+// and a wait failed once all 64 were in use.
+TEST(NestedWaits, RecursiveForkJoinUnderEverySchedulerWaitsOnFewThreads) {
+  for (const char* scheduler : {"ws", "eager", "prio", "random", "dm", "dmda", "dmdas"}) {
+    Runtime rt(Config{.ncpus = 2, .scheduler = scheduler, .spare_threads = 64});
+    EXPECT_EQ(rt.submit([&rt] { return fib(rt, 18); }).get(), 2584) << scheduler;
+  }
+}
+
+// A task waiting for one queued behind another task runs it on its stack (it takes it from the
+// queue, leaving the queue's entry to whoever reaches it): the result is freed once the future
+// is dropped, not when a worker gets to the entry. Here the other worker is busy throughout and
+// the entries stay queued, behind a task set aside: each child's result lived until then.
+TEST(NestedWaits, AResultTakenAheadOfItsQueueIsFreedWithItsFuture) {
+  Runtime rt(Config{.ncpus = 2, .scheduler = "eager"});
+  static std::atomic<int> alive{0};
+  struct Counted {
+    Counted() { ++alive; }
+    ~Counted() { --alive; }
+    Counted(const Counted&) = delete;
+    Counted& operator=(const Counted&) = delete;
+  };
+  hetflow::test::Signal busy;
+  Gate release;
+  auto blocker = rt.submit([&] {
+    busy.raise();
+    release.wait();
+  });
+  busy.wait_for_count(1);
+  Gate go;
+  auto parent = rt.submit([&] {
+    go.wait();
+    int most_alive = 0;
+    for (int i = 0; i < 100; ++i) {
+      auto child = rt.submit([] { return std::make_shared<Counted>(); });
+      if (child.get() == nullptr) return -1;
+      child = {};
+      most_alive = std::max(most_alive, alive.load());
+    }
+    return most_alive;
+  });
+  (void)rt.submit([] {});  // queued ahead of the children: the parent sets it aside
+  go.open();
+  ASSERT_TRUE(parent.wait_for(kPatience));
+  EXPECT_EQ(parent.get(), 0);
+  release.open();
+  rt.wait_all();
+}
+
+// A wait with a deadline runs nothing on the waiting task's stack: the task waited for may need
+// what the waiting one does once its wait has timed out. It ran there, and the wait overran.
+TEST(NestedWaits, AWaitWithADeadlineRunsNothingOnItsStack) {
+  for (const char* scheduler : {"ws", "eager", "dmdas"}) {
+    Runtime rt(Config{.ncpus = 2, .scheduler = scheduler});
+    auto parent = rt.submit([&rt] {
+      Gate go;
+      auto child = rt.submit([&go] { go.wait(); });
+      const bool early = child.wait_for(std::chrono::milliseconds(20));
+      go.open();
+      child.get();
+      return !early;
+    });
+    ASSERT_TRUE(parent.wait_for(kPatience)) << scheduler;
+    EXPECT_TRUE(parent.get()) << scheduler;
   }
 }
 
