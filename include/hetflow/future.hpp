@@ -52,7 +52,8 @@ class FutureBase {
   /// Blocks until ready. Called from inside a task, the worker runs other tasks meanwhile (on this
   /// thread those the task submitted or waits for, others on a spare thread). Throws
   /// hetflow::Error rather than waiting for ever when the task waits for the calling task or for an
-  /// acquisition the calling thread holds (directly or through other tasks).
+  /// acquisition the calling thread holds (directly or through other tasks), or when the wait
+  /// would close a cycle of tasks waiting inside their bodies.
   void wait() const { detail::wait(checked()); }
   /// Called from inside a task, the worker goes to a spare thread meanwhile (nothing runs on this
   /// thread's stack), and the wait may end after the deadline by the rest of that thread's task.

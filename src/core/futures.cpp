@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "core/dependencies.hpp"
@@ -13,6 +14,7 @@
 #include "core/task_pool.hpp"
 #include "core/task_state.hpp"
 #include "core/threaded_execution.hpp"
+#include "core/wait_cycles.hpp"
 #include "hetflow/runtime.hpp"
 
 namespace hetflow::detail {
@@ -212,7 +214,14 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
         continue;
       }
     }
-    switch (engine.lend_worker_while(*worker, [&] { static_cast<void>(block_until(task, reached, deadline)); })) {
+    std::optional<BlockedWait> blocked;
+    if (deadline == nullptr && worker->running != nullptr) blocked.emplace(worker->running, task);
+    const Execution::Lending lending = engine.lend_worker_while(*worker, [&] {
+      static_cast<void>(block_until(task, reached, deadline));
+      blocked.reset();
+    });
+    blocked.reset();
+    switch (lending) {
       case Execution::Lending::lent: break;
       case Execution::Lending::not_lendable:
         refuse_nesting_too_deep(*worker);

@@ -260,3 +260,27 @@ def test_as_completed_inside_a_task_yields_what_can_end_then_refuses_the_rest():
         return got
 
     assert hetflow.task_submit(parent, hetflow.RW(data)).result(timeout=PATIENCE) == ["free", True]
+
+
+@pytest.mark.parametrize("sched", ["ws", "eager", "dmdas"])
+def test_two_tasks_waiting_for_each_other_on_two_workers_fail_saying_why(sched):
+    """Each has started (on its own worker) when it waits for the other: the wait that would close
+    the cycle raises, naming both tasks, and the other task fails with that error; both hung."""
+    hetflow.init(ncpus=2, executor="thread", sched=sched)
+    both_started = threading.Barrier(2, timeout=PATIENCE)
+    futures: dict = {}
+    ready = threading.Event()
+
+    def wait_for(other: str) -> int:
+        both_started.wait()
+        ready.wait(PATIENCE)
+        return futures[other].result() + 1
+
+    futures["first"] = hetflow.task_submit.options(name="first")(wait_for, "second")
+    futures["second"] = hetflow.task_submit.options(name="second")(wait_for, "first")
+    ready.set()
+    done, _ = concurrent.futures.wait(list(futures.values()), timeout=PATIENCE)
+    assert len(done) == 2, "tasks waiting for each other hung"
+    for future in futures.values():
+        with pytest.raises(RuntimeError, match=r"task '(first|second)' waits for task '(first|second)'.*would never end"):
+            future.result()

@@ -510,6 +510,67 @@ TEST(NestedWaits, NestedWaitsWithDeadlines) {
   }
 }
 
+// Whether the future failed with an error saying that its wait, or one it waited on, closed a
+// cycle of waits.
+bool failed_on_a_wait_cycle(const Future<int>& future) {
+  try {
+    static_cast<void>(future.get());
+  } catch (const hetflow::Error& error) {
+    const std::string text = error.what();
+    return text.find("which waits for task") != std::string::npos &&
+           text.find("the waits would never end") != std::string::npos;
+  }
+  return false;
+}
+
+// Two tasks on two workers, each waiting inside its body for the other: the one that blocks
+// last would close the cycle, and its wait fails saying so (both hung), failing the other's too.
+TEST(NestedWaits, TasksWaitingForEachOtherOnTwoThreadsFailSayingWhy) {
+  Runtime rt(Config{.ncpus = 2});
+  hetflow::test::Signal started;
+  Gate go;
+  Future<int> first;
+  Future<int> second;
+  const auto wait_for = [&](const Future<int>& other) {
+    started.raise();
+    go.wait();
+    return other.get() + 1;
+  };
+  first = rt.submit(TaskOptions{.name = "first", .worker = 0}, [&] { return wait_for(second); });
+  second = rt.submit(TaskOptions{.name = "second", .worker = 1}, [&] { return wait_for(first); });
+  started.wait_for_count(2);
+  go.open();
+  ASSERT_TRUE(first.wait_for(kPatience));
+  ASSERT_TRUE(second.wait_for(kPatience));
+  EXPECT_TRUE(failed_on_a_wait_cycle(first));
+  EXPECT_TRUE(failed_on_a_wait_cycle(second));
+}
+
+// Three tasks of two runtimes: x (on A) waits for y (on B), which waits for z (on A, on the
+// spare thread x lends A's only worker to), which waits for x.
+TEST(NestedWaits, AWaitCycleAcrossRuntimesFailsSayingWhy) {
+  Runtime a(Config{.ncpus = 1});
+  Runtime b(Config{.ncpus = 1});
+  Gate go;
+  Future<int> x;
+  Future<int> y;
+  Future<int> z;
+  x = a.submit(TaskOptions{.name = "x"}, [&] {
+    go.wait();
+    return y.get() + 1;
+  });
+  y = b.submit(TaskOptions{.name = "y"}, [&] {
+    go.wait();
+    return z.get() + 1;
+  });
+  z = a.submit(TaskOptions{.name = "z"}, [&] { return x.get() + 1; });
+  go.open();
+  for (const Future<int>* future : {&x, &y, &z}) {
+    ASSERT_TRUE(future->wait_for(kPatience));
+    EXPECT_TRUE(failed_on_a_wait_cycle(*future));
+  }
+}
+
 // A task of runtime A waiting for a task of runtime B runs A's tasks meanwhile: B's task may
 // wait for one of A's (one worker each: it waited for ever).
 TEST(NestedWaits, WaitingForAnotherRuntimesTaskRunsThisRuntimesTasks) {
