@@ -344,6 +344,8 @@ class Runtime:
         self._shutdown_lock = threading.Lock()
         self._generation = _fork_generation  # a forked child has another: this engine is not there
         self.gave_up: Optional[str] = None  # why shutdown gave up on unfinished work, if it did
+        # With hetflow.mpi's submission check: what the ranks compare of a task's function.
+        self.check_label: Optional[Callable[[Any], str]] = None
         # Called before the engine stops, with whether the work finished (hetflow.mpi's context).
         self._before_stop: List[Callable[[bool], None]] = []
         _live.add(self)
@@ -374,18 +376,19 @@ class Runtime:
         if name is not None and type(name) is not str:
             check_name(name)
         name = utf8_text(name or getattr(func, "__name__", None) or type(func).__name__)
+        label = self.check_label(func) if self.check_label is not None else ""
         if perfmodel is None and all_plain(args) and (not kwargs or all_plain(kwargs.values())):
             # The common case, kept short: nothing to wait for, no data, no model.
             if executor == "thread":
                 task = self._engine.submit_thread(
-                    functools.partial(func, *args, **kwargs), _NONE, _NONE, name, priority, on=on
+                    functools.partial(func, *args, **kwargs), _NONE, _NONE, name, priority, on=on, label=label
                 )
                 return Future(task, self, name)
             if self.nprocs:
                 key, code, args, inline = function_for_call(func, args)
                 call_bytes = _dumps_value((args, kwargs)) if inline else pickle.dumps((args, kwargs), protocol=5)
                 task = self._engine.submit_process(
-                    self._function_id(key, code), call_bytes, _NONE, _NONE, name, priority, on=on
+                    self._function_id(key, code), call_bytes, _NONE, _NONE, name, priority, on=on, label=label
                 )
                 return Future(task, self, name)
         if executor == "process" and self.nprocs == 0:
@@ -395,7 +398,7 @@ class Runtime:
             if plain_and_arrays is not None:
                 call_args, array_accesses = plain_and_arrays
                 task = self._engine.submit_thread(
-                    functools.partial(func, *call_args), _NONE, array_accesses, name, priority, on=on
+                    functools.partial(func, *call_args), _NONE, array_accesses, name, priority, on=on, label=label
                 )
                 return Future(task, self, name)
         data = _find_data(args, kwargs)
@@ -411,6 +414,7 @@ class Runtime:
             task = self._engine.submit_process(
                 self._function_id(packed.func_key, packed.func_bytes), packed.call_bytes, deps, arrays, name, priority,
                 perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, order=order, on=on,
+                label=label,
             )
         else:
             accesses: list = []
@@ -423,7 +427,7 @@ class Runtime:
                 call = functools.partial(func, *args, **kwargs)
             task = self._engine.submit_thread(
                 call, [f._task for f in search.futures] if search is not None else [], accesses, name, priority,
-                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, on=on,
+                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, on=on, label=label,
             )
         return Future(task, self, name)
 

@@ -134,6 +134,8 @@ def init(comm: Any = None, *, share_node: bool = True, abort_on_error: bool = Tr
         runtime = _runtime.current()
         context = module.Context(runtime._engine.engine_capsule(), transport)
         runtime._engine.set_router(context.router())
+        if os.environ.get("HETFLOW_MPI_CHECK") == "1":
+            runtime.check_label = _code_label
         _state = _State(context, runtime)
         runtime.before_stop(_closer(_state))
     if abort_on_error:
@@ -171,6 +173,28 @@ def _closer(state: _State) -> Callable[[bool], None]:
     return close
 
 
+def _code_label(func: Any) -> str:
+    """What the submission check (``HETFLOW_MPI_CHECK``) compares of a task's function between
+    the ranks: its qualified name, first line and a checksum of its bytecode and constants, so
+    that two lambdas, or two versions of a function, differ. Not its file's path (the ranks may
+    run the program from different directories), nor what it captured."""
+    import functools
+    import zlib
+
+    while isinstance(func, functools.partial):
+        func = func.func
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return qualname
+    checksum = zlib.crc32(code.co_code)
+    for constant in code.co_consts:
+        # A nested function's code object prints its address, which differs between the ranks.
+        text = constant.co_name if hasattr(constant, "co_code") else repr(constant)
+        checksum = zlib.crc32(text.encode("utf-8", "backslashreplace"), checksum)
+    return f"{qualname} (line {code.co_firstlineno}, code {checksum:08x})"
+
+
 def _close(state: _State, wait: bool) -> None:
     """Ends the context: waits for the transfers in flight (at most _EXIT_WAIT_S), or leaves
     them when the work was given up."""
@@ -178,6 +202,7 @@ def _close(state: _State, wait: bool) -> None:
     with _lock:
         if _state is state:
             _state = None
+    state.runtime.check_label = None
     try:
         state.runtime._engine.set_router(None)
     except RuntimeError:

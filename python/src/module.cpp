@@ -284,7 +284,7 @@ class PyRuntime {
                          const std::vector<AccessSpec>& accesses, const std::string& name, int priority,
                          const std::vector<std::string>& where) {
     const Codelet& codelet = codelets_.get(codelet_id);
-    const std::optional<int> rank = route(accesses, deps, std::nullopt, name);
+    const std::optional<int> rank = route(accesses, deps, std::nullopt, name, {});
     if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     TaskOptions options = options_for(deps, name, priority);
     ArchMask mask;
@@ -304,8 +304,9 @@ class PyRuntime {
 
   TaskRef submit_thread(nb::callable fn, const std::vector<const TaskRef*>& deps,
                         const std::vector<AccessSpec>& accesses, const std::string& name, int priority,
-                        const std::optional<std::string>& perfmodel, std::size_t size, std::optional<int> on) {
-    const std::optional<int> rank = route(accesses, deps, on, name);
+                        const std::optional<std::string>& perfmodel, std::size_t size, std::optional<int> on,
+                        const std::string& label) {
+    const std::optional<int> rank = route(accesses, deps, on, name, label);
     if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::cpu;
@@ -334,10 +335,10 @@ class PyRuntime {
   TaskRef submit_process(std::size_t function_id, nb::bytes call, const std::vector<const TaskRef*>& deps,
                          const std::vector<ArraySpec>& arrays, const std::string& name, int priority, int worker,
                          std::uint64_t launch, const std::optional<std::string>& perfmodel, std::size_t size,
-                         const std::vector<AccessSpec>& order, std::optional<int> on) {
+                         const std::vector<AccessSpec>& order, std::optional<int> on, const std::string& label) {
     std::vector<AccessSpec> all_accesses = order;
     for (const auto& spec : arrays) all_accesses.emplace_back(std::get<0>(spec), std::get<1>(spec));
-    const std::optional<int> rank = route(all_accesses, deps, on, name);
+    const std::optional<int> rank = route(all_accesses, deps, on, name, label);
     if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     std::shared_ptr<const FunctionCode> function = functions_.get(function_id);
     TaskOptions options = options_for(deps, name, priority);
@@ -536,9 +537,10 @@ class PyRuntime {
   /// With hetflow.mpi: where a task runs, for a task over distributed arrays or placed on a
   /// rank (`on`), after the transfers it needs are posted; nullopt for an ordinary task (on
   /// every rank, each on its own). Everything is checked before anything is posted, the same
-  /// way on every rank, so that a refused task leaves the ranks in step.
+  /// way on every rank, so that a refused task leaves the ranks in step. `label`: what the
+  /// submission check (HETFLOW_MPI_CHECK) compares of the task's function; its name if empty.
   std::optional<int> route(const std::vector<AccessSpec>& specs, const std::vector<const TaskRef*>& deps,
-                           std::optional<int> on, const std::string& name) {
+                           std::optional<int> on, const std::string& name, const std::string& label) {
     if (!router_) {
       if (on) throw nb::value_error("hetflow: on= places a task on an MPI rank: call hetflow.mpi.init() first");
       return std::nullopt;
@@ -586,7 +588,7 @@ class PyRuntime {
                 .c_str());
       }
     }
-    if (rank) router_->route(options, on, name);
+    if (rank) router_->route(options, on, label.empty() ? name : label);
     return rank;
   }
 
@@ -688,11 +690,11 @@ NB_MODULE(_hetflow, m) {
       .def("submit_codelet", &PyRuntime::submit_codelet, "codelet"_a, "runner"_a, "deps"_a, "accesses"_a, "name"_a,
            "priority"_a, "where"_a)
       .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a,
-           "perfmodel"_a = nb::none(), "size"_a = 0, "on"_a = nb::none())
+           "perfmodel"_a = nb::none(), "size"_a = 0, "on"_a = nb::none(), "label"_a = "")
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
       .def("submit_process", &PyRuntime::submit_process, "function_id"_a, "call"_a, "deps"_a, "arrays"_a, "name"_a,
            "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0,
-           "order"_a = std::vector<AccessSpec>{}, "on"_a = nb::none())
+           "order"_a = std::vector<AccessSpec>{}, "on"_a = nb::none(), "label"_a = "")
       .def("open_launch", &PyRuntime::open_launch, "launch"_a, "size"_a)
       .def("pinned_load", &PyRuntime::pinned_load, "worker"_a)
       .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a, "host_writable"_a)

@@ -242,6 +242,36 @@ def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
     assert returncode == 0 and "time limit" not in output, output
 
 
+def test_ranks_that_submit_different_functions_of_one_name_are_told_so_with_hetflow_mpi_check():
+    # Each rank adds to y with a lambda of its own (on its own line): the same name, other code.
+    # The check compared a function's name only, so the ranks went on as if they did the same.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "x = hm.register(np.ones(4), owner=0)\n"
+        "y = hm.register(np.zeros(4), owner=0)\n"
+        "run = hetflow.task_submit.options(executor='thread')\n"
+        "add = lambda a, b: a.__iadd__(b)\n"
+        "same = lambda a, b: a.__iadd__(b)\n"
+        "run(add, hetflow.RW(y), x)\n"
+        "run(same if hm.rank() == 0 else add, hetflow.RW(y), x)\n"  # another line: told apart
+        "try:\n"
+        "    hm.wait_all()\n"
+        "    print(f'rank {hm.rank()}: same lines unnoticed', flush=True)\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print(f'rank {hm.rank()}: {error}', flush=True)\n"
+    )
+    returncode, output = _run_program(program, HETFLOW_MPI_CHECK="1")
+    for rank in range(2):
+        assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
+        assert "task 1 ('<lambda>'" in output, output
+    assert returncode == 0, output
+    same_function = program.replace("run(same if hm.rank() == 0 else add", "run(add")
+    returncode, output = _run_program(same_function, HETFLOW_MPI_CHECK="1")
+    for rank in range(2):
+        assert f"rank {rank}: same lines unnoticed" in output, output
+
+
 @pytest.mark.parametrize(
     "elsewhere",
     ["np.zeros(24, np.float32)", "np.zeros((4, 3))", "np.zeros((3, 4), order='F')", "np.zeros(12, np.int64)"],
