@@ -234,8 +234,11 @@ class Engine final : public DataContext {
   [[nodiscard]] const std::string& scheduler_name() const noexcept { return scheduler_name_; }
   std::uint64_t next_sequence() noexcept { return sequence_.fetch_add(1, std::memory_order_relaxed); }
 
- private:
+  /// Queues a ready task (pinned: to its worker), and wakes a worker that may run it. Also gives
+  /// back a task a worker took (next_task) but will not run soon.
   void push_ready(TaskCore* task);
+
+ private:
   /// Ready tasks in the scheduler that workers of each kind may take, kept for all kinds but CPU
   /// threads (whose path is the hottest and which do not batch): take_companions leaves one for
   /// each other worker of its kind.

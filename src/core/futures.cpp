@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "core/dependencies.hpp"
 #include "core/engine.hpp"
@@ -203,12 +204,14 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
   const auto done = [&] {
     return reached(task->status()) || (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline);
   };
+  bool set_aside = false;
   while (!done()) {
     if (deadline == nullptr && may_nest(*worker)) {
       if (TaskCore* next = take_for_awaited(engine, *worker, own)) {
         run_nested(engine, next, *worker);
         continue;
       }
+      set_aside = set_aside || worker->deferred != nullptr;
       if (own != nullptr && may_claim(engine, *worker, own) && engine.claim(own)) {
         run_nested(engine, own, *worker, /*claimed=*/true);
         continue;
@@ -234,6 +237,9 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
         break;
     }
   }
+  // A task set aside for the worker to run next would wait for the rest of this task's run,
+  // where no other worker may take it (this task may even wait for it, unseen): it goes back.
+  if (set_aside && worker->deferred != nullptr) engine.push_ready(std::exchange(worker->deferred, nullptr));
   return true;
 }
 

@@ -130,6 +130,37 @@ TEST(NestedWaits, AResultTakenAheadOfItsQueueIsFreedWithItsFuture) {
   rt.wait_all();
 }
 
+// A waiting task that set a queued task aside (not its own, not needed) and then ran the one it
+// waits for gives the set-aside task back: kept for its worker, it waited for the rest of the
+// waiting task's run while another worker was idle, and for ever if the waiting task then
+// waited for it in a way hetflow does not see.
+TEST(NestedWaits, ATaskSetAsideDuringAWaitGoesBackToTheOtherWorkers) {
+  Runtime rt(Config{.ncpus = 2, .scheduler = "eager"});
+  hetflow::test::Signal busy;
+  Gate release_other;
+  auto blocker = rt.submit([&] {
+    busy.raise();
+    release_other.wait();
+  });
+  busy.wait_for_count(1);
+  Gate go;
+  std::atomic<bool> unrelated_ran{false};
+  auto parent = rt.submit([&] {
+    go.wait();
+    auto child = rt.submit([] { return 1; });
+    if (child.get() != 1) return false;
+    release_other.open();  // the other worker is free: the set-aside task may run there
+    const auto until = Clock::now() + kPatience;
+    while (!unrelated_ran.load() && Clock::now() < until) std::this_thread::yield();
+    return unrelated_ran.load();
+  });
+  (void)rt.submit([&] { unrelated_ran = true; });  // queued ahead of the child
+  go.open();
+  ASSERT_TRUE(parent.wait_for(2 * kPatience));
+  EXPECT_TRUE(parent.get());
+  rt.wait_all();
+}
+
 // A wait with a deadline runs nothing on the waiting task's stack, where a task would hold the
 // wait past its deadline however long it ran: the worker goes to a spare thread meanwhile.
 TEST(NestedWaits, AWaitWithADeadlineRunsNothingOnItsThread) {
