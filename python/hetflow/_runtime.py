@@ -410,6 +410,8 @@ class Runtime:
             if data:
                 args, kwargs, arrays, order = self._data_for_process(args, kwargs)
             packed = pack_call(func, args, kwargs, _is_future, reduces_to_placeholder=True)
+            if b"Access" in packed.call_bytes:  # perhaps a mark inside a container (the name, pickled)
+                _refuse_nested_mark(name, args, kwargs)
             deps = [f._task for f in packed.futures]
             task = self._engine.submit_process(
                 self._function_id(packed.func_key, packed.func_bytes), packed.call_bytes, deps, arrays, name, priority,
@@ -420,7 +422,9 @@ class Runtime:
             accesses: list = []
             if data:
                 args, kwargs, accesses = self._data_for_thread(args, kwargs)
-            search = FutureSearch(args, kwargs, _is_future) if args or kwargs else None
+            search = FutureSearch(args, kwargs, _future_or_mark) if args or kwargs else None
+            if search is not None and search.futures and any(type(found) is Access for found in search.futures):
+                _refuse_nested_mark(name, args, kwargs)
             if search is not None and search.futures:
                 call = functools.partial(_call_resolved, func, args, kwargs, search)
             else:
@@ -1006,6 +1010,60 @@ def _subclass_by_value(handles: Any, array: Any, mode: str) -> Any:
 def _find_data(args: tuple, kwargs: dict) -> bool:
     """True if a top-level argument is an array or carries an access mode."""
     return any(type(value) is Access or is_array(value) for value in (*args, *kwargs.values()))
+
+
+_WALK_ATOMS = (int, float, complex, bool, str, bytes, type(None))
+
+
+def find_nested(value: Any, wanted: Callable[[Any], bool]) -> Optional[Tuple[str, Any]]:
+    """``(path, item)`` of the first item that is ``wanted``: ``value`` itself (path ``""``) or
+    one inside its lists, tuples, dicts (keys and values) and sets, at any depth (path
+    ``[0]['x']``); None if there is none."""
+    visited = set()
+    stack: List[Tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if type(item) in _WALK_ATOMS:
+            continue
+        if wanted(item):
+            return path, item
+        if not isinstance(item, (list, tuple, dict, set, frozenset)) or id(item) in visited:
+            continue
+        visited.add(id(item))
+        if isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                children += [(f"{path}<key {key!r}>", key), (f"{path}[{key!r}]", child)]
+        elif isinstance(item, (set, frozenset)):
+            children = [(f"{path}<an item of a set>", child) for child in item]
+        else:
+            children = [(f"{path}[{i}]", child) for i, child in enumerate(item)]
+        stack.extend(reversed(children))
+    return None
+
+
+def _future_or_mark(value: Any) -> bool:
+    """What a thread task's arguments are searched for: futures, and access marks (which count
+    only at top level, where they are unwrapped before the search: one found is nested)."""
+    return isinstance(value, Future) or type(value) is Access
+
+
+def _refuse_nested_mark(name: str, args: tuple, kwargs: dict) -> None:
+    """Raises TypeError, saying where, if an access mark lies inside a container among the
+    arguments (marks act only as a task's own arguments; the task would get the mark object)."""
+    labelled = [(f"positional argument {i + 1}", value) for i, value in enumerate(args)]
+    labelled += [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
+    for what, value in labelled:
+        if type(value) is Access:
+            continue  # at top level: a mark (unwrapped by the caller)
+        found = find_nested(value, lambda item: type(item) is Access)
+        if found is not None:
+            path, mark = found
+            raise TypeError(
+                f"hetflow: task {name!r}: {what}, at {path}, is an access mark (hetflow.{mark.mode}(...)); marks act "
+                "only as a task's own arguments, not inside lists, tuples, dicts or sets (an array there travels by "
+                "value and is not tracked): pass the array as an argument of its own, marked"
+            )
 
 
 def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict, search: FutureSearch) -> Any:

@@ -16,8 +16,10 @@ many, and ``hetflow.init(ncpus=16)`` gives 16 on any machine.
 """
 from __future__ import annotations
 
+import builtins
 import concurrent.futures
 import itertools
+import keyword
 import numbers
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -75,6 +77,12 @@ class OffloadHandle:
             if not future.cancelled() and future.exception() is not None
         ]
         causes = [(core, future) for core, future in failed if not isinstance(future.exception(), _kernel.PeerFailed)]
+        if not causes:
+            # A kernel cancelled before it started ends without sending or reaching the barrier:
+            # the PeerFailed of its peers says "ended", and the note says why.
+            cancelled = [core for core, future in self._futures.items() if future.cancelled()]
+            for core, future in failed:
+                _note_cancelled(future.exception(), cancelled)
         for core, future in causes or failed:
             _value(core, future)
         return [_value(core, future) for core, future in self._futures.items()]
@@ -97,71 +105,182 @@ class OffloadHandle:
     def __repr__(self) -> str:
         return f"<hetflow.OffloadHandle cores={self.cores} done={self.done()}>"
 
+    def __reduce__(self) -> Any:
+        # Its futures belong to this process: elsewhere they would be their values (or nothing).
+        raise TypeError(_HANDLE_TRAVELS)
+
+
+_HANDLE_TRAVELS = (
+    "an OffloadHandle cannot be sent to a core or a worker process (its kernels are waited for "
+    "where they were launched); wait for it here and pass the values (handle.wait())"
+)
+
+
+def _note_cancelled(error: Any, cancelled: List[int]) -> None:
+    for core in cancelled:
+        note = f"core {core}'s kernel was cancelled (its future's cancel()) before it started"
+        if (
+            hasattr(error, "add_note")
+            and f"core {core}'s kernel ended" in str(error)
+            and note not in getattr(error, "__notes__", ())
+        ):
+            error.add_note(note)
+
 
 def _value(core: int, future: Future) -> Any:
     error = None if future.cancelled() else future.exception()  # a Ctrl-C meanwhile is not the kernel's
     if error is None:
         return future.result()
     error.core = core  # type: ignore[attr-defined]
-    if hasattr(error, "add_note"):
-        error.add_note(f"raised by the kernel on core {core}")
+    note = f"raised by the kernel on core {core}"
+    if hasattr(error, "add_note") and note not in getattr(error, "__notes__", ()):
+        error.add_note(note)  # once, however often the handle is waited on
     raise error
 
 
-def _cores(runtime: Any, auto: Optional[int], target: Target) -> List[int]:
+def _cores(runtime: Any, auto: Optional[int], target: Target, auto_name: str = "auto") -> List[int]:
+    """The cores a launch runs on; ``auto_name``: what the user called ``auto`` (``cores`` for
+    offload_multiple), for the messages."""
     count = runtime.nprocs
     if count == 0:
         raise ValueError("hetflow.offload: the runtime has no cores (nprocs=0)")
     if auto is not None and target is not None:
-        raise ValueError("hetflow.offload: give auto or target, not both")
+        raise ValueError(f"hetflow.offload: give {auto_name} or target, not both")
     if target is not None:
         cores = _target_cores(target)
         if not cores:
             raise ValueError("hetflow.offload: target names no core")
         for core in cores:
-            if not isinstance(core, int) or not 0 <= core < count:
+            if not 0 <= core < count:
                 raise ValueError(f"hetflow.offload: core {core!r} does not exist; cores are 0 to {count - 1}")
         if len(set(cores)) != len(cores):
             raise ValueError(f"hetflow.offload: target {cores} names a core twice")
         return sorted(cores)
     if auto is not None:
-        if not isinstance(auto, numbers.Integral) or isinstance(auto, bool) or auto < 1:
-            raise ValueError(f"hetflow.offload: auto must be a positive number of cores, not {auto!r}")
-        auto = int(auto)
+        auto = _check_auto(auto, auto_name)
         if auto > count:
-            raise ValueError(f"hetflow.offload: auto={auto} but there are only {count} cores")
+            raise ValueError(f"hetflow.offload: {auto_name}={auto} but there are only {count} cores")
         loads = [(runtime.core_load(core), core) for core in range(count)]
         return sorted(core for _, core in sorted(loads)[:auto])
     return list(range(count))
 
 
+def _is_int(value: Any) -> bool:
+    """An int or a numpy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and not _is_numpy_bool(value)
+
+
+def _is_numpy_bool(value: Any) -> bool:
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.bool_)
+
+
+def _check_auto(auto: Any, auto_name: str, where: str = "hetflow.offload") -> int:
+    if not _is_int(auto) or auto < 1:
+        raise ValueError(f"{where}: {auto_name} must be a positive number of cores, not {auto!r}")
+    return int(auto)
+
+
 def launch(func: Callable[..., Any], args: tuple, kwargs: dict, cores: Iterable[int]) -> OffloadHandle:
     """Runs ``func(*args, **kwargs)`` once on each of ``cores``; kernels on busy cores queue."""
-    from hetflow._arrays import Access
-
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, Access):
-            raise TypeError(
-                f"hetflow: {getattr(func, '__name__', 'kernel')}: a kernel takes its arguments as values (each core "
-                f"gets its own copy); hetflow.{value.mode}(...) marks are for tasks. Return what a kernel computes, "
-                "or keep it on the cores with define_on_device / copy_from_device"
-            )
+    name = getattr(func, "__name__", "kernel")
+    labelled = _labelled_arguments(func, args, kwargs)
+    _check_arguments(f"hetflow.offload: kernel {name!r}", labelled)
     runtime = _runtime.current()
     cores = tuple(cores)
-    name = getattr(func, "__name__", "kernel")
-    args, kwargs = _after_writers(runtime, args, kwargs, name)
+    sent_args, sent_kwargs = _after_writers(runtime, args, kwargs, name)
     # Submitting only queues the kernels (it never waits for a core), so the lock is held briefly
     # and asynchronous launches still return at once.
-    with _launch_lock:
-        launch_id = next(_launch_ids)
-        runtime.open_launch(launch_id, len(cores))
-        futures = {
-            core: runtime.submit_to_core(
-                core, _kernel.run_kernel, (launch_id, cores, func, args, kwargs), name, launch_id
-            )
-            for core in cores
-        }
+    try:
+        with _launch_lock:
+            launch_id = next(_launch_ids)
+            runtime.open_launch(launch_id, len(cores))
+            futures = {
+                core: runtime.submit_to_core(
+                    core, _kernel.run_kernel, (launch_id, cores, func, sent_args, sent_kwargs), name, launch_id
+                )
+                for core in cores
+            }
+    except TypeError as error:
+        unsendable = _unsendable(f"hetflow.offload: kernel {name!r}", labelled + [(f"the kernel {name!r}", func)])
+        if unsendable is None:
+            raise
+        raise unsendable from error.__cause__ or error
     return OffloadHandle(futures)
+
+
+_SENDABLE = (
+    "each core gets a pickled copy (cloudpickle): numbers, strings, lists, dicts, numpy arrays, functions and "
+    "objects that pickle travel; locks, generators, open files, sockets and the like do not"
+)
+
+
+def _labelled_arguments(func: Callable[..., Any], args: tuple, kwargs: dict) -> List[Tuple[str, Any]]:
+    """``(what the user calls it, value)`` for each argument of ``func(*args, **kwargs)``: its
+    parameter's name where the signature tells, else its position."""
+    import inspect
+
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        pass
+    else:
+        labelled: List[Tuple[str, Any]] = []
+        for parameter, value in bound.arguments.items():
+            kind = bound.signature.parameters[parameter].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                labelled += [(f"argument {parameter}[{i}]", item) for i, item in enumerate(value)]
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                labelled += [(f"keyword argument {key!r}", item) for key, item in value.items()]
+            else:
+                labelled.append((f"argument {parameter!r}", value))
+        return labelled
+    return [(f"positional argument {i + 1}", value) for i, value in enumerate(args)] + [
+        (f"keyword argument {key!r}", value) for key, value in kwargs.items()
+    ]
+
+
+def _unsendable(where: str, labelled: List[Tuple[str, Any]]) -> Optional[TypeError]:
+    """A TypeError naming the first of ``labelled`` that cannot be pickled for a core, and why;
+    None if each pickles on its own (the failure was something else)."""
+    import reprlib
+
+    from hetflow._serialize import _pack_by_reduce
+
+    for what, value in labelled:
+        try:
+            _pack_by_reduce(_kernel.run_kernel, (value,), {})  # futures among them reduce as when sent
+        except TypeError as error:
+            reason = error.__cause__ or error
+            return TypeError(f"{where}: cannot send {what} ({reprlib.repr(value)}) to the cores: {reason}; {_SENDABLE}")
+    return None
+
+
+def _check_arguments(where: str, labelled: List[Tuple[str, Any]], kernel: bool = True) -> None:
+    """Refuses, naming where it is, what cannot be an argument of a kernel: an access mark (a
+    kernel gets values; marks are for tasks) or an OffloadHandle (it cannot travel to a core)."""
+    from hetflow._arrays import Access
+
+    for what, value in labelled:
+        found = _runtime.find_nested(value, lambda item: isinstance(item, (Access, OffloadHandle)))
+        if found is None:
+            continue
+        path, item = found
+        place = what if not path else f"{what}, at {path},"
+        if isinstance(item, OffloadHandle):
+            raise TypeError(f"{where}: {place} is an OffloadHandle; {_HANDLE_TRAVELS}")
+        if kernel:
+            raise TypeError(
+                f"{where}: {place} is an access mark (hetflow.{item.mode}(...)); a kernel takes its arguments as "
+                "values (each core gets its own copy), and marks are for tasks. Return what a kernel computes, or "
+                "keep it on the cores with define_on_device / copy_from_device"
+            )
+        raise TypeError(
+            f"{where}: {place} is an access mark (hetflow.{item.mode}(...)); each core gets its own copy of a "
+            "device variable, and marks are for tasks: give the value itself"
+        )
 
 
 def _after_writers(runtime: Any, args: tuple, kwargs: dict, name: str) -> Tuple[tuple, dict]:
@@ -197,13 +316,16 @@ def _copy(array: Any) -> Any:
 class OffloadedFunction:
     """A function whose calls run on many cores; made by ``@offload``."""
 
-    def __init__(self, func: Callable[..., Any], asynchronous: bool, auto: Optional[int], target: Target) -> None:
+    def __init__(
+        self, func: Callable[..., Any], asynchronous: bool, auto: Optional[int], target: Target, auto_name: str = "auto"
+    ) -> None:
         if not callable(func):
             raise TypeError(f"hetflow.offload: {func!r} is not callable")
         self.func = func
         self.asynchronous = asynchronous
         self.auto = auto
         self.target = target
+        self._auto_name = auto_name  # what the decorator called auto (offload_multiple: cores)
         self.__name__ = getattr(func, "__name__", "kernel")
         self.__doc__ = getattr(func, "__doc__", None)
         self.__wrapped__ = func
@@ -212,16 +334,18 @@ class OffloadedFunction:
         asynchronous = kwargs.pop("asynchronous", kwargs.pop("async", self.asynchronous))
         auto = kwargs.pop("auto", None)
         target = kwargs.pop("target", None)
+        auto_name = "auto"
         if auto is None and target is None:
-            auto, target = self.auto, self.target
-        handle = launch(self.func, args, kwargs, _cores(_runtime.current(), auto, target))
+            auto, target, auto_name = self.auto, self.target, self._auto_name
+        handle = launch(self.func, args, kwargs, _cores(_runtime.current(), auto, target, auto_name))
         return handle if asynchronous else handle.wait()
 
 
 def _target_cores(target: Any) -> List[int]:
-    """The cores ``target`` names: one core id (an int), or a list (tuple, range) of them."""
-    if isinstance(target, int) and not isinstance(target, bool):
-        return [target]
+    """The cores ``target`` names: one core id (an int), or a list (tuple, range) of them; numpy
+    integers are ints here, bools are not."""
+    if _is_int(target):
+        return [int(target)]
     if not isinstance(target, (list, tuple, range, set, frozenset)):
         raise TypeError(
             f"hetflow.offload: target must be a core id (an int) or a list of core ids, not "
@@ -229,11 +353,11 @@ def _target_cores(target: Any) -> List[int]:
         )
     cores = list(target)
     for core in cores:
-        if not isinstance(core, int) or isinstance(core, bool):
+        if not _is_int(core):
             raise TypeError(
                 f"hetflow.offload: target names {core!r} ({type(core).__name__}); core ids are ints"
             )
-    return cores
+    return [int(core) for core in cores]
 
 
 def _options(options: Dict[str, Any], where: str) -> Tuple[bool, Optional[int], Target]:
@@ -245,6 +369,8 @@ def _options(options: Dict[str, Any], where: str) -> Tuple[bool, Optional[int], 
     asynchronous = options.get("asynchronous", options.get("async", False))
     if options.get("target") is not None:
         _target_cores(options["target"])  # a wrong type fails where it is written
+    if options.get("auto") is not None:
+        _check_auto(options["auto"], "auto")
     return bool(asynchronous), options.get("auto"), options.get("target")
 
 
@@ -260,9 +386,10 @@ def offload(func: Optional[Callable[..., Any]] = None, **options: Any) -> Any:
 
 def offload_multiple(func: Optional[Callable[..., Any]] = None, *, cores: int = 1) -> Any:
     """Asynchronous launch on ``cores`` idle cores: ``@offload_multiple(cores=8)``."""
+    cores = _check_auto(cores, "cores", "hetflow.offload_multiple")  # a wrong type fails where it is written
     if func is not None:
-        return OffloadedFunction(func, True, cores, None)
-    return lambda f: OffloadedFunction(f, True, cores, None)
+        return OffloadedFunction(func, True, cores, None, "cores")
+    return lambda f: OffloadedFunction(f, True, cores, None, "cores")
 
 
 def offload_single(func: Optional[Callable[..., Any]] = None) -> Any:
@@ -286,11 +413,22 @@ waitAll = wait_all
 
 
 # -- device-resident data -------------------------------------------------------------------------
-def _on_cores(func: Callable[..., Any], args: tuple, target: Target, asynchronous: bool) -> Any:
+def _on_cores(
+    func: Callable[..., Any], args: tuple, target: Target, asynchronous: bool, where: str = ""
+) -> Any:
     runtime = _runtime.current()
     cores = _cores(runtime, None, target)
-    args, _ = _after_writers(runtime, args, {}, func.__name__)
-    futures = {core: runtime.submit_to_core(core, func, args, func.__name__) for core in cores}
+    if len(args) > 1:  # (name, value): the value of a device variable
+        labelled = [(f"the value of device variable {args[0]!r}", args[1])]
+        _check_arguments(where, labelled, kernel=False)
+    sent, _ = _after_writers(runtime, args, {}, func.__name__)
+    try:
+        futures = {core: runtime.submit_to_core(core, func, sent, func.__name__) for core in cores}
+    except TypeError as error:
+        unsendable = _unsendable(where, labelled) if len(args) > 1 else None
+        if unsendable is None:
+            raise
+        raise unsendable from error.__cause__ or error
     handle = OffloadHandle(futures)
     return handle if asynchronous else handle.wait()
 
@@ -299,22 +437,36 @@ def define_on_device(name: str, value: Any) -> None:
     """Gives every core its own copy of ``value``, which kernels use as the global ``name`` and
     which stays on the core between launches (changes made by kernels included)."""
     _check_name(name)
-    _on_cores(_kernel.store, (name, value), None, False)
+    _on_cores(_kernel.store, (name, value), None, False, "hetflow.define_on_device")
 
 
 def copy_to_device(name: str, value: Any, target: Target = None, asynchronous: bool = False) -> Any:
     """Sets device variable ``name`` to ``value`` on the target cores (default: all)."""
     _check_name(name)
-    result = _on_cores(_kernel.store, (name, value), target, asynchronous)
+    result = _on_cores(_kernel.store, (name, value), target, asynchronous, "hetflow.copy_to_device")
     return result if asynchronous else None
 
 
 def copy_from_device(name: str, target: Target = None, asynchronous: bool = False) -> Any:
     """The value of device variable ``name`` on each target core (default: all), by core id."""
     _check_name(name)
-    return _on_cores(_kernel.load, (name,), target, asynchronous)
+    return _on_cores(_kernel.load, (name,), target, asynchronous, "hetflow.copy_from_device")
 
 
 def _check_name(name: str) -> None:
+    """A device variable becomes a global of the kernels: its name must be one a kernel can use,
+    and must not hide a builtin (every later kernel on the core would get the variable instead)."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"hetflow: a device variable needs a Python identifier as name, not {name!r}")
+    if keyword.iskeyword(name):
+        raise ValueError(f"hetflow: {name!r} is a Python keyword; a device variable needs another name")
+    if name.startswith("__") and name.endswith("__"):
+        raise ValueError(
+            f"hetflow: {name!r} is a special name (__...__) of the kernels' modules; a device variable needs another "
+            "name"
+        )
+    if hasattr(builtins, name):
+        raise ValueError(
+            f"hetflow: {name!r} is a Python builtin; a device variable of that name would hide it from every "
+            "kernel on the core: choose another name"
+        )

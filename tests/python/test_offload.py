@@ -386,3 +386,132 @@ def test_a_launch_behind_an_acquisition_this_thread_holds_is_refused():
         with pytest.raises(RuntimeError, match="release it first"):
             offload(array_total, target=0)(a)
     assert offload(array_total, target=0)(a) == [2.0]
+
+
+# -- clear errors for what cannot reach a core ------------------------------------------------------
+def keeps(x, y=None):
+    return 1
+
+
+def test_an_unpicklable_argument_names_the_kernel_and_the_argument():
+    import threading
+
+    with pytest.raises(TypeError) as caught:
+        offload(keeps)(1, y=(i for i in range(3)))
+    message = str(caught.value)
+    assert message.startswith("hetflow.offload: kernel 'keeps': cannot send argument 'y' (<generator")
+    assert "cannot pickle 'generator' object" in message and "each core gets a pickled copy" in message
+    assert "run_kernel" not in message and "executor" not in message
+    with pytest.raises(TypeError) as caught:
+        hetflow.define_on_device("lock", threading.Lock())
+    message = str(caught.value)
+    assert message.startswith("hetflow.define_on_device: cannot send the value of device variable 'lock'")
+    assert "cannot pickle '_thread.lock' object" in message
+    assert "store" not in message and "executor" not in message
+    with pytest.raises(TypeError, match=r"^hetflow.copy_to_device: cannot send the value of device variable 'g'"):
+        hetflow.copy_to_device("g", (i for i in range(2)), target=1)
+    assert offload(keeps, target=0)(1) == [1]  # nothing was left behind
+
+
+def test_options_are_named_as_written_and_numpy_integers_are_core_ids():
+    import numpy as np
+
+    with pytest.raises(ValueError, match=rf"^hetflow.offload: cores=10 but there are only {CORES} cores$"):
+        offload_multiple(cores=10)(keeps)(0)
+    with pytest.raises(ValueError, match="hetflow.offload_multiple: cores must be a positive number of cores, not True"):
+        offload_multiple(cores=True)
+    assert offload(keeps)(0, target=np.int64(1)) == [1]
+    assert offload(where)(0, 0, target=[np.int32(2), 3])[0][0] == 2
+    assert offload(keeps)(0, auto=np.int64(1)) == [1]
+    for flag in (True, np.bool_(True)):
+        with pytest.raises(TypeError, match="target must be a core id"):
+            offload(keeps)(0, target=flag)
+        with pytest.raises(ValueError, match="auto must be a positive number of cores"):
+            offload(keeps)(0, auto=flag)
+
+
+def prints():
+    print("kernel printing")
+    return "printed"
+
+
+def test_device_variable_names_must_be_usable_and_not_hide_builtins():
+    for name, reason in [("class", "is a Python keyword"), ("print", "is a Python builtin"),
+                         ("len", "is a Python builtin"), ("__name__", "special name"), ("a b", "identifier")]:
+        with pytest.raises(ValueError, match=re.escape(f"{name!r}")) as caught:
+            hetflow.define_on_device(name, 1)
+        assert reason in str(caught.value)
+        with pytest.raises(ValueError, match=reason):
+            hetflow.copy_to_device(name, 1)
+    assert offload(prints, target=0)() == ["printed"]  # print was not replaced
+    hetflow.define_on_device("match", 2)  # a soft keyword is a name
+    assert hetflow.copy_from_device("match", target=0) == [2]
+
+
+def first_type(items):
+    return type(items[0]).__name__
+
+
+def test_access_marks_inside_kernel_arguments_are_refused_saying_where():
+    import numpy as np
+
+    a = np.zeros(3)
+    with pytest.raises(TypeError, match=re.escape("kernel 'first_type': argument 'items', at [0], is an access mark (hetflow.RW(...))")):
+        offload(first_type)([hetflow.RW(a)])
+    with pytest.raises(TypeError, match=re.escape("argument 'items', at [1]['x'], is an access mark (hetflow.W(...))")):
+        offload(first_type)([1, {"x": hetflow.W(a)}])
+    with pytest.raises(TypeError, match=re.escape("argument 'items' is an access mark (hetflow.R(...))")):
+        offload(first_type)(hetflow.R(a))
+    with pytest.raises(TypeError, match=re.escape("the value of device variable 'v', at [0], is an access mark")):
+        hetflow.define_on_device("v", [hetflow.RW(a)])
+    assert offload(first_type, target=0)([a]) == ["ndarray"]
+
+
+def wait_inside(handle):
+    return handle.wait()
+
+
+def test_a_handle_cannot_be_a_kernel_argument():
+    handle = offload(keeps)(0, asynchronous=True)
+    with pytest.raises(TypeError, match=re.escape("kernel 'wait_inside': argument 'handle' is an OffloadHandle; an OffloadHandle cannot be sent")):
+        offload(wait_inside)(handle)
+    with pytest.raises(TypeError, match=re.escape("argument 'handle', at [0], is an OffloadHandle")):
+        offload(wait_inside)([handle])
+    with pytest.raises(TypeError, match="an OffloadHandle cannot be sent to a core or a worker process"):
+        hetflow.task_submit.options(executor="process")(keeps, handle).result()
+    assert handle.wait() == [1] * CORES
+
+
+def fails_on_core_0():
+    if hetflow.coreid() == 0:
+        raise ValueError("core 0 failed")
+    return 1
+
+
+def test_waiting_again_on_a_failed_handle_adds_no_note():
+    handle = offload(fails_on_core_0)(asynchronous=True)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="core 0 failed") as caught:
+            handle.wait()
+        assert caught.value.core == 0
+        assert caught.value.__notes__.count("raised by the kernel on core 0") == 1
+
+
+def receive_from_core_1():
+    if hetflow.coreid() == 0:
+        return hetflow.recv(1)
+    hetflow.send("hi", 0)
+    return "sent"
+
+
+def test_a_peer_cancelled_before_it_started_is_named_as_cancelled():
+    busy = offload(time.sleep, target=1, asynchronous=True)(1.0)
+    handle = offload(receive_from_core_1, target=[0, 1], asynchronous=True)()
+    if not handle._futures[1].cancel():
+        pytest.skip("core 1's kernel started before it could be cancelled")
+    for _ in range(2):
+        with pytest.raises(hetflow.PeerFailed, match="core 1's kernel ended without sending") as caught:
+            handle.wait()
+        assert caught.value.core == 0
+        assert caught.value.__notes__.count("core 1's kernel was cancelled (its future's cancel()) before it started") == 1
+    busy.wait()

@@ -402,3 +402,24 @@ def test_a_future_of_another_runtime_is_refused_with_a_clear_error():
         with pytest.raises(ValueError, match="future of a task of another runtime.*future.result"):
             second.submit(add, future, 1)
         assert second.submit(add, future.result(), 1).result(timeout=30) == 4
+
+
+def kind_of_first(items):
+    return type(items[0]).__name__
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_an_access_mark_inside_a_container_is_refused_saying_where(executor):
+    import re
+
+    import numpy as np
+
+    a = np.zeros(3)
+    submit = hetflow.task_submit.options(executor=executor)
+    with pytest.raises(TypeError, match=re.escape("task 'kind_of_first': positional argument 1, at [0], is an access mark (hetflow.RW(...))")):
+        submit(kind_of_first, [hetflow.RW(a)])
+    with pytest.raises(TypeError, match=re.escape("keyword argument 'items', at ['k'][1], is an access mark (hetflow.W(...))")):
+        submit(kind_of_first, items={"k": (1, hetflow.W(a))})
+    future = submit(add, 1, 2)
+    assert submit(kind_of_first, [future, "Access"]).result() == "int"  # the word alone is no mark
+    assert submit(kind_of_first, [a]).result() == "ndarray"
