@@ -9,7 +9,9 @@ that runs the real joblib on hetflow.
 The calls are cut into ``n_jobs`` blocks of consecutive calls (the first ``len % n_jobs`` blocks
 one call longer); each block is one task; results come back in input order.
 ``delayed(f)(A, B)`` given alone, with numpy arrays (or generators) as arguments, instead cuts
-those arguments into ``n_jobs`` parts along their first axis and calls ``f`` on each part.
+those arguments into ``n_jobs`` parts along their first axis and calls ``f`` on each part
+(read-write, or for reading only where an array cannot be written), and joins the parts' results.
+``timeout=`` and ``return_as=`` work as joblib's; joblib's other keywords raise a TypeError.
 
 To run existing joblib code on hetflow::
 
@@ -19,8 +21,11 @@ To run existing joblib code on hetflow::
 """
 from __future__ import annotations
 
+import difflib
+import multiprocessing
+import time
 import types
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import hetflow
 from hetflow import _runtime
@@ -133,18 +138,49 @@ def _cuts(length: int, blocks: int) -> List[slice]:
 
 
 def _marked(value: Any) -> Any:
-    """Array parts are written in place by many functions: marked read-write."""
-    return hetflow.RW(value) if is_array(value) else value
+    """Array parts are written in place by many functions: marked read-write, unless the array
+    cannot be written (read-only, a ``numpy.broadcast_to`` view): then it is given for reading."""
+    return hetflow.RW(value) if is_array(value) and value.flags.writeable else value
 
 
-def _gather(block_results: List[Any]) -> Any:
-    """The results of the blocks of a cut call, in order, as StarPU's interface gives them."""
-    if any(result is None for result in block_results):
+def _describe(value: Any) -> str:
+    if is_array(value):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _cannot_join(block_results: List[Any], spans: List[Tuple[int, int]], why: str) -> TypeError:
+    returned = "; ".join(
+        f"block {i} (items {start} to {stop - 1}) returned {_describe(result)}"
+        for i, ((start, stop), result) in enumerate(zip(spans, block_results))
+    )
+    return TypeError(f"hetflow.joblib.Parallel: the results of the blocks of a cut call cannot be joined ({why}): {returned}")
+
+
+def _gather(block_results: List[Any], spans: List[Tuple[int, int]]) -> Any:
+    """The results of the blocks of a cut call, in order, as StarPU's interface gives them:
+    None when every block returned None (the function filled an output in place), arrays
+    concatenated, 0-d arrays (one value per block) stacked, anything else in a list (lists and
+    tuples flattened). Results of different kinds raise a TypeError naming each block's."""
+    nones = [result is None for result in block_results]
+    if all(nones):
         return None
-    if all(is_array(result) for result in block_results):
+    if any(nones):
+        raise _cannot_join(block_results, spans, "some blocks returned None, others did not")
+    arrays = [is_array(result) for result in block_results]
+    if any(arrays):
+        if not all(arrays):
+            raise _cannot_join(block_results, spans, "some blocks returned arrays, others did not")
         import numpy
 
-        return numpy.concatenate(block_results)
+        if all(result.ndim == 0 for result in block_results):
+            return numpy.stack(block_results)
+        if any(result.ndim == 0 for result in block_results):
+            raise _cannot_join(block_results, spans, "0-d arrays cannot be concatenated with the others")
+        try:
+            return numpy.concatenate(block_results)
+        except ValueError as error:
+            raise _cannot_join(block_results, spans, str(error)) from None
     flat: List[Any] = []
     for result in block_results:
         if isinstance(result, (list, tuple)):
@@ -152,6 +188,51 @@ def _gather(block_results: List[Any]) -> Any:
         else:
             flat.append(result)
     return flat
+
+
+class ParallelTimeoutError(TimeoutError, multiprocessing.TimeoutError):
+    """``Parallel(timeout=...)`` passed: both the built-in TimeoutError and the
+    ``multiprocessing.TimeoutError`` that joblib raises, so that either ``except`` catches it."""
+
+
+# joblib.Parallel's keywords that hetflow.joblib.Parallel does not take, and what to do instead.
+_JOBLIB_ONLY = {
+    "backend": "the blocks always run as hetflow tasks; choose their workers with executor='thread' or 'process'",
+    "prefer": "choose the workers with executor='thread' or 'process'",
+    "require": "choose the workers with executor='thread' (shared memory) or 'process'",
+    "verbose": "use progress=True to see the finished blocks",
+    "batch_size": "the calls are cut into n_jobs blocks of consecutive calls; set n_jobs",
+    "pre_dispatch": "every block is submitted at once",
+    "temp_folder": "arrays reach the blocks as hetflow task arguments, not through memmapped files",
+    "max_nbytes": "arrays reach the blocks as hetflow task arguments, not through memmapped files",
+    "mmap_mode": "arrays reach the blocks as hetflow task arguments, not through memmapped files",
+}
+_KEYWORDS = ("mode", "n_jobs", "end_msg", "perfmodel", "progress", "executor", "name", "timeout", "return_as")
+_RETURN_AS = ("list", "generator", "generator_unordered")
+# How long a wait for one block lasts before the later blocks are looked at for a failure.
+_FAIL_FAST_PAUSE_S = 0.05
+
+
+def _refuse_keywords(given: Dict[str, Any]) -> None:
+    for keyword in given:
+        if keyword in _JOBLIB_ONLY:
+            raise TypeError(
+                f"hetflow.joblib.Parallel does not take joblib's {keyword}=: {_JOBLIB_ONLY[keyword]}. "
+                "For joblib's own Parallel with all its keywords on hetflow: hetflow.joblib.register(), "
+                "then joblib.Parallel(backend='hetflow', ...)"
+            )
+    if given:
+        names = ", ".join(repr(keyword) for keyword in given)
+        hints = []
+        for keyword in given:
+            close = difflib.get_close_matches(keyword, list(_KEYWORDS) + list(_JOBLIB_ONLY), n=1)
+            if close:
+                hints.append(f"{keyword!r}: did you mean {close[0]!r}?")
+        raise TypeError(
+            f"hetflow.joblib.Parallel got unexpected keyword argument{'s' if len(given) > 1 else ''} {names}"
+            + (f" ({'; '.join(hints)})" if hints else "")
+            + f"; it takes {', '.join(_KEYWORDS)}"
+        )
 
 
 class Parallel:
@@ -162,6 +243,12 @@ class Parallel:
     and prints ``end_msg`` (if given) when they are ready. perfmodel: records each block's time
     under that symbol, with the block's length as size. progress: a progress bar on a
     terminal (tqdm when installed). executor: where the blocks run (default: the runtime's).
+    timeout: as joblib's, seconds to wait for each block's results; when they do not come,
+    ParallelTimeoutError (a TimeoutError, and joblib's ``multiprocessing.TimeoutError``) is
+    raised and the blocks not started are cancelled. return_as: as joblib's, ``"list"``,
+    ``"generator"`` (the results in order, as their blocks finish) or ``"generator_unordered"``
+    (each block's results as soon as it finishes). joblib's other keywords raise a TypeError
+    that says what to use instead; so does an unknown keyword.
     """
 
     def __init__(
@@ -173,12 +260,33 @@ class Parallel:
         progress: bool = False,
         executor: Optional[str] = None,
         name: Optional[str] = None,
-        **ignored: Any,
+        timeout: Optional[float] = None,
+        return_as: str = "list",
+        **unknown: Any,
     ) -> None:
+        _refuse_keywords(unknown)
         if mode not in ("normal", "future"):
-            raise ValueError(f"hetflow.joblib.Parallel: mode must be 'normal' or 'future', not {mode!r}")
+            hint = f" (joblib's first argument is n_jobs: give it by name, n_jobs={mode!r})" if isinstance(mode, int) else ""
+            raise ValueError(f"hetflow.joblib.Parallel: mode must be 'normal' or 'future', not {mode!r}{hint}")
         if executor is not None:
             _runtime.check_executor(executor)
+        if timeout is not None:
+            if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+                raise TypeError(f"hetflow.joblib.Parallel: timeout must be a number of seconds or None, not {timeout!r}")
+            if not timeout > 0:
+                raise ValueError(f"hetflow.joblib.Parallel: timeout must be more than 0 seconds, not {timeout!r}")
+            if mode == "future":
+                raise ValueError(
+                    "hetflow.joblib.Parallel: timeout= applies to mode='normal'; with mode='future' give the "
+                    "timeout to the wait: result(timeout) or asyncio.wait_for(future, timeout)"
+                )
+        if return_as not in _RETURN_AS:
+            raise ValueError(f"hetflow.joblib.Parallel: return_as must be one of {_RETURN_AS}, not {return_as!r}")
+        if return_as != "list" and mode == "future":
+            raise ValueError(
+                f"hetflow.joblib.Parallel: return_as={return_as!r} applies to mode='normal'; "
+                "mode='future' returns an awaitable of the per-block results"
+            )
         self.mode = mode
         self.n_jobs = n_jobs
         self.end_msg = end_msg
@@ -186,12 +294,19 @@ class Parallel:
         self.progress = progress
         self.executor = executor
         self.name = name
+        self.timeout = timeout
+        self.return_as = return_as
 
     def __call__(self, iterable: Any) -> Any:
         blocks = block_count(self.n_jobs)
         if isinstance(iterable, DelayedCall):
-            futures = self._submit_cut(iterable, blocks)
-            finish: Callable[[List[Any]], Any] = _gather
+            if self.return_as != "list":
+                raise ValueError(
+                    f"hetflow.joblib.Parallel: return_as={self.return_as!r} applies to an iterable of delayed "
+                    "calls; a cut call, delayed(f)(A, ...) given alone, returns its blocks' results joined "
+                    "(use return_as='list')"
+                )
+            futures, spans = self._submit_cut(iterable, blocks)
         else:
             calls = list(iterable)
             for call in calls:
@@ -199,45 +314,141 @@ class Parallel:
                     raise TypeError(
                         f"hetflow.joblib.Parallel: expected delayed(f)(...) calls, got {type(call).__name__}"
                     )
-            futures = self._submit_blocks(calls, blocks)
-            finish = _flatten
+            futures, spans = self._submit_blocks(calls, blocks)
         if self.mode == "future":
             return self._as_future(futures)
-        results = self._wait(futures)
-        return finish(results)
+        if self.return_as != "list":
+            return self._generate(futures, spans, ordered=self.return_as == "generator")
+        results = self._wait(futures, spans)
+        if isinstance(iterable, DelayedCall):
+            return _gather(results, spans)
+        return _flatten(results)
 
     def _options(self, size: int, name: str) -> Callable[..., Future]:
         return hetflow.task_submit.options(
             executor=self.executor, name=self.name or name, perfmodel=self.perfmodel, size=size
         )
 
-    def _submit_blocks(self, calls: List[DelayedCall], blocks: int) -> List[Future]:
+    def _submit_blocks(self, calls: List[DelayedCall], blocks: int) -> Tuple[List[Future], List[Tuple[int, int]]]:
         name = getattr(calls[0].function, "__name__", "block") if calls else "block"
         futures = []
+        spans = []
+        start = 0
         for block in partition(calls, blocks):
+            spans.append((start, start + len(block)))
+            start += len(block)
             function = block[0].function if block else None
             if all(call.function is function and not call.kwargs for call in block):
                 futures.append(self._options(len(block), name)(_run_same, function, [call.args for call in block]))
             else:
                 futures.append(self._options(len(block), name)(_run_block, list(block)))
-        return futures
+        return futures, spans
 
-    def _submit_cut(self, call: DelayedCall, blocks: int) -> List[Future]:
+    def _submit_cut(self, call: DelayedCall, blocks: int) -> Tuple[List[Future], List[Tuple[int, int]]]:
         name = getattr(call.function, "__name__", "block")
         futures = []
+        spans = []
+        start = 0
         for args, kwargs in _split_arguments(call, blocks):
             cut = [*args, *kwargs.values()]
             size = max((len(a) for a in cut if is_array(a) or isinstance(a, list)), default=1)
+            length = next((len(a) for a in cut if is_array(a) or isinstance(a, list)), 0)
+            spans.append((start, start + length))
+            start += length
             futures.append(self._options(size, name)(
                 call.function, *map(_marked, args), **{key: _marked(value) for key, value in kwargs.items()}
             ))
-        return futures
+        return futures, spans
 
-    def _wait(self, futures: List[Future]) -> List[Any]:
-        if self.progress:
-            _show_progress(futures)
-        wait_failing_fast(futures)
+    def _wait(self, futures: List[Future], spans: List[Tuple[int, int]]) -> List[Any]:
+        bar = self._progress_bar(futures)
+        try:
+            if self.timeout is None:
+                wait_failing_fast(futures)
+            else:
+                for index in range(len(futures)):
+                    self._wait_for(futures, index, spans)
+        except BaseException:
+            if bar is not None:
+                bar.close()
+            raise
+        if bar is not None:
+            bar.close(complete=True)
         return [future.result() for future in futures]
+
+    def _progress_bar(self, futures: List[Future]) -> Any:
+        """A bar counting the finished blocks, when progress=True."""
+        if not self.progress:
+            return None
+        from hetflow._progress import Progress
+
+        bar = Progress(len(futures))
+        for future in futures:
+            future.add_done_callback(lambda _: bar.update(1))
+        return bar
+
+    def _wait_for(self, futures: List[Future], index: int, spans: List[Tuple[int, int]]) -> None:
+        """Waits for block ``index``: raises the error of a later block that failed meanwhile
+        (as wait_failing_fast), and ParallelTimeoutError after ``timeout`` seconds."""
+        future = futures[index]
+        if not future.done():
+            future._task.check_wait_can_end()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while not future.done():
+            pause = _FAIL_FAST_PAUSE_S
+            if deadline is not None:
+                pause = min(pause, deadline - time.monotonic())
+                if pause <= 0:
+                    raise self._timed_out(futures, [index], spans)
+            future._task.wait(pause)
+            for other in futures[index + 1 :]:
+                if other._task.status() == "failed":
+                    other.result()
+        if future._status() == "failed":
+            future.result()
+
+    def _timed_out(self, futures: List[Future], late: List[int], spans: List[Tuple[int, int]]) -> ParallelTimeoutError:
+        """Gives up on the loop: the error that says which blocks did not finish in time."""
+        self._give_up(futures)
+        blocks = ", ".join(f"{i} (items {spans[i][0]} to {spans[i][1] - 1})" for i in late)
+        return ParallelTimeoutError(
+            f"hetflow.joblib.Parallel: block{'s' if len(late) > 1 else ''} {blocks} of {len(futures)} did not "
+            f"finish within timeout={self.timeout} s; the blocks not started were cancelled"
+        )
+
+    @staticmethod
+    def _give_up(futures: List[Future]) -> None:
+        """Cancels the blocks not started (those running finish; their results are dropped)."""
+        for future in futures:
+            if not future.done():
+                future.cancel()
+
+    def _generate(self, futures: List[Future], spans: List[Tuple[int, int]], ordered: bool) -> Iterator[Any]:
+        """return_as='generator' (ordered) or 'generator_unordered': the results of each block as
+        it finishes; closing the generator early cancels the blocks not started."""
+        import concurrent.futures
+
+        bar = self._progress_bar(futures)
+        try:
+            if ordered:
+                for index, future in enumerate(futures):
+                    self._wait_for(futures, index, spans)
+                    yield from future.result()
+            else:
+                left = set(range(len(futures)))
+                while left:
+                    done, _ = concurrent.futures.wait(
+                        [futures[i] for i in sorted(left)], timeout=self.timeout, return_when="FIRST_COMPLETED"
+                    )
+                    if not done:
+                        raise self._timed_out(futures, sorted(left), spans)
+                    for index in sorted(i for i in left if futures[i] in done):
+                        left.discard(index)
+                        yield from futures[index].result()
+        finally:
+            self._give_up(futures)
+            if bar is not None:
+                bar.close()
 
     def _as_future(self, futures: List[Future]) -> Any:
         import asyncio
@@ -270,17 +481,6 @@ def _collect(results: List[Any]) -> List[Any]:
 
 def _flatten(block_results: List[List[Any]]) -> List[Any]:
     return [result for block in block_results for result in block]
-
-
-def _show_progress(futures: List[Future]) -> None:
-    """Shows finished blocks (a tqdm bar when tqdm is installed, else a line on stderr) until all are."""
-    import concurrent.futures
-
-    from hetflow._progress import Progress
-
-    with Progress(len(futures)) as bar:
-        for _ in concurrent.futures.as_completed(futures):
-            bar.update(1)
 
 
 def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
