@@ -456,7 +456,7 @@ class Parallel:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            gathered = hetflow.task_submit.options(executor="thread", name="gather")(_collect, futures)
+            gathered = hetflow.task_submit.options(executor="thread", name="gather")(_collect, _Blocks(futures))
             if self.end_msg is not None:
                 gathered.add_done_callback(self._announce)
             return gathered
@@ -475,8 +475,22 @@ class Parallel:
 parallel = Parallel
 
 
-def _collect(results: List[Any]) -> List[Any]:
-    return list(results)
+class _Blocks:
+    """The blocks' futures, out of the argument search: the gathering task waits for them in its
+    body, so that a failed block fails it with the block's own exception, as ``mode="normal"``
+    and an event loop's future give it (as dependencies, it would fail with a DependencyError)."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self, futures: List[Future]) -> None:
+        self.futures = futures
+
+
+def _collect(blocks: _Blocks) -> List[Any]:
+    import concurrent.futures
+
+    concurrent.futures.wait(blocks.futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+    return [future.result() for future in blocks.futures]
 
 
 def _flatten(block_results: List[List[Any]]) -> List[Any]:

@@ -205,3 +205,18 @@ def test_arrays_that_do_not_concatenate_are_an_error_naming_their_shapes():
 def test_arrays_mixed_with_other_results_are_an_error():
     with pytest.raises(TypeError, match="some blocks returned arrays, others did not"):
         hj.Parallel(n_jobs=2)(hj.delayed(lambda x: x if x[0] == 0 else x.tolist())(np.arange(10.0)))
+
+
+def _three_fails(x):
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+def test_a_failed_block_raises_its_own_exception_in_future_mode_outside_an_event_loop():
+    # The gathering task took the blocks as dependencies: it failed with a DependencyError.
+    future = hj.Parallel(mode="future", n_jobs=2)(hj.delayed(_three_fails)(i) for i in range(6))
+    with pytest.raises(ValueError, match="three"):
+        future.result()
+    # Without a failure, the blocks' results as before: one list per block.
+    assert hj.Parallel(mode="future", n_jobs=2)(hj.delayed(_three_fails)(i) for i in range(3)).result() == [[0, 1], [2]]
