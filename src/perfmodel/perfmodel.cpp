@@ -257,7 +257,14 @@ void PerfModel::save() {
       merged = std::move(on_disk.contents);
       for (const auto& [key, history] : pending) merged[key].merge(history);
     }
-    detail::write_file_atomically(state_->file, detail::format_model(state_->symbol, merged));
+    std::size_t dropped = 0;
+    detail::write_file_atomically(state_->file, detail::format_model_within_limit(state_->symbol, merged, dropped));
+    if (dropped > 0) {
+      detail::warn("performance model '" + state_->symbol + "' (" + state_->file.string() +
+                   "): " + std::to_string(dropped) +
+                   " sizes with the fewest runs left out of the file, which would have been "
+                   "larger than a load accepts; pass fewer distinct sizes (size=) to keep them all");
+    }
     std::lock_guard lock(state_->mutex);
     state_->rebase(merged);
   } catch (...) {

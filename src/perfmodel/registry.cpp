@@ -92,12 +92,28 @@ void PerfModelRegistry::save_all() noexcept {
     detail::warn(std::string("could not save performance models: ") + e.what());
     return;
   }
+  // A lock another process holds past its patience is held for the next model too: waiting for
+  // it once per model held the program's shutdown that many times as long.
+  std::set<std::filesystem::path> held;
+  std::size_t not_tried = 0;
   for (const auto& model : models) {
     try {
+      if (held.contains(model->file().parent_path())) {
+        ++not_tried;
+        continue;
+      }
       model->save();
+    } catch (const detail::LockHeldError& e) {
+      held.insert(model->file().parent_path());
+      detail::warn("could not save performance model '" + model->symbol() + "': " + e.what());
     } catch (const std::exception& e) {
       detail::warn("could not save performance model '" + model->symbol() + "': " + e.what());
     }
+  }
+  if (not_tried > 0) {
+    detail::warn(std::to_string(not_tried) +
+                 " more performance models not saved: their directory's lock is held (above); their measurements "
+                 "stay in memory");
   }
 }
 

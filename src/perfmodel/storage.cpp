@@ -210,6 +210,27 @@ std::string format_model(std::string_view symbol, const ModelContents& contents)
   return out;
 }
 
+std::string format_model_within_limit(std::string_view symbol, ModelContents& contents, std::size_t& dropped,
+                                      std::size_t limit) {
+  dropped = 0;
+  std::string text = format_model(symbol, contents);
+  while (text.size() > limit && !contents.empty()) {
+    // Lines are alike in length: drop enough of the least-run sizes to come a tenth under.
+    const std::size_t per_line = text.size() / contents.size() + 1;
+    const std::size_t keep = std::min(contents.size() - 1, limit / per_line * 9 / 10);
+    std::vector<ModelContents::iterator> by_runs;
+    by_runs.reserve(contents.size());
+    for (auto it = contents.begin(); it != contents.end(); ++it) by_runs.push_back(it);
+    std::stable_sort(by_runs.begin(), by_runs.end(),
+                     [](const auto& a, const auto& b) { return a->second.count() < b->second.count(); });
+    const std::size_t drop = contents.size() - keep;
+    for (std::size_t i = 0; i < drop; ++i) contents.erase(by_runs[i]);
+    dropped += drop;
+    text = format_model(symbol, contents);
+  }
+  return text;
+}
+
 DirectoryLock::DirectoryLock(const std::filesystem::path& directory) {
   std::error_code ec;
   std::filesystem::create_directories(directory, ec);
@@ -230,11 +251,12 @@ DirectoryLock::DirectoryLock(const std::filesystem::path& directory) {
       continue;
     }
     ::close(fd_);
-    throw Error(error == EWOULDBLOCK
-                    ? lock_file.string() + " has been held by another process for " +
+    if (error == EWOULDBLOCK) {
+      throw LockHeldError(lock_file.string() + " has been held by another process for " +
                           std::to_string(kLockPatience.count()) +
-                          " s (one stopped or stuck while saving its models?); the measurements stay in memory"
-                    : "cannot lock " + lock_file.string() + ": " + std::strerror(error));
+                          " s (one stopped or stuck while saving its models?); the measurements stay in memory");
+    }
+    throw Error("cannot lock " + lock_file.string() + ": " + std::strerror(error));
   }
 }
 

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "hetflow/arch.hpp"
+#include "hetflow/error.hpp"
 #include "perfmodel/history.hpp"
 #include "util/atomic_file.hpp"  // write_file_atomically, read_regular_file: how model files are accessed
 
@@ -34,8 +35,22 @@ struct ReadResult {
 [[nodiscard]] ReadResult parse_model_text(std::string_view text, std::string_view symbol);
 [[nodiscard]] std::string format_model(std::string_view symbol, const ModelContents& contents);
 
+/// What a DirectoryLock throws when another process has held the lock for kLockPatience.
+class LockHeldError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A model file's text, at most `limit` bytes: the sizes with the fewest runs are left out of
+/// `contents` (`dropped` says how many) where all of them would make it longer. A file longer
+/// than a read accepts (kMaxReadBytes) would be refused, and everything in it lost, at the next
+/// load.
+[[nodiscard]] std::string format_model_within_limit(std::string_view symbol, ModelContents& contents,
+                                                    std::size_t& dropped, std::size_t limit = kMaxReadBytes);
+
 /// An exclusive advisory lock (flock) on `<directory>/.lock`, held for the object's life. Throws
-/// hetflow::Error when another process has held it for kLockPatience.
+/// LockHeldError when another process has held it for kLockPatience, hetflow::Error when it
+/// cannot be taken.
 class DirectoryLock {
  public:
   static constexpr std::chrono::seconds kLockPatience{10};

@@ -604,6 +604,34 @@ TEST_F(PerfModelStorage, ASaveGivesUpOnALockHeldForLong) {
   EXPECT_EQ(find_entry(check.entries(), Arch::cpu, 4)->count, 1u);
 }
 
+// A lock held past its patience is given up on once per directory: saving each model waited
+// for it again, so a program's exit with five models waited five times as long.
+TEST_F(PerfModelStorage, SaveAllGivesUpOnAHeldLockOncePerDirectory) {
+  auto& registry = PerfModelRegistry::instance();
+  for (const char* symbol : {"first", "second", "third"}) registry.get(symbol)->record(Arch::cpu, 1, 1.0);
+  fs::create_directories(directory());
+  const int holder = ::open((directory() / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(holder, 0);
+  ASSERT_EQ(::flock(holder, LOCK_EX), 0);
+  testing::internal::CaptureStderr();
+  registry.save_all();
+  const std::string warnings = testing::internal::GetCapturedStderr();
+  ::close(holder);
+  std::size_t given_up = 0;
+  for (std::size_t at = warnings.find("has been held"); at != std::string::npos;
+       at = warnings.find("has been held", at + 1)) {
+    ++given_up;
+  }
+  EXPECT_EQ(given_up, 1u) << warnings;
+  EXPECT_NE(warnings.find("2 more performance models not saved"), std::string::npos) << warnings;
+  registry.save_all();  // the measurements stayed in memory
+  for (const char* symbol : {"first", "second", "third"}) {
+    PerfModel check(symbol, model_file(symbol));
+    ASSERT_TRUE(check.load()) << symbol;
+    EXPECT_EQ(find_entry(check.entries(), Arch::cpu, 1)->count, 1u) << symbol;
+  }
+}
+
 TEST_F(PerfModelStorage, ReadersNeverSeeAPartialFile) {
   const fs::path file = model_file("atomic");
   PerfModel writer("atomic", file);
