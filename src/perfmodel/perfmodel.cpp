@@ -243,7 +243,10 @@ void PerfModel::save() {
     detail::DirectoryLock directory_lock(state_->file.parent_path());
     ReadResult on_disk = detail::read_model_file(state_->file, state_->symbol);
     ModelContents merged;
-    if (on_disk.status == ReadResult::Status::damaged) {
+    std::error_code kind_error;
+    const bool regular =
+        std::filesystem::symlink_status(state_->file, kind_error).type() == std::filesystem::file_type::regular;
+    if (on_disk.status == ReadResult::Status::damaged && regular) {
       // Keep the damaged file for inspection; what this process knows replaces it.
       std::filesystem::path aside = state_->file;
       aside += ".damaged";
@@ -251,6 +254,10 @@ void PerfModel::save() {
       std::filesystem::rename(state_->file, aside, ec);
       detail::warn("damaged performance model " + detail::describe_damage(state_->file, on_disk) +
                    (ec ? "; replacing it" : "; moved to " + aside.string() + " and replaced"));
+      merged = std::move(known);
+    } else if (on_disk.status == ReadResult::Status::damaged) {
+      // Not a regular file (a link, a FIFO, a directory): the write below refuses to replace it,
+      // saying what it is; it is left as it is.
       merged = std::move(known);
     } else {
       // The file now (another process may have saved since we read it) plus what we recorded since.

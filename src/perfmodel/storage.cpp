@@ -104,6 +104,12 @@ std::string parse_entry(const std::vector<std::string_view>& fields, std::pair<A
   }
   const double mean = values[0], m2 = values[1], min = values[2], max = values[3];
   if (min > max || mean < min * (1 - 1e-9) || mean > max * (1 + 1e-9)) return "min <= mean <= max does not hold";
+  // The squared deviations of `count` runs within min..max add up to at most count (max - min)^2
+  // (a hand-edited m2 of 1e300 gave a standard deviation of 7e149 s).
+  const auto runs = static_cast<double>(*count);
+  if (m2 > runs * (max - min) * (max - min) * (1 + 1e-6) + runs * max * max * 1e-12) {
+    return "m2 is larger than " + std::to_string(*count) + " runs between min and max allow";
+  }
   auto recent_count = parse_number<std::uint64_t>(fields[8]);
   if (!recent_count || *recent_count > History::kRecent || *recent_count > *count) {
     return "bad recent sample count '" + std::string(fields[8]) + "'";
@@ -116,6 +122,10 @@ std::string parse_entry(const std::vector<std::string_view>& fields, std::pair<A
   for (std::size_t i = kFixedFields; i < fields.size(); ++i) {
     auto value = parse_seconds(fields[i]);
     if (!value) return "bad sample '" + std::string(fields[i]) + "'";
+    // Every run is counted in min and max: a sample outside them was not one of these runs.
+    if (*value < min * (1 - 1e-9) || *value > max * (1 + 1e-9)) {
+      return "recent sample '" + std::string(fields[i]) + "' is outside min..max";
+    }
     recent.push_back(*value);
   }
   key = {*arch, static_cast<std::size_t>(*size)};

@@ -118,7 +118,8 @@ FileRead read_regular_file(const std::filesystem::path& file, std::size_t limit)
   // Non-blocking: opening a FIFO with no writer would otherwise wait for one.
   const int fd = ::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
-    if (errno == ENOENT) return result;
+    // No file there, or no directory on the way to it (a path through a regular file): missing.
+    if (errno == ENOENT || errno == ENOTDIR) return result;
     return refuse(std::string("cannot be opened: ") + system_error_text(errno));
   }
   struct Closer {

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -709,6 +710,10 @@ TEST_F(PerfModelStorage, DamageOfEveryKindIsCaught) {
       {"hetflow-perfmodel 1\nsymbol d\ncpu 1 1 -1 0 1 1 1 0\n", "mean"},
       {"hetflow-perfmodel 1\nsymbol d\ncpu 1 1 5 0 1 1 1 0\n", "min <= mean <= max"},
       {"hetflow-perfmodel 1\nsymbol d\ncpu 1 1 1 0 1 1 1 0\ncpu 1 1 1 0 1 1 1 0\n", "second line"},
+      // Hand-edited lines whose parts disagree: a recent sample outside min..max, an m2 that
+      // runs between min and max cannot give (both were used: 1000 s expected, 7e149 s spread).
+      {"hetflow-perfmodel 1\nsymbol d\ncpu 1 2 0.002 0 0.001 0.003 0.002 2 1000 1000\n", "outside min..max"},
+      {"hetflow-perfmodel 1\nsymbol d\ncpu 1 2 0.002 1e300 0.001 0.003 0.002 0\n", "m2 is larger"},
   };
   for (const auto& [text, expected] : cases) {
     write_text(model_file("d"), text);
@@ -748,6 +753,40 @@ TEST_F(PerfModelStorage, ChangingHomeGivesFreshModels) {
   registry.save_all();
   EXPECT_TRUE(fs::exists(model_file("moving")));  // each model goes to its own file
   EXPECT_FALSE(fs::exists(other_home / "perfmodels" / "moving.model"));
+}
+
+// A model file that is not a regular file (a FIFO, a directory) is left as it is: the save fails,
+// saying what is there, and keeps the measurements. It was moved aside as damaged and replaced.
+TEST_F(PerfModelStorage, ASaveLeavesWhatIsNotARegularFileAlone) {
+  fs::create_directories(directory());
+  fs::create_directory(model_file("dir"));
+  ASSERT_EQ(::mkfifo(model_file("fifo").c_str(), 0644), 0);
+  for (const char* symbol : {"dir", "fifo"}) {
+    PerfModel model(symbol, model_file(symbol));
+    model.record(Arch::cpu, 1, 1.0);
+    testing::internal::CaptureStderr();
+    try {
+      model.save();
+      ADD_FAILURE() << symbol << ": the save replaced it";
+    } catch (const hetflow::Error& error) {
+      EXPECT_NE(std::string(error.what()).find("not a regular file"), std::string::npos) << error.what();
+    }
+    static_cast<void>(testing::internal::GetCapturedStderr());
+    EXPECT_TRUE(model.dirty()) << symbol;
+    EXPECT_FALSE(fs::exists(model_file(symbol).string() + ".damaged")) << symbol;
+  }
+  EXPECT_TRUE(fs::is_directory(model_file("dir")));
+  EXPECT_TRUE(fs::is_fifo(model_file("fifo")));
+}
+
+// A home under a regular file has no models: nothing to read, and nothing called damaged.
+TEST_F(PerfModelStorage, AHomeUnderARegularFileHoldsNoModelRatherThanADamagedOne) {
+  write_text(home_ / "a-file", "x");
+  ScopedEnv moved("HETFLOW_HOME", (home_ / "a-file" / "home").string());
+  testing::internal::CaptureStderr();
+  auto model = PerfModelRegistry::instance().get("nowhere");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  EXPECT_TRUE(model->entries().empty());
 }
 
 TEST_F(PerfModelStorage, FailedSaveKeepsTheMeasurements) {
