@@ -88,9 +88,9 @@ void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
 // queued behind it, on the only worker. It runs on its own stack the task it waits for, taken
 // from whichever queue holds it (may_claim), and, from its worker's queues, the tasks it
 // submitted and what the task waited for needs (one it waits for), kMostNestedOnAStack levels
-// deep at most; otherwise it lends its worker to a spare thread and blocks. Running unrelated tasks on
-// top of the waiting one, as a worker that cannot be lent does (help_while), hangs when one of
-// them waits for a task that needs the one below it to end.
+// deep at most; otherwise it lends its worker to a spare thread and blocks. Running unrelated
+// tasks on top of the waiting one, as a worker that cannot be lent does (help_while), hangs when
+// one of them waits for a task that needs the one below it to end.
 // With a deadline it runs nothing on its stack, where a task could outlast the deadline, or wait
 // for what the waiting task does once its wait has timed out: it lends its worker, and stops
 // once the deadline has passed (the spare it takes the worker back from may overrun it by the
@@ -186,8 +186,7 @@ TaskCore* take_for_awaited(Engine& engine, WorkerState& worker, TaskCore* awaite
               std::to_string(*worker.runtime->config.spare_threads) +
               ", Config::spare_threads or HETFLOW_SPARE_THREADS) is in use, or the system gave no more: raise that "
               "limit, or give what it waits for as a dependency of the task (TaskOptions::after, data, a future passed "
-              "as an argument) "
-              "rather than waiting inside it");
+              "as an argument) rather than waiting inside it");
 }
 
 template <class Reached>
