@@ -34,7 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     show = actions.add_parser("show", help="print a model as a table", description="Prints a model as a table.")
     show.add_argument("symbol", help="the model's symbol (see 'list')")
     plot = actions.add_parser(
-        "plot", help="plot a model to a PNG file", description="Plots a model (time against size, log-log) to a PNG."
+        "plot",
+        help="plot a model to an image file",
+        description="Plots a model (time against size, log-log) to an image, in the format its suffix names "
+        "(PNG by default).",
     )
     plot.add_argument("symbol", help="the model's symbol (see 'list')")
     plot.add_argument(

@@ -901,12 +901,15 @@ def _dumps_value(value: Any) -> bytes:
 
 
 def _size(args: tuple, kwargs: dict, size: Optional[int]) -> int:
-    """The size a task's time is recorded under: given, or the total length of its arguments
-    (elements of arrays and sequences, 1 for anything else)."""
+    """The size a task's time is recorded under: given (checked as ``perfmodel.check_size``), or
+    the total length of its arguments: elements of arrays and sequences, 1 for anything else,
+    also for an argument whose length cannot be measured (``len()`` raises, as it does for a
+    ``__len__`` that raises or returns more than ``sys.maxsize``); the total is capped at
+    2**64 - 1, the largest size a model keeps."""
+    from hetflow.perfmodel import LARGEST_SIZE, check_size
+
     if size is not None:
-        if not isinstance(size, int) or size < 0:
-            raise ValueError(f"hetflow: size must be a non-negative int, not {size!r}")
-        return size
+        return check_size(size)
     total = 0
     for value in (*args, *kwargs.values()):
         value = value.value if type(value) is Access else value
@@ -914,10 +917,10 @@ def _size(args: tuple, kwargs: dict, size: Optional[int]) -> int:
         if length is None:
             try:
                 length = len(value)
-            except TypeError:
+            except Exception:  # no length, or one that cannot be measured: counts as one item
                 length = 1
         total += int(length)
-    return total
+    return min(total, LARGEST_SIZE)
 
 
 def _not_data_message(value: Any, mode: str) -> str:

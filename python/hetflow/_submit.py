@@ -17,7 +17,8 @@ class TaskOptions:
     that releases it) or ``"process"`` (a worker interpreter process: pure Python in parallel).
     name: shown in errors and traces. priority: higher runs earlier under the ``prio`` scheduler.
     perfmodel: a symbol under which each task's run time is recorded, per architecture and
-    size; size: the size recorded (default: the total length of the arguments).
+    size; size: the size recorded, an int or numpy integer from 0 to 2**64 - 1 (default: the total
+    length of the arguments, see docs/python.md).
     """
 
     __slots__ = ("executor", "name", "priority", "perfmodel", "size")
@@ -36,6 +37,10 @@ class TaskOptions:
         _runtime.check_name(name)
         if perfmodel is not None and not isinstance(perfmodel, str):
             raise TypeError(f"hetflow: perfmodel must be a symbol (str) or None, not {type(perfmodel).__name__}")
+        if size is not None:
+            from hetflow.perfmodel import check_size
+
+            size = check_size(size)
         self.executor = executor
         self.name = name
         self.priority = priority

@@ -59,16 +59,36 @@ def list_models() -> List[str]:
 LONGEST_RUN = 1e9
 
 
+# The largest size a model keeps (sizes are unsigned 64-bit integers in the engine and the file).
+LARGEST_SIZE = 2**64 - 1
+
+
+def check_size(size: Any, where: str = "hetflow: size") -> int:
+    """``size`` as an int when it is a valid model size: an int or a numpy integer (not a bool)
+    from 0 to 2**64 - 1. Raises TypeError for other types and ValueError out of that range;
+    ``where`` names the argument in the message (e.g. ``"hetflow.perfmodel.record: size"``)."""
+    if type(size) is bool or not isinstance(size, numbers.Integral):
+        raise TypeError(
+            f"{where} must be a whole number (an int or a numpy integer, not a bool) from 0 to 2**64 - 1, "
+            f"not {type(size).__name__} {size!r}"
+        )
+    value = int(size)
+    if not 0 <= value <= LARGEST_SIZE:
+        raise ValueError(f"{where} must be a whole number from 0 to 2**64 - 1, not {value}")
+    return value
+
+
 def record(symbol: str, arch: str, size: int, seconds: float) -> None:
-    """Records one measured run of ``symbol`` on ``arch`` for data of ``size`` (e.g. bytes)."""
-    if type(size) is bool or not isinstance(size, numbers.Integral) or not 0 <= size < 2**64:
-        raise ValueError(f"hetflow.perfmodel.record: size must be a whole number from 0 to 2**64 - 1, not {size!r}")
+    """Records one measured run of ``symbol`` on ``arch`` for data of ``size`` (e.g. bytes): an
+    int or numpy integer from 0 to 2**64 - 1 (TypeError for other types, bools included;
+    ValueError out of range)."""
+    size = check_size(size, "hetflow.perfmodel.record: size")
     if type(seconds) is bool or not isinstance(seconds, numbers.Real) or not 0 <= seconds <= LONGEST_RUN:
         raise ValueError(
             f"hetflow.perfmodel.record: seconds must be a number from 0 to {LONGEST_RUN:g} (about 31 years), "
             f"not {seconds!r}"
         )
-    _engine().perfmodel_record(symbol, arch, int(size), float(seconds))
+    _engine().perfmodel_record(symbol, arch, size, float(seconds))
 
 
 def entries(symbol: str) -> List[Entry]:
@@ -83,8 +103,8 @@ def fit(symbol: str, arch: str) -> Fit:
 
 
 def expected(symbol: str, arch: str, size: int) -> Optional[float]:
-    """The predicted seconds, or None while the model cannot tell."""
-    return _engine().perfmodel_expected(symbol, arch, size)
+    """The predicted seconds, or None while the model cannot tell. ``size`` as for ``record``."""
+    return _engine().perfmodel_expected(symbol, arch, check_size(size, "hetflow.perfmodel.expected: size"))
 
 
 def save_all() -> None:
@@ -111,11 +131,22 @@ def format_size(size: float) -> str:
     return f"{size:.4g}"
 
 
+# Exponents closer to 0 than this are shown as 0: the fit of constant data gives b = 0 up to
+# rounding (about 1e-16), and n^b differs from 1 by less than 1e-6 * ln(2**64) < 5e-5 below it.
+TINY_EXPONENT = 1e-6
+
+
+def format_exponent(b: float, digits: int = 4) -> str:
+    """The exponent ``b`` of a fit for display: ``digits`` significant digits, 0 when it is
+    within ``TINY_EXPONENT`` of 0 (so constant data reads ``n^0``, not ``n^-1.34e-16``)."""
+    return "0" if abs(b) < TINY_EXPONENT else f"{b:.{digits}g}"
+
+
 def describe_fit(model_fit: Fit) -> str:
     a, b, c, valid = model_fit
     if not valid:
         return "no regression (fewer than 3 calibrated sizes)"
-    return f"t(n) = {a:.4g} * n^{b:.4g} + {format_seconds(c)}"
+    return f"t(n) = {a:.4g} * n^{format_exponent(b)} + {format_seconds(c)}"
 
 
 def _by_arch(rows: List[Entry]) -> Dict[str, List[Entry]]:
@@ -178,6 +209,21 @@ def _import_matplotlib() -> Tuple[Any, Any, Any]:
     return Figure, FigureCanvasAgg, FuncFormatter
 
 
+def _plot_format(path: str, canvas_class: Any) -> str:
+    """The image format ``path`` asks for by its suffix (PNG without one); ValueError for a suffix
+    matplotlib cannot write."""
+    suffix = os.path.splitext(path)[1][1:].lower()
+    if not suffix:
+        return "png"
+    supported = canvas_class.get_supported_filetypes()
+    if suffix not in supported:
+        raise ValueError(
+            f"hetflow.perfmodel_plot: cannot write a {suffix!r} file ({path}); the format follows the file's "
+            f"suffix, one of {', '.join('.' + name for name in sorted(supported))} (PNG without a suffix)"
+        )
+    return suffix
+
+
 def _label_log_axis(axis: Any, text: Any, FuncFormatter: Any) -> None:
     """Tick labels in readable units on a log axis: the decades, plus some of the ticks between
     them when the axis spans little more than a decade (else every label would be a power of ten
@@ -198,16 +244,20 @@ def _label_log_axis(axis: Any, text: Any, FuncFormatter: Any) -> None:
 
 
 def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
-    """Plots the model of symbol ``perfmodel`` into a PNG file and returns its path.
+    """Plots the model of symbol ``perfmodel`` into an image file and returns its path.
 
     Time against data size per architecture, on log-log axes: the robust estimate of each size
     (filled markers for calibrated sizes, hollow ones for the others), the mean ± standard
     deviation as a band, the min..max range as whiskers, and the fitted ``a * n^b + c`` curve
-    when there is one. Sizes (and times) of 0 cannot be placed on a log axis and are left out.
+    when there is one (its exponent shown as 0 when within 1e-6 of 0). Sizes and times of 0
+    cannot be placed on a log axis and are left out; an architecture with estimates of 0 says at
+    how many sizes in its legend entry.
 
-    ``path`` defaults to ``$HETFLOW_HOME/perfmodels/<symbol>.png``. Raises ImportError when
-    matplotlib is missing and ValueError when there is nothing to plot. The figure is drawn with
-    the Agg canvas directly, so an application's pyplot backend is left alone.
+    ``path`` defaults to ``$HETFLOW_HOME/perfmodels/<symbol>.png``. The format follows its suffix
+    (``.png``, ``.svg``, ``.pdf``, ... whatever matplotlib writes; PNG for a path without one).
+    Raises ImportError when matplotlib is missing and ValueError when there is nothing to plot or
+    the suffix names a format matplotlib cannot write (before writing anything). The figure is
+    drawn with the Agg canvas directly, so an application's pyplot backend is left alone.
     """
     Figure, FigureCanvasAgg, FuncFormatter = _import_matplotlib()
     rows = [row for row in entries(perfmodel) if row["size"] > 0 and row["max"] > 0]
@@ -219,6 +269,7 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
     if path is None:
         path = os.path.join(directory(), f"{perfmodel}.png")
     path = os.fspath(path)
+    image_format = _plot_format(path, FigureCanvasAgg)
 
     figure = Figure(figsize=(8, 5.5), layout="constrained")
     FigureCanvasAgg(figure)
@@ -234,20 +285,34 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
             axes.fill_between(sizes, lower, upper, color=color, alpha=0.18, linewidth=0)
         else:
             axes.vlines(sizes, lower, upper, color=color, alpha=0.35, linewidth=6)
-        axes.vlines(sizes, [row["min"] for row in group], [row["max"] for row in group], color=color, alpha=0.6)
-        calibrated = [(s, r) for s, r, row in zip(sizes, robust, group) if row["calibrated"]]
-        uncalibrated = [(s, r) for s, r, row in zip(sizes, robust, group) if not row["calibrated"]]
+        # An estimate of 0 (most runs too short to measure) has no place on the log axis.
+        calibrated = [(s, r) for s, r, row in zip(sizes, robust, group) if row["calibrated"] and r > 0]
+        uncalibrated = [(s, r) for s, r, row in zip(sizes, robust, group) if not row["calibrated"] and r > 0]
+        zero_estimates = sum(1 for r in robust if not r > 0)
         runs = sum(row["count"] for row in group)
         label: Optional[str] = f"{arch} ({runs} run{'' if runs == 1 else 's'})"
+        if zero_estimates:
+            label = (
+                f"{arch} ({runs} run{'' if runs == 1 else 's'}; estimate 0 at {zero_estimates} "
+                f"size{'' if zero_estimates == 1 else 's'}, not drawn)"
+            )
         if calibrated:
             axes.plot(*zip(*calibrated), "o", color=color, label=label)
             label = None
         if uncalibrated:
             axes.plot(*zip(*uncalibrated), "o", color=color, markerfacecolor="none", label=label)
+            label = None
+        # No marker to show: the legend entry goes to the min..max bars, which are drawn.
+        axes.vlines(
+            sizes, [row["min"] for row in group], [row["max"] for row in group], color=color, alpha=0.6, label=label,
+            zorder=1.9,  # under the markers
+        )
+        positive = calibrated + uncalibrated
+        positive.sort()
         a, b, c, valid = fit(perfmodel, arch)
-        if not valid and len(group) >= 3:
+        if not valid and len(positive) >= 3:
             # Too few runs per size for the model's own fit: fit the points as measured.
-            a, b, c, valid = _engine().fit_power_law([float(s) for s in sizes], list(robust))
+            a, b, c, valid = _engine().fit_power_law([float(s) for s, _ in positive], [r for _, r in positive])
         curve_drawn = False
         if valid:
             low, high = min(sizes) / 2, max(sizes) * 2
@@ -255,11 +320,11 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
             curve_x = [low * (high / low) ** (i / (steps - 1)) for i in range(steps)]
             curve_y = [a * x**b + c for x in curve_x]
             if all(math.isfinite(y) and y > 0 for y in curve_y):
-                fit_label = f"{arch} fit: {a:.3g}·n^{b:.3g} + {format_seconds(c, micro='µs')}"
+                fit_label = f"{arch} fit: {a:.3g}·n^{format_exponent(b, 3)} + {format_seconds(c, micro='µs')}"
                 axes.plot(curve_x, curve_y, "--", color=color, linewidth=1.5, label=fit_label)
                 curve_drawn = True
-        if not curve_drawn and len(group) > 1:
-            axes.plot(sizes, robust, color=color, linewidth=1, alpha=0.5)  # no fit: join the points
+        if not curve_drawn and len(positive) > 1:
+            axes.plot(*zip(*positive), color=color, linewidth=1, alpha=0.5)  # no fit: join the points
     axes.set_xscale("log")
     axes.set_yscale("log")
     _label_log_axis(axes.xaxis, format_size, FuncFormatter)
@@ -276,5 +341,5 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
     axes.legend(loc="best", fontsize="small")
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    figure.savefig(path, format="png", dpi=120)
+    figure.savefig(path, format=image_format, dpi=120)
     return path

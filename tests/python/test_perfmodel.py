@@ -119,8 +119,11 @@ def test_bad_arguments(home):
             _hetflow.perfmodel_record(symbol, "cpu", 1, 1.0)
     with pytest.raises(TypeError):
         _hetflow.perfmodel_record("ok", "cpu", -1, 1.0)
-    for size in (-1, 1.5, True, 2**64):
+    for size in (-1, 2**64):
         with pytest.raises(ValueError, match="size must be a whole number"):
+            perfmodel.record("ok", "cpu", size, 1.0)
+    for size in (1.5, True, "3"):
+        with pytest.raises(TypeError, match="size must be a whole number"):
             perfmodel.record("ok", "cpu", size, 1.0)
     # 1e300 s: its square overflowed the file's deviation, and the next load dropped the model.
     for seconds in (-0.1, float("nan"), float("inf"), "1", 1e300):
@@ -288,3 +291,153 @@ def test_process_tasks_sent_in_batches_record_the_time_each_took(home):
     entry = perfmodel.entries("busy_loop")[0]
     assert entry["count"] == 32
     assert entry["min"] >= 0.005, entry
+
+
+# Sizes: one rule for perfmodel.record, perfmodel.expected and the size= task option.
+
+SIZE_RANGE = r"from 0 to 2\*\*64 - 1"
+
+
+def test_size_rule_is_the_same_everywhere(home):
+    import numpy as np
+
+    import hetflow
+
+    for size in (0, 7, np.int64(7), np.uint64(2**64 - 1), 2**64 - 1):
+        perfmodel.record("rule", "cpu", size, 1.0)
+        assert perfmodel.expected("rule", "cpu", size) is None  # not calibrated yet: no raw TypeError
+        hetflow.task_submit.options(perfmodel="rule", size=size)
+    assert [(e["size"], e["count"]) for e in perfmodel.entries("rule")] == [(0, 1), (7, 2), (2**64 - 1, 2)]
+    refused = [(True, TypeError), (np.bool_(True), TypeError), (1.5, TypeError), ("3", TypeError),
+               (np.float64(3), TypeError), (-1, ValueError), (np.int64(-1), ValueError), (2**64, ValueError),
+               (2**70, ValueError)]
+    for size, error in refused:
+        for where, call in (
+            ("hetflow.perfmodel.record: size", lambda: perfmodel.record("rule", "cpu", size, 1.0)),
+            ("hetflow.perfmodel.expected: size", lambda: perfmodel.expected("rule", "cpu", size)),
+            ("hetflow: size", lambda: hetflow.task_submit.options(perfmodel="rule", size=size)),
+        ):
+            with pytest.raises(error, match=f"^{where} must be a whole number.*{SIZE_RANGE}"):
+                call()
+
+
+def test_size_option_reaches_the_model(home):
+    import numpy as np
+
+    import hetflow
+
+    hetflow.init(ncpus=1, nprocs=0, executor="thread")
+    try:
+        for size in (np.int64(3), 2**64 - 1):
+            assert hetflow.task_submit.options(perfmodel="opt", size=size)(len, "ab").result(timeout=60) == 2
+        with pytest.raises(ValueError, match=SIZE_RANGE):
+            hetflow.task_submit.options(perfmodel="opt", size=2**70)(len, "ab")
+        with pytest.raises(TypeError, match="not a bool"):
+            hetflow.task_submit.options(perfmodel="opt", size=True)(len, "ab")
+    finally:
+        hetflow.shutdown()
+    assert [(e["size"], e["count"]) for e in perfmodel.entries("opt")] == [(3, 1), (2**64 - 1, 1)]
+
+
+class _FailingLen:
+    def __len__(self):
+        raise ValueError("no length today")
+
+
+class _HugeLen:
+    def __len__(self):
+        return 2**62
+
+
+class _TooLongLen:
+    def __len__(self):
+        return 2**70  # len() raises OverflowError
+
+
+def _count_args(*args):
+    return len(args)
+
+
+def test_arguments_whose_length_cannot_be_measured(home):
+    """An argument whose len() raises counts as 1, as one without a length does; the total of
+    huge lengths is capped at 2**64 - 1 instead of reaching the binding as a raw TypeError."""
+    import hetflow
+
+    hetflow.init(ncpus=1, nprocs=0, executor="thread")
+    try:
+        submit = hetflow.task_submit.options(perfmodel="lengths")
+        assert submit(_count_args, _FailingLen(), [1, 2]).result(timeout=60) == 2  # 1 + 2
+        assert submit(_count_args, _TooLongLen(), "abcd").result(timeout=60) == 2  # 1 + 4
+        assert submit(_count_args, *[_HugeLen()] * 5).result(timeout=60) == 5  # capped
+    finally:
+        hetflow.shutdown()
+    assert [(e["size"], e["count"]) for e in perfmodel.entries("lengths")] == [(3, 1), (5, 1), (2**64 - 1, 1)]
+
+
+# Plots: formats, estimates of 0, the fit's exponent.
+
+
+def _captured_figures(monkeypatch):
+    """Makes perfmodel_plot keep its figures in the returned list (to inspect what was drawn)."""
+    Figure, Canvas, Formatter = perfmodel._import_matplotlib()
+    figures = []
+
+    class Kept(Figure):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(perfmodel, "_import_matplotlib", lambda: (Kept, Canvas, Formatter))
+    return figures
+
+
+def test_plot_format_follows_the_suffix(home):
+    record_power_law("fmt", "cpu", 1e-9, 1.0, 0.0, [10, 100, 1000])
+    svg = home / "fmt.svg"
+    assert perfmodel.perfmodel_plot("fmt", svg) == str(svg)
+    assert b"<svg" in svg.read_bytes()[:400] and not svg.read_bytes().startswith(PNG_MAGIC)
+    pdf = home / "fmt.PDF"
+    perfmodel.perfmodel_plot("fmt", str(pdf))
+    assert pdf.read_bytes().startswith(b"%PDF")
+    bare = home / "fmt"
+    perfmodel.perfmodel_plot("fmt", str(bare))
+    assert bare.read_bytes().startswith(PNG_MAGIC)  # no suffix: PNG
+    for name in ("fmt.txt", "fmt.png.bak", "sub/fmt.xyz"):
+        with pytest.raises(ValueError, match=r"cannot write a .* file .*\.png.*\.svg"):
+            perfmodel.perfmodel_plot("fmt", str(home / name))
+        assert not (home / name).exists()
+    assert not (home / "sub").exists()  # refused before anything was made
+
+
+def test_plot_of_zero_estimates_says_so(home, monkeypatch):
+    """Estimates of 0 (most runs too short to measure) cannot be drawn on log axes: no marker is
+    drawn for them, the legend says how many sizes have one, and its entry is not a marker."""
+    figures = _captured_figures(monkeypatch)
+    for size in (10, 100, 1000):
+        for _ in range(11):
+            perfmodel.record("mostly_zero", "cpu", size, 0.0)
+        perfmodel.record("mostly_zero", "cpu", size, 0.5)
+    assert {e["robust"] for e in perfmodel.entries("mostly_zero")} == {0.0}
+    perfmodel.perfmodel_plot("mostly_zero")
+    (axes,) = figures[-1].axes
+    for line in axes.lines:
+        assert all(y > 0 for y in line.get_ydata()), line.get_label()
+    legend = axes.get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["cpu (36 runs; estimate 0 at 3 sizes, not drawn)"]
+    (handle,) = legend.legend_handles
+    assert getattr(handle, "get_marker", lambda: "None")() in ("None", "", None)
+
+
+def test_fit_of_constant_data_reads_exponent_0(home, monkeypatch):
+    figures = _captured_figures(monkeypatch)
+    for size in (10, 100, 1000, 10000):
+        for _ in range(10):
+            perfmodel.record("flat", "cpu", size, 1e-3)
+    a, b, c, valid = perfmodel.fit("flat", "cpu")
+    assert valid and abs(b) < 1e-12
+    assert "cpu: t(n) = 0.001 * n^0 + 0 s" in perfmodel.show("flat")
+    perfmodel.perfmodel_plot("flat")
+    texts = [text.get_text() for text in figures[-1].axes[0].get_legend().get_texts()]
+    assert "cpu fit: 0.001·n^0 + 0 s" in texts, texts
+    assert perfmodel.describe_fit((2.0, 1.5, 0.0, True)).startswith("t(n) = 2 * n^1.5 +")
+    assert perfmodel.format_exponent(-1.34e-16) == "0" and perfmodel.format_exponent(2e-6) == "2e-06"
