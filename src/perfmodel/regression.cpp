@@ -35,11 +35,14 @@ Candidate fit_at(const Points& data, double c) {
   Candidate out;
   out.c = c;
   double sum_y = 0;
-  double sxy = 0;  // sum of dx * y: dx sums to zero, so y needs no centring
+  // Sum of dx * (y - y0): dx sums to zero, so any y0 gives the same b; the first point's makes
+  // it exactly 0 for constant data (dx sums to zero only to rounding: b was about -1e-16).
+  double sxy = 0;
+  const double y0 = std::log(data.points.front().t - c);
   for (const Point& p : data.points) {
     const double y = std::log(p.t - c);
     sum_y += y;
-    sxy += p.dx * y;
+    sxy += p.dx * (y - y0);
   }
   out.b = sxy / data.sxx;
   const double log_a = sum_y / static_cast<double>(data.points.size()) - out.b * data.mean_x;
