@@ -129,7 +129,8 @@ class HETFLOW_API PerfModelRegistry {
   /// The model of `symbol` in the current directory, loading it the first time. Throws
   /// InvalidArgument for a bad symbol.
   [[nodiscard]] std::shared_ptr<PerfModel> get(const std::string& symbol);
-  /// Symbols with a file in the current directory or a model of it in memory, sorted.
+  /// Symbols with a file in the current directory or runs recorded in memory, sorted (a model
+  /// only looked up, under a mistyped symbol say, is not listed).
   [[nodiscard]] std::vector<std::string> list();
   /// Saves every model with unsaved measurements. Never throws: a failure is reported on stderr
   /// and the other models are still saved (the engine calls this at shutdown).

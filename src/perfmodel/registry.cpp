@@ -75,8 +75,9 @@ std::vector<std::string> PerfModelRegistry::list() {
   }
   {
     std::lock_guard lock(state_->mutex);
+    // A model only looked up (its entries asked for under a mistyped symbol) is not one.
     for (const auto& [file, model] : state_->models) {
-      if (file.parent_path() == dir) symbols.insert(model->symbol());
+      if (file.parent_path() == dir && !model->entries().empty()) symbols.insert(model->symbol());
     }
   }
   return {symbols.begin(), symbols.end()};

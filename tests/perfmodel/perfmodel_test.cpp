@@ -419,7 +419,8 @@ TEST_F(PerfModelStorage, ListShowsDiskAndMemoryButNotOtherFiles) {
   saved->record(Arch::cpu, 1, 1.0);
   saved->save();
   registry.reset();
-  (void)registry.get("in_memory");
+  registry.get("in_memory")->record(Arch::cpu, 1, 1.0);
+  (void)registry.get("only_asked_about");  // a mistyped symbol, say: measured nowhere
   write_text(directory() / ".on_disk.model.tmp.1.2", "partial");
   write_text(directory() / "old.model.damaged", "junk");
   write_text(directory() / "notes.txt", "not a model");
