@@ -8,7 +8,6 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <utility>
 
 #include "core/dependencies.hpp"
 #include "core/engine.hpp"
@@ -203,14 +202,29 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
   const auto done = [&] {
     return reached(task->status()) || (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline);
   };
-  bool set_aside = false;
+  // A task set aside for the worker to run next would wait for the rest of this task's run,
+  // where no other worker may take it (this task may even wait for it, unseen): it goes back,
+  // however the wait ends (a refusal throws).
+  struct GiveBackSetAside {
+    Engine& engine;
+    WorkerState& worker;
+    bool set_aside = false;
+    ~GiveBackSetAside() {
+      if (!set_aside || worker.deferred == nullptr) return;
+      try {
+        engine.push_ready(worker.deferred);
+        worker.deferred = nullptr;
+      } catch (...) {  // no room to queue it: it stays this worker's next task
+      }
+    }
+  } give_back{engine, *worker};
   while (!done()) {
     if (deadline == nullptr && may_nest(*worker)) {
       if (TaskCore* next = take_for_awaited(engine, *worker, own)) {
         run_nested(engine, next, *worker);
         continue;
       }
-      set_aside = set_aside || worker->deferred != nullptr;
+      give_back.set_aside = give_back.set_aside || worker->deferred != nullptr;
       if (own != nullptr && may_claim(engine, *worker, own) && engine.claim(own)) {
         run_nested(engine, own, *worker, /*claimed=*/true);
         continue;
@@ -236,9 +250,6 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
         break;
     }
   }
-  // A task set aside for the worker to run next would wait for the rest of this task's run,
-  // where no other worker may take it (this task may even wait for it, unseen): it goes back.
-  if (set_aside && worker->deferred != nullptr) engine.push_ready(std::exchange(worker->deferred, nullptr));
   return true;
 }
 

@@ -263,6 +263,7 @@ void ThreadedExecution::start(Engine& engine) {
 void ThreadedExecution::wake_parked() {
   std::lock_guard lock(threads_mutex_);
   for (WorkerThread* thread : parked_) thread->wake.notify_one();
+  parked_or_stopping_.notify_all();
 }
 
 void ThreadedExecution::stop() {
@@ -343,7 +344,13 @@ Execution::Lending ThreadedExecution::hand_over(WorkerState& worker) {
   // (deferred): a spare runs that one first. Handed between tasks that each wait in turn (event
   // loops waiting in slices), the worker ran none of the queued tasks they waited for.
   if (worker.deferred == nullptr && hand_back(worker)) return Lending::lent;
-  std::lock_guard lock(threads_mutex_);
+  std::unique_lock lock(threads_mutex_);
+  // At the limit, a thread that has just handed a worker back and is on its way to park is as
+  // good as parked: the wait would otherwise fail, or block to its deadline with the worker idle.
+  parked_or_stopping_.wait(lock, [&] {
+    return !parked_.empty() || parking_ == 0 || threads_.size() < most_threads_ ||
+           stopping_.load(std::memory_order_acquire);
+  });
   if (stopping_.load(std::memory_order_acquire)) return Lending::not_lendable;
   if (!parked_.empty()) {
     WorkerThread* spare = parked_.back();
@@ -391,6 +398,8 @@ void ThreadedExecution::take_back(WorkerState& worker) {
 WorkerState* ThreadedExecution::park(WorkerThread& self) {
   std::unique_lock lock(threads_mutex_);
   parked_.push_back(&self);
+  --parking_;
+  parked_or_stopping_.notify_all();
   self.wake.wait(lock, [&] { return self.lent != nullptr || stopping_.load(std::memory_order_acquire); });
   if (self.lent == nullptr) {
     std::erase(parked_, &self);
@@ -438,6 +447,10 @@ ThreadedExecution::Left ThreadedExecution::worker_loop(WorkerState& worker) {
   // What it held on to between tasks (the GIL) goes first, for the asking thread to take.
   const auto hand_back_and_leave = [this, &worker] {
     if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
+    {
+      std::lock_guard lock(threads_mutex_);
+      ++parking_;  // before the hand-back: the thread taking the worker may lend it at once
+    }
     hand_back(worker);
     return Left::handed_back;
   };

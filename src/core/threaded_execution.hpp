@@ -71,6 +71,9 @@ class ThreadedExecution final : public Execution {
   std::mutex threads_mutex_;
   std::deque<WorkerThread> threads_;  // one per worker, then the spares
   std::vector<WorkerThread*> parked_;
+  // Threads that have left a worker (Left::handed_back) and are not parked yet (threads_mutex_).
+  std::size_t parking_ = 0;
+  std::condition_variable parked_or_stopping_;
   std::size_t most_threads_ = 0;
 };
 
