@@ -277,25 +277,31 @@ DirectoryLock::~DirectoryLock() {
   ::close(fd_);
 }
 
+namespace {
+
+std::filesystem::path user_home() {
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') return home;
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(::getuid(), &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr &&
+      found->pw_dir != nullptr) {
+    return found->pw_dir;
+  }
+  return ".";
+}
+
+}  // namespace
+
 std::filesystem::path perfmodel_directory() {
   if (const char* home = std::getenv("HETFLOW_HOME"); home != nullptr && *home != '\0') {
+    // A quoted "~/models" reaches here unexpanded: it means the user's home, not a folder "~".
+    const std::string_view given(home);
+    if (given == "~") return user_home() / "perfmodels";
+    if (given.starts_with("~/")) return user_home() / given.substr(2) / "perfmodels";
     return std::filesystem::path(home) / "perfmodels";
   }
-  std::filesystem::path user_home;
-  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
-    user_home = home;
-  } else {
-    std::vector<char> buffer(16384);
-    passwd entry{};
-    passwd* found = nullptr;
-    if (::getpwuid_r(::getuid(), &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr &&
-        found->pw_dir != nullptr) {
-      user_home = found->pw_dir;
-    } else {
-      user_home = ".";
-    }
-  }
-  return user_home / ".hetflow" / "perfmodels";
+  return user_home() / ".hetflow" / "perfmodels";
 }
 
 std::filesystem::path perfmodel_file(const std::filesystem::path& directory, std::string_view symbol) {

@@ -371,6 +371,9 @@ TEST_F(PerfModelStorage, DirectoryFollowsHetflowHome) {
   ScopedEnv unset("HETFLOW_HOME", std::nullopt);
   ScopedEnv user_home("HOME", "/somewhere");
   EXPECT_EQ(PerfModelRegistry::instance().directory(), fs::path("/somewhere/.hetflow/perfmodels"));
+  // Quoted, a "~" reaches the program unexpanded: it still means the user's home.
+  ScopedEnv tilde("HETFLOW_HOME", "~/models");
+  EXPECT_EQ(PerfModelRegistry::instance().directory(), fs::path("/somewhere/models/perfmodels"));
 }
 
 TEST_F(PerfModelStorage, SaveAndLoadRoundTrip) {
