@@ -43,6 +43,9 @@ class _WaiterEvent(threading.Event):
         if replaced.is_set():
             self.set()
         self.futures: list = list(getattr(replaced, "futures", ()))  # weak references to the futures waited for
+        # The waiter needs every future (ALL_COMPLETED; the standard library's waiter for it has
+        # stop_on_exception False), not the first one to end (FIRST_COMPLETED, as_completed).
+        self.needs_all = bool(getattr(replaced, "needs_all", False))
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         try:
@@ -54,7 +57,32 @@ class _WaiterEvent(threading.Event):
             raise
 
     def _wait(self, timeout: Optional[float]) -> bool:
+        if timeout is None and not self.is_set():
+            self._refuse_if_never()
         return threading.Event.wait(self, timeout)
+
+    def _refuse_if_never(self) -> None:
+        """Raises, as ``result()`` would, when the wait could never end: a future it needs (or,
+        waiting for the first, every one) cannot end before this thread releases an acquisition
+        it holds. (Another kind of future among those waited for could end a FIRST_COMPLETED
+        wait: give such a wait a timeout.)"""
+        refusals = []
+        for future in (ref() for ref in self.futures):
+            if future is None or future._task.done():
+                if not self.needs_all:
+                    return  # one has ended: the wait ends
+                continue
+            try:
+                future._task.check_wait_can_end()
+            except RuntimeError as refusal:
+                if self.needs_all:
+                    raise refusal from None
+                refusals.append(refusal)
+            else:
+                if not self.needs_all:
+                    return
+        if refusals:
+            raise refusals[0]
 
 
 class _HelpingEvent(_WaiterEvent):
@@ -69,9 +97,6 @@ class _HelpingEvent(_WaiterEvent):
         # a task's dependencies are set when it is submitted)
         self._never: dict = {}
         self._checked: set = set()
-        # The waiter needs every future (ALL_COMPLETED; the standard library's waiter for it has
-        # stop_on_exception False), not the first one to end (FIRST_COMPLETED, as_completed).
-        self.needs_all = False
 
     def _wait(self, timeout: Optional[float]) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -124,11 +149,10 @@ class _Waiters(list):
             event = waiter.event
             inside = future._runtime.inside_task()
             if inside and not isinstance(event, _HelpingEvent):
-                helping = waiter.event = _HelpingEvent(event)
-                helping.needs_all = getattr(waiter, "stop_on_exception", None) is False
-                event = helping
+                event = waiter.event = _HelpingEvent(event)
             elif not isinstance(event, _WaiterEvent):
                 event = waiter.event = _WaiterEvent(event)
+            event.needs_all = getattr(waiter, "stop_on_exception", None) is False
             event.futures.append(self._future)
         super().append(waiter)
 

@@ -205,6 +205,19 @@ def test_waiting_for_a_task_behind_an_acquisition_this_thread_holds_is_refused()
             hetflow.wait_for_all()
         with pytest.raises(concurrent.futures.TimeoutError):
             copy.result(timeout=0.05)  # a wait with a deadline ends at it
+        # concurrent.futures' waits too (they hung): for all, for the first, one by one.
+        for wait in (
+            lambda: concurrent.futures.wait([copy]),
+            lambda: concurrent.futures.wait([copy], return_when=concurrent.futures.FIRST_COMPLETED),
+            lambda: list(concurrent.futures.as_completed([copy])),
+        ):
+            with pytest.raises(RuntimeError, match="cannot start before this thread releases what it holds"):
+                wait()
+        other = hetflow.submit(int, 3)
+        done, _ = concurrent.futures.wait([copy, other], return_when=concurrent.futures.FIRST_COMPLETED)
+        assert done == {other}  # the first of several ends with one that can
+        with pytest.raises(RuntimeError, match="cannot start before this thread releases what it holds"):
+            concurrent.futures.wait([copy, other])
         assert hetflow.submit(int, 3).result(timeout=30) == 3  # tasks behind nothing still run
         elsewhere = threading.Thread(target=copy.result)  # another thread may wait for the release
         elsewhere.start()
