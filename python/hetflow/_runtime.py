@@ -1045,6 +1045,14 @@ def find_nested(value: Any, wanted: Callable[[Any], bool]) -> Optional[Tuple[str
     return None
 
 
+def labelled_by_position(args: tuple, kwargs: dict) -> List[Tuple[str, Any]]:
+    """``(what the user calls it, value)`` for each argument of a call: ``positional argument N``
+    (from 1) or ``keyword argument 'k'``, for messages."""
+    return [(f"positional argument {i + 1}", value) for i, value in enumerate(args)] + [
+        (f"keyword argument {key!r}", value) for key, value in kwargs.items()
+    ]
+
+
 def _future_or_mark(value: Any) -> bool:
     """What a thread task's arguments are searched for: futures, and access marks (which count
     only at top level, where they are unwrapped before the search: one found is nested)."""
@@ -1054,9 +1062,7 @@ def _future_or_mark(value: Any) -> bool:
 def _refuse_nested_mark(name: str, args: tuple, kwargs: dict) -> None:
     """Raises TypeError, saying where, if an access mark lies inside a container among the
     arguments (marks act only as a task's own arguments; the task would get the mark object)."""
-    labelled = [(f"positional argument {i + 1}", value) for i, value in enumerate(args)]
-    labelled += [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
-    for what, value in labelled:
+    for what, value in labelled_by_position(args, kwargs):
         if type(value) is Access:
             continue  # at top level: a mark (unwrapped by the caller)
         found = find_nested(value, lambda item: type(item) is Access)

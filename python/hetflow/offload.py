@@ -237,9 +237,7 @@ def _labelled_arguments(func: Callable[..., Any], args: tuple, kwargs: dict) -> 
             else:
                 labelled.append((f"argument {parameter!r}", value))
         return labelled
-    return [(f"positional argument {i + 1}", value) for i, value in enumerate(args)] + [
-        (f"keyword argument {key!r}", value) for key, value in kwargs.items()
-    ]
+    return _runtime.labelled_by_position(args, kwargs)
 
 
 def _unsendable(where: str, labelled: List[Tuple[str, Any]]) -> Optional[TypeError]:
