@@ -53,7 +53,8 @@ class HETFLOW_API Transport {
   virtual void barrier(std::function<void()> done) = 0;
   /// For ranks that gave up on the messages between them: cancels every receive not complete
   /// (its `done` is never called, and its buffer is not written once `done` here runs), and stops
-  /// waiting for the sends not complete when the transport ends (their `done` may still come).
+  /// waiting for the sends and barriers not complete when the transport ends (their `done` may
+  /// still come).
   /// Once every rank has cancelled, no send buffer is read any more, unless a receive posted
   /// afterwards (by a new Context over the same transport) takes the send. Returns false,
   /// without calling `done`, when the transport cannot cancel (the default).
@@ -148,7 +149,7 @@ class HETFLOW_API Context {
   [[nodiscard]] int size() const noexcept;
 
   /// Registers data owned by `owner` (a rank, or kEveryRank), messages about it carrying `tag`
-  /// (unique per handle, below Transport::max_tag(), which hetflow keeps for itself;
+  /// (unique per handle, below Transport::max_tag() - 1: hetflow keeps the two largest;
   /// allocate_tags() hands out ranges). On the owner `ptr` is the data; elsewhere it is where a
   /// copy is received when one is needed, or nullptr to let hetflow reserve the memory, which
   /// the system then gives only once a copy lands there. Data every rank owns needs `ptr` on
@@ -222,8 +223,17 @@ class HETFLOW_API Context {
   /// wait for their other tasks; the context's calls then throw (docs/mpi.md). When
   /// nothing moves for HETFLOW_MPI_WATCHDOG seconds (default 60; 0: never), the transfers still
   /// pending are printed on stderr, once per stall; so is a wait that long for the other ranks to
-  /// call wait_all.
+  /// call wait_all. A rank whose context ended (without this call, or after fewer of them) is
+  /// not waited for: once the local work is done, this throws hetflow::Error naming it and the
+  /// transfers with it that never happened.
   void wait_all();
+
+  /// Its destruction tells the other ranks that this one sends and receives nothing more (their
+  /// transfers with it that can no longer happen fail, and their wait_all says so), then waits
+  /// for them to end their contexts too, so that no message is left on the transport. Called
+  /// before the destruction, this leaves that wait out: for a process that exits (nothing
+  /// communicates after it).
+  void ending_with_process() noexcept;
 
   /// Messages and bytes this rank sent to each peer (indexed by rank). With HETFLOW_MPI_STATS=1
   /// each rank prints them on stderr when its context is destroyed.

@@ -195,9 +195,10 @@ def _code_label(func: Any) -> str:
     return f"{qualname} (line {code.co_firstlineno}, code {checksum:08x})"
 
 
-def _close(state: _State, wait: bool) -> None:
+def _close(state: _State, wait: bool, at_exit: bool = False) -> None:
     """Ends the context: waits for the transfers in flight (at most _EXIT_WAIT_S), or leaves
-    them when the work was given up."""
+    them when the work was given up; and, unless the process is exiting, for the other ranks to
+    end theirs (the context's farewell)."""
     global _state
     with _lock:
         if _state is state:
@@ -210,7 +211,7 @@ def _close(state: _State, wait: bool) -> None:
     if not wait:
         state.context.forget()
         return
-    closer = threading.Thread(target=state.context.close, name="hetflow-mpi-close", daemon=True)
+    closer = threading.Thread(target=state.context.close, args=(at_exit,), name="hetflow-mpi-close", daemon=True)
     closer.start()
     closer.join(_EXIT_WAIT_S)
     if closer.is_alive():
@@ -225,7 +226,7 @@ def _close(state: _State, wait: bool) -> None:
 def _close_at_exit() -> None:
     state = _state
     if state is not None:
-        _close(state, wait=True)
+        _close(state, wait=True, at_exit=True)
 
 
 def _current() -> _State:
@@ -544,7 +545,8 @@ def wait_all() -> None:
     With ``HETFLOW_MPI_CHECK=1`` it raises ``HetflowError`` on every rank when the ranks
     submitted different work, after giving up on the transfers between them (the tasks that read
     what never came fail) and waiting for the other tasks; the ranks' distributed calls raise from
-    then on (docs/mpi.md)."""
+    then on (docs/mpi.md). It raises ``HetflowError`` too, once the local work is done, when a
+    rank ended (returned without calling it as often), naming that rank."""
     from hetflow._data import interruptible
     from hetflow._errors import HetflowError
 

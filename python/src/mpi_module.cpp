@@ -187,9 +187,11 @@ class RankContext {
   /// that will not finish (ending it would wait for them).
   void forget() { static_cast<void>(new std::shared_ptr<ContextRouter>(std::move(router_))); }
 
-  /// Ends the context: waits for the transfers still in flight (not for the tasks).
-  void close() {
+  /// Ends the context: waits for the transfers still in flight (not for the tasks), and, unless
+  /// the process is exiting, for the other ranks to end theirs.
+  void close(bool at_exit) {
     std::shared_ptr<ContextRouter> router = std::move(router_);
+    if (router && at_exit) router->context().ending_with_process();
     GilReleased release;
     router.reset();
   }
@@ -239,6 +241,6 @@ NB_MODULE(_hetflow_mpi, m) {
       .def("flush_all", &RankContext::flush_all)
       .def("wait_all", &RankContext::wait_all)
       .def("sent", &RankContext::sent)
-      .def("close", &RankContext::close)
+      .def("close", &RankContext::close, "at_exit"_a)
       .def("forget", &RankContext::forget);
 }

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -103,6 +104,17 @@ struct Pending {
   std::shared_ptr<Transfer> posted;  // given to the transport (else waiting for the local tasks before it)
 };
 
+// What a rank tells each other rank when its context ends: from then on it sends nothing and
+// receives nothing, so the others stop waiting for it (a rank that returned without wait_all).
+// The counts let the receiver tell the messages still on their way from those that will never
+// come. Every rank's context waits for the others' farewells before it ends: a message left
+// unreceived on a communicator that is freed can be delivered to the next one MPI makes.
+struct Farewell {
+  std::uint64_t wait_alls = 0;  // the wait_all calls it completed
+  std::uint64_t sent = 0;       // data messages it sent to the receiver
+  std::uint64_t received = 0;   // data messages it received from the receiver
+};
+
 // The longest error text a transfer carries (both sides cut it there, so that they agree).
 constexpr std::size_t kLongestError = std::size_t{1} << 20;
 
@@ -174,6 +186,13 @@ struct Context::Impl {
       }
       watchdog_seconds = seconds;
     }
+    departed.resize(static_cast<std::size_t>(size));
+    arrivals.assign(static_cast<std::size_t>(size), 0);
+    inbox->letters.resize(static_cast<std::size_t>(size));
+    inbox->context = this;
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer != rank) expect_farewell(peer);
+    }
   }
 
   /// After a divergence the ranks no longer agree on where the data are: nothing more goes.
@@ -192,6 +211,8 @@ struct Context::Impl {
 
   /// The tag of hetflow's own messages (the submission check): the transport's largest.
   [[nodiscard]] int control_tag() const { return transport->max_tag(); }
+  /// The tag of the farewells: the one below. Data take the tags below that.
+  [[nodiscard]] int farewell_tag() const { return control_tag() - 1; }
 
   void record_submission(std::string_view label, const TaskOptions& options, int executor,
                          const std::vector<DataAccess>& data, const std::vector<Entry*>& used) {
@@ -227,7 +248,7 @@ struct Context::Impl {
 
   // Rank 0 gathers every rank's hashes since the last check and answers with the index of the
   // first submission that differs (or -1); every rank returns that answer.
-  std::int64_t compare_submissions() {
+  std::int64_t compare_submissions(std::uint64_t call) {
     struct Exchange {
       std::mutex mutex;
       std::condition_variable changed;
@@ -294,16 +315,23 @@ struct Context::Impl {
     }
     std::unique_lock lock(exchange->mutex);
     const auto answered = [&exchange] { return exchange->answered; };
-    if (watchdog_seconds > 0 &&
-        !exchange->changed.wait_for(lock, std::chrono::duration<double>(watchdog_seconds), answered)) {
-      std::fputs(("hetflow::mpi watchdog: " + rank_text(rank) + ": it has waited for " +
-                  std::to_string(static_cast<long>(watchdog_seconds)) +
-                  " s in wait_all for the other ranks to compare the work they submitted (HETFLOW_MPI_CHECK): did "
-                  "one return early, or does this one call wait_all once more than they do?\n")
-                     .c_str(),
-                 stderr);
+    const auto since = std::chrono::steady_clock::now();
+    bool told = false;
+    while (!exchange->changed.wait_for(lock, std::chrono::milliseconds(100), answered)) {
+      lock.unlock();
+      if (absent_from(call)) return -1;  // wait_all tells, once the tasks are done
+      if (!told && watchdog_seconds > 0 &&
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count() > watchdog_seconds) {
+        told = true;
+        std::fputs(("hetflow::mpi watchdog: " + rank_text(rank) + ": it has waited for " +
+                    std::to_string(static_cast<long>(watchdog_seconds)) +
+                    " s in wait_all for the other ranks to compare the work they submitted (HETFLOW_MPI_CHECK): did "
+                    "one return early, or does this one call wait_all once more than they do?\n")
+                       .c_str(),
+                   stderr);
+      }
+      lock.lock();
     }
-    exchange->changed.wait(lock, answered);
     checked = submissions.size();
     return exchange->first_difference < 0
                ? -1
@@ -317,9 +345,14 @@ struct Context::Impl {
     pending.emplace(++last_transfer_id, Pending{&channel, peer, sending, nullptr});
     return last_transfer_id;
   }
-  void note_posted(std::uint64_t id, const std::shared_ptr<Transfer>& transfer) {
+  /// False, noting nothing, when the transfer will never happen: its peer's context has ended.
+  bool note_posted(std::uint64_t id, const std::shared_ptr<Transfer>& transfer) {
     std::lock_guard lock(transfer_mutex);
-    if (auto it = pending.find(id); it != pending.end()) it->second.posted = transfer;
+    const auto it = pending.find(id);
+    if (it == pending.end()) return true;
+    if (never_happens(it->second, true)) return false;
+    it->second.posted = transfer;
+    return true;
   }
   static std::string describe_pending(const Pending& transfer) {
     const Channel& channel = *transfer.channel;
@@ -494,7 +527,6 @@ struct Context::Impl {
 
   void start_send(const std::shared_ptr<Transfer>& transfer, const Channel& channel, int destination,
                   std::uint64_t id) {
-    note_posted(id, transfer);
     transfer->posted_at = runtime.now();
     if (const std::exception_ptr& failure = transfer->acquisition.failure()) {
       transfer->error =
@@ -503,6 +535,10 @@ struct Context::Impl {
       transfer->error_length = transfer->error.size();
     }
     transfer->messages_left = transfer->error.empty() ? 2 : 3;
+    if (!note_posted(id, transfer)) {
+      end_abandoned(id, Pending{&channel, destination, true, transfer}, true);
+      return;
+    }
     const auto sent_one = [this, transfer, &channel, destination, id] {
       if (!transfer->settle(false)) return;
       runtime.trace_message(to_track[static_cast<std::size_t>(destination)], channel.local.name(), channel.bytes,
@@ -531,9 +567,14 @@ struct Context::Impl {
   }
 
   void start_receive(const std::shared_ptr<Transfer>& transfer, const Channel& channel, int source, std::uint64_t id) {
-    note_posted(id, transfer);
     transfer->posted_at = runtime.now();
     transfer->messages_left = 1;
+    if (!note_posted(id, transfer)) {
+      end_abandoned(id, Pending{&channel, source, false, transfer});
+      return;
+    }
+    // Each message is counted once it is dealt with, so that a count that shows the source's
+    // last message has come leaves no transfer of it pending.
     const auto received = [this, transfer, &channel, source, id] {
       if (!transfer->settle(false)) return;
       runtime.trace_message(from_track[static_cast<std::size_t>(source)], channel.local.name(), channel.bytes,
@@ -545,6 +586,7 @@ struct Context::Impl {
             Error("hetflow::mpi: '" + channel.local.name() + "' from " + rank_text(source) + ": " + transfer->error)));
       }
       finished_transfer(id);
+      arrived(source);
     };
     const auto receive_data = [this, transfer, &channel, source, received] {
       post_unless_given_up(
@@ -554,13 +596,17 @@ struct Context::Impl {
                        [this, transfer, &channel, source, receive_data] {
                          if (transfer->error_length == 0) {
                            receive_data();
-                           return;
+                         } else {
+                           transfer->error.resize(std::min<std::uint64_t>(transfer->error_length, kLongestError));
+                           post_unless_given_up([&] {
+                             transport->receive(source, channel.tag, transfer->error.data(), transfer->error.size(),
+                                                [this, source, receive_data] {
+                                                  receive_data();
+                                                  arrived(source);
+                                                });
+                           });
                          }
-                         transfer->error.resize(std::min<std::uint64_t>(transfer->error_length, kLongestError));
-                         post_unless_given_up([&] {
-                           transport->receive(source, channel.tag, transfer->error.data(), transfer->error.size(),
-                                              receive_data);
-                         });
+                         arrived(source);
                        });
   }
 
@@ -578,10 +624,162 @@ struct Context::Impl {
         Error("hetflow::mpi: '" + channel.local.name() + "' never came from " + rank_text(source) + ": " + divergence));
   }
 
+  // The farewells of the other ranks (Farewell) arrive here. The transport's callbacks hold it,
+  // and reach the context through it only while the context lives.
+  struct Inbox {
+    std::mutex mutex;
+    std::condition_variable arrived;
+    Impl* context = nullptr;
+    std::vector<Farewell> letters;  // one per peer, received into
+    int count = 0;
+  };
+
+  void expect_farewell(int peer) {
+    transport->receive(peer, farewell_tag(), &inbox->letters[static_cast<std::size_t>(peer)], sizeof(Farewell),
+                       [box = inbox, peer] {
+                         std::lock_guard lock(box->mutex);
+                         ++box->count;
+                         box->arrived.notify_all();
+                         if (box->context != nullptr) box->context->farewell_from(peer);
+                       });
+  }
+
+  void farewell_from(int peer) {
+    {
+      std::lock_guard lock(transfer_mutex);
+      const auto p = static_cast<std::size_t>(peer);
+      const Farewell& letter = departed[p].emplace(inbox->letters[p]);
+      if (letter.received < sent[p].messages) {
+        departures.push_back(rank_text(peer) + " ended (its context was destroyed) without receiving all the data " +
+                             "this rank sent it (" + std::to_string(sent[p].messages - letter.received) + " of " +
+                             std::to_string(sent[p].messages) + " messages)");
+      }
+    }
+    abandon_transfers_with(peer);
+  }
+
+  /// Tells the other ranks that this one sends and receives nothing more, then waits for them to
+  /// say the same. Every transfer has ended.
+  void say_farewell() {
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer == rank) continue;
+      const auto p = static_cast<std::size_t>(peer);
+      std::shared_ptr<Farewell> letter;
+      {
+        std::lock_guard lock(transfer_mutex);
+        letter = std::make_shared<Farewell>(Farewell{wait_alls_done, sent[p].messages, arrivals[p]});
+      }
+      transport->send(peer, farewell_tag(), letter.get(), sizeof(Farewell), [letter] {});
+    }
+    std::unique_lock lock(inbox->mutex);
+    if (process_ending) {
+      inbox->context = nullptr;
+      return;
+    }
+    const auto everyone = [this] { return inbox->count == size - 1; };
+    if (watchdog_seconds > 0 &&
+        !inbox->arrived.wait_for(lock, std::chrono::duration<double>(watchdog_seconds), everyone)) {
+      std::fputs(("hetflow::mpi watchdog: " + rank_text(rank) + ": its context ends, and it has waited for " +
+                  std::to_string(static_cast<long>(watchdog_seconds)) +
+                  " s for the other ranks to end theirs (each rank's context waits for the others')\n")
+                     .c_str(),
+                 stderr);
+    }
+    inbox->arrived.wait(lock, everyone);
+    inbox->context = nullptr;
+    lock.unlock();
+    // Receives from ranks that ended without sending, and a barrier they never came to.
+    wait_on_transport([this](std::function<void()> done) { return transport->cancel_pending(std::move(done)); });
+  }
+
+  /// Whether a transfer with a rank whose context has ended will never happen: a receive once
+  /// every message that rank sent has come; a send posted before it ended when it did not take
+  /// every message, and any send posted after. Called with transfer_mutex held.
+  [[nodiscard]] bool never_happens(const Pending& transfer, bool posting) const {
+    const auto peer = static_cast<std::size_t>(transfer.peer);
+    const std::optional<Farewell>& farewell = departed[peer];
+    if (!farewell) return false;
+    if (!transfer.sending) return arrivals[peer] >= farewell->sent;
+    return posting || farewell->received < sent[peer].messages;
+  }
+
+  /// A data message from `source` has been dealt with.
+  void arrived(int source) {
+    bool last = false;
+    {
+      std::lock_guard lock(transfer_mutex);
+      const auto peer = static_cast<std::size_t>(source);
+      ++arrivals[peer];
+      last = departed[peer] && arrivals[peer] == departed[peer]->sent;
+    }
+    if (last) abandon_transfers_with(source);
+  }
+
+  /// Ends the posted transfers with `peer` that will never happen (never_happens).
+  void abandon_transfers_with(int peer) {
+    std::vector<std::pair<std::uint64_t, Pending>> abandoned;
+    {
+      std::lock_guard lock(transfer_mutex);
+      for (const auto& [id, transfer] : pending) {
+        if (transfer.peer == peer && transfer.posted && never_happens(transfer, false) &&
+            transfer.posted->settle(true)) {
+          abandoned.emplace_back(id, transfer);
+        }
+      }
+    }
+    for (const auto& [id, transfer] : abandoned) end_abandoned(id, transfer);
+  }
+
+  /// As a divergence does (give_up_on_transfers): a send is let go of, a receive fails the tasks
+  /// that read its data. wait_all tells of the receive, and of a send not posted before the peer
+  /// ended (`unsent`; those posted before are counted by farewell_from).
+  void end_abandoned(std::uint64_t id, const Pending& transfer, bool unsent = false) {
+    const std::string name = transfer.channel->local.name();
+    std::string what;
+    if (transfer.sending) {
+      if (unsent) what = "'" + name + "' was not sent to " + rank_text(transfer.peer) + ": its context had ended";
+      transfer.posted->acquisition.release();
+    } else {
+      what = "'" + name + "' never came from " + rank_text(transfer.peer) + ", whose context ended without sending it";
+      transfer.posted->acquisition.release_failed(std::make_exception_ptr(Error("hetflow::mpi: " + what)));
+    }
+    if (!what.empty()) {
+      std::lock_guard lock(transfer_mutex);
+      departures.push_back(std::move(what));
+    }
+    finished_transfer(id);
+  }
+
+  /// Whether a rank whose context ended will not take part in wait_all call number `call`.
+  [[nodiscard]] bool absent_from(std::uint64_t call) {
+    std::lock_guard lock(transfer_mutex);
+    return std::any_of(departed.begin(), departed.end(), [call](const std::optional<Farewell>& farewell) {
+      return farewell && farewell->wait_alls < call;
+    });
+  }
+
+  /// What wait_all call number `call` has to tell of the ranks whose context ended: those that
+  /// will not take part in it, and the transfers with them that never happened (told once).
+  std::string departure_report(std::uint64_t call) {
+    std::lock_guard lock(transfer_mutex);
+    std::string report;
+    for (int peer = 0; peer < size; ++peer) {
+      const std::optional<Farewell>& farewell = departed[static_cast<std::size_t>(peer)];
+      if (!farewell || farewell->wait_alls >= call) continue;
+      report += (report.empty() ? "" : "; ") + rank_text(peer) + " ended (its context was destroyed) after " +
+                std::to_string(farewell->wait_alls) + " wait_all calls, and this is this rank's call " +
+                std::to_string(call) + ": did it return early, or does this rank call wait_all more often?";
+    }
+    for (const std::string& what : departures) report += (report.empty() ? "" : "; ") + what;
+    departures.clear();
+    return report;
+  }
+
   // Waits until the transport calls the callback `start` hands it; false if `start` returns false.
-  // `stalled` is called once if that takes more than `patience` seconds (0: never).
+  // `stalled` is called once if that takes more than `patience` seconds (0: never); `check`, if
+  // given, every 100 ms (it throws to end the wait).
   static bool wait_on_transport(const std::function<bool(std::function<void()>)>& start, double patience = 0,
-                                const std::function<void()>& stalled = {}) {
+                                const std::function<void()>& stalled = {}, const std::function<void()>& check = {}) {
     struct Meeting {
       std::mutex mutex;
       std::condition_variable met;
@@ -597,12 +795,18 @@ struct Context::Impl {
     }
     std::unique_lock lock(meeting->mutex);
     const auto done = [&meeting] { return meeting->done; };
-    if (patience > 0 && !meeting->met.wait_for(lock, std::chrono::duration<double>(patience), done)) {
+    const auto since = std::chrono::steady_clock::now();
+    bool told = false;
+    while (!meeting->met.wait_for(lock, std::chrono::milliseconds(100), done)) {
       lock.unlock();
-      stalled();
+      if (check) check();
+      if (!told && patience > 0 &&
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count() > patience) {
+        told = true;
+        stalled();
+      }
       lock.lock();
     }
-    meeting->met.wait(lock, done);
     return true;
   }
 
@@ -649,10 +853,11 @@ struct Context::Impl {
 
   /// Claims `tag` for one piece of data (or its contributions).
   void claim_tag(int tag, const char* caller) {
-    if (tag < 0 || tag >= control_tag()) {
+    if (tag < 0 || tag >= farewell_tag()) {
       throw InvalidArgument(std::string("hetflow::mpi::Context::") + caller + ": tag " + std::to_string(tag) +
-                            " is outside 0.." + std::to_string(control_tag() - 1) + " (the transport's largest tag, " +
-                            std::to_string(control_tag()) + ", is hetflow's own)");
+                            " is outside 0.." + std::to_string(farewell_tag() - 1) +
+                            " (the transport's two largest tags, " + std::to_string(farewell_tag()) + " and " +
+                            std::to_string(control_tag()) + ", are hetflow's own)");
     }
     if (!tags.insert(tag).second) {
       throw InvalidArgument(std::string("hetflow::mpi::Context::") + caller + ": tag " + std::to_string(tag) +
@@ -664,9 +869,9 @@ struct Context::Impl {
   int free_tags(int count) {
     int first = next_allocated_tag;
     for (;;) {
-      if (first > control_tag() - count) {
+      if (first > farewell_tag() - count) {
         throw InvalidArgument("hetflow::mpi::Context::allocate_tags: no " + std::to_string(count) +
-                              " free consecutive tags below " + std::to_string(control_tag()));
+                              " free consecutive tags below " + std::to_string(farewell_tag()));
       }
       const auto clash = tags.lower_bound(first);
       if (clash == tags.end() || *clash >= first + count) break;
@@ -704,6 +909,13 @@ struct Context::Impl {
   std::vector<std::uint64_t> submissions;  // a hash per task, with the check
   std::vector<std::string> descriptions;
   std::size_t checked = 0;  // submissions compared at the last wait_all
+  std::uint64_t wait_alls_done = 0;
+  bool process_ending = false;
+  // The ranks whose context ended (guarded by transfer_mutex, as are the two below).
+  std::vector<std::optional<Farewell>> departed;
+  std::vector<std::uint64_t> arrivals;  // data messages from each peer, dealt with
+  std::vector<std::string> departures;  // transfers with them that never happened, for wait_all to tell
+  std::shared_ptr<Inbox> inbox = std::make_shared<Inbox>();
 };
 
 Context::Context(Runtime& runtime, std::shared_ptr<Transport> transport)
@@ -723,6 +935,10 @@ Context::~Context() {
   }
   // Transfers hold references to the entries: let them end first. After the ranks diverged some
   // never will: then the state is left to them rather than freed under them.
+  {
+    std::lock_guard lock(impl_->inbox->mutex);  // no farewell comes after a divergence: nor is one waited for
+    if (impl_->diverged) impl_->inbox->context = nullptr;
+  }
   std::unique_lock lock(impl_->transfer_mutex);
   if (impl_->diverged) {
     if (!impl_->transfers_done.wait_for(lock, std::chrono::seconds(1), [this] { return impl_->in_flight == 0; })) {
@@ -732,6 +948,8 @@ Context::~Context() {
     return;
   }
   impl_->transfers_done.wait(lock, [this] { return impl_->in_flight == 0; });
+  lock.unlock();
+  impl_->say_farewell();
 }
 
 int Context::rank() const noexcept { return impl_->rank; }
@@ -982,12 +1200,13 @@ void Context::flush_all() {
 void Context::wait_all() {
   Impl& impl = *impl_;
   impl.refuse_if_diverged("wait_all");
+  const std::uint64_t call = impl.wait_alls_done + 1;
   {
     std::lock_guard lock(impl.mutex);
     impl.finish_reductions();
   }
   if (impl.check) {
-    const std::int64_t first = impl.compare_submissions();
+    const std::int64_t first = impl.compare_submissions(call);
     if (first >= 0) {
       impl.diverged = true;
       const auto index = static_cast<std::size_t>(first);
@@ -1018,7 +1237,11 @@ void Context::wait_all() {
       std::fputs(text.c_str(), stderr);
     }
   }
-  // A rank that returned early, or calls wait_all once more than the others, leaves them here.
+  if (std::string report = impl.departure_report(call); !report.empty()) {
+    throw Error("hetflow::mpi::Context::wait_all: " + report);
+  }
+  // A rank that returned early, or calls wait_all once more than the others, leaves them here
+  // (unless its context has ended: then it says so).
   Impl::wait_on_transport(
       [&impl](std::function<void()> done) {
         impl.transport->barrier(std::move(done));
@@ -1032,8 +1255,14 @@ void Context::wait_all() {
                     "one call it once more than they do?)\n")
                        .c_str(),
                    stderr);
+      },
+      [&impl, call] {
+        if (impl.absent_from(call)) throw Error("hetflow::mpi::Context::wait_all: " + impl.departure_report(call));
       });
+  ++impl.wait_alls_done;
 }
+
+void Context::ending_with_process() noexcept { impl_->process_ending = true; }
 
 std::vector<PeerStats> Context::sent() const {
   std::lock_guard lock(impl_->transfer_mutex);

@@ -312,7 +312,7 @@ class ProgressEngine {
     int tag = 0;
     std::size_t bytes = 0;
     std::size_t requests_left = 0;
-    bool orphaned = false;  // a send left in flight by cancel_pending: stopping does not wait for it
+    bool orphaned = false;  // a send or barrier left in flight by cancel_pending: stopping does not wait for it
     std::function<void()> done;
     [[nodiscard]] bool long_message() const { return kind != Operation::Kind::barrier && bytes >= long_message_bytes; }
   };
@@ -371,8 +371,8 @@ class ProgressEngine {
   }
 
   // cancel_pending: the receives in flight are cancelled and waited for (a wait that MPI makes
-  // local once a request is cancelled), none of their callbacks called; the sends stay in flight
-  // as orphans.
+  // local once a request is cancelled), none of their callbacks called; the sends and barriers
+  // (which MPI cannot cancel) stay in flight as orphans.
   void cancel_in_flight() {
     std::size_t kept = 0;
     for (std::size_t i = 0; i < requests_.size(); ++i) {
@@ -384,7 +384,7 @@ class ProgressEngine {
         if (--flight.requests_left == 0) retire(index);
         continue;
       }
-      if (flight.kind == Operation::Kind::send && !flight.orphaned) {
+      if ((flight.kind == Operation::Kind::send || flight.kind == Operation::Kind::barrier) && !flight.orphaned) {
         flight.orphaned = true;
         ++orphaned_;
       }
@@ -561,7 +561,7 @@ class ProgressEngine {
   std::vector<Flight> flights_;
   std::vector<std::size_t> free_flights_;
   std::size_t in_flight_ = 0;
-  std::size_t orphaned_ = 0;  // of in_flight_, sends cancel_pending gave up on
+  std::size_t orphaned_ = 0;  // of in_flight_, sends and barriers cancel_pending gave up on
   std::size_t long_bytes_in_flight_ = 0;
   std::vector<MPI_Request> requests_;
   std::vector<RequestInfo> request_info_;

@@ -45,10 +45,12 @@ int world_rank() {
 // Whether this process sees what rank `rank` prints or writes: under mpirun, only its own.
 bool sees_rank(int rank) { return world_rank() == rank; }
 
-// Runs `program(context)` on the first `ranks` processes (skips the test when there are fewer),
-// each with a runtime configured by `configure(rank)`; every process waits for them.
-void spmd(int ranks, const std::function<void(mpi::Context&)>& program,
-          const std::function<hetflow::Config(int)>& configure = default_config) {
+using RankProgram = std::function<void(hetflow::Runtime&, const std::shared_ptr<mpi::Transport>&)>;
+
+// Runs `program(runtime, transport)` on the first `ranks` processes (skips the test when there
+// are fewer), each with a runtime configured by `configure(rank)`; every process waits for them.
+void spmd_over_transport(int ranks, const RankProgram& program,
+                         const std::function<hetflow::Config(int)>& configure = default_config) {
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   if (size < ranks) GTEST_SKIP() << "needs " << ranks << " ranks, mpirun gave " << size;
@@ -59,8 +61,7 @@ void spmd(int ranks, const std::function<void(mpi::Context&)>& program,
   if (group != MPI_COMM_NULL) {
     try {
       hetflow::Runtime rt(configure(world_rank()));
-      mpi::Context context(rt, mpi::over_communicator(&group));
-      program(context);
+      program(rt, mpi::over_communicator(&group));
     } catch (...) {
       error = std::current_exception();
     }
@@ -72,10 +73,12 @@ void spmd(int ranks, const std::function<void(mpi::Context&)>& program,
 #else
 bool sees_rank(int /*rank*/) { return true; }
 
-// Runs `program(context)` on `ranks` threads, each a rank with its own runtime (configured by
-// `configure(rank)`).
-void spmd(int ranks, const std::function<void(mpi::Context&)>& program,
-          const std::function<hetflow::Config(int)>& configure = default_config) {
+using RankProgram = std::function<void(hetflow::Runtime&, const std::shared_ptr<mpi::Transport>&)>;
+
+// Runs `program(runtime, transport)` on `ranks` threads, each a rank with its own runtime
+// (configured by `configure(rank)`).
+void spmd_over_transport(int ranks, const RankProgram& program,
+                         const std::function<hetflow::Config(int)>& configure = default_config) {
   auto transports = mpi::loopback(ranks);
   std::vector<std::thread> threads;
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(ranks));
@@ -83,8 +86,7 @@ void spmd(int ranks, const std::function<void(mpi::Context&)>& program,
     threads.emplace_back([&, rank] {
       try {
         hetflow::Runtime rt(configure(rank));
-        mpi::Context context(rt, transports[static_cast<std::size_t>(rank)]);
-        program(context);
+        program(rt, transports[static_cast<std::size_t>(rank)]);
       } catch (...) {
         errors[static_cast<std::size_t>(rank)] = std::current_exception();
       }
@@ -96,6 +98,18 @@ void spmd(int ranks, const std::function<void(mpi::Context&)>& program,
   }
 }
 #endif
+
+// Runs `program(context)` on `ranks` ranks (spmd_over_transport).
+void spmd(int ranks, const std::function<void(mpi::Context&)>& program,
+          const std::function<hetflow::Config(int)>& configure = default_config) {
+  spmd_over_transport(
+      ranks,
+      [&program](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
+        mpi::Context context(rt, transport);
+        program(context);
+      },
+      configure);
+}
 
 DataLayout doubles(std::size_t n) { return DataLayout::vector(n, sizeof(double)); }
 
@@ -500,6 +514,100 @@ TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateToCompareItsWork) {
     EXPECT_NE(printed.find("to compare the work they submitted"), std::string::npos) << printed;
   }
   EXPECT_EQ(printed.find("watchdog: rank 1: it has waited"), std::string::npos) << printed;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// A rank whose context ends without wait_all (it returned early) is told of, instead of waited
+// for: the data it never sent fail their readers, and wait_all throws naming it.
+TEST(MpiContext, ARankWhoseContextEndsEarlyIsToldOfInsteadOfWaitedFor) {
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 1.0), y(4, 2.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    auto hy = context.register_data(y.data(), doubles(4), 1, 2, "y");
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+    if (context.rank() == 1) return;
+    auto reader = context.insert(kAdd, {.data = {hetflow::RW(hx), hetflow::R(hy)}});  // y never comes
+    try {
+      context.wait_all();
+      ADD_FAILURE() << "wait_all returned although rank 1 never called it";
+    } catch (const hetflow::Error& error) {
+      EXPECT_TRUE(contains(error.what(), "rank 1 ended (its context was destroyed) after 0 wait_all calls"))
+          << error.what();
+      EXPECT_TRUE(contains(error.what(), "'y' never came from rank 1")) << error.what();
+    }
+    try {
+      reader.get();
+      ADD_FAILURE() << "the task ran without the data it reads";
+    } catch (const hetflow::DependencyError& error) {
+      EXPECT_TRUE(contains(error.what(), "whose context ended without sending it")) << error.what();
+    }
+    EXPECT_EQ(x[0], 2.0);
+    EXPECT_THROW(context.wait_all(), hetflow::Error);  // rank 1 is still not there
+  });
+}
+
+// Rank 0 sends x to rank 1, for a task rank 1 never submits before its context ends.
+TEST(MpiContext, DataARankNeverTookBeforeItsContextEndedAreToldOf) {
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 1.0), y(4, 2.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    auto hy = context.register_data(y.data(), doubles(4), 1, 2, "y");
+    if (context.rank() == 1) return;
+    context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});  // on rank 1
+    try {
+      context.wait_all();
+      ADD_FAILURE() << "wait_all returned although rank 1 never called it";
+    } catch (const hetflow::Error& error) {
+      // Whether the send was posted before rank 1's farewell came or after.
+      EXPECT_TRUE(contains(error.what(), "rank 1 ended (its context was destroyed) without receiving all the data") ||
+                  contains(error.what(), "'x' was not sent to rank 1: its context had ended"))
+          << error.what();
+    }
+  });
+}
+
+// One rank calls wait_all once more than the other, which then ends its context: told, with and
+// without the submission check (which compares the ranks' work first).
+void one_wait_all_too_many() {
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 1.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+    context.wait_all();
+    if (context.rank() == 1) return;
+    try {
+      context.wait_all();
+      ADD_FAILURE() << "the second wait_all returned although rank 1 called it once";
+    } catch (const hetflow::Error& error) {
+      EXPECT_TRUE(contains(error.what(), "after 1 wait_all calls, and this is this rank's call 2")) << error.what();
+    }
+  });
+}
+TEST(MpiContext, AWaitAllTheOtherRanksNeverCallIsToldOf) { one_wait_all_too_many(); }
+TEST(MpiContext, AWaitAllTheOtherRanksNeverCallIsToldOfWithTheCheck) {
+  setenv("HETFLOW_MPI_CHECK", "1", 1);
+  one_wait_all_too_many();
+  unsetenv("HETFLOW_MPI_CHECK");
+}
+
+// The farewells of a context are not taken for those of the next one over the same transport.
+TEST(MpiContext, ContextsOneAfterTheOtherOverOneTransport) {
+  spmd_over_transport(2, [](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
+    std::vector<double> x(4, 1.0), y(4, 0.0);
+    for (int round = 0; round < 3; ++round) {
+      mpi::Context context(rt, transport);
+      auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+      auto hy = context.register_data(y.data(), doubles(4), 1, 2, "y");
+      // Rank 1 takes its time, so that rank 0's context of this round ends first.
+      if (context.rank() == 1 && round == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});
+      context.wait_all();
+      if (context.rank() == 1) {
+        EXPECT_EQ(y[0], round + 1.0);
+      }
+    }
+  });
 }
 
 TEST(MpiContext, MigratedDataIsWrittenOnItsNewOwner) {
