@@ -131,6 +131,7 @@ class HETFLOW_API Runtime {
     using R = typename detail::CallResult<Fn, std::decay_t<Args>...>::type;
     using Bound = detail::Bound<Fn, std::decay_t<Args>...>;
     using Body = detail::CallableBody<Bound, R>;
+    detail::refuse_empty_callable(fn, "Runtime::submit");
     void* storage = nullptr;
     detail::TaskCore* task = begin_task(options, nullptr, &Body::ops, Body::size, Body::align, &storage);
     construct_body<Bound>(task, storage, Bound{std::forward<F>(fn), {std::forward<Args>(args)...}});
@@ -299,6 +300,7 @@ class HETFLOW_API Runtime {
 template <class T>
 template <class F>
 auto Future<T>::then(F&& fn) const {
+  detail::refuse_empty_callable(fn, "Future::then");
   return detail::owner(checked()).submit(
       TaskOptions{.after = {*this}},
       [self = *this, fn = std::forward<F>(fn)]() mutable { return std::invoke(fn, self.get()); });

@@ -10,6 +10,7 @@
 
 #include "hetflow/codelet.hpp"
 #include "hetflow/detail/task_api.hpp"
+#include "hetflow/error.hpp"
 #include "hetflow/export.hpp"
 
 namespace hetflow::detail {
@@ -28,6 +29,28 @@ requires takes_context_v<F, Args...>
 struct CallResult<F, Args...> {
   using type = std::invoke_result_t<F&, TaskContext&, Args&...>;
 };
+
+template <class F>
+inline constexpr bool is_std_function_v = false;
+template <class R, class... Args>
+inline constexpr bool is_std_function_v<std::function<R(Args...)>> = true;
+
+/// Throws InvalidArgument for a callable that holds nothing to call (a null function or member
+/// pointer, an empty std::function): refused at submission rather than crashing a worker.
+template <class F>
+void refuse_empty_callable(const F& fn, const char* caller) {
+  bool empty = false;
+  if constexpr (std::is_pointer_v<F> || std::is_member_pointer_v<F>) {
+    empty = fn == nullptr;
+  } else if constexpr (is_std_function_v<F>) {
+    empty = !fn;
+  }
+  if (empty) {
+    throw InvalidArgument(std::string(caller) +
+                          ": the function is empty (a null pointer, or a std::function holding nothing): there is "
+                          "nothing to run");
+  }
+}
 
 /// A callable stored with its arguments: what Runtime::submit keeps in a task.
 template <class F, class... Args>

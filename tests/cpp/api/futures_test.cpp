@@ -98,6 +98,30 @@ TEST(Futures, EmptyFutureThrows) {
   EXPECT_EQ(moved.get(), 1);
 }
 
+// A worker would call a null pointer (a crash) or an empty std::function: refused at submission.
+TEST(Futures, AnEmptyFunctionIsRefusedAtSubmission) {
+  Runtime rt(hetflow::Config{.ncpus = 1});
+  int (*null_function)(int) = nullptr;
+  EXPECT_THROW(rt.submit(null_function, 1), hetflow::InvalidArgument);
+  struct Counter {
+    int count() const { return 1; }
+  };
+  int (Counter::*null_member)() const = nullptr;
+  EXPECT_THROW(rt.submit(null_member, Counter{}), hetflow::InvalidArgument);
+  EXPECT_THROW(rt.submit(std::function<int()>{}), hetflow::InvalidArgument);
+  auto first = rt.submit([] { return 2; });
+  int (*null_continuation)(int) = nullptr;
+  EXPECT_THROW(first.then(null_continuation), hetflow::InvalidArgument);
+  try {
+    rt.submit(null_function, 1);
+  } catch (const hetflow::InvalidArgument& error) {
+    EXPECT_NE(std::string(error.what()).find("Runtime::submit: the function is empty"), std::string::npos)
+        << error.what();
+  }
+  EXPECT_EQ(first.get(), 2);  // nothing else was lost
+  EXPECT_EQ(rt.submit(std::function<int()>([] { return 3; })).get(), 3);
+}
+
 TEST(Futures, MovingTheValueOutLeavesItToTheOtherCopies) {
   Runtime rt(Config{.ncpus = 2});
   Gate gate;
