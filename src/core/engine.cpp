@@ -77,6 +77,7 @@ Engine::Engine(Runtime& runtime_facade, Config resolved_config, std::unique_ptr<
       config(std::move(resolved_config)),
       owner_pid_(static_cast<long>(::getpid())),
       fork_generation_(watch_forks()),
+      driver_claims_(config.drivers),
       execution_(std::move(execution)) {
   node_memory_.push_back(nullptr);
   scheduler_name_ = *config.scheduler;

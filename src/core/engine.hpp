@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/driver_claims.hpp"
 #include "core/execution.hpp"
 #include "core/idle_workers.hpp"
 #include "core/scheduler_context.hpp"
@@ -260,6 +261,7 @@ class Engine final : public DataContext {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   const long owner_pid_;                 // the process that started the runtime
   const std::uint64_t fork_generation_;  // how many forks this process descends through, then
+  const DriverClaims driver_claims_;  // released once the workers are gone
   // Declared first, destroyed last: what it added (workers, memory nodes) may refer to it.
   const std::unique_ptr<Execution> execution_;
   const std::atomic<double>* clock_ = nullptr;  // the execution's virtual clock, if it keeps one

@@ -151,3 +151,30 @@ TEST(DriverSetup, BeforeAWaitIsTheWaitingTasksNotTheNestedOnes) {
 }
 
 }  // namespace
+
+namespace {
+
+// A driver's workers keep state for one runtime: one driver object serves one live runtime, once.
+TEST(DriverSetup, ADriverServesOneLiveRuntimeOnce) {
+  auto driver = std::make_shared<SetupReportingDriver>();
+  try {
+    Runtime twice(Config{.ncpus = 1, .drivers = {driver, driver}});
+    ADD_FAILURE() << "a driver listed twice was accepted";
+  } catch (const hetflow::InvalidArgument& error) {
+    EXPECT_NE(std::string(error.what()).find("listed twice"), std::string::npos) << error.what();
+  }
+  {
+    Runtime first(Config{.ncpus = 1, .drivers = {driver}});
+    try {
+      Runtime second(Config{.ncpus = 1, .drivers = {driver}});
+      ADD_FAILURE() << "a driver serving a live runtime was accepted by another";
+    } catch (const hetflow::InvalidArgument& error) {
+      EXPECT_NE(std::string(error.what()).find("already serves another Runtime"), std::string::npos) << error.what();
+    }
+    EXPECT_EQ(first.submit([] { return 1; }).get(), 1);  // the first one is untouched
+  }
+  Runtime after(Config{.ncpus = 1, .drivers = {driver}});  // free again once the first is gone
+  EXPECT_EQ(after.worker_count(), 2U);
+}
+
+}  // namespace
