@@ -253,8 +253,9 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   if (size <= TaskCore::kInlineStorage && align <= alignof(std::max_align_t)) {
     *storage = task->inline_storage;
   } else {
-    void* heap = ::operator new (size, std::align_val_t{detail::kHeapBodyAlign});
-    *reinterpret_cast<void**>(task->inline_storage) = heap;
+    const std::size_t heap_align = std::max(align, detail::kHeapBodyAlign);
+    void* heap = ::operator new (size, std::align_val_t{heap_align});
+    ::new (task->inline_storage) detail::HeapBody{heap, heap_align};
     task->flags |= TaskCore::kHeapStorage;
     *storage = heap;
   }

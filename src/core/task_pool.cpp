@@ -26,7 +26,8 @@ void release_contents(TaskCore* task) noexcept {
     task->ops->destroy_result(task->storage());
   }
   if (task->flags & TaskCore::kHeapStorage) {
-    ::operator delete (*reinterpret_cast<void**>(task->inline_storage), std::align_val_t{kHeapBodyAlign});
+    const auto* heap = reinterpret_cast<const HeapBody*>(task->inline_storage);
+    ::operator delete (heap->storage, std::align_val_t{heap->align});
   }
   if (task->flags & TaskCore::kHeapAccesses) {
     if (task->access_count <= kPooledAccesses) {

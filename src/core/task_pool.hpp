@@ -7,6 +7,14 @@ namespace hetflow::detail {
 
 inline constexpr std::size_t kHeapBodyAlign = 64;
 
+/// A body that does not fit inline lives on the heap: the record's inline storage then holds
+/// where, and with which alignment it was allocated (kHeapBodyAlign at least).
+struct HeapBody {
+  void* storage;
+  std::size_t align;
+};
+static_assert(sizeof(HeapBody) <= TaskCore::kInlineStorage);
+
 TaskCore* allocate_task();
 /// Resets the record (destroys its result, name, error...) and returns it to the pool, once its
 /// last reference is dropped; a claimed task's record stays until its queue entry is dropped too.

@@ -635,3 +635,35 @@ TEST(Futures, WaitInsideTaskOnFailedTaskRethrows) {
 }
 
 }  // namespace
+
+namespace {
+
+struct alignas(256) OverAligned {
+  double value = 0;
+};
+
+bool aligned(const void* address, std::size_t alignment) {
+  return reinterpret_cast<std::uintptr_t>(address) % alignment == 0;
+}
+
+// A task's callable, its result and a codelet's argument live in the task's storage, which must
+// honour their alignment however large.
+TEST(Futures, OverAlignedCallablesResultsAndArgumentsKeepTheirAlignment) {
+  Runtime rt(hetflow::Config{.ncpus = 2});
+  const hetflow::Codelet check_argument{.name = "check argument", .cpu = [](hetflow::TaskContext& context) {
+                                          if (!aligned(&context.arg<OverAligned>(), alignof(OverAligned))) {
+                                            throw std::runtime_error("misaligned argument");
+                                          }
+                                        }};
+  for (int i = 0; i < 50; ++i) {
+    OverAligned captured{static_cast<double>(i)};
+    auto result = rt.submit([captured] {
+      if (!aligned(&captured, alignof(OverAligned))) throw std::runtime_error("misaligned callable");
+      return OverAligned{captured.value + 1};
+    });
+    EXPECT_EQ(result.get().value, i + 1.0);
+    EXPECT_NO_THROW(rt.insert(check_argument, {}, OverAligned{static_cast<double>(i)}).get());
+  }
+}
+
+}  // namespace
