@@ -16,6 +16,7 @@
 #include "core/engine.hpp"
 #include "core/task_pool.hpp"
 #include "core/task_state.hpp"
+#include "core/threaded_execution.hpp"
 #include "data/coherence.hpp"
 #include "data/layout.hpp"
 #include "hetflow/error.hpp"
@@ -249,6 +250,7 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
     }
   }
   task->access_count = static_cast<std::uint16_t>(count);
+  if (options.worker == -1) task->where = detail::archs_with_room(*impl_, task, task->where);
 
   if (size <= TaskCore::kInlineStorage && align <= alignof(std::max_align_t)) {
     *storage = task->inline_storage;

@@ -178,6 +178,18 @@ void check_fits(const Engine& engine, TaskCore* task, unsigned node, const Runni
               " until it ends: it could never fit; raise the memory limit, or wait for it outside a task");
 }
 
+ArchMask archs_with_room(const Engine& engine, TaskCore* task, ArchMask where) {
+  if (engine.node_count() == 1) return where;
+  ArchMask fitting;
+  for (const auto& worker : engine.worker_infos()) {
+    if (!where.contains(worker.arch) || fitting.contains(worker.arch)) continue;
+    if (worker.memory_node == kHostNode || room_for(engine, task, worker.memory_node, nullptr).enough()) {
+      fitting = fitting | worker.arch;
+    }
+  }
+  return fitting.empty() ? where : fitting;
+}
+
 bool may_run_nested(const Engine& engine, TaskCore* task, const WorkerState& worker) {
   if (worker.driver != nullptr && worker.driver->mid_exchange(worker.driver_index)) return false;
   const unsigned node = worker.info.memory_node;

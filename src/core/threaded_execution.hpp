@@ -92,6 +92,12 @@ void run_started(Engine& engine, TaskCore* task, WorkerState& worker);
 /// waiting below it on this worker (`waiting`, nullptr for none) hold.
 void check_fits(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting);
 
+/// The architectures of `where` with a worker whose memory node can hold all the task's data at
+/// once; all of `where` when none can (the task then fails saying why, check_fits). A scheduler
+/// that hands a task to any worker of its architectures (eager) would otherwise give it to a
+/// device too small for it, where it fails although another worker could run it.
+[[nodiscard]] ArchMask archs_with_room(const Engine& engine, TaskCore* task, ArchMask where);
+
 /// Whether `task` may run on `worker` above the tasks waiting there: its data fit on the node
 /// beside what they hold (they keep it until it ends), and the one waiting is not in the middle
 /// of an exchange with the worker's driver (Driver::mid_exchange).

@@ -379,6 +379,26 @@ TEST(DeviceMemory, TaskWhoseDataTogetherExceedTheNodeFailsAtOnce) {
   }
 }
 
+// A task that may also run on the host is not handed to a device too small for its data, under
+// any scheduler (eager gives its tasks to whichever worker of their architectures asks).
+TEST(DeviceMemory, ATaskTooLargeForTheDeviceRunsOnTheHostUnderEveryScheduler) {
+  for (const char* scheduler : {"eager", "prio", "random", "ws", "dm", "dmda", "dmdas"}) {
+    Device device;
+    const Codelet inc = increment(device);
+    std::vector<int> large(4096, 0);  // 16 KiB
+    Config config = with_device(device, 1, {{1, 1024}});
+    config.scheduler = scheduler;
+    Runtime rt(config);
+    DataHandle handle = rt.register_vector(large.data(), large.size(), "large");
+    for (int i = 0; i < 20; ++i) {
+      EXPECT_NO_THROW(rt.insert(inc, {.data = {RW(handle)}}).get()) << scheduler;
+    }
+    rt.unregister(handle);
+    EXPECT_EQ(large[0], 20) << scheduler;
+    EXPECT_EQ(device.memory().allocations, 0) << scheduler;
+  }
+}
+
 TEST(DeviceMemory, PrefetchMovesDataAheadOfTheTask) {
   Device device;
   const Codelet inc = increment(device);
