@@ -8,6 +8,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "core/dependencies.hpp"
 #include "core/engine.hpp"
@@ -81,6 +83,56 @@ void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
                "', which cannot start before this thread releases what it holds (" + held +
                "): the wait would never end; release it first";
       });
+}
+
+// when_any's result ends when any of its inputs does: a wait for it never ends only if a wait
+// for each input would not. Its inputs are noted here until one of them ends.
+std::mutex& any_of_mutex() {
+  static std::mutex instance;
+  return instance;
+}
+std::unordered_map<const TaskCore*, std::vector<TaskCore*>>& any_of_inputs() {
+  static std::unordered_map<const TaskCore*, std::vector<TaskCore*>> instance;
+  return instance;
+}
+
+// The inputs of `task`, each retained, if it is when_any's result and none has ended; else none.
+std::vector<TaskCore*> retained_inputs(const TaskCore* task) {
+  std::lock_guard guard(any_of_mutex());
+  const auto found = any_of_inputs().find(task);
+  if (found == any_of_inputs().end()) return {};
+  for (TaskCore* input : found->second) retain(input);
+  return found->second;
+}
+
+// Throws Error if a wait for `awaited` on this thread (on `worker`, nullptr if none) would never
+// end: the task cannot start before a task below on the worker's stack ends, or before the
+// thread releases what it acquired.
+void refuse_wait_that_never_ends(TaskCore* awaited, const WorkerState* worker) {
+  std::vector<TaskCore*> inputs = retained_inputs(awaited);
+  if (inputs.empty()) {
+    if (worker != nullptr && worker->runtime == awaited->runtime) refuse_wait_for_successor(*worker, awaited);
+    refuse_wait_behind_own_acquisition(awaited);
+    return;
+  }
+  struct ReleaseInputs {
+    std::vector<TaskCore*>& inputs;
+    ~ReleaseInputs() {
+      for (TaskCore* input : inputs) release(input);
+    }
+  } release_inputs{inputs};
+  std::string first_refusal;
+  for (TaskCore* input : inputs) {
+    if (is_final(input->status())) return;
+    try {
+      refuse_wait_that_never_ends(input, worker);
+      return;  // this one may end, and the result with it
+    } catch (const Error& refusal) {
+      if (first_refusal.empty()) first_refusal = refusal.what();
+    }
+  }
+  throw Error("hetflow: waiting for the result of when_any would never end: none of its " +
+              std::to_string(inputs.size()) + " futures can end (the first: " + first_refusal + ")");
 }
 
 // A task that waits inside its body must not keep its worker idle: the task waited for may be
@@ -192,10 +244,7 @@ template <class Reached>
 bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
   WorkerState* worker = current_worker();
   if (worker == nullptr) return false;
-  if (deadline == nullptr && !reached(task->status())) {
-    if (worker->runtime == task->runtime) refuse_wait_for_successor(*worker, task);
-    refuse_wait_behind_own_acquisition(task);
-  }
+  if (deadline == nullptr && !reached(task->status())) refuse_wait_that_never_ends(task, worker);
   Engine& engine = *worker->runtime;
   // Another runtime's task may wait for a task of this one: this worker goes on running them.
   TaskCore* own = worker->runtime == task->runtime ? task : nullptr;
@@ -257,9 +306,7 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
 
 void check_wait_can_end(TaskCore* task) {
   if (is_final(task->status())) return;
-  WorkerState* worker = current_worker();
-  if (worker != nullptr && worker->runtime == task->runtime) refuse_wait_for_successor(*worker, task);
-  refuse_wait_behind_own_acquisition(task);
+  refuse_wait_that_never_ends(task, current_worker());
 }
 
 void check_wait_all_can_end(Runtime& runtime) {
@@ -279,7 +326,7 @@ void wait(TaskCore* task) {
     task->runtime->simulate_while_waiting([task] { return is_final(task->status()); });
   }
   if (worker_waits_for(task, kFinished, nullptr)) return;
-  refuse_wait_behind_own_acquisition(task);
+  refuse_wait_that_never_ends(task, nullptr);
   block_until(task, kFinished, nullptr);
 }
 
@@ -300,7 +347,7 @@ void wait_until_started(TaskCore* task) {
     task->runtime->simulate_while_waiting([&] { return started(task->status()); });
   }
   if (worker_waits_for(task, started, nullptr)) return;
-  if (!started(task->status())) refuse_wait_behind_own_acquisition(task);
+  if (!started(task->status())) refuse_wait_that_never_ends(task, nullptr);
   block_until(task, started, nullptr);
 }
 
@@ -398,6 +445,10 @@ struct WhenAnyState {
     auto* link = static_cast<Link*>(self);
     WhenAnyState* state = link->state;
     if (!state->decided.exchange(true, std::memory_order_acq_rel)) {
+      {
+        std::lock_guard guard(detail::any_of_mutex());
+        detail::any_of_inputs().erase(state->result);
+      }
       *static_cast<std::size_t*>(detail::result_storage(state->result)) = link->index;
       detail::complete_manual(state->result);
     }
@@ -419,6 +470,12 @@ Future<std::size_t> when_any(std::vector<FutureBase> futures) {
   // Started: it cannot be cancelled, as it ends when its inputs do.
   transition(state->result, TaskStatus::ready, TaskStatus::running);
   Future<std::size_t> result(FutureBase::adopt(state->result));
+  {
+    std::vector<TaskCore*> inputs;
+    for (const auto& f : futures) inputs.push_back(f.core());
+    std::lock_guard guard(detail::any_of_mutex());
+    detail::any_of_inputs().emplace(state->result, std::move(inputs));
+  }
   for (std::size_t i = 0; i < futures.size(); ++i) {
     WhenAnyState::Link& link = state->links[i];
     link.fn = &WhenAnyState::on_finished;

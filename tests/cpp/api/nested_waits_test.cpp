@@ -551,6 +551,47 @@ TEST(NestedWaits, WaitingForATaskThatWaitsForTheWaiterIsRefused) {
   }
 }
 
+// when_any's result ends when one of its futures does: a wait for it is refused when none can
+// end (each waits for the waiter), and goes on when one can.
+TEST(NestedWaits, WaitingForWhenAnyOfTasksThatCannotEndIsRefused) {
+  Runtime rt(Config{.ncpus = 2});
+  int x = 0;
+  auto hx = rt.register_variable(x, "x");
+  std::string refusal;
+  std::size_t first = 99;
+  auto outer = rt.submit(TaskOptions{.data = {RW(hx)}, .name = "outer"}, [&] {
+    auto blocked = rt.submit(TaskOptions{.data = {RW(hx)}, .name = "blocked"}, [&] { ++x; });
+    try {
+      (void)hetflow::when_any(blocked).get();
+    } catch (const hetflow::Error& e) {
+      refusal = e.what();
+    }
+    auto free = rt.submit([] { return 1; });
+    first = hetflow::when_any(blocked, free).get();
+  });
+  ASSERT_TRUE(outer.wait_for(kPatience));
+  outer.get();
+  EXPECT_NE(refusal.find("waiting for the result of when_any would never end"), std::string::npos) << refusal;
+  EXPECT_NE(refusal.find("task 'outer' waits for task 'blocked'"), std::string::npos) << refusal;
+  EXPECT_EQ(first, 1U);
+
+  // The same from the program, behind what it holds.
+  Future<void> writer;
+  {
+    auto held = rt.acquire(hx, AccessMode::RW);
+    writer = rt.submit(TaskOptions{.data = {RW(hx)}, .name = "writer"}, [&] { ++x; });
+    try {
+      (void)hetflow::when_any(writer).get();
+      ADD_FAILURE() << "the wait behind the program's own acquisition went on";
+    } catch (const hetflow::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("release it first"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(hetflow::when_any(writer).get(), 0U);
+  rt.unregister(hx);
+  EXPECT_EQ(x, 2);
+}
+
 // The same from a task run while an outer task waits: the outer task holds its data too.
 TEST(NestedWaits, WaitingForATaskThatWaitsForAnOuterWaiterIsRefused) {
   Runtime rt(Config{.ncpus = 1});
