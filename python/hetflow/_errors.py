@@ -118,11 +118,12 @@ def _detached(exception: BaseException) -> BaseException:
 
 def _copied(exception: BaseException) -> Optional[BaseException]:
     """A shallow copy of ``exception``; for a type whose ``__init__`` cannot be called again with
-    its ``args`` (extra required parameters), made without it. None if neither works."""
+    its ``args`` (extra required parameters, or parameters that are not its args, so that the copy
+    would say something else), made without it. None if neither works."""
     kind = type(exception)
     try:
         clone = copy.copy(exception)
-        if type(clone) is kind:
+        if type(clone) is kind and clone.args == exception.args and str(clone) == str(exception):
             return clone
     except Exception:
         pass

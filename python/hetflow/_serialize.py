@@ -810,6 +810,27 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
 
 
+def rebuilt_exception(kind: type, args: tuple, state: Dict[str, Any]) -> BaseException:
+    """An exception of ``kind`` with these ``args`` and attributes, made without calling its
+    ``__init__``, whose parameters need not be its args (pickle would call it with them)."""
+    exception = kind.__new__(kind, *args)
+    exception.args = args
+    exception.__dict__.update(state)
+    return exception
+
+
+class ExceptionAsItIs:
+    """Pickles ``exception`` through ``rebuilt_exception``: for a type whose ``__init__`` does
+    not take its args back."""
+
+    def __init__(self, exception: BaseException) -> None:
+        self.exception = exception
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        exception = self.exception
+        return rebuilt_exception, (type(exception), exception.args, dict(getattr(exception, "__dict__", {})))
+
+
 def unpack_error(parts: List[Any]) -> BaseException:
     """The exception an ERROR message describes; ``parts`` are all of its parts, task id first.
 

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
 from . import _protocol as P
-from ._serialize import Placeholder, dumps_result, type_name
+from ._serialize import ExceptionAsItIs, Placeholder, dumps_result, type_name
 
 EXIT_GRACE_S = 5.0  # at exit, threads a task left running get this long before os._exit
 HOST_PID_VARIABLE = "HETFLOW_HOST_PID"  # set by the host's process driver
@@ -195,11 +195,19 @@ def _flush_stdio() -> None:
 
 
 def _pickle_exception(exc: BaseException) -> bytes:
-    """The exception's pickle if it pickles and unpickles again, else b"" (the host then
-    rebuilds it from its type name and text). Whatever its __reduce__ or __init__ raise,
+    """The exception's pickle if it unpickles as it was, else one that does without calling its
+    ``__init__`` again (whose parameters may not be its args), else b"" (the host then rebuilds
+    it from its type name and text). Whatever its __reduce__, __init__ or __str__ raise,
     KeyboardInterrupt and SystemExit included, ends here: it must not end the worker."""
     try:
         data = dumps_result(exc)
+        back = pickle.loads(data)
+        if type(back) is type(exc) and back.args == exc.args and str(back) == str(exc):
+            return data
+    except BaseException:
+        pass
+    try:
+        data = dumps_result(ExceptionAsItIs(exc))
         pickle.loads(data)
         return data
     except BaseException:

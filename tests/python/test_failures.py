@@ -7,6 +7,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import time
 import weakref
 
@@ -81,6 +82,26 @@ def test_result_reraises_the_tasks_exception_with_its_type(executor):
     assert info.value.args == ("missing key in app.toml",)
 
 
+class CodedError(Exception):
+    """An exception whose __init__ takes other parameters than the args it passes on."""
+
+    def __init__(self, code):
+        super().__init__(f"failed with code {code}")
+        self.code = code
+
+
+def raise_coded(code):
+    raise CodedError(code)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_an_exception_whose_init_differs_from_its_args_comes_back_as_it_was(executor):
+    future = submit_on(executor)(raise_coded, 7)
+    with pytest.raises(CodedError) as info:
+        future.result(timeout=30)
+    assert str(info.value) == "failed with code 7" and info.value.code == 7
+
+
 def test_a_thread_tasks_traceback_is_the_cause():
     future = submit_on("thread")(parse_config, "a")
     with pytest.raises(KeyError) as info:
@@ -107,12 +128,31 @@ def test_an_application_exception_keeps_its_class_and_state(executor):
     assert "raise_app_error" in str(info.value.__cause__)
 
 
+def test_an_exception_whose_init_needs_more_than_its_args_comes_back_from_a_process():
+    with pytest.raises(NeedsTwoArguments) as info:
+        submit_on("process")(raise_needs_two).result(timeout=30)
+    assert info.value.args == ("one",)
+    assert "raise_needs_two" in str(info.value.__cause__)
+
+
+class HoldsALock(Exception):
+    """Does not pickle at all: its state holds a lock."""
+
+    def __init__(self, text):
+        super().__init__(text)
+        self.lock = threading.Lock()
+
+
+def raise_holding_a_lock():
+    raise HoldsALock("locked up")
+
+
 def test_an_exception_that_cannot_be_rebuilt_still_reports_its_type_and_message():
     with pytest.raises(Exception) as info:
-        submit_on("process")(raise_needs_two).result(timeout=30)
+        submit_on("process")(raise_holding_a_lock).result(timeout=30)
     text = str(info.value)
-    assert "NeedsTwoArguments" in text and "one" in text
-    assert "raise_needs_two" in str(info.value.__cause__)
+    assert "HoldsALock" in text and "locked up" in text
+    assert "raise_holding_a_lock" in str(info.value.__cause__)
 
 
 class Bulky:
