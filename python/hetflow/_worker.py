@@ -28,6 +28,7 @@ import traceback
 from types import TracebackType
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
+from . import _main_globals
 from . import _protocol as P
 from ._serialize import ExceptionAsItIs, Placeholder, dumps_result, type_name
 
@@ -93,6 +94,7 @@ def _run_initializer() -> Optional[BaseException]:
     pid = os.getpid()
     try:
         initializer, initargs = pickle.loads(bytes.fromhex(pickled))
+        _main_globals.note_initializer(initializer)
         initializer(*initargs)
     except BaseException as exc:
         if os.getpid() != pid:
@@ -401,7 +403,7 @@ class Worker:
                 if isinstance(exc, Exception):  # not KeyboardInterrupt and the like: may pass
                     self.failed[key] = (exc, exc.__traceback__)
                 raise
-            self.functions[key] = _with_its_source_file(func)
+            self.functions[key] = _with_its_source_file(_main_globals.seeing_initializer_globals(func))
         return self.functions[key]
 
     @staticmethod

@@ -331,7 +331,9 @@ def _run_pickled_chunk(fn_bytes: bytes, calls_bytes: bytes, star: bool) -> _Chun
 
 def _run_chunk_in_process(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome:
     """_run_chunk in a worker process: the exception travels pickled, its traceback as text."""
-    results, exc, _ = _run_chunk(fn, calls, star)
+    from hetflow import _main_globals
+
+    results, exc, _ = _run_chunk(_main_globals.seeing_initializer_globals(fn), calls, star)
     if exc is None:
         return results, None, None
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

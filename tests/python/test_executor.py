@@ -469,6 +469,44 @@ def test_a_process_executors_initializer_does_not_run_here():
     assert started == [("worker", pid)] and _initialized == []
 
 
+MAIN_SCRIPT_INITIALIZER = """
+import hetflow
+
+STATE = {}
+LIMIT = None
+
+def init(value, limit):
+    global LIMIT
+    STATE["value"] = value
+    LIMIT = limit
+
+def helper():
+    return STATE.get("value")
+
+def read(_):
+    return helper(), LIMIT
+
+if __name__ == "__main__":
+    with hetflow.Executor(1, executor="process", initializer=init, initargs=(42, 7)) as executor:
+        print("submit", executor.submit(read, 0).result())
+        print("map", list(executor.map(read, range(4), chunksize=2)))
+"""
+
+
+def test_a_main_scripts_initializer_sets_globals_its_tasks_read(tmp_path):
+    """The idiom of concurrent.futures' initializer with functions of the main script, which
+    travel by value: the tasks see what the initializer set (a dict changed in place, a global
+    rebound), through helpers too."""
+    import subprocess
+
+    script = tmp_path / "main_script.py"
+    script.write_text(MAIN_SCRIPT_INITIALIZER)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "submit (42, 7)" in result.stdout, result.stdout + result.stderr
+    assert "map [(42, 7), (42, 7), (42, 7), (42, 7)]" in result.stdout, result.stdout + result.stderr
+
+
 def run_call(call, *args):
     return call(*args)
 
