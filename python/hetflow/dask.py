@@ -55,8 +55,9 @@ def get(dsk: Any, keys: Any, executor: str = "thread", priority: int = 0, **kwar
     values: Dict[Hashable, Any] = {}
     try:
         _submit_graph(graph, wanted, options, values)
-        # A failure reaches the wanted keys through their dependencies at once.
-        wait_failing_fast([values[key] for key in wanted if isinstance(values[key], Future)], _result)
+        # Every task is watched: a failure reaches the wanted keys only once the other inputs of
+        # the tasks between them have ended, and the tasks not started yet are cancelled now.
+        wait_failing_fast([value for value in values.values() if isinstance(value, Future)], _result)
         return _nested(keys, {key: _result(values[key]) for key in wanted})
     except BaseException:
         for value in values.values():

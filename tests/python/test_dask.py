@@ -131,6 +131,43 @@ def test_a_failure_is_raised_at_once_without_waiting_for_the_other_keys():
         release.set()
 
 
+def test_a_failure_below_a_wanted_key_is_raised_at_once_and_cancels_the_rest():
+    """The failed task feeds a wanted key only through a task that also waits for others: its
+    failure is raised without waiting for them, and the tasks not started are cancelled."""
+    hetflow.init(ncpus=2, executor="thread")
+    release = threading.Event()
+    failing = threading.Event()
+    started = []
+
+    def gate():
+        failing.wait(timeout=10)  # the slow tasks become ready once the failure is under way
+        return 0
+
+    def slow(i, _):
+        started.append(i)
+        release.wait(timeout=2)  # bounds a broken run
+        return i
+
+    def fail():
+        failing.set()
+        raise Boom("failed below")
+
+    def total(*values):
+        return sum(values)
+
+    opened = dask.delayed(gate)()
+    slow_part = dask.delayed(total)(*[dask.delayed(slow)(i, opened) for i in range(20)])
+    graph = dask.delayed(total)(dask.delayed(total)(dask.delayed(fail)()), slow_part)
+    try:
+        with pytest.raises(Boom, match="failed below"):
+            dask.compute(graph, scheduler=hetflow.dask.get)
+        started_when_raised = len(started)  # those the workers had taken, which wait
+    finally:
+        release.set()
+    hetflow.wait_for_all()
+    assert len(started) == started_when_raised < 20  # the others were cancelled
+
+
 def test_bad_arguments_say_what_is_accepted():
     from dask._task_spec import Task, TaskRef
 
