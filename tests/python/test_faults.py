@@ -163,7 +163,10 @@ def test_an_exception_that_does_not_pickle_reports_its_type_and_the_worker_lives
     with pytest.raises(BaseException) as info:
         hetflow.submit(raise_it, cls).result(timeout=DEADLINE_S)
     assert not isinstance(info.value, hetflow.WorkerCrashedError), info.value
-    assert cls.__name__ in str(info.value)
+    if cls is NeedsArguments:  # pickles: travels as itself, rebuilt without its __init__
+        assert type(info.value) is NeedsArguments
+    else:
+        assert cls.__name__ in str(info.value)
     if cls is not StrInterrupts:
         assert "text of the error" in str(info.value)
     assert hetflow.submit(pid).result(timeout=DEADLINE_S) == before
