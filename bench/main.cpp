@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -27,9 +28,11 @@ constexpr std::string_view kProgram = "hetflow-bench";
 constexpr int kUsageError = 2;
 
 /// A whole number of at least `min`; CLI11 checks the text before converting it.
-CLI::Validator at_least(std::size_t min) {
+/// A whole number from `min` to `max` (`why_max` says why there is a largest).
+CLI::Validator at_least(std::size_t min, std::size_t max = std::numeric_limits<std::size_t>::max(),
+                        const char* why_max = "") {
   return CLI::Validator(
-      [min](std::string& text) -> std::string {
+      [min, max, why_max](std::string& text) -> std::string {
         std::size_t value = 0;
         const char* end = text.data() + text.size();
         auto [ptr, ec] = std::from_chars(text.data(), end, value);
@@ -38,6 +41,7 @@ CLI::Validator at_least(std::size_t min) {
         }
         if (ec == std::errc::result_out_of_range) return "'" + text + "' is too large";
         if (value < min) return "must be at least " + std::to_string(min) + ", got " + text;
+        if (value > max) return "must be at most " + std::to_string(max) + why_max + ", got " + text;
         return {};
       },
       "", "");
@@ -109,8 +113,8 @@ int main(int argc, char** argv) {
       "sched-sim",
       "makespan of every scheduler on a tiled Cholesky simulated on a machine described by a file (default: 8 CPU "
       "cores + 2 GPUs), with lower bounds and an offline plan");
-  sched_sim_app->add_option("--tiles", sched_sim.tiles, "tiles per side of the matrix, at least 2")
-      ->check(at_least(2))
+  sched_sim_app->add_option("--tiles", sched_sim.tiles, "tiles per side of the matrix, 2 to 128")
+      ->check(at_least(2, 128, " (the Cholesky of N tiles has about N^3/6 tasks, each simulated)"))
       ->type_name("N");
   sched_sim_app
       ->add_option("--machine", sched_sim.machine,

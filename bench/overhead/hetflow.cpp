@@ -118,15 +118,30 @@ double pending_bytes_per_task(Runtime& runtime, std::size_t tasks) {
   std::atomic<bool> released{false};
   const Future<void> blocker = runtime.submit(TaskOptions{.data = {RW(handle)}, .name = "blocker"},
                                               [&released] { released.wait(false, std::memory_order_acquire); });
+  // Released however this ends (a submission that runs out of memory throws): the blocker must
+  // not outlive `released`, nor leave the runtime's destructor waiting for it.
+  struct Release {
+    Runtime& runtime;
+    std::atomic<bool>& released;
+    ~Release() {
+      released.store(true, std::memory_order_release);
+      released.notify_all();
+      try {
+        runtime.wait_all();
+      } catch (...) {  // out of memory still: the runtime's destructor waits for the rest
+      }
+    }
+  };
 
-  const long before = resident_bytes();
-  for (std::size_t i = 0; i < tasks; ++i) runtime.insert(codelet, {.data = {RW(handle)}});
-  const long after = resident_bytes();
-  if (blocker.ready()) throw std::logic_error("the blocking task finished before it was released");
-
-  released.store(true, std::memory_order_release);
-  released.notify_all();
-  runtime.wait_all();
+  long before = 0;
+  long after = 0;
+  {
+    const Release release{runtime, released};
+    before = resident_bytes();
+    for (std::size_t i = 0; i < tasks; ++i) runtime.insert(codelet, {.data = {RW(handle)}});
+    after = resident_bytes();
+    if (blocker.ready()) throw std::logic_error("the blocking task finished before it was released");
+  }
   runtime.unregister(handle);
   return static_cast<double>(after - before) / static_cast<double>(tasks);
 }

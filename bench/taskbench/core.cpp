@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <utility>
@@ -429,10 +430,12 @@ void TaskGraph::finish_and_check() {
     }
   }
 
-  // No point may name the same point twice: every runtime would count it once.
+  // No point may name the same point twice: every runtime would count it once. Only the sets
+  // some step uses are looked at (a period far longer than the steps names sets none uses).
   if (pattern != Pattern::all_to_all) {
     std::vector<long> deps;
-    for (long set = 0; set < dependence_sets(); ++set) {
+    const long used_sets = std::min(dependence_sets(), steps);
+    for (long set = 0; set < used_sets; ++set) {
       for (long point = 0; point < width; ++point) {
         pattern_dependencies(*this, set, point, 0, width - 1, deps);
         std::sort(deps.begin(), deps.end());
@@ -446,10 +449,19 @@ void TaskGraph::finish_and_check() {
 }
 
 void TaskGraph::allocate() {
+  std::size_t buffers = 0;
+  std::size_t bytes = 0;
+  const bool overflows =
+      output_bytes > std::numeric_limits<std::size_t>::max() - kBufferAlign ||
+      __builtin_mul_overflow(static_cast<std::size_t>(fields), static_cast<std::size_t>(width), &buffers) ||
+      __builtin_mul_overflow(buffers, (output_bytes + kBufferAlign - 1) / kBufferAlign * kBufferAlign, &bytes);
+  auto* memory = overflows ? nullptr : static_cast<std::byte*>(std::aligned_alloc(kBufferAlign, bytes));
+  if (memory == nullptr) {
+    throw std::invalid_argument("the outputs of " + std::to_string(fields) + " x " + std::to_string(width) +
+                                " points of " + std::to_string(output_bytes) +
+                                " bytes (-field, -width, -output) do not fit in memory");
+  }
   stride_ = (output_bytes + kBufferAlign - 1) / kBufferAlign * kBufferAlign;
-  const std::size_t bytes = static_cast<std::size_t>(fields) * static_cast<std::size_t>(width) * stride_;
-  auto* memory = static_cast<std::byte*>(std::aligned_alloc(kBufferAlign, bytes));
-  if (memory == nullptr) throw std::bad_alloc();
   storage_.reset(memory);
   // Stamped "never written", so that a task reading a buffer too early is told apart from one
   // reading the output of step 0.

@@ -32,7 +32,11 @@ class BlockPool {
     if (list.size >= 2 * kBatch) {
       FreeList batch;
       while (batch.size < kBatch) batch.push(list.pop());
-      shared().give(batch);
+      try {
+        shared().give(batch);
+      } catch (...) {  // no memory left to list the batch: this thread keeps it
+        while (batch.head != nullptr) list.push(batch.pop());
+      }
     }
   }
 
@@ -102,7 +106,10 @@ class BlockPool {
   struct Cache {
     FreeList list;
     ~Cache() {
-      if (list.size > 0) shared().give(list);
+      try {
+        if (list.size > 0) shared().give(list);
+      } catch (...) {  // no memory left to list them: the blocks are lost, the process goes on
+      }
     }
   };
 
