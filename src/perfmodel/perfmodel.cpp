@@ -220,6 +220,9 @@ bool PerfModel::load() {
   ReadResult read = detail::read_model_file(state_->file, state_->symbol);
   if (read.status == ReadResult::Status::damaged) {
     detail::warn("ignoring damaged performance model " + detail::describe_damage(state_->file, read));
+  } else if (read.status == ReadResult::Status::newer) {
+    detail::warn("ignoring performance model " + detail::describe_damage(state_->file, read) +
+                 ": written by a newer hetflow, it is left as it is (what this process measures is not saved there)");
   }
   std::lock_guard lock(state_->mutex);
   state_->rebase(read.contents);  // empty unless loaded
@@ -242,6 +245,13 @@ void PerfModel::save() {
   try {
     detail::DirectoryLock directory_lock(state_->file.parent_path());
     ReadResult on_disk = detail::read_model_file(state_->file, state_->symbol);
+    if (on_disk.status == ReadResult::Status::newer) {  // not ours to replace: its data would be lost
+      detail::warn("performance model " + detail::describe_damage(state_->file, on_disk) +
+                   ": written by a newer hetflow, left as it is; what this process measured is not saved");
+      std::lock_guard lock(state_->mutex);
+      state_->restore_pending(pending);
+      return;
+    }
     ModelContents merged;
     std::error_code kind_error;
     const bool regular =

@@ -152,8 +152,11 @@ ReadResult parse_model_text(std::string_view text, std::string_view symbol) {
       auto version = parse_number<int>(fields[1]);
       if (!version || *version < 1) return damaged(line_number, "bad format version '" + std::string(fields[1]) + "'");
       if (*version > kPerfModelFormatVersion) {
-        return damaged(line_number, "format version " + std::to_string(*version) + " is newer than this hetflow's (" +
-                                        std::to_string(kPerfModelFormatVersion) + ")");
+        ReadResult newer =
+            damaged(line_number, "format version " + std::to_string(*version) + " is newer than this hetflow's (" +
+                                     std::to_string(kPerfModelFormatVersion) + ")");
+        newer.status = ReadResult::Status::newer;
+        return newer;
       }
       have_header = true;
       continue;

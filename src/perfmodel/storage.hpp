@@ -22,7 +22,9 @@ inline constexpr std::string_view kPerfModelExtension = ".model";
 using ModelContents = std::map<std::pair<Arch, std::size_t>, History>;
 
 struct ReadResult {
-  enum class Status { missing, loaded, damaged };
+  /// newer: written by a newer hetflow (its format version is past this one's): neither read
+  /// nor replaced, so that what it holds is not lost.
+  enum class Status { missing, loaded, damaged, newer };
   Status status = Status::missing;
   ModelContents contents;
   std::size_t line = 0;  ///< for damaged: the offending line (1-based; 0 when the file could not be read)

@@ -736,6 +736,23 @@ TEST_F(PerfModelStorage, DamageOfEveryKindIsCaught) {
   EXPECT_EQ(fine.entries().size(), 1u);
 }
 
+// A file of a newer format is a newer hetflow's: read as nothing, and never replaced (what it
+// holds would be lost).
+TEST_F(PerfModelStorage, AModelOfANewerFormatIsNeitherReadNorReplaced) {
+  const std::string newer = "hetflow-perfmodel 99\nsymbol future\ncpu 64 3 1 0 1 1 1 0\n";
+  write_text(model_file("future"), newer);
+  PerfModel model("future", model_file("future"));
+  testing::internal::CaptureStderr();
+  EXPECT_FALSE(model.load());
+  model.record(Arch::cpu, 64, 2.0);
+  model.save();
+  const std::string warnings = testing::internal::GetCapturedStderr();
+  EXPECT_NE(warnings.find("newer hetflow"), std::string::npos) << warnings;
+  EXPECT_EQ(read_text(model_file("future")), newer);
+  EXPECT_FALSE(fs::exists(fs::path(model_file("future").string() + ".damaged")));
+  EXPECT_EQ(model.entries().size(), 1u);  // what it measured stays in memory
+}
+
 TEST_F(PerfModelStorage, MissingFileIsAnEmptyModel) {
   testing::internal::CaptureStderr();
   auto model = PerfModelRegistry::instance().get("absent");
