@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import os
 import pickle
 import queue
@@ -368,6 +369,12 @@ class Runtime:
         distributed arrays it writes)."""
         if not callable(func):
             raise TypeError(f"hetflow: {func!r} is not callable")
+        if inspect.iscoroutinefunction(func):
+            raise TypeError(
+                f"hetflow: {getattr(func, '__qualname__', func)!r} is an async function: its call only makes a "
+                "coroutine, which no task awaits; submit a plain function that runs it (asyncio.run), or await it "
+                "in your event loop"
+            )
         if self._closed and not self._takes_follow_ups():
             raise RuntimeError(self._closed_message())
         executor = check_executor(executor) if executor is not None else self.executor

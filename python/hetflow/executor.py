@@ -70,7 +70,8 @@ class Executor(concurrent.futures.Executor):
         ncpus, nprocs = (max_workers, 0) if kind == "thread" else (1, max_workers)
         self._runtime = _runtime.Runtime(
             ncpus=ncpus, sched=sched, executor=kind, nprocs=nprocs, spin_us=spin_us, initializer=initializer,
-            initargs=initargs, worker_environment=_worker_environment, initialize_here=kind == "thread",
+            initargs=tuple(initargs) if isinstance(initargs, list) else initargs,  # any sequence, as in the stdlib
+            worker_environment=_worker_environment, initialize_here=kind == "thread",
         )
         self._runtime.made_for = "hetflow.Executor"
         self._max_workers = max_workers

@@ -226,3 +226,16 @@ def test_await_in_the_asyncio_repl(tmp_path):
     assert "GATHERED [1024, 42]" in out
     assert "WORKER True" in out
     assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_an_async_function_is_refused_as_a_task(executor):
+    """Its call only makes a coroutine that no task would await (a thread task would hand it back
+    unawaited, a process task fail to pickle it): refused at submission, saying what to do."""
+
+    async def fetch():
+        return 1
+
+    with pytest.raises(TypeError, match="is an async function.*asyncio.run"):
+        submit_on(executor)(fetch)
+    assert submit_on(executor)(add, 1, 2).result(timeout=30) == 3

@@ -457,6 +457,13 @@ def test_a_failed_executor_initializer_fails_that_workers_tasks():
             executor.submit(square, 3).result()
 
 
+def test_executor_initargs_may_be_a_list():
+    _initialized.clear()
+    with hetflow.Executor(1, executor="thread", initializer=remember_start, initargs=["listed"]) as executor:
+        assert executor.submit(square, 3).result() == 9
+    assert [started for started, _ in _initialized] == ["listed"]
+
+
 def test_bad_executor_initializer_is_refused():
     with pytest.raises(ValueError, match="initializer must be callable"):
         hetflow.Executor(1, initializer=42)
