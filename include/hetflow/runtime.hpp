@@ -138,8 +138,10 @@ class HETFLOW_API Runtime {
     return Future<R>(commit_task(task, options));
   }
 
-  /// Runs the codelet's implementation for the worker it lands on, over `options.data`.
+  /// Runs the codelet's implementation for the worker it lands on, over `options.data`. The task
+  /// keeps a reference to the codelet, which must outlive it (a temporary does not compile).
   Future<void> insert(const Codelet& codelet, const TaskOptions& options = {});
+  Future<void> insert(Codelet&& codelet, const TaskOptions& options = {}) = delete;
   /// The same, with an argument the implementation reads with `context.arg<A>()`.
   template <class A>
   Future<void> insert(const Codelet& codelet, const TaskOptions& options, A&& arg) {
@@ -150,6 +152,8 @@ class HETFLOW_API Runtime {
     construct_body<Arg>(task, storage, std::forward<A>(arg));
     return Future<void>(commit_task(task, options));
   }
+  template <class A>
+  Future<void> insert(Codelet&& codelet, const TaskOptions& options, A&& arg) = delete;
 
   template <class T>
   DataHandle register_variable(T& value, std::string name = {}) {

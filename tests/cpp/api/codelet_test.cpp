@@ -11,12 +11,22 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
 #include "test_support.hpp"
 
 namespace {
+
+// A task keeps a reference to its codelet: a temporary one would be gone when the task runs.
+template <class C>
+concept InsertableFrom = requires(hetflow::Runtime& rt, C&& codelet) {
+  rt.insert(std::forward<C>(codelet));
+  rt.insert(std::forward<C>(codelet), hetflow::TaskOptions{}, 1);
+};
+static_assert(!InsertableFrom<hetflow::Codelet>);
+static_assert(InsertableFrom<const hetflow::Codelet&>);
 
 using hetflow::Arch;
 using hetflow::Codelet;

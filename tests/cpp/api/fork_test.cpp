@@ -73,8 +73,8 @@ TEST(Fork, ChildCannotUseTheParentsRuntime) {
 
   const int status = run_in_child([&]() -> int {
     if (!refuses_in_child([&] { (void)rt->submit([] { return 2; }); }, parent)) return 10;
-    if (!refuses_in_child([&] { (void)rt->insert(hetflow::Codelet{.name = "c", .cpu = [](hetflow::TaskContext&) {}}); },
-                          parent)) {
+    static const hetflow::Codelet codelet{.name = "c", .cpu = [](hetflow::TaskContext&) {}};
+    if (!refuses_in_child([&] { (void)rt->insert(codelet); }, parent)) {
       return 11;
     }
     if (!refuses_in_child([&] { unfinished.wait(); }, parent)) return 12;
