@@ -251,7 +251,8 @@ class HETFLOW_API Runtime {
   /// If any were, this Runtime must never be destroyed, since they still use it: let go
   /// of it on purpose (leak it). Returns 0 at once in a forked child.
   [[nodiscard]] unsigned shutdown_until(std::chrono::steady_clock::time_point deadline);
-  /// Whether the calling thread is one of this runtime's workers (running one of its tasks).
+  /// Whether the calling thread is one of this runtime's workers (running one of its tasks), or
+  /// runs one of its tasks that went on without its worker after a wait.
   [[nodiscard]] bool on_worker_thread() const noexcept;
   /// Whether the task the calling thread runs for this runtime declared access to `handle`:
   /// acquiring the handle there would wait for that very task.

@@ -53,10 +53,27 @@ WorkerState* current_worker() noexcept { return tl_worker; }
 
 void set_current_worker(WorkerState* worker) noexcept { tl_worker = worker; }
 
+namespace {
+thread_local SeatlessTask* tl_seatless = nullptr;
+}  // namespace
+
+SeatlessTask* seatless_task() noexcept { return tl_seatless; }
+
+void set_seatless_task(SeatlessTask* task) noexcept { tl_seatless = task; }
+
+const RunningFrame* tasks_on_this_thread(const Engine* runtime) noexcept {
+  if (tl_worker != nullptr && tl_worker->runtime == runtime) return tl_worker->running;
+  if (tl_seatless != nullptr && tl_seatless->worker->runtime == runtime) return tl_seatless->running;
+  return nullptr;
+}
+
+bool inside_task_of(const Engine* runtime) noexcept {
+  return (tl_worker != nullptr && tl_worker->runtime == runtime) ||
+         (tl_seatless != nullptr && tl_seatless->worker->runtime == runtime);
+}
+
 bool running_task_uses(const Engine* runtime, const HandleImpl* handle) noexcept {
-  const WorkerState* worker = tl_worker;
-  if (worker == nullptr || worker->runtime != runtime) return false;
-  for (const RunningFrame* frame = worker->running; frame != nullptr; frame = frame->outer) {
+  for (const RunningFrame* frame = tasks_on_this_thread(runtime); frame != nullptr; frame = frame->outer) {
     const AccessRecord* accesses = frame->task->accesses();
     for (std::size_t i = 0; i < frame->task->access_count; ++i) {
       if (accesses[i].handle == handle) return true;
@@ -219,7 +236,7 @@ bool Engine::accepting_from_this_thread() const noexcept {
   if (stopped_.load(std::memory_order_seq_cst)) return false;
   if (!shutting_down_.load(std::memory_order_seq_cst)) return true;
   // While shutting down, tasks may still add work to the graph being drained.
-  return tl_worker != nullptr && tl_worker->runtime == this;
+  return inside_task_of(this);
 }
 
 bool Engine::admit_task() noexcept {
@@ -517,7 +534,7 @@ TaskCore* Engine::held_acquisition_that(std::uint64_t holder, const std::functio
 }
 
 bool Engine::wait_all(const std::chrono::steady_clock::time_point* deadline) {
-  if (tl_worker != nullptr && tl_worker->runtime == this) {
+  if (inside_task_of(this)) {
     throw Error("hetflow: wait_all() (or wait_all_until) called from inside a task would wait for that task itself");
   }
   if (simulating()) {
@@ -541,7 +558,7 @@ void Engine::abort() {
 }
 
 void Engine::shutdown() {
-  if (tl_worker != nullptr && tl_worker->runtime == this) {
+  if (inside_task_of(this)) {
     throw Error("hetflow: shutdown() called from inside a task would wait for that task itself");
   }
   std::lock_guard guard(shutdown_mutex_);
@@ -563,7 +580,7 @@ void Engine::shutdown() {
 }
 
 unsigned Engine::shutdown_until(std::chrono::steady_clock::time_point deadline) {
-  if (tl_worker != nullptr && tl_worker->runtime == this) {
+  if (inside_task_of(this)) {
     throw Error("hetflow: shutdown() called from inside a task would wait for that task itself");
   }
   {

@@ -216,6 +216,10 @@ class Engine final : public DataContext {
   Execution::Lending lend_worker_while(WorkerState& worker, const std::function<void()>& block) {
     return execution_->lend_worker_while(worker, block);
   }
+  /// See Execution::rejoin.
+  void rejoin(WorkerState& worker) {
+    execution_->rejoin(worker);
+  }
 
   [[nodiscard]] const std::vector<ext::WorkerInfo>& worker_infos() const noexcept { return worker_infos_; }
   /// Unfinished tasks pinned to `worker` (queued or running).

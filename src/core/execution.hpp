@@ -68,10 +68,15 @@ class Execution {
   };
   /// For the thread running `worker`'s task, about to wait: runs `block` (which returns once the
   /// wait is over) with the worker lent to another thread meanwhile, and takes it back before
-  /// returning. Where the worker cannot be lent, says why without calling `block`.
+  /// returning, or, if the thread running it does not hand it back soon, returns without it
+  /// (SeatlessTask: the calling thread is then no worker's until rejoin). Where the worker cannot
+  /// be lent, says why without calling `block`.
   virtual Lending lend_worker_while(WorkerState& /*worker*/, const std::function<void()>& /*block*/) {
     return Lending::not_lendable;
   }
+  /// After a task's body returned (or threw) on the calling thread: if it went on without
+  /// `worker`, waits for the worker back and becomes its thread again.
+  virtual void rejoin(WorkerState& /*worker*/) {}
 };
 
 /// Worker threads running task bodies: one per CPU worker, one per driver worker.

@@ -40,12 +40,12 @@ namespace {
 constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
 
 // A task that waits for a task that waits for it (reads what it writes, say) would wait for
-// ever: refused, with what would have hung.
-void refuse_wait_for_successor(const WorkerState& worker, TaskCore* awaited) {
-  for (const RunningFrame* frame = worker.running; frame != nullptr; frame = frame->outer) {
+// ever: refused, with what would have hung. `innermost`: the tasks the calling thread runs.
+void refuse_wait_for_successor(const RunningFrame* innermost, TaskCore* awaited) {
+  for (const RunningFrame* frame = innermost; frame != nullptr; frame = frame->outer) {
     if (frame->task == awaited) {
-      const std::string waiter = worker.running->task->display_name();
-      throw Error(frame == worker.running
+      const std::string waiter = innermost->task->display_name();
+      throw Error(frame == innermost
                       ? "hetflow: task '" + waiter + "' waits for itself: the wait would never end"
                       : "hetflow: task '" + waiter + "' waits for task '" + awaited->display_name() +
                             "', which waits below it on this thread (it runs there while that task waits) and "
@@ -54,7 +54,7 @@ void refuse_wait_for_successor(const WorkerState& worker, TaskCore* awaited) {
     }
     if (!waits_for(awaited, frame->task, kDeadlockSearchBudget)) continue;
     const std::string waiter = frame->task->display_name();
-    throw Error("hetflow: task '" + std::string(worker.running->task->display_name()) + "' waits for task '" +
+    throw Error("hetflow: task '" + std::string(innermost->task->display_name()) + "' waits for task '" +
                 awaited->display_name() + "', which cannot start before task '" + waiter +
                 "' ends (it accesses data that '" + waiter +
                 "' accesses, or waits for a task that does): the wait would never end; wait for it outside '" + waiter +
@@ -105,13 +105,12 @@ std::vector<TaskCore*> retained_inputs(const TaskCore* task) {
   return found->second;
 }
 
-// Throws Error if a wait for `awaited` on this thread (on `worker`, nullptr if none) would never
-// end: the task cannot start before a task below on the worker's stack ends, or before the
-// thread releases what it acquired.
-void refuse_wait_that_never_ends(TaskCore* awaited, const WorkerState* worker) {
+// Throws Error if a wait for `awaited` on this thread would never end: the task cannot start
+// before a task this thread runs ends, or before the thread releases what it acquired.
+void refuse_wait_that_never_ends(TaskCore* awaited) {
   std::vector<TaskCore*> inputs = retained_inputs(awaited);
   if (inputs.empty()) {
-    if (worker != nullptr && worker->runtime == awaited->runtime) refuse_wait_for_successor(*worker, awaited);
+    refuse_wait_for_successor(tasks_on_this_thread(awaited->runtime), awaited);
     refuse_wait_behind_own_acquisition(awaited);
     return;
   }
@@ -125,7 +124,7 @@ void refuse_wait_that_never_ends(TaskCore* awaited, const WorkerState* worker) {
   for (TaskCore* input : inputs) {
     if (is_final(input->status())) return;
     try {
-      refuse_wait_that_never_ends(input, worker);
+      refuse_wait_that_never_ends(input);
       return;  // this one may end, and the result with it
     } catch (const Error& refusal) {
       if (first_refusal.empty()) first_refusal = refusal.what();
@@ -244,7 +243,7 @@ template <class Reached>
 bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline) {
   WorkerState* worker = current_worker();
   if (worker == nullptr) return false;
-  if (deadline == nullptr && !reached(task->status())) refuse_wait_that_never_ends(task, worker);
+  if (deadline == nullptr && !reached(task->status())) refuse_wait_that_never_ends(task);
   Engine& engine = *worker->runtime;
   // Another runtime's task may wait for a task of this one: this worker goes on running them.
   TaskCore* own = worker->runtime == task->runtime ? task : nullptr;
@@ -286,6 +285,12 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
       blocked.reset();
     });
     blocked.reset();
+    if (lending == Execution::Lending::lent && current_worker() != worker) {
+      // It went on without the worker (SeatlessTask): what the worker holds is not its own now.
+      give_back.set_aside = false;
+      if (!done()) static_cast<void>(block_until(task, reached, deadline));
+      return true;
+    }
     switch (lending) {
       case Execution::Lending::lent: break;
       case Execution::Lending::not_lendable:
@@ -306,7 +311,7 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
 
 void check_wait_can_end(TaskCore* task) {
   if (is_final(task->status())) return;
-  refuse_wait_that_never_ends(task, current_worker());
+  refuse_wait_that_never_ends(task);
 }
 
 void check_wait_all_can_end(Runtime& runtime) {
@@ -326,7 +331,7 @@ void wait(TaskCore* task) {
     task->runtime->simulate_while_waiting([task] { return is_final(task->status()); });
   }
   if (worker_waits_for(task, kFinished, nullptr)) return;
-  refuse_wait_that_never_ends(task, nullptr);
+  refuse_wait_that_never_ends(task);
   block_until(task, kFinished, nullptr);
 }
 
@@ -347,7 +352,7 @@ void wait_until_started(TaskCore* task) {
     task->runtime->simulate_while_waiting([&] { return started(task->status()); });
   }
   if (worker_waits_for(task, started, nullptr)) return;
-  if (!started(task->status())) refuse_wait_that_never_ends(task, nullptr);
+  if (!started(task->status())) refuse_wait_that_never_ends(task);
   block_until(task, started, nullptr);
 }
 

@@ -499,10 +499,7 @@ unsigned Runtime::shutdown_until(std::chrono::steady_clock::time_point deadline)
   if (impl_->forked()) return 0;  // as shutdown(): nothing of it runs in a forked child
   return impl_->shutdown_until(deadline);
 }
-bool Runtime::on_worker_thread() const noexcept {
-  const detail::WorkerState* worker = detail::current_worker();
-  return worker != nullptr && worker->runtime == impl_.get();
-}
+bool Runtime::on_worker_thread() const noexcept { return detail::inside_task_of(impl_.get()); }
 bool Runtime::current_task_uses(const DataHandle& handle) const noexcept {
   return handle.impl() != nullptr && detail::running_task_uses(impl_.get(), handle.impl());
 }

@@ -126,6 +126,13 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
   const double start = timed ? engine.now() : 0;
   const double nested_at_start = worker.nested_seconds;
   try {
+    // A body that went on without the worker after a wait (SeatlessTask) takes it back here,
+    // however it ends: what follows is the worker's.
+    struct Rejoin {
+      Engine& engine;
+      WorkerState& worker;
+      ~Rejoin() { engine.rejoin(worker); }
+    } rejoin{engine, worker};
     task->ops->run(task->storage(), context);
   } catch (...) {
     // What the implementation queued before it threw must end before its buffers move.
@@ -326,29 +333,60 @@ Execution::Lending ThreadedExecution::lend_worker_while(WorkerState& worker, con
     return Lending::not_lendable;
   }
   // What belongs to the task running on this thread stays with it; the next thread starts bare.
-  std::vector<TaskCore*> companions;
-  companions.swap(worker.companions);
-  const RunningFrame* running = std::exchange(worker.running, nullptr);
-  const double nested_seconds = worker.nested_seconds;
-  struct Restore {
-    WorkerState& worker;
-    std::vector<TaskCore*>& companions;
-    const RunningFrame* running;
-    double nested_seconds;
-    ~Restore() {
-      worker.companions.swap(companions);
-      worker.running = running;
-      worker.nested_seconds = nested_seconds;
-    }
-  } restore{worker, companions, running, nested_seconds};
-  if (const Lending lending = hand_over(worker); lending != Lending::lent) return lending;
-  struct TakeBack {
-    ThreadedExecution& execution;
-    WorkerState& worker;
-    ~TakeBack() { execution.take_back(worker); }
-  } take_back_at_exit{*this, worker};
-  block();
+  auto left = std::make_unique<SeatlessTask>();
+  left->worker = &worker;
+  left->companions.swap(worker.companions);
+  left->running = std::exchange(worker.running, nullptr);
+  left->nested_seconds = worker.nested_seconds;
+  const auto restore = [&worker](SeatlessTask& from) {
+    worker.companions.swap(from.companions);
+    worker.running = from.running;
+    worker.nested_seconds = from.nested_seconds;
+  };
+  if (const Lending lending = hand_over(worker); lending != Lending::lent) {
+    restore(*left);
+    return lending;
+  }
+  try {
+    block();
+  } catch (...) {
+    take_back(worker);
+    restore(*left);
+    throw;
+  }
+  // The thread running the worker hands it back between two tasks; if its task goes on (it may
+  // wait for what this one does next: a lock it holds), this one goes on without the worker.
+  if (take_back_within(worker, kSeatPatience)) {
+    restore(*left);
+  } else {
+    set_current_worker(nullptr);
+    set_seatless_task(left.release());
+  }
   return Lending::lent;
+}
+
+void ThreadedExecution::rejoin(WorkerState& worker) {
+  SeatlessTask* left = seatless_task();
+  if (left == nullptr || left->worker != &worker) return;
+  {
+    WorkerSeat& seat = worker.seat;
+    std::unique_lock lock(seat.mutex);
+    if (seat.handed == 0) {
+      // What this thread held on to for the worker's tasks (the GIL) may be what the task of the
+      // thread running the worker waits for.
+      lock.unlock();
+      if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
+      lock.lock();
+      seat.handed_back.wait(lock, [&] { return seat.handed > 0; });
+    }
+    --seat.handed;
+  }
+  const std::unique_ptr<SeatlessTask> owned(left);
+  set_seatless_task(nullptr);
+  worker.companions.swap(left->companions);
+  worker.running = left->running;
+  worker.nested_seconds = left->nested_seconds;
+  set_current_worker(&worker);
 }
 
 Execution::Lending ThreadedExecution::hand_over(WorkerState& worker) {
@@ -389,6 +427,22 @@ bool ThreadedExecution::hand_back(WorkerState& worker) {
   seat.asking.fetch_sub(1, std::memory_order_relaxed);
   ++seat.handed;
   seat.handed_back.notify_all();
+  return true;
+}
+
+bool ThreadedExecution::take_back_within(WorkerState& worker, std::chrono::milliseconds patience) {
+  WorkerSeat& seat = worker.seat;
+  std::unique_lock lock(seat.mutex);
+  if (!seat.held) {  // every thread left it as the runtime stopped: this task still ends on it
+    seat.held = true;
+    return true;
+  }
+  seat.asking.fetch_add(1, std::memory_order_release);
+  lock.unlock();
+  idle_[static_cast<unsigned>(worker.info.arch)].notify_all();  // the thread running it may sleep
+  lock.lock();
+  if (!seat.handed_back.wait_for(lock, patience, [&] { return seat.handed > 0; })) return false;
+  --seat.handed;
   return true;
 }
 

@@ -38,6 +38,7 @@ class ThreadedExecution final : public Execution {
   void progress_while_waiting(const std::function<bool()>& /*reached*/,
                               const std::chrono::steady_clock::time_point* /*deadline*/) override {}
   Lending lend_worker_while(WorkerState& worker, const std::function<void()>& block) override;
+  void rejoin(WorkerState& worker) override;
 
  private:
   /// A thread that runs workers' tasks: first its own worker's, later any worker lent to it.
@@ -60,6 +61,13 @@ class ThreadedExecution final : public Execution {
   /// Hands the worker back to a thread asking for it; false if none asks.
   static bool hand_back(WorkerState& worker);
   void take_back(WorkerState& worker);
+  /// take_back, giving up after `patience` (still asking: the worker comes back at the running
+  /// thread's next task boundary, for rejoin to take).
+  bool take_back_within(WorkerState& worker, std::chrono::milliseconds patience);
+  // How long a thread whose wait is over waits for its worker back before it goes on without it:
+  // long enough for a spare's short task to end (the task then goes on as the worker's, running
+  // what it waits for next on its stack), short enough not to matter when the spare's task lasts.
+  static constexpr std::chrono::milliseconds kSeatPatience{20};
   /// Waits, parked, for a worker to run; nullptr once the runtime stops.
   WorkerState* park(WorkerThread& self);
   void wake_parked();

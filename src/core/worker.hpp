@@ -58,6 +58,27 @@ WorkerState* current_worker() noexcept;
 /// The calling thread becomes `worker`'s (nullptr: no worker's any more).
 void set_current_worker(WorkerState* worker) noexcept;
 
+/// A task whose wait lent its worker to a spare thread goes on without the worker once the wait
+/// is over, if the spare's task does not end soon (it may wait for what this task does next):
+/// its thread keeps what it left on the worker, and takes the worker back when its body returns
+/// (ThreadedExecution::rejoin). Meanwhile the thread waits and submits as an application thread
+/// does, but is still inside the task for the checks below.
+struct SeatlessTask {
+  WorkerState* worker = nullptr;
+  const RunningFrame* running = nullptr;
+  std::vector<TaskCore*> companions;
+  double nested_seconds = 0;
+};
+/// The calling thread's, or nullptr.
+SeatlessTask* seatless_task() noexcept;
+void set_seatless_task(SeatlessTask* task) noexcept;
+
+/// The tasks whose bodies the calling thread runs for `runtime`, innermost first (on a worker,
+/// or going on without one); nullptr if none.
+const RunningFrame* tasks_on_this_thread(const Engine* runtime) noexcept;
+/// Whether the calling thread runs a task of `runtime` (on a worker, or going on without one).
+bool inside_task_of(const Engine* runtime) noexcept;
+
 /// Whether the calling thread runs a task of `runtime` that declared access to `handle` (or
 /// waits for a task it runs meanwhile that does): acquiring the handle would wait for that task.
 bool running_task_uses(const Engine* runtime, const HandleImpl* handle) noexcept;

@@ -284,3 +284,39 @@ def test_two_tasks_waiting_for_each_other_on_two_workers_fail_saying_why(sched):
     for future in futures.values():
         with pytest.raises(RuntimeError, match=r"task '(first|second)' waits for task '(first|second)'.*would never end"):
             future.result()
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_a_task_holding_a_lock_goes_on_once_its_wait_is_over(timeout):
+    """The idiom of concurrent.futures with a lock: task A holds it while it waits for a slow
+    task; task C, which needs it, starts meanwhile on the spare thread standing in for A's
+    worker. Once its wait is over A goes on without its worker and releases the lock; it waited
+    for C for ever (C here gives up after a while, saying whether it got the lock)."""
+    import time
+
+    executor = hetflow.Executor(2, executor="thread")
+    lock = threading.Lock()
+    holding = threading.Event()
+    try:
+        slow = executor.submit(time.sleep, 0.3)
+
+        def task_a():
+            with lock:
+                holding.set()
+                slow.result(timeout=timeout)
+            return "a done"
+
+        def task_c():
+            got = lock.acquire(timeout=10)
+            if got:
+                lock.release()
+            return got
+
+        a = executor.submit(task_a)
+        assert holding.wait(PATIENCE)
+        time.sleep(0.05)  # A waits, its worker lent
+        c = executor.submit(task_c)
+        assert c.result(timeout=PATIENCE) is True
+        assert a.result(timeout=PATIENCE) == "a done"
+    finally:
+        executor.shutdown()

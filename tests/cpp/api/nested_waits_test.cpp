@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -231,6 +232,44 @@ TEST(NestedWaits, AWaitWithADeadlineRunsNothingOnItsThread) {
     });
     ASSERT_TRUE(parent.wait_for(kPatience)) << scheduler;
     EXPECT_TRUE(parent.get()) << scheduler;
+  }
+}
+
+// A task waits, holding a lock, for a slow task on the other worker; meanwhile the spare thread
+// standing in for its worker starts a task that needs the lock. Once its wait is over the
+// waiting task goes on without its worker (the spare's task will not end before it releases
+// the lock) and takes the worker back when it returns. It waited for the spare's task for ever;
+// here that task gives up on the lock after a while, saying whether it got it.
+TEST(NestedWaits, AWaitOverGoesOnWhileTheSparesTaskWaitsForIt) {
+  for (const bool with_deadline : {false, true}) {
+    SCOPED_TRACE(with_deadline);
+    Runtime rt(Config{.ncpus = 2, .scheduler = "eager"});
+    std::timed_mutex lock;
+    Gate slow_started;
+    auto slow = rt.submit([&slow_started] {
+      slow_started.open();
+      std::this_thread::sleep_for(300ms);
+      return 1;
+    });
+    slow_started.wait();
+    std::atomic<bool> holding{false};
+    auto waiter = rt.submit([&] {
+      const std::lock_guard held(lock);
+      holding = true;
+      if (with_deadline) return slow.wait_for(kPatience) ? slow.get() : -1;
+      return slow.get();
+    });
+    while (!holding) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(50ms);  // the waiter has lent its worker
+    auto needs_lock = rt.submit([&lock] {
+      const bool got = lock.try_lock_for(10s);
+      if (got) lock.unlock();
+      return got;
+    });
+    ASSERT_TRUE(needs_lock.wait_for(kPatience));
+    EXPECT_TRUE(needs_lock.get());
+    ASSERT_TRUE(waiter.wait_for(kPatience));
+    EXPECT_EQ(waiter.get(), 1);
   }
 }
 
