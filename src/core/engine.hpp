@@ -217,9 +217,7 @@ class Engine final : public DataContext {
     return execution_->lend_worker_while(worker, block);
   }
   /// See Execution::rejoin.
-  void rejoin(WorkerState& worker) {
-    execution_->rejoin(worker);
-  }
+  void rejoin(WorkerState& worker) { execution_->rejoin(worker); }
 
   [[nodiscard]] const std::vector<ext::WorkerInfo>& worker_infos() const noexcept { return worker_infos_; }
   /// Unfinished tasks pinned to `worker` (queued or running).
@@ -265,7 +263,7 @@ class Engine final : public DataContext {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   const long owner_pid_;                 // the process that started the runtime
   const std::uint64_t fork_generation_;  // how many forks this process descends through, then
-  const DriverClaims driver_claims_;  // released once the workers are gone
+  const DriverClaims driver_claims_;     // released once the workers are gone
   // Declared first, destroyed last: what it added (workers, memory nodes) may refer to it.
   const std::unique_ptr<Execution> execution_;
   const std::atomic<double>* clock_ = nullptr;  // the execution's virtual clock, if it keeps one
