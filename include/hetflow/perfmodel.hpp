@@ -44,7 +44,8 @@ struct HETFLOW_API PerfFit {
 /// Fits t = a * n^b + c (a > 0, 0 <= c < min t) to points with n > 0 and t > 0 (others are
 /// skipped): for each c on a grid refined around its best value, b and log(a) come from least
 /// squares on log(t - c) against log(n); the c kept is the one with the least sum of squared
-/// relative errors. Constant data gives b = 0, proportional data c = 0.
+/// relative errors. Constant data gives b = 0, proportional data c = 0. Spans of different
+/// lengths: InvalidArgument.
 [[nodiscard]] HETFLOW_API PerfFit fit_power_law(std::span<const double> sizes, std::span<const double> seconds);
 
 /// The architecture called `name` ("cpu", "cuda", "opencl", "process"), or nullopt.

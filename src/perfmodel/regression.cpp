@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
+#include "hetflow/error.hpp"
 #include "hetflow/perfmodel.hpp"
 
 namespace hetflow {
@@ -77,9 +79,13 @@ std::optional<double> PerfFit::operator()(std::size_t n) const noexcept {
 }
 
 PerfFit fit_power_law(std::span<const double> sizes, std::span<const double> seconds) {
+  if (sizes.size() != seconds.size()) {
+    throw InvalidArgument("hetflow::fit_power_law: " + std::to_string(sizes.size()) + " sizes but " +
+                          std::to_string(seconds.size()) + " times; give one time per size");
+  }
   Points data;
   std::vector<Point>& points = data.points;
-  const std::size_t count = std::min(sizes.size(), seconds.size());
+  const std::size_t count = sizes.size();
   for (std::size_t i = 0; i < count; ++i) {
     const double n = sizes[i];
     const double t = seconds[i];

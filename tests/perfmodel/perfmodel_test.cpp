@@ -280,6 +280,12 @@ TEST(PerfModelFit, LinearData) {
   EXPECT_NEAR(*fit(50000), 1.5e-4, 1e-12);
 }
 
+TEST(PerfModelFit, SpansOfDifferentLengthsAreRefused) {
+  const std::vector<double> sizes = {10, 100, 1000, 10000};
+  const std::vector<double> times = {1e-3, 2e-3};
+  EXPECT_THROW((void)hetflow::fit_power_law(sizes, times), hetflow::InvalidArgument);
+}
+
 TEST(PerfModelFit, NeedsThreeDistinctPositivePoints) {
   std::vector<double> sizes = {0, 10, 100};
   std::vector<double> times = {1, 2, 3};
