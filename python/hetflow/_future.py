@@ -306,6 +306,12 @@ class Future(concurrent.futures.Future):
         # "ready" (its dependencies met) reads as "its result is ready"
         return f"<hetflow.Future '{self._name}' {'queued' if status == 'ready' else status}>"
 
+    def __copy__(self) -> "Future":
+        return self  # a handle on one task: a copy is the same handle (copy.copy of a structure)
+
+    def __deepcopy__(self, memo: Any) -> "Future":
+        return self
+
     def __reduce__(self) -> Any:
         # Inside a task's arguments, a placeholder the worker fills with the value; elsewhere, an
         # error (a future is a handle on this process's runtime).

@@ -130,10 +130,15 @@ class Executor(concurrent.futures.Executor):
         the work still finishes, and the interpreter waits for it at exit). cancel_futures:
         cancel the tasks not started yet (their futures raise ``CancelledError``); without
         waiting, they are cancelled as the workers reach them, so none of them runs."""
+        runtime = self._runtime
+        if wait and not runtime._closed and runtime._engine.inside_task():
+            raise RuntimeError(
+                "hetflow.Executor.shutdown() cannot wait inside one of the executor's own tasks: it would wait for "
+                "that task itself; call it from the program that submitted the work, or with wait=False"
+            )
         with self._lock:
             self._shut_down = True
         self._finalizer.detach()
-        runtime = self._runtime
         if wait:
             runtime.shutdown(cancel_futures=cancel_futures)
             return

@@ -535,3 +535,11 @@ def test_short_tasks_are_not_grouped_while_a_worker_is_idle():
             ]
             pids = {f.result() for f in [executor.submit(run_call, meet_peer, barrier) for _ in range(2)]}
             assert len(pids) == 2
+
+
+def test_shutdown_waiting_inside_its_own_task_is_refused_and_changes_nothing():
+    with hetflow.Executor(1, executor="thread") as executor:
+        inside = executor.submit(lambda: executor.shutdown())
+        with pytest.raises(RuntimeError, match="cannot wait inside one of the executor's own tasks"):
+            inside.result(timeout=30)
+        assert executor.submit(square, 4).result(timeout=30) == 16  # still running

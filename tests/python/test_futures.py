@@ -463,3 +463,16 @@ def test_a_ctrl_c_while_the_completions_thread_starts_leaves_futures_working(mon
     done, _ = cf.wait([hetflow.submit(time.sleep, 0.05)], timeout=30)
     assert len(done) == 1
     hetflow.shutdown()
+
+
+def test_a_copy_of_a_future_is_the_same_handle():
+    import copy
+
+    hetflow.init(ncpus=1, executor="thread")
+    try:
+        future = hetflow.submit(int, "7")
+        assert copy.copy(future) is future
+        nested = copy.deepcopy({"results": [future]})
+        assert nested["results"][0] is future and future.result(timeout=30) == 7
+    finally:
+        hetflow.shutdown()
