@@ -434,8 +434,6 @@ def devices(tasks: int, n: int, tile: int, repeat: int) -> None:
       ``$HETFLOW_HOME``) over its ``repeat`` runs; best of ``repeat`` for each. numpy's BLAS runs
       on one thread per call (with threadpoolctl, when installed): one tile product per CPU worker.
     """
-    if n % tile:
-        raise SystemExit("python -m hetflow.bench devices: --n must be a multiple of --tile")
     no_opencl = opencl_unusable()
     ratios = []
     if no_opencl is None:
@@ -459,19 +457,32 @@ def devices(tasks: int, n: int, tile: int, repeat: int) -> None:
         print(line)
 
 
+def _positive(text: str) -> int:
+    """A whole number of at least 1, for argparse (which says which flag when it is not)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hetflow.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     over = sub.add_parser("overhead", help="ns per tiny task, hetflow beside the usual pools")
-    over.add_argument("--tasks", type=int, default=20000)
+    over.add_argument("--tasks", type=_positive, default=20000)
     scale = sub.add_parser("scaling", help="dartboard pi on 1 worker and on all")
-    scale.add_argument("--darts", type=int, default=400_000)
+    scale.add_argument("--darts", type=_positive, default=400_000)
     dev = sub.add_parser("devices", help="codelets: an OpenCL task beside pyopencl; tiled GEMM, dmdas vs placements")
-    dev.add_argument("--tasks", type=int, default=2000, help="tiny OpenCL tasks per round")
-    dev.add_argument("--n", type=int, default=512, help="GEMM matrix size")
-    dev.add_argument("--tile", type=int, default=128, help="GEMM tile size (divides --n)")
-    dev.add_argument("--repeat", type=int, default=3, help="rounds of each measurement; the best is reported")
+    dev.add_argument("--tasks", type=_positive, default=2000, help="tiny OpenCL tasks per round")
+    dev.add_argument("--n", type=_positive, default=512, help="GEMM matrix size")
+    dev.add_argument("--tile", type=_positive, default=128, help="GEMM tile size (divides --n)")
+    dev.add_argument("--repeat", type=_positive, default=3, help="rounds of each measurement; the best is reported")
     args = parser.parse_args(argv)
+    if args.command == "devices" and args.n % args.tile != 0:
+        parser.error(f"devices: --n {args.n} must be a multiple of --tile {args.tile}")
     if args.command == "overhead":
         overhead(args.tasks)
     elif args.command == "devices":
