@@ -68,7 +68,8 @@ def _perfmodel(args: argparse.Namespace) -> int:
             return _fail(f"no performance model {args.symbol!r} in {perfmodel.directory()} (see 'perfmodel list')")
         if args.action == "show":
             sys.stdout.write(perfmodel.show(args.symbol))
-            return 0
+            # A file there but nothing read from it (damaged, unreadable, newer): said above, and failed.
+            return 0 if perfmodel.entries(args.symbol) else 1
         path = perfmodel.perfmodel_plot(args.symbol, args.output)
     except ImportError as exc:
         return _fail(str(exc))
