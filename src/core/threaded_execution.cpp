@@ -350,13 +350,13 @@ Execution::Lending ThreadedExecution::lend_worker_while(WorkerState& worker, con
   try {
     block();
   } catch (...) {
-    take_back(worker);
+    take_back(worker, std::nullopt);
     restore(*left);
     throw;
   }
   // The thread running the worker hands it back between two tasks; if its task goes on (it may
   // wait for what this one does next: a lock it holds), this one goes on without the worker.
-  if (take_back_within(worker, kSeatPatience)) {
+  if (take_back(worker, kSeatPatience)) {
     restore(*left);
   } else {
     set_current_worker(nullptr);
@@ -430,7 +430,7 @@ bool ThreadedExecution::hand_back(WorkerState& worker) {
   return true;
 }
 
-bool ThreadedExecution::take_back_within(WorkerState& worker, std::chrono::milliseconds patience) {
+bool ThreadedExecution::take_back(WorkerState& worker, std::optional<std::chrono::milliseconds> patience) {
   WorkerSeat& seat = worker.seat;
   std::unique_lock lock(seat.mutex);
   if (!seat.held) {  // every thread left it as the runtime stopped: this task still ends on it
@@ -441,24 +441,14 @@ bool ThreadedExecution::take_back_within(WorkerState& worker, std::chrono::milli
   lock.unlock();
   idle_[static_cast<unsigned>(worker.info.arch)].notify_all();  // the thread running it may sleep
   lock.lock();
-  if (!seat.handed_back.wait_for(lock, patience, [&] { return seat.handed > 0; })) return false;
+  const auto handed = [&] { return seat.handed > 0; };
+  if (!patience) {
+    seat.handed_back.wait(lock, handed);
+  } else if (!seat.handed_back.wait_for(lock, *patience, handed)) {
+    return false;
+  }
   --seat.handed;
   return true;
-}
-
-void ThreadedExecution::take_back(WorkerState& worker) {
-  WorkerSeat& seat = worker.seat;
-  std::unique_lock lock(seat.mutex);
-  if (!seat.held) {  // every thread left it as the runtime stopped: this task still ends on it
-    seat.held = true;
-    return;
-  }
-  seat.asking.fetch_add(1, std::memory_order_release);
-  lock.unlock();
-  idle_[static_cast<unsigned>(worker.info.arch)].notify_all();  // the thread running it may sleep
-  lock.lock();
-  seat.handed_back.wait(lock, [&] { return seat.handed > 0; });
-  --seat.handed;
 }
 
 WorkerState* ThreadedExecution::park(WorkerThread& self) {

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -60,10 +61,9 @@ class ThreadedExecution final : public Execution {
   Lending hand_over(WorkerState& worker);
   /// Hands the worker back to a thread asking for it; false if none asks.
   static bool hand_back(WorkerState& worker);
-  void take_back(WorkerState& worker);
-  /// take_back, giving up after `patience` (still asking: the worker comes back at the running
-  /// thread's next task boundary, for rejoin to take).
-  bool take_back_within(WorkerState& worker, std::chrono::milliseconds patience);
+  /// Asks for the worker back and waits for it, at most `patience`: false then (still asking, so
+  /// the worker comes back at the running thread's next task boundary, for rejoin to take).
+  bool take_back(WorkerState& worker, std::optional<std::chrono::milliseconds> patience);
   // How long a thread whose wait is over waits for its worker back before it goes on without it:
   // long enough for a spare's short task to end (the task then goes on as the worker's, running
   // what it waits for next on its stack), short enough not to matter when the spare's task lasts.
