@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <new>
+#include <string>
 #include <thread>
 
 #include "core/dependencies.hpp"
@@ -551,6 +553,29 @@ bool Engine::wait_all(const std::chrono::steady_clock::time_point* deadline) {
   return true;
 }
 
+void Engine::wait_all_saying_why_it_lasts() {
+  const auto patience = std::chrono::seconds(10);
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  if (wait_all(&deadline)) return;
+  // An acquisition moved away from the thread that made it (to the one destroying the runtime,
+  // say) is nobody's to release here: the tasks after it would wait for ever, without a word.
+  std::string held;
+  {
+    std::lock_guard guard(held_mutex_);
+    for (const Held& acquisition : held_) {
+      held += std::string(held.empty() ? "" : ", ") + acquisition.token->display_name();
+    }
+  }
+  if (!held.empty()) {
+    std::fputs(("hetflow: the runtime's shutdown has waited " + std::to_string(patience.count()) + " s for " +
+                std::to_string(outstanding()) + " unfinished tasks; acquisitions still held, which the tasks after " +
+                "them wait for: " + held + " (release them before the runtime is destroyed)\n")
+                   .c_str(),
+               stderr);
+  }
+  wait_all();
+}
+
 void Engine::abort() {
   aborted_.store(true, std::memory_order_release);
   aborting_.store(true, std::memory_order_release);
@@ -565,7 +590,7 @@ void Engine::shutdown() {
   if (stopped_.load(std::memory_order_acquire)) return;
   shutting_down_.store(true, std::memory_order_seq_cst);
   release_made_by(thread_number());
-  wait_all();
+  wait_all_saying_why_it_lasts();
   std::vector<std::shared_ptr<HandleImpl>> handles;
   {
     std::lock_guard registry_guard(registry_mutex_);

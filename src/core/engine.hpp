@@ -294,6 +294,9 @@ class Engine final : public DataContext {
   static std::unordered_set<const Engine*>& live_engines();
   std::atomic<bool> stopped_{false};
   std::mutex shutdown_mutex_;
+  /// wait_all() for shutdown, saying on stderr after a while which acquisitions, still held, the
+  /// tasks wait for (one moved away from the thread that made it is nobody's to release here).
+  void wait_all_saying_why_it_lasts();
 
   struct Held {
     TaskCore* token;
