@@ -87,10 +87,15 @@ def _info_lines() -> List[Tuple[str, str]]:
     settings = _runtime.Settings(sched=os.environ.get("HETFLOW_SCHED") or None).resolved()
     _hetflow.check_environment()  # the engine's own: HETFLOW_SPIN_US, HETFLOW_STATS, ...
     executor, ncpus, nprocs = settings.executor, settings.ncpus, settings.nprocs
-    scheduler = os.environ.get("HETFLOW_SCHED") or "ws"
+    simulate = os.environ.get("HETFLOW_SIMULATE")
+    if simulate and not os.path.isfile(simulate):
+        raise ValueError(f"HETFLOW_SIMULATE={simulate!r}: no such machine description file")
+    # The engine's default: dmdas for a simulated machine (or one with devices), else ws.
+    scheduler = os.environ.get("HETFLOW_SCHED") or ("dmdas" if simulate else "ws")
     import numpy
 
     models = perfmodel.list_models()
+    simulation = [("simulation", f"{simulate} (HETFLOW_SIMULATE: its workers run the tasks, not those above)")]
     return [
         ("hetflow", f"{hetflow.__version__} (Python {sys.version.split()[0]}, numpy {numpy.__version__})"),
         ("extension", _hetflow.__file__),
@@ -104,7 +109,7 @@ def _info_lines() -> List[Tuple[str, str]]:
         ("executor", f"{executor}" + (" (HETFLOW_EXECUTOR)" if os.environ.get("HETFLOW_EXECUTOR") else " (default)")),
         ("models", f"{perfmodel.directory()} ({len(models)} model{'' if len(models) == 1 else 's'})"),
         ("optional", ", ".join(_optional(name) for name in ("joblib", "dask", "tqdm", "matplotlib", "threadpoolctl", "pyopencl", "cupy-cuda13x"))),
-    ]
+    ] + simulation * bool(simulate)
 
 
 def _device_modules() -> str:

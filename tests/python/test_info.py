@@ -60,3 +60,13 @@ def test_info_reports_the_engines_own_variables_as_a_runtime_would(tmp_path):
     for variable, value, said in [("HETFLOW_STATS", "maybe", "not a boolean"), ("HETFLOW_SPIN_US", "1e9", "HETFLOW_SPIN_US")]:
         done = info(tmp_path, **{variable: value})
         assert done.returncode == 1 and said in done.stderr, done.stderr
+
+
+def test_info_shows_a_simulated_machine_and_refuses_a_missing_one(tmp_path):
+    machine = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "sched_sim", "legacy.json")
+    done = info(tmp_path, HETFLOW_SIMULATE=machine)
+    assert done.returncode == 0, done.stderr
+    shown = fields(done.stdout)
+    assert shown["simulation"].startswith(machine) and shown["scheduler"].startswith("dmdas (")
+    missing = info(tmp_path, HETFLOW_SIMULATE=str(tmp_path / "none.json"))
+    assert missing.returncode == 1 and "no such machine description file" in missing.stderr
