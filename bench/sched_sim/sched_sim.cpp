@@ -560,13 +560,19 @@ double simulate_cluster(const std::string& scheduler, const std::string& machine
   return makespan;
 }
 
-// Removes the machine description sched-sim writes for the simulator once the runs are done.
+// The machine description sched-sim writes for the simulator (the user's, with its flags
+// applied), removed once the runs are done.
 class ScratchFile {
  public:
   explicit ScratchFile(const std::string& text)
       : path_(std::filesystem::temp_directory_path() / ("hetflow-sched-sim-" + std::to_string(::getpid()) + ".json")) {
     std::ofstream out(path_);
     out << text;
+    out.close();
+    if (!out) {
+      throw Error("cannot write the machine description for the simulator to " + path_.string() +
+                  " (set TMPDIR to a writable directory)");
+    }
   }
   ScratchFile(const ScratchFile&) = delete;
   ScratchFile& operator=(const ScratchFile&) = delete;
@@ -579,6 +585,22 @@ class ScratchFile {
  private:
   std::filesystem::path path_;
 };
+
+// Rethrows the exception being handled, the scratch file's path in its text replaced by what the
+// user gave: the simulator names the file it read, which the user never wrote.
+[[noreturn]] void rethrow_naming_the_machine(const ScratchFile& scratch, const std::string& machine_name) {
+  try {
+    throw;
+  } catch (const std::exception& error) {
+    std::string text = error.what();
+    const std::string path = scratch.path();
+    const std::string named = "machine " + machine_name + " (with sched-sim's flags applied)";
+    for (auto at = text.find(path); at != std::string::npos; at = text.find(path, at + named.size())) {
+      text.replace(at, path.size(), named);
+    }
+    throw Error(text);
+  }
+}
 
 int run_cluster(const SchedSimOptions& options, const SchedSimMachine& machine, const std::string& machine_name,
                 bool single, std::size_t tile_bytes) {
@@ -608,9 +630,13 @@ int run_cluster(const SchedSimOptions& options, const SchedSimMachine& machine, 
                options.network_latency_us, send_seconds);
   std::map<std::string, double> makespans;
   for (const char* scheduler : {"eager", "prio", "ws", "random", "dm", "dmda", "dmdas"}) {
-    makespans[scheduler] =
-        single ? simulate_cluster<float>(scheduler, machine_file.path(), machine, options.tiles, nodes, graph, plan)
-               : simulate_cluster<double>(scheduler, machine_file.path(), machine, options.tiles, nodes, graph, plan);
+    try {
+      makespans[scheduler] =
+          single ? simulate_cluster<float>(scheduler, machine_file.path(), machine, options.tiles, nodes, graph, plan)
+                 : simulate_cluster<double>(scheduler, machine_file.path(), machine, options.tiles, nodes, graph, plan);
+    } catch (...) {
+      rethrow_naming_the_machine(machine_file, machine_name);
+    }
     std::printf("%s makespan_s %.6f\n", scheduler, makespans[scheduler]);
     std::printf("%s gflops %.1f\n", scheduler, total_flops / makespans[scheduler] / 1e9);
     std::fflush(stdout);
@@ -643,22 +669,21 @@ int run_sched_sim(const SchedSimOptions& options) {
                                                            : std::filesystem::path(options.machine).filename().string();
   if (options.nodes) return run_cluster(options, machine, machine_name, single, tile_bytes);
 
-  const std::filesystem::path machine_file =
-      std::filesystem::temp_directory_path() / ("hetflow-sched-sim-" + std::to_string(::getpid()) + ".json");
-  {
-    std::ofstream out(machine_file);
-    out << machine.to_json();
-  }
+  const ScratchFile machine_file(machine.to_json());
   std::fprintf(stderr,
                "sched-sim: Cholesky of %zu x %zu tiles of %zu x %zu %ss on %s: %u CPU cores + %u GPUs linked at "
                "%g GB/s\n",
                options.tiles, options.tiles, kTile, kTile, single ? "float" : "double", machine_name.c_str(),
                machine.cpus, machine.gpus, machine.bandwidth_gbs);
-  try {
+  {
     std::map<std::string, double> makespans;
     for (const char* scheduler : {"eager", "prio", "ws", "random", "dm", "dmda", "dmdas"}) {
-      makespans[scheduler] = single ? simulate<float>(scheduler, machine_file.string(), machine, options.tiles)
-                                    : simulate<double>(scheduler, machine_file.string(), machine, options.tiles);
+      try {
+        makespans[scheduler] = single ? simulate<float>(scheduler, machine_file.path(), machine, options.tiles)
+                                      : simulate<double>(scheduler, machine_file.path(), machine, options.tiles);
+      } catch (...) {
+        rethrow_naming_the_machine(machine_file, machine_name);
+      }
       std::printf("%s makespan_s %.6f\n", scheduler, makespans[scheduler]);
       std::fflush(stdout);
     }
@@ -678,11 +703,7 @@ int run_sched_sim(const SchedSimOptions& options) {
                  bounds.windowed, makespans["eager"] / bounds.windowed);
     std::fprintf(stderr, "sched-sim: offline HEFT plan without transfers %.6f s, dmdas / that plan %.2f\n", plan,
                  makespans["dmdas"] / plan);
-  } catch (...) {
-    std::filesystem::remove(machine_file);
-    throw;
   }
-  std::filesystem::remove(machine_file);
   return 0;
 }
 
