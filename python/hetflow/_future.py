@@ -220,8 +220,14 @@ class Future(concurrent.futures.Future):
         return self._status() == "cancelled"
 
     def cancel(self) -> bool:
-        """Cancels the task if it has not started; its dependents then fail with DependencyError."""
-        return self._task.cancel() or self.cancelled()
+        """Cancels the task if it has not started; its dependents then fail with DependencyError.
+        Its waiters hear of it at once, and its callbacks are queued to run, as concurrent.futures'
+        cancel() does (even for a task still waiting for its own dependencies, whose dependents
+        the engine tells only once those end)."""
+        if self._task.cancel():
+            self._fire()
+            return True
+        return self.cancelled()
 
     def result(self, timeout: Optional[float] = None) -> Any:
         """Waits for the task (Ctrl-C interrupts the wait) and returns its value or raises its error."""
@@ -452,9 +458,9 @@ class Future(concurrent.futures.Future):
             self._condition.notify_all()
 
     def _fire(self) -> None:
-        """Runs on the dispatcher thread once the task has finished. The callbacks run on a
-        thread of their own: one that waits (for other futures, say) holds back only them,
-        not the completions that would end its wait."""
+        """Runs once the task has finished: on the dispatcher thread, or in cancel(). The
+        callbacks run on a thread of their own: one that waits (for other futures, say) holds
+        back only them, not the completions that would end its wait."""
         with self._lock:
             if self._fired:
                 return  # fired when shutdown gave up on it, then again when it ended

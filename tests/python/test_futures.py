@@ -476,3 +476,26 @@ def test_a_copy_of_a_future_is_the_same_handle():
         assert nested["results"][0] is future and future.result(timeout=30) == 7
     finally:
         hetflow.shutdown()
+
+
+def test_cancelling_a_task_that_waits_for_its_dependencies_tells_its_waiters_at_once():
+    """concurrent.futures' cancel() notifies waiters and runs callbacks before the task's
+    dependency ends (the engine tells the task's own dependents only then)."""
+    import concurrent.futures
+    import threading
+
+    hetflow.init(ncpus=2, executor="thread")
+    release = threading.Event()
+    try:
+        blocker = hetflow.submit(release.wait, 30)
+        waiting = hetflow.submit(lambda value: value, blocker)
+        called = threading.Event()
+        waiting.add_done_callback(lambda future: called.set())
+        assert waiting.cancel() and waiting.cancelled()
+        done, not_done = concurrent.futures.wait([waiting], timeout=30)
+        assert done == {waiting} and not blocker.done()  # told while the dependency still runs
+        assert called.wait(30) and not blocker.done()
+        assert next(concurrent.futures.as_completed([waiting], timeout=30)) is waiting
+    finally:
+        release.set()
+        hetflow.shutdown()
