@@ -199,8 +199,9 @@ def _flush_stdio() -> None:
 def _pickle_exception(exc: BaseException) -> bytes:
     """The exception's pickle if it unpickles as it was, else, if it pickles at all, one that does
     without calling its ``__init__`` again (whose parameters may not be its args), else b"" (the
-    host then rebuilds it from its type name and text). Whatever its __reduce__, __init__ or __str__ raise,
-    KeyboardInterrupt and SystemExit included, ends here: it must not end the worker."""
+    host then rebuilds it from its type name and text). Whatever its __reduce__, __init__ or
+    __str__ raise, KeyboardInterrupt and SystemExit included, ends here: it must not end the
+    worker."""
     try:
         data = dumps_result(exc)
     except BaseException:
