@@ -49,7 +49,8 @@ struct HETFLOW_API Config {
   /// the waiting one, on its stack, which hangs if one of them waits for a task that needs the
   /// one below to end.
   std::optional<unsigned> spare_threads;
-  /// Extra kinds of workers (each driver brings its own), beside the CPU workers.
+  /// Extra kinds of workers (each driver brings its own), beside the CPU workers. A driver object
+  /// serves one live runtime, once: InvalidArgument for one listed twice or still serving another.
   std::vector<std::shared_ptr<ext::Driver>> drivers;
 
   /// The configuration with every empty field filled from the environment and defaults.

@@ -37,7 +37,8 @@ struct DriverOptions {
 [[nodiscard]] HETFLOW_API unsigned device_count() noexcept;
 
 /// A driver with one worker per GPU (none when there is no GPU). Throws InvalidArgument when
-/// HETFLOW_NCUDA is not a whole number. A driver serves one runtime at a time.
+/// HETFLOW_NCUDA is not a whole number. A driver serves one runtime at a time, once (refused
+/// otherwise, as every driver).
 [[nodiscard]] HETFLOW_API std::shared_ptr<ext::Driver> make_driver(DriverOptions options = {});
 
 /// The GPU of the worker running `context`'s task; throws hetflow::Error outside a CUDA worker.

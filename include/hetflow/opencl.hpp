@@ -52,8 +52,9 @@ struct DriverOptions {
 /// A driver with one worker per matching device (none when no platform or device matches), in
 /// the order the platforms and their devices are listed. Throws InvalidArgument when
 /// HETFLOW_OPENCL_DEVICES is consulted and malformed, hetflow::Error when a device's context or
-/// queues cannot be created. A driver serves one Runtime at a time (its workers' program caches
-/// are not shared between threads).
+/// queues cannot be created. A driver serves one Runtime at a time, once (its workers' program
+/// caches are not shared between threads): a second live runtime given it, or a Config listing
+/// it twice, is refused with InvalidArgument.
 [[nodiscard]] HETFLOW_API std::shared_ptr<ext::Driver> make_driver(DriverOptions options = {});
 
 /// What an OpenCL implementation works with: its worker's device.
