@@ -232,7 +232,7 @@ class HETFLOW_API Context {
   /// transfers with it that can no longer happen fail, and their wait_all says so), then waits
   /// for them to end their contexts too, so that no message is left on the transport. Called
   /// before the destruction, this leaves that wait out: for a process that exits (nothing
-  /// communicates after it).
+  /// communicates after it). A context destroyed while an exception unwinds leaves it out too.
   void ending_with_process() noexcept;
 
   /// Messages and bytes this rank sent to each peer (indexed by rank). With HETFLOW_MPI_STATS=1

@@ -939,6 +939,9 @@ Context::~Context() {
     std::lock_guard lock(impl_->inbox->mutex);  // no farewell comes after a divergence: nor is one waited for
     if (impl_->diverged) impl_->inbox->context = nullptr;
   }
+  // Destroyed while an exception unwinds the rank: it is failing, and the others may be blocked
+  // where no farewell reaches them (an MPI call of the program's): it does not wait for theirs.
+  if (std::uncaught_exceptions() > 0) impl_->process_ending = true;
   std::unique_lock lock(impl_->transfer_mutex);
   if (impl_->diverged) {
     if (!impl_->transfers_done.wait_for(lock, std::chrono::seconds(1), [this] { return impl_->in_flight == 0; })) {

@@ -591,6 +591,37 @@ TEST(MpiContext, AWaitAllTheOtherRanksNeverCallIsToldOfWithTheCheck) {
   unsetenv("HETFLOW_MPI_CHECK");
 }
 
+#ifndef HETFLOW_CONTEXT_TEST_OVER_MPI
+// A rank that fails (an exception unwinds it) does not wait for the others to end their
+// contexts: they may be blocked where no farewell reaches them. Here rank 0 ends its context
+// only once rank 1's is gone (or after 10 s: rank 1 waited for it). Ranks as threads: they
+// share the flag.
+TEST(MpiContext, ARankThatFailsDoesNotWaitForTheOthersToEnd) {
+  std::atomic<bool> failed_rank_gone{false};
+  std::atomic<bool> rank_0_saw_it{false};
+  EXPECT_THROW(spmd_over_transport(2,
+                                   [&](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
+                                     if (transport->rank() == 1) {
+                                       try {
+                                         mpi::Context context(rt, transport);
+                                         throw std::runtime_error("rank 1 fails");
+                                       } catch (...) {
+                                         failed_rank_gone = true;
+                                         throw;
+                                       }
+                                     }
+                                     mpi::Context context(rt, transport);
+                                     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+                                     while (!failed_rank_gone && std::chrono::steady_clock::now() < give_up) {
+                                       std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                                     }
+                                     rank_0_saw_it = failed_rank_gone.load();
+                                   }),
+               std::runtime_error);
+  EXPECT_TRUE(rank_0_saw_it);
+}
+#endif
+
 // The farewells of a context are not taken for those of the next one over the same transport.
 TEST(MpiContext, ContextsOneAfterTheOtherOverOneTransport) {
   spmd_over_transport(2, [](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
