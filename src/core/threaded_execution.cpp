@@ -368,19 +368,10 @@ Execution::Lending ThreadedExecution::lend_worker_while(WorkerState& worker, con
 void ThreadedExecution::rejoin(WorkerState& worker) {
   SeatlessTask* left = seatless_task();
   if (left == nullptr || left->worker != &worker) return;
-  {
-    WorkerSeat& seat = worker.seat;
-    std::unique_lock lock(seat.mutex);
-    if (seat.handed == 0) {
-      // What this thread held on to for the worker's tasks (the GIL) may be what the task of the
-      // thread running the worker waits for.
-      lock.unlock();
-      if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
-      lock.lock();
-      seat.handed_back.wait(lock, [&] { return seat.handed > 0; });
-    }
-    --seat.handed;
-  }
+  // What this thread held on to for the worker's tasks (the GIL) may be what the task of the
+  // thread running the worker needs to end.
+  if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
+  take_back(worker, std::nullopt);
   const std::unique_ptr<SeatlessTask> owned(left);
   set_seatless_task(nullptr);
   worker.companions.swap(left->companions);
@@ -445,6 +436,9 @@ bool ThreadedExecution::take_back(WorkerState& worker, std::optional<std::chrono
   if (!patience) {
     seat.handed_back.wait(lock, handed);
   } else if (!seat.handed_back.wait_for(lock, *patience, handed)) {
+    // Not asking any more: the thread running the worker goes on serving it (the tasks this one
+    // waits for next may need it) until this one asks again.
+    seat.asking.fetch_sub(1, std::memory_order_relaxed);
     return false;
   }
   --seat.handed;

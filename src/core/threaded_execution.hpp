@@ -61,8 +61,8 @@ class ThreadedExecution final : public Execution {
   Lending hand_over(WorkerState& worker);
   /// Hands the worker back to a thread asking for it; false if none asks.
   static bool hand_back(WorkerState& worker);
-  /// Asks for the worker back and waits for it, at most `patience`: false then (still asking, so
-  /// the worker comes back at the running thread's next task boundary, for rejoin to take).
+  /// Asks for the worker back and waits for it, at most `patience`: false then, no longer asking
+  /// (the thread running the worker goes on serving it).
   bool take_back(WorkerState& worker, std::optional<std::chrono::milliseconds> patience);
   // How long a thread whose wait is over waits for its worker back before it goes on without it:
   // long enough for a spare's short task to end (the task then goes on as the worker's, running

@@ -60,9 +60,10 @@ void set_current_worker(WorkerState* worker) noexcept;
 
 /// A task whose wait lent its worker to a spare thread goes on without the worker once the wait
 /// is over, if the spare's task does not end soon (it may wait for what this task does next):
-/// its thread keeps what it left on the worker, and takes the worker back when its body returns
-/// (ThreadedExecution::rejoin). Meanwhile the thread waits and submits as an application thread
-/// does, but is still inside the task for the checks below.
+/// its thread keeps what it left on the worker, the spare goes on serving the worker, and the
+/// thread takes it back when its body returns (ThreadedExecution::rejoin). Meanwhile the thread
+/// waits and submits as an application thread does, but is still inside the task for the checks
+/// below.
 struct SeatlessTask {
   WorkerState* worker = nullptr;
   const RunningFrame* running = nullptr;

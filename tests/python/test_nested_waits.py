@@ -320,3 +320,33 @@ def test_a_task_holding_a_lock_goes_on_once_its_wait_is_over(timeout):
         assert a.result(timeout=PATIENCE) == "a done"
     finally:
         executor.shutdown()
+
+
+def test_a_task_polling_its_children_with_timeouts_on_one_worker():
+    """After its first timed wait the task goes on without its worker (the spare thread runs the
+    child); the spare must go on serving the worker for the next children."""
+    import time
+
+    executor = hetflow.Executor(1, executor="thread")
+    try:
+
+        def child(i):
+            time.sleep(0.06)
+            return i
+
+        def parent():
+            total = 0
+            for i in range(1, 4):
+                future = executor.submit(child, i)
+                deadline = time.monotonic() + PATIENCE
+                while time.monotonic() < deadline:
+                    try:
+                        total += future.result(timeout=0.005)
+                        break
+                    except concurrent.futures.TimeoutError:
+                        pass
+            return total
+
+        assert executor.submit(parent).result(timeout=PATIENCE) == 6
+    finally:
+        executor.shutdown()

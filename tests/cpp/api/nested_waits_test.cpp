@@ -278,6 +278,31 @@ TEST(NestedWaits, AWaitOverGoesOnWhileTheSparesTaskWaitsForIt) {
   }
 }
 
+// On one worker, a task polls each child in turn with a short deadline: after its first wait it
+// goes on without its worker (the spare runs the child), and the spare must go on serving the
+// worker for the next children. It handed the worker back and parked, and the next child never
+// ran (the task, polling as an application thread, could not run it).
+TEST(NestedWaits, ATaskPollingChildrenAfterGoingOnWithoutItsWorkerGetsThemRun) {
+  Runtime rt(Config{.ncpus = 1});
+  auto parent = rt.submit([&rt] {
+    int total = 0;
+    for (int i = 1; i <= 3; ++i) {
+      auto child = rt.submit([i] {
+        std::this_thread::sleep_for(60ms);
+        return i;
+      });
+      const auto give_up = Clock::now() + kPatience;
+      while (!child.wait_for(5ms) && Clock::now() < give_up) {
+      }
+      if (!child.wait_for(0ms)) return -1;
+      total += child.get();
+    }
+    return total;
+  });
+  ASSERT_TRUE(parent.wait_for(kPatience));
+  EXPECT_EQ(parent.get(), 6);
+}
+
 // Task i waits inside its body for task i - 1, which nothing tells the engine: every task may
 // start before the one it waits for, here all of them (the first waits at a gate). Run on top of
 // each other, waiting tasks hung (a task above waiting for one below it, on another worker),
