@@ -111,6 +111,7 @@ struct Pending {
 // unreceived on a communicator that is freed can be delivered to the next one MPI makes.
 struct Farewell {
   std::uint64_t wait_alls = 0;  // the wait_all calls it completed
+  std::uint64_t calls = 0;      // the wait_all calls it made, those that threw included
   std::uint64_t sent = 0;       // data messages it sent to the receiver
   std::uint64_t received = 0;   // data messages it received from the receiver
 };
@@ -667,28 +668,27 @@ struct Context::Impl {
       std::shared_ptr<Farewell> letter;
       {
         std::lock_guard lock(transfer_mutex);
-        letter = std::make_shared<Farewell>(Farewell{wait_alls_done, sent[p].messages, arrivals[p]});
+        letter = std::make_shared<Farewell>(Farewell{wait_alls_done, wait_all_calls, sent[p].messages, arrivals[p]});
       }
       transport->send(peer, farewell_tag(), letter.get(), sizeof(Farewell), [letter] {});
     }
     std::unique_lock lock(inbox->mutex);
-    if (process_ending) {
-      inbox->context = nullptr;
-      return;
-    }
     const auto everyone = [this] { return inbox->count == size - 1; };
-    if (watchdog_seconds > 0 &&
-        !inbox->arrived.wait_for(lock, std::chrono::duration<double>(watchdog_seconds), everyone)) {
-      std::fputs(("hetflow::mpi watchdog: " + rank_text(rank) + ": its context ends, and it has waited for " +
-                  std::to_string(static_cast<long>(watchdog_seconds)) +
-                  " s for the other ranks to end theirs (each rank's context waits for the others')\n")
-                     .c_str(),
-                 stderr);
+    if (!process_ending) {
+      if (watchdog_seconds > 0 &&
+          !inbox->arrived.wait_for(lock, std::chrono::duration<double>(watchdog_seconds), everyone)) {
+        std::fputs(("hetflow::mpi watchdog: " + rank_text(rank) + ": its context ends, and it has waited for " +
+                    std::to_string(static_cast<long>(watchdog_seconds)) +
+                    " s for the other ranks to end theirs (each rank's context waits for the others')\n")
+                       .c_str(),
+                   stderr);
+      }
+      inbox->arrived.wait(lock, everyone);
     }
-    inbox->arrived.wait(lock, everyone);
     inbox->context = nullptr;
     lock.unlock();
-    // Receives from ranks that ended without sending, and a barrier they never came to.
+    // Receives from ranks that ended without sending (and, at exit, those not come yet), and a
+    // barrier they never came to: the transport would wait for them as it stops.
     wait_on_transport([this](std::function<void()> done) { return transport->cancel_pending(std::move(done)); });
   }
 
@@ -758,18 +758,26 @@ struct Context::Impl {
     });
   }
 
-  /// What wait_all call number `call` has to tell of the ranks whose context ended: those that
-  /// will not take part in it, and the transfers with them that never happened (told once).
+  /// What wait_all has to tell of the ranks whose context ended: those that will not take part
+  /// in its barrier number `call` (first those that did not come to it, then those whose own
+  /// wait_all failed there), and the transfers with them that never happened (told once).
   std::string departure_report(std::uint64_t call) {
     std::lock_guard lock(transfer_mutex);
-    std::string report;
+    std::string left;
+    std::string failed;
     for (int peer = 0; peer < size; ++peer) {
       const std::optional<Farewell>& farewell = departed[static_cast<std::size_t>(peer)];
       if (!farewell || farewell->wait_alls >= call) continue;
-      report += (report.empty() ? "" : "; ") + rank_text(peer) + " ended (its context was destroyed) after " +
-                std::to_string(farewell->wait_alls) + " wait_all calls, and this is this rank's call " +
-                std::to_string(call) + ": did it return early, or does this rank call wait_all more often?";
+      if (farewell->calls >= call) {
+        failed += "; " + rank_text(peer) + " ended (its context was destroyed) after its own wait_all call " +
+                  std::to_string(farewell->calls) + " failed";
+        continue;
+      }
+      left += (left.empty() ? "" : "; ") + rank_text(peer) + " ended (its context was destroyed) after " +
+              std::to_string(farewell->calls) + " wait_all calls, and this is this rank's call " +
+              std::to_string(wait_all_calls) + ": did it return early, or does this rank call wait_all more often?";
     }
+    std::string report = left.empty() && !failed.empty() ? failed.substr(2) : left + failed;
     for (const std::string& what : departures) report += (report.empty() ? "" : "; ") + what;
     departures.clear();
     return report;
@@ -908,8 +916,9 @@ struct Context::Impl {
   bool gave_up = false;                    // on the ranks' messages, after a divergence
   std::vector<std::uint64_t> submissions;  // a hash per task, with the check
   std::vector<std::string> descriptions;
-  std::size_t checked = 0;  // submissions compared at the last wait_all
-  std::uint64_t wait_alls_done = 0;
+  std::size_t checked = 0;           // submissions compared at the last wait_all
+  std::uint64_t wait_alls_done = 0;  // barriers passed
+  std::uint64_t wait_all_calls = 0;  // those that threw included
   bool process_ending = false;
   // The ranks whose context ended (guarded by transfer_mutex, as are the two below).
   std::vector<std::optional<Farewell>> departed;
@@ -1203,7 +1212,8 @@ void Context::flush_all() {
 void Context::wait_all() {
   Impl& impl = *impl_;
   impl.refuse_if_diverged("wait_all");
-  const std::uint64_t call = impl.wait_alls_done + 1;
+  ++impl.wait_all_calls;
+  const std::uint64_t call = impl.wait_alls_done + 1;  // the barrier it ends in
   {
     std::lock_guard lock(impl.mutex);
     impl.finish_reductions();

@@ -622,6 +622,35 @@ TEST(MpiContext, ARankThatFailsDoesNotWaitForTheOthersToEnd) {
 }
 #endif
 
+// With three ranks, rank 2 leaves after the first wait_all; the second fails on ranks 0 and 1,
+// and rank 0 then ends too. Rank 1's next wait_all names rank 2 as the one that left, and rank
+// 0 as one whose own wait_all failed (not as one that returned early).
+TEST(MpiContext, ARankWhoseOwnWaitAllFailedIsNotTakenForOneThatLeft) {
+  spmd(3, [](mpi::Context& context) {
+    std::vector<double> x(4, 1.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+    context.wait_all();
+    if (context.rank() == 2) return;
+    EXPECT_THROW(context.wait_all(), hetflow::Error);
+    if (context.rank() == 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rank 0's farewell comes
+    try {
+      context.wait_all();
+      ADD_FAILURE() << "wait_all returned with two ranks gone";
+    } catch (const hetflow::Error& error) {
+      const std::string text = error.what();
+      EXPECT_TRUE(contains(text,
+                           "rank 2 ended (its context was destroyed) after 1 wait_all calls, and this is this "
+                           "rank's call 3"))
+          << text;
+      EXPECT_TRUE(contains(text, "rank 0 ended (its context was destroyed) after its own wait_all call 2 failed"))
+          << text;
+      EXPECT_FALSE(contains(text, "rank 0 ended (its context was destroyed) after 2 wait_all calls")) << text;
+    }
+  });
+}
+
 // The farewells of a context are not taken for those of the next one over the same transport.
 TEST(MpiContext, ContextsOneAfterTheOtherOverOneTransport) {
   spmd_over_transport(2, [](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
