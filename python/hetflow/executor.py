@@ -175,11 +175,30 @@ atexit.register(_at_exit)
 
 
 def _release(runtime: _runtime.Runtime) -> None:
-    """Stops ``runtime`` once its work is done, from a thread the interpreter waits for at exit."""
+    """Stops ``runtime`` once its work is done, from a thread the interpreter waits for at exit:
+    once it exits, no longer than HETFLOW_EXIT_TIMEOUT without a task finishing (as for the
+    module's runtime)."""
+    global _exit_noted
+    if not _exit_noted:
+        _exit_noted = True
+        # Called as the interpreter starts to exit, before it waits for this module's threads.
+        threading._register_atexit(_interpreter_exiting.set)  # type: ignore[attr-defined]
     try:
-        threading.Thread(target=runtime.shutdown, name="hetflow-executor-shutdown").start()
+        threading.Thread(target=_stop_when_done, args=(runtime,), name="hetflow-executor-shutdown").start()
     except RuntimeError:  # the interpreter is exiting: no new threads
-        runtime.shutdown(idle_timeout=_runtime.exit_timeout())
+        _runtime._shut_down_at_exit(runtime)
+
+
+_interpreter_exiting = threading.Event()
+_exit_noted = False
+
+
+def _stop_when_done(runtime: _runtime.Runtime) -> None:
+    while not runtime._engine.wait_all(0.2):
+        if _interpreter_exiting.is_set():
+            _runtime._shut_down_at_exit(runtime)
+            return
+    runtime.shutdown()
 
 
 def map(

@@ -543,3 +543,29 @@ def test_shutdown_waiting_inside_its_own_task_is_refused_and_changes_nothing():
         with pytest.raises(RuntimeError, match="cannot wait inside one of the executor's own tasks"):
             inside.result(timeout=30)
         assert executor.submit(square, 4).result(timeout=30) == 16  # still running
+
+
+def test_an_executor_shut_down_without_waiting_gives_up_at_exit_after_the_exit_timeout():
+    """Its work finishes after shutdown(wait=False), and the interpreter waits for it at exit,
+    but no longer than HETFLOW_EXIT_TIMEOUT without a task finishing (a task that never ends
+    kept the interpreter alive for ever)."""
+    import subprocess
+
+    program = (
+        "import threading, hetflow\n"
+        "executor = hetflow.Executor(1, executor='thread')\n"
+        "executor.submit(threading.Event().wait)\n"
+        "done = executor.submit(int, '5')\n"
+        "executor.shutdown(wait=False)\n"
+        "print('shut down', flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HETFLOW_EXIT_TIMEOUT": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "shut down" in result.stdout
+    assert "exiting without" in result.stderr and "HETFLOW_EXIT_TIMEOUT" in result.stderr, result.stderr
