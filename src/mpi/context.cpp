@@ -942,8 +942,6 @@ Context::~Context() {
     if (text.empty()) text = "hetflow::mpi: " + rank_text(impl_->rank) + " sent nothing\n";
     std::fputs(text.c_str(), stderr);
   }
-  // Transfers hold references to the entries: let them end first. After the ranks diverged some
-  // never will: then the state is left to them rather than freed under them.
   {
     std::lock_guard lock(impl_->inbox->mutex);  // no farewell comes after a divergence: nor is one waited for
     if (impl_->diverged) impl_->inbox->context = nullptr;
@@ -951,6 +949,8 @@ Context::~Context() {
   // Destroyed while an exception unwinds the rank: it is failing, and the others may be blocked
   // where no farewell reaches them (an MPI call of the program's): it does not wait for theirs.
   if (std::uncaught_exceptions() > 0) impl_->process_ending = true;
+  // Transfers hold references to the entries: let them end first. After the ranks diverged some
+  // never will: then the state is left to them rather than freed under them.
   std::unique_lock lock(impl_->transfer_mutex);
   if (impl_->diverged) {
     if (!impl_->transfers_done.wait_for(lock, std::chrono::seconds(1), [this] { return impl_->in_flight == 0; })) {
