@@ -161,11 +161,11 @@ def test_a_failure_below_a_wanted_key_is_raised_at_once_and_cancels_the_rest():
     try:
         with pytest.raises(Boom, match="failed below"):
             dask.compute(graph, scheduler=hetflow.dask.get)
-        started_when_raised = len(started)  # those the workers had taken, which wait
     finally:
         release.set()
     hetflow.wait_for_all()
-    assert len(started) == started_when_raised < 20  # the others were cancelled
+    # Those the two workers had taken when it raised, which waited; the others were cancelled.
+    assert len(started) <= 2, started
 
 
 def test_bad_arguments_say_what_is_accepted():
