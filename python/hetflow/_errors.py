@@ -116,6 +116,12 @@ def _detached(exception: BaseException) -> BaseException:
     return clone
 
 
+def same_exception(copy_: BaseException, original: BaseException) -> bool:
+    """Whether a copy (or an unpickled exception) says what the original said: same type, args
+    and text. A type whose ``__init__`` does not take its args back fails this."""
+    return type(copy_) is type(original) and copy_.args == original.args and str(copy_) == str(original)
+
+
 def _copied(exception: BaseException) -> Optional[BaseException]:
     """A shallow copy of ``exception``; for a type whose ``__init__`` cannot be called again with
     its ``args`` (extra required parameters, or parameters that are not its args, so that the copy
@@ -123,7 +129,7 @@ def _copied(exception: BaseException) -> Optional[BaseException]:
     kind = type(exception)
     try:
         clone = copy.copy(exception)
-        if type(clone) is kind and clone.args == exception.args and str(clone) == str(exception):
+        if same_exception(clone, exception):
             return clone
     except Exception:
         pass

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set,
 
 from . import _main_globals
 from . import _protocol as P
+from ._errors import same_exception
 from ._serialize import ExceptionAsItIs, Placeholder, dumps_result, type_name
 
 EXIT_GRACE_S = 5.0  # at exit, threads a task left running get this long before os._exit
@@ -207,8 +208,7 @@ def _pickle_exception(exc: BaseException) -> bytes:
     except BaseException:
         return b""  # its type refuses to be pickled
     try:
-        back = pickle.loads(data)
-        if type(back) is type(exc) and back.args == exc.args and str(back) == str(exc):
+        if same_exception(pickle.loads(data), exc):
             return data
     except BaseException:
         pass

@@ -178,11 +178,6 @@ def _release(runtime: _runtime.Runtime) -> None:
     """Stops ``runtime`` once its work is done, from a thread the interpreter waits for at exit:
     once it exits, no longer than HETFLOW_EXIT_TIMEOUT without a task finishing (as for the
     module's runtime)."""
-    global _exit_noted
-    if not _exit_noted:
-        _exit_noted = True
-        # Called as the interpreter starts to exit, before it waits for this module's threads.
-        threading._register_atexit(_interpreter_exiting.set)  # type: ignore[attr-defined]
     try:
         threading.Thread(target=_stop_when_done, args=(runtime,), name="hetflow-executor-shutdown").start()
     except RuntimeError:  # the interpreter is exiting: no new threads
@@ -190,7 +185,8 @@ def _release(runtime: _runtime.Runtime) -> None:
 
 
 _interpreter_exiting = threading.Event()
-_exit_noted = False
+# Called as the interpreter starts to exit, before it waits for the threads _release starts.
+threading._register_atexit(_interpreter_exiting.set)  # type: ignore[attr-defined]
 
 
 def _stop_when_done(runtime: _runtime.Runtime) -> None:

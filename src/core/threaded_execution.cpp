@@ -79,14 +79,21 @@ struct Room {
   [[nodiscard]] bool enough() const { return limit == 0 || (bytes <= limit && held <= limit - bytes); }
 };
 
-Room room_for(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting) {
-  Room room{.limit = engine.node_memory(node).limit()};
-  if (room.limit == 0) return room;
+/// The bytes of `task`'s data, each handle once: what it needs on a node at once.
+std::size_t data_bytes(TaskCore* task) {
+  std::size_t bytes = 0;
   AccessRecord* accesses = task->accesses();
   for (std::size_t i = 0; i < task->access_count; ++i) {
     const auto same = [&](const AccessRecord& r) { return r.handle == accesses[i].handle; };
-    if (!std::any_of(accesses, accesses + i, same)) room.bytes += accesses[i].handle->layout.span_bytes();
+    if (!std::any_of(accesses, accesses + i, same)) bytes += accesses[i].handle->layout.span_bytes();
   }
+  return bytes;
+}
+
+Room room_for(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting) {
+  Room room{.limit = engine.node_memory(node).limit()};
+  if (room.limit == 0) return room;
+  room.bytes = data_bytes(task);
   if (room.bytes <= room.limit) room.held = held_below(task, waiting);
   return room;
 }
@@ -188,11 +195,12 @@ void check_fits(const Engine& engine, TaskCore* task, unsigned node, const Runni
 ArchMask archs_with_room(const Engine& engine, TaskCore* task, ArchMask where) {
   if (engine.node_count() == 1) return where;
   ArchMask fitting;
+  std::optional<std::size_t> bytes;  // counted once, at the first node with a limit
   for (const auto& worker : engine.worker_infos()) {
     if (!where.contains(worker.arch) || fitting.contains(worker.arch)) continue;
-    if (worker.memory_node == kHostNode || room_for(engine, task, worker.memory_node, nullptr).enough()) {
-      fitting = fitting | worker.arch;
-    }
+    const std::size_t limit = worker.memory_node == kHostNode ? 0 : engine.node_memory(worker.memory_node).limit();
+    if (limit != 0 && !bytes) bytes = data_bytes(task);
+    if (limit == 0 || *bytes <= limit) fitting = fitting | worker.arch;
   }
   return fitting.empty() ? where : fitting;
 }
@@ -319,6 +327,14 @@ unsigned ThreadedExecution::stop_free_workers() {
 
 namespace {
 
+// The worker gets back what the waiting task's thread kept of it while it was lent.
+void give_back_what_it_left(SeatlessTask& left) {
+  WorkerState& worker = *left.worker;
+  worker.companions.swap(left.companions);
+  worker.running = left.running;
+  worker.nested_seconds = left.nested_seconds;
+}
+
 bool may_be_lent(const WorkerState& worker) {
   return worker.driver == nullptr || worker.driver->spare_threads_may_run(worker.driver_index);
 }
@@ -338,26 +354,21 @@ Execution::Lending ThreadedExecution::lend_worker_while(WorkerState& worker, con
   left->companions.swap(worker.companions);
   left->running = std::exchange(worker.running, nullptr);
   left->nested_seconds = worker.nested_seconds;
-  const auto restore = [&worker](SeatlessTask& from) {
-    worker.companions.swap(from.companions);
-    worker.running = from.running;
-    worker.nested_seconds = from.nested_seconds;
-  };
   if (const Lending lending = hand_over(worker); lending != Lending::lent) {
-    restore(*left);
+    give_back_what_it_left(*left);
     return lending;
   }
   try {
     block();
   } catch (...) {
     take_back(worker, std::nullopt);
-    restore(*left);
+    give_back_what_it_left(*left);
     throw;
   }
   // The thread running the worker hands it back between two tasks; if its task goes on (it may
   // wait for what this one does next: a lock it holds), this one goes on without the worker.
   if (take_back(worker, kSeatPatience)) {
-    restore(*left);
+    give_back_what_it_left(*left);
   } else {
     set_current_worker(nullptr);
     set_seatless_task(left.release());
@@ -374,9 +385,7 @@ void ThreadedExecution::rejoin(WorkerState& worker) {
   take_back(worker, std::nullopt);
   const std::unique_ptr<SeatlessTask> owned(left);
   set_seatless_task(nullptr);
-  worker.companions.swap(left->companions);
-  worker.running = left->running;
-  worker.nested_seconds = left->nested_seconds;
+  give_back_what_it_left(*left);
   set_current_worker(&worker);
 }
 

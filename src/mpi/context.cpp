@@ -763,22 +763,24 @@ struct Context::Impl {
   /// wait_all failed there), and the transfers with them that never happened (told once).
   std::string departure_report(std::uint64_t call) {
     std::lock_guard lock(transfer_mutex);
-    std::string left;
-    std::string failed;
+    std::vector<std::string> left;
+    std::vector<std::string> failed;
     for (int peer = 0; peer < size; ++peer) {
       const std::optional<Farewell>& farewell = departed[static_cast<std::size_t>(peer)];
       if (!farewell || farewell->wait_alls >= call) continue;
+      const std::string ended = rank_text(peer) + " ended (its context was destroyed) after ";
       if (farewell->calls >= call) {
-        failed += "; " + rank_text(peer) + " ended (its context was destroyed) after its own wait_all call " +
-                  std::to_string(farewell->calls) + " failed";
-        continue;
+        failed.push_back(ended + "its own wait_all call " + std::to_string(farewell->calls) + " failed");
+      } else {
+        left.push_back(ended + std::to_string(farewell->calls) + " wait_all calls, and this is this rank's call " +
+                       std::to_string(wait_all_calls) +
+                       ": did it return early, or does this rank call wait_all more often?");
       }
-      left += (left.empty() ? "" : "; ") + rank_text(peer) + " ended (its context was destroyed) after " +
-              std::to_string(farewell->calls) + " wait_all calls, and this is this rank's call " +
-              std::to_string(wait_all_calls) + ": did it return early, or does this rank call wait_all more often?";
     }
-    std::string report = left.empty() && !failed.empty() ? failed.substr(2) : left + failed;
-    for (const std::string& what : departures) report += (report.empty() ? "" : "; ") + what;
+    std::string report;
+    for (const auto* parts : {&left, &failed, &departures}) {
+      for (const std::string& part : *parts) report += (report.empty() ? "" : "; ") + part;
+    }
     departures.clear();
     return report;
   }

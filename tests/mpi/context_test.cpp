@@ -569,12 +569,17 @@ TEST(MpiContext, DataARankNeverTookBeforeItsContextEndedAreToldOf) {
 
 // One rank calls wait_all once more than the other, which then ends its context: told, with and
 // without the submission check (which compares the ranks' work first).
+// Every rank: x registered on rank 0, scaled there, and a first wait_all.
+void scale_x_and_wait(mpi::Context& context, std::vector<double>& x) {
+  auto hx = context.register_data(x.data(), doubles(x.size()), 0, 1, "x");
+  context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+  context.wait_all();
+}
+
 void one_wait_all_too_many() {
   spmd(2, [](mpi::Context& context) {
     std::vector<double> x(4, 1.0);
-    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
-    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
-    context.wait_all();
+    scale_x_and_wait(context, x);
     if (context.rank() == 1) return;
     try {
       context.wait_all();
@@ -628,9 +633,7 @@ TEST(MpiContext, ARankThatFailsDoesNotWaitForTheOthersToEnd) {
 TEST(MpiContext, ARankWhoseOwnWaitAllFailedIsNotTakenForOneThatLeft) {
   spmd(3, [](mpi::Context& context) {
     std::vector<double> x(4, 1.0);
-    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
-    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
-    context.wait_all();
+    scale_x_and_wait(context, x);
     if (context.rank() == 2) return;
     EXPECT_THROW(context.wait_all(), hetflow::Error);
     if (context.rank() == 0) return;
