@@ -8,9 +8,11 @@
 // command line that cannot be run exits with 2, naming what is wrong; --help exits with 0.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -61,12 +63,14 @@ CLI::Validator finite_number(bool (*accepted)(double), std::string requirement) 
       "", "");
 }
 
-CLI::Validator above_zero() {
-  return finite_number([](double value) { return value > 0; }, "more than 0");
+/// Gb/s or GB/s of a link: from 1 kB/s to 1 EB/s, as the simulator's machine files.
+CLI::Validator link_rate() {
+  return finite_number([](double value) { return value >= 1e-6 && value <= 1e9; }, "from 1e-06 to 1e+09");
 }
 
-CLI::Validator zero_or_more() {
-  return finite_number([](double value) { return value >= 0; }, "0 or more");
+/// Microseconds of a message's latency, at most a second.
+CLI::Validator latency_us() {
+  return finite_number([](double value) { return value >= 0 && value <= 1e6; }, "from 0 to 1e+06");
 }
 
 /// What CLI11 left over on `command`'s line, the first unknown flag first, with the flags it knows.
@@ -130,7 +134,7 @@ int main(int argc, char** argv) {
   sched_sim_app
       ->add_option("--bandwidth-gbs", sched_sim.bandwidth_gbs,
                    "GB/s of the link between the host and each GPU, instead of the machine's")
-      ->check(above_zero())
+      ->check(link_rate())
       ->type_name("B");
   CLI::Option* nodes_option =
       sched_sim_app
@@ -142,13 +146,13 @@ int main(int argc, char** argv) {
   sched_sim_app
       ->add_option("--network-gbps", sched_sim.network_gbps,
                    "with --nodes: Gb/s of each node's network link (the default: InfiniBand EDR's)")
-      ->check(above_zero())
+      ->check(link_rate())
       ->needs(nodes_option)
       ->type_name("B");
   sched_sim_app
       ->add_option("--network-latency-us", sched_sim.network_latency_us,
                    "with --nodes: microseconds a message takes besides its bytes' time")
-      ->check(zero_or_more())
+      ->check(latency_us())
       ->needs(nodes_option)
       ->type_name("US");
 
@@ -195,12 +199,20 @@ int main(int argc, char** argv) {
 
   for (const Subcommand& command : commands) {
     if (!command.app->parsed()) continue;
+    int status = 1;
     try {
-      return command.run();
+      status = command.run();
     } catch (const std::exception& error) {
       std::fprintf(stderr, "%s %s: error: %s\n", kProgram.data(), command.app->get_name().c_str(), error.what());
       return 1;
     }
+    // Results that did not reach their file (a full disk, a closed pipe) are no results.
+    if (std::fflush(stdout) != 0 || std::ferror(stdout) != 0) {
+      std::fprintf(stderr, "%s %s: error: the results could not be written: %s\n", kProgram.data(),
+                   command.app->get_name().c_str(), std::strerror(errno));
+      return 1;
+    }
+    return status;
   }
   return kUsageError;  // require_subcommand(1) leaves no other way here
 }

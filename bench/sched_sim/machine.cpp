@@ -3,17 +3,26 @@
 
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <initializer_list>
 #include <sstream>
 
 #include "hetflow/error.hpp"
+#include "util/atomic_file.hpp"
 #include "util/json.hpp"
 
 namespace hetflow::bench {
 namespace {
 
 using detail::JsonValue;
+
+constexpr std::size_t kMaxMachineFileBytes = std::size_t{1} << 20;
+// The figures a description may give (as the simulator's own reader bounds them): a task takes
+// from a nanosecond to 30 years; a link moves from 1 kB/s to 1 EB/s with at most a second of latency.
+constexpr double kMinTaskSeconds = 1e-9;
+constexpr double kMaxTaskSeconds = 1e9;
+constexpr double kMinBandwidthGbs = 1e-6;
+constexpr double kMaxBandwidthGbs = 1e9;
+constexpr double kMaxLatencyUs = 1e6;
 
 class Reader {
  public:
@@ -52,6 +61,14 @@ class Reader {
     if (!value.is_number()) fail(path, "expected a number, got " + std::string(detail::json_kind_name(value.kind())));
     if (!(value.as_number() >= 0)) fail(path, "must be 0 or more, not " + shown(value.as_number()));
     return value.as_number();
+  }
+
+  double between(const JsonValue& value, const std::string& path, double least, double most) const {
+    const double x = non_negative(value, path);
+    if (!(x >= least && x <= most)) {
+      fail(path, "must be from " + shown(least) + " to " + shown(most) + ", not " + shown(x));
+    }
+    return x;
   }
 
   double positive(const JsonValue& value, const std::string& path) const {
@@ -122,8 +139,10 @@ SchedSimMachine SchedSimMachine::parse(std::string_view json, std::string_view o
     reader.expect_object(*link, "link");
     reader.only_keys(*link, "link", {"bandwidth_gbs", "latency_us"});
     if (const JsonValue* x = link->find("bandwidth_gbs"))
-      machine.bandwidth_gbs = reader.positive(*x, "link.bandwidth_gbs");
-    if (const JsonValue* x = link->find("latency_us")) machine.latency_us = reader.non_negative(*x, "link.latency_us");
+      machine.bandwidth_gbs = reader.between(*x, "link.bandwidth_gbs", kMinBandwidthGbs, kMaxBandwidthGbs);
+    if (const JsonValue* x = link->find("latency_us")) {
+      machine.latency_us = reader.between(*x, "link.latency_us", 0, kMaxLatencyUs);
+    }
   }
 
   const JsonValue& codelets = reader.member(root, "", "codelets");
@@ -137,19 +156,25 @@ SchedSimMachine SchedSimMachine::parse(std::string_view json, std::string_view o
     const std::size_t bytes = kKernelTiles[k] * tile_bytes;
     machine.costs[k].cpu = reader.seconds(reader.member(per_arch, path, "cpu"), Reader::join(path, "cpu"), bytes);
     machine.costs[k].cuda = reader.seconds(reader.member(per_arch, path, "cuda"), Reader::join(path, "cuda"), bytes);
-    if (machine.costs[k].cpu <= 0 || machine.costs[k].cuda <= 0) {
-      reader.fail(path, "a task must take some time on both architectures");
+    for (const double cost : {machine.costs[k].cpu, machine.costs[k].cuda}) {
+      if (!(cost >= kMinTaskSeconds && cost <= kMaxTaskSeconds)) {
+        reader.fail(path, "a task must take from " + Reader::shown(kMinTaskSeconds) + " to " +
+                              Reader::shown(kMaxTaskSeconds) + " seconds on each architecture, not " +
+                              Reader::shown(cost));
+      }
     }
   }
   return machine;
 }
 
 SchedSimMachine SchedSimMachine::load(const std::string& file, std::size_t tile_bytes) {
-  std::ifstream in(file);
-  if (!in) throw InvalidArgument("machine description '" + file + "' cannot be read");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse(text.str(), file, tile_bytes);
+  const detail::FileRead read = detail::read_regular_file(file, kMaxMachineFileBytes);
+  if (read.status != detail::FileRead::Status::loaded) {
+    throw InvalidArgument(
+        "machine description '" + file + "' cannot be read: " +
+        (read.status == detail::FileRead::Status::missing ? "No such file or directory" : read.reason));
+  }
+  return parse(read.text, file, tile_bytes);
 }
 
 std::string SchedSimMachine::to_json() const { return description(1, std::nullopt); }

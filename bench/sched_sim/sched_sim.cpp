@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -17,6 +18,7 @@
 #include <numeric>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <tuple>
 #include <vector>
@@ -655,9 +657,25 @@ int run_cluster(const SchedSimOptions& options, const SchedSimMachine& machine, 
   return 0;
 }
 
+/// Every scheduler runs in turn: a HETFLOW_TRACE without %s would keep only the last one's trace.
+void refuse_one_trace_for_every_scheduler() {
+  const char* trace = std::getenv("HETFLOW_TRACE");
+  if (trace == nullptr || *trace == '\0') return;
+  const std::string_view path(trace);
+  for (std::size_t i = 0; i + 1 < path.size(); ++i) {
+    if (path[i] != '%') continue;
+    if (path[i + 1] == 's') return;
+    ++i;  // %% and the other escapes
+  }
+  throw InvalidArgument("HETFLOW_TRACE='" + std::string(path) +
+                        "' would hold the last scheduler's trace only: sched-sim runs each in turn; put %s in the "
+                        "path for a trace per scheduler (e.g. trace.%s.json)");
+}
+
 }  // namespace
 
 int run_sched_sim(const SchedSimOptions& options) {
+  refuse_one_trace_for_every_scheduler();
   const bool single = options.precision == "single";
   if (!single && options.precision != "double") throw InvalidArgument("unknown precision '" + options.precision + "'");
   const std::size_t tile_bytes = kTile * kTile * (single ? sizeof(float) : sizeof(double));

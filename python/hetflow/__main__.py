@@ -170,11 +170,19 @@ def _info() -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "info":
-        return _info()
-    if args.command == "perfmodel":
-        return _perfmodel(args)
-    return 2  # unreachable: argparse rejects unknown commands
+    try:
+        status = _info() if args.command == "info" else _perfmodel(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`... | head`): what it did not take is not wanted. Python would report
+        # the pipe again when it flushes at exit, so stdout goes to /dev/null from here.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        return _fail(f"the output could not be written: {exc.strerror or exc}")
+    return status
 
 
 if __name__ == "__main__":

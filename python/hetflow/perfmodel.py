@@ -145,7 +145,7 @@ def format_exponent(b: float, digits: int = 4) -> str:
 def describe_fit(model_fit: Fit) -> str:
     a, b, c, valid = model_fit
     if not valid:
-        return "no regression (fewer than 3 calibrated sizes)"
+        return "no regression (it needs 3 or more calibrated sizes with times above 0)"
     return f"t(n) = {a:.4g} * n^{format_exponent(b)} + {format_seconds(c)}"
 
 

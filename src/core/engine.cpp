@@ -120,7 +120,8 @@ Engine::Engine(Runtime& runtime_facade, Config resolved_config, std::unique_ptr<
   bus_ = std::make_unique<BusModel>(std::move(devices));
   execution_->model_bus(*bus_, node_names_);
   if (!config.trace_path->empty() || *config.stats) {
-    recorder_ = std::make_unique<Recorder>(*config.trace_path, *config.stats, worker_infos_, node_names_);
+    recorder_ =
+        std::make_unique<Recorder>(*config.trace_path, *config.stats, worker_infos_, node_names_, scheduler_name_);
   }
   scheduler_->init(worker_infos_, scheduler_context_);
   execution_->start(*this);

@@ -2,10 +2,7 @@
 // rejects, since these files are written by hand.
 #include "sim/machine.hpp"
 
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
 #include <initializer_list>
 #include <limits>
 #include <sstream>
@@ -13,6 +10,7 @@
 
 #include "hetflow/error.hpp"
 #include "perfmodel/bus.hpp"
+#include "util/atomic_file.hpp"
 #include "util/json.hpp"
 
 namespace hetflow::detail {
@@ -23,6 +21,11 @@ constexpr unsigned kMaxWorkers = 4096;  // as Config::ncpus
 // would overflow to inf, then NaN.
 constexpr double kMaxCostSeconds = 1e9;
 constexpr double kMaxCostExponent = 4;
+// A link from 1 kB/s to 1 EB/s, with at most a second of latency: beyond, the figure is a typo.
+constexpr double kMinBandwidthGbs = 1e-6;
+constexpr double kMaxBandwidthGbs = 1e9;
+constexpr double kMaxLatencyUs = 1e6;
+constexpr std::size_t kMaxMachineFileBytes = std::size_t{16} << 20;
 
 std::string join_path(const std::string& parent, std::string_view key) {
   return parent.empty() ? std::string(key) : parent + "." + std::string(key);
@@ -57,18 +60,6 @@ class SpecReader {
   double number(const JsonValue& value, const std::string& path) const {
     if (!value.is_number()) fail(path, "expected a number, got " + std::string(json_kind_name(value.kind())));
     return value.as_number();
-  }
-
-  double non_negative(const JsonValue& value, const std::string& path) const {
-    const double x = number(value, path);
-    if (x < 0) fail(path, "must be 0 or more, not " + shown(x));
-    return x;
-  }
-
-  double positive(const JsonValue& value, const std::string& path) const {
-    const double x = number(value, path);
-    if (!(x > 0)) fail(path, "must be more than 0, not " + shown(x));
-    return x;
   }
 
   unsigned worker_count(const JsonValue& value, const std::string& path) const {
@@ -139,8 +130,14 @@ class SpecReader {
   }
 
   double at_most(const JsonValue& value, const std::string& path, double most) const {
-    const double x = non_negative(value, path);
-    if (x > most) fail(path, "must be at most " + shown(most) + ", not " + shown(x));
+    return between(value, path, 0, most);
+  }
+
+  double between(const JsonValue& value, const std::string& path, double least, double most) const {
+    const double x = number(value, path);
+    if (!(x >= least && x <= most)) {
+      fail(path, "must be from " + shown(least) + " to " + shown(most) + ", not " + shown(x));
+    }
     return x;
   }
 
@@ -220,10 +217,11 @@ MachineSpec MachineSpec::parse(std::string_view json, std::string_view origin) {
       }
       reader.only_keys(*link, "link", {"bandwidth_gbs", "latency_us"});
       if (const auto* bandwidth = link->find("bandwidth_gbs")) {
-        spec.link.bandwidth_bytes_per_s = reader.positive(*bandwidth, "link.bandwidth_gbs") * 1e9;
+        spec.link.bandwidth_bytes_per_s =
+            reader.between(*bandwidth, "link.bandwidth_gbs", kMinBandwidthGbs, kMaxBandwidthGbs) * 1e9;
       }
       if (const auto* latency = link->find("latency_us")) {
-        spec.link.latency_s = reader.non_negative(*latency, "link.latency_us") * 1e-6;
+        spec.link.latency_s = reader.between(*latency, "link.latency_us", 0, kMaxLatencyUs) * 1e-6;
       }
     }
   }
@@ -279,16 +277,13 @@ MachineSpec::DeviceLinks MachineSpec::device_links(const std::string& node_name,
   const std::string what = std::string(origin) + ": link: \"stored\" takes the link of memory node '" + node_name +
                            "' from its stored bus model '" + file.string() + "', ";
   const std::string measure = " (a run of the program on the real device, with the same HETFLOW_HOME, measures it)";
-  std::error_code ignored;
-  if (!std::filesystem::is_regular_file(file, ignored)) {
-    throw InvalidArgument(what + "which does not exist" + measure);
+  const FileRead read = read_regular_file(file);
+  if (read.status == FileRead::Status::missing) throw InvalidArgument(what + "which does not exist" + measure);
+  if (read.status == FileRead::Status::refused) {
+    throw InvalidArgument(what + "which cannot be read: " + read.reason + measure);
   }
-  std::ifstream in(file, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (!in || in.bad()) throw InvalidArgument(what + "which cannot be read" + measure);
   BusFileContents contents;
-  const std::string problem = parse_bus_text(text.str(), node_name, contents);
+  const std::string problem = parse_bus_text(read.text, node_name, contents);
   if (!problem.empty()) throw InvalidArgument(what + "which is damaged: " + problem + measure);
   return {.to_device = {.bandwidth_bytes_per_s = contents.host_to_node.bandwidth,
                         .latency_s = contents.host_to_node.latency},
@@ -297,23 +292,14 @@ MachineSpec::DeviceLinks MachineSpec::device_links(const std::string& node_name,
 }
 
 MachineSpec MachineSpec::load(const std::filesystem::path& file) {
-  std::error_code ignored;
-  if (std::filesystem::is_directory(file, ignored)) {
-    throw InvalidArgument("machine description '" + file.string() + "' cannot be read: it is a directory");
+  const FileRead read = read_regular_file(file, kMaxMachineFileBytes);
+  if (read.status == FileRead::Status::missing) {
+    throw InvalidArgument("machine description '" + file.string() + "' cannot be read: No such file or directory");
   }
-  errno = 0;
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    const int error = errno;
-    throw InvalidArgument("machine description '" + file.string() +
-                          "' cannot be read: " + (error != 0 ? std::strerror(error) : "cannot open it"));
+  if (read.status == FileRead::Status::refused) {
+    throw InvalidArgument("machine description '" + file.string() + "' cannot be read: " + read.reason);
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) {
-    throw InvalidArgument("machine description '" + file.string() + "' cannot be read: read error");
-  }
-  return parse(text.str(), file.string());
+  return parse(read.text, file.string());
 }
 
 }  // namespace hetflow::detail

@@ -40,8 +40,9 @@ namespace hetflow::detail {
 namespace {
 
 // "%r" in a trace path is the MPI rank mpirun gave the process (0 outside mpirun), "%p" its
-// process id, "%%" a "%": ranks of one program, started with one HETFLOW_TRACE, write a file each.
-std::string expand_trace_path(const std::string& path) {
+// process id, "%s" the scheduler, "%%" a "%": ranks of one program, started with one
+// HETFLOW_TRACE, write a file each, as do runtimes of one process with different schedulers.
+std::string expand_trace_path(const std::string& path, const std::string& scheduler) {
   if (path.find('%') == std::string::npos) return path;
   std::string rank = "0";
   for (const char* variable : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}) {
@@ -54,8 +55,11 @@ std::string expand_trace_path(const std::string& path) {
   for (std::size_t i = 0; i < path.size(); ++i) {
     if (path[i] == '%' && i + 1 < path.size()) {
       const char next = path[i + 1];
-      if (next == 'r' || next == 'p' || next == '%') {
-        expanded += next == 'r' ? rank : next == 'p' ? std::to_string(::getpid()) : std::string("%");
+      if (next == 'r' || next == 'p' || next == 's' || next == '%') {
+        expanded += next == 'r'   ? rank
+                    : next == 'p' ? std::to_string(::getpid())
+                    : next == 's' ? scheduler
+                                  : std::string("%");
         ++i;
         continue;
       }
@@ -303,7 +307,7 @@ struct Recorder::State {
 };
 
 Recorder::Recorder(std::string trace_path, bool stats, std::vector<ext::WorkerInfo> workers,
-                   std::vector<std::string> node_names)
+                   std::vector<std::string> node_names, const std::string& scheduler)
     : state_(std::make_unique<State>()) {
   constexpr unsigned kMaxWorkerId = 1u << 16;  // ids index a table: they are small and dense
   for (const auto& worker : workers) {
@@ -318,7 +322,7 @@ Recorder::Recorder(std::string trace_path, bool stats, std::vector<ext::WorkerIn
     }
   }
   State& state = *state_;
-  state.trace_path = expand_trace_path(trace_path);
+  state.trace_path = expand_trace_path(trace_path, scheduler);
   state.stats = stats;
   state.workers = std::move(workers);
   state.node_names = std::move(node_names);

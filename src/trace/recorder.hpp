@@ -16,9 +16,10 @@ class Recorder {
  public:
   /// `trace_path` empty: no trace file. `stats` false: no summary (with neither, every call is
   /// a no-op). `node_names[i]` names memory node i. InvalidArgument if two workers share an id
-  /// or a worker's memory node has no name.
+  /// or a worker's memory node has no name. In `trace_path`, %r is the MPI rank, %p the process
+  /// id, %s `scheduler` and %% a %.
   Recorder(std::string trace_path, bool stats, std::vector<ext::WorkerInfo> workers,
-           std::vector<std::string> node_names);
+           std::vector<std::string> node_names, const std::string& scheduler = "");
   ~Recorder();
   Recorder(const Recorder&) = delete;
   Recorder& operator=(const Recorder&) = delete;

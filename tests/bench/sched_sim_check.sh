@@ -133,7 +133,8 @@ expect_refusal() {
 }
 expect_refusal 2 "--tiles: expects a whole number, got 'many'" sched-sim --tiles many
 expect_refusal 2 "--tiles: must be at least 2, got 1" sched-sim --tiles 1
-expect_refusal 2 "--bandwidth-gbs: must be more than 0, got 0" sched-sim --bandwidth-gbs 0
+expect_refusal 2 "--bandwidth-gbs: must be from 1e-06 to 1e+09, got 0" sched-sim --bandwidth-gbs 0
+expect_refusal 2 "--bandwidth-gbs: must be from 1e-06 to 1e+09, got 1e-300" sched-sim --bandwidth-gbs 1e-300
 expect_refusal 2 "--bandwidth-gbs: expects a number, got 'fast'" sched-sim --bandwidth-gbs fast
 expect_refusal 2 "--machine: File does not exist: $scratch/none.json" sched-sim --machine "$scratch/none.json"
 expect_refusal 2 "--precision: half not in" sched-sim --precision half
@@ -141,8 +142,8 @@ expect_refusal 2 "unknown flag '--tile' (flags: --help, --tiles, --machine" sche
 expect_refusal 2 "unknown subcommand 'sched'" sched --tiles 4
 expect_refusal 2 "--tasks: must be at least 1, got 0" overhead --tasks 0
 expect_refusal 2 "--nodes: must be at least 1, got 0" sched-sim --nodes 0
-expect_refusal 2 "--network-gbps: must be more than 0, got 0" sched-sim --nodes 2 --network-gbps 0
-expect_refusal 2 "--network-latency-us: must be 0 or more, got -1" sched-sim --nodes 2 --network-latency-us -1
+expect_refusal 2 "--network-gbps: must be from 1e-06 to 1e+09, got 0" sched-sim --nodes 2 --network-gbps 0
+expect_refusal 2 "--network-latency-us: must be from 0 to 1e+06, got -1" sched-sim --nodes 2 --network-latency-us -1
 expect_refusal 2 "--network-gbps requires --nodes" sched-sim --network-gbps 10
 expect_refusal 1 "--nodes: 16 nodes of gh200.json make 4624 workers" sched-sim --nodes 16 --machine "$machines/gh200.json"
 echo '{"cpus": 2, "gpus": 1, "opencl": 1, "codelets": {}}' >"$scratch/opencl.json"
@@ -151,6 +152,25 @@ printf '{"cpus": 2,\n "gpus": 1,}\n' >"$scratch/comma.json"
 expect_refusal 1 "comma.json:2:" sched-sim --machine "$scratch/comma.json"
 sed 's/"cuda": 8251.1e-6/"cuda": "fast"/' "$machines/k40.json" >"$scratch/text.json"
 expect_refusal 1 "text.json: codelets.potrf.cuda: expected seconds" sched-sim --machine "$scratch/text.json"
+sed 's/"cuda": 8251.1e-6/"cuda": 1e-300/' "$machines/k40.json" >"$scratch/instant.json"
+expect_refusal 1 "instant.json: codelets.potrf: a task must take from 1e-09 to 1e+09 seconds on each architecture, not 1e-300" \
+  sched-sim --machine "$scratch/instant.json"
+mkfifo "$scratch/fifo.json"
+expect_refusal 1 "fifo.json' cannot be read: it is a FIFO, not a regular file" sched-sim --machine "$scratch/fifo.json"
+HETFLOW_TRACE="$scratch/trace.json" expect_refusal 1 "put %s in the path for a trace per scheduler" sched-sim --tiles 2
+HETFLOW_TRACE="$scratch/trace.%s.json" "$bench" sched-sim --tiles 2 >/dev/null 2>&1 || fail "sched-sim with HETFLOW_TRACE=trace.%s.json failed"
+for scheduler in "${schedulers[@]}"; do
+  [ -s "$scratch/trace.$scheduler.json" ] || fail "HETFLOW_TRACE=trace.%s.json wrote no trace for $scheduler"
+done
+if [ -w /dev/full ]; then
+  set +e
+  "$bench" sched-sim --tiles 2 >/dev/full 2>"$errors"
+  got=$?
+  set -e
+  [ "$got" -eq 1 ] || fail "sched-sim writing to a full disk exited with $got, not 1"
+  grep -qF "the results could not be written: No space left on device" "$errors" ||
+    fail "sched-sim writing to a full disk did not say so"
+fi
 
 help=$("$bench" sched-sim --help) || fail "sched-sim --help failed"
 for flag in --tiles --machine --precision --bandwidth-gbs --nodes --network-gbps --network-latency-us; do

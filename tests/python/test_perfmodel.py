@@ -254,6 +254,34 @@ def test_cli_errors(home):
         assert "usage:" in usage.stderr
 
 
+def test_cli_output_that_cannot_be_written(home):
+    # More names than a pipe holds, so that the lister is still writing when its reader leaves.
+    for index in range(2000):
+        perfmodel.record(f"many{index:04d}_{'long' * 20}", "cpu", 100, 1e-3)
+    perfmodel.save_all()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HETFLOW_")}
+    env["HETFLOW_HOME"] = str(home)
+    # A reader that leaves early (`| head -1`): no traceback, and a failure status.
+    lister = subprocess.Popen(
+        [sys.executable, "-m", "hetflow", "perfmodel", "list"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert lister.stdout.readline().startswith(b"many0000_")
+    lister.stdout.close()
+    errors = lister.stderr.read().decode()
+    assert lister.wait(timeout=120) == 1
+    assert errors == ""
+    if os.access("/dev/full", os.W_OK):
+        with open("/dev/full", "w") as full:
+            listed = subprocess.run(
+                [sys.executable, "-m", "hetflow", "perfmodel", "list"],
+                env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+            )
+        assert listed.returncode == 1
+        assert "hetflow: the output could not be written: No space left on device" in listed.stderr
+        assert "Traceback" not in listed.stderr
+
+
 def test_cli_damaged_file(home):
     directory = home / "perfmodels"
     directory.mkdir()
@@ -440,4 +468,9 @@ def test_fit_of_constant_data_reads_exponent_0(home, monkeypatch):
     texts = [text.get_text() for text in figures[-1].axes[0].get_legend().get_texts()]
     assert "cpu fit: 0.001·n^0 + 0 s" in texts, texts
     assert perfmodel.describe_fit((2.0, 1.5, 0.0, True)).startswith("t(n) = 2 * n^1.5 +")
+    for size in (10, 100, 1000, 10000):  # calibrated, but nothing to fit a power law to
+        for _ in range(10):
+            perfmodel.record("instant", "cpu", size, 0.0)
+    assert not perfmodel.fit("instant", "cpu")[3]
+    assert "no regression (it needs 3 or more calibrated sizes with times above 0)" in perfmodel.show("instant")
     assert perfmodel.format_exponent(-1.34e-16) == "0" and perfmodel.format_exponent(2e-6) == "2e-06"

@@ -3,6 +3,7 @@
 #include "sim/machine.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -166,15 +167,19 @@ TEST(Machine, ErrorsNameTheFileAndTheKeyPath) {
   EXPECT_EQ(parse_error(R"({"cpus": 1, "gpus": 5000})"),
             "machine.json: gpus: expected a whole number from 0 to 4096, not 5000");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "link": {"bandwidth_gbs": 0}})"),
-            "machine.json: link.bandwidth_gbs: must be more than 0, not 0");
+            "machine.json: link.bandwidth_gbs: must be from 1e-06 to 1e+09, not 0");
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "link": {"bandwidth_gbs": 1e-300}})"),
+            "machine.json: link.bandwidth_gbs: must be from 1e-06 to 1e+09, not 1e-300");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "link": {"latency_us": -2}})"),
-            "machine.json: link.latency_us: must be 0 or more, not -2");
+            "machine.json: link.latency_us: must be from 0 to 1e+06, not -2");
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "link": {"latency_us": 1e7}})"),
+            "machine.json: link.latency_us: must be from 0 to 1e+06, not 1e+07");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "link": 5})"),
             "machine.json: link: expected \"stored\" or {\"bandwidth_gbs\": ..., \"latency_us\": ...}, got a number");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"gemm": {"cpu": -0.5}}})"),
-            "machine.json: codelets.gemm.cpu: must be 0 or more, not -0.5");
+            "machine.json: codelets.gemm.cpu: must be from 0 to 1e+09, not -0.5");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"gemm": {"cpu": {"b": -1}}}})"),
-            "machine.json: codelets.gemm.cpu.b: must be 0 or more, not -1");
+            "machine.json: codelets.gemm.cpu.b: must be from 0 to 4, not -1");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"gemm": {"cpu": "fast"}}})"),
             "machine.json: codelets.gemm.cpu: expected seconds (a number) or {\"a\": ..., \"b\": ..., \"c\": ...} "
             "for a * n^b + c, got a string");
@@ -294,6 +299,17 @@ TEST(Machine, LoadsAFileAndNamesItInErrors) {
     FAIL() << "a directory loaded";
   } catch (const InvalidArgument& error) {
     EXPECT_NE(std::string(error.what()).find("is a directory"), std::string::npos);
+  }
+  // Neither blocks nor reads for ever: a FIFO no one writes, a device without end.
+  const auto fifo = dir.path() / "fifo.json";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::filesystem::path& endless : {fifo, std::filesystem::path("/dev/zero")}) {
+    try {
+      (void)MachineSpec::load(endless);
+      FAIL() << endless << " loaded";
+    } catch (const InvalidArgument& error) {
+      EXPECT_NE(std::string(error.what()).find("not a regular file"), std::string::npos) << error.what();
+    }
   }
 }
 

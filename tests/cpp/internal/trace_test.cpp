@@ -265,15 +265,15 @@ TEST(Trace, MessagesGetATrackPerPeerNamedAfterTheirData) {
   EXPECT_EQ(received[0].name, "x");
 }
 
-TEST(Trace, ThePathMayNameTheRankAndTheProcess) {
+TEST(Trace, ThePathMayNameTheRankTheProcessAndTheScheduler) {
   const TempDir dir;
   setenv("OMPI_COMM_WORLD_RANK", "3", 1);
   {
-    Recorder recorder(dir.file("trace.%r.%p.100%%.json"), false, two_workers(), two_nodes());
+    Recorder recorder(dir.file("trace.%r.%p.%s.100%%s.json"), false, two_workers(), two_nodes(), "dmdas");
     recorder.finish(1.0);
   }
   unsetenv("OMPI_COMM_WORLD_RANK");
-  EXPECT_TRUE(std::filesystem::exists(dir.file("trace.3." + std::to_string(getpid()) + ".100%.json")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("trace.3." + std::to_string(getpid()) + ".dmdas.100%s.json")));
 }
 
 TEST(Trace, NamesAreEscaped) {
