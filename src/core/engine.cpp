@@ -264,8 +264,7 @@ void Engine::submit(TaskCore* task, const std::vector<FutureBase>& after) {
   AccessRecord* accesses = task->accesses();
   for (std::size_t i = 0; i < task->access_count; ++i) {
     // A handle named twice is tracked once: its records all carry the union of its modes.
-    const auto same = [&](const AccessRecord& r) { return r.handle == accesses[i].handle; };
-    if (std::none_of(accesses, accesses + i, same)) track_access(task, *accesses[i].handle, accesses[i].mode);
+    if (!accesses[i].repeat) track_access(task, *accesses[i].handle, accesses[i].mode);
   }
   for (const FutureBase& predecessor : after) add_dependency(task, predecessor.core());
   if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) make_ready(task);

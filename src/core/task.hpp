@@ -26,6 +26,8 @@ struct TaskCore;
 struct AccessRecord {
   HandleImpl* handle = nullptr;
   AccessMode mode = AccessMode::R;
+  /// The task named this handle in an earlier record too: dependencies and bytes count it there.
+  bool repeat = false;
 };
 
 /// What a kCallsBack manual task calls when it starts (with itself), kept in its inline storage.

@@ -56,10 +56,7 @@ std::size_t held_below(TaskCore* task, const RunningFrame* waiting) {
     const AccessRecord* accesses = frame->task->accesses();
     for (std::size_t i = 0; i < frame->task->access_count; ++i) {
       const HandleImpl* handle = accesses[i].handle;
-      if (names(task, handle) ||
-          std::any_of(accesses, accesses + i, [&](const AccessRecord& r) { return r.handle == handle; })) {
-        continue;
-      }
+      if (accesses[i].repeat || names(task, handle)) continue;
       bool counted = false;
       for (const RunningFrame* inner = waiting; inner != frame && !counted; inner = inner->outer) {
         counted = names(inner->task, handle);
@@ -84,8 +81,7 @@ std::size_t data_bytes(TaskCore* task) {
   std::size_t bytes = 0;
   AccessRecord* accesses = task->accesses();
   for (std::size_t i = 0; i < task->access_count; ++i) {
-    const auto same = [&](const AccessRecord& r) { return r.handle == accesses[i].handle; };
-    if (!std::any_of(accesses, accesses + i, same)) bytes += accesses[i].handle->layout.span_bytes();
+    if (!accesses[i].repeat) bytes += accesses[i].handle->layout.span_bytes();
   }
   return bytes;
 }

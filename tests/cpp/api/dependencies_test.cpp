@@ -208,6 +208,40 @@ TEST(Dependencies, SameHandleTwiceKeepsBufferPositions) {
   EXPECT_EQ(*rt.acquire(hy, AccessMode::R).as<int>(), 304);
 }
 
+TEST(Dependencies, ManyHandlesEachNamedTwice) {
+  // More handles than are merged pairwise: each named as R, then (in reverse order) as W.
+  Runtime rt;
+  constexpr std::size_t kHandles = 300;
+  std::vector<long> values(kHandles, 0);
+  std::vector<hetflow::DataHandle> handles;
+  for (auto& value : values) handles.push_back(rt.register_variable(value));
+  for (std::size_t k = 0; k < kHandles; ++k) {
+    (void)rt.submit(TaskOptions{.data = {W(handles[k])}}, [k](hetflow::TaskContext& ctx) {
+      std::this_thread::sleep_for(k % 50 == 0 ? 2ms : 0ms);
+      *ctx.buffer(0).as<long>() = static_cast<long>(k);
+    });
+  }
+  std::vector<hetflow::DataAccess> twice;
+  for (const auto& handle : handles) twice.push_back(R(handle));
+  for (auto it = handles.rbegin(); it != handles.rend(); ++it) twice.push_back(W(*it));
+  auto both = rt.submit(TaskOptions{.data_list = twice}, [](hetflow::TaskContext& ctx) {
+    const std::size_t n = ctx.buffer_count() / 2;
+    for (std::size_t k = 0; k < n; ++k) {
+      if (ctx.buffer(k).ptr != ctx.buffer(2 * n - 1 - k).ptr) throw std::runtime_error("buffer positions");
+      // It waited for the writers above (read), and readers below wait for it (write).
+      if (*ctx.buffer(k).as<long>() != static_cast<long>(k)) throw std::runtime_error("ran before a writer");
+      *ctx.buffer(k).as<long>() += 1000;
+    }
+  });
+  std::vector<hetflow::Future<long>> readers;
+  for (const auto& handle : handles) {
+    readers.push_back(rt.submit(TaskOptions{.data = {R(handle)}},
+                                [](hetflow::TaskContext& ctx) { return *ctx.buffer(0).as<long>(); }));
+  }
+  EXPECT_NO_THROW(both.get());
+  for (std::size_t k = 0; k < kHandles; ++k) EXPECT_EQ(readers[k].get(), static_cast<long>(k) + 1000) << k;
+}
+
 TEST(Dependencies, DataListBuiltAtRunTime) {
   Runtime rt;
   std::vector<long> values(10, 1);
