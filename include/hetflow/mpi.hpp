@@ -14,6 +14,7 @@
 // The protocol only depends on what every rank submits, so each rank knows, without asking,
 // which rank holds the latest version of each piece of data: a copy received once is reused by
 // later readers on that rank until a task writes the data. See docs/mpi.md.
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -228,12 +229,15 @@ class HETFLOW_API Context {
   /// transfers with it that never happened.
   void wait_all();
 
-  /// Its destruction tells the other ranks that this one sends and receives nothing more (their
+  /// Its destruction waits for the transfers in flight (HETFLOW_MPI_WATCHDOG seconds on, it says
+  /// which), tells the other ranks that this one sends and receives nothing more (their
   /// transfers with it that can no longer happen fail, and their wait_all says so), then waits
   /// for them to end their contexts too, so that no message is left on the transport. Called
   /// before the destruction, this leaves that wait out: for a process that exits (nothing
   /// communicates after it). A context destroyed while an exception unwinds leaves it out too.
-  void ending_with_process() noexcept;
+  /// It also waits at most `patience` for the transfers in flight: past it, it says which on
+  /// stderr, tells the other ranks all the same, and cancels them.
+  void ending_with_process(std::chrono::duration<double> patience = std::chrono::seconds(30)) noexcept;
 
   /// Messages and bytes this rank sent to each peer (indexed by rank). With HETFLOW_MPI_STATS=1
   /// each rank prints them on stderr when its context is destroyed.

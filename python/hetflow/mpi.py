@@ -65,8 +65,11 @@ _RANK_VARIABLE = "HETFLOW_MPI_RANK"
 _SIZE_VARIABLE = "HETFLOW_MPI_SIZE"
 
 # How long the context may take at exit to finish the transfers still in flight before the
-# program leaves without them (another rank failed, say).
+# program tells the other ranks and leaves without them (another rank failed, say).
 _EXIT_WAIT_S = 30.0
+# Beyond that, how long the closing may take (the farewell, cancelling) before it is left to run
+# on behind the program.
+_CLOSE_GRACE_S = 10.0
 
 
 class _State:
@@ -196,9 +199,9 @@ def _code_label(func: Any) -> str:
 
 
 def _close(state: _State, wait: bool, at_exit: bool = False) -> None:
-    """Ends the context: waits for the transfers in flight (at most _EXIT_WAIT_S), or leaves
-    them when the work was given up; and, unless the process is exiting, for the other ranks to
-    end theirs (the context's farewell)."""
+    """Ends the context: waits for the transfers in flight (at exit at most _EXIT_WAIT_S, then
+    tells the other ranks and leaves them), or leaves them when the work was given up; and, unless
+    the process is exiting, for the other ranks to end theirs (the context's farewell)."""
     global _state
     with _lock:
         if _state is state:
@@ -211,14 +214,17 @@ def _close(state: _State, wait: bool, at_exit: bool = False) -> None:
     if not wait:
         state.context.forget()
         return
-    closer = threading.Thread(target=state.context.close, args=(at_exit,), name="hetflow-mpi-close", daemon=True)
+    closer = threading.Thread(
+        target=state.context.close, args=(at_exit, _EXIT_WAIT_S), name="hetflow-mpi-close", daemon=True
+    )
     closer.start()
-    closer.join(_EXIT_WAIT_S)
+    closer.join(_EXIT_WAIT_S + _CLOSE_GRACE_S)
     if closer.is_alive():
         state.context.forget()
         print(
-            f"hetflow.mpi: rank {state.rank}: transfers still in flight after {_EXIT_WAIT_S:.0f} s at exit "
-            "(did another rank fail, or skip a call every rank makes?); leaving without them",
+            f"hetflow.mpi: rank {state.rank}: its context has not ended after {_EXIT_WAIT_S + _CLOSE_GRACE_S:.0f} s "
+            "(transfers still in flight, or other ranks that have not ended theirs: did one fail, or skip a call "
+            "every rank makes?); going on without it",
             file=sys.stderr,
         )
 

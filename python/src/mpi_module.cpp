@@ -187,11 +187,12 @@ class RankContext {
   /// that will not finish (ending it would wait for them).
   void forget() { static_cast<void>(new std::shared_ptr<ContextRouter>(std::move(router_))); }
 
-  /// Ends the context: waits for the transfers still in flight (not for the tasks), and, unless
-  /// the process is exiting, for the other ranks to end theirs.
-  void close(bool at_exit) {
+  /// Ends the context: waits for the transfers still in flight (not for the tasks; at exit, at
+  /// most `exit_patience_s`, then tells the others and leaves them), and, unless the process is
+  /// exiting, for the other ranks to end theirs.
+  void close(bool at_exit, double exit_patience_s) {
     std::shared_ptr<ContextRouter> router = std::move(router_);
-    if (router && at_exit) router->context().ending_with_process();
+    if (router && at_exit) router->context().ending_with_process(std::chrono::duration<double>(exit_patience_s));
     GilReleased release;
     router.reset();
   }
@@ -241,6 +242,6 @@ NB_MODULE(_hetflow_mpi, m) {
       .def("flush_all", &RankContext::flush_all)
       .def("wait_all", &RankContext::wait_all)
       .def("sent", &RankContext::sent)
-      .def("close", &RankContext::close, "at_exit"_a)
+      .def("close", &RankContext::close, "at_exit"_a, "exit_patience_s"_a)
       .def("forget", &RankContext::forget);
 }

@@ -119,6 +119,12 @@ struct Farewell {
 // The longest error text a transfer carries (both sides cut it there, so that they agree).
 constexpr std::size_t kLongestError = std::size_t{1} << 20;
 
+std::string shown_seconds(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", seconds);
+  return text;
+}
+
 std::string rank_text(int rank) { return "rank " + std::to_string(rank); }
 std::string where_text(int rank) { return rank == kEveryRank ? "every rank" : rank_text(rank); }
 
@@ -838,6 +844,18 @@ struct Context::Impl {
       transport->barrier(std::move(done));
       return true;
     });
+    end_posted_transfers();
+    try {
+      runtime.wait_all();
+    } catch (const Error&) {
+      // The program holds an acquisition a task waits for: the divergence is still what to tell.
+    }
+    return true;
+  }
+
+  /// Ends the transfers posted to the transport, once it has cancelled them: sends are let go
+  /// of, receives fail the tasks that read their data.
+  void end_posted_transfers() {
     std::vector<std::pair<std::uint64_t, Pending>> posted;
     {
       std::lock_guard lock(transfer_mutex);
@@ -853,12 +871,19 @@ struct Context::Impl {
       }
       finished_transfer(id);
     }
-    try {
-      runtime.wait_all();
-    } catch (const Error&) {
-      // The program holds an acquisition a task waits for: the divergence is still what to tell.
+  }
+
+  /// At exit, past the patience for the transfers in flight: nothing more is posted, the others
+  /// are told (the farewell, which cancels what the transport still has), and the transfers
+  /// posted end as after a divergence.
+  void leave_transfers_at_exit() {
+    {
+      std::lock_guard posting(posting_mutex);
+      gave_up = true;
+      divergence = "this rank's context ended with the process before it came";
     }
-    return true;
+    say_farewell();
+    end_posted_transfers();
   }
 
   /// Claims `tag` for one piece of data (or its contributions).
@@ -922,6 +947,7 @@ struct Context::Impl {
   std::uint64_t wait_alls_done = 0;  // barriers passed
   std::uint64_t wait_all_calls = 0;  // those that threw included
   bool process_ending = false;
+  std::chrono::duration<double> exit_patience{0};  // set with process_ending
   // The ranks whose context ended (guarded by transfer_mutex, as are the two below).
   std::vector<std::optional<Farewell>> departed;
   std::vector<std::uint64_t> arrivals;  // data messages from each peer, dealt with
@@ -950,7 +976,7 @@ Context::~Context() {
   }
   // Destroyed while an exception unwinds the rank: it is failing, and the others may be blocked
   // where no farewell reaches them (an MPI call of the program's): it does not wait for theirs.
-  if (std::uncaught_exceptions() > 0) impl_->process_ending = true;
+  if (std::uncaught_exceptions() > 0 && !impl_->process_ending) ending_with_process();
   // Transfers hold references to the entries: let them end first. After the ranks diverged some
   // never will: then the state is left to them rather than freed under them.
   std::unique_lock lock(impl_->transfer_mutex);
@@ -961,7 +987,42 @@ Context::~Context() {
     }
     return;
   }
-  impl_->transfers_done.wait(lock, [this] { return impl_->in_flight == 0; });
+  const auto none_in_flight = [this] { return impl_->in_flight == 0; };
+  const auto pending_text = [this] {
+    std::string text;
+    for (const auto& [id, transfer] : impl_->pending) text += "  " + Impl::describe_pending(transfer) + "\n";
+    return text;
+  };
+  if (impl_->process_ending) {
+    if (!impl_->transfers_done.wait_for(lock, impl_->exit_patience, none_in_flight)) {
+      // The process is going: the farewell tells the others, whose transfers with this rank then
+      // fail rather than wait for a rank that is gone; its own are cancelled, and a task that
+      // reads what never came fails (rather than hold the exit).
+      std::fputs(
+          ("hetflow::mpi: " + rank_text(impl_->rank) + ": its context ends with the process, with " +
+           std::to_string(impl_->in_flight) + " transfers still in flight after " +
+           shown_seconds(impl_->exit_patience.count()) +
+           " s (did another rank fail, or skip a call every rank makes?); leaving without them:\n" + pending_text())
+              .c_str(),
+          stderr);
+      lock.unlock();
+      impl_->leave_transfers_at_exit();
+      lock.lock();
+      if (!impl_->transfers_done.wait_for(lock, std::chrono::seconds(1), none_in_flight)) {
+        lock.release()->unlock();
+        static_cast<void>(impl_.release());  // the transport may still call back into it
+      }
+      return;
+    }
+  } else if (impl_->watchdog_seconds > 0 &&
+             !impl_->transfers_done.wait_for(lock, std::chrono::duration<double>(impl_->watchdog_seconds),
+                                             none_in_flight)) {
+    std::fputs(("hetflow::mpi watchdog: " + rank_text(impl_->rank) + ": its context ends, and it has waited for " +
+                shown_seconds(impl_->watchdog_seconds) + " s for the transfers still in flight:\n" + pending_text())
+                   .c_str(),
+               stderr);
+  }
+  impl_->transfers_done.wait(lock, none_in_flight);
   lock.unlock();
   impl_->say_farewell();
 }
@@ -1060,12 +1121,14 @@ namespace {
 // A task's accesses, each handle once (modes merged), in the order given.
 std::vector<DataAccess> merged_accesses(const TaskOptions& options) {
   std::vector<DataAccess> data;
-  const auto add = [&data](const DataAccess& access) {
-    auto same = std::find_if(data.begin(), data.end(), [&](const DataAccess& d) { return d.handle == access.handle; });
-    if (same == data.end()) {
+  std::unordered_map<const detail::HandleImpl*, std::size_t> position;  // of each handle in data
+  const auto add = [&](const DataAccess& access) {
+    const auto [it, first] = position.try_emplace(access.handle.impl(), data.size());
+    if (first) {
       data.push_back(access);
     } else {
-      same->mode = static_cast<AccessMode>(static_cast<unsigned>(same->mode) | static_cast<unsigned>(access.mode));
+      DataAccess& same = data[it->second];
+      same.mode = static_cast<AccessMode>(static_cast<unsigned>(same.mode) | static_cast<unsigned>(access.mode));
     }
   };
   for (const DataAccess& access : options.data) add(access);
@@ -1277,7 +1340,10 @@ void Context::wait_all() {
   ++impl.wait_alls_done;
 }
 
-void Context::ending_with_process() noexcept { impl_->process_ending = true; }
+void Context::ending_with_process(std::chrono::duration<double> patience) noexcept {
+  impl_->process_ending = true;
+  impl_->exit_patience = std::max(patience, std::chrono::duration<double>::zero());
+}
 
 std::vector<PeerStats> Context::sent() const {
   std::lock_guard lock(impl_->transfer_mutex);

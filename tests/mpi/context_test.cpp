@@ -8,6 +8,7 @@
 #include <mpi.h>
 #endif
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -518,6 +519,30 @@ TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateToCompareItsWork) {
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
+// A context ending without wait_all waits for its transfers in flight: the watchdog says which.
+TEST(MpiContext, TheWatchdogShowsTheTransfersAnEndingContextWaitsFor) {
+  setenv("HETFLOW_MPI_WATCHDOG", "0.5", 1);
+  testing::internal::CaptureStderr();
+  spmd(2, [](mpi::Context& context) {
+    // The task outlives the context (only its transfers are waited for): so do its buffers.
+    static std::array<std::vector<double>, 2> xs{std::vector<double>(4, 3.0), std::vector<double>(4, 3.0)};
+    static std::array<std::vector<double>, 2> ys{std::vector<double>(4, 0.0), std::vector<double>(4, 0.0)};
+    const auto rank = static_cast<std::size_t>(context.rank());
+    auto hx = context.register_data(xs[rank].data(), doubles(4), 0, 1, "x");
+    auto hy = context.register_data(ys[rank].data(), doubles(4), 1, 2, "y");
+    if (rank == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // late
+    context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});            // rank 1 receives x
+  });
+  const std::string printed = testing::internal::GetCapturedStderr();
+  unsetenv("HETFLOW_MPI_WATCHDOG");
+  if (sees_rank(1)) {
+    EXPECT_TRUE(contains(printed,
+                         "watchdog: rank 1: its context ends, and it has waited for 0.5 s for the transfers "
+                         "still in flight:\n  receive 'x'"))
+        << printed;
+  }
+}
+
 // A rank whose context ends without wait_all (it returned early) is told of, instead of waited
 // for: the data it never sent fail their readers, and wait_all throws naming it.
 TEST(MpiContext, ARankWhoseContextEndsEarlyIsToldOfInsteadOfWaitedFor) {
@@ -566,6 +591,33 @@ TEST(MpiContext, DataARankNeverTookBeforeItsContextEndedAreToldOf) {
     }
   });
 }
+
+#ifndef HETFLOW_CONTEXT_TEST_OVER_MPI
+// Each rank waits for data the other never sends (they submitted different work); rank 1 ends
+// its context as its process would, and past its patience still tells rank 0, whose wait_all
+// would otherwise never end. Not over MPI: a rank ending with its process does not wait for
+// the others' farewells, which would reach the next test's context (tests/python/test_mpi.py
+// runs this with processes that exit).
+TEST(MpiContext, ARankEndingWithTransfersInFlightTellsTheOthers) {
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 1.0), y(4, 2.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    auto hy = context.register_data(y.data(), doubles(4), 1, 2, "y");
+    if (context.rank() == 1) {
+      context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});  // x never comes
+      context.ending_with_process(std::chrono::milliseconds(200));
+      return;
+    }
+    context.insert(kAdd, {.data = {hetflow::RW(hx), hetflow::R(hy)}});  // y never comes
+    try {
+      context.wait_all();
+      ADD_FAILURE() << "wait_all returned although y never came";
+    } catch (const hetflow::Error& error) {
+      EXPECT_TRUE(contains(error.what(), "'y' never came from rank 1, whose context ended")) << error.what();
+    }
+  });
+}
+#endif
 
 // One rank calls wait_all once more than the other, which then ends its context: told, with and
 // without the submission check (which compares the ranks' work first).

@@ -234,6 +234,32 @@ def test_a_rank_that_returns_without_wait_all_is_told_of_instead_of_waited_for()
     assert returncode == 0 and "time limit" not in output, output
 
 
+def test_a_rank_leaving_with_transfers_in_flight_tells_the_others():
+    # Each rank waits for data the other never sends (they submitted different work). Rank 1
+    # leaves without wait_all; at exit its receive never ends, and after its patience it still
+    # tells rank 0, whose wait would otherwise never end.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "hm._EXIT_WAIT_S = 2.0\n"
+        "a = hm.register(np.zeros(4), owner=0, name='a')\n"
+        "b = hm.register(np.ones(4), owner=1, name='b')\n"
+        "run = hetflow.task_submit.options(executor='thread')\n"
+        "if hm.rank() == 1:\n"
+        "    run(lambda y, x: y.__iadd__(x), hetflow.RW(b), a)\n"  # a never comes
+        "    raise SystemExit(0)\n"
+        "run(lambda x, y: x.__iadd__(y), hetflow.RW(a), b)\n"  # b never comes
+        "try:\n"
+        "    hm.wait_all()\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print(f'rank 0: {error}', flush=True)\n"
+    )
+    returncode, output = _run_program(program)
+    assert "rank 1: its context ends with the process, with 1 transfers still in flight after 2 s" in output, output
+    assert "'b' never came from rank 1, whose context ended" in output, output
+    assert returncode == 0 and "time limit" not in output, output
+
+
 def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
     program = (
         "import numpy as np, hetflow, hetflow.mpi as hm\n"
