@@ -398,7 +398,18 @@ def offload_single(func: Optional[Callable[..., Any]] = None) -> Any:
 
 
 def wait_all(*handles: OffloadHandle) -> List[List[Any]]:
-    """The values of each handle's kernels (see OffloadHandle.wait), in the order given."""
+    """The values of each handle's kernels (see OffloadHandle.wait), in the order given::
+
+        h1, h2 = adder(10, 20), subtractor(10, 20)   # @offload_multiple / @offload_single
+        print(hetflow.wait_all(h1, h2))
+
+    Without handles it raises TypeError: it waits for the handles given only (every task:
+    ``hetflow.wait_for_all()``)."""
+    if not handles:
+        raise TypeError(
+            "hetflow.wait_all waits for the offload handles it is given, and none were given; to wait for every "
+            "task submitted, call hetflow.wait_for_all()"
+        )
     for handle in handles:
         if not isinstance(handle, OffloadHandle):
             raise TypeError(

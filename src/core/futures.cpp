@@ -41,7 +41,7 @@ constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
 
 // A task that waits for a task that waits for it (reads what it writes, say) would wait for
 // ever: refused, with what would have hung. `innermost`: the tasks the calling thread runs.
-void refuse_wait_for_successor(const RunningFrame* innermost, TaskCore* awaited) {
+void refuse_wait_for_successor(const RunningFrame* innermost, TaskCore* awaited, std::size_t budget) {
   for (const RunningFrame* frame = innermost; frame != nullptr; frame = frame->outer) {
     if (frame->task == awaited) {
       const std::string waiter = innermost->task->display_name();
@@ -52,7 +52,7 @@ void refuse_wait_for_successor(const RunningFrame* innermost, TaskCore* awaited)
                             "cannot go on before it ends: the wait would never end; wait for it outside '" +
                             awaited->display_name() + "'");
     }
-    if (!waits_for(awaited, frame->task, kDeadlockSearchBudget)) continue;
+    if (!waits_for(awaited, frame->task, budget)) continue;
     const std::string waiter = frame->task->display_name();
     throw Error("hetflow: task '" + std::string(innermost->task->display_name()) + "' waits for task '" +
                 awaited->display_name() + "', which cannot start before task '" + waiter +
@@ -75,9 +75,9 @@ void refuse_if_holding(Engine& engine, const std::function<bool(TaskCore*)>& blo
   throw Error(message);
 }
 
-void refuse_wait_behind_own_acquisition(TaskCore* awaited) {
+void refuse_wait_behind_own_acquisition(TaskCore* awaited, std::size_t budget) {
   refuse_if_holding(
-      *awaited->runtime, [awaited](TaskCore* token) { return waits_for(awaited, token, kDeadlockSearchBudget); },
+      *awaited->runtime, [awaited, budget](TaskCore* token) { return waits_for(awaited, token, budget); },
       [awaited](const std::string& held) {
         return "hetflow: waiting for task '" + std::string(awaited->display_name()) +
                "', which cannot start before this thread releases what it holds (" + held +
@@ -107,11 +107,12 @@ std::vector<TaskCore*> retained_inputs(const TaskCore* task) {
 
 // Throws Error if a wait for `awaited` on this thread would never end: the task cannot start
 // before a task this thread runs ends, or before the thread releases what it acquired.
-void refuse_wait_that_never_ends(TaskCore* awaited) {
+// `frames`: the tasks the calling thread runs; `budget`: the tasks looked at, at most.
+void refuse_wait_that_never_ends(TaskCore* awaited, const RunningFrame* frames, std::size_t budget) {
   std::vector<TaskCore*> inputs = retained_inputs(awaited);
   if (inputs.empty()) {
-    refuse_wait_for_successor(tasks_on_this_thread(awaited->runtime), awaited);
-    refuse_wait_behind_own_acquisition(awaited);
+    refuse_wait_for_successor(frames, awaited, budget);
+    refuse_wait_behind_own_acquisition(awaited, budget);
     return;
   }
   struct ReleaseInputs {
@@ -124,7 +125,7 @@ void refuse_wait_that_never_ends(TaskCore* awaited) {
   for (TaskCore* input : inputs) {
     if (is_final(input->status())) return;
     try {
-      refuse_wait_that_never_ends(input);
+      refuse_wait_that_never_ends(input, frames, budget);
       return;  // this one may end, and the result with it
     } catch (const Error& refusal) {
       if (first_refusal.empty()) first_refusal = refusal.what();
@@ -132,6 +133,37 @@ void refuse_wait_that_never_ends(TaskCore* awaited) {
   }
   throw Error("hetflow: waiting for the result of when_any would never end: none of its " +
               std::to_string(inputs.size()) + " futures can end (the first: " + first_refusal + ")");
+}
+
+void refuse_wait_that_never_ends(TaskCore* awaited) {
+  refuse_wait_that_never_ends(awaited, tasks_on_this_thread(awaited->runtime), kDeadlockSearchBudget);
+}
+
+// A wait that has lasted this long without a deadline is checked again, over many more tasks:
+// the check when it began looks at kDeadlockSearchBudget tasks, so that each wait stays cheap,
+// and a wait that would never end behind more of them hung without a word.
+constexpr auto kCheckAgainAfter = std::chrono::seconds(1);
+constexpr std::size_t kThoroughSearchBudget = 250'000;
+
+// block_until without a deadline, the wait refused after kCheckAgainAfter if it can never end.
+// `frames`: the tasks of the waiting thread (while it lends its worker, the worker's are not).
+template <class Reached>
+void block_checking_again(TaskCore* task, Reached reached, const RunningFrame* frames) {
+  const auto check_at = std::chrono::steady_clock::now() + kCheckAgainAfter;
+  if (block_until(task, reached, &check_at)) return;
+  refuse_wait_that_never_ends(task, frames, kThoroughSearchBudget);
+  static_cast<void>(block_until(task, reached, nullptr));
+}
+
+// The same with an optional deadline (none: checked again).
+template <class Reached>
+void block_until_or_checked(TaskCore* task, Reached reached, const std::chrono::steady_clock::time_point* deadline,
+                            const RunningFrame* frames) {
+  if (deadline == nullptr) {
+    block_checking_again(task, reached, frames);
+  } else {
+    static_cast<void>(block_until(task, reached, deadline));
+  }
 }
 
 // A task that waits inside its body must not keep its worker idle: the task waited for may be
@@ -280,15 +312,16 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
     }
     std::optional<BlockedWait> blocked;
     if (deadline == nullptr && worker->running != nullptr) blocked.emplace(worker->running, task);
+    const RunningFrame* frames = worker->running;
     const Execution::Lending lending = engine.lend_worker_while(*worker, [&] {
-      static_cast<void>(block_until(task, reached, deadline));
+      block_until_or_checked(task, reached, deadline, frames);
       blocked.reset();
     });
     blocked.reset();
     if (lending == Execution::Lending::lent && current_worker() != worker) {
       // It went on without the worker (SeatlessTask): what the worker holds is not its own now.
       give_back.set_aside = false;
-      if (!done()) static_cast<void>(block_until(task, reached, deadline));
+      if (!done()) block_until_or_checked(task, reached, deadline, frames);
       return true;
     }
     switch (lending) {
@@ -332,7 +365,7 @@ void wait(TaskCore* task) {
   }
   if (worker_waits_for(task, kFinished, nullptr)) return;
   refuse_wait_that_never_ends(task);
-  block_until(task, kFinished, nullptr);
+  block_checking_again(task, kFinished, tasks_on_this_thread(task->runtime));
 }
 
 bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline) {
@@ -353,7 +386,7 @@ void wait_until_started(TaskCore* task) {
   }
   if (worker_waits_for(task, started, nullptr)) return;
   if (!started(task->status())) refuse_wait_that_never_ends(task);
-  block_until(task, started, nullptr);
+  block_checking_again(task, started, tasks_on_this_thread(task->runtime));
 }
 
 void complete_manual(TaskCore* task, std::exception_ptr error) noexcept {

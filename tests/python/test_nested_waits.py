@@ -204,6 +204,31 @@ def test_waiting_for_a_child_that_needs_the_parents_data_is_refused(way, ncpus):
         children[-1].result(timeout=PATIENCE)
 
 
+def test_waiting_behind_thousands_of_tasks_that_need_the_parent_is_refused_after_a_while():
+    """Past the few thousand tasks the check looks at when a wait begins, the wait is checked
+    again a second later, over many more, and refused (it hung)."""
+    hetflow.init(ncpus=2, executor="thread")
+    data = np.zeros(1)
+
+    def bump(y):
+        y += 1
+
+    def parent(x):
+        last = None
+        for _ in range(3000):
+            last = hetflow.task_submit(bump, hetflow.RW(x))
+        try:
+            last.result()
+        except RuntimeError as refusal:
+            return str(refusal)
+        return "waited"
+
+    refusal = hetflow.task_submit(parent, hetflow.RW(data)).result(timeout=PATIENCE)
+    assert re.search(r"task 'parent' waits for task 'bump'.*would never end", refusal), refusal
+    hetflow.wait_for_all()
+    assert data[0] == 3000
+
+
 TIMED_WAYS = {
     "result": (lambda f: f.result(timeout=0.1), TimeoutError),
     "cf.wait": (lambda f: concurrent.futures.wait([f], timeout=0.1)[0], None),

@@ -78,6 +78,9 @@ def test_multiple_single_and_wait_all():
     assert waitAll is wait_all
     with pytest.raises(TypeError, match="not int"):
         wait_all(h1, 3)
+    # Not a wait for every task (that is hetflow.wait_for_all()): said, rather than a no-op.
+    with pytest.raises(TypeError, match=r"none were given; to wait for every task submitted, call hetflow.wait_for_all"):
+        wait_all()
 
 
 def test_busy_cores_queue_launches_in_order():

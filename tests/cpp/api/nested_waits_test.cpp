@@ -620,6 +620,49 @@ TEST(NestedWaits, WaitingForATaskThatWaitsForTheWaiterIsRefused) {
   }
 }
 
+// The check as a wait begins looks at a few thousand tasks; one that would never end behind
+// more of them is refused once it has lasted a while, after a search over many more (it hung),
+// on a worker's thread and on the program's (an acquisition held).
+TEST(NestedWaits, AWaitThatNeverEndsBehindThousandsOfTasksIsRefusedAfterAWhile) {
+  constexpr int kChain = 5000;
+  Runtime rt(Config{.ncpus = 2});
+  int x = 0;
+  auto hx = rt.register_variable(x, "x");
+  std::string refusal;
+  auto parent = rt.submit(TaskOptions{.data = {RW(hx)}, .name = "parent"}, [&] {
+    Future<void> last;
+    for (int i = 0; i < kChain; ++i) last = rt.submit(TaskOptions{.data = {RW(hx)}, .name = "link"}, [&x] { ++x; });
+    try {
+      last.wait();  // the first link waits for the parent
+    } catch (const hetflow::Error& e) {
+      refusal = e.what();
+    }
+  });
+  ASSERT_TRUE(parent.wait_for(kPatience));
+  parent.get();
+  EXPECT_NE(refusal.find("task 'parent' waits for task 'link', which cannot start before task 'parent' ends"),
+            std::string::npos)
+      << refusal;
+  rt.wait_all();
+  EXPECT_EQ(x, kChain);
+
+  {
+    auto held = rt.acquire(hx, AccessMode::RW);
+    Future<void> last;
+    for (int i = 0; i < kChain; ++i) last = rt.submit(TaskOptions{.data = {RW(hx)}, .name = "link"}, [&x] { ++x; });
+    try {
+      last.wait();
+      ADD_FAILURE() << "a wait behind the thread's own acquisition returned";
+    } catch (const hetflow::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("which cannot start before this thread releases what it holds"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  rt.wait_all();
+  EXPECT_EQ(x, 2 * kChain);
+}
+
 // when_any's result ends when one of its futures does: a wait for it is refused when none can
 // end (each waits for the waiter), and goes on when one can.
 TEST(NestedWaits, WaitingForWhenAnyOfTasksThatCannotEndIsRefused) {
