@@ -110,6 +110,7 @@ void ModelBasedScheduler::init(std::span<const ext::WorkerInfo> workers, ext::Sc
     self.peers = std::move(same_node);
     self.peers.insert(self.peers.end(), other_node.begin(), other_node.end());
   }
+  link_free_.assign(node_count_, 0.0);
 }
 
 void ModelBasedScheduler::estimate(const ext::SchedTask& task, Estimates& estimates) const {
@@ -353,6 +354,19 @@ void ModelBasedScheduler::prefetch_for(const Slot& slot, const ext::SchedTask& t
   }
 }
 
+void ModelBasedScheduler::prefetch_entry(const Slot& slot, const Entry& entry) {
+  if (entry.data_ready < 0) {
+    // The node's link makes the copies asked for one after another: these land after those
+    // asked for before them. Estimated before the prefetch: once started, they count as made.
+    const double transfer = usable_transfer(context_->expected_transfer(*entry.task, slot.info.memory_node));
+    const double now = context_->now();
+    std::lock_guard guard(link_mutex_);
+    double& free = link_free_[slot.info.memory_node];
+    entry.data_ready = transfer > 0 ? (free = std::max(now, free) + transfer) : now;
+  }
+  prefetch_for(slot, *entry.task);
+}
+
 bool ModelBasedScheduler::prefetches(const Slot& slot) const { return policy_.prefetch && slot.info.memory_node != 0; }
 
 void ModelBasedScheduler::enqueue(Slot& target, const Entry& entry) {
@@ -366,7 +380,7 @@ void ModelBasedScheduler::enqueue(Slot& target, const Entry& entry) {
       }
     }
     // Before the task is queued: once queued it may run, finish and be recycled at any moment.
-    if (ahead < policy_.prefetch_window) prefetch_for(target, *entry.task);
+    if (ahead < policy_.prefetch_window) prefetch_entry(target, entry);
   }
   std::lock_guard guard(target.queue_mutex);
   target.queue.insert(entry);
@@ -379,7 +393,7 @@ void ModelBasedScheduler::prefetch_window_of(Slot& slot) {
   std::lock_guard guard(slot.queue_mutex);
   std::size_t looked = 0;
   for (auto it = slot.queue.begin(); it != slot.queue.end() && looked < policy_.prefetch_window; ++it, ++looked) {
-    prefetch_for(slot, *it->task);
+    prefetch_entry(slot, *it);
   }
 }
 
@@ -395,6 +409,42 @@ bool ModelBasedScheduler::take_first(Slot& slot, Arch arch, Entry& out) {
     return true;
   }
   return false;
+}
+
+bool ModelBasedScheduler::take_soonest(Slot& slot, Entry& out) {
+  if (!prefetches(slot)) return take_first(slot, slot.info.arch, out);
+  if (slot.queued.load(std::memory_order_acquire) == 0) return false;
+  // A task of higher priority queued after a task whose data was asked for earlier goes ahead
+  // of it in the queue, but its data lands after: the link copies in the order asked. Rather
+  // than wait for that data, the worker takes the first task behind it whose data was asked for
+  // (each was within the prefetch window at some point) that it expects to have done before the
+  // first one's data lands: that delays nothing queued ahead of it. Bounded: a pop stays short.
+  constexpr std::size_t kLookedAt = 16;
+  const double now = context_->now();
+  std::lock_guard guard(slot.queue_mutex);
+  auto first = slot.queue.end();
+  for (auto it = slot.queue.begin(); it != slot.queue.end(); ++it) {
+    if (it->task->where.contains(slot.info.arch)) {  // every queued task can; a safety net
+      first = it;
+      break;
+    }
+  }
+  if (first == slot.queue.end()) return false;
+  auto chosen = first;
+  const double first_ready = std::max(now, first->data_ready);
+  std::size_t looked = 0;
+  for (auto it = std::next(first); first_ready > now && it != slot.queue.end() && looked < kLookedAt; ++it, ++looked) {
+    if (it->data_ready < 0 || !it->task->where.contains(slot.info.arch)) continue;
+    const std::optional<double> duration = usable_duration(context_->expected_duration(*it->task, slot.info.arch));
+    if (duration && std::max(now, it->data_ready) + *duration < first_ready) {
+      chosen = it;
+      break;
+    }
+  }
+  out = *chosen;
+  slot.queue.erase(chosen);
+  slot.queued.fetch_sub(1, std::memory_order_relaxed);
+  return true;
 }
 
 ModelBasedScheduler::Slot* ModelBasedScheduler::steal(Slot& thief, Entry& out) {
@@ -519,6 +569,7 @@ bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry, bool ahead) 
     if (target == nullptr) return false;
     discharge(self, entry);
     moved.arrival = next_arrival_++;
+    moved.data_ready = -1;  // its data is to go to another node now
     if (!policy_.by_priority) moved.order = moved.arrival;
     charge(*target, moved, std::nullopt);  // its duration was counted in the nominal one already
   }
@@ -548,7 +599,7 @@ ext::SchedTask* ModelBasedScheduler::take(unsigned worker, bool ahead) {
   // Placed when it became ready, a task may have a faster worker free sooner by now (the queues
   // went faster than estimated): it is handed over rather than run late on a slow one.
   constexpr unsigned kMostHandOvers = 16;  // per pop, so that a pop stays short
-  for (unsigned handed = 0; take_first(*self, self->info.arch, entry);) {
+  for (unsigned handed = 0; take_soonest(*self, entry);) {
     if (handed < kMostHandOvers && hand_over(*self, entry, ahead)) {
       ++handed;
       continue;

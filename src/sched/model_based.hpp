@@ -39,6 +39,14 @@
 // is where this counts: a slow device would otherwise start a task the fast one is about to be
 // free for, and everything after it would wait.
 //
+// Copies and the link (dmda, dmdas): a node's link makes the copies asked for one after
+// another, so the scheduler keeps, per node, when the prefetches it asked for are expected to
+// have landed (link_free_), and each prefetched task notes when its data is expected there.
+// A worker whose first queued task still waits for its data
+// takes instead a task behind it whose data was asked for and that it expects to finish before
+// then (take_soonest): a higher-priority task queued later jumps ahead in the queue, but not on
+// the link, and the worker would otherwise sit idle with the other task's data already there.
+//
 // A worker of another architecture stays idle even when the chosen one runs late: the late
 // worker's estimate is corrected at its next pop (and an idle worker's at its first empty pop),
 // so later tasks go where workers are actually free. Every queued task is eventually run by its
@@ -114,6 +122,9 @@ class ModelBasedScheduler : public ext::Scheduler {
     std::uint64_t arrival = 0;
     ext::SchedTask* task = nullptr;
     double charge = 0;
+    // When its data is expected on the worker's node, set when its prefetch is first asked for
+    // (negative: not asked for yet); not part of the order.
+    mutable double data_ready = -1;
   };
   struct EntryOrder {
     bool operator()(const Entry& a, const Entry& b) const noexcept {
@@ -157,6 +168,11 @@ class ModelBasedScheduler : public ext::Scheduler {
   /// Whether the policy prefetches to `slot`'s node (a device's).
   [[nodiscard]] bool prefetches(const Slot& slot) const;
   void prefetch_for(const Slot& slot, const ext::SchedTask& task);
+  /// prefetch_for, noting when the entry's data is expected on the node the first time.
+  void prefetch_entry(const Slot& slot, const Entry& entry);
+  /// Takes the first task of `slot`'s own queue, or, while its data is still on its way, a task
+  /// behind it whose data was asked for and that is expected to be done before that data lands.
+  [[nodiscard]] bool take_soonest(Slot& slot, Entry& out);
   /// Prefetches the data of the tasks within the prefetch window of `slot`'s queue (those whose
   /// data is on its way already cost a look).
   void prefetch_window_of(Slot& slot);
@@ -193,6 +209,10 @@ class ModelBasedScheduler : public ext::Scheduler {
   std::uint64_t next_arrival_ = 0;
   double known_duration_sum_ = 0;  // of the known durations charged so far (for nominal_duration)
   std::uint64_t known_duration_count_ = 0;
+  // Per memory node, when the copies asked for so far are expected to have landed: a node's
+  // link makes its copies one after another. Under link_mutex_, a leaf lock.
+  mutable AdaptiveMutex link_mutex_;
+  std::vector<double> link_free_;
   std::vector<ext::SchedTask*> unrunnable_;                // tasks no worker can run (the engine prevents it)
   mutable std::array<double, kArchCount> best_speedup_{};  // per architecture, for affinity_weight
 };

@@ -101,6 +101,21 @@ TEST(PrefetchWindow, DmdasPrefetchesAnUrgentTaskQueuedAheadOfTheRest) {
   EXPECT_EQ(rig.context.prefetched, (std::set<int>{0, 1, 4}));  // 0 and 1 are the first two again
 }
 
+TEST(PrefetchWindow, DmdasRunsATaskWhoseDataLandsFirstWhileTheFirstTasksDataIsOnItsWay) {
+  Rig rig("dmdas");
+  rig.push(0);   // its data lands at 0.5
+  rig.push(10);  // ahead of 0, prefetched after it: at 1.0
+  rig.push(20);  // at 1.5
+  rig.push(30);  // at 2.0
+  EXPECT_EQ(rig.context.prefetched, (std::set<int>{0, 1, 2, 3}));
+  // 0 runs from 0.5 to 1.5, before 3's data lands: it delays nothing ahead of it. 1 and 2 would
+  // end at 2.0 and 2.5, not before.
+  EXPECT_EQ(rig.pop(), 0);
+  EXPECT_EQ(rig.pop(), 3);
+  EXPECT_EQ(rig.pop(), 2);
+  EXPECT_EQ(rig.pop(), 1);
+}
+
 TEST(PrefetchWindow, DmdaAppendsAnUrgentTaskAfterTheRest) {
   Rig rig("dmda");
   for (int i = 0; i < 4; ++i) rig.push(0);
