@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import operator
+import os
+import sys
 import threading
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -489,7 +492,10 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
     import numpy
 
     dtype = numpy.dtype(dtype)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    try:
+        shape = (operator.index(shape),)  # an int, or numpy's
+    except TypeError:
+        shape = tuple(shape)
     if order not in ("C", "F"):
         raise ValueError(f"hetflow.empty: order must be 'C' or 'F', not {order!r}")
     count = 1
@@ -497,23 +503,59 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
         if not isinstance(extent, (int, numpy.integer)) or extent < 0:
             raise ValueError(f"hetflow.empty: bad shape {shape!r}")
         count *= int(extent)
+    nbytes = count * dtype.itemsize
+    if nbytes > sys.maxsize:
+        raise ValueError(f"hetflow.empty: an array of shape {shape} of {dtype} is too big ({nbytes} bytes)")
+    # Shared memory is not refused when it is more than the machine has: its pages are taken as
+    # they are written, until the kernel kills a process to free memory (numpy.empty raises).
+    available = _memory_and_swap()
+    if available is not None and nbytes > available:
+        raise MemoryError(
+            f"hetflow.empty: an array of shape {shape} of {dtype} needs {nbytes} bytes, more than this machine's "
+            f"memory and swap ({available} bytes)"
+        )
     from hetflow import _hetflow
 
-    raw = _hetflow.shared_bytes(count * dtype.itemsize)
+    raw = _hetflow.shared_bytes(nbytes)
     return numpy.ndarray(shape, dtype=dtype, buffer=raw, order="F" if order == "F" else "C")
+
+
+def _memory_and_swap() -> Optional[int]:
+    """Bytes of memory and swap of the machine, None if unknown."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+    swap = 0
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("SwapTotal:"):
+                    swap = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return memory + swap
 
 
 def zeros(shape: Any, dtype: Any = float, order: str = "C") -> Any:
     """Like ``numpy.zeros``, in shared memory (see ``hetflow.empty``)."""
     array = empty(shape, dtype, order)
-    array.fill(0)
+    # Fresh shared memory reads as zero bytes, which is numpy.zeros's content for every dtype
+    # (strings empty, voids all zero) but objects, where it is None: numpy.zeros puts 0 there.
+    # Not writing the zeros also leaves the pages untouched until used, as numpy.zeros does.
+    if array.dtype.hasobject:
+        import numpy
+
+        numpy.copyto(array, 0, casting="unsafe")
     return array
 
 
 def ones(shape: Any, dtype: Any = float, order: str = "C") -> Any:
     """Like ``numpy.ones``, in shared memory (see ``hetflow.empty``)."""
+    import numpy
+
     array = empty(shape, dtype, order)
-    array.fill(1)
+    numpy.copyto(array, 1, casting="unsafe")  # as numpy.ones (fill(1) refuses void dtypes)
     return array
 
 

@@ -17,13 +17,13 @@ import io
 import mmap
 import os
 import pickle
-import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 from hetflow import _runtime
 from hetflow._future import Future
+from hetflow._serialize import loaded_numpy
 
 registered = False  # in this process: set by hetflow.joblib.register()
 
@@ -202,7 +202,7 @@ def _run_pickled_batch(payload: bytes) -> Any:
 def _plain(result: Any) -> Any:
     """A mapped input returned (or in a returned tuple/list) travels back as a plain array: numpy
     pickles a memmap with no file behind it without its byte order."""
-    numpy = sys.modules.get("numpy")
+    numpy = loaded_numpy()
     if numpy is None:
         return result
     if isinstance(result, numpy.memmap):
@@ -342,7 +342,7 @@ def _batch_pickler() -> type:
                 self._shared = shared
 
             def reducer_override(self, obj: Any) -> Any:
-                numpy = sys.modules.get("numpy")
+                numpy = loaded_numpy()
                 # A subclass (a masked array) is pickled whole: its mask would not travel in shared memory.
                 if numpy is not None and (type(obj) is numpy.ndarray or isinstance(obj, numpy.memmap)):
                     reduced = self._shared.reduce(obj)

@@ -19,7 +19,7 @@ from hetflow._arrays import Access
 from hetflow._data import engine_accesses
 from hetflow._errors import CancelledError, freeze_exception
 from hetflow._future import Future
-from hetflow._serialize import _PLAIN, all_plain, function_for_call, is_array, utf8_text
+from hetflow._serialize import _PLAIN, all_plain, function_for_call, is_array, loaded_numpy, utf8_text
 
 EXECUTORS = ("thread", "process")
 # Far beyond any machine, yet small enough for the engine (and the system) to take.
@@ -950,7 +950,7 @@ _NONE: list = []
 
 def _ndarray_type() -> Optional[type]:
     """numpy.ndarray if numpy is loaded (nothing else can be an array then), else None."""
-    numpy = sys.modules.get("numpy")
+    numpy = loaded_numpy()
     return None if numpy is None else numpy.ndarray
 
 
@@ -1000,7 +1000,7 @@ def _alias_overlapping_views(handles: Any, entries: list, index_of: dict, refs: 
 
 def _plain_array(array: Any) -> bool:
     """An ndarray or a memmap: its elements are all there is to it."""
-    numpy = sys.modules["numpy"]
+    numpy = loaded_numpy()
     return type(array) is numpy.ndarray or isinstance(array, numpy.memmap)
 
 

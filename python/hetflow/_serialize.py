@@ -736,9 +736,21 @@ def all_plain(values: Iterable[Any]) -> bool:
     return True
 
 
+def loaded_numpy() -> Any:
+    """numpy if this process has imported it, else None (numpy is not imported for the question).
+    An import of numpy still running on another thread is waited for (``import`` takes the
+    module's import lock): ``sys.modules`` holds the module from the start of its import, and
+    reading it from there would give a module without ``ndarray`` yet."""
+    if "numpy" not in sys.modules:
+        return None
+    import numpy
+
+    return numpy
+
+
 def is_array(value: Any) -> bool:
     """Whether ``value`` is a numpy array (numpy is not imported for the question)."""
-    numpy = sys.modules.get("numpy")
+    numpy = loaded_numpy()
     return numpy is not None and isinstance(value, numpy.ndarray)
 
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from hetflow import _kernel, _runtime
 from hetflow._future import Future
+from hetflow._serialize import loaded_numpy
 
 Target = Union[int, Sequence[int], None]
 _LAUNCH_OPTIONS = ("asynchronous", "async", "auto", "target")
@@ -171,9 +172,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_numpy_bool(value: Any) -> bool:
-    import sys
-
-    numpy = sys.modules.get("numpy")
+    numpy = loaded_numpy()
     return numpy is not None and isinstance(value, numpy.bool_)
 
 

@@ -163,6 +163,28 @@ def test_shared_allocation_functions():
         hetflow.empty((-1, 2))
 
 
+@pytest.mark.parametrize("dtype", ["S3", "U2", "V4", [("a", "S2"), ("b", "f4")], "f8", "c16", "?", "i2", object])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_zeros_and_ones_hold_what_numpys_do(dtype, order):
+    for ours, theirs in ((hetflow.zeros, np.zeros), (hetflow.ones, np.ones)):
+        made, expected = ours((2, 3), dtype=dtype, order=order), theirs((2, 3), dtype=dtype, order=order)
+        assert made.dtype == expected.dtype and made.flags.f_contiguous == expected.flags.f_contiguous
+        if made.dtype.hasobject:
+            assert made.tolist() == expected.tolist()
+        else:
+            assert made.tobytes(order="A") == expected.tobytes(order="A"), (ours.__name__, dtype)
+
+
+def test_shared_arrays_beyond_the_machine_are_refused():
+    assert hetflow.zeros(np.int64(3)).tolist() == [0.0, 0.0, 0.0]  # a numpy integer as the shape
+    # Shared memory more than the machine has would be taken page by page until the kernel kills
+    # a process: refused at once, as numpy.empty refuses it.
+    with pytest.raises(MemoryError, match="more than this machine's memory and swap"):
+        hetflow.zeros(2**50)
+    with pytest.raises(ValueError, match="is too big"):
+        hetflow.empty(2**62)
+
+
 def test_acquire_waits_for_writers_and_holds_later_tasks():
     hetflow.init(ncpus=2, executor="thread")
     a = np.zeros(1, dtype=np.int64)

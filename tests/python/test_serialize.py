@@ -404,3 +404,33 @@ def test_a_large_global_is_watched_for_rebinding_only():
     assert S.function_entry(func)[0] == key
     namespace["BIG"] = namespace["BIG"].copy()  # rebound: seen
     assert S.function_entry(func)[0] != key
+
+
+def test_submissions_while_another_thread_imports_numpy() -> None:
+    """numpy is in sys.modules from the start of its import: a submission that asked it whether
+    an argument is an array failed while a task imported numpy (``partially initialized module
+    'numpy' has no attribute 'ndarray'``); it waits for the import now."""
+    import subprocess
+
+    program = (
+        "import sys, hetflow\n"
+        "assert 'numpy' not in sys.modules\n"
+        "def uses_numpy():\n"
+        "    import numpy\n"
+        "    return int(numpy.arange(3).sum())\n"
+        "def ident(x):\n"
+        "    return x\n"
+        "first = hetflow.task_submit.options(executor='thread')(uses_numpy)\n"
+        "errors, futures = [], []\n"
+        "while not first.done() or len(futures) < 100:\n"
+        "    try:\n"
+        "        futures.append(hetflow.submit(ident, [len(futures)]))\n"
+        "    except Exception as error:\n"
+        "        errors.append(f'{type(error).__name__}: {error}')\n"
+        "assert first.result() == 3\n"
+        "assert [f.result() for f in futures] == [[i] for i in range(len(futures))]\n"
+        "print('errors', len(errors), errors[:1])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "errors 0 []", done.stdout
