@@ -84,12 +84,20 @@ class ArrayRef:
     elements with another view of the same task and root, one of them written: the worker puts
     the views of ``group`` over one buffer of ``nbytes`` (the span covering them, its lowest byte
     at ``phase`` modulo 64), this view's lowest byte at ``offset``, so that they alias as in the
-    host (see ``alias_overlapping``)."""
+    host (see ``alias_overlapping``). ``read_only``: the task does not write the array (it reads
+    it, ``R``): the worker hands it over read-only, as a thread task would get a read-only array."""
 
-    __slots__ = ("index", "dtype", "shape", "strides", "first", "together")
+    __slots__ = ("index", "dtype", "shape", "strides", "first", "together", "read_only")
 
     def __init__(
-        self, index: int, dtype: Any, shape: tuple, strides: tuple, first: int, together: Optional[tuple] = None
+        self,
+        index: int,
+        dtype: Any,
+        shape: tuple,
+        strides: tuple,
+        first: int,
+        together: Optional[tuple] = None,
+        read_only: bool = False,
     ) -> None:
         self.index = index
         self.dtype = dtype
@@ -97,11 +105,13 @@ class ArrayRef:
         self.strides = strides
         self.first = first
         self.together = together
+        self.read_only = read_only
 
     def __reduce__(self) -> Any:
-        if self.together is None:
-            return (ArrayRef, (self.index, self.dtype, self.shape, self.strides, self.first))
-        return (ArrayRef, (self.index, self.dtype, self.shape, self.strides, self.first, self.together))
+        return (
+            ArrayRef,
+            (self.index, self.dtype, self.shape, self.strides, self.first, self.together, self.read_only),
+        )
 
     @staticmethod
     def of(index: int, array: Any, first: Optional[int] = None) -> "ArrayRef":

@@ -625,6 +625,8 @@ class Runtime:
             return ref
 
         args, kwargs = tuple(take(v) for v in args), {k: take(v) for k, v in kwargs.items()}
+        for ref in refs:
+            ref.read_only = not entries[ref.index][2] & 2  # read only by the task: not writable there
         if len(entries) > 1:
             _alias_overlapping_views(handles, entries, index_of, refs)
         arrays = []

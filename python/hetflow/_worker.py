@@ -469,6 +469,9 @@ def _with_arrays(
         pairs = alias_overlapping(unique, arrays, copied)
         if back is not None:
             back.extend(pairs)
+    for ref, array in zip(unique, arrays):
+        if ref.read_only:  # what a task reads only, it cannot write, as in a thread task
+            array.flags.writeable = False
     by_index = {ref.index: array for ref, array in zip(unique, arrays)}
     dtypes = {ref.index: ref.dtype for ref in unique}
 

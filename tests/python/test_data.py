@@ -147,6 +147,28 @@ def test_views_and_strides_reach_process_tasks_intact():
     assert hetflow.submit(total, shared[::2, 1::3]).result() == float(base[::2, 1::3].sum())
 
 
+def _write_first(a):
+    a[0] = 42
+    return "wrote"
+
+
+def test_process_tasks_get_what_they_only_read_read_only():
+    """As a thread task would get it: a write to an array passed for reading raises, rather than
+    landing in shared memory the caller and other readers share, or being lost with a copy."""
+    hetflow.init(ncpus=1, executor="process")
+    for made in (hetflow.zeros, np.zeros):
+        data = made(4)
+        with pytest.raises(ValueError, match="read-only"):
+            hetflow.submit(_write_first, data).result()
+        with pytest.raises(ValueError, match="read-only"):
+            hetflow.submit(_write_first, hetflow.R(data)).result()
+        assert data.tolist() == [0.0] * 4
+        assert hetflow.submit(_write_first, hetflow.RW(data)).result() == "wrote"
+        assert data.tolist() == [42.0, 0.0, 0.0, 0.0]
+        # The same view read and written by one task is writable there.
+        assert hetflow.submit(lambda x, y: _write_first(y), hetflow.R(data), hetflow.W(data)).result() == "wrote"
+
+
 def test_shared_allocation_functions():
     assert hetflow.empty((2, 3), dtype=np.int32).shape == (2, 3)
     assert (hetflow.zeros(5) == 0).all()
