@@ -1249,9 +1249,12 @@ def _after_fork_in_child() -> None:
     let go of without being shut down, and hetflow calls start a new one."""
     global _current, _current_lock, _fork_generation
     _fork_generation += 1
+    # Taken first: dropping _current may free the current runtime, whose engine would then be
+    # stopped here (waiting for threads that are not) instead of let go of.
+    inherited = list(_live)
     _current = None
     _current_lock = threading.RLock()  # another thread may have held it at the fork
-    for runtime in list(_live):
+    for runtime in inherited:
         runtime._engine.forget()
         runtime._closed = True
         runtime._shutdown_lock = threading.Lock()

@@ -14,6 +14,7 @@
 // still not finalizing (an exit handler of the program that still needs hetflow's threads)
 // opens again for good.
 #include <Python.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -36,8 +37,13 @@ struct GilGate {
 };
 
 /// This extension module's gate (each module has its own; the exit handler closes them all).
+/// In a forked child the threads past the gate are gone: none is counted there.
 inline GilGate& gil_gate() noexcept {
   static GilGate gate;
+  static const bool forgets_in_child = [] {
+    return ::pthread_atfork(nullptr, nullptr, [] { gate.passing.store(0); }) == 0;
+  }();
+  static_cast<void>(forgets_in_child);
   return gate;
 }
 

@@ -830,6 +830,29 @@ with hetflow.Executor(1, executor="thread") as executor:
     assert "make a new hetflow.Executor here" in out, out
 
 
+def test_a_forked_child_that_leaves_hetflow_alone_exits_quietly(tmp_path):
+    """The child inherits the parent's runtime and arrays registered with it: it exits as a plain
+    process does, without a traceback from an array's finalizer."""
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import os, sys, numpy as np, hetflow
+a = np.zeros(3)
+hetflow.task_submit(np.ndarray.fill, hetflow.RW(a), 1).result(timeout=30)  # no future kept
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+print("CHILD", status, flush=True)
+print("PARENT", hetflow.task_submit(np.sum, a).result(timeout=30), flush=True)
+""",
+    )
+    assert rc == 0, err
+    assert "Traceback" not in err and "forked child cannot use it" not in err, err
+    assert "CHILD 0" in out, out
+    assert "PARENT 3.0" in out, out
+
+
 def test_multiprocessing_fork_children_run_tasks(tmp_path):
     rc, out, err = run_script(
         tmp_path,
