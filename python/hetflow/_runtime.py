@@ -369,12 +369,7 @@ class Runtime:
         distributed arrays it writes)."""
         if not callable(func):
             raise TypeError(f"hetflow: {func!r} is not callable")
-        if inspect.iscoroutinefunction(func):
-            raise TypeError(
-                f"hetflow: {getattr(func, '__qualname__', func)!r} is an async function: its call only makes a "
-                "coroutine, which no task awaits; submit a plain function that runs it (asyncio.run), or await it "
-                "in your event loop"
-            )
+        refuse_async_function(func, "hetflow")
         if self._closed and not self._takes_follow_ups():
             raise RuntimeError(self._closed_message())
         executor = check_executor(executor) if executor is not None else self.executor
@@ -948,6 +943,17 @@ def _unwrap(value: Any) -> tuple:
 
 
 _NONE: list = []
+
+
+def refuse_async_function(func: Any, where: str) -> None:
+    """TypeError for an ``async def`` function given to run as a task: its call only makes a
+    coroutine, which nothing would await."""
+    if inspect.iscoroutinefunction(func):
+        raise TypeError(
+            f"{where}: {getattr(func, '__qualname__', func)!r} is an async function: its call only makes a "
+            "coroutine, which no task awaits; submit a plain function that runs it (asyncio.run), or await it "
+            "in your event loop"
+        )
 
 
 def _ndarray_type() -> Optional[type]:

@@ -45,6 +45,7 @@ def delayed(function: Callable[..., Any]) -> Callable[..., DelayedCall]:
     """``delayed(f)(*args, **kwargs)`` describes the call ``f(*args, **kwargs)`` for Parallel."""
     if not callable(function):
         raise TypeError(f"hetflow.joblib.delayed: {function!r} is not callable")
+    _runtime.refuse_async_function(function, "hetflow.joblib.delayed")
 
     def describe(*args: Any, **kwargs: Any) -> DelayedCall:
         return DelayedCall(function, args, kwargs)

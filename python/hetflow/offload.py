@@ -56,8 +56,9 @@ class OffloadHandle:
     """The kernels of an asynchronous launch, one per core.
 
     ``wait()`` returns their values ordered by core id; ``wait_any()`` returns ``(core, value)``
-    of a finished kernel and forgets it; ``test()`` is true once at least one has finished and
-    ``done()`` once all have. A kernel's exception is re-raised with the core id attached.
+    of a finished kernel and forgets it; ``test()`` is true while a finished kernel is left for
+    ``wait_any()`` to collect (so false once all are collected), and ``done()`` once all have
+    finished. A kernel's exception is re-raised with the core id attached.
     """
 
     def __init__(self, futures: Dict[int, Future]) -> None:
@@ -318,6 +319,7 @@ class OffloadedFunction:
     ) -> None:
         if not callable(func):
             raise TypeError(f"hetflow.offload: {func!r} is not callable")
+        _runtime.refuse_async_function(func, "hetflow.offload")
         self.func = func
         self.asynchronous = asynchronous
         self.auto = auto

@@ -239,3 +239,20 @@ def test_an_async_function_is_refused_as_a_task(executor):
     with pytest.raises(TypeError, match="is an async function.*asyncio.run"):
         submit_on(executor)(fetch)
     assert submit_on(executor)(add, 1, 2).result(timeout=30) == 3
+
+
+def test_an_async_function_is_refused_by_offload_and_the_joblib_front():
+    """Where a function is given to run elsewhere, as for task_submit: at the decorator, or when
+    the call is described (it gave an unpicklable coroutine, or coroutines never awaited)."""
+    import hetflow.joblib as hj
+    from hetflow.offload import offload, offload_single
+
+    async def kernel():
+        return 1
+
+    with pytest.raises(TypeError, match=r"hetflow.offload: .*kernel.* is an async function"):
+        offload(kernel)
+    with pytest.raises(TypeError, match="is an async function"):
+        offload_single(kernel)
+    with pytest.raises(TypeError, match=r"hetflow.joblib.delayed: .*kernel.* is an async function"):
+        hj.delayed(kernel)
