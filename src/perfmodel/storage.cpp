@@ -150,7 +150,9 @@ ReadResult parse_model_text(std::string_view text, std::string_view symbol) {
                                         std::to_string(kPerfModelFormatVersion) + "')");
       }
       auto version = parse_number<int>(fields[1]);
-      if (!version || *version < 1) return damaged(line_number, "bad format version '" + std::string(fields[1]) + "'");
+      if (!version || *version < 1 || std::to_string(*version) != fields[1]) {  // written as "1", never "01"
+        return damaged(line_number, "bad format version '" + std::string(fields[1]) + "'");
+      }
       if (*version > kPerfModelFormatVersion) {
         ReadResult newer =
             damaged(line_number, "format version " + std::to_string(*version) + " is newer than this hetflow's (" +

@@ -711,6 +711,8 @@ TEST_F(PerfModelStorage, DamageOfEveryKindIsCaught) {
       {"", "empty"},
       {"garbage\n", ":1"},
       {"hetflow-perfmodel 99\nsymbol d\n", "newer"},
+      {"hetflow-perfmodel 01\nsymbol d\n", "bad format version '01'"},
+      {"hetflow-perfmodel +1\nsymbol d\n", "bad format version '+1'"},
       {"hetflow-perfmodel 1\nsymbol other\n", "for symbol 'other'"},
       {"hetflow-perfmodel 1\n# only a comment\n", "symbol"},
       {"hetflow-perfmodel 1\nsymbol d\ngpu 1 1 1 0 1 1 1 0\n", "unknown architecture 'gpu'"},
