@@ -601,7 +601,7 @@ class Runtime:
                 if mode != "R":
                     raise TypeError(_not_data_message(value, mode))
                 return value
-            if not _plain_array(value):
+            if not plain_array(value):
                 return _subclass_by_value(handles, value, mode)
             if value.dtype.hasobject:
                 raise TypeError(
@@ -1006,7 +1006,7 @@ def _alias_overlapping_views(handles: Any, entries: list, index_of: dict, refs: 
         ref.together = together.get(ref.index)
 
 
-def _plain_array(array: Any) -> bool:
+def plain_array(array: Any) -> bool:
     """An ndarray or a memmap: its elements are all there is to it."""
     numpy = loaded_numpy()
     return type(array) is numpy.ndarray or isinstance(array, numpy.memmap)

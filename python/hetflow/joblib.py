@@ -138,10 +138,16 @@ def _cuts(length: int, blocks: int) -> List[slice]:
     return [slice(run[0], run[-1] + 1) for run in partition(indices, blocks) if len(run)]
 
 
-def _marked(value: Any) -> Any:
+def _marked(value: Any, executor: str) -> Any:
     """Array parts are written in place by many functions: marked read-write, unless the array
-    cannot be written (read-only, a ``numpy.broadcast_to`` view): then it is given for reading."""
-    return hetflow.RW(value) if is_array(value) and value.flags.writeable else value
+    cannot be written (read-only, a ``numpy.broadcast_to`` view), or a process task could not
+    write it (a subclass, such as a masked array, reaches it whole, by value): then it is given
+    for reading."""
+    if not is_array(value) or not value.flags.writeable:
+        return value
+    if executor == "process" and not _runtime.plain_array(value):
+        return value
+    return hetflow.RW(value)
 
 
 def _describe(value: Any) -> str:
@@ -347,6 +353,7 @@ class Parallel:
 
     def _submit_cut(self, call: DelayedCall, blocks: int) -> Tuple[List[Future], List[Tuple[int, int]]]:
         name = getattr(call.function, "__name__", "block")
+        executor = self.executor or _runtime.current().executor
         futures = []
         spans = []
         start = 0
@@ -357,7 +364,9 @@ class Parallel:
             spans.append((start, start + length))
             start += length
             futures.append(self._options(size, name)(
-                call.function, *map(_marked, args), **{key: _marked(value) for key, value in kwargs.items()}
+                call.function,
+                *(_marked(value, executor) for value in args),
+                **{key: _marked(value, executor) for key, value in kwargs.items()},
             ))
         return futures, spans
 

@@ -167,8 +167,10 @@ def read_only(array):
     [
         (lambda: read_only(np.arange(10.0)), [10.0, 35.0]),
         (lambda: np.broadcast_to(np.arange(3.0), (10, 3)), [[0.0, 5.0, 10.0], [0.0, 5.0, 10.0]]),
+        # A process task could not write it back (it travels whole, by value): read, not refused.
+        (lambda: np.ma.masked_array(np.arange(10.0), mask=[0] * 10), [10.0, 35.0]),
     ],
-    ids=["read-only", "broadcast_to"],
+    ids=["read-only", "broadcast_to", "masked"],
 )
 def test_a_cut_call_reads_arrays_that_cannot_be_written(executor, make, expected):
     array = make()
