@@ -23,8 +23,8 @@ std::size_t usable_capacity(std::size_t global_memory) { return global_memory - 
 
 class EventTransfer final : public ext::Transfer {
  public:
-  EventTransfer(OwnedEvent event, std::string device_name)
-      : event_(std::move(event)), device_name_(std::move(device_name)) {}
+  /// `what`: "copy to device 'x'" or "copy from device 'x'", for errors.
+  EventTransfer(OwnedEvent event, std::string what) : event_(std::move(event)), what_(std::move(what)) {}
 
   void wait() override {
     const cl_event event = event_.get();
@@ -33,7 +33,7 @@ class EventTransfer final : public ext::Transfer {
     if (waited != CL_SUCCESS || status < 0) {
       // A failed command reports its error as a negative execution status.
       const cl_int reason = status < 0 ? status : waited;
-      throw Error("hetflow::opencl: copy to device '" + device_name_ + "' failed: " + error_name(reason));
+      throw Error("hetflow::opencl: " + what_ + " failed: " + error_name(reason));
     }
   }
 
@@ -52,7 +52,7 @@ class EventTransfer final : public ext::Transfer {
   }
 
   OwnedEvent event_;
-  std::string device_name_;
+  std::string what_;
 };
 
 }  // namespace
@@ -95,15 +95,23 @@ std::unique_ptr<ext::Transfer> DeviceMemory::copy_from_host(void* buffer, const 
   // Without a flush, some implementations hold the copy back until someone waits for it, and it
   // would not overlap with the kernels already running.
   check(clFlush(device_->transfer_queue()), "clFlush of the transfer queue of device '" + device_->name() + "'");
-  return std::make_unique<EventTransfer>(std::move(owned), device_->name());
+  return std::make_unique<EventTransfer>(std::move(owned), "copy to device '" + device_->name() + "'");
 }
 
 void DeviceMemory::copy_to_host(void* host, const void* buffer, std::size_t bytes) {
   if (bytes == 0) return;
   // The engine hands buffers back as const void*; reading through a cl_mem does not modify it.
   cl_mem source = static_cast<cl_mem>(const_cast<void*>(buffer));
-  check(clEnqueueReadBuffer(device_->transfer_queue(), source, CL_TRUE, 0, bytes, host, 0, nullptr, nullptr),
+  // Waited for through its own event: a blocking read waits, in some implementations (PoCL), for
+  // the whole transfer queue to empty, copies to the device that other threads enqueue behind it
+  // meanwhile included (and, with one thread doing copies and kernels, the kernel those wait for).
+  cl_event event = nullptr;
+  check(clEnqueueReadBuffer(device_->transfer_queue(), source, CL_FALSE, 0, bytes, host, 0, nullptr, &event),
         "clEnqueueReadBuffer(" + std::to_string(bytes) + " bytes) from device '" + device_->name() + "'");
+  EventTransfer read(OwnedEvent(event), "copy from device '" + device_->name() + "'");
+  const cl_int flushed = clFlush(device_->transfer_queue());
+  read.wait();  // even if the flush failed: the read may still land in `host`
+  check(flushed, "clFlush of the transfer queue of device '" + device_->name() + "'");
 }
 
 }  // namespace hetflow::opencl::detail
