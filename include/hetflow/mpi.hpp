@@ -228,6 +228,10 @@ class HETFLOW_API Context {
   /// not waited for: once the local work is done, this throws hetflow::Error naming it and the
   /// transfers with it that never happened.
   void wait_all();
+  /// Makes the wait_all calls in progress on other threads throw hetflow::Error (interrupted),
+  /// within a fraction of a second: a program interrupted while one waits (Ctrl-C) can end the
+  /// context once the call has returned. Calls made afterwards wait as usual.
+  void interrupt_wait_all() noexcept;
 
   /// Its destruction waits for the transfers in flight (HETFLOW_MPI_WATCHDOG seconds on, it says
   /// which), tells the other ranks that this one sends and receives nothing more (their

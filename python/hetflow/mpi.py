@@ -565,6 +565,10 @@ def wait_all() -> None:
         if type(error) is not RuntimeError:
             raise
         raise HetflowError(str(error)) from None  # the engine's own errors (the ranks diverged, say)
+    except BaseException:
+        # Ctrl-C: the wait left running on its thread ends too (the context must not end under it).
+        state.context.interrupt_wait_all()
+        raise
     finally:
         state.runtime.saw_tasks_end()  # the program may write its arrays directly now
 

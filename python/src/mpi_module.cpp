@@ -9,9 +9,11 @@
 #include <nanobind/stl/vector.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -171,10 +173,29 @@ class RankContext {
   void flush(nb::handle handle) { context().flush(handle_of(handle)); }
   void flush_all() { context().flush_all(); }
 
+  /// Counted while it runs, so that close() waits for it to end before destroying the context
+  /// (a wait interrupted by Ctrl-C goes on on its thread until interrupt_wait_all ends it).
   void wait_all() {
-    mpi::Context& waited = context();
-    GilReleased release;  // the tasks waited for need it
-    waited.wait_all();
+    std::shared_ptr<ContextRouter> router = router_;
+    context();  // says it is closed
+    std::exception_ptr failure;
+    {
+      GilReleased release;  // the tasks waited for need it
+      {
+        const InProgress counted(*this);
+        try {
+          router->context().wait_all();
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        router.reset();  // before the count drops: close() destroys the context, not this thread
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  void interrupt_wait_all() {
+    if (router_) router_->context().interrupt_wait_all();
   }
 
   [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> sent() const {
@@ -192,8 +213,14 @@ class RankContext {
   /// exiting, for the other ranks to end theirs.
   void close(bool at_exit, double exit_patience_s) {
     std::shared_ptr<ContextRouter> router = std::move(router_);
-    if (router && at_exit) router->context().ending_with_process(std::chrono::duration<double>(exit_patience_s));
+    if (!router) return;
+    if (at_exit) router->context().ending_with_process(std::chrono::duration<double>(exit_patience_s));
+    router->context().interrupt_wait_all();  // a wait left running on another thread ends first
     GilReleased release;
+    {
+      std::unique_lock lock(in_progress_mutex_);
+      in_progress_ended_.wait(lock, [this] { return in_progress_ == 0; });
+    }
     router.reset();
   }
 
@@ -203,8 +230,25 @@ class RankContext {
     return router_->context();
   }
 
+  struct InProgress {
+    explicit InProgress(RankContext& context) : context(context) {
+      std::lock_guard lock(context.in_progress_mutex_);
+      ++context.in_progress_;
+    }
+    ~InProgress() {
+      std::lock_guard lock(context.in_progress_mutex_);
+      if (--context.in_progress_ == 0) context.in_progress_ended_.notify_all();
+    }
+    InProgress(const InProgress&) = delete;
+    InProgress& operator=(const InProgress&) = delete;
+    RankContext& context;
+  };
+
   std::shared_ptr<ContextRouter> router_;
   std::vector<nb::object> functions_;  // the reductions' Python functions
+  std::mutex in_progress_mutex_;
+  std::condition_variable in_progress_ended_;
+  int in_progress_ = 0;  // wait_all calls running
 };
 
 }  // namespace
@@ -241,6 +285,7 @@ NB_MODULE(_hetflow_mpi, m) {
       .def("flush", &RankContext::flush, "handle"_a)
       .def("flush_all", &RankContext::flush_all)
       .def("wait_all", &RankContext::wait_all)
+      .def("interrupt_wait_all", &RankContext::interrupt_wait_all)
       .def("sent", &RankContext::sent)
       .def("close", &RankContext::close, "at_exit"_a, "exit_patience_s"_a)
       .def("forget", &RankContext::forget);

@@ -255,7 +255,8 @@ struct Context::Impl {
 
   // Rank 0 gathers every rank's hashes since the last check and answers with the index of the
   // first submission that differs (or -1); every rank returns that answer.
-  std::int64_t compare_submissions(std::uint64_t call) {
+  /// `while_waiting`: called while it waits for the other ranks (it may throw, to stop the wait).
+  std::int64_t compare_submissions(std::uint64_t call, const std::function<void()>& while_waiting) {
     struct Exchange {
       std::mutex mutex;
       std::condition_variable changed;
@@ -326,6 +327,7 @@ struct Context::Impl {
     bool told = false;
     while (!exchange->changed.wait_for(lock, std::chrono::milliseconds(100), answered)) {
       lock.unlock();
+      while_waiting();
       if (absent_from(call)) return -1;  // wait_all tells, once the tasks are done
       if (!told && watchdog_seconds > 0 &&
           std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count() > watchdog_seconds) {
@@ -794,26 +796,36 @@ struct Context::Impl {
   // Waits until the transport calls the callback `start` hands it; false if `start` returns false.
   // `stalled` is called once if that takes more than `patience` seconds (0: never); `check`, if
   // given, every 100 ms (it throws to end the wait).
-  static bool wait_on_transport(const std::function<bool(std::function<void()>)>& start, double patience = 0,
-                                const std::function<void()>& stalled = {}, const std::function<void()>& check = {}) {
-    struct Meeting {
-      std::mutex mutex;
-      std::condition_variable met;
-      bool done = false;
-    };
-    auto meeting = std::make_shared<Meeting>();  // the transport's thread may still hold it after the wait
+  struct Meeting {
+    std::mutex mutex;
+    std::condition_variable met;
+    bool done = false;
+  };
+
+  /// Starts an operation of the transport (`start` gets the callback that ends it); nullptr
+  /// when `start` returns false (the transport cannot do it). The transport's thread may hold
+  /// the meeting after the wait: it is shared.
+  static std::shared_ptr<Meeting> start_meeting(const std::function<bool(std::function<void()>)>& start) {
+    auto meeting = std::make_shared<Meeting>();
     if (!start([meeting] {
           std::lock_guard lock(meeting->mutex);
           meeting->done = true;
           meeting->met.notify_all();
         })) {
-      return false;
+      return nullptr;
     }
-    std::unique_lock lock(meeting->mutex);
-    const auto done = [&meeting] { return meeting->done; };
+    return meeting;
+  }
+
+  /// Waits for `meeting`, calling `check` (which may throw) every 100 ms and `stalled` once
+  /// after `patience` seconds (0: never).
+  static void await(Meeting& meeting, double patience, const std::function<void()>& stalled,
+                    const std::function<void()>& check) {
+    std::unique_lock lock(meeting.mutex);
+    const auto done = [&meeting] { return meeting.done; };
     const auto since = std::chrono::steady_clock::now();
     bool told = false;
-    while (!meeting->met.wait_for(lock, std::chrono::milliseconds(100), done)) {
+    while (!meeting.met.wait_for(lock, std::chrono::milliseconds(100), done)) {
       lock.unlock();
       if (check) check();
       if (!told && patience > 0 &&
@@ -823,6 +835,13 @@ struct Context::Impl {
       }
       lock.lock();
     }
+  }
+
+  static bool wait_on_transport(const std::function<bool(std::function<void()>)>& start, double patience = 0,
+                                const std::function<void()>& stalled = {}, const std::function<void()>& check = {}) {
+    const std::shared_ptr<Meeting> meeting = start_meeting(start);
+    if (!meeting) return false;
+    await(*meeting, patience, stalled, check);
     return true;
   }
 
@@ -947,6 +966,8 @@ struct Context::Impl {
   std::uint64_t wait_alls_done = 0;  // barriers passed
   std::uint64_t wait_all_calls = 0;  // those that threw included
   bool process_ending = false;
+  std::atomic<std::uint64_t> interruptions{0};     // interrupt_wait_all calls
+  std::shared_ptr<Meeting> barrier;                // wait_all\'s, until it is met
   std::chrono::duration<double> exit_patience{0};  // set with process_ending
   // The ranks whose context ended (guarded by transfer_mutex, as are the two below).
   std::vector<std::optional<Farewell>> departed;
@@ -1277,6 +1298,12 @@ void Context::flush_all() {
 void Context::wait_all() {
   Impl& impl = *impl_;
   impl.refuse_if_diverged("wait_all");
+  const std::uint64_t interruptions = impl.interruptions.load();
+  const auto refuse_if_interrupted = [&impl, interruptions] {
+    if (impl.interruptions.load() != interruptions) {
+      throw Error("hetflow::mpi::Context::wait_all: interrupted (interrupt_wait_all)");
+    }
+  };
   ++impl.wait_all_calls;
   const std::uint64_t call = impl.wait_alls_done + 1;  // the barrier it ends in
   {
@@ -1284,7 +1311,7 @@ void Context::wait_all() {
     impl.finish_reductions();
   }
   if (impl.check) {
-    const std::int64_t first = impl.compare_submissions(call);
+    const std::int64_t first = impl.compare_submissions(call, refuse_if_interrupted);
     if (first >= 0) {
       impl.diverged = true;
       const auto index = static_cast<std::size_t>(first);
@@ -1306,6 +1333,9 @@ void Context::wait_all() {
       impl.transfers_done.wait_until(lock, slice, [&impl] { return impl.in_flight == 0; });
       if (impl.in_flight == 0 && impl.runtime.unfinished_tasks() == 0) break;
     }
+    lock.unlock();
+    refuse_if_interrupted();
+    lock.lock();
     const std::chrono::duration<double> still = std::chrono::steady_clock::now() - impl.last_progress;
     if (impl.watchdog_seconds > 0 && still.count() > impl.watchdog_seconds && !reported && !impl.pending.empty()) {
       reported = true;
@@ -1319,13 +1349,16 @@ void Context::wait_all() {
     throw Error("hetflow::mpi::Context::wait_all: " + report);
   }
   // A rank that returned early, or calls wait_all once more than the others, leaves them here
-  // (unless its context has ended: then it says so).
-  Impl::wait_on_transport(
-      [&impl](std::function<void()> done) {
-        impl.transport->barrier(std::move(done));
-        return true;
-      },
-      impl.watchdog_seconds,
+  // (unless its context has ended: then it says so). A barrier posted by a call that was
+  // interrupted is still the one to wait for: the retry does not post another.
+  if (!impl.barrier) {
+    impl.barrier = Impl::start_meeting([&impl](std::function<void()> done) {
+      impl.transport->barrier(std::move(done));
+      return true;
+    });
+  }
+  Impl::await(
+      *impl.barrier, impl.watchdog_seconds,
       [&impl] {
         std::fputs(("hetflow::mpi watchdog: " + rank_text(impl.rank) + ": its work is done and it has waited for " +
                     std::to_string(static_cast<long>(impl.watchdog_seconds)) +
@@ -1334,11 +1367,15 @@ void Context::wait_all() {
                        .c_str(),
                    stderr);
       },
-      [&impl, call] {
+      [&impl, call, &refuse_if_interrupted] {
+        refuse_if_interrupted();
         if (impl.absent_from(call)) throw Error("hetflow::mpi::Context::wait_all: " + impl.departure_report(call));
       });
+  impl.barrier.reset();
   ++impl.wait_alls_done;
 }
+
+void Context::interrupt_wait_all() noexcept { impl_->interruptions.fetch_add(1); }
 
 void Context::ending_with_process(std::chrono::duration<double> patience) noexcept {
   impl_->process_ending = true;

@@ -543,6 +543,35 @@ TEST(MpiContext, TheWatchdogShowsTheTransfersAnEndingContextWaitsFor) {
   }
 }
 
+// A wait_all interrupted from another thread (Ctrl-C in Python) throws; called again, it waits
+// for the barrier the first one posted, not a second one the other ranks never post.
+TEST(MpiContext, AnInterruptedWaitAllThrowsAndTheNextOneEndsWithTheOthers) {
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 1.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+    if (context.rank() == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // late for wait_all
+      context.wait_all();
+      return;
+    }
+    std::string interrupted;
+    std::thread waiting([&] {
+      try {
+        context.wait_all();
+      } catch (const hetflow::Error& error) {
+        interrupted = error.what();
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // in the barrier by now
+    context.interrupt_wait_all();
+    waiting.join();
+    EXPECT_TRUE(contains(interrupted, "wait_all: interrupted")) << interrupted;
+    context.wait_all();
+    EXPECT_EQ(x[0], 2.0);
+  });
+}
+
 // A rank whose context ends without wait_all (it returned early) is told of, instead of waited
 // for: the data it never sent fail their readers, and wait_all throws naming it.
 TEST(MpiContext, ARankWhoseContextEndsEarlyIsToldOfInsteadOfWaitedFor) {

@@ -260,6 +260,31 @@ def test_a_rank_leaving_with_transfers_in_flight_tells_the_others():
     assert returncode == 0 and "time limit" not in output, output
 
 
+def test_a_rank_interrupted_in_wait_all_ends_cleanly_and_can_wait_again():
+    # Ctrl-C (here a SIGINT the rank sends itself) while hm.wait_all() waits for a late rank: the
+    # wait left running on its thread ended under the context as the rank exited (SIGSEGV). It
+    # is interrupted now, and waiting again ends with the other rank.
+    program = (
+        "import os, signal, threading, time, numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init(abort_on_error=False)\n"
+        "x = hm.register(np.ones(4), owner=0, name='x')\n"
+        "hetflow.task_submit.options(executor='thread')(lambda a: a.__imul__(2), hetflow.RW(x))\n"
+        "if hm.rank() == 1:\n"
+        "    time.sleep(2.0)\n"
+        "else:\n"
+        "    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "    try:\n"
+        "        hm.wait_all()\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('rank 0 interrupted', flush=True)\n"
+        "hm.wait_all()\n"
+        "print(f'rank {hm.rank()} done', flush=True)\n"
+    )
+    returncode, output = _run_program(program)
+    assert "rank 0 interrupted" in output and "rank 0 done" in output and "rank 1 done" in output, output
+    assert returncode == 0 and "Segmentation" not in output and "time limit" not in output, output
+
+
 def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
     program = (
         "import numpy as np, hetflow, hetflow.mpi as hm\n"
