@@ -865,6 +865,7 @@ class Runtime:
         return self._draining and self._generation == _fork_generation and self._engine.inside_task()
 
     made_for = "hetflow"  # what made it, for messages: "hetflow.Executor" for an executor's own
+    serves_mpi = False  # hetflow.mpi's: hetflow.init() may not replace it
 
     def _closed_message(self) -> str:
         if self._generation != _fork_generation:
@@ -1144,6 +1145,12 @@ def start(settings: Settings) -> Runtime:
     if refusal_to_start is not None:
         raise RuntimeError(refusal_to_start)
     with _current_lock:
+        if _current is not None and _current.serves_mpi and not _current._closed:
+            raise RuntimeError(
+                "hetflow.init: the running runtime serves hetflow.mpi, and a new one would not (its distributed "
+                "arrays would be plain arrays to it, and tasks over them would run on every rank); call "
+                "hetflow.init(...) before hetflow.mpi.init()"
+            )
         if _current is not None:
             try:
                 _current.shutdown()

@@ -135,6 +135,7 @@ def init(comm: Any = None, *, share_node: bool = True, abort_on_error: bool = Tr
             os.environ[_RANK_VARIABLE] = str(transport.rank())
             os.environ[_SIZE_VARIABLE] = str(transport.size())
         runtime = _runtime.current()
+        runtime.serves_mpi = True
         context = module.Context(runtime._engine.engine_capsule(), transport)
         runtime._engine.set_router(context.router())
         if os.environ.get("HETFLOW_MPI_CHECK") == "1":

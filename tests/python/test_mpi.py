@@ -285,6 +285,29 @@ def test_a_rank_interrupted_in_wait_all_ends_cleanly_and_can_wait_again():
     assert returncode == 0 and "Segmentation" not in output and "time limit" not in output, output
 
 
+def test_hetflow_init_after_hetflow_mpi_init_is_refused_and_the_ranks_go_on():
+    # A new runtime would not serve hetflow.mpi: tasks over distributed arrays ran on every rank,
+    # each on its own copy, and hm.wait_all() said to call hetflow.mpi.init().
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "a = hm.register(np.zeros(3), owner=0, name='a')\n"
+        "try:\n"
+        "    hetflow.init(ncpus=2)\n"
+        "except RuntimeError as error:\n"
+        "    print(f'rank {hm.rank()}: {error}', flush=True)\n"
+        "hetflow.task_submit.options(executor='thread')(lambda x: x.__iadd__(hm.rank() + 1), hetflow.RW(a))\n"
+        "hm.wait_all()\n"
+        "hm.gather([a], root=0)\n"
+        "if hm.rank() == 0:\n"
+        "    print(f'a = {a.tolist()}', flush=True)\n"
+    )
+    returncode, output = _run_program(program)
+    assert output.count("the running runtime serves hetflow.mpi") == 2, output
+    assert "a = [1.0, 1.0, 1.0]" in output, output  # ran once, on the owner
+    assert returncode == 0 and "time limit" not in output, output
+
+
 def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
     program = (
         "import numpy as np, hetflow, hetflow.mpi as hm\n"
