@@ -138,7 +138,7 @@ def init(comm: Any = None, *, share_node: bool = True, abort_on_error: bool = Tr
         runtime.serves_mpi = True
         context = module.Context(runtime._engine.engine_capsule(), transport)
         runtime._engine.set_router(context.router())
-        if os.environ.get("HETFLOW_MPI_CHECK") == "1":
+        if os.environ.get("HETFLOW_MPI_CHECK", "") in ("1", "true", "yes", "on"):  # the context refused others
             runtime.check_label = _code_label
         _state = _State(context, runtime)
         runtime.before_stop(_closer(_state))

@@ -119,6 +119,16 @@ struct Farewell {
 // The longest error text a transfer carries (both sides cut it there, so that they agree).
 constexpr std::size_t kLongestError = std::size_t{1} << 20;
 
+// HETFLOW_MPI_CHECK and HETFLOW_MPI_STATS, read as the engine reads HETFLOW_STATS.
+bool env_flag(const char* variable) {
+  const char* text = std::getenv(variable);
+  if (text == nullptr || *text == '\0') return false;
+  const std::string_view value(text);
+  if (value == "1" || value == "true" || value == "yes" || value == "on") return true;
+  if (value == "0" || value == "false" || value == "no" || value == "off") return false;
+  throw InvalidArgument(std::string(variable) + "='" + text + "' is not a boolean (use 1 or 0)");
+}
+
 std::string shown_seconds(double seconds) {
   char text[32];
   std::snprintf(text, sizeof text, "%g", seconds);
@@ -181,8 +191,8 @@ struct Context::Impl {
       to_track.push_back("to " + rank_text(peer));
       from_track.push_back("from " + rank_text(peer));
     }
-    const char* check_text = std::getenv("HETFLOW_MPI_CHECK");
-    check = check_text != nullptr && std::string_view(check_text) == "1";
+    check = env_flag("HETFLOW_MPI_CHECK");
+    stats = env_flag("HETFLOW_MPI_STATS");
     if (const char* watchdog_text = std::getenv("HETFLOW_MPI_WATCHDOG")) {
       char* end = nullptr;
       const double seconds = std::strtod(watchdog_text, &end);
@@ -955,7 +965,8 @@ struct Context::Impl {
   std::uint64_t last_transfer_id = 0;
   std::chrono::steady_clock::time_point last_progress = std::chrono::steady_clock::now();
   double watchdog_seconds = 60;
-  bool check = false;  // HETFLOW_MPI_CHECK=1
+  bool check = false;  // HETFLOW_MPI_CHECK
+  bool stats = false;  // HETFLOW_MPI_STATS
   bool diverged = false;
   std::string divergence;                  // what the check found, once it did
   std::recursive_mutex posting_mutex;      // gave_up, and the calls that post to the transport
@@ -980,7 +991,7 @@ Context::Context(Runtime& runtime, std::shared_ptr<Transport> transport)
     : impl_(std::make_unique<Impl>(runtime, std::move(transport))) {}
 
 Context::~Context() {
-  if (const char* stats = std::getenv("HETFLOW_MPI_STATS"); stats != nullptr && std::string_view(stats) == "1") {
+  if (impl_->stats) {
     std::string text;
     for (std::size_t peer = 0; peer < impl_->sent.size(); ++peer) {
       if (impl_->sent[peer].messages == 0) continue;

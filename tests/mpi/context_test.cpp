@@ -362,8 +362,22 @@ TEST(MpiContext, ATaskThatFailsFailsItsReadersOnOtherRanksWithTheCause) {
   });
 }
 
+TEST(MpiContext, AnMpiFlagThatIsNotABooleanIsRefused) {
+  for (const char* flag : {"HETFLOW_MPI_CHECK", "HETFLOW_MPI_STATS"}) {
+    setenv(flag, "maybe", 1);  // was taken for "off": a divergent program went unchecked
+    try {
+      spmd(2, [](mpi::Context&) { ADD_FAILURE() << "the context was made"; });
+      if (sees_rank(0) || sees_rank(1))
+        ADD_FAILURE() << flag << "=maybe was accepted";  // under mpirun, ranks 2, 3 sit out
+    } catch (const hetflow::InvalidArgument& error) {
+      EXPECT_EQ(std::string(error.what()), std::string(flag) + "='maybe' is not a boolean (use 1 or 0)");
+    }
+    unsetenv(flag);
+  }
+}
+
 TEST(MpiContext, RanksThatSubmitDifferentWorkAreToldWhereWithTheCheck) {
-  setenv("HETFLOW_MPI_CHECK", "1", 1);
+  setenv("HETFLOW_MPI_CHECK", "yes", 1);  // any of the engine's words for on
   spmd(3, [](mpi::Context& context) {
     std::vector<double> x(4, 1.0);
     auto hx = context.register_data(x.data(), doubles(4), 0, 7);
