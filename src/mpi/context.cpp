@@ -119,6 +119,15 @@ struct Farewell {
 // The longest error text a transfer carries (both sides cut it there, so that they agree).
 constexpr std::size_t kLongestError = std::size_t{1} << 20;
 
+// A failure's text sent to another rank, at most kLongestError bytes, cut between two UTF-8
+// characters (Python decodes it there).
+void cut_to_longest_error(std::string& text) {
+  if (text.size() <= kLongestError) return;
+  std::size_t end = kLongestError;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;  // a continuation byte
+  text.resize(end);
+}
+
 // HETFLOW_MPI_CHECK and HETFLOW_MPI_STATS, read as the engine reads HETFLOW_STATS.
 bool env_flag(const char* variable) {
   const char* text = std::getenv(variable);
@@ -550,7 +559,7 @@ struct Context::Impl {
     if (const std::exception_ptr& failure = transfer->acquisition.failure()) {
       transfer->error =
           "the task that wrote '" + channel.local.name() + "' on " + rank_text(rank) + " failed: " + describe(failure);
-      transfer->error.resize(std::min<std::size_t>(transfer->error.size(), kLongestError));
+      cut_to_longest_error(transfer->error);
       transfer->error_length = transfer->error.size();
     }
     transfer->messages_left = transfer->error.empty() ? 2 : 3;

@@ -308,6 +308,31 @@ def test_hetflow_init_after_hetflow_mpi_init_is_refused_and_the_ranks_go_on():
     assert returncode == 0 and "time limit" not in output, output
 
 
+def test_a_failure_too_long_to_send_whole_is_cut_between_characters():
+    # Past 1 MiB the text sent to the reader's rank is cut: in the middle of a two-byte 'ü' it
+    # gave the reader UnicodeDecodeError instead of the DependencyError naming the failure.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "run = hetflow.task_submit.options(executor='thread')\n"
+        "src = hm.register(np.ones(2), owner=0, name='srcX')\n"
+        "dst = hm.register(np.zeros(2), owner=1, name='dst')\n"
+        "def bad(x):\n"
+        "    raise ValueError('\u00fc' * 600000)\n"
+        "run(bad, hetflow.RW(src))\n"
+        "copied = run(lambda d, s: d.__setitem__(slice(None), s), hetflow.W(dst), src)\n"
+        "hm.wait_all()\n"
+        "if hm.rank() == 1:\n"
+        "    try:\n"
+        "        copied.result()\n"
+        "    except hetflow.DependencyError as error:\n"
+        "        print('reader:', str(error)[:60], len(str(error)) > 1000, flush=True)\n"
+    )
+    returncode, output = _run_program(program)
+    assert "reader: dependency " in output and " True" in output, output
+    assert "UnicodeDecodeError" not in output and returncode == 0, output
+
+
 def test_ranks_that_submit_different_work_are_told_so_with_hetflow_mpi_check():
     program = (
         "import numpy as np, hetflow, hetflow.mpi as hm\n"
