@@ -198,6 +198,7 @@ TaskResult ProcessTaskHost::run_batch(TaskContext& context, ProcessCall& lead) {
     if (item.companion < 0) {
       lead_result = std::move(result);
       lead_error = std::move(error);
+      if (companions > 0) context.own_part_done();
       return;
     }
     void* storage = context.companion_storage(static_cast<std::size_t>(item.companion));

@@ -384,7 +384,18 @@ std::size_t Engine::take_companions(WorkerState& worker, const TaskCore* lead, s
 
 void Engine::finish_companion(WorkerState& worker, std::size_t index, std::exception_ptr error) noexcept {
   TaskCore* task = std::exchange(worker.companions[index], nullptr);
-  if (task != nullptr) conclude(task, std::move(error));
+  if (task == nullptr) return;
+  if (recorder_ != nullptr) {  // from the end of what the batch did before it
+    const double end = now();
+    recorder_->task(worker.info.id, task->display_name(), footprint(task), std::min(worker.batch_mark, end), end);
+    worker.batch_mark = end;
+  }
+  conclude(task, std::move(error));
+}
+
+void Engine::own_part_done(WorkerState& worker) noexcept {
+  if (recorder_ == nullptr) return;
+  worker.own_part_end = worker.batch_mark = std::max(worker.batch_mark, now());
 }
 
 void Engine::conclude(TaskCore* task, std::exception_ptr error) noexcept {

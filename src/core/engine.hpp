@@ -100,6 +100,8 @@ class Engine final : public DataContext {
   void look_ahead(WorkerState& worker);
   std::size_t take_companions(WorkerState& worker, const TaskCore* lead, std::size_t max);
   void finish_companion(WorkerState& worker, std::size_t index, std::exception_ptr error) noexcept;
+  /// The running batch's lead finished its own part: for the trace and the statistics.
+  void own_part_done(WorkerState& worker) noexcept;
   /// The one way a task that started ends: publishes its outcome (done, or failed with `error`, its
   /// body gone), then finishes it.
   void conclude(TaskCore* task, std::exception_ptr error) noexcept;

@@ -68,6 +68,8 @@ void TaskContext::finish_companion(std::size_t index, std::exception_ptr error) 
   task_->runtime->finish_companion(*worker_, index, std::move(error));
 }
 
+void TaskContext::own_part_done() noexcept { task_->runtime->own_part_done(*worker_); }
+
 void* TaskContext::driver_state() const noexcept {
   return worker_->driver != nullptr ? worker_->driver->worker_state(worker_->driver_index) : nullptr;
 }

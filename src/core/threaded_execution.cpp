@@ -128,6 +128,8 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
   const bool timed = model != nullptr || recorder != nullptr;
   const double start = timed ? engine.now() : 0;
   const double nested_at_start = worker.nested_seconds;
+  worker.batch_mark = start;
+  worker.own_part_end = -1;
   try {
     // A body that went on without the worker after a wait (SeatlessTask) takes it back here,
     // however it ends: what follows is the worker's.
@@ -157,7 +159,9 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
   const double end = engine.now();
   const double not_its_own = setup + (worker.nested_seconds - nested_at_start);
   if (model != nullptr) record_run(*model, task, worker.info.arch, std::max(0.0, end - start - not_its_own));
-  if (recorder != nullptr) recorder->task(worker.info.id, task->display_name(), footprint(task), start, end);
+  // A batch's lead shows its own part; its companions' slices follow it (Engine::finish_companion).
+  const double own_end = worker.own_part_end >= 0 ? worker.own_part_end : end;
+  if (recorder != nullptr) recorder->task(worker.info.id, task->display_name(), footprint(task), start, own_end);
 }
 
 }  // namespace

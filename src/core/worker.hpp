@@ -43,6 +43,11 @@ struct WorkerState {
   // Tasks run together with the one being executed (TaskContext::take_companions); nullptr
   // once finished.
   std::vector<TaskCore*> companions;
+  // With a trace or statistics, where the running batch's next slice begins (its lead's start,
+  // then the end of its own part and of each companion), and when the lead's own part ended
+  // (negative: not said: the whole body).
+  double batch_mark = 0;
+  double own_part_end = -1;
   // A task taken while looking for companions that was not one: it runs next.
   TaskCore* deferred = nullptr;
   // Seconds, accumulated over the worker's life, spent running tasks nested in a task that waited

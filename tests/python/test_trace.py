@@ -105,6 +105,24 @@ def test_trace_shows_process_workers(tmp_path):
     assert names == {"alpha": 6, 'beta "quoted"': 3}
 
 
+def test_process_tasks_sent_in_batches_each_have_their_slice_and_count(tmp_path, capfd):
+    """Short process tasks go to a worker many in one message; the trace and the statistics
+    showed the batch's first task only (17 slices for 200 tasks)."""
+    path = tmp_path / "trace.json"
+    runtime = Runtime(ncpus=1, executor="process", nprocs=1, trace=path, stats=True)
+    futures = [runtime.submit(square, (i,), {}, executor="process", name="short") for i in range(200)]
+    assert [f.result(timeout=60) for f in futures] == [i * i for i in range(200)]
+    runtime.shutdown()
+    tracks, _ = read_trace(path)
+    (track,) = [name for name in tracks if name.endswith("(process)")]
+    slices = sorted((e for e in tracks[track] if e["cat"] == "task"), key=lambda e: e["ts"])
+    assert len(slices) == 200 and {e["name"] for e in slices} == {"short"}
+    for before, after in zip(slices, slices[1:]):  # one after the other on the worker's track
+        assert before["ts"] + before["dur"] <= after["ts"] + 1, (before, after)  # µs, rounded
+    row = re.search(r"^\s*worker 1 \(process\)\s+(\d+)\s", capfd.readouterr().err, re.MULTILINE)
+    assert row is not None and int(row.group(1)) == 200
+
+
 def test_trace_from_the_environment(tmp_path, monkeypatch):
     path = tmp_path / "env-trace.json"
     monkeypatch.setenv("HETFLOW_TRACE", str(path))
