@@ -72,38 +72,65 @@ class FutureSearch:
     def substitute(self, value: Any, resolve: Callable[[Any], Any], copies: Dict[int, Any]) -> Any:
         """``value`` itself, or, when it is a future or holds one, its value or a copy with
         ``resolve(future)`` in place of each future, container types kept. ``copies`` maps the
-        containers copied so far (one copy per container, however often it is named)."""
+        containers copied so far (one copy per container, however often it is named). Depth
+        first on an explicit stack, as the search: nestings deeper than Python's recursion limit
+        are fine."""
         if self.is_future(value):
             return resolve(value)
         if id(value) not in self.holders or not isinstance(value, _CONTAINERS):
             return value
         if id(value) in copies:
             return copies[id(value)]
-        copies[id(value)] = value  # a container inside itself: the inner mention stays the original
+        # A container is rebuilt once the containers below it are; one being rebuilt (an
+        # ancestor: a container inside itself) is named as the original there.
+        in_progress = {id(value)}
+        stack: List[Tuple[Any, Iterator[Any]]] = [(value, _items(value))]
+        while stack:
+            container, items = stack[-1]
+            for child in items:
+                if (
+                    isinstance(child, _CONTAINERS)
+                    and id(child) in self.holders
+                    and id(child) not in copies
+                    and id(child) not in in_progress
+                    and not self.is_future(child)
+                ):
+                    in_progress.add(id(child))
+                    stack.append((child, _items(child)))
+                    break
+            else:
+                stack.pop()
+                in_progress.discard(id(container))
+                copies[id(container)] = self._rebuilt(container, resolve, copies)
+        return copies[id(value)]
+
+    def _rebuilt(self, value: Any, resolve: Callable[[Any], Any], copies: Dict[int, Any]) -> Any:
+        """A copy of the container ``value``, its futures resolved and its containers that hold
+        one replaced by their copies (or themselves, while being rebuilt)."""
 
         def each(item: Any) -> Any:
-            return self.substitute(item, resolve, copies)
+            if type(item) in _ATOMS:
+                return item
+            if self.is_future(item):
+                return resolve(item)
+            return copies.get(id(item), item) if id(item) in self.holders else item
 
-        result: Any
         if isinstance(value, list):
             items = [each(item) for item in value]
-            result = items if type(value) is list else _refilled(value, items)
-        elif isinstance(value, tuple):
+            return items if type(value) is list else _refilled(value, items)
+        if isinstance(value, tuple):
             items = [each(item) for item in value]
             try:
-                result = type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+                return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
             except TypeError as error:
                 raise TypeError(
                     f"hetflow: cannot rebuild a {type(value).__name__} with the values of the futures it holds "
                     f"(its constructor does not take its items: {error}); pass the futures outside it"
                 ) from None
-        elif isinstance(value, (set, frozenset)):
-            result = type(value)(each(item) for item in value)
-        else:
-            pairs = [(each(key), each(item)) for key, item in value.items()]
-            result = dict(pairs) if type(value) is dict else _refilled(value, pairs)
-        copies[id(value)] = result
-        return result
+        if isinstance(value, (set, frozenset)):
+            return type(value)(each(item) for item in value)
+        pairs = [(each(key), each(item)) for key, item in value.items()]
+        return dict(pairs) if type(value) is dict else _refilled(value, pairs)
 
 
 def _refilled(container: Any, items: list) -> Any:

@@ -275,6 +275,22 @@ def test_thread_task_arguments_that_hold_themselves_or_nest_deeply():
     for i in range(5000):  # deeper than Python's recursion limit
         chain = (i, chain)
     assert submit(lambda x, c: x + c[0], one, chain).result(timeout=30) == 1 + 4999
+    # A future that deep: every container on the way is copied with its value (it raised
+    # RecursionError past about 330 levels).
+    deep: list = [one]
+    for _ in range(5000):
+        deep = [deep]
+
+    def innermost(x):
+        while isinstance(x, list) and len(x) == 1 and isinstance(x[0], list):
+            x = x[0]
+        return x
+
+    assert submit(innermost, deep).result(timeout=30) == [1]
+    # A container that holds a future, named twice at different depths, is one copy.
+    shared = [one]
+    got = submit(lambda x: (x[0], x[1][0], x[0] is x[1][0]), [shared, [shared]]).result(timeout=30)
+    assert got == ([1], [1], True)
 
 
 def test_a_task_given_many_futures_in_a_list_gets_their_values():
