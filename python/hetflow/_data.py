@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
 import operator
 import os
 import sys
@@ -520,8 +521,9 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
     return numpy.ndarray(shape, dtype=dtype, buffer=raw, order="F" if order == "F" else "C")
 
 
+@functools.lru_cache(maxsize=None)
 def _memory_and_swap() -> Optional[int]:
-    """Bytes of memory and swap of the machine, None if unknown."""
+    """Bytes of memory and swap of the machine, None if unknown (read once)."""
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
