@@ -987,7 +987,7 @@ struct Context::Impl {
   std::uint64_t wait_all_calls = 0;  // those that threw included
   bool process_ending = false;
   std::atomic<std::uint64_t> interruptions{0};     // interrupt_wait_all calls
-  std::shared_ptr<Meeting> barrier;                // wait_all\'s, until it is met
+  std::shared_ptr<Meeting> barrier;                // wait_all's, until it is met
   std::chrono::duration<double> exit_patience{0};  // set with process_ending
   // The ranks whose context ended (guarded by transfer_mutex, as are the two below).
   std::vector<std::optional<Farewell>> departed;
