@@ -149,8 +149,12 @@ void run_body(Engine& engine, TaskCore* task, WorkerState& worker, TaskContext& 
         // The implementation's own error is the one to report.
       }
     }
-    // The worker was busy all the same: the trace and the statistics show the failed run.
-    if (recorder != nullptr) recorder->task(worker.info.id, task->display_name(), footprint(task), start, engine.now());
+    // The worker was busy all the same: the trace and the statistics show the failed run (a
+    // batch's lead, its own part: its companions show theirs).
+    if (recorder != nullptr) {
+      const double end = worker.own_part_end >= 0 ? worker.own_part_end : engine.now();
+      recorder->task(worker.info.id, task->display_name(), footprint(task), start, end);
+    }
     throw;
   }
   const double setup = take_setup_seconds(worker);
