@@ -397,18 +397,32 @@ void ModelBasedScheduler::prefetch_window_of(Slot& slot) {
   }
 }
 
+namespace {
+
+// The first task of a slot's queue that can run on `arch` (every queued one can; the check is a
+// safety net). Under the queue's lock.
+template <class Slot>
+auto first_runnable(Slot& slot, Arch arch) {
+  return std::find_if(slot.queue.begin(), slot.queue.end(),
+                      [arch](const auto& entry) { return entry.task->where.contains(arch); });
+}
+
+template <class Slot, class Entry>
+void take_out(Slot& slot, typename decltype(Slot::queue)::iterator it, Entry& out) {
+  out = *it;
+  slot.queue.erase(it);
+  slot.queued.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 bool ModelBasedScheduler::take_first(Slot& slot, Arch arch, Entry& out) {
   if (slot.queued.load(std::memory_order_acquire) == 0) return false;
   std::lock_guard guard(slot.queue_mutex);
-  // Every queued task can run on the slot's architecture; the check is a safety net.
-  for (auto it = slot.queue.begin(); it != slot.queue.end(); ++it) {
-    if (!it->task->where.contains(arch)) continue;
-    out = *it;
-    slot.queue.erase(it);
-    slot.queued.fetch_sub(1, std::memory_order_relaxed);
-    return true;
-  }
-  return false;
+  const auto first = first_runnable(slot, arch);
+  if (first == slot.queue.end()) return false;
+  take_out(slot, first, out);
+  return true;
 }
 
 bool ModelBasedScheduler::take_soonest(Slot& slot, Entry& out) {
@@ -422,13 +436,7 @@ bool ModelBasedScheduler::take_soonest(Slot& slot, Entry& out) {
   constexpr std::size_t kLookedAt = 16;
   const double now = context_->now();
   std::lock_guard guard(slot.queue_mutex);
-  auto first = slot.queue.end();
-  for (auto it = slot.queue.begin(); it != slot.queue.end(); ++it) {
-    if (it->task->where.contains(slot.info.arch)) {  // every queued task can; a safety net
-      first = it;
-      break;
-    }
-  }
+  const auto first = first_runnable(slot, slot.info.arch);
   if (first == slot.queue.end()) return false;
   auto chosen = first;
   const double first_ready = std::max(now, first->data_ready);
@@ -441,9 +449,7 @@ bool ModelBasedScheduler::take_soonest(Slot& slot, Entry& out) {
       break;
     }
   }
-  out = *chosen;
-  slot.queue.erase(chosen);
-  slot.queued.fetch_sub(1, std::memory_order_relaxed);
+  take_out(slot, chosen, out);
   return true;
 }
 
