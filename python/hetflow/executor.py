@@ -77,6 +77,7 @@ class Executor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._shut_down = False
+        self._submitted: "weakref.WeakSet[Future]" = weakref.WeakSet()  # for shutdown(cancel_futures=True)
         # Dropped without shutdown: the work still finishes, without blocking whoever dropped it.
         self._finalizer = weakref.finalize(self, _release, self._runtime)
         self._finalizer.atexit = False  # at exit, _at_exit waits for the work instead
@@ -96,7 +97,9 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             if self._shut_down:
                 raise RuntimeError("hetflow.Executor: cannot schedule new futures after shutdown")
-            return self._runtime.submit(fn, args, kwargs)
+            future = self._runtime.submit(fn, args, kwargs)
+            self._submitted.add(future)
+            return future
 
     def map(
         self,
@@ -128,8 +131,8 @@ class Executor(concurrent.futures.Executor):
 
         wait: return once the submitted work is done and the workers have stopped (else at once;
         the work still finishes, and the interpreter waits for it at exit). cancel_futures:
-        cancel the tasks not started yet (their futures raise ``CancelledError``); without
-        waiting, they are cancelled as the workers reach them, so none of them runs."""
+        cancel the tasks not started yet: ``submit``'s futures are cancelled before this returns
+        (or waits), those of ``map`` as the workers reach them; none of them runs."""
         runtime = self._runtime
         if wait and not runtime._closed and runtime._engine.inside_task():
             raise RuntimeError(
@@ -139,11 +142,13 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._shut_down = True
         self._finalizer.detach()
+        if cancel_futures:
+            runtime._engine.cancel_pending()  # nothing queued starts after this
+            for future in list(self._submitted):
+                future.cancel()  # its waiters told now, as with concurrent.futures, not as a worker reaches it
         if wait:
             runtime.shutdown(cancel_futures=cancel_futures)
             return
-        if cancel_futures:
-            runtime._engine.cancel_pending()  # before returning: nothing queued starts after this
         if not runtime._closed:
             _release(runtime)
 
