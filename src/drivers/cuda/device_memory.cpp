@@ -115,9 +115,13 @@ std::unique_ptr<ext::Transfer> DeviceMemory::copy_from_host(void* buffer, const 
 void DeviceMemory::copy_to_host(void* host, const void* buffer, std::size_t bytes) {
   ScopedDevice on(device_);
   on.check_ok(device_);
+  // Waits for this copy only: the download stream is shared, and a synchronisation of the
+  // stream would wait for the copies other threads queue behind this one too.
+  Event event = make_event();
   check(cudaMemcpyAsync(host, buffer, bytes, cudaMemcpyDeviceToHost, download_.get()),
         "cudaMemcpyAsync from GPU " + std::to_string(device_));
-  check(cudaStreamSynchronize(download_.get()), "copy from GPU " + std::to_string(device_));
+  check(cudaEventRecord(event.get(), download_.get()), "cudaEventRecord");
+  check(cudaEventSynchronize(event.get()), "copy from GPU " + std::to_string(device_));
 }
 
 void DeviceMemory::host_buffer_added(void* host, std::size_t bytes) {
