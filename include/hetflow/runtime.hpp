@@ -244,7 +244,9 @@ class HETFLOW_API Runtime {
   /// Tasks submitted and not finished yet: what wait_all() waits for.
   [[nodiscard]] std::size_t unfinished_tasks() const noexcept;
   /// shutdown() for work that may never end: waits for the submitted work until `deadline`, then
-  /// stops the workers that are free and leaves those still inside a task running, detached
+  /// cancels the tasks that have not started (as cancel_pending(): a task queued for a worker
+  /// left in its task is told so once that worker reaches it), stops the workers that are free
+  /// and leaves those still inside a task running, detached
   /// (the trace and the statistics are written then, as they stand). Returns how many threads
   /// were left, those of workers and the spare threads standing in for workers whose task waits
   /// (Config::spare_threads): more than worker_count() when tasks wait inside their bodies.

@@ -625,6 +625,7 @@ unsigned Engine::shutdown_until(std::chrono::steady_clock::time_point deadline) 
     shutting_down_.store(true, std::memory_order_seq_cst);
     release_made_by(thread_number());
     if (!wait_all(&deadline)) {
+      cancel_pending();  // given up on: what has not started must not run after this returns
       const unsigned left = execution_->stop_free_workers();
       PerfModelRegistry::instance().save_all();
       // The trace and the statistics as they stand: this engine may never be destroyed (its

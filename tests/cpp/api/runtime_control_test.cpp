@@ -109,4 +109,29 @@ TEST(RuntimeControl, ShutdownUntilLeavesAWorkerStuckInATaskRunning) {
   EXPECT_TRUE(finished.load());
 }
 
+TEST(RuntimeControl, ShutdownUntilCancelsWhatHadNotStartedWhenTheTimeIsUp) {
+  // The tasks queued behind the stuck one ran once it returned, after shutdown_until had
+  // given up on them: writing data the program may have freed by then.
+  auto* rt = new Runtime(Config{.ncpus = 1});  // leaked on purpose, as above
+  Gate gate;
+  Signal started;
+  int value = 0;
+  DataHandle handle = rt->register_variable(value);
+  auto stuck = rt->submit([&] {
+    started.raise();
+    gate.wait();
+  });
+  std::vector<hetflow::Future<void>> queued;
+  for (int i = 0; i < 5; ++i) {
+    queued.push_back(rt->submit(TaskOptions{.data = {RW(handle)}}, [&value] { ++value; }));
+  }
+  started.wait();
+  EXPECT_EQ(rt->shutdown_until(std::chrono::steady_clock::now() + 100ms), 1U);
+  gate.open();
+  stuck.wait();
+  EXPECT_THROW(queued[0].get(), CancelledError);
+  for (std::size_t i = 1; i < queued.size(); ++i) EXPECT_THROW(queued[i].get(), hetflow::DependencyError);
+  EXPECT_EQ(value, 0);
+}
+
 }  // namespace
