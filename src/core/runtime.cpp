@@ -5,6 +5,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <new>
@@ -195,6 +197,14 @@ Runtime::~Runtime() {
     // nothing can be joined, waited for or torn down, so the copy is left as it is.
     static_cast<void>(impl_.release());
     return;
+  }
+  if (on_worker_thread()) {
+    // Its shutdown would wait for the very task destroying it; a destructor cannot report that.
+    std::fputs(
+        "hetflow: a Runtime was destroyed inside one of its own tasks, where it would wait for that task "
+        "itself; destroy it outside its tasks. Aborting.\n",
+        stderr);
+    std::abort();
   }
   impl_->shutdown();
 }

@@ -109,6 +109,17 @@ TEST(RuntimeControl, ShutdownUntilLeavesAWorkerStuckInATaskRunning) {
   EXPECT_TRUE(finished.load());
 }
 
+TEST(RuntimeControlDeathTest, ARuntimeDestroyedInsideItsOwnTaskSaysSo) {
+  // It ended in std::terminate naming a shutdown() the program never called.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto* rt = new Runtime(Config{.ncpus = 1});
+        rt->submit([rt] { delete rt; }).wait();
+      },
+      "a Runtime was destroyed inside one of its own tasks");
+}
+
 TEST(RuntimeControl, ShutdownUntilCancelsWhatHadNotStartedWhenTheTimeIsUp) {
   // The tasks queued behind the stuck one ran once it returned, after shutdown_until had
   // given up on them: writing data the program may have freed by then.
