@@ -57,6 +57,14 @@ void set_current_worker(WorkerState* worker) noexcept { tl_worker = worker; }
 
 namespace {
 thread_local SeatlessTask* tl_seatless = nullptr;
+// A callback of acquire_then runs on the worker that ended the tasks before it, as part of its
+// task: a program calling from one would not know it is inside a task.
+Error waits_for_own_task(std::string_view call) {
+  return Error("hetflow: " + std::string(call) +
+               " called from inside a task (or an acquire_then callback, which runs on the worker that ended the "
+               "tasks before it) would wait for that task itself");
+}
+
 }  // namespace
 
 SeatlessTask* seatless_task() noexcept { return tl_seatless; }
@@ -548,7 +556,7 @@ TaskCore* Engine::held_acquisition_that(std::uint64_t holder, const std::functio
 
 bool Engine::wait_all(const std::chrono::steady_clock::time_point* deadline) {
   if (inside_task_of(this)) {
-    throw Error("hetflow: wait_all() (or wait_all_until) called from inside a task would wait for that task itself");
+    throw waits_for_own_task("wait_all() (or wait_all_until)");
   }
   if (simulating()) {
     simulate_while_waiting([this] { return outstanding_.load(std::memory_order_seq_cst) == 0; }, deadline);
@@ -595,7 +603,7 @@ void Engine::abort() {
 
 void Engine::shutdown() {
   if (inside_task_of(this)) {
-    throw Error("hetflow: shutdown() called from inside a task would wait for that task itself");
+    throw waits_for_own_task("shutdown()");
   }
   std::lock_guard guard(shutdown_mutex_);
   if (stopped_.load(std::memory_order_acquire)) return;
@@ -617,7 +625,7 @@ void Engine::shutdown() {
 
 unsigned Engine::shutdown_until(std::chrono::steady_clock::time_point deadline) {
   if (inside_task_of(this)) {
-    throw Error("hetflow: shutdown() called from inside a task would wait for that task itself");
+    throw waits_for_own_task("shutdown()");
   }
   {
     std::lock_guard guard(shutdown_mutex_);

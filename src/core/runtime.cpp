@@ -367,7 +367,8 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::acquire");
   if (detail::running_task_uses(impl_.get(), &impl)) {
     throw InvalidArgument("hetflow::Runtime::acquire: the calling task uses " + display_quoted(impl.name) +
-                          " itself, so acquiring it would wait for that task; use the task's own access to it");
+                          " itself, so acquiring it would wait for that task; use the task's own access to it (an "
+                          "acquire_then callback runs as part of the task that ended the ones before it)");
   }
 
   // One this thread holds that the new one would wait for could never be released.
