@@ -173,6 +173,7 @@ class HETFLOW_API Runtime {
     if (dims.size() != strides.size()) throw InvalidArgument("register_block: dims and strides differ in length");
     return register_data(data, DataLayout::block(dims.size(), dims.data(), strides.data(), sizeof(T)), std::move(name));
   }
+  /// `ptr` may be null for data of no elements (an empty std::vector's data()).
   DataHandle register_data(void* ptr, const DataLayout& layout, std::string name = {});
 
   /// Waits for the tasks submitted before that conflict with `mode`, brings the latest data to

@@ -351,10 +351,16 @@ Future<void> Runtime::insert(const Codelet& codelet, const TaskOptions& options)
 }
 
 DataHandle Runtime::register_data(void* ptr, const DataLayout& layout, std::string name) {
-  if (ptr == nullptr)
-    throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + display_quoted(name));
   if (layout.elem_size == 0) throw InvalidArgument("hetflow::Runtime::register_data: element size is 0");
   detail::check_layout(layout, "hetflow::Runtime::register_data");
+  if (ptr == nullptr) {
+    // An empty std::vector's data(): nothing is ever read or written there, but the engine and
+    // the drivers expect an address.
+    static char no_elements;
+    if (layout.span_bytes() != 0)
+      throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + display_quoted(name));
+    ptr = &no_elements;
+  }
   impl_->check_not_forked("hetflow::Runtime::register_data");
   if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::register_data: the runtime has been shut down");
   return DataHandle(impl_->register_data(ptr, layout, std::move(name)));

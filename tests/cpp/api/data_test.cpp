@@ -151,6 +151,18 @@ TEST(Data, BadLayoutsThrow) {
   }
 }
 
+TEST(Data, AnEmptyVectorRegistersWithItsNullPointer) {
+  // An empty std::vector's data() is null; it was refused as a null pointer.
+  Runtime rt(Config{.ncpus = 1});
+  std::vector<double> none;
+  auto handle = rt.register_vector(none.data(), none.size(), "none");
+  std::size_t seen = 99;
+  rt.submit(TaskOptions{.data = {RW(handle)}}, [&] { seen = handle.layout().element_count(); }).get();
+  EXPECT_EQ(seen, 0u);
+  rt.unregister(handle);
+  EXPECT_THROW((void)rt.register_vector(static_cast<double*>(nullptr), 1), InvalidArgument);
+}
+
 TEST(Data, EmptyHandle) {
   hetflow::DataHandle empty;
   EXPECT_FALSE(empty);
