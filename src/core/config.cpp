@@ -39,7 +39,8 @@ unsigned parse_unsigned(const std::string& text, const char* variable, unsigned 
 bool parse_bool(const std::string& text, const char* variable) {
   if (text == "1" || text == "true" || text == "yes" || text == "on") return true;
   if (text == "0" || text == "false" || text == "no" || text == "off") return false;
-  throw InvalidArgument(std::string(variable) + "='" + text + "' is not a boolean (use 1 or 0)");
+  throw InvalidArgument(std::string(variable) + "='" + text +
+                        "' is not a boolean (1, true, yes, on or 0, false, no, off)");
 }
 
 constexpr unsigned kMaxWorkers = 4096;

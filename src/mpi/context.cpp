@@ -135,7 +135,8 @@ bool env_flag(const char* variable) {
   const std::string_view value(text);
   if (value == "1" || value == "true" || value == "yes" || value == "on") return true;
   if (value == "0" || value == "false" || value == "no" || value == "off") return false;
-  throw InvalidArgument(std::string(variable) + "='" + text + "' is not a boolean (use 1 or 0)");
+  throw InvalidArgument(std::string(variable) + "='" + text +
+                        "' is not a boolean (1, true, yes, on or 0, false, no, off)");
 }
 
 std::string shown_seconds(double seconds) {

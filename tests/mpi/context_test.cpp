@@ -370,7 +370,8 @@ TEST(MpiContext, AnMpiFlagThatIsNotABooleanIsRefused) {
       if (sees_rank(0) || sees_rank(1))
         ADD_FAILURE() << flag << "=maybe was accepted";  // under mpirun, ranks 2, 3 sit out
     } catch (const hetflow::InvalidArgument& error) {
-      EXPECT_EQ(std::string(error.what()), std::string(flag) + "='maybe' is not a boolean (use 1 or 0)");
+      EXPECT_EQ(std::string(error.what()),
+                std::string(flag) + "='maybe' is not a boolean (1, true, yes, on or 0, false, no, off)");
     }
     unsetenv(flag);
   }
