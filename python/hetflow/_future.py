@@ -331,11 +331,20 @@ class Future(concurrent.futures.Future):
         return self._name
 
     # -- what concurrent.futures.wait / as_completed read ----------------------------------
-    def _condition_now(self) -> threading.Condition:
+    def _made_condition(self) -> threading.Condition:
         with self._lock:
             if self._cond is None:
                 self._cond = threading.Condition()
             return self._cond
+
+    def _condition_now(self) -> threading.Condition:
+        condition = self._made_condition()
+        # wait() and as_completed() take every future's condition before they read _state (see
+        # _state_now): a task that has finished gets its final state here, before, so that one
+        # that does not block (timeout=0) sees it done.
+        if self._final_state is None and not condition._is_owned() and self._status() in _FINAL_STATES:  # type: ignore[attr-defined]
+            self._finish()
+        return condition
 
     def _state_now(self) -> str:
         # The standard library reads this twice while holding the condition (wait() decides what
@@ -347,7 +356,7 @@ class Future(concurrent.futures.Future):
             return final
         status = self._status()
         if status in _FINAL_STATES:
-            condition = self._condition
+            condition = self._made_condition()
             if not condition._is_owned():  # type: ignore[attr-defined]
                 self._finish()
                 return self._final_state  # type: ignore[return-value]
@@ -447,7 +456,8 @@ class Future(concurrent.futures.Future):
     def _finish(self) -> None:
         """Makes the state final and tells the waiters, once, under the condition; the task
         has finished."""
-        with self._condition:
+        condition = self._made_condition()
+        with condition:
             if self._final_state is not None:
                 return
             state, tell = _FINAL_STATES[self._status()]
@@ -455,7 +465,7 @@ class Future(concurrent.futures.Future):
             self._runtime.saw_tasks_end()
             for waiter in list(self._waiter_list or ()):
                 getattr(waiter, tell)(self)
-            self._condition.notify_all()
+            condition.notify_all()
 
     def _fire(self) -> None:
         """Runs once the task has finished: on the dispatcher thread, or in cancel(). The

@@ -499,3 +499,16 @@ def test_cancelling_a_task_that_waits_for_its_dependencies_tells_its_waiters_at_
     finally:
         release.set()
         hetflow.shutdown()
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_wait_that_does_not_block_sees_the_futures_that_finished(executor):
+    # wait(timeout=0) and as_completed(timeout=0) read the state while holding each future's
+    # condition: finished futures were left "running" until a background thread caught up.
+    for _ in range(20):
+        fs = [submit_on(executor)(add, i, 1) for i in range(10)]
+        assert [f.result() for f in fs] == list(range(1, 11))
+        done, not_done = cf.wait(fs, timeout=0)
+        assert len(done) == 10 and not not_done
+        assert len(list(cf.as_completed(fs, timeout=0))) == 10
+        assert len(cf.wait(fs, timeout=0, return_when=cf.FIRST_COMPLETED).done) == 10
