@@ -116,7 +116,8 @@ class Executor(concurrent.futures.Executor):
         ``TimeoutError``. A call's exception is raised by ``next()`` at that call's position.
         chunksize: calls per task (more for many short calls); None picks one from the number
         of calls and workers. progress: show finished calls (a tqdm bar, else a line on stderr).
-        Closing the iterator early (or losing it) cancels the calls not started.
+        Closing the iterator (or losing it once read from) cancels the calls not started; an
+        iterator never read from and lost lets them all run, as with ``concurrent.futures``.
         """
         deadline = None if timeout is None else time.monotonic() + _checked_timeout(timeout)
         chunksize = _checked_chunksize(chunksize)
@@ -377,6 +378,8 @@ def _run_chunk_in_process(fn: Callable[..., Any], calls: list, star: bool) -> _C
 
 def _count_done(bar: Progress, count: int, _: Future) -> None:
     bar.update(count)
+    if bar.done >= bar.total:
+        bar.close()  # the results may never be read
 
 
 def _results(chunks: List[Tuple[Future, int]], deadline: Optional[float], progress: bool) -> Iterator[Any]:
@@ -389,9 +392,10 @@ def _results(chunks: List[Tuple[Future, int]], deadline: Optional[float], progre
 
 
 class _MapResults:
-    """What ``Executor.map`` returns: its results in order (a generator underneath) and, closed
-    or lost before the first ``next()`` too, the calls not started cancelled (a generator never
-    started runs no ``finally``: all the calls ran)."""
+    """What ``Executor.map`` returns: its results in order (a generator underneath). Closed, the
+    calls not started are cancelled, before the first ``next()`` too (a generator never started
+    runs no ``finally``). Lost before the first ``next()``, the calls all run, as with
+    ``concurrent.futures``: ``with ex: ex.map(save, files)`` is a way to run them all."""
 
     def __init__(self, chunks: List[Tuple[Future, int]], deadline: Optional[float], bar: Optional[Progress]) -> None:
         self._chunks = chunks
@@ -413,7 +417,8 @@ class _MapResults:
         self._results.close()
 
     def __del__(self) -> None:
-        self.close()
+        if self._started:
+            self._results.close()
 
 
 def _result_iterator(
@@ -427,6 +432,8 @@ def _result_iterator(
             try:
                 value = future.result(timeout)
             except TimeoutError:
+                if future.done():
+                    raise  # the call's own, at its position
                 raise TimeoutError("hetflow: map's results were not all ready within its timeout") from None
             chunks.pop()
             del future

@@ -167,17 +167,42 @@ def test_closing_the_map_iterator_cancels_the_calls_not_started():
     assert log in ([0], [0, 1])  # the second call may have started; the others never run
 
 
-@pytest.mark.parametrize("how", ["close", "lose"])
-def test_a_map_iterator_closed_or_lost_before_its_first_result_cancels_the_calls(how):
+def test_a_map_iterator_closed_before_its_first_result_cancels_the_calls():
     # A generator never started runs no finally: every call ran.
     release, log = threading.Event(), []
     with hetflow.Executor(1, executor="thread") as executor:
         results = executor.map(record, [log] * 4, [release] * 4, range(4))
-        if how == "close":
-            results.close()
-        del results
+        results.close()
         release.set()
     assert log in ([], [0])  # the first call may have started; the others never run
+
+
+def write_text(path, text):
+    with open(path, "w") as out:
+        out.write(text)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_map_iterator_never_read_and_lost_runs_every_call(kind, tmp_path):
+    # `with ex: ex.map(save, files)`, as with concurrent.futures: no call was made.
+    paths = [str(tmp_path / f"{i}.txt") for i in range(8)]
+    with hetflow.Executor(2, executor=kind) as executor:
+        executor.map(write_text, paths, [str(i) for i in range(8)])
+    assert [open(p).read() for p in paths] == [str(i) for i in range(8)]
+
+
+def raise_timeout(x):
+    raise TimeoutError(f"connection {x} timed out")
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_a_call_that_raises_timeout_error_has_it_raised_as_it_is(chunksize):
+    # map replaced it with its own "results were not all ready within its timeout", with no timeout given.
+    with hetflow.Executor(2, executor="thread") as executor:
+        with pytest.raises(TimeoutError, match="connection 2 timed out"):
+            list(executor.map(raise_timeout, [2, 3], chunksize=chunksize))
+    with pytest.raises(TimeoutError, match="connection 2 timed out"):
+        hetflow.map(raise_timeout, [2, 3], executor="thread")
 
 
 def test_cancel_a_queued_future():
