@@ -30,6 +30,9 @@ MAX_SPIN_US = 10_000_000
 _ABORT_GRACE_S = 0.5
 # Device writes noted (Runtime.note_device_writes) beyond which those of freed buffers are dropped.
 _DEVICE_WRITES_PURGE_AT = 1024
+# A callback running this long with others queued behind it is taken to be waiting (perhaps for
+# one of those): the callbacks after it go on on a new thread.
+_CALLBACK_STALL_S = 0.1
 
 
 def default_executor() -> str:
@@ -339,6 +342,7 @@ class Runtime:
         self._core_markers: Dict[int, Any] = {}  # per core, a byte whose W orders the work sent there
         self._dispatcher: Optional[threading.Thread] = None
         self._callback_thread: Optional[threading.Thread] = None
+        self._callback_since: Optional[float] = None  # when the callback thread's current call began
         self._callback_queue: "queue.SimpleQueue[Optional[Tuple[Callable[[list], None], list]]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -666,24 +670,52 @@ class Runtime:
         """Runs ``call(callbacks)`` on the callback thread, in the order asked."""
         with self._lock:
             if self._callback_thread is None:  # kept once started, as the dispatcher
-                callback_thread = threading.Thread(target=self._run_callbacks, name="hetflow-callbacks", daemon=True)
-                callback_thread.start()
-                self._callback_thread = callback_thread
+                self._start_callback_thread()
         self._callback_queue.put((call, callbacks))
 
+    def _start_callback_thread(self) -> None:
+        # Called with self._lock held.
+        callback_thread = threading.Thread(target=self._run_callbacks, name="hetflow-callbacks", daemon=True)
+        self._callback_thread = callback_thread
+        self._callback_since = None
+        callback_thread.start()
+
     def _run_callbacks(self) -> None:
+        me = threading.current_thread()
         while True:
+            with self._lock:
+                if self._callback_thread is not me:  # replaced while a callback waited, or stopped
+                    return
+                self._callback_since = None
             item = self._callback_queue.get()
-            if item is None:  # from _join_dispatcher, at shutdown
-                return
+            with self._lock:
+                if item is None:  # from _join_dispatcher, at shutdown (unless a thread started since)
+                    if self._callback_thread is None:
+                        return
+                    continue
+                self._callback_since = time.monotonic()
             call, callbacks = item
             call(callbacks)  # catches what the callbacks raise
             del item, call, callbacks  # a future kept here would keep its task (and the engine) alive
+
+    def _unblock_callbacks(self) -> None:
+        """A callback that waits (for a future whose await is a callback queued behind it, say)
+        would hold the ones after it for ever: they go on on a new thread."""
+        with self._lock:
+            since = self._callback_since
+            if (
+                since is not None
+                and time.monotonic() - since >= _CALLBACK_STALL_S
+                and not self._callback_queue.empty()
+            ):
+                self._start_callback_thread()
 
     def _dispatch(self) -> None:
         while True:
             for future in self._engine.drain_completions(100):
                 future._fire()
+            if self._callback_since is not None:
+                self._unblock_callbacks()
             if self._engine.is_shut_down() and self._closed:
                 with self._lock:
                     last = self._engine.drain_completions(0)

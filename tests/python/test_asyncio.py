@@ -206,6 +206,23 @@ def test_a_task_run_while_another_awaits_on_its_worker_has_an_event_loop_of_its_
     assert hetflow.submit(outer, 21).result(timeout=30) == (42, 44)
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_done_callback_that_awaits_another_future_ends(executor):
+    # The await's own wake-up is a callback, queued behind the one waiting for it: a deadlock.
+    results, finished = [], threading.Event()
+
+    def follow_up(future):
+        async def next_step():
+            return await asyncio.wait_for(asyncio.wrap_future(submit_on(executor)(add, future.result(), 1)), 30)
+
+        results.append(asyncio.run(next_step()))
+        finished.set()
+
+    submit_on(executor)(add, 1, 1).add_done_callback(follow_up)
+    assert finished.wait(30)
+    assert results == [3]
+
+
 def test_await_in_the_asyncio_repl(tmp_path):
     session = "\n".join(
         [
