@@ -106,13 +106,15 @@ def _detached(exception: BaseException) -> BaseException:
     clone = _copied(exception)
     if clone is None:
         return exception
+    clone.__cause__ = exception.__cause__
+    clone.__context__ = exception.__context__
+    clone.__suppress_context__ = exception.__suppress_context__
     text = getattr(exception, _TRACEBACK_ATTRIBUTE, None)
     if text is not None:
-        clone.__cause__ = TaskTraceback(text)
-    else:
-        clone.__cause__ = exception.__cause__
-        clone.__context__ = exception.__context__
-        clone.__suppress_context__ = exception.__suppress_context__
+        if exception.__cause__ is None and not exception.__suppress_context__:
+            clone.__cause__ = TaskTraceback(text)
+        elif hasattr(clone, "add_note"):  # Python 3.11: the task's own `raise ... from` cause stays
+            clone.add_note(f"hetflow: the task's traceback:\n{text}")
     return clone
 
 

@@ -405,3 +405,31 @@ def test_ctrl_c_then_a_clean_exit_with_no_workers_left(tmp_path):
         assert rc == 0, err
         assert "Traceback" not in err, err
         assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
+
+
+class LookupFailed(Exception):
+    pass
+
+
+def lookup_from(key, suppress):
+    try:
+        return {}[key]
+    except KeyError as error:
+        if suppress:
+            raise LookupFailed(key) from None
+        raise LookupFailed(key) from error
+
+
+@pytest.mark.parametrize("suppress", [False, True])
+def test_a_thread_tasks_own_cause_stays(suppress):
+    # The task's traceback took the place of the cause the task gave its exception.
+    with pytest.raises(LookupFailed) as info:
+        submit_on("thread")(lookup_from, "k", suppress).result(timeout=30)
+    error = info.value
+    assert isinstance(error.__context__, KeyError)
+    if suppress:
+        assert error.__cause__ is None and error.__suppress_context__
+    else:
+        assert isinstance(error.__cause__, KeyError) and error.__cause__.args == ("k",)
+    if sys.version_info >= (3, 11):
+        assert any("lookup_from" in note for note in error.__notes__)
