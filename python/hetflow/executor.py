@@ -363,17 +363,21 @@ def _run_chunk_in_process(fn: Callable[..., Any], calls: list, star: bool) -> _C
     results, exc, _ = _run_chunk(_main_globals.seeing_initializer_globals(fn), calls, star)
     if exc is None:
         return results, None, None
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:
-        # It cannot travel as itself: what it was does, as a single task's would, and the results
-        # before it still come back.
-        from hetflow._serialize import RemoteTaskError
+    from hetflow._errors import same_exception
+    from hetflow._serialize import ExceptionAsItIs, RemoteTaskError, dumps_result
 
-        exc = RemoteTaskError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc))
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     exc.__traceback__ = None
-    return results, exc, text
+    # As a single task's: itself if it comes back as it was, else without its __init__ called
+    # again (whose parameters may not be its args), else what it was; the results before it
+    # still come back.
+    for travelling in (exc, ExceptionAsItIs(exc)):
+        try:
+            if same_exception(pickle.loads(dumps_result(travelling)), exc):
+                return results, travelling, text  # type: ignore[return-value]
+        except Exception:
+            pass
+    return results, RemoteTaskError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc)), text
 
 
 def _count_done(bar: Progress, count: int, _: Future) -> None:

@@ -102,6 +102,21 @@ def test_an_exception_whose_init_differs_from_its_args_comes_back_as_it_was(exec
     assert str(info.value) == "failed with code 7" and info.value.code == 7
 
 
+def raise_coded_at(x):
+    if x == 3:
+        raise CodedError(x)
+    return x
+
+
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_an_exception_whose_init_differs_comes_back_as_it_was_from_a_chunk_of_map(chunksize):
+    # From a chunk of calls it came back as RemoteTaskError: the type depended on the chunk size.
+    with hetflow.Executor(2, executor="process") as executor:
+        with pytest.raises(CodedError) as info:
+            list(executor.map(raise_coded_at, range(6), chunksize=chunksize))
+    assert str(info.value) == "failed with code 3" and info.value.code == 3
+
+
 def test_a_thread_tasks_traceback_is_the_cause():
     future = submit_on("thread")(parse_config, "a")
     with pytest.raises(KeyError) as info:
