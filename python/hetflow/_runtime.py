@@ -343,6 +343,7 @@ class Runtime:
         self._dispatcher: Optional[threading.Thread] = None
         self._callback_thread: Optional[threading.Thread] = None
         self._callback_since: Optional[float] = None  # when the callback thread's current call began
+        self._callback_generation = 0  # that of the callback thread; one replaced leaves after its call
         self._callback_queue: "queue.SimpleQueue[Optional[Tuple[Callable[[list], None], list]]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -675,16 +676,18 @@ class Runtime:
 
     def _start_callback_thread(self) -> None:
         # Called with self._lock held.
-        callback_thread = threading.Thread(target=self._run_callbacks, name="hetflow-callbacks", daemon=True)
+        self._callback_generation += 1
+        callback_thread = threading.Thread(
+            target=self._run_callbacks, args=(self._callback_generation,), name="hetflow-callbacks", daemon=True
+        )
         self._callback_thread = callback_thread
         self._callback_since = None
         callback_thread.start()
 
-    def _run_callbacks(self) -> None:
-        me = threading.current_thread()
+    def _run_callbacks(self, generation: int) -> None:
         while True:
             with self._lock:
-                if self._callback_thread is not me:  # replaced while a callback waited, or stopped
+                if generation != self._callback_generation:  # replaced while a callback of its waited
                     return
                 self._callback_since = None
             item = self._callback_queue.get()
