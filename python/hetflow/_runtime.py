@@ -92,7 +92,9 @@ def check_name(name: Any) -> Optional[str]:
 def _checked_timeout(timeout: Any, where: str) -> Optional[float]:
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout or timeout < 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{where}: timeout must be None (no limit) or a number of seconds >= 0, not {timeout!r}")
+    if timeout != timeout or timeout < 0:
         raise ValueError(f"{where}: timeout must be None (no limit) or a number of seconds >= 0, not {timeout!r}")
     return float(timeout) if timeout < 1e9 else None  # longer than any run: no limit
 

@@ -250,7 +250,9 @@ def _checked_chunksize(chunksize: Any) -> Optional[int]:
 
 
 def _checked_timeout(timeout: Any) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"hetflow.Executor.map: timeout must be None or a number of seconds, not {timeout!r}")
+    if timeout != timeout:
         raise ValueError(f"hetflow.Executor.map: timeout must be None or a number of seconds, not {timeout!r}")
     return float(timeout)
 
