@@ -221,11 +221,11 @@ class Future(concurrent.futures.Future):
 
     def cancel(self) -> bool:
         """Cancels the task if it has not started; its dependents then fail with DependencyError.
-        Its waiters hear of it at once, and its callbacks are queued to run, as concurrent.futures'
-        cancel() does (even for a task still waiting for its own dependencies, whose dependents
-        the engine tells only once those end)."""
+        Its waiters hear of it at once, and its callbacks run in this thread before it returns,
+        as with concurrent.futures (even for a task still waiting for its own dependencies,
+        whose dependents the engine tells only once those end)."""
         if self._task.cancel():
-            self._fire()
+            self._fire(here=True)
             return True
         return self.cancelled()
 
@@ -467,10 +467,11 @@ class Future(concurrent.futures.Future):
                 getattr(waiter, tell)(self)
             condition.notify_all()
 
-    def _fire(self) -> None:
+    def _fire(self, here: bool = False) -> None:
         """Runs once the task has finished: on the dispatcher thread, or in cancel(). The
-        callbacks run on a thread of their own: one that waits (for other futures, say) holds
-        back only them, not the completions that would end its wait."""
+        callbacks run on a thread of their own (one that waits, for other futures say, holds
+        back only them, not the completions that would end its wait); ``here``: on this thread
+        before it returns, as concurrent.futures' cancel() runs them."""
         with self._lock:
             if self._fired:
                 return  # fired when shutdown gave up on it, then again when it ended
@@ -479,7 +480,10 @@ class Future(concurrent.futures.Future):
         self._runtime.unwatch(self)
         self._finish()
         if callbacks:
-            self._runtime.call_back(self._call_all, callbacks)
+            if here:
+                self._call_all(callbacks)
+            else:
+                self._runtime.call_back(self._call_all, callbacks)
 
     def _call_all(self, callbacks: list) -> None:
         for fn in callbacks:
