@@ -16,18 +16,29 @@ Needs dask 2024.12 or later (graphs of ``dask._task_spec`` nodes).
 """
 from __future__ import annotations
 
+import contextvars
+import functools
+import threading
+import time
+import weakref
+from collections import Counter
 from collections.abc import Mapping
-from typing import Any, Dict, Hashable, List
+from typing import Any, Dict, Hashable, List, Optional
 
 from hetflow import _runtime
 from hetflow._errors import CancelledError, DependencyError
-from hetflow._future import Future, wait_failing_fast
+from hetflow._future import Future
 from hetflow._submit import TaskOptions
 
 __all__ = ["get"]
 
+# How long the wait for a wanted key lasts before it looks again for a failure elsewhere.
+_FAILURE_CHECK_S = 0.05
 
-def get(dsk: Any, keys: Any, executor: str = "thread", priority: int = 0, **kwargs: Any) -> Any:
+
+def get(
+    dsk: Any, keys: Any, executor: str = "thread", priority: int = 0, callbacks: Any = None, **kwargs: Any
+) -> Any:
     """Computes ``keys`` of the Dask graph ``dsk`` on hetflow and returns their values.
 
     ``keys`` is one key or a list of keys, lists nested as deep as needed; the result has the same
@@ -37,33 +48,49 @@ def get(dsk: Any, keys: Any, executor: str = "thread", priority: int = 0, **kwar
 
     executor: ``"thread"`` (default; right for numpy chunks) or ``"process"``.
     priority: the tasks' priority under the ``prio`` scheduler.
+    callbacks: Dask callbacks (``dask.callbacks.Callback``), besides those active
+    (``with ProgressBar():``), as Dask's own schedulers take them.
     A task that raises makes ``get`` raise that exception (same type); the graph's tasks not yet
-    started are cancelled then.
+    started are cancelled then. A task's result is let go of once the tasks that read it have
+    run, unless its key is wanted. Thread tasks run in a copy of the caller's ``contextvars``
+    context, as with Dask's threaded scheduler.
     """
     if kwargs:
         raise TypeError(
             f"hetflow.dask.get: unknown option(s) {', '.join(sorted(map(repr, kwargs)))}; "
-            "accepted: executor ('thread' or 'process'), priority (int)"
+            "accepted: executor ('thread' or 'process'), priority (int), callbacks"
         )
+    from dask.callbacks import local_callbacks
+
     options = TaskOptions(executor=executor, priority=priority)
     graph = _task_graph(dsk)
     wanted = _flat_keys(keys)
     for key in wanted:
         if key not in graph:
             raise KeyError(f"hetflow.dask.get: key {key!r} is not in the graph ({len(graph)} keys)")
-
-    values: Dict[Hashable, Any] = {}
-    try:
-        _submit_graph(graph, wanted, options, values)
-        # Every task is watched: a failure reaches the wanted keys only once the other inputs of
-        # the tasks between them have ended, and the tasks not started yet are cancelled now.
-        wait_failing_fast([value for value in values.values() if isinstance(value, Future)], _result)
-        return _nested(keys, {key: _result(values[key]) for key in wanted})
-    except BaseException:
-        for value in values.values():
-            if isinstance(value, Future):
-                value.cancel()
-        raise
+    with local_callbacks(callbacks) as active:
+        started: List[Any] = []
+        state: Dict[str, Any] = {}
+        succeeded = False
+        try:
+            for callback in active:
+                if callback[0]:
+                    callback[0](graph)
+                started.append(callback)
+            needed = _needed(graph, wanted)
+            progress = _Progress(graph, needed, active, here=executor != "process") if active else None
+            if progress is not None:
+                state = progress.state
+                for callback in active:
+                    if callback[1]:
+                        callback[1](graph, state)
+            results = _compute(graph, needed, wanted, options, progress)
+            succeeded = True
+            return _nested(keys, results)
+        finally:
+            for callback in started:
+                if callback[4]:
+                    callback[4](graph, state, not succeeded)
 
 
 def _task_graph(dsk: Any) -> Dict[Hashable, Any]:
@@ -85,27 +112,214 @@ def _task_graph(dsk: Any) -> Dict[Hashable, Any]:
     return convert_legacy_graph(dsk)
 
 
-def _submit_graph(
-    graph: Dict[Hashable, Any], wanted: List[Hashable], options: TaskOptions, values: Dict[Hashable, Any]
-) -> None:
-    """Submits the tasks the wanted keys need, dependencies first, filling ``values`` with key ->
-    future (or plain value, for the graph's constants) as it goes."""
+def _compute(
+    graph: Dict[Hashable, Any],
+    needed: set,
+    wanted: List[Hashable],
+    options: TaskOptions,
+    progress: Optional["_Progress"],
+) -> Dict[Hashable, Any]:
+    """Submits the tasks the wanted keys need, dependencies first, and waits for the wanted keys'
+    values. A future is kept only while tasks still to be submitted read it (or its key is
+    wanted): the results of the others go once their readers have run."""
     from dask._task_spec import DataNode
-    from dask.core import toposort
-    from dask.utils import key_split
 
-    needed = _needed(graph, wanted)
     runtime = _runtime.current()
-    for key in toposort({key: graph[key] for key in needed}):
-        node = graph[key]
-        if isinstance(node, DataNode):
-            # Constants need no task: their value goes straight to the tasks that use them.
-            values[key] = node()
-            continue
-        inputs = {dep: values[dep] for dep in node.dependencies}
-        values[key] = runtime.submit(
-            _run_node, (node, inputs), {}, executor=options.executor, name=key_split(key), priority=options.priority
-        )
+    readers = Counter(dep for key in needed for dep in graph[key].dependencies)
+    wanted_set = set(wanted)
+    values: Dict[Hashable, Any] = {}  # key -> future (or the value of a constant)
+    watch = _Watch(progress)
+    try:
+        for key in _submission_order(graph, needed):
+            node = graph[key]
+            if isinstance(node, DataNode):
+                values[key] = node()  # constants need no task: their value goes to the tasks reading it
+            else:
+                futures = {dep: values[dep] for dep in node.dependencies if isinstance(values[dep], Future)}
+                constants = _Constants({dep: values[dep] for dep in node.dependencies if dep not in futures})
+                function: Any = _run_node
+                args: tuple = (node, futures, constants)
+                if options.executor != "process":
+                    report = functools.partial(progress.ran, key) if progress is not None else None
+                    function, args = _run_node_here, (contextvars.copy_context(), *args, report)
+                future = runtime.submit(
+                    function, args, {}, executor=options.executor, name=_task_name(key), priority=options.priority
+                )
+                values[key] = future
+                watch.add(key, future)
+            for dep in node.dependencies:
+                readers[dep] -= 1
+                if readers[dep] == 0 and dep not in wanted_set:
+                    del values[dep]
+        results = {key: values[key] for key in wanted}
+        values.clear()
+        for value in results.values():
+            watch.wait(value)
+        watch.wait_until_told()
+        return {key: _result(value) for key, value in results.items()}
+    except BaseException:
+        watch.cancel_all()
+        raise
+
+
+def _submission_order(graph: Dict[Hashable, Any], needed: set) -> List[Hashable]:
+    """Dependencies first, in Dask's own order (dask.order: the one that lets results go
+    soonest; hetflow's schedulers take ready tasks about in the order submitted)."""
+    from dask.core import toposort
+    from dask.order import order
+
+    subgraph = {key: graph[key] for key in needed}
+    try:
+        rank = order(subgraph)
+    except Exception:  # a cycle: toposort names it
+        return toposort(subgraph)
+    keys = sorted(needed, key=rank.__getitem__)
+    if any(rank[dep] > rank[key] for key in keys for dep in graph[key].dependencies):
+        return toposort(subgraph)  # not an order dask promises: dependencies first, then
+    return keys
+
+
+class _Constants:
+    """The graph's constants a task reads: opaque to the search for futures among a task's
+    arguments, which would walk a large one again for every task reading it."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Dict[Hashable, Any]) -> None:
+        self.values = values
+
+
+class _Watch:
+    """The graph's futures not finished yet, looked at now and then for a failure while get
+    waits (a wanted key would hear of it only once the other inputs of the tasks between them
+    had ended); and, for process tasks, the Dask callbacks told once each has ended."""
+
+    def __init__(self, progress: Optional["_Progress"]) -> None:
+        # Weak: a result must go once its readers have run (until then they hold its future).
+        self.pending: Dict[Hashable, "weakref.ref[Future]"] = {}
+        self.failures: List[BaseException] = []  # what a Dask callback raised
+        # Process tasks whose callbacks are told on hetflow's callback thread: how many are still
+        # to be told (get ends only once all are, before the callbacks' finish).
+        self.progress = progress if progress is not None and not progress.here else None
+        self.untold = 0
+        self.told = threading.Condition()
+
+    def add(self, key: Hashable, future: Future) -> None:
+        self.pending[key] = weakref.ref(future)
+        if self.progress is not None:
+            with self.told:
+                self.untold += 1
+            future.add_done_callback(functools.partial(self._tell, key))
+
+    def _tell(self, key: Hashable, future: Future) -> None:
+        try:
+            if future._status() == "done":
+                self.progress.ran(key, future.result, None)  # type: ignore[union-attr]
+        except BaseException as error:  # noqa: BLE001 - raised by get, as Dask's schedulers do
+            self.failures.append(error)
+        finally:
+            with self.told:
+                self.untold -= 1
+                self.told.notify_all()
+
+    def wait_until_told(self) -> None:
+        with self.told:
+            self.told.wait_for(lambda: self.untold == 0)
+        self.raise_failure()
+
+    def wait(self, value: Any) -> None:
+        """Waits for a wanted key's future; a failure elsewhere is raised meanwhile. The others
+        are looked at a twentieth of the time at most."""
+        if not isinstance(value, Future):
+            return
+        if not value.done():
+            value._task.check_wait_can_end()  # inside a task: waited for in slices, never refused
+        pause = _FAILURE_CHECK_S
+        while not value.done():
+            value._task.wait(pause)
+            started = time.monotonic()
+            self.raise_failure()
+            self.raise_failure_elsewhere()
+            pause = max(_FAILURE_CHECK_S, 20 * (time.monotonic() - started))
+
+    def raise_failure(self) -> None:
+        if self.failures:
+            raise self.failures[0]
+
+    def raise_failure_elsewhere(self) -> None:
+        # Once the wanted keys are done there is no need: every task of the graph is below one,
+        # which would have failed (DependencyError, which _result makes the failure itself).
+        for key, ref in list(self.pending.items()):
+            future = ref()
+            if future is None or not future.done():
+                if future is None:
+                    del self.pending[key]
+                continue
+            del self.pending[key]
+            if future._status() == "failed":
+                _result(future)
+
+    def cancel_all(self) -> None:
+        for ref in list(self.pending.values()):
+            future = ref()
+            if future is not None:
+                future.cancel()
+
+
+class _Progress:
+    """The state Dask's callbacks are given (``dask.local``'s, with ``ready`` a set) and the
+    calls of their ``pretask`` and ``posttask``: one at a time, around each thread task on its
+    worker; for process tasks both once the task has ended, on hetflow's callback thread."""
+
+    def __init__(self, graph: Dict[Hashable, Any], needed: set, callbacks: Any, here: bool) -> None:
+        from dask._task_spec import DataNode
+
+        self.graph = graph
+        self.lock = threading.Lock()
+        self.pretask = [callback[2] for callback in callbacks if callback[2]]
+        self.posttask = [callback[3] for callback in callbacks if callback[3]]
+        self.here = here  # thread tasks: told on their workers
+        tasks = {key for key in needed if not isinstance(graph[key], DataNode)}
+        dependencies = {key: set(graph[key].dependencies) for key in needed}
+        dependents: Dict[Hashable, set] = {key: set() for key in needed}
+        for key in needed:
+            for dep in dependencies[key]:
+                dependents[dep].add(key)
+        waiting = {key: dependencies[key] & tasks for key in tasks}
+        self.state: Dict[str, Any] = {
+            "cache": {},  # no result is kept for the callbacks
+            "dependencies": dependencies,
+            "dependents": dependents,
+            "waiting": {key: deps for key, deps in waiting.items() if deps},
+            "ready": {key for key, deps in waiting.items() if not deps},
+            "running": set(),
+            "finished": set(),
+            "released": set(),
+            "waiting_data": {},
+        }
+
+    def ran(self, key: Hashable, run: Any, worker_id: Any) -> Any:
+        """Runs ``run()`` for the task of ``key``, the callbacks told before and after."""
+        state = self.state
+        with self.lock:
+            state["ready"].discard(key)
+            state["running"].add(key)
+            for pretask in self.pretask:
+                pretask(key, self.graph, state)
+        value = run()
+        with self.lock:
+            state["running"].discard(key)
+            state["finished"].add(key)
+            for dependent in state["dependents"][key]:
+                waiting = state["waiting"].get(dependent)
+                if waiting is not None:
+                    waiting.discard(key)
+                    if not waiting:
+                        del state["waiting"][dependent]
+                        state["ready"].add(dependent)
+            for posttask in self.posttask:
+                posttask(key, value, self.graph, state, worker_id)
+        return value
 
 
 def _needed(graph: Dict[Hashable, Any], wanted: List[Hashable]) -> set:
@@ -124,8 +338,25 @@ def _needed(graph: Dict[Hashable, Any], wanted: List[Hashable]) -> set:
     return needed
 
 
-def _run_node(node: Any, inputs: Dict[Hashable, Any]) -> Any:
-    return node(inputs)
+def _run_node(node: Any, inputs: Dict[Hashable, Any], constants: _Constants) -> Any:
+    return node({**constants.values, **inputs})
+
+
+def _run_node_here(
+    context: contextvars.Context, node: Any, inputs: Dict[Hashable, Any], constants: _Constants, report: Any
+) -> Any:
+    if report is None:
+        return context.run(_run_node, node, inputs, constants)
+    return report(lambda: context.run(_run_node, node, inputs, constants), threading.get_ident())
+
+
+def _task_name(key: Hashable) -> str:
+    from dask.utils import key_split
+
+    try:
+        return str(key_split(key))
+    except Exception:  # a key Dask allows that key_split cannot cut (bytes that are not UTF-8, "()")
+        return repr(key)[:100]
 
 
 def _result(value: Any) -> Any:

@@ -208,3 +208,95 @@ class TestDasksGetFunctionSuiteOnThreads(GetFunctionTestMixin):
 
 class TestDasksGetFunctionSuiteOnProcesses(GetFunctionTestMixin):
     get = staticmethod(lambda dsk, keys, **options: hetflow.dask.get(dsk, keys, executor="process", **options))
+
+
+class Chunk:
+    live: "weakref.WeakSet[Chunk]"
+
+    def __init__(self, n):
+        self.n = n
+
+
+Chunk.live = __import__("weakref").WeakSet()
+
+
+def make_chunk(n, *_earlier):
+    chunk = Chunk(n)
+    Chunk.live.add(chunk)
+    return chunk
+
+
+def count_live(chunk):
+    return (chunk.n, len(Chunk.live))
+
+
+def test_a_result_is_let_go_of_once_the_tasks_that_read_it_have_run():
+    # Every task's future, and so its value, stayed alive until get returned: a reduction over
+    # data larger than memory ran out of it. Here each chunk is read once, in a chain of steps.
+    dsk = {("make", 0): (make_chunk, 0)}
+    for i in range(1, 40):
+        dsk[("seen", i - 1)] = (count_live, ("make", i - 1))
+        dsk[("make", i)] = (make_chunk, i, ("seen", i - 1))
+    seen = hetflow.dask.get(dsk, [("seen", i) for i in range(39)])
+    assert [n for n, _ in seen] == list(range(39))
+    assert max(live for _, live in seen) <= 8, seen  # at most a few chunks at a time, not all 40
+
+
+def test_dask_callbacks_and_diagnostics_are_told():
+    from dask.callbacks import Callback
+    from dask.diagnostics import Profiler
+
+    calls = {"start": 0, "start_state": 0, "pretask": 0, "posttask": 0, "finish": []}
+    lock = threading.Lock()
+
+    def count(name):
+        def call(*args):
+            with lock:
+                calls[name] += 1
+        return call
+
+    x = da.ones((40, 40), chunks=10).sum()
+    with Callback(
+        start=count("start"),
+        start_state=count("start_state"),
+        pretask=count("pretask"),
+        posttask=count("posttask"),
+        finish=lambda dsk, state, errored: calls["finish"].append((len(state["finished"]), errored)),
+    ), Profiler() as profiler:
+        assert x.compute(scheduler=hetflow.dask.get) == 1600
+    tasks = len(profiler.results)
+    assert tasks > 10
+    assert calls["start"] == calls["start_state"] == 1 and calls["pretask"] == calls["posttask"] == tasks
+    assert calls["finish"] == [(tasks, False)]
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_callback_that_raises_makes_get_raise_and_finish_is_told(executor):
+    from dask.callbacks import Callback
+
+    finished = []
+
+    def broken(key, result, dsk, state, worker):
+        raise ZeroDivisionError("from a callback")
+
+    with Callback(posttask=broken, finish=lambda dsk, state, errored: finished.append(errored)):
+        with pytest.raises(ZeroDivisionError, match="from a callback"):
+            hetflow.dask.get({"x": (inc, 1), "y": (inc, "x")}, "y", executor=executor)
+    assert finished == [True]
+
+
+def test_thread_tasks_see_the_callers_context_variables():
+    import contextvars
+
+    var = contextvars.ContextVar("var", default=42)
+    token = var.set(43)
+    try:
+        assert hetflow.dask.get({"x": (var.get,)}, "x") == 43
+    finally:
+        var.reset(token)
+
+
+@pytest.mark.parametrize("key", [b"\xff\xfe", (), ("x", ("y", 1)), -1])
+def test_keys_dask_accepts_work(key):
+    # key_split, used to name the task, failed on bytes that are not UTF-8 and on ().
+    assert hetflow.dask.get({key: (inc, 1)}, key) == 2
