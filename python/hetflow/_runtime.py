@@ -352,8 +352,8 @@ class Runtime:
         self._shutdown_lock = threading.Lock()
         self._generation = _fork_generation  # a forked child has another: this engine is not there
         self.gave_up: Optional[str] = None  # why shutdown gave up on unfinished work, if it did
-        # With hetflow.mpi's submission check: what the ranks compare of a task's function.
-        self.check_label: Optional[Callable[[Any], str]] = None
+        # With hetflow.mpi's submission check: what the ranks compare of a task (function, args, kwargs).
+        self.check_label: Optional[Callable[[Any, tuple, dict], str]] = None
         # Called before the engine stops, with whether the work finished (hetflow.mpi's context).
         self._before_stop: List[Callable[[bool], None]] = []
         _live.add(self)
@@ -385,7 +385,7 @@ class Runtime:
         if name is not None and type(name) is not str:
             check_name(name)
         name = utf8_text(name or getattr(func, "__name__", None) or type(func).__name__)
-        label = self.check_label(func) if self.check_label is not None else ""
+        label = self.check_label(func, args, kwargs) if self.check_label is not None else ""
         if perfmodel is None and all_plain(args) and (not kwargs or all_plain(kwargs.values())):
             # The common case, kept short: nothing to wait for, no data, no model.
             if executor == "thread":

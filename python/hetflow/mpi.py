@@ -29,8 +29,10 @@ import threading
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from hetflow import _runtime
+from hetflow._arrays import Access
 from hetflow._errors import ElsewhereError
 from hetflow._future import Future
+from hetflow._serialize import is_array
 
 #: The owner of an array every rank has its own copy of: never sent; a task whose registered
 #: arrays are all of this kind runs on every rank, each on its own copy.
@@ -139,7 +141,7 @@ def init(comm: Any = None, *, share_node: bool = True, abort_on_error: bool = Tr
         context = module.Context(runtime._engine.engine_capsule(), transport)
         runtime._engine.set_router(context.router())
         if os.environ.get("HETFLOW_MPI_CHECK", "") in ("1", "true", "yes", "on"):  # the context refused others
-            runtime.check_label = _code_label
+            runtime.check_label = _check_label
         _state = _State(context, runtime)
         runtime.before_stop(_closer(_state))
     if abort_on_error:
@@ -175,6 +177,22 @@ def _closer(state: _State) -> Callable[[bool], None]:
         _close(state, wait=finished)
 
     return close
+
+
+def _check_label(func: Any, args: tuple, kwargs: dict) -> str:
+    """What the submission check compares of a task beyond its data's tags, modes and layouts:
+    its function (``_code_label``) and the dtypes of the distributed arrays it is given, which
+    the layouts do not tell apart when the sizes match (float64 here, int64 there)."""
+    state = _state
+    label = _code_label(func)
+    if state is None:
+        return label
+    dtypes = []
+    for value in (*args, *kwargs.values()):
+        array = value.value if type(value) is Access else value
+        if is_array(array) and _key(array) in state.arrays:
+            dtypes.append(str(array.dtype))
+    return f"{label} over {', '.join(dtypes)}" if dtypes else label
 
 
 def _code_label(func: Any) -> str:

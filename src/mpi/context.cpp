@@ -253,8 +253,12 @@ struct Context::Impl {
     for (char c : label) mix(static_cast<unsigned char>(c));
     mix(static_cast<std::uint64_t>(executor));
     mix(static_cast<std::uint64_t>(static_cast<std::int64_t>(options.priority)));
-    std::string described = "task " + std::to_string(submissions.size()) + " ('" +
-                            (options.name.empty() ? std::string(label) : options.name) + "' on " + where_text(executor);
+    const std::string name = options.name.empty() ? std::string(label) : options.name;
+    // The label too where it says more than the name: each rank's message then shows what it
+    // submitted (the code of a function, the dtypes of its arrays), to be compared.
+    std::string described = "task " + std::to_string(submissions.size()) + " ('" + name + "'" +
+                            (label.empty() || label == name ? "" : ", " + std::string(label)) + " on " +
+                            where_text(executor);
     for (std::size_t i = 0; i < data.size(); ++i) {
       mix(static_cast<std::uint64_t>(used[i]->data.tag));
       mix(static_cast<std::uint64_t>(data[i].mode));

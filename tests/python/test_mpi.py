@@ -402,9 +402,15 @@ def test_ranks_that_submit_different_functions_of_one_name_are_told_so_with_hetf
 
 @pytest.mark.parametrize(
     "elsewhere",
-    ["np.zeros(24, np.float32)", "np.zeros((4, 3))", "np.zeros((3, 4), order='F')", "np.zeros(12, np.int64)"],
+    [
+        "np.zeros(24, np.float32)",
+        "np.zeros((4, 3))",
+        "np.zeros((3, 4), order='F')",
+        "np.zeros(12, np.int64)",
+        "np.zeros((3, 4), np.int64)",  # the same layout, another kind of number
+    ],
 )
-def test_arrays_of_another_shape_dtype_size_or_order_elsewhere_are_told_with_hetflow_mpi_check(elsewhere):
+def test_arrays_of_another_shape_dtype_or_order_elsewhere_are_told_with_hetflow_mpi_check(elsewhere):
     # Rank 1 registers the same number of bytes as rank 0's (3, 4) float64 array, shaped otherwise:
     # each rank would read the other's bytes as garbage.
     program = (
@@ -422,6 +428,8 @@ def test_arrays_of_another_shape_dtype_size_or_order_elsewhere_are_told_with_het
     for rank in range(2):
         assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
     assert returncode == 0, output
+    if "int64" in elsewhere and "(3, 4)" in elsewhere:  # each rank's message names its own dtype
+        assert "over float64" in output and "over int64" in output, output
 
 
 def test_finalizing_mpi_with_transfers_in_flight_says_so():
