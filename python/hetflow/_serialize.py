@@ -795,7 +795,35 @@ def dumps_result(value: Any) -> bytes:
     try:
         return _cloud_dumps(value)
     except Exception as exc:
-        raise TypeError(f"hetflow: the task's result of type {type_name(type(value))} cannot be pickled: {exc}") from exc
+        part = _unpicklable_part(value)
+        where = f" (its part {part[0]}, of type {type_name(type(part[1]))})" if part is not None and part[0] else ""
+        raise TypeError(
+            f"hetflow: the task's result of type {type_name(type(value))} cannot be pickled{where}: {exc}"
+        ) from exc
+
+
+def _unpicklable_part(value: Any, budget: int = 10_000) -> Optional[Tuple[str, Any]]:
+    """``(path, item)`` of the first item inside ``value``'s lists, tuples and dicts (at any
+    depth; path ``[0]['x']``) that does not pickle, for the message of a result that does not;
+    None if none is found among the first ``budget`` items."""
+    stack: List[Tuple[str, Any]] = [("", value)]
+    while stack and budget > 0:
+        path, item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(reversed([(f"{path}[{i}]", child) for i, child in enumerate(item)]))
+            continue
+        if isinstance(item, dict):
+            stack.extend(reversed([(f"{path}[{key!r}]", child) for key, child in item.items()]))
+            continue
+        budget -= 1
+        try:
+            pickle.dumps(item, protocol=PROTOCOL)
+        except Exception:
+            try:
+                _cloud_dumps(item)
+            except Exception:
+                return path, item
+    return None
 
 
 def loads_result(data: Any) -> Any:

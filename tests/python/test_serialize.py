@@ -318,6 +318,9 @@ def test_values_and_results() -> None:
         S.dumps_value(threading.Lock())
     with pytest.raises(TypeError, match=r"result of type _thread\.lock cannot be pickled"):
         S.dumps_result(threading.Lock())
+    # A container's message names the part that does not pickle (a chunk of map's calls, say).
+    with pytest.raises(TypeError, match=r"builtins\.list cannot be pickled \(its part \[1\]\['b'\], of type _thread\.lock\)"):
+        S.dumps_result([1, {"a": 2, "b": threading.Lock()}])
     assert type(S.dumps_value(1)) is bytes  # the C++ side needs bytes exactly
 
 
