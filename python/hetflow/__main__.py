@@ -65,6 +65,7 @@ def _perfmodel(args: argparse.Namespace) -> int:
     try:
         known = args.symbol in perfmodel.list_models()
         if not known:
+            perfmodel.entries(args.symbol)  # a symbol no model could have is said so (ValueError)
             return _fail(f"no performance model {args.symbol!r} in {perfmodel.directory()} (see 'perfmodel list')")
         if args.action == "show":
             sys.stdout.write(perfmodel.show(args.symbol))

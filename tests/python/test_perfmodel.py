@@ -245,6 +245,8 @@ def test_cli_errors(home):
     missing = cli(home, "perfmodel", "show", "nosuch")
     assert missing.returncode == 1
     assert "no performance model 'nosuch'" in missing.stderr
+    outside = cli(home, "perfmodel", "show", "../etc")  # not a model that could be missing
+    assert outside.returncode == 1 and "must not start with '.'" in outside.stderr
     assert cli(home, "perfmodel", "plot", "nosuch").returncode == 1
     empty = cli(home, "perfmodel", "list")
     assert empty.returncode == 0 and empty.stdout == "" and "no performance models" in empty.stderr
