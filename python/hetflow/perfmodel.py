@@ -325,6 +325,9 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
                 curve_drawn = True
         if not curve_drawn and len(positive) > 1:
             axes.plot(*zip(*positive), color=color, linewidth=1, alpha=0.5)  # no fit: join the points
+    times = [t for row in rows for t in (row["min"], row["max"]) if t > 0]
+    if times and min(times) == max(times):  # one time throughout: a decade around it, not an empty range
+        axes.set_ylim(min(times) / 3, max(times) * 3)
     axes.set_xscale("log")
     axes.set_yscale("log")
     _label_log_axis(axes.xaxis, format_size, FuncFormatter)
