@@ -458,6 +458,7 @@ def test_plot_of_zero_estimates_says_so(home, monkeypatch):
     assert getattr(handle, "get_marker", lambda: "None")() in ("None", "", None)
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # matplotlib's, of a y range of one value
 def test_fit_of_constant_data_reads_exponent_0(home, monkeypatch):
     figures = _captured_figures(monkeypatch)
     for size in (10, 100, 1000, 10000):
