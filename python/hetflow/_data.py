@@ -583,8 +583,13 @@ def names_with_modes(func: Any, access: Dict[str, str], args: Sequence[Any], kwa
 
     from hetflow._arrays import Access
 
-    bound = inspect.signature(func).bind_partial(*args, **kwargs)
+    signature = inspect.signature(func)
+    bound = signature.bind_partial(*args, **kwargs)
     for name, mode in access.items():
         if name in bound.arguments:
             bound.arguments[name] = Access(bound.arguments[name], mode)
+        elif signature.parameters[name].default is not inspect.Parameter.empty:
+            # Left to its default (an array the function writes): passed, so that it is tracked
+            # (a process task would write a copy of the default, and nothing would order them).
+            bound.arguments[name] = Access(signature.parameters[name].default, mode)
     return bound.args, bound.kwargs

@@ -83,6 +83,25 @@ def test_access_modes_from_delayed():
     assert (out == 3.0).all()
 
 
+DEFAULT_OUT = np.zeros(3)
+
+
+def add_into_default(x, out=DEFAULT_OUT):
+    out += x
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_an_access_to_a_parameter_left_to_its_default_is_tracked(executor):
+    # The default was not marked: a process task wrote its copy (the writes were lost), and
+    # thread tasks wrote it unordered.
+    hetflow.init(ncpus=2, executor=executor)
+    DEFAULT_OUT[:] = 0
+    add = hetflow.delayed(access={"out": "RW"})(add_into_default)
+    for future in [add(1) for _ in range(5)]:
+        future.result()
+    assert DEFAULT_OUT.tolist() == [5.0, 5.0, 5.0]
+
+
 def test_access_names_must_be_parameters():
     with pytest.raises(ValueError, match="'nope', which is not a parameter"):
         hetflow.delayed(access={"nope": "RW"})(fill)
