@@ -416,6 +416,7 @@ class Runtime:
 
             arrays: list = []
             order: list = []
+            model_size = _size(args, kwargs, size) if perfmodel else 0  # of the arrays, not of their placeholders
             if data:
                 args, kwargs, arrays, order = self._data_for_process(args, kwargs)
             packed = pack_call(func, args, kwargs, _is_future, reduces_to_placeholder=True)
@@ -424,8 +425,7 @@ class Runtime:
             deps = [f._task for f in packed.futures]
             task = self._engine.submit_process(
                 self._function_id(packed.func_key, packed.func_bytes), packed.call_bytes, deps, arrays, name, priority,
-                perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, order=order, on=on,
-                label=label,
+                perfmodel=perfmodel, size=model_size, order=order, on=on, label=label,
             )
         else:
             accesses: list = []

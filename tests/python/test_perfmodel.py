@@ -477,3 +477,21 @@ def test_fit_of_constant_data_reads_exponent_0(home, monkeypatch):
     assert not perfmodel.fit("instant", "cpu")[3]
     assert "no regression (it needs 3 or more calibrated sizes with times above 0)" in perfmodel.show("instant")
     assert perfmodel.format_exponent(-1.34e-16) == "0" and perfmodel.format_exponent(2e-6) == "2e-06"
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_an_arrays_elements_make_the_size_in_either_executor(home, executor):
+    # On the process executor arrays had been replaced by placeholders when the size was taken:
+    # every task over arrays was recorded at size 1.
+    import numpy as np
+
+    import hetflow
+
+    hetflow.init(ncpus=1, nprocs=1, executor=executor)
+    try:
+        submit = hetflow.task_submit.options(perfmodel=f"sizes_{executor}")
+        submit(len, np.zeros(5)).result(timeout=60)
+        submit(len, hetflow.RW(hetflow.zeros(7))).result(timeout=60)
+    finally:
+        hetflow.shutdown()
+    assert sorted(e["size"] for e in perfmodel.entries(f"sizes_{executor}")) == [5, 7]
