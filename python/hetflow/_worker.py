@@ -360,10 +360,12 @@ class Worker:
             result = func(*args, **kwargs)
         except BaseException as exc:  # SystemExit too: the task failed, the worker goes on
             self._leave_if_forked(exc)  # a child the task forked raised: it ends with that
+            _wait_for_tasks_left_here()
             return P.ERROR, _error_parts(task_id, exc)
         finally:
             del args, kwargs
         self._leave_if_forked()  # a child the task forked returned: it ends, status 0
+        _wait_for_tasks_left_here()
         if back:
             try:
                 for copy, view in back:  # overlapping views: into the copies the host copies home
@@ -448,6 +450,20 @@ class _ResolvingUnpickler(pickle.Unpickler):
                 raise IndexError(f"hetflow: Placeholder({index}) but the task has {len(deps)} dependencies")
             values[index] = pickle.loads(deps[index])
         return values[index]
+
+
+def _wait_for_tasks_left_here() -> None:
+    """Waits for the tasks a task submitted in this worker and left running: they may use its
+    arrays, whose copies are reused for the next task's once it is done."""
+    runtime_module = sys.modules.get("hetflow._runtime")
+    runtime = getattr(runtime_module, "_current", None)
+    if (
+        runtime is not None
+        and not runtime._closed
+        and runtime._generation == runtime_module._fork_generation  # type: ignore[union-attr]
+        and runtime._engine.outstanding() > 0
+    ):
+        runtime.wait_all()
 
 
 def _with_arrays(

@@ -356,3 +356,27 @@ def test_a_task_acquiring_its_own_array_gets_an_error_not_a_hang():
         message = hetflow.submit(grab, hetflow.RW(np.zeros(10))).result(timeout=30)
     assert "would wait for that task" in message
     assert other[0] == 7.0
+
+
+def leave_a_writer_behind(x):
+    import time
+
+    import hetflow
+
+    def late_add(y):
+        time.sleep(0.3)
+        y += 100
+
+    hetflow.task_submit.options(executor="thread")(late_add, hetflow.RW(x))  # not waited for
+
+
+def test_a_process_task_ends_once_the_tasks_it_left_in_its_worker_have():
+    # The worker replied as soon as the function returned: the late write was lost, and landed
+    # in the copy of another array, which the next task over it got.
+    hetflow.init(ncpus=1, nprocs=1, executor="process")
+    a = np.zeros(256)
+    hetflow.task_submit(leave_a_writer_behind, hetflow.RW(a)).result(timeout=60)
+    assert (a == 100).all()
+    b = np.zeros(256)
+    hetflow.task_submit(np.add, b, 1, out=hetflow.W(b)).result(timeout=60)
+    assert (b == 1).all()
