@@ -587,7 +587,13 @@ def names_with_modes(func: Any, access: Dict[str, str], args: Sequence[Any], kwa
     bound = signature.bind_partial(*args, **kwargs)
     for name, mode in access.items():
         if name in bound.arguments:
-            bound.arguments[name] = Access(bound.arguments[name], mode)
+            given = bound.arguments[name]
+            if type(given) is Access:
+                raise TypeError(
+                    f"hetflow: parameter {name!r} of {getattr(func, '__qualname__', func)!r} has the access mode "
+                    f"{mode!r} from delayed(access=...) and is marked hetflow.{given.mode}(...) too: give one"
+                )
+            bound.arguments[name] = Access(given, mode)
         elif signature.parameters[name].default is not inspect.Parameter.empty:
             # Left to its default (an array the function writes): passed, so that it is tracked
             # (a process task would write a copy of the default, and nothing would order them).

@@ -102,6 +102,13 @@ def test_an_access_to_a_parameter_left_to_its_default_is_tracked(executor):
     assert DEFAULT_OUT.tolist() == [5.0, 5.0, 5.0]
 
 
+def test_a_mark_on_a_parameter_with_an_access_from_delayed_is_refused():
+    # It was wrapped twice: an AttributeError from inside hetflow, or the task got the wrapper.
+    scale = hetflow.delayed(access={"out": "R"})(fill)
+    with pytest.raises(TypeError, match=r"parameter 'out' .* access mode 'R' from delayed\(access=...\) and is marked hetflow\.RW"):
+        scale(hetflow.RW(np.zeros(3)), 1.0)
+
+
 def test_access_names_must_be_parameters():
     with pytest.raises(ValueError, match="'nope', which is not a parameter"):
         hetflow.delayed(access={"nope": "RW"})(fill)
