@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import types
 from typing import Any, Callable, Dict, Optional, TypeVar, overload
 
 from hetflow import _runtime
@@ -117,6 +118,10 @@ class DelayedFunction:
 
             args, kwargs = names_with_modes(self.func, self.access, args, kwargs)
         return self._options.submit(self.func, *args, **kwargs)
+
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
+        # On a method: the call gets its instance first, as the plain method would.
+        return self if instance is None else types.MethodType(self, instance)
 
     def options(self, **changes: Any) -> "DelayedFunction":
         """The same function with some task options changed, for one call or more:

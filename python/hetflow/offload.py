@@ -22,6 +22,7 @@ import itertools
 import keyword
 import numbers
 import threading
+import types
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from hetflow import _kernel, _runtime
@@ -328,6 +329,10 @@ class OffloadedFunction:
         self.__name__ = getattr(func, "__name__", "kernel")
         self.__doc__ = getattr(func, "__doc__", None)
         self.__wrapped__ = func
+
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
+        # On a method: the kernel gets its instance (a copy, on each core) first.
+        return self if instance is None else types.MethodType(self, instance)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         asynchronous = kwargs.pop("asynchronous", kwargs.pop("async", self.asynchronous))

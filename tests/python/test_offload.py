@@ -518,3 +518,17 @@ def test_a_peer_cancelled_before_it_started_is_named_as_cancelled():
         assert caught.value.core == 0
         assert caught.value.__notes__.count("core 1's kernel was cancelled (its future's cancel()) before it started") == 1
     busy.wait()
+
+
+class Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    @offload(target=[0, 1])
+    def add_k(self, x):
+        return self.k + x
+
+
+def test_offload_on_a_method_gets_its_instance():
+    # No descriptor: the instance was not passed, and the kernel missed an argument.
+    assert Scaler(10).add_k(2) == [12, 12]

@@ -439,3 +439,19 @@ def test_an_access_mark_inside_a_container_is_refused_saying_where(executor):
     future = submit(add, 1, 2)
     assert submit(kind_of_first, [future, "Access"]).result() == "int"  # the word alone is no mark
     assert submit(kind_of_first, [a]).result() == "ndarray"
+
+
+class Model:
+    def __init__(self, k):
+        self.k = k
+
+    @hetflow.delayed
+    def scale(self, x):
+        return self.k * x
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_delayed_on_a_method_gets_its_instance(executor):
+    hetflow.init(ncpus=2, executor=executor)
+    assert Model(10).scale(2).result(timeout=60) == 20
+    assert Model.scale(Model(3), 2).result(timeout=60) == 6  # through the class, as a plain method
