@@ -24,6 +24,8 @@ _fds: Optional[Tuple[Any, int]] = None  # (the worker's reader of host messages,
 _launch: Optional[Tuple[int, Tuple[int, ...]]] = None
 # Variables defined on this core with define_on_device / copy_to_device.
 device_data: Dict[str, Any] = {}
+# Whether the worker's main thread runs a task the host sent (hetflow._runtime.inside_a_task).
+running_a_task = False
 
 
 class PeerFailed(RuntimeError):

@@ -1141,6 +1141,15 @@ _current_lock = threading.RLock()
 # Changes in a forked child: runtimes made before belong to the parent.
 _fork_generation = 0
 _live: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+
+
+def inside_a_task() -> bool:
+    """Whether this thread runs a task: of one of this process's runtimes, or, in a process
+    worker, the task the host sent."""
+    kernel = sys.modules.get("hetflow._kernel")
+    if kernel is not None and kernel.running_a_task and threading.current_thread() is threading.main_thread():
+        return True
+    return any(runtime._engine.inside_task() for runtime in list(_live))
 # Engines never destroyed: their workers are still in tasks that shutdown gave up on, or (in a
 # forked child) they have no threads here and destroying them would wait for ever.
 _abandoned: List[Any] = []

@@ -113,6 +113,10 @@ class DelayedFunction:
         self._options = options if options.name else options.merged(name=getattr(func, "__name__", None))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future:
+        if _runtime.inside_a_task():
+            # Inside a thread task, as in a process task (where it is sent as the plain function):
+            # the value, not a future, so that a function calling it works in either executor.
+            return self.func(*args, **kwargs)
         if self.access:
             from hetflow._data import names_with_modes
 

@@ -356,13 +356,17 @@ class Worker:
             self._leave_if_forked(exc)  # a function or argument whose unpickling forked
             context = f"hetflow: process worker (pid {os.getpid()}) failed {stage}:\n"
             return P.ERROR, _error_parts(task_id, exc, context)
+        from hetflow import _kernel
+
         try:
+            _kernel.running_a_task = True
             result = func(*args, **kwargs)
         except BaseException as exc:  # SystemExit too: the task failed, the worker goes on
             self._leave_if_forked(exc)  # a child the task forked raised: it ends with that
             _wait_for_tasks_left_here()
             return P.ERROR, _error_parts(task_id, exc)
         finally:
+            _kernel.running_a_task = False
             del args, kwargs
         self._leave_if_forked()  # a child the task forked returned: it ends, status 0
         _wait_for_tasks_left_here()

@@ -172,6 +172,17 @@ def test_delayed_function_passed_to_a_process_task_arrives_as_the_plain_function
     assert hetflow.submit(lambda f: f(3, 4), mul).result(timeout=30) == 12
 
 
+def twice_mul(x):
+    return mul(x, 2) * 2  # a delayed function's value inside a task, whichever executor
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_delayed_function_called_inside_a_task_returns_its_value_in_either_executor(executor):
+    # In a thread task it returned a future: a function that worked on processes failed on threads.
+    assert submit_on(executor)(twice_mul, 3).result(timeout=30) == 12
+    assert submit_on(executor)(mul, 3, 4).result(timeout=30) == 12
+
+
 def test_delayed_lambda_and_bad_inputs():
     double = hetflow.delayed(lambda x: 2 * x)
     assert double(21).result(timeout=30) == 42
