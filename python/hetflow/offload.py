@@ -56,7 +56,7 @@ def coreid() -> int:
 class OffloadHandle:
     """The kernels of an asynchronous launch, one per core.
 
-    ``wait()`` returns their values ordered by core id; ``wait_any()`` returns ``(core, value)``
+    ``wait()`` (or ``await handle``) returns their values ordered by core id; ``wait_any()`` returns ``(core, value)``
     of a finished kernel and forgets it; ``test()`` is true while a finished kernel is left for
     ``wait_any()`` to collect (so false once all are collected), and ``done()`` once all have
     finished. A kernel's exception is re-raised with the core id attached.
@@ -98,6 +98,16 @@ class OffloadHandle:
         core = min(by_future[future] for future in done)
         future = self._futures.pop(core)
         return core, _value(core, future)
+
+    def __await__(self) -> Any:
+        """``await handle`` in a coroutine: ``wait()``'s values, the event loop free meanwhile."""
+        return self._awaited().__await__()
+
+    async def _awaited(self) -> List[Any]:
+        import asyncio
+
+        await asyncio.gather(*self._futures.values(), return_exceptions=True)
+        return self.wait()  # every kernel has ended: no wait, the errors raised as wait() raises them
 
     def test(self) -> bool:
         return any(future.done() for future in self._futures.values())

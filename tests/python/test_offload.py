@@ -532,3 +532,16 @@ class Scaler:
 def test_offload_on_a_method_gets_its_instance():
     # No descriptor: the instance was not passed, and the kernel missed an argument.
     assert Scaler(10).add_k(2) == [12, 12]
+
+
+def test_an_asynchronous_launch_can_be_awaited():
+    import asyncio
+
+    @offload(target=[0, 1], asynchronous=True)
+    def kernel(x):
+        return x + hetflow.coreid()
+
+    async def main():
+        return await kernel(10)
+
+    assert asyncio.run(main()) == [10, 11]
