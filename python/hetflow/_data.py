@@ -282,6 +282,11 @@ class HandleRegistry:
     def accesses(self, array: Any, mode: str, into: Dict[Any, int]) -> View:
         """Adds the engine accesses of a task's ``mode`` on ``array`` to ``into`` (handle ->
         mode bits, merged with what the task declares already); returns the array's view."""
+        if mode == "W" and not _fills_its_items(array.dtype):
+            # Its items have bytes that no field covers (padding, a multi-field index): writing
+            # every element leaves those as they were, which a view of the same bytes under
+            # another dtype reads. As for a view that W does not fully rewrite: RW.
+            mode = "RW"
         view = self.view(array, mode)
         into[view.handle] = into.get(view.handle, 0) | _MODE_BITS[mode]
         if view.overlaps:
@@ -388,6 +393,18 @@ class HandleRegistry:
                     return  # released already
                 del held[position]
         acquisition.release()
+
+
+def _fills_its_items(dtype: Any) -> bool:
+    """Whether every byte of an item belongs to a field (at any depth), or there are no fields."""
+    if dtype.fields is None:
+        return dtype.subdtype is None or _fills_its_items(dtype.subdtype[0])
+    end = 0
+    for field, offset, *_ in sorted(dtype.fields.values(), key=lambda entry: entry[1]):
+        if offset > end or not _fills_its_items(field):
+            return False
+        end = max(end, offset + field.itemsize)
+    return end == dtype.itemsize
 
 
 def _dense(shape: tuple, strides: tuple, itemsize: int) -> bool:

@@ -380,3 +380,26 @@ def test_a_process_task_ends_once_the_tasks_it_left_in_its_worker_have():
     b = np.zeros(256)
     hetflow.task_submit(np.add, b, 1, out=hetflow.W(b)).result(timeout=60)
     assert (b == 1).all()
+
+
+def write_99_then_fail(x):
+    x[...] = 99
+    raise RuntimeError("boom")
+
+
+def set_field_x(v):
+    v["x"] = 1.0
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_write_through_a_dtype_with_padding_does_not_take_over_the_bytes_it_skips(executor):
+    # W on a view whose items have bytes no field covers was taken as rewriting them: a reader of
+    # those bytes after a failed writer ran on what the failed task left (99s).
+    hetflow.init(ncpus=1, nprocs=1, executor=executor)
+    a = np.arange(8.0)
+    hetflow.task_submit(write_99_then_fail, hetflow.RW(a[1::2]))
+    padded = np.dtype({"names": ["x"], "formats": ["f8"], "offsets": [0], "itemsize": 16})
+    hetflow.task_submit(set_field_x, hetflow.W(a.view(padded)))
+    reader = hetflow.task_submit(np.copy, a[1::2])
+    with pytest.raises(hetflow.DependencyError):
+        reader.result(timeout=60)
