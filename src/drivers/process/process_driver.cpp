@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -43,6 +44,14 @@ bool readable_within(int fd, double seconds) {
     if (rc == 0) return false;
     if (errno != EINTR) return true;  // the read that follows reports what went wrong
   }
+}
+
+// Seconds for a message: "120", "0.5".
+std::string seconds_text(double seconds) {
+  std::string text = std::to_string(seconds);
+  text.erase(text.find_last_not_of('0') + 1);
+  if (text.back() == '.') text.pop_back();
+  return text;
 }
 
 // Where the child finds its pipes: the two lowest descriptors above stdio that are neither
@@ -186,10 +195,15 @@ class Child final : public ProcessChannel {
     if (!readable_within(from_child_, config_.start_timeout_s)) {
       ::kill(pid_, SIGKILL);
       std::string how = reap();
-      throw Error("hetflow: process worker " + std::to_string(index_) + " (" + config_.command[0] +
-                  ") did not say it was ready within " + std::to_string(config_.start_timeout_s) +
-                  " s (ProcessWorkersConfig::start_timeout_s), and was ended: " + how);
+      late_start_ = LateStart{std::chrono::steady_clock::now(),
+                              "hetflow: process worker " + std::to_string(index_) + " (" + config_.command[0] +
+                                  ") did not say it was ready within " + seconds_text(config_.start_timeout_s) +
+                                  " s (ProcessWorkersConfig::start_timeout_s; an initializer that does not return "
+                                  "keeps it from being ready), and was ended: " +
+                                  how};
+      throw Error(late_start_->message);
     }
+    late_start_.reset();
     auto ready = reader_->read();
     if (!ready || ready->kind != kProcessReady) return reap();
     return std::nullopt;
@@ -307,6 +321,15 @@ class Child final : public ProcessChannel {
   void start_if_stopped() {
     if (pid_ > 0) return;
     if (start_failure_) std::rethrow_exception(std::exchange(start_failure_, nullptr));
+    if (late_start_) {
+      // Each task would wait the whole timeout again, one after the other: for as long again,
+      // the tasks that need this worker fail at once, saying why.
+      const std::chrono::duration<double> since = std::chrono::steady_clock::now() - late_start_->when;
+      if (since.count() < config_.start_timeout_s) {
+        throw Error(late_start_->message + " (" + seconds_text(std::floor(since.count())) +
+                    " s ago; it is started again once as long has passed)");
+      }
+    }
     start();
   }
 
@@ -356,7 +379,12 @@ class Child final : public ProcessChannel {
   std::optional<MessageReader> reader_;
   std::set<std::string> known_;
   std::exception_ptr start_failure_;
-  unsigned starts_ = 0;  // children started so far
+  struct LateStart {
+    std::chrono::steady_clock::time_point when;
+    std::string message;
+  };
+  std::optional<LateStart> late_start_;  // the last start, if it timed out
+  unsigned starts_ = 0;                  // children started so far
 };
 
 class ProcessDriver final : public ext::Driver {

@@ -261,9 +261,15 @@ TEST(Process, BadCommandFailsTasksWithAClearError) {
     // Starts and never says it is ready (it waited for it for ever): ended at the time limit.
     Runtime rt(Config{.ncpus = 1,
                       .drivers = {hetflow::make_process_driver(
-                          {.command = {"/bin/sleep", "1000"}, .count = 1, .start_timeout_s = 0.3})}});
+                          {.command = {"/bin/sleep", "1000"}, .count = 1, .start_timeout_s = 2})}});
     auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
-    expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not say it was ready within", "was ended"});
+    expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not say it was ready within 2 s", "was ended"});
+    // The next tasks fail at once, saying when it was tried ("s ago"), rather than each wait
+    // as long again, until as long has passed.
+    for (int i = 0; i < 3; ++i) {
+      auto next = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
+      expect_error<hetflow::Error>([&] { (void)next.get(); }, {"did not say it was ready", "s ago"});
+    }
   }
   EXPECT_THROW((void)hetflow::make_process_driver({}), hetflow::InvalidArgument);
 }
