@@ -1141,6 +1141,9 @@ _current_lock = threading.RLock()
 # Changes in a forked child: runtimes made before belong to the parent.
 _fork_generation = 0
 _live: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+# Engines never destroyed: their workers are still in tasks that shutdown gave up on, or (in a
+# forked child) they have no threads here and destroying them would wait for ever.
+_abandoned: List[Any] = []
 
 
 def inside_a_task() -> bool:
@@ -1150,9 +1153,6 @@ def inside_a_task() -> bool:
     if kernel is not None and kernel.running_a_task and threading.current_thread() is threading.main_thread():
         return True
     return any(runtime._engine.inside_task() for runtime in list(_live))
-# Engines never destroyed: their workers are still in tasks that shutdown gave up on, or (in a
-# forked child) they have no threads here and destroying them would wait for ever.
-_abandoned: List[Any] = []
 
 
 # Why no new runtime may start in this process, if none may: hetflow.mpi's arrays would be plain

@@ -807,15 +807,16 @@ def _unpicklable_part(value: Any, budget: int = 10_000) -> Optional[Tuple[str, A
     depth; path ``[0]['x']``) that does not pickle, for the message of a result that does not;
     None if none is found among the first ``budget`` items."""
     stack: List[Tuple[str, Any]] = [("", value)]
+    visited = set()  # containers (one may hold itself)
     while stack and budget > 0:
         path, item = stack.pop()
-        if isinstance(item, (list, tuple)):
-            stack.extend(reversed([(f"{path}[{i}]", child) for i, child in enumerate(item)]))
-            continue
-        if isinstance(item, dict):
-            stack.extend(reversed([(f"{path}[{key!r}]", child) for key, child in item.items()]))
-            continue
         budget -= 1
+        if isinstance(item, (list, tuple, dict)):
+            if id(item) not in visited:
+                visited.add(id(item))
+                children = item.items() if isinstance(item, dict) else enumerate(item)
+                stack.extend(reversed([(f"{path}[{key!r}]", child) for key, child in children]))
+            continue
         try:
             pickle.dumps(item, protocol=PROTOCOL)
         except Exception:
