@@ -28,7 +28,7 @@ import traceback
 from types import TracebackType
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
-from . import _main_globals
+from . import _kernel, _main_globals
 from . import _protocol as P
 from ._errors import same_exception
 from ._serialize import ExceptionAsItIs, Placeholder, dumps_result, type_name
@@ -311,8 +311,6 @@ class Worker:
 
     def serve(self) -> int:
         """Runs until SHUTDOWN or end of file; returns the exit status (0)."""
-        from hetflow import _kernel
-
         _kernel.attach(self.reader, self.write_fd)  # offload kernels talk to their host here
         P.write_message(self.write_fd, P.READY, [str(os.getpid()).encode("ascii")])
         while True:
@@ -356,8 +354,6 @@ class Worker:
             self._leave_if_forked(exc)  # a function or argument whose unpickling forked
             context = f"hetflow: process worker (pid {os.getpid()}) failed {stage}:\n"
             return P.ERROR, _error_parts(task_id, exc, context)
-        from hetflow import _kernel
-
         try:
             _kernel.running_a_task = True
             result = func(*args, **kwargs)

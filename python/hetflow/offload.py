@@ -56,10 +56,10 @@ def coreid() -> int:
 class OffloadHandle:
     """The kernels of an asynchronous launch, one per core.
 
-    ``wait()`` (or ``await handle``) returns their values ordered by core id; ``wait_any()`` returns ``(core, value)``
-    of a finished kernel and forgets it; ``test()`` is true while a finished kernel is left for
-    ``wait_any()`` to collect (so false once all are collected), and ``done()`` once all have
-    finished. A kernel's exception is re-raised with the core id attached.
+    ``wait()`` (or ``await handle``) returns their values ordered by core id; ``wait_any()``
+    returns ``(core, value)`` of a finished kernel and forgets it; ``test()`` is true while a
+    finished kernel is left for ``wait_any()`` to collect (so false once all are collected), and
+    ``done()`` once all have finished. A kernel's exception is re-raised with the core id attached.
     """
 
     def __init__(self, futures: Dict[int, Future]) -> None:
