@@ -124,6 +124,8 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             if self._shut_down:
                 raise RuntimeError("hetflow.Executor: cannot schedule new futures after shutdown")
+            if not iterables:
+                return iter(())  # no calls, as concurrent.futures' map (hetflow.map refuses it)
             chunks = _submit(self._runtime, fn, iterables, chunksize, None)
         return _results(chunks, deadline, progress)
 

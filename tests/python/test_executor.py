@@ -353,6 +353,8 @@ def test_map_on_an_executor_and_its_errors():
         hetflow.map(square, range(3), executor=2)
     with pytest.raises(TypeError, match="at least one iterable"):
         hetflow.map(square)
+    with hetflow.Executor(1, executor="thread") as executor:
+        assert list(executor.map(square)) == []  # as concurrent.futures' map: no calls
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
