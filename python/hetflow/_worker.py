@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set,
 from . import _kernel, _main_globals
 from . import _protocol as P
 from ._errors import same_exception
-from ._serialize import ExceptionAsItIs, Placeholder, dumps_result, type_name
+from ._serialize import ExceptionAsItIs, Placeholder, dumps_result, loaded_numpy, type_name
 
 EXIT_GRACE_S = 5.0  # at exit, threads a task left running get this long before os._exit
 HOST_PID_VARIABLE = "HETFLOW_HOST_PID"  # set by the host's process driver
@@ -373,6 +373,11 @@ class Worker:
             except BaseException as exc:
                 return P.ERROR, _error_parts(task_id, exc)
             del back
+        numpy = loaded_numpy()
+        if numpy is not None and type(result) is numpy.ndarray and not result.flags.writeable:
+            # Its read-only arguments (or views of them), say: pickle would bring it back read-only,
+            # where any other process pool gives the caller an array of its own to change.
+            result = result.copy()
         try:
             return P.RESULT, [task_id, dumps_result(result)]
         except TypeError as exc:

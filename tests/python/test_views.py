@@ -403,3 +403,15 @@ def test_a_write_through_a_dtype_with_padding_does_not_take_over_the_bytes_it_sk
     reader = hetflow.task_submit(np.copy, a[1::2])
     with pytest.raises(hetflow.DependencyError):
         reader.result(timeout=60)
+
+
+def same(x):
+    return x
+
+
+def test_a_process_task_returning_what_it_only_read_gives_an_array_to_change():
+    # The argument reaches the task read-only; returned as it is, it came back read-only.
+    hetflow.init(ncpus=1, nprocs=1, executor="process")
+    result = hetflow.task_submit(same, np.arange(4.0)).result(timeout=60)
+    result += 1
+    assert result.tolist() == [1.0, 2.0, 3.0, 4.0]
