@@ -220,10 +220,13 @@ def _func_name(func: Any) -> str:
 
 
 def utf8_text(text: str) -> str:
-    """``text`` as the engine takes names (UTF-8): lone surrogates, which no UTF-8 holds, as
-    escapes (``\\udcff``) rather than an error from deep inside the submission."""
+    """``text`` as the engine takes names (UTF-8, C strings): lone surrogates, which no UTF-8
+    holds, as escapes (``\\udcff``) rather than an error from deep inside the submission, and
+    NUL as ``\\x00`` (the trace and the messages would end the name there)."""
     if not isinstance(text, str):
         text = str(text)
+    if "\0" in text:
+        text = text.replace("\0", "\\x00")
     if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -168,3 +168,14 @@ def test_bad_trace_settings_raise_value_error(kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=f"hetflow: {name} must be"):
         Runtime(ncpus=1, executor="thread", nprocs=0, **kwargs)
+
+
+def test_a_task_name_with_a_nul_is_whole_in_the_trace(tmp_path):
+    # The trace (and the messages) took the name as a C string: it ended at the NUL.
+    path = tmp_path / "trace.json"
+    runtime = Runtime(ncpus=1, executor="thread", nprocs=0, trace=str(path))
+    assert runtime.submit(square, (2,), {}, name="nul\0inside").result(timeout=30) == 4
+    runtime.shutdown()
+    tracks, _ = read_trace(path)
+    names = {e["name"] for events in tracks.values() for e in events if e["cat"] == "task"}
+    assert names == {"nul\\x00inside"}
