@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -68,6 +69,53 @@ std::string expand_trace_path(const std::string& path, const std::string& schedu
   }
   return expanded;
 }
+
+// The trace paths the live recorders of this process write: runtimes alive together (the
+// module's and an executor's, both from HETFLOW_TRACE) would write one file, the last one
+// over the other's.
+class TracePathClaim {
+ public:
+  TracePathClaim() = default;
+  /// Claims `asked`, or, when another recorder has it, `asked` with "-2", "-3", ... before its
+  /// extension.
+  explicit TracePathClaim(const std::string& asked) : asked_(asked) {
+    std::lock_guard guard(mutex());
+    path_ = asked;
+    for (unsigned n = 2; claimed().count(path_) != 0; ++n) path_ = numbered(asked, n);
+    claimed().insert(path_);
+  }
+  TracePathClaim(const TracePathClaim&) = delete;
+  TracePathClaim& operator=(const TracePathClaim&) = delete;
+  ~TracePathClaim() { release(); }
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] const std::string& asked() const noexcept { return asked_; }
+  void release() noexcept {
+    if (path_.empty()) return;
+    std::lock_guard guard(mutex());
+    claimed().erase(path_);
+    path_.clear();
+  }
+
+ private:
+  static std::string numbered(const std::string& path, unsigned n) {
+    const std::size_t name = path.find_last_of('/') + 1;  // npos + 1 == 0
+    const std::size_t dot = path.find_last_of('.');
+    const std::size_t at = dot != std::string::npos && dot > name ? dot : path.size();
+    return path.substr(0, at) + "-" + std::to_string(n) + path.substr(at);
+  }
+  static std::mutex& mutex() {
+    static std::mutex instance;
+    return instance;
+  }
+  static std::set<std::string>& claimed() {
+    static std::set<std::string> instance;
+    return instance;
+  }
+
+  std::string asked_;
+  std::string path_;
+};
 
 using Nanos = std::int64_t;
 
@@ -277,6 +325,7 @@ struct Recorder::State {
   };
 
   std::string trace_path;
+  std::optional<TracePathClaim> claim;  // of trace_path, while this recorder may write it
   bool stats = false;
   std::vector<ext::WorkerInfo> workers;
   std::vector<std::string> node_names;
@@ -322,7 +371,10 @@ Recorder::Recorder(std::string trace_path, bool stats, std::vector<ext::WorkerIn
     }
   }
   State& state = *state_;
-  state.trace_path = expand_trace_path(trace_path, scheduler);
+  if (!trace_path.empty()) {
+    state.claim.emplace(expand_trace_path(trace_path, scheduler));
+    state.trace_path = state.claim->path();
+  }
   state.stats = stats;
   state.workers = std::move(workers);
   state.node_names = std::move(node_names);
@@ -402,9 +454,14 @@ void Recorder::finish(double end) noexcept {
   if (state.tracing()) {
     try {
       state.write_trace(end_ns);
+      if (state.trace_path != state.claim->asked()) {
+        std::fprintf(stderr, "hetflow: the trace is in '%s': '%s' is another runtime's of this process\n",
+                     state.trace_path.c_str(), state.claim->asked().c_str());
+      }
     } catch (const std::exception& error) {
       std::fprintf(stderr, "hetflow: cannot write the trace '%s': %s\n", state.trace_path.c_str(), error.what());
     }
+    state.claim->release();
   }
   if (state.stats) {
     try {

@@ -276,6 +276,28 @@ TEST(Trace, ThePathMayNameTheRankTheProcessAndTheScheduler) {
   EXPECT_TRUE(std::filesystem::exists(dir.file("trace.3." + std::to_string(getpid()) + ".dmdas.100%s.json")));
 }
 
+// Runtimes alive together with one trace path (the module's and an executor's, from one
+// HETFLOW_TRACE) wrote one file, the last over the other.
+TEST(Trace, RecordersAliveTogetherWriteAFileEach) {
+  const TempDir dir;
+  {
+    Recorder first(dir.file("trace.json"), false, two_workers(), two_nodes(), "eager");
+    Recorder second(dir.file("trace.json"), false, two_workers(), two_nodes(), "eager");
+    Recorder third(dir.file("trace.json"), false, two_workers(), two_nodes(), "eager");
+    third.finish(1.0);
+    second.finish(1.0);
+    first.finish(1.0);
+  }
+  for (const char* name : {"trace.json", "trace-2.json", "trace-3.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir.file(name))) << name;
+  }
+  {
+    Recorder again(dir.file("trace.json"), false, two_workers(), two_nodes(), "eager");  // all finished: free
+    again.finish(2.0);
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("trace-4.json")));
+}
+
 TEST(Trace, NamesAreEscaped) {
   const TempDir dir;
   const std::string path = dir.file("trace.json");
