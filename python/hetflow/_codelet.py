@@ -257,7 +257,7 @@ def insert(
     arrays: List[Tuple[int, Any, Any]] = []  # (position, array, its view)
     futures: List[Tuple[int, Future]] = []
     written: List[Tuple[Any, Any]] = []  # (array, its view)
-    on_host_only = False
+    on_host_only = ""  # why the task must run on the host, if it must
     for position, value in enumerate(args):
         mode = "R"
         if isinstance(value, Access):
@@ -275,18 +275,23 @@ def insert(
             # A device copy covers one view; views that share elements with others are kept
             # coherent through host memory, so a task on them runs on the host.
             if view.overlaps or not (value.flags.c_contiguous or value.flags.f_contiguous):
-                on_host_only = True
+                on_host_only = on_host_only or (
+                    "one of its arrays is not contiguous, or shares elements with another view of its buffer "
+                    "that was passed to a task (for as long as the buffer lives): such arrays are used on the "
+                    "host only (give the codelet a cpu implementation, or pass contiguous arrays that no other "
+                    "task's view overlaps)"
+                )
+            if value.dtype.hasobject:  # pointers to Python objects: a kernel would write over them
+                on_host_only = on_host_only or (
+                    f"its argument {position} (dtype {value.dtype}) holds Python objects, which only the host "
+                    "can use (give the codelet a cpu implementation)"
+                )
         elif isinstance(value, Future):
             futures.append((position, value))
         call_args.append(value)
     if on_host_only and archs != ("cpu",):
         if "cpu" not in archs:
-            raise ValueError(
-                f"hetflow.insert: {codelet.name!r} must run on {'/'.join(archs)}, but one of its arrays is not "
-                "contiguous, or shares elements with another view of its buffer that was passed to a task (for "
-                "as long as the buffer lives): such arrays are used on the host only (give the codelet a cpu "
-                "implementation, or pass contiguous arrays that no other task's view overlaps)"
-            )
+            raise ValueError(f"hetflow.insert: {codelet.name!r} must run on {'/'.join(archs)}, but {on_host_only}")
         archs = ("cpu",)
     _check_workers(runtime, codelet, archs)
     accesses = engine_accesses(merged)

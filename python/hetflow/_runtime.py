@@ -481,7 +481,8 @@ class Runtime:
         with self._lock:
             writes = self._device_writes
             for view in views:
-                if view.key not in writes:
+                noted = writes.get(view.key)
+                if noted is None or noted[1] is not view:  # a view of a freed buffer at the same address
                     writes[view.key] = (view.root.ref, view)
             if len(writes) > self._device_writes_purge_at:  # buffers freed since: nothing to bring home
                 for key in [key for key, (root, _) in writes.items() if root() is None]:
@@ -496,9 +497,12 @@ class Runtime:
             self._bring_views_home([handles.view(array, "R") for array in arrays])
 
     def _bring_views_home(self, views: Sequence[Any]) -> None:
-        if not views or self._closed or self._engine.inside_task():
-            return  # a task gets its arrays through its own accesses; acquiring there could wait for itself
+        if not views or self._closed:
+            return
+        inside = self._engine.inside_task()
         for view in views:
+            if inside and self._engine.running_task_uses([view.handle]):
+                continue  # the task's own array, which it has through its access: acquiring it would wait for it
             if not self.handles.held(view):  # acquiring it again could wait for that acquisition
                 self._engine.acquire(view.handle, "R").release()
         self.saw_tasks_end()  # after the copies home, which count as matching the devices' copies

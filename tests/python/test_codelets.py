@@ -408,3 +408,35 @@ print("KEPT", kept[0])
     )
     assert rc == 0, err
     assert "KEPT 3.0" in out, out
+
+
+def test_wait_for_all_brings_home_an_array_at_the_address_of_a_freed_one(runtime):
+    # The write noted for the freed array (same address, same view key) hid the new one's.
+    for _ in range(5):
+        a = np.ones(1024)
+        hetflow.insert(scale_device_only, hetflow.RW(a), 2.0).result(timeout=60)
+        del a
+        b = np.ones(1024)
+        hetflow.insert(scale_device_only, hetflow.RW(b), 3.0)
+        hetflow.wait_for_all()
+        np.testing.assert_array_equal(b, np.full(1024, 3.0))
+        del b
+
+
+def scale_on_the_device_and_read(b):
+    hetflow.insert(scale_device_only, hetflow.RW(b), 3.0).result(timeout=60)
+    return b.tolist()
+
+
+def test_result_inside_a_thread_task_brings_the_device_write_home(runtime):
+    b = np.ones(4)  # not the task's argument: the task reads it after the codelet's result()
+    outer = hetflow.task_submit.options(executor="thread")(lambda: scale_on_the_device_and_read(b))
+    assert outer.result(timeout=60) == [3.0] * 4  # it read the host's stale copy
+
+
+def test_an_array_of_python_objects_stays_on_the_host(runtime):
+    # A device kernel wrote over the object pointers: the process crashed.
+    objects = np.array(["x", "y"], dtype=object)
+    with pytest.raises(ValueError, match="holds Python objects"):
+        hetflow.insert(scale_device_only, hetflow.RW(objects), 2.0)
+    assert objects.tolist() == ["x", "y"]
