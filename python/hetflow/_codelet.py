@@ -327,7 +327,8 @@ def _check_workers(runtime: Any, codelet: Codelet, archs: Sequence[str]) -> None
     if len(archs) == 1 and archs[0] in ("cuda", "opencl"):
         raise ValueError(
             f"hetflow.insert: {codelet.name!r} can run only on {archs[0]} workers and the runtime has none "
-            f"(start it with hetflow.init({archs[0]}=True) on a machine with such a device)"
+            f"(start it with hetflow.init({archs[0]}=True) on a machine with such a device"
+            + ('; opencl="all" takes CPU devices too, as PoCL\'s)' if archs[0] == "opencl" else ")")
         )
     raise ValueError(
         f"hetflow.insert: no worker of the runtime can run {codelet.name!r} (it runs on {', '.join(archs)}; "
