@@ -284,7 +284,7 @@ class PyRuntime {
                          const std::vector<AccessSpec>& accesses, const std::string& name, int priority,
                          const std::vector<std::string>& where) {
     const Codelet& codelet = codelets_.get(codelet_id);
-    const std::optional<int> rank = route(accesses, deps, std::nullopt, name, {});
+    const std::optional<int> rank = route(accesses, deps, std::nullopt, name, {}, priority);
     if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     TaskOptions options = options_for(deps, name, priority);
     ArchMask mask;
@@ -306,7 +306,7 @@ class PyRuntime {
                         const std::vector<AccessSpec>& accesses, const std::string& name, int priority,
                         const std::optional<std::string>& perfmodel, std::size_t size, std::optional<int> on,
                         const std::string& label) {
-    const std::optional<int> rank = route(accesses, deps, on, name, label);
+    const std::optional<int> rank = route(accesses, deps, on, name, label, priority);
     if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::cpu;
@@ -338,7 +338,7 @@ class PyRuntime {
                          const std::vector<AccessSpec>& order, std::optional<int> on, const std::string& label) {
     std::vector<AccessSpec> all_accesses = order;
     for (const auto& spec : arrays) all_accesses.emplace_back(std::get<0>(spec), std::get<1>(spec));
-    const std::optional<int> rank = route(all_accesses, deps, on, name, label);
+    const std::optional<int> rank = route(all_accesses, deps, on, name, label, priority);
     if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     std::shared_ptr<const FunctionCode> function = functions_.get(function_id);
     TaskOptions options = options_for(deps, name, priority);
@@ -539,8 +539,9 @@ class PyRuntime {
   /// every rank, each on its own). Everything is checked before anything is posted, the same
   /// way on every rank, so that a refused task leaves the ranks in step. `label`: what the
   /// submission check (HETFLOW_MPI_CHECK) compares of the task's function; its name if empty.
+  /// `priority`: compared between the ranks by the submission check, as the rest of the task.
   std::optional<int> route(const std::vector<AccessSpec>& specs, const std::vector<const TaskRef*>& deps,
-                           std::optional<int> on, const std::string& name, const std::string& label) {
+                           std::optional<int> on, const std::string& name, const std::string& label, int priority) {
     if (!router_) {
       if (on) throw nb::value_error("hetflow: on= places a task on an MPI rank: call hetflow.mpi.init() first");
       return std::nullopt;
@@ -559,6 +560,7 @@ class PyRuntime {
     TaskOptions options;
     options.data_list = distributed;
     options.name = name;
+    options.priority = priority;
     if (!distributed.empty() || on) {
       if (runtime().on_worker_thread()) {
         throw nb::value_error(

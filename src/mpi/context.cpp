@@ -262,6 +262,9 @@ struct Context::Impl {
     for (std::size_t i = 0; i < data.size(); ++i) {
       mix(static_cast<std::uint64_t>(used[i]->data.tag));
       mix(static_cast<std::uint64_t>(data[i].mode));
+      // Its owner too: a rank that takes itself for the owner of data another rank owns reads
+      // its own copy, which no transfer brings up to date.
+      mix(static_cast<std::uint64_t>(static_cast<std::int64_t>(used[i]->owner)));
       // The shape too: data registered with other dimensions or strides elsewhere (an array in
       // the other memory order, say) would be received as garbage of the same size.
       const DataLayout& layout = used[i]->layout;
@@ -271,7 +274,8 @@ struct Context::Impl {
         mix(layout.dims[d]);
         mix(layout.strides[d]);
       }
-      described += ", " + std::string(access_mode_name(data[i].mode)) + " tag " + std::to_string(used[i]->data.tag);
+      described += ", " + std::string(access_mode_name(data[i].mode)) + " tag " + std::to_string(used[i]->data.tag) +
+                   " (owner " + where_text(used[i]->owner) + ")";
     }
     submissions.push_back(hash);
     descriptions.push_back(described + ")");

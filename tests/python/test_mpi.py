@@ -432,6 +432,36 @@ def test_arrays_of_another_shape_dtype_or_order_elsewhere_are_told_with_hetflow_
         assert "over float64" in output and "over int64" in output, output
 
 
+@pytest.mark.parametrize(
+    "differs",
+    [
+        "a = hm.register(np.arange(4.0), owner=hm.rank())\nrun = hetflow.task_submit.options(executor='thread')\n",
+        "a = hm.register(np.arange(4.0), owner=0)\n"
+        "run = hetflow.task_submit.options(executor='thread', priority=5 * hm.rank())\n",
+    ],
+    ids=["owner", "priority"],
+)
+def test_ranks_that_disagree_on_an_owner_or_a_priority_are_told_with_hetflow_mpi_check(differs):
+    # Each rank took itself for the owner of `a` (each read its own copy: a wrong result), or gave
+    # the task another priority: neither was compared.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        + differs
+        + "out = hm.register(np.zeros(1), owner=1)\n"
+        "run(lambda x, o: o.__setitem__(0, x.sum()), a, hetflow.W(out))\n"
+        "try:\n"
+        "    hm.wait_all()\n"
+        "    print(f'rank {hm.rank()}: unnoticed', flush=True)\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print(f'rank {hm.rank()}: {error}', flush=True)\n"
+    )
+    returncode, output = _run_program(program, HETFLOW_MPI_CHECK="1")
+    for rank in range(2):
+        assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
+    assert returncode == 0, output
+
+
 def test_finalizing_mpi_with_transfers_in_flight_says_so():
     # The program finalizes MPI itself before waiting: the transport's next MPI call crashed
     # inside MPI, or MPI aborted without a word on why.
