@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -317,10 +318,18 @@ class ProgressEngine {
     [[nodiscard]] bool long_message() const { return kind != Operation::Kind::barrier && bytes >= long_message_bytes; }
   };
 
-  // What a message of the wrong size means in a hetflow program.
-  static constexpr const char* kDisagreement =
-      " (the ranks disagree on the message: did they register this data with different sizes, or "
-      "submit different work? HETFLOW_MPI_CHECK=1 finds the first task that differs)";
+  // What a message of the wrong size means in a hetflow program. The check compares the tasks
+  // in wait_all: a transfer of the wrong size may come first.
+  static const char* disagreement() {
+    const char* check = std::getenv("HETFLOW_MPI_CHECK");
+    const bool checking = check != nullptr && (std::string_view(check) == "1" || std::string_view(check) == "true" ||
+                                               std::string_view(check) == "yes" || std::string_view(check) == "on");
+    return checking ? " (the ranks disagree on the message: did they register this data with different sizes, or "
+                      "submit different work? HETFLOW_MPI_CHECK compares the tasks in wait_all, which this "
+                      "transfer came before)"
+                    : " (the ranks disagree on the message: did they register this data with different sizes, or "
+                      "submit different work? HETFLOW_MPI_CHECK=1 finds the first task that differs)";
+  }
 
   // One MPI request in flight: its flight and, for a receive, the bytes the chunk must bring.
   struct RequestInfo {
@@ -364,7 +373,7 @@ class ProgressEngine {
     int error_class = MPI_SUCCESS;
     MPI_Error_class(code, &error_class);
     std::fprintf(stderr, "hetflow::mpi: %s: %s%s\n", what.c_str(), mpi_error_text(code).c_str(),
-                 error_class == MPI_ERR_TRUNCATE ? kDisagreement : "");
+                 error_class == MPI_ERR_TRUNCATE ? disagreement() : "");
     std::fflush(stderr);
     MPI_Abort(comm_, 1);
     std::abort();
@@ -482,7 +491,7 @@ class ProgressEngine {
         MPI_Get_count(&status, MPI_BYTE, &received);
         if (received != info.expected_count) {
           std::fprintf(stderr, "hetflow::mpi: %s: a message of %d bytes arrived where %d were expected%s\n",
-                       describe(flight).c_str(), received, info.expected_count, kDisagreement);
+                       describe(flight).c_str(), received, info.expected_count, disagreement());
           std::fflush(stderr);
           MPI_Abort(comm_, 1);
           std::abort();
