@@ -113,6 +113,14 @@ class CodeletFuture(Future):
         self._runtime.bring_home(self._written)
         return value
 
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        """Waits for the task, brings the arrays it wrote home (``if f.exception() is None:``
+        reads them), and returns its exception or None."""
+        error = super().exception(timeout)
+        if error is None:
+            self._runtime.bring_home(self._written)
+        return error
+
 
 def _missing_extra(package: str, extra: str, kind: str) -> ImportError:
     return ImportError(

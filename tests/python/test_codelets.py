@@ -440,3 +440,11 @@ def test_an_array_of_python_objects_stays_on_the_host(runtime):
     with pytest.raises(ValueError, match="holds Python objects"):
         hetflow.insert(scale_device_only, hetflow.RW(objects), 2.0)
     assert objects.tolist() == ["x", "y"]
+
+
+def test_exception_of_a_codelet_future_brings_the_device_write_home(runtime):
+    # `if f.exception() is None:` then reading the array read the host's stale copy.
+    a = np.ones(8)
+    future = hetflow.insert(scale_device_only, hetflow.RW(a), 4.0)
+    assert future.exception(timeout=60) is None
+    np.testing.assert_array_equal(a, np.full(8, 4.0))
