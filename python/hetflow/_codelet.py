@@ -244,7 +244,14 @@ def opencl_kernel(context: Any, source: str, name: str, options: str = "") -> An
         with _programs_lock:
             kernel = _kernels.get(key)
             if kernel is None:
-                kernel = _kernels[key] = pyopencl.Kernel(program, name)
+                try:
+                    kernel = _kernels[key] = pyopencl.Kernel(program, name)
+                except pyopencl.LogicError as error:
+                    names = sorted(k.function_name for k in program.all_kernels())
+                    raise ValueError(
+                        f"hetflow.opencl_kernel: the program has no kernel {name!r}; its kernels: "
+                        f"{', '.join(names) or 'none'} ({error})"
+                    ) from None
     return kernel
 
 

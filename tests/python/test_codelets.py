@@ -448,3 +448,11 @@ def test_exception_of_a_codelet_future_brings_the_device_write_home(runtime):
     future = hetflow.insert(scale_device_only, hetflow.RW(a), 4.0)
     assert future.exception(timeout=60) is None
     np.testing.assert_array_equal(a, np.full(8, 4.0))
+
+
+def test_a_kernel_name_the_program_lacks_is_refused_naming_its_kernels(runtime):
+    import pyopencl
+
+    context = pyopencl.create_some_context(interactive=False)
+    with pytest.raises(ValueError, match=r"no kernel 'scal'; its kernels: scale"):
+        hetflow.opencl_kernel(context, SCALE_SOURCE, "scal")
