@@ -185,6 +185,7 @@ class Future(concurrent.futures.Future):
     _callbacks: Optional[list] = None
     _watched = False
     _fired = False
+    _queued = False  # its callbacks wait on the callback thread
     # The final state as concurrent.futures.wait/as_completed see it; set once, under the
     # condition, together with telling the waiters (as concurrent.futures.Future.set_result).
     _final_state: Optional[str] = None
@@ -255,12 +256,18 @@ class Future(concurrent.futures.Future):
             if loop is not None:
                 fn = _LoopCallback(loop, fn)
         with self._lock:
-            if not self._fired and not self._task.done():
+            # Queued also when the task is done but callbacks added before are still to be fired:
+            # called now, this one would run before them.
+            if not self._fired and (not self._task.done() or self._callbacks):
                 if self._callbacks is None:
                     self._callbacks = []
                 self._callbacks.append(fn)
                 self._watch()
                 return
+            queued = self._queued
+        if queued:  # those added before wait on the callback thread: after them
+            self._runtime.call_back(self._call_all, [fn])
+            return
         self._call(fn)
 
     def remove_done_callback(self, fn: Callable[["Future"], Any]) -> int:
@@ -483,11 +490,13 @@ class Future(concurrent.futures.Future):
             if here:
                 self._call_all(callbacks)
             else:
+                self._queued = True
                 self._runtime.call_back(self._call_all, callbacks)
 
     def _call_all(self, callbacks: list) -> None:
         for fn in callbacks:
             self._call(fn)
+        self._queued = False
 
     def _call(self, fn: Callable[["Future"], Any]) -> None:
         self._runtime.saw_tasks_end()

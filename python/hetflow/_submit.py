@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import functools
-import types
 from typing import Any, Callable, Dict, Optional, TypeVar, overload
 
 from hetflow import _runtime
-from hetflow._future import Future
+from hetflow._future import Future, _running_loop
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,9 +112,10 @@ class DelayedFunction:
         self._options = options if options.name else options.merged(name=getattr(func, "__name__", None))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future:
-        if _runtime.inside_a_task():
+        if _runtime.inside_a_task() and _running_loop() is None:
             # Inside a thread task, as in a process task (where it is sent as the plain function):
             # the value, not a future, so that a function calling it works in either executor.
+            # A coroutine (an event loop the task runs) gets a future to await, as outside.
             return self.func(*args, **kwargs)
         if self.access:
             from hetflow._data import names_with_modes
@@ -123,9 +123,12 @@ class DelayedFunction:
             args, kwargs = names_with_modes(self.func, self.access, args, kwargs)
         return self._options.submit(self.func, *args, **kwargs)
 
-    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
-        # On a method: the call gets its instance first, as the plain method would.
-        return self if instance is None else types.MethodType(self, instance)
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> "DelayedFunction":
+        # On a method: the call gets its instance first, as the plain method would (and so do
+        # the calls of .options(), which a bound method would hand the unbound function).
+        if instance is None:
+            return self
+        return DelayedFunction(functools.partial(self.func, instance), self._options, self.access)
 
     def options(self, **changes: Any) -> "DelayedFunction":
         """The same function with some task options changed, for one call or more:

@@ -513,3 +513,18 @@ def test_a_wait_that_does_not_block_sees_the_futures_that_finished(executor):
         assert len(done) == 10 and not not_done
         assert len(list(cf.as_completed(fs, timeout=0))) == 10
         assert len(cf.wait(fs, timeout=0, return_when=cf.FIRST_COMPLETED).done) == 10
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_callback_added_after_result_runs_after_those_added_before(executor):
+    # Added once the task was done, it ran at once, ahead of one added before and still queued.
+    for _ in range(30):
+        order = []
+        future = submit_on(executor)(add, 1, 1)
+        future.add_done_callback(lambda f: order.append(1))
+        future.result(timeout=30)
+        future.add_done_callback(lambda f: order.append(2))
+        deadline = time.monotonic() + 10
+        while len(order) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert order == [1, 2]

@@ -466,3 +466,19 @@ def test_delayed_on_a_method_gets_its_instance(executor):
     hetflow.init(ncpus=2, executor=executor)
     assert Model(10).scale(2).result(timeout=60) == 20
     assert Model.scale(Model(3), 2).result(timeout=60) == 6  # through the class, as a plain method
+    assert Model(10).scale.options(priority=1)(3).result(timeout=60) == 30  # options kept the instance
+
+
+async def await_mul(x):
+    return await mul(x, 2)
+
+
+def run_coroutine_in_a_task(x):
+    import asyncio
+
+    return asyncio.run(await_mul(x))
+
+
+def test_a_coroutine_inside_a_thread_task_awaits_a_delayed_call():
+    # Inside a task a delayed call gives its value, but a coroutine there awaits it, as outside.
+    assert submit_on("thread")(run_coroutine_in_a_task, 4).result(timeout=30) == 8
