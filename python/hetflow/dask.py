@@ -48,8 +48,8 @@ def get(
 
     executor: ``"thread"`` (default; right for numpy chunks) or ``"process"``.
     priority: the tasks' priority under the ``prio`` scheduler.
-    callbacks: Dask callbacks (``dask.callbacks.Callback``), besides those active
-    (``with ProgressBar():``), as Dask's own schedulers take them.
+    callbacks: Dask callbacks (``dask.callbacks.Callback`` objects or their tuples) to tell instead
+    of those active (``with ProgressBar():``), as Dask's own schedulers take them.
     A task that raises makes ``get`` raise that exception (same type); the graph's tasks not yet
     started are cancelled then. A task's result is let go of once the tasks that read it have
     run, unless its key is wanted. Thread tasks run in a copy of the caller's ``contextvars``
@@ -60,8 +60,10 @@ def get(
             f"hetflow.dask.get: unknown option(s) {', '.join(sorted(map(repr, kwargs)))}; "
             "accepted: executor ('thread' or 'process'), priority (int), callbacks"
         )
-    from dask.callbacks import local_callbacks
+    from dask.callbacks import local_callbacks, normalize_callback
 
+    if callbacks is not None:
+        callbacks = [normalize_callback(callback) for callback in callbacks]
     options = TaskOptions(executor=executor, priority=priority)
     graph = _task_graph(dsk)
     wanted = _flat_keys(keys)

@@ -300,3 +300,12 @@ def test_thread_tasks_see_the_callers_context_variables():
 def test_keys_dask_accepts_work(key):
     # key_split, used to name the task, failed on bytes that are not UTF-8 and on ().
     assert hetflow.dask.get({key: (inc, 1)}, key) == 2
+
+
+def test_callbacks_given_to_get_are_told_instead_of_the_active_ones():
+    from dask.callbacks import Callback
+
+    given, active = [], []
+    with Callback(posttask=lambda *args: active.append(args[0])):
+        assert hetflow.dask.get({"x": (inc, 1), "y": (inc, "x")}, "y", callbacks=[Callback(posttask=lambda *a: given.append(a[0]))]) == 3
+    assert sorted(given) == ["x", "y"] and active == []
