@@ -19,7 +19,7 @@ from hetflow._arrays import Access
 from hetflow._data import engine_accesses
 from hetflow._errors import CancelledError, freeze_exception
 from hetflow._future import Future
-from hetflow._serialize import _PLAIN, all_plain, function_for_call, is_array, loaded_numpy, utf8_text
+from hetflow._serialize import _PLAIN, all_plain, find_nested, function_for_call, is_array, loaded_numpy, utf8_text
 
 EXECUTORS = ("thread", "process")
 # Far beyond any machine, yet small enough for the engine (and the system) to take.
@@ -1070,36 +1070,6 @@ def _subclass_by_value(handles: Any, array: Any, mode: str) -> Any:
 def _find_data(args: tuple, kwargs: dict) -> bool:
     """True if a top-level argument is an array or carries an access mode."""
     return any(type(value) is Access or is_array(value) for value in (*args, *kwargs.values()))
-
-
-_WALK_ATOMS = (int, float, complex, bool, str, bytes, type(None))
-
-
-def find_nested(value: Any, wanted: Callable[[Any], bool]) -> Optional[Tuple[str, Any]]:
-    """``(path, item)`` of the first item that is ``wanted``: ``value`` itself (path ``""``) or
-    one inside its lists, tuples, dicts (keys and values) and sets, at any depth (path
-    ``[0]['x']``); None if there is none."""
-    visited = set()
-    stack: List[Tuple[str, Any]] = [("", value)]
-    while stack:
-        path, item = stack.pop()
-        if type(item) in _WALK_ATOMS:
-            continue
-        if wanted(item):
-            return path, item
-        if not isinstance(item, (list, tuple, dict, set, frozenset)) or id(item) in visited:
-            continue
-        visited.add(id(item))
-        if isinstance(item, dict):
-            children = []
-            for key, child in item.items():
-                children += [(f"{path}<key {key!r}>", key), (f"{path}[{key!r}]", child)]
-        elif isinstance(item, (set, frozenset)):
-            children = [(f"{path}<an item of a set>", child) for child in item]
-        else:
-            children = [(f"{path}[{i}]", child) for i, child in enumerate(item)]
-        stack.extend(reversed(children))
-    return None
 
 
 def labelled_by_position(args: tuple, kwargs: dict) -> List[Tuple[str, Any]]:

@@ -798,36 +798,59 @@ def dumps_result(value: Any) -> bytes:
     try:
         return _cloud_dumps(value)
     except Exception as exc:
-        part = _unpicklable_part(value)
+        part = find_nested(value, _does_not_pickle, limit=10_000)
         where = f" (its part {part[0]}, of type {type_name(type(part[1]))})" if part is not None and part[0] else ""
         raise TypeError(
             f"hetflow: the task's result of type {type_name(type(value))} cannot be pickled{where}: {exc}"
         ) from exc
 
 
-def _unpicklable_part(value: Any, budget: int = 10_000) -> Optional[Tuple[str, Any]]:
-    """``(path, item)`` of the first item inside ``value``'s lists, tuples and dicts (at any
-    depth; path ``[0]['x']``) that does not pickle, for the message of a result that does not;
-    None if none is found among the first ``budget`` items."""
+_WALK_ATOMS = (int, float, complex, bool, str, bytes, type(None))
+_WALKED = (list, tuple, dict, set, frozenset)
+
+
+def find_nested(
+    value: Any, wanted: Callable[[Any], bool], limit: Optional[int] = None
+) -> Optional[Tuple[str, Any]]:
+    """``(path, item)`` of the first item that is ``wanted``: ``value`` itself (path ``""``) or
+    one inside its lists, tuples, dicts (keys and values) and sets, at any depth (path
+    ``[0]['x']``); None if there is none (among the first ``limit`` items looked at, if given)."""
+    visited = set()
     stack: List[Tuple[str, Any]] = [("", value)]
-    visited = set()  # containers (one may hold itself)
-    while stack and budget > 0:
+    while stack and (limit is None or limit > 0):
         path, item = stack.pop()
-        budget -= 1
-        if isinstance(item, (list, tuple, dict)):
-            if id(item) not in visited:
-                visited.add(id(item))
-                children = item.items() if isinstance(item, dict) else enumerate(item)
-                stack.extend(reversed([(f"{path}[{key!r}]", child) for key, child in children]))
+        if type(item) in _WALK_ATOMS:
             continue
-        try:
-            pickle.dumps(item, protocol=PROTOCOL)
-        except Exception:
-            try:
-                _cloud_dumps(item)
-            except Exception:
-                return path, item
+        if limit is not None:
+            limit -= 1
+        if wanted(item):
+            return path, item
+        if not isinstance(item, _WALKED) or id(item) in visited:
+            continue
+        visited.add(id(item))
+        if isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                children += [(f"{path}<key {key!r}>", key), (f"{path}[{key!r}]", child)]
+        elif isinstance(item, (set, frozenset)):
+            children = [(f"{path}<an item of a set>", child) for child in item]
+        else:
+            children = [(f"{path}[{i}]", child) for i, child in enumerate(item)]
+        stack.extend(reversed(children))
     return None
+
+
+def _does_not_pickle(item: Any) -> bool:
+    if isinstance(item, _WALKED):
+        return False  # its parts are looked at instead
+    try:
+        pickle.dumps(item, protocol=PROTOCOL)
+    except Exception:
+        try:
+            _cloud_dumps(item)
+        except Exception:
+            return True
+    return False
 
 
 def loads_result(data: Any) -> Any:

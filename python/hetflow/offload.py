@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from hetflow import _kernel, _runtime
 from hetflow._future import Future
-from hetflow._serialize import loaded_numpy
+from hetflow._serialize import find_nested, loaded_numpy
 
 Target = Union[int, Sequence[int], None]
 _LAUNCH_OPTIONS = ("asynchronous", "async", "auto", "target")
@@ -273,7 +273,7 @@ def _check_arguments(where: str, labelled: List[Tuple[str, Any]], kernel: bool =
     from hetflow._arrays import Access
 
     for what, value in labelled:
-        found = _runtime.find_nested(value, lambda item: isinstance(item, (Access, OffloadHandle)))
+        found = find_nested(value, lambda item: isinstance(item, (Access, OffloadHandle)))
         if found is None:
             continue
         path, item = found

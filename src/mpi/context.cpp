@@ -26,6 +26,7 @@
 
 #include "hetflow/error.hpp"
 #include "hetflow/mpi.hpp"
+#include "mpi/env_flag.hpp"
 #include "mpi/host_buffer.hpp"
 
 namespace hetflow::mpi {
@@ -126,17 +127,6 @@ void cut_to_longest_error(std::string& text) {
   std::size_t end = kLongestError;
   while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;  // a continuation byte
   text.resize(end);
-}
-
-// HETFLOW_MPI_CHECK and HETFLOW_MPI_STATS, read as the engine reads HETFLOW_STATS.
-bool env_flag(const char* variable) {
-  const char* text = std::getenv(variable);
-  if (text == nullptr || *text == '\0') return false;
-  const std::string_view value(text);
-  if (value == "1" || value == "true" || value == "yes" || value == "on") return true;
-  if (value == "0" || value == "false" || value == "no" || value == "off") return false;
-  throw InvalidArgument(std::string(variable) + "='" + text +
-                        "' is not a boolean (1, true, yes, on or 0, false, no, off)");
 }
 
 std::string shown_seconds(double seconds) {

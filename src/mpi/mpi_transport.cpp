@@ -16,11 +16,11 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "hetflow/error.hpp"
+#include "mpi/env_flag.hpp"
 
 namespace hetflow::mpi {
 namespace detail {
@@ -321,9 +321,11 @@ class ProgressEngine {
   // What a message of the wrong size means in a hetflow program. The check compares the tasks
   // in wait_all: a transfer of the wrong size may come first.
   static const char* disagreement() {
-    const char* check = std::getenv("HETFLOW_MPI_CHECK");
-    const bool checking = check != nullptr && (std::string_view(check) == "1" || std::string_view(check) == "true" ||
-                                               std::string_view(check) == "yes" || std::string_view(check) == "on");
+    bool checking = false;
+    try {
+      checking = env_flag("HETFLOW_MPI_CHECK");
+    } catch (const InvalidArgument&) {  // refused when the context was made; the program stops here anyway
+    }
     return checking ? " (the ranks disagree on the message: did they register this data with different sizes, or "
                       "submit different work? HETFLOW_MPI_CHECK compares the tasks in wait_all, which this "
                       "transfer came before)"

@@ -413,21 +413,10 @@ def test_ranks_that_submit_different_functions_of_one_name_are_told_so_with_hetf
 def test_arrays_of_another_shape_dtype_or_order_elsewhere_are_told_with_hetflow_mpi_check(elsewhere):
     # Rank 1 registers the same number of bytes as rank 0's (3, 4) float64 array, shaped otherwise:
     # each rank would read the other's bytes as garbage.
-    program = (
-        "import numpy as np, hetflow, hetflow.mpi as hm\n"
-        "hm.init()\n"
+    output = _told_apart_by_the_check(
         f"a = hm.register(np.zeros((3, 4)) if hm.rank() == 0 else {elsewhere}, owner=0)\n"
         "hetflow.task_submit.options(executor='thread')(lambda x: x.fill(1), hetflow.W(a))\n"
-        "try:\n"
-        "    hm.wait_all()\n"
-        "    print(f'rank {hm.rank()}: unnoticed', flush=True)\n"
-        "except hetflow.HetflowError as error:\n"
-        "    print(f'rank {hm.rank()}: {error}', flush=True)\n"
     )
-    returncode, output = _run_program(program, HETFLOW_MPI_CHECK="1")
-    for rank in range(2):
-        assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
-    assert returncode == 0, output
     if "int64" in elsewhere and "(3, 4)" in elsewhere:  # each rank's message names its own dtype
         assert "over float64" in output and "over int64" in output, output
 
@@ -444,13 +433,21 @@ def test_arrays_of_another_shape_dtype_or_order_elsewhere_are_told_with_hetflow_
 def test_ranks_that_disagree_on_an_owner_or_a_priority_are_told_with_hetflow_mpi_check(differs):
     # Each rank took itself for the owner of `a` (each read its own copy: a wrong result), or gave
     # the task another priority: neither was compared.
+    _told_apart_by_the_check(
+        differs
+        + "out = hm.register(np.zeros(1), owner=1)\n"
+        "run(lambda x, o: o.__setitem__(0, x.sum()), a, hetflow.W(out))\n"
+    )
+
+
+def _told_apart_by_the_check(submissions: str) -> str:
+    """Runs ``submissions`` (which differ between the two ranks) and wait_all with
+    HETFLOW_MPI_CHECK=1; checks that each rank is told the work differs; returns the output."""
     program = (
         "import numpy as np, hetflow, hetflow.mpi as hm\n"
         "hm.init()\n"
-        + differs
-        + "out = hm.register(np.zeros(1), owner=1)\n"
-        "run(lambda x, o: o.__setitem__(0, x.sum()), a, hetflow.W(out))\n"
-        "try:\n"
+        + submissions
+        + "try:\n"
         "    hm.wait_all()\n"
         "    print(f'rank {hm.rank()}: unnoticed', flush=True)\n"
         "except hetflow.HetflowError as error:\n"
@@ -460,6 +457,7 @@ def test_ranks_that_disagree_on_an_owner_or_a_priority_are_told_with_hetflow_mpi
     for rank in range(2):
         assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
     assert returncode == 0, output
+    return output
 
 
 def test_finalizing_mpi_with_transfers_in_flight_says_so():
