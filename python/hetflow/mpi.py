@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Seque
 
 from hetflow import _runtime
 from hetflow._arrays import Access
-from hetflow._errors import ElsewhereError
+from hetflow._errors import DependencyError, ElsewhereError, exception_from_outcome
 from hetflow._future import Future
 from hetflow._serialize import is_array
 
@@ -462,6 +462,8 @@ def gather(arrays: Any, root: Optional[int] = 0) -> None:
     """Brings the latest version of each of ``arrays`` (one array or a sequence) to ``root``,
     or to every rank with ``root=None`` (``broadcast``), and waits there until it has arrived:
     on return the arrays there hold the values. Every rank calls it; the others do not wait.
+    Where it waits, it raises ``DependencyError`` when what arrived is not the latest version:
+    its writer failed, or it never came (the rank that had it left).
 
     >>> hetflow.mpi.gather(tiles, root=0)
     >>> if hetflow.mpi.rank() == 0: print(np.block(...))
@@ -478,8 +480,14 @@ def gather(arrays: Any, root: Optional[int] = 0) -> None:
             state.context.get_on(capsule, target)
     if root is None or root == state.rank:
         handles = state.runtime.handles
+        failures = []
         for array in group:
-            handles.acquire(array, "R").release()
+            acquisition = handles.acquire(array, "R")
+            failures.append(acquisition.failure())
+            acquisition.release()
+        failure = next((failure for failure in failures if failure is not None), None)
+        if failure is not None:  # a failed writer, or a transfer that never came (its sender left)
+            raise DependencyError("the latest version of a gathered array", exception_from_outcome(failure))
 
 
 def broadcast(arrays: Any) -> None:

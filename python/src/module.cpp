@@ -226,6 +226,11 @@ class PyAcquisition {
     acquisition_->release();
   }
   [[nodiscard]] bool active() const noexcept { return acquisition_->active(); }
+  /// None, or how the task that last wrote the data failed (as TaskRef::outcome describes it).
+  [[nodiscard]] nb::object failure() const {
+    const std::exception_ptr& error = acquisition_->failure();
+    return error ? nb::object(TaskRef::describe(error)) : nb::none();
+  }
 
  private:
   std::unique_ptr<Acquisition> acquisition_;
@@ -678,7 +683,8 @@ NB_MODULE(_hetflow, m) {
   nb::class_<ArrayHandle>(m, "ArrayHandle").def("registered", &ArrayHandle::registered);
   nb::class_<PyAcquisition>(m, "Acquisition")
       .def("release", &PyAcquisition::release)
-      .def("active", &PyAcquisition::active);
+      .def("active", &PyAcquisition::active)
+      .def("failure", &PyAcquisition::failure);
 
   nb::class_<PyRuntime>(m, "Runtime")
       .def(nb::init<std::optional<unsigned>, std::optional<std::string>, unsigned, std::vector<std::string>,

@@ -234,6 +234,32 @@ def test_a_rank_that_returns_without_wait_all_is_told_of_instead_of_waited_for()
     assert returncode == 0 and "time limit" not in output, output
 
 
+def test_gather_of_data_whose_owner_left_raises_instead_of_returning_stale_values():
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "b = hm.register(np.full(4, float(hm.rank())), owner=1, name='b')\n"
+        "hetflow.task_submit.options(executor='thread')(lambda x: x.__iadd__(10), hetflow.RW(b))\n"
+        "if hm.rank() == 1:\n"
+        "    raise SystemExit(0)\n"  # leaves without sending b
+        "try:\n"
+        "    hm.gather(b, root=0)\n"
+        "    print(f'gathered b = {b.tolist()}', flush=True)\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print(f'gather: {error}', flush=True)\n"
+        "try:\n"
+        "    hm.wait_all()\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print('wait_all raised', flush=True)\n"
+    )
+    returncode, output = _run_program(program)
+    assert "gathered b" not in output, output
+    assert "gather: dependency 'the latest version of a gathered array' failed: HetflowError: " in output, output
+    assert "'b' never came from rank 1, whose context ended" in output, output
+    assert "wait_all raised" in output, output
+    assert returncode == 0 and "time limit" not in output, output
+
+
 def test_a_rank_leaving_with_transfers_in_flight_tells_the_others():
     # Each rank waits for data the other never sends (they submitted different work). Rank 1
     # leaves without wait_all; at exit its receive never ends, and after its patience it still
