@@ -4,6 +4,7 @@ Imported by worker processes too, so it loads numpy only when an array is actual
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -219,7 +220,11 @@ def materialize(table: bytes, refs: List["ArrayRef"], copied: Optional[List[bool
         scratch = fields[5:] == ["scratch"]
         if copied is not None:
             copied.append(scratch)
-        buffer = memoryview(_mapping(segment_id, fd, pid, scratch))[offset : offset + nbytes]
+        mapping = _mapping(segment_id, fd, pid, scratch)
+        if scratch:  # an object of its own, which the worker watches for references the task kept
+            buffer: Any = (ctypes.c_char * nbytes).from_buffer(mapping, offset)
+        else:
+            buffer = memoryview(mapping)[offset : offset + nbytes]
         arrays.append(
             numpy.ndarray(ref.shape, dtype=numpy.dtype(ref.dtype), buffer=buffer, offset=ref.first, strides=ref.strides)
         )

@@ -10,8 +10,11 @@ Host -> child: ``RUN`` (1) with parts ``[task_id (u64 LE), func_key (utf-8), fun
 no parts.
 
 Child -> host: ``READY`` (3) once at start, parts ``[pid as ASCII]``; ``RESULT`` (1), parts
-``[task_id, result pickle, seconds the child spent on the task (f64 LE)]``; ``ERROR`` (2), parts ``[task_id, exception pickle or b"",
-"module.QualName", str(exc), traceback text]``. A kernel of an offload launch may also send
+``[task_id, result pickle, seconds the child spent on the task (f64 LE), kept]``; ``ERROR`` (2),
+parts ``[task_id, exception pickle or b"", "module.QualName", str(exc), traceback text, kept]``;
+``kept``: the indices (ASCII, space-separated) of the task's arrays copied into scratch segments
+that the child still refers to after the task, which the host then copies no other array into.
+A kernel of an offload launch may also send
 ``SEND`` (4), ``RECEIVE`` (5) and ``BARRIER`` (8) while it runs, answered with ``VALUE`` (6) or
 ``FAILED`` (7).
 

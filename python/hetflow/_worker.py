@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from types import TracebackType
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
@@ -302,6 +303,8 @@ class Worker:
         self.broken: Optional[BaseException] = None  # what the initializer raised
         # The worker's process: a process a task forks must never read or answer requests.
         self.pid = os.getpid()
+        # Index and buffer (weakly) of each of the running task's arrays copied into a scratch segment.
+        self.copies: List[Tuple[int, "weakref.ref[Any]"]] = []
 
     def _leave_if_forked(self, exc: Optional[BaseException] = None) -> None:
         """Ends this process if it is not the worker's but a child a task forked (see
@@ -328,6 +331,8 @@ class Worker:
             reply_kind, reply = self.run(parts)
             if reply_kind == P.RESULT:  # the host's performance models learn the time spent here
                 reply.append(struct.pack("<d", time.perf_counter() - started))
+            reply.append(self.kept_copies())
+            self.copies = []
             if os.getpid() != self.pid:  # forked where run() does not look (a __reduce__, say)
                 _end_forked_child(None if reply_kind == P.RESULT else RuntimeError("the task failed"))
             del parts  # let a task's inputs go before waiting for the next one
@@ -349,7 +354,7 @@ class Worker:
             back: List[Tuple[Any, Any]] = []
             if len(parts[P.RUN_ARRAYS]):
                 stage = "mapping the task's arrays"
-                args, kwargs = _with_arrays(args, kwargs, parts[P.RUN_ARRAYS], back)
+                args, kwargs = _with_arrays(args, kwargs, parts[P.RUN_ARRAYS], back, self.copies)
         except BaseException as exc:
             self._leave_if_forked(exc)  # a function or argument whose unpickling forked
             context = f"hetflow: process worker (pid {os.getpid()}) failed {stage}:\n"
@@ -392,6 +397,12 @@ class Worker:
                 f"hetflow: the task's result of type {type_name(type(result))} cannot be pickled: {what}"
             )
             return P.ERROR, _error_parts(task_id, error)
+
+    def kept_copies(self) -> bytes:
+        """The indices of the task's arrays copied into scratch segments that something still
+        refers to now that the task is over (a cache in the worker, a view of them): the host
+        copies later tasks' arrays elsewhere, so that they keep their values."""
+        return " ".join(str(index) for index, buffer in self.copies if buffer() is not None).encode("ascii")
 
     def function(self, key: str, data: Any) -> Callable[..., Any]:
         """The function cached under ``key``, loaded from ``data`` (cloudpickle) the first time.
@@ -472,12 +483,19 @@ def _wait_for_tasks_left_here() -> None:
 
 
 def _with_arrays(
-    args: tuple, kwargs: Dict[str, Any], table: Any, back: Optional[List[Tuple[Any, Any]]] = None
+    args: tuple,
+    kwargs: Dict[str, Any],
+    table: Any,
+    back: Optional[List[Tuple[Any, Any]]] = None,
+    copies: Optional[List[Tuple[int, "weakref.ref[Any]"]]] = None,
 ) -> Tuple[tuple, Dict[str, Any]]:
     """The call with each ArrayRef (the host puts them at top level) replaced by its array.
 
     Overlapping copied views of one task, one of them written, are put over one buffer (see
-    ``alias_overlapping``); ``back`` gets the ``(copy, view)`` pairs to copy once the task returns."""
+    ``alias_overlapping``); ``back`` gets the ``(copy, view)`` pairs to copy once the task returns;
+    ``copies`` the index and a weak reference to the buffer of each array copied into a scratch
+    segment (the base of the array and of every view of it).
+    """
     from hetflow._arrays import ArrayRef, alias_overlapping, materialize
 
     refs = sorted(
@@ -486,6 +504,8 @@ def _with_arrays(
     unique = list({ref.index: ref for ref in refs}.values())
     copied: List[bool] = []
     arrays = materialize(table, unique, copied)
+    if copies is not None:
+        copies.extend((ref.index, weakref.ref(array.base)) for ref, array, copy in zip(unique, arrays, copied) if copy)
     if any(ref.together is not None for ref in unique):
         pairs = alias_overlapping(unique, arrays, copied)
         if back is not None:

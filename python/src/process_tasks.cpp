@@ -3,6 +3,7 @@
 #include <nanobind/nanobind.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -114,6 +115,18 @@ std::string locate_arrays(const std::vector<ArrayArgument>& arrays, std::vector<
   return table;
 }
 
+// The copies the task kept a reference to (their indices, from the child's reply) are not
+// reused for later tasks' arrays, which would change them under it.
+void retire_kept_copies(std::string_view kept, const std::vector<Segment>& copies) {
+  while (!kept.empty()) {
+    std::size_t index = 0;
+    const auto [end, error] = std::from_chars(kept.data(), kept.data() + kept.size(), index);
+    if (error != std::errc{}) return;
+    if (index < copies.size() && copies[index].base != nullptr) retire_scratch(copies[index]);
+    kept.remove_prefix(std::min(kept.size(), static_cast<std::size_t>(end - kept.data()) + 1));  // and the space
+  }
+}
+
 // The task's result from the child's reply (arrays written are copied back), or its error.
 // `worker_seconds`, if given, gets the time the child reported it spent on the task (0 if none).
 TaskResult take_reply(ProcessChannel& channel, const ProcessCall& call, const std::vector<Segment>& copies,
@@ -130,12 +143,14 @@ TaskResult take_reply(ProcessChannel& channel, const ProcessCall& call, const st
         copy_elements(reinterpret_cast<std::byte*>(call.arrays[i].address), copies[i].base, call.arrays[i]);
       }
     }
+    if (reply.parts.size() >= 4) retire_kept_copies(reply.parts[3], copies);
     TaskResult result;
     result.pickled = std::move(reply.parts[1]);
     result.is_pickled = true;
     return result;
   }
   if (reply.kind == message::kError && reply.parts.size() >= 5) {
+    if (reply.parts.size() >= 6) retire_kept_copies(reply.parts[5], copies);
     std::string what = reply.parts[2] + ": " + reply.parts[3];
     throw RemoteError(std::move(what), std::move(reply.parts));
   }

@@ -153,6 +153,12 @@ void trim_scratch() noexcept {
   while (!scratch.segments.empty() && scratch.segments.back().base == nullptr) scratch.segments.pop_back();
 }
 
+void retire_scratch(const Segment& segment) noexcept {
+  for (auto& held : thread_scratch().segments) {
+    if (held.base == segment.base) Scratch::release(held);
+  }
+}
+
 std::size_t scratch_bytes() noexcept { return scratch_total.load(std::memory_order_relaxed); }
 
 }  // namespace hetflow::python

@@ -56,6 +56,10 @@ inline constexpr std::size_t kScratchKeptBytes = std::size_t{16} << 20;
 /// the tasks using them are in, so that one large array does not stay copied for ever.
 void trim_scratch() noexcept;
 
+/// Lets the calling thread's scratch segment `segment` go without reusing it: the worker process
+/// that mapped it keeps its mapping, and the arrays over it their values.
+void retire_scratch(const Segment& segment) noexcept;
+
 /// The bytes of all threads' scratch segments (for tests and diagnostics).
 std::size_t scratch_bytes() noexcept;
 

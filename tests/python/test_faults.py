@@ -403,6 +403,31 @@ def memfd_bytes():
     return sum(sizes.values())
 
 
+_kept_in_worker: list = []  # a process task's cache, in the worker's copy of this module
+
+
+def keep(array, fail=False):
+    _kept_in_worker.extend([array, array[2:]])  # the array and a view of it
+    if fail:
+        raise ValueError("kept, then failed")
+    return float(array.sum())
+
+
+def sums_of_kept():
+    return [float(array.sum()) for array in _kept_in_worker]
+
+
+def test_an_array_a_process_task_keeps_is_not_overwritten_by_later_tasks_arrays():
+    numpy = pytest.importorskip("numpy")
+    hetflow.init(ncpus=1, executor="process", nprocs=1)
+    # One after the other: each task's array is copied where the one before's was, unless it was kept.
+    assert hetflow.submit(keep, numpy.ones(100)).result(timeout=DEADLINE_S) == 100.0
+    with pytest.raises(ValueError, match="kept, then failed"):
+        hetflow.submit(keep, numpy.full(100, 2.0), fail=True).result(timeout=DEADLINE_S)
+    assert hetflow.submit(keep, numpy.zeros(100)).result(timeout=DEADLINE_S) == 0.0
+    assert hetflow.submit(sums_of_kept).result(timeout=DEADLINE_S) == [100.0, 98.0, 200.0, 196.0, 0.0, 0.0]
+
+
 def test_scratch_memory_for_a_large_plain_array_is_released():
     numpy = pytest.importorskip("numpy")
     hetflow.init(ncpus=2, executor="process", nprocs=2)

@@ -197,7 +197,7 @@ class Child:
         kind, parts = self.run_raw(func, *args, **kwargs)
         if kind == P.RESULT:
             return S.loads_result(bytes(parts[1]))
-        assert kind == P.ERROR and len(parts) == 5
+        assert kind == P.ERROR and len(parts) == 6 and parts[5] == b""
         raise S.unpack_error([bytes(p) for p in parts])
 
     def wait(self, timeout: float = TIMEOUT) -> int:
