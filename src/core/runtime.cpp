@@ -232,7 +232,18 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
                                               : "a callable runs on " + arch_list(runnable)) +
                           " only");
   }
-  if (impl_->simulating()) where = options.where & impl_->simulated_archs(codelet, options.name);
+  if (impl_->simulating()) {
+    where = options.where & impl_->simulated_archs(codelet, options.name);
+    if (where.empty()) {
+      throw InvalidArgument(
+          std::string(what) + ": task " + task_label() + " may run on " + arch_list(options.where) +
+          ", where the simulated machine (HETFLOW_SIMULATE) gives it no cost" +
+          (codelet == nullptr && options.where.contains(Arch::process)
+               ? ": tasks for worker processes are not simulated; a simulated machine runs plain tasks on its CPU "
+                 "workers (in Python, executor='thread')"
+               : std::string()));
+    }
+  }
   ArchMask present;
   for (const auto& worker : impl_->worker_infos()) present = present | worker.arch;
   if ((where & present).empty()) {

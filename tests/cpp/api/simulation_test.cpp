@@ -232,6 +232,19 @@ TEST(Simulation, CodeletWithoutCostIsRefused) {
   EXPECT_THROW(rt.insert(host_only, {.where = Arch::cuda}), hetflow::InvalidArgument);
 }
 
+TEST(Simulation, TasksForWorkerProcessesAreRefusedSayingSo) {
+  MachineFile machine(kTwoCpusOneGpu);
+  Runtime rt(simulated(machine));
+  try {
+    rt.submit(hetflow::TaskOptions{.name = "in_a_process", .where = Arch::process}, [] {});
+    FAIL() << "expected InvalidArgument";
+  } catch (const hetflow::InvalidArgument& error) {
+    const std::string what = error.what();
+    EXPECT_NE(what.find("'in_a_process'"), std::string::npos) << what;
+    EXPECT_NE(what.find("tasks for worker processes are not simulated"), std::string::npos) << what;
+  }
+}
+
 TEST(Simulation, MissingOrBadMachineFilesAreReported) {
   Config config;
   config.simulate = "/nonexistent/machine.json";
