@@ -26,6 +26,29 @@ _launch: Optional[Tuple[int, Tuple[int, ...]]] = None
 device_data: Dict[str, Any] = {}
 # Whether the worker's main thread runs a task the host sent (hetflow._runtime.inside_a_task).
 running_a_task = False
+# In a worker process: its index, which of its processes this is (1 for the first, 2 for the one
+# that replaced it...) and the host's number of worker processes, from the variables the host set
+# (taken out of the environment, so that programs a task starts do not take themselves for workers).
+worker_index: Optional[int] = None
+worker_start = 1
+num_cores: Optional[int] = None
+
+
+def adopt_worker_environment() -> None:
+    """Takes this worker's variables (HETFLOW_WORKER_ID, HETFLOW_WORKER_START, HETFLOW_NUM_CORES)
+    out of the environment into ``worker_index``, ``worker_start`` and ``num_cores``."""
+    global worker_index, worker_start, num_cores
+    worker_index = _popped_int(P.WORKER_ID_VARIABLE)
+    worker_start = _popped_int(P.WORKER_START_VARIABLE) or 1
+    num_cores = _popped_int(P.NUM_CORES_VARIABLE)
+
+
+def _popped_int(name: str) -> Optional[int]:
+    value = os.environ.pop(name, None)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 class PeerFailed(RuntimeError):
@@ -40,10 +63,9 @@ def attach(reader: Any, write_fd: int) -> None:
 
 def coreid() -> int:
     """This core's id (0 to numcores() - 1)."""
-    value = os.environ.get("HETFLOW_WORKER_ID")
-    if value is None or _fds is None:
+    if worker_index is None or _fds is None:
         raise RuntimeError("hetflow.coreid(): only inside a kernel running on a core (an @offload function)")
-    return int(value)
+    return worker_index
 
 
 def launch_cores() -> Tuple[int, ...]:
@@ -163,7 +185,7 @@ def store(name: str, value: Any) -> None:
 
 def load(name: str) -> Any:
     if name not in device_data:
-        if int(os.environ.get("HETFLOW_WORKER_START", "1")) > 1:
+        if worker_start > 1:
             raise NameError(
                 f"hetflow: {name!r} is not defined on core {coreid()}: the core's process was replaced after the one "
                 "before it died, and what was defined there went with it; define it again (define_on_device, "

@@ -83,6 +83,8 @@ MAX_PARTS = 1 << 16
 
 # Environment variables the host sets for a worker.
 WORKER_ID_VARIABLE = "HETFLOW_WORKER_ID"  # the worker's index
+WORKER_START_VARIABLE = "HETFLOW_WORKER_START"  # 1 for the worker's first process, 2 for the next...
+NUM_CORES_VARIABLE = "HETFLOW_NUM_CORES"  # the host's number of worker processes
 SYS_PATH_VARIABLE = "HETFLOW_SYS_PATH"  # the host's sys.path, os.pathsep-separated; put first in the worker's
 # The host's multiprocessing authkey as hex: a worker that shares it can use the host's
 # multiprocessing.Manager() proxies handed to its tasks.

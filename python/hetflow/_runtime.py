@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
+from hetflow import _kernel
 from hetflow._args import FutureSearch
 from hetflow._arrays import Access
 from hetflow._data import engine_accesses
@@ -41,7 +42,7 @@ def default_executor() -> str:
     Inside a worker process it is ``thread``: a task that submits tasks should not start a
     second pool of processes.
     """
-    if os.environ.get("HETFLOW_WORKER_ID") is not None:
+    if _kernel.worker_index is not None:
         return "thread"
     gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)()
     return "process" if gil_enabled else "thread"
@@ -302,7 +303,7 @@ class Runtime:
         # Resolved settings have these filled in, and the trace path as a str.
         self.executor = cast(str, settings.executor)
         ncpus, nprocs = cast(int, settings.ncpus), cast(int, settings.nprocs)
-        environment = [*_protocol.worker_environment(), f"HETFLOW_NUM_CORES={nprocs}"]
+        environment = [*_protocol.worker_environment(), f"{_protocol.NUM_CORES_VARIABLE}={nprocs}"]
         environment += [f"{name}={value}" for name, value in (worker_environment or {}).items()]
         if initializer is not None:
             if nprocs:  # pickled first: a refusal leaves nothing run

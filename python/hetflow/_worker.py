@@ -62,20 +62,17 @@ def command(python: str = sys.executable) -> List[str]:
 
 def worker_id() -> Optional[int]:
     """This worker's index as the host numbered it (``HETFLOW_WORKER_ID``), None if unset."""
-    try:
-        return int(os.environ[P.WORKER_ID_VARIABLE])
-    except (KeyError, ValueError):
-        return None
+    return _kernel.worker_index
 
 
 def _adopt_host_sys_path() -> None:
-    host = [p for p in os.environ.get(P.SYS_PATH_VARIABLE, "").split(os.pathsep) if p]
+    host = [p for p in os.environ.pop(P.SYS_PATH_VARIABLE, "").split(os.pathsep) if p]
     if host:
         sys.path[:] = host + [p for p in sys.path if p not in host]
 
 
 def _adopt_host_authkey() -> None:
-    authkey = os.environ.get(P.AUTHKEY_VARIABLE)
+    authkey = os.environ.pop(P.AUTHKEY_VARIABLE, None)
     if authkey:
         from multiprocessing.process import current_process
 
@@ -90,7 +87,7 @@ def _run_initializer() -> Optional[BaseException]:
     result(), they would end the host program, or unwind it as if Ctrl-C had been pressed.
     A process the initializer forked ends when the initializer returns there or raises.
     """
-    pickled = os.environ.get(P.INITIALIZER_VARIABLE)
+    pickled = os.environ.pop(P.INITIALIZER_VARIABLE, None)
     if not pickled:
         return None
     pid = os.getpid()
@@ -546,6 +543,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "joblib" not in sys.modules:
         sys.meta_path.insert(0, _JoblibWatcher())
     _forget_pipes_after_fork(read_fd, write_fd)
+    # The host's variables are taken out of the environment: a program a task starts is not a worker.
+    _kernel.adopt_worker_environment()
     _adopt_host_sys_path()
     _adopt_host_authkey()
     _line_buffered_stdio()
@@ -586,7 +585,7 @@ def _die_with_host() -> None:
     host's end of the request pipe: when it closes (the host died, or exec'd another program)
     a task still running gets EXIT_GRACE_S to end before the process exits.
     """
-    host_text = os.environ.get(HOST_PID_VARIABLE, "")
+    host_text = os.environ.pop(HOST_PID_VARIABLE, "")
     host = int(host_text) if host_text.isdigit() else None
     try:
         import ctypes

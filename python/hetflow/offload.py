@@ -40,11 +40,8 @@ _launch_lock = threading.Lock()
 
 def numcores() -> int:
     """The number of cores (process workers); inside a kernel, of the runtime that launched it."""
-    import os
-
-    inside = os.environ.get("HETFLOW_NUM_CORES")
-    if inside is not None and os.environ.get("HETFLOW_WORKER_ID") is not None:
-        return int(inside)
+    if _kernel.num_cores is not None and _kernel.worker_index is not None:
+        return _kernel.num_cores
     return _runtime.current().nprocs
 
 

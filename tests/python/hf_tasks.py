@@ -15,6 +15,13 @@ def add(a, b):
     return a + b
 
 
+def in_a_worker() -> bool:
+    """Whether this runs in one of hetflow's worker processes (an initializer asks)."""
+    from hetflow import _kernel
+
+    return _kernel.worker_index is not None
+
+
 def fail(message):
     raise ValueError(message)
 

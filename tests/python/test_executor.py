@@ -13,6 +13,7 @@ import pytest
 
 import hetflow
 from hetflow import _progress, _runtime
+from hf_tasks import in_a_worker
 
 KINDS = ["thread", "process"]
 
@@ -465,7 +466,7 @@ def starts_here(_):
 
 
 def refuse_to_start():
-    if os.environ.get("HETFLOW_WORKER_ID") is not None:
+    if in_a_worker():
         raise PermissionError("no licence here")
 
 

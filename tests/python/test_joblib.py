@@ -9,6 +9,7 @@ import pytest
 
 import hetflow
 import hetflow.joblib as hj
+from hf_tasks import in_a_worker
 
 
 @pytest.fixture(autouse=True)
@@ -285,9 +286,7 @@ def read_setting(_):
 
 
 def fail_setup_in_workers():
-    import os
-
-    if os.environ.get("HETFLOW_WORKER_ID") is not None:
+    if in_a_worker():
         raise OSError("no licence server")
 
 

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import hetflow
+from hf_tasks import in_a_worker
 
 TIMEOUT = 30  # seconds for any one result()
 CHILD_WAIT_S = 5.0  # how long a forking task waits for its child before killing it
@@ -89,7 +90,7 @@ def test_a_forked_child_does_not_take_the_workers_later_tasks():
 
 
 def forking_initializer():
-    if os.environ.get("HETFLOW_WORKER_ID") is None:
+    if not in_a_worker():
         return  # not in a worker
     if os.fork() == 0:
         time.sleep(0.1)
@@ -105,17 +106,17 @@ def test_a_child_forked_by_the_initializer_does_not_serve_the_host():
 
 
 def exit_in_workers(code):
-    if os.environ.get("HETFLOW_WORKER_ID") is not None:
+    if in_a_worker():
         sys.exit(code)
 
 
 def interrupt_in_workers():
-    if os.environ.get("HETFLOW_WORKER_ID") is not None:
+    if in_a_worker():
         raise KeyboardInterrupt
 
 
 def fail_in_workers():
-    if os.environ.get("HETFLOW_WORKER_ID") is not None:
+    if in_a_worker():
         raise ValueError("bad setup")
 
 
@@ -149,3 +150,27 @@ def test_an_initializer_that_raises_an_exception_still_fails_the_tasks_with_it()
     with hetflow.Executor(1, executor="process", initializer=fail_in_workers) as executor:
         with pytest.raises(ValueError, match="bad setup"):
             executor.submit(ident, 1).result(timeout=TIMEOUT)
+
+
+def noop():
+    pass
+
+
+def environment_of_a_program_started_here():
+    import subprocess
+
+    program = "import os; print(' '.join(sorted(k for k in os.environ if k.startswith('HETFLOW_'))))"
+    started = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=TIMEOUT)
+    return started.stdout.split()
+
+
+def test_a_program_a_task_starts_does_not_take_itself_for_a_worker():
+    # The variables the host gives its workers (their index, the initializer, sys.path...) stay with
+    # the worker: a Python program a task starts that uses hetflow would otherwise run its own
+    # workers' initializer, default to threads and count the host's cores.
+    before = set(os.environ)
+    hetflow.init(ncpus=1, executor="process", nprocs=1, initializer=noop)
+    inherited = hetflow.submit(environment_of_a_program_started_here).result(timeout=TIMEOUT)
+    leaked = [name for name in inherited if name not in before]
+    assert leaked == [], leaked
+    assert hetflow.submit(in_a_worker).result(timeout=TIMEOUT) is True
