@@ -251,10 +251,16 @@ class Future(concurrent.futures.Future):
         """Calls ``fn(future)`` when the task finishes (at once, in this thread, if it has).
         asyncio's own callbacks (``asyncio.wait`` and ``as_completed`` add them to the futures
         they are given) are called in the event loop that added them, as asyncio expects."""
-        if getattr(fn, "__module__", None) == "asyncio.tasks":
+        module = getattr(fn, "__module__", None)
+        if module in ("asyncio.tasks", "asyncio.futures"):
             loop = _running_loop()
             if loop is not None:
-                fn = _LoopCallback(loop, fn)
+                if module == "asyncio.tasks":
+                    fn = _LoopCallback(loop, fn)
+                if not self._task.done() and _inside_a_task():
+                    # asyncio.wait / wrap_future in a coroutine a task runs: the loop would sleep
+                    # in select() while the task it waits for is queued behind this worker.
+                    loop.call_soon(self._help_in_loop, loop, fn)
         with self._lock:
             # Queued also when the task is done but callbacks added before are still to be fired:
             # called now, this one would run before them.
@@ -296,9 +302,22 @@ class Future(concurrent.futures.Future):
     def __await__(self) -> Generator[Any, None, Any]:
         import asyncio
 
-        if not self.done() and self._runtime.inside_task():
+        if not self.done() and _inside_a_task():
             return self._await_in_task().__await__()
         return asyncio.wrap_future(self).__await__()
+
+    def _help_in_loop(self, loop: Any, fn: Any) -> None:
+        """Between the turns of an event loop that runs in a task and waits for this future
+        through an asyncio callback, waits a slice as result() would (the worker runs other
+        tasks meanwhile), while the callback is still installed."""
+        if self.done() or loop.is_closed():
+            return
+        with self._lock:
+            installed = any(callback is fn for callback in self._callbacks or [])
+        if not installed:
+            return
+        self._task.wait(_AWAIT_SLICE_S)
+        loop.call_soon(self._help_in_loop, loop, fn)
 
     async def _await_in_task(self) -> Any:
         """An await inside a task. The event loop keeps its turn (another coroutine may be what
@@ -309,9 +328,15 @@ class Future(concurrent.futures.Future):
         import asyncio
 
         self._task.check_wait_can_end()
-        while not self.done():
-            await asyncio.sleep(0)
-            self._task.wait(_AWAIT_SLICE_S)
+        try:
+            while not self.done():
+                await asyncio.sleep(0)
+                self._task.wait(_AWAIT_SLICE_S)
+        except asyncio.CancelledError:
+            self.cancel()  # as asyncio.wrap_future's future does outside a task
+            raise
+        if self.cancelled():
+            raise asyncio.CancelledError()  # as outside a task (wrap_future)
         return self.result()
 
     def __repr__(self) -> str:
@@ -509,6 +534,13 @@ class Future(concurrent.futures.Future):
 
 # How long an await inside a task waits (running other tasks) before the loop gets a turn.
 _AWAIT_SLICE_S = 0.002
+
+
+def _inside_a_task() -> bool:
+    """In a thread task of any of this process's runtimes."""
+    from hetflow import _runtime
+
+    return _runtime.inside_a_task()
 
 
 def _running_loop() -> Any:
