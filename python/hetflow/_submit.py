@@ -113,8 +113,8 @@ class DelayedFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future:
         if _runtime.inside_a_task() and _running_loop() is None:
-            # Inside a thread task, as in a process task (where it is sent as the plain function):
-            # the value, not a future, so that a function calling it works in either executor.
+            # Inside a task: the value, not a future, so that a function calling it works the same
+            # in either executor.
             # A coroutine (an event loop the task runs) gets a future to await, as outside.
             return self.func(*args, **kwargs)
         if self.access:
@@ -141,8 +141,9 @@ class DelayedFunction:
         return self._options.perfmodel
 
     def __reduce__(self) -> Any:
-        # Sent to a worker process (inside another task, say) as the plain function.
-        return (_plain, (self.func,))
+        # Sent to a worker process (inside another task, say) as itself: a call there returns the
+        # value as in a thread task, and a future to await in a coroutine the task runs.
+        return (DelayedFunction, (self.func, self._options, self.access or None))
 
 
 def _checked_access(func: Callable[..., Any], access: Optional[Dict[str, str]]) -> Dict[str, str]:
@@ -181,10 +182,6 @@ def _checked_access(func: Callable[..., Any], access: Optional[Dict[str, str]]) 
             raise ValueError(f"hetflow.delayed: access[{name!r}] is {mode!r}; a mode is 'R', 'W', 'RW' or 'REDUX'")
         checked[name] = check_mode(mode)
     return checked
-
-
-def _plain(func: Callable[..., Any]) -> Callable[..., Any]:
-    return func
 
 
 @overload

@@ -168,7 +168,7 @@ def test_delayed_futures_chain():
     assert mul(mul(2, 3), mul(4, 5)).result(timeout=30) == 120
 
 
-def test_delayed_function_passed_to_a_process_task_arrives_as_the_plain_function():
+def test_delayed_function_passed_to_a_process_task_gives_its_value_there():
     assert hetflow.submit(lambda f: f(3, 4), mul).result(timeout=30) == 12
 
 
@@ -479,6 +479,8 @@ def run_coroutine_in_a_task(x):
     return asyncio.run(await_mul(x))
 
 
-def test_a_coroutine_inside_a_thread_task_awaits_a_delayed_call():
-    # Inside a task a delayed call gives its value, but a coroutine there awaits it, as outside.
-    assert submit_on("thread")(run_coroutine_in_a_task, 4).result(timeout=30) == 8
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_coroutine_inside_a_task_awaits_a_delayed_call(executor):
+    # Inside a task a delayed call gives its value, but a coroutine there awaits it, as outside
+    # (in a process task too, where it was the plain function: "int can't be used in 'await'").
+    assert submit_on(executor)(run_coroutine_in_a_task, 4).result(timeout=30) == 8
