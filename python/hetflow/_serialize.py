@@ -765,11 +765,21 @@ def _argument_error(func: Any, call: Tuple[tuple, Dict[str, Any]]) -> TypeError:
         try:
             _cloud_dumps(value)
         except Exception as exc:
+            if _is_asyncio_awaitable(value):  # no task waits for it, in a thread either
+                hint = "it is not a hetflow future, which a task waits for: await it and pass its value"
+            else:
+                hint = "use executor='thread' for it"
             return TypeError(
                 f"hetflow: cannot send {what} of {_describe(func)} ({reprlib.repr(value)}) to a process worker: "
-                f"{exc}; use executor='thread' for it"
+                f"{exc}; {hint}"
             )
     return TypeError(f"hetflow: cannot send the arguments of {_describe(func)} to a process worker")
+
+
+def _is_asyncio_awaitable(value: Any) -> bool:
+    """An asyncio future or task, or a coroutine."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and (asyncio.isfuture(value) or asyncio.iscoroutine(value))
 
 
 # -- values ---------------------------------------------------------------------------------------

@@ -273,3 +273,13 @@ def test_an_async_function_is_refused_by_offload_and_the_joblib_front():
         offload_single(kernel)
     with pytest.raises(TypeError, match=r"hetflow.joblib.delayed: .*kernel.* is an async function"):
         hj.delayed(kernel)
+
+
+def test_an_asyncio_task_given_to_a_process_task_is_refused_with_what_to_do():
+    async def main():
+        pending = asyncio.ensure_future(asyncio.sleep(0.01, 5))
+        with pytest.raises(TypeError, match="not a hetflow future.*await it and pass its value"):
+            submit_on("process")(add, pending, 1)
+        return await pending
+
+    assert run(main()) == 5
