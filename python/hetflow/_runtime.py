@@ -48,6 +48,16 @@ def default_executor() -> str:
     return "process" if gil_enabled else "thread"
 
 
+def _worker_trace_path() -> Optional[str]:
+    """In a worker process, where HETFLOW_TRACE puts the trace of a runtime a task starts there:
+    beside the host's, not over it ("trace.json" -> "trace-worker0.json" in worker 0)."""
+    path = os.environ.get("HETFLOW_TRACE")
+    if not path or _kernel.worker_index is None:
+        return None  # the engine reads HETFLOW_TRACE itself
+    stem, extension = os.path.splitext(path)
+    return f"{stem}-worker{_kernel.worker_index}{extension}"
+
+
 def check_executor(executor: str) -> str:
     if not isinstance(executor, str) or executor not in EXECUTORS:
         raise ValueError(f"hetflow: unknown executor {executor!r}; use 'thread' or 'process'")
@@ -195,7 +205,7 @@ class Settings:
                     f"hetflow: {origin} runs tasks in worker processes, but nprocs=0 starts none; "
                     "give nprocs >= 1 or use executor='thread'"
                 )
-        trace = os.fspath(self.trace) if self.trace is not None else None
+        trace = os.fspath(self.trace) if self.trace is not None else _worker_trace_path()
         return replace(self, executor=executor, ncpus=ncpus, nprocs=nprocs, trace=trace)
 
     def as_keywords(self) -> Dict[str, Any]:

@@ -133,6 +133,26 @@ def test_trace_from_the_environment(tmp_path, monkeypatch):
     assert "worker 0 (cpu)" in tracks
 
 
+def submit_inside(x):
+    import hetflow
+
+    value = hetflow.task_submit.options(name="inner")(square, x).result(timeout=30)
+    hetflow.shutdown()  # writes the worker's trace
+    return value
+
+
+def test_a_runtime_started_in_a_worker_process_traces_beside_the_program(tmp_path, monkeypatch):
+    path = tmp_path / "trace.json"
+    monkeypatch.setenv("HETFLOW_TRACE", str(path))
+    runtime = Runtime(ncpus=1, executor="process", nprocs=1)
+    assert runtime.submit(submit_inside, (3,), {}, name="outer").result(timeout=30) == 9
+    runtime.shutdown()
+    names = lambda tracks: {event["name"] for events in tracks.values() for event in events}  # noqa: E731
+    program, worker = names(read_trace(path)[0]), names(read_trace(tmp_path / "trace-worker0.json")[0])
+    assert "outer" in program and "inner" not in program  # not written over by the worker's
+    assert "inner" in worker and "outer" not in worker
+
+
 def test_stats_on_stderr(capfd):
     runtime = Runtime(ncpus=2, executor="thread", nprocs=0, stats=True)
     run_tasks(runtime)
