@@ -186,6 +186,8 @@ def _release(runtime: _runtime.Runtime) -> None:
     """Stops ``runtime`` once its work is done, from a thread the interpreter waits for at exit:
     once it exits, no longer than HETFLOW_EXIT_TIMEOUT without a task finishing (as for the
     module's runtime)."""
+    if runtime._closed:  # inherited by a forked child (or shut down already): nothing of it runs here
+        return
     try:
         threading.Thread(target=_stop_when_done, args=(runtime,), name="hetflow-executor-shutdown").start()
     except RuntimeError:  # the interpreter is exiting: no new threads

@@ -853,6 +853,31 @@ print("PARENT", hetflow.task_submit(np.sum, a).result(timeout=30), flush=True)
     assert "PARENT 3.0" in out, out
 
 
+def test_an_idle_executor_a_forked_child_drops_goes_quietly(tmp_path):
+    # As joblib's idle pools do when the child runs a loop of its own: its finalizer started a
+    # thread that waited on the parent's runtime ("has been shut down", in a traceback).
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import gc, os, hetflow
+executor = hetflow.Executor(1, executor="thread")
+print("PARENT", executor.submit(abs, -1).result(timeout=30), flush=True)
+pid = os.fork()
+if pid == 0:
+    del executor
+    gc.collect()
+    with hetflow.Executor(1, executor="thread") as mine:
+        print("OWN", mine.submit(abs, -2).result(timeout=30), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+executor.shutdown()
+""",
+    )
+    assert rc == 0, err
+    assert "PARENT 1" in out and "OWN 2" in out, out + err
+    assert "Traceback" not in err, err
+
+
 def test_multiprocessing_fork_children_run_tasks(tmp_path):
     rc, out, err = run_script(
         tmp_path,
