@@ -25,7 +25,7 @@ import sys
 import threading
 import types
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 
 from ._protocol import MAX_PARTS, RUN_DEPS
@@ -199,6 +199,11 @@ _Cached = Tuple[Tuple[str, bytes], Any, int]
 # whose captured values change at every submission (a loop counter it reads as a global) would
 # grow them without end: past this many versions it travels with each call instead (call_inline).
 _MOST_VERSIONS = 32
+# Nor would a program that submits a new function object at every call (a lambda or a partial
+# made in a loop): past this many distinct function pickles registered by this process, the new
+# ones travel with each call.
+_MOST_FUNCTIONS = 1024
+_registered_keys: Set[str] = set()
 # Captured values whose pickle is larger are watched for rebinding only (see _watch_value).
 _LARGEST_COMPARED = 1 << 20
 _INLINE: Any = object()  # the watch list of such a function
@@ -285,7 +290,8 @@ def function_entry(func: Any) -> Tuple[str, bytes]:
     try:
         hash(func)
     except TypeError:
-        return _pickle_function(func)
+        entry = _pickle_function(func)
+        return _inline_entry() if _one_too_many(func, entry[0]) else entry
     cached: Optional[_Cached]
     with _func_lock:
         try:
@@ -304,7 +310,7 @@ def function_entry(func: Any) -> Tuple[str, bytes]:
     watch = _watch(func)
     entry = _pickle_function(func)
     versions = 1 if cached is None else cached[2] + (entry[0] != cached[0][0])
-    if versions > _MOST_VERSIONS and watch is not None:
+    if versions > _MOST_VERSIONS and watch is not None or _one_too_many(func, entry[0]):
         watch, entry = _INLINE, _inline_entry()
     fresh = (entry, watch, versions)
     with _func_lock:
@@ -314,6 +320,17 @@ def function_entry(func: Any) -> Tuple[str, bytes]:
             _func_strong[func] = fresh
     _remember_last(func, fresh)
     return fresh[0]
+
+
+def _one_too_many(func: Any, key: str) -> bool:
+    """Whether registering ``key`` would pass ``_MOST_FUNCTIONS`` (then ``func`` goes inline)."""
+    with _func_lock:
+        if key in _registered_keys or func is call_inline:
+            return False
+        if len(_registered_keys) >= _MOST_FUNCTIONS:
+            return True
+        _registered_keys.add(key)
+        return False
 
 
 def call_inline(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

@@ -287,3 +287,26 @@ print("REGISTERED", len(hetflow._runtime.current()._function_ids) <= _serialize.
     )
     assert rc == 0, err
     assert "RIGHT True" in out and "REGISTERED True" in out, out
+
+
+def test_a_new_function_object_at_every_call_stays_right_in_bounded_memory(tmp_path):
+    # A lambda or a partial made in the loop: each is a function of its own, registered in the
+    # host and its workers for good, until there are too many; the next ones travel with their calls.
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import functools, operator
+import hetflow
+from hetflow import _serialize
+
+_serialize._MOST_FUNCTIONS = 16
+hetflow.init(ncpus=1, nprocs=1, executor="process")
+lambdas = [hetflow.task_submit(lambda x, k=k: x + k, 1) for k in range(40)]
+partials = [hetflow.task_submit(functools.partial(operator.mul, k), 2) for k in range(40)]
+print("RIGHT", [f.result(timeout=30) for f in lambdas] == [1 + k for k in range(40)]
+      and [f.result(timeout=30) for f in partials] == [2 * k for k in range(40)])
+print("REGISTERED", len(hetflow._runtime.current()._function_ids) <= _serialize._MOST_FUNCTIONS + 1)
+""",
+    )
+    assert rc == 0, err
+    assert "RIGHT True" in out and "REGISTERED True" in out, out
