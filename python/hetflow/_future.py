@@ -440,12 +440,29 @@ class Future(concurrent.futures.Future):
             return
         self._runtime.check_usable(self._name)
         try:
-            finished = self._task.wait(timeout)
+            if (timeout is None or type(timeout) in (int, float) and timeout >= 0) and not _inside_a_task():
+                finished = self._wait_in_slices(timeout)
+            else:  # inside a task the engine runs other tasks meanwhile; a bad timeout is refused there
+                finished = self._task.wait(timeout)
         except KeyboardInterrupt:
             self._runtime.interrupted = True  # at exit, do not wait for the work left
             raise
         if not finished:
             raise TimeoutError(f"task '{self._name}' did not finish within {timeout} s")
+
+    def _wait_in_slices(self, timeout: Optional[float]) -> bool:
+        """Waits so that a shutdown giving up on the task ends the wait (CancelledError): a task
+        given up on may never finish, and one not started then never runs."""
+        if timeout is None:
+            self._task.check_wait_can_end()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _GIVE_UP_CHECK_S if deadline is None else min(_GIVE_UP_CHECK_S, deadline - time.monotonic())
+            if self._task.wait(max(left, 0.0)):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._runtime.check_usable(self._name)
 
     def _settle(self) -> None:
         """Turns the engine's outcome into a value or an exception, once."""
@@ -534,6 +551,8 @@ class Future(concurrent.futures.Future):
 
 # How long an await inside a task waits (running other tasks) before the loop gets a turn.
 _AWAIT_SLICE_S = 0.002
+# How often a wait without a timeout outside a task looks whether shutdown gave the task up.
+_GIVE_UP_CHECK_S = 0.2
 
 
 def _inside_a_task() -> bool:

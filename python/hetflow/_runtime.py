@@ -19,7 +19,7 @@ from hetflow._args import FutureSearch
 from hetflow._arrays import Access
 from hetflow._data import engine_accesses
 from hetflow._errors import CancelledError, freeze_exception
-from hetflow._future import Future
+from hetflow._future import _GIVE_UP_CHECK_S, Future
 from hetflow._serialize import _PLAIN, all_plain, find_nested, function_for_call, is_array, loaded_numpy, utf8_text
 
 EXECUTORS = ("thread", "process")
@@ -757,6 +757,10 @@ class Runtime:
         if self.abandoned():
             raise CancelledError(f"task '{task_name}' did not finish: {self.gave_up}")
 
+    def _refuse_if_abandoned(self, what: str) -> None:
+        if self.abandoned():
+            raise CancelledError(f"{what}: the work did not finish: {self.gave_up}")
+
     def abandoned(self) -> bool:
         """True once shutdown gave up on unfinished work: tasks not started then never run."""
         return self.gave_up is not None and self._engine.is_shut_down()
@@ -771,8 +775,16 @@ class Runtime:
                 "hetflow.wait_for_all() cannot be called inside a task: it would wait for that task itself; "
                 "wait for the futures it needs instead"
             )
+        timeout = _checked_timeout(timeout, "hetflow.wait_for_all")
         try:
-            finished = self._engine.wait_all(_checked_timeout(timeout, "hetflow.wait_for_all"))
+            if timeout is None:
+                # In slices, so that a shutdown giving up on the work ends the wait (CancelledError).
+                self._engine.check_wait_all_can_end()
+                while not self._engine.wait_all(_GIVE_UP_CHECK_S):
+                    self._refuse_if_abandoned("hetflow.wait_for_all")
+                finished = True
+            else:
+                finished = self._engine.wait_all(timeout)
         except KeyboardInterrupt:
             self.interrupted = True
             raise

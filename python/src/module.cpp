@@ -449,9 +449,12 @@ class PyRuntime {
   bool wait_all(std::optional<double> timeout) {
     Runtime& rt = runtime();
     // Waited for in slices (for Ctrl-C), each with a deadline, which the engine never refuses.
-    if (!timeout) hetflow::detail::check_wait_all_can_end(rt);
+    if (!timeout) check_wait_all_can_end();
     return interruptible_wait(timeout, [&rt](auto until) { return rt.wait_all_until(until); });
   }
+
+  /// Throws, rather than let a wait without a deadline hang, where wait_all could never end.
+  void check_wait_all_can_end() { hetflow::detail::check_wait_all_can_end(runtime()); }
 
   void abort() {
     if (runtime_ && !runtime_->is_shut_down()) runtime_->abort();
@@ -716,6 +719,7 @@ NB_MODULE(_hetflow, m) {
       .def_static("adopt_distributed", &PyRuntime::adopt_distributed, "handle"_a)
       .def("drain_completions", &PyRuntime::drain_completions, "timeout_ms"_a)
       .def("wait_all", &PyRuntime::wait_all, "timeout"_a = nb::none())
+      .def("check_wait_all_can_end", &PyRuntime::check_wait_all_can_end)
       .def("shutdown", &PyRuntime::shutdown)
       .def("abort", &PyRuntime::abort)
       .def("cancel_pending", &PyRuntime::cancel_pending)

@@ -520,6 +520,47 @@ print("ENDED", stuck.done(), stuck.cancelled(), stuck.running(), outcome())
     assert "ENDED True True False CancelledError" in out, out
 
 
+def test_threads_waiting_when_shutdown_gives_up_are_told_at_once(tmp_path):
+    # They waited in the engine for tasks that a detached worker might never finish, or that
+    # would never start (the workers are busy with those).
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import threading, time
+import hetflow
+
+release = threading.Event()
+hetflow.init(ncpus=1, nprocs=0, executor="thread")
+running = hetflow.submit(release.wait, 30)
+queued = hetflow.submit(abs, -1)
+heard = {}
+def wait(what, call):
+    try:
+        call()
+        heard[what] = "returned"
+    except BaseException as error:
+        heard[what] = type(error).__name__
+waiters = [
+    threading.Thread(target=wait, args=("running", running.result)),
+    threading.Thread(target=wait, args=("running, timeout", lambda: running.result(timeout=30))),
+    threading.Thread(target=wait, args=("queued", queued.exception)),
+    threading.Thread(target=wait, args=("all", hetflow.wait_for_all)),
+]
+for waiter in waiters:
+    waiter.start()
+time.sleep(0.2)
+hetflow.shutdown(timeout=0.2)
+for waiter in waiters:
+    waiter.join(10)
+print("HEARD", sorted(heard.items()))
+release.set()
+""",
+    )
+    assert rc == 0, err
+    expected = [(what, "CancelledError") for what in ("all", "queued", "running", "running, timeout")]
+    assert f"HEARD {expected}" in out, out + err
+
+
 @pytest.mark.parametrize("executor", ["thread", "process"])
 def test_shutdown_cancel_futures_cancels_what_has_not_started(tmp_path, executor):
     rc, out, err = run_script(
