@@ -137,7 +137,9 @@ class Session:
         else:
             self.runtime.shutdown(timeout, cancel_futures)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.runtime.interrupted = True  # the work is given up, as on a Ctrl-C in a wait
         self.shutdown()
 
 

@@ -827,7 +827,7 @@ class Runtime:
             self._draining = True
             try:
                 why = (
-                    "an earlier wait on the runtime was interrupted (Ctrl-C)"
+                    "the program was interrupted (Ctrl-C) while it used the runtime"
                     if self.interrupted
                     else self._wait_for_work(timeout, idle_timeout)
                 )

@@ -155,6 +155,11 @@ class Executor(concurrent.futures.Executor):
         if not runtime._closed:
             _release(runtime)
 
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self._runtime.interrupted = True  # the work is given up, as on a Ctrl-C in a wait
+        self.shutdown(wait=True)
+
     def _terminate(self, reason: str) -> None:
         """Gives up at once: tasks not started are cancelled, worker processes ended (their
         tasks fail with ``reason``); running thread tasks are left to finish, detached."""

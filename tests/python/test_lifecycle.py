@@ -520,6 +520,34 @@ print("ENDED", stuck.done(), stuck.cancelled(), stuck.running(), outcome())
     assert "ENDED True True False CancelledError" in out, out
 
 
+def test_ctrl_c_in_a_with_block_gives_the_work_up(tmp_path):
+    # A Ctrl-C in the program's own code (not in a wait of hetflow's) reached it only once every
+    # running task had ended: __exit__ waited for the work.
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import os, signal, threading, time
+import hetflow
+
+release = threading.Event()
+for kind in ("session", "executor"):
+    started = time.monotonic()
+    try:
+        block = hetflow.init(ncpus=1, nprocs=0, executor="thread") if kind == "session" else hetflow.Executor(1, executor="thread")
+        with block as opened:
+            submit = hetflow.submit if kind == "session" else opened.submit
+            stuck = submit(release.wait, 30)
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            time.sleep(30)
+    except KeyboardInterrupt:
+        print(kind, "INTERRUPTED", time.monotonic() - started < 10, stuck.cancelled(), flush=True)
+release.set()
+""",
+    )
+    assert rc == 0, err
+    assert "session INTERRUPTED True True" in out and "executor INTERRUPTED True True" in out, out + err
+
+
 def test_threads_waiting_when_shutdown_gives_up_are_told_at_once(tmp_path):
     # They waited in the engine for tasks that a detached worker might never finish, or that
     # would never start (the workers are busy with those).
