@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include "hetflow/error.hpp"
 #include "hetflow/ext/driver.hpp"
@@ -46,28 +49,31 @@ bool parse_bool(const std::string& text, const char* variable) {
 constexpr unsigned kMaxWorkers = 4096;
 
 std::size_t parse_bytes(std::string_view text, const std::string& what) {
-  std::size_t used = 0;
-  unsigned long long value = 0;
   const std::string digits(text);
-  try {
-    value = std::stoull(digits, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || !std::isdigit(static_cast<unsigned char>(digits[0]))) {
+  std::size_t used = 0;
+  while (used < digits.size() && std::isdigit(static_cast<unsigned char>(digits[used])) != 0) ++used;
+  if (used == 0) {
     throw InvalidArgument(what + ": '" + digits + "' is not a size in bytes (e.g. 65536, 64K, 512M, 2G)");
   }
   const std::string suffix = digits.substr(used);
-  unsigned long long scale = 1;
+  std::size_t scale = 1;
   if (suffix == "K" || suffix == "KiB")
-    scale = 1ull << 10;
+    scale = std::size_t{1} << 10;
   else if (suffix == "M" || suffix == "MiB")
-    scale = 1ull << 20;
+    scale = std::size_t{1} << 20;
   else if (suffix == "G" || suffix == "GiB")
-    scale = 1ull << 30;
+    scale = std::size_t{1} << 30;
   else if (!suffix.empty())
     throw InvalidArgument(what + ": unknown size suffix '" + suffix + "' (use K, M or G)");
-  return static_cast<std::size_t>(value * scale);
+  // Unchecked, a size past the range wrapped around to a small one (or to 0).
+  constexpr std::size_t kMostBytes = std::numeric_limits<std::size_t>::max();
+  std::size_t value = 0;
+  const std::from_chars_result parsed = std::from_chars(digits.data(), digits.data() + used, value);
+  if (parsed.ec == std::errc::result_out_of_range || value > kMostBytes / scale) {
+    throw InvalidArgument(what + ": '" + digits + "' is too large (more than " + std::to_string(kMostBytes) +
+                          " bytes)");
+  }
+  return value * scale;
 }
 
 std::map<unsigned, std::size_t> parse_memory_limits(const std::string& text) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <numeric>
@@ -476,6 +477,24 @@ TEST(DeviceMemory, LimitsComeFromTheEnvironmentWhenCodeSetsNone) {
           << what;
     }
   }
+}
+
+// Sizes past what a size_t holds wrapped around: to 1024 bytes, or to 0 ("given 0 bytes").
+TEST(DeviceMemory, LimitsTooLargeForASizeAreRefused) {
+  for (const char* bad :
+       {"1:18014398509481985K", "1:17179869184G", "1:99999999999999999999999", "1:18446744073709551616"}) {
+    hetflow::test::ScopedEnv env("HETFLOW_MEMORY_LIMITS", bad);
+    try {
+      (void)Config{}.resolved();
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const hetflow::InvalidArgument& error) {
+      const std::string value = std::string(bad).substr(2);
+      EXPECT_EQ(std::string(error.what()), "HETFLOW_MEMORY_LIMITS: '" + value + "' is too large (more than " +
+                                               std::to_string(std::numeric_limits<std::size_t>::max()) + " bytes)");
+    }
+  }
+  hetflow::test::ScopedEnv largest("HETFLOW_MEMORY_LIMITS", "1:17179869183G");
+  EXPECT_EQ(Config{}.resolved().memory_limits.at(1), std::size_t{17179869183} << 30);
 }
 
 TEST(DeviceMemory, ManyTasksOnBothSidesStayCoherent) {
