@@ -222,7 +222,7 @@ class HETFLOW_API Context {
   /// first task that differs instead of waiting for transfers that will never match: the ranks
   /// first give up on the transfers between them (the tasks that read what never came fail) and
   /// wait for their other tasks; the context's calls then throw (docs/mpi.md). When
-  /// nothing moves for HETFLOW_MPI_WATCHDOG seconds (default 60; 0: never), the transfers still
+  /// nothing moves for HETFLOW_MPI_WATCHDOG seconds (default 60; 0: never; at most a year), the transfers still
   /// pending are printed on stderr, once per stall; so is a wait that long for the other ranks to
   /// call wait_all. A rank whose context ended (without this call, or after fewer of them) is
   /// not waited for: once the local work is done, this throws hetflow::Error naming it and the

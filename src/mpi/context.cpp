@@ -96,6 +96,11 @@ struct Transfer {
   }
 };
 
+// HETFLOW_MPI_WATCHDOG. Waits of more than a year are not meant: the bound keeps the waits'
+// conversions to whole nanoseconds (and the seconds shown) far from overflowing.
+constexpr double kDefaultWatchdogSeconds = 60;
+constexpr double kMostWatchdogSeconds = 365.0 * 24 * 3600;
+
 // A transfer not finished yet, for the watchdog (described only when it speaks) and for giving
 // up on it.
 struct Pending {
@@ -193,16 +198,11 @@ struct Context::Impl {
     }
     check = env_flag("HETFLOW_MPI_CHECK");
     stats = env_flag("HETFLOW_MPI_STATS");
-    if (const char* watchdog_text = std::getenv("HETFLOW_MPI_WATCHDOG")) {
-      char* end = nullptr;
-      const double seconds = std::strtod(watchdog_text, &end);
-      if (end == watchdog_text || *end != '\0' || !(seconds >= 0)) {
-        throw InvalidArgument(std::string("HETFLOW_MPI_WATCHDOG='") + watchdog_text +
-                              "': give the seconds without progress after which pending transfers are shown "
-                              "(0: never)");
-      }
-      watchdog_seconds = seconds;
-    }
+    watchdog_seconds =
+        env_seconds("HETFLOW_MPI_WATCHDOG", kMostWatchdogSeconds,
+                    "give the seconds without progress after which pending transfers are shown, from 0 (never) to " +
+                        std::to_string(static_cast<long>(kMostWatchdogSeconds)) + " (a year)")
+            .value_or(kDefaultWatchdogSeconds);
     departed.resize(static_cast<std::size_t>(size));
     arrivals.assign(static_cast<std::size_t>(size), 0);
     inbox->letters.resize(static_cast<std::size_t>(size));
@@ -972,7 +972,7 @@ struct Context::Impl {
   std::map<std::uint64_t, Pending> pending;
   std::uint64_t last_transfer_id = 0;
   std::chrono::steady_clock::time_point last_progress = std::chrono::steady_clock::now();
-  double watchdog_seconds = 60;
+  double watchdog_seconds = kDefaultWatchdogSeconds;
   bool check = false;  // HETFLOW_MPI_CHECK
   bool stats = false;  // HETFLOW_MPI_STATS
   bool diverged = false;

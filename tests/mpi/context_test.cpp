@@ -377,6 +377,28 @@ TEST(MpiContext, AnMpiFlagThatIsNotABooleanIsRefused) {
   }
 }
 
+// inf or 1e300 seconds made the watchdog speak at once (its waits overflowed nanoseconds); a
+// sign or spaces were taken as the other HETFLOW_* variables do not take them.
+TEST(MpiContext, AWatchdogThatIsNotSecondsUpToAYearIsRefused) {
+  for (const char* bad : {"inf", "1e300", "1e18", "31536001", "nan", "-1", "+5", " 5", "5 ", "0x10", "soon"}) {
+    setenv("HETFLOW_MPI_WATCHDOG", bad, 1);
+    try {
+      spmd(2, [](mpi::Context&) { ADD_FAILURE() << "the context was made"; });
+      if (sees_rank(0) || sees_rank(1)) ADD_FAILURE() << "HETFLOW_MPI_WATCHDOG=" << bad << " was accepted";
+    } catch (const hetflow::InvalidArgument& error) {
+      EXPECT_EQ(std::string(error.what()),
+                "HETFLOW_MPI_WATCHDOG='" + std::string(bad) +
+                    "': give the seconds without progress after which pending transfers are shown, from 0 (never) "
+                    "to 31536000 (a year)");
+    }
+  }
+  for (const char* good : {"", "0", "31536000", "0.5", "2.5e3"}) {  // empty: unset, as for the others
+    setenv("HETFLOW_MPI_WATCHDOG", good, 1);
+    spmd(2, [](mpi::Context& context) { context.wait_all(); });
+  }
+  unsetenv("HETFLOW_MPI_WATCHDOG");
+}
+
 TEST(MpiContext, RanksThatSubmitDifferentWorkAreToldWhereWithTheCheck) {
   setenv("HETFLOW_MPI_CHECK", "yes", 1);  // any of the engine's words for on
   spmd(3, [](mpi::Context& context) {
