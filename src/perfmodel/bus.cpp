@@ -44,6 +44,11 @@ bool valid_link(double bandwidth, double latency) {
   return std::isfinite(bandwidth) && bandwidth > 0 && std::isfinite(latency) && latency >= 0;
 }
 
+// What a file may hold, and a measurement may give, to be saved and read back.
+bool plausible_link(double bandwidth, double latency) {
+  return bandwidth >= kMinBusBandwidth && bandwidth <= kMaxBusBandwidth && latency >= 0 && latency <= kMaxBusLatency;
+}
+
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
@@ -151,13 +156,13 @@ Measured measure(ext::MemoryNode& node) {
   // noise makes the copy look no slower than the latency, the plain rate.
   auto bandwidth = [&](double seconds, double latency) {
     const double streaming = seconds > latency ? seconds - latency : seconds;
-    return static_cast<double>(bytes) / std::max(streaming, 1e-12);
+    return static_cast<double>(bytes) / std::max(streaming, static_cast<double>(bytes) / kMaxBusBandwidth);
   };
   result.host_to_node.bandwidth = bandwidth(fastest_to_node, result.host_to_node.latency);
   result.node_to_host.bandwidth = bandwidth(fastest_to_host, result.node_to_host.latency);
   result.host_to_node.known = result.node_to_host.known = true;
-  if (!valid_link(result.host_to_node.bandwidth, result.host_to_node.latency) ||
-      !valid_link(result.node_to_host.bandwidth, result.node_to_host.latency)) {
+  if (!plausible_link(result.host_to_node.bandwidth, result.host_to_node.latency) ||
+      !plausible_link(result.node_to_host.bandwidth, result.node_to_host.latency)) {
     throw Error("the timings are not usable");
   }
   return result;
@@ -215,8 +220,9 @@ std::string parse_bus_text(std::string_view text, std::string_view node, BusFile
     if (seen) return at("a second '" + std::string(fields[0]) + "' line");
     const auto bandwidth = parse_double(fields[1]);
     const auto latency = parse_double(fields[2]);
-    if (!bandwidth || !latency || !valid_link(*bandwidth, *latency)) {
-      return at("bad bandwidth or latency (bytes per second > 0, seconds >= 0)");
+    if (!bandwidth || !latency || !plausible_link(*bandwidth, *latency)) {
+      return at("bad bandwidth or latency (bytes per second from " + format_number(kMinBusBandwidth) + " to " +
+                format_number(kMaxBusBandwidth) + ", seconds from 0 to " + format_number(kMaxBusLatency) + ")");
     }
     (to_node ? out.host_to_node : out.node_to_host) = BusLink{*bandwidth, *latency, true};
     seen = true;

@@ -16,6 +16,13 @@ namespace hetflow::detail {
 
 inline constexpr int kBusFormatVersion = 1;
 
+/// The links a bus file may give, as for a machine description's `link` (src/sim/machine.cpp):
+/// from 1 kB/s to 1 EB/s, with at most a second of latency. Beyond, the figure is damage, and
+/// the transfer times made from it overflow (a simulated makespan of NaN).
+inline constexpr double kMinBusBandwidth = 1e3;  // bytes per second
+inline constexpr double kMaxBusBandwidth = 1e18;
+inline constexpr double kMaxBusLatency = 1;  // seconds
+
 /// One direction between two nodes.
 struct BusLink {
   double bandwidth = 0;  ///< bytes per second, > 0
@@ -30,8 +37,8 @@ struct BusFileContents {
   BusLink node_to_host;
 };
 
-/// Parses a bus file's text; returns the reason it is bad, or "" when `out` is filled. `node`
-/// is the name the file must be for.
+/// Parses a bus file's text; returns the reason it is bad (a link outside the bounds above
+/// among them), or "" when `out` is filled. `node` is the name the file must be for.
 [[nodiscard]] std::string parse_bus_text(std::string_view text, std::string_view node, BusFileContents& out);
 [[nodiscard]] std::string format_bus(const BusFileContents& contents);
 /// The file name for a node: its name, with anything but letters, digits and `_ - . + @`

@@ -22,9 +22,10 @@ constexpr unsigned kMaxWorkers = 4096;  // as Config::ncpus
 constexpr double kMaxCostSeconds = 1e9;
 constexpr double kMaxCostExponent = 4;
 // A link from 1 kB/s to 1 EB/s, with at most a second of latency: beyond, the figure is a typo.
-constexpr double kMinBandwidthGbs = 1e-6;
-constexpr double kMaxBandwidthGbs = 1e9;
-constexpr double kMaxLatencyUs = 1e6;
+// The bounds of the stored bus models, which "link": "stored" reads.
+constexpr double kMinBandwidthGbs = kMinBusBandwidth / 1e9;
+constexpr double kMaxBandwidthGbs = kMaxBusBandwidth / 1e9;
+constexpr double kMaxLatencyUs = kMaxBusLatency * 1e6;
 constexpr std::size_t kMaxMachineFileBytes = std::size_t{16} << 20;
 
 std::string join_path(const std::string& parent, std::string_view key) {

@@ -203,6 +203,13 @@ TEST(BusModel, DamagedFileIsMeasuredAgainWithAWarning) {
       "hetflow-bus 1\nnode fake0\nhost_to_node 1e9 1e-6\n",
       "hetflow-bus 1\nnode fake0\nhost_to_node 0 1e-6\nnode_to_host 1e9 1e-6\n",
       "hetflow-bus 1\nnode fake0\nhost_to_node 1e9 nan\nnode_to_host 1e9 1e-6\n",
+      // Finite, but the transfer times made from them overflow: outside the bounds a machine
+      // description's link has.
+      "hetflow-bus 1\nnode fake0\nhost_to_node 5e-324 0\nnode_to_host 1e9 1e-6\n",
+      "hetflow-bus 1\nnode fake0\nhost_to_node 1e9 1e-6\nnode_to_host 1e9 1.7e308\n",
+      "hetflow-bus 1\nnode fake0\nhost_to_node 999 1e-6\nnode_to_host 1e9 1e-6\n",
+      "hetflow-bus 1\nnode fake0\nhost_to_node 1.1e18 1e-6\nnode_to_host 1e9 1e-6\n",
+      "hetflow-bus 1\nnode fake0\nhost_to_node 1e9 1.5\nnode_to_host 1e9 1e-6\n",
       "hetflow-bus 1\nnode fake0\nhost_to_node 1e9 1e-6\nhost_to_node 1e9 1e-6\nnode_to_host 1e9 1e-6\n",
       "hetflow-bus 1\nnode fake0\nsideways 1e9 1e-6\n",
       "hetflow-bus 2\nnode fake0\nhost_to_node 1e9 1e-6\nnode_to_host 1e9 1e-6\n",
@@ -273,7 +280,8 @@ TEST(BusModel, ValidFileWithCommentsAndCrLfIsRead) {
 }
 
 TEST(BusModel, FormatAndParseRoundTrip) {
-  const BusFileContents contents{"cuda0", {12345678901.5, 7.25e-6, true}, {0.1 + 0.2, 1.0 / 3, true}};
+  // Numbers whose shortest text has many digits, within the bounds of a link.
+  const BusFileContents contents{"cuda0", {12345678901.5, 7.25e-6, true}, {(0.1 + 0.2) * 1e4, 1.0 / 3, true}};
   BusFileContents parsed;
   ASSERT_EQ(hetflow::detail::parse_bus_text(hetflow::detail::format_bus(contents), "cuda0", parsed), "");
   EXPECT_EQ(parsed.node, "cuda0");

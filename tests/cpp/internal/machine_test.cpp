@@ -259,6 +259,24 @@ TEST(Machine, LinkBothWaysOrStored) {
         << error.what();
   }
 
+  // Finite, but the transfer times made from them overflowed: a makespan of NaN.
+  for (const char* extreme : {"host_to_node 5e-324 0", "host_to_node 1e9 1.7e308"}) {
+    std::ofstream(file) << "hetflow-bus 1\nnode opencl0\n" << extreme << "\nnode_to_host 2e10 2.5e-05\n";
+    try {
+      (void)stored.device_links("opencl0", home.path(), "machine.json");
+      FAIL() << "a bus model with " << extreme << " gave a link";
+    } catch (const InvalidArgument& error) {
+      EXPECT_NE(std::string(error.what())
+                    .find("'" + file.string() +
+                          "', which is damaged: line 3: bad bandwidth or latency (bytes per second from 1000 to "
+                          "1e+18, seconds from 0 to 1)"),
+                std::string::npos)
+          << error.what();
+    }
+  }
+  std::ofstream(file) << "hetflow-bus 1\nnode opencl0\nhost_to_node 1e3 1\nnode_to_host 1e18 0\n";  // the bounds
+  EXPECT_DOUBLE_EQ(stored.device_links("opencl0", home.path(), "machine.json").to_host.bandwidth_bytes_per_s, 1e18);
+
   EXPECT_EQ(parse_error(R"({"cpus": 1, "link": "measured"})"),
             "machine.json: link: expected \"stored\" or {\"bandwidth_gbs\": ..., \"latency_us\": ...}, got "
             "'measured'");
