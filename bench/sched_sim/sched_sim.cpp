@@ -3,15 +3,17 @@
 // time), next to lower bounds on any schedule's makespan and an offline plan; with --nodes, the
 // distributed factorisation of examples/cpp/mpi_cholesky.cpp on copies of the machine joined by
 // a network, next to a lower bound.
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
@@ -562,30 +564,38 @@ double simulate_cluster(const std::string& scheduler, const std::string& machine
   return makespan;
 }
 
-// The machine description sched-sim writes for the simulator (the user's, with its flags
-// applied), removed once the runs are done.
+// The machine description sched-sim gives the simulator (the user's, with its flags applied),
+// which reads machine descriptions from files. An anonymous file in memory (memfd), reached
+// through /proc/self/fd: no path in a shared directory, where another user could plant a link
+// to a file of theirs or of ours to overwrite, and nothing left behind however the process
+// ends, killed included.
 class ScratchFile {
  public:
-  explicit ScratchFile(const std::string& text)
-      : path_(std::filesystem::temp_directory_path() / ("hetflow-sched-sim-" + std::to_string(::getpid()) + ".json")) {
-    std::ofstream out(path_);
-    out << text;
-    out.close();
-    if (!out) {
-      throw Error("cannot write the machine description for the simulator to " + path_.string() +
-                  " (set TMPDIR to a writable directory)");
+  explicit ScratchFile(const std::string& text) : fd_(::memfd_create("hetflow-sched-sim machine", MFD_CLOEXEC)) {
+    if (fd_ < 0) throw Error(cannot_make(errno));
+    for (std::size_t written = 0; written < text.size();) {
+      const ssize_t wrote = ::write(fd_, text.data() + written, text.size() - written);
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote <= 0) {
+        const int error = wrote < 0 ? errno : EIO;
+        ::close(fd_);
+        throw Error(cannot_make(error));
+      }
+      written += static_cast<std::size_t>(wrote);
     }
+    path_ = "/proc/self/fd/" + std::to_string(fd_);
   }
   ScratchFile(const ScratchFile&) = delete;
   ScratchFile& operator=(const ScratchFile&) = delete;
-  ~ScratchFile() {
-    std::error_code ignored;
-    std::filesystem::remove(path_, ignored);
-  }
-  [[nodiscard]] std::string path() const { return path_.string(); }
+  ~ScratchFile() { ::close(fd_); }
+  [[nodiscard]] const std::string& path() const { return path_; }
 
  private:
-  std::filesystem::path path_;
+  static std::string cannot_make(int error) {
+    return std::string("cannot make the machine description for the simulator: ") + std::strerror(error);
+  }
+  int fd_;
+  std::string path_;
 };
 
 // Rethrows the exception being handled, the scratch file's path in its text replaced by what the

@@ -74,7 +74,7 @@ check_nodes() {
     nodes_makespan[$name]=${line##* }
   done
   for name in "${schedulers[@]}"; do
-    echo "$out" | grep -qE "^$name gflops $number\$" || fail "sched-sim --nodes $nodes $*: no line '$name gflops <rate>'"
+    grep -qE "^$name gflops $number\$" <<<"$out" || fail "sched-sim --nodes $nodes $*: no line '$name gflops <rate>'"
     awk -v m="${nodes_makespan[$name]}" -v b="${nodes_makespan[lower_bound]}" 'BEGIN { exit !(m + 1e-9 >= b) }' ||
       fail "sched-sim --nodes $nodes $*: $name finished in ${nodes_makespan[$name]} s, under the lower bound"
   done
@@ -172,11 +172,38 @@ if [ -w /dev/full ]; then
     fail "sched-sim writing to a full disk did not say so"
 fi
 
+# The machine description sched-sim hands the simulator is in no directory: no path another user
+# could plant a link at, and nothing left in TMPDIR, even when sched-sim is killed mid-run (it
+# prints its first line once the description is made).
+mkdir "$scratch/tmp"
+TMPDIR="$scratch/tmp" "$bench" sched-sim --tiles 64 >/dev/null 2>"$errors" &
+runner=$!
+until grep -qF "sched-sim: Cholesky of" "$errors" || ! kill -0 "$runner" 2>/dev/null; do sleep 0.1; done
+kill -KILL "$runner" 2>/dev/null || true
+wait "$runner" 2>/dev/null || true
+[ -z "$(ls -A "$scratch/tmp")" ] || fail "sched-sim left $(ls -A "$scratch/tmp") in TMPDIR"
+# A link planted where sched-sim wrote its description (a path made of its process id) is not
+# written through.
+echo "someone else's" >"$scratch/theirs"
+# shellcheck disable=SC2016 # expanded by the inner shell, whose process id sched-sim keeps
+TMPDIR="$scratch/tmp" bash -c 'ln -s "$1" "$TMPDIR/hetflow-sched-sim-$$.json" && exec "$2" sched-sim --tiles 2' \
+  planter "$scratch/theirs" "$bench" >/dev/null 2>"$errors" || fail "sched-sim beside a planted link failed"
+[ "$(cat "$scratch/theirs")" = "someone else's" ] || fail "sched-sim wrote through a link planted in TMPDIR"
+rm -f "$scratch/tmp"/hetflow-sched-sim-*.json
+# The simulator's errors name the machine file, not the description in memory.
+sed 's/"gpu_memory": 12079136768/"gpu_memory": "64X"/' "$machines/k40.json" >"$scratch/memory.json"
+expect_refusal 1 "machine memory.json (with sched-sim's flags applied): gpu_memory: '64X'" \
+  sched-sim --machine "$scratch/memory.json"
+if grep -qF /proc/self/fd "$errors"; then fail "sched-sim's error names the description in memory"; fi
+
 help=$("$bench" sched-sim --help) || fail "sched-sim --help failed"
 for flag in --tiles --machine --precision --bandwidth-gbs --nodes --network-gbps --network-latency-us; do
-  echo "$help" | grep -qF -- "$flag" || fail "sched-sim --help does not mention $flag"
+  # A here-string, not a pipe: grep -q leaves at its first match, and under pipefail the echo it
+  # cut off (SIGPIPE) failed the check now and then.
+  grep -qF -- "$flag" <<<"$help" || fail "sched-sim --help does not mention $flag"
 done
-"$bench" --help | grep -qF sched-sim || fail "--help does not list sched-sim"
+help=$("$bench" --help) || fail "--help failed"
+grep -qF sched-sim <<<"$help" || fail "--help does not list sched-sim"
 echo "sched-sim at $tiles x $tiles tiles on the built-in machine, legacy.json, k40.json and gh200.json: every" \
   "makespan at or above the bounds; --nodes 1 the single machine, more nodes send the tiles the protocol" \
   "sends; bad command lines and machine files refused"
