@@ -243,21 +243,33 @@ def _label_log_axis(axis: Any, text: Any, FuncFormatter: Any) -> None:
     axis.set_minor_formatter(FuncFormatter(minor))
 
 
+def _power_law(a: float, b: float, c: float, x: float) -> float:
+    """``a * x**b + c``, inf where ``x**b`` overflows (a steep fit of large sizes does; the engine's
+    estimate is None there)."""
+    try:
+        return a * x**b + c
+    except OverflowError:
+        return math.inf
+
+
 def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
     """Plots the model of symbol ``perfmodel`` into an image file and returns its path.
 
     Time against data size per architecture, on log-log axes: the robust estimate of each size
     (filled markers for calibrated sizes, hollow ones for the others), the mean ± standard
     deviation as a band, the min..max range as whiskers, and the fitted ``a * n^b + c`` curve
-    when there is one (its exponent shown as 0 when within 1e-6 of 0). Sizes and times of 0
-    cannot be placed on a log axis and are left out; an architecture with estimates of 0 says at
-    how many sizes in its legend entry.
+    when there is one (its exponent shown as 0 when within 1e-6 of 0; where the curve overflows
+    over the plotted sizes, the points are joined instead). Sizes and times of 0 cannot be placed
+    on a log axis and are left out; an architecture with estimates of 0 says at how many sizes in
+    its legend entry.
 
-    ``path`` defaults to ``$HETFLOW_HOME/perfmodels/<symbol>.png``. The format follows its suffix
-    (``.png``, ``.svg``, ``.pdf``, ... whatever matplotlib writes; PNG for a path without one).
-    Raises ImportError when matplotlib is missing and ValueError when there is nothing to plot or
-    the suffix names a format matplotlib cannot write (before writing anything). The figure is
-    drawn with the Agg canvas directly, so an application's pyplot backend is left alone.
+    ``path`` defaults to ``$HETFLOW_HOME/perfmodels/<symbol>.png`` (that directory is made if need
+    be); another path's directory must exist. The format follows its suffix (``.png``, ``.svg``,
+    ``.pdf``, ... whatever matplotlib writes; PNG for a path without one). Raises ImportError when
+    matplotlib is missing, ValueError when there is nothing to plot or the suffix names a format
+    matplotlib cannot write, and FileNotFoundError when the directory does not exist (each before
+    writing anything). The figure is drawn with the Agg canvas directly, so an application's
+    pyplot backend is left alone.
     """
     Figure, FigureCanvasAgg, FuncFormatter = _import_matplotlib()
     rows = [row for row in entries(perfmodel) if row["size"] > 0 and row["max"] > 0]
@@ -267,9 +279,15 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
             f"(on log axes; looked in {directory()})"
         )
     if path is None:
+        # hetflow's own directory, made if need be (the models may not have been saved yet).
         path = os.path.join(directory(), f"{perfmodel}.png")
+        os.makedirs(directory(), exist_ok=True)
     path = os.fspath(path)
     image_format = _plot_format(path, FigureCanvasAgg)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        # As other tools: a mistyped directory is said, not made.
+        raise FileNotFoundError(f"cannot write the plot to {path!r}: there is no directory {parent!r}")
 
     figure = Figure(figsize=(8, 5.5), layout="constrained")
     FigureCanvasAgg(figure)
@@ -318,7 +336,7 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
             low, high = min(sizes) / 2, max(sizes) * 2
             steps = 200
             curve_x = [low * (high / low) ** (i / (steps - 1)) for i in range(steps)]
-            curve_y = [a * x**b + c for x in curve_x]
+            curve_y = [_power_law(a, b, c, x) for x in curve_x]
             if all(math.isfinite(y) and y > 0 for y in curve_y):
                 fit_label = f"{arch} fit: {a:.3g}·n^{format_exponent(b, 3)} + {format_seconds(c, micro='µs')}"
                 axes.plot(curve_x, curve_y, "--", color=color, linewidth=1.5, label=fit_label)
@@ -342,7 +360,5 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
     axes.grid(True, which="major", alpha=0.4)
     axes.grid(True, which="minor", alpha=0.15)
     axes.legend(loc="best", fontsize="small")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
     figure.savefig(path, format=image_format, dpi=120)
     return path

@@ -196,7 +196,7 @@ def test_plot_writes_a_png(home):
     assert path == str(home / "perfmodels" / "plotted.png")
     data = Path(path).read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 10_000
-    custom = home / "out" / "custom.png"
+    custom = home / "custom.png"
     assert perfmodel.perfmodel_plot("plotted", str(custom)) == str(custom)
     assert custom.read_bytes().startswith(PNG_MAGIC)
 
@@ -239,6 +239,39 @@ def test_cli_list_show_plot(home):
     default = cli(home, "perfmodel", "plot", "clisym")
     assert default.returncode == 0, default.stderr
     assert Path(default.stdout.strip()) == home / "perfmodels" / "clisym.png"
+
+
+def test_cli_plot_into_a_directory_that_does_not_exist(home):
+    # It made the directories on the way (even /nonexistent as root) and said nothing.
+    _hetflow.perfmodel_record("nodir", "cpu", 100, 1e-3)
+    _hetflow.perfmodel_save_all()
+    out = home / "missing" / "deeper" / "x.png"
+    plotted = cli(home, "perfmodel", "plot", "nodir", "-o", str(out))
+    assert plotted.returncode == 1
+    assert plotted.stderr == (
+        f"hetflow: cannot write the plot to {str(out)!r}: there is no directory {str(out.parent)!r}\n"
+    )
+    assert not (home / "missing").exists()
+    with pytest.raises(FileNotFoundError, match="there is no directory"):
+        perfmodel.perfmodel_plot("nodir", str(out))
+    assert not (home / "missing").exists()
+
+
+def test_plot_of_a_fit_that_overflows_over_the_plotted_sizes(home, monkeypatch):
+    # x**b overflowed to OverflowError; the engine's expected() gives None there.
+    figures = _captured_figures(monkeypatch)
+    for size, seconds in ((1e15, 1e-6), (2e15, 1e-3), (4e15, 1e3)):
+        for _ in range(10):
+            perfmodel.record("steep", "cpu", int(size), seconds)
+    path = perfmodel.perfmodel_plot("steep", str(home / "steep.png"))
+    assert Path(path).read_bytes().startswith(PNG_MAGIC)
+    (axes,) = figures[-1].axes
+    assert not any("fit" in line.get_label() for line in axes.lines)
+    joined = [line for line in axes.lines if len(line.get_xdata()) == 3 and line.get_linestyle() == "-"]
+    assert joined, [line.get_label() for line in axes.lines]
+    perfmodel.save_all()
+    plotted = cli(home, "perfmodel", "plot", "steep", "-o", str(home / "x.png"))
+    assert plotted.returncode == 0, plotted.stderr
 
 
 def test_cli_errors(home):
