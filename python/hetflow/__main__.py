@@ -162,7 +162,8 @@ def _info() -> int:
     try:
         lines = _info_lines()
     except ValueError as exc:
-        return _fail(f"a HETFLOW_* variable has a bad value: {exc}")
+        # Most of the messages already start with the "hetflow: " that _fail puts first.
+        return _fail(f"a HETFLOW_* variable has a bad value: {str(exc).removeprefix('hetflow: ')}")
     width = max(len(label) for label, _ in lines) + 1
     for label, value in lines:
         print(f"{label + ':':<{width}} {value}")

@@ -27,6 +27,7 @@ EXECUTORS = ("thread", "process")
 MAX_NCPUS = 4096
 MAX_NPROCS = 1024
 MAX_SPIN_US = 10_000_000
+MAX_NCUDA = 4096  # as the CUDA driver reads HETFLOW_NCUDA
 # After an abort, how long the work given up on has to end before its workers are left behind.
 _ABORT_GRACE_S = 0.5
 # Device writes noted (Runtime.note_device_writes) beyond which those of freed buffers are dropped.
@@ -64,17 +65,32 @@ def check_executor(executor: str) -> str:
     return executor
 
 
-def _env_int(name: str) -> Optional[int]:
+def _env_int(name: str, most: int) -> Optional[int]:
+    """A count from the environment, read as the engine reads its own (src/core/config.cpp): None
+    when unset or empty, else ASCII digits only, from 0 to ``most``. (int() also took "1_0", " 2",
+    "+3" and other scripts' digits, which the engine and its C++ programs refuse.)"""
     text = os.environ.get(name)
     if not text:
         return None
+    significant = text.lstrip("0") or "0"  # int() refuses strings of thousands of digits
+    if not (text.isascii() and text.isdigit()) or len(significant) > len(str(most)) or int(significant) > most:
+        raise ValueError(f"hetflow: {name}='{text}' is not a whole number from 0 to {most}")
+    return int(significant)
+
+
+def _env_ncpus() -> Optional[int]:
+    """``HETFLOW_NCPUS``, refused with the engine's own message."""
+    text = os.environ.get("HETFLOW_NCPUS")
     try:
-        value = int(text)
+        ncpus = _env_int("HETFLOW_NCPUS", MAX_NCPUS)
     except ValueError:
-        raise ValueError(f"hetflow: {name}={text!r} is not a whole number") from None
-    if value < 0:
-        raise ValueError(f"hetflow: {name}={text!r} must not be negative")
-    return value
+        ncpus = 0
+    if ncpus == 0:
+        raise ValueError(
+            f"hetflow: HETFLOW_NCPUS must be a positive whole number, not '{text}' (at most {MAX_NCPUS}; unset, one "
+            "worker per CPU this process may use)"
+        )
+    return ncpus
 
 
 # The engine keeps priorities in a C int.
@@ -180,17 +196,13 @@ class Settings:
         chosen = self.executor or os.environ.get("HETFLOW_EXECUTOR") or None
         ncpus = self.ncpus
         if ncpus is None:
-            ncpus = _env_int("HETFLOW_NCPUS")
-            if ncpus == 0:
-                raise ValueError(
-                    "hetflow: HETFLOW_NCPUS must be a positive whole number, not '0' (unset it for one worker per CPU)"
-                )
+            ncpus = _env_ncpus()
             if ncpus is None:
                 ncpus = len(os.sched_getaffinity(0))
             _check_count(ncpus, "ncpus (HETFLOW_NCPUS)", 1, MAX_NCPUS, "CPU workers")
         nprocs = self.nprocs
         if nprocs is None:
-            nprocs = _env_int("HETFLOW_NPROCS")
+            nprocs = _env_int("HETFLOW_NPROCS", MAX_NPROCS)
             _check_count(nprocs, "nprocs (HETFLOW_NPROCS)", 0, MAX_NPROCS, "worker processes")
         if nprocs is None:
             nprocs = min(ncpus, MAX_NPROCS)
@@ -251,7 +263,7 @@ def device_modules(settings: Settings) -> List[Tuple[str, Any, Any, Any]]:
     if opencl is None:
         opencl = bool(os.environ.get("HETFLOW_OPENCL_DEVICES"))
     if cuda is None:
-        cuda = bool(_env_int("HETFLOW_NCUDA"))
+        cuda = bool(_env_int("HETFLOW_NCUDA", MAX_NCUDA))
     devices: List[Tuple[str, Any, Any, Any]] = []
     if opencl:
         module = _device_module("opencl", "an OpenCL SDK (Debian: ocl-icd-opencl-dev opencl-c-headers)")

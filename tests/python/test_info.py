@@ -55,6 +55,15 @@ def test_info_reports_a_bad_variable(tmp_path):
     assert "bad value" in done.stderr and "unknown scheduler 'fastest'" in done.stderr
 
 
+def test_info_says_hetflow_once_and_refuses_what_a_runtime_refuses(tmp_path):
+    # "hetflow: a HETFLOW_* variable has a bad value: hetflow: HETFLOW_NCPUS=..."
+    for variable, value in [("HETFLOW_NCPUS", "1_0"), ("HETFLOW_NPROCS", "+3"), ("HETFLOW_SCHED", "fastest")]:
+        done = info(tmp_path, **{variable: value})
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("hetflow: a HETFLOW_* variable has a bad value: ") and f"'{value}'" in done.stderr
+        assert done.stderr.count("hetflow:") == 1, done.stderr
+
+
 def test_info_reports_the_engines_own_variables_as_a_runtime_would(tmp_path):
     # These stopped every runtime from starting while info said nothing wrong.
     for variable, value, said in [("HETFLOW_STATS", "maybe", "not a boolean"), ("HETFLOW_SPIN_US", "1e9", "HETFLOW_SPIN_US")]:

@@ -222,6 +222,33 @@ def test_bad_environment_values_raise_value_error(monkeypatch, name, value):
         hetflow.init(**settings)
 
 
+# int() took these, which the engine and its C++ programs refuse: HETFLOW_NCPUS=1_0 started 10
+# workers from Python.
+@pytest.mark.parametrize("name", ["HETFLOW_NCPUS", "HETFLOW_NPROCS", "HETFLOW_NCUDA"])
+@pytest.mark.parametrize(
+    "value", ["1_0", " 2", "2 ", "+3", "\u0663", "-0", "0x1", "1.0", pytest.param("9" * 5000, id="5000-digits")]
+)
+def test_counts_from_the_environment_are_read_as_the_engine_reads_them(monkeypatch, name, value):
+    from hetflow._runtime import Settings, device_modules
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=re.escape(f"'{value}'")) as refused:
+        device_modules(Settings(ncpus=2).resolved()) if name == "HETFLOW_NCUDA" else Settings().resolved()
+    assert name in str(refused.value)
+
+
+def test_counts_from_the_environment_are_digits_and_empty_is_unset(monkeypatch):
+    from hetflow._runtime import Settings
+
+    monkeypatch.setenv("HETFLOW_NCPUS", "003")
+    monkeypatch.setenv("HETFLOW_NPROCS", "")
+    settings = Settings().resolved()
+    assert (settings.ncpus, settings.nprocs) == (3, 3)
+    monkeypatch.setenv("HETFLOW_NCPUS", "4097")
+    with pytest.raises(ValueError, match=r"HETFLOW_NCPUS must be a positive whole number, not '4097' \(at most 4096"):
+        Settings().resolved()
+
+
 def test_settings_are_checked_when_made_and_filled_in_from_the_environment(monkeypatch, tmp_path):
     from dataclasses import FrozenInstanceError
 
