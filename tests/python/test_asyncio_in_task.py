@@ -65,15 +65,20 @@ def _blocker(started, gate):
     gate.wait(10)
 
 
+def _queued_behind_a_running_task(started, gate):
+    """A task waiting for one that runs on the other worker: not one a wait here could run."""
+    blocker = hetflow.task_submit(_blocker, started, gate)
+    started.wait(10)
+    return hetflow.task_submit(_child_of, blocker)
+
+
 def test_wait_for_timeout_in_a_task_cancels_a_task_not_started():
     hetflow.init(ncpus=2, executor="thread")
     started, gate = threading.Event(), threading.Event()
 
     def scenario():
         async def body():
-            blocker = hetflow.task_submit(_blocker, started, gate)
-            started.wait(10)  # on the other worker: not one this wait could run meanwhile
-            waiting = hetflow.task_submit(_child_of, blocker)
+            waiting = _queued_behind_a_running_task(started, gate)
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(waiting, 0.1)
             return waiting
@@ -91,9 +96,7 @@ def test_a_future_cancelled_while_awaited_in_a_task_raises_asyncio_cancelled_err
 
     def scenario():
         async def body():
-            blocker = hetflow.task_submit(_blocker, started, gate)
-            started.wait(10)
-            waiting = hetflow.task_submit(_child_of, blocker)
+            waiting = _queued_behind_a_running_task(started, gate)
             asyncio.get_running_loop().call_later(0.05, waiting.cancel)
             try:
                 await waiting
