@@ -551,7 +551,7 @@ class Future(concurrent.futures.Future):
 
 # How long an await inside a task waits (running other tasks) before the loop gets a turn.
 _AWAIT_SLICE_S = 0.002
-# How often a wait without a timeout outside a task looks whether shutdown gave the task up.
+# How often a wait outside a task looks whether shutdown gave the task up.
 _GIVE_UP_CHECK_S = 0.2
 
 
