@@ -377,6 +377,16 @@ class HandleRegistry:
         for acquisition in held:
             acquisition.release()
 
+    def read_now(self, array: Any) -> Any:
+        """Waits for the tasks writing ``array`` (its latest version then in host memory) by
+        acquiring it for reading and releasing it at once; returns how its last writer failed
+        (``Acquisition.failure()``: None if it did not)."""
+        acquisition = self.acquire(array, "R")
+        try:
+            return acquisition.failure()
+        finally:
+            self.release(array, acquisition)  # and out of this thread's records, which later acquisitions check
+
     def release(self, array: Any, acquisition: Optional[Any] = None) -> None:
         if not _is_ndarray(array):
             raise TypeError(f"hetflow.release takes a numpy array, not {type(array).__name__}")

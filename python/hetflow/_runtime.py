@@ -1098,7 +1098,7 @@ def _subclass_by_value(handles: Any, array: Any, mode: str) -> Any:
             "process gets a copy of it, and what the subclass holds besides its elements (a mask, say) could "
             "not come back; write it in a thread task, or pass its plain elements (numpy.asarray(x))"
         )
-    handles.acquire(array, "R").release()
+    handles.read_now(array)
     return array
 
 

@@ -480,11 +480,7 @@ def gather(arrays: Any, root: Optional[int] = 0) -> None:
             state.context.get_on(capsule, target)
     if root is None or root == state.rank:
         handles = state.runtime.handles
-        failures = []
-        for array in group:
-            acquisition = handles.acquire(array, "R")
-            failures.append(acquisition.failure())
-            acquisition.release()
+        failures = [handles.read_now(array) for array in group]
         failure = next((failure for failure in failures if failure is not None), None)
         if failure is not None:  # a failed writer, or a transfer that never came (its sender left)
             raise DependencyError("the latest version of a gathered array", exception_from_outcome(failure))

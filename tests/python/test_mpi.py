@@ -260,6 +260,24 @@ def test_gather_of_data_whose_owner_left_raises_instead_of_returning_stale_value
     assert returncode == 0 and "time limit" not in output, output
 
 
+def test_the_program_may_write_an_array_it_gathered():
+    # gather's read of it stayed among the thread's acquisitions: writing it was refused.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "b = hm.register(np.zeros(4), owner=1, name='b')\n"
+        "hetflow.task_submit.options(executor='thread')(lambda x: x.fill(3), hetflow.W(b))\n"
+        "hm.gather(b, root=None)\n"
+        "with hetflow.acquire(b, 'RW') as held:\n"
+        "    held += 1\n"
+        "print(f'rank {hm.rank()}: b = {b.tolist()}', flush=True)\n"
+        "hm.wait_all()\n"
+    )
+    returncode, output = _run_program(program)
+    assert "rank 0: b = [4.0, 4.0, 4.0, 4.0]" in output and "rank 1: b = [4.0, 4.0, 4.0, 4.0]" in output, output
+    assert returncode == 0, output
+
+
 def test_a_rank_leaving_with_transfers_in_flight_tells_the_others():
     # Each rank waits for data the other never sends (they submitted different work). Rank 1
     # leaves without wait_all; at exit its receive never ends, and after its patience it still

@@ -257,6 +257,17 @@ def test_a_process_task_reads_a_subclass_after_its_earlier_writer():
     assert hetflow.task_submit(masked_mean, masked).result(timeout=30) == ("MaskedArray", 4.0)
 
 
+def test_the_program_may_acquire_a_subclass_a_process_task_read():
+    # Its read for the task (waiting for the writers) stayed in this thread's acquisitions, and
+    # an acquisition to write it was refused as one that would wait for that read.
+    hetflow.init(ncpus=2, executor="process")
+    masked = np.ma.masked_array(np.arange(3.0), mask=[False, False, True])
+    assert hetflow.task_submit(masked_mean, masked).result(timeout=30) == ("MaskedArray", 0.5)
+    with hetflow.acquire(masked, "RW") as held:
+        held[0] = 7.0
+    assert masked.data.tolist() == [7.0, 1.0, 2.0]
+
+
 @pytest.mark.parametrize("mark", [hetflow.W, hetflow.RW])
 def test_a_process_task_may_not_write_a_subclass(mark):
     hetflow.init(ncpus=2, executor="process")
