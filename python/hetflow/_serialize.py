@@ -25,6 +25,7 @@ import sys
 import threading
 import types
 import weakref
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 
@@ -200,10 +201,12 @@ _Cached = Tuple[Tuple[str, bytes], Any, int]
 # grow them without end: past this many versions it travels with each call instead (call_inline).
 _MOST_VERSIONS = 32
 # Nor would a program that submits a new function object at every call (a lambda or a partial
-# made in a loop): past this many distinct function pickles registered by this process, the new
-# ones travel with each call.
+# made in a loop): past this many distinct function pickles registered by this process, a new one
+# travels with its call, and is registered only when it is submitted again (among the last
+# _MOST_FUNCTIONS new ones), so that a function called often is not pickled at every call.
 _MOST_FUNCTIONS = 1024
 _registered_keys: Set[str] = set()
+_sent_inline_once: "OrderedDict[str, None]" = OrderedDict()
 # Captured values whose pickle is larger are watched for rebinding only (see _watch_value).
 _LARGEST_COMPARED = 1 << 20
 _INLINE: Any = object()  # the watch list of such a function
@@ -310,8 +313,10 @@ def function_entry(func: Any) -> Tuple[str, bytes]:
     watch = _watch(func)
     entry = _pickle_function(func)
     versions = 1 if cached is None else cached[2] + (entry[0] != cached[0][0])
-    if versions > _MOST_VERSIONS and watch is not None or _one_too_many(func, entry[0]):
+    if versions > _MOST_VERSIONS and watch is not None:
         watch, entry = _INLINE, _inline_entry()
+    elif _one_too_many(func, entry[0]):
+        watch, entry = _ALWAYS, _inline_entry()  # pickled again when submitted again: registered then
     fresh = (entry, watch, versions)
     with _func_lock:
         if weak:
@@ -323,14 +328,19 @@ def function_entry(func: Any) -> Tuple[str, bytes]:
 
 
 def _one_too_many(func: Any, key: str) -> bool:
-    """Whether registering ``key`` would pass ``_MOST_FUNCTIONS`` (then ``func`` goes inline)."""
+    """Whether ``func``, pickled as ``key``, travels with its call rather than being registered:
+    a new function past ``_MOST_FUNCTIONS``, the first time it is submitted."""
     with _func_lock:
         if key in _registered_keys or func is call_inline:
             return False
-        if len(_registered_keys) >= _MOST_FUNCTIONS:
-            return True
-        _registered_keys.add(key)
-        return False
+        if len(_registered_keys) < _MOST_FUNCTIONS or key in _sent_inline_once:
+            _sent_inline_once.pop(key, None)
+            _registered_keys.add(key)
+            return False
+        _sent_inline_once[key] = None
+        if len(_sent_inline_once) > _MOST_FUNCTIONS:
+            _sent_inline_once.popitem(last=False)
+        return True
 
 
 def call_inline(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

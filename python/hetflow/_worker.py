@@ -14,6 +14,7 @@ Inside a task::
 """
 from __future__ import annotations
 
+import gc
 import importlib.abc
 import importlib.util
 import io
@@ -399,6 +400,10 @@ class Worker:
         """The indices of the task's arrays copied into scratch segments that something still
         refers to now that the task is over (a cache in the worker, a view of them): the host
         copies later tasks' arrays elsewhere, so that they keep their values."""
+        if any(buffer() is not None for _, buffer in self.copies):
+            # A reference cycle the task left (a pandas object, an object naming itself) is not a
+            # reference it kept: the young generations are collected once before saying so.
+            gc.collect(1)
         return " ".join(str(index) for index, buffer in self.copies if buffer() is not None).encode("ascii")
 
     def function(self, key: str, data: Any) -> Callable[..., Any]:

@@ -306,7 +306,12 @@ partials = [hetflow.task_submit(functools.partial(operator.mul, k), 2) for k in 
 print("RIGHT", [f.result(timeout=30) for f in lambdas] == [1 + k for k in range(40)]
       and [f.result(timeout=30) for f in partials] == [2 * k for k in range(40)])
 print("REGISTERED", len(hetflow._runtime.current()._function_ids) <= _serialize._MOST_FUNCTIONS + 1)
+# One submitted again is registered then, not pickled at every call from then on.
+tenfold = lambda x: 10 * x
+before = len(hetflow._runtime.current()._function_ids)
+print("AGAIN", [hetflow.task_submit(tenfold, x).result(timeout=30) for x in range(3)] == [0, 10, 20],
+      len(hetflow._runtime.current()._function_ids) - before)
 """,
     )
     assert rc == 0, err
-    assert "RIGHT True" in out and "REGISTERED True" in out, out
+    assert "RIGHT True" in out and "REGISTERED True" in out and "AGAIN True 1" in out, out
