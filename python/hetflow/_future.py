@@ -259,7 +259,9 @@ class Future(concurrent.futures.Future):
                     fn = _LoopCallback(loop, fn)
                 if not self._task.done() and _inside_a_task():
                     # asyncio.wait / wrap_future in a coroutine a task runs: the loop would sleep
-                    # in select() while the task it waits for is queued behind this worker.
+                    # in select() while the task it waits for is queued behind this worker. A
+                    # wait that could never end is refused, as an await is.
+                    self._task.check_wait_can_end()
                     loop.call_soon(self._help_in_loop, loop, fn)
         with self._lock:
             # Queued also when the task is done but callbacks added before are still to be fired:

@@ -114,3 +114,25 @@ def test_a_future_cancelled_while_awaited_in_a_task_raises_asyncio_cancelled_err
 
 def _child_of(value):
     return value
+
+
+def _reads(array):
+    return float(array.sum())
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_asyncio_waits_in_a_task_for_a_task_that_cannot_start_before_it_are_refused(way):
+    # The reader of what the waiting task writes starts once that task ends: await refused the
+    # wait at once; asyncio.wait and wrap_future waited for ever.
+    np = pytest.importorskip("numpy")
+    written = np.ones(4)
+
+    def writer(array):
+        async def body():
+            with pytest.raises(RuntimeError, match="cannot start before"):
+                await WAYS[way](hetflow.task_submit(_reads, hetflow.R(array)))
+            return "refused"
+
+        return asyncio.run(body())
+
+    assert hetflow.task_submit(writer, hetflow.RW(written)).result(timeout=10) == "refused"
