@@ -138,8 +138,7 @@ class Session:
             self.runtime.shutdown(timeout, cancel_futures)
 
     def __exit__(self, kind: Any, *exc: Any) -> None:
-        if kind is not None and issubclass(kind, KeyboardInterrupt):
-            self.runtime.interrupted = True  # the work is given up, as on a Ctrl-C in a wait
+        self.runtime.note_block_left(kind)
         self.shutdown()
 
 

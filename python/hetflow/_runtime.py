@@ -80,17 +80,16 @@ def _env_int(name: str, most: int) -> Optional[int]:
 
 def _env_ncpus() -> Optional[int]:
     """``HETFLOW_NCPUS``, refused with the engine's own message."""
-    text = os.environ.get("HETFLOW_NCPUS")
     try:
         ncpus = _env_int("HETFLOW_NCPUS", MAX_NCPUS)
+        if ncpus != 0:
+            return ncpus
     except ValueError:
-        ncpus = 0
-    if ncpus == 0:
-        raise ValueError(
-            f"hetflow: HETFLOW_NCPUS must be a positive whole number, not '{text}' (at most {MAX_NCPUS}; unset, one "
-            "worker per CPU this process may use)"
-        )
-    return ncpus
+        pass
+    raise ValueError(
+        f"hetflow: HETFLOW_NCPUS must be a positive whole number, not '{os.environ.get('HETFLOW_NCPUS')}' (at most "
+        f"{MAX_NCPUS}; unset, one worker per CPU this process may use)"
+    )
 
 
 # The engine keeps priorities in a C int.
@@ -768,6 +767,12 @@ class Runtime:
             )
         if self.abandoned():
             raise CancelledError(f"task '{task_name}' did not finish: {self.gave_up}")
+
+    def note_block_left(self, kind: Optional[type]) -> None:
+        """A ``with`` block over the runtime ended, by an exception of type ``kind`` (None: none):
+        a Ctrl-C there gives the work up, as one in a wait does."""
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.interrupted = True
 
     def _refuse_if_abandoned(self, what: str) -> None:
         if self.abandoned():

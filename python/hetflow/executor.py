@@ -156,8 +156,7 @@ class Executor(concurrent.futures.Executor):
             _release(runtime)
 
     def __exit__(self, kind: Any, *exc: Any) -> None:
-        if kind is not None and issubclass(kind, KeyboardInterrupt):
-            self._runtime.interrupted = True  # the work is given up, as on a Ctrl-C in a wait
+        self._runtime.note_block_left(kind)
         self.shutdown(wait=True)
 
     def _terminate(self, reason: str) -> None:
