@@ -6,6 +6,9 @@ and barrier, the host's answer.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import numbers
 import operator
 import os
 import pickle
@@ -91,14 +94,20 @@ def _request(kind: int, parts: Sequence[bytes], answer: bool) -> Any:
     return reply_parts
 
 
-def _check_peer(core: int) -> None:
+def _check_peer(core: Any, what: str) -> int:
+    """``core`` as an int, if it is a core of this launch; a core id is an int (or a numpy
+    integer), not a bool, a float or a string."""
+    if isinstance(core, bool) or not isinstance(core, numbers.Integral):
+        raise TypeError(f"hetflow.{what}: a core id is an int, not {type(core).__name__} {core!r}")
+    core = int(core)
     if core not in launch_cores():
         raise ValueError(f"hetflow: core {core} is not running this launch (its cores are {list(launch_cores())})")
+    return core
 
 
 def send(value: Any, core: int) -> None:
     """Sends ``value`` to kernel ``core`` of this launch (does not wait for it to be received)."""
-    _check_peer(core)
+    core = _check_peer(core, "send")
     import cloudpickle
 
     _request(P.SEND, [str(core).encode(), cloudpickle.dumps(value, protocol=5)], answer=False)
@@ -106,7 +115,7 @@ def send(value: Any, core: int) -> None:
 
 def recv(core: int) -> Any:
     """The next value kernel ``core`` of this launch sent to this one (waits for it)."""
-    _check_peer(core)
+    core = _check_peer(core, "recv")
     parts = _request(P.RECEIVE, [str(core).encode()], answer=True)
     return pickle.loads(parts[0])
 
@@ -118,7 +127,7 @@ def barrier() -> None:
 
 def bcast(value: Any, root: int) -> Any:
     """``value`` of core ``root``, on every core of the launch."""
-    _check_peer(root)
+    root = _check_peer(root, "bcast")
     if coreid() == root:
         for core in launch_cores():
             if core != root:
@@ -140,8 +149,7 @@ def reduce(value: Any, op: Union[str, Callable[[Any, Any], Any]] = "sum", root: 
     launch's first core), which gets the result; the other cores get None."""
     combine = _combine(op)
     cores = launch_cores()
-    root = cores[0] if root is None else root
-    _check_peer(root)
+    root = _check_peer(cores[0] if root is None else root, "reduce")
     if coreid() != root:
         send(value, root)
         return None
@@ -166,17 +174,52 @@ def run_kernel(launch: int, cores: Tuple[int, ...], func: Callable[..., Any], ar
     """Runs one kernel of a launch, with the core's device data visible as globals."""
     global _launch
     _launch = (launch, tuple(cores))
-    namespace = getattr(func, "__globals__", None)
+    namespaces = _namespaces(func)
+    given = dict(device_data)
     try:
-        if namespace is not None:
-            namespace.update(device_data)
+        for namespace in namespaces:
+            namespace.update(given)
         return func(*args, **kwargs)
     finally:
         _launch = None
-        if namespace is not None:
-            for name in device_data:  # a kernel may rebind device data (``global x; x = ...``)
-                if name in namespace:
+        for name, value in given.items():  # a kernel may rebind device data (``global x; x = ...``)
+            for namespace in namespaces:
+                if name in namespace and namespace[name] is not value:
                     device_data[name] = namespace[name]
+                    break
+
+
+def _namespaces(func: Any) -> list:
+    """The globals the kernel ``func`` reads device data from: its own, and those of the function
+    the user wrote where ``func`` only leads there: a decorator's wrapper (``functools.wraps``),
+    a ``functools.partial``, a bound method, an object's ``__call__``."""
+    found: list = []
+
+    def add(f: Any) -> None:
+        namespace = getattr(f, "__globals__", None)
+        if isinstance(namespace, dict) and not any(namespace is seen for seen in found):
+            found.append(namespace)
+
+    add(func)
+    inner = func
+    for _ in range(100):  # a partial of a method of a partial...
+        if isinstance(inner, functools.partial):
+            inner = inner.func
+        elif inspect.ismethod(inner):
+            inner = inner.__func__
+        elif hasattr(inner, "__wrapped__"):
+            try:
+                inner = inspect.unwrap(inner)
+            except ValueError:  # a cycle of __wrapped__
+                break
+            if not (isinstance(inner, functools.partial) or inspect.ismethod(inner)):
+                break
+        elif not inspect.isroutine(inner) and not isinstance(inner, type) and callable(inner):
+            inner = type(inner).__call__
+        else:
+            break
+    add(inner)
+    return found
 
 
 def store(name: str, value: Any) -> None:

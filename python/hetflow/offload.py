@@ -61,40 +61,52 @@ class OffloadHandle:
 
     def __init__(self, futures: Dict[int, Future]) -> None:
         self._futures = dict(sorted(futures.items()))
+        # wait_any() forgets what it collects: threads sharing the handle take turns at the dict.
+        self._lock = threading.Lock()
+
+    def _items(self) -> List[Tuple[int, Future]]:
+        with self._lock:
+            return list(self._futures.items())
 
     @property
     def cores(self) -> List[int]:
-        return list(self._futures)
+        return [core for core, _ in self._items()]
 
     def wait(self) -> List[Any]:
-        for future in self._futures.values():
+        items = self._items()  # the kernels not collected yet (another thread's wait_any may take some meanwhile)
+        for _, future in items:
             future._wait(None)  # a wait that can never end (behind an acquisition held here) raises
         # A kernel that failed fails the peers waiting for it (PeerFailed): its own error is the
         # one to raise, whichever core it ran on.
-        failed = [
-            (core, future)
-            for core, future in self._futures.items()
-            if not future.cancelled() and future.exception() is not None
-        ]
+        failed = [(core, future) for core, future in items if not future.cancelled() and future.exception() is not None]
         causes = [(core, future) for core, future in failed if not isinstance(future.exception(), _kernel.PeerFailed)]
         if not causes:
             # A kernel cancelled before it started ends without sending or reaching the barrier:
             # the PeerFailed of its peers says "ended", and the note says why.
-            cancelled = [core for core, future in self._futures.items() if future.cancelled()]
+            cancelled = [core for core, future in items if future.cancelled()]
             for core, future in failed:
                 _note_cancelled(future.exception(), cancelled)
         for core, future in causes or failed:
             _value(core, future)
-        return [_value(core, future) for core, future in self._futures.items()]
+        return [_value(core, future) for core, future in items]
 
     def wait_any(self) -> Tuple[int, Any]:
-        if not self._futures:
-            raise RuntimeError("hetflow: wait_any() on a handle whose kernels were all collected")
-        by_future: Dict[concurrent.futures.Future, int] = {future: core for core, future in self._futures.items()}
-        done, _ = concurrent.futures.wait(by_future, return_when=concurrent.futures.FIRST_COMPLETED)
-        core = min(by_future[future] for future in done)
-        future = self._futures.pop(core)
-        return core, _value(core, future)
+        while True:
+            with self._lock:
+                if not self._futures:
+                    raise RuntimeError("hetflow: wait_any() on a handle whose kernels were all collected")
+                by_future: Dict[concurrent.futures.Future, int] = {
+                    future: core for core, future in self._futures.items()
+                }
+            done, _ = concurrent.futures.wait(by_future, return_when=concurrent.futures.FIRST_COMPLETED)
+            with self._lock:
+                # Another thread's wait_any may have collected them meanwhile: each goes to one caller.
+                ready = [by_future[future] for future in done if self._futures.get(by_future[future]) is future]
+                if not ready:
+                    continue
+                core = min(ready)
+                future = self._futures.pop(core)
+            return core, _value(core, future)
 
     def __await__(self) -> Any:
         """``await handle`` in a coroutine: ``wait()``'s values, the event loop free meanwhile."""
@@ -103,14 +115,14 @@ class OffloadHandle:
     async def _awaited(self) -> List[Any]:
         import asyncio
 
-        await asyncio.gather(*self._futures.values(), return_exceptions=True)
+        await asyncio.gather(*(future for _, future in self._items()), return_exceptions=True)
         return self.wait()  # every kernel has ended: no wait, the errors raised as wait() raises them
 
     def test(self) -> bool:
-        return any(future.done() for future in self._futures.values())
+        return any(future.done() for _, future in self._items())
 
     def done(self) -> bool:
-        return all(future.done() for future in self._futures.values())
+        return all(future.done() for _, future in self._items())
 
     def __repr__(self) -> str:
         return f"<hetflow.OffloadHandle cores={self.cores} done={self.done()}>"
@@ -126,15 +138,19 @@ _HANDLE_TRAVELS = (
 )
 
 
+_note_lock = threading.Lock()  # threads waiting on one handle note its errors once
+
+
 def _note_cancelled(error: Any, cancelled: List[int]) -> None:
     for core in cancelled:
         note = f"core {core}'s kernel was cancelled (its future's cancel()) before it started"
-        if (
-            hasattr(error, "add_note")
-            and f"core {core}'s kernel ended" in str(error)
-            and note not in getattr(error, "__notes__", ())
-        ):
-            error.add_note(note)
+        with _note_lock:
+            if (
+                hasattr(error, "add_note")
+                and f"core {core}'s kernel ended" in str(error)
+                and note not in getattr(error, "__notes__", ())
+            ):
+                error.add_note(note)
 
 
 def _value(core: int, future: Future) -> Any:
@@ -143,33 +159,28 @@ def _value(core: int, future: Future) -> Any:
         return future.result()
     error.core = core  # type: ignore[attr-defined]
     note = f"raised by the kernel on core {core}"
-    if hasattr(error, "add_note") and note not in getattr(error, "__notes__", ()):
-        error.add_note(note)  # once, however often the handle is waited on
+    with _note_lock:
+        if hasattr(error, "add_note") and note not in getattr(error, "__notes__", ()):
+            error.add_note(note)  # once, however often the handle is waited on
     raise error
 
 
-def _cores(runtime: Any, auto: Optional[int], target: Target, auto_name: str = "auto") -> List[int]:
+def _cores(
+    runtime: Any, auto: Optional[int], target: Target, auto_name: str = "auto", where: str = "hetflow.offload"
+) -> List[int]:
     """The cores a launch runs on; ``auto_name``: what the user called ``auto`` (``cores`` for
-    offload_multiple), for the messages."""
+    offload_multiple), and ``where`` the function called, for the messages."""
     count = runtime.nprocs
     if count == 0:
-        raise ValueError("hetflow.offload: the runtime has no cores (nprocs=0)")
+        raise ValueError(f"{where}: the runtime has no cores (nprocs=0)")
     if auto is not None and target is not None:
-        raise ValueError(f"hetflow.offload: give {auto_name} or target, not both")
+        raise ValueError(f"{where}: give {auto_name} or target, not both")
     if target is not None:
-        cores = _target_cores(target)
-        if not cores:
-            raise ValueError("hetflow.offload: target names no core")
-        for core in cores:
-            if not 0 <= core < count:
-                raise ValueError(f"hetflow.offload: core {core!r} does not exist; cores are 0 to {count - 1}")
-        if len(set(cores)) != len(cores):
-            raise ValueError(f"hetflow.offload: target {cores} names a core twice")
-        return sorted(cores)
+        return sorted(_checked_target(target, where, count))
     if auto is not None:
-        auto = _check_auto(auto, auto_name)
+        auto = _check_auto(auto, auto_name, where)
         if auto > count:
-            raise ValueError(f"hetflow.offload: {auto_name}={auto} but there are only {count} cores")
+            raise ValueError(f"{where}: {auto_name}={auto} but there are only {count} cores")
         loads = [(runtime.core_load(core), core) for core in range(count)]
         return sorted(core for _, core in sorted(loads)[:auto])
     return list(range(count))
@@ -316,7 +327,40 @@ def _after_writers(runtime: Any, args: tuple, kwargs: dict, name: str) -> Tuple[
 
 def _copy(array: Any) -> Any:
     # Kept as it is now: the cores get it later, when later tasks may have written the array.
-    return array.copy(order="K")
+    copy = array.copy(order="K")
+    if not array.flags.writeable:
+        # Read-only on the cores too, as the array itself arrives in a task, inside a list, and
+        # in the kernel's plain call (a write raises there instead of changing a copy unseen).
+        copy.flags.writeable = False
+    return copy
+
+
+def _refuse_generator_function(func: Any) -> None:
+    """TypeError for a generator function: a kernel's call would only make a generator, which
+    cannot come back from a core (it does not pickle), and every launch would fail."""
+    import inspect
+
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise TypeError(
+            f"hetflow.offload: {getattr(func, '__qualname__', func)!r} is a generator function: a kernel's call "
+            "would only make a generator, which cannot come back from a core; return a list (list(...)) instead"
+        )
+
+
+def _refuse_inside_a_worker(where: str) -> None:
+    """RuntimeError for a launch (or device data) from inside a kernel or a process task with no
+    runtime started there: it would start a second pool of cores inside this core's process (as
+    many processes as the machine has CPUs, in each core that does it), with other core ids and
+    none of the host's device data."""
+    if _kernel.worker_index is None or _runtime._current is not None:
+        return
+    inside = "a kernel (an @offload function running on a core)" if _kernel._launch is not None else "a process task"
+    raise RuntimeError(
+        f"{where}: called inside {inside}: its cores would be a second pool of worker processes started inside "
+        "this one, with core ids of their own and none of the host's device data; launch kernels from the host "
+        "(return what the kernel computes, and launch the next kernel there), or call the plain function "
+        "(its __wrapped__) here. hetflow.init(...) in this process first if a pool of processes here is meant"
+    )
 
 
 class OffloadedFunction:
@@ -327,8 +371,18 @@ class OffloadedFunction:
     ) -> None:
         if not callable(func):
             raise TypeError(f"hetflow.offload: {func!r} is not callable")
+        # Offloading an offloaded function (or its method) again gives it other options: the kernel
+        # is its function, not a call that would launch kernels from inside a kernel.
+        # (A bound method would travel as getattr(instance, name): the offloaded one again.)
+        self._instance: tuple = ()
+        inner: Any = func
+        if isinstance(inner, OffloadedFunction):
+            func = inner.func
+        elif isinstance(inner, types.MethodType) and isinstance(inner.__func__, OffloadedFunction):
+            func, self._instance = inner.__func__.func, (inner.__self__,)
         _runtime.refuse_async_function(func, "hetflow.offload")
-        self.func = func
+        _refuse_generator_function(func)
+        self.func: Callable[..., Any] = func
         self.asynchronous = asynchronous
         self.auto = auto
         self.target = target
@@ -342,33 +396,55 @@ class OffloadedFunction:
         return self if instance is None else types.MethodType(self, instance)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        asynchronous = kwargs.pop("asynchronous", kwargs.pop("async", self.asynchronous))
+        asynchronous = _asynchronous(kwargs, self.asynchronous, "hetflow.offload")
         auto = kwargs.pop("auto", None)
         target = kwargs.pop("target", None)
         auto_name = "auto"
         if auto is None and target is None:
             auto, target, auto_name = self.auto, self.target, self._auto_name
-        handle = launch(self.func, args, kwargs, _cores(_runtime.current(), auto, target, auto_name))
+        _refuse_inside_a_worker(f"hetflow.offload: kernel {self.__name__!r}")
+        handle = launch(self.func, self._instance + args, kwargs, _cores(_runtime.current(), auto, target, auto_name))
         return handle if asynchronous else handle.wait()
 
 
-def _target_cores(target: Any) -> List[int]:
+def _target_cores(target: Any, where: str = "hetflow.offload") -> List[int]:
     """The cores ``target`` names: one core id (an int), or a list (tuple, range) of them; numpy
     integers are ints here, bools are not."""
     if _is_int(target):
         return [int(target)]
     if not isinstance(target, (list, tuple, range, set, frozenset)):
         raise TypeError(
-            f"hetflow.offload: target must be a core id (an int) or a list of core ids, not "
+            f"{where}: target must be a core id (an int) or a list of core ids, not "
             f"{type(target).__name__} {target!r}"
         )
     cores = list(target)
     for core in cores:
         if not _is_int(core):
-            raise TypeError(
-                f"hetflow.offload: target names {core!r} ({type(core).__name__}); core ids are ints"
-            )
+            raise TypeError(f"{where}: target names {core!r} ({type(core).__name__}); core ids are ints")
     return [int(core) for core in cores]
+
+
+def _checked_target(target: Any, where: str, count: Optional[int] = None) -> List[int]:
+    """``_target_cores(target)``, refused (ValueError) if it names no core, a core twice, or a
+    core that does not exist (below 0, or ``count`` and above where the number is known: a
+    decorator's target is checked against the cores at each call)."""
+    cores = _target_cores(target, where)
+    if not cores:
+        raise ValueError(f"{where}: target names no core")
+    for core in cores:
+        if core < 0 or (count is not None and core >= count):
+            known = f"; cores are 0 to {count - 1}" if count is not None else "; core ids start at 0"
+            raise ValueError(f"{where}: core {core!r} does not exist{known}")
+    if len(set(cores)) != len(cores):
+        raise ValueError(f"{where}: target {cores} names a core twice")
+    return cores
+
+
+def _asynchronous(options: Dict[str, Any], default: bool, where: str) -> bool:
+    """Takes ``asynchronous`` (or ``async``, as ported ePython code spells it) out of ``options``."""
+    if "asynchronous" in options and "async" in options:
+        raise TypeError(f"{where}: give asynchronous or async (the same option), not both")
+    return bool(options.pop("asynchronous", options.pop("async", default)))
 
 
 def _options(options: Dict[str, Any], where: str) -> Tuple[bool, Optional[int], Target]:
@@ -377,9 +453,9 @@ def _options(options: Dict[str, Any], where: str) -> Tuple[bool, Optional[int], 
         raise TypeError(
             f"{where}: unknown keyword {', '.join(sorted(unknown))}; use asynchronous (or async), auto or target"
         )
-    asynchronous = options.get("asynchronous", options.get("async", False))
+    asynchronous = _asynchronous(dict(options), False, where)
     if options.get("target") is not None:
-        _target_cores(options["target"])  # a wrong type fails where it is written
+        _checked_target(options["target"], where)  # a wrong type or value fails where it is written
     if options.get("auto") is not None:
         _check_auto(options["auto"], "auto")
     return bool(asynchronous), options.get("auto"), options.get("target")
@@ -436,16 +512,19 @@ waitAll = wait_all
 
 # -- device-resident data -------------------------------------------------------------------------
 def _on_cores(
-    func: Callable[..., Any], args: tuple, target: Target, asynchronous: bool, where: str = ""
+    func: Callable[..., Any], args: tuple, target: Target, asynchronous: bool, where: str = "hetflow.offload"
 ) -> Any:
+    _refuse_inside_a_worker(where)
     runtime = _runtime.current()
-    cores = _cores(runtime, None, target)
+    cores = _cores(runtime, None, target, where=where)
     if len(args) > 1:  # (name, value): the value of a device variable
         labelled = [(f"the value of device variable {args[0]!r}", args[1])]
         _check_arguments(where, labelled, kernel=False)
-    sent, _ = _after_writers(runtime, args, {}, func.__name__)
+    # The tasks' name, as errors (a future of another runtime as value) and traces show it.
+    name = f'{where.rpartition(".")[2]}("{args[0]}")'
+    sent, _ = _after_writers(runtime, args, {}, name)
     try:
-        futures = {core: runtime.submit_to_core(core, func, sent, func.__name__) for core in cores}
+        futures = {core: runtime.submit_to_core(core, func, sent, name) for core in cores}
     except TypeError as error:
         unsendable = _unsendable(where, labelled) if len(args) > 1 else None
         if unsendable is None:

@@ -545,3 +545,208 @@ def test_an_asynchronous_launch_can_be_awaited():
         return await kernel(10)
 
     assert asyncio.run(main()) == [10, 11]
+
+
+# -- a stranger from ePython: what went wrong before ------------------------------------------------
+def _within(seconds, *functions):
+    """Runs each of ``functions`` on its own thread at once; their values (or exceptions), failing
+    the test rather than hanging if one is still running after ``seconds``."""
+    import threading
+
+    results = [None] * len(functions)
+
+    def run(i, function):
+        try:
+            results[i] = ("value", function())
+        except BaseException as error:  # noqa: BLE001
+            results[i] = ("error", error)
+
+    threads = [threading.Thread(target=run, args=(i, f), daemon=True) for i, f in enumerate(functions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds)
+    assert not any(thread.is_alive() for thread in threads), "a wait on the handle hung"
+    return results
+
+
+def staggered():
+    time.sleep(0.2 * hetflow.coreid())
+    return hetflow.coreid()
+
+
+def test_a_handle_shared_by_threads_gives_each_kernel_once():
+    # wait_any() from two threads: both saw core 0 finish, and the second pop raised KeyError.
+    handle = offload(staggered, asynchronous=True)()
+    first, second = _within(60, lambda: [handle.wait_any() for _ in range(2)], lambda: [handle.wait_any() for _ in range(2)])
+    assert first[0] == second[0] == "value", (first, second)
+    assert sorted(first[1] + second[1]) == [(core, core) for core in range(CORES)]
+    with pytest.raises(RuntimeError, match="were all collected"):
+        handle.wait_any()
+    # wait() while another thread's wait_any() collects: it raised "dictionary changed size during iteration".
+    handle = offload(staggered, asynchronous=True)()
+    waited, collected = _within(60, handle.wait, lambda: [handle.wait_any() for _ in range(2)])
+    assert waited[0] == collected[0] == "value", (waited, collected)
+    assert collected[1] == [(0, 0), (1, 1)]
+    assert waited[1][-2:] == [2, 3] and set(waited[1]) <= set(range(CORES))
+    assert handle.cores == [2, 3] and _within(60, handle.wait)[0] == ("value", [2, 3])
+
+
+def count_up(n):
+    yield from range(n)
+
+
+def test_a_generator_function_is_refused_as_a_kernel():
+    # Every launch failed, each core saying that "the task's result" (a generator) cannot be pickled.
+    for decorate in (offload, offload(target=0), offload_single, offload_multiple(cores=2)):
+        with pytest.raises(TypeError, match="'count_up' is a generator function: .* return a list"):
+            decorate(count_up)
+
+
+def inner_kernel(x):
+    return x * 2
+
+
+def calls_an_offloaded_function(x):
+    return offload(inner_kernel)(x)
+
+
+def defines_device_data():
+    hetflow.define_on_device("inner_value", 1)
+
+
+def test_a_kernel_cannot_launch_kernels():
+    # It started a second pool of worker processes (one per CPU of the machine) inside the core's
+    # process, whose core ids were its own and which had none of the host's device data.
+    with pytest.raises(RuntimeError, match="kernel 'inner_kernel': called inside a kernel .* second pool") as caught:
+        offload(calls_an_offloaded_function, target=1)(3)
+    assert caught.value.core == 1
+    with pytest.raises(RuntimeError, match="hetflow.define_on_device: called inside a kernel"):
+        offload(defines_device_data, target=0)()
+    with pytest.raises(RuntimeError, match="kernel 'inner_kernel': called inside a process task"):
+        hetflow.task_submit.options(executor="process")(calls_an_offloaded_function, 3).result(timeout=60)
+    assert offload(inner_kernel, target=[0, 1])(3) == [6, 6]  # from the host, as before
+
+
+def test_device_data_errors_name_the_function_called():
+    # They said "hetflow.offload: ..." whichever function was called.
+    with pytest.raises(ValueError, match=r"^hetflow.copy_from_device: target names no core$"):
+        hetflow.copy_from_device("x", target=[])
+    with pytest.raises(ValueError, match=r"^hetflow.copy_to_device: core 9 does not exist; cores are 0 to 3$"):
+        hetflow.copy_to_device("x", 1, target=9)
+    with pytest.raises(TypeError, match=r"^hetflow.copy_from_device: target must be a core id"):
+        hetflow.copy_from_device("x", target="0")
+    # Their tasks were named "store" and "load" in what the engine says of them.
+    of_another_runtime = hetflow.task_submit(keeps, 0)
+    hetflow.init(ncpus=2, nprocs=0)
+    with pytest.raises(ValueError, match=r"^hetflow.define_on_device: the runtime has no cores \(nprocs=0\)$"):
+        hetflow.define_on_device("x", 1)
+    hetflow.init(ncpus=CORES)
+    with pytest.raises(ValueError, match=r"task 'copy_to_device\(\"x\"\)' is given .* the future of a task of another runtime"):
+        hetflow.copy_to_device("x", of_another_runtime)
+
+
+def test_async_and_asynchronous_together_are_refused():
+    # asynchronous=False won silently over async=True (and the decorator's the other way round).
+    with pytest.raises(TypeError, match="give asynchronous or async .*, not both"):
+        offload(keeps)(0, asynchronous=False, **{"async": True})
+    with pytest.raises(TypeError, match="give asynchronous or async .*, not both"):
+        offload(asynchronous=True, **{"async": False})
+    assert offload(keeps, target=0)(0, **{"async": False}) == [1]
+
+
+def test_a_decorators_target_is_checked_where_it_is_written():
+    # Accepted by the decorator, these failed at each call only.
+    for target, says in [([], "target names no core"), ([1, 1], r"target \[1, 1\] names a core twice"),
+                         (-1, "core -1 does not exist; core ids start at 0")]:
+        with pytest.raises(ValueError, match=f"^hetflow.offload: {says}$"):
+            offload(target=target)
+    kernel = offload(target=[3, 7])(keeps)  # the number of cores is known at the call
+    with pytest.raises(ValueError, match="core 7 does not exist; cores are 0 to 3"):
+        kernel(0)
+
+
+def write_into(array):
+    array[0] = 1.0
+    return array
+
+
+def device_array_writable():
+    return frozen_on_device.flags.writeable  # noqa: F821 (device data)
+
+
+def test_a_read_only_array_argument_stays_read_only_on_the_cores():
+    # At top level (copied for the launch) it arrived writable, and the kernel's write changed a
+    # copy unseen; inside a list, in a task, and in the plain call, it is read-only.
+    import numpy as np
+
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        write_into(frozen)
+    with pytest.raises(ValueError, match="read-only"):
+        offload(write_into, target=0)(frozen)
+    with pytest.raises(ValueError, match="read-only"):
+        offload(write_into, target=0)(np.broadcast_to(np.zeros(1), (3,)))
+    hetflow.define_on_device("frozen_on_device", frozen)
+    assert offload(device_array_writable, target=[0, 1])() == [False, False]
+    assert offload(write_into, target=0)(np.zeros(3))[0].tolist() == [1.0, 0.0, 0.0]  # a writable one is written
+
+
+def test_offloading_an_offloaded_function_again_gives_it_other_options():
+    # The kernel was the OffloadedFunction itself: each core launched kernels of its own (a second
+    # pool of processes inside each core; now refused), and the values were lists of lists.
+    retargeted = offload(target=[1, 2])(offload(where))
+    assert [core for core, _, _ in retargeted(1, 2)] == [1, 2]
+    assert offload_single(offload(target=[0, 1])(keeps))(0).wait() == [1]
+    assert offload(target=[2, 3])(Scaler(5).add_k)(1) == [6, 6]
+
+
+def send_to_core(core):
+    if hetflow.coreid() == 0:
+        hetflow.send("hi", core)
+        return "sent"
+    return hetflow.recv(0)
+
+
+def test_a_core_id_that_is_not_an_int_is_a_type_error():
+    # send(.., True) failed on the host with HetflowError("stoul"); recv("1") said "core 1 is not
+    # running this launch (its cores are [0, 1])"; send(.., 1.0) worked by chance.
+    import numpy as np
+
+    for core, name in [(True, "bool True"), ("1", "str '1'"), (1.0, "float 1.0")]:
+        with pytest.raises(TypeError, match=re.escape(f"hetflow.send: a core id is an int, not {name}")):
+            offload(send_to_core, target=[0, 1])(core)
+    with pytest.raises(TypeError, match=re.escape("hetflow.recv: a core id is an int, not str '0'")):
+        offload(lambda: hetflow.recv("0"), target=[0, 1])()
+    assert offload(send_to_core, target=[0, 1])(np.int64(1)) == ["sent", "hi"]
+
+
+def read_device_value(plus=0):
+    return device_value + plus  # noqa: F821 (device data)
+
+
+class ReadsDeviceValue:
+    def __call__(self):
+        return device_value  # noqa: F821 (device data)
+
+
+def test_device_data_reaches_the_function_behind_a_wrapper_a_partial_or_an_object():
+    # The kernel's own globals only were given the device data: a decorator's wrapper from another
+    # module (its globals are that module's), a functools.partial and a callable object raised NameError.
+    import functools
+
+    # A decorator of another module: its wrapper's globals are that module's, not the kernel's.
+    library = {"functools": functools}
+    exec(
+        "def timed(function):\n"
+        "    @functools.wraps(function)\n"
+        "    def wrapper(*args, **kwargs):\n"
+        "        return function(*args, **kwargs)\n"
+        "    return wrapper\n",
+        library,
+    )
+    hetflow.define_on_device("device_value", 5)
+    assert offload(library["timed"](read_device_value), target=[0, 1])() == [5, 5]
+    assert offload(functools.partial(read_device_value, 1), target=0)() == [6]
+    assert offload(ReadsDeviceValue(), target=0)() == [5]
