@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional, Union
 
 from hetflow import _runtime
-from hetflow._arrays import REDUX, RW, Access, R, W
+from hetflow._arrays import REDUX, RW, Access, R, W, check_mode
 from hetflow._codelet import Codelet, opencl_kernel, opencl_program
+from hetflow._codelet import insert as _insert_codelet
 from hetflow._data import Acquired, array, empty, ones, zeros
 from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
 from hetflow._future import Future
@@ -175,6 +176,11 @@ def init(
     memory node (1, 2, ... in the order of the device workers), ``{1: 256 << 20}``; least
     recently used copies are written back and evicted beyond it (``HETFLOW_MEMORY_LIMITS``).
 
+    A restart shuts the running runtime down (after its work) before it starts the new one; a
+    task another thread submits meanwhile waits for the new runtime and runs there (RuntimeError,
+    saying a restart was under way, for a thread holding an acquisition of the old runtime, or
+    when the new one did not start).
+
     >>> with hetflow.init(ncpus=4, trace="trace.json"):
     ...     hetflow.task_submit(print, "hello").result()
     """
@@ -201,9 +207,11 @@ def insert(
     >>> gemm = hetflow.Codelet("gemm", cpu=gemm_numpy, cuda=gemm_cupy, model="gemm")
     >>> hetflow.insert(gemm, hetflow.RW(c), a, b).result()
     """
-    from hetflow._codelet import insert as insert_codelet
-
-    return insert_codelet(_runtime.current(), codelet, args, priority, where, name)
+    runtime = _runtime.current()
+    try:
+        return _insert_codelet(runtime, codelet, args, priority, where, name)
+    except _runtime.RuntimeReplaced:  # hetflow.init() in another thread restarted it meanwhile
+        return _insert_codelet(_runtime.successor_of(runtime), codelet, args, priority, where, name)
 
 
 def shutdown(timeout: Optional[float] = None, cancel_futures: bool = False) -> None:
@@ -264,8 +272,6 @@ def acquire(array: Any, mode: str = "RW") -> Acquired:
     >>> with hetflow.acquire(a, "R") as view:
     ...     print(view.sum())
     """
-    from hetflow._arrays import check_mode
-
     runtime = _runtime.current()
     mode = check_mode(mode)
     if mode == "REDUX":

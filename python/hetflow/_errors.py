@@ -80,7 +80,10 @@ def freeze_exception(exception: BaseException) -> None:
     The engine holds on to the exception; frames would keep everything they reference (module
     globals, the futures in them) alive from C++, where the garbage collector cannot see.
     """
-    text = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+    tb = exception.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code in HIDDEN_FRAMES:
+        tb = tb.tb_next  # hetflow's call of the task's function
+    text = "".join(traceback.format_exception(type(exception), exception, tb))
     seen: set = set()
     pending: List[Optional[BaseException]] = [exception]
     while pending:
@@ -145,15 +148,49 @@ def _copied(exception: BaseException) -> Optional[BaseException]:
         return None
 
 
+def task_exception(exception: BaseException) -> BaseException:
+    """What a task's raised exception is delivered as: itself, except that a ``StopIteration``
+    (or a subclass) becomes ``RuntimeError("task raised StopIteration")`` with it as the cause,
+    as PEP 479 does for generators and asyncio for coroutines. asyncio cannot hold a
+    StopIteration (``asyncio.wrap_future``, and so ``await fut``, waited for ever), and one
+    raised from ``result()`` inside a generator would end the generator silently."""
+    if isinstance(exception, StopIteration):
+        error = RuntimeError("task raised StopIteration")
+        error.__cause__ = exception
+        return error
+    return exception
+
+
+def returned_coroutine(func: Any, coroutine: Any) -> TypeError:
+    """The error of a task whose body returned a coroutine (an ``async def __call__``, a lambda or
+    ``functools.partial`` over an async function): refused as an ``async def`` function is, since
+    no task awaits it. The coroutine is closed, so it does not warn that it was never awaited."""
+    try:
+        coroutine.close()
+    except BaseException:
+        pass
+    what = getattr(func, "__qualname__", None) or getattr(type(func), "__qualname__", None) or repr(func)
+    return TypeError(
+        f"hetflow: the task {what!r} returned a coroutine, which no task awaits (an async __call__, or a lambda "
+        "or functools.partial over an async function?): submit a plain function that runs it (asyncio.run), "
+        "or await it in your event loop"
+    )
+
+
+# Frames of hetflow's own calling a thread task's function, left out of the task's traceback.
+HIDDEN_FRAMES: set = set()
+
+
 def exception_from_outcome(outcome: tuple) -> BaseException:
-    """Builds the exception a failed task's ``outcome()`` tuple describes."""
+    """Builds the exception a failed task's ``outcome()`` tuple describes (a StopIteration turned
+    into a RuntimeError, see ``task_exception``)."""
     kind = outcome[0]
     if kind == "python_error":
-        return _detached(outcome[1])
+        return task_exception(_detached(outcome[1]))
     if kind == "remote_error":
         from hetflow._serialize import unpack_error
 
-        return unpack_error([bytes(part) for part in outcome[1]])
+        return task_exception(unpack_error([bytes(part) for part in outcome[1]]))
     if kind == "dependency_error":
         return DependencyError(outcome[1], exception_from_outcome(outcome[2]))
     if kind == "cancelled":

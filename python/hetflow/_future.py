@@ -9,7 +9,9 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional
 
-from hetflow._errors import CancelledError, exception_from_outcome
+from hetflow._errors import CancelledError, HetflowError, exception_from_outcome
+# Imported here, not where used: a late use (a __del__ at interpreter shutdown) can import nothing.
+from hetflow._serialize import loads_result, packing
 
 _LOGGER = logging.getLogger("hetflow")
 _UNSET: Any = object()
@@ -231,7 +233,13 @@ class Future(concurrent.futures.Future):
         return self.cancelled()
 
     def result(self, timeout: Optional[float] = None) -> Any:
-        """Waits for the task (Ctrl-C interrupts the wait) and returns its value or raises its error."""
+        """Waits for the task (Ctrl-C interrupts the wait) and returns its value or raises its error.
+
+        A task that raised ``StopIteration`` raises ``RuntimeError("task raised StopIteration")``
+        here, its ``__cause__`` the StopIteration, as PEP 479 does for generators and asyncio for
+        coroutines; so do ``exception()`` (which returns that RuntimeError), ``await``,
+        ``asyncio.wrap_future`` and the dependents' ``DependencyError`` (asyncio cannot hold a
+        StopIteration: an await of it would wait for ever)."""
         try:
             self._wait(timeout)
             return self._outcome_value()
@@ -239,7 +247,8 @@ class Future(concurrent.futures.Future):
             del self  # a raised error's traceback must not keep this future alive
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        """Waits for the task and returns its exception, or None if it succeeded."""
+        """Waits for the task and returns its exception, or None if it succeeded (a StopIteration
+        as ``RuntimeError("task raised StopIteration")`` from it, as ``result()`` raises it)."""
         self._wait(timeout)
         self._settle()
         error = self._error
@@ -302,8 +311,7 @@ class Future(concurrent.futures.Future):
         raise RuntimeError("hetflow.Future: the outcome is set by the task, not by set_exception()")
 
     def __await__(self) -> Generator[Any, None, Any]:
-        import asyncio
-
+        asyncio = _asyncio()
         if not self.done() and _inside_a_task():
             return self._await_in_task().__await__()
         return asyncio.wrap_future(self).__await__()
@@ -327,8 +335,7 @@ class Future(concurrent.futures.Future):
         the task awaited, or what it waits for, may be queued behind this worker (one worker: it
         would wait for ever), which runs it or another thread's tasks meanwhile. Sleeping in the
         event loop instead kept the worker from the tasks the awaited one waited for."""
-        import asyncio
-
+        asyncio = _asyncio()
         self._task.check_wait_can_end()
         try:
             while not self.done():
@@ -355,8 +362,6 @@ class Future(concurrent.futures.Future):
     def __reduce__(self) -> Any:
         # Inside a task's arguments, a placeholder the worker fills with the value; elsewhere, an
         # error (a future is a handle on this process's runtime).
-        from hetflow._serialize import packing
-
         return packing.placeholder(self).__reduce__()
 
     @property
@@ -479,9 +484,16 @@ class Future(concurrent.futures.Future):
         if kind == "object":
             self._value = outcome[1]
         elif kind == "pickled":
-            from hetflow._serialize import loads_result
-
-            self._value = loads_result(bytes(outcome[1]))
+            try:
+                self._value = loads_result(bytes(outcome[1]))
+            except ImportError as missing:
+                if not sys.is_finalizing():
+                    raise
+                # A late use at interpreter shutdown: the modules its classes come from are gone.
+                raise HetflowError(
+                    f"hetflow: the value of task '{self._name}' cannot be loaded: the interpreter is shutting down "
+                    f"({missing})"
+                ) from None
         else:
             error = exception_from_outcome(outcome)
             if kind in ("cancelled", "crashed") and self._runtime.gave_up is not None:
@@ -559,21 +571,30 @@ _GIVE_UP_CHECK_S = 0.2
 
 def _inside_a_task() -> bool:
     """In a thread task of any of this process's runtimes."""
-    from hetflow import _runtime
-
     return _runtime.inside_a_task()
 
 
 def _running_loop() -> Any:
     """The asyncio event loop running in this thread, if any."""
-    if "asyncio" not in sys.modules:
+    asyncio = sys.modules.get("asyncio")  # None too at interpreter shutdown
+    if asyncio is None:
         return None
-    import asyncio
-
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _asyncio() -> Any:
+    """The asyncio module (loaded once something awaits), or a clear error where it can no longer
+    be imported: at interpreter shutdown, in a late ``__del__``."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        try:
+            import asyncio
+        except ImportError as error:
+            raise HetflowError(f"hetflow: cannot await a future: asyncio cannot be imported ({error})") from None
+    return asyncio
 
 
 class _LoopCallback:
@@ -610,3 +631,7 @@ def wait_failing_fast(futures: "list[Future]", raise_failure: Callable[["Future"
             pause = max(_FAIL_FAST_PAUSE_S, 20 * (time.monotonic() - started))
         if future._status() == "failed":
             raise_failure(future)
+
+
+# At the end: hetflow._runtime imports this module (the names above are what it takes from it).
+from hetflow import _runtime  # noqa: E402

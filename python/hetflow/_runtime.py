@@ -10,17 +10,28 @@ import queue
 import sys
 import threading
 import time
+import types
 import weakref
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from hetflow import _kernel
 from hetflow._args import FutureSearch
-from hetflow._arrays import Access
-from hetflow._data import engine_accesses
-from hetflow._errors import CancelledError, freeze_exception
+from hetflow._arrays import Access, ArrayRef
+from hetflow._data import _BIT_MODES, _MODE_BITS, HandleRegistry, engine_accesses
+from hetflow._errors import HIDDEN_FRAMES, CancelledError, HetflowError, freeze_exception, returned_coroutine
 from hetflow._future import _GIVE_UP_CHECK_S, Future
-from hetflow._serialize import _PLAIN, all_plain, find_nested, function_for_call, is_array, loaded_numpy, utf8_text
+from hetflow._serialize import (
+    _PLAIN,
+    all_plain,
+    dumps_value,
+    find_nested,
+    function_for_call,
+    is_array,
+    loaded_numpy,
+    pack_call,
+    utf8_text,
+)
 
 EXECUTORS = ("thread", "process")
 # Far beyond any machine, yet small enough for the engine (and the system) to take.
@@ -312,7 +323,14 @@ class Runtime:
     ) -> None:
         """``worker_environment``: more variables for the worker processes (name -> value).
         ``initialize_here``: run the initializer in this process too, for the thread workers
-        (False when only the worker processes run tasks)."""
+        (False when only the worker processes run tasks).
+
+        Refused (HetflowError) once the interpreter is finalizing (a ``__del__`` run as modules
+        are torn down, after hetflow's exit handler stopped the runtime): nothing could stop
+        the runtime then, and its threads could not run. An ``atexit`` handler that runs after
+        hetflow's (registered before hetflow was imported) may still start one."""
+        if sys.is_finalizing():
+            raise _finalizing_error("start a runtime")
         from hetflow import _hetflow, _protocol, _worker  # the engine loads on first use, not at import
 
         _hetflow.open_gil_gate()  # a runtime started by an exit handler that runs after hetflow's
@@ -400,7 +418,14 @@ class Runtime:
             raise TypeError(f"hetflow: {func!r} is not callable")
         refuse_async_function(func, "hetflow")
         if self._closed and not self._takes_follow_ups():
+            if self._replaced:  # hetflow.init() in another thread: the task goes to the new runtime
+                return successor_of(self).submit(
+                    func, args, kwargs, executor=executor, name=name, priority=priority, perfmodel=perfmodel,
+                    size=size, on=on,
+                )
             raise RuntimeError(self._closed_message())
+        if sys.is_finalizing():
+            raise _finalizing_error("submit a task")
         executor = check_executor(executor) if executor is not None else self.executor
         if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             check_priority(priority)
@@ -412,7 +437,8 @@ class Runtime:
             # The common case, kept short: nothing to wait for, no data, no model.
             if executor == "thread":
                 task = self._engine.submit_thread(
-                    functools.partial(func, *args, **kwargs), _NONE, _NONE, name, priority, on=on, label=label
+                    functools.partial(_call_checked, func, *args, **kwargs), _NONE, _NONE, name, priority, on=on,
+                    label=label,
                 )
                 return Future(task, self, name)
             if self.nprocs:
@@ -429,13 +455,12 @@ class Runtime:
             if plain_and_arrays is not None:
                 call_args, array_accesses = plain_and_arrays
                 task = self._engine.submit_thread(
-                    functools.partial(func, *call_args), _NONE, array_accesses, name, priority, on=on, label=label
+                    functools.partial(_call_checked, func, *call_args), _NONE, array_accesses, name, priority, on=on,
+                    label=label,
                 )
                 return Future(task, self, name)
         data = _find_data(args, kwargs)
         if executor == "process":
-            from hetflow._serialize import pack_call
-
             arrays: list = []
             order: list = []
             model_size = _size(args, kwargs, size) if perfmodel else 0  # of the arrays, not of their placeholders
@@ -459,7 +484,7 @@ class Runtime:
             if search is not None and search.futures:
                 call = functools.partial(_call_resolved, func, args, kwargs, search)
             else:
-                call = functools.partial(func, *args, **kwargs)
+                call = functools.partial(_call_checked, func, *args, **kwargs)
             task = self._engine.submit_thread(
                 call, [f._task for f in search.futures] if search is not None else [], accesses, name, priority,
                 perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, on=on, label=label,
@@ -483,7 +508,11 @@ class Runtime:
         from hetflow._codelet import CodeletFuture
 
         if self._closed and not self._takes_follow_ups():
+            if self._replaced:  # its accesses are this runtime's: hetflow.insert submits it again
+                raise RuntimeReplaced(self._closed_message())
             raise RuntimeError(self._closed_message())
+        if sys.is_finalizing():
+            raise _finalizing_error("submit a task")
         check_priority(priority)
         codelet_id = self._codelet_ids.get(codelet)
         if codelet_id is None:
@@ -542,8 +571,8 @@ class Runtime:
         ``launch`` names the offload launch it is a kernel of (0: none)."""
         if self._closed and not self._takes_follow_ups():
             raise RuntimeError(self._closed_message())
-        from hetflow._serialize import pack_call
-
+        if sys.is_finalizing():
+            raise _finalizing_error("submit a task")
         packed = pack_call(func, args, {}, _is_future, reduces_to_placeholder=True)
         deps = [f._task for f in packed.futures]
         task = self._engine.submit_process(
@@ -565,8 +594,6 @@ class Runtime:
     @property
     def handles(self) -> Any:
         if self._handles is None:
-            from hetflow._data import HandleRegistry
-
             with self._lock:
                 if self._handles is None:
                     self._handles = HandleRegistry(self._engine)
@@ -619,9 +646,6 @@ class Runtime:
     def _data_for_process(self, args: tuple, kwargs: dict) -> tuple:
         """Replaces each array by an ArrayRef; returns the engine's array specs in ArrayRef order
         and the accesses on overlapping views that order the task without reaching it."""
-        from hetflow._arrays import ArrayRef
-        from hetflow._data import _BIT_MODES, _MODE_BITS
-
         handles = self.handles
         merged: dict = {}
         entries: list = []  # [view, array, the task's own mode bits], in ArrayRef order
@@ -939,6 +963,7 @@ class Runtime:
                 callback_thread.join(timeout=5)
 
     _draining = False  # shutdown is waiting for the submitted work
+    _replaced = False  # hetflow.init() is replacing it (or has): see successor_of
 
     def _takes_follow_ups(self) -> bool:
         """While shutdown waits for the work, the tasks of that work may still submit the tasks
@@ -969,6 +994,17 @@ class Runtime:
         return self._engine.scheduler_name()
 
 
+def _finalizing_error(what: str) -> HetflowError:
+    """Refusal of a late use, once the interpreter is finalizing (a ``__del__`` run as modules are
+    torn down, after the exit handlers): the thread workers could no longer take the GIL to run a
+    task, nothing would stop a new runtime, and no module could be imported."""
+    return HetflowError(
+        f"hetflow: cannot {what}: the interpreter is shutting down (this is a late use, from a __del__ or "
+        "finalizer run as modules are torn down, after hetflow's exit handler stopped its runtimes); submit the "
+        "work and wait for it before the program ends"
+    )
+
+
 def _pickled_initializer(initializer: Callable[..., Any], initargs: tuple) -> str:
     """The initializer and its arguments as hex, for the worker processes' environment."""
     from hetflow._serialize import _cloudpickle
@@ -980,9 +1016,7 @@ def _pickled_initializer(initializer: Callable[..., Any], initargs: tuple) -> st
 
 
 def _dumps_value(value: Any) -> bytes:
-    # cloudpickle is imported only once a process task needs it.
-    from hetflow._serialize import dumps_value
-
+    # cloudpickle is imported only once a process task needs it (in dumps_value).
     return dumps_value(value)
 
 
@@ -1027,12 +1061,30 @@ def _unwrap(value: Any) -> tuple:
 _NONE: list = []
 
 
-def refuse_async_function(func: Any, where: str) -> None:
-    """TypeError for an ``async def`` function given to run as a task: its call only makes a
-    coroutine, which nothing would await."""
+def _coroutine_maker(func: Any) -> Optional[str]:
+    """How ``func`` makes coroutines, if its call only makes one: "" for an ``async def`` function
+    (or a partial of one), " (its __call__ is an async def)" for an object whose ``__call__`` is one
+    (or a partial of it); None for anything else."""
+    while type(func) is functools.partial:
+        func = func.func
     if inspect.iscoroutinefunction(func):
+        return ""
+    if isinstance(func, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, type)):
+        return None
+    if inspect.iscoroutinefunction(getattr(type(func), "__call__", None)):
+        return " (its __call__ is an async def)"
+    return None
+
+
+def refuse_async_function(func: Any, where: str) -> None:
+    """TypeError for an ``async def`` function (or an object whose ``__call__`` is one, or a
+    partial of either) given to run as a task: its call only makes a coroutine, which nothing
+    would await. A task whose body returns a coroutine all the same (a lambda over an async
+    function) fails with such a TypeError when it runs (``_call_checked``)."""
+    how = _coroutine_maker(func)
+    if how is not None:
         raise TypeError(
-            f"{where}: {getattr(func, '__qualname__', func)!r} is an async function: its call only makes a "
+            f"{where}: {getattr(func, '__qualname__', func)!r} is an async function{how}: its call only makes a "
             "coroutine, which no task awaits; submit a plain function that runs it (asyncio.run), or await it "
             "in your event loop"
         )
@@ -1144,10 +1196,25 @@ def _refuse_nested_mark(name: str, args: tuple, kwargs: dict) -> None:
 
 def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict, search: FutureSearch) -> Any:
     copies: dict = {}
-    return func(
+    result = func(
         *[search.substitute(value, _resolve, copies) for value in args],
         **{key: search.substitute(value, _resolve, copies) for key, value in kwargs.items()},
     )
+    if type(result) is types.CoroutineType:
+        raise returned_coroutine(func, result)
+    return result
+
+
+def _call_checked(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """A thread task's call: a coroutine its body returns fails the task (TypeError), as an
+    ``async def`` function is refused at submission, instead of coming back unawaited."""
+    result = func(*args, **kwargs)
+    if type(result) is types.CoroutineType:
+        raise returned_coroutine(func, result)
+    return result
+
+
+HIDDEN_FRAMES.update((_call_resolved.__code__, _call_checked.__code__))
 
 
 _current: Optional[Runtime] = None
@@ -1212,12 +1279,42 @@ def start(settings: Settings) -> Runtime:
                 "hetflow.init(...) before hetflow.mpi.init()"
             )
         if _current is not None:
+            # Submissions from other threads meanwhile wait for the new runtime (successor_of).
+            _current._replaced = True
             try:
                 _current.shutdown()
             finally:
                 _current = None
         _current = Runtime(**settings.as_keywords())
         return _current
+
+
+class RuntimeReplaced(RuntimeError):
+    """A submission refused by a runtime that ``hetflow.init()`` is replacing: submit again to
+    ``successor_of(it)``."""
+
+
+def successor_of(runtime: Runtime) -> Runtime:
+    """The runtime that ``hetflow.init()``, in another thread, starts in place of ``runtime``,
+    once it has: a submission that the old one refuses (it is shut down first, after its work)
+    waits for the restart and goes to the new one, rather than fail. Raises RuntimeError,
+    saying a restart was under way, where it cannot wait (this thread holds acquisitions that the
+    old runtime's work may wait for) or the new runtime did not start."""
+    handles = runtime._handles
+    if handles is not None and handles.held_by(threading.get_ident()):
+        raise RuntimeError(
+            "hetflow: cannot submit a task: hetflow.init() in another thread is restarting the runtime, after the "
+            "work of the old one, and this thread holds acquisitions (hetflow.acquire) of it that the work may wait "
+            "for; release them, then submit again"
+        )
+    with _current_lock:  # held by hetflow.init() until the new runtime has started
+        successor = _current
+    if successor is None or successor is runtime or successor._closed:
+        raise RuntimeError(
+            "hetflow: cannot submit a task: hetflow.init() in another thread was restarting the runtime, and no "
+            "new runtime is running (it did not start, or was shut down since); submit again to start one"
+        )
+    return successor
 
 
 def stop(timeout: Optional[float] = None, cancel_futures: bool = False) -> None:

@@ -5,6 +5,7 @@ import functools
 from typing import Any, Callable, Dict, Optional, TypeVar, overload
 
 from hetflow import _runtime
+from hetflow._data import names_with_modes
 from hetflow._future import Future, _running_loop
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,8 +119,6 @@ class DelayedFunction:
             # A coroutine (an event loop the task runs) gets a future to await, as outside.
             return self.func(*args, **kwargs)
         if self.access:
-            from hetflow._data import names_with_modes
-
             args, kwargs = names_with_modes(self.func, self.access, args, kwargs)
         return self._options.submit(self.func, *args, **kwargs)
 

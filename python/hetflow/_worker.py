@@ -27,12 +27,12 @@ import threading
 import time
 import traceback
 import weakref
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
 from . import _kernel, _main_globals
 from . import _protocol as P
-from ._errors import same_exception
+from ._errors import returned_coroutine, same_exception
 from ._serialize import ExceptionAsItIs, Placeholder, dumps_result, loaded_numpy, type_name
 
 EXIT_GRACE_S = 5.0  # at exit, threads a task left running get this long before os._exit
@@ -369,6 +369,8 @@ class Worker:
             del args, kwargs
         self._leave_if_forked()  # a child the task forked returned: it ends, status 0
         _wait_for_tasks_left_here()
+        if type(result) is CoroutineType:  # no task awaits it: refused, as an async def function is
+            return P.ERROR, _error_parts(task_id, returned_coroutine(func, result))
         if back:
             try:
                 for copy, view in back:  # overlapping views: into the copies the host copies home

@@ -11,11 +11,21 @@ import threading
 import time
 import traceback
 import weakref
+from types import CoroutineType
 from typing import Any, Callable, Generator, Iterable, Iterator, List, Optional, Tuple, Union
 
-from hetflow import _runtime
+from hetflow import _main_globals, _runtime
+from hetflow._errors import returned_coroutine, same_exception, task_exception
 from hetflow._future import Future
 from hetflow._progress import Progress
+from hetflow._serialize import (
+    ExceptionAsItIs,
+    RemoteTaskError,
+    RemoteTraceback,
+    dumps_result,
+    dumps_value,
+    function_entry,
+)
 
 # Chunks per worker when the chunk size is picked automatically: enough to even out uneven tasks,
 # few enough that each chunk's fixed cost vanishes beside its elements.
@@ -280,6 +290,7 @@ def _submit(
     A future of one call (``calls == 0``) gives its value; a chunk's gives a _ChunkOutcome."""
     if not callable(fn):
         raise TypeError(f"hetflow: {fn!r} is not callable")
+    _runtime.refuse_async_function(fn, "hetflow")
     if not iterables:
         raise TypeError("hetflow: map() needs at least one iterable of arguments")
     kind = executor or runtime.executor
@@ -300,8 +311,6 @@ def _submit(
         if kind == "process":
             # Pickled here, once per chunk: the task's arguments are then plain bytes, which
             # take the engine's shortest path.
-            from hetflow._serialize import function_entry
-
             fn_bytes = function_entry(fn)[1]
             for start in range(0, len(calls), chunksize):
                 part = calls[start : start + chunksize]
@@ -329,8 +338,6 @@ def _dumps_calls(calls: list) -> bytes:
     try:
         return pickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        from hetflow._serialize import dumps_value
-
         return dumps_value(calls)  # cloudpickle: lambdas and classes of __main__ among the arguments
 
 
@@ -346,9 +353,13 @@ def _run_chunk(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome
         if star:
             for args in calls:
                 append(fn(*args))
+                if type(results[-1]) is CoroutineType:
+                    raise returned_coroutine(fn, results.pop())
         else:
             for arg in calls:
                 append(fn(arg))
+                if type(results[-1]) is CoroutineType:
+                    raise returned_coroutine(fn, results.pop())
     except BaseException as exc:  # SystemExit and the like too: raised at their position
         return results, exc, None
     return results, None, None
@@ -368,14 +379,9 @@ def _run_pickled_chunk(fn_bytes: bytes, calls_bytes: bytes, star: bool) -> _Chun
 
 def _run_chunk_in_process(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome:
     """_run_chunk in a worker process: the exception travels pickled, its traceback as text."""
-    from hetflow import _main_globals
-
     results, exc, _ = _run_chunk(_main_globals.seeing_initializer_globals(fn), calls, star)
     if exc is None:
         return results, None, None
-    from hetflow._errors import same_exception
-    from hetflow._serialize import ExceptionAsItIs, RemoteTaskError, dumps_result
-
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     exc.__traceback__ = None
     # As a single task's: itself if it comes back as it was, else without its __init__ called
@@ -458,10 +464,8 @@ def _result_iterator(
             yield from results
             if exc is not None:
                 if text is not None:
-                    from hetflow._serialize import RemoteTraceback
-
                     exc.__cause__ = RemoteTraceback(text)
-                raise exc
+                raise task_exception(exc)  # a StopIteration as a single task's (RuntimeError from it)
     finally:
         _give_up(chunks, bar)
 

@@ -29,3 +29,23 @@ def fail(message):
 def submit_on(executor: str, **options: Any):
     """``task_submit`` with per-call options: ``submit_on("process")(add, 1, 2)``."""
     return hetflow.task_submit.options(executor=executor, **options)
+
+
+def stop_iteration(value):
+    raise StopIteration(value)
+
+
+async def _coroutine_body(value):
+    return value
+
+
+def returns_a_coroutine(value):
+    """A plain function whose call gives a coroutine (as a lambda or partial over an async def would)."""
+    return _coroutine_body(value)
+
+
+class AsyncCallable:
+    """An object whose ``__call__`` is an ``async def``: calling it makes a coroutine."""
+
+    async def __call__(self, value):
+        return value

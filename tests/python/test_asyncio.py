@@ -283,3 +283,134 @@ def test_an_asyncio_task_given_to_a_process_task_is_refused_with_what_to_do():
         return await pending
 
     assert run(main()) == 5
+
+
+# -- a task that raises StopIteration ---------------------------------------------------------------
+def _is_stop_iteration_error(error, value=5):
+    """RuntimeError("task raised StopIteration") from the task's StopIteration, as PEP 479."""
+    return (
+        type(error) is RuntimeError
+        and str(error) == "task raised StopIteration"
+        and type(error.__cause__) is StopIteration
+        and error.__cause__.value == value
+    )
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_await_a_task_that_raised_stop_iteration_raises_runtime_error(executor):
+    """asyncio refuses to hold a StopIteration: the await waited for ever. It gets what PEP 479
+    gives, and so do wrap_future, gather, result() and exception()."""
+    from hf_tasks import stop_iteration
+
+    async def main():
+        caught = []
+        for how in ("await", "wrap_future", "gather"):
+            future = submit_on(executor)(stop_iteration, 5)
+            with pytest.raises(RuntimeError) as info:
+                if how == "await":
+                    await asyncio.wait_for(future, 30)
+                elif how == "wrap_future":
+                    await asyncio.wait_for(asyncio.wrap_future(future), 30)
+                else:
+                    await asyncio.wait_for(asyncio.gather(future, submit_on(executor)(add, 1, 2)), 30)
+            caught.append(info.value)
+        future = submit_on(executor)(stop_iteration, 5)
+        gathered = await asyncio.wait_for(
+            asyncio.gather(future, submit_on(executor)(add, 1, 2), return_exceptions=True), 30
+        )
+        caught.append(gathered[0])
+        assert gathered[1] == 3
+        return caught, future
+
+    caught, future = run(main())
+    assert all(_is_stop_iteration_error(error) for error in caught), caught
+    with pytest.raises(RuntimeError, match="^task raised StopIteration$") as info:
+        future.result(timeout=30)
+    assert _is_stop_iteration_error(info.value)
+    assert _is_stop_iteration_error(future.exception(timeout=30))
+    dependent = submit_on(executor)(add, future, 1)
+    with pytest.raises(hetflow.DependencyError) as info:
+        dependent.result(timeout=30)
+    assert _is_stop_iteration_error(info.value.root_exception)
+
+
+def test_a_stop_iteration_task_in_a_generator_is_not_the_generator_ending():
+    """result() inside a generator raises RuntimeError, not a StopIteration that would end it."""
+    from hf_tasks import stop_iteration
+
+    def values():
+        yield hetflow.submit(add, 1, 2).result(timeout=30)
+        yield hetflow.submit(stop_iteration, 5).result(timeout=30)
+
+    with pytest.raises(RuntimeError, match="^task raised StopIteration$"):
+        list(values())
+
+
+# -- callables that return coroutines -------------------------------------------------------------
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_an_object_with_an_async_call_is_refused_as_a_task(executor):
+    """Its call only makes a coroutine, as an async def function's: refused at submission,
+    and so is a partial of it."""
+    import functools
+
+    from hf_tasks import AsyncCallable
+
+    for func in (AsyncCallable(), functools.partial(AsyncCallable(), 1)):
+        with pytest.raises(TypeError, match=r"is an async function \(its __call__ is an async def\).*asyncio.run"):
+            submit_on(executor)(func, 2)
+        with hetflow.Executor(2, executor=executor) as pool:
+            with pytest.raises(TypeError, match="is an async function"):
+                pool.submit(func, 2)
+            with pytest.raises(TypeError, match="is an async function"):
+                pool.map(func, range(4), chunksize=2)
+        with pytest.raises(TypeError, match="is an async function"):
+            hetflow.map(func, range(4), chunksize=2, executor=executor)
+        with pytest.raises(TypeError, match="is an async function"):
+            hetflow.delayed(func, executor=executor)(2)
+
+
+def _refused_for_its_coroutine(error):
+    return isinstance(error, TypeError) and "returned a coroutine, which no task awaits" in str(error)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_task_whose_body_returns_a_coroutine_fails_with_type_error(executor, recwarn):
+    """A lambda, a partial or a plain function that returns a coroutine: the task fails with
+    TypeError, as an async def function is refused, instead of handing back an unawaited
+    coroutine (which warned that it was never awaited), on both executors and through submit,
+    delayed, Executor.submit and map."""
+    import functools
+    import gc
+
+    from hf_tasks import _coroutine_body, returns_a_coroutine
+
+    makers = [returns_a_coroutine, lambda value: _coroutine_body(value), functools.partial(returns_a_coroutine)]
+    futures = []
+    for maker in makers:
+        futures.append(submit_on(executor)(maker, 1))
+        futures.append(submit_on(executor)(maker, submit_on(executor)(add, 0, 1)))  # waits for a future first
+        futures.append(hetflow.delayed(maker, executor=executor)(1))
+    with hetflow.Executor(2, executor=executor) as pool:
+        futures.append(pool.submit(returns_a_coroutine, 1))
+        for future in futures:
+            assert _refused_for_its_coroutine(future.exception(timeout=30)), future.exception()
+        for chunksize in (1, 2):
+            with pytest.raises(TypeError, match="returned a coroutine"):
+                list(pool.map(returns_a_coroutine, range(4), chunksize=chunksize, timeout=30))
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+    # A task that returns something else is unchanged.
+    assert submit_on(executor)(add, 1, 2).result(timeout=30) == 3
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_map_over_a_call_that_raises_stop_iteration_raises_runtime_error(executor, chunksize):
+    """At the call's position, as a single task's future gives it (not "generator raised")."""
+    from hf_tasks import stop_iteration
+
+    with hetflow.Executor(2, executor=executor) as pool:
+        results = pool.map(stop_iteration, [5, 6], chunksize=chunksize, timeout=30)
+        with pytest.raises(RuntimeError, match="^task raised StopIteration$") as info:
+            next(results)
+    assert _is_stop_iteration_error(info.value)

@@ -104,6 +104,103 @@ def test_init_restarts_a_running_runtime_after_its_work():
     assert hetflow.submit(inc, 9).result(timeout=30) == 10
 
 
+
+def _double_cpu(value):
+    return value * 2
+
+
+@pytest.mark.parametrize("how", ["submit", "process", "delayed", "map", "insert"])
+def test_a_submission_from_another_thread_during_a_restart_goes_to_the_new_runtime(how):
+    """hetflow.init() shuts the old runtime down (after its work) before it starts the new one: a
+    submission from another thread meanwhile was refused ("has been shut down"); it waits for
+    the new runtime and runs there."""
+    old = hetflow.init(ncpus=2, executor="thread").runtime
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(timeout=30)
+        return "slow done"
+
+    slow_future = hetflow.submit(slow)
+    assert started.wait(timeout=30)
+    sessions = []
+    restart = threading.Thread(target=lambda: sessions.append(hetflow.init(ncpus=3, executor="thread")))
+    restart.start()
+    deadline = time.monotonic() + 30
+    while not old._closed:  # the restart is under way: the old runtime refuses new work
+        assert time.monotonic() < deadline, "the restart did not begin"
+        time.sleep(0.01)
+    outcome = []
+
+    def submit():
+        try:
+            if how == "submit":
+                future = hetflow.submit(inc, 1)
+            elif how == "process":
+                future = hetflow.task_submit.options(executor="process")(inc, 1)
+            elif how == "delayed":
+                future = hetflow.delayed(inc)(1)
+            elif how == "insert":
+                future = hetflow.insert(hetflow.Codelet("double", cpu=_double_cpu), 1)
+            else:
+                outcome.append(("value", hetflow.map(inc, [1, 2, 3], chunksize=1)))
+                return
+            outcome.append(("value", future.result(timeout=30), future._runtime))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            outcome.append(("error", error))
+
+    submitter = threading.Thread(target=submit)
+    submitter.start()
+    time.sleep(0.1)  # the submission waits for the restart, which waits for the old work
+    release.set()
+    submitter.join(timeout=30)
+    restart.join(timeout=30)
+    assert not submitter.is_alive() and not restart.is_alive()
+    assert slow_future.result(timeout=0) == "slow done"
+    assert outcome and outcome[0][0] == "value", outcome
+    if how == "map":
+        assert outcome[0][1] == [2, 3, 4]
+    else:
+        assert outcome[0][1] == 2
+        assert outcome[0][2] is sessions[0].runtime  # the new runtime ran it
+    assert hetflow.ncpus() == 3
+
+
+def test_a_submission_during_a_restart_that_cannot_wait_says_a_restart_was_under_way():
+    """A thread that holds an acquisition of the old runtime cannot wait for the restart (the old
+    work may wait for that acquisition): refused, saying so."""
+    import numpy
+
+    old = hetflow.init(ncpus=2, executor="thread").runtime
+    data = numpy.zeros(4)
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(timeout=30)
+
+    hetflow.submit(slow)
+    assert started.wait(timeout=30)
+    held = hetflow.acquire(data, "R")
+    restart = threading.Thread(target=lambda: hetflow.init(ncpus=2, executor="thread"))
+    restart.start()
+    deadline = time.monotonic() + 30
+    while not old._closed:
+        assert time.monotonic() < deadline, "the restart did not begin"
+        time.sleep(0.01)
+    try:
+        with pytest.raises(RuntimeError, match="another thread is restarting the runtime.*release them"):
+            hetflow.submit(inc, 1)
+    finally:
+        held.release()
+        release.set()
+        restart.join(timeout=30)
+    assert not restart.is_alive()
+    assert hetflow.submit(inc, 1).result(timeout=30) == 2
+
 @pytest.mark.parametrize("executor", ["thread", "process"])
 def test_shutdown_waits_for_submitted_tasks(executor):
     hetflow.init(ncpus=2, executor=executor)
@@ -821,6 +918,94 @@ print("SHUT DOWN")
     )
     assert rc == 0, err
     assert "INTERRUPTED" in out and "SHUT DOWN" in out
+
+
+
+# -- late use, from a __del__ as the interpreter tears its modules down -------------------------------
+_LATE_USE = """
+import concurrent.futures, sys
+__PRELUDE__
+import hetflow
+
+def f(x):
+    return [x + 1]
+
+def report(what, call):
+    try:
+        print(what, "->", repr(call()), flush=True)
+    except BaseException as error:
+        print(what, "=>", type(error).__name__, str(error).replace("\\n", " "), flush=True)
+
+class Late:
+    # Deleted as __main__ is torn down: after the exit handlers, when nothing can be imported.
+    def __del__(self):
+        thread_future, process_future, pool = self.thread_future, self.process_future, self.pool
+        report("thread result", lambda: thread_future.result(timeout=5))
+        report("process result", lambda: process_future.result(timeout=5))
+        report("exception", lambda: process_future.exception(timeout=5))
+        report("done", process_future.done)
+        report("cancel", process_future.cancel)
+        report("callback", lambda: process_future.add_done_callback(lambda _: print("called back", flush=True)))
+        report("wait", lambda: len(concurrent.futures.wait([thread_future, process_future], timeout=5).done))
+        report("submit", lambda: hetflow.submit(f, 1).result(timeout=5))
+        report("init", lambda: hetflow.init(ncpus=1))
+        report("shutdown", hetflow.shutdown)
+        report("pool submit", lambda: pool.submit(f, 1).result(timeout=5))
+        report("pool shutdown", pool.shutdown)
+        report("Executor", lambda: hetflow.Executor(1))
+
+late = Late()
+late.thread_future = hetflow.task_submit.options(executor="thread")(f, 1)
+late.process_future = hetflow.task_submit.options(executor="process")(f, 1)
+late.pool = hetflow.Executor(1, executor="process")
+print("MAIN", late.thread_future.result(timeout=30), late.process_future.result(timeout=30), flush=True)
+"""
+
+# An exit handler registered before hetflow was imported runs after hetflow's: it starts a runtime
+# that is still running when the modules are torn down.
+_LATE_RUNTIME = """
+import atexit
+
+def start_late():
+    print("LATE START", hetflow.task_submit.options(executor="thread")(f, 2).result(timeout=5), flush=True)
+
+atexit.register(start_late)
+"""
+
+
+@pytest.mark.parametrize("late_runtime", [False, True], ids=["stopped", "late-runtime"])
+def test_hetflow_used_from_a_del_at_interpreter_shutdown_works_or_says_why(tmp_path, late_runtime):
+    """Futures that ended still give their outcome; what would start a runtime, or a task that
+    no thread worker could run now, is refused with a HetflowError that says why (it raised
+    "ImportError: sys.meta_path is None", or, on a runtime an exit handler started late, the
+    task never ran and the interpreter hung at exit)."""
+    code = _LATE_USE.replace("__PRELUDE__", _LATE_RUNTIME if late_runtime else "")
+    rc, out, err = run_script(tmp_path, code)
+    assert rc == 0, err
+    assert "ImportError" not in out + err and "meta_path" not in out + err, out + err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert "MAIN [2] [2]" in out
+    if late_runtime:
+        assert "LATE START [3]" in out
+    for line in (
+        "thread result -> [2]",
+        "process result -> [2]",
+        "exception -> None",
+        "done -> True",
+        "cancel -> False",
+        "called back",
+        "callback -> None",
+        "wait -> 2",
+        "shutdown -> None",
+        "pool shutdown -> None",
+    ):
+        assert line in out.splitlines(), out
+    refusals = {line.split(" => ")[0]: line.split(" => ")[1] for line in out.splitlines() if " => " in line}
+    for what in ("submit", "init", "Executor"):
+        assert refusals[what].startswith("HetflowError hetflow: cannot "), out
+        assert "the interpreter is shutting down" in refusals[what], out
+    # The executor's runtime stopped at exit: refused as after any shutdown.
+    assert refusals["pool submit"] == "RuntimeError hetflow: cannot submit a task: the runtime has been shut down", out
 
 
 # -- calls that would stop the runtime from inside one of its tasks ---------------------------------------
