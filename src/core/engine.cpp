@@ -99,6 +99,15 @@ std::size_t footprint(TaskCore* task) noexcept {
   return bytes;
 }
 
+std::size_t data_bytes(TaskCore* task) noexcept {
+  std::size_t bytes = 0;
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) {
+    if (!accesses[i].repeat) bytes += accesses[i].handle->layout.span_bytes();
+  }
+  return bytes;
+}
+
 Engine::Engine(Runtime& runtime_facade, Config resolved_config, std::unique_ptr<Execution> execution)
     : facade(runtime_facade),
       config(std::move(resolved_config)),
@@ -122,6 +131,7 @@ Engine::Engine(Runtime& runtime_facade, Config resolved_config, std::unique_ptr<
   for (const auto& worker : workers_) {
     worker_infos_.push_back(worker->info);
     pinned_.push_back(std::make_unique<Pinned>());
+    if (worker->info.memory_node != kHostNode) worker->memory_limit = node_memory(worker->info.memory_node).limit();
   }
   std::vector<ext::MemoryNode*> devices{nullptr};
   for (std::size_t node = 1; node < node_memory_.size(); ++node) devices.push_back(&node_memory_[node]->device());
@@ -342,6 +352,33 @@ void Engine::push_ready(TaskCore* task) {
   for (unsigned arch = 0; arch < kArchCount; ++arch) {
     if (where.contains(static_cast<Arch>(arch))) idle_[arch].notify_one();
   }
+}
+
+bool Engine::send_where_it_fits(const WorkerState& worker, TaskCore* task) {
+  const std::size_t bytes = data_bytes(task);
+  if (bytes <= worker.memory_limit) return false;
+  const WorkerState* target = nullptr;
+  bool target_other_arch = true;
+  std::size_t target_queued = 0;
+  for (const auto& other : workers_) {
+    if (other.get() == &worker || !task->where.contains(other->info.arch)) continue;
+    if (other->memory_limit != 0 && bytes > other->memory_limit) continue;
+    const bool other_arch = other->info.arch != worker.info.arch;
+    const std::size_t queued = pinned_[other->info.id]->queue.size();
+    if (target != nullptr &&
+        (other_arch > target_other_arch || (other_arch == target_other_arch && queued >= target_queued))) {
+      continue;
+    }
+    target = other.get();
+    target_other_arch = other_arch;
+    target_queued = queued;
+  }
+  if (target == nullptr) return false;
+  // Queued as a pinned task is (not pinned for good: given back, push_ready hands it to the
+  // scheduler again). Wake-ups are not addressed: all of its kind are woken.
+  pinned_[target->info.id]->queue.push(task);
+  if (idle_ != nullptr) idle_[static_cast<unsigned>(target->info.arch)].notify_all();
+  return true;
 }
 
 void Engine::look_ahead(WorkerState& worker) {

@@ -40,6 +40,8 @@ namespace hetflow::detail {
 
 /// The size a task's performance is modelled by: the bytes of the data it names.
 std::size_t footprint(TaskCore* task) noexcept;
+/// The bytes of `task`'s data, each handle once: what it needs on a memory node at once.
+std::size_t data_bytes(TaskCore* task) noexcept;
 
 class Engine final : public DataContext {
  public:
@@ -64,13 +66,25 @@ class Engine final : public DataContext {
   void make_ready(TaskCore* task);
   /// The worker's next task: one pinned to it first, else the scheduler's choice.
   /// `ahead`: the worker still runs a task and takes its next one early (look_ahead).
+  /// A task the scheduler gives a worker whose memory node can never hold the task's data goes
+  /// to a worker whose node can (send_where_it_fits), and the worker asks again.
   ext::SchedTask* next_task(WorkerState& worker, bool ahead = false) {
     if (worker.deferred != nullptr) return std::exchange(worker.deferred, nullptr);
-    if (ext::SchedTask* task = pinned_[worker.info.id]->queue.pop(worker.info.arch)) return task;
-    ext::SchedTask* task = ahead ? scheduler_->pop_ahead(worker.info.id) : scheduler_->pop(worker.info.id);
-    if (task != nullptr) count_ready(task->where, -1);
-    return task;
+    for (;;) {
+      if (ext::SchedTask* task = pinned_[worker.info.id]->queue.pop(worker.info.arch)) return task;
+      ext::SchedTask* task = ahead ? scheduler_->pop_ahead(worker.info.id) : scheduler_->pop(worker.info.id);
+      if (task == nullptr) return nullptr;
+      count_ready(task->where, -1);
+      if (worker.memory_limit == 0 || !send_where_it_fits(worker, static_cast<TaskCore*>(task))) return task;
+    }
   }
+  /// Whether memory node `node` can ever hold all of `task`'s data at once (its limit, if any).
+  [[nodiscard]] bool can_hold(TaskCore* task, unsigned node) const noexcept {
+    const std::size_t limit = node == kHostNode ? 0 : node_memory(node).limit();
+    return limit == 0 || data_bytes(task) <= limit;
+  }
+  /// Whether an idle worker has a task pinned to it waiting (a simulated execution looks again).
+  [[nodiscard]] bool has_pinned_queued(unsigned worker) const noexcept { return !pinned_[worker]->queue.empty(); }
   /// Starts a task a worker took. False if it was cancelled meanwhile or the runtime aborts: then
   /// it is finished here, cancelled. False too for the queue's entry of a task claimed meanwhile
   /// (claim): the entry is dropped.
@@ -254,6 +268,11 @@ class Engine final : public DataContext {
     }
   }
   std::array<std::atomic<std::int64_t>, kArchCount> ready_for_{};
+  /// A task the scheduler gave `worker`, whose memory node cannot hold its data at once, queued
+  /// for a worker whose node can instead (one of the same architecture first, then the fewest
+  /// queued for it); false, doing nothing, if its node can or none can (it then runs on `worker`
+  /// and fails saying why, check_fits).
+  bool send_where_it_fits(const WorkerState& worker, TaskCore* task);
   void count_task_done() noexcept;
   void finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noexcept;
   /// finish_one for each task of `newly_final`, and for those their ends make final in turn.

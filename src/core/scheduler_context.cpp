@@ -40,4 +40,8 @@ void EngineSchedulerContext::prefetch(const ext::SchedTask& task, unsigned node)
 
 void EngineSchedulerContext::wake(Arch arch) { runtime_.wake_one(arch); }
 
+bool EngineSchedulerContext::can_hold(const ext::SchedTask& task, unsigned node) const {
+  return node >= runtime_.node_count() || runtime_.can_hold(&core(task), node);
+}
+
 }  // namespace hetflow::detail

@@ -16,6 +16,7 @@ class EngineSchedulerContext final : public ext::SchedulerContext {
   [[nodiscard]] double expected_transfer(const ext::SchedTask& task, unsigned node) const override;
   void prefetch(const ext::SchedTask& task, unsigned node) override;
   void wake(Arch arch) override;
+  [[nodiscard]] bool can_hold(const ext::SchedTask& task, unsigned node) const override;
 
  private:
   Engine& runtime_;

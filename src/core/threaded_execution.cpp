@@ -76,16 +76,6 @@ struct Room {
   [[nodiscard]] bool enough() const { return limit == 0 || (bytes <= limit && held <= limit - bytes); }
 };
 
-/// The bytes of `task`'s data, each handle once: what it needs on a node at once.
-std::size_t data_bytes(TaskCore* task) {
-  std::size_t bytes = 0;
-  AccessRecord* accesses = task->accesses();
-  for (std::size_t i = 0; i < task->access_count; ++i) {
-    if (!accesses[i].repeat) bytes += accesses[i].handle->layout.span_bytes();
-  }
-  return bytes;
-}
-
 Room room_for(const Engine& engine, TaskCore* task, unsigned node, const RunningFrame* waiting) {
   Room room{.limit = engine.node_memory(node).limit()};
   if (room.limit == 0) return room;

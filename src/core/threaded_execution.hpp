@@ -103,7 +103,9 @@ void check_fits(const Engine& engine, TaskCore* task, unsigned node, const Runni
 /// The architectures of `where` with a worker whose memory node can hold all the task's data at
 /// once; all of `where` when none can (the task then fails saying why, check_fits). A scheduler
 /// that hands a task to any worker of its architectures (eager) would otherwise give it to a
-/// device too small for it, where it fails although another worker could run it.
+/// device too small for it, where it fails although another worker could run it. Within an
+/// architecture, a worker whose node cannot hold it passes it on to one whose node can
+/// (Engine::next_task).
 [[nodiscard]] ArchMask archs_with_room(const Engine& engine, TaskCore* task, ArchMask where);
 
 /// Whether `task` may run on `worker` above the tasks waiting there: its data fit on the node

@@ -217,6 +217,16 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
     if (estimates.eligible[static_cast<unsigned>(slot->info.arch)]) candidates.push_back(slot.get());
   }
   if (candidates.empty()) return {};
+  // A worker whose memory node can never hold the task's data would fail it: left out while
+  // another candidate can run it (when none can, the task fails saying why wherever it goes).
+  const auto cannot_hold = [&](const Slot* slot) { return !holds(*slot, task); };
+  const auto keep_those_that_hold = [&] {
+    if (std::any_of(candidates.begin(), candidates.end(), cannot_hold) &&
+        !std::all_of(candidates.begin(), candidates.end(), cannot_hold)) {
+      std::erase_if(candidates, cannot_hold);
+    }
+  };
+  keep_those_that_hold();
 
   auto transfer_to = [&](const Slot& slot) {
     return estimates.transfer.empty() ? 0.0 : estimates.transfer[slot.info.memory_node];
@@ -247,6 +257,7 @@ ModelBasedScheduler::Choice ModelBasedScheduler::choose(const ext::SchedTask& ta
     std::erase_if(candidates, [&](const Slot* slot) {
       return estimates.duration[static_cast<unsigned>(slot->info.arch)].has_value();
     });
+    keep_those_that_hold();
     for (const Slot* slot : candidates) {
       completions.push_back(free_time(*slot, now));
       transfers.push_back(transfer_to(*slot));
@@ -367,6 +378,10 @@ void ModelBasedScheduler::prefetch_entry(const Slot& slot, const Entry& entry) {
   prefetch_for(slot, *entry.task);
 }
 
+bool ModelBasedScheduler::holds(const Slot& slot, const ext::SchedTask& task) const {
+  return slot.info.memory_node == 0 || context_->can_hold(task, slot.info.memory_node);
+}
+
 bool ModelBasedScheduler::prefetches(const Slot& slot) const { return policy_.prefetch && slot.info.memory_node != 0; }
 
 void ModelBasedScheduler::enqueue(Slot& target, const Entry& entry) {
@@ -469,6 +484,9 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::steal(Slot& thief, Entry& out) {
         }
       }
       if (victim == nullptr) break;
+      // A task the thief's node cannot hold is taken all the same: the engine passes it on to a
+      // worker that can, waking them all (the push woke one worker of the kind, maybe this one:
+      // left in the queue, it would wait for its own worker's next pop, asleep).
       if (take_first(*victim, thief.info.arch, out)) return victim;
     }
   }
@@ -507,7 +525,7 @@ ModelBasedScheduler::Slot* ModelBasedScheduler::rescue(Slot& thief, bool ahead, 
     for (auto it = victim->queue.begin(); it != victim->queue.end() && looked < kLookedAt; ++it, ++looked) {
       const double starts_there = victim_done;
       victim_done += it->charge;  // its expected completion there
-      if (!it->task->where.contains(thief.info.arch)) continue;
+      if (!it->task->where.contains(thief.info.arch) || !holds(thief, *it->task)) continue;
       const std::optional<double> here = context_->expected_duration(*it->task, thief.info.arch);
       const std::optional<double> there = context_->expected_duration(*it->task, victim->info.arch);
       if (!here || !there) continue;
@@ -560,7 +578,7 @@ bool ModelBasedScheduler::hand_over(Slot& self, const Entry& entry, bool ahead) 
     double best = mine * (1 - policy_.tie_tolerance);  // beyond the estimates' precision only
     for (const auto& slot : slots_) {
       const auto arch = static_cast<unsigned>(slot->info.arch);
-      if (slot->info.arch == self.info.arch || !estimates.eligible[arch]) continue;
+      if (slot->info.arch == self.info.arch || !estimates.eligible[arch] || !holds(*slot, *entry.task)) continue;
       const std::optional<double> duration = estimates.duration[arch];
       if (!duration || *duration >= *here) continue;  // only to a faster architecture
       const double start = start_time(*slot, entry.task->priority, now);

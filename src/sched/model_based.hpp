@@ -179,6 +179,8 @@ class ModelBasedScheduler : public ext::Scheduler {
   void charge(Slot& slot, const Entry& entry, std::optional<double> known_duration);
   void discharge(Slot& slot, const Entry& entry);
   [[nodiscard]] bool take_first(Slot& slot, Arch arch, Entry& out);
+  /// Whether `slot`'s memory node can ever hold the task's data (SchedulerContext::can_hold).
+  [[nodiscard]] bool holds(const Slot& slot, const ext::SchedTask& task) const;
   [[nodiscard]] Slot* steal(Slot& thief, Entry& out);
   /// A task queued for a worker of another architecture that this idle one is expected to
   /// finish sooner than it would be finished there; `charge` is what it costs here.

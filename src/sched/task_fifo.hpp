@@ -23,6 +23,7 @@ class TaskFifo {
   }
 
   [[nodiscard]] bool empty() const noexcept { return size_.load(std::memory_order_acquire) == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
 
   /// The oldest task that `arch` may run, or nullptr.
   ext::SchedTask* pop(Arch arch) {

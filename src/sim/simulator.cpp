@@ -266,6 +266,12 @@ void SimulatedExecution::simulate_until(const std::function<bool()>& reached) {
         start_task(worker);
         started = started || simulator_->running[worker.info.id].task != nullptr;
       }
+      // A worker whose node cannot hold a task it popped passes it on to another one
+      // (Engine::next_task), which may have been asked already.
+      for (std::size_t index = 0; index < workers.size() && !started; ++index) {
+        started =
+            simulator_->running[index].task == nullptr && engine_->has_pinned_queued(static_cast<unsigned>(index));
+      }
     }
     // The next event: the earliest end, the lowest worker number among equals.
     int next = -1;

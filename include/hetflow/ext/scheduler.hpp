@@ -54,6 +54,13 @@ class HETFLOW_API SchedulerContext {
   /// workers of `arch` other than through push (a pop that hands a task to another worker's
   /// queue). Push wakes workers itself.
   virtual void wake(Arch arch) = 0;
+  /// Whether memory node `node` can ever hold all the task's data at once (its memory limit:
+  /// the device's capacity, Config::memory_limits, HETFLOW_MEMORY_LIMITS). A worker computing in
+  /// a node that cannot would fail the task; where another worker of its architectures can run
+  /// it, the engine does not let that worker run it (a task such a worker pops goes to one whose
+  /// node can hold it), so a scheduler that skips those workers only saves the detour. True when
+  /// no limit is set.
+  [[nodiscard]] virtual bool can_hold(const SchedTask& /*task*/, unsigned /*node*/) const { return true; }
 };
 
 /// `from_worker` in push: the task was pushed by a thread that is not one of the workers.

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "hetflow/ext/scheduler.hpp"
 #include "hetflow/hetflow.hpp"
 #include "test_support.hpp"
 
@@ -397,6 +398,111 @@ TEST(DeviceMemory, ATaskTooLargeForTheDeviceRunsOnTheHostUnderEveryScheduler) {
     rt.unregister(handle);
     EXPECT_EQ(large[0], 20) << scheduler;
     EXPECT_EQ(device.memory().allocations, 0) << scheduler;
+  }
+}
+
+// Two devices of one kind, a memory limit on the first too small for the tasks' data: every
+// task runs on the second, under every scheduler, whichever worker of that kind the scheduler
+// would hand it to (a central queue's, a stolen one, a model's choice). Tasks that fit go on
+// running on both.
+TEST(DeviceMemory, ATaskTooLargeForOneDeviceRunsOnAnotherOfItsKindUnderEveryScheduler) {
+  for (const auto& scheduler : hetflow::ext::schedulers()) {
+    const std::string name = scheduler.name;
+    Device small;
+    Device roomy;
+    // x[i] += 1 on a device, counting the tasks each device ran from its buffer.
+    std::atomic<int> on_small{0};
+    std::atomic<int> on_roomy{0};
+    std::atomic<int> elsewhere{0};
+    Codelet inc;
+    inc.name = "increment_on_a_device";
+    inc.opencl = [&](TaskContext& context) {
+      const void* buffer = context.buffer(0).ptr;
+      (small.memory().owns(buffer) ? on_small : roomy.memory().owns(buffer) ? on_roomy : elsewhere).fetch_add(1);
+      for (std::size_t b = 0; b < context.buffer_count(); ++b) {
+        auto* x = context.buffer(b).as<int>();
+        for (std::size_t i = 0; i < context.buffer(b).elements(); ++i) x[i] += 1;
+      }
+    };
+    Config config;
+    config.ncpus = 1;
+    config.drivers = {small.driver, roomy.driver};
+    config.memory_limits = {{1, 1024}};
+    config.scheduler = name;
+    Runtime rt(config);
+    ASSERT_EQ(rt.worker_count(), 3u) << name;
+    ASSERT_EQ(rt.workers()[1].memory_node, 1u) << name;
+    ASSERT_EQ(rt.workers()[2].memory_node, 2u) << name;
+    constexpr int kLarge = 24;
+    constexpr int kPairs = 8;
+    constexpr int kSmall = 24;
+    std::vector<std::vector<int>> large(kLarge, std::vector<int>(1024, 0));      // 4 KiB each: never on node 1
+    std::vector<std::vector<int>> halves(2 * kPairs, std::vector<int>(200, 0));  // 800 bytes each, 1600 a pair
+    std::vector<std::vector<int>> tiny(kSmall, std::vector<int>(16, 0));         // fit anywhere
+    std::vector<DataHandle> handles;
+    std::vector<hetflow::Future<void>> tasks;
+    for (int round = 0; round < 2; ++round) {  // submitted at once, so that both workers are asked
+      for (int i = 0; i < kLarge; ++i) {
+        if (round == 0) handles.push_back(rt.register_vector(large[i].data(), large[i].size()));
+        tasks.push_back(rt.insert(inc, {.data = {RW(handles[i])}, .where = Arch::opencl}));
+      }
+    }
+    for (int i = 0; i < kPairs; ++i) {  // each half fits on node 1, both at once do not
+      DataHandle a = rt.register_vector(halves[2 * i].data(), halves[2 * i].size());
+      DataHandle b = rt.register_vector(halves[2 * i + 1].data(), halves[2 * i + 1].size());
+      tasks.push_back(rt.insert(inc, {.data = {RW(a), RW(b)}, .where = Arch::opencl}));
+      handles.push_back(a);
+      handles.push_back(b);
+    }
+    for (auto& vector : tiny) {
+      handles.push_back(rt.register_vector(vector.data(), vector.size()));
+      tasks.push_back(rt.insert(inc, {.data = {RW(handles.back())}, .where = Arch::opencl}));
+    }
+    for (auto& task : tasks) EXPECT_NO_THROW(task.get()) << name;
+    for (auto& handle : handles) rt.unregister(handle);
+    for (const auto& vector : large) EXPECT_EQ(vector, std::vector<int>(vector.size(), 2)) << name;
+    for (const auto& vector : halves) EXPECT_EQ(vector, std::vector<int>(vector.size(), 1)) << name;
+    for (const auto& vector : tiny) EXPECT_EQ(vector, std::vector<int>(vector.size(), 1)) << name;
+    // The large tasks and the pairs ran on the roomy device only: nothing of theirs went to node 1.
+    EXPECT_GE(on_roomy.load(), 2 * kLarge + kPairs) << name;
+    EXPECT_EQ(on_small.load() + on_roomy.load(), 2 * kLarge + kPairs + kSmall) << name;
+    EXPECT_EQ(elsewhere.load(), 0) << name;
+    EXPECT_LE(small.memory().peak_bytes, 1024u) << name;
+  }
+}
+
+// Where no device of the task's kinds can ever hold its data, the task still fails saying so,
+// under every scheduler (nothing waits for a device that could).
+TEST(DeviceMemory, ATaskTooLargeForEveryDeviceOfItsKindFailsClearlyUnderEveryScheduler) {
+  for (const auto& scheduler : hetflow::ext::schedulers()) {
+    const std::string name = scheduler.name;
+    Device first;
+    Device second;
+    Codelet inc;
+    inc.name = "increment_on_a_device";
+    inc.opencl = [](TaskContext&) {};
+    Config config;
+    config.ncpus = 1;
+    config.drivers = {first.driver, second.driver};
+    config.memory_limits = {{1, 1024}, {2, 2048}};
+    config.scheduler = name;
+    Runtime rt(config);
+    std::vector<int> large(1024, 0);  // 4 KiB
+    DataHandle handle = rt.register_vector(large.data(), large.size(), "large");
+    std::vector<hetflow::Future<void>> tasks;
+    for (int i = 0; i < 4; ++i) tasks.push_back(rt.insert(inc, {.data = {R(handle)}, .where = Arch::opencl}));
+    for (auto& task : tasks) {
+      try {
+        task.get();
+        ADD_FAILURE() << name << ": a task whose data no device can hold ran";
+      } catch (const hetflow::Error& error) {
+        EXPECT_NE(std::string(error.what()).find("'large'"), std::string::npos) << name << ": " << error.what();
+        EXPECT_NE(std::string(error.what()).find("does not fit on memory node"), std::string::npos)
+            << name << ": " << error.what();
+      }
+    }
+    rt.unregister(handle);
+    EXPECT_EQ(first.memory().allocations + second.memory().allocations, 0) << name;
   }
 }
 

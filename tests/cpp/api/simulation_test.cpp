@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "hetflow/ext/scheduler.hpp"
 #include "hetflow/hetflow.hpp"
 #include "test_support.hpp"
 
@@ -297,6 +299,60 @@ TEST(Simulation, CostsTooLongToSimulateAreRefused) {
   }
   rt.insert(host_only, {}).get();
   EXPECT_TRUE(std::isfinite(rt.elapsed()));
+}
+
+// Two simulated devices of a kind (GPUs, then OpenCL devices), a memory limit on the first too
+// small for the tasks' data: every task runs on the second, under every scheduler (with no CPU
+// worker, one handed to the first would fail there), and none fails. Where neither device can
+// hold the data, the task fails saying so.
+TEST(Simulation, ATaskTooLargeForOneDeviceRunsOnTheOtherOfItsKindUnderEveryScheduler) {
+  const std::pair<const char*, Arch> kinds[] = {
+      {R"({"cpus": 0, "gpus": 2, "link": {"bandwidth_gbs": 1.0, "latency_us": 0},
+           "codelets": {"work": {"cuda": 0.001}}})",
+       Arch::cuda},
+      {R"({"cpus": 0, "opencl": 2, "link": {"bandwidth_gbs": 1.0, "latency_us": 0},
+           "codelets": {"work": {"opencl": 0.001}}})",
+       Arch::opencl}};
+  for (const auto& [json, arch] : kinds) {
+    MachineFile machine(json);
+    for (const auto& scheduler : hetflow::ext::schedulers()) {
+      const std::string name = scheduler.name + " on " + std::string(hetflow::arch_name(arch));
+      Codelet work = named("work");
+      work.opencl = work.cpu;
+      Config config = simulated(machine, scheduler.name.c_str());
+      config.memory_limits = {{1, 1024}};
+      Runtime rt(config);
+      std::vector<std::vector<double>> data(16, std::vector<double>(512));  // 4 KiB each
+      std::vector<DataHandle> handles;
+      std::vector<hetflow::Future<void>> tasks;
+      for (auto& vector : data) handles.push_back(rt.register_vector(vector.data(), vector.size()));
+      for (int round = 0; round < 2; ++round) {
+        for (auto& handle : handles) tasks.push_back(rt.insert(work, {.data = {RW(handle)}}));
+      }
+      for (auto& task : tasks) EXPECT_NO_THROW(task.get()) << name;
+      // 32 tasks of 1 ms, one after the other on the one device that can hold their data.
+      EXPECT_GE(rt.elapsed(), 0.032) << name;
+      for (auto& handle : handles) rt.unregister(handle);
+    }
+    for (const auto& scheduler : hetflow::ext::schedulers()) {
+      const std::string name = scheduler.name + " on " + std::string(hetflow::arch_name(arch));
+      Codelet work = named("work");
+      work.opencl = work.cpu;
+      Config config = simulated(machine, scheduler.name.c_str());
+      config.memory_limits = {{1, 1024}, {2, 2048}};
+      Runtime rt(config);
+      std::vector<double> large(512);
+      DataHandle handle = rt.register_vector(large.data(), large.size(), "large");
+      try {
+        rt.insert(work, {.data = {R(handle)}}).get();
+        ADD_FAILURE() << name << ": a task whose data no device can hold ran";
+      } catch (const hetflow::Error& error) {
+        EXPECT_NE(std::string(error.what()).find("does not fit on memory node"), std::string::npos)
+            << name << ": " << error.what();
+      }
+      rt.unregister(handle);
+    }
+  }
 }
 
 TEST(Simulation, GpuMemoryLimitEvictsInVirtualTime) {
