@@ -225,8 +225,11 @@ class HETFLOW_API Runtime {
 
   /// Blocks until every task submitted so far has finished. Throws hetflow::Error rather than
   /// waiting for ever when one of them waits for an acquisition the calling thread holds.
+  /// Once shutdown_until() has given up on the work, throws CancelledError instead (at once, and
+  /// in the threads waiting then).
   void wait_all();
-  /// The same with a deadline; returns false if work is still pending when it passes.
+  /// The same with a deadline; returns false if work is still pending when it passes, and at
+  /// once once shutdown_until() has given up on the work.
   [[nodiscard]] bool wait_all_until(std::chrono::steady_clock::time_point deadline);
   /// Waits for submitted work and stops the workers; later submissions throw ShutdownError. The
   /// acquisitions the calling thread made and that are still held (moved since or not) are
@@ -245,14 +248,20 @@ class HETFLOW_API Runtime {
   /// Tasks submitted and not finished yet: what wait_all() waits for.
   [[nodiscard]] std::size_t unfinished_tasks() const noexcept;
   /// shutdown() for work that may never end: waits for the submitted work until `deadline`, then
-  /// cancels the tasks that have not started (as cancel_pending(): a task queued for a worker
-  /// left in its task is told so once that worker reaches it), stops the workers that are free
-  /// and leaves those still inside a task running, detached
-  /// (the trace and the statistics are written then, as they stand). Returns how many threads
-  /// were left, those of workers and the spare threads standing in for workers whose task waits
-  /// (Config::spare_threads): more than worker_count() when tasks wait inside their bodies.
-  /// If any were, this Runtime must never be destroyed, since they still use it: let go
-  /// of it on purpose (leak it). Returns 0 at once in a forked child.
+  /// gives up on what is left. Tasks that have not started never run (as after cancel_pending()),
+  /// the workers that are free stop, and those still inside a task are left running, detached
+  /// (the trace and the statistics are written then, as they stand). Every wait for the work
+  /// given up on ends, now for the threads blocked in one and at once for later ones: wait_all()
+  /// throws CancelledError, and a future of a task that had not ended raises CancelledError, whether the task
+  /// had not started (queued for a worker left in its task, say) or still ran in a thread left
+  /// detached; a task that depends on one that ended so raises DependencyError (or
+  /// CancelledError, when its own wait came first). Such a task counts as finished, and its
+  /// body's own end, if it ever comes, changes nothing (its result is dropped); that body may
+  /// still use its data meanwhile. Returns how many threads were left, those of workers and the
+  /// spare threads standing in for workers whose task waits (Config::spare_threads): more than
+  /// worker_count() when tasks wait inside their bodies. If any were, this Runtime must never be
+  /// destroyed, since they still use it: let go of it on purpose (leak it). Returns 0 at once in
+  /// a forked child.
   [[nodiscard]] unsigned shutdown_until(std::chrono::steady_clock::time_point deadline);
   /// Whether the calling thread is one of this runtime's workers (running one of its tasks), or
   /// runs one of its tasks that went on without its worker after a wait.

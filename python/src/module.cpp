@@ -450,7 +450,13 @@ class PyRuntime {
     Runtime& rt = runtime();
     // Waited for in slices (for Ctrl-C), each with a deadline, which the engine never refuses.
     if (!timeout) check_wait_all_can_end();
-    return interruptible_wait(timeout, [&rt](auto until) { return rt.wait_all_until(until); });
+    bool finished = false;
+    interruptible_wait(timeout, [&rt, &finished](auto until) {
+      finished = rt.wait_all_until(until);
+      // It returns false before its deadline only once shutdown gave up on the work: over.
+      return finished || std::chrono::steady_clock::now() < until;
+    });
+    return finished;
   }
 
   /// Throws, rather than let a wait without a deadline hang, where wait_all could never end.

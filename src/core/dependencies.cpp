@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/task_state.hpp"
 #include "hetflow/error.hpp"
 
 namespace hetflow::detail {
@@ -156,9 +157,7 @@ void forgive_failed_writer(HandleImpl& handle) {
 
 std::exception_ptr dependency_error_for(TaskCore* task) {
   if (task->status() == TaskStatus::cancelled) {
-    return std::make_exception_ptr(DependencyError(
-        task->display_name(),
-        std::make_exception_ptr(CancelledError(std::string("task '") + task->display_name() + "' was cancelled"))));
+    return std::make_exception_ptr(DependencyError(task->display_name(), cancelled_error(task)));
   }
   try {
     std::rethrow_exception(task->error);

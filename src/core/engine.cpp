@@ -334,6 +334,12 @@ void Engine::make_ready(TaskCore* task) {
 }
 
 void Engine::push_ready(TaskCore* task) {
+  if (gave_up_.load(std::memory_order_acquire)) {
+    // The shutdown gave up on the work (cancel_pending first): no worker may be left to take it,
+    // so it is taken, and cancelled, here.
+    static_cast<void>(begin(task));
+    return;
+  }
   // Cancelled meanwhile, it may have been taken out of its worker's count (-1): the scheduler
   // then queues it, and whoever takes it finishes it.
   if (const std::int32_t pinned = std::atomic_ref<std::int32_t>(task->pinned_worker).load(); pinned >= 0) {
@@ -446,13 +452,26 @@ void Engine::own_part_done(WorkerState& worker) noexcept {
 void Engine::conclude(TaskCore* task, std::exception_ptr error) noexcept {
   uncount_pinned(task);
   const std::uint32_t marks = aborted_.load(std::memory_order_acquire) ? TaskCore::kAfterAbortBit : 0;
+  bool published = false;
   if (error) {
-    task->error = std::move(error);
-    // Its body is gone; no result to destroy later.
-    std::atomic_ref(task->ops).store(nullptr, std::memory_order_relaxed);
-    set_final(task, TaskStatus::failed, marks);
+    // Under the lock that give_up_on takes to write its own error in the task.
+    std::lock_guard guard(task->lock);
+    if (!(task->state.load(std::memory_order_acquire) & TaskCore::kGivenUpBit)) {
+      task->error = std::move(error);
+      // Its body is gone; no result to destroy later.
+      std::atomic_ref(task->ops).store(nullptr, std::memory_order_relaxed);
+      published = publish_outcome(task, TaskStatus::failed, marks);
+    }
   } else {
-    set_final(task, TaskStatus::done, marks);  // the result, if any, stays for the future (ops destroy it)
+    // The result, if any, stays for the future (ops destroy it).
+    published = publish_outcome(task, TaskStatus::done, marks);
+  }
+  if (!published) {
+    // The shutdown gave up on it while it ran (give_up_on): its waiters and dependents were told
+    // then. What the body left (its result) is nobody's.
+    if (!error && task->ops != nullptr && task->ops->destroy_result != nullptr)
+      task->ops->destroy_result(task->storage());
+    std::atomic_ref(task->ops).store(nullptr, std::memory_order_relaxed);
   }
   finish(task);
 }
@@ -479,7 +498,10 @@ void Engine::finish_one(TaskCore* task, std::vector<TaskCore*>& newly_final) noe
   }
   tell_successors(task, newly_final);
   uncount_pinned(task);  // if no outcome above did
-  if (!(task->flags & TaskCore::kManual)) count_task_done();
+  // One ended by the give-up was counted then (give_up_on).
+  if (!(task->flags & TaskCore::kManual) && !(task->state.load(std::memory_order_acquire) & TaskCore::kToldEarlyBit)) {
+    count_task_done();
+  }
   release(task);
 }
 
@@ -518,6 +540,10 @@ void Engine::tell_successors(TaskCore* task, std::vector<TaskCore*>& newly_final
     if (successor->error && !(successor->flags & TaskCore::kManual)) {
       // Not set_final: a task the application cancelled while it waited stays cancelled.
       transition(successor, TaskStatus::pending, TaskStatus::failed);
+      newly_final.push_back(successor);
+    } else if (!(successor->flags & TaskCore::kManual) && gave_up_.load(std::memory_order_acquire)) {
+      // The shutdown gave up on the work: no worker may be left to run it.
+      transition(successor, TaskStatus::pending, TaskStatus::cancelled, given_up_marks());
       newly_final.push_back(successor);
     } else if (!(successor->flags & TaskCore::kManual) &&
                !transition(successor, TaskStatus::pending, TaskStatus::ready)) {
@@ -598,15 +624,23 @@ bool Engine::wait_all(const std::chrono::steady_clock::time_point* deadline) {
   if (simulating()) {
     simulate_while_waiting([this] { return outstanding_.load(std::memory_order_seq_cst) == 0; }, deadline);
   }
-  while (outstanding_.load(std::memory_order_seq_cst) != 0) {
+  // Once shutdown_until has given up on the work, nothing is left to wait for (give_up_waits):
+  // the wait ends, saying that the work did not finish.
+  const auto finished = [this] {
+    return outstanding_.load(std::memory_order_seq_cst) == 0 && !gave_up_.load(std::memory_order_seq_cst);
+  };
+  const auto over = [this] {
+    return outstanding_.load(std::memory_order_seq_cst) == 0 || gave_up_.load(std::memory_order_seq_cst);
+  };
+  while (!over()) {
     all_done_waiters_.fetch_add(1, std::memory_order_seq_cst);
     std::uint32_t epoch = all_done_epoch_.load(std::memory_order_seq_cst);
     bool in_time = true;
-    if (outstanding_.load(std::memory_order_seq_cst) != 0) in_time = futex_wait(all_done_epoch_, epoch, deadline);
+    if (!over()) in_time = futex_wait(all_done_epoch_, epoch, deadline);
     all_done_waiters_.fetch_sub(1, std::memory_order_seq_cst);
-    if (!in_time) return outstanding_.load(std::memory_order_seq_cst) == 0;
+    if (!in_time) return finished();
   }
-  return true;
+  return finished();
 }
 
 void Engine::wait_all_saying_why_it_lasts() {
@@ -678,11 +712,131 @@ unsigned Engine::shutdown_until(std::chrono::steady_clock::time_point deadline) 
       if (recorder_) recorder_->finish(now());
       execution_->report(scheduler_name_, now());
       stopped_.store(true, std::memory_order_release);
+      give_up_waits();  // nobody waits for ever for what will never run, or never end
       return left;
     }
   }
   shutdown();
   return 0;
+}
+
+namespace {
+
+// The threads blocked waiting for a task (WaitingFor), across runtimes: a shutdown that gives up
+// on its work ends the tasks its waits are for. Touched only by a thread about to block and
+// when it wakes, never on a task's way through the engine. Never destroyed: a wait may outlive
+// static destruction.
+std::mutex& waits_mutex() {
+  static auto* mutex = new std::mutex;
+  return *mutex;
+}
+WaitingFor* waits_head = nullptr;  // waits_mutex()
+
+}  // namespace
+
+WaitingFor::WaitingFor(TaskCore* waited) noexcept : task(waited) {
+  Engine* engine = nullptr;
+  {
+    std::lock_guard guard(waits_mutex());
+    // Ended meanwhile, its engine may be gone already (the wait then returns at once); not
+    // ended, its engine still waits for it, or was left by a shutdown that gave up.
+    if (is_final(waited->status())) return;
+    engine = waited->runtime;
+    // Read under the lock that give_up_waits sets it under: either the wait is listed before
+    // the shutdown gives up (and ended then), or it sees that it gave up (and ends it here).
+    if (!engine->gave_up()) {
+      next = waits_head;
+      if (next != nullptr) next->prev = this;
+      waits_head = this;
+      listed = true;
+      return;
+    }
+  }
+  engine->give_up_on(waited);
+}
+
+WaitingFor::~WaitingFor() {
+  if (!listed) return;
+  std::lock_guard guard(waits_mutex());  // not the engine's: it may be gone once the wait ended
+  (prev != nullptr ? prev->next : waits_head) = next;
+  if (next != nullptr) next->prev = prev;
+}
+
+void Engine::give_up_waits() {
+  std::vector<TaskCore*> waited;
+  {
+    std::lock_guard guard(waits_mutex());
+    gave_up_.store(true, std::memory_order_seq_cst);
+    for (const WaitingFor* wait = waits_head; wait != nullptr; wait = wait->next) {
+      if (wait->task->runtime != this) continue;
+      retain(wait->task);  // the waiter's future may go as soon as its wait ends
+      waited.push_back(wait->task);
+    }
+  }
+  // wait_all looks at gave_up_ (set above) whenever it wakes.
+  all_done_epoch_.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(all_done_epoch_);
+  // Running tasks first: their dependents then fail saying what they depended on, rather than
+  // being cancelled for want of a worker.
+  std::stable_partition(waited.begin(), waited.end(),
+                        [](const TaskCore* task) { return task->status() == TaskStatus::running; });
+  for (TaskCore* task : waited) {
+    give_up_on(task);
+    release(task);
+  }
+}
+
+void Engine::give_up_on(TaskCore* task) noexcept {
+  if (task->flags & TaskCore::kManual) {
+    // when_any's result ends with the first of its inputs to end; other manual tasks (an
+    // acquisition, say) are their owners' to end.
+    std::vector<TaskCore*> inputs;
+    try {
+      inputs = when_any_inputs(task);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): no room to list them: the wait goes on
+    }
+    for (TaskCore* input : inputs) {
+      if (input->runtime == this) give_up_on(input);
+      release(input);
+    }
+    return;
+  }
+  const std::uint32_t marks = given_up_marks() | TaskCore::kToldEarlyBit;
+  for (;;) {
+    const TaskStatus status = task->status();
+    if (is_final(status)) return;  // ended already, by whoever ended it
+    // Not started: cancelled. Its queue's entry, if any, stays; a thread that takes it finishes
+    // it (begin), as for a task the application cancelled.
+    if (status == TaskStatus::running ? abandon_running(task, marks)
+                                      : transition(task, status, TaskStatus::cancelled, marks)) {
+      break;
+    }
+  }
+  count_task_done();
+  cancel_queued(task);  // its dependents are told now
+}
+
+bool Engine::abandon_running(TaskCore* task, std::uint32_t marks) noexcept {
+  std::exception_ptr error;
+  try {
+    error = std::make_exception_ptr(CancelledError(
+        "hetflow: task '" + std::string(task->display_name()) +
+        "' did not finish: the runtime's shutdown_until gave up on it while it ran (its body may still be running, "
+        "detached)"));
+  } catch (...) {
+    error = std::current_exception();
+  }
+  // Against conclude's error path, which writes the task's error under this lock too.
+  std::lock_guard guard(task->lock);
+  std::uint32_t old = task->state.load(std::memory_order_relaxed);
+  do {
+    if (static_cast<TaskStatus>(old & TaskCore::kStatusMask) != TaskStatus::running) return false;
+    // Marked first, still running: from now on the thread that runs it publishes nothing.
+  } while (!task->state.compare_exchange_weak(old, old | TaskCore::kGivenUpBit, std::memory_order_acq_rel,
+                                              std::memory_order_relaxed));
+  task->error = std::move(error);
+  set_final(task, TaskStatus::failed, marks);
+  return true;
 }
 
 std::shared_ptr<HandleImpl> Engine::register_data(void* ptr, const DataLayout& layout, std::string name) {

@@ -154,7 +154,8 @@ class Engine final : public DataContext {
   /// False if it has started already: the owner then ends it itself.
   [[nodiscard]] bool give_up_on_start(TaskCore* token, std::uint8_t flag) noexcept;
 
-  /// Returns false if the deadline passed first.
+  /// Returns false if the deadline passed first, or at once once shutdown_until gave up on the
+  /// work.
   bool wait_all(const std::chrono::steady_clock::time_point* deadline = nullptr);
   void shutdown();
   /// From now on, tasks that have not started are cancelled instead of run, and drivers stop
@@ -165,8 +166,19 @@ class Engine final : public DataContext {
   /// shutdown() for a runtime that may have workers stuck in tasks that never return: waits
   /// for the work until `deadline`, stops the workers that are free by then (they end their
   /// drivers' workers: process workers are reaped) and leaves the others running, detached.
-  /// Returns how many were left; if any, this object must never be destroyed (they use it).
+  /// Then it gives up on the work left: every wait for it ends (give_up_on each task waited
+  /// for, now or later; wait_all returns false). Returns how many threads were left; if any, this
+  /// object must never be destroyed (they use it).
   unsigned shutdown_until(std::chrono::steady_clock::time_point deadline);
+  /// Whether shutdown_until gave up on the work left.
+  [[nodiscard]] bool gave_up() const noexcept { return gave_up_.load(std::memory_order_acquire); }
+  /// After shutdown_until gave up: ends `task` now for whoever waits for it, if it has not ended.
+  /// A task that had not started is cancelled; one still running (in a thread left detached)
+  /// fails with CancelledError, and its body's own end, if it comes, changes nothing. Either way
+  /// it counts as finished and its dependents are told at once (they fail with DependencyError).
+  /// when_any's result ends with its inputs, given up on; other manual tasks (acquisitions) are
+  /// left to their owners.
+  void give_up_on(TaskCore* task) noexcept;
   /// Submitted tasks not finished yet (what wait_all waits for).
   [[nodiscard]] std::int64_t outstanding() const noexcept { return outstanding_.load(std::memory_order_acquire); }
   [[nodiscard]] bool accepting_from_this_thread() const noexcept;
@@ -311,6 +323,16 @@ class Engine final : public DataContext {
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> aborting_{false};
   std::atomic<bool> aborted_{false};  // abort(), not cancel_pending(): the work was given up
+  std::atomic<bool> gave_up_{false};  // shutdown_until passed its deadline (see give_up_on)
+  /// give_up_on for a running task: false if it was not running (any more).
+  bool abandon_running(TaskCore* task, std::uint32_t marks) noexcept;
+  /// The bits a task ended by the give-up keeps with its final status.
+  [[nodiscard]] std::uint32_t given_up_marks() const noexcept {
+    return TaskCore::kGivenUpBit | (aborted_.load(std::memory_order_acquire) ? TaskCore::kAfterAbortBit : 0);
+  }
+  /// Ends the waits for the work left when shutdown_until gives up: wait_all's, and those blocked
+  /// for a task of this engine (WaitingFor), whose tasks it ends (give_up_on).
+  void give_up_waits();
   static std::mutex& live_engines_mutex();
   static std::unordered_set<const Engine*>& live_engines();
   std::atomic<bool> stopped_{false};

@@ -105,6 +105,12 @@ std::vector<TaskCore*> retained_inputs(const TaskCore* task) {
   return found->second;
 }
 
+}  // namespace
+
+std::vector<TaskCore*> when_any_inputs(const TaskCore* task) { return retained_inputs(task); }
+
+namespace {
+
 // Throws Error if a wait for `awaited` on this thread would never end: the task cannot start
 // before a task this thread runs ends, or before the thread releases what it acquired.
 // `frames`: the tasks the calling thread runs; `budget`: the tasks looked at, at most.
@@ -359,6 +365,10 @@ void check_wait_all_can_end(Runtime& runtime) {
 void wait(TaskCore* task) {
   if (is_final(task->status())) return;
   task->runtime->check_not_forked("hetflow::Future::wait");
+  if (task->runtime->gave_up()) {
+    task->runtime->give_up_on(task);  // what shutdown_until gave up on ends now for its waiters
+    if (is_final(task->status())) return;
+  }
   if (task->runtime->simulating()) {
     check_wait_can_end(task);  // the simulation would look for ever for a way on
     task->runtime->simulate_while_waiting([task] { return is_final(task->status()); });
@@ -371,6 +381,10 @@ void wait(TaskCore* task) {
 bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline) {
   if (is_final(task->status())) return true;
   task->runtime->check_not_forked("hetflow::Future::wait_until");
+  if (task->runtime->gave_up()) {
+    task->runtime->give_up_on(task);
+    if (is_final(task->status())) return true;
+  }
   if (task->runtime->simulating()) {
     task->runtime->simulate_while_waiting([task] { return is_final(task->status()); }, &deadline);
   }
@@ -396,16 +410,22 @@ void complete_manual(TaskCore* task, std::exception_ptr error) noexcept {
 void rethrow_if_failed(const TaskCore* task) {
   switch (task->status()) {
     case TaskStatus::failed: std::rethrow_exception(task->error);
-    case TaskStatus::cancelled: throw CancelledError(std::string("task '") + task->display_name() + "' was cancelled");
+    case TaskStatus::cancelled: std::rethrow_exception(cancelled_error(task));
     default: return;
   }
+}
+
+std::exception_ptr cancelled_error(const TaskCore* task) noexcept {
+  const bool given_up = (task->state.load(std::memory_order_acquire) & TaskCore::kGivenUpBit) != 0;
+  return std::make_exception_ptr(
+      CancelledError(std::string("task '") + task->display_name() + "' was cancelled" +
+                     (given_up ? ": the runtime's shutdown_until gave up on it before it started" : "")));
 }
 
 std::exception_ptr error_of(const TaskCore* task) noexcept {
   switch (task->status()) {
     case TaskStatus::failed: return task->error;
-    case TaskStatus::cancelled:
-      return std::make_exception_ptr(CancelledError(std::string("task '") + task->display_name() + "' was cancelled"));
+    case TaskStatus::cancelled: return cancelled_error(task);
     default: return nullptr;
   }
 }

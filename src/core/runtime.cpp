@@ -546,7 +546,11 @@ std::vector<std::string> Runtime::memory_nodes() const {
 void Runtime::wait_all() {
   impl_->check_not_forked("hetflow::Runtime::wait_all");
   detail::check_wait_all_can_end(*this);
-  impl_->wait_all();
+  if (!impl_->wait_all()) {  // without a deadline, only once shutdown_until gave up on the work
+    throw CancelledError(
+        "hetflow::Runtime::wait_all: the work did not finish: the runtime's shutdown_until gave up on it (the futures "
+        "of the tasks it gave up on say how each ended)");
+  }
 }
 bool Runtime::wait_all_until(std::chrono::steady_clock::time_point deadline) {
   impl_->check_not_forked("hetflow::Runtime::wait_all_until");

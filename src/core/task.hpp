@@ -126,6 +126,13 @@ struct TaskCore : ext::SchedTask {
   static constexpr std::uint32_t kEntryDroppedBit = 0x800;
   static constexpr std::uint32_t kContentsGoneBit = 0x1000;
   static constexpr std::uint32_t kClaimBits = kClaimedBit | kEntryDroppedBit | kContentsGoneBit;
+  // Ended because shutdown_until gave up on the work (Engine::give_up_on): cancelled before it
+  // started, or failed while its body still ran, detached (the body's own end then changes
+  // nothing).
+  static constexpr std::uint32_t kGivenUpBit = 0x2000;
+  // Its end was counted and told to its successors when the shutdown gave up on it: its finish,
+  // if it ever comes, only drops the engine's reference.
+  static constexpr std::uint32_t kToldEarlyBit = 0x4000;
   static constexpr std::size_t kInlineStorage = 40;
   static constexpr std::size_t kInlineAccesses = 4;
   /// Successor links: bit 0 marks a CompletionCallback*; bit 1 a successor task that waits for

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -104,9 +105,9 @@ TEST(RuntimeControl, ShutdownUntilLeavesAWorkerStuckInATaskRunning) {
   EXPECT_GE(std::chrono::steady_clock::now() - begin, 100ms);
   EXPECT_TRUE(rt->is_shut_down());
   EXPECT_FALSE(finished.load());
-  gate.open();  // the worker finishes its task and leaves
-  stuck.wait();
-  EXPECT_TRUE(finished.load());
+  EXPECT_THROW(stuck.get(), CancelledError);  // given up on: its future does not wait for the body
+  gate.open();                                // the worker finishes its task and leaves
+  while (!finished.load()) std::this_thread::sleep_for(1ms);
 }
 
 TEST(RuntimeControlDeathTest, ARuntimeDestroyedInsideItsOwnTaskSaysSo) {
@@ -126,11 +127,13 @@ TEST(RuntimeControl, ShutdownUntilCancelsWhatHadNotStartedWhenTheTimeIsUp) {
   auto* rt = new Runtime(Config{.ncpus = 1});  // leaked on purpose, as above
   Gate gate;
   Signal started;
+  std::atomic<bool> returned{false};
   int value = 0;
   DataHandle handle = rt->register_variable(value);
   auto stuck = rt->submit([&] {
     started.raise();
     gate.wait();
+    returned.store(true);
   });
   std::vector<hetflow::Future<void>> queued;
   for (int i = 0; i < 5; ++i) {
@@ -139,10 +142,174 @@ TEST(RuntimeControl, ShutdownUntilCancelsWhatHadNotStartedWhenTheTimeIsUp) {
   started.wait();
   EXPECT_EQ(rt->shutdown_until(std::chrono::steady_clock::now() + 100ms), 1U);
   gate.open();
-  stuck.wait();
+  while (!returned.load()) std::this_thread::sleep_for(1ms);  // the worker now takes the queued ones
   EXPECT_THROW(queued[0].get(), CancelledError);
   for (std::size_t i = 1; i < queued.size(); ++i) EXPECT_THROW(queued[i].get(), hetflow::DependencyError);
   EXPECT_EQ(value, 0);
+}
+
+// What a task left stuck by shutdown_until shares with the test: on the heap, since its thread
+// outlives the test (the test lets it go at its end, and waits until its body has returned).
+struct StuckTask {
+  Gate gate;
+  Signal started;
+  std::atomic<bool> returned{false};
+  std::weak_ptr<int> result;  // what the body returned, once it has
+};
+
+hetflow::Future<std::shared_ptr<int>> submit_stuck(Runtime& rt, const std::shared_ptr<StuckTask>& stuck) {
+  auto future = rt.submit(TaskOptions{.name = "stuck"}, [stuck] {
+    stuck->started.raise();
+    stuck->gate.wait();
+    auto result = std::make_shared<int>(7);
+    stuck->result = result;
+    stuck->returned.store(true);
+    return result;
+  });
+  stuck->started.wait();
+  return future;
+}
+
+// The error a future raises, as text ("" if none).
+template <class F>
+std::string error_text(const F& future) {
+  try {
+    future.get();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(RuntimeControl, ShutdownUntilEndsTheWaitsForWhatItGaveUpOn) {
+  // A thread waiting for a task queued behind a worker stuck in its task, for that task itself,
+  // or for all the work, waited for ever once shutdown_until had given up on them.
+  auto* rt = new Runtime(Config{.ncpus = 1});  // leaked on purpose: the stuck worker still uses it
+  auto stuck_state = std::make_shared<StuckTask>();
+  auto stuck = submit_stuck(*rt, stuck_state);
+  auto queued = rt->submit(TaskOptions{.name = "queued"}, [] { return 1; });  // behind the stuck worker
+  auto dependent = rt->submit(TaskOptions{.after = {stuck}, .name = "dependent"}, [] { return 2; });
+  auto joined = hetflow::when_all(std::vector<hetflow::Future<int>>{queued, dependent});
+
+  std::atomic<int> woken{0};
+  std::string queued_error;
+  std::string stuck_error;
+  std::string joined_error;
+  std::thread on_queued([&] {
+    queued_error = error_text(queued);
+    woken.fetch_add(1);
+  });
+  std::thread on_stuck([&] {
+    stuck_error = error_text(stuck);
+    woken.fetch_add(1);
+  });
+  std::thread on_joined([&] {
+    joined_error = error_text(joined);
+    woken.fetch_add(1);
+  });
+  std::atomic<bool> all_cancelled{false};
+  std::thread on_all([&] {
+    try {
+      rt->wait_all();
+    } catch (const CancelledError&) {
+      all_cancelled.store(true);
+    }
+    woken.fetch_add(1);
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(woken.load(), 0);
+
+  EXPECT_EQ(rt->shutdown_until(std::chrono::steady_clock::now() + 100ms), 1U);
+  on_queued.join();
+  on_stuck.join();
+  on_joined.join();
+  on_all.join();
+  EXPECT_EQ(woken.load(), 4);
+  EXPECT_TRUE(all_cancelled.load());  // the work did not finish
+  EXPECT_FALSE(stuck_state->returned.load());
+
+  EXPECT_THROW(queued.get(), CancelledError);
+  EXPECT_NE(queued_error.find("shutdown_until gave up on it before it started"), std::string::npos) << queued_error;
+  EXPECT_THROW(stuck.get(), CancelledError);
+  EXPECT_NE(stuck_error.find("gave up on it while it ran"), std::string::npos) << stuck_error;
+  EXPECT_THROW(dependent.get(), hetflow::DependencyError);  // what it depends on failed
+  EXPECT_FALSE(joined_error.empty());
+  EXPECT_THROW(joined.get(), hetflow::Error);
+  const auto asked = std::chrono::steady_clock::now();
+  EXPECT_THROW(rt->wait_all(), CancelledError);  // at once: nothing is left to wait for
+  EXPECT_FALSE(rt->wait_all_until(std::chrono::steady_clock::now() + 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, 5s);
+
+  // The stuck body ends later: its end changes nothing, and what it returned is let go.
+  stuck_state->gate.open();
+  while (!stuck_state->returned.load()) std::this_thread::sleep_for(1ms);
+  const auto patience = std::chrono::steady_clock::now() + 10s;
+  while (!stuck_state->result.expired() && std::chrono::steady_clock::now() < patience) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_TRUE(stuck_state->result.expired());
+  EXPECT_EQ(error_text(stuck), stuck_error);
+  EXPECT_THROW(queued.get(), CancelledError);
+  EXPECT_THROW(dependent.get(), hetflow::DependencyError);
+  while (rt->unfinished_tasks() != 0 && std::chrono::steady_clock::now() < patience) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(rt->unfinished_tasks(), 0U);
+}
+
+TEST(RuntimeControl, ATaskEndingAsShutdownUntilGivesUpEndsOnce) {
+  // The body returns about when the shutdown gives up on it: its future gets one outcome, its
+  // value or CancelledError, and keeps it.
+  for (int round = 0; round < 30; ++round) {
+    auto* rt = new Runtime(Config{.ncpus = 1});
+    auto stuck_state = std::make_shared<StuckTask>();
+    auto stuck = submit_stuck(*rt, stuck_state);
+    std::string first;
+    std::thread waiter([&] {
+      try {
+        first = std::to_string(*stuck.get());
+      } catch (const CancelledError& e) {
+        first = e.what();
+      }
+    });
+    const auto deadline = std::chrono::steady_clock::now() + 20ms;
+    std::thread releaser([&] {
+      std::this_thread::sleep_until(deadline + std::chrono::microseconds(100 * (round % 10)) - 500us);
+      stuck_state->gate.open();
+    });
+    const unsigned left = rt->shutdown_until(deadline);
+    waiter.join();
+    releaser.join();
+    while (!stuck_state->returned.load()) std::this_thread::sleep_for(1ms);
+    EXPECT_TRUE(first == "7" || first.find("gave up on it while it ran") != std::string::npos) << first;
+    std::string again;
+    try {
+      again = std::to_string(*stuck.get());
+    } catch (const CancelledError& e) {
+      again = e.what();
+    }
+    EXPECT_EQ(again, first);
+    if (left == 0) delete rt;  // else leaked on purpose, as above
+  }
+}
+
+TEST(RuntimeControl, AWaitBeganAfterShutdownUntilGaveUpEndsAtOnce) {
+  auto* rt = new Runtime(Config{.ncpus = 1});  // leaked on purpose, as above
+  auto stuck_state = std::make_shared<StuckTask>();
+  auto stuck = submit_stuck(*rt, stuck_state);
+  auto queued = rt->submit([] {});
+  auto after_queued = rt->submit(TaskOptions{.after = {queued}}, [] {});
+  auto any = hetflow::when_any(std::vector<hetflow::FutureBase>{queued, after_queued});
+  EXPECT_EQ(rt->shutdown_until(std::chrono::steady_clock::now() + 50ms), 1U);
+  EXPECT_TRUE(any.wait_for(10s));  // its inputs are given up on, and it ends with the first
+  EXPECT_THROW(rt->wait_all(), CancelledError);
+  const auto begin = std::chrono::steady_clock::now();
+  EXPECT_TRUE(stuck.wait_for(10s));  // given up on: it ends at once
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, 5s);
+  EXPECT_THROW(stuck.get(), CancelledError);
+  EXPECT_THROW(queued.get(), CancelledError);
+  EXPECT_THROW(after_queued.get(), hetflow::DependencyError);
+  stuck_state->gate.open();
+  while (!stuck_state->returned.load()) std::this_thread::sleep_for(1ms);
+  EXPECT_THROW(stuck.get(), CancelledError);
 }
 
 }  // namespace
