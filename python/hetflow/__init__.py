@@ -177,9 +177,9 @@ def init(
     recently used copies are written back and evicted beyond it (``HETFLOW_MEMORY_LIMITS``).
 
     A restart shuts the running runtime down (after its work) before it starts the new one; a
-    task another thread submits meanwhile waits for the new runtime and runs there (RuntimeError,
-    saying a restart was under way, for a thread holding an acquisition of the old runtime, or
-    when the new one did not start).
+    task another thread submits meanwhile is refused with RuntimeError saying a restart is under
+    way (waiting for the new runtime instead could wait for ever, when the old work waits for
+    that thread).
 
     >>> with hetflow.init(ncpus=4, trace="trace.json"):
     ...     hetflow.task_submit(print, "hello").result()
@@ -207,11 +207,7 @@ def insert(
     >>> gemm = hetflow.Codelet("gemm", cpu=gemm_numpy, cuda=gemm_cupy, model="gemm")
     >>> hetflow.insert(gemm, hetflow.RW(c), a, b).result()
     """
-    runtime = _runtime.current()
-    try:
-        return _insert_codelet(runtime, codelet, args, priority, where, name)
-    except _runtime.RuntimeReplaced:  # hetflow.init() in another thread restarted it meanwhile
-        return _insert_codelet(_runtime.successor_of(runtime), codelet, args, priority, where, name)
+    return _insert_codelet(_runtime.current(), codelet, args, priority, where, name)
 
 
 def shutdown(timeout: Optional[float] = None, cancel_futures: bool = False) -> None:

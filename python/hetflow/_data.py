@@ -362,11 +362,6 @@ class HandleRegistry:
                             f"a view overlapping it, that this one ({mode}) would wait for; release it first"
                         )
 
-    def held_by(self, thread: int) -> bool:
-        """Whether thread ``thread`` (its ``threading.get_ident()``) holds an acquisition."""
-        with self._lock:
-            return any(entry[2] == thread for entries in self._acquired.values() for entry in entries)
-
     def held(self, view: View) -> bool:
         """Whether the program holds an acquisition of the view (which brought its data home)."""
         with self._lock:

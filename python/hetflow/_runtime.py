@@ -418,11 +418,6 @@ class Runtime:
             raise TypeError(f"hetflow: {func!r} is not callable")
         refuse_async_function(func, "hetflow")
         if self._closed and not self._takes_follow_ups():
-            if self._replaced:  # hetflow.init() in another thread: the task goes to the new runtime
-                return successor_of(self).submit(
-                    func, args, kwargs, executor=executor, name=name, priority=priority, perfmodel=perfmodel,
-                    size=size, on=on,
-                )
             raise RuntimeError(self._closed_message())
         if sys.is_finalizing():
             raise _finalizing_error("submit a task")
@@ -508,8 +503,6 @@ class Runtime:
         from hetflow._codelet import CodeletFuture
 
         if self._closed and not self._takes_follow_ups():
-            if self._replaced:  # its accesses are this runtime's: hetflow.insert submits it again
-                raise RuntimeReplaced(self._closed_message())
             raise RuntimeError(self._closed_message())
         if sys.is_finalizing():
             raise _finalizing_error("submit a task")
@@ -963,7 +956,7 @@ class Runtime:
                 callback_thread.join(timeout=5)
 
     _draining = False  # shutdown is waiting for the submitted work
-    _replaced = False  # hetflow.init() is replacing it (or has): see successor_of
+    _replaced = False  # hetflow.init() is replacing it (or has)
 
     def _takes_follow_ups(self) -> bool:
         """While shutdown waits for the work, the tasks of that work may still submit the tasks
@@ -983,6 +976,11 @@ class Runtime:
             return (
                 "hetflow: this runtime belongs to the parent process, from before this process was forked; "
                 "hetflow calls here start a new one (hetflow.init() or first use)"
+            )
+        if self._replaced:
+            return (
+                "hetflow: cannot submit a task: hetflow.init() is replacing this runtime with a new one (it waits for "
+                "this one's work first); submit again once hetflow.init() has returned"
             )
         return "hetflow: cannot submit a task: the runtime has been shut down"
 
@@ -1279,7 +1277,8 @@ def start(settings: Settings) -> Runtime:
                 "hetflow.init(...) before hetflow.mpi.init()"
             )
         if _current is not None:
-            # Submissions from other threads meanwhile wait for the new runtime (successor_of).
+            # Submissions from other threads meanwhile are refused, saying why. Waiting for the new
+            # runtime could wait for ever: the old work may wait for the submitting thread.
             _current._replaced = True
             try:
                 _current.shutdown()
@@ -1287,34 +1286,6 @@ def start(settings: Settings) -> Runtime:
                 _current = None
         _current = Runtime(**settings.as_keywords())
         return _current
-
-
-class RuntimeReplaced(RuntimeError):
-    """A submission refused by a runtime that ``hetflow.init()`` is replacing: submit again to
-    ``successor_of(it)``."""
-
-
-def successor_of(runtime: Runtime) -> Runtime:
-    """The runtime that ``hetflow.init()``, in another thread, starts in place of ``runtime``,
-    once it has: a submission that the old one refuses (it is shut down first, after its work)
-    waits for the restart and goes to the new one, rather than fail. Raises RuntimeError,
-    saying a restart was under way, where it cannot wait (this thread holds acquisitions that the
-    old runtime's work may wait for) or the new runtime did not start."""
-    handles = runtime._handles
-    if handles is not None and handles.held_by(threading.get_ident()):
-        raise RuntimeError(
-            "hetflow: cannot submit a task: hetflow.init() in another thread is restarting the runtime, after the "
-            "work of the old one, and this thread holds acquisitions (hetflow.acquire) of it that the work may wait "
-            "for; release them, then submit again"
-        )
-    with _current_lock:  # held by hetflow.init() until the new runtime has started
-        successor = _current
-    if successor is None or successor is runtime or successor._closed:
-        raise RuntimeError(
-            "hetflow: cannot submit a task: hetflow.init() in another thread was restarting the runtime, and no "
-            "new runtime is running (it did not start, or was shut down since); submit again to start one"
-        )
-    return successor
 
 
 def stop(timeout: Optional[float] = None, cancel_futures: bool = False) -> None:
