@@ -109,7 +109,9 @@ class HETFLOW_API Acquisition {
 ///
 /// A runtime belongs to the process that created it: in a child made by fork() (where its
 /// worker threads do not exist) submitting, waiting and acquiring throw hetflow::Error, and
-/// shutdown() and the destructor return at once. The child can create a Runtime of its own.
+/// shutdown(), abort(), cancel_pending() and the destructor return at once (doing nothing: abort
+/// would end the parent's worker processes), as Future::cancel() does, returning false. The
+/// child can create a Runtime of its own.
 class HETFLOW_API Runtime {
  public:
   explicit Runtime(Config config = {});

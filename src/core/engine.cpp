@@ -288,8 +288,53 @@ void Engine::submit(TaskCore* task, const std::vector<FutureBase>& after) {
   if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) make_ready(task);
 }
 
+namespace {
+
+// The manual tasks (acquisitions, unregistrations...) that became ready on this thread while it
+// was starting another, if it is. Starting one calls back (acquire_then) or completes it, which
+// makes the next one on the data ready: 100,000 acquire_then in a row, each released in its
+// callback, started each inside the one before, and overflowed the stack. They wait here, in
+// order, for the outermost start instead.
+thread_local std::vector<TaskCore*>* tl_manual_starts = nullptr;
+
+}  // namespace
+
 void Engine::make_ready(TaskCore* task) {
   if (task->flags & TaskCore::kManual) {
+    if (tl_manual_starts != nullptr) {
+      try {
+        tl_manual_starts->push_back(task);
+        return;
+      } catch (...) {  // no memory left to list it: started here, one call deeper
+      }
+      start_manual(task);
+      return;
+    }
+    std::vector<TaskCore*> later;
+    struct Outermost {
+      ~Outermost() { tl_manual_starts = nullptr; }
+    } outermost;
+    tl_manual_starts = &later;
+    start_manual(task);  // throws, if it does, before it makes others ready (acquire_then's copy home)
+    // Inside this one's completion (noexcept) before: an error still ends the process.
+    const auto start_later = [](TaskCore* next) noexcept { next->runtime->start_manual(next); };
+    for (std::size_t next = 0; next < later.size(); ++next) start_later(later[next]);
+    return;
+  }
+  if (task->error) {
+    transition(task, TaskStatus::pending, TaskStatus::failed);  // a task cancelled meanwhile stays cancelled
+    finish(task);
+    return;
+  }
+  if (!transition(task, TaskStatus::pending, TaskStatus::ready)) {
+    finish(task);  // cancelled while it waited
+    return;
+  }
+  push_ready(task);
+}
+
+void Engine::start_manual(TaskCore* task) {
+  {
     ManualCallback on_start;
     if (task->flags & TaskCore::kCallsBack) {
       auto* stored = std::launder(reinterpret_cast<ManualCallback*>(task->inline_storage));
@@ -319,18 +364,7 @@ void Engine::make_ready(TaskCore* task) {
       complete_manual(task);
     }
     if (abandoned) complete_manual(task);
-    return;
   }
-  if (task->error) {
-    transition(task, TaskStatus::pending, TaskStatus::failed);  // a task cancelled meanwhile stays cancelled
-    finish(task);
-    return;
-  }
-  if (!transition(task, TaskStatus::pending, TaskStatus::ready)) {
-    finish(task);  // cancelled while it waited
-    return;
-  }
-  push_ready(task);
 }
 
 void Engine::push_ready(TaskCore* task) {
@@ -666,6 +700,35 @@ void Engine::wait_all_saying_why_it_lasts() {
   wait_all();
 }
 
+void Engine::wait_for_acquisitions_saying_why(const std::vector<std::shared_ptr<HandleImpl>>& handles) {
+  // With no task after it, an acquisition nobody here may release (moved away from the thread
+  // that made it, or made by a thread gone since) held the shutdown in unregister for ever
+  // without a word: wait_all had nothing to wait for.
+  const auto held = [&handles] {
+    std::string names;
+    for (const auto& handle : handles) {
+      std::lock_guard guard(handle->dep_lock);
+      for (const auto& acquisition : handle->acquisitions) {
+        names += std::string(names.empty() ? "" : ", ") + acquisition.token->display_name();
+      }
+    }
+    return names;
+  };
+  const auto patience = std::chrono::seconds(10);
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  for (std::string names = held(); !names.empty(); names = held()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::fputs(("hetflow: the runtime's shutdown has waited " + std::to_string(patience.count()) +
+                  " s for acquisitions still held, which it unregisters the data of: " + names +
+                  " (release them before the runtime is destroyed)\n")
+                     .c_str(),
+                 stderr);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 void Engine::abort() {
   aborted_.store(true, std::memory_order_release);
   aborting_.store(true, std::memory_order_release);
@@ -686,6 +749,7 @@ void Engine::shutdown() {
     std::lock_guard registry_guard(registry_mutex_);
     handles = registry_;
   }
+  wait_for_acquisitions_saying_why(handles);
   for (auto& handle : handles) unregister(*handle);
   execution_->stop();
   PerfModelRegistry::instance().save_all();

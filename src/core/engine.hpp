@@ -64,6 +64,8 @@ class Engine final : public DataContext {
   /// Submits a task: admitted first unless manual.
   void submit(TaskCore* task, const std::vector<FutureBase>& after);
   void make_ready(TaskCore* task);
+  /// make_ready for a manual task: calls it back, or completes it, as its kind says.
+  void start_manual(TaskCore* task);
   /// The worker's next task: one pinned to it first, else the scheduler's choice.
   /// `ahead`: the worker still runs a task and takes its next one early (look_ahead).
   /// A task the scheduler gives a worker whose memory node can never hold the task's data goes
@@ -340,6 +342,9 @@ class Engine final : public DataContext {
   /// wait_all() for shutdown, saying on stderr after a while which acquisitions, still held, the
   /// tasks wait for (one moved away from the thread that made it is nobody's to release here).
   void wait_all_saying_why_it_lasts();
+  /// Before shutdown unregisters `handles`: waits for the acquisitions of them still held, which
+  /// unregistering waits for, saying so on stderr after a while as wait_all_saying_why_it_lasts.
+  void wait_for_acquisitions_saying_why(const std::vector<std::shared_ptr<HandleImpl>>& handles);
 
   struct Held {
     TaskCore* token;

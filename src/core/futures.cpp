@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/dependencies.hpp"
@@ -115,8 +116,8 @@ namespace {
 // before a task this thread runs ends, or before the thread releases what it acquired.
 // `frames`: the tasks the calling thread runs; `budget`: the tasks looked at, at most.
 void refuse_wait_that_never_ends(TaskCore* awaited, const RunningFrame* frames, std::size_t budget) {
-  std::vector<TaskCore*> inputs = retained_inputs(awaited);
-  if (inputs.empty()) {
+  std::vector<TaskCore*> held = retained_inputs(awaited);  // a reference on each, dropped on return
+  if (held.empty()) {
     refuse_wait_for_successor(frames, awaited, budget);
     refuse_wait_behind_own_acquisition(awaited, budget);
     return;
@@ -126,19 +127,37 @@ void refuse_wait_that_never_ends(TaskCore* awaited, const RunningFrame* frames, 
     ~ReleaseInputs() {
       for (TaskCore* input : inputs) release(input);
     }
-  } release_inputs{inputs};
+  } release_inputs{held};
+  const std::size_t count = held.size();
+  // Its inputs, theirs if they are when_any's too, and so on, in order, each once: it ends if
+  // any of them does. Looked at one after the other, not one call inside another: a when_any of
+  // a when_any of... 100,000 deep (`first = when_any(first, next)` in a loop) overflowed the
+  // stack, and one over the same future twice at each level took 2^depth steps.
+  std::vector<TaskCore*> to_visit(held.rbegin(), held.rend());
+  std::unordered_set<const TaskCore*> seen(held.begin(), held.end());
   std::string first_refusal;
-  for (TaskCore* input : inputs) {
+  while (!to_visit.empty()) {
+    TaskCore* input = to_visit.back();
+    to_visit.pop_back();
     if (is_final(input->status())) return;
-    try {
-      refuse_wait_that_never_ends(input, frames, budget);
-      return;  // this one may end, and the result with it
-    } catch (const Error& refusal) {
-      if (first_refusal.empty()) first_refusal = refusal.what();
+    const std::vector<TaskCore*> inner = retained_inputs(input);
+    if (inner.empty()) {
+      try {
+        refuse_wait_for_successor(frames, input, budget);
+        refuse_wait_behind_own_acquisition(input, budget);
+        return;  // this one may end, and the result with it
+      } catch (const Error& refusal) {
+        if (first_refusal.empty()) first_refusal = refusal.what();
+      }
+      continue;
+    }
+    held.insert(held.end(), inner.begin(), inner.end());
+    for (auto it = inner.rbegin(); it != inner.rend(); ++it) {
+      if (seen.insert(*it).second) to_visit.push_back(*it);
     }
   }
-  throw Error("hetflow: waiting for the result of when_any would never end: none of its " +
-              std::to_string(inputs.size()) + " futures can end (the first: " + first_refusal + ")");
+  throw Error("hetflow: waiting for the result of when_any would never end: none of its " + std::to_string(count) +
+              " futures can end (the first: " + first_refusal + ")");
 }
 
 void refuse_wait_that_never_ends(TaskCore* awaited) {
@@ -447,6 +466,8 @@ void* result_storage(TaskCore* task) noexcept { return task->storage(); }
 bool only_reference(const TaskCore* task) noexcept { return task->refs.load(std::memory_order_acquire) == 1; }
 
 bool cancel(TaskCore* task) noexcept {
+  if (is_final(task->status())) return false;  // its runtime may be gone
+  if (task->runtime->forked()) return false;   // the task is the parent's (see Runtime)
   // A pending task's dependents hear of it when its own dependencies end: told earlier, one
   // that only waits for it for order could overtake a task it waits for through it.
   if (transition(task, TaskStatus::pending, TaskStatus::cancelled)) {
@@ -485,6 +506,29 @@ Future<void> when_all(std::vector<FutureBase> futures) {
 
 namespace {
 
+// The results of when_any that this thread is to end, while it ends another, if it does. Ending
+// one tells its successors, among them a when_any over it: `first = when_any(first, next)` in a
+// loop ended each result inside the one before, and 100,000 of them overflowed the stack. They
+// wait here, in order, for the outermost instead.
+thread_local std::vector<TaskCore*>* tl_any_results = nullptr;
+
+void complete_any_result(TaskCore* result) noexcept {
+  if (tl_any_results != nullptr) {
+    try {
+      tl_any_results->push_back(result);  // the engine's reference keeps it until it ends
+      return;
+    } catch (...) {  // no memory left to list it: ended here, one call deeper
+    }
+    detail::complete_manual(result);
+    return;
+  }
+  std::vector<TaskCore*> later;
+  tl_any_results = &later;
+  detail::complete_manual(result);
+  for (std::size_t next = 0; next < later.size(); ++next) detail::complete_manual(later[next]);
+  tl_any_results = nullptr;
+}
+
 // The first input to finish writes its index and opens the gate the result task waits for.
 struct WhenAnyState {
   struct Link : detail::CompletionCallback {
@@ -508,7 +552,7 @@ struct WhenAnyState {
         detail::any_of_inputs().erase(state->result);
       }
       *static_cast<std::size_t*>(detail::result_storage(state->result)) = link->index;
-      detail::complete_manual(state->result);
+      complete_any_result(state->result);
     }
     if (state->outstanding.fetch_sub(1, std::memory_order_acq_rel) == 1) delete state;
   }

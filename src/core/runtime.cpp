@@ -424,6 +424,17 @@ Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
   return Acquisition(this, token, data, std::move(failure));
 }
 
+namespace {
+
+// The failure an acquisition of acquire_then's that reads and writes the data read (see there),
+// which it passes on when released without an error of its own; nullptr for others.
+std::exception_ptr inherited_failure(TaskCore* token) {
+  std::lock_guard guard(token->lock);
+  return std::exchange(token->error, nullptr);
+}
+
+}  // namespace
+
 void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::function<void(Acquisition)> ready) {
   check_mode(mode, "hetflow::Runtime::acquire_then");
   impl_->check_not_forked("hetflow::Runtime::acquire_then");
@@ -432,7 +443,18 @@ void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::funct
   HandleImpl& impl = check_handle(handle, *impl_, "hetflow::Runtime::acquire_then");
   auto on_start = [this, &impl, mode, ready = std::move(ready)](TaskCore* token) {
     // Handed on as they are (a send, say): a failure stays with the data for the tasks after.
+    // Read and written (RW), the acquisition is their last writer: it keeps the failure
+    // it read, to fail with when released (those tasks read after it, not after the writer).
+    std::exception_ptr inherited;
+    if (reads(mode) && writes(mode)) {
+      std::lock_guard guard(token->lock);
+      inherited = token->error;
+    }
     std::exception_ptr failure = detail::failure_read_by(token);
+    if (inherited) {
+      std::lock_guard guard(token->lock);
+      token->error = std::move(inherited);
+    }
     void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
     {
       std::lock_guard guard(impl.dep_lock);
@@ -464,7 +486,7 @@ void Runtime::release_acquisition(TaskCore* token, std::exception_ptr error) noe
       }
     }
     impl_->note_released(token);
-    if (held) detail::complete_manual(token, std::move(error));
+    if (held) detail::complete_manual(token, error ? std::move(error) : inherited_failure(token));
   }
   detail::release(token);  // the Acquisition object's reference
 }
@@ -484,7 +506,8 @@ void Runtime::release(const DataHandle& handle) {
   if (token == nullptr) {
     throw InvalidArgument("hetflow::Runtime::release: data handle " + display_quoted(impl->name) + " is not acquired");
   }
-  detail::complete_manual(token);  // the Acquisition object, if any, still holds its reference
+  // The Acquisition object, if any, still holds its reference.
+  detail::complete_manual(token, inherited_failure(token));
 }
 
 // Unregistering twice is harmless: the second call finds nothing to do.
@@ -560,8 +583,13 @@ void Runtime::shutdown() {
   if (impl_->forked()) return;  // nothing of it runs in a forked child: nothing to stop (see ~Runtime)
   impl_->shutdown();
 }
-void Runtime::abort() { impl_->abort(); }
-void Runtime::cancel_pending() noexcept { impl_->cancel_pending(); }
+// Nothing of it runs in a forked child, where aborting would end the parent's worker processes.
+void Runtime::abort() {
+  if (!impl_->forked()) impl_->abort();
+}
+void Runtime::cancel_pending() noexcept {
+  if (!impl_->forked()) impl_->cancel_pending();
+}
 std::size_t Runtime::unfinished_tasks() const noexcept {
   return static_cast<std::size_t>(std::max<std::int64_t>(0, impl_->outstanding()));
 }

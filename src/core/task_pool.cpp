@@ -2,6 +2,7 @@
 
 #include <memory>
 #include <new>
+#include <vector>
 
 #include "util/block_pool.hpp"
 
@@ -49,12 +50,43 @@ void return_to_pool(TaskCore* task) noexcept {
 
 }  // namespace
 
-void recycle_task(TaskCore* task) noexcept {
+namespace {
+
+void recycle_one(TaskCore* task) noexcept {
   release_contents(task);
   if (!(task->state.load(std::memory_order_acquire) & TaskCore::kClaimedBit) ||
       (task->state.fetch_or(TaskCore::kContentsGoneBit, std::memory_order_acq_rel) & TaskCore::kEntryDroppedBit)) {
     return_to_pool(task);
   }
+}
+
+// The tasks whose last reference went while this thread was recycling another, if it is. A
+// task's result or body may hold the futures of other tasks (a result that holds the future of
+// the task before it, and so on): recycled inside one another, a chain of 100,000 took as many
+// nested calls and overflowed the stack. They wait here for the outermost call instead.
+thread_local std::vector<TaskCore*>* tl_to_recycle = nullptr;
+
+}  // namespace
+
+void recycle_task(TaskCore* task) noexcept {
+  if (tl_to_recycle != nullptr) {
+    try {
+      tl_to_recycle->push_back(task);
+      return;
+    } catch (...) {  // no memory left to list it: recycled here, one call deeper
+    }
+    recycle_one(task);
+    return;
+  }
+  std::vector<TaskCore*> to_recycle;
+  tl_to_recycle = &to_recycle;
+  recycle_one(task);
+  while (!to_recycle.empty()) {
+    TaskCore* next = to_recycle.back();
+    to_recycle.pop_back();
+    recycle_one(next);
+  }
+  tl_to_recycle = nullptr;
 }
 
 void drop_claimed_entry(TaskCore* task) noexcept {

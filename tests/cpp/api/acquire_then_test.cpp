@@ -1,6 +1,7 @@
 // Runtime::acquire_then: host access handed to a callback once the data are ready, released
 // later from any thread, ordered with tasks like a blocking acquisition.
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
@@ -131,6 +132,77 @@ TEST(AcquireThen, TheAcquisitionNamesTheFailureOfTheLastWriter) {
   EXPECT_THROW(std::rethrow_exception(seen), std::runtime_error);
   // Handed on as they were (a send, say): the failure stays with the data for later readers.
   EXPECT_THROW(rt.submit({.data = {hetflow::R(handle)}}, [] {}).get(), hetflow::DependencyError);
+}
+
+// Read and written through acquire_then (RW), data a failed writer left are still not a
+// new version: the readers after fail as well. Written only (W), they are one.
+TEST(AcquireThen, ARewriteOfAFailedWritersDataIsNotANewVersion) {
+  for (AccessMode mode : {AccessMode::RW, AccessMode::W}) {
+    SCOPED_TRACE(std::string(hetflow::access_mode_name(mode)));
+    hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+    int value = 0;
+    auto handle = rt.register_variable(value);
+    rt.submit({.data = {hetflow::W(handle)}}, [] { throw std::runtime_error("writer broke"); });
+    std::exception_ptr seen;
+    rt.acquire_then(handle, mode, [&](Acquisition acquisition) {
+      seen = acquisition.failure();
+      *acquisition.as<int>() += 1;
+    });
+    auto reader = rt.submit({.data = {hetflow::R(handle)}}, [&] { return value; });
+    rt.wait_all();
+    if (mode == AccessMode::W) {
+      EXPECT_EQ(reader.get(), 1);
+      continue;
+    }
+    ASSERT_TRUE(seen);
+    try {
+      (void)reader.get();
+      ADD_FAILURE() << "the reader after the acquisition ran";
+    } catch (const hetflow::DependencyError& error) {
+      EXPECT_THROW(std::rethrow_exception(error.root_cause()), std::runtime_error);
+    }
+  }
+}
+
+// Acquisitions in a row, each released in its callback: releasing one starts the next. Each
+// started inside the one before, on the stack of the thread that released the first, which
+// 100,000 of them overflowed. Released here on a thread with a small stack (256 KiB).
+TEST(AcquireThen, ManyInARowReleasedInTheirCallbacksDoNotNestOnTheStack) {
+  constexpr long kCount = 20000;
+  hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
+  long value = 0;
+  auto handle = rt.register_variable(value);
+  struct First {
+    hetflow::Runtime* rt;
+    hetflow::DataHandle handle;
+    std::atomic<bool> acquired{false};
+    std::atomic<bool> release{false};
+  } first{&rt, handle};
+  pthread_attr_t attributes;
+  ASSERT_EQ(pthread_attr_init(&attributes), 0);
+  ASSERT_EQ(pthread_attr_setstacksize(&attributes, std::size_t{256} << 10), 0);
+  pthread_t holder;
+  ASSERT_EQ(pthread_create(
+                &holder, &attributes,
+                [](void* state) -> void* {
+                  auto& shared = *static_cast<First*>(state);
+                  Acquisition held = shared.rt->acquire(shared.handle, AccessMode::RW);
+                  shared.acquired = true;
+                  while (!shared.release) std::this_thread::yield();
+                  held.release();  // starts the acquisitions after it, on this thread
+                  return nullptr;
+                },
+                &first),
+            0);
+  pthread_attr_destroy(&attributes);
+  while (!first.acquired) std::this_thread::yield();
+  for (long i = 0; i < kCount; ++i) {
+    rt.acquire_then(handle, AccessMode::RW, [](Acquisition acquisition) { ++*acquisition.as<long>(); });
+  }
+  first.release = true;
+  ASSERT_EQ(pthread_join(holder, nullptr), 0);
+  rt.wait_all();
+  EXPECT_EQ(rt.acquire(handle, AccessMode::R).as<long>()[0], kCount);
 }
 
 // The failure an acquisition reports is that of the writer before it, even when a later writer,

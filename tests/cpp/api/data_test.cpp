@@ -1,12 +1,16 @@
 // Registered data: layouts of variables, vectors, matrices and blocks; host access through
 // acquire/release; unregistration; and the errors for unusable handles and access modes.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -657,6 +661,44 @@ TEST(Data, ShutdownReleasesTheAcquisitionsThisThreadHolds) {
   EXPECT_EQ(w, 6);
   EXPECT_FALSE(held->active());
   held.reset();
+}
+
+// An acquisition moved away from the thread that made it, with no task after it, is nobody's
+// to release at shutdown: the destructor waits for it. It did so for ever without a word (the
+// shutdown's unregistration waited, not wait_all); it says so on stderr, as with tasks after it.
+TEST(Data, ShutdownWaitingForAnAcquisitionNobodyReleasesSaysSo) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  std::fflush(stderr);
+  const int saved_stderr = ::dup(STDERR_FILENO);
+  ASSERT_GE(saved_stderr, 0);
+  ASSERT_EQ(::dup2(fds[1], STDERR_FILENO), STDERR_FILENO);
+  ::close(fds[1]);
+  int x = 1;
+  Acquisition kept;
+  auto rt = std::make_unique<Runtime>(Config{.ncpus = 2});
+  auto hx = rt->register_variable(x, "x");
+  std::thread([&] { kept = rt->acquire(hx, AccessMode::RW); }).join();
+  *kept.as<int>() = 5;
+  std::thread destroyer([&rt] { rt.reset(); });
+  std::string said;
+  pollfd readable{.fd = fds[0], .events = POLLIN, .revents = 0};
+  while (said.find("acquire 'x'") == std::string::npos &&
+         ::poll(&readable, 1, static_cast<int>(std::chrono::milliseconds(kPatience).count())) == 1) {
+    char chunk[512];
+    const ssize_t got = ::read(fds[0], chunk, sizeof chunk);
+    if (got <= 0) break;
+    said.append(chunk, static_cast<std::size_t>(got));
+  }
+  kept.release();  // lets the destructor go on
+  destroyer.join();
+  std::fflush(stderr);
+  ::dup2(saved_stderr, STDERR_FILENO);
+  ::close(saved_stderr);
+  ::close(fds[0]);
+  EXPECT_NE(said.find("acquisitions still held"), std::string::npos) << said;
+  EXPECT_NE(said.find("acquire 'x'"), std::string::npos) << said;
+  EXPECT_EQ(x, 5);
 }
 
 }  // namespace

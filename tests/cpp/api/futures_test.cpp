@@ -1,6 +1,7 @@
 // Futures: get/wait/wait_for/status, continuations, when_all/when_any, failures and their
 // propagation, cancellation, and waiting inside tasks.
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
@@ -151,6 +152,43 @@ TEST(Futures, ContinuingAFutureWhoseRuntimeIsGoneIsRefused) {
   EXPECT_THROW((void)orphan.then([](int value) { return value; }), hetflow::ShutdownError);
   EXPECT_THROW((void)hetflow::when_all(orphan), hetflow::ShutdownError);
   EXPECT_THROW((void)hetflow::when_any(orphan), hetflow::ShutdownError);
+  EXPECT_FALSE(orphan.cancel());  // finished: its runtime is not looked at
+}
+
+// A result holding the future of the task before it, and so on: dropping the last future
+// frees the whole chain. It went one nested call per task, and overflowed the stack.
+struct Link {
+  int depth = 0;
+  Future<Link> previous;
+};
+
+TEST(Futures, AChainOfResultsHoldingFuturesIsFreedWithoutDeepRecursion) {
+  constexpr int kLength = 20000;
+  Runtime rt(Config{.ncpus = 2});
+  auto last = std::make_unique<Future<Link>>(rt.submit([] { return Link{}; }));
+  for (int i = 1; i < kLength; ++i) {
+    Future<Link> previous = *last;
+    *last = rt.submit(TaskOptions{.after = {previous}}, [previous] {
+      return Link{previous.get().depth + 1, previous};
+    });
+  }
+  EXPECT_EQ(last->get().depth, kLength - 1);
+  rt.wait_all();
+  // Dropped on a thread with a small stack (256 KiB): 20,000 nested frees need several MiB.
+  pthread_attr_t attributes;
+  ASSERT_EQ(pthread_attr_init(&attributes), 0);
+  ASSERT_EQ(pthread_attr_setstacksize(&attributes, std::size_t{256} << 10), 0);
+  pthread_t thread;
+  ASSERT_EQ(pthread_create(
+                &thread, &attributes,
+                [](void* future) -> void* {
+                  delete static_cast<Future<Link>*>(future);
+                  return nullptr;
+                },
+                last.release()),
+            0);
+  pthread_attr_destroy(&attributes);
+  ASSERT_EQ(pthread_join(thread, nullptr), 0);
 }
 
 TEST(Futures, CopiesShareTheTask) {
@@ -466,6 +504,25 @@ TEST(Futures, WhenAnyCountsAFailureAsReady) {
   EXPECT_EQ(any.get(), 1u);
   gate.open();
   slow.get();
+}
+
+// `first = when_any(first)` in a loop: a wait for the last checks whether it can end through
+// every level, and the first input ending ends every level. Both went one nested call per level
+// and overflowed the stack.
+TEST(Futures, ADeepChainOfWhenAnyIsWaitedForAndEndsWithoutDeepRecursion) {
+  const std::size_t depth = hetflow::test::scaled(200000);
+  Runtime rt(Config{.ncpus = 2});
+  Gate gate;
+  auto head = rt.submit([&gate] {
+    gate.wait();
+    return 1;
+  });
+  FutureBase last = head;
+  for (std::size_t i = 0; i < depth; ++i) last = hetflow::when_any(std::vector<FutureBase>{last});
+  std::thread waiter([&last] { EXPECT_EQ(Future<std::size_t>(last).get(), 0u); });
+  gate.open();
+  waiter.join();
+  EXPECT_EQ(head.get(), 1);
 }
 
 TEST(Futures, WhenAnyManyRounds) {

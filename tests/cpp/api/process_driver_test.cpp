@@ -356,6 +356,39 @@ TEST(Process, AbortEndsAStuckChild) {
   EXPECT_TRUE(rt.is_shut_down());
 }
 
+// A forked child has the parent's runtime without its workers: aborting it there (cleaning up
+// on an error, say) did what abort does in the parent, and ended the parent's worker processes,
+// failing the task that was using one. It does nothing there, as shutdown does.
+TEST(Process, AbortInAForkedChildLeavesTheParentsWorkersAlone) {
+  Runtime rt(with_process_workers());
+  hetflow::test::Signal started;
+  hetflow::test::Gate forked;
+  auto task = rt.submit(on_process(), [&](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    const std::string before = channel.call(1, {"pid"}).parts.at(0);
+    started.raise();
+    forked.wait();
+    return before == channel.call(1, {"pid"}).parts.at(0);
+  });
+  auto queued = rt.submit(on_process(), [] { return 1; });
+  started.wait();
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    rt.abort();
+    rt.cancel_pending();
+    const bool cancelled = queued.cancel();
+    ::_exit(cancelled ? 1 : 0);
+  }
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  forked.open();
+  EXPECT_TRUE(task.get());  // the same child process, still there
+  EXPECT_EQ(queued.get(), 1);
+}
+
 TEST(Process, PinnedToEachProcessWorker) {
   Runtime rt(with_process_workers(2));
   ASSERT_EQ(rt.worker_count(), 3u);
