@@ -404,7 +404,7 @@ bool Engine::send_where_it_fits(const WorkerState& worker, TaskCore* task) {
     if (other.get() == &worker || !task->where.contains(other->info.arch)) continue;
     if (other->memory_limit != 0 && bytes > other->memory_limit) continue;
     const bool other_arch = other->info.arch != worker.info.arch;
-    const std::size_t queued = pinned_[other->info.id]->queue.size();
+    const std::size_t queued = pinned_[other->info.id]->queue.size() + pinned_[other->info.id]->passed.size();
     if (target != nullptr &&
         (other_arch > target_other_arch || (other_arch == target_other_arch && queued >= target_queued))) {
       continue;
@@ -416,7 +416,7 @@ bool Engine::send_where_it_fits(const WorkerState& worker, TaskCore* task) {
   if (target == nullptr) return false;
   // Queued as a pinned task is (not pinned for good: given back, push_ready hands it to the
   // scheduler again). Wake-ups are not addressed: all of its kind are woken.
-  pinned_[target->info.id]->queue.push(task);
+  pinned_[target->info.id]->passed.push_by_priority(task);
   if (idle_ != nullptr) idle_[static_cast<unsigned>(target->info.arch)].notify_all();
   return true;
 }
@@ -443,7 +443,7 @@ std::size_t Engine::take_companions(WorkerState& worker, const TaskCore* lead, s
   std::size_t taken = 0;
   while (taken < max && worker.deferred == nullptr && !aborting_.load(std::memory_order_acquire) &&
          (idle == nullptr || !idle->any_idle())) {
-    if (pinned_[worker.info.id]->queue.empty() && arch != 0 &&
+    if (pinned_[worker.info.id]->queue.empty() && pinned_[worker.info.id]->passed.empty() && arch != 0 &&
         ready_for_[arch].load(std::memory_order_relaxed) <= peers) {
       break;
     }

@@ -74,6 +74,7 @@ class Engine final : public DataContext {
     if (worker.deferred != nullptr) return std::exchange(worker.deferred, nullptr);
     for (;;) {
       if (ext::SchedTask* task = pinned_[worker.info.id]->queue.pop(worker.info.arch)) return task;
+      if (ext::SchedTask* task = pinned_[worker.info.id]->passed.pop(worker.info.arch)) return task;
       ext::SchedTask* task = ahead ? scheduler_->pop_ahead(worker.info.id) : scheduler_->pop(worker.info.id);
       if (task == nullptr) return nullptr;
       count_ready(task->where, -1);
@@ -86,7 +87,9 @@ class Engine final : public DataContext {
     return limit == 0 || data_bytes(task) <= limit;
   }
   /// Whether an idle worker has a task pinned to it waiting (a simulated execution looks again).
-  [[nodiscard]] bool has_pinned_queued(unsigned worker) const noexcept { return !pinned_[worker]->queue.empty(); }
+  [[nodiscard]] bool has_pinned_queued(unsigned worker) const noexcept {
+    return !pinned_[worker]->queue.empty() || !pinned_[worker]->passed.empty();
+  }
   /// Starts a task a worker took. False if it was cancelled meanwhile or the runtime aborts: then
   /// it is finished here, cancelled. False too for the queue's entry of a task claimed meanwhile
   /// (claim): the entry is dropped.
@@ -314,6 +317,9 @@ class Engine final : public DataContext {
   std::unique_ptr<ext::Scheduler> scheduler_;
   struct Pinned {
     TaskFifo queue;
+    // Tasks passed on to this worker by one whose node cannot hold them (send_where_it_fits), by
+    // priority: a worker popping a central queue passes on every large task it meets at once.
+    TaskFifo passed;
     std::atomic<std::size_t> load{0};
   };
   std::vector<std::unique_ptr<Pinned>> pinned_;

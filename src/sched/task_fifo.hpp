@@ -22,6 +22,23 @@ class TaskFifo {
     size_.fetch_add(1, std::memory_order_release);
   }
 
+  /// Queued behind the tasks of higher or equal priority (submission order among equals), ahead
+  /// of those of lower priority.
+  void push_by_priority(ext::SchedTask* task) {
+    std::lock_guard guard(mutex_);
+    ext::SchedTask* previous = nullptr;
+    for (ext::SchedTask* queued = head_; queued != nullptr &&
+                                         (queued->priority > task->priority ||
+                                          (queued->priority == task->priority && queued->sequence < task->sequence));
+         queued = queued->sched_next) {
+      previous = queued;
+    }
+    task->sched_next = previous != nullptr ? previous->sched_next : head_;
+    (previous != nullptr ? previous->sched_next : head_) = task;
+    if (previous == tail_) tail_ = task;
+    size_.fetch_add(1, std::memory_order_release);
+  }
+
   [[nodiscard]] bool empty() const noexcept { return size_.load(std::memory_order_acquire) == 0; }
   [[nodiscard]] std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
 
