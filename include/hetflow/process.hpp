@@ -63,6 +63,8 @@ class HETFLOW_API ProcessChannel {
   /// see. Call it before building a message that depends on `knows`: a child replaced later
   /// knows nothing. (`send` replaces such a child itself only while nothing is remembered.)
   virtual void prepare() {}
+  /// The running child's pid; -1 while none runs (not started yet, see
+  /// ProcessWorkersConfig::lazy_start, or reaped and not replaced yet).
   [[nodiscard]] virtual pid_t pid() const noexcept = 0;
   [[nodiscard]] virtual unsigned index() const noexcept = 0;
   /// Per-child memory of what was already sent (function code, say); cleared on restart.
@@ -75,7 +77,8 @@ struct ProcessWorkersConfig {
   std::vector<std::string> command{};
   /// Added to the child's environment ("NAME=value"); HETFLOW_WORKER_ID (the worker's index) and
   /// HETFLOW_WORKER_START (1 for the worker's first child, 2 for the one that replaces it...) are
-  /// set too.
+  /// set too. The rest is the host's environment as make_process_driver was called, for every
+  /// child (one started late or replacing another too).
   std::vector<std::string> environment{};
   unsigned count = 0;
   /// Message kind that asks a child to exit (sent at shutdown); 0 to just close its pipe.
@@ -86,6 +89,14 @@ struct ProcessWorkersConfig {
   /// Seconds a child has to exit once asked (shutdown_kind, then its pipe closed) when the
   /// runtime stops; one still there is killed (SIGKILL), so that stopping never waits on it.
   double stop_timeout_s = 5;
+  /// false (the default): each worker starts its child as the runtime starts, and a task finds
+  /// it ready. true: a worker starts its child only when its first task needs it (that task's
+  /// ProcessChannel::prepare, send or call, on the worker's thread), so that a runtime whose
+  /// process workers get no work starts no process; a worker that never gets a task never starts
+  /// one, and stopping it is immediate. The first task on each worker waits for the start; one
+  /// that cannot start fails that task with the reason (as a failed start at start-up fails the
+  /// worker's first task), and the next task tries again. ProcessChannel::pid() is -1 until then.
+  bool lazy_start = false;
 };
 
 /// A driver of `count` process workers (architecture `process`), for Config::drivers.

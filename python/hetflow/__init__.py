@@ -163,12 +163,15 @@ def init(
     workers than cores is allowed. sched: ``ws`` (default, or ``HETFLOW_SCHED``), ``eager``,
     ``prio``, ``random``, ``dm``, ``dmda``, ``dmdas``. executor: where tasks run unless told otherwise — ``process`` (default
     on a Python with a GIL, or ``HETFLOW_EXECUTOR``) or ``thread`` (the default with nprocs=0). nprocs: worker processes
-    for the process executor (default: ``HETFLOW_NPROCS``, else ncpus). spin_us: how long idle
+    for the process executor (default: ``HETFLOW_NPROCS``, else ncpus); they start with the
+    runtime when the executor is ``process`` or nprocs is given, else (executor ``thread``, no
+    nprocs argument) each only when its first task needs it (an ``executor="process"`` task, an
+    offload kernel), which then waits for it. spin_us: how long idle
     workers poll before sleeping. trace: a path where a Chrome trace is written at shutdown
     (default ``HETFLOW_TRACE``); stats: print worker statistics at shutdown (``HETFLOW_STATS``).
-    initializer: called as ``initializer(*initargs)`` once in each worker process when it starts
-    (a task on a worker whose initializer raised fails with that error), and once here for the
-    thread workers, which share this process's state.
+    initializer: called as ``initializer(*initargs)`` once in each worker process when it starts,
+    before its first task (a task on a worker whose initializer raised fails with that error),
+    and once here for the thread workers, which share this process's state.
     opencl: add a worker per OpenCL GPU or accelerator (``"all"``: CPU devices too, as PoCL's);
     cuda: add a worker per NVIDIA GPU; None: added when ``HETFLOW_OPENCL_DEVICES`` /
     ``HETFLOW_NCUDA`` is set. Codelets (``hetflow.insert``) run on them; with devices the

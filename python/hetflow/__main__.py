@@ -96,6 +96,8 @@ def _info_lines() -> List[Tuple[str, str]]:
     import numpy
 
     models = perfmodel.list_models()
+    # A runtime of the thread executor starts its worker processes only as tasks need them.
+    when = ", each started at its first task" if nprocs and _runtime.starts_processes_lazily(str(executor)) else ""
     simulation = [("simulation", f"{simulate} (HETFLOW_SIMULATE: its workers run the tasks, not those above)")]
     return [
         ("hetflow", f"{hetflow.__version__} (Python {sys.version.split()[0]}, numpy {numpy.__version__})"),
@@ -103,7 +105,7 @@ def _info_lines() -> List[Tuple[str, str]]:
         ("drivers", "cpu (worker threads), process (worker processes); " + _device_modules()),
         ("topology", "hwloc" if _loaded("libhwloc") else "the process affinity mask (no hwloc)"),
         ("cpu workers", f"{ncpus}" + (" (HETFLOW_NCPUS)" if os.environ.get("HETFLOW_NCPUS") else " (CPUs usable)")),
-        ("process workers", f"{nprocs}" + (" (HETFLOW_NPROCS)" if os.environ.get("HETFLOW_NPROCS") else "")),
+        ("process workers", f"{nprocs}" + (" (HETFLOW_NPROCS)" if os.environ.get("HETFLOW_NPROCS") else "") + when),
         ("opencl", _opencl_found()),
         ("cuda", _cuda_found()),
         ("scheduler", f"{scheduler} (known: {', '.join(_hetflow.schedulers())})"),

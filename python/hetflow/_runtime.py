@@ -60,6 +60,15 @@ def default_executor() -> str:
     return "process" if gil_enabled else "thread"
 
 
+def starts_processes_lazily(executor: str, explicit_nprocs: bool = False) -> bool:
+    """Whether a runtime starts its worker processes only as they are first needed (each at its
+    first task: a process task, an offload kernel), rather than as it starts: when its default
+    executor is ``thread`` and ``nprocs`` was not given. A runtime whose default executor is
+    ``process``, or that was asked for worker processes by number, starts them up front, so
+    that its first tasks do not wait for interpreters to start."""
+    return executor == "thread" and not explicit_nprocs
+
+
 def _worker_trace_path() -> Optional[str]:
     """In a worker process, where HETFLOW_TRACE puts the trace of a runtime a task starts there:
     beside the host's, not over it ("trace.json" -> "trace-worker0.json" in worker 0)."""
@@ -331,6 +340,7 @@ class Runtime:
         hetflow's (registered before hetflow was imported) may still start one."""
         if sys.is_finalizing():
             raise _finalizing_error("start a runtime")
+        nprocs_given = nprocs is not None
         from hetflow import _hetflow, _protocol, _worker  # the engine loads on first use, not at import
 
         _hetflow.open_gil_gate()  # a runtime started by an exit handler that runs after hetflow's
@@ -351,6 +361,9 @@ class Runtime:
                 initializer(*initargs)  # for the thread workers: they share this process's state
         self.ncpus = ncpus
         self.nprocs = nprocs
+        # Nobody asked for worker processes up front (the default executor is thread, and nprocs
+        # was not given): each starts when its first task needs it (starts_processes_lazily).
+        self.lazy_processes = starts_processes_lazily(self.executor, explicit_nprocs=nprocs_given)
         self.initializer = initializer
         self.initargs = initargs
         self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C)
@@ -367,6 +380,7 @@ class Runtime:
             stats=settings.stats,
             devices=devices,
             memory_limits=settings.memory_limits or {},
+            lazy_processes=self.lazy_processes,
         )
         # Called wherever the program learns that tasks ended (a wait, done(), a callback): it
         # may then write its arrays directly, so device copies made before are not trusted.

@@ -251,7 +251,7 @@ class PyRuntime {
             std::vector<std::string> worker_command, std::vector<std::string> worker_environment,
             std::optional<unsigned> spin_us, nb::callable dumps, nb::callable freeze, std::optional<std::string> trace,
             std::optional<bool> stats, const std::vector<DeviceSpec>& devices,
-            std::map<unsigned, std::size_t> memory_limits)
+            std::map<unsigned, std::size_t> memory_limits, bool lazy_processes)
       : freeze_(PyRef::borrow(freeze.ptr())), codelets_(freeze_.get()), process_tasks_(PyRef::borrow(dumps.ptr())) {
     Config config;
     // The CPU workers come from the Python thread driver (GIL sessions), not the built-in one.
@@ -267,14 +267,15 @@ class PyRuntime {
       config.drivers.push_back(make_process_driver({.command = std::move(worker_command),
                                                     .environment = std::move(worker_environment),
                                                     .count = nprocs,
-                                                    .shutdown_kind = message::kShutdown}));
+                                                    .shutdown_kind = message::kShutdown,
+                                                    .lazy_start = lazy_processes}));
     }
     for (const auto& [arch_text, driver, describe, note_setup] : devices) {
       config.drivers.push_back(driver_from_capsule(driver.ptr()));
       codelets_.add_device(implementation_arch(arch_text), describe_from_capsule(describe.ptr()),
                            note_setup_from_capsule(note_setup.ptr()));
     }
-    GilReleased release;  // process workers start (and import Python) meanwhile
+    GilReleased release;  // process workers start (and import Python) meanwhile, unless lazy
     runtime_ = std::make_unique<Runtime>(std::move(config));
   }
 
@@ -699,10 +700,11 @@ NB_MODULE(_hetflow, m) {
       .def(nb::init<std::optional<unsigned>, std::optional<std::string>, unsigned, std::vector<std::string>,
                     std::vector<std::string>, std::optional<unsigned>, nb::callable, nb::callable,
                     std::optional<std::string>, std::optional<bool>, const std::vector<DeviceSpec>&,
-                    std::map<unsigned, std::size_t>>(),
+                    std::map<unsigned, std::size_t>, bool>(),
            "ncpus"_a.none(), "scheduler"_a.none(), "nprocs"_a, "worker_command"_a, "worker_environment"_a,
            "spin_us"_a.none(), "dumps"_a, "freeze"_a, "trace"_a.none() = nb::none(), "stats"_a.none() = nb::none(),
-           "devices"_a = std::vector<DeviceSpec>{}, "memory_limits"_a = std::map<unsigned, std::size_t>{})
+           "devices"_a = std::vector<DeviceSpec>{}, "memory_limits"_a = std::map<unsigned, std::size_t>{},
+           "lazy_processes"_a = false)
       .def("register_codelet", &PyRuntime::register_codelet, "name"_a, "archs"_a, "perfmodel"_a.none())
       .def("submit_codelet", &PyRuntime::submit_codelet, "codelet"_a, "runner"_a, "deps"_a, "accesses"_a, "name"_a,
            "priority"_a, "where"_a)

@@ -31,7 +31,8 @@ def test_info_shows_version_drivers_workers_and_settings(tmp_path):
     assert shown["extension"].endswith((".so", ".pyd")) and os.path.exists(shown["extension"])
     assert shown["drivers"].startswith("cpu (worker threads), process (worker processes)")
     assert shown["cpu workers"] == "3 (HETFLOW_NCPUS)"
-    assert shown["process workers"] == "1 (HETFLOW_NPROCS)"
+    # The thread executor's runtime starts its worker processes only as tasks need them.
+    assert shown["process workers"] == "1 (HETFLOW_NPROCS), each started at its first task"
     assert shown["scheduler"].startswith("prio (known: ") and "dmdas" in shown["scheduler"]
     assert shown["executor"] == "thread (HETFLOW_EXECUTOR)"
     assert shown["models"] == f"{tmp_path / 'perfmodels'} (0 models)"
@@ -46,6 +47,9 @@ def test_info_defaults_follow_the_machine(tmp_path):
     assert shown["cpu workers"] == f"{len(os.sched_getaffinity(0))} (CPUs usable)"
     assert shown["scheduler"].startswith("ws (")
     assert shown["executor"].endswith("(default)")
+    nprocs = len(os.sched_getaffinity(0))
+    lazy = ", each started at its first task" if shown["executor"].startswith("thread") else ""
+    assert shown["process workers"] == f"{min(nprocs, 1024)}{lazy}"
 
 
 def test_info_reports_a_bad_variable(tmp_path):

@@ -374,6 +374,116 @@ def test_process_tasks_without_worker_processes_raise_value_error():
     assert hetflow.submit(inc, 1).result(timeout=30) == 2
 
 
+# -- when the worker processes start ---------------------------------------------------------------
+def _worker_processes():
+    """The pids of this process's live children that are hetflow worker processes (from /proc:
+    psutil may not be installed)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                state, parent = stat.read().rsplit(b")", 1)[1].split()[:2]
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(parent) == os.getpid() and state != b"Z" and b"hetflow" in command:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def _new_worker_processes(before):
+    """Worker processes started since ``before`` was taken (a runtime an earlier test left to
+    the garbage collector, or a joblib pool it cached, may still have its own)."""
+    return sorted(set(_worker_processes()) - set(before))
+
+
+def _wait_for_worker_processes(before, count, seconds=60):
+    deadline = time.monotonic() + seconds
+    while len(_new_worker_processes(before)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _new_worker_processes(before)
+
+
+_initialized_with = None
+
+
+def _initialize(value):
+    global _initialized_with
+    _initialized_with = (value, os.getpid())
+
+
+def _pid_and_initializer_value():
+    return os.getpid(), _initialized_with
+
+
+def test_the_thread_executor_starts_worker_processes_only_when_a_task_needs_one():
+    before = _worker_processes()
+    session = hetflow.init(ncpus=2, executor="thread", initializer=_initialize, initargs=("ready",))
+    assert (session.nprocs, hetflow.numcores()) == (2, 2)  # counted, though not started
+    assert [hetflow.submit(inc, i).result(timeout=30) for i in range(20)] == list(range(1, 21))
+    time.sleep(0.3)  # a worker process started at init would show by now
+    assert _new_worker_processes(before) == []
+
+    # The first process task starts its worker's process, whose initializer runs before it.
+    worker_pid, initialized = hetflow.task_submit.options(executor="process")(_pid_and_initializer_value).result(
+        timeout=120
+    )
+    assert initialized == ("ready", worker_pid) and worker_pid != os.getpid()
+    assert worker_pid in _new_worker_processes(before)
+    assert 1 <= len(_new_worker_processes(before)) <= 2
+    process_inc = hetflow.task_submit.options(executor="process")
+    assert [process_inc(inc, i).result(timeout=120) for i in range(10)] == list(range(1, 11))
+    hetflow.shutdown()
+    assert _new_worker_processes(before) == []
+
+
+def test_offload_starts_the_cores_it_needs_under_the_thread_executor():
+    before = _worker_processes()
+    hetflow.init(ncpus=2, executor="thread")
+    assert _new_worker_processes(before) == []
+    pids = hetflow.offload(pid)()
+    assert len(set(pids)) == 2 and sorted(pids) == _new_worker_processes(before)
+    assert hetflow.numcores() == 2
+
+
+def test_shutdown_with_worker_processes_never_started_is_quick():
+    before = _worker_processes()
+    hetflow.init(ncpus=4, executor="thread")
+    assert hetflow.submit(inc, 1).result(timeout=30) == 2
+    started = time.monotonic()
+    hetflow.shutdown()
+    assert time.monotonic() - started < 5
+    assert _new_worker_processes(before) == []
+
+
+def test_a_worker_process_that_cannot_start_fails_the_task_that_needed_it(monkeypatch):
+    from hetflow import _worker
+
+    missing = "/nonexistent/hetflow-python"
+    monkeypatch.setattr(_worker, "command", lambda python=missing: [python, "-m", "hetflow._worker"])
+    hetflow.init(ncpus=1, executor="thread")  # starts: nothing needed a worker process yet
+    assert hetflow.submit(inc, 1).result(timeout=30) == 2
+    for _ in range(2):  # each says why, at once; the runtime carries on
+        future = hetflow.task_submit.options(executor="process")(inc, 1)
+        with pytest.raises(Exception, match=f"cannot start process worker '{re.escape(missing)}'"):
+            future.result(timeout=60)
+    assert hetflow.submit(inc, 2).result(timeout=30) == 3
+    started = time.monotonic()
+    hetflow.shutdown()
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("options", [{"executor": "process"}, {"executor": "thread", "nprocs": 2}])
+def test_worker_processes_asked_for_start_with_the_runtime(options):
+    before = _worker_processes()
+    hetflow.init(ncpus=2, **options)
+    assert len(_wait_for_worker_processes(before, 2)) == 2
+    assert hetflow.task_submit.options(executor="process")(pid).result(timeout=120) in _new_worker_processes(before)
+
+
 # -- interpreter exit ------------------------------------------------------------------------------
 def test_exit_without_shutdown_is_clean(tmp_path):
     rc, out, err = run_script(

@@ -92,7 +92,8 @@ std::string describe_exit(int status) {
 
 class Child final : public ProcessChannel {
  public:
-  Child(const ProcessWorkersConfig& config, unsigned index) : config_(config), index_(index) {}
+  Child(const ProcessWorkersConfig& config, const std::vector<std::string>& host_environment, unsigned index)
+      : config_(config), host_environment_(host_environment), index_(index) {}
   ~Child() override { stop(); }
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
@@ -141,11 +142,10 @@ class Child final : public ProcessChannel {
     overrides.push_back("HETFLOW_HOST_PID=" + std::to_string(::getpid()));  // the child ends itself with its host
     auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
     std::vector<std::string> env_storage;
-    for (char** e = environ; *e != nullptr; ++e) {
-      std::string entry(*e);
+    for (const std::string& entry : host_environment_) {
       bool replaced = std::any_of(overrides.begin(), overrides.end(),
                                   [&](const std::string& o) { return name_of(o) == name_of(entry); });
-      if (!replaced) env_storage.push_back(std::move(entry));
+      if (!replaced) env_storage.push_back(entry);
     }
     env_storage.insert(env_storage.end(), overrides.begin(), overrides.end());
     std::vector<char*> envp;
@@ -368,6 +368,7 @@ class Child final : public ProcessChannel {
   }
 
   const ProcessWorkersConfig& config_;
+  const std::vector<std::string>& host_environment_;  // the driver's copy of the host's
   unsigned index_;
   pid_t pid_ = -1;
   std::atomic<pid_t> running_pid_{-1};  // pid_, for kill_now from other threads
@@ -398,7 +399,13 @@ class ProcessDriver final : public ext::Driver {
                               std::to_string(seconds) + "; give seconds from 0 to 1e9");
       }
     }
-    for (unsigned i = 0; i < config_.count; ++i) children_.push_back(std::make_unique<Child>(config_, i));
+    // The host's environment as the driver is made: a child started later (lazy_start, or one
+    // replacing a dead child) gets the same one, and no worker thread reads `environ` while the
+    // host may change it (setenv is not safe beside a reader).
+    for (char** e = environ; *e != nullptr; ++e) host_environment_.emplace_back(*e);
+    for (unsigned i = 0; i < config_.count; ++i) {
+      children_.push_back(std::make_unique<Child>(config_, host_environment_, i));
+    }
   }
   [[nodiscard]] std::string_view name() const override { return "process"; }
   [[nodiscard]] Arch arch() const override { return Arch::process; }
@@ -410,6 +417,7 @@ class ProcessDriver final : public ext::Driver {
     sigemptyset(&pipe_signal);
     sigaddset(&pipe_signal, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+    if (config_.lazy_start) return;  // the worker's first task starts it (Child::prepare, send)
     try {
       children_[index]->start();
     } catch (...) {
@@ -428,6 +436,7 @@ class ProcessDriver final : public ext::Driver {
 
  private:
   ProcessWorkersConfig config_;
+  std::vector<std::string> host_environment_;
   std::vector<std::unique_ptr<Child>> children_;
 };
 

@@ -12,8 +12,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -459,6 +463,107 @@ TEST(Process, ChildrenStartWhateverDescriptorsTheHostHasOpen) {
     }
     for (int fd : opened) ::close(fd);
   }
+}
+
+// This process's children that have not exited (from /proc/<pid>/stat: state, then parent).
+std::vector<pid_t> live_children() {
+  std::vector<pid_t> found;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto closing = text.rfind(')');
+    if (closing == std::string::npos) continue;  // it ended meanwhile
+    std::istringstream fields(text.substr(closing + 1));
+    std::string state;
+    pid_t parent = 0;
+    if (fields >> state >> parent && parent == ::getpid() && state != "Z") found.push_back(std::stoi(name));
+  }
+  return found;
+}
+
+Config with_lazy_process_workers(unsigned count, std::vector<std::string> command = {kChild},
+                                 std::vector<std::string> environment = {}) {
+  return Config{.ncpus = 1,
+                .drivers = {hetflow::make_process_driver({.command = std::move(command),
+                                                          .environment = std::move(environment),
+                                                          .count = count,
+                                                          .shutdown_kind = 2,
+                                                          .lazy_start = true})}};
+}
+
+TEST(Process, LazyStartStartsEachChildWhenItsWorkerFirstNeedsIt) {
+  ASSERT_TRUE(live_children().empty());
+  Runtime rt(with_lazy_process_workers(2, {kChild}, {"HETFLOW_TEST_GREETING=hello"}));
+  ASSERT_EQ(rt.worker_count(), 3u);  // counted, though not started
+  EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [] { return 1; }).get(), 1);
+  std::this_thread::sleep_for(200ms);  // a child started with the runtime would show by now
+  EXPECT_TRUE(live_children().empty());
+
+  // The first task on worker 1 (process worker 0) starts its child: pid() is -1 until then.
+  auto first = rt.submit(TaskOptions{.where = Arch::process, .worker = 1}, [](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    const pid_t before = channel.pid();
+    return Parts{std::to_string(before), channel.call(1, {"pid"}).parts.at(0),
+                 channel.call(1, {"env", "HETFLOW_WORKER_ID"}).parts.at(0),
+                 channel.call(1, {"env", "HETFLOW_TEST_GREETING"}).parts.at(0)};
+  });
+  const Parts got = first.get();
+  EXPECT_EQ(got[0], "-1");
+  EXPECT_EQ(got[2], "0");
+  EXPECT_EQ(got[3], "hello");
+  EXPECT_EQ(live_children(), std::vector<pid_t>{std::stoi(got[1])});  // the other worker's is not started
+
+  // prepare() alone starts one too (as before building a message that depends on `knows`).
+  auto second = rt.submit(TaskOptions{.where = Arch::process, .worker = 2}, [](TaskContext& ctx) {
+    ProcessChannel& channel = channel_of(ctx);
+    channel.prepare();
+    return channel.pid();
+  });
+  EXPECT_GT(second.get(), 0);
+  EXPECT_EQ(live_children().size(), 2u);
+}
+
+TEST(Process, LazyStartOfABadCommandFailsTheTaskThatNeededIt) {
+  const std::string missing = "/nonexistent/hetflow-test-child";
+  const auto started = std::chrono::steady_clock::now();
+  {
+    Runtime rt(with_lazy_process_workers(2, {missing}));
+    EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [] { return 3; }).get(), 3);
+    for (int i = 0; i < 2; ++i) {  // every task says why, and the runtime carries on
+      auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
+      expect_error<hetflow::Error>([&] { (void)f.get(); }, {"cannot start process worker", missing});
+    }
+    EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [] { return 4; }).get(), 4);
+  }
+  {
+    // Starts, but exits before saying it is ready.
+    Runtime rt(with_lazy_process_workers(1, {kChild, "--exit-before-ready"}));
+    auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
+    expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not start", "exited with status 7"});
+  }
+  {
+    // Never needed: stopping has nothing to wait for.
+    Runtime rt(with_lazy_process_workers(4));
+    EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [] { return 5; }).get(), 5);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 30s);
+  EXPECT_TRUE(live_children().empty());
+}
+
+// Children get the host's environment as the driver was made, whenever they start: one started
+// late (lazily, or replacing a dead one) does not read `environ` while the host may change it.
+TEST(Process, ChildrenGetTheEnvironmentTheDriverWasMadeWith) {
+  ::setenv("HETFLOW_TEST_SNAPSHOT", "before", 1);
+  Config config = with_lazy_process_workers(1);
+  ::setenv("HETFLOW_TEST_SNAPSHOT", "after", 1);
+  Runtime rt(std::move(config));
+  auto seen = rt.submit(on_process(), [](TaskContext& ctx) {
+    return channel_of(ctx).call(1, {"env", "HETFLOW_TEST_SNAPSHOT"}).parts.at(0);
+  });
+  EXPECT_EQ(seen.get(), "before");
+  ::unsetenv("HETFLOW_TEST_SNAPSHOT");
 }
 
 }  // namespace
