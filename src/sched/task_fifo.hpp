@@ -25,16 +25,19 @@ class TaskFifo {
   /// Queued behind the tasks of higher or equal priority (submission order among equals), ahead
   /// of those of lower priority.
   void push_by_priority(ext::SchedTask* task) {
+    const auto stays_ahead = [task](const ext::SchedTask* queued) {
+      return queued->priority > task->priority ||
+             (queued->priority == task->priority && queued->sequence < task->sequence);
+    };
     std::lock_guard guard(mutex_);
     ext::SchedTask* previous = nullptr;
-    for (ext::SchedTask* queued = head_; queued != nullptr &&
-                                         (queued->priority > task->priority ||
-                                          (queued->priority == task->priority && queued->sequence < task->sequence));
-         queued = queued->sched_next) {
-      previous = queued;
+    ext::SchedTask** link = &head_;
+    while (*link != nullptr && stays_ahead(*link)) {
+      previous = *link;
+      link = &previous->sched_next;
     }
-    task->sched_next = previous != nullptr ? previous->sched_next : head_;
-    (previous != nullptr ? previous->sched_next : head_) = task;
+    task->sched_next = *link;
+    *link = task;
     if (previous == tail_) tail_ = task;
     size_.fetch_add(1, std::memory_order_release);
   }
