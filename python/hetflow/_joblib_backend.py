@@ -196,20 +196,29 @@ def _run_batch(batch: Callable[[], Any]) -> Any:
 def _run_pickled_batch(payload: bytes) -> Any:
     """A batch pickled with its arrays replaced by references to shared memory or their files."""
     _register_here()
-    return [_plain(result) for result in pickle.loads(payload)()]
+    _memmaps_travel_as_arrays()
+    return pickle.loads(payload)()
 
 
-def _plain(result: Any) -> Any:
-    """A mapped input returned (or in a returned tuple/list) travels back as a plain array: numpy
-    pickles a memmap with no file behind it without its byte order."""
-    numpy = loaded_numpy()
-    if numpy is None:
-        return result
-    if isinstance(result, numpy.memmap):
-        return numpy.asarray(result)
-    if type(result) in (tuple, list) and any(isinstance(item, numpy.memmap) for item in result):
-        return type(result)(numpy.asarray(item) if isinstance(item, numpy.memmap) else item for item in result)
-    return result
+_memmap_reducer_set = False
+
+
+def _memmaps_travel_as_arrays() -> None:
+    """In a worker, a ``numpy.memmap`` (a mapped input, or a view of one, returned at any depth of
+    a result) is pickled as a plain array: the host has no file behind it, and numpy pickles a
+    memmap without its byte order. Through ``copyreg``, which the pickler looks up by exact
+    type, so results without memmaps cost nothing more."""
+    global _memmap_reducer_set
+    if _memmap_reducer_set:
+        return
+    import copyreg
+
+    import numpy
+
+    from hetflow._serialize import PROTOCOL
+
+    copyreg.pickle(numpy.memmap, lambda mapped: numpy.asarray(mapped).__reduce_ex__(PROTOCOL))
+    _memmap_reducer_set = True
 
 
 def _reopen(filename: str, mode: str, start: int, nbytes: int, dtype: Any, shape: tuple, strides: tuple, first: int) -> Any:

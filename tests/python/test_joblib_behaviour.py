@@ -108,6 +108,11 @@ def array_as_seen(a: Any) -> tuple:
     return type(a).__name__, isinstance(a, np.memmap), bool(a.flags.writeable), float(a.sum())
 
 
+def nested_in_containers(a: Any) -> dict:
+    """The input given back at the top, in a list, a tuple and a dict."""
+    return {"top": a, "list": [a], "tuple": (a, 1), "dict": {"inner": {"deeper": a}}}
+
+
 def write_then_read(a: Any, barrier: Any, i: int) -> tuple:
     """Writes slot ``i``, waits until the other call has written its slot, reads both."""
     a[i] = i + 1
@@ -282,6 +287,16 @@ def test_a_large_array_reaches_the_workers_as_a_memmap(mmap_mode):
     seen = joblib.Parallel(n_jobs=2, **kwargs)(joblib.delayed(array_as_seen)(a) for _ in range(3))
     writeable = mmap_mode in ("r+", "c")  # joblib's default mode is "r"
     assert seen == [("memmap", True, writeable, float(a.sum()))] * 3
+
+
+def test_a_memmapped_input_returned_comes_back_as_a_plain_array_at_any_depth():
+    # In a dict it came back as a numpy.memmap with no file behind it.
+    a = np.arange(LARGE, dtype=np.float64)
+    for result in joblib.Parallel(n_jobs=2)(joblib.delayed(nested_in_containers)(a) for _ in range(2)):
+        returned = [result["top"], result["list"][0], result["tuple"][0], result["dict"]["inner"]["deeper"]]
+        assert [type(item) for item in returned] == [np.ndarray] * 4
+        assert all((item == a).all() for item in returned)
+        assert result["tuple"][1] == 1
 
 
 def test_max_nbytes_sets_the_size_from_which_arrays_are_memmapped():

@@ -82,8 +82,8 @@ def test_exiting_an_old_session_leaves_the_newer_runtime_running():
     assert hetflow.submit(inc, 1).result(timeout=30) == 2
 
 
-def test_init_restarts_a_running_runtime_after_its_work():
-    hetflow.init(ncpus=2, executor="thread")
+def _busy_worker():
+    """A task of the current runtime that runs until the returned event is set."""
     release = threading.Event()
     started = threading.Event()
 
@@ -94,6 +94,12 @@ def test_init_restarts_a_running_runtime_after_its_work():
 
     slow_future = hetflow.submit(slow)
     assert started.wait(timeout=30)
+    return release, slow_future
+
+
+def test_init_restarts_a_running_runtime_after_its_work():
+    hetflow.init(ncpus=2, executor="thread")
+    release, slow_future = _busy_worker()
     queued = [hetflow.submit(inc, i) for i in range(5)]
     threading.Timer(0.2, release.set).start()
     session = hetflow.init(ncpus=3, executor="thread")  # waits for the work above
@@ -102,7 +108,6 @@ def test_init_restarts_a_running_runtime_after_its_work():
     assert [f.result(timeout=0) for f in queued] == [1, 2, 3, 4, 5]
     assert session.ncpus == 3 == hetflow.ncpus()
     assert hetflow.submit(inc, 9).result(timeout=30) == 10
-
 
 
 def _double_cpu(value):
@@ -116,16 +121,7 @@ def test_a_submission_from_another_thread_during_a_restart_says_a_restart_is_und
     good; it says that init() is replacing the runtime, and once init() has returned the same
     submission runs on the new runtime."""
     old = hetflow.init(ncpus=2, executor="thread").runtime
-    release = threading.Event()
-    started = threading.Event()
-
-    def slow():
-        started.set()
-        release.wait(timeout=30)
-        return "slow done"
-
-    slow_future = hetflow.submit(slow)
-    assert started.wait(timeout=30)
+    release, slow_future = _busy_worker()
     sessions = []
     restart = threading.Thread(target=lambda: sessions.append(hetflow.init(ncpus=3, executor="thread")))
     restart.start()
