@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import threading
 import time
+import types
 import warnings
 from typing import Any, Iterator, List
 
@@ -109,8 +110,11 @@ def array_as_seen(a: Any) -> tuple:
 
 
 def nested_in_containers(a: Any) -> dict:
-    """The input given back at the top, in a list, a tuple and a dict."""
-    return {"top": a, "list": [a], "tuple": (a, 1), "dict": {"inner": {"deeper": a}}}
+    """The input given back at the top, in a list, a tuple, a dict and an object, and a view."""
+    return {
+        "top": a, "list": [a], "tuple": (a, 1), "dict": {"inner": {"deeper": a}},
+        "object": types.SimpleNamespace(array=a), "view": a[::2],
+    }
 
 
 def write_then_read(a: Any, barrier: Any, i: int) -> tuple:
@@ -293,9 +297,12 @@ def test_a_memmapped_input_returned_comes_back_as_a_plain_array_at_any_depth():
     # In a dict it came back as a numpy.memmap with no file behind it.
     a = np.arange(LARGE, dtype=np.float64)
     for result in joblib.Parallel(n_jobs=2)(joblib.delayed(nested_in_containers)(a) for _ in range(2)):
-        returned = [result["top"], result["list"][0], result["tuple"][0], result["dict"]["inner"]["deeper"]]
-        assert [type(item) for item in returned] == [np.ndarray] * 4
-        assert all((item == a).all() for item in returned)
+        returned = [
+            result["top"], result["list"][0], result["tuple"][0], result["dict"]["inner"]["deeper"],
+            result["object"].array,
+        ]
+        assert [type(item) for item in returned + [result["view"]]] == [np.ndarray] * 6
+        assert all((item == a).all() for item in returned) and (result["view"] == a[::2]).all()
         assert result["tuple"][1] == 1
 
 
