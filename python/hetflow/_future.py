@@ -540,13 +540,15 @@ class Future(concurrent.futures.Future):
                 return  # fired when shutdown gave up on it, then again when it ended
             self._fired = True
             callbacks, self._callbacks = self._callbacks or [], None
+            # Under the lock: a callback added from now on sees that these are still to run,
+            # and goes after them (it ran first when added before this was set).
+            self._queued = bool(callbacks) and not here
         self._runtime.unwatch(self)
         self._finish()
         if callbacks:
             if here:
                 self._call_all(callbacks)
             else:
-                self._queued = True
                 self._runtime.call_back(self._call_all, callbacks)
 
     def _call_all(self, callbacks: list) -> None:
@@ -560,7 +562,6 @@ class Future(concurrent.futures.Future):
             fn(self)
         except BaseException:  # as concurrent.futures does, and SystemExit too: others still run
             _LOGGER.exception("exception calling callback for %r", self)
-
 
 
 # How long an await inside a task waits (running other tasks) before the loop gets a turn.
