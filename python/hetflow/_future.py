@@ -187,7 +187,7 @@ class Future(concurrent.futures.Future):
     _callbacks: Optional[list] = None
     _watched = False
     _fired = False
-    _queued = False  # its callbacks wait on the callback thread
+    _queued = 0  # batches of its callbacks handed to the callback thread and not run yet
     # The final state as concurrent.futures.wait/as_completed see it; set once, under the
     # condition, together with telling the waiters (as concurrent.futures.Future.set_result).
     _final_state: Optional[str] = None
@@ -273,16 +273,19 @@ class Future(concurrent.futures.Future):
                     self._task.check_wait_can_end()
                     loop.call_soon(self._help_in_loop, loop, fn)
         with self._lock:
-            # Queued also when the task is done but callbacks added before are still to be fired:
-            # called now, this one would run before them.
-            if not self._fired and (not self._task.done() or self._callbacks):
+            # Queued also when the task is done but callbacks added before are still to be handed
+            # to the callback thread (_fire): called now, this one would run before them.
+            if self._callbacks or not (self._fired or self._task.done()):
                 if self._callbacks is None:
                     self._callbacks = []
                 self._callbacks.append(fn)
-                self._watch()
+                if not self._fired:
+                    self._watch()
                 return
-            queued = self._queued
-        if queued:  # those added before wait on the callback thread: after them
+            queued = self._queued > 0
+            if queued:  # those added before wait on the callback thread: after them
+                self._queued += 1
+        if queued:
             self._runtime.call_back(self._call_all, [fn])
             return
         self._call(fn)
@@ -539,22 +542,25 @@ class Future(concurrent.futures.Future):
             if self._fired:
                 return  # fired when shutdown gave up on it, then again when it ended
             self._fired = True
-            callbacks, self._callbacks = self._callbacks or [], None
-            # Under the lock: a callback added from now on sees that these are still to run,
-            # and goes after them (it ran first when added before this was set).
-            self._queued = bool(callbacks) and not here
         self._runtime.unwatch(self)
         self._finish()
-        if callbacks:
-            if here:
-                self._call_all(callbacks)
-            else:
+        with self._lock:
+            # Taken and handed on under the lock: a callback added meanwhile joined them, and one
+            # added later goes after them (_queued).
+            callbacks, self._callbacks = self._callbacks or [], None
+            if callbacks and not here:
+                self._queued += 1
                 self._runtime.call_back(self._call_all, callbacks)
+                return
+        for fn in callbacks:  # here: as concurrent.futures' cancel() runs them
+            self._call(fn)
 
     def _call_all(self, callbacks: list) -> None:
+        """Runs a batch handed to the callback thread (counted in _queued)."""
         for fn in callbacks:
             self._call(fn)
-        self._queued = False
+        with self._lock:
+            self._queued -= 1
 
     def _call(self, fn: Callable[["Future"], Any]) -> None:
         self._runtime.saw_tasks_end()

@@ -528,3 +528,29 @@ def test_a_callback_added_after_result_runs_after_those_added_before(executor):
         while len(order) < 2 and time.monotonic() < deadline:
             time.sleep(0.001)
         assert order == [1, 2]
+
+
+def test_a_callback_added_while_the_dispatcher_hands_on_earlier_ones_runs_after_them(monkeypatch):
+    # The dispatcher marked the future fired, then (after unwatch and telling the waiters) handed
+    # its callbacks to the callback thread: one added in between ran first. The gap is widened.
+    from hetflow import _runtime
+
+    unwatch = _runtime.Runtime.unwatch
+
+    def slow_unwatch(runtime, future):
+        time.sleep(0.05)
+        unwatch(runtime, future)
+
+    monkeypatch.setattr(_runtime.Runtime, "unwatch", slow_unwatch)
+    for _ in range(5):
+        order = []
+        future = submit_on("thread")(add, 1, 1)
+        future.add_done_callback(lambda f: order.append(1))
+        while not future._task.done():
+            time.sleep(0.001)
+        time.sleep(0.01)  # the dispatcher is in the gap now, most likely
+        future.add_done_callback(lambda f: order.append(2))
+        deadline = time.monotonic() + 10
+        while len(order) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert order == [1, 2]
