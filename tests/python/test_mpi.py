@@ -3,6 +3,7 @@ checking what it sees (tests/python/mpi_programs), and the distributed Cholesky 
 against numpy. Without MPI (mpirun, hetflow's MPI module, mpi4py) they skip; with
 HETFLOW_TEST_REQUIRE_MPI=1 (as `make test` sets it) they fail instead."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -504,6 +505,23 @@ def _told_apart_by_the_check(submissions: str) -> str:
     return output
 
 
+def _crashed_ranks(output: str) -> list:
+    """The processes whose crash (a segmentation fault) Open MPI reported, but for mpirun's own:
+    its PMIx server may crash as it finalizes after ranks aborted, which is not the ranks'."""
+    reports: dict = {}
+    for line in output.splitlines():
+        report = re.match(r"\[[^\]:]+:(\d+)\] (.*)", line)
+        if report:
+            reports.setdefault(report.group(1), []).append(report.group(2))
+    crashed = [
+        pid
+        for pid, lines in reports.items()
+        if any("Segmentation fault" in line for line in lines)
+        and not any("orte_finalize" in line or "/mpirun" in line for line in lines)
+    ]
+    return crashed + (["python"] if "Fatal Python error" in output else [])
+
+
 def test_finalizing_mpi_with_transfers_in_flight_says_so():
     # The program finalizes MPI itself before waiting: the transport's next MPI call crashed
     # inside MPI, or MPI aborted without a word on why.
@@ -527,4 +545,4 @@ time.sleep(2)
     )
     assert code != 0, output
     assert "the program finalized MPI (MPI_Finalize) while rank" in output, output
-    assert "Segmentation fault" not in output, output
+    assert not _crashed_ranks(output), output
