@@ -107,6 +107,7 @@ class DelayedFunction:
     def __init__(self, func: Callable[..., Any], options: TaskOptions, access: Optional[Dict[str, str]] = None) -> None:
         if not callable(func):
             raise TypeError(f"hetflow.delayed: {func!r} is not callable")
+        _runtime.refuse_async_function(func, "hetflow.delayed")
         functools.update_wrapper(self, func)
         self.func = func
         self.access = _checked_access(func, access)

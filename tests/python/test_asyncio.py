@@ -258,7 +258,7 @@ def test_an_async_function_is_refused_as_a_task(executor):
     assert submit_on(executor)(add, 1, 2).result(timeout=30) == 3
 
 
-def test_an_async_function_is_refused_by_offload_and_the_joblib_front():
+def test_an_async_function_is_refused_by_offload_delayed_and_the_joblib_front():
     """Where a function is given to run elsewhere, as for task_submit: at the decorator, or when
     the call is described (it gave an unpicklable coroutine, or coroutines never awaited)."""
     import hetflow.joblib as hj
@@ -273,6 +273,10 @@ def test_an_async_function_is_refused_by_offload_and_the_joblib_front():
         offload_single(kernel)
     with pytest.raises(TypeError, match=r"hetflow.joblib.delayed: .*kernel.* is an async function"):
         hj.delayed(kernel)
+    with pytest.raises(TypeError, match=r"hetflow.delayed: .*kernel.* is an async function"):
+        hetflow.delayed(kernel)
+    with pytest.raises(TypeError, match=r"hetflow.delayed: .*kernel.* is an async function"):
+        hetflow.delayed(executor="thread")(kernel)
 
 
 def test_an_asyncio_task_given_to_a_process_task_is_refused_with_what_to_do():
