@@ -253,7 +253,8 @@ class HETFLOW_API Runtime {
   /// gives up on what is left. Tasks that have not started never run (as after cancel_pending()),
   /// the workers that are free stop, and those still inside a task are left running, detached
   /// (the trace and the statistics are written then, as they stand). Every wait for the work
-  /// given up on ends, now for the threads blocked in one and at once for later ones: wait_all()
+  /// given up on ends, now for the threads blocked in one and at once for later ones (and for a
+  /// future's ready() and status(), which read it ended from then on): wait_all()
   /// throws CancelledError, and a future of a task that had not ended raises CancelledError, whether the task
   /// had not started (queued for a worker left in its task, say) or still ran in a thread left
   /// detached; a task that depends on one that ended so raises DependencyError (or

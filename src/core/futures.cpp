@@ -28,9 +28,24 @@ void release(TaskCore* task) noexcept {
   if (task->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) recycle_task(task);
 }
 
-TaskStatus status(const TaskCore* task) noexcept { return task->status(); }
+namespace {
 
-bool is_finished(const TaskCore* task) noexcept { return is_final(task->status()); }
+// What shutdown_until gave up on ends once anybody looks at it, polling included, as it does for
+// a wait: only the tasks waited for when it gave up were ended then.
+TaskStatus status_ending_what_was_given_up(const TaskCore* task) noexcept {
+  const TaskStatus now = task->status();
+  if (is_final(now)) return now;
+  Engine* engine = task->runtime;
+  if (!engine->gave_up() || engine->forked()) return now;
+  engine->give_up_on(const_cast<TaskCore*>(task));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  return task->status();
+}
+
+}  // namespace
+
+TaskStatus status(const TaskCore* task) noexcept { return status_ending_what_was_given_up(task); }
+
+bool is_finished(const TaskCore* task) noexcept { return is_final(status_ending_what_was_given_up(task)); }
 
 bool finished_after_abort(const TaskCore* task) noexcept {
   return (task->state.load(std::memory_order_acquire) & TaskCore::kAfterAbortBit) != 0;

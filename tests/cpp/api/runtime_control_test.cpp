@@ -291,6 +291,27 @@ TEST(RuntimeControl, ATaskEndingAsShutdownUntilGivesUpEndsOnce) {
   }
 }
 
+TEST(RuntimeControl, WhatShutdownUntilGaveUpOnReadsEndedWhenPolled) {
+  // Nobody waited for these when the shutdown gave up: polling saw them pending for ever.
+  auto* rt = new Runtime(Config{.ncpus = 1});  // leaked on purpose, as above
+  auto stuck_state = std::make_shared<StuckTask>();
+  auto stuck = submit_stuck(*rt, stuck_state);
+  auto queued = rt->submit([] { return 1; });
+  auto after_queued = rt->submit(TaskOptions{.after = {queued}}, [] {});
+  EXPECT_FALSE(queued.ready());
+  EXPECT_EQ(rt->shutdown_until(std::chrono::steady_clock::now() + 50ms), 1U);
+  EXPECT_EQ(queued.status(), hetflow::TaskStatus::cancelled);
+  EXPECT_TRUE(after_queued.ready());
+  EXPECT_THROW(after_queued.get(), hetflow::DependencyError);  // what it depends on did not run
+  EXPECT_TRUE(stuck.ready());
+  EXPECT_EQ(stuck.status(), hetflow::TaskStatus::failed);
+  EXPECT_THROW(stuck.get(), CancelledError);
+  EXPECT_THROW(queued.get(), CancelledError);
+  stuck_state->gate.open();
+  while (!stuck_state->returned.load()) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(stuck.status(), hetflow::TaskStatus::failed);  // its late end changes nothing
+}
+
 TEST(RuntimeControl, AWaitBeganAfterShutdownUntilGaveUpEndsAtOnce) {
   auto* rt = new Runtime(Config{.ncpus = 1});  // leaked on purpose, as above
   auto stuck_state = std::make_shared<StuckTask>();
