@@ -124,11 +124,12 @@ void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode) {
   handle.last_writer = task;
 }
 
-std::exception_ptr failure_read_by(TaskCore* token) {
+std::exception_ptr failure_read_by(TaskCore* token, TokenFailure on_token) {
   std::exception_ptr error;
   {
     std::lock_guard guard(token->lock);
-    error = std::exchange(token->error, nullptr);  // the token itself does not fail
+    // Taken off, the token itself does not fail.
+    error = on_token == TokenFailure::keep ? token->error : std::exchange(token->error, nullptr);
   }
   if (!error) return nullptr;
   try {

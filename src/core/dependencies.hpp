@@ -19,9 +19,14 @@ void add_dependency(TaskCore* task, TaskCore* predecessor, EdgeKind kind = EdgeK
 /// Records `task`'s access to `handle` and makes it wait for the conflicting earlier accesses.
 void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode);
 
+/// What failure_read_by leaves on the token: nothing (the token itself does not fail), or the
+/// failure as it was (an acquisition that reads and writes, which fails with it when released).
+enum class TokenFailure : unsigned char { take, keep };
+
 /// The failure of the writer whose output the started acquisition `token` reads (its data
-/// edge): nullptr when that writer succeeded, or when the acquisition does not read.
-std::exception_ptr failure_read_by(TaskCore* token);
+/// edge): nullptr when that writer succeeded, or when the acquisition does not read. Read under
+/// the token's lock, with the token's own failure taken off or kept (`on_token`) in the same go.
+std::exception_ptr failure_read_by(TaskCore* token, TokenFailure on_token = TokenFailure::take);
 /// The program takes the data as they are (Runtime::acquire): a failed writer that is still
 /// the handle's last one is forgotten, so that the tasks submitted from now on read a new
 /// version rather than fail.

@@ -17,6 +17,7 @@
 #include "hetflow/error.hpp"
 #include "hetflow/future.hpp"
 #include "hetflow/perfmodel.hpp"
+#include "util/unnested.hpp"
 
 namespace hetflow::detail {
 namespace {
@@ -293,32 +294,18 @@ namespace {
 // The manual tasks (acquisitions, unregistrations...) that became ready on this thread while it
 // was starting another, if it is. Starting one calls back (acquire_then) or completes it, which
 // makes the next one on the data ready: 100,000 acquire_then in a row, each released in its
-// callback, started each inside the one before, and overflowed the stack. They wait here, in
-// order, for the outermost start instead.
-thread_local std::vector<TaskCore*>* tl_manual_starts = nullptr;
+// callback, started each inside the one before, and overflowed the stack. They wait, in order,
+// for the outermost start instead.
+thread_local Unnested<TaskCore*, UnnestedOrder::fifo> tl_manual_starts;
 
 }  // namespace
 
 void Engine::make_ready(TaskCore* task) {
   if (task->flags & TaskCore::kManual) {
-    if (tl_manual_starts != nullptr) {
-      try {
-        tl_manual_starts->push_back(task);
-        return;
-      } catch (...) {  // no memory left to list it: started here, one call deeper
-      }
-      start_manual(task);
-      return;
-    }
-    std::vector<TaskCore*> later;
-    struct Outermost {
-      ~Outermost() { tl_manual_starts = nullptr; }
-    } outermost;
-    tl_manual_starts = &later;
-    start_manual(task);  // throws, if it does, before it makes others ready (acquire_then's copy home)
-    // Inside this one's completion (noexcept) before: an error still ends the process.
-    const auto start_later = [](TaskCore* next) noexcept { next->runtime->start_manual(next); };
-    for (std::size_t next = 0; next < later.size(); ++next) start_later(later[next]);
+    // The outermost start throws, if it does, before it makes others ready (acquire_then's copy
+    // home); the ones after it end the process if they throw, as inside its completion
+    // (noexcept) before.
+    tl_manual_starts.run(task, [](TaskCore* next) { next->runtime->start_manual(next); });
     return;
   }
   if (task->error) {

@@ -19,6 +19,7 @@
 #include "core/threaded_execution.hpp"
 #include "core/wait_cycles.hpp"
 #include "hetflow/runtime.hpp"
+#include "util/unnested.hpp"
 
 namespace hetflow::detail {
 
@@ -524,24 +525,11 @@ namespace {
 // The results of when_any that this thread is to end, while it ends another, if it does. Ending
 // one tells its successors, among them a when_any over it: `first = when_any(first, next)` in a
 // loop ended each result inside the one before, and 100,000 of them overflowed the stack. They
-// wait here, in order, for the outermost instead.
-thread_local std::vector<TaskCore*>* tl_any_results = nullptr;
+// wait, in order, for the outermost instead (the engine's reference keeps each until it ends).
+thread_local detail::Unnested<TaskCore*, detail::UnnestedOrder::fifo> tl_any_results;
 
 void complete_any_result(TaskCore* result) noexcept {
-  if (tl_any_results != nullptr) {
-    try {
-      tl_any_results->push_back(result);  // the engine's reference keeps it until it ends
-      return;
-    } catch (...) {  // no memory left to list it: ended here, one call deeper
-    }
-    detail::complete_manual(result);
-    return;
-  }
-  std::vector<TaskCore*> later;
-  tl_any_results = &later;
-  detail::complete_manual(result);
-  for (std::size_t next = 0; next < later.size(); ++next) detail::complete_manual(later[next]);
-  tl_any_results = nullptr;
+  tl_any_results.run(result, [](TaskCore* next) noexcept { detail::complete_manual(next); });
 }
 
 // The first input to finish writes its index and opens the gate the result task waits for.

@@ -445,16 +445,8 @@ void Runtime::acquire_then(const DataHandle& handle, AccessMode mode, std::funct
     // Handed on as they are (a send, say): a failure stays with the data for the tasks after.
     // Read and written (RW), the acquisition is their last writer: it keeps the failure
     // it read, to fail with when released (those tasks read after it, not after the writer).
-    std::exception_ptr inherited;
-    if (reads(mode) && writes(mode)) {
-      std::lock_guard guard(token->lock);
-      inherited = token->error;
-    }
-    std::exception_ptr failure = detail::failure_read_by(token);
-    if (inherited) {
-      std::lock_guard guard(token->lock);
-      token->error = std::move(inherited);
-    }
+    std::exception_ptr failure = detail::failure_read_by(
+        token, reads(mode) && writes(mode) ? detail::TokenFailure::keep : detail::TokenFailure::take);
     void* data = detail::prepare_replica(impl, detail::kHostNode, mode);
     {
       std::lock_guard guard(impl.dep_lock);

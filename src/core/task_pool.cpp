@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "util/block_pool.hpp"
+#include "util/unnested.hpp"
 
 namespace hetflow::detail {
 namespace {
@@ -63,31 +64,12 @@ void recycle_one(TaskCore* task) noexcept {
 // The tasks whose last reference went while this thread was recycling another, if it is. A
 // task's result or body may hold the futures of other tasks (a result that holds the future of
 // the task before it, and so on): recycled inside one another, a chain of 100,000 took as many
-// nested calls and overflowed the stack. They wait here for the outermost call instead.
-thread_local std::vector<TaskCore*>* tl_to_recycle = nullptr;
+// nested calls and overflowed the stack. They wait for the outermost call instead.
+thread_local Unnested<TaskCore*, UnnestedOrder::lifo> tl_to_recycle;
 
 }  // namespace
 
-void recycle_task(TaskCore* task) noexcept {
-  if (tl_to_recycle != nullptr) {
-    try {
-      tl_to_recycle->push_back(task);
-      return;
-    } catch (...) {  // no memory left to list it: recycled here, one call deeper
-    }
-    recycle_one(task);
-    return;
-  }
-  std::vector<TaskCore*> to_recycle;
-  tl_to_recycle = &to_recycle;
-  recycle_one(task);
-  while (!to_recycle.empty()) {
-    TaskCore* next = to_recycle.back();
-    to_recycle.pop_back();
-    recycle_one(next);
-  }
-  tl_to_recycle = nullptr;
-}
+void recycle_task(TaskCore* task) noexcept { tl_to_recycle.run(task, recycle_one); }
 
 void drop_claimed_entry(TaskCore* task) noexcept {
   if (task->state.fetch_or(TaskCore::kEntryDroppedBit, std::memory_order_acq_rel) & TaskCore::kContentsGoneBit) {

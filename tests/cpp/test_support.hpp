@@ -2,13 +2,17 @@
 // Helpers shared by the test suites: environment overrides, size scaling, a gate tasks can
 // block on.
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <cstddef>
 #include <cstdlib>
+#include <functional>
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <utility>
 
 #include "hetflow/error.hpp"
 
@@ -106,6 +110,53 @@ class Signal {
  private:
   std::atomic<int> count_{0};
 };
+
+/// A thread with a small stack (256 KiB unless told), for the tests that check a long chain is not
+/// worked through in nested calls, which would overflow it (std::thread cannot set the size).
+/// join(), or the destructor, waits for it; as with std::thread, an exception `fn` lets out ends
+/// the process.
+class SmallStackThread {
+ public:
+  static constexpr std::size_t kDefaultStackBytes = std::size_t{256} << 10;
+
+  explicit SmallStackThread(std::function<void()> fn, std::size_t stack_bytes = kDefaultStackBytes)
+      : fn_(std::move(fn)) {
+    pthread_attr_t attributes;
+    if (int error = pthread_attr_init(&attributes); error != 0) fail(error, "pthread_attr_init");
+    int error = pthread_attr_setstacksize(&attributes, stack_bytes);
+    if (error == 0) error = pthread_create(&thread_, &attributes, &SmallStackThread::body, this);
+    pthread_attr_destroy(&attributes);
+    if (error != 0) fail(error, "pthread_attr_setstacksize or pthread_create");
+    joinable_ = true;
+  }
+  ~SmallStackThread() {
+    if (joinable_) pthread_join(thread_, nullptr);
+  }
+  SmallStackThread(const SmallStackThread&) = delete;
+  SmallStackThread& operator=(const SmallStackThread&) = delete;
+
+  void join() {
+    if (!joinable_) return;
+    joinable_ = false;
+    if (int error = pthread_join(thread_, nullptr); error != 0) fail(error, "pthread_join");
+  }
+
+ private:
+  static void* body(void* self) noexcept {
+    static_cast<SmallStackThread*>(self)->fn_();
+    return nullptr;
+  }
+  [[noreturn]] static void fail(int error, const char* what) {
+    throw std::system_error(error, std::generic_category(), what);
+  }
+
+  std::function<void()> fn_;
+  pthread_t thread_{};
+  bool joinable_ = false;
+};
+
+/// Runs `fn` on a thread with a small stack (see SmallStackThread) and waits for it.
+inline void run_on_small_stack(std::function<void()> fn) { SmallStackThread(std::move(fn)).join(); }
 
 /// Expects `fn` to throw hetflow::InvalidArgument whose message contains every one of `needles`.
 template <class Fn>

@@ -1,7 +1,6 @@
 // Runtime::acquire_then: host access handed to a callback once the data are ready, released
 // later from any thread, ordered with tasks like a blocking acquisition.
 #include <gtest/gtest.h>
-#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
@@ -15,6 +14,7 @@
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -172,35 +172,20 @@ TEST(AcquireThen, ManyInARowReleasedInTheirCallbacksDoNotNestOnTheStack) {
   hetflow::Runtime rt(hetflow::Config{.ncpus = 2});
   long value = 0;
   auto handle = rt.register_variable(value);
-  struct First {
-    hetflow::Runtime* rt;
-    hetflow::DataHandle handle;
-    std::atomic<bool> acquired{false};
-    std::atomic<bool> release{false};
-  } first{&rt, handle};
-  pthread_attr_t attributes;
-  ASSERT_EQ(pthread_attr_init(&attributes), 0);
-  ASSERT_EQ(pthread_attr_setstacksize(&attributes, std::size_t{256} << 10), 0);
-  pthread_t holder;
-  ASSERT_EQ(pthread_create(
-                &holder, &attributes,
-                [](void* state) -> void* {
-                  auto& shared = *static_cast<First*>(state);
-                  Acquisition held = shared.rt->acquire(shared.handle, AccessMode::RW);
-                  shared.acquired = true;
-                  while (!shared.release) std::this_thread::yield();
-                  held.release();  // starts the acquisitions after it, on this thread
-                  return nullptr;
-                },
-                &first),
-            0);
-  pthread_attr_destroy(&attributes);
-  while (!first.acquired) std::this_thread::yield();
+  std::atomic<bool> acquired{false};
+  std::atomic<bool> release{false};
+  hetflow::test::SmallStackThread holder([&rt, handle, &acquired, &release] {
+    Acquisition held = rt.acquire(handle, AccessMode::RW);
+    acquired = true;
+    while (!release) std::this_thread::yield();
+    held.release();  // starts the acquisitions after it, on this thread
+  });
+  while (!acquired) std::this_thread::yield();
   for (long i = 0; i < kCount; ++i) {
     rt.acquire_then(handle, AccessMode::RW, [](Acquisition acquisition) { ++*acquisition.as<long>(); });
   }
-  first.release = true;
-  ASSERT_EQ(pthread_join(holder, nullptr), 0);
+  release = true;
+  holder.join();
   rt.wait_all();
   EXPECT_EQ(rt.acquire(handle, AccessMode::R).as<long>()[0], kCount);
 }

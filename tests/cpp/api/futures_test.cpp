@@ -1,7 +1,6 @@
 // Futures: get/wait/wait_for/status, continuations, when_all/when_any, failures and their
 // propagation, cancellation, and waiting inside tasks.
 #include <gtest/gtest.h>
-#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
@@ -175,20 +174,7 @@ TEST(Futures, AChainOfResultsHoldingFuturesIsFreedWithoutDeepRecursion) {
   EXPECT_EQ(last->get().depth, kLength - 1);
   rt.wait_all();
   // Dropped on a thread with a small stack (256 KiB): 20,000 nested frees need several MiB.
-  pthread_attr_t attributes;
-  ASSERT_EQ(pthread_attr_init(&attributes), 0);
-  ASSERT_EQ(pthread_attr_setstacksize(&attributes, std::size_t{256} << 10), 0);
-  pthread_t thread;
-  ASSERT_EQ(pthread_create(
-                &thread, &attributes,
-                [](void* future) -> void* {
-                  delete static_cast<Future<Link>*>(future);
-                  return nullptr;
-                },
-                last.release()),
-            0);
-  pthread_attr_destroy(&attributes);
-  ASSERT_EQ(pthread_join(thread, nullptr), 0);
+  hetflow::test::run_on_small_stack([&last] { last.reset(); });
 }
 
 TEST(Futures, CopiesShareTheTask) {
