@@ -177,16 +177,17 @@ SchedSimMachine SchedSimMachine::load(const std::string& file, std::size_t tile_
   return parse(read.text, file, tile_bytes);
 }
 
-std::string SchedSimMachine::to_json() const { return description(1, std::nullopt); }
+std::string SchedSimMachine::to_json(std::string_view name) const { return description(name, 1, std::nullopt); }
 
-std::string SchedSimMachine::cluster_json(unsigned nodes, double send_seconds) const {
-  return description(nodes, send_seconds);
+std::string SchedSimMachine::cluster_json(std::string_view name, unsigned nodes, double send_seconds) const {
+  return description(name, nodes, send_seconds);
 }
 
-std::string SchedSimMachine::description(unsigned nodes, std::optional<double> send_seconds) const {
-  std::string json;
+std::string SchedSimMachine::description(std::string_view name, unsigned nodes,
+                                         std::optional<double> send_seconds) const {
+  std::string json = "{\n  \"name\": " + detail::json_quote(name) + ",\n";
   char line[256];
-  std::snprintf(line, sizeof line, "{\n  \"cpus\": %u,\n  \"gpus\": %u,\n", cpus * nodes, gpus * nodes);
+  std::snprintf(line, sizeof line, "  \"cpus\": %u,\n  \"gpus\": %u,\n", cpus * nodes, gpus * nodes);
   json += line;
   if (send_seconds) {
     std::snprintf(line, sizeof line, "  \"opencl\": %u,\n", nodes);

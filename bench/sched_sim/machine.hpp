@@ -43,15 +43,17 @@ struct SchedSimMachine {
   /// Reads the file; InvalidArgument naming it if it cannot be read or is not usable here.
   [[nodiscard]] static SchedSimMachine load(const std::string& file, std::size_t tile_bytes);
 
-  /// The description the simulator runs: these figures, each cost a constant.
-  [[nodiscard]] std::string to_json() const;
+  /// The description the simulator runs: these figures, each cost a constant; `name` is what
+  /// the simulation's report calls it.
+  [[nodiscard]] std::string to_json(std::string_view name) const;
   /// `nodes` copies of this machine as one description: their cores and GPUs, and one OpenCL
   /// device per node that stands for its network card, which runs only the codelet "send", in
   /// `send_seconds` (docs/simulation.md, "Several nodes").
-  [[nodiscard]] std::string cluster_json(unsigned nodes, double send_seconds) const;
+  [[nodiscard]] std::string cluster_json(std::string_view name, unsigned nodes, double send_seconds) const;
 
  private:
-  [[nodiscard]] std::string description(unsigned nodes, std::optional<double> send_seconds) const;
+  [[nodiscard]] std::string description(std::string_view name, unsigned nodes,
+                                        std::optional<double> send_seconds) const;
 };
 
 }  // namespace hetflow::bench

@@ -598,6 +598,11 @@ class ScratchFile {
   std::string path_;
 };
 
+// What the simulator is given, named after what the user gave.
+std::string simulated_machine_name(const std::string& machine_name) {
+  return "machine " + machine_name + " (with sched-sim's flags applied)";
+}
+
 // Rethrows the exception being handled, the scratch file's path in its text replaced by what the
 // user gave: the simulator names the file it read, which the user never wrote.
 [[noreturn]] void rethrow_naming_the_machine(const ScratchFile& scratch, const std::string& machine_name) {
@@ -606,7 +611,7 @@ class ScratchFile {
   } catch (const std::exception& error) {
     std::string text = error.what();
     const std::string path = scratch.path();
-    const std::string named = "machine " + machine_name + " (with sched-sim's flags applied)";
+    const std::string named = simulated_machine_name(machine_name);
     for (auto at = text.find(path); at != std::string::npos; at = text.find(path, at + named.size())) {
       text.replace(at, path.size(), named);
     }
@@ -626,7 +631,7 @@ int run_cluster(const SchedSimOptions& options, const SchedSimMachine& machine, 
   }
   const double send_seconds =
       options.network_latency_us * 1e-6 + static_cast<double>(tile_bytes) * 8 / (options.network_gbps * 1e9);
-  const ScratchFile machine_file(machine.cluster_json(nodes, send_seconds));
+  const ScratchFile machine_file(machine.cluster_json(simulated_machine_name(machine_name), nodes, send_seconds));
   const NodeGrid grid(nodes);
   const std::vector<GraphTask> graph = cholesky_graph(machine, options.tiles);
   const Distribution plan = distribute(graph, options.tiles, grid, nodes);
@@ -697,7 +702,7 @@ int run_sched_sim(const SchedSimOptions& options) {
                                                            : std::filesystem::path(options.machine).filename().string();
   if (options.nodes) return run_cluster(options, machine, machine_name, single, tile_bytes);
 
-  const ScratchFile machine_file(machine.to_json());
+  const ScratchFile machine_file(machine.to_json(simulated_machine_name(machine_name)));
   std::fprintf(stderr,
                "sched-sim: Cholesky of %zu x %zu tiles of %zu x %zu %ss on %s: %u CPU cores + %u GPUs linked at "
                "%g GB/s\n",

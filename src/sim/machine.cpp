@@ -178,11 +178,19 @@ MachineSpec MachineSpec::parse(std::string_view json, std::string_view origin) {
   if (!root.is_object()) {
     reader.fail("", "a machine description is a JSON object, not " + std::string(json_kind_name(root.kind())));
   }
-  reader.only_keys(
-      root, "",
-      {"cpus", "gpus", "gpu_memory", "opencl", "opencl_memory", "opencl_copy_engine", "link", "codelets", "models"});
+  reader.only_keys(root, "",
+                   {"name", "cpus", "gpus", "gpu_memory", "opencl", "opencl_memory", "opencl_copy_engine", "link",
+                    "codelets", "models"});
 
   MachineSpec spec;
+  if (const auto* name = root.find("name")) {
+    if (!name->is_string() || name->as_string().empty()) {
+      reader.fail("name",
+                  "expected a string that names the machine, got " +
+                      (name->is_string() ? std::string("an empty one") : std::string(json_kind_name(name->kind()))));
+    }
+    spec.name = name->as_string();
+  }
   const JsonValue* cpus = root.find("cpus");
   if (cpus == nullptr) reader.fail("cpus", "missing: the number of virtual CPU workers is required");
   spec.cpus = reader.worker_count(*cpus, "cpus");

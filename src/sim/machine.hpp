@@ -15,6 +15,8 @@
 namespace hetflow::detail {
 
 struct MachineSpec {
+  /// What the simulation's report calls the machine ("name"); empty: the file it was read from.
+  std::string name;
   /// Virtual CPU workers, all on memory node 0 (host RAM).
   unsigned cpus = 0;
   /// Virtual CUDA workers, each with a memory node of its own (nodes 1..gpus).

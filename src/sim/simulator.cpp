@@ -122,8 +122,9 @@ void SimulatedExecution::model_bus(BusModel& bus, const std::vector<std::string>
 void SimulatedExecution::start(Engine& engine) { simulator_->recorder = engine.recorder(); }
 
 void SimulatedExecution::report(const std::string& scheduler_name, double end) const {
+  const std::string& machine = simulator_->machine.name.empty() ? simulator_->origin : simulator_->machine.name;
   std::fprintf(stderr, "hetflow: simulated %zu tasks on %s with %s: makespan %.6f s\n", simulator_->tasks_run,
-               simulator_->origin.c_str(), scheduler_name.c_str(), end);
+               machine.c_str(), scheduler_name.c_str(), end);
 }
 
 std::optional<double> SimulatedExecution::cost(TaskCore& task, Arch arch) const {

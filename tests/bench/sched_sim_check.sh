@@ -39,6 +39,7 @@ check_run() {
   tighter=$(sed -nE "s/.*tighter lower bound .* ($number) s: .*/\1/p" "$errors")
   plan=$(sed -nE "s/.*offline HEFT plan without transfers ($number) s.*/\1/p" "$errors")
   [ -n "$tighter" ] || fail "sched-sim $*: no tighter lower bound on stderr"
+  names_the_machine "$*"
   [ "$plan" = "${makespan[offline_plan]}" ] || fail "sched-sim $*: the offline plan differs on stdout and stderr"
   bound=${makespan[lower_bound]}
   awk -v simple="$bound" -v tighter="$tighter" 'BEGIN { exit !(tighter + 1e-9 >= simple) }' ||
@@ -47,6 +48,14 @@ check_run() {
     awk -v m="${makespan[$name]}" -v b="$tighter" 'BEGIN { exit !(m + 1e-9 >= b) }' ||
       fail "sched-sim $*: $name finished in ${makespan[$name]} s, under the lower bound $tighter s"
   done
+}
+
+# The simulator's report lines name the machine as the user gave it, not the scratch file that
+# sched-sim hands the simulator.
+names_the_machine() {
+  ! grep -q "/proc/self/fd" "$errors" || fail "sched-sim $1: stderr names the scratch file"
+  grep -qE "^hetflow: simulated [0-9]+ tasks on machine [^ ]+ \(with sched-sim's flags applied\) with " "$errors" ||
+    fail "sched-sim $1: no report line naming the machine"
 }
 
 check_run
@@ -66,6 +75,7 @@ check_nodes() {
   local nodes=$1
   shift
   out=$("$bench" sched-sim --nodes "$nodes" "$@" 2>"$errors") || fail "sched-sim --nodes $nodes $* failed"
+  names_the_machine "--nodes $nodes $*"
   [ "$(echo "$out" | wc -l)" -eq $((2 * ${#schedulers[@]} + 3)) ] || fail "sched-sim --nodes $nodes $*: unexpected lines"
   local name line
   for name in "${schedulers[@]}" lower_bound; do

@@ -92,6 +92,8 @@ TEST(Machine, DefaultsForWhatIsLeftOut) {
   EXPECT_FALSE(spec.use_stored_links);
   EXPECT_TRUE(spec.costs.empty());
   EXPECT_FALSE(spec.use_stored_models);
+  EXPECT_TRUE(spec.name.empty());  // the report names the file
+  EXPECT_EQ(MachineSpec::parse(R"({"name": "a node", "cpus": 3})", "m.json").name, "a node");
 
   const MachineSpec partial_link = MachineSpec::parse(R"({"cpus": 0, "gpus": 1, "link": {"latency_us": 0}})", "m");
   EXPECT_DOUBLE_EQ(partial_link.link.bandwidth_bytes_per_s, 12e9);
@@ -151,8 +153,12 @@ TEST(Machine, ErrorsNameTheFileAndTheKeyPath) {
       parse_error(R"({"cpus": 1, "codelets": {"gemm": {"process": 1}}})"),
       "machine.json: codelets.gemm.process: architecture 'process' cannot be simulated (use cpu, cuda or opencl)");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "gpu": 2})"),
-            "machine.json: gpu: unknown key (known keys here: cpus, gpus, gpu_memory, opencl, opencl_memory, "
+            "machine.json: gpu: unknown key (known keys here: name, cpus, gpus, gpu_memory, opencl, opencl_memory, "
             "opencl_copy_engine, link, codelets, models)");
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "name": 3})"),
+            "machine.json: name: expected a string that names the machine, got a number");
+  EXPECT_EQ(parse_error(R"({"cpus": 1, "name": ""})"),
+            "machine.json: name: expected a string that names the machine, got an empty one");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "link": {"bandwidth": 3}})"),
             "machine.json: link.bandwidth: unknown key (known keys here: bandwidth_gbs, latency_us)");
   EXPECT_EQ(parse_error(R"({"cpus": 1, "codelets": {"potrf": {"cpu": {"a": 1, "d": 2}}}})"),
