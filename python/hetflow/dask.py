@@ -20,6 +20,7 @@ import contextvars
 import functools
 import threading
 import time
+import warnings
 import weakref
 from collections import Counter
 from collections.abc import Mapping
@@ -53,12 +54,18 @@ def get(
     A task that raises makes ``get`` raise that exception (same type); the graph's tasks not yet
     started are cancelled then. A task's result is let go of once the tasks that read it have
     run, unless its key is wanted. Thread tasks run in a copy of the caller's ``contextvars``
-    context, as with Dask's threaded scheduler.
+    context, as with Dask's threaded scheduler. Other options (``num_workers``, ``pool``: those
+    of Dask's other schedulers, which Dask passes on from ``compute``) are ignored, with a warning.
     """
     if kwargs:
-        raise TypeError(
-            f"hetflow.dask.get: unknown option(s) {', '.join(sorted(map(repr, kwargs)))}; "
-            "accepted: executor ('thread' or 'process'), priority (int), callbacks"
+        # Dask hands every keyword of compute/persist it does not know to the scheduler, and its
+        # own schedulers ignore those they do not take (x.compute(num_workers=4) on any of them):
+        # refusing them would make such a call fail only once hetflow is the default scheduler.
+        warnings.warn(
+            f"hetflow.dask.get ignores the option(s) {', '.join(sorted(map(repr, kwargs)))}; "
+            "it takes executor ('thread' or 'process'), priority (int), callbacks",
+            UserWarning,
+            stacklevel=2,
         )
     from dask.callbacks import local_callbacks, normalize_callback
 

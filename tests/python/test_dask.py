@@ -176,12 +176,24 @@ def test_bad_arguments_say_what_is_accepted():
         hetflow.dask.get(dsk, ["b", "z"])
     with pytest.raises(KeyError, match="depends on 'missing'"):
         hetflow.dask.get({"c": Task("c", inc, TaskRef("missing"))}, "c")
-    with pytest.raises(TypeError, match="unknown option.*'num_workers'.*accepted: executor"):
-        hetflow.dask.get(dsk, "b", num_workers=4)
+    with pytest.warns(UserWarning, match="ignores the option.*'num_workers'.*takes executor"):
+        assert hetflow.dask.get(dsk, "b", num_workers=4) == 2
     with pytest.raises(ValueError, match="unknown executor 'gpu'"):
         hetflow.dask.get(dsk, "b", executor="gpu")
     with pytest.raises(TypeError, match="expected a Dask graph"):
         hetflow.dask.get([1, 2], "b")
+
+
+def test_options_of_other_schedulers_passed_on_by_compute_are_ignored():
+    # Dask forwards compute's unknown keywords to the scheduler and its own schedulers ignore
+    # those they do not take (dask's test_delayed_compute_forward_kwargs); get refused them, so
+    # x.compute(num_workers=4) failed once hetflow was the default scheduler.
+    x = dask.delayed(inc)(1)
+    with dask.config.set(scheduler=hetflow.dask.get):
+        with pytest.warns(UserWarning, match="'num_workers', 'pool'"):
+            assert x.compute(num_workers=4, pool=None) == 2
+        with pytest.warns(UserWarning, match="'bogus_keyword'"):
+            assert dask.compute(da.ones(10, chunks=5).sum(), bogus_keyword=10) == (10.0,)
 
 
 @pytest.mark.skipif(not hasattr(hetflow, "Executor"), reason="hetflow.Executor is not available")
