@@ -34,6 +34,7 @@ from hetflow._serialize import (
 )
 
 EXECUTORS = ("thread", "process")
+_CO_COROUTINE = inspect.CO_COROUTINE
 # Far beyond any machine, yet small enough for the engine (and the system) to take.
 MAX_NCPUS = 4096
 MAX_NPROCS = 1024
@@ -435,19 +436,32 @@ class Runtime:
             raise RuntimeError(self._closed_message())
         if sys.is_finalizing():
             raise _finalizing_error("submit a task")
-        executor = check_executor(executor) if executor is not None else self.executor
+        if executor is None:
+            executor = self.executor
+        elif type(executor) is not str or executor not in EXECUTORS:
+            executor = check_executor(executor)
         if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             check_priority(priority)
         if name is not None and type(name) is not str:
             check_name(name)
-        name = utf8_text(name or getattr(func, "__name__", None) or type(func).__name__)
+        if not name:
+            name = getattr(func, "__name__", None) or type(func).__name__
+        if type(name) is not str or "\0" in name or not name.isascii():
+            name = utf8_text(name)
         label = self.check_label(func, args, kwargs) if self.check_label is not None else ""
+        if executor == "thread" and perfmodel is None and on is None and not kwargs:
+            # The common case in one call: plain values, and arrays (marked or not) whose views
+            # were met before (submit_call says None, having done nothing, for anything else).
+            handles = self._handles
+            task = self._engine.submit_call(func, args, None if handles is None else handles._recent, name, priority)
+            if task is not None:
+                return Future(task, self, name)
         if perfmodel is None and all_plain(args) and (not kwargs or all_plain(kwargs.values())):
-            # The common case, kept short: nothing to wait for, no data, no model.
+            # Nothing to wait for, no data, no model.
             if executor == "thread":
                 task = self._engine.submit_thread(
-                    functools.partial(_call_checked, func, *args, **kwargs), _NONE, _NONE, name, priority, on=on,
-                    label=label,
+                    func, _NONE, _NONE, name, priority, on=on, label=label, args=_as_tuple(args),
+                    kwargs=dict(kwargs) if kwargs else None,
                 )
                 return Future(task, self, name)
             if self.nprocs:
@@ -464,8 +478,7 @@ class Runtime:
             if plain_and_arrays is not None:
                 call_args, array_accesses = plain_and_arrays
                 task = self._engine.submit_thread(
-                    functools.partial(_call_checked, func, *call_args), _NONE, array_accesses, name, priority, on=on,
-                    label=label,
+                    func, _NONE, array_accesses, name, priority, on=on, label=label, args=tuple(call_args)
                 )
                 return Future(task, self, name)
         data = _find_data(args, kwargs)
@@ -491,12 +504,15 @@ class Runtime:
             if search is not None and search.futures and any(type(found) is Access for found in search.futures):
                 _refuse_nested_mark(name, args, kwargs)
             if search is not None and search.futures:
-                call = functools.partial(_call_resolved, func, args, kwargs, search)
+                call: Callable[..., Any] = functools.partial(_call_resolved, func, args, kwargs, search)
+                positional: Optional[tuple] = None
+                keywords: Optional[dict] = None
             else:
-                call = functools.partial(_call_checked, func, *args, **kwargs)
+                call, positional, keywords = func, _as_tuple(args), dict(kwargs) if kwargs else None
             task = self._engine.submit_thread(
                 call, [f._task for f in search.futures] if search is not None else [], accesses, name, priority,
                 perfmodel=perfmodel, size=_size(args, kwargs, size) if perfmodel else 0, on=on, label=label,
+                args=positional, kwargs=keywords,
             )
         return Future(task, self, name)
 
@@ -1092,7 +1108,10 @@ def refuse_async_function(func: Any, where: str) -> None:
     """TypeError for an ``async def`` function (or an object whose ``__call__`` is one, or a
     partial of either) given to run as a task: its call only makes a coroutine, which nothing
     would await. A task whose body returns a coroutine all the same (a lambda over an async
-    function) fails with such a TypeError when it runs (``_call_checked``)."""
+    function) fails with such a TypeError when it runs (the extension's thread task call, and
+    ``_call_resolved``)."""
+    if type(func) is types.FunctionType and not func.__code__.co_flags & _CO_COROUTINE and not func.__dict__:
+        return  # the common case, quickly: a plain function, not marked (inspect.markcoroutinefunction)
     how = _coroutine_maker(func)
     if how is not None:
         raise TypeError(
@@ -1217,16 +1236,11 @@ def _call_resolved(func: Callable[..., Any], args: tuple, kwargs: dict, search: 
     return result
 
 
-def _call_checked(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """A thread task's call: a coroutine its body returns fails the task (TypeError), as an
-    ``async def`` function is refused at submission, instead of coming back unawaited."""
-    result = func(*args, **kwargs)
-    if type(result) is types.CoroutineType:
-        raise returned_coroutine(func, result)
-    return result
+def _as_tuple(args: Any) -> tuple:
+    return args if type(args) is tuple else tuple(args)
 
 
-HIDDEN_FRAMES.update((_call_resolved.__code__, _call_checked.__code__))
+HIDDEN_FRAMES.add(_call_resolved.__code__)
 
 
 _current: Optional[Runtime] = None

@@ -17,6 +17,27 @@ Arch implementation_arch(const std::string& name) {
 PyObject* call_or_throw(PyObject* callable, PyObject* args, PyObject* freeze) {
   PyObject* value = args == nullptr ? PyObject_CallNoArgs(callable) : PyObject_Call(callable, args, nullptr);
   if (value != nullptr) return value;
+  throw_python_error(freeze);
+}
+
+PyObject* call_task_or_throw(PyObject* callable, PyObject* args, PyObject* kwargs, PyObject* freeze) {
+  PyObject* value = args == nullptr ? PyObject_CallNoArgs(callable) : PyObject_Call(callable, args, kwargs);
+  if (value == nullptr) throw_python_error(freeze);
+  if (!PyCoro_CheckExact(value)) return value;
+  // Rare: the error (and the coroutine closed, so that it does not warn) comes from Python.
+  PyObject* errors = PyImport_ImportModule("hetflow._errors");
+  PyObject* error =
+      errors == nullptr ? nullptr : PyObject_CallMethod(errors, "returned_coroutine", "OO", callable, value);
+  Py_XDECREF(errors);
+  Py_DECREF(value);
+  if (error != nullptr) {
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error)), error);
+    Py_DECREF(error);
+  }
+  throw_python_error(freeze);
+}
+
+void throw_python_error(PyObject* freeze) {
   PyObject* exception = fetch_exception();
   if (PyObject* frozen = PyObject_CallOneArg(freeze, exception)) {
     Py_DECREF(frozen);

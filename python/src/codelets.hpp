@@ -26,6 +26,16 @@ Arch implementation_arch(const std::string& name);
 /// traceback frozen to text by `freeze`, so that the frames are not kept).
 PyObject* call_or_throw(PyObject* callable, PyObject* args, PyObject* freeze);
 
+/// A thread task's call, `callable(*args, **kwargs)` (no arguments when `args` is null; `kwargs`
+/// may be null), as call_or_throw; a coroutine it returns fails the task with TypeError
+/// (hetflow._errors.returned_coroutine), as an ``async def`` function is refused at submission,
+/// instead of coming back unawaited.
+PyObject* call_task_or_throw(PyObject* callable, PyObject* args, PyObject* kwargs, PyObject* freeze);
+
+/// Throws the Python exception set (taken from the interpreter) as a PythonError, its traceback
+/// frozen to text by `freeze`.
+[[noreturn]] void throw_python_error(PyObject* freeze);
+
 class CodeletTable {
  public:
   /// `freeze` lives as long as the table's owner.

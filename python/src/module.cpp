@@ -244,6 +244,164 @@ using AccessSpec = std::pair<const ArrayHandle*, std::string>;
 // "cuda" or "opencl", and the driver, task description and setup time capsules of a device module.
 using DeviceSpec = std::tuple<std::string, nb::object, nb::object, nb::object>;
 
+/// What submit_call recognizes: hetflow's access marks and numpy arrays (once numpy is loaded).
+struct CallTypes {
+  PyObject* access = nullptr;   // hetflow._arrays.Access
+  PyObject* ndarray = nullptr;  // numpy.ndarray
+  PyObject* value_name = nullptr;
+  PyObject* mode_name = nullptr;
+  PyObject* shape_name = nullptr;
+  PyObject* strides_name = nullptr;
+  PyObject* flags_name = nullptr;
+  PyObject* writeable_name = nullptr;
+  PyObject* dtype_name = nullptr;
+  PyObject* fields_name = nullptr;
+  PyObject* subdtype_name = nullptr;
+  PyObject* overlaps_name = nullptr;
+  PyObject* handle_name = nullptr;
+};
+
+/// Kept for the life of the process (one interpreter); numpy's array type is looked up until
+/// numpy is loaded (an import of it still running has no ndarray yet: looked up again later).
+const CallTypes& call_types() {
+  static CallTypes types = [] {
+    CallTypes made;
+    made.value_name = PyUnicode_InternFromString("value");
+    made.mode_name = PyUnicode_InternFromString("mode");
+    made.shape_name = PyUnicode_InternFromString("shape");
+    made.strides_name = PyUnicode_InternFromString("strides");
+    made.flags_name = PyUnicode_InternFromString("flags");
+    made.writeable_name = PyUnicode_InternFromString("writeable");
+    made.dtype_name = PyUnicode_InternFromString("dtype");
+    made.fields_name = PyUnicode_InternFromString("fields");
+    made.subdtype_name = PyUnicode_InternFromString("subdtype");
+    made.overlaps_name = PyUnicode_InternFromString("overlaps");
+    made.handle_name = PyUnicode_InternFromString("handle");
+    if (PyObject* arrays = PyImport_ImportModule("hetflow._arrays")) {
+      made.access = PyObject_GetAttrString(arrays, "Access");
+      Py_DECREF(arrays);
+    }
+    PyErr_Clear();
+    return made;
+  }();
+  if (types.ndarray == nullptr) {
+    PyObject* name = PyUnicode_InternFromString("numpy");
+    PyObject* numpy = name == nullptr ? nullptr : PyImport_GetModule(name);
+    Py_XDECREF(name);
+    if (numpy != nullptr) {
+      PyObject* ndarray = PyObject_GetAttrString(numpy, "ndarray");
+      if (ndarray != nullptr && PyType_Check(ndarray)) {
+        types.ndarray = ndarray;
+      } else {
+        Py_XDECREF(ndarray);
+      }
+      Py_DECREF(numpy);
+    }
+    PyErr_Clear();
+  }
+  return types;
+}
+
+/// The values that the package's all_plain takes (_serialize._PLAIN), subclasses excluded.
+bool is_plain(PyObject* value) {
+  return value == Py_None || PyLong_CheckExact(value) || PyFloat_CheckExact(value) || PyUnicode_CheckExact(value) ||
+         PyBytes_CheckExact(value) || PyBool_Check(value) || PyComplex_CheckExact(value);
+}
+
+/// The mode bits of "R", "W", "RW" or "REDUX" (hetflow._data._MODE_BITS); 0 for other text.
+unsigned mode_bits(PyObject* mode) {
+  if (PyUnicode_CompareWithASCIIString(mode, "R") == 0) return 1;
+  if (PyUnicode_CompareWithASCIIString(mode, "W") == 0) return 2;
+  if (PyUnicode_CompareWithASCIIString(mode, "RW") == 0) return 3;
+  if (PyUnicode_CompareWithASCIIString(mode, "REDUX") == 0) return 7;
+  return 0;
+}
+
+/// Whether `object.name` is None (false where the attribute is missing).
+bool attribute_is_none(PyObject* object, PyObject* name) {
+  PyObject* value = PyObject_GetAttr(object, name);
+  if (value == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  const bool none = value == Py_None;
+  Py_DECREF(value);
+  return none;
+}
+
+/// Whether `object.name` equals `expected` (false where the attribute is missing).
+bool attribute_equals(PyObject* object, PyObject* name, PyObject* expected) {
+  PyObject* value = PyObject_GetAttr(object, name);
+  if (value == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  const int equal = PyObject_RichCompareBool(value, expected, Py_EQ);
+  Py_DECREF(value);
+  if (equal < 0) PyErr_Clear();
+  return equal == 1;
+}
+
+/// The handle (an ArrayHandle) of `array`'s view when HandleRegistry.view would find it in its
+/// cache `recent` (and take `bits`), the view overlaps no other and a write-only mark stays
+/// write-only (HandleRegistry.accesses); an invalid object otherwise.
+nb::object known_view(PyObject* array, unsigned bits, PyObject* recent) {
+  if (recent == nullptr || !PyDict_CheckExact(recent)) return {};
+  const CallTypes& types = call_types();
+  if (bits != 1) {  // refused on a read-only array (by the Python path, which says so)
+    PyObject* flags = PyObject_GetAttr(array, types.flags_name);
+    PyObject* writeable = flags == nullptr ? nullptr : PyObject_GetAttr(flags, types.writeable_name);
+    Py_XDECREF(flags);
+    const int yes = writeable == nullptr ? -1 : PyObject_IsTrue(writeable);
+    Py_XDECREF(writeable);
+    if (yes != 1) {
+      PyErr_Clear();
+      return {};
+    }
+  }
+  if (bits == 2) {  // W on items with bytes no field covers counts as RW: the Python path decides
+    PyObject* dtype = PyObject_GetAttr(array, types.dtype_name);
+    if (dtype == nullptr) {
+      PyErr_Clear();
+      return {};
+    }
+    const bool simple = attribute_is_none(dtype, types.fields_name) && attribute_is_none(dtype, types.subdtype_name);
+    Py_DECREF(dtype);
+    if (!simple) return {};
+  }
+  nb::object key = nb::steal(PyLong_FromVoidPtr(array));
+  if (!key.is_valid()) throw nb::python_error();
+  PyObject* found = PyDict_GetItemWithError(recent, key.ptr());  // borrowed
+  if (found == nullptr) {
+    PyErr_Clear();
+    return {};
+  }
+  nb::object entry = nb::borrow(found);
+  if (!PyTuple_CheckExact(entry.ptr()) || PyTuple_GET_SIZE(entry.ptr()) != 4) return {};
+  nb::object referent = nb::steal(PyObject_CallNoArgs(PyTuple_GET_ITEM(entry.ptr(), 0)));
+  if (!referent.is_valid()) {
+    PyErr_Clear();
+    return {};
+  }
+  if (referent.ptr() != array || !attribute_equals(array, types.shape_name, PyTuple_GET_ITEM(entry.ptr(), 1)) ||
+      !attribute_equals(array, types.strides_name, PyTuple_GET_ITEM(entry.ptr(), 2))) {
+    return {};
+  }
+  PyObject* view = PyTuple_GET_ITEM(entry.ptr(), 3);
+  nb::object overlaps = nb::steal(PyObject_GetAttr(view, types.overlaps_name));
+  if (!overlaps.is_valid() || !PyDict_CheckExact(overlaps.ptr()) || PyDict_Size(overlaps.ptr()) != 0) {
+    PyErr_Clear();
+    return {};
+  }
+  nb::object handle = nb::steal(PyObject_GetAttr(view, types.handle_name));
+  if (!handle.is_valid()) {
+    PyErr_Clear();
+    return {};
+  }
+  if (!nb::isinstance<ArrayHandle>(handle) || !nb::inst_ready(handle)) return {};
+  return handle;
+}
+
 /// One engine with CPU workers (thread executor) and process workers (process executor).
 class PyRuntime {
  public:
@@ -308,20 +466,25 @@ class PyRuntime {
 
   ~PyRuntime() { shutdown(); }
 
+  /// A thread task calling `fn(*args, **kwargs)` (`fn()` when `args` is None); a coroutine it
+  /// returns fails it with TypeError (call_task_or_throw).
   TaskRef submit_thread(nb::callable fn, const std::vector<const TaskRef*>& deps,
                         const std::vector<AccessSpec>& accesses, const std::string& name, int priority,
                         const std::optional<std::string>& perfmodel, std::size_t size, std::optional<int> on,
-                        const std::string& label) {
+                        const std::string& label, std::optional<nb::tuple> args, std::optional<nb::dict> kwargs) {
     const std::optional<int> rank = route(accesses, deps, on, name, label, priority);
     if (runs_elsewhere(rank)) return TaskRef::elsewhere(*rank, name);
     TaskOptions options = options_for(deps, name, priority);
     options.where = Arch::cpu;
     std::vector<DataAccess> data = data_accesses(accesses);
     options.data_list = data;
-    auto body = [this, fn = PyRef::borrow(fn.ptr()), model = model_for(perfmodel), size]() -> TaskResult {
+    PyRef call_args = args ? PyRef::borrow(args->ptr()) : PyRef();
+    PyRef call_kwargs = kwargs && PyDict_Size(kwargs->ptr()) > 0 ? PyRef::borrow(kwargs->ptr()) : PyRef();
+    auto body = [this, fn = PyRef::borrow(fn.ptr()), call_args = std::move(call_args),
+                 call_kwargs = std::move(call_kwargs), model = model_for(perfmodel), size]() -> TaskResult {
       GilSession::Guard gil;
       const auto start = std::chrono::steady_clock::now();
-      PyObject* value = call_or_throw(fn.get(), nullptr, freeze_.get());
+      PyObject* value = call_task_or_throw(fn.get(), call_args.get(), call_kwargs.get(), freeze_.get());
       if (model) record(*model, Arch::cpu, size, start);
       TaskResult result;
       result.object = PyRef::steal(value);
@@ -330,6 +493,87 @@ class PyRuntime {
     TaskRef task(runtime().submit(options, std::move(body)));
     submitted_.fetch_add(1, std::memory_order_relaxed);
     task.set_rank(rank);
+    return task;
+  }
+
+  /// The common thread task, all in one call: `fn(*args)` where each argument is a plain value
+  /// (an exact int, float, str, bytes, bool, complex or None), a numpy array (read) or an access
+  /// mark (hetflow.R/W/RW/REDUX) on one, whose view the handle registry met before (`recent`,
+  /// its cache: id(array) -> (weak reference, shape, strides, View)) and which overlaps no other
+  /// view. The task gets the arrays themselves (marks unwrapped) and the engine the accesses, as
+  /// Runtime._arrays_and_plain and HandleRegistry.accesses would give them. None, with nothing
+  /// submitted, for anything else (another argument, a view not met or overlapping others, an
+  /// array a mark would refuse or turn into RW, hetflow.mpi's routing): the Python path then
+  /// handles the task as before.
+  std::optional<TaskRef> submit_call(nb::handle fn, nb::handle args, nb::handle recent, const std::string& name,
+                                     int priority) {
+    if (router_ || !PyTuple_CheckExact(args.ptr()) || !PyCallable_Check(fn.ptr())) return std::nullopt;
+    const Py_ssize_t count = PyTuple_GET_SIZE(args.ptr());
+    struct Merged {
+      const ArrayHandle* handle;
+      unsigned bits;
+      nb::object owner;  // the Python object of the handle, kept while the task is made
+    };
+    std::vector<Merged> merged;
+    PyRef call_args;  // a new tuple once a mark is met (the marks unwrapped), else `args` itself
+    for (Py_ssize_t i = 0; i < count; ++i) {
+      PyObject* value = PyTuple_GET_ITEM(args.ptr(), i);
+      if (is_plain(value)) continue;
+      PyObject* array = value;
+      unsigned bits = 1;  // R
+      const CallTypes& types = call_types();
+      if (types.access != nullptr && Py_TYPE(value) == reinterpret_cast<PyTypeObject*>(types.access)) {
+        nb::object marked = nb::steal(PyObject_GetAttr(value, types.value_name));
+        nb::object mode = nb::steal(PyObject_GetAttr(value, types.mode_name));
+        if (!marked.is_valid() || !mode.is_valid() || !PyUnicode_Check(mode.ptr())) {
+          PyErr_Clear();
+          return std::nullopt;
+        }
+        bits = mode_bits(mode.ptr());
+        if (bits == 0) return std::nullopt;
+        array = marked.ptr();  // the mark holds it meanwhile
+        if (!call_args) {
+          call_args = PyRef::steal(PyTuple_New(count));
+          if (!call_args) throw nb::python_error();
+          for (Py_ssize_t j = 0; j < count; ++j) {
+            PyObject* item = PyTuple_GET_ITEM(args.ptr(), j);
+            Py_INCREF(item);
+            PyTuple_SET_ITEM(call_args.get(), j, item);
+          }
+        }
+        Py_INCREF(array);
+        PyObject* old = PyTuple_GET_ITEM(call_args.get(), i);
+        PyTuple_SET_ITEM(call_args.get(), i, array);
+        Py_DECREF(old);  // the mark: the tuple `args` still holds it
+      }
+      if (types.ndarray == nullptr || Py_TYPE(array) != reinterpret_cast<PyTypeObject*>(types.ndarray)) {
+        return std::nullopt;
+      }
+      nb::object owner = known_view(array, bits, recent.ptr());
+      if (!owner.is_valid()) return std::nullopt;
+      const ArrayHandle* handle = nb::inst_ptr<ArrayHandle>(owner);
+      auto same = std::find_if(merged.begin(), merged.end(), [handle](const Merged& m) { return m.handle == handle; });
+      if (same == merged.end()) {
+        merged.push_back({handle, bits, std::move(owner)});
+      } else {
+        same->bits |= bits;
+      }
+    }
+    TaskOptions options = options_for({}, name, priority);
+    options.where = Arch::cpu;
+    std::vector<DataAccess> data;
+    data.reserve(merged.size());
+    for (const Merged& m : merged) data.push_back({m.handle->handle(), static_cast<AccessMode>(m.bits)});
+    options.data_list = data;
+    if (!call_args) call_args = PyRef::borrow(args.ptr());
+    auto body = [this, fn = PyRef::borrow(fn.ptr()), call_args = std::move(call_args)]() -> TaskResult {
+      GilSession::Guard gil;
+      TaskResult result;
+      result.object = PyRef::steal(call_task_or_throw(fn.get(), call_args.get(), nullptr, freeze_.get()));
+      return result;
+    };
+    TaskRef task(runtime().submit(options, std::move(body)));
+    submitted_.fetch_add(1, std::memory_order_relaxed);
     return task;
   }
 
@@ -709,7 +953,9 @@ NB_MODULE(_hetflow, m) {
       .def("submit_codelet", &PyRuntime::submit_codelet, "codelet"_a, "runner"_a, "deps"_a, "accesses"_a, "name"_a,
            "priority"_a, "where"_a)
       .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a,
-           "perfmodel"_a = nb::none(), "size"_a = 0, "on"_a = nb::none(), "label"_a = "")
+           "perfmodel"_a = nb::none(), "size"_a = 0, "on"_a = nb::none(), "label"_a = "", "args"_a = nb::none(),
+           "kwargs"_a = nb::none())
+      .def("submit_call", &PyRuntime::submit_call, "fn"_a, "args"_a, "recent"_a.none(), "name"_a, "priority"_a)
       .def("register_function", &PyRuntime::register_function, "key"_a, "code"_a)
       .def("submit_process", &PyRuntime::submit_process, "function_id"_a, "call"_a, "deps"_a, "arrays"_a, "name"_a,
            "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0,

@@ -375,3 +375,58 @@ def test_arrays_that_die_let_their_handles_go():
 
     gc.collect()
     assert len(runtime.handles._handles) <= 1
+
+
+def echo(*args):
+    return args
+
+
+def test_tasks_over_known_arrays_are_submitted_in_one_call():
+    """A thread task over plain values and arrays whose views were met before is submitted by the
+    extension in one call (submit_call); what it declines, having submitted nothing, takes the
+    Python path. Either way the task gets the arrays themselves, marks unwrapped, and is ordered
+    by its modes."""
+    hetflow.init(ncpus=2, executor="thread")
+    runtime = hetflow._runtime.current()
+    a, b = np.zeros(1, dtype=np.int64), np.zeros(3)
+    hetflow.submit(echo, hetflow.RW(a), b).result()  # met: registered by the Python path
+    recent = runtime.handles._recent
+    engine = runtime._engine
+    submitted = engine.submit_call(echo, (1, "x", None, hetflow.W(b), hetflow.R(a), a), recent, "echo", 0)
+    assert submitted is not None
+    future = hetflow.Future(submitted, runtime, "echo")
+    value = future.result()
+    assert value[:3] == (1, "x", None) and value[3] is b and value[4] is a and value[5] is a
+    declined = [
+        (hetflow.W(b), [1]),  # a list: the futures' search
+        (hetflow.W(b[1:]),),  # a view not met yet
+        (hetflow.W(3),),  # a mark on a value that is not an array
+        (np.ma.zeros(3),),  # a subclass
+    ]
+    for args in declined:
+        assert engine.submit_call(echo, args, recent, "echo", 0) is None
+    assert engine.submit_call(echo, (hetflow.W(a),), None, "echo", 0) is None  # no registry yet
+    assert engine.submit_call(echo, (1, 2.5), None, "echo", 0) is not None  # nothing to look up
+    # Writers in submission order, through either path (a list argument takes the Python one).
+    for digit in range(1, 10):
+        if digit % 3:
+            hetflow.submit(append_digit, hetflow.RW(a), digit)
+        else:
+            hetflow.submit(lambda out, digits: append_digit(out, digits[0]), hetflow.RW(a), [digit])
+    assert hetflow.submit(lambda x: int(x[0]), a).result() == 123456789
+
+
+def test_a_write_mark_the_one_call_path_cannot_take_is_left_to_the_python_path():
+    """A read-only array under W is refused, and W on items with padding counts as RW, also once
+    their views are known."""
+    hetflow.init(ncpus=1, executor="thread")
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    hetflow.submit(total, frozen).result()  # met
+    with pytest.raises(ValueError, match="read-only"):
+        hetflow.submit(fill, hetflow.W(frozen), 1.0)
+    padded = np.zeros(2, dtype=np.dtype({"names": ["x"], "formats": ["i4"], "offsets": [0], "itemsize": 8}))
+    hetflow.submit(echo, hetflow.R(padded)).result()  # met
+    runtime = hetflow._runtime.current()
+    assert runtime._engine.submit_call(echo, (hetflow.W(padded),), runtime.handles._recent, "echo", 0) is None
+    hetflow.submit(echo, hetflow.W(padded)).result()
