@@ -31,7 +31,8 @@ build: deps
 
 # The Python package, installed (editable) into .venv; rebuilds incrementally under build/python.
 python: deps
-	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e .
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation \
+		--config-settings=cmake.define.HETFLOW_WERROR=ON -e .
 
 run: build python
 	./$(BUILD)/examples/cpp/tiled_gemm

@@ -86,7 +86,7 @@ bool MessageHub::barrier(std::uint64_t launch, std::uint32_t core, std::string& 
     changed_.notify_all();
     return true;
   }
-  if (wait_may_end(state, core, {.generation = generation})) {
+  if (wait_may_end(state, core, {.from = std::nullopt, .generation = generation})) {
     changed_.wait(guard,
                   [&] { return state.generation != generation || state.failure.has_value() || !state.ended.empty(); });
   }

@@ -165,7 +165,7 @@ class RankContext {
   /// `init(address)` sets a rank's contributions to the neutral value, `combine(into, from)` adds
   /// one rank's into the data (addresses of the buffers).
   void set_reduction(nb::handle handle, nb::callable init, nb::callable combine, const std::string& name) {
-    if (!router_) context();  // says it is closed
+    check_open();
     functions_.push_back(init);
     functions_.push_back(combine);
     router_->set_reduction(handle_of(handle), init.ptr(), combine.ptr(), name);
@@ -177,7 +177,7 @@ class RankContext {
   /// (a wait interrupted by Ctrl-C goes on on its thread until interrupt_wait_all ends it).
   void wait_all() {
     std::shared_ptr<ContextRouter> router = router_;
-    context();  // says it is closed
+    check_open();
     std::exception_ptr failure;
     {
       GilReleased release;  // the tasks waited for need it
@@ -225,23 +225,26 @@ class RankContext {
   }
 
  private:
-  [[nodiscard]] mpi::Context& context() const {
+  void check_open() const {
     if (!router_) throw std::runtime_error("hetflow.mpi: the context has been closed");
+  }
+  [[nodiscard]] mpi::Context& context() const {
+    check_open();
     return router_->context();
   }
 
   struct InProgress {
-    explicit InProgress(RankContext& context) : context(context) {
-      std::lock_guard lock(context.in_progress_mutex_);
-      ++context.in_progress_;
+    explicit InProgress(RankContext& counted) : owner(counted) {
+      std::lock_guard lock(owner.in_progress_mutex_);
+      ++owner.in_progress_;
     }
     ~InProgress() {
-      std::lock_guard lock(context.in_progress_mutex_);
-      if (--context.in_progress_ == 0) context.in_progress_ended_.notify_all();
+      std::lock_guard lock(owner.in_progress_mutex_);
+      if (--owner.in_progress_ == 0) owner.in_progress_ended_.notify_all();
     }
     InProgress(const InProgress&) = delete;
     InProgress& operator=(const InProgress&) = delete;
-    RankContext& context;
+    RankContext& owner;
   };
 
   std::shared_ptr<ContextRouter> router_;
