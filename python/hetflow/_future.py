@@ -433,7 +433,11 @@ class Future(concurrent.futures.Future):
         one still running too, whatever it gives when it ends, detached."""
         status: str = self._task.status()
         if status in ("pending", "ready", "running") and self._runtime.abandoned():
-            return "cancelled"
+            # Read again: the give-up may have ended it since (its engine ends what it gave up on
+            # as it is read), as a dependent of a task given up on while it ran (DependencyError)
+            status = self._task.status()
+            if status in ("pending", "ready", "running"):
+                return "cancelled"
         if status in ("done", "failed") and self._abandoned_when_it_ended():
             return "cancelled"
         return status
@@ -446,9 +450,8 @@ class Future(concurrent.futures.Future):
         )
 
     def _wait(self, timeout: Optional[float]) -> None:
-        if self._task.done():
+        if self._task.done() or self._ended_if_given_up():
             return
-        self._runtime.check_usable(self._name)
         try:
             if (timeout is None or type(timeout) in (int, float) and timeout >= 0) and not _inside_a_task():
                 finished = self._wait_in_slices(timeout)
@@ -472,7 +475,21 @@ class Future(concurrent.futures.Future):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+            if self._ended_if_given_up():
+                return True
+
+    def _ended_if_given_up(self) -> bool:
+        """Raises, instead of letting the caller wait, for a task that will never finish here (of
+        a parent process, or given up on by a shutdown: CancelledError). True when the give-up
+        ended the task meanwhile: what it ended with (a DependencyError, for a dependent of a task
+        given up on while it ran) is what every reader of the future sees, not CancelledError."""
+        try:
             self._runtime.check_usable(self._name)
+        except CancelledError:
+            if self._task.done():
+                return True
+            raise
+        return False
 
     def _settle(self) -> None:
         """Turns the engine's outcome into a value or an exception, once."""

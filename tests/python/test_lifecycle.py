@@ -775,6 +775,52 @@ release.set()
     assert f"HEARD {expected}" in out, out + err
 
 
+def test_a_wait_that_a_give_up_ends_reads_what_the_task_ended_with(tmp_path):
+    # A dependent of a task given up on while it ran ends with DependencyError. A result() whose
+    # wait slice ran out just as the give-up happened raised CancelledError all the same (the
+    # runtime had given up), while cancelled() and exception() then said DependencyError. The
+    # interleaving is forced: the slice's wait gives up (as another thread would) and times out.
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import threading, time
+import hetflow
+
+release = threading.Event()
+hetflow.init(ncpus=1, nprocs=0, executor="thread")
+running = hetflow.submit(release.wait, 30)
+dependent = hetflow.submit(abs, running)  # never starts
+time.sleep(0.1)
+task = dependent._task
+
+class SliceEndsAsTheShutdownGivesUp:
+    calls = 0
+    def __getattr__(self, name):
+        return getattr(task, name)
+    def wait(self, timeout):
+        SliceEndsAsTheShutdownGivesUp.calls += 1
+        if SliceEndsAsTheShutdownGivesUp.calls > 1:
+            return task.wait(timeout)
+        hetflow.shutdown(timeout=0.01)
+        running.done()  # read first: its dependent fails, saying what it depended on
+        return False
+
+dependent._task = SliceEndsAsTheShutdownGivesUp()
+try:
+    dependent.result()
+except BaseException as error:
+    print("RESULT", type(error).__name__)
+dependent._task = task
+print("CANCELLED", dependent.cancelled())
+print("EXCEPTION", type(dependent.exception()).__name__)
+release.set()
+""",
+    )
+    assert rc == 0, err
+    assert "RESULT DependencyError" in out, out + err
+    assert "CANCELLED False" in out and "EXCEPTION DependencyError" in out, out + err
+
+
 @pytest.mark.parametrize("executor", ["thread", "process"])
 def test_shutdown_cancel_futures_cancels_what_has_not_started(tmp_path, executor):
     rc, out, err = run_script(
