@@ -76,6 +76,12 @@ void expect_error(Fn fn, std::initializer_list<std::string> needles) {
   }
 }
 
+// Expects a process task that calls its child to fail with a hetflow::Error saying each of `needles`.
+void expect_process_task_fails(Runtime& rt, std::initializer_list<std::string> needles) {
+  auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
+  expect_error<hetflow::Error>([&] { (void)f.get(); }, needles);
+}
+
 TEST(Process, CallRoundTrips) {
   Runtime rt(with_process_workers(1, {kChild}, {"HETFLOW_TEST_GREETING=hello"}));
   ASSERT_EQ(rt.worker_count(), 2u);
@@ -250,29 +256,25 @@ TEST(Process, BadCommandFailsTasksWithAClearError) {
   {
     Runtime rt(with_process_workers(1, {missing}));
     for (int i = 0; i < 2; ++i) {  // every task says why, and the runtime carries on
-      auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
-      expect_error<hetflow::Error>([&] { (void)f.get(); }, {"cannot start process worker", missing});
+      expect_process_task_fails(rt, {"cannot start process worker", missing});
     }
     EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [] { return 3; }).get(), 3);
   }
   {
     // Starts, but exits before saying it is ready.
     Runtime rt(with_process_workers(1, {kChild, "--exit-before-ready"}));
-    auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
-    expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not start", "exited with status 7"});
+    expect_process_task_fails(rt, {"did not start", "exited with status 7"});
   }
   {
     // Starts and never says it is ready (it waited for it for ever): ended at the time limit.
     Runtime rt(Config{.ncpus = 1,
                       .drivers = {hetflow::make_process_driver(
                           {.command = {"/bin/sleep", "1000"}, .count = 1, .start_timeout_s = 2})}});
-    auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
-    expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not say it was ready within 2 s", "was ended"});
+    expect_process_task_fails(rt, {"did not say it was ready within 2 s", "was ended"});
     // The next tasks fail at once, saying when it was tried ("s ago"), rather than each wait
     // as long again, until as long has passed.
     for (int i = 0; i < 3; ++i) {
-      auto next = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
-      expect_error<hetflow::Error>([&] { (void)next.get(); }, {"did not say it was ready", "s ago"});
+      expect_process_task_fails(rt, {"did not say it was ready", "s ago"});
     }
   }
   EXPECT_THROW((void)hetflow::make_process_driver({}), hetflow::InvalidArgument);
@@ -532,16 +534,14 @@ TEST(Process, LazyStartOfABadCommandFailsTheTaskThatNeededIt) {
     Runtime rt(with_lazy_process_workers(2, {missing}));
     EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [] { return 3; }).get(), 3);
     for (int i = 0; i < 2; ++i) {  // every task says why, and the runtime carries on
-      auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
-      expect_error<hetflow::Error>([&] { (void)f.get(); }, {"cannot start process worker", missing});
+      expect_process_task_fails(rt, {"cannot start process worker", missing});
     }
     EXPECT_EQ(rt.submit(TaskOptions{.where = Arch::cpu}, [] { return 4; }).get(), 4);
   }
   {
     // Starts, but exits before saying it is ready.
     Runtime rt(with_lazy_process_workers(1, {kChild, "--exit-before-ready"}));
-    auto f = rt.submit(on_process(), [](TaskContext& ctx) { return channel_of(ctx).call(1, {"x"}).parts; });
-    expect_error<hetflow::Error>([&] { (void)f.get(); }, {"did not start", "exited with status 7"});
+    expect_process_task_fails(rt, {"did not start", "exited with status 7"});
   }
   {
     // Never needed: stopping has nothing to wait for.
