@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import gc
+import sys
+import threading
 import traceback
-from typing import Any, List, Optional
+from types import TracebackType
+from typing import Any, Dict, List, Optional, Tuple
 
 CancelledError = concurrent.futures.CancelledError
 
@@ -73,17 +77,75 @@ TaskTraceback.__module__ = "hetflow"
 
 _TRACEBACK_ATTRIBUTE = "__hetflow_traceback__"
 
+# The frames of the exceptions thread tasks raised, kept apart from the exceptions, which the
+# engine holds: id(exception) -> (exception, its traceback, the failure's number). The future of
+# the task takes them (Future.result() then raises an error whose traceback reaches into the
+# task, for a post-mortem debugger). Those nobody takes go once the engine lets go of their
+# exception, and after _FRAMES_KEPT_FOR later failures: frames that reach the task's own future
+# make a reference cycle through the engine, which the garbage collector cannot see.
+_frames: Dict[int, Tuple[BaseException, TracebackType, int]] = {}
+_frames_lock = threading.Lock()
+_failures = 0
+_FRAMES_KEPT_FOR = 256
+
+
+def _let_go_of_frames() -> list:
+    """Removes the frames whose exception nothing else holds now, and the oldest; called with
+    _frames_lock held. Returns them, for the caller to drop once it has released the lock:
+    freeing frames runs the finalizers of their locals, which may use futures."""
+    gone = []
+    for key, entry in list(_frames.items()):
+        if sys.getrefcount(entry[0]) <= 2 or entry[2] <= _failures - _FRAMES_KEPT_FOR:  # 2: the entry, the call
+            gone.append(_frames.pop(key))
+    return gone
+
+
+def _keep_frames(exception: BaseException, tb: TracebackType) -> None:
+    global _failures
+    with _frames_lock:
+        _failures += 1
+        gone = _let_go_of_frames()
+        _frames[id(exception)] = (exception, tb, _failures)
+    del gone
+
+
+def _after_collection(phase: str, info: Dict[str, int]) -> None:
+    # The futures dropped meanwhile let go of their errors: their frames go too, without waiting
+    # for another task to fail. Skipped when the collection came inside the store's own work.
+    if phase == "stop" and _frames and _frames_lock.acquire(blocking=False):
+        try:
+            gone = _let_go_of_frames()
+        finally:
+            _frames_lock.release()
+        del gone
+
+
+gc.callbacks.append(_after_collection)
+
+
+def _frames_of(exception: BaseException, take: bool) -> Optional[TracebackType]:
+    """The traceback kept for ``exception`` (removed from the store if ``take``), or None."""
+    with _frames_lock:
+        entry = _frames.get(id(exception))
+        if entry is None or entry[0] is not exception:
+            return None
+        if take:
+            del _frames[id(exception)]
+        return entry[1]
+
 
 def freeze_exception(exception: BaseException) -> None:
-    """Called by the engine where a task raised: keeps the traceback as text and drops the frames.
+    """Called by the engine where a task raised: keeps the traceback as text, and the frames apart.
 
-    The engine holds on to the exception; frames would keep everything they reference (module
-    globals, the futures in them) alive from C++, where the garbage collector cannot see.
+    The engine holds on to the exception; frames on it would keep everything they reference
+    (module globals, the futures in them) alive from C++, where the garbage collector cannot see.
     """
     tb = exception.__traceback__
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code in HIDDEN_FRAMES:
         tb = tb.tb_next  # hetflow's call of the task's function
     text = "".join(traceback.format_exception(type(exception), exception, tb))
+    if tb is not None:
+        _keep_frames(exception, tb)
     seen: set = set()
     pending: List[Optional[BaseException]] = [exception]
     while pending:
@@ -99,8 +161,9 @@ def freeze_exception(exception: BaseException) -> None:
         pass
 
 
-def _detached(exception: BaseException) -> BaseException:
-    """A copy of an exception the engine holds, with the task's traceback.
+def _detached(exception: BaseException, take_frames: bool) -> BaseException:
+    """A copy of an exception the engine holds, with the task's traceback: its frames while they
+    are kept (taken from the store if ``take_frames``), else as text in its cause.
 
     Raising the engine's own object would add the caller's frames to its traceback, and those
     frames (and all they reference) would then be kept alive from C++, out of the garbage
@@ -112,10 +175,14 @@ def _detached(exception: BaseException) -> BaseException:
     clone.__cause__ = exception.__cause__
     clone.__context__ = exception.__context__
     clone.__suppress_context__ = exception.__suppress_context__
+    frames = _frames_of(exception, take_frames)
+    if frames is not None:
+        clone.__traceback__ = frames
     text = getattr(exception, _TRACEBACK_ATTRIBUTE, None)
     if text is not None:
         if exception.__cause__ is None and not exception.__suppress_context__:
-            clone.__cause__ = TaskTraceback(text)
+            if frames is None:
+                clone.__cause__ = TaskTraceback(text)
         elif hasattr(clone, "add_note"):  # Python 3.11: the task's own `raise ... from` cause stays
             clone.add_note(f"hetflow: the task's traceback:\n{text}")
     return clone
@@ -181,18 +248,19 @@ def returned_coroutine(func: Any, coroutine: Any) -> TypeError:
 HIDDEN_FRAMES: set = set()
 
 
-def exception_from_outcome(outcome: tuple) -> BaseException:
+def exception_from_outcome(outcome: tuple, take_frames: bool = True) -> BaseException:
     """Builds the exception a failed task's ``outcome()`` tuple describes (a StopIteration turned
-    into a RuntimeError, see ``task_exception``)."""
+    into a RuntimeError, see ``task_exception``). ``take_frames``: a thread task's frames go
+    with it (a dependent's DependencyError shows them too, leaving them to the task's future)."""
     kind = outcome[0]
     if kind == "python_error":
-        return task_exception(_detached(outcome[1]))
+        return task_exception(_detached(outcome[1], take_frames))
     if kind == "remote_error":
         from hetflow._serialize import unpack_error
 
         return task_exception(unpack_error([bytes(part) for part in outcome[1]]))
     if kind == "dependency_error":
-        return DependencyError(outcome[1], exception_from_outcome(outcome[2]))
+        return DependencyError(outcome[1], exception_from_outcome(outcome[2], take_frames=False))
     if kind == "cancelled":
         return CancelledError(outcome[1])
     if kind == "crashed":

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 import weakref
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional
 
 from hetflow._errors import CancelledError, HetflowError, exception_from_outcome
@@ -182,6 +183,8 @@ class Future(concurrent.futures.Future):
     # Defaults on the class: a future that nobody observes sets only three attributes.
     _value: Any = _UNSET
     _error: Optional[BaseException] = None
+    # The task's frames (thread tasks), under the caller's frames each time result() raises.
+    _error_frames: Optional[TracebackType] = None
     _cond: Optional[threading.Condition] = None
     _waiter_list: Optional[list] = None
     _callbacks: Optional[list] = None
@@ -519,12 +522,14 @@ class Future(concurrent.futures.Future):
             if kind in ("cancelled", "crashed") and self._runtime.gave_up is not None:
                 error.args = (f"{error} ({self._runtime.gave_up})",)
             self._error = error
+            self._error_frames = error.__traceback__
 
     def _outcome_value(self) -> Any:
         self._settle()
         if self._error is not None:
             try:
-                raise self._error
+                # Not onto the frames of the callers of earlier result() calls.
+                raise self._error.with_traceback(self._error_frames)
             finally:
                 del self  # the traceback must not keep this future alive
         return self._value

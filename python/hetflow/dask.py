@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Dict, Hashable, List, Optional
 
 from hetflow import _runtime
-from hetflow._errors import CancelledError, DependencyError
+from hetflow._errors import HIDDEN_FRAMES, CancelledError, DependencyError
 from hetflow._future import Future
 from hetflow._submit import TaskOptions
 
@@ -35,6 +35,24 @@ __all__ = ["get"]
 
 # How long the wait for a wanted key lasts before it looks again for a failure elsewhere.
 _FAILURE_CHECK_S = 0.05
+
+# The files of hetflow's frames between Dask's compute() and a failed task's own frames in the
+# traceback of the error compute() raises, for Dask to leave out as it does its own schedulers'.
+_SHORTENED_FILES = r"hetflow[\\/](dask|_future)\.py"
+_shortening_told = False
+
+
+def _tell_dask_to_shorten_our_frames() -> None:
+    """Adds hetflow's files to ``admin.traceback.shorten`` (unless it is empty: no shortening)."""
+    global _shortening_told
+    if _shortening_told:
+        return
+    _shortening_told = True
+    import dask
+
+    patterns = dask.config.get("admin.traceback.shorten", None)
+    if isinstance(patterns, list) and patterns and _SHORTENED_FILES not in patterns:
+        dask.config.set({"admin.traceback.shorten": [*patterns, _SHORTENED_FILES]})
 
 
 def get(
@@ -57,6 +75,7 @@ def get(
     context, as with Dask's threaded scheduler. Other options (``num_workers``, ``pool``: those
     of Dask's other schedulers, which Dask passes on from ``compute``) are ignored, with a warning.
     """
+    _tell_dask_to_shorten_our_frames()
     if kwargs:
         # Dask hands every keyword of compute/persist it does not know to the scheduler, and its
         # own schedulers ignore those they do not take (x.compute(num_workers=4) on any of them):
@@ -356,7 +375,11 @@ def _run_node_here(
 ) -> Any:
     if report is None:
         return context.run(_run_node, node, inputs, constants)
-    return report(lambda: context.run(_run_node, node, inputs, constants), threading.get_ident())
+    return report(functools.partial(context.run, _run_node, node, inputs, constants), threading.get_ident())
+
+
+# A failed task's traceback starts at the node Dask runs, not at hetflow's calls of it.
+HIDDEN_FRAMES.update((_run_node.__code__, _run_node_here.__code__, _Progress.ran.__code__))
 
 
 def _task_name(key: Hashable) -> str:

@@ -26,6 +26,7 @@ MODULES = [
     "dask.tests.test_delayed",
     "dask.tests.test_callbacks",
     "dask.tests.test_graph_manipulation",
+    "dask.tests.test_traceback",
     "dask.bag.tests.test_bag",
     "dask.array.tests.test_array_core",
     "dask.array.tests.test_rechunk",

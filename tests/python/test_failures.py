@@ -9,11 +9,13 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import weakref
 
 import pytest
 
 import hetflow
+from hetflow._errors import _FRAMES_KEPT_FOR
 from hf_subprocess import Child, leftovers, write_script
 from hf_tasks import EXECUTORS, add, submit_on
 
@@ -117,13 +119,137 @@ def test_an_exception_whose_init_differs_comes_back_as_it_was_from_a_chunk_of_ma
     assert str(info.value) == "failed with code 3" and info.value.code == 3
 
 
-def test_a_thread_tasks_traceback_is_the_cause():
-    future = submit_on("thread")(parse_config, "a")
+def frame_names(error):
+    return [frame.f_code.co_name for frame, _ in traceback.walk_tb(error.__traceback__)]
+
+
+def parse_holding(text, held):
+    bulky = held()  # noqa: F841 (a local of the failing frame)
+    raise KeyError(f"missing key in {text}")
+
+
+def test_a_thread_tasks_error_reaches_into_the_tasks_frames_as_a_thread_pools_does():
+    """A post-mortem debugger (pdb.post_mortem, %debug) lands in the task, with its locals."""
+    future = submit_on("thread")(parse_holding, "a", Bulky)
     with pytest.raises(KeyError) as info:
         future.result(timeout=30)
-    cause = info.value.__cause__
-    assert type(cause).__name__ == "TaskTraceback"
-    assert "parse_config" in str(cause) and "KeyError" in str(cause)
+    names = frame_names(info.value)
+    assert names[0] == "test_a_thread_tasks_error_reaches_into_the_tasks_frames_as_a_thread_pools_does"
+    assert names[-1] == "parse_holding"
+    innermost = list(traceback.walk_tb(info.value.__traceback__))[-1][0]
+    assert innermost.f_locals["text"] == "a" and type(innermost.f_locals["bulky"]) is Bulky
+    assert info.value.__cause__ is None  # the traceback is the task's own, not text beside it
+    printed = "".join(traceback.format_exception(info.value))
+    assert "parse_holding" in printed and "raise KeyError" in printed
+
+
+def test_raising_again_does_not_stack_the_earlier_callers_frames():
+    future = submit_on("thread")(parse_config, "a")
+
+    def read():
+        with pytest.raises(KeyError) as info:
+            future.result(timeout=30)
+        return frame_names(info.value)
+
+    first = read()
+    assert read() == first and first.count("parse_config") == 1
+
+
+def test_a_failed_thread_tasks_frames_go_with_its_future():
+    future = submit_on("thread")(parse_holding, "a", Bulky)
+    assert isinstance(future.exception(timeout=30), KeyError)
+    held = weakref.ref(list(traceback.walk_tb(future.exception().__traceback__))[-1][0].f_locals["bulky"])
+    del future
+    gc.collect()
+    assert held() is None
+
+
+def test_the_frames_of_failed_tasks_nobody_read_go_with_their_futures():
+    made = []
+
+    def held():
+        bulky = Bulky()
+        made.append(weakref.ref(bulky))
+        return bulky
+
+    futures = [submit_on("thread")(parse_holding, i, held) for i in range(5)]
+    hetflow.wait_for_all()
+    del futures
+    gc.collect()
+    assert len(made) == 5 and all(ref() is None for ref in made)
+
+
+class ReadsAFailureWhenFreed:
+    """A local whose finalizer reads another failed future, run when the frames holding it go."""
+
+    def __init__(self, future, read):
+        self.future = future
+        self.read = read
+
+    def __del__(self):
+        self.read.append(type(self.future.exception(timeout=30)))
+
+
+def fail_holding(make_local):
+    local = make_local()  # noqa: F841 (freed with the frame)
+    raise ValueError("failed")
+
+
+def test_frames_let_go_of_may_run_finalizers_that_read_other_failed_futures():
+    read = []
+    earlier = submit_on("thread")(parse_config, "a")
+    later = submit_on("thread")(fail_holding, lambda: ReadsAFailureWhenFreed(earlier, read))
+    hetflow.wait_for_all()
+
+    def drop_and_collect():
+        nonlocal later
+        later = None  # unread: its frames go with the next collection, finalizer and all
+        gc.collect()
+
+    worker = threading.Thread(target=drop_and_collect, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the finalizer's read waited for ever"
+    assert read == [KeyError]
+
+
+class Holder:
+    """Holds a task's own future, for the task's frame to reach it."""
+
+
+def fail_holding_its_own_future(holder, made):
+    bulky = Bulky()
+    made.append(weakref.ref(bulky))
+    assert holder is not None
+    raise ValueError("cycle")
+
+
+def test_frames_in_a_cycle_through_their_own_future_are_let_go_of_after_more_failures():
+    """A failed task whose frame reaches its own future: the engine holds the error, so the cycle
+    goes through C++, where the garbage collector cannot see; the frames are kept for a bounded
+    number of later failures only."""
+    made = []
+    holder = Holder()
+    holder.future = submit_on("thread")(fail_holding_its_own_future, holder, made)
+    hetflow.wait_for_all()
+    del holder
+    gc.collect()
+    assert made[0]() is not None  # the engine holds the error, the future it is held by
+    for i in range(_FRAMES_KEPT_FOR):
+        assert isinstance(submit_on("thread")(parse_config, i).exception(timeout=30), KeyError)
+    gc.collect()
+    assert made[0]() is None
+
+
+def test_a_dependents_error_names_the_root_with_its_frames():
+    failing = submit_on("thread")(parse_config, "a")
+    dependent = submit_on("thread")(identity, failing)
+    with pytest.raises(hetflow.DependencyError) as info:
+        dependent.result(timeout=30)
+    assert frame_names(info.value.root_exception)[-1] == "parse_config"
+    with pytest.raises(KeyError) as own:
+        failing.result(timeout=30)
+    assert frame_names(own.value)[-1] == "parse_config"
 
 
 def test_a_process_tasks_traceback_is_the_cause():
@@ -140,7 +266,7 @@ def test_an_application_exception_keeps_its_class_and_state(executor):
     with pytest.raises(AppError) as info:
         submit_on(executor)(raise_app_error, 7).result(timeout=30)
     assert info.value.code == 7
-    assert "raise_app_error" in str(info.value.__cause__)
+    assert "raise_app_error" in "".join(traceback.format_exception(info.value))  # its frames, or their text
 
 
 def test_an_exception_whose_init_needs_more_than_its_args_comes_back_from_a_process():
