@@ -872,7 +872,7 @@ bool Engine::abandon_running(TaskCore* task, std::uint32_t marks) noexcept {
   try {
     error = std::make_exception_ptr(CancelledError(
         "hetflow: task '" + std::string(task->display_name()) +
-        "' did not finish: the runtime's shutdown_until gave up on it while it ran (its body may still be running, "
+        "' did not finish: the runtime's shutdown gave up on it while it ran (its body may still be running, "
         "detached)"));
   } catch (...) {
     error = std::current_exception();

@@ -454,7 +454,7 @@ std::exception_ptr cancelled_error(const TaskCore* task) noexcept {
   const bool given_up = (task->state.load(std::memory_order_acquire) & TaskCore::kGivenUpBit) != 0;
   return std::make_exception_ptr(
       CancelledError(std::string("task '") + task->display_name() + "' was cancelled" +
-                     (given_up ? ": the runtime's shutdown_until gave up on it before it started" : "")));
+                     (given_up ? ": the runtime's shutdown gave up on it before it started" : "")));
 }
 
 std::exception_ptr error_of(const TaskCore* task) noexcept {

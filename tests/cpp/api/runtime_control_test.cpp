@@ -229,7 +229,8 @@ TEST(RuntimeControl, ShutdownUntilEndsTheWaitsForWhatItGaveUpOn) {
   EXPECT_FALSE(stuck_state->returned.load());
 
   EXPECT_THROW(queued.get(), CancelledError);
-  EXPECT_NE(queued_error.find("shutdown_until gave up on it before it started"), std::string::npos) << queued_error;
+  EXPECT_NE(queued_error.find("the runtime's shutdown gave up on it before it started"), std::string::npos)
+      << queued_error;
   EXPECT_THROW(stuck.get(), CancelledError);
   EXPECT_NE(stuck_error.find("gave up on it while it ran"), std::string::npos) << stuck_error;
   EXPECT_THROW(dependent.get(), hetflow::DependencyError);  // what it depends on failed
