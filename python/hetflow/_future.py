@@ -527,11 +527,12 @@ class Future(concurrent.futures.Future):
     def _outcome_value(self) -> Any:
         self._settle()
         if self._error is not None:
+            error = self._error
+            error.__traceback__ = self._error_frames  # not under the callers of earlier result() calls
             try:
-                # Not onto the frames of the callers of earlier result() calls.
-                raise self._error.with_traceback(self._error_frames)
+                raise error
             finally:
-                del self  # the traceback must not keep this future alive
+                del self, error  # the traceback must not keep this future (or itself) alive
         return self._value
 
     def _watch(self) -> None:
