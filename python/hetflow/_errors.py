@@ -89,13 +89,21 @@ _failures = 0
 _FRAMES_KEPT_FOR = 256
 
 
+def _count_when_only_an_entry_holds() -> int:
+    entry = (Exception(),)
+    return sys.getrefcount(entry[0])  # as _let_go_of_frames counts (the entry's reference, the call's)
+
+
+_ONLY_THE_ENTRY = _count_when_only_an_entry_holds()
+
+
 def _let_go_of_frames() -> list:
     """Removes the frames whose exception nothing else holds now, and the oldest; called with
     _frames_lock held. Returns them, for the caller to drop once it has released the lock:
     freeing frames runs the finalizers of their locals, which may use futures."""
     gone = []
     for key, entry in list(_frames.items()):
-        if sys.getrefcount(entry[0]) <= 2 or entry[2] <= _failures - _FRAMES_KEPT_FOR:  # 2: the entry, the call
+        if sys.getrefcount(entry[0]) <= _ONLY_THE_ENTRY or entry[2] <= _failures - _FRAMES_KEPT_FOR:
             gone.append(_frames.pop(key))
     return gone
 
