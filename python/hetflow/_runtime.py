@@ -306,6 +306,12 @@ def _device_module(kind: str, needs: str) -> Any:
         ) from None
 
 
+def _fire_all(futures: List[Future]) -> None:
+    """Tells the futures whose tasks have finished (Future._fire); holds none of them after."""
+    for future in futures:
+        future._fire()
+
+
 class Runtime:
     """One engine: CPU workers for the thread executor and worker processes for the process
     executor. Made by ``hetflow.init()`` or on first use; see there.
@@ -789,9 +795,10 @@ class Runtime:
                 self._start_callback_thread()
 
     def _dispatch(self) -> None:
+        # The futures are fired by _fire_all: a loop variable here would keep the last one (and its
+        # value) alive while this thread waits for the next completion.
         while True:
-            for future in self._engine.drain_completions(100):
-                future._fire()
+            _fire_all(self._engine.drain_completions(100))
             if self._callback_since is not None:
                 self._unblock_callbacks()
             if self._engine.is_shut_down() and self._closed:
@@ -800,8 +807,8 @@ class Runtime:
                     if not last:
                         self._dispatcher = None
                         return
-                for future in last:
-                    future._fire()
+                _fire_all(last)
+                del last
 
     # -- lifecycle -------------------------------------------------------------------------------
     def check_usable(self, task_name: str) -> None:

@@ -228,6 +228,9 @@ def _with_its_source_file(func: Any) -> Any:
     seen: Set[int] = set()
     while pending and len(seen) < 1000:
         current = pending.pop()
+        # A bound method (a classmethod, say, whose function cloudpickle sends by value even from
+        # an importable module) has its function's code, which only the function can replace.
+        current = getattr(current, "__func__", current)
         code = getattr(current, "__code__", None)
         globals_ = getattr(current, "__globals__", None)
         if id(current) in seen or code is None or not isinstance(globals_, dict):

@@ -457,11 +457,18 @@ def _result_iterator(
                 raise TimeoutError("hetflow: map's results were not all ready within its timeout") from None
             chunks.pop()
             del future
+            # Each result is handed over without a reference kept here while the caller holds it
+            # (as concurrent.futures' map does): what the caller drops is freed.
             if count == 0:
-                yield value
+                held = [value]
+                del value
+                yield held.pop()
                 continue
             results, exc, text = value
-            yield from results
+            del value
+            results.reverse()
+            while results:
+                yield results.pop()
             if exc is not None:
                 if text is not None:
                     exc.__cause__ = RemoteTraceback(text)

@@ -154,6 +154,23 @@ def test_hetflow_ncpus_zero_is_an_error_not_the_default(monkeypatch):
         hetflow.init()
 
 
+class Divider:
+    @classmethod
+    def divide(cls, x):
+        return 1 / x  # the line the remote traceback shows
+
+
+def test_a_process_tasks_traceback_shows_the_lines_of_a_classmethod():
+    # cloudpickle sends a classmethod's function by value, from an importable module too: its
+    # traceback showed <dynamic-code> and no line.
+    hetflow.init(ncpus=1, nprocs=1, executor="process")
+    with pytest.raises(ZeroDivisionError) as info:
+        hetflow.submit(Divider.divide, 0).result(timeout=60)
+    remote = str(info.value.__cause__)
+    assert "<dynamic-code>" not in remote, remote
+    assert "return 1 / x  # the line the remote traceback shows" in remote, remote
+
+
 def test_a_process_tasks_traceback_shows_the_scripts_file_and_lines(tmp_path):
     # Functions of the main script travel by value, their code's file renamed <dynamic-code>:
     # the traceback showed neither the script nor its lines.

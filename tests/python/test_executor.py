@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import builtins
 import concurrent.futures
+import gc
 import io
 import os
 import sys
 import threading
 import types
+import weakref
 
 import pytest
 
@@ -104,6 +106,24 @@ def test_map_raises_at_the_failing_position(ex, chunksize):
     assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="bad 5"):
         next(results)
+
+
+class Payload:
+    """A result whose lifetime the test follows."""
+
+
+def payload(_):
+    return Payload()
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_map_keeps_no_reference_to_a_result_it_has_yielded(ex, chunksize):
+    # A map over many large results must not keep each one alive after the caller dropped it.
+    for result in ex.map(payload, range(7), chunksize=chunksize):
+        ref = weakref.ref(result)
+        del result
+        gc.collect()
+        assert ref() is None
 
 
 # A chunk failing with what is not an Exception (SystemExit), or, in a worker process, with an

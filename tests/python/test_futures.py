@@ -3,9 +3,11 @@ running, concurrent.futures.wait and as_completed."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gc
 import logging
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -342,6 +344,31 @@ def test_as_completed_with_failures_and_mixed_executors(executor):
             errors.append(future.exception())
     assert sorted(results) == list(range(5))
     assert len(errors) == 1 and isinstance(errors[0], ValueError)
+
+
+class Held:
+    """A task's value whose lifetime the test follows."""
+
+
+def make_held():
+    return Held()
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_future_dropped_after_as_completed_is_freed_with_its_value(executor):
+    # Nothing of hetflow's may keep a finished future (and its value) once the program drops it,
+    # the last one to finish included, while no other task finishes.
+    futures = [submit_on(executor)(make_held) for _ in range(3)]
+    refs = []
+    for future in cf.as_completed(futures, timeout=30):
+        futures.remove(future)
+        refs += [weakref.ref(future), weakref.ref(future.result())]
+        del future
+    deadline = time.monotonic() + 5
+    while any(ref() is not None for ref in refs) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.02)
+    assert [ref() for ref in refs] == [None] * len(refs)
 
 
 def test_as_completed_times_out(gate):
