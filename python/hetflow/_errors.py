@@ -55,10 +55,12 @@ class ElsewhereError(HetflowError):
         return (type(self), (self.task, self.rank))
 
 
-class WorkerCrashedError(HetflowError):
+class WorkerCrashedError(HetflowError, concurrent.futures.BrokenExecutor):
     """The worker process running the task died (segfault, ``os._exit``, a signal).
 
-    Only that task fails; the worker process is replaced and other tasks go on.
+    Only that task fails; the worker process is replaced and other tasks go on. It is a
+    ``concurrent.futures.BrokenExecutor``, for code written for the standard executors, whose
+    pools break so (``BrokenProcessPool`` is a subclass of it, which this is not).
     """
 
 
