@@ -80,14 +80,37 @@ class _Root:
     most): within a class, the scan back from the new view's end stops one longest span before
     its start, so that tiles next to the whole matrix are not all visited for each new tile."""
 
-    __slots__ = ("ref", "low", "views", "classes", "distributed")
+    __slots__ = ("ref", "low", "high", "views", "classes", "distributed", "members", "adopted", "into")
 
-    def __init__(self, ref: Any, low: int) -> None:
+    def __init__(self, ref: Any, low: int, high: int) -> None:
         self.ref = ref
-        self.low = low  # of its buffer (HandleRegistry's spans)
+        # The arrays alive that hold these views: the root array, and the arrays over memory in
+        # its buffer that numpy cannot follow back to it (adopted: id -> weak reference). Unless
+        # one that owns its buffer goes (the buffer with it), the views, and the handles ordering
+        # their tasks, are kept until the last of them goes (a bytearray or a ctypes buffer that
+        # they were made over may outlive the root array).
+        self.members = 1
+        self.adopted: Dict[int, Any] = {}
+        # Where a root array is met over memory that overlaps other roots' (arrays over parts of
+        # one bytearray, say, the smaller met first), their views are merged into its root: into.
+        self.into: Optional["_Root"] = None
+        self.low = low  # of its buffer, or of the buffers merged into it (HandleRegistry's spans)
+        self.high = high
         self.distributed = False  # registered with hetflow.mpi: only the array itself is task data
         self.views: Dict[tuple, View] = {}
         self.classes: Dict[int, Tuple[List[int], List[View], List[int]]] = {}  # lows, views, [longest]
+
+    def alive(self) -> Optional["_Root"]:
+        """The root its views are in now, while an array holding them lives; None after."""
+        root = _final(self)
+        return root if root.members > 0 else None
+
+
+def _final(root: _Root) -> _Root:
+    """The root that ``root``'s views were merged into, if they were (else ``root``)."""
+    while root.into is not None:
+        root = root.into
+    return root
 
 
 def mirror_mode(view: View, mode: str, other: View, other_inside: bool) -> str:
@@ -109,8 +132,9 @@ class HandleRegistry:
     declares its access (see ``mirror_mode``) on every view met so far that shares an element
     with it, so that whichever of two overlapping views came first, both tasks meet on its
     handle. Views that share no element (``a[:50]`` / ``a[50:]``, ``a[0::2]`` / ``a[1::2]``,
-    column blocks, tiles) stay independent. A root's handles live as long as the root array,
-    then are let go once the tasks using them are done.
+    column blocks, tiles) stay independent. A root's handles live as long as the root array
+    (and the arrays over memory in its buffer that numpy cannot follow back to it, when it does
+    not own the buffer), then are let go once the tasks using them are done.
     """
 
     def __init__(self, engine: Any) -> None:
@@ -188,18 +212,82 @@ class HandleRegistry:
         the lock held."""
         root_array = _root(array)
         root = self._roots.get(id(root_array))
-        if root is None or root.ref() is not root_array:
-            low, nbytes, _ = span(root_array)
-            holder = self._root_holding(low, low + nbytes)
-            if holder is not None:
-                return holder
-            root = self._roots[id(root_array)] = _Root(weakref.ref(root_array), low)
-            weakref.finalize(root_array, self._forget, id(root_array), root)
-            if nbytes:
-                index = bisect.bisect_right(self._span_lows, low)
-                self._span_lows.insert(index, low)
-                self._span_roots.insert(index, (low + nbytes, root))
+        if root is not None and root.ref() is root_array:
+            return _final(root)
+        low, nbytes, _ = span(root_array)
+        high = low + nbytes
+        holder = self._root_holding(low, high)
+        if holder is not None:
+            self._adopt(holder, root_array)
+            return holder
+        root = self._roots[id(root_array)] = _Root(weakref.ref(root_array), low, high)
+        weakref.finalize(root_array, self._forget, id(root_array), root, bool(root_array.flags.owndata))
+        if nbytes:
+            # Roots' buffers never overlap: those that this one meets are merged into it.
+            for other in self._roots_meeting(low, high):
+                self._merge(other, root)
+            index = bisect.bisect_right(self._span_lows, root.low)
+            self._span_lows.insert(index, root.low)
+            self._span_roots.insert(index, (root.high, root))
         return root
+
+    def _roots_meeting(self, low: int, high: int) -> List[_Root]:
+        """The roots whose buffers share a byte with ``low`` to ``high`` (no two roots' buffers
+        do, so their ends rise with their starts). Called with the lock held."""
+        found = []
+        index = bisect.bisect_left(self._span_lows, high)  # those before start below ``high``
+        while index > 0:
+            index -= 1
+            end, root = self._span_roots[index]
+            if end <= low:
+                break
+            found.append(root)
+        return found
+
+    def _merge(self, other: _Root, root: _Root) -> None:
+        """Moves ``other``'s views, and the arrays holding them, into the new ``root``, whose
+        buffer overlaps ``other``'s: their tasks are then ordered by the views' overlaps. Called
+        with the lock held."""
+        self._drop_span(other)
+        other.into = root
+        root.members += other.members
+        other.members = 0
+        root.adopted.update(other.adopted)
+        other.adopted = {}
+        root.distributed = root.distributed or other.distributed
+        root.low = min(root.low, other.low)
+        root.high = max(root.high, other.high)
+        for view in _views_of(other):
+            view.root = root
+            root.views.setdefault(view.key, view)  # one of two alike stays known by its key
+            if view.high > view.low:
+                self._place(root, view)
+        other.views.clear()
+        other.classes.clear()
+
+    def _drop_span(self, root: _Root) -> None:
+        index = bisect.bisect_left(self._span_lows, root.low)
+        while index < len(self._span_lows) and self._span_lows[index] == root.low:
+            if self._span_roots[index][1] is root:
+                del self._span_lows[index], self._span_roots[index]
+                return
+            index += 1
+
+    def _adopt(self, root: _Root, array: Any) -> None:
+        """``array``, which numpy follows back to no other array, lies in ``root``'s buffer (its
+        views are ``root``'s): ``root`` is kept for as long as ``array`` lives too, even after
+        the root array went (unless that owned the buffer), so that its tasks stay ordered with
+        those on later arrays over the same memory. Called with the lock held."""
+        known = root.adopted.get(id(array))
+        if known is not None and known() is array:
+            return
+        try:
+            ref = weakref.ref(array)
+        except TypeError:
+            return  # an ndarray subclass without weak references: as long as the root array
+        root.adopted[id(array)] = ref
+        root.members += 1
+        weakref.finalize(array, self._member_gone, root, id(array))
 
     def _root_holding(self, low: int, high: int) -> Optional[_Root]:
         """A live root whose buffer holds the bytes from ``low`` to ``high``: an array over its
@@ -212,7 +300,7 @@ class HandleRegistry:
         first = bisect.bisect_right(self._span_lows, low) - 1
         for index in range(first, max(first - _NESTED_ROOTS_LOOKED_AT, -1), -1):
             end, root = self._span_roots[index]
-            if high <= end and root.ref() is not None:
+            if high <= end and root.members > 0:
                 return root
         return None
 
@@ -250,6 +338,16 @@ class HandleRegistry:
         root.views[key] = view
         if not nbytes:
             return view  # no element: overlaps nothing
+        self._place(root, view)
+        return view
+
+    def _place(self, root: _Root, view: View) -> None:
+        """Records the overlaps of ``view`` (with elements) with ``root``'s other views, and files
+        it among them. Called with the lock held."""
+        import numpy
+
+        low, high, probe = view.low, view.high, view.probe
+        nbytes = high - low
         for lows, views, longest in root.classes.values():
             index = bisect.bisect_left(lows, high)  # views[:index] start below this one's end
             while index > 0:
@@ -272,7 +370,6 @@ class HandleRegistry:
         lows.insert(position, low)
         views.insert(position, view)
         longest[0] = max(longest[0], nbytes)
-        return view
 
     def overlapping(self, view: View) -> List[Tuple[View, bool]]:
         """The other views sharing an element with ``view``, each with whether it lies inside."""
@@ -300,18 +397,28 @@ class HandleRegistry:
         view = self.view(array, mode)
         return view.handle, view.low, view.high - view.low
 
-    def _forget(self, root_id: int, root: _Root) -> None:
+    def _forget(self, root_id: int, root: _Root, owned: bool = False) -> None:
+        """A root array went: its views go with it if it owned its buffer, else with the last
+        array holding them."""
         with self._lock:
             if self._roots.get(root_id) is root:
                 del self._roots[root_id]
-            index = bisect.bisect_left(self._span_lows, root.low)
-            while index < len(self._span_lows) and self._span_lows[index] == root.low:
-                if self._span_roots[index][1] is root:
-                    del self._span_lows[index], self._span_roots[index]
-                    break
-                index += 1
-            views = list(root.views.values())
+        self._member_gone(root, None, owned)
+
+    def _member_gone(self, root: _Root, adopted_id: Optional[int], frees_buffer: bool = False) -> None:
+        with self._lock:
+            root = _final(root)
+            if root.members <= 0:
+                return  # its views went already
+            if adopted_id is not None:
+                root.adopted.pop(adopted_id, None)
+            root.members = 0 if frees_buffer else root.members - 1
+            if root.members > 0:
+                return
+            self._drop_span(root)
+            views = _views_of(root)
             root.views.clear()
+            root.classes.clear()
             for view in views:
                 view.overlaps.clear()
         for view in views:
@@ -403,6 +510,16 @@ class HandleRegistry:
                     return  # released already
                 del held[position]
         acquisition.release()
+
+
+def _views_of(root: _Root) -> List[View]:
+    """Every view of ``root``: those known by key, and those filed by span (where two merged
+    roots had a view alike, one of them is known by its span only)."""
+    views = {id(view): view for view in root.views.values()}
+    for _, filed, _ in root.classes.values():
+        for view in filed:
+            views.setdefault(id(view), view)
+    return list(views.values())
 
 
 def _fills_its_items(dtype: Any) -> bool:

@@ -563,7 +563,7 @@ class Runtime:
             for view in views:
                 noted = writes.get(view.key)
                 if noted is None or noted[1] is not view:  # a view of a freed buffer at the same address
-                    writes[view.key] = (view.root.ref, view)
+                    writes[view.key] = (view.root.alive, view)
             if len(writes) > self._device_writes_purge_at:  # buffers freed since: nothing to bring home
                 for key in [key for key, (root, _) in writes.items() if root() is None]:
                     del writes[key]

@@ -3,7 +3,9 @@ parallelism of disjoint ones, dtypes, and access modes on values that are not ar
 from __future__ import annotations
 
 import ctypes
+import gc
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -153,6 +155,85 @@ def test_an_array_inside_a_root_around_a_smaller_root_is_ordered_with_the_outer_
             append_digit(replayed, digit)
     hetflow.wait_for_all()
     assert (whole == expected).all(), (whole, expected)
+
+
+def add_one(out):
+    out += 1
+
+
+def gated_append_digit(gate, out, digit):
+    gate.wait(timeout=30)
+    append_digit(out, digit)
+
+
+def test_arrays_over_one_buffer_stay_ordered_after_the_array_met_first_goes():
+    # The second array lies in the first one's buffer (numpy cannot follow it back): its views
+    # are the first one's, and must stay so when the first goes while the bytearray lives on.
+    hetflow.init(ncpus=2, executor="thread")
+    buffer = bytearray(8 * 4)
+    first = np.frombuffer(buffer, dtype=np.int64)
+    hetflow.task_submit(append_digit, hetflow.RW(first), 1).result(timeout=30)
+    gate = threading.Event()
+    second = np.frombuffer(buffer, dtype=np.int64)
+    waiting = hetflow.task_submit(gated_append_digit, gate, hetflow.RW(second), 2)
+    del first
+    gc.collect()
+    later = hetflow.task_submit(append_digit, hetflow.RW(np.frombuffer(buffer, dtype=np.int64)), 3)
+    for _ in range(20):  # ran at once (unordered) before the fix
+        if later.done():
+            break
+        time.sleep(0.01)
+    gate.set()
+    waiting.result(timeout=30)
+    later.result(timeout=30)
+    assert np.frombuffer(buffer, dtype=np.int64)[0] == 123
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_an_array_met_inside_another_is_still_task_data_after_that_one_goes(executor):
+    # Its view (the registry's cache of it included) outlived the first array's handles: the
+    # next task on it failed, the handle "has been unregistered".
+    hetflow.init(ncpus=2, executor=executor)
+    buffer = bytearray(8 * 10)
+    first = np.frombuffer(buffer, dtype=np.float64)
+    hetflow.task_submit(fill, hetflow.W(first), 1.0).result(timeout=30)
+    second = np.frombuffer(buffer, dtype=np.float64)
+    hetflow.task_submit(add_one, hetflow.RW(second)).result(timeout=30)
+    del first
+    gc.collect()
+    for _ in range(3):
+        hetflow.task_submit(add_one, hetflow.RW(second))
+    hetflow.wait_for_all()
+    assert (second == 5.0).all(), second
+
+
+def append_digit_at(out, index, digit):
+    out[index] = out[index] * 10 + digit
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("layout", ["inner_first", "partly_overlapping"])
+def test_arrays_over_overlapping_parts_of_one_buffer_are_ordered(executor, layout):
+    # Neither array is a view of the other for numpy. An array around one met before, or sharing
+    # part of its bytes, made a root of its own: the tasks on the two were not ordered.
+    hetflow.init(ncpus=2, executor=executor)
+    buffer = bytearray(8 * 12)
+    if layout == "inner_first":
+        first = np.frombuffer(memoryview(buffer)[24:48], dtype=np.int64)  # elements 3 to 5
+        hetflow.task_submit(fill, hetflow.W(first), 0).result(timeout=30)
+        second = np.frombuffer(buffer, dtype=np.int64)
+        shared_first, shared_second = 1, 4  # element 4 of the buffer
+    else:
+        first = np.frombuffer(memoryview(buffer)[0:64], dtype=np.int64)  # elements 0 to 7
+        second = np.frombuffer(memoryview(buffer)[32:96], dtype=np.int64)  # elements 4 to 11
+        shared_first, shared_second = 4, 0
+    expected = 0
+    for digit in range(1, 6):
+        hetflow.task_submit(append_digit_at, hetflow.RW(first), shared_first, digit)
+        hetflow.task_submit(append_digit_at, hetflow.RW(second[::2]), shared_second // 2, digit)
+        expected = expected * 100 + digit * 11
+    hetflow.wait_for_all()
+    assert first[shared_first] == expected
 
 
 def read_sum(a):
