@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import gc
+import os
 import sys
 import threading
 import traceback
@@ -131,6 +132,14 @@ def _after_collection(phase: str, info: Dict[str, int]) -> None:
 
 
 gc.callbacks.append(_after_collection)
+
+
+def _after_fork_in_child() -> None:
+    global _frames_lock
+    _frames_lock = threading.Lock()  # a worker thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _frames_of(exception: BaseException, take: bool) -> Optional[TracebackType]:

@@ -17,7 +17,7 @@ import pytest
 
 import hetflow
 from hetflow._errors import _FRAMES_KEPT_FOR
-from hf_subprocess import Child, leftovers, write_script
+from hf_subprocess import Child, leftovers, run_script, write_script
 from hf_tasks import EXECUTORS, add, submit_on
 
 
@@ -212,6 +212,44 @@ def test_frames_let_go_of_may_run_finalizers_that_read_other_failed_futures():
     worker.join(timeout=30)
     assert not worker.is_alive(), "the finalizer's read waited for ever"
     assert read == [KeyError]
+
+
+def test_a_child_forked_while_a_failure_was_being_kept_reads_its_own_failures(tmp_path):
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import os, threading, time
+import hetflow
+from hetflow import _errors
+
+def fail():
+    raise KeyError("in the child")
+
+hetflow.init(ncpus=1, nprocs=0)
+held = threading.Event()
+def hold():  # as a worker thread keeping a failed task's frames at the moment of the fork
+    with _errors._frames_lock:
+        held.set()
+        time.sleep(3)
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    hetflow.init(ncpus=1, nprocs=0)
+    error = hetflow.task_submit.options(executor="thread")(fail).exception(timeout=20)
+    os._exit(0 if isinstance(error, KeyError) else 3)
+for _ in range(200):
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("child", os.waitstatus_to_exitcode(status))
+        break
+    time.sleep(0.1)
+else:
+    os.kill(pid, 9)
+    print("child hung")
+""",
+    )
+    assert rc == 0 and "child 0" in out, (out, err)
 
 
 class Holder:
