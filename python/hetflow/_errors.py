@@ -86,8 +86,12 @@ _TRACEBACK_ATTRIBUTE = "__hetflow_traceback__"
 # task, for a post-mortem debugger). Those nobody takes go once the engine lets go of their
 # exception, and after _FRAMES_KEPT_FOR later failures: frames that reach the task's own future
 # make a reference cycle through the engine, which the garbage collector cannot see.
-_frames: Dict[int, Tuple[BaseException, TracebackType, int]] = {}
-_frames_lock = threading.Lock()
+# The fourth item: the tracebacks of the exceptions in its __cause__/__context__ chain, by id.
+_Chain = Dict[int, Tuple[BaseException, Optional[TracebackType]]]
+_frames: Dict[int, Tuple[BaseException, TracebackType, int, _Chain]] = {}
+# Reentrant: a collection set off by an allocation while a thread holds it runs the finalizers of
+# the garbage it finds in that thread, and one of those may read a failed future (_frames_of).
+_frames_lock = threading.RLock()
 _failures = 0
 _FRAMES_KEPT_FOR = 256
 
@@ -107,22 +111,26 @@ def _let_go_of_frames() -> list:
     gone = []
     for key, entry in list(_frames.items()):
         if sys.getrefcount(entry[0]) <= _ONLY_THE_ENTRY or entry[2] <= _failures - _FRAMES_KEPT_FOR:
-            gone.append(_frames.pop(key))
+            # Gone meanwhile, or replaced, if a finalizer (of a collection an allocation here set
+            # off) took it: the lock is reentrant.
+            if _frames.get(key) is entry:
+                gone.append(_frames.pop(key))
     return gone
 
 
-def _keep_frames(exception: BaseException, tb: TracebackType) -> None:
+def _keep_frames(exception: BaseException, tb: TracebackType, chain: _Chain) -> None:
     global _failures
     with _frames_lock:
         _failures += 1
         gone = _let_go_of_frames()
-        _frames[id(exception)] = (exception, tb, _failures)
+        _frames[id(exception)] = (exception, tb, _failures, chain)
     del gone
 
 
 def _after_collection(phase: str, info: Dict[str, int]) -> None:
     # The futures dropped meanwhile let go of their errors: their frames go too, without waiting
-    # for another task to fail. Skipped when the collection came inside the store's own work.
+    # for another task to fail. Skipped when another thread is at the store's own work (in this
+    # thread, inside it, the removal tolerates being entered again).
     if phase == "stop" and _frames and _frames_lock.acquire(blocking=False):
         try:
             gone = _let_go_of_frames()
@@ -136,21 +144,41 @@ gc.callbacks.append(_after_collection)
 
 def _after_fork_in_child() -> None:
     global _frames_lock
-    _frames_lock = threading.Lock()  # a worker thread of the parent may have held it at the fork
+    _frames_lock = threading.RLock()  # another thread may have held it at the fork (a task failing)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _frames_of(exception: BaseException, take: bool) -> Optional[TracebackType]:
-    """The traceback kept for ``exception`` (removed from the store if ``take``), or None."""
+def _frames_of(exception: BaseException, take: bool) -> Optional[Tuple[TracebackType, _Chain]]:
+    """The traceback kept for ``exception``, and those of its chain (removed from the store if
+    ``take``), or None."""
     with _frames_lock:
         entry = _frames.get(id(exception))
         if entry is None or entry[0] is not exception:
             return None
         if take:
             del _frames[id(exception)]
-        return entry[1]
+        return entry[1], entry[3]
+
+
+def forget_frames(exception: BaseException) -> None:
+    """The task's future has the frames kept for ``exception`` (borrowed): the store lets go."""
+    with _frames_lock:
+        entry = _frames.get(id(exception))
+        if entry is not None and entry[0] is exception:
+            del _frames[id(exception)]
+
+
+def let_go_of_all_frames() -> None:
+    """At exit, after the runtime's shutdown: the frames nobody took go now, as those of a thread
+    pool's futures go with the futures. The engine, which the interpreter does not free, holds
+    freeze_exception and so this module's globals: the store would never be freed, nor would the
+    task's locals (their finalizers never run, a file they wrote never flushed or removed)."""
+    with _frames_lock:
+        gone = list(_frames.values())
+        _frames.clear()
+    del gone
 
 
 def freeze_exception(exception: BaseException) -> None:
@@ -163,8 +191,7 @@ def freeze_exception(exception: BaseException) -> None:
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code in HIDDEN_FRAMES:
         tb = tb.tb_next  # hetflow's call of the task's function
     text = "".join(traceback.format_exception(type(exception), exception, tb))
-    if tb is not None:
-        _keep_frames(exception, tb)
+    chain: _Chain = {}
     seen: set = set()
     pending: List[Optional[BaseException]] = [exception]
     while pending:
@@ -172,8 +199,12 @@ def freeze_exception(exception: BaseException) -> None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
+        if current is not exception:
+            chain[id(current)] = (current, current.__traceback__)
         current.__traceback__ = None
         pending.extend((current.__cause__, current.__context__))
+    if tb is not None:
+        _keep_frames(exception, tb, chain)
     try:
         setattr(exception, _TRACEBACK_ATTRIBUTE, text)
     except Exception:
@@ -194,17 +225,47 @@ def _detached(exception: BaseException, take_frames: bool) -> BaseException:
     clone.__cause__ = exception.__cause__
     clone.__context__ = exception.__context__
     clone.__suppress_context__ = exception.__suppress_context__
-    frames = _frames_of(exception, take_frames)
-    if frames is not None:
-        clone.__traceback__ = frames
+    kept = _frames_of(exception, take_frames)
+    if kept is not None:
+        # The frames, those of the exceptions it was raised from or while handling too (copies
+        # of them, given theirs: the engine's own keep none).
+        clone.__traceback__, chain = kept
+        _with_frames(clone, exception, chain)
+        return clone
     text = getattr(exception, _TRACEBACK_ATTRIBUTE, None)
     if text is not None:
         if exception.__cause__ is None and not exception.__suppress_context__:
-            if frames is None:
-                clone.__cause__ = TaskTraceback(text)
+            clone.__cause__ = TaskTraceback(text)
         elif hasattr(clone, "add_note"):  # Python 3.11: the task's own `raise ... from` cause stays
             clone.add_note(f"hetflow: the task's traceback:\n{text}")
     return clone
+
+
+def _with_frames(clone: BaseException, exception: BaseException, chain: _Chain) -> None:
+    """Gives ``clone`` (of a failed task's ``exception``) copies of the exceptions of its chain
+    (``__cause__``, ``__context__``), each with the traceback it had in the task; the engine's
+    own where one cannot be copied. Iterative: a chain may be long."""
+    made: Dict[int, BaseException] = {id(exception): clone}
+    linked = [(exception, clone)]
+    pending: List[Optional[BaseException]] = [exception.__cause__, exception.__context__]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in made:
+            continue
+        entry = chain.get(id(current))
+        if entry is None or entry[0] is not current:
+            continue
+        copied = _copied(current)
+        if copied is None:
+            continue
+        copied.__traceback__ = entry[1]
+        made[id(current)] = copied
+        linked.append((current, copied))
+        pending.extend((current.__cause__, current.__context__))
+    for original, copied in linked:
+        copied.__cause__ = made.get(id(original.__cause__), original.__cause__)
+        copied.__context__ = made.get(id(original.__context__), original.__context__)
+        copied.__suppress_context__ = original.__suppress_context__  # setting __cause__ set it
 
 
 def same_exception(copy_: BaseException, original: BaseException) -> bool:

@@ -10,7 +10,7 @@ import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional
 
-from hetflow._errors import CancelledError, HetflowError, exception_from_outcome
+from hetflow._errors import CancelledError, HetflowError, exception_from_outcome, forget_frames
 # Imported here, not where used: a late use (a __del__ at interpreter shutdown) can import nothing.
 from hetflow._serialize import loads_result, packing
 
@@ -518,11 +518,19 @@ class Future(concurrent.futures.Future):
                     f"({missing})"
                 ) from None
         else:
-            error = exception_from_outcome(outcome)
+            # One error per future: threads that read it together each make one, and the first
+            # stored is the one every reader raises. Each borrows the task's frames, which the
+            # store lets go of once one is stored (taken by the first reader, only its copy had
+            # them, and the future kept whichever copy was stored last). No lock: a finalizer run
+            # by a collection inside the store's lock may read this future.
+            error = exception_from_outcome(outcome, take_frames=False)
             if kind in ("cancelled", "crashed") and self._runtime.gave_up is not None:
                 error.args = (f"{error} ({self._runtime.gave_up})",)
-            self._error = error
-            self._error_frames = error.__traceback__
+            first = self.__dict__.setdefault("_first_error", (error, error.__traceback__))  # atomic
+            self._error_frames = first[1]
+            self._error = first[0]  # last: a reader that sees it set reads its frames
+            if kind == "python_error":
+                forget_frames(outcome[1])
 
     def _outcome_value(self) -> Any:
         self._settle()

@@ -19,7 +19,14 @@ from hetflow import _kernel
 from hetflow._args import FutureSearch
 from hetflow._arrays import Access, ArrayRef
 from hetflow._data import _BIT_MODES, _MODE_BITS, HandleRegistry, engine_accesses
-from hetflow._errors import HIDDEN_FRAMES, CancelledError, HetflowError, freeze_exception, returned_coroutine
+from hetflow._errors import (
+    HIDDEN_FRAMES,
+    CancelledError,
+    HetflowError,
+    freeze_exception,
+    let_go_of_all_frames,
+    returned_coroutine,
+)
 from hetflow._future import _GIVE_UP_CHECK_S, Future
 from hetflow._serialize import (
     _PLAIN,
@@ -1374,6 +1381,9 @@ def _at_exit() -> None:
         assert runtime is not None
         print(f"hetflow: interrupted at exit (Ctrl-C): {runtime.abandoned_tasks} unfinished task(s) given up", file=sys.stderr)
     finally:
+        # The frames of failed thread tasks that nobody read go now, their locals' finalizers
+        # run (the runtime, shut down, still the current one), as a thread pool's go with its futures.
+        let_go_of_all_frames()
         with _current_lock:
             if _current is runtime:
                 _current = None

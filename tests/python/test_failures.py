@@ -280,6 +280,110 @@ def test_frames_in_a_cycle_through_their_own_future_are_let_go_of_after_more_fai
     assert made[0]() is None
 
 
+class SlowToCopy(ValueError):
+    """Its copy lets go of the GIL: threads that read the failure together settle it together."""
+
+    def __copy__(self):
+        time.sleep(0.02)
+        return SlowToCopy(*self.args)
+
+
+def fail_slow_to_copy():
+    time.sleep(0.1)  # the readers are all waiting when it fails
+    raise SlowToCopy("failed")
+
+
+def test_readers_of_a_failure_together_all_get_the_tasks_frames():
+    # Each made its own copy; only the first got the frames (taken from the store), the others
+    # (and the future, when one of them stored its copy last) the text as the cause.
+    future = submit_on("thread")(fail_slow_to_copy)
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def read():
+        barrier.wait()
+        try:
+            future.result(timeout=30)
+        except SlowToCopy as error:
+            errors.append(error)
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=60)
+    assert len(errors) == 4 and all(error is errors[0] for error in errors)
+    with pytest.raises(SlowToCopy) as info:
+        future.result(timeout=30)
+    assert frame_names(info.value)[-1] == "fail_slow_to_copy" and info.value.__cause__ is None
+
+
+COLLECTION_IN_THE_STORE_SCRIPT = """
+import gc, sys
+import hetflow
+
+hetflow.init(ncpus=2, executor="thread")
+
+def fail(i):
+    raise ValueError(i)
+
+pool = [hetflow.submit(fail, i) for i in range(300)]
+hetflow.wait_for_all()
+
+class Job:
+    # In a cycle; reads its failed future when collected, and leaves more such garbage behind.
+    def __init__(self, future):
+        self.future = future
+        self.me = self
+
+    def __del__(self):
+        self.future.exception()
+        if pool:
+            Job(pool.pop())
+
+gc.set_threshold(1)  # a collection at (nearly) every allocation, the store's own included
+Job(pool.pop())
+for i in range(300):
+    assert isinstance(hetflow.submit(fail, i).exception(timeout=60), ValueError)
+gc.set_threshold(700)
+print("DONE", flush=True)
+"""
+
+
+def test_a_collection_inside_the_frame_store_may_run_finalizers_that_read_failed_futures(tmp_path):
+    # A collection that an allocation of the store's own set off ran, in that thread, a finalizer
+    # that read a failed future: it waited for the store's lock, which its thread held.
+    rc, out, err = run_script(tmp_path, COLLECTION_IN_THE_STORE_SCRIPT)
+    assert rc == 0 and "DONE" in out, err
+
+
+AT_EXIT_SCRIPT = """
+import sys
+import hetflow
+
+hetflow.init(ncpus=2, executor="thread")
+
+def write_then_fail(path):
+    out = open(path, "w")  # buffered: written when the file is closed, or freed
+    out.write("written")
+    raise ValueError("failed")
+
+future = hetflow.submit(write_then_fail, sys.argv[1])  # kept, never read
+hetflow.wait_for_all()
+"""
+
+
+def test_the_frames_of_a_failed_task_nobody_read_go_at_exit(tmp_path):
+    # The engine, never freed, holds the store of frames: the task's locals were never freed,
+    # their finalizers never ran (a file it wrote lost what it buffered; a temporary file stayed).
+    script = write_script(tmp_path, AT_EXIT_SCRIPT)
+    path = tmp_path / "out.txt"
+    with Child(tmp_path, [str(script), str(path)]) as child:
+        rc, out, err = child.finish()
+    assert rc == 0, err
+    assert path.read_text() == "written"
+
+
 def test_a_dependents_error_names_the_root_with_its_frames():
     failing = submit_on("thread")(parse_config, "a")
     dependent = submit_on("thread")(identity, failing)
@@ -612,5 +716,20 @@ def test_a_thread_tasks_own_cause_stays(suppress):
         assert error.__cause__ is None and error.__suppress_context__
     else:
         assert isinstance(error.__cause__, KeyError) and error.__cause__.args == ("k",)
+    # The exception it was raised while handling has its frames too (the engine's copy keeps
+    # none: it printed with no line of its own), and no text of them beside it.
+    assert frame_names(error)[-1] == "lookup_from" and frame_names(error.__context__)[-1] == "lookup_from"
+    printed = "".join(traceback.format_exception(error))
+    assert printed.count("return {}[key]") == (0 if suppress else 1)  # `from None` hides it, as ever
+    assert not getattr(error, "__notes__", None)
+
+
+def test_a_thread_tasks_own_cause_stays_with_the_text_once_its_frames_are_gone():
+    future = submit_on("thread")(lookup_from, "k", False)
+    hetflow.wait_for_all()
+    for i in range(_FRAMES_KEPT_FOR):
+        assert isinstance(submit_on("thread")(parse_config, i).exception(timeout=30), KeyError)
+    error = future.exception(timeout=30)
+    assert isinstance(error.__cause__, KeyError) and error.__cause__.args == ("k",)
     if sys.version_info >= (3, 11):
         assert any("lookup_from" in note for note in error.__notes__)
