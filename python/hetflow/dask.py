@@ -39,15 +39,11 @@ _FAILURE_CHECK_S = 0.05
 # The files of hetflow's frames between Dask's compute() and a failed task's own frames in the
 # traceback of the error compute() raises, for Dask to leave out as it does its own schedulers'.
 _SHORTENED_FILES = r"hetflow[\\/](dask|_future)\.py"
-_shortening_told = False
 
 
 def _tell_dask_to_shorten_our_frames() -> None:
-    """Adds hetflow's files to ``admin.traceback.shorten`` (unless it is empty: no shortening)."""
-    global _shortening_told
-    if _shortening_told:
-        return
-    _shortening_told = True
+    """Adds hetflow's files to ``admin.traceback.shorten`` (unless it is empty: no shortening);
+    at each get, since the program may set that list anew meanwhile."""
     import dask
 
     patterns = dask.config.get("admin.traceback.shorten", None)
