@@ -129,9 +129,13 @@ def _keep_frames(exception: BaseException, tb: TracebackType, chain: _Chain) -> 
 
 def _after_collection(phase: str, info: Dict[str, int]) -> None:
     # The futures dropped meanwhile let go of their errors: their frames go too, without waiting
-    # for another task to fail. Skipped when another thread is at the store's own work (in this
-    # thread, inside it, the removal tolerates being entered again).
-    if phase == "stop" and _frames and _frames_lock.acquire(blocking=False):
+    # for another task to fail. Not after the youngest generation's collections, the frequent
+    # ones (a store full of unread failures takes tens of microseconds to look over). Skipped
+    # when another thread is at the store's own work (in this thread, inside it, the removal
+    # tolerates being entered again).
+    if phase != "stop" or info.get("generation", 2) == 0 or not _frames:
+        return
+    if _frames_lock.acquire(blocking=False):
         try:
             gone = _let_go_of_frames()
         finally:
