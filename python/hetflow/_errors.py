@@ -94,6 +94,7 @@ _frames: Dict[int, Tuple[BaseException, TracebackType, int, _Chain]] = {}
 _frames_lock = threading.RLock()
 _failures = 0
 _FRAMES_KEPT_FOR = 256
+_STORE_PATIENCE_S = 1.0
 
 
 def _count_when_only_an_entry_holds() -> int:
@@ -120,10 +121,17 @@ def _let_go_of_frames() -> list:
 
 def _keep_frames(exception: BaseException, tb: TracebackType, chain: _Chain) -> None:
     global _failures
-    with _frames_lock:
+    # A worker must not wait on the store for long: a thread holds the lock that long only where
+    # a finalizer, run by a collection inside it, waits for a task (this one, perhaps). The
+    # task's traceback is then kept as text only.
+    if not _frames_lock.acquire(timeout=_STORE_PATIENCE_S):
+        return
+    try:
         _failures += 1
         gone = _let_go_of_frames()
         _frames[id(exception)] = (exception, tb, _failures, chain)
+    finally:
+        _frames_lock.release()
     del gone
 
 

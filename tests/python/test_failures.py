@@ -252,6 +252,32 @@ else:
     assert rc == 0 and "child 0" in out, (out, err)
 
 
+def test_a_failing_task_does_not_wait_for_a_frames_store_held_for_long():
+    # As where a finalizer, run by a collection inside the store's lock, waits for that task.
+    from hetflow import _errors
+
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold_the_store():
+        with _errors._frames_lock:
+            holding.set()
+            release.wait(timeout=60)
+
+    holder = threading.Thread(target=hold_the_store, daemon=True)
+    holder.start()
+    holding.wait(timeout=30)
+    try:
+        future = submit_on("thread")(parse_config, "held")
+        assert hetflow.wait_for_all(timeout=30), "the failing task waited for the store"
+    finally:
+        release.set()
+        holder.join(timeout=30)
+    with pytest.raises(KeyError) as info:
+        future.result(timeout=30)
+    assert "parse_config" in str(info.value.__cause__)  # its traceback as text: no frames kept
+
+
 class Holder:
     """Holds a task's own future, for the task's frame to reach it."""
 
