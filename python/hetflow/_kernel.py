@@ -12,15 +12,33 @@ import numbers
 import operator
 import os
 import pickle
+import threading
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from hetflow import _protocol as P
+from hetflow._serialize import loaded_numpy
+
+
+def _elementwise(builtin: Callable[[Any, Any], Any], ufunc: str) -> Callable[[Any, Any], Any]:
+    """``builtin`` (min or max) for plain values; numpy's element-wise ``ufunc`` (minimum,
+    maximum) where a value is a numpy array, as "sum" and "prod" are element-wise there (the
+    builtin would ask an array for its truth value and raise)."""
+
+    def combine(a: Any, b: Any) -> Any:
+        numpy = loaded_numpy()
+        if numpy is not None and (isinstance(a, numpy.ndarray) or isinstance(b, numpy.ndarray)):
+            return getattr(numpy, ufunc)(a, b)
+        return builtin(a, b)
+
+    combine.__name__ = builtin.__name__
+    return combine
+
 
 OPERATORS: Dict[str, Callable[[Any, Any], Any]] = {
     "sum": operator.add,
     "prod": operator.mul,
-    "min": min,
-    "max": max,
+    "min": _elementwise(min, "minimum"),
+    "max": _elementwise(max, "maximum"),
 }
 
 _fds: Optional[Tuple[Any, int]] = None  # (the worker's reader of host messages, the fd to write to)
@@ -78,14 +96,28 @@ def launch_cores() -> Tuple[int, ...]:
     return _launch[1]
 
 
+# A kernel's threads may message at once: each message is written whole (a large one takes many
+# writes, which another thread's must not split), and a request that waits for the host's answer
+# (recv, barrier) is the only one reading the pipe until it has it, so that each thread reads its
+# own answer. Sends go on meanwhile (a thread's recv may wait for what another thread sends).
+_write_lock = threading.Lock()
+_answer_lock = threading.Lock()
+
+
 def _request(kind: int, parts: Sequence[bytes], answer: bool) -> Any:
-    if _fds is None or _launch is None:
+    launch = _launch
+    if _fds is None or launch is None:
         raise RuntimeError("hetflow: core-to-core messages are only possible inside an @offload kernel")
     reader, write_fd = _fds
-    P.write_message(write_fd, kind, [str(_launch[0]).encode(), *parts])
+    message_parts = [str(launch[0]).encode(), *parts]
     if not answer:
+        with _write_lock:
+            P.write_message(write_fd, kind, message_parts)
         return None
-    message = P.read_message(reader)
+    with _answer_lock:
+        with _write_lock:
+            P.write_message(write_fd, kind, message_parts)
+        message = P.read_message(reader)
     if message is None:
         raise RuntimeError("hetflow: the host closed the connection")
     reply, reply_parts = message

@@ -454,6 +454,9 @@ def _options(options: Dict[str, Any], where: str) -> Tuple[bool, Optional[int], 
             f"{where}: unknown keyword {', '.join(sorted(unknown))}; use asynchronous (or async), auto or target"
         )
     asynchronous = _asynchronous(dict(options), False, where)
+    if options.get("auto") is not None and options.get("target") is not None:
+        # Refused where it is written, as a wrong target is: every call without an override would fail.
+        raise ValueError(f"{where}: give auto or target, not both")
     if options.get("target") is not None:
         _checked_target(options["target"], where)  # a wrong type or value fails where it is written
     if options.get("auto") is not None:

@@ -118,6 +118,64 @@ def test_messages_among_the_cores_of_a_launch():
         assert gathered == [0, 1, 2, 3]
 
 
+def test_a_decorator_with_auto_and_target_is_refused_where_written():
+    # It was accepted, and then every call without an override failed.
+    with pytest.raises(ValueError, match="give auto or target, not both"):
+        offload(auto=2, target=[0])(where)
+    assert len(offload(where)(0, 0, auto=2, target=None)) == 2
+
+
+def receive_on_two_threads():
+    import threading
+
+    import numpy
+
+    me = hetflow.coreid()
+    if me != 0:
+        for _ in range(10):
+            hetflow.send(numpy.full(20_000, float(me)), 0)  # each message larger than a pipe's atomic write
+        return None
+    received = {}
+
+    def receive(peer):
+        received[peer] = [float(hetflow.recv(peer)[0]) for _ in range(10)]
+
+    threads = [threading.Thread(target=receive, args=(peer,)) for peer in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return received
+
+
+def test_threads_of_a_kernel_message_at_once():
+    # Two threads of one kernel each in recv read each other's answers: garbled messages, a
+    # lost worker, and the kernel's value silently missing what they should have received.
+    values = offload(target=[0, 1, 2])(receive_on_two_threads)()
+    assert values[0] == {1: [1.0] * 10, 2: [2.0] * 10}
+
+
+def array_extremes():
+    import numpy
+
+    me = hetflow.coreid()
+    values = numpy.array([me, -me, 10 - me], dtype=float)
+    return hetflow.allreduce(values, "min"), hetflow.allreduce(values, "max"), hetflow.reduce(values, "max")
+
+
+def test_min_and_max_of_numpy_arrays_are_element_wise():
+    # As "sum" and "prod" are: the builtins min and max raised (an array's truth value).
+    import numpy
+
+    for me, (smallest, biggest, reduced) in enumerate(offload(array_extremes)()):
+        numpy.testing.assert_array_equal(smallest, [0, -3, 7])
+        numpy.testing.assert_array_equal(biggest, [3, 0, 10])
+        if me == 0:
+            numpy.testing.assert_array_equal(reduced, [3, 0, 10])
+        else:
+            assert reduced is None
+
+
 def fail_on_core_one():
     if hetflow.coreid() == 1:
         raise ValueError("core one gives up")
