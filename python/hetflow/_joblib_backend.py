@@ -282,7 +282,7 @@ class _SharedInputs:
         with self._lock:
             entry = self._reduced.get(id(array))
             if entry is None:
-                shared = self._shared(array)
+                shared = self._shared(array, self.mmap_mode in ("r+", "w+"))
                 low, nbytes, first = span(shared)
                 location = _hetflow.locate_shared(low, nbytes)
                 reduction = (_attach, (location, shared.dtype, shared.shape, shared.strides, first, self.mmap_mode))
@@ -290,8 +290,9 @@ class _SharedInputs:
         return entry[2]
 
     @staticmethod
-    def _shared(array: Any) -> Any:
-        """``array`` if it is in hetflow's shared memory already, else a copy there."""
+    def _shared(array: Any, written: bool) -> Any:
+        """``array`` if it is in hetflow's shared memory already (and may be written there, where
+        the workers' mapping is ``written``), else a copy there."""
         import numpy
 
         from hetflow import _data, _hetflow
@@ -299,7 +300,7 @@ class _SharedInputs:
         from hetflow._arrays import span
 
         low, nbytes, _ = span(array)
-        if _hetflow.locate_shared(low, nbytes) is not None:
+        if _hetflow.locate_shared(low, nbytes) is not None and (array.flags.writeable or not written):
             return array
         order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
         copy = _data.empty(array.shape, array.dtype, order=order)

@@ -533,6 +533,16 @@ def test_mmap_modes(joblib):
     assert shared[0] == 5.0  # hetflow's shared memory is mapped, not copied
 
 
+def test_r_plus_does_not_write_a_read_only_array_in_hetflows_shared_memory(joblib):
+    # It was mapped writable as it was: the workers wrote into an array the caller made read-only.
+    frozen = hetflow.zeros(300_000)
+    frozen.flags.writeable = False
+    assert joblib.Parallel(n_jobs=2, backend="hetflow", mmap_mode="r+")(
+        joblib.delayed(write_first)(frozen, 5.0) for _ in range(2)
+    ) == [5.0, 5.0]
+    assert frozen[0] == 0.0
+
+
 def test_bad_mmap_mode_is_refused(joblib):
     with pytest.raises(ValueError, match="mmap_mode"):
         joblib.Parallel(n_jobs=2, backend="hetflow", mmap_mode="x")(joblib.delayed(square)(i) for i in range(2))
