@@ -2,11 +2,13 @@
 #include <chrono>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <initializer_list>
 #include <memory>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -272,6 +274,11 @@ class HETFLOW_API Runtime {
   /// Whether the task the calling thread runs for this runtime declared access to `handle`:
   /// acquiring the handle there would wait for that very task.
   [[nodiscard]] bool current_task_uses(const DataHandle& handle) const noexcept;
+  /// How many tasks and acquisitions have declared access to `handle` so far, if none uses it or
+  /// waits to and the last task writing it (if any) succeeded: unregistering it now would change
+  /// nothing a later task sees. nullopt otherwise, and once it is unregistered. For caches of
+  /// handles that let go of those left unused for a while.
+  [[nodiscard]] std::optional<std::uint64_t> accesses_if_at_rest(const DataHandle& handle) const;
 
   /// Seconds since the runtime started: virtual seconds in a simulation (Config::simulate),
   /// where after wait_all() it is the makespan of the work.

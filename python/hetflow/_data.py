@@ -43,6 +43,8 @@ _OVERLAP_EFFORT = 1000
 # REDUX reads and writes, and more: merged with any other mode it stays REDUX.
 _MODE_BITS = {"R": 1, "W": 2, "RW": 3, "REDUX": 7}
 _BIT_MODES = {1: "R", 2: "W", 3: "RW", 7: "REDUX"}
+# Views of one root buffer kept, at least, before those at rest are let go (HandleRegistry._sweep).
+_VIEWS_BEFORE_SWEEP = 256
 
 
 class _Probe:
@@ -57,7 +59,7 @@ class View:
     engine handle that stands for it. ``overlaps`` maps each other view of the same root that
     shares an element with this one to whether that view lies inside this one's bytes."""
 
-    __slots__ = ("key", "handle", "low", "high", "dense", "overlaps", "probe", "root")
+    __slots__ = ("key", "handle", "low", "high", "dense", "overlaps", "probe", "root", "lookups", "seen")
 
     def __init__(self, key: tuple, handle: Any, low: int, high: int, dense: bool, probe: Any, root: "_Root") -> None:
         self.key = key
@@ -68,6 +70,8 @@ class View:
         self.dense = dense
         self.overlaps: Dict["View", bool] = {}
         self.probe = probe
+        self.lookups = 0  # by HandleRegistry.view (tasks on it, not those on the views it overlaps)
+        self.seen: Optional[tuple] = None  # its use, as HandleRegistry._sweep last found it at rest
 
     def holds(self, other: "View") -> bool:
         """Every byte of ``other`` is one of this view's: writing all of this view rewrites it."""
@@ -80,7 +84,19 @@ class _Root:
     most): within a class, the scan back from the new view's end stops one longest span before
     its start, so that tiles next to the whole matrix are not all visited for each new tile."""
 
-    __slots__ = ("ref", "low", "high", "views", "classes", "distributed", "members", "adopted", "into")
+    __slots__ = (
+        "ref",
+        "low",
+        "high",
+        "views",
+        "classes",
+        "distributed",
+        "members",
+        "adopted",
+        "into",
+        "resting",
+        "sweep_at",
+    )
 
     def __init__(self, ref: Any, low: int, high: int) -> None:
         self.ref = ref
@@ -99,6 +115,10 @@ class _Root:
         self.distributed = False  # registered with hetflow.mpi: only the array itself is task data
         self.views: Dict[tuple, View] = {}
         self.classes: Dict[int, Tuple[List[int], List[View], List[int]]] = {}  # lows, views, [longest]
+        # Views set aside by the last sweep, no longer found by their key: let go at the next one
+        # if still at rest and nothing else holds them (HandleRegistry._sweep).
+        self.resting: List[View] = []
+        self.sweep_at = _VIEWS_BEFORE_SWEEP
 
     def alive(self) -> Optional["_Root"]:
         """The root its views are in now, while an array holding them lives; None after."""
@@ -134,7 +154,9 @@ class HandleRegistry:
     handle. Views that share no element (``a[:50]`` / ``a[50:]``, ``a[0::2]`` / ``a[1::2]``,
     column blocks, tiles) stay independent. A root's handles live as long as the root array
     (and the arrays over memory in its buffer that numpy cannot follow back to it, when it does
-    not own the buffer), then are let go once the tasks using them are done.
+    not own the buffer), then are let go once the tasks using them are done. Once a root has
+    many views, those left unused for a while are let go while it lives (``_sweep``): a program
+    working on ever new slices of one array does not grow.
     """
 
     def __init__(self, engine: Any) -> None:
@@ -161,6 +183,7 @@ class HandleRegistry:
             raise ValueError(f"hetflow: access mode {mode} on a read-only array")
         recent = self._recent.get(id(array))
         if recent is not None and recent[0]() is array and recent[1] == array.shape and recent[2] == array.strides:
+            recent[3].lookups += 1
             return recent[3]
         first = array.__array_interface__["data"][0]
         key = (first, array.shape, array.strides, array.itemsize)
@@ -174,6 +197,9 @@ class HandleRegistry:
                         "registered array itself can be task data (register tiles as arrays of their own)"
                     )
                 view = self._add(root, array, key, first)
+                if len(root.views) >= root.sweep_at:
+                    self._sweep(root, view)
+            view.lookups += 1
             if len(self._recent) >= 4096:
                 self._recent.clear()
             try:
@@ -257,13 +283,17 @@ class HandleRegistry:
         root.distributed = root.distributed or other.distributed
         root.low = min(root.low, other.low)
         root.high = max(root.high, other.high)
+        resting = {id(view) for view in other.resting}
         for view in _views_of(other):
             view.root = root
-            root.views.setdefault(view.key, view)  # one of two alike stays known by its key
+            if id(view) not in resting:
+                root.views.setdefault(view.key, view)  # one of two alike stays known by its key
             if view.high > view.low:
                 self._place(root, view)
+        root.resting.extend(other.resting)
         other.views.clear()
         other.classes.clear()
+        other.resting = []
 
     def _drop_span(self, root: _Root) -> None:
         index = bisect.bisect_left(self._span_lows, root.low)
@@ -371,6 +401,57 @@ class HandleRegistry:
         views.insert(position, view)
         longest[0] = max(longest[0], nbytes)
 
+    def _sweep(self, root: _Root, new: View) -> None:
+        """Lets go of ``root``'s views left unused, in steps, so that none goes while a thread is
+        about to submit a task on it. A view at rest (no task uses it or waits to, its last
+        writer succeeded) and not accessed since the last sweep is set aside: no longer found by
+        its key (a later array alike gets a view of its own, which overlaps it, so their tasks
+        stay ordered); accesses by tasks on the views it overlaps do not count. At the next sweep, those set aside that are still at rest and that nothing
+        but the registry holds are let go. Sweeps come each time the views found by key have
+        doubled. Called with the lock held; the engine's answers keep the GIL, so no Python
+        thread moves meanwhile."""
+        if root.distributed:
+            return
+        accesses_if_at_rest = self._engine.accesses_if_at_rest
+        kept = []
+        for view in root.resting:
+            if max(_extra_references(view)) > 0 or accesses_if_at_rest(view.handle) is None:
+                kept.append(view)
+            else:
+                self._let_go(root, view)
+        root.resting = kept
+        unused = []
+        for view in root.views.values():
+            accesses = accesses_if_at_rest(view.handle)
+            if accesses is not None and view is not new:
+                # Its own tasks: those found through HandleRegistry.view, and those submitted
+                # without it (submit_call's cache, for views overlapping none, whose handles no
+                # other view's tasks then access).
+                use = (view.lookups, None if view.overlaps else accesses)
+                if use == view.seen:
+                    unused.append(view)
+                view.seen = use
+        for view in unused:
+            del root.views[view.key]
+        if unused:
+            self._recent.clear()  # it finds views by array: none may lead to those set aside
+        root.resting.extend(unused)
+        root.sweep_at = max(_VIEWS_BEFORE_SWEEP, 2 * len(root.views))
+
+    def _let_go(self, root: _Root, view: View) -> None:
+        """Takes ``view`` out of ``root``'s overlaps and unregisters its handle (its data are in
+        the program's memory once that is done). Called with the lock held."""
+        for other in view.overlaps:
+            del other.overlaps[view]
+        view.overlaps.clear()
+        if view.high > view.low:
+            lows, views, _ = root.classes[(view.high - view.low).bit_length()]
+            index = bisect.bisect_left(lows, view.low)
+            while views[index] is not view:
+                index += 1
+            del lows[index], views[index]
+        self._engine.unregister_async(view.handle)
+
     def overlapping(self, view: View) -> List[Tuple[View, bool]]:
         """The other views sharing an element with ``view``, each with whether it lies inside."""
         with self._lock:
@@ -419,6 +500,7 @@ class HandleRegistry:
             views = _views_of(root)
             root.views.clear()
             root.classes.clear()
+            root.resting = []
             for view in views:
                 view.overlaps.clear()
         for view in views:
@@ -510,6 +592,34 @@ class HandleRegistry:
                     return  # released already
                 del held[position]
         acquisition.release()
+
+
+def _extra_references(view: View) -> Tuple[int, int]:
+    """References to a resting view beyond those of the registry (its root's lists, its
+    overlapping views), and to its handle beyond the view's: above zero, something else holds
+    it (a thread that found the view before it was set aside, and may yet submit a task on it)."""
+    return (
+        sys.getrefcount(view) - len(view.overlaps) - _ONLY_THE_REGISTRY[0],
+        sys.getrefcount(view.handle) - _ONLY_THE_REGISTRY[1],
+    )
+
+
+def _references_when_only_the_registry_holds() -> Tuple[int, int]:
+    """``_extra_references`` with no baseline, of a view held as a resting one is, called as
+    ``HandleRegistry._sweep`` calls it (counted on the running Python, whose ways of counting a
+    call's references differ between versions)."""
+    view = View((), object(), 0, 1, True, None, None)  # type: ignore[arg-type]
+    resting, filed = [view], [view]
+    del view
+    counts = (0, 0)
+    for view in resting:
+        counts = _extra_references(view)
+    del filed
+    return counts
+
+
+_ONLY_THE_REGISTRY = (0, 0)
+_ONLY_THE_REGISTRY = _references_when_only_the_registry_holds()
 
 
 def _views_of(root: _Root) -> List[View]:

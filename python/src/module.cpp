@@ -738,6 +738,12 @@ class PyRuntime {
   /// Whether the calling thread is one of this runtime's workers (a thread task runs there).
   [[nodiscard]] bool inside_task() const { return runtime_ && runtime_->on_worker_thread(); }
 
+  /// Holds the GIL throughout: HandleRegistry counts on no Python thread moving meanwhile.
+  [[nodiscard]] std::optional<std::uint64_t> accesses_if_at_rest(const ArrayHandle& handle) const {
+    if (!runtime_ || runtime_->is_shut_down()) return std::nullopt;
+    return runtime_->accesses_if_at_rest(handle.handle());
+  }
+
   /// Whether the task the calling thread runs declared access to one of `handles`: acquiring
   /// them there would wait for that very task.
   [[nodiscard]] bool running_task_uses(const std::vector<const ArrayHandle*>& handles) const {
@@ -966,6 +972,7 @@ NB_MODULE(_hetflow, m) {
       .def("watch_host_writes", &PyRuntime::watch_host_writes, "array"_a)
       .def("unregister_async", &PyRuntime::unregister_async, "handle"_a)
       .def("discard", &PyRuntime::discard, "handle"_a)
+      .def("accesses_if_at_rest", &PyRuntime::accesses_if_at_rest, "handle"_a)
       .def("acquire", &PyRuntime::acquire, "handle"_a, "mode"_a, "holder"_a = nb::none())
       .def("watch", &PyRuntime::watch, "task"_a, "target"_a)
       .def("engine_capsule", &PyRuntime::engine_capsule)

@@ -99,6 +99,7 @@ void prune_finished_readers(HandleImpl& handle) {
 // access makes a new version whatever came before.
 void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode) {
   std::lock_guard guard(handle.dep_lock);
+  ++handle.accesses;
   if (!writes(mode)) {
     if (handle.last_writer != nullptr) add_dependency(task, handle.last_writer, EdgeKind::data);
     if (handle.readers.size() >= handle.prune_readers_at) prune_finished_readers(handle);
@@ -154,6 +155,29 @@ void forgive_failed_writer(HandleImpl& handle) {
   }
   handle.last_writer = nullptr;
   release(writer);
+}
+
+namespace {
+
+bool finished_and_told(TaskCore* task) {
+  if (!is_final(task->status())) return false;
+  std::lock_guard guard(task->lock);
+  return task->released;
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> accesses_if_at_rest(HandleImpl& handle) {
+  if (!handle.registered.load(std::memory_order_acquire) || handle.submitting.load(std::memory_order_acquire) != 0) {
+    return std::nullopt;
+  }
+  std::lock_guard guard(handle.dep_lock);
+  if (!handle.acquisitions.empty() || !std::ranges::all_of(handle.readers, finished_and_told)) return std::nullopt;
+  if (handle.last_writer != nullptr &&
+      (!finished_and_told(handle.last_writer) || handle.last_writer->status() != TaskStatus::done)) {
+    return std::nullopt;
+  }
+  return handle.accesses;
 }
 
 std::exception_ptr dependency_error_for(TaskCore* task) {

@@ -1,6 +1,9 @@
 #pragma once
 // Dependencies between tasks: explicit ones, and those inferred from data accesses in
 // submission order (read after write, write after read, write after write).
+#include <cstdint>
+#include <optional>
+
 #include "core/task.hpp"
 #include "data/handle.hpp"
 
@@ -31,6 +34,9 @@ std::exception_ptr failure_read_by(TaskCore* token, TokenFailure on_token = Toke
 /// the handle's last one is forgotten, so that the tasks submitted from now on read a new
 /// version rather than fail.
 void forgive_failed_writer(HandleImpl& handle);
+/// HandleImpl::accesses, if no task or acquisition uses `handle` or is being submitted on it and
+/// its last writer, if any, succeeded (letting it go now changes nothing any task sees).
+std::optional<std::uint64_t> accesses_if_at_rest(HandleImpl& handle);
 
 /// Tasks looked at, at most, to tell whether a wait inside a task would never end.
 inline constexpr std::size_t kDeadlockSearchBudget = 2000;

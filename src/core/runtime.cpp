@@ -593,6 +593,9 @@ bool Runtime::on_worker_thread() const noexcept { return detail::inside_task_of(
 bool Runtime::current_task_uses(const DataHandle& handle) const noexcept {
   return handle.impl() != nullptr && detail::running_task_uses(impl_.get(), handle.impl());
 }
+std::optional<std::uint64_t> Runtime::accesses_if_at_rest(const DataHandle& handle) const {
+  return detail::accesses_if_at_rest(check_handle(handle, *impl_, "hetflow::Runtime::accesses_if_at_rest", false));
+}
 bool Runtime::is_shut_down() const noexcept { return impl_->stopped(); }
 std::size_t Runtime::pinned_load(unsigned worker) const {
   if (worker >= impl_->worker_infos().size()) {

@@ -59,6 +59,7 @@ class HandleImpl {
   TaskCore* last_writer = nullptr;
   std::vector<TaskCore*> readers;
   std::size_t prune_readers_at = 64;  // readers' size at which finished ones are dropped next
+  std::uint64_t accesses = 0;         // declared by tasks and acquisitions so far
   struct HeldAcquisition {
     TaskCore* token = nullptr;
     std::uint64_t holder = 0;  // the thread that acquired (detail::thread_number), 0 for acquire_then's

@@ -507,3 +507,82 @@ def test_a_process_task_returning_what_it_only_read_gives_an_array_to_change():
     result = hetflow.task_submit(same, np.arange(4.0)).result(timeout=60)
     result += 1
     assert result.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+# -- views let go while their array lives ----------------------------------------------------------
+def add_one(out):
+    out += 1
+
+
+def views_kept(runtime, array):
+    root = runtime.handles._root_of(array)
+    return len(root.views) + len(root.resting)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_tasks_on_ever_new_slices_of_a_long_lived_array_keep_few_views(executor):
+    # Each window was kept as long as the array lived: a service working through one buffer grew
+    # without end, and with overlapping windows each new task declared every window it met.
+    hetflow.init(ncpus=2, nprocs=2, executor=executor)
+    runtime = hetflow._runtime.current()
+    steps, width = 1500, 4
+    a = np.zeros(steps + width)
+    most = 0
+    for start in range(steps):
+        task = hetflow.submit(add_one, hetflow.RW(a[start : start + width]))
+        if start % 8 == 7:
+            task.result(timeout=60)
+        most = max(most, views_kept(runtime, a))
+    hetflow.wait_for_all()
+    expected = np.zeros_like(a)
+    for start in range(steps):
+        expected[start : start + width] += 1
+    np.testing.assert_array_equal(a, expected)
+    assert most <= 4 * hetflow._data._VIEWS_BEFORE_SWEEP, most
+
+
+def test_a_view_set_aside_is_let_go_only_once_nothing_holds_it():
+    hetflow.init(ncpus=1, executor="thread")
+    registry = hetflow._runtime.current().handles
+    a = np.zeros(100_000)
+    held = registry.view(a[0:2], "RW")
+    root = registry._root_of(a)
+    fresh = iter(range(1, len(a) - 2))
+
+    def sweep():  # registers new views until the next sweep has run
+        for _ in range(root.sweep_at - len(root.views)):
+            start = next(fresh)
+            registry.view(a[start : start + 2], "RW")
+
+    sweep()  # finds it at rest
+    sweep()  # finds it unused since: set aside
+    assert held in root.resting
+    assert registry.view(a[0:2], "RW") is not held  # no longer found by its key
+    set_aside_with_it = {view.key for view in root.resting if view is not held}
+    assert len(set_aside_with_it) > 100
+    sweep()  # a thread holding it may still submit a task on it: kept
+    assert held in root.resting and held.handle.registered()
+    assert not any(view.key in set_aside_with_it for view in hetflow._data._views_of(root))  # the others went
+    held_id = id(held)
+    del held
+    sweep()  # lets it go: the View dies (no View is made after, so none can take its address)
+    assert all(id(view) != held_id for view in hetflow._data._views_of(root) + root.resting)
+    assert len(hetflow._data._views_of(root)) < 4 * hetflow._data._VIEWS_BEFORE_SWEEP
+
+
+def fail_on(out):
+    out[...] = -1.0
+    raise ValueError("on purpose")
+
+
+def test_a_view_whose_last_writer_failed_is_kept_for_its_readers():
+    hetflow.init(ncpus=1, executor="thread")
+    sweep = hetflow._data._VIEWS_BEFORE_SWEEP
+    a = np.zeros(4 * sweep)
+    failed = hetflow.submit(fail_on, hetflow.W(a[0:2]))
+    with pytest.raises(ValueError):
+        failed.result(timeout=60)
+    for i in range(2, 4 * sweep - 2):
+        hetflow.submit(add_one, hetflow.RW(a[i : i + 2])).result(timeout=60)
+    with pytest.raises(hetflow.DependencyError):
+        hetflow.submit(np.copy, a[0:4]).result(timeout=60)

@@ -4,9 +4,11 @@
 // builds check that nothing is used after it is freed, or leaked).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
@@ -147,3 +149,62 @@ TEST(UnregisterAsync, AfterAFailedTaskTheHandleStillGoes) {
 }
 
 }  // namespace
+
+// Runtime::accesses_if_at_rest: what lets a cache of handles unregister those left unused without
+// changing what a later task sees. A finished task may tell its successors a moment after its
+// future is ready.
+bool at_rest(const Runtime& rt, const DataHandle& handle) { return rt.accesses_if_at_rest(handle).has_value(); }
+
+bool comes_to_rest(const Runtime& rt, const DataHandle& handle) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!at_rest(rt, handle)) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+TEST(DataAtRest, NotWhileATaskOrAnAcquisitionUsesIt) {
+  Runtime rt(Config{.ncpus = 2});
+  constexpr std::size_t n = 64;
+  std::vector<int> data(n, -1);
+  DataHandle handle = rt.register_vector(data.data(), n, "samples");
+  EXPECT_EQ(rt.accesses_if_at_rest(handle), 0U);
+
+  Gate gate;
+  Signal started;
+  auto writer = rt.submit(TaskOptions{.data = {RW(handle)}}, gated_writer(gate, started));
+  auto reader = rt.submit(TaskOptions{.data = {R(handle)}}, sum_of);
+  started.wait();
+  EXPECT_FALSE(at_rest(rt, handle));
+  gate.open();
+  writer.get();
+  EXPECT_EQ(reader.get(), expected_sum(n));
+  EXPECT_TRUE(comes_to_rest(rt, handle));
+  EXPECT_EQ(rt.accesses_if_at_rest(handle), 2U);
+
+  {
+    hetflow::Acquisition held = rt.acquire(handle, hetflow::AccessMode::R);
+    EXPECT_FALSE(at_rest(rt, handle));
+  }
+  EXPECT_EQ(rt.accesses_if_at_rest(handle), 3U);
+  rt.unregister(handle);
+  EXPECT_FALSE(at_rest(rt, handle));
+}
+
+TEST(DataAtRest, NotWhileItsLastWriterFailed) {
+  Runtime rt(Config{.ncpus = 1});
+  std::vector<int> data(8, 0);
+  DataHandle handle = rt.register_vector(data.data(), data.size(), "samples");
+  auto failed =
+      rt.submit(TaskOptions{.data = {RW(handle)}}, [](TaskContext&) { throw std::runtime_error("on purpose"); });
+  EXPECT_THROW(failed.get(), std::runtime_error);
+  auto reader = rt.submit(TaskOptions{.data = {R(handle)}}, sum_of);
+  EXPECT_THROW((void)reader.get(), hetflow::DependencyError);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the reader, done, tells no one
+  EXPECT_FALSE(at_rest(rt, handle));
+
+  auto rewriter = rt.submit(TaskOptions{.data = {hetflow::W(handle)}}, [](TaskContext&) {});
+  rewriter.get();
+  EXPECT_TRUE(comes_to_rest(rt, handle));
+}
