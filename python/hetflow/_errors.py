@@ -82,10 +82,11 @@ _TRACEBACK_ATTRIBUTE = "__hetflow_traceback__"
 
 # The frames of the exceptions thread tasks raised, kept apart from the exceptions, which the
 # engine holds: id(exception) -> (exception, its traceback, the failure's number). The future of
-# the task takes them (Future.result() then raises an error whose traceback reaches into the
-# task, for a post-mortem debugger). Those nobody takes go once the engine lets go of their
-# exception, and after _FRAMES_KEPT_FOR later failures: frames that reach the task's own future
-# make a reference cycle through the engine, which the garbage collector cannot see.
+# the task borrows them (Future.result() then raises an error whose traceback reaches into the
+# task, for a post-mortem debugger) and tells the store to forget them. Others go once the
+# engine lets go of their exception, and after _FRAMES_KEPT_FOR later failures: frames that
+# reach the task's own future make a reference cycle through the engine, which the garbage
+# collector cannot see.
 # The fourth item: the tracebacks of the exceptions in its __cause__/__context__ chain, by id.
 _Chain = Dict[int, Tuple[BaseException, Optional[TracebackType]]]
 _frames: Dict[int, Tuple[BaseException, TracebackType, int, _Chain]] = {}
@@ -162,15 +163,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _frames_of(exception: BaseException, take: bool) -> Optional[Tuple[TracebackType, _Chain]]:
-    """The traceback kept for ``exception``, and those of its chain (removed from the store if
-    ``take``), or None."""
+def _frames_of(exception: BaseException) -> Optional[Tuple[TracebackType, _Chain]]:
+    """The traceback kept for ``exception``, and those of its chain, or None (borrowed: the
+    store keeps them until told to forget them, or until it lets go of them itself)."""
     with _frames_lock:
         entry = _frames.get(id(exception))
         if entry is None or entry[0] is not exception:
             return None
-        if take:
-            del _frames[id(exception)]
         return entry[1], entry[3]
 
 
@@ -223,9 +222,9 @@ def freeze_exception(exception: BaseException) -> None:
         pass
 
 
-def _detached(exception: BaseException, take_frames: bool) -> BaseException:
+def _detached(exception: BaseException) -> BaseException:
     """A copy of an exception the engine holds, with the task's traceback: its frames while they
-    are kept (taken from the store if ``take_frames``), else as text in its cause.
+    are kept, else as text in its cause.
 
     Raising the engine's own object would add the caller's frames to its traceback, and those
     frames (and all they reference) would then be kept alive from C++, out of the garbage
@@ -237,7 +236,7 @@ def _detached(exception: BaseException, take_frames: bool) -> BaseException:
     clone.__cause__ = exception.__cause__
     clone.__context__ = exception.__context__
     clone.__suppress_context__ = exception.__suppress_context__
-    kept = _frames_of(exception, take_frames)
+    kept = _frames_of(exception)
     if kept is not None:
         # The frames, those of the exceptions it was raised from or while handling too (copies
         # of them, given theirs: the engine's own keep none).
@@ -340,19 +339,19 @@ def returned_coroutine(func: Any, coroutine: Any) -> TypeError:
 HIDDEN_FRAMES: set = set()
 
 
-def exception_from_outcome(outcome: tuple, take_frames: bool = True) -> BaseException:
+def exception_from_outcome(outcome: tuple) -> BaseException:
     """Builds the exception a failed task's ``outcome()`` tuple describes (a StopIteration turned
-    into a RuntimeError, see ``task_exception``). ``take_frames``: a thread task's frames go
-    with it (a dependent's DependencyError shows them too, leaving them to the task's future)."""
+    into a RuntimeError, see ``task_exception``), with a thread task's frames while the store
+    keeps them (a dependent's DependencyError shows them too)."""
     kind = outcome[0]
     if kind == "python_error":
-        return task_exception(_detached(outcome[1], take_frames))
+        return task_exception(_detached(outcome[1]))
     if kind == "remote_error":
         from hetflow._serialize import unpack_error
 
         return task_exception(unpack_error([bytes(part) for part in outcome[1]]))
     if kind == "dependency_error":
-        return DependencyError(outcome[1], exception_from_outcome(outcome[2], take_frames=False))
+        return DependencyError(outcome[1], exception_from_outcome(outcome[2]))
     if kind == "cancelled":
         return CancelledError(outcome[1])
     if kind == "crashed":

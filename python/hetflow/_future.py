@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Generator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, Tuple
 
 from hetflow._errors import CancelledError, HetflowError, exception_from_outcome, forget_frames
 # Imported here, not where used: a late use (a __del__ at interpreter shutdown) can import nothing.
@@ -182,9 +182,9 @@ class Future(concurrent.futures.Future):
     # callback lists are created on demand by the properties below.
     # Defaults on the class: a future that nobody observes sets only three attributes.
     _value: Any = _UNSET
-    _error: Optional[BaseException] = None
-    # The task's frames (thread tasks), under the caller's frames each time result() raises.
-    _error_frames: Optional[TracebackType] = None
+    # The task's error and its traceback (a thread task's frames), which result() raises it
+    # with each time (not under the frames of earlier callers).
+    _failure: Optional[Tuple[BaseException, Optional[TracebackType]]] = None
     _cond: Optional[threading.Condition] = None
     _waiter_list: Optional[list] = None
     _callbacks: Optional[list] = None
@@ -254,7 +254,7 @@ class Future(concurrent.futures.Future):
         as ``RuntimeError("task raised StopIteration")`` from it, as ``result()`` raises it)."""
         self._wait(timeout)
         self._settle()
-        error = self._error
+        error = None if self._failure is None else self._failure[0]
         if error is not None and self.cancelled():
             raise error  # concurrent.futures raises CancelledError here too
         return error
@@ -497,10 +497,11 @@ class Future(concurrent.futures.Future):
     def _settle(self) -> None:
         """Turns the engine's outcome into a value or an exception, once."""
         self._runtime.saw_tasks_end()
-        if self._value is not _UNSET or self._error is not None:
+        if self._value is not _UNSET or self._failure is not None:
             return
         if self._abandoned_when_it_ended():
-            self._error = CancelledError(f"task '{self._name}' did not finish: {self._runtime.gave_up}")
+            abandoned = CancelledError(f"task '{self._name}' did not finish: {self._runtime.gave_up}")
+            self.__dict__.setdefault("_failure", (abandoned, None))
             return
         outcome = self._task.outcome()
         kind = outcome[0]
@@ -520,27 +521,25 @@ class Future(concurrent.futures.Future):
         else:
             # One error per future: threads that read it together each make one, and the first
             # stored is the one every reader raises. Each borrows the task's frames, which the
-            # store lets go of once one is stored (taken by the first reader, only its copy had
-            # them, and the future kept whichever copy was stored last). No lock: a finalizer run
-            # by a collection inside the store's lock may read this future.
-            error = exception_from_outcome(outcome, take_frames=False)
+            # store lets go of once one is stored. No lock: a finalizer run by a collection inside
+            # the store's lock may read this future.
+            error = exception_from_outcome(outcome)
             if kind in ("cancelled", "crashed") and self._runtime.gave_up is not None:
                 error.args = (f"{error} ({self._runtime.gave_up})",)
-            first = self.__dict__.setdefault("_first_error", (error, error.__traceback__))  # atomic
-            self._error_frames = first[1]
-            self._error = first[0]  # last: a reader that sees it set reads its frames
+            self.__dict__.setdefault("_failure", (error, error.__traceback__))  # atomic
             if kind == "python_error":
                 forget_frames(outcome[1])
 
     def _outcome_value(self) -> Any:
         self._settle()
-        if self._error is not None:
-            error = self._error
-            error.__traceback__ = self._error_frames  # not under the callers of earlier result() calls
+        failure = self._failure
+        if failure is not None:
+            error = failure[0]
+            error.__traceback__ = failure[1]
             try:
                 raise error
             finally:
-                del self, error  # the traceback must not keep this future (or itself) alive
+                del self, error, failure  # the traceback must not keep this future (or itself) alive
         return self._value
 
     def _watch(self) -> None:
