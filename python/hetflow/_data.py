@@ -59,7 +59,7 @@ class View:
     engine handle that stands for it. ``overlaps`` maps each other view of the same root that
     shares an element with this one to whether that view lies inside this one's bytes."""
 
-    __slots__ = ("key", "handle", "low", "high", "dense", "overlaps", "probe", "root", "lookups", "seen")
+    __slots__ = ("key", "handle", "low", "high", "dense", "overlaps", "probe", "root", "lookups", "seen", "__weakref__")
 
     def __init__(self, key: tuple, handle: Any, low: int, high: int, dense: bool, probe: Any, root: "_Root") -> None:
         self.key = key
@@ -115,9 +115,10 @@ class _Root:
         self.distributed = False  # registered with hetflow.mpi: only the array itself is task data
         self.views: Dict[tuple, View] = {}
         self.classes: Dict[int, Tuple[List[int], List[View], List[int]]] = {}  # lows, views, [longest]
-        # Views set aside by the last sweep, no longer found by their key: let go at the next one
-        # if still at rest and nothing else holds them (HandleRegistry._sweep).
-        self.resting: List[View] = []
+        # Views set aside by the last sweep, by key: let go at the next one if still at rest and
+        # nothing else holds them, taken back if an array of the same view is met before that
+        # (HandleRegistry._sweep).
+        self.resting: Dict[tuple, View] = {}
         self.sweep_at = _VIEWS_BEFORE_SWEEP
 
     def alive(self) -> Optional["_Root"]:
@@ -190,6 +191,8 @@ class HandleRegistry:
         with self._lock:
             root = self._root_of(array)
             view = root.views.get(key)
+            if view is None and key in root.resting:
+                view = root.views[key] = root.resting.pop(key)  # not let go yet: in use again
             if view is None:
                 if root.distributed:
                     raise ValueError(
@@ -283,17 +286,18 @@ class HandleRegistry:
         root.distributed = root.distributed or other.distributed
         root.low = min(root.low, other.low)
         root.high = max(root.high, other.high)
-        resting = {id(view) for view in other.resting}
+        resting = {id(view) for view in other.resting.values()}
         for view in _views_of(other):
             view.root = root
-            if id(view) not in resting:
+            if id(view) in resting:
+                root.resting.setdefault(view.key, view)
+            else:
                 root.views.setdefault(view.key, view)  # one of two alike stays known by its key
             if view.high > view.low:
                 self._place(root, view)
-        root.resting.extend(other.resting)
         other.views.clear()
         other.classes.clear()
-        other.resting = []
+        other.resting = {}
 
     def _drop_span(self, root: _Root) -> None:
         index = bisect.bisect_left(self._span_lows, root.low)
@@ -413,29 +417,30 @@ class HandleRegistry:
         if root.distributed:
             return
         accesses_if_at_rest = self._engine.accesses_if_at_rest
-        kept = []
-        for view in root.resting:
+        kept = {}
+        for key, view in root.resting.items():
             if max(_extra_references(view)) > 0 or accesses_if_at_rest(view.handle) is None:
-                kept.append(view)
+                kept[key] = view
             else:
                 self._let_go(root, view)
         root.resting = kept
         unused = []
         for view in root.views.values():
             accesses = accesses_if_at_rest(view.handle)
-            if accesses is not None and view is not new:
+            if accesses is not None and view is not new and view.high > view.low:
                 # Its own tasks: those found through HandleRegistry.view, and those submitted
                 # without it (submit_call's cache, for views overlapping none, whose handles no
-                # other view's tasks then access).
+                # other view's tasks then access). Empty views (overlapping nothing, filed in no
+                # class, which _extra_references counts on) stay.
                 use = (view.lookups, None if view.overlaps else accesses)
                 if use == view.seen:
                     unused.append(view)
                 view.seen = use
         for view in unused:
             del root.views[view.key]
+            root.resting[view.key] = view
         if unused:
             self._recent.clear()  # it finds views by array: none may lead to those set aside
-        root.resting.extend(unused)
         root.sweep_at = max(_VIEWS_BEFORE_SWEEP, 2 * len(root.views))
 
     def _let_go(self, root: _Root, view: View) -> None:
@@ -500,7 +505,7 @@ class HandleRegistry:
             views = _views_of(root)
             root.views.clear()
             root.classes.clear()
-            root.resting = []
+            root.resting = {}
             for view in views:
                 view.overlaps.clear()
         for view in views:
@@ -609,10 +614,10 @@ def _references_when_only_the_registry_holds() -> Tuple[int, int]:
     ``HandleRegistry._sweep`` calls it (counted on the running Python, whose ways of counting a
     call's references differ between versions)."""
     view = View((), object(), 0, 1, True, None, None)  # type: ignore[arg-type]
-    resting, filed = [view], [view]
+    resting, filed = {(): view}, [view]
     del view
     counts = (0, 0)
-    for view in resting:
+    for _, view in resting.items():
         counts = _extra_references(view)
     del filed
     return counts
@@ -623,9 +628,10 @@ _ONLY_THE_REGISTRY = _references_when_only_the_registry_holds()
 
 
 def _views_of(root: _Root) -> List[View]:
-    """Every view of ``root``: those known by key, and those filed by span (where two merged
-    roots had a view alike, one of them is known by its span only)."""
+    """Every view of ``root``: those known by key or set aside, and those filed by span (where
+    two merged roots had a view alike, one of them is known by its span only)."""
     views = {id(view): view for view in root.views.values()}
+    views.update((id(view), view) for view in root.resting.values())
     for _, filed, _ in root.classes.values():
         for view in filed:
             views.setdefault(id(view), view)

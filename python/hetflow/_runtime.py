@@ -404,7 +404,7 @@ class Runtime:
         self._worker_archs = frozenset(arch for _, arch, _ in self._engine.workers())
         # Arrays written by tasks that may run on a device, until wait_all brings them home; weakly
         # held, so that a program that never waits for everything does not keep them all alive.
-        # view key -> (weak reference to the view's root array, view): see note_device_writes
+        # view key -> (weak references to the view's root array and to the view): note_device_writes
         self._device_writes: Dict[tuple, Tuple[Any, Any]] = {}
         self._watched: "weakref.WeakSet[Future]" = weakref.WeakSet()  # futures whose completion is watched
         self._device_writes_purge_at = _DEVICE_WRITES_PURGE_AT
@@ -563,16 +563,16 @@ class Runtime:
 
     def note_device_writes(self, views: Sequence[Any]) -> None:
         """The views of the arrays that a task that may run on a device writes: wait_all brings
-        them home. They are kept (an array passed may be a temporary view), for as long as their
-        buffer lives."""
+        them home. The handle registry keeps them (an array passed may be a temporary view) until
+        their buffer goes, or until it lets go of them, which brings their data home."""
         with self._lock:
             writes = self._device_writes
             for view in views:
                 noted = writes.get(view.key)
-                if noted is None or noted[1] is not view:  # a view of a freed buffer at the same address
-                    writes[view.key] = (view.root.alive, view)
-            if len(writes) > self._device_writes_purge_at:  # buffers freed since: nothing to bring home
-                for key in [key for key, (root, _) in writes.items() if root() is None]:
+                if noted is None or noted[1]() is not view:  # a view of a freed buffer at the same address
+                    writes[view.key] = (view.root.alive, weakref.ref(view))
+            if len(writes) > self._device_writes_purge_at:  # buffers freed, views let go: nothing to bring home
+                for key in [key for key, (root, view) in writes.items() if root() is None or view() is None]:
                     del writes[key]
                 self._device_writes_purge_at = max(_DEVICE_WRITES_PURGE_AT, 2 * len(writes))
 
@@ -869,9 +869,9 @@ class Runtime:
         if finished and self._device_writes:
             with self._lock:
                 # The roots are held meanwhile: a buffer freed now would take its handles with it.
-                alive = [(root(), view) for root, view in self._device_writes.values()]
+                alive = [(root(), view()) for root, view in self._device_writes.values()]
                 self._device_writes.clear()
-            self._bring_views_home([view for root, view in alive if root is not None])
+            self._bring_views_home([view for root, view in alive if root is not None and view is not None])
         self.saw_tasks_end()
         return finished
 

@@ -456,3 +456,23 @@ def test_a_kernel_name_the_program_lacks_is_refused_naming_its_kernels(runtime):
     context = pyopencl.create_some_context(interactive=False)
     with pytest.raises(ValueError, match=r"no kernel 'scal'; its kernels: scale"):
         hetflow.opencl_kernel(context, SCALE_SOURCE, "scal")
+
+
+def test_chunks_of_a_long_lived_array_let_go_keep_what_the_device_wrote(runtime):
+    # Chunks left unused are let go while the array lives (their latest data brought home), and a
+    # chunk met again before it went is the same view: it may still run on the device.
+    chunk, count = 16, 1500
+    a = np.ones(chunk * count)
+    for i in range(count):
+        future = hetflow.insert(scale_device_only, hetflow.RW(a[i * chunk : (i + 1) * chunk]), 2.0)
+        if i % 50 == 49:
+            future.result()
+    for i in range(0, count, 2):
+        hetflow.insert(scale_device_only, hetflow.RW(a[i * chunk : (i + 1) * chunk]), 3.0)
+    hetflow.wait_for_all()
+    expected = np.full(chunk * count, 2.0)
+    for i in range(0, count, 2):
+        expected[i * chunk : (i + 1) * chunk] *= 3.0
+    np.testing.assert_array_equal(a, expected)
+    root = runtime.handles._root_of(a)
+    assert len(root.views) + len(root.resting) < count
