@@ -218,16 +218,24 @@ class HETFLOW_API Context {
   /// The ranks meet in a barrier that does not block the transport's thread.
   ///
   /// With HETFLOW_MPI_CHECK=1 the ranks first compare what they submitted since the last
-  /// wait_all (a hash per task) and, if it differs, every rank throws hetflow::Error naming the
-  /// first task that differs instead of waiting for transfers that will never match: the ranks
-  /// first give up on the transfers between them (the tasks that read what never came fail) and
-  /// wait for their other tasks; the context's calls then throw (docs/mpi.md). When
+  /// wait_all (a hash per task, and per call every rank makes that submits none: get_on,
+  /// broadcast, gather, migrate, flush, flush_all, set_reduction) and, if it differs, every rank
+  /// throws hetflow::Error naming the first task that differs instead of waiting for transfers
+  /// that will never match: the ranks first give up on the transfers between them (the tasks
+  /// that read what never came fail) and wait for their other tasks; the context's calls then throw (docs/mpi.md). When
   /// nothing moves for HETFLOW_MPI_WATCHDOG seconds (default 60; 0: never; at most a year), the transfers still
   /// pending are printed on stderr, once per stall; so is a wait that long for the other ranks to
   /// call wait_all. A rank whose context ended (without this call, or after fewer of them) is
   /// not waited for: once the local work is done, this throws hetflow::Error naming it and the
-  /// transfers with it that never happened.
+  /// transfers with it that never happened. With HETFLOW_MPI_CHECK the ranks still there compare
+  /// their work all the same (unless rank 0's context ended).
   void wait_all();
+  /// With HETFLOW_MPI_CHECK=1, what wait_all does first, now, without waiting for the work: the
+  /// ranks compare what they submitted since the last comparison and, if it differs, every rank
+  /// throws as wait_all does. A call every rank makes (for a rank that then waits for data, as
+  /// hetflow.mpi's gather does on its root, so that a rank alone in it is told rather than left
+  /// waiting); without the check it does nothing.
+  void check_submissions();
   /// Makes the wait_all calls in progress on other threads throw hetflow::Error (interrupted),
   /// within a fraction of a second: a program interrupted while one waits (Ctrl-C) can end the
   /// context once the call has returned. Calls made afterwards wait as usual.

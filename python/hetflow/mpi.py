@@ -82,6 +82,7 @@ class _State:
         self.size: int = context.size()
         # _key(array) -> (array, handle capsule); the arrays are kept alive while registered.
         self.arrays: Dict[tuple, Tuple[Any, Any]] = {}
+        self.checking = False  # HETFLOW_MPI_CHECK
 
 
 _state: Optional[_State] = None
@@ -140,9 +141,10 @@ def init(comm: Any = None, *, share_node: bool = True, abort_on_error: bool = Tr
         runtime.serves_mpi = True
         context = module.Context(runtime._engine.engine_capsule(), transport)
         runtime._engine.set_router(context.router())
+        _state = _State(context, runtime)
         if os.environ.get("HETFLOW_MPI_CHECK", "") in ("1", "true", "yes", "on"):  # the context refused others
             runtime.check_label = _check_label
-        _state = _State(context, runtime)
+            _state.checking = True
         runtime.before_stop(_closer(_state))
     if abort_on_error:
         _abort_on_uncaught(module)
@@ -462,7 +464,9 @@ def gather(arrays: Any, root: Optional[int] = 0) -> None:
     """Brings the latest version of each of ``arrays`` (one array or a sequence) to ``root``,
     or to every rank with ``root=None`` (``broadcast``), and waits there until it has arrived:
     on return the arrays there hold the values. Every rank calls it; the others do not wait.
-    Where it waits, it raises ``DependencyError`` when what arrived is not the latest version:
+    With ``HETFLOW_MPI_CHECK=1`` the ranks first compare what they submitted, as ``wait_all``
+    does (every rank then meets the others there), so that a rank alone in it is told (a
+    ``HetflowError`` on every rank) instead of waiting for ever. Where it waits, it raises ``DependencyError`` when what arrived is not the latest version:
     its writer failed, or it never came (the rank that had it left).
 
     >>> hetflow.mpi.gather(tiles, root=0)
@@ -478,6 +482,10 @@ def gather(arrays: Any, root: Optional[int] = 0) -> None:
         target = _checked_rank(root, "gather")
         for capsule in capsules:
             state.context.get_on(capsule, target)
+    if state.checking:
+        # On every rank, before the root waits: a rank alone in gather (the others never call it)
+        # is told, with the others, instead of waiting for ever for data nobody sends.
+        _check_submissions(state)
     if root is None or root == state.rank:
         handles = state.runtime.handles
         failures = [handles.read_now(array) for array in group]
@@ -594,6 +602,19 @@ def wait_all() -> None:
         raise
     finally:
         state.runtime.saw_tasks_end()  # the program may write its arrays directly now
+
+
+def _check_submissions(state: _State) -> None:
+    """With HETFLOW_MPI_CHECK: the ranks compare what they submitted so far (as wait_all does
+    first); ``HetflowError`` on every rank when it differs."""
+    from hetflow._errors import HetflowError
+
+    try:
+        state.context.check_submissions()
+    except RuntimeError as error:
+        if type(error) is not RuntimeError:
+            raise
+        raise HetflowError(str(error)) from None
 
 
 def sent() -> List[Tuple[int, int]]:

@@ -173,26 +173,8 @@ class RankContext {
   void flush(nb::handle handle) { context().flush(handle_of(handle)); }
   void flush_all() { context().flush_all(); }
 
-  /// Counted while it runs, so that close() waits for it to end before destroying the context
-  /// (a wait interrupted by Ctrl-C goes on on its thread until interrupt_wait_all ends it).
-  void wait_all() {
-    std::shared_ptr<ContextRouter> router = router_;
-    check_open();
-    std::exception_ptr failure;
-    {
-      GilReleased release;  // the tasks waited for need it
-      {
-        const InProgress counted(*this);
-        try {
-          router->context().wait_all();
-        } catch (...) {
-          failure = std::current_exception();
-        }
-        router.reset();  // before the count drops: close() destroys the context, not this thread
-      }
-    }
-    if (failure) std::rethrow_exception(failure);
-  }
+  void wait_all() { wait_with_the_ranks(&mpi::Context::wait_all); }
+  void check_submissions() { wait_with_the_ranks(&mpi::Context::check_submissions); }
 
   void interrupt_wait_all() {
     if (router_) router_->context().interrupt_wait_all();
@@ -227,6 +209,27 @@ class RankContext {
  private:
   void check_open() const {
     if (!router_) throw std::runtime_error("hetflow.mpi: the context has been closed");
+  }
+
+  /// Counted while it runs, so that close() waits for it to end before destroying the context
+  /// (a wait interrupted by Ctrl-C goes on on its thread until interrupt_wait_all ends it).
+  void wait_with_the_ranks(void (mpi::Context::*call)()) {
+    std::shared_ptr<ContextRouter> router = router_;
+    check_open();
+    std::exception_ptr failure;
+    {
+      GilReleased release;  // the tasks waited for (or given up on after a divergence) need it
+      {
+        const InProgress counted(*this);
+        try {
+          (router->context().*call)();
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        router.reset();  // before the count drops: close() destroys the context, not this thread
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
   }
   [[nodiscard]] mpi::Context& context() const {
     check_open();
@@ -288,6 +291,7 @@ NB_MODULE(_hetflow_mpi, m) {
       .def("flush", &RankContext::flush, "handle"_a)
       .def("flush_all", &RankContext::flush_all)
       .def("wait_all", &RankContext::wait_all)
+      .def("check_submissions", &RankContext::check_submissions)
       .def("interrupt_wait_all", &RankContext::interrupt_wait_all)
       .def("sent", &RankContext::sent)
       .def("close", &RankContext::close, "at_exit"_a, "exit_patience_s"_a)

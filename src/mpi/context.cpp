@@ -20,6 +20,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -120,6 +121,12 @@ struct Farewell {
   std::uint64_t calls = 0;      // the wait_all calls it made, those that threw included
   std::uint64_t sent = 0;       // data messages it sent to the receiver
   std::uint64_t received = 0;   // data messages it received from the receiver
+  // The barriers its context posted, met or not, and whether it leaves with its process (then it
+  // posts no more). A barrier cannot be cancelled: one left unmet (wait_all threw, its rank told
+  // that another had ended) would meet the next context's first barrier over the transport on
+  // the other ranks, so the ranks that posted fewer post as many more before their context ends.
+  std::uint64_t barriers = 0;
+  std::uint64_t leaving = 0;
 };
 
 // The longest error text a transfer carries (both sides cut it there, so that they agree).
@@ -271,6 +278,29 @@ struct Context::Impl {
     descriptions.push_back(described + ")");
   }
 
+  /// With the check, a call every rank makes that submits no task (get_on, broadcast, migrate,
+  /// flush, flush_all, set_reduction) is compared with the tasks: made on one rank only, it
+  /// would leave that rank's table of where the data are apart from the others' (a transfer
+  /// one side posts and the other never does), which nothing else tells.
+  void record_call(std::string_view call, const Entry* entry = nullptr, int target = kEveryRank) {
+    if (!check) return;
+    std::uint64_t hash = 1099511628211ULL;  // FNV-1a, from another start than the tasks'
+    const auto mix = [&hash](std::uint64_t value) {
+      for (int byte = 0; byte < 8; ++byte) {
+        hash ^= (value >> (8 * byte)) & 0xffU;
+        hash *= 1099511628211ULL;
+      }
+    };
+    for (char c : call) mix(static_cast<unsigned char>(c));
+    mix(static_cast<std::uint64_t>(static_cast<std::int64_t>(entry != nullptr ? entry->data.tag : -1)));
+    mix(static_cast<std::uint64_t>(static_cast<std::int64_t>(target)));
+    std::string described = "call " + std::to_string(submissions.size()) + " (" + std::string(call);
+    if (entry != nullptr) described += " of '" + entry->name() + "' (tag " + std::to_string(entry->data.tag) + ")";
+    if (target != kEveryRank) described += " to " + rank_text(target);
+    submissions.push_back(hash);
+    descriptions.push_back(described + ")");
+  }
+
   // Rank 0 gathers every rank's hashes since the last check and answers with the index of the
   // first submission that differs (or -1); every rank returns that answer.
   /// `while_waiting`: called while it waits for the other ranks (it may throw, to stop the wait).
@@ -282,34 +312,60 @@ struct Context::Impl {
       std::vector<std::uint64_t> counts;
       std::vector<std::vector<std::uint64_t>> theirs;
       int waiting = 0;
+      std::vector<char> arrived;  // on rank 0: arrived[r], rank r's hashes have come
+      bool decided = false;       // on rank 0: once, with every rank's hashes or those of the ranks still there
       std::int64_t first_difference = -1;
+      std::vector<std::int64_t> parts;  // Answer's, per rank
       bool answered = false;
     };
     auto exchange = std::make_shared<Exchange>();
     exchange->mine.assign(submissions.begin() + static_cast<std::ptrdiff_t>(checked), submissions.end());
     const int tag = control_tag();
-    const auto answer = [exchange](std::int64_t index) {
+    // The answer: the first submission that differs (or -1), whether a rank whose context had
+    // ended was left out (1) or not (0), then per rank kTookPart, kLeftOut or kLeftOutWaiting.
+    using Answer = std::vector<std::int64_t>;
+    const std::size_t answer_size = static_cast<std::size_t>(size) + 2;
+    const auto answer = [exchange](const Answer& given) {
       std::lock_guard lock(exchange->mutex);
-      exchange->first_difference = index;
+      exchange->first_difference = given[0];
+      if (given[1] != 0) exchange->parts.assign(given.begin() + 2, given.end());
       exchange->answered = true;
       exchange->changed.notify_all();
     };
+    std::function<void()> decide_now;  // on rank 0
     if (rank != 0) {
       exchange->counts.assign(1, exchange->mine.size());
       // The buffers live in `exchange` until the sends are done.
       transport->send(0, tag, exchange->counts.data(), sizeof(std::uint64_t), [exchange] {});
       transport->send(0, tag, exchange->mine.data(), exchange->mine.size() * sizeof(std::uint64_t), [exchange] {});
-      auto index = std::make_shared<std::int64_t>(-1);
-      transport->receive(0, tag, index.get(), sizeof(std::int64_t), [index, answer] { answer(*index); });
+      auto given = std::make_shared<Answer>(answer_size, 0);
+      transport->receive(0, tag, given->data(), answer_size * sizeof(std::int64_t),
+                         [given, answer] { answer(*given); });
     } else {
       exchange->counts.assign(static_cast<std::size_t>(size), 0);
       exchange->theirs.resize(static_cast<std::size_t>(size));
       exchange->waiting = size - 1;
-      const auto decide = [this, exchange, tag, answer] {
+      exchange->arrived.assign(static_cast<std::size_t>(size), 0);
+      const auto decide = [this, exchange, tag, answer, answer_size, call] {
+        std::vector<char> arrived;
+        {
+          std::lock_guard lock(exchange->mutex);
+          if (exchange->decided) return;
+          exchange->decided = true;
+          arrived = exchange->arrived;
+        }
         const std::vector<std::uint64_t>& reference = exchange->mine;
-        std::int64_t first = -1;
-        for (const auto& other : exchange->theirs) {
-          if (&other == &exchange->theirs[0]) continue;
+        auto given = std::make_shared<Answer>(answer_size, kTookPart);
+        std::int64_t& first = (*given)[0];
+        first = -1;
+        (*given)[1] = 0;
+        for (int peer = 1; peer < size; ++peer) {
+          if (arrived[static_cast<std::size_t>(peer)] == 0) {  // its context ended: not compared
+            (*given)[1] = 1;
+            (*given)[static_cast<std::size_t>(peer) + 2] = left_out(peer, call);
+            continue;
+          }
+          const auto& other = exchange->theirs[static_cast<std::size_t>(peer)];
           const std::size_t common = std::min(reference.size(), other.size());
           std::size_t i = 0;
           while (i < common && reference[i] == other[i]) ++i;
@@ -317,26 +373,30 @@ struct Context::Impl {
             first = first < 0 ? static_cast<std::int64_t>(i) : std::min(first, static_cast<std::int64_t>(i));
           }
         }
-        auto index = std::make_shared<std::int64_t>(first);
-        for (int peer = 1; peer < size; ++peer) transport->send(peer, tag, index.get(), sizeof *index, [index] {});
-        answer(first);
+        for (int peer = 1; peer < size; ++peer) {
+          if (arrived[static_cast<std::size_t>(peer)] != 0)
+            transport->send(peer, tag, given->data(), answer_size * sizeof(std::int64_t), [given] {});
+        }
+        answer(*given);
       };
+      decide_now = decide;
       if (size == 1) decide();
       for (int peer = 1; peer < size; ++peer) {
         const auto p = static_cast<std::size_t>(peer);
-        transport->receive(peer, tag, &exchange->counts[p], sizeof(std::uint64_t),
-                           [this, exchange, peer, p, tag, decide] {
-                             exchange->theirs[p].resize(exchange->counts[p]);
-                             transport->receive(peer, tag, exchange->theirs[p].data(),
-                                                exchange->theirs[p].size() * sizeof(std::uint64_t), [exchange, decide] {
-                                                  bool last = false;
-                                                  {
-                                                    std::lock_guard lock(exchange->mutex);
-                                                    last = --exchange->waiting == 0;
-                                                  }
-                                                  if (last) decide();
-                                                });
-                           });
+        transport->receive(
+            peer, tag, &exchange->counts[p], sizeof(std::uint64_t), [this, exchange, peer, p, tag, decide] {
+              exchange->theirs[p].resize(exchange->counts[p]);
+              transport->receive(peer, tag, exchange->theirs[p].data(),
+                                 exchange->theirs[p].size() * sizeof(std::uint64_t), [exchange, p, decide] {
+                                   bool last = false;
+                                   {
+                                     std::lock_guard lock(exchange->mutex);
+                                     exchange->arrived[p] = 1;
+                                     last = --exchange->waiting == 0;
+                                   }
+                                   if (last) decide();
+                                 });
+            });
       }
     }
     std::unique_lock lock(exchange->mutex);
@@ -346,7 +406,19 @@ struct Context::Impl {
     while (!exchange->changed.wait_for(lock, std::chrono::milliseconds(100), answered)) {
       lock.unlock();
       while_waiting();
-      if (absent_from(call)) return -1;  // wait_all tells, once the tasks are done
+      if (rank != 0) {
+        if (ended_before(0, call)) return -1;  // no rank compares: wait_all tells, once the tasks are done
+      } else if (absent_from(call)) {
+        // The ranks still there compare their work, and are told if it differs (their transfers
+        // would otherwise keep wait_all waiting for as long as they live).
+        bool all_came = true;
+        for (int peer = 1; peer < size; ++peer) {
+          const bool ended = ended_before(peer, call);
+          std::lock_guard exchanged(exchange->mutex);
+          all_came = all_came && (ended || exchange->arrived[static_cast<std::size_t>(peer)] != 0);
+        }
+        if (all_came) decide_now();
+      }
       if (!told && watchdog_seconds > 0 &&
           std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count() > watchdog_seconds) {
         told = true;
@@ -360,9 +432,25 @@ struct Context::Impl {
       lock.lock();
     }
     checked = submissions.size();
+    compared_parts = exchange->parts;
     return exchange->first_difference < 0
                ? -1
                : exchange->first_difference + static_cast<std::int64_t>(checked - exchange->mine.size());
+  }
+
+  /// The check (HETFLOW_MPI_CHECK) of wait_all call `call`: when the ranks' submissions differ,
+  /// every rank gives up on the transfers between them and throws, naming the first that differs.
+  void compare_or_give_up(std::uint64_t call, const std::function<void()>& while_waiting) {
+    const std::int64_t first = compare_submissions(call, while_waiting);
+    if (first < 0) return;
+    diverged = true;
+    const auto index = static_cast<std::size_t>(first);
+    divergence =
+        "the ranks did not submit the same work (HETFLOW_MPI_CHECK): the first that differs is " +
+        (index < descriptions.size() ? descriptions[index] + " here"
+                                     : "task or call " + std::to_string(index) + ", which this rank did not make");
+    give_up_on_transfers();
+    throw Error("hetflow::mpi: " + divergence);
   }
 
   // Every transfer is noted until it ends, so that the watchdog can say what is left.
@@ -694,7 +782,8 @@ struct Context::Impl {
       std::shared_ptr<Farewell> letter;
       {
         std::lock_guard lock(transfer_mutex);
-        letter = std::make_shared<Farewell>(Farewell{wait_alls_done, wait_all_calls, sent[p].messages, arrivals[p]});
+        letter = std::make_shared<Farewell>(Farewell{wait_alls_done, wait_all_calls, sent[p].messages, arrivals[p],
+                                                     barriers_posted, process_ending ? 1U : 0U});
       }
       transport->send(peer, farewell_tag(), letter.get(), sizeof(Farewell), [letter] {});
     }
@@ -713,9 +802,36 @@ struct Context::Impl {
     }
     inbox->context = nullptr;
     lock.unlock();
+    if (!process_ending) even_barriers();
     // Receives from ranks that ended without sending (and, at exit, those not come yet), and a
     // barrier they never came to: the transport would wait for them as it stops.
     wait_on_transport([this](std::function<void()> done) { return transport->cancel_pending(std::move(done)); });
+  }
+
+  /// Once every other rank's farewell has come: posts as many barriers as the rank that posted the
+  /// most (Farewell::barriers), and waits for them and its own, so that every rank has posted as
+  /// many and none is left for the next context over the transport to meet. Not when a rank that posted fewer
+  /// leaves with its process (it posts no more: they would never be met).
+  void even_barriers() {
+    std::uint64_t most = barriers_posted;
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer != rank) most = std::max(most, inbox->letters[static_cast<std::size_t>(peer)].barriers);
+    }
+    for (int peer = 0; peer < size; ++peer) {
+      const Farewell& letter = inbox->letters[static_cast<std::size_t>(peer)];
+      if (peer != rank && letter.leaving != 0 && letter.barriers < most) return;
+    }
+    std::vector<std::shared_ptr<Meeting>> extra;
+    for (; barriers_posted < most; ++barriers_posted) {
+      extra.push_back(start_meeting([this](std::function<void()> done) {
+        transport->barrier(std::move(done));
+        return true;
+      }));
+    }
+    for (const auto& meeting : extra) await(*meeting, 0, {}, {});
+    // wait_all's, left unmet when it threw, is met now too: MPI must not be left to finish it on
+    // a communicator the transport frees.
+    if (barrier) await(*barrier, 0, {}, {});
   }
 
   /// Whether a transfer with a rank whose context has ended will never happen: a receive once
@@ -774,6 +890,41 @@ struct Context::Impl {
       departures.push_back(std::move(what));
     }
     finished_transfer(id);
+  }
+
+  /// What the check says of a rank left out of the comparison (its context ended before): whether
+  /// it waits for the others' farewells (it did not end with its process), which the ranks that
+  /// diverged then send it all the same.
+  static constexpr std::int64_t kLeftOut = 0;
+  static constexpr std::int64_t kTookPart = 1;
+  static constexpr std::int64_t kLeftOutWaiting = 2;
+  [[nodiscard]] std::int64_t left_out(int peer, std::uint64_t call) {
+    std::lock_guard lock(transfer_mutex);
+    const std::optional<Farewell>& farewell = departed[static_cast<std::size_t>(peer)];
+    return farewell && farewell->wait_alls < call && farewell->leaving == 0 ? kLeftOutWaiting : kLeftOut;
+  }
+
+  /// After a divergence, at the end of the context: a farewell to each rank the check left out
+  /// that waits for every rank's (the ranks that diverged say none to each other).
+  void farewell_to_those_left_out() {
+    for (int peer = 0; peer < static_cast<int>(compared_parts.size()); ++peer) {
+      const auto p = static_cast<std::size_t>(peer);
+      if (compared_parts[p] != kLeftOutWaiting) continue;
+      std::shared_ptr<Farewell> letter;
+      {
+        std::lock_guard lock(transfer_mutex);
+        letter = std::make_shared<Farewell>(
+            Farewell{wait_alls_done, wait_all_calls, sent[p].messages, arrivals[p], barriers_posted, 1});
+      }
+      transport->send(peer, farewell_tag(), letter.get(), sizeof(Farewell), [letter] {});
+    }
+  }
+
+  /// Whether `peer`'s context ended before it took part in wait_all call number `call`.
+  [[nodiscard]] bool ended_before(int peer, std::uint64_t call) {
+    std::lock_guard lock(transfer_mutex);
+    const std::optional<Farewell>& farewell = departed[static_cast<std::size_t>(peer)];
+    return farewell && farewell->wait_alls < call;
   }
 
   /// Whether a rank whose context ended will not take part in wait_all call number `call`.
@@ -877,10 +1028,15 @@ struct Context::Impl {
     }
     if (!wait_on_transport([this](std::function<void()> done) { return transport->cancel_pending(std::move(done)); }))
       return false;
-    wait_on_transport([this](std::function<void()> done) {
-      transport->barrier(std::move(done));
-      return true;
-    });
+    if (!compared_parts.empty()) {
+      tell_cancelled();
+    } else {
+      wait_on_transport([this](std::function<void()> done) {
+        transport->barrier(std::move(done));
+        return true;
+      });
+      ++barriers_posted;
+    }
     end_posted_transfers();
     try {
       runtime.wait_all();
@@ -888,6 +1044,43 @@ struct Context::Impl {
       // The program holds an acquisition a task waits for: the divergence is still what to tell.
     }
     return true;
+  }
+
+  /// The barrier of give_up_on_transfers when some rank's context had ended (it comes to no
+  /// barrier; it cancelled its receives as it ended): each rank tells every other that it has
+  /// cancelled its own, and waits until each has said so too, or its context has ended.
+  void tell_cancelled() {
+    struct Notes {
+      std::mutex mutex;
+      std::uint64_t mark = 1;
+      std::vector<std::uint64_t> received;
+      std::vector<char> came;
+    };
+    auto notes = std::make_shared<Notes>();
+    notes->received.assign(static_cast<std::size_t>(size), 0);
+    notes->came.assign(static_cast<std::size_t>(size), 0);
+    std::vector<int> peers;
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer != rank && compared_parts[static_cast<std::size_t>(peer)] == kTookPart) peers.push_back(peer);
+    }
+    for (int peer : peers) {
+      const auto p = static_cast<std::size_t>(peer);
+      transport->send(peer, control_tag(), &notes->mark, sizeof notes->mark, [notes] {});
+      transport->receive(peer, control_tag(), &notes->received[p], sizeof(std::uint64_t), [notes, p] {
+        std::lock_guard lock(notes->mutex);
+        notes->came[p] = 1;
+      });
+    }
+    for (;;) {
+      bool all = true;
+      for (int peer : peers) {
+        const bool ended = ended_before(peer, ~std::uint64_t{0});
+        std::lock_guard lock(notes->mutex);
+        all = all && (ended || notes->came[static_cast<std::size_t>(peer)] != 0);
+      }
+      if (all) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
 
   /// Ends the transfers posted to the transport, once it has cancelled them: sends are let go
@@ -981,9 +1174,13 @@ struct Context::Impl {
   bool gave_up = false;                    // on the ranks' messages, after a divergence
   std::vector<std::uint64_t> submissions;  // a hash per task, with the check
   std::vector<std::string> descriptions;
-  std::size_t checked = 0;           // submissions compared at the last wait_all
-  std::uint64_t wait_alls_done = 0;  // barriers passed
-  std::uint64_t wait_all_calls = 0;  // those that threw included
+  std::size_t checked = 0;            // submissions compared at the last wait_all
+  std::uint64_t wait_alls_done = 0;   // barriers passed
+  std::uint64_t wait_all_calls = 0;   // those that threw included
+  std::uint64_t barriers_posted = 0;  // to the transport (Farewell::barriers)
+  // After a check that left out ranks whose context had ended (else empty): per rank, kTookPart,
+  // kLeftOut or kLeftOutWaiting.
+  std::vector<std::int64_t> compared_parts;
   bool process_ending = false;
   std::atomic<std::uint64_t> interruptions{0};     // interrupt_wait_all calls
   std::shared_ptr<Meeting> barrier;                // wait_all's, until it is met
@@ -1014,6 +1211,7 @@ Context::~Context() {
     std::lock_guard lock(impl_->inbox->mutex);  // no farewell comes after a divergence: nor is one waited for
     if (impl_->diverged) impl_->inbox->context = nullptr;
   }
+  if (impl_->diverged) impl_->farewell_to_those_left_out();  // but by the ranks the check left out
   // Destroyed while an exception unwinds the rank: it is failing, and the others may be blocked
   // where no farewell reaches them (an MPI call of the program's): it does not wait for theirs.
   if (std::uncaught_exceptions() > 0 && !impl_->process_ending) ending_with_process();
@@ -1132,6 +1330,7 @@ void Context::set_reduction(const DataHandle& handle, const Codelet& init, const
                             "' has no implementation");
     }
   }
+  impl.record_call("set_reduction", &entry);
   if (!entry.reduction) {
     auto reduction = std::make_unique<Reduction>();
     reduction->tag = impl.free_tags(1);
@@ -1249,6 +1448,7 @@ void Context::get_on(const DataHandle& handle, int rank) {
   impl.check_rank(rank, "get_on:");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "get_on");
+  impl.record_call("get_on", &entry, rank);
   if (entry.reduction) impl.finish_reduction(entry);
   impl.bring(entry, rank);
 }
@@ -1258,6 +1458,7 @@ void Context::broadcast(const DataHandle& handle) {
   impl.refuse_if_diverged("broadcast");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "broadcast");
+  impl.record_call("broadcast", &entry);
   if (entry.everywhere()) return;
   if (entry.reduction) impl.finish_reduction(entry);
   // In rounds, each rank that holds the latest version sends it to one that does not: every rank
@@ -1286,6 +1487,7 @@ void Context::migrate(const DataHandle& handle, int rank) {
     throw InvalidArgument("hetflow::mpi::Context::migrate: '" + entry.name() +
                           "' is owned by every rank; it cannot move to one");
   }
+  impl.record_call("migrate", &entry, rank);
   if (entry.reduction) impl.finish_reduction(entry);
   impl.bring(entry, rank);
   entry.owner = rank;
@@ -1300,6 +1502,7 @@ void Context::flush(const DataHandle& handle) {
   impl_->refuse_if_diverged("flush");
   std::lock_guard lock(impl_->mutex);
   Entry& entry = impl_->entry_of(handle, "flush");
+  impl_->record_call("flush", &entry);
   if (entry.everywhere()) return;
   if (entry.reduction) impl_->finish_reduction(entry);
   entry.only_on(Impl::holder_of(entry));
@@ -1308,6 +1511,7 @@ void Context::flush(const DataHandle& handle) {
 void Context::flush_all() {
   impl_->refuse_if_diverged("flush_all");
   std::lock_guard lock(impl_->mutex);
+  impl_->record_call("flush_all");
   impl_->finish_reductions();
   for (Entry* entry : impl_->in_order) {
     if (!entry->everywhere()) entry->only_on(Impl::holder_of(*entry));
@@ -1329,19 +1533,7 @@ void Context::wait_all() {
     std::lock_guard lock(impl.mutex);
     impl.finish_reductions();
   }
-  if (impl.check) {
-    const std::int64_t first = impl.compare_submissions(call, refuse_if_interrupted);
-    if (first >= 0) {
-      impl.diverged = true;
-      const auto index = static_cast<std::size_t>(first);
-      impl.divergence =
-          "the ranks did not submit the same work (HETFLOW_MPI_CHECK): the first that differs is " +
-          (index < impl.descriptions.size() ? impl.descriptions[index] + " here"
-                                            : "task " + std::to_string(index) + ", which this rank did not submit");
-      impl.give_up_on_transfers();
-      throw Error("hetflow::mpi: " + impl.divergence);
-    }
-  }
+  if (impl.check) impl.compare_or_give_up(call, refuse_if_interrupted);
   // Tasks and transfers, in slices, so that the watchdog can speak when nothing moves.
   bool reported = false;
   for (;;) {
@@ -1375,6 +1567,7 @@ void Context::wait_all() {
       impl.transport->barrier(std::move(done));
       return true;
     });
+    ++impl.barriers_posted;
   }
   Impl::await(
       *impl.barrier, impl.watchdog_seconds,
@@ -1392,6 +1585,12 @@ void Context::wait_all() {
       });
   impl.barrier.reset();
   ++impl.wait_alls_done;
+}
+
+void Context::check_submissions() {
+  Impl& impl = *impl_;
+  impl.refuse_if_diverged("check_submissions");
+  if (impl.check) impl.compare_or_give_up(impl.wait_alls_done + 1, [] {});
 }
 
 void Context::interrupt_wait_all() noexcept { impl_->interruptions.fetch_add(1); }

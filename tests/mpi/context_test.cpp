@@ -791,6 +791,89 @@ TEST(MpiContext, ContextsOneAfterTheOtherOverOneTransport) {
   });
 }
 
+// A barrier rank 0 posted in wait_all just before rank 1's farewell came is left unmet (MPI cannot
+// cancel it): it met rank 1's first barrier of the next context over the transport, whose
+// wait_all then returned before rank 0 had done its work, and rank 0's own barrier was left
+// without a partner for ever. The ranks now post as many barriers before their contexts end.
+TEST(MpiContext, ABarrierLeftUnmetByARankThatEndedEarlyIsNotMetByTheNextContext) {
+  spmd_over_transport(2, [](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
+    {
+      mpi::Context context(rt, transport);
+      if (context.rank() == 1) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rank 0 is in the barrier by now
+      } else {
+        EXPECT_THROW(context.wait_all(), hetflow::Error);  // rank 1's context ended
+      }
+    }
+    mpi::Context context(rt, transport);
+    std::vector<double> x(4, 1.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    if (context.rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+    const auto start = std::chrono::steady_clock::now();
+    context.wait_all();
+    if (context.rank() == 1) {
+      EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500))
+          << "rank 1's wait_all returned before rank 0 came to it";
+    }
+  });
+}
+
+// With the check, the ranks still there compare their work when one's context has ended: they
+// were not compared at all, and rank 0 then waited for y, which rank 1 never sends, for as long
+// as rank 1 lived, and was told only that rank 2 had ended.
+TEST(MpiContext, TheRanksStillThereCompareTheirWorkWhenOneHasEnded) {
+  setenv("HETFLOW_MPI_CHECK", "1", 1);
+  spmd(3, [](mpi::Context& context) {
+    std::vector<double> x(4, 1.0), y(4, 2.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    auto hy = context.register_data(y.data(), doubles(4), 1, 2, "y");
+    if (context.rank() == 2) return;
+    hetflow::Future<void> extra;
+    if (context.rank() == 0) extra = context.insert(kAdd, {.data = {hetflow::RW(hx), hetflow::R(hy)}});
+    try {
+      context.wait_all();
+      ADD_FAILURE() << "rank " << context.rank() << ": the divergence went unnoticed";
+    } catch (const hetflow::Error& error) {
+      EXPECT_TRUE(contains(error.what(), "did not submit the same work")) << error.what();
+    }
+    if (context.rank() == 0) {
+      EXPECT_THROW(extra.get(), hetflow::DependencyError);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));  // rank 1 lives on
+    }
+  });
+  unsetenv("HETFLOW_MPI_CHECK");
+}
+
+// A call every rank makes that submits no task, made by one rank only, left that rank's table of
+// where the data are apart from the others' (here rank 0 sent x again, to a rank that took its
+// copy for valid: a message nobody received, which a later receive of x would have taken). With
+// the check, the next wait_all names it on every rank.
+TEST(MpiContext, ACallOnlyOneRankMakesIsToldWithTheCheck) {
+  setenv("HETFLOW_MPI_CHECK", "1", 1);
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 1.0), y(4, 0.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    auto hy = context.register_data(y.data(), doubles(4), 1, 2, "y");
+    context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});  // x sent to rank 1
+    context.wait_all();
+    if (context.rank() == 0) context.flush(hx);
+    context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});
+    try {
+      context.wait_all();
+      ADD_FAILURE() << "rank " << context.rank() << ": a flush on rank 0 only went unnoticed";
+    } catch (const hetflow::Error& error) {
+      const std::string what = error.what();
+      EXPECT_TRUE(contains(what, "did not submit the same work")) << what;
+      if (context.rank() == 0) {
+        EXPECT_TRUE(contains(what, "call 1 (flush of 'x' (tag 1)) here")) << what;
+      }
+    }
+  });
+  unsetenv("HETFLOW_MPI_CHECK");
+}
+
 TEST(MpiContext, MigratedDataIsWrittenOnItsNewOwner) {
   spmd(3, [](mpi::Context& context) {
     const int me = context.rank();

@@ -445,6 +445,68 @@ def test_ranks_that_submit_different_functions_of_one_name_are_told_so_with_hetf
         assert f"rank {rank}: same lines unnoticed" in output, output
 
 
+def test_the_ranks_still_there_compare_their_work_when_one_has_ended_with_hetflow_mpi_check():
+    # Rank 2 returns early; rank 0 submits a task more, which waits for y from rank 1. The check
+    # left every rank out of the comparison once one had ended: rank 0 waited for y as long as
+    # rank 1 lived, and was then told only that ranks 1 and 2 had ended.
+    program = (
+        "import time, numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "x = hm.register(np.ones(4), owner=0, name='x')\n"
+        "y = hm.register(np.ones(4), owner=1, name='y')\n"
+        "if hm.rank() == 2:\n"
+        "    raise SystemExit(0)\n"
+        "if hm.rank() == 0:\n"
+        "    hetflow.task_submit.options(executor='thread')(lambda a, b: a.__iadd__(b), hetflow.RW(x), y)\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    hm.wait_all()\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print(f'rank {hm.rank()} after {time.monotonic() - start:.0f} s: {error}', flush=True)\n"
+        "if hm.rank() == 1:\n"
+        "    time.sleep(20)\n"  # lives on: rank 0 is told all the same
+    )
+    returncode, output = _run_program(program, ranks=3, HETFLOW_MPI_CHECK="1")
+    for rank in range(2):
+        assert re.search(f"rank {rank} after [0-9] s: hetflow::mpi: the ranks did not submit the same work", output), output
+    assert "task 0 (" in output and "task or call 0, which this rank did not make" in output, output
+    assert returncode == 0 and "time limit" not in output, output
+
+
+@pytest.mark.parametrize(
+    "alone, told",
+    [
+        ("hm.gather(b, root=0)", "call 1 (get_on of 'b' (tag 1) to rank 0) here"),
+        ("hm.flush(a)", "call 1 (flush of 'a' (tag 0)) here"),
+        ("hm.set_reduction(a, np.add)", "call 1 (set_reduction of 'a' (tag 0)) here"),
+    ],
+    ids=["gather", "flush", "set_reduction"],
+)
+def test_a_call_only_one_rank_makes_is_told_on_every_rank_with_hetflow_mpi_check(alone, told):
+    # Rank 0 alone gathers b (it waited for ever for data rank 1 never sends, rank 1 for ever in
+    # wait_all), or flushes, or sets a reduction (its table of where the data are, or its tags,
+    # then apart from rank 1's): nothing compared these calls.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "a = hm.register(np.ones(4), owner=0, name='a')\n"
+        "b = hm.register(np.zeros(4), owner=1, name='b')\n"
+        "hetflow.task_submit.options(executor='thread')(lambda y, x: y.__iadd__(x), hetflow.RW(b), a)\n"
+        "try:\n"
+        "    if hm.rank() == 0:\n"
+        f"        {alone}\n"
+        "    hm.wait_all()\n"
+        "    print(f'rank {hm.rank()}: unnoticed', flush=True)\n"
+        "except hetflow.HetflowError as error:\n"
+        "    print(f'rank {hm.rank()}: {error}', flush=True)\n"
+    )
+    returncode, output = _run_program(program, HETFLOW_MPI_CHECK="1")
+    for rank in range(2):
+        assert f"rank {rank}: hetflow::mpi: the ranks did not submit the same work" in output, output
+    assert told in output and "task or call 1, which this rank did not make" in output, output
+    assert returncode == 0 and "time limit" not in output, output
+
+
 @pytest.mark.parametrize(
     "elsewhere",
     [
