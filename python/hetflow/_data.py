@@ -408,12 +408,13 @@ class HandleRegistry:
     def _sweep(self, root: _Root, new: View) -> None:
         """Lets go of ``root``'s views left unused, in steps, so that none goes while a thread is
         about to submit a task on it. A view at rest (no task uses it or waits to, its last
-        writer succeeded) and not accessed since the last sweep is set aside: no longer found by
-        its key (a later array alike gets a view of its own, which overlaps it, so their tasks
-        stay ordered); accesses by tasks on the views it overlaps do not count. At the next sweep, those set aside that are still at rest and that nothing
-        but the registry holds are let go. Sweeps come each time the views found by key have
-        doubled. Called with the lock held; the engine's answers keep the GIL, so no Python
-        thread moves meanwhile."""
+        writer succeeded) and not used by a task of its own since the last sweep (tasks on the
+        views it overlaps do not count) is set aside: no longer found by its key, but taken back
+        if met again before the next sweep. At the next sweep, those set aside that are still at
+        rest and that nothing but the registry holds are let go. The next sweep comes once new
+        views as many as half those found by key (and at least _VIEWS_BEFORE_SWEEP) have come:
+        a sweep's cost is spread over them. Called with the lock held; the engine's answers keep
+        the GIL, so no Python thread moves meanwhile."""
         if root.distributed:
             return
         accesses_if_at_rest = self._engine.accesses_if_at_rest
@@ -441,7 +442,7 @@ class HandleRegistry:
             root.resting[view.key] = view
         if unused:
             self._recent.clear()  # it finds views by array: none may lead to those set aside
-        root.sweep_at = max(_VIEWS_BEFORE_SWEEP, 2 * len(root.views))
+        root.sweep_at = len(root.views) + max(_VIEWS_BEFORE_SWEEP, len(root.views) // 2)
 
     def _let_go(self, root: _Root, view: View) -> None:
         """Takes ``view`` out of ``root``'s overlaps and unregisters its handle (its data are in
