@@ -130,6 +130,11 @@ _MAPPINGS_KEPT = 64
 # that segment (see forget_freed_segments).
 _mappings: "OrderedDict[int, Tuple[mmap.mmap, int, int, int]]" = OrderedDict()
 _mappings_lock = threading.Lock()  # the host-pipe watcher thread sweeps them
+# The watcher sweeps only while the worker idles: a busy worker also looks for segments the host
+# freed once its mappings hold this many bytes more than after its last look (each new shared
+# array of a loop, freed by the host since, would otherwise keep its memory until 64 are mapped).
+_MAPPINGS_SWEPT_ABOVE = 256 << 20
+_mapped_after_sweep = 0
 # The host's scratch segments (plain arrays copied for a task) come and go with its tasks: their
 # mappings are kept within the bounds the host keeps the segments in (python/src/shared_memory.hpp),
 # so that a freed one is not kept alive here; a larger one is unmapped when its task's arrays go.
@@ -170,6 +175,9 @@ def _mapping(segment_id: int, fd: int, pid: int, scratch: bool = False) -> mmap.
         _mappings[segment_id] = (mapping, fd, pid, status.st_ino)
         while len(_mappings) > _MAPPINGS_KEPT:
             _mappings.popitem(last=False)  # arrays still using it keep the memory mapped
+        mapped = sum(len(entry[0]) for entry in _mappings.values())
+    if mapped > _mapped_after_sweep + _MAPPINGS_SWEPT_ABOVE:
+        forget_freed_segments()
     return mapping
 
 
@@ -187,9 +195,11 @@ def forget_freed_segments() -> int:
             alive = False
         if not alive:
             freed.append(segment_id)
+    global _mapped_after_sweep
     with _mappings_lock:
         for segment_id in freed:
             _mappings.pop(segment_id, None)
+        _mapped_after_sweep = sum(len(entry[0]) for entry in _mappings.values())
     return len(freed)
 
 

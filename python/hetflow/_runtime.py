@@ -598,6 +598,11 @@ class Runtime:
     def open_launch(self, launch: int, size: int) -> None:
         self._engine.open_launch(launch, size)
 
+    def abandon_launch(self, launch: int, unsent: int) -> None:
+        """``unsent`` kernels of ``launch`` will never be submitted (its submission failed): the
+        launch fails, and the engine forgets it once the kernels sent have ended."""
+        self._engine.abandon_launch(launch, unsent)
+
     def core_load(self, core: int) -> int:
         """Unfinished tasks pinned to core ``core`` (its process worker)."""
         return self._engine.pinned_load(self.ncpus + core)

@@ -205,6 +205,11 @@ _MOST_VERSIONS = 32
 # travels with its call, and is registered only when it is submitted again (among the last
 # _MOST_FUNCTIONS new ones), so that a function called often is not pickled at every call.
 _MOST_FUNCTIONS = 1024
+# A registration is for good (the engine and every worker keep the function), so a program that
+# submits each new function twice (a lambda made in a loop and called twice, a hetflow.map over
+# one: a task per chunk) would still grow them without end: past this many, every new function
+# travels with its calls, submitted again or not.
+_MOST_REGISTERED = 4 * _MOST_FUNCTIONS
 _registered_keys: Set[str] = set()
 _sent_inline_once: "OrderedDict[str, None]" = OrderedDict()
 # Captured values whose pickle is larger are watched for rebinding only (see _watch_value).
@@ -329,11 +334,14 @@ def function_entry(func: Any) -> Tuple[str, bytes]:
 
 def _one_too_many(func: Any, key: str) -> bool:
     """Whether ``func``, pickled as ``key``, travels with its call rather than being registered:
-    a new function past ``_MOST_FUNCTIONS``, the first time it is submitted."""
+    a new function past ``_MOST_FUNCTIONS``, the first time it is submitted, and every new
+    function past ``_MOST_REGISTERED``."""
     with _func_lock:
         if key in _registered_keys or func is call_inline:
             return False
-        if len(_registered_keys) < _MOST_FUNCTIONS or key in _sent_inline_once:
+        if len(_registered_keys) < _MOST_FUNCTIONS or (
+            key in _sent_inline_once and len(_registered_keys) < _MOST_REGISTERED
+        ):
             _sent_inline_once.pop(key, None)
             _registered_keys.add(key)
             return False

@@ -216,12 +216,16 @@ def launch(func: Callable[..., Any], args: tuple, kwargs: dict, cores: Iterable[
         with _launch_lock:
             launch_id = next(_launch_ids)
             runtime.open_launch(launch_id, len(cores))
-            futures = {
-                core: runtime.submit_to_core(
-                    core, _kernel.run_kernel, (launch_id, cores, func, sent_args, sent_kwargs), name, launch_id
-                )
-                for core in cores
-            }
+            futures: Dict[int, Future] = {}
+            try:
+                for core in cores:
+                    futures[core] = runtime.submit_to_core(
+                        core, _kernel.run_kernel, (launch_id, cores, func, sent_args, sent_kwargs), name, launch_id
+                    )
+            except BaseException:
+                # The kernels never sent would keep the launch open (and its state) for good.
+                runtime.abandon_launch(launch_id, len(cores) - len(futures))
+                raise
     except TypeError as error:
         unsendable = _unsendable(f"hetflow.offload: kernel {name!r}", labelled + [(f"the kernel {name!r}", func)])
         if unsendable is None:

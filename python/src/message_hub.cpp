@@ -116,4 +116,22 @@ void MessageHub::kernel_done(std::uint64_t launch, std::uint32_t core) {
   changed_.notify_all();
 }
 
+void MessageHub::abandon(std::uint64_t launch, std::uint32_t unsent) {
+  {
+    std::lock_guard guard(mutex_);
+    auto it = launches_.find(launch);
+    if (it == launches_.end()) return;
+    Launch& state = it->second;
+    if (!state.failure) state.failure = "the launch failed before all of its kernels were sent";
+    state.running = unsent < state.running ? state.running - unsent : 0;
+    if (state.running == 0) launches_.erase(it);
+  }
+  changed_.notify_all();
+}
+
+std::size_t MessageHub::open_launches() {
+  std::lock_guard guard(mutex_);
+  return launches_.size();
+}
+
 }  // namespace hetflow::python

@@ -5,6 +5,7 @@
 // satisfied, so that no peer waits forever for it; nor do kernels that all wait for each other
 // (a receive from its own core with nothing sent, two cores receiving from each other first).
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -30,6 +31,11 @@ class MessageHub {
   void fail(std::uint64_t launch, const std::string& reason);
   /// The kernel of `core` is done; the launch is forgotten when all are.
   void kernel_done(std::uint64_t launch, std::uint32_t core);
+  /// `unsent` kernels of the launch were never submitted (its submission failed part way, or
+  /// before its first kernel): the launch fails, and is forgotten once those sent are done.
+  void abandon(std::uint64_t launch, std::uint32_t unsent);
+  /// The launches not forgotten yet (for tests and diagnostics).
+  std::size_t open_launches();
 
  private:
   struct Launch {

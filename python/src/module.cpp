@@ -657,6 +657,8 @@ class PyRuntime {
   }
 
   void open_launch(std::uint64_t launch, std::uint32_t size) { hub_.open(launch, size); }
+  void abandon_launch(std::uint64_t launch, std::uint32_t unsent) { hub_.abandon(launch, unsent); }
+  std::size_t open_launches() { return hub_.open_launches(); }
 
   std::size_t pinned_load(unsigned worker) { return runtime().pinned_load(worker); }
 
@@ -967,6 +969,8 @@ NB_MODULE(_hetflow, m) {
            "priority"_a, "worker"_a = -1, "launch"_a = 0, "perfmodel"_a = nb::none(), "size"_a = 0,
            "order"_a = std::vector<AccessSpec>{}, "on"_a = nb::none(), "label"_a = "")
       .def("open_launch", &PyRuntime::open_launch, "launch"_a, "size"_a)
+      .def("abandon_launch", &PyRuntime::abandon_launch, "launch"_a, "unsent"_a)
+      .def("open_launches", &PyRuntime::open_launches)
       .def("pinned_load", &PyRuntime::pinned_load, "worker"_a)
       .def("register_array", &PyRuntime::register_array, "address"_a, "nbytes"_a, "name"_a, "host_writable"_a)
       .def("watch_host_writes", &PyRuntime::watch_host_writes, "array"_a)

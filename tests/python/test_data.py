@@ -430,3 +430,27 @@ def test_a_write_mark_the_one_call_path_cannot_take_is_left_to_the_python_path()
     runtime = hetflow._runtime.current()
     assert runtime._engine.submit_call(echo, (hetflow.W(padded),), runtime.handles._recent, "echo", 0) is None
     hetflow.submit(echo, hetflow.W(padded)).result()
+
+
+def _sweep_mappings_above_one_mib():
+    from hetflow import _arrays
+
+    _arrays._MAPPINGS_SWEPT_ABOVE = 1 << 20
+
+
+def _shared_mappings_kept():
+    from hetflow import _arrays
+
+    return len(_arrays._mappings)
+
+
+def test_a_busy_worker_lets_go_of_the_shared_arrays_the_host_freed():
+    # A loop making a new shared array for each task and dropping it: the worker, never idle long
+    # enough for its watcher to sweep, still lets go of the mappings of the arrays the host freed
+    # (they kept the memory of up to 64 such arrays alive), once they pass its byte bound.
+    hetflow.init(ncpus=1, nprocs=1, executor="process", initializer=_sweep_mappings_above_one_mib)
+    for i in range(40):
+        a = hetflow.zeros(1 << 18)  # 2 MiB
+        hetflow.task_submit(fill, hetflow.W(a), i).result(timeout=30)
+        del a
+    assert hetflow.task_submit(_shared_mappings_kept).result(timeout=30) <= 4

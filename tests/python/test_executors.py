@@ -315,3 +315,32 @@ print("AGAIN", [hetflow.task_submit(tenfold, x).result(timeout=30) for x in rang
     )
     assert rc == 0, err
     assert "RIGHT True" in out and "REGISTERED True" in out and "AGAIN True 1" in out, out
+
+
+def test_new_functions_each_submitted_twice_stay_in_bounded_memory(tmp_path):
+    # A long-running loop that makes a new function and submits it more than once (twice here,
+    # or a hetflow.map over it: a task per chunk): past the bound, no new function is registered
+    # in the host, the engine or the workers, however many such loops run.
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import hetflow
+from hetflow import _serialize
+
+_serialize._MOST_FUNCTIONS = 4
+_serialize._MOST_REGISTERED = 8
+hetflow.init(ncpus=1, nprocs=1, executor="process")
+right = True
+for k in range(40):
+    f = lambda x, k=k: x + k
+    right &= hetflow.task_submit(f, 1).result(timeout=30) == 1 + k
+    right &= hetflow.task_submit(f, 2).result(timeout=30) == 2 + k
+    right &= hetflow.map(lambda x, k=k: x * k, range(3), chunksize=1) == [0, k, 2 * k]
+print("RIGHT", right)
+print("REGISTERED", len(hetflow._runtime.current()._function_ids), len(_serialize._registered_keys))
+""",
+    )
+    assert rc == 0, err
+    assert "RIGHT True" in out, out
+    registered = out.split("REGISTERED")[1].split()
+    assert int(registered[0]) <= 8 + 1 and int(registered[1]) <= 8, out  # + call_inline's

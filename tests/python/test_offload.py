@@ -474,6 +474,23 @@ def test_an_unpicklable_argument_names_the_kernel_and_the_argument():
     assert offload(keeps, target=0)(1) == [1]  # nothing was left behind
 
 
+def test_launches_whose_arguments_cannot_be_sent_leave_nothing_behind():
+    # Such a launch fails before any kernel is sent: the engine forgets it, as it forgets the
+    # launches that ran (it kept each for good, a leak for a program retrying such launches).
+    import threading
+
+    engine = hetflow._runtime.current()._engine
+    assert offload(keeps)(1) == [1] * CORES
+    before = engine.open_launches()
+    for _ in range(20):
+        with pytest.raises(TypeError):
+            offload(keeps)(threading.Lock())
+        with pytest.raises(TypeError):
+            offload(keeps, target=[1, 2])(1, y=(i for i in range(3)))
+    assert offload(keeps)(1) == [1] * CORES
+    assert engine.open_launches() == before
+
+
 def test_options_are_named_as_written_and_numpy_integers_are_core_ids():
     import numpy as np
 
