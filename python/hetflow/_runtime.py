@@ -368,6 +368,7 @@ class Runtime:
         ncpus, nprocs = cast(int, settings.ncpus), cast(int, settings.nprocs)
         environment = [*_protocol.worker_environment(), f"{_protocol.NUM_CORES_VARIABLE}={nprocs}"]
         environment += [f"{name}={value}" for name, value in (worker_environment or {}).items()]
+        environment += _thread_limits(nprocs, worker_environment or {})
         if initializer is not None:
             if nprocs:  # pickled first: a refusal leaves nothing run
                 environment.append(f"{_protocol.INITIALIZER_VARIABLE}={_pickled_initializer(initializer, initargs)}")
@@ -1050,6 +1051,31 @@ def _finalizing_error(what: str) -> HetflowError:
         "finalizer run as modules are torn down, after hetflow's exit handler stopped its runtimes); submit the "
         "work and wait for it before the program ends"
     )
+
+
+# The variables that size the thread pools of the libraries a task may call (OpenMP, the BLAS
+# builds numpy and scipy use, numexpr, numba), and the runtime a task may start in its worker.
+_THREAD_POOL_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "HETFLOW_NCPUS",
+)
+
+
+def _thread_limits(nprocs: int, given: Dict[str, Any]) -> List[str]:
+    """Each worker process's share of the CPUs for the thread pools of what its tasks call: with
+    every worker's BLAS (or nested runtime) using every CPU, ``nprocs`` workers would run
+    ``nprocs`` times as many threads as there are CPUs. Not for variables the program set, here
+    or in ``worker_environment``."""
+    if nprocs <= 0:
+        return []
+    share = max(1, len(os.sched_getaffinity(0)) // nprocs)
+    return [f"{name}={share}" for name in _THREAD_POOL_VARIABLES if name not in os.environ and name not in given]
 
 
 def _pickled_initializer(initializer: Callable[..., Any], initargs: tuple) -> str:

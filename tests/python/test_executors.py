@@ -344,3 +344,21 @@ print("REGISTERED", len(hetflow._runtime.current()._function_ids), len(_serializ
     assert "RIGHT True" in out, out
     registered = out.split("REGISTERED")[1].split()
     assert int(registered[0]) <= 8 + 1 and int(registered[1]) <= 8, out  # + call_inline's
+
+
+def thread_pool_variables():
+    return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "HETFLOW_NCPUS")}
+
+
+def test_worker_processes_get_their_share_of_the_cpus_for_thread_pools(monkeypatch):
+    # Each worker's BLAS (or a runtime a task starts there) used every CPU: nprocs times too many threads.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("HETFLOW_NCPUS", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # the program's own setting stays
+    hetflow.init(ncpus=1, nprocs=2, executor="process")
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    seen = hetflow.submit(thread_pool_variables).result(timeout=60)
+    assert seen == {"OMP_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": "3", "HETFLOW_NCPUS": share}
+    with hetflow.Executor(max_workers=1) as executor:
+        alone = executor.submit(thread_pool_variables).result(timeout=60)
+    assert alone["OMP_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))
