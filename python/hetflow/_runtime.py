@@ -225,7 +225,9 @@ class Settings:
         if ncpus is None:
             ncpus = _env_ncpus()
             if ncpus is None:
-                ncpus = len(os.sched_getaffinity(0))
+                # In a worker process (a task's own runtime), the worker's share of the CPUs, as
+                # for the thread pools of its libraries (_thread_limits).
+                ncpus = max(1, len(os.sched_getaffinity(0)) // (_kernel.num_cores or 1))
             _check_count(ncpus, "ncpus (HETFLOW_NCPUS)", 1, MAX_NCPUS, "CPU workers")
         nprocs = self.nprocs
         if nprocs is None:
@@ -1054,7 +1056,7 @@ def _finalizing_error(what: str) -> HetflowError:
 
 
 # The variables that size the thread pools of the libraries a task may call (OpenMP, the BLAS
-# builds numpy and scipy use, numexpr, numba), and the runtime a task may start in its worker.
+# builds numpy and scipy use, numexpr, numba).
 _THREAD_POOL_VARIABLES = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -1063,13 +1065,12 @@ _THREAD_POOL_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
     "NUMBA_NUM_THREADS",
-    "HETFLOW_NCPUS",
 )
 
 
 def _thread_limits(nprocs: int, given: Dict[str, Any]) -> List[str]:
     """Each worker process's share of the CPUs for the thread pools of what its tasks call: with
-    every worker's BLAS (or nested runtime) using every CPU, ``nprocs`` workers would run
+    every worker's BLAS using every CPU, ``nprocs`` workers would run
     ``nprocs`` times as many threads as there are CPUs. Not for variables the program set, here
     or in ``worker_environment``."""
     if nprocs <= 0:

@@ -347,7 +347,15 @@ print("REGISTERED", len(hetflow._runtime.current()._function_ids), len(_serializ
 
 
 def thread_pool_variables():
-    return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "HETFLOW_NCPUS")}
+    return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
+def cpu_workers_of_a_runtime_started_here():
+    hetflow.init(executor="thread")
+    try:
+        return hetflow._runtime.current().ncpus
+    finally:
+        hetflow.shutdown()
 
 
 def test_worker_processes_get_their_share_of_the_cpus_for_thread_pools(monkeypatch):
@@ -358,7 +366,8 @@ def test_worker_processes_get_their_share_of_the_cpus_for_thread_pools(monkeypat
     hetflow.init(ncpus=1, nprocs=2, executor="process")
     share = str(max(1, len(os.sched_getaffinity(0)) // 2))
     seen = hetflow.submit(thread_pool_variables).result(timeout=60)
-    assert seen == {"OMP_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": "3", "HETFLOW_NCPUS": share}
+    assert seen == {"OMP_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": "3"}
+    assert hetflow.submit(cpu_workers_of_a_runtime_started_here).result(timeout=60) == int(share)
     with hetflow.Executor(max_workers=1) as executor:
         alone = executor.submit(thread_pool_variables).result(timeout=60)
     assert alone["OMP_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))
