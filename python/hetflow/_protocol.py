@@ -101,6 +101,11 @@ class ProtocolError(Exception):
     """The byte stream is not a well-formed message (garbled, or cut off mid-message)."""
 
 
+def swallow_sigint(signum: int, frame: Any) -> None:
+    """SIGINT's handler in a worker process (here, so that a task may pickle it): the host
+    handles Ctrl-C, and the worker's task goes on."""
+
+
 def u64(value: int) -> bytes:
     """``value`` as 8 little-endian bytes (the task id part): ``u64(1) == b"\\x01" + 7 * b"\\0"``."""
     return LENGTH.pack(value)

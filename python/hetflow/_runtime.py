@@ -917,11 +917,19 @@ class Runtime:
                     if self.interrupted
                     else self._wait_for_work(timeout, idle_timeout)
                 )
-            except KeyboardInterrupt:
+            except BaseException as exc:
+                # Ctrl-C, or whatever else ends the wait (a SIGTERM handler's sys.exit): the caller
+                # no longer waits, and the runtime is closed already (a second shutdown, or the
+                # one at exit, would return at once), so the work is given up now. Left as it
+                # was, the process waited at exit for the running tasks without any limit.
                 self._draining = False
-                self.interrupted = True
+                if isinstance(exc, KeyboardInterrupt):
+                    self.interrupted = True
+                    reason = "hetflow.shutdown() was interrupted (Ctrl-C)"
+                else:
+                    reason = f"hetflow.shutdown() was interrupted ({type(exc).__name__} raised while it waited)"
                 self._run_before_stop(False)
-                self._give_up("hetflow.shutdown() was interrupted (Ctrl-C)")
+                self._give_up(reason)
                 self._join_dispatcher()
                 raise
             self._draining = False

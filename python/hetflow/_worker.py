@@ -540,7 +540,11 @@ def _with_arrays(
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point: ``main(["READ_FD", "WRITE_FD"])``; returns the exit status."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A handler that does nothing rather than SIG_IGN: an ignored signal stays ignored across
+    # exec, so every program a task started (subprocess) ignored SIGINT, and a task that stops
+    # its program with SIGINT (as one stops a server or a recorder) waited for it for ever. A
+    # handler goes back to the default in the program.
+    signal.signal(signal.SIGINT, P.swallow_sigint)
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) != 2 or not all(a.isdigit() for a in argv):
         print("usage: python -m hetflow._worker READ_FD WRITE_FD", file=sys.stderr)

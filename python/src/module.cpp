@@ -47,10 +47,20 @@ namespace {
 constexpr auto kSignalCheckPeriod = std::chrono::milliseconds(50);
 
 // Whether the calling thread is Python's main thread, the one its signal handlers run on.
+//
+// Not a function-local static initialized by the Python call: its initialization would hold
+// the static's guard while Python code runs, and Python lets go of the GIL in the middle of any
+// code; a second thread then taken into this function first waited for the guard with the GIL
+// in hand, and the first for the GIL inside the guard, for ever (threads that made their first
+// waits at once). Each caller holds the GIL; a race only looks the same value up twice.
 bool on_main_thread() {
-  static const unsigned long main_ident =
-      nb::cast<unsigned long>(nb::module_::import_("threading").attr("main_thread")().attr("ident"));
-  return PyThread_get_thread_ident() == main_ident;
+  static std::atomic<unsigned long> main_ident{0};
+  unsigned long ident = main_ident.load(std::memory_order_relaxed);
+  if (ident == 0) {
+    ident = nb::cast<unsigned long>(nb::module_::import_("threading").attr("main_thread")().attr("ident"));
+    main_ident.store(ident, std::memory_order_relaxed);
+  }
+  return PyThread_get_thread_ident() == ident;
 }
 
 // Blocks without the GIL until `ready()` or the timeout, checking for Ctrl-C every 50 ms on the
@@ -264,7 +274,11 @@ struct CallTypes {
 /// Kept for the life of the process (one interpreter); numpy's array type is looked up until
 /// numpy is loaded (an import of it still running has no ndarray yet: looked up again later).
 const CallTypes& call_types() {
-  static CallTypes types = [] {
+  // Constant-initialized (no guard) and filled in under the GIL: a guarded initializer that
+  // imports a module runs Python code inside the guard, which deadlocks as on_main_thread's
+  // did. Threads racing here each fill in a copy; the first one done is kept.
+  static CallTypes types;
+  if (types.value_name == nullptr) {
     CallTypes made;
     made.value_name = PyUnicode_InternFromString("value");
     made.mode_name = PyUnicode_InternFromString("mode");
@@ -282,8 +296,16 @@ const CallTypes& call_types() {
       Py_DECREF(arrays);
     }
     PyErr_Clear();
-    return made;
-  }();
+    if (types.value_name == nullptr) {
+      types = made;  // no Python code runs meanwhile: no other thread sees a part of it
+    } else {
+      for (PyObject* mine : {made.access, made.value_name, made.mode_name, made.shape_name, made.strides_name,
+                             made.flags_name, made.writeable_name, made.dtype_name, made.fields_name,
+                             made.subdtype_name, made.overlaps_name, made.handle_name}) {
+        Py_XDECREF(mine);
+      }
+    }
+  }
   if (types.ndarray == nullptr) {
     PyObject* name = PyUnicode_InternFromString("numpy");
     PyObject* numpy = name == nullptr ? nullptr : PyImport_GetModule(name);

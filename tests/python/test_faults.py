@@ -95,6 +95,58 @@ def test_busy_workers_die_with_their_host(tmp_path, how):
         wait_until(lambda: all(is_dead(w) for w in child.workers), "the workers are gone", limit=5.0)
 
 
+# -- the runtime gives up on its worker processes ---------------------------------------------------
+GIVE_UP_SCRIPT = """
+import subprocess, sys, time
+import hetflow
+
+hetflow.init(ncpus=2, executor="process", nprocs=2)
+
+def start_a_program_and_wait():
+    program = subprocess.Popen(["sleep", "60"])
+    print("GRANDCHILD", program.pid, flush=True)
+    program.wait()
+
+futures = [hetflow.submit(start_a_program_and_wait) for _ in range(2)]
+sys.stdin.readline()  # the test has seen both programs start
+if sys.argv[1] == "shutdown":
+    hetflow.shutdown(timeout=0)
+    print("SHUT DOWN", flush=True)
+    time.sleep(60)
+else:
+    futures[0].result()  # interrupted by the test's SIGINT
+"""
+
+
+def _ident(pid_):
+    fields = Path(f"/proc/{pid_}/stat").read_text()
+    return (pid_, int(fields[fields.rindex(")") + 2 :].split()[19]))
+
+
+@pytest.mark.parametrize("how", ["shutdown", "SIGINT"])
+def test_programs_that_tasks_started_end_with_the_workers_given_up(tmp_path, how):
+    """Worker processes lead process groups of their own (a Ctrl-C at the terminal reaches the
+    host only), so the programs their tasks run (subprocess) never see that Ctrl-C: when the
+    runtime gives the work up and kills the workers, it kills those programs with them (they
+    were left running, orphaned, before)."""
+    script = write_script(tmp_path, GIVE_UP_SCRIPT)
+    with Child(tmp_path, [str(script), how], stdin_text="") as child:
+        programs = [_ident(int(child.readline_until("GRANDCHILD")[-1].split()[1])) for _ in range(2)]
+        try:
+            child.proc.stdin.write("go\n")
+            child.proc.stdin.flush()
+            if how == "shutdown":
+                child.readline_until("SHUT DOWN")
+            else:
+                os.kill(child.pid, signal.SIGINT)
+                child.proc.wait(timeout=DEADLINE_S)
+            wait_until(lambda: all(is_dead(p) for p in programs), "the programs the tasks started are gone", 5.0)
+        finally:
+            for program in programs:
+                if not is_dead(program):
+                    os.kill(program[0], signal.SIGKILL)
+
+
 # -- an idle worker dies ---------------------------------------------------------------------------
 @pytest.mark.parametrize("nprocs", [1, 2])
 def test_an_idle_workers_death_fails_no_task(nprocs):

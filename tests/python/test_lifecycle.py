@@ -940,6 +940,53 @@ finally:
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
+@pytest.mark.parametrize("where", ["shutdown", "exit"])
+def test_a_sigterm_handlers_exit_during_a_shutdown_gives_the_work_up(tmp_path, executor, where):
+    # A SIGTERM handler that calls sys.exit (as services do) raises SystemExit in the wait of
+    # hetflow.shutdown(), or of the interpreter's exit: only a KeyboardInterrupt gave the work up
+    # there. The runtime was left closed, so a later shutdown(timeout=...) returned at once
+    # without stopping anything, and the process then waited at exit for its running tasks
+    # without any limit (HETFLOW_EXIT_TIMEOUT or not): for ever, for these.
+    script = write_script(
+        tmp_path,
+        f"EXECUTOR = {executor!r}\nWHERE = {where!r}\n"
+        + STUCK
+        + """
+import signal, threading
+
+def on_sigterm(signum, frame):
+    sys.exit(3)
+
+signal.signal(signal.SIGTERM, on_sigterm)
+
+def say_when_shutdown_waits():
+    while not hetflow._runtime._current._closed:
+        time.sleep(0.01)
+    print("WAITING", flush=True)
+
+threading.Thread(target=say_when_shutdown_waits, daemon=True).start()
+if WHERE == "shutdown":
+    try:
+        hetflow.shutdown()
+    except SystemExit:
+        print("INTERRUPTED", flush=True)
+    hetflow.shutdown(timeout=30)
+    print("OUTCOME", outcome(stuck[0]), flush=True)
+""",
+    )
+    with Child(tmp_path, [str(script)]) as child:
+        child.workers = _workers("\n".join(child.readline_until("WORKERS")))
+        child.readline_until("WAITING")
+        os.kill(child.pid, signal.SIGTERM)
+        rc, out, err = child.finish()  # fails if the child hangs
+    assert rc == 0, err  # SystemExit inside the exit handler leaves the status as it was
+    if where == "shutdown":
+        assert "INTERRUPTED" in out and "OUTCOME" in out, out
+        assert "interrupted (SystemExit raised while it waited)" in out, out
+    assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
 def test_ctrl_c_while_the_interpreter_waits_at_exit_gives_the_work_up_in_one_line(tmp_path, executor):
     script = write_script(tmp_path, f"EXECUTOR = {executor!r}\n" + STUCK + '\nprint("READY", flush=True)\n')
     with Child(tmp_path, [str(script)]) as child:
@@ -969,6 +1016,45 @@ def test_two_ctrl_c_at_exit_end_the_program_without_aborting(tmp_path):
         rc, out, err = child.finish()
     assert rc != -signal.SIGABRT, err
     assert "terminate called" not in err and "Fatal Python error" not in err, err
+
+
+def test_threads_making_their_first_waits_at_once_do_not_deadlock(tmp_path):
+    # The first wait looked up Python's main thread in a function-local static initialized by
+    # a Python call: Python code lets go of the GIL, so a second thread entering the function
+    # waited for the static's guard with the GIL in hand, while the first waited for the GIL
+    # inside the guard (one run in about 100 of the test below hung so). A main_thread that
+    # sleeps makes that interleaving certain.
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import threading, time
+import hetflow
+
+hetflow.init(ncpus=2, executor="thread")
+real_main_thread = threading.main_thread
+
+def slow_main_thread():
+    time.sleep(0.2)  # lets go of the GIL, as any Python code may
+    return real_main_thread()
+
+threading.main_thread = slow_main_thread
+barrier = threading.Barrier(4)
+
+def first_wait():
+    future = hetflow.task_submit(time.sleep, 0.3)
+    barrier.wait()
+    future.result()
+
+threads = [threading.Thread(target=first_wait) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+threading.main_thread = real_main_thread
+print("DONE")
+""",
+    )
+    assert rc == 0 and out == "DONE\n", (out, err)
 
 
 @pytest.mark.parametrize("patience", ["default", "none"])

@@ -477,6 +477,21 @@ def test_sigint_does_not_kill_the_worker(child: Child) -> None:
     assert child.proc.poll() is None
 
 
+def test_programs_a_task_starts_do_not_ignore_sigint(child: Child) -> None:
+    # The worker ignored SIGINT with SIG_IGN, which the programs its tasks start inherit across
+    # exec: one stopped with SIGINT never stopped. The worker itself still goes on.
+    def sigint_in_a_program_and_here() -> Any:
+        import subprocess
+
+        check = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+        program = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+        os.kill(os.getpid(), signal.SIGINT)  # the worker's own: swallowed
+        return program.stdout.strip(), True
+
+    assert child.run(sigint_in_a_program_and_here) == ("True", True)
+    assert child.proc.poll() is None
+
+
 def test_a_worker_that_dies_in_a_task_gives_end_of_file(child: Child) -> None:
     packed = S.pack_call(os._exit, (3,), {}, lambda x: False)
     child.send(P.RUN, [P.u64(1), packed.func_key.encode(), packed.func_bytes, packed.call_bytes, b""])

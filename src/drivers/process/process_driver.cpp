@@ -183,7 +183,7 @@ class Child final : public ProcessChannel {
     exit_status_.reset();
     in_flight_ = 0;
     running_pid_.store(pid, std::memory_order_release);
-    if (aborted_.load(std::memory_order_acquire)) ::kill(pid, SIGKILL);
+    if (aborted_.load(std::memory_order_acquire)) kill_group(pid);
     to_child_ = to_child[1];
     from_child_ = from_child[0];
     // Writes wait with an eye on the child rather than block for ever on a full pipe that a
@@ -302,11 +302,13 @@ class Child final : public ProcessChannel {
     start_if_stopped();
   }
 
-  /// Ends the child at once (from any thread); it is not restarted.
+  /// Ends the child at once (from any thread), with the processes its tasks started and left
+  /// in its process group (`subprocess.run` inside a task): they are given up with it, and the
+  /// child's own process group keeps a terminal's Ctrl-C from reaching them. It is not restarted.
   void kill_now() noexcept {
     aborted_.store(true, std::memory_order_release);
     const pid_t pid = running_pid_.load(std::memory_order_acquire);
-    if (pid > 0) ::kill(pid, SIGKILL);
+    if (pid > 0) kill_group(pid);
   }
 
   [[nodiscard]] pid_t pid() const noexcept override { return pid_; }
@@ -331,6 +333,12 @@ class Child final : public ProcessChannel {
       }
     }
     start();
+  }
+
+  // The child leads a process group of its own (POSIX_SPAWN_SETPGROUP): SIGKILL to the group,
+  // or to the child alone if a task moved it out of the group.
+  static void kill_group(pid_t pid) noexcept {
+    if (::getpgid(pid) != pid || ::kill(-pid, SIGKILL) != 0) ::kill(pid, SIGKILL);
   }
 
   PeerEnded child_ended() {
