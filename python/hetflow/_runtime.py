@@ -1078,9 +1078,9 @@ _THREAD_POOL_VARIABLES = (
 
 def _thread_limits(nprocs: int, given: Dict[str, Any]) -> List[str]:
     """Each worker process's share of the CPUs for the thread pools of what its tasks call: with
-    every worker's BLAS using every CPU, ``nprocs`` workers would run
-    ``nprocs`` times as many threads as there are CPUs. Not for variables the program set, here
-    or in ``worker_environment``."""
+    every worker's BLAS using every CPU, ``nprocs`` workers would run ``nprocs`` times as many
+    threads as there are CPUs. Not for variables the program set, here or in
+    ``worker_environment``."""
     if nprocs <= 0:
         return []
     share = max(1, len(os.sched_getaffinity(0)) // nprocs)
