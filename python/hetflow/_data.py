@@ -6,6 +6,7 @@ import ctypes
 import functools
 import operator
 import os
+import signal
 import sys
 import threading
 import weakref
@@ -43,6 +44,11 @@ _OVERLAP_EFFORT = 1000
 # REDUX reads and writes, and more: merged with any other mode it stays REDUX.
 _MODE_BITS = {"R": 1, "W": 2, "RW": 3, "REDUX": 7}
 _BIT_MODES = {1: "R", 2: "W", 3: "RW", 7: "REDUX"}
+try:  # signal's own functions without signal.py's enum conversions (microseconds each)
+    import _signal as _raw_signal  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - CPython has it
+    _raw_signal = signal
+_SIGINT = int(signal.SIGINT)
 # Views of one root buffer kept, at least, before those at rest are let go (HandleRegistry._sweep).
 _VIEWS_BEFORE_SWEEP = 256
 
@@ -188,7 +194,7 @@ class HandleRegistry:
             return recent[3]
         first = array.__array_interface__["data"][0]
         key = (first, array.shape, array.strides, array.itemsize)
-        with self._lock:
+        with self._lock, _InterruptsHeld():
             root = self._root_of(array)
             view = root.views.get(key)
             if view is None and key in root.resting:
@@ -567,8 +573,10 @@ class HandleRegistry:
         or when that thread shuts the runtime down: the tasks behind them can then run)."""
         with self._lock:
             held = [entry[0] for entries in self._acquired.values() for entry in entries if thread in (None, entry[2])]
-            for entries in self._acquired.values():
+            for key, entries in list(self._acquired.items()):
                 entries[:] = [entry for entry in entries if thread not in (None, entry[2])]
+                if not entries:
+                    del self._acquired[key]
         for acquisition in held:
             acquisition.release()
 
@@ -597,7 +605,47 @@ class HandleRegistry:
                 if position is None:
                     return  # released already
                 del held[position]
+            if not held:
+                self._acquired.pop(key, None)  # a key per view ever acquired grew without end
         acquisition.release()
+
+
+class _InterruptsHeld:
+    """Holds back Ctrl-C (the Python handler of SIGINT) on the main thread while the registry's
+    records change, and runs it once they agree again: a KeyboardInterrupt between two steps of a
+    registration or a sweep left them half changed (a view let go, its handle unregistered, yet
+    still set aside, then taken back: "has been unregistered"; or out of some views' overlaps
+    only: every later sweep raised). Other threads never get KeyboardInterrupt."""
+
+    __slots__ = ("previous", "caught")
+
+    def __enter__(self) -> "_InterruptsHeld":
+        self.previous: Any = None
+        self.caught: Optional[tuple] = None
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        previous = _raw_signal.getsignal(_SIGINT)
+        if not callable(previous):
+            return self  # ignored, the default action, or a handler not set from Python
+
+        def hold(signum: int, frame: Any) -> None:
+            self.caught = (signum, frame)
+
+        self.previous = previous  # first: a Ctrl-C held from here on must find it restored
+        try:
+            _raw_signal.signal(_SIGINT, hold)
+        except (ValueError, OSError):  # not the main interpreter's main thread
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        previous, self.previous = self.previous, None
+        if previous is None:
+            return
+        _raw_signal.signal(_SIGINT, previous)
+        caught, self.caught = self.caught, None
+        if caught is not None:
+            previous(*caught)
 
 
 def _extra_references(view: View) -> Tuple[int, int]:
