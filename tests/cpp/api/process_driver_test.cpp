@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -467,14 +466,27 @@ TEST(Process, ChildrenStartWhateverDescriptorsTheHostHasOpen) {
   }
 }
 
+// What a /proc file holds: empty, or cut short, when its process ends meanwhile (a read then
+// fails with ESRCH, which a std::ifstream read through istreambuf_iterator throws).
+std::string read_proc_file(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  std::string text;
+  char buffer[512];
+  for (ssize_t got = 0; (got = ::read(fd, buffer, sizeof buffer)) > 0;)
+    text.append(buffer, static_cast<std::size_t>(got));
+  ::close(fd);
+  return text;
+}
+
 // This process's children that have not exited (from /proc/<pid>/stat: state, then parent).
 std::vector<pid_t> live_children() {
   std::vector<pid_t> found;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+  std::error_code skipped;  // a process ending as the listing goes
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", skipped)) {
     const std::string name = entry.path().filename().string();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const std::string text = read_proc_file(entry.path() / "stat");
     const auto closing = text.rfind(')');
     if (closing == std::string::npos) continue;  // it ended meanwhile
     std::istringstream fields(text.substr(closing + 1));
