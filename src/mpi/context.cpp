@@ -160,6 +160,14 @@ std::string describe(const std::exception_ptr& error) {
   }
 }
 
+/// One step of FNV-1a over the eight bytes of `value` (the check's hashes of tasks and calls).
+void mix_into(std::uint64_t& hash, std::uint64_t value) {
+  for (int byte = 0; byte < 8; ++byte) {
+    hash ^= (value >> (8 * byte)) & 0xffU;
+    hash *= 1099511628211ULL;
+  }
+}
+
 }  // namespace
 
 // A transport's tags and messages are one Context's: two Contexts over one transport (world()
@@ -241,12 +249,7 @@ struct Context::Impl {
   void record_submission(std::string_view label, const TaskOptions& options, int executor,
                          const std::vector<DataAccess>& data, const std::vector<Entry*>& used) {
     std::uint64_t hash = 1469598103934665603ULL;  // FNV-1a
-    const auto mix = [&hash](std::uint64_t value) {
-      for (int byte = 0; byte < 8; ++byte) {
-        hash ^= (value >> (8 * byte)) & 0xffU;
-        hash *= 1099511628211ULL;
-      }
-    };
+    const auto mix = [&hash](std::uint64_t value) { mix_into(hash, value); };
     for (char c : label) mix(static_cast<unsigned char>(c));
     mix(static_cast<std::uint64_t>(executor));
     mix(static_cast<std::uint64_t>(static_cast<std::int64_t>(options.priority)));
@@ -285,12 +288,7 @@ struct Context::Impl {
   void record_call(std::string_view call, const Entry* entry = nullptr, int target = kEveryRank) {
     if (!check) return;
     std::uint64_t hash = 1099511628211ULL;  // FNV-1a, from another start than the tasks'
-    const auto mix = [&hash](std::uint64_t value) {
-      for (int byte = 0; byte < 8; ++byte) {
-        hash ^= (value >> (8 * byte)) & 0xffU;
-        hash *= 1099511628211ULL;
-      }
-    };
+    const auto mix = [&hash](std::uint64_t value) { mix_into(hash, value); };
     for (char c : call) mix(static_cast<unsigned char>(c));
     mix(static_cast<std::uint64_t>(static_cast<std::int64_t>(entry != nullptr ? entry->data.tag : -1)));
     mix(static_cast<std::uint64_t>(static_cast<std::int64_t>(target)));
