@@ -459,12 +459,21 @@ struct Context::Impl {
     return last_transfer_id;
   }
   /// False, noting nothing, when the transfer will never happen: its peer's context has ended.
-  bool note_posted(std::uint64_t id, const std::shared_ptr<Transfer>& transfer) {
+  /// A send's messages (`bytes`, one entry each) are counted in the same step: a farewell that
+  /// comes before they are posted to the transport must see them, or it would wait for them.
+  bool note_posted(std::uint64_t id, int peer, const std::shared_ptr<Transfer>& transfer,
+                   std::initializer_list<std::size_t> bytes = {}) {
     std::lock_guard lock(transfer_mutex);
     const auto it = pending.find(id);
-    if (it == pending.end()) return true;
-    if (never_happens(it->second, true)) return false;
-    it->second.posted = transfer;
+    if (it != pending.end()) {
+      if (never_happens(it->second, true)) return false;
+      it->second.posted = transfer;
+    }
+    auto& counts = sent[static_cast<std::size_t>(peer)];
+    for (const std::size_t message : bytes) {
+      ++counts.messages;
+      counts.bytes += message;
+    }
     return true;
   }
   static std::string describe_pending(const Pending& transfer) {
@@ -621,13 +630,6 @@ struct Context::Impl {
     if (--in_flight == 0) transfers_done.notify_all();
   }
 
-  void count_sent(int destination, std::size_t bytes) {
-    std::lock_guard lock(transfer_mutex);
-    auto& peer = sent[static_cast<std::size_t>(destination)];
-    ++peer.messages;
-    peer.bytes += bytes;
-  }
-
   void post_send(Channel& channel, int destination) {
     const std::uint64_t id = note_pending(channel, destination, true);
     runtime.acquire_then(channel.local, AccessMode::R, [this, &channel, destination, id](Acquisition acquisition) {
@@ -648,7 +650,11 @@ struct Context::Impl {
       transfer->error_length = transfer->error.size();
     }
     transfer->messages_left = transfer->error.empty() ? 2 : 3;
-    if (!note_posted(id, transfer)) {
+    const bool posted = transfer->error.empty()
+                            ? note_posted(id, destination, transfer, {sizeof transfer->error_length, channel.bytes})
+                            : note_posted(id, destination, transfer,
+                                          {sizeof transfer->error_length, transfer->error.size(), channel.bytes});
+    if (!posted) {
       end_abandoned(id, Pending{&channel, destination, true, transfer}, true);
       return;
     }
@@ -660,13 +666,10 @@ struct Context::Impl {
       finished_transfer(id);
     };
     transport->send(destination, channel.tag, &transfer->error_length, sizeof transfer->error_length, sent_one);
-    count_sent(destination, sizeof transfer->error_length);
     if (!transfer->error.empty()) {
       transport->send(destination, channel.tag, transfer->error.data(), transfer->error.size(), sent_one);
-      count_sent(destination, transfer->error.size());
     }
     transport->send(destination, channel.tag, transfer->acquisition.data(), channel.bytes, sent_one);
-    count_sent(destination, channel.bytes);
   }
 
   void post_receive(Channel& channel, int source) {
@@ -682,7 +685,7 @@ struct Context::Impl {
   void start_receive(const std::shared_ptr<Transfer>& transfer, const Channel& channel, int source, std::uint64_t id) {
     transfer->posted_at = runtime.now();
     transfer->messages_left = 1;
-    if (!note_posted(id, transfer)) {
+    if (!note_posted(id, source, transfer)) {
       end_abandoned(id, Pending{&channel, source, false, transfer});
       return;
     }
