@@ -433,8 +433,10 @@ class HandleRegistry:
         root.resting = kept
         unused = []
         for view in root.views.values():
+            if view is new or view.high <= view.low:
+                continue
             accesses = accesses_if_at_rest(view.handle)
-            if accesses is not None and view is not new and view.high > view.low:
+            if accesses is not None:
                 # Its own tasks: those found through HandleRegistry.view, and those submitted
                 # without it (submit_call's cache, for views overlapping none, whose handles no
                 # other view's tasks then access). Empty views (overlapping nothing, filed in no
