@@ -69,9 +69,11 @@ class Executor(concurrent.futures.Executor):
             if not isinstance(max_workers, int) or isinstance(max_workers, bool):
                 raise TypeError(f"hetflow.Executor: max_workers must be an int or None, not {max_workers!r}")
             if not 1 <= max_workers <= _runtime.MAX_NPROCS:
+                # Worded as concurrent.futures' executors word it: code (and tests) written for
+                # them match this message.
                 raise ValueError(
-                    f"hetflow.Executor: max_workers={max_workers}; it must be greater than 0 "
-                    f"(and at most {_runtime.MAX_NPROCS})"
+                    f"hetflow.Executor: max_workers must be greater than 0 (and at most {_runtime.MAX_NPROCS}), "
+                    f"not {max_workers}"
                 )
         kind = _runtime.check_executor(executor) if executor is not None else _runtime.default_executor()
         if max_workers is None:

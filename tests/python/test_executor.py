@@ -6,6 +6,7 @@ import concurrent.futures
 import gc
 import io
 import os
+import re
 import sys
 import threading
 import types
@@ -249,6 +250,15 @@ def test_bad_arguments_are_refused_with_what_is_accepted():
             executor.map(square, range(3), chunksize=0)
         with pytest.raises(TypeError, match="not callable"):
             executor.map(5, range(3))
+
+
+def test_bad_max_workers_is_refused_in_the_standard_executors_words():
+    # Code ported from concurrent.futures may match its message (CPython's own suite does).
+    for number in (0, -1):
+        with pytest.raises(ValueError) as standard:
+            concurrent.futures.ThreadPoolExecutor(max_workers=number)
+        with pytest.raises(ValueError, match=re.escape(str(standard.value))):
+            hetflow.Executor(number)
 
 
 # -- workers and shutdown ------------------------------------------------------------------------
