@@ -459,10 +459,10 @@ struct Context::Impl {
     return last_transfer_id;
   }
   /// False, noting nothing, when the transfer will never happen: its peer's context has ended.
-  /// A send's messages (`bytes`, one entry each) are counted in the same step: a farewell that
-  /// comes before they are posted to the transport must see them, or it would wait for them.
-  bool note_posted(std::uint64_t id, int peer, const std::shared_ptr<Transfer>& transfer,
-                   std::initializer_list<std::size_t> bytes = {}) {
+  /// A send's `messages` (of `bytes` in all) are counted in the same step: a farewell that comes
+  /// before they are posted to the transport must see them, or it would wait for them.
+  bool note_posted(std::uint64_t id, int peer, const std::shared_ptr<Transfer>& transfer, std::uint64_t messages = 0,
+                   std::uint64_t bytes = 0) {
     std::lock_guard lock(transfer_mutex);
     const auto it = pending.find(id);
     if (it != pending.end()) {
@@ -470,10 +470,8 @@ struct Context::Impl {
       it->second.posted = transfer;
     }
     auto& counts = sent[static_cast<std::size_t>(peer)];
-    for (const std::size_t message : bytes) {
-      ++counts.messages;
-      counts.bytes += message;
-    }
+    counts.messages += messages;
+    counts.bytes += bytes;
     return true;
   }
   static std::string describe_pending(const Pending& transfer) {
@@ -650,11 +648,8 @@ struct Context::Impl {
       transfer->error_length = transfer->error.size();
     }
     transfer->messages_left = transfer->error.empty() ? 2 : 3;
-    const bool posted = transfer->error.empty()
-                            ? note_posted(id, destination, transfer, {sizeof transfer->error_length, channel.bytes})
-                            : note_posted(id, destination, transfer,
-                                          {sizeof transfer->error_length, transfer->error.size(), channel.bytes});
-    if (!posted) {
+    const std::uint64_t bytes = sizeof transfer->error_length + transfer->error.size() + channel.bytes;
+    if (!note_posted(id, destination, transfer, static_cast<std::uint64_t>(transfer->messages_left), bytes)) {
       end_abandoned(id, Pending{&channel, destination, true, transfer}, true);
       return;
     }
