@@ -281,9 +281,18 @@ void Engine::count_task_done() noexcept {
 void Engine::submit(TaskCore* task, const std::vector<FutureBase>& after) {
   count_pinned(task);
   AccessRecord* accesses = task->accesses();
-  for (std::size_t i = 0; i < task->access_count; ++i) {
-    // A handle named twice is tracked once: its records all carry the union of its modes.
-    if (!accesses[i].repeat) track_access(task, *accesses[i].handle, accesses[i].mode);
+  std::size_t handles = 0;
+  for (std::size_t i = 0; i < task->access_count; ++i) handles += accesses[i].repeat ? 0 : 1;
+  {
+    // Each handle orders its tasks under its own lock. Two tasks tracked at the same time from
+    // two threads could otherwise each come first on one of the handles they share, each then
+    // waiting for the other for ever; tasks of one handle cannot close such a cycle.
+    std::unique_lock<std::mutex> in_order;
+    if (handles > 1) in_order = std::unique_lock(multi_handle_submission_mutex_);
+    for (std::size_t i = 0; i < task->access_count; ++i) {
+      // A handle named twice is tracked once: its records all carry the union of its modes.
+      if (!accesses[i].repeat) track_access(task, *accesses[i].handle, accesses[i].mode);
+    }
   }
   for (const FutureBase& predecessor : after) add_dependency(task, predecessor.core());
   if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) make_ready(task);

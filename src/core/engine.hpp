@@ -364,6 +364,9 @@ class Engine final : public DataContext {
 
   std::mutex registry_mutex_;
   std::vector<std::shared_ptr<HandleImpl>> registry_;
+  // Taken by submissions that track two handles or more (Engine::submit), so that such tasks
+  // submitted from different threads take the same order on every handle they share.
+  std::mutex multi_handle_submission_mutex_;
 };
 
 }  // namespace hetflow::detail

@@ -305,4 +305,31 @@ TEST(Dependencies, FailureTravelsAlongData) {
   EXPECT_EQ(unrelated.get(), 1);
 }
 
+// Tasks on several handles submitted from two threads at once: each handle orders them, and
+// those orders must agree (else two tasks each wait for the other and wait_all never returns).
+// Each task writes one handle and reads the two next, rotating, so consecutive tasks of the two
+// threads share handles in both directions.
+TEST(Dependencies, TasksOnSeveralHandlesFromTwoThreadsNeverWaitForEachOther) {
+  for (int rep = 0; rep < 20; ++rep) {
+    Runtime rt(Config{.ncpus = 4});
+    std::vector<long> values(3, 0);
+    std::vector<hetflow::DataHandle> handles;
+    for (long& v : values) handles.push_back(rt.register_variable(v));
+    std::atomic<long> runs{0};
+    const auto submit_many = [&](int seed) {
+      for (int k = 0; k < 300; ++k) {
+        const std::vector<hetflow::DataAccess> accesses{RW(handles[(seed + k) % 3]), R(handles[(seed + k + 1) % 3]),
+                                                        R(handles[(seed + k + 2) % 3])};
+        rt.submit(TaskOptions{.data_list = accesses}, [&runs] { ++runs; });
+      }
+    };
+    std::thread first(submit_many, 1);
+    std::thread second(submit_many, 2);
+    first.join();
+    second.join();
+    rt.wait_all();  // hung before the fix
+    EXPECT_EQ(runs.load(), 600);
+  }
+}
+
 }  // namespace
