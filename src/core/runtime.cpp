@@ -717,9 +717,31 @@ TaskCore* Engine::submit_manual(std::string name, HandleImpl* handle, AccessMode
 
 void Engine::unregister(HandleImpl& handle) {
   if (!handle.registered.exchange(false)) {
-    // Being let go already (unregister_async, another thread): on return the latest data must be
-    // in the user's buffer all the same.
-    while (!handle.let_go.load(std::memory_order_acquire)) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    // Being let go already (unregister_async, another thread, an unregister refused before): on
+    // return the latest data must be in the user's buffer all the same. The letting go waits for
+    // the handle's last writer (its token, once submitted): a wait for that which could never end
+    // (it waits for what this thread holds) is refused as the first unregister refuses it.
+    while (!handle.let_go.load(std::memory_order_acquire)) {
+      TaskCore* writer = nullptr;
+      {
+        std::lock_guard guard(handle.dep_lock);
+        writer = handle.last_writer;
+        if (writer != nullptr) retain(writer);
+      }
+      if (writer == nullptr || writer->status() != TaskStatus::pending) {
+        if (writer != nullptr) release(writer);
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        continue;
+      }
+      try {
+        wait_until_started(writer);
+      } catch (const Error& refusal) {
+        release(writer);
+        throw InvalidArgument("hetflow::Runtime::unregister: " + std::string(refusal.what()) +
+                              "; the handle is unregistered once the tasks using it end, as by unregister_async");
+      }
+      release(writer);
+    }
     return;
   }
   wait_for_submissions_on(handle);

@@ -142,6 +142,12 @@ TEST(Data, BadLayoutsThrow) {
   constexpr std::size_t kHuge = std::numeric_limits<std::size_t>::max() / 4 + 1;
   EXPECT_THROW((void)DataLayout::vector(kHuge, 8), InvalidArgument);
   EXPECT_THROW((void)DataLayout::matrix(1ULL << 33, 1ULL << 33, 1ULL << 33, 8), InvalidArgument);
+  // Their messages name the call the application made, not the block it is built as.
+  hetflow::test::expect_invalid_argument([] { (void)DataLayout::vector(kHuge, 8); }, {"DataLayout::vector:"});
+  hetflow::test::expect_invalid_argument([] { (void)DataLayout::matrix(1ULL << 33, 1ULL << 33, 1ULL << 33, 8); },
+                                         {"DataLayout::matrix:"});
+  hetflow::test::expect_invalid_argument([&] { (void)rt.register_vector(b.data(), static_cast<std::size_t>(-1)); },
+                                         {"DataLayout::vector:"});
   DataLayout nine_dims = DataLayout::vector(4, sizeof(int));
   nine_dims.ndim = 9;
   DataLayout small_ld = DataLayout::matrix(4, 2, 4, sizeof(int));
@@ -344,6 +350,33 @@ TEST(Data, UnregisteringWhatThisThreadUsesIsRefused) {
   rt.submit(TaskOptions{.data = {RW(h)}}, [&x] { ++x; }).get();
   rt.unregister(h);
   EXPECT_EQ(x, 1);
+}
+
+// A handle already being let go (unregister_async, or an unregister refused because it would
+// wait, through a task, for what this thread holds): unregistering it again from this thread is
+// refused the same way rather than waiting for ever, and the handle goes once it is released.
+TEST(Data, UnregisteringAgainBehindWhatThisThreadHoldsIsRefused) {
+  for (const bool first_async : {false, true}) {
+    SCOPED_TRACE(first_async ? "after unregister_async" : "after a refused unregister");
+    Runtime rt;
+    int a = 0;
+    int x = 0;
+    auto ha = rt.register_variable(a, "a");
+    auto hx = rt.register_variable(x, "x");
+    Acquisition held = rt.acquire(ha, AccessMode::RW);
+    auto writer = rt.submit(TaskOptions{.data = {R(ha), RW(hx)}}, [&x] { x = 7; });
+    if (first_async) {
+      rt.unregister_async(hx);
+    } else {
+      EXPECT_THROW(rt.unregister(hx), InvalidArgument);
+    }
+    EXPECT_THROW(rt.unregister(hx), InvalidArgument);
+    held.release();
+    writer.get();
+    rt.unregister(hx);  // waits for the letting go
+    EXPECT_EQ(x, 7);
+    EXPECT_FALSE(hx.registered());
+  }
 }
 
 TEST(Data, AcquisitionMovesAndReleasesOnce) {
