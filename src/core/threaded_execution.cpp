@@ -498,14 +498,19 @@ ThreadedExecution::Left ThreadedExecution::worker_loop(WorkerState& worker) {
   IdleWorkers& idle = idle_[static_cast<unsigned>(worker.info.arch)];
   // Only the thread running the worker hands it back, so one that sees a thread asking will.
   // What it held on to between tasks (the GIL) goes first, for the asking thread to take.
+  // False when the asking thread gave up meanwhile (take_back's patience ran out): nobody took
+  // the worker, so this thread goes on serving it rather than leave it without a thread.
   const auto hand_back_and_leave = [this, &worker] {
     if (worker.driver != nullptr) worker.driver->worker_idle(worker.driver_index);
     {
       std::lock_guard lock(threads_mutex_);
       ++parking_;  // before the hand-back: the thread taking the worker may lend it at once
     }
-    hand_back(worker);
-    return Left::handed_back;
+    if (hand_back(worker)) return true;
+    std::lock_guard lock(threads_mutex_);
+    --parking_;
+    parked_or_stopping_.notify_all();
+    return false;
   };
   // Woken from its sleep, a worker searches as the others do: one that finds a task while others
   // sleep wakes one of them too. Taking its task without it, the woken worker left the other
@@ -514,8 +519,8 @@ ThreadedExecution::Left ThreadedExecution::worker_loop(WorkerState& worker) {
   for (;;) {
     // A thread whose wait is over takes the worker back between two tasks (not with a task
     // taken already: it runs next on this worker, which that thread's task may also defer to).
-    if (worker.seat.asking.load(std::memory_order_acquire) > 0 && worker.deferred == nullptr) {
-      return hand_back_and_leave();
+    if (worker.seat.asking.load(std::memory_order_acquire) > 0 && worker.deferred == nullptr && hand_back_and_leave()) {
+      return Left::handed_back;
     }
     if (!std::exchange(woken, false)) {
       if (ext::SchedTask* task = engine.next_task(worker)) {
@@ -551,13 +556,16 @@ ThreadedExecution::Left ThreadedExecution::worker_loop(WorkerState& worker) {
   }
   // The last thread to leave the worker stops it; one whose wait ends later still finishes its
   // task on it (take_back).
-  bool asked = false;
-  {
-    std::lock_guard lock(worker.seat.mutex);
-    asked = worker.seat.asking.load(std::memory_order_relaxed) > 0;
-    worker.seat.held = asked;
+  for (;;) {
+    bool asked = false;
+    {
+      std::lock_guard lock(worker.seat.mutex);
+      asked = worker.seat.asking.load(std::memory_order_relaxed) > 0;
+      worker.seat.held = asked;
+    }
+    if (!asked) break;
+    if (hand_back_and_leave()) return Left::handed_back;
   }
-  if (asked) return hand_back_and_leave();
   if (worker.driver != nullptr) worker.driver->stop_worker(worker.driver_index);
   return Left::stopping;
 }
