@@ -13,12 +13,34 @@ DataLayout DataLayout::variable(std::size_t elem_size) {
   return layout;
 }
 
+namespace {
+
+// DataLayout::block's work, its errors named after the call the application made (a vector of
+// (size_t)-1 elements is refused by "DataLayout::vector", not by a block it never asked for).
+DataLayout checked_block(std::size_t ndim, const std::size_t* dims, const std::size_t* strides, std::size_t elem_size,
+                         DataLayout::Kind kind, const char* where) {
+  if (ndim == 0 || ndim > DataLayout::kMaxDims) {
+    throw InvalidArgument(std::string(where) + ": " + std::to_string(ndim) + " dimensions; 1 to " +
+                          std::to_string(DataLayout::kMaxDims) + " are supported");
+  }
+  DataLayout layout;
+  layout.kind = kind;
+  layout.elem_size = elem_size;
+  layout.ndim = ndim;
+  for (std::size_t d = 0; d < ndim; ++d) {
+    layout.dims[d] = dims[d];
+    layout.strides[d] = strides[d];
+  }
+  detail::check_layout(layout, where);
+  return layout;
+}
+
+}  // namespace
+
 DataLayout DataLayout::vector(std::size_t n, std::size_t elem_size) {
   std::size_t dims[] = {n};
   std::size_t strides[] = {1};
-  DataLayout layout = block(1, dims, strides, elem_size);
-  layout.kind = Kind::vector;
-  return layout;
+  return checked_block(1, dims, strides, elem_size, Kind::vector, "DataLayout::vector");
 }
 
 DataLayout DataLayout::matrix(std::size_t nx, std::size_t ny, std::size_t ld, std::size_t elem_size) {
@@ -28,27 +50,12 @@ DataLayout DataLayout::matrix(std::size_t nx, std::size_t ny, std::size_t ld, st
   }
   std::size_t dims[] = {nx, ny};
   std::size_t strides[] = {1, ld};
-  DataLayout layout = block(2, dims, strides, elem_size);
-  layout.kind = Kind::matrix;
-  return layout;
+  return checked_block(2, dims, strides, elem_size, Kind::matrix, "DataLayout::matrix");
 }
 
 DataLayout DataLayout::block(std::size_t ndim, const std::size_t* dims, const std::size_t* strides,
                              std::size_t elem_size) {
-  if (ndim == 0 || ndim > kMaxDims) {
-    throw InvalidArgument("DataLayout::block: " + std::to_string(ndim) + " dimensions; 1 to " +
-                          std::to_string(kMaxDims) + " are supported");
-  }
-  DataLayout layout;
-  layout.kind = Kind::block;
-  layout.elem_size = elem_size;
-  layout.ndim = ndim;
-  for (std::size_t d = 0; d < ndim; ++d) {
-    layout.dims[d] = dims[d];
-    layout.strides[d] = strides[d];
-  }
-  detail::check_layout(layout, "DataLayout::block");
-  return layout;
+  return checked_block(ndim, dims, strides, elem_size, Kind::block, "DataLayout::block");
 }
 
 std::size_t DataLayout::element_count() const noexcept {
