@@ -202,7 +202,9 @@ class HETFLOW_API Runtime {
   /// the handle unusable for new tasks. Throws InvalidArgument, leaving the handle as it is, when
   /// the calling task uses it or the calling thread holds an acquisition of it; when it would
   /// wait for those through other tasks, InvalidArgument too, and the handle is unregistered
-  /// once the tasks using it end (as by unregister_async).
+  /// once the tasks using it end (as by unregister_async). On a handle being unregistered
+  /// already (unregister_async, another thread, a refused call), it waits until that is done;
+  /// on one unregistered already, it returns at once.
   void unregister(const DataHandle& handle);
   /// The same without waiting: new tasks are refused at once, and the handle is let go when the
   /// tasks already using it have finished (for buffers whose owner is going away).

@@ -715,6 +715,16 @@ TaskCore* Engine::submit_manual(std::string name, HandleImpl* handle, AccessMode
   return token;
 }
 
+namespace {
+
+// An unregister whose wait could never end (through other tasks, for what this thread holds).
+[[noreturn]] void throw_refused_unregister(const Error& refusal) {
+  throw InvalidArgument("hetflow::Runtime::unregister: " + std::string(refusal.what()) +
+                        "; the handle is unregistered once the tasks using it end, as by unregister_async");
+}
+
+}  // namespace
+
 void Engine::unregister(HandleImpl& handle) {
   if (!handle.registered.exchange(false)) {
     // Being let go already (unregister_async, another thread, an unregister refused before): on
@@ -737,8 +747,7 @@ void Engine::unregister(HandleImpl& handle) {
         wait_until_started(writer);
       } catch (const Error& refusal) {
         release(writer);
-        throw InvalidArgument("hetflow::Runtime::unregister: " + std::string(refusal.what()) +
-                              "; the handle is unregistered once the tasks using it end, as by unregister_async");
+        throw_refused_unregister(refusal);
       }
       release(writer);
     }
@@ -753,8 +762,7 @@ void Engine::unregister(HandleImpl& handle) {
     // tasks: it lets the handle go when it starts, as unregister_async does, rather than stay
     // in the graph for ever (at once, if that was released meanwhile).
     if (!give_up_on_start(token, TaskCore::kUnregisters)) complete_unregistration(token);
-    throw InvalidArgument("hetflow::Runtime::unregister: " + std::string(refusal.what()) +
-                          "; the handle is unregistered once the tasks using it end, as by unregister_async");
+    throw_refused_unregister(refusal);
   }
   complete_unregistration(token);
 }
