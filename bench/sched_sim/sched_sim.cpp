@@ -205,6 +205,14 @@ double offline_plan(const SchedSimMachine& machine, const std::vector<GraphTask>
   return *std::max_element(finish.begin(), finish.end());
 }
 
+// A tile's handle. Nothing reads or writes the tiles in a simulation: they all name one buffer,
+// registered as overlapping data (register_data refuses a buffer another handle holds).
+template <typename Element>
+DataHandle register_shared_tile(Runtime& rt) {
+  static std::vector<Element> shared_tile(kTile * kTile);
+  return rt.register_overlapping_data(shared_tile.data(), DataLayout::matrix(kTile, kTile, kTile, sizeof(Element)));
+}
+
 template <typename Element>
 double simulate(const std::string& scheduler, const std::string& machine_file, const SchedSimMachine& machine,
                 std::size_t tiles) {
@@ -218,12 +226,10 @@ double simulate(const std::string& scheduler, const std::string& machine_file, c
   config.scheduler = scheduler;
   config.simulate = machine_file;
   Runtime rt(config);
-  // Nothing reads or writes the tiles in a simulation: they all name one buffer.
-  static std::vector<Element> shared_tile(kTile * kTile);
   std::vector<DataHandle> handles(tiles * tiles);
   for (std::size_t j = 0; j < tiles; ++j) {
     for (std::size_t i = j; i < tiles; ++i) {
-      handles[i + j * tiles] = rt.register_matrix(shared_tile.data(), kTile, kTile, kTile);
+      handles[i + j * tiles] = register_shared_tile<Element>(rt);
     }
   }
   std::vector<Future<void>> tasks;
@@ -520,15 +526,14 @@ double simulate_cluster(const std::string& scheduler, const std::string& machine
   }
   if (card.size() != nodes) throw Error("sched-sim: the simulated cluster lacks a network card per node");
 
-  static std::vector<Element> shared_tile(kTile * kTile);
   std::vector<DataHandle> handles(tiles * tiles);
   for (std::size_t j = 0; j < tiles; ++j) {
     for (std::size_t i = j; i < tiles; ++i) {
-      handles[i + j * tiles] = rt.register_matrix(shared_tile.data(), kTile, kTile, kTile);
+      handles[i + j * tiles] = register_shared_tile<Element>(rt);
     }
   }
   std::vector<DataHandle> copies(plan.transfers.size());
-  for (DataHandle& copy : copies) copy = rt.register_matrix(shared_tile.data(), kTile, kTile, kTile);
+  for (DataHandle& copy : copies) copy = register_shared_tile<Element>(rt);
 
   std::vector<Future<void>> sends(plan.transfers.size());
   std::vector<Future<void>> tasks;

@@ -177,8 +177,16 @@ class HETFLOW_API Runtime {
     if (dims.size() != strides.size()) throw InvalidArgument("register_block: dims and strides differ in length");
     return register_data(data, DataLayout::block(dims.size(), dims.data(), strides.data(), sizeof(T)), std::move(name));
   }
-  /// `ptr` may be null for data of no elements (an empty std::vector's data()).
+  /// `ptr` may be null for data of no elements (an empty std::vector's data()). Throws
+  /// InvalidArgument when some of the buffer's bytes belong to data registered already and not
+  /// let go yet (unregistered, its tasks done): the tasks of two handles over the same bytes
+  /// would not be ordered with each other. Tiles of one matrix (ld > nx) may interleave; data
+  /// laid out in more than 65,536 separate runs (columns, say) are not checked.
   DataHandle register_data(void* ptr, const DataLayout& layout, std::string name = {});
+  /// register_data without that check, for a caller that orders the tasks of overlapping data
+  /// itself (each task on one also declares the others it overlaps, as hetflow's Python front
+  /// does with the views of an array). Its bytes do not count in later checks either.
+  DataHandle register_overlapping_data(void* ptr, const DataLayout& layout, std::string name = {});
 
   /// Waits for the tasks submitted before that conflict with `mode`, brings the latest data to
   /// the host, and holds later conflicting tasks back until the acquisition is released. Throws
@@ -307,6 +315,8 @@ class HETFLOW_API Runtime {
 
  private:
   friend class Acquisition;
+  DataHandle register_checked_data(void* ptr, const DataLayout& layout, std::string name, const std::string& where,
+                                   bool refuse_overlap);
   detail::TaskCore* begin_task(const TaskOptions& options, const Codelet* codelet, const detail::BodyOps* ops,
                                std::size_t size, std::size_t align, void** storage);
   FutureBase commit_task(detail::TaskCore* task, const TaskOptions& options);

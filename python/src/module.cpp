@@ -648,7 +648,8 @@ class PyRuntime {
   /// copies made before its last wait are not trusted); false for read-only numpy arrays.
   ArrayHandle register_array(std::uintptr_t address, std::size_t nbytes, const std::string& name, bool host_writable) {
     if (address == 0) throw nb::value_error("hetflow: cannot register an array without data");
-    ArrayHandle array(runtime().register_data(reinterpret_cast<void*>(address), DataLayout::vector(nbytes, 1), name));
+    ArrayHandle array(
+        runtime().register_overlapping_data(reinterpret_cast<void*>(address), DataLayout::vector(nbytes, 1), name));
     if (host_writable) runtime().watch_host_writes(array.handle());
     return array;
   }

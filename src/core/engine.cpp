@@ -899,8 +899,10 @@ bool Engine::abandon_running(TaskCore* task, std::uint32_t marks) noexcept {
   return true;
 }
 
-std::shared_ptr<HandleImpl> Engine::register_data(void* ptr, const DataLayout& layout, std::string name) {
+std::shared_ptr<HandleImpl> Engine::register_data(void* ptr, const DataLayout& layout, std::string name,
+                                                  const std::string& where) {
   auto handle = std::make_shared<HandleImpl>(*this, ptr, layout, std::move(name));
+  if (!where.empty()) registered_memory_.add(*handle, where);
   for (unsigned node = 1; node < node_count(); ++node)
     node_memory(node).device().host_buffer_added(ptr, layout.span_bytes());
   std::lock_guard guard(registry_mutex_);

@@ -25,6 +25,7 @@
 #include "data/data_context.hpp"
 #include "data/handle.hpp"
 #include "data/node_memory.hpp"
+#include "data/registered_memory.hpp"
 #include "hetflow/config.hpp"
 #include "hetflow/ext/scheduler.hpp"
 #include "hetflow/future.hpp"
@@ -204,7 +205,10 @@ class Engine final : public DataContext {
   [[nodiscard]] const std::vector<std::unique_ptr<WorkerState>>& workers() const noexcept { return workers_; }
 
   // Data
-  std::shared_ptr<HandleImpl> register_data(void* ptr, const DataLayout& layout, std::string name);
+  /// `where` names the caller whose errors a buffer overlapping other data's gets; empty: the
+  /// caller orders the tasks of overlapping data itself, and the buffer is not checked.
+  std::shared_ptr<HandleImpl> register_data(void* ptr, const DataLayout& layout, std::string name,
+                                            const std::string& where);
   /// Waits for the tasks using the handle, then unregisters it.
   void unregister(HandleImpl& handle);
   /// Unregisters the handle once the tasks using it are done, without waiting for them.
@@ -367,6 +371,7 @@ class Engine final : public DataContext {
   // Taken by submissions that track two handles or more (Engine::submit), so that such tasks
   // submitted from different threads take the same order on every handle they share.
   std::mutex multi_handle_submission_mutex_;
+  RegisteredMemory registered_memory_;
 };
 
 }  // namespace hetflow::detail

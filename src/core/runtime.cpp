@@ -362,19 +362,27 @@ Future<void> Runtime::insert(const Codelet& codelet, const TaskOptions& options)
 }
 
 DataHandle Runtime::register_data(void* ptr, const DataLayout& layout, std::string name) {
-  if (layout.elem_size == 0) throw InvalidArgument("hetflow::Runtime::register_data: element size is 0");
-  detail::check_layout(layout, "hetflow::Runtime::register_data");
+  return register_checked_data(ptr, layout, std::move(name), "hetflow::Runtime::register_data", true);
+}
+
+DataHandle Runtime::register_overlapping_data(void* ptr, const DataLayout& layout, std::string name) {
+  return register_checked_data(ptr, layout, std::move(name), "hetflow::Runtime::register_overlapping_data", false);
+}
+
+DataHandle Runtime::register_checked_data(void* ptr, const DataLayout& layout, std::string name,
+                                          const std::string& where, bool refuse_overlap) {
+  if (layout.elem_size == 0) throw InvalidArgument(where + ": element size is 0");
+  detail::check_layout(layout, where);
   if (ptr == nullptr) {
     // An empty std::vector's data(): nothing is ever read or written there, but the engine and
     // the drivers expect an address.
     static char no_elements;
-    if (layout.span_bytes() != 0)
-      throw InvalidArgument("hetflow::Runtime::register_data: null pointer for " + display_quoted(name));
+    if (layout.span_bytes() != 0) throw InvalidArgument(where + ": null pointer for " + display_quoted(name));
     ptr = &no_elements;
   }
-  impl_->check_not_forked("hetflow::Runtime::register_data");
-  if (impl_->stopped()) throw ShutdownError("hetflow::Runtime::register_data: the runtime has been shut down");
-  return DataHandle(impl_->register_data(ptr, layout, std::move(name)));
+  impl_->check_not_forked(where.c_str());
+  if (impl_->stopped()) throw ShutdownError(where + ": the runtime has been shut down");
+  return DataHandle(impl_->register_data(ptr, layout, std::move(name), refuse_overlap ? where : std::string()));
 }
 
 Acquisition Runtime::acquire(const DataHandle& handle, AccessMode mode) {
@@ -795,6 +803,7 @@ void Engine::complete_unregistration(TaskCore* token) noexcept {
   for (unsigned node = 1; node < node_count(); ++node) {
     node_memory(node).device().host_buffer_removed(handle.host_ptr(), handle.layout.span_bytes());
   }
+  registered_memory_.remove(handle);
   {
     std::lock_guard guard(registry_mutex_);
     std::size_t index = handle.registry_index;

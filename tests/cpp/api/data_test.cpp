@@ -9,10 +9,12 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <future>
 #include <limits>
 #include <memory>
 #include <numeric>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -159,6 +161,87 @@ TEST(Data, BadLayoutsThrow) {
   for (const DataLayout& layout : {nine_dims, small_ld, strided, wrapped}) {
     EXPECT_THROW((void)rt.register_data(b.data(), layout), InvalidArgument);
   }
+}
+
+TEST(Data, BytesOfRegisteredDataAreRefusedToOtherData) {
+  // Two handles over the same bytes would not order their tasks: a writer through one raced
+  // the tasks of the other, silently.
+  Runtime rt(Config{.ncpus = 2});
+  std::vector<std::int64_t> v(100, 1);
+  auto whole = rt.register_vector(v.data(), v.size(), "whole");
+  auto doubled = rt.submit(TaskOptions{.data = {RW(whole)}}, [&v] {
+    for (auto& x : v) x *= 2;
+  });
+  hetflow::test::expect_invalid_argument([&] { (void)rt.register_vector(v.data() + 50, 10, "part"); },
+                                         {"register_data", "'part'", "'whole'", "registered already"});
+  EXPECT_THROW((void)rt.register_vector(v.data(), v.size()), InvalidArgument);
+  EXPECT_THROW((void)rt.register_variable(v.back()), InvalidArgument);
+  EXPECT_THROW((void)rt.register_matrix(v.data() + 90, 1, 2, 20), InvalidArgument);  // its last column only
+  doubled.get();                                                                     // the refusals left the task alone
+  EXPECT_EQ(v[0], 2);
+  EXPECT_EQ(v[99], 2);
+
+  // Once let go, the bytes are free again; neighbours never shared any.
+  rt.unregister(whole);
+  auto low = rt.register_vector(v.data(), 50, "low");
+  auto high = rt.register_vector(v.data() + 50, 50, "high");
+  rt.unregister(low);
+  rt.unregister(high);
+
+  // The callers that order overlapping data themselves may register them.
+  auto first = rt.register_overlapping_data(v.data(), DataLayout::vector(100, sizeof(std::int64_t)));
+  auto second = rt.register_overlapping_data(v.data() + 10, DataLayout::vector(10, sizeof(std::int64_t)));
+  rt.unregister(first);
+  rt.unregister(second);
+}
+
+TEST(Data, InterleavedTilesOfOneMatrixAreNotOverlaps) {
+  // Tiles of a column-major matrix share no byte although their spans cross (ld > nx): each is
+  // checked by its runs, not by its span.
+  Runtime rt(Config{.ncpus = 1});
+  constexpr std::size_t n = 8;
+  constexpr std::size_t b = 4;
+  std::vector<double> m(n * n);
+  std::vector<hetflow::DataHandle> tiles;
+  for (std::size_t j = 0; j < n; j += b) {
+    for (std::size_t i = 0; i < n; i += b) tiles.push_back(rt.register_matrix(m.data() + j * n + i, b, b, n));
+  }
+  // A tile across four of them is refused; so is one column of another tile's.
+  EXPECT_THROW((void)rt.register_matrix(m.data() + 2 * n + 2, b, b, n), InvalidArgument);
+  EXPECT_THROW((void)rt.register_vector(m.data() + 5 * n + 4, b), InvalidArgument);
+  for (const hetflow::DataHandle& tile : tiles) rt.unregister(tile);
+
+  // The even and the odd columns as two blocks (stride 2 columns) interleave without sharing.
+  const std::array<std::size_t, 2> dims{n, n / 2};
+  const std::array<std::size_t, 2> strides{1, 2 * n};
+  auto even = rt.register_block(m.data(), std::span<const std::size_t>(dims), std::span<const std::size_t>(strides));
+  auto odd = rt.register_block(m.data() + n, std::span<const std::size_t>(dims), std::span<const std::size_t>(strides));
+  // A column-major layout of rows (one element each, every n) meets both.
+  EXPECT_THROW((void)rt.register_matrix(m.data() + 3, 1, n, n), InvalidArgument);
+  rt.unregister(even);
+  EXPECT_THROW((void)rt.register_matrix(m.data() + 3, 1, n, n), InvalidArgument);
+  rt.unregister(odd);
+  rt.unregister(rt.register_matrix(m.data() + 3, 1, n, n));
+}
+
+TEST(Data, BytesOfDataBeingUnregisteredAreRefusedUntilItsTasksEnd) {
+  Runtime rt(Config{.ncpus = 1});
+  std::int64_t x = 0;
+  auto h = rt.register_variable(x, "x");
+  std::promise<void> gate;
+  auto running = rt.submit(TaskOptions{.data = {RW(h)}}, [&x, opened = gate.get_future().share()] {
+    opened.wait();
+    x = 7;
+  });
+  rt.unregister_async(h);
+  hetflow::test::expect_invalid_argument([&] { (void)rt.register_variable(x, "again"); },
+                                         {"'again'", "'x'", "being unregistered"});
+  gate.set_value();
+  running.get();
+  rt.unregister(h);  // waits until it is let go
+  auto again = rt.register_variable(x, "again");
+  EXPECT_EQ(x, 7);
+  rt.unregister(again);
 }
 
 TEST(Data, AnEmptyVectorRegistersWithItsNullPointer) {
