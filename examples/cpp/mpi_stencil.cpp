@@ -225,7 +225,7 @@ void step_block(hetflow::TaskContext& context) {
 class Domain {
  public:
   Domain(hetflow::Runtime& rt, hetflow::mpi::Context& mpi, const Options& options, const std::vector<int>& owners)
-      : points_(options.points), owners_(owners) {
+      : rt_(rt), points_(options.points), owners_(owners) {
     const std::size_t blocks = options.blocks;
     const int first_tag = mpi.allocate_tags(static_cast<int>(5 * blocks));
     storage_.resize(blocks);
@@ -261,6 +261,16 @@ class Domain {
   }
 
   [[nodiscard]] std::size_t blocks() const noexcept { return blocks_.size(); }
+  // The buffers go with the domain, before the context ends: their handles go first (after the
+  // run's last wait_all, on every rank), or the runtime would keep them over freed memory.
+  ~Domain() {
+    for (const auto* handles : {&blocks_, &left_halos_[0], &left_halos_[1], &right_halos_[0], &right_halos_[1]}) {
+      for (const hetflow::DataHandle& handle : *handles) rt_.unregister(handle);
+    }
+  }
+  Domain(const Domain&) = delete;
+  Domain& operator=(const Domain&) = delete;
+
   [[nodiscard]] const std::vector<int>& owners() const noexcept { return owners_; }
 
   // Moves the blocks whose owner changes; returns how many.
@@ -307,6 +317,7 @@ class Domain {
   }
 
  private:
+  hetflow::Runtime& rt_;
   std::size_t points_;
   std::vector<int> owners_;
   std::vector<std::vector<double>> storage_;  // the initial owner's buffers
@@ -345,7 +356,8 @@ struct RankCounts {
 
 class CountsOnRank0 {
  public:
-  explicit CountsOnRank0(hetflow::mpi::Context& mpi) : counts_(static_cast<std::size_t>(mpi.size())) {
+  CountsOnRank0(hetflow::Runtime& rt, hetflow::mpi::Context& mpi)
+      : rt_(rt), counts_(static_cast<std::size_t>(mpi.size())) {
     const int first_tag = mpi.allocate_tags(mpi.size());
     for (int rank = 0; rank < mpi.size(); ++rank) {
       handles_.push_back(mpi.register_data(&counts_[static_cast<std::size_t>(rank)],
@@ -353,6 +365,12 @@ class CountsOnRank0 {
                                            "counts of " + std::to_string(rank)));
     }
   }
+
+  ~CountsOnRank0() {
+    for (const hetflow::DataHandle& handle : handles_) rt_.unregister(handle);  // as ~Domain
+  }
+  CountsOnRank0(const CountsOnRank0&) = delete;
+  CountsOnRank0& operator=(const CountsOnRank0&) = delete;
 
   // Every rank's counts on rank 0 (elsewhere: empty).
   std::vector<RankCounts> gather(hetflow::Runtime& rt, hetflow::mpi::Context& mpi, const RankCounts& mine) {
@@ -368,6 +386,7 @@ class CountsOnRank0 {
   }
 
  private:
+  hetflow::Runtime& rt_;
   std::vector<RankCounts> counts_;
   std::vector<hetflow::DataHandle> handles_;
 };
@@ -393,7 +412,7 @@ RunResult run_stencil(hetflow::Runtime& rt, hetflow::mpi::Context& mpi, const Op
   const int rank = mpi.rank(), ranks = mpi.size();
   const CostModel model(options);
   const hetflow::Codelet codelet{.name = "stencil_step", .cpu = step_block};
-  CountsOnRank0 counts(mpi);
+  CountsOnRank0 counts(rt, mpi);
   Domain domain(rt, mpi, options, equal_chunks(options.blocks, ranks));
   const RankCounts sent_before = sent_total(mpi.sent());
 

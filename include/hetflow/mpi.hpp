@@ -138,10 +138,12 @@ struct PeerStats {
 
 /// One rank's side of a distributed program over a Runtime and a Transport. Every call that
 /// registers data, submits tasks or flushes must be made by every rank, in the same order (from
-/// one thread of each rank).
+/// one thread of each rank); made from inside a task, they throw hetflow::Error.
 class HETFLOW_API Context {
  public:
   Context(Runtime& runtime, std::shared_ptr<Transport> transport);
+  /// Unregisters the data registered with it from the runtime (Runtime::unregister: after the
+  /// tasks using them), so that a next context may register the same buffers.
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
@@ -154,7 +156,9 @@ class HETFLOW_API Context {
   /// allocate_tags() hands out ranges). On the owner `ptr` is the data; elsewhere it is where a
   /// copy is received when one is needed, or nullptr to let hetflow reserve the memory, which
   /// the system then gives only once a copy lands there. Data every rank owns needs `ptr` on
-  /// every rank. Layouts must be contiguous (a vector, or a matrix with ld == nx).
+  /// every rank. Layouts must be contiguous (a vector, or a matrix with ld == nx). Memory that
+  /// data still registered with the runtime hold is refused (Runtime::register_data): a buffer
+  /// freed before the context ends is unregistered first (Runtime::unregister, every rank).
   DataHandle register_data(void* ptr, const DataLayout& layout, int owner, int tag, std::string name = {});
   /// `count` consecutive tags no other allocate_tags() call returns; the first one.
   int allocate_tags(int count);

@@ -228,7 +228,14 @@ struct Context::Impl {
   }
 
   /// After a divergence the ranks no longer agree on where the data are: nothing more goes.
-  void refuse_if_diverged(const char* caller) const {
+  /// Every call that every rank makes starts here.
+  void check_every_rank_call(const char* caller) const {
+    if (runtime.on_worker_thread()) {
+      // Made by the rank that runs the task only: the ranks' tables and messages would part.
+      throw Error(std::string("hetflow::mpi::Context::") + caller +
+                  " called from inside a task (or an acquire_then callback): every rank makes this call, from the "
+                  "thread that submits the work, and a task runs on one rank only");
+    }
     if (!diverged) return;
     throw Error(std::string("hetflow::mpi::Context::") + caller +
                 ": this context cannot be used any more (its runtime can): at an earlier wait_all, " + divergence);
@@ -1186,6 +1193,29 @@ struct Context::Impl {
   std::vector<std::uint64_t> arrivals;  // data messages from each peer, dealt with
   std::vector<std::string> departures;  // transfers with them that never happened, for wait_all to tell
   std::shared_ptr<Inbox> inbox = std::make_shared<Inbox>();
+
+  // The data registered with the context are let go with it, their latest versions in their
+  // buffers: the runtime outlives the context, and would otherwise keep handles over memory the
+  // context frees (copies it reserved, contributions received) and over the program's buffers,
+  // which the program may register again with a next context. Unregistering waits for the tasks
+  // still using them.
+  ~Impl() {
+    const auto let_go = [this](const DataHandle& handle) noexcept {
+      try {
+        runtime.unregister(handle);
+      } catch (...) {  // from a task using it, say: it goes once those tasks end
+      }
+    };
+    for (Entry* entry : in_order) {
+      let_go(entry->data.local);
+      if (!entry->reduction) continue;
+      for (const auto& [peer, channel] : entry->reduction->incoming) {
+        if (channel) let_go(channel->local);
+      }
+    }
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
 };
 
 Context::Context(Runtime& runtime, std::shared_ptr<Transport> transport)
@@ -1266,7 +1296,7 @@ int Context::size() const noexcept { return impl_->size; }
 
 DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner, int tag, std::string name) {
   Impl& impl = *impl_;
-  impl.refuse_if_diverged("register_data");
+  impl.check_every_rank_call("register_data");
   if (owner != kEveryRank) impl.check_rank(owner, "register_data: owner");
   if (layout.span_bytes() != layout.payload_bytes()) {
     throw InvalidArgument(
@@ -1305,7 +1335,7 @@ DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner
 }
 
 int Context::allocate_tags(int count) {
-  impl_->refuse_if_diverged("allocate_tags");
+  impl_->check_every_rank_call("allocate_tags");
   if (count < 1) throw InvalidArgument("hetflow::mpi::Context::allocate_tags: count must be at least 1");
   std::lock_guard lock(impl_->mutex);
   return impl_->free_tags(count);
@@ -1313,7 +1343,7 @@ int Context::allocate_tags(int count) {
 
 void Context::set_reduction(const DataHandle& handle, const Codelet& init, const Codelet& combine) {
   Impl& impl = *impl_;
-  impl.refuse_if_diverged("set_reduction");
+  impl.check_every_rank_call("set_reduction");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "set_reduction");
   if (entry.everywhere()) {
@@ -1384,7 +1414,7 @@ int Context::executor(const TaskOptions& options, Placement placement) const {
 
 std::optional<LocalTask> Context::route(const TaskOptions& options, Placement placement, std::string_view label) {
   Impl& impl = *impl_;
-  impl.refuse_if_diverged("insert");
+  impl.check_every_rank_call("insert");
   std::vector<DataAccess> data = merged_accesses(options);
   std::lock_guard lock(impl.mutex);
   // Everything is checked before the state changes: a refused task leaves every rank as it was.
@@ -1440,7 +1470,7 @@ int Context::owner(const DataHandle& handle) const {
 
 void Context::get_on(const DataHandle& handle, int rank) {
   Impl& impl = *impl_;
-  impl.refuse_if_diverged("get_on");
+  impl.check_every_rank_call("get_on");
   impl.check_rank(rank, "get_on:");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "get_on");
@@ -1451,7 +1481,7 @@ void Context::get_on(const DataHandle& handle, int rank) {
 
 void Context::broadcast(const DataHandle& handle) {
   Impl& impl = *impl_;
-  impl.refuse_if_diverged("broadcast");
+  impl.check_every_rank_call("broadcast");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "broadcast");
   impl.record_call("broadcast", &entry);
@@ -1475,7 +1505,7 @@ void Context::gather(const std::vector<DataHandle>& handles, int rank) {
 
 void Context::migrate(const DataHandle& handle, int rank) {
   Impl& impl = *impl_;
-  impl.refuse_if_diverged("migrate");
+  impl.check_every_rank_call("migrate");
   impl.check_rank(rank, "migrate:");
   std::lock_guard lock(impl.mutex);
   Entry& entry = impl.entry_of(handle, "migrate");
@@ -1495,7 +1525,7 @@ int Context::holder(const DataHandle& handle) const {
 }
 
 void Context::flush(const DataHandle& handle) {
-  impl_->refuse_if_diverged("flush");
+  impl_->check_every_rank_call("flush");
   std::lock_guard lock(impl_->mutex);
   Entry& entry = impl_->entry_of(handle, "flush");
   impl_->record_call("flush", &entry);
@@ -1505,7 +1535,7 @@ void Context::flush(const DataHandle& handle) {
 }
 
 void Context::flush_all() {
-  impl_->refuse_if_diverged("flush_all");
+  impl_->check_every_rank_call("flush_all");
   std::lock_guard lock(impl_->mutex);
   impl_->record_call("flush_all");
   impl_->finish_reductions();
@@ -1516,7 +1546,7 @@ void Context::flush_all() {
 
 void Context::wait_all() {
   Impl& impl = *impl_;
-  impl.refuse_if_diverged("wait_all");
+  impl.check_every_rank_call("wait_all");
   const std::uint64_t interruptions = impl.interruptions.load();
   const auto refuse_if_interrupted = [&impl, interruptions] {
     if (impl.interruptions.load() != interruptions) {
@@ -1585,7 +1615,7 @@ void Context::wait_all() {
 
 void Context::check_submissions() {
   Impl& impl = *impl_;
-  impl.refuse_if_diverged("check_submissions");
+  impl.check_every_rank_call("check_submissions");
   if (impl.check) impl.compare_or_give_up(impl.wait_alls_done + 1, [] {});
 }
 

@@ -1045,6 +1045,78 @@ TEST(MpiContext, AFailedContributionFailsTheReadersOfTheResult) {
   });
 }
 
+// A context left the runtime's handles registered as it ended, over the memory it had reserved
+// (a copy where the program gave no buffer, contributions received) and then freed, and over the
+// program's buffers: the next context over the runtime had the runtime refuse that memory ("takes
+// bytes that ... holds") where the system handed it out again, or where the program registered
+// its buffers again. Large buffers are mapped, and the system maps the same places again.
+TEST(MpiContext, ContextsOneAfterTheOtherOverOneRuntimeLetGoOfTheirData) {
+  constexpr std::size_t kCount = 1 << 14;  // 128 KiB
+  // Per rank, outliving its runtime.
+  std::vector<std::vector<double>> totals(2, std::vector<double>(kCount)), ones(2, std::vector<double>(kCount, 1.0));
+  spmd_over_transport(2, [&](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
+    const int me = transport->rank();
+    std::vector<double>& total = totals[static_cast<std::size_t>(me)];
+    std::vector<double>& one = ones[static_cast<std::size_t>(me)];
+    for (int round = 0; round < 4; ++round) {
+      std::fill(total.begin(), total.end(), 0.0);
+      hetflow::DataHandle htotal;
+      {
+        mpi::Context context(rt, transport);
+        // Rank 1 leaves its copy to hetflow; rank 0 receives rank 1's contributions in memory of hetflow's.
+        htotal = context.register_data(me == 0 ? total.data() : nullptr, doubles(kCount), 0, 1, "total");
+        auto hone = context.register_data(one.data(), doubles(kCount), mpi::kEveryRank, 2, "one");
+        context.set_reduction(htotal, kZero, kAccumulate);
+        for (int rank = 0; rank < 2; ++rank) {
+          context.insert(kAdd, {.data = {hetflow::Redux(htotal), hetflow::R(hone)}}, mpi::Placement{.rank = rank});
+        }
+        context.wait_all();
+        EXPECT_TRUE(htotal.registered());
+      }
+      EXPECT_FALSE(htotal.registered()) << "round " << round;
+      if (me == 0) {
+        EXPECT_EQ(total[kCount - 1], 2.0) << "round " << round;
+      }
+    }
+  });
+}
+
+// A call every rank makes, made from inside a task, is made by one rank only: the comparison of
+// the ranks' work it started ran beside the main thread's on the same tags (a wrong count then
+// threw on the transport's thread and ended the process), and the others left the ranks' tables
+// apart. It is refused, and the ranks go on in step.
+TEST(MpiContext, CallsEveryRankMakesAreRefusedInsideATask) {
+  spmd_over_transport(2, [](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
+    mpi::Context context(rt, transport);
+    std::vector<double> x(4, 1.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    std::vector<std::string> refusals;
+    rt.submit(hetflow::TaskOptions{}, [&] {
+        const auto refused = [&refusals](const std::function<void()>& call) {
+          try {
+            call();
+            refusals.emplace_back("accepted");
+          } catch (const hetflow::Error& error) {
+            refusals.emplace_back(error.what());
+          }
+        };
+        refused([&] { context.wait_all(); });
+        refused([&] { context.flush_all(); });
+        refused([&] { (void)context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0); });
+        refused([&] { (void)context.allocate_tags(1); });
+      }).get();
+    ASSERT_EQ(refusals.size(), 4u);
+    for (const std::string& refusal : refusals) {
+      EXPECT_NE(refusal.find("inside a task"), std::string::npos) << refusal;
+    }
+    (void)context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+    context.wait_all();
+    if (context.rank() == 0) {
+      EXPECT_EQ(x[0], 2.0);
+    }
+  });
+}
+
 TEST(MpiContext, ReduxNeedsAReductionAndARefusedTaskChangesNothing) {
   spmd(2, [](mpi::Context& context) {
     const int me = context.rank();
