@@ -361,6 +361,7 @@ class HandleRegistry:
             if host_writable:
                 self._engine.watch_host_writes(handle)
         else:
+            _refuse_distributed_elsewhere(self, low, high)
             handle = self._engine.register_array(address, max(nbytes, 1), f"array@{first:#x}", host_writable)
         probe = numpy.asarray(
             _Probe(
@@ -676,6 +677,28 @@ def _references_when_only_the_registry_holds() -> Tuple[int, int]:
 
 _ONLY_THE_REGISTRY = (0, 0)
 _ONLY_THE_REGISTRY = _references_when_only_the_registry_holds()
+
+
+def _refuse_distributed_elsewhere(registry: HandleRegistry, low: int, high: int) -> None:
+    """Refuses memory distributed with hetflow.mpi as task data of another runtime than the one
+    hetflow.mpi.init started (a ``hetflow.Executor``'s own): that runtime knows nothing of the
+    ranks, so each rank ran the task on its own copies (reading what was never sent to it, and
+    writing where the data do not live), unordered with the distributed tasks."""
+    mpi = sys.modules.get("hetflow.mpi")
+    state = getattr(mpi, "_state", None)
+    if state is None or high <= low:
+        return
+    served = state.runtime._handles
+    if served is None or served is registry:
+        return
+    with served._lock:
+        distributed = any(root.distributed for root in served._roots_meeting(low, high))
+    if distributed:
+        raise ValueError(
+            "hetflow: this array is distributed with hetflow.mpi; only the runtime hetflow.mpi.init() serves it "
+            "(hetflow.task_submit, hetflow.insert, delayed functions), not another one such as a hetflow.Executor's "
+            "own, which would run the task on every rank, each on its own copy"
+        )
 
 
 def _views_of(root: _Root) -> List[View]:

@@ -282,6 +282,22 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _every_rank_call(what: str) -> _State:
+    """The state, for a call every rank makes (registering, moving, flushing, comparing or
+    waiting for data): refused inside a task, which runs on one rank only. Made there, it put
+    that rank's table of where the data are apart from the others' (a gather waited for data
+    nobody sends), and, with HETFLOW_MPI_CHECK, its comparison of the ranks' work crossed the
+    one the program's own wait_all made at the same time (the ranks' messages mixed up: the
+    process aborted in the transport's thread)."""
+    state = _current()
+    if state.runtime.inside_task():
+        raise RuntimeError(
+            f"hetflow.mpi.{what}() cannot be called inside a task: the task runs on one rank only, and every "
+            "rank's program makes this call, in the same order; make it outside the tasks"
+        )
+    return state
+
+
 def _from_parent(variable: str) -> Optional[int]:
     """In a worker process of a rank's runtime: what the rank told it."""
     text = os.environ.get(variable)
@@ -324,7 +340,7 @@ def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optiona
     """
     import numpy
 
-    state = _current()
+    state = _every_rank_call("register")
     if not isinstance(array, numpy.ndarray):
         raise TypeError(f"hetflow.mpi.register: takes a numpy array, not {type(array).__name__}")
     if not (array.flags.c_contiguous or array.flags.f_contiguous):
@@ -350,7 +366,7 @@ def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optiona
 
         def register_handle(address: int, nbytes: int) -> Any:
             dims = _dims_contiguous_first(array)
-            capsules.append(state.context.register_array(address, nbytes, array.itemsize, dims, owner, chosen, label))
+            capsules.append(state.context.register_array(address, array.itemsize, dims, owner, chosen, label))
             return state.runtime._engine.adopt_distributed(capsules[0])
 
         state.runtime.handles.adopt(array, register_handle)
@@ -451,13 +467,13 @@ def holder(array: Any) -> int:
 def get_on(array: Any, rank: int) -> None:
     """Sends the latest version of ``array`` to ``rank`` unless it has it; there, tasks and
     ``hetflow.acquire`` see it from now on. Every rank calls it."""
-    _current().context.get_on(_capsule(array, "get_on"), _checked_rank(rank, "get_on"))
+    _every_rank_call("get_on").context.get_on(_capsule(array, "get_on"), _checked_rank(rank, "get_on"))
 
 
 def migrate(array: Any, rank: int) -> None:
     """Makes ``rank`` the owner of ``array`` (its latest version sent there): the tasks that
     write it run there from now on. Every rank calls it."""
-    _current().context.migrate(_capsule(array, "migrate"), _checked_rank(rank, "migrate"))
+    _every_rank_call("migrate").context.migrate(_capsule(array, "migrate"), _checked_rank(rank, "migrate"))
 
 
 def gather(arrays: Any, root: Optional[int] = 0) -> None:
@@ -472,7 +488,7 @@ def gather(arrays: Any, root: Optional[int] = 0) -> None:
     >>> hetflow.mpi.gather(tiles, root=0)
     >>> if hetflow.mpi.rank() == 0: print(np.block(...))
     """
-    state = _current()
+    state = _every_rank_call("gather" if root is not None else "broadcast")
     group = _as_list(arrays)
     capsules = [_capsule(array, "gather") for array in group]
     if root is None:
@@ -529,7 +545,7 @@ def set_reduction(array: Any, combine: Any, neutral: Any = None) -> None:
 
     import numpy
 
-    state = _current()
+    state = _every_rank_call("set_reduction")
     capsule = _capsule(array, "set_reduction")
     if isinstance(combine, numpy.ufunc):
         if neutral is None:
@@ -558,7 +574,14 @@ def set_reduction(array: Any, combine: Any, neutral: Any = None) -> None:
         at(address)[...] = neutral
 
     def combine_at(into: int, contribution: int) -> None:
-        combine_arrays(at(into), at(contribution))
+        target = at(into)
+        returned = combine_arrays(target, at(contribution))
+        if isinstance(returned, numpy.ndarray) and returned is not target and not numpy.shares_memory(returned, target):
+            # `lambda into, c: into + c`: the sum was dropped, and the contributions with it.
+            raise TypeError(
+                f"hetflow.mpi.set_reduction: {getattr(combine, '__qualname__', 'combine')} returned a new array "
+                "instead of updating `into` in place (into += contribution, or numpy.add(into, contribution, out=into))"
+            )
 
     name = getattr(combine, "__name__", "reduction")
     state.context.set_reduction(capsule, init, combine_at, name)
@@ -567,7 +590,7 @@ def set_reduction(array: Any, combine: Any, neutral: Any = None) -> None:
 def flush(arrays: Any = None) -> None:
     """Drops the copies received for reading (of ``arrays``, or of every array): the next reader
     elsewhere receives the data again. Every rank calls it."""
-    state = _current()
+    state = _every_rank_call("flush")
     if arrays is None:
         state.context.flush_all()
         return
@@ -587,7 +610,7 @@ def wait_all() -> None:
     from hetflow._data import interruptible
     from hetflow._errors import HetflowError
 
-    state = _current()
+    state = _every_rank_call("wait_all")
     # Waited for on a thread of its own, so that Ctrl-C reaches this one meanwhile (and, with
     # abort_on_error, ends every rank rather than leaving them in the barrier).
     try:

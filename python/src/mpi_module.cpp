@@ -137,14 +137,16 @@ class RankContext {
     return nb::steal(capsule);
   }
 
-  /// Registers `nbytes` bytes at `address`, elements of `itemsize` bytes in dimensions `dims`
+  /// Registers the array at `address`, elements of `itemsize` bytes in dimensions `dims`
   /// (the contiguous one first, at most DataLayout::kMaxDims; empty for an empty array): the
   /// submission check compares the layouts, so arrays of another dtype, shape or memory order on
   /// other ranks are told. The handle as a capsule.
-  nb::object register_array(std::uintptr_t address, std::size_t nbytes, std::size_t itemsize,
-                            const std::vector<std::size_t>& dims, int owner, int tag, const std::string& name) {
-    DataLayout layout = DataLayout::vector(std::max<std::size_t>(nbytes, 1), 1);
-    if (nbytes > 0 && !dims.empty()) {
+  nb::object register_array(std::uintptr_t address, std::size_t itemsize, const std::vector<std::size_t>& dims,
+                            int owner, int tag, const std::string& name) {
+    // An empty array takes no byte (the registry counts one for its own sake): a byte would be
+    // received past its end, over another array's.
+    DataLayout layout = DataLayout::vector(0, 1);
+    if (!dims.empty()) {
       std::vector<std::size_t> strides(dims.size(), 1);
       for (std::size_t d = 1; d < dims.size(); ++d) strides[d] = strides[d - 1] * dims[d - 1];
       layout = DataLayout::block(dims.size(), dims.data(), strides.data(), itemsize);
@@ -279,8 +281,8 @@ NB_MODULE(_hetflow_mpi, m) {
       .def("rank", &RankContext::rank)
       .def("size", &RankContext::size)
       .def("router", &RankContext::router)
-      .def("register_array", &RankContext::register_array, "address"_a, "nbytes"_a, "itemsize"_a, "dims"_a, "owner"_a,
-           "tag"_a, "name"_a)
+      .def("register_array", &RankContext::register_array, "address"_a, "itemsize"_a, "dims"_a, "owner"_a, "tag"_a,
+           "name"_a)
       .def("allocate_tags", &RankContext::allocate_tags, "count"_a)
       .def("owner", &RankContext::owner, "handle"_a)
       .def("holder", &RankContext::holder, "handle"_a)

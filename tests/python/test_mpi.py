@@ -508,6 +508,92 @@ def test_a_call_only_one_rank_makes_is_told_on_every_rank_with_hetflow_mpi_check
 
 
 @pytest.mark.parametrize(
+    "call",
+    ["hm.gather(b, root=0)", "hm.wait_all()", "hm.flush(b)", "hm.register(np.zeros(2), owner=0)"],
+    ids=["gather", "wait_all", "flush", "register"],
+)
+def test_a_call_every_rank_makes_is_refused_inside_a_task(call):
+    # Made inside a task, which runs on one rank only: that rank's table of where the data are
+    # (or its tags) parted from the others' (a gather waited for data nobody sends), and with
+    # HETFLOW_MPI_CHECK its comparison of the ranks' work crossed the one of the program's own
+    # wait_all: the rank aborted (std::length_error in the transport's thread) or hung.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "a = hm.register(np.ones(4), owner=0, name='a')\n"
+        "b = hm.register(np.zeros(4), owner=1, name='b')\n"
+        "def inside(x):\n"
+        f"    {call}\n"
+        "task = hetflow.task_submit.options(executor='thread')(inside, hetflow.RW(a))\n"
+        "hm.wait_all()\n"
+        "if hm.rank() == 0:\n"
+        "    try:\n"
+        "        task.result()\n"
+        "    except RuntimeError as error:\n"
+        "        print(f'task: {error}', flush=True)\n"
+        "print(f'rank {hm.rank()} done', flush=True)\n"
+    )
+    returncode, output = _run_program(program, HETFLOW_MPI_CHECK="1")
+    assert "task: hetflow.mpi." in output and "cannot be called inside a task" in output, output
+    assert "rank 0 done" in output and "rank 1 done" in output, output
+    assert returncode == 0 and "time limit" not in output and not _crashed_ranks(output), output
+
+
+def test_a_reduction_whose_combine_returns_a_new_array_fails_instead_of_dropping_contributions():
+    # `lambda into, c: into + c` computed each sum and dropped it: rank 0's total silently left
+    # out the contributions of the other ranks ([1.0, 1.0, 1.0] instead of [2.0, 2.0, 2.0]).
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "t = hm.register(np.zeros(3), owner=0, name='t')\n"
+        "hm.set_reduction(t, lambda into, c: into + c, neutral=0.0)\n"
+        "for r in range(hm.size()):\n"
+        "    hm.task_submit(lambda x: x.__iadd__(1.0), hetflow.REDUX(t), on=r, executor='thread')\n"
+        "try:\n"
+        "    hm.gather(t, root=0)\n"
+        "    if hm.rank() == 0:\n"
+        "        print(f't = {t.tolist()}', flush=True)\n"
+        "except hetflow.DependencyError as error:\n"
+        "    print(f'gather: {error}', flush=True)\n"
+        "hm.wait_all()\n"
+    )
+    returncode, output = _run_program(program)
+    assert "t = " not in output, output
+    assert "gather: " in output and "returned a new array instead of updating `into` in place" in output, output
+    assert returncode == 0, output
+
+
+def test_an_executor_of_its_own_refuses_distributed_arrays_and_takes_plain_ones():
+    # A hetflow.Executor starts a runtime that knows nothing of the ranks: each rank ran the task
+    # on its own copies, rank 0 reading its x that was never sent ([-5.0] * 3) and writing y
+    # there, so the owner-computes y ([1.0] * 3) was silently lost.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "x = hm.register(np.full(3, 1.0) if hm.rank() == 1 else np.full(3, -5.0), owner=1, name='x')\n"
+        "y = hm.register(np.zeros(3), owner=0, name='y')\n"
+        "def add(out, a):\n"
+        "    out += a\n"
+        "with hetflow.Executor(2, executor='thread') as ex:\n"
+        "    try:\n"
+        "        ex.submit(add, hetflow.RW(y), x).result()\n"
+        "    except ValueError as error:\n"
+        "        print(f'rank {hm.rank()}: {error}', flush=True)\n"
+        "    plain = np.zeros(3)\n"
+        "    ex.submit(add, hetflow.RW(plain), np.ones(3)).result()\n"
+        "hm.wait_all()\n"
+        "hm.gather(y, root=0)\n"
+        "print(f'rank {hm.rank()}: plain = {plain.tolist()}, y = {y.tolist()}', flush=True)\n"
+        "hm.wait_all()\n"
+    )
+    returncode, output = _run_program(program)
+    for rank in range(2):
+        assert f"rank {rank}: hetflow: this array is distributed with hetflow.mpi" in output, output
+    assert "rank 0: plain = [1.0, 1.0, 1.0], y = [0.0, 0.0, 0.0]" in output, output
+    assert returncode == 0, output
+
+
+@pytest.mark.parametrize(
     "elsewhere",
     [
         "np.zeros(24, np.float32)",

@@ -67,6 +67,15 @@ thread(lambda t: None, hetflow.W(tail))
 hm.gather(tail, root=0)
 hm.wait_all()
 assert plain.tolist() == [10 * me + 1] * 4, (me, plain)
+# An empty piece right before a registered one: a byte of the empty one was received over the
+# first byte of the next.
+row = np.full(8, 10 * me + 2, np.uint8)
+hm.register(row[4:], owner=0, name="after the empty piece")
+empty = hm.register(row[4:4], owner=ranks - 1, name="empty piece")
+thread(lambda t: None, hetflow.W(empty))
+hm.gather(empty, root=0)
+hm.wait_all()
+assert row.tolist() == [10 * me + 2] * 8, (me, row)
 
 # A placement may be any integer, numpy's included; anything else is refused clearly.
 loads = np.array([5.0, 1.0] + [9.0] * (ranks - 2))
