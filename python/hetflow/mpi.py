@@ -554,8 +554,8 @@ def set_reduction(array: Any, combine: Any, neutral: Any = None) -> None:
             neutral = combine.identity
         ufunc = combine
 
-        def combine_arrays(into: Any, contribution: Any) -> None:
-            ufunc(into, contribution, out=into)
+        def combine_arrays(into: Any, contribution: Any) -> Any:
+            return ufunc(into, contribution, out=into)
 
     elif callable(combine):
         if neutral is None:
