@@ -82,7 +82,7 @@ class HETFLOW_API Acquisition {
   /// False once released, through this object or through Runtime::release.
   [[nodiscard]] bool active() const noexcept { return token_ != nullptr && !detail::is_finished(token_); }
   /// When the task that last wrote the data failed (or was cancelled), its error: the data are
-  /// what it left. nullptr otherwise.
+  /// what it left. nullptr otherwise, and always for a W acquisition (it overwrites the data).
   [[nodiscard]] const std::exception_ptr& failure() const noexcept { return failure_; }
   void release();
   /// Releases, marking the data as not produced (for a write whose source failed elsewhere):
