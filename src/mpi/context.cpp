@@ -227,8 +227,8 @@ struct Context::Impl {
     }
   }
 
-  /// After a divergence the ranks no longer agree on where the data are: nothing more goes.
-  /// Every call that every rank makes starts here.
+  /// Every call that every rank makes starts here: refused inside a task, and after a divergence
+  /// (the ranks no longer agree on where the data are: nothing more goes).
   void check_every_rank_call(const char* caller) const {
     if (runtime.on_worker_thread()) {
       // Made by the rank that runs the task only: the ranks' tables and messages would part.
