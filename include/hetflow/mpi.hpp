@@ -232,7 +232,8 @@ class HETFLOW_API Context {
   /// call wait_all. A rank whose context ended (without this call, or after fewer of them) is
   /// not waited for: once the local work is done, this throws hetflow::Error naming it and the
   /// transfers with it that never happened. With HETFLOW_MPI_CHECK the ranks still there compare
-  /// their work all the same (unless rank 0's context ended).
+  /// their work all the same (unless rank 0's context ended). Called by a second thread of the
+  /// rank while one is in it (and not interrupted), it throws hetflow::Error.
   void wait_all();
   /// With HETFLOW_MPI_CHECK=1, what wait_all does first, now, without waiting for the work: the
   /// ranks compare what they submitted since the last comparison and, if it differs, every rank

@@ -241,6 +241,27 @@ struct Context::Impl {
                 ": this context cannot be used any more (its runtime can): at an earlier wait_all, " + divergence);
   }
 
+  // Two threads of one rank in wait_all at once would cross their comparisons and barriers with
+  // the other ranks' (a count read as a hash): the second is refused, unless the first was
+  // interrupted (interrupt_wait_all: it leaves within a slice, and the retry waits for it).
+  class OneThreadComparing {
+   public:
+    OneThreadComparing(Impl& impl, const char* caller) : lock_(impl.comparing, std::try_to_lock) {
+      if (!lock_.owns_lock()) {
+        if (impl.interruptions.load() == impl.interruptions_when_comparing.load()) {
+          throw Error(std::string("hetflow::mpi::Context::") + caller +
+                      ": another thread of this rank is in wait_all or check_submissions; every rank makes these "
+                      "calls from one thread, one at a time");
+        }
+        lock_.lock();
+      }
+      impl.interruptions_when_comparing.store(impl.interruptions.load());
+    }
+
+   private:
+    std::unique_lock<std::mutex> lock_;
+  };
+
   void check_rank(int candidate, const std::string& what) const {
     if (candidate < 0 || candidate >= size) {
       throw InvalidArgument("hetflow::mpi::Context::" + what + " " + std::to_string(candidate) +
@@ -1185,7 +1206,9 @@ struct Context::Impl {
   // kLeftOut or kLeftOutWaiting.
   std::vector<std::int64_t> compared_parts;
   bool process_ending = false;
-  std::atomic<std::uint64_t> interruptions{0};     // interrupt_wait_all calls
+  std::atomic<std::uint64_t> interruptions{0};  // interrupt_wait_all calls
+  std::mutex comparing;                         // held by the thread in wait_all or check_submissions
+  std::atomic<std::uint64_t> interruptions_when_comparing{0};
   std::shared_ptr<Meeting> barrier;                // wait_all's, until it is met
   std::chrono::duration<double> exit_patience{0};  // set with process_ending
   // The ranks whose context ended (guarded by transfer_mutex, as are the two below).
@@ -1547,6 +1570,7 @@ void Context::flush_all() {
 void Context::wait_all() {
   Impl& impl = *impl_;
   impl.check_every_rank_call("wait_all");
+  const Impl::OneThreadComparing one_thread(impl, "wait_all");
   const std::uint64_t interruptions = impl.interruptions.load();
   const auto refuse_if_interrupted = [&impl, interruptions] {
     if (impl.interruptions.load() != interruptions) {
@@ -1616,6 +1640,7 @@ void Context::wait_all() {
 void Context::check_submissions() {
   Impl& impl = *impl_;
   impl.check_every_rank_call("check_submissions");
+  const Impl::OneThreadComparing one_thread(impl, "check_submissions");
   if (impl.check) impl.compare_or_give_up(impl.wait_alls_done + 1, [] {});
 }
 

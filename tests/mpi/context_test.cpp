@@ -609,6 +609,70 @@ TEST(MpiContext, AnInterruptedWaitAllThrowsAndTheNextOneEndsWithTheOthers) {
   });
 }
 
+// wait_all from two threads of one rank at once would cross their comparisons with the other
+// ranks': the second is refused and the first goes on; a retry just after an interruption waits
+// for the interrupted call to leave instead.
+TEST(MpiContext, ASecondThreadInWaitAllIsRefusedUnlessTheFirstWasInterrupted) {
+  spmd_over_transport(2, [](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
+    mpi::Context context(rt, transport);
+    std::vector<double> x(4, 1.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 1, "x");
+    context.insert(kScale, {.data = {hetflow::RW(hx)}}, 2.0);
+    if (context.rank() == 1) {
+      context.wait_all();
+      context.wait_all();
+      return;
+    }
+    std::atomic<bool> release{false};
+    auto held = rt.submit(hetflow::TaskOptions{}, [&release] {
+      while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    });
+    std::array<std::string, 2> refusals;
+    const auto wait_all_from = [&](std::size_t which) {
+      try {
+        context.wait_all();
+      } catch (const hetflow::Error& error) {
+        refusals.at(which) = error.what();
+        release.store(true);  // the other one is in wait_all: let it end
+      }
+    };
+    std::thread first(wait_all_from, 0);
+    std::thread second(wait_all_from, 1);
+    first.join();
+    second.join();
+    held.get();
+    const bool first_refused = !refusals[0].empty();
+    EXPECT_NE(first_refused, !refusals[1].empty()) << refusals[0] << " / " << refusals[1];
+    EXPECT_TRUE(contains(refusals[first_refused ? 0 : 1], "another thread of this rank is in wait_all"))
+        << refusals[0] << " / " << refusals[1];
+    EXPECT_EQ(x[0], 2.0);
+
+    release.store(false);
+    auto held_again = rt.submit(hetflow::TaskOptions{}, [&release] {
+      while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    });
+    std::string interrupted;
+    std::thread waiting([&] {
+      try {
+        context.wait_all();
+      } catch (const hetflow::Error& error) {
+        interrupted = error.what();
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // in wait_all by now
+    context.interrupt_wait_all();
+    std::thread releasing([&release] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      release.store(true);
+    });
+    context.wait_all();  // while the interrupted one may still be leaving
+    waiting.join();
+    releasing.join();
+    held_again.get();
+    EXPECT_TRUE(contains(interrupted, "wait_all: interrupted")) << interrupted;
+  });
+}
+
 // A rank whose context ends without wait_all (it returned early) is told of, instead of waited
 // for: the data it never sent fail their readers, and wait_all throws naming it.
 TEST(MpiContext, ARankWhoseContextEndsEarlyIsToldOfInsteadOfWaitedFor) {
