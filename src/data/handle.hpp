@@ -42,6 +42,8 @@ class HandleImpl {
   const DataLayout layout;
   const std::string name;
   std::atomic<bool> registered{true};
+  // Whether its bytes were recorded in the engine's RegisteredMemory (set before it is shared).
+  bool memory_recorded = false;
   // Submissions that found it registered and are putting their task in the graph: unregister
   // waits for them, so that its token comes after their tasks (see SubmissionOn).
   std::atomic<unsigned> submitting{0};

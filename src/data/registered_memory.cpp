@@ -75,7 +75,7 @@ void erase_runs(RunMap& recorded_runs, std::uintptr_t base, const Runs& runs, co
 
 }  // namespace
 
-void RegisteredMemory::add(const HandleImpl& handle, const std::string& where) {
+void RegisteredMemory::add(HandleImpl& handle, const std::string& where) {
   const Runs runs = runs_of(handle.layout);
   if (!recorded(runs)) return;
   const auto base = reinterpret_cast<std::uintptr_t>(handle.host_ptr());
@@ -107,11 +107,12 @@ void RegisteredMemory::add(const HandleImpl& handle, const std::string& where) {
     erase_runs(runs_, base, runs, handle);
     throw;
   }
+  handle.memory_recorded = true;
 }
 
 void RegisteredMemory::remove(const HandleImpl& handle) noexcept {
+  if (!handle.memory_recorded) return;
   const Runs runs = runs_of(handle.layout);
-  if (!recorded(runs)) return;
   std::lock_guard guard(mutex_);
   erase_runs(runs_, reinterpret_cast<std::uintptr_t>(handle.host_ptr()), runs, handle);
 }

@@ -20,9 +20,10 @@ class RegisteredMemory {
   /// neither checked nor recorded: the cost of the check grows with the runs.
   static constexpr std::size_t kMaxRuns = std::size_t{1} << 16;
 
-  /// Records the bytes of `handle`'s host buffer. Throws InvalidArgument, naming `where` and both
-  /// data, when some of them belong to data recorded already, recording nothing then.
-  void add(const HandleImpl& handle, const std::string& where);
+  /// Records the bytes of `handle`'s host buffer (and sets its memory_recorded). Throws
+  /// InvalidArgument, naming `where` and both data, when some of them belong to data recorded
+  /// already, recording nothing then.
+  void add(HandleImpl& handle, const std::string& where);
   /// Forgets the bytes recorded for `handle`, if any (idempotent).
   void remove(const HandleImpl& handle) noexcept;
 
