@@ -12,8 +12,10 @@ import numbers
 import operator
 import os
 import pickle
+import sys
 import threading
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+import time
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 
 from hetflow import _protocol as P
 from hetflow._serialize import loaded_numpy
@@ -102,6 +104,11 @@ def launch_cores() -> Tuple[int, ...]:
 # own answer. Sends go on meanwhile (a thread's recv may wait for what another thread sends).
 _write_lock = threading.Lock()
 _answer_lock = threading.Lock()
+# Threads of this kernel in recv or barrier, and the threads that were there before it began.
+_messaging: Set[int] = set()
+_kernel_thread: Optional[int] = None
+_before_kernel: FrozenSet[int] = frozenset()
+_POLL_SECONDS = (0.0002, 0.02)  # the first and the longest pause between polls
 
 
 def _request(kind: int, parts: Sequence[bytes], answer: bool) -> Any:
@@ -123,7 +130,64 @@ def _request(kind: int, parts: Sequence[bytes], answer: bool) -> Any:
     reply, reply_parts = message
     if reply == P.FAILED:
         raise PeerFailed(bytes(reply_parts[0]).decode("utf-8", "replace"))
-    return reply_parts
+    return reply, reply_parts
+
+
+def _waits_for_its_own_threads(frame: Any) -> bool:
+    """Whether a thread whose innermost Python frame is ``frame`` waits, with no timeout, for
+    another thread of its process (``Thread.join``, an ``Event``, a ``Condition``, a ``Queue``)."""
+    if frame is None or frame.f_code.co_filename != threading.__file__:
+        return False
+    if frame.f_code.co_name not in ("wait", "_wait_for_tstate_lock"):
+        return False
+    timeout = frame.f_locals.get("timeout")
+    return timeout is None or (isinstance(timeout, (int, float)) and timeout < 0)
+
+
+def _other_threads() -> str:
+    """What the kernel's other threads (its own thread included, when this is another) do:
+    "none" (there are none), "waiting" (each waits, with no timeout, for another of them, so
+    that none of them can send until this one's request is answered) or "active"."""
+    me = threading.get_ident()
+    others = [
+        thread.ident
+        for thread in threading.enumerate()
+        if thread.ident not in (me, None) and (thread.ident == _kernel_thread or thread.ident not in _before_kernel)
+    ]
+    if not others:
+        return "none"
+    frames = sys._current_frames()
+    if all(ident not in _messaging and _waits_for_its_own_threads(frames.get(ident)) for ident in others):
+        return "waiting"
+    return "active"
+
+
+def _wait_for_host(kind: int, parts: Sequence[bytes]) -> List[Any]:
+    """A recv's or a barrier's answer. A request that waits at the host holds the pipe, and its
+    core counts as waiting there (kernels that all wait for each other are told): so it waits
+    only where no other thread of the kernel may still send, recv or reach a barrier meanwhile
+    (seen so twice, a pause apart, for a thread just woken that has not left its wait yet).
+    Otherwise it polls: the host answers at once, and does not count this core as waiting."""
+    me = threading.get_ident()
+    _messaging.add(me)
+    try:
+        pause = _POLL_SECONDS[0]
+        polled: List[bytes] = []  # after a barrier reached polling: its generation
+        before = ""
+        while True:
+            others = _other_threads()
+            wait = others == "none" or others == before == "waiting"
+            before = others
+            how = [b"wait" if wait else b"poll", *polled] if polled or not wait else []
+            reply, reply_parts = _request(kind, [*parts, *how], answer=True)
+            if reply != P.NOT_YET:
+                return reply_parts
+            if kind == P.BARRIER:
+                polled = [bytes(reply_parts[0])]
+            time.sleep(pause)
+            pause = min(pause * 2, _POLL_SECONDS[1])
+    finally:
+        _messaging.discard(me)
 
 
 def _check_peer(core: Any, what: str) -> int:
@@ -148,13 +212,13 @@ def send(value: Any, core: int) -> None:
 def recv(core: int) -> Any:
     """The next value kernel ``core`` of this launch sent to this one (waits for it)."""
     core = _check_peer(core, "recv")
-    parts = _request(P.RECEIVE, [str(core).encode()], answer=True)
+    parts = _wait_for_host(P.RECEIVE, [str(core).encode()])
     return pickle.loads(parts[0])
 
 
 def barrier() -> None:
     """Waits until every kernel of this launch has reached the barrier."""
-    _request(P.BARRIER, [], answer=True)
+    _wait_for_host(P.BARRIER, [])
 
 
 def bcast(value: Any, root: int) -> Any:
@@ -204,7 +268,9 @@ def allreduce(value: Any, op: Union[str, Callable[[Any, Any], Any]] = "sum") -> 
 # -- entry points the host submits to cores --------------------------------------------------------
 def run_kernel(launch: int, cores: Tuple[int, ...], func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """Runs one kernel of a launch, with the core's device data visible as globals."""
-    global _launch
+    global _launch, _kernel_thread, _before_kernel
+    _kernel_thread = threading.get_ident()
+    _before_kernel = frozenset(thread.ident for thread in threading.enumerate() if thread.ident is not None)
     _launch = (launch, tuple(cores))
     namespaces = _namespaces(func)
     given = dict(device_data)

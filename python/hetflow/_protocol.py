@@ -16,7 +16,8 @@ parts ``[task_id, exception pickle or b"", "module.QualName", str(exc), tracebac
 that the child still refers to after the task, which the host then copies no other array into.
 A kernel of an offload launch may also send
 ``SEND`` (4), ``RECEIVE`` (5) and ``BARRIER`` (8) while it runs, answered with ``VALUE`` (6) or
-``FAILED`` (7).
+``FAILED`` (7), or, for a request polled (its last parts ``poll``, or ``poll`` or ``wait`` and the
+generation of a barrier reached polling), ``NOT_YET`` (9) with that generation.
 
 >>> r, w = os.pipe()
 >>> write_message(w, RUN, [u64(7), b"mod.f#1", b"", b"..."])
@@ -59,6 +60,7 @@ RECEIVE = 5
 VALUE = 6
 FAILED = 7
 BARRIER = 8
+NOT_YET = 9  # a polled RECEIVE or BARRIER that would wait (a barrier's generation in its part)
 MESSAGE_KINDS = {
     "RUN": RUN,
     "SHUTDOWN": SHUTDOWN,
@@ -70,6 +72,7 @@ MESSAGE_KINDS = {
     "VALUE": VALUE,
     "FAILED": FAILED,
     "BARRIER": BARRIER,
+    "NOT_YET": NOT_YET,
 }
 
 # Index of each part of a RUN message; deps start at RUN_DEPS. RUN_ARRAYS is the array table:

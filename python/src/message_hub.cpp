@@ -40,10 +40,11 @@ bool MessageHub::wait_may_end(Launch& state, std::uint32_t core, Launch::Wait wa
 }
 
 std::optional<std::string> MessageHub::receive(std::uint64_t launch, std::uint32_t to, std::uint32_t from,
-                                               std::string& failure) {
+                                               std::string& failure, bool poll) {
   std::unique_lock guard(mutex_);
   Launch& state = launch_of(launch);
   auto& box = state.boxes[{to, from}];
+  if (box.empty() && !state.failure && state.ended.count(from) == 0 && poll) return std::nullopt;
   if (box.empty() && from == to && !state.failure) {
     failure = "recv(" + std::to_string(from) + ") on core " + std::to_string(to) +
               " waits for a message from its own core that was not sent first: it would wait for ever";
@@ -68,31 +69,52 @@ std::optional<std::string> MessageHub::receive(std::uint64_t launch, std::uint32
   return std::nullopt;
 }
 
-bool MessageHub::barrier(std::uint64_t launch, std::uint32_t core, std::string& failure) {
+namespace {
+
+std::string ended_before_barrier(const std::set<std::uint32_t>& ended) {
+  return "core " + std::to_string(*ended.begin()) + "'s kernel ended without reaching the barrier";
+}
+
+}  // namespace
+
+std::optional<bool> MessageHub::barrier(std::uint64_t launch, std::uint32_t core, std::string& failure, bool poll,
+                                        std::uint64_t* generation) {
   std::unique_lock guard(mutex_);
   Launch& state = launch_of(launch);
-  const std::uint64_t generation = state.generation;
   // A kernel that has ended never reaches this barrier: it cannot complete.
-  auto ended_first = [&] {
-    return "core " + std::to_string(*state.ended.begin()) + "'s kernel ended without reaching the barrier";
-  };
   if (state.failure || !state.ended.empty()) {
-    failure = state.failure ? *state.failure : ended_first();
+    failure = state.failure ? *state.failure : ended_before_barrier(state.ended);
     return false;
   }
+  const std::uint64_t reached = state.generation;
   if (++state.arrived == state.size) {
     state.arrived = 0;
     ++state.generation;
     changed_.notify_all();
     return true;
   }
-  if (wait_may_end(state, core, {.from = std::nullopt, .generation = generation})) {
-    changed_.wait(guard,
-                  [&] { return state.generation != generation || state.failure.has_value() || !state.ended.empty(); });
+  if (generation != nullptr) *generation = reached;
+  return awaited_barrier(state, guard, core, reached, failure, poll);
+}
+
+std::optional<bool> MessageHub::await_barrier(std::uint64_t launch, std::uint32_t core, std::uint64_t generation,
+                                              std::string& failure, bool poll) {
+  std::unique_lock guard(mutex_);
+  return awaited_barrier(launch_of(launch), guard, core, generation, failure, poll);
+}
+
+std::optional<bool> MessageHub::awaited_barrier(Launch& state, std::unique_lock<std::mutex>& guard, std::uint32_t core,
+                                                std::uint64_t generation, std::string& failure, bool poll) {
+  const auto decided = [&] {
+    return state.generation != generation || state.failure.has_value() || !state.ended.empty();
+  };
+  if (!decided()) {
+    if (poll) return std::nullopt;
+    if (wait_may_end(state, core, {.from = std::nullopt, .generation = generation})) changed_.wait(guard, decided);
+    state.waiting.erase(core);
   }
-  state.waiting.erase(core);
   if (state.generation != generation) return true;
-  failure = state.failure ? *state.failure : ended_first();
+  failure = state.failure ? *state.failure : ended_before_barrier(state.ended);
   return false;
 }
 

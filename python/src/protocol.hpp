@@ -23,6 +23,8 @@ inline constexpr std::uint32_t kReceive = 5;
 inline constexpr std::uint32_t kValue = 6;
 inline constexpr std::uint32_t kFailed = 7;
 inline constexpr std::uint32_t kBarrier = 8;
+// A polled receive or barrier that would wait (a barrier's generation in its part).
+inline constexpr std::uint32_t kNotYet = 9;
 
 // The process driver tells replies from requests by kind.
 static_assert(kResult < kProcessFirstRequest && kError < kProcessFirstRequest && kReady < kProcessFirstRequest);
@@ -37,7 +39,7 @@ struct Kind {
 inline constexpr std::array kKinds{
     Kind{"RUN", kRun},       Kind{"SHUTDOWN", kShutdown}, Kind{"RESULT", kResult},   Kind{"ERROR", kError},
     Kind{"READY", kReady},   Kind{"SEND", kSend},         Kind{"RECEIVE", kReceive}, Kind{"VALUE", kValue},
-    Kind{"FAILED", kFailed}, Kind{"BARRIER", kBarrier},
+    Kind{"FAILED", kFailed}, Kind{"BARRIER", kBarrier},   Kind{"NOT_YET", kNotYet},
 };
 
 }  // namespace hetflow::python::message

@@ -225,6 +225,69 @@ def test_kernels_that_can_only_wait_for_each_other_fail_instead_of_hanging(mode,
     assert offload(target=[0, 1])(lambda: hetflow.coreid())() == [0, 1]  # the cores are free again
 
 
+def message_from_a_second_thread(mode):
+    import threading
+    import time
+
+    me = hetflow.coreid()
+    if me == 1:
+        if mode == "own core":
+            return None
+        value = hetflow.recv(0)
+        if mode == "barrier":
+            hetflow.barrier()
+            return value
+        hetflow.send(value + 1, 0)
+        return value
+
+    def later():
+        time.sleep(0.3)  # the kernel's own thread waits meanwhile
+        hetflow.send(10, 0 if mode == "own core" else 1)
+
+    sender = threading.Thread(target=later)
+    sender.start()
+    try:
+        if mode == "barrier":
+            hetflow.barrier()
+            return "passed"
+        return hetflow.recv(0 if mode == "own core" else 1)
+    finally:
+        sender.join()
+
+
+@pytest.mark.parametrize("mode, expected", [("recv", [11, 10]), ("own core", [10, None]), ("barrier", ["passed", 10])])
+def test_a_kernel_waiting_while_another_of_its_threads_will_send_is_not_a_deadlock(mode, expected):
+    # Core 0 waited (recv or barrier) and core 1 waited for what core 0's second thread was about
+    # to send: both cores counted as waiting, and the launch failed as if they waited for each
+    # other (and a recv from its own core failed at once).
+    assert offload(target=[0, 1])(message_from_a_second_thread)(mode) == expected
+
+
+def wait_for_each_other_from_a_second_thread():
+    import threading
+
+    me = hetflow.coreid()
+    if me == 1:
+        return hetflow.recv(0)
+    failures = []
+
+    def receive():
+        try:
+            hetflow.recv(1)
+        except hetflow.PeerFailed as failure:
+            failures.append(failure)
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    receiver.join()  # the kernel's own thread waits for the one in recv: neither can send
+    raise failures[0]
+
+
+def test_kernels_whose_threads_all_wait_for_each_other_still_fail_instead_of_hanging():
+    with pytest.raises(hetflow.PeerFailed, match="every kernel still running waits"):
+        offload(target=[0, 1])(wait_for_each_other_from_a_second_thread)()
+
+
 def end_this_process():
     os.kill(os.getpid(), 9)
 
