@@ -138,7 +138,7 @@ def _waits_for_its_own_threads(frame: Any) -> bool:
     another thread of its process (``Thread.join``, an ``Event``, a ``Condition``, a ``Queue``)."""
     if frame is None or frame.f_code.co_filename != threading.__file__:
         return False
-    if frame.f_code.co_name not in ("wait", "_wait_for_tstate_lock"):
+    if frame.f_code.co_name not in ("wait", "join", "_wait_for_tstate_lock"):
         return False
     timeout = frame.f_locals.get("timeout")
     return timeout is None or (isinstance(timeout, (int, float)) and timeout < 0)
