@@ -34,7 +34,7 @@ class FutureBase {
  public:
   FutureBase() noexcept = default;
   FutureBase(const FutureBase& other) noexcept : core_(other.core_) {
-    if (core_ != nullptr) detail::retain(core_);
+    if (core_ != nullptr) detail::retain_future(core_);
   }
   FutureBase(FutureBase&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
   FutureBase& operator=(FutureBase other) noexcept {
@@ -42,7 +42,7 @@ class FutureBase {
     return *this;
   }
   ~FutureBase() {
-    if (core_ != nullptr) detail::release(core_);
+    if (core_ != nullptr) detail::release_future(core_);
   }
 
   [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
@@ -70,7 +70,7 @@ class FutureBase {
   [[nodiscard]] std::exception_ptr error() const noexcept { return core_ ? detail::error_of(core_) : nullptr; }
   [[nodiscard]] const char* name() const { return detail::name_of(checked()); }
 
-  /// Adopts a reference the engine handed out.
+  /// Adopts a reference the engine handed out (the task's first Future: see TaskCore::future_refs).
   static FutureBase adopt(detail::TaskCore* core) noexcept {
     FutureBase f;
     f.core_ = core;

@@ -493,8 +493,14 @@ void Engine::conclude(TaskCore* task, std::exception_ptr error) noexcept {
       published = publish_outcome(task, TaskStatus::failed, marks);
     }
   } else {
-    // The result, if any, stays for the future (ops destroy it).
+    // The result, if any, stays for the futures (ops destroy it), unless none is left.
     published = publish_outcome(task, TaskStatus::done, marks);
+    if (published) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // see release_future
+      if ((task->future_refs.load(std::memory_order_seq_cst) & ~TaskCore::kResultGone) == 0) {
+        drop_result_nobody_reads(task);
+      }
+    }
   }
   if (!published) {
     // The shutdown gave up on it while it ran (give_up_on): its waiters and dependents were told

@@ -29,6 +29,20 @@ void release(TaskCore* task) noexcept {
   if (task->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) recycle_task(task);
 }
 
+void retain_future(TaskCore* task) noexcept {
+  task->future_refs.fetch_add(1, std::memory_order_relaxed);
+  retain(task);
+}
+
+void release_future(TaskCore* task) noexcept {
+  // Sequentially consistent, as is the end of the task, which looks at the count after making
+  // the task done (Engine::conclude): one of the two sees the other.
+  if ((task->future_refs.fetch_sub(1, std::memory_order_seq_cst) & ~TaskCore::kResultGone) == 1) {
+    drop_result_nobody_reads(task);
+  }
+  release(task);
+}
+
 namespace {
 
 // What shutdown_until gave up on ends once anybody looks at it, polling included, as it does for

@@ -153,6 +153,11 @@ struct TaskCore : ext::SchedTask {
 
   std::atomic<std::uint32_t> state{static_cast<std::uint32_t>(TaskStatus::pending)};
   std::atomic<std::uint32_t> refs{0};
+  // The Futures of the task, among `refs`: the one the submission hands out counts from the
+  // start. Once none is left and the task is done, its result goes (kResultGone), so that a
+  // result referring to the task's own data does not live as long as that data's handle does.
+  static constexpr std::uint32_t kResultGone = 0x80000000U;
+  std::atomic<std::uint32_t> future_refs{1};
   std::atomic<std::int32_t> pending{0};
   SpinLock lock;          // guards released, successors, dependency_error
   bool released = false;  // successors have been told; later dependents need not wait

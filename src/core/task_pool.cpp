@@ -24,7 +24,8 @@ namespace {
 // What the record holds for its task (its result, body, error), beside what a scheduler, or a
 // worker that took a claimed task's entry (Engine::claim) before it was claimed, may still read.
 void release_contents(TaskCore* task) noexcept {
-  if (task->status() == TaskStatus::done && task->ops != nullptr && task->ops->destroy_result != nullptr) {
+  if (task->status() == TaskStatus::done && task->ops != nullptr && task->ops->destroy_result != nullptr &&
+      !(task->future_refs.load(std::memory_order_acquire) & TaskCore::kResultGone)) {
     task->ops->destroy_result(task->storage());
   }
   if (task->flags & TaskCore::kHeapStorage) {
@@ -53,7 +54,19 @@ void return_to_pool(TaskCore* task) noexcept {
 
 namespace {
 
-void recycle_one(TaskCore* task) noexcept {
+// A queued task tagged so (drop_result_nobody_reads) loses its result only, then the reference
+// that kept its record meanwhile.
+constexpr std::uintptr_t kDropResultTag = 1;
+
+void recycle_one(TaskCore* queued) noexcept {
+  const auto bits = reinterpret_cast<std::uintptr_t>(queued);
+  if (bits & kDropResultTag) {
+    TaskCore* task = reinterpret_cast<TaskCore*>(bits & ~kDropResultTag);
+    task->ops->destroy_result(task->storage());
+    release(task);
+    return;
+  }
+  TaskCore* task = queued;
   release_contents(task);
   if (!(task->state.load(std::memory_order_acquire) & TaskCore::kClaimedBit) ||
       (task->state.fetch_or(TaskCore::kContentsGoneBit, std::memory_order_acq_rel) & TaskCore::kEntryDroppedBit)) {
@@ -70,6 +83,19 @@ thread_local Unnested<TaskCore*, UnnestedOrder::lifo> tl_to_recycle;
 }  // namespace
 
 void recycle_task(TaskCore* task) noexcept { tl_to_recycle.run(task, recycle_one); }
+
+void drop_result_nobody_reads(TaskCore* task) noexcept {
+  if ((task->state.load(std::memory_order_seq_cst) & TaskCore::kStatusMask) !=
+      static_cast<std::uint32_t>(TaskStatus::done))
+    return;
+  const BodyOps* ops = std::atomic_ref(task->ops).load(std::memory_order_relaxed);
+  if (ops == nullptr || ops->destroy_result == nullptr) return;
+  if (task->future_refs.fetch_or(TaskCore::kResultGone, std::memory_order_acq_rel) & TaskCore::kResultGone) return;
+  // A result may hold the last futures of other tasks, whose results hold more: dropped inside
+  // one another, a chain of them would take as many nested calls (see tl_to_recycle).
+  retain(task);
+  tl_to_recycle.run(reinterpret_cast<TaskCore*>(reinterpret_cast<std::uintptr_t>(task) | kDropResultTag), recycle_one);
+}
 
 void drop_claimed_entry(TaskCore* task) noexcept {
   if (task->state.fetch_or(TaskCore::kEntryDroppedBit, std::memory_order_acq_rel) & TaskCore::kContentsGoneBit) {

@@ -19,6 +19,8 @@ TaskCore* allocate_task();
 /// Resets the record (destroys its result, name, error...) and returns it to the pool, once its
 /// last reference is dropped; a claimed task's record stays until its queue entry is dropped too.
 void recycle_task(TaskCore* task) noexcept;
+/// Destroys a done task's result once no Future of it is left (TaskCore::future_refs), once.
+void drop_result_nobody_reads(TaskCore* task) noexcept;
 /// A claimed task's queue entry was taken (Engine::begin): returns the record to the pool if its
 /// last reference is gone already.
 void drop_claimed_entry(TaskCore* task) noexcept;

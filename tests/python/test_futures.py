@@ -371,6 +371,29 @@ def test_a_future_dropped_after_as_completed_is_freed_with_its_value(executor):
     assert [ref() for ref in refs] == [None] * len(refs)
 
 
+def scale_and_return(array):
+    array *= 2
+    return array
+
+
+@pytest.mark.parametrize("mode", ["RW", "R"])
+def test_an_array_a_thread_task_returns_goes_once_the_program_drops_it_and_the_future(mode):
+    # The array's handle held its last task (writer or reader), the task its result, and the
+    # result the array: neither the array nor its handle ever went, until shutdown.
+    numpy = pytest.importorskip("numpy")
+    refs = []
+    for _ in range(20):
+        array = numpy.ones(1000)
+        refs.append(weakref.ref(array))
+        future = hetflow.task_submit.options(executor="thread")(
+            scale_and_return if mode == "RW" else numpy.asarray, getattr(hetflow, mode)(array)
+        )
+        assert future.result(timeout=30) is array
+        del array, future
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * len(refs)
+
+
 def test_as_completed_times_out(gate):
     slow = hetflow.submit(gate.hold)
     gate.wait_started()

@@ -35,6 +35,10 @@ enum class TaskStatus : unsigned char { pending, ready, running, done, failed, c
 
 HETFLOW_API void retain(TaskCore* task) noexcept;
 HETFLOW_API void release(TaskCore* task) noexcept;
+/// retain and release for a Future: once a finished task's last Future is gone, its result is
+/// destroyed, even while the engine still holds the task (as its data's last writer, say).
+HETFLOW_API void retain_future(TaskCore* task) noexcept;
+HETFLOW_API void release_future(TaskCore* task) noexcept;
 [[nodiscard]] HETFLOW_API TaskStatus status(const TaskCore* task) noexcept;
 [[nodiscard]] HETFLOW_API bool is_finished(const TaskCore* task) noexcept;
 /// Whether the task ended after its runtime gave up on the work (Runtime::abort): it was still

@@ -709,4 +709,43 @@ TEST(Futures, OverAlignedCallablesResultsAndArgumentsKeepTheirAlignment) {
   }
 }
 
+// The data's handle holds its last writer (and readers) until the next access: a result that
+// lived as long as the task record stayed as long as the data's registration did, and one that
+// refers to the data (a Python task returning its array) kept the data alive for ever.
+TEST(Futures, AResultGoesWithItsLastFutureWhileTheDataStillHoldTheTask) {
+  Runtime rt(Config{.ncpus = 2});
+  std::vector<double> x(4, 1.0);
+  auto hx = rt.register_vector(x.data(), x.size(), "x");
+  auto first = std::make_shared<int>(1);
+  std::weak_ptr<int> first_result = first;
+  {
+    auto future = rt.submit(TaskOptions{.data = {hetflow::RW(hx)}},
+                            [result = std::move(first)]() mutable { return std::move(result); });
+    future.wait();
+    auto copy = future;  // a second future: the result stays while either is left
+    future = {};
+    EXPECT_FALSE(first_result.expired());
+  }
+  EXPECT_TRUE(first_result.expired());
+
+  // Dropped before the task ends: the result goes as it ends.
+  Gate gate;
+  auto second = std::make_shared<int>(2);
+  std::weak_ptr<int> second_result = second;
+  (void)rt.submit(TaskOptions{.data = {hetflow::R(hx)}}, [&gate, result = std::move(second)]() mutable {
+    gate.wait();
+    return std::move(result);
+  });
+  gate.open();
+  rt.wait_all();
+  EXPECT_TRUE(second_result.expired());
+
+  // A continuation reads the value it was given after the first future is gone.
+  auto third = rt.submit(TaskOptions{.data = {hetflow::RW(hx)}}, [] { return std::make_shared<int>(3); });
+  auto doubled = third.then([](const std::shared_ptr<int>& value) { return *value * 2; });
+  third = {};
+  EXPECT_EQ(doubled.get(), 6);
+  rt.unregister(hx);
+}
+
 }  // namespace
