@@ -51,6 +51,14 @@ GilSession::Guard::~Guard() {
 
 void GilSession::end() noexcept {
   if (!session_open) return;
+  if (Py_IsInitialized() && PyGILState_Check() == 0) {
+    // An outer task on this thread let the GIL go to wait, and a task run on its stack meanwhile
+    // ended here (a body that went on without the worker, taking it back: rejoin): the thread
+    // holds nothing to give back, and the session stays the outer task's, which takes the GIL
+    // back as its wait ends. Releasing it now was a fatal error ("PyGILState_Release: thread
+    // state ... must be current when releasing").
+    return;
+  }
   session_open = false;
   if (!Py_IsInitialized()) return;
   auto release = [] {  // clears the thread's state: may run Python code, which may let go of the GIL

@@ -375,3 +375,40 @@ def test_a_task_polling_its_children_with_timeouts_on_one_worker():
         assert executor.submit(parent).result(timeout=PATIENCE) == 6
     finally:
         executor.shutdown()
+
+
+def test_a_nested_task_that_went_on_without_its_worker_ends_without_a_fatal_error(tmp_path):
+    """A task run on the stack of a waiting one (its parent, which let the GIL go to wait) waits
+    with a timeout for a task a spare thread runs; the wait times out while the spare still has
+    the worker, so the task goes on without it and takes it back as its body returns. Taking it
+    back gave up a GIL session the thread did not hold: the interpreter aborted ("Fatal Python
+    error: PyGILState_Release: thread state ... must be current when releasing"). A child
+    interpreter runs it, as that killed the process."""
+    from hf_subprocess import run_script
+
+    status, out, err = run_script(
+        tmp_path,
+        """
+        import concurrent.futures, time
+        import hetflow
+
+        def long():
+            time.sleep(0.3)
+            return "long"
+
+        def child():
+            slow = hetflow.task_submit(long)
+            try:
+                return slow.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                return "timed out", slow.result()
+
+        def parent():
+            return hetflow.task_submit(child).result(), sum(range(10))
+
+        hetflow.init(ncpus=1, executor="thread")
+        print(hetflow.task_submit(parent).result(timeout=30))
+        """,
+    )
+    assert (status, err) == (0, ""), err
+    assert out.strip() == "(('timed out', 'long'), 45)"
