@@ -928,8 +928,10 @@ def names_with_modes(func: Any, access: Dict[str, str], args: Sequence[Any], kwa
                     f"{mode!r} from delayed(access=...) and is marked hetflow.{given.mode}(...) too: give one"
                 )
             bound.arguments[name] = Access(given, mode)
-        elif signature.parameters[name].default is not inspect.Parameter.empty:
+        elif (default := signature.parameters[name].default) is not inspect.Parameter.empty and default is not None:
             # Left to its default (an array the function writes): passed, so that it is tracked
             # (a process task would write a copy of the default, and nothing would order them).
-            bound.arguments[name] = Access(signature.parameters[name].default, mode)
+            # A default of None (numpy's `out=None`: the function makes its own) is no data: left
+            # as it is, rather than refused as an access mark on None that the call never gave.
+            bound.arguments[name] = Access(default, mode)
     return bound.args, bound.kwargs

@@ -102,6 +102,25 @@ def test_an_access_to_a_parameter_left_to_its_default_is_tracked(executor):
     assert DEFAULT_OUT.tolist() == [5.0, 5.0, 5.0]
 
 
+def scaled_or_into(a, out=None):
+    if out is None:
+        return a * 2
+    out[:] = a * 2
+    return None
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_parameter_left_to_a_default_of_none_is_not_marked(executor):
+    # numpy's `out=None` idiom: called without `out`, the task got hetflow.W(None), refused with
+    # "access mode W needs a numpy array, not NoneType", an argument the call never gave.
+    hetflow.init(ncpus=2, executor=executor)
+    scale = hetflow.delayed(access={"out": "W"})(scaled_or_into)
+    assert scale(np.arange(3.0)).result().tolist() == [0.0, 2.0, 4.0]
+    out = np.zeros(3)
+    assert scale(np.arange(3.0), out).result() is None
+    assert out.tolist() == [0.0, 2.0, 4.0]
+
+
 def test_a_mark_on_a_parameter_with_an_access_from_delayed_is_refused():
     # It was wrapped twice: an AttributeError from inside hetflow, or the task got the wrapper.
     scale = hetflow.delayed(access={"out": "R"})(fill)
