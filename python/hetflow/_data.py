@@ -177,6 +177,35 @@ class HandleRegistry:
         self._recent: Dict[int, tuple] = {}  # id(array) -> (weakref, shape, strides, View)
         # view key -> [(acquisition, mode, the thread that acquired)], most recent last
         self._acquired: Dict[tuple, List[Tuple[Any, str, int]]] = {}
+        # The finalizers watching the arrays that hold views (weakref.finalize, by a number),
+        # detached by close(): an array outliving its runtime would otherwise keep the registry,
+        # and through it the runtime's engine, alive for as long as the array lives.
+        self._finalizers: Dict[int, Any] = {}
+        self._finalizer_count = 0
+
+    def _when_gone(self, array: Any, callback: Callable[..., None], *args: Any) -> None:
+        """Calls ``callback(*args)`` once ``array`` is gone, unless the registry is closed first.
+        Called with the lock held."""
+        self._finalizer_count += 1
+        number = self._finalizer_count
+        self._finalizers[number] = weakref.finalize(array, self._gone, number, callback, *args)
+
+    def _gone(self, number: int, callback: Callable[..., None], *args: Any) -> None:
+        self._finalizers.pop(number, None)
+        callback(*args)
+
+    def close(self) -> None:
+        """The runtime has stopped: lets go of the views of the arrays still alive (their handles
+        serve no task any more), so that those arrays keep neither the registry nor the engine."""
+        with self._lock:
+            finalizers = list(self._finalizers.values())
+            self._finalizers.clear()
+            self._roots.clear()
+            self._span_lows.clear()
+            self._span_roots.clear()
+            self._recent.clear()
+        for finalizer in finalizers:
+            finalizer.detach()
 
     @property
     def _handles(self) -> Dict[tuple, View]:
@@ -256,7 +285,7 @@ class HandleRegistry:
             self._adopt(holder, root_array)
             return holder
         root = self._roots[id(root_array)] = _Root(weakref.ref(root_array), low, high)
-        weakref.finalize(root_array, self._forget, id(root_array), root, bool(root_array.flags.owndata))
+        self._when_gone(root_array, self._forget, id(root_array), root, bool(root_array.flags.owndata))
         if nbytes:
             # Roots' buffers never overlap: those that this one meets are merged into it.
             for other in self._roots_meeting(low, high):
@@ -327,7 +356,7 @@ class HandleRegistry:
             return  # an ndarray subclass without weak references: as long as the root array
         root.adopted[id(array)] = ref
         root.members += 1
-        weakref.finalize(array, self._member_gone, root, id(array))
+        self._when_gone(array, self._member_gone, root, id(array))
 
     def _root_holding(self, low: int, high: int) -> Optional[_Root]:
         """A live root whose buffer holds the bytes from ``low`` to ``high``: an array over its

@@ -939,6 +939,13 @@ class Runtime:
             else:
                 self._give_up(why)
         self._join_dispatcher()
+        self._close_handles()
+
+    def _close_handles(self) -> None:
+        """Once stopped: the arrays that outlive the runtime no longer keep it (its engine) alive.
+        An engine left to workers still running (a give-up) keeps being told of arrays that go."""
+        if self._handles is not None and self._engine.is_shut_down():
+            self._handles.close()
 
     def before_stop(self, hook: Callable[[bool], None]) -> None:
         """Has ``hook(finished)`` called when the runtime stops, before its engine does."""
@@ -960,6 +967,7 @@ class Runtime:
             self._run_before_stop(False)
             self._give_up(reason)
         self._join_dispatcher()
+        self._close_handles()
 
     def _wait_for_work(self, timeout: Optional[float], idle_timeout: Optional[float]) -> Optional[str]:
         """Waits for every submitted task; None once they are done, else why it stopped waiting:

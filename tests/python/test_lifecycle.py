@@ -181,6 +181,42 @@ def test_a_fresh_runtime_after_shutdown_runs_tasks():
         hetflow.shutdown()
 
 
+def add_one_in_place(out):
+    out += 1
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_arrays_outliving_their_runtimes_keep_none_of_them_alive(executor):
+    # A long-lived array (and a view of it, and a shared one) used by tasks of runtime after
+    # runtime: each runtime's handle registry, and the engine it holds, goes with its shutdown
+    # rather than live as long as the array.
+    import gc
+    import weakref
+
+    import numpy
+
+    plain, shared = numpy.zeros(8), hetflow.zeros(8)
+    registries = []
+    for _ in range(3):
+        session = hetflow.init(ncpus=2, executor=executor)
+        for array in (plain, shared[2:6]):
+            hetflow.submit(add_one_in_place, hetflow.RW(array)).result(timeout=30)
+        registries.append(weakref.ref(session.runtime.handles))
+        del session
+        hetflow.shutdown()
+    gc.collect()
+    assert [registry() for registry in registries] == [None, None, None]
+    assert plain.tolist() == [3.0] * 8
+    assert shared.tolist() == [0.0, 0.0, 3.0, 3.0, 3.0, 3.0, 0.0, 0.0]
+    with hetflow.Executor(2, executor=executor) as ex:
+        ex.submit(add_one_in_place, hetflow.RW(plain)).result(timeout=30)
+        registry = weakref.ref(ex._runtime.handles)
+    del ex
+    gc.collect()
+    assert registry() is None
+    assert plain.tolist() == [4.0] * 8
+
+
 def test_submitting_to_a_shut_down_sessions_runtime_raises_runtime_error():
     session = hetflow.init(ncpus=2, executor="thread")
     hetflow.shutdown()
