@@ -908,10 +908,11 @@ def zeros(shape: Any, dtype: Any = float, order: str = "C") -> Any:
     # Fresh shared memory reads as zero bytes, which is numpy.zeros's content for every dtype
     # (strings empty, voids all zero) but objects, where it is None: numpy.zeros puts 0 there.
     # Not writing the zeros also leaves the pages untouched until used, as numpy.zeros does.
+    # Copied from numpy's own zero item: 0 for objects, "" for a StringDType (not "0").
     if array.dtype.hasobject:
         import numpy
 
-        numpy.copyto(array, 0, casting="unsafe")
+        numpy.copyto(array, numpy.zeros((), dtype=array.dtype))
     return array
 
 
