@@ -246,6 +246,17 @@ class HandleRegistry:
                 pass  # an ndarray subclass without weak references: looked up each time
         return view
 
+    def known(self, array: Any) -> bool:
+        """Whether tasks may have used ``array``'s memory: views of its root buffer, or of a
+        buffer sharing a byte with it, were met (``hetflow.map``'s chunks make it task data then)."""
+        root_array = _root(array)
+        with self._lock:
+            root = self._roots.get(id(root_array))
+            if root is not None and root.ref() is root_array:
+                return _final(root).members > 0
+            low, nbytes, _ = span(root_array)
+            return any(root.members > 0 for root in self._roots_meeting(low, low + nbytes)) if nbytes else False
+
     def adopt(self, array: Any, register: Any) -> Any:
         """Registers the whole of ``array`` (contiguous) through ``register(address, nbytes)``,
         which returns its handle: hetflow.mpi's distributed arrays. Several views of one buffer

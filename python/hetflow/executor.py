@@ -15,6 +15,7 @@ from types import CoroutineType
 from typing import Any, Callable, Generator, Iterable, Iterator, List, Optional, Tuple, Union
 
 from hetflow import _main_globals, _runtime
+from hetflow._arrays import Access
 from hetflow._errors import returned_coroutine, same_exception, task_exception
 from hetflow._future import Future
 from hetflow._progress import Progress
@@ -25,6 +26,8 @@ from hetflow._serialize import (
     dumps_result,
     dumps_value,
     function_entry,
+    is_array,
+    loaded_numpy,
 )
 
 # Chunks per worker when the chunk size is picked automatically: enough to even out uneven tasks,
@@ -246,7 +249,7 @@ def map(
         with executor._lock:
             if executor._shut_down:
                 raise RuntimeError("hetflow.map: the executor has been shut down")
-            chunks = _submit(executor._runtime, fn, iterables, chunksize, None)
+            chunks = _submit(executor._runtime, fn, iterables, chunksize, None, waited=True)
     else:
         if executor is not None:
             if not isinstance(executor, str):
@@ -254,7 +257,7 @@ def map(
                     f"hetflow.map: executor must be 'process', 'thread', a hetflow.Executor or None, not {executor!r}"
                 )
             _runtime.check_executor(executor)
-        chunks = _submit(_runtime.current(), fn, iterables, chunksize, executor)
+        chunks = _submit(_runtime.current(), fn, iterables, chunksize, executor, waited=True)
     return list(_results(chunks, None, progress))
 
 
@@ -287,9 +290,11 @@ def _submit(
     iterables: Tuple[Iterable[Any], ...],
     chunksize: Optional[int],
     executor: Optional[str],
+    waited: bool = False,
 ) -> List[Tuple[Future, int]]:
     """Submits the calls, ``chunksize`` per task; returns (future, calls) per task in order.
-    A future of one call (``calls == 0``) gives its value; a chunk's gives a _ChunkOutcome."""
+    A future of one call (``calls == 0``) gives its value; a chunk's gives a _ChunkOutcome.
+    ``waited``: the caller waits for the calls before the program goes on (``hetflow.map``)."""
     if not callable(fn):
         raise TypeError(f"hetflow: {fn!r} is not callable")
     _runtime.refuse_async_function(fn, "hetflow")
@@ -305,6 +310,7 @@ def _submit(
         chunksize = max(1, math.ceil(len(calls) / (_CHUNKS_PER_WORKER * _workers(runtime, kind))))
     name = getattr(fn, "__name__", None) or type(fn).__name__
     chunks: List[Tuple[Future, int]] = []
+    lifts = _lifts(runtime, kind, waited)
     try:
         if chunksize == 1:
             for call in calls:
@@ -315,20 +321,22 @@ def _submit(
             # take the engine's shortest path.
             fn_bytes = function_entry(fn)[1]
             for start in range(0, len(calls), chunksize):
-                part = calls[start : start + chunksize]
+                part, data = _lift_data(calls[start : start + chunksize], star, lifts)
                 target: Callable[..., _ChunkOutcome]
                 args: tuple
                 try:
-                    target, args = _run_pickled_chunk, (fn_bytes, _dumps_calls(part), star)
+                    target, args = _run_pickled_chunk, (fn_bytes, _dumps_calls(part), star, *data)
                 except TypeError:
                     # Futures among the arguments: the general path waits for them and sends
                     # their values (and names what cannot be sent at all).
-                    target, args = _run_chunk_in_process, (fn, part, star)
+                    target, args = _run_chunk_in_process, (fn, part, star, *data)
                 chunks.append((runtime.submit(target, args, {}, executor=kind, name=name), len(part)))
         else:
             for start in range(0, len(calls), chunksize):
-                part = calls[start : start + chunksize]
-                chunks.append((runtime.submit(_run_chunk, (fn, part, star), {}, executor=kind, name=name), len(part)))
+                part, data = _lift_data(calls[start : start + chunksize], star, lifts)
+                chunks.append(
+                    (runtime.submit(_run_chunk, (fn, part, star, *data), {}, executor=kind, name=name), len(part))
+                )
     except BaseException:
         for future, _ in chunks:
             future.cancel()
@@ -346,9 +354,83 @@ def _dumps_calls(calls: list) -> bytes:
 _ChunkOutcome = Tuple[list, Optional[BaseException], Optional[str]]
 
 
-def _run_chunk(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome:
+class _Lifted:
+    """Stands, in a chunk's calls, for the chunk task's data argument ``index``: a numpy array or
+    an access mark on one that a call takes (see ``_lift_data``)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> Any:
+        return (_Lifted, (self.index,))
+
+
+def _lift_data(part: list, star: bool, lifts: Callable[[Any], bool]) -> Tuple[list, tuple]:
+    """The chunk's calls with each access mark, and each numpy array that ``lifts``, replaced by a
+    ``_Lifted``, and those values (each once), which become the chunk task's own arguments: task
+    data, ordered by their access modes and sent to worker processes as for a call submitted on
+    its own (chunksize=1), rather than values nested in a list, which nothing orders."""
+    numpy = loaded_numpy()
+    data_types: tuple = (Access,) if numpy is None else (Access, numpy.ndarray)
+    for value in (value for call in part for value in call) if star else part:
+        if isinstance(value, data_types):
+            break
+    else:
+        return part, ()  # nothing to lift: the common case of plain values
+    data: list = []
+    slots: dict = {}
+
+    def lift(value: Any) -> Any:
+        if type(value) is not Access and not (is_array(value) and lifts(value)):
+            return value
+        slot = slots.get(id(value))
+        if slot is None:
+            slot = slots[id(value)] = _Lifted(len(data))
+            data.append(value)
+        return slot
+
+    if star:
+        lifted = [tuple(lift(value) for value in call) for call in part]
+    else:
+        lifted = [lift(value) for value in part]
+    return (lifted, tuple(data)) if data else (part, ())
+
+
+def _lifts(runtime: _runtime.Runtime, kind: str, waited: bool) -> Callable[[Any], bool]:
+    """Which arrays among a chunk's arguments ``_lift_data`` makes task data. A thread task reads
+    the array itself, so all of them, unless the calls are waited for before the program goes on
+    (``hetflow.map``). Otherwise (a process task gets a copy pickled now, or the program waits),
+    those whose memory tasks of this runtime have used, whose earlier writers the calls must
+    wait for; other arrays travel in the calls (object arrays too, which cannot be task data in a
+    worker process), which costs no registration."""
+    if kind == "thread" and not waited:
+        return lambda array: True
+    handles = runtime._handles
+    if handles is None:
+        return lambda array: False
+    if kind == "process":
+        return lambda array: not array.dtype.hasobject and handles.known(array)
+    return handles.known
+
+
+def _put_back(calls: list, star: bool, data: tuple) -> list:
+    """The calls with the task's data arguments in place of their ``_Lifted`` stand-ins."""
+
+    def back(value: Any) -> Any:
+        return data[value.index] if type(value) is _Lifted else value
+
+    if star:
+        return [tuple(back(value) for value in call) for call in calls]
+    return [back(value) for value in calls]
+
+
+def _run_chunk(fn: Callable[..., Any], calls: list, star: bool, *data: Any) -> _ChunkOutcome:
     """Runs the calls in order; stops at the first failing one and hands back its exception
     with the results before it, so that the caller raises it at its own position."""
+    if data:
+        calls = _put_back(calls, star, data)
     results: List[Any] = []
     append = results.append
     try:
@@ -370,18 +452,18 @@ def _run_chunk(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome
 _loaded: dict = {}  # a worker process's functions, by their pickled bytes
 
 
-def _run_pickled_chunk(fn_bytes: bytes, calls_bytes: bytes, star: bool) -> _ChunkOutcome:
+def _run_pickled_chunk(fn_bytes: bytes, calls_bytes: bytes, star: bool, *data: Any) -> _ChunkOutcome:
     fn = _loaded.get(fn_bytes)
     if fn is None:
         if len(_loaded) > 64:
             _loaded.clear()
         fn = _loaded[fn_bytes] = pickle.loads(fn_bytes)
-    return _run_chunk_in_process(fn, pickle.loads(calls_bytes), star)
+    return _run_chunk_in_process(fn, pickle.loads(calls_bytes), star, *data)
 
 
-def _run_chunk_in_process(fn: Callable[..., Any], calls: list, star: bool) -> _ChunkOutcome:
+def _run_chunk_in_process(fn: Callable[..., Any], calls: list, star: bool, *data: Any) -> _ChunkOutcome:
     """_run_chunk in a worker process: the exception travels pickled, its traceback as text."""
-    results, exc, _ = _run_chunk(_main_globals.seeing_initializer_globals(fn), calls, star)
+    results, exc, _ = _run_chunk(_main_globals.seeing_initializer_globals(fn), calls, star, *data)
     if exc is None:
         return results, None, None
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

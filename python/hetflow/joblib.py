@@ -31,6 +31,7 @@ import hetflow
 from hetflow import _runtime
 from hetflow._future import Future, wait_failing_fast
 from hetflow._serialize import is_array
+from hetflow.executor import _lift_data, _lifts, _put_back
 
 
 class DelayedCall(NamedTuple):
@@ -87,14 +88,41 @@ def partition(items: Sequence[Any], blocks: int) -> List[Sequence[Any]]:
     return [items[cuts[i] : cuts[i + 1]] for i in range(blocks)]
 
 
-def _run_block(calls: Sequence[DelayedCall]) -> List[Any]:
+def _run_block(calls: Sequence[DelayedCall], *data: Any) -> List[Any]:
+    """``data``: the block task's arrays (and access marks), which the calls name by ``_Lifted``."""
+    if data:
+        calls = _put_back_calls(calls, data)
     return [call.function(*call.args, **call.kwargs) for call in calls]
 
 
-def _run_same(function: Callable[..., Any], arguments: Sequence[tuple]) -> List[Any]:
+def _run_same(function: Callable[..., Any], arguments: Sequence[tuple], *data: Any) -> List[Any]:
     """A block of calls of one function without keywords: sent as the function and a list of
     argument tuples, several times cheaper to pickle than the calls themselves."""
+    if data:
+        arguments = _put_back(list(arguments), True, data)
     return [function(*args) for args in arguments]
+
+
+def _lift_block(block: Sequence[DelayedCall], lifts: Callable[[Any], bool]) -> Tuple[List[DelayedCall], tuple]:
+    """The block's calls with their arrays and access marks made the block task's own arguments
+    (see ``hetflow.executor._lift_data``): task data, ordered with the tasks that use them."""
+    flat = [(*call.args, *call.kwargs.values()) for call in block]
+    lifted, data = _lift_data(flat, True, lifts)
+    if not data:
+        return list(block), ()
+    calls = []
+    for call, values in zip(block, lifted):
+        positional = len(call.args)
+        calls.append(DelayedCall(call.function, tuple(values[:positional]), dict(zip(call.kwargs, values[positional:]))))
+    return calls, data
+
+
+def _put_back_calls(calls: Sequence[DelayedCall], data: tuple) -> List[DelayedCall]:
+    flat = _put_back([(*call.args, *call.kwargs.values()) for call in calls], True, data)
+    return [
+        DelayedCall(call.function, tuple(values[: len(call.args)]), dict(zip(call.kwargs, values[len(call.args) :])))
+        for call, values in zip(calls, flat)
+    ]
 
 
 def _split_arguments(call: DelayedCall, blocks: int) -> List[Tuple[tuple, Dict[str, Any]]]:
@@ -338,6 +366,8 @@ class Parallel:
 
     def _submit_blocks(self, calls: List[DelayedCall], blocks: int) -> Tuple[List[Future], List[Tuple[int, int]]]:
         name = getattr(calls[0].function, "__name__", "block") if calls else "block"
+        runtime = _runtime.current()
+        lifts = _lifts(runtime, self.executor or runtime.executor, waited=self.mode == "normal")
         futures = []
         spans = []
         start = 0
@@ -346,9 +376,11 @@ class Parallel:
             start += len(block)
             function = block[0].function if block else None
             if all(call.function is function and not call.kwargs for call in block):
-                futures.append(self._options(len(block), name)(_run_same, function, [call.args for call in block]))
+                arguments, data = _lift_data([call.args for call in block], True, lifts)
+                futures.append(self._options(len(block), name)(_run_same, function, arguments, *data))
             else:
-                futures.append(self._options(len(block), name)(_run_block, list(block)))
+                lifted, data = _lift_block(block, lifts)
+                futures.append(self._options(len(block), name)(_run_block, lifted, *data))
         return futures, spans
 
     def _submit_cut(self, call: DelayedCall, blocks: int) -> Tuple[List[Future], List[Tuple[int, int]]]:
