@@ -62,6 +62,32 @@ def REDUX(value: Any) -> Access:
     return Access(value, "REDUX")
 
 
+class ReadOnlyCopy:
+    """An ndarray subclass (a masked array, a matrix) that a process task reads (see
+    ``_runtime._subclass_by_value``): pickled whole, it reaches the task read-only, as the task's
+    plain arrays that it reads do, so that a write into it raises rather than change a copy that
+    never comes back."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def __reduce__(self) -> Any:
+        return (read_only, (self.array,))
+
+
+def read_only(array: Any) -> Any:
+    """``array`` (an unpickled copy) made read-only, with its mask if it has one."""
+    import numpy
+
+    array.flags.writeable = False
+    mask = getattr(array, "_mask", None)
+    if isinstance(mask, numpy.ndarray) and mask.ndim:
+        mask.flags.writeable = False
+    return array
+
+
 def span(array: Any) -> Tuple[int, int, int]:
     """``(lowest address, bytes spanned, offset of element 0 from the lowest address)``."""
     start = array.__array_interface__["data"][0]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, 
 
 from hetflow import _kernel
 from hetflow._args import FutureSearch
-from hetflow._arrays import Access, ArrayRef
+from hetflow._arrays import Access, ArrayRef, ReadOnlyCopy
 from hetflow._data import _BIT_MODES, _MODE_BITS, HandleRegistry, engine_accesses
 from hetflow._errors import (
     HIDDEN_FRAMES,
@@ -1249,7 +1249,7 @@ def _subclass_by_value(handles: Any, array: Any, mode: str) -> Any:
             "not come back; write it in a thread task, or pass its plain elements (numpy.asarray(x))"
         )
     handles.read_now(array)
-    return array
+    return ReadOnlyCopy(array)
 
 
 def _find_data(args: tuple, kwargs: dict) -> bool:

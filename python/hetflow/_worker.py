@@ -382,7 +382,12 @@ class Worker:
                 return P.ERROR, _error_parts(task_id, exc)
             del back
         numpy = loaded_numpy()
-        if numpy is not None and type(result) is numpy.ndarray and not result.flags.writeable:
+        if (
+            numpy is not None
+            and isinstance(result, numpy.ndarray)
+            and not isinstance(result, numpy.memmap)
+            and not result.flags.writeable
+        ):
             # Its read-only arguments (or views of them), say: pickle would bring it back read-only,
             # where any other process pool gives the caller an array of its own to change.
             result = result.copy()
