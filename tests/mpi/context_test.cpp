@@ -556,6 +556,17 @@ TEST(MpiContext, TheWatchdogSpeaksWhenARankIsLateToCompareItsWork) {
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
+// wait_all on a thread of its own; `error` gets what it throws.
+std::thread wait_all_on_a_thread(mpi::Context& context, std::string& error) {
+  return std::thread([&context, &error] {
+    try {
+      context.wait_all();
+    } catch (const hetflow::Error& thrown) {
+      error = thrown.what();
+    }
+  });
+}
+
 // A context ending without wait_all waits for its transfers in flight: the watchdog says which.
 TEST(MpiContext, TheWatchdogShowsTheTransfersAnEndingContextWaitsFor) {
   setenv("HETFLOW_MPI_WATCHDOG", "0.5", 1);
@@ -593,13 +604,7 @@ TEST(MpiContext, AnInterruptedWaitAllThrowsAndTheNextOneEndsWithTheOthers) {
       return;
     }
     std::string interrupted;
-    std::thread waiting([&] {
-      try {
-        context.wait_all();
-      } catch (const hetflow::Error& error) {
-        interrupted = error.what();
-      }
-    });
+    std::thread waiting = wait_all_on_a_thread(context, interrupted);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // in the barrier by now
     context.interrupt_wait_all();
     waiting.join();
@@ -624,9 +629,10 @@ TEST(MpiContext, ASecondThreadInWaitAllIsRefusedUnlessTheFirstWasInterrupted) {
       return;
     }
     std::atomic<bool> release{false};
-    auto held = rt.submit(hetflow::TaskOptions{}, [&release] {
+    const auto held_until_released = [&release] {
       while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    });
+    };
+    auto held = rt.submit(hetflow::TaskOptions{}, held_until_released);
     std::array<std::string, 2> refusals;
     const auto wait_all_from = [&](std::size_t which) {
       try {
@@ -648,17 +654,9 @@ TEST(MpiContext, ASecondThreadInWaitAllIsRefusedUnlessTheFirstWasInterrupted) {
     EXPECT_EQ(x[0], 2.0);
 
     release.store(false);
-    auto held_again = rt.submit(hetflow::TaskOptions{}, [&release] {
-      while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    });
+    auto held_again = rt.submit(hetflow::TaskOptions{}, held_until_released);
     std::string interrupted;
-    std::thread waiting([&] {
-      try {
-        context.wait_all();
-      } catch (const hetflow::Error& error) {
-        interrupted = error.what();
-      }
-    });
+    std::thread waiting = wait_all_on_a_thread(context, interrupted);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // in wait_all by now
     context.interrupt_wait_all();
     std::thread releasing([&release] {
