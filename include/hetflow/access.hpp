@@ -12,15 +12,24 @@ namespace hetflow {
 /// Redux: the task adds a contribution to the data (`x += ...`, in any order). One Runtime runs
 /// such tasks as RW, one after the other; hetflow::mpi::Context lets each rank gather its own
 /// contributions and combines them on the data's owner (see Context::set_reduction).
-enum class AccessMode : std::uint8_t { R = 1, W = 2, RW = 3, Redux = 7 };
+/// PartR, PartW: the task reads, or writes, only part of this data. Tasks naming one handle PartR
+/// or PartW do not wait for each other: the program orders those whose parts overlap by other
+/// means (Python declares them on the views around a task's own view, whose own handles order
+/// overlapping views). A whole access waits for them and they wait for it, except PartR and R,
+/// which only read. A part write takes the outcome of the handle's last writer as RW does (a
+/// failed writer fails it), and a failed part write fails the whole reads after it until the
+/// next whole write. Tasks only (not acquisitions); not for hetflow::mpi.
+enum class AccessMode : std::uint8_t { R = 1, W = 2, RW = 3, Redux = 7, PartR = 9, PartW = 11 };
 
-/// "R", "W", "RW" or "REDUX" (case-insensitive); anything else throws InvalidArgument naming the
-/// bad text.
+/// "R", "W", "RW", "REDUX", "PART-R" or "PART-W" (case-insensitive); anything else throws
+/// InvalidArgument naming the bad text.
 HETFLOW_API AccessMode parse_access_mode(std::string_view text);
 HETFLOW_API std::string_view access_mode_name(AccessMode mode) noexcept;
 
 [[nodiscard]] constexpr bool reads(AccessMode mode) noexcept { return (static_cast<unsigned>(mode) & 1u) != 0; }
 [[nodiscard]] constexpr bool writes(AccessMode mode) noexcept { return (static_cast<unsigned>(mode) & 2u) != 0; }
+/// PartR or PartW: the task uses part of the data, through a handle inside it.
+[[nodiscard]] constexpr bool partial(AccessMode mode) noexcept { return (static_cast<unsigned>(mode) & 8u) != 0; }
 
 /// One data handle used by a task, with its access mode.
 struct DataAccess {
@@ -32,5 +41,7 @@ inline DataAccess R(DataHandle handle) { return {std::move(handle), AccessMode::
 inline DataAccess W(DataHandle handle) { return {std::move(handle), AccessMode::W}; }
 inline DataAccess RW(DataHandle handle) { return {std::move(handle), AccessMode::RW}; }
 inline DataAccess Redux(DataHandle handle) { return {std::move(handle), AccessMode::Redux}; }
+inline DataAccess PartR(DataHandle handle) { return {std::move(handle), AccessMode::PartR}; }
+inline DataAccess PartW(DataHandle handle) { return {std::move(handle), AccessMode::PartW}; }
 
 }  // namespace hetflow

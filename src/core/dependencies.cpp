@@ -77,19 +77,63 @@ bool some_task_waits_for(TaskCore* earlier, std::size_t budget) {
 
 namespace {
 
-constexpr std::size_t kReaderPruneThreshold = 64;
+bool finished_and_told(TaskCore* task) {
+  if (!is_final(task->status())) return false;
+  std::lock_guard guard(task->lock);
+  return task->released;
+}
 
-// Drops the readers that have finished, whatever their outcome: a reader leaves the data as it
-// found it, so the next writer has nothing to wait for or to inherit from them. The next pruning
-// waits until the readers left have doubled, so that many readers still pending (behind a
-// writer, say) cost a scan now and then, not one per new reader.
-void prune_finished_readers(HandleImpl& handle) {
-  std::erase_if(handle.readers, [](TaskCore* reader) {
-    if (!is_final(reader->status())) return false;
-    release(reader);
+constexpr std::size_t kPruneThreshold = 64;
+
+// What a finished task left for the accesses after it: a reader leaves the data as it found it,
+// whatever its outcome; a part writer that failed leaves its failure to the next whole read.
+enum class Outcomes : unsigned char { forgotten, failures_kept };
+
+// Drops the finished tasks that later accesses need not wait for. The next pruning waits until
+// those left have doubled, so that many still pending (behind a writer, say) cost a scan now and
+// then, not one per new access.
+void prune_finished(std::vector<TaskCore*>& tasks, std::size_t& prune_at, Outcomes outcomes) {
+  std::erase_if(tasks, [outcomes](TaskCore* task) {
+    if (!finished_and_told(task)) return false;
+    if (outcomes == Outcomes::failures_kept && task->status() != TaskStatus::done) return false;
+    release(task);
     return true;
   });
-  handle.prune_readers_at = std::max(kReaderPruneThreshold, 2 * handle.readers.size());
+  prune_at = std::max(kPruneThreshold, 2 * tasks.size());
+}
+
+void remember(std::vector<TaskCore*>& tasks, std::size_t& prune_at, TaskCore* task,
+              Outcomes outcomes = Outcomes::forgotten) {
+  if (tasks.size() >= prune_at) prune_finished(tasks, prune_at, outcomes);
+  retain(task);
+  tasks.push_back(task);
+}
+
+// `task` comes after every task of `tasks`, which it replaces.
+void wait_for_all(TaskCore* task, std::vector<TaskCore*>& tasks, std::size_t& prune_at, EdgeKind kind) {
+  for (TaskCore* earlier : tasks) {
+    add_dependency(task, earlier, kind);
+    release(earlier);
+  }
+  tasks.clear();
+  prune_at = kPruneThreshold;
+}
+
+// A part access waits for the last whole write and, if it writes, for the whole reads since
+// (which stay: the next whole write waits for them too); it does not wait for other part accesses.
+void track_part_access(TaskCore* task, HandleImpl& handle, AccessMode mode) {
+  // A part write takes the last writer's outcome too: the data it leaves as they were are that
+  // writer's, and the next whole read reads them through this one.
+  if (handle.last_writer != nullptr) add_dependency(task, handle.last_writer, EdgeKind::data);
+  if (!writes(mode)) {
+    remember(handle.part_readers, handle.prune_part_readers_at, task);
+    return;
+  }
+  if (handle.readers.size() >= handle.prune_readers_at) {
+    prune_finished(handle.readers, handle.prune_readers_at, Outcomes::forgotten);
+  }
+  for (TaskCore* reader : handle.readers) add_dependency(task, reader, EdgeKind::ordering);
+  remember(handle.part_writers, handle.prune_part_writers_at, task, Outcomes::failures_kept);
 }
 
 }  // namespace
@@ -100,25 +144,28 @@ void prune_finished_readers(HandleImpl& handle) {
 void track_access(TaskCore* task, HandleImpl& handle, AccessMode mode) {
   std::lock_guard guard(handle.dep_lock);
   ++handle.accesses;
-  if (!writes(mode)) {
-    if (handle.last_writer != nullptr) add_dependency(task, handle.last_writer, EdgeKind::data);
-    if (handle.readers.size() >= handle.prune_readers_at) prune_finished_readers(handle);
-    retain(task);
-    handle.readers.push_back(task);
+  if (partial(mode)) {
+    track_part_access(task, handle, mode);
     return;
   }
-  if (!handle.readers.empty()) {
-    // The readers themselves waited for the last writer; a read-write access still takes the
-    // last writer's outcome (the edge is free once that writer has finished well).
-    for (TaskCore* reader : handle.readers) {
-      add_dependency(task, reader, EdgeKind::ordering);
-      release(reader);
+  if (!writes(mode)) {
+    if (handle.last_writer != nullptr) add_dependency(task, handle.last_writer, EdgeKind::data);
+    if (handle.part_writers.size() >= handle.prune_part_writers_at) {
+      prune_finished(handle.part_writers, handle.prune_part_writers_at, Outcomes::failures_kept);
     }
-    handle.readers.clear();
-    handle.prune_readers_at = kReaderPruneThreshold;
-    if (reads(mode) && handle.last_writer != nullptr) add_dependency(task, handle.last_writer, EdgeKind::data);
-  } else if (handle.last_writer != nullptr) {
-    add_dependency(task, handle.last_writer, reads(mode) ? EdgeKind::data : EdgeKind::ordering);
+    for (TaskCore* part_writer : handle.part_writers) add_dependency(task, part_writer, EdgeKind::data);
+    remember(handle.readers, handle.prune_readers_at, task);
+    return;
+  }
+  // The others since the last writer waited for it themselves; a read-write access still takes
+  // the last writer's outcome (the edge is free once that writer has finished well).
+  const bool after_others = !handle.readers.empty() || !handle.part_readers.empty() || !handle.part_writers.empty();
+  const EdgeKind on_writers = reads(mode) ? EdgeKind::data : EdgeKind::ordering;
+  wait_for_all(task, handle.readers, handle.prune_readers_at, EdgeKind::ordering);
+  wait_for_all(task, handle.part_readers, handle.prune_part_readers_at, EdgeKind::ordering);
+  wait_for_all(task, handle.part_writers, handle.prune_part_writers_at, on_writers);
+  if (handle.last_writer != nullptr && (reads(mode) || !after_others)) {
+    add_dependency(task, handle.last_writer, on_writers);
   }
   retain(task);
   if (handle.last_writer != nullptr) release(handle.last_writer);
@@ -144,6 +191,11 @@ std::exception_ptr failure_read_by(TaskCore* token, TokenFailure on_token) {
 
 void forgive_failed_writer(HandleImpl& handle) {
   std::lock_guard guard(handle.dep_lock);
+  std::erase_if(handle.part_writers, [](TaskCore* part_writer) {
+    if (!finished_and_told(part_writer)) return false;  // one still waiting has not failed yet
+    release(part_writer);
+    return true;
+  });
   TaskCore* writer = handle.last_writer;
   if (writer == nullptr) return;
   const TaskStatus outcome = writer->status();
@@ -157,26 +209,20 @@ void forgive_failed_writer(HandleImpl& handle) {
   release(writer);
 }
 
-namespace {
-
-bool finished_and_told(TaskCore* task) {
-  if (!is_final(task->status())) return false;
-  std::lock_guard guard(task->lock);
-  return task->released;
-}
-
-}  // namespace
-
 std::optional<std::uint64_t> accesses_if_at_rest(HandleImpl& handle) {
   if (!handle.registered.load(std::memory_order_acquire) || handle.submitting.load(std::memory_order_acquire) != 0) {
     return std::nullopt;
   }
   std::lock_guard guard(handle.dep_lock);
-  if (!handle.acquisitions.empty() || !std::ranges::all_of(handle.readers, finished_and_told)) return std::nullopt;
-  if (handle.last_writer != nullptr &&
-      (!finished_and_told(handle.last_writer) || handle.last_writer->status() != TaskStatus::done)) {
+  const auto done_and_told = [](TaskCore* task) {
+    return finished_and_told(task) && task->status() == TaskStatus::done;
+  };
+  if (!handle.acquisitions.empty() || !std::ranges::all_of(handle.readers, finished_and_told) ||
+      !std::ranges::all_of(handle.part_readers, finished_and_told) ||
+      !std::ranges::all_of(handle.part_writers, done_and_told)) {
     return std::nullopt;
   }
+  if (handle.last_writer != nullptr && !done_and_told(handle.last_writer)) return std::nullopt;
   return handle.accesses;
 }
 

@@ -26,7 +26,9 @@ AccessMode parse_access_mode(std::string_view text) {
   if (upper == "W") return AccessMode::W;
   if (upper == "RW") return AccessMode::RW;
   if (upper == "REDUX") return AccessMode::Redux;
-  throw InvalidArgument("unknown access mode '" + std::string(text) + "': use R, W, RW or REDUX");
+  if (upper == "PART-R") return AccessMode::PartR;
+  if (upper == "PART-W") return AccessMode::PartW;
+  throw InvalidArgument("unknown access mode '" + std::string(text) + "': use R, W, RW, REDUX, PART-R or PART-W");
 }
 
 std::string_view access_mode_name(AccessMode mode) noexcept {
@@ -35,6 +37,8 @@ std::string_view access_mode_name(AccessMode mode) noexcept {
     case AccessMode::W: return "W";
     case AccessMode::RW: return "RW";
     case AccessMode::Redux: return "REDUX";
+    case AccessMode::PartR: return "PART-R";
+    case AccessMode::PartW: return "PART-W";
   }
   return "?";
 }

@@ -50,12 +50,12 @@ std::optional<AccessMode> held_by_this_thread(HandleImpl& handle, bool writes_on
   return std::nullopt;
 }
 
-// A task may also name data Redux (run as RW here); acquisitions may not.
+// A task may also name data Redux (run as RW here), PartR or PartW; acquisitions may not.
 void check_mode(AccessMode mode, const char* where, bool task = false) {
-  if (mode != AccessMode::R && mode != AccessMode::W && mode != AccessMode::RW &&
-      (!task || mode != AccessMode::Redux)) {
+  const bool task_only = mode == AccessMode::Redux || mode == AccessMode::PartR || mode == AccessMode::PartW;
+  if (mode != AccessMode::R && mode != AccessMode::W && mode != AccessMode::RW && (!task || !task_only)) {
     throw InvalidArgument(std::string(where) + ": access mode " + std::to_string(static_cast<int>(mode)) +
-                          (task ? " is not R, W, RW or Redux" : " is not R, W or RW"));
+                          (task ? " is not R, W, RW, Redux, PartR or PartW" : " is not R, W or RW"));
   }
 }
 
@@ -67,8 +67,10 @@ void check_mode(AccessMode mode, const char* where, bool task = false) {
   throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl.name) + " has been unregistered");
 }
 
+// A part access with another part access stays one; with a whole access it is the whole data's.
 AccessMode both_modes(AccessMode a, AccessMode b) {
-  return static_cast<AccessMode>(static_cast<unsigned>(a) | static_cast<unsigned>(b));
+  const unsigned bits = static_cast<unsigned>(a) | static_cast<unsigned>(b);
+  return static_cast<AccessMode>(partial(a) && partial(b) ? bits : bits & 7u);
 }
 
 // Gives every record of a handle named more than once the union of its modes, and marks all but

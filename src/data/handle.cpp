@@ -37,8 +37,10 @@ void HandleImpl::forget_tasks() noexcept {
   std::lock_guard guard(dep_lock);
   if (last_writer != nullptr) release(last_writer);
   last_writer = nullptr;
-  for (TaskCore* reader : readers) release(reader);
-  readers.clear();
+  for (std::vector<TaskCore*>* tasks : {&readers, &part_readers, &part_writers}) {
+    for (TaskCore* task : *tasks) release(task);
+    tasks->clear();
+  }
 }
 
 }  // namespace hetflow::detail

@@ -59,9 +59,14 @@ class HandleImpl {
   // Dependency tracking (guarded by dep_lock). Holds a reference on each task it names.
   SpinLock dep_lock;
   TaskCore* last_writer = nullptr;
-  std::vector<TaskCore*> readers;
+  std::vector<TaskCore*> readers;     // whole reads (R) since the last whole write
   std::size_t prune_readers_at = 64;  // readers' size at which finished ones are dropped next
-  std::uint64_t accesses = 0;         // declared by tasks and acquisitions so far
+  // Part accesses (PartR, PartW) since the last whole write: they do not wait for each other.
+  std::vector<TaskCore*> part_readers;
+  std::vector<TaskCore*> part_writers;
+  std::size_t prune_part_readers_at = 64;
+  std::size_t prune_part_writers_at = 64;
+  std::uint64_t accesses = 0;  // declared by tasks and acquisitions so far
   struct HeldAcquisition {
     TaskCore* token = nullptr;
     std::uint64_t holder = 0;  // the thread that acquired (detail::thread_number), 0 for acquire_then's

@@ -1411,6 +1411,12 @@ std::vector<DataAccess> merged_accesses(const TaskOptions& options) {
   std::vector<DataAccess> data;
   std::unordered_map<const detail::HandleImpl*, std::size_t> position;  // of each handle in data
   const auto add = [&](const DataAccess& access) {
+    if (partial(access.mode)) {
+      // Distributed data are each registered on their own: none lies inside another.
+      throw InvalidArgument("hetflow::mpi::Context: task '" + options.name + "' names data " +
+                            std::string(access_mode_name(access.mode)) +
+                            "; part accesses are for views within one runtime, not for distributed data");
+    }
     const auto [it, first] = position.try_emplace(access.handle.impl(), data.size());
     if (first) {
       data.push_back(access);

@@ -1179,7 +1179,7 @@ TEST(MpiContext, CallsEveryRankMakesAreRefusedInsideATask) {
   });
 }
 
-TEST(MpiContext, ReduxNeedsAReductionAndARefusedTaskChangesNothing) {
+TEST(MpiContext, ReduxWithoutAReductionOrAPartAccessIsRefusedAndTheRefusedTaskChangesNothing) {
   spmd(2, [](mpi::Context& context) {
     const int me = context.rank();
     std::vector<double> x(2, me == 0 ? 3.0 : 0.0), y(2, 0.0);
@@ -1190,6 +1190,12 @@ TEST(MpiContext, ReduxNeedsAReductionAndARefusedTaskChangesNothing) {
       ADD_FAILURE() << "Redux without a reduction was accepted";
     } catch (const hetflow::InvalidArgument& error) {
       EXPECT_NE(std::string(error.what()).find("set_reduction"), std::string::npos) << error.what();
+    }
+    try {
+      context.insert(kAdd, {.data = {hetflow::PartW(hy), hetflow::R(hx)}});
+      ADD_FAILURE() << "a part access to distributed data was accepted";
+    } catch (const hetflow::InvalidArgument& error) {
+      EXPECT_NE(std::string(error.what()).find("PART-W"), std::string::npos) << error.what();
     }
     context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});
     context.wait_all();

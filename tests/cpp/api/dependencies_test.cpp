@@ -4,8 +4,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "hetflow/hetflow.hpp"
@@ -331,5 +333,141 @@ TEST(Dependencies, TasksOnSeveralHandlesFromTwoThreadsNeverWaitForEachOther) {
     EXPECT_EQ(runs.load(), 600);
   }
 }
+
+// Part accesses (PartR, PartW: through a view inside the handle's data) do not wait for each
+// other; whole accesses wait for them and they for whole ones, except reads for reads.
+namespace part_accesses {
+
+// A task that returns whether `count` such tasks were running at once within 30 s.
+auto meeting(std::atomic<int>& started, int count) {
+  return [&started, count] {
+    started.fetch_add(1);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (started.load() < count) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::yield();
+    }
+    return true;
+  };
+}
+
+TEST(Dependencies, PartAccessesRunTogetherAndPartReadsWithWholeReads) {
+  Runtime rt(Config{.ncpus = 2});
+  int x = 0;
+  auto h = rt.register_variable(x);
+  for (const auto& [first, second] :
+       {std::pair{AccessMode::PartW, AccessMode::PartW}, std::pair{AccessMode::PartR, AccessMode::PartW},
+        std::pair{AccessMode::PartW, AccessMode::PartR}, std::pair{AccessMode::R, AccessMode::PartR},
+        std::pair{AccessMode::PartR, AccessMode::R}}) {
+    SCOPED_TRACE(std::string(hetflow::access_mode_name(first)) + " then " +
+                 std::string(hetflow::access_mode_name(second)));
+    std::atomic<int> started{0};
+    auto a = rt.submit(TaskOptions{.data = {{h, first}}}, meeting(started, 2));
+    auto b = rt.submit(TaskOptions{.data = {{h, second}}}, meeting(started, 2));
+    EXPECT_TRUE(a.get());
+    EXPECT_TRUE(b.get());
+  }
+}
+
+// Each task notes when it starts and ends on one clock; `later` must start after `earlier` ends.
+struct Span {
+  int start = -1;
+  int end = -1;
+};
+
+TEST(Dependencies, WholeAccessesAndPartAccessesWaitForEachOther) {
+  Runtime rt(Config{.ncpus = 4});
+  for (int round = 0; round < 20; ++round) {
+    int x = 0;
+    auto h = rt.register_variable(x);
+    std::atomic<int> clock{0};
+    std::vector<Span> spans(9);
+    const std::vector<AccessMode> modes{AccessMode::W, AccessMode::PartW, AccessMode::PartW,
+                                        AccessMode::R, AccessMode::PartW, AccessMode::PartR,
+                                        AccessMode::W, AccessMode::PartR, AccessMode::RW};
+    for (std::size_t i = 0; i < modes.size(); ++i) {
+      (void)rt.submit(TaskOptions{.data = {{h, modes[i]}}}, [&clock, &spans, i, round] {
+        spans[i].start = clock.fetch_add(1);
+        if ((i + static_cast<std::size_t>(round)) % 3 == 0) std::this_thread::sleep_for(1ms);
+        spans[i].end = clock.fetch_add(1);
+      });
+    }
+    rt.unregister(h);
+    // W -> both part writes -> R -> part write -> W (after the part read too) -> part read -> RW
+    for (const auto& [earlier, later] : std::vector<std::pair<int, int>>{
+             {0, 1}, {0, 2}, {1, 3}, {2, 3}, {3, 4}, {0, 5}, {4, 6}, {5, 6}, {6, 7}, {7, 8}}) {
+      EXPECT_LT(spans[earlier].end, spans[later].start) << "task " << later << " did not wait for " << earlier;
+    }
+  }
+}
+
+TEST(Dependencies, APartAccessNamedWithAWholeOneIsWhole) {
+  Runtime rt(Config{.ncpus = 2});
+  int x = 0;
+  auto h = rt.register_variable(x);
+  std::atomic<int> clock{0};
+  Span part;
+  Span both;
+  (void)rt.submit(TaskOptions{.data = {hetflow::PartW(h)}}, [&] {
+    part.start = clock.fetch_add(1);
+    std::this_thread::sleep_for(20ms);
+    part.end = clock.fetch_add(1);
+  });
+  (void)rt.submit(TaskOptions{.data = {hetflow::PartW(h), R(h)}}, [&] {
+    both.start = clock.fetch_add(1);
+    both.end = clock.fetch_add(1);
+  });
+  rt.wait_all();
+  EXPECT_LT(part.end, both.start);
+}
+
+TEST(Dependencies, FailuresTravelFromPartWritesToWholeReadsOnly) {
+  Runtime rt;
+  int x = 0;
+  auto h = rt.register_variable(x, "x");
+  const auto expect_failed_by = [](hetflow::FutureBase& future, const std::string& root) {
+    future.wait();
+    ASSERT_EQ(future.status(), TaskStatus::failed) << future.name();
+    try {
+      std::rethrow_exception(future.error());
+    } catch (const DependencyError& e) {
+      EXPECT_EQ(e.root_task(), root);
+    }
+  };
+  auto bad_part =
+      rt.submit(TaskOptions{.data = {hetflow::PartW(h)}, .name = "bad part"}, [] { throw std::logic_error("part"); });
+  auto part_read = rt.submit(TaskOptions{.data = {hetflow::PartR(h)}}, [] { return 1; });
+  auto whole_read = rt.submit(TaskOptions{.data = {R(h)}, .name = "whole read"}, [] { return 2; });
+  EXPECT_EQ(part_read.get(), 1);
+  expect_failed_by(whole_read, "bad part");
+  auto rewrite = rt.submit(TaskOptions{.data = {W(h)}}, [&x] { x = 5; });
+  auto read_again = rt.submit(TaskOptions{.data = {R(h)}}, [&x] { return x; });
+  EXPECT_EQ(read_again.get(), 5);
+
+  auto bad_whole = rt.submit(TaskOptions{.data = {W(h)}, .name = "bad whole"}, [] { throw std::logic_error("whole"); });
+  auto part_write = rt.submit(TaskOptions{.data = {hetflow::PartW(h)}, .name = "part write"}, [] {});
+  auto part_read_after = rt.submit(TaskOptions{.data = {hetflow::PartR(h)}}, [] {});
+  expect_failed_by(part_write, "bad whole");
+  expect_failed_by(part_read_after, "bad whole");
+  EXPECT_THROW(bad_part.get(), std::logic_error);
+  EXPECT_NO_THROW(rewrite.get());
+}
+
+TEST(Dependencies, PartModesAreForTasksOnly) {
+  EXPECT_EQ(hetflow::parse_access_mode("part-r"), AccessMode::PartR);
+  EXPECT_EQ(hetflow::parse_access_mode("PART-W"), AccessMode::PartW);
+  EXPECT_EQ(hetflow::access_mode_name(AccessMode::PartW), "PART-W");
+  EXPECT_TRUE(hetflow::partial(AccessMode::PartR));
+  EXPECT_FALSE(hetflow::partial(AccessMode::Redux));
+  Runtime rt;
+  int x = 0;
+  auto h = rt.register_variable(x);
+  EXPECT_THROW((void)rt.acquire(h, AccessMode::PartR), hetflow::InvalidArgument);
+  EXPECT_THROW((void)rt.acquire(h, AccessMode::PartW), hetflow::InvalidArgument);
+  EXPECT_THROW((void)rt.submit(TaskOptions{.data = {{h, static_cast<AccessMode>(8)}}}, [] {}),
+               hetflow::InvalidArgument);
+}
+
+}  // namespace part_accesses
 
 }  // namespace
