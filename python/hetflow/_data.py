@@ -41,9 +41,11 @@ _NESTED_ROOTS_LOOKED_AT = 16
 # Deciding whether two views share an element is exact for slices, steps and tiles well within
 # this effort; a pair it cannot decide counts as overlapping (ordered, never a race).
 _OVERLAP_EFFORT = 1000
-# REDUX reads and writes, and more: merged with any other mode it stays REDUX.
-_MODE_BITS = {"R": 1, "W": 2, "RW": 3, "REDUX": 7}
-_BIT_MODES = {1: "R", 2: "W", 3: "RW", 7: "REDUX"}
+# REDUX reads and writes, and more: merged with any other mode it stays REDUX. PART-R and PART-W
+# (bit 8) are declared on a view around the task's own (see mirror_mode).
+_MODE_BITS = {"R": 1, "W": 2, "RW": 3, "REDUX": 7, "PART-R": 9, "PART-W": 11}
+_BIT_MODES = {bits: mode for mode, bits in _MODE_BITS.items()}
+_PART = 8
 try:  # signal's own functions without signal.py's enum conversions (microseconds each)
     import _signal as _raw_signal  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - CPython has it
@@ -60,10 +62,16 @@ class _Probe:
         self.__array_interface__ = interface
 
 
+# How another view that shares an element with a view lies against it (View.overlaps).
+_ACROSS = 0  # neither holds the other
+_INSIDE = 1  # the view holds it (or each holds the other: the same bytes)
+_AROUND = 2  # it holds the view, and not the other way
+
+
 class View:
     """One view (element 0's address, shape, strides, item size) of a root buffer, and the
     engine handle that stands for it. ``overlaps`` maps each other view of the same root that
-    shares an element with this one to whether that view lies inside this one's bytes."""
+    shares an element with this one to how it lies against this one (_ACROSS, _INSIDE, _AROUND)."""
 
     __slots__ = ("key", "handle", "low", "high", "dense", "overlaps", "probe", "root", "lookups", "seen", "__weakref__")
 
@@ -74,7 +82,7 @@ class View:
         self.low = low
         self.high = high
         self.dense = dense
-        self.overlaps: Dict["View", bool] = {}
+        self.overlaps: Dict["View", int] = {}
         self.probe = probe
         self.lookups = 0  # by HandleRegistry.view (tasks on it, not those on the views it overlaps)
         self.seen: Optional[tuple] = None  # its use, as HandleRegistry._sweep last found it at rest
@@ -82,6 +90,12 @@ class View:
     def holds(self, other: "View") -> bool:
         """Every byte of ``other`` is one of this view's: writing all of this view rewrites it."""
         return self.dense and self.low <= other.low and other.high <= self.high
+
+    def placing(self, other: "View") -> int:
+        """How ``other``, which shares an element with this view, lies against it."""
+        if self.holds(other):
+            return _INSIDE
+        return _AROUND if other.holds(self) else _ACROSS
 
 
 class _Root:
@@ -140,16 +154,29 @@ def _final(root: _Root) -> _Root:
     return root
 
 
-def mirror_mode(view: View, mode: str, other: View, other_inside: bool) -> str:
+def mirror_mode(view: View, mode: str, other: View, placing: int) -> str:
     """The access a task with ``mode`` on ``view`` also declares on the overlapping ``other``.
 
-    Reads and read-writes carry over as they are. A write-only access rewrites ``other`` only if
-    ``other`` lies wholly inside ``view``; otherwise part of ``other`` keeps its old contents,
-    so the access counts as read-write there (it must not start a new version of data it
-    leaves partly as it was, nor hide an earlier failed writer of that part)."""
-    if mode != "W" or other_inside:
+    On a view around its own it declares a part access (PART-R, PART-W): tasks on disjoint views
+    of one array do not wait for each other there, while a task on the whole array waits for
+    them (and they for it, but for reads). Where two tasks' views overlap, each view holding
+    neither the other, or one inside the other, the task on the one declares its access on the
+    other's view as it is: reads and read-writes as they are, and a write-only access rewrites
+    ``other`` only if ``other`` lies wholly inside ``view``; otherwise part of ``other`` keeps its
+    old contents, so the access counts as read-write there (it must not start a new version of
+    data it leaves partly as it was, nor hide an earlier failed writer of that part)."""
+    if placing == _AROUND:
+        return "PART-R" if mode == "R" else "PART-W"
+    if mode != "W" or placing == _INSIDE:
         return mode
     return "RW"
+
+
+def merged_bits(declared: int, bits: int) -> int:
+    """The mode bits of a handle a task declares ``declared`` and ``bits`` on: two part accesses
+    stay one, a part and a whole access are a whole one."""
+    both = declared | bits
+    return both if declared & bits & _PART or not declared else both & ~_PART
 
 
 class HandleRegistry:
@@ -159,7 +186,8 @@ class HandleRegistry:
     declares its access (see ``mirror_mode``) on every view met so far that shares an element
     with it, so that whichever of two overlapping views came first, both tasks meet on its
     handle. Views that share no element (``a[:50]`` / ``a[50:]``, ``a[0::2]`` / ``a[1::2]``,
-    column blocks, tiles) stay independent. A root's handles live as long as the root array
+    column blocks, tiles) stay independent, also once a view holding both (``a``) was used:
+    their tasks declare part accesses there, which do not wait for each other. A root's handles live as long as the root array
     (and the arrays over memory in its buffer that numpy cannot follow back to it, when it does
     not own the buffer), then are let go once the tasks using them are done. Once a root has
     many views, those left unused for a while are let go while it lives (``_sweep``): a program
@@ -444,8 +472,8 @@ class HandleRegistry:
                 except numpy.exceptions.TooHardError:
                     shared = True
                 if shared:
-                    view.overlaps[other] = view.holds(other)
-                    other.overlaps[view] = other.holds(view)
+                    view.overlaps[other] = view.placing(other)
+                    other.overlaps[view] = other.placing(view)
         lows, views, longest = root.classes.setdefault(nbytes.bit_length(), ([], [], [0]))
         position = bisect.bisect_right(lows, low)
         lows.insert(position, low)
@@ -507,8 +535,8 @@ class HandleRegistry:
             del lows[index], views[index]
         self._engine.unregister_async(view.handle)
 
-    def overlapping(self, view: View) -> List[Tuple[View, bool]]:
-        """The other views sharing an element with ``view``, each with whether it lies inside."""
+    def overlapping(self, view: View) -> List[Tuple[View, int]]:
+        """The other views sharing an element with ``view``, each with how it lies against it."""
         with self._lock:
             return list(view.overlaps.items())
 
@@ -521,11 +549,11 @@ class HandleRegistry:
             # another dtype reads. As for a view that W does not fully rewrite: RW.
             mode = "RW"
         view = self.view(array, mode)
-        into[view.handle] = into.get(view.handle, 0) | _MODE_BITS[mode]
+        into[view.handle] = merged_bits(into.get(view.handle, 0), _MODE_BITS[mode])
         if view.overlaps:
-            for other, inside in self.overlapping(view):
-                bits = _MODE_BITS[mirror_mode(view, mode, other, inside)]
-                into[other.handle] = into.get(other.handle, 0) | bits
+            for other, placing in self.overlapping(view):
+                bits = _MODE_BITS[mirror_mode(view, mode, other, placing)]
+                into[other.handle] = merged_bits(into.get(other.handle, 0), bits)
         return view
 
     def handle(self, array: Any, mode: str) -> Tuple[Any, int, int]:
@@ -580,9 +608,8 @@ class HandleRegistry:
         self._refuse_waiting_for_this_thread(view, mode, others)
         if others:
             wait_mode = "R" if mode == "R" else "RW"
-            task = self._engine.submit_thread(
-                _nothing, [], [(other.handle, wait_mode) for other, _ in others], "acquire (overlapping views)", 0
-            )
+            waits = [(other.handle, mirror_mode(view, wait_mode, other, placing)) for other, placing in others]
+            task = self._engine.submit_thread(_nothing, [], waits, "acquire (overlapping views)", 0)
             interruptible(lambda: task.wait(None))  # its outcome does not matter: only that they are done
         from hetflow import _hetflow
 
@@ -593,7 +620,7 @@ class HandleRegistry:
         _hetflow.note_application_waited()  # the program may write the array directly now
         return acquisition
 
-    def _refuse_waiting_for_this_thread(self, view: View, mode: str, others: List[Tuple[View, bool]]) -> None:
+    def _refuse_waiting_for_this_thread(self, view: View, mode: str, others: List[Tuple[View, int]]) -> None:
         """An acquisition this thread holds, of the view or of one overlapping it, that the new one
         would wait for could never be released: refused rather than waited for."""
         me = threading.get_ident()

@@ -11,9 +11,12 @@ the replay runs it in submission order, following the failure rules:
   DependencyError; if it writes, it is a failed writer too;
 - a write-only access (W) makes a new version whatever came before.
 
-Views enter these rules as hetflow tracks them: a task's access to a view counts as the same
-access to each overlapping view used so far, except that a write-only access counts as
-read-write on an overlapping view that does not lie wholly within the written one (docs/python.md).
+Views enter these rules as hetflow tracks them (docs/python.md): a task's access to a view counts
+as the same access to each overlapping view used so far, except that a write-only access counts
+as read-write on an overlapping view that does not lie wholly within the written one, and that on
+a view around its own (holding it, not the other way) it counts as a part access. Part accesses
+read what the last whole writer of that view left; a part write that fails fails the whole reads
+after it, until a whole write.
 The arrays must match bit for bit and every future's outcome must match.
 
 ``HETFLOW_ORACLE_TASKS=1000000 pytest tests/python/test_oracle.py -s`` (``make stress``) checks
@@ -35,6 +38,10 @@ MODULUS = 1_000_003
 COMBINATIONS = [("thread", "ws"), ("thread", "eager"), ("thread", "random"), ("process", "ws"), ("process", "dmdas")]
 DEFAULT_TASKS = 12000  # over all combinations
 TASKS_PER_PROGRAM = 240
+
+
+# How another view lies against a view (as hetflow._data places them).
+ACROSS, INSIDE, AROUND = 0, 1, 2
 
 
 class Injected(Exception):
@@ -66,7 +73,7 @@ class ViewSpec:
     dense: bool  # its elements fill every index between the lowest and the highest
     low: int
     high: int
-    overlaps: Dict[int, bool] = field(default_factory=dict)  # view -> lies within this one
+    overlaps: Dict[int, int] = field(default_factory=dict)  # view -> how it lies against this one
 
 
 @dataclass
@@ -142,10 +149,13 @@ def make_program(seed: int, ntasks: int) -> Program:
             spec = ViewSpec(a, slicer, ordered, key, high - low + 1 == ordered.size, low, high)
             by_key[key] = len(views)
             views.append(spec)
+    def holds(outer: ViewSpec, inner: ViewSpec) -> bool:
+        return outer.dense and outer.low <= inner.low and inner.high <= outer.high
+
     for i, vi in enumerate(views):
         for j, vj in enumerate(views):
             if i != j and vi.array == vj.array and np.intersect1d(vi.indices, vj.indices).size:
-                vi.overlaps[j] = vi.dense and vi.low <= vj.low and vj.high <= vi.high
+                vi.overlaps[j] = INSIDE if holds(vi, vj) else AROUND if holds(vj, vi) else ACROSS
     fail_rate = float(rng.choice([0.0, 0.005, 0.03]))
     tasks = []
     for index in range(ntasks):
@@ -165,21 +175,36 @@ def replay(program: Program) -> Tuple[List[np.ndarray], List[Tuple[str, Any]]]:
     failure rules give, running the tasks one after the other."""
     arrays = [a.copy() for a in program.initial]
     used: set = set()
-    failed_writer: Dict[int, bool] = {}  # view -> its last writer failed
+    failed_writer: Dict[int, bool] = {}  # view -> its last whole writer failed
+    failed_part: Dict[int, bool] = {}  # view -> a part writer failed since its last whole writer
     outcomes: List[Tuple[str, Any]] = []
+    bits = {"R": 1, "W": 2, "RW": 3}
+    part = 8
+
+    def merge(declared: Dict[int, int], v: int, new: int) -> None:
+        old = declared.get(v, 0)
+        declared[v] = old | new if not old or old & new & part else (old | new) & ~part
+
     for index, fails, modes, chosen in program.tasks:
         mode_list = modes.split(",")
         declared: Dict[int, int] = {}
-        bits = {"R": 1, "W": 2, "RW": 3}
         used.update(chosen)
         for v, mode in zip(chosen, mode_list):
-            declared[v] = declared.get(v, 0) | bits[mode]
-            for other, inside in program.views[v].overlaps.items():
+            merge(declared, v, bits[mode])
+            for other, placing in program.views[v].overlaps.items():
                 if other not in used:
                     continue
-                mirrored = mode if mode != "W" or inside else "RW"
-                declared[other] = declared.get(other, 0) | bits[mirrored]
-        blocked = any(b & 1 and failed_writer.get(v, False) for v, b in declared.items())
+                if placing == AROUND:
+                    merge(declared, other, part | (1 if mode == "R" else 3))
+                else:
+                    merge(declared, other, bits[mode if mode != "W" or placing == INSIDE else "RW"])
+
+        def reads_a_failure(v: int, b: int) -> bool:
+            if b & part:
+                return failed_writer.get(v, False)
+            return bool(b & 1) and (failed_writer.get(v, False) or failed_part.get(v, False))
+
+        blocked = any(reads_a_failure(v, b) for v, b in declared.items())
         if blocked:
             outcomes.append(("dependency", None))
             ok = False
@@ -191,8 +216,11 @@ def replay(program: Program) -> Tuple[List[np.ndarray], List[Tuple[str, Any]]]:
             outcomes.append(("value", oracle_task(index, False, tuple(mode_list), *views)))
             ok = True
         for v, b in declared.items():
-            if b & 2:
+            if b & part:
+                failed_part[v] = failed_part.get(v, False) or (bool(b & 2) and not ok)
+            elif b & 2:
                 failed_writer[v] = not ok
+                failed_part[v] = False
     return arrays, outcomes
 
 

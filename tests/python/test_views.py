@@ -278,6 +278,91 @@ def test_tasks_on_disjoint_views_run_in_parallel(shape, split):
     assert (first == 1.0).all() and (second == 2.0).all()
 
 
+@pytest.mark.parametrize(
+    "shape, split",
+    [
+        (100, lambda a: (a[:50], a[50:])),
+        (100, lambda a: (a[0::2], a[1::2])),
+        ((10, 10), lambda a: (a[:, :5], a[:, 5:])),
+        ((10, 10), lambda a: (a[:5, :5], a[5:, :5])),
+    ],
+    ids=["halves", "even-odd", "column-blocks", "tiles"],
+)
+def test_disjoint_views_stay_parallel_after_the_whole_array_was_used(shape, split):
+    hetflow.init(ncpus=2, executor="thread")
+    whole = np.zeros(shape)
+    hetflow.task_submit(fill, hetflow.W(whole), 0.5)
+    first, second = split(whole)
+    barrier = threading.Barrier(2)
+    f1 = hetflow.task_submit(meet, barrier, hetflow.RW(first), 1.0)
+    f2 = hetflow.task_submit(meet, barrier, hetflow.RW(second), 2.0)
+    total = hetflow.task_submit(np.sum, whole)  # a whole read waits for both
+    f1.result(timeout=60)
+    f2.result(timeout=60)
+    expected = np.full(shape, 0.5)
+    for part, value in zip(split(expected), (1.0, 2.0)):
+        part[...] = value
+    assert total.result(timeout=60) == expected.sum()
+    # A reader of one part and a writer of the other meet too; a whole write waits for both.
+    barrier = threading.Barrier(2)
+    reader = hetflow.task_submit(meet_and_sum, barrier, first)
+    writer = hetflow.task_submit(meet, barrier, hetflow.W(second), 3.0)
+    hetflow.task_submit(fill, hetflow.W(whole), 4.0)
+    assert reader.result(timeout=60) == 1.0 * first.size
+    writer.result(timeout=60)
+    assert hetflow.task_submit(np.sum, whole).result(timeout=60) == 4.0 * whole.size
+
+
+def meet_and_sum(barrier, x):
+    barrier.wait(timeout=10)
+    return float(x.sum())
+
+
+_SHARED_WITH_TASKS: dict = {}
+
+
+def write_half_and_the_other_in_a_child(mine):
+    mine[...] = 1.0
+    other = _SHARED_WITH_TASKS["other"]  # not this task's data: a child may write it
+    child = hetflow.task_submit(fill, hetflow.W(other), 2.0)
+    child.result()  # a wait for a task on a disjoint view: it may end
+    return float(other.sum())
+
+
+def test_a_task_may_wait_for_a_child_on_a_disjoint_view_of_an_array_used_whole():
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(100)
+    hetflow.task_submit(fill, hetflow.W(a), 7.0)
+    _SHARED_WITH_TASKS["other"] = a[50:]
+    try:
+        parent = hetflow.task_submit(write_half_and_the_other_in_a_child, hetflow.W(a[:50]))
+        assert parent.result(timeout=60) == 100.0
+    finally:
+        _SHARED_WITH_TASKS.clear()
+    with hetflow.acquire(a, "R") as done:
+        assert (done[:50] == 1.0).all() and (done[50:] == 2.0).all()
+
+
+def test_a_failed_part_write_fails_whole_reads_only_until_a_whole_write():
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(100)
+    hetflow.task_submit(fill, hetflow.W(a), 1.0).result(timeout=60)
+    bad = hetflow.task_submit(fail_writing, hetflow.W(a[:50]))
+    other_part = hetflow.task_submit(np.sum, a[50:])
+    whole = hetflow.task_submit(np.sum, a)
+    with pytest.raises(ValueError):
+        bad.result(timeout=60)
+    assert other_part.result(timeout=60) == 50.0
+    with pytest.raises(hetflow.DependencyError):
+        whole.result(timeout=60)
+    hetflow.task_submit(fill, hetflow.W(a), 3.0)
+    assert hetflow.task_submit(np.sum, a).result(timeout=60) == 300.0
+
+
+def fail_writing(out):
+    raise ValueError("on purpose")
+
+
 def test_tiles_are_independent_and_the_whole_matrix_orders_after_them():
     hetflow.init(ncpus=2, executor="thread")
     m = np.zeros((64, 64))
