@@ -136,12 +136,17 @@ class Executor(concurrent.futures.Executor):
         """
         deadline = None if timeout is None else time.monotonic() + _checked_timeout(timeout)
         chunksize = _checked_chunksize(chunksize)
+        if self._shut_down:
+            raise RuntimeError("hetflow.Executor: cannot schedule new futures after shutdown")
+        if not iterables:
+            return iter(())  # no calls, as concurrent.futures' map (hetflow.map refuses it)
+        # Read before taking the lock: a generator among the iterables may itself submit to this
+        # executor (or shut it down), and a slow one must not hold back other threads' submissions.
+        calls, star = _calls(fn, iterables)
         with self._lock:
             if self._shut_down:
                 raise RuntimeError("hetflow.Executor: cannot schedule new futures after shutdown")
-            if not iterables:
-                return iter(())  # no calls, as concurrent.futures' map (hetflow.map refuses it)
-            chunks = _submit(self._runtime, fn, iterables, chunksize, None)
+            chunks = _submit(self._runtime, fn, calls, star, chunksize, None)
         return _results(chunks, deadline, progress)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -246,10 +251,13 @@ def map(
     """
     chunksize = _checked_chunksize(chunksize)
     if isinstance(executor, Executor):
+        if executor._shut_down:
+            raise RuntimeError("hetflow.map: the executor has been shut down")
+        calls, star = _calls(fn, iterables)  # outside the lock, as in Executor.map
         with executor._lock:
             if executor._shut_down:
                 raise RuntimeError("hetflow.map: the executor has been shut down")
-            chunks = _submit(executor._runtime, fn, iterables, chunksize, None, waited=True)
+            chunks = _submit(executor._runtime, fn, calls, star, chunksize, None, waited=True)
     else:
         if executor is not None:
             if not isinstance(executor, str):
@@ -257,7 +265,9 @@ def map(
                     f"hetflow.map: executor must be 'process', 'thread', a hetflow.Executor or None, not {executor!r}"
                 )
             _runtime.check_executor(executor)
-        chunks = _submit(_runtime.current(), fn, iterables, chunksize, executor, waited=True)
+        runtime = _runtime.current()
+        calls, star = _calls(fn, iterables)
+        chunks = _submit(runtime, fn, calls, star, chunksize, executor, waited=True)
     return list(_results(chunks, None, progress))
 
 
@@ -284,28 +294,35 @@ def _workers(runtime: _runtime.Runtime, executor: str) -> int:
     return runtime.nprocs if executor == "process" and runtime.nprocs else runtime.ncpus
 
 
-def _submit(
-    runtime: _runtime.Runtime,
-    fn: Callable[..., Any],
-    iterables: Tuple[Iterable[Any], ...],
-    chunksize: Optional[int],
-    executor: Optional[str],
-    waited: bool = False,
-) -> List[Tuple[Future, int]]:
-    """Submits the calls, ``chunksize`` per task; returns (future, calls) per task in order.
-    A future of one call (``calls == 0``) gives its value; a chunk's gives a _ChunkOutcome.
-    ``waited``: the caller waits for the calls before the program goes on (``hetflow.map``)."""
+def _calls(fn: Callable[..., Any], iterables: Tuple[Iterable[Any], ...]) -> Tuple[list, bool]:
+    """Checks ``fn`` and reads the iterables to the end: the calls, and whether each is a tuple
+    of arguments (several iterables) rather than the one argument (one iterable, the common
+    case: no tuple for each). Called with no lock held: the iterables run the caller's code."""
     if not callable(fn):
         raise TypeError(f"hetflow: {fn!r} is not callable")
     _runtime.refuse_async_function(fn, "hetflow")
     if not iterables:
         raise TypeError("hetflow: map() needs at least one iterable of arguments")
+    star = len(iterables) > 1
+    return (list(zip(*iterables)) if star else list(iterables[0])), star
+
+
+def _submit(
+    runtime: _runtime.Runtime,
+    fn: Callable[..., Any],
+    calls: list,
+    star: bool,
+    chunksize: Optional[int],
+    executor: Optional[str],
+    waited: bool = False,
+) -> List[Tuple[Future, int]]:
+    """Submits the calls (from ``_calls``), ``chunksize`` per task; returns (future, calls) per
+    task in order. A future of one call (``calls == 0``) gives its value; a chunk's gives a
+    _ChunkOutcome. ``waited``: the caller waits for the calls before the program goes on
+    (``hetflow.map``)."""
     kind = executor or runtime.executor
     if kind == "process" and runtime.nprocs == 0:
         raise ValueError("hetflow: executor='process' but the runtime has no worker processes (nprocs=0)")
-    # One iterable (the common case): its elements are the arguments, with no tuple for each.
-    star = len(iterables) > 1
-    calls = list(zip(*iterables)) if star else list(iterables[0])
     if chunksize is None:
         chunksize = max(1, math.ceil(len(calls) / (_CHUNKS_PER_WORKER * _workers(runtime, kind))))
     name = getattr(fn, "__name__", None) or type(fn).__name__

@@ -164,6 +164,31 @@ def test_map_consumes_its_input_at_once_and_its_results_lazily():
         assert list(results) == [1, 2]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_map_reads_its_input_with_no_lock_held(kind):
+    # A generator given to map may use the executor itself: read under the executor's lock, its
+    # submit waited for that lock for ever (and a slow one held back every other submission).
+    executor = hetflow.Executor(2, executor=kind)
+
+    def inputs():
+        for i in range(3):
+            yield executor.submit(square, i).result()
+
+    outcome = []
+
+    def read():
+        outcome.append(list(executor.map(square, inputs())))
+        outcome.append(hetflow.map(square, inputs(), executor=executor))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():
+        pytest.fail("map hung reading a generator that submits to the same executor")
+    executor.shutdown()
+    assert outcome == [[0, 1, 16], [0, 1, 16]]
+
+
 def test_map_timeout_counts_from_the_call():
     release = threading.Event()
     with hetflow.Executor(1, executor="thread") as executor:
