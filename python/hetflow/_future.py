@@ -260,8 +260,9 @@ class Future(concurrent.futures.Future):
         return error
 
     def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
-        """Calls ``fn(future)`` when the task finishes (at once, in this thread, if it has).
-        asyncio's own callbacks (``asyncio.wait`` and ``as_completed`` add them to the futures
+        """Calls ``fn(future)`` when the task finishes: at once, in this thread, if it has and
+        the callbacks added before were handed on; else after those, on the callback thread
+        (callbacks run in the order they were added). asyncio's own callbacks (``asyncio.wait`` and ``as_completed`` add them to the futures
         they are given) are called in the event loop that added them, as asyncio expects."""
         module = getattr(fn, "__module__", None)
         if module in ("asyncio.tasks", "asyncio.futures"):
