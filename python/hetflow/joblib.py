@@ -106,19 +106,21 @@ def _run_same(function: Callable[..., Any], arguments: Sequence[tuple], *data: A
 def _lift_block(block: Sequence[DelayedCall], lifts: Callable[[Any], bool]) -> Tuple[List[DelayedCall], tuple]:
     """The block's calls with their arrays and access marks made the block task's own arguments
     (see ``hetflow.executor._lift_data``): task data, ordered with the tasks that use them."""
-    flat = [(*call.args, *call.kwargs.values()) for call in block]
-    lifted, data = _lift_data(flat, True, lifts)
-    if not data:
-        return list(block), ()
-    calls = []
-    for call, values in zip(block, lifted):
-        positional = len(call.args)
-        calls.append(DelayedCall(call.function, tuple(values[:positional]), dict(zip(call.kwargs, values[positional:]))))
-    return calls, data
+    lifted, data = _lift_data(_flat(block), True, lifts)
+    return (_rebuilt(block, lifted), data) if data else (list(block), ())
 
 
 def _put_back_calls(calls: Sequence[DelayedCall], data: tuple) -> List[DelayedCall]:
-    flat = _put_back([(*call.args, *call.kwargs.values()) for call in calls], True, data)
+    return _rebuilt(calls, _put_back(_flat(calls), True, data))
+
+
+def _flat(calls: Sequence[DelayedCall]) -> List[tuple]:
+    """Each call's arguments as one tuple: the positional ones, then the keyword values."""
+    return [(*call.args, *call.kwargs.values()) for call in calls]
+
+
+def _rebuilt(calls: Sequence[DelayedCall], flat: List[tuple]) -> List[DelayedCall]:
+    """The calls with the arguments ``flat`` gives them, laid out as ``_flat`` lays them."""
     return [
         DelayedCall(call.function, tuple(values[: len(call.args)]), dict(zip(call.kwargs, values[len(call.args) :])))
         for call, values in zip(calls, flat)
