@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, 
 from hetflow import _kernel
 from hetflow._args import FutureSearch
 from hetflow._arrays import Access, ArrayRef, ReadOnlyCopy
-from hetflow._data import _BIT_MODES, _MODE_BITS, HandleRegistry, engine_accesses
+from hetflow._data import _BIT_MODES, _MODE_BITS, HandleRegistry, _InterruptsHeld, engine_accesses
 from hetflow._errors import (
     HIDDEN_FRAMES,
     CancelledError,
@@ -999,18 +999,26 @@ class Runtime:
 
     def _give_up(self, reason: str) -> None:
         """Cancels the tasks not started, ends the worker processes and stops; workers still
-        in a task by then are left running, with the engine they use."""
-        self.gave_up = reason
-        self.abandoned_tasks = self._engine.outstanding()
-        self._engine.abort()
-        if self._engine.shutdown_within(_ABORT_GRACE_S):
-            _abandoned.append(self._engine)  # its remaining workers still use it: never destroyed
-        # The futures given up on are cancelled now: their waiters and callbacks are told, before
-        # the callback thread stops (a task left running may never end).
-        with self._lock:
-            watched = list(self._watched)
-        for future in watched:
-            future._fire()
+        in a task by then are left running, with the engine they use.
+
+        A Ctrl-C meanwhile (a second one, often: the first is why the work is given up) is
+        raised once this is done: raised between abort() and shutdown_within(), it left an
+        aborted engine that was never stopped, whose destructor then hung the interpreter's
+        exit; raised after shutdown_within(), the futures given up on were never told."""
+        with _InterruptsHeld():
+            self.gave_up = reason
+            self.abandoned_tasks = self._engine.outstanding()
+            self._engine.abort()
+            try:
+                if self._engine.shutdown_within(_ABORT_GRACE_S):
+                    _abandoned.append(self._engine)  # its remaining workers still use it: never destroyed
+            finally:
+                # The futures given up on are cancelled now: their waiters and callbacks are
+                # told, before the callback thread stops (a task left running may never end).
+                with self._lock:
+                    watched = list(self._watched)
+                for future in watched:
+                    future._fire()
 
     def _join_dispatcher(self) -> None:
         dispatcher = self._dispatcher

@@ -1036,6 +1036,38 @@ def test_ctrl_c_while_the_interpreter_waits_at_exit_gives_the_work_up_in_one_lin
     assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
 
 
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_ctrl_c_while_the_interpreter_waits_at_exit_for_an_executor_gives_the_work_up_in_one_line(tmp_path, executor):
+    # An Executor left running (or a joblib backend's idle pool) is stopped by its own exit
+    # handler, which let the KeyboardInterrupt out: "Exception ignored in atexit callback" and
+    # a traceback of hetflow's internals, and the next executors were not stopped.
+    script = write_script(
+        tmp_path,
+        f"""
+import time
+import hetflow
+
+def forever():
+    import time
+    while True:
+        time.sleep(0.02)
+
+pools = [hetflow.Executor(1, executor={executor!r}) for _ in range(2)]
+stuck = [pool.submit(forever) for pool in pools]
+print("WORKERS", hf_children())
+print("READY", flush=True)
+""",
+    )
+    with Child(tmp_path, [str(script)]) as child:
+        child.workers = _workers("\n".join(child.readline_until("READY")))
+        time.sleep(0.5)  # the interpreter waits at exit by now
+        os.kill(child.pid, signal.SIGINT)
+        rc, out, err = child.finish()  # fails if the child hangs
+    assert "hetflow: interrupted at exit (Ctrl-C): 1 unfinished task(s) given up" in err, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
+
+
 def test_two_ctrl_c_at_exit_end_the_program_without_aborting(tmp_path):
     # The second Ctrl-C cuts the exit wait short: threads of the engine (a worker's task, the
     # completions thread) then wanted the GIL of a finalizing interpreter, which ended them with
@@ -1427,3 +1459,93 @@ release.set()
     )
     assert rc == 0, err
     assert "JOBLIB [1, 2, 3, 4, 5, 6]" in out, out + err
+
+
+def test_a_second_ctrl_c_while_shutdown_gives_the_work_up_still_tells_the_callbacks():
+    # The first Ctrl-C interrupts shutdown's wait; the second lands while it gives the work up
+    # (the grace period of shutdown_within): the callbacks of the futures given up on were
+    # never called then, as nothing else fires them once the engine has stopped.
+    started, release = threading.Event(), threading.Event()
+
+    def stuck_task():
+        started.set()
+        release.wait()
+
+    ex = hetflow.Executor(1, executor="thread")
+    runtime = ex._runtime
+    stuck = ex.submit(stuck_task)
+    queued = ex.submit(pow, 2, 3)
+    assert started.wait(10)
+    told = []
+    stuck.add_done_callback(lambda f: told.append("stuck"))
+    queued.add_done_callback(lambda f: told.append("queued"))
+
+    class Interrupted:  # the engine, with Ctrl-C pressed during each wait
+        def __init__(self, engine):
+            self._engine = engine
+
+        def __getattr__(self, name):
+            return getattr(self._engine, name)
+
+        def wait_all(self, timeout):
+            raise KeyboardInterrupt
+
+        def shutdown_within(self, timeout):
+            self._engine.shutdown_within(timeout)
+            raise KeyboardInterrupt
+
+    engine = runtime._engine
+    runtime._engine = Interrupted(engine)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ex.shutdown()
+        runtime._engine = engine
+        deadline = time.monotonic() + 5
+        while len(told) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Told while the task given up on still runs, as after a single Ctrl-C.
+        assert sorted(told) == ["queued", "stuck"]
+        assert stuck.cancelled() and queued.cancelled()
+    finally:
+        runtime._engine = engine
+        release.set()
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_ctrl_c_between_abort_and_shutdown_of_a_give_up_does_not_hang_the_exit(tmp_path, executor):
+    # A second Ctrl-C that landed just as shutdown's give-up had aborted the engine, before it
+    # stopped it: the aborted engine was never stopped, and its destructor, run as the
+    # interpreter finalized, waited for ever. The engine's abort() here sends that Ctrl-C.
+    script = write_script(
+        tmp_path,
+        f"""
+import os, signal, time
+import hetflow
+
+hetflow.init(executor={executor!r}, ncpus=2)
+futures = [hetflow.task_submit(time.sleep, 0.05) for _ in range(100)]
+print("WORKERS", hf_children())
+runtime = hetflow._runtime._current
+
+class CtrlCAfterAbort:
+    def __init__(self, engine):
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def abort(self):
+        self._engine.abort()
+        os.kill(os.getpid(), signal.SIGINT)
+
+runtime._engine = CtrlCAfterAbort(runtime._engine)
+time.sleep(0.2)
+print("READY", flush=True)
+raise KeyboardInterrupt  # the program ends on a first Ctrl-C
+""",
+    )
+    with Child(tmp_path, [str(script)]) as child:
+        child.workers = _workers("\n".join(child.readline_until("READY")))
+        rc, out, err = child.finish()  # fails if the child hangs
+    assert "hetflow: interrupted at exit (Ctrl-C)" in err, err
+    assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
