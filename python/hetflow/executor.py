@@ -7,6 +7,7 @@ import functools
 import math
 import os
 import pickle
+import sys
 import threading
 import time
 import traceback
@@ -198,9 +199,19 @@ _unstopped: "weakref.WeakSet[_runtime.Runtime]" = weakref.WeakSet()
 
 
 def _at_exit() -> None:
+    interrupted = False
     for runtime in list(_unstopped):
         if not runtime._closed and runtime._generation == _runtime._fork_generation:
-            _runtime._shut_down_at_exit(runtime)
+            if interrupted:
+                runtime.interrupted = True  # Ctrl-C at exit: the other executors do not wait either
+            try:
+                _runtime._shut_down_at_exit(runtime)
+            except KeyboardInterrupt:  # as the module's runtime says it: a traceback of this handler tells nothing
+                interrupted = True
+                print(
+                    f"hetflow: interrupted at exit (Ctrl-C): {runtime.abandoned_tasks} unfinished task(s) given up",
+                    file=sys.stderr,
+                )
 
 
 atexit.register(_at_exit)
