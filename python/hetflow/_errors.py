@@ -133,6 +133,7 @@ def _keep_frames(exception: BaseException, tb: TracebackType, chain: _Chain) -> 
         _frames[id(exception)] = (exception, tb, _failures, chain)
     finally:
         _frames_lock.release()
+    _watch_collections()
     del gone
 
 
@@ -152,7 +153,13 @@ def _after_collection(phase: str, info: Dict[str, int]) -> None:
         del gone
 
 
-gc.callbacks.append(_after_collection)
+def _watch_collections() -> None:
+    # Installed once a failure's frames are kept, not at import: a Ctrl-C that comes while the
+    # interpreter runs a gc callback written in Python raises KeyboardInterrupt there, which the
+    # collector prints as "Exception ignored" and drops, so the program went on as if the key
+    # had never been pressed. Programs whose thread tasks never fail are not exposed to that.
+    if _after_collection not in gc.callbacks:
+        gc.callbacks.append(_after_collection)
 
 
 def _after_fork_in_child() -> None:

@@ -759,3 +759,31 @@ def test_a_thread_tasks_own_cause_stays_with_the_text_once_its_frames_are_gone()
     assert isinstance(error.__cause__, KeyError) and error.__cause__.args == ("k",)
     if sys.version_info >= (3, 11):
         assert any("lookup_from" in note for note in error.__notes__)
+
+
+def test_no_gc_callback_until_a_thread_task_fails(tmp_path):
+    # hetflow's gc callback is Python code: a Ctrl-C that came while a collection ran it was
+    # raised there, printed as "Exception ignored in: <function _after_collection ...>" and
+    # dropped, so a program that never had a failing task went on as if Ctrl-C had not been
+    # pressed. The callback is installed only once a failed task's frames are kept.
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import gc
+import hetflow
+from hetflow import _errors
+
+hetflow.init(ncpus=1, executor="thread")
+assert hetflow.task_submit(pow, 2, 3).result() == 8
+hetflow.map(abs, range(-50, 50), executor="thread")
+print("BEFORE", _errors._after_collection in gc.callbacks)
+failed = hetflow.task_submit(lambda: 1 / 0)
+try:
+    failed.result()
+except ZeroDivisionError:
+    pass
+print("AFTER", _errors._after_collection in gc.callbacks)
+""",
+    )
+    assert rc == 0, err
+    assert "BEFORE False" in out and "AFTER True" in out, out + err
