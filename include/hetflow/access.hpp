@@ -14,11 +14,12 @@ namespace hetflow {
 /// contributions and combines them on the data's owner (see Context::set_reduction).
 /// PartR, PartW: the task reads, or writes, only part of this data. Tasks naming one handle PartR
 /// or PartW do not wait for each other: the program orders those whose parts overlap by other
-/// means (Python declares them on the views around a task's own view, whose own handles order
-/// overlapping views). A whole access waits for them and they wait for it, except PartR and R,
-/// which only read. A part write takes the outcome of the handle's last writer as RW does (a
-/// failed writer fails it), and a failed part write fails the whole reads after it until the
-/// next whole write. Tasks only (not acquisitions); not for hetflow::mpi.
+/// means (Python declares them on the views that a task's own view overlaps but does not hold,
+/// and each task's own view orders it with the others overlapping that view). A whole access
+/// waits for them and they wait for it, except PartR and R, which only read. A part write takes
+/// the outcome of the handle's last writer as RW does (a failed writer fails it), and a failed
+/// part write fails the whole reads after it until the next whole write. Tasks only (not
+/// acquisitions); not for hetflow::mpi.
 enum class AccessMode : std::uint8_t { R = 1, W = 2, RW = 3, Redux = 7, PartR = 9, PartW = 11 };
 
 /// "R", "W", "RW", "REDUX", "PART-R" or "PART-W" (case-insensitive); anything else throws
@@ -28,8 +29,12 @@ HETFLOW_API std::string_view access_mode_name(AccessMode mode) noexcept;
 
 [[nodiscard]] constexpr bool reads(AccessMode mode) noexcept { return (static_cast<unsigned>(mode) & 1u) != 0; }
 [[nodiscard]] constexpr bool writes(AccessMode mode) noexcept { return (static_cast<unsigned>(mode) & 2u) != 0; }
-/// PartR or PartW: the task uses part of the data, through a handle inside it.
+/// PartR or PartW: the task uses only part of the data.
 [[nodiscard]] constexpr bool partial(AccessMode mode) noexcept { return (static_cast<unsigned>(mode) & 8u) != 0; }
+/// Whether an access with `later` on a handle waits for one with `earlier` on it.
+[[nodiscard]] constexpr bool conflict(AccessMode earlier, AccessMode later) noexcept {
+  return !(partial(earlier) && partial(later)) && (writes(earlier) || writes(later));
+}
 
 /// One data handle used by a task, with its access mode.
 struct DataAccess {

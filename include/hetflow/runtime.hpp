@@ -284,6 +284,13 @@ class HETFLOW_API Runtime {
   /// Whether the task the calling thread runs for this runtime declared access to `handle`:
   /// acquiring the handle there would wait for that very task.
   [[nodiscard]] bool current_task_uses(const DataHandle& handle) const noexcept;
+  /// Whether the task the calling thread runs for this runtime declared access to `handle` in a
+  /// mode that an access with `mode` would wait for (see conflict).
+  [[nodiscard]] bool current_task_uses(const DataHandle& handle, AccessMode mode) const noexcept;
+  /// The program takes `handle`'s data as they are, as acquire does for the data it acquires: a
+  /// failed last writer is forgotten, so that later readers read a new version rather than fail
+  /// (for data that lie inside data the program acquired).
+  void forget_failure(const DataHandle& handle);
   /// How many tasks and acquisitions have declared access to `handle` so far, if none uses it or
   /// waits to and the last task writing it (if any) succeeded: unregistering it now would change
   /// nothing a later task sees. nullopt otherwise, and once it is unregistered. For caches of

@@ -779,6 +779,22 @@ class PyRuntime {
     return false;
   }
 
+  /// Whether the task the calling thread runs declared access to one of the handles of
+  /// `accesses` ([(handle, mode)]) that an access in that mode would wait for.
+  [[nodiscard]] bool running_task_conflicts(
+      const std::vector<std::pair<const ArrayHandle*, std::string>>& accesses) const {
+    if (!runtime_) return false;
+    for (const auto& [handle, mode] : accesses) {
+      if (runtime_->current_task_uses(handle->handle(), parse_access_mode(mode))) return true;
+    }
+    return false;
+  }
+
+  /// The program took the array's data as they are (inside an acquired one): see forget_failure.
+  void forget_failure(const ArrayHandle& handle) {
+    if (runtime_ && !runtime_->is_shut_down() && handle.registered()) runtime_->forget_failure(handle.handle());
+  }
+
   /// Shuts down, waiting for the work at most `timeout` seconds; workers still in a task then
   /// are left running (a thread task cannot be stopped), and so is the engine they use, which
   /// is let go of without being destroyed. Returns how many workers were left.
@@ -1013,6 +1029,8 @@ NB_MODULE(_hetflow, m) {
       .def("cancel_pending", &PyRuntime::cancel_pending)
       .def("inside_task", &PyRuntime::inside_task)
       .def("running_task_uses", &PyRuntime::running_task_uses, "handles"_a)
+      .def("running_task_conflicts", &PyRuntime::running_task_conflicts, "accesses"_a)
+      .def("forget_failure", &PyRuntime::forget_failure, "handle"_a)
       .def("outstanding", &PyRuntime::outstanding)
       .def("finished", &PyRuntime::finished)
       .def("forget", &PyRuntime::forget)

@@ -83,11 +83,11 @@ bool inside_task_of(const Engine* runtime) noexcept {
          (tl_seatless != nullptr && tl_seatless->worker->runtime == runtime);
 }
 
-bool running_task_uses(const Engine* runtime, const HandleImpl* handle) noexcept {
+bool running_task_uses(const Engine* runtime, const HandleImpl* handle, std::optional<AccessMode> mode) noexcept {
   for (const RunningFrame* frame = tasks_on_this_thread(runtime); frame != nullptr; frame = frame->outer) {
     const AccessRecord* accesses = frame->task->accesses();
     for (std::size_t i = 0; i < frame->task->access_count; ++i) {
-      if (accesses[i].handle == handle) return true;
+      if (accesses[i].handle == handle && (!mode || conflict(accesses[i].mode, *mode))) return true;
     }
   }
   return false;

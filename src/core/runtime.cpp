@@ -603,6 +603,12 @@ bool Runtime::on_worker_thread() const noexcept { return detail::inside_task_of(
 bool Runtime::current_task_uses(const DataHandle& handle) const noexcept {
   return handle.impl() != nullptr && detail::running_task_uses(impl_.get(), handle.impl());
 }
+bool Runtime::current_task_uses(const DataHandle& handle, AccessMode mode) const noexcept {
+  return handle.impl() != nullptr && detail::running_task_uses(impl_.get(), handle.impl(), mode);
+}
+void Runtime::forget_failure(const DataHandle& handle) {
+  detail::forgive_failed_writer(check_handle(handle, *impl_, "hetflow::Runtime::forget_failure"));
+}
 std::optional<std::uint64_t> Runtime::accesses_if_at_rest(const DataHandle& handle) const {
   return detail::accesses_if_at_rest(check_handle(handle, *impl_, "hetflow::Runtime::accesses_if_at_rest", false));
 }

@@ -3,8 +3,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <vector>
 
+#include "hetflow/access.hpp"
 #include "hetflow/ext/driver.hpp"
 #include "hetflow/ext/scheduler.hpp"
 
@@ -89,6 +91,8 @@ bool inside_task_of(const Engine* runtime) noexcept;
 
 /// Whether the calling thread runs a task of `runtime` that declared access to `handle` (or
 /// waits for a task it runs meanwhile that does): acquiring the handle would wait for that task.
-bool running_task_uses(const Engine* runtime, const HandleImpl* handle) noexcept;
+/// With `mode`: only an access that one with `mode` would wait for (conflict) counts.
+bool running_task_uses(const Engine* runtime, const HandleImpl* handle,
+                       std::optional<AccessMode> mode = std::nullopt) noexcept;
 
 }  // namespace hetflow::detail

@@ -466,6 +466,26 @@ TEST(Dependencies, PartModesAreForTasksOnly) {
   EXPECT_THROW((void)rt.acquire(h, AccessMode::PartW), hetflow::InvalidArgument);
   EXPECT_THROW((void)rt.submit(TaskOptions{.data = {{h, static_cast<AccessMode>(8)}}}, [] {}),
                hetflow::InvalidArgument);
+  EXPECT_FALSE(hetflow::conflict(AccessMode::PartW, AccessMode::PartW));
+  EXPECT_FALSE(hetflow::conflict(AccessMode::PartR, AccessMode::R));
+  EXPECT_TRUE(hetflow::conflict(AccessMode::PartW, AccessMode::R));
+  EXPECT_TRUE(hetflow::conflict(AccessMode::R, AccessMode::PartW));
+  // What an acquisition inside a part access would wait for: only a whole access, or a read by one.
+  auto seen = rt.submit(TaskOptions{.data = {hetflow::PartW(h)}}, [&rt, h] {
+    return std::vector<bool>{rt.current_task_uses(h, AccessMode::PartW), rt.current_task_uses(h, AccessMode::R),
+                             rt.current_task_uses(h)};
+  });
+  EXPECT_EQ(seen.get(), (std::vector<bool>{false, true, true}));
+}
+
+TEST(Dependencies, ForgettingAFailureLetsLaterReadersRead) {
+  Runtime rt;
+  int x = 0;
+  auto h = rt.register_variable(x, "x");
+  auto bad = rt.submit(TaskOptions{.data = {RW(h)}, .name = "bad"}, [] { throw std::logic_error("bad"); });
+  EXPECT_THROW(bad.get(), std::logic_error);
+  rt.forget_failure(h);
+  EXPECT_NO_THROW(rt.submit(TaskOptions{.data = {R(h)}}, [] {}).get());
 }
 
 }  // namespace part_accesses
