@@ -62,16 +62,10 @@ class _Probe:
         self.__array_interface__ = interface
 
 
-# How another view that shares an element with a view lies against it (View.overlaps).
-_ACROSS = 0  # neither holds the other
-_INSIDE = 1  # the view holds it (or each holds the other: the same bytes)
-_AROUND = 2  # it holds the view, and not the other way
-
-
 class View:
     """One view (element 0's address, shape, strides, item size) of a root buffer, and the
     engine handle that stands for it. ``overlaps`` maps each other view of the same root that
-    shares an element with this one to how it lies against this one (_ACROSS, _INSIDE, _AROUND)."""
+    shares an element with this one to whether that view lies inside this one's bytes."""
 
     __slots__ = ("key", "handle", "low", "high", "dense", "overlaps", "probe", "root", "lookups", "seen", "__weakref__")
 
@@ -82,7 +76,7 @@ class View:
         self.low = low
         self.high = high
         self.dense = dense
-        self.overlaps: Dict["View", int] = {}
+        self.overlaps: Dict["View", bool] = {}
         self.probe = probe
         self.lookups = 0  # by HandleRegistry.view (tasks on it, not those on the views it overlaps)
         self.seen: Optional[tuple] = None  # its use, as HandleRegistry._sweep last found it at rest
@@ -90,12 +84,6 @@ class View:
     def holds(self, other: "View") -> bool:
         """Every byte of ``other`` is one of this view's: writing all of this view rewrites it."""
         return self.dense and self.low <= other.low and other.high <= self.high
-
-    def placing(self, other: "View") -> int:
-        """How ``other``, which shares an element with this view, lies against it."""
-        if self.holds(other):
-            return _INSIDE
-        return _AROUND if other.holds(self) else _ACROSS
 
 
 class _Root:
@@ -154,22 +142,19 @@ def _final(root: _Root) -> _Root:
     return root
 
 
-def mirror_mode(view: View, mode: str, other: View, placing: int) -> str:
-    """The access a task with ``mode`` on ``view`` also declares on the overlapping ``other``.
+def mirror_mode(mode: str, other_inside: bool) -> str:
+    """The access a task with ``mode`` on a view also declares on another view overlapping it.
 
-    On a view around its own it declares a part access (PART-R, PART-W): tasks on disjoint views
-    of one array do not wait for each other there, while a task on the whole array waits for
-    them (and they for it, but for reads). Where two tasks' views overlap, each view holding
-    neither the other, or one inside the other, the task on the one declares its access on the
-    other's view as it is: reads and read-writes as they are, and a write-only access rewrites
-    ``other`` only if ``other`` lies wholly inside ``view``; otherwise part of ``other`` keeps its
-    old contents, so the access counts as read-write there (it must not start a new version of
-    data it leaves partly as it was, nor hide an earlier failed writer of that part)."""
-    if placing == _AROUND:
-        return "PART-R" if mode == "R" else "PART-W"
-    if mode != "W" or placing == _INSIDE:
+    On one inside its own it declares its access as it is (a write-only access rewrites it
+    too). On any other (around its own, or crossing it) it declares a part access (PART-R,
+    PART-W): part accesses of two tasks do not wait for each other, while an access of a task to
+    that view itself waits for them (and they for it, unless both only read). Two tasks whose
+    views overlap still meet with the access of one to its own view: the other task declares one
+    there, whichever view came first. A part write takes the outcome of the view's last writer,
+    as a read-write access does: data it leaves as they were keep that writer's failure."""
+    if other_inside:
         return mode
-    return "RW"
+    return "PART-R" if mode == "R" else "PART-W"
 
 
 def merged_bits(declared: int, bits: int) -> int:
@@ -186,8 +171,8 @@ class HandleRegistry:
     declares its access (see ``mirror_mode``) on every view met so far that shares an element
     with it, so that whichever of two overlapping views came first, both tasks meet on its
     handle. Views that share no element (``a[:50]`` / ``a[50:]``, ``a[0::2]`` / ``a[1::2]``,
-    column blocks, tiles) stay independent, also once a view holding both (``a``) was used:
-    their tasks declare part accesses there, which do not wait for each other. A root's handles live as long as the root array
+    column blocks, tiles) stay independent, also once a view meeting both (``a``, ``a[40:60]``)
+    was used: their tasks declare part accesses there, which do not wait for each other. A root's handles live as long as the root array
     (and the arrays over memory in its buffer that numpy cannot follow back to it, when it does
     not own the buffer), then are let go once the tasks using them are done. Once a root has
     many views, those left unused for a while are let go while it lives (``_sweep``): a program
@@ -472,8 +457,8 @@ class HandleRegistry:
                 except numpy.exceptions.TooHardError:
                     shared = True
                 if shared:
-                    view.overlaps[other] = view.placing(other)
-                    other.overlaps[view] = other.placing(view)
+                    view.overlaps[other] = view.holds(other)
+                    other.overlaps[view] = other.holds(view)
         lows, views, longest = root.classes.setdefault(nbytes.bit_length(), ([], [], [0]))
         position = bisect.bisect_right(lows, low)
         lows.insert(position, low)
@@ -535,8 +520,8 @@ class HandleRegistry:
             del lows[index], views[index]
         self._engine.unregister_async(view.handle)
 
-    def overlapping(self, view: View) -> List[Tuple[View, int]]:
-        """The other views sharing an element with ``view``, each with how it lies against it."""
+    def overlapping(self, view: View) -> List[Tuple[View, bool]]:
+        """The other views sharing an element with ``view``, each with whether it lies inside."""
         with self._lock:
             return list(view.overlaps.items())
 
@@ -551,8 +536,8 @@ class HandleRegistry:
         view = self.view(array, mode)
         into[view.handle] = merged_bits(into.get(view.handle, 0), _MODE_BITS[mode])
         if view.overlaps:
-            for other, placing in self.overlapping(view):
-                bits = _MODE_BITS[mirror_mode(view, mode, other, placing)]
+            for other, inside in self.overlapping(view):
+                bits = _MODE_BITS[mirror_mode(mode, inside)]
                 into[other.handle] = merged_bits(into.get(other.handle, 0), bits)
         return view
 
@@ -600,27 +585,34 @@ class HandleRegistry:
             )
         view = self.view(array, mode)
         others = self.overlapping(view)
-        if self._engine.running_task_uses([view.handle] + [other.handle for other, _ in others]):
+        wait_mode = "R" if mode == "R" else "RW"
+        waits = [(other.handle, mirror_mode(wait_mode, inside)) for other, inside in others]
+        if self._engine.running_task_conflicts([(view.handle, "RW")] + waits):
             raise RuntimeError(
                 "hetflow.acquire: the calling task uses this array (or a view overlapping it) itself, so "
                 "acquiring it would wait for that task; the task already has access to it"
             )
         self._refuse_waiting_for_this_thread(view, mode, others)
         if others:
-            wait_mode = "R" if mode == "R" else "RW"
-            waits = [(other.handle, mirror_mode(view, wait_mode, other, placing)) for other, placing in others]
             task = self._engine.submit_thread(_nothing, [], waits, "acquire (overlapping views)", 0)
+            task.check_wait_can_end()  # behind what this thread holds, say: RuntimeError, not a hang
             interruptible(lambda: task.wait(None))  # its outcome does not matter: only that they are done
         from hetflow import _hetflow
 
         holder = _hetflow.thread_number()  # this thread holds it, though a helper thread waits for it
-        acquisition = interruptible(lambda: self._engine.acquire(view.handle, mode, holder), _release)
+        try:
+            acquisition = interruptible(lambda: self._engine.acquire(view.handle, mode, holder), _release)
+        except ValueError as refusal:  # a wait that could never end, refused as the engine's waits are
+            raise RuntimeError(str(refusal)) from None
+        for other, inside in others:
+            if inside:  # its data are all the program's now, as they are
+                self._engine.forget_failure(other.handle)
         with self._lock:
             self._acquired.setdefault(view.key, []).append((acquisition, mode, threading.get_ident()))
         _hetflow.note_application_waited()  # the program may write the array directly now
         return acquisition
 
-    def _refuse_waiting_for_this_thread(self, view: View, mode: str, others: List[Tuple[View, int]]) -> None:
+    def _refuse_waiting_for_this_thread(self, view: View, mode: str, others: List[Tuple[View, bool]]) -> None:
         """An acquisition this thread holds, of the view or of one overlapping it, that the new one
         would wait for could never be released: refused rather than waited for."""
         me = threading.get_ident()

@@ -12,11 +12,9 @@ the replay runs it in submission order, following the failure rules:
 - a write-only access (W) makes a new version whatever came before.
 
 Views enter these rules as hetflow tracks them (docs/python.md): a task's access to a view counts
-as the same access to each overlapping view used so far, except that a write-only access counts
-as read-write on an overlapping view that does not lie wholly within the written one, and that on
-a view around its own (holding it, not the other way) it counts as a part access. Part accesses
-read what the last whole writer of that view left; a part write that fails fails the whole reads
-after it, until a whole write.
+as the same access to each overlapping view used so far that lies wholly within it, and as a part
+access to the others. Part accesses read what the last whole writer of that view left; a part
+write that fails fails the whole reads after it, until a whole write.
 The arrays must match bit for bit and every future's outcome must match.
 
 ``HETFLOW_ORACLE_TASKS=1000000 pytest tests/python/test_oracle.py -s`` (``make stress``) checks
@@ -38,10 +36,6 @@ MODULUS = 1_000_003
 COMBINATIONS = [("thread", "ws"), ("thread", "eager"), ("thread", "random"), ("process", "ws"), ("process", "dmdas")]
 DEFAULT_TASKS = 12000  # over all combinations
 TASKS_PER_PROGRAM = 240
-
-
-# How another view lies against a view (as hetflow._data places them).
-ACROSS, INSIDE, AROUND = 0, 1, 2
 
 
 class Injected(Exception):
@@ -73,7 +67,7 @@ class ViewSpec:
     dense: bool  # its elements fill every index between the lowest and the highest
     low: int
     high: int
-    overlaps: Dict[int, int] = field(default_factory=dict)  # view -> how it lies against this one
+    overlaps: Dict[int, bool] = field(default_factory=dict)  # view -> lies within this one
 
 
 @dataclass
@@ -155,7 +149,7 @@ def make_program(seed: int, ntasks: int) -> Program:
     for i, vi in enumerate(views):
         for j, vj in enumerate(views):
             if i != j and vi.array == vj.array and np.intersect1d(vi.indices, vj.indices).size:
-                vi.overlaps[j] = INSIDE if holds(vi, vj) else AROUND if holds(vj, vi) else ACROSS
+                vi.overlaps[j] = holds(vi, vj)
     fail_rate = float(rng.choice([0.0, 0.005, 0.03]))
     tasks = []
     for index in range(ntasks):
@@ -191,13 +185,10 @@ def replay(program: Program) -> Tuple[List[np.ndarray], List[Tuple[str, Any]]]:
         used.update(chosen)
         for v, mode in zip(chosen, mode_list):
             merge(declared, v, bits[mode])
-            for other, placing in program.views[v].overlaps.items():
+            for other, inside in program.views[v].overlaps.items():
                 if other not in used:
                     continue
-                if placing == AROUND:
-                    merge(declared, other, part | (1 if mode == "R" else 3))
-                else:
-                    merge(declared, other, bits[mode if mode != "W" or placing == INSIDE else "RW"])
+                merge(declared, other, bits[mode] if inside else part | (1 if mode == "R" else 3))
 
         def reads_a_failure(v: int, b: int) -> bool:
             if b & part:

@@ -279,19 +279,22 @@ def test_tasks_on_disjoint_views_run_in_parallel(shape, split):
 
 
 @pytest.mark.parametrize(
-    "shape, split",
+    "shape, split, crossing",
     [
-        (100, lambda a: (a[:50], a[50:])),
-        (100, lambda a: (a[0::2], a[1::2])),
-        ((10, 10), lambda a: (a[:, :5], a[:, 5:])),
-        ((10, 10), lambda a: (a[:5, :5], a[5:, :5])),
+        (100, lambda a: (a[:50], a[50:]), lambda a: a[40:60]),
+        (100, lambda a: (a[0::2], a[1::2]), lambda a: a[10:20]),
+        ((10, 10), lambda a: (a[:, :5], a[:, 5:]), lambda a: a[2:5]),
+        ((10, 10), lambda a: (a[:5, :5], a[5:, :5]), lambda a: a[3:7]),
     ],
     ids=["halves", "even-odd", "column-blocks", "tiles"],
 )
-def test_disjoint_views_stay_parallel_after_the_whole_array_was_used(shape, split):
+@pytest.mark.parametrize("used_first", ["whole", "crossing"])
+def test_disjoint_views_stay_parallel_after_a_view_meeting_both_was_used(shape, split, crossing, used_first):
     hetflow.init(ncpus=2, executor="thread")
     whole = np.zeros(shape)
     hetflow.task_submit(fill, hetflow.W(whole), 0.5)
+    if used_first == "crossing":
+        hetflow.task_submit(fill, hetflow.W(crossing(whole)), 0.5)
     first, second = split(whole)
     barrier = threading.Barrier(2)
     f1 = hetflow.task_submit(meet, barrier, hetflow.RW(first), 1.0)
@@ -329,10 +332,11 @@ def write_half_and_the_other_in_a_child(mine):
     return float(other.sum())
 
 
-def test_a_task_may_wait_for_a_child_on_a_disjoint_view_of_an_array_used_whole():
+@pytest.mark.parametrize("used_first", ["whole", "crossing"])
+def test_a_task_may_wait_for_a_child_on_a_disjoint_view_of_an_array_used_so(used_first):
     hetflow.init(ncpus=2, executor="thread")
     a = np.zeros(100)
-    hetflow.task_submit(fill, hetflow.W(a), 7.0)
+    hetflow.task_submit(fill, hetflow.W(a if used_first == "whole" else a[40:60]), 7.0)
     _SHARED_WITH_TASKS["other"] = a[50:]
     try:
         parent = hetflow.task_submit(write_half_and_the_other_in_a_child, hetflow.W(a[:50]))
@@ -361,6 +365,59 @@ def test_a_failed_part_write_fails_whole_reads_only_until_a_whole_write():
 
 def fail_writing(out):
     raise ValueError("on purpose")
+
+
+def acquire_the_other_half(mine):
+    mine[...] = 1.0
+    with hetflow.acquire(_SHARED_WITH_TASKS["other"], "RW") as other:  # disjoint from its own view
+        other[...] = 2.0
+    return "acquired"
+
+
+def test_a_task_may_acquire_a_view_disjoint_from_its_own_after_the_whole_array_was_used():
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(100)
+    hetflow.task_submit(fill, hetflow.W(a), 7.0)
+    _SHARED_WITH_TASKS["other"] = a[50:]
+    try:
+        assert hetflow.task_submit(acquire_the_other_half, hetflow.W(a[:50])).result(timeout=60) == "acquired"
+    finally:
+        _SHARED_WITH_TASKS.clear()
+    assert (a[:50] == 1.0).all() and (a[50:] == 2.0).all()
+
+
+def test_acquiring_the_whole_array_forgets_the_failure_its_views_kept():
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(100)
+    hetflow.task_submit(np.sum, a[:10]).result(timeout=60)  # a view inside a, met first
+    with pytest.raises(ValueError):
+        hetflow.task_submit(fail_writing, hetflow.RW(a)).result(timeout=60)
+    with hetflow.acquire(a, "RW") as view:  # the program takes the data as they are
+        view[...] = 5.0
+    assert hetflow.task_submit(np.sum, a).result(timeout=60) == 500.0
+    assert hetflow.task_submit(np.sum, a[:10]).result(timeout=60) == 50.0
+
+
+def add_one_to_each(*arrays):
+    for x in arrays:
+        x += 1
+
+
+@pytest.mark.parametrize("through", ["the same arrays", "overlapping views"])
+def test_an_acquire_behind_what_this_thread_holds_is_refused_not_waited_for(through):
+    hetflow.init(ncpus=2, executor="thread")
+    if through == "the same arrays":
+        held, wanted = np.zeros(10), np.zeros(10)
+        arrays = (held, wanted)
+    else:
+        a = np.zeros(100)
+        held, wanted = a[:50], a[60:70]
+        arrays = (a[::2],)  # overlaps both
+    with hetflow.acquire(held, "RW"):
+        queued_task = hetflow.task_submit(add_one_to_each, *[hetflow.RW(x) for x in arrays])  # waits for the release
+        with pytest.raises(RuntimeError, match="would never end"):
+            hetflow.acquire(wanted, "R")
+    queued_task.result(timeout=60)
 
 
 def test_tiles_are_independent_and_the_whole_matrix_orders_after_them():
@@ -595,10 +652,6 @@ def test_a_process_task_returning_what_it_only_read_gives_an_array_to_change():
 
 
 # -- views let go while their array lives ----------------------------------------------------------
-def add_one(out):
-    out += 1
-
-
 def views_kept(runtime, array):
     root = runtime.handles._root_of(array)
     return len(root.views) + len(root.resting)
