@@ -42,7 +42,7 @@ _NESTED_ROOTS_LOOKED_AT = 16
 # this effort; a pair it cannot decide counts as overlapping (ordered, never a race).
 _OVERLAP_EFFORT = 1000
 # REDUX reads and writes, and more: merged with any other mode it stays REDUX. PART-R and PART-W
-# (bit 8) are declared on a view around the task's own (see mirror_mode).
+# (bit 8) are declared on the views a task's view overlaps and does not hold (see mirror_mode).
 _MODE_BITS = {"R": 1, "W": 2, "RW": 3, "REDUX": 7, "PART-R": 9, "PART-W": 11}
 _BIT_MODES = {bits: mode for mode, bits in _MODE_BITS.items()}
 _PART = 8
@@ -172,11 +172,12 @@ class HandleRegistry:
     with it, so that whichever of two overlapping views came first, both tasks meet on its
     handle. Views that share no element (``a[:50]`` / ``a[50:]``, ``a[0::2]`` / ``a[1::2]``,
     column blocks, tiles) stay independent, also once a view meeting both (``a``, ``a[40:60]``)
-    was used: their tasks declare part accesses there, which do not wait for each other. A root's handles live as long as the root array
-    (and the arrays over memory in its buffer that numpy cannot follow back to it, when it does
-    not own the buffer), then are let go once the tasks using them are done. Once a root has
-    many views, those left unused for a while are let go while it lives (``_sweep``): a program
-    working on ever new slices of one array does not grow.
+    was used: their tasks declare part accesses there, which do not wait for each other. A
+    root's handles live as long as the root array (and the arrays over memory in its buffer that
+    numpy cannot follow back to it, when it does not own the buffer), then are let go once the
+    tasks using them are done. Once a root has many views, those left unused for a while are
+    let go while it lives (``_sweep``): a program working on ever new slices of one array does
+    not grow.
     """
 
     def __init__(self, engine: Any) -> None:
@@ -531,7 +532,7 @@ class HandleRegistry:
         if mode == "W" and not _fills_its_items(array.dtype):
             # Its items have bytes that no field covers (padding, a multi-field index): writing
             # every element leaves those as they were, which a view of the same bytes under
-            # another dtype reads. As for a view that W does not fully rewrite: RW.
+            # another dtype reads: it does not rewrite the view, RW.
             mode = "RW"
         view = self.view(array, mode)
         into[view.handle] = merged_bits(into.get(view.handle, 0), _MODE_BITS[mode])
