@@ -189,22 +189,26 @@ std::exception_ptr failure_read_by(TaskCore* token, TokenFailure on_token) {
   return error;
 }
 
+namespace {
+
+// A failed writer has run (its successors may still be being told); one cancelled while it still
+// waits has not finished until it has told them: it stays the one to read after.
+bool failed_for_good(TaskCore* writer) {
+  const TaskStatus outcome = writer->status();
+  return outcome == TaskStatus::failed || (outcome == TaskStatus::cancelled && finished_and_told(writer));
+}
+
+}  // namespace
+
 void forgive_failed_writer(HandleImpl& handle) {
   std::lock_guard guard(handle.dep_lock);
   std::erase_if(handle.part_writers, [](TaskCore* part_writer) {
-    if (!finished_and_told(part_writer)) return false;  // one still waiting has not failed yet
+    if (!failed_for_good(part_writer) && !finished_and_told(part_writer)) return false;
     release(part_writer);
     return true;
   });
   TaskCore* writer = handle.last_writer;
-  if (writer == nullptr) return;
-  const TaskStatus outcome = writer->status();
-  if (outcome != TaskStatus::failed && outcome != TaskStatus::cancelled) return;
-  {
-    // A writer cancelled while it still waits has not finished: it stays the one to read after.
-    std::lock_guard writer_guard(writer->lock);
-    if (!writer->released) return;
-  }
+  if (writer == nullptr || !failed_for_good(writer)) return;
   handle.last_writer = nullptr;
   release(writer);
 }
