@@ -29,6 +29,14 @@ void add_dependency(TaskCore* task, TaskCore* predecessor, EdgeKind kind) {
   task->pending.fetch_add(1, std::memory_order_relaxed);
 }
 
+void append_successors(TaskCore* task, std::vector<TaskCore*>& successors) {
+  std::lock_guard guard(task->lock);
+  task->successors.for_each([&](std::uintptr_t link) {
+    if (!(link & TaskCore::kCallbackLink))
+      successors.push_back(reinterpret_cast<TaskCore*>(link & ~TaskCore::kLinkTags));
+  });
+}
+
 namespace {
 
 // Whether a task for which `found` holds waits for `earlier`, directly or through others.
@@ -41,13 +49,7 @@ bool reaches(TaskCore* earlier, Found found, std::size_t budget) {
     TaskCore* task = to_visit.back();
     to_visit.pop_back();
     successors.clear();
-    {
-      std::lock_guard guard(task->lock);
-      task->successors.for_each([&](std::uintptr_t link) {
-        if (!(link & TaskCore::kCallbackLink))
-          successors.push_back(reinterpret_cast<TaskCore*>(link & ~TaskCore::kLinkTags));
-      });
-    }
+    append_successors(task, successors);
     for (TaskCore* successor : successors) {
       if (found(successor)) return true;
       if (!seen.insert(successor).second) continue;

@@ -3,6 +3,7 @@
 // submission order (read after write, write after read, write after write).
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "core/task.hpp"
 #include "data/handle.hpp"
@@ -41,6 +42,9 @@ std::optional<std::uint64_t> accesses_if_at_rest(HandleImpl& handle);
 /// Tasks looked at, at most, to tell whether a wait inside a task would never end.
 inline constexpr std::size_t kDeadlockSearchBudget = 2000;
 
+/// Appends the tasks that cannot start before `task` ends, directly (its successors, not its
+/// completion callbacks). The same conditions as waits_for.
+void append_successors(TaskCore* task, std::vector<TaskCore*>& successors);
 /// Whether `later` cannot start before `earlier` ends: it is among the tasks that wait for
 /// `earlier`, directly or through others. `earlier` must not have finished (its successors then
 /// cannot have either, so every task looked at is alive). Looks at `budget` tasks at most and

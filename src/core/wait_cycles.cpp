@@ -1,11 +1,15 @@
 #include "core/wait_cycles.hpp"
 
+#include <algorithm>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "core/dependencies.hpp"
 #include "core/task.hpp"
+#include "core/task_state.hpp"
 #include "hetflow/error.hpp"
 
 namespace hetflow::detail {
@@ -16,7 +20,7 @@ namespace {
 // that ends later removes itself first.
 struct Blocked {
   std::mutex mutex;
-  std::unordered_map<const TaskCore*, const TaskCore*> awaits;
+  std::unordered_map<TaskCore*, TaskCore*> awaits;
 };
 
 Blocked& blocked() {
@@ -24,36 +28,63 @@ Blocked& blocked() {
   return *instance;
 }
 
-std::string describe_cycle(const std::vector<const TaskCore*>& chain) {
+std::string describe_cycle(const std::vector<TaskCore*>& chain) {
   std::string text = "hetflow: task '" + std::string(chain.front()->display_name()) + "'";
   for (std::size_t i = 1; i < chain.size(); ++i) {
     text += (i == 1 ? " waits for task '" : ", which waits for task '") + std::string(chain[i]->display_name()) + "'";
   }
   return text +
-         " (each inside its body, on another thread, or below it on the same one): the waits would never end; "
-         "give what a task needs as a dependency (TaskOptions::after, data, a future passed as an argument) rather "
-         "than waiting for it inside the task";
+         " (each inside its body, on another thread, or below it on the same one, or because it accesses data "
+         "after it): the waits would never end; give what a task needs as a dependency (TaskOptions::after, data, a "
+         "future passed as an argument) rather than waiting for it inside the task";
+}
+
+// The tasks, from `awaited` to one that `running` runs, each of which cannot end before the next
+// does: a task cannot end before the task it is blocked waiting for (`awaits`), nor start before
+// the tasks whose data it accesses after them. Empty if there is none among the first
+// kDeadlockSearchBudget tasks looked at. Searched forward, from the running tasks to the tasks
+// that wait for them, as the dependencies are kept; finished tasks hold nothing back.
+std::vector<TaskCore*> chain_back_to(const std::unordered_map<TaskCore*, TaskCore*>& awaits,
+                                     const RunningFrame* running, TaskCore* awaited) {
+  std::unordered_multimap<TaskCore*, TaskCore*> waiters;
+  for (const auto& [waiter, target] : awaits) waiters.emplace(target, waiter);
+  std::unordered_map<TaskCore*, TaskCore*> reached_from;  // each task reached, and the one before it
+  std::vector<TaskCore*> to_visit;
+  for (const RunningFrame* frame = running; frame != nullptr; frame = frame->outer) {
+    reached_from.emplace(frame->task, nullptr);
+    to_visit.push_back(frame->task);
+  }
+  std::vector<TaskCore*> next;
+  while (!to_visit.empty() && !reached_from.contains(awaited)) {
+    TaskCore* task = to_visit.back();
+    to_visit.pop_back();
+    next.clear();
+    append_successors(task, next);
+    const auto [first, last] = waiters.equal_range(task);
+    for (auto it = first; it != last; ++it) next.push_back(it->second);
+    for (TaskCore* later : next) {
+      if (is_final(later->status()) || !reached_from.emplace(later, task).second) continue;
+      if (reached_from.size() > kDeadlockSearchBudget) return {};
+      to_visit.push_back(later);
+    }
+  }
+  std::vector<TaskCore*> chain;
+  if (!reached_from.contains(awaited)) return chain;
+  for (TaskCore* task = awaited; task != nullptr; task = reached_from.at(task)) chain.push_back(task);
+  return chain;
 }
 
 }  // namespace
 
-BlockedWait::BlockedWait(const RunningFrame* running, const TaskCore* awaited) : running_(running) {
-  const auto runs_here = [running](const TaskCore* task) {
-    for (const RunningFrame* frame = running; frame != nullptr; frame = frame->outer) {
-      if (frame->task == task) return true;
-    }
-    return false;
-  };
+BlockedWait::BlockedWait(const RunningFrame* running, TaskCore* awaited) : running_(running) {
   Blocked& all = blocked();
   std::lock_guard lock(all.mutex);
-  std::vector<const TaskCore*> chain{running->task};
-  for (const TaskCore* next = awaited; next != nullptr && chain.size() <= all.awaits.size() + 1;) {
-    chain.push_back(next);
-    if (runs_here(next)) throw Error(describe_cycle(chain));
-    const auto found = all.awaits.find(next);
-    next = found != all.awaits.end() ? found->second : nullptr;
+  std::vector<TaskCore*> chain = chain_back_to(all.awaits, running, awaited);
+  if (!chain.empty()) {
+    chain.insert(chain.begin(), running->task);
+    throw Error(describe_cycle(chain));
   }
-  const TaskCore* above = awaited;
+  TaskCore* above = awaited;
   for (const RunningFrame* frame = running; frame != nullptr; frame = frame->outer) {
     all.awaits[frame->task] = above;
     above = frame->task;

@@ -311,6 +311,28 @@ def test_two_tasks_waiting_for_each_other_on_two_workers_fail_saying_why(sched):
             future.result()
 
 
+@pytest.mark.parametrize("parents", [2, 3])
+def test_a_ring_of_parents_each_waiting_for_a_child_reading_the_next_ones_array_fails_saying_why(parents):
+    """Parent i writes array i and waits for a child reading array i+1, which cannot start
+    before parent i+1 ends: around the ring each wait needs the next, on another worker. The
+    wait that closes the ring raises, naming the tasks (it hung), and the rest fail with it."""
+    hetflow.init(ncpus=parents, executor="thread")
+    arrays = [np.zeros(4) for _ in range(parents)]
+    all_started = threading.Barrier(parents, timeout=PATIENCE)
+
+    def parent(mine, index):
+        mine[:] = index
+        all_started.wait()
+        return hetflow.task_submit(np.sum, hetflow.R(arrays[(index + 1) % parents])).result()
+
+    futures = [hetflow.task_submit.options(name=f"parent{i}")(parent, hetflow.RW(arrays[i]), i) for i in range(parents)]
+    done, _ = concurrent.futures.wait(futures, timeout=PATIENCE)
+    assert len(done) == parents, "a ring of waits through data hung"
+    refusals = [str(future.exception()) for future in futures]
+    assert any(re.search(r"task 'parent\d' waits for task 'sum'.*would never end", text) for text in refusals), refusals
+    assert all(future.exception() is not None for future in futures)
+
+
 @pytest.mark.parametrize("timeout", [None, 30.0])
 def test_a_task_holding_a_lock_goes_on_once_its_wait_is_over(timeout):
     """The idiom of concurrent.futures with a lock: task A holds it while it waits for a slow

@@ -785,6 +785,41 @@ TEST(NestedWaits, TasksWaitingForEachOtherOnTwoThreadsFailSayingWhy) {
   EXPECT_TRUE(failed_on_a_wait_cycle(second));
 }
 
+// Two tasks on two workers, each writing its own variable, each waiting inside its body for a
+// child that reads the other's: each child waits for the other parent through its data, so the
+// parent that blocks last would close the cycle. Its wait fails saying so (both hung), and the
+// other's child, reading what the failed parent wrote, fails too.
+TEST(NestedWaits, ACycleOfWaitsThroughDataOnTwoThreadsFailsSayingWhy) {
+  Runtime rt(Config{.ncpus = 2});
+  int x = 0;
+  int y = 0;
+  auto hx = rt.register_variable(x, "x");
+  auto hy = rt.register_variable(y, "y");
+  hetflow::test::Signal started;
+  Gate go;
+  const auto parent = [&](int& mine, hetflow::DataHandle& others, int& other_value, const char* child_name) {
+    mine = 1;
+    started.raise();
+    go.wait();
+    auto child =
+        rt.submit(TaskOptions{.data = {R(others)}, .name = child_name}, [&other_value] { return other_value; });
+    return child.get() + 1;
+  };
+  auto first = rt.submit(TaskOptions{.data = {W(hx)}, .name = "first", .worker = 0},
+                         [&] { return parent(x, hy, y, "first's child"); });
+  auto second = rt.submit(TaskOptions{.data = {W(hy)}, .name = "second", .worker = 1},
+                          [&] { return parent(y, hx, x, "second's child"); });
+  started.wait_for_count(2);
+  go.open();
+  ASSERT_TRUE(first.wait_for(kPatience));
+  ASSERT_TRUE(second.wait_for(kPatience));
+  EXPECT_TRUE(failed_on_a_wait_cycle(first) || failed_on_a_wait_cycle(second));
+  EXPECT_THROW(first.get(), hetflow::Error);
+  EXPECT_THROW(second.get(), hetflow::Error);
+  rt.unregister(hx);
+  rt.unregister(hy);
+}
+
 // Three tasks of two runtimes: x (on A) waits for y (on B), which waits for z (on A, on the
 // spare thread x lends A's only worker to), which waits for x.
 TEST(NestedWaits, AWaitCycleAcrossRuntimesFailsSayingWhy) {
