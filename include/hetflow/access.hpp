@@ -35,6 +35,12 @@ HETFLOW_API std::string_view access_mode_name(AccessMode mode) noexcept;
 [[nodiscard]] constexpr bool conflict(AccessMode earlier, AccessMode later) noexcept {
   return !(partial(earlier) && partial(later)) && (writes(earlier) || writes(later));
 }
+/// The one access that does what `a` and `b` on the same handle do: their union, a part access
+/// only if both are (with a whole access it is the whole data's).
+[[nodiscard]] constexpr AccessMode both_modes(AccessMode a, AccessMode b) noexcept {
+  const unsigned bits = static_cast<unsigned>(a) | static_cast<unsigned>(b);
+  return static_cast<AccessMode>(partial(a) && partial(b) ? bits : bits & 7u);
+}
 
 /// One data handle used by a task, with its access mode.
 struct DataAccess {

@@ -591,7 +591,7 @@ class Runtime:
             return
         inside = self._engine.inside_task()
         for view in views:
-            if inside and self._engine.running_task_uses([view.handle]):
+            if inside and self._engine.running_task_conflicts([(view.handle, "RW")]):
                 continue  # the task's own array, which it has through its access: acquiring it would wait for it
             if not self.handles.held(view):  # acquiring it again could wait for that acquisition
                 self._engine.acquire(view.handle, "R").release()

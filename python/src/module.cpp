@@ -769,16 +769,6 @@ class PyRuntime {
     return runtime_->accesses_if_at_rest(handle.handle());
   }
 
-  /// Whether the task the calling thread runs declared access to one of `handles`: acquiring
-  /// them there would wait for that very task.
-  [[nodiscard]] bool running_task_uses(const std::vector<const ArrayHandle*>& handles) const {
-    if (!runtime_) return false;
-    for (const ArrayHandle* handle : handles) {
-      if (runtime_->current_task_uses(handle->handle())) return true;
-    }
-    return false;
-  }
-
   /// Whether the task the calling thread runs declared access to one of the handles of
   /// `accesses` ([(handle, mode)]) that an access in that mode would wait for.
   [[nodiscard]] bool running_task_conflicts(
@@ -1028,7 +1018,6 @@ NB_MODULE(_hetflow, m) {
       .def("abort", &PyRuntime::abort)
       .def("cancel_pending", &PyRuntime::cancel_pending)
       .def("inside_task", &PyRuntime::inside_task)
-      .def("running_task_uses", &PyRuntime::running_task_uses, "handles"_a)
       .def("running_task_conflicts", &PyRuntime::running_task_conflicts, "accesses"_a)
       .def("forget_failure", &PyRuntime::forget_failure, "handle"_a)
       .def("outstanding", &PyRuntime::outstanding)

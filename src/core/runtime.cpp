@@ -67,12 +67,6 @@ void check_mode(AccessMode mode, const char* where, bool task = false) {
   throw InvalidArgument(std::string(where) + ": data handle " + display_quoted(impl.name) + " has been unregistered");
 }
 
-// A part access with another part access stays one; with a whole access it is the whole data's.
-AccessMode both_modes(AccessMode a, AccessMode b) {
-  const unsigned bits = static_cast<unsigned>(a) | static_cast<unsigned>(b);
-  return static_cast<AccessMode>(partial(a) && partial(b) ? bits : bits & 7u);
-}
-
 // Gives every record of a handle named more than once the union of its modes, and marks all but
 // its first record repeats. Pairwise for the few handles of most tasks, by sorting for many (a
 // task over 65,535 handles took seconds pairwise).

@@ -1422,7 +1422,7 @@ std::vector<DataAccess> merged_accesses(const TaskOptions& options) {
       data.push_back(access);
     } else {
       DataAccess& same = data[it->second];
-      same.mode = static_cast<AccessMode>(static_cast<unsigned>(same.mode) | static_cast<unsigned>(access.mode));
+      same.mode = both_modes(same.mode, access.mode);
     }
   };
   for (const DataAccess& access : options.data) add(access);
