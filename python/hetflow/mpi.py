@@ -143,8 +143,10 @@ def init(comm: Any = None, *, share_node: bool = True, abort_on_error: bool = Tr
         runtime._engine.set_router(context.router())
         _state = _State(context, runtime)
         if os.environ.get("HETFLOW_MPI_CHECK", "") in ("1", "true", "yes", "on"):  # the context refused others
-            runtime.check_label = _check_label
             _state.checking = True
+        # Every submission: registered arrays the task reaches other than as its own arguments are
+        # refused (and, with HETFLOW_MPI_CHECK, the label the ranks compare).
+        runtime.check_label = _label_of_submission
         runtime.before_stop(_closer(_state))
     if abort_on_error:
         _abort_on_uncaught(module)
@@ -171,6 +173,8 @@ def _abort_on_uncaught(module: Any) -> None:
 
 def _closer(state: _State) -> Callable[[bool], None]:
     def close(finished: bool) -> None:
+        global _ended
+        _ended = True
         _runtime.refusal_to_start = (
             "hetflow: the runtime that served hetflow.mpi was shut down, and no other may start in this "
             "process (its distributed arrays would be plain arrays to it): an MPI program keeps one runtime, "
@@ -179,6 +183,97 @@ def _closer(state: _State) -> Callable[[bool], None]:
         _close(state, wait=finished)
 
     return close
+
+
+def _label_of_submission(func: Any, args: tuple, kwargs: dict) -> str:
+    """Called for every task submitted while hetflow.mpi serves the runtime: refuses the task
+    (ValueError, on every rank alike, before anything is submitted) when it reaches a distributed
+    array other than as one of its own arguments, and gives ``_check_label``'s label with
+    HETFLOW_MPI_CHECK ("" otherwise)."""
+    state = _state
+    if state is None:
+        return ""
+    if state.arrays:
+        _refuse_hidden_arrays(state, func, args, kwargs)
+    return _check_label(func, args, kwargs) if state.checking else ""
+
+
+# How much of the containers among a task's arguments and of its function's captures is searched
+# for distributed arrays: a few levels, a bounded number of items (the search runs per task).
+_HIDDEN_DEPTH = 3
+_HIDDEN_ITEMS = 256
+
+
+def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -> None:
+    """A distributed array inside a list, tuple or dict argument, or captured by the function (a
+    ``functools.partial``'s arguments, a closure, a default value), is no task data: no transfer
+    brings it to the rank that runs the task, which silently reads its own copy, out of date
+    (or its value in flight, depending on timing). Such a task is refused, saying what to do.
+    (A module's global variable the function reads is not searched: its code names attributes
+    and globals alike, and a global named like an attribute would refuse a good task.)"""
+    import functools
+
+    import numpy
+
+    given = set()
+    for value in (*args, *kwargs.values()):
+        value = value.value if type(value) is Access else value
+        if isinstance(value, numpy.ndarray):
+            given.add(_key(value))
+    budget = [_HIDDEN_ITEMS]
+
+    def search(value: Any, depth: int) -> bool:
+        if budget[0] <= 0:
+            return False
+        budget[0] -= 1
+        if isinstance(value, numpy.ndarray):
+            key = _key(value)
+            if key in given:
+                return False
+            record = state.arrays.get(key)
+            return record is not None and state.context.owner(record[1]) != EVERY_RANK
+        if depth >= _HIDDEN_DEPTH:
+            return False
+        if type(value) is Access:
+            return search(value.value, depth + 1)
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return any(search(item, depth + 1) for item in value)
+        if isinstance(value, dict):
+            return any(search(item, depth + 1) for item in value.values())
+        return False
+
+    for argument in (*args, *kwargs.values()):
+        argument = argument.value if type(argument) is Access else argument
+        if not isinstance(argument, numpy.ndarray) and search(argument, 0):
+            _refuse_hidden(func, "a list, tuple or dict argument")
+    function = func
+    while isinstance(function, functools.partial):
+        if search(function.args, 0) or search(function.keywords, 0):
+            _refuse_hidden(func, "the arguments of a functools.partial")
+        function = function.func
+    captured = [cell.cell_contents for cell in (getattr(function, "__closure__", None) or ()) if _filled(cell)]
+    if search(captured, 0):
+        _refuse_hidden(func, "a variable its function captured (a closure)")
+    defaults = (*(getattr(function, "__defaults__", None) or ()), *(getattr(function, "__kwdefaults__", None) or {}).values())
+    if search(defaults, 0):
+        _refuse_hidden(func, "a default value of its function's arguments")
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # a closure variable not assigned yet
+        return False
+    return True
+
+
+def _refuse_hidden(func: Any, place: str) -> None:
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    raise ValueError(
+        f"hetflow.mpi: task {name!r} reaches an array registered with hetflow.mpi through {place}; only a "
+        "task's own arguments are task data (no transfer would bring it to the rank that runs the task, which "
+        "would read its own copy, out of date): give the array itself as an argument (hetflow.R(a), hetflow.RW(a))"
+    )
 
 
 def _check_label(func: Any, args: tuple, kwargs: dict) -> str:
@@ -213,10 +308,22 @@ def _code_label(func: Any) -> str:
         return qualname
     checksum = zlib.crc32(code.co_code)
     for constant in code.co_consts:
-        # A nested function's code object prints its address, which differs between the ranks.
-        text = constant.co_name if hasattr(constant, "co_code") else repr(constant)
-        checksum = zlib.crc32(text.encode("utf-8", "backslashreplace"), checksum)
+        checksum = zlib.crc32(_constant_text(constant).encode("utf-8", "backslashreplace"), checksum)
     return f"{qualname} (line {code.co_firstlineno}, code {checksum:08x})"
+
+
+def _constant_text(constant: Any) -> str:
+    """A constant of a function's code as the same text on every rank: a nested function's code
+    object by its name (it prints its address), a frozenset (``x in {"a", "b"}``) with its
+    items sorted (it prints them in the order of their hashes, which for strings follow each
+    process's own hash seed: the ranks' checks differed for one program)."""
+    if hasattr(constant, "co_code"):
+        return constant.co_name
+    if isinstance(constant, frozenset):
+        return "frozenset({" + ", ".join(sorted(_constant_text(item) for item in constant)) + "})"
+    if isinstance(constant, tuple):
+        return "(" + ", ".join(_constant_text(item) for item in constant) + ",)"
+    return repr(constant)
 
 
 def _close(state: _State, wait: bool, at_exit: bool = False) -> None:
@@ -264,11 +371,18 @@ def _current() -> _State:
                 f"hetflow.mpi: this process was forked from rank {_forked_from}; a forked child is not an MPI "
                 "rank (MPI does not follow a fork), so it cannot take part in the distributed program"
             )
+        if _ended:
+            raise RuntimeError(
+                "hetflow.mpi: the runtime that served hetflow.mpi was shut down (hetflow.shutdown(), or the end of "
+                "a `with hetflow.init(...)` block), which ended its context; hetflow.mpi cannot start again in this "
+                "process: keep the runtime until the program's distributed work is done"
+            )
         raise RuntimeError("hetflow.mpi: call hetflow.mpi.init() first (on every rank)")
     return state
 
 
 _forked_from: Optional[int] = None  # in a forked child of a rank: that rank
+_ended = False  # the runtime that served hetflow.mpi was shut down
 
 
 def _after_fork_in_child() -> None:
@@ -611,6 +725,9 @@ def wait_all() -> None:
     from hetflow._errors import HetflowError
 
     state = _every_rank_call("wait_all")
+    # On this thread, which holds the program's acquisitions (the wait below runs on another): a
+    # task held back by one of them would never end, and the ranks would wait for it for ever.
+    state.runtime._engine.check_wait_all_can_end()
     # Waited for on a thread of its own, so that Ctrl-C reaches this one meanwhile (and, with
     # abort_on_error, ends every rank rather than leaving them in the barrier).
     try:

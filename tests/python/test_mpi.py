@@ -694,3 +694,34 @@ time.sleep(2)
     assert code != 0, output
     assert "the program finalized MPI (MPI_Finalize) while rank" in output, output
     assert not _crashed_ranks(output), output
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_arrays_reached_other_than_as_arguments_are_refused_and_held_waits_raise(ranks):
+    output = _run(ranks, str(PROGRAMS / "hidden_arrays_and_waits.py"))
+    for rank in range(ranks):
+        assert f"rank {rank}: hidden arrays and waits checks passed" in output, output
+
+
+def test_a_function_with_a_set_of_strings_is_the_same_work_on_every_rank_with_hetflow_mpi_check():
+    # `mode in {"alpha", ...}` compiles to a frozenset constant, which printed its strings in the
+    # order of their hashes, seeded per process: the ranks' checksums of one function differed,
+    # and every rank was told that they did not submit the same work.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "a = hm.register(np.ones(3), owner=0, name='a')\n"
+        "b = hm.register(np.zeros(3), owner=1, name='b')\n"
+        "def f(out, src, mode):\n"
+        "    if mode in {'alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'}:\n"
+        "        out += src + (1, frozenset({'x', 'y', 'z'}))[0]\n"
+        "hetflow.task_submit(f, hetflow.RW(b), a, 'beta')\n"
+        "hm.wait_all()\n"
+        "hm.gather(b, root=0)\n"
+        "print(f'rank {hm.rank()}: b = {b.tolist()}', flush=True)\n"
+        "hm.wait_all()\n"
+    )
+    for _ in range(2):  # each rank a hash seed of its own: two runs, for the odds of a seed alike
+        returncode, output = _run_program(program, HETFLOW_MPI_CHECK="1", PYTHONHASHSEED="random")
+        assert "did not submit the same work" not in output, output
+        assert "rank 0: b = [2.0, 2.0, 2.0]" in output and returncode == 0, output
