@@ -200,7 +200,7 @@ _unstopped: "weakref.WeakSet[_runtime.Runtime]" = weakref.WeakSet()
 
 def _at_exit() -> None:
     interrupted = False
-    for runtime in list(_unstopped):
+    for runtime in {*_unstopped, *_left_to_exit}:
         if not runtime._closed and runtime._generation == _runtime._fork_generation:
             if interrupted:
                 runtime.interrupted = True  # Ctrl-C at exit: the other executors do not wait either
@@ -218,9 +218,9 @@ atexit.register(_at_exit)
 
 
 def _release(runtime: _runtime.Runtime) -> None:
-    """Stops ``runtime`` once its work is done, from a thread the interpreter waits for at exit:
-    once it exits, no longer than HETFLOW_EXIT_TIMEOUT without a task finishing (as for the
-    module's runtime)."""
+    """Stops ``runtime`` once its work is done, from a thread the interpreter waits for at exit;
+    from then on, _at_exit stops it (no longer than HETFLOW_EXIT_TIMEOUT without a task
+    finishing, as for the module's runtime)."""
     if runtime._closed:  # inherited by a forked child (or shut down already): nothing of it runs here
         return
     try:
@@ -232,12 +232,16 @@ def _release(runtime: _runtime.Runtime) -> None:
 _interpreter_exiting = threading.Event()
 # Called as the interpreter starts to exit, before it waits for the threads _release starts.
 threading._register_atexit(_interpreter_exiting.set)  # type: ignore[attr-defined]
+# Runtimes whose stop thread handed them to _at_exit, kept alive until then (their executors may
+# be gone): the main thread waits for their work there, where a Ctrl-C ends the wait as for the
+# module's runtime (one line, not a traceback of the interpreter's wait for this thread).
+_left_to_exit: "list[_runtime.Runtime]" = []
 
 
 def _stop_when_done(runtime: _runtime.Runtime) -> None:
     while not runtime._engine.wait_all(0.2):
         if _interpreter_exiting.is_set():
-            _runtime._shut_down_at_exit(runtime)
+            _left_to_exit.append(runtime)
             return
     runtime.shutdown()
 

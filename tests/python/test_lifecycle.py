@@ -1037,10 +1037,15 @@ def test_ctrl_c_while_the_interpreter_waits_at_exit_gives_the_work_up_in_one_lin
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
-def test_ctrl_c_while_the_interpreter_waits_at_exit_for_an_executor_gives_the_work_up_in_one_line(tmp_path, executor):
+@pytest.mark.parametrize("shut_down", [False, True], ids=["left-running", "shut-down-without-waiting"])
+def test_ctrl_c_while_the_interpreter_waits_at_exit_for_an_executor_gives_the_work_up_in_one_line(
+    tmp_path, executor, shut_down
+):
     # An Executor left running (or a joblib backend's idle pool) is stopped by its own exit
     # handler, which let the KeyboardInterrupt out: "Exception ignored in atexit callback" and
-    # a traceback of hetflow's internals, and the next executors were not stopped.
+    # a traceback of hetflow's internals, and the next executors were not stopped. One shut down
+    # with wait=False was waited for by a thread the interpreter joins, where the Ctrl-C gave
+    # "Exception ignored in: <module 'threading'>" and a traceback.
     script = write_script(
         tmp_path,
         f"""
@@ -1054,6 +1059,9 @@ def forever():
 
 pools = [hetflow.Executor(1, executor={executor!r}) for _ in range(2)]
 stuck = [pool.submit(forever) for pool in pools]
+if {shut_down!r}:
+    for pool in pools:
+        pool.shutdown(wait=False)
 print("WORKERS", hf_children())
 print("READY", flush=True)
 """,
