@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -69,6 +70,9 @@ bool finished_after_abort(const TaskCore* task) noexcept {
 namespace {
 
 constexpr auto kFinished = [](TaskStatus s) { return is_final(s); };
+// Whether a wait until `Reached` holds is a wait for the task's end.
+template <class Reached>
+constexpr bool kForTheEnd = std::is_same_v<Reached, std::remove_cvref_t<decltype(kFinished)>>;
 
 // A task that waits for a task that waits for it (reads what it writes, say) would wait for
 // ever: refused, with what would have hung. `innermost`: the tasks the calling thread runs.
@@ -221,6 +225,16 @@ void block_until_or_checked(TaskCore* task, Reached reached, const std::chrono::
   }
 }
 
+// block_checking_again on a thread whose tasks (`frames`, if any) hold no worker: they went on
+// without it (SeatlessTask). Waiting for the task's end, they are known meanwhile as blocked in
+// a wait (BlockedWait), as a worker's are, so that a wait closing a cycle through them fails too.
+template <class Reached>
+void block_without_worker(TaskCore* task, Reached reached, const RunningFrame* frames) {
+  std::optional<BlockedWait> blocked;
+  if (frames != nullptr && kForTheEnd<Reached>) blocked.emplace(frames, task);
+  block_checking_again(task, reached, frames);
+}
+
 // A task that waits inside its body must not keep its worker idle: the task waited for may be
 // queued behind it, on the only worker. It runs on its own stack the task it waits for, taken
 // from whichever queue holds it (may_claim), and, from its worker's queues, the tasks it
@@ -365,8 +379,9 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
         continue;
       }
     }
-    std::optional<BlockedWait> blocked;
-    if (deadline == nullptr && worker->running != nullptr) blocked.emplace(worker->running, task);
+    std::optional<BlockedWait> blocked;  // a wait for the task's start (an acquisition's) ends before the task does
+    if (deadline == nullptr && worker->running != nullptr && kForTheEnd<Reached>)
+      blocked.emplace(worker->running, task);
     const RunningFrame* frames = worker->running;
     const Execution::Lending lending = engine.lend_worker_while(*worker, [&] {
       block_until_or_checked(task, reached, deadline, frames);
@@ -376,7 +391,12 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
     if (lending == Execution::Lending::lent && current_worker() != worker) {
       // It went on without the worker (SeatlessTask): what the worker holds is not its own now.
       give_back.set_aside = false;
-      if (!done()) block_until_or_checked(task, reached, deadline, frames);
+      if (done()) return true;
+      if (deadline == nullptr) {
+        block_without_worker(task, reached, frames);
+      } else {
+        static_cast<void>(block_until(task, reached, deadline));
+      }
       return true;
     }
     switch (lending) {
@@ -424,7 +444,7 @@ void wait(TaskCore* task) {
   }
   if (worker_waits_for(task, kFinished, nullptr)) return;
   refuse_wait_that_never_ends(task);
-  block_checking_again(task, kFinished, tasks_on_this_thread(task->runtime));
+  block_without_worker(task, kFinished, tasks_on_this_thread(task->runtime));
 }
 
 bool wait_until(TaskCore* task, std::chrono::steady_clock::time_point deadline) {
@@ -449,7 +469,7 @@ void wait_until_started(TaskCore* task) {
   }
   if (worker_waits_for(task, started, nullptr)) return;
   if (!started(task->status())) refuse_wait_that_never_ends(task);
-  block_checking_again(task, started, tasks_on_this_thread(task->runtime));
+  block_without_worker(task, started, tasks_on_this_thread(task->runtime));
 }
 
 void complete_manual(TaskCore* task, std::exception_ptr error) noexcept {

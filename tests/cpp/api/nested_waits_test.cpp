@@ -820,6 +820,36 @@ TEST(NestedWaits, ACycleOfWaitsThroughDataOnTwoThreadsFailsSayingWhy) {
   rt.unregister(hy);
 }
 
+// On one worker, p polls a slow child with a short deadline and so goes on without its worker
+// (the spare runs the child); then q, run by the spare, waits for p, and p for q. Waits of a
+// task without its worker were not known as blocked: whichever came second hung.
+TEST(NestedWaits, ACycleThroughATaskThatWentOnWithoutItsWorkerFailsSayingWhy) {
+  Runtime rt(Config{.ncpus = 1});
+  Gate p_known;
+  Future<int> p;
+  auto q = std::make_shared<Future<int>>();
+  p = rt.submit(TaskOptions{.name = "p"}, [&, q] {
+    auto slow = rt.submit([] {
+      std::this_thread::sleep_for(100ms);
+      return 1;
+    });
+    while (!slow.wait_for(5ms)) {
+    }
+    *q = rt.submit(TaskOptions{.name = "q"}, [&] {
+      p_known.wait();
+      return p.get() + 1;
+    });
+    std::this_thread::sleep_for(100ms);  // q waits for p by now, most likely (either order fails)
+    return q->get() + slow.get();
+  });
+  p_known.open();
+  ASSERT_TRUE(p.wait_for(kPatience));
+  ASSERT_TRUE(q->wait_for(kPatience));
+  EXPECT_TRUE(failed_on_a_wait_cycle(p) || failed_on_a_wait_cycle(*q));
+  EXPECT_THROW(p.get(), hetflow::Error);
+  EXPECT_THROW(q->get(), hetflow::Error);
+}
+
 // Three tasks of two runtimes: x (on A) waits for y (on B), which waits for z (on A, on the
 // spare thread x lends A's only worker to), which waits for x.
 TEST(NestedWaits, AWaitCycleAcrossRuntimesFailsSayingWhy) {
