@@ -183,11 +183,21 @@ def test_without_init_distributed_calls_say_what_to_do():
     assert hetflow.task_submit(len, "abc").result() == 3
 
 
+PROGRAMS_AND_SAYINGS = {
+    # Failures travel with their data, and empty pieces stay put.
+    "failures_and_edges.py": "failure and edge checks passed",
+    # Arrays a task reaches other than as its arguments are refused, and waits behind a held
+    # acquisition raise.
+    "hidden_arrays_and_waits.py": "hidden arrays and waits checks passed",
+}
+
+
 @pytest.mark.parametrize("ranks", [2, 3])
-def test_failures_travel_with_their_data_and_empty_pieces_stay_put(ranks):
-    output = _run(ranks, str(PROGRAMS / "failures_and_edges.py"))
+@pytest.mark.parametrize("program", PROGRAMS_AND_SAYINGS)
+def test_programs_checking_themselves_on_every_rank(program, ranks):
+    output = _run(ranks, str(PROGRAMS / program))
     for rank in range(ranks):
-        assert f"rank {rank}: failure and edge checks passed" in output, output
+        assert f"rank {rank}: {PROGRAMS_AND_SAYINGS[program]}" in output, output
 
 
 def test_a_rank_that_exits_with_a_status_ends_every_rank():
@@ -694,13 +704,6 @@ time.sleep(2)
     assert code != 0, output
     assert "the program finalized MPI (MPI_Finalize) while rank" in output, output
     assert not _crashed_ranks(output), output
-
-
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_arrays_reached_other_than_as_arguments_are_refused_and_held_waits_raise(ranks):
-    output = _run(ranks, str(PROGRAMS / "hidden_arrays_and_waits.py"))
-    for rank in range(ranks):
-        assert f"rank {rank}: hidden arrays and waits checks passed" in output, output
 
 
 def test_a_function_with_a_set_of_strings_is_the_same_work_on_every_rank_with_hetflow_mpi_check():

@@ -10,16 +10,7 @@ import numpy as np
 
 import hetflow
 import hetflow.mpi as hm
-
-
-def expect_raises(kind, call, words):
-    try:
-        call()
-    except kind as error:
-        for word in words:
-            assert word in str(error), f"{word!r} not in {error}"
-        return error
-    raise AssertionError(f"{call} did not raise {kind.__name__}")
+from checks import expect_raises
 
 
 def main():

@@ -11,6 +11,7 @@ import numpy as np
 
 import hetflow
 import hetflow.mpi as hm
+from checks import expect_raises
 
 if mode == "mpi4py-first":
     hm.init(MPI.COMM_WORLD)
@@ -35,16 +36,6 @@ def add_into(x, y):
 
 def scale(x, factor):
     x *= factor
-
-
-def expect_raises(kind, call, words):
-    try:
-        call()
-    except kind as error:
-        for word in words:
-            assert word in str(error), f"{word!r} not in {error}"
-        return error
-    raise AssertionError(f"{call} did not raise {kind.__name__}")
 
 
 # Ownership: a task runs on the owner of what it writes and receives what it reads.
