@@ -74,16 +74,25 @@ class FutureSearch:
         ``resolve(future)`` in place of each future, container types kept. ``copies`` maps the
         containers copied so far (one copy per container, however often it is named). Depth
         first on an explicit stack, as the search: nestings deeper than Python's recursion limit
-        are fine."""
+        are fine. A container that holds itself (through lists and dicts: only those can) holds
+        its copy, as ``pickle`` and ``copy.deepcopy`` give it: a list or dict copy is made empty
+        as the walk enters it and filled as it leaves, and a tuple met again inside itself is
+        put in place once it is made."""
         if self.is_future(value):
             return resolve(value)
         if id(value) not in self.holders or not isinstance(value, _CONTAINERS):
             return value
         if id(value) in copies:
             return copies[id(value)]
-        # A container is rebuilt once the containers below it are; one being rebuilt (an
-        # ancestor: a container inside itself) is named as the original there.
+        # A container is rebuilt once the containers below it are. Lists and dicts get their
+        # (empty) copy on the way in, so that one inside itself is named as its copy; a tuple,
+        # set or frozenset being rebuilt (an ancestor) is noted where it was met, and put there
+        # once it is made.
         in_progress = {id(value)}
+        pending: Dict[int, List[Tuple[Any, Any]]] = {}  # id of such an ancestor: (copy, index or key)
+        shell = _shell(value)
+        if shell is not None:
+            copies[id(value)] = shell
         stack: List[Tuple[Any, Iterator[Any]]] = [(value, _items(value))]
         while stack:
             container, items = stack[-1]
@@ -96,17 +105,31 @@ class FutureSearch:
                     and not self.is_future(child)
                 ):
                     in_progress.add(id(child))
+                    shell = _shell(child)
+                    if shell is not None:
+                        copies[id(child)] = shell
                     stack.append((child, _items(child)))
                     break
             else:
                 stack.pop()
                 in_progress.discard(id(container))
-                copies[id(container)] = self._rebuilt(container, resolve, copies)
+                made = self._rebuilt(container, resolve, copies, in_progress, pending)
+                copies[id(container)] = made
+                for holder, where in pending.pop(id(container), ()):
+                    holder[where] = made
         return copies[id(value)]
 
-    def _rebuilt(self, value: Any, resolve: Callable[[Any], Any], copies: Dict[int, Any]) -> Any:
+    def _rebuilt(
+        self,
+        value: Any,
+        resolve: Callable[[Any], Any],
+        copies: Dict[int, Any],
+        in_progress: Set[int],
+        pending: Dict[int, List[Tuple[Any, Any]]],
+    ) -> Any:
         """A copy of the container ``value``, its futures resolved and its containers that hold
-        one replaced by their copies (or themselves, while being rebuilt)."""
+        one replaced by their copies; a list or dict is filled into the copy made on the way in.
+        An ancestor tuple still being rebuilt is left as itself for now, noted in ``pending``."""
 
         def each(item: Any) -> Any:
             if type(item) in _ATOMS:
@@ -115,9 +138,21 @@ class FutureSearch:
                 return resolve(item)
             return copies.get(id(item), item) if id(item) in self.holders else item
 
-        if isinstance(value, list):
-            items = [each(item) for item in value]
-            return items if type(value) is list else _refilled(value, items)
+        if isinstance(value, (list, dict)):
+            made = copies[id(value)]
+            if isinstance(value, list):
+                made.extend(each(item) for item in value)
+                places: List[Tuple[Any, Any]] = list(enumerate(value))
+            else:
+                places = []
+                for key, item in value.items():
+                    key = each(key)
+                    made[key] = each(item)  # one by one: Counter.update would count them
+                    places.append((key, item))
+            for where, item in places:
+                if id(item) in in_progress and id(item) not in copies:
+                    pending.setdefault(id(item), []).append((made, where))
+            return made
         if isinstance(value, tuple):
             items = [each(item) for item in value]
             try:
@@ -127,21 +162,19 @@ class FutureSearch:
                     f"hetflow: cannot rebuild a {type(value).__name__} with the values of the futures it holds "
                     f"(its constructor does not take its items: {error}); pass the futures outside it"
                 ) from None
-        if isinstance(value, (set, frozenset)):
-            return type(value)(each(item) for item in value)
-        pairs = [(each(key), each(item)) for key, item in value.items()]
-        return dict(pairs) if type(value) is dict else _refilled(value, pairs)
+        return type(value)(each(item) for item in value)
 
 
-def _refilled(container: Any, items: list) -> Any:
-    """A copy of a list or dict subclass holding ``items`` (a dict's as pairs): what the subclass
-    keeps besides its items (a defaultdict's factory, attributes) and its own ``__init__`` are
-    left alone, and items are stored one by one (``Counter.update`` would count them)."""
-    refilled = copy.copy(container)
-    refilled.clear()
-    if isinstance(refilled, dict):
-        for key, item in items:
-            refilled[key] = item
-    else:
-        refilled.extend(items)
-    return refilled
+def _shell(container: Any) -> Any:
+    """An empty copy of a list or dict (of a subclass: what it keeps besides its items, a
+    defaultdict's factory, attributes, with its own ``__init__`` left alone), to be filled once
+    the containers inside it are copied; None for the other containers, made when they are."""
+    if type(container) is list:
+        return []
+    if type(container) is dict:
+        return {}
+    if isinstance(container, (list, dict)):
+        shell = copy.copy(container)
+        shell.clear()
+        return shell
+    return None

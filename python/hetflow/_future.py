@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import numbers
 import sys
 import threading
 import time
@@ -456,6 +457,9 @@ class Future(concurrent.futures.Future):
     def _wait(self, timeout: Optional[float]) -> None:
         if self._task.done() or self._ended_if_given_up():
             return
+        if timeout is not None and not isinstance(timeout, numbers.Real):
+            # The engine's binding refused it with a message about its own types (TaskRef).
+            raise TypeError(f"hetflow.Future: timeout must be None or a number of seconds, not {timeout!r}")
         try:
             if (timeout is None or type(timeout) in (int, float) and timeout >= 0) and not _inside_a_task():
                 finished = self._wait_in_slices(timeout)

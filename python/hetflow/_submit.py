@@ -5,6 +5,7 @@ import functools
 from typing import Any, Callable, Dict, Optional, TypeVar, overload
 
 from hetflow import _runtime
+from hetflow._args import FutureSearch
 from hetflow._data import names_with_modes
 from hetflow._future import Future, _running_loop
 
@@ -118,6 +119,13 @@ class DelayedFunction:
             # Inside a task: the value, not a future, so that a function calling it works the same
             # in either executor.
             # A coroutine (an event loop the task runs) gets a future to await, as outside.
+            # Futures among the arguments are waited for and replaced by their values, as a task
+            # gets them (the function got the futures themselves).
+            search = FutureSearch(args, kwargs, _runtime._is_future) if args or kwargs else None
+            if search is not None and search.futures:
+                copies: Dict[int, Any] = {}
+                args = tuple(search.substitute(value, _runtime._resolve, copies) for value in args)
+                kwargs = {key: search.substitute(value, _runtime._resolve, copies) for key, value in kwargs.items()}
             return self.func(*args, **kwargs)
         if self.access:
             args, kwargs = names_with_modes(self.func, self.access, args, kwargs)

@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 
+import numpy
 import pytest
 
 import hetflow
@@ -110,6 +111,22 @@ def test_timeouts_longer_than_the_clock_counts_wait_for_the_task(gate):
     assert list(hetflow.Executor(1, executor="thread").map(abs, [-1], timeout=float("inf"))) == [1]
     with pytest.raises(ValueError, match="NaN"):
         hetflow.submit(time.sleep, 0.5).result(timeout=float("nan"))
+
+
+def test_a_timeout_that_is_not_a_number_is_refused_with_what_it_takes(gate):
+    # The engine's binding refused it, naming its own types: "wait(): incompatible function
+    # arguments ... Invoked with types: hetflow._hetflow.TaskRef, str".
+    future = hetflow.submit(gate.hold, "late")
+    gate.wait_started()
+    for timeout in ("1", [1], object()):
+        with pytest.raises(TypeError, match="timeout must be None or a number of seconds"):
+            future.result(timeout=timeout)
+        with pytest.raises(TypeError, match="timeout must be None or a number of seconds"):
+            future.exception(timeout=timeout)
+    with pytest.raises(cf.TimeoutError):
+        future.result(timeout=numpy.float64(0.01))
+    gate.release.set()
+    assert future.result(timeout=numpy.int64(30)) == "late"
 
 
 # -- callbacks ----------------------------------------------------------------------------------------

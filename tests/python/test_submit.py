@@ -183,6 +183,34 @@ def test_a_delayed_function_called_inside_a_task_returns_its_value_in_either_exe
     assert submit_on(executor)(mul, 3, 4).result(timeout=30) == 12
 
 
+def mul_of_a_child(x):
+    child = hetflow.submit.options(executor="thread")(lambda: 7)
+    return mul(child, x) + mul(x, b=[child][0]) + mul([child], 1)[0]  # as the program would write it
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_delayed_function_called_inside_a_task_with_futures_gets_their_values(executor):
+    # It ran as the plain function on the futures themselves: "unsupported operand type(s) for
+    # *: 'Future' and 'int'", where the same call in the program waits for them.
+    assert submit_on(executor)(mul_of_a_child, 3).result(timeout=30) == 21 + 21 + 7
+
+
+def returns_its_childs_future(nested):
+    child = hetflow.submit.options(executor="thread")(lambda: 7)
+    return {"child": [child]} if nested else child
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_process_task_that_returns_a_future_says_to_return_its_value(nested):
+    # It said "a Future cannot be pickled; pass it as an argument of a task instead".
+    future = submit_on("process")(returns_its_childs_future, nested)
+    said = r"returned a hetflow\.Future.*return its value \(future\.result\(\)\)"
+    with pytest.raises(TypeError, match=said) as raised:
+        future.result(timeout=30)
+    assert ("['child'][0]" in str(raised.value)) == nested
+    assert submit_on("thread")(returns_its_childs_future, False).result(timeout=30).result(timeout=30) == 7
+
+
 def test_delayed_lambda_and_bad_inputs():
     double = hetflow.delayed(lambda x: 2 * x)
     assert double(21).result(timeout=30) == 42
@@ -281,7 +309,7 @@ def test_thread_task_arguments_that_hold_themselves_or_nest_deeply():
     looped = [one]
     looped.append(looped)  # a list that holds itself, and a future
     value = submit(lambda x: (x[0], x[1][0]), looped).result(timeout=30)
-    assert value[0] == 1
+    assert value == (1, 1)
     chain: tuple = ()
     for i in range(5000):  # deeper than Python's recursion limit
         chain = (i, chain)
@@ -302,6 +330,34 @@ def test_thread_task_arguments_that_hold_themselves_or_nest_deeply():
     shared = [one]
     got = submit(lambda x: (x[0], x[1][0], x[0] is x[1][0]), [shared, [shared]]).result(timeout=30)
     assert got == ([1], [1], True)
+
+
+def test_a_thread_task_given_a_container_that_holds_itself_gets_a_copy_that_holds_the_copy():
+    # As pickle gives a process task: the copy's inner reference was the caller's original,
+    # so the task met the future itself there instead of its value.
+    submit = submit_on("thread")
+    one = submit(lambda: 1)
+    looped = [one]
+    looped.append(looped)
+    got = submit(lambda x: (x[0], x[1] is x, x[1][0]), looped).result(timeout=30)
+    assert got == (1, True, 1)
+    table = {"one": one}
+    table["self"] = table
+    got = submit(lambda x: (x["one"], x["self"] is x), table).result(timeout=30)
+    assert got == (1, True)
+    # Through a tuple (which can only be made once its items are) and a list subclass.
+    holder: list = []
+    pair = (one, holder)
+    holder.append(pair)
+    got = submit(lambda p: (p[0], p[1][0] is p), pair).result(timeout=30)
+    assert got == (1, True)
+    got = submit(lambda h: (h[0][0], h[0][1] is h), holder).result(timeout=30)
+    assert got == (1, True)
+    items = Items([one])
+    items.append(items)
+    got = submit(lambda x: (type(x).__name__, x[0], x[1] is x), items).result(timeout=30)
+    assert got == ("Items", 1, True)
+    assert looped[0] is one and table["one"] is one and holder[0] is pair  # the caller's are left alone
 
 
 def test_a_task_given_many_futures_in_a_list_gets_their_values():
