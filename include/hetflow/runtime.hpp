@@ -257,7 +257,8 @@ class HETFLOW_API Runtime {
   /// shutdown(), which returns once the workers are idle.
   void abort();
   /// From now on, tasks that have not started are cancelled instead of run (their futures raise
-  /// CancelledError); unlike abort(), what is running goes on, process workers included.
+  /// CancelledError, those of their dependents too, rather than DependencyError); unlike abort(),
+  /// what is running goes on, process workers included.
   void cancel_pending() noexcept;
   /// Tasks submitted and not finished yet: what wait_all() waits for.
   [[nodiscard]] std::size_t unfinished_tasks() const noexcept;

@@ -559,6 +559,9 @@ void Engine::tell_successors(TaskCore* task, std::vector<TaskCore*>& newly_final
   }
   // Made once, for the first successor that reads what this task failed to produce.
   std::exception_ptr failure;
+  // The program cancels what has not started (cancel_pending_and_dependents): its successors too.
+  const bool cancelled_with_the_rest =
+      outcome == TaskStatus::cancelled && dependents_cancelled_.load(std::memory_order_acquire);
 
   auto notify = [&](std::uintptr_t link) {
     if (link & TaskCore::kCallbackLink) {
@@ -567,7 +570,8 @@ void Engine::tell_successors(TaskCore* task, std::vector<TaskCore*>& newly_final
       return;
     }
     auto* successor = reinterpret_cast<TaskCore*>(link & ~TaskCore::kLinkTags);
-    if (outcome != TaskStatus::done && !(link & TaskCore::kOrderingLink)) {
+    const bool cancelled_too = cancelled_with_the_rest && !(successor->flags & TaskCore::kManual);
+    if (outcome != TaskStatus::done && !(link & TaskCore::kOrderingLink) && !cancelled_too) {
       if (!failure) failure = dependency_error_for(task);
       std::lock_guard guard(successor->lock);
       if (!successor->error) successor->error = failure;

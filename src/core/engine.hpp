@@ -169,6 +169,13 @@ class Engine final : public DataContext {
   void abort();
   /// From now on, tasks that have not started are cancelled instead of run; running ones go on.
   void cancel_pending() noexcept { aborting_.store(true, std::memory_order_release); }
+  /// cancel_pending at the program's word: the tasks waiting for one it cancels have not started
+  /// either, and are cancelled too, not failed because of it (unlike after abort() or a shutdown
+  /// that gives up).
+  void cancel_pending_and_dependents() noexcept {
+    dependents_cancelled_.store(true, std::memory_order_release);
+    cancel_pending();
+  }
   /// shutdown() for a runtime that may have workers stuck in tasks that never return: waits
   /// for the work until `deadline`, stops the workers that are free by then (they end their
   /// drivers' workers: process workers are reaped) and leaves the others running, detached.
@@ -334,8 +341,9 @@ class Engine final : public DataContext {
   alignas(64) std::atomic<std::uint64_t> sequence_{0};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> aborting_{false};
-  std::atomic<bool> aborted_{false};  // abort(), not cancel_pending(): the work was given up
-  std::atomic<bool> gave_up_{false};  // shutdown_until passed its deadline (see give_up_on)
+  std::atomic<bool> aborted_{false};               // abort(), not cancel_pending(): the work was given up
+  std::atomic<bool> dependents_cancelled_{false};  // cancel_pending_and_dependents()
+  std::atomic<bool> gave_up_{false};               // shutdown_until passed its deadline (see give_up_on)
   /// give_up_on for a running task: false if it was not running (any more).
   bool abandon_running(TaskCore* task, std::uint32_t marks) noexcept;
   /// The bits a task ended by the give-up keeps with its final status.

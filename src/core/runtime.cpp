@@ -584,7 +584,7 @@ void Runtime::abort() {
   if (!impl_->forked()) impl_->abort();
 }
 void Runtime::cancel_pending() noexcept {
-  if (!impl_->forked()) impl_->cancel_pending();
+  if (!impl_->forked()) impl_->cancel_pending_and_dependents();
 }
 std::size_t Runtime::unfinished_tasks() const noexcept {
   return static_cast<std::size_t>(std::max<std::int64_t>(0, impl_->outstanding()));

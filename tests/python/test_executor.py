@@ -346,7 +346,10 @@ def test_cancel_futures_cancels_the_queued_tasks(wait):
     started, release = threading.Event(), threading.Event()
     executor = hetflow.Executor(1, executor="thread")
     running = executor.submit(started_then, started, release, "ran")
-    queued = [executor.submit(square, i) for i in range(5)]
+    queued = [executor.submit(square, i) for i in range(3)]
+    # Their dependents too, in any order (they failed with DependencyError when the task they
+    # wait for was cancelled first).
+    queued = [executor.submit(square, queued[0]), executor.submit(square, queued[-1])] + queued
     assert started.wait(10)
     if wait:
         threading.Timer(0.05, release.set).start()

@@ -45,6 +45,43 @@ TEST(RuntimeControl, CancelPendingCancelsQueuedTasksAndLetsRunningOnesFinish) {
   rt.shutdown();
 }
 
+// Behind a queued task, its dependents have not started either: cancelled as it is, not failed
+// because it was (a DependencyError, for tasks that never ran). After abort() they fail.
+TEST(RuntimeControl, CancelPendingCancelsTheDependentsOfQueuedTasksToo) {
+  for (const bool abort : {false, true}) {
+    SCOPED_TRACE(abort);
+    Runtime rt(Config{.ncpus = 1});
+    Gate gate;
+    Signal started;
+    auto running = rt.submit([&] {
+      started.raise();
+      gate.wait();
+    });
+    started.wait();
+    int x = 0;
+    DataHandle hx = rt.register_variable(x, "x");
+    auto queued = rt.submit(TaskOptions{.data = {RW(hx)}}, [&x] { return ++x; });
+    auto dependent = rt.submit(TaskOptions{.after = {queued}}, [] { return 2; });
+    auto by_data = rt.submit(TaskOptions{.data = {RW(hx)}}, [&x] { return ++x; });
+    if (abort) {
+      rt.abort();
+    } else {
+      rt.cancel_pending();
+    }
+    gate.open();
+    running.get();
+    EXPECT_THROW(queued.get(), CancelledError);
+    EXPECT_EQ(x, 0);
+    if (abort) {
+      EXPECT_THROW(by_data.get(), hetflow::DependencyError);
+    } else {
+      EXPECT_THROW(dependent.get(), CancelledError);
+      EXPECT_THROW(by_data.get(), CancelledError);
+    }
+    rt.shutdown();
+  }
+}
+
 TEST(RuntimeControl, UnfinishedTasksCountsWhatWaitAllWaitsFor) {
   Runtime rt(Config{.ncpus = 1});
   EXPECT_EQ(rt.unfinished_tasks(), 0U);
