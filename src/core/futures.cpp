@@ -91,7 +91,7 @@ void refuse_wait_for_successor(const RunningFrame* innermost, TaskCore* awaited,
     const std::string waiter = frame->task->display_name();
     throw Error("hetflow: task '" + std::string(innermost->task->display_name()) + "' waits for task '" +
                 awaited->display_name() + "', which cannot start before task '" + waiter +
-                "' ends (it accesses data that '" + waiter +
+                "' ends (it takes the result of '" + waiter + "', accesses data that '" + waiter +
                 "' accesses, or waits for a task that does): the wait would never end; wait for it outside '" + waiter +
                 "'");
   }
