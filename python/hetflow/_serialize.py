@@ -25,7 +25,7 @@ import sys
 import threading
 import types
 import weakref
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 
@@ -136,16 +136,23 @@ def _pickler_class() -> Any:
     return _pickler
 
 
-def _cloud_dumps(obj: Any) -> bytes:
-    """``cloudpickle.dumps(obj)``, with ``__mp_main__`` sent by value as ``__main__`` is."""
+def _cloud_pickler() -> Any:
+    """cloudpickle's Pickler, with ``__mp_main__`` sent by value as ``__main__`` is."""
     cloudpickle = _cloudpickle()  # loaded on first use (which may fail: out of descriptors)
     if "__mp_main__" in sys.modules:
-        pickler = _pickler if _pickler is not None else _pickler_class()
-    else:  # the usual case: cloudpickle's own Pickler, without one more call per object
-        pickler = cloudpickle.Pickler
+        return _pickler if _pickler is not None else _pickler_class()
+    return cloudpickle.Pickler  # the usual case: cloudpickle's own, without one more call per object
+
+
+def _dumps_with(pickler: Any, obj: Any) -> bytes:
     with io.BytesIO() as file:
         pickler(file, protocol=PROTOCOL).dump(obj)
         return file.getvalue()
+
+
+def _cloud_dumps(obj: Any) -> bytes:
+    """``cloudpickle.dumps(obj)``, with ``__mp_main__`` sent by value as ``__main__`` is."""
+    return _dumps_with(_cloud_pickler(), obj)
 
 
 # -- walking arguments ----------------------------------------------------------------------------
@@ -831,20 +838,77 @@ def dumps_value(value: Any) -> bytes:
         ) from exc
 
 
+def _reduce_writeable(array: Any) -> Any:
+    """A numpy array's reduction that unpickles as a writeable array: protocol 5 brings a
+    read-only array (an argument, a view of one, a ``broadcast_to`` view) back read-only, where
+    every other process pool (pickle's default protocol) gives the caller arrays of its own."""
+    if not array.flags.writeable:
+        array = array.copy(order="K")
+    return array.__reduce_ex__(PROTOCOL)
+
+
+class _ReadOnlyBuffer(Exception):
+    """Stops a result's pickling at its first read-only buffer (of an array, most likely)."""
+
+
+def _in_band_if_writeable(buffer: Any) -> bool:
+    """A ``buffer_callback`` told of each contiguous array's buffer as it is pickled: a writeable
+    one goes in-band, as without a callback; a read-only one makes ``dumps_result`` start again
+    with ``_dumps_writeable``."""
+    if memoryview(buffer).readonly:
+        raise _ReadOnlyBuffer
+    return True
+
+
+_writeable_picklers: Dict[Any, Any] = {}
+
+
+def _dumps_writeable(value: Any, pickler: Any, numpy: Any) -> bytes:
+    """``value`` pickled by (a subclass of) ``pickler``, its plain numpy arrays coming back
+    writeable at any depth (in a tuple, a dict, an object's attributes; ``_reduce_writeable``).
+    The subclass's ``dispatch_table`` does it: the C pickler reads it as it is made."""
+    cls = _writeable_picklers.get(pickler)
+    if cls is None:
+        import copyreg
+
+        table = getattr(pickler, "dispatch_table", None)
+        table = ChainMap({numpy.ndarray: _reduce_writeable}, copyreg.dispatch_table if table is None else table)
+        cls = _writeable_picklers[pickler] = type("WriteablePickler", (pickler,), {"dispatch_table": table})
+    return _dumps_with(cls, value)
+
+
 def dumps_result(value: Any) -> bytes:
     """Pickles a task's return value in the worker: pickle, else cloudpickle (a lambda, say).
+    Its plain numpy arrays unpickle writeable, read-only ones included (``_reduce_writeable``).
 
     Raises TypeError naming the value's type when neither can.
     """
+    numpy = loaded_numpy()
     try:
-        return pickle.dumps(value, protocol=PROTOCOL)
+        if numpy is None or type(value) in _ATOMS:
+            return pickle.dumps(value, protocol=PROTOCOL)
+        try:
+            return pickle.dumps(value, protocol=PROTOCOL, buffer_callback=_in_band_if_writeable)
+        except _ReadOnlyBuffer:
+            return _dumps_writeable(value, pickle.Pickler, numpy)
     except Exception:
         pass
     try:
-        return _cloud_dumps(value)
+        if numpy is None:
+            return _cloud_dumps(value)
+        return _dumps_writeable(value, _cloud_pickler(), numpy)
     except Exception as exc:
         part = find_nested(value, _does_not_pickle, limit=10_000)
         where = f" (its part {part[0]}, of type {type_name(type(part[1]))})" if part is not None and part[0] else ""
+        culprit = part[1] if part is not None else value
+        if type(culprit).__module__ == "hetflow._future":  # a future of a task it submitted here
+            # Said as for an argument ("pass it as an argument of a task instead"), which a
+            # returned future is not.
+            at = f" (at {part[0]})" if part is not None and part[0] else ""
+            raise TypeError(
+                f"hetflow: the task returned a hetflow.Future{at}, of a task it submitted in its worker process: a "
+                "future cannot travel back to the program; return its value (future.result()) instead"
+            ) from exc
         raise TypeError(
             f"hetflow: the task's result of type {type_name(type(value))} cannot be pickled{where}: {exc}"
         ) from exc

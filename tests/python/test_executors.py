@@ -6,6 +6,7 @@ import os
 import threading
 import time
 
+import numpy
 import pytest
 
 import hetflow
@@ -159,6 +160,26 @@ def test_an_unpicklable_result_fails_the_task_with_type_error():
     with pytest.raises(TypeError, match="cannot be pickled"):
         future.result(timeout=30)
     assert hetflow.submit(sum, [1, 2]).result(timeout=30) == 3
+
+
+def views_of(a, with_a_lambda):
+    views = (a, (a[1:], {"t": a.T}), numpy.broadcast_to(a, (2,) + a.shape))
+    return views + (lambda: 1,) if with_a_lambda else views  # a lambda: pickled by cloudpickle
+
+
+@pytest.mark.parametrize("with_a_lambda", [False, True], ids=["pickle", "cloudpickle"])
+def test_read_only_arrays_a_process_task_returns_come_back_writeable_at_any_depth(with_a_lambda):
+    # Its arguments reach the task read-only; returned (or views of them) inside a tuple or a
+    # dict, the caller gets arrays of its own, as from any process pool (they came back read-only).
+    hetflow.init(ncpus=2, executor="process")
+    a = numpy.arange(6.0).reshape(2, 3)
+    whole, (tail, named), broadcast, *function = hetflow.submit(views_of, a, with_a_lambda).result(timeout=30)
+    for got, expected in ((whole, a), (tail, a[1:]), (named["t"], a.T), (broadcast, numpy.broadcast_to(a, (2, 2, 3)))):
+        assert numpy.array_equal(got, expected)
+        assert got.flags.writeable
+        got += 1  # the caller's own copy
+    assert numpy.array_equal(a, numpy.arange(6.0).reshape(2, 3))
+    assert [f() for f in function] == ([1] if with_a_lambda else [])
 
 
 def test_an_unpicklable_thread_result_for_a_process_task_fails_the_dependent():
