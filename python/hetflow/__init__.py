@@ -19,7 +19,7 @@ from hetflow._arrays import REDUX, RW, Access, R, W, check_mode
 from hetflow._codelet import Codelet, opencl_kernel, opencl_program
 from hetflow._codelet import insert as _insert_codelet
 from hetflow._data import Acquired, array, empty, ones, zeros
-from hetflow._errors import CancelledError, DependencyError, HetflowError, WorkerCrashedError
+from hetflow._errors import INTERRUPTIONS, CancelledError, DependencyError, HetflowError, WorkerCrashedError
 from hetflow._future import Future
 from hetflow._kernel import PeerFailed, allreduce, barrier, bcast, recv, reduce, send
 from hetflow._serialize import RemoteTaskError
@@ -277,7 +277,7 @@ def acquire(array: Any, mode: str = "RW") -> Acquired:
         raise ValueError("hetflow.acquire: REDUX is a mode for tasks that contribute; acquire with 'R', 'W' or 'RW'")
     try:
         acquired = runtime.handles.acquire(array, mode)
-    except KeyboardInterrupt:
+    except INTERRUPTIONS:
         runtime.interrupted = True  # at exit, do not wait for the work left
         raise
     return Acquired(runtime.handles, array, acquired)

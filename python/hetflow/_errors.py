@@ -13,6 +13,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 CancelledError = concurrent.futures.CancelledError
 
+# What ends a wait of the program's main thread from a signal handler: Ctrl-C, or a handler's
+# sys.exit (SIGTERM, say). A wait ended so makes the shutdown at exit give the work up at once.
+INTERRUPTIONS = (KeyboardInterrupt, SystemExit)
+
 
 class HetflowError(RuntimeError):
     """An error of the hetflow engine itself."""

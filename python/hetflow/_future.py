@@ -11,7 +11,7 @@ import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, Tuple
 
-from hetflow._errors import CancelledError, HetflowError, exception_from_outcome, forget_frames
+from hetflow._errors import INTERRUPTIONS, CancelledError, HetflowError, exception_from_outcome, forget_frames
 # Imported here, not where used: a late use (a __del__ at interpreter shutdown) can import nothing.
 from hetflow._serialize import loads_result, packing
 
@@ -54,7 +54,7 @@ class _WaiterEvent(threading.Event):
     def wait(self, timeout: Optional[float] = None) -> bool:
         try:
             return self._wait(timeout)
-        except KeyboardInterrupt:
+        except INTERRUPTIONS:
             for future in (ref() for ref in self.futures):
                 if future is not None:
                     future._runtime.interrupted = True
@@ -465,7 +465,7 @@ class Future(concurrent.futures.Future):
                 finished = self._wait_in_slices(timeout)
             else:  # inside a task the engine runs other tasks meanwhile; a bad timeout is refused there
                 finished = self._task.wait(timeout)
-        except KeyboardInterrupt:
+        except INTERRUPTIONS:
             self._runtime.interrupted = True  # at exit, do not wait for the work left
             raise
         if not finished:

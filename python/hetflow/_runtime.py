@@ -21,6 +21,7 @@ from hetflow._arrays import Access, ArrayRef, ReadOnlyCopy
 from hetflow._data import _BIT_MODES, _MODE_BITS, HandleRegistry, _InterruptsHeld, engine_accesses
 from hetflow._errors import (
     HIDDEN_FRAMES,
+    INTERRUPTIONS,
     CancelledError,
     HetflowError,
     freeze_exception,
@@ -871,7 +872,7 @@ class Runtime:
                 finished = True
             else:
                 finished = self._engine.wait_all(timeout)
-        except KeyboardInterrupt:
+        except INTERRUPTIONS:
             self.interrupted = True
             raise
         if finished and self._device_writes:
@@ -913,7 +914,7 @@ class Runtime:
             self._draining = True
             try:
                 why = (
-                    "the program was interrupted (Ctrl-C) while it used the runtime"
+                    "the program was interrupted (Ctrl-C, or a signal handler's sys.exit) while it waited for the runtime"
                     if self.interrupted
                     else self._wait_for_work(timeout, idle_timeout)
                 )

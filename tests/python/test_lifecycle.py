@@ -978,6 +978,33 @@ finally:
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_sigterm_handlers_exit_during_a_wait_gives_the_work_up_at_exit(tmp_path, executor):
+    # As a Ctrl-C there does: only a KeyboardInterrupt marked the runtime interrupted, so the
+    # exit waited for the work left (HETFLOW_EXIT_TIMEOUT without progress, here 5 s, then said
+    # so; for ever while tasks kept finishing).
+    script = write_script(
+        tmp_path,
+        f"EXECUTOR = {executor!r}\n"
+        + STUCK
+        + """
+import signal
+os.environ["HETFLOW_EXIT_TIMEOUT"] = "5"
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
+print("READY", flush=True)
+stuck[0].result()
+""",
+    )
+    with Child(tmp_path, [str(script)]) as child:
+        child.workers = _workers("\n".join(child.readline_until("READY")))
+        time.sleep(0.3)  # result() waits by now
+        os.kill(child.pid, signal.SIGTERM)
+        rc, out, err = child.finish()
+    assert rc == 3, err
+    assert "exiting without" not in err and "Traceback" not in err, err
+    assert leftovers(child.workers) == {}, "worker processes outlived the interpreter"
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
 @pytest.mark.parametrize("where", ["shutdown", "exit"])
 def test_a_sigterm_handlers_exit_during_a_shutdown_gives_the_work_up(tmp_path, executor, where):
     # A SIGTERM handler that calls sys.exit (as services do) raises SystemExit in the wait of
