@@ -274,6 +274,10 @@ def run_kernel(launch: int, cores: Tuple[int, ...], func: Callable[..., Any], ar
     _launch = (launch, tuple(cores))
     namespaces = _namespaces(func)
     given = dict(device_data)
+    # What the names held before: put back after the kernel, so that the globals of the kernel's
+    # module (an imported one is the module itself) are its own again for the tasks and the
+    # functions of that module that run on this core later.
+    before = [{name: namespace.get(name, _ABSENT) for name in given} for namespace in namespaces]
     try:
         for namespace in namespaces:
             namespace.update(given)
@@ -285,6 +289,15 @@ def run_kernel(launch: int, cores: Tuple[int, ...], func: Callable[..., Any], ar
                 if name in namespace and namespace[name] is not value:
                     device_data[name] = namespace[name]
                     break
+        for namespace, held in zip(namespaces, before):
+            for name, old in held.items():
+                if old is _ABSENT:
+                    namespace.pop(name, None)
+                else:
+                    namespace[name] = old
+
+
+_ABSENT = object()  # a name a namespace did not hold
 
 
 def _namespaces(func: Any) -> list:

@@ -385,6 +385,9 @@ class Runtime:
         self.initializer = initializer
         self.initargs = initargs
         self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C)
+        # Made by hetflow.init (start), not by a first submission: inside a kernel or a process
+        # task, only such a runtime may launch offloads (offload._refuse_inside_a_worker).
+        self.started_by_init = False
         self._engine = _hetflow.Runtime(
             ncpus=ncpus,
             scheduler=settings.sched,  # None: the engine's default, dmdas when there are devices
@@ -1384,6 +1387,7 @@ def start(settings: Settings) -> Runtime:
             finally:
                 _current = None
         _current = Runtime(**settings.as_keywords())
+        _current.started_by_init = True
         return _current
 
 

@@ -312,11 +312,18 @@ def _after_writers(runtime: Any, args: tuple, kwargs: dict, name: str) -> Tuple[
     Submitting only queues the copy, so an asynchronous launch still returns at once."""
     from hetflow._serialize import is_array
 
-    copies: Dict[int, Future] = {}
+    copies: Dict[int, Any] = {}
+    handles = runtime._handles
 
     def take(value: Any) -> Any:
         if not is_array(value):
             return value
+        if handles is None or not handles.known(value):
+            # No task ever used its memory, so none may write it: copied now, as a list argument
+            # is pickled now; the program may write the array once an asynchronous launch returns.
+            if id(value) not in copies:
+                copies[id(value)] = _copy(value)
+            return copies[id(value)]
         future = copies.get(id(value))
         if future is None:
             future = copies[id(value)] = runtime.submit(
@@ -356,8 +363,9 @@ def _refuse_inside_a_worker(where: str) -> None:
     runtime started there: it would start a second pool of cores inside this core's process (as
     many processes as the machine has CPUs, in each core that does it), with other core ids and
     none of the host's device data."""
-    if _kernel.worker_index is None or _runtime._current is not None:
-        return
+    current = _runtime._current
+    if _kernel.worker_index is None or (current is not None and current.started_by_init):
+        return  # on the host, or a pool this process's hetflow.init(...) made on purpose
     inside = "a kernel (an @offload function running on a core)" if _kernel._launch is not None else "a process task"
     raise RuntimeError(
         f"{where}: called inside {inside}: its cores would be a second pool of worker processes started inside "
@@ -400,6 +408,7 @@ class OffloadedFunction:
         return self if instance is None else types.MethodType(self, instance)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        taken = {name: kwargs[name] for name in _LAUNCH_OPTIONS if name in kwargs}
         asynchronous = _asynchronous(kwargs, self.asynchronous, "hetflow.offload")
         auto = kwargs.pop("auto", None)
         target = kwargs.pop("target", None)
@@ -407,8 +416,37 @@ class OffloadedFunction:
         if auto is None and target is None:
             auto, target, auto_name = self.auto, self.target, self._auto_name
         _refuse_inside_a_worker(f"hetflow.offload: kernel {self.__name__!r}")
+        _refuse_options_meant_for_the_kernel(self.func, self._instance + args, kwargs, taken)
         handle = launch(self.func, self._instance + args, kwargs, _cores(_runtime.current(), auto, target, auto_name))
         return handle if asynchronous else handle.wait()
+
+
+def _refuse_options_meant_for_the_kernel(func: Callable[..., Any], args: tuple, kwargs: dict, taken: dict) -> None:
+    """TypeError where a launch option given by keyword (``target=``, ``auto=``, ...) is also a
+    parameter of the kernel that, without it, gets no value: the call meant it for the kernel,
+    and would otherwise fail on the option's value or in every kernel, saying neither."""
+    if not taken:
+        return
+    import inspect
+
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    clashing = [name for name in taken if name in signature.parameters and signature.parameters[name].kind in kinds]
+    if not clashing:
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        given = ", ".join(f"{name}={taken[name]!r}" for name in clashing)
+        raise TypeError(
+            f"hetflow.offload: kernel {getattr(func, '__name__', 'kernel')!r} has a parameter named "
+            f"{' and '.join(repr(name) for name in clashing)}, but a call's {given} is a launch option (asynchronous, "
+            "async, auto and target are, in every @offload call), so the kernel would get no value for it: pass it by "
+            "position"
+        ) from None
 
 
 def _target_cores(target: Any, where: str = "hetflow.offload") -> List[int]:

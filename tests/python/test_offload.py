@@ -888,3 +888,75 @@ def test_device_data_reaches_the_function_behind_a_wrapper_a_partial_or_an_objec
     assert offload(library["timed"](read_device_value), target=[0, 1])() == [5, 5]
     assert offload(functools.partial(read_device_value, 1), target=0)() == [6]
     assert offload(ReadsDeviceValue(), target=0)() == [5]
+
+
+def first_element(array):
+    return float(array[0])
+
+
+def test_an_asynchronous_launch_takes_a_plain_array_as_it_is_at_the_call():
+    # Its copy was taken later, by a task: the program's write right after the launch returned
+    # reached the kernels (nearly every time), where a list argument was taken at the call.
+    import numpy as np
+
+    a = np.zeros(1000)
+    for i in range(20):
+        a[:] = i
+        handle = offload(first_element, asynchronous=True)(a)
+        device = hetflow.copy_to_device("copied", a, asynchronous=True)
+        a[:] = -1
+        assert handle.wait() == [float(i)] * CORES
+        device.wait()
+        assert [float(value[0]) for value in hetflow.copy_from_device("copied")] == [float(i)] * CORES
+
+
+def submits_a_task():
+    return hetflow.task_submit(inner_kernel, 1).result()
+
+
+def test_a_kernel_cannot_launch_kernels_after_a_task_on_its_core_submitted_a_task():
+    # A submit there started a runtime in the core's process, and from then on kernels there
+    # launched on a second pool of processes (copy_from_device: "'x' is not defined on core 0").
+    assert offload(submits_a_task, target=[0, 1])() == [2, 2]
+    with pytest.raises(RuntimeError, match="kernel 'inner_kernel': called inside a kernel .* second pool"):
+        offload(calls_an_offloaded_function, target=[0, 1])(3)
+    assert hetflow.task_submit.options(executor="process")(submits_a_task).result(timeout=60) == 2
+    with pytest.raises(RuntimeError, match="kernel 'inner_kernel': called inside a process task"):
+        hetflow.task_submit.options(executor="process")(calls_an_offloaded_function, 3).result(timeout=60)
+
+
+def moves(source, target):
+    return f"{source}->{target}"
+
+
+def takes_auto(items, auto):
+    return items[auto]
+
+
+def test_a_launch_option_that_names_a_kernel_parameter_says_so():
+    # target="b" failed saying "target must be a core id", and auto=2 ran on 2 cores, each
+    # raising "missing 1 required positional argument: 'auto'".
+    with pytest.raises(TypeError, match=r"kernel 'moves' has a parameter named 'target', but a call's target='b' is a "
+                                        r"launch option .* pass it by position"):
+        offload(moves)("a", target="b")
+    with pytest.raises(TypeError, match=r"kernel 'takes_auto' has a parameter named 'auto'.* auto=2"):
+        offload(takes_auto)([10, 20, 30], auto=2)
+    assert offload(moves)("a", "b", target=[1]) == ["a->b"]  # given by position: still the kernel's
+    assert offload(takes_auto)([10, 20, 30], 2, auto=1) == [30]
+
+
+module_scale = 2
+
+
+def times_module_scale(x):
+    return x * module_scale
+
+
+def test_device_data_does_not_stay_in_the_globals_of_the_kernels_module():
+    # The kernel's module (imported on the core) kept the device variable as its global: the
+    # module's later process tasks there got 10 instead of its own 2.
+    hetflow.define_on_device("module_scale", 10)
+    assert offload(times_module_scale)(1) == [10] * CORES
+    run = hetflow.task_submit.options(executor="process")
+    assert [run(times_module_scale, 1).result(timeout=60) for _ in range(2 * CORES)] == [2] * (2 * CORES)
+    assert offload(times_module_scale)(1) == [10] * CORES  # the kernels still get it
