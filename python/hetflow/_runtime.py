@@ -384,7 +384,7 @@ class Runtime:
         self.lazy_processes = starts_processes_lazily(self.executor, explicit_nprocs=nprocs_given)
         self.initializer = initializer
         self.initargs = initargs
-        self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C)
+        self.interrupted = False  # a wait on this runtime was interrupted (Ctrl-C, a signal handler's sys.exit)
         # Made by hetflow.init (start), not by a first submission: inside a kernel or a process
         # task, only such a runtime may launch offloads (offload._refuse_inside_a_worker).
         self.started_by_init = False

@@ -469,7 +469,7 @@ void wait_until_started(TaskCore* task) {
   }
   if (worker_waits_for(task, started, nullptr)) return;
   if (!started(task->status())) refuse_wait_that_never_ends(task);
-  block_without_worker(task, started, tasks_on_this_thread(task->runtime));
+  block_checking_again(task, started, tasks_on_this_thread(task->runtime));
 }
 
 void complete_manual(TaskCore* task, std::exception_ptr error) noexcept {

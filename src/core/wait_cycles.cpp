@@ -1,8 +1,6 @@
 #include "core/wait_cycles.hpp"
 
-#include <algorithm>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -34,8 +32,9 @@ std::string describe_cycle(const std::vector<TaskCore*>& chain) {
     text += (i == 1 ? " waits for task '" : ", which waits for task '") + std::string(chain[i]->display_name()) + "'";
   }
   return text +
-         " (each inside its body, on another thread, or below it on the same one, or because it accesses data "
-         "after it): the waits would never end; give what a task needs as a dependency (TaskOptions::after, data, a "
+         " (each inside its body, on another thread, or below it on the same one, or because it takes its result "
+         "or accesses data after it): the waits would never end; give what a task needs as a dependency "
+         "(TaskOptions::after, data, a "
          "future passed as an argument) rather than waiting for it inside the task";
 }
 
