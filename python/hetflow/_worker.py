@@ -316,6 +316,7 @@ class Worker:
     def serve(self) -> int:
         """Runs until SHUTDOWN or end of file; returns the exit status (0)."""
         _kernel.attach(self.reader, self.write_fd)  # offload kernels talk to their host here
+        timers = _TimersOfTasks()
         P.write_message(self.write_fd, P.READY, [str(os.getpid()).encode("ascii")])
         while True:
             self._leave_if_forked()
@@ -330,6 +331,7 @@ class Worker:
                 raise P.ProtocolError(f"hetflow worker: unexpected message: kind {kind} with {len(parts)} parts")
             started = time.perf_counter()
             reply_kind, reply = self.run(parts)
+            timers.end()
             if reply_kind == P.RESULT:  # the host's performance models learn the time spent here
                 reply.append(struct.pack("<d", time.perf_counter() - started))
             reply.append(self.kept_copies())
@@ -576,6 +578,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except P.ProtocolError as exc:
         print(f"hetflow worker (pid {os.getpid()}): {exc}", file=sys.stderr)
         return 2
+
+
+class _TimersOfTasks:
+    """A task's timers end with it: an alarm it left (a timeout with ``signal.alarm`` it did not
+    cancel) fired between tasks, where its handler raised in the worker's own reading of the next
+    request (the worker died, failing a task that never ran), or in a later task; one left
+    without a handler ended the process. After each task, the interval timers are stopped and
+    the timer signals' handlers are those the worker had when it began (its initializer's). A
+    timer already running then (a profiler the initializer started) is the worker's: left alone."""
+
+    SIGNALS = ((signal.ITIMER_REAL, signal.SIGALRM), (signal.ITIMER_VIRTUAL, signal.SIGVTALRM), (signal.ITIMER_PROF, signal.SIGPROF))
+
+    def __init__(self) -> None:
+        self.handlers = [signal.getsignal(signum) for _, signum in self.SIGNALS]
+        self.tasks_timers = [signal.getitimer(timer) == (0.0, 0.0) for timer, _ in self.SIGNALS]
+
+    def end(self) -> None:
+        for (timer, signum), handler, tasks in zip(self.SIGNALS, self.handlers, self.tasks_timers):
+            if not tasks:
+                continue
+            signal.setitimer(timer, 0)
+            if signal.getsignal(signum) is not handler:
+                signal.signal(signum, handler)
 
 
 def _forget_pipes_after_fork(read_fd: int, write_fd: int) -> None:

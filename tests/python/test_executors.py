@@ -3,6 +3,7 @@ executor (persistent worker processes)."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -180,6 +181,32 @@ def test_read_only_arrays_a_process_task_returns_come_back_writeable_at_any_dept
         got += 1  # the caller's own copy
     assert numpy.array_equal(a, numpy.arange(6.0).reshape(2, 3))
     assert [f() for f in function] == ([1] if with_a_lambda else [])
+
+
+class Alarm(Exception):
+    pass
+
+
+def raise_alarm(*_):
+    raise Alarm("the alarm a task left")
+
+
+def leaves_an_alarm(with_handler):
+    if with_handler:
+        signal.signal(signal.SIGALRM, raise_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)  # and returns without cancelling it
+    return os.getpid()
+
+
+@pytest.mark.parametrize("with_handler", [True, False], ids=["raising-handler", "default-action"])
+def test_an_alarm_a_process_task_leaves_does_not_outlive_it(with_handler):
+    # Its handler raised in the worker's reading of the next request (the worker died and the
+    # next task failed with WorkerCrashedError); without a handler, SIGALRM ended the worker.
+    hetflow.init(ncpus=1, nprocs=1, executor="process")
+    worker = hetflow.submit(leaves_an_alarm, with_handler).result(timeout=30)
+    time.sleep(0.5)  # the alarm would fire now, between tasks
+    assert hetflow.submit(os.getpid).result(timeout=30) == worker
+    assert hetflow.submit(time.sleep, 0.5).result(timeout=30) is None  # nor in a later task
 
 
 def test_an_unpicklable_thread_result_for_a_process_task_fails_the_dependent():
