@@ -21,6 +21,7 @@ class BlockedWait {
 
  private:
   const RunningFrame* running_;
+  TaskCore* awaited_;
 };
 
 }  // namespace hetflow::detail
