@@ -19,7 +19,9 @@ namespace hetflow {
 /// waits for them and they wait for it, except PartR and R, which only read. A part write takes
 /// the outcome of the handle's last writer as RW does (a failed writer fails it), and a failed
 /// part write fails the whole reads after it until the next whole write. Tasks only (not
-/// acquisitions); not for hetflow::mpi.
+/// acquisitions); not for hetflow::mpi. A task that may run on a device (a codelet with a CUDA
+/// or OpenCL implementation) takes them as R and RW: a device holds a copy of the whole data,
+/// and parts written on two memory nodes at once would lose one of them.
 enum class AccessMode : std::uint8_t { R = 1, W = 2, RW = 3, Redux = 7, PartR = 9, PartW = 11 };
 
 /// "R", "W", "RW", "REDUX", "PART-R" or "PART-W" (case-insensitive); anything else throws
@@ -35,11 +37,15 @@ HETFLOW_API std::string_view access_mode_name(AccessMode mode) noexcept;
 [[nodiscard]] constexpr bool conflict(AccessMode earlier, AccessMode later) noexcept {
   return !(partial(earlier) && partial(later)) && (writes(earlier) || writes(later));
 }
+/// `mode` on the whole data: PartR as R, PartW as RW.
+[[nodiscard]] constexpr AccessMode whole(AccessMode mode) noexcept {
+  return static_cast<AccessMode>(static_cast<unsigned>(mode) & 7u);
+}
 /// The one access that does what `a` and `b` on the same handle do: their union, a part access
 /// only if both are (with a whole access it is the whole data's).
 [[nodiscard]] constexpr AccessMode both_modes(AccessMode a, AccessMode b) noexcept {
-  const unsigned bits = static_cast<unsigned>(a) | static_cast<unsigned>(b);
-  return static_cast<AccessMode>(partial(a) && partial(b) ? bits : bits & 7u);
+  const auto both = static_cast<AccessMode>(static_cast<unsigned>(a) | static_cast<unsigned>(b));
+  return partial(a) && partial(b) ? both : whole(both);
 }
 
 /// One data handle used by a task, with its access mode.

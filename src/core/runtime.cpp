@@ -302,7 +302,12 @@ TaskCore* Runtime::begin_task(const TaskOptions& options, const Codelet* codelet
   detail::allocate_accesses(task, mentioned);
   AccessRecord* records = task->accesses();
   std::size_t count = 0;
-  for_each_access(options, [&](const DataAccess& access) { records[count++] = {access.handle.impl(), access.mode}; });
+  // Coherence keeps one copy of the whole data per memory node: part accesses of a task that may
+  // run on a device are whole ones (see AccessMode).
+  const bool may_run_on_a_device = task->where.contains(Arch::cuda) || task->where.contains(Arch::opencl);
+  for_each_access(options, [&](const DataAccess& access) {
+    records[count++] = {access.handle.impl(), may_run_on_a_device ? whole(access.mode) : access.mode};
+  });
   merge_repeated_handles(records, count);
   task->access_count = static_cast<std::uint16_t>(count);
   if (options.worker == -1) task->where = detail::archs_with_room(*impl_, task, task->where);

@@ -439,6 +439,64 @@ TEST_F(OpenCL, DataCrossesBetweenHostAndDeviceInOneGraph) {
   for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(x[i], 4.0f * static_cast<float>(i)) << "at " << i;
 }
 
+// Parts of one vector written at once: the first half on the device, the second on the CPU, and
+// the second half read on the device while the CPU writes the first. A device holds a copy of
+// the whole vector, so a task that may run there takes its part accesses as whole ones: the
+// device's half was lost (the last writer's copy won), and a device copy fetched while the CPU
+// wrote its part counted as the latest (a later whole read there saw the old values).
+TEST_F(OpenCL, PartAccessesOfATaskThatMayRunOnADeviceAreWholeOnes) {
+  constexpr const char* kRangeSource = R"CLC(
+__kernel void set_range(__global float* x, float value, uint first, uint end) {
+  size_t i = first + get_global_id(0);
+  if (i < end) x[i] = value;
+}
+)CLC";
+  struct Range {
+    float value;
+    cl_uint first;
+    cl_uint end;
+    bool slowly = false;  // on the CPU: the device's tasks meanwhile run at the same time
+  };
+  const Codelet set_range{
+      .name = "set_range",
+      .cpu =
+          [](TaskContext& context) {
+            const Range& range = context.arg<Range>();
+            if (range.slowly) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            float* x = context.buffer(0).as<float>();
+            for (cl_uint i = range.first; i < range.end; ++i) x[i] = range.value;
+          },
+      .opencl =
+          [kRangeSource](TaskContext& context) {
+            const Range& range = context.arg<Range>();
+            if (range.end <= range.first) return;  // a reader of its part
+            cl_kernel k = cl::kernel(context, kRangeSource, "set_range");
+            cl::set_args(k, cl::buffer(context, 0), range.value, range.first, range.end);
+            enqueue(context, k, {range.end - range.first});
+          },
+  };
+  std::atomic<int> opencl_runs{0};
+  const Codelet affine = make_affine(opencl_runs);
+  constexpr cl_uint n = 64;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<float> x(n, 0.0f);
+    std::vector<float> y(n, 0.0f);
+    Runtime rt(config());
+    auto hx = rt.register_vector(x.data(), n, "x");
+    auto hy = rt.register_vector(y.data(), n, "y");
+    rt.insert(set_range, {.data = {hetflow::PartW(hx)}, .where = Arch::cpu}, Range{2.0f, n / 2, n, true});
+    rt.insert(set_range, {.data = {hetflow::PartW(hx)}, .where = Arch::opencl}, Range{1.0f, 0, n / 2});
+    rt.insert(set_range, {.data = {hetflow::PartW(hy)}, .where = Arch::cpu}, Range{7.0f, n / 2, n, true});
+    rt.insert(set_range, {.data = {hetflow::PartR(hy)}, .where = Arch::opencl}, Range{0.0f, 0, 0});
+    rt.insert(affine, {.data = {RW(hy)}, .where = Arch::opencl}, Affine{1.0f, 0.0f});
+    rt.unregister(hx);
+    rt.unregister(hy);
+    ASSERT_EQ(x[0], 1.0f) << "round " << round << ": the device's half";
+    ASSERT_EQ(x[n - 1], 2.0f) << "round " << round << ": the CPU's half";
+    ASSERT_EQ(y[n - 1], 7.0f) << "round " << round << ": the device's copy of y";
+  }
+}
+
 // ---- programs ------------------------------------------------------------------------------------
 
 struct KernelRequest {
