@@ -76,7 +76,9 @@ struct Device {
 /// the build log when the program does not build, or when it has no such kernel.
 ///
 /// A worker runs one task at a time, but a task that waits on a future runs other tasks
-/// meanwhile: set a kernel's arguments and enqueue it without waiting in between.
+/// meanwhile: set a kernel's arguments and enqueue it without waiting in between. The kernel is
+/// the device's one for every task and keeps the argument values the last task set: set every
+/// argument in each task (set_args), or a forgotten one is another task's buffer.
 [[nodiscard]] HETFLOW_API cl_kernel kernel(const TaskContext& context, std::string_view source, std::string_view name,
                                            std::string_view build_options = {});
 
