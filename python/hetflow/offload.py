@@ -306,10 +306,11 @@ def _check_arguments(where: str, labelled: List[Tuple[str, Any]], kernel: bool =
 
 def _after_writers(runtime: Any, args: tuple, kwargs: dict, name: str) -> Tuple[tuple, dict]:
     """``args`` and ``kwargs`` with each numpy array among them (at top level, as for a task)
-    replaced by a Future of its copy, made by a task that reads it: the kernels, which wait for
-    the futures among their arguments, get the array as it is once the tasks submitted before
-    that write it have ended, and tasks submitted later that write it wait for the copy.
-    Submitting only queues the copy, so an asynchronous launch still returns at once."""
+    replaced by its copy: made now for an array no task has used, else a Future of the copy,
+    made by a task that reads it: the kernels, which wait for the futures among their arguments,
+    get the array as it is once the tasks submitted before that write it have ended, and tasks
+    submitted later that write it wait for the copy. Submitting only queues such a copy, so an
+    asynchronous launch still returns at once."""
     from hetflow._serialize import is_array
 
     copies: Dict[int, Any] = {}
