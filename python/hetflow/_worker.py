@@ -590,16 +590,20 @@ class _TimersOfTasks:
 
     SIGNALS = ((signal.ITIMER_REAL, signal.SIGALRM), (signal.ITIMER_VIRTUAL, signal.SIGVTALRM), (signal.ITIMER_PROF, signal.SIGPROF))
 
+    # signal.getsignal converts each handler to an enum, costing more than the checks themselves
+    getsignal = getattr(signal, "_signal", signal).getsignal
+
     def __init__(self) -> None:
-        self.handlers = [signal.getsignal(signum) for _, signum in self.SIGNALS]
+        self.handlers = [self.getsignal(signum) for _, signum in self.SIGNALS]
         self.tasks_timers = [signal.getitimer(timer) == (0.0, 0.0) for timer, _ in self.SIGNALS]
 
     def end(self) -> None:
         for (timer, signum), handler, tasks in zip(self.SIGNALS, self.handlers, self.tasks_timers):
             if not tasks:
                 continue
-            signal.setitimer(timer, 0)
-            if signal.getsignal(signum) is not handler:
+            if signal.getitimer(timer) != (0.0, 0.0):  # reading is cheaper than stopping
+                signal.setitimer(timer, 0)
+            if self.getsignal(signum) is not handler:
                 signal.signal(signum, handler)
 
 
