@@ -22,6 +22,7 @@ raises ``ElsewhereError``. ``future.rank`` says where the task ran. See docs/mpi
 from __future__ import annotations
 
 import atexit
+import functools
 import numbers
 import os
 import sys
@@ -202,6 +203,7 @@ def _label_of_submission(func: Any, args: tuple, kwargs: dict) -> str:
 # for distributed arrays: a few levels, a bounded number of items (the search runs per task).
 _HIDDEN_DEPTH = 3
 _HIDDEN_ITEMS = 256
+_CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
 def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -> None:
@@ -211,22 +213,33 @@ def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -
     (or its value in flight, depending on timing). Such a task is refused, saying what to do.
     (A module's global variable the function reads is not searched: its code names attributes
     and globals alike, and a global named like an attribute would refuse a good task.)"""
-    import functools
+    values = [value.value if type(value) is Access else value for value in (*args, *kwargs.values())]
+    function = func
+    while isinstance(function, functools.partial):
+        function = function.func
+    closure = getattr(function, "__closure__", None)
+    defaults = getattr(function, "__defaults__", None)
+    kwdefaults = getattr(function, "__kwdefaults__", None)
+    if function is func and not (closure or defaults or kwdefaults):
+        for value in values:
+            if isinstance(value, _CONTAINERS):
+                break
+        else:
+            return  # the common task, whose arrays are all its arguments: nothing to search
 
     import numpy
 
-    given = set()
-    for value in (*args, *kwargs.values()):
-        value = value.value if type(value) is Access else value
-        if isinstance(value, numpy.ndarray):
-            given.add(_key(value))
+    given: Optional[set] = None  # the arrays given as arguments, found when the search meets one
     budget = [_HIDDEN_ITEMS]
 
     def search(value: Any, depth: int) -> bool:
+        nonlocal given
         if budget[0] <= 0:
             return False
         budget[0] -= 1
         if isinstance(value, numpy.ndarray):
+            if given is None:
+                given = {_key(argument) for argument in values if isinstance(argument, numpy.ndarray)}
             key = _key(value)
             if key in given:
                 return False
@@ -242,8 +255,7 @@ def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -
             return any(search(item, depth + 1) for item in value.values())
         return False
 
-    for argument in (*args, *kwargs.values()):
-        argument = argument.value if type(argument) is Access else argument
+    for argument in values:
         if not isinstance(argument, numpy.ndarray) and search(argument, 0):
             _refuse_hidden(func, "a list, tuple or dict argument")
     function = func
@@ -251,11 +263,9 @@ def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -
         if search(function.args, 0) or search(function.keywords, 0):
             _refuse_hidden(func, "the arguments of a functools.partial")
         function = function.func
-    captured = [cell.cell_contents for cell in (getattr(function, "__closure__", None) or ()) if _filled(cell)]
-    if search(captured, 0):
+    if search([cell.cell_contents for cell in closure or () if _filled(cell)], 0):
         _refuse_hidden(func, "a variable its function captured (a closure)")
-    defaults = (*(getattr(function, "__defaults__", None) or ()), *(getattr(function, "__kwdefaults__", None) or {}).values())
-    if search(defaults, 0):
+    if search((*(defaults or ()), *(kwdefaults or {}).values()), 0):
         _refuse_hidden(func, "a default value of its function's arguments")
 
 
