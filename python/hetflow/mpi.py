@@ -22,11 +22,13 @@ raises ``ElsewhereError``. ``future.rank`` says where the task ran. See docs/mpi
 from __future__ import annotations
 
 import atexit
+import dis
 import functools
 import numbers
 import os
 import sys
 import threading
+import types
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from hetflow import _runtime
@@ -211,8 +213,9 @@ def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -
     ``functools.partial``'s arguments, a closure, a default value), is no task data: no transfer
     brings it to the rank that runs the task, which silently reads its own copy, out of date
     (or its value in flight, depending on timing). Such a task is refused, saying what to do.
-    (A module's global variable the function reads is not searched: its code names attributes
-    and globals alike, and a global named like an attribute would refuse a good task.)"""
+    A module global variable the function itself reads is searched too (not those of the
+    functions it calls)."""
+    ndarray = sys.modules["numpy"].ndarray  # loaded: arrays were registered
     values = [value.value if type(value) is Access else value for value in (*args, *kwargs.values())]
     function = func
     while isinstance(function, functools.partial):
@@ -220,6 +223,12 @@ def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -
     closure = getattr(function, "__closure__", None)
     defaults = getattr(function, "__defaults__", None)
     kwdefaults = getattr(function, "__kwdefaults__", None)
+    code, module_globals = getattr(function, "__code__", None), getattr(function, "__globals__", None)
+    if isinstance(code, types.CodeType) and isinstance(module_globals, dict):
+        for name in _globals_read(code):
+            value = module_globals.get(name)
+            if isinstance(value, ndarray) and _is_hidden_array(state, value, values, ndarray):
+                _refuse_hidden(func, f"the module global variable {name!r} its function reads")
     if function is func and not (closure or defaults or kwdefaults):
         for value in values:
             if isinstance(value, _CONTAINERS):
@@ -227,24 +236,14 @@ def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -
         else:
             return  # the common task, whose arrays are all its arguments: nothing to search
 
-    import numpy
-
-    given: Optional[set] = None  # the arrays given as arguments, found when the search meets one
     budget = [_HIDDEN_ITEMS]
 
     def search(value: Any, depth: int) -> bool:
-        nonlocal given
         if budget[0] <= 0:
             return False
         budget[0] -= 1
-        if isinstance(value, numpy.ndarray):
-            if given is None:
-                given = {_key(argument) for argument in values if isinstance(argument, numpy.ndarray)}
-            key = _key(value)
-            if key in given:
-                return False
-            record = state.arrays.get(key)
-            return record is not None and state.context.owner(record[1]) != EVERY_RANK
+        if isinstance(value, ndarray):
+            return _is_hidden_array(state, value, values, ndarray)
         if depth >= _HIDDEN_DEPTH:
             return False
         if type(value) is Access:
@@ -256,7 +255,7 @@ def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -
         return False
 
     for argument in values:
-        if not isinstance(argument, numpy.ndarray) and search(argument, 0):
+        if not isinstance(argument, ndarray) and search(argument, 0):
             _refuse_hidden(func, "a list, tuple or dict argument")
     function = func
     while isinstance(function, functools.partial):
@@ -267,6 +266,34 @@ def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -
         _refuse_hidden(func, "a variable its function captured (a closure)")
     if search((*(defaults or ()), *(kwdefaults or {}).values()), 0):
         _refuse_hidden(func, "a default value of its function's arguments")
+
+
+def _is_hidden_array(state: _State, array: Any, arguments: List[Any], ndarray: type) -> bool:
+    """Whether ``array`` is a distributed array (not EVERY_RANK's) none of ``arguments`` is."""
+    key = _key(array)
+    record = state.arrays.get(key)
+    if record is None or state.context.owner(record[1]) == EVERY_RANK:
+        return False
+    return all(not isinstance(argument, ndarray) or _key(argument) != key for argument in arguments)
+
+
+_GLOBALS_READ: Dict[types.CodeType, frozenset] = {}
+_GLOBALS_READ_KEPT = 4096  # code objects made at run time (exec) would grow it without bound
+
+
+def _globals_read(code: types.CodeType) -> frozenset:
+    """The global names ``code`` loads, its nested functions' and comprehensions' included
+    (read from the bytecode: attributes of the same name are not among them)."""
+    names = _GLOBALS_READ.get(code)
+    if names is None:
+        found = {instruction.argval for instruction in dis.get_instructions(code) if instruction.opname == "LOAD_GLOBAL"}
+        for constant in code.co_consts:
+            if isinstance(constant, types.CodeType):
+                found |= _globals_read(constant)
+        if len(_GLOBALS_READ) >= _GLOBALS_READ_KEPT:
+            _GLOBALS_READ.clear()
+        names = _GLOBALS_READ[code] = frozenset(found)
+    return names
 
 
 def _filled(cell: Any) -> bool:

@@ -519,7 +519,7 @@ def test_a_call_only_one_rank_makes_is_told_on_every_rank_with_hetflow_mpi_check
 
 @pytest.mark.parametrize(
     "call",
-    ["hm.gather(b, root=0)", "hm.wait_all()", "hm.flush(b)", "hm.register(np.zeros(2), owner=0)"],
+    ["hm.gather(x, root=0)", "hm.wait_all()", "hm.flush(x)", "hm.register(np.zeros(2), owner=0)"],
     ids=["gather", "wait_all", "flush", "register"],
 )
 def test_a_call_every_rank_makes_is_refused_inside_a_task(call):

@@ -1,10 +1,11 @@
 """hetflow.mpi under mpirun: a registered array a task reaches other than as its own argument (in
-a list, a functools.partial, a closure, a default value) is refused on every rank (the rank that
+a list, a functools.partial, a closure, a default value, a module global the function reads) is refused on every rank (the rank that
 ran the task read its own copy, out of date, or not, depending on timing: [-1.0] * 3 instead of
 [7.0] * 3); wait_all while this rank holds an acquisition its tasks need raises instead of
 waiting for ever; after the runtime shut down, hetflow.mpi says so. Usage: mpirun -np N python
 hidden_arrays_and_waits.py."""
 import functools
+import types
 
 import numpy as np
 
@@ -12,8 +13,20 @@ import hetflow
 import hetflow.mpi as hm
 from checks import expect_raises
 
+held_x = None  # the registered x, as a module global
+settings = types.SimpleNamespace(held_x=np.full(3, 2.0))
+
+
+def copy_held_x(o):
+    o[...] = held_x
+
+
+def copy_settings_held_x(o):  # an attribute named like the global: no array of hetflow.mpi's
+    o[...] = settings.held_x
+
 
 def main():
+    global held_x
     hm.init()
     me, ranks = hm.rank(), hm.size()
     last = ranks - 1
@@ -24,6 +37,8 @@ def main():
     def copy(o, value=None):
         o[...] = value[0] if isinstance(value, list) else value
 
+    held_x = x
+
     def with_default(o, value=x):
         o[...] = value
 
@@ -33,9 +48,13 @@ def main():
         ("functools.partial", lambda: run(functools.partial(copy, value=x), hetflow.W(out))),
         ("closure", lambda: run(lambda o: o.__setitem__(Ellipsis, x), hetflow.W(out))),
         ("default value", lambda: run(with_default, hetflow.W(out))),
+        ("module global variable 'held_x'", lambda: run(copy_held_x, hetflow.W(out))),
+        ("module global variable 'held_x'", lambda: run(lambda o: [copy_held_x(o) for _ in range(1) if held_x is not None], hetflow.W(out))),
     ]:
         expect_raises(ValueError, submit, [place, "give the array itself as an argument"])
     # As an argument, or captured as well as given, it is sent where the task runs.
+    run(copy_settings_held_x, hetflow.W(out))
+    run(lambda o, v: o.__setitem__(Ellipsis, v + held_x), hetflow.W(out), x)
     run(lambda o, v: o.__setitem__(Ellipsis, v + x), hetflow.W(out), x)
     plain = np.ones(3)  # plain arrays and data every rank owns may be captured
     mine = hm.register(np.full(3, float(me)), owner=hm.EVERY_RANK, name="mine")
