@@ -10,7 +10,8 @@ architecture. Models live in ``$HETFLOW_HOME/perfmodels/<symbol>.model`` (defaul
     python -m hetflow perfmodel plot SYMBOL [-o FILE]
 
 The process keeps one model per symbol (and ``HETFLOW_HOME``), read from disk on first use;
-measurements reach the disk with ``save_all()`` (the runtime also saves at shutdown).
+measurements reach the disk with ``save_all()`` (the runtime also saves at shutdown, and what
+``record`` measured is saved at interpreter exit).
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def check_size(size: Any, where: str = "hetflow: size") -> int:
 def record(symbol: str, arch: str, size: int, seconds: float) -> None:
     """Records one measured run of ``symbol`` on ``arch`` for data of ``size`` (e.g. bytes): an
     int or numpy integer from 0 to 2**64 - 1 (TypeError for other types, bools included;
-    ValueError out of range)."""
+    ValueError out of range). It reaches the disk with ``save_all()``, at the latest when the
+    interpreter exits."""
     size = check_size(size, "hetflow.perfmodel.record: size")
     if type(seconds) is bool or not isinstance(seconds, numbers.Real) or not 0 <= seconds <= LONGEST_RUN:
         raise ValueError(
@@ -89,6 +91,22 @@ def record(symbol: str, arch: str, size: int, seconds: float) -> None:
             f"not {seconds!r}"
         )
     _engine().perfmodel_record(symbol, arch, size, float(seconds))
+    _save_at_exit()
+
+
+_saving_at_exit = False
+
+
+def _save_at_exit() -> None:
+    """Saves at interpreter exit what ``record`` measured: a program that records without a
+    runtime (or after its shutdown, which saves) lost its runs unless it called ``save_all()``."""
+    global _saving_at_exit
+    if _saving_at_exit:
+        return
+    _saving_at_exit = True
+    import atexit
+
+    atexit.register(save_all)  # a no-op for models with nothing new
 
 
 def entries(symbol: str) -> List[Entry]:
@@ -267,9 +285,9 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
     be); another path's directory must exist. The format follows its suffix (``.png``, ``.svg``,
     ``.pdf``, ... whatever matplotlib writes; PNG for a path without one). Raises ImportError when
     matplotlib is missing, ValueError when there is nothing to plot or the suffix names a format
-    matplotlib cannot write, and FileNotFoundError when the directory does not exist (each before
-    writing anything). The figure is drawn with the Agg canvas directly, so an application's
-    pyplot backend is left alone.
+    matplotlib cannot write, FileNotFoundError when the directory does not exist and
+    IsADirectoryError when ``path`` is a directory (each before writing anything). The figure is
+    drawn with the Agg canvas directly, so an application's pyplot backend is left alone.
     """
     Figure, FigureCanvasAgg, FuncFormatter = _import_matplotlib()
     rows = [row for row in entries(perfmodel) if row["size"] > 0 and row["max"] > 0]
@@ -288,6 +306,11 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
     if not os.path.isdir(parent):
         # As other tools: a mistyped directory is said, not made.
         raise FileNotFoundError(f"cannot write the plot to {path!r}: there is no directory {parent!r}")
+    if os.path.isdir(path):  # said before drawing, not as savefig's bare "[Errno 21] Is a directory"
+        raise IsADirectoryError(
+            f"cannot write the plot to {path!r}: it is a directory; give a file, such as "
+            f"{os.path.join(path, perfmodel + '.png')!r}"
+        )
 
     figure = Figure(figsize=(8, 5.5), layout="constrained")
     FigureCanvasAgg(figure)

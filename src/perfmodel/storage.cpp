@@ -18,6 +18,7 @@
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -252,6 +253,11 @@ DirectoryLock::DirectoryLock(const std::filesystem::path& directory) {
   if (ec) throw Error("cannot create " + directory.string() + ": " + ec.message());
   const std::filesystem::path lock_file = directory / ".lock";
   fd_ = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0 && errno == EACCES) {
+    // A directory shared between users: the lock file another user made is read-only to this
+    // one, and flock() needs no more than a descriptor open for reading.
+    fd_ = ::open(lock_file.c_str(), O_RDONLY | O_CLOEXEC);
+  }
   if (fd_ < 0) throw Error("cannot open " + lock_file.string() + ": " + std::strerror(errno));
   // Saves take milliseconds: a lock held for long is a process stopped (Ctrl-Z) or stuck in its
   // save, and waiting for it would hold this program's shutdown, and its exit, for as long.
@@ -298,7 +304,9 @@ std::filesystem::path user_home() {
 
 }  // namespace
 
-std::filesystem::path perfmodel_directory() {
+namespace {
+
+std::filesystem::path given_perfmodel_directory() {
   if (const char* home = std::getenv("HETFLOW_HOME"); home != nullptr && *home != '\0') {
     // A quoted "~/models" reaches here unexpanded: it means the user's home, not a folder "~".
     const std::string_view given(home);
@@ -307,6 +315,21 @@ std::filesystem::path perfmodel_directory() {
     return std::filesystem::path(home) / "perfmodels";
   }
   return user_home() / ".hetflow" / "perfmodels";
+}
+
+}  // namespace
+
+std::filesystem::path perfmodel_directory() {
+  std::filesystem::path directory = given_perfmodel_directory();
+  // A relative HETFLOW_HOME (or HOME) is taken from the working directory of the moment: a model
+  // keeps that file, so that a chdir() later neither saves it elsewhere nor merges it into another
+  // directory's model (models are kept by file).
+  if (directory.is_relative()) {
+    std::error_code ec;
+    std::filesystem::path absolute = std::filesystem::absolute(directory, ec);
+    if (!ec) directory = std::move(absolute);
+  }
+  return directory;
 }
 
 std::filesystem::path perfmodel_file(const std::filesystem::path& directory, std::string_view symbol) {

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -559,6 +560,36 @@ TEST_F(PerfModelStorage, AForkedChildSavesItsOwnMeasurementsOnly) {
   EXPECT_EQ(cpu->count, 105u);
 }
 
+// A models directory shared between users: the lock file another user made (0644) is read-only
+// to the others, whose saves all failed ("cannot open .../.lock: Permission denied") although
+// they may write the directory. A child saves as another user (root) or under a read-only lock.
+TEST_F(PerfModelStorage, ALockFileMadeByAnotherUserDoesNotStopSaves) {
+  fs::create_directories(directory());
+  write_text(directory() / ".lock", "");
+  fs::permissions(home_, fs::perms::all);
+  fs::permissions(directory(), fs::perms::all);
+  fs::permissions(directory() / ".lock", fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(2);
+    PerfModel model("shared", model_file("shared"));
+    model.record(Arch::cpu, 1, 1.0);
+    try {
+      model.save();
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "save failed: %s\n", error.what());
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  ASSERT_TRUE(child_ended_well(pid, std::chrono::seconds(30)));
+  PerfModel check("shared", model_file("shared"));
+  ASSERT_TRUE(check.load());
+  ASSERT_EQ(check.entries().size(), 1u);
+  EXPECT_EQ(check.entries()[0].count, 1u);
+}
+
 // A fork while another thread saved left the child with the model's lock taken for good (it
 // hung at its own save), and with the file lock, which then held every other program's saves.
 TEST_F(PerfModelStorage, AForkDuringASaveLeavesTheChildFreeToSave) {
@@ -782,6 +813,37 @@ TEST_F(PerfModelStorage, ChangingHomeGivesFreshModels) {
   registry.save_all();
   EXPECT_TRUE(fs::exists(model_file("moving")));  // each model goes to its own file
   EXPECT_FALSE(fs::exists(other_home / "perfmodels" / "moving.model"));
+}
+
+// A relative HETFLOW_HOME is taken from the working directory when a model is looked up: a chdir
+// afterwards neither moves its file nor makes the same model stand for another directory's.
+TEST_F(PerfModelStorage, ARelativeHomeIsResolvedWhenTheModelIsLookedUp) {
+  const fs::path first = home_ / "first";
+  const fs::path second = home_ / "second";
+  fs::create_directories(first);
+  fs::create_directories(second);
+  const fs::path previous = fs::current_path();
+  ScopedEnv relative("HETFLOW_HOME", "models");
+  auto& registry = PerfModelRegistry::instance();
+  fs::current_path(first);
+  EXPECT_EQ(registry.directory(), first / "models" / "perfmodels");
+  auto here = registry.get("relative");
+  here->record(Arch::cpu, 1, 1.0);
+  fs::current_path(second);
+  auto there = registry.get("relative");
+  EXPECT_NE(here, there);  // another directory: another model
+  there->record(Arch::cpu, 1, 2.0);
+  registry.save_all();
+  fs::current_path(previous);
+  PerfModel first_model("relative", first / "models" / "perfmodels" / "relative.model");
+  ASSERT_TRUE(first_model.load());
+  ASSERT_EQ(first_model.entries().size(), 1u);
+  EXPECT_EQ(first_model.entries()[0].count, 1u);
+  EXPECT_EQ(first_model.entries()[0].mean, 1.0);
+  PerfModel second_model("relative", second / "models" / "perfmodels" / "relative.model");
+  ASSERT_TRUE(second_model.load());
+  ASSERT_EQ(second_model.entries().size(), 1u);
+  EXPECT_EQ(second_model.entries()[0].mean, 2.0);
 }
 
 // A model file that is not a regular file (a FIFO, a directory) is left as it is: the save fails,

@@ -55,6 +55,16 @@ def test_directory_follows_hetflow_home(home):
     assert perfmodel.directory() == str(home / "perfmodels")
 
 
+def test_runs_recorded_without_a_runtime_are_saved_at_exit(home):
+    # perfmodel.record in a program that starts no runtime (or records after its shutdown): the
+    # runs were never written unless the program called save_all().
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HETFLOW_")}
+    env["HETFLOW_HOME"] = str(home)
+    code = "from hetflow import perfmodel\nperfmodel.record('at_exit', 'cpu', 10, 0.25)\n"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    assert [(e["size"], e["count"], e["mean"]) for e in perfmodel.entries("at_exit")] == [(10, 1, 0.25)]
+
+
 def test_record_entries_and_statistics(home):
     for seconds in (1.0, 2.0, 3.0, 4.0):
         _hetflow.perfmodel_record("stats", "cpu", 64, seconds)
@@ -255,6 +265,20 @@ def test_cli_plot_into_a_directory_that_does_not_exist(home):
     with pytest.raises(FileNotFoundError, match="there is no directory"):
         perfmodel.perfmodel_plot("nodir", str(out))
     assert not (home / "missing").exists()
+
+
+def test_plot_into_a_path_that_is_a_directory(home):
+    # It drew the whole figure, then failed with savefig's bare "[Errno 21] Is a directory: '...'".
+    _hetflow.perfmodel_record("isdir", "cpu", 100, 1e-3)
+    _hetflow.perfmodel_save_all()
+    plotted = cli(home, "perfmodel", "plot", "isdir", "-o", str(home))
+    assert plotted.returncode == 1
+    assert plotted.stderr == (
+        f"hetflow: cannot write the plot to {str(home)!r}: it is a directory; give a file, such as "
+        f"{str(home / 'isdir.png')!r}\n"
+    )
+    with pytest.raises(IsADirectoryError, match="it is a directory"):
+        perfmodel.perfmodel_plot("isdir", str(home))
 
 
 def test_plot_of_a_fit_that_overflows_over_the_plotted_sizes(home, monkeypatch):
