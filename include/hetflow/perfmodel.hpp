@@ -89,7 +89,8 @@ class HETFLOW_API PerfModel : public PerfModelHook {
   [[nodiscard]] bool calibrated(Arch arch, std::size_t size) const;
   /// Every (arch, size) with measurements, ordered by arch then size.
   [[nodiscard]] std::vector<PerfEntry> entries() const;
-  /// The regression over the calibrated sizes of `arch` (cached until the next record on it).
+  /// The regression over the calibrated sizes of `arch` (cached: made again when a size becomes
+  /// calibrated, and after records on calibrated sizes as many as an eighth of its sizes).
   [[nodiscard]] PerfFit fit(Arch arch) const;
 
   [[nodiscard]] std::size_t calibration_samples() const noexcept;

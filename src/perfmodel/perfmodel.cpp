@@ -41,6 +41,10 @@ struct PerfModel::State {
   std::size_t calibration = 10;
   bool dirty = false;
   mutable std::array<std::optional<PerfFit>, kArchCount> fits;
+  // Records on calibrated sizes since each fit was made. A fit over N sizes costs O(N): made again
+  // after every record, it cost milliseconds per task with a thousand sizes. It is made again once
+  // these are an eighth of its sizes, or when a size joins them.
+  mutable std::array<std::size_t, kArchCount> records_since_fit{};
 
   void invalidate_fits() {
     for (auto& fit : fits) fit.reset();
@@ -61,6 +65,7 @@ struct PerfModel::State {
         seconds.push_back(slot.total.robust());
       }
       cached = fit_power_law(sizes, seconds);
+      records_since_fit[index_of(arch)] = 0;
     }
     return *cached;
   }
@@ -142,7 +147,12 @@ void PerfModel::record(Arch arch, std::size_t size, double seconds) {
   slot.total.add(seconds);
   slot.pending.add(seconds);
   state_->dirty = true;
-  state_->fits[index_of(arch)].reset();
+  const std::size_t count = slot.total.count();
+  if (count < state_->calibration) return;  // not among the fit's sizes yet
+  auto& fit = state_->fits[index_of(arch)];
+  if (count == state_->calibration || !fit || ++state_->records_since_fit[index_of(arch)] > fit->points / 8) {
+    fit.reset();
+  }
 }
 
 std::optional<double> PerfModel::expected(Arch arch, std::size_t size) const {

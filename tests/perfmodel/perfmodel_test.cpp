@@ -221,6 +221,35 @@ TEST(PerfModelExpected, FallsBackToTheRegression) {
   EXPECT_FALSE(model.expected(Arch::cuda, 5000));
 }
 
+// The fit over many sizes was made again after every record (1.5 ms per task with a thousand
+// sizes); it is made again once the records on calibrated sizes outnumber an eighth of its sizes,
+// or when a size becomes calibrated, so what it gives is never older than that.
+TEST(PerfModelExpected, TheFitFollowsTheRecordsOnceAnEighthOfItsSizesChanged) {
+  PerfModel model("refit");
+  model.set_calibration_samples(1);
+  constexpr std::size_t kSizes = 64;
+  for (std::size_t i = 1; i <= kSizes; ++i) model.record(Arch::cpu, i * 1000, 1e-6 * static_cast<double>(i));
+  const std::size_t unseen = 32500;
+  const double before = *model.expected(Arch::cpu, unseen);
+  EXPECT_NEAR(before, 32.5e-6, 1e-3 * 32.5e-6);
+  // Every size becomes ten times slower; the fit stays for the first eighth of its sizes' records.
+  for (std::size_t i = 1; i <= kSizes; ++i) {
+    for (int k = 0; k < 4; ++k) model.record(Arch::cpu, i * 1000, 1e-5 * static_cast<double>(i));
+    if (4 * i <= kSizes / 8) {
+      EXPECT_EQ(*model.expected(Arch::cpu, unseen), before) << i;
+    }
+  }
+  for (std::size_t k = 0; k <= kSizes / 8; ++k) model.record(Arch::cpu, 1000, 1e-5);
+  EXPECT_NEAR(*model.expected(Arch::cpu, unseen), 32.5e-5, 1e-3 * 32.5e-5);
+  // A record on a size not calibrated yet leaves the fit; a size becoming calibrated remakes it.
+  model.set_calibration_samples(2);
+  const double settled = *model.expected(Arch::cpu, unseen);
+  model.record(Arch::cpu, 200000, 1.0);
+  EXPECT_EQ(*model.expected(Arch::cpu, unseen), settled);
+  model.record(Arch::cpu, 200000, 1.0);
+  EXPECT_NE(*model.expected(Arch::cpu, unseen), settled);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Regression
 
