@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from hetflow._args import _CONTAINERS, FutureSearch
 from hetflow._arrays import Access
 from hetflow._future import Future
 
 ARCHS = ("cpu", "opencl", "cuda")
+_FIXED = frozenset({"name", "cpu", "opencl", "cuda", "model"})  # Codelet attributes set once
 _setup = threading.local()  # seconds the running implementation spent building programs
 
 
@@ -45,9 +48,14 @@ class Codelet:
         if not isinstance(name, str) or not name:
             raise TypeError(f"hetflow.Codelet: name must be a non-empty str, not {name!r}")
         implementations = {"cpu": cpu, "opencl": opencl, "cuda": cuda}
+        from hetflow._runtime import refuse_async_function
+
         for arch, implementation in implementations.items():
             if implementation is not None and not callable(implementation):
                 raise TypeError(f"hetflow.Codelet {name!r}: {arch} must be callable, not {implementation!r}")
+            if implementation is not None:
+                # Its call would only make a coroutine: the task would succeed without running it.
+                refuse_async_function(implementation, f"hetflow.Codelet {name!r}: {arch}")
         if all(implementation is None for implementation in implementations.values()):
             raise ValueError(f"hetflow.Codelet {name!r}: give at least one implementation (cpu, opencl or cuda)")
         if model is not None and not isinstance(model, str):
@@ -57,6 +65,19 @@ class Codelet:
         self.opencl = opencl
         self.cuda = cuda
         self.model = model
+
+    def __setattr__(self, attribute: str, value: Any) -> None:
+        if attribute in _FIXED and attribute in self.__dict__:
+            raise AttributeError(
+                f"hetflow.Codelet {self.name!r}: its {attribute} cannot change once it is made (a runtime registers "
+                "its implementations at its first insert and keeps them): make a new hetflow.Codelet"
+            )
+        super().__setattr__(attribute, value)
+
+    def __delattr__(self, attribute: str) -> None:
+        if attribute in _FIXED:
+            raise AttributeError(f"hetflow.Codelet {self.name!r}: its {attribute} cannot be deleted")
+        super().__delattr__(attribute)
 
     @property
     def archs(self) -> Tuple[str, ...]:
@@ -71,13 +92,16 @@ class _Call:
     """A codelet task's runner: the engine calls it on the worker the task lands on, with that
     worker's kind and what its device module says about the task; it keeps the value."""
 
-    __slots__ = ("codelet", "args", "slots", "futures", "value")
+    __slots__ = ("codelet", "args", "slots", "futures", "nested", "value")
 
-    def __init__(self, codelet: Codelet, args: list, slots: Dict[int, Tuple[int, Any]], futures: list) -> None:
+    def __init__(
+        self, codelet: Codelet, args: list, slots: Dict[int, Tuple[int, Any]], futures: list, nested: Any = None
+    ) -> None:
         self.codelet = codelet
         self.args = args  # the call's arguments, the arrays unwrapped
         self.slots = slots  # argument position -> (buffer index, array)
         self.futures = futures  # argument position -> its future, resolved at run time
+        self.nested = nested  # (FutureSearch, positions): futures inside lists, tuples, dicts, sets
         self.value: Any = None
 
     def __call__(self, arch: str, info: Any) -> float:
@@ -87,10 +111,15 @@ class _Call:
         # Runs once: what it holds goes now, so that a future kept in a module's globals is no
         # cycle (future -> task -> runner -> implementation -> those globals) that the garbage
         # collector cannot see through the engine.
-        codelet, slots, futures = self.codelet, self.slots, self.futures
-        self.codelet = self.args = self.slots = self.futures = None  # type: ignore[assignment]
+        codelet, slots, futures, nested = self.codelet, self.slots, self.futures, self.nested
+        self.codelet = self.args = self.slots = self.futures = self.nested = None  # type: ignore[assignment]
         for position, future in futures:
             args[position] = Future.result(future)  # a dependency: finished; its arrays reach us through accesses
+        if nested is not None:  # copies of the containers that hold futures, their values in place
+            search, positions = nested
+            copies: dict = {}
+            for position in positions:
+                args[position] = search.substitute(args[position], Future.result, copies)
         _setup.seconds = 0.0
         if arch == "cuda":
             self.value = _run_cuda(codelet.cuda, args, slots, info)
@@ -98,6 +127,11 @@ class _Call:
             self.value = _run_opencl(codelet.opencl, args, slots, info)
         else:
             self.value = codelet.cpu(*args)  # type: ignore[misc]
+        if type(self.value) is types.CoroutineType:  # a lambda over an async function: never awaited
+            from hetflow._errors import returned_coroutine
+
+            value, self.value = self.value, None
+            raise returned_coroutine(getattr(codelet, arch), value)
         return _setup.seconds
 
 
@@ -265,6 +299,10 @@ def insert(
 
     if not isinstance(codelet, Codelet):
         raise TypeError(f"hetflow.insert takes a hetflow.Codelet first, not {type(codelet).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(
+            f"hetflow.insert: name must be a str (shown in errors and traces) or None, not {type(name).__name__}"
+        )
     archs = _allowed_archs(codelet, where)
     handles = runtime.handles
     merged: Dict[Any, int] = {}
@@ -292,9 +330,9 @@ def insert(
             if view.overlaps or not (value.flags.c_contiguous or value.flags.f_contiguous):
                 on_host_only = on_host_only or (
                     "one of its arrays is not contiguous, or shares elements with another view of its buffer "
-                    "that was passed to a task (for as long as the buffer lives): such arrays are used on the "
-                    "host only (give the codelet a cpu implementation, or pass contiguous arrays that no other "
-                    "task's view overlaps)"
+                    "that was passed to a task or acquired (hetflow.acquire), for as long as the buffer lives: such "
+                    "arrays are used on the host only (give the codelet a cpu implementation, or pass contiguous "
+                    "arrays that no other task's view overlaps)"
                 )
             if value.dtype.hasobject:  # pointers to Python objects: a kernel would write over them
                 on_host_only = on_host_only or (
@@ -312,13 +350,46 @@ def insert(
     accesses = engine_accesses(merged)
     buffer_index = {handle: index for index, (handle, _) in enumerate(accesses)}
     slots = {position: (buffer_index[view.handle], array) for position, array, view in arrays}
-    runner = _Call(codelet, call_args, slots, futures)
-    future = runtime.submit_codelet(codelet, runner, [f._task for _, f in futures], accesses, name or codelet.name,
+    nested = _nested_futures(codelet, call_args)
+    deps = [f for _, f in futures]
+    if nested is not None:
+        deps += [f for f in nested[0].futures if all(f is not other for other in deps)]
+    runner = _Call(codelet, call_args, slots, futures, nested)
+    future = runtime.submit_codelet(codelet, runner, [f._task for f in deps], accesses, name or codelet.name,
                                     priority, archs)
     if written and archs != ("cpu",):
         future._written = tuple(array for array, _ in written)
         runtime.note_device_writes([view for _, view in written])
     return future
+
+
+def _nested_futures(codelet: Codelet, args: List[Any]) -> Optional[Tuple[Any, List[int]]]:
+    """The futures inside the lists, tuples, dicts and sets among ``args``, which the task waits
+    for and gets the values of, as a thread task does: (their search, the positions holding
+    them), or None. An access mark found there is refused: it acts only as an argument itself."""
+    positions = [position for position, value in enumerate(args) if isinstance(value, _CONTAINERS)]
+    if not positions:
+        return None
+    search = FutureSearch(
+        tuple(args[position] for position in positions),
+        {},
+        lambda value: isinstance(value, Future) or type(value) is Access,
+    )
+    for mark in search.futures:
+        if type(mark) is Access:
+            from hetflow._serialize import find_nested
+
+            position, path = next(
+                (p, found[0]) for p in positions if (found := find_nested(args[p], lambda item: item is mark))
+            )
+            raise TypeError(
+                f"hetflow.insert: {codelet.name!r} argument {position}, at {path}, is an access mark "
+                f"(hetflow.{mark.mode}(...)); marks act only as arguments of their own, not inside lists, tuples, "
+                "dicts or sets (an array there is not task data): pass the array as an argument, marked"
+            )
+    if not search.futures:
+        return None
+    return search, [position for position in positions if id(args[position]) in search.holders]
 
 
 def _allowed_archs(codelet: Codelet, where: Optional[str]) -> Tuple[str, ...]:

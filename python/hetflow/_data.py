@@ -584,6 +584,11 @@ class HandleRegistry:
                 f"hetflow.acquire takes a numpy array, not {type(array).__name__}; "
                 "only numpy arrays are tracked as task data"
             )
+        if mode != "R" and not array.flags.writeable:
+            raise ValueError(
+                f"hetflow.acquire: the array is read-only, and mode {mode!r} (the default is 'RW') would write it; "
+                "acquire it with mode 'R' to read it"
+            )
         view = self.view(array, mode)
         others = self.overlapping(view)
         wait_mode = "R" if mode == "R" else "RW"
@@ -633,11 +638,22 @@ class HandleRegistry:
 
     def release_all(self, thread: Optional[int] = None) -> None:
         """Releases every acquisition still held, or those ``thread`` holds (at interpreter exit,
-        or when that thread shuts the runtime down: the tasks behind them can then run)."""
+        or when that thread shuts the runtime down: the tasks behind them can then run), with
+        those of threads that ended holding them (nothing can release those any more: shutdown
+        waited for the tasks behind them for ever)."""
+        threads = {thread}
+        if thread is not None:
+            alive = {known.ident for known in threading.enumerate()}
+            with self._lock:
+                threads.update(entry[2] for entries in self._acquired.values() for entry in entries)
+            threads = {ident for ident in threads if ident == thread or ident not in alive}
         with self._lock:
-            held = [entry[0] for entries in self._acquired.values() for entry in entries if thread in (None, entry[2])]
+            held = [
+                entry[0] for entries in self._acquired.values() for entry in entries
+                if thread is None or entry[2] in threads
+            ]
             for key, entries in list(self._acquired.items()):
-                entries[:] = [entry for entry in entries if thread not in (None, entry[2])]
+                entries[:] = [entry for entry in entries if thread is not None and entry[2] not in threads]
                 if not entries:
                     del self._acquired[key]
         for acquisition in held:
@@ -662,7 +678,11 @@ class HandleRegistry:
             if acquisition is None:
                 if not held:
                     raise ValueError("hetflow.release: this array is not acquired")
-                acquisition = held.pop()[0]
+                # The calling thread's most recent one (another thread's, if it holds none): taking
+                # another's left this thread's on its records, refusing its next acquisitions.
+                me = threading.get_ident()
+                mine = next((i for i in range(len(held) - 1, -1, -1) if held[i][2] == me), len(held) - 1)
+                acquisition = held.pop(mine)[0]
             else:
                 position = next((i for i, entry in enumerate(held) if entry[0] is acquisition), None)
                 if position is None:
@@ -888,15 +908,23 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
 
     dtype = numpy.dtype(dtype)
     try:
+        if isinstance(shape, bool):
+            raise TypeError  # an int to operator.index, not to numpy
         shape = (operator.index(shape),)  # an int, or numpy's
     except TypeError:
-        shape = tuple(shape)
+        try:
+            shape = tuple(shape)
+        except TypeError:
+            raise TypeError(f"hetflow.empty: shape must be an int or a sequence of ints, not {shape!r}") from None
     if order not in ("C", "F"):
         raise ValueError(f"hetflow.empty: order must be 'C' or 'F', not {order!r}")
     count = 1
     for extent in shape:
-        if not isinstance(extent, (int, numpy.integer)) or extent < 0:
-            raise ValueError(f"hetflow.empty: bad shape {shape!r}")
+        if isinstance(extent, bool) or not isinstance(extent, (int, numpy.integer)):
+            # as numpy.empty: a float or a str is no extent (TypeError), a negative one is (ValueError)
+            raise TypeError(f"hetflow.empty: shape must be an int or a sequence of ints, not {shape!r}")
+        if extent < 0:
+            raise ValueError(f"hetflow.empty: bad shape {shape!r}: negative dimensions are not allowed")
         count *= int(extent)
     nbytes = count * dtype.itemsize
     if nbytes > sys.maxsize:

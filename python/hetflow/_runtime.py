@@ -585,10 +585,18 @@ class Runtime:
 
     def bring_home(self, arrays: Sequence[Any]) -> None:
         """Makes host memory hold the latest version of each array (its copy on a device, if that
-        is the only valid one, is copied back); waits for the tasks that write them first."""
-        if arrays:
-            handles = self.handles
-            self._bring_views_home([handles.view(array, "R") for array in arrays])
+        is the only valid one, is copied back); waits for the tasks that write them first. A
+        stopped runtime brought every array home as it stopped: nothing to do."""
+        if not arrays or self._closed:
+            return  # its registry, closed, would register the arrays anew with a stopped engine
+        handles = self.handles
+        try:
+            views = [handles.view(array, "R") for array in arrays]
+        except RuntimeError:
+            if self._closed:
+                return  # stopped meanwhile, by another thread
+            raise
+        self._bring_views_home(views)
 
     def _bring_views_home(self, views: Sequence[Any]) -> None:
         if not views or self._closed:

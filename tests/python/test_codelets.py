@@ -476,3 +476,87 @@ def test_chunks_of_a_long_lived_array_let_go_keep_what_the_device_wrote(runtime)
     np.testing.assert_array_equal(a, expected)
     root = runtime.handles._root_of(a)
     assert len(root.views) + len(root.resting) < count
+
+
+@pytest.mark.parametrize("then", ["result", "exception", "result after a new init"])
+def test_a_codelet_future_read_after_shutdown_gives_its_value(then):
+    # A codelet that writes an array and could run on a device brings it home at result(); once
+    # the runtime stopped (which brought everything home), result() registered the array anew with
+    # the stopped engine: RuntimeError "the runtime has been shut down", for a task that succeeded.
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.ones(8)
+    future = hetflow.insert(scale, hetflow.RW(a), 2.0)  # cpu and opencl implementations
+    hetflow.shutdown()
+    try:
+        if then == "result after a new init":
+            hetflow.init(ncpus=1, executor="thread")
+        if then == "exception":
+            assert future.exception(timeout=10) is None
+        else:
+            assert future.result(timeout=10) is None
+        np.testing.assert_array_equal(a, np.full(8, 2.0))
+    finally:
+        hetflow.shutdown()
+
+
+async def _increment_async(x):
+    x += 1
+
+
+def test_an_async_implementation_is_refused_and_a_returned_coroutine_fails_the_task():
+    # Its call only makes a coroutine: the task succeeded without changing the array (a
+    # RuntimeWarning "never awaited" aside), where hetflow.submit refuses an async function.
+    with pytest.raises(TypeError, match=r"Codelet 'inc': cpu: .*is an async function"):
+        hetflow.Codelet("inc", cpu=_increment_async)
+    with pytest.raises(TypeError, match=r"Codelet 'inc': opencl: .*is an async function"):
+        hetflow.Codelet("inc", cpu=add_cpu, opencl=_increment_async)
+    with hetflow.init(ncpus=2, executor="thread"):
+        a = np.zeros(4)
+        codelet = hetflow.Codelet("inc", cpu=lambda x: _increment_async(x))
+        future = hetflow.insert(codelet, hetflow.RW(a))
+        with pytest.raises(TypeError, match="returned a coroutine"):
+            future.result(timeout=10)
+
+
+def test_a_name_that_is_not_a_str_is_refused_at_insert():
+    with hetflow.init(ncpus=1, executor="thread"):
+        with pytest.raises(TypeError, match=r"hetflow.insert: name must be a str .* not int"):
+            hetflow.insert(scale, hetflow.RW(np.ones(2)), 2.0, name=5)
+
+
+def test_futures_inside_lists_and_dicts_are_waited_for_and_give_their_values():
+    # As for a thread task: the codelet ran at once and got the Future objects themselves.
+    def slow(value):
+        time.sleep(0.2)
+        return value
+
+    def add_all(y, pair, named):
+        y += pair[0] + pair[1][0] + named["k"]
+
+    codelet = hetflow.Codelet("add_all", cpu=add_all, opencl=add_all)
+    with hetflow.init(ncpus=2, executor="thread"):
+        a = np.zeros(3)
+        first = hetflow.submit(slow, 1.0)
+        pair = [first, (hetflow.submit(slow, 2.0),)]
+        hetflow.insert(codelet, hetflow.RW(a), pair, {"k": first}).result(timeout=30)
+        np.testing.assert_array_equal(a, np.full(3, 4.0))
+        assert isinstance(pair[0], hetflow.Future)  # the caller's list is left as it was
+        failing = hetflow.insert(codelet, hetflow.RW(np.zeros(3)), [hetflow.submit(lambda: 1 / 0), (1,)], {"k": 1})
+        with pytest.raises(hetflow.DependencyError, match="ZeroDivisionError"):
+            failing.result(timeout=30)
+        with pytest.raises(TypeError, match=r"argument 1, at \[0\], is an access mark \(hetflow.RW"):
+            hetflow.insert(codelet, hetflow.RW(a), [hetflow.RW(np.zeros(3))], {})
+
+
+def test_a_codelets_implementations_cannot_change_once_made():
+    # A runtime registers a codelet's implementations at its first insert and keeps them: one set
+    # afterwards was refused by the engine ("implementations for cpu only"), one removed ran all
+    # the same where the scheduler chose it, and one set to a non-callable failed only as it ran.
+    codelet = hetflow.Codelet("fixed", cpu=add_cpu)
+    for attribute, value in [("opencl", add_opencl), ("cpu", None), ("cpu", 5), ("name", "other"), ("model", "m")]:
+        with pytest.raises(AttributeError, match=f"its {attribute} cannot change once it is made"):
+            setattr(codelet, attribute, value)
+    with pytest.raises(AttributeError, match="cannot be deleted"):
+        del codelet.cpu
+    assert codelet.archs == ("cpu",) and codelet.name == "fixed"
+    codelet.note = "a program's own attribute"  # others are free

@@ -473,3 +473,82 @@ def test_a_busy_worker_lets_go_of_the_shared_arrays_the_host_freed():
         hetflow.task_submit(fill, hetflow.W(a), i).result(timeout=30)
         del a
     assert hetflow.task_submit(_shared_mappings_kept).result(timeout=30) <= 4
+
+
+def test_release_by_array_releases_the_calling_threads_acquisition():
+    # Two threads read the array; hetflow.release(a) in the first released the second's (the most
+    # recent), leaving the first's on its records: its next acquisition was refused as waiting
+    # for itself, though it held none.
+    import threading
+
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(4)
+    first_holds, second_holds, go = threading.Event(), threading.Event(), threading.Event()
+
+    def second():
+        first_holds.wait()
+        hetflow.acquire(a, "R")
+        second_holds.set()
+        go.wait()
+        time.sleep(0.1)
+        hetflow.release(a)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    hetflow.acquire(a, "R")
+    first_holds.set()
+    second_holds.wait(10)
+    hetflow.release(a)
+    go.set()
+    try:
+        with hetflow.acquire(a, "RW") as view:  # waits for the second thread's release
+            view[0] = 1.0
+    finally:
+        go.set()
+        thread.join(10)
+    assert hetflow.task_submit.options(executor="thread")(total, a).result(timeout=10) == 1.0
+
+
+def test_acquiring_a_read_only_array_to_write_says_to_acquire_it_for_reading():
+    a = np.arange(3.0)
+    a.setflags(write=False)
+    with pytest.raises(ValueError, match=r"hetflow.acquire: the array is read-only.*the default is 'RW'.*mode 'R'"):
+        hetflow.acquire(a)
+    with hetflow.acquire(a, "R") as view:
+        assert view.sum() == 3.0
+
+
+@pytest.mark.parametrize("shape", [2.0, None, "3", (2, 2.0), ("3",), True, (True, 2)])
+def test_a_shape_that_is_not_ints_is_refused_as_numpy_refuses_it(shape):
+    # Refused with numpy's TypeError, saying what a shape is ("'float' object is not iterable",
+    # or ValueError "bad shape" for a str), and True was taken as a shape of (1,).
+    with pytest.raises(TypeError):
+        np.zeros(shape)
+    for make in (hetflow.empty, hetflow.zeros, hetflow.ones):
+        with pytest.raises(TypeError, match=r"hetflow.empty: shape must be an int or a sequence of ints"):
+            make(shape)
+
+
+def test_shutdown_releases_what_a_thread_that_ended_still_held():
+    # Nothing could release it any more: the task behind it, and shutdown waiting for that task,
+    # waited for ever (only the calling thread's acquisitions were released).
+    import threading
+
+    hetflow.init(ncpus=2, executor="thread")
+    a = np.zeros(4)
+    go = threading.Event()
+    # Started first, so that it does not take the ended thread's ident (a thread's own acquisitions
+    # were released by its shutdown already).
+    stopper = threading.Thread(target=lambda: (go.wait(), hetflow.shutdown()), daemon=True)
+    stopper.start()
+    thread = threading.Thread(target=hetflow.acquire, args=(a, "RW"))
+    thread.start()
+    thread.join()
+    future = hetflow.task_submit.options(executor="thread")(add_into, hetflow.RW(a), 1.0)
+    go.set()
+    stopper.join(20)
+    if stopper.is_alive():
+        hetflow.release(a)  # lets the shutdown end
+        pytest.fail("shutdown waited for an acquisition that nothing could release")
+    assert future.result(timeout=10) is None
+    np.testing.assert_array_equal(a, np.ones(4))
