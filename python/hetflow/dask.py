@@ -171,6 +171,7 @@ def _compute(
                 )
                 values[key] = future
                 watch.add(key, future)
+                watch.now_and_then()  # a failure stops the submission of a large graph
             for dep in node.dependencies:
                 readers[dep] -= 1
                 if readers[dep] == 0 and dep not in wanted_set:
@@ -227,6 +228,18 @@ class _Watch:
         self.progress = progress if progress is not None and not progress.here else None
         self.untold = 0
         self.told = threading.Condition()
+        self.next_look = time.monotonic() + _FAILURE_CHECK_S  # now_and_then's
+
+    def now_and_then(self) -> None:
+        """While get submits: raises a failure of a task submitted so far, looking a twentieth of
+        the time at most (submitting a large graph takes seconds, its first tasks running)."""
+        if time.monotonic() < self.next_look:
+            return
+        started = time.monotonic()
+        self.raise_failure()
+        self.raise_failure_elsewhere()
+        now = time.monotonic()
+        self.next_look = now + max(_FAILURE_CHECK_S, 20 * (now - started))
 
     def add(self, key: Hashable, future: Future) -> None:
         self.pending[key] = weakref.ref(future)

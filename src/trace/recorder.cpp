@@ -568,6 +568,9 @@ void Recorder::State::write_trace(Nanos end) const {
   out += "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"producer\":\"hetflow\"},\"traceEvents\":[";
   metadata(kWorkersPid, std::nullopt, "process_name", "name", "\"workers\"");
   metadata(kWorkersPid, std::nullopt, "process_sort_index", "sort_index", "1");
+  // Extra lanes of a worker's track (below) take thread ids after every worker's.
+  std::size_t next_lane_tid = 1;
+  for (const auto& worker : workers) next_lane_tid = std::max(next_lane_tid, std::size_t{worker.id} + 2);
   for (std::size_t w = 0; w < workers.size(); ++w) {
     const ext::WorkerInfo& worker = workers[w];
     const std::size_t tid = worker.id + 1;
@@ -576,22 +579,55 @@ void Recorder::State::write_trace(Nanos end) const {
     const WorkerLog& log = *logs[w];
     std::vector<std::string> quoted_names;  // each distinct name quoted once, not once per task
     for (std::uint32_t id = 0; id < log.names.size(); ++id) quoted_names.push_back(json_quote(log.names.name(id)));
+    // A track shows only slices that nest or are apart. A task whose wait lent its worker may
+    // take the worker back while a task that started inside it still runs (that one waits in
+    // turn, and goes on without the worker): the two overlap without nesting. Each slice goes on
+    // the first lane where it nests: the worker's own track, else extra lanes "(2)", "(3)", ...
+    std::vector<std::vector<Nanos>> open_ends(1);  // per lane: ends of the slices it is inside
+    std::vector<std::uint32_t> lane_of(log.sorted.size(), 0);
+    for (std::size_t i = 0; i < log.sorted.size(); ++i) {
+      const Slice& task = log.sorted[i];
+      std::size_t lane = 0;
+      for (;; ++lane) {
+        if (lane == open_ends.size()) open_ends.emplace_back();
+        std::vector<Nanos>& open = open_ends[lane];
+        while (!open.empty() && open.back() <= task.start) open.pop_back();
+        if (open.empty() || task.end <= open.back()) break;
+      }
+      open_ends[lane].push_back(task.end);
+      lane_of[i] = static_cast<std::uint32_t>(lane);
+    }
+    auto task_slice = [&](std::size_t lane_tid, const Slice& task) {
+      slice(kWorkersPid, lane_tid, quoted_names[task.name], "task", task.start, task.end);
+      out += ",\"args\":{\"bytes\":";
+      append_number(out, task.bytes);
+      out += "}}";
+      flush_if_full();
+    };
     Nanos covered_until = 0;
     auto idle_until = [&](Nanos until) {
       if (until <= covered_until) return;
       slice(kWorkersPid, tid, "\"idle\"", "idle", covered_until, until);
       out += ",\"cname\":\"grey\"}";
     };
-    for (const Slice& task : log.sorted) {
+    for (std::size_t i = 0; i < log.sorted.size(); ++i) {
+      const Slice& task = log.sorted[i];
       idle_until(task.start);
-      slice(kWorkersPid, tid, quoted_names[task.name], "task", task.start, task.end);
-      out += ",\"args\":{\"bytes\":";
-      append_number(out, task.bytes);
-      out += "}}";
+      if (lane_of[i] == 0) task_slice(tid, task);
       covered_until = std::max(covered_until, task.end);
-      flush_if_full();
     }
     idle_until(end);
+    std::vector<std::vector<std::size_t>> on_lane(open_ends.size());  // the extra lanes' slices
+    for (std::size_t i = 0; i < log.sorted.size(); ++i) {
+      if (lane_of[i] != 0) on_lane[lane_of[i]].push_back(i);
+    }
+    for (std::size_t lane = 1; lane < on_lane.size(); ++lane) {
+      const std::size_t lane_tid = next_lane_tid++;
+      metadata(kWorkersPid, lane_tid, "thread_name", "name",
+               json_quote(worker_label(worker) + " (" + std::to_string(lane + 1) + ")"));
+      metadata(kWorkersPid, lane_tid, "thread_sort_index", "sort_index", std::to_string(worker.id));
+      for (const std::size_t i : on_lane[lane]) task_slice(lane_tid, log.sorted[i]);
+    }
   }
 
   // Slices on tracks (per link, or per peer) that overlap in time (prefetches, messages in

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -166,6 +167,30 @@ def test_a_failure_below_a_wanted_key_is_raised_at_once_and_cancels_the_rest():
     hetflow.wait_for_all()
     # Those the two workers had taken when it raised, which waited; the others were cancelled.
     assert len(started) <= 2, started
+
+
+def test_a_failure_is_raised_while_a_large_graph_is_still_being_submitted(monkeypatch):
+    """Submitting a graph of many tasks takes a while, its first tasks running meanwhile: a failure
+    among them ends get then, instead of once every task is submitted (and has run)."""
+    hetflow.init(ncpus=2, executor="thread")
+    task_name = hetflow.dask._task_name
+
+    def slow_to_submit(key):
+        time.sleep(0.001)  # 3000 tasks: 3 s to submit
+        return task_name(key)
+
+    monkeypatch.setattr(hetflow.dask, "_task_name", slow_to_submit)
+
+    def fail():
+        raise Boom("failed first")
+
+    dsk = {"first": (fail,)}
+    dsk.update({("after", i): (inc, i) for i in range(3000)})
+    dsk["all"] = (sum, [("after", i) for i in range(3000)] + ["first"])
+    started = time.monotonic()
+    with pytest.raises(Boom, match="failed first"):
+        hetflow.dask.get(dsk, "all")
+    assert time.monotonic() - started < 1.5
 
 
 def test_bad_arguments_say_what_is_accepted():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 
 import pytest
@@ -199,3 +200,39 @@ def test_a_task_name_with_a_nul_is_whole_in_the_trace(tmp_path):
     tracks, _ = read_trace(path)
     names = {e["name"] for events in tracks.values() for e in events if e["cat"] == "task"}
     assert names == {"nul\\x00inside"}
+
+
+def _wait_in_slices(runtime: Runtime, seconds: float) -> float:
+    # A wait with a deadline lends the worker to a spare thread (as hetflow.dask.get waits).
+    future = runtime.submit(time.sleep, (seconds,), {}, name="leaf")
+    while True:
+        try:
+            future.result(timeout=0.01)
+            return seconds
+        except TimeoutError:
+            pass
+
+
+def test_slices_on_a_track_nest_when_waiting_tasks_overlap(tmp_path):
+    # A task that waits lends its worker; the spare runs a task that waits in turn, and the first
+    # takes the worker back and ends while the second still runs: their slices overlap without
+    # nesting, which one track cannot show (Perfetto reports them misnested). They go on another
+    # lane of the worker's track, "worker 0 (cpu) (2)".
+    path = tmp_path / "trace.json"
+    runtime = Runtime(ncpus=1, executor="thread", nprocs=0, trace=str(path))
+    delays = [0.05, 0.2, 0.1, 0.15, 0.05, 0.1]
+    futures = [runtime.submit(_wait_in_slices, (runtime, d), {}, name="outer") for d in delays]
+    assert [f.result(timeout=30) for f in futures] == delays
+    runtime.shutdown()
+    tracks, _ = read_trace(path)
+    assert all(name.startswith("worker 0 (cpu)") for name in tracks)
+    tasks = Counter(e["name"] for events in tracks.values() for e in events if e["cat"] == "task")
+    assert tasks == {"outer": 6, "leaf": 6}
+    for name, events in tracks.items():
+        open_ends: list = []
+        for e in sorted(events, key=lambda e: (e["ts"], -e["dur"])):
+            while open_ends and open_ends[-1] <= e["ts"] + 1e-3:
+                open_ends.pop()
+            end = e["ts"] + e["dur"]
+            assert not open_ends or end <= open_ends[-1] + 1e-3, f"{name}: {e} overlaps without nesting"
+            open_ends.append(end)

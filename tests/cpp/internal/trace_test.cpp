@@ -202,6 +202,35 @@ TEST(Trace, NestedTasksNestAndLeaveNoFalseIdle) {
   EXPECT_NE(stats.find("40.0"), std::string::npos) << stats;
 }
 
+TEST(Trace, TasksThatOverlapWithoutNestingGoOnAnotherLane) {
+  // A task whose wait lent its worker takes it back while a task that started inside it still
+  // runs (waiting in turn, without the worker): one track cannot show both.
+  const TempDir dir;
+  const std::string path = dir.file("trace.json");
+  Recorder recorder(path, false, two_workers(), two_nodes());
+  recorder.task(0, "leaf", 0, 0.25, 0.28);
+  recorder.task(0, "outer1", 0, 0.1, 0.3);
+  recorder.task(0, "outer2", 0, 0.2, 0.4);
+  recorder.task(0, "after", 0, 0.5, 0.6);
+  recorder.finish(1.0);
+
+  const Trace trace = read_trace(path);
+  std::vector<std::string> names;
+  for (const auto& slice : trace.tracks.at("worker 0 (cpu)")) names.push_back(slice.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"idle", "outer1", "leaf", "idle", "after", "idle"}));
+  const auto& idle = trace.slices("worker 0 (cpu)", "idle");
+  ASSERT_EQ(idle.size(), 3u);
+  EXPECT_DOUBLE_EQ(idle[1].ts, 400000);  // after outer2, on the other lane
+  const auto lane = trace.slices("worker 0 (cpu) (2)", "task");
+  ASSERT_EQ(lane.size(), 1u);
+  EXPECT_EQ(lane[0].name, "outer2");
+  EXPECT_DOUBLE_EQ(lane[0].ts, 200000);
+  EXPECT_DOUBLE_EQ(lane[0].dur, 200000);
+  // The lane's thread id is none of the workers': worker 1's track is its own idle slice only.
+  ASSERT_EQ(trace.tracks.at("worker 1 (cuda)").size(), 1u);
+  EXPECT_EQ(trace.tracks.at("worker 1 (cuda)")[0].category, "idle");
+}
+
 TEST(Trace, TransfersGetATrackPerNodePair) {
   const TempDir dir;
   const std::string path = dir.file("trace.json");
