@@ -367,18 +367,22 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
       }
     }
   } give_back{engine, *worker};
-  while (!done()) {
-    if (deadline == nullptr && may_nest(*worker)) {
-      if (TaskCore* next = take_for_awaited(engine, *worker, own)) {
-        run_nested(engine, next, *worker);
-        continue;
-      }
-      give_back.set_aside = give_back.set_aside || worker->deferred != nullptr;
-      if (own != nullptr && may_claim(engine, *worker, own) && engine.claim(own)) {
-        run_nested(engine, own, *worker, /*claimed=*/true);
-        continue;
-      }
+  // Runs on this thread, if it may, the task waited for or one it waits for: false if none.
+  const auto run_what_it_waits_for = [&] {
+    if (!may_nest(*worker)) return false;
+    if (TaskCore* next = take_for_awaited(engine, *worker, own)) {
+      run_nested(engine, next, *worker);
+      return true;
     }
+    give_back.set_aside = give_back.set_aside || worker->deferred != nullptr;
+    if (own != nullptr && may_claim(engine, *worker, own) && engine.claim(own)) {
+      run_nested(engine, own, *worker, /*claimed=*/true);
+      return true;
+    }
+    return false;
+  };
+  while (!done()) {
+    if (deadline == nullptr && run_what_it_waits_for()) continue;
     std::optional<BlockedWait> blocked;  // a wait for the task's start (an acquisition's) ends before the task does
     if (deadline == nullptr && worker->running != nullptr && kForTheEnd<Reached>)
       blocked.emplace(worker->running, task);
@@ -408,6 +412,10 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
       case Execution::Lending::no_thread_left:
         // Running unrelated tasks on top of this one could hang; a wait with a deadline cannot.
         if (deadline == nullptr) refuse_wait_without_thread(*worker, task);
+        // It runs what it waits for itself, though it may then end after its deadline: idle
+        // until the deadline, waits made again and again (in slices, to stay interruptible) on
+        // every worker held them all, and nothing ran for ever.
+        if (run_what_it_waits_for()) break;
         static_cast<void>(block_until(task, reached, deadline));
         break;
     }

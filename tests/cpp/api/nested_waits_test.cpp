@@ -235,6 +235,45 @@ TEST(NestedWaits, AWaitWithADeadlineRunsNothingOnItsThread) {
   }
 }
 
+// Waits with a deadline made again and again (in slices, as a Python wait that stays interruptible
+// waits) while no spare thread was left idled their worker to each deadline: with every thread in
+// such a wait, nothing ran for ever. With no thread left, a wait runs what it waits for itself.
+TEST(NestedWaits, WaitsInSlicesBeyondTheSpareThreadsRunWhatTheyWaitFor) {
+  Runtime rt(Config{.ncpus = 1, .spare_threads = 1});
+  const auto wait_in_slices = [](Future<int>& future) {
+    for (int slice = 0; slice < 200; ++slice) {
+      if (future.wait_for(50ms)) return future.get();
+    }
+    return -1000;  // ten seconds: it hung
+  };
+  const auto middle = [&rt, wait_in_slices] {
+    std::vector<Future<int>> leaves;
+    for (int j = 0; j < 3; ++j) {
+      leaves.push_back(rt.submit([j] {
+        std::this_thread::sleep_for(1ms);
+        return j;
+      }));
+    }
+    int sum = 0;
+    for (auto& leaf : leaves) sum += wait_in_slices(leaf);
+    return sum;
+  };
+  std::vector<Future<int>> tops;
+  for (int i = 0; i < 4; ++i) {
+    tops.push_back(rt.submit([&rt, middle, wait_in_slices] {
+      std::vector<Future<int>> middles;
+      for (int j = 0; j < 3; ++j) middles.push_back(rt.submit(middle));
+      int sum = 0;
+      for (auto& m : middles) sum += wait_in_slices(m);
+      return sum;
+    }));
+  }
+  for (auto& top : tops) {
+    ASSERT_TRUE(top.wait_for(kPatience));
+    EXPECT_EQ(top.get(), 9);
+  }
+}
+
 // A task waits, holding a lock, for a slow task on the other worker; meanwhile the spare thread
 // standing in for its worker starts a task that needs the lock. Once its wait is over the
 // waiting task goes on without its worker (the spare's task will not end before it releases
