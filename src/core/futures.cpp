@@ -245,8 +245,9 @@ void block_without_worker(TaskCore* task, Reached reached, const RunningFrame* f
 // With a deadline it runs nothing on its stack, where a task could outlast the deadline, or wait
 // for what the waiting task does once its wait has timed out: it lends its worker, and stops
 // once the deadline has passed (the spare it takes the worker back from may overrun it by the
-// rest of a task). A wait with a deadline is not refused: it cannot hang, and it ends as it says
-// (false).
+// rest of a task). Only when no spare thread is left does it run what it waits for (and what
+// that needs) on its stack, past the deadline if need be. A wait with a deadline is not refused:
+// it ends as it says (false).
 // Each wait that runs a task on the same stack takes some of it, which overflowed (a segfault at
 // about 12,000 levels in C++, far fewer under a sanitizer): with less than this left of the
 // thread's stack, a waiting task lends its worker, and one that cannot refuses the wait.
