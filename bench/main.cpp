@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
           ->add_option("--nodes", sched_sim.nodes,
                        "simulate the distributed Cholesky (examples/cpp/mpi_cholesky.cpp) on N copies of the machine "
                        "joined by a network")
-          ->check(at_least(1))
+          ->check(at_least(1, 4096, " (the simulator takes at most 4096 workers, each node's network card included)"))
           ->type_name("N");
   sched_sim_app
       ->add_option("--network-gbps", sched_sim.network_gbps,

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -154,6 +155,13 @@ void print(const char* metric, double value) {
 }  // namespace
 
 int run_overhead(const OverheadOptions& options) {
+  // A simulation runs no task bodies and takes no real time per task: the figures would be the
+  // simulator's, printed as the runtime's.
+  if (const char* simulate = std::getenv("HETFLOW_SIMULATE"); simulate != nullptr && *simulate != '\0') {
+    throw InvalidArgument("HETFLOW_SIMULATE='" + std::string(simulate) +
+                          "': overhead measures the real runtime's cost per task, which a simulation does not "
+                          "have (it runs no task bodies); unset HETFLOW_SIMULATE");
+  }
   Runtime runtime;
   std::fprintf(stderr,
                "# hetflow %s: scheduler %s, %u workers, spin %u us, %u spare threads; %zu tasks, median of %zu runs\n",

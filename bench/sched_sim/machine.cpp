@@ -136,6 +136,11 @@ SchedSimMachine SchedSimMachine::parse(std::string_view json, std::string_view o
     }
   }
   if (const JsonValue* link = root.find("link")) {
+    if (link->is_string() && link->as_string() == "stored") {
+      reader.fail("link",
+                  "\"stored\" is not used by sched-sim, whose bounds and plan need the link's figures: give "
+                  "{\"bandwidth_gbs\": ..., \"latency_us\": ...}");
+    }
     reader.expect_object(*link, "link");
     reader.only_keys(*link, "link", {"bandwidth_gbs", "latency_us"});
     if (const JsonValue* x = link->find("bandwidth_gbs"))

@@ -74,8 +74,13 @@ std::vector<GraphTask> cholesky_graph(const SchedSimMachine& machine, std::size_
     const KernelCost& cost = machine.cost(tasks[t].kernel);
     rank[t] += (cost.cpu + cost.cuda) / 2;
     for (std::size_t before : tasks[t].after) rank[before] = std::max(rank[before], rank[t]);
-    tasks[t].priority = static_cast<int>(rank[t] * 1e6);
   }
+  // A priority is an int: the rank in microseconds, or in coarser units where the longest rank
+  // would not fit in one (a task may cost up to 1e9 s), so that a task never ranks below a
+  // successor (the offline plan takes the tasks by priority as a topological order).
+  const double longest = *std::max_element(rank.begin(), rank.end());
+  const double per_second = std::min(1e6, 2e9 / longest);
+  for (std::size_t t = 0; t < tasks.size(); ++t) tasks[t].priority = static_cast<int>(rank[t] * per_second);
   return tasks;
 }
 

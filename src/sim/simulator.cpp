@@ -152,7 +152,16 @@ ArchMask SimulatedExecution::costed_archs(const Codelet* codelet, const std::str
     const bool modelled = simulator_->machine.use_stored_models && codelet != nullptr && codelet->model != nullptr;
     if (costed || modelled) archs = archs | arch;
   }
-  if (archs.empty() && codelet == nullptr) return ArchMask(Arch::cpu);  // when_all, when_any, bookkeeping
+  if (archs.empty() && codelet == nullptr) {
+    // when_all, when_any, bookkeeping: no time on a CPU worker, or, on a machine without one, on
+    // a device (its body never runs), rather than refused for want of a worker.
+    const MachineSpec& machine = simulator_->machine;
+    if (machine.cpus > 0) return ArchMask(Arch::cpu);
+    ArchMask devices;
+    if (machine.gpus > 0) devices = devices | Arch::cuda;
+    if (machine.opencl > 0) devices = devices | Arch::opencl;
+    return devices;
+  }
   if (archs.empty()) {
     throw InvalidArgument(
         "simulation: " + simulator_->origin + " gives no cost for codelet '" + key +

@@ -65,6 +65,10 @@ check_run --machine "$machines/legacy.json"
 check_run --machine "$machines/k40.json" --precision single
 check_run --machine "$machines/gh200.json"
 check_run --machine "$machines/legacy.json" --bandwidth-gbs 1e5
+# Costs up to 1e9 s are accepted: upward ranks beyond an int's microseconds still order the
+# tasks (the offline plan, which takes them by priority, beat the lower bound when they wrapped).
+sed 's/"gemm": {"cpu": 44.24e-3/"gemm": {"cpu": 1e6/' "$machines/legacy.json" >"$scratch/slow_cores.json"
+tiles=4 check_run --machine "$scratch/slow_cores.json"
 
 # --nodes: per scheduler a makespan and a rate, then the network's transfers and bytes and the
 # lower bound. Leaves the makespans in `nodes_makespan` and the counts in `transfers`, `bytes`.
@@ -151,13 +155,20 @@ expect_refusal 2 "--precision: half not in" sched-sim --precision half
 expect_refusal 2 "unknown flag '--tile' (flags: --help, --tiles, --machine" sched-sim --tile 4
 expect_refusal 2 "unknown subcommand 'sched'" sched --tiles 4
 expect_refusal 2 "--tasks: must be at least 1, got 0" overhead --tasks 0
+# overhead under a simulation printed the simulator's figures as the runtime's.
+HETFLOW_SIMULATE="$machines/legacy.json" expect_refusal 1 "overhead measures the real runtime's cost per task" \
+  overhead --tasks 1 --pending 1 --repeat 1
 expect_refusal 2 "--nodes: must be at least 1, got 0" sched-sim --nodes 0
+# Beyond an unsigned, CLI11 said only "Could not convert: --nodes = 99999999999".
+expect_refusal 2 "--nodes: must be at most 4096 (the simulator takes at most 4096 workers" sched-sim --nodes 99999999999
 expect_refusal 2 "--network-gbps: must be from 1e-06 to 1e+09, got 0" sched-sim --nodes 2 --network-gbps 0
 expect_refusal 2 "--network-latency-us: must be from 0 to 1e+06, got -1" sched-sim --nodes 2 --network-latency-us -1
 expect_refusal 2 "--network-gbps requires --nodes" sched-sim --network-gbps 10
 expect_refusal 1 "--nodes: 16 nodes of gh200.json make 4624 workers" sched-sim --nodes 16 --machine "$machines/gh200.json"
 echo '{"cpus": 2, "gpus": 1, "opencl": 1, "codelets": {}}' >"$scratch/opencl.json"
 expect_refusal 1 "opencl.json: opencl: not used by sched-sim" sched-sim --machine "$scratch/opencl.json"
+echo '{"cpus": 2, "gpus": 1, "link": "stored", "codelets": {}}' >"$scratch/stored.json"
+expect_refusal 1 "stored.json: link: \"stored\" is not used by sched-sim" sched-sim --machine "$scratch/stored.json"
 printf '{"cpus": 2,\n "gpus": 1,}\n' >"$scratch/comma.json"
 expect_refusal 1 "comma.json:2:" sched-sim --machine "$scratch/comma.json"
 sed 's/"cuda": 8251.1e-6/"cuda": "fast"/' "$machines/k40.json" >"$scratch/text.json"

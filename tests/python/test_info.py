@@ -83,3 +83,5 @@ def test_info_shows_a_simulated_machine_and_refuses_a_missing_one(tmp_path):
     assert shown["simulation"].startswith(machine) and shown["scheduler"].startswith("dmdas (")
     missing = info(tmp_path, HETFLOW_SIMULATE=str(tmp_path / "none.json"))
     assert missing.returncode == 1 and "no such machine description file" in missing.stderr
+    directory = info(tmp_path, HETFLOW_SIMULATE=str(tmp_path))
+    assert directory.returncode == 1 and "a directory, not a machine description file" in directory.stderr

@@ -203,6 +203,25 @@ TEST(Simulation, CallablesWithoutACostTakeNoTime) {
   EXPECT_NEAR(rt.elapsed(), 0.002, 1e-9);  // the two codelets side by side, nothing after them
 }
 
+// On a machine without CPU workers they take no time on a device: when_all, then and plain
+// callables were refused ("no worker can run task 'when_all': it runs on cpu").
+TEST(Simulation, CallablesWithoutACostRunOnAMachineWithoutCpus) {
+  for (const char* json : {R"({"cpus": 0, "gpus": 1, "codelets": {"work": {"cuda": 0.001}}})",
+                           R"({"cpus": 0, "opencl": 1, "codelets": {"work": {"opencl": 0.001}}})"}) {
+    MachineFile machine(json);
+    Codelet work;
+    work.name = "work";
+    work.cuda = [](TaskContext&) {};
+    work.opencl = work.cuda;
+    Runtime rt(simulated(machine));
+    auto first = rt.insert(work);
+    auto second = rt.insert(work);
+    auto after = hetflow::when_all({first, second}).then([] {});
+    rt.submit(hetflow::TaskOptions{.after = {after}, .name = "bookkeeping"}, [] {}).get();
+    EXPECT_NEAR(rt.elapsed(), 0.002, 1e-9) << json;  // the two codelets one after the other
+  }
+}
+
 TEST(Simulation, TasksWithResultsFailClearly) {
   MachineFile machine(R"({"cpus": 1, "codelets": {"task": {"cpu": 0.001}}})");
   Runtime rt(simulated(machine));
