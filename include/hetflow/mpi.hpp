@@ -113,7 +113,7 @@ inline constexpr int kEveryRank = -1;
 /// Where a task runs, when not on the owner of the first data it writes.
 struct Placement {
   int rank = -1;                 ///< this rank, if >= 0
-  const DataHandle* owner_of{};  ///< else the owner of this handle, if set
+  const DataHandle* owner_of{};  ///< else the owner of this handle, if set (not kEveryRank's)
 };
 
 /// A task to submit on this rank, from Context::route: its options, whose data_list is `data`

@@ -550,7 +550,11 @@ struct Context::Impl {
       check_rank(placement.rank, "insert: Placement::rank");
       return placement.rank;
     }
-    if (placement.owner_of != nullptr) return entry_of(*placement.owner_of, "insert").owner;
+    if (placement.owner_of != nullptr) {
+      // Data every rank owns is everywhere: the task runs where the rule below puts it.
+      const Entry& named = entry_of(*placement.owner_of, "insert");
+      if (!named.everywhere()) return named.owner;
+    }
     const auto first_owner = [&](auto&& wanted) {
       for (std::size_t i = 0; i < data.size(); ++i) {
         if (!used[i]->everywhere() && wanted(data[i].mode)) return used[i]->owner;
@@ -1326,7 +1330,9 @@ DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner
         "hetflow::mpi::Context::register_data: the layout has gaps (a matrix with ld > nx, or "
         "a strided block); distributed data must be contiguous");
   }
-  if (ptr == nullptr && (owner == impl.rank || owner == kEveryRank)) {
+  // Empty data needs no buffer anywhere (an empty std::vector's data() is null): refused on the
+  // owner only, it left the ranks out of step.
+  if (ptr == nullptr && layout.payload_bytes() != 0 && (owner == impl.rank || owner == kEveryRank)) {
     throw InvalidArgument("hetflow::mpi::Context::register_data: " +
                           std::string(owner == kEveryRank ? "data every rank owns needs its buffer on every rank"
                                                           : "the owner (" + rank_text(owner) +

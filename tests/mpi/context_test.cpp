@@ -238,6 +238,39 @@ TEST(MpiContext, PlacementOnTheOwnerOfAnotherHandle) {
   });
 }
 
+// Placed on the owner of data every rank owns, a task went to rank -1: its transfers were sent
+// there, and its contributions written before an array (a crash). It runs where the rule puts it.
+TEST(MpiContext, PlacementOnDataEveryRankOwnsFollowsTheRule) {
+  spmd(2, [](mpi::Context& context) {
+    const int me = context.rank();
+    std::vector<double> everywhere(4, 1.0), a(4, 1.0), b(4, 2.0);
+    auto he = context.register_data(everywhere.data(), doubles(4), mpi::kEveryRank, 0);
+    auto ha = context.register_data(a.data(), doubles(4), 0, 1);
+    auto hb = context.register_data(b.data(), doubles(4), 1, 2);
+    EXPECT_EQ(context.executor({.data = {hetflow::RW(ha), hetflow::R(hb)}}, mpi::Placement{.owner_of = &he}), 0);
+    auto future = context.insert(kAdd, {.data = {hetflow::RW(ha), hetflow::R(hb)}}, mpi::Placement{.owner_of = &he});
+    EXPECT_EQ(future.valid(), me == 0);
+    context.wait_all();
+    EXPECT_EQ(context.holder(ha), 0);
+    if (me == 0) {
+      EXPECT_EQ(a, std::vector<double>(4, 3.0));
+    }
+  });
+}
+
+// Empty data needs no buffer (an empty std::vector's data() is null): refused on its owner only,
+// it left the ranks out of step.
+TEST(MpiContext, EmptyDataNeedsNoBufferOnAnyRank) {
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> none;
+    auto empty = context.register_data(none.data(), doubles(0), 0, 0);
+    auto everywhere = context.register_data(none.data(), doubles(0), mpi::kEveryRank, 1);
+    EXPECT_TRUE(empty.registered());
+    EXPECT_TRUE(everywhere.registered());
+    context.wait_all();
+  });
+}
+
 TEST(MpiContext, FlushMakesTheNextReaderReceiveAgain) {
   spmd(2, [](mpi::Context& context) {
     const int me = context.rank();
