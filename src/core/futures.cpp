@@ -245,8 +245,8 @@ void block_without_worker(TaskCore* task, Reached reached, const RunningFrame* f
 // With a deadline it runs nothing on its stack, where a task could outlast the deadline, or wait
 // for what the waiting task does once its wait has timed out: it lends its worker, and stops
 // once the deadline has passed (the spare it takes the worker back from may overrun it by the
-// rest of a task). Only when no spare thread is left does it run what it waits for (and what
-// that needs) on its stack, past the deadline if need be. A wait with a deadline is not refused:
+// rest of a task). Only when no spare thread is left does it run tasks on its stack (what it
+// waits for first), past the deadline if need be. A wait with a deadline is not refused:
 // it ends as it says (false).
 // Each wait that runs a task on the same stack takes some of it, which overflowed (a segfault at
 // about 12,000 levels in C++, far fewer under a sanitizer): with less than this left of the
@@ -413,11 +413,15 @@ bool worker_waits_for(TaskCore* task, Reached reached, const std::chrono::steady
       case Execution::Lending::no_thread_left:
         // Running unrelated tasks on top of this one could hang; a wait with a deadline cannot.
         if (deadline == nullptr) refuse_wait_without_thread(*worker, task);
-        // It runs what it waits for itself, though it may then end after its deadline: idle
-        // until the deadline, waits made again and again (in slices, to stay interruptible) on
-        // every worker held them all, and nothing ran for ever.
+        // It runs what it waits for itself, else other queued tasks, until its deadline (a
+        // task run then may end it later): idle until the deadline, waits made again and again
+        // (in slices, to stay interruptible) on every worker held them all, and nothing ran.
         if (run_what_it_waits_for()) break;
-        static_cast<void>(block_until(task, reached, deadline));
+        if (may_nest(*worker)) {
+          help_while(engine, *worker, done, own);
+        } else {
+          static_cast<void>(block_until(task, reached, deadline));
+        }
         break;
     }
   }

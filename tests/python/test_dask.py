@@ -346,3 +346,31 @@ def test_callbacks_given_to_get_are_told_instead_of_the_active_ones():
     with Callback(posttask=lambda *args: active.append(args[0])):
         assert hetflow.dask.get({"x": (inc, 1), "y": (inc, "x")}, "y", callbacks=[Callback(posttask=lambda *a: given.append(a[0]))]) == 3
     assert sorted(given) == ["x", "y"] and active == []
+
+
+def test_nested_computes_end_when_every_spare_thread_is_in_use(tmp_path):
+    # dask.get waits in slices (with a timeout); once every spare thread stood in for a worker,
+    # a timed wait idled its worker to the deadline, and with every thread in such waits the
+    # leaves the inner computes waited for never ran.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "nested.py"
+    script.write_text(
+        "import time, dask, hetflow, hetflow.dask\n"
+        "from dask import delayed\n"
+        "hetflow.init(ncpus=2, executor='thread')\n"
+        "def leaf(i):\n"
+        "    time.sleep(0.001)\n"
+        "    return i\n"
+        "def mid(i):\n"
+        "    return sum(dask.compute(*[delayed(leaf)(j) for j in range(5)], scheduler=hetflow.dask.get))\n"
+        "def top(i):\n"
+        "    return sum(dask.compute(*[delayed(mid)(j) for j in range(5)], scheduler=hetflow.dask.get))\n"
+        "print(sum(dask.compute(*[delayed(top)(i) for i in range(8)], scheduler=hetflow.dask.get)))\n"
+    )
+    for spare in ("1", "2"):
+        env = dict(os.environ, HETFLOW_SPARE_THREADS=spare)
+        done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == "400", (spare, done.stdout, done.stderr)

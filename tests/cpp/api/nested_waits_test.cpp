@@ -237,8 +237,8 @@ TEST(NestedWaits, AWaitWithADeadlineRunsNothingOnItsThread) {
 
 // Waits with a deadline made again and again (in slices, as a Python wait that stays interruptible
 // waits) while no spare thread was left idled their worker to each deadline: with every thread in
-// such a wait, nothing ran for ever. With no thread left, a wait runs what it waits for itself.
-TEST(NestedWaits, WaitsInSlicesBeyondTheSpareThreadsRunWhatTheyWaitFor) {
+// such a wait, nothing ran for ever. With no thread left, a wait runs tasks itself.
+TEST(NestedWaits, WaitsInSlicesBeyondTheSpareThreadsRunTheTasksThemselves) {
   Runtime rt(Config{.ncpus = 1, .spare_threads = 1});
   const auto wait_in_slices = [](Future<int>& future) {
     for (int slice = 0; slice < 200; ++slice) {
