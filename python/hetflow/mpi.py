@@ -32,6 +32,7 @@ import types
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from hetflow import _runtime
+from hetflow._args import _CONTAINERS
 from hetflow._arrays import Access
 from hetflow._errors import DependencyError, ElsewhereError, exception_from_outcome
 from hetflow._future import Future
@@ -205,7 +206,6 @@ def _label_of_submission(func: Any, args: tuple, kwargs: dict) -> str:
 # for distributed arrays: a few levels, a bounded number of items (the search runs per task).
 _HIDDEN_DEPTH = 3
 _HIDDEN_ITEMS = 256
-_CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
 def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -> None:
