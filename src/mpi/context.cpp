@@ -1582,6 +1582,9 @@ void Context::flush_all() {
 void Context::wait_all() {
   Impl& impl = *impl_;
   impl.check_every_rank_call("wait_all");
+  // A task held back by an acquisition this thread holds would never end: the ranks waited for
+  // ever, and the watchdog said nothing (the task waits for no transfer).
+  detail::check_wait_all_can_end(impl.runtime);
   const Impl::OneThreadComparing one_thread(impl, "wait_all");
   const std::uint64_t interruptions = impl.interruptions.load();
   const auto refuse_if_interrupted = [&impl, interruptions] {

@@ -271,6 +271,28 @@ TEST(MpiContext, EmptyDataNeedsNoBufferOnAnyRank) {
   });
 }
 
+// wait_all while this rank holds an acquisition one of its tasks needs waited for ever (as
+// Runtime::wait_all refuses to): it throws there, and the next one, once released, ends. (The
+// acquisition is not moved: a moved one may be released by another thread, and is no refusal.)
+TEST(MpiContext, WaitAllBehindAnAcquisitionHeldHereThrows) {
+  spmd_over_transport(2, [](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
+    mpi::Context context(rt, transport);
+    const int me = context.rank();
+    std::vector<double> a(4, 1.0);
+    auto ha = context.register_data(a.data(), doubles(4), 0, 0);
+    auto held = me == 0 ? rt.acquire(ha, hetflow::AccessMode::W) : hetflow::Acquisition{};
+    context.insert(kScale, {.data = {hetflow::RW(ha)}}, 2.0);
+    if (me == 0) {
+      EXPECT_THROW(context.wait_all(), hetflow::Error);
+      held.release();
+    }
+    context.wait_all();
+    if (me == 0) {
+      EXPECT_EQ(a, std::vector<double>(4, 2.0));
+    }
+  });
+}
+
 TEST(MpiContext, FlushMakesTheNextReaderReceiveAgain) {
   spmd(2, [](mpi::Context& context) {
     const int me = context.rank();
