@@ -524,6 +524,17 @@ struct Context::Impl {
   [[nodiscard]] const Entry& entry_of(const DataHandle& handle, const char* caller) const {
     return const_cast<Impl*>(this)->entry_of(handle, caller);
   }
+  /// The entry of data a call is about to move or a task to use: still registered with the
+  /// runtime. Checked before anything changes, so that every rank that unregistered it refuses
+  /// alike (a transfer posted first failed in the runtime, and the context then waited for ever).
+  Entry& used_entry_of(const DataHandle& handle, const char* caller) {
+    Entry& entry = entry_of(handle, caller);
+    if (!entry.data.local.registered()) {
+      throw InvalidArgument(std::string("hetflow::mpi::Context::") + caller + ": data '" + entry.name() +
+                            "' was unregistered from this rank's runtime (Runtime::unregister)");
+    }
+    return entry;
+  }
 
   [[nodiscard]] static int holder_of(const Entry& entry) {
     if (entry.everywhere()) return kEveryRank;
@@ -1374,7 +1385,7 @@ void Context::set_reduction(const DataHandle& handle, const Codelet& init, const
   Impl& impl = *impl_;
   impl.check_every_rank_call("set_reduction");
   std::lock_guard lock(impl.mutex);
-  Entry& entry = impl.entry_of(handle, "set_reduction");
+  Entry& entry = impl.used_entry_of(handle, "set_reduction");
   if (entry.everywhere()) {
     throw InvalidArgument("hetflow::mpi::Context::set_reduction: '" + entry.name() +
                           "' is owned by every rank: each rank's copy is its own, there is nothing to combine");
@@ -1455,7 +1466,7 @@ std::optional<LocalTask> Context::route(const TaskOptions& options, Placement pl
   // Everything is checked before the state changes: a refused task leaves every rank as it was.
   std::vector<Entry*> used;
   for (const DataAccess& access : data) {
-    Entry& entry = impl.entry_of(access.handle, "insert");
+    Entry& entry = impl.used_entry_of(access.handle, "insert");
     if (access.mode == AccessMode::Redux && !entry.reduction) {
       throw InvalidArgument("hetflow::mpi::Context::insert: task '" +
                             (options.name.empty() ? std::string(label) : options.name) + "' names '" + entry.name() +
@@ -1508,7 +1519,7 @@ void Context::get_on(const DataHandle& handle, int rank) {
   impl.check_every_rank_call("get_on");
   impl.check_rank(rank, "get_on:");
   std::lock_guard lock(impl.mutex);
-  Entry& entry = impl.entry_of(handle, "get_on");
+  Entry& entry = impl.used_entry_of(handle, "get_on");
   impl.record_call("get_on", &entry, rank);
   if (entry.reduction) impl.finish_reduction(entry);
   impl.bring(entry, rank);
@@ -1518,7 +1529,7 @@ void Context::broadcast(const DataHandle& handle) {
   Impl& impl = *impl_;
   impl.check_every_rank_call("broadcast");
   std::lock_guard lock(impl.mutex);
-  Entry& entry = impl.entry_of(handle, "broadcast");
+  Entry& entry = impl.used_entry_of(handle, "broadcast");
   impl.record_call("broadcast", &entry);
   if (entry.everywhere()) return;
   if (entry.reduction) impl.finish_reduction(entry);
@@ -1543,7 +1554,7 @@ void Context::migrate(const DataHandle& handle, int rank) {
   impl.check_every_rank_call("migrate");
   impl.check_rank(rank, "migrate:");
   std::lock_guard lock(impl.mutex);
-  Entry& entry = impl.entry_of(handle, "migrate");
+  Entry& entry = impl.used_entry_of(handle, "migrate");
   if (entry.everywhere()) {
     throw InvalidArgument("hetflow::mpi::Context::migrate: '" + entry.name() +
                           "' is owned by every rank; it cannot move to one");

@@ -293,6 +293,32 @@ TEST(MpiContext, WaitAllBehindAnAcquisitionHeldHereThrows) {
   });
 }
 
+// Data every rank unregistered from its runtime: a task or a transfer naming it is refused
+// alike on every rank before anything moves (its transfer used to fail in the runtime, after
+// being counted, and the context then waited for it for ever), and the ranks go on together.
+TEST(MpiContext, DataUnregisteredFromTheRuntimeIsRefusedOnEveryRank) {
+  spmd_over_transport(2, [](hetflow::Runtime& rt, const std::shared_ptr<mpi::Transport>& transport) {
+    mpi::Context context(rt, transport);
+    const int me = context.rank();
+    std::vector<double> x(4, 1.0), y(4, me == 1 ? 2.0 : 0.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 0, "x");
+    auto hy = context.register_data(y.data(), doubles(4), 1, 1, "y");
+    rt.unregister(hx);
+    try {
+      context.insert(kAdd, {.data = {hetflow::RW(hy), hetflow::R(hx)}});
+      ADD_FAILURE() << "a task naming unregistered data was submitted";
+    } catch (const hetflow::InvalidArgument& error) {
+      EXPECT_NE(std::string(error.what()).find("'x' was unregistered"), std::string::npos) << error.what();
+    }
+    EXPECT_THROW(context.get_on(hx, 1), hetflow::InvalidArgument);
+    EXPECT_THROW(context.broadcast(hx), hetflow::InvalidArgument);
+    context.insert(kScale, {.data = {hetflow::RW(hy)}}, 2.0);
+    context.get_on(hy, 0);
+    context.wait_all();
+    EXPECT_EQ(y, std::vector<double>(4, 4.0));
+  });
+}
+
 TEST(MpiContext, FlushMakesTheNextReaderReceiveAgain) {
   spmd(2, [](mpi::Context& context) {
     const int me = context.rank();
