@@ -128,6 +128,37 @@ Nanos to_nanos(double seconds) noexcept {
 
 double to_seconds(Nanos nanos) noexcept { return static_cast<double>(nanos) * 1e-9; }
 
+/// Lanes of one track for slices given in order of start: each goes on the first lane where it
+/// overlaps nothing, or, if slices may nest, where it lies inside every slice it overlaps (a
+/// trace viewer draws only such slices on one line).
+class Lanes {
+ public:
+  explicit Lanes(bool may_nest) : may_nest_(may_nest) {}
+
+  /// The lane of the slice [start, end): 0, 1, ... (count() grows when it needs a new one).
+  std::size_t place(Nanos start, Nanos end) {
+    std::size_t lane = 0;
+    for (;; ++lane) {
+      if (lane == open_ends_.size()) open_ends_.emplace_back();
+      std::vector<Nanos>& open = open_ends_[lane];
+      while (!open.empty() && open.back() <= start) open.pop_back();
+      if (open.empty() || (may_nest_ && end <= open.back())) break;
+    }
+    open_ends_[lane].push_back(end);
+    return lane;
+  }
+  [[nodiscard]] std::size_t count() const noexcept { return open_ends_.size(); }
+
+  /// The name a lane shows: the track's label, then " (2)", " (3)"... for the extra ones.
+  [[nodiscard]] static std::string label(const std::string& track, std::size_t lane) {
+    return lane == 0 ? track : track + " (" + std::to_string(lane + 1) + ")";
+  }
+
+ private:
+  bool may_nest_;
+  std::vector<std::vector<Nanos>> open_ends_;  // per lane: ends of the slices still open at the last start
+};
+
 struct TaskRecord {
   double start;
   double end;
@@ -579,23 +610,13 @@ void Recorder::State::write_trace(Nanos end) const {
     const WorkerLog& log = *logs[w];
     std::vector<std::string> quoted_names;  // each distinct name quoted once, not once per task
     for (std::uint32_t id = 0; id < log.names.size(); ++id) quoted_names.push_back(json_quote(log.names.name(id)));
-    // A track shows only slices that nest or are apart. A task whose wait lent its worker may
-    // take the worker back while a task that started inside it still runs (that one waits in
-    // turn, and goes on without the worker): the two overlap without nesting. Each slice goes on
-    // the first lane where it nests: the worker's own track, else extra lanes "(2)", "(3)", ...
-    std::vector<std::vector<Nanos>> open_ends(1);  // per lane: ends of the slices it is inside
+    // A task whose wait lent its worker may take the worker back while a task that started
+    // inside it still runs (that one waits in turn, and goes on without the worker): the two
+    // overlap without nesting, and the later one goes on an extra lane.
+    Lanes lanes(/*may_nest=*/true);
     std::vector<std::uint32_t> lane_of(log.sorted.size(), 0);
     for (std::size_t i = 0; i < log.sorted.size(); ++i) {
-      const Slice& task = log.sorted[i];
-      std::size_t lane = 0;
-      for (;; ++lane) {
-        if (lane == open_ends.size()) open_ends.emplace_back();
-        std::vector<Nanos>& open = open_ends[lane];
-        while (!open.empty() && open.back() <= task.start) open.pop_back();
-        if (open.empty() || task.end <= open.back()) break;
-      }
-      open_ends[lane].push_back(task.end);
-      lane_of[i] = static_cast<std::uint32_t>(lane);
+      lane_of[i] = static_cast<std::uint32_t>(lanes.place(log.sorted[i].start, log.sorted[i].end));
     }
     auto task_slice = [&](std::size_t lane_tid, const Slice& task) {
       slice(kWorkersPid, lane_tid, quoted_names[task.name], "task", task.start, task.end);
@@ -617,14 +638,13 @@ void Recorder::State::write_trace(Nanos end) const {
       covered_until = std::max(covered_until, task.end);
     }
     idle_until(end);
-    std::vector<std::vector<std::size_t>> on_lane(open_ends.size());  // the extra lanes' slices
+    std::vector<std::vector<std::size_t>> on_lane(lanes.count());  // the extra lanes' slices
     for (std::size_t i = 0; i < log.sorted.size(); ++i) {
       if (lane_of[i] != 0) on_lane[lane_of[i]].push_back(i);
     }
     for (std::size_t lane = 1; lane < on_lane.size(); ++lane) {
       const std::size_t lane_tid = next_lane_tid++;
-      metadata(kWorkersPid, lane_tid, "thread_name", "name",
-               json_quote(worker_label(worker) + " (" + std::to_string(lane + 1) + ")"));
+      metadata(kWorkersPid, lane_tid, "thread_name", "name", json_quote(Lanes::label(worker_label(worker), lane)));
       metadata(kWorkersPid, lane_tid, "thread_sort_index", "sort_index", std::to_string(worker.id));
       for (const std::size_t i : on_lane[lane]) task_slice(lane_tid, log.sorted[i]);
     }
@@ -635,22 +655,19 @@ void Recorder::State::write_trace(Nanos end) const {
   std::size_t next_tid = 1;
   auto lanes_of_track = [&](int pid, const std::string& label, auto records, auto&& write) {
     std::stable_sort(records.begin(), records.end(), [](const auto* a, const auto* b) { return a->start < b->start; });
-    std::vector<std::pair<std::size_t, Nanos>> lanes;  // tid, end of its last slice
+    Lanes lanes(/*may_nest=*/false);
+    std::vector<std::size_t> tids;  // per lane
     for (const auto* record : records) {
       const Nanos start = to_nanos(record->start);
       const Nanos finish = std::max(start, to_nanos(record->end));
-      auto lane = std::find_if(lanes.begin(), lanes.end(), [&](const auto& l) { return l.second <= start; });
-      if (lane == lanes.end()) {
+      const std::size_t lane = lanes.place(start, finish);
+      if (lane == tids.size()) {
         const std::size_t tid = next_tid++;
-        std::string lane_label = label;
-        if (!lanes.empty()) lane_label += " (" + std::to_string(lanes.size() + 1) + ")";
-        metadata(pid, tid, "thread_name", "name", json_quote(lane_label));
+        metadata(pid, tid, "thread_name", "name", json_quote(Lanes::label(label, lane)));
         metadata(pid, tid, "thread_sort_index", "sort_index", std::to_string(tid));
-        lanes.emplace_back(tid, finish);
-        lane = lanes.end() - 1;
+        tids.push_back(tid);
       }
-      lane->second = finish;
-      write(*record, lane->first, start, finish);
+      write(*record, tids[lane], start, finish);
       flush_if_full();
     }
   };
