@@ -524,11 +524,8 @@ int main(int argc, char** argv) {
        .default_tile = 256,
        .vendor_flag = "--cusolver",
        .vendor_help = "also time one cusolverDnDpotrf of the whole matrix on rank 0 (its GPU 0)",
-       .has_indefinite = true});
-  if (options.layout != linalg::Layout::tiles) {
-    std::fprintf(stderr, "mpi_cholesky: --layout full is not supported: each tile is a buffer of its own\n");
-    return 2;
-  }
+       .has_indefinite = true,
+       .has_full_layout = false});
   if (precision == Precision::single && (!options.where.contains(hetflow::Arch::cpu) || options.vendor)) {
     std::fprintf(stderr, "mpi_cholesky: --precision single runs on CPU workers only (--where cpu or any, no %s)\n",
                  "--cusolver");

@@ -24,7 +24,7 @@ void print_usage(std::FILE* out, const ExampleSpec& spec) {
   std::fprintf(out,
                "%s\n\n"
                "usage: %s [--n N] [--tile B] [--opencl] [--cuda] [--where cpu|opencl|cuda|any] [--check]\n"
-               "       [--repeat R] [--layout tiles|full] [--sched NAME] [--ncpus N] [--trace FILE] [%s]%s\n\n"
+               "       [--repeat R]%s [--sched NAME] [--ncpus N] [--trace FILE] [%s]%s\n\n"
                "  --n N          matrix order (default %zu)\n"
                "  --tile B       tile order (default %zu); B need not divide N\n"
                "  --opencl       add the OpenCL driver (CPU devices too with HETFLOW_OPENCL_DEVICES=all)%s\n"
@@ -32,15 +32,18 @@ void print_usage(std::FILE* out, const ExampleSpec& spec) {
                "  --where ARCH   run every task on ARCH only (implies its driver); default any\n"
                "  --check        compare with LAPACK/BLAS on the host; exit status 1 if too far off\n"
                "  --repeat R     run R times (performance models learn on the way)\n"
-               "  --layout L     tiles: each tile contiguous (default); full: blocks of one matrix\n"
+               "%s"
                "  --sched NAME   scheduler (ws, eager, prio, random, dm, dmda, dmdas; default HETFLOW_SCHED or ws)\n"
                "  --ncpus N      CPU workers (default HETFLOW_NCPUS or one per CPU)\n"
                "  --trace FILE   write a Chrome trace (Perfetto) at shutdown\n"
                "  %-14s %s%s\n",
-               spec.summary, spec.program, spec.vendor_flag, spec.has_indefinite ? " [--indefinite]" : "",
-               spec.default_n, spec.default_tile, built_with_opencl() ? "" : " [not in this build]",
-               built_with_cuda() ? "" : " [not in this build]", spec.vendor_flag, spec.vendor_help,
-               built_with_cuda() ? "" : " [not in this build]");
+               spec.summary, spec.program, spec.has_full_layout ? " [--layout tiles|full]" : "", spec.vendor_flag,
+               spec.has_indefinite ? " [--indefinite]" : "", spec.default_n, spec.default_tile,
+               built_with_opencl() ? "" : " [not in this build]", built_with_cuda() ? "" : " [not in this build]",
+               spec.has_full_layout
+                   ? "  --layout L     tiles: each tile contiguous (default); full: blocks of one matrix\n"
+                   : "",
+               spec.vendor_flag, spec.vendor_help, built_with_cuda() ? "" : " [not in this build]");
   if (spec.has_indefinite) {
     std::fprintf(out,
                  "  --indefinite   make the matrix not positive definite (shows how a failing tile is reported)\n");
@@ -110,8 +113,10 @@ ExampleOptions parse_options(int argc, char** argv, const ExampleSpec& spec) {
       const std::string_view layout = value();
       if (layout == "tiles") {
         options.layout = Layout::tiles;
-      } else if (layout == "full") {
+      } else if (layout == "full" && spec.has_full_layout) {
         options.layout = Layout::full;
+      } else if (layout == "full") {
+        usage_error(spec, "--layout full is not offered: each tile is a buffer of its own");
       } else {
         usage_error(spec, "--layout takes tiles or full, not '" + std::string(layout) + "'");
       }

@@ -38,6 +38,7 @@ struct ExampleSpec {
   const char* vendor_flag;  ///< "--cublas" or "--cusolver"
   const char* vendor_help;
   bool has_indefinite;
+  bool has_full_layout = true;  ///< --layout full (one buffer for the whole matrix) is offered
 };
 
 /// Parses the command line; prints the usage and exits (0 for --help, 2 for a mistake).
