@@ -194,7 +194,8 @@ class HETFLOW_API Context {
   /// on anyway), which `init` (one access, W) first sets to a neutral value; at the next other
   /// access to `handle` (or flush, get_on, broadcast, migrate, wait_all) each such copy is sent
   /// to the owner, where `combine` (RW(into), R(contribution)) adds it in. Contributions on the
-  /// owner go straight into the data. The codelets must outlive the context.
+  /// owner go straight into the data. The codelets must outlive the context. The first call for
+  /// a handle takes a free tag for the contributions, as allocate_tags(1) would.
   void set_reduction(const DataHandle& handle, const Codelet& init, const Codelet& combine);
 
   /// The rank that holds the latest version of `handle` (the owner, or the last rank that

@@ -1156,16 +1156,19 @@ struct Context::Impl {
   }
 
   /// Claims `tag` for one piece of data (or its contributions).
-  void claim_tag(int tag, const char* caller) {
+  /// Takes `tag` for `user` (what the error shows to the next one that asks for it).
+  void claim_tag(int tag, const char* caller, std::string user) {
     if (tag < 0 || tag >= farewell_tag()) {
       throw InvalidArgument(std::string("hetflow::mpi::Context::") + caller + ": tag " + std::to_string(tag) +
                             " is outside 0.." + std::to_string(farewell_tag() - 1) +
                             " (the transport's two largest tags, " + std::to_string(farewell_tag()) + " and " +
                             std::to_string(control_tag()) + ", are hetflow's own)");
     }
-    if (!tags.insert(tag).second) {
+    if (const auto [taken, claimed] = tags.emplace(tag, std::move(user)); !claimed) {
       throw InvalidArgument(std::string("hetflow::mpi::Context::") + caller + ": tag " + std::to_string(tag) +
-                            " is already used by other data; each piece of data needs its own");
+                            " is already used by " + taken->second +
+                            "; each piece of data needs its own, and each reduction takes one (allocate_tags() "
+                            "hands out tags nothing uses)");
     }
   }
 
@@ -1178,8 +1181,8 @@ struct Context::Impl {
                               " free consecutive tags below " + std::to_string(farewell_tag()));
       }
       const auto clash = tags.lower_bound(first);
-      if (clash == tags.end() || *clash >= first + count) break;
-      first = *clash + 1;
+      if (clash == tags.end() || clash->first >= first + count) break;
+      first = clash->first + 1;
     }
     next_allocated_tag = first + count;
     return first;
@@ -1192,8 +1195,8 @@ struct Context::Impl {
   int size = 1;
   std::mutex mutex;  // the protocol's state: entries, tags
   std::unordered_map<const detail::HandleImpl*, std::unique_ptr<Entry>> entries;
-  std::vector<Entry*> in_order;  // as registered: the same order on every rank
-  std::set<int> tags;
+  std::vector<Entry*> in_order;     // as registered: the same order on every rank
+  std::map<int, std::string> tags;  // what uses each
   int next_allocated_tag = 0;
   std::mutex transfer_mutex;  // in_flight, sent, pending, last_progress
   std::condition_variable transfers_done;
@@ -1350,7 +1353,7 @@ DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner
                                                                 ", this one) must give the data's buffer"));
   }
   std::lock_guard lock(impl.mutex);
-  impl.claim_tag(tag, "register_data");
+  impl.claim_tag(tag, "register_data", {});
   auto entry = std::make_unique<Entry>();
   entry->owner = owner;
   entry->layout = layout;
@@ -1369,6 +1372,7 @@ DataHandle Context::register_data(void* ptr, const DataLayout& layout, int owner
     throw;
   }
   DataHandle handle = entry->data.local;
+  impl.tags[tag] = "'" + handle.name() + "'";
   impl.in_order.push_back(entry.get());
   impl.entries.emplace(handle.impl(), std::move(entry));
   return handle;
@@ -1400,7 +1404,7 @@ void Context::set_reduction(const DataHandle& handle, const Codelet& init, const
   if (!entry.reduction) {
     auto reduction = std::make_unique<Reduction>();
     reduction->tag = impl.free_tags(1);
-    impl.claim_tag(reduction->tag, "set_reduction");
+    impl.claim_tag(reduction->tag, "set_reduction", "the reduction of '" + entry.name() + "'");
     reduction->contributed.assign(static_cast<std::size_t>(impl.size), 0);
     reduction->outgoing.local = entry.data.local;
     reduction->outgoing.tag = reduction->tag;

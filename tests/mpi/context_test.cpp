@@ -1100,6 +1100,27 @@ const Codelet kZero{.name = "zero", .cpu = [](TaskContext& context) {
                     }};
 const Codelet kAccumulate{.name = "accumulate", .cpu = kAdd.cpu};  // RW(into), R(from)
 
+// A reduction takes a free tag of its own (set_reduction): the data registered later under it
+// are told what has it.
+TEST(MpiContext, ATagTakenSaysWhatHasIt) {
+  spmd(2, [](mpi::Context& context) {
+    std::vector<double> x(4, 0.0), z(4, 0.0);
+    auto hx = context.register_data(x.data(), doubles(4), 0, 0, "x");
+    context.set_reduction(hx, kZero, kAccumulate);
+    const auto refusal_of_tag = [&](int tag) {
+      try {
+        (void)context.register_data(z.data(), doubles(4), 1, tag, "z");
+      } catch (const hetflow::InvalidArgument& error) {
+        return std::string(error.what());
+      }
+      return std::string("(registered)");
+    };
+    EXPECT_NE(refusal_of_tag(0).find("already used by 'x'"), std::string::npos) << refusal_of_tag(0);
+    EXPECT_NE(refusal_of_tag(1).find("already used by the reduction of 'x'"), std::string::npos) << refusal_of_tag(1);
+    context.wait_all();
+  });
+}
+
 TEST(MpiContext, ReduxContributionsFromEveryRankAreCombinedOnTheOwnerAtTheNextRead) {
   spmd(3, [](mpi::Context& context) {
     const int me = context.rank();
