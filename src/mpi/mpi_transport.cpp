@@ -175,8 +175,9 @@ struct Operation {
 
 class ProgressEngine {
  public:
-  ProgressEngine(std::shared_ptr<MpiUsers> users, MPI_Comm comm, MpiTransportOptions options)
-      : users_(std::move(users)), comm_(comm), options_(options) {
+  /// `own_tags_from`: the least of the tags hetflow keeps for itself (Transport::max_tag()).
+  ProgressEngine(std::shared_ptr<MpiUsers> users, MPI_Comm comm, MpiTransportOptions options, int own_tags_from)
+      : users_(std::move(users)), comm_(comm), options_(options), own_tags_from_(own_tags_from) {
     std::lock_guard guard(users_->mutex);
     ++users_->running;
   }
@@ -361,10 +362,25 @@ class ProgressEngine {
     MPI_Finalized(&finalized);
     if (finalized == 0) return false;
     if (queued == 0 && in_flight_ == orphaned_) return true;
-    std::fprintf(stderr,
-                 "hetflow::mpi: the program finalized MPI (MPI_Finalize) while rank %d had %zu transfers queued or "
-                 "in flight; wait for them first (Context::wait_all, hetflow.mpi.wait_all)\n",
-                 rank(), queued + in_flight_);
+    // A context keeps a receive of hetflow's own posted while it lives (the other ranks' farewells).
+    std::size_t own_receives = 0;
+    for (const Flight& flight : flights_) {
+      own_receives += flight.requests_left > 0 && !flight.orphaned && flight.kind == Operation::Kind::receive &&
+                      flight.tag >= own_tags_from_;
+    }
+    if (queued == 0 && in_flight_ - orphaned_ == own_receives) {
+      std::fprintf(stderr,
+                   "hetflow::mpi: the program finalized MPI (MPI_Finalize) while a hetflow::mpi::Context of rank %d "
+                   "was still alive (its work was done): end every Context before MPI_Finalize (in C++ destroy it, "
+                   "in Python call hetflow.shutdown())\n",
+                   rank());
+    } else {
+      std::fprintf(stderr,
+                   "hetflow::mpi: the program finalized MPI (MPI_Finalize) while rank %d had %zu transfers queued or "
+                   "in flight; wait for them first (Context::wait_all, hetflow.mpi.wait_all), and end every Context "
+                   "before MPI_Finalize (in C++ destroy it, in Python call hetflow.shutdown())\n",
+                   rank(), queued + in_flight_ - own_receives);
+    }
     std::fflush(stderr);
     std::abort();
   }
@@ -571,6 +587,7 @@ class ProgressEngine {
   // The progress thread's own.
   std::vector<Flight> flights_;
   std::vector<std::size_t> free_flights_;
+  int own_tags_from_;
   std::size_t in_flight_ = 0;
   std::size_t orphaned_ = 0;  // of in_flight_, sends and barriers cancel_pending gave up on
   std::size_t long_bytes_in_flight_ = 0;
@@ -585,18 +602,18 @@ MpiTransport::MpiTransport(MPI_Comm comm, MpiTransportOptions options) {
     throw InvalidArgument("hetflow::mpi: the chunk size must be between 1 and INT_MAX bytes");
   }
   auto users = MpiProcess::instance().users();
-  MPI_Comm duplicate = MPI_COMM_NULL;
-  check_setup(MPI_Comm_dup(comm, &duplicate), "MPI_Comm_dup");
-  engine_ = std::make_shared<ProgressEngine>(std::move(users), duplicate, options);
-  // Errors come back as codes, so that the transport can say which message failed.
-  check_setup(MPI_Comm_set_errhandler(duplicate, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
-  check_setup(MPI_Comm_rank(duplicate, &rank_), "MPI_Comm_rank");
-  check_setup(MPI_Comm_size(duplicate, &size_), "MPI_Comm_size");
   // MPI_TAG_UB is an attribute of MPI_COMM_WORLD, the same for every communicator.
   int* tag_upper_bound = nullptr;
   int found = 0;
   check_setup(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_upper_bound, &found), "MPI_Comm_get_attr(MPI_TAG_UB)");
   max_tag_ = found != 0 && tag_upper_bound != nullptr ? *tag_upper_bound : 32767;  // the least MPI allows
+  MPI_Comm duplicate = MPI_COMM_NULL;
+  check_setup(MPI_Comm_dup(comm, &duplicate), "MPI_Comm_dup");
+  engine_ = std::make_shared<ProgressEngine>(std::move(users), duplicate, options, max_tag_ - 1);
+  // Errors come back as codes, so that the transport can say which message failed.
+  check_setup(MPI_Comm_set_errhandler(duplicate, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  check_setup(MPI_Comm_rank(duplicate, &rank_), "MPI_Comm_rank");
+  check_setup(MPI_Comm_size(duplicate, &size_), "MPI_Comm_size");
   // The ranks sharing this machine's memory: those that share its cores.
   MPI_Comm local = MPI_COMM_NULL;
   check_setup(MPI_Comm_split_type(duplicate, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local),

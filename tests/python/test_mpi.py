@@ -706,6 +706,39 @@ time.sleep(2)
     assert not _crashed_ranks(output), output
 
 
+@pytest.mark.parametrize("ends_hetflow_first", [False, True])
+def test_finalizing_mpi_after_the_work_asks_to_end_hetflow_first(ends_hetflow_first):
+    # The work is done, but the context still lives (it keeps a receive of its own posted): told
+    # so, rather than counted as a transfer in flight; after hetflow.shutdown() MPI.Finalize is fine.
+    _mpirun_or_skip(needs_mpi4py=True)
+    code, output = _run_program(
+        f"""
+from mpi4py import MPI
+import numpy as np
+import hetflow, hetflow.mpi as hm
+hm.init(MPI.COMM_WORLD)
+x = hm.register(np.full(10, 3.0) if hm.rank() == 0 else np.zeros(10), owner=0)
+y = hm.register(np.zeros(10), owner=1)
+def copy(dst, src):
+    dst[...] = src
+hetflow.task_submit.options(executor="thread")(copy, hetflow.W(y), x)
+hm.wait_all()
+if {ends_hetflow_first}:
+    hetflow.shutdown()
+MPI.Finalize()
+print("finalized")
+"""
+    )
+    if ends_hetflow_first:
+        assert code == 0, output
+        assert output.count("finalized") == 2, output
+    else:
+        assert code != 0, output
+        assert "was still alive (its work was done): end every Context before MPI_Finalize" in output, output
+        assert "in Python call hetflow.shutdown()" in output, output
+        assert not _crashed_ranks(output), output
+
+
 def test_a_function_with_a_set_of_strings_is_the_same_work_on_every_rank_with_hetflow_mpi_check():
     # `mode in {"alpha", ...}` compiles to a frozenset constant, which printed its strings in the
     # order of their hashes, seeded per process: the ranks' checksums of one function differed,
