@@ -1155,8 +1155,8 @@ struct Context::Impl {
     end_posted_transfers();
   }
 
-  /// Claims `tag` for one piece of data (or its contributions).
-  /// Takes `tag` for `user` (what the error shows to the next one that asks for it).
+  /// Claims `tag` for one piece of data (or its contributions), described as `user` in the error
+  /// the next claim of it gets.
   void claim_tag(int tag, const char* caller, std::string user) {
     if (tag < 0 || tag >= farewell_tag()) {
       throw InvalidArgument(std::string("hetflow::mpi::Context::") + caller + ": tag " + std::to_string(tag) +
