@@ -378,9 +378,14 @@ def _submit(
 
 def _dumps_calls(calls: list) -> bytes:
     try:
-        return pickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
+        # Named by reference in __main__ (or __mp_main__): the worker processes, whose __main__ is
+        # not the host's, could not load it; cloudpickle sends those functions and classes by value.
+        if b"_main__" not in data:
+            return data
     except Exception:
-        return dumps_value(calls)  # cloudpickle: lambdas and classes of __main__ among the arguments
+        pass
+    return dumps_value(calls)  # cloudpickle: lambdas and classes of __main__ among the arguments
 
 
 _ChunkOutcome = Tuple[list, Optional[BaseException], Optional[str]]

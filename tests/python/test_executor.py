@@ -655,3 +655,42 @@ def test_an_executor_shut_down_without_waiting_gives_up_at_exit_after_the_exit_t
     assert result.returncode == 0, result.stderr
     assert "shut down" in result.stdout
     assert "exiting without" in result.stderr and "HETFLOW_EXIT_TIMEOUT" in result.stderr, result.stderr
+
+
+MAIN_SCRIPT_CLASSES_IN_CHUNKS = """
+import dataclasses, enum
+import hetflow
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+class Colour(enum.Enum):
+    RED = 1
+
+
+def describe(value):
+    return type(value).__name__, isinstance(value, (Point, Colour))
+
+
+if __name__ == "__main__":
+    with hetflow.Executor(2, executor="process") as executor:
+        print("map", list(executor.map(describe, [Point(1), Colour.RED, Point(2)], chunksize=3)))
+    print("hetflow.map", hetflow.map(describe, [Point(3), Colour.RED], chunksize=2, executor="process"))
+"""
+
+
+def test_process_map_chunks_send_the_main_scripts_classes_by_value(tmp_path):
+    """A chunk's calls pickle by reference to ``__main__`` in the host, which worker processes
+    cannot load: objects of the main script's classes among them travel by value, as they do
+    with chunksize=1 (and with ProcessPoolExecutor, whose workers import the main script)."""
+    import subprocess
+
+    script = tmp_path / "main_script.py"
+    script.write_text(MAIN_SCRIPT_CLASSES_IN_CHUNKS)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "map [('Point', True), ('Colour', True), ('Point', True)]" in result.stdout, result.stdout + result.stderr
+    assert "hetflow.map [('Point', True), ('Colour', True)]" in result.stdout, result.stdout + result.stderr
