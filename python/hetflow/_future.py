@@ -255,8 +255,15 @@ class Future(concurrent.futures.Future):
         as ``RuntimeError("task raised StopIteration")`` from it, as ``result()`` raises it)."""
         self._wait(timeout)
         self._settle()
-        error = None if self._failure is None else self._failure[0]
-        if error is not None and self.cancelled():
+        failure = self._failure
+        if failure is None:
+            return None
+        error = failure[0]
+        # With the task's own traceback, not that of the last raise: asyncio (wrap_future, so
+        # every await) re-raises what this returns, which would otherwise gather the frames (and
+        # locals) of every earlier await of this future.
+        error.__traceback__ = failure[1]
+        if self.cancelled():
             raise error  # concurrent.futures raises CancelledError here too
         return error
 

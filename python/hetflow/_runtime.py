@@ -42,7 +42,7 @@ from hetflow._serialize import (
 )
 
 EXECUTORS = ("thread", "process")
-_CO_COROUTINE = inspect.CO_COROUTINE
+_CO_ASYNC = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 # Far beyond any machine, yet small enough for the engine (and the system) to take.
 MAX_NCPUS = 4096
 MAX_NPROCS = 1024
@@ -1186,14 +1186,33 @@ def _coroutine_maker(func: Any) -> Optional[str]:
     return None
 
 
+def _async_generator_maker(func: Any) -> bool:
+    """Whether ``func`` (or what a partial calls, or an object's ``__call__``) is an async
+    generator function: its call only makes an async generator."""
+    while type(func) is functools.partial:
+        func = func.func
+    if inspect.isasyncgenfunction(func):
+        return True
+    if isinstance(func, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, type)):
+        return False
+    return inspect.isasyncgenfunction(getattr(type(func), "__call__", None))
+
+
 def refuse_async_function(func: Any, where: str) -> None:
     """TypeError for an ``async def`` function (or an object whose ``__call__`` is one, or a
     partial of either) given to run as a task: its call only makes a coroutine, which nothing
-    would await. A task whose body returns a coroutine all the same (a lambda over an async
-    function) fails with such a TypeError when it runs (the extension's thread task call, and
-    ``_call_resolved``)."""
-    if type(func) is types.FunctionType and not func.__code__.co_flags & _CO_COROUTINE and not func.__dict__:
+    would await; so for an async generator function, whose call only makes an async generator
+    (its body would run where it is iterated, not in the task). A task whose body returns a
+    coroutine all the same (a lambda over an async function) fails with such a TypeError when it
+    runs (the extension's thread task call, and ``_call_resolved``)."""
+    if type(func) is types.FunctionType and not func.__code__.co_flags & _CO_ASYNC and not func.__dict__:
         return  # the common case, quickly: a plain function, not marked (inspect.markcoroutinefunction)
+    if _async_generator_maker(func):
+        raise TypeError(
+            f"{where}: {getattr(func, '__qualname__', func)!r} is an async generator function: its call only makes "
+            "an async generator, whose body runs where it is iterated (async for), not in the task; submit a plain "
+            "function that iterates it (asyncio.run), or iterate it in your event loop"
+        )
     how = _coroutine_maker(func)
     if how is not None:
         raise TypeError(

@@ -258,6 +258,28 @@ def test_an_async_function_is_refused_as_a_task(executor):
     assert submit_on(executor)(add, 1, 2).result(timeout=30) == 3
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_an_async_generator_function_is_refused_as_a_task(executor):
+    """Its call only makes an async generator, whose body runs where it is iterated: a thread
+    task handed it back with nothing run, a process task failed, after running, to pickle it."""
+    import functools
+
+    async def numbers(count):
+        for number in range(count):
+            yield number
+
+    class Streamer:
+        async def __call__(self, count):
+            yield count
+
+    for func in (numbers, functools.partial(numbers, 3), Streamer()):
+        with pytest.raises(TypeError, match="is an async generator function.*async for"):
+            submit_on(executor)(func, 3)
+    with pytest.raises(TypeError, match=r"hetflow.delayed: .*numbers.* is an async generator function"):
+        hetflow.delayed(numbers)
+    assert submit_on(executor)(add, 1, 2).result(timeout=30) == 3
+
+
 def test_an_async_function_is_refused_by_offload_delayed_and_the_joblib_front():
     """Where a function is given to run elsewhere, as for task_submit: at the decorator, or when
     the call is described (it gave an unpicklable coroutine, or coroutines never awaited)."""
@@ -418,3 +440,61 @@ def test_map_over_a_call_that_raises_stop_iteration_raises_runtime_error(executo
         with pytest.raises(RuntimeError, match="^task raised StopIteration$") as info:
             next(results)
     assert _is_stop_iteration_error(info.value)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_awaiting_a_failed_future_again_does_not_grow_its_traceback(executor):
+    # Each await raised the one error with the traceback it had when the await began, the
+    # frames of every earlier await (and their locals) included: it grew with each await.
+    future = submit_on(executor)(fail, "again")
+
+    def depth(error):
+        count, tb = 0, error.__traceback__
+        while tb is not None:
+            count, tb = count + 1, tb.tb_next
+        return count
+
+    async def main():
+        depths = []
+        for _ in range(20):
+            try:
+                await future
+            except ValueError as error:
+                depths.append(depth(error))
+        try:
+            await asyncio.wrap_future(future)
+        except ValueError as error:
+            depths.append(depth(error))
+        return depths
+
+    depths = run(main())
+    assert max(depths) <= depths[0] + 1, depths
+
+
+def test_tasks_left_behind_a_shield_are_cancelled_at_the_end_of_asyncio_run_unless_wrapped():
+    # asyncio wraps a hetflow future in a Task (shield, gather, as_completed, wait_for), and
+    # asyncio.run cancels the Tasks left when its coroutine returns (as the docs say); a future
+    # given through asyncio.wrap_future is not a Task, and its task goes on, as a
+    # concurrent.futures one does.
+    hetflow.shutdown()
+    hetflow.init(ncpus=1, executor="thread")
+    release = threading.Event()
+
+    def left(wrap):
+        async def main():
+            busy = hetflow.submit(release.wait, 20)  # keeps the only worker until released
+            queued = hetflow.submit(add, 1, 2)
+            awaited = asyncio.wrap_future(queued) if wrap else queued
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(awaited), 0.05)
+            return busy, queued
+
+        busy, queued = asyncio.run(main())
+        release.set()
+        busy.result(timeout=30)
+        release.clear()
+        return queued
+
+    assert left(wrap=True).result(timeout=30) == 3
+    with pytest.raises(hetflow.CancelledError):
+        left(wrap=False).result(timeout=30)
