@@ -272,6 +272,12 @@ def run_kernel(launch: int, cores: Tuple[int, ...], func: Callable[..., Any], ar
     _kernel_thread = threading.get_ident()
     _before_kernel = frozenset(thread.ident for thread in threading.enumerate() if thread.ident is not None)
     _launch = (launch, tuple(cores))
+    # A kernel of the host's main script travels by value (as an argument, not as a task's
+    # function): its code names its file again, so that its traceback shows the script's lines.
+    from hetflow._worker import _with_its_source_file
+
+    _with_its_source_file(func)
+    _with_its_source_file(_innermost(func))
     namespaces = _namespaces(func)
     given = dict(device_data)
     # What the names held before: put back after the kernel, so that the globals of the kernel's
@@ -312,6 +318,12 @@ def _namespaces(func: Any) -> list:
             found.append(namespace)
 
     add(func)
+    add(_innermost(func))
+    return found
+
+
+def _innermost(func: Any) -> Any:
+    """The function the user wrote where the kernel ``func`` only leads there (see _namespaces)."""
     inner = func
     for _ in range(100):  # a partial of a method of a partial...
         if isinstance(inner, functools.partial):
@@ -329,8 +341,7 @@ def _namespaces(func: Any) -> list:
             inner = type(inner).__call__
         else:
             break
-    add(inner)
-    return found
+    return inner
 
 
 def store(name: str, value: Any) -> None:

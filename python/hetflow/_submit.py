@@ -134,7 +134,8 @@ class DelayedFunction:
     def __get__(self, instance: Any, owner: Optional[type] = None) -> "DelayedFunction":
         # On a method: the call gets its instance first, as the plain method would (and so do
         # the calls of .options(), which a bound method would hand the unbound function).
-        if instance is None:
+        # A staticmethod (``@delayed`` above ``@staticmethod``) gets no instance.
+        if instance is None or isinstance(self.func, staticmethod):
             return self
         return DelayedFunction(functools.partial(self.func, instance), self._options, self.access)
 

@@ -253,8 +253,11 @@ def _renamed(code: Any, source: str) -> Any:
 
 
 def _task_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
-    """``tb`` without its leading frames of this module (the worker's own)."""
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    """``tb`` without its leading frames of this module (the worker's own) and the one that runs
+    an offload kernel."""
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename == __file__ or tb.tb_frame.f_code is _kernel.run_kernel.__code__
+    ):
         tb = tb.tb_next
     return tb
 

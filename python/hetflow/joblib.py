@@ -21,8 +21,10 @@ To run existing joblib code on hetflow::
 """
 from __future__ import annotations
 
+import bisect
 import difflib
 import multiprocessing
+import numbers
 import time
 import types
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -63,8 +65,9 @@ def block_count(n_jobs: Optional[int]) -> int:
     """How many blocks ``n_jobs`` means: negative counts from the number of CPUs (-1: all)."""
     if n_jobs is None:
         return 1
-    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool):
+    if not isinstance(n_jobs, numbers.Integral) or isinstance(n_jobs, bool):
         raise TypeError(f"hetflow.joblib: n_jobs must be an int, not {n_jobs!r}")
+    n_jobs = int(n_jobs)  # a numpy integer too, as joblib takes it
     if n_jobs == 0:
         raise ValueError("hetflow.joblib: n_jobs=0 has no meaning; use 1 or more, or -1 for all CPUs")
     if n_jobs > 0:
@@ -101,6 +104,44 @@ def _run_same(function: Callable[..., Any], arguments: Sequence[tuple], *data: A
     if data:
         arguments = _put_back(list(arguments), True, data)
     return [function(*args) for args in arguments]
+
+
+def _beside_written(lifts: Callable[[Any], bool], calls: Sequence[DelayedCall], kind: str) -> Callable[[Any], bool]:
+    """``lifts``, and also the arrays sharing a byte with one the calls write (``hetflow.W``,
+    ``RW``, ``REDUX``): were such an array, never used by a task before, sent in its block by
+    value, a call would read it as it was at submission, not as the calls before it (in its block
+    or an earlier one) wrote it."""
+    from hetflow._arrays import Access, span
+
+    written = []
+    for call in calls:
+        for value in (*call.args, *call.kwargs.values()):
+            if type(value) is Access and value.mode != "R" and is_array(value.value) and value.value.size:
+                low, nbytes, _ = span(value.value)
+                written.append((low, low + nbytes))
+    if not written:
+        return lifts
+    merged: List[List[int]] = []  # the written byte ranges, merged, in increasing order
+    for start, stop in sorted(written):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    starts = [start for start, _ in merged]
+
+    def lift(array: Any) -> bool:
+        if lifts(array):
+            return True
+        if kind == "process" and array.dtype.hasobject:
+            return False  # an object array cannot be task data in a worker process
+        low, nbytes, _ = span(array)
+        if not nbytes:
+            return False
+        # The last written range starting before this array ends: it meets the array if it ends after its start.
+        index = bisect.bisect_left(starts, low + nbytes) - 1
+        return index >= 0 and merged[index][1] > low
+
+    return lift
 
 
 def _lift_block(block: Sequence[DelayedCall], lifts: Callable[[Any], bool]) -> Tuple[List[DelayedCall], tuple]:
@@ -355,7 +396,11 @@ class Parallel:
         if self.mode == "future":
             return self._as_future(futures)
         if self.return_as != "list":
-            return self._generate(futures, spans, ordered=self.return_as == "generator")
+            output = self._generate(futures, spans, ordered=self.return_as == "generator")
+            # Started up to its first yield (as joblib starts its own): closing or losing it before
+            # its first result runs its ``finally`` too, which cancels the blocks not started.
+            next(output)
+            return output
         results = self._wait(futures, spans)
         if isinstance(iterable, DelayedCall):
             return _gather(results, spans)
@@ -369,7 +414,8 @@ class Parallel:
     def _submit_blocks(self, calls: List[DelayedCall], blocks: int) -> Tuple[List[Future], List[Tuple[int, int]]]:
         name = getattr(calls[0].function, "__name__", "block") if calls else "block"
         runtime = _runtime.current()
-        lifts = _lifts(runtime, self.executor or runtime.executor, waited=self.mode == "normal")
+        kind = self.executor or runtime.executor
+        lifts = _beside_written(_lifts(runtime, kind, waited=self.mode == "normal"), calls, kind)
         futures = []
         spans = []
         start = 0
@@ -413,6 +459,9 @@ class Parallel:
                 for index in range(len(futures)):
                     self._wait_for(futures, index, spans)
         except BaseException:
+            # A block failed (or the wait was interrupted): the loop is over, as in joblib and
+            # hetflow.map, so the blocks not started do not run behind the caller's back.
+            self._give_up(futures)
             if bar is not None:
                 bar.close()
             raise
@@ -469,11 +518,13 @@ class Parallel:
 
     def _generate(self, futures: List[Future], spans: List[Tuple[int, int]], ordered: bool) -> Iterator[Any]:
         """return_as='generator' (ordered) or 'generator_unordered': the results of each block as
-        it finishes; closing the generator early cancels the blocks not started."""
+        it finishes; closing or losing the generator early (before its first result too) cancels
+        the blocks not started."""
         import concurrent.futures
 
         bar = self._progress_bar(futures)
         try:
+            yield None  # taken by __call__, which starts the generator
             if ordered:
                 for index, future in enumerate(futures):
                     self._wait_for(futures, index, spans)

@@ -405,8 +405,11 @@ class OffloadedFunction:
         self.__wrapped__ = func
 
     def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
-        # On a method: the kernel gets its instance (a copy, on each core) first.
-        return self if instance is None else types.MethodType(self, instance)
+        # On a method: the kernel gets its instance (a copy, on each core) first; not on a
+        # staticmethod (``@offload`` above ``@staticmethod``), which gets no instance.
+        if instance is None or isinstance(self.func, staticmethod):
+            return self
+        return types.MethodType(self, instance)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         taken = {name: kwargs[name] for name in _LAUNCH_OPTIONS if name in kwargs}

@@ -42,6 +42,14 @@ def test_bad_n_jobs():
         hj.block_count(-10)
     with pytest.raises(ValueError, match="mode must be"):
         hj.Parallel(mode="eventually")
+    with pytest.raises(TypeError, match="n_jobs must be an int"):
+        hj.block_count(True)
+
+
+def test_n_jobs_may_be_a_numpy_integer():
+    # Refused ("n_jobs must be an int, not np.int64(2)"), where joblib takes it.
+    assert hj.block_count(np.int64(2)) == 2 and hj.block_count(np.int32(-1)) == 3
+    assert hj.Parallel(n_jobs=np.int64(2))(hj.delayed(square)(i) for i in range(4)) == [0, 1, 4, 9]
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
@@ -642,3 +650,57 @@ def test_returned_inputs_keep_their_byte_order(joblib):
     big_endian = np.arange(300_000, dtype=">i4")
     returned = joblib.Parallel(n_jobs=2, backend="hetflow")(joblib.delayed(same)(big_endian) for _ in range(2))
     assert all(type(r) is np.ndarray and r.dtype == big_endian.dtype and (r == big_endian).all() for r in returned)
+
+
+def copy_into(destination, source):
+    destination[...] = source
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+@pytest.mark.parametrize("n_jobs", [1, 3])
+@pytest.mark.parametrize("make", [np.arange, lambda n: hetflow.array(np.arange(n))], ids=["numpy", "shared"])
+def test_a_call_reads_what_the_calls_before_it_wrote_beside_it(executor, n_jobs, make):
+    # An array no task had used travelled in its block by value, pickled at submission: with
+    # the process executor, a call reading a view that an earlier call of the loop (in its block
+    # or an earlier one) wrote through a mark got the values from before the loop.
+    data = make(30).astype(float)
+    expected = data.copy()
+    steps = range(0, 24, 3)
+    hj.Parallel(n_jobs=n_jobs, executor=executor)(
+        hj.delayed(copy_into)(hetflow.W(data[i + 2 : i + 4]), data[i : i + 2]) for i in steps
+    )
+    for i in steps:
+        expected[i + 2 : i + 4] = expected[i : i + 2].copy()
+    np.testing.assert_array_equal(data, expected)
+    shifted = make(12).astype(float)
+    expected = shifted.copy()
+    hj.Parallel(n_jobs=n_jobs, executor=executor)(
+        hj.delayed(copy_into)(destination=hetflow.W(shifted[i + 1 : i + 3]), source=shifted[i : i + 2]) for i in range(8)
+    )
+    for i in range(8):
+        expected[i + 1 : i + 3] = expected[i : i + 2].copy()
+    np.testing.assert_array_equal(shifted, expected)
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_a_failed_block_cancels_the_blocks_not_started(executor, tmp_path):
+    # The list-returning loop raised the first failure and left the blocks not started to run
+    # behind the caller's back (all 49 others ran), unlike joblib, hetflow.map and its own
+    # generator and timeout paths.
+    with pytest.raises(KeyError, match="call 0 failed"):
+        hj.Parallel(n_jobs=50, executor=executor)(hj.delayed(slow_marked)(i, str(tmp_path), 0) for i in range(50))
+    assert _ran(tmp_path) < 25
+
+
+@pytest.mark.parametrize("return_as", ["generator", "generator_unordered"])
+@pytest.mark.parametrize("abandon", ["close", "lose"])
+def test_a_generator_abandoned_before_its_first_result_cancels_the_blocks_not_started(return_as, abandon, tmp_path):
+    # A generator never started ignores close(), and one lost runs no finally: every block ran.
+    output = hj.Parallel(n_jobs=50, executor="thread", return_as=return_as)(
+        hj.delayed(slow_marked)(i, str(tmp_path), -1) for i in range(50)
+    )
+    if abandon == "close":
+        output.close()
+    else:
+        del output
+    assert _ran(tmp_path) < 25

@@ -672,6 +672,19 @@ def test_offload_on_a_method_gets_its_instance():
     assert Scaler(10).add_k(2) == [12, 12]
 
 
+class StaticKernel:
+    @offload(target=[0, 1])
+    @staticmethod
+    def twice(x):
+        return 2 * x
+
+
+def test_offload_over_a_staticmethod_gets_no_instance():
+    # It was given the instance all the same: "twice() takes 1 positional argument but 2 were given".
+    assert StaticKernel().twice(3) == [6, 6]
+    assert StaticKernel.twice(4) == [8, 8]
+
+
 def test_an_asynchronous_launch_can_be_awaited():
     import asyncio
 
@@ -960,3 +973,40 @@ def test_device_data_does_not_stay_in_the_globals_of_the_kernels_module():
     run = hetflow.task_submit.options(executor="process")
     assert [run(times_module_scale, 1).result(timeout=60) for _ in range(2 * CORES)] == [2] * (2 * CORES)
     assert offload(times_module_scale)(1) == [10] * CORES  # the kernels still get it
+
+
+def test_a_kernels_traceback_shows_the_scripts_file_and_lines(tmp_path):
+    # A kernel of the main script travels by value as run_kernel's argument (not as a task's
+    # function, whose code is renamed back): its traceback showed <dynamic-code> and no line, and
+    # began with hetflow's run_kernel frame.
+    from hf_subprocess import run_script
+
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import functools
+import hetflow
+
+def inner(x):
+    return 1 / x
+
+@hetflow.offload
+def kernel(x):
+    return inner(x - 1)
+
+hetflow.init(ncpus=2)
+for launch in (kernel, hetflow.offload(functools.partial(kernel.__wrapped__, 1)), hetflow.offload(lambda: inner(0))):
+    try:
+        launch(1, target=[1]) if launch is kernel else launch(target=[1])
+    except ZeroDivisionError as error:
+        print(error.__cause__)
+        print("-----")
+""",
+    )
+    assert rc == 0, err
+    assert "<dynamic-code>" not in out, out
+    assert "run_kernel" not in out, out
+    tracebacks = out.split("-----")[:3]
+    assert len(tracebacks) == 3, out
+    for text in tracebacks:
+        assert re.search(r'script\.py", line \d+, in inner\n\s+return 1 / x', text), text

@@ -525,6 +525,21 @@ def test_delayed_on_a_method_gets_its_instance(executor):
     assert Model(10).scale.options(priority=1)(3).result(timeout=60) == 30  # options kept the instance
 
 
+class WithStatic:
+    @hetflow.delayed
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_delayed_over_a_staticmethod_gets_no_instance(executor):
+    # It was given the instance all the same: "double() takes 1 positional argument but 2 were given".
+    hetflow.init(ncpus=2, executor=executor)
+    assert WithStatic().double(4).result(timeout=60) == 8
+    assert WithStatic.double(5).result(timeout=60) == 10
+
+
 async def await_mul(x):
     return await mul(x, 2)
 
@@ -540,3 +555,4 @@ def test_a_coroutine_inside_a_task_awaits_a_delayed_call(executor):
     # Inside a task a delayed call gives its value, but a coroutine there awaits it, as outside
     # (in a process task too, where it was the plain function: "int can't be used in 'await'").
     assert submit_on(executor)(run_coroutine_in_a_task, 4).result(timeout=30) == 8
+
