@@ -21,7 +21,17 @@ PyObject* call_or_throw(PyObject* callable, PyObject* args, PyObject* freeze) {
 }
 
 PyObject* call_task_or_throw(PyObject* callable, PyObject* args, PyObject* kwargs, PyObject* freeze) {
+  // A contextvars context of its own: what a task sets there (a ContextVar, decimal's precision)
+  // reached the next tasks of its thread while the thread kept the GIL, and a task that thread
+  // ran while this one waited, whose result then depended on where it ran.
+  PyObject* context = PyContext_New();
+  if (context == nullptr || PyContext_Enter(context) != 0) {
+    Py_XDECREF(context);
+    throw_python_error(freeze);
+  }
   PyObject* value = args == nullptr ? PyObject_CallNoArgs(callable) : PyObject_Call(callable, args, kwargs);
+  PyContext_Exit(context);
+  Py_DECREF(context);
   if (value == nullptr) throw_python_error(freeze);
   if (!PyCoro_CheckExact(value)) return value;
   // Rare: the error (and the coroutine closed, so that it does not warn) comes from Python.

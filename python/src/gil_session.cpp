@@ -1,5 +1,7 @@
 #include "gil_session.hpp"
 
+#include <utility>
+
 #include "finalizing.hpp"
 
 namespace hetflow::python {
@@ -26,6 +28,26 @@ PyObject* set_running_loop(PyObject* loop) {
   return before;
 }
 
+// What threading.Thread does as a thread starts: the hooks of threading.settrace() and
+// threading.setprofile() (coverage.py's, a profiler's) apply to the tasks this thread runs too.
+// A session's thread state is new, so each session applies them again.
+void apply_threading_hooks() {
+  PyObject* threading = PyDict_GetItemString(PyImport_GetModuleDict(), "threading");  // borrowed
+  if (threading == nullptr) return;
+  for (const auto& [getter, setter] : {std::pair{"gettrace", "settrace"}, std::pair{"getprofile", "setprofile"}}) {
+    PyObject* hook = PyObject_CallMethod(threading, getter, nullptr);
+    if (hook != nullptr && hook != Py_None) {
+      if (PyObject* done = PySys_GetObject(setter) != nullptr
+                               ? PyObject_CallFunctionObjArgs(PySys_GetObject(setter), hook, nullptr)
+                               : nullptr) {
+        Py_DECREF(done);
+      }
+    }
+    Py_XDECREF(hook);
+    PyErr_Clear();
+  }
+}
+
 }  // namespace
 
 GilSession::Guard::Guard() {
@@ -33,6 +55,7 @@ GilSession::Guard::Guard() {
   if (!session_open) {
     session_state = ensure_gil();
     session_open = true;
+    apply_threading_hooks();
     return;
   }
   // The session is open but an outer task on this thread released the GIL to wait (and this

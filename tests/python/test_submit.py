@@ -556,3 +556,83 @@ def test_a_coroutine_inside_a_task_awaits_a_delayed_call(executor):
     # (in a process task too, where it was the plain function: "int can't be used in 'await'").
     assert submit_on(executor)(run_coroutine_in_a_task, 4).result(timeout=30) == 8
 
+
+TRACED_THREAD_TASKS = """
+import sys, threading
+import hetflow
+
+calls = []
+
+
+def tracer(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "task_body":
+        calls.append(threading.current_thread() is not threading.main_thread())
+    return None
+
+
+def profiler(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "task_body":
+        calls.append("profiled")
+
+
+def task_body(i):
+    return threading.current_thread() is not threading.main_thread()
+
+
+threading.settrace(tracer)
+threading.setprofile(profiler)
+hetflow.init(ncpus=2)
+futures = [hetflow.task_submit.options(executor="thread")(task_body, i) for i in range(20)]
+off_main = sum(f.result() for f in futures)  # a waiting main thread may run some itself, untraced
+print(off_main, calls.count(True), calls.count("profiled"))
+"""
+
+
+def test_thread_tasks_see_the_hooks_of_threading_settrace_and_setprofile():
+    """As threads that threading starts do: coverage.py and profilers see the code thread tasks
+    run (they saw none of it)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", TRACED_THREAD_TASKS], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    off_main, traced, profiled = (int(word) for word in result.stdout.split())
+    assert off_main > 0 and traced == off_main and profiled == off_main, result.stdout + result.stderr
+
+
+REQUEST = None  # a contextvars.ContextVar, made by the test below
+
+
+def _set_request_and_read_the_one_before(value):
+    before = REQUEST.get()
+    REQUEST.set(value)
+    return before
+
+
+def _seventh():
+    import decimal
+
+    return str(decimal.Decimal(1) / decimal.Decimal(7))
+
+
+def _seventh_inside_a_task_of_low_precision():
+    import decimal
+
+    decimal.getcontext().prec = 4
+    return hetflow.task_submit.options(executor="thread")(_seventh).result(timeout=60)
+
+
+def test_each_thread_task_runs_in_a_contextvars_context_of_its_own():
+    # What a task set was seen by the next tasks of its worker thread while it kept the GIL, and
+    # by a task its thread ran while it waited (a division at the waiting task's precision).
+    import contextvars
+    import decimal
+
+    global REQUEST
+    REQUEST = contextvars.ContextVar("request", default="unset")
+    hetflow.init(ncpus=1, executor="thread")
+    submit = hetflow.task_submit.options(executor="thread")
+    futures = [submit(_set_request_and_read_the_one_before, i) for i in range(50)]
+    assert [f.result(timeout=60) for f in futures] == ["unset"] * 50
+    default = str(decimal.Context().divide(decimal.Decimal(1), decimal.Decimal(7)))
+    assert submit(_seventh_inside_a_task_of_low_precision).result(timeout=60) == default
