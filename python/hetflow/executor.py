@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import bisect
 import concurrent.futures
 import functools
 import math
@@ -16,7 +17,7 @@ from types import CoroutineType
 from typing import Any, Callable, Generator, Iterable, Iterator, List, Optional, Tuple, Union
 
 from hetflow import _main_globals, _runtime
-from hetflow._arrays import Access
+from hetflow._arrays import Access, span
 from hetflow._errors import returned_coroutine, same_exception, task_exception
 from hetflow._future import Future
 from hetflow._progress import Progress
@@ -342,12 +343,12 @@ def _submit(
         chunksize = max(1, math.ceil(len(calls) / (_CHUNKS_PER_WORKER * _workers(runtime, kind))))
     name = getattr(fn, "__name__", None) or type(fn).__name__
     chunks: List[Tuple[Future, int]] = []
-    lifts = _lifts(runtime, kind, waited)
     try:
         if chunksize == 1:
             for call in calls:
                 chunks.append((runtime.submit(fn, call if star else (call,), {}, executor=executor), 0))
             return chunks
+        lifts = _lifts(runtime, kind, waited, (value for call in calls for value in call) if star else calls)
         if kind == "process":
             # Pickled here, once per chunk: the task's arguments are then plain bytes, which
             # take the engine's shortest path.
@@ -435,21 +436,54 @@ def _lift_data(part: list, star: bool, lifts: Callable[[Any], bool]) -> Tuple[li
     return (lifted, tuple(data)) if data else (part, ())
 
 
-def _lifts(runtime: _runtime.Runtime, kind: str, waited: bool) -> Callable[[Any], bool]:
-    """Which arrays among a chunk's arguments ``_lift_data`` makes task data. A thread task reads
-    the array itself, so all of them, unless the calls are waited for before the program goes on
-    (``hetflow.map``). Otherwise (a process task gets a copy pickled now, or the program waits),
-    those whose memory tasks of this runtime have used, whose earlier writers the calls must
-    wait for; other arrays travel in the calls (object arrays too, which cannot be task data in a
-    worker process), which costs no registration."""
+def _lifts(runtime: _runtime.Runtime, kind: str, waited: bool, values: Iterable[Any]) -> Callable[[Any], bool]:
+    """Which arrays among the calls' argument ``values`` ``_lift_data`` makes task data. A
+    thread task reads the array itself, so all of them, unless the calls are waited for before
+    the program goes on (``hetflow.map``). Otherwise (a process task gets a copy pickled now, or
+    the program waits), those whose memory tasks of this runtime have used, whose earlier writers
+    the calls must wait for, and those that share a byte with one the calls write through a mark
+    (``W``, ``RW``, ``REDUX``), which a call must read as the calls before it wrote it (a copy
+    pickled now, or a thread reading beside a writer, read what was there before). Other arrays
+    travel in the calls (object arrays too, which cannot be task data in a worker process), which
+    costs no registration."""
     if kind == "thread" and not waited:
         return lambda array: True
     handles = runtime._handles
-    if handles is None:
-        return lambda array: False
-    if kind == "process":
-        return lambda array: not array.dtype.hasobject and handles.known(array)
-    return handles.known
+    known: Callable[[Any], bool] = (lambda array: False) if handles is None else handles.known
+    written = _written_ranges(values)
+
+    def lifts(array: Any) -> bool:
+        if kind == "process" and array.dtype.hasobject:
+            return False
+        return known(array) or (bool(written) and _meets(written, array))
+
+    return lifts
+
+
+def _written_ranges(values: Iterable[Any]) -> List[List[int]]:
+    """The byte ranges [start, stop) the access marks among ``values`` write, merged, in order."""
+    ranges = []
+    for value in values:
+        if type(value) is Access and value.mode != "R" and is_array(value.value) and value.value.size:
+            low, nbytes, _ = span(value.value)
+            ranges.append((low, low + nbytes))
+    merged: List[List[int]] = []
+    for start, stop in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return merged
+
+
+def _meets(ranges: List[List[int]], array: Any) -> bool:
+    """Whether ``array``'s span shares a byte with one of the merged ``ranges``."""
+    low, nbytes, _ = span(array)
+    if not nbytes:
+        return False
+    # The last range starting before the array ends meets it if it ends after the array starts.
+    index = bisect.bisect_left(ranges, [low + nbytes]) - 1
+    return index >= 0 and ranges[index][1] > low
 
 
 def _put_back(calls: list, star: bool, data: tuple) -> list:

@@ -21,7 +21,6 @@ To run existing joblib code on hetflow::
 """
 from __future__ import annotations
 
-import bisect
 import difflib
 import multiprocessing
 import numbers
@@ -104,44 +103,6 @@ def _run_same(function: Callable[..., Any], arguments: Sequence[tuple], *data: A
     if data:
         arguments = _put_back(list(arguments), True, data)
     return [function(*args) for args in arguments]
-
-
-def _beside_written(lifts: Callable[[Any], bool], calls: Sequence[DelayedCall], kind: str) -> Callable[[Any], bool]:
-    """``lifts``, and also the arrays sharing a byte with one the calls write (``hetflow.W``,
-    ``RW``, ``REDUX``): were such an array, never used by a task before, sent in its block by
-    value, a call would read it as it was at submission, not as the calls before it (in its block
-    or an earlier one) wrote it."""
-    from hetflow._arrays import Access, span
-
-    written = []
-    for call in calls:
-        for value in (*call.args, *call.kwargs.values()):
-            if type(value) is Access and value.mode != "R" and is_array(value.value) and value.value.size:
-                low, nbytes, _ = span(value.value)
-                written.append((low, low + nbytes))
-    if not written:
-        return lifts
-    merged: List[List[int]] = []  # the written byte ranges, merged, in increasing order
-    for start, stop in sorted(written):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], stop)
-        else:
-            merged.append([start, stop])
-    starts = [start for start, _ in merged]
-
-    def lift(array: Any) -> bool:
-        if lifts(array):
-            return True
-        if kind == "process" and array.dtype.hasobject:
-            return False  # an object array cannot be task data in a worker process
-        low, nbytes, _ = span(array)
-        if not nbytes:
-            return False
-        # The last written range starting before this array ends: it meets the array if it ends after its start.
-        index = bisect.bisect_left(starts, low + nbytes) - 1
-        return index >= 0 and merged[index][1] > low
-
-    return lift
 
 
 def _lift_block(block: Sequence[DelayedCall], lifts: Callable[[Any], bool]) -> Tuple[List[DelayedCall], tuple]:
@@ -415,7 +376,7 @@ class Parallel:
         name = getattr(calls[0].function, "__name__", "block") if calls else "block"
         runtime = _runtime.current()
         kind = self.executor or runtime.executor
-        lifts = _beside_written(_lifts(runtime, kind, waited=self.mode == "normal"), calls, kind)
+        lifts = _lifts(runtime, kind, self.mode == "normal", (value for args in _flat(calls) for value in args))
         futures = []
         spans = []
         start = 0

@@ -694,3 +694,30 @@ def test_process_map_chunks_send_the_main_scripts_classes_by_value(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "map [('Point', True), ('Colour', True), ('Point', True)]" in result.stdout, result.stdout + result.stderr
     assert "hetflow.map [('Point', True), ('Colour', True)]" in result.stdout, result.stdout + result.stderr
+
+
+def copy_into(destination, source):
+    destination[...] = source
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("chunksize", [8, 3])
+def test_map_reads_an_array_beside_what_earlier_calls_write_as_they_wrote_it(kind, chunksize):
+    # Each call shifts two elements up by one: a read view that overlaps the views the calls
+    # write (through hetflow.W) was pickled at submission into a process chunk (stale values),
+    # or read by a thread chunk beside the chunk writing it (not ordered after it).
+    import numpy as np
+
+    expected = np.arange(12.0)
+    for i in range(8):
+        expected[i + 1 : i + 3] = expected[i : i + 2].copy()
+    hetflow.init(ncpus=2, nprocs=2)
+    values = np.arange(12.0)
+    writes = [hetflow.W(values[i + 1 : i + 3]) for i in range(8)]
+    hetflow.map(copy_into, writes, [values[i : i + 2] for i in range(8)], chunksize=chunksize, executor=kind)
+    np.testing.assert_array_equal(values, expected)
+    with hetflow.Executor(2, executor=kind) as executor:
+        values = np.arange(12.0)
+        writes = [hetflow.W(values[i + 1 : i + 3]) for i in range(8)]
+        list(executor.map(copy_into, writes, [values[i : i + 2] for i in range(8)], chunksize=chunksize))
+    np.testing.assert_array_equal(values, expected)
