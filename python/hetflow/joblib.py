@@ -55,6 +55,22 @@ def delayed(function: Callable[..., Any]) -> Callable[..., DelayedCall]:
     return describe
 
 
+def _as_delayed_call(call: Any) -> DelayedCall:
+    """A call of ``delayed``, or of joblib's own ``joblib.delayed`` (a plain tuple ``(function,
+    args, kwargs)``), as a DelayedCall."""
+    if isinstance(call, DelayedCall):
+        return call
+    if (
+        type(call) is tuple
+        and len(call) == 3
+        and callable(call[0])
+        and isinstance(call[1], tuple)
+        and isinstance(call[2], dict)
+    ):
+        return delayed(call[0])(*call[1], **call[2])
+    raise TypeError(f"hetflow.joblib.Parallel: expected delayed(f)(...) calls, got {type(call).__name__}")
+
+
 def cpu_count() -> int:
     """The number of CPU workers of the runtime."""
     return _runtime.current().ncpus
@@ -347,12 +363,7 @@ class Parallel:
                 )
             futures, spans = self._submit_cut(iterable, blocks)
         else:
-            calls = list(iterable)
-            for call in calls:
-                if not isinstance(call, DelayedCall):
-                    raise TypeError(
-                        f"hetflow.joblib.Parallel: expected delayed(f)(...) calls, got {type(call).__name__}"
-                    )
+            calls = [_as_delayed_call(call) for call in iterable]
             futures, spans = self._submit_blocks(calls, blocks)
         if self.mode == "future":
             return self._as_future(futures)

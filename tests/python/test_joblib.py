@@ -146,6 +146,17 @@ def test_cut_arrays_of_different_lengths_are_refused():
 def test_not_delayed_calls_are_refused():
     with pytest.raises(TypeError, match="expected delayed"):
         hj.Parallel(n_jobs=2)([square])
+    with pytest.raises(TypeError, match="expected delayed"):
+        hj.Parallel(n_jobs=2)([(square, [1], {})])  # a tuple, but not one joblib.delayed makes
+
+
+def test_calls_of_joblibs_own_delayed_run():
+    # joblib.delayed(f)(x) is the plain tuple (f, (x,), {}): code written for joblib passes it.
+    joblib = pytest.importorskip("joblib", reason="joblib is an optional dependency")
+    out = np.zeros(2)
+    calls = [joblib.delayed(square)(i) for i in range(6)] + [joblib.delayed(add_into)(np.ones(2), np.ones(2), hetflow.W(out))]
+    assert hj.Parallel(n_jobs=2)(calls) == [0, 1, 4, 9, 16, 25, None]
+    np.testing.assert_array_equal(out, [2.0, 2.0])
 
 
 def test_perfmodel_records_block_lengths(tmp_path, monkeypatch):
