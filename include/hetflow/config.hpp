@@ -28,6 +28,7 @@ class Driver;
 /// | simulate      | HETFLOW_SIMULATE   | none: a machine description (JSON) to simulate    |
 /// | memory_limits | HETFLOW_MEMORY_LIMITS | none: bytes per memory node, "1:64M,2:1G"     |
 /// | spare_threads | HETFLOW_SPARE_THREADS | 4096: threads that may stand in for workers whose task waits |
+/// | worker_stack_bytes | HETFLOW_WORKER_STACK | 0: the system's default stack for the threads that run CPU tasks |
 struct HETFLOW_API Config {
   std::optional<unsigned> ncpus;
   std::optional<std::string> scheduler;
@@ -49,6 +50,10 @@ struct HETFLOW_API Config {
   /// the waiting one, on its stack, which hangs if one of them waits for a task that needs the
   /// one below to end.
   std::optional<unsigned> spare_threads;
+  /// The stack size of the threads that run CPU tasks (the workers' and the spare ones): 0 for
+  /// the system's default (the stack limit, usually 8 MiB), else 64 KiB to 16 GiB. Deep
+  /// recursion in tasks needs more (Python's hetflow.init takes threading.stack_size()).
+  std::optional<std::size_t> worker_stack_bytes;
   /// Extra kinds of workers (each driver brings its own), beside the CPU workers. A driver object
   /// serves one live runtime, once: InvalidArgument for one listed twice or still serving another.
   std::vector<std::shared_ptr<ext::Driver>> drivers;

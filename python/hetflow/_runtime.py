@@ -402,6 +402,7 @@ class Runtime:
             devices=devices,
             memory_limits=settings.memory_limits or {},
             lazy_processes=self.lazy_processes,
+            worker_stack_bytes=_thread_stack_size(),
         )
         # Called wherever the program learns that tasks ended (a wait, done(), a callback): it
         # may then write its arrays directly, so device copies made before are not trusted.
@@ -1366,6 +1367,15 @@ def inside_a_task() -> bool:
 # Why no new runtime may start in this process, if none may: hetflow.mpi's arrays would be plain
 # arrays to it, and tasks over them would run on every rank instead of on their owners.
 refusal_to_start: Optional[str] = None
+
+
+def _thread_stack_size() -> Optional[int]:
+    """The stack threading's new threads get (threading.stack_size()), for the engine's threads,
+    which run thread tasks (64 KiB at least, which the engine's own frames need beside the
+    task's); None for the system's default."""
+    size = threading.stack_size()  # which also sets it back to the default: restored
+    threading.stack_size(size)
+    return max(size, 64 << 10) if size else None
 
 
 def current() -> Runtime:

@@ -431,7 +431,8 @@ class PyRuntime {
             std::vector<std::string> worker_command, std::vector<std::string> worker_environment,
             std::optional<unsigned> spin_us, nb::callable dumps, nb::callable freeze, std::optional<std::string> trace,
             std::optional<bool> stats, const std::vector<DeviceSpec>& devices,
-            std::map<unsigned, std::size_t> memory_limits, bool lazy_processes)
+            std::map<unsigned, std::size_t> memory_limits, bool lazy_processes,
+            std::optional<std::size_t> worker_stack_bytes)
       : freeze_(PyRef::borrow(freeze.ptr())), codelets_(freeze_.get()), process_tasks_(PyRef::borrow(dumps.ptr())) {
     Config config;
     // The CPU workers come from the Python thread driver (GIL sessions), not the built-in one.
@@ -440,6 +441,7 @@ class PyRuntime {
     config.drivers.push_back(std::make_shared<PythonThreadDriver>(cpu_workers_));
     config.scheduler = std::move(scheduler);
     config.spin_us = spin_us;
+    config.worker_stack_bytes = worker_stack_bytes;
     config.trace_path = std::move(trace);
     config.stats = stats;
     config.memory_limits = std::move(memory_limits);  // empty: HETFLOW_MEMORY_LIMITS, else none
@@ -981,11 +983,11 @@ NB_MODULE(_hetflow, m) {
       .def(nb::init<std::optional<unsigned>, std::optional<std::string>, unsigned, std::vector<std::string>,
                     std::vector<std::string>, std::optional<unsigned>, nb::callable, nb::callable,
                     std::optional<std::string>, std::optional<bool>, const std::vector<DeviceSpec>&,
-                    std::map<unsigned, std::size_t>, bool>(),
+                    std::map<unsigned, std::size_t>, bool, std::optional<std::size_t>>(),
            "ncpus"_a.none(), "scheduler"_a.none(), "nprocs"_a, "worker_command"_a, "worker_environment"_a,
            "spin_us"_a.none(), "dumps"_a, "freeze"_a, "trace"_a.none() = nb::none(), "stats"_a.none() = nb::none(),
            "devices"_a = std::vector<DeviceSpec>{}, "memory_limits"_a = std::map<unsigned, std::size_t>{},
-           "lazy_processes"_a = false)
+           "lazy_processes"_a = false, "worker_stack_bytes"_a.none() = nb::none())
       .def("register_codelet", &PyRuntime::register_codelet, "name"_a, "archs"_a, "perfmodel"_a.none())
       .def("submit_codelet", &PyRuntime::submit_codelet, "codelet"_a, "runner"_a, "deps"_a, "accesses"_a, "name"_a,
            "priority"_a, "where"_a)

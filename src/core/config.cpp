@@ -154,6 +154,16 @@ Config Config::resolved() const {
     throw InvalidArgument("Config::spare_threads=" + std::to_string(*out.spare_threads) + " is more than " +
                           std::to_string(kMostSpareThreads));
   }
+  constexpr std::size_t kLeastStack = std::size_t{64} << 10;
+  constexpr std::size_t kMostStack = std::size_t{16} << 30;
+  if (!out.worker_stack_bytes) {
+    auto text = env("HETFLOW_WORKER_STACK");
+    out.worker_stack_bytes = text ? parse_bytes(*text, "HETFLOW_WORKER_STACK") : 0;
+  }
+  if (*out.worker_stack_bytes != 0 && (*out.worker_stack_bytes < kLeastStack || *out.worker_stack_bytes > kMostStack)) {
+    throw InvalidArgument("Config::worker_stack_bytes=" + std::to_string(*out.worker_stack_bytes) +
+                          " (or HETFLOW_WORKER_STACK) is outside 64 KiB to 16 GiB; 0 means the system's default");
+  }
   if (!out.trace_path) out.trace_path = env("HETFLOW_TRACE").value_or("");
   if (!out.stats) {
     auto text = env("HETFLOW_STATS");

@@ -274,7 +274,7 @@ void ThreadedExecution::start(Engine& engine) {
   most_threads_ = engine.workers().size() + *engine.config.spare_threads;
   for (const auto& worker : engine.workers()) {
     WorkerThread& thread = threads_.emplace_back();
-    thread.thread = std::thread([this, &thread, w = worker.get()] {
+    thread.thread = SizedThread(*engine.config.worker_stack_bytes, [this, &thread, w = worker.get()] {
       if (w->driver != nullptr) w->driver->start_worker(w->driver_index);
       thread_main(thread, w);
     });
@@ -406,7 +406,8 @@ Execution::Lending ThreadedExecution::hand_over(WorkerState& worker) {
   if (threads_.size() >= most_threads_) return Lending::no_thread_left;
   WorkerThread& spare = threads_.emplace_back();
   try {
-    spare.thread = std::thread([this, &spare, w = &worker] { thread_main(spare, w); });
+    spare.thread =
+        SizedThread(*engine_->config.worker_stack_bytes, [this, &spare, w = &worker] { thread_main(spare, w); });
   } catch (const std::system_error&) {
     threads_.pop_back();
     return Lending::no_thread_left;

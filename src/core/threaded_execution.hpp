@@ -20,6 +20,7 @@
 #include "core/execution.hpp"
 #include "core/idle_workers.hpp"
 #include "core/worker.hpp"
+#include "platform/sized_thread.hpp"
 
 namespace hetflow::detail {
 
@@ -44,7 +45,7 @@ class ThreadedExecution final : public Execution {
  private:
   /// A thread that runs workers' tasks: first its own worker's, later any worker lent to it.
   struct WorkerThread {
-    std::thread thread;
+    SizedThread thread;
     std::atomic<bool> exited{false};
     WorkerState* lent = nullptr;  // the worker it is to run next (threads_mutex_)
     std::condition_variable wake;

@@ -636,3 +636,34 @@ def test_each_thread_task_runs_in_a_contextvars_context_of_its_own():
     assert [f.result(timeout=60) for f in futures] == ["unset"] * 50
     default = str(decimal.Context().divide(decimal.Decimal(1), decimal.Decimal(7)))
     assert submit(_seventh_inside_a_task_of_low_precision).result(timeout=60) == default
+
+
+DEEP_RECURSION_ON_A_BIG_STACK = """
+import sys, threading
+import hetflow
+
+sys.setrecursionlimit(1_000_000)
+threading.stack_size(512 * 1024 * 1024)
+
+
+def depth(n):
+    return 0 if n == 0 else 1 + sum(map(depth, [n - 1]))  # through C frames, which need the stack
+
+
+hetflow.init(ncpus=1)
+print(hetflow.task_submit.options(executor="thread")(depth, 60_000).result())
+print(threading.stack_size(0))  # the size before: hetflow.init left it as the program set it
+"""
+
+
+def test_thread_tasks_get_the_stack_size_threading_sets():
+    """As threading's own threads do: a recursion that fits in threading.stack_size() crashed the
+    whole process (segmentation fault) on the engine's threads, which had the default stack."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", DEEP_RECURSION_ON_A_BIG_STACK], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["60000", str(512 * 1024 * 1024)]

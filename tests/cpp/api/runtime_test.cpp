@@ -1,6 +1,7 @@
 // Runtime lifecycle and configuration: environment variables, code over environment, bad
 // values, shutdown, and the destructor waiting for submitted work.
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
@@ -377,3 +378,36 @@ TEST(Runtime, ManyRuntimesCreatedAndDestroyed) {
 }
 
 }  // namespace
+
+// The threads that run tasks get the stack asked for (deep recursion in a task overflowed the
+// system's default); a size outside the range is refused, naming it.
+TEST(Config, WorkerThreadsGetTheStackSizeAskedFor) {
+  ScopedEnv stack("HETFLOW_WORKER_STACK", std::nullopt);
+  const auto stack_of_a_task = [](Runtime& rt) {
+    return rt
+        .submit([] {
+          pthread_attr_t attributes;
+          std::size_t bytes = 0;
+          if (pthread_getattr_np(pthread_self(), &attributes) == 0) {
+            pthread_attr_getstacksize(&attributes, &bytes);
+            pthread_attr_destroy(&attributes);
+          }
+          return bytes;
+        })
+        .get();
+  };
+  constexpr std::size_t kAsked = std::size_t{96} << 20;
+  {
+    Runtime rt(Config{.ncpus = 1, .worker_stack_bytes = kAsked});
+    EXPECT_GE(stack_of_a_task(rt), kAsked);
+  }
+  {
+    ScopedEnv from_environment("HETFLOW_WORKER_STACK", "80M");
+    EXPECT_EQ(Config{}.resolved().worker_stack_bytes, std::size_t{80} << 20);
+    Runtime rt(Config{.ncpus = 1});
+    EXPECT_GE(stack_of_a_task(rt), std::size_t{80} << 20);
+  }
+  expect_invalid_argument([] { (void)Config{.worker_stack_bytes = 1000}.resolved(); }, {"worker_stack_bytes=1000"});
+  ScopedEnv bad("HETFLOW_WORKER_STACK", "lots");
+  expect_invalid_argument([] { (void)Config{}.resolved(); }, {"HETFLOW_WORKER_STACK", "lots"});
+}
