@@ -133,6 +133,9 @@ class HETFLOW_API Runtime {
   auto submit(const TaskOptions& options, F&& fn, Args&&... args) {
     using Fn = std::decay_t<F>;
     using R = typename detail::CallResult<Fn, std::decay_t<Args>...>::type;
+    static_assert(!std::is_reference_v<R>,
+                  "hetflow::Runtime::submit: the callable returns a reference, which a Future cannot hold; "
+                  "return a value (or a pointer, or a std::reference_wrapper)");
     using Bound = detail::Bound<Fn, std::decay_t<Args>...>;
     using Body = detail::CallableBody<Bound, R>;
     detail::refuse_empty_callable(fn, "Runtime::submit");
@@ -364,8 +367,12 @@ auto when_all(const std::vector<Future<T>>& futures) {
     return when_all(std::vector<FutureBase>(futures.begin(), futures.end()));
   } else {
     if (futures.empty()) throw InvalidArgument("when_all: needs at least one future");
+    for (const auto& f : futures) {
+      if (!f.valid()) throw InvalidArgument("when_all: an empty future");
+    }
     Runtime& runtime = detail::owner(futures.front().core());
-    return runtime.submit(TaskOptions{.after = std::vector<FutureBase>(futures.begin(), futures.end())}, [futures] {
+    TaskOptions options{.after = std::vector<FutureBase>(futures.begin(), futures.end()), .name = "when_all"};
+    return runtime.submit(options, [futures] {
       std::vector<T> values;
       values.reserve(futures.size());
       for (const auto& f : futures) values.push_back(f.get());

@@ -493,8 +493,9 @@ void Runtime::release_acquisition(TaskCore* token, std::exception_ptr error) noe
 }
 
 void Runtime::release(const DataHandle& handle) {
-  HandleImpl* impl = handle.impl();
-  if (impl == nullptr) throw InvalidArgument("hetflow::Runtime::release: empty DataHandle");
+  // Another runtime's handle is refused like everywhere else (it released that runtime's
+  // acquisition here, leaving that runtime counting it as still held).
+  HandleImpl* impl = &check_handle(handle, *impl_, "hetflow::Runtime::release", false);
   TaskCore* token = nullptr;
   {
     std::lock_guard guard(impl->dep_lock);

@@ -642,6 +642,12 @@ TEST(Data, HandleOfAnotherRuntimeIsRejected) {
   EXPECT_THROW((void)b.acquire(h, AccessMode::R), InvalidArgument);
   EXPECT_THROW(b.unregister(h), InvalidArgument);
   EXPECT_TRUE(h.registered());
+  // Nor does b release a's acquisition of it.
+  auto held = a.acquire(h, AccessMode::RW);
+  EXPECT_THROW(b.release(h), InvalidArgument);
+  EXPECT_TRUE(held.active());
+  a.release(h);
+  EXPECT_FALSE(held.active());
 }
 
 TEST(Data, BadAccessModeThrows) {

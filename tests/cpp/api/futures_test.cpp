@@ -395,6 +395,10 @@ TEST(Futures, WhenAllVector) {
 
   EXPECT_THROW((void)hetflow::when_all(std::vector<Future<int>>{}), hetflow::InvalidArgument);
   EXPECT_THROW((void)hetflow::when_all(std::vector<FutureBase>{}), hetflow::InvalidArgument);
+  // An empty future among typed ones, first or not, is refused as in the untyped form (first,
+  // it crashed: the runtime was looked up through it).
+  EXPECT_THROW((void)hetflow::when_all(std::vector<Future<int>>{Future<int>{}, futures[0]}), hetflow::InvalidArgument);
+  EXPECT_THROW((void)hetflow::when_all(std::vector<Future<int>>{futures[0], Future<int>{}}), hetflow::InvalidArgument);
 }
 
 TEST(Futures, WhenAllVariadic) {
