@@ -203,6 +203,48 @@ def let_go_of_all_frames() -> None:
     del gone
 
 
+# In a child that a thread task forked: (the thread's id, the task's frame), see
+# _runtime._end_when_the_task_ends.
+forked_task: Optional[Tuple[int, Any]] = None
+
+
+def _end_if_the_forked_task_raised(exception: BaseException) -> None:
+    assert forked_task is not None
+    ident, task = forked_task
+    if threading.get_ident() != ident:
+        return
+    tb = exception.__traceback__
+    while tb is not None:
+        if tb.tb_frame is task:
+            end_forked_child(exception)
+        tb = tb.tb_next
+
+
+def end_forked_child(exc: Optional[BaseException]) -> None:
+    """Ends this process, a child forked by a task, as the task's return (``exc`` None: status 0)
+    or raise (SystemExit: its code; else status 1, the traceback on stderr) ends it."""
+    status = 0
+    try:
+        if isinstance(exc, SystemExit):
+            code = exc.code
+            if isinstance(code, int):
+                status = code & 0xFF
+            elif code is not None:
+                status = 1
+                print(code, file=sys.stderr)
+        elif exc is not None:
+            status = 1
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    os._exit(status)
+
+
 def freeze_exception(exception: BaseException) -> None:
     """Called by the engine where a task raised: keeps the traceback as text, and the frames apart.
 
@@ -210,6 +252,8 @@ def freeze_exception(exception: BaseException) -> None:
     (module globals, the futures in them) alive from C++, where the garbage collector cannot see.
     """
     tb = exception.__traceback__
+    if forked_task is not None:
+        _end_if_the_forked_task_raised(exception)
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code in HIDDEN_FRAMES:
         tb = tb.tb_next  # hetflow's call of the task's function
     text = "".join(traceback.format_exception(type(exception), exception, tb))

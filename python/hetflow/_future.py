@@ -9,7 +9,7 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Optional, Tuple
 
 from hetflow._errors import INTERRUPTIONS, CancelledError, HetflowError, exception_from_outcome, forget_frames
 # Imported here, not where used: a late use (a __del__ at interpreter shutdown) can import nothing.
@@ -672,7 +672,11 @@ def wait_failing_fast(futures: "list[Future]", raise_failure: Callable[["Future"
     for index, future in enumerate(futures):
         pause = _FAIL_FAST_PAUSE_S
         while not future.done():
-            future._task.wait(pause)
+            try:
+                future._task.wait(pause)
+            except INTERRUPTIONS:
+                note_interrupted(futures)
+                raise
             started = time.monotonic()
             for other in futures[index + 1 :]:
                 if other._task.status() == "failed":
@@ -680,6 +684,17 @@ def wait_failing_fast(futures: "list[Future]", raise_failure: Callable[["Future"
             pause = max(_FAIL_FAST_PAUSE_S, 20 * (time.monotonic() - started))
         if future._status() == "failed":
             raise_failure(future)
+
+
+def note_interrupted(futures: "Iterable[Future]") -> None:
+    """A wait for ``futures`` was interrupted (Ctrl-C, a SIGTERM handler's ``sys.exit``): their
+    runtimes give up their work at exit rather than wait for it, as after an interrupted
+    ``result()``. (Waits that call the engine's own wait directly, as joblib's and Dask's do,
+    left the exit waiting for every task still running.)"""
+    for future in futures:
+        runtime = getattr(future, "_runtime", None)
+        if runtime is not None:
+            runtime.interrupted = True
 
 
 # At the end: hetflow._runtime imports this module (the names above are what it takes from it).

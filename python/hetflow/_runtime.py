@@ -15,7 +15,7 @@ import weakref
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
-from hetflow import _kernel
+from hetflow import _errors, _kernel
 from hetflow._args import FutureSearch
 from hetflow._arrays import Access, ArrayRef, ReadOnlyCopy
 from hetflow._data import _BIT_MODES, _MODE_BITS, HandleRegistry, _InterruptsHeld, engine_accesses
@@ -433,6 +433,8 @@ class Runtime:
         # Called before the engine stops, with whether the work finished (hetflow.mpi's context).
         self._before_stop: List[Callable[[bool], None]] = []
         _live.add(self)
+        if _exit_handler_ran:
+            _stop_when_this_exit_handler_returns(self)
 
     # -- submission ----------------------------------------------------------------------------
     def submit(
@@ -1465,10 +1467,61 @@ def exit_timeout() -> Optional[float]:
     return value
 
 
+# Set once hetflow's exit handler has run: a runtime started later is one an exit handler of the
+# program's started (registered before hetflow was imported, it runs after hetflow's).
+_exit_handler_ran = False
+# The runtimes such handlers started, to stop when the handler that started them returns.
+_late: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+
+
+def _stop_when_this_exit_handler_returns(runtime: Runtime) -> None:
+    """Has ``runtime``, started by an exit handler that runs after hetflow's, stopped as hetflow's
+    exit handler stops its runtimes (waiting for the work while it makes progress) when that
+    handler returns or raises. ``atexit`` runs no handler registered while it runs them, and a
+    runtime left to the interpreter's teardown hung it for ever when a task was still to run (its
+    thread could no longer take the GIL, and the teardown waited for it)."""
+    if threading.current_thread() is not threading.main_thread() or sys.getprofile() is not None:
+        return  # exit handlers run on the main thread; a profiler's hook is left alone
+    watching = bool(_late)
+    _late.add(runtime)
+    if watching:
+        return
+    frame = sys._getframe()
+    while frame.f_back is not None:
+        frame = frame.f_back
+    handler = frame  # the exit handler's own frame: atexit calls it from C
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        if event == "return" and frame is handler:  # returned or raised
+            sys.setprofile(None)
+            _stop_late_runtimes()
+
+    sys.setprofile(watch)
+
+
+def _stop_late_runtimes() -> None:
+    interrupted = False
+    for runtime in list(_late):
+        _late.discard(runtime)
+        if runtime._closed or runtime._generation != _fork_generation or runtime is _current:
+            continue
+        if interrupted:
+            runtime.interrupted = True
+        try:
+            _shut_down_at_exit(runtime)
+        except KeyboardInterrupt:
+            interrupted = True
+            print(f"hetflow: interrupted at exit (Ctrl-C): {runtime.abandoned_tasks} unfinished task(s) given up", file=sys.stderr)
+    if interrupted and _current is not None:
+        _current.interrupted = True
+    _at_exit()  # the module's runtime, if the handler started one; the gates to the GIL closed again
+
+
 def _at_exit() -> None:
     """Waits for the work while it makes progress; gives up (cancels what has not started,
     ends the worker processes) after HETFLOW_EXIT_TIMEOUT seconds without a task finishing."""
-    global _current
+    global _current, _exit_handler_ran
+    _exit_handler_ran = True
     with _current_lock:
         runtime = _current
     try:
@@ -1536,6 +1589,7 @@ def _after_fork_in_child() -> None:
     # Taken first: dropping _current may free the current runtime, whose engine would then be
     # stopped here (waiting for threads that are not) instead of let go of.
     inherited = list(_live)
+    in_a_thread_task = any(runtime._engine.inside_task() for runtime in inherited)
     _current = None
     _current_lock = threading.RLock()  # another thread may have held it at the fork
     for runtime in inherited:
@@ -1546,6 +1600,40 @@ def _after_fork_in_child() -> None:
         _abandoned.append(runtime)
     _live.clear()
     Future._lock = threading.Lock()
+    if in_a_thread_task:
+        _end_when_the_task_ends()
+
+
+def _end_when_the_task_ends() -> None:
+    """In a child that a thread task forked: ends the process when the task's function returns
+    (status 0) or raises (``SystemExit``: its code; else status 1, the traceback on stderr), as
+    such a child of a plain script, or of a process task, ends. Back in the worker's loop, which
+    has no runtime here, it waited for ever (and so did a parent waiting for it).
+
+    A raise is seen where the engine keeps the task's exception (``freeze_exception``); a return
+    by a thread that looks every 20 ms whether the task's frame is still on the stack (tracing
+    the frame would slow down all the child's code: a ``multiprocessing`` pool's workers)."""
+    frame = sys._getframe()
+    while frame.f_back is not None:
+        frame = frame.f_back
+    task = frame  # the task's own frame: the worker's thread calls it from C++
+    ident = threading.get_ident()
+    _errors.forked_task = (ident, task)
+
+    def returned() -> bool:
+        frame = sys._current_frames().get(ident)
+        while frame is not None:
+            if frame is task:
+                return False
+            frame = frame.f_back
+        return True
+
+    def watch() -> None:
+        while not returned():
+            time.sleep(0.02)
+        _errors.end_forked_child(None)
+
+    threading.Thread(target=watch, name="hetflow-forked-task-watch", daemon=True).start()
 
 
 atexit.register(_at_exit)

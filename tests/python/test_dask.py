@@ -374,3 +374,44 @@ def test_nested_computes_end_when_every_spare_thread_is_in_use(tmp_path):
         env = dict(os.environ, HETFLOW_SPARE_THREADS=spare)
         done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and done.stdout.strip() == "400", (spare, done.stdout, done.stderr)
+
+
+_SIGTERM_DURING_COMPUTE = """
+import signal, sys, time
+import dask
+import hetflow
+import hetflow.dask
+
+hetflow.init(ncpus=2)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
+
+
+def nap(x):
+    time.sleep(60)
+    return x
+
+
+print("READY", flush=True)
+dask.compute(*[dask.delayed(nap)(i) for i in range(4)], scheduler=hetflow.dask.get, executor=sys.argv[1])
+print("FINISHED", flush=True)
+"""
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_sigterm_handlers_exit_during_compute_gives_the_work_up_at_exit(tmp_path, executor):
+    # As after an interrupted result(): get's wait on the engine did not mark the runtime
+    # interrupted, so the exit waited for the tasks still running (a minute here).
+    import os
+    import signal
+
+    from hf_subprocess import Child, write_script
+
+    script = write_script(tmp_path, _SIGTERM_DURING_COMPUTE)
+    with Child(tmp_path, [str(script), executor]) as child:
+        child.readline_until("READY")
+        time.sleep(0.5)  # compute waits by now
+        os.kill(child.pid, signal.SIGTERM)
+        rc, out, err = child.finish()
+    assert rc == 3, err
+    assert "FINISHED" not in out
+    assert "exiting without" not in err and "Traceback" not in err, err

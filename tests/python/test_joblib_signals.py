@@ -99,3 +99,43 @@ def test_a_forked_child_runs_its_own_parallel_loops(tmp_path):
         assert "CHILD 0" in out, (out, err)
         assert "PARENT OK" in out, (out, err)
         assert rc == 0, err
+
+
+SIGTERM_SCRIPT = """
+import signal, sys, time
+import hetflow
+from hetflow.joblib import Parallel, delayed
+
+hetflow.init(executor="thread", ncpus=2)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
+
+
+def nap(x):
+    time.sleep(60)
+    return x
+
+
+print("READY", flush=True)
+if sys.argv[1] == "timeout":
+    Parallel(n_jobs=2, timeout=600)(delayed(nap)(i) for i in range(4))
+elif sys.argv[1] == "generator":
+    list(Parallel(n_jobs=2, return_as="generator")(delayed(nap)(i) for i in range(4)))
+else:
+    Parallel(n_jobs=2)(delayed(nap)(i) for i in range(4))
+print("FINISHED", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["list", "timeout", "generator"])
+def test_a_sigterm_handlers_exit_during_a_parallel_loop_gives_the_work_up_at_exit(tmp_path, how):
+    # As after an interrupted result(): the loop's wait on the engine did not mark the runtime
+    # interrupted, so the exit waited for the blocks still running (a minute here).
+    script = write_script(tmp_path, SIGTERM_SCRIPT)
+    with Child(tmp_path, [str(script), how]) as child:
+        child.readline_until("READY")
+        time.sleep(0.5)  # the loop waits by now
+        os.kill(child.pid, signal.SIGTERM)
+        rc, out, err = child.finish()
+    assert rc == 3, err
+    assert "FINISHED" not in out
+    assert "exiting without" not in err and "Traceback" not in err, err

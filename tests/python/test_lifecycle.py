@@ -1307,6 +1307,37 @@ def test_hetflow_used_from_a_del_at_interpreter_shutdown_works_or_says_why(tmp_p
     assert refusals["pool submit"] == "RuntimeError hetflow: cannot submit a task: the runtime has been shut down", out
 
 
+# An exit handler that runs after hetflow's starts a runtime and leaves its tasks running.
+_LATE_TASKS_LEFT_RUNNING = """
+import atexit, time
+
+def say_later(what):
+    time.sleep(0.5)
+    print(what, flush=True)
+
+def start_late():
+    import hetflow
+    hetflow.task_submit.options(executor="thread")(say_later, "LATE TASK RAN")
+    pool = hetflow.Executor(1, executor="thread")
+    pool.submit(say_later, "LATE POOL TASK RAN")
+    print("LATE HANDLER RETURNS", flush=True)
+
+atexit.register(start_late)
+import hetflow
+print("MAIN", hetflow.submit(abs, -1).result(timeout=30), flush=True)
+"""
+
+
+def test_tasks_an_exit_handler_after_hetflows_leaves_running_finish_at_exit(tmp_path):
+    """The runtime is stopped when that handler returns, waiting for its work as at any exit:
+    left to the interpreter's teardown, a task still to run could no longer take the GIL and
+    the teardown waited for it for ever."""
+    rc, out, err = run_script(tmp_path, _LATE_TASKS_LEFT_RUNNING)
+    assert rc == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert sorted(out.splitlines()) == ["LATE HANDLER RETURNS", "LATE POOL TASK RAN", "LATE TASK RAN", "MAIN 1"], out
+
+
 # -- calls that would stop the runtime from inside one of its tasks ---------------------------------------
 def _call_inside(what):
     try:
@@ -1456,6 +1487,38 @@ executor.shutdown()
     assert rc == 0, err
     assert "PARENT 1" in out and "OWN 2" in out, out + err
     assert "Traceback" not in err, err
+
+
+_FORK_IN_A_THREAD_TASK = """
+import os, sys
+import hetflow
+
+hetflow.init(ncpus=2, executor="thread")
+
+def fork_and_wait(how):
+    pid = os.fork()
+    if pid == 0:
+        if how == "exit":
+            sys.exit(7)
+        if how == "raise":
+            raise ValueError("from the child")
+        print("CHILD RETURNS", flush=True)
+        return "child"
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+for how in ("return", "exit", "raise"):
+    print(how, hetflow.task_submit.options(executor="thread")(fork_and_wait, how).result(timeout=30), flush=True)
+"""
+
+
+def test_a_child_forked_by_a_thread_task_ends_when_the_task_does(tmp_path):
+    """As a child forked by a process task, or by a plain script, does: back in the worker's loop,
+    which has no runtime in the child, it waited for ever, and so did the parent waiting for it."""
+    rc, out, err = run_script(tmp_path, _FORK_IN_A_THREAD_TASK)
+    assert rc == 0, err
+    assert out.splitlines() == ["CHILD RETURNS", "return 0", "exit 7", "raise 1"], out + err
+    assert "ValueError: from the child" in err and "fork_and_wait" in err, err
 
 
 def test_multiprocessing_fork_children_run_tasks(tmp_path):
