@@ -562,6 +562,17 @@ def test_a_process_executors_initializer_does_not_run_here():
     assert started == [("worker", pid)] and _initialized == []
 
 
+def _run_main_script(tmp_path, text: str) -> str:
+    """Runs ``text`` as a program's main script (its ``__main__``); its stdout, then stderr."""
+    import subprocess
+
+    script = tmp_path / "main_script.py"
+    script.write_text(text)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
+
+
 MAIN_SCRIPT_INITIALIZER = """
 import hetflow
 
@@ -590,14 +601,9 @@ def test_a_main_scripts_initializer_sets_globals_its_tasks_read(tmp_path):
     """The idiom of concurrent.futures' initializer with functions of the main script, which
     travel by value: the tasks see what the initializer set (a dict changed in place, a global
     rebound), through helpers too."""
-    import subprocess
-
-    script = tmp_path / "main_script.py"
-    script.write_text(MAIN_SCRIPT_INITIALIZER)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "submit (42, 7)" in result.stdout, result.stdout + result.stderr
-    assert "map [(42, 7), (42, 7), (42, 7), (42, 7)]" in result.stdout, result.stdout + result.stderr
+    output = _run_main_script(tmp_path, MAIN_SCRIPT_INITIALIZER)
+    assert "submit (42, 7)" in output, output
+    assert "map [(42, 7), (42, 7), (42, 7), (42, 7)]" in output, output
 
 
 def run_call(call, *args):
@@ -686,14 +692,9 @@ def test_process_map_chunks_send_the_main_scripts_classes_by_value(tmp_path):
     """A chunk's calls pickle by reference to ``__main__`` in the host, which worker processes
     cannot load: objects of the main script's classes among them travel by value, as they do
     with chunksize=1 (and with ProcessPoolExecutor, whose workers import the main script)."""
-    import subprocess
-
-    script = tmp_path / "main_script.py"
-    script.write_text(MAIN_SCRIPT_CLASSES_IN_CHUNKS)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "map [('Point', True), ('Colour', True), ('Point', True)]" in result.stdout, result.stdout + result.stderr
-    assert "hetflow.map [('Point', True), ('Colour', True)]" in result.stdout, result.stdout + result.stderr
+    output = _run_main_script(tmp_path, MAIN_SCRIPT_CLASSES_IN_CHUNKS)
+    assert "map [('Point', True), ('Colour', True), ('Point', True)]" in output, output
+    assert "hetflow.map [('Point', True), ('Colour', True)]" in output, output
 
 
 def copy_into(destination, source):
