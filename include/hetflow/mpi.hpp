@@ -87,9 +87,10 @@ HETFLOW_API unsigned share_node(const Transport& transport);
 
 /// The ranks of MPI_COMM_WORLD (over a duplicate of it). MPI is initialised (thread level
 /// MULTIPLE) if the program has not done it, and then finalised at exit; a program that
-/// initialised MPI itself keeps it, and finalises it once its contexts are destroyed. One thread of the transport makes every MPI call; it polls
-/// while messages are in flight and sleeps when there are none. Throws hetflow::Error when MPI
-/// cannot give thread level MULTIPLE or SERIALIZED.
+/// initialised MPI itself keeps it, and finalises it once its contexts are destroyed. One thread
+/// of the transport makes every MPI call; it polls while messages are in flight and sleeps when
+/// there are none. Throws hetflow::Error when MPI cannot give thread level MULTIPLE or
+/// SERIALIZED.
 [[nodiscard]] HETFLOW_API std::shared_ptr<Transport> world();
 
 /// The ranks of a communicator the program made (`communicator` points to its MPI_Comm: `&comm`
