@@ -9,7 +9,7 @@ import sys
 import threading
 import traceback
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 CancelledError = concurrent.futures.CancelledError
 
@@ -220,9 +220,14 @@ def _end_if_the_forked_task_raised(exception: BaseException) -> None:
         tb = tb.tb_next
 
 
-def end_forked_child(exc: Optional[BaseException]) -> None:
-    """Ends this process, a child forked by a task, as the task's return (``exc`` None: status 0)
-    or raise (SystemExit: its code; else status 1, the traceback on stderr) ends it."""
+def end_forked_child(
+    exc: Optional[BaseException], trim: Callable[[Optional[TracebackType]], Optional[TracebackType]] = lambda tb: tb
+) -> NoReturn:
+    """Ends this process, a child that a task (or a worker's initializer) forked and that came
+    back into hetflow's code, as such a child of a plain script ends: by the task's return
+    (``exc`` None: status 0) or raise (SystemExit: its code; else status 1, the traceback, less
+    what ``trim`` takes off, on stderr). It must not go on in the worker's loop or read its
+    requests: only the process that forked speaks for the worker."""
     status = 0
     try:
         if isinstance(exc, SystemExit):
@@ -234,15 +239,20 @@ def end_forked_child(exc: Optional[BaseException]) -> None:
                 print(code, file=sys.stderr)
         elif exc is not None:
             status = 1
-            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+            traceback.print_exception(type(exc), exc, trim(exc.__traceback__), file=sys.stderr)
     except BaseException:
         pass
+    flush_stdio()
+    os._exit(status)
+
+
+def flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
-        except BaseException:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # a task may have replaced or closed them
             pass
-    os._exit(status)
 
 
 def freeze_exception(exception: BaseException) -> None:

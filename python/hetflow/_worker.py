@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set,
 
 from . import _kernel, _main_globals
 from . import _protocol as P
-from ._errors import returned_coroutine, same_exception
+from ._errors import end_forked_child, flush_stdio, returned_coroutine, same_exception
 from ._serialize import ExceptionAsItIs, Placeholder, dumps_result, loaded_numpy, type_name
 
 EXIT_GRACE_S = 5.0  # at exit, threads a task left running get this long before os._exit
@@ -113,7 +113,7 @@ def _run_initializer() -> Optional[BaseException]:
         error.__cause__ = exc
         return error
     finally:
-        _flush_stdio()
+        flush_stdio()
     if os.getpid() != pid:
         _end_forked_child(None)
     return None
@@ -150,28 +150,8 @@ class _JoblibWatcher(importlib.abc.MetaPathFinder):
 
 
 def _end_forked_child(exc: Optional[BaseException]) -> NoReturn:
-    """Ends a process that a task (or the initializer) forked and that came back into the
-    worker's code, by returning (status 0) or raising (SystemExit: its code; else status 1 and
-    the traceback on stderr), as such a child of a plain script would end. Only the worker
-    itself speaks to the host: the child must not read its requests or answer them."""
-    status = 0
-    try:
-        if isinstance(exc, SystemExit):
-            code = exc.code
-            if code is None:
-                status = 0
-            elif isinstance(code, int):
-                status = code & 0xFF
-            else:
-                status = 1
-                print(code, file=sys.stderr)
-        elif exc is not None:
-            status = 1
-            traceback.print_exception(type(exc), exc, _task_frames(exc.__traceback__), file=sys.stderr)
-    except BaseException:
-        pass
-    _flush_stdio()
-    os._exit(status)
+    """end_forked_child, its traceback without the worker's own frames."""
+    end_forked_child(exc, _task_frames)
 
 
 def _line_buffered_stdio() -> None:
@@ -185,15 +165,6 @@ def _line_buffered_stdio() -> None:
                 reconfigure(line_buffering=True, write_through=False)
         except ValueError:
             pass  # not a TextIOWrapper: leave it
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:  # a task may have replaced or closed them
-            pass
 
 
 def _pickle_exception(exc: BaseException) -> bytes:
@@ -342,7 +313,7 @@ class Worker:
             if os.getpid() != self.pid:  # forked where run() does not look (a __reduce__, say)
                 _end_forked_child(None if reply_kind == P.RESULT else RuntimeError("the task failed"))
             del parts  # let a task's inputs go before waiting for the next one
-            _flush_stdio()  # the task's prints reach the host before its result does
+            flush_stdio()  # the task's prints reach the host before its result does
             P.write_message(self.write_fd, reply_kind, reply)
             del reply
 
@@ -687,14 +658,14 @@ def _watch_host_pipe(read_fd: int) -> None:
         # The host closed the pipe on purpose (shutdown): the main thread reads the end of the
         # requests and exits; a task that does not end in time must not keep the process alive.
         time.sleep(EXIT_GRACE_S)
-        _flush_stdio()
+        flush_stdio()
         os._exit(0)
 
     threading.Thread(target=watch, name="hetflow-host-watch", daemon=True).start()
 
 
 def _exit(status: int) -> None:
-    _flush_stdio()
+    flush_stdio()
     # A non-daemon thread left running by a task would stall the interpreter's exit forever.
     watchdog = threading.Timer(EXIT_GRACE_S, os._exit, (status,))
     watchdog.daemon = True
