@@ -112,7 +112,7 @@ class _HelpingEvent(_WaiterEvent):
             unfinished = [f for f in futures if not f._task.done()]
             helpable = [f for f in unfinished if self._may_end(f)]
             if helpable:
-                helpable[0]._task.wait(remaining)
+                helpable[0]._wait_slice(remaining)
             elif unfinished and deadline is None and (self.needs_all or not self._notice_coming(futures)):
                 # What is left can never end: a wait for all of it, or for the next one to end,
                 # would never end. (Another kind of future among those waited for could end a
@@ -341,7 +341,7 @@ class Future(concurrent.futures.Future):
             installed = any(callback is fn for callback in self._callbacks or [])
         if not installed:
             return
-        self._task.wait(_AWAIT_SLICE_S)
+        self._wait_slice(_AWAIT_SLICE_S)
         loop.call_soon(self._help_in_loop, loop, fn)
 
     async def _await_in_task(self) -> Any:
@@ -355,7 +355,7 @@ class Future(concurrent.futures.Future):
         try:
             while not self.done():
                 await asyncio.sleep(0)
-                self._task.wait(_AWAIT_SLICE_S)
+                self._wait_slice(_AWAIT_SLICE_S)
         except asyncio.CancelledError:
             self.cancel()  # as asyncio.wrap_future's future does outside a task
             raise
@@ -467,16 +467,22 @@ class Future(concurrent.futures.Future):
         if timeout is not None and not isinstance(timeout, numbers.Real):
             # The engine's binding refused it with a message about its own types (TaskRef).
             raise TypeError(f"hetflow.Future: timeout must be None or a number of seconds, not {timeout!r}")
-        try:
-            if (timeout is None or type(timeout) in (int, float) and timeout >= 0) and not _inside_a_task():
-                finished = self._wait_in_slices(timeout)
-            else:  # inside a task the engine runs other tasks meanwhile; a bad timeout is refused there
-                finished = self._task.wait(timeout)
-        except INTERRUPTIONS:
-            self._runtime.interrupted = True  # at exit, do not wait for the work left
-            raise
+        if (timeout is None or type(timeout) in (int, float) and timeout >= 0) and not _inside_a_task():
+            finished = self._wait_in_slices(timeout)
+        else:  # inside a task the engine runs other tasks meanwhile; a bad timeout is refused there
+            finished = self._wait_slice(timeout)
         if not finished:
             raise TimeoutError(f"task '{self._name}' did not finish within {timeout} s")
+
+    def _wait_slice(self, seconds: Optional[float]) -> bool:
+        """The engine's wait for the task, for ``seconds`` (a slice of a longer wait). Every wait
+        on futures goes through here, so that one interrupted (Ctrl-C, a signal handler's
+        ``sys.exit``) makes the runtime give up the work left at exit rather than wait for it."""
+        try:
+            return self._task.wait(seconds)
+        except INTERRUPTIONS:
+            self._runtime.interrupted = True
+            raise
 
     def _wait_in_slices(self, timeout: Optional[float]) -> bool:
         """Waits so that a shutdown giving up on the task ends the wait (CancelledError): a task
@@ -486,7 +492,7 @@ class Future(concurrent.futures.Future):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = _GIVE_UP_CHECK_S if deadline is None else min(_GIVE_UP_CHECK_S, deadline - time.monotonic())
-            if self._task.wait(max(left, 0.0)):
+            if self._wait_slice(max(left, 0.0)):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -672,11 +678,7 @@ def wait_failing_fast(futures: "list[Future]", raise_failure: Callable[["Future"
     for index, future in enumerate(futures):
         pause = _FAIL_FAST_PAUSE_S
         while not future.done():
-            try:
-                future._task.wait(pause)
-            except INTERRUPTIONS:
-                note_interrupted(futures)
-                raise
+            future._wait_slice(pause)
             started = time.monotonic()
             for other in futures[index + 1 :]:
                 if other._task.status() == "failed":
@@ -684,17 +686,6 @@ def wait_failing_fast(futures: "list[Future]", raise_failure: Callable[["Future"
             pause = max(_FAIL_FAST_PAUSE_S, 20 * (time.monotonic() - started))
         if future._status() == "failed":
             raise_failure(future)
-
-
-def note_interrupted(futures: "Iterable[Future]") -> None:
-    """A wait for ``futures`` was interrupted (Ctrl-C, a SIGTERM handler's ``sys.exit``): their
-    runtimes give up their work at exit rather than wait for it, as after an interrupted
-    ``result()``. (Waits that call the engine's own wait directly, as joblib's and Dask's do,
-    left the exit waiting for every task still running.)"""
-    for future in futures:
-        runtime = getattr(future, "_runtime", None)
-        if runtime is not None:
-            runtime.interrupted = True
 
 
 # At the end: hetflow._runtime imports this module (the names above are what it takes from it).

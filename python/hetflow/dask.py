@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from typing import Any, Dict, Hashable, List, Optional
 
 from hetflow import _runtime
-from hetflow._errors import HIDDEN_FRAMES, INTERRUPTIONS, CancelledError, DependencyError
-from hetflow._future import Future, note_interrupted
+from hetflow._errors import HIDDEN_FRAMES, CancelledError, DependencyError
+from hetflow._future import Future
 from hetflow._submit import TaskOptions
 
 __all__ = ["get"]
@@ -277,11 +277,7 @@ class _Watch:
             value._task.check_wait_can_end()  # inside a task: waited for in slices, never refused
         pause = _FAILURE_CHECK_S
         while not value.done():
-            try:
-                value._task.wait(pause)
-            except INTERRUPTIONS:
-                note_interrupted([value])
-                raise
+            value._wait_slice(pause)
             pause = self._look()
 
     def raise_failure(self) -> None:

@@ -30,8 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import hetflow
 from hetflow import _runtime
-from hetflow._errors import INTERRUPTIONS
-from hetflow._future import Future, note_interrupted, wait_failing_fast
+from hetflow._future import Future, wait_failing_fast
 from hetflow._serialize import is_array
 from hetflow.executor import _lift_data, _lifts, _put_back
 
@@ -466,11 +465,7 @@ class Parallel:
                 pause = min(pause, deadline - time.monotonic())
                 if pause <= 0:
                     raise self._timed_out(futures, [index], spans)
-            try:
-                future._task.wait(pause)
-            except INTERRUPTIONS:
-                note_interrupted(futures)
-                raise
+            future._wait_slice(pause)
             for other in futures[index + 1 :]:
                 if other._task.status() == "failed":
                     other.result()
