@@ -37,6 +37,37 @@ from hetflow._serialize import (
 _CHUNKS_PER_WORKER = 4
 
 
+class _ThreadInitializer:
+    """Runs before each task of a thread executor: the executor's initializer, once in each
+    thread (a ``threading.local`` it sets up is there for that thread's tasks, as in
+    ``ThreadPoolExecutor``). Where it raised, that thread's tasks fail with a RuntimeError
+    whose cause is its error."""
+
+    def __init__(self, initializer: Callable[..., Any], initargs: tuple) -> None:
+        self.initializer = initializer
+        self.initargs = initargs
+        self.local = threading.local()
+
+    def __call__(self) -> None:
+        outcome = getattr(self.local, "outcome", None)
+        if outcome is None:
+            try:
+                self.initializer(*self.initargs)
+            except BaseException as error:
+                outcome = self.local.outcome = error
+            else:
+                self.local.outcome = True
+                return
+        if outcome is not True:
+            try:
+                what = repr(outcome)
+            except BaseException:
+                what = type(outcome).__name__
+            raise RuntimeError(
+                f"hetflow.Executor: the initializer raised {what} in this worker thread, so it runs no tasks"
+            ) from outcome
+
+
 class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` whose tasks run on a hetflow runtime of its own.
 
@@ -54,9 +85,9 @@ class Executor(concurrent.futures.Executor):
     (worker interpreter processes: pure Python in parallel; the default on a Python with a GIL)
     or ``"thread"`` (worker threads of this process). sched: the scheduler (``hetflow.init``'s
     names). spin_us: how long idle workers poll before they sleep. initializer, initargs:
-    ``initializer(*initargs)`` runs once in each worker process before its first task, not in
-    this process (for thread workers: once, here, before the executor starts); if it raises, the tasks of that
-    worker fail with its error, as with ``concurrent.futures``' executors.
+    ``initializer(*initargs)`` runs once in each worker (process, or thread of this process)
+    before its first task; if it raises, the tasks of that worker fail with its error, as with
+    ``concurrent.futures``' executors.
     """
 
     def __init__(
@@ -88,8 +119,10 @@ class Executor(concurrent.futures.Executor):
         self._runtime = _runtime.Runtime(
             ncpus=ncpus, sched=sched, executor=kind, nprocs=nprocs, spin_us=spin_us, initializer=initializer,
             initargs=tuple(initargs) if isinstance(initargs, list) else initargs,  # any sequence, as in the stdlib
-            worker_environment=_worker_environment, initialize_here=kind == "thread",
+            worker_environment=_worker_environment, initialize_here=False,
         )
+        if kind == "thread" and initializer is not None:
+            self._runtime._engine.set_thread_initializer(_ThreadInitializer(initializer, self._runtime.initargs))
         self._runtime.made_for = "hetflow.Executor"
         self._max_workers = max_workers
         self._lock = threading.Lock()

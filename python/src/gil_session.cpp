@@ -1,6 +1,10 @@
 #include "gil_session.hpp"
 
+#include <pthread.h>
+
+#include <mutex>
 #include <utility>
+#include <vector>
 
 #include "finalizing.hpp"
 
@@ -9,6 +13,62 @@ namespace {
 
 thread_local bool session_open = false;
 thread_local PyGILState_STATE session_state{};
+
+// The thread states of engine threads that ended, deleted by the next session to begin (which
+// holds the GIL: clearing a state runs Python code). In a forked child Python deleted them.
+struct EndedThreadStates {
+  std::mutex mutex;
+  std::vector<PyThreadState*> states;
+
+  EndedThreadStates() {
+    static_cast<void>(::pthread_atfork(nullptr, nullptr, [] { ended_thread_states().states.clear(); }));
+  }
+  static EndedThreadStates& ended_thread_states() {
+    static EndedThreadStates ended;
+    return ended;
+  }
+};
+
+// A worker thread keeps one Python thread state from its first session to its end, as a Python
+// thread does: what its tasks keep in a threading.local (a per-thread cache, what an executor's
+// initializer set up) stays theirs from one session to the next. One PyGILState_Ensure more than
+// the sessions release keeps the state when a session gives the GIL back.
+class KeptThreadState {
+ public:
+  KeptThreadState() = default;
+  KeptThreadState(const KeptThreadState&) = delete;
+  KeptThreadState& operator=(const KeptThreadState&) = delete;
+  ~KeptThreadState() {
+    if (state_ == nullptr || !Py_IsInitialized() || interpreter_finalizing()) return;  // finalizing deletes it
+    auto& ended = EndedThreadStates::ended_thread_states();
+    std::lock_guard lock(ended.mutex);
+    ended.states.push_back(state_);
+  }
+  /// With the GIL held by a new session of this thread.
+  void keep() {
+    if (state_ != nullptr) return;
+    static_cast<void>(PyGILState_Ensure());  // never released: the state outlives the session
+    state_ = PyThreadState_Get();
+  }
+
+ private:
+  PyThreadState* state_ = nullptr;
+};
+
+thread_local KeptThreadState kept_thread_state;
+
+void delete_ended_thread_states() {
+  std::vector<PyThreadState*> states;
+  {
+    auto& ended = EndedThreadStates::ended_thread_states();
+    std::lock_guard lock(ended.mutex);
+    states.swap(ended.states);
+  }
+  for (PyThreadState* state : states) {
+    PyThreadState_Clear(state);
+    PyThreadState_Delete(state);
+  }
+}
 
 // Makes `loop` (nullptr: none) the thread's running asyncio event loop; returns the one before
 // (a new reference, nullptr if none). Nothing to do where asyncio was never imported.
@@ -55,6 +115,8 @@ GilSession::Guard::Guard() {
   if (!session_open) {
     session_state = ensure_gil();
     session_open = true;
+    kept_thread_state.keep();
+    delete_ended_thread_states();
     apply_threading_hooks();
     return;
   }

@@ -490,6 +490,11 @@ class PyRuntime {
 
   ~PyRuntime() { shutdown(); }
 
+  /// `initializer()` runs before each thread task (with the GIL): hetflow.Executor's, which runs
+  /// the user's initializer once in each thread, as ThreadPoolExecutor does, and raises its error
+  /// again for the later tasks of a thread where it failed.
+  void set_thread_initializer(nb::callable initializer) { thread_initializer_ = PyRef::borrow(initializer.ptr()); }
+
   /// A thread task calling `fn(*args, **kwargs)` (`fn()` when `args` is None); a coroutine it
   /// returns fails it with TypeError (call_task_or_throw).
   TaskRef submit_thread(nb::callable fn, const std::vector<const TaskRef*>& deps,
@@ -507,6 +512,7 @@ class PyRuntime {
     auto body = [this, fn = PyRef::borrow(fn.ptr()), call_args = std::move(call_args),
                  call_kwargs = std::move(call_kwargs), model = model_for(perfmodel), size]() -> TaskResult {
       GilSession::Guard gil;
+      initialize_this_thread();
       const auto start = std::chrono::steady_clock::now();
       PyObject* value = call_task_or_throw(fn.get(), call_args.get(), call_kwargs.get(), freeze_.get());
       if (model) record(*model, Arch::cpu, size, start);
@@ -592,6 +598,7 @@ class PyRuntime {
     if (!call_args) call_args = PyRef::borrow(args.ptr());
     auto body = [this, fn = PyRef::borrow(fn.ptr()), call_args = std::move(call_args)]() -> TaskResult {
       GilSession::Guard gil;
+      initialize_this_thread();
       TaskResult result;
       result.object = PyRef::steal(call_task_or_throw(fn.get(), call_args.get(), nullptr, freeze_.get()));
       return result;
@@ -827,6 +834,13 @@ class PyRuntime {
   [[nodiscard]] std::string scheduler_name() { return runtime().scheduler_name(); }
 
  private:
+  void initialize_this_thread() {
+    if (!thread_initializer_) return;
+    PyObject* done = PyObject_CallNoArgs(thread_initializer_.get());
+    if (done == nullptr) throw_python_error(freeze_.get());
+    Py_DECREF(done);
+  }
+
   Runtime& runtime() {
     if (!runtime_) throw std::runtime_error("hetflow: the runtime has been shut down");
     return *runtime_;
@@ -927,6 +941,7 @@ class PyRuntime {
   std::unique_ptr<Runtime> runtime_;
   std::shared_ptr<Router> router_;  // with hetflow.mpi
   PyRef freeze_;                    // keeps a task's traceback as text and drops its frames
+  PyRef thread_initializer_;        // set_thread_initializer's
   CodeletTable codelets_;
   CompletionQueue completions_;
   MessageHub hub_;
@@ -991,6 +1006,7 @@ NB_MODULE(_hetflow, m) {
       .def("register_codelet", &PyRuntime::register_codelet, "name"_a, "archs"_a, "perfmodel"_a.none())
       .def("submit_codelet", &PyRuntime::submit_codelet, "codelet"_a, "runner"_a, "deps"_a, "accesses"_a, "name"_a,
            "priority"_a, "where"_a)
+      .def("set_thread_initializer", &PyRuntime::set_thread_initializer, "initializer"_a)
       .def("submit_thread", &PyRuntime::submit_thread, "fn"_a, "deps"_a, "accesses"_a, "name"_a, "priority"_a,
            "perfmodel"_a = nb::none(), "size"_a = 0, "on"_a = nb::none(), "label"_a = "", "args"_a = nb::none(),
            "kwargs"_a = nb::none())

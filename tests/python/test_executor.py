@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import threading
+import time
 import types
 import weakref
 
@@ -528,13 +529,54 @@ def refuse_to_start():
         raise PermissionError("no licence here")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_executor_initializer_runs_once_in_each_worker(kind):
+def test_executor_initializer_runs_once_in_each_worker_process():
     _initialized.clear()
-    with hetflow.Executor(2, executor=kind, initializer=remember_start, initargs=("ready",)) as executor:
+    with hetflow.Executor(2, executor="process", initializer=remember_start, initargs=("ready",)) as executor:
         seen = list(executor.map(starts_here, range(8)))
     for pid, started in seen:
-        assert started == [("ready", pid)]  # thread workers: once, in this process
+        assert started == [("ready", pid)]
+
+
+_thread_setup = threading.local()
+
+
+def set_up_thread(tag):
+    _thread_setup.tag = tag
+    _initialized.append((tag, threading.get_ident()))
+
+
+def thread_setup_seen(_):
+    time.sleep(0.002)
+    return threading.get_ident(), getattr(_thread_setup, "tag", None)
+
+
+def test_thread_executor_initializer_runs_once_in_each_thread():
+    # As in ThreadPoolExecutor: what the initializer keeps in a threading.local is there for
+    # every task of its thread, also after the workers went idle between bursts of tasks.
+    _initialized.clear()
+    seen = []
+    with hetflow.Executor(2, executor="thread", initializer=set_up_thread, initargs=("ready",)) as executor:
+        for _ in range(5):
+            seen += executor.map(thread_setup_seen, range(10))
+            time.sleep(0.05)
+    assert {tag for _, tag in seen} == {"ready"}
+    initialized_threads = [ident for _, ident in _initialized]
+    assert len(initialized_threads) == len(set(initialized_threads))  # once per thread
+    assert {ident for ident, _ in seen} <= set(initialized_threads)
+    assert threading.get_ident() not in initialized_threads  # not in the submitting thread
+
+
+def refuse_on_worker_threads():
+    if threading.current_thread() is not threading.main_thread():
+        raise PermissionError("no licence here")
+
+
+def test_a_failed_thread_initializer_fails_that_threads_tasks():
+    with hetflow.Executor(1, executor="thread", initializer=refuse_on_worker_threads) as executor:
+        for _ in range(2):  # every task of the thread, not only the first
+            with pytest.raises(RuntimeError, match="initializer raised PermissionError") as failure:
+                executor.submit(square, 3).result()
+            assert isinstance(failure.value.__cause__, PermissionError)
 
 
 def test_a_failed_executor_initializer_fails_that_workers_tasks():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 
 import pytest
 
@@ -667,3 +668,23 @@ def test_thread_tasks_get_the_stack_size_threading_sets():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["60000", str(512 * 1024 * 1024)]
+
+
+_per_thread = threading.local()
+
+
+def count_on_this_thread(_):
+    _per_thread.count = getattr(_per_thread, "count", 0) + 1
+    return threading.get_ident(), _per_thread.count
+
+
+def test_a_threading_local_of_a_worker_thread_lasts_between_bursts():
+    # A worker thread gives the GIL back when it runs out of work; what its tasks keep in a
+    # threading.local (a per-thread cache) must not be lost then, as in a Python thread.
+    counts: dict = {}
+    with hetflow.Executor(2, executor="thread") as executor:
+        for _ in range(5):
+            for ident, count in executor.map(count_on_this_thread, range(20)):
+                counts[ident] = max(counts.get(ident, 0), count)
+            time.sleep(0.05)  # the workers go idle
+    assert sum(counts.values()) == 100
