@@ -79,11 +79,21 @@ def check_size(size: Any, where: str = "hetflow: size") -> int:
     return value
 
 
+def check_names(where: str, symbol: Any, arch: Any = "cpu") -> None:
+    """TypeError, naming ``where``, unless ``symbol`` and ``arch`` are strings (the bindings' own
+    message listed their internal signature: ``perfmodel_entries(): incompatible function
+    arguments``). Their values are checked by the engine (ValueError)."""
+    for name, value in (("symbol", symbol), ("arch", arch)):
+        if not isinstance(value, str):
+            raise TypeError(f"{where}: {name} must be a str, not {type(value).__name__} {value!r}")
+
+
 def record(symbol: str, arch: str, size: int, seconds: float) -> None:
     """Records one measured run of ``symbol`` on ``arch`` for data of ``size`` (e.g. bytes): an
     int or numpy integer from 0 to 2**64 - 1 (TypeError for other types, bools included;
     ValueError out of range). It reaches the disk with ``save_all()``, at the latest when the
     interpreter exits."""
+    check_names("hetflow.perfmodel.record", symbol, arch)
     size = check_size(size, "hetflow.perfmodel.record: size")
     if type(seconds) is bool or not isinstance(seconds, numbers.Real) or not 0 <= seconds <= LONGEST_RUN:
         raise ValueError(
@@ -112,16 +122,19 @@ def _save_at_exit() -> None:
 def entries(symbol: str) -> List[Entry]:
     """One dict per (arch, size): arch, size, count, mean, stddev, min, max, robust (the estimate
     used for predictions), calibrated. Times in seconds."""
+    check_names("hetflow.perfmodel.entries", symbol)
     return list(_engine().perfmodel_entries(symbol))
 
 
 def fit(symbol: str, arch: str) -> Fit:
     """``(a, b, c, valid)`` of ``t = a * size**b + c`` over the calibrated sizes of ``arch``."""
+    check_names("hetflow.perfmodel.fit", symbol, arch)
     return tuple(_engine().perfmodel_fit(symbol, arch))
 
 
 def expected(symbol: str, arch: str, size: int) -> Optional[float]:
     """The predicted seconds, or None while the model cannot tell. ``size`` as for ``record``."""
+    check_names("hetflow.perfmodel.expected", symbol, arch)
     return _engine().perfmodel_expected(symbol, arch, check_size(size, "hetflow.perfmodel.expected: size"))
 
 
@@ -134,6 +147,8 @@ def format_seconds(seconds: float, micro: str = "us") -> str:
     """A time with a readable unit: ``70.12 ms``, ``190 us`` (``micro`` names microseconds)."""
     if seconds == 0:
         return "0 s"
+    # Rounded first, so that 0.99999 ms reads "1 ms", not "1000 us".
+    seconds = float(f"{seconds:.4g}")
     for unit, scale in (("s", 1.0), ("ms", 1e-3), (micro, 1e-6)):
         if abs(seconds) >= scale:
             return f"{seconds / scale:.4g} {unit}"
@@ -141,9 +156,12 @@ def format_seconds(seconds: float, micro: str = "us") -> str:
 
 
 def format_size(size: float) -> str:
-    """A size with a decimal suffix: ``512``, ``64k``, ``1.5M`` (sizes are what was recorded:
-    bytes of data for codelets, item counts for some front ends)."""
-    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    """A size with a decimal suffix: ``512``, ``64k``, ``1.5M``, up to ``18.45E`` for 2**64 - 1
+    (sizes are what was recorded: bytes of data for codelets, item counts for some front ends)."""
+    # Rounded first, so that 999999 reads "1M", not "1000k"; P and E, so that sizes past 1e15
+    # (the axis of a model of huge sizes) read "20P", not "2e+04T".
+    size = float(f"{size:.4g}")
+    for suffix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(size) >= scale:
             return f"{size / scale:.4g}{suffix}"
     return f"{size:.4g}"
@@ -179,6 +197,7 @@ def _by_arch(rows: List[Entry]) -> Dict[str, List[Entry]]:
 def show(symbol: str) -> str:
     """A readable table of the model of ``symbol``: one line per (arch, size), then the
     regression of each architecture."""
+    check_names("hetflow.perfmodel.show", symbol)
     engine = _engine()
     rows = entries(symbol)
     path = os.path.join(directory(), f"{symbol}.model")
@@ -289,6 +308,7 @@ def perfmodel_plot(perfmodel: str, path: Optional[str] = None) -> str:
     IsADirectoryError when ``path`` is a directory (each before writing anything). The figure is
     drawn with the Agg canvas directly, so an application's pyplot backend is left alone.
     """
+    check_names("hetflow.perfmodel_plot", perfmodel)
     Figure, FigureCanvasAgg, FuncFormatter = _import_matplotlib()
     rows = [row for row in entries(perfmodel) if row["size"] > 0 and row["max"] > 0]
     if not rows:

@@ -180,6 +180,7 @@ std::optional<std::string> read_text(const std::filesystem::path& file) {
 }  // namespace
 
 std::string parse_bus_text(std::string_view text, std::string_view node, BusFileContents& out) {
+  text = without_byte_order_mark(text);  // a hand-edited file's
   bool have_header = false;
   bool have_node = false;
   bool have_to_node = false;

@@ -53,7 +53,8 @@ double robust_estimate(std::span<double> samples) {
 }
 
 void History::add(double seconds) noexcept {
-  ++count_;
+  // Saturated, as the merge: a file counting more runs is refused at its next load.
+  if (count_ < kMostRuns) ++count_;
   if (count_ == 1) {
     mean_ = seconds;
     m2_ = 0;
@@ -87,7 +88,8 @@ void History::merge(const History& newer) noexcept {
   const double delta = newer.mean_ - mean_;
   mean_ += delta * nb / n;
   m2_ += newer.m2_ + delta * delta * na * nb / n;
-  count_ += newer.count_;
+  // Two files of 2^53 runs (hand-edited) merged into one the next load refused as damaged.
+  count_ = std::min(count_ + newer.count_, kMostRuns);
   min_ = std::min(min_, newer.min_);
   max_ = std::max(max_, newer.max_);
   for (double x : newer.recent()) push_recent(x);

@@ -12,6 +12,9 @@ namespace hetflow::detail {
 class History {
  public:
   static constexpr std::size_t kRecent = 32;
+  /// The most runs a history counts (a file's count is at most this): counts stay exact in
+  /// doubles. Past it the count stays there; the statistics go on (a run's weight is 2^-53 anyway).
+  static constexpr std::uint64_t kMostRuns = std::uint64_t{1} << 53;
 
   void add(double seconds) noexcept;
   /// Folds `newer` (measurements taken after this one's) in: the statistics combine exactly

@@ -6,6 +6,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "hetflow/error.hpp"
@@ -28,6 +29,18 @@ struct Slot {
 using SlotsByArch = std::array<std::map<std::size_t, Slot>, kArchCount>;
 
 unsigned index_of(Arch arch) { return static_cast<unsigned>(arch); }
+
+// The temporary files of saves killed before their rename (they piled up, one per kill) are
+// removed at this process's first save into each directory, under the directory's lock.
+void clean_directory_once(const std::filesystem::path& directory) {
+  static std::mutex mutex;
+  static std::set<std::filesystem::path> cleaned;
+  {
+    std::lock_guard lock(mutex);
+    if (!cleaned.insert(directory).second) return;
+  }
+  detail::remove_abandoned_temporaries(directory);
+}
 
 }  // namespace
 
@@ -254,6 +267,7 @@ void PerfModel::save() {
   }
   try {
     detail::DirectoryLock directory_lock(state_->file.parent_path());
+    clean_directory_once(state_->file.parent_path());
     ReadResult on_disk = detail::read_model_file(state_->file, state_->symbol);
     if (on_disk.status == ReadResult::Status::newer) {  // not ours to replace: its data would be lost
       detail::warn("performance model " + detail::describe_damage(state_->file, on_disk) +

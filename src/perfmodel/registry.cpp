@@ -71,6 +71,10 @@ std::vector<std::string> PerfModelRegistry::list() {
   std::error_code ec;
   for (auto it = std::filesystem::directory_iterator(dir, ec); !ec && it != std::filesystem::directory_iterator();
        it.increment(ec)) {
+    // A directory (or a FIFO...) called "x.model" is no model: listed, `show x` said "no
+    // measurements" with a warning. A damaged regular file is listed (its warning says why).
+    std::error_code kind_error;
+    if (!it->is_regular_file(kind_error)) continue;
     if (std::string symbol = detail::symbol_of_file(it->path()); !symbol.empty()) symbols.insert(std::move(symbol));
   }
   {

@@ -64,7 +64,7 @@ namespace detail {
 namespace {
 
 constexpr std::string_view kMagic = "hetflow-perfmodel";
-constexpr std::uint64_t kMostRuns = std::uint64_t{1} << 53;
+constexpr std::uint64_t kMostRuns = History::kMostRuns;
 constexpr std::size_t kFixedFields = 9;  // arch size count mean m2 min max robust recent_count
 
 /// A number of seconds: finite, 0 or more, at most `most`.
@@ -136,7 +136,16 @@ std::string parse_entry(const std::vector<std::string_view>& fields, std::pair<A
 
 }  // namespace
 
+std::string_view without_byte_order_mark(std::string_view text) noexcept {
+  constexpr std::string_view kBom = "\xEF\xBB\xBF";
+  if (text.starts_with(kBom)) text.remove_prefix(kBom.size());
+  return text;
+}
+
 ReadResult parse_model_text(std::string_view text, std::string_view symbol) {
+  // A file saved by an editor that puts a byte order mark first (Notepad) was "not a hetflow
+  // performance model", then moved aside as damaged at the next save.
+  text = without_byte_order_mark(text);
   ReadResult result;
   result.status = ReadResult::Status::loaded;
   bool have_header = false;
@@ -302,6 +311,18 @@ std::filesystem::path user_home() {
   return ".";
 }
 
+std::optional<std::filesystem::path> named_user_home(const std::string& name) {
+  if (name.empty()) return std::nullopt;
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr &&
+      found->pw_dir != nullptr && *found->pw_dir != '\0') {
+    return std::filesystem::path(found->pw_dir);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 namespace {
@@ -312,6 +333,16 @@ std::filesystem::path given_perfmodel_directory() {
     const std::string_view given(home);
     if (given == "~") return user_home() / "perfmodels";
     if (given.starts_with("~/")) return user_home() / given.substr(2) / "perfmodels";
+    if (given.starts_with("~")) {
+      // "~name/models", as a shell expands it (it made a folder "~name" in the working
+      // directory); a name that is no user's stays as written, as in a shell.
+      const std::size_t slash = given.find('/');
+      const std::string name(given.substr(1, slash == std::string_view::npos ? std::string_view::npos : slash - 1));
+      if (auto home_of_name = named_user_home(name)) {
+        return slash == std::string_view::npos ? *home_of_name / "perfmodels"
+                                               : *home_of_name / given.substr(slash + 1) / "perfmodels";
+      }
+    }
     return std::filesystem::path(home) / "perfmodels";
   }
   return user_home() / ".hetflow" / "perfmodels";
@@ -345,6 +376,37 @@ std::string symbol_of_file(const std::filesystem::path& file) {
     return {};
   }
   return symbol;
+}
+
+std::size_t remove_abandoned_temporaries(const std::filesystem::path& directory) noexcept {
+  std::size_t removed = 0;
+  try {
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(directory, ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      // ".<symbol>.model.tmp.<pid>.<n>", as AtomicFile names them: nothing else is touched.
+      const std::string name = it->path().filename().string();
+      if (name.size() < 2 || name.front() != '.') continue;
+      const std::size_t marker = name.rfind(std::string(kPerfModelExtension) + ".tmp.");
+      if (marker == std::string::npos) continue;
+      const std::string_view rest = std::string_view(name).substr(marker + kPerfModelExtension.size() + 5);
+      const std::size_t dot = rest.find('.');
+      if (dot == std::string_view::npos || !parse_number<std::uint64_t>(rest.substr(0, dot)) ||
+          !parse_number<std::uint64_t>(rest.substr(dot + 1))) {
+        continue;
+      }
+      if (symbol_of_file(it->path().parent_path() / name.substr(1, marker - 1 + kPerfModelExtension.size())).empty()) {
+        continue;
+      }
+      std::error_code kind_error;
+      if (!it->is_regular_file(kind_error) || it->is_symlink(kind_error)) continue;
+      std::error_code remove_error;
+      if (std::filesystem::remove(it->path(), remove_error)) ++removed;
+    }
+  } catch (...) {
+    // Out of memory listing a directory: the files stay, harmless.
+  }
+  return removed;
 }
 
 std::size_t default_calibration_samples() {

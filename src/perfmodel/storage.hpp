@@ -74,6 +74,14 @@ class DirectoryLock {
 /// HETFLOW_CALIBRATE, else 10. Throws InvalidArgument for a malformed value.
 [[nodiscard]] std::size_t default_calibration_samples();
 
+/// `text` without a leading UTF-8 byte order mark (an editor's, on a hand-edited model file).
+[[nodiscard]] std::string_view without_byte_order_mark(std::string_view text) noexcept;
+
+/// Removes the temporary files that saves killed before their rename left in `directory`
+/// (`.<symbol>.model.tmp.<pid>.<n>`). Called with the DirectoryLock held: every save writes its
+/// temporary file under that lock, so those found then are nobody's. Returns how many it removed.
+std::size_t remove_abandoned_temporaries(const std::filesystem::path& directory) noexcept;
+
 /// "hetflow: warning: <message>" on stderr, in one write.
 void warn(std::string_view message) noexcept;
 /// "<file>:<line>: <reason>", or "<file>: <reason>" for line 0.

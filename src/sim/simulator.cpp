@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <new>
 #include <thread>
+#include <utility>
 
 #include "core/engine.hpp"
 #include "core/task_state.hpp"
@@ -50,7 +51,39 @@ std::unique_ptr<ext::Transfer> SimulatedMemory::copy_from_host(void* /*buffer*/,
   return std::make_unique<SimulatedTransfer>(simulator_, book_link(kHostNode, node_, bytes, now));
 }
 
+namespace {
+
+// The simulator whose virtual time this thread is advancing (simulate_until), if any.
+thread_local const Simulator* t_simulating = nullptr;
+
+}  // namespace
+
+void Simulator::application_waited_until(double end) {
+  double seen = application_until.load(std::memory_order_acquire);
+  while (seen < end && !application_until.compare_exchange_weak(seen, end, std::memory_order_acq_rel)) {
+  }
+  // Never blocks: the thread simulating may wait for a lock this thread holds (a handle's).
+  std::unique_lock lock(mutex, std::try_to_lock);
+  if (lock.owns_lock()) catch_up();
+}
+
+void Simulator::catch_up() {
+  const double until = application_until.load(std::memory_order_acquire);
+  if (!(until > clock.load(std::memory_order_acquire))) return;
+  for (const Running& run : running) {
+    if (run.task != nullptr && run.end < until) return;  // that end comes first
+  }
+  clock.store(until, std::memory_order_release);
+}
+
 void SimulatedMemory::copy_to_host(void* /*host*/, const void* /*buffer*/, std::size_t bytes) {
+  if (t_simulating != &simulator_) {
+    // An application thread's (an acquisition on the host, an unregistration at shutdown: the
+    // final write-back), which waits for it: the makespan ended at the last kernel without it.
+    const double ready = simulator_.clock.load(std::memory_order_acquire);
+    simulator_.application_waited_until(book_link(node_, kHostNode, bytes, ready));
+    return;
+  }
   // Made by the simulating thread for the task it starts (a write-back, a copy home).
   const double ready = simulator_.clock.load(std::memory_order_acquire) + simulator_.transfer_time;
   simulator_.transfer_time =
@@ -120,6 +153,12 @@ void SimulatedExecution::model_bus(BusModel& bus, const std::vector<std::string>
 }
 
 void SimulatedExecution::start(Engine& engine) { simulator_->recorder = engine.recorder(); }
+
+void SimulatedExecution::stop() {
+  if (simulator_ == nullptr) return;  // the machine file was refused
+  std::lock_guard guard(simulator_->mutex);
+  simulator_->catch_up();
+}
 
 void SimulatedExecution::report(const std::string& scheduler_name, double end) const {
   const std::string& machine = simulator_->machine.name.empty() ? simulator_->origin : simulator_->machine.name;
@@ -250,9 +289,14 @@ void SimulatedExecution::complete_task(unsigned worker) {
 
 void SimulatedExecution::simulate_until(const std::function<bool()>& reached) {
   std::lock_guard guard(simulator_->mutex);
+  struct Simulating {
+    const Simulator* previous;
+    ~Simulating() { t_simulating = previous; }
+  } simulating{std::exchange(t_simulating, simulator_.get())};
   const auto& workers = engine_->workers();
   int ended = -1;  // the worker whose task ended last
   for (;;) {
+    simulator_->catch_up();  // tasks the application submitted after a copy it waited for start after it
     if (reached()) return;
     // The idle workers pop in worker order, the one whose task just ended last: as on threads,
     // where that worker first pushes the dependents its task released, each push waking an idle

@@ -103,6 +103,16 @@ struct Simulator {
   double transfer_time = 0;            // synchronous copies made for the task being started, so far
   double copies_from = 0;              // asynchronous copies start no earlier (a device worker's look-ahead)
   std::size_t tasks_run = 0;
+  // The end of the synchronous copies home that application threads made (an acquisition on the
+  // host, an unregistration: the final write-back): those threads waited for them, so virtual
+  // time reaches their end once no task ends before it.
+  std::atomic<double> application_until{0};
+
+  /// A copy an application thread waited for ends at `end`: virtual time moves on to it now if
+  /// no thread is simulating, else at that thread's next event (catch_up).
+  void application_waited_until(double end);
+  /// With `mutex` held: virtual time moves to application_until when no running task ends before.
+  void catch_up();
 };
 
 /// The workers and memory nodes of the machine `machine_file` describes, run in virtual time by
@@ -113,7 +123,8 @@ class SimulatedExecution final : public Execution {
   void add_workers(Engine& engine) override;
   void model_bus(BusModel& bus, const std::vector<std::string>& node_names) override;
   void start(Engine& engine) override;
-  void stop() override {}
+  /// Virtual time reaches the end of the copies the application waited for (the final write-back).
+  void stop() override;
   unsigned stop_free_workers() override { return 0; }  // no threads of its own
   void report(const std::string& scheduler_name, double end) const override;
   [[nodiscard]] const std::atomic<double>* virtual_clock() const noexcept override { return &simulator_->clock; }

@@ -279,6 +279,21 @@ TEST(BusModel, ValidFileWithCommentsAndCrLfIsRead) {
   EXPECT_EQ(bus.link(1, 0).latency, 3e-6);
 }
 
+// An editor's UTF-8 byte order mark made a hand-edited file "not a hetflow bus model": measured
+// again and overwritten.
+TEST(BusModel, AByteOrderMarkIsNotDamage) {
+  TempDir dir;
+  write_file(dir.path() / "bus" / "fake0.txt",
+             "\xEF\xBB\xBFhetflow-bus 1\nnode fake0\nnode_to_host 2e9 3e-6\nhost_to_node 1e9 1e-6\n");
+  FakeNode node("fake0");
+  BusModel bus({nullptr, &node});
+  testing::internal::CaptureStderr();
+  bus.calibrate(dir.path());
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  EXPECT_EQ(node.calls(), 0);
+  EXPECT_EQ(bus.link(0, 1).bandwidth, 1e9);
+}
+
 TEST(BusModel, FormatAndParseRoundTrip) {
   // Numbers whose shortest text has many digits, within the bounds of a link.
   const BusFileContents contents{"cuda0", {12345678901.5, 7.25e-6, true}, {(0.1 + 0.2) * 1e4, 1.0 / 3, true}};

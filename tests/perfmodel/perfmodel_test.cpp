@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -410,6 +411,16 @@ TEST_F(PerfModelStorage, DirectoryFollowsHetflowHome) {
   // Quoted, a "~" reaches the program unexpanded: it still means the user's home.
   ScopedEnv tilde("HETFLOW_HOME", "~/models");
   EXPECT_EQ(PerfModelRegistry::instance().directory(), fs::path("/somewhere/models/perfmodels"));
+  // "~name/..." is that user's home, as in a shell (it was a folder "~name" in the working
+  // directory); a name that is no user's stays as written.
+  const passwd* me = ::getpwuid(::getuid());
+  ASSERT_NE(me, nullptr);
+  ScopedEnv named("HETFLOW_HOME", "~" + std::string(me->pw_name) + "/models");
+  EXPECT_EQ(PerfModelRegistry::instance().directory(), fs::path(me->pw_dir) / "models" / "perfmodels");
+  ScopedEnv unknown("HETFLOW_HOME", "/x/~nosuchuser-hetflow");
+  EXPECT_EQ(PerfModelRegistry::instance().directory(), fs::path("/x/~nosuchuser-hetflow/perfmodels"));
+  ScopedEnv unknown_user("HETFLOW_HOME", "~nosuchuser-hetflow/models");
+  EXPECT_EQ(PerfModelRegistry::instance().directory(), fs::current_path() / "~nosuchuser-hetflow/models/perfmodels");
 }
 
 TEST_F(PerfModelStorage, SaveAndLoadRoundTrip) {
@@ -802,6 +813,77 @@ TEST_F(PerfModelStorage, DamageOfEveryKindIsCaught) {
   PerfModel fine("d", model_file("d"));
   EXPECT_TRUE(fine.load());
   EXPECT_EQ(fine.entries().size(), 1u);
+}
+
+// A hand-edited file that an editor saved with a UTF-8 byte order mark first (Notepad does) was
+// "not a hetflow performance model": ignored, then moved aside as damaged at the next save.
+TEST_F(PerfModelStorage, AByteOrderMarkIsNotDamage) {
+  write_text(model_file("bom"), "\xEF\xBB\xBFhetflow-perfmodel 1\r\nsymbol bom\r\ncpu 8 1 0.5 0 0.5 0.5 0.5 1 0.5\r\n");
+  testing::internal::CaptureStderr();
+  auto model = PerfModelRegistry::instance().get("bom");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  ASSERT_EQ(model->entries().size(), 1u);
+  EXPECT_EQ(model->entries()[0].mean, 0.5);
+  model->record(Arch::cpu, 8, 0.5);
+  model->save();
+  EXPECT_FALSE(fs::exists(fs::path(model_file("bom").string() + ".damaged")));
+  EXPECT_EQ(read_text(model_file("bom")).rfind("hetflow-perfmodel 1\n", 0), 0u);  // written without one
+  PerfModel check("bom", model_file("bom"));
+  EXPECT_TRUE(check.load());
+  EXPECT_EQ(check.entries()[0].count, 2u);
+}
+
+// Saves killed between writing their temporary file and renaming it (SIGKILL, a power cut) left
+// `.<symbol>.model.tmp.<pid>.<n>` files behind for ever, one per kill.
+TEST_F(PerfModelStorage, TemporaryFilesOfKilledSavesAreRemovedAtTheNextSave) {
+  const std::vector<std::string> abandoned = {".gemm.model.tmp.4242.0", ".other.model.tmp.1.17",
+                                              ".a.model.tmp.1.2.model.tmp.3.4"};
+  const std::vector<std::string> kept = {".gemm.model.tmp.x.0", "gemm.model.tmp.1.2", ".gemm.model.tmp.1",
+                                         ".notes.txt.tmp.1.2",  "other.model",        ".lock"};
+  for (const auto& name : abandoned) write_text(directory() / name, "partial");
+  for (const auto& name : kept) write_text(directory() / name, "hetflow-perfmodel 1\nsymbol other\n");
+  fs::create_directory(directory() / ".dir.model.tmp.1.2");  // not a file: left alone
+  auto model = PerfModelRegistry::instance().get("gemm");
+  model->record(Arch::cpu, 8, 0.5);
+  model->save();
+  for (const auto& name : abandoned) EXPECT_FALSE(fs::exists(directory() / name)) << name;
+  for (const auto& name : kept) EXPECT_TRUE(fs::exists(directory() / name)) << name;
+  EXPECT_TRUE(fs::is_directory(directory() / ".dir.model.tmp.1.2"));
+  EXPECT_TRUE(fs::exists(model_file("gemm")));
+}
+
+// A file of 2^53 runs (the most a file may count, hand-edited) plus one more run: the save wrote
+// a count the next load refused, and the save after that moved the model aside as damaged.
+TEST_F(PerfModelStorage, ACountAtTheMostAFileHoldsStaysReadable) {
+  write_text(model_file("most"), "hetflow-perfmodel 1\nsymbol most\ncpu 8 9007199254740992 0.5 0 0.5 0.5 0.5 0\n");
+  PerfModel model("most", model_file("most"));
+  ASSERT_TRUE(model.load());
+  model.record(Arch::cpu, 8, 0.5);
+  model.save();
+  PerfModel other("most", model_file("most"));
+  other.record(Arch::cpu, 8, 0.5);
+  other.save();  // merged with the file's 2^53 runs
+  PerfModel check("most", model_file("most"));
+  testing::internal::CaptureStderr();
+  EXPECT_TRUE(check.load());
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  ASSERT_EQ(check.entries().size(), 1u);
+  EXPECT_EQ(check.entries()[0].count, std::uint64_t{1} << 53);
+  EXPECT_EQ(check.entries()[0].mean, 0.5);
+}
+
+// A directory named like a model file is no model: it was listed, and `perfmodel show` of it said
+// "no measurements" with a warning. It is still never replaced by a save.
+TEST_F(PerfModelStorage, ADirectoryNamedLikeAModelIsNotListed) {
+  fs::create_directories(directory() / "x.model");
+  write_text(model_file("y"), "junk");  // a damaged regular file is listed: its warning says why
+  EXPECT_EQ(PerfModelRegistry::instance().list(), std::vector<std::string>{"y"});
+  auto model = PerfModelRegistry::instance().get("x");
+  model->record(Arch::cpu, 1, 1.0);
+  testing::internal::CaptureStderr();
+  EXPECT_THROW(model->save(), hetflow::Error);
+  testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(fs::is_directory(directory() / "x.model"));
 }
 
 // A file of a newer format is a newer hetflow's: read as nothing, and never replaced (what it

@@ -552,3 +552,59 @@ def test_an_arrays_elements_make_the_size_in_either_executor(home, executor):
     finally:
         hetflow.shutdown()
     assert sorted(e["size"] for e in perfmodel.entries(f"sizes_{executor}")) == [5, 7]
+
+
+def test_sizes_and_times_read_well_at_any_scale(home, monkeypatch):
+    # Past 1e15 the size axis read "1000T", "1e+04T", "1e+07T"; at a unit's edge "1000k" and
+    # "1000 us" where "1M" and "1 ms" were meant.
+    assert [perfmodel.format_size(x) for x in (512, 64e3, 1e15, 3e16, 2**64 - 1)] == ["512", "64k", "1P", "30P", "18.45E"]
+    assert [perfmodel.format_size(x) for x in (999.99, 999_999, 999_999_999)] == ["1k", "1M", "1G"]
+    assert perfmodel.format_seconds(0.0009999999) == "1 ms" and perfmodel.format_seconds(0.07012) == "70.12 ms"
+    figures = _captured_figures(monkeypatch)
+    for size in (10**15, 10**17, 2**64 - 1):
+        for _ in range(10):
+            perfmodel.record("huge_sizes", "cpu", size, 1e-3 * size / 1e15)
+    perfmodel.perfmodel_plot("huge_sizes")
+    figure = figures[-1]
+    figure.canvas.draw()
+    labels = [text.get_text() for text in figure.axes[0].get_xticklabels() if text.get_text()]
+    assert labels and all("e+" not in label and "000" not in label for label in labels), labels
+    assert "1P" in labels and "1E" in labels, labels
+
+
+def test_hand_edited_and_leftover_files_in_the_model_directory(home, capfd):
+    directory = home / "perfmodels"
+    directory.mkdir()
+    # A UTF-8 byte order mark (Notepad's) was "not a hetflow performance model".
+    (directory / "bom.model").write_bytes(
+        b"\xef\xbb\xbfhetflow-perfmodel 1\r\nsymbol bom\r\ncpu 8 1 0.5 0 0.5 0.5 0.5 1 0.5\r\n"
+    )
+    # A directory named like a model was listed, and `show` said "no measurements".
+    (directory / "dir.model").mkdir()
+    # A save killed before its rename left its temporary file for ever.
+    (directory / ".bom.model.tmp.4242.0").write_text("partial")
+    assert perfmodel.list_models() == ["bom"]
+    assert [(e["size"], e["count"], e["mean"]) for e in perfmodel.entries("bom")] == [(8, 1, 0.5)]
+    assert "warning" not in capfd.readouterr().err
+    perfmodel.record("bom", "cpu", 8, 0.5)
+    perfmodel.save_all()
+    assert sorted(p.name for p in directory.iterdir()) == [".lock", "bom.model", "dir.model"]
+    listed = cli(home, "perfmodel", "list")
+    assert listed.returncode == 0 and listed.stdout.split() == ["bom"]
+
+
+def test_a_symbol_or_arch_that_is_not_a_str_is_said_so(home):
+    # The bindings' own TypeError listed their signature: "perfmodel_entries(): incompatible
+    # function arguments. The following argument types are supported: ...".
+    calls = {
+        "hetflow.perfmodel.record: symbol": lambda: perfmodel.record(123, "cpu", 1, 1.0),
+        "hetflow.perfmodel.record: arch": lambda: perfmodel.record("s", None, 1, 1.0),
+        "hetflow.perfmodel.entries: symbol": lambda: perfmodel.entries(Path("s")),
+        "hetflow.perfmodel.fit: arch": lambda: perfmodel.fit("s", 0),
+        "hetflow.perfmodel.expected: symbol": lambda: perfmodel.expected(b"s", "cpu", 1),
+        "hetflow.perfmodel.show: symbol": lambda: perfmodel.show(None),
+        "hetflow.perfmodel_plot: symbol": lambda: perfmodel.perfmodel_plot(1),
+    }
+    for where, call in calls.items():
+        with pytest.raises(TypeError, match=f"^{where} must be a str, not "):
+            call()

@@ -539,3 +539,46 @@ TEST(Simulation, EnvironmentVariableSelectsIt) {
 }
 
 }  // namespace
+
+// Data a device wrote goes home when it is unregistered (at shutdown, the final write-back) or
+// acquired on the host: the copy takes virtual time, and the makespan counts it (it ended at
+// the last kernel, as if the result were home then).
+TEST(Simulation, TheFinalWriteBackCountsInTheMakespan) {
+  MachineFile machine(kTwoCpusOneGpu);
+  const Codelet work = named("work");
+  std::vector<double> data(125'000);  // 1 MB: 1 ms on the 1 GB/s link
+  {
+    Runtime rt(simulated(machine));
+    DataHandle x = rt.register_vector(data.data(), data.size());
+    rt.insert(work, {.data = {RW(x)}, .where = Arch::cuda});
+    rt.wait_all();
+    EXPECT_NEAR(rt.elapsed(), 0.002, 1e-9);  // 1 ms up, 1 ms of work
+    rt.unregister(x);
+    EXPECT_NEAR(rt.elapsed(), 0.003, 1e-9);  // and 1 ms home
+  }
+  {
+    Runtime rt(simulated(machine));
+    DataHandle x = rt.register_vector(data.data(), data.size());
+    rt.insert(work, {.data = {RW(x)}, .where = Arch::cuda});
+    rt.wait_all();
+    {
+      hetflow::Acquisition held = rt.acquire(x, hetflow::AccessMode::R);
+      EXPECT_NEAR(rt.elapsed(), 0.003, 1e-9);
+    }
+    // A task after the acquisition starts once the data is home, not back in time.
+    const Codelet host_only = named("host_only");
+    rt.insert(host_only, {.data = {RW(x)}, .where = Arch::cpu});
+    rt.wait_all();
+    EXPECT_NEAR(rt.elapsed(), 0.005, 1e-9);
+  }
+  {
+    testing::internal::CaptureStderr();
+    {
+      Runtime rt(simulated(machine));
+      DataHandle x = rt.register_vector(data.data(), data.size());
+      rt.insert(work, {.data = {RW(x)}, .where = Arch::cuda});
+    }  // shutdown: waits, writes x back, reports
+    const std::string report = testing::internal::GetCapturedStderr();
+    EXPECT_NE(report.find("makespan 0.003000 s"), std::string::npos) << report;
+  }
+}
