@@ -22,8 +22,10 @@ raises ``ElsewhereError``. ``future.rank`` says where the task ran. See docs/mpi
 from __future__ import annotations
 
 import atexit
+import bisect
 import dis
 import functools
+import math
 import numbers
 import os
 import sys
@@ -33,7 +35,7 @@ from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Seque
 
 from hetflow import _runtime
 from hetflow._args import _CONTAINERS
-from hetflow._arrays import Access
+from hetflow._arrays import Access, span
 from hetflow._errors import DependencyError, ElsewhereError, exception_from_outcome
 from hetflow._future import Future
 from hetflow._serialize import is_array
@@ -86,6 +88,9 @@ class _State:
         self.size: int = context.size()
         # _key(array) -> (array, handle capsule); the arrays are kept alive while registered.
         self.arrays: Dict[tuple, Tuple[Any, Any]] = {}
+        # The memory of the registered arrays that have some, by lowest address: [low], [(end, key)]
+        self.span_lows: List[int] = []
+        self.span_ends: List[Tuple[int, tuple]] = []
         self.checking = False  # HETFLOW_MPI_CHECK
 
 
@@ -177,8 +182,9 @@ def _abort_on_uncaught(module: Any) -> None:
 
 def _closer(state: _State) -> Callable[[bool], None]:
     def close(finished: bool) -> None:
-        global _ended
+        global _ended, _ended_ranks
         _ended = True
+        _ended_ranks = (state.rank, state.size)  # rank() and size() still answer, as mpi4py's do
         _runtime.refusal_to_start = (
             "hetflow: the runtime that served hetflow.mpi was shut down, and no other may start in this "
             "process (its distributed arrays would be plain arrays to it): an MPI program keeps one runtime, "
@@ -269,12 +275,35 @@ def _refuse_hidden_arrays(state: _State, func: Any, args: tuple, kwargs: dict) -
 
 
 def _is_hidden_array(state: _State, array: Any, arguments: List[Any], ndarray: type) -> bool:
-    """Whether ``array`` is a distributed array (not EVERY_RANK's) none of ``arguments`` is."""
+    """Whether ``array`` is, or shares memory with, a distributed array (not EVERY_RANK's) none of
+    ``arguments`` is: a registered array itself, or another view of its memory (the matrix whose
+    row blocks were registered, a slice across two of them), which reads the elements of this
+    rank's copies, out of date, as much as the array itself would."""
     key = _key(array)
     record = state.arrays.get(key)
-    if record is None or state.context.owner(record[1]) == EVERY_RANK:
-        return False
-    return all(not isinstance(argument, ndarray) or _key(argument) != key for argument in arguments)
+    if record is not None:
+        met = [(key, record)]
+    else:
+        low, nbytes, _ = span(array)
+        met = _registered_meeting(state, low, low + nbytes) if nbytes else []
+    given = {_key(argument) for argument in arguments if isinstance(argument, ndarray)}
+    return any(
+        met_key not in given and state.context.owner(met_record[1]) != EVERY_RANK for met_key, met_record in met
+    )
+
+
+def _registered_meeting(state: _State, low: int, high: int) -> List[Tuple[tuple, Tuple[Any, Any]]]:
+    """The registered arrays that share a byte with ``low`` to ``high`` (registered arrays share
+    none: their ends rise with their starts)."""
+    found = []
+    index = bisect.bisect_left(state.span_lows, high)
+    while index > 0:
+        index -= 1
+        end, key = state.span_ends[index]
+        if end <= low:
+            break
+        found.append((key, state.arrays[key]))
+    return found
 
 
 _GLOBALS_READ: Dict[types.CodeType, frozenset] = {}
@@ -307,9 +336,10 @@ def _filled(cell: Any) -> bool:
 def _refuse_hidden(func: Any, place: str) -> None:
     name = getattr(func, "__qualname__", None) or type(func).__qualname__
     raise ValueError(
-        f"hetflow.mpi: task {name!r} reaches an array registered with hetflow.mpi through {place}; only a "
-        "task's own arguments are task data (no transfer would bring it to the rank that runs the task, which "
-        "would read its own copy, out of date): give the array itself as an argument (hetflow.R(a), hetflow.RW(a))"
+        f"hetflow.mpi: task {name!r} reaches an array registered with hetflow.mpi (or a view of its memory) through "
+        f"{place}; only a task's own arguments are task data (no transfer would bring it to the rank that runs the "
+        "task, which would read its own copy, out of date): give the array itself as an argument (hetflow.R(a), "
+        "hetflow.RW(a))"
     )
 
 
@@ -420,6 +450,7 @@ def _current() -> _State:
 
 _forked_from: Optional[int] = None  # in a forked child of a rank: that rank
 _ended = False  # the runtime that served hetflow.mpi was shut down
+_ended_ranks: Optional[Tuple[int, int]] = None  # then: this process's rank and the number of ranks
 
 
 def _after_fork_in_child() -> None:
@@ -458,12 +489,16 @@ def _from_parent(variable: str) -> Optional[int]:
 def rank() -> int:
     """This process's rank (in a process-executor task: the rank whose runtime runs it)."""
     inherited = _from_parent(_RANK_VARIABLE)
+    if inherited is None and _state is None and _ended_ranks is not None and _forked_from is None:
+        return _ended_ranks[0]  # after hetflow.shutdown(): the rank it was
     return inherited if inherited is not None else _current().rank
 
 
 def size() -> int:
     """How many ranks run the program."""
     inherited = _from_parent(_SIZE_VARIABLE)
+    if inherited is None and _state is None and _ended_ranks is not None and _forked_from is None:
+        return _ended_ranks[1]
     return inherited if inherited is not None else _current().size
 
 
@@ -505,6 +540,14 @@ def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optiona
         raise TypeError(f"hetflow.mpi.register: name must be a str, not {type(name).__name__}")
     with _lock:
         if _key(array) in state.arrays:
+            if array.size == 0 and state.arrays[_key(array)][0] is not array:
+                # np.array_split(matrix, ranks) with fewer rows than ranks: empty pieces at one address.
+                raise ValueError(
+                    "hetflow.mpi.register: this empty array starts where an empty array registered already does, "
+                    "with the same shape (np.array_split gives such pieces when there are fewer rows than pieces); "
+                    "hetflow cannot tell them apart: register one of them, or give the others arrays of their own "
+                    "(numpy.empty(shape))"
+                )
             raise ValueError("hetflow.mpi.register: this array is registered already")
         chosen = state.context.allocate_tags(1) if tag is None else tag
         if not isinstance(chosen, numbers.Integral) or isinstance(chosen, bool):
@@ -517,11 +560,20 @@ def register(array: Any, owner: int, *, tag: Optional[int] = None, name: Optiona
 
         def register_handle(address: int, nbytes: int) -> Any:
             dims = _dims_contiguous_first(array)
+            if (math.prod(dims) if dims else 0) * array.itemsize != array.nbytes:
+                raise AssertionError(
+                    f"hetflow.mpi.register: the layout {dims} does not cover the array's {array.nbytes} bytes"
+                )
             capsules.append(state.context.register_array(address, array.itemsize, dims, owner, chosen, label))
             return state.runtime._engine.adopt_distributed(capsules[0])
 
         state.runtime.handles.adopt(array, register_handle)
         state.arrays[_key(array)] = (array, capsules[0])
+        low, nbytes, _ = span(array)
+        if nbytes:
+            index = bisect.bisect_right(state.span_lows, low)
+            state.span_lows.insert(index, low)
+            state.span_ends.insert(index, (low + nbytes, _key(array)))
     return array
 
 
@@ -529,11 +581,14 @@ def _dims_contiguous_first(array: Any) -> List[int]:
     """The dimensions of a contiguous array, the contiguous one first, the outermost merged past
     four: what the submission check (``HETFLOW_MPI_CHECK``) compares between the ranks, with the
     item size, so that an array of another shape, dtype size or memory order elsewhere is told."""
-    if array.size == 0:
+    if array.nbytes == 0:  # no element, or elements of no byte (a structured dtype of no field)
         return []
     dims = [int(d) for d in (array.shape if not array.flags.c_contiguous else reversed(array.shape))] or [1]
     while len(dims) > 4:
-        dims[-2] *= dims.pop()
+        # Not `dims[-2] *= dims.pop()`: its target is read before the pop and stored after it,
+        # one place off (a 5-D array of 24 items was registered as 8, and only 8 were sent).
+        outermost = dims.pop()
+        dims[-1] *= outermost
     return dims
 
 
@@ -558,6 +613,13 @@ def block_cyclic(rows: Optional[int] = None, columns: Optional[int] = None) -> C
     """The owner of tile ``(i, j)`` on a ``rows`` x ``columns`` grid of ranks, 2-D block-cyclic:
     ``(i % rows) * columns + j % columns``. Default: the most square grid of every rank."""
     count = size()
+    for what, given in (("rows", rows), ("columns", columns)):
+        if given is None:
+            continue
+        if isinstance(given, bool) or not isinstance(given, numbers.Integral):
+            raise TypeError(f"hetflow.mpi.block_cyclic: {what} must be an int, not {type(given).__name__}")
+        if given < 1:  # before dividing by it
+            raise ValueError(f"hetflow.mpi.block_cyclic: {what} must be 1 or more, not {given}")
     if rows is None and columns is None:
         rows = max(r for r in range(1, int(count**0.5) + 1) if count % r == 0)
     if rows is None:
@@ -597,6 +659,11 @@ def task_submit(func: Callable[..., Any], *args: Any, on: Optional[Any] = None, 
     state = _current()
     if isinstance(on, numpy.ndarray):  # a registered array: its owner
         on = state.context.owner(_capsule(on, "task_submit"))
+        if on == EVERY_RANK:  # not "no placement": the task would run wherever its data say
+            raise ValueError(
+                "hetflow.mpi.task_submit: on= names an array every rank owns (hetflow.mpi.EVERY_RANK), which has "
+                "no one owner to run the task; give a rank"
+            )
     elif on is not None:
         on = _checked_rank(on, "task_submit")  # an int, a numpy integer; anything else is refused
     unknown = set(options) - {"executor", "name", "priority", "perfmodel", "size"}

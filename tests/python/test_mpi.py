@@ -363,6 +363,24 @@ def test_hetflow_init_after_hetflow_mpi_init_is_refused_and_the_ranks_go_on():
     assert returncode == 0 and "time limit" not in output, output
 
 
+def test_rank_and_size_still_answer_after_the_runtime_shut_down():
+    # Once the `with hetflow.init(...)` block that served hetflow.mpi ended, hm.rank() raised
+    # (printing the rank after the work failed), as mpi4py's comm.rank does not.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "with hetflow.init(ncpus=1):\n"
+        "    hm.init()\n"
+        "    me, ranks = hm.rank(), hm.size()\n"
+        "    a = hm.register(np.zeros(3), owner=ranks - 1)\n"
+        "    hm.wait_all()\n"
+        "assert (hm.rank(), hm.size()) == (me, ranks), (hm.rank(), hm.size(), me, ranks)\n"
+        "print(f'rank {hm.rank()} of {hm.size()} after shutdown', flush=True)\n"
+    )
+    returncode, output = _run_program(program)
+    assert returncode == 0, output
+    assert "rank 0 of 2 after shutdown" in output and "rank 1 of 2 after shutdown" in output, output
+
+
 def test_a_failure_too_long_to_send_whole_is_cut_between_characters():
     # Past 1 MiB the text sent to the reader's rank is cut: in the middle of a two-byte 'ü' it
     # gave the reader UnicodeDecodeError instead of the DependencyError naming the failure.

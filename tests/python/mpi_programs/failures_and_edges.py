@@ -5,6 +5,7 @@ import numpy as np
 
 import hetflow
 import hetflow.mpi as hm
+from checks import expect_raises
 
 hm.init()
 me, ranks = hm.rank(), hm.size()
@@ -97,5 +98,30 @@ try:
 except TypeError as error:
     assert "tag must be an int" in str(error), error
 numpy_tagged = hm.register(np.zeros(2), owner=0, tag=np.int64(4000))  # numpy's integers are ints
+# on= an array every rank owns names no one rank: refused, not run where its data say.
+everywhere = hm.register(np.zeros(2), owner=hm.EVERY_RANK, name="everywhere")
+expect_raises(ValueError, lambda: hm.task_submit(lambda a, e: None, hetflow.W(target), everywhere, on=everywhere), ["every rank owns", "give a rank"])
+for rows, columns in ((0, None), (None, 0), (-1, None)):
+    expect_raises(ValueError, lambda: hm.block_cyclic(rows, columns), ["must be 1 or more"])  # not ZeroDivisionError
+expect_raises(TypeError, lambda: hm.block_cyclic(1.5), ["must be an int"])
+# Empty pieces of np.array_split at one address (fewer rows than pieces) cannot be told apart:
+# said so, rather than "registered already" of an array registered once.
+pieces = np.array_split(np.zeros((1, 3)), 3)  # pieces 1 and 2: empty, at one address
+hm.register(pieces[1], owner=0, name="first empty piece")
+expect_raises(ValueError, lambda: hm.register(pieces[2], owner=ranks - 1), ["cannot tell them apart", "numpy.empty(shape)"])
+
+# Arrays of more than four dimensions travel whole (the outermost ones merged into one: 8 of
+# their 24 elements were sent, the others left as they were on the receiving rank).
+five = hm.register(np.zeros((2, 1, 3, 2, 2)), owner=ranks - 1, name="five dimensions")
+six = hm.register(np.zeros((2, 3, 1, 2, 2, 2), order="F"), owner=0, name="six dimensions")
+thread(lambda a: np.copyto(a, np.arange(24.0).reshape(a.shape)), hetflow.W(five))
+thread(lambda b, a: np.copyto(b, np.arange(48.0).reshape(b.shape, order="F") + a.sum()), hetflow.W(six), five)
+# Elements of no byte (a structured dtype without fields): no byte to move, as an empty array
+# (the runtime refused the layout: "element size is 0").
+fieldless = hm.register(np.zeros(3, dtype=np.dtype([])), owner=ranks - 1, name="fieldless")
+thread(lambda f: None, hetflow.W(fieldless))
+hm.broadcast([five, six, fieldless])
+assert five.ravel().tolist() == list(range(24)), (me, five.ravel())
+assert six.ravel(order="F").tolist() == [276.0 + i for i in range(48)], (me, six.ravel(order="F"))
 hm.wait_all()
 print(f"rank {me}: failure and edge checks passed", flush=True)

@@ -1,5 +1,6 @@
 """hetflow.mpi under mpirun: a registered array a task reaches other than as its own argument (in
-a list, a functools.partial, a closure, a default value, a module global the function reads) is refused on every rank (the rank that
+a list, a functools.partial, a closure, a default value, a module global the function reads), or
+another view of its memory (the matrix of registered row blocks), is refused on every rank (the rank that
 ran the task read its own copy, out of date, or not, depending on timing: [-1.0] * 3 instead of
 [7.0] * 3); wait_all while this rank holds an acquisition its tasks need raises instead of
 waiting for ever; after the runtime shut down, hetflow.mpi says so. Usage: mpirun -np N python
@@ -14,6 +15,7 @@ import hetflow.mpi as hm
 from checks import expect_raises
 
 held_x = None  # the registered x, as a module global
+whole = None  # a matrix whose row blocks are registered, as a module global
 settings = types.SimpleNamespace(held_x=np.full(3, 2.0))
 
 
@@ -25,8 +27,12 @@ def copy_settings_held_x(o):  # an attribute named like the global: no array of 
     o[...] = settings.held_x
 
 
+def sum_whole(o):  # reads every block through the matrix: other ranks' rows, out of date here
+    o[...] = whole.sum()
+
+
 def main():
-    global held_x
+    global held_x, whole
     hm.init()
     me, ranks = hm.rank(), hm.size()
     last = ranks - 1
@@ -52,6 +58,19 @@ def main():
         ("module global variable 'held_x'", lambda: run(lambda o: [copy_held_x(o) for _ in range(1) if held_x is not None], hetflow.W(out))),
     ]:
         expect_raises(ValueError, submit, [place, "give the array itself as an argument"])
+    # Other views of registered memory are refused alike: the matrix whose row blocks were
+    # registered, a slice across two blocks (each read this rank's copies: 4.0 for 24.0).
+    whole = np.zeros((ranks, 4))
+    for r, block in enumerate(np.array_split(whole, ranks)):
+        hm.register(block, owner=r, name=f"block {r}")
+    last_rows = whole[-1:, 1:]  # a local: captured by the task's function
+    for place, submit in [
+        ("module global variable 'whole'", lambda: run(sum_whole, hetflow.W(out))),
+        ("a list", lambda: run(lambda o, m: o.fill(m[0].sum()), hetflow.W(out), [whole[:, :2]])),
+        ("a list", lambda: run(lambda o, m: o.fill(m[0].sum()), hetflow.W(out), [whole])),
+        ("closure", lambda: run(lambda o: o.fill(last_rows.sum()), hetflow.W(out))),
+    ]:
+        expect_raises(ValueError, submit, [place, "or a view of its memory", "give the array itself as an argument"])
     # As an argument, or captured as well as given, it is sent where the task runs.
     run(copy_settings_held_x, hetflow.W(out))
     run(lambda o, v: o.__setitem__(Ellipsis, v + held_x), hetflow.W(out), x)
