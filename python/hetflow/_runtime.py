@@ -1605,35 +1605,18 @@ def _after_fork_in_child() -> None:
 
 
 def _end_when_the_task_ends() -> None:
-    """In a child that a thread task forked: ends the process when the task's function returns
+    """In a child that a thread task forked: the process ends when the task's function returns
     (status 0) or raises (``SystemExit``: its code; else status 1, the traceback on stderr), as
     such a child of a plain script, or of a process task, ends. Back in the worker's loop, which
     has no runtime here, it waited for ever (and so did a parent waiting for it).
 
-    A raise is seen where the engine keeps the task's exception (``freeze_exception``); a return
-    by a thread that looks every 20 ms whether the task's frame is still on the stack (tracing
-    the frame would slow down all the child's code: a ``multiprocessing`` pool's workers)."""
+    The extension's task guard ends it as the task's call returns to the worker (it counts the
+    forks: python/src/gil_session.cpp); a raise is seen first where the engine keeps the task's
+    exception (``freeze_exception``), which prints its traceback: noted here, the task's frame."""
     frame = sys._getframe()
     while frame.f_back is not None:
         frame = frame.f_back
-    task = frame  # the task's own frame: the worker's thread calls it from C++
-    ident = threading.get_ident()
-    _errors.forked_task = (ident, task)
-
-    def returned() -> bool:
-        frame = sys._current_frames().get(ident)
-        while frame is not None:
-            if frame is task:
-                return False
-            frame = frame.f_back
-        return True
-
-    def watch() -> None:
-        while not returned():
-            time.sleep(0.02)
-        _errors.end_forked_child(None)
-
-    threading.Thread(target=watch, name="hetflow-forked-task-watch", daemon=True).start()
+    _errors.forked_task = (threading.get_ident(), frame)  # the worker's thread calls it from C++
 
 
 atexit.register(_at_exit)

@@ -2,6 +2,9 @@
 
 #include <pthread.h>
 
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -10,6 +13,28 @@
 
 namespace hetflow::python {
 namespace {
+
+// Counts the forks this process descends through: a guard that sees it change was made before
+// its thread forked, so this is the child, and the task that forked has returned or raised.
+std::atomic<std::uint64_t> fork_count{0};
+const bool counts_forks =
+    ::pthread_atfork(nullptr, nullptr, [] { fork_count.fetch_add(1, std::memory_order_relaxed); }) == 0;
+
+// Ends this process, a child that a thread task forked, as the task's function returned or (as
+// `raised`) raised: as such a child of a plain script ends (hetflow._errors.end_forked_child).
+// A raise that reaches here was not seen where the engine keeps the task's exception (the
+// traceback printed there): the task that forked ran on the stack of another one that waits.
+[[noreturn]] void end_forked_child(bool raised) noexcept {
+  static_cast<void>(counts_forks);
+  if (PyObject* errors = PyImport_ImportModule("hetflow._errors")) {
+    PyObject* exception =
+        raised ? PyObject_CallFunction(PyExc_RuntimeError, "s", "the task that forked this process raised") : Py_None;
+    if (exception != nullptr) PyObject_CallMethod(errors, "end_forked_child", "O", exception);  // os._exit
+  }
+  PyErr_Clear();
+  std::fflush(nullptr);
+  std::_Exit(raised ? 1 : 0);
+}
 
 thread_local bool session_open = false;
 thread_local PyGILState_STATE session_state{};
@@ -127,7 +152,11 @@ GilSession::Guard::Guard() {
   outer_loop_ = set_running_loop(nullptr);
 }
 
+std::uint64_t GilSession::forks_so_far() noexcept { return fork_count.load(std::memory_order_relaxed); }
+
 GilSession::Guard::~Guard() {
+  // With the GIL held: the task's own, or the session's (a fork in the task keeps it).
+  if (forks_so_far() != forks_) end_forked_child(std::uncaught_exceptions() > unwinding_);
   if (!nested_) return;
   if (outer_loop_ != nullptr) Py_XDECREF(set_running_loop(outer_loop_));
   Py_XDECREF(outer_loop_);

@@ -1521,11 +1521,60 @@ def test_a_child_forked_by_a_thread_task_ends_when_the_task_does(tmp_path):
     assert "ValueError: from the child" in err and "fork_and_wait" in err, err
 
 
+_FORK_THEN_RETURN = """
+import os
+import hetflow
+
+hetflow.init(ncpus=1, executor="thread")
+PARENT = os.getpid()
+
+def fork_and_wait():
+    pid = os.fork()
+    if pid == 0:
+        return "child"
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+def after(what):
+    print(what, "in the parent" if os.getpid() == PARENT else "IN THE CHILD", flush=True)
+    return what
+
+forked = hetflow.submit(fork_and_wait)
+queued = hetflow.submit(after, "QUEUED")  # next on the only worker, in the child's copy too
+print("STATUS", forked.result(timeout=30), queued.result(timeout=30), flush=True)
+"""
+
+
+def test_a_child_forked_by_a_thread_task_ends_as_the_task_returns(tmp_path):
+    """Ended by a thread that looked every 20 ms whether the task's frame had returned, the child
+    went back into the worker's loop meanwhile, which ran its copy of the next queued task (the
+    parent runs it too): its side effects happened twice. Now it ends as the call returns."""
+    rc, out, err = run_script(tmp_path, _FORK_THEN_RETURN)
+    assert rc == 0, err
+    assert "IN THE CHILD" not in out, out + err
+    assert out.splitlines() == [
+        "QUEUED in the parent",
+        "STATUS 0 QUEUED",
+    ], out + err
+
+
+# A pool's forked children start their own runtimes with the defaults (they do not inherit the
+# parent's settings): on a Python with a GIL, the process executor, each starting its worker
+# interpreters up front. Two children so started four interpreters at once, which under a busy
+# machine's load (a C++ build beside the tests) took past the 10 s hang watchdog: the test
+# failed as if it had hung, stdout only "PARENT 2". A forked child's own process workers are
+# tested by test_a_forked_child_starts_a_fresh_runtime[process]; here the children use threads.
+POOL_CHILDREN_USE_THREADS = """
+os.environ["HETFLOW_EXECUTOR"] = "thread"  # read by the runtime each forked child starts
+"""
+
+
 def test_multiprocessing_fork_children_run_tasks(tmp_path):
     rc, out, err = run_script(
         tmp_path,
         "EXECUTOR = 'thread'\n"
         + FORK_PRELUDE
+        + POOL_CHILDREN_USE_THREADS
         + """
 import multiprocessing
 
@@ -1547,6 +1596,7 @@ def test_joblib_multiprocessing_backend_runs_tasks(tmp_path):
         tmp_path,
         "EXECUTOR = 'thread'\n"
         + FORK_PRELUDE
+        + POOL_CHILDREN_USE_THREADS
         + """
 import joblib
 
