@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import numbers
 import sys
@@ -9,7 +10,7 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Optional, Tuple
 
 from hetflow._errors import INTERRUPTIONS, CancelledError, HetflowError, exception_from_outcome, forget_frames
 # Imported here, not where used: a late use (a __del__ at interpreter shutdown) can import nothing.
@@ -52,13 +53,8 @@ class _WaiterEvent(threading.Event):
         self.needs_all = bool(getattr(replaced, "needs_all", False))
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        try:
+        with noting_interruptions(future for future in (ref() for ref in self.futures) if future is not None):
             return self._wait(timeout)
-        except INTERRUPTIONS:
-            for future in (ref() for ref in self.futures):
-                if future is not None:
-                    future._runtime.interrupted = True
-            raise
 
     def _wait(self, timeout: Optional[float]) -> bool:
         if timeout is None and not self.is_set():
@@ -112,7 +108,7 @@ class _HelpingEvent(_WaiterEvent):
             unfinished = [f for f in futures if not f._task.done()]
             helpable = [f for f in unfinished if self._may_end(f)]
             if helpable:
-                helpable[0]._wait_slice(remaining)
+                helpable[0]._task.wait(remaining)
             elif unfinished and deadline is None and (self.needs_all or not self._notice_coming(futures)):
                 # What is left can never end: a wait for all of it, or for the next one to end,
                 # would never end. (Another kind of future among those waited for could end a
@@ -341,7 +337,7 @@ class Future(concurrent.futures.Future):
             installed = any(callback is fn for callback in self._callbacks or [])
         if not installed:
             return
-        self._wait_slice(_AWAIT_SLICE_S)
+        self._task.wait(_AWAIT_SLICE_S)
         loop.call_soon(self._help_in_loop, loop, fn)
 
     async def _await_in_task(self) -> Any:
@@ -355,7 +351,7 @@ class Future(concurrent.futures.Future):
         try:
             while not self.done():
                 await asyncio.sleep(0)
-                self._wait_slice(_AWAIT_SLICE_S)
+                self._task.wait(_AWAIT_SLICE_S)
         except asyncio.CancelledError:
             self.cancel()  # as asyncio.wrap_future's future does outside a task
             raise
@@ -467,22 +463,13 @@ class Future(concurrent.futures.Future):
         if timeout is not None and not isinstance(timeout, numbers.Real):
             # The engine's binding refused it with a message about its own types (TaskRef).
             raise TypeError(f"hetflow.Future: timeout must be None or a number of seconds, not {timeout!r}")
-        if (timeout is None or type(timeout) in (int, float) and timeout >= 0) and not _inside_a_task():
-            finished = self._wait_in_slices(timeout)
-        else:  # inside a task the engine runs other tasks meanwhile; a bad timeout is refused there
-            finished = self._wait_slice(timeout)
+        with noting_interruptions((self,)):
+            if (timeout is None or type(timeout) in (int, float) and timeout >= 0) and not _inside_a_task():
+                finished = self._wait_in_slices(timeout)
+            else:  # inside a task the engine runs other tasks meanwhile; a bad timeout is refused there
+                finished = self._task.wait(timeout)
         if not finished:
             raise TimeoutError(f"task '{self._name}' did not finish within {timeout} s")
-
-    def _wait_slice(self, seconds: Optional[float]) -> bool:
-        """The engine's wait for the task, for ``seconds`` (a slice of a longer wait). Every wait
-        on futures goes through here, so that one interrupted (Ctrl-C, a signal handler's
-        ``sys.exit``) makes the runtime give up the work left at exit rather than wait for it."""
-        try:
-            return self._task.wait(seconds)
-        except INTERRUPTIONS:
-            self._runtime.interrupted = True
-            raise
 
     def _wait_in_slices(self, timeout: Optional[float]) -> bool:
         """Waits so that a shutdown giving up on the task ends the wait (CancelledError): a task
@@ -492,7 +479,7 @@ class Future(concurrent.futures.Future):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = _GIVE_UP_CHECK_S if deadline is None else min(_GIVE_UP_CHECK_S, deadline - time.monotonic())
-            if self._wait_slice(max(left, 0.0)):
+            if self._task.wait(max(left, 0.0)):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -675,17 +662,34 @@ def wait_failing_fast(futures: "list[Future]", raise_failure: Callable[["Future"
     for future in futures:
         if not future.done():
             future._task.check_wait_can_end()  # inside a task: waited for in slices, never refused
-    for index, future in enumerate(futures):
-        pause = _FAIL_FAST_PAUSE_S
-        while not future.done():
-            future._wait_slice(pause)
-            started = time.monotonic()
-            for other in futures[index + 1 :]:
-                if other._task.status() == "failed":
-                    raise_failure(other)
-            pause = max(_FAIL_FAST_PAUSE_S, 20 * (time.monotonic() - started))
-        if future._status() == "failed":
-            raise_failure(future)
+    failed: Optional[Future] = None
+    with noting_interruptions(futures):  # not the failure raised after: a task's own KeyboardInterrupt
+        for index, future in enumerate(futures):
+            pause = _FAIL_FAST_PAUSE_S
+            while failed is None and not future.done():
+                future._task.wait(pause)
+                started = time.monotonic()
+                failed = next((other for other in futures[index + 1 :] if other._task.status() == "failed"), None)
+                pause = max(_FAIL_FAST_PAUSE_S, 20 * (time.monotonic() - started))
+            if failed is None and future._status() == "failed":
+                failed = future
+            if failed is not None:
+                break
+    if failed is not None:
+        raise_failure(failed)
+
+
+@contextlib.contextmanager
+def noting_interruptions(futures: "Iterable[Future]") -> "Iterator[None]":
+    """Around a wait for ``futures``: if the wait is interrupted (Ctrl-C, a signal handler's
+    ``sys.exit``), their runtimes give up the work left at exit rather than wait for it. Every
+    wait on futures goes through here, the Python between the engine's waits included."""
+    try:
+        yield
+    except INTERRUPTIONS:
+        for future in futures:
+            future._runtime.interrupted = True
+        raise
 
 
 # At the end: hetflow._runtime imports this module (the names above are what it takes from it).

@@ -28,7 +28,7 @@ from typing import Any, Dict, Hashable, List, Optional
 
 from hetflow import _runtime
 from hetflow._errors import HIDDEN_FRAMES, CancelledError, DependencyError
-from hetflow._future import Future
+from hetflow._future import Future, noting_interruptions
 from hetflow._submit import TaskOptions
 
 __all__ = ["get"]
@@ -276,9 +276,10 @@ class _Watch:
         if not value.done():
             value._task.check_wait_can_end()  # inside a task: waited for in slices, never refused
         pause = _FAILURE_CHECK_S
-        while not value.done():
-            value._wait_slice(pause)
-            pause = self._look()
+        with noting_interruptions((value,)):
+            while not value.done():
+                value._task.wait(pause)
+                pause = self._look()
 
     def raise_failure(self) -> None:
         if self.failures:

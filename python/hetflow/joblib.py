@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import hetflow
 from hetflow import _runtime
-from hetflow._future import Future, wait_failing_fast
+from hetflow._future import Future, noting_interruptions, wait_failing_fast
 from hetflow._serialize import is_array
 from hetflow.executor import _lift_data, _lifts, _put_back
 
@@ -459,18 +459,20 @@ class Parallel:
         if not future.done():
             future._task.check_wait_can_end()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        while not future.done():
-            pause = _FAIL_FAST_PAUSE_S
-            if deadline is not None:
-                pause = min(pause, deadline - time.monotonic())
-                if pause <= 0:
-                    raise self._timed_out(futures, [index], spans)
-            future._wait_slice(pause)
-            for other in futures[index + 1 :]:
-                if other._task.status() == "failed":
-                    other.result()
-        if future._status() == "failed":
-            future.result()
+        failed: Optional[Future] = None
+        with noting_interruptions(futures):  # not the failure raised after: a task's own KeyboardInterrupt
+            while failed is None and not future.done():
+                pause = _FAIL_FAST_PAUSE_S
+                if deadline is not None:
+                    pause = min(pause, deadline - time.monotonic())
+                    if pause <= 0:
+                        raise self._timed_out(futures, [index], spans)
+                future._task.wait(pause)
+                failed = next((other for other in futures[index + 1 :] if other._task.status() == "failed"), None)
+        if failed is None and future._status() == "failed":
+            failed = future
+        if failed is not None:
+            failed.result()  # raises its error
 
     def _timed_out(self, futures: List[Future], late: List[int], spans: List[Tuple[int, int]]) -> ParallelTimeoutError:
         """Gives up on the loop: the error that says which blocks did not finish in time."""
