@@ -187,12 +187,20 @@ class Future(concurrent.futures.Future):
     _callbacks: Optional[list] = None
     _watched = False
     _fired = False
-    _queued = 0  # batches of its callbacks handed to the callback thread and not run yet
+    _queued = 0  # 1 while its callbacks are handed to the callback thread and not all run yet
+    # Callbacks added meanwhile (_queued): the callback thread runs them after those, in order.
+    _late: Optional[list] = None
     # The final state as concurrent.futures.wait/as_completed see it; set once, under the
     # condition, together with telling the waiters (as concurrent.futures.Future.set_result).
     _final_state: Optional[str] = None
     # Guards the rarely used observer state of every future; contention is negligible.
-    _lock = threading.Lock()
+    # Reentrant: a garbage collection that runs while a thread holds it (at any allocation) may
+    # run a finalizer (``weakref.finalize``, ``__del__``, a ``gc.callbacks`` hook) that uses
+    # another future in that same thread: with a plain lock that thread waited for itself, and
+    # every future of the process with it. The sections under it allocate their new objects
+    # before they take it, so that such a finalizer, if it uses this same future, finds its
+    # state whole and what it adds is not overwritten.
+    _lock = threading.RLock()
 
     def __init__(self, task: Any, runtime: Any, name: str) -> None:  # noqa: D107
         self._task = task
@@ -280,36 +288,45 @@ class Future(concurrent.futures.Future):
                     # wait that could never end is refused, as an await is.
                     self._task.check_wait_can_end()
                     loop.call_soon(self._help_in_loop, loop, fn)
+        first = [fn]  # made before the lock is taken (see _lock)
         with self._lock:
             # Queued also when the task is done but callbacks added before are still to be handed
             # to the callback thread (_fire): called now, this one would run before them.
             if self._callbacks or not (self._fired or self._task.done()):
                 if self._callbacks is None:
-                    self._callbacks = []
-                self._callbacks.append(fn)
-                if not self._fired:
-                    self._watch()
-                return
-            queued = self._queued > 0
-            if queued:  # those added before wait on the callback thread: after them
-                self._queued += 1
-        if queued:
-            self._runtime.call_back(self._call_all, [fn])
+                    self._callbacks = first
+                else:
+                    self._callbacks.append(fn)
+                watch = not self._fired
+                queued = None
+            else:
+                queued = self._queued > 0
+                if queued:  # those added before wait on the callback thread: after them
+                    if self._late is None:
+                        self._late = first
+                    else:
+                        self._late.append(fn)
+        if queued is None:
+            if watch:
+                self._watch()  # outside the lock (see _watch)
             return
-        self._call(fn)
+        if not queued:
+            self._call(fn)
 
     def remove_done_callback(self, fn: Callable[["Future"], Any]) -> int:
         """Removes every pending ``fn`` added by ``add_done_callback``; returns how many (as
         asyncio's futures do)."""
+        removed = 0
         with self._lock:
-            kept = [
-                callback
-                for callback in self._callbacks or []
-                if callback is not fn and getattr(callback, "function", None) is not fn
-            ]
-            removed = len(self._callbacks or []) - len(kept)
-            if self._callbacks is not None:
-                self._callbacks = kept
+            # In place, making no new object (see _lock): a callback added meanwhile is kept.
+            callbacks = self._callbacks
+            index = len(callbacks) if callbacks is not None else 0
+            while index > 0 and callbacks is not None:
+                index -= 1
+                callback = callbacks[index]
+                if callback is fn or getattr(callback, "function", None) is fn:
+                    del callbacks[index]
+                    removed += 1
         return removed
 
     def set_running_or_notify_cancel(self) -> bool:  # pragma: no cover - executors' hook, unused
@@ -382,9 +399,13 @@ class Future(concurrent.futures.Future):
 
     # -- what concurrent.futures.wait / as_completed read ----------------------------------
     def _made_condition(self) -> threading.Condition:
+        condition = self._cond
+        if condition is not None:
+            return condition
+        made = threading.Condition()  # before the lock is taken (see _lock)
         with self._lock:
             if self._cond is None:
-                self._cond = threading.Condition()
+                self._cond = made
             return self._cond
 
     def _condition_now(self) -> threading.Condition:
@@ -410,18 +431,24 @@ class Future(concurrent.futures.Future):
             if not condition._is_owned():  # type: ignore[attr-defined]
                 self._finish()
                 return self._final_state  # type: ignore[return-value]
-            with self._lock:
-                self._watch()
+            self._watch()
             return _RUNNING
         return _RUNNING if status == "running" else _PENDING
 
     def _waiters_now(self) -> list:
+        if self._waiter_list is not None:
+            return self._waiter_list
+        made = _Waiters(self)  # before the lock is taken (see _lock)
         with self._lock:
             if self._waiter_list is None:
-                self._waiter_list = _Waiters(self)
-                if self._final_state is None:
-                    self._watch()
-            return self._waiter_list
+                self._waiter_list = made
+                watch = self._final_state is None
+            else:
+                watch = False
+            waiters = self._waiter_list
+        if watch:
+            self._watch()  # outside the lock (see _watch)
+        return waiters
 
     # Properties, made on demand; to type checkers the attributes that the standard library (and
     # the protocol its stubs give as_completed) expect.
@@ -548,11 +575,20 @@ class Future(concurrent.futures.Future):
         return self._value
 
     def _watch(self) -> None:
-        # Called with self._lock held. Marked once watched: a refusal (a task of a parent
-        # process) leaves it to be asked again.
-        if not self._watched:
-            self._runtime.watch(self)
+        # Called without self._lock held: the runtime's watch may start its completions thread,
+        # and waits for it to start, where a collection may run a finalizer that uses a future
+        # (see _lock). Marked once watched: a refusal (a task of a parent process) leaves it to
+        # be asked again.
+        with self._lock:
+            if self._watched:
+                return
             self._watched = True
+        try:
+            self._runtime.watch(self)
+        except BaseException:
+            with self._lock:
+                self._watched = False
+            raise
 
     def _finish(self) -> None:
         """Makes the state final and tells the waiters, once, under the condition; the task
@@ -580,22 +616,38 @@ class Future(concurrent.futures.Future):
         self._runtime.unwatch(self)
         self._finish()
         with self._lock:
-            # Taken and handed on under the lock: a callback added meanwhile joined them, and one
-            # added later goes after them (_queued).
+            # Taken under the lock: a callback added meanwhile joined them, and one added later
+            # goes after them (_late, run by _call_all), not before them, not here. They are
+            # handed on with the lock released: the runtime's lock is never taken under this one
+            # (a signal handler or a finalizer that uses a future, run in a thread that holds the
+            # runtime's lock, would wait for this one while its holder waited for that one).
             callbacks, self._callbacks = self._callbacks or [], None
-            if callbacks and not here:
-                self._queued += 1
+            handed = bool(callbacks) and not here
+            if handed:
+                self._queued = 1
+        if handed:
+            try:
                 self._runtime.call_back(self._call_all, callbacks)
-                return
+            except BaseException:
+                with self._lock:
+                    self._queued, self._late = 0, None
+                raise
+            return
         for fn in callbacks:  # here: as concurrent.futures' cancel() runs them
             self._call(fn)
 
     def _call_all(self, callbacks: list) -> None:
-        """Runs a batch handed to the callback thread (counted in _queued)."""
-        for fn in callbacks:
-            self._call(fn)
-        with self._lock:
-            self._queued -= 1
+        """Runs, on the callback thread, the callbacks _fire handed on, then those added after
+        them meanwhile (_late), in order."""
+        while True:
+            for fn in callbacks:
+                self._call(fn)
+            with self._lock:
+                late, self._late = self._late, None
+                if not late:
+                    self._queued = 0
+                    return
+            callbacks = late
 
     def _call(self, fn: Callable[["Future"], Any]) -> None:
         self._runtime.saw_tasks_end()

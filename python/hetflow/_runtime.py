@@ -423,7 +423,9 @@ class Runtime:
         self._callback_since: Optional[float] = None  # when the callback thread's current call began
         self._callback_generation = 0  # that of the callback thread; one replaced leaves after its call
         self._callback_queue: "queue.SimpleQueue[Optional[Tuple[Callable[[list], None], list]]]" = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler or a finalizer run while this thread holds it (in watch, say)
+        # may use a future, whose cancel or completion takes it again.
+        self._lock = threading.RLock()
         self._closed = False
         self._shutdown_lock = threading.Lock()
         self._generation = _fork_generation  # a forked child has another: this engine is not there
@@ -1596,10 +1598,10 @@ def _after_fork_in_child() -> None:
         runtime._engine.forget()
         runtime._closed = True
         runtime._shutdown_lock = threading.Lock()
-        runtime._lock = threading.Lock()
+        runtime._lock = threading.RLock()
         _abandoned.append(runtime)
     _live.clear()
-    Future._lock = threading.Lock()
+    Future._lock = threading.RLock()  # reentrant, as the one it replaces (see Future._lock)
     if in_a_thread_task:
         _end_when_the_task_ends()
 

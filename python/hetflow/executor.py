@@ -125,13 +125,17 @@ class Executor(concurrent.futures.Executor):
             self._runtime._engine.set_thread_initializer(_ThreadInitializer(initializer, self._runtime.initargs))
         self._runtime.made_for = "hetflow.Executor"
         self._max_workers = max_workers
-        self._lock = threading.Lock()
+        # Reentrant: a garbage collection during a submission (pickling, registering arrays: any
+        # allocation) may run a finalizer that submits to this executor, in this same thread;
+        # with a plain lock that thread waited for itself.
+        self._lock = threading.RLock()
         self._shut_down = False
         self._submitted: "weakref.WeakSet[Future]" = weakref.WeakSet()  # for shutdown(cancel_futures=True)
         # Dropped without shutdown: the work still finishes, without blocking whoever dropped it.
         self._finalizer = weakref.finalize(self, _release, self._runtime)
         self._finalizer.atexit = False  # at exit, _at_exit waits for the work instead
         _unstopped.add(self._runtime)
+        _executors.add(self)
 
     @property
     def max_workers(self) -> int:
@@ -226,6 +230,21 @@ class Executor(concurrent.futures.Executor):
         state = "shut down" if self._shut_down else "running"
         return f"<hetflow.Executor {self.executor} max_workers={self._max_workers} {state}>"
 
+
+# Every executor made in this process, for _after_fork_in_child.
+_executors: "weakref.WeakSet[Executor]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a child made by ``os.fork()``: the executors inherited from the parent get new locks.
+    A thread of the parent that was inside ``submit`` or ``map`` at the fork left the lock held
+    in the child, where no thread would ever release it: the child's ``submit`` waited for ever
+    instead of raising RuntimeError (the executor belongs to the parent)."""
+    for executor in list(_executors):
+        executor._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The runtimes of executors not shut down yet; at interpreter exit each is stopped as the
 # module's runtime is (waiting while its tasks make progress).
