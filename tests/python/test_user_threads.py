@@ -160,12 +160,19 @@ calls = []
 for round in range(10):
     ex = hetflow.Executor(1, executor="thread")
     ticks = [0]
+    inside = [False]
 
     def handler(signum, frame):
-        ticks[0] += 1
-        ended.add_done_callback(calls.append)
-        if ticks[0] == 200:
-            ex.shutdown(wait=False)
+        if inside[0]:  # a handler slower than the timer would nest without end (a C stack overflow)
+            return
+        inside[0] = True
+        try:
+            ticks[0] += 1
+            ended.add_done_callback(calls.append)
+            if ticks[0] == 200:
+                ex.shutdown(wait=False)
+        finally:
+            inside[0] = False
 
     signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
@@ -199,14 +206,19 @@ import signal
 import hetflow
 
 cancelled = 0
+inside = False
 for round in range(10):
     ex = hetflow.Executor(1, executor="thread")
     futures = []
 
     def handler(signum, frame):
-        global cancelled
-        if futures:
-            cancelled += futures[-1].cancel()
+        global cancelled, inside
+        if futures and not inside:  # not nested in itself (see SIGNAL_HANDLER_USES_FUTURES)
+            inside = True
+            try:
+                cancelled += futures[-1].cancel()
+            finally:
+                inside = False
 
     signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
