@@ -737,6 +737,16 @@ def test_a_ctrl_c_while_views_are_let_go_leaves_the_registry_whole(monkeypatch):
     # sweep, its handler running at the next bytecode, as a terminal's or a timer's would.
     import signal
 
+    # A program started in the background by a shell (a CI's, say) inherits SIGINT ignored, and
+    # Python installs no KeyboardInterrupt handler then: installed here, as in a terminal.
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_sweeps(monkeypatch, signal)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+
+
+def _interrupt_sweeps(monkeypatch, signal):
     monkeypatch.setattr(hetflow._data, "_VIEWS_BEFORE_SWEEP", 8)
     let_go = hetflow._data.HandleRegistry._let_go
     calls = [0]
