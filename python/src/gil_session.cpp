@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -14,18 +15,11 @@
 namespace hetflow::python {
 namespace {
 
-// Counts the forks this process descends through: a guard that sees it change was made before
-// its thread forked, so this is the child, and the task that forked has returned or raised.
-std::atomic<std::uint64_t> fork_count{0};
-const bool counts_forks =
-    ::pthread_atfork(nullptr, nullptr, [] { fork_count.fetch_add(1, std::memory_order_relaxed); }) == 0;
-
 // Ends this process, a child that a thread task forked, as the task's function returned or (as
 // `raised`) raised: as such a child of a plain script ends (hetflow._errors.end_forked_child).
 // A raise that reaches here was not seen where the engine keeps the task's exception (the
 // traceback printed there): the task that forked ran on the stack of another one that waits.
 [[noreturn]] void end_forked_child(bool raised) noexcept {
-  static_cast<void>(counts_forks);
   if (PyObject* errors = PyImport_ImportModule("hetflow._errors")) {
     PyObject* exception =
         raised ? PyObject_CallFunction(PyExc_RuntimeError, "s", "the task that forked this process raised") : Py_None;
@@ -40,19 +34,29 @@ thread_local bool session_open = false;
 thread_local PyGILState_STATE session_state{};
 
 // The thread states of engine threads that ended, deleted by the next session to begin (which
-// holds the GIL: clearing a state runs Python code). In a forked child Python deleted them.
+// holds the GIL: clearing a state runs Python code).
 struct EndedThreadStates {
   std::mutex mutex;
   std::vector<PyThreadState*> states;
 
-  EndedThreadStates() {
-    static_cast<void>(::pthread_atfork(nullptr, nullptr, [] { ended_thread_states().states.clear(); }));
-  }
   static EndedThreadStates& ended_thread_states() {
     static EndedThreadStates ended;
     return ended;
   }
 };
+
+// Counts the forks this process descends through: a guard that sees it change was made before
+// its thread forked, so this is the child, and the task that forked has returned or raised.
+std::atomic<std::uint64_t> fork_count{0};
+
+// In a forked child: one fork more, and the ended threads' states forgotten (Python deleted
+// every other thread's state), their lock made anew (a thread not there may have held it).
+const bool handles_forks = ::pthread_atfork(nullptr, nullptr, [] {
+                             fork_count.fetch_add(1, std::memory_order_relaxed);
+                             EndedThreadStates& ended = EndedThreadStates::ended_thread_states();
+                             std::construct_at(&ended.mutex);
+                             ended.states.clear();
+                           }) == 0;
 
 // A worker thread keeps one Python thread state from its first session to its end, as a Python
 // thread does: what its tasks keep in a threading.local (a per-thread cache, what an executor's
@@ -152,7 +156,10 @@ GilSession::Guard::Guard() {
   outer_loop_ = set_running_loop(nullptr);
 }
 
-std::uint64_t GilSession::forks_so_far() noexcept { return fork_count.load(std::memory_order_relaxed); }
+std::uint64_t GilSession::forks_so_far() noexcept {
+  static_cast<void>(handles_forks);
+  return fork_count.load(std::memory_order_relaxed);
+}
 
 GilSession::Guard::~Guard() {
   // With the GIL held: the task's own, or the session's (a fork in the task keeps it).
