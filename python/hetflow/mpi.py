@@ -752,7 +752,8 @@ def set_reduction(array: Any, combine: Any, neutral: Any = None) -> None:
     other use of the array (or ``wait_all``) the copies are combined into the owner's.
     ``combine`` is a numpy ufunc (``numpy.add``, ``numpy.maximum``; ``neutral`` defaults to its
     identity) or a function ``combine(into, contribution)`` that updates ``into`` in place. Every
-    rank calls it, before the first contribution.
+    rank calls it, before the first contribution. Called again, it changes the functions for the
+    contributions that follow; those made before are combined the way they were made.
 
     >>> total = hetflow.mpi.register(np.zeros(3), owner=0)
     >>> hetflow.mpi.set_reduction(total, np.add)

@@ -1094,8 +1094,9 @@ NB_MODULE(_hetflow, m) {
       "patience_s for those already on their way to it.");
 
   m.def(
-      "check_environment", [] { static_cast<void>(hetflow::Config{}.resolved()); },
-      "Reads the engine's HETFLOW_* variables as a runtime would; ValueError naming a bad one.");
+      "check_environment", [] { hetflow::Config{}.check(); },
+      "Reads the engine's HETFLOW_* variables (and HETFLOW_SIMULATE's machine description) as a runtime "
+      "would; ValueError naming a bad one.");
 
   m.def(
       "expect_objects_at_exit", [] { nb::set_leak_warnings(false); },

@@ -13,6 +13,7 @@
 #include "hetflow/error.hpp"
 #include "hetflow/ext/driver.hpp"
 #include "platform/topology.hpp"
+#include "sim/machine.hpp"
 
 namespace hetflow {
 namespace {
@@ -185,6 +186,17 @@ Config Config::resolved() const {
     }
   }
   return out;
+}
+
+void Config::check() const {
+  const Config full = resolved();
+  if (full.simulate->empty()) return;
+  try {
+    static_cast<void>(detail::MachineSpec::load(*full.simulate));
+  } catch (const InvalidArgument& error) {
+    throw InvalidArgument(std::string(simulate ? "Config::simulate" : "HETFLOW_SIMULATE") + "='" + *full.simulate +
+                          "': " + error.what());
+  }
 }
 
 }  // namespace hetflow

@@ -75,13 +75,20 @@ def test_info_reports_the_engines_own_variables_as_a_runtime_would(tmp_path):
         assert done.returncode == 1 and said in done.stderr, done.stderr
 
 
-def test_info_shows_a_simulated_machine_and_refuses_a_missing_one(tmp_path):
+def test_info_shows_a_simulated_machine_and_refuses_a_missing_or_damaged_one(tmp_path):
     machine = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "sched_sim", "legacy.json")
     done = info(tmp_path, HETFLOW_SIMULATE=machine)
     assert done.returncode == 0, done.stderr
     shown = fields(done.stdout)
     assert shown["simulation"].startswith(machine) and shown["scheduler"].startswith("dmdas (")
     missing = info(tmp_path, HETFLOW_SIMULATE=str(tmp_path / "none.json"))
-    assert missing.returncode == 1 and "no such machine description file" in missing.stderr
+    assert missing.returncode == 1 and "HETFLOW_SIMULATE=" in missing.stderr, missing.stderr
+    assert "No such file or directory" in missing.stderr, missing.stderr
     directory = info(tmp_path, HETFLOW_SIMULATE=str(tmp_path))
-    assert directory.returncode == 1 and "a directory, not a machine description file" in directory.stderr
+    assert directory.returncode == 1 and "it is a directory, not a regular file" in directory.stderr, directory.stderr
+    # A file that is there but is no machine description: said as a runtime would say it (it
+    # exited 0 and listed the file as the simulated machine).
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"cpus": "two"}')
+    refused = info(tmp_path, HETFLOW_SIMULATE=str(damaged))
+    assert refused.returncode == 1 and "damaged.json" in refused.stderr and "cpus" in refused.stderr, refused.stderr

@@ -591,6 +591,33 @@ def test_a_reduction_whose_combine_returns_a_new_array_fails_instead_of_dropping
     assert returncode == 0, output
 
 
+def test_a_reduction_set_again_combines_earlier_contributions_the_way_they_were_made():
+    # Each rank contributes rank + 1 under numpy.add, then, after the reduction is set to
+    # numpy.minimum, 10 * (rank + 1): the first ones add up (3 on two ranks), and the later ones
+    # leave that sum as the smallest. Combining the first ones with minimum would give 1; rank
+    # 1's copy kept across the change (not set to the new neutral) would give 2.
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hm.init()\n"
+        "t = hm.register(np.zeros(2), owner=0, name='t')\n"
+        "def contribute(x, value):\n"
+        "    np.add(x, value, out=x) if value < 10 else np.minimum(x, value, out=x)\n"
+        "hm.set_reduction(t, np.add)\n"
+        "for r in range(hm.size()):\n"
+        "    hm.task_submit(contribute, hetflow.REDUX(t), float(r + 1), on=r, executor='thread')\n"
+        "hm.set_reduction(t, np.minimum, neutral=np.inf)\n"
+        "for r in range(hm.size()):\n"
+        "    hm.task_submit(contribute, hetflow.REDUX(t), 10.0 * (r + 1), on=r, executor='thread')\n"
+        "hm.gather(t, root=0)\n"
+        "if hm.rank() == 0:\n"
+        "    print(f't = {t.tolist()}', flush=True)\n"
+        "hm.wait_all()\n"
+    )
+    returncode, output = _run_program(program)
+    assert "t = [3.0, 3.0]" in output, output
+    assert returncode == 0 and not _crashed_ranks(output), output
+
+
 def test_an_executor_of_its_own_refuses_distributed_arrays_and_takes_plain_ones():
     # A hetflow.Executor starts a runtime that knows nothing of the ranks: each rank ran the task
     # on its own copies, rank 0 reading its x that was never sent ([-5.0] * 3) and writing y

@@ -279,6 +279,29 @@ TEST(Simulation, MissingOrBadMachineFilesAreReported) {
   EXPECT_THROW(Runtime rt(simulated(bad)), hetflow::InvalidArgument);
 }
 
+// Config::check reads the machine description as a Runtime would, without starting one, and
+// names where the file came from.
+TEST(Simulation, ConfigCheckReadsTheMachineFile) {
+  MachineFile good(kTwoCpusOneGpu);
+  EXPECT_NO_THROW(simulated(good).check());
+  MachineFile bad(R"({"cpus": -1})");
+  try {
+    simulated(bad).check();
+    FAIL() << "expected InvalidArgument";
+  } catch (const hetflow::InvalidArgument& error) {
+    const std::string what = error.what();
+    EXPECT_EQ(what.rfind("Config::simulate='" + bad.path() + "': ", 0), 0u) << what;
+    EXPECT_NE(what.find("cpus"), std::string::npos) << what;
+  }
+  hetflow::test::ScopedEnv missing("HETFLOW_SIMULATE", "/nonexistent/machine.json");
+  try {
+    Config{}.check();
+    FAIL() << "expected InvalidArgument";
+  } catch (const hetflow::InvalidArgument& error) {
+    EXPECT_EQ(std::string(error.what()).rfind("HETFLOW_SIMULATE='/nonexistent/machine.json': ", 0), 0u) << error.what();
+  }
+}
+
 // As on a real device: a task whose data cannot all be on the device at once fails saying so
 // (the simulation ran it).
 TEST(Simulation, ATaskWhoseDataCannotFitOnTheDeviceFails) {
