@@ -143,6 +143,7 @@ class Runtime:
     def inside_task(self) -> bool: ...
 
     def running_task_conflicts(self, accesses: Sequence[tuple[ArrayHandle, str]]) -> bool: ...
+
     def forget_failure(self, handle: ArrayHandle) -> None: ...
 
     def outstanding(self) -> int: ...
@@ -189,7 +190,7 @@ def close_gil_gate(patience_s: float) -> None:
 
 def check_environment() -> None:
     """
-    Reads the engine's HETFLOW_* variables as a runtime would; ValueError naming a bad one.
+    Reads the engine's HETFLOW_* variables (and HETFLOW_SIMULATE's machine description) as a runtime would; ValueError naming a bad one.
     """
 
 def expect_objects_at_exit() -> None:
