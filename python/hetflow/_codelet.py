@@ -269,7 +269,26 @@ def opencl_kernel(context: Any, source: str, name: str, options: str = "") -> An
     >>> def scale_opencl(x, factor):
     ...     hetflow.opencl_kernel(x, SOURCE, "scale")(x.queue, x.shape, None, x.data, numpy.float64(factor))
     """
-    program = opencl_program(context, source, options)
+    try:
+        program = opencl_program(context, source, options)
+    except Exception as error:
+        # pyopencl's build error has the log but not the kernel asked for: the same error (type,
+        # code, routine) with its message naming it, as the C++ side's does.
+        what: Any = getattr(error, "what", None)
+        if getattr(error, "routine", None) != "clBuildProgram" or not hasattr(what, "what"):
+            raise
+        try:
+            import pyopencl
+
+            record = pyopencl._cl._ErrorRecord(
+                msg=f"hetflow.opencl_kernel: the program of kernel {name!r} does not build: {what.what()}",
+                code=what.code(),
+                routine=what.routine(),
+            )
+            named = type(error)(record)
+        except Exception:  # a pyopencl whose error records are made otherwise: its own error
+            raise error from None
+        raise named from None
     key = (program.int_ptr, name)
     kernel = _kernels.get(key)
     if kernel is None:

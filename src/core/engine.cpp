@@ -109,6 +109,13 @@ std::size_t data_bytes(TaskCore* task) noexcept {
   return bytes;
 }
 
+std::size_t largest_buffer_bytes(TaskCore* task) noexcept {
+  std::size_t bytes = 0;
+  AccessRecord* accesses = task->accesses();
+  for (std::size_t i = 0; i < task->access_count; ++i) bytes = std::max(bytes, accesses[i].handle->layout.span_bytes());
+  return bytes;
+}
+
 Engine::Engine(Runtime& runtime_facade, Config resolved_config, std::unique_ptr<Execution> execution)
     : facade(runtime_facade),
       config(std::move(resolved_config)),
@@ -132,7 +139,6 @@ Engine::Engine(Runtime& runtime_facade, Config resolved_config, std::unique_ptr<
   for (const auto& worker : workers_) {
     worker_infos_.push_back(worker->info);
     pinned_.push_back(std::make_unique<Pinned>());
-    if (worker->info.memory_node != kHostNode) worker->memory_limit = node_memory(worker->info.memory_node).limit();
   }
   std::vector<ext::MemoryNode*> devices{nullptr};
   for (std::size_t node = 1; node < node_memory_.size(); ++node) devices.push_back(&node_memory_[node]->device());
@@ -391,14 +397,13 @@ void Engine::push_ready(TaskCore* task) {
 }
 
 bool Engine::send_where_it_fits(const WorkerState& worker, TaskCore* task) {
-  const std::size_t bytes = data_bytes(task);
-  if (bytes <= worker.memory_limit) return false;
+  if (can_hold(task, worker.info.memory_node)) return false;
   const WorkerState* target = nullptr;
   bool target_other_arch = true;
   std::size_t target_queued = 0;
   for (const auto& other : workers_) {
     if (other.get() == &worker || !task->where.contains(other->info.arch)) continue;
-    if (other->memory_limit != 0 && bytes > other->memory_limit) continue;
+    if (!can_hold(task, other->info.memory_node)) continue;
     const bool other_arch = other->info.arch != worker.info.arch;
     const std::size_t queued = pinned_[other->info.id]->queue.size() + pinned_[other->info.id]->passed.size();
     if (target != nullptr &&

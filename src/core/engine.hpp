@@ -43,6 +43,8 @@ namespace hetflow::detail {
 std::size_t footprint(TaskCore* task) noexcept;
 /// The bytes of `task`'s data, each handle once: what it needs on a memory node at once.
 std::size_t data_bytes(TaskCore* task) noexcept;
+/// The largest of the buffers a task's data take on a device node.
+std::size_t largest_buffer_bytes(TaskCore* task) noexcept;
 
 class Engine final : public DataContext {
  public:
@@ -79,13 +81,18 @@ class Engine final : public DataContext {
       ext::SchedTask* task = ahead ? scheduler_->pop_ahead(worker.info.id) : scheduler_->pop(worker.info.id);
       if (task == nullptr) return nullptr;
       count_ready(task->where, -1);
-      if (worker.memory_limit == 0 || !send_where_it_fits(worker, static_cast<TaskCore*>(task))) return task;
+      if (worker.info.memory_node == kHostNode || !send_where_it_fits(worker, static_cast<TaskCore*>(task))) {
+        return task;
+      }
     }
   }
-  /// Whether memory node `node` can ever hold all of `task`'s data at once (its limit, if any).
+  /// Whether memory node `node` can ever hold all of `task`'s data at once (its limit, if any,
+  /// and the largest buffer it allocates, if it has such a bound).
   [[nodiscard]] bool can_hold(TaskCore* task, unsigned node) const noexcept {
-    const std::size_t limit = node == kHostNode ? 0 : node_memory(node).limit();
-    return limit == 0 || data_bytes(task) <= limit;
+    if (node == kHostNode) return true;
+    const NodeMemory& memory = node_memory(node);
+    return (memory.limit() == 0 || data_bytes(task) <= memory.limit()) &&
+           (memory.max_buffer() == 0 || largest_buffer_bytes(task) <= memory.max_buffer());
   }
   /// Whether an idle worker has a task pinned to it waiting (a simulated execution looks again).
   [[nodiscard]] bool has_pinned_queued(unsigned worker) const noexcept {

@@ -189,12 +189,9 @@ void check_fits(const Engine& engine, TaskCore* task, unsigned node, const Runni
 ArchMask archs_with_room(const Engine& engine, TaskCore* task, ArchMask where) {
   if (engine.node_count() == 1) return where;
   ArchMask fitting;
-  std::optional<std::size_t> bytes;  // counted once, at the first node with a limit
   for (const auto& worker : engine.worker_infos()) {
     if (!where.contains(worker.arch) || fitting.contains(worker.arch)) continue;
-    const std::size_t limit = worker.memory_node == kHostNode ? 0 : engine.node_memory(worker.memory_node).limit();
-    if (limit != 0 && !bytes) bytes = data_bytes(task);
-    if (limit == 0 || *bytes <= limit) fitting = fitting | worker.arch;
+    if (engine.can_hold(task, worker.memory_node)) fitting = fitting | worker.arch;
   }
   return fitting.empty() ? where : fitting;
 }

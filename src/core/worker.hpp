@@ -41,8 +41,6 @@ struct WorkerState {
   ext::Driver* driver = nullptr;  // nullptr for the built-in CPU workers
   unsigned driver_index = 0;
   int pin_cpu = -1;
-  // Its memory node's limit in bytes (0: none, as host RAM), set before the workers start.
-  std::size_t memory_limit = 0;
   WorkerSeat seat;
   // Tasks run together with the one being executed (TaskContext::take_companions); nullptr
   // once finished.

@@ -36,7 +36,8 @@ NodeMemory::NodeMemory(DataContext& context, unsigned index, std::shared_ptr<ext
       index_(index),
       node_(std::move(node)),
       limit_(limit != 0 && node_->capacity() != 0 ? std::min(limit, node_->capacity())
-                                                  : (limit != 0 ? limit : node_->capacity())) {}
+                                                  : (limit != 0 ? limit : node_->capacity())),
+      max_buffer_(node_->max_buffer_bytes()) {}
 
 NodeMemory::~NodeMemory() { free_cached(); }
 

@@ -73,6 +73,8 @@ class NodeMemory {
   [[nodiscard]] ext::MemoryNode& device() noexcept { return *node_; }
   [[nodiscard]] unsigned index() const noexcept { return index_; }
   [[nodiscard]] std::size_t limit() const noexcept { return limit_; }
+  /// The largest single buffer the node allocates (MemoryNode::max_buffer_bytes); 0: no bound.
+  [[nodiscard]] std::size_t max_buffer() const noexcept { return max_buffer_; }
   [[nodiscard]] std::size_t used() const;
 
   /// A buffer for `handle`'s replica on this node, reusing a cached one or evicting the least
@@ -94,6 +96,7 @@ class NodeMemory {
   const unsigned index_;
   const std::shared_ptr<ext::MemoryNode> node_;
   const std::size_t limit_;
+  const std::size_t max_buffer_;
   mutable std::mutex mutex_;
   std::size_t used_ = 0;                      // bytes allocated from the node, cached ones included
   std::multimap<std::size_t, void*> cached_;  // freed buffers by size

@@ -7,6 +7,7 @@
 #include "hetflow/opencl.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "hetflow/ext/scheduler.hpp"
 #include "hetflow/hetflow.hpp"
 #include "hetflow/perfmodel.hpp"
 #include "test_support.hpp"
@@ -290,6 +292,39 @@ TEST_F(OpenCL, MemoryNodeRefusesBuffersLargerThanTheDeviceAllows) {
   } catch (const hetflow::Error& e) {
     EXPECT_NE(std::string(e.what()).find("CL_DEVICE_MAX_MEM_ALLOC_SIZE"), std::string::npos) << e.what();
   }
+}
+
+// A buffer larger than CL_DEVICE_MAX_MEM_ALLOC_SIZE, though the device's memory would hold it: a
+// task that may also run on the host runs there under every scheduler (eager handed some to the
+// device, where they failed), and only one forced onto the device fails, saying why. The buffer
+// is reserved, never touched: neither implementation reads it.
+TEST_F(OpenCL, ATaskWithABufferLargerThanTheDeviceAllocatesRunsOnTheHost) {
+  const std::size_t bytes = driver_->memory_node(0)->max_buffer_bytes() + 4096;
+  void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(memory, MAP_FAILED);
+  std::atomic<int> cpu_runs{0};
+  std::atomic<int> opencl_runs{0};
+  const Codelet peek{.name = "peek",
+                     .cpu = [&cpu_runs](TaskContext&) { cpu_runs.fetch_add(1); },
+                     .opencl = [&opencl_runs](TaskContext&) { opencl_runs.fetch_add(1); }};
+  for (const auto& scheduler : hetflow::ext::schedulers()) {
+    Config c = config();
+    c.scheduler = scheduler.name;
+    Runtime rt(c);
+    auto large = rt.register_vector(static_cast<float*>(memory), bytes / sizeof(float), "large");
+    for (int i = 0; i < 10; ++i) EXPECT_NO_THROW(rt.insert(peek, {.data = {R(large)}}).get()) << scheduler.name;
+    auto forced = rt.insert(peek, {.data = {R(large)}, .where = Arch::opencl});
+    try {
+      forced.get();
+      ADD_FAILURE() << scheduler.name << ": expected hetflow::Error";
+    } catch (const hetflow::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("CL_DEVICE_MAX_MEM_ALLOC_SIZE"), std::string::npos) << e.what();
+    }
+    rt.unregister(large);
+  }
+  munmap(memory, bytes);
+  EXPECT_EQ(opencl_runs.load(), 0);
+  EXPECT_EQ(cpu_runs.load(), static_cast<int>(10 * hetflow::ext::schedulers().size()));
 }
 
 // ---- codelets ------------------------------------------------------------------------------------

@@ -197,6 +197,33 @@ def test_a_kernel_that_does_not_build_fails_its_task_with_the_build_log(runtime)
         hetflow.insert(hetflow.Codelet("bad", opencl=bad_source), hetflow.RW(np.ones(4))).result()
 
 
+def test_a_kernel_that_does_not_build_is_named_and_the_data_stay_coherent(runtime):
+    # pyopencl's build error gave the log but not which kernel of the task's was asked for.
+    import pyopencl
+
+    broken = "__kernel void broken_k(__global double *x) { x[0] = undefined_q; }"
+
+    def broken_opencl(x, factor):
+        hetflow.opencl_kernel(x, broken, "broken_k")(x.queue, (x.size,), None, x.data)
+
+    bad = hetflow.Codelet("bad scale", cpu=scale_cpu, opencl=broken_opencl)
+    a = np.ones(64)
+    first = hetflow.insert(scale, hetflow.RW(a), 2.0, where="cpu")
+    on_device = hetflow.insert(scale, hetflow.RW(a), 3.0, where="opencl")
+    failed = hetflow.insert(bad, hetflow.RW(a), 5.0, where="opencl")
+    after = hetflow.insert(scale, hetflow.RW(a), 7.0, where="cpu")
+    first.result(timeout=60)
+    on_device.result(timeout=60)
+    with pytest.raises(pyopencl.RuntimeError, match=r"(?s)kernel 'broken_k' does not build.*undefined_q"):
+        failed.result(timeout=60)
+    with pytest.raises(hetflow.DependencyError, match="broken_k"):
+        after.result(timeout=60)
+    with hetflow.acquire(a, "R") as view:  # the device's version before the failure
+        np.testing.assert_array_equal(view, np.full(64, 6.0))
+    hetflow.insert(scale, hetflow.RW(a), 2.0, where="opencl").result(timeout=60)
+    np.testing.assert_array_equal(a, np.full(64, 12.0))
+
+
 def test_views_and_overlapping_arrays_run_on_the_host(runtime):
     a = np.arange(100, dtype=np.float64)
     hetflow.insert(scale, hetflow.RW(a[::2]), 2.0).result()  # not contiguous: host only

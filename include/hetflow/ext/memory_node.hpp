@@ -32,6 +32,10 @@ class HETFLOW_API MemoryNode {
   [[nodiscard]] virtual std::string name() const = 0;
   /// Bytes the node can hold for the engine; 0 when unknown (allocate then says when it is full).
   [[nodiscard]] virtual std::size_t capacity() const noexcept { return 0; }
+  /// Bytes of the largest single buffer the node can allocate (OpenCL's
+  /// CL_DEVICE_MAX_MEM_ALLOC_SIZE); 0 when no bound applies but the capacity. A task with a
+  /// larger buffer is run elsewhere when it may be, as one whose data exceed the capacity.
+  [[nodiscard]] virtual std::size_t max_buffer_bytes() const noexcept { return 0; }
   /// A buffer of `bytes` on the node, or nullptr when the node has no room for it (the engine
   /// then evicts replicas and tries again). Throws hetflow::Error for any other failure.
   [[nodiscard]] virtual void* allocate(std::size_t bytes) = 0;

@@ -62,6 +62,8 @@ DeviceMemory::DeviceMemory(std::shared_ptr<const DeviceResources> device, unsign
       name_("opencl" + std::to_string(index)),
       capacity_(usable_capacity(device_->global_memory())) {}
 
+std::size_t DeviceMemory::max_buffer_bytes() const noexcept { return device_->max_allocation(); }
+
 void* DeviceMemory::allocate(std::size_t bytes) {
   if (bytes > device_->max_allocation()) {
     // Evicting other replicas would not help: the device refuses any single buffer this large.

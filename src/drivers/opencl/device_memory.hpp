@@ -16,6 +16,7 @@ class DeviceMemory final : public ext::MemoryNode {
 
   [[nodiscard]] std::string name() const override { return name_; }
   [[nodiscard]] std::size_t capacity() const noexcept override { return capacity_; }
+  [[nodiscard]] std::size_t max_buffer_bytes() const noexcept override;
   [[nodiscard]] void* allocate(std::size_t bytes) override;
   void free(void* buffer, std::size_t bytes) noexcept override;
   [[nodiscard]] std::unique_ptr<ext::Transfer> copy_from_host(void* buffer, const void* host,

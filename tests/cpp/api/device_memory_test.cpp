@@ -45,7 +45,10 @@ class AsyncCopy final : public hetflow::ext::Transfer {
 class FakeDeviceMemory final : public hetflow::ext::MemoryNode {
  public:
   std::string name() const override { return "fake0"; }
+  std::size_t max_buffer_bytes() const noexcept override { return max_buffer; }
   void* allocate(std::size_t bytes) override {
+    // As OpenCL's CL_DEVICE_MAX_MEM_ALLOC_SIZE: evicting would not help.
+    if (max_buffer != 0 && bytes > max_buffer) throw hetflow::Error("fake0: a buffer larger than the device allows");
     std::lock_guard guard(mutex_);
     live_bytes += bytes;
     peak_bytes = std::max(peak_bytes, live_bytes);
@@ -79,6 +82,7 @@ class FakeDeviceMemory final : public hetflow::ext::MemoryNode {
   std::atomic<int> copies_in{0};
   std::atomic<int> copies_landed{0};
   std::atomic<int> copies_out{0};
+  std::size_t max_buffer = 0;  // the largest buffer allocate gives (0: any)
   std::size_t live_bytes = 0;
   std::size_t peak_bytes = 0;
   int allocations = 0;
@@ -398,6 +402,42 @@ TEST(DeviceMemory, ATaskTooLargeForTheDeviceRunsOnTheHostUnderEveryScheduler) {
     rt.unregister(handle);
     EXPECT_EQ(large[0], 20) << scheduler;
     EXPECT_EQ(device.memory().allocations, 0) << scheduler;
+  }
+}
+
+// The same for a device that allocates no buffer as large as the task's (OpenCL's
+// CL_DEVICE_MAX_MEM_ALLOC_SIZE) though its memory would hold it: the task runs on the host
+// rather than failing on the device; forced there, it fails saying why.
+TEST(DeviceMemory, ATaskWithABufferLargerThanTheDeviceAllocatesRunsOnTheHostUnderEveryScheduler) {
+  for (const auto& scheduler : hetflow::ext::schedulers()) {
+    const std::string name = scheduler.name;
+    Device device;
+    device.memory().max_buffer = 1024;
+    const Codelet inc = increment(device);
+    std::vector<int> large(4096, 0);  // 16 KiB
+    std::vector<int> small(16, 0);
+    Config config = with_device(device, 1);
+    config.scheduler = name;
+    Runtime rt(config);
+    DataHandle handle = rt.register_vector(large.data(), large.size(), "large");
+    DataHandle fits = rt.register_vector(small.data(), small.size(), "small");
+    for (int i = 0; i < 20; ++i) {
+      EXPECT_NO_THROW(rt.insert(inc, {.data = {RW(handle)}}).get()) << name;
+      EXPECT_NO_THROW(rt.insert(inc, {.data = {RW(fits), R(handle)}}).get()) << name;
+    }
+    rt.insert(inc, {.data = {RW(fits)}, .where = Arch::opencl}).get();  // small data still go there
+    auto forced = rt.insert(inc, {.data = {RW(handle)}, .where = Arch::opencl});
+    try {
+      forced.get();
+      ADD_FAILURE() << name << ": expected an error";
+    } catch (const hetflow::Error& error) {
+      EXPECT_NE(std::string(error.what()).find("larger than the device allows"), std::string::npos) << error.what();
+    }
+    rt.forget_failure(handle);
+    rt.unregister(handle);
+    rt.unregister(fits);
+    EXPECT_EQ(large[0], 20) << name;
+    EXPECT_EQ(small[0], 21) << name;
   }
 }
 
