@@ -135,7 +135,9 @@ class HETFLOW_API PerfModelRegistry {
   /// only looked up, under a mistyped symbol say, is not listed).
   [[nodiscard]] std::vector<std::string> list();
   /// Saves every model with unsaved measurements. Never throws: a failure is reported on stderr
-  /// and the other models are still saved (the engine calls this at shutdown).
+  /// and the other models are still saved (the engine calls this at shutdown). Then lets go of
+  /// the saved models that nobody else holds (the next get() loads them again from their
+  /// files), so that a long-running program meeting ever new symbols does not keep them all.
   void save_all() noexcept;
   /// $HETFLOW_HOME/perfmodels (default ~/.hetflow/perfmodels); not created until a save.
   [[nodiscard]] std::filesystem::path directory() const;

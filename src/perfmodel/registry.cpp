@@ -120,6 +120,20 @@ void PerfModelRegistry::save_all() noexcept {
                  " more performance models not saved: their directory's lock is held (above); their measurements "
                  "stay in memory");
   }
+  // The saved models nobody else holds are let go: the next get() loads them from their files.
+  // Kept: those with measurements not saved (their save failed), those someone holds (a codelet,
+  // a task about to record), and those given a calibration of their own.
+  models.clear();
+  try {
+    const std::size_t calibration = detail::default_calibration_samples();
+    std::lock_guard lock(state_->mutex);
+    std::erase_if(state_->models, [calibration](const auto& entry) {
+      const auto& model = entry.second;
+      return model.use_count() == 1 && !model->dirty() && model->calibration_samples() == calibration;
+    });
+  } catch (const std::exception&) {
+    // A malformed HETFLOW_CALIBRATE (reported where models are made): every model stays.
+  }
 }
 
 void PerfModelRegistry::reset() {

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -1005,4 +1006,54 @@ TEST_F(PerfModelStorage, FailedSaveKeepsTheMeasurements) {
   PerfModel check("unsaved", model_file("unsaved"));
   ASSERT_TRUE(check.load());
   EXPECT_EQ(check.entries().at(0).count, 1u);
+}
+
+// A long-running program meeting ever new symbols (a model per job, per parameter) kept every
+// model in memory for good, across runtimes. Saved, a model nobody holds is let go; the next
+// get() loads what it had from its file. Kept: models held, with unsaved measurements, or given
+// a calibration of their own.
+TEST_F(PerfModelStorage, SaveAllLetsGoOfSavedModelsNobodyHolds) {
+  auto& registry = PerfModelRegistry::instance();
+  std::vector<std::weak_ptr<PerfModel>> gone;
+  for (int i = 0; i < 100; ++i) {
+    auto model = registry.get("job" + std::to_string(i));
+    model->record(Arch::cpu, 64, 1e-3);
+    gone.push_back(model);
+  }
+  std::weak_ptr<PerfModel> looked_up = registry.get("only_asked_about");
+  auto held = registry.get("held");
+  held->record(Arch::cpu, 8, 2e-3);
+  std::weak_ptr<PerfModel> own_calibration;
+  {
+    auto model = registry.get("own_calibration");
+    model->set_calibration_samples(2);
+    own_calibration = model;
+  }
+  registry.save_all();
+  for (const auto& model : gone) EXPECT_TRUE(model.expired());
+  EXPECT_TRUE(looked_up.expired());
+  EXPECT_EQ(registry.get("held"), held);
+  EXPECT_FALSE(own_calibration.expired());
+  EXPECT_EQ(registry.get("own_calibration")->calibration_samples(), 2u);
+  // What a model let go of had comes back from its file.
+  auto again = registry.get("job7");
+  ASSERT_EQ(again->entries().size(), 1u);
+  EXPECT_EQ(again->entries()[0].count, 1u);
+  EXPECT_EQ(registry.list().size(), 101u);  // the jobs and "held"
+
+  // Measurements a save could not write stay in memory, with their model.
+  fs::remove_all(directory());
+  write_text(home_ / "perfmodels", "not a directory");
+  std::weak_ptr<PerfModel> unsaved;
+  {
+    auto model = registry.get("unsaved");
+    model->record(Arch::cpu, 1, 1.0);
+    unsaved = model;
+  }
+  testing::internal::CaptureStderr();
+  registry.save_all();
+  (void)testing::internal::GetCapturedStderr();
+  ASSERT_FALSE(unsaved.expired());
+  EXPECT_TRUE(unsaved.lock()->dirty());
+  fs::remove(home_ / "perfmodels");
 }
