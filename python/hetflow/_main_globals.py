@@ -20,7 +20,7 @@ def _by_value_globals(func: Any) -> Optional[Dict[str, Any]]:
     value; else None."""
     globals_ = getattr(func, "__globals__", None)
     main = sys.modules.get("__main__")
-    if not isinstance(globals_, dict) or globals_.get("__name__") not in ("__main__", "__mp_main__"):
+    if not isinstance(globals_, dict) or globals_.get("__name__") not in ("__main__", "__mp_main__", "<run_path>"):
         return None
     return None if main is not None and globals_ is vars(main) else globals_
 

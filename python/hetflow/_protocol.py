@@ -130,12 +130,20 @@ def worker_environment() -> List[str]:
     """
     paths: List[str] = []
     for entry in sys.path:
-        path = os.path.abspath(entry) if entry else os.getcwd()
+        try:
+            path = os.path.abspath(entry) if entry else os.getcwd()
+        except OSError:  # a relative entry, or "" (``-c``, stdin), in a working directory since deleted
+            continue
         if path not in paths:
             paths.append(path)
     from multiprocessing.process import current_process
 
-    return [f"{SYS_PATH_VARIABLE}={os.pathsep.join(paths)}", f"{AUTHKEY_VARIABLE}={current_process().authkey.hex()}"]
+    entries = [f"{SYS_PATH_VARIABLE}={os.pathsep.join(paths)}", f"{AUTHKEY_VARIABLE}={current_process().authkey.hex()}"]
+    if os.environ.get("PYTHONINSPECT"):
+        # Empty is unset to Python: a worker ending with PYTHONINSPECT printed its SystemExit's
+        # traceback and went on to an interactive prompt, as the host's program asked for itself.
+        entries.append("PYTHONINSPECT=")
+    return entries
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -1122,10 +1122,10 @@ def _thread_limits(nprocs: int, given: Dict[str, Any]) -> List[str]:
 
 def _pickled_initializer(initializer: Callable[..., Any], initargs: tuple) -> str:
     """The initializer and its arguments as hex, for the worker processes' environment."""
-    from hetflow._serialize import _cloudpickle
+    from hetflow._serialize import _cloud_dumps  # __mp_main__'s and <run_path>'s by value too
 
     try:
-        return _cloudpickle().dumps((initializer, initargs)).hex()
+        return _cloud_dumps((initializer, initargs)).hex()
     except Exception as error:
         raise ValueError(f"hetflow: the initializer and its initargs cannot be pickled: {error}") from error
 

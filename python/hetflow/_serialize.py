@@ -11,8 +11,9 @@ reference for functions of importable modules); the key names the function and a
 pickle, so equal pickles share a key and a worker keeps one copy. A function sent by value is
 pickled again when what its pickle captured changed (a global it uses rebound or mutated in
 place, a closure cell, its defaults...): cheap identity checks, at each submission, say when.
-The main script of a multiprocessing child started with spawn or forkserver (``__mp_main__``)
-is sent by value as ``__main__`` is: the worker processes cannot import it.
+The main script of a multiprocessing child started with spawn or forkserver (``__mp_main__``),
+and a script ``runpy.run_path`` runs (``<run_path>``), are sent by value as ``__main__`` is: the
+worker processes cannot import them; so are the ``functools.lru_cache`` functions of those.
 """
 from __future__ import annotations
 
@@ -102,18 +103,64 @@ def _cloudpickle() -> Any:
 
 
 # Modules whose functions and classes travel by value: workers cannot import them. In a child
-# that multiprocessing started with spawn or forkserver, the main script is ``__mp_main__``.
-_MAIN_MODULES = ("__main__", "__mp_main__")
+# that multiprocessing started with spawn or forkserver, the main script is ``__mp_main__``; a
+# script that ``runpy.run_path`` runs without a ``run_name`` is ``<run_path>`` while it runs.
+_MAIN_MODULES = ("__main__", "__mp_main__", "<run_path>")
+_BY_REFERENCE_IN_CLOUDPICKLE = _MAIN_MODULES[1:]  # cloudpickle sends these by reference
+
+
+def names_main(data: bytes) -> bool:
+    """Whether a plain pickle may name something of a module in ``_MAIN_MODULES`` (which the
+    workers lack), so that cloudpickle must send it instead."""
+    return b"_main__" in data or b"<run_path>" in data
+
+
 _pickler: Any = None
+_main_pickler: Any = None
+
+
+def _rebuilt_lru_cache(func: Callable[..., Any], maxsize: Optional[int], typed: bool) -> Any:
+    """A worker's copy of a ``functools.lru_cache`` (or ``cache``) function of ``__main__``,
+    with a cache of its own."""
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(func)
+
+
+def _reduce_lru_cache(obj: Any) -> Any:
+    # functools' wrapper pickles as its qualified name, which a worker's __main__ (not the host's)
+    # lacks: one of __main__ (or __mp_main__, <run_path>) travels as the function it wraps, by value.
+    wrapped = getattr(obj, "__wrapped__", None)
+    if getattr(obj, "__module__", None) in _MAIN_MODULES and wrapped is not None:
+        parameters = obj.cache_parameters()
+        return _rebuilt_lru_cache, (wrapped, parameters["maxsize"], parameters["typed"])
+    return obj.__reduce__()
+
+
+def _main_pickler_class() -> Any:
+    """cloudpickle's Pickler, with the ``functools.lru_cache`` functions of ``__main__`` sent by
+    value (cloudpickle sends them by name, and no worker's ``__main__`` has them)."""
+    global _main_pickler
+    if _main_pickler is None:
+        base = _cloudpickle().Pickler
+        table = getattr(base, "dispatch_table", None)
+        if not isinstance(table, ChainMap):
+            _main_pickler = base  # an unknown cloudpickle: as it pickles them
+        else:
+            chain: ChainMap = ChainMap({functools._lru_cache_wrapper: _reduce_lru_cache}, table)
+
+            class MainPickler(base):  # type: ignore[misc, valid-type]
+                dispatch_table = chain
+
+            _main_pickler = MainPickler
+    return _main_pickler
 
 
 def _pickler_class() -> Any:
-    """cloudpickle's Pickler, made to pickle ``__mp_main__``'s functions and classes by value
-    (cloudpickle sends them by reference, and no worker has that module)."""
+    """cloudpickle's Pickler, made to pickle ``__mp_main__``'s (and ``<run_path>``'s) functions
+    and classes by value (cloudpickle sends them by reference, and no worker has that module)."""
     global _pickler
     if _pickler is None:
         cloudpickle = _cloudpickle()
-        base = cloudpickle.Pickler
+        base = _main_pickler_class()
         module = getattr(cloudpickle, "cloudpickle", cloudpickle)
         class_reduce = getattr(module, "_dynamic_class_reduce", None)
         if class_reduce is None or not hasattr(base, "_dynamic_function_reduce") or not hasattr(base, "reducer_override"):
@@ -126,7 +173,7 @@ def _pickler_class() -> Any:
                     kind = type(obj)
                     if (kind is types.FunctionType or isinstance(obj, type)) and getattr(
                         obj, "__module__", None
-                    ) == "__mp_main__":
+                    ) in _BY_REFERENCE_IN_CLOUDPICKLE:
                         if kind is types.FunctionType:
                             return self._dynamic_function_reduce(obj)
                         return reduce_class(obj)
@@ -137,11 +184,13 @@ def _pickler_class() -> Any:
 
 
 def _cloud_pickler() -> Any:
-    """cloudpickle's Pickler, with ``__mp_main__`` sent by value as ``__main__`` is."""
-    cloudpickle = _cloudpickle()  # loaded on first use (which may fail: out of descriptors)
-    if "__mp_main__" in sys.modules:
+    """cloudpickle's Pickler, with ``__mp_main__`` and ``<run_path>`` sent by value as ``__main__``
+    is, and ``functools.lru_cache`` functions of those modules sent by value."""
+    _cloudpickle()  # loaded on first use (which may fail: out of descriptors)
+    if any(name in sys.modules for name in _BY_REFERENCE_IN_CLOUDPICKLE):
         return _pickler if _pickler is not None else _pickler_class()
-    return cloudpickle.Pickler  # the usual case: cloudpickle's own, without one more call per object
+    # The usual case: cloudpickle's own reducer_override, without one more call per object.
+    return _main_pickler if _main_pickler is not None else _main_pickler_class()
 
 
 def _dumps_with(pickler: Any, obj: Any) -> bytes:
@@ -511,6 +560,8 @@ def _watch_value(value: Any, checks: List[tuple], seen: set) -> bool:
         return _watch_value(value.__func__, checks, seen)
     if kind is property:
         return all(_watch_value(f, checks, seen) for f in (value.fget, value.fset, value.fdel))
+    if kind is functools._lru_cache_wrapper and getattr(value, "__module__", None) in _MAIN_MODULES:
+        return _watch_value(getattr(value, "__wrapped__", None), checks, seen)  # sent as the function it wraps
     if kind is functools.partial:
         names = ("func", "args", "keywords")
         checks.append((_ATTRIBUTES, _hold(value), names, tuple(_hold(getattr(value, n)) for n in names)))
@@ -534,7 +585,7 @@ def _watch_value(value: Any, checks: List[tuple], seen: set) -> bool:
     if data is not None and len(data) > _LARGEST_COMPARED:
         return True
     if data is not None:
-        named = _named_in_main(value) if b"_main__" in data else []
+        named = _named_in_main(value) if names_main(data) else []
         if named is not None and all(_watch_value(obj, checks, seen) for obj in named):
             checks.append((_PICKLE, _hold(value), data, False))
             return True
@@ -701,7 +752,7 @@ def _pack_by_reduce(func: Any, args: tuple, kwargs: Dict[str, Any]) -> Tuple[byt
     try:
         try:
             data = pickle.dumps((args, kwargs), protocol=PROTOCOL)
-            if b"_main__" not in data:  # neither __main__ nor __mp_main__
+            if not names_main(data):  # nothing of __main__, __mp_main__ or <run_path>
                 return data, packing.futures
         except Exception:
             pass

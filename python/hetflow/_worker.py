@@ -49,16 +49,34 @@ _BOOTSTRAP = (
 )
 
 
+# Flags of the host's interpreter that a worker does not take: they change where modules are
+# found, and a worker must find hetflow as it always does (it then puts the host's sys.path first).
+_LOOKUP_FLAGS = frozenset({"-I", "-E", "-s", "-S", "-P"})
+
+
+def _interpreter_flags() -> List[str]:
+    """The host's ``-O``, ``-W``, ``-X dev``, ``-b``... as ``multiprocessing`` passes them to the
+    interpreters it starts, so that tasks run as they would in the host (asserts, warnings)."""
+    import subprocess
+
+    flags = getattr(subprocess, "_args_from_interpreter_flags", None)
+    try:
+        return [flag for flag in (flags() if flags is not None else []) if flag not in _LOOKUP_FLAGS]
+    except Exception:
+        return []
+
+
 def command(python: str = sys.executable) -> List[str]:
     """The command that starts a worker (the host appends its two descriptors).
 
     The working directory is not searched for modules, as ``python -m`` would search it first:
     a stray ``traceback.py`` or ``json.py`` there would run in every worker. Modules the host
-    imports still import here (``HETFLOW_SYS_PATH``).
+    imports still import here (``HETFLOW_SYS_PATH``). The host's interpreter flags (``-O``,
+    ``-W error``, ``-X dev``...) apply here too.
     """
     if sys.version_info >= (3, 11):
-        return [python, "-P", "-m", "hetflow._worker"]
-    return [python, "-c", _BOOTSTRAP]
+        return [python, *_interpreter_flags(), "-P", "-m", "hetflow._worker"]
+    return [python, *_interpreter_flags(), "-c", _BOOTSTRAP]
 
 
 def worker_id() -> Optional[int]:
@@ -165,6 +183,24 @@ def _line_buffered_stdio() -> None:
                 reconfigure(line_buffering=True, write_through=False)
         except ValueError:
             pass  # not a TextIOWrapper: leave it
+
+
+def _stdin_from_devnull() -> None:
+    """A task reads an empty stdin (``input()`` raises EOFError), as in ``multiprocessing``'s
+    processes. The host's stdin is its program's: a task that read it took (and buffered) what
+    the host was to read, such as the rest of a script fed to ``python -i``, and from a terminal
+    a worker, in a process group of its own, would be stopped (SIGTTIN) at its first read."""
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return
+    if fd != 0:
+        os.dup2(fd, 0)  # the programs a task starts inherit it too
+        os.close(fd)
+    else:
+        os.set_inheritable(0, True)  # stdin was closed: os.open made it non-inheritable
+    if sys.stdin is None:  # stdin was closed as the worker started
+        sys.stdin = open(0, closefd=False)
 
 
 def _pickle_exception(exc: BaseException) -> bytes:
@@ -543,6 +579,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _adopt_host_sys_path()
     _adopt_host_authkey()
     _line_buffered_stdio()
+    _stdin_from_devnull()
     try:
         worker = Worker(read_fd, write_fd)
         worker.broken = _run_initializer()

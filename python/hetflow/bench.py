@@ -468,8 +468,12 @@ def _positive(text: str) -> int:
     return value
 
 
+# The command line's description: the docstring's first line (python -OO drops docstrings).
+_DESCRIPTION = (__doc__ or "Benchmarks, printed as <system> <metric> <value> lines and ratios").splitlines()[0]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hetflow.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hetflow.bench", description=_DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     over = sub.add_parser("overhead", help="ns per tiny task, hetflow beside the usual pools")
     over.add_argument("--tasks", type=_positive, default=20000)

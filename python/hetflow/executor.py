@@ -30,6 +30,7 @@ from hetflow._serialize import (
     function_entry,
     is_array,
     loaded_numpy,
+    names_main,
 )
 
 # Chunks per worker when the chunk size is picked automatically: enough to even out uneven tasks,
@@ -432,9 +433,9 @@ def _submit(
 def _dumps_calls(calls: list) -> bytes:
     try:
         data = pickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
-        # Named by reference in __main__ (or __mp_main__): the worker processes, whose __main__ is
+        # Named by reference in __main__ (or __mp_main__, <run_path>): the worker processes, whose __main__ is
         # not the host's, could not load it; cloudpickle sends those functions and classes by value.
-        if b"_main__" not in data:
+        if not names_main(data):
             return data
     except Exception:
         pass
