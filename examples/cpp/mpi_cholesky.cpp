@@ -147,11 +147,15 @@ std::string tile_name(std::size_t i, std::size_t j) {
 
 // The tiles of the lower triangle, of Real (float or double), registered with the context on
 // every rank: the owner's buffer on the owner, hetflow's memory for received copies elsewhere.
+// The tiles' buffers are `owned`, which the program declares before its runtime and context:
+// as the context ends it unregisters the tiles, bringing each one's latest version home into its
+// buffer (from a device, say), so the buffers must outlive it.
 template <class Real>
 class DistributedTiles {
  public:
-  DistributedTiles(hetflow::mpi::Context& mpi, const ProcessGrid& grid, std::size_t n, std::size_t tile)
-      : n_(n), tile_(tile), tiles_((n + tile - 1) / tile) {
+  DistributedTiles(hetflow::mpi::Context& mpi, const ProcessGrid& grid, std::size_t n, std::size_t tile,
+                   std::vector<std::vector<Real>>& owned)
+      : n_(n), tile_(tile), tiles_((n + tile - 1) / tile), owned_(owned) {
     const int first_tag = mpi.allocate_tags(static_cast<int>(tiles_ * (tiles_ + 1) / 2));
     handles_.resize(tiles_ * tiles_);
     owned_.resize(tiles_ * tiles_);
@@ -217,7 +221,7 @@ class DistributedTiles {
   std::size_t tile_;
   std::size_t tiles_;
   std::vector<hetflow::DataHandle> handles_;  // column by column; the upper triangle's are empty
-  std::vector<std::vector<Real>> owned_;      // the buffers of this rank's tiles
+  std::vector<std::vector<Real>>& owned_;     // the buffers of this rank's tiles
 };
 
 std::string task_name(const char* kernel, std::size_t i, std::size_t j, std::size_t k) {
@@ -379,7 +383,9 @@ int run(const linalg::ExampleOptions& options) {
   const double flops = static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / 3.0;
   const Precision precision = std::is_same_v<Real, float> ? Precision::single : Precision::double_;
 
-  // Declared before the runtime: the codelets must outlive every task.
+  // Declared before the runtime: the codelets must outlive every task, and the tiles' buffers
+  // the context, which brings the tiles' latest versions home into them as it ends.
+  std::vector<std::vector<Real>> tile_buffers;
   const CodeletsOf<Real> codelets;
   const hetflow::Codelet gather{.name = "gather_tile", .cpu = copy_tile_into_matrix<Real>};
   linalg::set_host_blas_threads(1);  // one BLAS thread per tile task; hetflow supplies the parallelism
@@ -396,7 +402,7 @@ int run(const linalg::ExampleOptions& options) {
   if (runnable == 0) return linalg::kNoWorkerExitStatus;
   if (rt.config().simulate.value_or("").empty()) linalg::prepare_devices(rt);
 
-  DistributedTiles<Real> a(mpi, grid, n, options.tile);
+  DistributedTiles<Real> a(mpi, grid, n, options.tile, tile_buffers);
   if (rank == 0) {
     std::printf(
         "mpi_cholesky: n = %zu, tiles of %zu (%zu x %zu), %s precision, %d ranks in a %d x %d grid (block-cyclic), "

@@ -202,7 +202,12 @@ class HandleRegistry:
         Called with the lock held."""
         self._finalizer_count += 1
         number = self._finalizer_count
-        self._finalizers[number] = weakref.finalize(array, self._gone, number, callback, *args)
+        finalizer = weakref.finalize(array, self._gone, number, callback, *args)
+        # Not at exit, where the array still lives: weakref.finalize's exit handler runs before
+        # the runtime's (registered later), and would discard the arrays of tasks still running
+        # (a device's result never brought home: a memmap's file, a send to another MPI rank).
+        finalizer.atexit = False
+        self._finalizers[number] = finalizer
 
     def _gone(self, number: int, callback: Callable[..., None], *args: Any) -> None:
         self._finalizers.pop(number, None)

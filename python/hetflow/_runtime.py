@@ -891,14 +891,26 @@ class Runtime:
         except INTERRUPTIONS:
             self.interrupted = True
             raise
-        if finished and self._device_writes:
-            with self._lock:
-                # The roots are held meanwhile: a buffer freed now would take its handles with it.
-                alive = [(root(), view()) for root, view in self._device_writes.values()]
-                self._device_writes.clear()
-            self._bring_views_home([view for root, view in alive if root is not None and view is not None])
+        if finished:
+            self.bring_device_writes_home()
         self.saw_tasks_end()
         return finished
+
+    def bring_device_writes_home(self, failed_stay: bool = False) -> None:
+        """Once every task has ended: the arrays that tasks which may have run on a device wrote
+        are brought home, so that the program reads and writes them directly. ``failed_stay``:
+        those whose last writer failed stay as they are, their failure with them (hetflow.mpi,
+        where it travels to the ranks that read them; taking the data home would forget it)."""
+        if not self._device_writes:
+            return
+        with self._lock:
+            # The roots are held meanwhile: a buffer freed now would take its handles with it.
+            alive = [(root(), view()) for root, view in self._device_writes.values()]
+            self._device_writes.clear()
+        views = [view for root, view in alive if root is not None and view is not None]
+        if failed_stay:
+            views = [view for view in views if self._engine.accesses_if_at_rest(view.handle) is not None]
+        self._bring_views_home(views)
 
     def shutdown(
         self, timeout: Optional[float] = None, cancel_futures: bool = False, *, idle_timeout: Optional[float] = None

@@ -819,7 +819,10 @@ def flush(arrays: Any = None) -> None:
 
 def wait_all() -> None:
     """Waits, on every rank, until every task and transfer submitted on every rank is done.
-    Every rank calls it (it ends in a barrier that does not block hetflow's MPI thread).
+    Every rank calls it (it ends in a barrier that does not block hetflow's MPI thread). What
+    this rank's tasks wrote on a device is then brought home, so that the rank may read and
+    write its arrays directly (then ``flush``), but for an array whose last writer failed: that
+    one stays as it is, its failure going with it to the ranks that read it.
 
     With ``HETFLOW_MPI_CHECK=1`` it raises ``HetflowError`` on every rank when the ranks
     submitted different work, after giving up on the transfers between them (the tasks that read
@@ -837,6 +840,7 @@ def wait_all() -> None:
     # abort_on_error, ends every rank rather than leaving them in the barrier).
     try:
         interruptible(state.context.wait_all)
+        state.runtime.bring_device_writes_home(failed_stay=True)
     except RuntimeError as error:
         if type(error) is not RuntimeError:
             raise

@@ -4,30 +4,13 @@ device: mixed graphs, data coherent between host and device, eviction, failures,
 pyopencl and an OpenCL platform are optional dependencies; with HETFLOW_TEST_REQUIRE_OPENCL=1
 (as `make test` sets it) their absence fails these tests instead of skipping them."""
 import gc
-import os
 import time
 
 import numpy as np
 import pytest
 
 import hetflow
-
-_REQUIRED = os.environ.get("HETFLOW_TEST_REQUIRE_OPENCL") == "1"
-
-
-def _opencl_or_skip():
-    try:
-        import pyopencl
-
-        platforms = pyopencl.get_platforms()
-        from hetflow import _hetflow_opencl  # noqa: F401
-    except Exception as error:  # ImportError, or pyopencl's LogicError without a platform
-        if _REQUIRED:
-            pytest.fail(f"OpenCL is required here (HETFLOW_TEST_REQUIRE_OPENCL=1) but unusable: {error}")
-        pytest.skip(f"no usable OpenCL (pyopencl, a platform, hetflow's OpenCL module): {error}")
-    if not platforms:
-        pytest.skip("no OpenCL platform")
-
+from hf_opencl import opencl_or_skip
 
 SCALE_SOURCE = """
 __kernel void scale(__global double *x, double factor) {
@@ -66,7 +49,7 @@ add = hetflow.Codelet("add", cpu=add_cpu, opencl=add_opencl)
 
 @pytest.fixture
 def runtime():
-    _opencl_or_skip()
+    opencl_or_skip()
     ran_on.clear()
     session = hetflow.init(ncpus=2, executor="thread", opencl="all")
     yield session.runtime
@@ -158,7 +141,7 @@ def test_the_scheduler_chooses_when_not_forced_and_results_are_right(runtime):
 
 
 def test_eviction_under_a_small_device_limit_keeps_every_result():
-    _opencl_or_skip()
+    opencl_or_skip()
     hetflow.init(ncpus=1, executor="thread", opencl="all", memory_limits={1: 64 << 10})  # 8 arrays of 8K fit
     try:
         arrays = [np.full(1024, float(i)) for i in range(24)]
@@ -386,7 +369,7 @@ def _uploads(trace_path):
 
 @pytest.mark.parametrize("read_only", [True, False])
 def test_a_read_only_array_stays_on_the_device_across_waits(tmp_path, read_only):
-    _opencl_or_skip()
+    opencl_or_skip()
     trace = tmp_path / "trace.json"
     hetflow.init(ncpus=2, executor="thread", opencl="all", trace=str(trace))
     try:
@@ -409,7 +392,7 @@ def test_arrays_dropped_with_their_futures_while_devices_write_them_are_let_go_s
     # not be copied into the freed memory (it corrupted the heap). In a child: a crash is its own.
     from hf_subprocess import run_script
 
-    _opencl_or_skip()
+    opencl_or_skip()
     rc, out, err = run_script(
         tmp_path,
         f"LIMIT = {limit!r}\n"
@@ -435,6 +418,37 @@ print("KEPT", kept[0])
     )
     assert rc == 0, err
     assert "KEPT 3.0" in out, out
+
+
+def test_a_memmap_that_device_tasks_write_reaches_its_file_when_the_program_exits_without_waiting(tmp_path):
+    # The interpreter waits for the work at exit, but weakref.finalize's exit handler (which runs
+    # before hetflow's) first told the engine that every array was gone: the device's result was
+    # never copied home, and the file kept the old values.
+    from hf_subprocess import run_script
+
+    opencl_or_skip()
+    path = tmp_path / "out.bin"
+    rc, out, err = run_script(
+        tmp_path,
+        f"PATH = {str(path)!r}\n"
+        + """
+import numpy as np, hetflow
+
+SOURCE = "__kernel void scale(__global double *x, double f) { x[get_global_id(0)] *= f; }"
+
+def scale_opencl(x, f):
+    hetflow.opencl_kernel(x, SOURCE, "scale")(x.queue, (x.size,), None, x.data, np.float64(f))
+
+scale = hetflow.Codelet("scale", opencl=scale_opencl)
+hetflow.init(ncpus=1, executor="thread", opencl="all")
+m = np.memmap(PATH, dtype=np.float64, mode="w+", shape=(1024,))
+m[:] = 1.0
+for _ in range(3):
+    hetflow.insert(scale, hetflow.RW(m), 2.0, where="opencl")
+""",
+    )
+    assert rc == 0, err
+    assert np.fromfile(path).tolist() == [8.0] * 1024
 
 
 def test_wait_for_all_brings_home_an_array_at_the_address_of_a_freed_one(runtime):

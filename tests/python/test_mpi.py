@@ -14,6 +14,7 @@ import pytest
 
 import hetflow
 from hetflow import _runtime
+from hf_opencl import opencl_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = Path(__file__).resolve().parent / "mpi_programs"
@@ -806,3 +807,81 @@ def test_a_function_with_a_set_of_strings_is_the_same_work_on_every_rank_with_he
         returncode, output = _run_program(program, HETFLOW_MPI_CHECK="1", PYTHONHASHSEED="random")
         assert "did not submit the same work" not in output, output
         assert "rank 0: b = [2.0, 2.0, 2.0]" in output and returncode == 0, output
+
+
+def test_after_wait_all_a_rank_reads_and_writes_directly_what_its_device_tasks_wrote():
+    # wait_all left a device's version on the device: rank 1 read the old zeros directly, and its
+    # direct write was lost, the next task reading the device's copy. A failed writer's array
+    # stays as it is, its failure reaching the rank that gathers it.
+    opencl_or_skip()
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hetflow.init(opencl='all')\n"
+        "hm.init()\n"
+        "SOURCE = '__kernel void inc(__global double *x, double v) { x[get_global_id(0)] += v; }'\n"
+        "def inc_cpu(x, v):\n"
+        "    x += v\n"
+        "def inc_opencl(x, v):\n"
+        "    if v < 0:\n"
+        "        raise ValueError('negative increment')\n"
+        "    hetflow.opencl_kernel(x, SOURCE, 'inc')(x.queue, x.shape, None, x.data, np.float64(v))\n"
+        "inc = hetflow.Codelet('inc', cpu=inc_cpu, opencl=inc_opencl)\n"
+        "a = hm.register(np.zeros(4), owner=1, name='a')\n"
+        "failed = hm.register(np.zeros(4), owner=1, name='failed')\n"
+        "hetflow.insert(inc, hetflow.RW(a), 3.0, where='opencl')\n"
+        "hetflow.insert(inc, hetflow.RW(failed), 2.0, where='opencl')\n"
+        "hetflow.insert(inc, hetflow.RW(failed), -1.0, where='opencl')\n"
+        "hm.wait_all()\n"
+        "if hm.rank() == 1:\n"
+        "    print(f'rank 1: a = {a.tolist()}', flush=True)\n"
+        "    a[:] = 10.0\n"
+        "hm.flush(a)\n"
+        "hetflow.insert(inc, hetflow.RW(a), 1.0, where='opencl')\n"
+        "hm.gather(a, root=0)\n"
+        "print(f'rank {hm.rank()}: a = {a.tolist()}', flush=True)\n"
+        "try:\n"
+        "    hm.gather(failed, root=0)\n"
+        "    print(f'rank {hm.rank()}: failed = {failed.tolist()}', flush=True)\n"
+        "except hetflow.DependencyError as error:\n"
+        "    print(f'rank {hm.rank()}: gather failed: {error}', flush=True)\n"
+        "hm.wait_all()\n"
+    )
+    returncode, output = _run_program(program)
+    assert "rank 1: a = [3.0, 3.0, 3.0, 3.0]" in output, output
+    assert "rank 0: a = [11.0, 11.0, 11.0, 11.0]" in output, output
+    assert "rank 0: gather failed: " in output and "negative increment" in output, output
+    assert returncode == 0 and not _crashed_ranks(output), output
+
+
+def test_a_rank_that_exits_while_its_device_tasks_run_sends_what_they_wrote():
+    # At exit, weakref.finalize's handler (which runs before hetflow's) told the engine that every
+    # array was gone: what the device wrote never came home, and rank 1 sent the array's old
+    # values, which rank 0 read as good data.
+    opencl_or_skip()
+    program = (
+        "import numpy as np, hetflow, hetflow.mpi as hm\n"
+        "hetflow.init(opencl='all')\n"
+        "hm.init()\n"
+        "SOURCE = '__kernel void inc(__global double *x, double v) { x[get_global_id(0)] += v; }'\n"
+        "def inc_cpu(x, v):\n"
+        "    x += v\n"
+        "def inc_opencl(x, v):\n"
+        "    hetflow.opencl_kernel(x, SOURCE, 'inc')(x.queue, x.shape, None, x.data, np.float64(v))\n"
+        "inc = hetflow.Codelet('inc', cpu=inc_cpu, opencl=inc_opencl)\n"
+        "a = hm.register(np.zeros(4), owner=1, name='a')\n"
+        "b = hm.register(np.zeros(4), owner=0, name='b')\n"
+        "for _ in range(3):\n"
+        "    hetflow.insert(inc, hetflow.RW(a), 1.0, where='opencl')\n"
+        "reader = hetflow.task_submit.options(executor='thread')(lambda x, y: x.__iadd__(y), hetflow.RW(b), a)\n"
+        "if hm.rank() == 1:\n"
+        "    raise SystemExit(0)\n"  # at once, its device tasks still running: the exit waits for them
+        "try:\n"
+        "    hm.wait_all()\n"
+        "except hetflow.HetflowError:\n"
+        "    pass\n"  # rank 1 ended without wait_all
+        "reader.result(timeout=30)\n"
+        "print(f'b = {b.tolist()}', flush=True)\n"
+    )
+    returncode, output = _run_program(program)
+    assert "b = [3.0, 3.0, 3.0, 3.0]" in output, output
+    assert returncode == 0 and "time limit" not in output, output
