@@ -196,6 +196,9 @@ class HandleRegistry:
         # and through it the runtime's engine, alive for as long as the array lives.
         self._finalizers: Dict[int, Any] = {}
         self._finalizer_count = 0
+        # The file bytes that the numpy.memmap roots met map: (device, inode) -> [(weak reference
+        # to the root array, first byte, end, mapping's address)] (_warn_if_file_aliased).
+        self._mapped_files: Dict[Tuple[int, int], List[Tuple[Any, int, int, int]]] = {}
 
     def _when_gone(self, array: Any, callback: Callable[..., None], *args: Any) -> None:
         """Calls ``callback(*args)`` once ``array`` is gone, unless the registry is closed first.
@@ -223,6 +226,7 @@ class HandleRegistry:
             self._span_lows.clear()
             self._span_roots.clear()
             self._recent.clear()
+            self._mapped_files.clear()
         for finalizer in finalizers:
             finalizer.detach()
 
@@ -235,7 +239,10 @@ class HandleRegistry:
     def view(self, array: Any, mode: str) -> View:
         """The registered view of ``array`` (registered now if new)."""
         if mode != "R" and not array.flags.writeable:
-            raise ValueError(f"hetflow: access mode {mode} on a read-only array")
+            raise ValueError(
+                f"hetflow: access mode {mode} on a read-only array: {read_only_cause(array)}; "
+                "or pass it unmarked, for a task that only reads it"
+            )
         recent = self._recent.get(id(array))
         if recent is not None and recent[0]() is array and recent[1] == array.shape and recent[2] == array.strides:
             recent[3].lookups += 1
@@ -323,7 +330,47 @@ class HandleRegistry:
             index = bisect.bisect_right(self._span_lows, root.low)
             self._span_lows.insert(index, root.low)
             self._span_roots.insert(index, (root.high, root))
+            self._warn_if_file_aliased(root_array, low, nbytes)
         return root
+
+    def _warn_if_file_aliased(self, root_array: Any, low: int, nbytes: int) -> None:
+        """Warns when a new ``numpy.memmap`` root maps bytes of a file that another one alive maps
+        at another address, one of them for writing: tasks are ordered by the memory their arrays
+        lie in, so those on the two are not ordered against each other. Called with the lock
+        held, once the root is registered (a warning turned into an error leaves it consistent)."""
+        import numpy
+
+        filename = getattr(root_array, "filename", None) if isinstance(root_array, numpy.memmap) else None
+        offset = getattr(root_array, "offset", None)
+        if not filename or offset is None:
+            return
+        try:
+            stat = os.stat(filename)
+        except (OSError, TypeError, ValueError):
+            return
+        start, end = int(offset), int(offset) + nbytes
+        mappings = self._mapped_files.setdefault((stat.st_dev, stat.st_ino), [])
+        alive = [(mapping, mapping[0]()) for mapping in mappings]
+        mappings[:] = [mapping for mapping, other in alive if other is not None and other is not root_array]
+        clash = None
+        for (_, other_start, other_end, address), other in alive:
+            if other is None or other is root_array or address == low or not (start < other_end and other_start < end):
+                continue
+            if _maps_for_writing(root_array) or _maps_for_writing(other):
+                clash = (other_start, other_end)
+        mappings.append((weakref.ref(root_array), start, end, low))
+        if clash is not None:
+            import warnings
+
+            warnings.warn(
+                f"hetflow: this numpy.memmap maps bytes {start} to {end} of {str(filename)!r}, which another "
+                f"numpy.memmap alive maps too (bytes {clash[0]} to {clash[1]}) at another address, one of them for "
+                "writing: hetflow orders tasks by the memory their arrays lie in, so tasks on the two are not "
+                "ordered against each other (a write through one may be lost, or seen half done through the "
+                "other); map the file once and give tasks views of that one memmap",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _roots_meeting(self, low: int, high: int) -> List[_Root]:
         """The roots whose buffers share a byte with ``low`` to ``high`` (no two roots' buffers
@@ -413,8 +460,14 @@ class HandleRegistry:
         # message into it must never land in the program's memory.
         address = low if nbytes else _EMPTY_STAND_IN_ADDRESS
         # A buffer whose owning array is read-only is taken at its word: device copies of it stay
-        # valid across the program's waits. Any other may be written directly once it waited.
-        host_writable = bool(_root(array).flags.writeable)
+        # valid across the program's waits. Any other may be written directly once it waited, and
+        # so may read-only memory the root array does not own (but bytes): a file that a
+        # numpy.memmap(mode='r') maps changes when the file is written, the memory of a read-only
+        # view of a bytearray through the bytearray.
+        root_array = _root(array)
+        host_writable = bool(root_array.flags.writeable) or not (
+            root_array.flags.owndata or isinstance(root_array.base, bytes)
+        )
         if register is not None:
             handle = register(address, max(nbytes, 1))
             if host_writable:
@@ -592,7 +645,7 @@ class HandleRegistry:
         if mode != "R" and not array.flags.writeable:
             raise ValueError(
                 f"hetflow.acquire: the array is read-only, and mode {mode!r} (the default is 'RW') would write it; "
-                "acquire it with mode 'R' to read it"
+                f"acquire it with mode 'R' to read it ({read_only_cause(array)})"
             )
         view = self.view(array, mode)
         others = self.overlapping(view)
@@ -869,6 +922,54 @@ def interruptible(wait: Callable[[], Any], undo: Optional[Callable[[Any], None]]
     return value
 
 
+def _maps_for_writing(memmap: Any) -> bool:
+    """A ``numpy.memmap`` whose writes reach its file (mode 'r+' or 'w+')."""
+    return getattr(memmap, "mode", None) in ("r+", "w+", "readwrite", "write")
+
+
+def _read_only_buffer(buffer: Any) -> bool:
+    try:
+        with memoryview(buffer) as exported:
+            return exported.readonly
+    except (ValueError, TypeError, BufferError):
+        return False  # closed, or released
+
+
+def read_only_cause(array: Any) -> str:
+    """Why ``array`` is read-only, and how to get one a task may write: said when ``W``/``RW``
+    is refused on it."""
+    import mmap
+
+    import numpy
+
+    read_only_memmap = None
+    holder: Any = array
+    while holder is not None:
+        if isinstance(holder, numpy.memmap) and getattr(holder, "mode", None) in ("r", "readonly"):
+            read_only_memmap = holder
+        if isinstance(holder, numpy.ndarray):
+            holder = holder.base
+        elif isinstance(holder, memoryview):
+            holder = holder.obj
+        else:
+            break
+    if read_only_memmap is not None:
+        return (
+            f"it maps the file {str(read_only_memmap.filename)!r} with numpy.memmap(mode='r') (or "
+            "numpy.load(mmap_mode='r')); open it with mode='r+' for tasks whose writes reach the file, or mode='c' "
+            "for writes kept in memory"
+        )
+    if isinstance(holder, bytes) or isinstance(holder, (memoryview, mmap.mmap)) and _read_only_buffer(holder):
+        return (
+            f"its memory is a read-only {type(holder).__name__} object; make the array over a writeable buffer "
+            "(a bytearray, an mmap opened for writing) or pass a copy, numpy.array(a)"
+        )
+    return (
+        "its writeable flag is off (a numpy.broadcast_to view, a.flags.writeable = False, a read-only buffer); "
+        "pass a copy, numpy.array(a), or the writeable array it is a view of"
+    )
+
+
 def _is_ndarray(value: Any) -> bool:
     import numpy
 
@@ -946,6 +1047,43 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
 
     raw = _hetflow.shared_bytes(nbytes)
     return numpy.ndarray(shape, dtype=dtype, buffer=raw, order="F" if order == "F" else "C")
+
+
+# A process task's array outside shared memory is copied into the worker's shared memory whole
+# (its view's elements): above this many bytes, one more than the machine's memory and swap is
+# refused rather than left to the kernel's out-of-memory killer (refuse_copy_beyond_memory).
+_COPY_CHECKED_ABOVE = 1 << 28
+
+
+def refuse_copy_beyond_memory(array: Any) -> None:
+    """Raises MemoryError when ``array``, given to a process task, would be copied into shared
+    memory (it is not in a shared segment) and is larger than the machine's memory and swap: a
+    ``numpy.memmap`` of a file larger than memory, most likely."""
+    nbytes = array.nbytes
+    if nbytes <= _COPY_CHECKED_ABOVE:
+        return
+    available = _memory_and_swap()
+    if available is None or nbytes <= available:
+        return
+    from hetflow import _hetflow
+
+    low, span_bytes, _ = span(array)
+    if _hetflow.locate_shared(low, span_bytes) is not None:
+        return
+    what = "array"
+    import numpy
+
+    holder: Any = array
+    while isinstance(holder, numpy.ndarray):
+        if isinstance(holder, numpy.memmap) and getattr(holder, "filename", None):
+            what = f"numpy.memmap of {str(holder.filename)!r}"
+            break
+        holder = holder.base
+    raise MemoryError(
+        f"hetflow: a process task's {what} of {nbytes} bytes would be copied into shared memory for it (only "
+        f"hetflow.empty/zeros/array ones are not), more than this machine's memory and swap ({available} bytes); "
+        "give process tasks views of it that fit (chunks), or run the task with executor='thread'"
+    )
 
 
 @functools.lru_cache(maxsize=None)

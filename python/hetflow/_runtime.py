@@ -18,7 +18,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, 
 from hetflow import _errors, _kernel
 from hetflow._args import FutureSearch
 from hetflow._arrays import Access, ArrayRef, ReadOnlyCopy
-from hetflow._data import _BIT_MODES, _MODE_BITS, HandleRegistry, _InterruptsHeld, engine_accesses
+from hetflow._data import (
+    _BIT_MODES,
+    _MODE_BITS,
+    HandleRegistry,
+    _InterruptsHeld,
+    engine_accesses,
+    refuse_copy_beyond_memory,
+)
 from hetflow._errors import (
     HIDDEN_FRAMES,
     INTERRUPTIONS,
@@ -726,6 +733,7 @@ class Runtime:
                     f"hetflow: an array of dtype {value.dtype} cannot reach a worker process: object arrays "
                     "hold pointers into this process; pass a list or use executor='thread'"
                 )
+            refuse_copy_beyond_memory(value)
             view = handles.accesses(value, mode, merged)
             index = index_of.get(view)
             if index is None:
