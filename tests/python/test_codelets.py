@@ -386,6 +386,19 @@ def test_a_read_only_array_stays_on_the_device_across_waits(tmp_path, read_only)
     assert _uploads(trace) == (4 if read_only else 6)
 
 
+# The start of the child scripts with device tasks: a codelet `scale(x, f)` (x *= f) on OpenCL only.
+_SCALE_ON_DEVICE_SCRIPT = """
+import numpy as np, hetflow
+
+SOURCE = "__kernel void scale(__global double *x, double f) { x[get_global_id(0)] *= f; }"
+
+def scale_opencl(x, f):
+    hetflow.opencl_kernel(x, SOURCE, "scale")(x.queue, (x.size,), None, x.data, np.float64(f))
+
+scale = hetflow.Codelet("scale", opencl=scale_opencl)
+"""
+
+
 @pytest.mark.parametrize("limit", [None, 1 << 20])
 def test_arrays_dropped_with_their_futures_while_devices_write_them_are_let_go_safely(tmp_path, limit):
     # The array (and its memory) goes while the device still writes it: the device's version must
@@ -396,15 +409,8 @@ def test_arrays_dropped_with_their_futures_while_devices_write_them_are_let_go_s
     rc, out, err = run_script(
         tmp_path,
         f"LIMIT = {limit!r}\n"
+        + _SCALE_ON_DEVICE_SCRIPT
         + """
-import numpy as np, hetflow
-
-SOURCE = "__kernel void scale(__global double *x, double f) { x[get_global_id(0)] *= f; }"
-
-def scale_opencl(x, f):
-    hetflow.opencl_kernel(x, SOURCE, "scale")(x.queue, (x.size,), None, x.data, np.float64(f))
-
-scale = hetflow.Codelet("scale", opencl=scale_opencl)
 hetflow.init(ncpus=1, executor="thread", opencl="all", **({"memory_limits": {1: LIMIT}} if LIMIT else {}))
 for _ in range(300):
     a = np.ones(20000)
@@ -431,15 +437,8 @@ def test_a_memmap_that_device_tasks_write_reaches_its_file_when_the_program_exit
     rc, out, err = run_script(
         tmp_path,
         f"PATH = {str(path)!r}\n"
+        + _SCALE_ON_DEVICE_SCRIPT
         + """
-import numpy as np, hetflow
-
-SOURCE = "__kernel void scale(__global double *x, double f) { x[get_global_id(0)] *= f; }"
-
-def scale_opencl(x, f):
-    hetflow.opencl_kernel(x, SOURCE, "scale")(x.queue, (x.size,), None, x.data, np.float64(f))
-
-scale = hetflow.Codelet("scale", opencl=scale_opencl)
 hetflow.init(ncpus=1, executor="thread", opencl="all")
 m = np.memmap(PATH, dtype=np.float64, mode="w+", shape=(1024,))
 m[:] = 1.0

@@ -809,24 +809,31 @@ def test_a_function_with_a_set_of_strings_is_the_same_work_on_every_rank_with_he
         assert "rank 0: b = [2.0, 2.0, 2.0]" in output and returncode == 0, output
 
 
+# The start of the programs with device tasks: hetflow with PoCL's device on every rank, and a
+# codelet `inc(x, v)` (x += v) whose OpenCL implementation fails for a negative v.
+_INCREMENT_ON_DEVICES = (
+    "import numpy as np, hetflow, hetflow.mpi as hm\n"
+    "hetflow.init(opencl='all')\n"
+    "hm.init()\n"
+    "SOURCE = '__kernel void inc(__global double *x, double v) { x[get_global_id(0)] += v; }'\n"
+    "def inc_cpu(x, v):\n"
+    "    x += v\n"
+    "def inc_opencl(x, v):\n"
+    "    if v < 0:\n"
+    "        raise ValueError('negative increment')\n"
+    "    hetflow.opencl_kernel(x, SOURCE, 'inc')(x.queue, x.shape, None, x.data, np.float64(v))\n"
+    "inc = hetflow.Codelet('inc', cpu=inc_cpu, opencl=inc_opencl)\n"
+)
+
+
 def test_after_wait_all_a_rank_reads_and_writes_directly_what_its_device_tasks_wrote():
     # wait_all left a device's version on the device: rank 1 read the old zeros directly, and its
     # direct write was lost, the next task reading the device's copy. A failed writer's array
     # stays as it is, its failure reaching the rank that gathers it.
     opencl_or_skip()
     program = (
-        "import numpy as np, hetflow, hetflow.mpi as hm\n"
-        "hetflow.init(opencl='all')\n"
-        "hm.init()\n"
-        "SOURCE = '__kernel void inc(__global double *x, double v) { x[get_global_id(0)] += v; }'\n"
-        "def inc_cpu(x, v):\n"
-        "    x += v\n"
-        "def inc_opencl(x, v):\n"
-        "    if v < 0:\n"
-        "        raise ValueError('negative increment')\n"
-        "    hetflow.opencl_kernel(x, SOURCE, 'inc')(x.queue, x.shape, None, x.data, np.float64(v))\n"
-        "inc = hetflow.Codelet('inc', cpu=inc_cpu, opencl=inc_opencl)\n"
-        "a = hm.register(np.zeros(4), owner=1, name='a')\n"
+        _INCREMENT_ON_DEVICES
+        + "a = hm.register(np.zeros(4), owner=1, name='a')\n"
         "failed = hm.register(np.zeros(4), owner=1, name='failed')\n"
         "hetflow.insert(inc, hetflow.RW(a), 3.0, where='opencl')\n"
         "hetflow.insert(inc, hetflow.RW(failed), 2.0, where='opencl')\n"
@@ -859,16 +866,8 @@ def test_a_rank_that_exits_while_its_device_tasks_run_sends_what_they_wrote():
     # values, which rank 0 read as good data.
     opencl_or_skip()
     program = (
-        "import numpy as np, hetflow, hetflow.mpi as hm\n"
-        "hetflow.init(opencl='all')\n"
-        "hm.init()\n"
-        "SOURCE = '__kernel void inc(__global double *x, double v) { x[get_global_id(0)] += v; }'\n"
-        "def inc_cpu(x, v):\n"
-        "    x += v\n"
-        "def inc_opencl(x, v):\n"
-        "    hetflow.opencl_kernel(x, SOURCE, 'inc')(x.queue, x.shape, None, x.data, np.float64(v))\n"
-        "inc = hetflow.Codelet('inc', cpu=inc_cpu, opencl=inc_opencl)\n"
-        "a = hm.register(np.zeros(4), owner=1, name='a')\n"
+        _INCREMENT_ON_DEVICES
+        + "a = hm.register(np.zeros(4), owner=1, name='a')\n"
         "b = hm.register(np.zeros(4), owner=0, name='b')\n"
         "for _ in range(3):\n"
         "    hetflow.insert(inc, hetflow.RW(a), 1.0, where='opencl')\n"
