@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from hf_subprocess import child_env
-from test_codelets import _opencl_or_skip
+from hf_opencl import opencl_or_skip
 
 
 def test_devices_benchmark_prints_every_line(tmp_path):
-    _opencl_or_skip()
+    opencl_or_skip()
     env = child_env()
     env["HETFLOW_HOME"] = str(tmp_path)  # its performance models stay out of the user's
     command = [sys.executable, "-m", "hetflow.bench", "devices", "--tasks", "50", "--n", "64", "--tile", "32",

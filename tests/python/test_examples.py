@@ -129,8 +129,8 @@ def test_tiled_cholesky_on_cpu_workers(tmp_path):
 
 @pytest.mark.parametrize("placement", [["--where", "opencl"], []], ids=["opencl", "dmdas-chooses"])
 def test_tiled_cholesky_with_opencl(tmp_path, placement):
-    from test_codelets import _opencl_or_skip
+    from hf_opencl import opencl_or_skip
 
-    _opencl_or_skip()
+    opencl_or_skip()
     output = run_tiled_cholesky(tmp_path, "--opencl", "--repeat", "2", *placement)
     assert "opencl" in output.splitlines()[0] and "scheduler dmdas" in output
