@@ -61,8 +61,9 @@ struct HETFLOW_API Config {
   /// The configuration with every empty field filled from the environment and defaults.
   /// Throws InvalidArgument for malformed environment values.
   [[nodiscard]] Config resolved() const;
-  /// resolved(), then the machine description named by `simulate`, if any, read and checked as
-  /// a Runtime would read it: InvalidArgument naming what is wrong. Starts nothing.
+  /// resolved(), HETFLOW_CALIBRATE, then the machine description named by `simulate`, if any,
+  /// read and checked as a Runtime would read it: InvalidArgument naming what is wrong. Starts
+  /// nothing.
   void check() const;
 };
 

@@ -86,7 +86,11 @@ def _info_lines() -> List[Tuple[str, str]]:
     from hetflow import _hetflow, _runtime, perfmodel
 
     settings = _runtime.Settings(sched=os.environ.get("HETFLOW_SCHED") or None).resolved()
-    _hetflow.check_environment()  # the engine's own: HETFLOW_SPIN_US, HETFLOW_SIMULATE's file, ...
+    _hetflow.check_environment()  # the engine's own: HETFLOW_SPIN_US, HETFLOW_CALIBRATE, HETFLOW_SIMULATE's file, ...
+    # Read by the device drivers a runtime adds for them (_runtime.device_modules), which info
+    # does not load: checked here as those read them.
+    _runtime._env_int("HETFLOW_NCUDA", _runtime.MAX_NCUDA)
+    _check_opencl_devices(os.environ.get("HETFLOW_OPENCL_DEVICES") or "")
     executor, ncpus, nprocs = settings.executor, settings.ncpus, settings.nprocs
     simulate = os.environ.get("HETFLOW_SIMULATE")
     # The engine's default: dmdas for a simulated machine (or one with devices), else ws.
@@ -111,6 +115,21 @@ def _info_lines() -> List[Tuple[str, str]]:
         ("models", f"{perfmodel.directory()} ({len(models)} model{'' if len(models) == 1 else 's'})"),
         ("optional", ", ".join(_optional(name) for name in ("joblib", "dask", "tqdm", "matplotlib", "threadpoolctl", "pyopencl", "cupy-cuda13x"))),
     ] + simulation * bool(simulate)
+
+
+def _check_opencl_devices(text: str) -> None:
+    """Refuses a ``HETFLOW_OPENCL_DEVICES`` the OpenCL driver refuses (its parse_device_types),
+    with its message."""
+    if not text:
+        return
+    for item in text.split(","):
+        item = item.strip(" \t\n\r\f\v")
+        if item not in ("gpu", "accelerator", "cpu", "all"):
+            what = f"unknown device type '{item}'" if item else "an empty item"
+            raise ValueError(
+                f"HETFLOW_OPENCL_DEVICES='{text}': {what} "
+                "(use gpu, accelerator, cpu, all, or a comma-separated list such as gpu,cpu)"
+            )
 
 
 def _device_modules() -> str:

@@ -12,6 +12,7 @@
 
 #include "hetflow/error.hpp"
 #include "hetflow/ext/driver.hpp"
+#include "perfmodel/storage.hpp"
 #include "platform/topology.hpp"
 #include "sim/machine.hpp"
 
@@ -190,6 +191,8 @@ Config Config::resolved() const {
 
 void Config::check() const {
   const Config full = resolved();
+  // Read as each performance model is made: a malformed value fails every task that has one.
+  static_cast<void>(detail::default_calibration_samples());
   if (full.simulate->empty()) return;
   try {
     static_cast<void>(detail::MachineSpec::load(*full.simulate));

@@ -75,6 +75,24 @@ def test_info_reports_the_engines_own_variables_as_a_runtime_would(tmp_path):
         assert done.returncode == 1 and said in done.stderr, done.stderr
 
 
+def test_info_reports_the_device_variables_a_runtime_refuses(tmp_path):
+    # A runtime refuses to start over these; info said nothing wrong and exited 0.
+    for variable, value, said in [
+        ("HETFLOW_NCUDA", "x", "HETFLOW_NCUDA='x' is not a whole number"),
+        ("HETFLOW_NCUDA", "99999", "HETFLOW_NCUDA='99999'"),
+        ("HETFLOW_OPENCL_DEVICES", "gpus", "unknown device type 'gpus'"),
+        ("HETFLOW_OPENCL_DEVICES", "gpu,,cpu", "an empty item"),
+        ("HETFLOW_CALIBRATE", "0", "HETFLOW_CALIBRATE='0' is not a whole number from 1 to 1000000"),
+        ("HETFLOW_CALIBRATE", "ten", "HETFLOW_CALIBRATE='ten'"),
+    ]:
+        done = info(tmp_path, **{variable: value})
+        assert done.returncode == 1 and said in done.stderr, (variable, value, done.stderr)
+        assert done.stderr.startswith("hetflow: a HETFLOW_* variable has a bad value: "), done.stderr
+    for value in ("gpu", " gpu , cpu ", "accelerator,all"):
+        done = info(tmp_path, HETFLOW_OPENCL_DEVICES=value, HETFLOW_NCUDA="0", HETFLOW_CALIBRATE="1000000")
+        assert done.returncode == 0, (value, done.stderr)
+
+
 def test_info_shows_a_simulated_machine_and_refuses_a_missing_or_damaged_one(tmp_path):
     machine = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "sched_sim", "legacy.json")
     done = info(tmp_path, HETFLOW_SIMULATE=machine)
