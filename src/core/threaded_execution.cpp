@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "core/task_state.hpp"
@@ -271,10 +272,25 @@ void ThreadedExecution::start(Engine& engine) {
   most_threads_ = engine.workers().size() + *engine.config.spare_threads;
   for (const auto& worker : engine.workers()) {
     WorkerThread& thread = threads_.emplace_back();
-    thread.thread = SizedThread(*engine.config.worker_stack_bytes, [this, &thread, w = worker.get()] {
-      if (w->driver != nullptr) w->driver->start_worker(w->driver_index);
-      thread_main(thread, w);
-    });
+    try {
+      thread.thread = SizedThread(*engine.config.worker_stack_bytes, [this, &thread, w = worker.get()] {
+        if (w->driver != nullptr) w->driver->start_worker(w->driver_index);
+        thread_main(thread, w);
+      });
+    } catch (const std::system_error& e) {
+      // Out of threads or address space (ulimit -u, ulimit -v): the threads already started
+      // stop, and the runtime is not made, rather than end the program (std::terminate) as the
+      // engine unwinds with their threads still running.
+      threads_.pop_back();
+      stop();
+      const std::size_t made = threads_.size();
+      threads_.clear();
+      throw Error("hetflow: cannot start the thread of worker " + std::to_string(made) + " (of " +
+                  std::to_string(engine.workers().size()) + "): " + e.code().message() +
+                  "; the process may have reached its limit on threads or memory (ulimit -u, ulimit -v, "
+                  "ulimit -s: RLIMIT_NPROC, RLIMIT_AS, RLIMIT_STACK); start fewer workers (ncpus, nprocs) "
+                  "or raise the limit");
+    }
   }
 }
 

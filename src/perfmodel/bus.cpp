@@ -358,9 +358,7 @@ void BusModel::calibrate(const std::filesystem::path& directory, const std::vect
     store(0, index, measured.host_to_node);
     store(index, 0, measured.node_to_host);
     try {
-      std::error_code ec;
-      std::filesystem::create_directories(file.parent_path(), ec);
-      if (ec) throw Error("cannot create " + file.parent_path().string() + ": " + ec.message());
+      create_owned_directories(file.parent_path());
       write_file_atomically(file, format_bus({name, measured.host_to_node, measured.node_to_host}));
     } catch (const std::exception& e) {
       warn("cannot save the bus model of " + name + " (it will be measured again next time): " + e.what());

@@ -257,17 +257,18 @@ std::string format_model_within_limit(std::string_view symbol, ModelContents& co
 }
 
 DirectoryLock::DirectoryLock(const std::filesystem::path& directory) {
-  std::error_code ec;
-  std::filesystem::create_directories(directory, ec);
-  if (ec) throw Error("cannot create " + directory.string() + ": " + ec.message());
+  create_owned_directories(directory);
   const std::filesystem::path lock_file = directory / ".lock";
   fd_ = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0 && errno == EACCES) {
     // A directory shared between users: the lock file another user made is read-only to this
-    // one, and flock() needs no more than a descriptor open for reading.
+    // one, and flock() needs no more than a descriptor open for reading. If there is none (a
+    // directory this user may not write to), the reason to give is the first one.
     fd_ = ::open(lock_file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0 && errno == ENOENT) errno = EACCES;
   }
   if (fd_ < 0) throw Error("cannot open " + lock_file.string() + ": " + std::strerror(errno));
+  keep_owner_access(fd_);  // made under umask 0777, it would refuse the next run
   // Saves take milliseconds: a lock held for long is a process stopped (Ctrl-Z) or stuck in its
   // save, and waiting for it would hold this program's shutdown, and its exit, for as long.
   const auto deadline = std::chrono::steady_clock::now() + kLockPatience;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "hetflow/error.hpp"
 
@@ -59,6 +60,7 @@ AtomicFile::AtomicFile(std::filesystem::path target) : target_(std::move(target)
   temporary_ = target_.parent_path() / name;
   fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error("cannot create " + temporary_.string() + ": " + system_error_text(errno));
+  keep_owner_access(fd_);
 }
 
 AtomicFile::~AtomicFile() {
@@ -99,6 +101,38 @@ void AtomicFile::commit() {
   if (dir_fd >= 0) {
     ::fsync(dir_fd);
     ::close(dir_fd);
+  }
+}
+
+void keep_owner_access(int fd) noexcept {
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || info.st_uid != ::geteuid()) return;
+  const mode_t wanted = S_IRUSR | S_IWUSR;
+  if ((info.st_mode & wanted) != wanted) ::fchmod(fd, (info.st_mode & 07777) | wanted);
+}
+
+void create_owned_directories(const std::filesystem::path& directory) {
+  // The missing ones, from the deepest up; made from the top down, each entered in turn.
+  std::vector<std::filesystem::path> missing;
+  for (std::filesystem::path path = directory; !path.empty(); path = path.parent_path()) {
+    struct stat info {};
+    if (::stat(path.c_str(), &info) == 0) break;
+    missing.push_back(path);
+    if (path == path.parent_path()) break;
+  }
+  for (auto path = missing.rbegin(); path != missing.rend(); ++path) {
+    if (::mkdir(path->c_str(), 0777) != 0) {
+      if (errno == EEXIST) continue;  // made meanwhile (another process), or a file: said below
+      throw Error("cannot create " + path->string() + ": " + system_error_text(errno));
+    }
+    struct stat info {};
+    if (::stat(path->c_str(), &info) == 0 && (info.st_mode & S_IRWXU) != S_IRWXU) {
+      ::chmod(path->c_str(), (info.st_mode & 07777) | S_IRWXU);
+    }
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_directory(directory, ec)) {
+    throw Error("cannot create " + directory.string() + ": " + (ec ? ec.message() : "something else is there"));
   }
 }
 

@@ -32,6 +32,16 @@ class AtomicFile {
   int fd_ = -1;
 };
 
+/// Creates `directory` and the directories missing above it (as create_directories), each with
+/// the owner's read, write and search permissions whatever the umask: one made under umask 0777
+/// (mode 000) could not be entered, by this run or any later one, to save what it is for.
+/// Directories that exist are left as they are. Throws hetflow::Error naming the one it cannot make.
+void create_owned_directories(const std::filesystem::path& directory);
+
+/// Adds the owner's read and write permissions to the file open as `fd`, if it is this user's and
+/// lacks them (it was created under a umask such as 0777), so that a later run can read it.
+void keep_owner_access(int fd) noexcept;
+
 /// The whole of `text` in `file`, through an AtomicFile.
 void write_file_atomically(const std::filesystem::path& file, std::string_view text);
 

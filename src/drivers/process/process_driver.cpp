@@ -160,9 +160,13 @@ class Child final : public ProcessChannel {
     posix_spawnattr_init(&attributes);
     // Its own process group: a Ctrl-C at the terminal interrupts the host, not the workers.
     posix_spawnattr_setpgroup(&attributes, 0);
+    // A worker runs its tasks' programs (subprocess) as a fresh interpreter would: SIGCHLD ignored
+    // by the host (its own child management) would make every wait in the worker fail with
+    // ECHILD, and `subprocess.run(...).returncode` read 0 whatever the program returned.
     sigset_t defaults;
     sigemptyset(&defaults);
     sigaddset(&defaults, SIGPIPE);
+    sigaddset(&defaults, SIGCHLD);
     posix_spawnattr_setsigdefault(&attributes, &defaults);
     sigset_t none;
     sigemptyset(&none);
@@ -352,6 +356,12 @@ class Child final : public ProcessChannel {
     do {
       result = ::waitpid(pid_, &status, WNOHANG);
     } while (result < 0 && errno == EINTR);
+    if (result < 0 && errno == ECHILD) {
+      // Ended, and reaped by someone else: the host ignores SIGCHLD (the kernel reaps its
+      // children), or a SIGCHLD handler of its own waited for any child. Its status is lost.
+      exit_status_ = kStatusUnknown;
+      return true;
+    }
     if (result != pid_) return false;
     exit_status_ = status;
     return true;
@@ -367,14 +377,24 @@ class Child final : public ProcessChannel {
     pid_t result = pid_;
     while (!exit_status_ && (result = ::waitpid(pid_, &status, 0)) < 0 && errno == EINTR) {
     }
+    if (result < 0 || status == kStatusUnknown) {
+      status = kStatusUnknown;
+      result = -1;
+    }
     exit_status_.reset();
     in_flight_ = 0;
     known_.clear();  // a replacement knows nothing
     pid_ = -1;
     running_pid_.store(-1, std::memory_order_release);
-    return result < 0 ? std::string("ended") : describe_exit(status);
+    return result < 0 ? std::string(
+                            "ended (its exit status is unknown: this process ignores SIGCHLD, or another "
+                            "part of it reaped the child)")
+                      : describe_exit(status);
   }
 
+  // exit_status_ of a child that someone else reaped: no status waitpid gives (it would say
+  // "killed by signal 126", and there is no such signal).
+  static constexpr int kStatusUnknown = 0x7e7e;
   const ProcessWorkersConfig& config_;
   const std::vector<std::string>& host_environment_;  // the driver's copy of the host's
   unsigned index_;
