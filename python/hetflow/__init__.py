@@ -235,6 +235,7 @@ def wait_for_all(timeout: Optional[float] = None, progress: bool = False) -> boo
 
     progress: show how many of the tasks unfinished at the call are done (a tqdm bar when tqdm
     is installed, else a line on stderr); tasks they submit meanwhile are counted in."""
+    progress = _runtime.check_flag(progress, "hetflow.wait_for_all: progress")
     runtime = _runtime.current()
     if not progress or runtime.inside_task():
         return runtime.wait_all(timeout)  # inside a task it raises, before any progress is shown
@@ -271,8 +272,8 @@ def acquire(array: Any, mode: str = "RW") -> Acquired:
     >>> with hetflow.acquire(a, "R") as view:
     ...     print(view.sum())
     """
+    mode = check_mode(mode)  # before the runtime starts for it
     runtime = _runtime.current()
-    mode = check_mode(mode)
     if mode == "REDUX":
         raise ValueError("hetflow.acquire: REDUX is a mode for tasks that contribute; acquire with 'R', 'W' or 'RW'")
     try:

@@ -8,17 +8,22 @@ import ctypes
 import errno
 import mmap
 import os
+import reprlib
 import threading
 from collections import OrderedDict
 from typing import Any, List, Optional, Tuple
+
+from hetflow._errors import SettingTypeError
 
 MODES = ("R", "W", "RW", "REDUX")
 _CANONICAL_MODES = frozenset(MODES)
 
 
 def check_mode(mode: str) -> str:
-    if not isinstance(mode, str) or mode.upper() not in MODES:
-        raise ValueError(f"hetflow: unknown access mode {mode!r}; use 'R', 'W', 'RW' or 'REDUX'")
+    if not isinstance(mode, str):
+        raise SettingTypeError(f"hetflow: an access mode is a str, 'R', 'W', 'RW' or 'REDUX', not {mode!r}")
+    if mode.upper() not in MODES:
+        raise ValueError(f"hetflow: unknown access mode {reprlib.repr(mode)}; use 'R', 'W', 'RW' or 'REDUX'")
     return mode.upper()
 
 

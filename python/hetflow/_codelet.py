@@ -241,7 +241,16 @@ def opencl_program(context: Any, source: str, options: str = "") -> Any:
     ...     program = hetflow.opencl_program(x, SOURCE)
     ...     program.scale(x.queue, x.shape, None, x.data, numpy.float64(factor))
     """
+    given = context
     context = getattr(context, "context", context)
+    if not hasattr(context, "int_ptr"):
+        raise TypeError(
+            "hetflow.opencl_program: context must be a pyopencl.Context, or an array or queue of one, "
+            f"not {type(given).__name__}"
+        )
+    for what, text in (("source", source), ("options", options)):
+        if not isinstance(text, str):
+            raise TypeError(f"hetflow.opencl_program: {what} must be a str, not {type(text).__name__}")
     key = (context.int_ptr, source, options)
     program = _programs.get(key)
     if program is None:

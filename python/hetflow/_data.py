@@ -1022,7 +1022,7 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
             shape = tuple(shape)
         except TypeError:
             raise TypeError(f"hetflow.empty: shape must be an int or a sequence of ints, not {shape!r}") from None
-    if order not in ("C", "F"):
+    if not isinstance(order, str) or order not in ("C", "F"):  # a str first: an array's `in` is ambiguous
         raise ValueError(f"hetflow.empty: order must be 'C' or 'F', not {order!r}")
     count = 1
     for extent in shape:
@@ -1133,7 +1133,7 @@ def array(data: Any, dtype: Any = None, order: str = "K") -> Any:
     out so, else C."""
     import numpy
 
-    if order not in ("K", "C", "F"):
+    if not isinstance(order, str) or order not in ("K", "C", "F"):  # a str first: an array's `in` is ambiguous
         raise ValueError(f"hetflow.array: order must be 'K', 'C' or 'F', not {order!r}")
     source = numpy.asarray(data, dtype=dtype)
     if order == "K":

@@ -69,6 +69,11 @@ class WorkerCrashedError(HetflowError, concurrent.futures.BrokenExecutor):
     """
 
 
+class SettingTypeError(TypeError, ValueError):
+    """A setting or argument of the wrong type (``hetflow.init(ncpus="4")``): a TypeError, and
+    a ValueError too, which hetflow raised for these before."""
+
+
 class TaskTraceback(Exception):
     """The traceback of a task, as text; set as the ``__cause__`` of the errors tasks raise."""
 

@@ -5,6 +5,7 @@ import concurrent.futures
 import contextlib
 import logging
 import numbers
+import reprlib
 import sys
 import threading
 import time
@@ -276,6 +277,12 @@ class Future(concurrent.futures.Future):
         the callbacks added before were handed on; else after those, on the callback thread
         (callbacks run in the order they were added). asyncio's own callbacks (``asyncio.wait`` and ``as_completed`` add them to the futures
         they are given) are called in the event loop that added them, as asyncio expects."""
+        if not callable(fn):
+            # Taken, it failed only when called, on the callback thread, as a logged traceback.
+            raise TypeError(
+                "hetflow.Future.add_done_callback: fn must be callable (it is called with the future), "
+                f"not {type(fn).__name__} {reprlib.repr(fn)}"
+            )
         module = getattr(fn, "__module__", None)
         if module in ("asyncio.tasks", "asyncio.futures"):
             loop = _running_loop()

@@ -4,9 +4,11 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
+import numbers
 import os
 import pickle
 import queue
+import reprlib
 import sys
 import threading
 import time
@@ -31,6 +33,7 @@ from hetflow._errors import (
     INTERRUPTIONS,
     CancelledError,
     HetflowError,
+    SettingTypeError,
     freeze_exception,
     let_go_of_all_frames,
     returned_coroutine,
@@ -96,8 +99,12 @@ def _worker_trace_path() -> Optional[str]:
 
 
 def check_executor(executor: str) -> str:
-    if not isinstance(executor, str) or executor not in EXECUTORS:
-        raise ValueError(f"hetflow: unknown executor {executor!r}; use 'thread' or 'process'")
+    if not isinstance(executor, str):
+        raise SettingTypeError(
+            f"hetflow: executor must be 'thread' or 'process', not {type(executor).__name__} {reprlib.repr(executor)}"
+        )
+    if executor not in EXECUTORS:
+        raise ValueError(f"hetflow: unknown executor {reprlib.repr(executor)}; use 'thread' or 'process'")
     return executor
 
 
@@ -161,6 +168,14 @@ def _checked_timeout(timeout: Any, where: str) -> Optional[float]:
     return float(timeout) if timeout < 1e9 else None  # longer than any run: no limit
 
 
+def check_flag(value: Any, where: str) -> bool:
+    """``value`` as a bool (True, False or a numpy bool); else a TypeError naming ``where``, as
+    ``"hetflow.map: progress"``. A flag of another type was taken for its truth value."""
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")):
+        return bool(value)
+    raise TypeError(f"{where} must be True or False, not {type(value).__name__} {reprlib.repr(value)}")
+
+
 def _is_future(value: Any) -> bool:
     return isinstance(value, Future)
 
@@ -172,9 +187,10 @@ def _resolve(future: Future) -> Any:
 @dataclass(frozen=True)
 class Settings:
     """A runtime's settings, as ``hetflow.init`` and :class:`Runtime` take them (see
-    ``hetflow.init`` for each), checked when made: a bad one raises ValueError before anything
-    is stopped or started. None leaves a setting to its environment variable or default, which
-    :meth:`resolved` fills in.
+    ``hetflow.init`` for each), checked when made: a bad one raises ValueError (one of the wrong
+    type SettingTypeError, a TypeError and ValueError) before anything is stopped or started.
+    None leaves a setting to its environment variable or default, which :meth:`resolved` fills
+    in.
 
     >>> Settings(ncpus=4, executor="thread").resolved().nprocs    # HETFLOW_NPROCS, else ncpus
     4
@@ -198,17 +214,23 @@ class Settings:
         if self.opencl is not None and self.opencl not in (True, False, "all"):
             raise ValueError(f"hetflow: opencl must be True, False, 'all' (CPU devices too) or None, not {self.opencl!r}")
         if self.cuda is not None and not isinstance(self.cuda, bool):
-            raise ValueError(f"hetflow: cuda must be True, False or None, not {self.cuda!r}")
+            raise SettingTypeError(f"hetflow: cuda must be True, False or None, not {self.cuda!r}")
         if self.memory_limits is not None:
-            _check_memory_limits(self.memory_limits)
+            object.__setattr__(self, "memory_limits", _check_memory_limits(self.memory_limits))
         if trace is not None and not isinstance(trace, (str, os.PathLike)):
-            raise ValueError(f"hetflow: trace must be a path, not {trace!r}")
+            raise SettingTypeError(f"hetflow: trace must be a path, not {trace!r}")
+        if trace is not None and os.fspath(trace) in ("", b""):
+            # Taken, it failed only at shutdown, as a warning that the trace '' cannot be written.
+            raise ValueError("hetflow: trace is an empty path; give a file name, or None for no trace")
+        if trace is not None and "\x00" in str(os.fspath(trace)):
+            # The engine's path stopped at the NUL: the trace went elsewhere, or nowhere.
+            raise ValueError(f"hetflow: trace {os.fspath(trace)!r} contains a NUL character, which no path may hold")
         if stats is not None and not isinstance(stats, bool):
-            raise ValueError(f"hetflow: stats must be True or False, not {stats!r}")
+            raise SettingTypeError(f"hetflow: stats must be True or False, not {stats!r}")
         if initializer is not None and not callable(initializer):
-            raise ValueError(f"hetflow: initializer must be callable (or None), not {initializer!r}")
+            raise SettingTypeError(f"hetflow: initializer must be callable (or None), not {initializer!r}")
         if not isinstance(initargs, tuple):
-            raise ValueError(f"hetflow: initargs must be a tuple of arguments for the initializer, not {initargs!r}")
+            raise SettingTypeError(f"hetflow: initargs must be a tuple of arguments for the initializer, not {initargs!r}")
         if initargs and initializer is None:
             raise ValueError("hetflow: initargs given without an initializer to call with them")
         _check_count(self.ncpus, "ncpus", 1, MAX_NCPUS, "CPU workers")
@@ -217,11 +239,17 @@ class Settings:
         if self.sched is not None:
             from hetflow import _hetflow
 
-            if not isinstance(self.sched, str) or self.sched not in _hetflow.schedulers():
-                raise ValueError(
-                    f"hetflow: unknown scheduler {self.sched!r}; known schedulers: {', '.join(_hetflow.schedulers())}"
+            if not isinstance(self.sched, str):
+                raise SettingTypeError(
+                    f"hetflow: the scheduler (sched) must be a name, one of {', '.join(_hetflow.schedulers())}, "
+                    f"not {type(self.sched).__name__} {reprlib.repr(self.sched)}"
                 )
-        if self.executor:  # an empty one is left to HETFLOW_EXECUTOR, as None is
+            if self.sched not in _hetflow.schedulers():
+                raise ValueError(
+                    f"hetflow: unknown scheduler {reprlib.repr(self.sched)}; known schedulers: "
+                    f"{', '.join(_hetflow.schedulers())}"
+                )
+        if self.executor is not None and self.executor != "":  # "" is left to HETFLOW_EXECUTOR, as None is
             check_executor(self.executor)
 
     def resolved(self) -> "Settings":
@@ -262,24 +290,36 @@ class Settings:
         return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
-def _check_memory_limits(limits: Any) -> None:
+def _check_memory_limits(limits: Any) -> Dict[int, int]:
+    """``limits`` as plain ints (numpy integers are taken), each in the engine's range: a node
+    or size beyond it got the binding layer's signature dump."""
     if not isinstance(limits, dict):
-        raise ValueError(f"hetflow: memory_limits must be a dict of device node -> bytes, not {limits!r}")
+        raise SettingTypeError(f"hetflow: memory_limits must be a dict of device node -> bytes, not {limits!r}")
+    checked = {}
     for node, size in limits.items():
-        if not isinstance(node, int) or isinstance(node, bool) or node < 1:
+        if not _is_whole(node) or not 1 <= node < 2**32:
             raise ValueError(
                 f"hetflow: memory_limits: {node!r} is not a device memory node (1, 2, ... in the order of the "
                 "device workers; node 0, host memory, has no limit)"
             )
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ValueError(f"hetflow: memory_limits[{node}] must be a positive number of bytes, not {size!r}")
+        if not _is_whole(size) or not 1 <= size < 2**64:
+            raise ValueError(
+                f"hetflow: memory_limits[{node}] must be a positive number of bytes (at most 2**64 - 1), not {size!r}"
+            )
+        checked[int(node)] = int(size)
+    return checked
+
+
+def _is_whole(value: Any) -> bool:
+    """An int or a numpy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
 def _check_count(value: Any, name: str, least: int, most: int, unit: str) -> None:
     if value is None:
         return
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"hetflow: {name} must be an int from {least} to {most}, not {value!r}")
+        raise SettingTypeError(f"hetflow: {name} must be an int from {least} to {most}, not {reprlib.repr(value)}")
     if not least <= value <= most:
         raise ValueError(f"hetflow: {name}={value} is out of range; use {least} to {most} {unit}")
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator, List, Optional,
 
 from hetflow import _main_globals, _runtime
 from hetflow._arrays import Access, span
-from hetflow._errors import returned_coroutine, same_exception, task_exception
+from hetflow._errors import SettingTypeError, returned_coroutine, same_exception, task_exception
 from hetflow._future import Future
 from hetflow._progress import Progress
 from hetflow._serialize import (
@@ -176,6 +176,7 @@ class Executor(concurrent.futures.Executor):
         """
         deadline = None if timeout is None else time.monotonic() + _checked_timeout(timeout)
         chunksize = _checked_chunksize(chunksize)
+        progress = _runtime.check_flag(progress, "hetflow.Executor.map: progress")
         if self._shut_down:
             raise RuntimeError("hetflow.Executor: cannot schedule new futures after shutdown")
         if not iterables:
@@ -319,6 +320,7 @@ def map(
     done); the calls not started then are cancelled. progress: show finished calls.
     """
     chunksize = _checked_chunksize(chunksize)
+    progress = _runtime.check_flag(progress, "hetflow.map: progress")
     if isinstance(executor, Executor):
         if executor._shut_down:
             raise RuntimeError("hetflow.map: the executor has been shut down")
@@ -345,9 +347,8 @@ def _checked_chunksize(chunksize: Any) -> Optional[int]:
     if chunksize is None:
         return None
     if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
-        raise ValueError(
-            f"hetflow: chunksize must be an int >= 1 (calls per task) or None (automatic), not {chunksize!r}"
-        )
+        error = ValueError if isinstance(chunksize, int) and not isinstance(chunksize, bool) else SettingTypeError
+        raise error(f"hetflow: chunksize must be an int >= 1 (calls per task) or None (automatic), not {chunksize!r}")
     return chunksize
 
 

@@ -320,11 +320,15 @@ class Parallel:
         **unknown: Any,
     ) -> None:
         _refuse_keywords(unknown)
-        if mode not in ("normal", "future"):
+        if not isinstance(mode, str) or mode not in ("normal", "future"):
             hint = f" (joblib's first argument is n_jobs: give it by name, n_jobs={mode!r})" if isinstance(mode, int) else ""
             raise ValueError(f"hetflow.joblib.Parallel: mode must be 'normal' or 'future', not {mode!r}{hint}")
         if executor is not None:
             _runtime.check_executor(executor)
+        progress = _runtime.check_flag(progress, "hetflow.joblib.Parallel: progress")
+        for what, text in (("end_msg", end_msg), ("name", name)):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"hetflow.joblib.Parallel: {what} must be a str or None, not {type(text).__name__} {text!r}")
         if timeout is not None:
             if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
                 raise TypeError(f"hetflow.joblib.Parallel: timeout must be a number of seconds or None, not {timeout!r}")

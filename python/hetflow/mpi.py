@@ -604,6 +604,12 @@ def distribute(arrays: Mapping[K, Any], owner: Callable[[K], int]) -> Mapping[K,
     >>> tiles = {(i, j): np.zeros((b, b)) for i in range(n) for j in range(i + 1)}
     >>> hetflow.mpi.distribute(tiles, hetflow.mpi.block_cyclic())   # 2-D block-cyclic
     """
+    if not isinstance(arrays, Mapping):
+        raise TypeError(
+            f"hetflow.mpi.distribute: arrays must be a mapping of key -> array (a dict), not {type(arrays).__name__}"
+        )
+    if not callable(owner):
+        raise TypeError(f"hetflow.mpi.distribute: owner must be a function of the key, not {type(owner).__name__}")
     for key, array in arrays.items():
         register(array, owner(key), name=f"{key}")
     return arrays
@@ -631,6 +637,13 @@ def block_cyclic(rows: Optional[int] = None, columns: Optional[int] = None) -> C
     grid_rows, grid_columns = rows, columns
 
     def owner(key: Any) -> int:
+        if not (
+            isinstance(key, tuple)
+            and len(key) == 2
+            and all(isinstance(index, numbers.Integral) and not isinstance(index, bool) for index in key)
+        ):
+            # It raised "not enough values to unpack", or took a str of two letters.
+            raise TypeError(f"hetflow.mpi.block_cyclic: a tile key is a pair of ints (i, j), not {key!r}")
         i, j = key
         return (i % grid_rows) * grid_columns + j % grid_columns
 
@@ -706,9 +719,10 @@ def gather(arrays: Any, root: Optional[int] = 0) -> None:
     >>> hetflow.mpi.gather(tiles, root=0)
     >>> if hetflow.mpi.rank() == 0: print(np.block(...))
     """
-    state = _every_rank_call("gather" if root is not None else "broadcast")
+    what = "gather" if root is not None else "broadcast"
+    state = _every_rank_call(what)
     group = _as_list(arrays)
-    capsules = [_capsule(array, "gather") for array in group]
+    capsules = [_capsule(array, what) for array in group]
     if root is None:
         for capsule in capsules:
             state.context.broadcast(capsule)  # through a tree of ranks

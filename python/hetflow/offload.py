@@ -26,6 +26,7 @@ import types
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from hetflow import _kernel, _runtime
+from hetflow._errors import SettingTypeError
 from hetflow._future import Future
 from hetflow._serialize import find_nested, loaded_numpy
 
@@ -60,6 +61,16 @@ class OffloadHandle:
     """
 
     def __init__(self, futures: Dict[int, Future]) -> None:
+        if not isinstance(futures, dict) or not all(
+            isinstance(core, int) and not isinstance(core, bool) and isinstance(future, Future)
+            for core, future in futures.items()
+        ):
+            import reprlib
+
+            raise TypeError(
+                "hetflow.OffloadHandle takes a dict of core id (int) -> hetflow.Future, as a launch makes it, "
+                f"not {type(futures).__name__} {reprlib.repr(futures)}"
+            )
         self._futures = dict(sorted(futures.items()))
         # wait_any() forgets what it collects: threads sharing the handle take turns at the dict.
         self._lock = threading.Lock()
@@ -197,7 +208,9 @@ def _is_numpy_bool(value: Any) -> bool:
 
 
 def _check_auto(auto: Any, auto_name: str, where: str = "hetflow.offload") -> int:
-    if not _is_int(auto) or auto < 1:
+    if not _is_int(auto):
+        raise SettingTypeError(f"{where}: {auto_name} must be a positive number of cores, not {auto!r}")
+    if auto < 1:
         raise ValueError(f"{where}: {auto_name} must be a positive number of cores, not {auto!r}")
     return int(auto)
 
@@ -490,7 +503,8 @@ def _asynchronous(options: Dict[str, Any], default: bool, where: str) -> bool:
     """Takes ``asynchronous`` (or ``async``, as ported ePython code spells it) out of ``options``."""
     if "asynchronous" in options and "async" in options:
         raise TypeError(f"{where}: give asynchronous or async (the same option), not both")
-    return bool(options.pop("asynchronous", options.pop("async", default)))
+    # Checked: any value was taken for its truth ("no" launched asynchronously).
+    return _runtime.check_flag(options.pop("asynchronous", options.pop("async", default)), f"{where}: asynchronous")
 
 
 def _options(options: Dict[str, Any], where: str) -> Tuple[bool, Optional[int], Target]:
@@ -593,6 +607,7 @@ def define_on_device(name: str, value: Any) -> None:
 def copy_to_device(name: str, value: Any, target: Target = None, asynchronous: bool = False) -> Any:
     """Sets device variable ``name`` to ``value`` on the target cores (default: all)."""
     _check_name(name)
+    asynchronous = _runtime.check_flag(asynchronous, "hetflow.copy_to_device: asynchronous")
     result = _on_cores(_kernel.store, (name, value), target, asynchronous, "hetflow.copy_to_device")
     return result if asynchronous else None
 
@@ -600,13 +615,16 @@ def copy_to_device(name: str, value: Any, target: Target = None, asynchronous: b
 def copy_from_device(name: str, target: Target = None, asynchronous: bool = False) -> Any:
     """The value of device variable ``name`` on each target core (default: all), by core id."""
     _check_name(name)
+    asynchronous = _runtime.check_flag(asynchronous, "hetflow.copy_from_device: asynchronous")
     return _on_cores(_kernel.load, (name,), target, asynchronous, "hetflow.copy_from_device")
 
 
 def _check_name(name: str) -> None:
     """A device variable becomes a global of the kernels: its name must be one a kernel can use,
     and must not hide a builtin (every later kernel on the core would get the variable instead)."""
-    if not isinstance(name, str) or not name.isidentifier():
+    if not isinstance(name, str):
+        raise SettingTypeError(f"hetflow: a device variable needs a Python identifier (a str) as name, not {name!r}")
+    if not name.isidentifier():
         raise ValueError(f"hetflow: a device variable needs a Python identifier as name, not {name!r}")
     if keyword.iskeyword(name):
         raise ValueError(f"hetflow: {name!r} is a Python keyword; a device variable needs another name")

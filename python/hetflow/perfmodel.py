@@ -20,6 +20,8 @@ import numbers
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from hetflow._errors import SettingTypeError
+
 __all__ = [
     "ARCHS",
     "directory",
@@ -96,7 +98,8 @@ def record(symbol: str, arch: str, size: int, seconds: float) -> None:
     check_names("hetflow.perfmodel.record", symbol, arch)
     size = check_size(size, "hetflow.perfmodel.record: size")
     if type(seconds) is bool or not isinstance(seconds, numbers.Real) or not 0 <= seconds <= LONGEST_RUN:
-        raise ValueError(
+        error = ValueError if isinstance(seconds, numbers.Real) and type(seconds) is not bool else SettingTypeError
+        raise error(
             f"hetflow.perfmodel.record: seconds must be a number from 0 to {LONGEST_RUN:g} (about 31 years), "
             f"not {seconds!r}"
         )

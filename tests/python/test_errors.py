@@ -199,3 +199,177 @@ except ZeroDivisionError as error:
     import re
 
     assert re.search(r'script\.py", line \d+, in inner\n\s+return 1 / x', out), out
+
+
+# -- bad input at the public entry points (a fuzz of each parameter) ---------------------------------
+@pytest.mark.parametrize("limits", [{1: 2**64}, {2**63: 1 << 20}, {2**64: 1 << 20}])
+def test_memory_limits_beyond_the_engines_range_are_a_value_error_naming_the_setting(limits):
+    # They reached the binding layer, whose signature dump was the error.
+    hetflow.init(ncpus=1, executor="thread")
+    future = hetflow.submit(f, 1)
+    with pytest.raises(ValueError, match="memory_limits") as info:
+        hetflow.init(ncpus=1, executor="thread", memory_limits=limits)
+    _no_dump(info.value)
+    assert future.result(timeout=30) == 2
+
+
+def test_memory_limits_take_numpy_integers():
+    import numpy as np
+
+    from hetflow import _runtime
+
+    limits = _runtime.Settings(memory_limits={np.int64(1): np.uint64(1 << 20)}).memory_limits
+    assert limits == {1: 1 << 20} and all(type(n) is int for item in limits.items() for n in item)
+
+
+@pytest.mark.parametrize("trace", ["", "trace\x00.json"])
+def test_a_trace_path_that_no_file_can_have_is_refused_at_init(trace):
+    # Taken, it failed only at shutdown: a warning that the trace '' could not be written.
+    hetflow.init(ncpus=1, executor="thread")
+    future = hetflow.submit(f, 1)
+    with pytest.raises(ValueError, match="trace"):
+        hetflow.init(ncpus=1, executor="thread", trace=trace)
+    assert future.result(timeout=30) == 2
+
+
+@pytest.mark.parametrize("fn", [None, "print", 3])
+def test_add_done_callback_refuses_what_cannot_be_called(fn):
+    # Taken, it failed on the callback thread, a logged traceback, long after the call.
+    hetflow.init(ncpus=1, executor="thread")
+    future = hetflow.submit(f, 1)
+    with pytest.raises(TypeError, match="add_done_callback: fn must be callable") as info:
+        future.add_done_callback(fn)
+    _no_dump(info.value)
+    called = threading.Event()
+    future.add_done_callback(lambda _: called.set())
+    assert future.result(timeout=30) == 2 and called.wait(30)
+
+
+@pytest.mark.parametrize("futures", [None, "x", [1], {0: 5}, {"a": None}])
+def test_offload_handle_takes_a_dict_of_core_to_future(futures):
+    with pytest.raises(TypeError, match="OffloadHandle takes a dict of core id") as info:
+        hetflow.OffloadHandle(futures)
+    _no_dump(info.value)
+
+
+def test_mpi_distribute_takes_a_mapping_and_an_owner_function():
+    import hetflow.mpi
+
+    with pytest.raises(TypeError, match="arrays must be a mapping"):
+        hetflow.mpi.distribute([1, 2], lambda key: 0)
+    with pytest.raises(TypeError, match="owner must be a function"):
+        hetflow.mpi.distribute({}, 0)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"ncpus": "2"}, {"ncpus": 1.0}, {"sched": 5}, {"executor": 0}, {"stats": "yes"}, {"cuda": "yes"},
+     {"initializer": "print"}, {"initargs": [1]}, {"trace": 1.5}, {"memory_limits": [1]}],
+)
+def test_an_init_setting_of_the_wrong_type_is_a_type_error(settings):
+    # They were ValueErrors (still caught as such); executor=0 was taken for "the default".
+    with pytest.raises(TypeError) as info:
+        hetflow.init(**settings)
+    assert isinstance(info.value, ValueError)
+    assert next(iter(settings)).replace("sched", "scheduler") in str(info.value)
+
+
+def _executor_map(**keywords):
+    with hetflow.Executor(1, executor="thread") as executor:
+        return list(executor.map(f, [1], **keywords))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: hetflow.map(f, [1], progress="yes"),
+        lambda: hetflow.wait_for_all(progress=None),
+        lambda: _executor_map(progress=[1]),
+        lambda: __import__("hetflow.joblib").joblib.Parallel(progress="yes"),
+    ],
+)
+def test_progress_is_true_or_false(call):
+    # Any value was taken for its truth: "no" showed a bar.
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        call()
+
+
+@pytest.mark.parametrize("keyword", ["end_msg", "name"])
+def test_joblib_parallel_texts_are_str(keyword):
+    import hetflow.joblib
+
+    with pytest.raises(TypeError, match=f"Parallel: {keyword} must be a str or None"):
+        hetflow.joblib.Parallel(**{keyword: 0})
+
+
+@pytest.mark.parametrize("context", [None, "gpu", 0])
+def test_opencl_program_wants_a_context(context):
+    # It raised AttributeError: 'NoneType' object has no attribute 'int_ptr'.
+    with pytest.raises(TypeError, match="context must be a pyopencl.Context") as info:
+        hetflow.opencl_kernel(context, "__kernel void k() {}", "k")
+    _no_dump(info.value)
+
+
+def test_offload_flags_are_true_or_false():
+    # "no" was taken for its truth: an asynchronous launch, a handle instead of the values.
+    with pytest.raises(TypeError, match="hetflow.offload: asynchronous must be True or False"):
+        hetflow.offload(f, asynchronous="no")
+    with pytest.raises(TypeError, match="hetflow.copy_to_device: asynchronous must be True or False"):
+        hetflow.copy_to_device("v", 1, asynchronous="no")
+    with pytest.raises(TypeError, match="as name"):
+        hetflow.define_on_device(1.5, 1)
+
+
+def test_block_cyclic_owners_take_a_pair_of_ints(tmp_path):
+    # The owner function raised "not enough values to unpack" for a key that is not (i, j).
+    from hf_subprocess import run_script
+
+    rc, out, err = run_script(
+        tmp_path,
+        """
+import hetflow, hetflow.mpi
+hetflow.init(ncpus=1, executor="thread")
+hetflow.mpi.init()
+owner = hetflow.mpi.block_cyclic()
+print(owner((3, 4)))
+for key in ["x", (1,), (1, 2, 3), (1.5, 2)]:
+    try:
+        owner(key)
+    except TypeError as error:
+        print(error)
+""",
+    )
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "0" and len(lines) == 5, out
+    assert all("a tile key is a pair of ints (i, j)" in line for line in lines[1:]), out
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: hetflow.init(ncpus=1, sched="x" * 100_000),
+        lambda: hetflow.init(ncpus=1, executor="x" * 100_000),
+        lambda: hetflow.init(ncpus="x" * 100_000),
+        lambda: hetflow.acquire(__import__("numpy").zeros(2), "x" * 100_000),
+    ],
+)
+def test_an_absurdly_long_name_is_shortened_in_the_error(call):
+    # The whole 100 000 characters were in the message.
+    with pytest.raises(ValueError) as info:
+        call()
+    assert len(str(info.value)) < 300 and "xxx...xxx" in str(info.value), str(info.value)[:300]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: hetflow.array([1], order=__import__("numpy").zeros(3)), "order must be"),
+        (lambda: hetflow.zeros(2, order=__import__("numpy").zeros(2)), "order must be"),
+        (lambda: __import__("hetflow.joblib").joblib.Parallel(__import__("numpy").zeros(3)), "mode must be"),
+    ],
+)
+def test_an_array_where_a_name_is_expected_names_the_parameter(call, message):
+    # numpy's "truth value of an array ... is ambiguous" was the error.
+    with pytest.raises(ValueError, match=message):
+        call()
