@@ -436,7 +436,9 @@ TEST(Futures, WhenAllFailsIfOneFails) {
 }
 
 TEST(Futures, WhenAnyGivesFirstReady) {
-  Runtime rt;
+  // Two workers: `slow` holds one until the gate opens, and `fast` needs the other (with the
+  // default, one worker where the process may use one CPU, `fast` never ran and this hung).
+  Runtime rt(Config{.ncpus = 2});
   Gate gate;
   auto slow = rt.submit([&gate] {
     gate.wait();
@@ -486,7 +488,7 @@ TEST(Futures, WhenAnyIsReadyWhileTheOnlyWorkerIsBusy) {
 }
 
 TEST(Futures, WhenAnyCountsAFailureAsReady) {
-  Runtime rt;
+  Runtime rt(Config{.ncpus = 2});  // `slow` holds one worker until the gate opens
   Gate gate;
   auto slow = rt.submit([&gate] { gate.wait(); });
   auto failing = rt.submit([] { throw AppError(4, "quick failure"); });
