@@ -141,12 +141,14 @@ MAX_PRIORITY = 2**31 - 1
 
 
 def check_priority(priority: Any) -> int:
-    """A task priority: an int (not a bool) in the engine's range; higher runs earlier."""
-    if type(priority) is not int:
+    """A task priority: an int or a numpy integer (not a bool) in the engine's range, as an int;
+    higher runs earlier."""
+    if isinstance(priority, bool) or not isinstance(priority, numbers.Integral):
         raise TypeError(
             f"hetflow: priority must be an int (higher runs earlier, 0 by default), not {type(priority).__name__} "
             f"{priority!r}"
         )
+    priority = int(priority)
     if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
         raise ValueError(f"hetflow: priority={priority} is out of range; use an int from {MIN_PRIORITY} to {MAX_PRIORITY}")
     return priority
@@ -513,7 +515,7 @@ class Runtime:
         elif type(executor) is not str or executor not in EXECUTORS:
             executor = check_executor(executor)
         if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            check_priority(priority)
+            priority = check_priority(priority)
         if name is not None and type(name) is not str:
             check_name(name)
         if not name:
@@ -608,7 +610,7 @@ class Runtime:
             raise RuntimeError(self._closed_message())
         if sys.is_finalizing():
             raise _finalizing_error("submit a task")
-        check_priority(priority)
+        priority = check_priority(priority)
         codelet_id = self._codelet_ids.get(codelet)
         if codelet_id is None:
             with self._lock:

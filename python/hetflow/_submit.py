@@ -35,7 +35,7 @@ class TaskOptions:
     ) -> None:
         if executor is not None:
             _runtime.check_executor(executor)
-        _runtime.check_priority(priority)
+        priority = _runtime.check_priority(priority)
         _runtime.check_name(name)
         if perfmodel is not None and not isinstance(perfmodel, str):
             raise TypeError(f"hetflow: perfmodel must be a symbol (str) or None, not {type(perfmodel).__name__}")

@@ -76,15 +76,23 @@ def cpu_count() -> int:
     return _runtime.current().ncpus
 
 
-def block_count(n_jobs: Optional[int]) -> int:
-    """How many blocks ``n_jobs`` means: negative counts from the number of CPUs (-1: all)."""
+def checked_n_jobs(n_jobs: Any) -> Optional[int]:
+    """``n_jobs`` as an int (a numpy integer too, as joblib takes it) or None; TypeError or
+    ValueError for what cannot mean a number of blocks."""
     if n_jobs is None:
-        return 1
+        return None
     if not isinstance(n_jobs, numbers.Integral) or isinstance(n_jobs, bool):
         raise TypeError(f"hetflow.joblib: n_jobs must be an int, not {n_jobs!r}")
-    n_jobs = int(n_jobs)  # a numpy integer too, as joblib takes it
     if n_jobs == 0:
         raise ValueError("hetflow.joblib: n_jobs=0 has no meaning; use 1 or more, or -1 for all CPUs")
+    return int(n_jobs)
+
+
+def block_count(n_jobs: Optional[int]) -> int:
+    """How many blocks ``n_jobs`` means: negative counts from the number of CPUs (-1: all)."""
+    n_jobs = checked_n_jobs(n_jobs)
+    if n_jobs is None:
+        return 1
     if n_jobs > 0:
         return n_jobs
     cpus = cpu_count()
@@ -347,7 +355,7 @@ class Parallel:
                 "mode='future' returns an awaitable of the per-block results"
             )
         self.mode = mode
-        self.n_jobs = n_jobs
+        self.n_jobs = checked_n_jobs(n_jobs)  # here, not at the call, which may be far from it
         self.end_msg = end_msg
         self.perfmodel = perfmodel
         self.progress = progress

@@ -89,6 +89,17 @@ def test_name_of_a_wrong_type_is_a_type_error(name):
         hetflow.delayed(name=name)(f)
 
 
+def test_priority_may_be_a_numpy_integer():
+    # Refused ("priority must be an int, not int64"): priorities are often read from arrays.
+    import numpy as np
+
+    hetflow.init(ncpus=1, executor="thread")
+    assert hetflow.task_submit.options(priority=np.int64(3))(f, 1).result(timeout=30) == 2
+    assert hetflow.delayed(priority=np.int32(-2))(f)(2).result(timeout=30) == 3
+    with pytest.raises(ValueError, match="out of range"):
+        hetflow.task_submit.options(priority=np.int64(2**40))(f, 1)
+
+
 def test_bad_options_at_decoration_time():
     with pytest.raises(TypeError, match="priority must be an int"):
         hetflow.delayed(priority="x")(f)
@@ -373,3 +384,12 @@ def test_an_array_where_a_name_is_expected_names_the_parameter(call, message):
     # numpy's "truth value of an array ... is ambiguous" was the error.
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("n_jobs, error", [(len, TypeError), ("2", TypeError), (1.5, TypeError), (0, ValueError)])
+def test_parallel_refuses_a_bad_n_jobs_where_it_is_made(n_jobs, error):
+    # Refused only when called, which may be far from where the Parallel was made.
+    import hetflow.joblib as hj
+
+    with pytest.raises(error, match="n_jobs"):
+        hj.Parallel(n_jobs=n_jobs)
