@@ -339,14 +339,16 @@ _pickler_class: Optional[type] = None
 
 
 def _batch_pickler() -> type:
-    """cloudpickle's pickler, with large numpy arrays sent as references to shared memory."""
+    """hetflow's cloudpickle pickler (the functions of ``__mp_main__``, ``<run_path>`` and
+    ``lru_cache`` ones of ``__main__`` sent by value), with large numpy arrays sent as references
+    to shared memory."""
     global _pickler_class
     if _pickler_class is None:
-        from hetflow._serialize import _cloudpickle
+        from hetflow._serialize import _pickler_class as hetflow_pickler_class
 
-        cloudpickle: Any = _cloudpickle()
+        base: Any = hetflow_pickler_class()
 
-        class BatchPickler(cloudpickle.Pickler):
+        class BatchPickler(base):
             def __init__(self, file: Any, shared: _SharedInputs) -> None:
                 super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
                 self._shared = shared

@@ -204,6 +204,35 @@ def test_a_script_run_by_runpy_run_path_without_run_name(tmp_path):
     assert proc.stdout.splitlines() == ["Point(x=2)", "[Point(x=12)]"], (proc.stdout, proc.stderr)
 
 
+def test_joblib_on_the_hetflow_backend_in_a_script_run_by_runpy_run_path(tmp_path):
+    # The backend's own pickler sent the script's functions by reference: "No module named
+    # '<run_path>'" (so too "__mp_main__" in a multiprocessing child started with spawn).
+    (tmp_path / "script.py").write_text(
+        textwrap.dedent(
+            """
+            import functools
+            import joblib
+            import hetflow.joblib
+
+            def square(x):
+                return x * x
+
+            @functools.lru_cache
+            def cube(x):
+                return x ** 3
+
+            hetflow.joblib.register()
+            with joblib.parallel_config(backend="hetflow", n_jobs=2):
+                print(joblib.Parallel()(joblib.delayed(square)(j) for j in range(4)))
+                print(joblib.Parallel()(joblib.delayed(cube)(j) for j in range(3)))
+            """
+        )
+    )
+    proc = _run(["-c", "import runpy; runpy.run_path('script.py')"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[0, 1, 4, 9]", "[0, 1, 8]"], (proc.stdout, proc.stderr)
+
+
 def test_pythoninspect_is_for_the_host_not_its_workers(tmp_path):
     # Inherited, PYTHONINSPECT made each worker print its SystemExit's traceback as it ended, then
     # start an interactive prompt on the host's stdin.
